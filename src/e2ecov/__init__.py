@@ -1,0 +1,1 @@
+"""e2ecov: end-to-end coverage for running services."""

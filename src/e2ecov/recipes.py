@@ -1,0 +1,337 @@
+"""Built-in recipes: throwaway PostgreSQL and Redis servers from the system's binaries.
+
+A recipe owns one server process on a free loopback port, with its data in a private
+temporary directory. It can be stopped and started again on the same port and data (so
+tests can simulate an outage), and it always cleans up after itself.
+
+The same classes back e2ecov's `recipe = "postgres"` / `recipe = "redis"` services and the
+test fixtures of projects that use e2ecov, so there is one way to run a throwaway server.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class RecipeUnavailable(RuntimeError):
+    """The machine lacks what a recipe needs; the message names the package to install."""
+
+
+class RecipeFailed(RuntimeError):
+    """The server did not come up; the message carries the end of its log."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def find_postgres_bindir() -> Path:
+    """Where `initdb` and `postgres` live: PATH first, then Debian's versioned directories."""
+    on_path = shutil.which("initdb")
+    if on_path and shutil.which("postgres"):
+        return Path(os.path.realpath(on_path)).parent
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
+    if candidates:
+        return Path(candidates[-1]).parent
+    raise RecipeUnavailable(
+        "recipe 'postgres' needs PostgreSQL's initdb and postgres binaries: "
+        "install the Debian package 'postgresql' (apt-get install postgresql)"
+    )
+
+
+def find_redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise RecipeUnavailable(
+        "recipe 'redis' needs redis-server: install the Debian package 'redis-server' "
+        "(apt-get install redis-server)"
+    )
+
+
+@dataclass
+class _Identity:
+    """Who the server runs as: PostgreSQL refuses root, so root drops to 'postgres'."""
+
+    user: str | None
+    uid: int
+    gid: int
+
+    @classmethod
+    def for_postgres(cls) -> _Identity:
+        if os.geteuid() != 0:
+            return cls(None, os.getuid(), os.getgid())
+        for name in ("postgres", "nobody"):
+            try:
+                entry = pwd.getpwnam(name)
+            except KeyError:
+                continue
+            return cls(name, entry.pw_uid, entry.pw_gid)
+        raise RecipeUnavailable(
+            "recipe 'postgres' runs as root here and needs an unprivileged user to drop to: "
+            "install the Debian package 'postgresql', which creates the 'postgres' user"
+        )
+
+    def popen_kwargs(self) -> dict[str, int]:
+        return {"user": self.uid, "group": self.gid} if self.user else {}
+
+
+@dataclass
+class PostgresServer:
+    """A private PostgreSQL cluster: `start()`, `url`, `stop()`, `start()` again, `cleanup()`."""
+
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    user: str = "postgres"
+    database: str = "postgres"
+    startup_timeout: float = 30.0
+    _root: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self._bindir = find_postgres_bindir()
+        self._identity = _Identity.for_postgres()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def log_path(self) -> Path:
+        assert self._root is not None
+        return self._root / "postgres.log"
+
+    def _initdb(self) -> None:
+        self._root = Path(tempfile.mkdtemp(prefix="e2ecov-pg-"))
+        (self._root / "data").mkdir()
+        (self._root / "sock").mkdir()
+        for path in (self._root, self._root / "data", self._root / "sock"):
+            os.chown(path, self._identity.uid, self._identity.gid)
+        result = subprocess.run(
+            [
+                str(self._bindir / "initdb"),
+                "-D",
+                str(self._root / "data"),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            capture_output=True,
+            cwd=self._root,
+            **self._identity.popen_kwargs(),  # type: ignore[arg-type]
+        )
+        if result.returncode != 0:
+            raise RecipeFailed(
+                f"initdb failed (exit {result.returncode}): "
+                + result.stderr.decode(errors="replace")[-2000:]
+            )
+
+    def start(self) -> PostgresServer:
+        if self._proc and self._proc.poll() is None:
+            return self
+        if self._root is None:
+            self._initdb()
+        assert self._root is not None
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        os.chown(self.log_path, self._identity.uid, self._identity.gid)
+        self._proc = subprocess.Popen(
+            [
+                str(self._bindir / "postgres"),
+                "-D",
+                str(self._root / "data"),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self._root / "sock"),
+                "-c",
+                f"listen_addresses={self.host}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self._root,
+            start_new_session=True,
+            **self._identity.popen_kwargs(),  # type: ignore[arg-type]
+        )
+        log.close()
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        isready = str(self._bindir / "pg_isready")
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RecipeFailed(
+                    f"postgres exited with code {self._proc.returncode} during start:\n"
+                    + _tail(self.log_path)
+                )
+            probe = subprocess.run(
+                [isready, "-q", "-h", self.host, "-p", str(self.port), "-U", self.user],
+                capture_output=True,
+            )
+            if probe.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RecipeFailed(
+            f"postgres not ready on port {self.port} after {self.startup_timeout:.0f}s:\n"
+            + _tail(self.log_path)
+        )
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database and return its DSN."""
+        psql = self._bindir / "psql"
+        command = [str(psql) if psql.exists() else "psql", "-h", self.host, "-p", str(self.port)]
+        command += ["-U", self.user, "-d", self.database, "-v", "ON_ERROR_STOP=1", "-q", "-c"]
+        subprocess.run([*command, f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+        return self.dsn(name)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Fast shutdown (SIGINT): open connections are cut, as in a real outage."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.send_signal(signal.SIGINT)
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+
+@dataclass
+class RedisServer:
+    """A private redis-server with no persistence."""
+
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    startup_timeout: float = 15.0
+    _root: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self._binary = find_redis_server()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def log_path(self) -> Path:
+        assert self._root is not None
+        return self._root / "redis.log"
+
+    def start(self) -> RedisServer:
+        if self._proc and self._proc.poll() is None:
+            return self
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="e2ecov-redis-"))
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self._proc = subprocess.Popen(
+            [
+                self._binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                self.host,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self._root),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self._root,
+            start_new_session=True,
+        )
+        log.close()
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RecipeFailed(
+                    f"redis-server exited with code {self._proc.returncode} during start:\n"
+                    + _tail(self.log_path)
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RecipeFailed(f"redis-server not ready on port {self.port}:\n" + _tail(self.log_path))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None

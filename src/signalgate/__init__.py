@@ -1,0 +1,1 @@
+"""signalgate: the auto-remediation front door for Kubernetes."""
