@@ -1,0 +1,151 @@
+"""Bearer-token authentication with scopes, shared by the Gateway and DataStorage.
+
+The tokens file holds `<sha256-hex-of-token> <scope>[,<scope>]` lines, so the file itself
+never contains a usable secret. A presented token is hashed and compared with every entry
+in constant time (no early exit), so response timing says nothing about which entry nearly
+matched. Missing, malformed or unknown token → 401; a known token without the scope → 403.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from signalgate.common.config import ConfigError
+from signalgate.common.problems import Problem
+
+log = logging.getLogger(__name__)
+
+_LINE_RE = re.compile(r"^(?P<digest>[0-9a-fA-F]{64})\s+(?P<scopes>[A-Za-z0-9:_.,\-]+)$")
+_BEARER_RE = re.compile(r"^Bearer ([A-Za-z0-9\-._~+/]+=*)$")
+
+ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
+TOKENS_FILE = "tokens"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: `anonymous` when auth is off."""
+
+    name: str
+    scopes: frozenset[str]
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise Problem(403, "forbidden", f"this token lacks the scope '{scope}'")
+
+
+ANONYMOUS = Principal("anonymous", frozenset({"*"}))
+
+
+class Authenticator(Protocol):
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The caller behind an `Authorization` header value, or `Problem(401)`."""
+        ...
+
+
+class NoAuth:
+    """`auth.mode: none` — everyone may do everything; set only explicitly."""
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        return ANONYMOUS
+
+
+@dataclass(frozen=True)
+class _Entry:
+    digest: bytes
+    scopes: frozenset[str]
+    line: int
+
+
+class StaticTokenAuth:
+    """`auth.mode: static` — tokens from a file of hashes."""
+
+    def __init__(self, entries: Iterable[_Entry]) -> None:
+        self._entries = tuple(entries)
+
+    @classmethod
+    def from_file(cls, path: Path, known_scopes: Iterable[str] = ()) -> StaticTokenAuth:
+        """Parse the tokens file; any unreadable file or bad line is a `ConfigError`."""
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f"config key 'auth.tokensFile': '{path}' cannot be read ({exc.strerror})"
+            ) from exc
+        known = frozenset(known_scopes)
+        entries = []
+        for number, raw in enumerate(text.splitlines(), start=1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            match = _LINE_RE.match(line)
+            if not match:
+                raise ConfigError(
+                    f"tokens file '{path}' line {number}: expected "
+                    "'<sha256-hex-of-token> <scope>[,<scope>]'"
+                )
+            scopes = frozenset(s for s in match.group("scopes").split(",") if s)
+            unknown = scopes - known if known else frozenset()
+            if unknown:
+                raise ConfigError(
+                    f"tokens file '{path}' line {number}: unknown scope "
+                    f"'{sorted(unknown)[0]}' (allowed: {', '.join(sorted(known))})"
+                )
+            entries.append(_Entry(bytes.fromhex(match.group("digest")), scopes, number))
+        return cls(entries)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise Problem(401, "unauthorized", "missing Authorization header (Bearer token)")
+        match = _BEARER_RE.match(authorization)
+        if not match:
+            raise Problem(401, "unauthorized", "Authorization header is not 'Bearer <token>'")
+        digest = hashlib.sha256(match.group(1).encode()).digest()
+        found: _Entry | None = None
+        for entry in self._entries:
+            if hmac.compare_digest(entry.digest, digest):
+                found = entry
+        if found is None:
+            raise Problem(401, "unauthorized", "unknown token")
+        return Principal(f"token@line{found.line}", found.scopes)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def ensure_admin_token(data_dir: Path, scopes: Iterable[str]) -> tuple[Path, Path | None]:
+    """First start with no tokens file configured: make one admin token holding `scopes`.
+
+    Returns the tokens file and, when one was made now, the file holding the admin token
+    (mode 0600). The token itself is never logged; only where it is.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tokens_path = data_dir / TOKENS_FILE
+    if tokens_path.exists():
+        return tokens_path, None
+    token = secrets.token_urlsafe(32)
+    token_path = data_dir / ADMIN_TOKEN_FILE
+    _write_private(token_path, token + "\n")
+    _write_private(
+        tokens_path,
+        "# generated on first start: sha256 of the admin token, then its scopes\n"
+        f"{hash_token(token)} {','.join(scopes)}\n",
+    )
+    log.warning("generated an admin token", extra={"token_file": str(token_path)})
+    return tokens_path, token_path
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)

@@ -1,0 +1,265 @@
+"""Settings loading shared by every signalgate service.
+
+A service declares its settings as one pydantic model (camelCase keys, as in the YAML file);
+`load_settings` resolves it once at start-up from three layers, later ones winning:
+the model's defaults, the YAML file, and `SIGNALGATE_<SECTION>__<KEY>` environment variables
+(case-insensitive). Every error becomes one `ConfigError` line naming the key, the value,
+where it came from and what is allowed, so `serve` can print it and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+ENV_PREFIX = "SIGNALGATE_"
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgG]i?[bB]|[bB])?\s*$")
+_LISTEN_RE = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]*):(?P<port>\d{1,5})$")
+
+
+class ConfigError(Exception):
+    """Invalid settings: the message is one line meant for the person running the service."""
+
+
+def parse_duration(value: object) -> float:
+    """`250ms`, `1s`, `5m`, `1h`, `7d` or a plain number of seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("is not a duration (e.g. 250ms, 1s, 5m, 1h)")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION_RE.match(str(value))
+        if not match:
+            raise ValueError("is not a duration (e.g. 250ms, 1s, 5m, 1h)")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+    if seconds < 0:
+        raise ValueError("is not a duration (must not be negative)")
+    return seconds
+
+
+def parse_size(value: object) -> int:
+    """`100MiB`, `512KiB`, `1GB` or a plain number of bytes → bytes."""
+    if isinstance(value, bool):
+        raise ValueError("is not a size (e.g. 100MiB or a number of bytes)")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE_RE.match(str(value))
+        if not match:
+            raise ValueError("is not a size (e.g. 100MiB or a number of bytes)")
+        size = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
+    if size < 0:
+        raise ValueError("is not a size (must not be negative)")
+    return size
+
+
+def parse_listen(value: object) -> str:
+    """`host:port` (an empty host or `[::1]` allowed) with a port in 0..65535."""
+    match = _LISTEN_RE.match(str(value))
+    if not match or int(match.group("port")) > 65535:
+        raise ValueError("is not host:port (e.g. 127.0.0.1:8080)")
+    return str(value)
+
+
+def split_listen(address: str) -> tuple[str, int]:
+    """`127.0.0.1:8080` → ("127.0.0.1", 8080); an empty host means every interface."""
+    host, _, port = address.rpartition(":")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+ListenAddress = Annotated[str, BeforeValidator(parse_listen)]
+
+
+class Section(BaseModel):
+    """Base for settings models: camelCase keys, unknown keys refused, frozen once loaded."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_settings(
+    model: type[M],
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    shorthands: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> M:
+    """Resolve `model` from defaults, the YAML file at `path`, then the environment.
+
+    `shorthands` maps extra environment names to dotted keys (`LOG_LEVEL` → `logging.level`);
+    `overrides` are dotted keys set by command-line flags, applied last.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if path is not None:
+        data = _read_yaml(path)
+        origins = {key: str(path) for key in _dotted_keys(data)}
+    for name, dotted in (shorthands or {}).items():
+        if name in environ:
+            _apply(
+                model,
+                data,
+                dotted.split("."),
+                environ[name],
+                origins,
+                f"environment variable {name}",
+            )
+    for name, raw in environ.items():
+        if name.upper().startswith(ENV_PREFIX):
+            segments = name[len(ENV_PREFIX) :].split("__")
+            source = f"environment variable {name}"
+            _apply(model, data, segments, raw, origins, source, strict=False)
+    for dotted, value in (overrides or {}).items():
+        _apply(model, data, dotted.split("."), value, origins, "command line")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origins)) from exc
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}': cannot be read ({exc.strerror})") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        message = f"config file '{path}': not valid YAML ({exc})".replace("\n", " ")
+        raise ConfigError(message) from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file '{path}': must be a mapping of settings at the top level")
+    return loaded
+
+
+def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if isinstance(value, Mapping):
+            keys.extend(_dotted_keys(value, dotted + "."))
+    return keys
+
+
+def _apply(
+    model: type[BaseModel],
+    data: dict[str, Any],
+    segments: list[str],
+    raw: Any,
+    origins: dict[str, str],
+    source: str,
+    strict: bool = True,
+) -> None:
+    """Set one environment/flag value into `data`, resolving each segment case-insensitively."""
+    current_model: type[BaseModel] | None = model
+    target = data
+    path: list[str] = []
+    for index, segment in enumerate(segments):
+        if current_model is None:
+            return
+        found = _find_field(current_model, segment)
+        if found is None:
+            if strict:
+                raise ConfigError(f"{source}: no setting '{'.'.join(segments)}'")
+            return  # another service's setting, or not ours: the environment is shared
+        alias, annotation = found
+        path.append(alias)
+        if index == len(segments) - 1:
+            target[alias] = _coerce_env(annotation, raw) if isinstance(raw, str) else raw
+            origins[".".join(path)] = source
+            return
+        child = target.get(alias)
+        if not isinstance(child, dict):
+            child = {}
+            target[alias] = child
+        target = child
+        current_model = _model_of(annotation)
+
+
+def _find_field(model: type[BaseModel], segment: str) -> tuple[str, Any] | None:
+    wanted = segment.lower().replace("_", "")
+    for name, info in model.model_fields.items():
+        alias = info.alias or name
+        if wanted in (alias.lower(), name.lower().replace("_", "")):
+            return alias, info.annotation
+    return None
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    if origin in (Union, types.UnionType, typing.Annotated):
+        return any(_is_list(arg) for arg in get_args(annotation))
+    return False
+
+
+def _coerce_env(annotation: Any, raw: str) -> Any:
+    """Lists come as a JSON array or comma-separated; everything else stays text for pydantic."""
+    if _is_list(annotation):
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                return raw  # pydantic reports it as not a list
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return raw
+
+
+def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"config key '{key}': unknown setting (see the configuration reference in README)"
+    if error["type"] == "literal_error":
+        message = message.replace("Input should be", "must be")
+    origin = origins.get(key)
+    where = f" (from {origin})" if origin else ""
+    value = error.get("input")
+    shown = "missing" if error["type"] == "missing" else repr(value)
+    return f"config key '{key}'{where}: {shown} {message}"

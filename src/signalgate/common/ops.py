@@ -1,0 +1,68 @@
+"""The ops listener: liveness, readiness and Prometheus metrics on their own port.
+
+Kept apart from the API listener so probes and scrapes need no token and are never
+queued behind API traffic or its concurrency limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from signalgate.common.problems import problem_response
+
+
+@dataclass
+class Readiness:
+    """What `/readyz` reports: ready or not, why, and the state of each dependency."""
+
+    ready: bool
+    reason: str = ""
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+ReadinessProbe = Callable[[], Awaitable[Readiness]]
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def build_ops_app(readiness: ReadinessProbe, registry: CollectorRegistry) -> Starlette:
+    async def healthz(request: Request) -> Response:
+        body = {"status": "healthy", "timestamp": now_rfc3339()}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    async def readyz(request: Request) -> Response:
+        state = await readiness()
+        if state.ready:
+            body = {"status": "ready", "timestamp": now_rfc3339(), "checks": state.checks}
+            return Response(orjson.dumps(body), media_type="application/json")
+        return problem_response(
+            503,
+            "service-unavailable",
+            state.reason,
+            request.url.path,
+            headers={"Retry-After": "5"},
+            extra={"status_text": "not ready", "checks": state.checks},
+        )
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ]
+    )

@@ -1,0 +1,120 @@
+"""Run a service: its API and ops listeners in one event loop, with an explicit lifecycle.
+
+States: starting → serving → draining → stopped. SIGTERM/SIGINT move to draining: readiness
+turns 503, the API listener stops accepting and lets in-flight requests finish (up to the
+grace period), then the service's own `stop()` runs (flush buffers, close pools), and the
+ops listener goes last so probes see the whole shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import signal
+from collections.abc import Generator
+from typing import Protocol
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from signalgate.common.config import split_listen
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    SERVING = "serving"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class Lifecycle:
+    """The one place that knows whether the service is accepting work."""
+
+    def __init__(self) -> None:
+        self.state = State.STARTING
+
+    @property
+    def accepting(self) -> bool:
+        return self.state is State.SERVING
+
+
+class Service(Protocol):
+    lifecycle: Lifecycle
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the runner owns shutdown order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _server(app: ASGIApp, listen: str, grace: float) -> _Server:
+    host, port = split_listen(listen)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=int(grace),
+        server_header=False,
+        date_header=False,
+    )
+    return _Server(config)
+
+
+async def run_service(
+    service: Service,
+    api_app: ASGIApp,
+    ops_app: ASGIApp,
+    listen: str,
+    ops_listen: str,
+    grace: float = 30.0,
+) -> None:
+    """Start `service`, serve both listeners until SIGTERM/SIGINT, then shut down in order."""
+    await service.start()
+    api = _server(api_app, listen, grace)
+    ops = _server(ops_app, ops_listen, grace)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+
+    api_task = asyncio.create_task(api.serve(), name="api-listener")
+    ops_task = asyncio.create_task(ops.serve(), name="ops-listener")
+    service.lifecycle.state = State.SERVING
+    log.info("serving", extra={"api": listen, "ops": ops_listen})
+    stop_wait = asyncio.create_task(stop_requested.wait())
+    done, _ = await asyncio.wait(
+        {api_task, ops_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+    )
+    service.lifecycle.state = State.DRAINING
+    log.info("shutting down: draining requests")
+    api.should_exit = True
+    with contextlib.suppress(Exception):
+        await api_task
+    try:
+        await service.stop()
+    finally:
+        ops.should_exit = True
+        with contextlib.suppress(Exception):
+            await ops_task
+        stop_wait.cancel()
+        service.lifecycle.state = State.STOPPED
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    for task in done:
+        if task is not stop_wait and task.exception() is not None:
+            raise RuntimeError("a listener failed to start") from task.exception()
+    log.info("stopped")

@@ -1,0 +1,129 @@
+"""The RemediationRequest store interface, and the errors every backend translates into.
+
+The deduplication decision (section 6 of the Gateway contract) is made *inside* the store,
+atomically, because only the store can make it race-free across Gateway replicas: a unique
+constraint on "one active RR per fingerprint" plus an atomic upsert, never an in-process lock.
+
+Errors, by what the caller does with them:
+- `StoreUnavailable` — transient (server down, database locked, disk full): answer 503 and
+  let the sender retry.
+- `NotFound`, `Conflict` — permanent for this request: 404 / 409.
+- anything else is a bug and becomes a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from signalgate.remediation.model import RemediationRequest, StatusPatch
+
+
+class StoreError(Exception):
+    """Base of every error a store raises on purpose."""
+
+
+class StoreUnavailable(StoreError):
+    """The backing database cannot be reached or cannot take writes right now."""
+
+
+class NotFound(StoreError):
+    """No RR by that name."""
+
+
+class Conflict(StoreError):
+    """The change would leave two active RRs for one fingerprint."""
+
+
+class Decision(enum.Enum):
+    CREATED = "created"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class FiringResult:
+    decision: Decision
+    rr: RemediationRequest
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    fingerprint: str | None = None
+    phase: str | None = None
+    namespace: str | None = None  # the target resource's namespace
+    active: bool | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: Sequence[RemediationRequest]
+    next_cursor: str | None
+
+
+class RemediationStore(Protocol):
+    """What the Gateway needs from a store. Every backend passes one shared test suite."""
+
+    async def open(self) -> None:
+        """Connect and make sure the schema exists (migrating an embedded database)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Return if the store can serve requests, else raise `StoreUnavailable`."""
+        ...
+
+    async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
+        """Apply the deduplication rules for a firing signal, atomically.
+
+        In order: an active RR with the candidate's fingerprint → duplicate of it; a terminal
+        one with outcome `ManualReviewRequired` → duplicate of it (the newest); a terminal one
+        with `nextAllowedExecution` after `now` → duplicate of the one with the latest such
+        time; otherwise store `candidate` as is → created. A duplicate gets
+        `occurrenceCount + 1`, `lastSeenAt = now` and its `signalResolvedAt` cleared.
+        """
+        ...
+
+    async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
+        """Set `signalResolvedAt = now` on the active RR for `fingerprint`, if there is one."""
+        ...
+
+    async def get(self, name: str) -> RemediationRequest | None: ...
+
+    async def list(self, query: ListQuery) -> Page:
+        """Newest first (creation time, then name), keyset-paginated by an opaque cursor."""
+        ...
+
+    async def update_status(self, name: str, patch: StatusPatch) -> RemediationRequest:
+        """Apply a consumer's status patch; `NotFound`, or `Conflict` when it would make a
+        second RR active for one fingerprint."""
+        ...
+
+
+class InvalidCursor(ValueError):
+    """A list cursor that this service did not make."""
+
+
+def encode_cursor(created_at: datetime, name: str) -> str:
+    """Opaque keyset cursor: the sort key of the last item of a page."""
+    raw = f"{created_at.isoformat()}|{name}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, name = raw.split("|", 1)
+        created_at = datetime.fromisoformat(stamp)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursor("cursor is not one this API returned") from exc
+    if created_at.tzinfo is None or not name:
+        raise InvalidCursor("cursor is not one this API returned")
+    return created_at, name
