@@ -136,12 +136,12 @@ class RemediationRequest:
         }
 
 
-class _Unset:
+class Unset:
     """Marker for 'not in the patch' (distinct from null, which clears)."""
 
-    _instance: _Unset | None = None
+    _instance: Unset | None = None
 
-    def __new__(cls) -> _Unset:
+    def __new__(cls) -> Unset:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -150,7 +150,7 @@ class _Unset:
         return "UNSET"
 
 
-UNSET = _Unset()
+UNSET = Unset()
 
 
 @dataclass(frozen=True)
@@ -159,9 +159,9 @@ class StatusPatch:
     `None` clears an optional field (JSON merge patch semantics)."""
 
     overall_phase: str | None = None
-    outcome: str | _Unset | None = UNSET
-    next_allowed_execution: datetime | _Unset | None = UNSET
-    message: str | _Unset | None = UNSET
+    outcome: str | Unset | None = UNSET
+    next_allowed_execution: datetime | Unset | None = UNSET
+    message: str | Unset | None = UNSET
 
     def apply(self, rr: RemediationRequest) -> RemediationRequest:
         changes: dict[str, Any] = {}
@@ -169,6 +169,6 @@ class StatusPatch:
             changes["overall_phase"] = self.overall_phase
         for name in ("outcome", "next_allowed_execution", "message"):
             value = getattr(self, name)
-            if not isinstance(value, _Unset):
+            if not isinstance(value, Unset):
                 changes[name] = value
         return rr.with_status(**changes)

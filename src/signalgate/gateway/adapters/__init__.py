@@ -1,0 +1,1 @@
+"""Adapters turn one kind of inbound payload into normalised `Signal`s."""

@@ -1,0 +1,116 @@
+"""Small parsing rules both adapters share: JSON objects, timestamps, freshness, namespaces."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+# Kinds without a namespace; every other kind defaults to `default` when none is given.
+CLUSTER_SCOPED_KINDS = frozenset(
+    {
+        "Node",
+        "PersistentVolume",
+        "Namespace",
+        "StorageClass",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "PriorityClass",
+        "CSINode",
+        "CSIDriver",
+        "VolumeAttachment",
+        "IngressClass",
+        "RuntimeClass",
+        "APIService",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "CertificateSigningRequest",
+    }
+)
+
+
+class PayloadError(ValueError):
+    """The whole request is invalid (400); the message names the field."""
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Accepted window for signal timestamps around the receive time."""
+
+    tolerance: timedelta = timedelta(minutes=5)
+    future_skew: timedelta = timedelta(minutes=2)
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise PayloadError(f"body must be a JSON object, not {json_type(payload)}")
+    return payload
+
+
+def json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def parse_timestamp(value: object, field: str) -> datetime | None:
+    """An RFC 3339 timestamp as aware UTC; None for null/absent; `PayloadError` otherwise."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(f"{field}: must be an RFC 3339 timestamp string, not {json_type(value)}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise PayloadError(f"{field}: {value[:64]!r} is not an RFC 3339 timestamp") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise PayloadError(f"{field}: {value[:64]!r} is out of range") from exc
+
+
+def check_not_future(when: datetime, now: datetime, freshness: Freshness, field: str) -> None:
+    if when > now + freshness.future_skew:
+        raise PayloadError(
+            f"{field}: {when.isoformat()} is more than "
+            f"{_seconds(freshness.future_skew)} in the future"
+        )
+
+
+def check_fresh(when: datetime, now: datetime, freshness: Freshness, field: str) -> None:
+    check_not_future(when, now, freshness, field)
+    if when < now - freshness.tolerance:
+        raise PayloadError(
+            f"{field}: {when.isoformat()} is older than {_seconds(freshness.tolerance)}"
+        )
+
+
+def _seconds(delta: timedelta) -> str:
+    return f"{delta.total_seconds():g}s"
+
+
+def default_namespace(kind: str, namespace: str) -> str:
+    """Namespaced kinds without a namespace live in `default`; cluster-scoped ones in none."""
+    if kind in CLUSTER_SCOPED_KINDS:
+        return ""
+    return namespace or "default"

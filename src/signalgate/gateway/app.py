@@ -1,0 +1,317 @@
+"""The Gateway's API listener: signal routes, the RR API and the OpenAPI document.
+
+Signal routes check, in the contract's order: route (404/405, before auth), auth, the
+concurrency limit, Content-Type, body size, `X-Timestamp`, then parse and decide under the
+processing deadline. Errors are raised as `Problem`s and rendered by one handler; lower-layer
+errors (store, deadline) are translated to problems in `_translate`, nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from signalgate.common.http import RequestContextMiddleware, read_body
+from signalgate.common.problems import Problem, validation_error
+from signalgate.gateway import responses
+from signalgate.gateway.adapters.alertmanager import parse_webhook
+from signalgate.gateway.adapters.kubernetes_event import parse_event
+from signalgate.gateway.adapters.parsing import Freshness, PayloadError, parse_object
+from signalgate.gateway.metrics import GatewayMetrics
+from signalgate.gateway.openapi import openapi_document
+from signalgate.gateway.pipeline import Outcome, ProcessingTimeout
+from signalgate.gateway.service import GatewayService
+from signalgate.gateway.signal import AdapterItem, Invalid
+from signalgate.gateway.status_patch import parse_status_patch
+from signalgate.remediation.model import utcnow
+from signalgate.remediation.store import (
+    Conflict,
+    InvalidCursor,
+    ListQuery,
+    NotFound,
+    StoreUnavailable,
+)
+
+JSON = "application/json"
+_MEDIA_TYPE_RE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
+_FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=JSON)
+
+
+def media_type(request: Request, allowed: tuple[str, ...] = (JSON,)) -> None:
+    """Absent is accepted; it must parse and be one of `allowed` (parameters allowed)."""
+    value = request.headers.get("content-type")
+    if value is None:
+        return
+    kind = value.split(";", 1)[0].strip().lower()
+    if not _MEDIA_TYPE_RE.match(kind):
+        raise validation_error(f"Content-Type: {value[:100]!r} is not a media type")
+    if kind not in allowed:
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            f"Content-Type {kind!r} is not supported; send {' or '.join(allowed)}",
+            headers={"Accept": ", ".join(allowed)},
+        )
+
+
+class GatewayAPI:
+    """Route handlers bound to one running `GatewayService`."""
+
+    def __init__(self, service: GatewayService) -> None:
+        self.service = service
+        settings = service.settings
+        self.max_body = settings.server.max_body_bytes
+        self.max_inflight = settings.server.max_concurrent_requests
+        self.timeout = settings.server.processing_timeout
+        self.freshness = Freshness(
+            tolerance=timedelta(seconds=settings.freshness.tolerance),
+            future_skew=timedelta(seconds=settings.freshness.future_skew),
+        )
+        self.inflight = 0
+
+    # -- signal routes ---------------------------------------------------------------
+
+    async def prometheus(self, request: Request) -> Response:
+        return await self._signal(request, self._parse_prometheus, check_timestamp=True)
+
+    async def kubernetes_event(self, request: Request) -> Response:
+        return await self._signal(request, self._parse_event, check_timestamp=False)
+
+    def _parse_prometheus(self, body: bytes) -> list[AdapterItem]:
+        return parse_webhook(body, utcnow(), self.freshness)
+
+    def _parse_event(self, body: bytes) -> list[AdapterItem]:
+        return [parse_event(body, utcnow(), self.freshness)]
+
+    async def _signal(
+        self,
+        request: Request,
+        parse: Callable[[bytes], list[AdapterItem]],
+        *,
+        check_timestamp: bool,
+    ) -> Response:
+        self.service.auth.authenticate(request.headers.get("authorization")).require(
+            "signals:write"
+        )
+        if self.inflight >= self.max_inflight:
+            raise Problem(
+                429,
+                "too-many-requests",
+                f"more than {self.max_inflight} requests in flight; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self.inflight += 1
+        try:
+            media_type(request)
+            body = await read_body(request.scope, request.receive, self.max_body)
+            if check_timestamp:
+                self._check_timestamp(request.headers.get("x-timestamp"))
+            try:
+                items = parse(body)
+            except PayloadError as exc:
+                raise validation_error(str(exc)) from exc
+            deadline = asyncio.get_running_loop().time() + self.timeout
+            if len(items) == 1:
+                item = items[0]
+                if isinstance(item, Invalid):
+                    raise validation_error(item.error)
+                status, answer = responses.single(
+                    await self.service.pipeline.process(item, deadline)
+                )
+                return json_response(status, answer)
+            results: list[Outcome | str] = []
+            for item in items:
+                if isinstance(item, Invalid):
+                    results.append(item.error)
+                else:
+                    results.append(await self.service.pipeline.process(item, deadline))
+            status, answer = responses.multi(results)
+            return json_response(status, answer)
+        finally:
+            self.inflight -= 1
+
+    def _check_timestamp(self, value: str | None) -> None:
+        """Replay protection: `X-Timestamp` (unix seconds) within the freshness window."""
+        if value is None:
+            return
+        if not value.isascii() or not value.isdigit() or len(value) > 12:
+            raise validation_error(
+                f"X-Timestamp: {value[:40]!r} is not a base-10 integer of unix seconds"
+            )
+        age = time.time() - int(value)
+        if age > self.freshness.tolerance.total_seconds():
+            raise validation_error(
+                f"X-Timestamp: {value} is older than "
+                f"{self.freshness.tolerance.total_seconds():g}s (possible replay)"
+            )
+        if -age > self.freshness.future_skew.total_seconds():
+            raise validation_error(
+                f"X-Timestamp: {value} is more than "
+                f"{self.freshness.future_skew.total_seconds():g}s in the future"
+            )
+
+    # -- RemediationRequest API -------------------------------------------------------
+
+    async def list_rrs(self, request: Request) -> Response:
+        self.service.auth.authenticate(request.headers.get("authorization")).require(
+            "remediations:read"
+        )
+        query = _list_query(request.query_params)
+        try:
+            page = await self.service.store.list(query)
+        except InvalidCursor as exc:
+            raise validation_error(f"cursor: {exc}") from exc
+        return json_response(
+            200, {"items": [rr.to_json() for rr in page.items], "nextCursor": page.next_cursor}
+        )
+
+    async def get_rr(self, request: Request) -> Response:
+        self.service.auth.authenticate(request.headers.get("authorization")).require(
+            "remediations:read"
+        )
+        name = request.path_params["name"]
+        rr = await self.service.store.get(name)
+        if rr is None:
+            raise NotFound(name)
+        return json_response(200, rr.to_json())
+
+    async def patch_status(self, request: Request) -> Response:
+        self.service.auth.authenticate(request.headers.get("authorization")).require(
+            "remediations:write"
+        )
+        media_type(request, (JSON, "application/merge-patch+json"))
+        body = await read_body(request.scope, request.receive, self.max_body)
+        try:
+            patch = parse_status_patch(parse_object(body))
+        except PayloadError as exc:
+            raise validation_error(str(exc)) from exc
+        rr = await self.service.store.update_status(request.path_params["name"], patch)
+        return json_response(200, rr.to_json())
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(200, openapi_document())
+
+
+def _list_query(params: Any) -> ListQuery:
+    known = {"fingerprint", "phase", "namespace", "active", "limit", "cursor"}
+    for key in params:
+        if key not in known:
+            raise validation_error(f"{key}: unknown query parameter (allowed: {sorted(known)})")
+    limit_text = params.get("limit", "100")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 500:
+        raise validation_error(f"limit: {limit_text[:20]!r} must be an integer from 1 to 500")
+    active_text = params.get("active")
+    if active_text not in (None, "true", "false"):
+        raise validation_error(f"active: {active_text[:20]!r} must be true or false")
+    fingerprint = params.get("fingerprint")
+    if fingerprint is not None and not _FINGERPRINT_RE.match(fingerprint):
+        raise validation_error("fingerprint: must be 64 lowercase hex characters")
+    return ListQuery(
+        fingerprint=fingerprint,
+        phase=params.get("phase") or None,
+        namespace=params.get("namespace"),
+        active=None if active_text is None else active_text == "true",
+        limit=int(limit_text),
+        cursor=params.get("cursor") or None,
+    )
+
+
+def _translate(exc: Exception) -> Problem:
+    """Lower-layer errors → problems: the one place these status codes are decided."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, StoreUnavailable):
+        return Problem(
+            503,
+            "service-unavailable",
+            "the remediation store is unavailable; retry later",
+            headers={"Retry-After": "5"},
+        )
+    if isinstance(exc, ProcessingTimeout):
+        return Problem(504, "gateway-timeout", "processing deadline exceeded")
+    if isinstance(exc, NotFound):
+        return Problem(404, "not-found", f"remediation request {exc} not found")
+    if isinstance(exc, Conflict):
+        return Problem(409, "conflict", str(exc))
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 405:
+            return Problem(
+                405,
+                "method-not-allowed",
+                "method not allowed on this path",
+                headers=dict(exc.headers or {}),
+            )
+        return Problem(404, "not-found", "no such path")
+    return Problem(500, "internal-error", "Internal server error")
+
+
+async def _problem_handler(request: Request, exc: Exception) -> Response:
+    return _translate(exc).to_response(request.url.path)
+
+
+class RequestMetricsMiddleware:
+    """Latency by route template (never the raw path) and the in-flight gauge."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.inflight.inc()
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            self.metrics.inflight.dec()
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            self.metrics.request_duration.labels(endpoint, scope["method"], str(status)).observe(
+                time.perf_counter() - started
+            )
+
+
+def build_api_app(service: GatewayService) -> ASGIApp:
+    api = GatewayAPI(service)
+    handler: Callable[[Request, Exception], Awaitable[Response]] = _problem_handler
+    app = Starlette(
+        routes=[
+            Route("/api/v1/signals/prometheus", api.prometheus, methods=["POST"]),
+            Route("/api/v1/signals/kubernetes-event", api.kubernetes_event, methods=["POST"]),
+            Route("/api/v1/remediation-requests", api.list_rrs, methods=["GET"]),
+            Route("/api/v1/remediation-requests/{name}", api.get_rr, methods=["GET"]),
+            Route(
+                "/api/v1/remediation-requests/{name}/status", api.patch_status, methods=["PATCH"]
+            ),
+            Route("/openapi.json", api.openapi, methods=["GET"]),
+        ],
+        exception_handlers={Exception: handler, HTTPException: handler, Problem: handler}
+        | {exc: handler for exc in (StoreUnavailable, ProcessingTimeout, NotFound, Conflict)},
+    )
+    return RequestContextMiddleware(RequestMetricsMiddleware(app, service.metrics))

@@ -1,0 +1,99 @@
+"""The audit events of each Gateway decision (contract section 10), as DataStorage envelopes."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from signalgate.gateway.signal import Signal
+from signalgate.remediation.model import RemediationRequest, format_time
+
+MAX_INLINE_PAYLOAD = 64 * 1024
+
+SIGNAL_RECEIVED = "gateway.signal.received"
+CRD_CREATED = "gateway.crd.created"
+SIGNAL_DEDUPLICATED = "gateway.signal.deduplicated"
+SIGNAL_RESOLVED = "gateway.signal.resolved"
+SIGNAL_REJECTED = "gateway.signal.rejected"
+CRD_FAILED = "gateway.crd.failed"
+
+_ACTIONS = {
+    SIGNAL_RECEIVED: ("received", "success"),
+    CRD_CREATED: ("created", "success"),
+    SIGNAL_DEDUPLICATED: ("deduplicated", "success"),
+    SIGNAL_RESOLVED: ("resolved", "success"),
+    SIGNAL_REJECTED: ("rejected", "failure"),
+    CRD_FAILED: ("failed", "failure"),
+}
+
+
+def original_payload(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a digest of it when it is too large to inline."""
+    if len(body) > MAX_INLINE_PAYLOAD:
+        return {"truncated": True, "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"raw": body.decode(errors="replace")}
+
+
+def build_event(
+    event_type: str,
+    signal: Signal,
+    now: datetime,
+    *,
+    correlation_id: str,
+    rr: RemediationRequest | None = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    action, outcome = _ACTIONS[event_type]
+    target = signal.target
+    data: dict[str, Any] = {
+        "event_type": event_type,
+        "signal_type": "alert",
+        "signal_name": signal.signal_name,
+        "namespace": target.namespace if target else "",
+        "fingerprint": signal.fingerprint or "",
+        "severity": signal.severity,
+        "resource_kind": target.kind if target else "",
+        "resource_name": target.name if target else "",
+        "original_payload": original_payload(signal.original_payload),
+        "signal_labels": dict(signal.labels),
+        "signal_annotations": dict(signal.annotations),
+    }
+    if rr is not None:
+        count = rr.deduplication.occurrence_count
+        data["remediation_request"] = rr.ref
+        data["deduplication_status"] = "new" if count == 1 else "duplicate"
+        data["occurrence_count"] = count
+    if error is not None:
+        data["error_details"] = {**error, "component": "gateway"}
+    event: dict[str, Any] = {
+        "version": "1.0",
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "event_timestamp": format_time(now),
+        "event_category": "gateway",
+        "event_action": action,
+        "event_outcome": outcome,
+        "correlation_id": correlation_id[:255],
+        "actor_type": "service",
+        "actor_id": "gateway-service",
+        "resource_type": "RemediationRequest" if rr is not None else "Signal",
+        "resource_id": rr.name if rr is not None else correlation_id[:255],
+        "severity": signal.severity,
+        "event_data": data,
+    }
+    if target is not None and target.namespace:
+        event["namespace"] = target.namespace
+    if signal.cluster_id:
+        event["cluster_id"] = signal.cluster_id
+    if error is not None:
+        event["error_code"] = str(error.get("code", ""))
+        event["error_message"] = str(error.get("message", ""))
+    return event

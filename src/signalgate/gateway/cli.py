@@ -1,0 +1,78 @@
+"""`signalgate-gateway serve [--config FILE]` and `signalgate-gateway check-config FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from signalgate.common.cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_serve_flags,
+    run_guarded,
+    settings_from_args,
+)
+from signalgate.common.logging import configure_logging
+from signalgate.common.ops import build_ops_app
+from signalgate.common.server import run_service
+from signalgate.gateway.settings import SHORTHANDS, GatewaySettings
+from signalgate.remediation.store import StoreUnavailable
+
+log = logging.getLogger("signalgate.gateway")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="signalgate-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the Gateway")
+    add_serve_flags(serve)
+    check = commands.add_parser("check-config", help="validate settings and print them resolved")
+    check.add_argument("config", type=Path)
+    return parser
+
+
+def serve(settings: GatewaySettings) -> int:
+    from signalgate.gateway.app import build_api_app
+    from signalgate.gateway.service import GatewayService
+
+    configure_logging(settings.logging.level, settings.logging.format)
+    service = GatewayService.from_settings(settings)
+    api = build_api_app(service)
+    ops = build_ops_app(service.readiness, service.metrics.registry)
+    try:
+        asyncio.run(
+            run_service(
+                service,
+                api,
+                ops,
+                settings.server.listen,
+                settings.server.ops_listen,
+                grace=settings.server.shutdown_grace,
+            )
+        )
+    except StoreUnavailable as exc:
+        log.error("cannot open the remediation store", extra={"error": str(exc)})
+        print(f"error: remediation store unavailable: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
+    def command() -> int:
+        settings = settings_from_args(GatewaySettings, args, SHORTHANDS)
+        if args.command == "check-config":
+            print(json.dumps(settings.model_dump(mode="json", by_alias=True), indent=2))
+            return EXIT_OK
+        return serve(settings)
+
+    return run_guarded(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

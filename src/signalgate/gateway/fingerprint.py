@@ -1,0 +1,19 @@
+"""The fingerprint: which resource a signal is about, as one stable hex string.
+
+Both adapters call this one function, so an alert and an event about the same Pod land on
+the same RemediationRequest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from signalgate.remediation.model import TargetResource
+
+
+def fingerprint_of(target: TargetResource, cluster_id: str = "") -> str:
+    """SHA-256 hex of `<namespace>:<Kind>:<name>`, prefixed by `<clusterID>:` when set."""
+    key = f"{target.namespace}:{target.kind}:{target.name}"
+    if cluster_id:
+        key = f"{cluster_id}:{key}"
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -1,0 +1,420 @@
+"""The OpenAPI 3.1 description of the Gateway's API listener, served at `/openapi.json`.
+
+Written by hand so it says exactly what the handlers do (status codes, problem documents,
+207 batches); a schemathesis run in the test suite holds the two together.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": PROBLEM}},
+    }
+
+
+def _json(description: str, ref: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+_AUTH_ERRORS = {
+    "401": _problem("missing, malformed or unknown token"),
+    "403": _problem("token lacks the scope"),
+}
+_SIGNAL_ERRORS = {
+    **_AUTH_ERRORS,
+    "400": _problem("invalid payload, Content-Type syntax or X-Timestamp"),
+    "413": _problem("body over the limit"),
+    "415": _problem("not application/json"),
+    "429": _problem("too many requests in flight"),
+    "500": _problem("unexpected error"),
+    "503": _problem("remediation store unavailable"),
+    "504": _problem("processing deadline exceeded"),
+}
+
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "required": ["type", "title", "status", "detail", "instance", "request_id"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+            "request_id": {"type": "string"},
+        },
+    },
+    "AlertmanagerWebhook": {
+        "type": "object",
+        "required": ["alerts"],
+        "properties": {
+            "version": {"type": "string"},
+            "status": {"enum": ["firing", "resolved"]},
+            "receiver": {"type": "string"},
+            "groupKey": {"type": "string"},
+            "commonLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "commonAnnotations": {"type": "object", "additionalProperties": {"type": "string"}},
+            "externalURL": {"type": "string"},
+            "alerts": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["labels"],
+                    "properties": {
+                        "status": {"enum": ["firing", "resolved"]},
+                        "labels": {
+                            "type": "object",
+                            "required": ["alertname"],
+                            "additionalProperties": {"type": "string"},
+                        },
+                        "annotations": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        },
+                        "startsAt": _TIME,
+                        "endsAt": _TIME,
+                        "generatorURL": {"type": "string"},
+                        "fingerprint": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+    "KubernetesEvent": {
+        "type": "object",
+        "required": ["type", "reason", "involvedObject"],
+        "properties": {
+            "type": {"enum": ["Warning", "Error", "Normal"]},
+            "reason": {"type": "string", "minLength": 1},
+            "message": {"type": "string"},
+            "involvedObject": {
+                "type": "object",
+                "required": ["kind", "name"],
+                "properties": {
+                    "kind": {"type": "string", "minLength": 1},
+                    "name": {"type": "string", "minLength": 1},
+                    "namespace": {"type": "string"},
+                    "apiVersion": {"type": "string"},
+                },
+            },
+            "lastTimestamp": _NULLABLE_TIME,
+            "firstTimestamp": _NULLABLE_TIME,
+            "eventTime": _NULLABLE_TIME,
+        },
+    },
+    "SignalResponse": {
+        "type": "object",
+        "required": ["status", "message"],
+        "properties": {
+            "status": {"enum": ["created", "duplicate", "resolved", "rejected", "ignored"]},
+            "message": {"type": "string"},
+            "fingerprint": {"type": "string"},
+            "duplicate": {"type": "boolean"},
+            "remediationRequestName": {"type": "string"},
+            "remediationRequestNamespace": {"type": "string"},
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "count": {"type": "integer"},
+                    "remediationRequestRef": {"type": "string"},
+                    "firstOccurrence": _TIME,
+                    "lastOccurrence": _TIME,
+                },
+            },
+            "rejection": {
+                "type": "object",
+                "properties": {
+                    "status": {"const": "rejected"},
+                    "reason": {"enum": ["unmanaged_resource", "no_target_resource"]},
+                    "message": {"type": "string"},
+                    "resource": {"type": "string"},
+                    "action": {"type": "string"},
+                },
+            },
+        },
+    },
+    "BatchResponse": {
+        "type": "object",
+        "required": ["results", "summary"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {
+                        "status": {
+                            "enum": [
+                                "created",
+                                "duplicate",
+                                "resolved",
+                                "rejected",
+                                "ignored",
+                                "failed",
+                            ]
+                        },
+                        "fingerprint": {"type": "string"},
+                        "remediationRequestName": {"type": "string"},
+                        "message": {"type": "string"},
+                        "error": {"type": "string"},
+                    },
+                },
+            },
+            "summary": {
+                "type": "object",
+                "required": [
+                    "total",
+                    "created",
+                    "deduplicated",
+                    "resolved",
+                    "rejected",
+                    "ignored",
+                    "failed",
+                ],
+                "additionalProperties": {"type": "integer"},
+            },
+        },
+    },
+    "RemediationRequest": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec", "status"],
+        "properties": {
+            "apiVersion": {"const": "kubernaut.ai/v1alpha1"},
+            "kind": {"const": "RemediationRequest"},
+            "metadata": {
+                "type": "object",
+                "required": ["name", "namespace", "creationTimestamp"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "namespace": {"type": "string"},
+                    "creationTimestamp": _TIME,
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            },
+            "spec": {
+                "type": "object",
+                "required": [
+                    "signalFingerprint",
+                    "signalName",
+                    "severity",
+                    "signalType",
+                    "signalSource",
+                    "targetType",
+                    "targetResource",
+                    "firingTime",
+                    "receivedTime",
+                    "signalLabels",
+                    "signalAnnotations",
+                    "originalPayload",
+                ],
+                "properties": {
+                    "signalFingerprint": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "signalName": {"type": "string", "maxLength": 253},
+                    "severity": {"type": "string", "maxLength": 50},
+                    "signalType": {"const": "alert"},
+                    "signalSource": {"enum": ["prometheus", "kubernetes-events"]},
+                    "targetType": {"const": "kubernetes"},
+                    "targetResource": {
+                        "type": "object",
+                        "required": ["kind", "name"],
+                        "properties": {
+                            "kind": {"type": "string"},
+                            "name": {"type": "string"},
+                            "namespace": {"type": "string"},
+                            "apiVersion": {"type": "string"},
+                        },
+                    },
+                    "clusterID": {"type": "string"},
+                    "firingTime": _TIME,
+                    "receivedTime": _TIME,
+                    "signalLabels": {"type": "object"},
+                    "signalAnnotations": {"type": "object"},
+                    "originalPayload": {"type": "string"},
+                },
+            },
+            "status": {
+                "type": "object",
+                "required": ["overallPhase", "deduplication"],
+                "properties": {
+                    "overallPhase": {"type": "string"},
+                    "outcome": {"type": "string"},
+                    "nextAllowedExecution": _TIME,
+                    "message": {"type": "string"},
+                    "signalResolvedAt": _TIME,
+                    "deduplication": {
+                        "type": "object",
+                        "required": ["firstSeenAt", "lastSeenAt", "occurrenceCount"],
+                        "properties": {
+                            "firstSeenAt": _TIME,
+                            "lastSeenAt": _TIME,
+                            "occurrenceCount": {"type": "integer", "minimum": 1},
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "RemediationRequestList": {
+        "type": "object",
+        "required": ["items", "nextCursor"],
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/RemediationRequest"},
+            },
+            "nextCursor": {"type": ["string", "null"]},
+        },
+    },
+    "StatusPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "overallPhase": {"type": "string", "minLength": 1, "maxLength": 64},
+            "outcome": {"type": ["string", "null"], "maxLength": 128},
+            "nextAllowedExecution": _NULLABLE_TIME,
+            "message": {"type": ["string", "null"], "maxLength": 32768},
+        },
+    },
+}
+
+
+def _signal_operation(summary: str, schema: str, extra_params: list[Any]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "security": [{"bearer": ["signals:write"]}],
+        "parameters": extra_params,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        },
+        "responses": {
+            "200": _json("rejected or ignored", "SignalResponse"),
+            "201": _json("created a RemediationRequest", "SignalResponse"),
+            "202": _json("duplicate or resolved", "SignalResponse"),
+            **_SIGNAL_ERRORS,
+        },
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "signalgate Gateway", "version": "0.1.0"},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/api/v1/signals/prometheus": {
+                "post": {
+                    **_signal_operation(
+                        "Alertmanager webhook (payload version 4)",
+                        "AlertmanagerWebhook",
+                        [
+                            {
+                                "name": "X-Timestamp",
+                                "in": "header",
+                                "required": False,
+                                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                            }
+                        ],
+                    ),
+                }
+            },
+            "/api/v1/signals/kubernetes-event": {
+                "post": _signal_operation("One Kubernetes Event", "KubernetesEvent", []),
+            },
+            "/api/v1/remediation-requests": {
+                "get": {
+                    "summary": "List RemediationRequests, newest first",
+                    "security": [{"bearer": ["remediations:read"]}],
+                    "parameters": [
+                        {
+                            "name": "fingerprint",
+                            "in": "query",
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        },
+                        {"name": "phase", "in": "query", "schema": {"type": "string"}},
+                        {"name": "namespace", "in": "query", "schema": {"type": "string"}},
+                        {"name": "active", "in": "query", "schema": {"enum": ["true", "false"]}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                        },
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _json("a page of RRs", "RemediationRequestList"),
+                        "400": _problem("bad filter, limit or cursor"),
+                        **_AUTH_ERRORS,
+                        "503": _problem("remediation store unavailable"),
+                    },
+                }
+            },
+            "/api/v1/remediation-requests/{name}": {
+                "get": {
+                    "summary": "One RemediationRequest",
+                    "security": [{"bearer": ["remediations:read"]}],
+                    "parameters": [name_param],
+                    "responses": {
+                        "200": _json("the RR", "RemediationRequest"),
+                        "404": _problem("no such RR"),
+                        **_AUTH_ERRORS,
+                        "503": _problem("remediation store unavailable"),
+                    },
+                }
+            },
+            "/api/v1/remediation-requests/{name}/status": {
+                "patch": {
+                    "summary": "Set a RemediationRequest's phase, outcome, cool-down or message",
+                    "security": [{"bearer": ["remediations:write"]}],
+                    "parameters": [name_param],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/merge-patch+json": {
+                                "schema": {"$ref": "#/components/schemas/StatusPatch"}
+                            },
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/StatusPatch"}
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": _json("the updated RR", "RemediationRequest"),
+                        "400": _problem("a field that cannot be set, or a bad value"),
+                        "404": _problem("no such RR"),
+                        "409": _problem("would leave two active RRs for one fingerprint"),
+                        "413": _problem("body over the limit"),
+                        "415": _problem("not JSON"),
+                        **_AUTH_ERRORS,
+                        "503": _problem("remediation store unavailable"),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1"}},
+                }
+            },
+        },
+    }

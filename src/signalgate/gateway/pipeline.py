@@ -1,0 +1,185 @@
+"""The decision for one signal: rejected, ignored, resolved, created or duplicate.
+
+Order: no target → rejected; out of scope → rejected; resolved notice → resolved/ignored;
+firing → the store's atomic deduplication decides created or duplicate. Every decision but
+`ignored` is audited and counted here, so the HTTP layer only maps outcomes to answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from signalgate.common.audit import AuditSink
+from signalgate.common.logging import request_id_var
+from signalgate.gateway import audit_events as ev
+from signalgate.gateway.metrics import GatewayMetrics
+from signalgate.gateway.scope import Rejection, StandaloneScope, no_target_rejection
+from signalgate.gateway.signal import (
+    MAX_ANNOTATION_VALUE_BYTES,
+    MAX_LABEL_VALUE_BYTES,
+    Ignored,
+    Signal,
+    truncate_utf8,
+)
+from signalgate.remediation.model import (
+    Deduplication,
+    RemediationRequest,
+    format_time,
+    utcnow,
+)
+from signalgate.remediation.store import Decision, RemediationStore, StoreUnavailable
+
+OutcomeKind = Literal["created", "duplicate", "resolved", "rejected", "ignored"]
+
+
+class ProcessingTimeout(Exception):
+    """The store did not answer before the request's deadline (→ 504)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    message: str
+    fingerprint: str | None = None
+    rr: RemediationRequest | None = None
+    rejection: Rejection | None = None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: RemediationStore,
+        scope: StandaloneScope,
+        audit: AuditSink,
+        metrics: GatewayMetrics,
+        controller_namespace: str,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._scope = scope
+        self._audit = audit
+        self._metrics = metrics
+        self._namespace = controller_namespace
+        self._clock = clock
+
+    async def process(self, item: Signal | Ignored, deadline: float) -> Outcome:
+        """Decide one item; `deadline` is the event loop time by which the store must answer.
+
+        Raises `StoreUnavailable` or `ProcessingTimeout` after auditing the failure."""
+        if isinstance(item, Ignored):
+            self._metrics.signals_ignored.labels("kubernetes-events").inc()
+            return Outcome("ignored", item.message)
+        signal = item
+        self._metrics.signals_received.labels(signal.source, signal.severity).inc()
+        rejection = self._rejection(signal)
+        if rejection is not None:
+            return self._reject(signal, rejection)
+        fingerprint = signal.fingerprint
+        assert fingerprint is not None
+        try:
+            async with asyncio.timeout_at(deadline):
+                if signal.resolved:
+                    return await self._resolve(signal, fingerprint)
+                return await self._fire(signal, fingerprint)
+        except StoreUnavailable as exc:
+            self._fail(signal, "store_unavailable", str(exc), retry_possible=True)
+            raise
+        except TimeoutError as exc:
+            self._fail(signal, "timeout", "store did not answer in time", retry_possible=True)
+            raise ProcessingTimeout from exc
+
+    def _rejection(self, signal: Signal) -> Rejection | None:
+        if signal.target is None:
+            return no_target_rejection(signal)
+        return self._scope.check(signal)
+
+    def _reject(self, signal: Signal, rejection: Rejection) -> Outcome:
+        self._metrics.signals_rejected.labels(rejection.reason).inc()
+        correlation = signal.fingerprint or f"rejected:{_request_id()}"
+        self._audit.emit(
+            ev.build_event(ev.SIGNAL_REJECTED, signal, self._clock(), correlation_id=correlation)
+        )
+        return Outcome("rejected", rejection.message, signal.fingerprint, rejection=rejection)
+
+    async def _resolve(self, signal: Signal, fingerprint: str) -> Outcome:
+        now = self._clock()
+        rr = await self._store.record_resolved(fingerprint, now)
+        if rr is None:
+            return Outcome("ignored", "resolved notice with no active remediation", fingerprint)
+        self._metrics.signals_resolved.inc()
+        self._audit.emit(
+            ev.build_event(ev.SIGNAL_RESOLVED, signal, now, correlation_id=rr.name, rr=rr)
+        )
+        return Outcome("resolved", "resolution recorded on the active remediation", fingerprint, rr)
+
+    async def _fire(self, signal: Signal, fingerprint: str) -> Outcome:
+        now = self._clock()
+        result = await self._store.record_firing(self._candidate(signal, fingerprint, now), now)
+        rr = result.rr
+        if result.decision is Decision.CREATED:
+            self._metrics.crds_created.labels(signal.source, "created").inc()
+            for event_type in (ev.SIGNAL_RECEIVED, ev.CRD_CREATED):
+                self._audit.emit(
+                    ev.build_event(event_type, signal, now, correlation_id=rr.name, rr=rr)
+                )
+            return Outcome("created", "remediation request created", fingerprint, rr)
+        self._metrics.signals_deduplicated.labels(signal.signal_name).inc()
+        self._audit.emit(
+            ev.build_event(ev.SIGNAL_DEDUPLICATED, signal, now, correlation_id=rr.name, rr=rr)
+        )
+        return Outcome("duplicate", "duplicate of an active remediation", fingerprint, rr)
+
+    def _fail(self, signal: Signal, code: str, message: str, *, retry_possible: bool) -> None:
+        self._metrics.crd_creation_errors.labels(code).inc()
+        target = signal.target
+        assert target is not None
+        correlation = f"{signal.signal_name}:{target.namespace}:{target.kind}:{target.name}"
+        error = {"message": message, "code": code, "retry_possible": retry_possible}
+        self._audit.emit(
+            ev.build_event(
+                ev.CRD_FAILED, signal, self._clock(), correlation_id=correlation, error=error
+            )
+        )
+
+    def _candidate(self, signal: Signal, fingerprint: str, now: datetime) -> RemediationRequest:
+        """The RR to store if the signal turns out to be new."""
+        target = signal.target
+        assert target is not None
+        spec: dict[str, object] = {
+            "signalFingerprint": fingerprint,
+            "signalName": signal.signal_name,
+            "severity": signal.severity,
+            "signalType": "alert",
+            "signalSource": signal.source,
+            "targetType": "kubernetes",
+            "targetResource": target.to_json(),
+            "firingTime": format_time(signal.firing_time),
+            "receivedTime": format_time(signal.received_time),
+            "signalLabels": {
+                k: truncate_utf8(v, MAX_LABEL_VALUE_BYTES) for k, v in signal.labels.items()
+            },
+            "signalAnnotations": {
+                k: truncate_utf8(v, MAX_ANNOTATION_VALUE_BYTES)
+                for k, v in signal.annotations.items()
+            },
+            "originalPayload": signal.original_payload.decode(errors="replace"),
+        }
+        if signal.cluster_id:
+            spec["clusterID"] = signal.cluster_id
+        return RemediationRequest(
+            name=f"rr-{fingerprint[:12]}-{secrets.token_hex(4)}",
+            namespace=self._namespace,
+            fingerprint=fingerprint,
+            created_at=now,
+            spec=spec,
+            deduplication=Deduplication(now, now, 1),
+        )
+
+
+def _request_id() -> str:
+    return request_id_var.get() or secrets.token_hex(8)

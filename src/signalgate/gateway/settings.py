@@ -1,0 +1,99 @@
+"""Every Gateway setting, declared once (contract section 12).
+
+Keys are camelCase in the YAML file; `SIGNALGATE_<SECTION>__<KEY>` environment variables
+override them (see `common/config.py` for the rule). Defaults are the embedded set-up:
+SQLite under the data directory, listeners on loopback, static token auth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from signalgate.common.config import ByteSize, Duration, ListenAddress, Section
+
+SHORTHANDS = {"DATA_STORAGE_URL": "datastorage.url", "LOG_LEVEL": "logging.level"}
+
+SCOPES = ("signals:write", "remediations:read", "remediations:write")
+
+
+class ServerSettings(Section):
+    listen: ListenAddress = "127.0.0.1:8080"
+    ops_listen: ListenAddress = "127.0.0.1:8081"
+    max_concurrent_requests: int = Field(100, ge=1, le=100_000)
+    processing_timeout: Duration = 15.0
+    max_body_bytes: ByteSize = Field(262_144, ge=1024)
+    shutdown_grace: Duration = 30.0
+
+
+class StoreSettings(Section):
+    # None → sqlite:///<dataDir>/gateway.db
+    dsn: str | None = None
+
+    @field_validator("dsn")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(
+            ("sqlite:///", "postgresql://", "postgres://")
+        ):
+            raise ValueError(
+                "must start with sqlite:/// or postgresql:// "
+                "(e.g. sqlite:///var/gateway.db, postgresql://user@host:5432/db)"
+            )
+        return value
+
+
+class AuthSettings(Section):
+    mode: Literal["static", "none", "kubernetes"] = "static"
+    tokens_file: Path | None = None
+
+
+class ScopeSettings(Section):
+    managed_namespaces: list[str] = Field(default_factory=lambda: ["*"])
+    unmanaged_namespaces: list[str] = Field(default_factory=list)
+
+
+class FreshnessSettings(Section):
+    tolerance: Duration = 300.0
+    future_skew: Duration = 120.0
+
+
+class DataStorageSettings(Section):
+    url: str | None = None
+    token_file: Path | None = None
+    timeout: Duration = 10.0
+    batch_size: int = Field(100, ge=1, le=500)
+    flush_interval: Duration = 1.0
+    buffer_size: int = Field(10_000, ge=1)
+    spool_path: Path | None = None  # None → <dataDir>/audit-spool
+    spool_max_bytes: ByteSize = 100 * 1024 * 1024
+
+
+class LoggingSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+class GatewaySettings(Section):
+    server: ServerSettings = ServerSettings()
+    store: StoreSettings = StoreSettings()
+    data_dir: Path = Path("var")
+    controller_namespace: str = Field(
+        "kubernaut-system", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )
+    auth: AuthSettings = AuthSettings()
+    scope: ScopeSettings = ScopeSettings()
+    freshness: FreshnessSettings = FreshnessSettings()
+    datastorage: DataStorageSettings = DataStorageSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @property
+    def store_dsn(self) -> str:
+        return self.store.dsn or f"sqlite:///{self.data_dir / 'gateway.db'}"
