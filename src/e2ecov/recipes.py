@@ -132,6 +132,15 @@ class PostgresServer:
         assert self._root is not None
         return self._root / "postgres.log"
 
+    @property
+    def root(self) -> Path | None:
+        """The private directory holding data and log (None before start / after cleanup)."""
+        return self._root
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._proc
+
     def _initdb(self) -> None:
         self._root = Path(tempfile.mkdtemp(prefix="e2ecov-pg-"))
         (self._root / "data").mkdir()
@@ -271,6 +280,15 @@ class RedisServer:
     def log_path(self) -> Path:
         assert self._root is not None
         return self._root / "redis.log"
+
+    @property
+    def root(self) -> Path | None:
+        """The private directory holding the log (None before start / after cleanup)."""
+        return self._root
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._proc
 
     def start(self) -> RedisServer:
         if self._proc and self._proc.poll() is None:

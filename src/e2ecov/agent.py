@@ -1,0 +1,384 @@
+"""The control agent: a thread inside every instrumented process.
+
+Started by the start-up hook (`startup/sitecustomize.py`) before the service's own code runs.
+It starts coverage.py with e2ecov's settings, announces the process in the ledger, answers
+`save`, `context <name>`, `reset` and `status` on a Unix socket, saves every `autosave`
+seconds, at normal exit, in `os._exit` (how forked workers end) and on SIGTERM, and restarts
+measurement with its own data file in forked children.
+
+Saves are serialised by one lock. A signal that arrives while the same thread is saving
+only records itself and is acted on after that save: a handler saving inside a save would
+corrupt the data file.
+
+Stdlib and coverage only: this runs at start-up of every service process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from e2ecov import protocol
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What e2ecov passed in the environment; None from `from_environ` means: not under e2ecov."""
+
+    service: str
+    run_id: str
+    control_dir: Path
+    data_dir: Path
+    ledger_dir: Path
+    source: list[str]
+    contexts: bool
+    autosave: float
+    branch: bool
+
+    @classmethod
+    def from_environ(cls, env: dict[str, str] | None = None) -> Settings | None:
+        env = dict(os.environ) if env is None else env
+        service = env.get(protocol.ENV_SERVICE)
+        if not service or not env.get(protocol.ENV_DATA_DIR):
+            return None
+        return cls(
+            service=service,
+            run_id=env.get(protocol.ENV_RUN_ID, ""),
+            control_dir=Path(env.get(protocol.ENV_CONTROL_DIR, "/tmp")),
+            data_dir=Path(env[protocol.ENV_DATA_DIR]),
+            ledger_dir=Path(env.get(protocol.ENV_LEDGER_DIR, env[protocol.ENV_DATA_DIR])),
+            source=list(json.loads(env.get(protocol.ENV_SOURCE, "[]"))),
+            contexts=env.get(protocol.ENV_CONTEXTS, "1") == "1",
+            autosave=float(env.get(protocol.ENV_AUTOSAVE, "10")),
+            branch=env.get(protocol.ENV_BRANCH, "0") == "1",
+        )
+
+
+def choose_core(contexts: bool, branch: bool, version: tuple[int, int] | None = None) -> str:
+    """The coverage.py core, decided in one place.
+
+    - contexts on → `ctrace`: `sysmon` records dynamic contexts incompletely, and it is the
+      default on 3.14+, so ctrace must be asked for explicitly;
+    - 3.12+ without contexts → `sysmon`, the low-overhead core (unless branches are measured
+      before 3.14, which sysmon cannot do there);
+    - otherwise (3.11) → `ctrace`, the only fast core there.
+    """
+    major_minor = version or (sys.version_info.major, sys.version_info.minor)
+    if contexts:
+        return "ctrace"
+    if major_minor >= (3, 12) and not (branch and major_minor < (3, 14)):
+        return "sysmon"
+    return "ctrace"
+
+
+_CORE_NAMES = {"CTracer": "ctrace", "SysMonitor": "sysmon", "PyTracer": "pytrace"}
+
+
+class Agent:
+    """One per process; re-initialised in forked children."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._saving: int | None = None
+        self._pending_signal: int | None = None
+        self._stopped = threading.Event()
+        self._listener: socket.socket | None = None
+        self._cov: Any = None
+        self._saves = 0
+        self._last_save: float | None = None
+        self._measured = 0
+        self._finished = False
+        self.core = "?"
+        self.context = os.environ.get(protocol.ENV_CONTEXT) or protocol.STARTUP_CONTEXT
+        self.pid = 0
+        self.token = ""
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start measuring and serving; called once per process (and again after fork)."""
+        import coverage
+
+        self.pid = os.getpid()
+        self.token = secrets.token_hex(4)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        suffix = f"{self.settings.service}.{self.pid}.{self.token}"
+        existing = [s for s in self.settings.source if os.path.isdir(s)]
+        cov = coverage.Coverage(
+            data_file=str(self.settings.data_dir / protocol.DATA_PREFIX),
+            data_suffix=suffix,
+            source=existing or self.settings.source,
+            branch=self.settings.branch,
+            config_file=False,
+            auto_data=False,
+        )
+        cov.set_option("run:sigterm", False)
+        cov.set_option("run:core", choose_core(self.settings.contexts, self.settings.branch))
+        cov.set_option(
+            "run:disable_warnings",
+            ["no-data-collected", "module-not-imported", "module-not-measured", "no-ctracer"],
+        )
+        cov.start()
+        self._cov = cov
+        if self.settings.contexts:
+            cov.switch_context(self.context)
+        self.core = self._core_name(cov)
+        self.data_file = f"{self.settings.data_dir / protocol.DATA_PREFIX}.{suffix}"
+        self.ledger = self.settings.ledger_dir / f"{suffix}.jsonl"
+        self.settings.ledger_dir.mkdir(parents=True, exist_ok=True)
+        protocol.append_record(
+            self.ledger,
+            {
+                "event": "start",
+                "service": self.settings.service,
+                "pid": self.pid,
+                "ppid": os.getppid(),
+                "time": time.time(),
+                "data_file": self.data_file,
+                "core": self.core,
+                "python": sys.version.split()[0],
+                "contexts": self.settings.contexts,
+                "argv": sys.argv[:8],
+            },
+        )
+        self._serve()
+        if self.settings.autosave > 0:
+            threading.Thread(target=self._autosave, name="e2ecov-autosave", daemon=True).start()
+
+    @staticmethod
+    def _core_name(cov: Any) -> str:
+        for key, value in cov.sys_info():
+            if key == "core":
+                return _CORE_NAMES.get(str(value), str(value))
+        return "?"
+
+    def install(self) -> None:
+        """Process-wide hooks: exit, os._exit, SIGTERM (only when nobody handles it), fork."""
+        atexit.register(self._at_exit)
+        original_exit = os._exit
+
+        def _exit_with_save(status: int) -> NoReturn:
+            with contextlib.suppress(Exception):
+                self.finish("exit")
+            original_exit(status)
+
+        os._exit = _exit_with_save
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        ):
+            signal.signal(signal.SIGTERM, self._on_signal)
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def _at_exit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.finish("exit")
+
+    def finish(self, reason: str) -> None:
+        """The last save of this process, then stop serving."""
+        if self._finished:
+            return
+        self._finished = True
+        self.save(reason)
+        self._stopped.set()
+        self._close_listener(unlink=True)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._saving == threading.get_ident():
+            self._pending_signal = signum
+            return
+        with contextlib.suppress(Exception):
+            self.finish("sigterm")
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child measures on with its own data file, socket and ledger."""
+        old = self._cov
+        self._lock = threading.Lock()
+        self._saving = None
+        self._stopped = threading.Event()
+        self._close_listener(unlink=False)
+        self._saves = 0
+        self._last_save = None
+        self._finished = False
+        try:
+            with contextlib.suppress(Exception):
+                old.stop()
+            self.start()
+        except Exception as exc:  # never break the service's worker
+            sys.stderr.write(f"e2ecov: coverage not restarted in forked child: {exc}\n")
+
+    # ---- commands --------------------------------------------------------------------------
+
+    def save(self, reason: str) -> dict[str, Any]:
+        """Write coverage now and keep running; acknowledged in the ledger."""
+        with self._lock:
+            self._saving = threading.get_ident()
+            try:
+                data = self._cov.get_data()
+                data.write()
+                self._measured = sum(1 for f in data.measured_files() if data.lines(f))
+            finally:
+                self._saving = None
+        self._saves += 1
+        self._last_save = time.time()
+        record = {
+            "event": "save",
+            "reason": reason,
+            "time": self._last_save,
+            "measured": self._measured,
+            "context": self.context,
+        }
+        with contextlib.suppress(OSError):
+            protocol.append_record(self.ledger, record)
+        pending, self._pending_signal = self._pending_signal, None
+        if pending is not None:
+            self._on_signal(pending, None)
+        return {"ok": True, "pid": self.pid, "measured": self._measured, "time": self._last_save}
+
+    def switch(self, name: str) -> dict[str, Any]:
+        """Attribute what runs from now on to `name` (also for workers started later)."""
+        with self._lock:
+            previous = self.context
+            if self.settings.contexts:
+                self._cov.switch_context(name)
+            self.context = name
+            os.environ[protocol.ENV_CONTEXT] = name
+        return {
+            "ok": True,
+            "pid": self.pid,
+            "previous": previous,
+            "contexts": self.settings.contexts,
+        }
+
+    def reset(self) -> dict[str, Any]:
+        """Discard what was measured so far (the data file is removed until the next save)."""
+        with self._lock:
+            data = self._cov.get_data()
+            data.erase()
+            if self.settings.contexts:
+                self._cov.switch_context(self.context)
+        with contextlib.suppress(OSError):
+            protocol.append_record(
+                self.ledger,
+                {"event": "reset", "time": time.time(), "measured": 0, "reason": "reset"},
+            )
+        return {"ok": True, "pid": self.pid}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "pid": self.pid,
+            "service": self.settings.service,
+            "run_id": self.settings.run_id,
+            "context": self.context,
+            "core": self.core,
+            "data_file": self.data_file,
+            "saves": self._saves,
+            "last_save": self._last_save,
+            "measured": self._measured,
+        }
+
+    def handle(self, line: str) -> dict[str, Any]:
+        command, _, argument = line.strip().partition(" ")
+        try:
+            if command == "save":
+                return self.save("save")
+            if command == "context" and argument:
+                return self.switch(argument)
+            if command == "reset":
+                return self.reset()
+            if command == "status":
+                return self.status()
+        except Exception as exc:
+            return {"ok": False, "pid": self.pid, "error": f"{type(exc).__name__}: {exc}"}
+        return {
+            "ok": False,
+            "pid": self.pid,
+            "error": f"unknown command {line.strip()!r}; expected save, context <name>, reset, status",
+        }
+
+    # ---- threads ---------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        path = protocol.socket_path(self.settings.control_dir, self.pid)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(16)
+        self._listener = listener
+        self._socket_path = path
+        threading.Thread(
+            target=self._accept, args=(listener,), name="e2ecov-agent", daemon=True
+        ).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self._stopped.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(10)
+                try:
+                    data = b""
+                    while not data.endswith(b"\n"):
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    answer = self.handle(data.decode(errors="replace"))
+                    conn.sendall(json.dumps(answer).encode() + b"\n")
+                except OSError:
+                    continue
+
+    def _close_listener(self, unlink: bool) -> None:
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        with contextlib.suppress(OSError):
+            listener.close()
+        if unlink:
+            with contextlib.suppress(OSError):
+                self._socket_path.unlink()
+
+    def _autosave(self) -> None:
+        stopped = self._stopped
+        while not stopped.wait(self.settings.autosave):
+            try:
+                self.save("autosave")
+            except Exception as exc:
+                sys.stderr.write(f"e2ecov: autosave failed in pid {os.getpid()}: {exc}\n")
+
+
+_AGENT: Agent | None = None
+
+
+def activate() -> Agent | None:
+    """Entry point of the start-up hook: start the agent if this process is under e2ecov."""
+    global _AGENT
+    if _AGENT is not None:
+        return _AGENT
+    settings = Settings.from_environ()
+    if settings is None:
+        return None
+    agent = Agent(settings)
+    agent.start()
+    agent.install()
+    _AGENT = agent
+    return agent

@@ -1,0 +1,125 @@
+"""`e2ecov` command line: a thin parser over the typed API, one top-level error handler.
+
+    e2ecov run [-c STACK] [--keep | --keep-on-failure] [--artifacts DIR]
+    e2ecov report --artifacts DIR [-c STACK]
+    e2ecov down --artifacts DIR
+    e2ecov doctor [-c STACK]
+
+Exit codes (first that applies): 2 invalid stack file or arguments, 3 stack not brought up,
+1 tests failed, 4 coverage lost or below fail_under, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from e2ecov import doctor, down, protocol, reports, runjson, runner, stackfile
+from e2ecov.errors import E2ecovError, ExitCode, NoCoverageData, UsageError
+from e2ecov.progress import Progress
+
+DEFAULT_STACK = "e2ecov.toml"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad arguments, which is our INVALID code too; keep its message."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="e2ecov", description="End-to-end coverage for running services.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="start the stack, run the tests, collect coverage, report")
+    run.add_argument("-c", "--config", default=DEFAULT_STACK, help=f"stack file (default {DEFAULT_STACK})")
+    run.add_argument("--artifacts", type=Path, help="override [run] artifacts")
+    keep = run.add_mutually_exclusive_group()
+    keep.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    keep.add_argument("--keep-on-failure", action="store_true", help="leave it running only if the run failed")
+    report = sub.add_parser("report", help="rebuild the reports from the artifacts' data/")
+    report.add_argument("--artifacts", type=Path, required=True)
+    report.add_argument("-c", "--config", help="stack file (default: the settings recorded in run.json)")
+    stop = sub.add_parser("down", help="stop a stack kept by --keep / --keep-on-failure")
+    stop.add_argument("--artifacts", type=Path, required=True)
+    check = sub.add_parser("doctor", help="check binaries, ports, directories and coverage.py")
+    check.add_argument("-c", "--config", help=f"stack file (default {DEFAULT_STACK} when present)")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> ExitCode:
+    stack = stackfile.load(Path(args.config), args.artifacts)
+    options = runner.RunOptions(keep=args.keep, keep_on_failure=args.keep_on_failure)
+    return runner.run(stack, options, Progress()).exit_code
+
+
+def cmd_report(args: argparse.Namespace) -> ExitCode:
+    artifacts: Path = args.artifacts.resolve()
+    record = runjson.read(artifacts) or {}
+    if args.config:
+        stack = stackfile.load(Path(args.config), artifacts)
+        config = reports.ReportConfig(
+            root=stack.root, source=stack.source, paths=stack.paths, contexts=stack.contexts,
+            fail_under=stack.fail_under, run_id=str(record.get("run_id", "")),
+            service_fail_under={n: s.fail_under for n, s in stack.services.items() if s.fail_under is not None},
+        )  # fmt: skip
+    elif record.get("config"):
+        config = reports.ReportConfig.from_json(record["config"], run_id=str(record.get("run_id", "")))
+    else:
+        config = reports.ReportConfig(root=Path.cwd(), source=[Path.cwd()], paths={}, contexts=False)
+    cores = sorted({r.core for r in protocol.read_ledger(artifacts / "processes")})
+    config = reports.ReportConfig(**{**config.__dict__, "cores": cores})
+    result = reports.build(artifacts, config)
+    print((artifacts / "e2e-coverage.txt").read_text(), end="")
+    for path in result.files:
+        print(f"wrote {path}")
+    for below in result.below:
+        print(f"FAILED: {below}", file=sys.stderr)
+    return ExitCode.COVERAGE if result.below else ExitCode.OK
+
+
+def cmd_down(args: argparse.Namespace) -> ExitCode:
+    result = down.down(args.artifacts.resolve())
+    for item in result.stopped:
+        print(f"stopped {item}")
+    if not result.stopped:
+        print("nothing was running")
+    return ExitCode.OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> ExitCode:
+    path = Path(args.config) if args.config else Path(DEFAULT_STACK)
+    stack = None
+    if args.config or path.exists():
+        stack = stackfile.load(path)
+        for line in doctor.configuration(stack):
+            print(line)
+        print()
+    results = doctor.checks(stack)
+    for check in results:
+        print(f"{'ok  ' if check.ok else 'FAIL'}  {check.name:<16} {check.detail}")
+    return ExitCode.OK if all(c.ok for c in results) else ExitCode.STACK_DOWN
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "down": cmd_down, "doctor": cmd_doctor}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command](args))
+    except NoCoverageData as exc:
+        print(f"e2ecov: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except E2ecovError as exc:
+        label = "invalid stack file" if isinstance(exc, stackfile.StackFileError) else "error"
+        if isinstance(exc, UsageError):
+            label = "error"
+        print(f"e2ecov: {label}:\n{exc}" if "\n" in str(exc) else f"e2ecov: {label}: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("e2ecov: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Which processes saved their coverage: the ledger read against what happened in the run.
+
+A process that announced itself is, at the end of the run, one of:
+- `saved`: it saved at the end (at exit, on SIGTERM, or in the live save of the flush);
+- `empty`: it saved, but measured nothing under `source` — said so, not a loss;
+- `partial`: it saved earlier (e.g. an autosave) but not at the end — what ran after its
+  last save is lost;
+- `lost`: it never saved.
+A measured service where no process announced itself is a loss too: its interpreter could not
+start the agent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from e2ecov.protocol import ProcessRecord, read_ledger
+
+FINAL_REASONS = ("exit", "sigterm")
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    service: str
+    pid: int
+    status: str  # saved | empty | partial | lost
+    message: str
+    data_file: str
+    last_save: float | None
+    core: str
+
+    @property
+    def is_loss(self) -> bool:
+        return self.status in ("partial", "lost")
+
+
+def _clock(timestamp: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(timestamp)) + f".{int(timestamp * 10) % 10}"
+
+
+def judge(
+    record: ProcessRecord,
+    flush_started: float | None,
+    death: dict[int, str],
+) -> ProcessOutcome:
+    """The outcome of one process; `death` maps pid → how e2ecov saw it end, when known."""
+    saves = [s for s in record.saves if s.get("event") == "save"]
+    final = [
+        s
+        for s in saves
+        if s.get("reason") in FINAL_REASONS
+        or (flush_started is not None and s["time"] >= flush_started)
+    ]
+    how = death.get(record.pid, "")
+    who = f"{record.service} pid {record.pid}"
+    last = saves[-1] if saves else None
+    outcome = {"service": record.service, "pid": record.pid, "data_file": record.data_file,
+               "last_save": last["time"] if last else None, "core": record.core}  # fmt: skip
+    if final:
+        if not final[-1].get("measured"):
+            return ProcessOutcome(
+                status="empty",
+                message=f"{who} measured nothing under source (not a loss)",
+                **outcome,
+            )
+        return ProcessOutcome(
+            status="saved", message=f"{who} saved at {final[-1]['reason']}", **outcome
+        )
+    cause = how or "ended without a final save (killed by a signal, or crashed)"
+    if last is not None:
+        return ProcessOutcome(
+            status="partial",
+            message=(
+                f"{who} wrote partial coverage: last saved at {_clock(last['time'])} "
+                f"({last.get('reason')}), then {cause}; what ran after that is lost"
+            ),
+            **outcome,
+        )
+    return ProcessOutcome(
+        status="lost", message=f"{who} wrote no coverage: {cause} before it saved", **outcome
+    )
+
+
+def outcomes(
+    ledger_dir: Path, flush_started: float | None, death: dict[int, str]
+) -> list[ProcessOutcome]:
+    return [judge(record, flush_started, death) for record in read_ledger(ledger_dir)]
+
+
+def silent_services(measured: list[str], found: list[ProcessOutcome]) -> list[str]:
+    """Messages for measured services where no process announced itself."""
+    seen = {o.service for o in found}
+    return [
+        f"{name}: no process announced itself, so nothing was measured (is it a Python program, "
+        "is coverage installed for its interpreter, does it keep PYTHONPATH?)"
+        for name in measured
+        if name not in seen
+    ]

@@ -1,0 +1,79 @@
+"""Diagnostics written *before* anything is stopped: what each service said and how it ended.
+
+`diagnostics/<service>/` gets stdout/stderr, `status.json` (pid, exit code, last health
+answers, URL) and `env.txt` with secrets redacted; `diagnostics/summary.txt` is one screen
+that starts with the first thing that went wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from e2ecov.services import ServiceRun, describe_exit
+
+_SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|COOKIE|PRIVATE", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(//[^/:@\s]+:)([^@/\s]+)(@)")
+
+
+def redact(name: str, value: str) -> str:
+    """Hide values of secret-looking names and passwords inside URLs."""
+    if _SECRET_NAME.search(name):
+        return "***" if value else ""
+    return _URL_PASSWORD.sub(r"\1***\3", value)
+
+
+def write(
+    artifacts: Path,
+    services: dict[str, ServiceRun],
+    first_failure: str,
+    more: list[str],
+    test_log: Path | None = None,
+) -> Path:
+    """Write diagnostics/ and return the summary file."""
+    root = artifacts / "diagnostics"
+    root.mkdir(parents=True, exist_ok=True)
+    summary = ["FIRST FAILURE:", f"  {first_failure}", ""]
+    summary += [f"also: {line}" for line in more]
+    summary += ["", "services:"]
+    for name, svc in services.items():
+        target = root / name
+        target.mkdir(exist_ok=True)
+        for source, label in ((svc.stdout_path, "stdout.log"), (svc.stderr_path, "stderr.log")):
+            if source.is_file():
+                shutil.copyfile(source, target / label)
+        code = svc.poll()
+        state = (
+            "not started"
+            if svc.started is None
+            else ("running" if code is None else describe_exit(code))
+        )
+        if svc.failure:
+            state += " — FAILED"
+        status = {
+            "service": name,
+            "pid": svc.pid,
+            "url": svc.url,
+            "state": state,
+            "exit_code": code,
+            "started": svc.started,
+            "ready": svc.ready,
+            "last_health_answers": list(svc.health_answers),
+            "failure": svc.failure,
+            "command": svc.command,
+        }
+        (target / "status.json").write_text(json.dumps(status, indent=2) + "\n")
+        env_lines = [f"{k}={redact(k, v)}" for k, v in sorted(svc.env.items())]
+        (target / "env.txt").write_text("\n".join(env_lines) + "\n")
+        last = f", last health: {svc.health_answers[-1]}" if svc.health_answers else ""
+        summary.append(f"  {name:<16} pid {svc.pid}  {state}{last}")
+    if test_log is not None and test_log.is_file():
+        shutil.copyfile(test_log, root / "tests.log")
+        summary += ["", "last lines of the test output:"]
+        summary += ["  " + line for line in test_log.read_text(errors="replace").splitlines()[-15:]]
+    summary += ["", f"details: {root}/<service>/ (stdout.log, stderr.log, status.json, env.txt)"]
+    path = root / "summary.txt"
+    path.write_text("\n".join(summary) + "\n")
+    return path

@@ -1,0 +1,49 @@
+"""`e2ecov down`: stop a stack that `--keep` / `--keep-on-failure` left running.
+
+Everything needed is in the run's `run.json`: process groups, grace periods, recipe data
+directories and the control directory. Coverage is saved live first, so a kept stack's
+processes still leave their data behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from e2ecov import protocol, runjson
+from e2ecov.errors import UsageError
+from e2ecov.services import group_alive, stop_groups
+
+
+@dataclass(frozen=True)
+class DownResult:
+    stopped: list[str]
+    already_gone: list[str]
+
+
+def down(artifacts: Path) -> DownResult:
+    record = runjson.read(artifacts)
+    if record is None:
+        raise UsageError(f"no run.json in {artifacts}: nothing to stop (was the run started with this --artifacts?)")
+    control_dir = Path(record.get("control_dir") or "/nonexistent")
+    if control_dir.is_dir():
+        protocol.broadcast(control_dir, "save")
+    groups: dict[int, float] = {}
+    stopped: list[str] = []
+    gone: list[str] = []
+    for name, svc in record.get("services", {}).items():
+        pgid = svc.get("pgid")
+        if pgid and group_alive(pgid):
+            groups[pgid] = float(svc.get("grace") or 10.0)
+            stopped.append(f"{name} (pid {pgid})")
+        else:
+            gone.append(name)
+    stop_groups(groups)
+    for svc in record.get("services", {}).values():
+        if svc.get("recipe_root"):
+            shutil.rmtree(svc["recipe_root"], ignore_errors=True)
+    shutil.rmtree(control_dir, ignore_errors=True)
+    record["kept"] = False
+    (artifacts / "run.json").write_text(__import__("json").dumps(record, indent=2) + "\n")
+    return DownResult(stopped, gone)

@@ -1,0 +1,154 @@
+"""What e2ecov and the processes it instruments agree on: environment names, the ledger
+format and the control-socket commands. Stdlib only: it is imported at service start-up.
+
+The ledger is one append-only JSON-lines file per process (`processes/` in the artifacts).
+A process announces itself with a `start` record and writes a `save` record after each save,
+so a process killed by SIGKILL still leaves behind what it did; e2ecov reads the ledger to
+decide, per pid, whether coverage was saved at the end, only earlier (partial), or never.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_RUN_ID = "E2ECOV_RUN_ID"
+ENV_ARTIFACTS = "E2ECOV_ARTIFACTS"
+ENV_SERVICE = "E2ECOV_SERVICE"  # set only for instrumented services: activates the agent
+ENV_CONTROL_DIR = "E2ECOV_CONTROL_DIR"
+ENV_DATA_DIR = "E2ECOV_DATA_DIR"
+ENV_LEDGER_DIR = "E2ECOV_LEDGER_DIR"
+ENV_SOURCE = "E2ECOV_SOURCE"  # JSON list of directories
+ENV_CONTEXTS = "E2ECOV_CONTEXTS"  # "1" or "0"
+ENV_CONTEXT = "E2ECOV_CONTEXT"  # the current context, inherited by later workers
+ENV_AUTOSAVE = "E2ECOV_AUTOSAVE"  # seconds
+ENV_BRANCH = "E2ECOV_BRANCH"
+ENV_HOME = "E2ECOV_HOME"  # directory holding the e2ecov package, for foreign interpreters
+ALL_ENV = (
+    ENV_RUN_ID, ENV_ARTIFACTS, ENV_SERVICE, ENV_CONTROL_DIR, ENV_DATA_DIR, ENV_LEDGER_DIR,
+    ENV_SOURCE, ENV_CONTEXTS, ENV_CONTEXT, ENV_AUTOSAVE, ENV_BRANCH, ENV_HOME,
+)  # fmt: skip
+
+IDLE_CONTEXT = "idle"
+STARTUP_CONTEXT = "startup"
+PARALLEL_MARKER = "parallel-tests"  # file in the control dir: tests ran in parallel
+SOCKET_SUFFIX = ".sock"
+DATA_PREFIX = "coverage"  # data files: data/coverage.<service>.<pid>.<token>
+
+
+def socket_path(control_dir: str | Path, pid: int) -> Path:
+    """Short on purpose: Unix socket paths are limited to about 107 bytes."""
+    return Path(control_dir) / f"{pid}{SOCKET_SUFFIX}"
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """One JSON line, written with a single O_APPEND write so concurrent writers never mix."""
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class ProcessRecord:
+    """Everything one instrumented process told the ledger."""
+
+    service: str
+    pid: int
+    ppid: int
+    started: float
+    data_file: str
+    core: str
+    python: str
+    saves: list[dict[str, Any]] = field(default_factory=list)
+    ledger: str = ""
+
+    @property
+    def last_save(self) -> dict[str, Any] | None:
+        return self.saves[-1] if self.saves else None
+
+
+def read_ledger(ledger_dir: Path) -> list[ProcessRecord]:
+    """Every process that announced itself, in start order; torn last lines are skipped."""
+    records: list[ProcessRecord] = []
+    if not ledger_dir.is_dir():
+        return records
+    for path in sorted(ledger_dir.glob("*.jsonl")):
+        record: ProcessRecord | None = None
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "start":
+                record = ProcessRecord(
+                    service=event["service"],
+                    pid=event["pid"],
+                    ppid=event["ppid"],
+                    started=event["time"],
+                    data_file=event["data_file"],
+                    core=event.get("core", "?"),
+                    python=event.get("python", "?"),
+                    ledger=str(path),
+                )
+            elif event.get("event") in ("save", "reset") and record is not None:
+                record.saves.append(event)
+        if record is not None:
+            records.append(record)
+    return sorted(records, key=lambda r: r.started)
+
+
+class AgentUnreachable(OSError):
+    """The process behind a control socket is gone or not answering."""
+
+
+def send(path: Path, command: str, timeout: float = 10.0) -> dict[str, Any]:
+    """Send one command to one agent and return its JSON answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+            sock.sendall(command.encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as exc:
+            raise AgentUnreachable(f"{path}: {exc}") from exc
+    if not data:
+        raise AgentUnreachable(f"{path}: closed without answering")
+    answer: dict[str, Any] = json.loads(data)
+    return answer
+
+
+def agent_sockets(control_dir: Path) -> Iterator[Path]:
+    """The control sockets currently present (some may belong to processes that just exited)."""
+    with contextlib.suppress(OSError):
+        yield from sorted(control_dir.glob("*" + SOCKET_SUFFIX))
+
+
+def broadcast(control_dir: Path, command: str, timeout: float = 10.0) -> dict[int, dict[str, Any]]:
+    """Send `command` to every live agent; dead sockets are skipped. Keyed by pid."""
+    answers: dict[int, dict[str, Any]] = {}
+    for path in agent_sockets(control_dir):
+        try:
+            answer = send(path, command, timeout)
+        except (AgentUnreachable, ValueError):
+            continue
+        answers[int(answer.get("pid", path.stem))] = answer
+    return answers
+
+
+def now() -> float:
+    return time.time()

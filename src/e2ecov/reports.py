@@ -1,0 +1,296 @@
+"""Combining the per-process data files and writing every report of the artifacts directory.
+
+coverage.py does the combining (with `[paths]` aliases mapping roots recorded elsewhere, e.g.
+inside a container, back to the repository) and the standard reports. e2ecov adds the
+grouping per service, the function-level report (from coverage's JSON regions), and the
+Markdown summary. Reports use paths relative to the stack file's directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import coverage
+from coverage.exceptions import CoverageException
+
+from e2ecov.errors import NoCoverageData
+from e2ecov.protocol import DATA_PREFIX
+
+USUAL_CAUSES = """usual causes:
+  - the services were not instrumented (coverage = false, or not Python, or PYTHONPATH replaced)
+  - the processes were killed before they saved (SIGKILL, or the stack was torn down early)
+  - the data directory was not writable by the services
+  - the source paths do not match where the code runs (add [run] paths for code run elsewhere)"""
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the reports need to know about the run (saved in run.json for `e2ecov report`)."""
+
+    root: Path
+    source: list[Path]
+    paths: dict[str, Path]
+    contexts: bool
+    fail_under: float = 0.0
+    service_fail_under: dict[str, float] = field(default_factory=dict)
+    run_id: str = ""
+    cores: list[str] = field(default_factory=list)
+    approximate: bool = False
+    branch: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "source": [str(s) for s in self.source],
+            "paths": {k: str(v) for k, v in self.paths.items()},
+            "contexts": self.contexts,
+            "fail_under": self.fail_under,
+            "service_fail_under": self.service_fail_under,
+            "branch": self.branch,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any], **extra: Any) -> ReportConfig:
+        return cls(
+            root=Path(raw["root"]),
+            source=[Path(s) for s in raw["source"]],
+            paths={k: Path(v) for k, v in raw.get("paths", {}).items()},
+            contexts=bool(raw.get("contexts", False)),
+            fail_under=float(raw.get("fail_under", 0.0)),
+            service_fail_under=dict(raw.get("service_fail_under", {})),
+            branch=bool(raw.get("branch", False)),
+            **extra,
+        )
+
+
+@dataclass(frozen=True)
+class Totals:
+    statements: int
+    missed: int
+    percent: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "statements": self.statements,
+            "missed": self.missed,
+            "percent": round(self.percent, 2),
+        }
+
+
+@dataclass
+class ReportResult:
+    services: dict[str, Totals]
+    combined: Totals
+    files: list[Path]
+    warnings: list[str]
+    below: list[str]  # fail_under violations
+
+
+def data_files(data_dir: Path) -> dict[str, list[Path]]:
+    """Non-empty data files grouped by service (`coverage.<service>.<pid>.<token>`)."""
+    groups: dict[str, list[Path]] = {}
+    if not data_dir.is_dir():
+        return groups
+    for path in sorted(data_dir.glob(DATA_PREFIX + ".*")):
+        parts = path.name.split(".")
+        if len(parts) >= 4 and path.is_file() and path.stat().st_size > 0:
+            groups.setdefault(parts[1], []).append(path)
+    return groups
+
+
+@contextlib.contextmanager
+def _in_directory(path: Path) -> Iterator[None]:
+    """coverage.py names files relative to the current directory when it is created."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _coverage(data_file: Path, config: ReportConfig) -> coverage.Coverage:
+    cov = coverage.Coverage(data_file=str(data_file), config_file=False, branch=config.branch)
+    aliases = {
+        f"mapping{i}": [str(local), foreign]
+        for i, (foreign, local) in enumerate(config.paths.items())
+    }
+    if aliases:
+        cov.set_option("paths", aliases)
+    cov.set_option(
+        "report:include", [f"{s}{os.sep}*" for s in config.source] + [str(s) for s in config.source]
+    )
+    cov.set_option("run:disable_warnings", ["no-data-collected", "couldnt-parse"])
+    return cov
+
+
+def _json_totals(path: Path) -> Totals:
+    totals = json.loads(path.read_text())["totals"]
+    return Totals(
+        totals["num_statements"], totals["missing_lines"], float(totals["percent_covered"])
+    )
+
+
+def _header(config: ReportConfig) -> list[str]:
+    cores = ", ".join(sorted(set(config.cores))) or "unknown"
+    lines = [
+        f"e2ecov run {config.run_id or '(unknown)'} — measured with coverage.py {coverage.__version__}, core: {cores}"
+    ]
+    if config.contexts:
+        lines.append(
+            "per-test attribution: "
+            + (
+                "approximate (tests ran in parallel)"
+                if config.approximate
+                else "on (tests ran one at a time)"
+            )
+        )
+    return lines
+
+
+def build(artifacts: Path, config: ReportConfig) -> ReportResult:
+    """Combine `artifacts/data` and write every report; raises NoCoverageData when empty."""
+    groups = data_files(artifacts / "data")
+    if not groups:
+        raise NoCoverageData(f"no coverage data in {artifacts / 'data'}\n{USUAL_CAUSES}")
+    work = artifacts / ".combined"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    text: list[str] = [*_header(config), ""]
+    services: dict[str, Totals] = {}
+    warnings: list[str] = []
+    with _in_directory(config.root):
+        for service, paths in groups.items():
+            cov = _coverage(work / f"{service}.coverage", config)
+            cov.combine([str(p) for p in paths], keep=True)
+            cov.save()
+            text.append(f"== service {service} ({len(paths)} data file(s)) ==")
+            try:
+                buffer = io.StringIO()
+                cov.report(file=buffer)
+                cov.json_report(outfile=str(work / f"{service}.json"))
+                services[service] = _json_totals(work / f"{service}.json")
+                text.append(buffer.getvalue().rstrip())
+            except CoverageException as exc:
+                services[service] = Totals(0, 0, 0.0)
+                text.append(f"(nothing to report: {exc})")
+            text.append("")
+        cov = _coverage(work / "combined.coverage", config)
+        cov.combine([str(p) for group in groups.values() for p in group], keep=True)
+        cov.save()
+        warnings += _unmapped(cov, config)
+        title = f"e2e coverage — {config.run_id}" + (
+            " (attribution approximate)" if config.approximate else ""
+        )
+        try:
+            buffer = io.StringIO()
+            cov.report(file=buffer)
+            cov.json_report(
+                outfile=str(artifacts / "coverage.json"),
+                pretty_print=True,
+                show_contexts=config.contexts,
+            )
+            cov.html_report(
+                directory=str(artifacts / "html"), title=title, show_contexts=config.contexts
+            )
+            cov.xml_report(outfile=str(artifacts / "coverage.xml"))
+            cov.lcov_report(outfile=str(artifacts / "coverage.lcov"))
+        except CoverageException as exc:
+            raise NoCoverageData(
+                f"coverage data found in {artifacts / 'data'} but nothing under source "
+                f"({', '.join(str(s) for s in config.source)}): {exc}\n{USUAL_CAUSES}"
+            ) from exc
+    text += ["== combined ==", buffer.getvalue().rstrip(), *(f"warning: {w}" for w in warnings)]
+    (artifacts / "e2e-coverage.txt").write_text("\n".join(text) + "\n")
+    combined = _json_totals(artifacts / "coverage.json")
+    func_lines = function_report(json.loads((artifacts / "coverage.json").read_text()))
+    (artifacts / "e2e-coverage-func.txt").write_text("\n".join(func_lines) + "\n")
+    below = _below(config, services, combined)
+    summary = markdown_summary(config, services, combined, below)
+    (artifacts / "summary.md").write_text(summary)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a") as handle:
+            handle.write(summary + "\n")
+    files = [artifacts / name for name in (
+        "e2e-coverage.txt", "e2e-coverage-func.txt", "html/index.html", "coverage.json",
+        "coverage.lcov", "coverage.xml", "summary.md")]  # fmt: skip
+    return ReportResult(services, combined, files, warnings, below)
+
+
+def _unmapped(cov: coverage.Coverage, config: ReportConfig) -> list[str]:
+    """Files measured outside every source directory: usually a missing [run] paths entry."""
+    roots = tuple(str(s) + os.sep for s in config.source)
+    outside = [f for f in cov.get_data().measured_files() if not f.startswith(roots)]
+    if not outside:
+        return []
+    return [
+        f"{len(outside)} measured file(s) are outside the source directories and not reported, "
+        f"e.g. {sorted(outside)[0]}; if that code ran elsewhere (a container), map its root "
+        'with [run] paths = { "/recorded/root" = "local/path" }'
+    ]
+
+
+def function_report(report: dict[str, Any]) -> list[str]:
+    """`path:line  qualified.name  percent` per function, then the total (like `go tool covdata func`)."""
+    rows: list[tuple[str, str, str]] = []
+    for path, data in sorted(report["files"].items()):
+        for name, region in sorted(
+            data.get("functions", {}).items(), key=lambda kv: kv[1]["start_line"]
+        ):
+            if not name or not region["summary"]["num_statements"]:
+                continue
+            rows.append(
+                (
+                    f"{path}:{region['start_line']}:",
+                    name,
+                    f"{region['summary']['percent_covered']:.1f}%",
+                )
+            )
+    rows.append(("total:", "(statements)", f"{report['totals']['percent_covered']:.1f}%"))
+    width_a = max(len(r[0]) for r in rows)
+    width_b = max(len(r[1]) for r in rows)
+    return [f"{a:<{width_a}}  {b:<{width_b}}  {c:>6}" for a, b, c in rows]
+
+
+def _below(config: ReportConfig, services: dict[str, Totals], combined: Totals) -> list[str]:
+    below = []
+    if combined.percent < config.fail_under:
+        below.append(
+            f"total coverage {combined.percent:.1f}% is below fail_under {config.fail_under:g}%"
+        )
+    for service, limit in config.service_fail_under.items():
+        got = services.get(service, Totals(0, 0, 0.0)).percent
+        if got < limit:
+            below.append(
+                f"service {service} coverage {got:.1f}% is below its fail_under {limit:g}%"
+            )
+    return below
+
+
+def markdown_summary(
+    config: ReportConfig, services: dict[str, Totals], combined: Totals, below: list[str]
+) -> str:
+    lines = [
+        f"### End-to-end coverage ({config.run_id})",
+        "",
+        *(f"_{h}_  " for h in _header(config)[1:]),
+        "",
+    ]
+    lines += ["| service | statements | missed | cover |", "|---|---:|---:|---:|"]
+    for name, totals in sorted(services.items()):
+        lines.append(f"| {name} | {totals.statements} | {totals.missed} | {totals.percent:.1f}% |")
+    lines.append(
+        f"| **total** | **{combined.statements}** | **{combined.missed}** | **{combined.percent:.1f}%** |"
+    )
+    lines += ["", f"core: {', '.join(sorted(set(config.cores))) or 'unknown'}"]
+    lines += [f"- :x: {b}" for b in below]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,103 @@
+"""`run.json`: the machine-readable record of a run (phases, services, pids, data, totals).
+
+Written at the start of the run (so a crash still leaves a record) and rewritten at the end.
+`SCHEMA` is bumped whenever a field changes meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = 1
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Phase:
+    name: str
+    started: float
+    duration_s: float | None = None
+    outcome: str = "running"
+
+
+@dataclass
+class RunRecord:
+    """Accumulates what happens during a run; `write` puts it in `run.json`."""
+
+    run_id: str
+    stack_file: str
+    artifacts: Path
+    exit_code: int | None = None
+    first_failure: str | None = None
+    phases: list[Phase] = field(default_factory=list)
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    totals: dict[str, Any] = field(default_factory=dict)
+    processes: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    cores: list[str] = field(default_factory=list)
+    kept: bool = False
+    control_dir: str = ""
+
+    def begin(self, name: str) -> Phase:
+        self.end()
+        phase = Phase(name, time.time())
+        self.phases.append(phase)
+        return phase
+
+    def end(self, outcome: str = "ok") -> None:
+        if self.phases and self.phases[-1].duration_s is None:
+            phase = self.phases[-1]
+            phase.duration_s = round(time.time() - phase.started, 3)
+            phase.outcome = outcome
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "run_id": self.run_id,
+            "stack_file": self.stack_file,
+            "exit_code": self.exit_code,
+            "first_failure": self.first_failure,
+            "phases": [
+                {
+                    "name": p.name,
+                    "started": iso(p.started),
+                    "duration_s": p.duration_s,
+                    "outcome": p.outcome,
+                }
+                for p in self.phases
+            ],
+            "services": self.services,
+            "totals": self.totals,
+            "processes": self.processes,
+            "cores": sorted(set(self.cores)),
+            "config": self.config,
+            "kept": self.kept,
+            "control_dir": self.control_dir,
+        }
+
+    def write(self) -> Path:
+        path = self.artifacts / "run.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+        return path
+
+
+def read(artifacts: Path) -> dict[str, Any] | None:
+    path = artifacts / "run.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data

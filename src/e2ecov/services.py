@@ -1,0 +1,288 @@
+"""Starting the stack: processes and recipes, in dependency order, with fail-fast health waits.
+
+One thread per service waits for its dependencies to be healthy, starts the service and
+polls its health URL. The wait stops at once when the process exits (with its exit code and
+last output lines) and, on timeout, names the last health answer. The first failure aborts
+every other wait, so the run can write diagnostics while everything is still as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from e2ecov.recipes import PostgresServer, RecipeFailed, RecipeUnavailable, RedisServer
+from e2ecov.stackfile import ServiceSpec
+
+Recipe = PostgresServer | RedisServer
+
+
+def describe_exit(code: int) -> str:
+    """'exited with code 3' or 'was killed by SIGKILL'."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def tail(path: Path, lines: int = 10) -> list[str]:
+    """The last lines of a log file (empty when there is none)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
+
+
+@dataclass
+class ServiceRun:
+    """One service of this run: how it was started and what happened to it."""
+
+    spec: ServiceSpec
+    ports: dict[str, int]  # "" is {port}
+    command: list[str]
+    env_added: dict[str, str]
+    env: dict[str, str]
+    log_dir: Path
+    url: str = ""
+    health_url: str | None = None
+    recipe: Recipe | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    started: float | None = None
+    ready: float | None = None
+    exit_code: int | None = None
+    failure: str | None = None
+    health_answers: deque[str] = field(default_factory=lambda: deque(maxlen=5))
+    ready_event: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        if self.recipe is not None:
+            return self.recipe.pid
+        return self.proc.pid if self.proc else None
+
+    @property
+    def stdout_path(self) -> Path:
+        if self.recipe is not None:
+            with contextlib.suppress(AssertionError):
+                return self.recipe.log_path
+        return self.log_dir / f"{self.name}.stdout.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.log_dir / f"{self.name}.stderr.log"
+
+    def poll(self) -> int | None:
+        """The exit code once the main process has ended."""
+        if self.proc is not None and self.exit_code is None:
+            self.exit_code = self.proc.poll()
+        elif self.recipe is not None and self.recipe.process is not None and self.exit_code is None:
+            self.exit_code = self.recipe.process.poll()
+        return self.exit_code
+
+    def last_output(self, lines: int = 10) -> list[str]:
+        out = tail(self.stdout_path, lines)
+        err = tail(self.stderr_path, lines) if self.recipe is None else []
+        return [*(f"stdout| {line}" for line in out), *(f"stderr| {line}" for line in err)]
+
+
+def make_recipe(spec: ServiceSpec) -> Recipe:
+    """The recipe object; raises RecipeUnavailable at once when its binaries are missing."""
+    if spec.recipe == "postgres":
+        return PostgresServer()
+    if spec.recipe == "redis":
+        return RedisServer()
+    raise RecipeUnavailable(f"unknown recipe {spec.recipe!r}")
+
+
+class Supervisor:
+    """Brings the stack up; `first_failure` names what went wrong first."""
+
+    def __init__(self, services: dict[str, ServiceRun], order: list[str]) -> None:
+        self.services = services
+        self.order = order
+        self.abort = threading.Event()
+        self.first_failure: str | None = None
+        self._failure_lock = threading.Lock()
+
+    def _fail(self, svc: ServiceRun, message: str) -> None:
+        svc.failure = message
+        with self._failure_lock:
+            if self.first_failure is None:
+                self.first_failure = message
+        self.abort.set()
+
+    def start_all(self, tick: Callable[[str], None] = lambda status: None) -> bool:
+        """Start everything; True when every service is ready. `tick` feeds the spinner."""
+        threads = [
+            threading.Thread(target=self._bring_up, args=(self.services[n],), name=f"e2ecov-{n}")
+            for n in self.order
+        ]
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            waiting = [s.name for s in self.services.values() if not s.ready_event.is_set()]
+            tick("waiting for " + ", ".join(waiting) if waiting else "")
+            time.sleep(0.1)
+        return self.first_failure is None
+
+    def _bring_up(self, svc: ServiceRun) -> None:
+        for dep in svc.spec.depends_on:
+            while not self.services[dep].ready_event.wait(0.05):
+                if self.abort.is_set():
+                    return
+        if self.abort.is_set():
+            return
+        try:
+            self._start(svc)
+        except (RecipeFailed, RecipeUnavailable) as exc:
+            self._fail(svc, f"service '{svc.name}' (recipe {svc.spec.recipe}) did not start: {exc}")
+            return
+        except OSError as exc:
+            program = svc.command[0] if svc.command else "?"
+            self._fail(
+                svc,
+                f"service '{svc.name}' could not be started: {program!r}: {exc.strerror or exc}"
+                " (is it installed and on PATH, and is cwd right?)",
+            )
+            return
+        if svc.recipe is None:
+            self._wait_healthy(svc)
+        else:
+            svc.ready = time.time()
+            svc.ready_event.set()
+
+    def _start(self, svc: ServiceRun) -> None:
+        svc.started = time.time()
+        if svc.recipe is not None:
+            svc.recipe.start()
+            return
+        svc.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(svc.stdout_path, "wb") as out, open(svc.stderr_path, "wb") as err:
+            svc.proc = subprocess.Popen(
+                svc.command,
+                cwd=svc.spec.cwd,
+                env=svc.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,  # its own process group: workers are stopped with it
+            )
+
+    def _wait_healthy(self, svc: ServiceRun) -> None:
+        health = svc.spec.health
+        if health is None:
+            svc.ready = time.time()
+            svc.ready_event.set()
+            return
+        url = svc.health_url or health.url
+        deadline = time.monotonic() + health.timeout
+        with httpx.Client(trust_env=False) as client:
+            while True:
+                code = svc.poll()
+                if code is not None:
+                    lines = "\n    ".join(svc.last_output()) or "(no output)"
+                    self._fail(
+                        svc,
+                        f"service '{svc.name}' (pid {svc.pid}) {describe_exit(code)} before it was "
+                        f"healthy; last output:\n    {lines}",
+                    )
+                    return
+                remaining = deadline - time.monotonic()
+                answer = _probe(client, url, max(0.2, min(1.0, remaining)))
+                svc.health_answers.append(answer)
+                if answer.startswith("HTTP 2"):
+                    svc.ready = time.time()
+                    svc.ready_event.set()
+                    return
+                if time.monotonic() >= deadline:
+                    self._fail(
+                        svc,
+                        f"service '{svc.name}' (pid {svc.pid}) not healthy after "
+                        f"{health.timeout:g}s at {url}; last health answer: {answer}",
+                    )
+                    return
+                if self.abort.wait(min(health.interval, max(0.0, deadline - time.monotonic()))):
+                    return
+
+
+def _probe(client: httpx.Client, url: str, timeout: float) -> str:
+    """One health request, as a short human-readable answer."""
+    try:
+        response = client.get(url, timeout=timeout)
+    except httpx.ConnectError as exc:
+        return "connection refused" if "refused" in str(exc).lower() else f"cannot connect: {exc}"
+    except httpx.TimeoutException:
+        return f"no answer within {timeout:.1f}s"
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    body = " ".join(response.text.split())[:200]
+    return f"HTTP {response.status_code}: {body}" if body else f"HTTP {response.status_code}"
+
+
+# ---- stopping -------------------------------------------------------------------------------
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is left in the process group (zombies cannot save)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def stop_groups(groups: dict[int, float], reap: Callable[[], None] = lambda: None) -> set[int]:
+    """SIGTERM every group, SIGKILL those still running after their grace; returns killed pgids."""
+    for pgid in groups:
+        signal_group(pgid, signal.SIGTERM)
+    start = time.monotonic()
+    killed: set[int] = set()
+    pending = dict(groups)
+    while pending:
+        reap()
+        for pgid, grace in list(pending.items()):
+            if not group_alive(pgid):
+                del pending[pgid]
+            elif time.monotonic() - start >= grace:
+                signal_group(pgid, signal.SIGKILL)
+                killed.add(pgid)
+                del pending[pgid]
+        if pending:
+            time.sleep(0.05)
+    reap()
+    return killed

@@ -1,0 +1,511 @@
+"""The stack file: TOML parsed into a typed model, checked strictly before anything starts.
+
+Every problem is collected (not just the first) and carries the file and, where the TOML
+text allows it, the line — tomllib gives no positions, so `_Locator` finds table headers and
+keys in the text. Relative paths are resolved against the stack file's directory here, once.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e2ecov import placeholders
+from e2ecov.errors import Problem, StackFileError
+
+RECIPES = ("postgres", "redis")
+RUN_KEYS = {
+    "name": "a string naming the run",
+    "artifacts": "a directory for everything the run writes",
+    "tests": "the test command, a list of strings",
+    "source": "a list of directories to measure",
+    "fail_under": "a total percent (number)",
+    "contexts": "true/false: per-test attribution",
+    "autosave": "seconds between automatic saves (number or '10s')",
+    "grace": "time between SIGTERM and SIGKILL (number or '10s')",
+    "branch": "true/false: measure branches",
+    "paths": "a table mapping a recorded root (e.g. inside a container) to a repository path",
+    "env": "a table of extra environment variables for the test command",
+}
+SERVICE_KEYS = {
+    "command": "the command line, a list of strings",
+    "recipe": "a built-in recipe: " + ", ".join(RECIPES),
+    "env": "a table of environment variables",
+    "depends_on": "a list of service names",
+    "health": "a table: url, timeout, interval",
+    "coverage": "true/false",
+    "cwd": "the working directory",
+    "fail_under": "a percent (number)",
+    "grace": "time between SIGTERM and SIGKILL",
+    "source": "directories measured for this service (default: [run] source)",
+}
+HEALTH_KEYS = {"url": "an http:// URL", "timeout": "e.g. '30s'", "interval": "e.g. '0.1s'"}
+_SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)")
+
+
+@dataclass(frozen=True)
+class Health:
+    """How to tell a service is ready: an HTTP URL answering 2xx within `timeout`."""
+
+    url: str
+    timeout: float = 30.0
+    interval: float = 0.1
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One `[services.NAME]` table, resolved."""
+
+    name: str
+    command: list[str] | None
+    recipe: str | None
+    env: dict[str, str]
+    depends_on: list[str]
+    health: Health | None
+    coverage: bool
+    cwd: Path
+    fail_under: float | None
+    grace: float
+    source: list[Path]
+    port_names: frozenset[str]  # named ports ({port.NAME}) this service needs
+
+    @property
+    def env_prefix(self) -> str:
+        """`E2E_<SERVICE>`: upper-cased, `-` → `_`."""
+        return "E2E_" + self.name.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The whole stack file, resolved; `root` is the stack file's directory."""
+
+    path: Path
+    root: Path
+    name: str
+    artifacts: Path
+    tests: list[str]
+    test_env: dict[str, str]
+    source: list[Path]
+    fail_under: float
+    contexts: bool
+    autosave: float
+    grace: float
+    branch: bool
+    paths: dict[str, Path]  # recorded root → repository path
+    services: dict[str, ServiceSpec] = field(default_factory=dict)
+
+    def start_order(self) -> list[str]:
+        """Services in an order where each comes after its dependencies."""
+        done: list[str] = []
+        while len(done) < len(self.services):
+            for name, spec in self.services.items():
+                if name not in done and all(d in done for d in spec.depends_on):
+                    done.append(name)
+        return done
+
+
+class _Locator:
+    """Finds the line of a table header or key in the TOML text (best effort)."""
+
+    _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.headers: dict[tuple[str, ...], int] = {}
+        for number, line in enumerate(self.lines, 1):
+            match = self._HEADER.match(line)
+            if match:
+                self.headers[self._split(match.group(1))] = number
+
+    @staticmethod
+    def _split(dotted: str) -> tuple[str, ...]:
+        return tuple(part.strip().strip("\"'") for part in dotted.split("."))
+
+    def _table_end(self, start: int) -> int:
+        for number in range(start + 1, len(self.lines) + 1):
+            if self._HEADER.match(self.lines[number - 1]):
+                return number - 1
+        return len(self.lines)
+
+    def _find_key(self, key: str, start: int, end: int, anywhere: bool = False) -> int | None:
+        pattern = re.compile(
+            (r"(^|[{,\s])" if anywhere else r"^\s*") + r"[\"']?" + re.escape(key) + r"[\"']?\s*="
+        )
+        for number in range(start, end + 1):
+            if 1 <= number <= len(self.lines) and pattern.search(self.lines[number - 1]):
+                return number
+        return None
+
+    def line(self, *path: str) -> int | None:
+        """The line of `path` (e.g. ("services", "api", "health", "timeout"))."""
+        for split in range(len(path), -1, -1):
+            table = path[:split]
+            if table and table not in self.headers:
+                continue
+            start = self.headers.get(table, 0) + (1 if table else 1)
+            header_line = self.headers.get(table)
+            end = self._table_end(header_line) if header_line else self._first_header() - 1
+            if split == len(path):
+                return header_line
+            found = self._find_key(path[split], start, end)
+            if found is None:
+                return header_line
+            for key in path[split + 1 :]:
+                deeper = self._find_key(key, found, end, anywhere=True)
+                if deeper is None:
+                    return found
+                found = deeper
+            return found
+        return None
+
+    def _first_header(self) -> int:
+        return min(self.headers.values(), default=len(self.lines) + 1)
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from a number or a string like '30s', '500ms', '2m'; None when invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if value >= 0 else None
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip())
+        if match:
+            number = float(match.group(1))
+            return {"ms": number / 1000, "s": number, "m": number * 60}[match.group(2)]
+    return None
+
+
+class _Checker:
+    """Collects problems while reading the raw TOML into the model."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.locate = _Locator(text)
+        self.problems: list[Problem] = []
+
+    def problem(self, where: tuple[str, ...], message: str) -> None:
+        self.problems.append(Problem(str(self.path), self.locate.line(*where), message))
+
+    def unknown_keys(self, table: dict[str, Any], known: dict[str, str], where: tuple[str, ...]):  # type: ignore[no-untyped-def]
+        label = "[" + ".".join(where) + "]"
+        for key in table:
+            if key not in known:
+                expected = ", ".join(sorted(known))
+                self.problem(
+                    (*where, key), f"{label} unknown key '{key}'; expected one of: {expected}"
+                )
+
+    def string_list(
+        self, value: Any, where: tuple[str, ...], required: bool = False
+    ) -> list[str] | None:
+        if value is None:
+            if required:
+                self.problem(
+                    where[:-1],
+                    f"[{'.'.join(where[:-1])}] missing '{where[-1]}': expected a list of strings",
+                )
+            return None
+        if (
+            not isinstance(value, list)
+            or not all(isinstance(v, str) for v in value)
+            or (required and not value)
+        ):
+            self.problem(
+                where, f"'{'.'.join(where)}' must be a non-empty list of strings, got {value!r}"
+            )
+            return None
+        return list(value)
+
+    def string_table(self, value: Any, where: tuple[str, ...]) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            self.problem(
+                where, f"'{'.'.join(where)}' must be a table of strings, e.g. {{ KEY = \"value\" }}"
+            )
+            return {}
+        return dict(value)
+
+    def number(self, value: Any, where: tuple[str, ...], default: float) -> float:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+            self.problem(
+                where, f"'{'.'.join(where)}' must be a percent between 0 and 100, got {value!r}"
+            )
+            return default
+        return float(value)
+
+    def duration(self, value: Any, where: tuple[str, ...], default: float) -> float:
+        if value is None:
+            return default
+        seconds = parse_duration(value)
+        if seconds is None:
+            self.problem(
+                where,
+                f"'{'.'.join(where)}' must be a duration like '30s', '500ms' or a number of seconds, got {value!r}",
+            )
+            return default
+        return seconds
+
+    def boolean(self, value: Any, where: tuple[str, ...], default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problem(where, f"'{'.'.join(where)}' must be true or false, got {value!r}")
+            return default
+        return value
+
+
+def load(path: Path, artifacts_override: Path | None = None) -> Stack:
+    """Read and check `path`; raises StackFileError listing every problem."""
+    path = path.resolve()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise StackFileError(
+            [Problem(str(path), None, f"cannot read the stack file: {exc.strerror}")]
+        ) from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        raise StackFileError([Problem(str(path), line, f"not valid TOML: {exc}")]) from exc
+    return _build(path, text, raw, artifacts_override)
+
+
+def _build(path: Path, text: str, raw: dict[str, Any], artifacts_override: Path | None) -> Stack:
+    check = _Checker(path, text)
+    root = path.parent
+    check.unknown_keys(raw, {"run": "", "services": ""}, ())
+    run = raw.get("run")
+    if not isinstance(run, dict):
+        check.problem(("run",), "missing [run] table: expected at least tests = [...]")
+        run = {}
+    check.unknown_keys(run, RUN_KEYS, ("run",))
+    tests = check.string_list(run.get("tests"), ("run", "tests"), required=True) or []
+    source_raw = check.string_list(run.get("source", ["."]), ("run", "source")) or ["."]
+    paths_raw = run.get("paths", {})
+    paths: dict[str, Path] = {}
+    if not isinstance(paths_raw, dict) or not all(isinstance(v, str) for v in paths_raw.values()):
+        check.problem(("run", "paths"), '\'run.paths\' must be a table like { "/app/src" = "src" }')
+    else:
+        paths = {str(k).rstrip("/"): (root / v).resolve() for k, v in paths_raw.items()}
+    name = run.get("name", path.stem)
+    if not isinstance(name, str):
+        check.problem(("run", "name"), f"'run.name' must be a string, got {name!r}")
+        name = path.stem
+    artifacts_raw = run.get("artifacts", "build/e2e")
+    if not isinstance(artifacts_raw, str):
+        check.problem(("run", "artifacts"), "'run.artifacts' must be a directory path string")
+        artifacts_raw = "build/e2e"
+    services_raw = raw.get("services", {})
+    if not isinstance(services_raw, dict):
+        check.problem(("services",), "'services' must be tables like [services.NAME]")
+        services_raw = {}
+    stack_grace = check.duration(run.get("grace"), ("run", "grace"), 10.0)
+    source = [(root / s).resolve() for s in source_raw]
+    services = {
+        svc: _service(check, svc, body, root, stack_grace, source)
+        for svc, body in services_raw.items()
+    }
+    stack = Stack(
+        path=path,
+        root=root,
+        name=name,
+        artifacts=artifacts_override.resolve()
+        if artifacts_override
+        else (root / artifacts_raw).resolve(),
+        tests=tests,
+        test_env=check.string_table(run.get("env"), ("run", "env")),
+        source=source,
+        fail_under=check.number(run.get("fail_under"), ("run", "fail_under"), 0.0),
+        contexts=check.boolean(run.get("contexts"), ("run", "contexts"), True),
+        autosave=check.duration(run.get("autosave"), ("run", "autosave"), 10.0),
+        grace=stack_grace,
+        branch=check.boolean(run.get("branch"), ("run", "branch"), False),
+        paths=paths,
+        services={k: v for k, v in services.items() if v is not None},
+    )
+    if not check.problems:
+        _check_graph(check, stack)
+        _check_placeholders(check, stack)
+    if check.problems:
+        raise StackFileError(check.problems)
+    return stack
+
+
+def _service(
+    check: _Checker, name: str, body: Any, root: Path, grace: float, source: list[Path]
+) -> ServiceSpec | None:
+    where = ("services", name)
+    if not _SERVICE_NAME.fullmatch(name):
+        check.problem(
+            where, f"service name '{name}' must be lower-case letters, digits, '-' or '_'"
+        )
+    if not isinstance(body, dict):
+        check.problem(where, f"[services.{name}] must be a table")
+        return None
+    check.unknown_keys(body, SERVICE_KEYS, where)
+    recipe = body.get("recipe")
+    command = body.get("command")
+    if recipe is not None and command is not None:
+        check.problem(
+            (*where, "recipe"),
+            f"[services.{name}] has both 'recipe' and 'command'; expected one of them",
+        )
+    if recipe is not None and recipe not in RECIPES:
+        check.problem(
+            (*where, "recipe"),
+            f"[services.{name}] unknown recipe {recipe!r}; expected one of: {', '.join(RECIPES)}",
+        )
+    if recipe is None and command is None:
+        check.problem(
+            where,
+            f'[services.{name}] missing \'command\': expected command = ["program", "arg", ...] or recipe = "postgres"/"redis"',
+        )
+    command_list = check.string_list(command, (*where, "command")) if command is not None else None
+    health_raw = body.get("health")
+    health: Health | None = None
+    if health_raw is not None:
+        if not isinstance(health_raw, dict) or not isinstance(health_raw.get("url"), str):
+            check.problem(
+                (*where, "health"),
+                f"[services.{name}] 'health' must be a table with url = \"http://...\"",
+            )
+        else:
+            check.unknown_keys(health_raw, HEALTH_KEYS, (*where, "health"))
+            health = Health(
+                url=health_raw["url"],
+                timeout=check.duration(
+                    health_raw.get("timeout"), (*where, "health", "timeout"), 30.0
+                ),
+                interval=check.duration(
+                    health_raw.get("interval"), (*where, "health", "interval"), 0.1
+                ),
+            )
+    depends_on = check.string_list(body.get("depends_on", []), (*where, "depends_on")) or []
+    cwd = body.get("cwd", ".")
+    if not isinstance(cwd, str):
+        check.problem((*where, "cwd"), f"[services.{name}] 'cwd' must be a directory path string")
+        cwd = "."
+    fail_under = body.get("fail_under")
+    own_source = check.string_list(body.get("source"), (*where, "source"))
+    spec = ServiceSpec(
+        name=name,
+        command=command_list,
+        recipe=recipe if isinstance(recipe, str) else None,
+        env=check.string_table(body.get("env"), (*where, "env")),
+        depends_on=depends_on,
+        health=health,
+        coverage=check.boolean(body.get("coverage"), (*where, "coverage"), command is not None),
+        cwd=(root / cwd).resolve(),
+        fail_under=None
+        if fail_under is None
+        else check.number(fail_under, (*where, "fail_under"), 0.0),
+        grace=check.duration(body.get("grace"), (*where, "grace"), grace),
+        source=[(root / s).resolve() for s in own_source] if own_source else source,
+        port_names=frozenset(),
+    )
+    if spec.recipe and spec.coverage:
+        check.problem(
+            (*where, "coverage"),
+            f"[services.{name}] a recipe cannot be measured; expected coverage = false",
+        )
+    return spec
+
+
+def _check_graph(check: _Checker, stack: Stack) -> None:
+    for name, spec in stack.services.items():
+        for dep in spec.depends_on:
+            if dep not in stack.services:
+                known = ", ".join(sorted(stack.services)) or "(none)"
+                check.problem(
+                    ("services", name, "depends_on"),
+                    f"[services.{name}] depends on unknown service '{dep}'; known services: {known}",
+                )
+    if check.problems:
+        return
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> bool:
+        if state.get(name) == 2:
+            return False
+        if state.get(name) == 1:
+            cycle = [*trail[trail.index(name) :], name]
+            check.problem(
+                ("services", name, "depends_on"),
+                "dependency cycle: " + " → ".join(cycle) + "; expected depends_on to form no loop",
+            )
+            return True
+        state[name] = 1
+        for dep in stack.services[name].depends_on:
+            if visit(dep, [*trail, name]):
+                return True
+        state[name] = 2
+        return False
+
+    for name in stack.services:
+        if visit(name, []):
+            return
+
+
+def _templates(stack: Stack) -> list[tuple[tuple[str, ...], str, str | None]]:
+    """(where, template, owning service or None for the test command)."""
+    found: list[tuple[tuple[str, ...], str, str | None]] = []
+    for name, spec in stack.services.items():
+        for arg in spec.command or []:
+            found.append((("services", name, "command"), arg, name))
+        for key, value in spec.env.items():
+            found.append((("services", name, "env", key), value, name))
+        if spec.health:
+            found.append((("services", name, "health", "url"), spec.health.url, name))
+    for arg in stack.tests:
+        found.append((("run", "tests"), arg, None))
+    for key, value in stack.test_env.items():
+        found.append((("run", "env", key), value, None))
+    return found
+
+
+def _check_placeholders(check: _Checker, stack: Stack) -> None:
+    """Every placeholder must name something; records each service's named ports."""
+    ports: dict[str, set[str]] = {name: set() for name in stack.services}
+    parsed: list[tuple[tuple[str, ...], placeholders.Placeholder, str | None]] = []
+    for where, template, owner in _templates(stack):
+        try:
+            for ph in placeholders.find(template):
+                parsed.append((where, ph, owner))
+                if ph.kind == "port" and owner is not None and ph.port_name:
+                    ports[owner].add(ph.port_name)
+        except placeholders.PlaceholderError as exc:
+            check.problem(where, f"'{'.'.join(where)}': {exc}")
+    for where, ph, owner in parsed:
+        label = "'" + ".".join(where) + "'"
+        if ph.kind == "port" and owner is None:
+            check.problem(
+                where,
+                f"{label}: '{{{ph.text}}}' names no service here; the test command uses {{services.X.port}}",
+            )
+        elif ph.kind == "port" and owner is not None and stack.services[owner].recipe:
+            check.problem(where, f"{label}: a recipe has no command to put '{{{ph.text}}}' in")
+        elif ph.service is not None:
+            if ph.service not in stack.services:
+                known = ", ".join(sorted(stack.services)) or "(none)"
+                check.problem(
+                    where,
+                    f"{label}: '{{{ph.text}}}' names unknown service '{ph.service}'; known services: {known}",
+                )
+            elif ph.port_name and ph.port_name not in ports[ph.service]:
+                have = ", ".join(sorted(ports[ph.service])) or "(none)"
+                check.problem(
+                    where,
+                    f"{label}: '{{{ph.text}}}' names port '{ph.port_name}' that service '{ph.service}' does not use; its named ports: {have}",
+                )
+    if not check.problems:
+        for name, names in ports.items():
+            object.__setattr__(stack.services[name], "port_names", frozenset(names))

@@ -1,0 +1,42 @@
+"""Endpoints of the sample service, one function each so attribution is easy to check."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+
+
+def alpha() -> str:
+    total = 0
+    for number in range(3):
+        total += number
+    return f"alpha {total}"
+
+
+def beta() -> str:
+    words = ["b", "e", "t", "a"]
+    return "".join(words)
+
+
+def never_called() -> str:
+    value = "unused"
+    return value
+
+
+def _square(number: int) -> int:
+    return number * number
+
+
+def work() -> str:
+    """Runs code in a forked multiprocessing worker and in a python subprocess."""
+    context = multiprocessing.get_context("fork")
+    with context.Pool(2) as pool:
+        squares = pool.map(_square, [1, 2, 3])
+    done = subprocess.run(
+        [sys.executable, "-m", "sampleapp.worker", "7"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return f"squares {squares} worker {done.stdout.strip()}"

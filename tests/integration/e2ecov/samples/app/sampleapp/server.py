@@ -1,0 +1,59 @@
+"""`python -m sampleapp.server --port N [--fail-start] [--never-healthy]`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from sampleapp import handlers
+
+ROUTES = {"/alpha": handlers.alpha, "/beta": handlers.beta, "/work": handlers.work}
+
+
+class Handler(BaseHTTPRequestHandler):
+    never_healthy = False
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            if self.never_healthy:
+                self._answer(503, "warming up: cache not loaded")
+            else:
+                self._answer(200, "ok")
+        elif self.path == "/pid":
+            self._answer(200, str(os.getpid()))
+        elif self.path in ROUTES:
+            self._answer(200, ROUTES[self.path]())
+        else:
+            self._answer(404, "not found")
+
+    def _answer(self, status: int, body: str) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        sys.stderr.write("request " + format % args + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fail-start", action="store_true")
+    parser.add_argument("--never-healthy", action="store_true")
+    args = parser.parse_args()
+    if args.fail_start:
+        print("loading configuration", flush=True)
+        print("error: database url missing (SAMPLE_DB)", file=sys.stderr, flush=True)
+        sys.exit(3)
+    Handler.never_healthy = args.never_healthy
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    print(f"listening on {args.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
