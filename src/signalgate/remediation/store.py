@@ -8,6 +8,8 @@ Errors, by what the caller does with them:
 - `StoreUnavailable` — transient (server down, database locked, disk full): answer 503 and
   let the sender retry.
 - `NotFound`, `Conflict` — permanent for this request: 404 / 409.
+- `IncompatibleSchema` — raised by `open()` only: the database was made by a newer
+  signalgate; start-up stops with its message.
 - anything else is a bug and becomes a 500.
 """
 
@@ -30,6 +32,10 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The backing database cannot be reached or cannot take writes right now."""
+
+
+class IncompatibleSchema(StoreError):
+    """The database's schema is newer than this code knows; upgrading signalgate fixes it."""
 
 
 class NotFound(StoreError):

@@ -1,0 +1,269 @@
+"""The shared RR store: PostgreSQL through an asyncpg pool, for many Gateway replicas.
+
+Race freedom comes from the database alone: the partial unique index
+`remediation_requests_one_active` allows one active RR per fingerprint, and a firing signal
+is decided by single atomic statements:
+
+1. `UPDATE … WHERE fingerprint = $1 AND active RETURNING …` — the hot duplicate case in one
+   round trip;
+2. no active RR: look for a terminal RR that suppresses a new one (rules 2 and 3, chosen by
+   `rows.choose_suppressor`) and bump it by name, re-checking it still suppresses;
+3. otherwise `INSERT … ON CONFLICT (fingerprint) WHERE active DO UPDATE …`, so concurrent
+   creators of one fingerprint collapse into one RR; `xmax = 0` tells which one inserted.
+
+Errors: anything that means "the server cannot be reached or cannot serve now" (refused or
+cut connections, admin shutdown, too many connections, disk full, pool or command timeout)
+→ `StoreUnavailable`. Broken connections are dropped by the pool and replaced on the next
+acquire, so the store recovers by itself when PostgreSQL comes back.
+"""
+
+# ruff: noqa: S608 - SQL is built from constant identifiers; every value is a bound parameter
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from signalgate.remediation import rows
+from signalgate.remediation.model import MANUAL_REVIEW_OUTCOME, RemediationRequest, StatusPatch
+from signalgate.remediation.schema import check_not_newer, migrations
+from signalgate.remediation.store import (
+    Conflict,
+    Decision,
+    FiringResult,
+    ListQuery,
+    NotFound,
+    Page,
+    StoreUnavailable,
+    encode_cursor,
+)
+
+# Errors that mean "not now", as opposed to a bug in a query.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # pool acquire, connect or command timeout
+    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError included
+    asyncpg.InterfaceError,  # connection closed under us, pool closing
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby after failover
+)
+
+MIGRATION_LOCK = 0x5347_5252_0001  # pg_advisory_lock key: "SGRR" + 1
+VERSION_TABLE = "remediation_schema_migrations"
+
+_T = rows.TABLE
+_COLS = rows.SELECT_COLUMNS
+_N = len(rows.COLUMNS)
+_BUMP = "occurrence_count = occurrence_count + 1, last_seen_at = $1, signal_resolved_at = NULL"
+_BUMP_ACTIVE = f"UPDATE {_T} SET {_BUMP} WHERE fingerprint = $2 AND active RETURNING {_COLS}"
+_BUMP_SUPPRESSOR = (
+    f"UPDATE {_T} SET {_BUMP} WHERE name = $2 AND NOT active "
+    f"AND (outcome = $3 OR next_allowed_execution > $1) RETURNING {_COLS}"
+)
+_SUPPRESSORS = rows.suppressor_sql(lambda i: f"${i}")
+_UPSERT = (
+    f"INSERT INTO {_T} ({_COLS}) VALUES ({', '.join(f'${i}' for i in range(1, _N + 1))}) "
+    f"ON CONFLICT (fingerprint) WHERE active DO UPDATE SET "
+    f"occurrence_count = {_T}.occurrence_count + 1, last_seen_at = ${_N + 1}, "
+    f"signal_resolved_at = NULL RETURNING {_COLS}, (xmax = 0) AS inserted"
+)
+_RESOLVE = (
+    f"UPDATE {_T} SET signal_resolved_at = $1 WHERE fingerprint = $2 AND active RETURNING {_COLS}"
+)
+_GET = f"SELECT {_COLS} FROM {_T} WHERE name = $1"
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _rr(row: Any) -> RemediationRequest:
+    return rows.row_to_rr(row, _same)
+
+
+def _ph(index: int) -> str:
+    return f"${index}"
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    try:
+        parts = urlsplit(dsn)
+        if parts.password is None:
+            return dsn
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparseable dsn>"
+
+
+class PostgresStore:
+    """`RemediationStore` on PostgreSQL (many Gateway replicas share one database)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        min_size: int = 2,
+        max_size: int = 10,
+        command_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        acquire_timeout: float = 5.0,
+    ) -> None:
+        self.dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        self.command_timeout = command_timeout
+        self.connect_timeout = connect_timeout
+        self.acquire_timeout = acquire_timeout
+        self._pool: Any = None  # asyncpg.Pool
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact(self.dsn)!r})"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and migrate; raises `StoreUnavailable` at once if the server is down (the
+        Gateway does not start without its store; once open, outages are survived)."""
+        if self._pool is not None:
+            raise RuntimeError(f"{self!r} is already open")
+        try:
+            async with asyncio.timeout(self.connect_timeout + self.command_timeout):
+                self._pool = await asyncpg.create_pool(
+                    self.dsn,
+                    min_size=self.min_size,
+                    max_size=self.max_size,
+                    command_timeout=self.command_timeout,
+                    timeout=self.connect_timeout,
+                )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(
+                f"PostgreSQL store {redact(self.dsn)}: cannot connect: {exc or type(exc).__name__}"
+            ) from exc
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _migrate(self) -> None:
+        steps = migrations("postgres")
+        known = steps[-1].version
+        async with self._connection() as conn:
+            # One replica migrates at a time; the others wait, then find nothing to do.
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} ("
+                    "version integer PRIMARY KEY, name text NOT NULL, "
+                    "applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                current = await conn.fetchval(
+                    f"SELECT coalesce(max(version), 0) FROM {VERSION_TABLE}"
+                )
+                check_not_newer(f"PostgreSQL store {redact(self.dsn)}", int(current), known)
+                for step in steps[current:]:
+                    async with conn.transaction():
+                        await conn.execute(step.sql)
+                        await conn.execute(
+                            f"INSERT INTO {VERSION_TABLE} (version, name) VALUES ($1, $2)",
+                            step.version,
+                            step.name,
+                        )
+            finally:
+                if not conn.is_closed():
+                    await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), timeout=self.command_timeout)
+        except _UNAVAILABLE:
+            pool.terminate()
+
+    async def ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.fetchval("SELECT 1")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection, with every 'cannot serve now' error made `StoreUnavailable`."""
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError(f"{self!r} is not open")
+        try:
+            async with pool.acquire(timeout=self.acquire_timeout) as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(
+                f"PostgreSQL store {redact(self.dsn)}: {exc or type(exc).__name__}"
+            ) from exc
+
+    # --- the store API --------------------------------------------------------------------
+
+    async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
+        fingerprint = candidate.fingerprint
+        async with self._connection() as conn:
+            row = await conn.fetchrow(_BUMP_ACTIVE, now, fingerprint)
+            if row is not None:
+                return FiringResult(Decision.DUPLICATE, _rr(row))
+            params = rows.suppressor_params(fingerprint, now, _same)
+            suppressing = rows.choose_suppressor(
+                [_rr(r) for r in await conn.fetch(_SUPPRESSORS, *params)], now
+            )
+            if suppressing is not None:
+                row = await conn.fetchrow(
+                    _BUMP_SUPPRESSOR, now, suppressing.name, MANUAL_REVIEW_OUTCOME
+                )
+                if row is not None:
+                    return FiringResult(Decision.DUPLICATE, _rr(row))
+                # It stopped suppressing since we looked (a consumer changed it): go on.
+            row = await conn.fetchrow(_UPSERT, *rows.rr_to_row(candidate, _same), now)
+        decision = Decision.CREATED if row["inserted"] else Decision.DUPLICATE
+        return FiringResult(decision, _rr(row))
+
+    async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(_RESOLVE, now, fingerprint)
+        return None if row is None else _rr(row)
+
+    async def get(self, name: str) -> RemediationRequest | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(_GET, name)
+        return None if row is None else _rr(row)
+
+    async def list(self, query: ListQuery) -> Page:
+        plan = rows.list_sql(query, _ph, _same)  # InvalidCursor before any I/O
+        async with self._connection() as conn:
+            found = [_rr(r) for r in await conn.fetch(plan.sql, *plan.params)]
+        items, more = rows.page_of(found, plan.limit)
+        last = items[-1] if more else None
+        return Page(items, encode_cursor(last.created_at, last.name) if last else None)
+
+    async def update_status(self, name: str, patch: StatusPatch) -> RemediationRequest:
+        changes = rows.patch_assignments(patch, _same)
+        async with self._connection() as conn:
+            if not changes:
+                row = await conn.fetchrow(_GET, name)
+            else:
+                sets = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
+                sql = f"UPDATE {_T} SET {sets} WHERE name = $1 RETURNING {_COLS}"
+                try:
+                    row = await conn.fetchrow(sql, name, *changes.values())
+                except asyncpg.UniqueViolationError as exc:
+                    raise Conflict(
+                        f"RemediationRequest {name!r}: phase {patch.overall_phase!r} would make "
+                        "it active while another RR for its fingerprint is active"
+                    ) from exc
+        if row is None:
+            raise NotFound(f"RemediationRequest {name!r} not found")
+        return _rr(row)

@@ -1,0 +1,235 @@
+"""What the SQL stores share: the columns, the row <-> RR mapping, the suppression rule,
+the status-patch assignments and the list query.
+
+Both SQL backends keep one row per RR with the same columns; they differ only in how a time
+is written (PostgreSQL `timestamptz`, SQLite `format_time` text, which sorts as text) and in
+the placeholder style (`$1` / `?`). Those two differences are passed in, so each rule is
+written once here and both stores give identical answers.
+"""
+
+# ruff: noqa: S608 - SQL is built from constant identifiers; every value is a bound parameter
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+
+from signalgate.remediation.model import (
+    MANUAL_REVIEW_OUTCOME,
+    Deduplication,
+    RemediationRequest,
+    StatusPatch,
+    Unset,
+    is_active,
+)
+from signalgate.remediation.store import ListQuery, decode_cursor
+
+TABLE = "remediation_requests"
+
+# Column order of every SELECT / RETURNING and of the INSERT.
+COLUMNS = (
+    "name",
+    "namespace",
+    "fingerprint",
+    "created_at",
+    "target_namespace",
+    "phase",
+    "active",
+    "outcome",
+    "next_allowed_execution",
+    "message",
+    "signal_resolved_at",
+    "first_seen_at",
+    "last_seen_at",
+    "occurrence_count",
+    "labels",
+    "spec",
+)
+SELECT_COLUMNS = ", ".join(COLUMNS)
+TIME_COLUMNS = frozenset(
+    {"created_at", "next_allowed_execution", "signal_resolved_at", "first_seen_at", "last_seen_at"}
+)
+
+MAX_PAGE = 500
+
+# A time as the backend stores it, and back.
+EncodeTime = Callable[[datetime], Any]
+DecodeTime = Callable[[Any], datetime]
+# The n-th (1-based) query parameter as the backend spells it.
+Placeholder = Callable[[int], str]
+
+
+class Row(Protocol):
+    """A result row by column name (asyncpg `Record`, `sqlite3.Row`)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def rr_to_row(rr: RemediationRequest, encode_time: EncodeTime) -> tuple[Any, ...]:
+    """The INSERT values for `rr`, in `COLUMNS` order."""
+
+    def opt(value: datetime | None) -> Any:
+        return None if value is None else encode_time(value)
+
+    return (
+        rr.name,
+        rr.namespace,
+        rr.fingerprint,
+        encode_time(rr.created_at),
+        rr.target_namespace,
+        rr.overall_phase,
+        is_active(rr.overall_phase),
+        rr.outcome,
+        opt(rr.next_allowed_execution),
+        rr.message,
+        opt(rr.signal_resolved_at),
+        encode_time(rr.deduplication.first_seen_at),
+        encode_time(rr.deduplication.last_seen_at),
+        rr.deduplication.occurrence_count,
+        dumps(rr.labels),
+        dumps(rr.spec),
+    )
+
+
+def row_to_rr(row: Row, decode_time: DecodeTime) -> RemediationRequest:
+    def opt(value: Any) -> datetime | None:
+        return None if value is None else decode_time(value)
+
+    return RemediationRequest(
+        name=row["name"],
+        namespace=row["namespace"],
+        fingerprint=row["fingerprint"],
+        created_at=decode_time(row["created_at"]),
+        spec=orjson.loads(row["spec"]),
+        deduplication=Deduplication(
+            first_seen_at=decode_time(row["first_seen_at"]),
+            last_seen_at=decode_time(row["last_seen_at"]),
+            occurrence_count=int(row["occurrence_count"]),
+        ),
+        overall_phase=row["phase"],
+        outcome=row["outcome"],
+        next_allowed_execution=opt(row["next_allowed_execution"]),
+        message=row["message"],
+        signal_resolved_at=opt(row["signal_resolved_at"]),
+        labels=orjson.loads(row["labels"]),
+    )
+
+
+# --- deduplication rules 2 and 3 (contract section 6) ---------------------------------------
+
+# Terminal RRs of one fingerprint that may suppress a new one; the backend binds
+# (fingerprint, MANUAL_REVIEW_OUTCOME, now) and `choose_suppressor` picks among the few rows.
+SUPPRESSOR_WHERE = (
+    "fingerprint = {0} AND NOT active AND (outcome = {1} OR next_allowed_execution > {2})"
+)
+
+
+def suppressor_sql(ph: Placeholder) -> str:
+    where = SUPPRESSOR_WHERE.format(ph(1), ph(2), ph(3))
+    return f"SELECT {SELECT_COLUMNS} FROM {TABLE} WHERE {where}"
+
+
+def suppressor_params(fingerprint: str, now: datetime, encode_time: EncodeTime) -> tuple[Any, ...]:
+    return (fingerprint, MANUAL_REVIEW_OUTCOME, encode_time(now))
+
+
+def choose_suppressor(
+    candidates: Iterable[RemediationRequest], now: datetime
+) -> RemediationRequest | None:
+    """Rule 2 before rule 3: the newest terminal RR awaiting manual review; else the one
+    whose cool-down (`nextAllowedExecution`) ends last, if it ends after `now`."""
+    manual: RemediationRequest | None = None
+    cooling: RemediationRequest | None = None
+    for rr in candidates:
+        if rr.active:
+            continue
+        if rr.outcome == MANUAL_REVIEW_OUTCOME:
+            if manual is None or (rr.created_at, rr.name) > (manual.created_at, manual.name):
+                manual = rr
+        elif rr.next_allowed_execution is not None and rr.next_allowed_execution > now:
+            key = (rr.next_allowed_execution, rr.created_at, rr.name)
+            if cooling is None or key > (
+                cooling.next_allowed_execution,
+                cooling.created_at,
+                cooling.name,
+            ):
+                cooling = rr
+    return manual or cooling
+
+
+# --- status patch ---------------------------------------------------------------------------
+
+
+def patch_assignments(patch: StatusPatch, encode_time: EncodeTime) -> dict[str, Any]:
+    """Column -> new value for the fields the patch sets (`None` clears)."""
+    out: dict[str, Any] = {}
+    if patch.overall_phase is not None:
+        out["phase"] = patch.overall_phase
+        out["active"] = is_active(patch.overall_phase)
+    if not isinstance(patch.outcome, Unset):
+        out["outcome"] = patch.outcome
+    cool_down = patch.next_allowed_execution
+    if not isinstance(cool_down, Unset):
+        out["next_allowed_execution"] = None if cool_down is None else encode_time(cool_down)
+    if not isinstance(patch.message, Unset):
+        out["message"] = patch.message
+    return out
+
+
+# --- list -----------------------------------------------------------------------------------
+
+
+def clamp_limit(limit: int) -> int:
+    """The caller validates 1..500; a store still answers sanely for any other value."""
+    return max(1, min(int(limit), MAX_PAGE))
+
+
+@dataclass(frozen=True)
+class ListSql:
+    sql: str
+    params: tuple[Any, ...]
+    limit: int
+
+
+def list_sql(query: ListQuery, ph: Placeholder, encode_time: EncodeTime) -> ListSql:
+    """Newest first by (created_at, name), one row more than the page to know if more follow.
+    Raises `InvalidCursor` for a cursor this API did not make."""
+    where: list[str] = []
+    params: list[Any] = []
+
+    def bind(value: Any) -> str:
+        params.append(value)
+        return ph(len(params))
+
+    if query.fingerprint is not None:
+        where.append(f"fingerprint = {bind(query.fingerprint)}")
+    if query.phase is not None:
+        where.append(f"phase = {bind(query.phase)}")
+    if query.namespace is not None:
+        where.append(f"target_namespace = {bind(query.namespace)}")
+    if query.active is not None:
+        where.append(f"active = {bind(bool(query.active))}")
+    if query.cursor is not None:
+        created_at, name = decode_cursor(query.cursor)
+        where.append(f"(created_at, name) < ({bind(encode_time(created_at))}, {bind(name)})")
+    limit = clamp_limit(query.limit)
+    sql = f"SELECT {SELECT_COLUMNS} FROM {TABLE}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY created_at DESC, name DESC LIMIT {bind(limit + 1)}"
+    return ListSql(sql, tuple(params), limit)
+
+
+def page_of(
+    items: Sequence[RemediationRequest], limit: int
+) -> tuple[list[RemediationRequest], bool]:
+    """The page and whether another one follows (`items` holds up to `limit + 1` rows)."""
+    return list(items[:limit]), len(items) > limit

@@ -1,0 +1,266 @@
+"""The embedded RR store: one SQLite file.
+
+One connection, owned by one worker thread; every store call is one function run in that
+thread (`loop.run_in_executor`), so the event loop never blocks on disk or on a lock, and
+the connection is never shared between threads. WAL mode lets readers run beside a writer;
+every write is one `BEGIN IMMEDIATE` transaction, which takes the file's write lock up front,
+so several processes sharing one file decide deduplication race-free (SQLite serialises them,
+and each decision reads and writes under the same lock).
+
+Errors: `sqlite3.OperationalError` (locked past the busy timeout, disk full, unreadable or
+unwritable file) → `StoreUnavailable`; a partial-unique-index violation on a status change →
+`Conflict`.
+"""
+
+# ruff: noqa: S608 - SQL is built from constant identifiers; every value is a bound parameter
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from signalgate.remediation import rows
+from signalgate.remediation.model import RemediationRequest, StatusPatch, format_time, parse_time
+from signalgate.remediation.schema import check_not_newer, migrations
+from signalgate.remediation.store import (
+    Conflict,
+    Decision,
+    FiringResult,
+    ListQuery,
+    NotFound,
+    Page,
+    StoreUnavailable,
+    encode_cursor,
+)
+
+T = TypeVar("T")
+
+_T = rows.TABLE
+_COLS = rows.SELECT_COLUMNS
+_INSERT = (
+    f"INSERT INTO {_T} ({_COLS}) VALUES ({', '.join('?' * len(rows.COLUMNS))}) RETURNING {_COLS}"
+)
+_BUMP_ACTIVE = (
+    f"UPDATE {_T} SET occurrence_count = occurrence_count + 1, last_seen_at = ?, "
+    f"signal_resolved_at = NULL WHERE fingerprint = ? AND active RETURNING {_COLS}"
+)
+_BUMP_NAMED = (
+    f"UPDATE {_T} SET occurrence_count = occurrence_count + 1, last_seen_at = ?, "
+    f"signal_resolved_at = NULL WHERE name = ? RETURNING {_COLS}"
+)
+_RESOLVE = (
+    f"UPDATE {_T} SET signal_resolved_at = ? WHERE fingerprint = ? AND active RETURNING {_COLS}"
+)
+_GET = f"SELECT {_COLS} FROM {_T} WHERE name = ?"
+_SUPPRESSORS = rows.suppressor_sql(lambda _: "?")
+
+
+def _ph(_: int) -> str:
+    return "?"
+
+
+def _decode_time(value: Any) -> datetime:
+    return parse_time(str(value))
+
+
+def _rr(row: sqlite3.Row) -> RemediationRequest:
+    return rows.row_to_rr(row, _decode_time)
+
+
+class SqliteStore:
+    """`RemediationStore` on one SQLite file (the embedded default)."""
+
+    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # touched only in the worker thread
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            raise RuntimeError(f"{self!r} is already open")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(executor, self._close)
+        executor.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchall())
+
+    def _open(self) -> None:
+        if not self.path.parent.is_dir():
+            raise StoreUnavailable(
+                f"SQLite store {str(self.path)!r}: directory {str(self.path.parent)!r} does "
+                "not exist (create it, or set store.dsn to a file in an existing directory)"
+            )
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {str(self.path)!r}: cannot open: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        self._conn = conn
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnavailable(f"SQLite store {str(self.path)!r}: cannot open: {exc}") from exc
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        steps = migrations("sqlite")
+        known = steps[-1].version
+        current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        check_not_newer(f"SQLite store {str(self.path)!r}", current, known)
+        if current == known:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the write lock.
+            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            check_not_newer(f"SQLite store {str(self.path)!r}", current, known)
+            for step in steps[current:]:
+                for statement in _statements(step.sql):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {step.version:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # --- running in the worker thread -----------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError(f"{self!r} is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError(f"{self!r} is not open")
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite store {str(self.path)!r}: {exc}") from exc
+
+    def _write(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one `BEGIN IMMEDIATE` transaction (the write lock taken up front)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    # --- the store API --------------------------------------------------------------------
+
+    async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
+        stamp = format_time(now)
+
+        def decide(conn: sqlite3.Connection) -> FiringResult:
+            found = conn.execute(_BUMP_ACTIVE, (stamp, candidate.fingerprint)).fetchall()
+            if found:
+                return FiringResult(Decision.DUPLICATE, _rr(found[0]))
+            params = rows.suppressor_params(candidate.fingerprint, now, format_time)
+            suppressing = rows.choose_suppressor(
+                (_rr(r) for r in conn.execute(_SUPPRESSORS, params).fetchall()), now
+            )
+            if suppressing is not None:
+                bumped = conn.execute(_BUMP_NAMED, (stamp, suppressing.name)).fetchall()
+                return FiringResult(Decision.DUPLICATE, _rr(bumped[0]))
+            created = conn.execute(_INSERT, rows.rr_to_row(candidate, format_time)).fetchall()
+            return FiringResult(Decision.CREATED, _rr(created[0]))
+
+        return await self._run(lambda conn: self._write(conn, decide))
+
+    async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
+        def resolve(conn: sqlite3.Connection) -> RemediationRequest | None:
+            found = conn.execute(_RESOLVE, (format_time(now), fingerprint)).fetchall()
+            return _rr(found[0]) if found else None
+
+        return await self._run(lambda conn: self._write(conn, resolve))
+
+    async def get(self, name: str) -> RemediationRequest | None:
+        def get(conn: sqlite3.Connection) -> RemediationRequest | None:
+            found = conn.execute(_GET, (name,)).fetchall()
+            return _rr(found[0]) if found else None
+
+        return await self._run(get)
+
+    async def list(self, query: ListQuery) -> Page:
+        plan = rows.list_sql(query, _ph, format_time)  # InvalidCursor before any I/O
+
+        def select(conn: sqlite3.Connection) -> list[RemediationRequest]:
+            return [_rr(r) for r in conn.execute(plan.sql, plan.params).fetchall()]
+
+        items, more = rows.page_of(await self._run(select), plan.limit)
+        last = items[-1] if more else None
+        return Page(items, encode_cursor(last.created_at, last.name) if last else None)
+
+    async def update_status(self, name: str, patch: StatusPatch) -> RemediationRequest:
+        changes = rows.patch_assignments(patch, format_time)
+
+        def update(conn: sqlite3.Connection) -> RemediationRequest:
+            if changes:
+                sets = ", ".join(f"{column} = ?" for column in changes)
+                sql = f"UPDATE {_T} SET {sets} WHERE name = ? RETURNING {_COLS}"
+                try:
+                    found = conn.execute(sql, (*changes.values(), name)).fetchall()
+                except sqlite3.IntegrityError as exc:
+                    raise Conflict(
+                        f"RemediationRequest {name!r}: phase {patch.overall_phase!r} would make "
+                        "it active while another RR for its fingerprint is active"
+                    ) from exc
+            else:
+                found = conn.execute(_GET, (name,)).fetchall()
+            if not found:
+                raise NotFound(f"RemediationRequest {name!r} not found")
+            return _rr(found[0])
+
+        return await self._run(lambda conn: self._write(conn, update))
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (SQLite's own notion of a complete one)."""
+    out: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                out.append(buffer.strip())
+            buffer = ""
+    leftover = [ln for ln in buffer.splitlines() if ln.strip() and not ln.strip().startswith("--")]
+    if leftover:
+        raise RuntimeError(f"migration script ends inside a statement: {leftover[0]!r}")
+    return out
