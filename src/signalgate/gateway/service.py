@@ -56,9 +56,7 @@ def authenticator_for(settings: GatewaySettings) -> Authenticator:
     tokens_file = settings.auth.tokens_file
     if tokens_file is None:
         # first start with nothing configured: a generated admin token, never logged itself
-        tokens_file, token_path = ensure_admin_token(settings.data_dir, SCOPES)
-        if token_path is not None:
-            log.warning("admin token written", extra={"token_file": str(token_path)})
+        tokens_file, _ = ensure_admin_token(settings.data_dir, SCOPES)
     return StaticTokenAuth.from_file(tokens_file, SCOPES)
 
 

@@ -1,0 +1,337 @@
+"""Signal routes over real HTTP: responses, every error row of section 8, request rules."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import orjson
+import pytest
+
+from tests.support.services import (
+    READER_TOKEN,
+    SIGNALS_TOKEN,
+    ServiceProcess,
+    alert,
+    k8s_event,
+    rfc3339,
+    webhook,
+)
+
+PROM = "/api/v1/signals/prometheus"
+EVENTS = "/api/v1/signals/kubernetes-event"
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "strict-transport-security": "max-age=31536000; includeSubDomains",
+    "content-security-policy": "default-src 'none'",
+    "referrer-policy": "no-referrer",
+}
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str, detail: str = "") -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == f"/problems/{slug}"
+    assert body["status"] == status
+    assert body["title"] and body["instance"] == response.request.url.path
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert detail in body["detail"], body["detail"]
+
+
+@pytest.fixture
+def client(gateway: ServiceProcess) -> httpx.Client:
+    with gateway.client() as c:
+        yield c  # type: ignore[misc]
+
+
+def test_created_then_duplicate_response_shapes(client: httpx.Client) -> None:
+    body = webhook(alert(pod="shape-1"))
+    first = client.post(PROM, json=body)
+    assert first.status_code == 201, first.text
+    created = first.json()
+    assert created["status"] == "created" and created["duplicate"] is False
+    assert created["fingerprint"] == hashlib.sha256(b"prod:Pod:shape-1").hexdigest()
+    assert created["remediationRequestName"].startswith("rr-" + created["fingerprint"][:12] + "-")
+    assert created["remediationRequestNamespace"] == "kubernaut-system"
+
+    second = client.post(PROM, json=body)
+    assert second.status_code == 202
+    dup = second.json()
+    assert dup["duplicate"] is True
+    assert dup["remediationRequestName"] == created["remediationRequestName"]
+    meta = dup["metadata"]
+    assert meta["count"] == 2
+    assert meta["remediationRequestRef"] == f"kubernaut-system/{created['remediationRequestName']}"
+    assert meta["firstOccurrence"] <= meta["lastOccurrence"]
+
+
+def test_stored_rr_has_the_contract_spec(client: httpx.Client) -> None:
+    raw = orjson.dumps(
+        webhook(alert(pod="spec-1", cluster="eu-1", team="é" * 40, severity="warning"))
+    )
+    created = client.post(PROM, content=raw, headers={"content-type": "application/json"}).json()
+    rr = client.get(f"/api/v1/remediation-requests/{created['remediationRequestName']}").json()
+    assert rr["apiVersion"] == "kubernaut.ai/v1alpha1" and rr["kind"] == "RemediationRequest"
+    assert rr["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "signalgate-gateway"
+    spec = rr["spec"]
+    assert spec["signalFingerprint"] == hashlib.sha256(b"eu-1:prod:Pod:spec-1").hexdigest()
+    assert spec["clusterID"] == "eu-1"
+    assert spec["signalName"] == "PodCrashLooping" and spec["severity"] == "warning"
+    assert spec["signalType"] == "alert" and spec["signalSource"] == "prometheus"
+    assert spec["targetType"] == "kubernetes"
+    assert spec["targetResource"] == {"kind": "Pod", "name": "spec-1", "namespace": "prod"}
+    # 40 two-byte characters truncated to 63 bytes: 31 whole characters, never half of one
+    assert spec["signalLabels"]["team"] == "é" * 31
+    assert spec["originalPayload"] == raw.decode()
+    assert rr["status"]["overallPhase"] == "Pending"
+    assert rr["status"]["deduplication"]["occurrenceCount"] == 1
+
+
+def test_kubernetes_events(client: httpx.Client) -> None:
+    warning = client.post(EVENTS, json=k8s_event(name="ev-1"))
+    assert warning.status_code == 201, warning.text
+    assert client.post(EVENTS, json=k8s_event("Error", name="ev-1")).status_code == 202
+    normal = client.post(EVENTS, json=k8s_event("Normal", name="ev-1"))
+    assert normal.status_code == 200 and normal.json()["status"] == "ignored"
+
+
+def test_alert_and_event_on_the_same_pod_share_one_rr(client: httpx.Client) -> None:
+    first = client.post(PROM, json=webhook(alert(pod="shared-1"))).json()
+    second = client.post(EVENTS, json=k8s_event(name="shared-1")).json()
+    assert second["status"] == "duplicate"
+    assert second["remediationRequestName"] == first["remediationRequestName"]
+
+
+def test_multi_alert_webhook_answers_207_in_input_order(client: httpx.Client) -> None:
+    body = webhook(
+        alert(pod="multi-1"),
+        alert(pod="multi-1"),
+        alert(pod="", alertname="NoTarget"),
+        {"labels": {"pod": "x"}},
+        alert(pod="multi-2", status="resolved"),
+    )
+    response = client.post(PROM, json=body)
+    assert response.status_code == 207
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [
+        "created",
+        "duplicate",
+        "rejected",
+        "failed",
+        "ignored",
+    ]
+    assert "alertname" in results[3]["error"]
+    assert response.json()["summary"] == {
+        "total": 5,
+        "created": 1,
+        "deduplicated": 1,
+        "resolved": 0,
+        "rejected": 1,
+        "ignored": 1,
+        "failed": 1,
+    }
+
+
+def test_no_target_is_rejected_with_a_fix(client: httpx.Client) -> None:
+    response = client.post(PROM, json=webhook(alert(pod="", alertname="HighLatency")))
+    assert response.status_code == 200
+    rejection = response.json()["rejection"]
+    assert rejection["reason"] == "no_target_resource"
+    assert "deployment" in rejection["message"] and "pod" in rejection["action"]
+
+
+def test_opt_out_label_rejects_as_unmanaged(client: httpx.Client) -> None:
+    response = client.post(PROM, json=webhook(alert(pod="opt-1", kubernaut_managed="false")))
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "rejected"
+    assert body["rejection"]["reason"] == "unmanaged_resource"
+    assert body["fingerprint"] == hashlib.sha256(b"prod:Pod:opt-1").hexdigest()
+
+
+# -- every error row of section 8 -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"alerts": []}', "at least one alert"),
+        (b'{"alerts": "x"}', "alerts: must be an array"),
+        (b'{"alerts": [{"labels": {"pod": "a"}}]}', "alertname: required"),
+    ],
+)
+def test_400_validation(client: httpx.Client, content: bytes, detail: str) -> None:
+    response = client.post(PROM, content=content, headers={"content-type": "application/json"})
+    assert_problem(response, 400, "validation-error", detail)
+
+
+def test_400_bad_content_type_syntax_and_415_other_media(client: httpx.Client) -> None:
+    body = orjson.dumps(webhook(alert(pod="ct-1")))
+    bad = client.post(PROM, content=body, headers={"content-type": "application/"})
+    assert_problem(bad, 400, "validation-error", "Content-Type")
+    other = client.post(PROM, content=body, headers={"content-type": "text/plain"})
+    assert_problem(other, 415, "unsupported-media-type")
+    assert other.headers["accept"] == "application/json"
+    with_charset = client.post(
+        PROM, content=body, headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert with_charset.status_code == 201
+    absent = httpx.post(
+        client.base_url.join(PROM), content=body, headers={"authorization": client.headers["authorization"]}
+    )
+    assert absent.status_code == 202
+
+
+def test_401_and_403(gateway: ServiceProcess) -> None:
+    body = webhook(alert(pod="auth-1"))
+    with gateway.client(token=None) as anonymous:
+        assert_problem(anonymous.post(PROM, json=body), 401, "unauthorized", "missing")
+        wrong = anonymous.post(PROM, json=body, headers={"authorization": "Bearer nope"})
+        assert_problem(wrong, 401, "unauthorized", "unknown token")
+        basic = anonymous.post(PROM, json=body, headers={"authorization": "Basic dXNlcg=="})
+        assert_problem(basic, 401, "unauthorized")
+    with gateway.client(token=READER_TOKEN) as reader:
+        assert_problem(reader.post(PROM, json=body), 403, "forbidden", "signals:write")
+        assert reader.get("/api/v1/remediation-requests").status_code == 200
+    with gateway.client(token=SIGNALS_TOKEN) as sender:
+        assert sender.post(PROM, json=body).status_code == 201
+        assert_problem(sender.get("/api/v1/remediation-requests"), 403, "forbidden")
+
+
+def test_404_and_405_come_before_auth(gateway: ServiceProcess) -> None:
+    with gateway.client(token=None) as anonymous:
+        assert_problem(anonymous.get("/api/v1/nothing"), 404, "not-found")
+        wrong = anonymous.get(PROM)
+        assert_problem(wrong, 405, "method-not-allowed")
+        assert wrong.headers["allow"] == "POST"
+        assert anonymous.get("/openapi.json").status_code == 200
+
+
+def test_404_unknown_rr(client: httpx.Client) -> None:
+    assert_problem(client.get("/api/v1/remediation-requests/rr-nope"), 404, "not-found", "rr-nope")
+
+
+def test_413_limit_is_exact(client: httpx.Client) -> None:
+    base = orjson.dumps(webhook(alert(pod="size-1")))
+    # pad the JSON with whitespace to exactly the limit, then one byte more
+    exact = base + b" " * (262_144 - len(base))
+    ok = client.post(PROM, content=exact, headers={"content-type": "application/json"})
+    assert ok.status_code in (201, 202)
+    over = client.post(PROM, content=exact + b" ", headers={"content-type": "application/json"})
+    assert_problem(over, 413, "payload-too-large")
+
+
+def test_413_without_content_length(client: httpx.Client) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(300):
+            yield b" " * 1024
+
+    response = client.post(PROM, content=chunks(), headers={"content-type": "application/json"})
+    assert_problem(response, 413, "payload-too-large")
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        ("abc", "base-10 integer"),
+        ("-5", "base-10 integer"),
+        ("1.5", "base-10 integer"),
+        (str(int(time.time()) - 400), "older than"),
+        (str(int(time.time()) + 400), "in the future"),
+    ],
+)
+def test_x_timestamp_rules(client: httpx.Client, value: str, detail: str) -> None:
+    response = client.post(PROM, json=webhook(alert(pod="ts-1")), headers={"x-timestamp": value})
+    assert_problem(response, 400, "validation-error", "X-Timestamp")
+    assert detail in response.json()["detail"]
+
+
+def test_x_timestamp_fresh_passes(client: httpx.Client) -> None:
+    response = client.post(
+        PROM, json=webhook(alert(pod="ts-2")), headers={"x-timestamp": str(int(time.time()))}
+    )
+    assert response.status_code == 201
+
+
+def test_freshness_through_http(client: httpx.Client) -> None:
+    now = datetime.now(UTC)
+    future = client.post(PROM, json=webhook(alert(pod="fr-1", starts_at=rfc3339(now + timedelta(minutes=3)))))
+    assert_problem(future, 400, "validation-error", "startsAt")
+    old_alert = client.post(PROM, json=webhook(alert(pod="fr-2", starts_at=rfc3339(now - timedelta(days=2)))))
+    assert old_alert.status_code == 201
+    stale = client.post(EVENTS, json=k8s_event(name="fr-3", last_timestamp=rfc3339(now - timedelta(minutes=6))))
+    assert_problem(stale, 400, "validation-error", "older than")
+    ahead = client.post(EVENTS, json=k8s_event(name="fr-4", last_timestamp=rfc3339(now + timedelta(minutes=3))))
+    assert_problem(ahead, 400, "validation-error", "in the future")
+    missing = k8s_event(name="fr-5")
+    missing["firstTimestamp"] = missing["lastTimestamp"] = None
+    assert_problem(client.post(EVENTS, json=missing), 400, "validation-error", "lastTimestamp")
+    assert_problem(client.post(EVENTS, json={"type": "Info"}), 400, "validation-error", "type")
+
+
+def test_request_id_and_security_headers(client: httpx.Client) -> None:
+    kept = client.get("/api/v1/remediation-requests", headers={"x-request-id": "abc.DEF_123-x"})
+    assert kept.headers["x-request-id"] == "abc.DEF_123-x"
+    replaced = client.get("/api/v1/remediation-requests", headers={"x-request-id": "bad id!"})
+    assert replaced.headers["x-request-id"] != "bad id!" and len(replaced.headers["x-request-id"]) == 36
+    for response in (kept, client.get("/nope"), client.post(PROM, content=b"{")):
+        for name, value in SECURITY_HEADERS.items():
+            assert response.headers[name] == value
+
+
+def test_429_when_too_many_requests_are_in_flight(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.services import ADMIN_TOKEN, gateway_process
+
+    service = gateway_process(tmp_path, env={"SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1"}).start()
+    try:
+        host, port = service.api_url.removeprefix("http://").split(":")
+        # a client that sends headers and half its body, then stalls: one request in flight
+        stalled = socket.create_connection((host, int(port)))
+        stalled.sendall(
+            f"POST {PROM} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{".encode()
+        )
+        time.sleep(0.3)
+        with service.client() as c:
+            response = c.post(PROM, json=webhook(alert(pod="busy-1")))
+        assert_problem(response, 429, "too-many-requests")
+        assert response.headers["retry-after"] == "1"
+        stalled.close()
+        time.sleep(0.2)
+        with service.client() as c:
+            assert c.post(PROM, json=webhook(alert(pod="busy-1"))).status_code == 201
+    finally:
+        service.stop()
+
+
+def test_ops_listener(gateway: ServiceProcess) -> None:
+    health = httpx.get(f"{gateway.ops_url}/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "healthy"
+    assert datetime.fromisoformat(health.json()["timestamp"].replace("Z", "+00:00"))
+    ready = httpx.get(f"{gateway.ops_url}/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_metrics_move_as_signals_arrive(gateway: ServiceProcess, client: httpx.Client) -> None:
+    def sample(name: str, **labels: str) -> float:
+        text = httpx.get(f"{gateway.ops_url}/metrics").text
+        wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        for line in text.splitlines():
+            if line.startswith(name) and (not labels or "{" + wanted + "}" in line):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before_created = sample("gateway_crds_created_total", source_type="prometheus", status="created")
+    before_dedup = sample("gateway_signals_deduplicated_total", signal_name="MetricsAlert")
+    client.post(PROM, json=webhook(alert(alertname="MetricsAlert", pod="met-1")))
+    client.post(PROM, json=webhook(alert(alertname="MetricsAlert", pod="met-1")))
+    assert sample("gateway_crds_created_total", source_type="prometheus", status="created") == before_created + 1
+    assert sample("gateway_signals_deduplicated_total", signal_name="MetricsAlert") == before_dedup + 1
+    text = httpx.get(f"{gateway.ops_url}/metrics").text
+    assert 'endpoint="/api/v1/signals/prometheus"' in text
+    assert "gateway_inflight_requests" in text

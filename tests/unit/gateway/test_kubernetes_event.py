@@ -1,0 +1,99 @@
+"""Kubernetes Event adapter rules (contract section 5) and freshness."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from signalgate.gateway.adapters.kubernetes_event import parse_event
+from signalgate.gateway.adapters.parsing import Freshness, PayloadError
+from signalgate.gateway.signal import Ignored, Signal
+from tests.support.services import k8s_event, rfc3339
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+FRESH = Freshness()
+
+
+def parse(event: dict[str, object]) -> Signal | Ignored:
+    return parse_event(orjson.dumps(event), NOW, FRESH)
+
+
+def test_warning_event_becomes_a_signal_on_the_involved_object() -> None:
+    signal = parse(k8s_event(last_timestamp=rfc3339(NOW)))
+    assert isinstance(signal, Signal)
+    assert signal.severity == "Warning" and signal.signal_name == "BackOff"
+    assert signal.target is not None and signal.target.api_version == "v1"
+    assert signal.fingerprint == hashlib.sha256(b"prod:Pod:api-1").hexdigest()
+    assert signal.labels == {} and signal.annotations == {}
+
+
+def test_error_type_is_a_signal_and_normal_is_ignored_before_any_check() -> None:
+    assert isinstance(parse(k8s_event("Error", last_timestamp=rfc3339(NOW))), Signal)
+    assert isinstance(parse({"type": "Normal"}), Ignored)
+
+
+def test_events_k8s_io_v1_regarding_and_series() -> None:
+    event = {
+        "type": "Warning",
+        "reason": "FailedMount",
+        "regarding": {"kind": "Pod", "name": "db-0", "namespace": "data"},
+        "series": {"count": 4, "lastObservedTime": rfc3339(NOW)},
+        "eventTime": rfc3339(NOW - timedelta(hours=1)),
+    }
+    signal = parse(event)
+    assert isinstance(signal, Signal)
+    assert signal.target is not None and signal.target.name == "db-0"
+    assert signal.firing_time == NOW
+
+
+def test_namespace_defaults() -> None:
+    pod = parse(k8s_event(namespace=None, last_timestamp=rfc3339(NOW)))
+    assert isinstance(pod, Signal) and pod.target is not None and pod.target.namespace == "default"
+    node = parse(k8s_event(kind="Node", name="n1", namespace=None, last_timestamp=rfc3339(NOW)))
+    assert isinstance(node, Signal) and node.target is not None and node.target.namespace == ""
+
+
+@pytest.mark.parametrize(
+    ("offset", "ok"),
+    [
+        (timedelta(minutes=-4, seconds=-59), True),
+        (timedelta(minutes=-5, seconds=-1), False),
+        (timedelta(minutes=1, seconds=59), True),
+        (timedelta(minutes=2, seconds=1), False),
+    ],
+)
+def test_freshness_window(offset: timedelta, ok: bool) -> None:
+    event = k8s_event(last_timestamp=rfc3339(NOW + offset))
+    if ok:
+        assert isinstance(parse(event), Signal)
+    else:
+        with pytest.raises(PayloadError, match="lastTimestamp"):
+            parse(event)
+
+
+def test_newest_timestamp_counts() -> None:
+    event = k8s_event(last_timestamp=rfc3339(NOW - timedelta(hours=2)))
+    event["eventTime"] = rfc3339(NOW)
+    assert isinstance(parse(event), Signal)
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"type": "Info", "reason": "x"}, "type: must be Warning, Error or Normal"),
+        ({"reason": "x"}, "type"),
+        ({"type": "Warning"}, "reason: required"),
+        ({"type": "Warning", "reason": "x"}, "involvedObject: required"),
+        ({"type": "Warning", "reason": "x", "involvedObject": {"name": "a"}}, "kind: required"),
+        (
+            {"type": "Warning", "reason": "x", "involvedObject": {"kind": "Pod", "name": "a"}},
+            "none of series.lastObservedTime",
+        ),
+    ],
+)
+def test_errors_name_the_field(event: dict[str, object], message: str) -> None:
+    with pytest.raises(PayloadError, match=message):
+        parse(event)
