@@ -1,0 +1,139 @@
+"""PostgreSQL-only behaviour: start-up, migrations, outages and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from rrcases import later, make_rr
+
+from e2ecov.recipes import PostgresServer, free_port
+from signalgate.remediation.postgres import VERSION_TABLE, PostgresStore, redact
+from signalgate.remediation.schema import migrations
+from signalgate.remediation.store import (
+    Decision,
+    IncompatibleSchema,
+    ListQuery,
+    StoreUnavailable,
+)
+
+FAST = {"connect_timeout": 2.0, "acquire_timeout": 2.0, "command_timeout": 5.0}
+
+
+async def test_open_fails_promptly_when_the_server_is_down() -> None:
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    store = PostgresStore(dsn, **FAST)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="cannot connect"):
+        await store.open()
+    assert time.monotonic() - started < 5
+    await store.close()  # harmless after a failed open
+
+
+async def test_open_migrates_once_and_records_the_version(postgres_dsn: str) -> None:
+    stores = [PostgresStore(postgres_dsn, min_size=1, max_size=2) for _ in range(5)]
+    try:
+        # Five replicas starting together: one migrates, the others wait and find it done.
+        await asyncio.gather(*(s.open() for s in stores))
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        rows = await conn.fetch(f"SELECT version, name FROM {VERSION_TABLE} ORDER BY version")
+    finally:
+        await conn.close()
+    assert [(r["version"], r["name"]) for r in rows] == [
+        (m.version, m.name) for m in migrations("postgres")
+    ]
+
+
+async def test_a_newer_schema_is_refused_naming_both_versions(postgres_dsn: str) -> None:
+    store = PostgresStore(postgres_dsn)
+    await store.open()
+    await store.close()
+    known = migrations("postgres")[-1].version
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute(
+            f"INSERT INTO {VERSION_TABLE} (version, name) VALUES ($1, 'from_the_future.sql')",
+            known + 41,
+        )
+    finally:
+        await conn.close()
+    newer = PostgresStore(postgres_dsn)
+    with pytest.raises(IncompatibleSchema, match=rf"version {known + 41}.* up to {known}"):
+        await newer.open()
+
+
+def test_redact_hides_the_password() -> None:
+    assert redact("postgresql://gw:s3cret@db:5432/rr") == "postgresql://gw:***@db:5432/rr"
+    assert redact("postgresql://gw@db/rr") == "postgresql://gw@db/rr"
+
+
+@pytest.fixture
+async def own_server() -> AsyncIterator[PostgresServer]:
+    """A server of this test's own, so stopping it disturbs no other test."""
+    server = PostgresServer()
+    await asyncio.to_thread(server.start)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.cleanup)
+
+
+async def _unavailable_promptly(call: Callable[[], Awaitable[Any]]) -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await call()
+    assert time.monotonic() - started < 4, "an outage must fail fast, not hang"
+
+
+@pytest.mark.slow
+async def test_outage_fails_fast_and_the_store_recovers(own_server: PostgresServer) -> None:
+    dsn = await asyncio.to_thread(own_server.create_database, "rr")
+    store = PostgresStore(dsn, min_size=2, max_size=4, **FAST)
+    await store.open()
+    try:
+        first = await store.record_firing(make_rr(), later(0))
+        assert first.decision is Decision.CREATED
+
+        await asyncio.to_thread(own_server.stop)
+        await _unavailable_promptly(store.ping)
+        await _unavailable_promptly(lambda: store.record_firing(make_rr(at=later(1)), later(1)))
+        await _unavailable_promptly(lambda: store.get(first.rr.name))
+        await _unavailable_promptly(lambda: store.list(ListQuery()))
+        await _unavailable_promptly(lambda: store.record_resolved(first.rr.fingerprint, later(1)))
+
+        await asyncio.to_thread(own_server.start)
+        await store.ping()
+        again = await store.record_firing(make_rr(at=later(2)), later(2))
+        assert (again.decision, again.rr.name) == (Decision.DUPLICATE, first.rr.name)
+        assert again.rr.deduplication.occurrence_count == 2
+        # Every pooled connection works again, not just the first one handed out.
+        results = await asyncio.gather(*(store.get(first.rr.name) for _ in range(20)))
+        assert all(r is not None for r in results)
+    finally:
+        await store.close()
+
+
+@pytest.mark.slow
+async def test_restart_while_idle_leaves_no_stale_connections(own_server: PostgresServer) -> None:
+    dsn = await asyncio.to_thread(own_server.create_database, "rr")
+    store = PostgresStore(dsn, min_size=4, max_size=4, **FAST)
+    await store.open()
+    try:
+        rr = (await store.record_firing(make_rr(), later(0))).rr
+        # Warm every pooled connection, then restart the server with no call in between.
+        await asyncio.gather(*(store.get(rr.name) for _ in range(8)))
+        await asyncio.to_thread(own_server.stop)
+        await asyncio.to_thread(own_server.start)
+        results = await asyncio.gather(
+            *(store.record_firing(make_rr(at=later(1)), later(1)) for _ in range(8))
+        )
+        assert max(r.rr.deduplication.occurrence_count for r in results) == 9
+    finally:
+        await store.close()
