@@ -206,7 +206,19 @@ class Agent:
         os.kill(os.getpid(), signum)
 
     def _after_fork_in_child(self) -> None:
-        """A forked child measures on with its own data file, socket and ledger."""
+        """A forked child measures on with its own data file, socket and ledger.
+
+        SIGTERM/SIGINT are held back until that is done: a pool terminated right after the fork
+        would otherwise save under the parent's name.
+        """
+        held = {signal.SIGTERM, signal.SIGINT}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            self._restart_in_child()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _restart_in_child(self) -> None:
         old = self._cov
         self._lock = threading.Lock()
         self._saving = None
@@ -238,6 +250,7 @@ class Agent:
         self._last_save = time.time()
         record = {
             "event": "save",
+            "pid": self.pid,
             "reason": reason,
             "time": self._last_save,
             "measured": self._measured,
@@ -275,7 +288,7 @@ class Agent:
         with contextlib.suppress(OSError):
             protocol.append_record(
                 self.ledger,
-                {"event": "reset", "time": time.time(), "measured": 0, "reason": "reset"},
+                {"event": "reset", "pid": self.pid, "time": time.time(), "measured": 0, "reason": "reset"},
             )
         return {"ok": True, "pid": self.pid}
 

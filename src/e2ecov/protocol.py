@@ -100,7 +100,11 @@ def read_ledger(ledger_dir: Path) -> list[ProcessRecord]:
                     python=event.get("python", "?"),
                     ledger=str(path),
                 )
-            elif event.get("event") in ("save", "reset") and record is not None:
+            elif (
+                event.get("event") in ("save", "reset")
+                and record is not None
+                and event.get("pid", record.pid) == record.pid
+            ):
                 record.saves.append(event)
         if record is not None:
             records.append(record)

@@ -1,0 +1,130 @@
+"""The stack that does not come up, a service killed mid-test, kept stacks and `down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from datetime import datetime
+import urllib.request
+from pathlib import Path
+
+import pytest
+from e2ecov_harness import app_service, drive, e2ecov, write_stack
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_service_exiting_during_start_fails_fast_and_keeps_the_rest(tmp_path: Path) -> None:
+    services = app_service("steady") + app_service("broken", "--fail-start", timeout="60s")
+    stack = write_stack(tmp_path, drive("/alpha"), services)
+    outcome = e2ecov("run", "-c", str(stack), "--keep-on-failure", cwd=tmp_path)
+    try:
+        assert outcome.code == 3, outcome.output
+        assert "service 'broken'" in outcome.output and "exited with code 3" in outcome.output
+        assert "error: database url missing (SAMPLE_DB)" in outcome.output
+        assert "loading configuration" in outcome.output
+        run = outcome.run_json()
+        health = next(p for p in run["phases"] if p["name"] == "health")
+        # the health timeout is 60 s: stopping within seconds means the exit ended the wait
+        assert health["duration_s"] < 5, health
+        assert outcome.seconds < 30
+        diag = outcome.artifacts / "diagnostics"
+        assert "error: database url missing" in (diag / "broken" / "stderr.log").read_text()
+        assert "loading configuration" in (diag / "broken" / "stdout.log").read_text()
+        status = json.loads((diag / "broken" / "status.json").read_text())
+        assert status["exit_code"] == 3
+        summary = (diag / "summary.txt").read_text()
+        assert summary.splitlines()[1].strip().startswith("service 'broken'")
+        steady = run["services"]["steady"]
+        assert run["kept"] is True and _alive(steady["pid"])
+        with urllib.request.urlopen(steady["url"] + "/health", timeout=5) as response:
+            assert response.status == 200
+        assert steady["url"] in outcome.stdout and str(steady["pid"]) in outcome.stdout
+    finally:
+        stopped = e2ecov("down", "--artifacts", str(outcome.artifacts), cwd=tmp_path)
+    assert stopped.code == 0, stopped.output
+    assert "stopped steady" in stopped.stdout
+    deadline = time.monotonic() + 10
+    while _alive(steady["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(steady["pid"])
+
+
+def test_health_that_never_passes_reports_last_answer(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app", "--never-healthy", timeout="1s"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 3, outcome.output
+    assert "not healthy after 1s" in outcome.output
+    assert "last health answer: HTTP 503: warming up: cache not loaded" in outcome.output
+    run = outcome.run_json()
+    assert next(p for p in run["phases"] if p["name"] == "health")["duration_s"] >= 1.0
+    status = json.loads((outcome.artifacts / "diagnostics" / "app" / "status.json").read_text())
+    assert status["last_health_answers"][-1].startswith("HTTP 503")
+    assert not _alive(run["services"]["app"]["pid"]), "stopped after diagnostics"
+
+
+@pytest.mark.slow
+def test_sigkill_mid_test_is_reported_and_autosave_recovers(tmp_path: Path) -> None:
+    stack = write_stack(
+        tmp_path,
+        drive("/alpha", "sleep:1.2", "kill", "sleep:0.2"),
+        app_service("app"),
+        run_extra='autosave = "0.3s"\ncontexts = false',
+    )
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 4, outcome.output
+    run = outcome.run_json()
+    pid = run["services"]["app"]["pid"]
+    assert f"app pid {pid} wrote partial coverage" in outcome.output
+    assert "was killed by SIGKILL" in outcome.output
+    assert run["services"]["app"]["lost"] and str(pid) in run["services"]["app"]["lost"][0]
+    assert run["services"]["app"]["exit_code"] == -signal.SIGKILL
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    handlers = next(v for k, v in report["files"].items() if k.endswith("handlers.py"))
+    assert handlers["functions"]["alpha"]["summary"]["percent_covered"] == 100.0
+    assert (outcome.artifacts / "diagnostics" / "summary.txt").read_text().count("partial") >= 1
+
+
+@pytest.mark.slow
+def test_live_save_and_every_worker_counted(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, drive("/work", "save", "/beta"), app_service("app"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    run = outcome.run_json()
+    main_pid = run["services"]["app"]["pid"]
+    assert f"saved [{main_pid}]" in outcome.stdout  # the live save answered while running
+    processes = run["processes"]
+    assert len(processes) >= 4, processes  # the service, 2 pool workers, 1 python subprocess
+    assert all(p["status"] in ("saved", "empty") for p in processes)
+    assert len(run["services"]["app"]["data_files"]) == len([p for p in processes if p["status"] == "saved"])
+    flush = datetime.fromisoformat(next(p for p in run["phases"] if p["name"] == "flush")["started"])
+    ledger = [
+        json.loads(line)
+        for path in (outcome.artifacts / "processes").glob(f"app.{main_pid}.*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    live = [e for e in ledger if e.get("reason") == "save" and e["time"] < flush.timestamp()]
+    assert live and live[0]["measured"] > 0, ledger
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    handlers = next(v for k, v in report["files"].items() if k.endswith("handlers.py"))
+    worker = next(v for k, v in report["files"].items() if k.endswith("worker.py"))
+    assert handlers["functions"]["_square"]["summary"]["percent_covered"] == 100.0  # forked pool
+    assert worker["functions"]["triple"]["summary"]["percent_covered"] == 100.0  # python subprocess
+
+
+def test_invalid_stack_file_exits_2_with_line(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app", extra='helth = "x"'))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 2
+    line = next(n for n, text in enumerate(stack.read_text().splitlines(), 1) if text.startswith("helth"))
+    assert f"{stack}:{line}: [services.app] unknown key 'helth'; expected one of:" in outcome.stderr
+    assert not (tmp_path / "out").exists(), "nothing started or written"

@@ -1,0 +1,152 @@
+"""A full run against the sample service: reports, contexts, run.json, environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from e2ecov_harness import SAMPLES, app_service, e2ecov, pytest_command, write_stack
+
+REPORT_FILES = [
+    "e2e-coverage.txt",
+    "e2e-coverage-func.txt",
+    "html/index.html",
+    "html/function_index.html",
+    "html/class_index.html",
+    "coverage.json",
+    "coverage.lcov",
+    "coverage.xml",
+    "summary.md",
+]
+
+
+@pytest.fixture(scope="module")
+def happy(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One real run: the sample app with a named port, two pytest tests on two endpoints."""
+    root = tmp_path_factory.mktemp("happy")
+    env_check = root / "env_check.py"
+    env_check.write_text(
+        "import json, os, sys\n"
+        "keys = ['E2E_APP_URL', 'E2E_APP_OPS_URL', 'E2ECOV_RUN_ID', 'E2ECOV_ARTIFACTS', 'E2E_OTHER_URL']\n"
+        "with open('env.json', 'w') as f:\n"
+        "    json.dump({k: os.environ.get(k) for k in keys}, f)\n"
+        "os.execv(sys.argv[1], sys.argv[1:])\n"
+    )
+    tests = [sys.executable, str(env_check), *pytest_command()]
+    services = app_service("app", extra='env = { SAMPLE_OPS = "{port.ops}", SAMPLE_ART = "{artifacts}" }')
+    services += app_service("other", extra='depends_on = ["app"]\ncoverage = false')
+    stack = write_stack(root, tests, services)
+    outcome = e2ecov("run", "-c", str(stack), cwd=root)
+    return root, outcome
+
+
+def test_run_passes_and_prints_one_line_per_phase(happy) -> None:  # type: ignore[no-untyped-def]
+    root, outcome = happy
+    assert outcome.code == 0, outcome.output
+    for phase in ("prepare", "start + health", "test", "flush", "report"):
+        assert f"e2ecov ▸ {phase}" in outcome.stdout
+        assert f"e2ecov ✓ {phase} done in " in outcome.stdout
+    assert "2 passed" in outcome.stdout
+    assert "\r" not in outcome.stdout  # no spinner when not on a terminal
+
+
+def test_every_report_exists_and_parses(happy) -> None:  # type: ignore[no-untyped-def]
+    root, outcome = happy
+    out = outcome.artifacts
+    for name in REPORT_FILES:
+        assert (out / name).is_file(), name
+    report = json.loads((out / "coverage.json").read_text())
+    assert report["totals"]["num_statements"] > 0
+    ET.parse(out / "coverage.xml")  # noqa: S314 - our own file
+    lcov = (out / "coverage.lcov").read_text()
+    assert lcov.count("end_of_record") == len(report["files"])
+    assert "SF:" in lcov and "DA:" in lcov
+    text = (out / "e2e-coverage.txt").read_text()
+    assert "== service app" in text and "== combined ==" in text and "core: ctrace" in text
+    assert "| **total** |" in (out / "summary.md").read_text()
+    assert list((out / "data").iterdir()), "raw data, one file per process"
+    assert not (out / "diagnostics").exists()
+
+
+def test_function_report_matches_json(happy) -> None:  # type: ignore[no-untyped-def]
+    root, outcome = happy
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    lines = (outcome.artifacts / "e2e-coverage-func.txt").read_text().splitlines()
+    assert lines[-1].split()[:2] == ["total:", "(statements)"]
+    assert lines[-1].split()[-1] == f"{report['totals']['percent_covered']:.1f}%"
+    rows = {line.split()[1]: line.split() for line in lines[:-1]}
+    handlers = next(v for k, v in report["files"].items() if k.endswith("handlers.py"))
+    for name in ("alpha", "beta", "never_called"):
+        expected = handlers["functions"][name]
+        location, _, percent = rows[name]
+        assert location.endswith(f"handlers.py:{expected['start_line']}:")
+        assert percent == f"{expected['summary']['percent_covered']:.1f}%"
+    assert rows["alpha"][2] == "100.0%" and rows["never_called"][2] == "0.0%"
+    assert rows["Handler.do_GET"][0].endswith("server.py:18:")
+
+
+def test_contexts_attribute_each_line_to_its_test(happy) -> None:  # type: ignore[no-untyped-def]
+    root, outcome = happy
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    handlers = next(v for k, v in report["files"].items() if k.endswith("handlers.py"))
+    alpha = handlers["functions"]["alpha"]
+    beta = handlers["functions"]["beta"]
+    for line in alpha["executed_lines"][1:]:
+        assert handlers["contexts"][str(line)] == ["e2e/check_endpoints.py::test_alpha"]
+    for line in beta["executed_lines"]:
+        assert handlers["contexts"][str(line)] == ["e2e/check_endpoints.py::test_beta"]
+    html = next((outcome.artifacts / "html").glob("*handlers_py.html")).read_text()
+    assert "test_alpha" in html and "test_beta" in html
+
+
+def test_run_json_and_test_environment(happy) -> None:  # type: ignore[no-untyped-def]
+    root, outcome = happy
+    run = outcome.run_json()
+    assert run["exit_code"] == 0
+    assert [p["name"] for p in run["phases"]] == ["prepare", "start", "health", "test", "flush", "report"]
+    assert all(p["duration_s"] is not None and p["started"] for p in run["phases"])
+    app, other = run["services"]["app"], run["services"]["other"]
+    assert app["url"].startswith("http://127.0.0.1:") and app["pids"] and app["data_files"]
+    assert app["lost"] == [] and app["started"] <= app["ready"]
+    assert other["ready"] <= other["started"] or other["started"] >= app["ready"]  # depends_on
+    assert other["data_files"] == []
+    assert run["totals"]["services"]["app"]["percent"] == pytest.approx(run["totals"]["combined"]["percent"], abs=0.01)
+    assert run["cores"] == ["ctrace"]
+    env = json.loads((root / "env.json").read_text())
+    assert env["E2E_APP_URL"] == app["url"]
+    assert env["E2E_OTHER_URL"] == other["url"] and env["E2E_OTHER_URL"] != env["E2E_APP_URL"]
+    assert env["E2E_APP_OPS_URL"].startswith("http://127.0.0.1:") and env["E2E_APP_OPS_URL"] != app["url"]
+    assert env["E2ECOV_RUN_ID"] == run["run_id"]
+    assert env["E2ECOV_ARTIFACTS"] == str(outcome.artifacts)
+
+
+def test_report_rebuilds_from_data(happy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, outcome = happy
+    copy = tmp_path / "copy"
+    shutil.copytree(outcome.artifacts, copy)
+    for name in REPORT_FILES:
+        (copy / name).unlink()
+    rebuilt = e2ecov("report", "--artifacts", str(copy), cwd=tmp_path)
+    assert rebuilt.code == 0, rebuilt.output
+    for name in REPORT_FILES:
+        assert (copy / name).is_file(), name
+    before = json.loads((outcome.artifacts / "coverage.json").read_text())["totals"]
+    after = json.loads((copy / "coverage.json").read_text())["totals"]
+    assert before["percent_covered"] == after["percent_covered"]
+
+
+def test_report_without_data_exits_4_with_causes(tmp_path: Path) -> None:
+    outcome = e2ecov("report", "--artifacts", str(tmp_path), cwd=tmp_path)
+    assert outcome.code == 4
+    assert "no coverage data" in outcome.stderr
+    assert "killed before they saved" in outcome.stderr and "not writable" in outcome.stderr
+    assert "source paths do not match" in outcome.stderr
+
+
+def test_samples_are_not_collected_by_the_project() -> None:
+    assert not list(SAMPLES.rglob("test_*.py")) and os.path.isdir(SAMPLES)
