@@ -39,7 +39,7 @@ class Principal:
     scopes: frozenset[str]
 
     def require(self, scope: str) -> None:
-        if scope not in self.scopes:
+        if scope not in self.scopes and "*" not in self.scopes:
             raise Problem(403, "forbidden", f"this token lacks the scope '{scope}'")
 
 

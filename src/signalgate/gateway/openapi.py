@@ -310,6 +310,12 @@ def _signal_operation(summary: str, schema: str, extra_params: list[Any]) -> dic
     }
 
 
+def _with_batch(operation: dict[str, Any]) -> dict[str, Any]:
+    batch = _json("a webhook of two or more alerts: one result per alert", "BatchResponse")
+    operation["responses"] = {**operation["responses"], "207": batch}
+    return operation
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -322,8 +328,8 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": {
             "/api/v1/signals/prometheus": {
-                "post": {
-                    **_signal_operation(
+                "post": _with_batch(
+                    _signal_operation(
                         "Alertmanager webhook (payload version 4)",
                         "AlertmanagerWebhook",
                         [
@@ -334,8 +340,8 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {"type": "string", "pattern": "^[0-9]+$"},
                             }
                         ],
-                    ),
-                }
+                    )
+                )
             },
             "/api/v1/signals/kubernetes-event": {
                 "post": _signal_operation("One Kubernetes Event", "KubernetesEvent", []),

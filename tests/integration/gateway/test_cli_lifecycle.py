@@ -1,0 +1,116 @@
+"""The `signalgate-gateway` command: start-up refusals, first-start token, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.services import ADMIN_TOKEN, alert, gateway_process, webhook
+
+PROM = "/api/v1/signals/prometheus"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "signalgate.gateway.cli", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_invalid_setting_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = run_cli("serve", env={"SIGNALGATE_SERVER__LISTEN": "8080", "SIGNALGATE_DATADIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: config key 'server.listen' (from environment variable "
+        "SIGNALGATE_SERVER__LISTEN): '8080' is not host:port (e.g. 127.0.0.1:8080)"
+    ]
+
+
+def test_config_file_errors_and_check_config(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("server:\n  listen: 127.0.0.1:9999\nscope:\n  managedNamespaces: [prod]\n")
+    ok = run_cli("check-config", str(config), env={"SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:9998"})
+    assert ok.returncode == 0, ok.stderr
+    assert '"listen": "127.0.0.1:9999"' in ok.stdout and '"opsListen": "127.0.0.1:9998"' in ok.stdout
+    assert '"prod"' in ok.stdout
+    config.write_text("server:\n  lisen: 127.0.0.1:9999\n")
+    bad = run_cli("check-config", str(config))
+    assert bad.returncode == 2 and "server.lisen" in bad.stderr and "unknown setting" in bad.stderr
+
+
+def test_missing_or_bad_tokens_file_stops_start_up(tmp_path: Path) -> None:
+    missing = run_cli(
+        "serve",
+        env={"SIGNALGATE_AUTH__TOKENSFILE": str(tmp_path / "nope"), "SIGNALGATE_DATADIR": str(tmp_path)},
+    )
+    assert missing.returncode == 2 and "auth.tokensFile" in missing.stderr
+    bad = tmp_path / "tokens"
+    bad.write_text("# ok\n" + "a" * 64 + " signals:write\nnot a line\n")
+    result = run_cli(
+        "serve", env={"SIGNALGATE_AUTH__TOKENSFILE": str(bad), "SIGNALGATE_DATADIR": str(tmp_path)}
+    )
+    assert result.returncode == 2 and "line 3" in result.stderr
+
+
+def test_first_start_generates_an_admin_token_and_never_logs_it(tmp_path: Path) -> None:
+    service = gateway_process(tmp_path)
+    del service.env["SIGNALGATE_AUTH__TOKENSFILE"]
+    service.start()
+    try:
+        token_file = tmp_path / "admin.token"
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+        token = token_file.read_text().strip()
+        with service.client(token=token) as c:
+            assert c.post(PROM, json=webhook(alert(pod="first-1"))).status_code == 201
+            assert c.get("/api/v1/remediation-requests").status_code == 200
+    finally:
+        service.stop()
+    output = service.output()
+    assert token not in output
+    assert str(token_file) in output
+    assert "authorization" not in output.lower()
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path: Path) -> None:
+    service = gateway_process(tmp_path).start()
+    host, port = service.api_url.removeprefix("http://").split(":")
+    body = httpx.Request("POST", "http://x", json=webhook(alert(pod="drain-1"))).read()
+    conn = socket.create_connection((host, int(port)))
+    conn.sendall(
+        f"POST {PROM} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
+    )
+    time.sleep(0.3)
+    assert service.proc is not None
+    service.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    # draining: readiness is 503 while the in-flight request is still open
+    assert httpx.get(f"{service.ops_url}/readyz").status_code == 503
+    conn.sendall(body[10:])
+    answer = conn.recv(65536).decode()
+    conn.close()
+    assert answer.startswith("HTTP/1.1 201"), answer
+    assert service.proc.wait(30) == 0
+    assert "stopped" in service.output()
+
+
+def test_auth_none_only_when_explicit_and_warns(tmp_path: Path) -> None:
+    service = gateway_process(tmp_path, env={"SIGNALGATE_AUTH__MODE": "none"}).start()
+    try:
+        with service.client(token=None) as c:
+            assert c.post(PROM, json=webhook(alert(pod="open-1"))).status_code == 201
+    finally:
+        service.stop()
+    assert "auth.mode is none" in service.output()

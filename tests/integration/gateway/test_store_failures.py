@@ -1,0 +1,106 @@
+"""PostgreSQL stops under a running Gateway, then comes back: 503 + Retry-After, recovery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from e2ecov.recipes import PostgresServer
+from tests.support.services import ServiceProcess, alert, gateway_process, webhook
+
+PROM = "/api/v1/signals/prometheus"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    yield server
+    server.cleanup()
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_outage_gives_503_and_recovers_without_restart(
+    tmp_path: Path, private_postgres: PostgresServer
+) -> None:
+    service: ServiceProcess = gateway_process(
+        tmp_path, env={"SIGNALGATE_STORE__DSN": private_postgres.url}
+    ).start()
+    try:
+        with service.client() as c:
+            assert c.post(PROM, json=webhook(alert(pod="out-1"))).status_code == 201
+            private_postgres.stop()
+
+            down = c.post(PROM, json=webhook(alert(pod="out-1")))
+            assert down.status_code == 503, down.text
+            assert down.headers["retry-after"].isdigit()
+            assert down.json()["type"] == "/problems/service-unavailable"
+            assert c.get("/api/v1/remediation-requests").status_code == 503
+            ready = httpx.get(f"{service.ops_url}/readyz", timeout=10)
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["store"] == "unavailable"
+            assert httpx.get(f"{service.ops_url}/healthz").status_code == 200
+
+            private_postgres.start()
+            wait_for(lambda: httpx.get(f"{service.ops_url}/readyz", timeout=10).status_code == 200)
+            back = c.post(PROM, json=webhook(alert(pod="out-1")))
+            assert back.status_code == 202, back.text
+            assert back.json()["metadata"]["count"] == 2
+        assert service.proc is not None and service.proc.poll() is None
+    finally:
+        service.stop()
+
+
+def test_store_that_hangs_past_the_deadline_gives_504(
+    tmp_path: Path, private_postgres: PostgresServer
+) -> None:
+    import asyncio
+
+    import asyncpg
+
+    service = gateway_process(
+        tmp_path,
+        env={
+            "SIGNALGATE_STORE__DSN": private_postgres.url,
+            "SIGNALGATE_SERVER__PROCESSINGTIMEOUT": "1s",
+        },
+    ).start()
+
+    async def scenario() -> tuple[httpx.Response, float]:
+        with service.client() as c:
+            assert c.post(PROM, json=webhook(alert(pod="hang-1"))).status_code == 201
+        blocker = await asyncpg.connect(private_postgres.url)
+        try:
+            transaction = blocker.transaction()
+            await transaction.start()
+            await blocker.execute("LOCK TABLE remediation_requests IN ACCESS EXCLUSIVE MODE")
+            async with httpx.AsyncClient(headers=service.client().headers, timeout=30) as c:
+                started = time.monotonic()
+                answer = await c.post(service.api_url + PROM, json=webhook(alert(pod="hang-1")))
+                elapsed = time.monotonic() - started
+            await transaction.rollback()
+        finally:
+            await blocker.close()
+        return answer, elapsed
+
+    try:
+        response, elapsed = asyncio.run(scenario())
+        assert response.status_code == 504, response.text
+        assert response.json()["type"] == "/problems/gateway-timeout"
+        assert elapsed < 10
+        with service.client() as c:  # the lock is gone: the same signal goes through
+            assert c.post(PROM, json=webhook(alert(pod="hang-1"))).status_code == 202
+    finally:
+        service.stop()
