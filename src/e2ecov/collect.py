@@ -98,3 +98,14 @@ def silent_services(measured: list[str], found: list[ProcessOutcome]) -> list[st
         for name in measured
         if name not in seen
     ]
+
+
+def empty_services(found: list[ProcessOutcome]) -> list[str]:
+    """Hints for services whose every process measured nothing under source."""
+    services = sorted({o.service for o in found})
+    return [
+        f"service {name}: every process measured nothing under source — is the code it runs "
+        "inside [run] source, or recorded under another root that needs a [run] paths entry?"
+        for name in services
+        if all(o.status == "empty" for o in found if o.service == name)
+    ]

@@ -328,6 +328,8 @@ class Run:
         self.losses = [o.message for o in found if o.is_loss] + collect.silent_services(started, found)
         for message in self.losses:
             self.progress.info("LOST: " + message)
+        for hint in collect.empty_services(found):
+            self.progress.info("warning: " + hint)
         self.outcomes = found
         self.record.cores = sorted({o.core for o in found})
         self.record.processes = [

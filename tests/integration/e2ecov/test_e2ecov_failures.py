@@ -105,7 +105,8 @@ def test_live_save_and_every_worker_counted(tmp_path: Path) -> None:
     processes = run["processes"]
     assert len(processes) >= 4, processes  # the service, 2 pool workers, 1 python subprocess
     assert all(p["status"] in ("saved", "empty") for p in processes)
-    assert len(run["services"]["app"]["data_files"]) == len([p for p in processes if p["status"] == "saved"])
+    saved = {p["data_file"] for p in processes if p["status"] == "saved"}
+    assert len(saved) >= 3 and saved <= set(run["services"]["app"]["data_files"])
     flush = datetime.fromisoformat(next(p for p in run["phases"] if p["name"] == "flush")["started"])
     ledger = [
         json.loads(line)

@@ -1,0 +1,125 @@
+"""Stack-file validation: every problem with its file and line, before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from e2ecov import stackfile
+from e2ecov.errors import StackFileError
+
+GOOD = """\
+[run]
+name = "demo"
+tests = ["python", "-m", "pytest", "e2e"]
+source = ["src"]
+autosave = "5s"
+
+[services.db]
+recipe = "postgres"
+
+[services.api]
+command = ["api", "--listen", "127.0.0.1:{port}", "--ops", "{port.ops}"]
+env = { DSN = "{services.db.url}", OUT = "{artifacts}/x", RUN = "{run_id}" }
+depends_on = ["db"]
+health = { url = "http://127.0.0.1:{port.ops}/readyz", timeout = "30s" }
+
+[services.web]
+command = ["web", "--api", "{services.api.url}", "--api-ops", "{services.api.port.ops}"]
+depends_on = ["api"]
+cwd = "web"
+fail_under = 50
+"""
+
+
+def load(tmp_path: Path, text: str) -> stackfile.Stack:
+    path = tmp_path / "stack.toml"
+    path.write_text(text)
+    return stackfile.load(path)
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(StackFileError) as caught:
+        load(tmp_path, text)
+    return [str(p) for p in caught.value.problems]
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(n for n, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def test_good_stack_resolves_paths_defaults_and_ports(tmp_path: Path) -> None:
+    stack = load(tmp_path, GOOD)
+    assert stack.root == tmp_path and stack.artifacts == tmp_path / "build" / "e2e"
+    assert stack.source == [tmp_path / "src"] and stack.autosave == 5.0 and stack.contexts is True
+    assert stack.start_order() == ["db", "api", "web"]
+    api, db, web = stack.services["api"], stack.services["db"], stack.services["web"]
+    assert api.coverage is True and db.coverage is False
+    assert api.port_names == {"ops"} and api.health is not None and api.health.timeout == 30.0
+    assert web.cwd == tmp_path / "web" and web.fail_under == 50.0 and api.cwd == tmp_path
+    assert api.env_prefix == "E2E_API"
+
+
+def test_unknown_key_names_line_and_expected_keys(tmp_path: Path) -> None:
+    text = GOOD.replace('cwd = "web"', 'cwd = "web"\nhelth = "x"')
+    [message] = problems(tmp_path, text)
+    assert message.startswith(f"{tmp_path / 'stack.toml'}:{line_of(text, 'helth')}: ")
+    assert "[services.web] unknown key 'helth'; expected one of: command, coverage, cwd" in message
+
+
+def test_unknown_key_inside_inline_health_table(tmp_path: Path) -> None:
+    text = GOOD.replace('timeout = "30s" }', 'timeot = "30s" }')
+    [message] = problems(tmp_path, text)
+    assert f":{line_of(text, 'timeot')}: " in message and "unknown key 'timeot'" in message
+
+
+def test_missing_command(tmp_path: Path) -> None:
+    text = GOOD.replace('command = ["web"', 'comand = ["web"')
+    found = problems(tmp_path, text)
+    assert any(f":{line_of(text, '[services.web]')}: [services.web] missing 'command'" in p for p in found)
+
+
+def test_dependency_cycle(tmp_path: Path) -> None:
+    text = GOOD.replace('depends_on = ["db"]', 'depends_on = ["db", "web"]')
+    [message] = problems(tmp_path, text)
+    assert "dependency cycle: " in message
+    assert "api → web → api" in message or "web → api → web" in message
+    cycle_lines = {line_of(text, 'depends_on = ["db", "web"]'), line_of(text, 'depends_on = ["api"]')}
+    assert any(f"stack.toml:{n}: " in message for n in cycle_lines)
+
+
+def test_unknown_placeholder(tmp_path: Path) -> None:
+    text = GOOD.replace("{run_id}", "{runid}")
+    [message] = problems(tmp_path, text)
+    assert f":{line_of(text, '{runid}')}: " in message
+    assert "unknown placeholder '{runid}'; expected one of {port}" in message
+
+
+def test_placeholder_naming_unknown_service_or_port(tmp_path: Path) -> None:
+    text = GOOD.replace("{services.db.url}", "{services.dbx.url}").replace(
+        "{services.api.port.ops}", "{services.api.port.admin}"
+    )
+    found = problems(tmp_path, text)
+    assert any("names unknown service 'dbx'; known services: api, db, web" in p for p in found)
+    assert any("names port 'admin' that service 'api' does not use; its named ports: ops" in p for p in found)
+
+
+def test_every_problem_reported_at_once(tmp_path: Path) -> None:
+    text = GOOD.replace('recipe = "postgres"', 'recipe = "mysql"').replace('autosave = "5s"', "autosave = true")
+    found = problems(tmp_path, text)
+    assert len(found) == 2
+    assert any("unknown recipe 'mysql'; expected one of: postgres, redis" in p for p in found)
+    assert any("'run.autosave' must be a duration" in p for p in found)
+
+
+def test_not_toml_and_missing_tests(tmp_path: Path) -> None:
+    assert "not valid TOML" in problems(tmp_path, "[run\n")[0]
+    assert "missing 'tests'" in problems(tmp_path, "[run]\nname = 'x'\n")[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("30s", 30.0), ("500ms", 0.5), ("2m", 120.0), (3, 3.0), (0.25, 0.25), ("x", None), (True, None)]
+)
+def test_durations(value: object, seconds: float | None) -> None:
+    assert stackfile.parse_duration(value) == seconds

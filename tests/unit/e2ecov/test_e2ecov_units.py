@@ -1,0 +1,121 @@
+"""Small pure parts: placeholders, core choice, loss judgement, function report, redaction."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from e2ecov import collect, diagnostics, placeholders, protocol, pytest_plugin, reports
+from e2ecov.agent import Settings, choose_core
+from e2ecov.progress import Progress
+from e2ecov.protocol import ProcessRecord
+
+
+def test_placeholders_render_and_escape() -> None:
+    values = placeholders.Values({"": 1000, "ops": 1001}, {"db": "postgresql://x"}, {("db", ""): 5432}, "/a", "r1")
+    template = "{{literal}} {port} {port.ops} {services.db.url} {services.db.port} {artifacts} {run_id}"
+    assert placeholders.render(template, values) == "{literal} 1000 1001 postgresql://x 5432 /a r1"
+    with pytest.raises(placeholders.PlaceholderError, match="unknown placeholder '{ports}'"):
+        list(placeholders.find("{ports}"))
+
+
+@pytest.mark.parametrize(
+    ("contexts", "branch", "version", "core"),
+    [
+        (True, False, (3, 11), "ctrace"),
+        (True, False, (3, 13), "ctrace"),  # contexts need ctrace, even where sysmon is default
+        (False, False, (3, 11), "ctrace"),
+        (False, False, (3, 12), "sysmon"),
+        (False, True, (3, 12), "ctrace"),  # sysmon cannot measure branches before 3.14
+        (False, True, (3, 14), "sysmon"),
+    ],
+)
+def test_core_choice(contexts: bool, branch: bool, version: tuple[int, int], core: str) -> None:
+    assert choose_core(contexts, branch, version) == core
+
+
+def _record(*saves: dict[str, object]) -> ProcessRecord:
+    return ProcessRecord("gateway", 4242, 1, 100.0, "/d/f", "ctrace", "3.11", list(saves))  # type: ignore[arg-type]
+
+
+def test_judge_each_outcome() -> None:
+    killed = {4242: "was killed by SIGKILL"}
+    lost = collect.judge(_record(), 200.0, killed)
+    assert lost.status == "lost" and lost.is_loss
+    assert lost.message == "gateway pid 4242 wrote no coverage: was killed by SIGKILL before it saved"
+    partial = collect.judge(_record({"event": "save", "reason": "autosave", "time": 150.0, "measured": 3}), 200.0, killed)
+    assert partial.status == "partial" and partial.is_loss and "last saved at" in partial.message
+    live = collect.judge(_record({"event": "save", "reason": "save", "time": 201.0, "measured": 3}), 200.0, killed)
+    assert live.status == "saved" and not live.is_loss
+    at_exit = collect.judge(_record({"event": "save", "reason": "exit", "time": 120.0, "measured": 2}), 200.0, {})
+    assert at_exit.status == "saved"
+    empty = collect.judge(_record({"event": "save", "reason": "sigterm", "time": 220.0, "measured": 0}), 200.0, {})
+    assert empty.status == "empty" and not empty.is_loss and "measured nothing under source" in empty.message
+    assert collect.silent_services(["gateway", "worker"], [live])[0].startswith("worker: no process announced")
+
+
+def test_ledger_skips_torn_lines_and_foreign_pids(tmp_path: Path) -> None:
+    ledger = tmp_path / "gateway.4242.ab.jsonl"
+    protocol.append_record(ledger, {"event": "start", "service": "gateway", "pid": 4242, "ppid": 1,
+                                    "time": 1.0, "data_file": "f", "core": "ctrace"})  # fmt: skip
+    protocol.append_record(ledger, {"event": "save", "pid": 4242, "time": 2.0, "reason": "save", "measured": 1})
+    protocol.append_record(ledger, {"event": "save", "pid": 9999, "time": 3.0, "reason": "exit", "measured": 1})
+    with open(ledger, "a") as handle:
+        handle.write('{"event": "save", "ti')
+    [record] = protocol.read_ledger(tmp_path)
+    assert record.pid == 4242 and [s["time"] for s in record.saves] == [2.0]
+
+
+def test_function_report_shape() -> None:
+    report = {
+        "files": {
+            "src/a.py": {
+                "functions": {
+                    "": {"start_line": 1, "summary": {"num_statements": 2, "percent_covered": 100.0}},
+                    "C.m": {"start_line": 9, "summary": {"num_statements": 3, "percent_covered": 66.666}},
+                    "f": {"start_line": 3, "summary": {"num_statements": 1, "percent_covered": 0.0}},
+                }
+            }
+        },
+        "totals": {"percent_covered": 50.0},
+    }
+    lines = reports.function_report(report)
+    assert [line.split() for line in lines] == [
+        ["src/a.py:3:", "f", "0.0%"],
+        ["src/a.py:9:", "C.m", "66.7%"],
+        ["total:", "(statements)", "50.0%"],
+    ]
+
+
+def test_redaction() -> None:
+    assert diagnostics.redact("API_TOKEN", "abc") == "***"
+    assert diagnostics.redact("DSN", "postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert diagnostics.redact("PATH", "/usr/bin") == "/usr/bin"
+
+
+def test_progress_lines_and_spinner() -> None:
+    plain = io.StringIO()
+    progress = Progress(plain, tty=False)
+    progress.phase("test")
+    progress.spin("running")
+    progress.emit("line from tests\n")
+    assert progress.done() >= 0
+    assert plain.getvalue().splitlines()[0] == "e2ecov ▸ test"
+    assert plain.getvalue().splitlines()[1] == "line from tests"
+    assert plain.getvalue().splitlines()[2].startswith("e2ecov ✓ test done in ")
+    assert "\r" not in plain.getvalue()
+    term = io.StringIO()
+    live = Progress(term, tty=True)
+    live.phase("health")
+    live.spin("waiting for api")
+    live.emit("out")
+    assert "waiting for api" in term.getvalue() and "\r\x1b[2Kout\n" in term.getvalue()
+
+
+def test_plugin_and_agent_are_inert_outside_e2ecov(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in protocol.ALL_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert pytest_plugin._control_dir() is None
+    assert Settings.from_environ() is None
