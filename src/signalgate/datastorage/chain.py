@@ -1,0 +1,108 @@
+"""The tamper-evident hash chain: one canonical form, one hash, one verifier.
+
+Both stores and `verify-chain` use these functions, so a chain written by one store verifies
+by the same rules anyone can re-implement from the spec (datastorage.md section 3):
+
+    canonical  = UTF-8 JSON of the request fields after defaults (event_id included; event_date,
+                 hash fields and bookkeeping excluded; null fields omitted), keys sorted at
+                 every level, separators (",", ":"), non-ASCII kept, event_timestamp as UTC
+                 YYYY-MM-DDTHH:MM:SS.ffffffZ
+    event_hash = hex(SHA-256(previous_event_hash + canonical)), "" before the first event
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+# The request fields, in no particular order; everything else on a row is bookkeeping.
+CANONICAL_FIELDS: tuple[str, ...] = (
+    "event_id",
+    "version",
+    "event_type",
+    "event_timestamp",
+    "event_category",
+    "event_action",
+    "event_outcome",
+    "correlation_id",
+    "event_data",
+    "actor_type",
+    "actor_id",
+    "actor_ip",
+    "resource_type",
+    "resource_id",
+    "parent_event_id",
+    "namespace",
+    "cluster_id",
+    "severity",
+    "duration_ms",
+    "error_code",
+    "error_message",
+    "retention_days",
+    "is_sensitive",
+)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC with exactly six fractional digits and a `Z`: the only timestamp form we hash."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical(fields: Mapping[str, Any]) -> bytes:
+    """The canonical bytes of an event given its request fields (extra keys are ignored)."""
+    kept: dict[str, Any] = {}
+    for name in CANONICAL_FIELDS:
+        value = fields.get(name)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            value = format_timestamp(value)
+        kept[name] = value
+    return dumps_canonical(kept).encode("utf-8")
+
+
+def dumps_canonical(value: Any) -> str:
+    """Sorted keys, no whitespace, non-ASCII kept: also how `event_data` is stored."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_hash(previous_event_hash: str, canonical_bytes: bytes) -> str:
+    return hashlib.sha256(previous_event_hash.encode("ascii") + canonical_bytes).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    correlation_id: str
+    events: int
+    valid: bool
+    first_broken_event_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "correlation_id": self.correlation_id,
+            "events": self.events,
+            "valid": self.valid,
+        }
+        if self.first_broken_event_id is not None:
+            body["first_broken_event_id"] = self.first_broken_event_id
+        return body
+
+
+def verify(correlation_id: str, rows: Sequence[Mapping[str, Any]]) -> ChainReport:
+    """Recompute the chain over stored rows given in write order.
+
+    A row is broken when its `previous_event_hash` is not the previous row's `event_hash`, or
+    its `event_hash` is not the hash of its own content: either a changed row or a removed or
+    reordered one shows up at the first row after the change.
+    """
+    previous = ""
+    for row in rows:
+        expected = event_hash(previous, canonical(row))
+        if row["previous_event_hash"] != previous or row["event_hash"] != expected:
+            return ChainReport(correlation_id, len(rows), False, str(row["event_id"]))
+        previous = row["event_hash"]
+    return ChainReport(correlation_id, len(rows), True)

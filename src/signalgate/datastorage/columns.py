@@ -1,0 +1,43 @@
+"""The stored row layout both stores share, and the conversion of a row back to fields."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from signalgate.datastorage.chain import CANONICAL_FIELDS, format_timestamp
+
+# Every column we write, in insert order: the request fields, then the chain bookkeeping.
+COLUMNS: tuple[str, ...] = (*CANONICAL_FIELDS, "event_date", "previous_event_hash", "event_hash")
+SELECT_LIST = ", ".join(COLUMNS)
+
+
+class Row(Protocol):
+    """A database row by column name (asyncpg `Record`, `sqlite3.Row`)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def row_to_event(row: Row) -> dict[str, Any]:
+    """A stored row → the JSON the query API answers (and `chain.canonical` re-hashes).
+
+    Null columns are left out, so the dict hashes exactly as the request fields did.
+    """
+    event: dict[str, Any] = {}
+    for name in COLUMNS:
+        value = row[name]
+        if value is None:
+            continue
+        if name == "event_data" and isinstance(value, str):
+            value = json.loads(value)
+        elif name == "is_sensitive":
+            value = bool(value)
+        elif isinstance(value, datetime):
+            value = format_timestamp(value)
+        elif isinstance(value, date):
+            value = value.isoformat()
+        elif not isinstance(value, str | int | float | bool | dict | list):
+            value = str(value)  # uuid.UUID
+        event[name] = value
+    return event

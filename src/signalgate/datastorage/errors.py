@@ -1,0 +1,52 @@
+"""Errors of the audit store and dead-letter queue, shaped by what the caller does with them.
+
+- `StoreUnavailable` — transient (server down, connection lost, database locked): the write
+  path sends the events to the dead-letter queue and answers 202; queries answer 503.
+- `DeadLetterUnavailable` — the dead-letter queue cannot take events either: 500, events lost.
+- `Conflict` — an `event_id` already stored with different content: 409, the first write stands.
+- `MissingParent` — a `parent_event_id` that does not exist: 400 naming the items.
+- `SchemaBehind` — the database schema is older than this code: start-up refuses with the
+  command that fixes it.
+- anything else is a bug and becomes a 500.
+
+Adapters (`sqlite.py`, `postgres.py`, `dlq.py`) translate driver errors into these with
+`raise ... from exc`; nothing above them knows which driver is in use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class StoreError(Exception):
+    """Base of every error the audit store raises on purpose."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or cannot take writes right now."""
+
+
+class SchemaBehind(StoreError):
+    """The database schema is older than this code expects."""
+
+
+class Conflict(StoreError):
+    """Events whose id is already stored with different content."""
+
+    def __init__(self, indexes: Mapping[int, str]) -> None:
+        self.indexes = dict(indexes)  # batch index -> event_id
+        first = next(iter(self.indexes.values()))
+        super().__init__(f"event_id {first} is already stored with different content")
+
+
+class MissingParent(StoreError):
+    """Events whose `parent_event_id` names no stored event (nor an earlier one in the batch)."""
+
+    def __init__(self, indexes: Mapping[int, str]) -> None:
+        self.indexes = dict(indexes)  # batch index -> missing parent id
+        first = next(iter(self.indexes.values()))
+        super().__init__(f"parent_event_id {first} does not exist")
+
+
+class DeadLetterUnavailable(Exception):
+    """The dead-letter queue cannot take or hand out events right now."""

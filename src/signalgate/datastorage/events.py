@@ -1,0 +1,374 @@
+"""The audit event as clients send it: validation, defaults, and the validated form.
+
+A batch is validated whole before anything is written, and every bad item and field is
+reported at once (`field_errors` keyed `"<index>.<field>"`), so a client fixes its batch in
+one round trip. Validation is strict (no string-to-number coercion, unknown fields refused):
+an audit trail should hold what the client meant, not what a parser guessed.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+
+from signalgate.datastorage.chain import canonical, format_timestamp
+
+CATEGORIES: tuple[str, ...] = (
+    "gateway",
+    "notification",
+    "analysis",
+    "aiagent",
+    "signalprocessing",
+    "workflow",
+    "workflowexecution",
+    "orchestration",
+    "approval",
+    "effectiveness",
+    "actiontype",
+    "apifrontend",
+    "security",
+    "agentsession",
+)
+OUTCOMES: tuple[str, ...] = ("success", "failure", "pending")
+
+MAX_EVENT_DATA_BYTES = 256 * 1024
+MAX_EVENT_DATA_DEPTH = 10
+MAX_FUTURE = timedelta(minutes=60)
+MAX_AGE = timedelta(days=7)
+DEFAULT_RETENTION_DAYS = 2555
+MAX_BIGINT = 2**63 - 1
+
+_RFC3339_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
+
+
+def parse_rfc3339(value: object) -> datetime:
+    """An RFC 3339 date-time with an offset → aware UTC datetime (fractions cut to µs)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("must carry a UTC offset (e.g. 2024-05-01T12:00:00Z)")
+        return value.astimezone(UTC)
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string (e.g. 2024-05-01T12:00:00Z)")
+    match = _RFC3339_RE.match(value)
+    if not match:
+        raise ValueError("must be an RFC 3339 date-time (e.g. 2024-05-01T12:00:00Z)")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    try:
+        if offset in ("Z", "z"):
+            zone = UTC
+        else:
+            sign = -1 if offset[0] == "-" else 1
+            hours, minutes = int(offset[1:3]), int(offset[4:6])
+            if hours > 23 or minutes > 59:
+                raise ValueError("bad offset")
+            zone = _zone(sign * timedelta(hours=hours, minutes=minutes))
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, zone
+        )
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise ValueError("must be an RFC 3339 date-time (e.g. 2024-05-01T12:00:00Z)") from exc
+
+
+def _zone(offset: timedelta) -> Any:
+    from datetime import timezone
+
+    return timezone(offset)
+
+
+def _parse_uuid(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a UUID string")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as exc:
+        raise ValueError("must be a UUID (e.g. 6f1c2f0e-1a2b-4c3d-8e9f-001122334455)") from exc
+
+
+def _parse_ip(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError as exc:
+        raise ValueError("must be an IPv4 or IPv6 address") from exc
+
+
+def _check_event_data(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    _check_nested(value, 1)
+    size = len(canonical({"event_data": value}))  # the stored form decides the size
+    if size > MAX_EVENT_DATA_BYTES + len('{"event_data":}'):
+        raise ValueError(f"must be at most {MAX_EVENT_DATA_BYTES} bytes serialised")
+    return value
+
+
+def _check_nested(value: object, depth: int) -> None:
+    if isinstance(value, dict):
+        if depth > MAX_EVENT_DATA_DEPTH:
+            raise ValueError(f"must be at most {MAX_EVENT_DATA_DEPTH} levels deep")
+        for key, item in value.items():
+            if not isinstance(key, str) or "\x00" in key:
+                raise ValueError("keys must be strings without NUL characters")
+            _check_nested(item, depth + 1)
+    elif isinstance(value, list):
+        if depth > MAX_EVENT_DATA_DEPTH:
+            raise ValueError(f"must be at most {MAX_EVENT_DATA_DEPTH} levels deep")
+        for item in value:
+            _check_nested(item, depth + 1)
+    elif isinstance(value, str) and "\x00" in value:
+        raise ValueError("strings must not contain NUL characters")
+
+
+def _no_nul(value: object) -> object:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+NoNul = BeforeValidator(_no_nul)
+Text = Annotated[str, NoNul]
+Uuid = Annotated[str, BeforeValidator(_parse_uuid), Field(json_schema_extra={"format": "uuid"})]
+Timestamp = Annotated[datetime, BeforeValidator(parse_rfc3339)]
+
+
+class AuditEventIn(BaseModel):
+    """One audit event as written by a service (datastorage.md section 2)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="AuditEventRequest")
+
+    version: Annotated[Text, Field(min_length=1, max_length=20, examples=["1.0"])]
+    event_type: Annotated[
+        Text,
+        Field(
+            min_length=1,
+            max_length=100,
+            pattern=_EVENT_TYPE_PATTERN,
+            examples=["gateway.signal.received"],
+        ),
+    ]
+    event_timestamp: Timestamp
+    event_category: Literal[CATEGORIES]  # type: ignore[valid-type]
+    event_action: Annotated[Text, Field(min_length=1, max_length=50)]
+    event_outcome: Literal[OUTCOMES]  # type: ignore[valid-type]
+    correlation_id: Annotated[Text, Field(min_length=1, max_length=255)]
+    event_data: Annotated[
+        dict[str, Any],
+        BeforeValidator(_check_event_data),
+        Field(description="JSON object, at most 256 KiB serialised and 10 levels deep"),
+    ]
+    event_id: Uuid | None = None
+    actor_type: Annotated[Text, Field(min_length=1, max_length=50)] | None = None
+    actor_id: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
+    actor_ip: Annotated[str, BeforeValidator(_parse_ip), Field(max_length=45)] | None = None
+    resource_type: Annotated[Text, Field(min_length=1, max_length=100)] | None = None
+    resource_id: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
+    parent_event_id: Uuid | None = None
+    namespace: Annotated[Text, Field(max_length=253)] | None = None
+    cluster_id: Annotated[Text, Field(max_length=255)] | None = None
+    severity: Annotated[Text, Field(max_length=50)] | None = None
+    duration_ms: Annotated[int, Field(ge=0, le=MAX_BIGINT)] | None = None
+    error_code: Annotated[Text, Field(max_length=100)] | None = None
+    error_message: Annotated[Text, Field(max_length=65536)] | None = None
+    retention_days: Annotated[int, Field(ge=1, le=2555)] | None = None
+    is_sensitive: bool | None = None
+
+    @field_validator("event_timestamp")
+    @classmethod
+    def _fresh(cls, value: datetime, info: ValidationInfo) -> datetime:
+        """Refuse timestamps far from now, unless re-validating a queued event for replay."""
+        now = (info.context or {}).get("now")
+        if isinstance(now, datetime):
+            if value > now + MAX_FUTURE:
+                raise ValueError("must not be more than 60 minutes in the future")
+            if value < now - MAX_AGE:
+                raise ValueError("must not be more than 7 days old")
+        return value
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """A validated event with defaults applied: what the stores write and the DLQ keeps.
+
+    `fields` is JSON-ready (the timestamp formatted, ids as strings, nulls removed) and is
+    exactly what `canonical` hashes.
+    """
+
+    fields: Mapping[str, Any]
+    canonical: bytes
+
+    @property
+    def event_id(self) -> str:
+        return str(self.fields["event_id"])
+
+    @property
+    def correlation_id(self) -> str:
+        return str(self.fields["correlation_id"])
+
+    @property
+    def parent_event_id(self) -> str | None:
+        parent = self.fields.get("parent_event_id")
+        return None if parent is None else str(parent)
+
+    @property
+    def timestamp(self) -> datetime:
+        return parse_rfc3339(self.fields["event_timestamp"])
+
+    @property
+    def event_date(self) -> date:
+        return self.timestamp.date()
+
+    @classmethod
+    def from_model(cls, model: AuditEventIn) -> AuditEvent:
+        data = model.model_dump(exclude_none=True)
+        category = data["event_category"]
+        data["event_timestamp"] = format_timestamp(model.event_timestamp)
+        data.setdefault("event_id", str(uuid.uuid4()))
+        data.setdefault("actor_type", "service")
+        data.setdefault("actor_id", f"{category}-service")
+        data.setdefault("resource_type", category)
+        data.setdefault("resource_id", data["correlation_id"])
+        data.setdefault("retention_days", DEFAULT_RETENTION_DAYS)
+        return cls(fields=data, canonical=canonical(data))
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> AuditEvent:
+        """Rebuild a queued event for replay: same checks except freshness, id kept."""
+        return cls.from_model(AuditEventIn.model_validate(dict(fields)))
+
+
+class InvalidEvents(Exception):
+    """Validation failed: `field_errors` maps `"<index>.<field>"` (or `"<field>"`) to why."""
+
+    def __init__(self, field_errors: Mapping[str, str]) -> None:
+        self.field_errors = dict(field_errors)
+        key, message = next(iter(self.field_errors.items()))
+        super().__init__(f"{key}: {message}")
+
+
+def validate_event(payload: object, now: datetime, prefix: str = "") -> AuditEvent:
+    """One request item → `AuditEvent`, or `InvalidEvents` listing every bad field."""
+    where = prefix.rstrip(".") or "body"
+    if not isinstance(payload, dict):
+        raise InvalidEvents({where: "must be a JSON object (an audit event)"})
+    try:
+        model = AuditEventIn.model_validate(payload, context={"now": now})
+    except ValidationError as exc:
+        raise InvalidEvents(_field_errors(exc, prefix)) from None
+    return AuditEvent.from_model(model)
+
+
+def validate_batch(payload: object, now: datetime, max_size: int) -> list[AuditEvent]:
+    """A batch body → events in input order; every problem of every item reported at once.
+
+    Raises `BatchSizeError` for a non-array, empty or oversized batch, else `InvalidEvents`.
+    """
+    if not isinstance(payload, list):
+        raise BatchSizeError("the batch body must be a JSON array of audit events")
+    if not payload:
+        raise BatchSizeError(f"the batch is empty: send 1 to {max_size} events")
+    if len(payload) > max_size:
+        raise BatchSizeError(
+            f"the batch has {len(payload)} events; at most {max_size} are allowed per request"
+        )
+    events: list[AuditEvent] = []
+    errors: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for index, item in enumerate(payload):
+        try:
+            event = validate_event(item, now, prefix=f"{index}.")
+        except InvalidEvents as exc:
+            errors.update(exc.field_errors)
+            continue
+        explicit = isinstance(item, dict) and item.get("event_id") is not None
+        if explicit and event.event_id in seen:
+            errors[f"{index}.event_id"] = (
+                f"duplicates the event_id of item {seen[event.event_id]} in this batch"
+            )
+        seen.setdefault(event.event_id, index)
+        events.append(event)
+    if errors:
+        raise InvalidEvents(errors)
+    return events
+
+
+class BatchSizeError(Exception):
+    """The batch is not an array of 1..max_size events (`batch-size-exceeded`)."""
+
+
+_MESSAGES: dict[str, str] = {
+    "missing": "is required",
+    "extra_forbidden": "is not a field of an audit event",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "bool_type": "must be true or false",
+    "dict_type": "must be a JSON object",
+    "string_pattern_mismatch": "must be dotted words (e.g. gateway.signal.received)",
+}
+
+
+def _field_errors(exc: ValidationError, prefix: str) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        field, message = _describe(error, loc)
+        key = f"{prefix}{field}" if field else prefix.rstrip(".") or "body"
+        errors.setdefault(key, message)
+    return errors
+
+
+def _describe(error: ErrorDetails, loc: list[str]) -> tuple[str, str]:
+    kind = error["type"]
+    field = loc[0] if loc else ""
+    if kind == "value_error":
+        return field, str(error.get("ctx", {}).get("error", error["msg"]))
+    if error.get("input", ...) is None and kind != "missing":
+        return field, "must not be null"
+    if kind == "literal_error":
+        allowed = ", ".join(OUTCOMES if field == "event_outcome" else CATEGORIES)
+        return field, f"must be one of {allowed}"
+    if kind in ("string_too_short", "string_too_long", "too_short", "too_long"):
+        low, high = _limits(field, "minLength", "maxLength")
+        if kind.endswith("too_short") and low == 1:
+            return field, "must not be empty"
+        return field, f"must be {low}..{high} characters"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        low, high = _limits(field, "minimum", "maximum")
+        return field, f"must be between {low} and {high}"
+    return field, _MESSAGES.get(kind, str(error["msg"]))
+
+
+@functools.cache
+def _schema_properties() -> dict[str, Any]:
+    return dict(AuditEventIn.model_json_schema()["properties"])
+
+
+def _limits(field: str, low_key: str, high_key: str) -> tuple[object, object]:
+    """The bounds of a field as its JSON schema states them, so messages and schema agree."""
+    schema = _schema_properties().get(field, {})
+    for candidate in [schema, *schema.get("anyOf", [])]:
+        if low_key in candidate or high_key in candidate:
+            return candidate.get(low_key, 0), candidate.get(high_key, "")
+    return 0, ""

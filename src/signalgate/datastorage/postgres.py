@@ -1,0 +1,278 @@
+"""The PostgreSQL audit store (asyncpg): monthly partitions, chained writes, one transaction
+per batch.
+
+Write path, designed for throughput: one transaction per batch; the batch's correlation ids
+are locked with `pg_advisory_xact_lock` in sorted order (so two writers never deadlock and a
+chain never forks); one query finds already-stored ids and parents; one query reads each
+chain's last hash; one multi-row `INSERT ... SELECT FROM unnest(...)` writes the rows.
+"""
+
+# SQL text here is built only from column-name constants; values are always bound parameters.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from signalgate.datastorage import migrations
+from signalgate.datastorage.chain import canonical, dumps_canonical
+from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, row_to_event
+from signalgate.datastorage.errors import SchemaBehind, StoreUnavailable
+from signalgate.datastorage.events import AuditEvent, parse_rfc3339
+from signalgate.datastorage.store import AuditQuery, QueryPage, WriteResult, plan_write
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK = (0x5147, 1)  # two-int advisory key: a separate space from chain locks
+PARTITION_MONTHS_AHEAD = 3
+
+_TYPES: dict[str, str] = {
+    "event_id": "uuid",
+    "event_timestamp": "timestamptz",
+    "event_data": "json",
+    "parent_event_id": "uuid",
+    "duration_ms": "int8",
+    "retention_days": "int4",
+    "is_sensitive": "bool",
+    "event_date": "date",
+}
+_COLUMN_LIST = ", ".join(COLUMNS)
+_INSERT_SQL = (
+    f"INSERT INTO audit_events ({_COLUMN_LIST}) "
+    f"SELECT {_COLUMN_LIST} FROM unnest("
+    + ", ".join(f"${i + 1}::{_TYPES.get(name, 'text')}[]" for i, name in enumerate(COLUMNS))
+    + f") WITH ORDINALITY AS t({_COLUMN_LIST}, ord) ORDER BY ord"
+)
+# Sorted inside a fenced subquery so the locks are taken in one global order.
+_LOCK_SQL = (
+    "SELECT pg_advisory_xact_lock(k) FROM "
+    "(SELECT DISTINCT hashtextextended(c, 0) AS k FROM unnest($1::text[]) AS c "
+    "ORDER BY k OFFSET 0) AS keys"
+)
+_FIND_SQL = f"SELECT {SELECT_LIST} FROM audit_events WHERE event_id = ANY($1::uuid[])"
+_HEADS_SQL = (
+    "SELECT c AS correlation_id, (SELECT event_hash FROM audit_events "
+    "WHERE correlation_id = c ORDER BY seq DESC LIMIT 1) AS event_hash "
+    "FROM unnest($1::text[]) AS c"
+)
+_ENSURE_SQL = "SELECT audit_ensure_partitions($1::date, $2::int)"
+
+
+@contextlib.contextmanager
+def _translated(action: str) -> Any:
+    """Driver errors → `StoreUnavailable`: any database error sends events to the DLQ."""
+    try:
+        yield
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        raise StoreUnavailable(f"PostgreSQL {action} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 10,
+        timeout: float = 10.0,
+        auto_migrate: bool = False,
+    ) -> None:
+        self._dsn = dsn
+        self._pool_size = pool_size
+        self._timeout = timeout
+        self._auto_migrate = auto_migrate
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("PostgresStore used before open()")
+        return self._pool
+
+    async def open(self) -> None:
+        with _translated("connect"):
+            current = await self._schema_version()
+        wanted = migrations.latest("postgres")
+        if current < wanted:
+            if not self._auto_migrate:
+                raise SchemaBehind(migrations.behind_message(current, wanted))
+            await self.migrate()
+        with _translated("connect"):
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self._timeout,
+                command_timeout=self._timeout,
+            )
+        await self.maintain()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, action: str) -> AsyncIterator[asyncpg.Connection]:
+        with _translated(action):
+            async with self.pool.acquire(timeout=self._timeout) as conn:
+                yield conn
+
+    async def ping(self) -> None:
+        async with self._connection("ping") as conn:
+            await conn.fetchval("SELECT 1", timeout=min(self._timeout, 2.0))
+
+    async def write(self, events: Sequence[AuditEvent]) -> WriteResult:
+        ids = [event.event_id for event in events]
+        wanted = ids + [p for event in events if (p := event.parent_event_id) is not None]
+        correlation_ids = sorted({event.correlation_id for event in events})
+        async with self._connection("write") as conn, conn.transaction():
+            await conn.execute(_LOCK_SQL, correlation_ids)
+            found = await conn.fetch(_FIND_SQL, wanted)
+            id_set = set(ids)
+            existing = {
+                str(row["event_id"]): canonical(row_to_event(row))
+                for row in found
+                if str(row["event_id"]) in id_set
+            }
+            stored = {str(row["event_id"]) for row in found}
+            heads = {
+                row["correlation_id"]: row["event_hash"]
+                for row in await conn.fetch(_HEADS_SQL, correlation_ids)
+                if row["event_hash"] is not None
+            }
+            rows, already = plan_write(events, existing, stored, heads)
+            if rows:
+                await conn.execute(_INSERT_SQL, *_column_arrays(rows))
+        return WriteResult(stored=len(rows), existing=already)
+
+    async def query(self, query: AuditQuery) -> QueryPage:
+        where, params = _where(query)
+        listing = (
+            f"SELECT {SELECT_LIST} FROM audit_events{where} "
+            f"ORDER BY event_timestamp DESC, seq DESC "
+            f"LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}"
+        )
+        async with self._connection("query") as conn:
+            rows = await conn.fetch(listing, *params, query.limit, query.offset)
+            total = await conn.fetchval(f"SELECT count(*) FROM audit_events{where}", *params)
+        return QueryPage([row_to_event(row) for row in rows], int(total))
+
+    async def chain(self, correlation_id: str) -> list[dict[str, Any]]:
+        sql = f"SELECT {SELECT_LIST} FROM audit_events WHERE correlation_id = $1 ORDER BY seq"
+        async with self._connection("chain read") as conn:
+            rows = await conn.fetch(sql, correlation_id)
+        return [row_to_event(row) for row in rows]
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations, one transaction each, under a migration lock."""
+        applied: list[int] = []
+        with _translated("migrate"):
+            conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
+            try:
+                await conn.execute("SELECT pg_advisory_lock($1, $2)", *_MIGRATION_LOCK)
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {migrations.VERSION_TABLE} ("
+                    "version integer PRIMARY KEY, name text NOT NULL, "
+                    "applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = {
+                    row["version"]
+                    for row in await conn.fetch(f"SELECT version FROM {migrations.VERSION_TABLE}")
+                }
+                for migration in migrations.load("postgres"):
+                    if migration.version in done:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(migration.sql)
+                        await conn.execute(
+                            f"INSERT INTO {migrations.VERSION_TABLE} (version, name) "
+                            "VALUES ($1, $2)",
+                            migration.version,
+                            migration.name,
+                        )
+                    log.info("applied migration", extra={"version": migration.version})
+                    applied.append(migration.version)
+            finally:
+                await conn.close()
+        return applied
+
+    async def maintain(self) -> int:
+        """Ensure monthly partitions from last month (late events) to 3 months ahead."""
+        today = datetime.now(UTC).date()
+        first = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+        async with self._connection("maintain") as conn:
+            created = await conn.fetchval(_ENSURE_SQL, first, PARTITION_MONTHS_AHEAD + 2)
+        return int(created)
+
+    async def _schema_version(self) -> int:
+        conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
+        try:
+            exists = await conn.fetchval("SELECT to_regclass($1)", migrations.VERSION_TABLE)
+            if exists is None:
+                return 0
+            value = await conn.fetchval(f"SELECT max(version) FROM {migrations.VERSION_TABLE}")
+            return int(value or 0)
+        finally:
+            await conn.close()
+
+
+def _column_arrays(rows: Sequence[Any]) -> list[list[Any]]:
+    arrays: list[list[Any]] = [[] for _ in COLUMNS]
+    for planned in rows:
+        fields = planned.event.fields
+        for position, name in enumerate(COLUMNS):
+            if name == "event_timestamp":
+                value: Any = parse_rfc3339(fields[name])
+            elif name == "event_data":
+                value = dumps_canonical(fields[name])
+            elif name == "event_date":
+                value = planned.event.event_date
+            elif name == "previous_event_hash":
+                value = planned.previous_event_hash
+            elif name == "event_hash":
+                value = planned.event_hash
+            else:
+                value = fields.get(name)
+            arrays[position].append(value)
+    return arrays
+
+
+def _where(query: AuditQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def add(template: str, value: Any) -> None:
+        params.append(value)
+        clauses.append(template.format(f"${len(params)}"))
+
+    for name in (
+        "correlation_id",
+        "event_type",
+        "event_category",
+        "event_outcome",
+        "severity",
+        "namespace",
+    ):
+        value = getattr(query, name)
+        if value is not None:
+            add(f"{name} = {{}}", value)
+    if query.since is not None:
+        add("event_timestamp >= {}", query.since)
+        add("event_date >= {}", query.since.astimezone(UTC).date())
+    if query.until is not None:
+        add("event_timestamp <= {}", query.until)
+        add("event_date <= {}", query.until.astimezone(UTC).date())
+    if query.detail_key is not None and query.detail_value is not None:
+        params.append(query.detail_key)
+        key = f"${len(params)}"
+        add(
+            f"json_typeof(event_data -> {key}) = 'string' AND event_data ->> {key} = {{}}",
+            query.detail_value,
+        )
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params

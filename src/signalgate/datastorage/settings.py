@@ -1,0 +1,101 @@
+"""Every DataStorage setting in one typed model, resolved once at start-up.
+
+Keys mirror the Gateway's (`server.listen`, `store.dsn`, `auth.mode`, ...) so one YAML
+layout and one environment rule (`SIGNALGATE_<SECTION>__<KEY>`) serve both services. The
+embedded defaults bind loopback only (127.0.0.1:8090 / :8091): a fresh install is not
+reachable from the network until someone chooses to make it so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from signalgate.common.config import ByteSize, Duration, ListenAddress, Section, load_settings
+
+DEFAULT_BACKOFF = (60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
+MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+class ServerSettings(Section):
+    listen: ListenAddress = "127.0.0.1:8090"
+    ops_listen: ListenAddress = "127.0.0.1:8091"
+    max_body_size: ByteSize = MAX_BODY_BYTES
+    shutdown_grace: Duration = 30.0
+
+
+class StoreSettings(Section):
+    dsn: str = ""  # empty: sqlite:///<dataDir>/audit.db
+    auto_migrate: bool = False
+    pool_size: int = Field(default=10, ge=1, le=200)
+    timeout: Duration = 10.0
+
+    @field_validator("dsn")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError(
+                "is not a store DSN (sqlite:///path/audit.db or postgresql://user@host/db)"
+            )
+        return value
+
+
+class AuthSettings(Section):
+    mode: Literal["static", "kubernetes", "none"] = "static"
+    tokens_file: Path | None = None
+
+
+class DlqSettings(Section):
+    redis_url: str = ""  # empty: the local file at `path`
+    path: Path | None = None  # empty: <dataDir>/audit-dlq.jsonl
+    backoff: list[Duration] = Field(default_factory=lambda: list(DEFAULT_BACKOFF))
+    poll_interval: Duration = 1.0
+    replay_batch: int = Field(default=500, ge=1, le=500)
+
+    @field_validator("backoff")
+    @classmethod
+    def _not_empty(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("must list at least one delay (e.g. 1m,5m,15m,1h,4h,24h)")
+        return value
+
+
+class BatchSettings(Section):
+    max_size: int = Field(default=500, ge=1, le=500)
+
+
+class LoggingSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class DataStorageSettings(Section):
+    server: ServerSettings = ServerSettings()
+    store: StoreSettings = StoreSettings()
+    data_dir: Path = Path("./data/datastorage")
+    auth: AuthSettings = AuthSettings()
+    dlq: DlqSettings = DlqSettings()
+    batch: BatchSettings = BatchSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @property
+    def store_dsn(self) -> str:
+        return self.store.dsn or f"sqlite:///{(self.data_dir / 'audit.db').as_posix()}"
+
+    @property
+    def dlq_path(self) -> Path:
+        return self.dlq.path or self.data_dir / "audit-dlq.jsonl"
+
+
+SHORTHANDS: dict[str, str] = {"LOG_LEVEL": "logging.level"}
+
+
+def load(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> DataStorageSettings:
+    return load_settings(DataStorageSettings, path, environ, SHORTHANDS, overrides)

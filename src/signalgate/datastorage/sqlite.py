@@ -1,0 +1,267 @@
+"""The embedded SQLite audit store: same columns, same chain, no partitions.
+
+sqlite3 is blocking, so every call runs on one dedicated worker thread that owns the
+connection (`run_in_executor` with a single-thread pool): the event loop never waits on
+disk, and SQLite's one-writer rule is met by construction. Writes use `BEGIN IMMEDIATE`, so
+another process on the same file (a `replay-dlq` run) queues instead of forking a chain.
+"""
+
+# SQL text here is built only from column-name constants; values are always bound parameters.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from signalgate.datastorage import migrations
+from signalgate.datastorage.chain import canonical, dumps_canonical, format_timestamp
+from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, row_to_event
+from signalgate.datastorage.errors import SchemaBehind, StoreUnavailable
+from signalgate.datastorage.events import AuditEvent
+from signalgate.datastorage.store import (
+    AuditQuery,
+    PlannedRow,
+    QueryPage,
+    WriteResult,
+    plan_write,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_INSERT_SQL = (
+    f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+)
+
+
+def path_from_dsn(dsn: str) -> Path:
+    """`sqlite:///relative/x.db` and `sqlite:////absolute/x.db` → a path."""
+    if not dsn.startswith("sqlite://"):
+        raise ValueError(f"not a sqlite DSN: {dsn!r}")
+    rest = dsn[len("sqlite://") :]
+    return Path(rest[1:] if rest.startswith("/") else rest)
+
+
+class SqliteStore:
+    def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
+        self._path = path
+        self._timeout = timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    async def _run(self, action: str, func: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None:
+            raise RuntimeError("SqliteStore used before open()")
+
+        def call() -> T:
+            if self._conn is None:
+                raise StoreUnavailable("SQLite store is closed")
+            try:
+                return func(self._conn)
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.rollback()
+                raise StoreUnavailable(f"SQLite {action} failed: {exc}") from exc
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, call)
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._connect)
+        except sqlite3.Error as exc:
+            await self.close()
+            raise StoreUnavailable(f"SQLite open of '{self._path}' failed: {exc}") from exc
+        except BaseException:
+            await self.close()
+            raise
+
+    def _connect(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn = conn
+        current = _schema_version(conn)
+        wanted = migrations.latest("sqlite")
+        if current > wanted:
+            raise SchemaBehind(
+                f"audit database '{self._path}' is at schema version {current}, newer than "
+                f"this DataStorage ({wanted}): upgrade signalgate"
+            )
+        _apply_migrations(conn, current)
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        executor, self._executor = self._executor, None
+
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(executor, shut)
+        executor.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._run("ping", lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def write(self, events: Sequence[AuditEvent]) -> WriteResult:
+        return await self._run("write", lambda conn: _write(conn, events))
+
+    async def query(self, query: AuditQuery) -> QueryPage:
+        return await self._run("query", lambda conn: _query(conn, query))
+
+    async def chain(self, correlation_id: str) -> list[dict[str, Any]]:
+        sql = f"SELECT {SELECT_LIST} FROM audit_events WHERE correlation_id = ? ORDER BY seq"
+        rows = await self._run("chain read", lambda conn: conn.execute(sql, [correlation_id]))
+        return [row_to_event(row) for row in rows]
+
+    async def migrate(self) -> list[int]:
+        def run(conn: sqlite3.Connection) -> list[int]:
+            return _apply_migrations(conn, _schema_version(conn))
+
+        return await self._run("migrate", run)
+
+    async def maintain(self) -> int:
+        return 0  # no partitions to prepare
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    table = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?",
+        [migrations.VERSION_TABLE],
+    ).fetchone()
+    if table is None:
+        return 0
+    value = conn.execute(f"SELECT max(version) FROM {migrations.VERSION_TABLE}").fetchone()[0]
+    return int(value or 0)
+
+
+def _apply_migrations(conn: sqlite3.Connection, current: int) -> list[int]:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {migrations.VERSION_TABLE} ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
+    )
+    applied = []
+    for migration in migrations.load("sqlite"):
+        if migration.version <= current:
+            continue
+        record = (
+            f"INSERT INTO {migrations.VERSION_TABLE} (version, name) "
+            f"VALUES ({migration.version}, '{migration.name}');"
+        )
+        conn.executescript(f"BEGIN;\n{migration.sql}\n{record}\nCOMMIT;")
+        log.info("applied migration", extra={"version": migration.version})
+        applied.append(migration.version)
+    return applied
+
+
+def _write(conn: sqlite3.Connection, events: Sequence[AuditEvent]) -> WriteResult:
+    ids = [event.event_id for event in events]
+    wanted = ids + [p for event in events if (p := event.parent_event_id) is not None]
+    correlation_ids = sorted({event.correlation_id for event in events})
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = _fetch_in(conn, f"SELECT {SELECT_LIST} FROM audit_events", "event_id", wanted)
+        id_set = set(ids)
+        existing = {
+            row["event_id"]: canonical(row_to_event(row))
+            for row in found
+            if row["event_id"] in id_set
+        }
+        stored = {row["event_id"] for row in found}
+        heads: dict[str, str] = {}
+        for correlation_id in correlation_ids:
+            last = conn.execute(
+                "SELECT event_hash FROM audit_events WHERE correlation_id = ? "
+                "ORDER BY seq DESC LIMIT 1",
+                [correlation_id],
+            ).fetchone()
+            if last is not None:
+                heads[correlation_id] = last[0]
+        rows, already = plan_write(events, existing, stored, heads)
+        conn.executemany(_INSERT_SQL, [_values(planned) for planned in rows])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.rollback()
+        raise
+    return WriteResult(stored=len(rows), existing=already)
+
+
+def _fetch_in(
+    conn: sqlite3.Connection, select: str, column: str, values: Sequence[str]
+) -> list[sqlite3.Row]:
+    """`WHERE column IN (...)` in chunks under SQLite's parameter limit."""
+    found: list[sqlite3.Row] = []
+    for start in range(0, len(values), 500):
+        chunk = list(values[start : start + 500])
+        marks = ", ".join("?" for _ in chunk)
+        found.extend(conn.execute(f"{select} WHERE {column} IN ({marks})", chunk).fetchall())
+    return found
+
+
+def _values(planned: PlannedRow) -> list[Any]:
+    fields = planned.event.fields
+    values: list[Any] = []
+    for name in COLUMNS:
+        if name == "event_data":
+            values.append(dumps_canonical(fields[name]))
+        elif name == "event_date":
+            values.append(planned.event.event_date.isoformat())
+        elif name == "previous_event_hash":
+            values.append(planned.previous_event_hash)
+        elif name == "event_hash":
+            values.append(planned.event_hash)
+        else:
+            values.append(fields.get(name))
+    return values
+
+
+def _query(conn: sqlite3.Connection, query: AuditQuery) -> QueryPage:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for name in (
+        "correlation_id",
+        "event_type",
+        "event_category",
+        "event_outcome",
+        "severity",
+        "namespace",
+    ):
+        value = getattr(query, name)
+        if value is not None:
+            clauses.append(f"{name} = ?")
+            params.append(value)
+    if query.since is not None:
+        clauses.append("event_timestamp >= ?")
+        params.append(format_timestamp(query.since))
+    if query.until is not None:
+        clauses.append("event_timestamp <= ?")
+        params.append(format_timestamp(query.until))
+    if query.detail_key is not None and query.detail_value is not None:
+        path = f'$."{query.detail_key}"'  # the key is [A-Za-z0-9_]+, checked by the API
+        clauses.append("json_type(event_data, ?) = 'text' AND json_extract(event_data, ?) = ?")
+        params.extend([path, path, query.detail_value])
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    rows = conn.execute(
+        f"SELECT {SELECT_LIST} FROM audit_events{where} "
+        "ORDER BY event_timestamp DESC, seq DESC LIMIT ? OFFSET ?",
+        [*params, query.limit, query.offset],
+    ).fetchall()
+    total = conn.execute(f"SELECT count(*) FROM audit_events{where}", params).fetchone()[0]
+    return QueryPage([row_to_event(row) for row in rows], int(total))

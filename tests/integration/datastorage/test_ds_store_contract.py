@@ -1,0 +1,128 @@
+"""One contract suite for every audit store backend (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from dstools import event_body
+
+from signalgate.datastorage.chain import verify
+from signalgate.datastorage.errors import Conflict, MissingParent
+from signalgate.datastorage.events import AuditEvent, validate_event
+from signalgate.datastorage.store import AuditQuery, AuditStore
+
+
+def ev(correlation_id: str = "rr-1", **overrides: object) -> AuditEvent:
+    return validate_event(event_body(correlation_id, **overrides), datetime.now(UTC))
+
+
+async def test_write_then_query_returns_the_event_with_chain_fields(store: AuditStore) -> None:
+    event = ev("rr-a", severity="critical", namespace="prod")
+    result = await store.write([event])
+    assert (result.stored, result.existing) == (1, 0)
+    page = await store.query(AuditQuery(correlation_id="rr-a"))
+    assert page.total == 1
+    row = page.data[0]
+    assert row["event_id"] == event.event_id
+    assert row["previous_event_hash"] == ""
+    assert len(row["event_hash"]) == 64
+    assert row["event_date"] == event.event_date.isoformat()
+    assert row["event_data"] == {"signal_name": "HighCPU", "namespace": "prod", "n": 1}
+    assert row["actor_id"] == "gateway-service"
+    assert row["resource_id"] == "rr-a"
+
+
+async def test_chain_links_events_per_correlation_id_in_write_order(store: AuditStore) -> None:
+    batch = [ev("rr-x"), ev("rr-y"), ev("rr-x"), ev("rr-x")]
+    await store.write(batch)
+    await store.write([ev("rr-x")])
+    rows = await store.chain("rr-x")
+    assert len(rows) == 4
+    assert rows[0]["previous_event_hash"] == ""
+    for earlier, later in itertools.pairwise(rows):
+        assert later["previous_event_hash"] == earlier["event_hash"]
+    assert verify("rr-x", rows).valid
+    assert verify("rr-y", await store.chain("rr-y")).valid
+    assert (await store.chain("nobody")) == []
+
+
+async def test_same_id_same_content_is_a_no_op(store: AuditStore) -> None:
+    event = ev("rr-i")
+    await store.write([event])
+    again = await store.write([event, ev("rr-i")])
+    assert (again.stored, again.existing) == (1, 1)
+    assert (await store.query(AuditQuery(correlation_id="rr-i"))).total == 2
+
+
+async def test_same_id_other_content_conflicts_and_writes_nothing(store: AuditStore) -> None:
+    event = ev("rr-c")
+    await store.write([event])
+    changed = ev("rr-c", event_id=event.event_id, event_action="changed")
+    with pytest.raises(Conflict) as caught:
+        await store.write([ev("rr-c"), changed])
+    assert caught.value.indexes == {1: event.event_id}
+    assert (await store.query(AuditQuery(correlation_id="rr-c"))).total == 1
+
+
+async def test_parent_must_exist_stored_or_earlier_in_batch(store: AuditStore) -> None:
+    parent = ev("rr-p")
+    await store.write([parent])
+    child = ev("rr-p", parent_event_id=parent.event_id)
+    first = ev("rr-p")
+    second = ev("rr-p", parent_event_id=first.event_id)
+    assert (await store.write([child, first, second])).stored == 3
+    orphan = ev("rr-p", parent_event_id=str(uuid.uuid4()))
+    with pytest.raises(MissingParent) as caught:
+        await store.write([ev("rr-p"), orphan])
+    assert list(caught.value.indexes) == [1]
+    assert (await store.query(AuditQuery(correlation_id="rr-p"))).total == 4
+
+
+async def test_every_filter_and_pagination_newest_first(store: AuditStore) -> None:
+    now = datetime.now(UTC)
+    events = [
+        ev("q-1", when=now - timedelta(hours=3), severity="critical", namespace="a"),
+        ev("q-1", when=now - timedelta(hours=2), event_outcome="failure", namespace="b"),
+        ev(
+            "q-2",
+            when=now - timedelta(hours=1),
+            event_type="gateway.crd.created",
+            event_category="gateway",
+            event_data={"signal_name": "DiskFull", "n": 2},
+        ),
+        ev("q-3", when=now - timedelta(days=2), event_category="security"),
+    ]
+    await store.write(events)
+    ids = [e.event_id for e in events]
+
+    async def found(**filters: object) -> list[str]:
+        page = await store.query(AuditQuery(**filters))  # type: ignore[arg-type]
+        return [row["event_id"] for row in page.data]
+
+    assert await found() == [ids[2], ids[1], ids[0], ids[3]]
+    assert await found(correlation_id="q-1") == [ids[1], ids[0]]
+    assert await found(event_type="gateway.crd.created") == [ids[2]]
+    assert await found(event_category="security") == [ids[3]]
+    assert await found(event_outcome="failure") == [ids[1]]
+    assert await found(severity="critical") == [ids[0]]
+    assert await found(namespace="b") == [ids[1]]
+    assert await found(since=now - timedelta(hours=2, minutes=30)) == [ids[2], ids[1]]
+    assert await found(until=now - timedelta(hours=2, minutes=30)) == [ids[0], ids[3]]
+    assert await found(detail_key="signal_name", detail_value="DiskFull") == [ids[2]]
+    assert await found(detail_key="n", detail_value="1") == []  # numbers are not strings
+    page = await store.query(AuditQuery(limit=2, offset=1))
+    assert [row["event_id"] for row in page.data] == [ids[1], ids[0]]
+    assert page.total == 4
+
+
+async def test_unicode_and_nested_data_round_trip_and_verify(store: AuditStore) -> None:
+    data = {"z": [1, 2.5, {"ü": "snow ☃"}], "a": {"b": None, "c": True}, "big": 10**15}
+    event = ev("rr-u", event_data=data, duration_ms=12, is_sensitive=False, actor_ip="::1")
+    await store.write([event])
+    rows = await store.chain("rr-u")
+    assert rows[0]["event_data"] == data
+    assert rows[0]["is_sensitive"] is False
+    assert verify("rr-u", rows).valid
