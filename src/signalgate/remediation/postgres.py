@@ -5,9 +5,10 @@ Race freedom comes from the database alone: the partial unique index
 is decided by single atomic statements:
 
 1. `UPDATE … WHERE fingerprint = $1 AND active RETURNING …` — the hot duplicate case in one
-   round trip;
-2. no active RR: look for a terminal RR that suppresses a new one (rules 2 and 3, chosen by
-   `rows.choose_suppressor`) and bump it by name, re-checking it still suppresses;
+   round trip; when no row is active, the same statement also returns the terminal RRs
+   that might suppress a new one;
+2. one of those suppresses (rules 2 and 3, chosen by `rows.choose_suppressor`): bump it by
+   name, re-checking that it still suppresses;
 3. otherwise `INSERT … ON CONFLICT (fingerprint) WHERE active DO UPDATE …`, so concurrent
    creators of one fingerprint collapse into one RR; `xmax = 0` tells which one inserted.
 
@@ -67,7 +68,15 @@ _BUMP_SUPPRESSOR = (
     f"UPDATE {_T} SET {_BUMP} WHERE name = $2 AND NOT active "
     f"AND (outcome = $3 OR next_allowed_execution > $1) RETURNING {_COLS}"
 )
-_SUPPRESSORS = rows.suppressor_sql(lambda i: f"${i}")
+# First look, one round trip: bump the active RR; only when there is none, the same
+# statement also answers the terminal RRs that might suppress a new one (rules 2 and 3).
+_SUPPRESSOR_WHERE = rows.SUPPRESSOR_WHERE.format(fingerprint="$2", outcome="$3", now="$1")
+_FIRST_LOOK = (
+    f"WITH bumped AS ({_BUMP_ACTIVE}) "
+    f"SELECT {_COLS}, true AS bumped FROM bumped UNION ALL "
+    f"SELECT {_COLS}, false FROM {_T} WHERE NOT EXISTS (SELECT 1 FROM bumped) "
+    f"AND {_SUPPRESSOR_WHERE}"
+)
 _UPSERT = (
     f"INSERT INTO {_T} ({_COLS}) VALUES ({', '.join(f'${i}' for i in range(1, _N + 1))}) "
     f"ON CONFLICT (fingerprint) WHERE active DO UPDATE SET "
@@ -213,13 +222,10 @@ class PostgresStore:
     async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
         fingerprint = candidate.fingerprint
         async with self._connection() as conn:
-            row = await conn.fetchrow(_BUMP_ACTIVE, now, fingerprint)
-            if row is not None:
-                return FiringResult(Decision.DUPLICATE, _rr(row))
-            params = rows.suppressor_params(fingerprint, now, _same)
-            suppressing = rows.choose_suppressor(
-                [_rr(r) for r in await conn.fetch(_SUPPRESSORS, *params)], now
-            )
+            found = await conn.fetch(_FIRST_LOOK, now, fingerprint, MANUAL_REVIEW_OUTCOME)
+            if found and found[0]["bumped"]:
+                return FiringResult(Decision.DUPLICATE, _rr(found[0]))
+            suppressing = rows.choose_suppressor([_rr(r) for r in found], now)
             if suppressing is not None:
                 row = await conn.fetchrow(
                     _BUMP_SUPPRESSOR, now, suppressing.name, MANUAL_REVIEW_OUTCOME

@@ -125,15 +125,17 @@ def row_to_rr(row: Row, decode_time: DecodeTime) -> RemediationRequest:
 
 # --- deduplication rules 2 and 3 (contract section 6) ---------------------------------------
 
-# Terminal RRs of one fingerprint that may suppress a new one; the backend binds
-# (fingerprint, MANUAL_REVIEW_OUTCOME, now) and `choose_suppressor` picks among the few rows.
+# Terminal RRs of one fingerprint that may suppress a new one; `choose_suppressor` then
+# picks among these few rows. Fill in the placeholders for fingerprint, outcome and now.
 SUPPRESSOR_WHERE = (
-    "fingerprint = {0} AND NOT active AND (outcome = {1} OR next_allowed_execution > {2})"
+    "fingerprint = {fingerprint} AND NOT active "
+    "AND (outcome = {outcome} OR next_allowed_execution > {now})"
 )
 
 
 def suppressor_sql(ph: Placeholder) -> str:
-    where = SUPPRESSOR_WHERE.format(ph(1), ph(2), ph(3))
+    """The suppressor query binding (fingerprint, MANUAL_REVIEW_OUTCOME, now) in that order."""
+    where = SUPPRESSOR_WHERE.format(fingerprint=ph(1), outcome=ph(2), now=ph(3))
     return f"SELECT {SELECT_COLUMNS} FROM {TABLE} WHERE {where}"
 
 
