@@ -288,7 +288,13 @@ class Agent:
         with contextlib.suppress(OSError):
             protocol.append_record(
                 self.ledger,
-                {"event": "reset", "pid": self.pid, "time": time.time(), "measured": 0, "reason": "reset"},
+                {
+                    "event": "reset",
+                    "pid": self.pid,
+                    "time": time.time(),
+                    "measured": 0,
+                    "reason": "reset",
+                },
             )
         return {"ok": True, "pid": self.pid}
 
@@ -322,7 +328,8 @@ class Agent:
         return {
             "ok": False,
             "pid": self.pid,
-            "error": f"unknown command {line.strip()!r}; expected save, context <name>, reset, status",
+            "error": f"unknown command {line.strip()!r}; "
+            "expected save, context <name>, reset, status",
         }
 
     # ---- threads ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from e2ecov import doctor, down, protocol, reports, runjson, runner, stackfile
-from e2ecov.errors import E2ecovError, ExitCode, NoCoverageData, UsageError
+from e2ecov.errors import E2ecovError, ExitCode, NoCoverageData, StackFileError, UsageError
 from e2ecov.progress import Progress
 
 DEFAULT_STACK = "e2ecov.toml"
@@ -31,14 +31,20 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="e2ecov", description="End-to-end coverage for running services.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="start the stack, run the tests, collect coverage, report")
-    run.add_argument("-c", "--config", default=DEFAULT_STACK, help=f"stack file (default {DEFAULT_STACK})")
+    run.add_argument(
+        "-c", "--config", default=DEFAULT_STACK, help=f"stack file (default {DEFAULT_STACK})"
+    )
     run.add_argument("--artifacts", type=Path, help="override [run] artifacts")
     keep = run.add_mutually_exclusive_group()
     keep.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
-    keep.add_argument("--keep-on-failure", action="store_true", help="leave it running only if the run failed")
+    keep.add_argument(
+        "--keep-on-failure", action="store_true", help="leave it running only if the run failed"
+    )
     report = sub.add_parser("report", help="rebuild the reports from the artifacts' data/")
     report.add_argument("--artifacts", type=Path, required=True)
-    report.add_argument("-c", "--config", help="stack file (default: the settings recorded in run.json)")
+    report.add_argument(
+        "-c", "--config", help="stack file (default: the settings recorded in run.json)"
+    )
     stop = sub.add_parser("down", help="stop a stack kept by --keep / --keep-on-failure")
     stop.add_argument("--artifacts", type=Path, required=True)
     check = sub.add_parser("doctor", help="check binaries, ports, directories and coverage.py")
@@ -57,15 +63,24 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
     record = runjson.read(artifacts) or {}
     if args.config:
         stack = stackfile.load(Path(args.config), artifacts)
+        limits = {n: s.fail_under for n, s in stack.services.items() if s.fail_under is not None}
         config = reports.ReportConfig(
-            root=stack.root, source=stack.source, paths=stack.paths, contexts=stack.contexts,
-            fail_under=stack.fail_under, run_id=str(record.get("run_id", "")),
-            service_fail_under={n: s.fail_under for n, s in stack.services.items() if s.fail_under is not None},
-        )  # fmt: skip
+            root=stack.root,
+            source=stack.source,
+            paths=stack.paths,
+            contexts=stack.contexts,
+            fail_under=stack.fail_under,
+            run_id=str(record.get("run_id", "")),
+            service_fail_under=limits,
+        )
     elif record.get("config"):
-        config = reports.ReportConfig.from_json(record["config"], run_id=str(record.get("run_id", "")))
+        config = reports.ReportConfig.from_json(
+            record["config"], run_id=str(record.get("run_id", ""))
+        )
     else:
-        config = reports.ReportConfig(root=Path.cwd(), source=[Path.cwd()], paths={}, contexts=False)
+        config = reports.ReportConfig(
+            root=Path.cwd(), source=[Path.cwd()], paths={}, contexts=False
+        )
     cores = sorted({r.core for r in protocol.read_ledger(artifacts / "processes")})
     config = reports.ReportConfig(**{**config.__dict__, "cores": cores})
     result = reports.build(artifacts, config)
@@ -111,10 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"e2ecov: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except E2ecovError as exc:
-        label = "invalid stack file" if isinstance(exc, stackfile.StackFileError) else "error"
+        label = "invalid stack file" if isinstance(exc, StackFileError) else "error"
         if isinstance(exc, UsageError):
             label = "error"
-        print(f"e2ecov: {label}:\n{exc}" if "\n" in str(exc) else f"e2ecov: {label}: {exc}", file=sys.stderr)
+        print(
+            f"e2ecov: {label}:\n{exc}" if "\n" in str(exc) else f"e2ecov: {label}: {exc}",
+            file=sys.stderr,
+        )
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("e2ecov: interrupted", file=sys.stderr)

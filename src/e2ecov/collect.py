@@ -56,31 +56,25 @@ def judge(
     how = death.get(record.pid, "")
     who = f"{record.service} pid {record.pid}"
     last = saves[-1] if saves else None
-    outcome = {"service": record.service, "pid": record.pid, "data_file": record.data_file,
-               "last_save": last["time"] if last else None, "core": record.core}  # fmt: skip
+
+    def outcome(status: str, message: str) -> ProcessOutcome:
+        last_time = float(last["time"]) if last else None
+        return ProcessOutcome(
+            record.service, record.pid, status, message, record.data_file, last_time, record.core
+        )
+
     if final:
         if not final[-1].get("measured"):
-            return ProcessOutcome(
-                status="empty",
-                message=f"{who} measured nothing under source (not a loss)",
-                **outcome,
-            )
-        return ProcessOutcome(
-            status="saved", message=f"{who} saved at {final[-1]['reason']}", **outcome
-        )
+            return outcome("empty", f"{who} measured nothing under source (not a loss)")
+        return outcome("saved", f"{who} saved at {final[-1]['reason']}")
     cause = how or "ended without a final save (killed by a signal, or crashed)"
     if last is not None:
-        return ProcessOutcome(
-            status="partial",
-            message=(
-                f"{who} wrote partial coverage: last saved at {_clock(last['time'])} "
-                f"({last.get('reason')}), then {cause}; what ran after that is lost"
-            ),
-            **outcome,
+        return outcome(
+            "partial",
+            f"{who} wrote partial coverage: last saved at {_clock(last['time'])} "
+            f"({last.get('reason')}), then {cause}; what ran after that is lost",
         )
-    return ProcessOutcome(
-        status="lost", message=f"{who} wrote no coverage: {cause} before it saved", **outcome
-    )
+    return outcome("lost", f"{who} wrote no coverage: {cause} before it saved")
 
 
 def outcomes(

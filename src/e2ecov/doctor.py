@@ -36,15 +36,29 @@ def _version(text: str) -> tuple[int, ...]:
 def checks(stack: Stack | None) -> list[Check]:
     found: list[Check] = []
     version = coverage.__version__
-    found.append(Check("coverage.py", _version(version) >= MIN_COVERAGE,
-                       f"{version} (need >= {'.'.join(map(str, MIN_COVERAGE))}; pip install 'coverage>=7.6')"))  # fmt: skip
+    need = ".".join(map(str, MIN_COVERAGE))
+    found.append(
+        Check(
+            "coverage.py",
+            _version(version) >= MIN_COVERAGE,
+            f"{version} (need >= {need}; pip install 'coverage>={need}')",
+        )
+    )
     found.append(Check("python", True, f"{sys.version.split()[0]} at {sys.executable}"))
     try:
         from coverage import tracer  # noqa: F401
 
-        found.append(Check("ctrace core", True, "C tracer available (needed for per-test contexts)"))
+        found.append(
+            Check("ctrace core", True, "C tracer available (needed for per-test contexts)")
+        )
     except ImportError:
-        found.append(Check("ctrace core", False, "coverage's C tracer is missing: reinstall coverage from a wheel"))
+        found.append(
+            Check(
+                "ctrace core",
+                False,
+                "coverage's C tracer is missing: reinstall coverage from a wheel",
+            )
+        )
     with tempfile.TemporaryDirectory(prefix="e2ecov-", dir="/tmp") as tmp:
         path = Path(tmp) / "123456.sock"
         try:
@@ -52,24 +66,47 @@ def checks(stack: Stack | None) -> list[Check]:
                 sock.bind(str(path))
             found.append(Check("control sockets", True, f"Unix sockets work in {Path(tmp).parent}"))
         except OSError as exc:
-            found.append(Check("control sockets", False, f"cannot bind a Unix socket in /tmp: {exc}"))
+            found.append(
+                Check("control sockets", False, f"cannot bind a Unix socket in /tmp: {exc}")
+            )
     try:
         port = recipes.free_port()
-        found.append(Check("free ports", True, f"the kernel hands out loopback ports (e.g. {port})"))
+        found.append(
+            Check("free ports", True, f"the kernel hands out loopback ports (e.g. {port})")
+        )
     except OSError as exc:
         found.append(Check("free ports", False, f"cannot bind 127.0.0.1:0: {exc}"))
     if stack is None:
         return found
     artifacts = stack.artifacts
     probe = artifacts if artifacts.exists() else next(p for p in artifacts.parents if p.exists())
-    found.append(Check("artifacts", os.access(probe, os.W_OK), f"{artifacts} ({'writable' if os.access(probe, os.W_OK) else 'NOT writable: pick another --artifacts'})"))
+    found.append(
+        Check(
+            "artifacts",
+            os.access(probe, os.W_OK),
+            f"{artifacts} "
+            + (
+                "(writable)"
+                if os.access(probe, os.W_OK)
+                else "(NOT writable: pick another --artifacts)"
+            ),
+        )
+    )
     for source in stack.source:
-        found.append(Check("source", source.is_dir(), f"{source}" + ("" if source.is_dir() else " does not exist: fix [run] source")))
+        found.append(
+            Check(
+                "source",
+                source.is_dir(),
+                f"{source}" + ("" if source.is_dir() else " does not exist: fix [run] source"),
+            )
+        )
     for name, spec in stack.services.items():
         if spec.recipe:
             try:
                 recipes.PostgresServer() if spec.recipe == "postgres" else recipes.RedisServer()
-                found.append(Check(f"service {name}", True, f"recipe {spec.recipe}: binaries found"))
+                found.append(
+                    Check(f"service {name}", True, f"recipe {spec.recipe}: binaries found")
+                )
             except recipes.RecipeUnavailable as exc:
                 found.append(Check(f"service {name}", False, str(exc)))
         elif spec.command:
@@ -77,19 +114,36 @@ def checks(stack: Stack | None) -> list[Check]:
             where = shutil.which(program, path=os.environ.get("PATH")) or (
                 str(spec.cwd / program) if (spec.cwd / program).exists() else None
             )
-            found.append(Check(f"service {name}", where is not None,
-                               f"{program} → {where}" if where else f"{program!r} not found on PATH (install it or fix command)"))  # fmt: skip
+            detail = (
+                f"{program} → {where}"
+                if where
+                else f"{program!r} not found on PATH (install it or fix command)"
+            )
+            found.append(Check(f"service {name}", where is not None, detail))
         if not spec.cwd.is_dir():
             found.append(Check(f"service {name}", False, f"cwd {spec.cwd} does not exist"))
     tests = shutil.which(stack.tests[0]) if stack.tests else None
-    found.append(Check("tests", tests is not None, f"{stack.tests[0]} → {tests}" if tests else f"{stack.tests[0]!r} not found on PATH"))
+    found.append(
+        Check(
+            "tests",
+            tests is not None,
+            f"{stack.tests[0]} → {tests}" if tests else f"{stack.tests[0]!r} not found on PATH",
+        )
+    )
     return found
 
 
 def configuration(stack: Stack) -> list[str]:
-    lines = [f"stack file: {stack.path}", f"artifacts:  {stack.artifacts}", f"tests:      {' '.join(stack.tests)}",
-             f"source:     {', '.join(str(s) for s in stack.source)}", f"contexts:   {stack.contexts}",
-             f"autosave:   {stack.autosave:g}s", f"fail_under: {stack.fail_under:g}%", f"start order: {', '.join(stack.start_order())}"]  # fmt: skip
+    lines = [
+        f"stack file:  {stack.path}",
+        f"artifacts:   {stack.artifacts}",
+        f"tests:       {' '.join(stack.tests)}",
+        f"source:      {', '.join(str(s) for s in stack.source)}",
+        f"contexts:    {stack.contexts}",
+        f"autosave:    {stack.autosave:g}s",
+        f"fail_under:  {stack.fail_under:g}%",
+        f"start order: {', '.join(stack.start_order())}",
+    ]
     for foreign, local in stack.paths.items():
-        lines.append(f"paths:      {foreign} → {local}")
+        lines.append(f"paths:       {foreign} → {local}")
     return lines

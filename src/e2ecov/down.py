@@ -25,7 +25,10 @@ class DownResult:
 def down(artifacts: Path) -> DownResult:
     record = runjson.read(artifacts)
     if record is None:
-        raise UsageError(f"no run.json in {artifacts}: nothing to stop (was the run started with this --artifacts?)")
+        raise UsageError(
+            f"no run.json in {artifacts}: nothing to stop "
+            "(was the run started with this --artifacts?)"
+        )
     control_dir = Path(record.get("control_dir") or "/nonexistent")
     if control_dir.is_dir():
         protocol.broadcast(control_dir, "save")

@@ -96,8 +96,14 @@ class _Identity:
             "install the Debian package 'postgresql', which creates the 'postgres' user"
         )
 
-    def popen_kwargs(self) -> dict[str, int]:
-        return {"user": self.uid, "group": self.gid} if self.user else {}
+    @property
+    def run_uid(self) -> int | None:
+        """The uid to pass to subprocess (None: stay who we are)."""
+        return self.uid if self.user else None
+
+    @property
+    def run_gid(self) -> int | None:
+        return self.gid if self.user else None
 
 
 @dataclass
@@ -161,7 +167,8 @@ class PostgresServer:
             ],
             capture_output=True,
             cwd=self._root,
-            **self._identity.popen_kwargs(),  # type: ignore[arg-type]
+            user=self._identity.run_uid,
+            group=self._identity.run_gid,
         )
         if result.returncode != 0:
             raise RecipeFailed(
@@ -201,7 +208,8 @@ class PostgresServer:
             stderr=subprocess.STDOUT,
             cwd=self._root,
             start_new_session=True,
-            **self._identity.popen_kwargs(),  # type: ignore[arg-type]
+            user=self._identity.run_uid,
+            group=self._identity.run_gid,
         )
         log.close()
         self._wait_ready()

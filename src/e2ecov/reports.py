@@ -142,7 +142,8 @@ def _json_totals(path: Path) -> Totals:
 def _header(config: ReportConfig) -> list[str]:
     cores = ", ".join(sorted(set(config.cores))) or "unknown"
     lines = [
-        f"e2ecov run {config.run_id or '(unknown)'} — measured with coverage.py {coverage.__version__}, core: {cores}"
+        f"e2ecov run {config.run_id or '(unknown)'} — measured with coverage.py "
+        f"{coverage.__version__}, core: {cores}"
     ]
     if config.contexts:
         lines.append(
@@ -240,7 +241,7 @@ def _unmapped(cov: coverage.Coverage, config: ReportConfig) -> list[str]:
 
 
 def function_report(report: dict[str, Any]) -> list[str]:
-    """`path:line  qualified.name  percent` per function, then the total (like `go tool covdata func`)."""
+    """`path:line  name  percent` per function, then the total: like `go tool covdata func`."""
     rows: list[tuple[str, str, str]] = []
     for path, data in sorted(report["files"].items()):
         for name, region in sorted(
@@ -289,7 +290,8 @@ def markdown_summary(
     for name, totals in sorted(services.items()):
         lines.append(f"| {name} | {totals.statements} | {totals.missed} | {totals.percent:.1f}% |")
     lines.append(
-        f"| **total** | **{combined.statements}** | **{combined.missed}** | **{combined.percent:.1f}%** |"
+        f"| **total** | **{combined.statements}** | **{combined.missed}** "
+        f"| **{combined.percent:.1f}%** |"
     )
     lines += ["", f"core: {', '.join(sorted(set(config.cores))) or 'unknown'}"]
     lines += [f"- :x: {b}" for b in below]

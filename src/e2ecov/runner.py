@@ -8,6 +8,7 @@ before anything is stopped. Exit code: 2, 3, 1, 4, 0 — the first that applies.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import e2ecov
 from e2ecov import collect, diagnostics, placeholders, protocol, reports
@@ -26,14 +28,23 @@ from e2ecov.errors import ExitCode, NoCoverageData, StackStartError, UsageError
 from e2ecov.progress import Progress
 from e2ecov.recipes import RecipeUnavailable, free_port
 from e2ecov.runjson import RunRecord, iso
-from e2ecov.services import ServiceRun, Supervisor, describe_exit, group_alive, make_recipe, stop_groups
-from e2ecov.stackfile import Stack, ServiceSpec
+from e2ecov.services import (
+    ServiceRun,
+    Supervisor,
+    describe_exit,
+    group_alive,
+    make_recipe,
+    stop_groups,
+)
+from e2ecov.stackfile import ServiceSpec, Stack
 
 STARTUP_DIR = Path(__file__).parent / "startup"
 PACKAGE_HOME = Path(e2ecov.__file__).resolve().parent.parent
-ARTIFACT_ENTRIES = ("data", "processes", "html", "diagnostics", "logs", ".combined", "e2e-coverage.txt",
-                    "e2e-coverage-func.txt", "coverage.json", "coverage.lcov", "coverage.xml",
-                    "summary.md", "run.json")  # fmt: skip
+ARTIFACT_ENTRIES = (
+    *("data", "processes", "html", "diagnostics", "logs", ".combined", "run.json"),
+    *("e2e-coverage.txt", "e2e-coverage-func.txt", "summary.md"),
+    *("coverage.json", "coverage.lcov", "coverage.xml"),
+)
 
 
 @dataclass
@@ -64,8 +75,12 @@ def clean_environ() -> dict[str, str]:
 def prepare_artifacts(artifacts: Path) -> None:
     """Create the artifacts directory and remove the previous run's data and reports."""
     previous = _read_json(artifacts / "run.json")
-    if previous and previous.get("kept") and any(
-        group_alive(s["pgid"]) for s in previous.get("services", {}).values() if s.get("pgid")
+    if (
+        previous
+        and previous.get("kept")
+        and any(
+            group_alive(s["pgid"]) for s in previous.get("services", {}).values() if s.get("pgid")
+        )
     ):
         raise UsageError(
             f"{artifacts} holds a kept stack that is still running (run {previous.get('run_id')}); "
@@ -83,7 +98,7 @@ def prepare_artifacts(artifacts: Path) -> None:
     (artifacts / "logs").mkdir()
 
 
-def _read_json(path: Path) -> dict[str, object] | None:
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -188,12 +203,21 @@ class Run:
                 service_ports.update({(name, p): n for p, n in own[name].items()})
         base = clean_environ()
         for name, spec in stack.services.items():
-            values = placeholders.Values(own[name], urls, service_ports, str(self.artifacts), self.run_id)
+            values = placeholders.Values(
+                own[name], urls, service_ports, str(self.artifacts), self.run_id
+            )
             env_added = {k: placeholders.render(v, values) for k, v in spec.env.items()}
-            env = {**base, **env_added, protocol.ENV_RUN_ID: self.run_id, protocol.ENV_ARTIFACTS: str(self.artifacts)}
+            env = {
+                **base,
+                **env_added,
+                protocol.ENV_RUN_ID: self.run_id,
+                protocol.ENV_ARTIFACTS: str(self.artifacts),
+            }
             if spec.coverage:
                 env.update(self._agent_env(spec))
-                env["PYTHONPATH"] = os.pathsep.join(p for p in (str(STARTUP_DIR), env.get("PYTHONPATH", "")) if p)
+                env["PYTHONPATH"] = os.pathsep.join(
+                    p for p in (str(STARTUP_DIR), env.get("PYTHONPATH", "")) if p
+                )
             svc = ServiceRun(
                 spec=spec,
                 ports=own[name],
@@ -207,13 +231,18 @@ class Run:
             )
             self.services[name] = svc
         test_values = placeholders.Values({}, urls, service_ports, str(self.artifacts), self.run_id)
-        self.test_env = {**base, **{k: placeholders.render(v, test_values) for k, v in stack.test_env.items()}}
-        for name, svc in self.services.items():
+        self.test_env = {
+            **base,
+            **{k: placeholders.render(v, test_values) for k, v in stack.test_env.items()},
+        }
+        for svc in self.services.values():
             prefix = svc.spec.env_prefix
             self.test_env[f"{prefix}_URL"] = svc.url
             for port_name, number in svc.ports.items():
                 if port_name:
-                    self.test_env[f"{prefix}_{port_name.upper().replace('-', '_')}_URL"] = f"http://127.0.0.1:{number}"
+                    self.test_env[f"{prefix}_{port_name.upper().replace('-', '_')}_URL"] = (
+                        f"http://127.0.0.1:{number}"
+                    )
         self.test_env.update({
             protocol.ENV_RUN_ID: self.run_id,
             protocol.ENV_ARTIFACTS: str(self.artifacts),
@@ -223,16 +252,24 @@ class Run:
         self.tests = [placeholders.render(a, test_values) for a in stack.tests]
         self.report_config = reports.ReportConfig(
             root=stack.root,
-            source=sorted({s for spec in stack.services.values() if spec.coverage for s in spec.source} or set(stack.source)),
+            source=sorted(
+                {s for spec in stack.services.values() if spec.coverage for s in spec.source}
+                or set(stack.source)
+            ),
             paths=stack.paths,
             contexts=stack.contexts,
             fail_under=stack.fail_under,
-            service_fail_under={n: s.fail_under for n, s in stack.services.items() if s.fail_under is not None},
+            service_fail_under={
+                n: s.fail_under for n, s in stack.services.items() if s.fail_under is not None
+            },
             run_id=self.run_id,
             branch=stack.branch,
         )
-        self.record.config = {**self.report_config.to_json(), "tests": self.tests, "contexts": stack.contexts,
-                              "autosave": stack.autosave}  # fmt: skip
+        self.record.config = {
+            **self.report_config.to_json(),
+            "tests": self.tests,
+            "autosave": stack.autosave,
+        }
         self._record_services()
         self.record.write()
         self._end_phase()
@@ -253,19 +290,26 @@ class Run:
 
     def _start(self) -> bool:
         order = self.stack.start_order()
-        self._phase("start + health", f"{len(order)} service(s) in dependency order: {', '.join(order)}")
+        self._phase(
+            "start + health", f"{len(order)} service(s) in dependency order: {', '.join(order)}"
+        )
         supervisor = Supervisor(self.services, order)
         ok = supervisor.start_all(self.progress.spin)
         for svc in self.services.values():
             if svc.ready is not None and svc.started is not None:
-                self.progress.info(f"{svc.name:<14} ready in {svc.ready - svc.started:5.2f}s  pid {svc.pid}  {svc.url}")
+                took = svc.ready - svc.started
+                self.progress.info(
+                    f"{svc.name:<14} ready in {took:5.2f}s  pid {svc.pid}  {svc.url}"
+                )
         self._record_services()
         last_start = max((s.started for s in self.services.values() if s.started), default=None)
         phase = self.record.phases[-1]
         self.record.end("ok" if ok else "failed")
         self.progress.done("done" if ok else "FAILED")
         if last_start is not None:
-            self.record.phases.insert(-1, type(phase)("start", phase.started, round(last_start - phase.started, 3), "ok"))
+            self.record.phases.insert(
+                -1, type(phase)("start", phase.started, round(last_start - phase.started, 3), "ok")
+            )
         self.record.phases[-1].name = "health"
         if not ok:
             self._fail(ExitCode.STACK_DOWN, supervisor.first_failure or "the stack did not come up")
@@ -283,7 +327,10 @@ class Run:
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             )  # fmt: skip
         except OSError as exc:
-            self._fail(ExitCode.TESTS_FAILED, f"the test command could not start: {self.tests[0]!r}: {exc.strerror}")
+            self._fail(
+                ExitCode.TESTS_FAILED,
+                f"the test command could not start: {self.tests[0]!r}: {exc.strerror}",
+            )
             self._end_phase("failed")
             return
         assert proc.stdout is not None
@@ -306,7 +353,10 @@ class Run:
         self.record.services.setdefault("_tests", {})
         self.tests_exit_code = code
         if code != 0:
-            self._fail(ExitCode.TESTS_FAILED, f"the tests failed: {' '.join(self.tests)} {describe_exit(code)}")
+            self._fail(
+                ExitCode.TESTS_FAILED,
+                f"the tests failed: {' '.join(self.tests)} {describe_exit(code)}",
+            )
             self._end_phase(f"FAILED ({describe_exit(code)})")
         else:
             self._end_phase()
@@ -314,7 +364,10 @@ class Run:
 
     def _flush_and_report(self, stop: bool) -> None:
         measured = [n for n, s in self.services.items() if s.spec.coverage]
-        self._phase("flush", "live save, then SIGTERM, SIGKILL after the grace period" if stop else "live save")
+        self._phase(
+            "flush",
+            "live save, then SIGTERM, SIGKILL after the grace period" if stop else "live save",
+        )
         flush_started = time.time()
         answers = protocol.broadcast(self.control_dir, "save")
         self.progress.info(f"live save acknowledged by {len(answers)} process(es)")
@@ -325,7 +378,9 @@ class Run:
             death = self._stop_services()
         found = collect.outcomes(self.artifacts / "processes", flush_started, death)
         started = [n for n in measured if self.services[n].started is not None]
-        self.losses = [o.message for o in found if o.is_loss] + collect.silent_services(started, found)
+        self.losses = [o.message for o in found if o.is_loss] + collect.silent_services(
+            started, found
+        )
         for message in self.losses:
             self.progress.info("LOST: " + message)
         for hint in collect.empty_services(found):
@@ -344,8 +399,11 @@ class Run:
         if not measured:
             return
         self._phase("report")
-        config = reports.ReportConfig(**{**self.report_config.__dict__, "cores": self.record.cores,
-                                         "approximate": (self.control_dir / protocol.PARALLEL_MARKER).exists()})  # fmt: skip
+        config = dataclasses.replace(
+            self.report_config,
+            cores=self.record.cores,
+            approximate=(self.control_dir / protocol.PARALLEL_MARKER).exists(),
+        )
         try:
             result = reports.build(self.artifacts, config)
         except NoCoverageData as exc:
@@ -353,10 +411,16 @@ class Run:
             self.progress.info(str(exc))
             self._end_phase("no data")
             return
-        self.record.totals = {"combined": result.combined.to_json(), "services": {k: v.to_json() for k, v in result.services.items()}}
+        self.record.totals = {
+            "combined": result.combined.to_json(),
+            "services": {k: v.to_json() for k, v in result.services.items()},
+        }
         for name, totals in sorted(result.services.items()):
-            self.progress.info(f"{name:<14} {totals.percent:5.1f}%  ({totals.statements} statements, {totals.missed} missed)")
-        self.progress.info(f"{'total':<14} {result.combined.percent:5.1f}%   reports in {self.artifacts}")
+            counts = f"{totals.statements} statements, {totals.missed} missed"
+            self.progress.info(f"{name:<14} {totals.percent:5.1f}%  ({counts})")
+        self.progress.info(
+            f"{'total':<14} {result.combined.percent:5.1f}%   reports in {self.artifacts}"
+        )
         for warning in result.warnings:
             self.progress.info("warning: " + warning)
         for below in result.below:
@@ -366,7 +430,9 @@ class Run:
 
     def _stop_services(self) -> dict[int, str]:
         """SIGTERM, then SIGKILL after grace; returns how each main process ended, by pid."""
-        groups = {svc.proc.pid: svc.spec.grace for svc in self.services.values() if svc.proc is not None}
+        groups = {
+            svc.proc.pid: svc.spec.grace for svc in self.services.values() if svc.proc is not None
+        }
 
         def reap() -> None:
             for svc in self.services.values():
@@ -380,7 +446,9 @@ class Run:
             if svc.proc.pid in killed:
                 for record in protocol.read_ledger(self.artifacts / "processes"):
                     if record.service == svc.name:
-                        death[record.pid] = f"was killed by SIGKILL after the {svc.spec.grace:g}s grace period"
+                        death[record.pid] = (
+                            f"was killed by SIGKILL after the {svc.spec.grace:g}s grace period"
+                        )
             code = svc.poll()
             if code is not None and svc.proc.pid not in death:
                 death[svc.proc.pid] = describe_exit(code)
@@ -396,16 +464,26 @@ class Run:
         first = self._first_failure()
         message = first[1] if first else "unknown failure"
         more = [m for _, m in self.failures if m != message] + self.losses
-        path = diagnostics.write(self.artifacts, self.services, message, more, self.artifacts / "logs" / "tests.log")
+        path = diagnostics.write(
+            self.artifacts, self.services, message, more, self.artifacts / "logs" / "tests.log"
+        )
         self.progress.info(f"diagnostics written to {path.parent}")
 
     def _teardown(self, kept: bool) -> None:
         if kept:
-            self.progress.info("stack kept running (stop it with: e2ecov down --artifacts " + str(self.artifacts) + ")")
+            self.progress.info(
+                "stack kept running (stop it with: e2ecov down --artifacts "
+                + str(self.artifacts)
+                + ")"
+            )
             for svc in self.services.values():
                 self.progress.info(f"  {svc.name:<14} {svc.url}  pid {svc.pid}")
             return
-        leftovers = {svc.proc.pid: 2.0 for svc in self.services.values() if svc.proc is not None and group_alive(svc.proc.pid)}
+        leftovers = {
+            svc.proc.pid: 2.0
+            for svc in self.services.values()
+            if svc.proc is not None and group_alive(svc.proc.pid)
+        }
         if leftovers:
             stop_groups(leftovers)
         for svc in self.services.values():
@@ -445,7 +523,9 @@ class Run:
                 "ready": iso(svc.ready),
                 "exit_code": svc.exit_code,
                 "grace": svc.spec.grace,
-                "recipe_root": str(svc.recipe.root) if svc.recipe is not None and svc.recipe.root else None,
+                "recipe_root": str(svc.recipe.root)
+                if svc.recipe is not None and svc.recipe.root
+                else None,
                 "data_files": sorted(o.data_file for o in mine if Path(o.data_file).exists()),
                 "lost": [o.message for o in mine if o.is_loss],
                 "failure": svc.failure,

@@ -146,7 +146,7 @@ class _Locator:
             table = path[:split]
             if table and table not in self.headers:
                 continue
-            start = self.headers.get(table, 0) + (1 if table else 1)
+            start = self.headers.get(table, 0) + 1
             header_line = self.headers.get(table)
             end = self._table_end(header_line) if header_line else self._first_header() - 1
             if split == len(path):
@@ -248,7 +248,8 @@ class _Checker:
         if seconds is None:
             self.problem(
                 where,
-                f"'{'.'.join(where)}' must be a duration like '30s', '500ms' or a number of seconds, got {value!r}",
+                f"'{'.'.join(where)}' must be a duration like '30s', '500ms' or a number "
+                f"of seconds, got {value!r}",
             )
             return default
         return seconds
@@ -367,7 +368,8 @@ def _service(
     if recipe is None and command is None:
         check.problem(
             where,
-            f'[services.{name}] missing \'command\': expected command = ["program", "arg", ...] or recipe = "postgres"/"redis"',
+            f"[services.{name}] missing 'command': expected "
+            'command = ["program", "arg", ...] or recipe = "postgres"/"redis"',
         )
     command_list = check.string_list(command, (*where, "command")) if command is not None else None
     health_raw = body.get("health")
@@ -427,7 +429,8 @@ def _check_graph(check: _Checker, stack: Stack) -> None:
                 known = ", ".join(sorted(stack.services)) or "(none)"
                 check.problem(
                     ("services", name, "depends_on"),
-                    f"[services.{name}] depends on unknown service '{dep}'; known services: {known}",
+                    f"[services.{name}] depends on unknown service '{dep}'; "
+                    f"known services: {known}",
                 )
     if check.problems:
         return
@@ -489,7 +492,8 @@ def _check_placeholders(check: _Checker, stack: Stack) -> None:
         if ph.kind == "port" and owner is None:
             check.problem(
                 where,
-                f"{label}: '{{{ph.text}}}' names no service here; the test command uses {{services.X.port}}",
+                f"{label}: '{{{ph.text}}}' names no service here; "
+                "the test command uses {services.X.port}",
             )
         elif ph.kind == "port" and owner is not None and stack.services[owner].recipe:
             check.problem(where, f"{label}: a recipe has no command to put '{{{ph.text}}}' in")
@@ -498,13 +502,15 @@ def _check_placeholders(check: _Checker, stack: Stack) -> None:
                 known = ", ".join(sorted(stack.services)) or "(none)"
                 check.problem(
                     where,
-                    f"{label}: '{{{ph.text}}}' names unknown service '{ph.service}'; known services: {known}",
+                    f"{label}: '{{{ph.text}}}' names unknown service '{ph.service}'; "
+                    f"known services: {known}",
                 )
             elif ph.port_name and ph.port_name not in ports[ph.service]:
                 have = ", ".join(sorted(ports[ph.service])) or "(none)"
                 check.problem(
                     where,
-                    f"{label}: '{{{ph.text}}}' names port '{ph.port_name}' that service '{ph.service}' does not use; its named ports: {have}",
+                    f"{label}: '{{{ph.text}}}' names port '{ph.port_name}' that service "
+                    f"'{ph.service}' does not use; its named ports: {have}",
                 )
     if not check.problems:
         for name, names in ports.items():

@@ -40,7 +40,15 @@ def drive(*steps: str) -> list[str]:
 
 
 def pytest_command() -> list[str]:
-    return [sys.executable, "-m", "pytest", "-q", "-c", str(SAMPLES / "pytest.ini"), str(PYTEST_TESTS)]
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-c",
+        str(SAMPLES / "pytest.ini"),
+        str(PYTEST_TESTS),
+    ]
 
 
 def write_stack(directory: Path, tests: list[str], services: str, run_extra: str = "") -> Path:
@@ -85,4 +93,10 @@ def e2ecov(*args: str, cwd: Path, artifacts: Path | None = None, timeout: float 
         text=True,
         timeout=timeout,
     )
-    return Outcome(done.returncode, done.stdout, done.stderr, time.monotonic() - started, artifacts or cwd / "out")
+    return Outcome(
+        done.returncode,
+        done.stdout,
+        done.stderr,
+        time.monotonic() - started,
+        artifacts or cwd / "out",
+    )

@@ -6,8 +6,8 @@ import json
 import os
 import signal
 import time
-from datetime import datetime
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -60,7 +60,9 @@ def test_service_exiting_during_start_fails_fast_and_keeps_the_rest(tmp_path: Pa
 
 
 def test_health_that_never_passes_reports_last_answer(tmp_path: Path) -> None:
-    stack = write_stack(tmp_path, drive("/alpha"), app_service("app", "--never-healthy", timeout="1s"))
+    stack = write_stack(
+        tmp_path, drive("/alpha"), app_service("app", "--never-healthy", timeout="1s")
+    )
     outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
     assert outcome.code == 3, outcome.output
     assert "not healthy after 1s" in outcome.output
@@ -107,7 +109,9 @@ def test_live_save_and_every_worker_counted(tmp_path: Path) -> None:
     assert all(p["status"] in ("saved", "empty") for p in processes)
     saved = {p["data_file"] for p in processes if p["status"] == "saved"}
     assert len(saved) >= 3 and saved <= set(run["services"]["app"]["data_files"])
-    flush = datetime.fromisoformat(next(p for p in run["phases"] if p["name"] == "flush")["started"])
+    flush = datetime.fromisoformat(
+        next(p for p in run["phases"] if p["name"] == "flush")["started"]
+    )
     ledger = [
         json.loads(line)
         for path in (outcome.artifacts / "processes").glob(f"app.{main_pid}.*.jsonl")
@@ -126,6 +130,8 @@ def test_invalid_stack_file_exits_2_with_line(tmp_path: Path) -> None:
     stack = write_stack(tmp_path, drive("/alpha"), app_service("app", extra='helth = "x"'))
     outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
     assert outcome.code == 2
-    line = next(n for n, text in enumerate(stack.read_text().splitlines(), 1) if text.startswith("helth"))
+    line = next(
+        n for n, text in enumerate(stack.read_text().splitlines(), 1) if text.startswith("helth")
+    )
     assert f"{stack}:{line}: [services.app] unknown key 'helth'; expected one of:" in outcome.stderr
     assert not (tmp_path / "out").exists(), "nothing started or written"

@@ -82,7 +82,12 @@ def test_sysmon_core_on_312_without_contexts(tmp_path: Path) -> None:
     assert outcome.run_json()["cores"] == ["sysmon"]
     assert "core: sysmon" in (outcome.artifacts / "e2e-coverage.txt").read_text()
     report = json.loads((outcome.artifacts / "coverage.json").read_text())
-    assert report["files"]["app/sampleapp/handlers.py"]["functions"]["beta"]["summary"]["percent_covered"] == 100.0
+    assert (
+        report["files"]["app/sampleapp/handlers.py"]["functions"]["beta"]["summary"][
+            "percent_covered"
+        ]
+        == 100.0
+    )
 
 
 @pytest.mark.skipif(not PY312.exists(), reason="needs the pyenv Python 3.12.1")

@@ -32,13 +32,16 @@ def happy(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
     env_check = root / "env_check.py"
     env_check.write_text(
         "import json, os, sys\n"
-        "keys = ['E2E_APP_URL', 'E2E_APP_OPS_URL', 'E2ECOV_RUN_ID', 'E2ECOV_ARTIFACTS', 'E2E_OTHER_URL']\n"
+        "keys = ['E2E_APP_URL', 'E2E_APP_OPS_URL', 'E2E_OTHER_URL',\n"
+        "        'E2ECOV_RUN_ID', 'E2ECOV_ARTIFACTS']\n"
         "with open('env.json', 'w') as f:\n"
         "    json.dump({k: os.environ.get(k) for k in keys}, f)\n"
         "os.execv(sys.argv[1], sys.argv[1:])\n"
     )
     tests = [sys.executable, str(env_check), *pytest_command()]
-    services = app_service("app", extra='env = { SAMPLE_OPS = "{port.ops}", SAMPLE_ART = "{artifacts}" }')
+    services = app_service(
+        "app", extra='env = { SAMPLE_OPS = "{port.ops}", SAMPLE_ART = "{artifacts}" }'
+    )
     services += app_service("other", extra='depends_on = ["app"]\ncoverage = false')
     stack = write_stack(root, tests, services)
     outcome = e2ecov("run", "-c", str(stack), cwd=root)
@@ -46,7 +49,7 @@ def happy(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
 
 
 def test_run_passes_and_prints_one_line_per_phase(happy) -> None:  # type: ignore[no-untyped-def]
-    root, outcome = happy
+    _root, outcome = happy
     assert outcome.code == 0, outcome.output
     for phase in ("prepare", "start + health", "test", "flush", "report"):
         assert f"e2ecov ▸ {phase}" in outcome.stdout
@@ -56,13 +59,13 @@ def test_run_passes_and_prints_one_line_per_phase(happy) -> None:  # type: ignor
 
 
 def test_every_report_exists_and_parses(happy) -> None:  # type: ignore[no-untyped-def]
-    root, outcome = happy
+    _root, outcome = happy
     out = outcome.artifacts
     for name in REPORT_FILES:
         assert (out / name).is_file(), name
     report = json.loads((out / "coverage.json").read_text())
     assert report["totals"]["num_statements"] > 0
-    ET.parse(out / "coverage.xml")  # noqa: S314 - our own file
+    ET.parse(out / "coverage.xml")
     lcov = (out / "coverage.lcov").read_text()
     assert lcov.count("end_of_record") == len(report["files"])
     assert "SF:" in lcov and "DA:" in lcov
@@ -74,7 +77,7 @@ def test_every_report_exists_and_parses(happy) -> None:  # type: ignore[no-untyp
 
 
 def test_function_report_matches_json(happy) -> None:  # type: ignore[no-untyped-def]
-    root, outcome = happy
+    _root, outcome = happy
     report = json.loads((outcome.artifacts / "coverage.json").read_text())
     lines = (outcome.artifacts / "e2e-coverage-func.txt").read_text().splitlines()
     assert lines[-1].split()[:2] == ["total:", "(statements)"]
@@ -91,7 +94,7 @@ def test_function_report_matches_json(happy) -> None:  # type: ignore[no-untyped
 
 
 def test_contexts_attribute_each_line_to_its_test(happy) -> None:  # type: ignore[no-untyped-def]
-    root, outcome = happy
+    _root, outcome = happy
     report = json.loads((outcome.artifacts / "coverage.json").read_text())
     handlers = next(v for k, v in report["files"].items() if k.endswith("handlers.py"))
     alpha = handlers["functions"]["alpha"]
@@ -108,25 +111,37 @@ def test_run_json_and_test_environment(happy) -> None:  # type: ignore[no-untype
     root, outcome = happy
     run = outcome.run_json()
     assert run["exit_code"] == 0
-    assert [p["name"] for p in run["phases"]] == ["prepare", "start", "health", "test", "flush", "report"]
+    assert [p["name"] for p in run["phases"]] == [
+        "prepare",
+        "start",
+        "health",
+        "test",
+        "flush",
+        "report",
+    ]
     assert all(p["duration_s"] is not None and p["started"] for p in run["phases"])
     app, other = run["services"]["app"], run["services"]["other"]
     assert app["url"].startswith("http://127.0.0.1:") and app["pids"] and app["data_files"]
     assert app["lost"] == [] and app["started"] <= app["ready"]
     assert other["ready"] <= other["started"] or other["started"] >= app["ready"]  # depends_on
     assert other["data_files"] == []
-    assert run["totals"]["services"]["app"]["percent"] == pytest.approx(run["totals"]["combined"]["percent"], abs=0.01)
+    assert run["totals"]["services"]["app"]["percent"] == pytest.approx(
+        run["totals"]["combined"]["percent"], abs=0.01
+    )
     assert run["cores"] == ["ctrace"]
     env = json.loads((root / "env.json").read_text())
     assert env["E2E_APP_URL"] == app["url"]
     assert env["E2E_OTHER_URL"] == other["url"] and env["E2E_OTHER_URL"] != env["E2E_APP_URL"]
-    assert env["E2E_APP_OPS_URL"].startswith("http://127.0.0.1:") and env["E2E_APP_OPS_URL"] != app["url"]
+    assert (
+        env["E2E_APP_OPS_URL"].startswith("http://127.0.0.1:")
+        and env["E2E_APP_OPS_URL"] != app["url"]
+    )
     assert env["E2ECOV_RUN_ID"] == run["run_id"]
     assert env["E2ECOV_ARTIFACTS"] == str(outcome.artifacts)
 
 
 def test_report_rebuilds_from_data(happy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    root, outcome = happy
+    _root, outcome = happy
     copy = tmp_path / "copy"
     shutil.copytree(outcome.artifacts, copy)
     for name in REPORT_FILES:

@@ -77,7 +77,9 @@ def test_unknown_key_inside_inline_health_table(tmp_path: Path) -> None:
 def test_missing_command(tmp_path: Path) -> None:
     text = GOOD.replace('command = ["web"', 'comand = ["web"')
     found = problems(tmp_path, text)
-    assert any(f":{line_of(text, '[services.web]')}: [services.web] missing 'command'" in p for p in found)
+    assert any(
+        f":{line_of(text, '[services.web]')}: [services.web] missing 'command'" in p for p in found
+    )
 
 
 def test_dependency_cycle(tmp_path: Path) -> None:
@@ -85,7 +87,10 @@ def test_dependency_cycle(tmp_path: Path) -> None:
     [message] = problems(tmp_path, text)
     assert "dependency cycle: " in message
     assert "api → web → api" in message or "web → api → web" in message
-    cycle_lines = {line_of(text, 'depends_on = ["db", "web"]'), line_of(text, 'depends_on = ["api"]')}
+    cycle_lines = {
+        line_of(text, 'depends_on = ["db", "web"]'),
+        line_of(text, 'depends_on = ["api"]'),
+    }
     assert any(f"stack.toml:{n}: " in message for n in cycle_lines)
 
 
@@ -102,11 +107,16 @@ def test_placeholder_naming_unknown_service_or_port(tmp_path: Path) -> None:
     )
     found = problems(tmp_path, text)
     assert any("names unknown service 'dbx'; known services: api, db, web" in p for p in found)
-    assert any("names port 'admin' that service 'api' does not use; its named ports: ops" in p for p in found)
+    assert any(
+        "names port 'admin' that service 'api' does not use; its named ports: ops" in p
+        for p in found
+    )
 
 
 def test_every_problem_reported_at_once(tmp_path: Path) -> None:
-    text = GOOD.replace('recipe = "postgres"', 'recipe = "mysql"').replace('autosave = "5s"', "autosave = true")
+    text = GOOD.replace('recipe = "postgres"', 'recipe = "mysql"').replace(
+        'autosave = "5s"', "autosave = true"
+    )
     found = problems(tmp_path, text)
     assert len(found) == 2
     assert any("unknown recipe 'mysql'; expected one of: postgres, redis" in p for p in found)
@@ -119,7 +129,16 @@ def test_not_toml_and_missing_tests(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "seconds"), [("30s", 30.0), ("500ms", 0.5), ("2m", 120.0), (3, 3.0), (0.25, 0.25), ("x", None), (True, None)]
+    ("value", "seconds"),
+    [
+        ("30s", 30.0),
+        ("500ms", 0.5),
+        ("2m", 120.0),
+        (3, 3.0),
+        (0.25, 0.25),
+        ("x", None),
+        (True, None),
+    ],
 )
 def test_durations(value: object, seconds: float | None) -> None:
     assert stackfile.parse_duration(value) == seconds

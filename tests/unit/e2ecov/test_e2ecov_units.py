@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,16 @@ from e2ecov.protocol import ProcessRecord
 
 
 def test_placeholders_render_and_escape() -> None:
-    values = placeholders.Values({"": 1000, "ops": 1001}, {"db": "postgresql://x"}, {("db", ""): 5432}, "/a", "r1")
-    template = "{{literal}} {port} {port.ops} {services.db.url} {services.db.port} {artifacts} {run_id}"
+    values = placeholders.Values(
+        {"": 1000, "ops": 1001}, {"db": "postgresql://x"}, {("db", ""): 5432}, "/a", "r1"
+    )
+    template = (
+        "{{literal}} {port} {port.ops} {services.db.url} {services.db.port} {artifacts} {run_id}"
+    )
     assert placeholders.render(template, values) == "{literal} 1000 1001 postgresql://x 5432 /a r1"
-    with pytest.raises(placeholders.PlaceholderError, match="unknown placeholder '{ports}'"):
+    with pytest.raises(
+        placeholders.PlaceholderError, match=re.escape("unknown placeholder '{ports}'")
+    ):
         list(placeholders.find("{ports}"))
 
 
@@ -44,24 +51,46 @@ def test_judge_each_outcome() -> None:
     killed = {4242: "was killed by SIGKILL"}
     lost = collect.judge(_record(), 200.0, killed)
     assert lost.status == "lost" and lost.is_loss
-    assert lost.message == "gateway pid 4242 wrote no coverage: was killed by SIGKILL before it saved"
-    partial = collect.judge(_record({"event": "save", "reason": "autosave", "time": 150.0, "measured": 3}), 200.0, killed)
+    assert (
+        lost.message == "gateway pid 4242 wrote no coverage: was killed by SIGKILL before it saved"
+    )
+    partial = collect.judge(
+        _record({"event": "save", "reason": "autosave", "time": 150.0, "measured": 3}),
+        200.0,
+        killed,
+    )
     assert partial.status == "partial" and partial.is_loss and "last saved at" in partial.message
-    live = collect.judge(_record({"event": "save", "reason": "save", "time": 201.0, "measured": 3}), 200.0, killed)
+    live = collect.judge(
+        _record({"event": "save", "reason": "save", "time": 201.0, "measured": 3}), 200.0, killed
+    )
     assert live.status == "saved" and not live.is_loss
-    at_exit = collect.judge(_record({"event": "save", "reason": "exit", "time": 120.0, "measured": 2}), 200.0, {})
+    at_exit = collect.judge(
+        _record({"event": "save", "reason": "exit", "time": 120.0, "measured": 2}), 200.0, {}
+    )
     assert at_exit.status == "saved"
-    empty = collect.judge(_record({"event": "save", "reason": "sigterm", "time": 220.0, "measured": 0}), 200.0, {})
-    assert empty.status == "empty" and not empty.is_loss and "measured nothing under source" in empty.message
-    assert collect.silent_services(["gateway", "worker"], [live])[0].startswith("worker: no process announced")
+    empty = collect.judge(
+        _record({"event": "save", "reason": "sigterm", "time": 220.0, "measured": 0}), 200.0, {}
+    )
+    assert (
+        empty.status == "empty"
+        and not empty.is_loss
+        and "measured nothing under source" in empty.message
+    )
+    assert collect.silent_services(["gateway", "worker"], [live])[0].startswith(
+        "worker: no process announced"
+    )
 
 
 def test_ledger_skips_torn_lines_and_foreign_pids(tmp_path: Path) -> None:
     ledger = tmp_path / "gateway.4242.ab.jsonl"
     protocol.append_record(ledger, {"event": "start", "service": "gateway", "pid": 4242, "ppid": 1,
                                     "time": 1.0, "data_file": "f", "core": "ctrace"})  # fmt: skip
-    protocol.append_record(ledger, {"event": "save", "pid": 4242, "time": 2.0, "reason": "save", "measured": 1})
-    protocol.append_record(ledger, {"event": "save", "pid": 9999, "time": 3.0, "reason": "exit", "measured": 1})
+    protocol.append_record(
+        ledger, {"event": "save", "pid": 4242, "time": 2.0, "reason": "save", "measured": 1}
+    )
+    protocol.append_record(
+        ledger, {"event": "save", "pid": 9999, "time": 3.0, "reason": "exit", "measured": 1}
+    )
     with open(ledger, "a") as handle:
         handle.write('{"event": "save", "ti')
     [record] = protocol.read_ledger(tmp_path)
@@ -73,9 +102,18 @@ def test_function_report_shape() -> None:
         "files": {
             "src/a.py": {
                 "functions": {
-                    "": {"start_line": 1, "summary": {"num_statements": 2, "percent_covered": 100.0}},
-                    "C.m": {"start_line": 9, "summary": {"num_statements": 3, "percent_covered": 66.666}},
-                    "f": {"start_line": 3, "summary": {"num_statements": 1, "percent_covered": 0.0}},
+                    "": {
+                        "start_line": 1,
+                        "summary": {"num_statements": 2, "percent_covered": 100.0},
+                    },
+                    "C.m": {
+                        "start_line": 9,
+                        "summary": {"num_statements": 3, "percent_covered": 66.666},
+                    },
+                    "f": {
+                        "start_line": 3,
+                        "summary": {"num_statements": 1, "percent_covered": 0.0},
+                    },
                 }
             }
         },
