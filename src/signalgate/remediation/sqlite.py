@@ -105,7 +105,8 @@ class SqliteStore:
         executor.shutdown(wait=True)
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT 1").fetchall())
+        # Reads the file (not just the library): a lost or unreadable file shows here.
+        await self._run(lambda conn: conn.execute(f"SELECT 1 FROM {_T} LIMIT 1").fetchall())
 
     def _open(self) -> None:
         if not self.path.parent.is_dir():

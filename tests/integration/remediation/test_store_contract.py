@@ -7,7 +7,9 @@ and "postgres"); equal expectations for both is what "identical answers" means.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from rrcases import T0, Backend, fingerprint, later, make_rr
@@ -18,12 +20,15 @@ from signalgate.remediation.model import (
     RemediationRequest,
     StatusPatch,
 )
+from signalgate.remediation.postgres import PostgresStore
+from signalgate.remediation.sqlite import SqliteStore
 from signalgate.remediation.store import (
     Conflict,
     Decision,
     InvalidCursor,
     ListQuery,
     NotFound,
+    Page,
     RemediationStore,
     encode_cursor,
 )
@@ -458,3 +463,54 @@ async def test_many_fingerprints_at_once(backend: Backend) -> None:
     assert len(items) == 20
     assert {rr.deduplication.occurrence_count for rr in items} == {10}
     assert len({rr.fingerprint for rr in items}) == 20
+
+
+async def test_both_backends_answer_a_whole_story_identically(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """The same calls, with the same candidates, give the same JSON from every backend."""
+    first, second, third = make_rr(), make_rr(at=later(30)), make_rr(at=later(90))
+    other = make_rr("db-0", namespace="data", kind="StatefulSet", at=later(5))
+    story: list[Callable[[RemediationStore], Awaitable[object]]] = [
+        lambda s: s.record_firing(first, T0),
+        lambda s: s.record_firing(other, later(5)),
+        lambda s: s.record_firing(second, later(10)),
+        lambda s: s.record_resolved(first.fingerprint, later(11)),
+        lambda s: s.record_resolved(other.fingerprint, later(12)),
+        lambda s: s.update_status(first.name, StatusPatch(overall_phase="Executing")),
+        lambda s: s.update_status(
+            first.name,
+            StatusPatch(
+                overall_phase="Completed", message="done", next_allowed_execution=later(60)
+            ),
+        ),
+        lambda s: s.record_firing(second, later(20)),
+        lambda s: s.record_firing(third, later(90)),
+        lambda s: s.update_status(
+            third.name, StatusPatch(overall_phase="Failed", outcome=MANUAL_REVIEW_OUTCOME)
+        ),
+        lambda s: s.record_firing(make_rr(at=later(95)), later(95)),
+        lambda s: s.record_resolved(first.fingerprint, later(96)),
+        lambda s: s.get(first.name),
+        lambda s: s.list(ListQuery(limit=2)),
+        lambda s: s.list(ListQuery(active=False)),
+        lambda s: s.list(ListQuery(namespace="data")),
+    ]
+
+    def plain(value: object) -> object:
+        if isinstance(value, RemediationRequest):
+            return value.to_json()
+        if isinstance(value, Page):
+            return {"items": [rr.to_json() for rr in value.items], "next": value.next_cursor}
+        if hasattr(value, "decision"):
+            return {"decision": value.decision.value, "rr": value.rr.to_json()}  # type: ignore[attr-defined]
+        return value
+
+    answers = []
+    for store in (SqliteStore(tmp_path / "rr.db"), PostgresStore(postgres_dsn)):
+        await store.open()
+        try:
+            answers.append([plain(await step(store)) for step in story])
+        finally:
+            await store.close()
+    assert answers[0] == answers[1]
