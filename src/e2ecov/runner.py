@@ -138,7 +138,14 @@ class Run:
     def execute(self) -> RunResult:
         kept = False
         try:
-            self._prepare()
+            try:
+                self._prepare()
+            except StackStartError as exc:
+                # a recipe's binaries are missing: say so at once, start nothing
+                self._fail(ExitCode.STACK_DOWN, str(exc))
+                self.progress.info(f"FAILED: {exc}")
+                self._end_phase("FAILED")
+                return self._finish(kept=False)
             if self._start():
                 self._test()
             self._flush_and_report(stop=not self._keeping())

@@ -83,12 +83,19 @@ class Outcome:
         return data
 
 
-def e2ecov(*args: str, cwd: Path, artifacts: Path | None = None, timeout: float = 120) -> Outcome:
+def e2ecov(
+    *args: str,
+    cwd: Path,
+    artifacts: Path | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> Outcome:
     """Run the real `e2ecov` CLI in a subprocess."""
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "e2ecov.cli", *args],
         cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,

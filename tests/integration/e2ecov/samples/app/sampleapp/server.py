@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -44,7 +45,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--fail-start", action="store_true")
     parser.add_argument("--never-healthy", action="store_true")
+    parser.add_argument("--ignore-sigterm", action="store_true")
     args = parser.parse_args()
+    if args.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.fail_start:
         print("loading configuration", flush=True)
         print("error: database url missing (SAMPLE_DB)", file=sys.stderr, flush=True)
