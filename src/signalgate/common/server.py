@@ -13,10 +13,11 @@ import contextlib
 import enum
 import logging
 import signal
-from collections.abc import Generator
-from typing import Protocol
+from collections.abc import Coroutine, Generator
+from typing import Any, Protocol
 
 import uvicorn
+import uvloop
 from starlette.types import ASGIApp
 
 from signalgate.common.config import split_listen
@@ -118,3 +119,9 @@ async def run_service(
         if task is not stop_wait and task.exception() is not None:
             raise RuntimeError("a listener failed to start") from task.exception()
     log.info("stopped")
+
+
+def run_forever(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine on uvloop (what uvicorn itself picks when installed)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)

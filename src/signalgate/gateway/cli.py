@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -18,7 +17,7 @@ from signalgate.common.cli import (
 )
 from signalgate.common.logging import configure_logging
 from signalgate.common.ops import build_ops_app
-from signalgate.common.server import run_service
+from signalgate.common.server import run_forever, run_service
 from signalgate.gateway.settings import SHORTHANDS, GatewaySettings
 from signalgate.remediation.store import StoreUnavailable
 
@@ -44,7 +43,7 @@ def serve(settings: GatewaySettings) -> int:
     api = build_api_app(service)
     ops = build_ops_app(service.readiness, service.metrics.registry)
     try:
-        asyncio.run(
+        run_forever(
             run_service(
                 service,
                 api,

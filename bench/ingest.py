@@ -1,0 +1,136 @@
+"""Ingest benchmark: a real Gateway process driven over HTTP by wrk, per backend and workload.
+
+Prints, for SQLite and PostgreSQL and for the all-duplicate (one hot resource) and all-new
+workloads, the throughput and the p50/p99 latency at a fixed concurrency. The load generator
+is wrk (Debian package `wrk`), a separate compiled process, so it does not share the
+Gateway's interpreter. PostgreSQL is a throwaway server from the system binaries (fsync off,
+as in the test fixtures).
+
+    python bench/ingest.py [--duration 10] [--connections 32] [--backends sqlite,postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from e2ecov.recipes import PostgresServer  # noqa: E402
+from tests.support.services import ADMIN_TOKEN, gateway_process, rfc3339  # noqa: E402
+
+LUA = textwrap.dedent(
+    """
+    local counter = 0
+    local threads = 0
+    function setup(thread)
+      thread:set("id", threads)
+      threads = threads + 1
+    end
+    wrk.method = "POST"
+    wrk.headers["Content-Type"] = "application/json"
+    wrk.headers["Authorization"] = "Bearer {token}"
+    local template = '{{"version":"4","status":"firing","alerts":[{{"status":"firing",' ..
+      '"labels":{{"alertname":"BenchAlert","severity":"critical","namespace":"bench",' ..
+      '"pod":"%s"}},"annotations":{{"summary":"benchmark"}},"startsAt":"{starts_at}"}}]}}'
+    function request()
+      local pod = "hot-pod"
+      if "{workload}" == "new" then
+        counter = counter + 1
+        pod = string.format("{run}-%d-%d", id, counter)
+      end
+      return wrk.format(nil, "/api/v1/signals/prometheus", nil, string.format(template, pod))
+    end
+    """
+)
+
+
+def run_wrk(url: str, workload: str, duration: int, connections: int, workdir: Path) -> dict[str, float]:
+    script = workdir / f"{workload}.lua"
+    script.write_text(
+        LUA.format(
+            token=ADMIN_TOKEN, workload=workload, run=uuid.uuid4().hex[:8], starts_at=rfc3339()
+        )
+    )
+    result = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return parse_wrk(result.stdout)
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+        "socket_errors": 1.0 if socket_errors else 0.0,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench/ingest.py needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="signalgate-bench-") as tmp:
+        workdir = Path(tmp)
+        for backend in args.backends.split(","):
+            postgres = PostgresServer().start() if backend == "postgres" else None
+            env = {
+                "SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1000",
+                "SIGNALGATE_LOGGING__LEVEL": "warning",
+            }
+            if postgres is not None:
+                env["SIGNALGATE_STORE__DSN"] = postgres.url
+            service = gateway_process(workdir / backend, env=env).start()
+            try:
+                for workload in ("duplicate", "new"):
+                    run_wrk(service.api_url, workload, 2, args.connections, workdir)  # warm-up
+                    figures = run_wrk(service.api_url, workload, args.duration, args.connections, workdir)
+                    rows.append((backend, workload, figures))
+                    time.sleep(0.5)
+            finally:
+                service.stop()
+                if postgres is not None:
+                    postgres.cleanup()
+
+    print(f"\nGateway ingest, wrk -t2 -c{args.connections}, {args.duration}s per case\n")
+    print(f"{'backend':10} {'workload':10} {'signals/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for backend, workload, f in rows:
+        print(
+            f"{backend:10} {workload:10} {f['rps']:10.0f} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f}"
+            f" {int(f['non_2xx']):8d}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

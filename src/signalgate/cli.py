@@ -1,0 +1,157 @@
+"""`signalgate up`: every service on embedded defaults, for trying signalgate on one machine.
+
+Each service runs as its own process (as it would in production) under this supervisor,
+which gives them one admin token, prints where everything is, and stops them all on
+Ctrl-C / SIGTERM or when one of them exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from signalgate.common.auth import hash_token
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+@dataclass
+class Component:
+    name: str
+    module: str
+    api: str
+    ops: str
+    scopes: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+
+def _admin_token(data_dir: Path) -> tuple[str, Path]:
+    """One admin token for every service, made on first start (mode 0600)."""
+    path = data_dir / "admin.token"
+    if path.exists():
+        return path.read_text().strip(), path
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token, path
+
+
+def components(data_dir: Path, host: str) -> list[Component]:
+    gateway = Component(
+        name="gateway",
+        module="signalgate.gateway.cli",
+        api=f"{host}:8080",
+        ops=f"{host}:8081",
+        scopes=("signals:write", "remediations:read", "remediations:write"),
+    )
+    return [gateway]
+
+
+def _start(component: Component, data_dir: Path, token: str) -> None:
+    service_dir = data_dir / component.name
+    service_dir.mkdir(parents=True, exist_ok=True)
+    tokens = service_dir / "tokens"
+    tokens.write_text(
+        "# written by `signalgate up`: the admin token's hash and scopes\n"
+        f"{hash_token(token)} {','.join(component.scopes)}\n"
+    )
+    env = {
+        **os.environ,
+        "SIGNALGATE_DATADIR": str(service_dir),
+        "SIGNALGATE_SERVER__LISTEN": component.api,
+        "SIGNALGATE_SERVER__OPSLISTEN": component.ops,
+        "SIGNALGATE_AUTH__TOKENSFILE": str(tokens),
+        "SIGNALGATE_LOGGING__FORMAT": os.environ.get("SIGNALGATE_LOGGING__FORMAT", "console"),
+        **component.env,
+    }
+    component.proc = subprocess.Popen([sys.executable, "-m", component.module, "serve"], env=env)
+
+
+def _wait_ready(component: Component, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert component.proc is not None
+        if component.proc.poll() is not None:
+            return False
+        try:
+            if httpx.get(f"http://{component.ops}/readyz", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def _stop_all(parts: list[Component]) -> None:
+    for part in reversed(parts):
+        if part.proc and part.proc.poll() is None:
+            part.proc.send_signal(signal.SIGTERM)
+    for part in reversed(parts):
+        if part.proc:
+            try:
+                part.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                part.proc.kill()
+
+
+def up(data_dir: Path, host: str) -> int:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token, token_path = _admin_token(data_dir)
+    parts = components(data_dir.resolve(), host)
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        for part in parts:
+            _start(part, data_dir.resolve(), token)
+            if not _wait_ready(part):
+                print(f"signalgate: {part.name} did not become ready; see its log above",
+                      file=sys.stderr)
+                return EXIT_FAILURE
+        print("\nsignalgate is up", flush=True)
+        for part in parts:
+            print(f"  {part.name:12} API http://{part.api}   ops http://{part.ops}", flush=True)
+        print(f"  admin token  {token_path.resolve()}  (Authorization: Bearer $(cat ...))\n",
+              flush=True)
+        while not stop:
+            for part in parts:
+                assert part.proc is not None
+                if part.proc.poll() is not None:
+                    print(f"signalgate: {part.name} exited with {part.proc.returncode}",
+                          file=sys.stderr)
+                    return EXIT_FAILURE
+            time.sleep(0.2)
+        return EXIT_OK
+    finally:
+        _stop_all(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="signalgate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("up", help="start every service on embedded defaults")
+    start.add_argument("--data-dir", type=Path, default=Path("var"), help="default: ./var")
+    start.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    args = parser.parse_args(argv)
+    return up(args.data_dir, args.host)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
