@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from e2ecov.recipes import PostgresServer  # noqa: E402
-from tests.support.services import ADMIN_TOKEN, gateway_process, rfc3339  # noqa: E402
+from e2ecov.recipes import PostgresServer
+from tests.support.services import ADMIN_TOKEN, gateway_process, rfc3339
 
 LUA = textwrap.dedent(
     """
@@ -53,7 +53,9 @@ LUA = textwrap.dedent(
 )
 
 
-def run_wrk(url: str, workload: str, duration: int, connections: int, workdir: Path) -> dict[str, float]:
+def run_wrk(
+    url: str, workload: str, duration: int, connections: int, workdir: Path
+) -> dict[str, float]:
     script = workdir / f"{workload}.lua"
     script.write_text(
         LUA.format(
@@ -90,7 +92,9 @@ def parse_wrk(output: str) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--backends", default="sqlite,postgres")
@@ -114,7 +118,9 @@ def main() -> int:
             try:
                 for workload in ("duplicate", "new"):
                     run_wrk(service.api_url, workload, 2, args.connections, workdir)  # warm-up
-                    figures = run_wrk(service.api_url, workload, args.duration, args.connections, workdir)
+                    figures = run_wrk(
+                        service.api_url, workload, args.duration, args.connections, workdir
+                    )
                     rows.append((backend, workload, figures))
                     time.sleep(0.5)
             finally:
@@ -123,7 +129,10 @@ def main() -> int:
                     postgres.cleanup()
 
     print(f"\nGateway ingest, wrk -t2 -c{args.connections}, {args.duration}s per case\n")
-    print(f"{'backend':10} {'workload':10} {'signals/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(
+        f"{'backend':10} {'workload':10} {'signals/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'non-2xx':>8}"
+    )
     for backend, workload, f in rows:
         print(
             f"{backend:10} {workload:10} {f['rps']:10.0f} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f}"

@@ -122,20 +122,26 @@ def up(data_dir: Path, host: str) -> int:
         for part in parts:
             _start(part, data_dir.resolve(), token)
             if not _wait_ready(part):
-                print(f"signalgate: {part.name} did not become ready; see its log above",
-                      file=sys.stderr)
+                print(
+                    f"signalgate: {part.name} did not become ready; see its log above",
+                    file=sys.stderr,
+                )
                 return EXIT_FAILURE
         print("\nsignalgate is up", flush=True)
         for part in parts:
             print(f"  {part.name:12} API http://{part.api}   ops http://{part.ops}", flush=True)
-        print(f"  admin token  {token_path.resolve()}  (Authorization: Bearer $(cat ...))\n",
-              flush=True)
+        print(
+            f"  admin token  {token_path.resolve()}  (Authorization: Bearer $(cat ...))\n",
+            flush=True,
+        )
         while not stop:
             for part in parts:
                 assert part.proc is not None
                 if part.proc.poll() is not None:
-                    print(f"signalgate: {part.name} exited with {part.proc.returncode}",
-                          file=sys.stderr)
+                    print(
+                        f"signalgate: {part.name} exited with {part.proc.returncode}",
+                        file=sys.stderr,
+                    )
                     return EXIT_FAILURE
             time.sleep(0.2)
         return EXIT_OK

@@ -60,8 +60,9 @@ class ServiceProcess:
         last = "no answer"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                code = self.proc.returncode
                 raise RuntimeError(
-                    f"{self.command[0]} exited with {self.proc.returncode}:\n{self.output()[-3000:]}"
+                    f"{self.command[0]} exited with {code}:\n{self.output()[-3000:]}"
                 )
             try:
                 answer = httpx.get(f"{self.ops_url}/readyz", timeout=1.0)
@@ -145,7 +146,7 @@ def alert(
 def webhook(*alerts: dict[str, object], status: str = "firing") -> dict[str, object]:
     return {
         "version": "4",
-        "groupKey": "{}:{alertname=\"x\"}",
+        "groupKey": '{}:{alertname="x"}',
         "status": status,
         "receiver": "signalgate",
         "groupLabels": {},

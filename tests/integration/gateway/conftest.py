@@ -33,9 +33,7 @@ def start_gateway(
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def any_gateway(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[ServiceProcess]:
+def any_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceProcess]:
     """A fresh Gateway per test, on each backend in turn."""
     postgres = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
     service = start_gateway(tmp_path, request.param, postgres)

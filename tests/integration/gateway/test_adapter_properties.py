@@ -7,9 +7,9 @@ contract's formula.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import httpx
-import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,26 +24,32 @@ SETTINGS = settings(
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=20,
 )
 label_keys = st.sampled_from(
     ["alertname", "pod", "deployment", "node", "namespace", "severity", "cluster", "x", "job"]
 )
 alertish = st.fixed_dictionaries(
-    {"alerts": st.lists(
-        st.fixed_dictionaries(
-            {},
-            optional={
-                "labels": st.dictionaries(label_keys, st.text(max_size=30) | json_values, max_size=6),
-                "status": st.sampled_from(["firing", "resolved", "", "pending"]) | json_values,
-                "startsAt": st.text(max_size=30) | json_values,
-                "annotations": json_values,
-            },
-        ),
-        max_size=3,
-    ) | json_values},
+    {
+        "alerts": st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "labels": st.dictionaries(
+                        label_keys, st.text(max_size=30) | json_values, max_size=6
+                    ),
+                    "status": st.sampled_from(["firing", "resolved", "", "pending"]) | json_values,
+                    "startsAt": st.text(max_size=30) | json_values,
+                    "annotations": json_values,
+                },
+            ),
+            max_size=3,
+        )
+        | json_values
+    },
     optional={"commonLabels": json_values, "status": json_values},
 )
 eventish = st.fixed_dictionaries(
@@ -53,7 +59,8 @@ eventish = st.fixed_dictionaries(
         "reason": st.text(max_size=10) | json_values,
         "involvedObject": st.fixed_dictionaries(
             {}, optional={"kind": st.text(max_size=10) | json_values, "name": json_values}
-        ) | json_values,
+        )
+        | json_values,
         "regarding": json_values,
         "series": json_values,
         "lastTimestamp": st.text(max_size=30) | json_values,
@@ -106,8 +113,11 @@ def test_valid_alert_fingerprint_matches_formula(
     response = client.post(PROM, json=webhook(alert(**labels)))
     assert response.status_code in (201, 202), response.text
     kinds = {
-        "pod": "Pod", "deployment": "Deployment", "statefulset": "StatefulSet",
-        "daemonset": "DaemonSet", "node": "Node",
+        "pod": "Pod",
+        "deployment": "Deployment",
+        "statefulset": "StatefulSet",
+        "daemonset": "DaemonSet",
+        "node": "Node",
     }
     key = f"{'' if kind == 'node' else namespace}:{kinds[kind]}:{name}"
     if cluster:

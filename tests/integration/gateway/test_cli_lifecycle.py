@@ -29,7 +29,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def test_invalid_setting_exits_2_with_one_line(tmp_path: Path) -> None:
-    result = run_cli("serve", env={"SIGNALGATE_SERVER__LISTEN": "8080", "SIGNALGATE_DATADIR": str(tmp_path)})
+    result = run_cli(
+        "serve", env={"SIGNALGATE_SERVER__LISTEN": "8080", "SIGNALGATE_DATADIR": str(tmp_path)}
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: config key 'server.listen' (from environment variable "
@@ -40,9 +42,13 @@ def test_invalid_setting_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_config_file_errors_and_check_config(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text("server:\n  listen: 127.0.0.1:9999\nscope:\n  managedNamespaces: [prod]\n")
-    ok = run_cli("check-config", str(config), env={"SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:9998"})
+    ok = run_cli(
+        "check-config", str(config), env={"SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:9998"}
+    )
     assert ok.returncode == 0, ok.stderr
-    assert '"listen": "127.0.0.1:9999"' in ok.stdout and '"opsListen": "127.0.0.1:9998"' in ok.stdout
+    assert (
+        '"listen": "127.0.0.1:9999"' in ok.stdout and '"opsListen": "127.0.0.1:9998"' in ok.stdout
+    )
     assert '"prod"' in ok.stdout
     config.write_text("server:\n  lisen: 127.0.0.1:9999\n")
     bad = run_cli("check-config", str(config))
@@ -52,7 +58,10 @@ def test_config_file_errors_and_check_config(tmp_path: Path) -> None:
 def test_missing_or_bad_tokens_file_stops_start_up(tmp_path: Path) -> None:
     missing = run_cli(
         "serve",
-        env={"SIGNALGATE_AUTH__TOKENSFILE": str(tmp_path / "nope"), "SIGNALGATE_DATADIR": str(tmp_path)},
+        env={
+            "SIGNALGATE_AUTH__TOKENSFILE": str(tmp_path / "nope"),
+            "SIGNALGATE_DATADIR": str(tmp_path),
+        },
     )
     assert missing.returncode == 2 and "auth.tokensFile" in missing.stderr
     bad = tmp_path / "tokens"

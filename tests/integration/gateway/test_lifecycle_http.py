@@ -124,7 +124,9 @@ def test_status_patch_rules(any_gateway: ServiceProcess) -> None:
             bad = c.patch(f"{RRS}/{new}/status", json=body)
             assert bad.status_code == 400 and field in bad.json()["detail"], bad.text
         assert patch(c, "rr-missing", overallPhase="Completed").status_code == 404
-        wrong_type = c.patch(f"{RRS}/{new}/status", content=b"{}", headers={"content-type": "text/plain"})
+        wrong_type = c.patch(
+            f"{RRS}/{new}/status", content=b"{}", headers={"content-type": "text/plain"}
+        )
         assert wrong_type.status_code == 415
 
         cleared = patch(c, new, message="working", outcome="x")

@@ -182,7 +182,9 @@ def test_400_bad_content_type_syntax_and_415_other_media(client: httpx.Client) -
     )
     assert with_charset.status_code == 201
     absent = httpx.post(
-        client.base_url.join(PROM), content=body, headers={"authorization": client.headers["authorization"]}
+        client.base_url.join(PROM),
+        content=body,
+        headers={"authorization": client.headers["authorization"]},
     )
     assert absent.status_code == 202
 
@@ -260,13 +262,21 @@ def test_x_timestamp_fresh_passes(client: httpx.Client) -> None:
 
 def test_freshness_through_http(client: httpx.Client) -> None:
     now = datetime.now(UTC)
-    future = client.post(PROM, json=webhook(alert(pod="fr-1", starts_at=rfc3339(now + timedelta(minutes=3)))))
+    future = client.post(
+        PROM, json=webhook(alert(pod="fr-1", starts_at=rfc3339(now + timedelta(minutes=3))))
+    )
     assert_problem(future, 400, "validation-error", "startsAt")
-    old_alert = client.post(PROM, json=webhook(alert(pod="fr-2", starts_at=rfc3339(now - timedelta(days=2)))))
+    old_alert = client.post(
+        PROM, json=webhook(alert(pod="fr-2", starts_at=rfc3339(now - timedelta(days=2))))
+    )
     assert old_alert.status_code == 201
-    stale = client.post(EVENTS, json=k8s_event(name="fr-3", last_timestamp=rfc3339(now - timedelta(minutes=6))))
+    stale = client.post(
+        EVENTS, json=k8s_event(name="fr-3", last_timestamp=rfc3339(now - timedelta(minutes=6)))
+    )
     assert_problem(stale, 400, "validation-error", "older than")
-    ahead = client.post(EVENTS, json=k8s_event(name="fr-4", last_timestamp=rfc3339(now + timedelta(minutes=3))))
+    ahead = client.post(
+        EVENTS, json=k8s_event(name="fr-4", last_timestamp=rfc3339(now + timedelta(minutes=3)))
+    )
     assert_problem(ahead, 400, "validation-error", "in the future")
     missing = k8s_event(name="fr-5")
     missing["firstTimestamp"] = missing["lastTimestamp"] = None
@@ -278,7 +288,10 @@ def test_request_id_and_security_headers(client: httpx.Client) -> None:
     kept = client.get("/api/v1/remediation-requests", headers={"x-request-id": "abc.DEF_123-x"})
     assert kept.headers["x-request-id"] == "abc.DEF_123-x"
     replaced = client.get("/api/v1/remediation-requests", headers={"x-request-id": "bad id!"})
-    assert replaced.headers["x-request-id"] != "bad id!" and len(replaced.headers["x-request-id"]) == 36
+    assert (
+        replaced.headers["x-request-id"] != "bad id!"
+        and len(replaced.headers["x-request-id"]) == 36
+    )
     for response in (kept, client.get("/nope"), client.post(PROM, content=b"{")):
         for name, value in SECURITY_HEADERS.items():
             assert response.headers[name] == value
@@ -287,7 +300,9 @@ def test_request_id_and_security_headers(client: httpx.Client) -> None:
 def test_429_when_too_many_requests_are_in_flight(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.support.services import ADMIN_TOKEN, gateway_process
 
-    service = gateway_process(tmp_path, env={"SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1"}).start()
+    service = gateway_process(
+        tmp_path, env={"SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1"}
+    ).start()
     try:
         host, port = service.api_url.removeprefix("http://").split(":")
         # a client that sends headers and half its body, then stalls: one request in flight
@@ -326,12 +341,19 @@ def test_metrics_move_as_signals_arrive(gateway: ServiceProcess, client: httpx.C
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
-    before_created = sample("gateway_crds_created_total", source_type="prometheus", status="created")
+    before_created = sample(
+        "gateway_crds_created_total", source_type="prometheus", status="created"
+    )
     before_dedup = sample("gateway_signals_deduplicated_total", signal_name="MetricsAlert")
     client.post(PROM, json=webhook(alert(alertname="MetricsAlert", pod="met-1")))
     client.post(PROM, json=webhook(alert(alertname="MetricsAlert", pod="met-1")))
-    assert sample("gateway_crds_created_total", source_type="prometheus", status="created") == before_created + 1
-    assert sample("gateway_signals_deduplicated_total", signal_name="MetricsAlert") == before_dedup + 1
+    assert (
+        sample("gateway_crds_created_total", source_type="prometheus", status="created")
+        == before_created + 1
+    )
+    assert (
+        sample("gateway_signals_deduplicated_total", signal_name="MetricsAlert") == before_dedup + 1
+    )
     text = httpx.get(f"{gateway.ops_url}/metrics").text
     assert 'endpoint="/api/v1/signals/prometheus"' in text
     assert "gateway_inflight_requests" in text

@@ -80,8 +80,12 @@ def test_exported_namespace_wins_when_valid() -> None:
 
 def test_scrape_labels_are_never_targets() -> None:
     signal = parse_one(
-        pod="", job="kube-state-metrics", service="svc", instance="10.0.0.1:8080",
-        endpoint="http", container="app",
+        pod="",
+        job="kube-state-metrics",
+        service="svc",
+        instance="10.0.0.1:8080",
+        endpoint="http",
+        container="app",
     )
     assert signal.target is None
     assert "deployment" in signal.target_hint

@@ -1,0 +1,63 @@
+"""Static token auth: hashed tokens, scopes, line-numbered errors, first-start admin token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from signalgate.common.auth import StaticTokenAuth, ensure_admin_token, hash_token
+from signalgate.common.config import ConfigError
+from signalgate.common.problems import Problem
+
+SCOPES = ("signals:write", "remediations:read")
+
+
+def tokens_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tokens"
+    path.write_text(text)
+    return path
+
+
+def test_known_token_gets_its_scopes_and_only_those(tmp_path: Path) -> None:
+    auth = StaticTokenAuth.from_file(
+        tokens_file(tmp_path, f"# comment\n\n{hash_token('s3cret')} signals:write  # sender\n"),
+        SCOPES,
+    )
+    principal = auth.authenticate("Bearer s3cret")
+    principal.require("signals:write")
+    with pytest.raises(Problem) as denied:
+        principal.require("remediations:read")
+    assert denied.value.status == 403
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "Bearer", "Bearer ", "Basic abc", "Bearer wrong", "bearer s3cret"]
+)
+def test_missing_malformed_or_unknown_is_401(tmp_path: Path, header: str | None) -> None:
+    auth = StaticTokenAuth.from_file(
+        tokens_file(tmp_path, f"{hash_token('s3cret')} signals:write\n")
+    )
+    with pytest.raises(Problem) as error:
+        auth.authenticate(header)
+    assert error.value.status == 401
+
+
+def test_bad_lines_are_reported_with_their_number(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="line 2"):
+        StaticTokenAuth.from_file(
+            tokens_file(tmp_path, f"{hash_token('a')} signals:write\nnonsense\n"), SCOPES
+        )
+    with pytest.raises(ConfigError, match="line 1: unknown scope 'admin'"):
+        StaticTokenAuth.from_file(tokens_file(tmp_path, f"{hash_token('a')} admin\n"), SCOPES)
+
+
+def test_admin_token_made_once_with_private_mode(tmp_path: Path) -> None:
+    tokens, token_path = ensure_admin_token(tmp_path / "data", SCOPES)
+    assert token_path is not None and token_path.stat().st_mode & 0o777 == 0o600
+    token = token_path.read_text().strip()
+    assert token not in tokens.read_text()
+    auth = StaticTokenAuth.from_file(tokens, SCOPES)
+    auth.authenticate(f"Bearer {token}").require("remediations:read")
+    again, second = ensure_admin_token(tmp_path / "data", SCOPES)
+    assert again == tokens and second is None

@@ -1,0 +1,117 @@
+"""Settings resolution: defaults < YAML < environment < flags, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from signalgate.common.config import ConfigError, load_settings, parse_duration, parse_size
+from signalgate.gateway.settings import SHORTHANDS, GatewaySettings
+
+
+def load(
+    env: dict[str, str] | None = None, path: Path | None = None, **overrides: object
+) -> GatewaySettings:
+    return load_settings(GatewaySettings, path, env or {}, SHORTHANDS, overrides)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("250ms", 0.25),
+        ("1s", 1.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("7d", 604800.0),
+        ("15", 15.0),
+        (2, 2.0),
+    ],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("100MiB", 100 * 1024**2), ("1KB", 1000), ("512", 512), (7, 7)]
+)
+def test_sizes(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("bad", ["5x", "-1s", "", True, "1.5.2s"])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+def test_layers_override_in_order(tmp_path: Path) -> None:
+    config = tmp_path / "g.yaml"
+    config.write_text(
+        "server:\n  listen: 127.0.0.1:1111\n  opsListen: 127.0.0.1:2222\n"
+        "freshness:\n  tolerance: 10m\n"
+    )
+    settings = load(
+        {"signalgate_server__LISTEN": "127.0.0.1:3333", "LOG_LEVEL": "DEBUG"},
+        config,
+        **{"server.opsListen": "127.0.0.1:4444"},
+    )
+    assert settings.server.listen == "127.0.0.1:3333"
+    assert settings.server.ops_listen == "127.0.0.1:4444"
+    assert settings.freshness.tolerance == 600.0
+    assert settings.logging.level == "debug"
+
+
+def test_lists_from_env_as_json_or_commas() -> None:
+    assert load(
+        {"SIGNALGATE_SCOPE__MANAGEDNAMESPACES": '["a", "b-*"]'}
+    ).scope.managed_namespaces == [
+        "a",
+        "b-*",
+    ]
+    assert load(
+        {"SIGNALGATE_SCOPE__UNMANAGEDNAMESPACES": "kube-*, test"}
+    ).scope.unmanaged_namespaces == [
+        "kube-*",
+        "test",
+    ]
+
+
+def test_data_storage_url_shorthand_and_top_level_key() -> None:
+    settings = load({"DATA_STORAGE_URL": "http://ds:8090", "SIGNALGATE_DATADIR": "/srv/sg"})
+    assert settings.datastorage.url == "http://ds:8090"
+    assert settings.store_dsn == "sqlite:////srv/sg/gateway.db"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "0"},
+            "config key 'server.maxConcurrentRequests'",
+        ),
+        ({"SIGNALGATE_AUTH__MODE": "ldap"}, "'ldap' must be 'static', 'none' or 'kubernetes'"),
+        ({"SIGNALGATE_FRESHNESS__TOLERANCE": "soon"}, "is not a duration"),
+        ({"SIGNALGATE_DATASTORAGE__SPOOLMAXBYTES": "lots"}, "is not a size"),
+        ({"SIGNALGATE_STORE__DSN": "mysql://x"}, "must start with sqlite:/// or postgresql://"),
+    ],
+)
+def test_errors_name_key_value_and_source(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load(env)
+    text = str(error.value)
+    assert message in text
+    assert "environment variable SIGNALGATE_" in text
+    assert "\n" not in text
+
+
+def test_unknown_yaml_key_and_bad_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "g.yaml"
+    config.write_text("sever:\n  listen: x\n")
+    with pytest.raises(ConfigError, match="'sever': unknown setting"):
+        load(path=config)
+    config.write_text("server: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load(path=config)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load(path=tmp_path / "missing.yaml")
