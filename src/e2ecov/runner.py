@@ -511,6 +511,10 @@ class Run:
         self.record.kept = kept
         self._record_services()
         self.record.write()
+        summary = self.artifacts / "diagnostics" / "summary.txt"
+        if first and summary.is_file():
+            for line in summary.read_text().splitlines()[:40]:
+                self.progress.emit(line)
         if first:
             self.progress.info(f"exit {int(code)}: {first[1].splitlines()[0]}")
         return RunResult(code, self.artifacts, first[1] if first else None, self.losses)

@@ -131,7 +131,12 @@ class Supervisor:
     def start_all(self, tick: Callable[[str], None] = lambda status: None) -> bool:
         """Start everything; True when every service is ready. `tick` feeds the spinner."""
         threads = [
-            threading.Thread(target=self._bring_up, args=(self.services[n],), name=f"e2ecov-{n}")
+            threading.Thread(
+                target=self._bring_up,
+                args=(self.services[n],),
+                name=f"e2ecov-{n}",
+                daemon=True,  # an interrupted run must not wait for health timeouts
+            )
             for n in self.order
         ]
         for thread in threads:
