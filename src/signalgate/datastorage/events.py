@@ -167,6 +167,7 @@ class AuditEventIn(BaseModel):
             max_length=100,
             pattern=_EVENT_TYPE_PATTERN,
             examples=["gateway.signal.received"],
+            json_schema_extra={"pattern": _EVENT_TYPE_PATTERN},
         ),
     ]
     event_timestamp: Timestamp

@@ -1,0 +1,220 @@
+"""The DataStorage API listener: write, query and verify audit events, and `/openapi.json`.
+
+Write routes check, in order: route (404/405, before auth), auth (`audit:write`),
+Content-Type, body size (413), JSON, then the whole batch; only then is anything written.
+Errors are raised and rendered by one handler; lower-layer errors are translated to
+problems in `_translate` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from signalgate.common.http import RequestContextMiddleware, read_body
+from signalgate.common.problems import Problem, validation_error
+from signalgate.datastorage.chain import verify
+from signalgate.datastorage.errors import Conflict, MissingParent, StoreUnavailable
+from signalgate.datastorage.events import (
+    BatchSizeError,
+    InvalidEvents,
+    validate_batch,
+    validate_event,
+)
+from signalgate.datastorage.openapi import openapi_document
+from signalgate.datastorage.query import InvalidParameter, parse_query
+from signalgate.datastorage.service import DataStorageService
+from signalgate.datastorage.writer import EventsLost, Written
+
+JSON = "application/json"
+_MEDIA_TYPE_RE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
+
+
+def json_response(status: int, body: Any) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+
+
+class DataStorageAPI:
+    """Route handlers bound to one running `DataStorageService`."""
+
+    def __init__(self, service: DataStorageService) -> None:
+        self.service = service
+        self.max_body = service.settings.server.max_body_size
+        self.max_batch = service.settings.batch.max_size
+
+    async def events(self, request: Request) -> Response:
+        """One path, two methods: so a 405 elsewhere lists both in `Allow`."""
+        if request.method == "POST":
+            return await self.write_one(request)
+        return await self.query(request)
+
+    async def write_one(self, request: Request) -> Response:
+        payload = await self._payload(request)
+        try:
+            event = validate_event(payload, datetime.now(UTC))
+        except InvalidEvents as exc:
+            raise _invalid(exc) from None
+        outcome = await self.service.writer.write([event])
+        if outcome.written is Written.QUEUED:
+            return _accepted(1)
+        body = {
+            "event_id": event.event_id,
+            "event_timestamp": event.fields["event_timestamp"],
+            "message": "audit event stored",
+        }
+        return json_response(201, body)
+
+    async def write_batch(self, request: Request) -> Response:
+        payload = await self._payload(request)
+        try:
+            events = validate_batch(payload, datetime.now(UTC), self.max_batch)
+        except BatchSizeError as exc:
+            raise Problem(400, "batch-size-exceeded", str(exc)) from None
+        except InvalidEvents as exc:
+            raise _invalid(exc) from None
+        outcome = await self.service.writer.write(events)
+        if outcome.written is Written.QUEUED:
+            return _accepted(len(events))
+        body = {
+            "event_ids": [event.event_id for event in events],
+            "message": f"{len(events)} audit event(s) stored",
+        }
+        return json_response(201, body)
+
+    async def _payload(self, request: Request) -> Any:
+        self.service.auth.authenticate(request.headers.get("authorization")).require("audit:write")
+        _check_media_type(request)
+        body = await read_body(request.scope, request.receive, self.max_body)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise validation_error(f"request body is not valid JSON: {exc}") from None
+
+    async def query(self, request: Request) -> Response:
+        self.service.auth.authenticate(request.headers.get("authorization")).require("audit:read")
+        params = {key: request.query_params.getlist(key) for key in request.query_params}
+        try:
+            query = parse_query(params, datetime.now(UTC))
+        except InvalidParameter as exc:
+            raise validation_error(str(exc), field_errors={exc.name: str(exc)}) from None
+        page = await self.service.store.query(query)
+        body = {
+            "data": list(page.data),
+            "pagination": {
+                "limit": query.limit,
+                "offset": query.offset,
+                "total": page.total,
+                "has_more": query.offset + len(page.data) < page.total,
+            },
+        }
+        return json_response(200, body)
+
+    async def verify_chain(self, request: Request) -> Response:
+        self.service.auth.authenticate(request.headers.get("authorization")).require("audit:read")
+        given = request.query_params.getlist("correlation_id")
+        unknown = sorted(set(request.query_params) - {"correlation_id"})
+        if unknown:
+            raise validation_error(f"query parameter '{unknown[0]}': unknown")
+        if len(given) != 1 or not 1 <= len(given[0]) <= 255 or "\x00" in given[0]:
+            raise validation_error(
+                "query parameter 'correlation_id': required once, 1..255 characters"
+            )
+        rows = await self.service.store.chain(given[0])
+        return json_response(200, verify(given[0], rows).to_json())
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(200, openapi_document())
+
+
+def _check_media_type(request: Request) -> None:
+    """Absent is accepted; it must parse and be application/json (parameters allowed)."""
+    value = request.headers.get("content-type")
+    if value is None:
+        return
+    kind = value.split(";", 1)[0].strip().lower()
+    if not _MEDIA_TYPE_RE.match(kind):
+        raise validation_error(f"Content-Type {value[:100]!r} is not a media type")
+    if kind != JSON:
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            f"Content-Type {kind!r} is not supported; send {JSON}",
+            headers={"Accept": JSON},
+        )
+
+
+def _accepted(count: int) -> Response:
+    body = {
+        "status": "accepted",
+        "message": "the audit database is unavailable; events are queued and will be stored",
+        "count": count,
+    }
+    return json_response(202, body)
+
+
+def _invalid(exc: InvalidEvents) -> Problem:
+    count = len(exc.field_errors)
+    more = f" (and {count - 1} more)" if count > 1 else ""
+    return validation_error(f"{exc}{more}", field_errors=exc.field_errors)
+
+
+def _translate(exc: Exception) -> Problem:
+    """Every lower-layer error becomes its problem here."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, Conflict):
+        return Problem(409, "conflict", f"{exc}; the first write stands")
+    if isinstance(exc, MissingParent):
+        return validation_error(
+            str(exc),
+            field_errors={f"{i}.parent_event_id": "does not exist" for i in exc.indexes},
+        )
+    if isinstance(exc, EventsLost):
+        return Problem(500, "internal-error", str(exc))
+    if isinstance(exc, StoreUnavailable):
+        return Problem(
+            503,
+            "service-unavailable",
+            "the audit database is unavailable; retry later",
+            headers={"Retry-After": "5"},
+        )
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 405:
+            return Problem(
+                405,
+                "method-not-allowed",
+                "method not allowed on this path",
+                headers=dict(exc.headers or {}),
+            )
+        return Problem(404, "not-found", "no such path")
+    return Problem(500, "internal-error", "Internal server error")
+
+
+async def _problem_handler(request: Request, exc: Exception) -> Response:
+    return _translate(exc).to_response(request.url.path)
+
+
+def build_api_app(service: DataStorageService) -> ASGIApp:
+    api = DataStorageAPI(service)
+    handler: Callable[[Request, Exception], Awaitable[Response]] = _problem_handler
+    app = Starlette(
+        routes=[
+            Route("/api/v1/audit/events", api.events, methods=["GET", "POST"]),
+            Route("/api/v1/audit/events/batch", api.write_batch, methods=["POST"]),
+            Route("/api/v1/audit/verify-chain", api.verify_chain, methods=["GET"]),
+            Route("/openapi.json", api.openapi, methods=["GET"]),
+        ],
+        exception_handlers={Exception: handler, HTTPException: handler, Problem: handler}
+        | {exc: handler for exc in (StoreUnavailable, Conflict, MissingParent, EventsLost)},
+    )
+    return RequestContextMiddleware(app)

@@ -1,0 +1,184 @@
+"""`signalgate-datastorage`: serve the audit API, and the jobs around it.
+
+    serve [--config FILE] [--listen ADDR] [--ops-listen ADDR] [--data-dir DIR]
+    migrate        apply pending schema migrations (a production job before `serve`)
+    maintain       create the monthly partitions ahead (cron)
+    replay-dlq     replay the dead-letter queue into the database now
+    verify-chain   recompute the hash chain of one correlation id
+    check-config   print the resolved settings
+
+Exit codes: 0 ok, 1 a dependency failed (database, queue) or the chain is broken,
+2 invalid settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from signalgate.common.cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_serve_flags,
+    run_guarded,
+    settings_from_args,
+)
+from signalgate.common.logging import configure_logging
+from signalgate.datastorage.chain import verify
+from signalgate.datastorage.dlq import ReplayWorker
+from signalgate.datastorage.errors import DeadLetterUnavailable, SchemaBehind, StoreUnavailable
+from signalgate.datastorage.metrics import DataStorageMetrics
+from signalgate.datastorage.service import build_dlq, build_store
+from signalgate.datastorage.settings import SHORTHANDS, DataStorageSettings
+from signalgate.datastorage.store import AuditStore
+
+log = logging.getLogger("signalgate.datastorage")
+
+T = TypeVar("T")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="signalgate-datastorage",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_serve_flags(commands.add_parser("serve", help="run the DataStorage API"))
+    for name, text in (
+        ("migrate", "apply pending schema migrations"),
+        ("maintain", "create monthly partitions ahead"),
+        ("replay-dlq", "replay the dead-letter queue now"),
+        ("check-config", "print the resolved settings"),
+    ):
+        add_serve_flags(commands.add_parser(name, help=text))
+    check = commands.add_parser("verify-chain", help="verify one correlation id's chain")
+    add_serve_flags(check)
+    check.add_argument("correlation_id")
+    return parser
+
+
+def serve(settings: DataStorageSettings) -> int:
+    from signalgate.common.ops import build_ops_app
+    from signalgate.common.server import run_forever, run_service
+    from signalgate.datastorage.app import build_api_app
+    from signalgate.datastorage.service import DataStorageService
+
+    service = DataStorageService.from_settings(settings)
+    api = build_api_app(service)
+    ops = build_ops_app(service.readiness, service.metrics.registry)
+    run_forever(
+        run_service(
+            service,
+            api,
+            ops,
+            settings.server.listen,
+            settings.server.ops_listen,
+            grace=settings.server.shutdown_grace,
+        )
+    )
+    return EXIT_OK
+
+
+async def _with_store(
+    settings: DataStorageSettings, job: Callable[[AuditStore], Awaitable[T]]
+) -> T:
+    store = build_store(settings)
+    await store.open()
+    try:
+        return await job(store)
+    finally:
+        await store.close()
+
+
+async def _migrate(settings: DataStorageSettings) -> int:
+    store = build_store(settings)
+    applied = await store.migrate()
+    await store.close()
+    print(f"applied migrations: {applied}" if applied else "schema is up to date")
+    return EXIT_OK
+
+
+async def _maintain(settings: DataStorageSettings) -> int:
+    async def job(store: AuditStore) -> int:
+        created: int = await store.maintain()
+        print(f"created {created} partition(s)")
+        return EXIT_OK
+
+    return await _with_store(settings, job)
+
+
+async def _replay(settings: DataStorageSettings) -> int:
+    from prometheus_client import CollectorRegistry
+
+    dlq = build_dlq(settings)
+    await dlq.open()
+    try:
+
+        async def job(store: AuditStore) -> int:
+            worker = ReplayWorker(
+                dlq,
+                store,
+                settings.dlq.backoff,
+                DataStorageMetrics(CollectorRegistry()),
+                batch_size=settings.dlq.replay_batch,
+            )
+            report = await worker.drain()
+            left = await dlq.depth()
+            print(
+                f"replayed {report.replayed}, rescheduled {report.rescheduled}, "
+                f"dead {report.dead}, still queued {left}"
+            )
+            return EXIT_OK if not report.rescheduled else EXIT_FAILURE
+
+        return await _with_store(settings, job)
+    finally:
+        await dlq.close()
+
+
+async def _verify(settings: DataStorageSettings, correlation_id: str) -> int:
+    async def job(store: AuditStore) -> int:
+        rows = await store.chain(correlation_id)
+        report = verify(correlation_id, rows)
+        print(json.dumps(report.to_json()))
+        return EXIT_OK if report.valid else EXIT_FAILURE
+
+    return await _with_store(settings, job)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
+    def command() -> int:
+        settings = settings_from_args(DataStorageSettings, args, SHORTHANDS)
+        configure_logging(settings.logging.level, settings.logging.format)
+        try:
+            if args.command == "serve":
+                return serve(settings)
+            if args.command == "check-config":
+                print(json.dumps(settings.model_dump(mode="json", by_alias=True), indent=2))
+                return EXIT_OK
+            if args.command == "migrate":
+                return asyncio.run(_migrate(settings))
+            if args.command == "maintain":
+                return asyncio.run(_maintain(settings))
+            if args.command == "replay-dlq":
+                return asyncio.run(_replay(settings))
+            return asyncio.run(_verify(settings, args.correlation_id))
+        except SchemaBehind as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        except (StoreUnavailable, DeadLetterUnavailable) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+
+    return run_guarded(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""DataStorage metrics (datastorage.md section 6), on the app's own registry so several
+instances in one process (tests) never collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class DataStorageMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.writes = Counter(
+            "datastorage_audit_writes",
+            "Audit events by write outcome (stored, existing, dead_lettered, rejected, "
+            "conflict, lost)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.write_duration = Histogram(
+            "datastorage_audit_write_duration_seconds",
+            "Time to handle one write request (single event or batch)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+        self.dlq_depth = Gauge(
+            "audit_dlq_depth", "Events waiting in the dead-letter queue", registry=registry
+        )
+        self.dlq_replayed = Counter(
+            "audit_dlq_replayed",
+            "Events replayed from the dead-letter queue into the database",
+            registry=registry,
+        )
+        self.dlq_dead = Counter(
+            "audit_dlq_dead",
+            "Events moved to the dead stream after their last replay attempt",
+            registry=registry,
+        )

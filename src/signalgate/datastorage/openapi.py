@@ -1,0 +1,271 @@
+"""The OpenAPI 3.1 description of the DataStorage API listener, served at `/openapi.json`.
+
+The request event schema comes from the pydantic model that validates it, so the two cannot
+drift; the rest is written by hand to say exactly what the handlers answer. A schemathesis
+run in the test suite holds document and handlers together.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from signalgate.datastorage.events import CATEGORIES, OUTCOMES, AuditEventIn
+from signalgate.datastorage.query import MAX_OFFSET
+
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": PROBLEM}},
+    }
+
+
+def _json(description: str, ref: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(ref)}}}
+
+
+_AUTH_ERRORS = {
+    "401": _problem("missing, malformed or unknown token"),
+    "403": _problem("token lacks the scope"),
+    "500": _problem("unexpected error"),
+}
+_WRITE_ERRORS = {
+    **_AUTH_ERRORS,
+    "202": _json("database unavailable: events queued for replay", "Accepted"),
+    "400": _problem("invalid event(s); `field_errors` names every bad item and field"),
+    "409": _problem("an event_id already stored with different content"),
+    "413": _problem("body over 5 MiB"),
+    "415": _problem("not application/json"),
+}
+_READ_ERRORS = {
+    **_AUTH_ERRORS,
+    "400": _problem("invalid query parameter (named in `detail`)"),
+    "503": _problem("audit database unavailable"),
+}
+
+
+def _query_parameter(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 255}
+_MOMENT = {
+    "type": "string",
+    "description": "RFC 3339, YYYY-MM-DD, or relative before now (90m, 24h, 7d)",
+}
+
+
+def _stored_event_schema(request: dict[str, Any]) -> dict[str, Any]:
+    properties = {
+        name: _non_null(schema)
+        for name, schema in request["properties"].items()
+        if name != "event_timestamp"
+    }
+    properties["event_timestamp"] = {"type": "string", "format": "date-time"}
+    properties["event_date"] = {"type": "string", "format": "date"}
+    properties["event_hash"] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+    properties["previous_event_hash"] = {"type": "string", "pattern": "^([0-9a-f]{64})?$"}
+    properties["actor_ip"] = {"type": "string"}
+    return {
+        "type": "object",
+        "required": [
+            *request["required"],
+            "event_id",
+            "event_date",
+            "event_hash",
+            "previous_event_hash",
+        ],
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """Stored events leave absent fields out rather than answering null."""
+    for option in schema.get("anyOf", []):
+        if option.get("type") != "null":
+            return {k: v for k, v in option.items()}
+    return {k: v for k, v in schema.items() if k not in ("title", "default", "examples")}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    request = AuditEventIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    request.pop("title", None)
+    schemas: dict[str, Any] = {
+        "AuditEventRequest": request,
+        "AuditEventBatch": {
+            "type": "array",
+            "items": _ref("AuditEventRequest"),
+            "minItems": 1,
+            "maxItems": 500,
+        },
+        "StoredAuditEvent": _stored_event_schema(request),
+        "WriteResult": {
+            "type": "object",
+            "required": ["event_id", "event_timestamp", "message"],
+            "properties": {
+                "event_id": {"type": "string", "format": "uuid"},
+                "event_timestamp": {"type": "string", "format": "date-time"},
+                "message": {"type": "string"},
+            },
+        },
+        "BatchWriteResult": {
+            "type": "object",
+            "required": ["event_ids", "message"],
+            "properties": {
+                "event_ids": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+                "message": {"type": "string"},
+            },
+        },
+        "Accepted": {
+            "type": "object",
+            "required": ["status", "message", "count"],
+            "properties": {
+                "status": {"const": "accepted"},
+                "message": {"type": "string"},
+                "count": {"type": "integer", "minimum": 1},
+            },
+        },
+        "QueryResult": {
+            "type": "object",
+            "required": ["data", "pagination"],
+            "properties": {
+                "data": {"type": "array", "items": _ref("StoredAuditEvent")},
+                "pagination": {
+                    "type": "object",
+                    "required": ["limit", "offset", "total", "has_more"],
+                    "properties": {
+                        "limit": {"type": "integer"},
+                        "offset": {"type": "integer"},
+                        "total": {"type": "integer"},
+                        "has_more": {"type": "boolean"},
+                    },
+                },
+            },
+        },
+        "ChainReport": {
+            "type": "object",
+            "required": ["correlation_id", "events", "valid"],
+            "properties": {
+                "correlation_id": {"type": "string"},
+                "events": {"type": "integer", "minimum": 0},
+                "valid": {"type": "boolean"},
+                "first_broken_event_id": {"type": "string"},
+            },
+        },
+        "Problem": {
+            "type": "object",
+            "required": ["type", "title", "status", "detail", "instance", "request_id"],
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "instance": {"type": "string"},
+                "request_id": {"type": "string"},
+                "field_errors": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+    }
+    security: list[dict[str, list[str]]] = [{"bearer": []}]
+    query_parameters = [
+        _query_parameter("correlation_id", _TEXT, "events of one correlation id"),
+        _query_parameter("event_type", _TEXT, "e.g. gateway.signal.received"),
+        _query_parameter(
+            "event_category", {"type": "string", "enum": list(CATEGORIES)}, "category"
+        ),
+        _query_parameter("event_outcome", {"type": "string", "enum": list(OUTCOMES)}, "outcome"),
+        _query_parameter("severity", _TEXT, "severity"),
+        _query_parameter("namespace", _TEXT, "namespace"),
+        _query_parameter("since", _MOMENT, "at or after"),
+        _query_parameter("until", _MOMENT, "at or before (a day means through its end)"),
+        _query_parameter(
+            "detail_key",
+            {"type": "string", "pattern": "^[A-Za-z0-9_]{1,100}$"},
+            "top-level event_data string field; needs detail_value",
+        ),
+        _query_parameter("detail_value", {"type": "string", "maxLength": 1000}, "needs detail_key"),
+        _query_parameter(
+            "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "page"
+        ),
+        _query_parameter(
+            "offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}, ""
+        ),
+    ]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "signalgate DataStorage",
+            "version": "1.0.0",
+            "description": "Tamper-evident audit trail (Kubernaut DataStorage audit API).",
+        },
+        "paths": {
+            "/api/v1/audit/events": {
+                "post": {
+                    "operationId": "writeAuditEvent",
+                    "security": security,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("AuditEventRequest")}},
+                    },
+                    "responses": {"201": _json("stored", "WriteResult"), **_WRITE_ERRORS},
+                },
+                "get": {
+                    "operationId": "queryAuditEvents",
+                    "security": security,
+                    "parameters": query_parameters,
+                    "responses": {"200": _json("newest first", "QueryResult"), **_READ_ERRORS},
+                },
+            },
+            "/api/v1/audit/events/batch": {
+                "post": {
+                    "operationId": "writeAuditEventBatch",
+                    "security": security,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("AuditEventBatch")}},
+                    },
+                    "responses": {
+                        "201": _json("stored (ids in input order)", "BatchWriteResult"),
+                        **_WRITE_ERRORS,
+                    },
+                },
+            },
+            "/api/v1/audit/verify-chain": {
+                "get": {
+                    "operationId": "verifyChain",
+                    "security": security,
+                    "parameters": [
+                        {
+                            "name": "correlation_id",
+                            "in": "query",
+                            "required": True,
+                            "schema": _TEXT,
+                        }
+                    ],
+                    "responses": {
+                        "200": _json("chain recomputed", "ChainReport"),
+                        **_READ_ERRORS,
+                    },
+                },
+            },
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,112 @@
+"""Query parameters of `GET /api/v1/audit/events` → `AuditQuery`; bad ones name themselves."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+
+from signalgate.datastorage.events import CATEGORIES, OUTCOMES, parse_rfc3339
+from signalgate.datastorage.store import AuditQuery
+
+_RELATIVE_RE = re.compile(r"^(\d{1,6})([smhd])$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DETAIL_KEY_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_OFFSET = 2**31 - 1
+
+TEXT_FILTERS = ("correlation_id", "event_type", "severity", "namespace")
+PARAMETERS = (
+    *TEXT_FILTERS,
+    "event_category",
+    "event_outcome",
+    "since",
+    "until",
+    "detail_key",
+    "detail_value",
+    "limit",
+    "offset",
+)
+
+
+class InvalidParameter(Exception):
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(f"query parameter '{name}': {message}")
+
+
+def parse_query(params: Mapping[str, Sequence[str]], now: datetime) -> AuditQuery:
+    """`params` maps each name to every value given (so repeats can be refused)."""
+    values: dict[str, str] = {}
+    for name, given in params.items():
+        if name not in PARAMETERS:
+            raise InvalidParameter(name, f"unknown (known: {', '.join(PARAMETERS)})")
+        if len(given) != 1:
+            raise InvalidParameter(name, "given more than once")
+        value = given[0]
+        if "\x00" in value:
+            raise InvalidParameter(name, "must not contain NUL characters")
+        values[name] = value
+    for name in TEXT_FILTERS:
+        if name in values and not 1 <= len(values[name]) <= 255:
+            raise InvalidParameter(name, "must be 1..255 characters")
+    category = values.get("event_category")
+    if category is not None and category not in CATEGORIES:
+        raise InvalidParameter("event_category", f"must be one of {', '.join(CATEGORIES)}")
+    outcome = values.get("event_outcome")
+    if outcome is not None and outcome not in OUTCOMES:
+        raise InvalidParameter("event_outcome", f"must be one of {', '.join(OUTCOMES)}")
+    detail_key, detail_value = values.get("detail_key"), values.get("detail_value")
+    if (detail_key is None) != (detail_value is None):
+        missing = "detail_value" if detail_value is None else "detail_key"
+        raise InvalidParameter(missing, "detail_key and detail_value go together")
+    if detail_key is not None and not _DETAIL_KEY_RE.match(detail_key):
+        raise InvalidParameter("detail_key", "must match ^[A-Za-z0-9_]+$ (at most 100)")
+    if detail_value is not None and len(detail_value) > 1000:
+        raise InvalidParameter("detail_value", "must be at most 1000 characters")
+    return AuditQuery(
+        correlation_id=values.get("correlation_id"),
+        event_type=values.get("event_type"),
+        event_category=category,
+        event_outcome=outcome,
+        severity=values.get("severity"),
+        namespace=values.get("namespace"),
+        since=_moment("since", values.get("since"), now, end_of_day=False),
+        until=_moment("until", values.get("until"), now, end_of_day=True),
+        detail_key=detail_key,
+        detail_value=detail_value,
+        limit=_integer("limit", values.get("limit"), 100, 1, 1000),
+        offset=_integer("offset", values.get("offset"), 0, 0, MAX_OFFSET),
+    )
+
+
+def _moment(name: str, value: str | None, now: datetime, *, end_of_day: bool) -> datetime | None:
+    """RFC 3339, a day (`until` a day means through its end), or `90m`/`24h`/`7d` before now."""
+    if value is None:
+        return None
+    relative = _RELATIVE_RE.match(value)
+    if relative:
+        try:
+            return now - timedelta(seconds=int(relative.group(1)) * _UNITS[relative.group(2)])
+        except OverflowError:
+            raise InvalidParameter(name, f"{value!r} reaches before year 1") from None
+    if _DATE_RE.match(value):
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise InvalidParameter(name, f"{value!r} is not a calendar date") from None
+        return datetime.combine(day, time.max if end_of_day else time.min, UTC)
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        raise InvalidParameter(
+            name, f"{value[:64]!r} is not RFC 3339, YYYY-MM-DD, or relative (90m, 24h, 7d)"
+        ) from None
+
+
+def _integer(name: str, value: str | None, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    if not re.fullmatch(r"\d{1,12}", value) or not low <= int(value) <= high:
+        raise InvalidParameter(name, f"must be an integer in {low}..{high}")
+    return int(value)

@@ -1,0 +1,152 @@
+"""The running DataStorage: store, dead-letter queue, replay worker, auth and metrics, wired
+once from the settings, with an explicit lifecycle (`common.server` drives it)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from signalgate.common.auth import Authenticator, NoAuth, StaticTokenAuth, ensure_admin_token
+from signalgate.common.config import ConfigError
+from signalgate.common.ops import Readiness
+from signalgate.common.server import Lifecycle, State
+from signalgate.datastorage.dlq import (
+    DeadLetterQueue,
+    FileDeadLetterQueue,
+    RedisDeadLetterQueue,
+    ReplayWorker,
+)
+from signalgate.datastorage.errors import DeadLetterUnavailable, StoreUnavailable
+from signalgate.datastorage.metrics import DataStorageMetrics
+from signalgate.datastorage.postgres import PostgresStore
+from signalgate.datastorage.settings import DataStorageSettings
+from signalgate.datastorage.sqlite import SqliteStore, path_from_dsn
+from signalgate.datastorage.store import AuditStore
+from signalgate.datastorage.writer import AuditWriter
+
+log = logging.getLogger("signalgate.datastorage")
+
+SCOPES = ("audit:write", "audit:read")
+
+
+def build_store(settings: DataStorageSettings) -> AuditStore:
+    """The DSN's scheme picks the backend: PostgreSQL for shared, partitioned production
+    storage; SQLite (the default) so a fresh install needs no database server."""
+    dsn = settings.store_dsn
+    if dsn.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(
+            dsn,
+            pool_size=settings.store.pool_size,
+            timeout=settings.store.timeout,
+            auto_migrate=settings.store.auto_migrate,
+        )
+    return SqliteStore(path_from_dsn(dsn), timeout=settings.store.timeout)
+
+
+def build_dlq(settings: DataStorageSettings) -> DeadLetterQueue:
+    """Redis when configured (shared by replicas, survives a lost pod disk); else a local
+    file, which survives restarts of a single instance and needs nothing else running."""
+    if settings.dlq.redis_url:
+        return RedisDeadLetterQueue(settings.dlq.redis_url)
+    return FileDeadLetterQueue(settings.dlq_path)
+
+
+def build_auth(settings: DataStorageSettings) -> Authenticator:
+    """Static tokens by default (an admin token is generated on first start); `none` only
+    when asked for; `kubernetes` is refused until DataStorage gains TokenReview support."""
+    mode = settings.auth.mode
+    if mode == "none":
+        log.warning("authentication is off (auth.mode: none): anyone can read and write audit")
+        return NoAuth()
+    if mode == "kubernetes":
+        raise ConfigError(
+            "config key 'auth.mode': 'kubernetes' is not supported by DataStorage yet "
+            "(use static or none)"
+        )
+    tokens_file = settings.auth.tokens_file
+    if tokens_file is None:
+        tokens_file, created = ensure_admin_token(settings.data_dir, SCOPES)
+        if created is not None:
+            print(f"DataStorage admin token written to {created}", flush=True)
+    return StaticTokenAuth.from_file(tokens_file, SCOPES)
+
+
+@dataclass
+class DataStorageService:
+    settings: DataStorageSettings
+    store: AuditStore
+    dlq: DeadLetterQueue
+    auth: Authenticator
+    metrics: DataStorageMetrics
+    writer: AuditWriter
+    worker: ReplayWorker
+    lifecycle: Lifecycle
+
+    @classmethod
+    def from_settings(
+        cls, settings: DataStorageSettings, registry: CollectorRegistry | None = None
+    ) -> DataStorageService:
+        metrics = DataStorageMetrics(registry or CollectorRegistry())
+        store = build_store(settings)
+        dlq = build_dlq(settings)
+        worker = ReplayWorker(
+            dlq,
+            store,
+            settings.dlq.backoff,
+            metrics,
+            poll_interval=settings.dlq.poll_interval,
+            batch_size=settings.dlq.replay_batch,
+        )
+        return cls(
+            settings=settings,
+            store=store,
+            dlq=dlq,
+            auth=build_auth(settings),
+            metrics=metrics,
+            writer=AuditWriter(store, dlq, metrics, settings.dlq.backoff[0]),
+            worker=worker,
+            lifecycle=Lifecycle(),
+        )
+
+    async def start(self) -> None:
+        """Open the store (refusing a schema that is behind), the queue, then the worker."""
+        await self.dlq.open()
+        try:
+            await self.store.open()
+        except BaseException:
+            await self.dlq.close()
+            raise
+        await self.worker.start()
+
+    async def stop(self) -> None:
+        """Stop replaying, then close the store and the queue (requests are drained first)."""
+        try:
+            await self.worker.stop()
+        finally:
+            await self.store.close()
+            await self.dlq.close()
+
+    async def readiness(self) -> Readiness:
+        """Ready while writes can land somewhere: in the database, or in the queue.
+
+        A database outage alone does not make us unready — writes still succeed (202) — and
+        taking every replica out of rotation then would lose the events the queue exists for.
+        """
+        checks: dict[str, str] = {}
+        try:
+            await self.store.ping()
+            checks["database"] = "ok"
+        except StoreUnavailable as exc:
+            checks["database"] = f"unavailable: {exc}"
+        try:
+            await self.dlq.ping()
+            checks["dead_letter_queue"] = "ok"
+        except DeadLetterUnavailable as exc:
+            checks["dead_letter_queue"] = f"unavailable: {exc}"
+        if self.lifecycle.state is not State.SERVING:
+            return Readiness(False, f"DataStorage is {self.lifecycle.state.value}", checks)
+        if "ok" not in checks.values():
+            return Readiness(False, "database and dead-letter queue are both unavailable", checks)
+        return Readiness(True, "", checks)
