@@ -19,7 +19,7 @@ from signalgate.common.logging import configure_logging
 from signalgate.common.ops import build_ops_app
 from signalgate.common.server import run_forever, run_service
 from signalgate.gateway.settings import SHORTHANDS, GatewaySettings
-from signalgate.remediation.store import StoreUnavailable
+from signalgate.remediation.store import StoreError
 
 log = logging.getLogger("signalgate.gateway")
 
@@ -53,9 +53,9 @@ def serve(settings: GatewaySettings) -> int:
                 grace=settings.server.shutdown_grace,
             )
         )
-    except StoreUnavailable as exc:
+    except StoreError as exc:
         log.error("cannot open the remediation store", extra={"error": str(exc)})
-        print(f"error: remediation store unavailable: {exc}", file=sys.stderr)
+        print(f"error: cannot open the remediation store: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
