@@ -7,6 +7,7 @@ processes still leave their data behind.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,5 +49,5 @@ def down(artifacts: Path) -> DownResult:
             shutil.rmtree(svc["recipe_root"], ignore_errors=True)
     shutil.rmtree(control_dir, ignore_errors=True)
     record["kept"] = False
-    (artifacts / "run.json").write_text(__import__("json").dumps(record, indent=2) + "\n")
+    (artifacts / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     return DownResult(stopped, gone)

@@ -27,7 +27,7 @@ from e2ecov import collect, diagnostics, placeholders, protocol, reports
 from e2ecov.errors import ExitCode, NoCoverageData, StackStartError, UsageError
 from e2ecov.progress import Progress
 from e2ecov.recipes import RecipeUnavailable, free_port
-from e2ecov.runjson import RunRecord, iso
+from e2ecov.runjson import Phase, RunRecord, iso
 from e2ecov.services import (
     ServiceRun,
     Supervisor,
@@ -132,6 +132,8 @@ class Run:
         self.failures: list[tuple[ExitCode, str]] = []
         self.losses: list[str] = []
         self.diagnosed = False
+        self.outcomes: list[collect.ProcessOutcome] = []
+        self.tests: list[str] = []
 
     # ---- phases ----------------------------------------------------------------------------
 
@@ -315,7 +317,7 @@ class Run:
         self.progress.done("done" if ok else "FAILED")
         if last_start is not None:
             self.record.phases.insert(
-                -1, type(phase)("start", phase.started, round(last_start - phase.started, 3), "ok")
+                -1, Phase("start", phase.started, round(last_start - phase.started, 3), "ok")
             )
         self.record.phases[-1].name = "health"
         if not ok:
@@ -357,8 +359,6 @@ class Run:
         reader.join()
         stdout.close()
         code = proc.returncode
-        self.record.services.setdefault("_tests", {})
-        self.tests_exit_code = code
         if code != 0:
             self._fail(
                 ExitCode.TESTS_FAILED,
@@ -367,7 +367,6 @@ class Run:
             self._end_phase(f"FAILED ({describe_exit(code)})")
         else:
             self._end_phase()
-        self.record.services.pop("_tests")
 
     def _flush_and_report(self, stop: bool) -> None:
         measured = [n for n, s in self.services.items() if s.spec.coverage]
@@ -520,7 +519,7 @@ class Run:
         return RunResult(code, self.artifacts, first[1] if first else None, self.losses)
 
     def _record_services(self) -> None:
-        outcomes = getattr(self, "outcomes", [])
+        outcomes = self.outcomes
         for name, svc in self.services.items():
             mine = [o for o in outcomes if o.service == name]
             self.record.services[name] = {

@@ -191,7 +191,9 @@ class _Checker:
     def problem(self, where: tuple[str, ...], message: str) -> None:
         self.problems.append(Problem(str(self.path), self.locate.line(*where), message))
 
-    def unknown_keys(self, table: dict[str, Any], known: dict[str, str], where: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    def unknown_keys(
+        self, table: dict[str, Any], known: dict[str, str], where: tuple[str, ...]
+    ) -> None:
         label = "[" + ".".join(where) + "]"
         for key in table:
             if key not in known:
