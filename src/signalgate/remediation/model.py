@@ -38,7 +38,10 @@ def utcnow() -> datetime:
 
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with microseconds and a `Z`: sortable as text, exact on round trip."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    # isoformat is several times faster than strftime on this hot path
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(text: str) -> datetime:
