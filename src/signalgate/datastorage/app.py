@@ -64,7 +64,13 @@ class DataStorageAPI:
             event = validate_event(payload, datetime.now(UTC))
         except InvalidEvents as exc:
             raise _invalid(exc) from None
-        outcome = await self.service.writer.write([event])
+        try:
+            outcome = await self.service.writer.write([event])
+        except MissingParent as exc:
+            detail = f"parent_event_id: {exc.indexes[0]} does not exist"
+            raise validation_error(
+                detail, field_errors={"parent_event_id": "does not exist"}
+            ) from None
         if outcome.written is Written.QUEUED:
             return _accepted(1)
         body = {
@@ -175,8 +181,9 @@ def _translate(exc: Exception) -> Problem:
     if isinstance(exc, Conflict):
         return Problem(409, "conflict", f"{exc}; the first write stands")
     if isinstance(exc, MissingParent):
+        first = next(iter(exc.indexes))
         return validation_error(
-            str(exc),
+            f"{first}.parent_event_id: {exc.indexes[first]} does not exist",
             field_errors={f"{i}.parent_event_id": "does not exist" for i in exc.indexes},
         )
     if isinstance(exc, EventsLost):

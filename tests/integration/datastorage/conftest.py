@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from dstools import datastorage_process
+from dstools import ADMIN_TOKEN, datastorage_process
 from tests.support.services import ServiceProcess
 
 from signalgate.datastorage.postgres import PostgresStore
@@ -30,11 +31,18 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await backend.close()
 
 
-@pytest.fixture
-def sqlite_server(tmp_path: Path) -> Iterator[ServiceProcess]:
-    """A DataStorage process on the embedded SQLite store and the file DLQ."""
-    process = datastorage_process(tmp_path / "ds").start()
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """A DataStorage process on the embedded SQLite store and the file DLQ, per module."""
+    process = datastorage_process(tmp_path_factory.mktemp("ds")).start()
     try:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def ds(sqlite_server: ServiceProcess) -> Iterator[httpx.Client]:
+    """An admin client of the module's SQLite DataStorage."""
+    with sqlite_server.client(ADMIN_TOKEN) as client:
+        yield client

@@ -1,0 +1,229 @@
+"""DataStorage over real HTTP: the write/query/verify contract and every 400 rule."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from dstools import READER_TOKEN, WRITER_TOKEN, event_body
+
+from tests.support.services import ServiceProcess
+
+BATCH = "/api/v1/audit/events/batch"
+EVENTS = "/api/v1/audit/events"
+
+
+def ts(delta: timedelta) -> str:
+    return (datetime.now(UTC) + delta).isoformat().replace("+00:00", "Z")
+
+
+def test_single_write_query_and_verify(ds: httpx.Client) -> None:
+    cid = f"rr-{uuid.uuid4().hex[:8]}"
+    body = event_body(cid)
+    answer = ds.post(EVENTS, json=body)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["event_id"] == body["event_id"]
+    assert answer.json()["event_timestamp"].endswith("Z")
+    assert answer.headers["x-request-id"]
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    listing = ds.get(EVENTS, params={"correlation_id": cid}).json()
+    assert listing["pagination"] == {"limit": 100, "offset": 0, "total": 1, "has_more": False}
+    assert listing["data"][0]["event_id"] == body["event_id"]
+    chain = ds.get("/api/v1/audit/verify-chain", params={"correlation_id": cid}).json()
+    assert chain == {"correlation_id": cid, "events": 1, "valid": True}
+
+
+def test_batch_ids_in_input_order_and_idempotent_retry(ds: httpx.Client) -> None:
+    cid = f"rr-{uuid.uuid4().hex[:8]}"
+    batch = [event_body(cid) for _ in range(5)]
+    first = ds.post(BATCH, json=batch)
+    assert first.status_code == 201, first.text
+    assert first.json()["event_ids"] == [e["event_id"] for e in batch]
+    again = ds.post(BATCH, json=batch)
+    assert again.status_code == 201
+    assert ds.get(EVENTS, params={"correlation_id": cid}).json()["pagination"]["total"] == 5
+    changed = {**batch[0], "event_action": "changed"}
+    conflict = ds.post(EVENTS, json=changed)
+    assert conflict.status_code == 409
+    assert conflict.json()["type"] == "/problems/conflict"
+
+
+def test_pagination_and_relative_since(ds: httpx.Client) -> None:
+    cid = f"rr-{uuid.uuid4().hex[:8]}"
+    batch = [event_body(cid, event_timestamp=ts(timedelta(minutes=-i))) for i in range(5)]
+    assert ds.post(BATCH, json=batch).status_code == 201
+    page = ds.get(EVENTS, params={"correlation_id": cid, "limit": 2, "offset": 2}).json()
+    assert [e["event_id"] for e in page["data"]] == [batch[2]["event_id"], batch[3]["event_id"]]
+    assert page["pagination"]["has_more"] is True
+    recent = ds.get(EVENTS, params={"correlation_id": cid, "since": "150s"}).json()
+    assert recent["pagination"]["total"] == 3
+    day = datetime.now(UTC).date().isoformat()
+    assert ds.get(EVENTS, params={"correlation_id": cid, "until": day}).json()["data"]
+
+
+# Every 400 rule of section 2: (what to change, the field_errors key expected)
+BAD_FIELDS = [
+    ({"event_timestamp": ts(timedelta(minutes=61))}, "event_timestamp"),
+    ({"event_timestamp": ts(timedelta(days=-7, minutes=-1))}, "event_timestamp"),
+    ({"event_timestamp": "yesterday"}, "event_timestamp"),
+    ({"event_timestamp": "2024-05-01T12:00:00"}, "event_timestamp"),  # no offset
+    ({"event_category": "billing"}, "event_category"),
+    ({"event_outcome": "maybe"}, "event_outcome"),
+    ({"version": None}, "version"),
+    ({"event_type": None}, "event_type"),
+    ({"event_timestamp": None}, "event_timestamp"),
+    ({"event_category": None}, "event_category"),
+    ({"event_action": None}, "event_action"),
+    ({"event_outcome": None}, "event_outcome"),
+    ({"correlation_id": None}, "correlation_id"),
+    ({"event_data": None}, "event_data"),
+    ({"version": "x" * 21}, "version"),
+    ({"event_type": "t" * 101}, "event_type"),
+    ({"event_action": ""}, "event_action"),
+    ({"correlation_id": "c" * 256}, "correlation_id"),
+    ({"event_data": ["not", "an", "object"]}, "event_data"),
+    ({"event_data": {"blob": "x" * (256 * 1024)}}, "event_data"),
+    (
+        {"event_data": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {"j": {}}}}}}}}}}}},
+        "event_data",
+    ),
+    ({"event_id": "not-a-uuid"}, "event_id"),
+    ({"retention_days": 0}, "retention_days"),
+    ({"retention_days": 2556}, "retention_days"),
+    ({"duration_ms": "12"}, "duration_ms"),
+    ({"parent_event_id": str(uuid.uuid4())}, "parent_event_id"),
+    ({"unknown_field": 1}, "unknown_field"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), BAD_FIELDS, ids=[f for _, f in BAD_FIELDS])
+def test_each_bad_field_is_a_400_naming_it(
+    ds: httpx.Client, change: dict[str, object], field: str
+) -> None:
+    body = event_body("rr-bad")
+    for key, value in change.items():
+        if value is None:
+            body.pop(key)
+        else:
+            body[key] = value
+    single = ds.post(EVENTS, json=body)
+    assert single.status_code == 400, single.text
+    assert single.json()["type"] == "/problems/validation-error"
+    assert field in single.json()["field_errors"]
+    batch = ds.post(BATCH, json=[event_body("rr-bad"), body])
+    assert batch.status_code == 400
+    assert f"1.{field}" in batch.json()["field_errors"]
+    assert batch.json()["detail"].startswith(f"1.{field}")
+
+
+def test_mixed_batch_lists_every_bad_item_and_writes_nothing(ds: httpx.Client) -> None:
+    cid = f"rr-{uuid.uuid4().hex[:8]}"
+    good = event_body(cid)
+    batch = [
+        good,
+        event_body(cid, event_outcome="maybe"),
+        event_body(cid),
+        event_body(cid, event_category="billing", version=""),
+        "not an object",
+        {**event_body(cid), "event_id": good["event_id"]},
+    ]
+    answer = ds.post(BATCH, json=batch)
+    assert answer.status_code == 400
+    errors = answer.json()["field_errors"]
+    assert errors["1.event_outcome"] == "must be one of success, failure, pending"
+    assert {"3.event_category", "3.version", "4", "5.event_id"} <= set(errors)
+    assert "0.event_id" not in errors
+    assert answer.json()["detail"].startswith("1.event_outcome")
+    assert ds.get(EVENTS, params={"correlation_id": cid}).json()["pagination"]["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "body", [b"{}", b'"text"', b"[]", b"null"], ids=["object", "string", "empty", "null"]
+)
+def test_batch_must_be_a_non_empty_array(ds: httpx.Client, body: bytes) -> None:
+    answer = ds.post(BATCH, content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400
+    assert answer.json()["type"] == "/problems/batch-size-exceeded"
+
+
+def test_batch_over_500_is_refused(ds: httpx.Client) -> None:
+    answer = ds.post(BATCH, json=[event_body("rr-big") for _ in range(501)])
+    assert answer.status_code == 400
+    assert answer.json()["type"] == "/problems/batch-size-exceeded"
+    assert "501" in answer.json()["detail"]
+
+
+def test_batch_of_exactly_500_is_stored(ds: httpx.Client) -> None:
+    cid = f"rr-{uuid.uuid4().hex[:8]}"
+    answer = ds.post(BATCH, json=[event_body(cid) for _ in range(500)])
+    assert answer.status_code == 201
+    assert len(answer.json()["event_ids"]) == 500
+
+
+def test_body_over_5_mib_is_413(ds: httpx.Client) -> None:
+    body = b"[" + b" " * (5 * 1024 * 1024) + b"]"
+    answer = ds.post(BATCH, content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 413
+    assert answer.json()["type"] == "/problems/payload-too-large"
+
+
+def test_malformed_json_and_media_type(ds: httpx.Client) -> None:
+    answer = ds.post(EVENTS, content=b"{nope", headers={"content-type": "application/json"})
+    assert answer.status_code == 400
+    answer = ds.post(EVENTS, content=b"{}", headers={"content-type": "text/plain"})
+    assert answer.status_code == 415
+    assert ds.post(EVENTS, content=b"{}", headers={"content-type": "??"}).status_code == 400
+
+
+def test_duplicate_id_in_one_batch_is_400(ds: httpx.Client) -> None:
+    event = event_body("rr-dup")
+    answer = ds.post(BATCH, json=[event, event])
+    assert answer.status_code == 400
+    assert "1.event_id" in answer.json()["field_errors"]
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"offset": "-1"}, "offset"),
+        ({"since": "last tuesday"}, "since"),
+        ({"until": "2024-13-45"}, "until"),
+        ({"event_category": "billing"}, "event_category"),
+        ({"event_outcome": "maybe"}, "event_outcome"),
+        ({"detail_key": "a.b", "detail_value": "x"}, "detail_key"),
+        ({"detail_key": "a"}, "detail_value"),
+        ({"correlationId": "x"}, "correlationId"),
+    ],
+)
+def test_bad_query_parameters_name_themselves(
+    ds: httpx.Client, params: dict[str, str], name: str
+) -> None:
+    answer = ds.get(EVENTS, params=params)
+    assert answer.status_code == 400
+    assert f"'{name}'" in answer.json()["detail"]
+
+
+def test_scopes_and_tokens(sqlite_server: ServiceProcess) -> None:
+    with sqlite_server.client(None) as anonymous:
+        assert anonymous.get(EVENTS).status_code == 401
+        assert anonymous.get("/openapi.json").status_code == 200
+    with sqlite_server.client("wrong-token") as stranger:
+        assert stranger.post(EVENTS, json=event_body()).status_code == 401
+    with sqlite_server.client(READER_TOKEN) as reader:
+        assert reader.get(EVENTS).status_code == 200
+        assert reader.post(EVENTS, json=event_body()).status_code == 403
+    with sqlite_server.client(WRITER_TOKEN) as writer:
+        assert writer.post(EVENTS, json=event_body()).status_code == 201
+        assert writer.get(EVENTS).status_code == 403
+
+
+def test_routing_errors_are_problems(ds: httpx.Client) -> None:
+    assert ds.get("/api/v1/nothing").status_code == 404
+    answer = ds.delete(EVENTS)
+    assert answer.status_code == 405
+    assert "POST" in answer.headers["allow"] and "GET" in answer.headers["allow"]
+    assert answer.headers["content-type"] == "application/problem+json"

@@ -1,0 +1,150 @@
+"""DataStorage keeps every event through a PostgreSQL outage: Redis takes them, replay
+stores them once, and every chain still verifies."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from dstools import ADMIN_TOKEN, datastorage_process, event_body
+
+from e2ecov.recipes import PostgresServer, RedisServer
+from tests.support.services import ServiceProcess
+
+pytestmark = pytest.mark.slow
+
+BATCH = "/api/v1/audit/events/batch"
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A server of our own: this test stops and restarts it."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def pg_datastorage(
+    tmp_path: Path, private_postgres: PostgresServer, private_redis: RedisServer
+) -> Iterator[ServiceProcess]:
+    dsn = private_postgres.create_database("audit")
+    process = datastorage_process(
+        tmp_path / "ds",
+        env={
+            "SIGNALGATE_STORE__DSN": dsn,
+            "SIGNALGATE_STORE__AUTOMIGRATE": "true",
+            "SIGNALGATE_STORE__TIMEOUT": "3s",
+            "SIGNALGATE_DLQ__REDISURL": private_redis.url,
+            "SIGNALGATE_DLQ__BACKOFF": "0.5s,1s,1s,2s,2s,4s,8s,15s",
+            "SIGNALGATE_DLQ__POLLINTERVAL": "200ms",
+        },
+    ).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def wait_for(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def all_events(client: httpx.Client) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = []
+    offset = 0
+    while True:
+        page = client.get("/api/v1/audit/events", params={"limit": 1000, "offset": offset})
+        page.raise_for_status()
+        found.extend(page.json()["data"])
+        if not page.json()["pagination"]["has_more"]:
+            return found
+        offset += 1000
+
+
+def test_postgres_outage_loses_nothing_and_stores_nothing_twice(
+    pg_datastorage: ServiceProcess,
+    private_postgres: PostgresServer,
+    private_redis: RedisServer,
+) -> None:
+    correlation_ids = [f"rr-{uuid.uuid4().hex[:8]}" for _ in range(10)]
+    batches = [
+        [event_body(correlation_ids[(b * 50 + i) % 10]) for i in range(50)] for b in range(20)
+    ]
+    statuses: list[int] = []
+    queue = redis.Redis.from_url(private_redis.url)
+    with pg_datastorage.client(ADMIN_TOKEN) as client:
+        for number, batch in enumerate(batches):
+            if number == 6:
+                private_postgres.stop()
+            if number == 10:
+                ready = httpx.get(f"{pg_datastorage.ops_url}/readyz")
+                assert ready.status_code == 200  # writes still land in the queue
+                assert ready.json()["checks"]["database"].startswith("unavailable")
+            if number == 14:
+                private_postgres.start()
+            answer = client.post(BATCH, json=batch)
+            assert answer.status_code in (201, 202), answer.text
+            if answer.status_code == 202:
+                assert answer.json() == {
+                    "status": "accepted",
+                    "message": answer.json()["message"],
+                    "count": 50,
+                }
+            statuses.append(answer.status_code)
+        assert statuses[:6] == [201] * 6
+        assert statuses[6:14] == [202] * 8, statuses
+
+        wait_for(lambda: queue.xlen("audit:dlq") == 0, 60, "the dead-letter queue to drain")
+        assert queue.xlen("audit:dlq:dead") == 0
+        stored = all_events(client)
+        sent = {event["event_id"] for batch in batches for event in batch}
+        stored_ids = [event["event_id"] for event in stored]
+        assert len(stored_ids) == 1000
+        assert set(stored_ids) == sent
+        for correlation_id in correlation_ids:
+            report = client.get(
+                "/api/v1/audit/verify-chain", params={"correlation_id": correlation_id}
+            ).json()
+            assert report == {"correlation_id": correlation_id, "events": 100, "valid": True}
+        metrics = httpx.get(f"{pg_datastorage.ops_url}/metrics").text
+        assert 'datastorage_audit_writes_total{outcome="dead_lettered"} 400.0' in metrics
+        assert "audit_dlq_replayed_total 400.0" in metrics
+    queue.close()
+
+
+def test_database_and_queue_both_down_is_500_naming_the_loss(
+    pg_datastorage: ServiceProcess,
+    private_postgres: PostgresServer,
+    private_redis: RedisServer,
+) -> None:
+    private_postgres.stop()
+    private_redis.stop()
+    with pg_datastorage.client(ADMIN_TOKEN) as client:
+        answer = client.post(BATCH, json=[event_body("rr-lost") for _ in range(7)])
+    assert answer.status_code == 500
+    assert answer.json()["type"] == "/problems/internal-error"
+    assert "7 event(s) were not stored" in answer.json()["detail"]
+    ready = httpx.get(f"{pg_datastorage.ops_url}/readyz")
+    assert ready.status_code == 503

@@ -1,0 +1,153 @@
+"""PostgreSQL specifics: partitions, the immutability trigger, tampering detection,
+schema refusal and the CLI jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+from dstools import event_body
+
+from signalgate.datastorage.chain import verify
+from signalgate.datastorage.events import validate_event
+from signalgate.datastorage.postgres import PostgresStore
+from signalgate.datastorage.sqlite import SqliteStore
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "signalgate.datastorage.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**full, **(env or {})},
+        timeout=60,
+    )
+
+
+async def test_partitions_cover_last_month_to_three_ahead(postgres_dsn: str) -> None:
+    store = PostgresStore(postgres_dsn, auto_migrate=True)
+    await store.open()
+    try:
+        assert await store.maintain() == 0  # open() already made them
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        names = {
+            row["relname"]
+            for row in await conn.fetch(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'audit_events'::regclass"
+            )
+        }
+    finally:
+        await conn.close()
+    today = datetime.now(UTC).date().replace(day=1)
+    months = []
+    year, month = today.year, today.month - 1
+    for _ in range(5):
+        if month == 0:
+            year, month = year - 1, 12
+        if month == 13:
+            year, month = year + 1, 1
+        months.append(f"audit_events_{year:04d}_{month:02d}")
+        month += 1
+    assert set(months) <= names
+    assert "audit_events_default" in names
+
+
+async def test_trigger_refuses_updates_and_tampering_is_found(postgres_dsn: str) -> None:
+    store = PostgresStore(postgres_dsn, auto_migrate=True)
+    await store.open()
+    now = datetime.now(UTC)
+    events = [validate_event(event_body("rr-t"), now) for _ in range(5)]
+    try:
+        await store.write(events)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+                await conn.execute(
+                    "UPDATE audit_events SET event_outcome = 'failure' WHERE event_id = $1",
+                    events[2].event_id,
+                )
+            async with conn.transaction():
+                await conn.execute("SET LOCAL session_replication_role = replica")
+                await conn.execute(
+                    "UPDATE audit_events SET event_outcome = 'failure' WHERE event_id = $1",
+                    events[2].event_id,
+                )
+        finally:
+            await conn.close()
+        report = verify("rr-t", await store.chain("rr-t"))
+    finally:
+        await store.close()
+    assert report.valid is False
+    assert report.first_broken_event_id == events[2].event_id
+    assert report.events == 5
+    result = await asyncio.to_thread(
+        cli, "verify-chain", "rr-t", env={"SIGNALGATE_STORE__DSN": postgres_dsn}
+    )
+    assert result.returncode == 1
+    assert f'"first_broken_event_id": "{events[2].event_id}"' in result.stdout
+
+
+async def test_sqlite_tampering_is_found(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = SqliteStore(tmp_path / "audit.db")
+    await store.open()
+    events = [validate_event(event_body("rr-s"), datetime.now(UTC)) for _ in range(3)]
+    await store.write(events)
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "audit.db")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute(
+            "UPDATE audit_events SET event_data = '{}' WHERE event_id = ?", [events[1].event_id]
+        )
+    conn.execute("DROP TRIGGER audit_events_immutable")
+    conn.execute(
+        "UPDATE audit_events SET event_data = '{}' WHERE event_id = ?", [events[1].event_id]
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(tmp_path / "audit.db")
+    await store.open()
+    try:
+        report = verify("rr-s", await store.chain("rr-s"))
+    finally:
+        await store.close()
+    assert report.first_broken_event_id == events[1].event_id
+
+
+def test_serve_refuses_a_schema_that_is_behind_then_migrate_fixes_it(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    env = {"SIGNALGATE_STORE__DSN": postgres_dsn, "SIGNALGATE_DATADIR": str(tmp_path)}
+    refused = cli("serve", "--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0", env=env)
+    assert refused.returncode == 1
+    lines = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1
+    assert "schema is at version 0" in lines[0]
+    assert "signalgate-datastorage migrate" in lines[0]
+    migrated = cli("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "applied migrations: [1]" in migrated.stdout
+    assert cli("migrate", env=env).stdout.strip() == "schema is up to date"
+    maintained = cli("maintain", env=env)
+    assert maintained.returncode == 0
+    assert "created 0 partition(s)" in maintained.stdout
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = cli("serve", env={"SIGNALGATE_DLQ__BACKOFF": "soon"})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "dlq.backoff" in result.stderr
