@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import gc
 import logging
 import signal
 from collections.abc import Coroutine, Generator
@@ -85,6 +86,9 @@ async def run_service(
 ) -> None:
     """Start `service`, serve both listeners until SIGTERM/SIGINT, then shut down in order."""
     await service.start()
+    # objects made at start-up live for the whole run: keep them out of every GC pass
+    gc.collect()
+    gc.freeze()
     api = _server(api_app, listen, grace)
     ops = _server(ops_app, ops_listen, grace)
     stop_requested = asyncio.Event()

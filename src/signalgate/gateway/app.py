@@ -9,6 +9,7 @@ errors (store, deadline) are translated to problems in `_translate`, nowhere els
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,8 @@ from signalgate.remediation.store import (
     NotFound,
     StoreUnavailable,
 )
+
+log = logging.getLogger("signalgate.gateway")
 
 JSON = "application/json"
 _MEDIA_TYPE_RE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
@@ -262,7 +265,10 @@ def _translate(exc: Exception) -> Problem:
 
 
 async def _problem_handler(request: Request, exc: Exception) -> Response:
-    return _translate(exc).to_response(request.url.path)
+    problem = _translate(exc)
+    if problem.status in (503, 504):
+        log.warning("request failed", extra={"status": problem.status, "error": repr(exc)})
+    return problem.to_response(request.url.path)
 
 
 class RequestMetricsMiddleware:
