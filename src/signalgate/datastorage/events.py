@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -28,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from signalgate.datastorage.chain import canonical, format_timestamp
+from signalgate.datastorage.chain import canonical, dumps_canonical, format_timestamp
 
 CATEGORIES: tuple[str, ...] = (
     "gateway",
@@ -119,8 +120,11 @@ def _check_event_data(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
     _check_nested(value, 1)
-    size = len(canonical({"event_data": value}))  # the stored form decides the size
-    if size > MAX_EVENT_DATA_BYTES + len('{"event_data":}'):
+    try:
+        size = len(orjson.dumps(value))  # compact JSON, as stored (within a few bytes)
+    except TypeError as exc:  # integers beyond 64 bits
+        raise ValueError("must hold only JSON numbers within 64 bits") from exc
+    if size > MAX_EVENT_DATA_BYTES:
         raise ValueError(f"must be at most {MAX_EVENT_DATA_BYTES} bytes serialised")
     return value
 
@@ -214,11 +218,14 @@ class AuditEvent:
     """A validated event with defaults applied: what the stores write and the DLQ keeps.
 
     `fields` is JSON-ready (the timestamp formatted, ids as strings, nulls removed) and is
-    exactly what `canonical` hashes.
+    exactly what `canonical` hashes; `timestamp` and `event_data_json` (the stored text of
+    `event_data`) are computed once here because every write needs them.
     """
 
     fields: Mapping[str, Any]
     canonical: bytes
+    timestamp: datetime
+    event_data_json: str
 
     @property
     def event_id(self) -> str:
@@ -232,10 +239,6 @@ class AuditEvent:
     def parent_event_id(self) -> str | None:
         parent = self.fields.get("parent_event_id")
         return None if parent is None else str(parent)
-
-    @property
-    def timestamp(self) -> datetime:
-        return parse_rfc3339(self.fields["event_timestamp"])
 
     @property
     def event_date(self) -> date:
@@ -252,7 +255,12 @@ class AuditEvent:
         data.setdefault("resource_type", category)
         data.setdefault("resource_id", data["correlation_id"])
         data.setdefault("retention_days", DEFAULT_RETENTION_DAYS)
-        return cls(fields=data, canonical=canonical(data))
+        return cls(
+            fields=data,
+            canonical=canonical(data),
+            timestamp=model.event_timestamp,
+            event_data_json=dumps_canonical(data["event_data"]),
+        )
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Any]) -> AuditEvent:

@@ -21,10 +21,10 @@ from typing import Any
 import asyncpg
 
 from signalgate.datastorage import migrations
-from signalgate.datastorage.chain import canonical, dumps_canonical
+from signalgate.datastorage.chain import canonical
 from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, row_to_event
 from signalgate.datastorage.errors import SchemaBehind, StoreUnavailable
-from signalgate.datastorage.events import AuditEvent, parse_rfc3339
+from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.store import AuditQuery, QueryPage, WriteResult, plan_write
 
 log = logging.getLogger(__name__)
@@ -228,9 +228,9 @@ def _column_arrays(rows: Sequence[Any]) -> list[list[Any]]:
         fields = planned.event.fields
         for position, name in enumerate(COLUMNS):
             if name == "event_timestamp":
-                value: Any = parse_rfc3339(fields[name])
+                value: Any = planned.event.timestamp
             elif name == "event_data":
-                value = dumps_canonical(fields[name])
+                value = planned.event.event_data_json
             elif name == "event_date":
                 value = planned.event.event_date
             elif name == "previous_event_hash":

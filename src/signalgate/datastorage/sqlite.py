@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from signalgate.datastorage import migrations
-from signalgate.datastorage.chain import canonical, dumps_canonical, format_timestamp
+from signalgate.datastorage.chain import canonical, format_timestamp
 from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, row_to_event
 from signalgate.datastorage.errors import SchemaBehind, StoreUnavailable
 from signalgate.datastorage.events import AuditEvent
@@ -220,7 +220,7 @@ def _values(planned: PlannedRow) -> list[Any]:
     values: list[Any] = []
     for name in COLUMNS:
         if name == "event_data":
-            values.append(dumps_canonical(fields[name]))
+            values.append(planned.event.event_data_json)
         elif name == "event_date":
             values.append(planned.event.event_date.isoformat())
         elif name == "previous_event_hash":

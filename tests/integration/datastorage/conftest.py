@@ -8,11 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 from dstools import ADMIN_TOKEN, datastorage_process
-from tests.support.services import ServiceProcess
 
 from signalgate.datastorage.postgres import PostgresStore
 from signalgate.datastorage.sqlite import SqliteStore
 from signalgate.datastorage.store import AuditStore
+from tests.support.services import ServiceProcess
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -10,9 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.support.services import ServiceProcess, write_tokens_file
-
 from e2ecov.recipes import free_port
+from tests.support.services import ServiceProcess, write_tokens_file
 
 WRITER_TOKEN = "ds-writer-token"
 READER_TOKEN = "ds-reader-token"

@@ -1,0 +1,172 @@
+"""Audit write throughput: batches of 100 events at concurrency 8 against a real DataStorage
+process on PostgreSQL. Prints events/s and batch latency percentiles.
+
+    python bench/audit.py [--seconds 15] [--concurrency 8] [--batch 100]
+
+Starts its own PostgreSQL (e2ecov recipe) and `signalgate-datastorage serve`; the load comes
+from a separate process (`--load`) so client and server do not share an event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import orjson
+
+from e2ecov.recipes import PostgresServer, free_port
+
+TOKEN = "bench-token"
+CORRELATION_POOL = 2000
+
+
+def batch_body(size: int, rng_offset: int) -> bytes:
+    """A Gateway-like batch: events spread over ~10 remediation requests."""
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    events = []
+    for i in range(size):
+        rr = (rng_offset + i // 10) % CORRELATION_POOL
+        events.append(
+            {
+                "version": "1.0",
+                "event_type": "gateway.signal.received",
+                "event_timestamp": now,
+                "event_category": "gateway",
+                "event_action": "received",
+                "event_outcome": "success",
+                "correlation_id": f"rr-bench-{rr}",
+                "event_id": str(uuid.uuid4()),
+                "namespace": "prod",
+                "event_data": {
+                    "signal_name": "HighCPU",
+                    "fingerprint": hashlib.sha256(str(rr).encode()).hexdigest(),
+                    "namespace": "prod",
+                    "resource_kind": "Pod",
+                    "resource_name": f"api-{rr}",
+                    "occurrence_count": 1,
+                    "signal_labels": {"alertname": "HighCPU", "severity": "critical"},
+                    "signal_annotations": {},
+                },
+            }
+        )
+    return orjson.dumps(events)
+
+
+async def load(url: str, seconds: float, concurrency: int, size: int) -> dict[str, float]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    deadline = time.perf_counter() + seconds
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as c:
+
+        async def worker(number: int) -> None:
+            offset = number * 997
+            while time.perf_counter() < deadline:
+                body = batch_body(size, offset)
+                offset += 131
+                started = time.perf_counter()
+                answer = await c.post("/api/v1/audit/events/batch", content=body)
+                latencies.append(time.perf_counter() - started)
+                statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    stored = statuses.get(201, 0) * size
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+
+    return {
+        "batches": len(latencies),
+        "events_per_second": stored / elapsed,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "statuses": statuses,  # type: ignore[dict-item]
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: run only the client
+    args = parser.parse_args()
+    if args.load:
+        result = asyncio.run(load(args.load, args.seconds, args.concurrency, args.batch))
+        print(json.dumps(result))
+        return 0
+
+    postgres = PostgresServer().start()
+    work = Path(tempfile.mkdtemp(prefix="bench-audit-"))
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        dsn = postgres.create_database("audit")
+        tokens = work / "tokens"
+        digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+        tokens.write_text(f"{digest} audit:write,audit:read\n")
+        api, ops = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
+        env.update(
+            {
+                "SIGNALGATE_STORE__DSN": dsn,
+                "SIGNALGATE_STORE__AUTOMIGRATE": "true",
+                "SIGNALGATE_AUTH__TOKENSFILE": str(tokens),
+                "SIGNALGATE_DATADIR": str(work),
+                "SIGNALGATE_LOGGING__LEVEL": "warning",
+            }
+        )
+        command = [sys.executable, "-m", "signalgate.datastorage.cli", "serve"]
+        command += ["--listen", f"127.0.0.1:{api}", "--ops-listen", f"127.0.0.1:{ops}"]
+        log = open(work / "server.log", "wb")  # noqa: SIM115
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{ops}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                print((work / "server.log").read_text()[-2000:], file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        client = [sys.executable, __file__, "--load", f"http://127.0.0.1:{api}"]
+        client += ["--seconds", str(args.seconds), "--concurrency", str(args.concurrency)]
+        client += ["--batch", str(args.batch)]
+        # warm-up (connection pool, statement caches), then the measured run
+        subprocess.run([*client[:4], "--seconds", "2"], check=True, capture_output=True)
+        output = subprocess.run(client, check=True, capture_output=True, text=True).stdout
+        result = json.loads(output)
+        print(
+            f"audit batch writes on PostgreSQL: batch {args.batch}, concurrency "
+            f"{args.concurrency}, {args.seconds:.0f}s on {os.cpu_count()} CPUs\n"
+            f"  {result['events_per_second']:,.0f} events/s   "
+            f"p50 {result['p50_ms']:.1f} ms   p99 {result['p99_ms']:.1f} ms per batch   "
+            f"({result['batches']} batches, statuses {result['statuses']})"
+        )
+        return 0
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+        postgres.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
