@@ -1,0 +1,173 @@
+"""The canonical form, the hash chain, event validation and query parsing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from signalgate.datastorage.chain import event_hash, verify
+from signalgate.datastorage.events import (
+    AuditEvent,
+    BatchSizeError,
+    InvalidEvents,
+    parse_rfc3339,
+    validate_batch,
+    validate_event,
+)
+from signalgate.datastorage.query import InvalidParameter, parse_query
+
+NOW = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
+
+
+def body(**overrides: object) -> dict[str, object]:
+    event: dict[str, object] = {
+        "version": "1.0",
+        "event_type": "gateway.signal.received",
+        "event_timestamp": "2024-05-10T13:30:00.5+01:00",
+        "event_category": "gateway",
+        "event_action": "received",
+        "event_outcome": "success",
+        "correlation_id": "rr-1",
+        "event_data": {"z": 1, "a": {"ü": "☃", "b": [2, 1]}},
+        "event_id": "6F1C2F0E-1A2B-4C3D-8E9F-001122334455",
+    }
+    event.update(overrides)
+    return event
+
+
+def test_canonical_form_matches_the_spec_recipe() -> None:
+    event = validate_event(body(), NOW)
+    expected = {
+        "actor_id": "gateway-service",
+        "actor_type": "service",
+        "correlation_id": "rr-1",
+        "event_action": "received",
+        "event_category": "gateway",
+        "event_data": {"a": {"b": [2, 1], "ü": "☃"}, "z": 1},
+        "event_id": "6f1c2f0e-1a2b-4c3d-8e9f-001122334455",
+        "event_outcome": "success",
+        "event_timestamp": "2024-05-10T12:30:00.500000Z",
+        "event_type": "gateway.signal.received",
+        "resource_id": "rr-1",
+        "resource_type": "gateway",
+        "retention_days": 2555,
+        "version": "1.0",
+    }
+    text = json.dumps(expected, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert event.canonical == text.encode()
+    assert "☃" in event.canonical.decode()
+    first = event_hash("", event.canonical)
+    assert first == hashlib.sha256(event.canonical).hexdigest()
+    assert event_hash(first, b"x") == hashlib.sha256(first.encode() + b"x").hexdigest()
+
+
+def test_null_optional_fields_are_left_out_of_the_canonical_form() -> None:
+    with_null = validate_event(body(severity=None, namespace=None), NOW)
+    without = validate_event(body(), NOW)
+    assert with_null.canonical == without.canonical
+
+
+def test_verify_finds_the_first_changed_or_reordered_row() -> None:
+    events = [validate_event(body(event_id=None), NOW) for _ in range(4)]
+    rows, previous = [], ""
+    for event in events:
+        digest = event_hash(previous, event.canonical)
+        rows.append({**event.fields, "previous_event_hash": previous, "event_hash": digest})
+        previous = digest
+    assert verify("rr-1", rows).valid
+    changed = [dict(row) for row in rows]
+    changed[2]["event_outcome"] = "failure"
+    assert verify("rr-1", changed).first_broken_event_id == events[2].event_id
+    dropped = rows[:1] + rows[2:]
+    assert verify("rr-1", dropped).first_broken_event_id == events[2].event_id
+    assert verify("rr-1", rows[::-1]).first_broken_event_id == events[3].event_id
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-10T12:00:00Z", datetime(2024, 5, 10, 12, tzinfo=UTC)),
+        ("2024-05-10t12:00:00.123456789z", datetime(2024, 5, 10, 12, 0, 0, 123456, UTC)),
+        ("2024-05-10T14:00:00+02:00", datetime(2024, 5, 10, 12, tzinfo=UTC)),
+    ],
+)
+def test_rfc3339_parsing(text: str, expected: datetime) -> None:
+    assert parse_rfc3339(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-05-10",
+        "2024-05-10 12:00:00Z",
+        "2024-02-30T00:00:00Z",
+        "2024-05-10T12:00:00+25:00",
+        "1715342400",
+    ],
+)
+def test_rfc3339_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="RFC 3339"):
+        parse_rfc3339(text)
+
+
+def test_freshness_window_edges() -> None:
+    ok_future = (NOW + timedelta(minutes=59)).isoformat()
+    ok_past = (NOW - timedelta(days=6, hours=23)).isoformat()
+    validate_event(body(event_timestamp=ok_future), NOW)
+    validate_event(body(event_timestamp=ok_past), NOW)
+    with pytest.raises(InvalidEvents) as caught:
+        validate_event(body(event_timestamp=(NOW + timedelta(minutes=61)).isoformat()), NOW)
+    assert "60 minutes" in caught.value.field_errors["event_timestamp"]
+
+
+def test_strict_types_and_nul_characters() -> None:
+    with pytest.raises(InvalidEvents) as caught:
+        validate_event(
+            body(duration_ms=True, is_sensitive="yes", correlation_id="a\x00b", actor_ip="x"),
+            NOW,
+        )
+    assert set(caught.value.field_errors) == {
+        "duration_ms",
+        "is_sensitive",
+        "correlation_id",
+        "actor_ip",
+    }
+    with pytest.raises(InvalidEvents):
+        validate_event(body(event_data={"k": "v\x00"}), NOW)
+
+
+def test_replay_rebuild_keeps_id_and_skips_freshness() -> None:
+    event = validate_event(body(), NOW)
+    again = AuditEvent.from_fields(event.fields)  # now is long past: still accepted
+    assert again.canonical == event.canonical
+
+
+def test_batch_shape_errors() -> None:
+    for payload in ({}, [], "x"):
+        with pytest.raises(BatchSizeError):
+            validate_batch(payload, NOW, 500)
+    with pytest.raises(BatchSizeError, match="at most 3"):
+        validate_batch([body()] * 4, NOW, 3)
+
+
+def test_query_parsing() -> None:
+    query = parse_query(
+        {
+            "since": ["90m"],
+            "until": ["2024-05-10"],
+            "limit": ["5"],
+            "detail_key": ["k"],
+            "detail_value": ["v"],
+        },
+        NOW,
+    )
+    assert query.since == NOW - timedelta(minutes=90)
+    assert query.until == datetime(2024, 5, 10, 23, 59, 59, 999999, UTC)
+    assert (query.limit, query.offset) == (5, 0)
+    assert parse_query({"since": ["7d"]}, NOW).since == NOW - timedelta(days=7)
+    for bad in ({"limit": ["1", "2"]}, {"offset": ["1e3"]}, {"since": ["999999d"]}):
+        with pytest.raises(InvalidParameter):
+            parse_query(bad, NOW)

@@ -1,0 +1,127 @@
+"""The file dead-letter queue and the replay worker's schedule, with an in-memory store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from signalgate.datastorage.dlq import FileDeadLetterQueue, ReplayWorker
+from signalgate.datastorage.errors import Conflict, StoreUnavailable
+from signalgate.datastorage.events import AuditEvent, validate_event
+from signalgate.datastorage.metrics import DataStorageMetrics
+from signalgate.datastorage.store import AuditQuery, QueryPage, WriteResult
+
+
+class FlakyStore:
+    """Stores by id; fails while `down`; refuses ids listed in `conflicting`."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.rows: dict[str, bytes] = {}
+        self.conflicting: set[str] = set()
+
+    async def write(self, events: Sequence[AuditEvent]) -> WriteResult:
+        if self.down:
+            raise StoreUnavailable("down")
+        bad = {i: e.event_id for i, e in enumerate(events) if e.event_id in self.conflicting}
+        if bad:
+            raise Conflict(bad)
+        new = [e for e in events if e.event_id not in self.rows]
+        for event in new:
+            self.rows[event.event_id] = event.canonical
+        return WriteResult(len(new), len(events) - len(new))
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def query(self, query: AuditQuery) -> QueryPage:
+        return QueryPage([], 0)
+
+    async def chain(self, correlation_id: str) -> list[dict[str, Any]]:
+        return []
+
+    async def migrate(self) -> list[int]:
+        return []
+
+    async def maintain(self) -> int:
+        return 0
+
+
+def events(count: int) -> list[AuditEvent]:
+    body = {
+        "version": "1.0",
+        "event_type": "gateway.signal.received",
+        "event_timestamp": datetime.now(UTC).isoformat(),
+        "event_category": "gateway",
+        "event_action": "received",
+        "event_outcome": "success",
+        "correlation_id": "rr-1",
+        "event_data": {},
+    }
+    return [validate_event(body, datetime.now(UTC)) for _ in range(count)]
+
+
+async def test_file_queue_replays_with_backoff_and_keeps_ids(tmp_path: Path) -> None:
+    queue = FileDeadLetterQueue(tmp_path / "dlq.jsonl")
+    await queue.open()
+    store = FlakyStore()
+    metrics = DataStorageMetrics(CollectorRegistry())
+    worker = ReplayWorker(queue, store, [0.0, 0.0, 0.0], metrics)  # type: ignore[arg-type]
+    written = events(3)
+    await queue.put(written, due=time.time())
+    assert await queue.depth() == 3
+    report = await worker.run_once()
+    assert (report.replayed, report.rescheduled) == (0, 3)
+    store.down = False
+    report = await worker.run_once()
+    assert report.replayed == 3
+    assert set(store.rows) == {e.event_id for e in written}
+    assert await queue.depth() == 0
+    assert metrics.dlq_replayed._value.get() == 3
+
+
+async def test_letters_die_after_the_last_attempt_and_conflicts_at_once(tmp_path: Path) -> None:
+    queue = FileDeadLetterQueue(tmp_path / "dlq.jsonl")
+    await queue.open()
+    store = FlakyStore()
+    metrics = DataStorageMetrics(CollectorRegistry())
+    worker = ReplayWorker(queue, store, [0.0, 0.0], metrics)  # type: ignore[arg-type]
+    await queue.put(events(2), due=time.time())
+    await worker.run_once()
+    report = await worker.run_once()
+    assert report.dead == 2
+    assert await queue.depth() == 0
+    assert len(await queue.dead()) == 2
+    store.down = False
+    doomed, fine = events(2)
+    store.conflicting = {doomed.event_id}
+    await queue.put([doomed, fine], due=time.time())
+    report = await worker.run_once()
+    assert (report.replayed, report.dead) == (1, 1)
+    assert metrics.dlq_dead._value.get() == 3
+
+
+async def test_not_due_letters_wait_unless_draining(tmp_path: Path) -> None:
+    queue = FileDeadLetterQueue(tmp_path / "dlq.jsonl")
+    await queue.open()
+    store = FlakyStore()
+    store.down = False
+    worker = ReplayWorker(queue, store, [60.0], DataStorageMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    await queue.put(events(2), due=time.time() + 60)
+    assert (await worker.run_once()).replayed == 0
+    assert (await worker.drain()).replayed == 2
+
+
+async def test_torn_last_line_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "dlq.jsonl"
+    queue = FileDeadLetterQueue(path)
+    await queue.open()
+    await queue.put(events(1), due=0)
+    with open(path, "ab") as handle:
+        handle.write(b'{"key": "half')
+    assert await queue.depth() == 1
