@@ -1,0 +1,325 @@
+"""`DataStorageAuditSink`: the Gateway's delivery of audit events to DataStorage.
+
+Emitting never blocks or fails signal handling. Events wait in a bounded memory buffer and
+leave in batches (`batch_size`, or every `flush_interval`) for
+`POST <url>/api/v1/audit/events/batch`; failures are retried with backoff (1 s doubling to
+30 s). What the buffer cannot hold goes to a bounded spool file, replayed in order when
+DataStorage is back; while the spool holds anything, new events queue behind it, so delivery
+stays first-in first-out. Only a full spool, or an event older than DataStorage accepts
+(7 days), drops events, counted in `audit_events_dropped_total{service, reason}`.
+
+Every event carries an `event_id` (made here when missing), so a batch retried after a lost
+answer is stored once.
+
+Answers, and why: 201/202 delivered (on 202 DataStorage's own queue holds them); 400 drops
+the items its `field_errors` name (retrying cannot fix them) and resends the rest; 409 is
+resolved event by event (the conflicting one is dropped); 413 halves the batch; 401/403 and
+everything else are retried, since they need a person or time, not a different request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from signalgate.datastorage.events import MAX_AGE, parse_rfc3339
+
+log = logging.getLogger("signalgate.audit")
+
+BATCH_PATH = "/api/v1/audit/events/batch"
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    buffer_size: int = 10_000
+    batch_size: int = 100
+    flush_interval: float = 1.0
+    timeout: float = 10.0
+    spool_max_bytes: int = 100 * 1024 * 1024
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    stop_flush_timeout: float = 10.0
+    max_age: timedelta = MAX_AGE
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.dropped = Counter(
+            "audit_events_dropped",
+            "Audit events given up on (spool full, too old, refused by DataStorage)",
+            ["service", "reason"],
+            registry=registry,
+        )
+        self.buffered = Gauge(
+            "audit_events_buffered", "Audit events waiting in memory", registry=registry
+        )
+        self.spooled = Gauge(
+            "audit_events_spooled", "Audit events waiting in the spool file", registry=registry
+        )
+        self.service = service
+
+
+@dataclass
+class _Batch:
+    events: list[dict[str, Any]]
+    from_spool: bool
+    spool_offset: int = 0
+
+
+class DataStorageAuditSink:
+    """An `AuditSink` delivering to DataStorage. `start()` in the service's event loop."""
+
+    def __init__(
+        self,
+        url: str,
+        token_file: Path | None,
+        spool_path: Path,
+        registry: CollectorRegistry,
+        options: SinkOptions | None = None,
+        *,
+        service: str = "gateway",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        from signalgate.datastorage.spool import Spool
+
+        self._url = url.rstrip("/")
+        self._token_file = token_file
+        self._options = options or SinkOptions()
+        self._metrics = _Metrics(registry, service)
+        self._spool = Spool(spool_path, self._options.spool_max_bytes)
+        self._transport = transport
+        self._buffer: deque[dict[str, Any]] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._reachable: bool | None = None
+        self._last_error = ""
+        self._delivered = 0
+        self._oldest_at = 0.0
+
+    # -- AuditSink ------------------------------------------------------------------------
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Queue one event; returns at once, whatever the state of DataStorage."""
+        if not event.get("event_id"):
+            event = {**event, "event_id": str(uuid.uuid4())}
+        if self._spool.count or len(self._buffer) >= self._options.buffer_size:
+            self._to_spool(event)
+        else:
+            if not self._buffer:
+                self._oldest_at = time.monotonic()
+            self._buffer.append(event)
+            if len(self._buffer) >= self._options.batch_size:
+                self._wakeup.set()
+        self._update_gauges()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._spool.open)
+        self._client = httpx.AsyncClient(
+            base_url=self._url, timeout=self._options.timeout, transport=self._transport
+        )
+        self._closing = False
+        self._task = asyncio.create_task(self._run(), name="audit-delivery")
+        self._update_gauges()
+        if self._spool.count:
+            log.info("audit spool has events to replay", extra={"spooled": self._spool.count})
+
+    async def stop(self) -> None:
+        """Deliver what is buffered for up to `stop_flush_timeout`, then spool the rest."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            # on timeout wait_for cancels the task; what it was sending stays buffered
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._task, self._options.stop_flush_timeout)
+            self._task = None
+        left = len(self._buffer)
+        while self._buffer:
+            self._to_spool(self._buffer.popleft())
+        self._spool.close()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        self._update_gauges()
+        if left:
+            log.warning("audit events spooled at shutdown", extra={"count": left})
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "sink": "datastorage",
+            "url": self._url,
+            "reachable": self._reachable,
+            "buffered": len(self._buffer),
+            "spooled": self._spool.count,
+            "delivered": self._delivered,
+            "last_error": self._last_error,
+        }
+
+    # -- delivery loop ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = self._options.backoff_initial
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self._until_flush())
+                continue
+            if await self._deliver(batch.events):
+                self._settle(batch)
+                backoff = self._options.backoff_initial
+                continue
+            if self._closing:
+                return  # DataStorage is down: stop() spools the rest
+            await self._pause(backoff)
+            backoff = min(backoff * 2, self._options.backoff_max)
+
+    def _next_batch(self) -> _Batch | None:
+        """The oldest events first: the memory buffer, then the spool behind it."""
+        size = self._options.batch_size
+        if self._buffer:
+            full = len(self._buffer) >= size
+            if not (full or self._closing or self._until_flush() <= 0):
+                return None
+            return _Batch([self._buffer[i] for i in range(min(size, len(self._buffer)))], False)
+        if self._spool.count:  # spooled events are late already: no batching wait
+            events, offset = self._spool.peek(size)
+            return _Batch(events, True, offset)
+        return None
+
+    def _until_flush(self) -> float:
+        """Seconds until the oldest buffered event has waited one flush interval."""
+        if not self._buffer:
+            return self._options.flush_interval
+        return self._oldest_at + self._options.flush_interval - time.monotonic()
+
+    def _settle(self, batch: _Batch) -> None:
+        if batch.from_spool:
+            self._spool.commit(batch.spool_offset, len(batch.events))
+        else:
+            for _ in batch.events:
+                self._buffer.popleft()
+            self._oldest_at = 0.0  # the rest has waited behind this batch: due now
+        self._update_gauges()
+
+    async def _pause(self, seconds: float) -> None:
+        """Back off, but wake for `stop()` so shutdown is not held by a 30 s wait."""
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wait_closing(), seconds)
+
+    async def _wait_closing(self) -> None:
+        while not self._closing:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+
+    async def _deliver(self, events: list[dict[str, Any]]) -> bool:
+        """True when the batch is settled (delivered, or its undeliverable items dropped)."""
+        fresh = self._drop_expired(events)
+        if not fresh:
+            return True
+        try:
+            answer = await self._post(fresh)
+        except httpx.HTTPError as exc:
+            return self._failed(f"{type(exc).__name__}: {exc}")
+        if answer.status_code in (201, 202):
+            self._reachable = True
+            self._delivered += len(fresh)
+            return True
+        if answer.status_code == 400:
+            return await self._without_refused(fresh, answer)
+        if answer.status_code == 409:
+            return await self._one_by_one(fresh)
+        if answer.status_code == 413 and len(fresh) > 1:
+            half = len(fresh) // 2
+            return await self._deliver(fresh[:half]) and await self._deliver(fresh[half:])
+        return self._failed(f"DataStorage answered {answer.status_code}: {answer.text[:200]}")
+
+    async def _post(self, events: Sequence[dict[str, Any]]) -> httpx.Response:
+        if self._client is None:
+            raise httpx.TransportError("audit sink is not started")
+        headers = {"Authorization": f"Bearer {self._token()}"} if self._token_file else {}
+        return await self._client.post(BATCH_PATH, json=list(events), headers=headers)
+
+    def _token(self) -> str:
+        """Read on every request: rotated (service-account) tokens apply without a restart."""
+        assert self._token_file is not None
+        try:
+            return self._token_file.read_text().strip()
+        except OSError as exc:
+            log.error("cannot read the DataStorage token file", extra={"error": str(exc)})
+            return ""
+
+    async def _without_refused(self, events: list[dict[str, Any]], answer: httpx.Response) -> bool:
+        try:
+            errors = answer.json().get("field_errors") or {}
+        except ValueError:
+            errors = {}
+        refused = {int(key.split(".", 1)[0]) for key in errors if key.split(".", 1)[0].isdigit()}
+        if not refused:  # the whole batch is unacceptable as sent
+            refused = set(range(len(events)))
+        self._drop(len(refused), "rejected", answer.text[:300])
+        rest = [event for index, event in enumerate(events) if index not in refused]
+        return await self._deliver(rest) if rest else True
+
+    async def _one_by_one(self, events: list[dict[str, Any]]) -> bool:
+        for event in events:
+            answer = await self._post([event])
+            if answer.status_code == 409:
+                self._drop(1, "conflict", answer.text[:300])
+            elif answer.status_code == 400:
+                self._drop(1, "rejected", answer.text[:300])
+            elif answer.status_code not in (201, 202):
+                return self._failed(f"DataStorage answered {answer.status_code}")
+        return True
+
+    def _drop_expired(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        oldest = datetime.now(UTC) - self._options.max_age
+        fresh = []
+        for event in events:
+            try:
+                expired = parse_rfc3339(event.get("event_timestamp")) < oldest
+            except ValueError:
+                expired = False  # DataStorage will say what is wrong with it
+            if expired:
+                self._drop(1, "expired", "older than DataStorage accepts")
+            else:
+                fresh.append(event)
+        return fresh
+
+    def _failed(self, error: str) -> bool:
+        if self._reachable is not False or error != self._last_error:
+            log.warning("audit delivery failed; will retry", extra={"error": error})
+        self._reachable = False
+        self._last_error = error
+        return False
+
+    def _to_spool(self, event: dict[str, Any]) -> None:
+        if not self._spool.is_open or not self._spool.append(event):
+            self._drop(1, "spool_full", "the audit spool is full")
+
+    def _drop(self, count: int, reason: str, detail: str) -> None:
+        self._metrics.dropped.labels(self._metrics.service, reason).inc(count)
+        log.error(
+            "audit events dropped", extra={"count": count, "reason": reason, "detail": detail}
+        )
+
+    def _update_gauges(self) -> None:
+        self._metrics.buffered.set(len(self._buffer))
+        self._metrics.spooled.set(self._spool.count)
