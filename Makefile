@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: help run test lint typecheck unit e2e-coverage bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## start the whole product on embedded defaults (SQLite, data in ./var)
 	$(BIN)/signalgate up --data-dir var
 
-test: $(STAMP) lint typecheck  ## every check CI runs: lint, types, unit + integration tests
+test: $(STAMP) lint typecheck  ## every check CI runs: lint, types, unit + integration + e2e tests
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory e2e-coverage
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check src tests bench
@@ -27,6 +28,13 @@ lint: $(STAMP)  ## ruff
 
 typecheck: $(STAMP)  ## mypy --strict over src/
 	$(BIN)/mypy
+
+# The venv's bin goes first on PATH so the stack's console scripts and `python3` are the venv's.
+# Per-run state from earlier runs is removed first; e2ecov empties its own reports and data.
+e2e-coverage: $(STAMP)  ## end-to-end tests on the real stack (e2e/stack.toml) with coverage
+	@rm -rf build/e2e/state
+	@PATH="$(abspath $(BIN)):$$PATH" $(BIN)/e2ecov run -c e2e/stack.toml; code=$$?; \
+	  $(BIN)/python e2e/summary.py build/e2e; exit $$code
 
 bench: $(STAMP)  ## ingest benchmark (prints throughput and latency per backend)
 	$(BIN)/python bench/ingest.py

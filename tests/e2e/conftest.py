@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.e2e.outage import DataStorageOutage
 from tests.e2e.stack import Audit, Stack, token
 
 TIMEOUT = httpx.Timeout(30.0)
@@ -69,3 +70,13 @@ def audit(stack: Stack) -> Iterator[Audit]:
     """DataStorage's query API with the audit:read token."""
     with _client(stack.datastorage, token("audit-reader")) as client:
         yield Audit(client)
+
+
+@pytest.fixture(scope="session")
+def datastorage_outage(stack: Stack) -> Iterator[DataStorageOutage]:
+    """Stops and restarts the stack's DataStorage; a restarted one lives until the session ends."""
+    outage = DataStorageOutage(stack)
+    try:
+        yield outage
+    finally:
+        outage.close()

@@ -1,0 +1,73 @@
+"""The closing lines of `make e2e-coverage`: total coverage per service and where the reports are.
+
+Reads e2ecov's `run.json` (so it also works after a failed run, saying what is missing) and
+exits 0; the run's own exit code is what `make` returns.
+
+    python3 e2e/summary.py [ARTIFACTS]        # default: build/e2e
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPORTS = (
+    ("text", "e2e-coverage.txt"),
+    ("functions", "e2e-coverage-func.txt"),
+    ("HTML", "html/index.html"),
+    ("JSON", "coverage.json"),
+    ("LCOV", "coverage.lcov"),
+    ("Cobertura", "coverage.xml"),
+    ("Markdown", "summary.md"),
+    ("run record", "run.json"),
+    ("diagnostics", "diagnostics/summary.txt"),
+)
+EXIT_MEANING = {
+    0: "ok",
+    1: "tests failed",
+    2: "invalid stack file or arguments",
+    3: "the stack could not be brought up",
+    4: "coverage lost or below fail_under",
+}
+
+
+def main(argv: list[str]) -> int:
+    artifacts = Path(argv[1] if len(argv) > 1 else "build/e2e").resolve()
+    try:
+        record = json.loads((artifacts / "run.json").read_text())
+    except (OSError, ValueError) as exc:
+        print(f"e2e coverage: no run.json in {artifacts} ({exc}); did e2ecov run?")
+        return 0
+    code = record.get("exit_code")
+    print()
+    print(
+        f"End-to-end coverage — run {record.get('run_id')}, exit {code} "
+        f"({EXIT_MEANING.get(code, 'unknown')})"
+    )
+    totals = record.get("totals") or {}
+    services = totals.get("services") or {}
+    if not services:
+        print("  no coverage totals (see the first failure above)")
+    for name, figures in sorted(services.items()):
+        print(
+            f"  {name:<14} {figures['percent']:5.1f}%  "
+            f"({figures['statements']} statements, {figures['missed']} missed)"
+        )
+    if "combined" in totals:
+        combined = totals["combined"]
+        counts = f"{combined['statements']} statements, {combined['missed']} missed"
+        print(f"  {'combined':<14} {combined['percent']:5.1f}%  ({counts})")
+    phases = ", ".join(f"{p['name']} {p['duration_s']:.1f}s" for p in record.get("phases", []))
+    if phases:
+        print(f"  phases: {phases}")
+    print("Reports:")
+    for label, relative in REPORTS:
+        path = artifacts / relative
+        if path.exists():
+            print(f"  {label:<12} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
