@@ -227,3 +227,21 @@ def test_routing_errors_are_problems(ds: httpx.Client) -> None:
     assert answer.status_code == 405
     assert "POST" in answer.headers["allow"] and "GET" in answer.headers["allow"]
     assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_sigterm_drains_and_exits_zero(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from dstools import ADMIN_TOKEN, datastorage_process
+
+    process = datastorage_process(Path(str(tmp_path)) / "ds").start()
+    try:
+        with process.client(ADMIN_TOKEN) as client:
+            assert client.post(EVENTS, json=event_body("rr-term")).status_code == 201
+        metrics = httpx.get(f"{process.ops_url}/metrics").text
+        assert "audit_dlq_depth 0.0" in metrics
+        assert 'datastorage_audit_writes_total{outcome="stored"} 1.0' in metrics
+    finally:
+        code = process.stop()
+    assert code == 0
+    assert '"msg":"stopped"' in process.output()
