@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -83,19 +83,13 @@ def parse_rfc3339(value: object) -> datetime:
             hours, minutes = int(offset[1:3]), int(offset[4:6])
             if hours > 23 or minutes > 59:
                 raise ValueError("bad offset")
-            zone = _zone(sign * timedelta(hours=hours, minutes=minutes))
+            zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
         moment = datetime(
             int(year), int(month), int(day), int(hour), int(minute), int(second), micro, zone
         )
         return moment.astimezone(UTC)
     except (ValueError, OverflowError) as exc:
         raise ValueError("must be an RFC 3339 date-time (e.g. 2024-05-01T12:00:00Z)") from exc
-
-
-def _zone(offset: timedelta) -> Any:
-    from datetime import timezone
-
-    return timezone(offset)
 
 
 def _parse_uuid(value: object) -> str:

@@ -25,7 +25,13 @@ from signalgate.datastorage.chain import canonical
 from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, row_to_event
 from signalgate.datastorage.errors import SchemaBehind, StoreUnavailable
 from signalgate.datastorage.events import AuditEvent
-from signalgate.datastorage.store import AuditQuery, QueryPage, WriteResult, plan_write
+from signalgate.datastorage.store import (
+    AuditQuery,
+    PlannedRow,
+    QueryPage,
+    WriteResult,
+    plan_write,
+)
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +228,7 @@ class PostgresStore:
             await conn.close()
 
 
-def _column_arrays(rows: Sequence[Any]) -> list[list[Any]]:
+def _column_arrays(rows: Sequence[PlannedRow]) -> list[list[Any]]:
     arrays: list[list[Any]] = [[] for _ in COLUMNS]
     for planned in rows:
         fields = planned.event.fields

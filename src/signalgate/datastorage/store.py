@@ -15,9 +15,6 @@ from signalgate.datastorage.chain import event_hash
 from signalgate.datastorage.errors import Conflict, MissingParent
 from signalgate.datastorage.events import AuditEvent
 
-# Columns of a stored row in the order both stores select them.
-STORED_EXTRA = ("event_date", "event_hash", "previous_event_hash")
-
 
 @dataclass(frozen=True)
 class WriteResult:

@@ -1,0 +1,167 @@
+"""The dead-letter queue in a local append-only file: needs nothing else running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from signalgate.datastorage.dlq.base import Letter
+from signalgate.datastorage.errors import DeadLetterUnavailable
+from signalgate.datastorage.events import AuditEvent
+
+log = logging.getLogger(__name__)
+
+
+class FileDeadLetterQueue:
+    """JSON lines, appended with fsync; changes rewrite the file atomically (tmp + rename).
+
+    An `fcntl` lock serialises this process's writer with a `replay-dlq` run on the same file;
+    a torn last line (crash mid-append) is skipped with a warning.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dead_path = path.with_name(path.name + ".dead")
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        await self._call("ping", self._check)
+
+    def _check(self) -> None:
+        if not os.access(self.path.parent, os.W_OK):
+            raise OSError(f"directory '{self.path.parent}' is not writable")
+
+    async def _call(self, action: str, func: Any, *args: Any) -> Any:
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(func, *args)
+            except OSError as exc:
+                raise DeadLetterUnavailable(
+                    f"dead-letter file '{self.path}' {action} failed: {exc}"
+                ) from exc
+
+    async def put(self, events: Sequence[AuditEvent], due: float) -> None:
+        lines = [
+            {"key": str(uuid.uuid4()), "event": event.fields, "attempts": 0, "due": due}
+            for event in events
+        ]
+        await self._call("append", self._append, self.path, lines)
+
+    @staticmethod
+    def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
+        data = b"".join(orjson.dumps(record) + b"\n" for record in records)
+        with _locked(path) as fd:
+            os.write(fd, data)
+            os.fsync(fd)
+
+    async def due(self, now: float | None, limit: int) -> list[Letter]:
+        letters: list[Letter] = await self._call("read", self._read)
+        return [ltr for ltr in letters if now is None or ltr.due <= now][:limit]
+
+    def _read(self) -> list[Letter]:
+        if not self.path.exists():
+            return []
+        letters = []
+        for number, line in enumerate(self.path.read_bytes().splitlines(), start=1):
+            try:
+                record = orjson.loads(line)
+                letters.append(
+                    Letter(
+                        str(record["key"]),
+                        record["event"],
+                        int(record["attempts"]),
+                        float(record["due"]),
+                    )
+                )
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                log.warning(
+                    "skipping an unreadable dead-letter line",
+                    extra={"path": str(self.path), "line": number},
+                )
+        return letters
+
+    async def ack(self, letters: Sequence[Letter]) -> None:
+        await self._call("rewrite", self._rewrite, {ltr.key: None for ltr in letters}, [])
+
+    async def reschedule(self, letters: Sequence[Letter]) -> None:
+        await self._call("rewrite", self._rewrite, {ltr.key: ltr for ltr in letters}, [])
+
+    async def bury(self, letters: Sequence[Letter], reason: str) -> None:
+        dead = [
+            {"key": ltr.key, "event": ltr.fields, "attempts": ltr.attempts, "reason": reason}
+            for ltr in letters
+        ]
+        await self._call("bury", self._rewrite, {ltr.key: None for ltr in letters}, dead)
+
+    def _rewrite(self, changes: dict[str, Letter | None], dead: list[dict[str, Any]]) -> None:
+        if dead:
+            self._append(self.dead_path, dead)
+        with _locked(self.path):
+            kept = []
+            for letter in self._read():
+                if letter.key in changes:
+                    changed = changes[letter.key]
+                    if changed is None:
+                        continue
+                    letter = changed
+                kept.append(
+                    {
+                        "key": letter.key,
+                        "event": letter.fields,
+                        "attempts": letter.attempts,
+                        "due": letter.due,
+                    }
+                )
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            with open(temporary, "wb") as handle:
+                handle.write(b"".join(orjson.dumps(record) + b"\n" for record in kept))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+
+    async def depth(self) -> int:
+        return len(await self._call("read", self._read))
+
+    async def dead(self) -> list[Letter]:
+        def read() -> list[Letter]:
+            if not self.dead_path.exists():
+                return []
+            found = []
+            for line in self.dead_path.read_bytes().splitlines():
+                with contextlib.suppress(orjson.JSONDecodeError, KeyError):
+                    record = orjson.loads(line)
+                    found.append(Letter(record["key"], record["event"], record["attempts"], 0))
+            return found
+
+        result: list[Letter] = await self._call("read", read)
+        return result
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[int]:
+    """An append descriptor on `path` holding an exclusive `flock` on its `.lock` file."""
+    lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+    finally:
+        os.close(lock_fd)

@@ -1,0 +1,175 @@
+"""Replaying dead letters into the store on the backoff schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from signalgate.datastorage.dlq.base import DeadLetterQueue, Letter
+from signalgate.datastorage.errors import (
+    Conflict,
+    DeadLetterUnavailable,
+    MissingParent,
+    StoreUnavailable,
+)
+from signalgate.datastorage.events import AuditEvent
+from signalgate.datastorage.metrics import DataStorageMetrics
+from signalgate.datastorage.store import AuditStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayReport:
+    replayed: int = 0
+    rescheduled: int = 0
+    dead: int = 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.replayed or self.rescheduled or self.dead)
+
+
+class ReplayWorker:
+    """Replays due letters into the store; reschedules on failure; buries after the last try.
+
+    `backoff[n]` is the wait before replay attempt n+1, so a letter gets `len(backoff)`
+    attempts. An event the store refuses for good (its id stored with other content) is
+    buried at once: retrying cannot change the answer.
+    """
+
+    def __init__(
+        self,
+        dlq: DeadLetterQueue,
+        store: AuditStore,
+        backoff: Sequence[float],
+        metrics: DataStorageMetrics,
+        *,
+        poll_interval: float = 1.0,
+        batch_size: int = 500,
+    ) -> None:
+        self._dlq = dlq
+        self._store = store
+        self._backoff = list(backoff)
+        self._metrics = metrics
+        self._poll = poll_interval
+        self._batch = batch_size
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def first_delay(self) -> float:
+        return self._backoff[0]
+
+    async def start(self) -> None:
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name="dlq-replay")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                report = await self.run_once()
+                self._metrics.dlq_depth.set(await self._dlq.depth())
+            except DeadLetterUnavailable as exc:
+                log.warning("dead-letter queue unavailable", extra={"error": str(exc)})
+                report = ReplayReport()
+            except Exception:
+                log.exception("dead-letter replay failed")
+                report = ReplayReport()
+            if report.replayed and not report.rescheduled:
+                continue  # draining after an outage: go on without waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._poll)
+
+    async def drain(self) -> ReplayReport:
+        """Replay everything queued now, due or not, until empty or the store fails."""
+        total = ReplayReport()
+        while True:
+            report = await self.run_once(ignore_schedule=True)
+            total.replayed += report.replayed
+            total.rescheduled += report.rescheduled
+            total.dead += report.dead
+            if not report.replayed or report.rescheduled:
+                return total
+
+    async def run_once(self, *, ignore_schedule: bool = False) -> ReplayReport:
+        now = time.time()
+        letters = await self._dlq.due(None if ignore_schedule else now, self._batch)
+        report = ReplayReport()
+        if not letters:
+            return report
+        events: list[tuple[Letter, AuditEvent]] = []
+        invalid: list[Letter] = []
+        for letter in letters:
+            try:
+                events.append((letter, AuditEvent.from_fields(letter.fields)))
+            except ValueError:  # pydantic's ValidationError is a ValueError
+                invalid.append(letter)
+        if invalid:
+            await self._bury(invalid, "invalid", report)
+        try:
+            await self._store.write([event for _, event in events])
+        except StoreUnavailable as exc:
+            log.info("replay deferred: store unavailable", extra={"error": str(exc)})
+            await self._retry_later([letter for letter, _ in events], now, report)
+            return report
+        except (Conflict, MissingParent):
+            await self._one_by_one(events, now, report)
+            return report
+        await self._dlq.ack([letter for letter, _ in events])
+        self._replayed(len(events), report)
+        return report
+
+    async def _one_by_one(
+        self, events: Sequence[tuple[Letter, AuditEvent]], now: float, report: ReplayReport
+    ) -> None:
+        """A batch with a permanent failure: find which letters are at fault."""
+        for letter, event in events:
+            try:
+                await self._store.write([event])
+            except Conflict:
+                await self._bury([letter], "conflict", report)
+            except (MissingParent, StoreUnavailable):
+                await self._retry_later([letter], now, report)
+            else:
+                await self._dlq.ack([letter])
+                self._replayed(1, report)
+
+    def _replayed(self, count: int, report: ReplayReport) -> None:
+        report.replayed += count
+        self._metrics.dlq_replayed.inc(count)
+
+    async def _retry_later(
+        self, letters: Sequence[Letter], now: float, report: ReplayReport
+    ) -> None:
+        again: list[Letter] = []
+        exhausted: list[Letter] = []
+        for letter in letters:
+            attempts = letter.attempts + 1
+            if attempts >= len(self._backoff):
+                exhausted.append(replace(letter, attempts=attempts))
+            else:
+                again.append(replace(letter, attempts=attempts, due=now + self._backoff[attempts]))
+        await self._dlq.reschedule(again)
+        report.rescheduled += len(again)
+        if exhausted:
+            await self._bury(exhausted, "attempts exhausted", report)
+
+    async def _bury(self, letters: Sequence[Letter], reason: str, report: ReplayReport) -> None:
+        await self._dlq.bury(letters, reason)
+        report.dead += len(letters)
+        self._metrics.dlq_dead.inc(len(letters))
+        log.error(
+            "audit events moved to the dead-letter store",
+            extra={"count": len(letters), "reason": reason},
+        )
