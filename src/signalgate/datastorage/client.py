@@ -43,6 +43,8 @@ BATCH_PATH = "/api/v1/audit/events/batch"
 
 @dataclass(frozen=True)
 class SinkOptions:
+    """The sink's tuning, resolved once (the constructor's keyword arguments)."""
+
     buffer_size: int = 10_000
     batch_size: int = 100
     flush_interval: float = 1.0
@@ -87,8 +89,16 @@ class DataStorageAuditSink:
         token_file: Path | None,
         spool_path: Path,
         registry: CollectorRegistry,
-        options: SinkOptions | None = None,
         *,
+        timeout: float = 10.0,
+        batch_size: int = 100,
+        flush_interval: float = 1.0,
+        buffer_size: int = 10_000,
+        spool_max_bytes: int = 100 * 1024 * 1024,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        stop_flush_timeout: float = 10.0,
+        max_age: timedelta = MAX_AGE,
         service: str = "gateway",
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -96,7 +106,17 @@ class DataStorageAuditSink:
 
         self._url = url.rstrip("/")
         self._token_file = token_file
-        self._options = options or SinkOptions()
+        self._options = SinkOptions(
+            buffer_size=buffer_size,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            timeout=timeout,
+            spool_max_bytes=spool_max_bytes,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            stop_flush_timeout=stop_flush_timeout,
+            max_age=max_age,
+        )
         self._metrics = _Metrics(registry, service)
         self._spool = Spool(spool_path, self._options.spool_max_bytes)
         self._transport = transport

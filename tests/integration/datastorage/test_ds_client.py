@@ -15,17 +15,17 @@ import pytest
 from dstools import ADMIN_TOKEN, WRITER_TOKEN, datastorage_process, event_body
 from prometheus_client import CollectorRegistry
 
-from signalgate.datastorage.client import DataStorageAuditSink, SinkOptions
+from signalgate.datastorage.client import DataStorageAuditSink
 from tests.support.services import ServiceProcess
 
-FAST = SinkOptions(
-    batch_size=100,
-    flush_interval=0.1,
-    timeout=2.0,
-    backoff_initial=0.1,
-    backoff_max=0.5,
-    stop_flush_timeout=2.0,
-)
+FAST: dict[str, Any] = {
+    "batch_size": 100,
+    "flush_interval": 0.1,
+    "timeout": 2.0,
+    "backoff_initial": 0.1,
+    "backoff_max": 0.5,
+    "stop_flush_timeout": 2.0,
+}
 
 
 @pytest.fixture
@@ -51,8 +51,8 @@ def make_sink(
     registry: CollectorRegistry,
     **options: Any,
 ) -> DataStorageAuditSink:
-    settings = SinkOptions(**{**FAST.__dict__, **options})
-    return DataStorageAuditSink(service.api_url, token_file, spool, registry, settings)
+    settings = {**FAST, **options}
+    return DataStorageAuditSink(service.api_url, token_file, spool, registry, **settings)
 
 
 @pytest.fixture
