@@ -126,3 +126,15 @@ async def test_unicode_and_nested_data_round_trip_and_verify(store: AuditStore) 
     assert rows[0]["event_data"] == data
     assert rows[0]["is_sensitive"] is False
     assert verify("rr-u", rows).valid
+
+
+async def test_concurrent_writers_never_fork_a_chain(store: AuditStore) -> None:
+    import asyncio
+
+    ids = ["rr-c1", "rr-c2", "rr-c3"]
+    batches = [[ev(ids[(b + i) % 3]) for i in range(30)] for b in range(8)]
+    await asyncio.gather(*(store.write(batch) for batch in batches))
+    for correlation_id in ids:
+        rows = await store.chain(correlation_id)
+        assert len(rows) == 80
+        assert verify(correlation_id, rows).valid
