@@ -63,3 +63,39 @@ async def test_reschedule_and_bury_move_each_entry_once(queue: RedisDeadLetterQu
     assert await queue.depth() == 0
     dead = await queue.dead()
     assert sorted(d.fields["event_id"] for d in dead) == sorted(e.event_id for e in written)
+
+
+async def test_replay_dlq_command_drains_the_queue_now(
+    queue: RedisDeadLetterQueue, redis_server: RedisServer, tmp_path: object
+) -> None:
+    import asyncio
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    written = [validate_event(event_body("rr-cli"), datetime.now(UTC)) for _ in range(4)]
+    await queue.put(written, due=time.time() + 3600)  # not due for an hour
+    db = Path(str(tmp_path)) / "audit.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
+    env |= {
+        "SIGNALGATE_STORE__DSN": f"sqlite:///{db}",
+        "SIGNALGATE_DLQ__REDISURL": redis_server.url.rsplit("/", 1)[0] + "/7",
+        "SIGNALGATE_DATADIR": str(tmp_path),
+    }
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "signalgate.datastorage.cli", "replay-dlq"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "replayed 4, rescheduled 0, dead 0, still queued 0" in result.stdout
+    store = SqliteStore(db)
+    await store.open()
+    try:
+        assert len(await store.chain("rr-cli")) == 4
+    finally:
+        await store.close()
