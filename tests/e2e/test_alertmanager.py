@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.stack import Stack, fingerprint, unique, wait_for
+from tests.e2e.stack import Audit, Stack, fingerprint, unique, wait_for
 
 RRS = "/api/v1/remediation-requests"
 
@@ -48,7 +48,7 @@ def alertmanager(stack: Stack) -> Stack:
 
 
 def test_alertmanager_webhooks_create_deduplicate_and_resolve(
-    alertmanager: Stack, gateway: httpx.Client
+    alertmanager: Stack, gateway: httpx.Client, audit: Audit
 ) -> None:
     namespace, pod = unique("ns"), unique("web")
     fp = fingerprint(namespace, "Pod", pod)
@@ -95,3 +95,5 @@ def test_alertmanager_webhooks_create_deduplicate_and_resolve(
     assert done["metadata"]["name"] == created["metadata"]["name"]
     assert done["status"]["overallPhase"] == "Pending"  # resolution is recorded, not acted on
     assert len(rrs()) == 1
+    audited = ["gateway.signal.received", "gateway.crd.created", "gateway.signal.deduplicated"]
+    audit.wait_types(created["metadata"]["name"], [*audited, "gateway.signal.resolved"])
