@@ -48,15 +48,27 @@ def _admin_token(data_dir: Path) -> tuple[str, Path]:
     return token, path
 
 
-def components(data_dir: Path, host: str) -> list[Component]:
+def components(host: str, base_port: int, token_path: Path) -> list[Component]:
+    """DataStorage first: the Gateway delivers its audit trail there from its first signal."""
+    datastorage = Component(
+        name="datastorage",
+        module="signalgate.datastorage.cli",
+        api=f"{host}:{base_port + 10}",
+        ops=f"{host}:{base_port + 11}",
+        scopes=("audit:write", "audit:read"),
+    )
     gateway = Component(
         name="gateway",
         module="signalgate.gateway.cli",
-        api=f"{host}:8080",
-        ops=f"{host}:8081",
+        api=f"{host}:{base_port}",
+        ops=f"{host}:{base_port + 1}",
         scopes=("signals:write", "remediations:read", "remediations:write"),
+        env={
+            "SIGNALGATE_DATASTORAGE__URL": f"http://{datastorage.api}",
+            "SIGNALGATE_DATASTORAGE__TOKENFILE": str(token_path),
+        },
     )
-    return [gateway]
+    return [datastorage, gateway]
 
 
 def _start(component: Component, data_dir: Path, token: str) -> None:
@@ -106,10 +118,10 @@ def _stop_all(parts: list[Component]) -> None:
                 part.proc.kill()
 
 
-def up(data_dir: Path, host: str) -> int:
+def up(data_dir: Path, host: str, base_port: int = 8080) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     token, token_path = _admin_token(data_dir)
-    parts = components(data_dir.resolve(), host)
+    parts = components(host, base_port, token_path.resolve())
     stop = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -155,8 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     start = commands.add_parser("up", help="start every service on embedded defaults")
     start.add_argument("--data-dir", type=Path, default=Path("var"), help="default: ./var")
     start.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    start.add_argument(
+        "--base-port",
+        type=int,
+        default=8080,
+        help="Gateway API port; its ops port is +1, DataStorage's +10 and +11 (default 8080)",
+    )
     args = parser.parse_args(argv)
-    return up(args.data_dir, args.host)
+    return up(args.data_dir, args.host, args.base_port)
 
 
 if __name__ == "__main__":

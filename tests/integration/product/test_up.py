@@ -1,0 +1,78 @@
+"""`signalgate up`: both services on embedded defaults, wired together, stopped together."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.services import alert, webhook
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "signalgate up exited early"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready")
+
+
+def test_up_runs_gateway_and_datastorage_with_one_admin_token(tmp_path: Path) -> None:
+    base = random.randrange(20000, 60000, 20)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "signalgate.cli",
+            "up",
+            "--data-dir",
+            str(tmp_path / "var"),
+            "--base-port",
+            str(base),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{base + 1}/readyz", proc)
+        token = (tmp_path / "var" / "admin.token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        created = httpx.post(
+            f"http://127.0.0.1:{base}/api/v1/signals/prometheus",
+            json=webhook(alert(pod="up-1")),
+            headers=headers,
+        )
+        assert created.status_code == 201, created.text
+        rr = created.json()["remediationRequestName"]
+        deadline = time.monotonic() + 15
+        events: list[str] = []
+        while time.monotonic() < deadline and len(events) < 2:
+            answer = httpx.get(
+                f"http://127.0.0.1:{base + 10}/api/v1/audit/events",
+                params={"correlation_id": rr},
+                headers=headers,
+            )
+            events = [e["event_type"] for e in answer.json()["data"]]
+            time.sleep(0.3)
+        assert sorted(events) == ["gateway.crd.created", "gateway.signal.received"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+        log.close()
+    assert code == 0
+    output = (tmp_path / "up.log").read_text()
+    assert "signalgate is up" in output and token not in output
