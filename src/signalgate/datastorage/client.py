@@ -75,9 +75,13 @@ class _Metrics:
 
 @dataclass
 class _Batch:
+    """Events taken from the buffer or the spool; `events` shrinks as they are settled."""
+
     events: list[dict[str, Any]]
+    taken: int  # how many source entries this batch covers
     from_spool: bool
     spool_offset: int = 0
+    chunk: int = 0  # how many to send per request (halved on 413, one at a time after 409)
 
 
 class DataStorageAuditSink:
@@ -129,6 +133,7 @@ class DataStorageAuditSink:
         self._last_error = ""
         self._delivered = 0
         self._oldest_at = 0.0
+        self._current: _Batch | None = None
 
     # -- AuditSink ------------------------------------------------------------------------
 
@@ -166,6 +171,12 @@ class DataStorageAuditSink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._task, self._options.stop_flush_timeout)
             self._task = None
+        current, self._current = self._current, None
+        if current is not None and not current.from_spool:
+            # what this batch already settled (delivered or dropped) is not spooled again
+            for _ in range(current.taken):
+                self._buffer.popleft()
+            self._buffer.extendleft(reversed(current.events))
         left = len(self._buffer)
         while self._buffer:
             self._to_spool(self._buffer.popleft())
@@ -191,18 +202,21 @@ class DataStorageAuditSink:
     # -- delivery loop ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Send one batch at a time, retrying that same batch until it is settled."""
         backoff = self._options.backoff_initial
         while True:
-            batch = self._next_batch()
-            if batch is None:
+            if self._current is None:
+                self._current = self._next_batch()
+            if self._current is None:
                 if self._closing:
                     return
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._until_flush())
                 continue
-            if await self._deliver(batch.events):
-                self._settle(batch)
+            if await self._deliver(self._current):
+                self._settle(self._current)
+                self._current = None
                 backoff = self._options.backoff_initial
                 continue
             if self._closing:
@@ -217,10 +231,12 @@ class DataStorageAuditSink:
             full = len(self._buffer) >= size
             if not (full or self._closing or self._until_flush() <= 0):
                 return None
-            return _Batch([self._buffer[i] for i in range(min(size, len(self._buffer)))], False)
+            taken = min(size, len(self._buffer))
+            events = [self._buffer[i] for i in range(taken)]
+            return _Batch(events, taken, from_spool=False, chunk=taken)
         if self._spool.count:  # spooled events are late already: no batching wait
             events, offset = self._spool.peek(size)
-            return _Batch(events, True, offset)
+            return _Batch(events, len(events), True, offset, chunk=max(1, len(events)))
         return None
 
     def _until_flush(self) -> float:
@@ -231,9 +247,9 @@ class DataStorageAuditSink:
 
     def _settle(self, batch: _Batch) -> None:
         if batch.from_spool:
-            self._spool.commit(batch.spool_offset, len(batch.events))
+            self._spool.commit(batch.spool_offset, batch.taken)
         else:
-            for _ in batch.events:
+            for _ in range(batch.taken):
                 self._buffer.popleft()
             self._oldest_at = 0.0  # the rest has waited behind this batch: due now
         self._update_gauges()
@@ -249,27 +265,49 @@ class DataStorageAuditSink:
             await self._wakeup.wait()
             self._wakeup.clear()
 
-    async def _deliver(self, events: list[dict[str, Any]]) -> bool:
-        """True when the batch is settled (delivered, or its undeliverable items dropped)."""
-        fresh = self._drop_expired(events)
-        if not fresh:
-            return True
+    async def _deliver(self, batch: _Batch) -> bool:
+        """True when every event of the batch is settled: delivered, or dropped for good.
+
+        Settled events leave `batch.events` at once, so a retry after a failure resends only
+        the rest and no drop is counted twice.
+        """
+        self._remove_expired(batch)
+        while batch.events:
+            chunk = batch.events[: batch.chunk]
+            try:
+                answer = await self._post(chunk)
+            except httpx.HTTPError as exc:
+                return self._failed(f"{type(exc).__name__}: {exc}")
+            status = answer.status_code
+            if status in (201, 202):
+                del batch.events[: len(chunk)]
+                self._reachable = True
+                self._delivered += len(chunk)
+            elif status == 400:
+                refused = self._refused(answer, len(chunk))
+                self._drop(len(refused), "rejected", answer.text[:300])
+                batch.events = [e for i, e in enumerate(batch.events) if i not in refused]
+            elif status == 409 and len(chunk) > 1:
+                batch.chunk = 1  # find the conflicting one
+            elif status == 409:
+                self._drop(1, "conflict", answer.text[:300])
+                del batch.events[0]
+            elif status == 413 and len(chunk) > 1:
+                batch.chunk = len(chunk) // 2
+            else:
+                return self._failed(f"DataStorage answered {status}: {answer.text[:200]}")
+        return True
+
+    @staticmethod
+    def _refused(answer: httpx.Response, size: int) -> set[int]:
+        """Which items of a 400 batch DataStorage named (all of them when it named none)."""
         try:
-            answer = await self._post(fresh)
-        except httpx.HTTPError as exc:
-            return self._failed(f"{type(exc).__name__}: {exc}")
-        if answer.status_code in (201, 202):
-            self._reachable = True
-            self._delivered += len(fresh)
-            return True
-        if answer.status_code == 400:
-            return await self._without_refused(fresh, answer)
-        if answer.status_code == 409:
-            return await self._one_by_one(fresh)
-        if answer.status_code == 413 and len(fresh) > 1:
-            half = len(fresh) // 2
-            return await self._deliver(fresh[:half]) and await self._deliver(fresh[half:])
-        return self._failed(f"DataStorage answered {answer.status_code}: {answer.text[:200]}")
+            errors = answer.json().get("field_errors") or {}
+        except ValueError:
+            errors = {}
+        named = {int(head) for key in errors if (head := key.split(".", 1)[0]).isdigit()}
+        refused = {index for index in named if index < size}
+        return refused or set(range(size))
 
     async def _post(self, events: Sequence[dict[str, Any]]) -> httpx.Response:
         if self._client is None:
@@ -286,33 +324,10 @@ class DataStorageAuditSink:
             log.error("cannot read the DataStorage token file", extra={"error": str(exc)})
             return ""
 
-    async def _without_refused(self, events: list[dict[str, Any]], answer: httpx.Response) -> bool:
-        try:
-            errors = answer.json().get("field_errors") or {}
-        except ValueError:
-            errors = {}
-        refused = {int(key.split(".", 1)[0]) for key in errors if key.split(".", 1)[0].isdigit()}
-        if not refused:  # the whole batch is unacceptable as sent
-            refused = set(range(len(events)))
-        self._drop(len(refused), "rejected", answer.text[:300])
-        rest = [event for index, event in enumerate(events) if index not in refused]
-        return await self._deliver(rest) if rest else True
-
-    async def _one_by_one(self, events: list[dict[str, Any]]) -> bool:
-        for event in events:
-            answer = await self._post([event])
-            if answer.status_code == 409:
-                self._drop(1, "conflict", answer.text[:300])
-            elif answer.status_code == 400:
-                self._drop(1, "rejected", answer.text[:300])
-            elif answer.status_code not in (201, 202):
-                return self._failed(f"DataStorage answered {answer.status_code}")
-        return True
-
-    def _drop_expired(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _remove_expired(self, batch: _Batch) -> None:
         oldest = datetime.now(UTC) - self._options.max_age
         fresh = []
-        for event in events:
+        for event in batch.events:
             try:
                 expired = parse_rfc3339(event.get("event_timestamp")) < oldest
             except ValueError:
@@ -321,7 +336,7 @@ class DataStorageAuditSink:
                 self._drop(1, "expired", "older than DataStorage accepts")
             else:
                 fresh.append(event)
-        return fresh
+        batch.events = fresh
 
     def _failed(self, error: str) -> bool:
         if self._reachable is not False or error != self._last_error:
