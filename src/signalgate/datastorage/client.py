@@ -35,6 +35,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from signalgate.datastorage.events import MAX_AGE, parse_rfc3339
+from signalgate.datastorage.spool import Spool
 
 log = logging.getLogger("signalgate.audit")
 
@@ -106,8 +107,6 @@ class DataStorageAuditSink:
         service: str = "gateway",
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        from signalgate.datastorage.spool import Spool
-
         self._url = url.rstrip("/")
         self._token_file = token_file
         self._options = SinkOptions(

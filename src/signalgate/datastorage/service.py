@@ -67,9 +67,8 @@ def build_auth(settings: DataStorageSettings) -> Authenticator:
         )
     tokens_file = settings.auth.tokens_file
     if tokens_file is None:
-        tokens_file, created = ensure_admin_token(settings.data_dir, SCOPES)
-        if created is not None:
-            print(f"DataStorage admin token written to {created}", flush=True)
+        # first start with nothing configured: one admin token; its file is logged, never it
+        tokens_file, _ = ensure_admin_token(settings.data_dir, SCOPES)
     return StaticTokenAuth.from_file(tokens_file, SCOPES)
 
 
