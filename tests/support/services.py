@@ -94,13 +94,17 @@ class ServiceProcess:
         return httpx.Client(base_url=self.api_url, headers=headers, timeout=30.0, **kwargs)  # type: ignore[arg-type]
 
 
-def gateway_process(
-    data_dir: Path, env: Mapping[str, str] | None = None, tokens: Mapping[str, str] | None = None
+def service_process(
+    module: str,
+    data_dir: Path,
+    tokens: Mapping[str, str],
+    env: Mapping[str, str] | None = None,
 ) -> ServiceProcess:
-    """A Gateway on free ports with the test tokens; `env` adds `SIGNALGATE_…` settings."""
+    """`python -m <module> serve` on free loopback ports, with `tokens` as its tokens file;
+    `env` adds `SIGNALGATE_…` settings (the caller's own `SIGNALGATE_…` are not inherited)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     api_port, ops_port = free_port(), free_port()
-    tokens_file = write_tokens_file(data_dir / "test-tokens", tokens or GATEWAY_TOKENS)
+    tokens_file = write_tokens_file(data_dir / "test-tokens", tokens)
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")},
         "SIGNALGATE_SERVER__LISTEN": f"127.0.0.1:{api_port}",
@@ -110,12 +114,19 @@ def gateway_process(
         **(env or {}),
     }
     return ServiceProcess(
-        command=[sys.executable, "-m", "signalgate.gateway.cli", "serve"],
+        command=[sys.executable, "-m", module, "serve"],
         env=full_env,
         api_url=f"http://127.0.0.1:{api_port}",
         ops_url=f"http://127.0.0.1:{ops_port}",
-        log_path=data_dir / "gateway.log",
+        log_path=data_dir / f"{module.split('.')[1]}.log",
     )
+
+
+def gateway_process(
+    data_dir: Path, env: Mapping[str, str] | None = None, tokens: Mapping[str, str] | None = None
+) -> ServiceProcess:
+    """A Gateway on free ports with the test tokens."""
+    return service_process("signalgate.gateway.cli", data_dir, tokens or GATEWAY_TOKENS, env)
 
 
 def rfc3339(when: datetime | None = None) -> str:

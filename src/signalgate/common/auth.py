@@ -149,3 +149,22 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+
+
+def authenticator_for(
+    mode: str, tokens_file: Path | None, data_dir: Path, scopes: tuple[str, ...], service: str
+) -> Authenticator:
+    """Static tokens by default (an admin token is generated on a first start with no tokens
+    file); `none` only when asked for, with a warning; `kubernetes` (TokenReview) is refused
+    until it is implemented, rather than silently falling back to something weaker."""
+    if mode == "none":
+        log.warning(f"auth.mode is none: every caller may use the {service} API")
+        return NoAuth()
+    if mode == "kubernetes":
+        raise ConfigError(
+            "config key 'auth.mode': 'kubernetes' (TokenReview) is not available in this "
+            "release; use static or none"
+        )
+    if tokens_file is None:
+        tokens_file, _ = ensure_admin_token(data_dir, scopes)
+    return StaticTokenAuth.from_file(tokens_file, scopes)

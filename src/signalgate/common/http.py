@@ -1,14 +1,26 @@
-"""Pure ASGI pieces shared by the HTTP APIs: request ids, security headers, bounded bodies."""
+"""HTTP pieces shared by the APIs: request ids, security headers, bounded bodies, media
+types, JSON answers, and the one way every error becomes a problem document."""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signalgate.common.logging import request_id_var
-from signalgate.common.problems import Problem
+from signalgate.common.problems import Problem, validation_error
+
+log = logging.getLogger("signalgate.http")
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -80,3 +92,66 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 def _too_large(limit: int) -> Problem:
     return Problem(413, "payload-too-large", f"request body exceeds {limit} bytes")
+
+
+JSON = "application/json"
+_MEDIA_TYPE_RE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=JSON)
+
+
+def require_media_type(scope: Scope, allowed: tuple[str, ...] = (JSON,)) -> None:
+    """`Content-Type` may be absent; present, it must parse (400) and be allowed (415)."""
+    value = header(scope, b"content-type")
+    if value is None:
+        return
+    kind = value.split(";", 1)[0].strip().lower()
+    if not _MEDIA_TYPE_RE.match(kind):
+        raise validation_error(f"Content-Type: {value[:100]!r} is not a media type")
+    if kind not in allowed:
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            f"Content-Type {kind!r} is not supported; send {' or '.join(allowed)}",
+            headers={"Accept": ", ".join(allowed)},
+        )
+
+
+Translate = Callable[[Exception], Problem | None]
+
+
+def problem_app(
+    routes: list[BaseRoute], translate: Translate, domain_errors: tuple[type[Exception], ...]
+) -> Starlette:
+    """A Starlette app whose every error is a problem document.
+
+    `translate` maps the service's own lower-layer errors (`domain_errors`) to problems and
+    returns None for anything else; routing errors (404/405), raised `Problem`s and
+    unexpected exceptions (500, no internals in the answer) are handled here, once.
+    """
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        problem = exc if isinstance(exc, Problem) else translate(exc) or _generic_problem(exc)
+        if problem.status >= 503:
+            log.warning("request failed", extra={"status": problem.status, "error": repr(exc)})
+        return problem.to_response(request.url.path)
+
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        exc: handler for exc in (Exception, HTTPException, Problem, *domain_errors)
+    }
+    return Starlette(routes=routes, exception_handlers=handlers)
+
+
+def _generic_problem(exc: Exception) -> Problem:
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 405:
+            return Problem(
+                405,
+                "method-not-allowed",
+                "method not allowed on this path",
+                headers=dict(exc.headers or {}),
+            )
+        return Problem(404, "not-found", "no such path")
+    return Problem(500, "internal-error", "Internal server error")

@@ -19,9 +19,11 @@ from typing import Any, Protocol
 
 import uvicorn
 import uvloop
+from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
 from signalgate.common.config import split_listen
+from signalgate.common.ops import ReadinessProbe, build_ops_app
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +131,17 @@ def run_forever(main: Coroutine[Any, Any, None]) -> None:
     """Run a service's main coroutine on uvloop (what uvicorn itself picks when installed)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main)
+
+
+def serve(
+    service: Service,
+    api_app: ASGIApp,
+    readiness: ReadinessProbe,
+    registry: CollectorRegistry,
+    listen: str,
+    ops_listen: str,
+    grace: float,
+) -> None:
+    """What every service's `serve` command does once its settings and parts are built."""
+    ops_app = build_ops_app(readiness, registry)
+    run_forever(run_service(service, api_app, ops_app, listen, ops_listen, grace=grace))

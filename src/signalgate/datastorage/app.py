@@ -8,20 +8,22 @@ problems in `_translate` and nowhere else.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from signalgate.common.http import RequestContextMiddleware, read_body
+from signalgate.common.http import (
+    RequestContextMiddleware,
+    json_response,
+    problem_app,
+    read_body,
+    require_media_type,
+)
 from signalgate.common.problems import Problem, validation_error
 from signalgate.datastorage.chain import verify
 from signalgate.datastorage.errors import Conflict, MissingParent, StoreUnavailable
@@ -35,13 +37,6 @@ from signalgate.datastorage.openapi import openapi_document
 from signalgate.datastorage.query import InvalidParameter, parse_query
 from signalgate.datastorage.service import DataStorageService
 from signalgate.datastorage.writer import EventsLost, Written
-
-JSON = "application/json"
-_MEDIA_TYPE_RE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
-
-
-def json_response(status: int, body: Any) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
 
 
 class DataStorageAPI:
@@ -99,7 +94,7 @@ class DataStorageAPI:
 
     async def _payload(self, request: Request) -> Any:
         self.service.auth.authenticate(request.headers.get("authorization")).require("audit:write")
-        _check_media_type(request)
+        require_media_type(request.scope)
         body = await read_body(request.scope, request.receive, self.max_body)
         try:
             return orjson.loads(body)
@@ -142,23 +137,6 @@ class DataStorageAPI:
         return json_response(200, openapi_document())
 
 
-def _check_media_type(request: Request) -> None:
-    """Absent is accepted; it must parse and be application/json (parameters allowed)."""
-    value = request.headers.get("content-type")
-    if value is None:
-        return
-    kind = value.split(";", 1)[0].strip().lower()
-    if not _MEDIA_TYPE_RE.match(kind):
-        raise validation_error(f"Content-Type {value[:100]!r} is not a media type")
-    if kind != JSON:
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            f"Content-Type {kind!r} is not supported; send {JSON}",
-            headers={"Accept": JSON},
-        )
-
-
 def _accepted(count: int) -> Response:
     body = {
         "status": "accepted",
@@ -174,10 +152,8 @@ def _invalid(exc: InvalidEvents) -> Problem:
     return validation_error(f"{exc}{more}", field_errors=exc.field_errors)
 
 
-def _translate(exc: Exception) -> Problem:
+def _translate(exc: Exception) -> Problem | None:
     """Every lower-layer error becomes its problem here."""
-    if isinstance(exc, Problem):
-        return exc
     if isinstance(exc, Conflict):
         return Problem(409, "conflict", f"{exc}; the first write stands")
     if isinstance(exc, MissingParent):
@@ -195,33 +171,19 @@ def _translate(exc: Exception) -> Problem:
             "the audit database is unavailable; retry later",
             headers={"Retry-After": "5"},
         )
-    if isinstance(exc, HTTPException):
-        if exc.status_code == 405:
-            return Problem(
-                405,
-                "method-not-allowed",
-                "method not allowed on this path",
-                headers=dict(exc.headers or {}),
-            )
-        return Problem(404, "not-found", "no such path")
-    return Problem(500, "internal-error", "Internal server error")
-
-
-async def _problem_handler(request: Request, exc: Exception) -> Response:
-    return _translate(exc).to_response(request.url.path)
+    return None
 
 
 def build_api_app(service: DataStorageService) -> ASGIApp:
     api = DataStorageAPI(service)
-    handler: Callable[[Request, Exception], Awaitable[Response]] = _problem_handler
-    app = Starlette(
-        routes=[
+    app = problem_app(
+        [
             Route("/api/v1/audit/events", api.events, methods=["GET", "POST"]),
             Route("/api/v1/audit/events/batch", api.write_batch, methods=["POST"]),
             Route("/api/v1/audit/verify-chain", api.verify_chain, methods=["GET"]),
             Route("/openapi.json", api.openapi, methods=["GET"]),
         ],
-        exception_handlers={Exception: handler, HTTPException: handler, Problem: handler}
-        | {exc: handler for exc in (StoreUnavailable, Conflict, MissingParent, EventsLost)},
+        _translate,
+        (StoreUnavailable, Conflict, MissingParent, EventsLost),
     )
     return RequestContextMiddleware(app)

@@ -64,23 +64,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def serve(settings: DataStorageSettings) -> int:
-    from signalgate.common.ops import build_ops_app
-    from signalgate.common.server import run_forever, run_service
+    from signalgate.common.server import serve as run
     from signalgate.datastorage.app import build_api_app
     from signalgate.datastorage.service import DataStorageService
 
     service = DataStorageService.from_settings(settings)
-    api = build_api_app(service)
-    ops = build_ops_app(service.readiness, service.metrics.registry)
-    run_forever(
-        run_service(
-            service,
-            api,
-            ops,
-            settings.server.listen,
-            settings.server.ops_listen,
-            grace=settings.server.shutdown_grace,
-        )
+    run(
+        service,
+        build_api_app(service),
+        service.readiness,
+        service.metrics.registry,
+        settings.server.listen,
+        settings.server.ops_listen,
+        settings.server.shutdown_grace,
     )
     return EXIT_OK
 

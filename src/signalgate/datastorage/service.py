@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from signalgate.common.auth import Authenticator, NoAuth, StaticTokenAuth, ensure_admin_token
-from signalgate.common.config import ConfigError
+from signalgate.common.auth import Authenticator, authenticator_for
 from signalgate.common.ops import Readiness
 from signalgate.common.server import Lifecycle, State
 from signalgate.datastorage.dlq import (
@@ -53,25 +52,6 @@ def build_dlq(settings: DataStorageSettings) -> DeadLetterQueue:
     return FileDeadLetterQueue(settings.dlq_path)
 
 
-def build_auth(settings: DataStorageSettings) -> Authenticator:
-    """Static tokens by default (an admin token is generated on first start); `none` only
-    when asked for; `kubernetes` is refused until DataStorage gains TokenReview support."""
-    mode = settings.auth.mode
-    if mode == "none":
-        log.warning("authentication is off (auth.mode: none): anyone can read and write audit")
-        return NoAuth()
-    if mode == "kubernetes":
-        raise ConfigError(
-            "config key 'auth.mode': 'kubernetes' is not supported by DataStorage yet "
-            "(use static or none)"
-        )
-    tokens_file = settings.auth.tokens_file
-    if tokens_file is None:
-        # first start with nothing configured: one admin token; its file is logged, never it
-        tokens_file, _ = ensure_admin_token(settings.data_dir, SCOPES)
-    return StaticTokenAuth.from_file(tokens_file, SCOPES)
-
-
 @dataclass
 class DataStorageService:
     settings: DataStorageSettings
@@ -102,7 +82,13 @@ class DataStorageService:
             settings=settings,
             store=store,
             dlq=dlq,
-            auth=build_auth(settings),
+            auth=authenticator_for(
+                settings.auth.mode,
+                settings.auth.tokens_file,
+                settings.data_dir,
+                SCOPES,
+                "DataStorage",
+            ),
             metrics=metrics,
             writer=AuditWriter(store, dlq, metrics, settings.dlq.backoff[0]),
             worker=worker,

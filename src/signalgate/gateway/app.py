@@ -12,19 +12,23 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import orjson
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from signalgate.common.http import RequestContextMiddleware, read_body
+from signalgate.common.http import (
+    JSON,
+    RequestContextMiddleware,
+    json_response,
+    problem_app,
+    read_body,
+    require_media_type,
+)
 from signalgate.common.problems import Problem, validation_error
 from signalgate.gateway import responses
 from signalgate.gateway.adapters.alertmanager import parse_webhook
@@ -47,30 +51,7 @@ from signalgate.remediation.store import (
 
 log = logging.getLogger("signalgate.gateway")
 
-JSON = "application/json"
-_MEDIA_TYPE_RE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
 _FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=JSON)
-
-
-def media_type(request: Request, allowed: tuple[str, ...] = (JSON,)) -> None:
-    """Absent is accepted; it must parse and be one of `allowed` (parameters allowed)."""
-    value = request.headers.get("content-type")
-    if value is None:
-        return
-    kind = value.split(";", 1)[0].strip().lower()
-    if not _MEDIA_TYPE_RE.match(kind):
-        raise validation_error(f"Content-Type: {value[:100]!r} is not a media type")
-    if kind not in allowed:
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            f"Content-Type {kind!r} is not supported; send {' or '.join(allowed)}",
-            headers={"Accept": ", ".join(allowed)},
-        )
 
 
 class GatewayAPI:
@@ -121,7 +102,7 @@ class GatewayAPI:
             )
         self.inflight += 1
         try:
-            media_type(request)
+            require_media_type(request.scope)
             body = await read_body(request.scope, request.receive, self.max_body)
             if check_timestamp:
                 self._check_timestamp(request.headers.get("x-timestamp"))
@@ -198,7 +179,7 @@ class GatewayAPI:
         self.service.auth.authenticate(request.headers.get("authorization")).require(
             "remediations:write"
         )
-        media_type(request, (JSON, "application/merge-patch+json"))
+        require_media_type(request.scope, (JSON, "application/merge-patch+json"))
         body = await read_body(request.scope, request.receive, self.max_body)
         try:
             patch = parse_status_patch(parse_object(body))
@@ -235,10 +216,8 @@ def _list_query(params: Any) -> ListQuery:
     )
 
 
-def _translate(exc: Exception) -> Problem:
-    """Lower-layer errors → problems: the one place these status codes are decided."""
-    if isinstance(exc, Problem):
-        return exc
+def _translate(exc: Exception) -> Problem | None:
+    """The Gateway's lower-layer errors → problems: the one place these codes are decided."""
     if isinstance(exc, StoreUnavailable):
         return Problem(
             503,
@@ -252,23 +231,7 @@ def _translate(exc: Exception) -> Problem:
         return Problem(404, "not-found", f"remediation request {exc} not found")
     if isinstance(exc, Conflict):
         return Problem(409, "conflict", str(exc))
-    if isinstance(exc, HTTPException):
-        if exc.status_code == 405:
-            return Problem(
-                405,
-                "method-not-allowed",
-                "method not allowed on this path",
-                headers=dict(exc.headers or {}),
-            )
-        return Problem(404, "not-found", "no such path")
-    return Problem(500, "internal-error", "Internal server error")
-
-
-async def _problem_handler(request: Request, exc: Exception) -> Response:
-    problem = _translate(exc)
-    if problem.status in (503, 504):
-        log.warning("request failed", extra={"status": problem.status, "error": repr(exc)})
-    return problem.to_response(request.url.path)
+    return None
 
 
 class RequestMetricsMiddleware:
@@ -305,9 +268,8 @@ class RequestMetricsMiddleware:
 
 def build_api_app(service: GatewayService) -> ASGIApp:
     api = GatewayAPI(service)
-    handler: Callable[[Request, Exception], Awaitable[Response]] = _problem_handler
-    app = Starlette(
-        routes=[
+    app = problem_app(
+        [
             Route("/api/v1/signals/prometheus", api.prometheus, methods=["POST"]),
             Route("/api/v1/signals/kubernetes-event", api.kubernetes_event, methods=["POST"]),
             Route("/api/v1/remediation-requests", api.list_rrs, methods=["GET"]),
@@ -317,7 +279,7 @@ def build_api_app(service: GatewayService) -> ASGIApp:
             ),
             Route("/openapi.json", api.openapi, methods=["GET"]),
         ],
-        exception_handlers={Exception: handler, HTTPException: handler, Problem: handler}
-        | {exc: handler for exc in (StoreUnavailable, ProcessingTimeout, NotFound, Conflict)},
+        _translate,
+        (StoreUnavailable, ProcessingTimeout, NotFound, Conflict),
     )
     return RequestContextMiddleware(RequestMetricsMiddleware(app, service.metrics))

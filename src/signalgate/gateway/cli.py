@@ -16,8 +16,7 @@ from signalgate.common.cli import (
     settings_from_args,
 )
 from signalgate.common.logging import configure_logging
-from signalgate.common.ops import build_ops_app
-from signalgate.common.server import run_forever, run_service
+from signalgate.common.server import serve as run
 from signalgate.gateway.settings import SHORTHANDS, GatewaySettings
 from signalgate.remediation.store import StoreError
 
@@ -40,18 +39,15 @@ def serve(settings: GatewaySettings) -> int:
 
     configure_logging(settings.logging.level, settings.logging.format)
     service = GatewayService.from_settings(settings)
-    api = build_api_app(service)
-    ops = build_ops_app(service.readiness, service.metrics.registry)
     try:
-        run_forever(
-            run_service(
-                service,
-                api,
-                ops,
-                settings.server.listen,
-                settings.server.ops_listen,
-                grace=settings.server.shutdown_grace,
-            )
+        run(
+            service,
+            build_api_app(service),
+            service.readiness,
+            service.metrics.registry,
+            settings.server.listen,
+            settings.server.ops_listen,
+            settings.server.shutdown_grace,
         )
     except StoreError as exc:
         log.error("cannot open the remediation store", extra={"error": str(exc)})

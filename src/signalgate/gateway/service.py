@@ -13,7 +13,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from signalgate.common.audit import AuditSink, LoggingAuditSink
-from signalgate.common.auth import Authenticator, NoAuth, StaticTokenAuth, ensure_admin_token
+from signalgate.common.auth import Authenticator, authenticator_for
 from signalgate.common.config import ConfigError
 from signalgate.common.ops import Readiness
 from signalgate.common.server import Lifecycle
@@ -41,23 +41,6 @@ def store_for(dsn: str) -> RemediationStore:
     raise ConfigError(
         f"config key 'store.dsn': {dsn!r} must start with sqlite:/// or postgresql://"
     )
-
-
-def authenticator_for(settings: GatewaySettings) -> Authenticator:
-    mode = settings.auth.mode
-    if mode == "none":
-        log.warning("auth.mode is none: every caller may send signals and change remediations")
-        return NoAuth()
-    if mode == "kubernetes":
-        raise ConfigError(
-            "config key 'auth.mode': 'kubernetes' (TokenReview) is not available in this "
-            "release; use static or none"
-        )
-    tokens_file = settings.auth.tokens_file
-    if tokens_file is None:
-        # first start with nothing configured: a generated admin token, never logged itself
-        tokens_file, _ = ensure_admin_token(settings.data_dir, SCOPES)
-    return StaticTokenAuth.from_file(tokens_file, SCOPES)
 
 
 def audit_sink_for(settings: GatewaySettings, registry: CollectorRegistry) -> AuditSink:
@@ -111,7 +94,9 @@ class GatewayService:
         return cls(
             settings,
             store_for(settings.store_dsn),
-            authenticator_for(settings),
+            authenticator_for(
+                settings.auth.mode, settings.auth.tokens_file, settings.data_dir, SCOPES, "Gateway"
+            ),
             audit_sink_for(settings, registry),
             registry,
         )

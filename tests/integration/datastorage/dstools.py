@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from e2ecov.recipes import free_port
-from tests.support.services import ServiceProcess, write_tokens_file
+from tests.support.services import ServiceProcess, service_process
 
 WRITER_TOKEN = "ds-writer-token"
 READER_TOKEN = "ds-reader-token"
@@ -56,21 +53,4 @@ def datastorage_process(
     tokens: Mapping[str, str] | None = None,
 ) -> ServiceProcess:
     """`signalgate-datastorage serve` on free loopback ports with the test tokens."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    api_port, ops_port = free_port(), free_port()
-    tokens_file = write_tokens_file(data_dir / "test-tokens", tokens or DS_TOKENS)
-    full_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")},
-        "SIGNALGATE_SERVER__LISTEN": f"127.0.0.1:{api_port}",
-        "SIGNALGATE_SERVER__OPSLISTEN": f"127.0.0.1:{ops_port}",
-        "SIGNALGATE_DATADIR": str(data_dir),
-        "SIGNALGATE_AUTH__TOKENSFILE": str(tokens_file),
-        **(env or {}),
-    }
-    return ServiceProcess(
-        command=[sys.executable, "-m", "signalgate.datastorage.cli", "serve"],
-        env=full_env,
-        api_url=f"http://127.0.0.1:{api_port}",
-        ops_url=f"http://127.0.0.1:{ops_port}",
-        log_path=data_dir / "datastorage.log",
-    )
+    return service_process("signalgate.datastorage.cli", data_dir, tokens or DS_TOKENS, env)

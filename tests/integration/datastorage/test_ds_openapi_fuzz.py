@@ -11,17 +11,9 @@ from typing import Any
 import pytest
 import schemathesis
 from dstools import ADMIN_TOKEN
-from hypothesis import HealthCheck, settings
-from schemathesis import checks
 
+from tests.support.openapi import CONFORMANCE_CHECKS, fuzz_settings
 from tests.support.services import ServiceProcess
-
-CHECKS = [
-    checks.not_a_server_error,
-    checks.status_code_conformance,
-    checks.content_type_conformance,
-    checks.response_schema_conformance,
-]
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +25,11 @@ schema = schemathesis.pytest.from_fixture("datastorage_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@fuzz_settings(120)
 def test_api_conforms_to_its_openapi(case: Any) -> None:
-    case.call_and_validate(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, checks=CHECKS)
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, checks=CONFORMANCE_CHECKS
+    )
 
 
 def test_the_fuzzed_server_logged_no_unexpected_error(sqlite_server: ServiceProcess) -> None:

@@ -10,17 +10,9 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
-from schemathesis import checks
 
+from tests.support.openapi import CONFORMANCE_CHECKS, fuzz_settings
 from tests.support.services import ADMIN_TOKEN, ServiceProcess
-
-CHECKS = [
-    checks.not_a_server_error,
-    checks.status_code_conformance,
-    checks.content_type_conformance,
-    checks.response_schema_conformance,
-]
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +24,8 @@ schema = schemathesis.pytest.from_fixture("gateway_schema")
 
 
 @schema.parametrize()
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-)
+@fuzz_settings(100)
 def test_api_conforms_to_its_openapi(case: Any) -> None:
-    case.call_and_validate(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, checks=CHECKS)
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, checks=CONFORMANCE_CHECKS
+    )
