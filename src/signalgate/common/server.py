@@ -133,15 +133,29 @@ def run_forever(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+class ListenerSettings(Protocol):
+    """The `server` section every service's settings have."""
+
+    @property
+    def listen(self) -> str: ...
+
+    @property
+    def ops_listen(self) -> str: ...
+
+    @property
+    def shutdown_grace(self) -> float: ...
+
+
 def serve(
     service: Service,
     api_app: ASGIApp,
     readiness: ReadinessProbe,
     registry: CollectorRegistry,
-    listen: str,
-    ops_listen: str,
-    grace: float,
+    server: ListenerSettings,
 ) -> None:
     """What every service's `serve` command does once its settings and parts are built."""
     ops_app = build_ops_app(readiness, registry)
-    run_forever(run_service(service, api_app, ops_app, listen, ops_listen, grace=grace))
+    main = run_service(
+        service, api_app, ops_app, server.listen, server.ops_listen, grace=server.shutdown_grace
+    )
+    run_forever(main)

@@ -74,9 +74,7 @@ def serve(settings: DataStorageSettings) -> int:
         build_api_app(service),
         service.readiness,
         service.metrics.registry,
-        settings.server.listen,
-        settings.server.ops_listen,
-        settings.server.shutdown_grace,
+        settings.server,
     )
     return EXIT_OK
 

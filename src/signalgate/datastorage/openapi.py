@@ -10,44 +10,28 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from signalgate.common.openapi import (
+    AUTH_ERRORS,
+    PROBLEM_SCHEMA,
+    json_answer,
+    problem_answer,
+    ref,
+)
 from signalgate.datastorage.events import CATEGORIES, OUTCOMES, AuditEventIn
 from signalgate.datastorage.query import MAX_OFFSET
 
-PROBLEM = {"$ref": "#/components/schemas/Problem"}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/problem+json": {"schema": PROBLEM}},
-    }
-
-
-def _json(description: str, ref: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(ref)}}}
-
-
-_AUTH_ERRORS = {
-    "401": _problem("missing, malformed or unknown token"),
-    "403": _problem("token lacks the scope"),
-    "500": _problem("unexpected error"),
-}
 _WRITE_ERRORS = {
-    **_AUTH_ERRORS,
-    "202": _json("database unavailable: events queued for replay", "Accepted"),
-    "400": _problem("invalid event(s); `field_errors` names every bad item and field"),
-    "409": _problem("an event_id already stored with different content"),
-    "413": _problem("body over 5 MiB"),
-    "415": _problem("not application/json"),
+    **AUTH_ERRORS,
+    "202": json_answer("database unavailable: events queued for replay", "Accepted"),
+    "400": problem_answer("invalid event(s); `field_errors` names every bad item and field"),
+    "409": problem_answer("an event_id already stored with different content"),
+    "413": problem_answer("body over 5 MiB"),
+    "415": problem_answer("not application/json"),
 }
 _READ_ERRORS = {
-    **_AUTH_ERRORS,
-    "400": _problem("invalid query parameter (named in `detail`)"),
-    "503": _problem("audit database unavailable"),
+    **AUTH_ERRORS,
+    "400": problem_answer("invalid query parameter (named in `detail`)"),
+    "503": problem_answer("audit database unavailable"),
 }
 
 
@@ -109,7 +93,7 @@ def openapi_document() -> dict[str, Any]:
         "AuditEventRequest": request,
         "AuditEventBatch": {
             "type": "array",
-            "items": _ref("AuditEventRequest"),
+            "items": ref("AuditEventRequest"),
             "minItems": 1,
             "maxItems": 500,
         },
@@ -144,7 +128,7 @@ def openapi_document() -> dict[str, Any]:
             "type": "object",
             "required": ["data", "pagination"],
             "properties": {
-                "data": {"type": "array", "items": _ref("StoredAuditEvent")},
+                "data": {"type": "array", "items": ref("StoredAuditEvent")},
                 "pagination": {
                     "type": "object",
                     "required": ["limit", "offset", "total", "has_more"],
@@ -167,19 +151,7 @@ def openapi_document() -> dict[str, Any]:
                 "first_broken_event_id": {"type": "string"},
             },
         },
-        "Problem": {
-            "type": "object",
-            "required": ["type", "title", "status", "detail", "instance", "request_id"],
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "instance": {"type": "string"},
-                "request_id": {"type": "string"},
-                "field_errors": {"type": "object", "additionalProperties": {"type": "string"}},
-            },
-        },
+        "Problem": PROBLEM_SCHEMA,
     }
     security: list[dict[str, list[str]]] = [{"bearer": []}]
     query_parameters = [
@@ -220,15 +192,18 @@ def openapi_document() -> dict[str, Any]:
                     "security": security,
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _ref("AuditEventRequest")}},
+                        "content": {"application/json": {"schema": ref("AuditEventRequest")}},
                     },
-                    "responses": {"201": _json("stored", "WriteResult"), **_WRITE_ERRORS},
+                    "responses": {"201": json_answer("stored", "WriteResult"), **_WRITE_ERRORS},
                 },
                 "get": {
                     "operationId": "queryAuditEvents",
                     "security": security,
                     "parameters": query_parameters,
-                    "responses": {"200": _json("newest first", "QueryResult"), **_READ_ERRORS},
+                    "responses": {
+                        "200": json_answer("newest first", "QueryResult"),
+                        **_READ_ERRORS,
+                    },
                 },
             },
             "/api/v1/audit/events/batch": {
@@ -237,10 +212,10 @@ def openapi_document() -> dict[str, Any]:
                     "security": security,
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _ref("AuditEventBatch")}},
+                        "content": {"application/json": {"schema": ref("AuditEventBatch")}},
                     },
                     "responses": {
-                        "201": _json("stored (ids in input order)", "BatchWriteResult"),
+                        "201": json_answer("stored (ids in input order)", "BatchWriteResult"),
                         **_WRITE_ERRORS,
                     },
                 },
@@ -258,7 +233,7 @@ def openapi_document() -> dict[str, Any]:
                         }
                     ],
                     "responses": {
-                        "200": _json("chain recomputed", "ChainReport"),
+                        "200": json_answer("chain recomputed", "ChainReport"),
                         **_READ_ERRORS,
                     },
                 },

@@ -45,9 +45,7 @@ def serve(settings: GatewaySettings) -> int:
             build_api_app(service),
             service.readiness,
             service.metrics.registry,
-            settings.server.listen,
-            settings.server.ops_listen,
-            settings.server.shutdown_grace,
+            settings.server,
         )
     except StoreError as exc:
         log.error("cannot open the remediation store", extra={"error": str(exc)})

@@ -9,54 +9,25 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-PROBLEM = {"$ref": "#/components/schemas/Problem"}
+from signalgate.common.openapi import AUTH_ERRORS, PROBLEM_SCHEMA, json_answer, problem_answer
 
-
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/problem+json": {"schema": PROBLEM}},
-    }
-
-
-def _json(description: str, ref: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
-    }
-
-
-_AUTH_ERRORS = {
-    "401": _problem("missing, malformed or unknown token"),
-    "403": _problem("token lacks the scope"),
-}
+_AUTH_ERRORS = {key: AUTH_ERRORS[key] for key in ("401", "403")}
 _SIGNAL_ERRORS = {
     **_AUTH_ERRORS,
-    "400": _problem("invalid payload, Content-Type syntax or X-Timestamp"),
-    "413": _problem("body over the limit"),
-    "415": _problem("not application/json"),
-    "429": _problem("too many requests in flight"),
-    "500": _problem("unexpected error"),
-    "503": _problem("remediation store unavailable"),
-    "504": _problem("processing deadline exceeded"),
+    "400": problem_answer("invalid payload, Content-Type syntax or X-Timestamp"),
+    "413": problem_answer("body over the limit"),
+    "415": problem_answer("not application/json"),
+    "429": problem_answer("too many requests in flight"),
+    "500": problem_answer("unexpected error"),
+    "503": problem_answer("remediation store unavailable"),
+    "504": problem_answer("processing deadline exceeded"),
 }
 
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 
 SCHEMAS: dict[str, Any] = {
-    "Problem": {
-        "type": "object",
-        "required": ["type", "title", "status", "detail", "instance", "request_id"],
-        "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "instance": {"type": "string"},
-            "request_id": {"type": "string"},
-        },
-    },
+    "Problem": PROBLEM_SCHEMA,
     "AlertmanagerWebhook": {
         "type": "object",
         "required": ["alerts"],
@@ -302,16 +273,16 @@ def _signal_operation(summary: str, schema: str, extra_params: list[Any]) -> dic
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
         },
         "responses": {
-            "200": _json("rejected or ignored", "SignalResponse"),
-            "201": _json("created a RemediationRequest", "SignalResponse"),
-            "202": _json("duplicate or resolved", "SignalResponse"),
+            "200": json_answer("rejected or ignored", "SignalResponse"),
+            "201": json_answer("created a RemediationRequest", "SignalResponse"),
+            "202": json_answer("duplicate or resolved", "SignalResponse"),
             **_SIGNAL_ERRORS,
         },
     }
 
 
 def _with_batch(operation: dict[str, Any]) -> dict[str, Any]:
-    batch = _json("a webhook of two or more alerts: one result per alert", "BatchResponse")
+    batch = json_answer("a webhook of two or more alerts: one result per alert", "BatchResponse")
     operation["responses"] = {**operation["responses"], "207": batch}
     return operation
 
@@ -367,10 +338,10 @@ def openapi_document() -> dict[str, Any]:
                         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                     ],
                     "responses": {
-                        "200": _json("a page of RRs", "RemediationRequestList"),
-                        "400": _problem("bad filter, limit or cursor"),
+                        "200": json_answer("a page of RRs", "RemediationRequestList"),
+                        "400": problem_answer("bad filter, limit or cursor"),
                         **_AUTH_ERRORS,
-                        "503": _problem("remediation store unavailable"),
+                        "503": problem_answer("remediation store unavailable"),
                     },
                 }
             },
@@ -380,10 +351,10 @@ def openapi_document() -> dict[str, Any]:
                     "security": [{"bearer": ["remediations:read"]}],
                     "parameters": [name_param],
                     "responses": {
-                        "200": _json("the RR", "RemediationRequest"),
-                        "404": _problem("no such RR"),
+                        "200": json_answer("the RR", "RemediationRequest"),
+                        "404": problem_answer("no such RR"),
                         **_AUTH_ERRORS,
-                        "503": _problem("remediation store unavailable"),
+                        "503": problem_answer("remediation store unavailable"),
                     },
                 }
             },
@@ -404,14 +375,14 @@ def openapi_document() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "200": _json("the updated RR", "RemediationRequest"),
-                        "400": _problem("a field that cannot be set, or a bad value"),
-                        "404": _problem("no such RR"),
-                        "409": _problem("would leave two active RRs for one fingerprint"),
-                        "413": _problem("body over the limit"),
-                        "415": _problem("not JSON"),
+                        "200": json_answer("the updated RR", "RemediationRequest"),
+                        "400": problem_answer("a field that cannot be set, or a bad value"),
+                        "404": problem_answer("no such RR"),
+                        "409": problem_answer("would leave two active RRs for one fingerprint"),
+                        "413": problem_answer("body over the limit"),
+                        "415": problem_answer("not JSON"),
                         **_AUTH_ERRORS,
-                        "503": _problem("remediation store unavailable"),
+                        "503": problem_answer("remediation store unavailable"),
                     },
                 }
             },
