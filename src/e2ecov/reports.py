@@ -129,6 +129,9 @@ def _coverage(data_file: Path, config: ReportConfig) -> coverage.Coverage:
         "report:include", [f"{s}{os.sep}*" for s in config.source] + [str(s) for s in config.source]
     )
     cov.set_option("run:disable_warnings", ["no-data-collected", "couldnt-parse"])
+    # a source file deleted or renamed since the run is left out (and named in a warning)
+    # rather than sinking every report
+    cov.set_option("report:ignore_errors", True)
     return cov
 
 
@@ -187,7 +190,7 @@ def build(artifacts: Path, config: ReportConfig) -> ReportResult:
         cov = _coverage(work / "combined.coverage", config)
         cov.combine([str(p) for group in groups.values() for p in group], keep=True)
         cov.save()
-        warnings += _unmapped(cov, config)
+        warnings += _unmapped(cov, config) + _vanished(cov, config)
         title = f"e2e coverage — {config.run_id}" + (
             " (attribution approximate)" if config.approximate else ""
         )
@@ -225,6 +228,17 @@ def build(artifacts: Path, config: ReportConfig) -> ReportResult:
         "e2e-coverage.txt", "e2e-coverage-func.txt", "html/index.html", "coverage.json",
         "coverage.lcov", "coverage.xml", "summary.md")]  # fmt: skip
     return ReportResult(services, combined, files, warnings, below)
+
+
+def _vanished(cov: coverage.Coverage, config: ReportConfig) -> list[str]:
+    """Measured source files that no longer exist: changed since the run, so not reported."""
+    roots = tuple(str(s) + os.sep for s in config.source)
+    gone = sorted(
+        f for f in cov.get_data().measured_files() if f.startswith(roots) and not Path(f).exists()
+    )
+    return [
+        f"measured file {f} no longer exists (changed since the run?); not reported" for f in gone
+    ]
 
 
 def _unmapped(cov: coverage.Coverage, config: ReportConfig) -> list[str]:

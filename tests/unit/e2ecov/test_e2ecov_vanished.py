@@ -1,0 +1,33 @@
+"""A source file deleted after the run is named in a warning, not a reason to fail."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from e2ecov.reports import ReportConfig, build
+
+
+def test_report_survives_a_measured_file_that_no_longer_exists(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "kept.py").write_text("def f():\n    return 1\n\nf()\n")
+    (src / "gone.py").write_text("def g():\n    return 2\n\ng()\n")
+    data = tmp_path / "artifacts" / "data"
+    data.mkdir(parents=True)
+    measure = (
+        "import coverage, sys; sys.path.insert(0, 'src');"
+        f"cov = coverage.Coverage(data_file={str(data / 'coverage.app.1.x')!r});"
+        "cov.start(); import kept, gone; cov.stop(); cov.save()"
+    )
+    subprocess.run([sys.executable, "-c", measure], cwd=tmp_path, check=True)
+    (src / "gone.py").unlink()
+
+    config = ReportConfig(root=tmp_path, source=[src], paths={}, contexts=False)
+    result = build(tmp_path / "artifacts", config)
+
+    assert any("gone.py no longer exists" in w for w in result.warnings)
+    text = (tmp_path / "artifacts" / "e2e-coverage.txt").read_text()
+    assert "kept.py" in text and "100%" in text
+    assert "gone.py no longer exists" in text
