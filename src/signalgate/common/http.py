@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from signalgate.common.ids import new_uuid
 from signalgate.common.logging import request_id_var
 from signalgate.common.problems import Problem, validation_error
 
@@ -53,7 +53,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         inbound = header(scope, b"x-request-id")
-        request_id = inbound if inbound and _REQUEST_ID_RE.match(inbound) else str(uuid.uuid4())
+        request_id = inbound if inbound and _REQUEST_ID_RE.match(inbound) else new_uuid()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         stamped = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]

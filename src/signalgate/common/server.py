@@ -91,6 +91,7 @@ async def run_service(
     # objects made at start-up live for the whole run: keep them out of every GC pass
     gc.collect()
     gc.freeze()
+    gc.set_threshold(20_000, 50, 1000)
     api = _server(api_app, listen, grace)
     ops = _server(ops_app, ops_listen, grace)
     stop_requested = asyncio.Event()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from datetime import datetime
 from typing import Any
 
 import orjson
 
+from signalgate.common.ids import new_uuid
 from signalgate.gateway.signal import Signal
 from signalgate.remediation.model import RemediationRequest, format_time
 
@@ -75,7 +75,7 @@ def build_event(
         data["error_details"] = {**error, "component": "gateway"}
     event: dict[str, Any] = {
         "version": "1.0",
-        "event_id": str(uuid.uuid4()),
+        "event_id": new_uuid(),
         "event_type": event_type,
         "event_timestamp": format_time(now),
         "event_category": "gateway",

@@ -8,13 +8,13 @@ firing → the store's atomic deduplication decides created or duplicate. Every 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from signalgate.common.audit import AuditSink
+from signalgate.common.ids import random_hex
 from signalgate.common.logging import request_id_var
 from signalgate.gateway import audit_events as ev
 from signalgate.gateway.metrics import GatewayMetrics
@@ -172,7 +172,7 @@ class Pipeline:
         if signal.cluster_id:
             spec["clusterID"] = signal.cluster_id
         return RemediationRequest(
-            name=f"rr-{fingerprint[:12]}-{secrets.token_hex(4)}",
+            name=f"rr-{fingerprint[:12]}-{random_hex(8)}",
             namespace=self._namespace,
             fingerprint=fingerprint,
             created_at=now,
@@ -182,4 +182,4 @@ class Pipeline:
 
 
 def _request_id() -> str:
-    return request_id_var.get() or secrets.token_hex(8)
+    return request_id_var.get() or random_hex(16)
