@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from signalgate.common.pgpool import FairGate
 from signalgate.datastorage import migrations
 from signalgate.datastorage.chain import canonical
 from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, row_to_event
@@ -93,6 +94,7 @@ class PostgresStore:
         self._timeout = timeout
         self._auto_migrate = auto_migrate
         self._pool: asyncpg.Pool | None = None
+        self._fair = FairGate(pool_size)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -126,7 +128,7 @@ class PostgresStore:
     @contextlib.asynccontextmanager
     async def _connection(self, action: str) -> AsyncIterator[asyncpg.Connection]:
         with _translated(action):
-            async with self.pool.acquire(timeout=self._timeout) as conn:
+            async with self._fair.acquire(self.pool, self._timeout) as conn:
                 yield conn
 
     async def ping(self) -> None:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 READINESS_TIMEOUT = 2.0
 
 
-def store_for(dsn: str) -> RemediationStore:
+def store_for(dsn: str, pool_size: int = 6) -> RemediationStore:
     """The scheme picks the backend: SQLite for one process, PostgreSQL for replicas."""
     if dsn.startswith("sqlite:///"):
         from signalgate.remediation.sqlite import SqliteStore
@@ -37,7 +37,7 @@ def store_for(dsn: str) -> RemediationStore:
     if dsn.startswith(("postgresql://", "postgres://")):
         from signalgate.remediation.postgres import PostgresStore
 
-        return PostgresStore(dsn)
+        return PostgresStore(dsn, min_size=min(2, pool_size), max_size=pool_size)
     raise ConfigError(
         f"config key 'store.dsn': {dsn!r} must start with sqlite:/// or postgresql://"
     )
@@ -93,7 +93,7 @@ class GatewayService:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return cls(
             settings,
-            store_for(settings.store_dsn),
+            store_for(settings.store_dsn, settings.store.pool_size),
             authenticator_for(
                 settings.auth.mode, settings.auth.tokens_file, settings.data_dir, SCOPES, "Gateway"
             ),

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from signalgate.common.pgpool import FairGate
 from signalgate.remediation import rows
 from signalgate.remediation.model import MANUAL_REVIEW_OUTCOME, RemediationRequest, StatusPatch
 from signalgate.remediation.schema import check_not_newer, migrations
@@ -134,6 +135,7 @@ class PostgresStore:
         self.dsn = dsn
         self.min_size = min_size
         self.max_size = max_size
+        self._fair = FairGate(max_size)
         self.command_timeout = command_timeout
         self.connect_timeout = connect_timeout
         self.acquire_timeout = acquire_timeout
@@ -217,7 +219,7 @@ class PostgresStore:
         if pool is None:
             raise RuntimeError(f"{self!r} is not open")
         try:
-            async with pool.acquire(timeout=self.acquire_timeout) as conn:
+            async with self._fair.acquire(pool, self.acquire_timeout) as conn:
                 yield conn
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(
