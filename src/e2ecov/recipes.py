@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 
 class RecipeUnavailable(RuntimeError):
@@ -107,16 +108,64 @@ class _Identity:
 
 
 @dataclass
-class PostgresServer:
-    """A private PostgreSQL cluster: `start()`, `url`, `stop()`, `start()` again, `cleanup()`."""
+class _LocalServer:
+    """What both recipes share: a private directory, one child process and its log."""
 
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
+    _root: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+
+    LOG_NAME: ClassVar[str] = "server.log"
+    STOP_SIGNAL: ClassVar[int] = signal.SIGTERM
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def log_path(self) -> Path:
+        assert self._root is not None
+        return self._root / self.LOG_NAME
+
+    @property
+    def root(self) -> Path | None:
+        """The private directory holding data and log (None before start / after cleanup)."""
+        return self._root
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._proc
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the server with its `STOP_SIGNAL`, killing it after `timeout` seconds."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.send_signal(self.STOP_SIGNAL)
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+
+@dataclass
+class PostgresServer(_LocalServer):
+    """A private PostgreSQL cluster: `start()`, `url`, `stop()`, `start()` again, `cleanup()`."""
+
     user: str = "postgres"
     database: str = "postgres"
     startup_timeout: float = 30.0
-    _root: Path | None = None
-    _proc: subprocess.Popen[bytes] | None = None
+
+    LOG_NAME: ClassVar[str] = "postgres.log"
+    # fast shutdown: open connections are cut, as in a real outage
+    STOP_SIGNAL: ClassVar[int] = signal.SIGINT
 
     def __post_init__(self) -> None:
         self._bindir = find_postgres_bindir()
@@ -128,24 +177,6 @@ class PostgresServer:
 
     def dsn(self, database: str) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    @property
-    def log_path(self) -> Path:
-        assert self._root is not None
-        return self._root / "postgres.log"
-
-    @property
-    def root(self) -> Path | None:
-        """The private directory holding data and log (None before start / after cleanup)."""
-        return self._root
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        return self._proc
 
     def _initdb(self) -> None:
         self._root = Path(tempfile.mkdtemp(prefix="e2ecov-pg-"))
@@ -245,33 +276,14 @@ class PostgresServer:
         subprocess.run([*command, f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
         return self.dsn(name)
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Fast shutdown (SIGINT): open connections are cut, as in a real outage."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.send_signal(signal.SIGINT)
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
-
 
 @dataclass
-class RedisServer:
+class RedisServer(_LocalServer):
     """A private redis-server with no persistence."""
 
-    port: int = field(default_factory=free_port)
-    host: str = "127.0.0.1"
     startup_timeout: float = 15.0
-    _root: Path | None = None
-    _proc: subprocess.Popen[bytes] | None = None
+
+    LOG_NAME: ClassVar[str] = "redis.log"
 
     def __post_init__(self) -> None:
         self._binary = find_redis_server()
@@ -279,24 +291,6 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    @property
-    def log_path(self) -> Path:
-        assert self._root is not None
-        return self._root / "redis.log"
-
-    @property
-    def root(self) -> Path | None:
-        """The private directory holding the log (None before start / after cleanup)."""
-        return self._root
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        return self._proc
 
     def start(self) -> RedisServer:
         if self._proc and self._proc.poll() is None:
@@ -345,19 +339,3 @@ class RedisServer:
                 pass
             time.sleep(0.05)
         raise RecipeFailed(f"redis-server not ready on port {self.port}:\n" + _tail(self.log_path))
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-
-    def cleanup(self) -> None:
-        self.stop()
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None

@@ -259,17 +259,8 @@ def _where(query: AuditQuery) -> tuple[str, list[Any]]:
         params.append(value)
         clauses.append(template.format(f"${len(params)}"))
 
-    for name in (
-        "correlation_id",
-        "event_type",
-        "event_category",
-        "event_outcome",
-        "severity",
-        "namespace",
-    ):
-        value = getattr(query, name)
-        if value is not None:
-            add(f"{name} = {{}}", value)
+    for column, value in query.exact_filters():
+        add(f"{column} = {{}}", value)
     if query.since is not None:
         add("event_timestamp >= {}", query.since)
         add("event_date >= {}", query.since.astimezone(UTC).date())

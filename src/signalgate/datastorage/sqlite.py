@@ -235,18 +235,9 @@ def _values(planned: PlannedRow) -> list[Any]:
 def _query(conn: sqlite3.Connection, query: AuditQuery) -> QueryPage:
     clauses: list[str] = []
     params: list[Any] = []
-    for name in (
-        "correlation_id",
-        "event_type",
-        "event_category",
-        "event_outcome",
-        "severity",
-        "namespace",
-    ):
-        value = getattr(query, name)
-        if value is not None:
-            clauses.append(f"{name} = ?")
-            params.append(value)
+    for column, value in query.exact_filters():
+        clauses.append(f"{column} = ?")
+        params.append(value)
     if query.since is not None:
         clauses.append("event_timestamp >= ?")
         params.append(format_timestamp(query.since))

@@ -41,6 +41,19 @@ class AuditQuery:
     limit: int = 100
     offset: int = 0
 
+    def exact_filters(self) -> list[tuple[str, str]]:
+        """(column, value) of every equality filter that is set; each store adds its own
+        dialect for the time range and the `event_data` match."""
+        columns = (
+            "correlation_id",
+            "event_type",
+            "event_category",
+            "event_outcome",
+            "severity",
+            "namespace",
+        )
+        return [(c, v) for c in columns if (v := getattr(self, c)) is not None]
+
 
 @dataclass(frozen=True)
 class QueryPage:
