@@ -27,6 +27,7 @@ def test_service_exiting_during_start_fails_fast_and_keeps_the_rest(tmp_path: Pa
     services = app_service("steady") + app_service("broken", "--fail-start", timeout="60s")
     stack = write_stack(tmp_path, drive("/alpha"), services)
     outcome = e2ecov("run", "-c", str(stack), "--keep-on-failure", cwd=tmp_path)
+    returned = time.time()
     try:
         assert outcome.code == 3, outcome.output
         assert "service 'broken'" in outcome.output and "exited with code 3" in outcome.output
@@ -39,7 +40,11 @@ def test_service_exiting_during_start_fails_fast_and_keeps_the_rest(tmp_path: Pa
         assert outcome.seconds < 30
         diag = outcome.artifacts / "diagnostics"
         assert "error: database url missing" in (diag / "broken" / "stderr.log").read_text()
-        assert "loading configuration" in (diag / "broken" / "stdout.log").read_text()
+        stdout = (diag / "broken" / "stdout.log").read_text()
+        assert "loading configuration" in stdout
+        exited = float(stdout.split("exiting at ")[1].split()[0])
+        # the contract: exit code 3, with all of the above, in under 2 s of the service's exit
+        assert returned - exited < 2.0, returned - exited
         status = json.loads((diag / "broken" / "status.json").read_text())
         assert status["exit_code"] == 3
         summary = (diag / "summary.txt").read_text()

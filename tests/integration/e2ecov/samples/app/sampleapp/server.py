@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sampleapp import handlers
@@ -52,6 +53,7 @@ def main() -> None:
     if args.fail_start:
         print("loading configuration", flush=True)
         print("error: database url missing (SAMPLE_DB)", file=sys.stderr, flush=True)
+        print(f"exiting at {time.time():.3f}", flush=True)
         sys.exit(3)
     Handler.never_healthy = args.never_healthy
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
