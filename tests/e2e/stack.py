@@ -89,19 +89,6 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
-def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    """Assert an RFC 9457 problem document of `status`/`slug`; returns it."""
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["type"] == f"/problems/{slug}", body
-    assert body["status"] == status
-    assert body["title"]
-    assert body["detail"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
-
-
 def metric_value(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels` (0 when there is none)."""
     total = 0.0

@@ -10,19 +10,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.e2e.stack import problem, unique
+from tests.e2e.stack import unique
+from tests.support.contract import SECURITY_HEADERS, problem
 from tests.support.services import alert, k8s_event, rfc3339, webhook
 
 PROMETHEUS = "/api/v1/signals/prometheus"
 EVENTS = "/api/v1/signals/kubernetes-event"
 LIMIT = 262_144
-SECURITY_HEADERS = {
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "strict-transport-security": "max-age=31536000; includeSubDomains",
-    "content-security-policy": "default-src 'none'",
-    "referrer-policy": "no-referrer",
-}
 
 
 def a_webhook() -> dict[str, object]:

@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.support.contract import SECURITY_HEADERS, problem
 from tests.support.services import (
     READER_TOKEN,
     SIGNALS_TOKEN,
@@ -23,24 +24,6 @@ from tests.support.services import (
 
 PROM = "/api/v1/signals/prometheus"
 EVENTS = "/api/v1/signals/kubernetes-event"
-SECURITY_HEADERS = {
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "strict-transport-security": "max-age=31536000; includeSubDomains",
-    "content-security-policy": "default-src 'none'",
-    "referrer-policy": "no-referrer",
-}
-
-
-def assert_problem(response: httpx.Response, status: int, slug: str, detail: str = "") -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["type"] == f"/problems/{slug}"
-    assert body["status"] == status
-    assert body["title"] and body["instance"] == response.request.url.path
-    assert body["request_id"] == response.headers["x-request-id"]
-    assert detail in body["detail"], body["detail"]
 
 
 @pytest.fixture
@@ -167,15 +150,15 @@ def test_opt_out_label_rejects_as_unmanaged(client: httpx.Client) -> None:
 )
 def test_400_validation(client: httpx.Client, content: bytes, detail: str) -> None:
     response = client.post(PROM, content=content, headers={"content-type": "application/json"})
-    assert_problem(response, 400, "validation-error", detail)
+    problem(response, 400, "validation-error", detail)
 
 
 def test_400_bad_content_type_syntax_and_415_other_media(client: httpx.Client) -> None:
     body = orjson.dumps(webhook(alert(pod="ct-1")))
     bad = client.post(PROM, content=body, headers={"content-type": "application/"})
-    assert_problem(bad, 400, "validation-error", "Content-Type")
+    problem(bad, 400, "validation-error", "Content-Type")
     other = client.post(PROM, content=body, headers={"content-type": "text/plain"})
-    assert_problem(other, 415, "unsupported-media-type")
+    problem(other, 415, "unsupported-media-type")
     assert other.headers["accept"] == "application/json"
     with_charset = client.post(
         PROM, content=body, headers={"content-type": "application/json; charset=utf-8"}
@@ -192,30 +175,30 @@ def test_400_bad_content_type_syntax_and_415_other_media(client: httpx.Client) -
 def test_401_and_403(gateway: ServiceProcess) -> None:
     body = webhook(alert(pod="auth-1"))
     with gateway.client(token=None) as anonymous:
-        assert_problem(anonymous.post(PROM, json=body), 401, "unauthorized", "missing")
+        problem(anonymous.post(PROM, json=body), 401, "unauthorized", "missing")
         wrong = anonymous.post(PROM, json=body, headers={"authorization": "Bearer nope"})
-        assert_problem(wrong, 401, "unauthorized", "unknown token")
+        problem(wrong, 401, "unauthorized", "unknown token")
         basic = anonymous.post(PROM, json=body, headers={"authorization": "Basic dXNlcg=="})
-        assert_problem(basic, 401, "unauthorized")
+        problem(basic, 401, "unauthorized")
     with gateway.client(token=READER_TOKEN) as reader:
-        assert_problem(reader.post(PROM, json=body), 403, "forbidden", "signals:write")
+        problem(reader.post(PROM, json=body), 403, "forbidden", "signals:write")
         assert reader.get("/api/v1/remediation-requests").status_code == 200
     with gateway.client(token=SIGNALS_TOKEN) as sender:
         assert sender.post(PROM, json=body).status_code == 201
-        assert_problem(sender.get("/api/v1/remediation-requests"), 403, "forbidden")
+        problem(sender.get("/api/v1/remediation-requests"), 403, "forbidden")
 
 
 def test_404_and_405_come_before_auth(gateway: ServiceProcess) -> None:
     with gateway.client(token=None) as anonymous:
-        assert_problem(anonymous.get("/api/v1/nothing"), 404, "not-found")
+        problem(anonymous.get("/api/v1/nothing"), 404, "not-found")
         wrong = anonymous.get(PROM)
-        assert_problem(wrong, 405, "method-not-allowed")
+        problem(wrong, 405, "method-not-allowed")
         assert wrong.headers["allow"] == "POST"
         assert anonymous.get("/openapi.json").status_code == 200
 
 
 def test_404_unknown_rr(client: httpx.Client) -> None:
-    assert_problem(client.get("/api/v1/remediation-requests/rr-nope"), 404, "not-found", "rr-nope")
+    problem(client.get("/api/v1/remediation-requests/rr-nope"), 404, "not-found", "rr-nope")
 
 
 def test_413_limit_is_exact(client: httpx.Client) -> None:
@@ -225,7 +208,7 @@ def test_413_limit_is_exact(client: httpx.Client) -> None:
     ok = client.post(PROM, content=exact, headers={"content-type": "application/json"})
     assert ok.status_code in (201, 202)
     over = client.post(PROM, content=exact + b" ", headers={"content-type": "application/json"})
-    assert_problem(over, 413, "payload-too-large")
+    problem(over, 413, "payload-too-large")
 
 
 def test_413_without_content_length(client: httpx.Client) -> None:
@@ -234,7 +217,7 @@ def test_413_without_content_length(client: httpx.Client) -> None:
             yield b" " * 1024
 
     response = client.post(PROM, content=chunks(), headers={"content-type": "application/json"})
-    assert_problem(response, 413, "payload-too-large")
+    problem(response, 413, "payload-too-large")
 
 
 @pytest.mark.parametrize(
@@ -249,7 +232,7 @@ def test_413_without_content_length(client: httpx.Client) -> None:
 )
 def test_x_timestamp_rules(client: httpx.Client, value: str, detail: str) -> None:
     response = client.post(PROM, json=webhook(alert(pod="ts-1")), headers={"x-timestamp": value})
-    assert_problem(response, 400, "validation-error", "X-Timestamp")
+    problem(response, 400, "validation-error", "X-Timestamp")
     assert detail in response.json()["detail"]
 
 
@@ -265,7 +248,7 @@ def test_freshness_through_http(client: httpx.Client) -> None:
     future = client.post(
         PROM, json=webhook(alert(pod="fr-1", starts_at=rfc3339(now + timedelta(minutes=3))))
     )
-    assert_problem(future, 400, "validation-error", "startsAt")
+    problem(future, 400, "validation-error", "startsAt")
     old_alert = client.post(
         PROM, json=webhook(alert(pod="fr-2", starts_at=rfc3339(now - timedelta(days=2))))
     )
@@ -273,15 +256,15 @@ def test_freshness_through_http(client: httpx.Client) -> None:
     stale = client.post(
         EVENTS, json=k8s_event(name="fr-3", last_timestamp=rfc3339(now - timedelta(minutes=6)))
     )
-    assert_problem(stale, 400, "validation-error", "older than")
+    problem(stale, 400, "validation-error", "older than")
     ahead = client.post(
         EVENTS, json=k8s_event(name="fr-4", last_timestamp=rfc3339(now + timedelta(minutes=3)))
     )
-    assert_problem(ahead, 400, "validation-error", "in the future")
+    problem(ahead, 400, "validation-error", "in the future")
     missing = k8s_event(name="fr-5")
     missing["firstTimestamp"] = missing["lastTimestamp"] = None
-    assert_problem(client.post(EVENTS, json=missing), 400, "validation-error", "lastTimestamp")
-    assert_problem(client.post(EVENTS, json={"type": "Info"}), 400, "validation-error", "type")
+    problem(client.post(EVENTS, json=missing), 400, "validation-error", "lastTimestamp")
+    problem(client.post(EVENTS, json={"type": "Info"}), 400, "validation-error", "type")
 
 
 def test_request_id_and_security_headers(client: httpx.Client) -> None:
@@ -314,7 +297,7 @@ def test_429_when_too_many_requests_are_in_flight(tmp_path) -> None:  # type: ig
         time.sleep(0.3)
         with service.client() as c:
             response = c.post(PROM, json=webhook(alert(pod="busy-1")))
-        assert_problem(response, 429, "too-many-requests")
+        problem(response, 429, "too-many-requests")
         assert response.headers["retry-after"] == "1"
         stalled.close()
         time.sleep(0.2)
