@@ -46,6 +46,12 @@ class ReportConfig:
     approximate: bool = False
     branch: bool = False
 
+    @property
+    def display_root(self) -> Path:
+        """Where report paths are relative to: the deepest directory holding the stack file
+        and every source (`src/app/x.py` for a stack in `e2e/`, not `/abs/.../src/app/x.py`)."""
+        return Path(os.path.commonpath([self.root, *self.source]))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "root": str(self.root),
@@ -171,7 +177,7 @@ def build(artifacts: Path, config: ReportConfig) -> ReportResult:
     text: list[str] = [*_header(config), ""]
     services: dict[str, Totals] = {}
     warnings: list[str] = []
-    with _in_directory(config.root):
+    with _in_directory(config.display_root):
         for service, paths in groups.items():
             cov = _coverage(work / f"{service}.coverage", config)
             cov.combine([str(p) for p in paths], keep=True)
