@@ -23,11 +23,12 @@ test: $(STAMP) lint typecheck  ## every check CI runs: lint, types, unit + integ
 	$(MAKE) --no-print-directory e2e-coverage
 
 lint: $(STAMP)  ## ruff
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench deploy e2e
+	$(BIN)/ruff format --check src tests bench deploy e2e
 
-typecheck: $(STAMP)  ## mypy --strict over src/
+typecheck: $(STAMP)  ## mypy --strict over src/ and the deploy tooling
 	$(BIN)/mypy
+	$(BIN)/mypy --strict deploy/kind/up.py
 
 # The venv's bin goes first on PATH so the stack's console scripts and `python3` are the venv's.
 # Per-run state from earlier runs is removed first; e2ecov empties its own reports and data.
