@@ -28,6 +28,26 @@ def postgres_dsn(postgres_server: PostgresServer) -> str:
     return postgres_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A server of the test's own, for tests that stop and restart it (outages)."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()

@@ -22,25 +22,6 @@ BATCH = "/api/v1/audit/events/batch"
 
 
 @pytest.fixture
-def private_postgres() -> Iterator[PostgresServer]:
-    """A server of our own: this test stops and restarts it."""
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-@pytest.fixture
 def pg_datastorage(
     tmp_path: Path, private_postgres: PostgresServer, private_redis: RedisServer
 ) -> Iterator[ServiceProcess]:

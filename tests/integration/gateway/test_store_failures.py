@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,13 +13,6 @@ from tests.support.services import ServiceProcess, alert, gateway_process, webho
 
 PROM = "/api/v1/signals/prometheus"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    yield server
-    server.cleanup()
 
 
 def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
