@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from e2ecov_harness import APP, drive, e2ecov, toml_list
 
-PY312 = Path.home() / ".pyenv/versions/3.12.1/bin/python"
+
+def _python312() -> Path | None:
+    """A Python 3.12+ with coverage.py, where the machine has one (pyenv here; CI installs
+    coverage into it). None only when there is no such interpreter at all."""
+    found = sorted(Path.home().glob(".pyenv/versions/3.1[2-9]*/bin/python"))
+    found += [Path(p) for n in ("python3.13", "python3.12") if (p := shutil.which(n))]
+    return found[0] if found else None
+
+
+PY312 = _python312()
+NEEDS_312 = pytest.mark.skipif(PY312 is None, reason="no Python 3.12+ interpreter on this machine")
+
+
+def _require_coverage(python: Path) -> None:
+    probe = subprocess.run([str(python), "-c", "import coverage"], capture_output=True)
+    if probe.returncode:
+        pytest.fail(f"{python} lacks coverage.py: run `{python} -m pip install coverage` (CI does)")
 
 
 def _stack(repo: Path, app_dir: Path, python: str, run_extra: str) -> Path:
@@ -68,12 +85,10 @@ def test_unmapped_foreign_root_is_explained(tmp_path: Path) -> None:
     assert "[run] paths" in outcome.output
 
 
-@pytest.mark.skipif(not PY312.exists(), reason="needs the pyenv Python 3.12.1")
+@NEEDS_312
 def test_sysmon_core_on_312_without_contexts(tmp_path: Path) -> None:
-    import subprocess
-
-    if subprocess.run([str(PY312), "-c", "import coverage"], capture_output=True).returncode:
-        pytest.skip("coverage is not installed for Python 3.12")
+    assert PY312 is not None
+    _require_coverage(PY312)
     repo = tmp_path / "repo"
     shutil.copytree(APP, repo / "app", ignore=shutil.ignore_patterns("__pycache__"))
     stack = _stack(repo, repo / "app", str(PY312), "contexts = false")
@@ -90,12 +105,10 @@ def test_sysmon_core_on_312_without_contexts(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.skipif(not PY312.exists(), reason="needs the pyenv Python 3.12.1")
+@NEEDS_312
 def test_contexts_select_ctrace_even_on_312(tmp_path: Path) -> None:
-    import subprocess
-
-    if subprocess.run([str(PY312), "-c", "import coverage"], capture_output=True).returncode:
-        pytest.skip("coverage is not installed for Python 3.12")
+    assert PY312 is not None
+    _require_coverage(PY312)
     repo = tmp_path / "repo"
     shutil.copytree(APP, repo / "app", ignore=shutil.ignore_patterns("__pycache__"))
     stack = _stack(repo, repo / "app", str(PY312), "contexts = true")
