@@ -99,6 +99,8 @@ def test_every_audit_event_arrives_exactly_once_after_an_outage(
     assert statuses.count(202) == PODS * (PER_POD - 1)
     ready = httpx.get(f"{gateway.ops_url}/readyz").json()
     assert ready["status"] == "ready"  # DataStorage down does not make the Gateway unready
+    audit = ready["checks"]["audit"]  # ...but the body says where the audit trail waits
+    assert audit["reachable"] is False and audit["buffered"] <= 100 and audit["spooled"] > 0
 
     datastorage.start()
     expected = 2 + PODS * 2 + PODS * (PER_POD - 1)
