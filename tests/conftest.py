@@ -7,19 +7,27 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 
 from e2ecov.recipes import PostgresServer, RedisServer
 
+Server = TypeVar("Server", PostgresServer, RedisServer)
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    server = PostgresServer().start()
+
+def _running(server: Server) -> Iterator[Server]:
+    """Start `server` for the fixture's lifetime and always clean it up."""
+    server.start()
     try:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    yield from _running(PostgresServer())
 
 
 @pytest.fixture
@@ -31,27 +39,15 @@ def postgres_dsn(postgres_server: PostgresServer) -> str:
 @pytest.fixture
 def private_postgres() -> Iterator[PostgresServer]:
     """A server of the test's own, for tests that stop and restart it (outages)."""
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
+    yield from _running(PostgresServer())
 
 
 @pytest.fixture
 def private_redis() -> Iterator[RedisServer]:
     """A redis-server of the test's own."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
+    yield from _running(RedisServer())
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
+    yield from _running(RedisServer())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from signalgate.common.auth import hash_token
+from signalgate.common.auth import ADMIN_TOKEN_FILE, hash_token, write_new_token
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -38,14 +37,10 @@ class Component:
 
 def _admin_token(data_dir: Path) -> tuple[str, Path]:
     """One admin token for every service, made on first start (mode 0600)."""
-    path = data_dir / "admin.token"
+    path = data_dir / ADMIN_TOKEN_FILE
     if path.exists():
         return path.read_text().strip(), path
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    return token, path
+    return write_new_token(path), path
 
 
 def components(host: str, base_port: int, token_path: Path) -> list[Component]:

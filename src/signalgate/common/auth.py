@@ -133,9 +133,8 @@ def ensure_admin_token(data_dir: Path, scopes: Iterable[str]) -> tuple[Path, Pat
     tokens_path = data_dir / TOKENS_FILE
     if tokens_path.exists():
         return tokens_path, None
-    token = secrets.token_urlsafe(32)
     token_path = data_dir / ADMIN_TOKEN_FILE
-    _write_private(token_path, token + "\n")
+    token = write_new_token(token_path)
     _write_private(
         tokens_path,
         "# generated on first start: sha256 of the admin token, then its scopes\n"
@@ -143,6 +142,13 @@ def ensure_admin_token(data_dir: Path, scopes: Iterable[str]) -> tuple[Path, Pat
     )
     log.warning("generated an admin token", extra={"token_file": str(token_path)})
     return tokens_path, token_path
+
+
+def write_new_token(path: Path) -> str:
+    """Make a random token, write it to `path` readable by the owner only, and return it."""
+    token = secrets.token_urlsafe(32)
+    _write_private(path, token + "\n")
+    return token
 
 
 def _write_private(path: Path, text: str) -> None:

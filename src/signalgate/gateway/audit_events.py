@@ -6,8 +6,6 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from signalgate.common.ids import new_uuid
 from signalgate.gateway.signal import Signal
 from signalgate.remediation.model import RemediationRequest, format_time
@@ -31,15 +29,13 @@ _ACTIONS = {
 }
 
 
-def original_payload(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or a digest of it when it is too large to inline."""
+def original_payload(signal: Signal) -> dict[str, Any]:
+    """The request body as the JSON object the adapter parsed, or a digest of it when it is
+    too large to inline (an event must stay under DataStorage's 256 KiB limit)."""
+    body = signal.original_payload
     if len(body) > MAX_INLINE_PAYLOAD:
         return {"truncated": True, "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        parsed = None
-    return parsed if isinstance(parsed, dict) else {"raw": body.decode(errors="replace")}
+    return signal.payload
 
 
 def build_event(
@@ -62,7 +58,7 @@ def build_event(
         "severity": signal.severity,
         "resource_kind": target.kind if target else "",
         "resource_name": target.name if target else "",
-        "original_payload": original_payload(signal.original_payload),
+        "original_payload": original_payload(signal),
         "signal_labels": dict(signal.labels),
         "signal_annotations": dict(signal.annotations),
     }

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 READINESS_TIMEOUT = 2.0
 
 
-def store_for(dsn: str, pool_size: int = 6) -> RemediationStore:
+def store_for(dsn: str, pool_size: int) -> RemediationStore:
     """The scheme picks the backend: SQLite for one process, PostgreSQL for replicas."""
     if dsn.startswith("sqlite:///"):
         from signalgate.remediation.sqlite import SqliteStore

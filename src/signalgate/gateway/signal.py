@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from functools import cached_property
+from typing import Any, Literal
 
 from signalgate.gateway.fingerprint import fingerprint_of
 from signalgate.remediation.model import TargetResource
@@ -36,6 +37,9 @@ class Signal:
     firing_time: datetime
     received_time: datetime
     original_payload: bytes
+    # the body already parsed by the adapter (shared by every alert of one webhook), so the
+    # audit trail never parses it again
+    payload: dict[str, Any] = field(default_factory=dict)
     cluster_id: str = ""
     resolved: bool = False
     labels: dict[str, str] = field(default_factory=dict)
@@ -43,7 +47,7 @@ class Signal:
     # label keys that could have named a target, for the no_target_resource message
     target_hint: str = ""
 
-    @property
+    @cached_property
     def fingerprint(self) -> str | None:
         if self.target is None:
             return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 from signalgate.gateway.adapters.parsing import (
     DNS1123_LABEL,
@@ -68,6 +69,7 @@ def parse_webhook(body: bytes, now: datetime, freshness: Freshness) -> list[Adap
                     alert,
                     index,
                     body,
+                    payload,
                     now,
                     freshness,
                     common_labels,
@@ -84,6 +86,7 @@ def _parse_alert(
     alert: object,
     index: int,
     body: bytes,
+    payload: dict[str, Any],
     now: datetime,
     freshness: Freshness,
     common_labels: dict[str, str],
@@ -120,6 +123,7 @@ def _parse_alert(
         firing_time=starts_at or now,
         received_time=now,
         original_payload=body,
+        payload=payload,
         cluster_id=labels.get("cluster", ""),
         resolved=status == "resolved",
         labels=labels,

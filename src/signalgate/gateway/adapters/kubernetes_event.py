@@ -53,6 +53,7 @@ def parse_event(body: bytes, now: datetime, freshness: Freshness) -> Signal | Ig
         firing_time=when,
         received_time=now,
         original_payload=body,
+        payload=event,
     )
 
 
