@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,6 +67,27 @@ def components(host: str, base_port: int, token_path: Path) -> list[Component]:
     return [datastorage, gateway]
 
 
+def busy_addresses(parts: list[Component]) -> list[str]:
+    """The listen addresses someone else already holds, checked before anything starts.
+
+    A taken port would otherwise surface as one service exiting half-way through start-up,
+    after the others are already running.
+    """
+    busy = []
+    for part in parts:
+        for address in (part.api, part.ops):
+            host, _, port = address.rpartition(":")
+            host = host.strip("[]")
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, int(port)))
+                except OSError:
+                    busy.append(address)
+    return busy
+
+
 def _start(component: Component, data_dir: Path, token: str) -> None:
     service_dir = data_dir / component.name
     service_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +139,13 @@ def up(data_dir: Path, host: str, base_port: int = 8080) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     token, token_path = _admin_token(data_dir)
     parts = components(host, base_port, token_path.resolve())
+    busy = busy_addresses(parts)
+    if busy:
+        print(
+            f"signalgate: {', '.join(busy)} already in use; choose other ports with --base-port",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     stop = False
 
     def request_stop(signum: int, frame: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,21 +16,44 @@ import httpx
 from tests.support.services import alert, webhook
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port() -> int:
+    """A base port whose four ports are free, below the kernel's ephemeral range.
+
+    Ports the tests' own servers and client connections get from the kernel come from the
+    ephemeral range (32768 and up), so a block chosen below it cannot collide with them.
+    """
+    for _ in range(200):
+        base = random.randrange(20000, 32000, 20)
+        if all(port_is_free(base + offset) for offset in (0, 1, 10, 11)):
+            return base
+    raise AssertionError("no free block of ports for signalgate up")
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "signalgate up exited early"
+        assert proc.poll() is None, f"signalgate up exited early:\n{log.read_text()}"
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise AssertionError(f"{url} not ready")
+    raise AssertionError(f"{url} not ready:\n{log.read_text()}")
 
 
 def test_up_runs_gateway_and_datastorage_with_one_admin_token(tmp_path: Path) -> None:
-    base = random.randrange(20000, 60000, 20)
+    base = free_base_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -48,7 +72,7 @@ def test_up_runs_gateway_and_datastorage_with_one_admin_token(tmp_path: Path) ->
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_ready(f"http://127.0.0.1:{base + 1}/readyz", proc)
+        wait_ready(f"http://127.0.0.1:{base + 1}/readyz", proc, tmp_path / "up.log")
         token = (tmp_path / "var" / "admin.token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
         created = httpx.post(
@@ -76,3 +100,22 @@ def test_up_runs_gateway_and_datastorage_with_one_admin_token(tmp_path: Path) ->
     assert code == 0
     output = (tmp_path / "up.log").read_text()
     assert "signalgate is up" in output and token not in output
+
+
+def test_up_names_a_taken_port_and_starts_nothing(tmp_path: Path) -> None:
+    base = free_base_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", base + 10))
+        squatter.listen()
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "signalgate.cli", "up"),
+                *("--data-dir", str(tmp_path / "var"), "--base-port", str(base)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"127.0.0.1:{base + 10} already in use" in result.stderr
+    assert port_is_free(base) and port_is_free(base + 1)
