@@ -32,6 +32,13 @@ EXIT_MEANING = {
 }
 
 
+def line(name: str, figures: dict[str, float]) -> str:
+    """One total, its percent from the counts (run.json's percent is already rounded once)."""
+    statements, missed = int(figures["statements"]), int(figures["missed"])
+    percent = 100.0 * (statements - missed) / statements if statements else 100.0
+    return f"  {name:<14} {percent:5.1f}%  ({statements} statements, {missed} missed)"
+
+
 def main(argv: list[str]) -> int:
     artifacts = Path(argv[1] if len(argv) > 1 else "build/e2e").resolve()
     try:
@@ -50,14 +57,9 @@ def main(argv: list[str]) -> int:
     if not services:
         print("  no coverage totals (see the first failure above)")
     for name, figures in sorted(services.items()):
-        print(
-            f"  {name:<14} {figures['percent']:5.1f}%  "
-            f"({figures['statements']} statements, {figures['missed']} missed)"
-        )
+        print(line(name, figures))
     if "combined" in totals:
-        combined = totals["combined"]
-        counts = f"{combined['statements']} statements, {combined['missed']} missed"
-        print(f"  {'combined':<14} {combined['percent']:5.1f}%  ({counts})")
+        print(line("combined", totals["combined"]))
     phases = ", ".join(f"{p['name']} {p['duration_s']:.1f}s" for p in record.get("phases", []))
     if phases:
         print(f"  phases: {phases}")
