@@ -7,8 +7,8 @@ The steps: create the cluster (deploy/kind/cluster.yaml; skipped when it exists)
 image (deploy/Dockerfile) with Docker or Podman, load it into the cluster under its exact
 name, apply the namespace and the development Secrets, apply deploy/kind/manifests (the
 base in deploy/kubernetes plus a throwaway PostgreSQL and Redis), then wait for the
-databases, the migrate Job and both services. Every kubectl call names the cluster's
-context, so no other cluster is touched.
+databases and both services (DataStorage's init container applies its schema). Every
+kubectl call names the cluster's context, so no other cluster is touched.
 
 The engine is `--engine`, else podman when KIND_EXPERIMENTAL_PROVIDER=podman, else docker
 when on PATH, else podman. The development Secrets (random tokens and password) are written
@@ -209,16 +209,6 @@ def plan(options: Options) -> list[Step]:
         Step(
             "wait for Redis",
             (*namespaced, "rollout", "status", "deployment/signalgate-redis", timeout),
-        ),
-        Step(
-            "wait for the schema migration",
-            (
-                *namespaced,
-                "wait",
-                "--for=condition=complete",
-                "job/signalgate-datastorage-migrate",
-                timeout,
-            ),
         ),
         Step(
             "wait for DataStorage",

@@ -90,6 +90,13 @@ def pod_spec(manifest: Manifest) -> dict[str, Any]:
     return pod
 
 
+def every_container(manifest: Manifest) -> list[dict[str, Any]]:
+    """Init containers too: they run the same image with the same rules."""
+    pod = pod_spec(manifest)
+    found: list[dict[str, Any]] = pod.get("initContainers", []) + pod["containers"]
+    return found
+
+
 def workloads(manifests: list[Manifest]) -> Iterator[Manifest]:
     return (m for m in manifests if m.kind in WORKLOAD_KINDS)
 

@@ -20,6 +20,7 @@ from deploy_objects import (
     ROOT,
     Manifest,
     container,
+    every_container,
     find,
     is_object_file,
     kustomization,
@@ -107,7 +108,6 @@ def test_base_holds_namespace_crd_both_services_and_the_schema_jobs(base: list[M
         ("ServiceAccount", "signalgate-datastorage"),
         ("Deployment", "signalgate-datastorage"),
         ("Service", "signalgate-datastorage"),
-        ("Job", "signalgate-datastorage-migrate"),
         ("CronJob", "signalgate-datastorage-maintain"),
     }
     # Secrets are the operator's (README), never committed
@@ -137,7 +137,7 @@ def test_every_secret_reference_is_one_up_py_writes(
     wanted: dict[str, set[str]] = {}
     for workload in workloads(kind_overlay):
         pod = pod_spec(workload)
-        for c in pod["containers"]:
+        for c in every_container(workload):
             for env in c.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
@@ -187,7 +187,7 @@ def test_images_name_the_project_version_and_kind_gets_the_one_up_py_loads(
     base: list[Manifest], up: ModuleType
 ) -> None:
     for workload in workloads(base):
-        for c in pod_spec(workload)["containers"]:
+        for c in every_container(workload):
             assert c["image"] == f"signalgate:{VERSION}", workload
     (image,) = kustomization(KIND_OVERLAY)["images"]
     assert image["name"] == "signalgate"
@@ -196,22 +196,22 @@ def test_images_name_the_project_version_and_kind_gets_the_one_up_py_loads(
     assert f'org.opencontainers.image.version="{VERSION}"' in dockerfile
 
 
-def test_schema_jobs_run_datastorage_commands_with_its_settings(base: list[Manifest]) -> None:
-    serve = container(find(base, "Deployment", "signalgate-datastorage"), "datastorage")
-    for kind, name, command in (
-        ("Job", "signalgate-datastorage-migrate", "migrate"),
-        ("CronJob", "signalgate-datastorage-maintain", "maintain"),
-    ):
-        job = find(base, kind, name)
-        (c,) = pod_spec(job)["containers"]
-        assert c["command"] == [
-            "signalgate-datastorage",
-            command,
-            *serve["command"][2:],
-        ]
+def test_schema_commands_run_with_the_servers_settings(base: list[Manifest]) -> None:
+    """`migrate` runs before the server in its pod (no crash-loop while a Job catches up);
+    `maintain` runs daily. Both with the server's image, settings file and database."""
+    deployment = find(base, "Deployment", "signalgate-datastorage")
+    serve = container(deployment, "datastorage")
+    (migrate,) = pod_spec(deployment)["initContainers"]
+    (maintain,) = pod_spec(find(base, "CronJob", "signalgate-datastorage-maintain"))["containers"]
+    assert pod_spec(find(base, "CronJob", "signalgate-datastorage-maintain"))["restartPolicy"] == (
+        "Never"
+    )
+    dsn = [e for e in serve["env"] if e["name"] == "SIGNALGATE_STORE__DSN"]
+    for c, command in ((migrate, "migrate"), (maintain, "maintain")):
+        assert c["command"] == ["signalgate-datastorage", command, *serve["command"][2:]]
         assert c["image"] == serve["image"]
-        dsn = [e for e in serve["env"] if e["name"] == "SIGNALGATE_STORE__DSN"]
         assert [e for e in c["env"] if e["name"] == "SIGNALGATE_STORE__DSN"] == dsn
-        assert pod_spec(job)["restartPolicy"] == "Never"
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        assert mounts["config"] == "/etc/signalgate/config"
     maintain = find(base, "CronJob", "signalgate-datastorage-maintain").obj["spec"]
     assert maintain["concurrencyPolicy"] == "Forbid"

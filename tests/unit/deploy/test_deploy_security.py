@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from deploy_objects import DEPLOY, ROOT, Manifest, pod_spec, workloads
+from deploy_objects import DEPLOY, ROOT, Manifest, every_container, pod_spec, workloads
 
 from signalgate.common.config import split_listen
 from signalgate.datastorage.settings import DataStorageSettings
@@ -69,7 +69,7 @@ def test_pods_run_as_non_root_under_the_restricted_profile(pods: list[Manifest])
 
 def test_containers_drop_everything(pods: list[Manifest]) -> None:
     for workload in pods:
-        for c in pod_spec(workload)["containers"] + pod_spec(workload).get("initContainers", []):
+        for c in every_container(workload):
             where = f"{workload!r} container {c['name']}"
             context = c["securityContext"]
             assert context["allowPrivilegeEscalation"] is False, where
@@ -81,7 +81,7 @@ def test_containers_drop_everything(pods: list[Manifest]) -> None:
 
 def test_images_are_pinned_and_resources_bounded(pods: list[Manifest]) -> None:
     for workload in pods:
-        for c in pod_spec(workload)["containers"]:
+        for c in every_container(workload):
             where = f"{workload!r} container {c['name']}"
             name, _, tag = c["image"].rpartition(":")
             assert name and "/" not in tag, f"{where}: {c['image']} has no tag"

@@ -187,7 +187,7 @@ def test_files_named_in_settings_are_mounted(
         assert settings.datastorage.url == "http://signalgate-datastorage.kubernaut-system.svc:8090"
         assert settings.store.pool_size >= 1
     else:
-        assert settings.store.auto_migrate is False  # the migrate Job's work
+        assert settings.store.auto_migrate is False  # the init container's work
     for path in files:
         volume, inside = volume_holding(path)
         assert str(inside) in {item["path"] for item in volume["secret"]["items"]}, path

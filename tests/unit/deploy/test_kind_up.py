@@ -25,7 +25,6 @@ IN_NS = f"{KUBECTL} --namespace kubernaut-system"
 WAITS = [
     f"{IN_NS} rollout status deployment/signalgate-postgres --timeout=300s",
     f"{IN_NS} rollout status deployment/signalgate-redis --timeout=300s",
-    f"{IN_NS} wait --for=condition=complete job/signalgate-datastorage-migrate --timeout=300s",
     f"{IN_NS} rollout status deployment/signalgate-datastorage --timeout=300s",
     f"{IN_NS} rollout status deployment/signalgate-gateway --timeout=300s",
 ]
