@@ -8,6 +8,10 @@ DataStorage is back; while the spool holds anything, new events queue behind it,
 stays first-in first-out. Only a full spool, or an event older than DataStorage accepts
 (7 days), drops events, counted in `audit_events_dropped_total{service, reason}`.
 
+The spool's file work (reading, committing, compacting, fsync, closing) runs in one worker
+thread of its own, never on the event loop; `emit()` only appends a line to the open spool
+file (a buffered write, no fsync), which is cheap enough to stay synchronous.
+
 Every event carries an `event_id` (made here when missing), so a batch retried after a lost
 answer is stored once.
 
@@ -21,15 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -40,6 +46,8 @@ from signalgate.datastorage.spool import Spool
 log = logging.getLogger("signalgate.audit")
 
 BATCH_PATH = "/api/v1/audit/events/batch"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,7 @@ class DataStorageAuditSink:
         )
         self._metrics = _Metrics(registry, service)
         self._spool = Spool(spool_path, self._options.spool_max_bytes)
+        self._spool_thread: ThreadPoolExecutor | None = None
         self._transport = transport
         self._buffer: deque[dict[str, Any]] = deque()
         self._wakeup = asyncio.Event()
@@ -137,7 +146,12 @@ class DataStorageAuditSink:
     # -- AuditSink ------------------------------------------------------------------------
 
     def emit(self, event: dict[str, Any]) -> None:
-        """Queue one event; returns at once, whatever the state of DataStorage."""
+        """Queue one event; returns at once, whatever the state of DataStorage.
+
+        Spooling stays synchronous on purpose: it is one buffered append and flush to the
+        already open spool file (no fsync, no open), and a compaction running in the spool
+        thread holds the spool's lock only for its last few lines and the file swap.
+        """
         if not event.get("event_id"):
             event = {**event, "event_id": str(uuid.uuid4())}
         if self._spool.count or len(self._buffer) >= self._options.buffer_size:
@@ -151,7 +165,8 @@ class DataStorageAuditSink:
         self._update_gauges()
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._spool.open)
+        self._spool_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-spool")
+        await self._spool_io(self._spool.open)
         self._client = httpx.AsyncClient(
             base_url=self._url, timeout=self._options.timeout, transport=self._transport
         )
@@ -179,7 +194,13 @@ class DataStorageAuditSink:
         left = len(self._buffer)
         while self._buffer:
             self._to_spool(self._buffer.popleft())
-        self._spool.close()
+        if self._spool_thread is not None:
+            try:
+                # queued behind whatever the cancelled task left running there (a compaction)
+                await self._spool_io(self._spool.close)
+            finally:
+                self._spool_thread.shutdown(wait=False)
+                self._spool_thread = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -205,7 +226,7 @@ class DataStorageAuditSink:
         backoff = self._options.backoff_initial
         while True:
             if self._current is None:
-                self._current = self._next_batch()
+                self._current = await self._next_batch()
             if self._current is None:
                 if self._closing:
                     return
@@ -214,7 +235,7 @@ class DataStorageAuditSink:
                     await asyncio.wait_for(self._wakeup.wait(), self._until_flush())
                 continue
             if await self._deliver(self._current):
-                self._settle(self._current)
+                await self._settle(self._current)
                 self._current = None
                 backoff = self._options.backoff_initial
                 continue
@@ -223,7 +244,7 @@ class DataStorageAuditSink:
             await self._pause(backoff)
             backoff = min(backoff * 2, self._options.backoff_max)
 
-    def _next_batch(self) -> _Batch | None:
+    async def _next_batch(self) -> _Batch | None:
         """The oldest events first: the memory buffer, then the spool behind it."""
         size = self._options.batch_size
         if self._buffer:
@@ -234,7 +255,9 @@ class DataStorageAuditSink:
             events = [self._buffer[i] for i in range(taken)]
             return _Batch(events, taken, from_spool=False, chunk=taken)
         if self._spool.count:  # spooled events are late already: no batching wait
-            events, offset = self._spool.peek(size)
+            # emit() keeps spooling while the spool holds anything, so the buffer stays
+            # empty during this wait and the order holds
+            events, offset = await self._spool_io(functools.partial(self._spool.peek, size))
             return _Batch(events, len(events), True, offset, chunk=max(1, len(events)))
         return None
 
@@ -244,14 +267,30 @@ class DataStorageAuditSink:
             return self._options.flush_interval
         return self._oldest_at + self._options.flush_interval - time.monotonic()
 
-    def _settle(self, batch: _Batch) -> None:
+    async def _settle(self, batch: _Batch) -> None:
         if batch.from_spool:
-            self._spool.commit(batch.spool_offset, batch.taken)
+            commit = functools.partial(self._spool.commit, batch.spool_offset, batch.taken)
+            await self._spool_io(commit)
         else:
             for _ in range(batch.taken):
                 self._buffer.popleft()
             self._oldest_at = 0.0  # the rest has waited behind this batch: due now
         self._update_gauges()
+
+    async def _spool_io(self, call: Callable[[], T]) -> T:
+        """Run one spool file operation in the spool's own thread.
+
+        A dedicated single thread rather than `asyncio.to_thread`: the calls run one after
+        another in the order they were made, including the `close()` that `stop()` queues
+        behind a commit (and its compaction) still running for a delivery task it gave up
+        on, since cancelling the awaiting task does not stop the thread. A long compaction
+        or fsync also never holds a thread of the loop's default executor, which DNS lookups
+        and other `to_thread` users share.
+        """
+        if self._spool_thread is None:
+            raise RuntimeError("audit sink is not started: call start() first")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._spool_thread, call)
 
     async def _pause(self, seconds: float) -> None:
         """Back off, but wake for `stop()` so shutdown is not held by a 30 s wait."""

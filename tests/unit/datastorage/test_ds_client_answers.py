@@ -1,17 +1,25 @@
-"""How the delivery client settles each DataStorage answer (mock transport, no network)."""
+"""How the delivery client settles each DataStorage answer (mock transport, no network),
+and where its spool file work runs: never on the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry
 
+from signalgate.datastorage import client as client_module
+from signalgate.datastorage import spool as spool_module
 from signalgate.datastorage.client import DataStorageAuditSink
+from signalgate.datastorage.spool import Spool
 
 
 def event(**overrides: object) -> dict[str, object]:
@@ -54,19 +62,23 @@ class FakeDataStorage:
 
 
 def sink_for(
-    fake: FakeDataStorage, tmp_path: Path, registry: CollectorRegistry
+    fake: FakeDataStorage, tmp_path: Path, registry: CollectorRegistry, **options: Any
 ) -> DataStorageAuditSink:
+    settings: dict[str, Any] = {
+        "batch_size": 10,
+        "flush_interval": 0.01,
+        "backoff_initial": 0.01,
+        "backoff_max": 0.02,
+        "stop_flush_timeout": 1.0,
+        **options,
+    }
     return DataStorageAuditSink(
         "http://ds.test",
         None,
         tmp_path / "spool",
         registry,
-        batch_size=10,
-        flush_interval=0.01,
-        backoff_initial=0.01,
-        backoff_max=0.02,
-        stop_flush_timeout=1.0,
         transport=httpx.MockTransport(fake),
+        **settings,
     )
 
 
@@ -75,8 +87,8 @@ def dropped(registry: CollectorRegistry, reason: str) -> float:
     return registry.get_sample_value("audit_events_dropped_total", labels) or 0.0
 
 
-async def settle(sink: DataStorageAuditSink) -> None:
-    for _ in range(200):
+async def settle(sink: DataStorageAuditSink, rounds: int = 200) -> None:
+    for _ in range(rounds):
         status = sink.status()
         if not status["buffered"] and not status["spooled"]:
             return
@@ -136,3 +148,134 @@ async def test_emit_fills_an_id_and_stop_spools_when_down(tmp_path: Path) -> Non
     await again.stop()
     assert len(fake.stored) == 1
     uuid.UUID(fake.stored[0])
+
+
+class RecordingSpool(Spool):
+    """The real spool, noting which thread ran each of its operations."""
+
+    made: list[RecordingSpool] = []
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        super().__init__(path, max_bytes)
+        self.threads: dict[str, set[int]] = defaultdict(set)
+        RecordingSpool.made.append(self)
+
+    def _note(self, operation: str) -> None:
+        self.threads[operation].add(threading.get_ident())
+
+    def open(self) -> None:
+        self._note("open")
+        super().open()
+
+    def append(self, event: dict[str, Any]) -> bool:
+        self._note("append")
+        return super().append(event)
+
+    def peek(self, limit: int) -> tuple[list[dict[str, Any]], int]:
+        self._note("peek")
+        return super().peek(limit)
+
+    def commit(self, offset: int, delivered: int) -> None:
+        self._note("commit")
+        super().commit(offset, delivered)
+
+    def _compact(self) -> None:
+        self._note("compact")
+        super()._compact()
+
+    def _sync(self) -> None:
+        self._note("sync")
+        super()._sync()
+
+    def close(self) -> None:
+        self._note("close")
+        super().close()
+
+
+@pytest.fixture
+def recording_spool(monkeypatch: pytest.MonkeyPatch) -> type[RecordingSpool]:
+    monkeypatch.setattr(client_module, "Spool", RecordingSpool)
+    monkeypatch.setattr(spool_module, "_COMPACT_AFTER", 500)  # compact within a few batches
+    monkeypatch.setattr(RecordingSpool, "made", [])
+    return RecordingSpool
+
+
+async def test_spool_file_work_runs_off_the_event_loop(
+    tmp_path: Path, recording_spool: type[RecordingSpool]
+) -> None:
+    loop_thread = threading.get_ident()
+    fake, registry = FakeDataStorage(), CollectorRegistry()
+    fake.down = True
+    sink = sink_for(fake, tmp_path, registry, buffer_size=5)
+    await sink.start()
+    events = [event() for _ in range(60)]
+    for item in events:
+        sink.emit(item)
+    assert sink.status()["spooled"] == 55  # emit() spooled them before returning
+    fake.down = False
+    await settle(sink, rounds=3000)
+    await sink.stop()
+
+    assert fake.stored == [e["event_id"] for e in events]
+    (spool,) = recording_spool.made
+    worked = {name: threads for name, threads in spool.threads.items() if name != "append"}
+    assert set(worked) == {"open", "peek", "commit", "compact", "sync", "close"}
+    assert all(loop_thread not in threads for threads in worked.values()), worked
+    assert len(set().union(*worked.values())) == 1  # one thread, so they take turns in order
+    assert spool.threads["append"] == {loop_thread}  # the one cheap step left on the loop
+
+
+async def test_stop_while_a_compaction_runs_loses_nothing(
+    tmp_path: Path, recording_spool: type[RecordingSpool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop() gives up on a delivery task whose commit is compacting in the spool thread;
+    the thread goes on, events emitted meanwhile are spooled beside it, and the spool is
+    closed only after the compaction: the next start delivers the rest, each once."""
+    reached, release = threading.Event(), threading.Event()
+    steps: list[str] = []
+    copy = spool_module._copy
+
+    def held_copy(source: BinaryIO, target: BinaryIO, length: int) -> None:
+        if not reached.is_set():  # the first, unlocked copy of the first compaction
+            steps.append("compaction holds")
+            reached.set()
+            release.wait(60)
+        copy(source, target, length)
+
+    monkeypatch.setattr(spool_module, "_copy", held_copy)
+    original_close = RecordingSpool.close
+
+    def noting_close(self: RecordingSpool) -> None:
+        steps.append("close")
+        original_close(self)
+
+    monkeypatch.setattr(RecordingSpool, "close", noting_close)
+
+    fake, registry = FakeDataStorage(), CollectorRegistry()
+    fake.down = True
+    sink = sink_for(fake, tmp_path, registry, buffer_size=5, stop_flush_timeout=0.05)
+    await sink.start()
+    events = [event() for _ in range(60)]
+    for item in events:
+        sink.emit(item)
+    fake.down = False
+    assert await asyncio.to_thread(reached.wait, 60)
+    late = [event() for _ in range(10)]
+    for item in late:
+        sink.emit(item)  # appended beside the compaction, not blocked by it
+    delivery = next(t for t in asyncio.all_tasks() if t.get_name() == "audit-delivery")
+    stopping = asyncio.create_task(sink.stop())
+    await asyncio.wait([delivery])  # cancelled by stop() after stop_flush_timeout
+    assert delivery.cancelled()
+    for _ in range(10):
+        await asyncio.sleep(0)  # let stop() go on to closing the spool
+    steps.append("released")
+    release.set()
+    await stopping
+    assert steps == ["compaction holds", "released", "close"]
+
+    again = sink_for(fake, tmp_path, CollectorRegistry())
+    await again.start()
+    await settle(again, rounds=3000)
+    await again.stop()
+    assert fake.stored == [e["event_id"] for e in events + late]
