@@ -2,31 +2,61 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
+import orjson
 import pytest
 from dstools import event_body
 from prometheus_client import CollectorRegistry
 
 from e2ecov.recipes import RedisServer
 from signalgate.datastorage.dlq import DEAD_STREAM, STREAM, RedisDeadLetterQueue, ReplayWorker
-from signalgate.datastorage.events import validate_event
+from signalgate.datastorage.dlq.redis_streams import DUE_INDEX, EVENT_INDEX
+from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
+from signalgate.datastorage.postgres import PostgresStore
 from signalgate.datastorage.sqlite import SqliteStore
+
+KEYS = (STREAM, DEAD_STREAM, DUE_INDEX, EVENT_INDEX)
 
 
 @pytest.fixture
 async def queue(redis_server: RedisServer) -> AsyncIterator[RedisDeadLetterQueue]:
     dlq = RedisDeadLetterQueue(redis_server.url.rsplit("/", 1)[0] + "/7")
     await dlq.open()
-    await dlq.redis.delete(STREAM, DEAD_STREAM)
+    await dlq.redis.delete(*KEYS)
     try:
         yield dlq
     finally:
-        await dlq.redis.delete(STREAM, DEAD_STREAM)
+        await dlq.redis.delete(*KEYS)
         await dlq.close()
+
+
+def events(count: int, correlation_id: str = "rr-q") -> list[AuditEvent]:
+    return [validate_event(event_body(correlation_id), datetime.now(UTC)) for _ in range(count)]
+
+
+async def assert_in_step(queue: RedisDeadLetterQueue) -> None:
+    """The indexes name exactly the live letters: one due entry each, event ids → live ids."""
+    live = {_text(key) for key, _ in await queue.redis.xrange(STREAM)}
+    members = await queue.redis.zrange(DUE_INDEX, 0, -1)
+    assert sorted(_unpad(m) for m in members) == sorted(live)
+    for stream_id in (await queue.redis.hgetall(EVENT_INDEX)).values():
+        assert _text(stream_id) in live
+
+
+def _unpad(member: bytes) -> str:
+    ms, seq = member.decode().split("-")
+    return f"{int(ms)}-{int(seq)}"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def test_redis_queue_replays_into_a_store_once(
@@ -99,3 +129,148 @@ async def test_replay_dlq_command_drains_the_queue_now(
         assert len(await store.chain("rr-cli")) == 4
     finally:
         await store.close()
+
+
+async def test_a_poll_reads_the_due_letters_only(queue: RedisDeadLetterQueue) -> None:
+    """Thousands not due, two due: the poll looks up two stream entries (a scan of the
+    stream, as before, needed a page read per thousand letters)."""
+    later = events(4000)
+    for start in range(0, len(later), 500):
+        await queue.put(later[start : start + 500], due=time.time() + 3600)
+    due_now = events(2)
+    await queue.put(due_now, due=time.time() - 1)
+    await queue.redis.config_resetstat()
+    letters = await queue.due(time.time(), 500)
+    assert [letter.event_id for letter in letters] == [e.event_id for e in due_now]
+    stats = await queue.redis.info("commandstats")
+    assert stats["cmdstat_xrange"]["calls"] == 2  # one lookup per due letter, no page scan
+    assert stats["cmdstat_zrangebyscore"]["calls"] == 1
+
+
+async def test_due_letters_come_earliest_due_first_and_in_queue_order(
+    queue: RedisDeadLetterQueue,
+) -> None:
+    """Equal dues keep queue order past ten letters in one millisecond ("1-10" < "1-9")."""
+    now = time.time()
+    late, early = events(3), events(25)
+    await queue.put(late, due=now - 10)
+    await queue.put(early, due=now - 20)
+    await queue.put(events(2), due=now + 3600)
+    letters = await queue.due(now, 500)
+    assert [ltr.event_id for ltr in letters] == [e.event_id for e in early + late]
+    assert [ltr.event_id for ltr in await queue.due(now, 7)] == [e.event_id for e in early[:7]]
+    drained = await queue.due(None, 500)
+    assert [ltr.event_id for ltr in drained][:28] == [e.event_id for e in late + early]
+    assert len(drained) == 30
+    await assert_in_step(queue)
+
+
+async def test_letters_of_the_previous_version_are_indexed_and_replayed(
+    queue: RedisDeadLetterQueue, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A stream written before the index existed: `open()` indexes it; a letter an old
+    replica adds later is indexed by the next polls; all replay once, in queue order."""
+    old = events(4, "rr-old")
+    for event in old[:3]:
+        await queue.redis.xadd(
+            STREAM, {"event": orjson.dumps(event.fields), "attempts": 0, "due": repr(time.time())}
+        )
+    await queue.redis.xadd(STREAM, {"event": b"{torn", "attempts": 0, "due": "0"})
+    upgraded = RedisDeadLetterQueue(redis_server.url.rsplit("/", 1)[0] + "/7")
+    await upgraded.open()
+    try:
+        assert await upgraded.redis.zcard(DUE_INDEX) == 4
+        assert set(await upgraded.waiting([e.event_id for e in old])) == {
+            e.event_id for e in old[:3]
+        }
+        await queue.redis.xadd(  # an old replica still running during the rollout
+            STREAM, {"event": orjson.dumps(old[3].fields), "attempts": 0, "due": repr(time.time())}
+        )
+        await upgraded.due(time.time(), 500)  # notices a letter without an index entry
+        assert old[3].event_id in await upgraded.waiting([old[3].event_id])
+        await assert_in_step(upgraded)
+
+        store = SqliteStore(tmp_path / "audit.db")
+        await store.open()
+        try:
+            worker = ReplayWorker(upgraded, store, [0.0], DataStorageMetrics(CollectorRegistry()))
+            assert (await worker.run_once()).replayed == 4
+            rows = await store.chain("rr-old")
+            assert [row["event_id"] for row in rows] == [e.event_id for e in old]
+        finally:
+            await store.close()
+        assert await upgraded.depth() == 1  # the torn entry stays for a person to look at
+    finally:
+        await upgraded.close()
+
+
+async def test_two_replicas_acting_on_the_same_letters_never_duplicate_or_lose_one(
+    queue: RedisDeadLetterQueue, redis_server: RedisServer
+) -> None:
+    """Both take the same due letters and act on them at once, in every combination: each
+    letter ends up exactly once — still queued, dead, or acknowledged — with the indexes
+    in step."""
+    other = RedisDeadLetterQueue(redis_server.url.rsplit("/", 1)[0] + "/7")
+    await other.open()
+    try:
+        written = events(300)
+        await queue.put(written, due=0)
+        mine, theirs = await asyncio.gather(
+            queue.due(time.time(), 500), other.due(time.time(), 500)
+        )
+        assert [ltr.key for ltr in mine] == [ltr.key for ltr in theirs]
+        later = [replace(ltr, attempts=1, due=time.time() + 60) for ltr in mine]
+        await asyncio.gather(
+            queue.ack(mine[:100]),
+            other.reschedule(later[:100]),
+            queue.bury(mine[100:200], "conflict"),
+            other.reschedule(later[100:200]),
+            queue.reschedule(later[200:]),
+            other.reschedule(later[200:]),
+            other.ack(theirs[200:250]),
+        )
+        queued = [ltr.event_id for ltr in await queue.due(None, 1000)]
+        dead = [ltr.event_id for ltr in await queue.dead()]
+        assert len(queued) == len(set(queued))
+        assert len(dead) == len(set(dead))
+        assert not set(queued) & set(dead)
+        acked = {e.event_id for e in written} - set(queued) - set(dead)
+        assert len(queued) + len(dead) + len(acked) == 300
+        await assert_in_step(queue)
+        assert set(await queue.waiting([e.event_id for e in written])) == set(queued)
+    finally:
+        await other.close()
+
+
+async def test_two_replay_workers_store_every_letter_once(
+    queue: RedisDeadLetterQueue, redis_server: RedisServer, postgres_dsn: str
+) -> None:
+    other = RedisDeadLetterQueue(redis_server.url.rsplit("/", 1)[0] + "/7")
+    await other.open()
+    stores = [PostgresStore(postgres_dsn, auto_migrate=True, pool_size=2) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    try:
+        written = [e for n in range(8) for e in events(50, f"rr-two-{n}")]
+        for start in range(0, len(written), 100):
+            await queue.put(written[start : start + 100], due=0)
+        workers = [
+            ReplayWorker(
+                q, s, [0.0, 0.0, 0.0], DataStorageMetrics(CollectorRegistry()), batch_size=60
+            )
+            for q, s in ((queue, stores[0]), (other, stores[1]))
+        ]
+        while await queue.depth():
+            await asyncio.gather(*(worker.run_once() for worker in workers))
+        assert await queue.dead() == []
+        for n in range(8):
+            rows = await stores[0].chain(f"rr-two-{n}")
+            assert sorted(row["event_id"] for row in rows) == sorted(
+                e.event_id for e in written[n * 50 : (n + 1) * 50]
+            )
+        await assert_in_step(queue)
+        assert await queue.redis.hlen(EVENT_INDEX) == 0
+    finally:
+        for store in stores:
+            await store.close()
+        await other.close()

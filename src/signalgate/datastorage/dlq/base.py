@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +21,11 @@ class Letter:
     attempts: int
     due: float
 
+    @property
+    def event_id(self) -> str:
+        """The queued event's id ('' for a letter too damaged to carry one)."""
+        return str(self.fields.get("event_id", ""))
+
 
 class DeadLetterQueue(Protocol):
     async def open(self) -> None: ...
@@ -36,7 +41,21 @@ class DeadLetterQueue(Protocol):
         ...
 
     async def due(self, now: float | None, limit: int) -> list[Letter]:
-        """Up to `limit` letters due by `now` in queue order (`None`: all, due or not)."""
+        """Up to `limit` letters due by `now`, earliest due first, equal dues in queue order.
+
+        `None` drains: the first `limit` letters in queue order, due or not. A child queued
+        after its parent is due no earlier than it (the writer sees to that), so this order
+        replays the parent first.
+        """
+        ...
+
+    async def waiting(self, event_ids: Collection[str]) -> dict[str, float]:
+        """Which of `event_ids` wait in this queue (not dead), each with its letter's due.
+
+        The write path asks this to queue a child behind its queued parent instead of
+        refusing it, and the replay to let a child wait for its parent without using up
+        its attempts.
+        """
         ...
 
     async def ack(self, letters: Sequence[Letter]) -> None: ...

@@ -8,7 +8,7 @@ import fcntl
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,25 @@ class FileDeadLetterQueue:
 
     An `fcntl` lock serialises this process's writer with a `replay-dlq` run on the same file;
     a torn last line (crash mid-append) is skipped with a warning.
+
+    Which events wait here (`waiting`) is answered from memory: an index of event id → due,
+    built on `open()`, extended by our appends and rebuilt from every full read (each poll of
+    the replay worker), so changes made by a `replay-dlq` run in another process show up
+    within a poll.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.dead_path = path.with_name(path.name + ".dead")
         self._lock = asyncio.Lock()
+        self._queued: dict[str, float] = {}
 
     async def open(self) -> None:
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
+        try:
+            await self._call("read", self._load)
+        except DeadLetterUnavailable as exc:  # like Redis down at start: the next read retries
+            log.warning("dead-letter file not indexed yet", extra={"error": str(exc)})
 
     async def close(self) -> None:
         return None
@@ -60,7 +70,11 @@ class FileDeadLetterQueue:
             {"key": str(uuid.uuid4()), "event": event.fields, "attempts": 0, "due": due}
             for event in events
         ]
-        await self._call("append", self._append, self.path, lines)
+        await self._call("append", self._enqueue, lines, due)
+
+    def _enqueue(self, records: Sequence[dict[str, Any]], due: float) -> None:
+        self._append(self.path, records)
+        self._queued = self._queued | {str(r["event"]["event_id"]): due for r in records}
 
     @staticmethod
     def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
@@ -70,8 +84,21 @@ class FileDeadLetterQueue:
             os.fsync(fd)
 
     async def due(self, now: float | None, limit: int) -> list[Letter]:
-        letters: list[Letter] = await self._call("read", self._read)
-        return [ltr for ltr in letters if now is None or ltr.due <= now][:limit]
+        letters: list[Letter] = await self._call("read", self._load)
+        if now is not None:
+            # sorted() is stable: equal dues stay in file (queue) order
+            letters = sorted((ltr for ltr in letters if ltr.due <= now), key=lambda ltr: ltr.due)
+        return letters[:limit]
+
+    async def waiting(self, event_ids: Collection[str]) -> dict[str, float]:
+        queued = self._queued
+        return {event_id: queued[event_id] for event_id in event_ids if event_id in queued}
+
+    def _load(self) -> list[Letter]:
+        """Every letter in the file; the event index is rebuilt from what is there."""
+        letters = self._read()
+        self._queued = _event_index(letters)
+        return letters
 
     def _read(self) -> list[Letter]:
         if not self.path.exists():
@@ -80,6 +107,8 @@ class FileDeadLetterQueue:
         for number, line in enumerate(self.path.read_bytes().splitlines(), start=1):
             try:
                 record = orjson.loads(line)
+                if not isinstance(record["event"], dict):
+                    raise TypeError("the event is not an object")
                 letters.append(
                     Letter(
                         str(record["key"]),
@@ -119,23 +148,21 @@ class FileDeadLetterQueue:
                     if changed is None:
                         continue
                     letter = changed
-                kept.append(
-                    {
-                        "key": letter.key,
-                        "event": letter.fields,
-                        "attempts": letter.attempts,
-                        "due": letter.due,
-                    }
-                )
+                kept.append(letter)
+            records = [
+                {"key": ltr.key, "event": ltr.fields, "attempts": ltr.attempts, "due": ltr.due}
+                for ltr in kept
+            ]
             temporary = self.path.with_name(self.path.name + ".tmp")
             with open(temporary, "wb") as handle:
-                handle.write(b"".join(orjson.dumps(record) + b"\n" for record in kept))
+                handle.write(b"".join(orjson.dumps(record) + b"\n" for record in records))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, self.path)
+            self._queued = _event_index(kept)
 
     async def depth(self) -> int:
-        return len(await self._call("read", self._read))
+        return len(await self._call("read", self._load))
 
     async def dead(self) -> list[Letter]:
         def read() -> list[Letter]:
@@ -150,6 +177,11 @@ class FileDeadLetterQueue:
 
         result: list[Letter] = await self._call("read", read)
         return result
+
+
+def _event_index(letters: Sequence[Letter]) -> dict[str, float]:
+    """event id → due of the last letter holding it (a client retry may queue one twice)."""
+    return {ltr.event_id: ltr.due for ltr in letters if ltr.event_id}
 
 
 @contextlib.contextmanager

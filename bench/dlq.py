@@ -1,0 +1,181 @@
+"""Cost of one dead-letter poll when a long outage left many letters waiting for later.
+
+    python bench/dlq.py [--sizes 10000,100000] [--due 5] [--limit 500]
+
+For each size N, fills `audit:dlq` on a private redis-server (system binary, e2ecov recipe)
+with N letters due in an hour plus a few due now, then times one poll `due(now, limit)` two
+ways, side by side: the full scan of the previous version (XRANGE from the start, filtering by
+due — reproduced below as the baseline) and `RedisDeadLetterQueue.due` (the due-time index).
+Also prints what the index costs elsewhere: queueing a batch of 500, and indexing on `open()`
+a stream of N letters an earlier version wrote without one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from e2ecov.recipes import RedisServer
+from signalgate.datastorage.dlq import STREAM, RedisDeadLetterQueue
+from signalgate.datastorage.dlq.redis_streams import DUE_INDEX, EVENT_INDEX
+from signalgate.datastorage.events import AuditEvent, validate_event
+
+PUT_BATCH = 500
+
+
+def template() -> AuditEvent:
+    """A Gateway-like event; copies differ only by `event_id` (all the queue looks at)."""
+    body = {
+        "version": "1.0",
+        "event_type": "gateway.signal.received",
+        "event_timestamp": datetime.now(UTC).isoformat(),
+        "event_category": "gateway",
+        "event_action": "received",
+        "event_outcome": "success",
+        "correlation_id": "rr-bench",
+        "namespace": "prod",
+        "event_data": {
+            "signal_name": "KubePodCrashLooping",
+            "namespace": "prod",
+            "resource_kind": "Pod",
+            "resource_name": "api-7d9f8-x2x4k",
+            "occurrence_count": 1,
+            "signal_labels": {"alertname": "KubePodCrashLooping", "severity": "critical"},
+        },
+    }
+    return validate_event(body, datetime.now(UTC))
+
+
+def copies(event: AuditEvent, count: int) -> list[AuditEvent]:
+    return [
+        replace(event, fields={**event.fields, "event_id": str(uuid.uuid4())}) for _ in range(count)
+    ]
+
+
+async def scan_due(redis: aioredis.Redis, now: float, limit: int) -> int:
+    """The previous version's poll (the baseline): page through the whole stream."""
+    found = 0
+    start = "-"
+    while found < limit:
+        page: Any = await redis.xrange(STREAM, min=start, max="+", count=1000)
+        if not page:
+            break
+        for _key, data in page:
+            orjson.loads(data[b"event"])
+            if float(data[b"due"]) <= now:
+                found += 1
+                if found >= limit:
+                    break
+        start = "(" + page[-1][0].decode()
+    return found
+
+
+async def poll(queue: RedisDeadLetterQueue, now: float, limit: int) -> int:
+    return len(await queue.due(now, limit))
+
+
+async def median_ms(call: Callable[[], Awaitable[int]], runs: int) -> tuple[float, int]:
+    """Median wall time of `runs` calls, and what the last call returned."""
+    times = []
+    result = 0
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = await call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000, result
+
+
+async def fill(queue: RedisDeadLetterQueue, event: AuditEvent, waiting: int, due_now: int) -> None:
+    later = time.time() + 3600
+    for offset in range(0, waiting, PUT_BATCH):
+        await queue.put(copies(event, min(PUT_BATCH, waiting - offset)), due=later)
+    await queue.put(copies(event, due_now), due=0.0)
+
+
+async def old_format(redis: aioredis.Redis, event: AuditEvent, count: int) -> None:
+    """Letters as the previous version queued them: stream entries, no index."""
+    for offset in range(0, count, PUT_BATCH):
+        pipe = redis.pipeline(transaction=False)
+        for copy in copies(event, min(PUT_BATCH, count - offset)):
+            fields = {"event": orjson.dumps(copy.fields), "attempts": 0, "due": "0"}
+            pipe.xadd(STREAM, fields)  # type: ignore[arg-type]
+        await pipe.execute()
+
+
+async def run(sizes: list[int], due_now: int, limit: int) -> None:
+    server = RedisServer().start()
+    event = template()
+    try:
+        queue = RedisDeadLetterQueue(server.url)
+        await queue.open()
+        redis = queue.redis
+        version = (await redis.info("server"))["redis_version"]
+        print(
+            f"one dead-letter poll due(now, limit={limit}) on redis-server {version}, "
+            f"{due_now} letters due among N not due for an hour (median):"
+        )
+        print(f"  {'N':>9}   {'full scan (before)':>18}   {'due index (now)':>15}   found")
+        for size in sizes:
+            await redis.delete(STREAM, DUE_INDEX, EVENT_INDEX)
+            await fill(queue, event, size, due_now)
+            now = time.time()
+            before, found_before = await median_ms(partial(scan_due, redis, now, limit), 5)
+            after, found_after = await median_ms(partial(poll, queue, now, limit), 50)
+            print(
+                f"  {size:>9,}   {before:>15.2f} ms   {after:>12.3f} ms   "
+                f"{found_before} / {found_after}"
+            )
+
+        await redis.delete(STREAM, DUE_INDEX, EVENT_INDEX)
+
+        async def put() -> int:
+            await queue.put(copies(event, PUT_BATCH), due=time.time())
+            return PUT_BATCH
+
+        put_ms, _ = await median_ms(put, 20)
+        print(
+            f"queueing a batch of {PUT_BATCH} (stream + both indexes, one script): {put_ms:.1f} ms"
+        )
+
+        size = max(sizes)
+        await redis.delete(STREAM, DUE_INDEX, EVENT_INDEX)
+        await old_format(redis, event, size)
+        upgraded = RedisDeadLetterQueue(server.url)
+        started = time.perf_counter()
+        await upgraded.open()
+        seconds = time.perf_counter() - started
+        indexed = await redis.zcard(DUE_INDEX)
+        print(
+            f"open() indexing {size:,} letters of the previous version (once, at upgrade): "
+            f"{seconds:.2f} s ({indexed:,} indexed)"
+        )
+        await upgraded.close()
+        await queue.close()
+    finally:
+        server.cleanup()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated N")
+    parser.add_argument("--due", type=int, default=5, help="letters due now")
+    parser.add_argument("--limit", type=int, default=500, help="letters per poll")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    asyncio.run(run(sizes, args.due, args.limit))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
