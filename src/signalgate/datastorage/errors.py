@@ -4,12 +4,17 @@
   path sends the events to the dead-letter queue and answers 202; queries answer 503.
 - `DeadLetterUnavailable` — the dead-letter queue cannot take events either: 500, events lost.
 - `Conflict` — an `event_id` already stored with different content: 409, the first write stands.
-- `MissingParent` — a `parent_event_id` that does not exist: 400 naming the items.
+- `MissingParent` — a `parent_event_id` that does not exist: 400 naming the items. A parent
+  still waiting in the dead-letter queue is not missing: the writer queues its children
+  behind it (202).
+- `ParentsUnconfirmed` — a `StoreUnavailable`: a parent is not in the database and the
+  dead-letter queue, where it may wait, cannot be asked; 503, so the client retries rather
+  than drop an event a 400 would call invalid.
 - `SchemaBehind` — the database schema is older than this code: start-up refuses with the
   command that fixes it.
 - anything else is a bug and becomes a 500.
 
-Adapters (`sqlite.py`, `postgres.py`, `dlq.py`) translate driver errors into these with
+Adapters (`sqlite.py`, `postgres.py`, `dlq/`) translate driver errors into these with
 `raise ... from exc`; nothing above them knows which driver is in use.
 """
 
@@ -24,6 +29,10 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached or cannot take writes right now."""
+
+
+class ParentsUnconfirmed(StoreUnavailable):
+    """Parents missing from the database, and the queue that may hold them cannot be asked."""
 
 
 class SchemaBehind(StoreError):

@@ -12,7 +12,7 @@ class DataStorageMetrics:
         self.writes = Counter(
             "datastorage_audit_writes",
             "Audit events by write outcome (stored, existing, dead_lettered, rejected, "
-            "conflict, lost)",
+            "conflict, unconfirmed, lost)",
             ["outcome"],
             registry=registry,
         )

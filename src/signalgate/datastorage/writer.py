@@ -5,8 +5,13 @@ This is the one place that decides what a write answers:
 - the database failed (`StoreUnavailable`) → the dead-letter queue takes the events → 202,
   because a caller cannot do better than our queue and must not block on our database;
 - the queue failed too → `EventsLost` → 500 naming the count, so the caller knows to keep them;
-- `Conflict` / `MissingParent` pass through (409 / 400): retrying cannot change them, so
-  they are never queued.
+- a parent is missing but waits in the dead-letter queue (the client got 202 for it during an
+  outage) → the batch is queued behind it → 202: refusing it would lose an event whose parent
+  we promised to store, and the replay stores the parent first;
+- the queue cannot say whether it holds a missing parent → `ParentsUnconfirmed` → 503: a 400
+  would tell the client to drop an event that may be fine;
+- `Conflict` / `MissingParent` (a parent neither stored, nor earlier in the batch, nor
+  queued) pass through (409 / 400): retrying cannot change them, so they are never queued.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from signalgate.datastorage.errors import (
     Conflict,
     DeadLetterUnavailable,
     MissingParent,
+    ParentsUnconfirmed,
     StoreUnavailable,
 )
 from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.metrics import DataStorageMetrics
-from signalgate.datastorage.store import AuditStore
+from signalgate.datastorage.store import AuditStore, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -74,37 +80,104 @@ class AuditWriter:
             self._metrics.write_duration.observe(time.perf_counter() - started)
 
     async def _write(self, events: Sequence[AuditEvent]) -> WriteOutcome:
-        count = len(events)
+        try:
+            return await self._decide(events)
+        except ParentsUnconfirmed:
+            self._metrics.writes.labels("unconfirmed").inc(len(events))
+            raise
+        except Conflict:
+            self._metrics.writes.labels("conflict").inc(len(events))
+            raise
+        except MissingParent:
+            self._metrics.writes.labels("rejected").inc(len(events))
+            raise
+
+    async def _decide(self, events: Sequence[AuditEvent]) -> WriteOutcome:
         try:
             result = await self._store.write(events)
         except StoreUnavailable as store_error:
-            try:
-                await self._dlq.put(events, due=time.time() + self._first_delay)
-            except DeadLetterUnavailable as queue_error:
-                self._metrics.writes.labels("lost").inc(count)
-                log.error(
-                    "audit events lost: database and dead-letter queue unavailable",
-                    extra={
-                        "count": count,
-                        "store_error": str(store_error),
-                        "queue_error": str(queue_error),
-                    },
-                )
-                raise EventsLost(count) from queue_error
-            self._metrics.writes.labels("dead_lettered").inc(count)
-            log.warning(
-                "database unavailable: events queued for replay",
-                extra={"count": count, "error": str(store_error)},
-            )
-            return WriteOutcome(Written.QUEUED, count)
-        except Conflict:
-            self._metrics.writes.labels("conflict").inc(count)
-            raise
-        except MissingParent:
-            self._metrics.writes.labels("rejected").inc(count)
-            raise
+            return await self._queue(events, store_error)
+        except MissingParent as missing:
+            return await self._behind_parents(events, missing)
+        return self._stored(result, len(events))
+
+    def _stored(self, result: WriteResult, count: int) -> WriteOutcome:
         if result.stored:
             self._metrics.writes.labels("stored").inc(result.stored)
         if result.existing:
             self._metrics.writes.labels("existing").inc(result.existing)
         return WriteOutcome(Written.STORED, count)
+
+    async def _queue(
+        self, events: Sequence[AuditEvent], store_error: StoreUnavailable
+    ) -> WriteOutcome:
+        """The database is down: the dead-letter queue takes the batch, or it is lost."""
+        count = len(events)
+        try:
+            await self._dlq.put(events, due=time.time() + self._first_delay)
+        except DeadLetterUnavailable as queue_error:
+            self._metrics.writes.labels("lost").inc(count)
+            log.error(
+                "audit events lost: database and dead-letter queue unavailable",
+                extra={
+                    "count": count,
+                    "store_error": str(store_error),
+                    "queue_error": str(queue_error),
+                },
+            )
+            raise EventsLost(count) from queue_error
+        self._metrics.writes.labels("dead_lettered").inc(count)
+        log.warning(
+            "database unavailable: events queued for replay",
+            extra={"count": count, "error": str(store_error)},
+        )
+        return WriteOutcome(Written.QUEUED, count)
+
+    async def _behind_parents(
+        self, events: Sequence[AuditEvent], missing: MissingParent
+    ) -> WriteOutcome:
+        """Queue the batch if every missing parent waits in the dead-letter queue, else 400.
+
+        A parent the queue no longer holds may have been replayed since the store looked:
+        the replay stores a letter before it acks it, so a second look at the store settles
+        it — stored now, or missing for good.
+        """
+        queued = await self._waiting(set(missing.indexes.values()))
+        if not set(missing.indexes.values()) <= queued.keys():
+            try:
+                result = await self._store.write(events)
+            except StoreUnavailable as store_error:  # down again meanwhile: an outage like any
+                return await self._queue(events, store_error)
+            except MissingParent as again:
+                missing = again
+            else:
+                return self._stored(result, len(events))
+            absent = {i: p for i, p in missing.indexes.items() if p not in queued}
+            if absent:
+                raise MissingParent(absent)
+        parents_due = [queued[parent] for parent in missing.indexes.values()]
+        # due no earlier than the parents, so the replay meets the parents first
+        due = max(time.time() + self._first_delay, *parents_due)
+        try:
+            await self._dlq.put(events, due=due)
+        except DeadLetterUnavailable as exc:
+            raise ParentsUnconfirmed(
+                f"{len(events)} event(s) wait for parents in the dead-letter queue, which "
+                f"cannot take them now ({exc}); retry later"
+            ) from exc
+        self._metrics.writes.labels("dead_lettered").inc(len(events))
+        log.info(
+            "events queued behind their parents in the dead-letter queue",
+            extra={"count": len(events), "parents": len(set(missing.indexes.values()))},
+        )
+        return WriteOutcome(Written.QUEUED, len(events))
+
+    async def _waiting(self, parents: set[str]) -> dict[str, float]:
+        try:
+            return await self._dlq.waiting(parents)
+        except DeadLetterUnavailable as exc:
+            first = min(parents)
+            raise ParentsUnconfirmed(
+                f"parent_event_id {first} is not stored and the dead-letter queue, where it "
+                f"may wait for replay, cannot be asked ({exc}); retry later"
+            ) from exc

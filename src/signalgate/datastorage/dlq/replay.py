@@ -25,13 +25,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ReplayReport:
+    """What one pass did. `waiting` letters were put back, attempts unchanged, to follow
+    parents that are not due yet; `rescheduled` ones used up an attempt."""
+
     replayed: int = 0
     rescheduled: int = 0
     dead: int = 0
+    waiting: int = 0
 
     @property
     def busy(self) -> bool:
-        return bool(self.replayed or self.rescheduled or self.dead)
+        return bool(self.replayed or self.rescheduled or self.dead or self.waiting)
 
 
 class ReplayWorker:
@@ -40,6 +44,12 @@ class ReplayWorker:
     `backoff[n]` is the wait before replay attempt n+1, so a letter gets `len(backoff)`
     attempts. An event the store refuses for good (its id stored with other content) is
     buried at once: retrying cannot change the answer.
+
+    A child whose parent is not stored yet is not at fault while the parent waits in the
+    queue: met before its parent in a batch, it is tried again once the rest is stored; met
+    before the parent is due, it waits for the parent's due time without using an attempt.
+    Otherwise (the parent is not queued, or due and still not stored, as in a cycle of
+    parents) it uses an attempt like any failure, so it is buried in the end.
     """
 
     def __init__(
@@ -99,6 +109,7 @@ class ReplayWorker:
             total.replayed += report.replayed
             total.rescheduled += report.rescheduled
             total.dead += report.dead
+            total.waiting += report.waiting
             if not report.replayed or report.rescheduled:
                 return total
 
@@ -133,17 +144,55 @@ class ReplayWorker:
     async def _one_by_one(
         self, events: Sequence[tuple[Letter, AuditEvent]], now: float, report: ReplayReport
     ) -> None:
-        """A batch with a permanent failure: find which letters are at fault."""
-        for letter, event in events:
-            try:
-                await self._store.write([event])
-            except Conflict:
-                await self._bury([letter], "conflict", report)
-            except (MissingParent, StoreUnavailable):
-                await self._retry_later([letter], now, report)
-            else:
-                await self._dlq.ack([letter])
-                self._replayed(1, report)
+        """A batch with a permanent failure: find which letters are at fault.
+
+        Children that met a missing parent get more passes while a pass stores something
+        (their parent may be later in the batch), then wait for their parents or retry.
+        """
+        orphans: list[tuple[Letter, AuditEvent, set[str]]] = []
+        pending = list(events)
+        while pending:
+            replayed = report.replayed
+            orphans = []
+            for letter, event in pending:
+                parents = await self._replay_one(letter, event, now, report)
+                if parents:
+                    orphans.append((letter, event, parents))
+            if report.replayed == replayed:
+                break
+            pending = [(letter, event) for letter, event, _ in orphans]
+        for letter, _, parents in orphans:
+            await self._follow_parents(letter, parents, now, report)
+
+    async def _replay_one(
+        self, letter: Letter, event: AuditEvent, now: float, report: ReplayReport
+    ) -> set[str]:
+        """Write one letter; return its missing parents (empty when it was dealt with)."""
+        try:
+            await self._store.write([event])
+        except Conflict:
+            await self._bury([letter], "conflict", report)
+        except MissingParent as exc:
+            return set(exc.indexes.values())
+        except StoreUnavailable:
+            await self._retry_later([letter], now, report)
+        else:
+            await self._dlq.ack([letter])
+            self._replayed(1, report)
+        return set()
+
+    async def _follow_parents(
+        self, letter: Letter, parents: set[str], now: float, report: ReplayReport
+    ) -> None:
+        """Wait, attempts unchanged, for parents queued and not due yet; else retry later."""
+        # an event naming itself as parent waits in the queue, but never for itself
+        queued = await self._dlq.waiting(parents - {letter.event_id})
+        latest = max(queued.values(), default=now)
+        if parents <= queued.keys() and latest > now:
+            await self._dlq.reschedule([replace(letter, due=latest)])
+            report.waiting += 1
+        else:
+            await self._retry_later([letter], now, report)
 
     def _replayed(self, count: int, report: ReplayReport) -> None:
         report.replayed += count

@@ -1,0 +1,271 @@
+"""Children whose parent waits in the dead-letter queue, on both queue backends.
+
+The write path queues such a child instead of refusing it, and the replay stores parents
+before their children however the letters come out of the queue. Every test runs on the file
+queue and on Redis (a redis-server of its own), replaying into a real SQLite store.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from dstools import event_body
+from prometheus_client import CollectorRegistry
+
+from e2ecov.recipes import RedisServer
+from signalgate.datastorage.chain import verify
+from signalgate.datastorage.dlq import (
+    DeadLetterQueue,
+    FileDeadLetterQueue,
+    RedisDeadLetterQueue,
+    ReplayWorker,
+)
+from signalgate.datastorage.errors import MissingParent, ParentsUnconfirmed
+from signalgate.datastorage.events import AuditEvent, validate_event
+from signalgate.datastorage.metrics import DataStorageMetrics
+from signalgate.datastorage.sqlite import SqliteStore
+from signalgate.datastorage.store import WriteResult
+from signalgate.datastorage.writer import AuditWriter, Written
+
+HOUR = 3600.0
+
+
+@pytest.fixture(params=["file", "redis"])
+async def dlq(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DeadLetterQueue]:
+    queue: DeadLetterQueue
+    if request.param == "file":
+        queue = FileDeadLetterQueue(tmp_path / "dlq.jsonl")
+    else:
+        queue = RedisDeadLetterQueue(request.getfixturevalue("private_redis").url)
+    await queue.open()
+    try:
+        yield queue
+    finally:
+        await queue.close()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    backend = SqliteStore(tmp_path / "audit.db")
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+def ev(correlation_id: str = "rr-p", parent: AuditEvent | str | None = None) -> AuditEvent:
+    parent_id = parent.event_id if isinstance(parent, AuditEvent) else parent
+    body = event_body(correlation_id, parent_event_id=parent_id)
+    return validate_event(body, datetime.now(UTC))
+
+
+def worker(
+    dlq: DeadLetterQueue, store: SqliteStore, backoff: Sequence[float] = (0.0, 0.0, 0.0), **kw: int
+) -> ReplayWorker:
+    return ReplayWorker(dlq, store, backoff, DataStorageMetrics(CollectorRegistry()), **kw)
+
+
+async def stored_ids(store: SqliteStore, correlation_id: str = "rr-p") -> list[str]:
+    rows = await store.chain(correlation_id)
+    assert verify(correlation_id, rows).valid
+    return [row["event_id"] for row in rows]
+
+
+async def test_waiting_names_queued_events_with_their_due(dlq: DeadLetterQueue) -> None:
+    kept, acked, buried = ev(), ev(), ev()
+    await dlq.put([kept, acked, buried], due=100.0)
+    await dlq.put([kept], due=200.0)  # a client retry queued it again: the latest answers
+    ids = [kept.event_id, acked.event_id, buried.event_id, str(uuid.uuid4())]
+    assert await dlq.waiting(ids) == {
+        kept.event_id: 200.0,
+        acked.event_id: 100.0,
+        buried.event_id: 100.0,
+    }
+    letters = {ltr.event_id: ltr for ltr in await dlq.due(None, 10) if ltr.due == 100.0}
+    await dlq.ack([letters[acked.event_id]])
+    await dlq.bury([letters[buried.event_id]], "attempts exhausted")
+    assert await dlq.waiting(ids) == {kept.event_id: 200.0}
+    newest = next(ltr for ltr in await dlq.due(None, 10) if ltr.due == 200.0)
+    await dlq.reschedule([replace(newest, due=300.0)])
+    assert await dlq.waiting(ids) == {kept.event_id: 300.0}
+    assert await dlq.waiting([]) == {}
+
+
+async def test_waiting_survives_a_restart(dlq: DeadLetterQueue, tmp_path: Path) -> None:
+    """The file queue's index is in memory: a new process rebuilds it on open."""
+    parent = ev()
+    await dlq.put([parent], due=100.0)
+    again: DeadLetterQueue
+    if isinstance(dlq, FileDeadLetterQueue):
+        again = FileDeadLetterQueue(dlq.path)
+    else:
+        assert isinstance(dlq, RedisDeadLetterQueue)
+        again = RedisDeadLetterQueue(dlq._url)
+    await again.open()
+    try:
+        assert await again.waiting([parent.event_id]) == {parent.event_id: 100.0}
+    finally:
+        await again.close()
+
+
+async def test_child_replayed_in_a_later_batch_than_its_parent(
+    dlq: DeadLetterQueue, store: SqliteStore
+) -> None:
+    parent = ev()
+    child = ev(parent=parent)
+    await dlq.put([parent], due=time.time() - 2)
+    await dlq.put([child], due=time.time() - 1)
+    replay = worker(dlq, store, batch_size=1)
+    assert (await replay.run_once()).replayed == 1
+    assert await stored_ids(store) == [parent.event_id]
+    report = await replay.run_once()
+    assert (report.replayed, report.rescheduled, report.waiting) == (1, 0, 0)
+    assert await stored_ids(store) == [parent.event_id, child.event_id]
+
+
+async def test_child_in_the_same_batch_after_its_parent(
+    dlq: DeadLetterQueue, store: SqliteStore
+) -> None:
+    parent = ev()
+    child = ev(parent=parent)
+    grandchild = ev(parent=child)
+    await dlq.put([parent, child, grandchild], due=time.time() - 1)
+    report = await worker(dlq, store).run_once()
+    assert (report.replayed, report.rescheduled, report.waiting) == (3, 0, 0)
+    assert await stored_ids(store) == [parent.event_id, child.event_id, grandchild.event_id]
+    assert await dlq.depth() == 0
+
+
+async def test_children_met_before_their_parents_in_a_batch_are_stored_in_the_same_pass(
+    dlq: DeadLetterQueue, store: SqliteStore
+) -> None:
+    """Due earlier than its parents (queued straight, not through the writer), a grandchild
+    comes out first: it is tried again after the rest of the batch, using no attempt."""
+    parent = ev()
+    child = ev(parent=parent)
+    grandchild = ev(parent=child)
+    now = time.time()
+    await dlq.put([grandchild], due=now - 30)
+    await dlq.put([child], due=now - 20)
+    await dlq.put([parent], due=now - 10)
+    report = await worker(dlq, store).run_once()
+    assert (report.replayed, report.rescheduled, report.waiting, report.dead) == (3, 0, 0, 0)
+    assert await stored_ids(store) == [parent.event_id, child.event_id, grandchild.event_id]
+
+
+async def test_child_due_before_its_parent_waits_without_using_an_attempt(
+    dlq: DeadLetterQueue, store: SqliteStore
+) -> None:
+    parent = ev()
+    child = ev(parent=parent)
+    parent_due = time.time() + HOUR
+    await dlq.put([parent], due=parent_due)
+    await dlq.put([child], due=time.time() - 1)
+    replay = worker(dlq, store, backoff=(60.0,))  # one attempt only: waiting must not use it
+    report = await replay.run_once()
+    assert (report.replayed, report.rescheduled, report.waiting) == (0, 0, 1)
+    [letter] = [ltr for ltr in await dlq.due(None, 10) if ltr.event_id == child.event_id]
+    assert (letter.attempts, letter.due) == (0, parent_due)
+    assert (await replay.drain()).replayed == 2
+    assert await stored_ids(store) == [parent.event_id, child.event_id]
+
+
+async def test_child_of_a_parent_nowhere_uses_its_attempts_and_dies(
+    dlq: DeadLetterQueue, store: SqliteStore
+) -> None:
+    orphan = ev(parent=str(uuid.uuid4()))
+    await dlq.put([orphan], due=time.time() - 1)
+    replay = worker(dlq, store, backoff=(0.0, 0.0))
+    assert (await replay.run_once()).rescheduled == 1
+    assert (await replay.run_once()).dead == 1
+    assert await dlq.depth() == 0
+
+
+async def test_a_cycle_of_parents_ends_in_the_dead_queue(
+    dlq: DeadLetterQueue, store: SqliteStore
+) -> None:
+    """Two queued events naming each other as parent can never be stored: they must not
+    wait for each other forever."""
+    first_id = str(uuid.uuid4())
+    second = ev(parent=first_id)
+    first = validate_event(
+        event_body("rr-p", event_id=first_id, parent_event_id=second.event_id), datetime.now(UTC)
+    )
+    await dlq.put([first, second], due=time.time() - 1)
+    replay = worker(dlq, store)
+    for _ in range(20):
+        if not await dlq.depth():
+            break
+        await replay.run_once()
+    assert await dlq.depth() == 0
+    assert await stored_ids(store) == []
+
+
+def writer(store: object, dlq: DeadLetterQueue, first_delay: float = 60.0) -> AuditWriter:
+    return AuditWriter(store, dlq, DataStorageMetrics(CollectorRegistry()), first_delay)  # type: ignore[arg-type]
+
+
+async def test_writer_queues_a_child_behind_its_queued_parent(
+    dlq: DeadLetterQueue, store: SqliteStore
+) -> None:
+    parent = ev()
+    parent_due = time.time() + HOUR
+    await dlq.put([parent], due=parent_due)  # queued during an outage; the database is back
+    child = ev(parent=parent)
+    outcome = await writer(store, dlq).write([ev(), child])
+    assert outcome.written is Written.QUEUED
+    assert (await dlq.waiting([child.event_id]))[child.event_id] >= parent_due
+    assert await stored_ids(store) == []
+
+    bogus = ev(parent=str(uuid.uuid4()))
+    with pytest.raises(MissingParent) as refused:
+        await writer(store, dlq).write([ev(parent=parent), bogus])
+    assert refused.value.indexes == {1: bogus.parent_event_id}  # the queued parent is fine
+
+    assert (await worker(dlq, store).drain()).replayed == 3
+    assert (await stored_ids(store))[0] == parent.event_id
+    assert (await stored_ids(store))[-1] == child.event_id
+
+
+async def test_writer_looks_again_at_a_parent_replayed_meanwhile(
+    dlq: DeadLetterQueue, store: SqliteStore
+) -> None:
+    """The replay stores a parent, then acks it: a writer that saw it missing from the store
+    and then missing from the queue finds it stored on a second look."""
+    parent = ev()
+
+    class ReplayedMeanwhile:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def write(self, events: Sequence[AuditEvent]) -> WriteResult:
+            self.calls += 1
+            if self.calls == 1:
+                await store.write([parent])  # the replay of another replica, meanwhile
+                raise MissingParent({0: parent.event_id})
+            return await store.write(events)
+
+    child = ev(parent=parent)
+    outcome = await writer(ReplayedMeanwhile(), dlq).write([child])
+    assert outcome.written is Written.STORED
+    assert await stored_ids(store) == [parent.event_id, child.event_id]
+
+
+async def test_writer_cannot_ask_an_unreachable_queue_and_says_retry(
+    store: SqliteStore, private_redis: RedisServer
+) -> None:
+    dlq = RedisDeadLetterQueue(private_redis.url, timeout=2.0)
+    await dlq.open()
+    try:
+        private_redis.stop()
+        with pytest.raises(ParentsUnconfirmed):
+            await writer(store, dlq).write([ev(parent=str(uuid.uuid4()))])
+    finally:
+        await dlq.close()
