@@ -26,7 +26,12 @@ from signalgate.common.http import (
 )
 from signalgate.common.problems import Problem, validation_error
 from signalgate.datastorage.chain import verify
-from signalgate.datastorage.errors import Conflict, MissingParent, StoreUnavailable
+from signalgate.datastorage.errors import (
+    Conflict,
+    MissingParent,
+    ParentsUnconfirmed,
+    StoreUnavailable,
+)
 from signalgate.datastorage.events import (
     BatchSizeError,
     InvalidEvents,
@@ -165,10 +170,16 @@ def _translate(exc: Exception) -> Problem | None:
     if isinstance(exc, EventsLost):
         return Problem(500, "internal-error", str(exc))
     if isinstance(exc, StoreUnavailable):
+        detail = (
+            "a parent_event_id is not stored and the dead-letter queue that may hold it "
+            "cannot be asked; retry later"
+            if isinstance(exc, ParentsUnconfirmed)
+            else "the audit database is unavailable; retry later"
+        )
         return Problem(
             503,
             "service-unavailable",
-            "the audit database is unavailable; retry later",
+            detail,
             headers={"Retry-After": "5"},
         )
     return None

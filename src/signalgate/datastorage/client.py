@@ -350,7 +350,8 @@ class DataStorageAuditSink:
     async def _post(self, events: Sequence[dict[str, Any]]) -> httpx.Response:
         if self._client is None:
             raise httpx.TransportError("audit sink is not started")
-        headers = {"Authorization": f"Bearer {self._token()}"} if self._token_file else {}
+        token = await asyncio.to_thread(self._token) if self._token_file else None
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         return await self._client.post(BATCH_PATH, json=list(events), headers=headers)
 
     def _token(self) -> str:

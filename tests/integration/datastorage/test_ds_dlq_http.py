@@ -14,7 +14,7 @@ import httpx
 import pytest
 from dstools import ADMIN_TOKEN, datastorage_process, event_body
 
-from e2ecov.recipes import PostgresServer
+from e2ecov.recipes import PostgresServer, RedisServer
 from tests.support.services import ServiceProcess
 
 pytestmark = pytest.mark.slow
@@ -111,3 +111,28 @@ def test_child_of_a_queued_event_is_accepted_and_stored_after_it(
         assert client.get(EVENTS, params={"correlation_id": cid}).json()["pagination"]["total"] == 3
     metrics = httpx.get(f"{datastorage.ops_url}/metrics").text
     assert 'datastorage_audit_writes_total{outcome="dead_lettered"} 3.0' in metrics
+
+
+def test_unknown_parent_while_the_redis_queue_is_down_is_503_not_400(
+    tmp_path: Path, private_postgres: PostgresServer, private_redis: RedisServer
+) -> None:
+    """The parent may be waiting in a queue that cannot be asked: refusing the event for good
+    (400) could lose it, so the answer is retry-later, and it says why."""
+    env = {
+        "SIGNALGATE_STORE__DSN": private_postgres.create_database("audit"),
+        "SIGNALGATE_STORE__AUTOMIGRATE": "true",
+        "SIGNALGATE_DLQ__REDISURL": private_redis.url,
+    }
+    process = datastorage_process(tmp_path / "ds", env=env).start()
+    try:
+        cid = f"rr-{uuid.uuid4().hex[:8]}"
+        child = event_body(cid, parent_event_id=str(uuid.uuid4()))
+        with process.client(ADMIN_TOKEN) as client:
+            assert client.post(EVENTS, json=child).status_code == 400  # queue up: truly missing
+            private_redis.stop()
+            answer = client.post(EVENTS, json=child)
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"]
+            assert "dead-letter queue" in answer.json()["detail"]
+    finally:
+        process.stop()
