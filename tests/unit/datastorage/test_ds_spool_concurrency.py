@@ -47,6 +47,16 @@ def numbers(spool: Spool) -> list[int]:
     return [int(e["n"]) for e in spool.peek(1_000_000)[0]]
 
 
+def spool_of_100(path: Path, monkeypatch: pytest.MonkeyPatch) -> Spool:
+    """An open spool holding events 0..99 that compacts after 10 delivered bytes."""
+    monkeypatch.setattr(spool_module, "_COMPACT_AFTER", 10)
+    spool = Spool(path, 100_000)
+    spool.open()
+    for n in range(100):
+        spool.append(event(n))
+    return spool
+
+
 class Gate:
     """Holds the first `_copy` of a compaction (the unlocked bulk copy) until released."""
 
@@ -221,12 +231,8 @@ def test_an_append_at_any_step_of_a_compaction_is_kept(
 ) -> None:
     """Single-threaded and exact: after each step of a compaction, an event is appended
     whenever the append lock is free there, as `emit()` could at that moment."""
-    monkeypatch.setattr(spool_module, "_COMPACT_AFTER", 10)
     monkeypatch.setattr(spool_module, "_COPY_UNDER_LOCK", 0)  # one unlocked catch-up
-    spool = Spool(tmp_path / "audit.spool", 100_000)
-    spool.open()
-    for n in range(100):
-        spool.append(event(n))
+    spool = spool_of_100(tmp_path / "audit.spool", monkeypatch)
     _, offset = spool.peek(60)
     appended: list[int] = []
 
@@ -269,12 +275,8 @@ class SimulatedCrash(Exception):
 def test_a_crash_during_a_compaction_replays_but_never_skips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str
 ) -> None:
-    monkeypatch.setattr(spool_module, "_COMPACT_AFTER", 10)
     path = tmp_path / "audit.spool"
-    spool = Spool(path, 100_000)
-    spool.open()
-    for n in range(100):
-        spool.append(event(n))
+    spool = spool_of_100(path, monkeypatch)
     _, offset = spool.peek(10)
     spool.commit(offset, 10)  # not yet compacted: the sidecar holds a real offset
     _, offset = spool.peek(50)
@@ -311,12 +313,8 @@ def test_a_crash_during_a_compaction_replays_but_never_skips(
 def test_a_failed_compaction_keeps_the_file_and_records_the_offset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_module, "_COMPACT_AFTER", 10)
     path = tmp_path / "audit.spool"
-    spool = Spool(path, 100_000)
-    spool.open()
-    for n in range(100):
-        spool.append(event(n))
+    spool = spool_of_100(path, monkeypatch)
     _, offset = spool.peek(60)
     size = path.stat().st_size
 
