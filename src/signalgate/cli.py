@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from signalgate.common.auth import ADMIN_TOKEN_FILE, hash_token, write_new_token
+from signalgate.common.config import split_listen
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -67,25 +68,26 @@ def components(host: str, base_port: int, token_path: Path) -> list[Component]:
     return [datastorage, gateway]
 
 
+def port_taken(host: str, port: int) -> bool:
+    """Whether a server could not listen on `host:port` now (as the services bind it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def busy_addresses(parts: list[Component]) -> list[str]:
     """The listen addresses someone else already holds, checked before anything starts.
 
     A taken port would otherwise surface as one service exiting half-way through start-up,
     after the others are already running.
     """
-    busy = []
-    for part in parts:
-        for address in (part.api, part.ops):
-            host, _, port = address.rpartition(":")
-            host = host.strip("[]")
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    probe.bind((host, int(port)))
-                except OSError:
-                    busy.append(address)
-    return busy
+    addresses = [address for part in parts for address in (part.api, part.ops)]
+    return [address for address in addresses if port_taken(*split_listen(address))]
 
 
 def _start(component: Component, data_dir: Path, token: str) -> None:

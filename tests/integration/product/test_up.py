@@ -13,17 +13,12 @@ from pathlib import Path
 
 import httpx
 
+from signalgate.cli import port_taken
 from tests.support.services import alert, webhook
 
 
 def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return not port_taken("127.0.0.1", port)
 
 
 def free_base_port() -> int:
