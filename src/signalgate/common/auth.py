@@ -47,15 +47,20 @@ ANONYMOUS = Principal("anonymous", frozenset({"*"}))
 
 
 class Authenticator(Protocol):
-    def authenticate(self, authorization: str | None) -> Principal:
-        """The caller behind an `Authorization` header value, or `Problem(401)`."""
-        ...
+    """Decides whether the caller behind an `Authorization` header may act in `scope`.
+
+    Asynchronous because in Kubernetes mode the answer comes from the API server
+    (TokenReview, then SubjectAccessReview). Raises `Problem(401)` for a missing, malformed
+    or unknown token, `Problem(403)` for a known caller without the scope, and `Problem(503)`
+    when the authority cannot be asked (never an open door)."""
+
+    async def authorize(self, authorization: str | None, scope: str) -> Principal: ...
 
 
 class NoAuth:
     """`auth.mode: none` — everyone may do everything; set only explicitly."""
 
-    def authenticate(self, authorization: str | None) -> Principal:
+    async def authorize(self, authorization: str | None, scope: str) -> Principal:
         return ANONYMOUS
 
 
@@ -117,6 +122,11 @@ class StaticTokenAuth:
         if found is None:
             raise Problem(401, "unauthorized", "unknown token")
         return Principal(f"token@line{found.line}", found.scopes)
+
+    async def authorize(self, authorization: str | None, scope: str) -> Principal:
+        principal = self.authenticate(authorization)
+        principal.require(scope)
+        return principal
 
 
 def hash_token(token: str) -> str:

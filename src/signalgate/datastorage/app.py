@@ -98,7 +98,7 @@ class DataStorageAPI:
         return json_response(201, body)
 
     async def _payload(self, request: Request) -> Any:
-        self.service.auth.authenticate(request.headers.get("authorization")).require("audit:write")
+        await self.service.auth.authorize(request.headers.get("authorization"), "audit:write")
         require_media_type(request.scope)
         body = await read_body(request.scope, request.receive, self.max_body)
         try:
@@ -107,7 +107,7 @@ class DataStorageAPI:
             raise validation_error(f"request body is not valid JSON: {exc}") from None
 
     async def query(self, request: Request) -> Response:
-        self.service.auth.authenticate(request.headers.get("authorization")).require("audit:read")
+        await self.service.auth.authorize(request.headers.get("authorization"), "audit:read")
         params = {key: request.query_params.getlist(key) for key in request.query_params}
         try:
             query = parse_query(params, datetime.now(UTC))
@@ -126,7 +126,7 @@ class DataStorageAPI:
         return json_response(200, body)
 
     async def verify_chain(self, request: Request) -> Response:
-        self.service.auth.authenticate(request.headers.get("authorization")).require("audit:read")
+        await self.service.auth.authorize(request.headers.get("authorization"), "audit:read")
         given = request.query_params.getlist("correlation_id")
         unknown = sorted(set(request.query_params) - {"correlation_id"})
         if unknown:

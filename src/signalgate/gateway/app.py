@@ -90,9 +90,7 @@ class GatewayAPI:
         *,
         check_timestamp: bool,
     ) -> Response:
-        self.service.auth.authenticate(request.headers.get("authorization")).require(
-            "signals:write"
-        )
+        await self.service.auth.authorize(request.headers.get("authorization"), "signals:write")
         if self.inflight >= self.max_inflight:
             raise Problem(
                 429,
@@ -153,9 +151,7 @@ class GatewayAPI:
     # -- RemediationRequest API -------------------------------------------------------
 
     async def list_rrs(self, request: Request) -> Response:
-        self.service.auth.authenticate(request.headers.get("authorization")).require(
-            "remediations:read"
-        )
+        await self.service.auth.authorize(request.headers.get("authorization"), "remediations:read")
         query = _list_query(request.query_params)
         try:
             page = await self.service.store.list(query)
@@ -166,9 +162,7 @@ class GatewayAPI:
         )
 
     async def get_rr(self, request: Request) -> Response:
-        self.service.auth.authenticate(request.headers.get("authorization")).require(
-            "remediations:read"
-        )
+        await self.service.auth.authorize(request.headers.get("authorization"), "remediations:read")
         name = request.path_params["name"]
         rr = await self.service.store.get(name)
         if rr is None:
@@ -176,8 +170,8 @@ class GatewayAPI:
         return json_response(200, rr.to_json())
 
     async def patch_status(self, request: Request) -> Response:
-        self.service.auth.authenticate(request.headers.get("authorization")).require(
-            "remediations:write"
+        await self.service.auth.authorize(
+            request.headers.get("authorization"), "remediations:write"
         )
         require_media_type(request.scope, (JSON, "application/merge-patch+json"))
         body = await read_body(request.scope, request.receive, self.max_body)
