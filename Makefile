@@ -4,7 +4,16 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help run test lint typecheck unit e2e-coverage bench clean
+# Extra interpreters the tests use besides the venv's own: e2ecov's core tests want a Python
+# 3.12+ (pyenv's, or python3.12/python3.13 on PATH). Each that runs gets a throwaway venv with
+# coverage.py under $(PYTHONS_DIR) (make test-pythons), so the interpreter itself is never
+# modified and `make test` needs nothing installed by hand. Override EXTRA_PYTHONS to choose.
+PYTHONS_DIR   ?= build/pythons
+EXTRA_PYTHONS ?= $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python) \
+                 $(shell for n in python3.13 python3.12; do command -v $$n; done 2>/dev/null)
+COVERAGE_REQ  := coverage>=7.6
+
+.PHONY: help run test test-pythons lint typecheck unit e2e-coverage bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -15,11 +24,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## start the whole product on embedded defaults (SQLite, data in ./var)
-	$(BIN)/signalgate up --data-dir var
+run: $(STAMP)  ## start the whole product on embedded defaults (SQLite, data in ./var); ARGS=... for more
+	$(BIN)/signalgate up --data-dir var $(ARGS)
 
-test: $(STAMP) lint typecheck  ## every check CI runs: lint, types, unit + integration + e2e tests
-	$(BIN)/python -m pytest -q
+test: $(STAMP) lint typecheck test-pythons  ## every check CI runs: lint, types, unit + integration + e2e tests
+	SIGNALGATE_TEST_PYTHONS="$(abspath $(PYTHONS_DIR))" $(BIN)/python -m pytest -q -rs
 	$(MAKE) --no-print-directory e2e-coverage
 
 lint: $(STAMP)  ## ruff
@@ -36,6 +45,22 @@ e2e-coverage: $(STAMP)  ## end-to-end tests on the real stack (e2e/stack.toml) w
 	@rm -rf build/e2e/state
 	@PATH="$(abspath $(BIN)):$$PATH" $(BIN)/e2ecov run -c e2e/stack.toml; code=$$?; \
 	  $(BIN)/python e2e/summary.py build/e2e; exit $$code
+
+# One venv per Python version (the first interpreter found for a version wins); an interpreter
+# that does not run (e.g. a pyenv shim for a version not selected) is passed over, saying so.
+test-pythons:  ## a throwaway venv with coverage.py per extra Python the tests use (3.12+)
+	@found=; for py in $(EXTRA_PYTHONS); do \
+	  ver=$$("$$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \
+	    || { echo "test-pythons: $$py does not run; passed over"; continue; }; \
+	  dir="$(PYTHONS_DIR)/$$ver"; \
+	  case " $$found " in *" $$ver "*) continue;; esac; found="$$found $$ver"; \
+	  "$$dir/bin/python" -c 'import coverage' 2>/dev/null && continue; \
+	  echo "test-pythons: $$dir, a venv of $$py with $(COVERAGE_REQ)"; \
+	  "$$py" -m venv --clear "$$dir" \
+	    && "$$dir/bin/python" -m pip install -q --disable-pip-version-check '$(COVERAGE_REQ)' \
+	    || { echo "test-pythons: could not prepare $$dir from $$py" >&2; exit 1; }; \
+	done; \
+	[ -n "$$found" ] || echo "test-pythons: no Python 3.12+ found; e2ecov's 3.12+ core tests will be skipped"
 
 bench: $(STAMP)  ## ingest benchmark (prints throughput and latency per backend)
 	$(BIN)/python bench/ingest.py

@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from e2ecov_harness import APP, drive, e2ecov, toml_list
 
+from tests.support.pythons import missing_coverage, python312
 
-def _python312() -> Path | None:
-    """A Python 3.12+ with coverage.py, where the machine has one (pyenv here; CI installs
-    coverage into it). None only when there is no such interpreter at all."""
-    found = sorted(Path.home().glob(".pyenv/versions/3.1[2-9]*/bin/python"))
-    found += [Path(p) for n in ("python3.13", "python3.12") if (p := shutil.which(n))]
-    return found[0] if found else None
-
-
-PY312 = _python312()
+PY312 = python312()
 NEEDS_312 = pytest.mark.skipif(PY312 is None, reason="no Python 3.12+ interpreter on this machine")
 
 
 def _require_coverage(python: Path) -> None:
-    probe = subprocess.run([str(python), "-c", "import coverage"], capture_output=True)
-    if probe.returncode:
-        pytest.fail(f"{python} lacks coverage.py: run `{python} -m pip install coverage` (CI does)")
+    if reason := missing_coverage(python):
+        pytest.fail(reason)
 
 
 def _stack(repo: Path, app_dir: Path, python: str, run_extra: str) -> Path:
