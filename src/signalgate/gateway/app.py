@@ -140,12 +140,14 @@ class GatewayAPI:
         if age > self.freshness.tolerance.total_seconds():
             raise validation_error(
                 f"X-Timestamp: {value} is older than "
-                f"{self.freshness.tolerance.total_seconds():g}s (possible replay)"
+                f"{self.freshness.tolerance.total_seconds():g}s (possible replay; "
+                "the window is the setting freshness.tolerance)"
             )
         if -age > self.freshness.future_skew.total_seconds():
             raise validation_error(
                 f"X-Timestamp: {value} is more than "
-                f"{self.freshness.future_skew.total_seconds():g}s in the future"
+                f"{self.freshness.future_skew.total_seconds():g}s in the future "
+                "(the setting freshness.futureSkew)"
             )
 
     # -- RemediationRequest API -------------------------------------------------------
@@ -222,7 +224,7 @@ def _translate(exc: Exception) -> Problem | None:
     if isinstance(exc, ProcessingTimeout):
         return Problem(504, "gateway-timeout", "processing deadline exceeded")
     if isinstance(exc, NotFound):
-        return Problem(404, "not-found", f"remediation request {exc} not found")
+        return Problem(404, "not-found", str(exc))  # the store names the RR
     if isinstance(exc, Conflict):
         return Problem(409, "conflict", str(exc))
     return None

@@ -93,7 +93,8 @@ def check_not_future(when: datetime, now: datetime, freshness: Freshness, field:
     if when > now + freshness.future_skew:
         raise PayloadError(
             f"{field}: {when.isoformat()} is more than "
-            f"{_seconds(freshness.future_skew)} in the future"
+            f"{_seconds(freshness.future_skew)} in the future "
+            "(the setting freshness.futureSkew; check the sender's clock)"
         )
 
 
@@ -101,7 +102,8 @@ def check_fresh(when: datetime, now: datetime, freshness: Freshness, field: str)
     check_not_future(when, now, freshness, field)
     if when < now - freshness.tolerance:
         raise PayloadError(
-            f"{field}: {when.isoformat()} is older than {_seconds(freshness.tolerance)}"
+            f"{field}: {when.isoformat()} is older than {_seconds(freshness.tolerance)} "
+            "(the setting freshness.tolerance; send the event when it happens or raise it)"
         )
 
 
