@@ -2,7 +2,8 @@
 
 Each service runs as its own process (as it would in production) under this supervisor,
 which gives them one admin token, prints where everything is, and stops them all on
-Ctrl-C / SIGTERM or when one of them exits.
+Ctrl-C / SIGTERM or when one of them exits. Their output is interleaved on one terminal, so
+every line they print is prefixed with the service's name (`gateway     | …`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ class Component:
     scopes: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    relay: threading.Thread | None = None
 
 
 def _admin_token(data_dir: Path) -> tuple[str, Path]:
@@ -107,7 +110,29 @@ def _start(component: Component, data_dir: Path, token: str) -> None:
         "SIGNALGATE_LOGGING__FORMAT": os.environ.get("SIGNALGATE_LOGGING__FORMAT", "console"),
         **component.env,
     }
-    component.proc = subprocess.Popen([sys.executable, "-m", component.module, "serve"], env=env)
+    component.proc = subprocess.Popen(
+        [sys.executable, "-m", component.module, "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    component.relay = threading.Thread(
+        target=_relay, args=(component.proc, component.name), name=f"relay-{component.name}"
+    )
+    component.relay.start()
+
+
+PREFIX_WIDTH = len("datastorage")
+
+
+def _relay(proc: subprocess.Popen[bytes], name: str) -> None:
+    """Copy a service's output to ours line by line, each line prefixed with its name."""
+    assert proc.stdout is not None
+    prefix = f"{name:<{PREFIX_WIDTH}} | ".encode()
+    out = sys.stdout.buffer
+    for line in proc.stdout:
+        out.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+        out.flush()
 
 
 def _wait_ready(component: Component, timeout: float = 30.0) -> bool:
@@ -135,6 +160,9 @@ def _stop_all(parts: list[Component]) -> None:
                 part.proc.wait(40)
             except subprocess.TimeoutExpired:
                 part.proc.kill()
+    for part in parts:  # the services' last lines (draining, stopped) before ours
+        if part.relay:
+            part.relay.join(5)
 
 
 def up(data_dir: Path, host: str, base_port: int = 8080) -> int:

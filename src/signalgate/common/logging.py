@@ -64,6 +64,28 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
+# uvicorn logs its lifecycle once per server, and a service runs two (API and ops listeners):
+# these lines are kept the first time in a process, so each service says them once.
+_LIFECYCLE = ("Started server process", "Shutting down", "Finished server process")
+
+
+class _LifecycleOnce(logging.Filter):
+    """Pass each uvicorn lifecycle message once per process; everything else untouched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(_LIFECYCLE):
+            return True
+        if message in self._seen:
+            return False
+        self._seen.add(message)
+        return True
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Route our loggers and uvicorn's through one handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
@@ -75,5 +97,13 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    lifecycle = logging.getLogger("uvicorn.error")
+    lifecycle.filters[:] = [f for f in lifecycle.filters if not isinstance(f, _LifecycleOnce)]
+    lifecycle.addFilter(_LifecycleOnce())
+    # httpx logs every request it sends at INFO (the Gateway's audit batches, for one):
+    # that detail is for debugging, so it shows only at level debug
+    quiet = logging.DEBUG if level.lower() == "debug" else logging.WARNING
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)
     # uvicorn's access log would repeat every request; our metrics already count them
     logging.getLogger("uvicorn.access").disabled = True

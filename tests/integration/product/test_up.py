@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -13,38 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from signalgate.cli import port_taken
 from tests.support.services import alert, webhook
-
-
-def port_is_free(port: int) -> bool:
-    return not port_taken("127.0.0.1", port)
-
-
-def free_base_port() -> int:
-    """A base port whose four ports are free, below the kernel's ephemeral range.
-
-    Ports the tests' own servers and client connections get from the kernel come from the
-    ephemeral range (32768 and up), so a block chosen below it cannot collide with them.
-    """
-    for _ in range(200):
-        base = random.randrange(20000, 32000, 20)
-        if all(port_is_free(base + offset) for offset in (0, 1, 10, 11)):
-            return base
-    raise AssertionError("no free block of ports for signalgate up")
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"signalgate up exited early:\n{log.read_text()}"
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} not ready:\n{log.read_text()}")
+from tests.support.up import free_base_port, port_is_free, wait_ready
 
 
 def test_up_runs_gateway_and_datastorage_with_one_admin_token(tmp_path: Path) -> None:
