@@ -57,14 +57,18 @@ def test_webhook_creates_an_rr_with_the_right_spec(gateway: httpx.Client) -> Non
     starts_at = rfc3339(datetime.now(UTC) - timedelta(minutes=3))
     payload = webhook(
         alert(
-            "KubePodCrashLooping", starts_at=starts_at, namespace=namespace, pod=pod, node="node-7"
+            "KubePodCrashLooping",
+            starts_at=starts_at,
+            namespace=namespace,
+            pod=pod,
+            container="app",
         )
     )
     answer = gateway.post(PROMETHEUS, json=payload)
 
     assert answer.status_code == 201, answer.text
     body = answer.json()
-    fp = fingerprint(namespace, "Pod", pod)  # the pod, not its node
+    fp = fingerprint(namespace, "Pod", pod)  # the pod, not its container (a scrape label)
     assert body["status"] == "created"
     assert body["duplicate"] is False
     assert body["fingerprint"] == fp
@@ -87,7 +91,8 @@ def test_webhook_creates_an_rr_with_the_right_spec(gateway: httpx.Client) -> Non
     assert spec["targetResource"]["kind"] == "Pod"
     assert spec["targetResource"]["name"] == pod
     assert spec["targetResource"]["namespace"] == namespace
-    assert spec["signalLabels"]["node"] == "node-7"
+    assert spec["targetResource"]["apiVersion"] == "v1"
+    assert spec["signalLabels"]["container"] == "app"
     assert spec["signalAnnotations"] == {"summary": "KubePodCrashLooping fired"}
     assert json.loads(spec["originalPayload"]) == payload
     fired = datetime.fromisoformat(spec["firingTime"].replace("Z", "+00:00"))

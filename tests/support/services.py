@@ -155,16 +155,30 @@ def alert(
 
 
 def webhook(*alerts: dict[str, object], status: str = "firing") -> dict[str, object]:
+    """A webhook as Alertmanager sends it: `commonLabels` are the labels every alert shares."""
     return {
         "version": "4",
         "groupKey": '{}:{alertname="x"}',
         "status": status,
         "receiver": "signalgate",
         "groupLabels": {},
-        "commonLabels": {},
+        "commonLabels": _shared_labels(alerts),
         "commonAnnotations": {},
         "externalURL": "http://alertmanager.example",
         "alerts": list(alerts),
+    }
+
+
+def _shared_labels(alerts: tuple[dict[str, object], ...]) -> dict[str, str]:
+    label_sets = [a.get("labels") for a in alerts]
+    if not label_sets or not all(isinstance(labels, dict) for labels in label_sets):
+        return {}
+    first, *rest = label_sets
+    assert isinstance(first, dict)
+    return {
+        k: v
+        for k, v in first.items()
+        if isinstance(v, str) and all(isinstance(o, dict) and o.get(k) == v for o in rest)
     }
 
 

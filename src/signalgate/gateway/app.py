@@ -78,10 +78,10 @@ class GatewayAPI:
         return await self._signal(request, self._parse_event, check_timestamp=False)
 
     def _parse_prometheus(self, body: bytes) -> list[AdapterItem]:
-        return parse_webhook(body, utcnow(), self.freshness)
+        return parse_webhook(body, utcnow(), self.freshness, self.service.kinds)
 
     def _parse_event(self, body: bytes) -> list[AdapterItem]:
-        return [parse_event(body, utcnow(), self.freshness)]
+        return [parse_event(body, utcnow(), self.freshness, self.service.kinds)]
 
     async def _signal(
         self,

@@ -17,6 +17,7 @@ from signalgate.common.auth import Authenticator, authenticator_for
 from signalgate.common.config import ConfigError
 from signalgate.common.ops import Readiness
 from signalgate.common.server import Lifecycle
+from signalgate.gateway.kinds import KindCatalog
 from signalgate.gateway.metrics import GatewayMetrics
 from signalgate.gateway.pipeline import Pipeline
 from signalgate.gateway.scope import StandaloneScope
@@ -78,6 +79,9 @@ class GatewayService:
         self.auth = auth
         self.audit = audit
         self.metrics = GatewayMetrics(registry)
+        # which kinds alert labels may name, and their apiVersion (Kubernetes mode may pass
+        # a discovery-backed KindCatalog instead)
+        self.kinds: KindCatalog = settings.kinds.catalog()
         self.lifecycle = Lifecycle()
         self.pipeline = Pipeline(
             store,

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from signalgate.common.config import ByteSize, Duration, ListenAddress, Section
+from signalgate.gateway.kinds import KindSettings
 
 SHORTHANDS = {"DATA_STORAGE_URL": "datastorage.url", "LOG_LEVEL": "logging.level"}
 
@@ -96,6 +97,7 @@ class GatewaySettings(Section):
     freshness: FreshnessSettings = FreshnessSettings()
     datastorage: DataStorageSettings = DataStorageSettings()
     logging: LoggingSettings = LoggingSettings()
+    kinds: KindSettings = KindSettings()
 
     @property
     def store_dsn(self) -> str:

@@ -119,7 +119,8 @@ def test_valid_alert_fingerprint_matches_formula(
         "daemonset": "DaemonSet",
         "node": "Node",
     }
-    key = f"{'' if kind == 'node' else namespace}:{kinds[kind]}:{name}"
+    # a namespace label is kept whatever the kind, as in Kubernaut
+    key = f"{namespace}:{kinds[kind]}:{name}"
     if cluster:
         key = f"{cluster}:{key}"
     assert response.json()["fingerprint"] == hashlib.sha256(key.encode()).hexdigest()
@@ -132,5 +133,5 @@ def test_valid_event_fingerprint_matches_formula(
 ) -> None:
     response = client.post(EVENTS, json=k8s_event(kind=kind, name=name, namespace=namespace))
     assert response.status_code in (201, 202), response.text
-    key = f"{'' if kind == 'Node' else namespace}:{kind}:{name}"
+    key = f"{namespace}:{kind}:{name}"  # involvedObject.namespace as given
     assert response.json()["fingerprint"] == hashlib.sha256(key.encode()).hexdigest()

@@ -67,7 +67,12 @@ def test_stored_rr_has_the_contract_spec(client: httpx.Client) -> None:
     assert spec["signalName"] == "PodCrashLooping" and spec["severity"] == "warning"
     assert spec["signalType"] == "alert" and spec["signalSource"] == "prometheus"
     assert spec["targetType"] == "kubernetes"
-    assert spec["targetResource"] == {"kind": "Pod", "name": "spec-1", "namespace": "prod"}
+    assert spec["targetResource"] == {
+        "kind": "Pod",
+        "name": "spec-1",
+        "namespace": "prod",
+        "apiVersion": "v1",
+    }
     # 40 two-byte characters truncated to 63 bytes: 31 whole characters, never half of one
     assert spec["signalLabels"]["team"] == "é" * 31
     assert spec["originalPayload"] == raw.decode()

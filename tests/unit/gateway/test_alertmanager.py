@@ -41,12 +41,14 @@ def test_pod_alert_fingerprint_is_sha256_of_namespace_kind_name() -> None:
         ({"deployment": "web", "pod": "web-1", "node": "n1"}, "Deployment", "web"),
         ({"statefulset": "db", "pod": "db-0"}, "StatefulSet", "db"),
         ({"daemonset": "agent", "node": "n1"}, "DaemonSet", "agent"),
+        ({"deployment": "web", "daemonset": "agent"}, "DaemonSet", "agent"),
         ({"cronjob": "backup", "pod": "backup-1"}, "CronJob", "backup"),
         ({"horizontalpodautoscaler": "web", "pod": "p"}, "HorizontalPodAutoscaler", "web"),
         ({"persistentvolumeclaim": "data", "pod": "p"}, "PersistentVolumeClaim", "data"),
         ({"poddisruptionbudget": "web", "pod": "p"}, "PodDisruptionBudget", "web"),
         ({"replicaset": "web-abc", "pod": "p"}, "ReplicaSet", "web-abc"),
-        ({"pod": "api-1", "node": "n1"}, "Pod", "api-1"),
+        # Pod and Node share the last tier; the kind name breaks the tie, as in Kubernaut
+        ({"pod": "api-1", "node": "n1"}, "Node", "n1"),
         ({"node": "n1", "pod": ""}, "Node", "n1"),
     ],
 )
@@ -56,11 +58,13 @@ def test_target_preference(labels: dict[str, str], kind: str, name: str) -> None
     assert (signal.target.kind, signal.target.name) == (kind, name)
 
 
-def test_cluster_scoped_targets_have_no_namespace() -> None:
-    signal = parse_one(pod="", node="worker-1", namespace="prod")
+def test_cluster_scoped_targets_have_no_namespace_unless_labelled() -> None:
+    signal = parse_one(pod="", node="worker-1", namespace="")
     assert signal.target is not None and signal.target.namespace == ""
     assert signal.fingerprint == hashlib.sha256(b":Node:worker-1").hexdigest()
-    pv = parse_one(pod="", persistentvolume="pv-1")
+    labelled = parse_one(pod="", node="worker-1", namespace="monitoring")
+    assert labelled.fingerprint == hashlib.sha256(b"monitoring:Node:worker-1").hexdigest()
+    pv = parse_one(pod="", namespace="", persistentvolume="pv-1")
     assert pv.target is not None and pv.target.namespace == ""
 
 
@@ -73,9 +77,9 @@ def test_exported_namespace_wins_when_valid() -> None:
     assert parse_one(exported_namespace="team-a", namespace="monitoring").target.namespace == (  # type: ignore[union-attr]
         "team-a"
     )
-    assert parse_one(exported_namespace="Not_Valid", namespace="prod").target.namespace == (  # type: ignore[union-attr]
-        "prod"
-    )
+    body = webhook(alert(starts_at=rfc3339(NOW), exported_namespace="Not_Valid"))
+    [item] = parse_webhook(orjson.dumps(body), NOW, FRESH)
+    assert isinstance(item, Invalid) and "alerts[0].labels.exported_namespace" in item.error
 
 
 def test_scrape_labels_are_never_targets() -> None:
@@ -110,13 +114,14 @@ def test_severity_and_name_are_passed_through_truncated_never_refused() -> None:
     assert parse_one(severity="P1-page-now").severity == "P1-page-now"
 
 
-def test_common_labels_merge_over_alert_labels() -> None:
+def test_common_labels_merge_over_alert_labels_but_the_target_is_the_alerts_own() -> None:
     body = webhook(alert(starts_at=rfc3339(NOW), pod="from-alert"))
     body["commonLabels"] = {"pod": "from-common"}
     body["commonAnnotations"] = {"runbook": "http://runbook"}
     [signal] = parse_webhook(orjson.dumps(body), NOW, FRESH)
     assert isinstance(signal, Signal)
-    assert signal.target is not None and signal.target.name == "from-common"
+    assert signal.labels["pod"] == "from-common"
+    assert signal.target is not None and signal.target.name == "from-alert"
     assert signal.annotations["runbook"] == "http://runbook"
 
 

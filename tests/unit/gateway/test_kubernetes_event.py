@@ -46,14 +46,23 @@ def test_events_k8s_io_v1_regarding_and_series() -> None:
     signal = parse(event)
     assert isinstance(signal, Signal)
     assert signal.target is not None and signal.target.name == "db-0"
-    assert signal.firing_time == NOW
+    # no firstTimestamp: the event was first seen at its eventTime (freshness uses the newest)
+    assert signal.firing_time == NOW - timedelta(hours=1)
 
 
-def test_namespace_defaults() -> None:
+def test_namespace_is_kept_as_given() -> None:
     pod = parse(k8s_event(namespace=None, last_timestamp=rfc3339(NOW)))
-    assert isinstance(pod, Signal) and pod.target is not None and pod.target.namespace == "default"
+    assert isinstance(pod, Signal) and pod.target is not None and pod.target.namespace == ""
+    assert pod.fingerprint == hashlib.sha256(b":Pod:api-1").hexdigest()
     node = parse(k8s_event(kind="Node", name="n1", namespace=None, last_timestamp=rfc3339(NOW)))
     assert isinstance(node, Signal) and node.target is not None and node.target.namespace == ""
+
+
+def test_firing_time_is_first_timestamp() -> None:
+    event = k8s_event(last_timestamp=rfc3339(NOW))
+    event["firstTimestamp"] = rfc3339(NOW - timedelta(hours=2))
+    signal = parse(event)
+    assert isinstance(signal, Signal) and signal.firing_time == NOW - timedelta(hours=2)
 
 
 @pytest.mark.parametrize(

@@ -6,20 +6,20 @@ result) and never sinks the others. Only problems with the envelope fail the req
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
+from signalgate.gateway.adapters.identity import check_cluster_id, check_namespace
 from signalgate.gateway.adapters.parsing import (
-    DNS1123_LABEL,
     Freshness,
     PayloadError,
     check_not_future,
-    default_namespace,
     json_type,
     parse_object,
     parse_timestamp,
 )
+from signalgate.gateway.adapters.targets import candidates
+from signalgate.gateway.kinds import DEFAULT_CATALOG, KindCatalog, is_namespaced
 from signalgate.gateway.signal import (
     MAX_SEVERITY,
     MAX_SIGNAL_NAME,
@@ -29,28 +29,23 @@ from signalgate.gateway.signal import (
 )
 from signalgate.remediation.model import TargetResource
 
-# Label key → kind, in preference order: first match wins (a pod alert that also names its
-# node is about the pod, so Node comes last).
-TARGET_LABELS: tuple[tuple[str, str], ...] = (
-    ("deployment", "Deployment"),
-    ("statefulset", "StatefulSet"),
-    ("daemonset", "DaemonSet"),
-    ("cronjob", "CronJob"),
-    ("horizontalpodautoscaler", "HorizontalPodAutoscaler"),
-    ("persistentvolume", "PersistentVolume"),
-    ("persistentvolumeclaim", "PersistentVolumeClaim"),
-    ("poddisruptionbudget", "PodDisruptionBudget"),
-    ("replicaset", "ReplicaSet"),
-    ("pod", "Pod"),
-    ("node", "Node"),
+CLUSTER_LABEL = "cluster"
+# the usual label keys, for the no_target_resource message (any kind's singular name works)
+TARGET_HINT = (
+    "deployment, statefulset, daemonset, cronjob, replicaset, horizontalpodautoscaler, "
+    "persistentvolumeclaim, persistentvolume, poddisruptionbudget, pod, node"
 )
-TARGET_LABEL_KEYS = ", ".join(key for key, _ in TARGET_LABELS)
-_RESOURCE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,251}[a-z0-9])?$")
 _ZERO_TIME_YEAR = 1  # Go's zero time.Time, sent by Alertmanager for "not set"
 
 
-def parse_webhook(body: bytes, now: datetime, freshness: Freshness) -> list[AdapterItem]:
-    """All alerts of a webhook, in input order; `PayloadError` if the envelope is invalid."""
+def parse_webhook(
+    body: bytes, now: datetime, freshness: Freshness, catalog: KindCatalog = DEFAULT_CATALOG
+) -> list[AdapterItem]:
+    """All alerts of a webhook, in input order; `PayloadError` if the envelope is invalid.
+
+    The cluster comes from `commonLabels.cluster` only (Thanos adds it to every alert, so
+    Alertmanager puts it there), as in Kubernaut; a `cluster` label on some alerts only is
+    kept among the labels but does not name a cluster."""
     payload = parse_object(body)
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):
@@ -61,6 +56,9 @@ def parse_webhook(body: bytes, now: datetime, freshness: Freshness) -> list[Adap
     common_labels = _string_map(payload.get("commonLabels"), "commonLabels")
     common_annotations = _string_map(payload.get("commonAnnotations"), "commonAnnotations")
     webhook_status = payload.get("status")
+    cluster_id = common_labels.get(CLUSTER_LABEL, "")
+    if cluster_id:
+        check_cluster_id(cluster_id, "commonLabels.cluster")
     items: list[AdapterItem] = []
     for index, alert in enumerate(alerts):
         try:
@@ -75,6 +73,8 @@ def parse_webhook(body: bytes, now: datetime, freshness: Freshness) -> list[Adap
                     common_labels,
                     common_annotations,
                     webhook_status,
+                    cluster_id,
+                    catalog,
                 )
             )
         except PayloadError as exc:
@@ -92,11 +92,14 @@ def _parse_alert(
     common_labels: dict[str, str],
     common_annotations: dict[str, str],
     webhook_status: object,
+    cluster_id: str,
+    catalog: KindCatalog,
 ) -> Signal:
     where = f"alerts[{index}]"
     if not isinstance(alert, dict):
         raise PayloadError(f"{where}: must be an object, not {json_type(alert)}")
-    labels = {**_string_map(alert.get("labels"), f"{where}.labels"), **common_labels}
+    own_labels = _string_map(alert.get("labels"), f"{where}.labels")
+    labels = {**own_labels, **common_labels}
     annotations = {
         **_string_map(alert.get("annotations"), f"{where}.annotations"),
         **common_annotations,
@@ -115,20 +118,22 @@ def _parse_alert(
     if starts_at is not None and status == "firing":
         check_not_future(starts_at, now, freshness, f"{where}.startsAt")
 
+    target, others = _targets(own_labels, where, catalog)
     return Signal(
         source="prometheus",
         signal_name=name[:MAX_SIGNAL_NAME],
-        severity=(labels.get("severity") or "unknown")[:MAX_SEVERITY],
-        target=_target(labels),
+        severity=(own_labels.get("severity") or "unknown")[:MAX_SEVERITY],
+        target=target,
+        candidates=others,
         firing_time=starts_at or now,
         received_time=now,
         original_payload=body,
         payload=payload,
-        cluster_id=labels.get("cluster", ""),
+        cluster_id=cluster_id,
         resolved=status == "resolved",
         labels=labels,
         annotations=annotations,
-        target_hint=TARGET_LABEL_KEYS,
+        target_hint=TARGET_HINT,
     )
 
 
@@ -143,17 +148,38 @@ def _string_map(value: object, where: str) -> dict[str, str]:
     return value
 
 
-def _namespace(labels: dict[str, str]) -> str:
+def _namespace(labels: dict[str, str], where: str) -> str | None:
+    """`exported_namespace` (federated Prometheus) before `namespace`; None when neither is
+    set. Kubernaut ignores an invalid one; we refuse it, so `Kube-System` never passes for
+    another namespace (nor falls back to `default`)."""
     for key in ("exported_namespace", "namespace"):
         value = labels.get(key, "")
-        if DNS1123_LABEL.match(value):
-            return value
-    return ""
-
-
-def _target(labels: dict[str, str]) -> TargetResource | None:
-    for key, kind in TARGET_LABELS:
-        value = labels.get(key)
-        if value is not None and _RESOURCE_NAME.match(value):
-            return TargetResource(kind, value, default_namespace(kind, _namespace(labels)))
+        if value:
+            return check_namespace(value, f"{where}.labels.{key}")
     return None
+
+
+def _targets(
+    labels: dict[str, str], where: str, catalog: KindCatalog
+) -> tuple[TargetResource | None, tuple[TargetResource, ...]]:
+    """The chosen target and the runners-up, from the alert's own labels (see `targets`).
+
+    A namespace label is kept for every kind (a Node alert from a namespaced exporter keeps
+    it, as in Kubernaut); without one a namespaced kind lives in `default`, a
+    cluster-scoped one in none."""
+    namespace = _namespace(labels, where)
+    found = []
+    for candidate in candidates(labels, catalog):
+        info = catalog.lookup(candidate.kind)
+        if namespace is not None:
+            ns = namespace
+        else:
+            ns = "default" if is_namespaced(catalog, candidate.kind) else ""
+        found.append(
+            TargetResource(
+                candidate.kind, candidate.name, ns, info.api_version if info is not None else ""
+            )
+        )
+    if not found:
+        return None, ()
+    return found[0], tuple(found[1:])

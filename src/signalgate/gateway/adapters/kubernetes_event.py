@@ -2,28 +2,36 @@
 
 Normal events are ignored before any other check: an event exporter sends a great many
 of them, and answering 400 would bury real errors in its logs.
+
+The target is `involvedObject` as given, as in Kubernaut: its namespace is kept verbatim
+(none stays none, whatever the kind), so an event and an alert about the same object share
+a fingerprint; every part is checked by `identity`. The firing time is when the event was
+first seen (`firstTimestamp`), while freshness is judged on the newest timestamp.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from signalgate.gateway.adapters.identity import check_kind, check_name, check_namespace
 from signalgate.gateway.adapters.parsing import (
     Freshness,
     PayloadError,
     check_fresh,
-    default_namespace,
     json_type,
     parse_object,
     parse_timestamp,
 )
+from signalgate.gateway.kinds import DEFAULT_CATALOG, KindCatalog
 from signalgate.gateway.signal import MAX_SIGNAL_NAME, Ignored, Signal
 from signalgate.remediation.model import TargetResource
 
 SIGNAL_TYPES = ("Warning", "Error")
 
 
-def parse_event(body: bytes, now: datetime, freshness: Freshness) -> Signal | Ignored:
+def parse_event(
+    body: bytes, now: datetime, freshness: Freshness, catalog: KindCatalog = DEFAULT_CATALOG
+) -> Signal | Ignored:
     event = parse_object(body)
     event_type = event.get("type")
     if event_type == "Normal":
@@ -35,29 +43,31 @@ def parse_event(body: bytes, now: datetime, freshness: Freshness) -> Signal | Ig
     if not isinstance(reason, str) or not reason:
         raise PayloadError("reason: required (a non-empty string)")
 
-    target = _involved_object(event)
-    newest = _newest_timestamp(event)
-    if newest is None:
+    target = _involved_object(event, catalog)
+    stamps = _timestamps(event)
+    if not stamps:
         raise PayloadError(
             "lastTimestamp: the event has none of series.lastObservedTime, lastTimestamp, "
             "eventTime, firstTimestamp"
         )
-    field, when = newest
+    field, when = max(stamps, key=lambda stamp: stamp[1])
     check_fresh(when, now, freshness, field)
+    first_seen = dict(stamps)
+    firing = first_seen.get("firstTimestamp") or first_seen.get("deprecatedFirstTimestamp")
 
     return Signal(
         source="kubernetes-events",
         signal_name=reason[:MAX_SIGNAL_NAME],
         severity=event_type,
         target=target,
-        firing_time=when,
+        firing_time=firing or min(stamp[1] for stamp in stamps),
         received_time=now,
         original_payload=body,
         payload=event,
     )
 
 
-def _involved_object(event: dict[str, object]) -> TargetResource:
+def _involved_object(event: dict[str, object], catalog: KindCatalog) -> TargetResource:
     key = "involvedObject" if "involvedObject" in event else "regarding"
     obj = event.get(key)
     if not isinstance(obj, dict):
@@ -72,21 +82,28 @@ def _involved_object(event: dict[str, object]) -> TargetResource:
     for name in ("kind", "name"):
         if not values[name]:
             raise PayloadError(f"{key}.{name}: required")
-    kind = values["kind"]
+    kind = check_kind(values["kind"], f"{key}.kind")
+    namespace = values["namespace"]
+    if namespace:
+        check_namespace(namespace, f"{key}.namespace")
+    api_version = values["apiVersion"]
+    if not api_version:
+        info = catalog.lookup(kind)
+        api_version = info.api_version if info is not None else ""
     return TargetResource(
         kind=kind,
-        name=values["name"],
-        namespace=default_namespace(kind, values["namespace"]),
-        api_version=values["apiVersion"],
+        name=check_name(values["name"], f"{key}.name", kind),
+        namespace=namespace,
+        api_version=api_version,
     )
 
 
-def _newest_timestamp(event: dict[str, object]) -> tuple[str, datetime] | None:
-    """The newest of the event's timestamps, with the field it came from."""
+def _timestamps(event: dict[str, object]) -> list[tuple[str, datetime]]:
+    """Every timestamp the event carries, with the field it came from."""
     series = event.get("series")
-    candidates: list[tuple[str, object]] = []
+    raw: list[tuple[str, object]] = []
     if isinstance(series, dict):
-        candidates.append(("series.lastObservedTime", series.get("lastObservedTime")))
+        raw.append(("series.lastObservedTime", series.get("lastObservedTime")))
     elif series is not None:
         raise PayloadError(f"series: must be an object, not {json_type(series)}")
     for field in (
@@ -96,10 +113,10 @@ def _newest_timestamp(event: dict[str, object]) -> tuple[str, datetime] | None:
         "firstTimestamp",
         "deprecatedFirstTimestamp",
     ):
-        candidates.append((field, event.get(field)))
-    newest: tuple[str, datetime] | None = None
-    for field, raw in candidates:
-        when = parse_timestamp(raw, field)
-        if when is not None and (newest is None or when > newest[1]):
-            newest = (field, when)
-    return newest
+        raw.append((field, event.get(field)))
+    stamps: list[tuple[str, datetime]] = []
+    for field, value in raw:
+        when = parse_timestamp(value, field)
+        if when is not None:
+            stamps.append((field, when))
+    return stamps

@@ -1,38 +1,12 @@
-"""Small parsing rules both adapters share: JSON objects, timestamps, freshness, namespaces."""
+"""Small parsing rules both adapters share: JSON objects, timestamps and freshness."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-# Kinds without a namespace; every other kind defaults to `default` when none is given.
-CLUSTER_SCOPED_KINDS = frozenset(
-    {
-        "Node",
-        "PersistentVolume",
-        "Namespace",
-        "StorageClass",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "CustomResourceDefinition",
-        "PriorityClass",
-        "CSINode",
-        "CSIDriver",
-        "VolumeAttachment",
-        "IngressClass",
-        "RuntimeClass",
-        "APIService",
-        "MutatingWebhookConfiguration",
-        "ValidatingWebhookConfiguration",
-        "CertificateSigningRequest",
-    }
-)
 
 
 class PayloadError(ValueError):
@@ -109,10 +83,3 @@ def check_fresh(when: datetime, now: datetime, freshness: Freshness, field: str)
 
 def _seconds(delta: timedelta) -> str:
     return f"{delta.total_seconds():g}s"
-
-
-def default_namespace(kind: str, namespace: str) -> str:
-    """Namespaced kinds without a namespace live in `default`; cluster-scoped ones in none."""
-    if kind in CLUSTER_SCOPED_KINDS:
-        return ""
-    return namespace or "default"

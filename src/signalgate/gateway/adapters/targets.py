@@ -1,0 +1,60 @@
+"""Which resource an alert is about, chosen from its labels exactly as Kubernaut chooses.
+
+Every label of the alert (its own labels, not `commonLabels`) whose key names a known kind
+(`deployment`, `pod`, `buildconfig` for a configured custom kind, ...) and whose value could
+be a resource name is a candidate. Candidates are ordered by tier, then by kind name
+(byte order), then by label key so the order never depends on dict order:
+
+- tier 1, controllers: Deployment, StatefulSet, DaemonSet, CronJob, DeploymentConfig;
+- tier 2, everything else (ReplicaSet, HorizontalPodAutoscaler, custom kinds, ...);
+- tier 3, leaves: Pod and Node — a kube-state-metrics alert about a Deployment carries the
+  exporter's `pod` label, and a pod alert carrying its node's name gives Node (`N` < `P`).
+
+Prometheus' scrape labels (`job`, `service`, `instance`, `endpoint`, `container`) and the
+`namespace` label never name a target. Standalone, the first candidate is the target; in
+Kubernetes mode the caller may walk `candidates` and keep the first that exists, as Kubernaut
+does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from signalgate.gateway.kinds import KindCatalog
+
+TIER1_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "CronJob", "DeploymentConfig"})
+TIER3_KINDS = frozenset({"Pod", "Node"})
+RESERVED_LABELS = frozenset({"job", "service", "instance", "endpoint", "container", "namespace"})
+# A label value that could be a resource name (Kubernaut's own test, dots excluded).
+CANDIDATE_VALUE = re.compile(r"[a-z0-9]([a-z0-9-]{0,251}[a-z0-9])?")
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    tier: int
+    kind: str
+    label: str
+    name: str
+
+
+def tier_of(kind: str) -> int:
+    if kind in TIER1_KINDS:
+        return 1
+    if kind in TIER3_KINDS:
+        return 3
+    return 2
+
+
+def candidates(labels: Mapping[str, str], catalog: KindCatalog) -> list[Candidate]:
+    """Every label naming a possible target, best first."""
+    found: list[Candidate] = []
+    for key, value in labels.items():
+        if not value or key in RESERVED_LABELS or CANDIDATE_VALUE.fullmatch(value) is None:
+            continue
+        kind = catalog.kind_for_label(key)
+        if kind is not None:
+            found.append(Candidate(tier_of(kind), kind, key, value))
+    found.sort()
+    return found
