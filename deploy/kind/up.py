@@ -96,9 +96,11 @@ def choose_engine(
     requested: str | None,
     environ: Mapping[str, str],
     which: Callable[[str], str | None] = shutil.which,
+    fallback: str | None = None,
 ) -> str:
     """The container engine, and why: the flag wins, then kind's own provider setting (a
-    Podman-backed kind needs a Podman-built image), then whichever engine is installed."""
+    Podman-backed kind needs a Podman-built image), then whichever engine is installed, then
+    `fallback` (a dry run shows Docker's commands on a machine that has neither)."""
     if requested:
         return requested
     if environ.get("KIND_EXPERIMENTAL_PROVIDER") == "podman":
@@ -106,6 +108,8 @@ def choose_engine(
     for engine in ENGINES:
         if which(engine):
             return engine
+    if fallback:
+        return fallback
     raise UpError(
         "neither docker nor podman found on PATH — one is needed to build the image; "
         f"install one ({INSTALL_HINTS['docker']} or {INSTALL_HINTS['podman']}) "
@@ -114,14 +118,20 @@ def choose_engine(
     )
 
 
+def missing_tools(engine: str, which: Callable[[str], str | None] = shutil.which) -> list[str]:
+    return [tool for tool in (engine, "kind", "kubectl") if not which(tool)]
+
+
 def check_tools(engine: str, which: Callable[[str], str | None] = shutil.which) -> None:
-    for tool in (engine, "kind", "kubectl"):
-        if not which(tool):
-            raise UpError(
-                f"{tool} not found on PATH — needed {NEEDED_FOR[tool]}; "
-                f"install it ({INSTALL_HINTS[tool]}) and run this again",
-                EXIT_MISSING_TOOL,
-            )
+    """Stop before anything runs, naming the first missing tool and how to install it."""
+    missing = missing_tools(engine, which)
+    if missing:
+        tool = missing[0]
+        raise UpError(
+            f"{tool} not found on PATH — needed {NEEDED_FOR[tool]}; "
+            f"install it ({INSTALL_HINTS[tool]}) and run this again",
+            EXIT_MISSING_TOOL,
+        )
 
 
 def relative(path: Path) -> str:
@@ -326,7 +336,11 @@ def run(steps: Sequence[Step], options: Options) -> None:
     )
 
 
-def dry_run(steps: Sequence[Step], options: Options) -> None:
+def dry_run(steps: Sequence[Step], options: Options, missing: Sequence[str] = ()) -> None:
+    """Print the steps; nothing runs, so the tools need not be installed on this machine."""
+    if missing:
+        hints = ", ".join(f"{tool} ({INSTALL_HINTS[tool]})" for tool in missing)
+        print(f"# not found on PATH here, needed to run these: {hints}")
     secrets_file = relative(options.state_dir / "secrets.json")
     print(f"# write {secrets_file} and admin.token next to it (new random tokens), unless present")
     for step in steps:
@@ -356,14 +370,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        engine = choose_engine(args.engine, os.environ)
-        check_tools(engine)
+        # a dry run only prints: it works without the tools and says which ones are missing
+        engine = choose_engine(args.engine, os.environ, fallback="docker" if args.dry_run else None)
         options = Options(engine, args.name, args.state_dir, args.timeout)
-        steps = plan(options)
         if args.dry_run:
-            dry_run(steps, options)
+            dry_run(plan(options), options, missing_tools(engine))
         else:
-            run(steps, options)
+            check_tools(engine)
+            run(plan(options), options)
     except UpError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code

@@ -122,7 +122,7 @@ def test_cluster_name_and_timeout_are_options(tmp_path: Path) -> None:
 def test_a_missing_tool_stops_before_anything_runs(tmp_path: Path, missing: str) -> None:
     tools = tuple(t for t in ("docker", "kind", "kubectl") if t != missing)
     args = ("--engine", "docker") if missing == "docker" else ()
-    done = up_py(tmp_path, tools, "--dry-run", *args)
+    done = up_py(tmp_path, tools, *args)
     assert done.returncode == 3
     assert done.stdout == ""
     (line,) = done.stderr.splitlines()
@@ -131,10 +131,33 @@ def test_a_missing_tool_stops_before_anything_runs(tmp_path: Path, missing: str)
 
 
 def test_no_engine_at_all_is_named(tmp_path: Path) -> None:
-    done = up_py(tmp_path, ("kind", "kubectl"), "--dry-run")
+    done = up_py(tmp_path, ("kind", "kubectl"))
     assert done.returncode == 3
     assert done.stderr.startswith("error: neither docker nor podman found on PATH")
     assert "--engine" in done.stderr
+
+
+def test_dry_run_needs_none_of_the_tools_and_names_the_missing_ones(tmp_path: Path) -> None:
+    done = up_py(tmp_path, (), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    lines = commands(done.stdout)
+    assert lines[0].startswith("kind create cluster --name signalgate")
+    assert f"docker {BUILD}" in lines
+    assert lines[-4:] == WAITS
+    note = done.stdout.splitlines()[0]
+    assert note.startswith("# not found on PATH here, needed to run these: docker (https://")
+    assert "kind (https://" in note and "kubectl (https://" in note
+
+
+def test_dry_run_with_some_tools_names_only_the_missing(tmp_path: Path) -> None:
+    done = up_py(tmp_path, ("podman", "kind"), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert f"podman {BUILD}" in commands(done.stdout)
+    note = done.stdout.splitlines()[0]
+    assert (
+        note
+        == "# not found on PATH here, needed to run these: kubectl (https://kubernetes.io/docs/tasks/tools/)"
+    )
 
 
 def test_an_unknown_engine_is_a_usage_error(tmp_path: Path) -> None:
