@@ -29,6 +29,34 @@ _ACTIONS = {
 }
 
 
+def _actor_and_resource(
+    event_type: str, signal: Signal, correlation_id: str, rr: RemediationRequest | None
+) -> dict[str, str]:
+    """Kubernaut's values (its Gateway's audit emission): a signal's events are by the
+    external source about the Signal (its fingerprint); the RR's creation and failure are
+    by the Gateway's CRD creator about the RemediationRequest (`<ns>/<name>`)."""
+    if event_type == CRD_CREATED and rr is not None:
+        return {
+            "actor_type": "gateway",
+            "actor_id": "crd-creator",
+            "resource_type": "RemediationRequest",
+            "resource_id": rr.ref,
+        }
+    if event_type == CRD_FAILED:
+        return {
+            "actor_type": "gateway",
+            "actor_id": "crd-creator",
+            "resource_type": "RemediationRequest",
+            "resource_id": correlation_id,
+        }
+    return {
+        "actor_type": "external",
+        "actor_id": signal.source,
+        "resource_type": "Signal",
+        "resource_id": signal.fingerprint or correlation_id,
+    }
+
+
 def original_payload(signal: Signal) -> dict[str, Any]:
     """The request body as the JSON object the adapter parsed, or a digest of it when it is
     too large to inline (an event must stay under DataStorage's 256 KiB limit)."""
@@ -78,10 +106,7 @@ def build_event(
         "event_action": action,
         "event_outcome": outcome,
         "correlation_id": correlation_id[:255],
-        "actor_type": "service",
-        "actor_id": "gateway-service",
-        "resource_type": "RemediationRequest" if rr is not None else "Signal",
-        "resource_id": rr.name if rr is not None else correlation_id[:255],
+        **_actor_and_resource(event_type, signal, correlation_id[:255], rr),
         "severity": signal.severity,
         "event_data": data,
     }
