@@ -10,6 +10,8 @@ from functools import cache
 from typing import Any
 
 from signalgate.common.openapi import AUTH_ERRORS, PROBLEM_SCHEMA, json_answer, problem_answer
+from signalgate.gateway.status_patch import MAX_TEXT
+from signalgate.remediation.model import OUTCOMES, PHASES
 
 _AUTH_ERRORS = {key: AUTH_ERRORS[key] for key in ("401", "403")}
 _SIGNAL_ERRORS = {
@@ -174,6 +176,7 @@ SCHEMAS: dict[str, Any] = {
                     "namespace": {"type": "string"},
                     "creationTimestamp": _TIME,
                     "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
                 },
             },
             "spec": {
@@ -214,6 +217,7 @@ SCHEMAS: dict[str, Any] = {
                     "receivedTime": _TIME,
                     "signalLabels": {"type": "object"},
                     "signalAnnotations": {"type": "object"},
+                    "providerData": {"type": "string"},
                     "originalPayload": {"type": "string"},
                 },
             },
@@ -221,11 +225,30 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "required": ["overallPhase", "deduplication"],
                 "properties": {
-                    "overallPhase": {"type": "string"},
-                    "outcome": {"type": "string"},
-                    "nextAllowedExecution": _TIME,
+                    "overallPhase": {"enum": list(PHASES)},
                     "message": {"type": "string"},
-                    "signalResolvedAt": _TIME,
+                    "completionStatus": {
+                        "type": "object",
+                        "properties": {"outcome": {"enum": list(OUTCOMES)}},
+                    },
+                    "routingStatus": {
+                        "type": "object",
+                        "properties": {"nextAllowedExecution": _TIME},
+                    },
+                    "conditions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["type", "status", "lastTransitionTime"],
+                            "properties": {
+                                "type": {"type": "string"},
+                                "status": {"enum": ["True", "False", "Unknown"]},
+                                "lastTransitionTime": _TIME,
+                                "reason": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
                     "deduplication": {
                         "type": "object",
                         "required": ["firstSeenAt", "lastSeenAt", "occurrenceCount"],
@@ -254,10 +277,18 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "overallPhase": {"type": "string", "minLength": 1, "maxLength": 64},
-            "outcome": {"type": ["string", "null"], "maxLength": 128},
-            "nextAllowedExecution": _NULLABLE_TIME,
-            "message": {"type": ["string", "null"], "maxLength": 32768},
+            "overallPhase": {"enum": list(PHASES)},
+            "message": {"type": ["string", "null"], "maxLength": MAX_TEXT},
+            "completionStatus": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "properties": {"outcome": {"enum": [*OUTCOMES, None]}},
+            },
+            "routingStatus": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "properties": {"nextAllowedExecution": _NULLABLE_TIME},
+            },
         },
     },
 }

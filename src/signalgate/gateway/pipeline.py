@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+import orjson
+
 from signalgate.common.audit import AuditSink
 from signalgate.common.ids import random_hex
 from signalgate.common.logging import request_id_var
@@ -150,6 +152,7 @@ class Pipeline:
         """The RR to store if the signal turns out to be new."""
         target = signal.target
         assert target is not None
+        labels = {k: truncate_utf8(v, MAX_LABEL_VALUE_BYTES) for k, v in signal.labels.items()}
         spec: dict[str, object] = {
             "signalFingerprint": fingerprint,
             "signalName": signal.signal_name,
@@ -160,13 +163,15 @@ class Pipeline:
             "targetResource": target.to_json(),
             "firingTime": format_time(signal.firing_time),
             "receivedTime": format_time(signal.received_time),
-            "signalLabels": {
-                k: truncate_utf8(v, MAX_LABEL_VALUE_BYTES) for k, v in signal.labels.items()
-            },
+            "signalLabels": labels,
             "signalAnnotations": {
                 k: truncate_utf8(v, MAX_ANNOTATION_VALUE_BYTES)
                 for k, v in signal.annotations.items()
             },
+            # Kubernaut's downstream services read the target namespace and labels here
+            "providerData": orjson.dumps(
+                {"namespace": target.namespace, "labels": labels}
+            ).decode(),
             "originalPayload": signal.original_payload.decode(errors="replace"),
         }
         if signal.cluster_id:

@@ -1,12 +1,16 @@
 """The RemediationRequest: its phases, its parts, and its Kubernetes-shaped JSON form.
 
-Field names follow the `kubernaut.ai/v1alpha1` RemediationRequest CRD so downstream
-controllers can read our objects unchanged. The phase rule (which phases are terminal)
-lives here and only here; stores persist the `active` flag it computes.
+The layout is Kubernaut's current `kubernaut.ai/v1alpha1` RemediationRequest, so downstream
+controllers read our objects unchanged and we read theirs: the consumer-owned status fields
+sit where Kubernaut puts them (`status.completionStatus.outcome`,
+`status.routingStatus.nextAllowedExecution`), and a resolved notice is the `SignalResolved`
+condition rather than a field Kubernaut's schema would prune. The phase rule (which phases
+are terminal) lives here and only here; stores persist the `active` flag it computes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -14,16 +18,37 @@ from typing import Any
 API_VERSION = "kubernaut.ai/v1alpha1"
 KIND = "RemediationRequest"
 MANAGED_BY_LABELS = {
-    "app.kubernetes.io/managed-by": "signalgate-gateway",
+    "app.kubernetes.io/managed-by": "gateway-service",
     "app.kubernetes.io/component": "remediation",
 }
+CREATED_AT_ANNOTATION = "kubernaut.ai/created-at"
 
 INITIAL_PHASE = "Pending"
+# Kubernaut's `overallPhase` enum, active phases first. A status PATCH takes only these.
+ACTIVE_PHASES = (
+    "Pending",
+    "Processing",
+    "Analyzing",
+    "AwaitingApproval",
+    "Executing",
+    "Verifying",
+    "Blocked",
+)
 TERMINAL_PHASES = frozenset({"Completed", "Failed", "TimedOut", "Skipped", "Cancelled"})
+PHASES = (*ACTIVE_PHASES, "Completed", "Failed", "TimedOut", "Skipped", "Cancelled")
 MANUAL_REVIEW_OUTCOME = "ManualReviewRequired"
+# Kubernaut's `completionStatus.outcome` enum.
+OUTCOMES = (
+    "Remediated",
+    "NoActionRequired",
+    MANUAL_REVIEW_OUTCOME,
+    "VerificationTimedOut",
+    "Inconclusive",
+    "DryRun",
+)
 
-# What a consumer may set through the status PATCH; `deduplication` is the Gateway's own.
-PATCHABLE_STATUS_FIELDS = ("overallPhase", "outcome", "nextAllowedExecution", "message")
+# The condition a resolved notice sets (True) and a later firing duplicate clears (False).
+SIGNAL_RESOLVED = "SignalResolved"
 
 
 def is_active(phase: str) -> bool:
@@ -76,8 +101,35 @@ class Deduplication:
 
 
 @dataclass(frozen=True)
+class SignalResolved:
+    """The `SignalResolved` condition: `resolved` since `since` (its lastTransitionTime)."""
+
+    resolved: bool
+    since: datetime
+
+    def to_json(self) -> dict[str, str]:
+        if self.resolved:
+            reason, message = "ResolvedNoticeReceived", "the signal source reported it resolved"
+        else:
+            reason, message = "SignalFiringAgain", "the signal fired again after it was resolved"
+        return {
+            "type": SIGNAL_RESOLVED,
+            "status": "True" if self.resolved else "False",
+            "lastTransitionTime": format_time(self.since),
+            "reason": reason,
+            "message": message,
+        }
+
+
+@dataclass(frozen=True)
 class RemediationRequest:
-    """One RR as the stores hold it. `spec` is the immutable JSON spec made at creation."""
+    """One RR as the stores hold it. `spec` is the immutable JSON spec made at creation.
+
+    `extra_status` and `extra_metadata` carry what other writers put on a Kubernetes object
+    (a controller's own status fields, `resourceVersion`, `uid`), so reading and returning
+    the object loses none of it; the SQL stores leave them empty. They take no part in
+    equality: two reads of one RR are equal when every field signalgate owns is.
+    """
 
     name: str
     namespace: str
@@ -89,8 +141,10 @@ class RemediationRequest:
     outcome: str | None = None
     next_allowed_execution: datetime | None = None
     message: str | None = None
-    signal_resolved_at: datetime | None = None
+    signal_resolved: SignalResolved | None = None
     labels: dict[str, str] = field(default_factory=lambda: dict(MANAGED_BY_LABELS))
+    extra_status: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    extra_metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def active(self) -> bool:
@@ -107,36 +161,93 @@ class RemediationRequest:
     def with_status(self, **changes: Any) -> RemediationRequest:
         return replace(self, **changes)
 
-    def to_json(self) -> dict[str, Any]:
-        """The object as the Kubernetes API would return it."""
-        status: dict[str, Any] = {
-            "overallPhase": self.overall_phase,
-            "deduplication": {
-                "firstSeenAt": format_time(self.deduplication.first_seen_at),
-                "lastSeenAt": format_time(self.deduplication.last_seen_at),
-                "occurrenceCount": self.deduplication.occurrence_count,
-            },
+    def seen_again(self, times: int, now: datetime) -> RemediationRequest:
+        """`times` more firing duplicates, the last at `now`: the count moves on and a
+        `SignalResolved=True` condition turns False (the problem is back)."""
+        resolved = self.signal_resolved
+        if resolved is not None and resolved.resolved:
+            resolved = SignalResolved(False, now)
+        dedup = self.deduplication
+        return replace(
+            self,
+            deduplication=Deduplication(
+                dedup.first_seen_at,
+                max(dedup.last_seen_at, now),
+                dedup.occurrence_count + times,
+            ),
+            signal_resolved=resolved,
+        )
+
+    def resolved_at(self, now: datetime) -> RemediationRequest:
+        """A resolved notice at `now`: `SignalResolved=True`, its time kept if already so."""
+        if self.signal_resolved is not None and self.signal_resolved.resolved:
+            return self
+        return replace(self, signal_resolved=SignalResolved(True, now))
+
+    def status_json(self) -> dict[str, Any]:
+        """`status` as Kubernaut lays it out, over whatever else the object's status holds."""
+        status: dict[str, Any] = {key: value for key, value in self.extra_status.items()}
+        status["overallPhase"] = self.overall_phase
+        status["deduplication"] = {
+            "firstSeenAt": format_time(self.deduplication.first_seen_at),
+            "lastSeenAt": format_time(self.deduplication.last_seen_at),
+            "occurrenceCount": self.deduplication.occurrence_count,
         }
-        if self.outcome is not None:
-            status["outcome"] = self.outcome
-        if self.next_allowed_execution is not None:
-            status["nextAllowedExecution"] = format_time(self.next_allowed_execution)
+        _set_nested(status, "completionStatus", "outcome", self.outcome)
+        _set_nested(
+            status,
+            "routingStatus",
+            "nextAllowedExecution",
+            None
+            if self.next_allowed_execution is None
+            else format_time(self.next_allowed_execution),
+        )
         if self.message is not None:
             status["message"] = self.message
-        if self.signal_resolved_at is not None:
-            status["signalResolvedAt"] = format_time(self.signal_resolved_at)
+        else:
+            status.pop("message", None)
+        conditions = [c for c in status.get("conditions") or () if c.get("type") != SIGNAL_RESOLVED]
+        if self.signal_resolved is not None:
+            conditions.append(self.signal_resolved.to_json())
+        if conditions:
+            status["conditions"] = conditions
+        else:
+            status.pop("conditions", None)
+        return status
+
+    def to_json(self) -> dict[str, Any]:
+        """The object as the Kubernetes API would return it."""
+        metadata: dict[str, Any] = {key: value for key, value in self.extra_metadata.items()}
+        metadata.update(
+            name=self.name,
+            namespace=self.namespace,
+            creationTimestamp=metadata.get("creationTimestamp") or format_time(self.created_at),
+            labels=dict(self.labels),
+        )
+        annotations = dict(metadata.get("annotations") or {})
+        annotations[CREATED_AT_ANNOTATION] = format_time(self.created_at)
+        metadata["annotations"] = annotations
         return {
             "apiVersion": API_VERSION,
             "kind": KIND,
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "creationTimestamp": format_time(self.created_at),
-                "labels": dict(self.labels),
-            },
+            "metadata": metadata,
             "spec": self.spec,
-            "status": status,
+            "status": self.status_json(),
         }
+
+
+def _set_nested(status: dict[str, Any], part: str, key: str, value: Any) -> None:
+    """Set (or, for None, remove) `status[part][key]`, keeping the part's other fields and
+    dropping the part when nothing is left in it."""
+    inner = dict(status.get(part) or {})
+    if value is None:
+        inner.pop(key, None)
+    else:
+        inner[key] = value
+    if inner:
+        status[part] = inner
+    else:
+        status.pop(part, None)
 
 
 class Unset:

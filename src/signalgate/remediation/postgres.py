@@ -63,7 +63,7 @@ VERSION_TABLE = "remediation_schema_migrations"
 _T = rows.TABLE
 _COLS = rows.SELECT_COLUMNS
 _N = len(rows.COLUMNS)
-_BUMP = "occurrence_count = occurrence_count + 1, last_seen_at = $1, signal_resolved_at = NULL"
+_BUMP = rows.seen_again_sets("$1")
 _BUMP_ACTIVE = f"UPDATE {_T} SET {_BUMP} WHERE fingerprint = $2 AND active RETURNING {_COLS}"
 _BUMP_SUPPRESSOR = (
     f"UPDATE {_T} SET {_BUMP} WHERE name = $2 AND NOT active "
@@ -81,11 +81,11 @@ _FIRST_LOOK = (
 _UPSERT = (
     f"INSERT INTO {_T} ({_COLS}) VALUES ({', '.join(f'${i}' for i in range(1, _N + 1))}) "
     f"ON CONFLICT (fingerprint) WHERE active DO UPDATE SET "
-    f"occurrence_count = {_T}.occurrence_count + 1, last_seen_at = ${_N + 1}, "
-    f"signal_resolved_at = NULL RETURNING {_COLS}, (xmax = 0) AS inserted"
+    f"{rows.seen_again_sets(f'${_N + 1}', _T)} RETURNING {_COLS}, (xmax = 0) AS inserted"
 )
 _RESOLVE = (
-    f"UPDATE {_T} SET signal_resolved_at = $1 WHERE fingerprint = $2 AND active RETURNING {_COLS}"
+    f"UPDATE {_T} SET {rows.resolved_sets('$1')} WHERE fingerprint = $2 AND active "
+    f"RETURNING {_COLS}"
 )
 _GET = f"SELECT {_COLS} FROM {_T} WHERE name = $1"
 

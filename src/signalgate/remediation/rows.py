@@ -22,6 +22,7 @@ from signalgate.remediation.model import (
     MANUAL_REVIEW_OUTCOME,
     Deduplication,
     RemediationRequest,
+    SignalResolved,
     StatusPatch,
     Unset,
     is_active,
@@ -42,6 +43,7 @@ COLUMNS = (
     "outcome",
     "next_allowed_execution",
     "message",
+    "signal_resolved",
     "signal_resolved_at",
     "first_seen_at",
     "last_seen_at",
@@ -90,7 +92,8 @@ def rr_to_row(rr: RemediationRequest, encode_time: EncodeTime) -> tuple[Any, ...
         rr.outcome,
         opt(rr.next_allowed_execution),
         rr.message,
-        opt(rr.signal_resolved_at),
+        None if rr.signal_resolved is None else rr.signal_resolved.resolved,
+        None if rr.signal_resolved is None else encode_time(rr.signal_resolved.since),
         encode_time(rr.deduplication.first_seen_at),
         encode_time(rr.deduplication.last_seen_at),
         rr.deduplication.occurrence_count,
@@ -118,8 +121,39 @@ def row_to_rr(row: Row, decode_time: DecodeTime) -> RemediationRequest:
         outcome=row["outcome"],
         next_allowed_execution=opt(row["next_allowed_execution"]),
         message=row["message"],
-        signal_resolved_at=opt(row["signal_resolved_at"]),
+        signal_resolved=(
+            None
+            if row["signal_resolved"] is None
+            else SignalResolved(
+                bool(row["signal_resolved"]), decode_time(row["signal_resolved_at"])
+            )
+        ),
         labels=orjson.loads(row["labels"]),
+    )
+
+
+# --- the Gateway's own status changes --------------------------------------------------------
+
+
+def seen_again_sets(now: str, table: str = "") -> str:
+    """SET clauses for one more firing duplicate at `now` (a placeholder): the count moves on
+    and a `SignalResolved=True` condition turns False at `now`. `table` qualifies the
+    current row's columns where the statement needs it (an upsert's DO UPDATE)."""
+    t = f"{table}." if table else ""
+    return (
+        f"occurrence_count = {t}occurrence_count + 1, last_seen_at = {now}, "
+        f"signal_resolved_at = CASE WHEN {t}signal_resolved THEN {now} "
+        f"ELSE {t}signal_resolved_at END, "
+        f"signal_resolved = CASE WHEN {t}signal_resolved THEN false ELSE {t}signal_resolved END"
+    )
+
+
+def resolved_sets(now: str) -> str:
+    """SET clauses for a resolved notice at `now`: `SignalResolved=True`, its time kept when
+    it already was."""
+    return (
+        f"signal_resolved_at = CASE WHEN signal_resolved THEN signal_resolved_at ELSE {now} END, "
+        "signal_resolved = true"
     )
 
 

@@ -45,16 +45,12 @@ _COLS = rows.SELECT_COLUMNS
 _INSERT = (
     f"INSERT INTO {_T} ({_COLS}) VALUES ({', '.join('?' * len(rows.COLUMNS))}) RETURNING {_COLS}"
 )
-_BUMP_ACTIVE = (
-    f"UPDATE {_T} SET occurrence_count = occurrence_count + 1, last_seen_at = ?, "
-    f"signal_resolved_at = NULL WHERE fingerprint = ? AND active RETURNING {_COLS}"
-)
-_BUMP_NAMED = (
-    f"UPDATE {_T} SET occurrence_count = occurrence_count + 1, last_seen_at = ?, "
-    f"signal_resolved_at = NULL WHERE name = ? RETURNING {_COLS}"
-)
+_BUMP = rows.seen_again_sets(":now")
+_BUMP_ACTIVE = f"UPDATE {_T} SET {_BUMP} WHERE fingerprint = :key AND active RETURNING {_COLS}"
+_BUMP_NAMED = f"UPDATE {_T} SET {_BUMP} WHERE name = :key RETURNING {_COLS}"
 _RESOLVE = (
-    f"UPDATE {_T} SET signal_resolved_at = ? WHERE fingerprint = ? AND active RETURNING {_COLS}"
+    f"UPDATE {_T} SET {rows.resolved_sets(':now')} WHERE fingerprint = :key AND active "
+    f"RETURNING {_COLS}"
 )
 _GET = f"SELECT {_COLS} FROM {_T} WHERE name = ?"
 _SUPPRESSORS = rows.suppressor_sql(lambda _: "?")
@@ -187,17 +183,20 @@ class SqliteStore:
 
     async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
         stamp = format_time(now)
+        fingerprint = candidate.fingerprint
 
         def decide(conn: sqlite3.Connection) -> FiringResult:
-            found = conn.execute(_BUMP_ACTIVE, (stamp, candidate.fingerprint)).fetchall()
+            found = conn.execute(_BUMP_ACTIVE, {"now": stamp, "key": fingerprint}).fetchall()
             if found:
                 return FiringResult(Decision.DUPLICATE, _rr(found[0]))
-            params = rows.suppressor_params(candidate.fingerprint, now, format_time)
+            params = rows.suppressor_params(fingerprint, now, format_time)
             suppressing = rows.choose_suppressor(
                 (_rr(r) for r in conn.execute(_SUPPRESSORS, params).fetchall()), now
             )
             if suppressing is not None:
-                bumped = conn.execute(_BUMP_NAMED, (stamp, suppressing.name)).fetchall()
+                bumped = conn.execute(
+                    _BUMP_NAMED, {"now": stamp, "key": suppressing.name}
+                ).fetchall()
                 return FiringResult(Decision.DUPLICATE, _rr(bumped[0]))
             created = conn.execute(_INSERT, rows.rr_to_row(candidate, format_time)).fetchall()
             return FiringResult(Decision.CREATED, _rr(created[0]))
@@ -206,7 +205,7 @@ class SqliteStore:
 
     async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
         def resolve(conn: sqlite3.Connection) -> RemediationRequest | None:
-            found = conn.execute(_RESOLVE, (format_time(now), fingerprint)).fetchall()
+            found = conn.execute(_RESOLVE, {"now": format_time(now), "key": fingerprint}).fetchall()
             return _rr(found[0]) if found else None
 
         return await self._run(lambda conn: self._write(conn, resolve))

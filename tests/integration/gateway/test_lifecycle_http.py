@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -21,6 +22,14 @@ def patch(c: httpx.Client, name: str, **status: object) -> httpx.Response:
     return c.patch(f"{RRS}/{name}/status", json=status, headers=MERGE_PATCH)
 
 
+def signal_resolved(rr: dict[str, Any]) -> str | None:
+    """The status of the RR's SignalResolved condition, if it has one."""
+    for condition in rr["status"].get("conditions", []):
+        if condition["type"] == "SignalResolved":
+            return str(condition["status"])
+    return None
+
+
 def test_create_duplicate_complete_then_new(any_gateway: ServiceProcess) -> None:
     with any_gateway.client() as c:
         first = fire(c, "life-1")
@@ -31,7 +40,13 @@ def test_create_duplicate_complete_then_new(any_gateway: ServiceProcess) -> None
         rr = c.get(f"{RRS}/{name}").json()
         assert rr["status"]["deduplication"]["occurrenceCount"] == 2
 
-        done = patch(c, name, overallPhase="Completed", outcome="Remediated", message="ok")
+        done = patch(
+            c,
+            name,
+            overallPhase="Completed",
+            completionStatus={"outcome": "Remediated"},
+            message="ok",
+        )
         assert done.status_code == 200, done.text
         assert done.json()["status"]["overallPhase"] == "Completed"
         assert done.json()["status"]["deduplication"]["occurrenceCount"] == 2
@@ -54,7 +69,7 @@ def test_every_active_phase_deduplicates_every_terminal_one_reopens(
 ) -> None:
     with any_gateway.client() as c:
         name = fire(c, "phase-1").json()["remediationRequestName"]
-        for phase in ("Processing", "Analyzing", "Blocked", "SomethingNew"):
+        for phase in ("Processing", "Analyzing", "AwaitingApproval", "Verifying", "Blocked"):
             assert patch(c, name, overallPhase=phase).status_code == 200
             assert fire(c, "phase-1").status_code == 202, phase
         for phase in ("Failed", "Cancelled", "TimedOut", "Skipped"):
@@ -67,18 +82,18 @@ def test_every_active_phase_deduplicates_every_terminal_one_reopens(
 def test_manual_review_and_cooldown_suppress(any_gateway: ServiceProcess) -> None:
     with any_gateway.client() as c:
         name = fire(c, "review-1").json()["remediationRequestName"]
-        patch(c, name, overallPhase="Failed", outcome="ManualReviewRequired")
+        patch(c, name, overallPhase="Failed", completionStatus={"outcome": "ManualReviewRequired"})
         suppressed = fire(c, "review-1")
         assert suppressed.status_code == 202
         assert suppressed.json()["remediationRequestName"] == name
 
         cool = fire(c, "cool-1").json()["remediationRequestName"]
         later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-        patch(c, cool, overallPhase="Completed", nextAllowedExecution=later)
+        patch(c, cool, overallPhase="Completed", routingStatus={"nextAllowedExecution": later})
         held = fire(c, "cool-1")
         assert held.status_code == 202 and held.json()["remediationRequestName"] == cool
         # the cool-down ends: clear it and the next signal opens a new remediation
-        patch(c, cool, nextAllowedExecution=None)
+        patch(c, cool, routingStatus={"nextAllowedExecution": None})
         assert fire(c, "cool-1").status_code == 201
 
 
@@ -92,12 +107,12 @@ def test_resolved_notices(any_gateway: ServiceProcess) -> None:
         resolved = fire(c, "res-1", status="resolved")
         assert resolved.status_code == 202 and resolved.json()["status"] == "resolved"
         rr = c.get(f"{RRS}/{name}").json()
-        assert "signalResolvedAt" in rr["status"]
+        assert signal_resolved(rr) == "True"
         assert rr["status"]["deduplication"]["occurrenceCount"] == 1
 
         back = fire(c, "res-1")
         assert back.status_code == 202
-        assert "signalResolvedAt" not in c.get(f"{RRS}/{name}").json()["status"]
+        assert signal_resolved(c.get(f"{RRS}/{name}").json()) == "False"
 
         patch(c, name, overallPhase="Completed")
         late = fire(c, "res-1", status="resolved")
@@ -118,7 +133,13 @@ def test_status_patch_rules(any_gateway: ServiceProcess) -> None:
             ({"deduplication": {"occurrenceCount": 9}}, "deduplication"),
             ({"spec": {}}, "spec"),
             ({"overallPhase": 5}, "overallPhase"),
-            ({"nextAllowedExecution": "soon"}, "nextAllowedExecution"),
+            ({"overallPhase": "Done"}, "overallPhase"),
+            ({"outcome": "Remediated"}, "outcome"),
+            ({"completionStatus": {"outcome": "Fixed"}}, "completionStatus.outcome"),
+            ({"completionStatus": {"failurePhase": "Approval"}}, "completionStatus.failurePhase"),
+            ({"routingStatus": {"nextAllowedExecution": "soon"}}, "nextAllowedExecution"),
+            ({"routingStatus": "soon"}, "routingStatus"),
+            ({"conditions": []}, "conditions"),
         ):
             bad = c.patch(f"{RRS}/{new}/status", json=body)
             assert bad.status_code == 400 and field in bad.json()["detail"], bad.text
@@ -128,11 +149,18 @@ def test_status_patch_rules(any_gateway: ServiceProcess) -> None:
         )
         assert wrong_type.status_code == 415
 
-        cleared = patch(c, new, message="working", outcome="x")
+        # an unknown phase is refused and names the allowed values; the RR stays as it was
+        done = patch(c, new, overallPhase="Done")
+        assert "Completed" in done.json()["detail"] and "Pending" in done.json()["detail"]
+        assert c.get(f"{RRS}/{new}").json()["status"]["overallPhase"] == "Pending"
+
+        cleared = patch(c, new, message="working", completionStatus={"outcome": "Inconclusive"})
         assert cleared.json()["status"]["message"] == "working"
         cleared = patch(c, new, message=None)
         assert "message" not in cleared.json()["status"]
-        assert cleared.json()["status"]["outcome"] == "x"
+        assert cleared.json()["status"]["completionStatus"] == {"outcome": "Inconclusive"}
+        cleared = patch(c, new, completionStatus=None)
+        assert "completionStatus" not in cleared.json()["status"]
 
 
 def test_list_filters_and_pagination(any_gateway: ServiceProcess) -> None:

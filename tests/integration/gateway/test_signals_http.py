@@ -60,7 +60,7 @@ def test_stored_rr_has_the_contract_spec(client: httpx.Client) -> None:
     created = client.post(PROM, content=raw, headers={"content-type": "application/json"}).json()
     rr = client.get(f"/api/v1/remediation-requests/{created['remediationRequestName']}").json()
     assert rr["apiVersion"] == "kubernaut.ai/v1alpha1" and rr["kind"] == "RemediationRequest"
-    assert rr["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "signalgate-gateway"
+    assert rr["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gateway-service"
     spec = rr["spec"]
     assert spec["signalFingerprint"] == hashlib.sha256(b"eu-1:prod:Pod:spec-1").hexdigest()
     assert spec["clusterID"] == "eu-1"

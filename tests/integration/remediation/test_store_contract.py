@@ -18,6 +18,7 @@ from signalgate.remediation.model import (
     MANUAL_REVIEW_OUTCOME,
     TERMINAL_PHASES,
     RemediationRequest,
+    SignalResolved,
     StatusPatch,
 )
 from signalgate.remediation.postgres import PostgresStore
@@ -41,7 +42,6 @@ NON_TERMINAL = [
     "Executing",
     "Verifying",
     "Blocked",
-    "SomePhaseFromTheFuture",
 ]
 
 
@@ -80,7 +80,8 @@ async def test_duplicate_counts_moves_last_seen_and_clears_resolved(
     assert result.rr.deduplication.occurrence_count == 2
     assert result.rr.deduplication.first_seen_at == T0
     assert result.rr.deduplication.last_seen_at == later(10)
-    assert result.rr.signal_resolved_at is None
+    # the resolved condition turns False when the signal fires again
+    assert result.rr.signal_resolved == SignalResolved(False, later(10))
     assert result.rr.spec == rr.spec  # spec never changes
     assert result.rr.created_at == T0
     assert await store.get(rr.name) == result.rr
@@ -199,9 +200,14 @@ async def test_resolved_marks_the_active_rr_and_keeps_its_count(store: Remediati
     resolved = await store.record_resolved(rr.fingerprint, later(5))
     assert resolved is not None
     assert resolved.name == rr.name
-    assert resolved.signal_resolved_at == later(5)
+    assert resolved.signal_resolved == SignalResolved(True, later(5))
     assert resolved.deduplication == rr.deduplication
     assert await store.get(rr.name) == resolved
+    # a second notice keeps the condition's transition time
+    again = await store.record_resolved(rr.fingerprint, later(9))
+    assert again is not None and again.signal_resolved == SignalResolved(True, later(5))
+    condition = again.to_json()["status"]["conditions"][0]
+    assert (condition["type"], condition["status"]) == ("SignalResolved", "True")
 
 
 async def test_resolved_without_an_active_rr_is_none(store: RemediationStore) -> None:
@@ -210,7 +216,7 @@ async def test_resolved_without_an_active_rr_is_none(store: RemediationStore) ->
     await finish(store, rr, "Failed", outcome=MANUAL_REVIEW_OUTCOME)
     assert await store.record_resolved(rr.fingerprint, later(1)) is None
     stored = await store.get(rr.name)
-    assert stored is not None and stored.signal_resolved_at is None
+    assert stored is not None and stored.signal_resolved is None
 
 
 # --- update_status --------------------------------------------------------------------------
@@ -254,7 +260,7 @@ async def test_update_status_keeps_the_signal_resolved_mark(store: RemediationSt
     rr = await create(store, make_rr())
     await store.record_resolved(rr.fingerprint, later(1))
     done = await finish(store, rr, "Completed")
-    assert done.signal_resolved_at == later(1)
+    assert done.signal_resolved == SignalResolved(True, later(1))
 
 
 async def test_update_status_of_an_unknown_rr_is_not_found(store: RemediationStore) -> None:

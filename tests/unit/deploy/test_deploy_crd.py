@@ -1,9 +1,12 @@
-"""The RemediationRequest CRD describes the objects the Gateway really makes.
+"""The RemediationRequest CRD is Kubernaut's, and describes the objects the Gateway makes.
 
-A RemediationRequest is made by the Gateway's own pipeline (Alertmanager webhook → SQLite
-store), its status filled by the consumer's patch, and `to_json()` validated against the
-CRD's openAPIV3Schema. The schema is also compared with the Gateway's OpenAPI description of
-the same object, so the two cannot drift apart.
+Our CRD is compared with Kubernaut's own (a copy in tests/fixtures/kubernaut) after leaving
+out descriptions: names, fields, types, enums, required lists, selectable fields, validation
+rules and printer columns must all be the same, so ours can be applied over a Kubernaut
+install. A RemediationRequest made by the Gateway's own pipeline (Alertmanager webhook →
+SQLite store), its status filled by the consumer's patch, is validated offline against both
+schemas (the Kubernetes tests do the same against a real API server); the Gateway's OpenAPI
+description of the object must only use fields the CRD has.
 
 jsonschema_rs is the validator the test environment has (a schemathesis dependency).
 """
@@ -20,6 +23,7 @@ from typing import Any
 import jsonschema_rs
 import orjson
 import pytest
+import yaml
 from deploy_objects import Manifest, find
 from prometheus_client import CollectorRegistry
 
@@ -36,6 +40,22 @@ from signalgate.remediation.sqlite import SqliteStore
 from tests.support.services import alert, rfc3339, webhook
 
 CRD_NAME = "remediationrequests.kubernaut.ai"
+KUBERNAUT_CRD = (
+    Path(__file__).parents[2] / "fixtures" / "kubernaut" / "kubernaut.ai_remediationrequests.yaml"
+)
+
+
+def without_descriptions(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: without_descriptions(v) for k, v in node.items() if k != "description"}
+    if isinstance(node, list):
+        return [without_descriptions(v) for v in node]
+    return node
+
+
+def kubernaut_crd() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(KUBERNAUT_CRD.read_text())
+    return loaded
 
 
 def crd_version(base: list[Manifest]) -> dict[str, Any]:
@@ -88,30 +108,54 @@ async def made_by_the_gateway(store: SqliteStore, **labels: str) -> dict[str, An
     assert outcome.kind == "created" and outcome.rr is not None
     later = datetime.now(UTC) + timedelta(hours=1)
     patched = StatusPatch("Completed", "Remediated", later, "done").apply(outcome.rr)
-    return patched.with_status(signal_resolved_at=later).to_json()
+    return patched.resolved_at(later).to_json()
 
 
+def test_our_crd_is_structurally_kubernauts(base: list[Manifest]) -> None:
+    ours = find(base, "CustomResourceDefinition", CRD_NAME).obj
+    theirs = kubernaut_crd()
+    assert ours["metadata"]["name"] == theirs["metadata"]["name"]
+    assert without_descriptions(ours["spec"]) == without_descriptions(theirs["spec"])
+    (version,) = ours["spec"]["versions"]
+    assert [f["jsonPath"] for f in version["selectableFields"]] == [
+        ".spec.signalFingerprint",
+        ".spec.signalType",
+        ".spec.severity",
+        ".spec.clusterID",
+    ]
+
+
+@pytest.mark.parametrize("which", ["ours", "kubernaut"])
 async def test_the_schema_accepts_a_remediation_request_the_gateway_made(
-    base: list[Manifest], store: SqliteStore
+    base: list[Manifest], store: SqliteStore, which: str
 ) -> None:
+    schema = schema_of(base) if which == "ours" else kubernaut_schema()
     rr = await made_by_the_gateway(store, cluster="prod-eu", deployment="web")
     assert set(rr["status"]) == {
         "overallPhase",
-        "outcome",
-        "nextAllowedExecution",
+        "completionStatus",
+        "routingStatus",
         "message",
-        "signalResolvedAt",
+        "conditions",
         "deduplication",
     }
-    assert "clusterID" in rr["spec"]
-    assert errors(schema_of(base), rr) == []
+    assert rr["status"]["conditions"][0]["type"] == "SignalResolved"
+    assert "clusterID" in rr["spec"] and "providerData" in rr["spec"]
+    assert orjson.loads(rr["spec"]["providerData"])["namespace"] == "prod"
+    assert errors(schema, rr) == []
     fresh = await made_by_the_gateway(store, namespace="", pod="", node="worker-1")
     assert "namespace" not in fresh["spec"]["targetResource"]  # cluster-scoped
-    assert errors(schema_of(base), fresh) == []
+    assert errors(schema, fresh) == []
+
+
+def kubernaut_schema() -> dict[str, Any]:
+    (version,) = kubernaut_crd()["spec"]["versions"]
+    found: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return found
 
 
 @pytest.mark.parametrize(
-    "field", ["signalFingerprint", "signalName", "targetResource", "originalPayload"]
+    "field", ["signalFingerprint", "signalName", "targetResource", "firingTime"]
 )
 async def test_the_schema_rejects_a_spec_without_a_required_field(
     base: list[Manifest], store: SqliteStore, field: str
@@ -127,10 +171,13 @@ async def test_the_schema_rejects_values_the_gateway_never_writes(
     rr = await made_by_the_gateway(store, pod="api-values")
     for path, value in (
         (("spec", "signalFingerprint"), "not-hex"),
-        (("spec", "signalSource"), "nagios"),
+        (("spec", "severity"), ""),
+        (("spec", "targetType"), "nagios"),
+        (("status", "overallPhase"), "Done"),
+        (("status", "completionStatus", "outcome"), "Fixed"),
         (("spec", "firingTime"), "yesterday"),
         (("spec", "signalLabels"), {"a": 1}),
-        (("status", "deduplication", "occurrenceCount"), 0),
+        (("status", "deduplication", "occurrenceCount"), "2"),
     ):
         bad = copy.deepcopy(rr)
         parent = bad
@@ -140,16 +187,19 @@ async def test_the_schema_rejects_values_the_gateway_never_writes(
         assert errors(schema_of(base), bad), f"{'.'.join(path)} = {value!r} was accepted"
 
 
-def test_the_crd_schema_matches_the_gateway_openapi_description(base: list[Manifest]) -> None:
+def test_the_gateway_openapi_description_uses_only_crd_fields(base: list[Manifest]) -> None:
     crd = schema_of(base)["properties"]
+
+    def check(api: dict[str, Any], schema: dict[str, Any], where: str) -> None:
+        for key, sub in api.get("properties", {}).items():
+            assert key in schema.get("properties", {}), f"{where}.{key} is not in the CRD"
+            if sub.get("type") == "object" or "properties" in sub:
+                check(sub, schema["properties"][key], f"{where}.{key}")
+
     api = SCHEMAS["RemediationRequest"]["properties"]
     for part in ("spec", "status"):
-        assert set(crd[part]["properties"]) == set(api[part]["properties"]), part
-        assert set(crd[part]["required"]) == set(api[part]["required"]), part
-    dedup = ("status", "deduplication")
-    assert set(crd[dedup[0]]["properties"][dedup[1]]["required"]) == set(
-        api[dedup[0]]["properties"][dedup[1]]["required"]
-    )
+        check(api[part], crd[part], part)
+        assert set(crd[part].get("required", [])) <= set(api[part].get("required", [])), part
 
 
 def test_the_crd_is_the_kubernaut_resource_with_a_status_subresource(
@@ -167,7 +217,7 @@ def test_the_crd_is_the_kubernaut_resource_with_a_status_subresource(
 def test_printer_columns_point_at_fields_the_schema_describes(base: list[Manifest]) -> None:
     v = crd_version(base)
     columns = {c["name"]: c for c in v["additionalPrinterColumns"]}
-    assert {"Phase", "Signal", "Age"} <= set(columns)
+    assert {"Phase", "Outcome", "Alert", "Age"} <= set(columns)
     schema = schema_of(base)
     for column in columns.values():
         path = column["jsonPath"].lstrip(".").split(".")
@@ -176,5 +226,7 @@ def test_printer_columns_point_at_fields_the_schema_describes(base: list[Manifes
         node = schema
         for key in path:
             node = node["properties"][key]
+            if node.get("type") == "array":
+                node = node["items"]
         expected = {"string": "string", "integer": "integer"}[node["type"]]
         assert column["type"] in (expected, "date"), column
