@@ -21,7 +21,10 @@ from signalgate.remediation.schema import migrations
 from signalgate.remediation.sqlite import SqliteStore
 from signalgate.remediation.store import Decision, RemediationStore
 
-OLD_LABELS = '{"app.kubernetes.io/managed-by":"signalgate-gateway","app.kubernetes.io/component":"remediation"}'
+OLD_LABELS = (
+    '{"app.kubernetes.io/managed-by":"signalgate-gateway",'
+    '"app.kubernetes.io/component":"remediation"}'
+)
 
 
 def old_rows() -> list[tuple[object, ...]]:
