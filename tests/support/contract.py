@@ -1,6 +1,6 @@
 """Assertions of the HTTP contract shared by the integration and end-to-end tiers.
 
-They restate the contract (spec section 8) rather than import the service's constants, so a
+They restate the contract (docs/gateway.md, Errors) rather than import the service's constants, so a
 change in the service cannot silently change what the tests expect.
 """
 

@@ -1,4 +1,4 @@
-"""The audit events of each Gateway decision (contract section 10), as DataStorage envelopes."""
+"""The audit events of each Gateway decision as DataStorage envelopes (docs/gateway.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Gateway's Prometheus metrics (contract section 11), on a registry per app instance."""
+"""The Gateway's Prometheus metrics (docs/gateway.md, Metrics), on a registry per app instance."""
 
 from __future__ import annotations
 

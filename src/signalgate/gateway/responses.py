@@ -1,4 +1,4 @@
-"""Outcome → HTTP answer for the signal routes (contract section 8): the one home of those
+"""Outcome → HTTP answer for the signal routes (docs/gateway.md, Responses): the one home of those
 status codes and bodies."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Which targets the Gateway manages (contract section 9, standalone mode).
+"""Which targets the Gateway manages (docs/gateway.md, Scope; standalone mode).
 
 A rejection carries the `action` that would change the answer, so the person reading the
 audit trail or the webhook response knows what to edit.

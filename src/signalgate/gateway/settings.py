@@ -1,4 +1,4 @@
-"""Every Gateway setting, declared once (contract section 12).
+"""Every Gateway setting, declared once (docs/gateway.md, Configuration).
 
 Keys are camelCase in the YAML file; `SIGNALGATE_<SECTION>__<KEY>` environment variables
 override them (see `common/config.py` for the rule). Defaults are the embedded set-up:

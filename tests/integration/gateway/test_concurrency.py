@@ -1,4 +1,4 @@
-"""Race freedom across Gateway processes sharing one PostgreSQL (contract section 6)."""
+"""Race freedom across Gateway processes sharing one PostgreSQL (docs/gateway.md, The decision)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The RR lifecycle through HTTP only, on each store backend (contract section 6)."""
+"""The RR lifecycle through HTTP only, on each store backend (docs/gateway.md, The decision)."""
 
 from __future__ import annotations
 

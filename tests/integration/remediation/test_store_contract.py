@@ -1,4 +1,4 @@
-"""The RemediationStore contract (Gateway spec section 6 and 7), run against every backend.
+"""The RemediationStore contract (docs/gateway.md), run against every backend.
 
 Every test gets a fresh, empty store of each kind (`store` is parametrised over "sqlite"
 and "postgres"); equal expectations for both is what "identical answers" means.

@@ -1,4 +1,4 @@
-"""Alertmanager adapter rules (contract section 4)."""
+"""Alertmanager adapter rules (docs/gateway.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kubernetes Event adapter rules (contract section 5) and freshness."""
+"""Kubernetes Event adapter rules (docs/gateway.md) and freshness."""
 
 from __future__ import annotations
 
