@@ -37,7 +37,10 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def build_ops_app(readiness: ReadinessProbe, registry: CollectorRegistry) -> Starlette:
+def probe_routes(readiness: ReadinessProbe) -> list[Route]:
+    """`/healthz` and `/readyz`: on the ops listener, and on DataStorage's API listener too,
+    where Kubernaut's services probe it (no token, like the ops listener)."""
+
     async def healthz(request: Request) -> Response:
         body = {"status": "healthy", "timestamp": now_rfc3339()}
         return Response(orjson.dumps(body), media_type="application/json")
@@ -56,13 +59,14 @@ def build_ops_app(readiness: ReadinessProbe, registry: CollectorRegistry) -> Sta
             extra={"status_text": "not ready", "checks": state.checks},
         )
 
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+
+
+def build_ops_app(readiness: ReadinessProbe, registry: CollectorRegistry) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ]
-    )
+    return Starlette(routes=[*probe_routes(readiness), Route("/metrics", metrics, methods=["GET"])])

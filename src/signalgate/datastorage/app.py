@@ -24,7 +24,9 @@ from signalgate.common.http import (
     read_body,
     require_media_type,
 )
+from signalgate.common.ops import probe_routes
 from signalgate.common.problems import Problem, validation_error
+from signalgate.datastorage.capabilities import CAPABILITIES_PATH, capabilities_document
 from signalgate.datastorage.chain import verify
 from signalgate.datastorage.errors import (
     Conflict,
@@ -41,6 +43,7 @@ from signalgate.datastorage.events import (
 from signalgate.datastorage.openapi import openapi_document
 from signalgate.datastorage.query import InvalidParameter, parse_query
 from signalgate.datastorage.service import DataStorageService
+from signalgate.datastorage.verification import kubernaut_verification
 from signalgate.datastorage.writer import EventsLost, Written
 
 
@@ -127,6 +130,8 @@ class DataStorageAPI:
 
     async def verify_chain(self, request: Request) -> Response:
         await self.service.auth.authorize(request.headers.get("authorization"), "audit:read")
+        if request.method == "POST":
+            return await self._verify_chain_post(request)
         given = request.query_params.getlist("correlation_id")
         unknown = sorted(set(request.query_params) - {"correlation_id"})
         if unknown:
@@ -137,6 +142,28 @@ class DataStorageAPI:
             )
         rows = await self.service.store.chain(given[0])
         return json_response(200, verify(given[0], rows).to_json())
+
+    async def _verify_chain_post(self, request: Request) -> Response:
+        """Kubernaut's form: `{"correlation_id": ...}` in, its `VerifyChainResponse` out."""
+        require_media_type(request.scope)
+        body = await read_body(request.scope, request.receive, self.max_body)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise validation_error(f"request body is not valid JSON: {exc}") from None
+        given = payload.get("correlation_id") if isinstance(payload, dict) else None
+        if not isinstance(given, str) or not 1 <= len(given) <= 255 or "\x00" in given:
+            raise validation_error(
+                "correlation_id: required, a string of 1..255 characters "
+                '(e.g. {"correlation_id": "rr-0123456789ab-89abcdef"})',
+                field_errors={"correlation_id": "required, a string of 1..255 characters"},
+            )
+        rows = await self.service.store.chain(given)
+        return json_response(200, kubernaut_verification(verify(given, rows), rows))
+
+    async def capabilities(self, request: Request) -> Response:
+        """The event types this DataStorage accepts (see `capabilities`); no token needed."""
+        return json_response(200, capabilities_document())
 
     async def openapi(self, request: Request) -> Response:
         return json_response(200, openapi_document())
@@ -191,7 +218,10 @@ def build_api_app(service: DataStorageService) -> ASGIApp:
         [
             Route("/api/v1/audit/events", api.events, methods=["GET", "POST"]),
             Route("/api/v1/audit/events/batch", api.write_batch, methods=["POST"]),
-            Route("/api/v1/audit/verify-chain", api.verify_chain, methods=["GET"]),
+            Route("/api/v1/audit/verify-chain", api.verify_chain, methods=["GET", "POST"]),
+            Route(CAPABILITIES_PATH, api.capabilities, methods=["GET"]),
+            # Kubernaut's services probe DataStorage here; ready only while the database answers
+            *probe_routes(service.database_readiness),
             Route("/openapi.json", api.openapi, methods=["GET"]),
         ],
         _translate,

@@ -151,6 +151,37 @@ def openapi_document() -> dict[str, Any]:
                 "first_broken_event_id": {"type": "string"},
             },
         },
+        "VerifyChainRequest": {
+            "type": "object",
+            "required": ["correlation_id"],
+            "properties": {"correlation_id": {"type": "string", "minLength": 1, "maxLength": 255}},
+        },
+        "VerifyChainResponse": {
+            "type": "object",
+            "description": "Kubernaut's form of the chain report",
+            "required": [
+                "correlation_id",
+                "is_valid",
+                "total_events",
+                "verified_events",
+                "verification_time",
+                "message",
+            ],
+            "properties": {
+                "correlation_id": {"type": "string"},
+                "is_valid": {"type": "boolean"},
+                "total_events": {"type": "integer", "minimum": 0},
+                "verified_events": {"type": "integer", "minimum": 0},
+                "tampered_events": {"type": "array", "items": {"type": "object"}},
+                "verification_time": {"type": "string", "format": "date-time"},
+                "message": {"type": "string"},
+            },
+        },
+        "Capabilities": {
+            "type": "object",
+            "required": ["eventTypes"],
+            "properties": {"eventTypes": {"type": "array", "items": {"type": "string"}}},
+        },
         "Problem": PROBLEM_SCHEMA,
     }
     security: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -236,6 +267,27 @@ def openapi_document() -> dict[str, Any]:
                         "200": json_answer("chain recomputed", "ChainReport"),
                         **_READ_ERRORS,
                     },
+                },
+                "post": {
+                    "operationId": "verifyAuditChain",
+                    "description": "Kubernaut's request and response shapes",
+                    "security": security,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": ref("VerifyChainRequest")}},
+                    },
+                    "responses": {
+                        "200": json_answer("chain recomputed", "VerifyChainResponse"),
+                        **_READ_ERRORS,
+                        "415": problem_answer("not application/json"),
+                    },
+                },
+            },
+            "/api/v1/audit/capabilities": {
+                "get": {
+                    "operationId": "auditCapabilities",
+                    "description": "event types this DataStorage accepts; no token needed",
+                    "responses": {"200": json_answer("accepted event types", "Capabilities")},
                 },
             },
         },

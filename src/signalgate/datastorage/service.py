@@ -135,3 +135,13 @@ class DataStorageService:
         if "ok" not in checks.values():
             return Readiness(False, "database and dead-letter queue are both unavailable", checks)
         return Readiness(True, "", checks)
+
+    async def database_readiness(self) -> Readiness:
+        """`/readyz` on the API listener, as Kubernaut's services read it there: ready only
+        while the audit database itself answers (their prober gates their own readiness on
+        it). The ops listener keeps `readiness`, so an outage the queue absorbs does not take
+        replicas out of rotation."""
+        state = await self.readiness()
+        if state.ready and state.checks.get("database") != "ok":
+            return Readiness(False, "the audit database is unavailable", state.checks)
+        return state

@@ -1,0 +1,137 @@
+"""The DataStorage surface Kubernaut's services call, over real HTTP.
+
+- `GET /readyz` (and `/healthz`) on the API listener, no token: Kubernaut's prober
+  (`pkg/audit/datastorage_prober.go`) asks there; 200 while the database answers, 503 with a
+  real PostgreSQL stopped.
+- `POST /api/v1/audit/verify-chain` with Kubernaut's request and response shapes.
+- `GET /api/v1/audit/capabilities`: the event types writers can count on.
+- Every event type Kubernaut's DataStorage knows is accepted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from dstools import ADMIN_TOKEN, READER_TOKEN, WRITER_TOKEN, datastorage_process, event_body
+
+from e2ecov.recipes import PostgresServer
+from signalgate.datastorage.capabilities import EXTENSION_EVENT_TYPES, KUBERNAUT_EVENT_TYPES
+from signalgate.datastorage.events import CATEGORIES
+from tests.support.services import ServiceProcess
+
+VERIFY = "/api/v1/audit/verify-chain"
+BATCH = "/api/v1/audit/events/batch"
+
+
+def test_probes_answer_on_the_api_listener_without_a_token(
+    sqlite_server: ServiceProcess,
+) -> None:
+    ready = httpx.get(f"{sqlite_server.api_url}/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ready"
+    assert ready.json()["checks"]["database"] == "ok"
+    healthy = httpx.get(f"{sqlite_server.api_url}/healthz")
+    assert healthy.status_code == 200 and healthy.json()["status"] == "healthy"
+
+
+def test_verify_chain_post_answers_in_kubernauts_shape(ds: httpx.Client) -> None:
+    cid = f"rr-{uuid.uuid4().hex[:8]}"
+    assert ds.post(BATCH, json=[event_body(cid) for _ in range(3)]).status_code == 201
+    answer = ds.post(VERIFY, json={"correlation_id": cid})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["correlation_id"] == cid
+    assert body["is_valid"] is True
+    assert (body["total_events"], body["verified_events"]) == (3, 3)
+    assert body["verification_time"].endswith("Z") and body["message"]
+    assert "tampered_events" not in body
+    # the GET form stays as it was
+    assert ds.get(VERIFY, params={"correlation_id": cid}).json()["valid"] is True
+    unknown = ds.post(VERIFY, json={"correlation_id": "rr-never-written"}).json()
+    assert (unknown["is_valid"], unknown["total_events"]) == (True, 0)
+
+
+@pytest.mark.parametrize("body", [{}, {"correlation_id": ""}, {"correlation_id": 7}, []])
+def test_verify_chain_post_names_the_missing_field(ds: httpx.Client, body: object) -> None:
+    answer = ds.post(VERIFY, json=body)
+    assert answer.status_code == 400
+    assert "correlation_id" in answer.json()["detail"]
+
+
+def test_verify_chain_post_needs_audit_read(sqlite_server: ServiceProcess) -> None:
+    with sqlite_server.client(None) as anonymous:
+        assert anonymous.post(VERIFY, json={"correlation_id": "x"}).status_code == 401
+    with sqlite_server.client(WRITER_TOKEN) as writer:
+        assert writer.post(VERIFY, json={"correlation_id": "x"}).status_code == 403
+    with sqlite_server.client(READER_TOKEN) as reader:
+        assert reader.post(VERIFY, json={"correlation_id": "x"}).status_code == 200
+
+
+def test_capabilities_list_kubernauts_types_and_ours(sqlite_server: ServiceProcess) -> None:
+    answer = httpx.get(f"{sqlite_server.api_url}/api/v1/audit/capabilities")
+    assert answer.status_code == 200, answer.text
+    types = answer.json()["eventTypes"]
+    assert types == sorted(types)
+    assert {"gateway.signal.resolved", "gateway.signal.rejected"} <= set(types)
+    assert {"gateway.signal.received", "orchestrator.lifecycle.completed"} <= set(types)
+    assert set(types) == KUBERNAUT_EVENT_TYPES | EXTENSION_EVENT_TYPES
+
+
+def _category(event_type: str) -> str:
+    prefix = event_type.split(".", 1)[0]
+    aliases = {"orchestrator": "orchestration", "aianalysis": "analysis", "webhook": "approval"}
+    category = aliases.get(prefix, prefix)
+    return category if category in CATEGORIES else "workflow"
+
+
+def test_every_kubernaut_event_type_is_accepted(ds: httpx.Client) -> None:
+    cid = f"rr-{uuid.uuid4().hex[:8]}"
+    batch = [
+        event_body(cid, event_type=event_type, event_category=_category(event_type))
+        for event_type in sorted(KUBERNAUT_EVENT_TYPES | EXTENSION_EVENT_TYPES)
+    ]
+    answer = ds.post(BATCH, json=batch)
+    assert answer.status_code == 201, answer.text
+    assert len(answer.json()["event_ids"]) == len(batch)
+    stored = ds.get("/api/v1/audit/events", params={"correlation_id": cid, "limit": 1000})
+    assert {e["event_type"] for e in stored.json()["data"]} == {e["event_type"] for e in batch}
+
+
+@pytest.fixture
+def pg_datastorage(tmp_path: Path, private_postgres: PostgresServer) -> Iterator[ServiceProcess]:
+    process = datastorage_process(
+        tmp_path / "ds",
+        env={
+            "SIGNALGATE_STORE__DSN": private_postgres.create_database("audit"),
+            "SIGNALGATE_STORE__AUTOMIGRATE": "true",
+            "SIGNALGATE_STORE__TIMEOUT": "3s",
+        },
+    ).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.mark.slow
+def test_kubernauts_prober_gets_503_while_postgresql_is_stopped(
+    pg_datastorage: ServiceProcess, private_postgres: PostgresServer
+) -> None:
+    probe = f"{pg_datastorage.api_url}/readyz"  # the prober's GET https?://<ds>:<api>/readyz
+    assert httpx.get(probe).status_code == 200
+    private_postgres.stop()
+    down = httpx.get(probe, timeout=10.0)
+    assert down.status_code == 503, down.text
+    assert down.headers["content-type"].startswith("application/problem+json")
+    assert down.json()["checks"]["database"].startswith("unavailable")
+    # writes still land in the dead-letter file meanwhile, so the ops listener (kubelet's
+    # rotation decision) stays ready
+    assert httpx.get(f"{pg_datastorage.ops_url}/readyz").status_code == 200
+    with pg_datastorage.client(ADMIN_TOKEN) as client:
+        assert client.post(BATCH, json=[event_body("rr-outage")]).status_code == 202
+    private_postgres.start()
+    assert httpx.get(probe, timeout=10.0).status_code == 200
