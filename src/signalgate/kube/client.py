@@ -1,0 +1,174 @@
+"""A small async client of the Kubernetes REST API, on httpx.
+
+Why not a general Kubernetes library: signalgate reads and writes a handful of kinds as plain
+JSON (custom resources, TokenReview, SubjectAccessReview, metadata-only reads), needs a
+list's `resourceVersion` to start a watch without missing an event, and sits on the hot path
+of every signal, where building typed model objects per request costs more than the request.
+httpx does the HTTP; this module adds the API's conventions: bearer tokens that rotate, the
+`Status` error body, and watch streams.
+
+Errors, by what the caller does with them (translated here, nowhere else):
+- `KubeUnavailable` — cannot be reached, timed out, 429 or 5xx: transient, retry later;
+- `KubeNotFound`, `KubeAlreadyExists`, `KubeConflict` (stale `resourceVersion`) — the
+  answers the stores build their logic on;
+- `KubeError` — anything else the server refused (403, 422 …): a bug or a misconfiguration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from signalgate.kube.config import KubeConfig
+
+TOKEN_REREAD_SECONDS = 60.0  # projected ServiceAccount tokens rotate; kubelet refreshes hourly
+
+
+class KubeError(Exception):
+    """The API server refused a request. `reason` is the `Status` reason (e.g. `Forbidden`)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class KubeUnavailable(KubeError):
+    """The API server cannot answer now (unreachable, timed out, overloaded)."""
+
+
+class KubeNotFound(KubeError):
+    pass
+
+
+class KubeAlreadyExists(KubeError):
+    pass
+
+
+class KubeConflict(KubeError):
+    """The object changed since it was read (its `resourceVersion` is stale)."""
+
+
+def _error(status: int, body: bytes) -> KubeError:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = {}
+    if not isinstance(parsed, dict):
+        parsed = {}
+    reason = str(parsed.get("reason") or "")
+    message = str(parsed.get("message") or body[:300].decode(errors="replace"))
+    if status == 404:
+        return KubeNotFound(status, reason or "NotFound", message)
+    if status == 409:
+        if reason == "AlreadyExists":
+            return KubeAlreadyExists(status, reason, message)
+        return KubeConflict(status, reason or "Conflict", message)
+    if status == 429 or status >= 500:
+        return KubeUnavailable(status, reason or "ServerError", message)
+    return KubeError(status, reason or "Failure", message)
+
+
+class KubeClient:
+    """One connection pool to one API server."""
+
+    def __init__(
+        self, config: KubeConfig, timeout: float = 10.0, max_connections: int = 64
+    ) -> None:
+        self.config = config
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=config.server,
+            verify=config.ssl_context(),
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+        self._token = config.token
+        self._token_read_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"KubeClient({self.config.server!r})"
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _headers(self, accept: str, content_type: str | None) -> dict[str, str]:
+        headers = {"Accept": accept}
+        if content_type:
+            headers["Content-Type"] = content_type
+        token = await self._current_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    async def _current_token(self) -> str | None:
+        path = self.config.token_file
+        if path is None:
+            return self._token
+        now = time.monotonic()
+        if self._token is None or now - self._token_read_at > TOKEN_REREAD_SECONDS:
+            self._token = (await asyncio.to_thread(Path(path).read_text)).strip()
+            self._token_read_at = now
+        return self._token
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> dict[str, Any]:
+        """One API call; the answer's JSON object, or a `KubeError`."""
+        content = None if body is None else orjson.dumps(body)
+        headers = await self._headers(accept, content_type if content is not None else None)
+        try:
+            answer = await self._http.request(
+                method, path, params=params, content=content, headers=headers
+            )
+        except httpx.TimeoutException as exc:
+            raise KubeUnavailable(0, "Timeout", f"{method} {path}: timed out") from exc
+        except httpx.TransportError as exc:
+            raise KubeUnavailable(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
+        if answer.status_code >= 300:
+            raise _error(answer.status_code, answer.content)
+        loaded = orjson.loads(answer.content) if answer.content else {}
+        return loaded if isinstance(loaded, dict) else {"items": loaded}
+
+    async def watch(
+        self, path: str, *, params: Mapping[str, str], timeout_seconds: int = 300
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of a watch (`{"type", "object"}`), until the server ends it."""
+        query = dict(params) | {
+            "watch": "true",
+            "timeoutSeconds": str(timeout_seconds),
+            "allowWatchBookmarks": "true",
+        }
+        headers = await self._headers("application/json", None)
+        timeout = httpx.Timeout(self.timeout, read=timeout_seconds + 30)
+        try:
+            async with self._http.stream(
+                "GET", path, params=query, headers=headers, timeout=timeout
+            ) as answer:
+                if answer.status_code >= 300:
+                    raise _error(answer.status_code, await answer.aread())
+                async for line in answer.aiter_lines():
+                    if line:
+                        event = orjson.loads(line)
+                        if isinstance(event, dict):
+                            yield event
+        except httpx.TimeoutException as exc:
+            raise KubeUnavailable(0, "Timeout", f"watch {path}: timed out") from exc
+        except httpx.TransportError as exc:
+            raise KubeUnavailable(0, "Unreachable", f"watch {path}: {exc!r}") from exc

@@ -1,0 +1,146 @@
+"""Where the Kubernetes API server is and how to authenticate to it.
+
+Two sources, as every Kubernetes client knows them: the pod's own ServiceAccount (in-cluster:
+`KUBERNETES_SERVICE_HOST`/`PORT` and the files under
+`/var/run/secrets/kubernetes.io/serviceaccount`), or a kubeconfig file (its current context:
+server, certificate authority, and a bearer token or a client certificate). Exec and
+auth-provider plugins are not supported: they run programs the Gateway should not run.
+
+`store.dsn: kubernetes://` picks in-cluster config; `kubernetes:///path/to/kubeconfig` a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+from signalgate.common.config import ConfigError
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+@dataclass(frozen=True)
+class KubeConfig:
+    """How to reach one API server. A token file is re-read by the client as it rotates."""
+
+    server: str
+    ca_file: str | None = None
+    insecure: bool = False
+    token: str | None = None
+    token_file: Path | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    # the namespace of a pod (in-cluster) or of the kubeconfig context, when one is known
+    namespace: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        if self.insecure:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        if self.client_cert:
+            context.load_cert_chain(self.client_cert, self.client_key)
+        return context
+
+
+def config_from_dsn(dsn: str) -> KubeConfig:
+    """`kubernetes://` → in-cluster; `kubernetes:///path/to/kubeconfig` → that file."""
+    parts = urlsplit(dsn)
+    if parts.scheme != "kubernetes" or parts.netloc:
+        raise ConfigError(
+            f"config key 'store.dsn': {dsn!r} is not kubernetes:// (in-cluster) or "
+            "kubernetes:///absolute/path/to/kubeconfig"
+        )
+    path = unquote(parts.path)
+    if path in ("", "/"):
+        return in_cluster_config()
+    return kubeconfig_file(Path(path))
+
+
+def in_cluster_config(sa_dir: Path = SERVICE_ACCOUNT_DIR) -> KubeConfig:
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    token_file = sa_dir / "token"
+    if not host or not token_file.is_file():
+        raise ConfigError(
+            "in-cluster Kubernetes config: KUBERNETES_SERVICE_HOST is not set or "
+            f"{token_file} is missing (not running in a pod? give a kubeconfig instead: "
+            "kubernetes:///path/to/kubeconfig)"
+        )
+    namespace_file = sa_dir / "namespace"
+    namespace = namespace_file.read_text().strip() if namespace_file.is_file() else None
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return KubeConfig(
+        server=f"https://{host}:{port}",
+        ca_file=str(sa_dir / "ca.crt"),
+        token_file=token_file,
+        namespace=namespace,
+    )
+
+
+def kubeconfig_file(path: Path) -> KubeConfig:
+    """The current context of the kubeconfig at `path`."""
+    where = f"kubeconfig {str(path)!r}"
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot be read ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not YAML ({exc})") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{where}: not a kubeconfig")
+    context_name = loaded.get("current-context")
+    context = _named(loaded, "contexts", context_name, where).get("context") or {}
+    cluster = _named(loaded, "clusters", context.get("cluster"), where).get("cluster") or {}
+    user = _named(loaded, "users", context.get("user"), where).get("user") or {}
+    if "exec" in user or "auth-provider" in user:
+        raise ConfigError(
+            f"{where}: user {context.get('user')!r} authenticates through a plugin, which "
+            "signalgate does not run; use a token or a client certificate"
+        )
+    base = path.parent
+    server = cluster.get("server")
+    if not server:
+        raise ConfigError(f"{where}: cluster {context.get('cluster')!r} has no server")
+    token_file = user.get("tokenFile")
+    return KubeConfig(
+        server=str(server).rstrip("/"),
+        ca_file=_file_or_data(cluster, "certificate-authority", base),
+        insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
+        token=user.get("token"),
+        token_file=(base / token_file) if token_file else None,
+        client_cert=_file_or_data(user, "client-certificate", base),
+        client_key=_file_or_data(user, "client-key", base),
+        namespace=context.get("namespace"),
+    )
+
+
+def _named(config: dict[str, Any], section: str, name: Any, where: str) -> dict[str, Any]:
+    for entry in config.get(section) or []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            return entry
+    raise ConfigError(f"{where}: no {section[:-1]} named {name!r} (current-context)")
+
+
+def _file_or_data(section: dict[str, Any], key: str, base: Path) -> str | None:
+    """A path for `key`, or `key-data` written to a private temporary file."""
+    if section.get(key):
+        return str(base / str(section[key]))
+    data = section.get(f"{key}-data")
+    if not data:
+        return None
+    fd, name = tempfile.mkstemp(prefix="signalgate-kube-", suffix=".pem")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(base64.b64decode(data))
+    return name
