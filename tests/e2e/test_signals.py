@@ -165,7 +165,7 @@ def test_reopening_a_terminal_rr_while_another_is_active_is_a_conflict(
 
     answer = gateway.patch(f"{RRS}/{old}/status", json={"overallPhase": "Processing"})
     assert answer.status_code == 409, answer.text
-    assert answer.json()["type"] == "/problems/conflict"
+    assert answer.json()["type"] == "https://kubernaut.ai/problems/conflict"
 
 
 def test_resolved_notice_is_recorded_and_a_later_firing_clears_it(gateway: httpx.Client) -> None:

@@ -25,7 +25,7 @@ def problem(response: httpx.Response, status: int, slug: str, detail: str = "") 
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"].startswith("application/problem+json")
     body: dict[str, Any] = response.json()
-    assert body["type"] == f"/problems/{slug}", body
+    assert body["type"] == f"https://kubernaut.ai/problems/{slug}", body
     assert body["status"] == status
     assert body["title"] and body["detail"]
     assert body["instance"] == response.request.url.path

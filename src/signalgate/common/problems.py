@@ -1,8 +1,9 @@
 """RFC 9457 problem documents: the one error shape of every signalgate HTTP API.
 
 Handlers raise `Problem`; one exception handler per app renders it. The `type` is
-`/problems/<slug>` and the title comes from the slug, so a status code and its wording are
-decided here and nowhere else.
+`https://kubernaut.ai/problems/<slug>` and the title is the status' HTTP reason phrase
+("Bad Request", ...), as Kubernaut's services write them, so a client of either project reads
+our errors; both are decided here and nowhere else.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from signalgate.common.logging import request_id_var
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
+PROBLEM_TYPE_BASE = "https://kubernaut.ai/problems/"
+
+# slug → title; a title is the HTTP reason phrase of the slug's status, as in Kubernaut
 TITLES: dict[str, str] = {
-    "validation-error": "Validation Error",
-    "batch-size-exceeded": "Batch Size Exceeded",
+    "validation-error": "Bad Request",
+    "batch-size-exceeded": "Bad Request",
     "unauthorized": "Unauthorized",
     "forbidden": "Forbidden",
     "not-found": "Not Found",
     "method-not-allowed": "Method Not Allowed",
+    "request-timeout": "Request Timeout",
     "conflict": "Conflict",
     "payload-too-large": "Payload Too Large",
     "unsupported-media-type": "Unsupported Media Type",
@@ -71,7 +76,7 @@ def problem_response(
     extra: Mapping[str, Any] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
-        "type": f"/problems/{slug}",
+        "type": f"{PROBLEM_TYPE_BASE}{slug}",
         "title": TITLES[slug],
         "status": status,
         "detail": detail,

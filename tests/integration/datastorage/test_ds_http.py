@@ -47,7 +47,7 @@ def test_batch_ids_in_input_order_and_idempotent_retry(ds: httpx.Client) -> None
     changed = {**batch[0], "event_action": "changed"}
     conflict = ds.post(EVENTS, json=changed)
     assert conflict.status_code == 409
-    assert conflict.json()["type"] == "/problems/conflict"
+    assert conflict.json()["type"] == "https://kubernaut.ai/problems/conflict"
 
 
 def test_pagination_and_relative_since(ds: httpx.Client) -> None:
@@ -110,7 +110,7 @@ def test_each_bad_field_is_a_400_naming_it(
             body[key] = value
     single = ds.post(EVENTS, json=body)
     assert single.status_code == 400, single.text
-    assert single.json()["type"] == "/problems/validation-error"
+    assert single.json()["type"] == "https://kubernaut.ai/problems/validation-error"
     assert field in single.json()["field_errors"]
     batch = ds.post(BATCH, json=[event_body("rr-bad"), body])
     assert batch.status_code == 400
@@ -145,13 +145,13 @@ def test_mixed_batch_lists_every_bad_item_and_writes_nothing(ds: httpx.Client) -
 def test_batch_must_be_a_non_empty_array(ds: httpx.Client, body: bytes) -> None:
     answer = ds.post(BATCH, content=body, headers={"content-type": "application/json"})
     assert answer.status_code == 400
-    assert answer.json()["type"] == "/problems/batch-size-exceeded"
+    assert answer.json()["type"] == "https://kubernaut.ai/problems/batch-size-exceeded"
 
 
 def test_batch_over_500_is_refused(ds: httpx.Client) -> None:
     answer = ds.post(BATCH, json=[event_body("rr-big") for _ in range(501)])
     assert answer.status_code == 400
-    assert answer.json()["type"] == "/problems/batch-size-exceeded"
+    assert answer.json()["type"] == "https://kubernaut.ai/problems/batch-size-exceeded"
     assert "501" in answer.json()["detail"]
 
 
@@ -166,7 +166,7 @@ def test_body_over_5_mib_is_413(ds: httpx.Client) -> None:
     body = b"[" + b" " * (5 * 1024 * 1024) + b"]"
     answer = ds.post(BATCH, content=body, headers={"content-type": "application/json"})
     assert answer.status_code == 413
-    assert answer.json()["type"] == "/problems/payload-too-large"
+    assert answer.json()["type"] == "https://kubernaut.ai/problems/payload-too-large"
 
 
 def test_malformed_json_and_media_type(ds: httpx.Client) -> None:

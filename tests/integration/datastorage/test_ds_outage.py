@@ -125,7 +125,7 @@ def test_database_and_queue_both_down_is_500_naming_the_loss(
     with pg_datastorage.client(ADMIN_TOKEN) as client:
         answer = client.post(BATCH, json=[event_body("rr-lost") for _ in range(7)])
     assert answer.status_code == 500
-    assert answer.json()["type"] == "/problems/internal-error"
+    assert answer.json()["type"] == "https://kubernaut.ai/problems/internal-error"
     assert "7 event(s) were not stored" in answer.json()["detail"]
     ready = httpx.get(f"{pg_datastorage.ops_url}/readyz")
     assert ready.status_code == 503

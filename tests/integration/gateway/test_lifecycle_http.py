@@ -127,7 +127,7 @@ def test_status_patch_rules(any_gateway: ServiceProcess) -> None:
         new = fire(c, "patch-1").json()["remediationRequestName"]
         conflict = patch(c, old, overallPhase="Processing")
         assert conflict.status_code == 409
-        assert conflict.json()["type"] == "/problems/conflict"
+        assert conflict.json()["type"] == "https://kubernaut.ai/problems/conflict"
 
         for body, field in (
             ({"deduplication": {"occurrenceCount": 9}}, "deduplication"),

@@ -38,7 +38,7 @@ def test_outage_gives_503_and_recovers_without_restart(
             down = c.post(PROM, json=webhook(alert(pod="out-1")))
             assert down.status_code == 503, down.text
             assert down.headers["retry-after"].isdigit()
-            assert down.json()["type"] == "/problems/service-unavailable"
+            assert down.json()["type"] == "https://kubernaut.ai/problems/service-unavailable"
             assert c.get("/api/v1/remediation-requests").status_code == 503
             ready = httpx.get(f"{service.ops_url}/readyz", timeout=10)
             assert ready.status_code == 503
@@ -90,7 +90,7 @@ def test_store_that_hangs_past_the_deadline_gives_504(
     try:
         response, elapsed = asyncio.run(scenario())
         assert response.status_code == 504, response.text
-        assert response.json()["type"] == "/problems/gateway-timeout"
+        assert response.json()["type"] == "https://kubernaut.ai/problems/gateway-timeout"
         assert elapsed < 10
         with service.client() as c:  # the lock is gone: the same signal goes through
             again = c.post(PROM, json=webhook(alert(pod="hang-1")))

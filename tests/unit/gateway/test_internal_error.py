@@ -45,7 +45,7 @@ async def test_unexpected_error_is_a_plain_500_problem() -> None:
         assert answer.status_code == 500
         assert answer.headers["content-type"] == "application/problem+json"
         body = answer.json()
-        assert body["type"] == "/problems/internal-error"
+        assert body["type"] == "https://kubernaut.ai/problems/internal-error"
         assert body["detail"] == "Internal server error"
         assert "hunter2" not in answer.text
         assert answer.headers["x-request-id"] == body["request_id"]
