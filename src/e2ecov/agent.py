@@ -43,6 +43,7 @@ class Settings:
     data_dir: Path
     ledger_dir: Path
     source: list[str]
+    source_pkgs: list[str]
     contexts: bool
     autosave: float
     branch: bool
@@ -60,6 +61,7 @@ class Settings:
             data_dir=Path(env[protocol.ENV_DATA_DIR]),
             ledger_dir=Path(env.get(protocol.ENV_LEDGER_DIR, env[protocol.ENV_DATA_DIR])),
             source=list(json.loads(env.get(protocol.ENV_SOURCE, "[]"))),
+            source_pkgs=list(json.loads(env.get(protocol.ENV_SOURCE_PKGS, "[]"))),
             contexts=env.get(protocol.ENV_CONTEXTS, "1") == "1",
             autosave=float(env.get(protocol.ENV_AUTOSAVE, "10")),
             branch=env.get(protocol.ENV_BRANCH, "0") == "1",
@@ -120,7 +122,8 @@ class Agent:
         cov = coverage.Coverage(
             data_file=str(self.settings.data_dir / protocol.DATA_PREFIX),
             data_suffix=suffix,
-            source=existing or self.settings.source,
+            source=existing or (self.settings.source if not self.settings.source_pkgs else None),
+            source_pkgs=self.settings.source_pkgs or None,
             branch=self.settings.branch,
             config_file=False,
             auto_data=False,
@@ -255,6 +258,7 @@ class Agent:
             "time": self._last_save,
             "measured": self._measured,
             "context": self.context,
+            "package_dirs": self._package_dirs(),
         }
         with contextlib.suppress(OSError):
             protocol.append_record(self.ledger, record)
@@ -262,6 +266,19 @@ class Agent:
         if pending is not None:
             self._on_signal(pending, None)
         return {"ok": True, "pid": self.pid, "measured": self._measured, "time": self._last_save}
+
+    def _package_dirs(self) -> list[str]:
+        """Where the `source` packages were imported from (their files are reported)."""
+        found: list[str] = []
+        for name in self.settings.source_pkgs:
+            module = sys.modules.get(name)
+            paths = getattr(module, "__path__", None)
+            where = getattr(module, "__file__", None)
+            if paths:
+                found.extend(str(path) for path in paths)
+            elif where:
+                found.append(str(where))
+        return found
 
     def switch(self, name: str) -> dict[str, Any]:
         """Attribute what runs from now on to `name` (also for workers started later)."""

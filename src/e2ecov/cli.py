@@ -12,6 +12,7 @@ Exit codes (first that applies): 2 invalid stack file or arguments, 3 stack not 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,7 +83,9 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
             root=Path.cwd(), source=[Path.cwd()], paths={}, contexts=False
         )
     cores = sorted({r.core for r in protocol.read_ledger(artifacts / "processes")})
-    config = reports.ReportConfig(**{**config.__dict__, "cores": cores})
+    config = dataclasses.replace(
+        config, cores=cores, attribution=str(record.get("attribution") or "")
+    )
     result = reports.build(artifacts, config)
     print((artifacts / "e2e-coverage.txt").read_text(), end="")
     for path in result.files:

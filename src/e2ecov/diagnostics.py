@@ -73,7 +73,20 @@ def write(
         shutil.copyfile(test_log, root / "tests.log")
         summary += ["", "last lines of the test output:"]
         summary += ["  " + line for line in test_log.read_text(errors="replace").splitlines()[-15:]]
-    summary += ["", f"details: {root}/<service>/ (stdout.log, stderr.log, status.json, env.txt)"]
+    summary += [
+        "",
+        "details: diagnostics/<service>/ in the artifacts (stdout.log, stderr.log, status.json, "
+        "env.txt)",
+    ]
     path = root / "summary.txt"
     path.write_text("\n".join(summary) + "\n")
     return path
+
+
+def append(artifacts: Path, lines: list[str]) -> None:
+    """Add what was learnt after the services were stopped (e.g. coverage lost) to the summary."""
+    path = artifacts / "diagnostics" / "summary.txt"
+    if lines and path.is_file():
+        with path.open("a") as handle:
+            handle.write("\nafter the stack was stopped:\n")
+            handle.writelines(f"also: {line}\n" for line in lines)

@@ -7,8 +7,10 @@ configuration too, so a newcomer sees what e2ecov resolved from the stack file.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -122,6 +124,8 @@ def checks(stack: Stack | None) -> list[Check]:
             found.append(Check(f"service {name}", where is not None, detail))
         if not spec.cwd.is_dir():
             found.append(Check(f"service {name}", False, f"cwd {spec.cwd} does not exist"))
+        if spec.command and spec.coverage:
+            found.append(_service_interpreter(name, spec.command, spec.cwd))
     tests = shutil.which(stack.tests[0]) if stack.tests else None
     found.append(
         Check(
@@ -130,7 +134,94 @@ def checks(stack: Stack | None) -> list[Check]:
             f"{stack.tests[0]} → {tests}" if tests else f"{stack.tests[0]!r} not found on PATH",
         )
     )
+    if tests and stack.contexts:
+        found.append(_test_interpreter(tests, stack.tests))
     return found
+
+
+def interpreter(program: str) -> str | None:
+    """The Python interpreter that runs `program`: itself, or its `#!` line's (console
+    scripts); None when it is not a Python program."""
+    if re.fullmatch(r"python[0-9.]*", Path(program).name):
+        return program
+    try:
+        with open(program, "rb") as handle:
+            first = handle.readline(512).decode(errors="replace").strip()
+    except OSError:
+        return None
+    if not first.startswith("#!") or "python" not in first:
+        return None
+    words = first[2:].split()
+    if Path(words[0]).name == "env" and len(words) > 1:
+        return shutil.which(words[-1])
+    return words[0]
+
+
+def _ask(python: str, code: str) -> tuple[bool, str]:
+    """Run `code` in `python`; (worked, its last output line)."""
+    try:
+        done = subprocess.run(
+            [python, "-c", code], capture_output=True, text=True, timeout=60, env=_clean_env()
+        )
+    except OSError as exc:
+        return False, str(exc)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return done.returncode == 0, lines[-1] if lines else ""
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("E2ECOV_", "PYTHON"))}
+
+
+def _service_interpreter(name: str, command: list[str], cwd: Path) -> Check:
+    program = shutil.which(command[0]) or str(cwd / command[0])
+    python = interpreter(program)
+    label = f"service {name}"
+    if python is None:
+        return Check(
+            label,
+            False,
+            f"{command[0]} is not a Python program, so coverage = true measures nothing: "
+            "set coverage = false",
+        )
+    need = ".".join(map(str, MIN_COVERAGE))
+    ok, said = _ask(python, "import coverage; print(coverage.__version__)")
+    if not ok or _version(said) < MIN_COVERAGE:
+        why = f"has coverage {said}" if ok else "cannot import coverage"
+        return Check(label, False, f"{python} {why}: {python} -m pip install 'coverage>={need}'")
+    return Check(label, True, f"interpreter {python} has coverage {said}")
+
+
+_PLUGIN_CHECK = """
+import importlib.metadata as m, pytest
+names = [e.value for e in m.entry_points(group="pytest11")]
+print("pytest", pytest.__version__, "plugin", "yes" if "e2ecov.pytest_plugin" in names else "no")
+"""
+
+
+def _test_interpreter(program: str, tests: list[str]) -> Check:
+    """Per-test attribution needs pytest and e2ecov's plugin in the test interpreter."""
+    python = interpreter(program)
+    if python is None:
+        return Check(
+            "attribution", True,
+            f"{tests[0]} is not a Python program: per-test attribution happens only under "
+            "pytest with e2ecov's plugin (the reports will say it was off)",
+        )  # fmt: skip
+    ok, said = _ask(python, _PLUGIN_CHECK)
+    if not ok:
+        return Check(
+            "attribution", False,
+            f"{python} cannot import pytest ({said}): per-test attribution needs "
+            f"{python} -m pip install pytest e2ecov",
+        )  # fmt: skip
+    if said.endswith("plugin no"):
+        return Check(
+            "attribution", False,
+            f"{python} has {said.rsplit(' plugin', 1)[0]} but not e2ecov's pytest plugin: "
+            f"{python} -m pip install e2ecov",
+        )  # fmt: skip
+    return Check("attribution", True, f"{python}: {said.replace('plugin yes', 'and e2ecov')}")
 
 
 def configuration(stack: Stack) -> list[str]:

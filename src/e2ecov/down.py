@@ -1,7 +1,8 @@
 """`e2ecov down`: stop a stack that `--keep` / `--keep-on-failure` left running.
 
 Everything needed is in the run's `run.json`: process groups, grace periods, recipe data
-directories and the control directory. Coverage is saved live first, so a kept stack's
+directories, the control directory and the run id, which marks every process the services
+started (helpers in other sessions too). Coverage is saved live first, so a kept stack's
 processes still leave their data behind.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from e2ecov import protocol, runjson
 from e2ecov.errors import UsageError
-from e2ecov.services import group_alive, stop_groups
+from e2ecov.services import StopTarget, stop
 
 
 @dataclass(frozen=True)
@@ -33,17 +34,18 @@ def down(artifacts: Path) -> DownResult:
     control_dir = Path(record.get("control_dir") or "/nonexistent")
     if control_dir.is_dir():
         protocol.broadcast(control_dir, "save")
-    groups: dict[int, float] = {}
+    run_id = str(record.get("run_id", ""))
+    targets: list[StopTarget] = []
     stopped: list[str] = []
     gone: list[str] = []
     for name, svc in record.get("services", {}).items():
-        pgid = svc.get("pgid")
-        if pgid and group_alive(pgid):
-            groups[pgid] = float(svc.get("grace") or 10.0)
-            stopped.append(f"{name} (pid {pgid})")
+        target = StopTarget(name, svc.get("pgid"), float(svc.get("grace") or 10.0), run_id)
+        if target.members():
+            targets.append(target)
+            stopped.append(f"{name} (pid {svc.get('pgid')})")
         else:
             gone.append(name)
-    stop_groups(groups)
+    stop([*targets, StopTarget("stray", None, 2.0, run_id, every_service=True)])
     for svc in record.get("services", {}).values():
         if svc.get("recipe_root"):
             shutil.rmtree(svc["recipe_root"], ignore_errors=True)

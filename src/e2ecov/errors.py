@@ -10,17 +10,47 @@ prints the message and exits without a traceback:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes of `e2ecov`; when several apply, the lowest-numbered cause wins (2, 3, 1, 4)."""
+    """Exit codes of `e2ecov`; when several apply, `ExitCode.first` picks the one that wins.
+
+    An interrupted run (SIGHUP, SIGINT, SIGTERM: 128 + the signal, as shells report it) wins
+    over everything; then 2, 3, 1, 4: failing tests plus too little coverage exit 1, because
+    the tests' verdict is what a person needs first.
+    """
 
     OK = 0
     TESTS_FAILED = 1
     INVALID = 2
     STACK_DOWN = 3
     COVERAGE = 4
+    HANGUP = 129
+    INTERRUPTED = 130
+    TERMINATED = 143
+
+    @property
+    def rank(self) -> int:
+        """Lower wins."""
+        return _PRECEDENCE.index(self)
+
+    @classmethod
+    def first(cls, codes: Iterable[ExitCode]) -> ExitCode:
+        """The code that applies when all of `codes` happened (OK when none did)."""
+        return min(codes, key=lambda code: code.rank, default=cls.OK)
+
+    @classmethod
+    def for_signal(cls, signum: int) -> ExitCode:
+        """The exit code of a run stopped by `signum` (SIGHUP, SIGINT or SIGTERM)."""
+        return cls(128 + signum)
+
+
+_PRECEDENCE = (
+    ExitCode.TERMINATED, ExitCode.INTERRUPTED, ExitCode.HANGUP,
+    ExitCode.INVALID, ExitCode.STACK_DOWN, ExitCode.TESTS_FAILED, ExitCode.COVERAGE, ExitCode.OK,
+)  # fmt: skip
 
 
 class E2ecovError(Exception):
@@ -68,3 +98,13 @@ class NoCoverageData(E2ecovError):
     """No usable coverage data; the message lists the usual causes."""
 
     exit_code = ExitCode.COVERAGE
+
+
+class Interrupted(BaseException):
+    """e2ecov received SIGHUP, SIGINT or SIGTERM while it waited; the run stops in order.
+
+    A BaseException so no `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signum)

@@ -31,14 +31,18 @@ ENV_CONTEXT = "E2ECOV_CONTEXT"  # the current context, inherited by later worker
 ENV_AUTOSAVE = "E2ECOV_AUTOSAVE"  # seconds
 ENV_BRANCH = "E2ECOV_BRANCH"
 ENV_HOME = "E2ECOV_HOME"  # directory holding the e2ecov package, for foreign interpreters
+ENV_STACK_SERVICE = "E2ECOV_STACK_SERVICE"  # in every service's environment: the owner mark
+ENV_SOURCE_PKGS = "E2ECOV_SOURCE_PKGS"  # JSON list of package names
 ALL_ENV = (
     ENV_RUN_ID, ENV_ARTIFACTS, ENV_SERVICE, ENV_CONTROL_DIR, ENV_DATA_DIR, ENV_LEDGER_DIR,
     ENV_SOURCE, ENV_CONTEXTS, ENV_CONTEXT, ENV_AUTOSAVE, ENV_BRANCH, ENV_HOME,
+    ENV_STACK_SERVICE, ENV_SOURCE_PKGS,
 )  # fmt: skip
 
 IDLE_CONTEXT = "idle"
 STARTUP_CONTEXT = "startup"
 PARALLEL_MARKER = "parallel-tests"  # file in the control dir: tests ran in parallel
+ATTRIBUTION_MARKER = "contexts-switched"  # file in the control dir: the plugin switched contexts
 SOCKET_SUFFIX = ".sock"
 DATA_PREFIX = "coverage"  # data files: data/coverage.<service>.<pid>.<token>
 
@@ -71,6 +75,7 @@ class ProcessRecord:
     python: str
     saves: list[dict[str, Any]] = field(default_factory=list)
     ledger: str = ""
+    package_dirs: list[str] = field(default_factory=list)
 
     @property
     def last_save(self) -> dict[str, Any] | None:
@@ -106,6 +111,7 @@ def read_ledger(ledger_dir: Path) -> list[ProcessRecord]:
                 and event.get("pid", record.pid) == record.pid
             ):
                 record.saves.append(event)
+                record.package_dirs = sorted({*record.package_dirs, *event.get("package_dirs", [])})
         if record is not None:
             records.append(record)
     return sorted(records, key=lambda r: r.started)

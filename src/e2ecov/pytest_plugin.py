@@ -38,10 +38,14 @@ class _Contexts:
 
     def __init__(self, control: Path) -> None:
         self.control = control
+        self.switched = False
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
-        protocol.broadcast(self.control, f"context {item.nodeid}")
+        answers = protocol.broadcast(self.control, f"context {item.nodeid}")
+        if answers and not self.switched:
+            self.switched = True  # attribution is on as measured, not as configured
+            (self.control / protocol.ATTRIBUTION_MARKER).touch()
         try:
             return (yield)
         finally:

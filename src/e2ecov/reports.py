@@ -9,6 +9,7 @@ Markdown summary. Reports use paths relative to the stack file's directory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -22,7 +23,7 @@ import coverage
 from coverage.exceptions import CoverageException
 
 from e2ecov.errors import NoCoverageData
-from e2ecov.protocol import DATA_PREFIX
+from e2ecov.protocol import DATA_PREFIX, read_ledger
 
 USUAL_CAUSES = """usual causes:
   - the services were not instrumented (coverage = false, or not Python, or PYTHONPATH replaced)
@@ -43,8 +44,19 @@ class ReportConfig:
     service_fail_under: dict[str, float] = field(default_factory=dict)
     run_id: str = ""
     cores: list[str] = field(default_factory=list)
-    approximate: bool = False
+    attribution: str = ""  # as measured by the run ("on ...", "approximate ...", "off ...")
     branch: bool = False
+    source_pkgs: list[str] = field(default_factory=list)
+    package_dirs: list[Path] = field(default_factory=list)  # where the services found them
+
+    @property
+    def approximate(self) -> bool:
+        return self.attribution.startswith("approximate")
+
+    @property
+    def measured_roots(self) -> list[Path]:
+        """Directories whose files are reported: source directories and packages' homes."""
+        return [*self.source, *self.package_dirs]
 
     @property
     def display_root(self) -> Path:
@@ -61,6 +73,7 @@ class ReportConfig:
             "fail_under": self.fail_under,
             "service_fail_under": self.service_fail_under,
             "branch": self.branch,
+            "source_pkgs": self.source_pkgs,
         }
 
     @classmethod
@@ -73,6 +86,7 @@ class ReportConfig:
             fail_under=float(raw.get("fail_under", 0.0)),
             service_fail_under=dict(raw.get("service_fail_under", {})),
             branch=bool(raw.get("branch", False)),
+            source_pkgs=list(raw.get("source_pkgs", [])),
             **extra,
         )
 
@@ -131,9 +145,8 @@ def _coverage(data_file: Path, config: ReportConfig) -> coverage.Coverage:
     }
     if aliases:
         cov.set_option("paths", aliases)
-    cov.set_option(
-        "report:include", [f"{s}{os.sep}*" for s in config.source] + [str(s) for s in config.source]
-    )
+    roots = config.measured_roots
+    cov.set_option("report:include", [f"{s}{os.sep}*" for s in roots] + [str(s) for s in roots])
     cov.set_option("run:disable_warnings", ["no-data-collected", "couldnt-parse"])
     # a source file deleted or renamed since the run is left out (and named in a warning)
     # rather than sinking every report
@@ -154,15 +167,8 @@ def _header(config: ReportConfig) -> list[str]:
         f"e2ecov run {config.run_id or '(unknown)'} — measured with coverage.py "
         f"{coverage.__version__}, core: {cores}"
     ]
-    if config.contexts:
-        lines.append(
-            "per-test attribution: "
-            + (
-                "approximate (tests ran in parallel)"
-                if config.approximate
-                else "on (tests ran one at a time)"
-            )
-        )
+    if config.contexts or config.attribution:
+        lines.append("per-test attribution: " + (config.attribution or "unknown"))
     return lines
 
 
@@ -171,6 +177,9 @@ def build(artifacts: Path, config: ReportConfig) -> ReportResult:
     groups = data_files(artifacts / "data")
     if not groups:
         raise NoCoverageData(f"no coverage data in {artifacts / 'data'}\n{USUAL_CAUSES}")
+    config = dataclasses.replace(
+        config, package_dirs=sorted({*config.package_dirs, *package_dirs(artifacts)})
+    )
     work = artifacts / ".combined"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -236,9 +245,17 @@ def build(artifacts: Path, config: ReportConfig) -> ReportResult:
     return ReportResult(services, combined, files, warnings, below)
 
 
+def package_dirs(artifacts: Path) -> list[Path]:
+    """Where the services' interpreters found the `source` packages (from the ledger)."""
+    found: set[Path] = set()
+    for record in read_ledger(artifacts / "processes"):
+        found.update(Path(d) for d in record.package_dirs)
+    return sorted(found)
+
+
 def _vanished(cov: coverage.Coverage, config: ReportConfig) -> list[str]:
     """Measured source files that no longer exist: changed since the run, so not reported."""
-    roots = tuple(str(s) + os.sep for s in config.source)
+    roots = tuple(str(s) + os.sep for s in config.measured_roots)
     gone = sorted(
         f for f in cov.get_data().measured_files() if f.startswith(roots) and not Path(f).exists()
     )
@@ -249,7 +266,7 @@ def _vanished(cov: coverage.Coverage, config: ReportConfig) -> list[str]:
 
 def _unmapped(cov: coverage.Coverage, config: ReportConfig) -> list[str]:
     """Files measured outside every source directory: usually a missing [run] paths entry."""
-    roots = tuple(str(s) + os.sep for s in config.source)
+    roots = tuple(str(s) + os.sep for s in config.measured_roots)
     outside = [f for f in cov.get_data().measured_files() if not f.startswith(roots)]
     if not outside:
         return []

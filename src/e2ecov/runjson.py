@@ -48,6 +48,7 @@ class RunRecord:
     cores: list[str] = field(default_factory=list)
     kept: bool = False
     control_dir: str = ""
+    attribution: str = ""
 
     def begin(self, name: str) -> Phase:
         self.end()
@@ -83,6 +84,7 @@ class RunRecord:
             "cores": sorted(set(self.cores)),
             "config": self.config,
             "kept": self.kept,
+            "attribution": self.attribution,
             "control_dir": self.control_dir,
         }
 

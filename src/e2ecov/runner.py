@@ -1,8 +1,19 @@
 """`e2ecov run`: the phases of section 2, in order, as a typed API the CLI calls.
 
-prepare → start + health → test → flush → report → diagnostics and teardown.
-The run id is made once in `prepare` and passed on. On any failure, diagnostics are written
-before anything is stopped. Exit code: 2, 3, 1, 4, 0 — the first that applies.
+plan → preflight → start + health → test → flush → report → diagnostics and teardown.
+
+- The run id is made once and passed on.
+- Everything that needs nothing running is checked before anything starts: the stack file
+  (by `stackfile.load`), each service's program and working directory and the test command
+  (exit 2), recipes' binaries and ports already taken (exit 3, naming the process).
+- SIGHUP, SIGINT and SIGTERM stop the run in order: the tests, then a live save, then the
+  services, dependents first; diagnostics and whatever reports the data allows are written;
+  the exit code is 128 + the signal.
+- A service that exits during the tests fails the run (exit 3) with its exit code and last
+  output.
+- On any failure, diagnostics are written before anything is stopped.
+- Files are written aside and swapped in at the end (`artifacts.publish`).
+Exit code: `ExitCode.first` over every failure recorded.
 """
 
 from __future__ import annotations
@@ -11,40 +22,42 @@ import contextlib
 import dataclasses
 import json
 import os
+import random
 import re
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 import e2ecov
-from e2ecov import collect, diagnostics, placeholders, protocol, reports
-from e2ecov.errors import ExitCode, NoCoverageData, StackStartError, UsageError
+from e2ecov import artifacts, collect, diagnostics, placeholders, procs, protocol, reports
+from e2ecov.errors import ExitCode, Interrupted, NoCoverageData, StackStartError, UsageError
 from e2ecov.progress import Progress
 from e2ecov.recipes import RecipeUnavailable, free_port
 from e2ecov.runjson import Phase, RunRecord, iso
 from e2ecov.services import (
     ServiceRun,
+    StopTarget,
     Supervisor,
     describe_exit,
-    group_alive,
     make_recipe,
-    stop_groups,
+    stop,
+    taken_port_problems,
 )
 from e2ecov.stackfile import ServiceSpec, Stack
 
 STARTUP_DIR = Path(__file__).parent / "startup"
 PACKAGE_HOME = Path(e2ecov.__file__).resolve().parent.parent
-ARTIFACT_ENTRIES = (
-    *("data", "processes", "html", "diagnostics", "logs", ".combined", "run.json"),
-    *("e2e-coverage.txt", "e2e-coverage-func.txt", "summary.md"),
-    *("coverage.json", "coverage.lcov", "coverage.xml"),
-)
+STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
+TESTS_GRACE = 5.0  # seconds the interrupted test command gets between SIGTERM and SIGKILL
 
 
 @dataclass
@@ -72,40 +85,6 @@ def clean_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in protocol.ALL_ENV}
 
 
-def prepare_artifacts(artifacts: Path) -> None:
-    """Create the artifacts directory and remove the previous run's data and reports."""
-    previous = _read_json(artifacts / "run.json")
-    if (
-        previous
-        and previous.get("kept")
-        and any(
-            group_alive(s["pgid"]) for s in previous.get("services", {}).values() if s.get("pgid")
-        )
-    ):
-        raise UsageError(
-            f"{artifacts} holds a kept stack that is still running (run {previous.get('run_id')}); "
-            f"stop it first with: e2ecov down --artifacts {artifacts}"
-        )
-    artifacts.mkdir(parents=True, exist_ok=True)
-    for entry in ARTIFACT_ENTRIES:
-        path = artifacts / entry
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    (artifacts / "data").mkdir()
-    (artifacts / "processes").mkdir()
-    (artifacts / "logs").mkdir()
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _mapped_sources(spec: ServiceSpec, stack: Stack) -> list[str]:
     """What the service measures: its source, plus where that source sits in mapped roots."""
     found = [str(s) for s in spec.source]
@@ -114,6 +93,207 @@ def _mapped_sources(spec: ServiceSpec, stack: Stack) -> list[str]:
             if source == local or local in source.parents:
                 found.append(foreign + "/" + str(source.relative_to(local)).removeprefix("."))
     return [f.rstrip("/") for f in found]
+
+
+# ---- planning: everything rendered, nothing started --------------------------------------
+
+
+class PortPicker:
+    """Free loopback ports for `{port}` placeholders, never the same one twice in a run:
+    from the kernel, or from the stack's `ports` range (tried from a random point in it)."""
+
+    def __init__(self, span: tuple[int, int] | None) -> None:
+        self.span = span
+        self.taken: set[int] = set()
+        self._next = random.randint(*span) if span else 0
+
+    def __call__(self) -> int:
+        if self.span is None:
+            while (candidate := free_port()) in self.taken:
+                pass
+            self.taken.add(candidate)
+            return candidate
+        low, high = self.span
+        for _ in range(high - low + 1):
+            candidate, self._next = self._next, low + (self._next + 1 - low) % (high - low + 1)
+            if candidate not in self.taken and _bindable(candidate):
+                self.taken.add(candidate)
+                return candidate
+        raise StackStartError(f'no free port left in [run] ports = "{low}-{high}"')
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run as it will be: every service's command, environment and ports, the tests."""
+
+    services: dict[str, ServiceRun]
+    tests: list[str]
+    test_env: dict[str, str]
+    report_config: reports.ReportConfig
+
+
+def plan(stack: Stack, run_id: str, control_dir: Path, out: Path) -> Plan:
+    """Choose ports and render every placeholder; raises StackStartError when a recipe's
+    binaries are missing. `out` is where this run writes (data, ledger, logs)."""
+    pick = PortPicker(stack.ports)
+    urls: dict[str, str] = {}
+    service_ports: dict[tuple[str, str], int] = {}
+    own: dict[str, dict[str, int]] = {}
+    recipes = {}
+    for name, spec in stack.services.items():
+        if spec.recipe:
+            try:
+                recipe = make_recipe(spec)
+            except RecipeUnavailable as exc:
+                raise StackStartError(f"service '{name}': {exc}") from exc
+            recipes[name] = recipe
+            urls[name] = recipe.url
+            service_ports[(name, "")] = recipe.port
+            own[name] = {}
+        else:
+            own[name] = {"": pick(), **{p: pick() for p in sorted(spec.port_names)}}
+            urls[name] = f"http://127.0.0.1:{own[name]['']}"
+            service_ports.update({(name, p): n for p, n in own[name].items()})
+    base = clean_environ()
+    services: dict[str, ServiceRun] = {}
+    for name, spec in stack.services.items():
+        values = placeholders.Values(own[name], urls, service_ports, str(stack.artifacts), run_id)
+        env_added = {k: placeholders.render(v, values) for k, v in spec.env.items()}
+        env = {
+            **base,
+            **env_added,
+            protocol.ENV_RUN_ID: run_id,
+            protocol.ENV_ARTIFACTS: str(stack.artifacts),
+            protocol.ENV_STACK_SERVICE: name,
+        }
+        if spec.coverage:
+            env.update(agent_env(spec, stack, run_id, control_dir, out))
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(STARTUP_DIR), env.get("PYTHONPATH", "")) if p
+            )
+        services[name] = ServiceRun(
+            spec=spec,
+            ports=own[name],
+            command=[placeholders.render(a, values) for a in spec.command or []],
+            env_added=env_added,
+            env=env,
+            log_dir=out / "logs",
+            url=urls[name],
+            health_url=placeholders.render(spec.health.url, values) if spec.health else None,
+            recipe=recipes.get(name),
+            run_id=run_id,
+        )
+    test_values = placeholders.Values({}, urls, service_ports, str(stack.artifacts), run_id)
+    return Plan(
+        services=services,
+        tests=[placeholders.render(a, test_values) for a in stack.tests],
+        test_env=test_environment(stack, services, base, test_values, control_dir),
+        report_config=report_config(stack, run_id),
+    )
+
+
+def agent_env(
+    spec: ServiceSpec, stack: Stack, run_id: str, control_dir: Path, out: Path
+) -> dict[str, str]:
+    """What the agent inside a measured service reads (see `agent.Settings`)."""
+    return {
+        protocol.ENV_SERVICE: spec.name,
+        protocol.ENV_CONTROL_DIR: str(control_dir),
+        protocol.ENV_DATA_DIR: str(out / "data"),
+        protocol.ENV_LEDGER_DIR: str(out / "processes"),
+        protocol.ENV_SOURCE: json.dumps(_mapped_sources(spec, stack)),
+        protocol.ENV_SOURCE_PKGS: json.dumps(spec.source_pkgs),
+        protocol.ENV_CONTEXTS: "1" if stack.contexts else "0",
+        protocol.ENV_CONTEXT: protocol.STARTUP_CONTEXT,
+        protocol.ENV_AUTOSAVE: str(stack.autosave),
+        protocol.ENV_BRANCH: "1" if stack.branch else "0",
+        protocol.ENV_HOME: str(PACKAGE_HOME),
+    }
+
+
+def test_environment(
+    stack: Stack,
+    services: dict[str, ServiceRun],
+    base: dict[str, str],
+    values: placeholders.Values,
+    control_dir: Path,
+) -> dict[str, str]:
+    """The test command's environment: every service's URLs plus e2ecov's run variables."""
+    env = {**base, **{k: placeholders.render(v, values) for k, v in stack.test_env.items()}}
+    for svc in services.values():
+        prefix = svc.spec.env_prefix
+        env[f"{prefix}_URL"] = svc.url
+        for port_name, number in svc.ports.items():
+            if port_name:
+                env[f"{prefix}_{port_name.upper().replace('-', '_')}_URL"] = (
+                    f"http://127.0.0.1:{number}"
+                )
+    env.update({
+        protocol.ENV_RUN_ID: values.run_id,
+        protocol.ENV_ARTIFACTS: str(stack.artifacts),
+        protocol.ENV_CONTROL_DIR: str(control_dir),
+        protocol.ENV_CONTEXTS: "1" if stack.contexts else "0",
+    })  # fmt: skip
+    return env
+
+
+def report_config(stack: Stack, run_id: str) -> reports.ReportConfig:
+    measured = [spec for spec in stack.services.values() if spec.coverage]
+    return reports.ReportConfig(
+        root=stack.root,
+        source=sorted({s for spec in measured for s in spec.source} or set(stack.source)),
+        source_pkgs=sorted({p for spec in measured for p in spec.source_pkgs}),
+        paths=stack.paths,
+        contexts=stack.contexts,
+        fail_under=stack.fail_under,
+        service_fail_under={
+            n: s.fail_under for n, s in stack.services.items() if s.fail_under is not None
+        },
+        run_id=run_id,
+        branch=stack.branch,
+    )
+
+
+def _program(command: list[str], cwd: Path, env: dict[str, str]) -> str | None:
+    """Where `command[0]` is, as the process will look for it (None: nowhere)."""
+    program = command[0]
+    if os.sep in program:
+        path = cwd / program
+        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    return shutil.which(program, path=env.get("PATH", os.defpath))
+
+
+def preflight(stack: Stack, planned: Plan) -> list[str]:
+    """What is wrong that needs nothing running to see (exit 2 when not empty)."""
+    problems = []
+    for name, svc in planned.services.items():
+        if not svc.command:
+            continue
+        if not svc.spec.cwd.is_dir():
+            problems.append(f"service '{name}': cwd {svc.spec.cwd} does not exist")
+        elif _program(svc.command, svc.spec.cwd, svc.env) is None:
+            problems.append(
+                f"service '{name}': program {svc.command[0]!r} not found "
+                f"(looked on PATH and in {svc.spec.cwd}); install it or fix its command"
+            )
+    if planned.tests and _program(planned.tests, stack.root, planned.test_env) is None:
+        problems.append(
+            f"[run] tests: program {planned.tests[0]!r} not found (looked on PATH and in "
+            f"{stack.root}); install it or fix the test command"
+        )
+    return problems
+
+
+# ---- the run ------------------------------------------------------------------------------
 
 
 class Run:
@@ -125,36 +305,103 @@ class Run:
         self.progress = progress
         self.artifacts = stack.artifacts
         self.run_id = make_run_id(stack.name)
-        self.record = RunRecord(self.run_id, str(stack.path), self.artifacts)
+        self.out = self.artifacts / f"{artifacts.STAGE_PREFIX}{self.run_id}"
+        self.record = RunRecord(self.run_id, str(stack.path), self.out)
         self.control_dir = Path(tempfile.mkdtemp(prefix="e2ecov-", dir="/tmp"))
         self.services: dict[str, ServiceRun] = {}
-        self.test_env: dict[str, str] = {}
+        self.plan: Plan | None = None
         self.failures: list[tuple[ExitCode, str]] = []
         self.losses: list[str] = []
         self.diagnosed = False
         self.outcomes: list[collect.ProcessOutcome] = []
-        self.tests: list[str] = []
+        self.supervisor: Supervisor | None = None
+        self.tests_proc: subprocess.Popen[bytes] | None = None
+        self.signalled: int | None = None
+        self._raise_on_signal = False
+        self.tests_ran = False  # the test command ran to its end (whatever its verdict)
 
-    # ---- phases ----------------------------------------------------------------------------
+    # ---- the whole run ---------------------------------------------------------------------
 
     def execute(self) -> RunResult:
+        """Every phase; the stack is always stopped (unless kept) and run.json written."""
+        artifacts.refuse_kept_stack(self.artifacts)
+        planned = self._plan()  # raises UsageError (exit 2) before anything is written
         kept = False
-        try:
+        with self._signals():
             try:
-                self._prepare()
-            except StackStartError as exc:
-                # a recipe's binaries are missing: say so at once, start nothing
-                self._fail(ExitCode.STACK_DOWN, str(exc))
-                self.progress.info(f"FAILED: {exc}")
-                self._end_phase("FAILED")
-                return self._finish(kept=False)
-            if self._start():
-                self._test()
-            self._flush_and_report(stop=not self._keeping())
-            kept = self._keeping()
+                if planned is not None:
+                    if self._start():
+                        self._interruptible(self._test)
+                        self._check_still_running()
+                    kept = self._keeping()
+                    self._flush_and_report(stop=not kept)
+            except Interrupted as exc:
+                self._after_interrupt(exc.signum)
+            finally:
+                self._teardown(kept)
+            result = self._finish(kept)
+        return result
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGHUP/SIGINT/SIGTERM: recorded always; raised as Interrupted while waiting."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            first = self.signalled is None
+            if first:
+                self.signalled = signum
+                self.progress.info(
+                    f"{signal.Signals(signum).name} received: stopping the stack in order"
+                )
+            if first and self._raise_on_signal:
+                self._raise_on_signal = False
+                raise Interrupted(signum)
+
+        previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+        try:
+            yield
         finally:
-            self._teardown(kept)
-        return self._finish(kept)
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+    def _interruptible(self, phase: Callable[[], None]) -> None:
+        if self.signalled is not None:
+            raise Interrupted(self.signalled)
+        self._raise_on_signal = True
+        try:
+            phase()
+        finally:
+            self._raise_on_signal = False
+
+    def _after_interrupt(self, signum: int) -> None:
+        """Stop the waits and the tests, then flush and report as far as the data allows."""
+        self.record.end("interrupted")
+        self.progress.done("INTERRUPTED")
+        if self.supervisor is not None:
+            self.supervisor.abort.set()
+            self.supervisor.join(10.0)
+        self._stop_tests()
+        self._record_services()
+        self._flush_and_report(stop=True)
+
+    def _fail(self, code: ExitCode, message: str) -> None:
+        self.failures.append((code, message))
+
+    def _first_failure(self) -> tuple[ExitCode, str] | None:
+        if not self.failures:
+            return None
+        code = ExitCode.first(c for c, _ in self.failures)
+        return next(f for f in self.failures if f[0] == code)
+
+    def _keeping(self) -> bool:
+        if self.signalled is not None:
+            return False
+        return self.options.keep or (self.options.keep_on_failure and bool(self.failures))
+
+    # ---- phases ----------------------------------------------------------------------------
 
     def _phase(self, name: str, detail: str = "") -> None:
         self.record.begin(name)
@@ -164,212 +411,158 @@ class Run:
         self.record.end(outcome)
         self.progress.done(outcome if outcome != "ok" else "done")
 
-    def _fail(self, code: ExitCode, message: str) -> None:
-        self.failures.append((code, message))
-
-    def _first_failure(self) -> tuple[ExitCode, str] | None:
-        order = [ExitCode.INVALID, ExitCode.STACK_DOWN, ExitCode.TESTS_FAILED, ExitCode.COVERAGE]
-        for code in order:
-            for got, message in self.failures:
-                if got == code:
-                    return got, message
-        return None
-
-    def _keeping(self) -> bool:
-        return self.options.keep or (self.options.keep_on_failure and bool(self.failures))
-
-    def _prepare(self) -> None:
+    def _plan(self) -> Plan | None:
+        """Prepare: plan the run and check it; None when the stack cannot come up (exit 3)."""
+        try:
+            planned = plan(self.stack, self.run_id, self.control_dir, self.out)
+        except StackStartError as exc:
+            artifacts.stage(self.artifacts, self.run_id)
+            self._phase("prepare", f"run {self.run_id}")
+            self._fail(ExitCode.STACK_DOWN, str(exc))
+            self.progress.info(f"FAILED: {exc}")
+            self._end_phase("FAILED")
+            return None
+        problems = preflight(self.stack, planned)
+        if problems:
+            shutil.rmtree(self.control_dir, ignore_errors=True)
+            raise UsageError("nothing was started:\n  " + "\n  ".join(problems))
+        artifacts.stage(self.artifacts, self.run_id)
         self._phase("prepare", f"run {self.run_id}")
-        prepare_artifacts(self.artifacts)
+        self.plan = planned
+        self.services = planned.services
         self.record.control_dir = str(self.control_dir)
-        stack = self.stack
-        taken: set[int] = set()
-
-        def port() -> int:
-            while True:
-                candidate = free_port()
-                if candidate not in taken:
-                    taken.add(candidate)
-                    return candidate
-
-        urls: dict[str, str] = {}
-        service_ports: dict[tuple[str, str], int] = {}
-        own: dict[str, dict[str, int]] = {}
-        recipes = {}
-        for name, spec in stack.services.items():
-            if spec.recipe:
-                try:
-                    recipe = make_recipe(spec)
-                except RecipeUnavailable as exc:
-                    raise StackStartError(f"service '{name}': {exc}") from exc
-                recipes[name] = recipe
-                urls[name] = recipe.url
-                service_ports[(name, "")] = recipe.port
-                own[name] = {}
-            else:
-                own[name] = {"": port(), **{p: port() for p in sorted(spec.port_names)}}
-                urls[name] = f"http://127.0.0.1:{own[name]['']}"
-                service_ports.update({(name, p): n for p, n in own[name].items()})
-        base = clean_environ()
-        for name, spec in stack.services.items():
-            values = placeholders.Values(
-                own[name], urls, service_ports, str(self.artifacts), self.run_id
-            )
-            env_added = {k: placeholders.render(v, values) for k, v in spec.env.items()}
-            env = {
-                **base,
-                **env_added,
-                protocol.ENV_RUN_ID: self.run_id,
-                protocol.ENV_ARTIFACTS: str(self.artifacts),
-            }
-            if spec.coverage:
-                env.update(self._agent_env(spec))
-                env["PYTHONPATH"] = os.pathsep.join(
-                    p for p in (str(STARTUP_DIR), env.get("PYTHONPATH", "")) if p
-                )
-            svc = ServiceRun(
-                spec=spec,
-                ports=own[name],
-                command=[placeholders.render(a, values) for a in spec.command or []],
-                env_added=env_added,
-                env=env,
-                log_dir=self.artifacts / "logs",
-                url=urls[name],
-                health_url=placeholders.render(spec.health.url, values) if spec.health else None,
-                recipe=recipes.get(name),
-            )
-            self.services[name] = svc
-        test_values = placeholders.Values({}, urls, service_ports, str(self.artifacts), self.run_id)
-        self.test_env = {
-            **base,
-            **{k: placeholders.render(v, test_values) for k, v in stack.test_env.items()},
-        }
-        for svc in self.services.values():
-            prefix = svc.spec.env_prefix
-            self.test_env[f"{prefix}_URL"] = svc.url
-            for port_name, number in svc.ports.items():
-                if port_name:
-                    self.test_env[f"{prefix}_{port_name.upper().replace('-', '_')}_URL"] = (
-                        f"http://127.0.0.1:{number}"
-                    )
-        self.test_env.update({
-            protocol.ENV_RUN_ID: self.run_id,
-            protocol.ENV_ARTIFACTS: str(self.artifacts),
-            protocol.ENV_CONTROL_DIR: str(self.control_dir),
-            protocol.ENV_CONTEXTS: "1" if stack.contexts else "0",
-        })  # fmt: skip
-        self.tests = [placeholders.render(a, test_values) for a in stack.tests]
-        self.report_config = reports.ReportConfig(
-            root=stack.root,
-            source=sorted(
-                {s for spec in stack.services.values() if spec.coverage for s in spec.source}
-                or set(stack.source)
-            ),
-            paths=stack.paths,
-            contexts=stack.contexts,
-            fail_under=stack.fail_under,
-            service_fail_under={
-                n: s.fail_under for n, s in stack.services.items() if s.fail_under is not None
-            },
-            run_id=self.run_id,
-            branch=stack.branch,
-        )
         self.record.config = {
-            **self.report_config.to_json(),
-            "tests": self.tests,
-            "autosave": stack.autosave,
+            **planned.report_config.to_json(),
+            "tests": planned.tests,
+            "autosave": self.stack.autosave,
         }
+        taken = [p for svc in self.services.values() for p in taken_port_problems(svc)]
+        for problem in taken:
+            self._fail(ExitCode.STACK_DOWN, problem)
+            self.progress.info(f"FAILED: {problem}")
         self._record_services()
         self.record.write()
-        self._end_phase()
-
-    def _agent_env(self, spec: ServiceSpec) -> dict[str, str]:
-        return {
-            protocol.ENV_SERVICE: spec.name,
-            protocol.ENV_CONTROL_DIR: str(self.control_dir),
-            protocol.ENV_DATA_DIR: str(self.artifacts / "data"),
-            protocol.ENV_LEDGER_DIR: str(self.artifacts / "processes"),
-            protocol.ENV_SOURCE: json.dumps(_mapped_sources(spec, self.stack)),
-            protocol.ENV_CONTEXTS: "1" if self.stack.contexts else "0",
-            protocol.ENV_CONTEXT: protocol.STARTUP_CONTEXT,
-            protocol.ENV_AUTOSAVE: str(self.stack.autosave),
-            protocol.ENV_BRANCH: "1" if self.stack.branch else "0",
-            protocol.ENV_HOME: str(PACKAGE_HOME),
-        }
+        self._end_phase("FAILED" if taken else "ok")
+        return None if taken else planned
 
     def _start(self) -> bool:
         order = self.stack.start_order()
         self._phase(
             "start + health", f"{len(order)} service(s) in dependency order: {', '.join(order)}"
         )
-        supervisor = Supervisor(self.services, order)
-        ok = supervisor.start_all(self.progress.spin)
+        self.supervisor = Supervisor(self.services, order)
+        ok = False
+        try:
+            self._interruptible(lambda: self._bring_up())
+            ok = self.supervisor.first_failure is None
+        finally:
+            self._split_start_phase(ok)
+        if not ok:
+            failure = self.supervisor.first_failure or "the stack did not come up"
+            self._fail(ExitCode.STACK_DOWN, failure)
+            self.progress.info("FAILED: " + failure)
+            self._diagnose()
+        self.record.write()
+        return ok
+
+    def _bring_up(self) -> None:
+        assert self.supervisor is not None
+        self.supervisor.start_all(self.progress.spin)
         for svc in self.services.values():
             if svc.ready is not None and svc.started is not None:
                 took = svc.ready - svc.started
                 self.progress.info(
                     f"{svc.name:<14} ready in {took:5.2f}s  pid {svc.pid}  {svc.url}"
                 )
+
+    def _split_start_phase(self, ok: bool) -> None:
+        """run.json shows start and health apart: start ends when the last service started."""
         self._record_services()
         last_start = max((s.started for s in self.services.values() if s.started), default=None)
         phase = self.record.phases[-1]
-        self.record.end("ok" if ok else "failed")
-        self.progress.done("done" if ok else "FAILED")
+        if phase.duration_s is None:
+            self.record.end("ok" if ok else "failed")
+            self.progress.done("done" if ok else "FAILED")
         if last_start is not None:
             self.record.phases.insert(
                 -1, Phase("start", phase.started, round(last_start - phase.started, 3), "ok")
             )
         self.record.phases[-1].name = "health"
-        if not ok:
-            self._fail(ExitCode.STACK_DOWN, supervisor.first_failure or "the stack did not come up")
-            self.progress.info("FAILED: " + (supervisor.first_failure or ""))
-            self._diagnose()
-        self.record.write()
-        return ok
 
     def _test(self) -> None:
-        self._phase("test", " ".join(self.tests))
-        log_path = self.artifacts / "logs" / "tests.log"
+        assert self.plan is not None
+        tests = self.plan.tests
+        self._phase("test", " ".join(tests))
         try:
             proc = subprocess.Popen(
-                self.tests, cwd=self.stack.root, env=self.test_env,
+                tests, cwd=self.stack.root, env=self.plan.test_env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True,  # stopped as a group when e2ecov is interrupted
             )  # fmt: skip
         except OSError as exc:
             self._fail(
                 ExitCode.TESTS_FAILED,
-                f"the test command could not start: {self.tests[0]!r}: {exc.strerror}",
+                f"the test command could not start: {tests[0]!r}: {exc.strerror}",
             )
             self._end_phase("failed")
             return
-        assert proc.stdout is not None
-        stdout = proc.stdout
-
-        def pump() -> None:
-            with open(log_path, "wb") as log:
-                for raw in iter(stdout.readline, b""):
-                    log.write(raw)
-                    self.progress.emit(raw.decode(errors="replace"))
-
-        reader = threading.Thread(target=pump, name="e2ecov-tests", daemon=True)
+        self.tests_proc = proc
+        reader = threading.Thread(target=self._pump, args=(proc,), name="e2ecov-tests", daemon=True)
         reader.start()
         while proc.poll() is None:
             self.progress.spin("running tests")
             time.sleep(0.1)
         reader.join()
-        stdout.close()
+        self.tests_ran = True
         code = proc.returncode
         if code != 0:
             self._fail(
-                ExitCode.TESTS_FAILED,
-                f"the tests failed: {' '.join(self.tests)} {describe_exit(code)}",
+                ExitCode.TESTS_FAILED, f"the tests failed: {' '.join(tests)} {describe_exit(code)}"
             )
             self._end_phase(f"FAILED ({describe_exit(code)})")
         else:
             self._end_phase()
 
+    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        with open(self.out / "logs" / "tests.log", "wb") as log:
+            for raw in iter(proc.stdout.readline, b""):
+                log.write(raw)
+                log.flush()
+                self.progress.emit(raw.decode(errors="replace"))
+        proc.stdout.close()
+
+    def _stop_tests(self) -> None:
+        proc = self.tests_proc
+        if proc is None or proc.poll() is not None:
+            return
+
+        def reap() -> None:
+            proc.poll()
+
+        stop([StopTarget("tests", proc.pid, TESTS_GRACE, self.run_id)], reap)
+
+    def _check_still_running(self) -> None:
+        """A service that ended while the tests ran fails the run, whatever the tests said."""
+        for svc in self.services.values():
+            if svc.ready is None or svc.poll() is None:
+                continue
+            assert svc.exit_code is not None
+            lines = "\n    ".join(svc.last_output()) or "(no output)"
+            message = (
+                f"service '{svc.name}' (pid {svc.pid}) {describe_exit(svc.exit_code)} during the "
+                f"tests; last output:\n    {lines}"
+            )
+            svc.failure = message
+            self._fail(ExitCode.STACK_DOWN, message)
+            self.progress.info("FAILED: " + message)
+
     def _flush_and_report(self, stop: bool) -> None:
-        measured = [n for n, s in self.services.items() if s.spec.coverage]
+        self._flush(stop)
+        if any(s.spec.coverage for s in self.services.values()):
+            self._report()
+
+    def _flush(self, stop: bool) -> None:
         self._phase(
             "flush",
             "live save, then SIGTERM, SIGKILL after the grace period" if stop else "live save",
@@ -379,39 +572,52 @@ class Run:
         self.progress.info(f"live save acknowledged by {len(answers)} process(es)")
         if self.failures:
             self._diagnose()
-        death: dict[int, str] = {}
-        if stop:
-            death = self._stop_services()
-        found = collect.outcomes(self.artifacts / "processes", flush_started, death)
-        started = [n for n in measured if self.services[n].started is not None]
-        self.losses = [o.message for o in found if o.is_loss] + collect.silent_services(
-            started, found
-        )
-        for message in self.losses:
-            self.progress.info("LOST: " + message)
-        for hint in collect.empty_services(found):
-            self.progress.info("warning: " + hint)
-        self.outcomes = found
-        self.record.cores = sorted({o.core for o in found})
+        death = self._stop_services() if stop else {}
+        self.outcomes = collect.outcomes(self.out / "processes", flush_started, death)
+        self.losses = self._losses(self.outcomes)
+        self.record.cores = sorted({o.core for o in self.outcomes})
         self.record.processes = [
             {"service": o.service, "pid": o.pid, "status": o.status, "message": o.message,
-             "data_file": o.data_file, "last_save": iso(o.last_save), "core": o.core}
-            for o in found
+             "data_file": self._relative(o.data_file), "last_save": iso(o.last_save),
+             "core": o.core}
+            for o in self.outcomes
         ]  # fmt: skip
         self._record_services()
         self._end_phase("ok" if not self.losses else f"{len(self.losses)} loss(es)")
         if self.losses:
             self._fail(ExitCode.COVERAGE, "coverage lost: " + self.losses[0])
-        if not measured:
-            return
+
+    def _losses(self, found: list[collect.ProcessOutcome]) -> list[str]:
+        measured = [n for n, s in self.services.items() if s.spec.coverage and s.started]
+        losses = [o.message for o in found if o.is_loss] + collect.silent_services(measured, found)
+        for message in losses:
+            self.progress.info("LOST: " + message)
+        for hint in collect.empty_services(found):
+            self.progress.info("warning: " + hint)
+        return losses
+
+    def _attribution(self) -> str:
+        """Per-test attribution as it happened, not as configured."""
+        if not self.stack.contexts:
+            return "off (contexts = false)"
+        if (self.control_dir / protocol.PARALLEL_MARKER).exists():
+            return "approximate (tests ran in parallel)"
+        if (self.control_dir / protocol.ATTRIBUTION_MARKER).exists():
+            return "on (tests ran one at a time)"
+        return (
+            "off: no test switched the services' context (the test command is not pytest, or "
+            "its interpreter lacks e2ecov's pytest plugin: see `e2ecov doctor`)"
+        )
+
+    def _report(self) -> None:
+        assert self.plan is not None
         self._phase("report")
+        self.record.attribution = self._attribution()
         config = dataclasses.replace(
-            self.report_config,
-            cores=self.record.cores,
-            approximate=(self.control_dir / protocol.PARALLEL_MARKER).exists(),
+            self.plan.report_config, cores=self.record.cores, attribution=self.record.attribution
         )
         try:
-            result = reports.build(self.artifacts, config)
+            result = reports.build(self.out, config)
         except NoCoverageData as exc:
             self._fail(ExitCode.COVERAGE, str(exc).splitlines()[0])
             self.progress.info(str(exc))
@@ -427,6 +633,7 @@ class Run:
         self.progress.info(
             f"{'total':<14} {result.combined.percent:5.1f}%   reports in {self.artifacts}"
         )
+        self.progress.info("per-test attribution: " + self.record.attribution)
         for warning in result.warnings:
             self.progress.info("warning: " + warning)
         for below in result.below:
@@ -435,22 +642,27 @@ class Run:
         self._end_phase()
 
     def _stop_services(self) -> dict[int, str]:
-        """SIGTERM, then SIGKILL after grace; returns how each main process ended, by pid."""
-        groups = {
-            svc.proc.pid: svc.spec.grace for svc in self.services.values() if svc.proc is not None
-        }
+        """Dependents first; SIGTERM, then SIGKILL after each service's grace. Returns how
+        each main process ended, by pid."""
+        killed: set[str] = set()
+        for level in self.stack.stop_levels():
+            running = [self.services[n] for n in level]
+            targets = [s.stop_target() for s in running if s.proc is not None]
 
-        def reap() -> None:
-            for svc in self.services.values():
-                svc.poll()
+            def reap(services: list[ServiceRun] = running) -> None:
+                for svc in services:
+                    svc.poll()
 
-        killed = stop_groups(groups, reap)
+            killed |= stop(targets, reap)
+            for svc in running:
+                if svc.recipe is not None:
+                    svc.recipe.stop()
         death: dict[int, str] = {}
         for svc in self.services.values():
             if svc.proc is None:
                 continue
-            if svc.proc.pid in killed:
-                for record in protocol.read_ledger(self.artifacts / "processes"):
+            if svc.name in killed:
+                for record in protocol.read_ledger(self.out / "processes"):
                     if record.service == svc.name:
                         death[record.pid] = (
                             f"was killed by SIGKILL after the {svc.spec.grace:g}s grace period"
@@ -458,40 +670,33 @@ class Run:
             code = svc.poll()
             if code is not None and svc.proc.pid not in death:
                 death[svc.proc.pid] = describe_exit(code)
-        for svc in self.services.values():
-            if svc.recipe is not None:
-                svc.recipe.stop()
         return death
 
     def _diagnose(self) -> None:
-        if self.diagnosed:
+        if self.diagnosed or not self.out.is_dir():
             return
         self.diagnosed = True
         first = self._first_failure()
         message = first[1] if first else "unknown failure"
         more = [m for _, m in self.failures if m != message] + self.losses
         path = diagnostics.write(
-            self.artifacts, self.services, message, more, self.artifacts / "logs" / "tests.log"
+            self.out, self.services, message, more, self.out / "logs" / "tests.log"
         )
-        self.progress.info(f"diagnostics written to {path.parent}")
+        self.progress.info(f"diagnostics written ({path.name} first)")
 
     def _teardown(self, kept: bool) -> None:
         if kept:
             self.progress.info(
-                "stack kept running (stop it with: e2ecov down --artifacts "
-                + str(self.artifacts)
-                + ")"
+                f"stack kept running (stop it with: e2ecov down --artifacts {self.artifacts})"
             )
             for svc in self.services.values():
                 self.progress.info(f"  {svc.name:<14} {svc.url}  pid {svc.pid}")
             return
-        leftovers = {
-            svc.proc.pid: 2.0
-            for svc in self.services.values()
-            if svc.proc is not None and group_alive(svc.proc.pid)
-        }
-        if leftovers:
-            stop_groups(leftovers)
+        self._stop_tests()
+        leftovers = [svc.stop_target() for svc in self.services.values() if svc.proc is not None]
+        stray = procs.marked(self.run_id)
+        if stray or any(t.members() for t in leftovers):
+            stop([*leftovers, StopTarget("stray", None, 2.0, self.run_id, every_service=True)])
         for svc in self.services.values():
             if svc.recipe is not None:
                 with contextlib.suppress(Exception):
@@ -501,27 +706,52 @@ class Run:
         shutil.rmtree(self.control_dir, ignore_errors=True)
 
     def _finish(self, kept: bool) -> RunResult:
+        if self.signalled is not None:
+            name = signal.Signals(self.signalled).name
+            self._fail(ExitCode.for_signal(self.signalled), f"e2ecov was stopped by {name}")
         if self.failures and not self.diagnosed:
             self._diagnose()
+        elif self.diagnosed:
+            diagnostics.append(self.out, self._late_findings())
         first = self._first_failure()
         code = first[0] if first else ExitCode.OK
         self.record.exit_code = int(code)
         self.record.first_failure = first[1] if first else None
         self.record.kept = kept
         self._record_services()
+        if not self.out.is_dir():  # nothing was staged: the run never got that far
+            return RunResult(code, self.artifacts, self.record.first_failure, self.losses)
         self.record.write()
-        summary = self.artifacts / "diagnostics" / "summary.txt"
+        where = artifacts.publish(self.artifacts, self.out, complete=self.tests_ran or kept)
+        if where != self.artifacts:
+            self.progress.info(
+                f"this run did not finish its tests: the previous run's reports stay in "
+                f"{self.artifacts}; this run's files (run.json, logs, diagnostics) are in {where}"
+            )
+        summary = where / "diagnostics" / "summary.txt"
         if first and summary.is_file():
             for line in summary.read_text().splitlines()[:40]:
                 self.progress.emit(line)
         if first:
             self.progress.info(f"exit {int(code)}: {first[1].splitlines()[0]}")
-        return RunResult(code, self.artifacts, first[1] if first else None, self.losses)
+        return RunResult(code, where, first[1] if first else None, self.losses)
+
+    def _late_findings(self) -> list[str]:
+        """Failures and losses found after the diagnostics were written."""
+        summary = self.out / "diagnostics" / "summary.txt"
+        written = summary.read_text() if summary.is_file() else ""
+        found = [m.splitlines()[0] for _, m in self.failures] + self.losses
+        return [m for m in dict.fromkeys(found) if m not in written]
+
+    def _relative(self, path: str) -> str:
+        """Paths inside the run's directory are recorded relative to it (it is renamed)."""
+        with contextlib.suppress(ValueError):
+            return str(Path(path).relative_to(self.out))
+        return path
 
     def _record_services(self) -> None:
-        outcomes = self.outcomes
         for name, svc in self.services.items():
-            mine = [o for o in outcomes if o.service == name]
+            mine = [o for o in self.outcomes if o.service == name]
             self.record.services[name] = {
                 "url": svc.url,
                 "recipe": svc.spec.recipe,
@@ -536,7 +766,9 @@ class Run:
                 "recipe_root": str(svc.recipe.root)
                 if svc.recipe is not None and svc.recipe.root
                 else None,
-                "data_files": sorted(o.data_file for o in mine if Path(o.data_file).exists()),
+                "data_files": sorted(
+                    self._relative(o.data_file) for o in mine if Path(o.data_file).exists()
+                ),
                 "lost": [o.message for o in mine if o.is_loss],
                 "failure": svc.failure,
             }

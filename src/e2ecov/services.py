@@ -18,13 +18,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
+from e2ecov import procs
 from e2ecov.recipes import PostgresServer, RecipeFailed, RecipeUnavailable, RedisServer
 from e2ecov.stackfile import ServiceSpec
 
 Recipe = PostgresServer | RedisServer
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def describe_exit(code: int) -> str:
@@ -59,6 +62,7 @@ class ServiceRun:
     url: str = ""
     health_url: str | None = None
     recipe: Recipe | None = None
+    run_id: str = ""
     proc: subprocess.Popen[bytes] | None = None
     started: float | None = None
     ready: float | None = None
@@ -96,6 +100,10 @@ class ServiceRun:
             self.exit_code = self.recipe.process.poll()
         return self.exit_code
 
+    def stop_target(self) -> StopTarget:
+        pgid = self.proc.pid if self.proc is not None else None
+        return StopTarget(self.name, pgid, self.spec.grace, self.run_id)
+
     def last_output(self, lines: int = 10) -> list[str]:
         out = tail(self.stdout_path, lines)
         err = tail(self.stderr_path, lines) if self.recipe is None else []
@@ -120,6 +128,7 @@ class Supervisor:
         self.abort = threading.Event()
         self.first_failure: str | None = None
         self._failure_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
 
     def _fail(self, svc: ServiceRun, message: str) -> None:
         svc.failure = message
@@ -130,7 +139,7 @@ class Supervisor:
 
     def start_all(self, tick: Callable[[str], None] = lambda status: None) -> bool:
         """Start everything; True when every service is ready. `tick` feeds the spinner."""
-        threads = [
+        threads = self._threads = [
             threading.Thread(
                 target=self._bring_up,
                 args=(self.services[n],),
@@ -146,6 +155,12 @@ class Supervisor:
             tick("waiting for " + ", ".join(waiting) if waiting else "")
             time.sleep(0.1)
         return self.first_failure is None
+
+    def join(self, timeout: float) -> None:
+        """Wait (after `abort`) for the start threads, so no process starts after this."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _bring_up(self, svc: ServiceRun) -> None:
         for dep in svc.spec.depends_on:
@@ -213,6 +228,10 @@ class Supervisor:
                 answer = _probe(client, url, max(0.2, min(1.0, remaining)))
                 svc.health_answers.append(answer)
                 if answer.startswith("HTTP 2"):
+                    foreign = foreign_answer(svc, url)
+                    if foreign:
+                        self._fail(svc, foreign)
+                        return
                     svc.ready = time.time()
                     svc.ready_event.set()
                     return
@@ -225,6 +244,49 @@ class Supervisor:
                     return
                 if self.abort.wait(min(health.interval, max(0.0, deadline - time.monotonic()))):
                     return
+
+
+def foreign_answer(svc: ServiceRun, url: str) -> str | None:
+    """Why the process answering `url` is not this service's (None: it is, or nobody can tell).
+
+    A stale server from an earlier run on the same port would otherwise pass the health check
+    for a service that died with "Address already in use"."""
+    parts = urlsplit(url)
+    if parts.hostname not in LOOPBACK or parts.port is None:
+        return None
+    holders = procs.port_holders(parts.port)
+    if not holders:
+        return None  # nobody / nobody visible: /proc cannot prove anything either way
+    if holders & svc.stop_target().members():
+        return None
+    who = ", ".join(procs.describe(pid) for pid in sorted(holders))
+    return (
+        f"service '{svc.name}' (pid {svc.pid}) is not what answers {url}: port {parts.port} is "
+        f"held by {who}, which this run did not start (a server left from an earlier run?); "
+        "stop that process or give the service another port"
+    )
+
+
+def taken_port_problems(svc: ServiceRun) -> list[str]:
+    """Before anything starts: every loopback port the service will listen on must be free."""
+    wanted: dict[int, str] = {
+        number: f"{{port.{name}}}" if name else "{port}" for name, number in svc.ports.items()
+    }
+    if svc.health_url:
+        parts = urlsplit(svc.health_url)
+        if parts.hostname in LOOPBACK and parts.port is not None:
+            wanted.setdefault(parts.port, f"its health URL {svc.health_url}")
+    problems = []
+    for number, what in sorted(wanted.items()):
+        holders = procs.port_holders(number)
+        if holders is None:
+            continue
+        who = ", ".join(procs.describe(pid) for pid in sorted(holders)) or "a process /proc hides"
+        problems.append(
+            f"service '{svc.name}': port {number} ({what}) is already taken by {who}; "
+            "stop that process or pick another port"
+        )
+    return problems
 
 
 def _probe(client: httpx.Client, url: str, timeout: float) -> str:
@@ -244,26 +306,33 @@ def _probe(client: httpx.Client, url: str, timeout: float) -> str:
 # ---- stopping -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StopTarget:
+    """One service's processes: its process group, plus everything carrying its owner mark
+    (helpers it started in another session) and their descendants."""
+
+    name: str
+    pgid: int | None
+    grace: float
+    run_id: str
+    every_service: bool = False  # every process marked with the run id, whichever service
+
+    def members(self) -> set[int]:
+        table = procs.snapshot()
+        roots = {p.pid for p in table.values() if p.alive and p.pgid == self.pgid}
+        roots |= {self.pgid} if self.pgid in table and table[self.pgid].alive else set()
+        roots |= procs.marked(self.run_id, None if self.every_service else self.name)
+        return {pid for pid in procs.descendants(roots, table) if table[pid].alive}
+
+    def signal(self, signum: int) -> None:
+        if self.pgid is not None:
+            signal_group(self.pgid, signum)
+        procs.kill(self.members(), signum)
+
+
 def group_alive(pgid: int) -> bool:
     """Whether any non-zombie process is left in the process group (zombies cannot save)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
+    return any(p.alive and p.pgid == pgid for p in procs.snapshot().values())
 
 
 def signal_group(pgid: int, signum: int) -> None:
@@ -271,22 +340,25 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def stop_groups(groups: dict[int, float], reap: Callable[[], None] = lambda: None) -> set[int]:
-    """SIGTERM every group, SIGKILL those still running after their grace; returns killed pgids."""
-    for pgid in groups:
-        signal_group(pgid, signal.SIGTERM)
+def stop(targets: list[StopTarget], reap: Callable[[], None] = lambda: None) -> set[str]:
+    """SIGTERM every target, SIGKILL those still running after their grace; returns the names
+    of the targets that had to be killed. Waits until every process of every target is gone."""
+    for target in targets:
+        target.signal(signal.SIGTERM)
     start = time.monotonic()
-    killed: set[int] = set()
-    pending = dict(groups)
+    killed: set[str] = set()
+    pending = {t.name: t for t in targets}
     while pending:
         reap()
-        for pgid, grace in list(pending.items()):
-            if not group_alive(pgid):
-                del pending[pgid]
-            elif time.monotonic() - start >= grace:
-                signal_group(pgid, signal.SIGKILL)
-                killed.add(pgid)
-                del pending[pgid]
+        for name, target in list(pending.items()):
+            elapsed = time.monotonic() - start
+            if not target.members():
+                del pending[name]
+            elif name not in killed and elapsed >= target.grace:
+                target.signal(signal.SIGKILL)
+                killed.add(name)
+            elif elapsed >= target.grace + 5.0:
+                del pending[name]  # SIGKILL did not end it either (uninterruptible): give up
         if pending:
             time.sleep(0.05)
     reap()

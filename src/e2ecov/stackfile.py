@@ -7,6 +7,7 @@ keys in the text. Relative paths are resolved against the stack file's directory
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ RUN_KEYS = {
     "name": "a string naming the run",
     "artifacts": "a directory for everything the run writes",
     "tests": "the test command, a list of strings",
-    "source": "a list of directories to measure",
+    "source": "a list of directories or package names to measure",
+    "ports": "a range '22000-22999' that {port} placeholders are chosen from",
     "fail_under": "a total percent (number)",
     "contexts": "true/false: per-test attribution",
     "autosave": "seconds between automatic saves (number or '10s')",
@@ -40,11 +42,13 @@ SERVICE_KEYS = {
     "cwd": "the working directory",
     "fail_under": "a percent (number)",
     "grace": "time between SIGTERM and SIGKILL",
-    "source": "directories measured for this service (default: [run] source)",
+    "source": "directories or packages measured for this service (default: [run] source)",
 }
 HEALTH_KEYS = {"url": "an http:// URL", "timeout": "e.g. '30s'", "interval": "e.g. '0.1s'"}
 _SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)")
+_PORT_RANGE = re.compile(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*")
+_PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class ServiceSpec:
     grace: float
     source: list[Path]
     port_names: frozenset[str]  # named ports ({port.NAME}) this service needs
+    source_pkgs: list[str] = field(default_factory=list)
 
     @property
     def env_prefix(self) -> str:
@@ -97,15 +102,39 @@ class Stack:
     branch: bool
     paths: dict[str, Path]  # recorded root → repository path
     services: dict[str, ServiceSpec] = field(default_factory=dict)
+    source_pkgs: list[str] = field(default_factory=list)
+    ports: tuple[int, int] | None = None  # the range {port} is chosen from; None: the kernel's
 
     def start_order(self) -> list[str]:
-        """Services in an order where each comes after its dependencies."""
+        """Services in an order where each comes after its dependencies (file order otherwise).
+
+        Raises StackFileError on a dependency cycle or an unknown dependency, so no caller can
+        loop on a graph that `load` did not check."""
         done: list[str] = []
         while len(done) < len(self.services):
-            for name, spec in self.services.items():
-                if name not in done and all(d in done for d in spec.depends_on):
-                    done.append(name)
+            ready = [
+                name
+                for name, spec in self.services.items()
+                if name not in done and all(d in done for d in spec.depends_on)
+            ]
+            if not ready:
+                stuck = ", ".join(n for n in self.services if n not in done)
+                raise StackFileError([Problem(
+                    str(self.path), None,
+                    f"dependency cycle or unknown dependency among: {stuck}; "
+                    "expected depends_on to name existing services without a loop",
+                )])  # fmt: skip
+            done.append(ready[0])
         return done
+
+    def stop_levels(self) -> list[list[str]]:
+        """Services grouped for stopping: dependents first, each group stopped together."""
+        depth: dict[str, int] = {}
+        for name in self.start_order():
+            deps = self.services[name].depends_on
+            depth[name] = 1 + max((depth[d] for d in deps), default=-1)
+        top = max(depth.values(), default=-1)
+        return [[n for n in depth if depth[n] == level] for level in range(top, -1, -1)]
 
 
 class _Locator:
@@ -293,6 +322,7 @@ def _build(path: Path, text: str, raw: dict[str, Any], artifacts_override: Path 
     check.unknown_keys(run, RUN_KEYS, ("run",))
     tests = check.string_list(run.get("tests"), ("run", "tests"), required=True) or []
     source_raw = check.string_list(run.get("source", ["."]), ("run", "source")) or ["."]
+    ports = _port_range(check, run.get("ports"))
     paths_raw = run.get("paths", {})
     paths: dict[str, Path] = {}
     if not isinstance(paths_raw, dict) or not all(isinstance(v, str) for v in paths_raw.values()):
@@ -312,9 +342,9 @@ def _build(path: Path, text: str, raw: dict[str, Any], artifacts_override: Path 
         check.problem(("services",), "'services' must be tables like [services.NAME]")
         services_raw = {}
     stack_grace = check.duration(run.get("grace"), ("run", "grace"), 10.0)
-    source = [(root / s).resolve() for s in source_raw]
+    source, source_pkgs = split_source(root, source_raw)
     services = {
-        svc: _service(check, svc, body, root, stack_grace, source)
+        svc: _service(check, svc, body, root, stack_grace, (source, source_pkgs))
         for svc, body in services_raw.items()
     }
     stack = Stack(
@@ -334,17 +364,60 @@ def _build(path: Path, text: str, raw: dict[str, Any], artifacts_override: Path 
         branch=check.boolean(run.get("branch"), ("run", "branch"), False),
         paths=paths,
         services={k: v for k, v in services.items() if v is not None},
+        source_pkgs=source_pkgs,
+        ports=ports,
     )
     if not check.problems:
         _check_graph(check, stack)
-        _check_placeholders(check, stack)
+    if not check.problems:
+        ports_used = _check_placeholders(check, stack)
     if check.problems:
         raise StackFileError(check.problems)
-    return stack
+    return dataclasses.replace(
+        stack,
+        services={
+            name: dataclasses.replace(spec, port_names=frozenset(ports_used[name]))
+            for name, spec in stack.services.items()
+        },
+    )
+
+
+def split_source(root: Path, entries: list[str]) -> tuple[list[Path], list[str]]:
+    """Directories and package names, decided as coverage.py's own `source` does: an entry
+    that is an existing directory (relative to the stack file) is one; a dotted name that is
+    not is a package (imported from wherever the service's interpreter finds it)."""
+    directories: list[Path] = []
+    packages: list[str] = []
+    for entry in entries:
+        path = (root / entry).resolve()
+        if _PACKAGE.fullmatch(entry) and not path.is_dir():
+            packages.append(entry)
+        else:
+            directories.append(path)
+    return directories, packages
+
+
+def _port_range(check: _Checker, value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    match = _PORT_RANGE.fullmatch(value) if isinstance(value, str) else None
+    low, high = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if not match or not 1024 <= low <= high <= 65535:
+        check.problem(
+            ("run", "ports"),
+            f"'run.ports' must be a range like \"22000-22999\" within 1024-65535, got {value!r}",
+        )
+        return None
+    return low, high
 
 
 def _service(
-    check: _Checker, name: str, body: Any, root: Path, grace: float, source: list[Path]
+    check: _Checker,
+    name: str,
+    body: Any,
+    root: Path,
+    grace: float,
+    source: tuple[list[Path], list[str]],
 ) -> ServiceSpec | None:
     where = ("services", name)
     if not _SERVICE_NAME.fullmatch(name):
@@ -413,7 +486,8 @@ def _service(
         if fail_under is None
         else check.number(fail_under, (*where, "fail_under"), 0.0),
         grace=check.duration(body.get("grace"), (*where, "grace"), grace),
-        source=[(root / s).resolve() for s in own_source] if own_source else source,
+        source=split_source(root, own_source)[0] if own_source else source[0],
+        source_pkgs=split_source(root, own_source)[1] if own_source else source[1],
         port_names=frozenset(),
     )
     if spec.recipe and spec.coverage:
@@ -477,8 +551,8 @@ def _templates(stack: Stack) -> list[tuple[tuple[str, ...], str, str | None]]:
     return found
 
 
-def _check_placeholders(check: _Checker, stack: Stack) -> None:
-    """Every placeholder must name something; records each service's named ports."""
+def _check_placeholders(check: _Checker, stack: Stack) -> dict[str, set[str]]:
+    """Every placeholder must name something; returns each service's named ports."""
     ports: dict[str, set[str]] = {name: set() for name in stack.services}
     parsed: list[tuple[tuple[str, ...], placeholders.Placeholder, str | None]] = []
     for where, template, owner in _templates(stack):
@@ -514,6 +588,4 @@ def _check_placeholders(check: _Checker, stack: Stack) -> None:
                     f"{label}: '{{{ph.text}}}' names port '{ph.port_name}' that service "
                     f"'{ph.service}' does not use; its named ports: {have}",
                 )
-    if not check.problems:
-        for name, names in ports.items():
-            object.__setattr__(stack.services[name], "port_names", frozenset(names))
+    return ports

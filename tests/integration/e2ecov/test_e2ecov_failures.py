@@ -80,7 +80,7 @@ def test_health_that_never_passes_reports_last_answer(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_test_is_reported_and_autosave_recovers(tmp_path: Path) -> None:
+def test_service_dying_mid_test_fails_the_run_and_autosave_recovers(tmp_path: Path) -> None:
     stack = write_stack(
         tmp_path,
         drive("/alpha", "sleep:1.2", "kill", "sleep:0.2"),
@@ -88,9 +88,15 @@ def test_sigkill_mid_test_is_reported_and_autosave_recovers(tmp_path: Path) -> N
         run_extra='autosave = "0.3s"\ncontexts = false',
     )
     outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
-    assert outcome.code == 4, outcome.output
+    # a service that dies during the tests fails the run even though the tests passed
+    assert outcome.code == 3, outcome.output
     run = outcome.run_json()
     pid = run["services"]["app"]["pid"]
+    assert f"exit 3: service 'app' (pid {pid}) was killed by SIGKILL during the tests" in (
+        outcome.output
+    )
+    summary = (outcome.artifacts / "diagnostics" / "summary.txt").read_text().splitlines()
+    assert "during the tests" in summary[1] and 'request "GET /pid' in "\n".join(summary[2:6])
     assert f"app pid {pid} wrote partial coverage" in outcome.output
     assert "was killed by SIGKILL" in outcome.output
     assert run["services"]["app"]["lost"] and str(pid) in run["services"]["app"]["lost"][0]

@@ -51,7 +51,7 @@ def test_data_recorded_under_another_root_reports_against_the_repository(tmp_pat
     raw = outcome.run_json()["processes"][0]["data_file"]
     import coverage
 
-    recorded = coverage.CoverageData(raw)
+    recorded = coverage.CoverageData(str(outcome.artifacts / raw))  # relative to the artifacts
     recorded.read()
     assert any(f.startswith(str(container)) for f in recorded.measured_files())
     report = json.loads((outcome.artifacts / "coverage.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,7 @@ def line_of(text: str, needle: str) -> int:
 
 
 def test_good_stack_resolves_paths_defaults_and_ports(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
     stack = load(tmp_path, GOOD)
     assert stack.root == tmp_path and stack.artifacts == tmp_path / "build" / "e2e"
     assert stack.source == [tmp_path / "src"] and stack.autosave == 5.0 and stack.contexts is True
@@ -142,3 +144,36 @@ def test_not_toml_and_missing_tests(tmp_path: Path) -> None:
 )
 def test_durations(value: object, seconds: float | None) -> None:
     assert stackfile.parse_duration(value) == seconds
+
+
+def test_source_takes_directories_and_package_names(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    text = GOOD.replace('source = ["src"]', 'source = ["app", "../lib", "httpbin", "my_pkg.sub"]')
+    stack = load(tmp_path, text)
+    assert stack.source == [tmp_path / "app", tmp_path.parent / "lib"]
+    assert stack.source_pkgs == ["httpbin", "my_pkg.sub"]
+    assert stack.services["api"].source_pkgs == ["httpbin", "my_pkg.sub"]
+
+
+def test_port_range(tmp_path: Path) -> None:
+    stack = load(tmp_path, GOOD.replace('autosave = "5s"', 'ports = "22000-22999"'))
+    assert stack.ports == (22000, 22999)
+    for bad in ('"22999-22000"', '"80-90"', "22000", '"many"'):
+        found = problems(tmp_path, GOOD.replace('autosave = "5s"', f"ports = {bad}"))
+        assert any("'run.ports' must be a range like" in p and bad.strip('"') in p for p in found)
+
+
+def test_start_order_raises_on_a_cycle_instead_of_looping(tmp_path: Path) -> None:
+    stack = load(tmp_path, GOOD)
+    api = stack.services["api"]
+    looped = dataclasses.replace(
+        stack,
+        services={
+            **stack.services,
+            "db": dataclasses.replace(stack.services["db"], depends_on=["web"]),
+            "api": api,
+        },
+    )
+    with pytest.raises(StackFileError, match="dependency cycle or unknown dependency among"):
+        looped.start_order()
+    assert stack.stop_levels() == [["web"], ["api"], ["db"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--fail-start", action="store_true")
     parser.add_argument("--never-healthy", action="store_true")
     parser.add_argument("--ignore-sigterm", action="store_true")
+    parser.add_argument("--spawn-helper", action="store_true")
     args = parser.parse_args()
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -55,6 +57,11 @@ def main() -> None:
         print("error: database url missing (SAMPLE_DB)", file=sys.stderr, flush=True)
         print(f"exiting at {time.time():.3f}", flush=True)
         sys.exit(3)
+    if args.spawn_helper:  # a helper in its own session, outside the service's process group
+        helper = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True
+        )
+        print(f"helper pid {helper.pid}", flush=True)
     Handler.never_healthy = args.never_healthy
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(f"listening on {args.port}", flush=True)

@@ -1,0 +1,173 @@
+"""What the kernel says about processes and listening ports, read from /proc.
+
+e2ecov needs three answers no subprocess handle gives: which processes belong to a service
+(its process group is not enough: a helper started in a new session leaves it), which
+process holds a TCP port (a stale server from an earlier run must not pass for the new one),
+and whether such a process is still running. Without cgroups (no containers, often no
+systemd), the most reliable owner mark on Linux is the environment: every process a service
+starts inherits `E2ECOV_RUN_ID` and `E2ECOV_STACK_SERVICE` unless it scrubs its environment,
+and root can read every process's environment. The parent chain adds processes that did scrub
+it, as long as their parent is still there to be seen.
+
+Stdlib only; every function degrades to "unknown" (empty answers) where /proc is not readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from e2ecov.protocol import ENV_RUN_ID, ENV_STACK_SERVICE
+
+PROC = Path("/proc")
+_LISTEN = "0A"
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    ppid: int
+    pgid: int
+    state: str
+
+    @property
+    def alive(self) -> bool:
+        """Zombies and dead processes cannot do anything any more (nor save coverage)."""
+        return self.state not in ("Z", "X")
+
+
+def _stat(pid: int) -> Process | None:
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    if len(fields) < 3:
+        return None
+    return Process(pid, int(fields[1]), int(fields[2]), fields[0])
+
+
+def snapshot() -> dict[int, Process]:
+    """Every process visible now, by pid."""
+    found: dict[int, Process] = {}
+    with contextlib.suppress(OSError):
+        for entry in PROC.iterdir():
+            if entry.name.isdigit():
+                proc = _stat(int(entry.name))
+                if proc is not None:
+                    found[proc.pid] = proc
+    return found
+
+
+def alive(pid: int) -> bool:
+    proc = _stat(pid)
+    return proc is not None and proc.alive
+
+
+def descendants(roots: Iterable[int], table: dict[int, Process] | None = None) -> set[int]:
+    """The roots and every process below them (by parent pid), as far as the table shows."""
+    table = snapshot() if table is None else table
+    children: dict[int, list[int]] = {}
+    for proc in table.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    found: set[int] = set()
+    stack = [r for r in roots if r in table]
+    while stack:
+        pid = stack.pop()
+        if pid not in found:
+            found.add(pid)
+            stack.extend(children.get(pid, []))
+    return found
+
+
+def environ(pid: int) -> dict[str, str]:
+    """A process's environment (empty when unreadable: another user's, or already gone)."""
+    try:
+        raw = (PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {key: value for key, _, value in pairs}
+
+
+def marked(run_id: str, service: str | None = None) -> set[int]:
+    """Live processes carrying this run's owner mark (of one service, or of any)."""
+    found: set[int] = set()
+    me = os.getpid()
+    for proc in snapshot().values():
+        if proc.pid == me or not proc.alive:
+            continue
+        env = environ(proc.pid)
+        if env.get(ENV_RUN_ID) != run_id or ENV_STACK_SERVICE not in env:
+            continue
+        if service is None or env[ENV_STACK_SERVICE] == service:
+            found.add(proc.pid)
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part) or "?"
+
+
+def describe(pid: int) -> str:
+    """'pid 1234 (python -m app --port 8080)' for messages."""
+    line = command_line(pid)
+    return f"pid {pid} ({line[:160]})"
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (PROC / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != _LISTEN:
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def port_holders(port: int) -> set[int] | None:
+    """Pids holding a listening socket on `port` (any address).
+
+    None when nobody listens; an empty set when someone does but /proc does not say who
+    (another user's process, or another network namespace's socket)."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return None
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    holders: set[int] = set()
+    with contextlib.suppress(OSError):
+        for entry in PROC.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fds = list((entry / "fd").iterdir())
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(fd) in targets:
+                        holders.add(int(entry.name))
+                        break
+                except OSError:
+                    continue
+    return holders
+
+
+def kill(pids: Iterable[int], signum: int = signal.SIGTERM) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)

@@ -1,0 +1,289 @@
+"""Runs that never lie or leave processes behind: signals, stale ports, helpers in other
+sessions, attribution as measured, checks before anything starts, the last good reports."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from e2ecov_harness import (
+    APP,
+    SAMPLES,
+    app_service,
+    drive,
+    e2ecov,
+    pytest_command,
+    toml_list,
+    write_stack,
+)
+
+from e2ecov import procs
+from e2ecov.recipes import free_port
+
+
+def _alive(pid: int) -> bool:
+    return procs.alive(pid)
+
+
+def _of_run(run_id: str) -> list[str]:
+    """Every live process whose environment names this run (services, helpers, tests)."""
+    return [
+        procs.describe(p.pid)
+        for p in procs.snapshot().values()
+        if p.alive and procs.environ(p.pid).get("E2ECOV_RUN_ID") == run_id
+    ]
+
+
+def _wait_for(path_glob: str, root: Path, text: str, timeout: float = 60) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in root.glob(path_glob):
+            if text in path.read_text(errors="replace"):
+                return path
+        time.sleep(0.05)
+    raise AssertionError(f"no {path_glob} under {root} containing {text!r}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
+def test_signal_mid_test_stops_everything_and_still_reports(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    services = '[services.cache]\nrecipe = "redis"\n' + app_service(
+        "app", "--spawn-helper", extra='depends_on = ["cache"]'
+    )
+    stack = write_stack(tmp_path, drive("/alpha", "sleep:60"), services)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e2ecov.cli", "run", "-c", str(stack)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for(".run-*/logs/tests.log", tmp_path / "out", "/alpha alpha 3")
+        run_id = next((tmp_path / "out").glob(".run-*")).name.removeprefix(".run-")
+        assert _of_run(run_id), "the stack is running"
+        proc.send_signal(signum)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, output
+    assert _of_run(run_id) == [], "no process of the stack, its helper or the tests is left"
+    out = tmp_path / "out"
+    run = json.loads((out / "run.json").read_text())
+    assert run["run_id"] == run_id and run["exit_code"] == code
+    assert f"stopped by {signal.Signals(signum).name}" in run["first_failure"]
+    summary = (out / "diagnostics" / "summary.txt").read_text()
+    assert signal.Signals(signum).name in summary and "/alpha alpha 3" in summary
+    assert (out / "diagnostics" / "app" / "stdout.log").is_file()
+    phases = [p["name"] for p in run["phases"]]
+    assert phases[-2:] == ["flush", "report"], phases
+    report = json.loads((out / "coverage.json").read_text())
+    handlers = next(v for k, v in report["files"].items() if k.endswith("handlers.py"))
+    assert handlers["functions"]["alpha"]["summary"]["percent_covered"] == 100.0
+    for name in ("app", "cache"):
+        assert not _alive(run["services"][name]["pid"]), name
+
+
+@pytest.mark.slow
+def test_helper_in_another_session_is_stopped_with_its_service(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app", "--spawn-helper"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    stdout = (outcome.artifacts / "logs" / "app.stdout.log").read_text()
+    helper = int(stdout.split("helper pid ")[1].split()[0])
+    assert not _alive(helper), "the helper it started with setsid outlived the run"
+
+
+def test_port_held_by_a_stale_server_is_exit_3_naming_it(tmp_path: Path) -> None:
+    port = free_port()
+    stale = subprocess.Popen(
+        [sys.executable, "-m", "sampleapp.server", "--port", str(port)],
+        cwd=APP,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert stale.stdout is not None and "listening" in stale.stdout.readline().decode()
+        # the new service would die with "Address already in use" while the stale one
+        # answered its health check: the run must not pass
+        service = app_service("app").replace('"{port}"', f'"{port}"').replace("{{port}}", str(port))
+        service = service.replace(":{port}/", f":{port}/")
+        stack = write_stack(tmp_path, drive("/alpha"), service)
+        outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+        assert outcome.code == 3, outcome.output
+        assert f"port {port}" in outcome.output and f"already taken by pid {stale.pid}" in (
+            outcome.output
+        )
+        assert "sampleapp.server" in outcome.output
+        assert "start + health" not in outcome.stdout, "nothing was started"
+        assert outcome.run_json()["services"]["app"]["started"] is None
+        assert stale.poll() is None, "a process e2ecov did not start is left alone"
+    finally:
+        stale.terminate()
+        stale.wait(10)
+
+
+def test_missing_service_program_is_exit_2_before_anything_starts(tmp_path: Path) -> None:
+    services = '[services.postgres]\nrecipe = "postgres"\n\n[services.api]\n'
+    services += (
+        'command = ["no-such-program-e2ecov", "--port", "{port}"]\ndepends_on = ["postgres"]\n'
+    )
+    stack = write_stack(tmp_path, ["no-such-test-runner-e2ecov"], services)
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 2, outcome.output
+    assert "service 'api': program 'no-such-program-e2ecov' not found" in outcome.stderr
+    assert "[run] tests: program 'no-such-test-runner-e2ecov' not found" in outcome.stderr
+    assert "nothing was started" in outcome.stderr
+    assert "prepare" not in outcome.stdout and not (tmp_path / "out").exists()
+
+
+def test_attribution_is_reported_as_measured(tmp_path: Path) -> None:
+    # contexts are on, but a plain script never switches them: the reports must say "off"
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    text = (outcome.artifacts / "e2e-coverage.txt").read_text()
+    assert "per-test attribution: off: no test switched the services' context" in text
+    assert "attribution: on" not in text
+    assert "attribution: off" in (outcome.artifacts / "summary.md").read_text()
+    assert outcome.run_json()["attribution"].startswith("off")
+
+
+def test_worker_started_during_a_test_is_attributed_to_it(tmp_path: Path) -> None:
+    tests = [*pytest_command()[:-1], str(SAMPLES / "e2e" / "check_work.py")]
+    outcome = e2ecov(
+        "run", "-c", str(write_stack(tmp_path, tests, app_service("app"))), cwd=tmp_path
+    )
+    assert outcome.code == 0, outcome.output
+    assert "per-test attribution: on (tests ran one at a time)" in outcome.stdout
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    worker = next(v for k, v in report["files"].items() if k.endswith("worker.py"))
+    handlers = next(v for k, v in report["files"].items() if k.endswith("handlers.py"))
+    test = "e2e/check_work.py::test_work"
+    for line in worker["functions"]["triple"]["executed_lines"]:
+        assert worker["contexts"][str(line)] == [test]  # a python subprocess started later
+    for line in handlers["functions"]["_square"]["executed_lines"]:
+        assert handlers["contexts"][str(line)] == [test]  # forked pool workers
+
+
+def test_failed_tests_and_low_coverage_exit_1(tmp_path: Path) -> None:
+    stack = write_stack(
+        tmp_path, drive("/alpha", "fail"), app_service("app"), run_extra="fail_under = 99"
+    )
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 1, outcome.output
+    run = outcome.run_json()
+    assert run["exit_code"] == 1 and run["first_failure"].startswith("the tests failed")
+    assert "is below fail_under 99%" in outcome.output
+
+
+def test_measured_service_that_never_announces_itself_is_a_loss(tmp_path: Path) -> None:
+    command = ["env", "-u", "PYTHONPATH", sys.executable, "-m", "sampleapp.server"]
+    service = app_service("app").replace(
+        toml_list([sys.executable, "-m", "sampleapp.server"])[:-1], toml_list(command)[:-1]
+    )
+    assert "PYTHONPATH" in service
+    outcome = e2ecov(
+        "run", "-c", str(write_stack(tmp_path, drive("/alpha"), service)), cwd=tmp_path
+    )
+    assert outcome.code == 4, outcome.output
+    assert "LOST: app: no process announced itself" in outcome.stdout
+
+
+def test_failed_run_keeps_the_last_good_reports(tmp_path: Path) -> None:
+    good = e2ecov(
+        "run", "-c", str(write_stack(tmp_path, drive("/alpha"), app_service("app"))), cwd=tmp_path
+    )
+    assert good.code == 0, good.output
+    reports = {n: (tmp_path / "out" / n).read_bytes() for n in ("coverage.json", "summary.md")}
+    good_run = good.run_json()["run_id"]
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app", "--fail-start"))
+    bad = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert bad.code == 3, bad.output
+    out = tmp_path / "out"
+    assert {n: (out / n).read_bytes() for n in reports} == reports
+    assert json.loads((out / "run.json").read_text())["run_id"] == good_run
+    failed = json.loads((out / "failed-run" / "run.json").read_text())
+    assert failed["exit_code"] == 3 and failed["run_id"] != good_run
+    assert "exited with code 3" in (out / "failed-run" / "diagnostics" / "summary.txt").read_text()
+    assert f"the previous run's reports stay in {out}" in bad.stdout
+    assert not list(out.glob(".run-*"))
+    # the next good run replaces everything, the failed run's directory included
+    again = e2ecov(
+        "run", "-c", str(write_stack(tmp_path, drive("/beta"), app_service("app"))), cwd=tmp_path
+    )
+    assert again.code == 0, again.output
+    assert not (out / "failed-run").exists() and not (out / "diagnostics").exists()
+
+
+def test_doctor_checks_every_interpreter(tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = str(bare / "bin" / "python")
+    service = app_service("app").replace(json.dumps(sys.executable), json.dumps(python), 1)
+    stack = write_stack(tmp_path, [python, "-m", "pytest", "e2e"], service)
+    outcome = e2ecov("doctor", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 3, outcome.output
+    lines = outcome.stdout.splitlines()
+    service_line = next(line for line in lines if line.startswith("FAIL  service app"))
+    assert "cannot import coverage" in service_line and "pip install 'coverage>=" in service_line
+    tests_line = next(line for line in lines if "attribution" in line)
+    assert tests_line.startswith("FAIL") and "cannot import pytest" in tests_line
+    fine = write_stack(tmp_path, pytest_command(), app_service("app"))
+    healthy = e2ecov("doctor", "-c", str(fine), cwd=tmp_path)
+    assert healthy.code == 0, healthy.output
+    assert "has coverage" in healthy.stdout and "and e2ecov" in healthy.stdout
+
+
+def test_health_answered_by_another_process_is_not_healthy(tmp_path: Path) -> None:
+    port = free_port()
+    stale = subprocess.Popen(
+        [sys.executable, "-m", "sampleapp.server", "--port", str(port)],
+        cwd=APP,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert stale.stdout is not None
+        stale.stdout.readline()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+            assert answer.status == 200
+        from e2ecov.services import foreign_answer
+
+        ours = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        try:
+            svc = _service_run(ours)
+            message = foreign_answer(svc, f"http://127.0.0.1:{port}/health")
+            assert message is not None and f"held by pid {stale.pid}" in message
+            svc.proc = stale  # type: ignore[assignment]
+            assert foreign_answer(svc, f"http://127.0.0.1:{port}/health") is None
+        finally:
+            ours.kill()
+            ours.wait()
+    finally:
+        stale.terminate()
+        stale.wait(10)
+
+
+def _service_run(proc: subprocess.Popen[bytes]):  # type: ignore[no-untyped-def]
+    from e2ecov.services import ServiceRun
+    from e2ecov.stackfile import ServiceSpec
+
+    spec = ServiceSpec(
+        name="app", command=["sleep"], recipe=None, env={}, depends_on=[], health=None,
+        coverage=False, cwd=APP, fail_under=None, grace=1.0, source=[], port_names=frozenset(),
+    )  # fmt: skip
+    return ServiceRun(
+        spec=spec, ports={}, command=["sleep"], env_added={}, env={}, log_dir=APP, proc=proc
+    )
