@@ -30,6 +30,7 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
     (b"content-security-policy", b"default-src 'none'"),
     (b"referrer-policy", b"no-referrer"),
+    (b"x-xss-protection", b"1; mode=block"),  # as Kubernaut's services send it
 ]
 
 

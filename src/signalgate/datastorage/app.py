@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from signalgate.common.cors import with_cors
 from signalgate.common.http import (
     RequestContextMiddleware,
     json_response,
@@ -227,4 +228,4 @@ def build_api_app(service: DataStorageService) -> ASGIApp:
         _translate,
         (StoreUnavailable, Conflict, MissingParent, EventsLost),
     )
-    return RequestContextMiddleware(app)
+    return RequestContextMiddleware(with_cors(app, service.settings.server.cors_allowed_origins))

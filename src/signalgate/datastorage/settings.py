@@ -25,6 +25,8 @@ class ServerSettings(Section):
     ops_listen: ListenAddress = "127.0.0.1:8091"
     max_body_size: ByteSize = MAX_BODY_BYTES
     shutdown_grace: Duration = 30.0
+    # browser origins allowed to call the API (CORS); empty: CORS off
+    cors_allowed_origins: list[str] = Field(default_factory=list)
 
 
 class StoreSettings(Section):

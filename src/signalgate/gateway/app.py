@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from signalgate.common.cors import with_cors
 from signalgate.common.http import (
     JSON,
     RequestContextMiddleware,
@@ -278,4 +279,5 @@ def build_api_app(service: GatewayService) -> ASGIApp:
         _translate,
         (StoreUnavailable, ProcessingTimeout, NotFound, Conflict),
     )
-    return RequestContextMiddleware(RequestMetricsMiddleware(app, service.metrics))
+    cors = service.settings.server.cors_allowed_origins
+    return RequestContextMiddleware(with_cors(RequestMetricsMiddleware(app, service.metrics), cors))

@@ -27,6 +27,8 @@ class ServerSettings(Section):
     processing_timeout: Duration = 15.0
     max_body_bytes: ByteSize = Field(262_144, ge=1024)
     shutdown_grace: Duration = 30.0
+    # browser origins allowed to call the API (CORS); empty: CORS off
+    cors_allowed_origins: list[str] = Field(default_factory=list)
 
 
 class StoreSettings(Section):

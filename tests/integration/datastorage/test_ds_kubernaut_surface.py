@@ -135,3 +135,24 @@ def test_kubernauts_prober_gets_503_while_postgresql_is_stopped(
         assert client.post(BATCH, json=[event_body("rr-outage")]).status_code == 202
     private_postgres.start()
     assert httpx.get(probe, timeout=10.0).status_code == 200
+
+
+def test_cors_preflight_on_datastorage(tmp_path: Path, sqlite_server: ServiceProcess) -> None:
+    preflight = {
+        "Origin": "https://console.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    off = httpx.options(f"{sqlite_server.api_url}{VERIFY}", headers=preflight)
+    assert off.status_code == 405 and "access-control-allow-origin" not in off.headers
+    assert off.headers["x-xss-protection"] == "1; mode=block"
+    process = datastorage_process(
+        tmp_path / "ds-cors",
+        env={"SIGNALGATE_SERVER__CORSALLOWEDORIGINS": "https://console.example"},
+    ).start()
+    try:
+        on = httpx.options(f"{process.api_url}{VERIFY}", headers=preflight)
+        assert on.status_code == 200, on.text
+        assert on.headers["access-control-allow-origin"] == "https://console.example"
+    finally:
+        process.stop()
