@@ -17,7 +17,10 @@ import pytest
 from tests.support.pythons import REPO, has_coverage, python312
 
 
-def make(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def make(*args: str) -> subprocess.CompletedProcess[str]:
+    """The repository's Makefile, as a user runs it (not as a sub-make of `make test`, whose
+    MAKEFLAGS would pass its own variables and flags down)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     return subprocess.run(
         ["make", "--no-print-directory", "-C", str(REPO), *args],
         capture_output=True,
@@ -59,6 +62,12 @@ def test_no_second_python_is_said_and_is_not_an_error(tmp_path: Path) -> None:
     assert f"test-pythons: {broken} does not run; passed over" in done.stdout
     assert "no Python 3.12+ found; e2ecov's 3.12+ core tests will be skipped" in done.stdout
     assert not (tmp_path / "p").exists()
+
+
+def test_make_run_passes_args_to_signalgate_up() -> None:
+    plan = make("-n", "run", "ARGS=--host 0.0.0.0 --base-port 9080")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert ".venv/bin/signalgate up --data-dir var --host 0.0.0.0 --base-port 9080" in plan.stdout
 
 
 def test_make_test_prepares_the_interpreters_before_pytest_and_tells_it_where() -> None:
