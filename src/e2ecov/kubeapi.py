@@ -298,8 +298,7 @@ class KubeAPIServer:
                 )
                 conditions = (body.get("status") or {}).get("conditions") or []
                 if status == 200 and any(
-                    c.get("type") == "Established" and c.get("status") == "True"
-                    for c in conditions
+                    c.get("type") == "Established" and c.get("status") == "True" for c in conditions
                 ):
                     break
                 if time.monotonic() > deadline:
@@ -337,13 +336,13 @@ class KubeAPIServer:
     ) -> tuple[int, dict[str, Any]]:
         """One API call (as the admin unless `token` is given): (status, JSON body)."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)  # noqa: S310 - https to our own server
         request.add_header("Authorization", f"Bearer {token or self.admin_token}")
         request.add_header("Accept", "application/json")
         if data is not None:
             request.add_header("Content-Type", content_type)
         try:
-            with urllib.request.urlopen(request, timeout=timeout, context=self._ssl()) as answer:  # noqa: S310 - https to our own server
+            with urllib.request.urlopen(request, timeout=timeout, context=self._ssl()) as answer:  # noqa: S310
                 return answer.status, _json(answer.read())
         except urllib.error.HTTPError as error:
             return error.code, _json(error.read())

@@ -222,7 +222,7 @@ class RemediationRequest:
             name=self.name,
             namespace=self.namespace,
             creationTimestamp=metadata.get("creationTimestamp") or format_time(self.created_at),
-            labels=dict(self.labels),
+            labels={**(metadata.get("labels") or {}), **self.labels},
         )
         annotations = dict(metadata.get("annotations") or {})
         annotations[CREATED_AT_ANNOTATION] = format_time(self.created_at)

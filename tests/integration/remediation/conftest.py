@@ -1,5 +1,6 @@
 """Fixtures for the RR store contract: `store` (and `backend`, to open more stores on the
-same database) for each backend."""
+same database) for each backend: SQLite, PostgreSQL and Kubernetes custom resources on a
+real API server (a fresh namespace per test)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,44 @@ from pathlib import Path
 import pytest
 from rrcases import Backend
 
+from e2ecov.kubeapi import KubeAPIServer
+from signalgate.kube.client import KubeClient
+from signalgate.kube.config import KubeConfig
+from signalgate.remediation.kubernetes import KubernetesStore
 from signalgate.remediation.postgres import PostgresStore
 from signalgate.remediation.sqlite import SqliteStore
 from signalgate.remediation.store import RemediationStore
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "kubernetes"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    clients: list[KubeClient] = []
     if request.param == "sqlite":
         path = tmp_path / "rr.db"
         made = Backend("sqlite", lambda **kw: SqliteStore(path, **kw))
-    else:
+    elif request.param == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
         made = Backend("postgres", lambda **kw: PostgresStore(dsn, **kw))
+    else:
+        server: KubeAPIServer = request.getfixturevalue("kube_apiserver")
+        namespace: str = request.getfixturevalue("kube_namespace")
+        config = KubeConfig(
+            server=server.url, ca_file=str(server.ca_file), token=server.admin_token
+        )
+
+        def kube_store(**kw: object) -> KubernetesStore:
+            client = KubeClient(config)
+            clients.append(client)
+            return KubernetesStore(client, namespace, **kw)  # type: ignore[arg-type]
+
+        made = Backend("kubernetes", kube_store)
     try:
         yield made
     finally:
         for store in reversed(made.opened):
             await store.close()
+        for client in clients:
+            await client.close()
 
 
 @pytest.fixture

@@ -1,0 +1,524 @@
+"""The Kubernetes RR store: RemediationRequests as `kubernaut.ai/v1alpha1` custom resources.
+
+This is where Kubernaut's controllers look for RRs, so in a cluster the Gateway writes them
+here. Race freedom across Gateway replicas comes from the API server alone, without the
+per-fingerprint Lease Kubernaut's Gateway takes:
+
+- **Names decide creation.** The n-th RR ever opened for a fingerprint is named
+  `rr-<first 12 hex of the fingerprint>-<first 8 hex of sha256("<fingerprint>:<n>")>`, and
+  carries n in the `signalgate.io/generation` label. To open a new RR a replica creates
+  generation max+1; `AlreadyExists` means another replica won, and the signal is re-decided
+  against a fresh, consistent read of that fingerprint's RRs (a `spec.signalFingerprint`
+  field-selector list).
+- **A watch-fed cache** of the namespace's RRs answers "which RR is active for this
+  fingerprint" without a request, so a duplicate costs one status write.
+- **Counts go through the status subresource** with the object's `resourceVersion`: a stale
+  one is refused (409), re-read and retried, so a controller's concurrent change is never
+  overwritten. Concurrent changes to one RR inside one process are **coalesced**: while one
+  status write is in flight, the next ones queue, and the queue is written as one change
+  (`occurrenceCount + N`). Each caller is answered only after the write that covers it.
+  Each queued change carries the condition it needs (the RR still active, or still
+  suppressing); a change whose condition no longer holds is re-decided from scratch.
+
+Errors: the API server unreachable, timing out or overloaded → `StoreUnavailable`; anything
+else it refuses (RBAC, validation) is a bug or misconfiguration and propagates as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from signalgate.kube.client import (
+    KubeAlreadyExists,
+    KubeClient,
+    KubeConflict,
+    KubeError,
+    KubeNotFound,
+    KubeUnavailable,
+)
+from signalgate.remediation.model import (
+    API_VERSION,
+    CREATED_AT_ANNOTATION,
+    INITIAL_PHASE,
+    MANUAL_REVIEW_OUTCOME,
+    SIGNAL_RESOLVED,
+    Deduplication,
+    RemediationRequest,
+    SignalResolved,
+    StatusPatch,
+    is_active,
+    parse_time,
+)
+from signalgate.remediation.rows import choose_suppressor, clamp_limit
+from signalgate.remediation.store import (
+    Conflict,
+    Decision,
+    FiringResult,
+    ListQuery,
+    NotFound,
+    Page,
+    StoreUnavailable,
+    decode_cursor,
+    encode_cursor,
+)
+
+log = logging.getLogger(__name__)
+
+GROUP_VERSION = API_VERSION  # kubernaut.ai/v1alpha1
+PLURAL = "remediationrequests"
+GENERATION_LABEL = "signalgate.io/generation"
+FINGERPRINT_FIELD = "spec.signalFingerprint"
+# bounded retries: a decision that keeps losing races is a 503, not a spin
+MAX_DECISION_ATTEMPTS = 8
+MAX_CONFLICT_RETRIES = 16
+# what our model owns in `status`; the rest is other writers' and passed through untouched
+_OWNED_STATUS = frozenset({"overallPhase", "deduplication", "message"})
+
+
+def rr_name(fingerprint: str, generation: int) -> str:
+    digest = hashlib.sha256(f"{fingerprint}:{generation}".encode()).hexdigest()
+    return f"rr-{fingerprint[:12]}-{digest[:8]}"
+
+
+def _resource_version(rr: RemediationRequest) -> int:
+    value = rr.extra_metadata.get("resourceVersion", "0")
+    return int(value) if str(value).isdigit() else 0
+
+
+def _generation(rr: RemediationRequest) -> int:
+    labels = rr.extra_metadata.get("labels") or {}
+    value = str(labels.get(GENERATION_LABEL, "0"))
+    return int(value) if value.isdigit() else 0
+
+
+def from_object(obj: dict[str, Any]) -> RemediationRequest:
+    """The model of an RR custom resource, whoever wrote it."""
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = dict(obj.get("status") or {})
+    annotations = metadata.get("annotations") or {}
+    stamp = annotations.get(CREATED_AT_ANNOTATION) or metadata.get("creationTimestamp")
+    created_at = parse_time(str(stamp))
+    dedup = status.get("deduplication") or {}
+    first = dedup.get("firstSeenAt")
+    last = dedup.get("lastSeenAt")
+    completion = status.get("completionStatus") or {}
+    routing = status.get("routingStatus") or {}
+    resolved = None
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == SIGNAL_RESOLVED:
+            resolved = SignalResolved(
+                condition.get("status") == "True", parse_time(condition["lastTransitionTime"])
+            )
+    labels = dict(metadata.get("labels") or {})
+    generation = labels.pop(GENERATION_LABEL, None)
+    extra_metadata = {
+        key: value
+        for key, value in metadata.items()
+        if key not in ("name", "namespace", "labels", "managedFields")
+    }
+    if generation is not None:
+        extra_metadata["labels"] = {GENERATION_LABEL: generation}
+    next_allowed = routing.get("nextAllowedExecution")
+    return RemediationRequest(
+        name=metadata["name"],
+        namespace=metadata.get("namespace", ""),
+        fingerprint=str(spec.get("signalFingerprint", "")),
+        created_at=created_at,
+        spec=spec,
+        deduplication=Deduplication(
+            parse_time(first) if first else created_at,
+            parse_time(last) if last else created_at,
+            int(dedup.get("occurrenceCount") or 0),
+        ),
+        # an RR whose status nobody wrote yet is one the Gateway just created: Pending
+        overall_phase=status.get("overallPhase") or INITIAL_PHASE,
+        outcome=completion.get("outcome"),
+        next_allowed_execution=parse_time(next_allowed) if next_allowed else None,
+        message=status.get("message"),
+        signal_resolved=resolved,
+        labels=labels,
+        extra_status={k: v for k, v in status.items() if k not in _OWNED_STATUS},
+        extra_metadata=extra_metadata,
+    )
+
+
+def to_object(rr: RemediationRequest) -> dict[str, Any]:
+    """The whole object to write (the API server takes `status` only on the subresource)."""
+    document = rr.to_json()
+    metadata = document["metadata"]
+    metadata.pop("creationTimestamp", None)  # the server's to set
+    return document
+
+
+@dataclass
+class _Change:
+    """One caller's status change, queued for the next coalesced write of one RR."""
+
+    apply: Callable[[RemediationRequest], RemediationRequest]
+    # the condition the change needs of the RR as it is when written
+    holds: Callable[[RemediationRequest], bool]
+    done: asyncio.Future[RemediationRequest | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class KubernetesStore:
+    """`RemediationStore` on a Kubernetes API server, in one namespace."""
+
+    def __init__(self, client: KubeClient, namespace: str, watch_timeout: int = 300) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.watch_timeout = watch_timeout
+        self._collection = f"/apis/{GROUP_VERSION}/namespaces/{namespace}/{PLURAL}"
+        self._objects: dict[str, RemediationRequest] = {}
+        self._by_fingerprint: dict[str, set[str]] = {}
+        self._queues: dict[str, list[_Change]] = {}
+        self._writers: dict[str, asyncio.Task[None]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._synced = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"KubernetesStore({self.client.config.server!r}, namespace={self.namespace!r})"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """List the namespace's RRs and start watching; raises `StoreUnavailable` at once if
+        the API server cannot be reached (the Gateway does not start without its store)."""
+        if self._watcher is not None:
+            raise RuntimeError(f"{self!r} is already open")
+        try:
+            version = await self._relist()
+        except KubeUnavailable as exc:
+            raise StoreUnavailable(f"{self!r}: cannot list RRs: {exc}") from exc
+        except KubeError as exc:
+            raise StoreUnavailable(
+                f"{self!r}: cannot list RRs ({exc}); is the RemediationRequest CRD installed "
+                "and may this ServiceAccount list them?"
+            ) from exc
+        self._synced.set()
+        self._watcher = asyncio.create_task(self._watch(version), name="rr-watch")
+
+    async def close(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        tasks = [t for t in (watcher, *self._writers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def ping(self) -> None:
+        await self._call("GET", self._collection, params={"limit": "1"})
+
+    # --- the cache ------------------------------------------------------------------------
+
+    async def _relist(self) -> str:
+        listed = await self.client.request("GET", self._collection)
+        objects = [from_object(item) for item in listed.get("items") or ()]
+        self._objects = {rr.name: rr for rr in objects}
+        self._by_fingerprint = {}
+        for rr in objects:
+            self._by_fingerprint.setdefault(rr.fingerprint, set()).add(rr.name)
+        return str((listed.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def _watch(self, version: str) -> None:
+        """Keep the cache fed; on any break, relist and watch again (with a short backoff)."""
+        delay = 0.2
+        while True:
+            try:
+                async for event in self.client.watch(
+                    self._collection,
+                    params={"resourceVersion": version},
+                    timeout_seconds=self.watch_timeout,
+                ):
+                    kind = event.get("type")
+                    obj = event.get("object") or {}
+                    if kind == "ERROR":
+                        raise KubeError(int(obj.get("code", 500)), "WatchError", str(obj))
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                    if kind in ("ADDED", "MODIFIED"):
+                        self._remember(from_object(obj))
+                    elif kind == "DELETED":
+                        self._forget(obj["metadata"]["name"])
+                    delay = 0.2
+            except asyncio.CancelledError:
+                raise
+            except (KubeError, ValueError, KeyError) as exc:
+                log.warning("RR watch broke; relisting", extra={"error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                try:
+                    version = await self._relist()
+                except KubeError:
+                    continue
+
+    def _remember(self, rr: RemediationRequest) -> RemediationRequest:
+        """Cache `rr` unless the cache already holds a newer version of it."""
+        held = self._objects.get(rr.name)
+        if held is not None and _resource_version(held) > _resource_version(rr):
+            return held
+        self._objects[rr.name] = rr
+        self._by_fingerprint.setdefault(rr.fingerprint, set()).add(rr.name)
+        return rr
+
+    def _forget(self, name: str) -> None:
+        rr = self._objects.pop(name, None)
+        if rr is not None:
+            self._by_fingerprint.get(rr.fingerprint, set()).discard(name)
+
+    def _of_fingerprint(self, fingerprint: str) -> list[RemediationRequest]:
+        names = self._by_fingerprint.get(fingerprint, ())
+        return [self._objects[n] for n in names if n in self._objects]
+
+    async def _refresh(self, fingerprint: str) -> list[RemediationRequest]:
+        """A consistent read of one fingerprint's RRs (the cache may lag another replica)."""
+        listed = await self._call(
+            "GET", self._collection, params={"fieldSelector": f"{FINGERPRINT_FIELD}={fingerprint}"}
+        )
+        found = [self._remember(from_object(item)) for item in listed.get("items") or ()]
+        alive = {rr.name for rr in found}
+        for rr in self._of_fingerprint(fingerprint):
+            if rr.name not in alive:
+                self._forget(rr.name)
+        return found
+
+    # --- talking to the API server --------------------------------------------------------
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return await self.client.request(method, path, **kwargs)
+        except KubeUnavailable as exc:
+            raise StoreUnavailable(f"{self!r}: {exc}") from exc
+
+    async def _get(self, name: str) -> RemediationRequest | None:
+        try:
+            obj = await self._call("GET", f"{self._collection}/{name}")
+        except KubeNotFound:
+            return None
+        return self._remember(from_object(obj))
+
+    async def _put_status(self, rr: RemediationRequest) -> RemediationRequest:
+        written = await self._call(
+            "PUT", f"{self._collection}/{rr.name}/status", body=to_object(rr)
+        )
+        return self._remember(from_object(written))
+
+    # --- coalesced status changes ---------------------------------------------------------
+
+    async def _change(
+        self,
+        name: str,
+        apply: Callable[[RemediationRequest], RemediationRequest],
+        holds: Callable[[RemediationRequest], bool],
+    ) -> RemediationRequest | None:
+        """Apply `apply` to RR `name` if `holds` is true of it when written: the written RR,
+        or None when the condition no longer holds (or the RR is gone)."""
+        change = _Change(apply, holds)
+        self._queues.setdefault(name, []).append(change)
+        if name not in self._writers:
+            self._writers[name] = asyncio.create_task(self._drain(name), name=f"rr-status-{name}")
+        return await change.done
+
+    async def _drain(self, name: str) -> None:
+        try:
+            while True:
+                batch = self._queues.pop(name, None)
+                if not batch:
+                    return
+                try:
+                    await self._write_batch(name, batch)
+                except BaseException as exc:
+                    failure = (
+                        exc if isinstance(exc, Exception) else StoreUnavailable("store closing")
+                    )
+                    for change in batch:
+                        if not change.done.done():
+                            change.done.set_exception(failure)
+                    if not isinstance(exc, Exception):
+                        raise
+        finally:
+            self._writers.pop(name, None)
+            for change in self._queues.pop(name, ()):
+                if not change.done.done():
+                    change.done.set_exception(StoreUnavailable("store closing"))
+
+    async def _write_batch(self, name: str, batch: list[_Change]) -> None:
+        rr = self._objects.get(name)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            if rr is None:
+                rr = await self._get(name)
+            if rr is None:
+                _settle(batch, None)
+                return
+            current = rr
+            batch = [c for c in batch if c.holds(current) or _settle([c], None)]
+            if not batch:
+                return
+            changed = rr
+            for change in batch:
+                changed = change.apply(changed)
+            try:
+                written = await self._put_status(changed)
+            except KubeConflict:
+                rr = None  # re-read and try again
+                continue
+            except KubeNotFound:
+                self._forget(name)
+                _settle(batch, None)
+                return
+            _settle(batch, written)
+            return
+        raise StoreUnavailable(
+            f"{self!r}: RR {name!r} kept changing under {MAX_CONFLICT_RETRIES} status writes"
+        )
+
+    # --- the store API --------------------------------------------------------------------
+
+    async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
+        fingerprint = candidate.fingerprint
+        known = self._of_fingerprint(fingerprint)
+        for _ in range(MAX_DECISION_ATTEMPTS):
+            active = _newest(rr for rr in known if rr.active)
+            if active is not None:
+                bumped = await self._change(
+                    active.name, lambda rr: rr.seen_again(1, now), _is_active
+                )
+                if bumped is not None:
+                    return FiringResult(Decision.DUPLICATE, bumped)
+                known = await self._refresh(fingerprint)
+                continue
+            suppressing = choose_suppressor(known, now)
+            if suppressing is not None:
+                bumped = await self._change(
+                    suppressing.name,
+                    lambda rr: rr.seen_again(1, now),
+                    lambda rr: _suppresses(rr, now),
+                )
+                if bumped is not None:
+                    return FiringResult(Decision.DUPLICATE, bumped)
+                known = await self._refresh(fingerprint)
+                continue
+            generation = max((_generation(rr) for rr in known), default=0) + 1
+            try:
+                created = await self._create(candidate, generation, now)
+            except KubeAlreadyExists:
+                known = await self._refresh(fingerprint)
+                continue
+            if created is not None:
+                return FiringResult(Decision.CREATED, created)
+            known = await self._refresh(fingerprint)
+        raise StoreUnavailable(
+            f"{self!r}: no decision for fingerprint {fingerprint[:12]}… after "
+            f"{MAX_DECISION_ATTEMPTS} attempts (other replicas kept changing its RRs)"
+        )
+
+    async def _create(
+        self, candidate: RemediationRequest, generation: int, now: datetime
+    ) -> RemediationRequest | None:
+        """Create generation `generation` of the candidate's RR and write its first status
+        (or merge into what a racing replica already wrote there)."""
+        rr = replace(
+            candidate,
+            name=rr_name(candidate.fingerprint, generation),
+            namespace=self.namespace,
+            extra_metadata={"labels": {GENERATION_LABEL: str(generation)}},
+        )
+        document = to_object(rr)
+        document.pop("status")
+        made = await self._call("POST", self._collection, body=document)
+        self._remember(from_object(made))
+        return await self._change(rr.name, lambda stored: stored.seen_again(1, now), _always)
+
+    async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
+        known = self._of_fingerprint(fingerprint)
+        for _ in range(MAX_DECISION_ATTEMPTS):
+            active = _newest(rr for rr in known if rr.active)
+            if active is None:
+                return None
+            resolved = await self._change(active.name, lambda rr: rr.resolved_at(now), _is_active)
+            if resolved is not None:
+                return resolved
+            known = await self._refresh(fingerprint)
+        raise StoreUnavailable(f"{self!r}: no decision for a resolved notice (contention)")
+
+    async def get(self, name: str) -> RemediationRequest | None:
+        return await self._get(name)
+
+    async def list(self, query: ListQuery) -> Page:
+        """From the watch-fed cache: newest first (creation time, then name)."""
+        after = decode_cursor(query.cursor) if query.cursor is not None else None
+        limit = clamp_limit(query.limit)
+        matching = [
+            rr
+            for rr in self._objects.values()
+            if (query.fingerprint is None or rr.fingerprint == query.fingerprint)
+            and (query.phase is None or rr.overall_phase == query.phase)
+            and (query.namespace is None or rr.target_namespace == query.namespace)
+            and (query.active is None or rr.active == query.active)
+            and (after is None or (rr.created_at, rr.name) < after)
+        ]
+        matching.sort(key=lambda rr: (rr.created_at, rr.name), reverse=True)
+        items = matching[:limit]
+        more = len(matching) > limit
+        last = items[-1] if more else None
+        return Page(items, encode_cursor(last.created_at, last.name) if last else None)
+
+    async def update_status(self, name: str, patch: StatusPatch) -> RemediationRequest:
+        for _ in range(MAX_CONFLICT_RETRIES):
+            rr = await self._get(name)
+            if rr is None:
+                raise NotFound(f"RemediationRequest {name!r} not found")
+            changed = patch.apply(rr)
+            if changed == rr:
+                return rr
+            if changed.active and not rr.active:
+                others = await self._refresh(rr.fingerprint)
+                if any(o.active and o.name != name for o in others):
+                    raise Conflict(
+                        f"RemediationRequest {name!r}: phase {patch.overall_phase!r} would make "
+                        "it active while another RR for its fingerprint is active"
+                    )
+            try:
+                return await self._put_status(changed)
+            except KubeConflict:
+                continue
+            except KubeNotFound as exc:
+                self._forget(name)
+                raise NotFound(f"RemediationRequest {name!r} not found") from exc
+        raise StoreUnavailable(f"{self!r}: RR {name!r} kept changing under the status patch")
+
+
+def _settle(changes: Iterable[_Change], result: RemediationRequest | None) -> bool:
+    for change in changes:
+        if not change.done.done():
+            change.done.set_result(result)
+    return False
+
+
+def _is_active(rr: RemediationRequest) -> bool:
+    return is_active(rr.overall_phase)
+
+
+def _always(rr: RemediationRequest) -> bool:
+    return True
+
+
+def _suppresses(rr: RemediationRequest, now: datetime) -> bool:
+    if rr.active:
+        return False
+    if rr.outcome == MANUAL_REVIEW_OUTCOME:
+        return True
+    return rr.next_allowed_execution is not None and rr.next_allowed_execution > now
+
+
+def _newest(rrs: Iterable[RemediationRequest]) -> RemediationRequest | None:
+    return max(rrs, key=lambda rr: (rr.created_at, rr.name), default=None)
