@@ -184,27 +184,21 @@ def build(artifacts: Path, config: ReportConfig) -> ReportResult:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     text: list[str] = [*_header(config), ""]
-    services: dict[str, Totals] = {}
     warnings: list[str] = []
     with _in_directory(config.display_root):
+        # one combine per run: each process's file is read once, into its service's data;
+        # the combined data is the union of those (an in-memory merge, no second read)
+        by_service: dict[str, coverage.CoverageData] = {}
         for service, paths in groups.items():
             cov = _coverage(work / f"{service}.coverage", config)
             cov.combine([str(p) for p in paths], keep=True)
-            cov.save()
-            text.append(f"== service {service} ({len(paths)} data file(s)) ==")
-            try:
-                buffer = io.StringIO()
-                cov.report(file=buffer)
-                cov.json_report(outfile=str(work / f"{service}.json"))
-                services[service] = _json_totals(work / f"{service}.json")
-                text.append(buffer.getvalue().rstrip())
-            except CoverageException as exc:
-                services[service] = Totals(0, 0, 0.0)
-                text.append(f"(nothing to report: {exc})")
-            text.append("")
+            by_service[service] = cov.get_data()
+        merged = coverage.CoverageData(basename=str(work / "combined.coverage"))
+        for data in by_service.values():
+            merged.update(data)
+        merged.write()
         cov = _coverage(work / "combined.coverage", config)
-        cov.combine([str(p) for group in groups.values() for p in group], keep=True)
-        cov.save()
+        cov.load()
         warnings += _unmapped(cov, config) + _vanished(cov, config)
         title = f"e2e coverage — {config.run_id}" + (
             " (attribution approximate)" if config.approximate else ""
@@ -227,10 +221,16 @@ def build(artifacts: Path, config: ReportConfig) -> ReportResult:
                 f"coverage data found in {artifacts / 'data'} but nothing under source "
                 f"({', '.join(str(s) for s in config.source)}): {exc}\n{USUAL_CAUSES}"
             ) from exc
+    report = json.loads((artifacts / "coverage.json").read_text())
+    services: dict[str, Totals] = {}
+    for service, data in sorted(by_service.items()):
+        table, services[service] = service_table(report, data, config.display_root)
+        count = len(groups[service])
+        text += [f"== service {service} ({count} data file(s)) ==", *table, ""]
     text += ["== combined ==", buffer.getvalue().rstrip(), *(f"warning: {w}" for w in warnings)]
     (artifacts / "e2e-coverage.txt").write_text("\n".join(text) + "\n")
     combined = _json_totals(artifacts / "coverage.json")
-    func_lines = function_report(json.loads((artifacts / "coverage.json").read_text()))
+    func_lines = function_report(report)
     (artifacts / "e2e-coverage-func.txt").write_text("\n".join(func_lines) + "\n")
     below = _below(config, services, combined)
     summary = markdown_summary(config, services, combined, below)
@@ -243,6 +243,42 @@ def build(artifacts: Path, config: ReportConfig) -> ReportResult:
         "e2e-coverage.txt", "e2e-coverage-func.txt", "html/index.html", "coverage.json",
         "coverage.lcov", "coverage.xml", "summary.md")]  # fmt: skip
     return ReportResult(services, combined, files, warnings, below)
+
+
+def service_table(
+    report: dict[str, Any], data: coverage.CoverageData, display_root: Path
+) -> tuple[list[str], Totals]:
+    """One service's per-file table and totals, from the combined report's statements and the
+    service's executed lines: no second analysis of every file per service. Counts lines
+    (with branch = true, branches are in the combined reports only)."""
+    prefix = os.path.join(str(display_root), "")  # "/" stays "/"
+    rows: list[tuple[str, int, int]] = []
+    for measured in data.measured_files():
+        name = measured.removeprefix(prefix)
+        entry = report["files"].get(name)
+        if entry is None:
+            continue  # outside source, or not reportable
+        statements = set(entry["executed_lines"]) | set(entry["missing_lines"])
+        ran = statements & set(data.lines(measured) or ())
+        rows.append((name, len(statements), len(statements) - len(ran)))
+    rows.sort()
+    total_statements = sum(r[1] for r in rows)
+    total_missed = sum(r[2] for r in rows)
+    totals = Totals(total_statements, total_missed, _percent(total_statements, total_missed))
+    if not rows:
+        return ["(nothing under source)"], totals
+    width = max(len("Name"), *(len(r[0]) for r in rows))
+    lines = [f"{'Name':<{width}}   Stmts   Miss  Cover", "-" * (width + 22)]
+    for name, count, missed in [*rows, ("TOTAL", total_statements, total_missed)]:
+        if name == "TOTAL":
+            lines.append("-" * (width + 22))
+        cover = f"{_percent(count, missed):.0f}%"
+        lines.append(f"{name:<{width}}  {count:6d} {missed:6d} {cover:>6}")
+    return lines, totals
+
+
+def _percent(statements: int, missed: int) -> float:
+    return 100.0 * (statements - missed) / statements if statements else 100.0
 
 
 def package_dirs(artifacts: Path) -> list[Path]:

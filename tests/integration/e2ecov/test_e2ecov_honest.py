@@ -287,3 +287,31 @@ def _service_run(proc: subprocess.Popen[bytes]):  # type: ignore[no-untyped-def]
     return ServiceRun(
         spec=spec, ports={}, command=["sleep"], env_added={}, env={}, log_dir=APP, proc=proc
     )
+
+
+def test_source_names_a_package_wherever_it_is_imported_from(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app"))
+    stack.write_text(
+        stack.read_text().replace(json.dumps(str(SAMPLES / "app" / "sampleapp")), '"sampleapp"')
+    )
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    handlers = next(v for k, v in report["files"].items() if k.endswith("sampleapp/handlers.py"))
+    assert handlers["functions"]["alpha"]["summary"]["percent_covered"] == 100.0
+    assert "measured nothing under source" not in outcome.output
+    assert outcome.run_json()["config"]["source_pkgs"] == ["sampleapp"]
+
+
+def test_ports_come_from_the_configured_range(tmp_path: Path) -> None:
+    low = min(free_port(), 65000)
+    stack = write_stack(
+        tmp_path,
+        drive("/alpha"),
+        app_service("app", extra='env = { SAMPLE_OPS = "{port.ops}" }'),
+        run_extra=f'ports = "{low}-{low + 40}"',
+    )
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    port = int(outcome.run_json()["services"]["app"]["url"].rsplit(":", 1)[1])
+    assert low <= port <= low + 40

@@ -157,3 +157,15 @@ def test_plugin_and_agent_are_inert_outside_e2ecov(monkeypatch: pytest.MonkeyPat
         monkeypatch.delenv(name, raising=False)
     assert pytest_plugin._control_dir() is None
     assert Settings.from_environ() is None
+
+
+def test_exit_code_precedence() -> None:
+    from e2ecov.errors import ExitCode
+
+    tests, stack, lost = ExitCode.TESTS_FAILED, ExitCode.STACK_DOWN, ExitCode.COVERAGE
+    assert ExitCode.first([lost, tests]) is tests  # failing tests plus too little coverage: 1
+    assert ExitCode.first([lost, tests, stack]) is stack
+    assert ExitCode.first([stack, ExitCode.INVALID]) is ExitCode.INVALID
+    assert ExitCode.first([ExitCode.INVALID, ExitCode.for_signal(15)]) == 143
+    assert ExitCode.for_signal(2) == 130 and ExitCode.for_signal(1) == 129
+    assert ExitCode.first([]) is ExitCode.OK
