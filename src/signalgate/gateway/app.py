@@ -121,6 +121,7 @@ class GatewayAPI:
             results: list[Outcome | str] = []
             for item in items:
                 if isinstance(item, Invalid):
+                    self.service.metrics.signals_parse_dropped.labels("invalid").inc()
                     results.append(item.error)
                 else:
                     results.append(await self.service.pipeline.process(item, deadline))

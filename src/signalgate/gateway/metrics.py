@@ -59,3 +59,29 @@ class GatewayMetrics:
         self.inflight = Gauge(
             "gateway_inflight_requests", "API requests being processed", registry=registry
         )
+        # Kubernaut's four, under its names. Standalone, owner resolution and API discovery
+        # do not run, so those two stay at zero until Kubernetes mode counts them.
+        self.owner_resolution = Counter(
+            "gateway_owner_resolution_total",
+            "Owner-reference walks, by resource kind and outcome (success, failed)",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.signals_parse_dropped = Counter(
+            "gateway_signals_parse_dropped_total",
+            "Alerts of a multi-alert webhook dropped while parsing (their own 207 result)",
+            ["reason"],
+            registry=registry,
+        )
+        self.discovery_refresh_errors = Counter(
+            "gateway_discovery_refresh_errors_total",
+            "Failed refreshes of the Kubernetes API discovery (the kinds alerts may name)",
+            registry=registry,
+        )
+        self.circuit_breaker_state = Gauge(
+            "gateway_circuit_breaker_state",
+            "Circuit state of a downstream (0 closed, 1 half-open, 2 open); `datastorage`: "
+            "open while audit delivery cannot reach DataStorage",
+            ["name"],
+            registry=registry,
+        )

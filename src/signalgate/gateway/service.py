@@ -82,6 +82,9 @@ class GatewayService:
         # which kinds alert labels may name, and their apiVersion (Kubernetes mode may pass
         # a discovery-backed KindCatalog instead)
         self.kinds: KindCatalog = settings.kinds.catalog()
+        self.metrics.circuit_breaker_state.labels("datastorage").set_function(
+            lambda: 2.0 if self.audit.status().get("reachable") is False else 0.0
+        )
         self.lifecycle = Lifecycle()
         self.pipeline = Pipeline(
             store,
