@@ -9,18 +9,19 @@ every other wait, so the run can write diagnostics while everything is still as 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
-
-import httpx
 
 from e2ecov import procs
 from e2ecov.recipes import PostgresServer, RecipeFailed, RecipeUnavailable, RedisServer
@@ -213,37 +214,36 @@ class Supervisor:
             return
         url = svc.health_url or health.url
         deadline = time.monotonic() + health.timeout
-        with httpx.Client(trust_env=False) as client:
-            while True:
-                code = svc.poll()
-                if code is not None:
-                    lines = "\n    ".join(svc.last_output()) or "(no output)"
-                    self._fail(
-                        svc,
-                        f"service '{svc.name}' (pid {svc.pid}) {describe_exit(code)} before it was "
-                        f"healthy; last output:\n    {lines}",
-                    )
+        while True:
+            code = svc.poll()
+            if code is not None:
+                lines = "\n    ".join(svc.last_output()) or "(no output)"
+                self._fail(
+                    svc,
+                    f"service '{svc.name}' (pid {svc.pid}) {describe_exit(code)} before it was "
+                    f"healthy; last output:\n    {lines}",
+                )
+                return
+            remaining = deadline - time.monotonic()
+            answer = _probe(url, max(0.2, min(1.0, remaining)))
+            svc.health_answers.append(answer)
+            if answer.startswith("HTTP 2"):
+                foreign = foreign_answer(svc, url)
+                if foreign:
+                    self._fail(svc, foreign)
                     return
-                remaining = deadline - time.monotonic()
-                answer = _probe(client, url, max(0.2, min(1.0, remaining)))
-                svc.health_answers.append(answer)
-                if answer.startswith("HTTP 2"):
-                    foreign = foreign_answer(svc, url)
-                    if foreign:
-                        self._fail(svc, foreign)
-                        return
-                    svc.ready = time.time()
-                    svc.ready_event.set()
-                    return
-                if time.monotonic() >= deadline:
-                    self._fail(
-                        svc,
-                        f"service '{svc.name}' (pid {svc.pid}) not healthy after "
-                        f"{health.timeout:g}s at {url}; last health answer: {answer}",
-                    )
-                    return
-                if self.abort.wait(min(health.interval, max(0.0, deadline - time.monotonic()))):
-                    return
+                svc.ready = time.time()
+                svc.ready_event.set()
+                return
+            if time.monotonic() >= deadline:
+                self._fail(
+                    svc,
+                    f"service '{svc.name}' (pid {svc.pid}) not healthy after "
+                    f"{health.timeout:g}s at {url}; last health answer: {answer}",
+                )
+                return
+            if self.abort.wait(min(health.interval, max(0.0, deadline - time.monotonic()))):
+                return
 
 
 def foreign_answer(svc: ServiceRun, url: str) -> str | None:
@@ -289,18 +289,28 @@ def taken_port_problems(svc: ServiceRun) -> list[str]:
     return problems
 
 
-def _probe(client: httpx.Client, url: str, timeout: float) -> str:
-    """One health request, as a short human-readable answer."""
+def _probe(url: str, timeout: float) -> str:
+    """One health request, as a short human-readable answer (no proxy from the environment:
+    the stack is on loopback)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        response = client.get(url, timeout=timeout)
-    except httpx.ConnectError as exc:
-        return "connection refused" if "refused" in str(exc).lower() else f"cannot connect: {exc}"
-    except httpx.TimeoutException:
+        with opener.open(url, timeout=timeout) as response:
+            status, raw = response.status, response.read(4096)
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read(4096)
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(reason, TimeoutError):
+            return f"no answer within {timeout:.1f}s"
+        return f"cannot connect: {reason}"
+    except TimeoutError:
         return f"no answer within {timeout:.1f}s"
-    except httpx.HTTPError as exc:
+    except (OSError, http.client.HTTPException) as exc:
         return f"{type(exc).__name__}: {exc}"
-    body = " ".join(response.text.split())[:200]
-    return f"HTTP {response.status_code}: {body}" if body else f"HTTP {response.status_code}"
+    body = " ".join(raw.decode(errors="replace").split())[:200]
+    return f"HTTP {status}: {body}" if body else f"HTTP {status}"
 
 
 # ---- stopping -------------------------------------------------------------------------------
