@@ -1,0 +1,255 @@
+"""`auth.mode: kubernetes`: ServiceAccount tokens, checked by the cluster itself.
+
+A bearer token goes to the API server's TokenReview (who is this?), then a
+SubjectAccessReview asks whether that user may do what the route needs, phrased as Kubernaut
+phrases it, so Kubernaut's own RBAC works unchanged: sending signals is `create` on
+`services/gateway-service` in the controller namespace (Kubernaut's `gateway-signal-source`
+ClusterRole), reading audit is `get` and writing it `create` on
+`services/data-storage-service`; reading RRs is `get` + `list` on `remediationrequests`,
+patching their status `update` on `remediationrequests/status`.
+
+Answers are cached by the token's SHA-256 (never the token): an allowed answer for up to
+`cacheTTL` (≤ 60 s, so a revoked binding stops working within a minute), a refusal for
+`denyCacheTTL`; the cache holds at most `cacheSize` entries. Concurrent checks of one token
+share one review. When the API server cannot answer, the caller gets 503 with Retry-After:
+never an open door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from signalgate.common.auth import BEARER_RE, Principal
+from signalgate.common.problems import Problem
+from signalgate.kube.client import KubeClient, KubeError, KubeUnavailable
+from signalgate.kube.settings import KubernetesSettings
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = "5"
+
+
+@dataclass(frozen=True)
+class Access:
+    """One SubjectAccessReview question: may the user `verb` this resource?"""
+
+    verb: str
+    resource: str
+    namespace: str
+    group: str = ""
+    name: str = ""
+    subresource: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        out = {"verb": self.verb, "resource": self.resource, "namespace": self.namespace}
+        for key, value in (
+            ("group", self.group),
+            ("name", self.name),
+            ("subresource", self.subresource),
+        ):
+            if value:
+                out[key] = value
+        return out
+
+
+def gateway_access(namespace: str) -> dict[str, tuple[Access, ...]]:
+    """The Gateway's scopes as Kubernaut's RBAC asks them."""
+    rrs = {"resource": "remediationrequests", "group": "kubernaut.ai", "namespace": namespace}
+    return {
+        "signals:write": (Access("create", "services", namespace, name="gateway-service"),),
+        "remediations:read": (Access("get", **rrs), Access("list", **rrs)),
+        "remediations:write": (Access("update", subresource="status", **rrs),),
+    }
+
+
+def datastorage_access(namespace: str) -> dict[str, tuple[Access, ...]]:
+    """DataStorage's scopes as Kubernaut's DataStorage asks them (reads `get`, writes
+    `create`, both on its Service)."""
+    service = {"resource": "services", "namespace": namespace, "name": "data-storage-service"}
+    return {
+        "audit:read": (Access("get", **service),),
+        "audit:write": (Access("create", **service),),
+    }
+
+
+@dataclass(frozen=True)
+class _User:
+    name: str
+    uid: str
+    groups: tuple[str, ...]
+    extra: Mapping[str, Sequence[str]]
+
+
+class _TTLCache:
+    """A bounded map whose entries expire; the oldest entry goes first when full."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: Any) -> Any:
+        found = self._items.get(key)
+        if found is None:
+            return None
+        expires, value = found
+        if expires < time.monotonic():
+            del self._items[key]
+            return None
+        return value
+
+    def put(self, key: Any, value: Any, ttl: float) -> None:
+        self._items[key] = (time.monotonic() + ttl, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class KubernetesAuth:
+    """`Authenticator` backed by TokenReview and SubjectAccessReview."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        access: Mapping[str, Sequence[Access]],
+        settings: KubernetesSettings,
+    ) -> None:
+        self.client = client
+        self.access = dict(access)
+        self.settings = settings
+        self._users = _TTLCache(settings.cache_size)
+        self._decisions = _TTLCache(settings.cache_size)
+        self._inflight: dict[Any, asyncio.Future[Any]] = {}
+
+    async def authorize(self, authorization: str | None, scope: str) -> Principal:
+        if not authorization:
+            raise Problem(401, "unauthorized", "missing Authorization header (Bearer token)")
+        match = BEARER_RE.match(authorization)
+        if not match:
+            raise Problem(401, "unauthorized", "Authorization header is not 'Bearer <token>'")
+        token = match.group(1)
+        key = hashlib.sha256(token.encode()).digest()
+        user = await self._shared(("user", key), lambda: self._review(key, token))
+        if user is None:
+            raise Problem(401, "unauthorized", "the token was not accepted by the cluster")
+        needed = self._access_for(scope)
+        allowed = await self._shared(("sar", key, scope), lambda: self._decide(key, user, scope))
+        if not allowed:
+            asked = " and ".join(f"{a.verb} {_resource(a)}" for a in needed)
+            raise Problem(
+                403, "forbidden", f"{user.name} may not {asked} in namespace {needed[0].namespace}"
+            )
+        return Principal(user.name, frozenset({scope}))
+
+    def _access_for(self, scope: str) -> Sequence[Access]:
+        found = self.access.get(scope)
+        if found is None:
+            # a narrower scope (audit:write:gateway) asks what its family asks
+            family = ":".join(scope.split(":")[:2])
+            found = self.access.get(family)
+        if not found:
+            raise Problem(403, "forbidden", f"no Kubernetes access rule for scope '{scope}'")
+        return found
+
+    async def _shared(self, key: Any, compute: Callable[[], Awaitable[Any]]) -> Any:
+        """One review per key at a time: concurrent requests with one token share it."""
+        cache = self._users if key[0] == "user" else self._decisions
+        cached = cache.get(key)
+        if cached is not None:
+            return cached[0]
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value = await compute()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        else:
+            future.set_result(value)
+        finally:
+            self._inflight.pop(key, None)
+        ttl = self.settings.cache_ttl if value else self.settings.deny_cache_ttl
+        cache.put(key, (value,), ttl)
+        return value
+
+    async def _review(self, key: bytes, token: str) -> _User | None:
+        spec: dict[str, Any] = {"token": token}
+        if self.settings.audiences:
+            spec["audiences"] = list(self.settings.audiences)
+        answer = await self._ask(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec},
+        )
+        status = answer.get("status") or {}
+        if not status.get("authenticated"):
+            return None
+        user = status.get("user") or {}
+        return _User(
+            str(user.get("username", "")),
+            str(user.get("uid", "")),
+            tuple(user.get("groups") or ()),
+            dict(user.get("extra") or {}),
+        )
+
+    async def _decide(self, key: bytes, user: _User, scope: str) -> bool:
+        for access in self._access_for(scope):
+            spec: dict[str, Any] = {
+                "user": user.name,
+                "groups": list(user.groups),
+                "resourceAttributes": access.to_json(),
+            }
+            if user.uid:
+                spec["uid"] = user.uid
+            if user.extra:
+                spec["extra"] = {k: list(v) for k, v in user.extra.items()}
+            answer = await self._ask(
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                {
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "kind": "SubjectAccessReview",
+                    "spec": spec,
+                },
+            )
+            if not (answer.get("status") or {}).get("allowed"):
+                return False
+        return True
+
+    async def _ask(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self.client.request("POST", path, body=body)
+        except KubeUnavailable as exc:
+            log.warning("Kubernetes API unavailable for auth", extra={"error": str(exc)})
+            raise Problem(
+                503,
+                "service-unavailable",
+                "cannot check the token: the Kubernetes API server is unreachable; retry later",
+                headers={"Retry-After": RETRY_AFTER},
+            ) from exc
+        except KubeError as exc:
+            # e.g. the Gateway's own ServiceAccount may not create reviews: a deployment bug
+            log.error("Kubernetes refused an auth review", extra={"error": str(exc)})
+            raise Problem(
+                503,
+                "service-unavailable",
+                "cannot check the token: the Kubernetes API server refused the review "
+                "(does this service's ServiceAccount have the system:auth-delegator role?)",
+                headers={"Retry-After": RETRY_AFTER},
+            ) from exc
+
+
+def _resource(access: Access) -> str:
+    resource = f"{access.resource}/{access.subresource}" if access.subresource else access.resource
+    return f"{resource}/{access.name}" if access.name else resource

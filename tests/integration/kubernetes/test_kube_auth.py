@@ -1,0 +1,154 @@
+"""`auth.mode: kubernetes` against a real API server: ServiceAccount tokens from TokenRequest,
+Kubernaut's RBAC, and an API server that goes away and comes back.
+
+The Gateway runs as its own ServiceAccount with deploy/kubernetes/rbac.yaml (not as an
+admin), so these tests also show that the shipped RBAC is enough, and no more is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from e2ecov.kubeapi import KubeAPIServer
+from tests.conftest import CRD_FILE, kube_testenv_bin
+from tests.support.contract import problem
+from tests.support.kube import bind_cluster_role, kube_gateway, service_account
+from tests.support.services import ServiceProcess, alert, webhook
+
+PROM = "/api/v1/signals/prometheus"
+RRS = "/api/v1/remediation-requests"
+
+
+@pytest.fixture
+def gateway(
+    kube_apiserver: KubeAPIServer, kube_namespace: str, tmp_path: Path
+) -> Iterator[ServiceProcess]:
+    service = kube_gateway(
+        kube_apiserver,
+        kube_namespace,
+        tmp_path / "gw",
+        env={"SIGNALGATE_SCOPE__SOURCE": "settings"},
+    ).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def signal_source(server: KubeAPIServer, namespace: str, name: str = "alertmanager") -> str:
+    """A ServiceAccount bound to Kubernaut's gateway-signal-source ClusterRole; its token."""
+    token = service_account(server, namespace, name)
+    bind_cluster_role(server, "gateway-signal-source", namespace, name)
+    return token
+
+
+def test_service_account_tokens_decide_by_rbac(
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    bound = signal_source(kube_apiserver, kube_namespace)
+    unbound = service_account(kube_apiserver, kube_namespace, "nobody")
+    body = webhook(alert(pod="auth-1"))
+
+    with gateway.client(bound) as c:
+        created = c.post(PROM, json=body)
+        assert created.status_code == 201, created.text
+        # may send signals, may not read RRs: that is another permission
+        problem(c.get(RRS), 403, "forbidden", "list")
+
+    with gateway.client(unbound) as c:
+        denied = problem(
+            c.post(PROM, json=body), 403, "forbidden", "create services/gateway-service"
+        )
+        assert f"system:serviceaccount:{kube_namespace}:nobody" in denied["detail"]
+        # asking to be someone else changes nothing
+        again = c.post(PROM, json=body, headers={"Impersonate-User": "system:admin"})
+        assert again.status_code == 403
+
+    with gateway.client("an-invented-token") as c:
+        problem(c.post(PROM, json=body), 401, "unauthorized", "not accepted")
+    with gateway.client(None) as c:
+        problem(c.post(PROM, json=body), 401, "unauthorized")
+
+
+def test_rr_routes_ask_for_get_list_and_status_update(
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    sender = signal_source(kube_apiserver, kube_namespace)
+    with gateway.client(sender) as c:
+        name = c.post(PROM, json=webhook(alert(pod="rr-1"))).json()["remediationRequestName"]
+
+    worker = service_account(kube_apiserver, kube_namespace, "remediation-worker")
+    kube_apiserver.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "rr-reader", "namespace": kube_namespace},
+            "rules": [
+                {
+                    "apiGroups": ["kubernaut.ai"],
+                    "resources": ["remediationrequests"],
+                    "verbs": ["get", "list"],
+                }
+            ],
+        }
+    )
+    kube_apiserver.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "rr-reader", "namespace": kube_namespace},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "rr-reader",
+            },
+            "subjects": [
+                {
+                    "kind": "ServiceAccount",
+                    "name": "remediation-worker",
+                    "namespace": kube_namespace,
+                }
+            ],
+        }
+    )
+    with gateway.client(worker) as c:
+        assert c.get(f"{RRS}/{name}").status_code == 200
+        assert [rr["metadata"]["name"] for rr in c.get(RRS).json()["items"]] == [name]
+        patch = c.patch(f"{RRS}/{name}/status", json={"overallPhase": "Processing"})
+        problem(patch, 403, "forbidden", "update remediationrequests/status")
+        problem(c.post(PROM, json=webhook(alert(pod="rr-1"))), 403, "forbidden")
+
+
+def test_api_server_down_is_503_and_recovers_without_restart(tmp_path: Path) -> None:
+    server = KubeAPIServer(bin_dir=kube_testenv_bin(), crds=[CRD_FILE]).start()
+    try:
+        namespace = "signals"
+        server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        gateway = kube_gateway(
+            server, namespace, tmp_path / "gw", env={"SIGNALGATE_SCOPE__SOURCE": "settings"}
+        ).start()
+        try:
+            token = signal_source(server, namespace)
+            server.stop_apiserver()
+            with gateway.client(token) as c:
+                down = problem(
+                    c.post(PROM, json=webhook(alert(pod="outage-1"))),
+                    503,
+                    "service-unavailable",
+                    "unreachable",
+                )
+                assert down["status"] == 503
+                assert c.post(PROM, json=webhook(alert(pod="outage-1"))).headers["retry-after"]
+            server.start_apiserver()
+            with gateway.client(token) as c:
+                back = c.post(PROM, json=webhook(alert(pod="outage-1")))
+                assert back.status_code == 201, back.text
+                again = c.post(PROM, json=webhook(alert(pod="outage-1")))
+                assert again.status_code == 202 and again.json()["metadata"]["count"] == 2
+        finally:
+            gateway.stop()
+    finally:
+        server.cleanup()
