@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -25,7 +25,7 @@ from signalgate.common.problems import Problem
 log = logging.getLogger(__name__)
 
 _LINE_RE = re.compile(r"^(?P<digest>[0-9a-fA-F]{64})\s+(?P<scopes>[A-Za-z0-9:_.,\-]+)$")
-_BEARER_RE = re.compile(r"^Bearer ([A-Za-z0-9\-._~+/]+=*)$")
+BEARER_RE = re.compile(r"^Bearer ([A-Za-z0-9\-._~+/]+=*)$")
 
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
 TOKENS_FILE = "tokens"
@@ -111,7 +111,7 @@ class StaticTokenAuth:
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise Problem(401, "unauthorized", "missing Authorization header (Bearer token)")
-        match = _BEARER_RE.match(authorization)
+        match = BEARER_RE.match(authorization)
         if not match:
             raise Problem(401, "unauthorized", "Authorization header is not 'Bearer <token>'")
         digest = hashlib.sha256(match.group(1).encode()).digest()
@@ -168,19 +168,26 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def authenticator_for(
-    mode: str, tokens_file: Path | None, data_dir: Path, scopes: tuple[str, ...], service: str
+    mode: str,
+    tokens_file: Path | None,
+    data_dir: Path,
+    scopes: tuple[str, ...],
+    service: str,
+    kubernetes: Callable[[], Authenticator] | None = None,
 ) -> Authenticator:
     """Static tokens by default (an admin token is generated on a first start with no tokens
-    file); `none` only when asked for, with a warning; `kubernetes` (TokenReview) is refused
-    until it is implemented, rather than silently falling back to something weaker."""
+    file); `none` only when asked for, with a warning; `kubernetes` asks the cluster
+    (TokenReview + SubjectAccessReview) through the authenticator `kubernetes` makes."""
     if mode == "none":
         log.warning(f"auth.mode is none: every caller may use the {service} API")
         return NoAuth()
     if mode == "kubernetes":
-        raise ConfigError(
-            "config key 'auth.mode': 'kubernetes' (TokenReview) is not available in this "
-            "release; use static or none"
-        )
+        if kubernetes is None:
+            raise ConfigError(
+                f"config key 'auth.mode': 'kubernetes' needs the {service}'s Kubernetes "
+                "settings (kubernetes.config)"
+            )
+        return kubernetes()
     if tokens_file is None:
         tokens_file, _ = ensure_admin_token(data_dir, scopes)
     return StaticTokenAuth.from_file(tokens_file, scopes)

@@ -156,3 +156,26 @@ def _generic_problem(exc: Exception) -> Problem:
             )
         return Problem(404, "not-found", "no such path")
     return Problem(500, "internal-error", "Internal server error")
+
+
+class StripImpersonation:
+    """Pure ASGI middleware: drops `Impersonate-*` request headers before anything reads
+    them. Kubernetes honours them on its own API; a service that checks tokens with the
+    cluster must never let a caller ask to be treated as someone else."""
+
+    PREFIX = b"impersonate-"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(
+            name.startswith(self.PREFIX) for name, _ in scope["headers"]
+        ):
+            scope = dict(scope)
+            scope["headers"] = [
+                (name, value)
+                for name, value in scope["headers"]
+                if not name.startswith(self.PREFIX)
+            ]
+        await self.app(scope, receive, send)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from signalgate.common.cors import with_cors
 from signalgate.common.http import (
     RequestContextMiddleware,
+    StripImpersonation,
     json_response,
     problem_app,
     read_body,
@@ -228,4 +229,6 @@ def build_api_app(service: DataStorageService) -> ASGIApp:
         _translate,
         (StoreUnavailable, Conflict, MissingParent, EventsLost),
     )
-    return RequestContextMiddleware(with_cors(app, service.settings.server.cors_allowed_origins))
+    return StripImpersonation(
+        RequestContextMiddleware(with_cors(app, service.settings.server.cors_allowed_origins))
+    )

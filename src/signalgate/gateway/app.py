@@ -26,6 +26,7 @@ from signalgate.common.http import (
     JSON,
     RequestContextMiddleware,
     json_response,
+    StripImpersonation,
     problem_app,
     read_body,
     require_media_type,
@@ -281,4 +282,6 @@ def build_api_app(service: GatewayService) -> ASGIApp:
         (StoreUnavailable, ProcessingTimeout, NotFound, Conflict),
     )
     cors = service.settings.server.cors_allowed_origins
-    return RequestContextMiddleware(with_cors(RequestMetricsMiddleware(app, service.metrics), cors))
+    return StripImpersonation(
+        RequestContextMiddleware(with_cors(RequestMetricsMiddleware(app, service.metrics), cors))
+    )

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from signalgate.common.config import ByteSize, Duration, ListenAddress, Section
 from signalgate.gateway.kinds import KindSettings
+from signalgate.kube.settings import KubernetesSettings
 
 SHORTHANDS = {"DATA_STORAGE_URL": "datastorage.url", "LOG_LEVEL": "logging.level"}
 
@@ -42,11 +43,12 @@ class StoreSettings(Section):
     @classmethod
     def _known_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(
-            ("sqlite:///", "postgresql://", "postgres://")
+            ("sqlite:///", "postgresql://", "postgres://", "kubernetes://")
         ):
             raise ValueError(
-                "must start with sqlite:/// or postgresql:// "
-                "(e.g. sqlite:///var/gateway.db, postgresql://user@host:5432/db)"
+                "must start with sqlite:///, postgresql:// or kubernetes:// "
+                "(e.g. sqlite:///var/gateway.db, postgresql://user@host:5432/db, kubernetes:// "
+                "for RemediationRequest custom resources in the pod's own cluster)"
             )
         return value
 
@@ -57,6 +59,10 @@ class AuthSettings(Section):
 
 
 class ScopeSettings(Section):
+    # settings: the namespace globs below; cluster: the kubernaut.ai/managed label on the
+    # resource or its namespace, with owner chains and kinds from the API server. Unset:
+    # cluster when store.dsn is kubernetes://, settings otherwise.
+    source: Literal["settings", "cluster"] | None = None
     managed_namespaces: list[str] = Field(default_factory=lambda: ["*"])
     unmanaged_namespaces: list[str] = Field(default_factory=list)
 
@@ -100,7 +106,15 @@ class GatewaySettings(Section):
     datastorage: DataStorageSettings = DataStorageSettings()
     logging: LoggingSettings = LoggingSettings()
     kinds: KindSettings = KindSettings()
+    # the API server (auth.mode: kubernetes, the kubernetes:// store, owners and scope)
+    kubernetes: KubernetesSettings = KubernetesSettings()
 
     @property
     def store_dsn(self) -> str:
         return self.store.dsn or f"sqlite:///{self.data_dir / 'gateway.db'}"
+
+    @property
+    def scope_source(self) -> Literal["settings", "cluster"]:
+        if self.scope.source is not None:
+            return self.scope.source
+        return "cluster" if self.store_dsn.startswith("kubernetes://") else "settings"

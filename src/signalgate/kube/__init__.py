@@ -1,5 +1,5 @@
 """Talking to a Kubernetes API server: configuration, the REST client, and what the Gateway
 reads from the cluster (API discovery, owner chains, scope labels).
 
-Nothing here is needed outside Kubernetes mode; the standalone product never imports it.
+Only Kubernetes mode talks to a cluster; standalone, nothing here makes a request.
 """
