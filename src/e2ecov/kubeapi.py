@@ -350,12 +350,16 @@ class KubeAPIServer:
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Create `obj`, or replace it if it exists (server-side apply's simple cousin)."""
         path = collection_path(obj)
-        status, body = self.request("POST", path, obj)
+        fresh = dict(obj)
+        fresh["metadata"] = {
+            k: v for k, v in obj["metadata"].items() if k not in ("resourceVersion", "uid")
+        }
+        status, body = self.request("POST", path, fresh)
         if status == 409:
             name = obj["metadata"]["name"]
             _, current = self.request("GET", f"{path}/{name}")
-            update = dict(obj)
-            update["metadata"] = dict(obj["metadata"])
+            update = dict(fresh)
+            update["metadata"] = dict(fresh["metadata"])
             update["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             status, body = self.request("PUT", f"{path}/{name}", update)
         if status >= 300:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import orjson
 
@@ -28,6 +28,7 @@ from signalgate.gateway.signal import (
     Signal,
     truncate_utf8,
 )
+from signalgate.kube.client import KubeUnavailable
 from signalgate.remediation.model import (
     Deduplication,
     RemediationRequest,
@@ -35,6 +36,9 @@ from signalgate.remediation.model import (
     utcnow,
 )
 from signalgate.remediation.store import Decision, RemediationStore, StoreUnavailable
+
+if TYPE_CHECKING:
+    from signalgate.kube.cluster import ClusterView
 
 OutcomeKind = Literal["created", "duplicate", "resolved", "rejected", "ignored"]
 
@@ -61,7 +65,9 @@ class Pipeline:
         metrics: GatewayMetrics,
         controller_namespace: str,
         clock: Callable[[], datetime] = utcnow,
+        cluster: ClusterView | None = None,
     ) -> None:
+        self._cluster = cluster
         self._store = store
         self._scope = scope
         self._audit = audit
@@ -78,7 +84,10 @@ class Pipeline:
             return Outcome("ignored", item.message)
         signal = item
         self._metrics.signals_received.labels(signal.source, signal.severity).inc()
-        rejection = self._rejection(signal)
+        if self._cluster is not None and signal.target is not None:
+            signal, rejection = await self._place_in_cluster(signal, deadline)
+        else:
+            rejection = self._rejection(signal)
         if rejection is not None:
             return self._reject(signal, rejection)
         fingerprint = signal.fingerprint
@@ -93,6 +102,28 @@ class Pipeline:
             raise
         except TimeoutError as exc:
             self._fail(signal, "timeout", "store did not answer in time", retry_possible=True)
+            raise ProcessingTimeout from exc
+
+    async def _place_in_cluster(
+        self, signal: Signal, deadline: float
+    ) -> tuple[Signal, Rejection | None]:
+        """Kubernetes mode: the signal is about its resource's top controller owner (so every
+        pod of a workload shares one fingerprint), in scope by the kubernaut.ai/managed label."""
+        cluster = self._cluster
+        assert cluster is not None and signal.target is not None
+        try:
+            async with asyncio.timeout_at(deadline):
+                owner = await cluster.top_owner(signal.target)
+                placed = signal if owner == signal.target else replace(signal, target=owner)
+                return placed, await cluster.check_scope(owner)
+        except KubeUnavailable as exc:
+            message = f"Kubernetes API unreachable while resolving the target: {exc}"
+            self._fail(signal, "kubernetes_unavailable", message, retry_possible=True)
+            raise StoreUnavailable(message) from exc
+        except TimeoutError as exc:
+            self._fail(
+                signal, "timeout", "Kubernetes API did not answer in time", retry_possible=True
+            )
             raise ProcessingTimeout from exc
 
     def _rejection(self, signal: Signal) -> Rejection | None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -24,13 +26,20 @@ from signalgate.gateway.scope import StandaloneScope
 from signalgate.gateway.settings import SCOPES, GatewaySettings
 from signalgate.remediation.store import RemediationStore, StoreUnavailable
 
+if TYPE_CHECKING:
+    from signalgate.kube.client import KubeClient
+    from signalgate.kube.cluster import ClusterView
+
 log = logging.getLogger(__name__)
 
 READINESS_TIMEOUT = 2.0
 
 
-def store_for(dsn: str, pool_size: int) -> RemediationStore:
-    """The scheme picks the backend: SQLite for one process, PostgreSQL for replicas."""
+def store_for(
+    dsn: str, pool_size: int, namespace: str, kube: Callable[[str], KubeClient]
+) -> RemediationStore:
+    """The scheme picks the backend: SQLite for one process, PostgreSQL for replicas,
+    Kubernetes custom resources where Kubernaut's controllers watch for them."""
     if dsn.startswith("sqlite:///"):
         from signalgate.remediation.sqlite import SqliteStore
 
@@ -39,9 +48,46 @@ def store_for(dsn: str, pool_size: int) -> RemediationStore:
         from signalgate.remediation.postgres import PostgresStore
 
         return PostgresStore(dsn, min_size=min(2, pool_size), max_size=pool_size)
+    if dsn.startswith("kubernetes://"):
+        from signalgate.remediation.kubernetes import KubernetesStore
+
+        return KubernetesStore(kube(dsn), namespace)
     raise ConfigError(
-        f"config key 'store.dsn': {dsn!r} must start with sqlite:/// or postgresql://"
+        f"config key 'store.dsn': {dsn!r} must start with sqlite:///, postgresql:// or "
+        "kubernetes://"
     )
+
+
+def cluster_for(settings: GatewaySettings, kube: Callable[[str], KubeClient]) -> ClusterView | None:
+    """Scope from the cluster (the kubernaut.ai/managed labels, owner chains, discovery), or
+    from the settings' namespace globs; by default the cluster when RRs live there."""
+    if settings.scope_source != "cluster":
+        return None
+    from signalgate.kube.cluster import ClusterView
+
+    return ClusterView(kube(settings.kubernetes.config), settings.kubernetes)
+
+
+class KubeClients:
+    """One API client per distinct configuration (the store's and auth's are usually one),
+    made on first use and closed with the service."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._made: dict[str, KubeClient] = {}
+
+    def __call__(self, dsn: str) -> KubeClient:
+        if dsn not in self._made:
+            from signalgate.kube.client import KubeClient
+            from signalgate.kube.config import config_from_dsn
+
+            self._made[dsn] = KubeClient(config_from_dsn(dsn), timeout=self.timeout)
+        return self._made[dsn]
+
+    async def close(self) -> None:
+        made, self._made = self._made, {}
+        for client in made.values():
+            await client.close()
 
 
 def audit_sink_for(settings: GatewaySettings, registry: CollectorRegistry) -> AuditSink:
@@ -73,6 +119,7 @@ class GatewayService:
         auth: Authenticator,
         audit: AuditSink,
         registry: CollectorRegistry,
+        cluster: ClusterView | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -82,33 +129,73 @@ class GatewayService:
         # which kinds alert labels may name, and their apiVersion (Kubernetes mode may pass
         # a discovery-backed KindCatalog instead)
         self.kinds: KindCatalog = settings.kinds.catalog()
+        # Kubernetes mode: kinds from API discovery, owner chains and scope labels
+        self.cluster = cluster
+        if cluster is not None:
+            self.kinds = cluster.kinds
+            cluster.on_owner_resolution = lambda kind, outcome: (
+                self.metrics.owner_resolution.labels(kind, outcome).inc()
+            )
+            cluster.on_discovery_error = self.metrics.discovery_refresh_errors.inc
         self.metrics.circuit_breaker_state.labels("datastorage").set_function(
             lambda: 2.0 if self.audit.status().get("reachable") is False else 0.0
         )
         self.lifecycle = Lifecycle()
+        self.kube_clients: KubeClients | None = None
         self.pipeline = Pipeline(
             store,
             StandaloneScope(settings.scope.managed_namespaces, settings.scope.unmanaged_namespaces),
             audit,
             self.metrics,
             settings.controller_namespace,
+            cluster=cluster,
         )
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> GatewayService:
         registry = CollectorRegistry()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(
+        kube = KubeClients(settings.kubernetes.timeout)
+
+        def kubernetes_auth() -> Authenticator:
+            from signalgate.kube.auth import KubernetesAuth, gateway_access
+
+            return KubernetesAuth(
+                kube(settings.kubernetes.config),
+                gateway_access(settings.controller_namespace),
+                settings.kubernetes,
+            )
+
+        service = cls(
             settings,
-            store_for(settings.store_dsn, settings.store.pool_size),
+            store_for(
+                settings.store_dsn, settings.store.pool_size, settings.controller_namespace, kube
+            ),
             authenticator_for(
-                settings.auth.mode, settings.auth.tokens_file, settings.data_dir, SCOPES, "Gateway"
+                settings.auth.mode,
+                settings.auth.tokens_file,
+                settings.data_dir,
+                SCOPES,
+                "Gateway",
+                kubernetes=kubernetes_auth,
             ),
             audit_sink_for(settings, registry),
             registry,
+            cluster_for(settings, kube),
         )
+        service.kube_clients = kube
+        return service
 
     async def start(self) -> None:
+        if self.cluster is not None:
+            from signalgate.kube.client import KubeError
+
+            try:
+                await self.cluster.start()
+            except KubeError as exc:
+                raise StoreUnavailable(
+                    f"Kubernetes API discovery failed ({exc}); scope.source is cluster"
+                ) from exc
         await self.store.open()
         await self.audit.start()
 
@@ -116,7 +203,13 @@ class GatewayService:
         try:
             await self.audit.stop()
         finally:
-            await self.store.close()
+            try:
+                await self.store.close()
+            finally:
+                if self.cluster is not None:
+                    await self.cluster.close()
+                if self.kube_clients is not None:
+                    await self.kube_clients.close()
 
     async def readiness(self) -> Readiness:
         checks: dict[str, object] = {"audit": self.audit.status()}

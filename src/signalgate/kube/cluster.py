@@ -1,0 +1,285 @@
+"""What the Gateway reads from the cluster in Kubernetes mode: which kinds exist (API
+discovery), whose controller a resource belongs to (owner chains), and whether it is in
+Kubernaut's management scope (the `kubernaut.ai/managed` label).
+
+- **Discovery** lists every served kind with its `apiVersion`, plural and scope, once at
+  start and then every `DISCOVERY_REFRESH` seconds, so alert labels can name any kind the
+  cluster serves (custom resources included) and `targetResource.apiVersion` is the
+  cluster's. A failed refresh keeps the last good answer and is counted.
+- **Owner chain**: from the signal's resource, follow the controller owner reference up to
+  five hops (Pod → ReplicaSet → Deployment, Job → CronJob, Pod → StatefulSet/DaemonSet);
+  the fingerprint is that of the top owner, so every pod of a workload opens one RR. A
+  missing object stops the walk where it is (a deleted pod's alert is still about that pod).
+- **Scope**: the label on the resource decides (`true`/`false`), else the label on its
+  namespace, else unmanaged — Kubernaut's rule.
+
+Reads are metadata-only (`PartialObjectMetadata`: no pod specs or secrets cross the wire) and
+cached for `kubernetes.metadataTTL` (≤ 30 s), bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from signalgate.gateway.kinds import BUILTIN_KINDS, KindInfo, StaticKindCatalog
+from signalgate.gateway.scope import Rejection
+from signalgate.kube.client import KubeClient, KubeError, KubeNotFound, KubeUnavailable
+from signalgate.kube.settings import KubernetesSettings
+from signalgate.remediation.model import TargetResource
+
+log = logging.getLogger(__name__)
+
+MANAGED_LABEL = "kubernaut.ai/managed"
+MAX_OWNER_DEPTH = 5
+DISCOVERY_REFRESH = 300.0
+METADATA_CACHE_SIZE = 10_000
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """How to reach one kind through the API: its path prefix and plural."""
+
+    kind: str
+    api_version: str
+    plural: str
+    namespaced: bool
+
+    def path(self, namespace: str, name: str) -> str:
+        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        if self.namespaced:
+            return f"{prefix}/namespaces/{namespace}/{self.plural}/{name}"
+        return f"{prefix}/{self.plural}/{name}"
+
+
+class DiscoveredKinds:
+    """A `KindCatalog` from the cluster's API discovery; built-in kinds until the first
+    discovery answers."""
+
+    def __init__(self) -> None:
+        self._catalog = StaticKindCatalog(BUILTIN_KINDS)
+        self._resources: dict[str, Resource] = {}
+
+    def kind_for_label(self, label_key: str) -> str | None:
+        return self._catalog.kind_for_label(label_key)
+
+    def lookup(self, kind: str) -> KindInfo | None:
+        return self._catalog.lookup(kind)
+
+    def resource(self, kind: str, api_version: str = "") -> Resource | None:
+        found = self._resources.get(kind)
+        if found is not None and api_version and found.api_version != api_version:
+            # the event named another version of the kind; the path takes the named one
+            return Resource(kind, api_version, found.plural, found.namespaced)
+        return found
+
+    def replace(self, resources: list[tuple[Resource, str]]) -> None:
+        """Install a new discovery answer: (resource, singular name) in discovery order."""
+        infos = [
+            KindInfo(r.kind, r.api_version, r.namespaced, singular) for r, singular in resources
+        ]
+        self._catalog = StaticKindCatalog(infos)
+        by_kind: dict[str, Resource] = {}
+        for resource, _ in resources:
+            by_kind.setdefault(resource.kind, resource)
+        self._resources = by_kind
+
+    def __len__(self) -> int:
+        return len(self._resources)
+
+
+class _Cache:
+    """Bounded, expiring answers of metadata reads (None: the object does not exist)."""
+
+    def __init__(self, ttl: float, size: int = METADATA_CACHE_SIZE) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._items: OrderedDict[str, tuple[float, dict[str, Any] | None]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[bool, dict[str, Any] | None]:
+        found = self._items.get(key)
+        if found is None or found[0] < time.monotonic():
+            return False, None
+        return True, found[1]
+
+    def put(self, key: str, value: dict[str, Any] | None) -> None:
+        self._items[key] = (time.monotonic() + self.ttl, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+class ClusterView:
+    """Discovery, owner chains and scope labels from one API server."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        settings: KubernetesSettings,
+    ) -> None:
+        self.client = client
+        self.kinds = DiscoveredKinds()
+        self._metadata = _Cache(settings.metadata_ttl)
+        # metrics hooks: (kind, "success" | "failed"), and a failed discovery refresh
+        self.on_owner_resolution: Callable[[str, str], None] = lambda kind, outcome: None
+        self.on_discovery_error: Callable[[], None] = lambda: None
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """First discovery (the Gateway does not start blind), then refresh in the
+        background."""
+        await self.discover()
+        self._refresher = asyncio.create_task(self._refresh(), name="kube-discovery")
+
+    async def close(self) -> None:
+        task, self._refresher = self._refresher, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(DISCOVERY_REFRESH)
+            try:
+                await self.discover()
+            except KubeError as exc:
+                self.on_discovery_error()
+                log.warning("API discovery refresh failed", extra={"error": str(exc)})
+
+    # --- discovery ------------------------------------------------------------------------
+
+    async def discover(self) -> None:
+        versions = ["v1"]
+        groups = await self.client.request("GET", "/apis")
+        for group in groups.get("groups") or ():
+            preferred = (group.get("preferredVersion") or {}).get("groupVersion")
+            if preferred:
+                versions.append(preferred)
+        answers = await asyncio.gather(*(self._resources_of(v) for v in versions))
+        self.kinds.replace([item for answer in answers for item in answer])
+
+    async def _resources_of(self, group_version: str) -> list[tuple[Resource, str]]:
+        path = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        listed = await self.client.request("GET", path)
+        out = []
+        for entry in listed.get("resources") or ():
+            name = str(entry.get("name", ""))
+            if not name or "/" in name:
+                continue  # subresources
+            resource = Resource(
+                str(entry["kind"]), group_version, name, bool(entry.get("namespaced"))
+            )
+            out.append((resource, str(entry.get("singularName") or "")))
+        return out
+
+    # --- metadata -------------------------------------------------------------------------
+
+    async def metadata(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object's metadata, None if it does not exist or its kind is not served."""
+        resource = self.kinds.resource(kind)
+        if resource is None:
+            return None
+        path = resource.path(namespace, name)
+        hit, cached = self._metadata.get(path)
+        if hit:
+            return cached
+        try:
+            obj = await self.client.request("GET", path, accept=PARTIAL_METADATA)
+        except KubeUnavailable:
+            raise
+        except KubeNotFound:
+            found: dict[str, Any] | None = None
+        except KubeError as exc:
+            # e.g. RBAC does not let the Gateway read this kind: the walk stops here
+            log.warning("cannot read metadata", extra={"path": path, "error": str(exc)})
+            found = None
+        else:
+            found = dict(obj.get("metadata") or {})
+        self._metadata.put(path, found)
+        return found
+
+    async def top_owner(self, target: TargetResource) -> TargetResource:
+        """The top controller owner of `target` (itself when it has none)."""
+        try:
+            top = await self._walk(target)
+        except KubeUnavailable:
+            self.on_owner_resolution(target.kind, "failed")
+            raise
+        self.on_owner_resolution(target.kind, "success")
+        return top
+
+    async def _walk(self, target: TargetResource) -> TargetResource:
+        current = target
+        for _ in range(MAX_OWNER_DEPTH):
+            meta = await self.metadata(current.kind, current.namespace, current.name)
+            if meta is None:
+                break
+            owner = next(
+                (ref for ref in meta.get("ownerReferences") or () if ref.get("controller")),
+                None,
+            )
+            if owner is None:
+                break
+            info = self.kinds.lookup(str(owner["kind"]))
+            current = TargetResource(
+                kind=str(owner["kind"]),
+                name=str(owner["name"]),
+                # owners live in their dependent's namespace (or none, cluster-scoped)
+                namespace=current.namespace if info is None or info.namespaced else "",
+                api_version=str(owner.get("apiVersion") or (info.api_version if info else "")),
+            )
+        if current == target and not target.api_version:
+            info = self.kinds.lookup(target.kind)
+            if info is not None:
+                return TargetResource(target.kind, target.name, target.namespace, info.api_version)
+        return current
+
+    async def check_scope(self, target: TargetResource) -> Rejection | None:
+        """None when managed; else the rejection Kubernaut gives, with its kubectl action."""
+        meta = await self.metadata(target.kind, target.namespace, target.name)
+        decided = _managed((meta or {}).get("labels"))
+        if decided is None and target.namespace:
+            namespace = await self.metadata("Namespace", "", target.namespace)
+            decided = _managed((namespace or {}).get("labels"))
+        if decided:
+            return None
+        return unmanaged_rejection(target)
+
+
+def _managed(labels: Any) -> bool | None:
+    value = (labels or {}).get(MANAGED_LABEL)
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    return None
+
+
+def unmanaged_rejection(target: TargetResource) -> Rejection:
+    """Kubernaut's rejection for a resource outside its scope, word for word in shape."""
+    if target.namespace:
+        resource = f"{target.namespace}:{target.kind}:{target.name}"
+        action = (
+            f"To manage this resource, add the label: kubectl label -n {target.namespace} "
+            f"{target.kind.lower()} {target.name} {MANAGED_LABEL}=true"
+        )
+    else:
+        resource = f"{target.kind}:{target.name}"
+        action = (
+            f"To manage this resource, add the label: kubectl label {target.kind.lower()} "
+            f"{target.name} {MANAGED_LABEL}=true"
+        )
+    return Rejection(
+        "unmanaged_resource",
+        f"Resource {resource} is not in Kubernaut's management scope",
+        resource,
+        action,
+    )

@@ -1,0 +1,255 @@
+"""Owners, scope and kinds from the cluster (scope.source: cluster), against objects created
+through a real API server with the owner references a controller would set."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from e2ecov.kubeapi import KubeAPIServer
+from tests.support.kube import kube_gateway, namespace
+from tests.support.services import ServiceProcess, alert, k8s_event, webhook
+
+PROM = "/api/v1/signals/prometheus"
+EVENT = "/api/v1/signals/kubernetes-event"
+MANAGED = "kubernaut.ai/managed"
+
+
+def fingerprint(ns: str, kind: str, name: str) -> str:
+    return hashlib.sha256(f"{ns}:{kind}:{name}".encode()).hexdigest()
+
+
+def owned_by(owner: dict[str, Any]) -> list[dict[str, Any]]:
+    meta = owner["metadata"]
+    return [
+        {
+            "apiVersion": owner["apiVersion"],
+            "kind": owner["kind"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+POD_SPEC = {"containers": [{"name": "app", "image": "registry.example/app:1"}]}
+
+
+def workload(server: KubeAPIServer, ns: str, name: str) -> list[str]:
+    """Deployment → ReplicaSet → two Pods, as the controllers would link them; pod names."""
+    labels = {"app": name}
+    template = {"metadata": {"labels": labels}, "spec": POD_SPEC}
+    deployment = server.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"matchLabels": labels}, "template": template},
+        }
+    )
+    replicaset = server.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": f"{name}-7d9f8",
+                "namespace": ns,
+                "ownerReferences": owned_by(deployment),
+            },
+            "spec": {"selector": {"matchLabels": labels}, "template": template},
+        }
+    )
+    pods = [f"{name}-7d9f8-{suffix}" for suffix in ("x2x4k", "q8z1m")]
+    for pod in pods:
+        server.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod,
+                    "namespace": ns,
+                    "labels": labels,
+                    "ownerReferences": owned_by(replicaset),
+                },
+                "spec": POD_SPEC,
+            }
+        )
+    return pods
+
+
+@pytest.fixture
+def gateway(
+    kube_apiserver: KubeAPIServer, kube_namespace: str, tmp_path: Path
+) -> Iterator[ServiceProcess]:
+    # static tokens here: these tests are about scope and owners, not who may call
+    service = kube_gateway(kube_apiserver, kube_namespace, tmp_path / "gw", auth="static").start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def app_ns(kube_apiserver: KubeAPIServer) -> str:
+    name = f"app-{uuid.uuid4().hex[:8]}"
+    namespace(kube_apiserver, name, {MANAGED: "true"})
+    return name
+
+
+def test_pods_of_one_deployment_share_the_deployments_rr(
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, app_ns: str
+) -> None:
+    first, second = workload(kube_apiserver, app_ns, "web")
+    with gateway.client() as c:
+        created = c.post(PROM, json=webhook(alert(namespace=app_ns, pod=first)))
+        assert created.status_code == 201, created.text
+        assert created.json()["fingerprint"] == fingerprint(app_ns, "Deployment", "web")
+        rr = c.get(f"/api/v1/remediation-requests/{created.json()['remediationRequestName']}")
+        assert rr.json()["spec"]["targetResource"] == {
+            "kind": "Deployment",
+            "name": "web",
+            "namespace": app_ns,
+            "apiVersion": "apps/v1",
+        }
+        other_pod = c.post(PROM, json=webhook(alert(namespace=app_ns, pod=second)))
+        assert other_pod.status_code == 202
+        assert other_pod.json()["metadata"]["count"] == 2
+        event = c.post(EVENT, json=k8s_event(name=first, namespace=app_ns))
+        assert event.status_code == 202, event.text
+        assert event.json()["remediationRequestName"] == created.json()["remediationRequestName"]
+    metrics = httpx.get(f"{gateway.ops_url}/metrics", timeout=10).text
+    assert 'gateway_owner_resolution_total{kind="Pod",outcome="success"} 3.0' in metrics
+
+
+def test_a_job_of_a_cronjob_is_about_the_cronjob(
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, app_ns: str
+) -> None:
+    job_template = {"template": {"spec": {**POD_SPEC, "restartPolicy": "Never"}}}
+    cronjob = kube_apiserver.apply(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "nightly", "namespace": app_ns},
+            "spec": {"schedule": "0 2 * * *", "jobTemplate": {"spec": job_template}},
+        }
+    )
+    kube_apiserver.apply(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": "nightly-29000000",
+                "namespace": app_ns,
+                "ownerReferences": owned_by(cronjob),
+            },
+            "spec": job_template,
+        }
+    )
+    with gateway.client() as c:
+        event = k8s_event(kind="Job", name="nightly-29000000", namespace=app_ns)
+        event["involvedObject"]["apiVersion"] = "batch/v1"  # type: ignore[index]
+        answer = c.post(EVENT, json=event)
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["fingerprint"] == fingerprint(app_ns, "CronJob", "nightly")
+
+
+def test_scope_labels_on_namespace_and_resource(
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer
+) -> None:
+    off = f"off-{uuid.uuid4().hex[:8]}"
+    namespace(kube_apiserver, off, {MANAGED: "false"})
+    unlabelled = f"plain-{uuid.uuid4().hex[:8]}"
+    namespace(kube_apiserver, unlabelled)
+    (pod,) = workload(kube_apiserver, off, "api")[:1]
+    with gateway.client() as c:
+        rejected = c.post(PROM, json=webhook(alert(namespace=off, pod=pod)))
+        assert rejected.status_code == 200, rejected.text
+        rejection = rejected.json()["rejection"]
+        assert rejection["reason"] == "unmanaged_resource"
+        assert rejection["resource"] == f"{off}:Deployment:api"
+        assert rejection["action"] == (
+            f"To manage this resource, add the label: kubectl label -n {off} deployment api "
+            f"{MANAGED}=true"
+        )
+        # nothing labelled at all: unmanaged too
+        nothing = c.post(PROM, json=webhook(alert(namespace=unlabelled, pod="lonely-1")))
+        assert nothing.json()["status"] == "rejected"
+
+        # the label on the resource wins over its namespace's
+        status, deployment = kube_apiserver.request(
+            "GET", f"/apis/apps/v1/namespaces/{off}/deployments/api"
+        )
+        assert status == 200
+        deployment["metadata"].setdefault("labels", {})[MANAGED] = "true"
+        kube_apiserver.apply(deployment)
+    # the Gateway's metadata cache may hold the old answer for up to metadataTTL
+    _eventually(
+        lambda: gateway.client().post(PROM, json=webhook(alert(namespace=off, pod=pod))),
+        201,
+    )
+
+
+def test_any_kind_the_cluster_serves_can_be_a_target(
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, app_ns: str
+) -> None:
+    # a custom resource kind the Gateway learns from API discovery; discovery is read at
+    # start (and refreshed every few minutes), so the Gateway is restarted to see it now
+    kube_apiserver.apply(
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {
+                "group": "example.com",
+                "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {"openAPIV3Schema": {"type": "object"}},
+                    }
+                ],
+            },
+        }
+    )
+    _eventually(
+        lambda: _status(kube_apiserver.request("GET", "/apis/example.com/v1")), 200, attempts=100
+    )
+    gateway.stop()
+    gateway.start()
+    with gateway.client() as c:
+        answer = c.post(PROM, json=webhook(alert(namespace=app_ns, pod="", widget="w-1")))
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["fingerprint"] == fingerprint(app_ns, "Widget", "w-1")
+        name = answer.json()["remediationRequestName"]
+        target = c.get(f"/api/v1/remediation-requests/{name}").json()["spec"]["targetResource"]
+        assert target["apiVersion"] == "example.com/v1"
+
+
+class _Answer:
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+
+
+def _status(answer: tuple[int, dict[str, Any]]) -> _Answer:
+    return _Answer(answer[0])
+
+
+def _eventually(call: Any, status: int, attempts: int = 80) -> None:
+    last = None
+    for _ in range(attempts):
+        last = call()
+        if last.status_code == status:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"never {status}: {getattr(last, 'text', last)}")
