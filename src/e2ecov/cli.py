@@ -86,7 +86,11 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
     config = dataclasses.replace(
         config, cores=cores, attribution=str(record.get("attribution") or "")
     )
-    result = reports.build(artifacts, config)
+    go = [
+        reports.GoInput.from_json(name, raw)
+        for name, raw in (record.get("config") or {}).get("go", {}).items()
+    ]
+    result = reports.build(artifacts, config, go)
     print((artifacts / "e2e-coverage.txt").read_text(), end="")
     for path in result.files:
         print(f"wrote {path}")

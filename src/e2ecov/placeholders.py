@@ -1,7 +1,8 @@
 """`{placeholder}` substitution in commands, env values, health URLs and the test command.
 
 Known names: `{port}`, `{port.NAME}`, `{services.X.url}`, `{services.X.port}`,
-`{services.X.port.NAME}`, `{artifacts}`, `{run_id}`. `{{` and `}}` are literal braces.
+`{services.X.port.NAME}`, `{artifacts}`, `{run_id}`, `{go_binary}` (in a service with
+`go_build`: the binary e2ecov built). `{{` and `}}` are literal braces.
 Parsing is separate from rendering so the stack file can be validated before any port is
 chosen or anything is started.
 """
@@ -37,7 +38,7 @@ def parse(text: str) -> Placeholder:
         return Placeholder(text, "port")
     if len(parts) == 2 and parts[0] == "port" and _NAME.fullmatch(parts[1]):
         return Placeholder(text, "port", port_name=parts[1])
-    if text in ("artifacts", "run_id"):
+    if text in ("artifacts", "run_id", "go_binary"):
         return Placeholder(text, text)
     if len(parts) >= 3 and parts[0] == "services" and _NAME.fullmatch(parts[1]):
         rest = parts[2:]
@@ -49,7 +50,8 @@ def parse(text: str) -> Placeholder:
             return Placeholder(text, "service_port", service=parts[1], port_name=rest[1])
     raise PlaceholderError(
         f"unknown placeholder '{{{text}}}'; expected one of {{port}}, {{port.NAME}}, "
-        "{services.X.url}, {services.X.port}, {services.X.port.NAME}, {artifacts}, {run_id} "
+        "{services.X.url}, {services.X.port}, {services.X.port.NAME}, {artifacts}, {run_id}, "
+        "{go_binary} "
         "(write {{ and }} for literal braces)"
     )
 
@@ -70,6 +72,7 @@ class Values:
     service_ports: Mapping[tuple[str, str], int]  # (service, port name or "")
     artifacts: str
     run_id: str
+    go_binary: str = ""  # the binary e2ecov built from the service's go_build
 
 
 def render(template: str, values: Values) -> str:
@@ -89,6 +92,8 @@ def render(template: str, values: Values) -> str:
             return str(values.service_ports[(ph.service or "", ph.port_name or "")])
         if ph.kind == "artifacts":
             return values.artifacts
+        if ph.kind == "go_binary":
+            return values.go_binary
         return values.run_id
 
     return _TOKEN.sub(substitute, template)

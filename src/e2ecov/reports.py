@@ -14,7 +14,8 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Iterator
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import coverage
 from coverage.exceptions import CoverageException
 
+from e2ecov import gocover
 from e2ecov.errors import NoCoverageData
 from e2ecov.protocol import DATA_PREFIX, read_ledger
 
@@ -154,8 +156,8 @@ def _coverage(data_file: Path, config: ReportConfig) -> coverage.Coverage:
     return cov
 
 
-def _json_totals(path: Path) -> Totals:
-    totals = json.loads(path.read_text())["totals"]
+def _json_totals(report: dict[str, Any]) -> Totals:
+    totals = report["totals"]
     return Totals(
         totals["num_statements"], totals["missing_lines"], float(totals["percent_covered"])
     )
@@ -172,19 +174,128 @@ def _header(config: ReportConfig) -> list[str]:
     return lines
 
 
-def build(artifacts: Path, config: ReportConfig) -> ReportResult:
-    """Combine `artifacts/data` and write every report; raises NoCoverageData when empty."""
+@dataclass(frozen=True)
+class GoInput:
+    """A Go service to report: its GOCOVERDIR is `<artifacts>/go/<name>`."""
+
+    name: str
+    binary: str | None
+    modules: dict[str, Path]  # module path → its directory, for repository paths
+
+    def to_json(self) -> dict[str, Any]:
+        return {"binary": self.binary, "modules": {k: str(v) for k, v in self.modules.items()}}
+
+    @classmethod
+    def from_json(cls, name: str, raw: dict[str, Any]) -> GoInput:
+        modules = {k: Path(v) for k, v in raw.get("modules", {}).items()}
+        return cls(name, raw.get("binary"), modules)
+
+
+@dataclass
+class _Python:
+    """What the Python part of the reports produced."""
+
+    text: list[str]
+    services: dict[str, Totals]
+    report: dict[str, Any]
+    warnings: list[str]
+
+
+def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> ReportResult:
+    """Combine `artifacts/data` (and the Go services' data) and write every report; raises
+    NoCoverageData when there is nothing at all."""
+    work = artifacts / ".combined"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    go_services = _go_reports(artifacts, config, go, work)
     groups = data_files(artifacts / "data")
-    if not groups:
+    if not groups and not go_services:
         raise NoCoverageData(f"no coverage data in {artifacts / 'data'}\n{USUAL_CAUSES}")
     config = dataclasses.replace(
         config, package_dirs=sorted({*config.package_dirs, *package_dirs(artifacts)})
     )
-    work = artifacts / ".combined"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    text: list[str] = [*_header(config), ""]
-    warnings: list[str] = []
+    python = _python_reports(artifacts, config, groups, work) if groups else _no_python(artifacts)
+    text = [*_header(config), "", *python.text]
+    services = dict(python.services)
+    warnings = list(python.warnings)
+    func_lines = function_rows(python.report)
+    for svc in go_services:
+        totals = Totals(
+            svc.statements,
+            svc.statements - svc.covered,
+            _percent(svc.statements, svc.statements - svc.covered),
+        )
+        services[svc.name] = totals
+        text += [
+            f"== service {svc.name} (Go, statements as go tool covdata counts them) ==",
+            *_table([(f.name, f.statements, f.missed) for f in svc.files.values()]),
+            "",
+        ]
+        func_lines += svc.functions
+        warnings += svc.warnings
+        _merge_go(artifacts, svc, python.report)
+    if go_services:
+        (artifacts / "coverage.json").write_text(json.dumps(python.report, indent=4))
+    combined = _json_totals(python.report)
+    if go_services:
+        text += [
+            "== combined (Python and Go) ==",
+            *_table(
+                [(n, t.statements, t.missed) for n, t in sorted(services.items())], label="Service"
+            ),
+        ]
+    text += [*(f"warning: {w}" for w in warnings)]
+    (artifacts / "e2e-coverage.txt").write_text("\n".join(text) + "\n")
+    func_lines.append(("total:", "(statements)", f"{combined.percent:.1f}%"))
+    (artifacts / "e2e-coverage-func.txt").write_text("\n".join(_columns(func_lines)) + "\n")
+    below = _below(config, services, combined)
+    summary = markdown_summary(config, services, combined, below, go_services)
+    (artifacts / "summary.md").write_text(summary)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a") as handle:
+            handle.write(summary + "\n")
+    files = [artifacts / name for name in (
+        "e2e-coverage.txt", "e2e-coverage-func.txt", "html/index.html", "coverage.json",
+        "coverage.lcov", "coverage.xml", "summary.md")]  # fmt: skip
+    files += [s.html for s in go_services if s.html is not None]
+    return ReportResult(services, combined, files, warnings, below)
+
+
+def _go_reports(
+    artifacts: Path, config: ReportConfig, go: Sequence[GoInput], work: Path
+) -> list[gocover.GoService]:
+    found = []
+    for item in go:
+        svc = gocover.report(
+            item.name, artifacts / gocover.GO_DIR / item.name, work, artifacts / "html" / "go",
+            item.modules, config.display_root, item.binary,
+        )  # fmt: skip
+        if svc is not None:
+            found.append(svc)
+    return found
+
+
+def _no_python(artifacts: Path) -> _Python:
+    """Go services only: the machine formats start empty and get the Go files."""
+    report: dict[str, Any] = {
+        "meta": {"format": 3, "version": coverage.__version__, "show_contexts": False},
+        "files": {},
+        "totals": {"num_statements": 0, "covered_lines": 0, "missing_lines": 0,
+                   "excluded_lines": 0, "percent_covered": 100.0},
+    }  # fmt: skip
+    (artifacts / "coverage.lcov").write_text("")
+    (artifacts / "coverage.xml").write_text(
+        '<?xml version="1.0" ?>\n<coverage version="e2ecov" line-rate="1" branch-rate="0" '
+        'lines-covered="0" lines-valid="0"><sources/><packages/></coverage>\n'
+    )
+    (artifacts / "html").mkdir(exist_ok=True)
+    return _Python([], {}, report, [])
+
+
+def _python_reports(
+    artifacts: Path, config: ReportConfig, groups: dict[str, list[Path]], work: Path
+) -> _Python:
     with _in_directory(config.display_root):
         # one combine per run: each process's file is read once, into its service's data;
         # the combined data is the union of those (an in-memory merge, no second read)
@@ -199,7 +310,7 @@ def build(artifacts: Path, config: ReportConfig) -> ReportResult:
         merged.write()
         cov = _coverage(work / "combined.coverage", config)
         cov.load()
-        warnings += _unmapped(cov, config) + _vanished(cov, config)
+        warnings = _unmapped(cov, config) + _vanished(cov, config)
         title = f"e2e coverage — {config.run_id}" + (
             " (attribution approximate)" if config.approximate else ""
         )
@@ -223,26 +334,13 @@ def build(artifacts: Path, config: ReportConfig) -> ReportResult:
             ) from exc
     report = json.loads((artifacts / "coverage.json").read_text())
     services: dict[str, Totals] = {}
+    text: list[str] = []
     for service, data in sorted(by_service.items()):
         table, services[service] = service_table(report, data, config.display_root)
         count = len(groups[service])
         text += [f"== service {service} ({count} data file(s)) ==", *table, ""]
-    text += ["== combined ==", buffer.getvalue().rstrip(), *(f"warning: {w}" for w in warnings)]
-    (artifacts / "e2e-coverage.txt").write_text("\n".join(text) + "\n")
-    combined = _json_totals(artifacts / "coverage.json")
-    func_lines = function_report(report)
-    (artifacts / "e2e-coverage-func.txt").write_text("\n".join(func_lines) + "\n")
-    below = _below(config, services, combined)
-    summary = markdown_summary(config, services, combined, below)
-    (artifacts / "summary.md").write_text(summary)
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        with open(step_summary, "a") as handle:
-            handle.write(summary + "\n")
-    files = [artifacts / name for name in (
-        "e2e-coverage.txt", "e2e-coverage-func.txt", "html/index.html", "coverage.json",
-        "coverage.lcov", "coverage.xml", "summary.md")]  # fmt: skip
-    return ReportResult(services, combined, files, warnings, below)
+    text += ["== combined ==", buffer.getvalue().rstrip()]
+    return _Python(text, services, report, warnings)
 
 
 def service_table(
@@ -267,14 +365,21 @@ def service_table(
     totals = Totals(total_statements, total_missed, _percent(total_statements, total_missed))
     if not rows:
         return ["(nothing under source)"], totals
-    width = max(len("Name"), *(len(r[0]) for r in rows))
-    lines = [f"{'Name':<{width}}   Stmts   Miss  Cover", "-" * (width + 22)]
-    for name, count, missed in [*rows, ("TOTAL", total_statements, total_missed)]:
+    return _table(rows), totals
+
+
+def _table(rows: list[tuple[str, int, int]], label: str = "Name") -> list[str]:
+    """`Name  Stmts  Miss  Cover` rows and a TOTAL, as coverage.py's text report shows them."""
+    rows = sorted(rows)
+    total = ("TOTAL", sum(r[1] for r in rows), sum(r[2] for r in rows))
+    width = max(len(label), *(len(r[0]) for r in rows)) if rows else len(label)
+    lines = [f"{label:<{width}}   Stmts   Miss  Cover", "-" * (width + 22)]
+    for name, count, missed in [*rows, total]:
         if name == "TOTAL":
             lines.append("-" * (width + 22))
         cover = f"{_percent(count, missed):.0f}%"
         lines.append(f"{name:<{width}}  {count:6d} {missed:6d} {cover:>6}")
-    return lines, totals
+    return lines
 
 
 def _percent(statements: int, missed: int) -> float:
@@ -315,6 +420,18 @@ def _unmapped(cov: coverage.Coverage, config: ReportConfig) -> list[str]:
 
 def function_report(report: dict[str, Any]) -> list[str]:
     """`path:line  name  percent` per function, then the total: like `go tool covdata func`."""
+    total = ("total:", "(statements)", f"{report['totals']['percent_covered']:.1f}%")
+    return _columns([*function_rows(report), total])
+
+
+def _columns(rows: list[tuple[str, str, str]]) -> list[str]:
+    width_a = max(len(r[0]) for r in rows)
+    width_b = max(len(r[1]) for r in rows)
+    return [f"{a:<{width_a}}  {b:<{width_b}}  {c:>6}" for a, b, c in rows]
+
+
+def function_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """One row per Python function of a coverage.py JSON report."""
     rows: list[tuple[str, str, str]] = []
     for path, data in sorted(report["files"].items()):
         for name, region in sorted(
@@ -329,10 +446,7 @@ def function_report(report: dict[str, Any]) -> list[str]:
                     f"{region['summary']['percent_covered']:.1f}%",
                 )
             )
-    rows.append(("total:", "(statements)", f"{report['totals']['percent_covered']:.1f}%"))
-    width_a = max(len(r[0]) for r in rows)
-    width_b = max(len(r[1]) for r in rows)
-    return [f"{a:<{width_a}}  {b:<{width_b}}  {c:>6}" for a, b, c in rows]
+    return rows
 
 
 def _below(config: ReportConfig, services: dict[str, Totals], combined: Totals) -> list[str]:
@@ -351,7 +465,11 @@ def _below(config: ReportConfig, services: dict[str, Totals], combined: Totals) 
 
 
 def markdown_summary(
-    config: ReportConfig, services: dict[str, Totals], combined: Totals, below: list[str]
+    config: ReportConfig,
+    services: dict[str, Totals],
+    combined: Totals,
+    below: list[str],
+    go_services: Sequence[gocover.GoService] = (),
 ) -> str:
     lines = [
         f"### End-to-end coverage ({config.run_id})",
@@ -367,5 +485,81 @@ def markdown_summary(
         f"| **{combined.percent:.1f}%** |"
     )
     lines += ["", f"core: {', '.join(sorted(set(config.cores))) or 'unknown'}"]
+    lines += [f"- Go service {s.name}: statements as `go tool covdata` counts them; HTML "
+              f"`html/go/{s.name}.html`" for s in go_services if s.html is not None]  # fmt: skip
     lines += [f"- :x: {b}" for b in below]
     return "\n".join(lines) + "\n"
+
+
+def _merge_go(artifacts: Path, svc: gocover.GoService, report: dict[str, Any]) -> None:
+    """Put a Go service's files into the machine formats beside the Python ones, and make
+    their totals the combined ones (statements, as `go tool covdata` counts them)."""
+    totals = report["totals"]
+    lcov: list[str] = []
+    packages: dict[str, list[gocover.GoFile]] = {}
+    for go_file in sorted(svc.files.values(), key=lambda f: f.name):
+        hit = sorted(n for n, c in go_file.lines.items() if c)
+        missed = sorted(n for n, c in go_file.lines.items() if not c)
+        report["files"][go_file.name] = {
+            "language": "go",
+            "service": svc.name,
+            "executed_lines": hit,
+            "missing_lines": missed,
+            "excluded_lines": [],
+            "summary": {
+                "num_statements": go_file.statements,
+                "covered_lines": go_file.covered,
+                "missing_lines": go_file.missed,
+                "excluded_lines": 0,
+                "percent_covered": go_file.percent,
+            },
+        }
+        totals["num_statements"] += go_file.statements
+        totals["covered_lines"] += go_file.covered
+        totals["missing_lines"] += go_file.missed
+        lcov += [f"SF:{go_file.name}", *(f"DA:{n},{c}" for n, c in sorted(go_file.lines.items()))]
+        lcov += [f"LF:{len(go_file.lines)}", f"LH:{len(hit)}", "end_of_record"]
+        packages.setdefault(go_file.package, []).append(go_file)
+    statements = totals["num_statements"]
+    totals["percent_covered"] = _percent(statements, totals["missing_lines"])
+    totals["percent_covered_display"] = f"{totals['percent_covered']:.0f}"
+    with (artifacts / "coverage.lcov").open("a") as handle:
+        handle.write("\n".join(lcov) + "\n")
+    _merge_cobertura(artifacts / "coverage.xml", packages)
+
+
+def _merge_cobertura(path: Path, packages: dict[str, list[gocover.GoFile]]) -> None:
+    tree = ET.parse(path)  # noqa: S314 - coverage.py's own output of this run
+    root = tree.getroot()
+    container = root.find("packages")
+    if container is None:
+        container = ET.SubElement(root, "packages")
+    valid = int(root.get("lines-valid", "0"))
+    covered = int(root.get("lines-covered", "0"))
+    for name, files in sorted(packages.items()):
+        package = ET.SubElement(container, "package", name=name, complexity="0")
+        classes = ET.SubElement(package, "classes")
+        package_lines = package_hit = 0
+        for go_file in files:
+            hits = sum(1 for c in go_file.lines.values() if c)
+            rate = hits / len(go_file.lines) if go_file.lines else 1.0
+            element = ET.SubElement(classes, "class", name=Path(go_file.name).name)
+            element.set("filename", go_file.name)
+            element.set("complexity", "0")
+            element.set("line-rate", f"{rate:.4g}")
+            element.set("branch-rate", "0")
+            ET.SubElement(element, "methods")
+            lines = ET.SubElement(element, "lines")
+            for number, count in sorted(go_file.lines.items()):
+                ET.SubElement(lines, "line", number=str(number), hits=str(count))
+            package_lines += len(go_file.lines)
+            package_hit += hits
+        rate = package_hit / package_lines if package_lines else 1.0
+        package.set("line-rate", f"{rate:.4g}")
+        package.set("branch-rate", "0")
+        valid += package_lines
+        covered += package_hit
+    root.set("lines-valid", str(valid))
+    root.set("lines-covered", str(covered))
+    root.set("line-rate", f"{covered / valid if valid else 1.0:.4g}")
+    tree.write(path, xml_declaration=True, encoding="unicode")

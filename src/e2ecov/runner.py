@@ -38,7 +38,16 @@ from pathlib import Path
 from types import FrameType
 
 import e2ecov
-from e2ecov import artifacts, collect, diagnostics, placeholders, procs, protocol, reports
+from e2ecov import (
+    artifacts,
+    collect,
+    diagnostics,
+    gocover,
+    placeholders,
+    procs,
+    protocol,
+    reports,
+)
 from e2ecov.errors import ExitCode, Interrupted, NoCoverageData, StackStartError, UsageError
 from e2ecov.progress import Progress
 from e2ecov.recipes import RecipeUnavailable, free_port
@@ -166,7 +175,9 @@ def plan(stack: Stack, run_id: str, control_dir: Path, out: Path) -> Plan:
     base = clean_environ()
     services: dict[str, ServiceRun] = {}
     for name, spec in stack.services.items():
-        values = placeholders.Values(own[name], urls, service_ports, str(stack.artifacts), run_id)
+        values = placeholders.Values(
+            own[name], urls, service_ports, str(stack.artifacts), run_id, go_binary(out, name)
+        )
         env_added = {k: placeholders.render(v, values) for k, v in spec.env.items()}
         env = {
             **base,
@@ -175,7 +186,9 @@ def plan(stack: Stack, run_id: str, control_dir: Path, out: Path) -> Plan:
             protocol.ENV_ARTIFACTS: str(stack.artifacts),
             protocol.ENV_STACK_SERVICE: name,
         }
-        if spec.coverage:
+        if spec.go:
+            env.update(go_env(spec, control_dir, out))
+        elif spec.coverage:
             env.update(agent_env(spec, stack, run_id, control_dir, out))
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(STARTUP_DIR), env.get("PYTHONPATH", "")) if p
@@ -199,6 +212,21 @@ def plan(stack: Stack, run_id: str, control_dir: Path, out: Path) -> Plan:
         test_env=test_environment(stack, services, base, test_values, control_dir),
         report_config=report_config(stack, run_id),
     )
+
+
+def go_binary(out: Path, service: str) -> str:
+    """Where e2ecov puts the binary it builds from a service's `go_build`."""
+    return str(out / "bin" / service)
+
+
+def go_env(spec: ServiceSpec, control_dir: Path, out: Path) -> dict[str, str]:
+    """A Go service's GOCOVERDIR, and what e2ecov's Go agent reads if the service imports it."""
+    return {
+        "GOCOVERDIR": str(out / gocover.GO_DIR / spec.name),
+        protocol.ENV_SERVICE: spec.name,
+        protocol.ENV_CONTROL_DIR: str(control_dir),
+        protocol.ENV_LEDGER_DIR: str(out / "processes"),
+    }
 
 
 def agent_env(
@@ -247,7 +275,7 @@ def test_environment(
 
 
 def report_config(stack: Stack, run_id: str) -> reports.ReportConfig:
-    measured = [spec for spec in stack.services.values() if spec.coverage]
+    measured = [spec for spec in stack.services.values() if spec.coverage and not spec.go]
     return reports.ReportConfig(
         root=stack.root,
         source=sorted({s for spec in measured for s in spec.source} or set(stack.source)),
@@ -275,8 +303,10 @@ def _program(command: list[str], cwd: Path, env: dict[str, str]) -> str | None:
 def preflight(stack: Stack, planned: Plan) -> list[str]:
     """What is wrong that needs nothing running to see (exit 2 when not empty)."""
     problems = []
+    if any(s.spec.go for s in planned.services.values()) and shutil.which("go") is None:
+        problems.append(f"the stack has Go services, whose reports need go: {gocover.INSTALL_HINT}")
     for name, svc in planned.services.items():
-        if not svc.command:
+        if not svc.command or svc.spec.go_build:
             continue
         if not svc.spec.cwd.is_dir():
             problems.append(f"service '{name}': cwd {svc.spec.cwd} does not exist")
@@ -319,6 +349,7 @@ class Run:
         self.signalled: int | None = None
         self._raise_on_signal = False
         self.tests_ran = False  # the test command ran to its end (whatever its verdict)
+        self.go_executables: dict[str, str] = {}
 
     # ---- the whole run ---------------------------------------------------------------------
 
@@ -435,8 +466,10 @@ class Run:
             **planned.report_config.to_json(),
             "tests": planned.tests,
             "autosave": self.stack.autosave,
+            "go": {g.name: g.to_json() for g in self.go_inputs()},
         }
         taken = [p for svc in self.services.values() for p in taken_port_problems(svc)]
+        taken += self._build_go()
         for problem in taken:
             self._fail(ExitCode.STACK_DOWN, problem)
             self.progress.info(f"FAILED: {problem}")
@@ -444,6 +477,35 @@ class Run:
         self.record.write()
         self._end_phase("FAILED" if taken else "ok")
         return None if taken else planned
+
+    def _build_go(self) -> list[str]:
+        """GOCOVERDIRs, and `go build -cover` for services with go_build: before any start."""
+        problems = []
+        for name, svc in self.services.items():
+            if not svc.spec.go:
+                continue
+            (self.out / gocover.GO_DIR / name).mkdir(parents=True, exist_ok=True)
+            if svc.spec.go_build:
+                self.progress.info(f"{name}: go build -cover {svc.spec.go_build}")
+                output = Path(go_binary(self.out, name))
+                error = gocover.build(name, svc.spec.go_build, svc.spec.cwd, output)
+                if error:
+                    problems.append(error)
+        return problems
+
+    def go_inputs(self) -> list[reports.GoInput]:
+        found = []
+        for name, svc in self.services.items():
+            if not svc.spec.go:
+                continue
+            binary = go_binary(self.out, name) if svc.spec.go_build else None
+            binary = binary or self.go_executables.get(name)
+            if binary is None and svc.command:
+                binary = _program(svc.command, svc.spec.cwd, svc.env)
+            module = gocover.module_of(svc.spec.cwd)
+            modules = {module[0]: module[1]} if module else {}
+            found.append(reports.GoInput(name, binary, modules))
+        return found
 
     def _start(self) -> bool:
         order = self.stack.start_order()
@@ -569,11 +631,21 @@ class Run:
         )
         flush_started = time.time()
         answers = protocol.broadcast(self.control_dir, "save")
+        for name, svc in self.services.items():  # what a Go service runs (past any exec)
+            if svc.spec.go and svc.pid is not None and svc.poll() is None:
+                with contextlib.suppress(OSError):
+                    self.go_executables[name] = os.readlink(f"/proc/{svc.pid}/exe")
         self.progress.info(f"live save acknowledged by {len(answers)} process(es)")
         if self.failures:
             self._diagnose()
         death = self._stop_services() if stop else {}
         self.outcomes = collect.outcomes(self.out / "processes", flush_started, death)
+        announced = {o.pid for o in self.outcomes}
+        for name, svc in self.services.items():
+            if svc.spec.go and svc.started is not None:
+                self.outcomes += gocover.outcomes(
+                    name, self.out / gocover.GO_DIR / name, svc.pid, death, announced
+                )
         self.losses = self._losses(self.outcomes)
         self.record.cores = sorted({o.core for o in self.outcomes})
         self.record.processes = [
@@ -588,7 +660,9 @@ class Run:
             self._fail(ExitCode.COVERAGE, "coverage lost: " + self.losses[0])
 
     def _losses(self, found: list[collect.ProcessOutcome]) -> list[str]:
-        measured = [n for n, s in self.services.items() if s.spec.coverage and s.started]
+        measured = [
+            n for n, s in self.services.items() if s.spec.coverage and not s.spec.go and s.started
+        ]
         losses = [o.message for o in found if o.is_loss] + collect.silent_services(measured, found)
         for message in losses:
             self.progress.info("LOST: " + message)
@@ -617,7 +691,7 @@ class Run:
             self.plan.report_config, cores=self.record.cores, attribution=self.record.attribution
         )
         try:
-            result = reports.build(self.out, config)
+            result = reports.build(self.out, config, self.go_inputs())
         except NoCoverageData as exc:
             self._fail(ExitCode.COVERAGE, str(exc).splitlines()[0])
             self.progress.info(str(exc))

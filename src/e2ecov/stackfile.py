@@ -38,7 +38,8 @@ SERVICE_KEYS = {
     "env": "a table of environment variables",
     "depends_on": "a list of service names",
     "health": "a table: url, timeout, interval",
-    "coverage": "true/false",
+    "coverage": 'true/false, or "go" for a Go binary built with go build -cover',
+    "go_build": "a Go package ('./cmd/server') e2ecov builds with -cover; run as {go_binary}",
     "cwd": "the working directory",
     "fail_under": "a percent (number)",
     "grace": "time between SIGTERM and SIGKILL",
@@ -77,6 +78,8 @@ class ServiceSpec:
     source: list[Path]
     port_names: frozenset[str]  # named ports ({port.NAME}) this service needs
     source_pkgs: list[str] = field(default_factory=list)
+    go: bool = False  # a Go binary built with -cover: measured through GOCOVERDIR
+    go_build: str | None = None  # the Go package e2ecov builds before anything starts
 
     @property
     def env_prefix(self) -> str:
@@ -473,6 +476,19 @@ def _service(
         cwd = "."
     fail_under = body.get("fail_under")
     own_source = check.string_list(body.get("source"), (*where, "source"))
+    go_build = body.get("go_build")
+    if go_build is not None and (not isinstance(go_build, str) or not go_build):
+        check.problem(
+            (*where, "go_build"),
+            f"[services.{name}] 'go_build' must be a Go package path like './cmd/server', "
+            f"got {go_build!r}",
+        )
+        go_build = None
+    raw_coverage = body.get("coverage")
+    go_service = raw_coverage == "go" or (go_build is not None and raw_coverage is None)
+    coverage = go_service or check.boolean(
+        raw_coverage, (*where, "coverage"), command is not None
+    )
     spec = ServiceSpec(
         name=name,
         command=command_list,
@@ -480,7 +496,9 @@ def _service(
         env=check.string_table(body.get("env"), (*where, "env")),
         depends_on=depends_on,
         health=health,
-        coverage=check.boolean(body.get("coverage"), (*where, "coverage"), command is not None),
+        coverage=coverage,
+        go=go_service,
+        go_build=go_build,
         cwd=(root / cwd).resolve(),
         fail_under=None
         if fail_under is None
@@ -573,6 +591,12 @@ def _check_placeholders(check: _Checker, stack: Stack) -> dict[str, set[str]]:
             )
         elif ph.kind == "port" and owner is not None and stack.services[owner].recipe:
             check.problem(where, f"{label}: a recipe has no command to put '{{{ph.text}}}' in")
+        elif ph.kind == "go_binary" and (owner is None or not stack.services[owner].go_build):
+            check.problem(
+                where,
+                f"{label}: '{{go_binary}}' is the binary built from a service's go_build; "
+                "this " + ("is the test command" if owner is None else "service has no go_build"),
+            )
         elif ph.service is not None:
             if ph.service not in stack.services:
                 known = ", ".join(sorted(stack.services)) or "(none)"

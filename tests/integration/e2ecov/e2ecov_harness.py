@@ -107,3 +107,37 @@ def e2ecov(
         time.monotonic() - started,
         artifacts or cwd / "out",
     )
+
+
+GOAPP = SAMPLES / "goapp"
+
+
+def go_service(name: str = "goapp", extra: str = "") -> str:
+    """A `[services.NAME]` table that e2ecov builds from the sample Go service (go_build)."""
+    return f"""
+[services.{name}]
+go_build = "."
+command = ["{{go_binary}}", "--port", "{{port}}"]
+cwd = {json.dumps(str(GOAPP))}
+health = {{ url = "http://127.0.0.1:{{port}}/health", timeout = "20s", interval = "0.05s" }}
+grace = "5s"
+{extra}
+"""
+
+
+def get_script(directory: Path, *calls: tuple[str, str]) -> list[str]:
+    """A test command that GETs each (service env var, path) and fails on a non-200 answer."""
+    script = directory / "get.py"
+    lines = ["import os, sys, urllib.request"]
+    for var, path in calls:
+        if path == "kill":
+            lines.append(
+                f"pid = int(urllib.request.urlopen(os.environ[{var!r}] + '/pid').read())\n"
+                "os.kill(pid, 9)\nimport time; time.sleep(0.3)"
+            )
+        else:
+            lines.append(
+                f"print({path!r}, urllib.request.urlopen(os.environ[{var!r}] + {path!r}).read())"
+            )
+    script.write_text("\n".join(lines) + "\n")
+    return [sys.executable, str(script)]

@@ -1,0 +1,3 @@
+module e2ecov.invalid/agent
+
+go 1.22

@@ -1,0 +1,267 @@
+"""Go services: a GOCOVERDIR per service, loss detection, and reports via `go tool covdata`.
+
+A Go service is a binary built with `go build -cover` (e2ecov builds it from a `go_build`
+package with `-covermode=atomic`, which live saves need). Each process writes its counters into
+the service's GOCOVERDIR when main returns or os.Exit is called; a process killed by a signal
+writes nothing — unless it imports e2ecov's Go agent (the `go` directory of this package),
+which announces it in the ledger and writes counters on e2ecov's live save, like the Python
+agent does.
+
+Loss detection knows which processes should have written: the service's main process, plus
+every process that announced itself. A main process with no counter file of its pid is lost.
+
+Reports: `go tool covdata textfmt` gives the statement blocks (the unit of every total here, as
+in `go tool covdata percent`), `go tool covdata func` the per-function lines, and
+`go tool cover -html` the HTML page per service. Import paths are shown as repository paths
+when the module lives in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from e2ecov.collect import ProcessOutcome
+
+GO_DIR = "go"  # <run directory>/go/<service>/: the service's GOCOVERDIR
+INSTALL_HINT = "install Go (https://go.dev/doc/install) or put `go` on PATH"
+_BLOCK = re.compile(r"^(.+):(\d+)\.(\d+),(\d+)\.(\d+) (\d+) (\d+)$")
+_MODULE = re.compile(r"^module\s+(\S+)", re.MULTILINE)
+_COUNTERS = re.compile(r"^covcounters\.[0-9a-f]+\.(\d+)\.\d+$")
+
+
+class GoUnavailable(RuntimeError):
+    """`go` is not on PATH."""
+
+
+def go() -> str:
+    found = shutil.which("go")
+    if found is None:
+        raise GoUnavailable(f"Go services need the go tool: {INSTALL_HINT}")
+    return found
+
+
+def build(name: str, package: str, cwd: Path, output: Path) -> str | None:
+    """`go build -cover -covermode=atomic`; returns the build's error output on failure."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(
+            [go(), "build", "-cover", "-covermode=atomic", "-o", str(output), package],
+            cwd=cwd, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    except GoUnavailable as exc:
+        return str(exc)
+    if done.returncode != 0:
+        lines = "\n    ".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        return f"service '{name}': go build -cover {package} (in {cwd}) failed:\n    {lines}"
+    return None
+
+
+def module_of(directory: Path) -> tuple[str, Path] | None:
+    """The Go module a directory belongs to: (module path, module root)."""
+    for candidate in [directory, *directory.parents]:
+        mod = candidate / "go.mod"
+        if mod.is_file():
+            match = _MODULE.search(mod.read_text(errors="replace"))
+            return (match.group(1), candidate) if match else None
+    return None
+
+
+def counter_pids(covdir: Path) -> set[int]:
+    """Pids that wrote counters into a GOCOVERDIR."""
+    found = set()
+    if covdir.is_dir():
+        for path in covdir.iterdir():
+            match = _COUNTERS.match(path.name)
+            if match:
+                found.add(int(match.group(1)))
+    return found
+
+
+def outcomes(
+    service: str, covdir: Path, main_pid: int | None, death: dict[int, str], announced: set[int]
+) -> list[ProcessOutcome]:
+    """The main process of a Go service that did not announce itself: saved or lost."""
+    if main_pid is None or main_pid in announced:
+        return []
+    who = f"{service} pid {main_pid}"
+    if main_pid in counter_pids(covdir):
+        return [ProcessOutcome(service, main_pid, "saved", f"{who} saved at exit", str(covdir),
+                               None, "go")]  # fmt: skip
+    how = death.get(main_pid, "did not exit")
+    if not any(covdir.glob("covmeta.*")):
+        cause = f"{how}, and its GOCOVERDIR stayed empty: is the binary built with go build -cover?"
+    else:
+        cause = (
+            f"{how} before it saved (a Go binary writes its counters when main returns or "
+            "os.Exit is called; one killed by a signal writes nothing unless it imports "
+            "e2ecov's Go agent)"
+        )
+    return [ProcessOutcome(service, main_pid, "lost", f"{who} wrote no coverage: {cause}",
+                           str(covdir), None, "go")]  # fmt: skip
+
+
+@dataclass
+class GoFile:
+    """One source file: statements as Go counts them, and hits per line (for line formats)."""
+
+    name: str
+    package: str
+    statements: int = 0
+    covered: int = 0
+    lines: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def missed(self) -> int:
+        return self.statements - self.covered
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.covered / self.statements if self.statements else 100.0
+
+
+@dataclass
+class GoService:
+    name: str
+    files: dict[str, GoFile]
+    functions: list[tuple[str, str, str]]  # ("path:line:", name, "NN.N%")
+    html: Path | None
+    warnings: list[str]
+
+    @property
+    def statements(self) -> int:
+        return sum(f.statements for f in self.files.values())
+
+    @property
+    def covered(self) -> int:
+        return sum(f.covered for f in self.files.values())
+
+
+def _display(import_path: str, modules: dict[str, Path], display_root: Path) -> str:
+    """A repository path for files of modules in the repository, else the import path."""
+    for module, root in modules.items():
+        if import_path.startswith(module + "/"):
+            local = root / import_path[len(module) + 1 :]
+            try:
+                return str(local.relative_to(display_root))
+            except ValueError:
+                return str(local)
+    return import_path
+
+
+def parse_profile(text: str, modules: dict[str, Path], display_root: Path) -> dict[str, GoFile]:
+    """`go tool covdata textfmt` output → files (blocks merged: a block is covered once any
+    process ran it)."""
+    blocks: dict[tuple[str, int, int, int, int], tuple[int, int]] = {}
+    for line in text.splitlines():
+        match = _BLOCK.match(line.strip())
+        if not match:
+            continue
+        path, l1, c1, l2, c2, statements, count = match.groups()
+        key = (path, int(l1), int(c1), int(l2), int(c2))
+        previous = blocks.get(key, (int(statements), 0))
+        blocks[key] = (int(statements), previous[1] + int(count))
+    files: dict[str, GoFile] = {}
+    for (path, start, _c1, end, _c2), (statements, count) in blocks.items():
+        name = _display(path, modules, display_root)
+        entry = files.setdefault(name, GoFile(name, path.rsplit("/", 1)[0]))
+        entry.statements += statements
+        entry.covered += statements if count else 0
+        for number in range(start, end + 1):
+            entry.lines[number] = max(entry.lines.get(number, 0), count)
+    return files
+
+
+def _functions(
+    text: str, modules: dict[str, Path], display_root: Path
+) -> list[tuple[str, str, str]]:
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 3 or parts[0] in ("total", "total:"):
+            continue
+        where, name, percent = parts
+        path, _, number = where.rstrip(":").rpartition(":")
+        rows.append((f"{_display(path, modules, display_root)}:{number}:", name, percent))
+    return rows
+
+
+def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def report(
+    name: str,
+    covdir: Path,
+    work: Path,
+    html_dir: Path,
+    modules: dict[str, Path],
+    display_root: Path,
+    binary: str | None,
+) -> GoService | None:
+    """One Go service's reports; None when it wrote no coverage at all."""
+    if not any(covdir.glob("covmeta.*")) or not counter_pids(covdir):
+        return None
+    tool = go()
+    merged = work / f"go-{name}"
+    shutil.rmtree(merged, ignore_errors=True)
+    merged.mkdir(parents=True)
+    warnings: list[str] = []
+    done = _run([tool, "tool", "covdata", "merge", f"-i={covdir}", f"-o={merged}"])
+    if done.returncode != 0:
+        raise RuntimeError(f"go tool covdata merge for {name}: {done.stderr.strip()}")
+    profile = work / f"go-{name}.cov"
+    _run([tool, "tool", "covdata", "textfmt", f"-i={merged}", f"-o={profile}"])
+    files = parse_profile(profile.read_text(), modules, display_root)
+    functions = _functions(
+        _run([tool, "tool", "covdata", "func", f"-i={merged}"]).stdout, modules, display_root
+    )
+    html = html_dir / f"{name}.html"
+    html_dir.mkdir(parents=True, exist_ok=True)
+    why = _html(tool, profile, html, modules, binary)
+    if why:
+        warnings.append(f"no Go HTML page for service {name}: {why}")
+        html = None  # type: ignore[assignment]
+    return GoService(name, files, functions, html, warnings)
+
+
+def _html(
+    tool: str, profile: Path, html: Path, modules: dict[str, Path], binary: str | None
+) -> str | None:
+    """`go tool cover -html` needs the sources: from a module in the repository, or (for a
+    binary built from the module proxy) from a throwaway module requiring what it was built
+    from, resolved through the module cache."""
+    command = [tool, "tool", "cover", f"-html={profile}", f"-o={html}"]
+    for root in modules.values():
+        done = _run(command, cwd=root)
+        if done.returncode == 0:
+            return None
+    main = _main_module(tool, binary) if binary else None
+    if main is None:
+        return "its sources are not in a module of the repository"
+    with tempfile.TemporaryDirectory(prefix="e2ecov-go-") as tmp:
+        (Path(tmp) / "go.mod").write_text(
+            f"module e2ecov.invalid/html\n\nrequire {main[0]} {main[1]}\n"
+        )
+        env_run = subprocess.run(
+            command, cwd=tmp, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "GOFLAGS": "-mod=mod"},
+        )  # fmt: skip
+    if env_run.returncode != 0:
+        return (env_run.stderr.strip().splitlines() or ["go tool cover failed"])[-1]
+    return None
+
+
+def _main_module(tool: str, binary: str) -> tuple[str, str] | None:
+    """(module path, version) a Go binary was built from (`go version -m`)."""
+    done = _run([tool, "version", "-m", binary])
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "mod":
+            return parts[1], parts[2]
+    return None

@@ -1,0 +1,125 @@
+"""Go services beside Python ones: GOCOVERDIR per service, live saves through e2ecov's Go
+agent, loss detection, and one set of reports with a combined total."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from e2ecov_harness import GOAPP, app_service, e2ecov, get_script, go_service, write_stack
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("go") is None, reason="Go is not installed"),
+]
+
+
+def _go_file(report: dict, name: str) -> dict:  # type: ignore[type-arg]
+    return next(v for k, v in report["files"].items() if k.endswith(f"goapp/{name}"))
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("mixed")
+    tests = get_script(
+        root, ("E2E_APP_URL", "/alpha"), ("E2E_GOAPP_URL", "/alpha"), ("E2E_GOAPP_URL", "/beta")
+    )
+    stack = write_stack(root, tests, app_service("app") + go_service())
+    return e2ecov("run", "-c", str(stack), cwd=root, timeout=300)
+
+
+def test_python_and_go_services_in_one_run(mixed) -> None:  # type: ignore[no-untyped-def]
+    assert mixed.code == 0, mixed.output
+    assert "goapp: go build -cover ." in mixed.stdout
+    assert "live save acknowledged by 2 process(es)" in mixed.stdout  # Python and Go agents
+    run = mixed.run_json()
+    goapp = [p for p in run["processes"] if p["service"] == "goapp"]
+    assert [p["status"] for p in goapp] == ["saved"] and goapp[0]["core"] == "go"
+    services = run["totals"]["services"]
+    combined = run["totals"]["combined"]
+    assert set(services) == {"app", "goapp"}
+    assert combined["statements"] == services["app"]["statements"] + services["goapp"]["statements"]
+    assert combined["missed"] == services["app"]["missed"] + services["goapp"]["missed"]
+
+
+def test_go_totals_agree_with_go_tool_covdata(mixed) -> None:  # type: ignore[no-untyped-def]
+    covdir = mixed.artifacts / "go" / "goapp"
+    percent = subprocess.run(
+        ["go", "tool", "covdata", "percent", f"-i={covdir}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    expected = float(percent.split("coverage:")[1].split("%")[0])
+    assert mixed.run_json()["totals"]["services"]["goapp"]["percent"] == pytest.approx(
+        expected, abs=0.05
+    )
+
+
+def test_every_report_has_the_go_files(mixed) -> None:  # type: ignore[no-untyped-def]
+    out = mixed.artifacts
+    text = (out / "e2e-coverage.txt").read_text()
+    assert "== service goapp (Go" in text and "== combined (Python and Go) ==" in text
+    func = (out / "e2e-coverage-func.txt").read_text().splitlines()
+    alpha = next(line for line in func if "goapp/main.go:" in line and " alpha " in line)
+    assert alpha.split()[-1] == "100.0%"
+    never = next(line for line in func if " neverCalled " in line)
+    assert never.split()[-1] == "0.0%"
+    assert any(" alpha " in line and "handlers.py" in line for line in func)  # Python too
+    report = json.loads((out / "coverage.json").read_text())
+    main = _go_file(report, "main.go")
+    assert main["language"] == "go" and main["service"] == "goapp"
+    statements = sum(f["summary"]["num_statements"] for f in report["files"].values())
+    assert report["totals"]["num_statements"] == statements
+    run = mixed.run_json()
+    assert report["totals"]["percent_covered"] == pytest.approx(
+        run["totals"]["combined"]["percent"], abs=0.01
+    )
+    lcov = (out / "coverage.lcov").read_text()
+    assert "goapp/main.go" in lcov and "handlers.py" in lcov
+    xml = ET.parse(out / "coverage.xml").getroot()
+    assert any(p.get("name") == "example.com/goapp" for p in xml.iter("package"))
+    summary = (out / "summary.md").read_text()
+    assert "| goapp |" in summary and "| app |" in summary and "**total**" in summary
+    page = (out / "html" / "go" / "goapp.html").read_text()
+    assert "func alpha()" in page
+    assert (out / "html" / "index.html").is_file()
+
+
+def test_report_rebuilds_go_from_the_artifacts(mixed) -> None:  # type: ignore[no-untyped-def]
+    before = json.loads((mixed.artifacts / "coverage.json").read_text())["totals"]
+    again = e2ecov("report", "--artifacts", str(mixed.artifacts), cwd=mixed.artifacts.parent)
+    assert again.code == 0, again.output
+    after = json.loads((mixed.artifacts / "coverage.json").read_text())["totals"]
+    assert after["num_statements"] == before["num_statements"]
+    assert after["covered_lines"] == before["covered_lines"]
+
+
+def test_go_process_without_agent_killed_mid_test_is_a_loss(tmp_path: Path) -> None:
+    binary = tmp_path / "goapp-noagent"
+    subprocess.run(
+        ["go", "build", "-cover", "-tags", "noagent", "-o", str(binary), "."],
+        cwd=GOAPP, check=True,
+    )  # fmt: skip
+    service = f"""
+[services.goapp]
+command = ["{binary}", "--port", "{{port}}"]
+coverage = "go"
+cwd = "{GOAPP}"
+health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
+"""
+    tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"), ("E2E_GOAPP_URL", "kill"))
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert outcome.code == 3, outcome.output  # died during the tests; the loss is named too
+    pid = outcome.run_json()["services"]["goapp"]["pid"]
+    assert f"LOST: goapp pid {pid} wrote no coverage: was killed by SIGKILL" in outcome.stdout
+    # the same binary stopped by SIGTERM returns from main and writes its counters at exit
+    tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/beta"))
+    again = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert again.code == 0, again.output
+    [process] = again.run_json()["processes"]
+    assert process["status"] == "saved" and process["message"].endswith("saved at exit")
+    report = json.loads((again.artifacts / "coverage.json").read_text())
+    assert _go_file(report, "main.go")["summary"]["covered_lines"] > 0
