@@ -1,0 +1,159 @@
+"""With Kubernaut's own CRD installed (tests/fixtures/kubernaut), the Gateway's RRs are
+accepted, and status written the way Kubernaut's controllers write it is read correctly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2ecov.kubeapi import KubeAPIServer
+from tests.conftest import REPO, kube_testenv_bin
+from tests.support.kube import kube_gateway
+from tests.support.services import ServiceProcess, alert, webhook
+
+KUBERNAUT_CRD = REPO / "tests" / "fixtures" / "kubernaut" / "kubernaut.ai_remediationrequests.yaml"
+PROM = "/api/v1/signals/prometheus"
+NAMESPACE = "kubernaut-system"
+
+
+@pytest.fixture(scope="module")
+def kubernaut_apiserver() -> Iterator[KubeAPIServer]:
+    server = KubeAPIServer(bin_dir=kube_testenv_bin(), crds=[KUBERNAUT_CRD]).start()
+    try:
+        server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    kubernaut_apiserver: KubeAPIServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    service = kube_gateway(
+        kubernaut_apiserver,
+        NAMESPACE,
+        tmp_path_factory.mktemp("gw"),
+        auth="static",
+        env={"SIGNALGATE_SCOPE__SOURCE": "settings"},
+    ).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def rr_path(name: str = "") -> str:
+    base = f"/apis/kubernaut.ai/v1alpha1/namespaces/{NAMESPACE}/remediationrequests"
+    return f"{base}/{name}" if name else base
+
+
+def as_a_controller(server: KubeAPIServer, name: str, **status: Any) -> dict[str, Any]:
+    """Write status the way Kubernaut's orchestrator does: the whole object, its
+    resourceVersion, Kubernaut's own status fields beside ours."""
+    code, obj = server.request("GET", rr_path(name))
+    assert code == 200, obj
+    obj["status"].update(status)
+    code, written = server.request("PUT", rr_path(name) + "/status", obj)
+    assert code == 200, written
+    return written
+
+
+def test_the_gateways_rr_is_accepted_by_kubernauts_crd(
+    gateway: ServiceProcess, kubernaut_apiserver: KubeAPIServer
+) -> None:
+    with gateway.client() as c:
+        created = c.post(PROM, json=webhook(alert(pod="crd-1", cluster="eu-1")))
+        assert created.status_code == 201, created.text
+        name = created.json()["remediationRequestName"]
+        assert c.post(PROM, json=webhook(alert(pod="crd-1", cluster="eu-1"))).status_code == 202
+        resolved = c.post(
+            PROM,
+            json=webhook(alert(pod="crd-1", cluster="eu-1", status="resolved"), status="resolved"),
+        )
+        assert resolved.status_code == 202
+    code, stored = kubernaut_apiserver.request("GET", rr_path(name))
+    assert code == 200
+    assert stored["spec"]["signalFingerprint"] == created.json()["fingerprint"]
+    assert stored["spec"]["clusterID"] == "eu-1"
+    assert stored["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gateway-service"
+    assert "kubernaut.ai/created-at" in stored["metadata"]["annotations"]
+    status = stored["status"]
+    assert status["overallPhase"] == "Pending"
+    assert status["deduplication"]["occurrenceCount"] == 2
+    (condition,) = status["conditions"]
+    assert (condition["type"], condition["status"]) == ("SignalResolved", "True")
+    # the field selector Kubernaut's CRD declares finds it
+    selector = f"?fieldSelector=spec.signalFingerprint%3D{stored['spec']['signalFingerprint']}"
+    code, listed = kubernaut_apiserver.request("GET", rr_path() + selector)
+    assert code == 200 and [i["metadata"]["name"] for i in listed["items"]] == [name]
+
+
+def test_status_written_in_kubernauts_layout_is_read(
+    gateway: ServiceProcess, kubernaut_apiserver: KubeAPIServer
+) -> None:
+    with gateway.client() as c:
+        name = c.post(PROM, json=webhook(alert(pod="review-1"))).json()["remediationRequestName"]
+        as_a_controller(
+            kubernaut_apiserver,
+            name,
+            overallPhase="Failed",
+            completionStatus={
+                "outcome": "ManualReviewRequired",
+                "requiresManualReview": True,
+                "failurePhase": "WorkflowExecution",
+            },
+            phaseProgress={"processingStartTime": "2026-11-30T10:00:00Z"},
+        )
+        # a terminal RR awaiting manual review suppresses new ones: the signal is its duplicate
+        suppressed = c.post(PROM, json=webhook(alert(pod="review-1")))
+        assert suppressed.status_code == 202, suppressed.text
+        assert suppressed.json()["remediationRequestName"] == name
+        rr = c.get(f"/api/v1/remediation-requests/{name}").json()
+        assert rr["status"]["completionStatus"]["outcome"] == "ManualReviewRequired"
+        # the controller's own fields survive the Gateway's status write
+        assert rr["status"]["completionStatus"]["failurePhase"] == "WorkflowExecution"
+        assert rr["status"]["phaseProgress"] == {"processingStartTime": "2026-11-30T10:00:00Z"}
+
+        cool = c.post(PROM, json=webhook(alert(pod="cool-1"))).json()["remediationRequestName"]
+        until = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        as_a_controller(
+            kubernaut_apiserver,
+            cool,
+            overallPhase="Completed",
+            completionStatus={"outcome": "Remediated"},
+            routingStatus={"nextAllowedExecution": until, "consecutiveFailureCount": 1},
+        )
+        held = c.post(PROM, json=webhook(alert(pod="cool-1")))
+        assert held.status_code == 202 and held.json()["remediationRequestName"] == cool
+        routing = c.get(f"/api/v1/remediation-requests/{cool}").json()["status"]["routingStatus"]
+        assert routing["consecutiveFailureCount"] == 1
+        # the same instant (written back with microseconds, as every time signalgate writes)
+        assert datetime.fromisoformat(routing["nextAllowedExecution"]) == datetime.fromisoformat(
+            until
+        )
+
+
+def test_the_status_patch_writes_kubernauts_layout(
+    gateway: ServiceProcess, kubernaut_apiserver: KubeAPIServer, tmp_path: Path
+) -> None:
+    with gateway.client() as c:
+        name = c.post(PROM, json=webhook(alert(pod="patch-1"))).json()["remediationRequestName"]
+        answer = c.patch(
+            f"/api/v1/remediation-requests/{name}/status",
+            json={
+                "overallPhase": "Completed",
+                "completionStatus": {"outcome": "Remediated"},
+                "message": "restarted",
+            },
+        )
+        assert answer.status_code == 200, answer.text
+    code, stored = kubernaut_apiserver.request("GET", rr_path(name))
+    assert code == 200
+    assert stored["status"]["overallPhase"] == "Completed"
+    assert stored["status"]["completionStatus"] == {"outcome": "Remediated"}
+    assert stored["status"]["message"] == "restarted"
