@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -24,6 +25,9 @@ from signalgate.datastorage.settings import DataStorageSettings
 from signalgate.datastorage.sqlite import SqliteStore, path_from_dsn
 from signalgate.datastorage.store import AuditStore
 from signalgate.datastorage.writer import AuditWriter
+
+if TYPE_CHECKING:
+    from signalgate.kube.client import KubeClient
 
 log = logging.getLogger("signalgate.datastorage")
 
@@ -62,6 +66,8 @@ class DataStorageService:
     writer: AuditWriter
     worker: ReplayWorker
     lifecycle: Lifecycle
+    # the API client of auth.mode: kubernetes, closed with the service
+    kube: KubeClient | None = None
 
     @classmethod
     def from_settings(
@@ -78,6 +84,18 @@ class DataStorageService:
             poll_interval=settings.dlq.poll_interval,
             batch_size=settings.dlq.replay_batch,
         )
+        kube: list[KubeClient] = []
+
+        def kubernetes_auth() -> Authenticator:
+            """Kubernaut's services call DataStorage with their ServiceAccount tokens."""
+            from signalgate.kube.auth import KubernetesAuth, datastorage_access
+            from signalgate.kube.client import KubeClient
+            from signalgate.kube.config import config_from_dsn
+
+            k8s = settings.kubernetes
+            kube.append(KubeClient(config_from_dsn(k8s.config), timeout=k8s.timeout))
+            return KubernetesAuth(kube[0], datastorage_access(k8s.namespace), k8s)
+
         return cls(
             settings=settings,
             store=store,
@@ -88,11 +106,13 @@ class DataStorageService:
                 settings.data_dir,
                 SCOPES,
                 "DataStorage",
+                kubernetes=kubernetes_auth,
             ),
             metrics=metrics,
             writer=AuditWriter(store, dlq, metrics, settings.dlq.backoff[0]),
             worker=worker,
             lifecycle=Lifecycle(),
+            kube=kube[0] if kube else None,
         )
 
     async def start(self) -> None:
@@ -112,6 +132,8 @@ class DataStorageService:
         finally:
             await self.store.close()
             await self.dlq.close()
+            if self.kube is not None:
+                await self.kube.close()
 
     async def readiness(self) -> Readiness:
         """Ready while writes can land somewhere: in the database, or in the queue.

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from signalgate.common.config import ByteSize, Duration, ListenAddress, Section, load_settings
+from signalgate.kube.settings import KubernetesSettings
 
 DEFAULT_BACKOFF = (60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -82,6 +83,8 @@ class DataStorageSettings(Section):
     dlq: DlqSettings = DlqSettings()
     batch: BatchSettings = BatchSettings()
     logging: LoggingSettings = LoggingSettings()
+    # the API server for auth.mode: kubernetes (ServiceAccount tokens of Kubernaut's services)
+    kubernetes: KubernetesSettings = KubernetesSettings()
 
     @property
     def store_dsn(self) -> str:

@@ -1,0 +1,94 @@
+"""DataStorage with `auth.mode: kubernetes`: Kubernaut's services write and read the audit
+trail with their ServiceAccount tokens, authorised as Kubernaut's DataStorage asks
+(`create` / `get` on services/data-storage-service)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from e2ecov.kubeapi import KubeAPIServer
+from tests.integration.datastorage.dstools import datastorage_process, event_body
+from tests.support.contract import problem
+from tests.support.kube import apply_rbac, service_account, write_kubeconfig
+from tests.support.services import ServiceProcess
+
+BATCH = "/api/v1/audit/events/batch"
+QUERY = "/api/v1/audit/events"
+
+
+def role(server: KubeAPIServer, namespace: str, account: str, verbs: list[str]) -> str:
+    """A ServiceAccount allowed `verbs` on services/data-storage-service; its token."""
+    token = service_account(server, namespace, account)
+    name = f"ds-{account}"
+    server.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name, "namespace": namespace},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["services"],
+                    "resourceNames": ["data-storage-service"],
+                    "verbs": verbs,
+                }
+            ],
+        }
+    )
+    server.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+        }
+    )
+    return token
+
+
+@pytest.fixture
+def datastorage(
+    kube_apiserver: KubeAPIServer, kube_namespace: str, tmp_path: Path
+) -> Iterator[ServiceProcess]:
+    # DataStorage runs as its own ServiceAccount with deploy/'s RBAC
+    apply_rbac(kube_apiserver, kube_namespace)
+    own = service_account(kube_apiserver, kube_namespace, "signalgate-datastorage")
+    kubeconfig = write_kubeconfig(kube_apiserver, own, tmp_path / "kubeconfig")
+    service = datastorage_process(
+        tmp_path / "ds",
+        env={
+            "SIGNALGATE_AUTH__MODE": "kubernetes",
+            "SIGNALGATE_KUBERNETES__CONFIG": f"kubernetes://{kubeconfig}",
+            "SIGNALGATE_KUBERNETES__NAMESPACE": kube_namespace,
+        },
+    ).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def test_service_accounts_write_and_read_by_rbac(
+    datastorage: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    writer = role(kube_apiserver, kube_namespace, "remediationorchestrator", ["create"])
+    reader = role(kube_apiserver, kube_namespace, "dashboard", ["get"])
+    stranger = service_account(kube_apiserver, kube_namespace, "stranger")
+    events = [event_body("rr-k8s-1"), event_body("rr-k8s-1")]
+
+    with datastorage.client(writer) as c:
+        written = c.post(BATCH, json=events)
+        assert written.status_code == 201, written.text
+        problem(c.get(QUERY, params={"correlation_id": "rr-k8s-1"}), 403, "forbidden", "get")
+    with datastorage.client(reader) as c:
+        found = c.get(QUERY, params={"correlation_id": "rr-k8s-1"})
+        assert found.status_code == 200 and len(found.json()["data"]) == 2
+        problem(c.post(BATCH, json=[event_body("rr-k8s-2")]), 403, "forbidden", "create")
+    with datastorage.client(stranger) as c:
+        problem(c.post(BATCH, json=[event_body("rr-k8s-3")]), 403, "forbidden")
+    with datastorage.client("made-up") as c:
+        problem(c.get(QUERY, params={"correlation_id": "rr-k8s-1"}), 401, "unauthorized")
