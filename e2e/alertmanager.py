@@ -23,6 +23,8 @@ from pathlib import Path
 
 BINARY = "prometheus-alertmanager"
 INSTALL_HINT = "install the Debian package 'prometheus-alertmanager'"
+# the Alertmanager built with -cover (e2e/build-alertmanager.sh; `make e2e-coverage` sets it)
+BINARY_ENV = "SIGNALGATE_E2E_ALERTMANAGER"
 
 
 def config(gateway_url: str, token_file: Path) -> str:
@@ -64,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", required=True, type=Path, help="config and storage directory")
     args = parser.parse_args(argv)
 
-    binary = shutil.which(BINARY) or (
-        f"/usr/bin/{BINARY}" if Path(f"/usr/bin/{BINARY}").exists() else None
+    binary = (
+        os.environ.get(BINARY_ENV)
+        or shutil.which(BINARY)
+        or (f"/usr/bin/{BINARY}" if Path(f"/usr/bin/{BINARY}").exists() else None)
     )
     if binary is None:
         print(f"e2e/alertmanager.py: {BINARY} not found on PATH: {INSTALL_HINT}", file=sys.stderr)

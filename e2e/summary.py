@@ -29,6 +29,9 @@ EXIT_MEANING = {
     2: "invalid stack file or arguments",
     3: "the stack could not be brought up",
     4: "coverage lost or below fail_under",
+    129: "stopped by SIGHUP",
+    130: "interrupted (SIGINT)",
+    143: "stopped by SIGTERM",
 }
 
 

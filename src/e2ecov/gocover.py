@@ -233,11 +233,14 @@ def report(
 def _html(
     tool: str, profile: Path, html: Path, modules: dict[str, Path], binary: str | None
 ) -> str | None:
-    """`go tool cover -html` needs the sources: from a module in the repository, or (for a
-    binary built from the module proxy) from a throwaway module requiring what it was built
-    from, resolved through the module cache."""
+    """`go tool cover -html` needs the sources: from a module in the repository, the module
+    kept in `src/` next to the binary, or (for a binary built from the module proxy) a
+    throwaway module requiring what it was built from, resolved through the module cache."""
     command = [tool, "tool", "cover", f"-html={profile}", f"-o={html}"]
-    for root in modules.values():
+    roots = list(modules.values())
+    if binary and (Path(binary).parent / "src" / "go.mod").is_file():
+        roots.append(Path(binary).parent / "src")  # the module a binary was built from, kept
+    for root in roots:
         done = _run(command, cwd=root)
         if done.returncode == 0:
             return None
