@@ -15,7 +15,7 @@ from e2ecov.kubeapi import KubeAPIServer
 from tests.support.services import ServiceProcess, gateway_process
 
 REPO = Path(__file__).resolve().parents[2]
-RBAC_FILE = REPO / "deploy" / "kubernetes" / "rbac.yaml"
+RBAC_FILE = REPO / "deploy" / "kubernaut" / "rbac.yaml"
 DEPLOY_NAMESPACE = "kubernaut-system"
 
 

@@ -15,6 +15,8 @@ import gc
 import logging
 import signal
 from collections.abc import Coroutine, Generator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import uvicorn
@@ -22,7 +24,7 @@ import uvloop
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
-from signalgate.common.config import split_listen
+from signalgate.common.config import ConfigError, split_listen
 from signalgate.common.ops import ReadinessProbe, build_ops_app
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _server(app: ASGIApp, listen: str, grace: float) -> _Server:
+def _server(app: ASGIApp, listen: str, grace: float, tls: Tls | None = None) -> _Server:
     host, port = split_listen(listen)
     config = uvicorn.Config(
         app,
@@ -74,6 +76,8 @@ def _server(app: ASGIApp, listen: str, grace: float) -> _Server:
         timeout_graceful_shutdown=int(grace),
         server_header=False,
         date_header=False,
+        ssl_certfile=None if tls is None else str(tls.cert_file),
+        ssl_keyfile=None if tls is None else str(tls.key_file),
     )
     return _Server(config)
 
@@ -85,14 +89,17 @@ async def run_service(
     listen: str,
     ops_listen: str,
     grace: float = 30.0,
+    tls: Tls | None = None,
 ) -> None:
-    """Start `service`, serve both listeners until SIGTERM/SIGINT, then shut down in order."""
+    """Start `service`, serve both listeners until SIGTERM/SIGINT, then shut down in order.
+    With `tls`, the API listener speaks HTTPS (the ops listener stays plain HTTP: kubelet
+    probes and Prometheus scrape it inside the cluster)."""
     await service.start()
     # objects made at start-up live for the whole run: keep them out of every GC pass
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 1000)
-    api = _server(api_app, listen, grace)
+    api = _server(api_app, listen, grace, tls)
     ops = _server(ops_app, ops_listen, grace)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -134,8 +141,38 @@ def run_forever(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+@dataclass(frozen=True)
+class Tls:
+    """The API listener's certificate chain and key (PEM files, e.g. a mounted Secret)."""
+
+    cert_file: Path
+    key_file: Path
+
+    @classmethod
+    def from_settings(cls, cert_file: Path | None, key_file: Path | None) -> Tls | None:
+        """None for plain HTTP; a `ConfigError` naming the key for a half or missing pair."""
+        if cert_file is None and key_file is None:
+            return None
+        if cert_file is None or key_file is None:
+            missing = "server.tlsCertFile" if cert_file is None else "server.tlsKeyFile"
+            raise ConfigError(
+                f"config key '{missing}': missing; TLS needs both server.tlsCertFile and "
+                "server.tlsKeyFile (or neither, for plain HTTP)"
+            )
+        for key, path in (("server.tlsCertFile", cert_file), ("server.tlsKeyFile", key_file)):
+            if not path.is_file():
+                raise ConfigError(f"config key '{key}': '{path}' is not a readable file")
+        return cls(cert_file, key_file)
+
+
 class ListenerSettings(Protocol):
     """The `server` section every service's settings have."""
+
+    @property
+    def tls_cert_file(self) -> Path | None: ...
+
+    @property
+    def tls_key_file(self) -> Path | None: ...
 
     @property
     def listen(self) -> str: ...
@@ -156,7 +193,14 @@ def serve(
 ) -> None:
     """What every service's `serve` command does once its settings and parts are built."""
     ops_app = build_ops_app(readiness, registry)
+    tls = Tls.from_settings(server.tls_cert_file, server.tls_key_file)
     main = run_service(
-        service, api_app, ops_app, server.listen, server.ops_listen, grace=server.shutdown_grace
+        service,
+        api_app,
+        ops_app,
+        server.listen,
+        server.ops_listen,
+        grace=server.shutdown_grace,
+        tls=tls,
     )
     run_forever(main)

@@ -26,6 +26,9 @@ class ServerSettings(Section):
     ops_listen: ListenAddress = "127.0.0.1:8091"
     max_body_size: ByteSize = MAX_BODY_BYTES
     shutdown_grace: Duration = 30.0
+    # HTTPS on the API listener (PEM files, e.g. a mounted Secret); both or neither
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     # browser origins allowed to call the API (CORS); empty: CORS off
     cors_allowed_origins: list[str] = Field(default_factory=list)
 

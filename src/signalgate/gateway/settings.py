@@ -28,6 +28,9 @@ class ServerSettings(Section):
     processing_timeout: Duration = 15.0
     max_body_bytes: ByteSize = Field(262_144, ge=1024)
     shutdown_grace: Duration = 30.0
+    # HTTPS on the API listener (PEM files, e.g. a mounted Secret); both or neither
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     # browser origins allowed to call the API (CORS); empty: CORS off
     cors_allowed_origins: list[str] = Field(default_factory=list)
 

@@ -1,7 +1,7 @@
 """`auth.mode: kubernetes` against a real API server: ServiceAccount tokens from TokenRequest,
 Kubernaut's RBAC, and an API server that goes away and comes back.
 
-The Gateway runs as its own ServiceAccount with deploy/kubernetes/rbac.yaml (not as an
+The Gateway runs as its own ServiceAccount with deploy/kubernaut/rbac.yaml (not as an
 admin), so these tests also show that the shipped RBAC is enough, and no more is needed.
 """
 

@@ -31,7 +31,7 @@ from deploy_objects import (
     yaml_files,
 )
 
-CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition"}
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 

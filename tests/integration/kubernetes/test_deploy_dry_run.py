@@ -1,0 +1,70 @@
+"""Every kustomization in deploy/ passes a server-side dry run against the real API server:
+real schemas, defaulting and admission, through kubectl's own kustomize, as `kubectl apply -k`
+would send it (not only the offline checks of tests/unit/deploy)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from e2ecov.kubeapi import KubeAPIServer
+from tests.conftest import REPO, kube_testenv_bin
+
+KUSTOMIZATIONS = [
+    "deploy/kubernetes",
+    "deploy/kind/manifests",
+    "deploy/kubernaut",
+    "deploy/kubernaut-tls",
+]
+
+
+def kubectl(server: KubeAPIServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(kube_testenv_bin() / "kubectl"), "--kubeconfig", str(server.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS)
+def test_server_side_dry_run(kube_apiserver: KubeAPIServer, directory: str) -> None:
+    kube_apiserver.apply(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubernaut-system"}}
+    )
+    done = kubectl(
+        kube_apiserver, "apply", "-k", str(REPO / directory), "--dry-run=server", "-o", "name"
+    )
+    assert done.returncode == 0, done.stderr
+    applied = set(done.stdout.split())
+    assert "deployment.apps/signalgate-gateway" in applied
+    assert "deployment.apps/signalgate-datastorage" in applied
+    if directory.startswith("deploy/kubernaut"):
+        assert {"service/gateway-service", "service/data-storage-service"} <= applied
+        assert "clusterrole.rbac.authorization.k8s.io/gateway-signal-source" in applied
+
+
+def test_the_kubernaut_overlay_runs_the_gateway_in_kubernetes_mode(
+    kube_apiserver: KubeAPIServer, tmp_path: Path
+) -> None:
+    done = kubectl(kube_apiserver, "kustomize", str(REPO / "deploy/kubernaut"))
+    assert done.returncode == 0, done.stderr
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(done.stdout) if o}
+    gateway = objects[("Deployment", "signalgate-gateway")]["spec"]["template"]["spec"]
+    assert gateway["automountServiceAccountToken"] is True
+    assert gateway["containers"][0]["env"] == [
+        {"name": "SIGNALGATE_STORE__DSN", "value": "kubernetes://"}
+    ]
+    config_maps = [o for (kind, _), o in objects.items() if kind == "ConfigMap"]
+    settings = yaml.safe_load(
+        next(c for c in config_maps if "gateway.yaml" in c["data"])["data"]["gateway.yaml"]
+    )
+    assert settings["auth"]["mode"] == "kubernetes"
+    assert settings["datastorage"]["url"].startswith("http://data-storage-service.")
+    for name in ("gateway-service", "data-storage-service"):
+        (port,) = objects[("Service", name)]["spec"]["ports"]
+        assert (port["port"], port["targetPort"]) == (8080, "api")
