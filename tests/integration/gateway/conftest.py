@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from e2ecov.recipes import PostgresServer
+from tests.support.kube import kube_gateway
 from tests.support.services import ServiceProcess, gateway_process
 
 
@@ -32,9 +33,25 @@ def start_gateway(
     return gateway_process(tmp_path / "gw", env=settings).start()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "kubernetes"])
 def any_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceProcess]:
-    """A fresh Gateway per test, on each backend in turn."""
+    """A fresh Gateway per test, on each backend in turn (Kubernetes: RRs as custom
+    resources in a fresh namespace, the Gateway running as its own ServiceAccount)."""
+    if request.param == "kubernetes":
+        server = request.getfixturevalue("kube_apiserver")
+        namespace = request.getfixturevalue("kube_namespace")
+        service = kube_gateway(
+            server,
+            namespace,
+            tmp_path / "gw",
+            auth="static",
+            env={"SIGNALGATE_SCOPE__SOURCE": "settings"},
+        ).start()
+        try:
+            yield service
+        finally:
+            service.stop()
+        return
     postgres = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
     service = start_gateway(tmp_path, request.param, postgres)
     try:
