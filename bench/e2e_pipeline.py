@@ -88,6 +88,90 @@ def print_pipeline(wall: float, record: dict[str, object]) -> None:
     print(f"{'total (wall)':26} {wall:8.2f}   target ≤ {PIPELINE_TARGET_S:.0f} s: {verdict}")
 
 
+# ---- 3. e2ecov's own overhead --------------------------------------------------------------
+
+
+def plain_coverage(data: Path, work: Path, source: list[str], contexts: bool) -> float:
+    """What a team would do with coverage.py alone: combine the same files, write the same
+    reports (text, JSON, HTML, Cobertura, LCOV). Seconds."""
+    import io
+
+    import coverage
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.perf_counter()
+    cov = coverage.Coverage(data_file=str(work / ".coverage"), config_file=False)
+    cov.set_option("report:include", [f"{s}/*" for s in source])
+    cov.set_option("run:disable_warnings", ["no-data-collected", "couldnt-parse"])
+    cov.set_option("report:ignore_errors", True)
+    cov.combine([str(p) for p in sorted(data.glob("coverage.*"))], keep=True)
+    cov.save()
+    cov.report(file=io.StringIO())
+    cov.json_report(outfile=str(work / "coverage.json"), pretty_print=True, show_contexts=contexts)
+    cov.html_report(directory=str(work / "html"), show_contexts=contexts)
+    cov.xml_report(outfile=str(work / "coverage.xml"))
+    cov.lcov_report(outfile=str(work / "coverage.lcov"))
+    return time.perf_counter() - started
+
+
+def e2ecov_report(artifacts: Path, work: Path, with_go: bool) -> float:
+    """e2ecov's report phase on a copy of the run's data. Seconds."""
+    from e2ecov import reports
+
+    record = json.loads((artifacts / "run.json").read_text())
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for entry in ("data", "processes", *(["go"] if with_go else [])):
+        if (artifacts / entry).is_dir():
+            shutil.copytree(artifacts / entry, work / entry)
+    config = reports.ReportConfig.from_json(record["config"], run_id=record["run_id"])
+    go = [
+        reports.GoInput.from_json(name, raw) for name, raw in record["config"].get("go", {}).items()
+    ]
+    started = time.perf_counter()
+    reports.build(work, config, go if with_go else ())
+    return time.perf_counter() - started
+
+
+def report_overhead(artifacts: Path, rounds: int) -> None:
+    """e2ecov's phases of the last run beside plain coverage.py on the same data files."""
+    record = json.loads((artifacts / "run.json").read_text())
+    phases = {p["name"]: p["duration_s"] or 0.0 for p in record["phases"]}
+    source = record["config"]["source"]
+    contexts = bool(record["config"].get("contexts"))
+    files = len(list((artifacts / "data").glob("coverage.*")))
+    plain, ours, with_go = [], [], []
+    for _ in range(rounds):  # alternating, so both see the same machine state
+        plain.append(plain_coverage(artifacts / "data", BUILD / "plain-report", source, contexts))
+        ours.append(e2ecov_report(artifacts, BUILD / "e2ecov-report", with_go=False))
+    if record["config"].get("go"):
+        with_go.append(e2ecov_report(artifacts, BUILD / "e2ecov-report", with_go=True))
+    p, o = statistics.median(plain), statistics.median(ours)
+    print(f"\ne2ecov's own overhead — run {record['run_id']} ({files} Python data files)")
+    print(f"{'phase of e2ecov run':34} {'seconds':>8}")
+    for name, label in (
+        ("start", "start (processes spawned)"),
+        ("health", "health (all ready)"),
+        ("flush", "collect (live save, stop, ledger)"),
+        ("report", "report"),
+    ):
+        print(f"{label:34} {phases.get(name, 0.0):8.2f}")
+    print(f"\nreport phase on the same data, median of {rounds} (Python services)")
+    print(f"{'plain coverage.py combine + reports':40} {p:8.2f}")
+    verdict = "ok" if o <= 1.3 * p else "OVER TARGET"
+    print(
+        f"{'e2ecov report (per service + combined)':40} {o:8.2f}   {o / p:5.2f}x  "
+        f"target ≤ 1.3x: {verdict}"
+    )
+    if with_go:
+        go_seconds = with_go[0] - o
+        print(
+            f"{'  + Go services (covdata, cover -html)':40} {go_seconds:8.2f}   (no plain "
+            "coverage.py equivalent)"
+        )
+
+
 # ---- 2. instrumentation overhead ----------------------------------------------------------
 
 
@@ -232,10 +316,18 @@ def main() -> int:
     parser.add_argument("--out", help="(drive) where to write the figures")
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument(
+        "--skip-report-overhead",
+        action="store_true",
+        help="skip e2ecov's phases vs plain coverage.py on the last run's data",
+    )
     parser.add_argument("--python", help="the 3.12+ interpreter (default: newest under pyenv)")
     args = parser.parse_args()
     if args.mode == "drive":
         return drive(args)
+    if args.skip_overhead and args.skip_pipeline:
+        report_overhead(REPO / "build" / "e2e", max(args.rounds, 3))
+        return 0
     if shutil.which("wrk") is None:
         print("bench/e2e_pipeline.py needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
@@ -248,6 +340,8 @@ def main() -> int:
 
     if pipeline_figures is not None:
         print_pipeline(*pipeline_figures)
+    if not args.skip_report_overhead and (REPO / "build" / "e2e" / "run.json").is_file():
+        report_overhead(REPO / "build" / "e2e", max(args.rounds, 3))
     if rows:
         print(
             f"\nGateway throughput with and without e2ecov instrumentation "

@@ -690,8 +690,10 @@ class Run:
         config = dataclasses.replace(
             self.plan.report_config, cores=self.record.cores, attribution=self.record.attribution
         )
+        go = self.go_inputs()  # now that each Go service's executable is known
+        self.record.config["go"] = {g.name: g.to_json() for g in go}
         try:
-            result = reports.build(self.out, config, self.go_inputs())
+            result = reports.build(self.out, config, go)
         except NoCoverageData as exc:
             self._fail(ExitCode.COVERAGE, str(exc).splitlines()[0])
             self.progress.info(str(exc))
