@@ -177,3 +177,27 @@ def test_start_order_raises_on_a_cycle_instead_of_looping(tmp_path: Path) -> Non
     with pytest.raises(StackFileError, match="dependency cycle or unknown dependency among"):
         looped.start_order()
     assert stack.stop_levels() == [["web"], ["api"], ["db"]]
+
+
+def test_go_services(tmp_path: Path) -> None:
+    go = (
+        GOOD
+        + """
+[services.goapi]
+go_build = "./cmd/api"
+command = ["{go_binary}", "--port", "{port}"]
+
+[services.prebuilt]
+command = ["/opt/bin/server"]
+coverage = "go"
+"""
+    )
+    stack = load(tmp_path, go)
+    goapi, prebuilt, api = (stack.services[n] for n in ("goapi", "prebuilt", "api"))
+    assert goapi.go and goapi.coverage and goapi.go_build == "./cmd/api"
+    assert prebuilt.go and prebuilt.coverage and prebuilt.go_build is None
+    assert not api.go
+    wrong = GOOD.replace('command = ["web",', 'command = ["{go_binary}", "web",')
+    assert any("this service has no go_build" in p for p in problems(tmp_path, wrong))
+    bad = go.replace('go_build = "./cmd/api"', "go_build = 3")
+    assert any("'go_build' must be a Go package path" in p for p in problems(tmp_path, bad))
