@@ -13,7 +13,7 @@ EXTRA_PYTHONS ?= $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python) \
                  $(shell for n in python3.13 python3.12; do command -v $$n; done 2>/dev/null)
 COVERAGE_REQ  := coverage>=7.6
 
-.PHONY: help run test test-pythons lint typecheck unit e2e-coverage bench clean
+.PHONY: help run test test-pythons kube-testenv lint typecheck unit e2e-coverage bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## start the whole product on embedded defaults (SQLite, data in ./var); ARGS=... for more
 	$(BIN)/signalgate up --data-dir var $(ARGS)
 
-test: $(STAMP) lint typecheck test-pythons  ## every check CI runs: lint, types, unit + integration + e2e tests
+test: $(STAMP) lint typecheck test-pythons kube-testenv  ## every check CI runs: lint, types, unit + integration + e2e tests
 	SIGNALGATE_TEST_PYTHONS="$(abspath $(PYTHONS_DIR))" $(BIN)/python -m pytest -q -rs
 	$(MAKE) --no-print-directory e2e-coverage
 
@@ -65,6 +65,11 @@ test-pythons:  ## a throwaway venv with coverage.py per extra Python the tests u
 	    || { echo "test-pythons: could not prepare $$dir from $$py" >&2; exit 1; }; \
 	done; \
 	[ -n "$$found" ] || echo "test-pythons: no Python 3.12+ found; e2ecov's 3.12+ core tests will be skipped"
+
+# etcd, kube-apiserver and kubectl from their Go modules, for the Kubernetes-mode tests: built
+# once per machine (about 8 minutes on two cores), then cached under ~/.cache/signalgate.
+kube-testenv:  ## build the real Kubernetes API server the tests run against (cached)
+	@tools/kube-testenv/build.sh >/dev/null
 
 bench: $(STAMP)  ## ingest benchmark (prints throughput and latency per backend)
 	$(BIN)/python bench/ingest.py
