@@ -49,10 +49,12 @@ from e2ecov import (
     reports,
 )
 from e2ecov.errors import ExitCode, Interrupted, NoCoverageData, StackStartError, UsageError
+from e2ecov.placeholders import Values
 from e2ecov.progress import Progress
 from e2ecov.recipes import RecipeUnavailable, free_port
 from e2ecov.runjson import Phase, RunRecord, iso
 from e2ecov.services import (
+    Recipe,
     ServiceRun,
     StopTarget,
     Supervisor,
@@ -150,66 +152,89 @@ class Plan:
     report_config: reports.ReportConfig
 
 
-def plan(stack: Stack, run_id: str, control_dir: Path, out: Path) -> Plan:
-    """Choose ports and render every placeholder; raises StackStartError when a recipe's
-    binaries are missing. `out` is where this run writes (data, ledger, logs)."""
+@dataclass(frozen=True)
+class Addresses:
+    """Every service's ports and URL for this run; recipes already know theirs."""
+
+    own: dict[str, dict[str, int]]  # service → port name ("" is {port}) → number
+    urls: dict[str, str]
+    ports: dict[tuple[str, str], int]  # (service, port name) → number
+    recipes: dict[str, Recipe]
+
+    def values(self, stack: Stack, run_id: str, service: str | None, binary: str) -> Values:
+        own = self.own[service] if service else {}
+        return Values(own, self.urls, self.ports, str(stack.artifacts), run_id, binary)
+
+
+def addresses(stack: Stack) -> Addresses:
+    """Choose the ports; raises StackStartError when a recipe's binaries are missing."""
     pick = PortPicker(stack.ports)
-    urls: dict[str, str] = {}
-    service_ports: dict[tuple[str, str], int] = {}
-    own: dict[str, dict[str, int]] = {}
-    recipes = {}
+    found = Addresses({}, {}, {}, {})
     for name, spec in stack.services.items():
         if spec.recipe:
             try:
                 recipe = make_recipe(spec)
             except RecipeUnavailable as exc:
                 raise StackStartError(f"service '{name}': {exc}") from exc
-            recipes[name] = recipe
-            urls[name] = recipe.url
-            service_ports[(name, "")] = recipe.port
-            own[name] = {}
+            found.recipes[name] = recipe
+            found.urls[name] = recipe.url
+            found.ports[(name, "")] = recipe.port
+            found.own[name] = {}
         else:
-            own[name] = {"": pick(), **{p: pick() for p in sorted(spec.port_names)}}
-            urls[name] = f"http://127.0.0.1:{own[name]['']}"
-            service_ports.update({(name, p): n for p, n in own[name].items()})
-    base = clean_environ()
-    services: dict[str, ServiceRun] = {}
-    for name, spec in stack.services.items():
-        values = placeholders.Values(
-            own[name], urls, service_ports, str(stack.artifacts), run_id, go_binary(out, name)
+            own = {"": pick(), **{p: pick() for p in sorted(spec.port_names)}}
+            found.own[name] = own
+            found.urls[name] = f"http://127.0.0.1:{own['']}"
+            found.ports.update({(name, p): n for p, n in own.items()})
+    return found
+
+
+def service_run(
+    spec: ServiceSpec, stack: Stack, where: Addresses, run_id: str, control_dir: Path, out: Path
+) -> ServiceRun:
+    """One service as it will be started: command, environment and URLs rendered."""
+    values = where.values(stack, run_id, spec.name, go_binary(out, spec.name))
+    env_added = {k: placeholders.render(v, values) for k, v in spec.env.items()}
+    env = {
+        **clean_environ(),
+        **env_added,
+        protocol.ENV_RUN_ID: run_id,
+        protocol.ENV_ARTIFACTS: str(stack.artifacts),
+        protocol.ENV_STACK_SERVICE: spec.name,
+    }
+    if spec.go:
+        env.update(go_env(spec, control_dir, out))
+    elif spec.coverage:
+        env.update(agent_env(spec, stack, run_id, control_dir, out))
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(STARTUP_DIR), env.get("PYTHONPATH", "")) if p
         )
-        env_added = {k: placeholders.render(v, values) for k, v in spec.env.items()}
-        env = {
-            **base,
-            **env_added,
-            protocol.ENV_RUN_ID: run_id,
-            protocol.ENV_ARTIFACTS: str(stack.artifacts),
-            protocol.ENV_STACK_SERVICE: name,
-        }
-        if spec.go:
-            env.update(go_env(spec, control_dir, out))
-        elif spec.coverage:
-            env.update(agent_env(spec, stack, run_id, control_dir, out))
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(STARTUP_DIR), env.get("PYTHONPATH", "")) if p
-            )
-        services[name] = ServiceRun(
-            spec=spec,
-            ports=own[name],
-            command=[placeholders.render(a, values) for a in spec.command or []],
-            env_added=env_added,
-            env=env,
-            log_dir=out / "logs",
-            url=urls[name],
-            health_url=placeholders.render(spec.health.url, values) if spec.health else None,
-            recipe=recipes.get(name),
-            run_id=run_id,
-        )
-    test_values = placeholders.Values({}, urls, service_ports, str(stack.artifacts), run_id)
+    return ServiceRun(
+        spec=spec,
+        ports=where.own[spec.name],
+        command=[placeholders.render(a, values) for a in spec.command or []],
+        env_added=env_added,
+        env=env,
+        log_dir=out / "logs",
+        url=where.urls[spec.name],
+        health_url=placeholders.render(spec.health.url, values) if spec.health else None,
+        recipe=where.recipes.get(spec.name),
+        run_id=run_id,
+    )
+
+
+def plan(stack: Stack, run_id: str, control_dir: Path, out: Path) -> Plan:
+    """Choose ports and render every placeholder; raises StackStartError when a recipe's
+    binaries are missing. `out` is where this run writes (data, ledger, logs)."""
+    where = addresses(stack)
+    services = {
+        name: service_run(spec, stack, where, run_id, control_dir, out)
+        for name, spec in stack.services.items()
+    }
+    test_values = where.values(stack, run_id, None, "")
     return Plan(
         services=services,
         tests=[placeholders.render(a, test_values) for a in stack.tests],
-        test_env=test_environment(stack, services, base, test_values, control_dir),
+        test_env=test_environment(stack, services, clean_environ(), test_values, control_dir),
         report_config=report_config(stack, run_id),
     )
 
@@ -252,7 +277,7 @@ def test_environment(
     stack: Stack,
     services: dict[str, ServiceRun],
     base: dict[str, str],
-    values: placeholders.Values,
+    values: Values,
     control_dir: Path,
 ) -> dict[str, str]:
     """The test command's environment: every service's URLs plus e2ecov's run variables."""
@@ -620,33 +645,46 @@ class Run:
             self.progress.info("FAILED: " + message)
 
     def _flush_and_report(self, stop: bool) -> None:
-        self._flush(stop)
-        if any(s.spec.coverage for s in self.services.values()):
-            self._report()
-
-    def _flush(self, stop: bool) -> None:
         self._phase(
             "flush",
             "live save, then SIGTERM, SIGKILL after the grace period" if stop else "live save",
         )
+        self.outcomes = self._flush(stop)
+        self.losses = self._losses(self.outcomes)
+        self._record_outcomes()
+        self._end_phase("ok" if not self.losses else f"{len(self.losses)} loss(es)")
+        if self.losses:
+            self._fail(ExitCode.COVERAGE, "coverage lost: " + self.losses[0])
+        if any(s.spec.coverage for s in self.services.values()):
+            self._report()
+
+    def _flush(self, stop: bool) -> list[collect.ProcessOutcome]:
+        """Live save, diagnostics if failing, stop; returns how each process ended."""
         flush_started = time.time()
         answers = protocol.broadcast(self.control_dir, "save")
-        for name, svc in self.services.items():  # what a Go service runs (past any exec)
-            if svc.spec.go and svc.pid is not None and svc.poll() is None:
-                with contextlib.suppress(OSError):
-                    self.go_executables[name] = os.readlink(f"/proc/{svc.pid}/exe")
         self.progress.info(f"live save acknowledged by {len(answers)} process(es)")
+        self.go_executables.update(self._go_executables())
         if self.failures:
             self._diagnose()
         death = self._stop_services() if stop else {}
-        self.outcomes = collect.outcomes(self.out / "processes", flush_started, death)
-        announced = {o.pid for o in self.outcomes}
+        found = collect.outcomes(self.out / "processes", flush_started, death)
+        announced = {o.pid for o in found}
         for name, svc in self.services.items():
             if svc.spec.go and svc.started is not None:
-                self.outcomes += gocover.outcomes(
-                    name, self.out / gocover.GO_DIR / name, svc.pid, death, announced
-                )
-        self.losses = self._losses(self.outcomes)
+                covdir = self.out / gocover.GO_DIR / name
+                found += gocover.outcomes(name, covdir, svc.pid, death, announced)
+        return found
+
+    def _go_executables(self) -> dict[str, str]:
+        """What each running Go service executes (past any exec of a wrapper script)."""
+        found = {}
+        for name, svc in self.services.items():
+            if svc.spec.go and svc.pid is not None and svc.poll() is None:
+                with contextlib.suppress(OSError):
+                    found[name] = os.readlink(f"/proc/{svc.pid}/exe")
+        return found
+
+    def _record_outcomes(self) -> None:
         self.record.cores = sorted({o.core for o in self.outcomes})
         self.record.processes = [
             {"service": o.service, "pid": o.pid, "status": o.status, "message": o.message,
@@ -655,9 +693,6 @@ class Run:
             for o in self.outcomes
         ]  # fmt: skip
         self._record_services()
-        self._end_phase("ok" if not self.losses else f"{len(self.losses)} loss(es)")
-        if self.losses:
-            self._fail(ExitCode.COVERAGE, "coverage lost: " + self.losses[0])
 
     def _losses(self, found: list[collect.ProcessOutcome]) -> list[str]:
         measured = [
