@@ -125,8 +125,12 @@ def test_pods_of_one_deployment_share_the_deployments_rr(
         event = c.post(EVENT, json=k8s_event(name=first, namespace=app_ns))
         assert event.status_code == 202, event.text
         assert event.json()["remediationRequestName"] == created.json()["remediationRequestName"]
+        # a pod that does not exist (any more): the walk stops there, the signal is about it
+        gone = c.post(PROM, json=webhook(alert(namespace=app_ns, pod="web-7d9f8-gone1")))
+        assert gone.status_code == 201, gone.text
+        assert gone.json()["fingerprint"] == fingerprint(app_ns, "Pod", "web-7d9f8-gone1")
     metrics = httpx.get(f"{gateway.ops_url}/metrics", timeout=10).text
-    assert 'gateway_owner_resolution_total{kind="Pod",outcome="success"} 3.0' in metrics
+    assert 'gateway_owner_resolution_total{kind="Pod",outcome="success"} 4.0' in metrics
 
 
 def test_a_job_of_a_cronjob_is_about_the_cronjob(
