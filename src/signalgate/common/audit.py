@@ -1,8 +1,9 @@
 """Where a service hands its audit events: the `AuditSink` interface and a log-only sink.
 
-Emitting never blocks and never fails the caller: a sink buffers, batches and retries on its
-own. Events are DataStorage request envelopes (see `spec/datastorage.md` section 2) as plain
-dicts, each with a client-made `event_id` so retries are stored once.
+`emit` stages an event and returns at once; `commit()` is the durability barrier the HTTP
+layer awaits before it answers, so an acknowledged signal's events survive a crash. Events
+are DataStorage request envelopes as plain dicts, each with a client-made `event_id` so
+retries are stored once. The DataStorage-bound sink lives in `signalgate.audit`.
 """
 
 from __future__ import annotations
@@ -15,17 +16,25 @@ log = logging.getLogger("signalgate.audit")
 
 class AuditSink(Protocol):
     def emit(self, event: dict[str, Any]) -> None:
-        """Queue one event for delivery; returns at once."""
+        """Stage one event for delivery; returns at once (durable only after `commit`)."""
+        ...
+
+    async def commit(self) -> None:
+        """Return once every event emitted so far is durable; raise if it cannot be."""
+        ...
+
+    def accepting(self) -> bool:
+        """False while the sink cannot take more events (its backlog is over its bound)."""
         ...
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None:
-        """Flush what is buffered (bounded in time); keep the rest for the next start."""
+        """Deliver what it can (bounded in time); keep the rest for the next start."""
         ...
 
     def status(self) -> dict[str, Any]:
-        """Delivery state for `/readyz` (e.g. reachable, buffered, spooled)."""
+        """Delivery state for `/readyz` (e.g. reachable, staged, journaled)."""
         ...
 
 
@@ -41,6 +50,12 @@ class LoggingAuditSink:
                 "event_id": event.get("event_id"),
             },
         )
+
+    async def commit(self) -> None:
+        return None
+
+    def accepting(self) -> bool:
+        return True
 
     async def start(self) -> None:
         return None

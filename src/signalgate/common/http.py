@@ -3,6 +3,7 @@ types, JSON answers, and the one way every error becomes a problem document."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -70,16 +71,43 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The request body, refusing with 413 as soon as it is known to exceed `limit` bytes."""
+async def read_body(
+    scope: Scope,
+    receive: Receive,
+    limit: int,
+    timeout: float | None = None,  # noqa: ASYNC109
+) -> bytes:
+    """The request body, refusing with 413 as soon as it is known to exceed `limit` bytes.
+
+    A client that takes longer than `timeout` seconds to send it gets 408 (a slow client must
+    not hold the service's resources); one that goes away before sending all it declared in
+    `Content-Length` gets 400, and its partial body is never processed.
+    """
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _receive_body(receive, limit, declared)
+    except TimeoutError:
+        raise Problem(
+            408,
+            "request-timeout",
+            f"the request body did not arrive within {timeout:g}s; send it at once and retry",
+        ) from None
+
+
+async def _receive_body(receive: Receive, limit: int, declared: str | None) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            if declared is not None and declared.isdigit() and size < int(declared):
+                raise validation_error(
+                    f"Content-Length: {declared} bytes declared but the client sent {size} "
+                    "before it went away"
+                )
             break
         chunk = message.get("body", b"")
         size += len(chunk)

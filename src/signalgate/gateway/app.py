@@ -21,12 +21,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from signalgate.audit.journal import JournalUnavailable
 from signalgate.common.cors import with_cors
 from signalgate.common.http import (
     JSON,
     RequestContextMiddleware,
-    json_response,
     StripImpersonation,
+    json_response,
     problem_app,
     read_body,
     require_media_type,
@@ -65,6 +66,7 @@ class GatewayAPI:
         self.max_body = settings.server.max_body_bytes
         self.max_inflight = settings.server.max_concurrent_requests
         self.timeout = settings.server.processing_timeout
+        self.body_timeout = settings.server.body_read_timeout
         self.freshness = Freshness(
             tolerance=timedelta(seconds=settings.freshness.tolerance),
             future_skew=timedelta(seconds=settings.freshness.future_skew),
@@ -93,6 +95,18 @@ class GatewayAPI:
         check_timestamp: bool,
     ) -> Response:
         await self.service.auth.authorize(request.headers.get("authorization"), "signals:write")
+        audit = self.service.audit
+        if not audit.accepting() and self.service.settings.audit.on_backlog_full == "reject":
+            raise Problem(
+                503,
+                "service-unavailable",
+                "the audit trail is behind (its journal is over datastorage.spoolMaxBytes); "
+                "signals are refused until DataStorage catches up; retry later",
+                headers={"Retry-After": "30"},
+            )
+        require_media_type(request.scope)
+        # the slot is taken once the body is in: a slow sender holds no slot, only its timeout
+        body = await read_body(request.scope, request.receive, self.max_body, self.body_timeout)
         if self.inflight >= self.max_inflight:
             raise Problem(
                 429,
@@ -102,8 +116,6 @@ class GatewayAPI:
             )
         self.inflight += 1
         try:
-            require_media_type(request.scope)
-            body = await read_body(request.scope, request.receive, self.max_body)
             if check_timestamp:
                 self._check_timestamp(request.headers.get("x-timestamp"))
             try:
@@ -111,14 +123,8 @@ class GatewayAPI:
             except PayloadError as exc:
                 raise validation_error(str(exc)) from exc
             deadline = asyncio.get_running_loop().time() + self.timeout
-            if len(items) == 1:
-                item = items[0]
-                if isinstance(item, Invalid):
-                    raise validation_error(item.error)
-                status, answer = responses.single(
-                    await self.service.pipeline.process(item, deadline)
-                )
-                return json_response(status, answer)
+            if len(items) == 1 and isinstance(items[0], Invalid):
+                raise validation_error(items[0].error)
             results: list[Outcome | str] = []
             for item in items:
                 if isinstance(item, Invalid):
@@ -126,7 +132,14 @@ class GatewayAPI:
                     results.append(item.error)
                 else:
                     results.append(await self.service.pipeline.process(item, deadline))
-            status, answer = responses.multi(results)
+            # durable before acknowledged: the answer waits for the audit events' fsync
+            await audit.commit()
+            if len(items) == 1:
+                outcome = results[0]
+                assert isinstance(outcome, Outcome)
+                status, answer = responses.single(outcome)
+            else:
+                status, answer = responses.multi(results)
             return json_response(status, answer)
         finally:
             self.inflight -= 1
@@ -179,7 +192,7 @@ class GatewayAPI:
             request.headers.get("authorization"), "remediations:write"
         )
         require_media_type(request.scope, (JSON, "application/merge-patch+json"))
-        body = await read_body(request.scope, request.receive, self.max_body)
+        body = await read_body(request.scope, request.receive, self.max_body, self.body_timeout)
         try:
             patch = parse_status_patch(parse_object(body))
         except PayloadError as exc:
@@ -223,6 +236,10 @@ def _translate(exc: Exception) -> Problem | None:
             "service-unavailable",
             "the remediation store is unavailable; retry later",
             headers={"Retry-After": "5"},
+        )
+    if isinstance(exc, JournalUnavailable):
+        return Problem(
+            503, "service-unavailable", f"{exc}; retry later", headers={"Retry-After": "5"}
         )
     if isinstance(exc, ProcessingTimeout):
         return Problem(504, "gateway-timeout", "processing deadline exceeded")
@@ -279,7 +296,7 @@ def build_api_app(service: GatewayService) -> ASGIApp:
             Route("/openapi.json", api.openapi, methods=["GET"]),
         ],
         _translate,
-        (StoreUnavailable, ProcessingTimeout, NotFound, Conflict),
+        (StoreUnavailable, ProcessingTimeout, NotFound, Conflict, JournalUnavailable),
     )
     cors = service.settings.server.cors_allowed_origins
     return StripImpersonation(

@@ -19,6 +19,7 @@ from signalgate.common.auth import Authenticator, authenticator_for
 from signalgate.common.config import ConfigError
 from signalgate.common.ops import Readiness
 from signalgate.common.server import Lifecycle
+from signalgate.gateway import audit_events as ev
 from signalgate.gateway.kinds import KindCatalog
 from signalgate.gateway.metrics import GatewayMetrics
 from signalgate.gateway.pipeline import Pipeline
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READINESS_TIMEOUT = 2.0
+AUDIT_BACKLOG_FULL = (
+    "the audit journal is over its bound (datastorage.spoolMaxBytes): DataStorage is not "
+    "taking events fast enough, so signals are refused until it catches up "
+    "(audit.onBacklogFull: reject)"
+)
 
 
 def store_for(
@@ -94,19 +100,15 @@ def audit_sink_for(settings: GatewaySettings, registry: CollectorRegistry) -> Au
     if settings.datastorage.url is None:
         log.warning("datastorage.url is not set: audit events are only logged")
         return LoggingAuditSink()
-    from signalgate.datastorage.client import DataStorageAuditSink
+    from signalgate.audit.sink import JournalAuditSink
 
-    ds = settings.datastorage
-    return DataStorageAuditSink(
-        url=ds.url or "",
-        token_file=ds.token_file,
-        timeout=ds.timeout,
-        batch_size=ds.batch_size,
-        flush_interval=ds.flush_interval,
-        buffer_size=ds.buffer_size,
-        spool_path=ds.spool_path or settings.data_dir / "audit-spool",
-        spool_max_bytes=ds.spool_max_bytes,
-        registry=registry,
+    return JournalAuditSink(
+        settings.datastorage,
+        settings.audit,
+        settings.datastorage.spool_path or settings.data_dir / "audit-journal",
+        registry,
+        # Kubernaut's DataStorage does not know these two: sent only where advertised
+        extension_types=frozenset({ev.SIGNAL_RESOLVED, ev.SIGNAL_REJECTED}),
         service="gateway",
     )
 
@@ -215,6 +217,8 @@ class GatewayService:
         checks: dict[str, object] = {"audit": self.audit.status()}
         if not self.lifecycle.accepting:
             return Readiness(False, f"gateway is {self.lifecycle.state.value}", checks)
+        if not self.audit.accepting() and self.settings.audit.on_backlog_full == "reject":
+            return Readiness(False, AUDIT_BACKLOG_FULL, checks)
         try:
             async with asyncio.timeout(READINESS_TIMEOUT):
                 await self.store.ping()

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from signalgate.audit.settings import AuditSettings, DeliverySettings
 from signalgate.common.config import ByteSize, Duration, ListenAddress, Section
 from signalgate.gateway.kinds import KindSettings
 from signalgate.kube.settings import KubernetesSettings
@@ -26,6 +27,9 @@ class ServerSettings(Section):
     ops_listen: ListenAddress = "127.0.0.1:8081"
     max_concurrent_requests: int = Field(100, ge=1, le=100_000)
     processing_timeout: Duration = 15.0
+    # a client must send its whole body within this (→ 408); it holds no concurrency slot
+    # meanwhile
+    body_read_timeout: Duration = Field(10.0, gt=0)
     max_body_bytes: ByteSize = Field(262_144, ge=1024)
     shutdown_grace: Duration = 30.0
     # HTTPS on the API listener (PEM files, e.g. a mounted Secret); both or neither
@@ -75,17 +79,6 @@ class FreshnessSettings(Section):
     future_skew: Duration = 120.0
 
 
-class DataStorageSettings(Section):
-    url: str | None = None
-    token_file: Path | None = None
-    timeout: Duration = 10.0
-    batch_size: int = Field(100, ge=1, le=500)
-    flush_interval: Duration = 1.0
-    buffer_size: int = Field(10_000, ge=1)
-    spool_path: Path | None = None  # None → <dataDir>/audit-spool
-    spool_max_bytes: ByteSize = 100 * 1024 * 1024
-
-
 class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -106,7 +99,8 @@ class GatewaySettings(Section):
     auth: AuthSettings = AuthSettings()
     scope: ScopeSettings = ScopeSettings()
     freshness: FreshnessSettings = FreshnessSettings()
-    datastorage: DataStorageSettings = DataStorageSettings()
+    datastorage: DeliverySettings = DeliverySettings()
+    audit: AuditSettings = AuditSettings()
     logging: LoggingSettings = LoggingSettings()
     kinds: KindSettings = KindSettings()
     # the API server (auth.mode: kubernetes, the kubernetes:// store, owners and scope)

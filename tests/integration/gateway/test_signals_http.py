@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -292,22 +295,89 @@ def test_429_when_too_many_requests_are_in_flight(tmp_path) -> None:  # type: ig
         tmp_path, env={"SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1"}
     ).start()
     try:
-        host, port = service.api_url.removeprefix("http://").split(":")
-        # a client that sends headers and half its body, then stalls: one request in flight
-        stalled = socket.create_connection((host, int(port)))
-        stalled.sendall(
-            f"POST {PROM} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{".encode()
-        )
-        time.sleep(0.3)
-        with service.client() as c:
-            response = c.post(PROM, json=webhook(alert(pod="busy-1")))
-        problem(response, 429, "too-many-requests")
-        assert response.headers["retry-after"] == "1"
-        stalled.close()
-        time.sleep(0.2)
+        # a request held up in the store (its write lock taken by someone else) is in flight
+        database = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
+        database.execute("BEGIN IMMEDIATE")
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(
+                httpx.post,
+                service.api_url + PROM,
+                json=webhook(alert(pod="held-1")),
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                timeout=30,
+            )
+            time.sleep(0.5)
+            with service.client() as c:
+                response = c.post(PROM, json=webhook(alert(pod="busy-1")))
+            problem(response, 429, "too-many-requests")
+            assert response.headers["retry-after"] == "1"
+            database.execute("ROLLBACK")
+            assert held.result().status_code == 201
+        database.close()
         with service.client() as c:
             assert c.post(PROM, json=webhook(alert(pod="busy-1"))).status_code == 201
+    finally:
+        service.stop()
+
+
+def read_answer(connection: socket.socket) -> str:
+    """One whole HTTP/1.1 answer (head and Content-Length body) from a raw socket."""
+    connection.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += connection.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":")[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+    )
+    while len(body) < length:
+        body += connection.recv(65536)
+    return (head + b"\r\n\r\n" + body).decode()
+
+
+def test_a_slow_body_holds_no_slot_and_gets_408(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.services import ADMIN_TOKEN, gateway_process
+
+    service = gateway_process(
+        tmp_path,
+        env={
+            "SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1",
+            "SIGNALGATE_SERVER__BODYREADTIMEOUT": "1s",
+        },
+    ).start()
+    try:
+        host, port = service.api_url.removeprefix("http://").split(":")
+        # clients that send headers and part of their body, then stall
+        stalled = [socket.create_connection((host, int(port))) for _ in range(3)]
+        for connection in stalled:
+            connection.sendall(
+                f"POST {PROM} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{".encode()
+            )
+        with service.client() as c:  # the one slot is free: the stalled bodies hold none
+            assert c.post(PROM, json=webhook(alert(pod="busy-1"))).status_code == 201
+        for connection in stalled:
+            answer = read_answer(connection)
+            assert answer.startswith("HTTP/1.1 408"), answer[:200]
+            assert "request-timeout" in answer and "did not arrive within 1s" in answer
+            connection.close()
+        # a client that declares more than it sends and goes away is refused, not processed
+        short = socket.create_connection((host, int(port)))
+        short.sendall(
+            f"POST {PROM} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n".encode()
+            + json.dumps(webhook(alert(pod="short-1"))).encode()
+        )
+        short.shutdown(socket.SHUT_WR)
+        short.close()
+        time.sleep(0.5)
+        with service.client() as c:
+            listed = c.get("/api/v1/remediation-requests").json()["items"]
+        assert all(rr["spec"]["targetResource"]["name"] != "short-1" for rr in listed)
     finally:
         service.stop()
 

@@ -123,3 +123,78 @@ def test_every_audit_event_arrives_exactly_once_after_an_outage(
         ).json()
         assert chain["valid"] is True
         assert chain["events"] == rr["status"]["deduplication"]["occurrenceCount"] + 1
+
+
+def backlog_stack(tmp_path: Path, mode: str) -> tuple[ServiceProcess, ServiceProcess]:
+    datastorage = datastorage_process(tmp_path / "ds").start()
+    token_file = tmp_path / "ds.token"
+    token_file.write_text(DS_TOKEN)
+    gateway = gateway_process(
+        tmp_path / "gw",
+        env={
+            "SIGNALGATE_DATASTORAGE__URL": datastorage.api_url,
+            "SIGNALGATE_DATASTORAGE__TOKENFILE": str(token_file),
+            "SIGNALGATE_DATASTORAGE__SPOOLMAXBYTES": "16KiB",
+            "SIGNALGATE_DATASTORAGE__FLUSHINTERVAL": "100ms",
+            "SIGNALGATE_DATASTORAGE__BACKOFFMAX": "500ms",
+            "SIGNALGATE_AUDIT__ONBACKLOGFULL": mode,
+        },
+    ).start()
+    return gateway, datastorage
+
+
+def test_a_full_journal_refuses_signals_with_503_until_datastorage_catches_up(
+    tmp_path: Path,
+) -> None:
+    gateway, datastorage = backlog_stack(tmp_path, "reject")
+    try:
+        datastorage.stop()
+        statuses: list[int] = []
+        with gateway.client() as c:
+            for i in range(60):
+                answer = c.post("/api/v1/signals/prometheus", json=webhook(alert(pod=f"b-{i}")))
+                statuses.append(answer.status_code)
+                if answer.status_code == 503:
+                    break
+            assert answer.status_code == 503, statuses
+            assert answer.headers["retry-after"] == "30"
+            assert "datastorage.spoolMaxBytes" in answer.json()["detail"]
+            acknowledged = statuses.count(201)
+            assert acknowledged == len(statuses) - 1
+        ready = httpx.get(f"{gateway.ops_url}/readyz")
+        assert ready.status_code == 503
+        assert "audit.onBacklogFull" in ready.json()["detail"]
+
+        datastorage.start()
+        assert wait_for_total(datastorage, 2 * acknowledged, 30) == 2 * acknowledged
+        deadline = time.monotonic() + 15
+        while httpx.get(f"{gateway.ops_url}/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the Gateway did not become ready again"
+            time.sleep(0.2)
+        with gateway.client() as c:
+            again = c.post("/api/v1/signals/prometheus", json=webhook(alert(pod="after")))
+            assert again.status_code == 201
+    finally:
+        gateway.stop()
+        datastorage.stop()
+
+
+def test_drop_mode_answers_and_counts_what_it_drops(tmp_path: Path) -> None:
+    gateway, datastorage = backlog_stack(tmp_path, "drop")
+    try:
+        datastorage.stop()
+        with gateway.client() as c:
+            for i in range(60):
+                answer = c.post("/api/v1/signals/prometheus", json=webhook(alert(pod=f"d-{i}")))
+                assert answer.status_code == 201
+        assert httpx.get(f"{gateway.ops_url}/readyz").status_code == 200
+        metrics = httpx.get(f"{gateway.ops_url}/metrics").text
+        line = next(
+            x
+            for x in metrics.splitlines()
+            if x.startswith("audit_events_dropped_total") and 'reason="backlog_full"' in x
+        )
+        assert float(line.rsplit(" ", 1)[1]) > 0
+    finally:
+        gateway.stop()
+        datastorage.stop()

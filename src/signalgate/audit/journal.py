@@ -1,0 +1,344 @@
+"""An append-only, fsync'd journal of audit events: durable before a signal is acknowledged.
+
+Why a journal: a signal may be answered 2xx only once its audit events would survive a
+`kill -9`, whatever the RR store (SQLite, PostgreSQL, or the Kubernetes API, which has no
+transaction an outbox row could share). So the pipeline stages its events here and the HTTP
+layer awaits `commit()` before answering.
+
+Group commit: staged lines wait in memory for the one writer; while it writes and fsyncs a
+group, newer lines gather into the next group, so many concurrent requests share one fsync.
+A request waits at most `audit.commitTimeout`, then is answered 503 (its events are still
+written when the disk answers; the retried signal deduplicates).
+
+Layout: JSON lines in segment files `segment-<seq>.jsonl` in one directory, and a `cursor`
+file naming the first line DataStorage has not confirmed. The relay reads from the cursor,
+delivers, then moves the cursor and deletes whole segments behind it, which is all the
+truncation the journal needs (no rewriting). A crash may replay confirmed lines (DataStorage
+stores an event id once) but never skips one; a torn last line (a write cut by the crash,
+never acknowledged) is cut off on open.
+
+Threads: the writer thread does every append and fsync; the reader thread does reads, cursor
+writes and deletions. Counters live on the event loop and are only touched there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+log = logging.getLogger("signalgate.audit")
+
+_SEGMENT_RE = re.compile(r"^segment-(\d{16})\.jsonl$")
+
+
+class JournalUnavailable(Exception):
+    """The journal could not make events durable in time (disk error or slow disk)."""
+
+
+@dataclass(frozen=True)
+class Position:
+    segment: int
+    offset: int
+
+
+@dataclass
+class Slice:
+    """Lines read from the cursor on: the events, and where the cursor goes once settled."""
+
+    events: list[dict[str, Any]]
+    end: Position
+    size: int  # bytes between the cursor and `end`
+    lines: int  # lines between the cursor and `end` (unreadable ones included)
+
+
+class Journal:
+    """Stage on the event loop, `commit()` to wait for durability, `read`/`confirm` to relay."""
+
+    def __init__(self, directory: Path, segment_bytes: int) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._handle: BinaryIO | None = None  # writer thread only
+        self._active = 1  # segment being appended to (writer thread owns the file)
+        self._active_size = 0
+        # loop-side state
+        self._sizes: dict[int, int] = {}  # durable size of each live segment
+        self._cursor = Position(1, 0)
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._pending_done: asyncio.Future[None] | None = None
+        self._writing_done: asyncio.Future[None] | None = None
+        self._wake_writer = asyncio.Event()
+        self._appended = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.backlog_bytes = 0  # durable and not yet confirmed
+        self.backlog_events = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal-w")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal-r")
+        loop = asyncio.get_running_loop()
+        cursor, sizes, events = await loop.run_in_executor(self._writer, self._recover)
+        self._cursor, self._sizes = cursor, sizes
+        self.backlog_bytes = sum(sizes.values()) - cursor.offset
+        self.backlog_events = events
+        self._closing = False
+        self._task = asyncio.create_task(self._write_loop(), name="audit-journal")
+        if events:
+            log.info("audit journal has events to deliver", extra={"events": events})
+            self._appended.set()
+
+    async def close(self) -> None:
+        """Write what is staged, then release the files."""
+        self._closing = True
+        self._wake_writer.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        loop = asyncio.get_running_loop()
+        if self._writer is not None:
+            await loop.run_in_executor(self._writer, self._close_handle)
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)
+            self._reader = None
+
+    # -- staging and group commit (event loop) ----------------------------------------------
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    @property
+    def pending_events(self) -> int:
+        return len(self._pending)
+
+    def stage(self, event: dict[str, Any]) -> None:
+        """Queue one event for the next group write; returns at once."""
+        if self._task is None or self._closing:
+            raise JournalUnavailable("the audit journal is not open")
+        line = orjson.dumps(event) + b"\n"
+        if self._pending_done is None:
+            self._pending_done = asyncio.get_running_loop().create_future()
+        self._pending.append(line)
+        self._pending_bytes += len(line)
+        self._wake_writer.set()
+
+    async def commit(self, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not a cancel
+        """Return once every event staged so far is on disk (fsync'd).
+
+        Groups are written one after another, so waiting for the newest group (the one still
+        gathering, else the one being written) covers everything staged before this call.
+        """
+        done = self._pending_done or self._writing_done
+        if done is None:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(done)
+        except TimeoutError as exc:
+            raise JournalUnavailable(
+                f"the audit journal did not confirm an fsync within {timeout:g}s "
+                "(audit.commitTimeout); the disk under it is too slow or stuck"
+            ) from exc
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake_writer.clear()
+                await self._wake_writer.wait()
+                continue
+            lines, done = self._pending, self._pending_done
+            self._pending, self._pending_done, self._pending_bytes = [], None, 0
+            self._writing_done = done
+            data = b"".join(lines)
+            assert self._writer is not None and done is not None
+            try:
+                segment, size = await loop.run_in_executor(self._writer, self._write, data)
+            except OSError as exc:
+                log.error(
+                    "audit journal write failed; the requests waiting for it get 503",
+                    extra={"error": str(exc), "events": len(lines)},
+                )
+                done.set_exception(JournalUnavailable(f"audit journal write failed: {exc}"))
+                done.exception()  # retrieved: nobody may be waiting for this group
+            else:
+                self._sizes[segment] = size
+                self.backlog_bytes += len(data)
+                self.backlog_events += len(lines)
+                done.set_result(None)
+                self._appended.set()
+            finally:
+                if self._writing_done is done:
+                    self._writing_done = None
+
+    # -- relay side (event loop) -------------------------------------------------------------
+
+    async def wait_appended(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait until a group was written since the last call (or `timeout`)."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as the event is set, and stop() relies on cancelling the relay
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._appended.wait()
+        self._appended.clear()
+
+    async def read(self, limit: int) -> Slice:
+        """Up to `limit` durable events from the cursor on."""
+        assert self._reader is not None
+        loop = asyncio.get_running_loop()
+        sizes = dict(self._sizes)
+        return await loop.run_in_executor(self._reader, self._read, self._cursor, sizes, limit)
+
+    async def confirm(self, piece: Slice) -> None:
+        """DataStorage settled `piece`: move the cursor past it, delete finished segments."""
+        assert self._reader is not None
+        loop = asyncio.get_running_loop()
+        finished = [s for s in self._sizes if s < piece.end.segment]
+        await loop.run_in_executor(self._reader, self._advance, piece.end, finished)
+        for segment in finished:
+            self._sizes.pop(segment, None)
+        self._cursor = piece.end
+        self.backlog_bytes = max(0, self.backlog_bytes - piece.size)
+        self.backlog_events = max(0, self.backlog_events - piece.lines)
+
+    # -- file work (worker threads) ----------------------------------------------------------
+
+    def _segment_path(self, segment: int) -> Path:
+        return self.directory / f"segment-{segment:016d}.jsonl"
+
+    def _recover(self) -> tuple[Position, dict[int, int], int]:
+        """Find the segments and the cursor, cut a torn tail, open the last segment."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        segments = sorted(
+            int(m.group(1)) for p in self.directory.iterdir() if (m := _SEGMENT_RE.match(p.name))
+        )
+        cursor = self._read_cursor(segments)
+        for segment in [s for s in segments if s < cursor.segment]:
+            self._segment_path(segment).unlink(missing_ok=True)
+        segments = [s for s in segments if s >= cursor.segment] or [cursor.segment]
+        sizes: dict[int, int] = {}
+        events = 0
+        for segment in segments:
+            path = self._segment_path(segment)
+            data = path.read_bytes() if path.exists() else b""
+            end = data.rfind(b"\n") + 1
+            if end != len(data):
+                log.warning("audit journal: cutting a torn last line", extra={"path": str(path)})
+                with open(path, "r+b") as torn:
+                    torn.truncate(end)
+                    os.fsync(torn.fileno())
+            start = cursor.offset if segment == cursor.segment else 0
+            events += data[min(start, end) : end].count(b"\n")
+            sizes[segment] = end
+        if cursor.offset > sizes[cursor.segment]:
+            cursor = Position(cursor.segment, 0)  # a cursor past the data: replay, never skip
+        self._active = segments[-1]
+        self._open_active()
+        return cursor, sizes, events
+
+    def _read_cursor(self, segments: list[int]) -> Position:
+        first = Position(segments[0] if segments else 1, 0)
+        try:
+            raw = orjson.loads((self.directory / "cursor").read_bytes())
+            cursor = Position(int(raw["segment"]), int(raw["offset"]))
+        except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+            return first
+        if segments and cursor.segment not in segments:
+            return first if cursor.segment < segments[0] else Position(segments[-1], 0)
+        return cursor
+
+    def _open_active(self) -> None:
+        path = self._segment_path(self._active)
+        created = not path.exists()
+        self._handle = open(path, "ab")  # noqa: SIM115 - the append handle, held open
+        self._active_size = self._handle.tell()
+        if created:
+            self._sync_directory()
+
+    def _sync_directory(self) -> None:
+        descriptor = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def _write(self, data: bytes) -> tuple[int, int]:
+        """Append one group and fsync it; start a new segment when this one is full."""
+        if self._handle is None:
+            raise OSError("the audit journal is closed")
+        if self._active_size >= self.segment_bytes:
+            self._handle.close()
+            self._active += 1
+            self._open_active()
+        handle = self._handle
+        assert handle is not None
+        before = self._active_size
+        try:
+            handle.write(data)
+            handle.flush()
+            os.fdatasync(handle.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):  # leave no half group for a later group to follow
+                handle.truncate(before)
+            raise
+        self._active_size = before + len(data)
+        return self._active, self._active_size
+
+    def _close_handle(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _read(self, cursor: Position, sizes: dict[int, int], limit: int) -> Slice:
+        events: list[dict[str, Any]] = []
+        segment, offset = cursor.segment, cursor.offset
+        size = lines = 0
+        while len(events) < limit:
+            end = sizes.get(segment)
+            if end is None:
+                break
+            if offset >= end:
+                if segment + 1 in sizes:
+                    segment, offset = segment + 1, 0
+                    continue
+                break
+            with open(self._segment_path(segment), "rb") as handle:
+                handle.seek(offset)
+                while len(events) < limit and offset < end:
+                    line = handle.readline()
+                    if not line.endswith(b"\n"):
+                        break
+                    offset += len(line)
+                    size += len(line)
+                    lines += 1
+                    try:
+                        events.append(orjson.loads(line))
+                    except orjson.JSONDecodeError:
+                        log.error("audit journal: skipping an unreadable line")
+        return Slice(events, Position(segment, offset), size, lines)
+
+    def _advance(self, cursor: Position, finished: list[int]) -> None:
+        temporary = self.directory / "cursor.tmp"
+        temporary.write_bytes(orjson.dumps({"segment": cursor.segment, "offset": cursor.offset}))
+        os.replace(temporary, self.directory / "cursor")
+        # the cursor is written first: a crash between the two replays, never skips
+        for segment in finished:
+            self._segment_path(segment).unlink(missing_ok=True)

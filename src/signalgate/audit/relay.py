@@ -1,0 +1,250 @@
+"""The relay: delivers the journal to DataStorage in order, one batch at a time.
+
+In order per correlation id because there is one relay per journal and it reads the journal
+front to back, sending the next batch only once the previous one is settled. Idempotent
+because every event carries its own `event_id`: a batch resent after a crash or a lost
+answer is stored once. Once a batch is settled the journal's cursor moves past it.
+
+Answers, and why: 201/202 delivered (on 202 DataStorage's own queue holds them); 400 drops
+only the items DataStorage's `field_errors` name and resends the rest; a 400 that names no
+item is narrowed down one event at a time, so a refusal never takes valid events with it
+(another vendor's DataStorage refuses a whole batch for one unknown event type); 409 is
+resolved event by event; 413 halves the batch; 401/403 and everything else are retried with
+backoff, since they need a person or time, not a different request.
+
+Event types: our extension types (resolved, rejected) go only to a DataStorage that lists
+them at `GET /api/v1/audit/capabilities` (`{"eventTypes": [...]}`); a DataStorage without
+that endpoint gets them in the log instead. The relay asks before its first delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import Counter
+
+from signalgate.audit.journal import Journal, Slice
+from signalgate.audit.settings import MAX_EVENT_AGE, DeliverySettings
+
+log = logging.getLogger("signalgate.audit")
+
+BATCH_PATH = "/api/v1/audit/events/batch"
+CAPABILITIES_PATH = "/api/v1/audit/capabilities"
+
+
+class Relay:
+    def __init__(
+        self,
+        journal: Journal,
+        settings: DeliverySettings,
+        extension_types: frozenset[str],
+        dropped: Counter,
+        service: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        assert settings.url is not None
+        self._journal = journal
+        self._settings = settings
+        self._extensions = extension_types
+        self._dropped = dropped
+        self._service = service
+        self._client = httpx.AsyncClient(
+            base_url=settings.url.rstrip("/"), timeout=settings.timeout, transport=transport
+        )
+        self.advertised: frozenset[str] | None = None  # None: not asked successfully yet
+        self.reachable: bool | None = None
+        self.last_error = ""
+        self.delivered = 0
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def run(self) -> None:
+        """Deliver forever (cancelled by the sink's `stop()`)."""
+        backoff = self._settings.backoff_initial
+        piece: Slice | None = None
+        while True:
+            if piece is None:
+                piece = await self._next()
+                if piece is None:
+                    continue
+            if await self._deliver(piece):
+                await self._journal.confirm(piece)
+                piece = None
+                backoff = self._settings.backoff_initial
+                continue
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._settings.backoff_max)
+
+    async def drain(self) -> bool:
+        """Deliver until the journal is empty or a delivery fails; True when empty."""
+        while self._journal.backlog_events:
+            piece = await self._journal.read(self._settings.batch_size)
+            if not await self._deliver(piece):
+                return False
+            await self._journal.confirm(piece)
+        return True
+
+    async def _next(self) -> Slice | None:
+        """The next batch: at once when a full batch waits, else after `flushInterval`."""
+        if self._journal.backlog_events < self._settings.batch_size:
+            await self._journal.wait_appended(self._settings.flush_interval)
+            if self._journal.backlog_events < self._settings.batch_size:
+                # let concurrent requests fill the batch for up to one flush interval
+                await self._journal.wait_appended(self._settings.flush_interval)
+        if not self._journal.backlog_events:
+            return None
+        limit = min(self._settings.batch_size, self._settings.buffer_size)
+        return await self._journal.read(limit)
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def _deliver(self, piece: Slice) -> bool:
+        """True when every event of `piece` is settled: delivered, or dropped for good.
+
+        Settled events leave `piece.events` at once, so a retry resends only the rest.
+        """
+        if piece.events and not await self._know_capabilities():
+            return False
+        piece.events = self._sendable(piece.events)
+        chunk = len(piece.events)
+        while piece.events:
+            part = piece.events[:chunk]
+            try:
+                answer = await self._post(part)
+            except httpx.HTTPError as exc:
+                return self._failed(f"{type(exc).__name__}: {exc}")
+            status = answer.status_code
+            if status in (201, 202):
+                del piece.events[: len(part)]
+                self.reachable = True
+                self.delivered += len(part)
+            elif status == 400:
+                named = _named_items(answer, len(part))
+                if named:
+                    self._drop(len(named), "rejected", answer.text[:300])
+                    keep = [e for i, e in enumerate(part) if i not in named]
+                    piece.events[: len(part)] = keep
+                elif len(part) > 1:
+                    chunk = 1  # find the refused one without dropping the others
+                else:
+                    self._drop(1, "rejected", answer.text[:300])
+                    del piece.events[0]
+            elif status == 409 and len(part) > 1:
+                chunk = 1
+            elif status == 409:
+                self._drop(1, "conflict", answer.text[:300])
+                del piece.events[0]
+            elif status == 413 and len(part) > 1:
+                chunk = len(part) // 2
+            else:
+                return self._failed(f"DataStorage answered {status}: {answer.text[:200]}")
+        return True
+
+    def _sendable(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Drop expired events; log (not send) extension types DataStorage does not list."""
+        oldest = datetime.now(UTC) - MAX_EVENT_AGE
+        kept = []
+        for event in events:
+            kind = str(event.get("event_type"))
+            if kind in self._extensions and kind not in (self.advertised or frozenset()):
+                log.info(
+                    "audit event not sent: DataStorage does not list its type",
+                    extra={
+                        "event_type": kind,
+                        "event_id": event.get("event_id"),
+                        "correlation_id": event.get("correlation_id"),
+                        "event": event,
+                    },
+                )
+                continue
+            if _timestamp(event) < oldest:
+                self._drop(1, "expired", "older than DataStorage accepts")
+                continue
+            kept.append(event)
+        return kept
+
+    async def _know_capabilities(self) -> bool:
+        """Ask DataStorage once which event types it accepts; False while it cannot answer."""
+        if self.advertised is not None:
+            return True
+        try:
+            answer = await self._client.get(CAPABILITIES_PATH, headers=await self._headers())
+        except httpx.HTTPError as exc:
+            return self._failed(f"capabilities: {type(exc).__name__}: {exc}")
+        if answer.status_code == 200:
+            try:
+                types = answer.json().get("eventTypes")
+            except (ValueError, AttributeError):
+                types = None
+            if isinstance(types, list):
+                self.advertised = frozenset(str(t) for t in types)
+                return True
+        if answer.status_code in (401, 403, 429) or answer.status_code >= 500:
+            return self._failed(f"capabilities: DataStorage answered {answer.status_code}")
+        # no such endpoint (another vendor's DataStorage): it lists no extension types
+        log.warning(
+            "DataStorage lists no event types; extension events are logged, not sent",
+            extra={"status": answer.status_code, "types": sorted(self._extensions)},
+        )
+        self.advertised = frozenset()
+        return True
+
+    async def _post(self, events: Sequence[dict[str, Any]]) -> httpx.Response:
+        return await self._client.post(BATCH_PATH, json=list(events), headers=await self._headers())
+
+    async def _headers(self) -> dict[str, str]:
+        if self._settings.token_file is None:
+            return {}
+        token = await asyncio.to_thread(_read_token, self._settings.token_file)
+        return {"Authorization": f"Bearer {token}"}
+
+    def _failed(self, error: str) -> bool:
+        if self.reachable is not False or error != self.last_error:
+            log.warning("audit delivery failed; will retry", extra={"error": error})
+        self.reachable = False
+        self.last_error = error
+        return False
+
+    def _drop(self, count: int, reason: str, detail: str) -> None:
+        self._dropped.labels(self._service, reason).inc(count)
+        log.error(
+            "audit events dropped", extra={"count": count, "reason": reason, "detail": detail}
+        )
+
+
+def _read_token(path: Path) -> str:
+    """Read on every request: rotated (service-account) tokens apply without a restart."""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        log.error("cannot read the DataStorage token file", extra={"error": str(exc)})
+        return ""
+
+
+def _named_items(answer: httpx.Response, size: int) -> set[int]:
+    """Which items of a 400 batch DataStorage named by index (`"<index>.<field>"` keys)."""
+    try:
+        errors = answer.json().get("field_errors") or {}
+    except (ValueError, AttributeError):
+        return set()
+    if not isinstance(errors, dict):
+        return set()
+    named = {int(head) for key in errors if (head := str(key).split(".", 1)[0]).isdecimal()}
+    return {index for index in named if index < size}
+
+
+def _timestamp(event: dict[str, Any]) -> datetime:
+    """The event's time, or now when it has none DataStorage could read (it will say why)."""
+    value = event.get("event_timestamp")
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        return datetime.now(UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -1,0 +1,53 @@
+"""Every audit delivery option, declared once: the `datastorage` and `audit` settings sections.
+
+The Gateway's settings model embeds these two sections; the sink, journal and relay read them
+and hold no defaults of their own. (Kept free of the DataStorage server's modules: the Gateway
+must not import DataStorage's request models to deliver to it.)
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from signalgate.common.config import ByteSize, Duration, Section
+
+# DataStorage refuses events older than this; the relay drops them rather than retry forever
+MAX_EVENT_AGE = timedelta(days=7)
+
+
+class DeliverySettings(Section):
+    """`datastorage.*`: where the audit trail goes and how it is sent."""
+
+    url: str | None = None
+    token_file: Path | None = None
+    timeout: Duration = 10.0
+    batch_size: int = Field(100, ge=1, le=500)
+    flush_interval: Duration = 1.0
+    # events the relay reads from the journal ahead of delivery (the journal, not memory,
+    # holds the backlog now)
+    buffer_size: int = Field(10_000, ge=1)
+    # the journal's directory; None → <dataDir>/audit-journal
+    spool_path: Path | None = None
+    # the journal's bound: undelivered bytes beyond it trigger `audit.onBacklogFull`
+    spool_max_bytes: ByteSize = Field(100 * 1024 * 1024, ge=1024)
+    backoff_initial: Duration = 1.0
+    backoff_max: Duration = 30.0
+    stop_flush_timeout: Duration = 10.0
+
+
+class AuditSettings(Section):
+    """`audit.*`: what the Gateway promises about its audit trail."""
+
+    # reject: answer signals 503 + Retry-After (and /readyz 503) while the journal is over its
+    # bound, so nothing is acknowledged without its audit; drop: answer as usual and count
+    # the events dropped
+    on_backlog_full: Literal["reject", "drop"] = "reject"
+    # the longest a request waits for its events' fsync before it is answered 503
+    commit_timeout: Duration = Field(5.0, gt=0)
+    # the journal starts a new segment file past this size; whole delivered segments are
+    # deleted, so this is also the granularity of truncation
+    segment_bytes: ByteSize = Field(8 * 1024 * 1024, ge=4096)

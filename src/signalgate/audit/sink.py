@@ -1,0 +1,136 @@
+"""`JournalAuditSink`: the `AuditSink` the Gateway's pipeline emits to when DataStorage is set.
+
+`emit` stages an event in the journal; the HTTP layer awaits `commit()` before it answers, so
+a 2xx means the signal's audit events are on disk. When the journal's backlog is over its
+bound (`datastorage.spoolMaxBytes`) the sink stops `accepting()`: with `audit.onBacklogFull:
+reject` the Gateway answers signals 503 + Retry-After and `/readyz` 503; with `drop` events
+are dropped and counted in `audit_events_dropped_total{reason="backlog_full"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from signalgate.audit.journal import Journal, JournalUnavailable
+from signalgate.audit.relay import Relay
+from signalgate.audit.settings import AuditSettings, DeliverySettings
+
+log = logging.getLogger("signalgate.audit")
+
+__all__ = ["JournalAuditSink", "JournalUnavailable"]
+
+
+class JournalAuditSink:
+    def __init__(
+        self,
+        delivery: DeliverySettings,
+        audit: AuditSettings,
+        journal_dir: Path,
+        registry: CollectorRegistry,
+        *,
+        extension_types: frozenset[str] = frozenset(),
+        service: str = "gateway",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._delivery = delivery
+        self._audit = audit
+        self._service = service
+        self.journal = Journal(journal_dir, audit.segment_bytes)
+        self._dropped = Counter(
+            "audit_events_dropped",
+            "Audit events given up on (backlog full, too old, refused by DataStorage)",
+            ["service", "reason"],
+            registry=registry,
+        )
+        self._buffered = Gauge(
+            "audit_events_buffered",
+            "Audit events staged, waiting for the journal's next fsync",
+            registry=registry,
+        )
+        self._spooled = Gauge(
+            "audit_events_spooled",
+            "Audit events in the journal not yet confirmed by DataStorage",
+            registry=registry,
+        )
+        self._buffered.set_function(lambda: self.journal.pending_events)
+        self._spooled.set_function(lambda: self.journal.backlog_events)
+        self.relay = Relay(
+            self.journal, delivery, extension_types, self._dropped, service, transport
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    # -- AuditSink ---------------------------------------------------------------------------
+
+    def accepting(self) -> bool:
+        """False while the journal holds more undelivered bytes than its bound."""
+        backlog = self.journal.backlog_bytes + self.journal.pending_bytes
+        return backlog < self._delivery.spool_max_bytes
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if not event.get("event_id"):
+            event = {**event, "event_id": str(uuid.uuid4())}
+        if self._audit.on_backlog_full == "drop" and not self.accepting():
+            self._dropped.labels(self._service, "backlog_full").inc()
+            log.error(
+                "audit event dropped: the journal is full (audit.onBacklogFull=drop)",
+                extra={"event_id": event["event_id"], "event_type": event.get("event_type")},
+            )
+            return
+        self.journal.stage(event)
+
+    async def commit(self) -> None:
+        """Wait until every event emitted so far is durable (bounded by audit.commitTimeout);
+        raises `JournalUnavailable` when the disk does not confirm in time."""
+        await self.journal.commit(self._audit.commit_timeout)
+
+    async def start(self) -> None:
+        await self.journal.open()
+        self._task = asyncio.create_task(self.relay.run(), name="audit-relay")
+
+    async def stop(self) -> None:
+        """Write what is staged, try delivering the backlog for a while, then close.
+
+        Nothing is lost by stopping early: the journal is on disk and the next start
+        delivers it.
+        """
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            with contextlib.suppress(TimeoutError, JournalUnavailable):
+                await self.journal.commit(self._delivery.stop_flush_timeout)
+                async with asyncio.timeout(self._delivery.stop_flush_timeout):
+                    await self.relay.drain()
+        finally:
+            await self.relay.close()
+            await self.journal.close()
+        if self.journal.backlog_events:
+            log.warning(
+                "audit events left in the journal for the next start",
+                extra={"count": self.journal.backlog_events},
+            )
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "sink": "datastorage",
+            "url": self._delivery.url,
+            "reachable": self.relay.reachable,
+            "buffered": self.journal.pending_events,
+            "spooled": self.journal.backlog_events,
+            "journalBytes": self.journal.backlog_bytes,
+            "journalMaxBytes": self._delivery.spool_max_bytes,
+            "accepting": self.accepting(),
+            "onBacklogFull": self._audit.on_backlog_full,
+            "delivered": self.relay.delivered,
+            "last_error": self.relay.last_error,
+        }

@@ -1,0 +1,212 @@
+"""How the relay settles each DataStorage answer (a scripted DataStorage over
+`httpx.MockTransport`, no network): what is delivered, what is dropped, what is retried."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from signalgate.audit.settings import AuditSettings, DeliverySettings
+from signalgate.audit.sink import JournalAuditSink
+
+EXTENSIONS = frozenset({"gateway.signal.resolved", "gateway.signal.rejected"})
+
+
+def event(**overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "gateway.signal.received",
+        "event_timestamp": datetime.now(UTC).isoformat(),
+        "correlation_id": "rr-1",
+    }
+    body.update(overrides)
+    return body
+
+
+class FakeDataStorage:
+    """Answers by script; records what was stored."""
+
+    def __init__(self) -> None:
+        self.stored: list[str] = []
+        self.down = False
+        self.status: int | None = None  # answer every batch with this, when set
+        self.refuse: set[str] = set()
+        self.refuse_unnamed: set[str] = set()  # refused whole, no item named
+        self.conflict: set[str] = set()
+        self.max_items = 1000
+        self.capabilities: list[str] | None = None  # None: no such endpoint (404)
+        self.batches = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("down")
+        if request.url.path == "/api/v1/audit/capabilities":
+            if self.capabilities is None:
+                return httpx.Response(404, json={"title": "Not Found"})
+            return httpx.Response(200, json={"eventTypes": self.capabilities})
+        self.batches += 1
+        if self.status is not None:
+            return httpx.Response(self.status, json={})
+        events = json.loads(request.content)
+        if len(events) > self.max_items:
+            return httpx.Response(413, json={})
+        if any(e["event_id"] in self.refuse_unnamed for e in events):
+            return httpx.Response(400, json={"detail": "unknown event_type"})
+        bad = {
+            f"{i}.event_outcome": "bad"
+            for i, e in enumerate(events)
+            if e["event_id"] in self.refuse
+        }
+        if bad:
+            return httpx.Response(400, json={"field_errors": bad})
+        if any(e["event_id"] in self.conflict for e in events):
+            return httpx.Response(409, json={})
+        self.stored.extend(e["event_id"] for e in events)
+        return httpx.Response(201, json={})
+
+
+def sink_for(
+    fake: FakeDataStorage, tmp_path: Path, registry: CollectorRegistry
+) -> JournalAuditSink:
+    delivery = DeliverySettings(
+        url="http://ds.test",
+        batch_size=10,
+        flush_interval=0.01,
+        backoff_initial=0.01,
+        backoff_max=0.02,
+        stop_flush_timeout=1.0,
+    )
+    return JournalAuditSink(
+        delivery,
+        AuditSettings(),
+        tmp_path / "journal",
+        registry,
+        extension_types=EXTENSIONS,
+        transport=httpx.MockTransport(fake),
+    )
+
+
+def dropped(registry: CollectorRegistry, reason: str) -> float:
+    labels = {"service": "gateway", "reason": reason}
+    return registry.get_sample_value("audit_events_dropped_total", labels) or 0.0
+
+
+async def settle(sink: JournalAuditSink, rounds: int = 300) -> None:
+    for _ in range(rounds):
+        if not sink.status()["spooled"] and not sink.status()["buffered"]:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not settled: {sink.status()}")
+
+
+async def emit_all(sink: JournalAuditSink, events: list[dict[str, Any]]) -> None:
+    for item in events:
+        sink.emit(item)
+    await sink.commit()
+
+
+async def test_refused_conflicting_and_expired_are_dropped_the_rest_delivered_in_order(
+    tmp_path: Path,
+) -> None:
+    fake, registry = FakeDataStorage(), CollectorRegistry()
+    events = [event() for _ in range(10)]
+    fake.refuse = {str(events[2]["event_id"])}
+    fake.conflict = {str(events[5]["event_id"])}
+    events[7]["event_timestamp"] = (datetime.now(UTC) - timedelta(days=8)).isoformat()
+    fake.down = True
+    sink = sink_for(fake, tmp_path, registry)
+    await sink.start()
+    await emit_all(sink, events)
+    await asyncio.sleep(0.1)  # several failed attempts at the same batch
+    fake.down = False
+    await settle(sink)
+    await sink.stop()
+    assert fake.stored == [e["event_id"] for i, e in enumerate(events) if i not in (2, 5, 7)]
+    assert dropped(registry, "rejected") == 1
+    assert dropped(registry, "conflict") == 1
+    assert dropped(registry, "expired") == 1
+
+
+async def test_a_400_naming_no_item_drops_only_the_refused_one(tmp_path: Path) -> None:
+    fake, registry = FakeDataStorage(), CollectorRegistry()
+    events = [event() for _ in range(10)]
+    fake.refuse_unnamed = {str(events[4]["event_id"])}
+    sink = sink_for(fake, tmp_path, registry)
+    await sink.start()
+    await emit_all(sink, events)
+    await settle(sink)
+    await sink.stop()
+    assert fake.stored == [e["event_id"] for i, e in enumerate(events) if i != 4]
+    assert dropped(registry, "rejected") == 1
+
+
+async def test_401_and_403_are_retried_never_dropped(tmp_path: Path) -> None:
+    for status in (401, 403):
+        fake, registry = FakeDataStorage(), CollectorRegistry()
+        fake.status = status
+        sink = sink_for(fake, tmp_path / str(status), registry)
+        await sink.start()
+        events = [event() for _ in range(3)]
+        await emit_all(sink, events)
+        while fake.batches < 3:
+            await asyncio.sleep(0.01)
+        assert sink.status()["spooled"] == 3  # still held, still retried
+        fake.status = None
+        await settle(sink)
+        await sink.stop()
+        assert fake.stored == [e["event_id"] for e in events]
+        assert sum(dropped(registry, r) for r in ("rejected", "conflict", "expired")) == 0
+
+
+async def test_413_halves_the_batch(tmp_path: Path) -> None:
+    fake, registry = FakeDataStorage(), CollectorRegistry()
+    fake.max_items = 3
+    sink = sink_for(fake, tmp_path, registry)
+    await sink.start()
+    events = [event() for _ in range(10)]
+    await emit_all(sink, events)
+    await settle(sink)
+    await sink.stop()
+    assert fake.stored == [e["event_id"] for e in events]
+
+
+async def test_extension_types_go_only_to_a_datastorage_that_lists_them(tmp_path: Path) -> None:
+    kinds = ["gateway.signal.received", "gateway.signal.rejected", "gateway.signal.resolved"]
+    for listed in (None, [*kinds, "gateway.crd.created"]):
+        fake = FakeDataStorage()
+        fake.capabilities = listed
+        sink = sink_for(fake, tmp_path / str(listed is None), CollectorRegistry())
+        await sink.start()
+        events = [event(event_type=kind) for kind in kinds]
+        await emit_all(sink, events)
+        await settle(sink)
+        await sink.stop()
+        if listed is None:  # another vendor's DataStorage: only the standard type is sent
+            assert fake.stored == [events[0]["event_id"]]
+        else:
+            assert fake.stored == [e["event_id"] for e in events]
+
+
+async def test_stop_keeps_the_undelivered_for_the_next_start(tmp_path: Path) -> None:
+    fake = FakeDataStorage()
+    fake.down = True
+    sink = sink_for(fake, tmp_path, CollectorRegistry())
+    await sink.start()
+    sink.emit({"event_timestamp": datetime.now(UTC).isoformat(), "event_type": "x"})
+    await sink.commit()
+    await sink.stop()
+    assert sink.status()["spooled"] == 1
+    fake.down = False
+    again = sink_for(fake, tmp_path, CollectorRegistry())
+    await again.start()
+    await settle(again)
+    await again.stop()
+    assert len(fake.stored) == 1
+    uuid.UUID(fake.stored[0])  # emit gave it an id
