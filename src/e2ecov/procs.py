@@ -171,3 +171,33 @@ def kill(pids: Iterable[int], signum: int = signal.SIGTERM) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signum)
+
+
+def become_subreaper() -> bool:
+    """Make this process the one orphans of its descendants are re-parented to (Linux
+    PR_SET_CHILD_SUBREAPER), so a helper that left its service's session *and* scrubbed its
+    environment, whose parent then exited, is still found: as a child of e2ecov."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(36, 1, 0, 0, 0)) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def orphans(known: Iterable[int]) -> set[int]:
+    """Live children of this process (adopted orphans among them) that are not `known`,
+    with their descendants."""
+    table = snapshot()
+    me = os.getpid()
+    roots = {p.pid for p in table.values() if p.ppid == me and p.alive} - set(known)
+    return {pid for pid in descendants(roots, table) if table[pid].alive}
+
+
+def reap(pids: Iterable[int]) -> None:
+    """Collect adopted children that exited (no Popen object waits for them); only these
+    pids, so no Popen loses its child's exit status."""
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)

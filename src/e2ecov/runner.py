@@ -381,6 +381,7 @@ class Run:
     def execute(self) -> RunResult:
         """Every phase; the stack is always stopped (unless kept) and run.json written."""
         artifacts.refuse_kept_stack(self.artifacts)
+        procs.become_subreaper()  # orphans of the stack are re-parented here, not to init
         planned = self._plan()  # raises UsageError (exit 2) before anything is written
         kept = False
         with self._signals():
@@ -808,6 +809,7 @@ class Run:
         stray = procs.marked(self.run_id)
         if stray or any(t.members() for t in leftovers):
             stop([*leftovers, StopTarget("stray", None, 2.0, self.run_id, every_service=True)])
+        self._stop_orphans()
         for svc in self.services.values():
             if svc.recipe is not None:
                 with contextlib.suppress(Exception):
@@ -815,6 +817,29 @@ class Run:
             if svc.proc is not None:
                 svc.poll()
         shutil.rmtree(self.control_dir, ignore_errors=True)
+
+    def _stop_orphans(self) -> None:
+        """Processes re-parented to e2ecov (the subreaper): helpers whose parent exited after
+        they left its session and scrubbed their environment. Nothing else can own them."""
+        known = [p.pid for p in self._children() if p is not None]
+        adopted = procs.orphans(known)
+        if not adopted:
+            return
+        procs.kill(adopted, signal.SIGTERM)
+        deadline = time.monotonic() + 2.0
+        while (left := procs.orphans(known)) and time.monotonic() < deadline:
+            procs.reap(adopted)
+            time.sleep(0.05)
+        procs.kill(left, signal.SIGKILL)
+        time.sleep(0.05)
+        procs.reap(adopted)
+
+    def _children(self) -> list[subprocess.Popen[bytes] | None]:
+        found: list[subprocess.Popen[bytes] | None] = [self.tests_proc]
+        for svc in self.services.values():
+            found.append(svc.proc)
+            found.append(svc.recipe.process if svc.recipe is not None else None)
+        return found
 
     def _finish(self, kept: bool) -> RunResult:
         if self.signalled is not None:

@@ -105,6 +105,17 @@ def test_helper_in_another_session_is_stopped_with_its_service(tmp_path: Path) -
     assert not _alive(helper), "the helper it started with setsid outlived the run"
 
 
+@pytest.mark.slow
+def test_orphan_that_scrubbed_its_environment_is_stopped(tmp_path: Path) -> None:
+    # no owner mark, another session, and its parent gone: e2ecov, the subreaper, adopts it
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app", "--spawn-orphan"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    stdout = (outcome.artifacts / "logs" / "app.stdout.log").read_text()
+    orphan = int(stdout.split("orphan pid ")[1].split()[0])
+    assert not _alive(orphan), "the orphan outlived the run"
+
+
 def test_port_held_by_a_stale_server_is_exit_3_naming_it(tmp_path: Path) -> None:
     port = free_port()
     stale = subprocess.Popen(

@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--never-healthy", action="store_true")
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--spawn-helper", action="store_true")
+    parser.add_argument("--spawn-orphan", action="store_true")
     args = parser.parse_args()
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -62,6 +63,12 @@ def main() -> None:
             [sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True
         )
         print(f"helper pid {helper.pid}", flush=True)
+    if args.spawn_orphan:  # new session, empty environment, and its parent (sh) exits at once
+        script = f"env -i setsid {sys.executable} -c 'import time; time.sleep(300)' "
+        started = subprocess.run(
+            ["sh", "-c", script + ">/dev/null 2>&1 & echo $!"], capture_output=True, text=True
+        )
+        print(f"orphan pid {started.stdout.strip()}", flush=True)
     Handler.never_healthy = args.never_healthy
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(f"listening on {args.port}", flush=True)
