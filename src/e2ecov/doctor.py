@@ -111,7 +111,7 @@ def checks(stack: Stack | None) -> list[Check]:
                 )
             except recipes.RecipeUnavailable as exc:
                 found.append(Check(f"service {name}", False, str(exc)))
-        elif spec.command:
+        elif spec.command and not spec.go_build:  # a go_build binary does not exist yet
             program = spec.command[0]
             where = shutil.which(program, path=os.environ.get("PATH")) or (
                 str(spec.cwd / program) if (spec.cwd / program).exists() else None
@@ -124,7 +124,9 @@ def checks(stack: Stack | None) -> list[Check]:
             found.append(Check(f"service {name}", where is not None, detail))
         if not spec.cwd.is_dir():
             found.append(Check(f"service {name}", False, f"cwd {spec.cwd} does not exist"))
-        if spec.command and spec.coverage:
+        if spec.go:
+            found.append(_go_service(name, spec.command or [], spec.cwd, spec.go_build))
+        elif spec.command and spec.coverage and found[-1].ok:  # the program was found
             found.append(_service_interpreter(name, spec.command, spec.cwd))
     tests = shutil.which(stack.tests[0]) if stack.tests else None
     found.append(
@@ -137,6 +139,29 @@ def checks(stack: Stack | None) -> list[Check]:
     if tests and stack.contexts:
         found.append(_test_interpreter(tests, stack.tests))
     return found
+
+
+def _go_service(name: str, command: list[str], cwd: Path, go_build: str | None) -> Check:
+    """A Go service needs `go` (reports, go_build) and, when prebuilt, a -cover binary."""
+    label = f"service {name}"
+    tool = shutil.which("go")
+    if tool is None:
+        return Check(label, False, "Go services need the go tool on PATH: install Go")
+    if go_build:
+        return Check(label, True, f"e2ecov builds {go_build} with go build -cover ({tool})")
+    program = shutil.which(command[0]) or str(cwd / command[0]) if command else ""
+    done = subprocess.run(
+        [tool, "version", "-m", program], capture_output=True, text=True, timeout=60
+    )
+    if done.returncode != 0:
+        return Check(
+            label, True,
+            f"{command[0]} is not a Go binary itself (a wrapper?): make sure what it runs is "
+            "built with go build -cover",
+        )  # fmt: skip
+    if "-cover=true" not in done.stdout:
+        return Check(label, False, f"{program} is not built with -cover: go build -cover ...")
+    return Check(label, True, f"{program} is a Go binary built with -cover")
 
 
 def interpreter(program: str) -> str | None:

@@ -125,3 +125,17 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
     assert process["status"] == "saved" and process["message"].endswith("saved at exit")
     report = json.loads((again.artifacts / "coverage.json").read_text())
     assert _go_file(report, "main.go")["summary"]["covered_lines"] > 0
+
+
+def test_doctor_checks_go_services(tmp_path: Path) -> None:
+    plain = tmp_path / "goapp-plain"
+    subprocess.run(["go", "build", "-o", str(plain), "."], cwd=GOAPP, check=True)
+    service = f'\n[services.prebuilt]\ncommand = ["{plain}"]\ncoverage = "go"\n'
+    stack = write_stack(tmp_path, ["true"], go_service() + service)
+    outcome = e2ecov("doctor", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 3, outcome.output
+    lines = outcome.stdout.splitlines()
+    assert any(
+        line.startswith("ok") and "e2ecov builds . with go build -cover" in line for line in lines
+    )
+    assert any(line.startswith("FAIL") and "is not built with -cover" in line for line in lines)
