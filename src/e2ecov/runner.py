@@ -569,8 +569,9 @@ class Run:
         last_start = max((s.started for s in self.services.values() if s.started), default=None)
         phase = self.record.phases[-1]
         if phase.duration_s is None:
-            self.record.end("ok" if ok else "failed")
-            self.progress.done("done" if ok else "FAILED")
+            outcome = "ok" if ok else ("interrupted" if self.signalled else "failed")
+            self.record.end(outcome)
+            self.progress.done("done" if ok else outcome.upper())
         if last_start is not None:
             self.record.phases.insert(
                 -1, Phase("start", phase.started, round(last_start - phase.started, 3), "ok")
@@ -731,8 +732,9 @@ class Run:
         try:
             result = reports.build(self.out, config, go)
         except NoCoverageData as exc:
-            self._fail(ExitCode.COVERAGE, str(exc).splitlines()[0])
-            self.progress.info(str(exc))
+            message = str(exc).replace(str(self.out), str(self.artifacts))  # where it will be
+            self._fail(ExitCode.COVERAGE, message.splitlines()[0])
+            self.progress.info(message)
             self._end_phase("no data")
             return
         self.record.totals = {
