@@ -306,10 +306,29 @@ class KubernetesStore:
             return None
         return self._remember(from_object(obj))
 
-    async def _put_status(self, rr: RemediationRequest) -> RemediationRequest:
-        written = await self._call(
-            "PUT", f"{self._collection}/{rr.name}/status", body=to_object(rr)
-        )
+    async def _put_status(
+        self, rr: RemediationRequest, was: RemediationRequest | None = None
+    ) -> RemediationRequest:
+        """Write `rr`'s status, refused (409) if the object changed since it was read. Given
+        the status it was read with (`was`), only the difference is sent (a merge patch with
+        the resourceVersion as precondition), not the whole object with its spec."""
+        path = f"{self._collection}/{rr.name}/status"
+        if was is None:
+            written = await self._call("PUT", path, body=to_object(rr))
+        else:
+            status = rr.status_json()
+            changes = merge_diff(was.status_json(), status)
+            # the two fields a status nobody wrote yet reads as (Pending, and a count from
+            # the creation time) are always sent, so they are written the first time
+            changes["overallPhase"] = status["overallPhase"]
+            changes["deduplication"] = status["deduplication"]
+            patch = {
+                "metadata": {"resourceVersion": rr.extra_metadata.get("resourceVersion")},
+                "status": changes,
+            }
+            written = await self._call(
+                "PATCH", path, body=patch, content_type="application/merge-patch+json"
+            )
         return self._remember(from_object(written))
 
     # --- coalesced status changes ---------------------------------------------------------
@@ -367,7 +386,7 @@ class KubernetesStore:
             for change in batch:
                 changed = change.apply(changed)
             try:
-                written = await self._put_status(changed)
+                written = await self._put_status(changed, rr)
             except KubeConflict:
                 rr = None  # re-read and try again
                 continue
@@ -495,6 +514,20 @@ class KubernetesStore:
                 self._forget(name)
                 raise NotFound(f"RemediationRequest {name!r} not found") from exc
         raise StoreUnavailable(f"{self!r}: RR {name!r} kept changing under the status patch")
+
+
+def merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7396) that turns `old` into `new`."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            inner = merge_diff(before, value)
+            if inner:
+                patch[key] = inner
+        elif value != before or key not in old:
+            patch[key] = value
+    return patch
 
 
 def _settle(changes: Iterable[_Change], result: RemediationRequest | None) -> bool:
