@@ -507,7 +507,7 @@ class KubernetesStore:
                         "it active while another RR for its fingerprint is active"
                     )
             try:
-                return await self._put_status(changed)
+                return await self._put_status(changed, rr)
             except KubeConflict:
                 continue
             except KubeNotFound as exc:
