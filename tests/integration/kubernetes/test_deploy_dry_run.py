@@ -11,6 +11,9 @@ import pytest
 import yaml
 
 from e2ecov.kubeapi import KubeAPIServer
+from signalgate.common.config import load_settings
+from signalgate.datastorage import settings as datastorage_settings
+from signalgate.gateway.settings import SHORTHANDS, GatewaySettings
 from tests.conftest import REPO, kube_testenv_bin
 
 KUSTOMIZATIONS = [
@@ -60,11 +63,20 @@ def test_the_kubernaut_overlay_runs_the_gateway_in_kubernetes_mode(
         {"name": "SIGNALGATE_STORE__DSN", "value": "kubernetes://"}
     ]
     config_maps = [o for (kind, _), o in objects.items() if kind == "ConfigMap"]
-    settings = yaml.safe_load(
+    # the settings files load with the services' own models, in Kubernetes mode
+    gateway_file = tmp_path / "gateway.yaml"
+    gateway_file.write_text(
         next(c for c in config_maps if "gateway.yaml" in c["data"])["data"]["gateway.yaml"]
     )
-    assert settings["auth"]["mode"] == "kubernetes"
-    assert settings["datastorage"]["url"].startswith("http://data-storage-service.")
+    env = {"SIGNALGATE_STORE__DSN": "kubernetes://"}
+    settings = load_settings(GatewaySettings, gateway_file, env, SHORTHANDS)
+    assert settings.auth.mode == "kubernetes" and settings.scope_source == "cluster"
+    assert str(settings.datastorage.url).startswith("http://data-storage-service.")
+    ds_file = tmp_path / "datastorage.yaml"
+    ds_file.write_text(
+        next(c for c in config_maps if "datastorage.yaml" in c["data"])["data"]["datastorage.yaml"]
+    )
+    assert datastorage_settings.load(ds_file, {}).auth.mode == "kubernetes"
     for name in ("gateway-service", "data-storage-service"):
         (port,) = objects[("Service", name)]["spec"]["ports"]
         assert (port["port"], port["targetPort"]) == (8080, "api")
