@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from signalgate.common.ids import new_uuid
 from signalgate.common.logging import request_id_var
 from signalgate.common.problems import Problem, validation_error
+from signalgate.common.text import check_json_text, check_request_target
 
 log = logging.getLogger("signalgate.http")
 
@@ -45,7 +47,8 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 class RequestContextMiddleware:
     """Give every request an id (kept from `X-Request-ID` when well-formed) and stamp every
-    response with it and the security headers."""
+    response with it and the security headers; refuse a control character in the path or
+    query (the one check for every route of both services, see `common.text`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -66,6 +69,12 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            try:
+                check_request_target(scope["path"], scope.get("query_string", b""))
+            except Problem as refused:
+                response = refused.to_response(scope["path"].encode("unicode_escape").decode())
+                await response(scope, receive, send_with_headers)
+                return
             await self.app(scope, receive, send_with_headers)
         finally:
             request_id_var.reset(token)
@@ -84,17 +93,19 @@ async def read_body(
     `Content-Length` gets 400, and its partial body is never processed.
     """
     declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     try:
         async with asyncio.timeout(timeout):
-            return await _receive_body(receive, limit, declared)
+            body = await _receive_body(receive, limit, declared)
     except TimeoutError:
         raise Problem(
             408,
             "request-timeout",
             f"the request body did not arrive within {timeout:g}s; send it at once and retry",
         ) from None
+    check_json_text(body)
+    return body
 
 
 async def _receive_body(receive: Receive, limit: int, declared: str | None) -> bytes:
@@ -103,7 +114,12 @@ async def _receive_body(receive: Receive, limit: int, declared: str | None) -> b
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            if declared is not None and declared.isdigit() and size < int(declared):
+            if (
+                declared is not None
+                and declared.isascii()
+                and declared.isdigit()
+                and size < int(declared)
+            ):
                 raise validation_error(
                     f"Content-Length: {declared} bytes declared but the client sent {size} "
                     "before it went away"
@@ -168,9 +184,42 @@ def problem_app(
         return problem.to_response(request.url.path)
 
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
-        exc: handler for exc in (Exception, HTTPException, Problem, *domain_errors)
+        exc: handler for exc in (HTTPException, Problem, *domain_errors)
     }
-    return Starlette(routes=routes, exception_handlers=handlers)
+    # unexpected errors are answered by `_AnswerUnexpected`, not an `Exception` handler:
+    # Starlette re-raises after such a handler, and the server then drops the connection
+    return Starlette(
+        routes=routes, exception_handlers=handlers, middleware=[Middleware(_AnswerUnexpected)]
+    )
+
+
+class _AnswerUnexpected:
+    """Answer an unexpected error with a 500 problem (no internals) and keep the connection:
+    a client's keep-alive connection outlives a bug in one request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            log.exception("unexpected error", extra={"error": repr(exc)})
+            if started:
+                raise  # half an answer is out: only closing the connection can end it
+            response = _generic_problem(exc).to_response(scope["path"])
+            await response(scope, receive, send)
 
 
 def _generic_problem(exc: Exception) -> Problem:

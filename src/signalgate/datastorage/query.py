@@ -107,6 +107,7 @@ def _moment(name: str, value: str | None, now: datetime, *, end_of_day: bool) ->
 def _integer(name: str, value: str | None, default: int, low: int, high: int) -> int:
     if value is None:
         return default
-    if not re.fullmatch(r"\d{1,12}", value) or not low <= int(value) <= high:
+    # [0-9], not \d: \d takes any script's digits, which no client means here
+    if not re.fullmatch(r"[0-9]{1,12}", value) or not low <= int(value) <= high:
         raise InvalidParameter(name, f"must be an integer in {low}..{high}")
     return int(value)

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -50,11 +50,14 @@ from signalgate.remediation.store import (
     ListQuery,
     NotFound,
     StoreUnavailable,
+    decode_cursor,
 )
 
 log = logging.getLogger("signalgate.gateway")
 
 _FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
+# ASCII digits only: str.isdigit() accepts "²", which int() refuses
+_ASCII_INTEGER_RE = re.compile(r"^[0-9]{1,6}$")
 
 
 class GatewayAPI:
@@ -210,7 +213,7 @@ def _list_query(params: Any) -> ListQuery:
         if key not in known:
             raise validation_error(f"{key}: unknown query parameter (allowed: {sorted(known)})")
     limit_text = params.get("limit", "100")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 500:
+    if not _ASCII_INTEGER_RE.match(limit_text) or not 1 <= int(limit_text) <= 500:
         raise validation_error(f"limit: {limit_text[:20]!r} must be an integer from 1 to 500")
     active_text = params.get("active")
     if active_text not in (None, "true", "false"):
@@ -224,8 +227,22 @@ def _list_query(params: Any) -> ListQuery:
         namespace=params.get("namespace"),
         active=None if active_text is None else active_text == "true",
         limit=int(limit_text),
-        cursor=params.get("cursor") or None,
+        cursor=_cursor(params.get("cursor") or None),
     )
+
+
+def _cursor(cursor: str | None) -> str | None:
+    """Refuse a cursor whose time no store can compare (the store decodes it again)."""
+    if cursor is None:
+        return None
+    try:
+        created_at, _ = decode_cursor(cursor)
+        created_at.astimezone(UTC)
+    except (InvalidCursor, OverflowError) as exc:
+        raise validation_error(
+            "cursor: not one this API returned; use nextCursor from a previous page"
+        ) from exc
+    return cursor
 
 
 def _translate(exc: Exception) -> Problem | None:

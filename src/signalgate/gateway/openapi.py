@@ -17,11 +17,12 @@ _AUTH_ERRORS = {key: AUTH_ERRORS[key] for key in ("401", "403")}
 _SIGNAL_ERRORS = {
     **_AUTH_ERRORS,
     "400": problem_answer("invalid payload, Content-Type syntax or X-Timestamp"),
+    "408": problem_answer("the body did not arrive within server.bodyReadTimeout"),
     "413": problem_answer("body over the limit"),
     "415": problem_answer("not application/json"),
     "429": problem_answer("too many requests in flight"),
     "500": problem_answer("unexpected error"),
-    "503": problem_answer("remediation store unavailable"),
+    "503": problem_answer("remediation store unavailable, or the audit trail behind"),
     "504": problem_answer("processing deadline exceeded"),
 }
 
@@ -383,6 +384,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [name_param],
                     "responses": {
                         "200": json_answer("the RR", "RemediationRequest"),
+                        "400": problem_answer("a control character in the name"),
                         "404": problem_answer("no such RR"),
                         **_AUTH_ERRORS,
                         "503": problem_answer("remediation store unavailable"),
@@ -409,6 +411,7 @@ def openapi_document() -> dict[str, Any]:
                         "200": json_answer("the updated RR", "RemediationRequest"),
                         "400": problem_answer("a field that cannot be set, or a bad value"),
                         "404": problem_answer("no such RR"),
+                        "408": problem_answer("the body did not arrive in time"),
                         "409": problem_answer("would leave two active RRs for one fingerprint"),
                         "413": problem_answer("body over the limit"),
                         "415": problem_answer("not JSON"),

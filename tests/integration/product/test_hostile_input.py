@@ -1,0 +1,116 @@
+"""Hostile text and parameters get a 400 naming the field — never a 500, never stored.
+
+Real Gateway and DataStorage processes, each on SQLite and on PostgreSQL (where a NUL in text
+used to reach the database and come back as a 500).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_TOKEN
+from tests.integration.datastorage.dstools import datastorage_process, event_body
+from tests.support.services import ServiceProcess, alert, gateway_process, k8s_event, webhook
+
+PROM = "/api/v1/signals/prometheus"
+RRS = "/api/v1/remediation-requests"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    if request.param == "sqlite":
+        return {}
+    dsn = request.getfixturevalue("postgres_dsn")
+    return {"SIGNALGATE_STORE__DSN": dsn, "SIGNALGATE_STORE__AUTOMIGRATE": "true"}
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[ServiceProcess]:
+    env = {k: v for k, v in backend_env.items() if "AUTOMIGRATE" not in k}
+    service = gateway_process(tmp_path / "gw", env=env).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def datastorage(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[ServiceProcess]:
+    service = datastorage_process(tmp_path / "ds", env=backend_env).start()
+    yield service
+    service.stop()
+
+
+def refused(answer: httpx.Response, field: str) -> dict[str, Any]:
+    assert answer.status_code == 400, (answer.status_code, answer.text)
+    body: dict[str, Any] = answer.json()
+    assert field in body["detail"], body
+    return body
+
+
+def test_gateway_refuses_control_characters_everywhere(gateway: ServiceProcess) -> None:
+    with gateway.client() as c:
+        nul_label = webhook(alert(pod="api-1", team="pay\x00ments"))
+        nul_label["commonLabels"] = {}
+        body = refused(c.post(PROM, json=nul_label), "alerts[0].labels.team")
+        assert "U+0000" in body["detail"]
+        bell = webhook(alert(pod="api-1"))
+        bell["alerts"][0]["annotations"] = {"summary": "ding\x07"}  # type: ignore[index]
+        refused(c.post(PROM, json=bell), "alerts[0].annotations.summary")
+        event = k8s_event()
+        event["message"] = "back-off\x1b[31m"
+        refused(c.post("/api/v1/signals/kubernetes-event", json=event), "message")
+        assert c.get(RRS).json()["items"] == []  # nothing was stored
+
+        # free text keeps tab, line feed and carriage return
+        multiline = webhook(alert(pod="api-2"))
+        multiline["alerts"][0]["annotations"] = {"summary": "a\n\tb\r\n"}  # type: ignore[index]
+        created = c.post(PROM, json=multiline)
+        assert created.status_code == 201, created.text
+        name = created.json()["remediationRequestName"]
+
+        refused(c.get(RRS, params={"phase": "Pend\x00ing"}), "phase")
+        refused(c.get(RRS, params={"namespace": "prod\n"}), "namespace")
+        refused(c.get(f"{RRS}/{name}%00"), "path")
+        patch = c.patch(
+            f"{RRS}/{name}/status",
+            json={"message": "done\x00"},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        refused(patch, "message")
+
+
+def test_gateway_parses_every_query_parameter_strictly(gateway: ServiceProcess) -> None:
+    with gateway.client() as c:
+        for limit in ("²", "٣", "1e3", "-1", "0", "501", "9" * 40):
+            refused(c.get(RRS, params={"limit": limit}), "limit")
+        for stamp in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "nonsense"):
+            cursor = base64.urlsafe_b64encode(f"{stamp}|rr-x".encode()).decode().rstrip("=")
+            refused(c.get(RRS, params={"cursor": cursor}), "cursor")
+        refused(c.get(RRS, params={"cursor": "%%%"}), "cursor")
+
+
+def test_datastorage_refuses_control_characters_and_loose_numbers(
+    datastorage: ServiceProcess,
+) -> None:
+    with datastorage.client(DS_TOKEN) as c:
+        bad = event_body("rr-hostile")
+        bad["event_data"] = {"note": "a\x00b"}
+        batch = [event_body("rr-h"), bad]
+        body = refused(c.post("/api/v1/audit/events/batch", json=batch), "1.event_data.note")
+        assert list(body["field_errors"]) == ["1.event_data.note"]
+        refused(
+            c.get("/api/v1/audit/events", params={"correlation_id": "rr\x00"}), "correlation_id"
+        )
+        for limit in ("²", "٣"):
+            refused(c.get("/api/v1/audit/events", params={"limit": limit}), "limit")
+        assert (
+            c.get("/api/v1/audit/events", params={"correlation_id": "rr-h"}).json()["pagination"][
+                "total"
+            ]
+            == 0
+        )
