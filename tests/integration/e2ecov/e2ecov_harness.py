@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -90,8 +91,14 @@ def e2ecov(
     timeout: float = 120,
     env: dict[str, str] | None = None,
 ) -> Outcome:
-    """Run the real `e2ecov` CLI in a subprocess."""
+    """Run the real `e2ecov` CLI in a subprocess.
+
+    E2ECOV_UNDER_TEST=DIR runs the CLI from another source tree's `src` (e.g. an older
+    checkout), to see which tests that version fails."""
     started = time.monotonic()
+    under_test = os.environ.get("E2ECOV_UNDER_TEST")
+    if under_test:
+        env = {**(env or os.environ), "PYTHONPATH": under_test}
     done = subprocess.run(
         [sys.executable, "-m", "e2ecov.cli", *args],
         cwd=cwd,

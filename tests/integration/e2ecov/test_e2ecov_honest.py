@@ -4,6 +4,7 @@ sessions, attribution as measured, checks before anything starts, the last good 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -61,9 +62,11 @@ def test_signal_mid_test_stops_everything_and_still_reports(
         "app", "--spawn-helper", extra='depends_on = ["cache"]'
     )
     stack = write_stack(tmp_path, drive("/alpha", "sleep:60"), services)
+    under_test = os.environ.get("E2ECOV_UNDER_TEST")  # see e2ecov_harness.e2ecov
     proc = subprocess.Popen(
         [sys.executable, "-m", "e2ecov.cli", "run", "-c", str(stack)],
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": under_test} if under_test else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
