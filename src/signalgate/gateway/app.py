@@ -37,7 +37,7 @@ from signalgate.gateway import responses
 from signalgate.gateway.adapters.alertmanager import parse_webhook
 from signalgate.gateway.adapters.kubernetes_event import parse_event
 from signalgate.gateway.adapters.parsing import Freshness, PayloadError, parse_object
-from signalgate.gateway.metrics import GatewayMetrics
+from signalgate.gateway.metrics import GatewayMetrics, method_label
 from signalgate.gateway.openapi import openapi_document
 from signalgate.gateway.pipeline import Outcome, ProcessingTimeout
 from signalgate.gateway.service import GatewayService
@@ -294,7 +294,8 @@ class RequestMetricsMiddleware:
             self.metrics.inflight.dec()
             route = scope.get("route")
             endpoint = getattr(route, "path", "unmatched")
-            self.metrics.request_duration.labels(endpoint, scope["method"], str(status)).observe(
+            method = method_label(scope["method"])
+            self.metrics.request_duration.labels(endpoint, method, str(status)).observe(
                 time.perf_counter() - started
             )
 

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.signal_name_label = FirstSeen()
         self.signals_received = Counter(
             "gateway_signals_received_total",
             "Signals received, by source and severity",
@@ -85,3 +86,40 @@ class GatewayMetrics:
             ["name"],
             registry=registry,
         )
+
+
+# -- label values from closed sets --------------------------------------------------------
+# A label value taken from a request makes one series per distinct value: 50,000 alerts with
+# made-up severities would make 50,000 series. So every such label is mapped onto a closed set.
+
+SEVERITIES = frozenset({"critical", "high", "warning", "medium", "low", "info", "error", "unknown"})
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
+
+
+def severity_label(severity: str) -> str:
+    """`critical`, `warning`, … (case-insensitive; Kubernetes' `Warning`/`Error` included),
+    else `other`."""
+    folded = severity.strip().lower()
+    return folded if folded in SEVERITIES else OTHER
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else OTHER
+
+
+class FirstSeen:
+    """Keeps the first `limit` distinct values of an open label (e.g. alert names), then
+    answers `other`: the common names stay visible, the series count stays bounded."""
+
+    def __init__(self, limit: int = 200) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) < self.limit:
+            self._seen.add(value)
+            return value
+        return OTHER

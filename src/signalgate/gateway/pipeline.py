@@ -19,7 +19,7 @@ from signalgate.common.audit import AuditSink
 from signalgate.common.ids import random_hex
 from signalgate.common.logging import request_id_var
 from signalgate.gateway import audit_events as ev
-from signalgate.gateway.metrics import GatewayMetrics
+from signalgate.gateway.metrics import GatewayMetrics, severity_label
 from signalgate.gateway.scope import Rejection, StandaloneScope, no_target_rejection
 from signalgate.gateway.signal import (
     MAX_ANNOTATION_VALUE_BYTES,
@@ -83,7 +83,7 @@ class Pipeline:
             self._metrics.signals_ignored.labels("kubernetes-events").inc()
             return Outcome("ignored", item.message)
         signal = item
-        self._metrics.signals_received.labels(signal.source, signal.severity).inc()
+        self._metrics.signals_received.labels(signal.source, severity_label(signal.severity)).inc()
         if self._cluster is not None and signal.target is not None:
             signal, rejection = await self._place_in_cluster(signal, deadline)
         else:
@@ -161,7 +161,8 @@ class Pipeline:
                     ev.build_event(event_type, signal, now, correlation_id=rr.name, rr=rr)
                 )
             return Outcome("created", "remediation request created", fingerprint, rr)
-        self._metrics.signals_deduplicated.labels(signal.signal_name).inc()
+        name = self._metrics.signal_name_label(signal.signal_name)
+        self._metrics.signals_deduplicated.labels(name).inc()
         self._audit.emit(
             ev.build_event(ev.SIGNAL_DEDUPLICATED, signal, now, correlation_id=rr.name, rr=rr)
         )
