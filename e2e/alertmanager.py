@@ -1,4 +1,9 @@
-"""Start Debian's prometheus-alertmanager for the end-to-end stack, configured for this run.
+"""Start Alertmanager for the end-to-end stack, configured for this run.
+
+The binary is the one built with `go build -cover` by e2e/build-alertmanager.sh, named by
+SIGNALGATE_E2E_ALERTMANAGER (`make e2e-coverage` sets it), so e2ecov measures it as a Go
+service; without it, Debian's prometheus-alertmanager runs and e2ecov reports that it wrote no
+coverage.
 
 Alertmanager reads no environment variables in its configuration, and the Gateway's port is
 chosen per run, so this writes `alertmanager.yml` into the run's state directory and then
