@@ -180,6 +180,9 @@ class KubernetesStore:
         self._collection = f"/apis/{GROUP_VERSION}/namespaces/{namespace}/{PLURAL}"
         self._objects: dict[str, RemediationRequest] = {}
         self._by_fingerprint: dict[str, set[str]] = {}
+        # the highest generation ever seen per fingerprint, kept when RRs are deleted, so a
+        # deleted generation's name is never created again
+        self._generations: dict[str, int] = {}
         self._queues: dict[str, list[_Change]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
@@ -223,11 +226,10 @@ class KubernetesStore:
 
     async def _relist(self) -> str:
         listed = await self.client.request("GET", self._collection)
-        objects = [from_object(item) for item in listed.get("items") or ()]
-        self._objects = {rr.name: rr for rr in objects}
+        self._objects = {}
         self._by_fingerprint = {}
-        for rr in objects:
-            self._by_fingerprint.setdefault(rr.fingerprint, set()).add(rr.name)
+        for item in listed.get("items") or ():
+            self._index(from_object(item))
         return str((listed.get("metadata") or {}).get("resourceVersion", ""))
 
     async def _watch(self, version: str) -> None:
@@ -266,9 +268,15 @@ class KubernetesStore:
         held = self._objects.get(rr.name)
         if held is not None and _resource_version(held) > _resource_version(rr):
             return held
+        self._index(rr)
+        return rr
+
+    def _index(self, rr: RemediationRequest) -> None:
         self._objects[rr.name] = rr
         self._by_fingerprint.setdefault(rr.fingerprint, set()).add(rr.name)
-        return rr
+        generation = _generation(rr)
+        if generation > self._generations.get(rr.fingerprint, 0):
+            self._generations[rr.fingerprint] = generation
 
     def _forget(self, name: str) -> None:
         rr = self._objects.pop(name, None)
@@ -379,7 +387,9 @@ class KubernetesStore:
                 _settle(batch, None)
                 return
             current = rr
-            batch = [c for c in batch if c.holds(current) or _settle([c], None)]
+            stale = [c for c in batch if not c.holds(current)]
+            _settle(stale, None)  # their callers decide again from scratch
+            batch = [c for c in batch if c not in stale]
             if not batch:
                 return
             changed = rr
@@ -426,7 +436,7 @@ class KubernetesStore:
                     return FiringResult(Decision.DUPLICATE, bumped)
                 known = await self._refresh(fingerprint)
                 continue
-            generation = max((_generation(rr) for rr in known), default=0) + 1
+            generation = self._generations.get(fingerprint, 0) + 1
             try:
                 created = await self._create(candidate, generation, now)
             except KubeAlreadyExists:
@@ -530,11 +540,10 @@ def merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
-def _settle(changes: Iterable[_Change], result: RemediationRequest | None) -> bool:
+def _settle(changes: Iterable[_Change], result: RemediationRequest | None) -> None:
     for change in changes:
         if not change.done.done():
             change.done.set_result(result)
-    return False
 
 
 def _is_active(rr: RemediationRequest) -> bool:

@@ -1,0 +1,107 @@
+"""Kubernetes-only behaviour of the RR store: what other writers do to the custom resources
+(a controller deletes or changes an RR) and how the watch-fed cache follows it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from rrcases import fingerprint, later, make_rr
+
+from e2ecov.kubeapi import KubeAPIServer
+from signalgate.kube.client import KubeClient
+from signalgate.kube.config import KubeConfig
+from signalgate.remediation.kubernetes import GENERATION_LABEL, KubernetesStore, rr_name
+from signalgate.remediation.model import StatusPatch
+from signalgate.remediation.store import Decision, ListQuery
+
+
+@pytest.fixture
+async def kube_store(
+    kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> AsyncIterator[KubernetesStore]:
+    config = KubeConfig(
+        server=kube_apiserver.url,
+        ca_file=str(kube_apiserver.ca_file),
+        token=kube_apiserver.admin_token,
+    )
+    client = KubeClient(config)
+    store = KubernetesStore(client, kube_namespace)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+        await client.close()
+
+
+def path(namespace: str, name: str = "") -> str:
+    base = f"/apis/kubernaut.ai/v1alpha1/namespaces/{namespace}/remediationrequests"
+    return f"{base}/{name}" if name else base
+
+
+async def eventually(check: object, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "never became true"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_deleted_generation_is_never_created_again(
+    kube_store: KubernetesStore, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    first = (await kube_store.record_firing(make_rr(), later(0))).rr
+    fp = fingerprint("web-1")
+    assert first.name == rr_name(fp, 1)
+    await kube_store.update_status(first.name, StatusPatch(overall_phase="Completed"))
+    status, _ = kube_apiserver.request("DELETE", path(kube_namespace, first.name))
+    assert status == 200
+
+    async def gone() -> bool:
+        return (
+            await kube_store.get(first.name) is None
+            and not (await kube_store.list(ListQuery(fingerprint=fp))).items
+        )
+
+    await eventually(gone)
+    second = await kube_store.record_firing(make_rr(at=later(5)), later(5))
+    assert second.decision is Decision.CREATED
+    assert second.rr.name == rr_name(fp, 2)
+
+
+async def test_rrs_written_by_others_are_seen_through_the_watch(
+    kube_store: KubernetesStore, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    # another writer (e.g. an older Gateway, or a person) creates an RR with no status
+    candidate = make_rr("other-1")
+    document = candidate.to_json()
+    document["metadata"] = {
+        "name": "rr-made-by-hand",
+        "namespace": kube_namespace,
+        "labels": {"app.kubernetes.io/managed-by": "someone-else", GENERATION_LABEL: "7"},
+    }
+    document.pop("status")
+    status, body = kube_apiserver.request("POST", path(kube_namespace), document)
+    assert status == 201, body
+
+    async def listed() -> bool:
+        page = await kube_store.list(ListQuery(fingerprint=candidate.fingerprint))
+        return [rr.name for rr in page.items] == ["rr-made-by-hand"]
+
+    await eventually(listed)
+    # no status yet: it reads as a Pending RR seen once, and the next signal is its duplicate
+    dup = await kube_store.record_firing(make_rr("other-1", at=later(1)), later(1))
+    assert dup.decision is Decision.DUPLICATE and dup.rr.name == "rr-made-by-hand"
+    assert dup.rr.overall_phase == "Pending"
+
+    # a controller finishes it behind the store's back: the next signal opens generation 8
+    status, obj = kube_apiserver.request("GET", path(kube_namespace, "rr-made-by-hand"))
+    obj["status"]["overallPhase"] = "Completed"
+    status, _ = kube_apiserver.request(
+        "PUT", path(kube_namespace, "rr-made-by-hand") + "/status", obj
+    )
+    assert status == 200
+    fresh = await kube_store.record_firing(make_rr("other-1", at=later(2)), later(2))
+    assert fresh.decision is Decision.CREATED
+    assert fresh.rr.name == rr_name(candidate.fingerprint, 8)
