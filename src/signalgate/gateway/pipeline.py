@@ -113,7 +113,8 @@ class Pipeline:
         assert cluster is not None and signal.target is not None
         try:
             async with asyncio.timeout_at(deadline):
-                owner = await cluster.top_owner(signal.target)
+                found = await cluster.existing(signal.target, signal.candidates)
+                owner = await cluster.top_owner(found)
                 placed = signal if owner == signal.target else replace(signal, target=owner)
                 return placed, await cluster.check_scope(owner)
         except KubeUnavailable as exc:

@@ -206,6 +206,18 @@ class ClusterView:
         self._metadata.put(path, found)
         return found
 
+    async def existing(
+        self, target: TargetResource, others: tuple[TargetResource, ...]
+    ) -> TargetResource:
+        """The first of `target` and then `others` (the alert's other candidate targets, best
+        first) that exists in the cluster, as Kubernaut picks; `target` when none does."""
+        if not others:
+            return target
+        for candidate in (target, *others):
+            if await self.metadata(candidate.kind, candidate.namespace, candidate.name):
+                return candidate
+        return target
+
     async def top_owner(self, target: TargetResource) -> TargetResource:
         """The top controller owner of `target` (itself when it has none)."""
         try:

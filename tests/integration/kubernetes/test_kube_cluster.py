@@ -129,8 +129,13 @@ def test_pods_of_one_deployment_share_the_deployments_rr(
         gone = c.post(PROM, json=webhook(alert(namespace=app_ns, pod="web-7d9f8-gone1")))
         assert gone.status_code == 201, gone.text
         assert gone.json()["fingerprint"] == fingerprint(app_ns, "Pod", "web-7d9f8-gone1")
+        # the best candidate label names nothing that exists: the next candidate that does is
+        # taken (the pod), then its owners, as Kubernaut picks
+        either = c.post(PROM, json=webhook(alert(namespace=app_ns, pod=second, deployment="nope")))
+        assert either.status_code == 202, either.text
+        assert either.json()["fingerprint"] == fingerprint(app_ns, "Deployment", "web")
     metrics = httpx.get(f"{gateway.ops_url}/metrics", timeout=10).text
-    assert 'gateway_owner_resolution_total{kind="Pod",outcome="success"} 4.0' in metrics
+    assert 'gateway_owner_resolution_total{kind="Pod",outcome="success"} 5.0' in metrics
 
 
 def test_a_job_of_a_cronjob_is_about_the_cronjob(
