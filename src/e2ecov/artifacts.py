@@ -1,11 +1,18 @@
-"""The artifacts directory: each run writes aside, then swaps its files in.
+"""The artifacts directory: the previous run's files are set aside, then dropped or put back.
 
-A run writes everything (data, ledger, logs, reports, diagnostics, run.json) into
-`<artifacts>/.run-<run id>/`. At the end it is published: its entries replace the previous
-run's when its tests ran to the end (whatever their verdict) or when there is nothing to keep.
-A run that never finished its tests (the stack did not come up, or it was interrupted) next to
-the reports of an earlier run goes to `<artifacts>/failed-run/` instead, so an incomplete run
-never destroys the last complete one's reports.
+A run writes where everything expects it (`<artifacts>/run.json`, `data/`, `logs/`, the
+reports, `{artifacts}` and E2ECOV_ARTIFACTS all name the same directory, also while the run is
+going on). Before it starts, the previous run's entries are moved aside into
+`<artifacts>/.previous/`. At the end the run is published:
+
+- when its tests ran to the end (whatever their verdict), or there were no earlier reports,
+  the set-aside files are dropped: this run's files are the artifacts;
+- otherwise (the stack did not come up, or the run was interrupted) this run's files move to
+  `<artifacts>/failed-run/` and the previous run's come back, so an incomplete run never
+  destroys the last complete one's reports.
+
+A run that crashed before publishing (e2ecov itself killed) leaves `.previous/` behind; the
+next run restores it first.
 """
 
 from __future__ import annotations
@@ -19,11 +26,11 @@ from e2ecov import procs
 from e2ecov.errors import UsageError
 
 FAILED_RUN = "failed-run"
-STAGE_PREFIX = ".run-"
+PREVIOUS = ".previous"
 ENTRIES = (
-    *("data", "processes", "html", "diagnostics", "logs", ".combined", "run.json", "go"),
+    *("data", "processes", "html", "diagnostics", "logs", ".combined", "run.json", "go", "bin"),
     *("e2e-coverage.txt", "e2e-coverage-func.txt", "summary.md"),
-    *("coverage.json", "coverage.lcov", "coverage.xml", "go-coverage.html", FAILED_RUN),
+    *("coverage.json", "coverage.lcov", "coverage.xml", FAILED_RUN),
 )
 REPORT_MARK = "coverage.json"  # present exactly when a run's reports were written
 
@@ -50,17 +57,6 @@ def refuse_kept_stack(artifacts: Path) -> None:
         )
 
 
-def stage(artifacts: Path, run_id: str) -> Path:
-    """Create this run's private directory (and remove stages that crashed runs left)."""
-    artifacts.mkdir(parents=True, exist_ok=True)
-    for old in artifacts.glob(STAGE_PREFIX + "*"):
-        shutil.rmtree(old, ignore_errors=True)
-    directory = artifacts / f"{STAGE_PREFIX}{run_id}"
-    for sub in ("data", "processes", "logs"):
-        (directory / sub).mkdir(parents=True)
-    return directory
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -68,16 +64,39 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def publish(artifacts: Path, directory: Path, complete: bool) -> Path:
-    """Move the run's files into place; returns where they ended up (see the docstring)."""
-    if complete or not (artifacts / REPORT_MARK).exists():
+def _move_entries(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in ENTRIES:
+        if (source / entry).exists() or (source / entry).is_symlink():
+            _remove(target / entry)
+            (source / entry).rename(target / entry)
+
+
+def stage(artifacts: Path) -> None:
+    """Set the previous run's files aside and create this run's directories."""
+    artifacts.mkdir(parents=True, exist_ok=True)
+    aside = artifacts / PREVIOUS
+    if aside.is_dir():  # the last run crashed before publishing: its predecessor comes back
         for entry in ENTRIES:
             _remove(artifacts / entry)
-        for child in sorted(directory.iterdir()):
-            child.rename(artifacts / child.name)
-        directory.rmdir()
+        _move_entries(aside, artifacts)
+        shutil.rmtree(aside)
+    _move_entries(artifacts, aside)
+    for sub in ("data", "processes", "logs"):
+        (artifacts / sub).mkdir()
+
+
+def publish(artifacts: Path, complete: bool) -> Path:
+    """Keep this run's files or put the previous run's back; returns where this run's are."""
+    aside = artifacts / PREVIOUS
+    if complete or not (aside / REPORT_MARK).exists():
+        shutil.rmtree(aside, ignore_errors=True)
         return artifacts
-    target = artifacts / FAILED_RUN
-    _remove(target)
-    directory.rename(target)
-    return target
+    failed = aside / FAILED_RUN  # the previous run's own failed-run, if any, is dropped
+    _remove(failed)
+    _move_entries(artifacts, failed)
+    _remove(artifacts / FAILED_RUN)
+    failed.rename(artifacts / FAILED_RUN)
+    _move_entries(aside, artifacts)
+    shutil.rmtree(aside)
+    return artifacts / FAILED_RUN

@@ -12,7 +12,8 @@ plan → preflight → start + health → test → flush → report → diagnost
 - A service that exits during the tests fails the run (exit 3) with its exit code and last
   output.
 - On any failure, diagnostics are written before anything is stopped.
-- Files are written aside and swapped in at the end (`artifacts.publish`).
+- The previous run's files are set aside first, and dropped or put back at the end
+  (`artifacts.publish`).
 Exit code: `ExitCode.first` over every failure recorded.
 """
 
@@ -360,7 +361,8 @@ class Run:
         self.progress = progress
         self.artifacts = stack.artifacts
         self.run_id = make_run_id(stack.name)
-        self.out = self.artifacts / f"{artifacts.STAGE_PREFIX}{self.run_id}"
+        self.out = self.artifacts  # where this run writes (see `artifacts`)
+        self.staged = False
         self.record = RunRecord(self.run_id, str(stack.path), self.out)
         self.control_dir = Path(tempfile.mkdtemp(prefix="e2ecov-", dir="/tmp"))
         self.services: dict[str, ServiceRun] = {}
@@ -473,7 +475,7 @@ class Run:
         try:
             planned = plan(self.stack, self.run_id, self.control_dir, self.out)
         except StackStartError as exc:
-            artifacts.stage(self.artifacts, self.run_id)
+            self._stage()
             self._phase("prepare", f"run {self.run_id}")
             self._fail(ExitCode.STACK_DOWN, str(exc))
             self.progress.info(f"FAILED: {exc}")
@@ -483,7 +485,7 @@ class Run:
         if problems:
             shutil.rmtree(self.control_dir, ignore_errors=True)
             raise UsageError("nothing was started:\n  " + "\n  ".join(problems))
-        artifacts.stage(self.artifacts, self.run_id)
+        self._stage()
         self._phase("prepare", f"run {self.run_id}")
         self.plan = planned
         self.services = planned.services
@@ -503,6 +505,10 @@ class Run:
         self.record.write()
         self._end_phase("FAILED" if taken else "ok")
         return None if taken else planned
+
+    def _stage(self) -> None:
+        artifacts.stage(self.artifacts)
+        self.staged = True
 
     def _build_go(self) -> list[str]:
         """GOCOVERDIRs, and `go build -cover` for services with go_build: before any start."""
@@ -732,9 +738,8 @@ class Run:
         try:
             result = reports.build(self.out, config, go)
         except NoCoverageData as exc:
-            message = str(exc).replace(str(self.out), str(self.artifacts))  # where it will be
-            self._fail(ExitCode.COVERAGE, message.splitlines()[0])
-            self.progress.info(message)
+            self._fail(ExitCode.COVERAGE, str(exc).splitlines()[0])
+            self.progress.info(str(exc))
             self._end_phase("no data")
             return
         self.record.totals = {
@@ -787,7 +792,7 @@ class Run:
         return death
 
     def _diagnose(self) -> None:
-        if self.diagnosed or not self.out.is_dir():
+        if self.diagnosed or not self.staged:
             return
         self.diagnosed = True
         first = self._first_failure()
@@ -857,10 +862,10 @@ class Run:
         self.record.first_failure = first[1] if first else None
         self.record.kept = kept
         self._record_services()
-        if not self.out.is_dir():  # nothing was staged: the run never got that far
+        if not self.staged:  # the run never got as far as writing anything
             return RunResult(code, self.artifacts, self.record.first_failure, self.losses)
         self.record.write()
-        where = artifacts.publish(self.artifacts, self.out, complete=self.tests_ran or kept)
+        where = artifacts.publish(self.artifacts, complete=self.tests_ran or kept)
         if where != self.artifacts:
             self.progress.info(
                 f"this run did not finish its tests: the previous run's reports stay in "

@@ -72,8 +72,9 @@ def test_signal_mid_test_stops_everything_and_still_reports(
         text=True,
     )
     try:
-        _wait_for(".run-*/logs/tests.log", tmp_path / "out", "/alpha alpha 3")
-        run_id = next((tmp_path / "out").glob(".run-*")).name.removeprefix(".run-")
+        _wait_for("logs/tests.log", tmp_path / "out", "/alpha alpha 3")
+        # run.json is there from the start, for the tests too (E2ECOV_ARTIFACTS)
+        run_id = json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
         assert _of_run(run_id), "the stack is running"
         proc.send_signal(signum)
         output, _ = proc.communicate(timeout=60)
@@ -232,7 +233,7 @@ def test_failed_run_keeps_the_last_good_reports(tmp_path: Path) -> None:
     assert failed["exit_code"] == 3 and failed["run_id"] != good_run
     assert "exited with code 3" in (out / "failed-run" / "diagnostics" / "summary.txt").read_text()
     assert f"the previous run's reports stay in {out}" in bad.stdout
-    assert not list(out.glob(".run-*"))
+    assert not (out / ".previous").exists()
     # the next good run replaces everything, the failed run's directory included
     again = e2ecov(
         "run", "-c", str(write_stack(tmp_path, drive("/beta"), app_service("app"))), cwd=tmp_path

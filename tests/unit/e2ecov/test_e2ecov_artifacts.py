@@ -1,0 +1,54 @@
+"""The artifacts directory: the previous run's files set aside, then dropped or put back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from e2ecov import artifacts
+
+
+def _run(root: Path, label: str, reports: bool) -> None:
+    (root / "run.json").write_text(label)
+    (root / "logs" / "tests.log").write_text(label)
+    if reports:
+        (root / "coverage.json").write_text(label)
+
+
+def test_complete_run_replaces_incomplete_one_goes_aside(tmp_path: Path) -> None:
+    artifacts.stage(tmp_path)
+    _run(tmp_path, "good", reports=True)
+    assert artifacts.publish(tmp_path, complete=True) == tmp_path
+    artifacts.stage(tmp_path)
+    assert not (tmp_path / "coverage.json").exists(), "this run starts empty"
+    assert (tmp_path / ".previous" / "coverage.json").read_text() == "good"
+    _run(tmp_path, "bad", reports=False)
+    where = artifacts.publish(tmp_path, complete=False)
+    assert where == tmp_path / "failed-run"
+    assert (tmp_path / "coverage.json").read_text() == "good"
+    assert (tmp_path / "run.json").read_text() == "good"
+    assert (where / "run.json").read_text() == "bad"
+    assert (where / "logs" / "tests.log").read_text() == "bad"
+    assert not (tmp_path / ".previous").exists()
+    artifacts.stage(tmp_path)
+    _run(tmp_path, "next", reports=True)
+    artifacts.publish(tmp_path, complete=True)
+    assert (tmp_path / "coverage.json").read_text() == "next"
+    assert not (tmp_path / "failed-run").exists()
+
+
+def test_first_run_is_published_even_when_incomplete(tmp_path: Path) -> None:
+    artifacts.stage(tmp_path)
+    _run(tmp_path, "bad", reports=False)
+    assert artifacts.publish(tmp_path, complete=False) == tmp_path
+    assert (tmp_path / "run.json").read_text() == "bad"
+
+
+def test_a_crashed_run_gives_the_previous_files_back(tmp_path: Path) -> None:
+    artifacts.stage(tmp_path)
+    _run(tmp_path, "good", reports=True)
+    artifacts.publish(tmp_path, complete=True)
+    artifacts.stage(tmp_path)
+    _run(tmp_path, "crashed", reports=False)  # e2ecov killed: never published
+    artifacts.stage(tmp_path)
+    assert (tmp_path / ".previous" / "coverage.json").read_text() == "good"
+    assert (tmp_path / ".previous" / "run.json").read_text() == "good"
