@@ -230,6 +230,12 @@ class ClusterView:
 
     async def _walk(self, target: TargetResource) -> TargetResource:
         current = target
+        if target.kind == "Service":
+            # a Service is about the workload behind it: its first pod by name, as Kubernaut
+            pod = await self._service_pod(target)
+            if pod is None:
+                return target
+            current = pod
         for _ in range(MAX_OWNER_DEPTH):
             meta = await self.metadata(current.kind, current.namespace, current.name)
             if meta is None:
@@ -253,6 +259,45 @@ class ClusterView:
             if info is not None:
                 return TargetResource(target.kind, target.name, target.namespace, info.api_version)
         return current
+
+    async def _service_pod(self, service: TargetResource) -> TargetResource | None:
+        """The first pod (by name) the Service selects; None without a selector or pods."""
+        key = f"service-pod:{service.namespace}/{service.name}"
+        hit, cached = self._metadata.get(key)
+        if hit:
+            return (
+                None
+                if cached is None
+                else TargetResource("Pod", cached["name"], service.namespace, "v1")
+            )
+        found: dict[str, Any] | None = None
+        try:
+            svc = await self.client.request(
+                "GET", f"/api/v1/namespaces/{service.namespace}/services/{service.name}"
+            )
+            selector = (svc.get("spec") or {}).get("selector") or {}
+            if selector:
+                pods = await self.client.request(
+                    "GET",
+                    f"/api/v1/namespaces/{service.namespace}/pods",
+                    params={
+                        "labelSelector": ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+                    },
+                    accept=PARTIAL_METADATA.replace(
+                        "PartialObjectMetadata", "PartialObjectMetadataList"
+                    ),
+                )
+                names = sorted(str(item["metadata"]["name"]) for item in pods.get("items") or ())
+                if names:
+                    found = {"name": names[0]}
+        except KubeUnavailable:
+            raise
+        except KubeError as exc:
+            log.warning("cannot resolve a Service to its pods", extra={"error": str(exc)})
+        self._metadata.put(key, found)
+        return (
+            None if found is None else TargetResource("Pod", found["name"], service.namespace, "v1")
+        )
 
     async def check_scope(self, target: TargetResource) -> Rejection | None:
         """None when managed; else the rejection Kubernaut gives, with its kubectl action."""

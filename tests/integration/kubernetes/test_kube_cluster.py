@@ -134,6 +134,18 @@ def test_pods_of_one_deployment_share_the_deployments_rr(
         either = c.post(PROM, json=webhook(alert(namespace=app_ns, pod=second, deployment="nope")))
         assert either.status_code == 202, either.text
         assert either.json()["fingerprint"] == fingerprint(app_ns, "Deployment", "web")
+        # an event about the Service in front of the pods is about their workload too
+        kube_apiserver.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "web", "namespace": app_ns},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+            }
+        )
+        service = c.post(EVENT, json=k8s_event(kind="Service", name="web", namespace=app_ns))
+        assert service.status_code == 202, service.text
+        assert service.json()["fingerprint"] == fingerprint(app_ns, "Deployment", "web")
     metrics = httpx.get(f"{gateway.ops_url}/metrics", timeout=10).text
     assert 'gateway_owner_resolution_total{kind="Pod",outcome="success"} 5.0' in metrics
 
