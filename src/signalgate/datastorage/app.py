@@ -8,6 +8,7 @@ problems in `_translate` and nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,14 +30,16 @@ from signalgate.common.http import (
 from signalgate.common.ops import probe_routes
 from signalgate.common.problems import Problem, validation_error
 from signalgate.datastorage.capabilities import CAPABILITIES_PATH, capabilities_document
-from signalgate.datastorage.chain import verify
 from signalgate.datastorage.errors import (
     Conflict,
+    ForeignParent,
     MissingParent,
     ParentsUnconfirmed,
     StoreUnavailable,
 )
 from signalgate.datastorage.events import (
+    CATEGORIES,
+    AuditEvent,
     BatchSizeError,
     InvalidEvents,
     validate_batch,
@@ -45,6 +48,7 @@ from signalgate.datastorage.events import (
 from signalgate.datastorage.openapi import openapi_document
 from signalgate.datastorage.query import InvalidParameter, parse_query
 from signalgate.datastorage.service import DataStorageService
+from signalgate.datastorage.store import verify_stored
 from signalgate.datastorage.verification import kubernaut_verification
 from signalgate.datastorage.writer import EventsLost, Written
 
@@ -64,11 +68,13 @@ class DataStorageAPI:
         return await self.query(request)
 
     async def write_one(self, request: Request) -> Response:
+        allowed = await self._writer(request)
         payload = await self._payload(request)
         try:
             event = validate_event(payload, datetime.now(UTC))
         except InvalidEvents as exc:
             raise _invalid(exc) from None
+        self._check_categories([event], allowed)
         try:
             outcome = await self.service.writer.write([event])
         except MissingParent as exc:
@@ -86,6 +92,7 @@ class DataStorageAPI:
         return json_response(201, body)
 
     async def write_batch(self, request: Request) -> Response:
+        allowed = await self._writer(request)
         payload = await self._payload(request)
         try:
             events = validate_batch(payload, datetime.now(UTC), self.max_batch)
@@ -93,6 +100,7 @@ class DataStorageAPI:
             raise Problem(400, "batch-size-exceeded", str(exc)) from None
         except InvalidEvents as exc:
             raise _invalid(exc) from None
+        self._check_categories(events, allowed)
         outcome = await self.service.writer.write(events)
         if outcome.written is Written.QUEUED:
             return _accepted(len(events))
@@ -102,8 +110,46 @@ class DataStorageAPI:
         }
         return json_response(201, body)
 
+    async def _writer(self, request: Request) -> frozenset[str] | None:
+        """The categories the caller may write: None for all (`audit:write`), else those of
+        its `audit:write:<category>` scopes; 403 when it holds neither."""
+        authorization = request.headers.get("authorization")
+        auth = self.service.auth
+        try:
+            await auth.authorize(authorization, "audit:write")
+            return None
+        except Problem as refused:
+            if refused.status != 403:
+                raise
+            allowed = set()
+            for category in CATEGORIES:
+                try:
+                    await auth.authorize(authorization, f"audit:write:{category}")
+                except Problem as narrower:
+                    if narrower.status != 403:
+                        raise
+                else:
+                    allowed.add(category)
+            if not allowed:
+                raise
+            return frozenset(allowed)
+
+    @staticmethod
+    def _check_categories(events: Sequence[AuditEvent], allowed: frozenset[str] | None) -> None:
+        if allowed is None:
+            return
+        for index, event in enumerate(events):
+            category = event.fields["event_category"]
+            if category not in allowed:
+                raise Problem(
+                    403,
+                    "forbidden",
+                    f"{index}.event_category: this token may write only "
+                    f"{', '.join(sorted(allowed))} events, not {category!r}; "
+                    f"use a token with the scope 'audit:write:{category}'",
+                )
+
     async def _payload(self, request: Request) -> Any:
-        await self.service.auth.authorize(request.headers.get("authorization"), "audit:write")
         require_media_type(request.scope)
         body = await read_body(request.scope, request.receive, self.max_body)
         try:
@@ -142,8 +188,7 @@ class DataStorageAPI:
             raise validation_error(
                 "query parameter 'correlation_id': required once, 1..255 characters"
             )
-        rows = await self.service.store.chain(given[0])
-        return json_response(200, verify(given[0], rows).to_json())
+        return json_response(200, (await verify_stored(self.service.store, given[0]))[0].to_json())
 
     async def _verify_chain_post(self, request: Request) -> Response:
         """Kubernaut's form: `{"correlation_id": ...}` in, its `VerifyChainResponse` out."""
@@ -160,8 +205,8 @@ class DataStorageAPI:
                 '(e.g. {"correlation_id": "rr-0123456789ab-89abcdef"})',
                 field_errors={"correlation_id": "required, a string of 1..255 characters"},
             )
-        rows = await self.service.store.chain(given)
-        return json_response(200, kubernaut_verification(verify(given, rows), rows))
+        report, rows = await verify_stored(self.service.store, given)
+        return json_response(200, kubernaut_verification(report, rows))
 
     async def capabilities(self, request: Request) -> Response:
         """The event types this DataStorage accepts (see `capabilities`); no token needed."""
@@ -190,6 +235,15 @@ def _translate(exc: Exception) -> Problem | None:
     """Every lower-layer error becomes its problem here."""
     if isinstance(exc, Conflict):
         return Problem(409, "conflict", f"{exc}; the first write stands")
+    if isinstance(exc, ForeignParent):
+        return validation_error(
+            f"{next(iter(exc.indexes))}.parent_event_id: {exc}; a parent must be an event of "
+            "the same correlation id",
+            field_errors={
+                f"{i}.parent_event_id": f"belongs to correlation id {where!r}"
+                for i, (_, where) in exc.indexes.items()
+            },
+        )
     if isinstance(exc, MissingParent):
         first = next(iter(exc.indexes))
         return validation_error(
@@ -227,7 +281,7 @@ def build_api_app(service: DataStorageService) -> ASGIApp:
             Route("/openapi.json", api.openapi, methods=["GET"]),
         ],
         _translate,
-        (StoreUnavailable, Conflict, MissingParent, EventsLost),
+        (StoreUnavailable, Conflict, ForeignParent, MissingParent, EventsLost),
     )
     return StripImpersonation(
         RequestContextMiddleware(with_cors(app, service.settings.server.cors_allowed_origins))

@@ -80,6 +80,7 @@ class ChainReport:
     events: int
     valid: bool
     first_broken_event_id: str | None = None
+    detail: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -89,15 +90,21 @@ class ChainReport:
         }
         if self.first_broken_event_id is not None:
             body["first_broken_event_id"] = self.first_broken_event_id
+        if self.detail is not None:
+            body["detail"] = self.detail
         return body
 
 
-def verify(correlation_id: str, rows: Sequence[Mapping[str, Any]]) -> ChainReport:
-    """Recompute the chain over stored rows given in write order.
+def verify(
+    correlation_id: str, rows: Sequence[Mapping[str, Any]], head: tuple[int, str] | None = None
+) -> ChainReport:
+    """Recompute the chain over stored rows given in write order, then hold it to its head.
 
     A row is broken when its `previous_event_hash` is not the previous row's `event_hash`, or
     its `event_hash` is not the hash of its own content: either a changed row or a removed or
-    reordered one shows up at the first row after the change.
+    reordered one shows up at the first row after the change. The head (`count`, last hash,
+    recorded with every write) catches what no later row can: deleted newest events, or a
+    whole deleted chain. Without a head (None) only the rows are recomputed.
     """
     previous = ""
     for row in rows:
@@ -105,4 +112,15 @@ def verify(correlation_id: str, rows: Sequence[Mapping[str, Any]]) -> ChainRepor
         if row["previous_event_hash"] != previous or row["event_hash"] != expected:
             return ChainReport(correlation_id, len(rows), False, str(row["event_id"]))
         previous = row["event_hash"]
+    if head is not None:
+        count, last = head
+        if len(rows) != count or previous != last:
+            return ChainReport(
+                correlation_id,
+                len(rows),
+                False,
+                detail=f"the chain's recorded head is event {count} with hash {last[:16]}…, "
+                f"but {len(rows)} event(s) are stored: events were deleted or added outside "
+                "DataStorage",
+            )
     return ChainReport(correlation_id, len(rows), True)

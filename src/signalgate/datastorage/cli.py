@@ -5,6 +5,8 @@
     maintain       create the monthly partitions ahead (cron)
     replay-dlq     replay the dead-letter queue into the database now
     verify-chain   recompute the hash chain of one correlation id
+    verify-all     verify every chain, each held to its recorded head (deleted tails and
+                   deleted chains show)
     check-config   print the resolved settings
 
 Exit codes: 0 ok, 1 a dependency failed (database, queue) or the chain is broken,
@@ -29,13 +31,12 @@ from signalgate.common.cli import (
     settings_from_args,
 )
 from signalgate.common.logging import configure_logging
-from signalgate.datastorage.chain import verify
 from signalgate.datastorage.dlq import ReplayWorker
 from signalgate.datastorage.errors import DeadLetterUnavailable, SchemaBehind, StoreUnavailable
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.service import build_dlq, build_store
 from signalgate.datastorage.settings import SHORTHANDS, DataStorageSettings
-from signalgate.datastorage.store import AuditStore
+from signalgate.datastorage.store import AuditStore, verify_stored
 
 log = logging.getLogger("signalgate.datastorage")
 
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         ("maintain", "create monthly partitions ahead"),
         ("replay-dlq", "replay the dead-letter queue now"),
         ("check-config", "print the resolved settings"),
+        ("verify-all", "verify every chain and its recorded head"),
     ):
         add_serve_flags(commands.add_parser(name, help=text))
     check = commands.add_parser("verify-chain", help="verify one correlation id's chain")
@@ -137,10 +139,26 @@ async def _replay(settings: DataStorageSettings) -> int:
 
 async def _verify(settings: DataStorageSettings, correlation_id: str) -> int:
     async def job(store: AuditStore) -> int:
-        rows = await store.chain(correlation_id)
-        report = verify(correlation_id, rows)
+        report, _ = await verify_stored(store, correlation_id)
         print(json.dumps(report.to_json()))
         return EXIT_OK if report.valid else EXIT_FAILURE
+
+    return await _with_store(settings, job)
+
+
+async def _verify_all(settings: DataStorageSettings) -> int:
+    """Every chain, held to its head: one JSON line per broken chain, then a summary line."""
+
+    async def job(store: AuditStore) -> int:
+        broken = 0
+        names = await store.correlation_ids()
+        for correlation_id in names:
+            report, _ = await verify_stored(store, correlation_id)
+            if not report.valid:
+                broken += 1
+                print(json.dumps(report.to_json()))
+        print(json.dumps({"chains": len(names), "broken": broken, "valid": broken == 0}))
+        return EXIT_OK if broken == 0 else EXIT_FAILURE
 
     return await _with_store(settings, job)
 
@@ -163,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                 return asyncio.run(_maintain(settings))
             if args.command == "replay-dlq":
                 return asyncio.run(_replay(settings))
+            if args.command == "verify-all":
+                return asyncio.run(_verify_all(settings))
             return asyncio.run(_verify(settings, args.correlation_id))
         except SchemaBehind as exc:
             print(f"error: {exc}", file=sys.stderr)

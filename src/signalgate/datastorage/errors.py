@@ -57,5 +57,15 @@ class MissingParent(StoreError):
         super().__init__(f"parent_event_id {first} does not exist")
 
 
+class ForeignParent(StoreError):
+    """Events whose `parent_event_id` is an event of another correlation id: a parent link
+    may not cross chains (it would tie one trail's story to another's)."""
+
+    def __init__(self, indexes: Mapping[int, tuple[str, str]]) -> None:
+        self.indexes = dict(indexes)  # batch index -> (parent id, the parent's correlation id)
+        parent, where = next(iter(self.indexes.values()))
+        super().__init__(f"parent_event_id {parent} belongs to correlation id {where!r}")
+
+
 class DeadLetterUnavailable(Exception):
     """The dead-letter queue cannot take or hand out events right now."""

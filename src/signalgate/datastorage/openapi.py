@@ -149,6 +149,10 @@ def openapi_document() -> dict[str, Any]:
                 "events": {"type": "integer", "minimum": 0},
                 "valid": {"type": "boolean"},
                 "first_broken_event_id": {"type": "string"},
+                "detail": {
+                    "type": "string",
+                    "description": "why the chain does not reach its recorded head",
+                },
             },
         },
         "VerifyChainRequest": {

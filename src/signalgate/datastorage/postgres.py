@@ -28,6 +28,7 @@ from signalgate.datastorage.errors import SchemaBehind, StoreUnavailable
 from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.store import (
     AuditQuery,
+    ChainHead,
     PlannedRow,
     QueryPage,
     WriteResult,
@@ -64,9 +65,13 @@ _LOCK_SQL = (
 )
 _FIND_SQL = f"SELECT {SELECT_LIST} FROM audit_events WHERE event_id = ANY($1::uuid[])"
 _HEADS_SQL = (
-    "SELECT c AS correlation_id, (SELECT event_hash FROM audit_events "
-    "WHERE correlation_id = c ORDER BY seq DESC LIMIT 1) AS event_hash "
-    "FROM unnest($1::text[]) AS c"
+    "SELECT DISTINCT ON (correlation_id) correlation_id, event_count, event_hash "
+    "FROM audit_chain_heads WHERE correlation_id = ANY($1::text[]) "
+    "ORDER BY correlation_id, event_count DESC"
+)
+_HEAD_INSERT_SQL = (
+    "INSERT INTO audit_chain_heads (correlation_id, event_count, event_hash) "
+    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])"
 )
 _ENSURE_SQL = "SELECT audit_ensure_partitions($1::date, $2::int)"
 
@@ -148,15 +153,20 @@ class PostgresStore:
                 for row in found
                 if str(row["event_id"]) in id_set
             }
-            stored = {str(row["event_id"]) for row in found}
+            stored = {str(row["event_id"]): row["correlation_id"] for row in found}
             heads = {
-                row["correlation_id"]: row["event_hash"]
+                row["correlation_id"]: ChainHead(int(row["event_count"]), row["event_hash"])
                 for row in await conn.fetch(_HEADS_SQL, correlation_ids)
-                if row["event_hash"] is not None
             }
-            rows, already = plan_write(events, existing, stored, heads)
+            rows, already, new_heads = plan_write(events, existing, stored, heads)
             if rows:
                 await conn.execute(_INSERT_SQL, *_column_arrays(rows))
+                await conn.execute(
+                    _HEAD_INSERT_SQL,
+                    list(new_heads),
+                    [head.count for head in new_heads.values()],
+                    [head.event_hash for head in new_heads.values()],
+                )
         return WriteResult(stored=len(rows), existing=already)
 
     async def query(self, query: AuditQuery) -> QueryPage:
@@ -176,6 +186,19 @@ class PostgresStore:
         async with self._connection("chain read") as conn:
             rows = await conn.fetch(sql, correlation_id)
         return [row_to_event(row) for row in rows]
+
+    async def head(self, correlation_id: str) -> ChainHead | None:
+        async with self._connection("chain head read") as conn:
+            row = await conn.fetchrow(_HEADS_SQL, [correlation_id])
+        return None if row is None else ChainHead(int(row["event_count"]), row["event_hash"])
+
+    async def correlation_ids(self) -> list[str]:
+        sql = (
+            "SELECT correlation_id FROM audit_chain_heads UNION "
+            "SELECT correlation_id FROM audit_events ORDER BY 1"
+        )
+        async with self._connection("correlation ids read") as conn:
+            return [str(row[0]) for row in await conn.fetch(sql)]
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations, one transaction each, under a migration lock."""

@@ -19,6 +19,7 @@ from signalgate.datastorage.dlq import (
     ReplayWorker,
 )
 from signalgate.datastorage.errors import DeadLetterUnavailable, StoreUnavailable
+from signalgate.datastorage.events import CATEGORIES
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.postgres import PostgresStore
 from signalgate.datastorage.settings import DataStorageSettings
@@ -31,7 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("signalgate.datastorage")
 
-SCOPES = ("audit:write", "audit:read")
+# `audit:write` writes events of every category (the operator's writer, as before);
+# `audit:write:<category>` only that category's, e.g. the Gateway's `audit:write:gateway`,
+# so a token handed to one service cannot append to another service's chains
+SCOPES = ("audit:write", "audit:read", *(f"audit:write:{c}" for c in CATEGORIES))
 
 
 def build_store(settings: DataStorageSettings) -> AuditStore:

@@ -26,6 +26,7 @@ from signalgate.datastorage.errors import SchemaBehind, StoreUnavailable
 from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.store import (
     AuditQuery,
+    ChainHead,
     PlannedRow,
     QueryPage,
     WriteResult,
@@ -130,6 +131,20 @@ class SqliteStore:
         rows = await self._run("chain read", lambda conn: conn.execute(sql, [correlation_id]))
         return [row_to_event(row) for row in rows]
 
+    async def head(self, correlation_id: str) -> ChainHead | None:
+        def read(conn: sqlite3.Connection) -> ChainHead | None:
+            return _heads(conn, [correlation_id]).get(correlation_id)
+
+        return await self._run("chain head read", read)
+
+    async def correlation_ids(self) -> list[str]:
+        sql = (
+            "SELECT correlation_id FROM audit_chain_heads UNION "
+            "SELECT correlation_id FROM audit_events ORDER BY 1"
+        )
+        rows = await self._run("correlation ids read", lambda conn: conn.execute(sql).fetchall())
+        return [str(row[0]) for row in rows]
+
     async def migrate(self) -> list[int]:
         def run(conn: sqlite3.Connection) -> list[int]:
             return _apply_migrations(conn, _schema_version(conn))
@@ -184,23 +199,34 @@ def _write(conn: sqlite3.Connection, events: Sequence[AuditEvent]) -> WriteResul
             for row in found
             if row["event_id"] in id_set
         }
-        stored = {row["event_id"] for row in found}
-        heads: dict[str, str] = {}
-        for correlation_id in correlation_ids:
-            last = conn.execute(
-                "SELECT event_hash FROM audit_events WHERE correlation_id = ? "
-                "ORDER BY seq DESC LIMIT 1",
-                [correlation_id],
-            ).fetchone()
-            if last is not None:
-                heads[correlation_id] = last[0]
-        rows, already = plan_write(events, existing, stored, heads)
+        stored = {row["event_id"]: row["correlation_id"] for row in found}
+        heads = _heads(conn, correlation_ids)
+        rows, already, new_heads = plan_write(events, existing, stored, heads)
         conn.executemany(_INSERT_SQL, [_values(planned) for planned in rows])
+        conn.executemany(
+            "INSERT INTO audit_chain_heads (correlation_id, event_count, event_hash) "
+            "VALUES (?, ?, ?)",
+            [(cid, head.count, head.event_hash) for cid, head in new_heads.items()],
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.rollback()
         raise
     return WriteResult(stored=len(rows), existing=already)
+
+
+def _heads(conn: sqlite3.Connection, correlation_ids: Sequence[str]) -> dict[str, ChainHead]:
+    """The recorded head of each chain (its row with the highest count)."""
+    heads: dict[str, ChainHead] = {}
+    for correlation_id in correlation_ids:
+        last = conn.execute(
+            "SELECT event_count, event_hash FROM audit_chain_heads WHERE correlation_id = ? "
+            "ORDER BY event_count DESC LIMIT 1",
+            [correlation_id],
+        ).fetchone()
+        if last is not None:
+            heads[correlation_id] = ChainHead(int(last[0]), str(last[1]))
+    return heads
 
 
 def _fetch_in(

@@ -6,13 +6,13 @@ ones of `errors.py`; driver exceptions never cross this boundary.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from signalgate.datastorage.chain import event_hash
-from signalgate.datastorage.errors import Conflict, MissingParent
+from signalgate.datastorage.chain import ChainReport, event_hash, verify
+from signalgate.datastorage.errors import Conflict, ForeignParent, MissingParent
 from signalgate.datastorage.events import AuditEvent
 
 
@@ -89,6 +89,14 @@ class AuditStore(Protocol):
         """Every row of one correlation id in write order (for verification)."""
         ...
 
+    async def head(self, correlation_id: str) -> ChainHead | None:
+        """The chain's recorded head (None when nothing was ever written to it)."""
+        ...
+
+    async def correlation_ids(self) -> list[str]:
+        """Every correlation id with events or a recorded head (for verify-all)."""
+        ...
+
     async def migrate(self) -> list[int]:
         """Apply pending migrations; return the versions applied."""
         ...
@@ -107,23 +115,38 @@ class PlannedRow:
     event_hash: str
 
 
+@dataclass(frozen=True)
+class ChainHead:
+    """A chain's recorded end: how many events it has and the newest one's hash. Written in
+    the same transaction as the events (table `audit_chain_heads`, rows only ever added), so
+    deleting a chain's newest events, or the whole chain, leaves a head the events no longer
+    reach."""
+
+    count: int
+    event_hash: str
+
+
 def plan_write(
     events: Sequence[AuditEvent],
     existing: Mapping[str, bytes],
-    stored_parents: Set[str],
-    heads: Mapping[str, str],
-) -> tuple[list[PlannedRow], int]:
+    stored_parents: Mapping[str, str],
+    heads: Mapping[str, ChainHead],
+) -> tuple[list[PlannedRow], int, dict[str, ChainHead]]:
     """The one write rule both stores apply inside their transaction.
 
-    `existing` maps already-stored ids to their canonical bytes, `stored_parents` holds the
-    parent ids found in the store, `heads` the last `event_hash` per correlation id. Returns
-    the rows to insert (chained in input order) and how many events were already stored.
+    `existing` maps already-stored ids to their canonical bytes, `stored_parents` maps the
+    parent ids found in the store to their correlation ids, `heads` holds each chain's
+    recorded head. Returns the rows to insert (chained in input order), how many events were
+    already stored, and the new head of every chain written to.
     """
     conflicts: dict[int, str] = {}
     missing: dict[int, str] = {}
+    foreign: dict[int, tuple[str, str]] = {}
     rows: list[PlannedRow] = []
     written: dict[str, bytes] = dict(existing)
+    chains: dict[str, str] = dict(stored_parents)  # event id -> correlation id
     chain_heads = dict(heads)
+    new_heads: dict[str, ChainHead] = {}
     already = 0
     for index, event in enumerate(events):
         earlier = written.get(event.event_id)
@@ -134,15 +157,38 @@ def plan_write(
                 already += 1
             continue
         parent = event.parent_event_id
-        if parent is not None and parent not in stored_parents and parent not in written:
-            missing[index] = parent
-        previous = chain_heads.get(event.correlation_id, "")
-        digest = event_hash(previous, event.canonical)
-        chain_heads[event.correlation_id] = digest
+        if parent is not None:
+            where = chains.get(parent)
+            if where is None:
+                missing[index] = parent
+            elif where != event.correlation_id:
+                foreign[index] = (parent, where)
+        head = chain_heads.get(event.correlation_id, ChainHead(0, ""))
+        digest = event_hash(head.event_hash, event.canonical)
+        chain_heads[event.correlation_id] = new_heads[event.correlation_id] = ChainHead(
+            head.count + 1, digest
+        )
         written[event.event_id] = event.canonical
-        rows.append(PlannedRow(event, previous, digest))
+        chains[event.event_id] = event.correlation_id
+        rows.append(PlannedRow(event, head.event_hash, digest))
     if conflicts:
         raise Conflict(conflicts)
+    if foreign:
+        raise ForeignParent(foreign)
     if missing:
         raise MissingParent(missing)
-    return rows, already
+    return rows, already, new_heads
+
+
+async def verify_stored(
+    store: AuditStore, correlation_id: str
+) -> tuple[ChainReport, list[dict[str, Any]]]:
+    """The one verification both the API and the CLI run: the chain's rows recomputed and
+    held to its recorded head. Returns the report and the rows."""
+    rows = await store.chain(correlation_id)
+    head = await store.head(correlation_id)
+    if head is None and rows:  # heads are written with every event since migration 0002
+        detail = "events are stored but no chain head was recorded: written outside DataStorage"
+        return ChainReport(correlation_id, len(rows), False, detail=detail), rows
+    recorded = None if head is None else (head.count, head.event_hash)
+    return verify(correlation_id, rows, recorded), rows

@@ -1,0 +1,171 @@
+"""Tamper evidence: chain heads catch deleted tails and deleted chains, on both stores;
+verify-all walks every chain; parents stay in their chain; writer tokens keep to their
+categories; an existing database gets its heads by migration."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from dstools import ADMIN_TOKEN, datastorage_process, event_body
+
+from signalgate.datastorage.events import validate_event
+from signalgate.datastorage.postgres import PostgresStore
+from signalgate.datastorage.sqlite import SqliteStore
+from signalgate.datastorage.store import AuditStore, verify_stored
+
+GATEWAY_WRITER = "ds-gateway-writer"
+NOTIFY_WRITER = "ds-notification-writer"
+
+
+class Backend:
+    """A store plus a raw connection an attacker with database access would use."""
+
+    def __init__(self, kind: str, tmp_path: Path, dsn: str | None) -> None:
+        self.kind, self.path, self.dsn = kind, tmp_path / "audit.db", dsn
+        self.store: AuditStore = (
+            SqliteStore(self.path)
+            if kind == "sqlite"
+            else PostgresStore(dsn or "", auto_migrate=True, pool_size=2)
+        )
+
+    async def sql(self, statement: str, *args: Any) -> None:
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.path) as conn:
+                conn.execute(statement.replace("$1", "?"), args)
+            return
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute(statement, *args)
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
+    made = Backend(request.param, tmp_path, dsn)
+    await made.store.open()
+    try:
+        yield made
+    finally:
+        await made.store.close()
+
+
+async def write_chain(store: AuditStore, correlation_id: str, count: int) -> list[str]:
+    events = [validate_event(event_body(correlation_id), datetime.now(UTC)) for _ in range(count)]
+    await store.write(events)
+    return [event.event_id for event in events]
+
+
+async def test_deleted_tails_and_chains_are_detected(backend: Backend) -> None:
+    store = backend.store
+    ids = await write_chain(store, "rr-tail", 3)
+    await write_chain(store, "rr-gone", 2)
+    await write_chain(store, "rr-kept", 2)
+    assert (await verify_stored(store, "rr-tail"))[0].valid
+
+    await backend.sql("DELETE FROM audit_events WHERE event_id = $1", ids[-1])
+    tail, _ = await verify_stored(store, "rr-tail")
+    assert not tail.valid and tail.events == 2 and "recorded head is event 3" in str(tail.detail)
+    await backend.sql("DELETE FROM audit_events WHERE correlation_id = $1", "rr-gone")
+    gone, _ = await verify_stored(store, "rr-gone")
+    assert not gone.valid and gone.events == 0
+    assert (await verify_stored(store, "rr-kept"))[0].valid
+    assert set(await store.correlation_ids()) == {"rr-tail", "rr-gone", "rr-kept"}
+
+    with pytest.raises((sqlite3.DatabaseError, asyncpg.PostgresError), match="immutable"):
+        await backend.sql("DELETE FROM audit_chain_heads WHERE correlation_id = $1", "rr-gone")
+
+
+async def test_a_later_write_does_not_hide_a_deleted_tail(backend: Backend) -> None:
+    ids = await write_chain(backend.store, "rr-again", 3)
+    await backend.sql("DELETE FROM audit_events WHERE event_id = $1", ids[-1])
+    await write_chain(backend.store, "rr-again", 1)  # chains onto the recorded head
+    report, _ = await verify_stored(backend.store, "rr-again")
+    assert not report.valid
+
+
+def test_verify_all_and_migration_of_an_existing_database(tmp_path: Path) -> None:
+    service = datastorage_process(tmp_path / "ds").start()
+    try:
+        with service.client(ADMIN_TOKEN) as c:
+            for name in ("rr-a", "rr-b"):
+                assert (
+                    c.post("/api/v1/audit/events/batch", json=[event_body(name)] * 1).status_code
+                    == 201
+                )
+    finally:
+        service.stop()
+    database = tmp_path / "ds" / "audit.db"
+    with sqlite3.connect(database) as conn:  # as a database made before chain heads was
+        conn.execute("DROP TABLE audit_chain_heads")
+        conn.execute("DELETE FROM audit_schema_migrations WHERE version = 2")
+
+    def verify_all() -> tuple[int, list[dict[str, Any]]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "signalgate.datastorage.cli", "verify-all"],
+            env=service.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.returncode, [json.loads(line) for line in done.stdout.splitlines()]
+
+    code, lines = verify_all()  # opening the store migrates it: heads from the events
+    assert code == 0 and lines == [{"chains": 2, "broken": 0, "valid": True}]
+    with sqlite3.connect(database) as conn:
+        conn.execute("DELETE FROM audit_events WHERE correlation_id = 'rr-b'")
+    code, lines = verify_all()
+    assert code == 1
+    assert lines[0]["correlation_id"] == "rr-b" and lines[0]["valid"] is False
+    assert lines[-1] == {"chains": 2, "broken": 1, "valid": False}
+
+
+def test_parents_stay_in_their_chain_and_writers_in_their_category(tmp_path: Path) -> None:
+    tokens = {
+        ADMIN_TOKEN: "audit:write,audit:read",
+        GATEWAY_WRITER: "audit:write:gateway",
+        NOTIFY_WRITER: "audit:write:notification",
+    }
+    service = datastorage_process(tmp_path / "ds", tokens=tokens).start()
+    batch = "/api/v1/audit/events/batch"
+    try:
+        with service.client(ADMIN_TOKEN) as c:
+            parent = event_body("rr-one")
+            assert c.post(batch, json=[parent]).status_code == 201
+            stray = event_body("rr-two", parent_event_id=parent["event_id"])
+            answer = c.post(batch, json=[event_body("rr-two"), stray])
+            assert answer.status_code == 400
+            assert answer.json()["field_errors"] == {
+                "1.parent_event_id": "belongs to correlation id 'rr-one'"
+            }
+            same = event_body("rr-one", parent_event_id=parent["event_id"])
+            assert c.post(batch, json=[same]).status_code == 201
+
+        with service.client(GATEWAY_WRITER) as c:
+            assert c.post(batch, json=[event_body("rr-gw")]).status_code == 201
+            other = event_body(
+                "rr-gw", event_category="notification", event_type="notification.message.sent"
+            )
+            refused = c.post(batch, json=[event_body("rr-gw"), other])
+            assert refused.status_code == 403
+            assert "1.event_category" in refused.json()["detail"]
+        with service.client(NOTIFY_WRITER) as c:
+            forged = c.post("/api/v1/audit/events", json=event_body(f"rr-{uuid.uuid4().hex[:6]}"))
+            assert forged.status_code == 403
+            assert "audit:write:gateway" in forged.json()["detail"]
+        with httpx.Client(base_url=service.api_url, timeout=10) as anonymous:
+            assert anonymous.post(batch, json=[event_body("rr-x")]).status_code == 401
+    finally:
+        service.stop()
