@@ -8,8 +8,12 @@ system binaries (fsync off, as in the test fixtures); Kubernetes is the tests' r
 kube-apiserver + etcd (tools/kube-testenv/build.sh), where the figures are also checked on
 the API server itself (the hot RR's occurrence count, the number of RRs).
 
+Each backend runs twice: with audit delivery off (no DataStorage: events only logged) and
+with the durable audit trail on (a DataStorage process; every answer waits for the audit
+journal's group-committed fsync), so the cost of "durable before acknowledged" shows.
+
     python bench/ingest.py [--duration 10] [--connections 32]
-                           [--backends sqlite,postgres,kubernetes]
+                           [--backends sqlite,postgres,kubernetes] [--audit off,journal]
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from e2ecov.kubeapi import KubeAPIServer
 from e2ecov.recipes import PostgresServer
 from tests.conftest import CRD_FILE, kube_testenv_bin
+from tests.integration.datastorage.dstools import WRITER_TOKEN, datastorage_process
 from tests.support.kube import kube_gateway
 from tests.support.services import ADMIN_TOKEN, gateway_process, rfc3339
 
@@ -106,6 +111,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--backends", default="sqlite,postgres,kubernetes")
+    parser.add_argument("--audit", default="off,journal", help="off, journal or both")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench/ingest.py needs wrk: apt-get install wrk", file=sys.stderr)
@@ -115,7 +121,11 @@ def main() -> int:
     checks: list[str] = []
     with tempfile.TemporaryDirectory(prefix="signalgate-bench-") as tmp:
         workdir = Path(tmp)
-        for backend in args.backends.split(","):
+        datastorage = datastorage_process(workdir / "datastorage").start()
+        token_file = workdir / "ds.token"
+        token_file.write_text(WRITER_TOKEN)
+        cases = [(b, a) for b in args.backends.split(",") for a in args.audit.split(",")]
+        for backend, audit in cases:
             postgres = PostgresServer().start() if backend == "postgres" else None
             kube = start_kube() if backend == "kubernetes" else None
             env = {
@@ -124,11 +134,15 @@ def main() -> int:
             }
             if postgres is not None:
                 env["SIGNALGATE_STORE__DSN"] = postgres.url
+            if audit == "journal":
+                env["SIGNALGATE_DATASTORAGE__URL"] = datastorage.api_url
+                env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(token_file)
+            data_dir = workdir / f"{backend}-{audit}"
             if kube is not None:
                 env["SIGNALGATE_SCOPE__SOURCE"] = "settings"
-                service = kube_gateway(kube, "bench", workdir / backend, auth="static", env=env)
+                service = kube_gateway(kube, "bench", data_dir, auth="static", env=env)
             else:
-                service = gateway_process(workdir / backend, env=env)
+                service = gateway_process(data_dir, env=env)
             service.start()
             try:
                 for workload in ("duplicate", "new"):
@@ -136,7 +150,7 @@ def main() -> int:
                     figures = run_wrk(
                         service.api_url, workload, args.duration, args.connections, workdir
                     )
-                    rows.append((backend, workload, figures))
+                    rows.append((backend, audit, workload, figures))
                     if kube is not None:
                         checks.append(verify_kube(kube, workload, warm, figures, args.connections))
                     time.sleep(0.5)
@@ -146,16 +160,17 @@ def main() -> int:
                     postgres.cleanup()
                 if kube is not None:
                     kube.cleanup()
+        datastorage.stop()
 
     print(f"\nGateway ingest, wrk -t2 -c{args.connections}, {args.duration}s per case\n")
     print(
-        f"{'backend':10} {'workload':10} {'signals/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
-        f" {'non-2xx':>8}"
+        f"{'backend':10} {'audit':8} {'workload':10} {'signals/s':>10} {'p50 ms':>8}"
+        f" {'p99 ms':>8} {'non-2xx':>8}"
     )
-    for backend, workload, f in rows:
+    for backend, audit, workload, f in rows:
         print(
-            f"{backend:10} {workload:10} {f['rps']:10.0f} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f}"
-            f" {int(f['non_2xx']):8d}"
+            f"{backend:10} {audit:8} {workload:10} {f['rps']:10.0f} {f['p50_ms']:8.2f}"
+            f" {f['p99_ms']:8.2f} {int(f['non_2xx']):8d}"
         )
     for line in checks:
         print(line)
