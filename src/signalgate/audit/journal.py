@@ -63,9 +63,12 @@ class Slice:
 class Journal:
     """Stage on the event loop, `commit()` to wait for durability, `read`/`confirm` to relay."""
 
-    def __init__(self, directory: Path, segment_bytes: int) -> None:
+    def __init__(
+        self, directory: Path, segment_bytes: int, legacy_spool: Path | None = None
+    ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.legacy_spool = legacy_spool
         self._writer: ThreadPoolExecutor | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._handle: BinaryIO | None = None  # writer thread only
@@ -226,7 +229,10 @@ class Journal:
 
     def _recover(self) -> tuple[Position, dict[int, int], int]:
         """Find the segments and the cursor, cut a torn tail, open the last segment."""
+        if self.directory.is_file():  # spoolPath still names an old spool file: park it
+            os.replace(self.directory, _parked(self.directory))
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._adopt_legacy_spools([p for p in (self.legacy_spool, self.directory) if p])
         segments = sorted(
             int(m.group(1)) for p in self.directory.iterdir() if (m := _SEGMENT_RE.match(p.name))
         )
@@ -253,6 +259,46 @@ class Journal:
         self._active = segments[-1]
         self._open_active()
         return cursor, sizes, events
+
+    def _adopt_legacy_spools(self, spools: list[Path]) -> None:
+        """Take over the undelivered events of the spool file earlier versions kept.
+
+        A spool is first renamed aside (so this runs to the end even after a crash), its
+        undelivered lines become segment 0 (sorted before any other, so delivered first),
+        and only then is it deleted. A crash in between repeats the copy: same events, same
+        ids, stored once.
+        """
+        data = b""
+        taken = []
+        for spool in spools:
+            parked = _parked(spool)
+            if spool.is_file():
+                os.replace(spool, parked)
+            if not parked.exists():
+                continue
+            offset_file = spool.with_name(spool.name + ".offset")
+            try:
+                offset = int(offset_file.read_text().strip() or 0)
+            except (OSError, ValueError):
+                offset = 0  # replay all: DataStorage stores an event id once
+            raw = parked.read_bytes()
+            data += raw[min(offset, len(raw)) : raw.rfind(b"\n") + 1]
+            taken += [parked, offset_file]
+        if data:
+            temporary = self.directory / "segment-legacy.tmp"
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self._segment_path(0))
+            (self.directory / "cursor").unlink(missing_ok=True)  # start at segment 0
+            self._sync_directory()
+            log.warning(
+                "audit journal: took over the old spool's undelivered events",
+                extra={"events": data.count(b"\n")},
+            )
+        for path in taken:
+            path.unlink(missing_ok=True)
 
     def _read_cursor(self, segments: list[int]) -> Position:
         first = Position(segments[0] if segments else 1, 0)
@@ -342,3 +388,7 @@ class Journal:
         # the cursor is written first: a crash between the two replays, never skips
         for segment in finished:
             self._segment_path(segment).unlink(missing_ok=True)
+
+
+def _parked(spool: Path) -> Path:
+    return spool.with_name(spool.name + ".legacy")

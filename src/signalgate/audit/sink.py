@@ -39,11 +39,12 @@ class JournalAuditSink:
         extension_types: frozenset[str] = frozenset(),
         service: str = "gateway",
         transport: httpx.AsyncBaseTransport | None = None,
+        legacy_spool: Path | None = None,
     ) -> None:
         self._delivery = delivery
         self._audit = audit
         self._service = service
-        self.journal = Journal(journal_dir, audit.segment_bytes)
+        self.journal = Journal(journal_dir, audit.segment_bytes, legacy_spool)
         self._dropped = Counter(
             "audit_events_dropped",
             "Audit events given up on (backlog full, too old, refused by DataStorage)",

@@ -25,6 +25,7 @@ from signalgate.gateway.metrics import GatewayMetrics
 from signalgate.gateway.pipeline import Pipeline
 from signalgate.gateway.scope import StandaloneScope
 from signalgate.gateway.settings import SCOPES, GatewaySettings
+from signalgate.remediation.coalesce import CoalescingStore
 from signalgate.remediation.store import RemediationStore, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -46,14 +47,16 @@ def store_for(
 ) -> RemediationStore:
     """The scheme picks the backend: SQLite for one process, PostgreSQL for replicas,
     Kubernetes custom resources where Kubernaut's controllers watch for them."""
+    # the SQL stores get concurrent duplicates of one fingerprint coalesced in front of
+    # them; the Kubernetes store coalesces its status writes itself
     if dsn.startswith("sqlite:///"):
         from signalgate.remediation.sqlite import SqliteStore
 
-        return SqliteStore(Path(dsn.removeprefix("sqlite:///")))
+        return CoalescingStore(SqliteStore(Path(dsn.removeprefix("sqlite:///"))))
     if dsn.startswith(("postgresql://", "postgres://")):
         from signalgate.remediation.postgres import PostgresStore
 
-        return PostgresStore(dsn, min_size=min(2, pool_size), max_size=pool_size)
+        return CoalescingStore(PostgresStore(dsn, min_size=min(2, pool_size), max_size=pool_size))
     if dsn.startswith("kubernetes://"):
         from signalgate.remediation.kubernetes import KubernetesStore
 
@@ -110,6 +113,8 @@ def audit_sink_for(settings: GatewaySettings, registry: CollectorRegistry) -> Au
         # Kubernaut's DataStorage does not know these two: sent only where advertised
         extension_types=frozenset({ev.SIGNAL_RESOLVED, ev.SIGNAL_REJECTED}),
         service="gateway",
+        # the spool file of versions before the journal, at its default place: taken over
+        legacy_spool=settings.data_dir / "audit-spool",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -101,3 +102,23 @@ async def test_a_failed_write_fails_its_waiters(
     piece = await journal.read(10)
     assert [e["n"] for e in piece.events] == [2]
     await journal.close()
+
+
+async def test_the_old_spool_is_taken_over_and_delivered_first(tmp_path: Path) -> None:
+    spool = tmp_path / "audit-spool"  # the format of versions before the journal
+    lines = [json.dumps(event(n)).encode() + b"\n" for n in range(5)]
+    spool.write_bytes(b"".join(lines) + b'{"torn')
+    (tmp_path / "audit-spool.offset").write_text(str(len(lines[0]) * 2))  # two delivered
+    journal = Journal(tmp_path / "audit-journal", 1 << 20, legacy_spool=spool)
+    await journal.open()
+    journal.stage(event(99))
+    await journal.commit(5.0)
+    piece = await journal.read(10)
+    assert [e["n"] for e in piece.events] == [2, 3, 4, 99]
+    assert not spool.exists() and not (tmp_path / "audit-spool.legacy").exists()
+    await journal.confirm(piece)
+    await journal.close()
+    again = Journal(tmp_path / "audit-journal", 1 << 20, legacy_spool=spool)
+    await again.open()
+    assert again.backlog_events == 0
+    await again.close()
