@@ -155,6 +155,25 @@ async def test_manual_review_wins_over_a_cool_down(store: RemediationStore) -> N
     assert result.rr.name == reviewed.name
 
 
+@pytest.mark.parametrize("suppressor", ["manual-review", "cool-down"])
+async def test_an_active_rr_wins_over_a_suppressing_terminal_one(
+    store: RemediationStore, suppressor: str
+) -> None:
+    """The active RR is looked for before suppressors: a duplicate lands on it, not on a
+    terminal ManualReviewRequired or cooling-down RR of the same fingerprint."""
+    terminal = await create(store, make_rr())
+    await finish(store, terminal, "Completed")  # ended, suppressing nothing yet
+    active = await create(store, make_rr(at=later(10)))
+    if suppressor == "manual-review":
+        await finish(store, terminal, "Failed", outcome=MANUAL_REVIEW_OUTCOME)
+    else:
+        await store.update_status(terminal.name, StatusPatch(next_allowed_execution=later(3600)))
+    result = await store.record_firing(make_rr(at=later(20)), later(20))
+    assert result.decision is Decision.DUPLICATE
+    assert result.rr.name == active.name
+    assert result.rr.deduplication.occurrence_count == 2
+
+
 async def test_future_cool_down_suppresses_with_the_latest_one(store: RemediationStore) -> None:
     # The older RR has the later cool-down: the rule picks by time, not by age.
     older = await create(store, make_rr())
