@@ -83,6 +83,10 @@ _UPSERT = (
     f"ON CONFLICT (fingerprint) WHERE active DO UPDATE SET "
     f"{rows.seen_again_sets(f'${_N + 1}', _T)} RETURNING {_COLS}, (xmax = 0) AS inserted"
 )
+_BUMP_ACTIVE_NAMED = (
+    f"UPDATE {_T} SET {rows.seen_again_sets('$1', count='$3')} "
+    f"WHERE name = $2 AND active RETURNING {_COLS}"
+)
 _RESOLVE = (
     f"UPDATE {_T} SET {rows.resolved_sets('$1')} WHERE fingerprint = $2 AND active "
     f"RETURNING {_COLS}"
@@ -245,6 +249,11 @@ class PostgresStore:
             row = await conn.fetchrow(_UPSERT, *rows.rr_to_row(candidate, _same), now)
         decision = Decision.CREATED if row["inserted"] else Decision.DUPLICATE
         return FiringResult(decision, _rr(row))
+
+    async def bump_active(self, name: str, count: int, now: datetime) -> RemediationRequest | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(_BUMP_ACTIVE_NAMED, now, name, count)
+        return None if row is None else _rr(row)
 
     async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
         async with self._connection() as conn:

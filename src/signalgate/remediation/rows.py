@@ -135,13 +135,14 @@ def row_to_rr(row: Row, decode_time: DecodeTime) -> RemediationRequest:
 # --- the Gateway's own status changes --------------------------------------------------------
 
 
-def seen_again_sets(now: str, table: str = "") -> str:
-    """SET clauses for one more firing duplicate at `now` (a placeholder): the count moves on
-    and a `SignalResolved=True` condition turns False at `now`. `table` qualifies the
-    current row's columns where the statement needs it (an upsert's DO UPDATE)."""
+def seen_again_sets(now: str, table: str = "", count: str = "1") -> str:
+    """SET clauses for `count` (a placeholder, or 1) more firing duplicates, the last at
+    `now` (a placeholder): the count moves on and a `SignalResolved=True` condition turns
+    False at `now`. `table` qualifies the current row's columns where the statement needs it
+    (an upsert's DO UPDATE)."""
     t = f"{table}." if table else ""
     return (
-        f"occurrence_count = {t}occurrence_count + 1, last_seen_at = {now}, "
+        f"occurrence_count = {t}occurrence_count + {count}, last_seen_at = {now}, "
         f"signal_resolved_at = CASE WHEN {t}signal_resolved THEN {now} "
         f"ELSE {t}signal_resolved_at END, "
         f"signal_resolved = CASE WHEN {t}signal_resolved THEN false ELSE {t}signal_resolved END"

@@ -48,6 +48,10 @@ _INSERT = (
 _BUMP = rows.seen_again_sets(":now")
 _BUMP_ACTIVE = f"UPDATE {_T} SET {_BUMP} WHERE fingerprint = :key AND active RETURNING {_COLS}"
 _BUMP_NAMED = f"UPDATE {_T} SET {_BUMP} WHERE name = :key RETURNING {_COLS}"
+_BUMP_ACTIVE_NAMED = (
+    f"UPDATE {_T} SET {rows.seen_again_sets(':now', count=':count')} "
+    f"WHERE name = :key AND active RETURNING {_COLS}"
+)
 _RESOLVE = (
     f"UPDATE {_T} SET {rows.resolved_sets(':now')} WHERE fingerprint = :key AND active "
     f"RETURNING {_COLS}"
@@ -202,6 +206,15 @@ class SqliteStore:
             return FiringResult(Decision.CREATED, _rr(created[0]))
 
         return await self._run(lambda conn: self._write(conn, decide))
+
+    async def bump_active(self, name: str, count: int, now: datetime) -> RemediationRequest | None:
+        params = {"now": format_time(now), "key": name, "count": count}
+
+        def bump(conn: sqlite3.Connection) -> RemediationRequest | None:
+            found = conn.execute(_BUMP_ACTIVE_NAMED, params).fetchall()
+            return _rr(found[0]) if found else None
+
+        return await self._run(lambda conn: self._write(conn, bump))
 
     async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
         def resolve(conn: sqlite3.Connection) -> RemediationRequest | None:

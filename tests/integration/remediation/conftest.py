@@ -1,6 +1,7 @@
 """Fixtures for the RR store contract: `store` (and `backend`, to open more stores on the
-same database) for each backend: SQLite, PostgreSQL and Kubernetes custom resources on a
-real API server (a fresh namespace per test)."""
+same database) for each backend as the Gateway runs it: SQLite and PostgreSQL behind the
+duplicate coalescer, and Kubernetes custom resources on a real API server (a fresh namespace
+per test)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rrcases import Backend
 from e2ecov.kubeapi import KubeAPIServer
 from signalgate.kube.client import KubeClient
 from signalgate.kube.config import KubeConfig
+from signalgate.remediation.coalesce import CoalescingStore
 from signalgate.remediation.kubernetes import KubernetesStore
 from signalgate.remediation.postgres import PostgresStore
 from signalgate.remediation.sqlite import SqliteStore
@@ -24,10 +26,10 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     clients: list[KubeClient] = []
     if request.param == "sqlite":
         path = tmp_path / "rr.db"
-        made = Backend("sqlite", lambda **kw: SqliteStore(path, **kw))
+        made = Backend("sqlite", lambda **kw: CoalescingStore(SqliteStore(path, **kw)))
     elif request.param == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
-        made = Backend("postgres", lambda **kw: PostgresStore(dsn, **kw))
+        made = Backend("postgres", lambda **kw: CoalescingStore(PostgresStore(dsn, **kw)))
     else:
         server: KubeAPIServer = request.getfixturevalue("kube_apiserver")
         namespace: str = request.getfixturevalue("kube_namespace")
