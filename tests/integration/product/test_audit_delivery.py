@@ -198,3 +198,20 @@ def test_drop_mode_answers_and_counts_what_it_drops(tmp_path: Path) -> None:
     finally:
         gateway.stop()
         datastorage.stop()
+
+
+def test_extension_events_reach_a_datastorage_that_lists_them(
+    stack: tuple[ServiceProcess, ServiceProcess],
+) -> None:
+    gateway, datastorage = stack
+    with gateway.client() as c:
+        assert (
+            c.post("/api/v1/signals/prometheus", json=webhook(alert(pod="ext-1"))).status_code
+            == 201
+        )
+        resolved = webhook(alert(pod="ext-1", status="resolved"), status="resolved")
+        assert c.post("/api/v1/signals/prometheus", json=resolved).status_code == 202
+    deadline = time.monotonic() + 15
+    while audit_total(datastorage, event_type="gateway.signal.resolved") < 1:
+        assert time.monotonic() < deadline, "the resolved event did not arrive"
+        time.sleep(0.3)
