@@ -86,6 +86,8 @@ class Relay:
         """Deliver until the journal is empty or a delivery fails; True when empty."""
         while self._journal.backlog_events:
             piece = await self._journal.read(self._settings.batch_size)
+            if not piece.lines:
+                return True  # nothing readable left (the count was ahead of the file)
             if not await self._deliver(piece):
                 return False
             await self._journal.confirm(piece)
