@@ -47,6 +47,25 @@ SOCKET_SUFFIX = ".sock"
 DATA_PREFIX = "coverage"  # data files: data/coverage.<service>.<pid>.<token>
 
 
+EXPECTED_EXIT_PREFIX = "expected-exit."  # file in the control dir: a test stops that pid
+
+
+def expect_exit(pid: int, reason: str, control_dir: str | Path | None = None) -> None:
+    """Tell e2ecov that the tests stop this service process on purpose (an outage scenario),
+    so its exit during the tests does not fail the run. A no-op outside an e2ecov run."""
+    directory = control_dir or os.environ.get(ENV_CONTROL_DIR)
+    if directory and os.path.isdir(directory):
+        (Path(directory) / f"{EXPECTED_EXIT_PREFIX}{pid}").write_text(reason)
+
+
+def expected_exit(control_dir: Path, pid: int) -> str | None:
+    """The reason a test gave for stopping `pid`, if it did."""
+    try:
+        return (control_dir / f"{EXPECTED_EXIT_PREFIX}{pid}").read_text()
+    except OSError:
+        return None
+
+
 def socket_path(control_dir: str | Path, pid: int) -> Path:
     """Short on purpose: Unix socket paths are limited to about 107 bytes."""
     return Path(control_dir) / f"{pid}{SOCKET_SUFFIX}"

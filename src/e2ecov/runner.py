@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 import e2ecov
 from e2ecov import (
@@ -61,6 +62,7 @@ from e2ecov.services import (
     Supervisor,
     describe_exit,
     make_recipe,
+    probe,
     stop,
     taken_port_problems,
 )
@@ -70,6 +72,7 @@ STARTUP_DIR = Path(__file__).parent / "startup"
 PACKAGE_HOME = Path(e2ecov.__file__).resolve().parent.parent
 STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
 TESTS_GRACE = 5.0  # seconds the interrupted test command gets between SIGTERM and SIGKILL
+PUMP_GRACE = 5.0  # seconds to wait for the test output to close after the test command ended
 
 
 @dataclass
@@ -315,6 +318,16 @@ def report_config(stack: Stack, run_id: str) -> reports.ReportConfig:
         run_id=run_id,
         branch=stack.branch,
     )
+
+
+def replacement(svc: ServiceRun) -> int | None:
+    """A process of the service (owner mark) that answers its health URL now, if any."""
+    if not svc.health_url or not probe(svc.health_url, 2.0).startswith("HTTP 2"):
+        return None
+    port = urlsplit(svc.health_url).port
+    holders = procs.port_holders(port) if port else None
+    mine = (holders or set()) & svc.stop_target().members()
+    return min(mine) if mine else None
 
 
 def _program(command: list[str], cwd: Path, env: dict[str, str]) -> str | None:
@@ -607,7 +620,12 @@ class Run:
         while proc.poll() is None:
             self.progress.spin("running tests")
             time.sleep(0.1)
-        reader.join()
+        reader.join(PUMP_GRACE)
+        if reader.is_alive():  # a process the tests started still holds their output
+            self.progress.info(
+                "the test command ended, but a process it started still holds its output; "
+                "not waiting for it"
+            )
         self.tests_ran = True
         code = proc.returncode
         if code != 0:
@@ -638,11 +656,28 @@ class Run:
         stop([StopTarget("tests", proc.pid, TESTS_GRACE, self.run_id)], reap)
 
     def _check_still_running(self) -> None:
-        """A service that ended while the tests ran fails the run, whatever the tests said."""
+        """A service that ended while the tests ran fails the run, whatever the tests said —
+        unless the tests said they stop it (`protocol.expect_exit`), or restarted it: a process
+        of the service (it carries the owner mark: started with the same environment) answers
+        its health URL."""
         for svc in self.services.values():
             if svc.ready is None or svc.poll() is None:
                 continue
             assert svc.exit_code is not None
+            reason = protocol.expected_exit(self.control_dir, svc.pid or 0)
+            if reason is not None:
+                self.progress.info(
+                    f"{svc.name}: pid {svc.pid} {describe_exit(svc.exit_code)} during the tests, "
+                    f"stopped by them on purpose ({reason})"
+                )
+                continue
+            successor = replacement(svc)
+            if successor is not None:
+                self.progress.info(
+                    f"{svc.name}: pid {svc.pid} {describe_exit(svc.exit_code)} during the tests; "
+                    f"pid {successor}, started with its environment, answers its health URL"
+                )
+                continue
             lines = "\n    ".join(svc.last_output()) or "(no output)"
             message = (
                 f"service '{svc.name}' (pid {svc.pid}) {describe_exit(svc.exit_code)} during the "

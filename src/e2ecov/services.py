@@ -225,7 +225,7 @@ class Supervisor:
                 )
                 return
             remaining = deadline - time.monotonic()
-            answer = _probe(url, max(0.2, min(1.0, remaining)))
+            answer = probe(url, max(0.2, min(1.0, remaining)))
             svc.health_answers.append(answer)
             if answer.startswith("HTTP 2"):
                 foreign = foreign_answer(svc, url)
@@ -289,7 +289,7 @@ def taken_port_problems(svc: ServiceRun) -> list[str]:
     return problems
 
 
-def _probe(url: str, timeout: float) -> str:
+def probe(url: str, timeout: float) -> str:
     """One health request, as a short human-readable answer (no proxy from the environment:
     the stack is on loopback)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -73,6 +73,7 @@ class DataStorageOutage:
             if b"=" in entry
         )
         self.cwd = os.readlink(proc / "cwd")
+        protocol.expect_exit(self.pid, "the DataStorage outage scenario")  # not a crash
         os.kill(self.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while _process_state(self.pid) not in (None, "Z") or not _port_closed(

@@ -110,6 +110,26 @@ def test_helper_in_another_session_is_stopped_with_its_service(tmp_path: Path) -
 
 
 @pytest.mark.slow
+def test_service_restarted_or_stopped_by_the_tests_on_purpose_is_no_failure(
+    tmp_path: Path,
+) -> None:
+    restarted = write_stack(tmp_path / "a", drive("/alpha", "restart", "/beta"), app_service("app"))
+    outcome = e2ecov("run", "-c", str(restarted), cwd=tmp_path / "a")
+    assert outcome.code == 0, outcome.output
+    new_pid = int(outcome.stdout.split("restarted as ")[1].split()[0])
+    assert f"pid {new_pid}, started with its environment, answers its health URL" in (
+        outcome.stdout
+    )
+    assert not _alive(new_pid), "the replacement carries the owner mark: stopped with the stack"
+    saved = {p["pid"] for p in outcome.run_json()["processes"] if p["status"] == "saved"}
+    assert new_pid in saved  # measured too: it announced itself with the same environment
+    stopped = write_stack(tmp_path / "b", drive("/alpha", "stop"), app_service("app"))
+    outcome = e2ecov("run", "-c", str(stopped), cwd=tmp_path / "b")
+    assert outcome.code == 0, outcome.output
+    assert "stopped by them on purpose (drive.py stop)" in outcome.stdout
+
+
+@pytest.mark.slow
 def test_orphan_that_scrubbed_its_environment_is_stopped(tmp_path: Path) -> None:
     # no owner mark, another session, and its parent gone: e2ecov, the subreaper, adopts it
     stack = write_stack(tmp_path, drive("/alpha"), app_service("app", "--spawn-orphan"))

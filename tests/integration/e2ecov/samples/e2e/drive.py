@@ -1,6 +1,8 @@
 """Sample test command as a plain script: `python drive.py PATH...` GETs each path of the app.
 
-`kill` as a path SIGKILLs the service (its pid comes from /pid) after waiting WAIT seconds,
+`kill` as a path SIGKILLs the service (its pid comes from /pid), `restart` stops it and
+starts the same command again with its environment (as a test of an outage would), `stop`
+stops it after telling e2ecov it is on purpose,
 `sleep:N` waits N seconds, `save` asks every agent for a live save, `fail` exits 1.
 """
 
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -26,6 +29,34 @@ for step in sys.argv[1:]:
         os.kill(int(get("/pid")), signal.SIGKILL)
     elif step.startswith("sleep:"):
         time.sleep(float(step.split(":")[1]))
+    elif step == "restart":  # stop the service and start it again with its environment
+        pid = int(get("/pid"))
+        env = dict(
+            item.split("=", 1)
+            for item in Path(f"/proc/{pid}/environ").read_text().split("\0")
+            if "=" in item
+        )
+        argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:-1]
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        os.kill(pid, signal.SIGTERM)
+        while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text():
+            time.sleep(0.05)
+        again = subprocess.Popen(
+            argv, env=env, cwd=cwd, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        print("restarted as", again.pid, flush=True)
+        for _ in range(200):
+            try:
+                get("/health")
+                break
+            except OSError:
+                time.sleep(0.05)
+    elif step == "stop":  # an outage on purpose, said so to e2ecov first
+        pid = int(get("/pid"))
+        protocol.expect_exit(pid, "drive.py stop")
+        os.kill(pid, signal.SIGTERM)
+        print("stopped", pid, flush=True)
     elif step == "save":
         answers = protocol.broadcast(Path(os.environ["E2ECOV_CONTROL_DIR"]), "save")
         print("saved", sorted(answers))
