@@ -335,9 +335,13 @@ class StopTarget:
         return {pid for pid in procs.descendants(roots, table) if table[pid].alive}
 
     def signal(self, signum: int) -> None:
+        """The process group at once, then each member outside it (one signal per process:
+        a second SIGTERM would land in the middle of the first one's save)."""
         if self.pgid is not None:
             signal_group(self.pgid, signum)
-        procs.kill(self.members(), signum)
+        table = procs.snapshot()
+        outside = {p for p in self.members() if p in table and table[p].pgid != self.pgid}
+        procs.kill(outside, signum)
 
 
 def group_alive(pgid: int) -> bool:
