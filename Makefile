@@ -51,11 +51,12 @@ e2e-coverage: $(STAMP)  ## end-to-end tests on the real stack (e2e/stack.toml) w
 	  $(BIN)/python e2e/summary.py build/e2e; exit $$code
 
 # One venv per Python version (the first interpreter found for a version wins); an interpreter
-# that does not run (e.g. a pyenv shim for a version not selected) is passed over, saying so.
+# that does not run (e.g. a pyenv shim for a version not selected) is passed over, and named
+# when no interpreter at all could be used.
 test-pythons:  ## a throwaway venv with coverage.py per extra Python the tests use (3.12+)
-	@found=; for py in $(EXTRA_PYTHONS); do \
+	@found=; broken=; for py in $(EXTRA_PYTHONS); do \
 	  ver=$$("$$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \
-	    || { echo "test-pythons: $$py does not run; passed over"; continue; }; \
+	    || { broken="$$broken $$py"; continue; }; \
 	  dir="$(PYTHONS_DIR)/$$ver"; \
 	  case " $$found " in *" $$ver "*) continue;; esac; found="$$found $$ver"; \
 	  "$$dir/bin/python" -c 'import coverage' 2>/dev/null && continue; \
@@ -64,7 +65,8 @@ test-pythons:  ## a throwaway venv with coverage.py per extra Python the tests u
 	    && "$$dir/bin/python" -m pip install -q --disable-pip-version-check '$(COVERAGE_REQ)' \
 	    || { echo "test-pythons: could not prepare $$dir from $$py" >&2; exit 1; }; \
 	done; \
-	[ -n "$$found" ] || echo "test-pythons: no Python 3.12+ found; e2ecov's 3.12+ core tests will be skipped"
+	[ -n "$$found" ] || { for py in $$broken; do echo "test-pythons: $$py does not run; passed over"; done; \
+	  echo "test-pythons: no Python 3.12+ found; e2ecov's 3.12+ core tests will be skipped"; }
 
 # etcd, kube-apiserver and kubectl from their Go modules, for the Kubernetes-mode tests: built
 # once per machine (about 8 minutes on two cores), then cached under ~/.cache/signalgate.
