@@ -207,7 +207,7 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
     work = artifacts / ".combined"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    go_services = _go_reports(artifacts, config, go, work)
+    go_services, go_warnings = _go_reports(artifacts, config, go, work)
     groups = data_files(artifacts / "data")
     if not groups and not go_services:
         raise NoCoverageData(f"no coverage data in {artifacts / 'data'}\n{USUAL_CAUSES}")
@@ -217,7 +217,7 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
     python = _python_reports(artifacts, config, groups, work) if groups else _no_python(artifacts)
     text = [*_header(config), "", *python.text]
     services = dict(python.services)
-    warnings = list(python.warnings)
+    warnings = [*python.warnings, *go_warnings]
     func_lines = function_rows(python.report)
     for svc in go_services:
         totals = Totals(
@@ -236,6 +236,7 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
         _merge_go(artifacts, svc, python.report)
     if go_services:
         (artifacts / "coverage.json").write_text(json.dumps(python.report, indent=4))
+        _link_go_pages(artifacts / "html" / "index.html", go_services)
     combined = _json_totals(python.report)
     if go_services:
         text += [
@@ -264,16 +265,22 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
 
 def _go_reports(
     artifacts: Path, config: ReportConfig, go: Sequence[GoInput], work: Path
-) -> list[gocover.GoService]:
-    found = []
+) -> tuple[list[gocover.GoService], list[str]]:
+    """Each Go service's reports; one that cannot be read (no `go`, a damaged GOCOVERDIR) is
+    named in a warning instead of sinking the Python reports."""
+    found, warnings = [], []
     for item in go:
-        svc = gocover.report(
-            item.name, artifacts / gocover.GO_DIR / item.name, work, artifacts / "html" / "go",
-            item.modules, config.display_root, item.binary,
-        )  # fmt: skip
+        try:
+            svc = gocover.report(
+                item.name, artifacts / gocover.GO_DIR / item.name, work,
+                artifacts / "html" / "go", item.modules, config.display_root, item.binary,
+            )  # fmt: skip
+        except (gocover.GoUnavailable, RuntimeError, OSError) as exc:
+            warnings.append(f"no Go report for service {item.name}: {exc}")
+            continue
         if svc is not None:
             found.append(svc)
-    return found
+    return found, warnings
 
 
 def _no_python(artifacts: Path) -> _Python:
@@ -563,3 +570,17 @@ def _merge_cobertura(path: Path, packages: dict[str, list[gocover.GoFile]]) -> N
     root.set("lines-covered", str(covered))
     root.set("line-rate", f"{covered / valid if valid else 1.0:.4g}")
     tree.write(path, xml_declaration=True, encoding="unicode")
+
+
+def _link_go_pages(index: Path, go_services: Sequence[gocover.GoService]) -> None:
+    """The HTML index links each Go service's page (written by `go tool cover -html`)."""
+    pages = [s for s in go_services if s.html is not None]
+    if not pages:
+        return
+    links = " · ".join(f'<a href="go/{s.name}.html">{s.name}</a>' for s in pages)
+    note = f'<p class="e2ecov-go">Go services (go tool cover -html): {links}</p>'
+    if index.is_file():
+        html = index.read_text()
+        index.write_text(html.replace("</body>", note + "\n</body>", 1))
+    else:
+        index.write_text(f"<!doctype html>\n<html><body>{note}</body></html>\n")

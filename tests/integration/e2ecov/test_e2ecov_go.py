@@ -4,6 +4,7 @@ agent, loss detection, and one set of reports with a combined total."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -87,7 +88,7 @@ def test_every_report_has_the_go_files(mixed) -> None:  # type: ignore[no-untype
     assert "| goapp |" in summary and "| app |" in summary and "**total**" in summary
     page = (out / "html" / "go" / "goapp.html").read_text()
     assert "func alpha()" in page
-    assert (out / "html" / "index.html").is_file()
+    assert 'href="go/goapp.html"' in (out / "html" / "index.html").read_text()
 
 
 def test_report_rebuilds_go_from_the_artifacts(mixed) -> None:  # type: ignore[no-untyped-def]
@@ -139,3 +140,15 @@ def test_doctor_checks_go_services(tmp_path: Path) -> None:
         line.startswith("ok") and "e2ecov builds . with go build -cover" in line for line in lines
     )
     assert any(line.startswith("FAIL") and "is not built with -cover" in line for line in lines)
+
+
+def test_report_without_go_keeps_the_python_reports(mixed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    copy = tmp_path / "artifacts"
+    shutil.copytree(mixed.artifacts, copy)
+    env = {**os.environ, "PATH": str(tmp_path / "nothing")}
+    again = e2ecov("report", "--artifacts", str(copy), cwd=tmp_path, env=env)
+    assert again.code == 0, again.output
+    assert "warning: no Go report for service goapp: Go services need the go tool" in again.stdout
+    report = json.loads((copy / "coverage.json").read_text())
+    assert not any(k.endswith("goapp/main.go") for k in report["files"])
+    assert any(k.endswith("handlers.py") for k in report["files"])
