@@ -51,6 +51,15 @@ def main(argv: list[str]) -> int:
         return 0
     code = record.get("exit_code")
     print()
+    failed = artifacts / "failed-run"
+    if (failed / "run.json").is_file():  # this run did not finish its tests (see e2ecov)
+        latest = json.loads((failed / "run.json").read_text())
+        print(
+            f"End-to-end run {latest.get('run_id')} did not finish its tests: exit "
+            f"{latest.get('exit_code')} ({EXIT_MEANING.get(latest.get('exit_code'), 'unknown')});"
+            f" its diagnostics are in {failed / 'diagnostics'}.\nThe reports below are the "
+            "previous complete run's."
+        )
     print(
         f"End-to-end coverage — run {record.get('run_id')}, exit {code} "
         f"({EXIT_MEANING.get(code, 'unknown')})"
