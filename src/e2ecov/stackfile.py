@@ -486,9 +486,7 @@ def _service(
         go_build = None
     raw_coverage = body.get("coverage")
     go_service = raw_coverage == "go" or (go_build is not None and raw_coverage is None)
-    coverage = go_service or check.boolean(
-        raw_coverage, (*where, "coverage"), command is not None
-    )
+    coverage = go_service or check.boolean(raw_coverage, (*where, "coverage"), command is not None)
     spec = ServiceSpec(
         name=name,
         command=command_list,
