@@ -65,7 +65,7 @@ def test_pagination_and_relative_since(ds: httpx.Client) -> None:
 
 # Every 400 rule of section 2: (what to change, the field_errors key expected)
 BAD_FIELDS = [
-    ({"event_timestamp": ts(timedelta(minutes=61))}, "event_timestamp"),
+    ({"event_timestamp": ts(timedelta(hours=3))}, "event_timestamp"),
     ({"event_timestamp": ts(timedelta(days=-7, minutes=-1))}, "event_timestamp"),
     ({"event_timestamp": "yesterday"}, "event_timestamp"),
     ({"event_timestamp": "2024-05-01T12:00:00"}, "event_timestamp"),  # no offset
