@@ -46,6 +46,13 @@ class _Waiting:
     done: asyncio.Future[FiringResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # the store call deciding this signal alone, while it runs
+    decision: asyncio.Future[FiringResult] | None = None
+
+
+# how long a caller that gave up waits for its own store call to be cancelled, so that the
+# statement is undone before the caller answers (504), as it was without the queue
+CANCEL_WAIT = 5.0
 
 
 class CoalescingStore:
@@ -80,7 +87,15 @@ class CoalescingStore:
             self._drainers[key] = asyncio.create_task(
                 self._drain(key), name=f"rr-coalesce-{key[:12]}"
             )
-        return await waiting.done
+        try:
+            return await waiting.done
+        except asyncio.CancelledError:
+            decision = waiting.decision
+            if decision is not None and not decision.done():
+                decision.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(decision), CANCEL_WAIT)
+            raise
 
     async def _drain(self, key: str) -> None:
         try:
@@ -142,6 +157,7 @@ async def _settle(waiting: _Waiting, decision: Coroutine[Any, Any, FiringResult]
     """Run `decision` for the waiting caller and hand it the result (or error); True on
     success. Should the caller give up meanwhile, the decision is cancelled with it."""
     task = asyncio.ensure_future(decision)
+    waiting.decision = task
 
     def abandon(done: asyncio.Future[FiringResult]) -> None:
         if done.cancelled():
