@@ -254,7 +254,8 @@ def development_secrets(admin_token: str, audit_token: str, password: str) -> di
     """The three Secrets the Kind overlay needs, as one `kubectl apply`-able List.
 
     One admin token for both services (as `signalgate up` does); the Gateway writes its audit
-    events to DataStorage with a second token that holds only `audit:write`.
+    events to DataStorage with a second token that may write only `gateway` events
+    (`audit:write:gateway`).
     """
     dsn = f"postgresql://signalgate:{password}@signalgate-postgres.{NAMESPACE}.svc:5432/signalgate"
     return {
@@ -277,7 +278,7 @@ def development_secrets(admin_token: str, audit_token: str, password: str) -> di
                     "redis-url": f"redis://signalgate-redis.{NAMESPACE}.svc:6379/0",
                     "tokens": (
                         f"{_sha256(admin_token)} {DATASTORAGE_ADMIN_SCOPES}\n"
-                        f"{_sha256(audit_token)} audit:write\n"
+                        f"{_sha256(audit_token)} audit:write:gateway\n"
                     ),
                 },
             ),

@@ -225,7 +225,13 @@ def test_the_kind_secrets_hold_settings_the_services_accept(up: ModuleType, tmp_
     for name, text, scopes, token, scope in (
         ("gateway", gateway["tokens"], GATEWAY_SCOPES, "admin-token", "signals:write"),
         ("datastorage", datastorage["tokens"], DATASTORAGE_SCOPES, "admin-token", "audit:read"),
-        ("datastorage", datastorage["tokens"], DATASTORAGE_SCOPES, "audit-token", "audit:write"),
+        (
+            "datastorage",
+            datastorage["tokens"],
+            DATASTORAGE_SCOPES,
+            "audit-token",
+            "audit:write:gateway",
+        ),
     ):
         path = tmp_path / f"{name}.tokens"
         path.write_text(text)
