@@ -41,7 +41,7 @@ from signalgate.gateway.metrics import GatewayMetrics, method_label
 from signalgate.gateway.openapi import openapi_document
 from signalgate.gateway.pipeline import Outcome, ProcessingTimeout
 from signalgate.gateway.service import GatewayService
-from signalgate.gateway.signal import AdapterItem, Invalid
+from signalgate.gateway.signal import AdapterItem, Ignored, Invalid, Signal
 from signalgate.gateway.status_patch import parse_status_patch
 from signalgate.remediation.model import utcnow
 from signalgate.remediation.store import (
@@ -52,6 +52,9 @@ from signalgate.remediation.store import (
     StoreUnavailable,
     decode_cursor,
 )
+
+# alerts of one webhook decided at once (beyond the store's pool size this only queues)
+WEBHOOK_CONCURRENCY = 16
 
 log = logging.getLogger("signalgate.gateway")
 
@@ -128,13 +131,7 @@ class GatewayAPI:
             deadline = asyncio.get_running_loop().time() + self.timeout
             if len(items) == 1 and isinstance(items[0], Invalid):
                 raise validation_error(items[0].error)
-            results: list[Outcome | str] = []
-            for item in items:
-                if isinstance(item, Invalid):
-                    self.service.metrics.signals_parse_dropped.labels("invalid").inc()
-                    results.append(item.error)
-                else:
-                    results.append(await self.service.pipeline.process(item, deadline))
+            results = await self._process_all(items, deadline)
             # durable before acknowledged: the answer waits for the audit events' fsync
             await audit.commit()
             if len(items) == 1:
@@ -146,6 +143,36 @@ class GatewayAPI:
             return json_response(status, answer)
         finally:
             self.inflight -= 1
+
+    async def _process_all(self, items: list[AdapterItem], deadline: float) -> list[Outcome | str]:
+        """Every item's outcome, in input order (an invalid item's is its error). A large
+        webhook's alerts are decided `WEBHOOK_CONCURRENCY` at a time, so they share the
+        store's connections and its coalescing instead of waiting for each other; the first
+        store failure fails the whole request (Alertmanager retries the group)."""
+        if len(items) == 1:
+            (item,) = items
+            if isinstance(item, Invalid):
+                return [item.error]
+            return [await self.service.pipeline.process(item, deadline)]
+        results: list[Outcome | str] = [""] * len(items)
+        slots = asyncio.Semaphore(WEBHOOK_CONCURRENCY)
+
+        async def decide(index: int, item: Signal | Ignored) -> None:
+            async with slots:
+                results[index] = await self.service.pipeline.process(item, deadline)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, item in enumerate(items):
+                    if isinstance(item, Invalid):
+                        self.service.metrics.signals_parse_dropped.labels("invalid").inc()
+                        results[index] = item.error
+                    else:
+                        group.create_task(decide(index, item))
+        except BaseExceptionGroup as failed:
+            # the first failure decides the answer (503, 504, ...), as when one at a time
+            raise failed.exceptions[0] from None
+        return results
 
     def _check_timestamp(self, value: str | None) -> None:
         """Replay protection: `X-Timestamp` (unix seconds) within the freshness window."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from signalgate.gateway.adapters.identity import check_cluster_id, check_namespace
 from signalgate.gateway.adapters.parsing import (
     Freshness,
@@ -45,7 +47,11 @@ def parse_webhook(
 
     The cluster comes from `commonLabels.cluster` only (Thanos adds it to every alert, so
     Alertmanager puts it there), as in Kubernaut; a `cluster` label on some alerts only is
-    kept among the labels but does not name a cluster."""
+    kept among the labels but does not name a cluster.
+
+    Each alert's original payload is the webhook as it would have been for that alert alone
+    (the envelope with `alerts: [that alert]`): a remediation keeps what it is about, and a
+    full webhook of 2,000 alerts does not store its 256 KiB body 2,000 times."""
     payload = parse_object(body)
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):
@@ -60,14 +66,20 @@ def parse_webhook(
     if cluster_id:
         check_cluster_id(cluster_id, "commonLabels.cluster")
     items: list[AdapterItem] = []
+    envelope = {key: value for key, value in payload.items() if key != "alerts"}
     for index, alert in enumerate(alerts):
+        if len(alerts) == 1:
+            alert_payload, alert_body = payload, body
+        else:
+            alert_payload = {**envelope, "alerts": [alert]}
+            alert_body = orjson.dumps(alert_payload)
         try:
             items.append(
                 _parse_alert(
                     alert,
                     index,
-                    body,
-                    payload,
+                    alert_body,
+                    alert_payload,
                     now,
                     freshness,
                     common_labels,
