@@ -179,3 +179,20 @@ def test_alert_errors_name_the_field(bad_alert: object, message: str) -> None:
     [item] = parse_webhook(orjson.dumps({"alerts": [bad_alert]}), NOW, FRESH)
     assert isinstance(item, Invalid)
     assert message in item.error
+
+
+def test_each_alert_keeps_the_webhook_as_it_would_be_for_it_alone() -> None:
+    starts = rfc3339(NOW)
+    body = webhook(alert(pod="one-1", starts_at=starts), alert(pod="two-1", starts_at=starts))
+    raw = orjson.dumps(body)
+    first, second = parse_webhook(raw, NOW, Freshness())
+    assert isinstance(first, Signal) and isinstance(second, Signal)
+    for signal, pod in ((first, "one-1"), (second, "two-1")):
+        kept = orjson.loads(signal.original_payload)
+        assert kept == signal.payload
+        assert [a["labels"]["pod"] for a in kept["alerts"]] == [pod]
+        assert kept["receiver"] == body["receiver"]  # the envelope is kept
+    solo = orjson.dumps(webhook(alert(pod="solo-1", starts_at=starts)))
+    (only,) = parse_webhook(solo, NOW, Freshness())
+    assert isinstance(only, Signal)
+    assert only.original_payload == solo
