@@ -483,12 +483,20 @@ class KubernetesStore:
         return await self._get(name)
 
     async def list(self, query: ListQuery) -> Page:
-        """From the watch-fed cache: newest first (creation time, then name)."""
+        """Newest first (creation time, then name), read from the API server, not the cache:
+        a consumer that lists after a write (from any replica) must see it, and the watch may
+        lag. A fingerprint filter is a field selector; the others are applied here, as the
+        CRD can select only on spec fields."""
         after = decode_cursor(query.cursor) if query.cursor is not None else None
         limit = clamp_limit(query.limit)
+        params: dict[str, str] = {}
+        if query.fingerprint is not None:
+            params["fieldSelector"] = f"{FINGERPRINT_FIELD}={query.fingerprint}"
+        listed = await self._call("GET", self._collection, params=params)
+        found = [self._remember(from_object(item)) for item in listed.get("items") or ()]
         matching = [
             rr
-            for rr in self._objects.values()
+            for rr in found
             if (query.fingerprint is None or rr.fingerprint == query.fingerprint)
             and (query.phase is None or rr.overall_phase == query.phase)
             and (query.namespace is None or rr.target_namespace == query.namespace)
