@@ -42,11 +42,13 @@ typecheck: $(STAMP)  ## mypy --strict over src/ and the deploy tooling
 # The venv's bin goes first on PATH so the stack's console scripts and `python3` are the venv's.
 # Per-run state from earlier runs is removed first; e2ecov empties its own reports and data.
 # Alertmanager is built with -cover from its Go module (cached outside the work tree after the
-# first build) and measured beside the Gateway and DataStorage.
+# first build) and measured beside the Gateway and DataStorage; the Kubernetes tier runs on the
+# kube-apiserver and etcd of tools/kube-testenv (cached likewise).
 e2e-coverage: $(STAMP)  ## end-to-end tests on the real stack (e2e/stack.toml) with coverage
 	@rm -rf build/e2e/state
 	@am=$$(e2e/build-alertmanager.sh) || exit 2; \
-	  SIGNALGATE_E2E_ALERTMANAGER="$$am" PATH="$(abspath $(BIN)):$$PATH" \
+	  kube=$$(tools/kube-testenv/build.sh) || exit 2; \
+	  SIGNALGATE_E2E_ALERTMANAGER="$$am" E2ECOV_KUBE_BIN="$$kube" PATH="$(abspath $(BIN)):$$PATH" \
 	  $(BIN)/e2ecov run -c e2e/stack.toml; code=$$?; \
 	  $(BIN)/python e2e/summary.py build/e2e; exit $$code
 

@@ -93,21 +93,37 @@ class KubeAPIServer:
     etcd_port: int = field(default_factory=free_port)
     etcd_peer_port: int = field(default_factory=free_port)
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    _root: Path | None = None
+    # the private directory, named now (so `connection_url` is known before start) and made
+    # by `start()`
+    _root: Path = field(
+        default_factory=lambda: (
+            Path(tempfile.gettempdir()) / f"e2ecov-kubeapi-{secrets.token_hex(6)}"
+        )
+    )
+    _made: bool = False
     _etcd: subprocess.Popen[bytes] | None = None
     _apiserver: subprocess.Popen[bytes] | None = None
 
     # --- where things are -----------------------------------------------------------------
 
     @property
-    def url(self) -> str:
+    def api_url(self) -> str:
+        """The API server's HTTPS address."""
         return f"https://{self.host}:{self.port}"
 
     @property
+    def url(self) -> str:
+        """How a client connects, as `{services.NAME.url}` gives it in a stack file:
+        `kubernetes://` and the path of the admin kubeconfig (server, CA and token)."""
+        return f"kubernetes://{self.kubeconfig}"
+
+    @property
     def root(self) -> Path:
-        if self._root is None:
-            raise RuntimeError("the API server has not been started")
         return self._root
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._apiserver
 
     @property
     def ca_file(self) -> Path:
@@ -132,8 +148,9 @@ class KubeAPIServer:
     def start(self) -> KubeAPIServer:
         """Start etcd (first time only) and the API server; apply the CRDs; wait for both."""
         bins = find_kube_binaries(self.bin_dir)
-        if self._root is None:
-            self._root = Path(tempfile.mkdtemp(prefix="e2ecov-kubeapi-"))
+        if not self._made:
+            self._root.mkdir(mode=0o700, parents=True)
+            self._made = True
             self._prepare()
         if self._etcd is None or self._etcd.poll() is not None:
             self._etcd = self._spawn(bins / "etcd", self._etcd_args(), "etcd.log")
@@ -169,9 +186,9 @@ class KubeAPIServer:
 
     def cleanup(self) -> None:
         self.stop()
-        root, self._root = self._root, None
-        if root is not None:
-            shutil.rmtree(root, ignore_errors=True)
+        if self._made:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._made = False
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -272,7 +289,10 @@ class KubeAPIServer:
             "clusters": [
                 {
                     "name": "e2ecov",
-                    "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)},
+                    "cluster": {
+                        "server": self.api_url,
+                        "certificate-authority": str(self.ca_file),
+                    },
                 }
             ],
             "users": [{"name": ADMIN_USER, "user": {"token": self.admin_token}}],
@@ -336,7 +356,7 @@ class KubeAPIServer:
     ) -> tuple[int, dict[str, Any]]:
         """One API call (as the admin unless `token` is given): (status, JSON body)."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)  # noqa: S310 - https to our own server
+        request = urllib.request.Request(f"{self.api_url}{path}", data=data, method=method)  # noqa: S310 - https to our own server
         request.add_header("Authorization", f"Bearer {token or self.admin_token}")
         request.add_header("Accept", "application/json")
         if data is not None:

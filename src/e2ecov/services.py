@@ -24,10 +24,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from e2ecov import procs
+from e2ecov.kubeapi import KubeAPIServer, find_kube_binaries
 from e2ecov.recipes import PostgresServer, RecipeFailed, RecipeUnavailable, RedisServer
 from e2ecov.stackfile import ServiceSpec
 
-Recipe = PostgresServer | RedisServer
+Recipe = PostgresServer | RedisServer | KubeAPIServer
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -117,6 +118,9 @@ def make_recipe(spec: ServiceSpec) -> Recipe:
         return PostgresServer()
     if spec.recipe == "redis":
         return RedisServer()
+    if spec.recipe == "kube-apiserver":
+        # binaries from $E2ECOV_KUBE_BIN or PATH, checked now, before anything starts
+        return KubeAPIServer(bin_dir=find_kube_binaries(None), crds=spec.manifests)
     raise RecipeUnavailable(f"unknown recipe {spec.recipe!r}")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from e2ecov import placeholders
 from e2ecov.errors import Problem, StackFileError
 
-RECIPES = ("postgres", "redis")
+RECIPES = ("postgres", "redis", "kube-apiserver")
 RUN_KEYS = {
     "name": "a string naming the run",
     "artifacts": "a directory for everything the run writes",
@@ -44,6 +44,7 @@ SERVICE_KEYS = {
     "fail_under": "a percent (number)",
     "grace": "time between SIGTERM and SIGKILL",
     "source": "directories or packages measured for this service (default: [run] source)",
+    "manifests": "recipe kube-apiserver: YAML files applied at start (CRDs and other objects)",
 }
 HEALTH_KEYS = {"url": "an http:// URL", "timeout": "e.g. '30s'", "interval": "e.g. '0.1s'"}
 _SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -80,6 +81,8 @@ class ServiceSpec:
     source_pkgs: list[str] = field(default_factory=list)
     go: bool = False  # a Go binary built with -cover: measured through GOCOVERDIR
     go_build: str | None = None  # the Go package e2ecov builds before anything starts
+    # recipe kube-apiserver: manifests applied (CRDs established) before it counts as started
+    manifests: tuple[Path, ...] = ()
 
     @property
     def env_prefix(self) -> str:
@@ -447,7 +450,7 @@ def _service(
         check.problem(
             where,
             f"[services.{name}] missing 'command': expected "
-            'command = ["program", "arg", ...] or recipe = "postgres"/"redis"',
+            'command = ["program", "arg", ...] or recipe = "postgres"/"redis"/"kube-apiserver"',
         )
     command_list = check.string_list(command, (*where, "command")) if command is not None else None
     health_raw = body.get("health")
@@ -484,6 +487,18 @@ def _service(
             f"got {go_build!r}",
         )
         go_build = None
+    manifests = check.string_list(body.get("manifests"), (*where, "manifests")) or []
+    if manifests and recipe != "kube-apiserver":
+        check.problem(
+            (*where, "manifests"),
+            f"[services.{name}] 'manifests' is for recipe = \"kube-apiserver\" only",
+        )
+    for manifest in manifests:
+        if not (root / manifest).is_file():
+            check.problem(
+                (*where, "manifests"),
+                f"[services.{name}] manifest {manifest!r} is not a file (relative to {root})",
+            )
     raw_coverage = body.get("coverage")
     go_service = raw_coverage == "go" or (go_build is not None and raw_coverage is None)
     coverage = go_service or check.boolean(raw_coverage, (*where, "coverage"), command is not None)
@@ -505,6 +520,7 @@ def _service(
         source=split_source(root, own_source)[0] if own_source else source[0],
         source_pkgs=split_source(root, own_source)[1] if own_source else source[1],
         port_names=frozenset(),
+        manifests=tuple((root / m).resolve() for m in manifests),
     )
     if spec.recipe and spec.coverage:
         check.problem(

@@ -89,6 +89,14 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
+def signal_resolved(status: dict[str, Any]) -> str | None:
+    """The status ("True"/"False") of an RR status's SignalResolved condition, if any."""
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "SignalResolved":
+            return str(condition["status"])
+    return None
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels` (0 when there is none)."""
     total = 0.0

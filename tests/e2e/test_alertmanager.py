@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.stack import Audit, Stack, fingerprint, unique, wait_for
+from tests.e2e.stack import Audit, Stack, fingerprint, signal_resolved, unique, wait_for
 
 RRS = "/api/v1/remediation-requests"
 
@@ -78,7 +78,7 @@ def test_alertmanager_webhooks_create_deduplicate_and_resolve(
 
     (same,) = wait_for(renotified, 20, "a re-notification to be deduplicated")
     assert same["metadata"]["name"] == created["metadata"]["name"]
-    assert not same["status"].get("signalResolvedAt")
+    assert signal_resolved(same["status"]) is None
 
     # resolve it the way Prometheus does: the same alert again, with endsAt in the past
     ended = datetime.now(UTC) - timedelta(seconds=1)
@@ -89,7 +89,7 @@ def test_alertmanager_webhooks_create_deduplicate_and_resolve(
 
     def resolved() -> list[dict[str, Any]] | None:
         items = rrs()
-        return items if items and items[0]["status"].get("signalResolvedAt") else None
+        return items if items and signal_resolved(items[0]["status"]) == "True" else None
 
     (done,) = wait_for(resolved, 20, "the resolved notification to be recorded")
     assert done["metadata"]["name"] == created["metadata"]["name"]

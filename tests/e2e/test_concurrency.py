@@ -54,6 +54,8 @@ def test_concurrent_identical_alerts_make_one_rr(stack: Stack, gateway: httpx.Cl
         "items"
     ]
     assert only["status"]["deduplication"]["occurrenceCount"] == count
-    assert sorted(a.json().get("metadata", {}).get("count", 1) for a in answers) == list(
-        range(1, count + 1)
-    )
+    # each answer's count includes its own signal; duplicates coalesced into one store write
+    # share that write's count, so counts may repeat, but never exceed the total
+    counts = sorted(a.json().get("metadata", {}).get("count", 1) for a in answers)
+    assert counts[0] == 1 and counts[-1] == count, counts
+    assert all(1 <= c <= count for c in counts), counts

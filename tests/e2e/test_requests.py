@@ -56,6 +56,7 @@ def test_malformed_webhooks_are_400_problems(
 def test_missing_alertname_is_400_naming_it(gateway: httpx.Client) -> None:
     payload = a_webhook()
     del payload["alerts"][0]["labels"]["alertname"]  # type: ignore[index]
+    del payload["commonLabels"]["alertname"]  # type: ignore[attr-defined]  # as Alertmanager would
     answer = gateway.post(PROMETHEUS, json=payload)
     assert "alertname" in problem(answer, 400, "validation-error")["detail"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.stack import fingerprint, unique
+from tests.e2e.stack import fingerprint, signal_resolved, unique
 from tests.support.services import alert, k8s_event, rfc3339, webhook
 
 PROMETHEUS = "/api/v1/signals/prometheus"
@@ -80,7 +80,7 @@ def test_webhook_creates_an_rr_with_the_right_spec(gateway: httpx.Client) -> Non
     assert got["apiVersion"] == "kubernaut.ai/v1alpha1"
     assert got["kind"] == "RemediationRequest"
     assert got["metadata"]["name"] == name
-    assert got["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "signalgate-gateway"
+    assert got["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gateway-service"
     spec = got["spec"]
     assert spec["signalFingerprint"] == fp
     assert spec["signalName"] == "KubePodCrashLooping"
@@ -178,13 +178,13 @@ def test_resolved_notice_is_recorded_and_a_later_firing_clears_it(gateway: httpx
     assert answer.json()["status"] == "resolved"
     assert answer.json()["remediationRequestName"] == name
     status = rr(gateway, name)["status"]
-    assert status["signalResolvedAt"]
+    assert signal_resolved(status) == "True"
     assert status["deduplication"]["occurrenceCount"] == 1  # unchanged by a resolved notice
 
     back = fire(gateway, namespace, pod)
     assert back.status_code == 202
     status = rr(gateway, name)["status"]
-    assert not status.get("signalResolvedAt")
+    assert signal_resolved(status) == "False"  # the problem is back
     assert status["deduplication"]["occurrenceCount"] == 2
 
 

@@ -26,7 +26,7 @@ def write_kubeconfig(server: KubeAPIServer, token: str, path: Path) -> Path:
         "clusters": [
             {
                 "name": "test",
-                "cluster": {"server": server.url, "certificate-authority": str(server.ca_file)},
+                "cluster": {"server": server.api_url, "certificate-authority": str(server.ca_file)},
             }
         ],
         "users": [{"name": "test", "user": {"token": token}}],

@@ -34,7 +34,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         server: KubeAPIServer = request.getfixturevalue("kube_apiserver")
         namespace: str = request.getfixturevalue("kube_namespace")
         config = KubeConfig(
-            server=server.url, ca_file=str(server.ca_file), token=server.admin_token
+            server=server.api_url, ca_file=str(server.ca_file), token=server.admin_token
         )
 
         def kube_store(**kw: object) -> KubernetesStore:

@@ -22,7 +22,7 @@ async def kube_store(
     kube_apiserver: KubeAPIServer, kube_namespace: str
 ) -> AsyncIterator[KubernetesStore]:
     config = KubeConfig(
-        server=kube_apiserver.url,
+        server=kube_apiserver.api_url,
         ca_file=str(kube_apiserver.ca_file),
         token=kube_apiserver.admin_token,
     )

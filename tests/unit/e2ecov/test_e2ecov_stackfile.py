@@ -201,3 +201,29 @@ coverage = "go"
     assert any("this service has no go_build" in p for p in problems(tmp_path, wrong))
     bad = go.replace('go_build = "./cmd/api"', "go_build = 3")
     assert any("'go_build' must be a Go package path" in p for p in problems(tmp_path, bad))
+
+
+KUBE = """\
+[run]
+tests = ["python", "-m", "pytest", "e2e"]
+source = ["src"]
+
+[services.kube]
+recipe = "kube-apiserver"
+manifests = ["crd.yaml"]
+
+[services.api]
+command = ["api", "--kubeconfig-url", "{services.kube.url}"]
+depends_on = ["kube"]
+"""
+
+
+def test_the_kube_apiserver_recipe_takes_manifests(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "crd.yaml").write_text("kind: CustomResourceDefinition\n")
+    stack = load(tmp_path, KUBE)
+    assert stack.services["kube"].manifests == ((tmp_path / "crd.yaml").resolve(),)
+    missing = problems(tmp_path, KUBE.replace('"crd.yaml"', '"nowhere.yaml"'))
+    assert any("manifest 'nowhere.yaml' is not a file" in p for p in missing), missing
+    wrong = KUBE.replace('recipe = "kube-apiserver"', 'recipe = "postgres"')
+    assert any("'manifests' is for recipe" in p for p in problems(tmp_path, wrong))
