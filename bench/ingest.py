@@ -3,8 +3,9 @@
 Prints, for SQLite, PostgreSQL and Kubernetes custom resources, and for the all-duplicate
 (one hot resource) and all-new workloads, the throughput and the p50/p99 latency at a fixed
 concurrency. The load generator is wrk (Debian package `wrk`), a separate compiled process,
-so it does not share the Gateway's interpreter. PostgreSQL is a throwaway server from the
-system binaries (fsync off, as in the test fixtures); Kubernetes is the tests' real
+so it does not share the Gateway's interpreter. PostgreSQL is one throwaway server from the
+system binaries with production durability (fsync, synchronous commit and full-page writes
+on; the test fixtures turn them off), a database per case; Kubernetes is the tests' real
 kube-apiserver + etcd (tools/kube-testenv/build.sh), where the figures are also checked on
 the API server itself (the hot RR's occurrence count, the number of RRs).
 
@@ -12,32 +13,47 @@ Each backend runs twice: with audit delivery off (no DataStorage: events only lo
 with the durable audit trail on (a DataStorage process; every answer waits for the audit
 journal's group-committed fsync), so the cost of "durable before acknowledged" shows.
 
-    python bench/ingest.py [--duration 10] [--connections 32]
+Beside the Gateway, the naive ceiling (bench/ceiling.py: a bare ASGI app doing one
+PostgreSQL upsert per request, under uvicorn, on the same PostgreSQL) runs the same
+workloads, and each Gateway row prints its ratio to it. Every row also prints the server's
+CPU time per answered request (utime + stime from /proc, the process and its children,
+before/after the run), and every workload's count is read back server-side (the Gateway's
+list API, or the API server) and compared with the answers wrk counted.
+
+    python bench/ingest.py [--duration 5] [--connections 16,64]
                            [--backends sqlite,postgres,kubernetes] [--audit off,journal]
+                           [--no-ceiling]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.ceiling import count as ceiling_count
 from e2ecov.kubeapi import KubeAPIServer
-from e2ecov.recipes import PostgresServer
+from e2ecov.recipes import PostgresServer, free_port
 from tests.conftest import CRD_FILE, kube_testenv_bin
 from tests.integration.datastorage.dstools import WRITER_TOKEN, datastorage_process
 from tests.support.kube import kube_gateway
-from tests.support.services import ADMIN_TOKEN, gateway_process, rfc3339
+from tests.support.services import ADMIN_TOKEN, ServiceProcess, gateway_process, rfc3339
 
+ROOT = Path(__file__).resolve().parents[1]
 LUA = textwrap.dedent(
     """
     local counter = 0
@@ -104,77 +120,253 @@ def parse_wrk(output: str) -> dict[str, float]:
     }
 
 
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` and its descendants (worker processes), from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def measured_wrk(
+    pid: int, url: str, workload: str, duration: int, connections: int, workdir: Path
+) -> dict[str, float]:
+    """One wrk run with the server's CPU time per answered request."""
+    before = proc_cpu_seconds(pid)
+    figures = run_wrk(url, workload, duration, connections, workdir)
+    spent = proc_cpu_seconds(pid) - before
+    figures["cpu_us"] = spent * 1e6 / figures["requests"] if figures["requests"] else 0.0
+    return figures
+
+
+def wait_port(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the ceiling app exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the ceiling app does not listen on {url} after {timeout}s")
+
+
+def run_ceiling(
+    postgres: PostgresServer,
+    connections: list[int],
+    duration: int,
+    workdir: Path,
+    rows: list[Row],
+    checks: list[str],
+) -> None:
+    """The naive one-upsert-per-request app (bench/ceiling.py) under uvicorn, same workloads."""
+    for workload in ("duplicate", "new"):
+        for conns in connections:
+            dsn = postgres.create_database(f"ceiling_{workload}_{conns}")
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            command = [sys.executable, "-m", "uvicorn", "bench.ceiling:app", "--port", str(port)]
+            command += ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+            command += ["--log-level", "warning"]
+            env = {**os.environ, "CEILING_DSN": dsn}
+            proc = subprocess.Popen(command, env=env, cwd=ROOT)
+            try:
+                wait_port(url, proc)
+                warm = run_wrk(url, workload, 2, conns, workdir)
+                figures = measured_wrk(proc.pid, url, workload, duration, conns, workdir)
+                rows.append(Row("ceiling", "-", 1, conns, workload, figures))
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            stored_rows, total = asyncio.run(ceiling_count(dsn))
+            acknowledged = ok_answers(warm) + ok_answers(figures)
+            counted = total if workload == "duplicate" else stored_rows
+            checks.append(verdict(f"ceiling c={conns}", workload, conns, acknowledged, counted))
+
+
+def ok_answers(figures: dict[str, float]) -> int:
+    return int(figures["requests"] - figures["non_2xx"])
+
+
+def verdict(what: str, workload: str, conns: int, acknowledged: int, counted: int) -> str:
+    """wrk counts only the answers it read before its time was up: up to one request per
+    connection and run (a warm-up and a measured run) may be stored without being counted."""
+    in_flight = 2 * conns
+    ok = "ok" if acknowledged <= counted <= acknowledged + in_flight else "MISMATCH"
+    return (
+        f"{what} {workload}: {acknowledged} acknowledged by wrk, {counted} counted"
+        f" server-side (at most {in_flight} more in flight): {ok}"
+    )
+
+
+@dataclass
+class Row:
+    backend: str
+    audit: str
+    workers: int
+    connections: int
+    workload: str
+    figures: dict[str, float]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measured case")
+    parser.add_argument("--connections", default="16,64", help="comma-separated wrk -c values")
     parser.add_argument("--backends", default="sqlite,postgres,kubernetes")
     parser.add_argument("--audit", default="off,journal", help="off, journal or both")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the naive ceiling app")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench/ingest.py needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
+    connections = [int(c) for c in args.connections.split(",")]
 
-    rows = []
+    rows: list[Row] = []
     checks: list[str] = []
     with tempfile.TemporaryDirectory(prefix="signalgate-bench-") as tmp:
         workdir = Path(tmp)
-        datastorage = datastorage_process(workdir / "datastorage").start()
+        # one PostgreSQL for the whole run, production durability (fsync on): each case has
+        # its own database on it
+        postgres = PostgresServer(durable=True).start()
+        datastorage = datastorage_process(
+            workdir / "datastorage",
+            env={
+                "SIGNALGATE_STORE__DSN": postgres.create_database("ds"),
+                "SIGNALGATE_STORE__AUTOMIGRATE": "true",
+            },
+        ).start()
         token_file = workdir / "ds.token"
         token_file.write_text(WRITER_TOKEN)
-        cases = [(b, a) for b in args.backends.split(",") for a in args.audit.split(",")]
-        for backend, audit in cases:
-            postgres = PostgresServer().start() if backend == "postgres" else None
-            kube = start_kube() if backend == "kubernetes" else None
-            env = {
-                "SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1000",
-                "SIGNALGATE_LOGGING__LEVEL": "warning",
-            }
-            if postgres is not None:
-                env["SIGNALGATE_STORE__DSN"] = postgres.url
-            if audit == "journal":
-                env["SIGNALGATE_DATASTORAGE__URL"] = datastorage.api_url
-                env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(token_file)
-            data_dir = workdir / f"{backend}-{audit}"
-            if kube is not None:
-                env["SIGNALGATE_SCOPE__SOURCE"] = "settings"
-                service = kube_gateway(kube, "bench", data_dir, auth="static", env=env)
-            else:
-                service = gateway_process(data_dir, env=env)
-            service.start()
-            try:
-                for workload in ("duplicate", "new"):
-                    warm = run_wrk(service.api_url, workload, 2, args.connections, workdir)
-                    figures = run_wrk(
-                        service.api_url, workload, args.duration, args.connections, workdir
-                    )
-                    rows.append((backend, audit, workload, figures))
-                    if kube is not None:
-                        checks.append(verify_kube(kube, workload, warm, figures, args.connections))
-                    time.sleep(0.5)
-            finally:
-                service.stop()
-                if postgres is not None:
-                    postgres.cleanup()
-                if kube is not None:
-                    kube.cleanup()
-        datastorage.stop()
+        try:
+            if not args.no_ceiling:
+                run_ceiling(postgres, connections, args.duration, workdir, rows, checks)
+            cases = [(b, a) for b in args.backends.split(",") for a in args.audit.split(",")]
+            for number, (backend, audit) in enumerate(cases):
+                run_gateway_case(
+                    backend, audit, number, postgres, datastorage, token_file, connections,
+                    args.duration, workdir, rows, checks,
+                )  # fmt: skip
+        finally:
+            datastorage.stop()
+            postgres.cleanup()
 
-    print(f"\nGateway ingest, wrk -t2 -c{args.connections}, {args.duration}s per case\n")
-    print(
-        f"{'backend':10} {'audit':8} {'workload':10} {'signals/s':>10} {'p50 ms':>8}"
-        f" {'p99 ms':>8} {'non-2xx':>8}"
-    )
-    for backend, audit, workload, f in rows:
-        print(
-            f"{backend:10} {audit:8} {workload:10} {f['rps']:10.0f} {f['p50_ms']:8.2f}"
-            f" {f['p99_ms']:8.2f} {int(f['non_2xx']):8d}"
-        )
+    print_table(rows, args.duration)
     for line in checks:
         print(line)
     return 0
+
+
+def run_gateway_case(
+    backend: str,
+    audit: str,
+    number: int,
+    postgres: PostgresServer,
+    datastorage: ServiceProcess,
+    token_file: Path,
+    connections: list[int],
+    duration: int,
+    workdir: Path,
+    rows: list[Row],
+    checks: list[str],
+) -> None:
+    kube = start_kube() if backend == "kubernetes" else None
+    env = {
+        "SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1000",
+        "SIGNALGATE_LOGGING__LEVEL": "warning",
+    }
+    if backend == "postgres":
+        env["SIGNALGATE_STORE__DSN"] = postgres.create_database(f"gateway_{number}")
+    if audit == "journal":
+        env["SIGNALGATE_DATASTORAGE__URL"] = datastorage.api_url
+        env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(token_file)
+    data_dir = workdir / f"{backend}-{audit}"
+    if kube is not None:
+        env["SIGNALGATE_SCOPE__SOURCE"] = "settings"
+        service = kube_gateway(kube, "bench", data_dir, auth="static", env=env)
+    else:
+        service = gateway_process(data_dir, env=env)
+    service.start()
+    assert service.proc is not None
+    try:
+        for workload in ("duplicate", "new"):
+            acknowledged = 0
+            for conns in connections:
+                warm = run_wrk(service.api_url, workload, 2, conns, workdir)
+                figures = measured_wrk(
+                    service.proc.pid, service.api_url, workload, duration, conns, workdir
+                )
+                rows.append(Row(backend, audit, 1, conns, workload, figures))
+                acknowledged += ok_answers(warm) + ok_answers(figures)
+                time.sleep(0.5)
+            # the counts cover every run of this workload on this Gateway
+            counted = (
+                count_on_kube(kube, workload)
+                if kube is not None
+                else count_on_gateway(service, workload)
+            )
+            what = f"{backend}/audit-{audit}"
+            checks.append(verdict(what, workload, sum(connections), acknowledged, counted))
+    finally:
+        service.stop()
+        if kube is not None:
+            kube.cleanup()
+
+
+def count_on_gateway(service: ServiceProcess, workload: str) -> int:
+    """The hot RR's occurrence count, or the number of other RRs, read back from the
+    Gateway's own list API."""
+    hot, others = 0, 0
+    cursor = ""
+    with service.client() as client:
+        while True:
+            params = {"namespace": "bench", "limit": "500"}
+            if cursor:
+                params["cursor"] = cursor
+            answer = client.get("/api/v1/remediation-requests", params=params)
+            answer.raise_for_status()
+            page = answer.json()
+            for rr in page["items"]:
+                if rr["spec"]["targetResource"]["name"] == "hot-pod":
+                    hot += int(rr["status"]["deduplication"]["occurrenceCount"])
+                else:
+                    others += 1
+            cursor = page.get("nextCursor") or ""
+            if not cursor:
+                break
+    return hot if workload == "duplicate" else others
+
+
+def print_table(rows: list[Row], duration: int) -> None:
+    ceiling = {
+        (r.connections, r.workload): r.figures["rps"] for r in rows if r.backend == "ceiling"
+    }
+    print(f"\nGateway ingest, wrk -t2, {duration}s per case, PostgreSQL with fsync on\n")
+    print(
+        f"{'backend':10} {'audit':8} {'workers':>7} {'conns':>5} {'workload':10}"
+        f" {'signals/s':>10} {'/ceiling':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>10}"
+        f" {'non-2xx':>8}"
+    )
+    for r in rows:
+        f = r.figures
+        base = ceiling.get((r.connections, r.workload))
+        ratio = f"{f['rps'] / base:8.2f}" if base else f"{'-':>8}"
+        print(
+            f"{r.backend:10} {r.audit:8} {r.workers:7d} {r.connections:5d} {r.workload:10}"
+            f" {f['rps']:10.0f} {ratio} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f}"
+            f" {f['cpu_us']:10.0f} {int(f['non_2xx']):8d}"
+        )
 
 
 def start_kube() -> KubeAPIServer:
@@ -183,34 +375,18 @@ def start_kube() -> KubeAPIServer:
     return server
 
 
-def verify_kube(
-    server: KubeAPIServer,
-    workload: str,
-    warm: dict[str, float],
-    run: dict[str, float],
-    connections: int,
-) -> str:
-    """The answers counted on the API server: every acknowledged duplicate is in the hot RR's
-    occurrenceCount; every acknowledged new signal is one RR. wrk counts only the requests
-    answered before its time is up, so up to one request per connection and run may have
-    been stored without being counted by wrk."""
+def count_on_kube(server: KubeAPIServer, workload: str) -> int:
+    """The same counts on the API server itself: the hot RR's occurrenceCount, or the number
+    of other RRs."""
     status, listed = server.request(
         "GET", "/apis/kubernaut.ai/v1alpha1/namespaces/bench/remediationrequests"
     )
     assert status == 200, listed
     items = listed["items"]
-    acknowledged = int(warm["requests"] - warm["non_2xx"] + run["requests"] - run["non_2xx"])
     if workload == "duplicate":
         (hot,) = [rr for rr in items if rr["spec"]["targetResource"]["name"] == "hot-pod"]
-        counted = int(hot["status"]["deduplication"]["occurrenceCount"])
-    else:
-        counted = sum(1 for rr in items if rr["spec"]["targetResource"]["name"] != "hot-pod")
-    in_flight = 2 * connections
-    verdict = "ok" if acknowledged <= counted <= acknowledged + in_flight else "MISMATCH"
-    return (
-        f"kubernetes {workload}: {acknowledged} acknowledged by the end of wrk's runs, "
-        f"{counted} counted on the API server (at most {in_flight} more in flight): {verdict}"
-    )
+        return int(hot["status"]["deduplication"]["occurrenceCount"])
+    return sum(1 for rr in items if rr["spec"]["targetResource"]["name"] != "hot-pod")
 
 
 if __name__ == "__main__":
