@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 
 _LINE_RE = re.compile(r"^(?P<digest>[0-9a-fA-F]{64})\s+(?P<scopes>[A-Za-z0-9:_.,\-]+)$")
 BEARER_RE = re.compile(r"^Bearer ([A-Za-z0-9\-._~+/]+=*)$")
+
+# The caller's identity as the cluster confirmed it (Kubernetes mode), for the audit trail's
+# actor; unset for static tokens, which name no one.
+authenticated_user_var: ContextVar[str | None] = ContextVar("authenticated_user", default=None)
 
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
 TOKENS_FILE = "tokens"

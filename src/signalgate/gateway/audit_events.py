@@ -6,6 +6,7 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
+from signalgate.common.auth import authenticated_user_var
 from signalgate.common.ids import new_uuid
 from signalgate.gateway.signal import Signal
 from signalgate.remediation.model import RemediationRequest, format_time
@@ -33,8 +34,9 @@ def _actor_and_resource(
     event_type: str, signal: Signal, correlation_id: str, rr: RemediationRequest | None
 ) -> dict[str, str]:
     """Kubernaut's values (its Gateway's audit emission): a signal's events are by the
-    external source about the Signal (its fingerprint); the RR's creation and failure are
-    by the Gateway's CRD creator about the RemediationRequest (`<ns>/<name>`)."""
+    external source about the Signal (its fingerprint) — by the authenticated ServiceAccount
+    when the cluster confirmed who sent it (Kubernetes mode); the RR's creation and failure
+    are by the Gateway's CRD creator about the RemediationRequest (`<ns>/<name>`)."""
     if event_type == CRD_CREATED and rr is not None:
         return {
             "actor_type": "gateway",
@@ -49,9 +51,10 @@ def _actor_and_resource(
             "resource_type": "RemediationRequest",
             "resource_id": correlation_id,
         }
+    user = authenticated_user_var.get()
     return {
-        "actor_type": "external",
-        "actor_id": signal.source,
+        "actor_type": "external" if user is None else "authenticated-service",
+        "actor_id": signal.source if user is None else user,
         "resource_type": "Signal",
         "resource_id": signal.fingerprint or correlation_id,
     }

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from signalgate.common.auth import BEARER_RE, Principal
+from signalgate.common.auth import BEARER_RE, Principal, authenticated_user_var
 from signalgate.common.problems import Problem
 from signalgate.kube.client import KubeClient, KubeError, KubeUnavailable
 from signalgate.kube.settings import KubernetesSettings
@@ -148,6 +148,7 @@ class KubernetesAuth:
             raise Problem(
                 403, "forbidden", f"{user.name} may not {asked} in namespace {needed[0].namespace}"
             )
+        authenticated_user_var.set(user.name)
         return Principal(user.name, frozenset({scope}))
 
     def _access_for(self, scope: str) -> Sequence[Access]:
