@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,8 +55,14 @@ class Relay:
         self._extensions = extension_types
         self._dropped = dropped
         self._service = service
+        verify: ssl.SSLContext | bool = True
+        if settings.ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(settings.ca_file))
         self._client = httpx.AsyncClient(
-            base_url=settings.url.rstrip("/"), timeout=settings.timeout, transport=transport
+            base_url=settings.url.rstrip("/"),
+            timeout=settings.timeout,
+            transport=transport,
+            verify=verify,
         )
         self.advertised: frozenset[str] | None = None  # None: not asked successfully yet
         self.reachable: bool | None = None

@@ -24,6 +24,9 @@ class DeliverySettings(Section):
 
     url: str | None = None
     token_file: Path | None = None
+    # for an https:// url: the CA bundle (PEM) DataStorage's certificate is checked against;
+    # None: the system's trusted CAs
+    ca_file: Path | None = None
     timeout: Duration = 10.0
     batch_size: int = Field(100, ge=1, le=500)
     flush_interval: Duration = 1.0

@@ -158,7 +158,7 @@ def resolved_sets(now: str) -> str:
     )
 
 
-# --- deduplication rules 2 and 3 (contract section 6) ---------------------------------------
+# --- deduplication rules 2 and 3 (docs/gateway.md, "The decision") -----------------------
 
 # Terminal RRs of one fingerprint that may suppress a new one; `choose_suppressor` then
 # picks among these few rows. Fill in the placeholders for fingerprint, outcome and now.

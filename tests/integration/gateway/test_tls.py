@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -69,3 +70,55 @@ def test_a_certificate_without_its_key_stops_start_up(tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "server.tlsKeyFile" in done.stderr
+
+
+def test_the_gateway_delivers_audit_over_https_to_a_datastorage_with_tls(tmp_path: Path) -> None:
+    from tests.integration.datastorage.dstools import (
+        ADMIN_TOKEN as DS_ADMIN,
+    )
+    from tests.integration.datastorage.dstools import (
+        datastorage_process,
+    )
+
+    cert, key = self_signed(tmp_path)
+    datastorage = datastorage_process(
+        tmp_path / "ds",
+        env={
+            "SIGNALGATE_SERVER__TLSCERTFILE": str(cert),
+            "SIGNALGATE_SERVER__TLSKEYFILE": str(key),
+        },
+    )
+    datastorage.api_url = datastorage.api_url.replace("http://", "https://")
+    datastorage.start()
+    try:
+        token_file = tmp_path / "ds.token"
+        token_file.write_text(DS_ADMIN)
+        gateway = gateway_process(
+            tmp_path / "gw",
+            env={
+                "SIGNALGATE_DATASTORAGE__URL": datastorage.api_url,
+                "SIGNALGATE_DATASTORAGE__TOKENFILE": str(token_file),
+                "SIGNALGATE_DATASTORAGE__CAFILE": str(cert),
+                "SIGNALGATE_DATASTORAGE__FLUSHINTERVAL": "100ms",
+            },
+        ).start()
+        try:
+            with gateway.client() as c:
+                created = c.post("/api/v1/signals/prometheus", json=webhook(alert(pod="tls-2")))
+                assert created.status_code == 201, created.text
+            name = created.json()["remediationRequestName"]
+            trust = ssl.create_default_context(cafile=str(cert))
+            headers = {"Authorization": f"Bearer {DS_ADMIN}"}
+            with httpx.Client(base_url=datastorage.api_url, verify=trust, headers=headers) as ds:
+                types: list[str] = []
+                for _ in range(100):
+                    found = ds.get("/api/v1/audit/events", params={"correlation_id": name})
+                    types = [e["event_type"] for e in found.json()["data"]]
+                    if len(types) >= 2:
+                        break
+                    time.sleep(0.1)
+            assert sorted(types) == ["gateway.crd.created", "gateway.signal.received"]
+        finally:
+            gateway.stop()
+    finally:
+        datastorage.stop()

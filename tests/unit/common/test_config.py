@@ -93,7 +93,10 @@ def test_data_storage_url_shorthand_and_top_level_key() -> None:
         ({"SIGNALGATE_AUTH__MODE": "ldap"}, "'ldap' must be 'static', 'none' or 'kubernetes'"),
         ({"SIGNALGATE_FRESHNESS__TOLERANCE": "soon"}, "is not a duration"),
         ({"SIGNALGATE_DATASTORAGE__SPOOLMAXBYTES": "lots"}, "is not a size"),
-        ({"SIGNALGATE_STORE__DSN": "mysql://x"}, "must start with sqlite:///, postgresql:// or kubernetes://"),
+        (
+            {"SIGNALGATE_STORE__DSN": "mysql://x"},
+            "must start with sqlite:///, postgresql:// or kubernetes://",
+        ),
     ],
 )
 def test_errors_name_key_value_and_source(env: dict[str, str], message: str) -> None:
