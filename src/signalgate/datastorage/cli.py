@@ -32,7 +32,7 @@ from signalgate.common.cli import (
 )
 from signalgate.common.logging import configure_logging
 from signalgate.datastorage.dlq import ReplayWorker
-from signalgate.datastorage.errors import DeadLetterUnavailable, SchemaBehind, StoreUnavailable
+from signalgate.datastorage.errors import DeadLetterUnavailable, SchemaMismatch, StoreUnavailable
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.service import build_dlq, build_store
 from signalgate.datastorage.settings import SHORTHANDS, DataStorageSettings
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "verify-all":
                 return asyncio.run(_verify_all(settings))
             return asyncio.run(_verify(settings, args.correlation_id))
-        except SchemaBehind as exc:
+        except SchemaMismatch as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILURE
         except (StoreUnavailable, DeadLetterUnavailable) as exc:

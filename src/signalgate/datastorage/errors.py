@@ -10,8 +10,10 @@
 - `ParentsUnconfirmed` — a `StoreUnavailable`: a parent is not in the database and the
   dead-letter queue, where it may wait, cannot be asked; 503, so the client retries rather
   than drop an event a 400 would call invalid.
-- `SchemaBehind` — the database schema is older than this code: start-up refuses with the
-  command that fixes it.
+- `SchemaMismatch` — raised by `open()` only, start-up refuses with its message:
+  `SchemaBehind`, the schema is older than this code and not migrated automatically (run
+  `signalgate-datastorage migrate`); `SchemaAhead`, the database was made by a newer
+  signalgate (upgrade it).
 - anything else is a bug and becomes a 500.
 
 Adapters (`sqlite.py`, `postgres.py`, `dlq/`) translate driver errors into these with
@@ -35,8 +37,18 @@ class ParentsUnconfirmed(StoreUnavailable):
     """Parents missing from the database, and the queue that may hold them cannot be asked."""
 
 
-class SchemaBehind(StoreError):
-    """The database schema is older than this code expects."""
+class SchemaMismatch(StoreError):
+    """The database schema is not the version this code needs; start-up stops."""
+
+
+class SchemaBehind(SchemaMismatch):
+    """The database schema is older than this code needs and migrating it is the operator's
+    step (PostgreSQL without `store.autoMigrate`): the message names the command."""
+
+
+class SchemaAhead(SchemaMismatch):
+    """The database was made by a newer signalgate (its schema version is higher than any
+    this code knows): refused on every backend, the database left unchanged."""
 
 
 class Conflict(StoreError):

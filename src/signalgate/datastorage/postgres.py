@@ -21,11 +21,15 @@ from typing import Any
 import asyncpg
 
 from signalgate.common.pgpool import FairGate
+from signalgate.common.sql.drivers import PG_UNAVAILABLE
+from signalgate.common.sql.dsn import redact
+from signalgate.common.sql.migrations import postgres_migrate, postgres_version
 from signalgate.datastorage import migrations
 from signalgate.datastorage.chain import canonical
 from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, row_to_event
 from signalgate.datastorage.errors import SchemaBehind, StoreUnavailable
 from signalgate.datastorage.events import AuditEvent
+from signalgate.datastorage.migrations import SCHEMA
 from signalgate.datastorage.store import (
     AuditQuery,
     ChainHead,
@@ -78,10 +82,11 @@ _ENSURE_SQL = "SELECT audit_ensure_partitions($1::date, $2::int)"
 
 @contextlib.contextmanager
 def _translated(action: str) -> Any:
-    """Driver errors → `StoreUnavailable`: any database error sends events to the DLQ."""
+    """Driver errors that mean "cannot serve now" → `StoreUnavailable` (writes go to the DLQ);
+    any other database error is a bug and propagates (a 500, never a dead-letter trip)."""
     try:
         yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    except PG_UNAVAILABLE as exc:
         raise StoreUnavailable(f"PostgreSQL {action} failed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -102,6 +107,10 @@ class PostgresStore:
         self._fair = FairGate(pool_size)
 
     @property
+    def _where(self) -> str:
+        return f"audit database {redact(self._dsn)}"
+
+    @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError("PostgresStore used before open()")
@@ -110,7 +119,8 @@ class PostgresStore:
     async def open(self) -> None:
         with _translated("connect"):
             current = await self._schema_version()
-        wanted = migrations.latest("postgres")
+        wanted = SCHEMA.latest("postgres")
+        SCHEMA.refuse_newer(self._where, current, "postgres")
         if current < wanted:
             if not self._auto_migrate:
                 raise SchemaBehind(migrations.behind_message(current, wanted))
@@ -202,36 +212,12 @@ class PostgresStore:
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations, one transaction each, under a migration lock."""
-        applied: list[int] = []
         with _translated("migrate"):
             conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
-            try:
-                await conn.execute("SELECT pg_advisory_lock($1, $2)", *_MIGRATION_LOCK)
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {migrations.VERSION_TABLE} ("
-                    "version integer PRIMARY KEY, name text NOT NULL, "
-                    "applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                done = {
-                    row["version"]
-                    for row in await conn.fetch(f"SELECT version FROM {migrations.VERSION_TABLE}")
-                }
-                for migration in migrations.load("postgres"):
-                    if migration.version in done:
-                        continue
-                    async with conn.transaction():
-                        await conn.execute(migration.sql)
-                        await conn.execute(
-                            f"INSERT INTO {migrations.VERSION_TABLE} (version, name) "
-                            "VALUES ($1, $2)",
-                            migration.version,
-                            migration.name,
-                        )
-                    log.info("applied migration", extra={"version": migration.version})
-                    applied.append(migration.version)
-            finally:
-                await conn.close()
-        return applied
+        try:
+            return await postgres_migrate(conn, SCHEMA, self._where, _MIGRATION_LOCK)
+        finally:
+            await conn.close()
 
     async def maintain(self) -> int:
         """Ensure monthly partitions from last month (late events) to 3 months ahead."""
@@ -244,11 +230,7 @@ class PostgresStore:
     async def _schema_version(self) -> int:
         conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
         try:
-            exists = await conn.fetchval("SELECT to_regclass($1)", migrations.VERSION_TABLE)
-            if exists is None:
-                return 0
-            value = await conn.fetchval(f"SELECT max(version) FROM {migrations.VERSION_TABLE}")
-            return int(value or 0)
+            return await postgres_version(conn, SCHEMA)
         finally:
             await conn.close()
 

@@ -12,18 +12,19 @@ another process on the same file (a `replay-dlq` run) queues instead of forking 
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from signalgate.datastorage import migrations
+from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
+from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.datastorage.chain import canonical, format_timestamp
 from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, row_to_event
-from signalgate.datastorage.errors import SchemaBehind, StoreUnavailable
+from signalgate.datastorage.errors import StoreUnavailable
 from signalgate.datastorage.events import AuditEvent
+from signalgate.datastorage.migrations import SCHEMA
 from signalgate.datastorage.store import (
     AuditQuery,
     ChainHead,
@@ -32,8 +33,6 @@ from signalgate.datastorage.store import (
     WriteResult,
     plan_write,
 )
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -66,10 +65,12 @@ class SqliteStore:
                 raise StoreUnavailable("SQLite store is closed")
             try:
                 return func(self._conn)
-            except sqlite3.Error as exc:
+            except BaseException as exc:
                 if self._conn.in_transaction:
                     self._conn.rollback()
-                raise StoreUnavailable(f"SQLite {action} failed: {exc}") from exc
+                if isinstance(exc, SQLITE_UNAVAILABLE):
+                    raise StoreUnavailable(f"SQLite {action} failed: {exc}") from exc
+                raise
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, call)
@@ -95,14 +96,7 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         self._conn = conn
-        current = _schema_version(conn)
-        wanted = migrations.latest("sqlite")
-        if current > wanted:
-            raise SchemaBehind(
-                f"audit database '{self._path}' is at schema version {current}, newer than "
-                f"this DataStorage ({wanted}): upgrade signalgate"
-            )
-        _apply_migrations(conn, current)
+        sqlite_migrate(conn, SCHEMA, f"audit database '{self._path}'")
 
     async def close(self) -> None:
         if self._executor is None:
@@ -146,44 +140,11 @@ class SqliteStore:
         return [str(row[0]) for row in rows]
 
     async def migrate(self) -> list[int]:
-        def run(conn: sqlite3.Connection) -> list[int]:
-            return _apply_migrations(conn, _schema_version(conn))
-
-        return await self._run("migrate", run)
+        where = f"audit database '{self._path}'"
+        return await self._run("migrate", lambda conn: sqlite_migrate(conn, SCHEMA, where))
 
     async def maintain(self) -> int:
         return 0  # no partitions to prepare
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    table = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?",
-        [migrations.VERSION_TABLE],
-    ).fetchone()
-    if table is None:
-        return 0
-    value = conn.execute(f"SELECT max(version) FROM {migrations.VERSION_TABLE}").fetchone()[0]
-    return int(value or 0)
-
-
-def _apply_migrations(conn: sqlite3.Connection, current: int) -> list[int]:
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {migrations.VERSION_TABLE} ("
-        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-        "applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
-    )
-    applied = []
-    for migration in migrations.load("sqlite"):
-        if migration.version <= current:
-            continue
-        record = (
-            f"INSERT INTO {migrations.VERSION_TABLE} (version, name) "
-            f"VALUES ({migration.version}, '{migration.name}');"
-        )
-        conn.executescript(f"BEGIN;\n{migration.sql}\n{record}\nCOMMIT;")
-        log.info("applied migration", extra={"version": migration.version})
-        applied.append(migration.version)
-    return applied
 
 
 def _write(conn: sqlite3.Connection, events: Sequence[AuditEvent]) -> WriteResult:

@@ -65,7 +65,8 @@ class QueryPage:
 
 class AuditStore(Protocol):
     async def open(self) -> None:
-        """Connect; check (or apply) the schema; refuse with `SchemaBehind` when behind."""
+        """Connect; check (or apply) the schema; refuse with `SchemaBehind` when behind and not
+        migrated automatically, with `SchemaAhead` when newer than this code."""
         ...
 
     async def close(self) -> None: ...

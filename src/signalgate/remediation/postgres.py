@@ -27,14 +27,16 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from signalgate.common.pgpool import FairGate
+from signalgate.common.sql.drivers import PG_UNAVAILABLE
+from signalgate.common.sql.dsn import redact
+from signalgate.common.sql.migrations import postgres_migrate
 from signalgate.remediation import rows
 from signalgate.remediation.model import MANUAL_REVIEW_OUTCOME, RemediationRequest, StatusPatch
-from signalgate.remediation.schema import check_not_newer, migrations
+from signalgate.remediation.schema import SCHEMA
 from signalgate.remediation.store import (
     Conflict,
     Decision,
@@ -46,19 +48,8 @@ from signalgate.remediation.store import (
     encode_cursor,
 )
 
-# Errors that mean "not now", as opposed to a bug in a query.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,  # refused, reset, unreachable
-    TimeoutError,  # pool acquire, connect or command timeout
-    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError included
-    asyncpg.InterfaceError,  # connection closed under us, pool closing
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby after failover
-)
-
 MIGRATION_LOCK = 0x5347_5252_0001  # pg_advisory_lock key: "SGRR" + 1
-VERSION_TABLE = "remediation_schema_migrations"
+VERSION_TABLE = SCHEMA.table
 
 _T = rows.TABLE
 _COLS = rows.SELECT_COLUMNS
@@ -112,18 +103,6 @@ def _ph(index: int) -> str:
     return f"${index}"
 
 
-def redact(dsn: str) -> str:
-    """The DSN without its password, for messages and logs."""
-    try:
-        parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparseable dsn>"
-
-
 class PostgresStore:
     """`RemediationStore` on PostgreSQL (many Gateway replicas share one database)."""
 
@@ -165,7 +144,7 @@ class PostgresStore:
                     timeout=self.connect_timeout,
                     reset=_keep_session,
                 )
-        except _UNAVAILABLE as exc:
+        except PG_UNAVAILABLE as exc:
             raise StoreUnavailable(
                 f"PostgreSQL store {redact(self.dsn)}: cannot connect: {exc or type(exc).__name__}"
             ) from exc
@@ -176,32 +155,10 @@ class PostgresStore:
             raise
 
     async def _migrate(self) -> None:
-        steps = migrations("postgres")
-        known = steps[-1].version
         async with self._connection() as conn:
-            # One replica migrates at a time; the others wait, then find nothing to do.
-            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
-            try:
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} ("
-                    "version integer PRIMARY KEY, name text NOT NULL, "
-                    "applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                current = await conn.fetchval(
-                    f"SELECT coalesce(max(version), 0) FROM {VERSION_TABLE}"
-                )
-                check_not_newer(f"PostgreSQL store {redact(self.dsn)}", int(current), known)
-                for step in steps[current:]:
-                    async with conn.transaction():
-                        await conn.execute(step.sql)
-                        await conn.execute(
-                            f"INSERT INTO {VERSION_TABLE} (version, name) VALUES ($1, $2)",
-                            step.version,
-                            step.name,
-                        )
-            finally:
-                if not conn.is_closed():
-                    await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+            await postgres_migrate(
+                conn, SCHEMA, f"PostgreSQL store {redact(self.dsn)}", (MIGRATION_LOCK,)
+            )
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -209,7 +166,7 @@ class PostgresStore:
             return
         try:
             await asyncio.wait_for(pool.close(), timeout=self.command_timeout)
-        except _UNAVAILABLE:
+        except PG_UNAVAILABLE:
             pool.terminate()
 
     async def ping(self) -> None:
@@ -225,7 +182,7 @@ class PostgresStore:
         try:
             async with self._fair.acquire(pool, self.acquire_timeout) as conn:
                 yield conn
-        except _UNAVAILABLE as exc:
+        except PG_UNAVAILABLE as exc:
             raise StoreUnavailable(
                 f"PostgreSQL store {redact(self.dsn)}: {exc or type(exc).__name__}"
             ) from exc

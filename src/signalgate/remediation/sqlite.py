@@ -24,9 +24,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
+from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.remediation import rows
 from signalgate.remediation.model import RemediationRequest, StatusPatch, format_time, parse_time
-from signalgate.remediation.schema import check_not_newer, migrations
+from signalgate.remediation.schema import SCHEMA
 from signalgate.remediation.store import (
     Conflict,
     Decision,
@@ -128,25 +130,7 @@ class SqliteStore:
             raise StoreUnavailable(f"SQLite store {str(self.path)!r}: cannot open: {exc}") from exc
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        steps = migrations("sqlite")
-        known = steps[-1].version
-        current = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        check_not_newer(f"SQLite store {str(self.path)!r}", current, known)
-        if current == known:
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Another process may have migrated while we waited for the write lock.
-            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            check_not_newer(f"SQLite store {str(self.path)!r}", current, known)
-            for step in steps[current:]:
-                for statement in _statements(step.sql):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {step.version:d}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        sqlite_migrate(conn, SCHEMA, f"SQLite store {str(self.path)!r}")
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -168,7 +152,7 @@ class SqliteStore:
             raise RuntimeError(f"{self!r} is not open")
         try:
             return fn(conn)
-        except sqlite3.OperationalError as exc:
+        except SQLITE_UNAVAILABLE as exc:
             raise StoreUnavailable(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
     def _write(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -261,19 +245,3 @@ class SqliteStore:
             return _rr(found[0])
 
         return await self._run(lambda conn: self._write(conn, update))
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration script into statements (SQLite's own notion of a complete one)."""
-    out: list[str] = []
-    buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip():
-                out.append(buffer.strip())
-            buffer = ""
-    leftover = [ln for ln in buffer.splitlines() if ln.strip() and not ln.strip().startswith("--")]
-    if leftover:
-        raise RuntimeError(f"migration script ends inside a statement: {leftover[0]!r}")
-    return out

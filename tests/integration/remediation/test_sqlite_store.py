@@ -31,7 +31,8 @@ async def test_open_sets_wal_and_the_schema_version(tmp_path: Path) -> None:
     await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations("sqlite")[-1].version
+        recorded = conn.execute("SELECT version FROM remediation_schema_migrations").fetchall()
+        assert [v for (v,) in recorded] == [m.version for m in migrations("sqlite")]
     conn.close()
     # Opening again finds the schema current and keeps the data.
     again = SqliteStore(path)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from signalgate.common.sql.migrations import sqlite_statements as _statements
 from signalgate.remediation import rows
 from signalgate.remediation.model import (
     MANUAL_REVIEW_OUTCOME,
@@ -16,7 +17,6 @@ from signalgate.remediation.model import (
     format_time,
     parse_time,
 )
-from signalgate.remediation.sqlite import _statements
 from signalgate.remediation.store import InvalidCursor, ListQuery, encode_cursor
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)

@@ -1,45 +1,33 @@
-"""Versioned schema migrations: `NNNN_<name>.sql` files per backend, applied in order.
+"""The audit store's schema: `NNNN_<name>.sql` files per backend (package data, so they ship
+in the wheel), applied in order by the shared SQL toolkit (`signalgate.common.sql.migrations`).
 
 The highest file number is the schema version this code needs. Stores record applied
 versions in `audit_schema_migrations`; a database behind it is migrated (SQLite, and
-PostgreSQL with `store.autoMigrate`) or refused with the command that fixes it.
+PostgreSQL with `store.autoMigrate`) or refused with the command that fixes it
+(`SchemaBehind`); a database from a newer signalgate is refused on both (`SchemaAhead`).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from importlib import resources
-from typing import Literal
+from signalgate.common.sql.migrations import Backend, Migration, Schema
+from signalgate.datastorage.errors import SchemaAhead
 
-Backend = Literal["postgres", "sqlite"]
-
-_NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-
-VERSION_TABLE = "audit_schema_migrations"
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
+SCHEMA = Schema(
+    package="signalgate.datastorage",
+    table="audit_schema_migrations",
+    what="audit schema",
+    newer=SchemaAhead,
+)
+VERSION_TABLE = SCHEMA.table
 
 
 def load(backend: Backend) -> list[Migration]:
-    """The backend's migrations in version order (package data, so they ship in the wheel)."""
-    folder = resources.files(__name__).joinpath(backend)
-    found = []
-    for entry in folder.iterdir():
-        match = _NAME_RE.match(entry.name)
-        if match:
-            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text()))
-    return sorted(found, key=lambda m: m.version)
+    """The backend's migrations in version order."""
+    return SCHEMA.migrations(backend)
 
 
 def latest(backend: Backend) -> int:
-    migrations = load(backend)
-    return migrations[-1].version if migrations else 0
+    return SCHEMA.latest(backend)
 
 
 def behind_message(current: int, wanted: int) -> str:

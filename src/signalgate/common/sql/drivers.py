@@ -1,0 +1,31 @@
+"""Which driver errors mean "the database cannot serve now" (retry later: 503, or the audit
+dead-letter queue) and which are bugs (a 500 that someone must look at).
+
+The line matters: a store that called every driver error "unavailable" would turn a broken
+query into a 503 forever, or, in DataStorage, into a 202 and a trip through the dead-letter
+queue that replays the same failing statement. So both store families translate exactly
+these classes into their `StoreUnavailable` and let everything else propagate.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import asyncpg
+
+# PostgreSQL (asyncpg): the server is unreachable, refuses or drops us, or has no room.
+PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # pool acquire, connect or command timeout
+    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError included
+    asyncpg.InterfaceError,  # connection closed under us, pool closing
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby after failover
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # wrong password, no such role
+    asyncpg.exceptions.InvalidCatalogNameError,  # the database does not exist (yet)
+)
+
+# SQLite: locked past the busy timeout, disk full, I/O error, unreadable or read-only file.
+# IntegrityError, ProgrammingError, DataError and the rest are bugs (or tampering).
+SQLITE_UNAVAILABLE: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
