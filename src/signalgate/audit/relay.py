@@ -31,7 +31,8 @@ import httpx
 from prometheus_client import Counter
 
 from signalgate.audit.journal import Journal, Slice
-from signalgate.audit.settings import MAX_EVENT_AGE, DeliverySettings
+from signalgate.audit.settings import DeliverySettings
+from signalgate.common.audit import MAX_EVENT_AGE
 
 log = logging.getLogger("signalgate.audit")
 

@@ -7,16 +7,12 @@ must not import DataStorage's request models to deliver to it.)
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from signalgate.common.config import ByteSize, Duration, Section
-
-# DataStorage refuses events older than this; the relay drops them rather than retry forever
-MAX_EVENT_AGE = timedelta(days=7)
 
 
 class DeliverySettings(Section):

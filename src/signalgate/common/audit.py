@@ -9,9 +9,14 @@ retries are stored once. The DataStorage-bound sink lives in `signalgate.audit`.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any, Protocol
 
 log = logging.getLogger("signalgate.audit")
+
+# DataStorage refuses events older than this; a sender drops them rather than retry forever.
+# One home for both sides of the wire (the Gateway never imports the DataStorage server).
+MAX_EVENT_AGE = timedelta(days=7)
 
 
 class AuditSink(Protocol):

@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from signalgate.common.audit import MAX_EVENT_AGE
 from signalgate.datastorage.chain import canonical, dumps_canonical, format_timestamp
 
 CATEGORIES: tuple[str, ...] = (
@@ -52,7 +53,7 @@ OUTCOMES: tuple[str, ...] = ("success", "failure", "pending")
 MAX_EVENT_DATA_BYTES = 256 * 1024
 MAX_EVENT_DATA_DEPTH = 10
 MAX_FUTURE = timedelta(minutes=60)
-MAX_AGE = timedelta(days=7)
+MAX_AGE = MAX_EVENT_AGE
 DEFAULT_RETENTION_DAYS = 2555
 MAX_BIGINT = 2**63 - 1
 
