@@ -194,12 +194,17 @@ async def test_letters_of_the_previous_version_are_indexed_and_replayed(
         await store.open()
         try:
             worker = ReplayWorker(upgraded, store, [0.0], DataStorageMetrics(CollectorRegistry()))
-            assert (await worker.run_once()).replayed == 4
+            report = await worker.run_once()
+            assert (report.replayed, report.dead) == (4, 1)
             rows = await store.chain("rr-old")
             assert [row["event_id"] for row in rows] == [e.event_id for e in old]
         finally:
             await store.close()
-        assert await upgraded.depth() == 1  # the torn entry stays for a person to look at
+        # the torn entry is buried as it was, for a person to look at; it no longer waits
+        assert await upgraded.depth() == 0
+        [(_, dead)] = await upgraded.redis.xrange(DEAD_STREAM)
+        assert (dead[b"event"], dead[b"reason"]) == (b"{torn", b"invalid")
+        await assert_in_step(upgraded)
     finally:
         await upgraded.close()
 
@@ -274,3 +279,35 @@ async def test_two_replay_workers_store_every_letter_once(
         for store in stores:
             await store.close()
         await other.close()
+
+
+async def test_an_unreadable_letter_is_buried_not_returned_at_every_poll(
+    queue: RedisDeadLetterQueue, tmp_path: Path
+) -> None:
+    """A damaged entry (its due index entry is 0, so it heads every poll) is buried by the
+    first replay with its original bytes; the letters behind it replay, later polls are empty."""
+    await queue.redis.xadd(STREAM, {"event": b"[1, 2]", "attempts": b"x", "due": b"soon"})
+    await queue.redis.xadd(STREAM, {"attempts": b"0", "due": b"0"})  # no event at all
+    good = events(2, "rr-good")
+    await queue.put(good, due=time.time())
+    await queue.close()
+    await queue.open()  # indexes the damaged entries (due 0: the front of the queue)
+    store = SqliteStore(tmp_path / "audit.db")
+    await store.open()
+    try:
+        worker = ReplayWorker(queue, store, [0.0], DataStorageMetrics(CollectorRegistry()))
+        report = await worker.run_once()
+        assert (report.replayed, report.dead) == (2, 2)
+        assert not (await worker.run_once()).busy
+        assert [row["event_id"] for row in await store.chain("rr-good")] == [
+            e.event_id for e in good
+        ]
+    finally:
+        await store.close()
+    assert await queue.depth() == 0
+    dead = [fields for _, fields in await queue.redis.xrange(DEAD_STREAM)]
+    assert [(d[b"event"], d[b"reason"]) for d in dead] == [
+        (b"[1, 2]", b"invalid"),
+        (b"", b"invalid"),
+    ]
+    await assert_in_step(queue)
