@@ -26,6 +26,7 @@ from starlette.types import ASGIApp
 
 from signalgate.common.config import ConfigError, split_listen
 from signalgate.common.ops import ReadinessProbe, build_ops_app
+from signalgate.common.workers import WorkerRole
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,16 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _server(app: ASGIApp, listen: str, grace: float, tls: Tls | None = None) -> _Server:
+def http_server(
+    app: ASGIApp, listen: str, grace: float, tls: Tls | None = None, uds: str | None = None
+) -> _Server:
+    """A uvicorn server on `listen` (host:port), or on the Unix socket `uds` when given."""
     host, port = split_listen(listen)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        uds=uds,
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -90,23 +95,27 @@ async def run_service(
     ops_listen: str,
     grace: float = 30.0,
     tls: Tls | None = None,
+    role: WorkerRole | None = None,
 ) -> None:
     """Start `service`, serve both listeners until SIGTERM/SIGINT, then shut down in order.
     With `tls`, the API listener speaks HTTPS (the ops listener stays plain HTTP: kubelet
-    probes and Prometheus scrape it inside the cluster)."""
+    probes and Prometheus scrape it inside the cluster). As one of several workers (`role`,
+    common/workers.py), the API listener is the supervisor's inherited socket and the ops
+    listener a private Unix socket the supervisor reads."""
     await service.start()
     # objects made at start-up live for the whole run: keep them out of every GC pass
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 1000)
-    api = _server(api_app, listen, grace, tls)
-    ops = _server(ops_app, ops_listen, grace)
+    api = http_server(api_app, listen, grace, tls)
+    ops = http_server(ops_app, ops_listen, grace, uds=None if role is None else role.ops_socket)
+    sockets = None if role is None else [role.listen_socket()]
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
 
-    api_task = asyncio.create_task(api.serve(), name="api-listener")
+    api_task = asyncio.create_task(api.serve(sockets), name="api-listener")
     ops_task = asyncio.create_task(ops.serve(), name="ops-listener")
     service.lifecycle.state = State.SERVING
     log.info("serving", extra={"api": listen, "ops": ops_listen})
@@ -202,5 +211,6 @@ def serve(
         server.ops_listen,
         grace=server.shutdown_grace,
         tls=tls,
+        role=WorkerRole.from_environ(),
     )
     run_forever(main)

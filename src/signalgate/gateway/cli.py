@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
 from pathlib import Path
+
+import uvloop
 
 from signalgate.common.cli import (
     EXIT_FAILURE,
@@ -17,6 +20,7 @@ from signalgate.common.cli import (
 )
 from signalgate.common.logging import configure_logging
 from signalgate.common.server import serve as run
+from signalgate.common.workers import WorkerRole, supervise, worker_command
 from signalgate.gateway.settings import SHORTHANDS, GatewaySettings
 from signalgate.remediation.store import StoreError
 
@@ -38,6 +42,8 @@ def serve(settings: GatewaySettings) -> int:
     from signalgate.gateway.service import GatewayService
 
     configure_logging(settings.logging.level, settings.logging.format)
+    if settings.server.workers > 1 and WorkerRole.from_environ() is None:
+        return supervise_workers(settings)
     service = GatewayService.from_settings(settings)
     try:
         run(
@@ -52,6 +58,27 @@ def serve(settings: GatewaySettings) -> int:
         print(f"error: cannot open the remediation store: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def supervise_workers(settings: GatewaySettings) -> int:
+    """`server.workers` > 1: this process supervises that many Gateway processes. Each has
+    its own audit journal directory (the first keeps the configured one, so going back to
+    one worker delivers its backlog; the others use `<journal>-worker-<i>`)."""
+    journal = settings.datastorage.spool_path or settings.data_dir / "audit-journal"
+    per_worker = [
+        {"SIGNALGATE_DATASTORAGE__SPOOLPATH": str(journal if i == 0 else f"{journal}-worker-{i}")}
+        for i in range(settings.server.workers)
+    ]
+    main = supervise(
+        worker_command(),
+        settings.server.workers,
+        settings.server.listen,
+        settings.server.ops_listen,
+        settings.server.shutdown_grace,
+        per_worker,
+    )
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def main(argv: list[str] | None = None) -> int:

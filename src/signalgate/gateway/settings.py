@@ -37,6 +37,9 @@ class ServerSettings(Section):
     tls_key_file: Path | None = None
     # browser origins allowed to call the API (CORS); empty: CORS off
     cors_allowed_origins: list[str] = Field(default_factory=list)
+    # processes serving the API listener (common/workers.py): more than one uses more than
+    # one core; a supervisor answers the ops listener for all of them
+    workers: int = Field(1, ge=1, le=64)
 
 
 class StoreSettings(Section):
