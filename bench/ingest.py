@@ -22,7 +22,7 @@ list API, or the API server) and compared with the answers wrk counted.
 
     python bench/ingest.py [--duration 5] [--connections 16,64]
                            [--backends sqlite,postgres,kubernetes] [--audit off,journal]
-                           [--no-ceiling]
+                           [--workers 1,2] [--no-ceiling]
 """
 
 from __future__ import annotations
@@ -226,6 +226,7 @@ def main() -> int:
     parser.add_argument("--connections", default="16,64", help="comma-separated wrk -c values")
     parser.add_argument("--backends", default="sqlite,postgres,kubernetes")
     parser.add_argument("--audit", default="off,journal", help="off, journal or both")
+    parser.add_argument("--workers", default="1,2", help="comma-separated server.workers")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the naive ceiling app")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -252,10 +253,15 @@ def main() -> int:
         try:
             if not args.no_ceiling:
                 run_ceiling(postgres, connections, args.duration, workdir, rows, checks)
-            cases = [(b, a) for b in args.backends.split(",") for a in args.audit.split(",")]
-            for number, (backend, audit) in enumerate(cases):
+            cases = [
+                (b, a, int(w))
+                for b in args.backends.split(",")
+                for a in args.audit.split(",")
+                for w in args.workers.split(",")
+            ]
+            for number, (backend, audit, workers) in enumerate(cases):
                 run_gateway_case(
-                    backend, audit, number, postgres, datastorage, token_file, connections,
+                    backend, audit, workers, number, postgres, datastorage, token_file, connections,
                     args.duration, workdir, rows, checks,
                 )  # fmt: skip
         finally:
@@ -271,6 +277,7 @@ def main() -> int:
 def run_gateway_case(
     backend: str,
     audit: str,
+    workers: int,
     number: int,
     postgres: PostgresServer,
     datastorage: ServiceProcess,
@@ -285,13 +292,14 @@ def run_gateway_case(
     env = {
         "SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1000",
         "SIGNALGATE_LOGGING__LEVEL": "warning",
+        "SIGNALGATE_SERVER__WORKERS": str(workers),
     }
     if backend == "postgres":
         env["SIGNALGATE_STORE__DSN"] = postgres.create_database(f"gateway_{number}")
     if audit == "journal":
         env["SIGNALGATE_DATASTORAGE__URL"] = datastorage.api_url
         env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(token_file)
-    data_dir = workdir / f"{backend}-{audit}"
+    data_dir = workdir / f"{backend}-{audit}-{workers}"
     if kube is not None:
         env["SIGNALGATE_SCOPE__SOURCE"] = "settings"
         service = kube_gateway(kube, "bench", data_dir, auth="static", env=env)
@@ -307,7 +315,7 @@ def run_gateway_case(
                 figures = measured_wrk(
                     service.proc.pid, service.api_url, workload, duration, conns, workdir
                 )
-                rows.append(Row(backend, audit, 1, conns, workload, figures))
+                rows.append(Row(backend, audit, workers, conns, workload, figures))
                 acknowledged += ok_answers(warm) + ok_answers(figures)
                 time.sleep(0.5)
             # the counts cover every run of this workload on this Gateway
@@ -316,7 +324,7 @@ def run_gateway_case(
                 if kube is not None
                 else count_on_gateway(service, workload)
             )
-            what = f"{backend}/audit-{audit}"
+            what = f"{backend}/audit-{audit}/workers-{workers}"
             checks.append(verdict(what, workload, sum(connections), acknowledged, counted))
     finally:
         service.stop()
