@@ -24,8 +24,8 @@ from pathlib import Path
 
 from e2ecov.recipes import PostgresServer
 from signalgate.remediation.model import Deduplication, RemediationRequest
-from signalgate.remediation.postgres import PostgresStore
-from signalgate.remediation.sqlite import SqliteStore
+from signalgate.remediation.postgres import PostgresRemediationStore
+from signalgate.remediation.sqlite import SqliteRemediationStore
 from signalgate.remediation.store import RemediationStore
 
 
@@ -100,13 +100,13 @@ async def main() -> None:
     args = parser.parse_args()
     if args.backend in ("sqlite", "all"):
         with tempfile.TemporaryDirectory() as tmp:
-            await run("sqlite", SqliteStore(Path(tmp) / "rr.db"), args)
+            await run("sqlite", SqliteRemediationStore(Path(tmp) / "rr.db"), args)
     if args.backend in ("postgres", "all"):
         server = PostgresServer()
         await asyncio.to_thread(server.start)
         try:
             dsn = await asyncio.to_thread(server.create_database, "bench")
-            await run("postgres", PostgresStore(dsn, max_size=10), args)
+            await run("postgres", PostgresRemediationStore(dsn, max_size=10), args)
         finally:
             await asyncio.to_thread(server.cleanup)
 

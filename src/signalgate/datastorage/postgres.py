@@ -90,7 +90,9 @@ def _translated(action: str) -> Any:
         raise StoreUnavailable(f"PostgreSQL {action} failed: {type(exc).__name__}: {exc}") from exc
 
 
-class PostgresStore:
+class PostgresAuditStore:
+    """`AuditStore` on PostgreSQL (monthly partitions; many DataStorage replicas)."""
+
     def __init__(
         self,
         dsn: str,
@@ -113,7 +115,7 @@ class PostgresStore:
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise RuntimeError("PostgresStore used before open()")
+            raise RuntimeError("PostgresAuditStore used before open()")
         return self._pool
 
     async def open(self) -> None:

@@ -21,9 +21,9 @@ from signalgate.datastorage.dlq import (
 from signalgate.datastorage.errors import DeadLetterUnavailable, StoreUnavailable
 from signalgate.datastorage.events import CATEGORIES
 from signalgate.datastorage.metrics import DataStorageMetrics
-from signalgate.datastorage.postgres import PostgresStore
+from signalgate.datastorage.postgres import PostgresAuditStore
 from signalgate.datastorage.settings import DataStorageSettings
-from signalgate.datastorage.sqlite import SqliteStore, path_from_dsn
+from signalgate.datastorage.sqlite import SqliteAuditStore, path_from_dsn
 from signalgate.datastorage.store import AuditStore
 from signalgate.datastorage.writer import AuditWriter
 
@@ -43,13 +43,13 @@ def build_store(settings: DataStorageSettings) -> AuditStore:
     storage; SQLite (the default) so a fresh install needs no database server."""
     dsn = settings.store_dsn
     if dsn.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(
+        return PostgresAuditStore(
             dsn,
             pool_size=settings.store.pool_size,
             timeout=settings.store.timeout,
             auto_migrate=settings.store.auto_migrate,
         )
-    return SqliteStore(path_from_dsn(dsn), timeout=settings.store.timeout)
+    return SqliteAuditStore(path_from_dsn(dsn), timeout=settings.store.timeout)
 
 
 def build_dlq(settings: DataStorageSettings) -> DeadLetterQueue:

@@ -49,7 +49,9 @@ def path_from_dsn(dsn: str) -> Path:
     return Path(rest[1:] if rest.startswith("/") else rest)
 
 
-class SqliteStore:
+class SqliteAuditStore:
+    """`AuditStore` on one SQLite file (the embedded default)."""
+
     def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
         self._path = path
         self._timeout = timeout
@@ -58,7 +60,7 @@ class SqliteStore:
 
     async def _run(self, action: str, func: Callable[[sqlite3.Connection], T]) -> T:
         if self._executor is None:
-            raise RuntimeError("SqliteStore used before open()")
+            raise RuntimeError("SqliteAuditStore used before open()")
 
         def call() -> T:
             if self._conn is None:

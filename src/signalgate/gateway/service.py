@@ -50,13 +50,15 @@ def store_for(
     # the SQL stores get concurrent duplicates of one fingerprint coalesced in front of
     # them; the Kubernetes store coalesces its status writes itself
     if dsn.startswith("sqlite:///"):
-        from signalgate.remediation.sqlite import SqliteStore
+        from signalgate.remediation.sqlite import SqliteRemediationStore
 
-        return CoalescingStore(SqliteStore(Path(dsn.removeprefix("sqlite:///"))))
+        return CoalescingStore(SqliteRemediationStore(Path(dsn.removeprefix("sqlite:///"))))
     if dsn.startswith(("postgresql://", "postgres://")):
-        from signalgate.remediation.postgres import PostgresStore
+        from signalgate.remediation.postgres import PostgresRemediationStore
 
-        return CoalescingStore(PostgresStore(dsn, min_size=min(2, pool_size), max_size=pool_size))
+        return CoalescingStore(
+            PostgresRemediationStore(dsn, min_size=min(2, pool_size), max_size=pool_size)
+        )
     if dsn.startswith("kubernetes://"):
         from signalgate.remediation.kubernetes import KubernetesStore
 

@@ -103,7 +103,7 @@ def _ph(index: int) -> str:
     return f"${index}"
 
 
-class PostgresStore:
+class PostgresRemediationStore:
     """`RemediationStore` on PostgreSQL (many Gateway replicas share one database)."""
 
     def __init__(
@@ -125,7 +125,7 @@ class PostgresStore:
         self._pool: Any = None  # asyncpg.Pool
 
     def __repr__(self) -> str:
-        return f"PostgresStore({redact(self.dsn)!r})"
+        return f"PostgresRemediationStore({redact(self.dsn)!r})"
 
     # --- lifecycle ------------------------------------------------------------------------
 

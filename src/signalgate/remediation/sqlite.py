@@ -74,7 +74,7 @@ def _rr(row: sqlite3.Row) -> RemediationRequest:
     return rows.row_to_rr(row, _decode_time)
 
 
-class SqliteStore:
+class SqliteRemediationStore:
     """`RemediationStore` on one SQLite file (the embedded default)."""
 
     def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
@@ -84,7 +84,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None  # touched only in the worker thread
 
     def __repr__(self) -> str:
-        return f"SqliteStore({str(self.path)!r})"
+        return f"SqliteRemediationStore({str(self.path)!r})"
 
     # --- lifecycle ------------------------------------------------------------------------
 

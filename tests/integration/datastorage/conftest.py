@@ -9,8 +9,8 @@ import httpx
 import pytest
 from dstools import ADMIN_TOKEN, datastorage_process
 
-from signalgate.datastorage.postgres import PostgresStore
-from signalgate.datastorage.sqlite import SqliteStore
+from signalgate.datastorage.postgres import PostgresAuditStore
+from signalgate.datastorage.sqlite import SqliteAuditStore
 from signalgate.datastorage.store import AuditStore
 from tests.support.services import ServiceProcess
 
@@ -20,10 +20,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     """Each contract test runs once per backend, on a fresh database."""
     backend: AuditStore
     if request.param == "sqlite":
-        backend = SqliteStore(tmp_path / "audit.db")
+        backend = SqliteAuditStore(tmp_path / "audit.db")
     else:
         dsn = request.getfixturevalue("postgres_dsn")
-        backend = PostgresStore(dsn, auto_migrate=True, pool_size=4)
+        backend = PostgresAuditStore(dsn, auto_migrate=True, pool_size=4)
     await backend.open()
     try:
         yield backend

@@ -29,7 +29,7 @@ from signalgate.datastorage.dlq import (
 from signalgate.datastorage.errors import MissingParent, ParentsUnconfirmed
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
-from signalgate.datastorage.sqlite import SqliteStore
+from signalgate.datastorage.sqlite import SqliteAuditStore
 from signalgate.datastorage.store import WriteResult
 from signalgate.datastorage.writer import AuditWriter, Written
 
@@ -51,8 +51,8 @@ async def dlq(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[D
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    backend = SqliteStore(tmp_path / "audit.db")
+async def store(tmp_path: Path) -> AsyncIterator[SqliteAuditStore]:
+    backend = SqliteAuditStore(tmp_path / "audit.db")
     await backend.open()
     try:
         yield backend
@@ -67,12 +67,15 @@ def ev(correlation_id: str = "rr-p", parent: AuditEvent | str | None = None) -> 
 
 
 def worker(
-    dlq: DeadLetterQueue, store: SqliteStore, backoff: Sequence[float] = (0.0, 0.0, 0.0), **kw: int
+    dlq: DeadLetterQueue,
+    store: SqliteAuditStore,
+    backoff: Sequence[float] = (0.0, 0.0, 0.0),
+    **kw: int,
 ) -> ReplayWorker:
     return ReplayWorker(dlq, store, backoff, DataStorageMetrics(CollectorRegistry()), **kw)
 
 
-async def stored_ids(store: SqliteStore, correlation_id: str = "rr-p") -> list[str]:
+async def stored_ids(store: SqliteAuditStore, correlation_id: str = "rr-p") -> list[str]:
     rows = await store.chain(correlation_id)
     assert verify(correlation_id, rows).valid
     return [row["event_id"] for row in rows]
@@ -116,7 +119,7 @@ async def test_waiting_survives_a_restart(dlq: DeadLetterQueue, tmp_path: Path) 
 
 
 async def test_child_replayed_in_a_later_batch_than_its_parent(
-    dlq: DeadLetterQueue, store: SqliteStore
+    dlq: DeadLetterQueue, store: SqliteAuditStore
 ) -> None:
     parent = ev()
     child = ev(parent=parent)
@@ -131,7 +134,7 @@ async def test_child_replayed_in_a_later_batch_than_its_parent(
 
 
 async def test_child_in_the_same_batch_after_its_parent(
-    dlq: DeadLetterQueue, store: SqliteStore
+    dlq: DeadLetterQueue, store: SqliteAuditStore
 ) -> None:
     parent = ev()
     child = ev(parent=parent)
@@ -144,7 +147,7 @@ async def test_child_in_the_same_batch_after_its_parent(
 
 
 async def test_children_met_before_their_parents_in_a_batch_are_stored_in_the_same_pass(
-    dlq: DeadLetterQueue, store: SqliteStore
+    dlq: DeadLetterQueue, store: SqliteAuditStore
 ) -> None:
     """Due earlier than its parents (queued straight, not through the writer), a grandchild
     comes out first: it is tried again after the rest of the batch, using no attempt."""
@@ -161,7 +164,7 @@ async def test_children_met_before_their_parents_in_a_batch_are_stored_in_the_sa
 
 
 async def test_child_due_before_its_parent_waits_without_using_an_attempt(
-    dlq: DeadLetterQueue, store: SqliteStore
+    dlq: DeadLetterQueue, store: SqliteAuditStore
 ) -> None:
     parent = ev()
     child = ev(parent=parent)
@@ -178,7 +181,7 @@ async def test_child_due_before_its_parent_waits_without_using_an_attempt(
 
 
 async def test_child_of_a_parent_nowhere_uses_its_attempts_and_dies(
-    dlq: DeadLetterQueue, store: SqliteStore
+    dlq: DeadLetterQueue, store: SqliteAuditStore
 ) -> None:
     orphan = ev(parent=str(uuid.uuid4()))
     await dlq.put([orphan], due=time.time() - 1)
@@ -189,7 +192,7 @@ async def test_child_of_a_parent_nowhere_uses_its_attempts_and_dies(
 
 
 async def test_a_cycle_of_parents_ends_in_the_dead_queue(
-    dlq: DeadLetterQueue, store: SqliteStore
+    dlq: DeadLetterQueue, store: SqliteAuditStore
 ) -> None:
     """Two queued events naming each other as parent can never be stored: they must not
     wait for each other forever."""
@@ -213,7 +216,7 @@ def writer(store: object, dlq: DeadLetterQueue, first_delay: float = 60.0) -> Au
 
 
 async def test_writer_queues_a_child_behind_its_queued_parent(
-    dlq: DeadLetterQueue, store: SqliteStore
+    dlq: DeadLetterQueue, store: SqliteAuditStore
 ) -> None:
     parent = ev()
     parent_due = time.time() + HOUR
@@ -235,7 +238,7 @@ async def test_writer_queues_a_child_behind_its_queued_parent(
 
 
 async def test_writer_looks_again_at_a_parent_replayed_meanwhile(
-    dlq: DeadLetterQueue, store: SqliteStore
+    dlq: DeadLetterQueue, store: SqliteAuditStore
 ) -> None:
     """The replay stores a parent, then acks it: a writer that saw it missing from the store
     and then missing from the queue finds it stored on a second look."""
@@ -259,7 +262,7 @@ async def test_writer_looks_again_at_a_parent_replayed_meanwhile(
 
 
 async def test_writer_cannot_ask_an_unreachable_queue_and_says_retry(
-    store: SqliteStore, private_redis: RedisServer
+    store: SqliteAuditStore, private_redis: RedisServer
 ) -> None:
     dlq = RedisDeadLetterQueue(private_redis.url, timeout=2.0)
     await dlq.open()

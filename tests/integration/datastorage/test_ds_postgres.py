@@ -15,8 +15,8 @@ from dstools import event_body
 
 from signalgate.datastorage.chain import verify
 from signalgate.datastorage.events import validate_event
-from signalgate.datastorage.postgres import PostgresStore
-from signalgate.datastorage.sqlite import SqliteStore
+from signalgate.datastorage.postgres import PostgresAuditStore
+from signalgate.datastorage.sqlite import SqliteAuditStore
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,7 +33,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 async def test_partitions_cover_last_month_to_three_ahead(postgres_dsn: str) -> None:
-    store = PostgresStore(postgres_dsn, auto_migrate=True)
+    store = PostgresAuditStore(postgres_dsn, auto_migrate=True)
     await store.open()
     try:
         assert await store.maintain() == 0  # open() already made them
@@ -65,7 +65,7 @@ async def test_partitions_cover_last_month_to_three_ahead(postgres_dsn: str) -> 
 
 
 async def test_trigger_refuses_updates_and_tampering_is_found(postgres_dsn: str) -> None:
-    store = PostgresStore(postgres_dsn, auto_migrate=True)
+    store = PostgresAuditStore(postgres_dsn, auto_migrate=True)
     await store.open()
     now = datetime.now(UTC)
     events = [validate_event(event_body("rr-t"), now) for _ in range(5)]
@@ -102,7 +102,7 @@ async def test_trigger_refuses_updates_and_tampering_is_found(postgres_dsn: str)
 async def test_sqlite_tampering_is_found(tmp_path: Path) -> None:
     import sqlite3
 
-    store = SqliteStore(tmp_path / "audit.db")
+    store = SqliteAuditStore(tmp_path / "audit.db")
     await store.open()
     events = [validate_event(event_body("rr-s"), datetime.now(UTC)) for _ in range(3)]
     await store.write(events)
@@ -118,7 +118,7 @@ async def test_sqlite_tampering_is_found(tmp_path: Path) -> None:
     )
     conn.commit()
     conn.close()
-    store = SqliteStore(tmp_path / "audit.db")
+    store = SqliteAuditStore(tmp_path / "audit.db")
     await store.open()
     try:
         report = verify("rr-s", await store.chain("rr-s"))

@@ -19,8 +19,8 @@ from signalgate.datastorage.dlq import DEAD_STREAM, STREAM, RedisDeadLetterQueue
 from signalgate.datastorage.dlq.redis_streams import DUE_INDEX, EVENT_INDEX
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
-from signalgate.datastorage.postgres import PostgresStore
-from signalgate.datastorage.sqlite import SqliteStore
+from signalgate.datastorage.postgres import PostgresAuditStore
+from signalgate.datastorage.sqlite import SqliteAuditStore
 
 KEYS = (STREAM, DEAD_STREAM, DUE_INDEX, EVENT_INDEX)
 
@@ -64,7 +64,7 @@ async def test_redis_queue_replays_into_a_store_once(
 ) -> None:
     from pathlib import Path
 
-    store = SqliteStore(Path(str(tmp_path)) / "audit.db")
+    store = SqliteAuditStore(Path(str(tmp_path)) / "audit.db")
     await store.open()
     try:
         written = [validate_event(event_body("rr-r"), datetime.now(UTC)) for _ in range(5)]
@@ -123,7 +123,7 @@ async def test_replay_dlq_command_drains_the_queue_now(
     )
     assert result.returncode == 0, result.stderr
     assert "replayed 4, rescheduled 0, dead 0, still queued 0" in result.stdout
-    store = SqliteStore(db)
+    store = SqliteAuditStore(db)
     await store.open()
     try:
         assert len(await store.chain("rr-cli")) == 4
@@ -190,7 +190,7 @@ async def test_letters_of_the_previous_version_are_indexed_and_replayed(
         assert old[3].event_id in await upgraded.waiting([old[3].event_id])
         await assert_in_step(upgraded)
 
-        store = SqliteStore(tmp_path / "audit.db")
+        store = SqliteAuditStore(tmp_path / "audit.db")
         await store.open()
         try:
             worker = ReplayWorker(upgraded, store, [0.0], DataStorageMetrics(CollectorRegistry()))
@@ -252,7 +252,7 @@ async def test_two_replay_workers_store_every_letter_once(
 ) -> None:
     other = RedisDeadLetterQueue(redis_server.url.rsplit("/", 1)[0] + "/7")
     await other.open()
-    stores = [PostgresStore(postgres_dsn, auto_migrate=True, pool_size=2) for _ in range(2)]
+    stores = [PostgresAuditStore(postgres_dsn, auto_migrate=True, pool_size=2) for _ in range(2)]
     for store in stores:
         await store.open()
     try:
@@ -292,7 +292,7 @@ async def test_an_unreadable_letter_is_buried_not_returned_at_every_poll(
     await queue.put(good, due=time.time())
     await queue.close()
     await queue.open()  # indexes the damaged entries (due 0: the front of the queue)
-    store = SqliteStore(tmp_path / "audit.db")
+    store = SqliteAuditStore(tmp_path / "audit.db")
     await store.open()
     try:
         worker = ReplayWorker(queue, store, [0.0], DataStorageMetrics(CollectorRegistry()))

@@ -20,8 +20,8 @@ import pytest
 from dstools import ADMIN_TOKEN, datastorage_process, event_body
 
 from signalgate.datastorage.events import validate_event
-from signalgate.datastorage.postgres import PostgresStore
-from signalgate.datastorage.sqlite import SqliteStore
+from signalgate.datastorage.postgres import PostgresAuditStore
+from signalgate.datastorage.sqlite import SqliteAuditStore
 from signalgate.datastorage.store import AuditStore, verify_stored
 
 GATEWAY_WRITER = "ds-gateway-writer"
@@ -34,9 +34,9 @@ class Backend:
     def __init__(self, kind: str, tmp_path: Path, dsn: str | None) -> None:
         self.kind, self.path, self.dsn = kind, tmp_path / "audit.db", dsn
         self.store: AuditStore = (
-            SqliteStore(self.path)
+            SqliteAuditStore(self.path)
             if kind == "sqlite"
-            else PostgresStore(dsn or "", auto_migrate=True, pool_size=2)
+            else PostgresAuditStore(dsn or "", auto_migrate=True, pool_size=2)
         )
 
     async def sql(self, statement: str, *args: Any) -> None:

@@ -16,8 +16,8 @@ from signalgate.kube.client import KubeClient
 from signalgate.kube.config import KubeConfig
 from signalgate.remediation.coalesce import CoalescingStore
 from signalgate.remediation.kubernetes import KubernetesStore
-from signalgate.remediation.postgres import PostgresStore
-from signalgate.remediation.sqlite import SqliteStore
+from signalgate.remediation.postgres import PostgresRemediationStore
+from signalgate.remediation.sqlite import SqliteRemediationStore
 from signalgate.remediation.store import RemediationStore
 
 
@@ -26,10 +26,12 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     clients: list[KubeClient] = []
     if request.param == "sqlite":
         path = tmp_path / "rr.db"
-        made = Backend("sqlite", lambda **kw: CoalescingStore(SqliteStore(path, **kw)))
+        made = Backend("sqlite", lambda **kw: CoalescingStore(SqliteRemediationStore(path, **kw)))
     elif request.param == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
-        made = Backend("postgres", lambda **kw: CoalescingStore(PostgresStore(dsn, **kw)))
+        made = Backend(
+            "postgres", lambda **kw: CoalescingStore(PostgresRemediationStore(dsn, **kw))
+        )
     else:
         server: KubeAPIServer = request.getfixturevalue("kube_apiserver")
         namespace: str = request.getfixturevalue("kube_namespace")

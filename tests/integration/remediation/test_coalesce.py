@@ -11,11 +11,11 @@ from rrcases import later, make_rr
 
 from signalgate.remediation.coalesce import CoalescingStore
 from signalgate.remediation.model import RemediationRequest, StatusPatch
-from signalgate.remediation.sqlite import SqliteStore
+from signalgate.remediation.sqlite import SqliteRemediationStore
 from signalgate.remediation.store import Decision, FiringResult, ListQuery
 
 
-class CountingSqliteStore(SqliteStore):
+class CountingSqliteStore(SqliteRemediationStore):
     """The real SQLite store, counting the statements the coalescer sends it."""
 
     decisions = 0
@@ -48,7 +48,7 @@ async def test_a_storm_shares_round_trips_and_counts_each_signal(tmp_path: Path)
 
 
 async def test_a_batch_waiting_on_an_rr_that_ended_is_decided_again(tmp_path: Path) -> None:
-    store = CoalescingStore(SqliteStore(tmp_path / "rr.db"))
+    store = CoalescingStore(SqliteRemediationStore(tmp_path / "rr.db"))
     await store.open()
     try:
         first = (await store.record_firing(make_rr(), later(0))).rr

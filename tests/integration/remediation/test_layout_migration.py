@@ -16,9 +16,9 @@ import orjson
 from rrcases import T0, later, make_rr
 
 from signalgate.remediation.model import SignalResolved
-from signalgate.remediation.postgres import PostgresStore
+from signalgate.remediation.postgres import PostgresRemediationStore
 from signalgate.remediation.schema import migrations
-from signalgate.remediation.sqlite import SqliteStore
+from signalgate.remediation.sqlite import SqliteRemediationStore
 from signalgate.remediation.store import Decision, RemediationStore
 
 OLD_LABELS = (
@@ -92,7 +92,7 @@ async def test_a_version_1_sqlite_file_is_migrated(tmp_path: Path) -> None:
         )
     conn.commit()
     conn.close()
-    store = SqliteStore(path)
+    store = SqliteRemediationStore(path)
     await store.open()
     try:
         names = [str(row[0]) for row in rows]
@@ -131,7 +131,7 @@ async def test_a_version_1_postgres_database_is_migrated(postgres_dsn: str) -> N
             )
     finally:
         await conn.close()
-    store = PostgresStore(postgres_dsn)
+    store = PostgresRemediationStore(postgres_dsn)
     await store.open()
     try:
         names = [str(row[0]) for row in rows]

@@ -12,7 +12,7 @@ import pytest
 from rrcases import later, make_rr
 
 from e2ecov.recipes import PostgresServer, free_port
-from signalgate.remediation.postgres import VERSION_TABLE, PostgresStore, redact
+from signalgate.remediation.postgres import VERSION_TABLE, PostgresRemediationStore, redact
 from signalgate.remediation.schema import migrations
 from signalgate.remediation.store import (
     Decision,
@@ -26,7 +26,7 @@ FAST = {"connect_timeout": 2.0, "acquire_timeout": 2.0, "command_timeout": 5.0}
 
 async def test_open_fails_promptly_when_the_server_is_down() -> None:
     dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
-    store = PostgresStore(dsn, **FAST)
+    store = PostgresRemediationStore(dsn, **FAST)
     started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="cannot connect"):
         await store.open()
@@ -35,7 +35,7 @@ async def test_open_fails_promptly_when_the_server_is_down() -> None:
 
 
 async def test_open_migrates_once_and_records_the_version(postgres_dsn: str) -> None:
-    stores = [PostgresStore(postgres_dsn, min_size=1, max_size=2) for _ in range(5)]
+    stores = [PostgresRemediationStore(postgres_dsn, min_size=1, max_size=2) for _ in range(5)]
     try:
         # Five replicas starting together: one migrates, the others wait and find it done.
         await asyncio.gather(*(s.open() for s in stores))
@@ -52,7 +52,7 @@ async def test_open_migrates_once_and_records_the_version(postgres_dsn: str) -> 
 
 
 async def test_a_newer_schema_is_refused_naming_both_versions(postgres_dsn: str) -> None:
-    store = PostgresStore(postgres_dsn)
+    store = PostgresRemediationStore(postgres_dsn)
     await store.open()
     await store.close()
     known = migrations("postgres")[-1].version
@@ -64,7 +64,7 @@ async def test_a_newer_schema_is_refused_naming_both_versions(postgres_dsn: str)
         )
     finally:
         await conn.close()
-    newer = PostgresStore(postgres_dsn)
+    newer = PostgresRemediationStore(postgres_dsn)
     with pytest.raises(IncompatibleSchema, match=rf"version {known + 41}.* up to {known}"):
         await newer.open()
 
@@ -95,7 +95,7 @@ async def _unavailable_promptly(call: Callable[[], Awaitable[Any]]) -> None:
 @pytest.mark.slow
 async def test_outage_fails_fast_and_the_store_recovers(own_server: PostgresServer) -> None:
     dsn = await asyncio.to_thread(own_server.create_database, "rr")
-    store = PostgresStore(dsn, min_size=2, max_size=4, **FAST)
+    store = PostgresRemediationStore(dsn, min_size=2, max_size=4, **FAST)
     await store.open()
     try:
         first = await store.record_firing(make_rr(), later(0))
@@ -123,7 +123,7 @@ async def test_outage_fails_fast_and_the_store_recovers(own_server: PostgresServ
 @pytest.mark.slow
 async def test_restart_while_idle_leaves_no_stale_connections(own_server: PostgresServer) -> None:
     dsn = await asyncio.to_thread(own_server.create_database, "rr")
-    store = PostgresStore(dsn, min_size=4, max_size=4, **FAST)
+    store = PostgresRemediationStore(dsn, min_size=4, max_size=4, **FAST)
     await store.open()
     try:
         rr = (await store.record_firing(make_rr(), later(0))).rr

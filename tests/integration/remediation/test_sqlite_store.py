@@ -15,7 +15,7 @@ import pytest
 from rrcases import later, make_rr
 
 from signalgate.remediation.schema import migrations
-from signalgate.remediation.sqlite import SqliteStore
+from signalgate.remediation.sqlite import SqliteRemediationStore
 from signalgate.remediation.store import (
     Decision,
     IncompatibleSchema,
@@ -26,7 +26,7 @@ from signalgate.remediation.store import (
 
 async def test_open_sets_wal_and_the_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "rr.db"
-    store = SqliteStore(path)
+    store = SqliteRemediationStore(path)
     await store.open()
     await store.close()
     with sqlite3.connect(path) as conn:
@@ -35,7 +35,7 @@ async def test_open_sets_wal_and_the_schema_version(tmp_path: Path) -> None:
         assert [v for (v,) in recorded] == [m.version for m in migrations("sqlite")]
     conn.close()
     # Opening again finds the schema current and keeps the data.
-    again = SqliteStore(path)
+    again = SqliteRemediationStore(path)
     await again.open()
     try:
         await again.record_firing(make_rr(), later(0))
@@ -50,14 +50,14 @@ async def test_a_newer_schema_is_refused_naming_both_versions(tmp_path: Path) ->
     conn.execute("PRAGMA user_version = 99")
     conn.close()
     known = migrations("sqlite")[-1].version
-    store = SqliteStore(path)
+    store = SqliteRemediationStore(path)
     with pytest.raises(IncompatibleSchema, match=rf"version 99.* up to {known}"):
         await store.open()
     await store.close()
 
 
 async def test_missing_directory_is_unavailable_with_the_path(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "nowhere" / "rr.db")
+    store = SqliteRemediationStore(tmp_path / "nowhere" / "rr.db")
     with pytest.raises(StoreUnavailable, match="nowhere"):
         await store.open()
 
@@ -66,12 +66,12 @@ async def test_not_a_database_is_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "rr.db"
     path.write_bytes(b"this is not an sqlite file" * 100)
     with pytest.raises(StoreUnavailable, match=r"rr\.db"):
-        await SqliteStore(path).open()
+        await SqliteRemediationStore(path).open()
 
 
 async def test_a_locked_database_is_unavailable_after_the_busy_timeout(tmp_path: Path) -> None:
     path = tmp_path / "rr.db"
-    store = SqliteStore(path, busy_timeout=0.3)
+    store = SqliteRemediationStore(path, busy_timeout=0.3)
     await store.open()
     blocker = sqlite3.connect(path, isolation_level=None)
     try:
@@ -94,7 +94,7 @@ async def test_a_locked_database_is_unavailable_after_the_busy_timeout(tmp_path:
 
 async def test_a_lock_does_not_block_the_event_loop(tmp_path: Path) -> None:
     path = tmp_path / "rr.db"
-    store = SqliteStore(path, busy_timeout=0.5)
+    store = SqliteRemediationStore(path, busy_timeout=0.5)
     await store.open()
     blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -126,10 +126,10 @@ _WORKER = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, sys.argv[3])
     from rrcases import later, make_rr
-    from signalgate.remediation.sqlite import SqliteStore
+    from signalgate.remediation.sqlite import SqliteRemediationStore
 
     async def main() -> None:
-        store = SqliteStore(Path(sys.argv[1]), busy_timeout=30)
+        store = SqliteRemediationStore(Path(sys.argv[1]), busy_timeout=30)
         await store.open()
         try:
             await asyncio.gather(*(
@@ -153,7 +153,7 @@ async def test_several_processes_share_one_file_race_free(tmp_path: Path) -> Non
     ]
     codes = await asyncio.gather(*(asyncio.to_thread(p.wait, 60) for p in procs))
     assert codes == [0, 0, 0, 0]
-    store = SqliteStore(path)
+    store = SqliteRemediationStore(path)
     await store.open()
     try:
         items = (await store.list(ListQuery())).items

@@ -23,8 +23,8 @@ from signalgate.remediation.model import (
     SignalResolved,
     StatusPatch,
 )
-from signalgate.remediation.postgres import PostgresStore
-from signalgate.remediation.sqlite import SqliteStore
+from signalgate.remediation.postgres import PostgresRemediationStore
+from signalgate.remediation.sqlite import SqliteRemediationStore
 from signalgate.remediation.store import (
     Conflict,
     Decision,
@@ -540,7 +540,10 @@ async def test_both_backends_answer_a_whole_story_identically(
         return value
 
     answers = []
-    for store in (SqliteStore(tmp_path / "rr.db"), PostgresStore(postgres_dsn)):
+    for store in (
+        SqliteRemediationStore(tmp_path / "rr.db"),
+        PostgresRemediationStore(postgres_dsn),
+    ):
         await store.open()
         try:
             answers.append([plain(await step(store)) for step in story])

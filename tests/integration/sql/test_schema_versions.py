@@ -15,10 +15,10 @@ from signalgate.common.sql.migrations import sqlite_statements
 from signalgate.datastorage.errors import SchemaAhead
 from signalgate.datastorage.events import validate_event
 from signalgate.datastorage.migrations import SCHEMA as AUDIT_SCHEMA
-from signalgate.datastorage.postgres import PostgresStore as AuditPostgres
-from signalgate.datastorage.sqlite import SqliteStore as AuditSqlite
+from signalgate.datastorage.postgres import PostgresAuditStore as AuditPostgres
+from signalgate.datastorage.sqlite import SqliteAuditStore as AuditSqlite
 from signalgate.remediation.schema import SCHEMA as RR_SCHEMA
-from signalgate.remediation.sqlite import SqliteStore as RRSqlite
+from signalgate.remediation.sqlite import SqliteRemediationStore as RRSqlite
 from signalgate.remediation.store import IncompatibleSchema, ListQuery
 from tests.integration.datastorage.dstools import event_body
 from tests.integration.remediation.rrcases import later, make_rr

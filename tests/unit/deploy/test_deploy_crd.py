@@ -36,7 +36,7 @@ from signalgate.gateway.pipeline import Pipeline
 from signalgate.gateway.scope import StandaloneScope
 from signalgate.gateway.signal import Signal
 from signalgate.remediation.model import API_VERSION, KIND, StatusPatch, utcnow
-from signalgate.remediation.sqlite import SqliteStore
+from signalgate.remediation.sqlite import SqliteRemediationStore
 from tests.support.services import alert, rfc3339, webhook
 
 CRD_NAME = "remediationrequests.kubernaut.ai"
@@ -81,8 +81,8 @@ def errors(schema: dict[str, Any], instance: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "gateway.db")
+async def store(tmp_path: Path) -> AsyncIterator[SqliteRemediationStore]:
+    opened = SqliteRemediationStore(tmp_path / "gateway.db")
     await opened.open()
     try:
         yield opened
@@ -90,7 +90,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
         await opened.close()
 
 
-async def made_by_the_gateway(store: SqliteStore, **labels: str) -> dict[str, Any]:
+async def made_by_the_gateway(store: SqliteRemediationStore, **labels: str) -> dict[str, Any]:
     """An RR as the Gateway creates it from an Alertmanager webhook, with every optional
     status field then set, as `to_json()` renders it."""
     now = utcnow()
@@ -127,7 +127,7 @@ def test_our_crd_is_structurally_kubernauts(base: list[Manifest]) -> None:
 
 @pytest.mark.parametrize("which", ["ours", "kubernaut"])
 async def test_the_schema_accepts_a_remediation_request_the_gateway_made(
-    base: list[Manifest], store: SqliteStore, which: str
+    base: list[Manifest], store: SqliteRemediationStore, which: str
 ) -> None:
     schema = schema_of(base) if which == "ours" else kubernaut_schema()
     rr = await made_by_the_gateway(store, cluster="prod-eu", deployment="web")
@@ -158,7 +158,7 @@ def kubernaut_schema() -> dict[str, Any]:
     "field", ["signalFingerprint", "signalName", "targetResource", "firingTime"]
 )
 async def test_the_schema_rejects_a_spec_without_a_required_field(
-    base: list[Manifest], store: SqliteStore, field: str
+    base: list[Manifest], store: SqliteRemediationStore, field: str
 ) -> None:
     rr = await made_by_the_gateway(store, pod=f"api-{field.lower()}")
     del rr["spec"][field]
@@ -166,7 +166,7 @@ async def test_the_schema_rejects_a_spec_without_a_required_field(
 
 
 async def test_the_schema_rejects_values_the_gateway_never_writes(
-    base: list[Manifest], store: SqliteStore
+    base: list[Manifest], store: SqliteRemediationStore
 ) -> None:
     rr = await made_by_the_gateway(store, pod="api-values")
     for path, value in (

@@ -34,7 +34,7 @@ from signalgate.gateway.pipeline import Pipeline
 from signalgate.gateway.scope import StandaloneScope
 from signalgate.gateway.signal import Signal
 from signalgate.remediation.model import utcnow
-from signalgate.remediation.sqlite import SqliteStore
+from signalgate.remediation.sqlite import SqliteRemediationStore
 from tests.support.services import alert, k8s_event, rfc3339, webhook
 
 OPENAPI = Path(__file__).parents[2] / "fixtures" / "kubernaut" / "data-storage-v1.yaml"
@@ -82,8 +82,8 @@ def errors(document: dict[str, Any], name: str, instance: dict[str, Any]) -> lis
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "gateway.db")
+async def store(tmp_path: Path) -> AsyncIterator[SqliteRemediationStore]:
+    opened = SqliteRemediationStore(tmp_path / "gateway.db")
     await opened.open()
     try:
         yield opened
@@ -91,7 +91,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
         await opened.close()
 
 
-async def emitted(store: SqliteStore) -> list[dict[str, Any]]:
+async def emitted(store: SqliteRemediationStore) -> list[dict[str, Any]]:
     """The events of: a new alert, its duplicate, its resolved notice, an event, a rejected
     alert (out of scope) and a failed RR write."""
     sink = CapturingSink()
@@ -136,7 +136,7 @@ async def emitted(store: SqliteStore) -> list[dict[str, Any]]:
 
 
 async def test_every_kubernaut_event_type_validates_against_kubernauts_openapi(
-    document: dict[str, Any], store: SqliteStore
+    document: dict[str, Any], store: SqliteRemediationStore
 ) -> None:
     events = await emitted(store)
     mapping = document["components"]["schemas"]["AuditEventRequest"]["properties"]["event_data"][
@@ -167,7 +167,7 @@ async def test_every_kubernaut_event_type_validates_against_kubernauts_openapi(
             assert errors(document, "GatewayAuditPayload", relaxed) == [], event["event_type"]
 
 
-async def test_actor_and_resource_are_kubernauts(store: SqliteStore) -> None:
+async def test_actor_and_resource_are_kubernauts(store: SqliteRemediationStore) -> None:
     events = await emitted(store)
     by_type: dict[str, dict[str, Any]] = {}
     for event in events:
