@@ -5,6 +5,10 @@ A service declares its settings as one pydantic model (camelCase keys, as in the
 the model's defaults, the YAML file, and `SIGNALGATE_<SECTION>__<KEY>` environment variables
 (case-insensitive). Every error becomes one `ConfigError` line naming the key, the value,
 where it came from and what is allowed, so `serve` can print it and exit 2.
+
+A renamed key (the model's `RENAMED_KEYS`, old dotted key → new one) is still read, in the
+file and the environment, and a warning naming both is logged once logging is configured
+(`take_notes`, called by `configure_logging`): settings are read before logging exists.
 """
 
 from __future__ import annotations
@@ -23,6 +27,17 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 ENV_PREFIX = "SIGNALGATE_"
+
+# Warnings found while reading settings, waiting for logging to be configured.
+_notes: list[str] = []
+
+
+def take_notes() -> list[str]:
+    """The warnings of the settings read so far (each handed out once)."""
+    taken = list(_notes)
+    _notes.clear()
+    return taken
+
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE_UNITS = {
@@ -119,10 +134,12 @@ def load_settings(
     `overrides` are dotted keys set by command-line flags, applied last.
     """
     environ = os.environ if environ is None else environ
+    renamed: Mapping[str, str] = getattr(model, "RENAMED_KEYS", {})
     data: dict[str, Any] = {}
     origins: dict[str, str] = {}
     if path is not None:
         data = _read_yaml(path)
+        _rename_in_file(data, renamed, path)
         origins = {key: str(path) for key in _dotted_keys(data)}
     for name, dotted in (shorthands or {}).items():
         if name in environ:
@@ -136,8 +153,8 @@ def load_settings(
             )
     for name, raw in environ.items():
         if name.upper().startswith(ENV_PREFIX):
-            segments = name[len(ENV_PREFIX) :].split("__")
             source = f"environment variable {name}"
+            segments = _renamed(name[len(ENV_PREFIX) :].split("__"), renamed, source)
             _apply(model, data, segments, raw, origins, source, strict=False)
     for dotted, value in (overrides or {}).items():
         _apply(model, data, dotted.split("."), value, origins, "command line")
@@ -145,6 +162,37 @@ def load_settings(
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origins)) from exc
+
+
+def _deprecated(old: str, new: str, source: str) -> str:
+    return (
+        f"config key '{old}' ({source}) is deprecated: it is now '{new}' (same meaning); "
+        f"rename it, the old name will stop working"
+    )
+
+
+def _rename_in_file(data: dict[str, Any], renamed: Mapping[str, str], path: Path) -> None:
+    """Move every renamed key of the file to its new name (the new name wins if both)."""
+    for old, new in renamed.items():
+        *parents, leaf = old.split(".")
+        section: Any = data
+        for part in parents:
+            section = section.get(part) if isinstance(section, dict) else None
+        if not isinstance(section, dict) or leaf not in section:
+            continue
+        value = section.pop(leaf)
+        section.setdefault(new.split(".")[-1], value)
+        _notes.append(_deprecated(old, new, f"config file '{path}'"))
+
+
+def _renamed(segments: list[str], renamed: Mapping[str, str], source: str) -> list[str]:
+    """An environment variable's key segments, with a renamed key's new name."""
+    wanted = [segment.lower().replace("_", "") for segment in segments]
+    for old, new in renamed.items():
+        if [part.lower() for part in old.split(".")] == wanted:
+            _notes.append(_deprecated(old, new, source))
+            return new.split(".")
+    return segments
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from signalgate.common.config import take_notes
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
@@ -107,3 +109,6 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logging.getLogger(name).setLevel(quiet)
     # uvicorn's access log would repeat every request; our metrics already count them
     logging.getLogger("uvicorn.access").disabled = True
+    # read before logging existed: a renamed settings key still in use
+    for note in take_notes():
+        logging.getLogger("signalgate.config").warning(note)

@@ -69,7 +69,7 @@ class GatewayAPI:
     def __init__(self, service: GatewayService) -> None:
         self.service = service
         settings = service.settings
-        self.max_body = settings.server.max_body_bytes
+        self.max_body = settings.server.max_body_size
         self.max_inflight = settings.server.max_concurrent_requests
         self.timeout = settings.server.processing_timeout
         self.body_timeout = settings.server.body_read_timeout

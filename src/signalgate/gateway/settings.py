@@ -8,7 +8,7 @@ SQLite under the data directory, listeners on loopback, static token auth.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -30,7 +30,8 @@ class ServerSettings(Section):
     # a client must send its whole body within this (→ 408); it holds no concurrency slot
     # meanwhile
     body_read_timeout: Duration = Field(10.0, gt=0)
-    max_body_bytes: ByteSize = Field(262_144, ge=1024)
+    # the same key as DataStorage's (it was `maxBodyBytes`: still read, with a warning)
+    max_body_size: ByteSize = Field(262_144, ge=1024)
     shutdown_grace: Duration = 30.0
     # HTTPS on the API listener (PEM files, e.g. a mounted Secret); both or neither
     tls_cert_file: Path | None = None
@@ -93,6 +94,9 @@ class LoggingSettings(Section):
 
 
 class GatewaySettings(Section):
+    # old dotted key → its new name; the old one is still read, with a logged warning
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"server.maxBodyBytes": "server.maxBodySize"}
+
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     data_dir: Path = Path("var")

@@ -1,0 +1,62 @@
+"""A renamed settings key (the Gateway's `server.maxBodyBytes`, now `server.maxBodySize` as in
+DataStorage) is still read from the file and the environment, and a warning naming both keys
+is logged once logging is set up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from signalgate.common.config import load_settings, take_notes
+from signalgate.common.logging import configure_logging
+from signalgate.datastorage.settings import DataStorageSettings
+from signalgate.gateway.settings import GatewaySettings
+
+
+@pytest.fixture(autouse=True)
+def clean_logging() -> Iterator[None]:
+    take_notes()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    take_notes()
+
+
+def test_the_old_key_in_the_file_is_read_and_a_warning_logged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("server:\n  maxBodyBytes: 4KiB\n")
+    settings = load_settings(GatewaySettings, config, environ={})
+    assert settings.server.max_body_size == 4096
+    configure_logging("info", "json")
+    lines = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [warning] = [line for line in lines if line.get("logger") == "signalgate.config"]
+    assert warning["level"] == "warning"
+    assert "'server.maxBodyBytes'" in warning["msg"]
+    assert "'server.maxBodySize'" in warning["msg"]
+    assert str(config) in warning["msg"]
+    configure_logging("info", "json")  # said once
+    assert "maxBodyBytes" not in capsys.readouterr().err
+
+
+def test_the_old_key_in_the_environment_is_read_with_a_warning() -> None:
+    settings = load_settings(GatewaySettings, environ={"SIGNALGATE_SERVER__MAXBODYBYTES": "2048"})
+    assert settings.server.max_body_size == 2048
+    [note] = take_notes()
+    assert "SIGNALGATE_SERVER__MAXBODYBYTES" in note and "'server.maxBodySize'" in note
+
+
+def test_the_new_key_wins_over_the_old_and_both_services_share_it(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("server:\n  maxBodyBytes: 4KiB\n  maxBodySize: 8KiB\n")
+    assert load_settings(GatewaySettings, config, environ={}).server.max_body_size == 8192
+    env = {"SIGNALGATE_SERVER__MAXBODYSIZE": "3KiB"}
+    assert load_settings(GatewaySettings, environ=env).server.max_body_size == 3072
+    assert load_settings(DataStorageSettings, environ=env).server.max_body_size == 3072
