@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from signalgate.audit.journal import Journal, JournalUnavailable
 from signalgate.audit.relay import Relay
 from signalgate.audit.settings import AuditSettings, DeliverySettings
+from signalgate.common.ids import new_uuid
 
 log = logging.getLogger("signalgate.audit")
 
@@ -76,8 +76,8 @@ class JournalAuditSink:
         return backlog < self._delivery.spool_max_bytes
 
     def emit(self, event: dict[str, Any]) -> None:
-        if not event.get("event_id"):
-            event = {**event, "event_id": str(uuid.uuid4())}
+        if not event.get("event_id"):  # the envelope builders set it; same recipe here
+            event = {**event, "event_id": new_uuid()}
         if self._audit.on_backlog_full == "drop" and not self.accepting():
             self._dropped.labels(self._service, "backlog_full").inc()
             log.error(

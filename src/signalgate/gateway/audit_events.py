@@ -29,6 +29,15 @@ _ACTIONS = {
     CRD_FAILED: ("failed", "failure"),
 }
 
+# new/duplicate is the pipeline's `Decision`, which chose the event type (created → received
+# + crd.created; duplicate → deduplicated), as Kubernaut sets it per event; a resolution has
+# no decision of its own and reports the RR as it stands (new while seen once).
+_DEDUPLICATION_STATUS = {
+    SIGNAL_RECEIVED: "new",
+    CRD_CREATED: "new",
+    SIGNAL_DEDUPLICATED: "duplicate",
+}
+
 
 def _actor_and_resource(
     event_type: str, signal: Signal, correlation_id: str, rr: RemediationRequest | None
@@ -96,7 +105,9 @@ def build_event(
     if rr is not None:
         count = rr.deduplication.occurrence_count
         data["remediation_request"] = rr.ref
-        data["deduplication_status"] = "new" if count == 1 else "duplicate"
+        data["deduplication_status"] = _DEDUPLICATION_STATUS.get(event_type) or (
+            "new" if count == 1 else "duplicate"
+        )
         data["occurrence_count"] = count
     if error is not None:
         data["error_details"] = {**error, "component": "gateway"}

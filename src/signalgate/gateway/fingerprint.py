@@ -13,7 +13,5 @@ from signalgate.remediation.model import TargetResource
 
 def fingerprint_of(target: TargetResource, cluster_id: str = "") -> str:
     """SHA-256 hex of `<namespace>:<Kind>:<name>`, prefixed by `<clusterID>:` when set."""
-    key = f"{target.namespace}:{target.kind}:{target.name}"
-    if cluster_id:
-        key = f"{cluster_id}:{key}"
+    key = f"{cluster_id}:{target.key}" if cluster_id else target.key
     return hashlib.sha256(key.encode()).hexdigest()

@@ -173,7 +173,7 @@ class Pipeline:
         self._metrics.crd_creation_errors.labels(code).inc()
         target = signal.target
         assert target is not None
-        correlation = f"{signal.signal_name}:{target.namespace}:{target.kind}:{target.name}"
+        correlation = f"{signal.signal_name}:{target.key}"
         error = {"message": message, "code": code, "retry_possible": retry_possible}
         self._audit.emit(
             ev.build_event(

@@ -323,7 +323,7 @@ def _managed(labels: Any) -> bool | None:
 def unmanaged_rejection(target: TargetResource) -> Rejection:
     """Kubernaut's rejection for a resource outside its scope, word for word in shape."""
     if target.namespace:
-        resource = f"{target.namespace}:{target.kind}:{target.name}"
+        resource = target.key
         action = (
             f"To manage this resource, add the label: kubectl label -n {target.namespace} "
             f"{target.kind.lower()} {target.name} {MANAGED_LABEL}=true"

@@ -84,6 +84,12 @@ class TargetResource:
     namespace: str = ""  # empty for cluster-scoped kinds
     api_version: str = ""
 
+    @property
+    def key(self) -> str:
+        """`<namespace>:<Kind>:<name>` (the namespace empty for cluster-scoped kinds): what the
+        fingerprint hashes, and how Kubernaut names a resource in messages and ids."""
+        return f"{self.namespace}:{self.kind}:{self.name}"
+
     def to_json(self) -> dict[str, str]:
         out = {"kind": self.kind, "name": self.name}
         if self.namespace:

@@ -57,8 +57,8 @@ _N = len(rows.COLUMNS)
 _BUMP = rows.seen_again_sets("$1")
 _BUMP_ACTIVE = f"UPDATE {_T} SET {_BUMP} WHERE fingerprint = $2 AND active RETURNING {_COLS}"
 _BUMP_SUPPRESSOR = (
-    f"UPDATE {_T} SET {_BUMP} WHERE name = $2 AND NOT active "
-    f"AND (outcome = $3 OR next_allowed_execution > $1) RETURNING {_COLS}"
+    f"UPDATE {_T} SET {_BUMP} WHERE name = $2 "
+    f"AND {rows.SUPPRESSING.format(outcome='$3', now='$1')} RETURNING {_COLS}"
 )
 # First look, one round trip: bump the active RR; only when there is none, the same
 # statement also answers the terminal RRs that might suppress a new one (rules 2 and 3).

@@ -162,10 +162,9 @@ def resolved_sets(now: str) -> str:
 
 # Terminal RRs of one fingerprint that may suppress a new one; `choose_suppressor` then
 # picks among these few rows. Fill in the placeholders for fingerprint, outcome and now.
-SUPPRESSOR_WHERE = (
-    "fingerprint = {fingerprint} AND NOT active "
-    "AND (outcome = {outcome} OR next_allowed_execution > {now})"
-)
+# `SUPPRESSING` alone re-checks, by name, that a chosen one still suppresses.
+SUPPRESSING = "NOT active AND (outcome = {outcome} OR next_allowed_execution > {now})"
+SUPPRESSOR_WHERE = "fingerprint = {fingerprint} AND " + SUPPRESSING
 
 
 def suppressor_sql(ph: Placeholder) -> str:
