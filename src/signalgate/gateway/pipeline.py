@@ -38,7 +38,7 @@ from signalgate.remediation.model import (
 from signalgate.remediation.store import Decision, RemediationStore, StoreUnavailable
 
 if TYPE_CHECKING:
-    from signalgate.kube.cluster import ClusterView
+    from signalgate.gateway.cluster import ClusterView
 
 OutcomeKind = Literal["created", "duplicate", "resolved", "rejected", "ignored"]
 

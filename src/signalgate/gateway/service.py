@@ -29,8 +29,8 @@ from signalgate.remediation.coalesce import CoalescingStore
 from signalgate.remediation.store import RemediationStore, StoreUnavailable
 
 if TYPE_CHECKING:
+    from signalgate.gateway.cluster import ClusterView
     from signalgate.kube.client import KubeClient
-    from signalgate.kube.cluster import ClusterView
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def cluster_for(settings: GatewaySettings, kube: Callable[[str], KubeClient]) ->
     from the settings' namespace globs; by default the cluster when RRs live there."""
     if settings.scope_source != "cluster":
         return None
-    from signalgate.kube.cluster import ClusterView
+    from signalgate.gateway.cluster import ClusterView
 
     return ClusterView(kube(settings.kubernetes.config), settings.kubernetes)
 

@@ -1,5 +1,7 @@
-"""Talking to a Kubernetes API server: configuration, the REST client, and what the Gateway
-reads from the cluster (API discovery, owner chains, scope labels).
+"""Talking to a Kubernetes API server: configuration and the REST client, used by the RR
+store's Kubernetes backend, both services' `kubernetes` auth mode and the Gateway's view of
+the cluster (`signalgate.gateway.cluster`: discovery, owner chains, scope labels — a Gateway
+decision, so it lives with the Gateway, above this package).
 
 Only Kubernetes mode talks to a cluster; standalone, nothing here makes a request.
 """
