@@ -1,9 +1,9 @@
 """The embedded SQLite audit store: same columns, same chain, no partitions.
 
 sqlite3 is blocking, so every call runs on one dedicated worker thread that owns the
-connection (`run_in_executor` with a single-thread pool): the event loop never waits on
-disk, and SQLite's one-writer rule is met by construction. Writes use `BEGIN IMMEDIATE`, so
-another process on the same file (a `replay-dlq` run) queues instead of forking a chain.
+connection (`common.sql.sqlite_thread`): the event loop never waits on disk, and SQLite's
+one-writer rule is met by construction. Writes use `BEGIN IMMEDIATE`, so another process
+on the same file (a `replay-dlq` run) queues instead of forking a chain.
 """
 
 # SQL text here is built only from column-name constants; values are always bound parameters.
@@ -11,15 +11,14 @@ another process on the same file (a `replay-dlq` run) queues instead of forking 
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
+from signalgate.common.sql.sqlite_thread import SqliteThread
 from signalgate.datastorage.chain import canonical, format_timestamp
 from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, row_to_event
 from signalgate.datastorage.errors import StoreUnavailable
@@ -55,63 +54,33 @@ class SqliteAuditStore:
     def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
         self._path = path
         self._timeout = timeout
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._thread = SqliteThread(f"audit database '{path}'", "audit-sqlite")
 
     async def _run(self, action: str, func: Callable[[sqlite3.Connection], T]) -> T:
-        if self._executor is None:
-            raise RuntimeError("SqliteAuditStore used before open()")
-
-        def call() -> T:
-            if self._conn is None:
-                raise StoreUnavailable("SQLite store is closed")
-            try:
-                return func(self._conn)
-            except BaseException as exc:
-                if self._conn.in_transaction:
-                    self._conn.rollback()
-                if isinstance(exc, SQLITE_UNAVAILABLE):
-                    raise StoreUnavailable(f"SQLite {action} failed: {exc}") from exc
-                raise
-
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, call)
+        try:
+            return await self._thread.run(func)
+        except SQLITE_UNAVAILABLE as exc:
+            raise StoreUnavailable(f"SQLite {action} failed: {exc}") from exc
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite")
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._connect)
+            await self._thread.open(self._connect, self._setup)
         except sqlite3.Error as exc:
-            await self.close()
             raise StoreUnavailable(f"SQLite open of '{self._path}' failed: {exc}") from exc
-        except BaseException:
-            await self.close()
-            raise
 
-    def _connect(self) -> None:
+    def _connect(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
         conn.row_factory = sqlite3.Row
+        return conn
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn = conn
-        sqlite_migrate(conn, SCHEMA, f"audit database '{self._path}'")
+        sqlite_migrate(conn, SCHEMA, self._thread.name)
 
     async def close(self) -> None:
-        if self._executor is None:
-            return
-        executor, self._executor = self._executor, None
-
-        def shut() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        await asyncio.get_running_loop().run_in_executor(executor, shut)
-        executor.shutdown(wait=True)
+        await self._thread.close()
 
     async def ping(self) -> None:
         await self._run("ping", lambda conn: conn.execute("SELECT 1").fetchone())
@@ -124,7 +93,9 @@ class SqliteAuditStore:
 
     async def chain(self, correlation_id: str) -> list[dict[str, Any]]:
         sql = f"SELECT {SELECT_LIST} FROM audit_events WHERE correlation_id = ? ORDER BY seq"
-        rows = await self._run("chain read", lambda conn: conn.execute(sql, [correlation_id]))
+        rows = await self._run(
+            "chain read", lambda conn: conn.execute(sql, [correlation_id]).fetchall()
+        )
         return [row_to_event(row) for row in rows]
 
     async def head(self, correlation_id: str) -> ChainHead | None:
@@ -142,7 +113,7 @@ class SqliteAuditStore:
         return [str(row[0]) for row in rows]
 
     async def migrate(self) -> list[int]:
-        where = f"audit database '{self._path}'"
+        where = self._thread.name
         return await self._run("migrate", lambda conn: sqlite_migrate(conn, SCHEMA, where))
 
     async def maintain(self) -> int:

@@ -1,11 +1,11 @@
 """The embedded RR store: one SQLite file.
 
-One connection, owned by one worker thread; every store call is one function run in that
-thread (`loop.run_in_executor`), so the event loop never blocks on disk or on a lock, and
-the connection is never shared between threads. WAL mode lets readers run beside a writer;
-every write is one `BEGIN IMMEDIATE` transaction, which takes the file's write lock up front,
-so several processes sharing one file decide deduplication race-free (SQLite serialises them,
-and each decision reads and writes under the same lock).
+One connection, owned by one worker thread (`common.sql.sqlite_thread`): every store call
+is one function run in that thread, so the event loop never blocks on disk or on a lock.
+WAL mode lets readers run beside a writer; every write is one `BEGIN IMMEDIATE`
+transaction, which takes the file's write lock up front, so several processes sharing one
+file decide deduplication race-free (SQLite serialises them, and each decision reads and
+writes under the same lock).
 
 Errors: `sqlite3.OperationalError` (locked past the busy timeout, disk full, unreadable or
 unwritable file) → `StoreUnavailable`; a partial-unique-index violation on a status change →
@@ -16,16 +16,15 @@ unwritable file) → `StoreUnavailable`; a partial-unique-index violation on a s
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
+from signalgate.common.sql.sqlite_thread import SqliteThread
 from signalgate.remediation import rows
 from signalgate.remediation.model import RemediationRequest, StatusPatch, format_time, parse_time
 from signalgate.remediation.schema import SCHEMA
@@ -80,8 +79,7 @@ class SqliteRemediationStore:
     def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # touched only in the worker thread
+        self._thread = SqliteThread(repr(self), "sqlite-store")
 
     def __repr__(self) -> str:
         return f"SqliteRemediationStore({str(self.path)!r})"
@@ -89,28 +87,16 @@ class SqliteRemediationStore:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._executor is not None:
-            raise RuntimeError(f"{self!r} is already open")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
-        except BaseException:
-            await self.close()
-            raise
+        await self._thread.open(self._connect, self._setup)
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, self._close)
-        executor.shutdown(wait=True)
+        await self._thread.close()
 
     async def ping(self) -> None:
         # Reads the file (not just the library): a lost or unreadable file shows here.
         await self._run(lambda conn: conn.execute(f"SELECT 1 FROM {_T} LIMIT 1").fetchall())
 
-    def _open(self) -> None:
+    def _connect(self) -> sqlite3.Connection:
         if not self.path.parent.is_dir():
             raise StoreUnavailable(
                 f"SQLite store {str(self.path)!r}: directory {str(self.path.parent)!r} does "
@@ -121,37 +107,21 @@ class SqliteRemediationStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {str(self.path)!r}: cannot open: {exc}") from exc
         conn.row_factory = sqlite3.Row
-        self._conn = conn
+        return conn
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
         try:
             conn.execute("PRAGMA journal_mode = WAL").fetchall()
             conn.execute("PRAGMA synchronous = NORMAL")
-            self._migrate(conn)
+            sqlite_migrate(conn, SCHEMA, f"SQLite store {str(self.path)!r}")
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailable(f"SQLite store {str(self.path)!r}: cannot open: {exc}") from exc
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        sqlite_migrate(conn, SCHEMA, f"SQLite store {str(self.path)!r}")
-
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
 
     # --- running in the worker thread -----------------------------------------------------
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        executor = self._executor
-        if executor is None:
-            raise RuntimeError(f"{self!r} is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, self._call, fn)
-
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError(f"{self!r} is not open")
         try:
-            return fn(conn)
+            return await self._thread.run(fn)
         except SQLITE_UNAVAILABLE as exc:
             raise StoreUnavailable(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
