@@ -9,12 +9,16 @@ request's CPU time.
 from __future__ import annotations
 
 import random
-import uuid
+
+_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)
+_VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48))
 
 
 def new_uuid() -> str:
-    """A random (version 4) UUID as text."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+    """A random (version 4, RFC 4122 variant) UUID as text, formatted directly (what
+    `str(uuid.UUID(int=..., version=4))` gives, at a third of its cost)."""
+    h = f"{(random.getrandbits(128) & _VERSION_MASK) | _VERSION_4:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def random_hex(length: int) -> str:

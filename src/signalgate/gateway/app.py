@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any
 
+from prometheus_client import Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -300,6 +301,9 @@ class RequestMetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # the histogram child per (route, method, status): a closed set (route templates,
+        # bounded methods, status codes), so `labels()` runs once per combination
+        self._durations: dict[tuple[str, str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -320,11 +324,13 @@ class RequestMetricsMiddleware:
         finally:
             self.metrics.inflight.dec()
             route = scope.get("route")
-            endpoint = getattr(route, "path", "unmatched")
-            method = method_label(scope["method"])
-            self.metrics.request_duration.labels(endpoint, method, str(status)).observe(
-                time.perf_counter() - started
-            )
+            key = (getattr(route, "path", "unmatched"), method_label(scope["method"]), status)
+            child = self._durations.get(key)
+            if child is None:
+                endpoint, method, _ = key
+                child = self.metrics.request_duration.labels(endpoint, method, str(status))
+                self._durations[key] = child
+            child.observe(time.perf_counter() - started)
 
 
 def build_api_app(service: GatewayService) -> ASGIApp:

@@ -63,6 +63,8 @@ def utcnow() -> datetime:
 
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with microseconds and a `Z`: sortable as text, exact on round trip."""
+    if value.tzinfo is UTC:  # the usual case (utcnow(), the stores' values): one call
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"
     if value.utcoffset():
         value = value.astimezone(UTC)
     # isoformat is several times faster than strftime on this hot path
