@@ -20,23 +20,37 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 PROBLEM_TYPE_BASE = "https://kubernaut.ai/problems/"
 
-# slug → title; a title is the HTTP reason phrase of the slug's status, as in Kubernaut
-TITLES: dict[str, str] = {
-    "validation-error": "Bad Request",
-    "batch-size-exceeded": "Bad Request",
-    "unauthorized": "Unauthorized",
-    "forbidden": "Forbidden",
-    "not-found": "Not Found",
-    "method-not-allowed": "Method Not Allowed",
-    "request-timeout": "Request Timeout",
-    "conflict": "Conflict",
-    "payload-too-large": "Payload Too Large",
-    "unsupported-media-type": "Unsupported Media Type",
-    "too-many-requests": "Too Many Requests",
-    "internal-error": "Internal Server Error",
-    "service-unavailable": "Service Unavailable",
-    "gateway-timeout": "Gateway Timeout",
+# slug → (status, title): each slug has one status, and its title is that status' HTTP
+# reason phrase, as in Kubernaut. Call sites still say the status (readable where raised);
+# `Problem` refuses one that disagrees with this table, so the rule has one home.
+PROBLEMS: dict[str, tuple[int, str]] = {
+    "validation-error": (400, "Bad Request"),
+    "batch-size-exceeded": (400, "Bad Request"),
+    "unauthorized": (401, "Unauthorized"),
+    "forbidden": (403, "Forbidden"),
+    "not-found": (404, "Not Found"),
+    "method-not-allowed": (405, "Method Not Allowed"),
+    "request-timeout": (408, "Request Timeout"),
+    "conflict": (409, "Conflict"),
+    "payload-too-large": (413, "Payload Too Large"),
+    "unsupported-media-type": (415, "Unsupported Media Type"),
+    "too-many-requests": (429, "Too Many Requests"),
+    "internal-error": (500, "Internal Server Error"),
+    "service-unavailable": (503, "Service Unavailable"),
+    "gateway-timeout": (504, "Gateway Timeout"),
 }
+TITLES: dict[str, str] = {slug: title for slug, (_, title) in PROBLEMS.items()}
+
+
+def check_status(status: int, slug: str) -> None:
+    """Raise `ValueError` (a bug in the caller) for an unknown slug or a status not its own."""
+    if slug not in PROBLEMS:
+        raise ValueError(f"unknown problem slug {slug!r}")
+    if PROBLEMS[slug][0] != status:
+        raise ValueError(
+            f"problem {slug!r} is status {PROBLEMS[slug][0]}, not {status} "
+            "(common/problems.py PROBLEMS)"
+        )
 
 
 class Problem(Exception):
@@ -52,8 +66,7 @@ class Problem(Exception):
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
-        if slug not in TITLES:
-            raise ValueError(f"unknown problem slug {slug!r}")
+        check_status(status, slug)
         self.status = status
         self.slug = slug
         self.detail = detail
@@ -75,6 +88,7 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Response:
+    check_status(status, slug)
     body: dict[str, Any] = {
         "type": f"{PROBLEM_TYPE_BASE}{slug}",
         "title": TITLES[slug],
