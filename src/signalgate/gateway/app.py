@@ -38,6 +38,7 @@ from signalgate.gateway import responses
 from signalgate.gateway.adapters.alertmanager import parse_webhook
 from signalgate.gateway.adapters.kubernetes_event import parse_event
 from signalgate.gateway.adapters.parsing import Freshness, PayloadError, parse_object
+from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
 from signalgate.gateway.metrics import GatewayMetrics, method_label
 from signalgate.gateway.openapi import openapi_document
 from signalgate.gateway.pipeline import Outcome, ProcessingTimeout
@@ -45,6 +46,7 @@ from signalgate.gateway.service import GatewayService
 from signalgate.gateway.signal import AdapterItem, Ignored, Invalid, Signal
 from signalgate.gateway.status_patch import parse_status_patch
 from signalgate.remediation.model import utcnow
+from signalgate.remediation.rows import MAX_PAGE
 from signalgate.remediation.store import (
     Conflict,
     InvalidCursor,
@@ -59,7 +61,7 @@ WEBHOOK_CONCURRENCY = 16
 
 log = logging.getLogger("signalgate.gateway")
 
-_FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
+_FINGERPRINT_RE = re.compile(FINGERPRINT_PATTERN)
 # ASCII digits only: str.isdigit() accepts "²", which int() refuses
 _ASCII_INTEGER_RE = re.compile(r"^[0-9]{1,6}$")
 
@@ -241,8 +243,10 @@ def _list_query(params: Any) -> ListQuery:
         if key not in known:
             raise validation_error(f"{key}: unknown query parameter (allowed: {sorted(known)})")
     limit_text = params.get("limit", "100")
-    if not _ASCII_INTEGER_RE.match(limit_text) or not 1 <= int(limit_text) <= 500:
-        raise validation_error(f"limit: {limit_text[:20]!r} must be an integer from 1 to 500")
+    if not _ASCII_INTEGER_RE.match(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:
+        raise validation_error(
+            f"limit: {limit_text[:20]!r} must be an integer from 1 to {MAX_PAGE}"
+        )
     active_text = params.get("active")
     if active_text not in (None, "true", "false"):
         raise validation_error(f"active: {active_text[:20]!r} must be true or false")

@@ -10,6 +10,9 @@ import hashlib
 
 from signalgate.remediation.model import TargetResource
 
+# a fingerprint as text: SHA-256 in lowercase hex (request checks and the OpenAPI document)
+FINGERPRINT_PATTERN = r"^[0-9a-f]{64}$"
+
 
 def fingerprint_of(target: TargetResource, cluster_id: str = "") -> str:
     """SHA-256 hex of `<namespace>:<Kind>:<name>`, prefixed by `<clusterID>:` when set."""

@@ -7,11 +7,15 @@ Written by hand so it says exactly what the handlers do (status codes, problem d
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, get_args
 
 from signalgate.common.openapi import AUTH_ERRORS, PROBLEM_SCHEMA, json_answer, problem_answer
+from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
+from signalgate.gateway.pipeline import OutcomeKind
+from signalgate.gateway.signal import MAX_SEVERITY, MAX_SIGNAL_NAME
 from signalgate.gateway.status_patch import MAX_TEXT
 from signalgate.remediation.model import OUTCOMES, PHASES
+from signalgate.remediation.rows import MAX_PAGE
 
 _AUTH_ERRORS = {key: AUTH_ERRORS[key] for key in ("401", "403")}
 _SIGNAL_ERRORS = {
@@ -94,7 +98,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "message"],
         "properties": {
-            "status": {"enum": ["created", "duplicate", "resolved", "rejected", "ignored"]},
+            "status": {"enum": list(get_args(OutcomeKind))},
             "message": {"type": "string"},
             "fingerprint": {"type": "string"},
             "duplicate": {"type": "boolean"},
@@ -197,9 +201,9 @@ SCHEMAS: dict[str, Any] = {
                     "originalPayload",
                 ],
                 "properties": {
-                    "signalFingerprint": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                    "signalName": {"type": "string", "maxLength": 253},
-                    "severity": {"type": "string", "maxLength": 50},
+                    "signalFingerprint": {"type": "string", "pattern": FINGERPRINT_PATTERN},
+                    "signalName": {"type": "string", "maxLength": MAX_SIGNAL_NAME},
+                    "severity": {"type": "string", "maxLength": MAX_SEVERITY},
                     "signalType": {"const": "alert"},
                     "signalSource": {"enum": ["prometheus", "kubernetes-events"]},
                     "targetType": {"const": "kubernetes"},
@@ -357,7 +361,7 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "fingerprint",
                             "in": "query",
-                            "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                            "schema": {"type": "string", "pattern": FINGERPRINT_PATTERN},
                         },
                         {"name": "phase", "in": "query", "schema": {"type": "string"}},
                         {"name": "namespace", "in": "query", "schema": {"type": "string"}},
@@ -365,7 +369,7 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "limit",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
                         },
                         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                     ],
