@@ -77,11 +77,8 @@ class DataStorageAPI:
         self._check_categories([event], allowed)
         try:
             outcome = await self.service.writer.write([event])
-        except MissingParent as exc:
-            detail = f"parent_event_id: {exc.indexes[0]} does not exist"
-            raise validation_error(
-                detail, field_errors={"parent_event_id": "does not exist"}
-            ) from None
+        except (MissingParent, ForeignParent) as exc:
+            raise _parent_problem(exc, single=True) from None
         if outcome.written is Written.QUEUED:
             return _accepted(1)
         body = {
@@ -231,25 +228,34 @@ def _invalid(exc: InvalidEvents) -> Problem:
     return validation_error(f"{exc}{more}", field_errors=exc.field_errors)
 
 
+def _parent_problem(exc: ForeignParent | MissingParent, *, single: bool = False) -> Problem:
+    """A bad `parent_event_id`, named `<index>.parent_event_id` in a batch and plain
+    `parent_event_id` for the single-event endpoint."""
+
+    def field(index: int) -> str:
+        return "parent_event_id" if single else f"{index}.parent_event_id"
+
+    first = next(iter(exc.indexes))
+    if isinstance(exc, ForeignParent):
+        return validation_error(
+            f"{field(first)}: {exc}; a parent must be an event of the same correlation id",
+            field_errors={
+                field(i): f"belongs to correlation id {where!r}"
+                for i, (_, where) in exc.indexes.items()
+            },
+        )
+    return validation_error(
+        f"{field(first)}: {exc.indexes[first]} does not exist",
+        field_errors={field(i): "does not exist" for i in exc.indexes},
+    )
+
+
 def _translate(exc: Exception) -> Problem | None:
     """Every lower-layer error becomes its problem here."""
     if isinstance(exc, Conflict):
         return Problem(409, "conflict", f"{exc}; the first write stands")
-    if isinstance(exc, ForeignParent):
-        return validation_error(
-            f"{next(iter(exc.indexes))}.parent_event_id: {exc}; a parent must be an event of "
-            "the same correlation id",
-            field_errors={
-                f"{i}.parent_event_id": f"belongs to correlation id {where!r}"
-                for i, (_, where) in exc.indexes.items()
-            },
-        )
-    if isinstance(exc, MissingParent):
-        first = next(iter(exc.indexes))
-        return validation_error(
-            f"{first}.parent_event_id: {exc.indexes[first]} does not exist",
-            field_errors={f"{i}.parent_event_id": "does not exist" for i in exc.indexes},
-        )
+    if isinstance(exc, ForeignParent | MissingParent):
+        return _parent_problem(exc)
     if isinstance(exc, EventsLost):
         return Problem(500, "internal-error", str(exc))
     if isinstance(exc, StoreUnavailable):

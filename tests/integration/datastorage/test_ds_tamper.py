@@ -152,6 +152,11 @@ def test_parents_stay_in_their_chain_and_writers_in_their_category(tmp_path: Pat
             }
             same = event_body("rr-one", parent_event_id=parent["event_id"])
             assert c.post(batch, json=[same]).status_code == 201
+            alone = c.post("/api/v1/audit/events", json=stray)  # the single-event endpoint
+            assert alone.status_code == 400
+            assert alone.json()["field_errors"] == {
+                "parent_event_id": "belongs to correlation id 'rr-one'"
+            }
 
         with service.client(GATEWAY_WRITER) as c:
             assert c.post(batch, json=[event_body("rr-gw")]).status_code == 201
