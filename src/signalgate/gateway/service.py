@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry
 
 from signalgate.common.audit import AuditSink, LoggingAuditSink
 from signalgate.common.auth import Authenticator, authenticator_for
-from signalgate.common.config import ConfigError
 from signalgate.common.ops import Readiness
 from signalgate.common.server import Lifecycle
 from signalgate.gateway import audit_events as ev
@@ -63,10 +62,9 @@ def store_for(
         from signalgate.remediation.kubernetes import KubernetesStore
 
         return KubernetesStore(kube(dsn), namespace)
-    raise ConfigError(
-        f"config key 'store.dsn': {dsn!r} must start with sqlite:///, postgresql:// or "
-        "kubernetes://"
-    )
+    # settings validation (StoreSettings.dsn) admits only the schemes above: reaching this
+    # line is a bug, not a configuration mistake
+    raise ValueError(f"store.dsn {dsn!r}: no store for this scheme")
 
 
 def cluster_for(settings: GatewaySettings, kube: Callable[[str], KubeClient]) -> ClusterView | None:
