@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 
 from signalgate.common.config import ByteSize, Duration, ListenAddress, Section, load_settings
+from signalgate.common.sections import AuthSettings, LoggingSettings
 from signalgate.kube.settings import KubernetesSettings
 
 DEFAULT_BACKOFF = (60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
@@ -49,11 +50,6 @@ class StoreSettings(Section):
         return value
 
 
-class AuthSettings(Section):
-    mode: Literal["static", "kubernetes", "none"] = "static"
-    tokens_file: Path | None = None
-
-
 class DlqSettings(Section):
     redis_url: str = ""  # empty: the local file at `path`
     path: Path | None = None  # empty: <dataDir>/audit-dlq.jsonl
@@ -71,11 +67,6 @@ class DlqSettings(Section):
 
 class BatchSettings(Section):
     max_size: int = Field(default=500, ge=1, le=500)
-
-
-class LoggingSettings(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"
 
 
 class DataStorageSettings(Section):

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from signalgate.audit.settings import AuditSettings, DeliverySettings
 from signalgate.common.config import ByteSize, Duration, ListenAddress, Section
+from signalgate.common.sections import AuthSettings, LoggingSettings
 from signalgate.gateway.kinds import KindSettings
 from signalgate.kube.settings import KubernetesSettings
 
@@ -64,11 +65,6 @@ class StoreSettings(Section):
         return value
 
 
-class AuthSettings(Section):
-    mode: Literal["static", "none", "kubernetes"] = "static"
-    tokens_file: Path | None = None
-
-
 class ScopeSettings(Section):
     # settings: the namespace globs below; cluster: the kubernaut.ai/managed label on the
     # resource or its namespace, with owner chains and kinds from the API server. Unset:
@@ -81,16 +77,6 @@ class ScopeSettings(Section):
 class FreshnessSettings(Section):
     tolerance: Duration = 300.0
     future_skew: Duration = 120.0
-
-
-class LoggingSettings(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"
-
-    @field_validator("level", mode="before")
-    @classmethod
-    def _lowercase(cls, value: object) -> object:
-        return value.lower() if isinstance(value, str) else value
 
 
 class GatewaySettings(Section):

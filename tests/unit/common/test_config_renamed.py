@@ -1,6 +1,7 @@
-"""A renamed settings key (the Gateway's `server.maxBodyBytes`, now `server.maxBodySize` as in
-DataStorage) is still read from the file and the environment, and a warning naming both keys
-is logged once logging is set up."""
+"""Keys the two services share mean the same: a renamed settings key (the Gateway's
+`server.maxBodyBytes`, now `server.maxBodySize` as in DataStorage) is still read from the file
+and the environment, with a warning naming both keys logged once logging is set up; `auth`
+and `logging` are one model in both."""
 
 from __future__ import annotations
 
@@ -60,3 +61,10 @@ def test_the_new_key_wins_over_the_old_and_both_services_share_it(tmp_path: Path
     env = {"SIGNALGATE_SERVER__MAXBODYSIZE": "3KiB"}
     assert load_settings(GatewaySettings, environ=env).server.max_body_size == 3072
     assert load_settings(DataStorageSettings, environ=env).server.max_body_size == 3072
+
+
+def test_both_services_read_auth_and_logging_alike() -> None:
+    env = {"SIGNALGATE_LOGGING__LEVEL": "WARNING", "SIGNALGATE_AUTH__MODE": "none"}
+    for model in (GatewaySettings, DataStorageSettings):
+        settings = load_settings(model, environ=env)
+        assert (settings.logging.level, settings.auth.mode) == ("warning", "none")
