@@ -20,7 +20,7 @@ CPU time per answered request (utime + stime from /proc, the process and its chi
 before/after the run), and every workload's count is read back server-side (the Gateway's
 list API, or the API server) and compared with the answers wrk counted.
 
-    python bench/ingest.py [--duration 5] [--connections 16,64]
+    python bench/ingest.py [--duration 4] [--connections 16,64]
                            [--backends sqlite,postgres,kubernetes] [--audit off,journal]
                            [--workers 1,2] [--no-ceiling]
 """
@@ -54,6 +54,7 @@ from tests.support.kube import kube_gateway
 from tests.support.services import ADMIN_TOKEN, ServiceProcess, gateway_process, rfc3339
 
 ROOT = Path(__file__).resolve().parents[1]
+WARM_UP = 1  # seconds of wrk before each measured run (connections, pools, caches)
 LUA = textwrap.dedent(
     """
     local counter = 0
@@ -181,7 +182,7 @@ def run_ceiling(
             proc = subprocess.Popen(command, env=env, cwd=ROOT)
             try:
                 wait_port(url, proc)
-                warm = run_wrk(url, workload, 2, conns, workdir)
+                warm = run_wrk(url, workload, WARM_UP, conns, workdir)
                 figures = measured_wrk(proc.pid, url, workload, duration, conns, workdir)
                 rows.append(Row("ceiling", "-", 1, conns, workload, figures))
             finally:
@@ -222,7 +223,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=int, default=5, help="seconds per measured case")
+    parser.add_argument("--duration", type=int, default=4, help="seconds per measured case")
     parser.add_argument("--connections", default="16,64", help="comma-separated wrk -c values")
     parser.add_argument("--backends", default="sqlite,postgres,kubernetes")
     parser.add_argument("--audit", default="off,journal", help="off, journal or both")
@@ -311,7 +312,7 @@ def run_gateway_case(
         for workload in ("duplicate", "new"):
             acknowledged = 0
             for conns in connections:
-                warm = run_wrk(service.api_url, workload, 2, conns, workdir)
+                warm = run_wrk(service.api_url, workload, WARM_UP, conns, workdir)
                 figures = measured_wrk(
                     service.proc.pid, service.api_url, workload, duration, conns, workdir
                 )

@@ -1,13 +1,14 @@
 """Where the Gateway's CPU goes under load: py-spy samples a real Gateway driven by wrk.
 
-Starts one Gateway (SQLite or PostgreSQL with fsync on, audit off), drives one workload with
+Starts one Gateway (SQLite or PostgreSQL with fsync on; audit off, or journal with a
+DataStorage process on SQLite), drives one workload with
 wrk (the same script as bench/ingest.py) while `py-spy record` samples the process, then
 prints the functions with the most samples, by self time (the frame on top of the stack) and
 by inclusive time (anywhere on the stack), and the CPU µs per request. The raw collapsed
 stacks are kept (--out) for a flame graph (e.g. `inferno-flamegraph` or speedscope).
 
     python bench/profile.py [--backend postgres] [--workload duplicate] [--duration 10]
-                            [--connections 16] [--top 30] [--out gateway.folded]
+                            [--connections 16] [--audit off] [--top 30] [--out gateway.folded]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ingest import measured_wrk, run_wrk
 from e2ecov.recipes import PostgresServer
+from tests.integration.datastorage.dstools import WRITER_TOKEN, datastorage_process
 from tests.support.services import gateway_process
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -66,6 +68,9 @@ def main() -> int:
     parser.add_argument("--workload", choices=("duplicate", "new"), default="duplicate")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--audit", choices=("off", "journal"), default="off", help="journal: with DataStorage"
+    )
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("gateway.folded"))
     parser.add_argument("--summarize", type=Path, help="only print the top of a saved profile")
@@ -87,6 +92,12 @@ def main() -> int:
         }
         if postgres is not None:
             env["SIGNALGATE_STORE__DSN"] = postgres.url
+        datastorage = None
+        if args.audit == "journal":
+            datastorage = datastorage_process(workdir / "datastorage").start()
+            (workdir / "ds.token").write_text(WRITER_TOKEN)
+            env["SIGNALGATE_DATASTORAGE__URL"] = datastorage.api_url
+            env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(workdir / "ds.token")
         service = gateway_process(workdir / "gateway", env=env).start()
         assert service.proc is not None
         try:
@@ -112,12 +123,15 @@ def main() -> int:
             spy.wait(60)
         finally:
             service.stop()
+            if datastorage is not None:
+                datastorage.stop()
             if postgres is not None:
                 postgres.cleanup()
 
     print(summarize(args.out, args.top))
     print(
-        f"\n{args.backend} {args.workload} c={args.connections}: {figures['rps']:.0f} signals/s,"
+        f"\n{args.backend} audit {args.audit} {args.workload} c={args.connections}:"
+        f" {figures['rps']:.0f} signals/s,"
         f" p99 {figures['p99_ms']:.2f} ms, {figures['cpu_us']:.0f} µs of Gateway CPU per request"
         f" (py-spy's sampling included); collapsed stacks in {args.out}"
     )
