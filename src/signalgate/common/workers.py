@@ -32,7 +32,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -308,8 +307,3 @@ async def supervise(
             supervisor.runtime.rmdir()
     log.info("stopped")
     return exit_code
-
-
-def worker_command() -> list[str]:
-    """This process's own command line, to start its workers with."""
-    return [sys.executable, *sys.orig_argv[1:]]

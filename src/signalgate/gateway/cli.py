@@ -20,7 +20,7 @@ from signalgate.common.cli import (
 )
 from signalgate.common.logging import configure_logging
 from signalgate.common.server import serve as run
-from signalgate.common.workers import WorkerRole, supervise, worker_command
+from signalgate.common.workers import WorkerRole, supervise
 from signalgate.gateway.settings import SHORTHANDS, GatewaySettings
 from signalgate.remediation.store import StoreError
 
@@ -37,13 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve(settings: GatewaySettings) -> int:
+def serve(settings: GatewaySettings, argv: list[str]) -> int:
     from signalgate.gateway.app import build_api_app
     from signalgate.gateway.service import GatewayService
 
     configure_logging(settings.logging.level, settings.logging.format)
     if settings.server.workers > 1 and WorkerRole.from_environ() is None:
-        return supervise_workers(settings)
+        return supervise_workers(settings, argv)
     service = GatewayService.from_settings(settings)
     try:
         run(
@@ -60,7 +60,7 @@ def serve(settings: GatewaySettings) -> int:
     return EXIT_OK
 
 
-def supervise_workers(settings: GatewaySettings) -> int:
+def supervise_workers(settings: GatewaySettings, argv: list[str]) -> int:
     """`server.workers` > 1: this process supervises that many Gateway processes. Each has
     its own audit journal directory (the first keeps the configured one, so going back to
     one worker delivers its backlog; the others use `<journal>-worker-<i>`)."""
@@ -70,7 +70,7 @@ def supervise_workers(settings: GatewaySettings) -> int:
         for i in range(settings.server.workers)
     ]
     main = supervise(
-        worker_command(),
+        [sys.executable, "-m", "signalgate.gateway.cli", *argv],
         settings.server.workers,
         settings.server.listen,
         settings.server.ops_listen,
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             print(json.dumps(settings.model_dump(mode="json", by_alias=True), indent=2))
             return EXIT_OK
-        return serve(settings)
+        return serve(settings, sys.argv[1:] if argv is None else argv)
 
     return run_guarded(command)
 
