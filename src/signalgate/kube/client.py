@@ -84,10 +84,13 @@ class KubeClient:
     ) -> None:
         self.config = config
         self.timeout = timeout
+        # HTTP/2, as every Kubernetes client speaks to the API server: many requests share a
+        # few connections (httpcore's HTTP/1.1 pool costs CPU per request and connection)
         self._http = httpx.AsyncClient(
             base_url=config.server,
             verify=config.ssl_context(),
             timeout=timeout,
+            http2=True,
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
