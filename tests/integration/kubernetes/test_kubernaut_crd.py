@@ -57,7 +57,7 @@ def as_a_controller(server: KubeAPIServer, name: str, **status: Any) -> dict[str
     resourceVersion, Kubernaut's own status fields beside ours."""
     code, obj = server.request("GET", rr_path(name))
     assert code == 200, obj
-    obj["status"].update(status)
+    obj.setdefault("status", {}).update(status)
     code, written = server.request("PUT", rr_path(name) + "/status", obj)
     assert code == 200, written
     return written

@@ -41,7 +41,8 @@ def test_an_object_nobody_wrote_status_on_reads_as_pending_and_round_trips() -> 
     }
     rr = from_object(obj)
     assert rr.overall_phase == "Pending" and rr.active
-    assert rr.deduplication.occurrence_count == 0
+    # seen once: the signal that created it (as Kubernaut reads an RR without that status)
+    assert rr.deduplication.occurrence_count == 1
     assert rr.labels == {"team": "a"}
     back = to_object(rr)
     assert back["metadata"]["labels"] == {"signalgate.io/generation": "3", "team": "a"}
