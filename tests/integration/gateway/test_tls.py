@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.services import ADMIN_TOKEN, alert, gateway_process, webhook
+from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_ADMIN
+from tests.integration.datastorage.dstools import datastorage_process
+from tests.support.services import ADMIN_TOKEN, ServiceProcess, alert, gateway_process, webhook
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -28,17 +30,19 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def tls_env(cert: Path, key: Path) -> dict[str, str]:
+    return {"SIGNALGATE_SERVER__TLSCERTFILE": str(cert), "SIGNALGATE_SERVER__TLSKEYFILE": str(key)}
+
+
+def on_https(service: ServiceProcess) -> ServiceProcess:
+    """The service with its API URL as https:// (its ops listener stays plain HTTP)."""
+    service.api_url = service.api_url.replace("http://", "https://")
+    return service
+
+
 def test_the_api_listener_speaks_https_with_the_given_certificate(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
-    gateway = gateway_process(
-        tmp_path / "gw",
-        env={
-            "SIGNALGATE_SERVER__TLSCERTFILE": str(cert),
-            "SIGNALGATE_SERVER__TLSKEYFILE": str(key),
-        },
-    )
-    gateway.api_url = gateway.api_url.replace("http://", "https://")
-    gateway.start()
+    gateway = on_https(gateway_process(tmp_path / "gw", env=tls_env(cert, key))).start()
     try:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         trust = ssl.create_default_context(cafile=str(cert))
@@ -73,23 +77,9 @@ def test_a_certificate_without_its_key_stops_start_up(tmp_path: Path) -> None:
 
 
 def test_the_gateway_delivers_audit_over_https_to_a_datastorage_with_tls(tmp_path: Path) -> None:
-    from tests.integration.datastorage.dstools import (
-        ADMIN_TOKEN as DS_ADMIN,
-    )
-    from tests.integration.datastorage.dstools import (
-        datastorage_process,
-    )
 
     cert, key = self_signed(tmp_path)
-    datastorage = datastorage_process(
-        tmp_path / "ds",
-        env={
-            "SIGNALGATE_SERVER__TLSCERTFILE": str(cert),
-            "SIGNALGATE_SERVER__TLSKEYFILE": str(key),
-        },
-    )
-    datastorage.api_url = datastorage.api_url.replace("http://", "https://")
-    datastorage.start()
+    datastorage = on_https(datastorage_process(tmp_path / "ds", env=tls_env(cert, key))).start()
     try:
         token_file = tmp_path / "ds.token"
         token_file.write_text(DS_ADMIN)
