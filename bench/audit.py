@@ -119,7 +119,7 @@ def main() -> int:
         dsn = postgres.create_database("audit")
         tokens = work / "tokens"
         digest = hashlib.sha256(TOKEN.encode()).hexdigest()
-        tokens.write_text(f"{digest} audit:write,audit:read\n")
+        tokens.write_text(f"{digest} audit:write,audit:write:gateway,audit:read\n")
         api, ops = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
         env.update(

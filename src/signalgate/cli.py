@@ -55,7 +55,8 @@ def components(host: str, base_port: int, token_path: Path) -> list[Component]:
         module="signalgate.datastorage.cli",
         api=f"{host}:{base_port + 10}",
         ops=f"{host}:{base_port + 11}",
-        scopes=("audit:write", "audit:read"),
+        # the Gateway writes its events with this token too: gateway.* needs its own scope
+        scopes=("audit:write", "audit:write:gateway", "audit:read"),
     )
     gateway = Component(
         name="gateway",

@@ -39,6 +39,7 @@ from signalgate.datastorage.errors import (
 )
 from signalgate.datastorage.events import (
     CATEGORIES,
+    RESERVED_CATEGORIES,
     AuditEvent,
     BatchSizeError,
     InvalidEvents,
@@ -108,28 +109,43 @@ class DataStorageAPI:
         return json_response(201, body)
 
     async def _writer(self, request: Request) -> frozenset[str] | None:
-        """The categories the caller may write: None for all (`audit:write`), else those of
-        its `audit:write:<category>` scopes; 403 when it holds neither."""
+        """The categories the caller may write, or None for every one.
+
+        `audit:write` writes every category but the reserved ones (`gateway`: only a token
+        holding `audit:write:gateway` appends to the Gateway's chains, so no other writer can
+        forge its decisions); `audit:write:<category>` writes that category. 403 when the
+        caller holds none of them."""
         authorization = request.headers.get("authorization")
         auth = self.service.auth
+        allowed: set[str] = set()
         try:
             await auth.authorize(authorization, "audit:write")
-            return None
         except Problem as refused:
             if refused.status != 403:
                 raise
-            allowed = set()
-            for category in CATEGORIES:
-                try:
-                    await auth.authorize(authorization, f"audit:write:{category}")
-                except Problem as narrower:
-                    if narrower.status != 403:
-                        raise
-                else:
-                    allowed.add(category)
-            if not allowed:
-                raise
-            return frozenset(allowed)
+            first_refusal: Problem | None = refused
+        else:
+            allowed.update(c for c in CATEGORIES if c not in RESERVED_CATEGORIES)
+            first_refusal = None
+        for category in CATEGORIES:
+            if category in allowed:
+                continue
+            try:
+                await auth.authorize(authorization, f"audit:write:{category}")
+            except Problem as narrower:
+                if narrower.status != 403:
+                    raise
+            else:
+                allowed.add(category)
+        if not allowed:
+            raise first_refusal or Problem(
+                403,
+                "forbidden",
+                "this token lacks the scope 'audit:write' (or audit:write:<category>)",
+            )
+        if allowed.issuperset(CATEGORIES):
+            return None
+        return frozenset(allowed)
 
     @staticmethod
     def _check_categories(events: Sequence[AuditEvent], allowed: frozenset[str] | None) -> None:

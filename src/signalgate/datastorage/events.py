@@ -48,6 +48,9 @@ CATEGORIES: tuple[str, ...] = (
     "security",
     "agentsession",
 )
+# Categories a plain `audit:write` token may not write: the Gateway's decisions are appended
+# only with `audit:write:gateway`, so no other writer can forge them into its chains.
+RESERVED_CATEGORIES = frozenset({"gateway"})
 OUTCOMES: tuple[str, ...] = ("success", "failure", "pending")
 
 MAX_EVENT_DATA_BYTES = 256 * 1024

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("signalgate.datastorage")
 
-# `audit:write` writes events of every category (the operator's writer, as before);
+# `audit:write` writes events of every category but the reserved ones (`gateway`);
 # `audit:write:<category>` only that category's, e.g. the Gateway's `audit:write:gateway`,
 # so a token handed to one service cannot append to another service's chains
 SCOPES = ("audit:write", "audit:read", *(f"audit:write:{c}" for c in CATEGORIES))

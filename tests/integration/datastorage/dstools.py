@@ -14,8 +14,8 @@ WRITER_TOKEN = "ds-writer-token"
 READER_TOKEN = "ds-reader-token"
 ADMIN_TOKEN = "ds-admin-token"
 DS_TOKENS = {
-    ADMIN_TOKEN: "audit:write,audit:read",
-    WRITER_TOKEN: "audit:write",
+    ADMIN_TOKEN: "audit:write,audit:write:gateway,audit:read",
+    WRITER_TOKEN: "audit:write,audit:write:gateway",
     READER_TOKEN: "audit:read",
 }
 

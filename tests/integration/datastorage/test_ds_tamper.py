@@ -26,6 +26,7 @@ from signalgate.datastorage.store import AuditStore, verify_stored
 
 GATEWAY_WRITER = "ds-gateway-writer"
 NOTIFY_WRITER = "ds-notification-writer"
+PLAIN_WRITER = "ds-plain-writer"
 
 
 class Backend:
@@ -134,9 +135,10 @@ def test_verify_all_and_migration_of_an_existing_database(tmp_path: Path) -> Non
 
 def test_parents_stay_in_their_chain_and_writers_in_their_category(tmp_path: Path) -> None:
     tokens = {
-        ADMIN_TOKEN: "audit:write,audit:read",
+        ADMIN_TOKEN: "audit:write,audit:write:gateway,audit:read",
         GATEWAY_WRITER: "audit:write:gateway",
         NOTIFY_WRITER: "audit:write:notification",
+        PLAIN_WRITER: "audit:write",
     }
     service = datastorage_process(tmp_path / "ds", tokens=tokens).start()
     batch = "/api/v1/audit/events/batch"
@@ -168,6 +170,15 @@ def test_parents_stay_in_their_chain_and_writers_in_their_category(tmp_path: Pat
             assert "1.event_category" in refused.json()["detail"]
         with service.client(NOTIFY_WRITER) as c:
             forged = c.post("/api/v1/audit/events", json=event_body(f"rr-{uuid.uuid4().hex[:6]}"))
+            assert forged.status_code == 403
+            assert "audit:write:gateway" in forged.json()["detail"]
+        # a plain audit:write token writes every category but the Gateway's
+        with service.client(PLAIN_WRITER) as c:
+            note = event_body(
+                "rr-n", event_category="notification", event_type="notification.message.sent"
+            )
+            assert c.post(batch, json=[note]).status_code == 201
+            forged = c.post(batch, json=[event_body(f"rr-{uuid.uuid4().hex[:6]}")])
             assert forged.status_code == 403
             assert "audit:write:gateway" in forged.json()["detail"]
         with httpx.Client(base_url=service.api_url, timeout=10) as anonymous:
