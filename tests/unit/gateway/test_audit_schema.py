@@ -24,6 +24,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from signalgate.common.audit import LoggingAuditSink
 from signalgate.datastorage.capabilities import EXTENSION_EVENT_TYPES
 from signalgate.gateway import audit_events as ev
 from signalgate.gateway.adapters.alertmanager import parse_webhook
@@ -40,29 +41,14 @@ from tests.support.services import alert, k8s_event, rfc3339, webhook
 OPENAPI = Path(__file__).parents[2] / "fixtures" / "kubernaut" / "data-storage-v1.yaml"
 
 
-class CapturingSink:
-    """An audit sink that keeps what it is given, in order."""
+class CapturingSink(LoggingAuditSink):
+    """The logging sink, also keeping what it is given, in order."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
     def emit(self, event: dict[str, Any]) -> None:
         self.events.append(event)
-
-    async def commit(self) -> None:
-        return None
-
-    def accepting(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    def status(self) -> dict[str, Any]:
-        return {}
 
 
 @pytest.fixture(scope="module")
