@@ -283,6 +283,11 @@ class KubeAPIServer:
         )
 
     def _write_kubeconfig(self) -> None:
+        self.write_kubeconfig(self.admin_token, self.kubeconfig, user=ADMIN_USER)
+
+    def write_kubeconfig(self, token: str, path: Path, user: str = "user") -> Path:
+        """A kubeconfig (mode 0600) that reaches this API server as the bearer of `token`,
+        e.g. a ServiceAccount token from `service_account_token`."""
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -295,12 +300,13 @@ class KubeAPIServer:
                     },
                 }
             ],
-            "users": [{"name": ADMIN_USER, "user": {"token": self.admin_token}}],
-            "contexts": [{"name": "e2ecov", "context": {"cluster": "e2ecov", "user": ADMIN_USER}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "e2ecov", "context": {"cluster": "e2ecov", "user": user}}],
             "current-context": "e2ecov",
         }
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
-        os.chmod(self.kubeconfig, 0o600)
+        path.write_text(json.dumps(config, indent=2))
+        os.chmod(path, 0o600)
+        return path
 
     def _wait_crds_established(self) -> None:
         crds = [

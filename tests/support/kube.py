@@ -4,7 +4,6 @@ ServiceAccount tokens, kubeconfig files, and Gateways that talk to the test API 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,24 +16,6 @@ from tests.support.services import ServiceProcess, gateway_process
 REPO = Path(__file__).resolve().parents[2]
 RBAC_FILE = REPO / "deploy" / "kubernaut" / "rbac.yaml"
 DEPLOY_NAMESPACE = "kubernaut-system"
-
-
-def write_kubeconfig(server: KubeAPIServer, token: str, path: Path) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "test",
-                "cluster": {"server": server.api_url, "certificate-authority": str(server.ca_file)},
-            }
-        ],
-        "users": [{"name": "test", "user": {"token": token}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-        "current-context": "test",
-    }
-    path.write_text(json.dumps(config))
-    return path
 
 
 def in_namespace(obj: Mapping[str, Any], namespace: str, suffix: str) -> dict[str, Any]:
@@ -110,7 +91,7 @@ def kube_gateway(
     apply_rbac(server, controller_namespace)
     token = service_account(server, controller_namespace, "signalgate-gateway")
     data_dir.mkdir(parents=True, exist_ok=True)
-    kubeconfig = write_kubeconfig(server, token, data_dir / "kubeconfig")
+    kubeconfig = server.write_kubeconfig(token, data_dir / "kubeconfig")
     settings = {
         "SIGNALGATE_STORE__DSN": f"kubernetes://{kubeconfig}",
         "SIGNALGATE_KUBERNETES__CONFIG": f"kubernetes://{kubeconfig}",

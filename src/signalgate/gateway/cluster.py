@@ -22,12 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from signalgate.common.ttlcache import TTLCache
 from signalgate.gateway.kinds import BUILTIN_KINDS, KindInfo, StaticKindCatalog
 from signalgate.gateway.scope import Rejection
 from signalgate.kube.client import KubeClient, KubeError, KubeNotFound, KubeUnavailable
@@ -95,27 +94,6 @@ class DiscoveredKinds:
         return len(self._resources)
 
 
-class _Cache:
-    """Bounded, expiring answers of metadata reads (None: the object does not exist)."""
-
-    def __init__(self, ttl: float, size: int = METADATA_CACHE_SIZE) -> None:
-        self.ttl = ttl
-        self.size = size
-        self._items: OrderedDict[str, tuple[float, dict[str, Any] | None]] = OrderedDict()
-
-    def get(self, key: str) -> tuple[bool, dict[str, Any] | None]:
-        found = self._items.get(key)
-        if found is None or found[0] < time.monotonic():
-            return False, None
-        return True, found[1]
-
-    def put(self, key: str, value: dict[str, Any] | None) -> None:
-        self._items[key] = (time.monotonic() + self.ttl, value)
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-
 class ClusterView:
     """Discovery, owner chains and scope labels from one API server."""
 
@@ -126,7 +104,8 @@ class ClusterView:
     ) -> None:
         self.client = client
         self.kinds = DiscoveredKinds()
-        self._metadata = _Cache(settings.metadata_ttl)
+        self._metadata_ttl = settings.metadata_ttl
+        self._metadata: TTLCache[dict[str, Any] | None] = TTLCache(METADATA_CACHE_SIZE)
         # metrics hooks: (kind, "success" | "failed"), and a failed discovery refresh
         self.on_owner_resolution: Callable[[str, str], None] = lambda kind, outcome: None
         self.on_discovery_error: Callable[[], None] = lambda: None
@@ -203,7 +182,7 @@ class ClusterView:
             found = None
         else:
             found = dict(obj.get("metadata") or {})
-        self._metadata.put(path, found)
+        self._metadata.put(path, found, self._metadata_ttl)
         return found
 
     async def existing(
@@ -294,7 +273,7 @@ class ClusterView:
             raise
         except KubeError as exc:
             log.warning("cannot resolve a Service to its pods", extra={"error": str(exc)})
-        self._metadata.put(key, found)
+        self._metadata.put(key, found, self._metadata_ttl)
         return (
             None if found is None else TargetResource("Pod", found["name"], service.namespace, "v1")
         )

@@ -20,20 +20,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from signalgate.common.auth import BEARER_RE, Principal, authenticated_user_var
 from signalgate.common.problems import Problem
+from signalgate.common.ttlcache import TTLCache
 from signalgate.kube.client import KubeClient, KubeError, KubeUnavailable
 from signalgate.kube.settings import KubernetesSettings
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = "5"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -87,33 +87,6 @@ class _User:
     extra: Mapping[str, Sequence[str]]
 
 
-class _TTLCache:
-    """A bounded map whose entries expire; the oldest entry goes first when full."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
-
-    def get(self, key: Any) -> Any:
-        found = self._items.get(key)
-        if found is None:
-            return None
-        expires, value = found
-        if expires < time.monotonic():
-            del self._items[key]
-            return None
-        return value
-
-    def put(self, key: Any, value: Any, ttl: float) -> None:
-        self._items[key] = (time.monotonic() + ttl, value)
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 class KubernetesAuth:
     """`Authenticator` backed by TokenReview and SubjectAccessReview."""
 
@@ -126,9 +99,9 @@ class KubernetesAuth:
         self.client = client
         self.access = dict(access)
         self.settings = settings
-        self._users = _TTLCache(settings.cache_size)
-        self._decisions = _TTLCache(settings.cache_size)
-        self._inflight: dict[Any, asyncio.Future[Any]] = {}
+        self._users: TTLCache[_User | None] = TTLCache(settings.cache_size)
+        self._decisions: TTLCache[bool] = TTLCache(settings.cache_size)
+        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
 
     async def authorize(self, authorization: str | None, scope: str) -> Principal:
         if not authorization:
@@ -138,11 +111,13 @@ class KubernetesAuth:
             raise Problem(401, "unauthorized", "Authorization header is not 'Bearer <token>'")
         token = match.group(1)
         key = hashlib.sha256(token.encode()).digest()
-        user = await self._shared(("user", key), lambda: self._review(key, token))
+        user = await self._shared(self._users, key, lambda: self._review(token))
         if user is None:
             raise Problem(401, "unauthorized", "the token was not accepted by the cluster")
         needed = self._access_for(scope)
-        allowed = await self._shared(("sar", key, scope), lambda: self._decide(key, user, scope))
+        allowed = await self._shared(
+            self._decisions, (key, scope), lambda: self._decide(user, scope)
+        )
         if not allowed:
             asked = " and ".join(f"{a.verb} {_resource(a)}" for a in needed)
             raise Problem(
@@ -161,15 +136,17 @@ class KubernetesAuth:
             raise Problem(403, "forbidden", f"no Kubernetes access rule for scope '{scope}'")
         return found
 
-    async def _shared(self, key: Any, compute: Callable[[], Awaitable[Any]]) -> Any:
-        """One review per key at a time: concurrent requests with one token share it."""
-        cache = self._users if key[0] == "user" else self._decisions
-        cached = cache.get(key)
-        if cached is not None:
-            return cached[0]
+    async def _shared(
+        self, cache: TTLCache[T], key: Hashable, compute: Callable[[], Awaitable[T]]
+    ) -> T:
+        """The cached answer, else one review per key at a time: concurrent requests with
+        one token share it. A yes is kept `cacheTTL`, a no `denyCacheTTL`."""
+        hit, cached = cache.get(key)
+        if hit:
+            return cast(T, cached)
         pending = self._inflight.get(key)
         if pending is not None:
-            return await asyncio.shield(pending)
+            return cast(T, await asyncio.shield(pending))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
@@ -183,10 +160,10 @@ class KubernetesAuth:
         finally:
             self._inflight.pop(key, None)
         ttl = self.settings.cache_ttl if value else self.settings.deny_cache_ttl
-        cache.put(key, (value,), ttl)
+        cache.put(key, value, ttl)
         return value
 
-    async def _review(self, key: bytes, token: str) -> _User | None:
+    async def _review(self, token: str) -> _User | None:
         spec: dict[str, Any] = {"token": token}
         if self.settings.audiences:
             spec["audiences"] = list(self.settings.audiences)
@@ -205,7 +182,7 @@ class KubernetesAuth:
             dict(user.get("extra") or {}),
         )
 
-    async def _decide(self, key: bytes, user: _User, scope: str) -> bool:
+    async def _decide(self, user: _User, scope: str) -> bool:
         for access in self._access_for(scope):
             spec: dict[str, Any] = {
                 "user": user.name,

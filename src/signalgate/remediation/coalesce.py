@@ -155,15 +155,10 @@ class CoalescingStore:
 
 async def _settle(waiting: _Waiting, decision: Coroutine[Any, Any, FiringResult]) -> bool:
     """Run `decision` for the waiting caller and hand it the result (or error); True on
-    success. Should the caller give up meanwhile, the decision is cancelled with it."""
+    success. The task is kept on `waiting`, so a caller that gives up cancels it
+    (`CoalescingStore.record_firing`)."""
     task = asyncio.ensure_future(decision)
     waiting.decision = task
-
-    def abandon(done: asyncio.Future[FiringResult]) -> None:
-        if done.cancelled():
-            task.cancel()
-
-    waiting.done.add_done_callback(abandon)
     try:
         result = await task
     except asyncio.CancelledError:

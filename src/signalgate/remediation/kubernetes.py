@@ -47,13 +47,11 @@ from signalgate.remediation.model import (
     API_VERSION,
     CREATED_AT_ANNOTATION,
     INITIAL_PHASE,
-    MANUAL_REVIEW_OUTCOME,
     SIGNAL_RESOLVED,
     Deduplication,
     RemediationRequest,
     SignalResolved,
     StatusPatch,
-    is_active,
     parse_time,
 )
 from signalgate.remediation.rows import choose_suppressor, clamp_limit
@@ -431,7 +429,7 @@ class KubernetesStore:
                 bumped = await self._change(
                     suppressing.name,
                     lambda rr: rr.seen_again(1, now),
-                    lambda rr: _suppresses(rr, now),
+                    lambda rr: rr.suppresses(now),
                 )
                 if bumped is not None:
                     return FiringResult(Decision.DUPLICATE, bumped)
@@ -557,19 +555,11 @@ def _settle(changes: Iterable[_Change], result: RemediationRequest | None) -> No
 
 
 def _is_active(rr: RemediationRequest) -> bool:
-    return is_active(rr.overall_phase)
+    return rr.active
 
 
 def _always(rr: RemediationRequest) -> bool:
     return True
-
-
-def _suppresses(rr: RemediationRequest, now: datetime) -> bool:
-    if rr.active:
-        return False
-    if rr.outcome == MANUAL_REVIEW_OUTCOME:
-        return True
-    return rr.next_allowed_execution is not None and rr.next_allowed_execution > now
 
 
 def _newest(rrs: Iterable[RemediationRequest]) -> RemediationRequest | None:

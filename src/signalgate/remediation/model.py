@@ -158,6 +158,15 @@ class RemediationRequest:
     def active(self) -> bool:
         return is_active(self.overall_phase)
 
+    def suppresses(self, now: datetime) -> bool:
+        """Whether this RR holds back a new one for its fingerprint (deduplication rules 2
+        and 3): terminal, and awaiting manual review or cooling down past `now`."""
+        if self.active:
+            return False
+        if self.outcome == MANUAL_REVIEW_OUTCOME:
+            return True
+        return self.next_allowed_execution is not None and self.next_allowed_execution > now
+
     @property
     def target_namespace(self) -> str:
         return str(self.spec.get("targetResource", {}).get("namespace", ""))

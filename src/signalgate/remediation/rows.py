@@ -185,12 +185,12 @@ def choose_suppressor(
     manual: RemediationRequest | None = None
     cooling: RemediationRequest | None = None
     for rr in candidates:
-        if rr.active:
+        if not rr.suppresses(now):
             continue
         if rr.outcome == MANUAL_REVIEW_OUTCOME:
             if manual is None or (rr.created_at, rr.name) > (manual.created_at, manual.name):
                 manual = rr
-        elif rr.next_allowed_execution is not None and rr.next_allowed_execution > now:
+        else:
             key = (rr.next_allowed_execution, rr.created_at, rr.name)
             if cooling is None or key > (
                 cooling.next_allowed_execution,

@@ -12,7 +12,7 @@ import pytest
 from e2ecov.kubeapi import KubeAPIServer
 from tests.integration.datastorage.dstools import datastorage_process, event_body
 from tests.support.contract import problem
-from tests.support.kube import apply_rbac, service_account, write_kubeconfig
+from tests.support.kube import apply_rbac, service_account
 from tests.support.services import ServiceProcess
 
 BATCH = "/api/v1/audit/events/batch"
@@ -57,7 +57,7 @@ def datastorage(
     # DataStorage runs as its own ServiceAccount with deploy/'s RBAC
     apply_rbac(kube_apiserver, kube_namespace)
     own = service_account(kube_apiserver, kube_namespace, "signalgate-datastorage")
-    kubeconfig = write_kubeconfig(kube_apiserver, own, tmp_path / "kubeconfig")
+    kubeconfig = kube_apiserver.write_kubeconfig(own, tmp_path / "kubeconfig")
     service = datastorage_process(
         tmp_path / "ds",
         env={

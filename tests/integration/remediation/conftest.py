@@ -13,7 +13,7 @@ from rrcases import Backend
 
 from e2ecov.kubeapi import KubeAPIServer
 from signalgate.kube.client import KubeClient
-from signalgate.kube.config import KubeConfig
+from signalgate.kube.config import config_from_dsn
 from signalgate.remediation.coalesce import CoalescingStore
 from signalgate.remediation.kubernetes import KubernetesStore
 from signalgate.remediation.postgres import PostgresRemediationStore
@@ -35,9 +35,8 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     else:
         server: KubeAPIServer = request.getfixturevalue("kube_apiserver")
         namespace: str = request.getfixturevalue("kube_namespace")
-        config = KubeConfig(
-            server=server.api_url, ca_file=str(server.ca_file), token=server.admin_token
-        )
+        # the recipe's url is kubernetes:///<admin kubeconfig>: the store's own DSN form
+        config = config_from_dsn(server.url)
 
         def kube_store(**kw: object) -> KubernetesStore:
             client = KubeClient(config)

@@ -11,7 +11,7 @@ from rrcases import fingerprint, later, make_rr
 
 from e2ecov.kubeapi import KubeAPIServer
 from signalgate.kube.client import KubeClient
-from signalgate.kube.config import KubeConfig
+from signalgate.kube.config import config_from_dsn
 from signalgate.remediation.kubernetes import GENERATION_LABEL, KubernetesStore, rr_name
 from signalgate.remediation.model import StatusPatch
 from signalgate.remediation.store import Decision, ListQuery
@@ -21,12 +21,7 @@ from signalgate.remediation.store import Decision, ListQuery
 async def kube_store(
     kube_apiserver: KubeAPIServer, kube_namespace: str
 ) -> AsyncIterator[KubernetesStore]:
-    config = KubeConfig(
-        server=kube_apiserver.api_url,
-        ca_file=str(kube_apiserver.ca_file),
-        token=kube_apiserver.admin_token,
-    )
-    client = KubeClient(config)
+    client = KubeClient(config_from_dsn(kube_apiserver.url))
     store = KubernetesStore(client, kube_namespace)
     await store.open()
     try:
