@@ -157,7 +157,7 @@ def to_object(rr: RemediationRequest) -> dict[str, Any]:
     return document
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: each is one caller's change
 class _Change:
     """One caller's status change, queued for the next coalesced write of one RR."""
 
