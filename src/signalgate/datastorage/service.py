@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -26,9 +25,7 @@ from signalgate.datastorage.settings import DataStorageSettings
 from signalgate.datastorage.sqlite import SqliteAuditStore, path_from_dsn
 from signalgate.datastorage.store import AuditStore
 from signalgate.datastorage.writer import AuditWriter
-
-if TYPE_CHECKING:
-    from signalgate.kube.client import KubeClient
+from signalgate.kube.clients import KubeClients
 
 log = logging.getLogger("signalgate.datastorage")
 
@@ -70,8 +67,8 @@ class DataStorageService:
     writer: AuditWriter
     worker: ReplayWorker
     lifecycle: Lifecycle
-    # the API client of auth.mode: kubernetes, closed with the service
-    kube: KubeClient | None = None
+    # the API clients of auth.mode: kubernetes, closed with the service
+    kube: KubeClients | None = None
 
     @classmethod
     def from_settings(
@@ -88,17 +85,14 @@ class DataStorageService:
             poll_interval=settings.dlq.poll_interval,
             batch_size=settings.dlq.replay_batch,
         )
-        kube: list[KubeClient] = []
+        kube = KubeClients(settings.kubernetes.timeout)
 
         def kubernetes_auth() -> Authenticator:
             """Kubernaut's services call DataStorage with their ServiceAccount tokens."""
             from signalgate.kube.auth import KubernetesAuth, datastorage_access
-            from signalgate.kube.client import KubeClient
-            from signalgate.kube.config import config_from_dsn
 
             k8s = settings.kubernetes
-            kube.append(KubeClient(config_from_dsn(k8s.config), timeout=k8s.timeout))
-            return KubernetesAuth(kube[0], datastorage_access(k8s.namespace), k8s)
+            return KubernetesAuth(kube(k8s.config), datastorage_access(k8s.namespace), k8s)
 
         return cls(
             settings=settings,
@@ -116,7 +110,7 @@ class DataStorageService:
             writer=AuditWriter(store, dlq, metrics, settings.dlq.backoff[0]),
             worker=worker,
             lifecycle=Lifecycle(),
-            kube=kube[0] if kube else None,
+            kube=kube,
         )
 
     async def start(self) -> None:

@@ -24,6 +24,7 @@ from signalgate.gateway.metrics import GatewayMetrics
 from signalgate.gateway.pipeline import Pipeline
 from signalgate.gateway.scope import StandaloneScope
 from signalgate.gateway.settings import SCOPES, GatewaySettings
+from signalgate.kube.clients import KubeClients
 from signalgate.remediation.coalesce import CoalescingStore
 from signalgate.remediation.store import RemediationStore, StoreUnavailable
 
@@ -75,28 +76,6 @@ def cluster_for(settings: GatewaySettings, kube: Callable[[str], KubeClient]) ->
     from signalgate.gateway.cluster import ClusterView
 
     return ClusterView(kube(settings.kubernetes.config), settings.kubernetes)
-
-
-class KubeClients:
-    """One API client per distinct configuration (the store's and auth's are usually one),
-    made on first use and closed with the service."""
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._made: dict[str, KubeClient] = {}
-
-    def __call__(self, dsn: str) -> KubeClient:
-        if dsn not in self._made:
-            from signalgate.kube.client import KubeClient
-            from signalgate.kube.config import config_from_dsn
-
-            self._made[dsn] = KubeClient(config_from_dsn(dsn), timeout=self.timeout)
-        return self._made[dsn]
-
-    async def close(self) -> None:
-        made, self._made = self._made, {}
-        for client in made.values():
-            await client.close()
 
 
 def audit_sink_for(settings: GatewaySettings, registry: CollectorRegistry) -> AuditSink:
