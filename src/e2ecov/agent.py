@@ -6,9 +6,11 @@ It starts coverage.py with e2ecov's settings, announces the process in the ledge
 seconds, at normal exit, in `os._exit` (how forked workers end) and on SIGTERM, and restarts
 measurement with its own data file in forked children.
 
-Saves are serialised by one lock. A signal that arrives while the same thread is saving
-only records itself and is acted on after that save: a handler saving inside a save would
-corrupt the data file.
+Saves are serialised by one lock. A signal that lands while the main thread is inside a save
+or the final save (`finish`) only records itself and is acted on when that section ends: a
+handler saving inside a save would corrupt the data file, and a handler that found the final
+save already begun would end the process before it wrote anything (a pool worker ending in
+`os._exit` while `Pool.terminate` sends it SIGTERM).
 
 Stdlib and coverage only: this runs at start-up of every service process.
 """
@@ -25,12 +27,15 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 from e2ecov import protocol
+
+FINAL_SAVE_WAIT_S = 10.0  # how long a SIGTERM waits for a final save another thread began
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,9 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
-        self._saving: int | None = None
-        self._pending_signal: int | None = None
+        # per thread: `depth` of the save sections it is inside, `pending` signal held back
+        self._deferring = threading.local()
+        self._final_saved = threading.Event()
         self._stopped = threading.Event()
         self._listener: socket.socket | None = None
         self._cov: Any = None
@@ -192,19 +198,44 @@ class Agent:
 
     def finish(self, reason: str) -> None:
         """The last save of this process, then stop serving."""
-        if self._finished:
-            return
-        self._finished = True
-        self.save(reason)
-        self._stopped.set()
-        self._close_listener(unlink=True)
+        with self._signals_deferred():
+            if self._finished:
+                return
+            self._finished = True
+            try:
+                self.save(reason)
+            finally:
+                self._stopped.set()
+                self._close_listener(unlink=True)
+                self._final_saved.set()
+
+    @contextlib.contextmanager
+    def _signals_deferred(self) -> Iterator[None]:
+        """Hold back a signal landing in this thread until the outermost section ends.
+
+        Entered before any state changes, so a signal that lands before the counter is up
+        finds nothing begun and does the whole final save itself.
+        """
+        held = self._deferring
+        depth = getattr(held, "depth", 0)
+        held.depth = depth + 1
+        try:
+            yield
+        finally:
+            held.depth = depth
+            pending = getattr(held, "pending", None)
+            if depth == 0 and pending is not None:
+                held.pending = None
+                self._on_signal(pending, None)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._saving == threading.get_ident():
-            self._pending_signal = signum
+        if getattr(self._deferring, "depth", 0):
+            self._deferring.pending = signum
             return
         with contextlib.suppress(Exception):
             self.finish("sigterm")
+        # another thread may be doing the final save (os._exit off the main thread): let it end
+        self._final_saved.wait(FINAL_SAVE_WAIT_S)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
@@ -224,7 +255,8 @@ class Agent:
     def _restart_in_child(self) -> None:
         old = self._cov
         self._lock = threading.Lock()
-        self._saving = None
+        self._deferring = threading.local()
+        self._final_saved = threading.Event()
         self._stopped = threading.Event()
         self._close_listener(unlink=False)
         self._saves = 0
@@ -241,30 +273,24 @@ class Agent:
 
     def save(self, reason: str) -> dict[str, Any]:
         """Write coverage now and keep running; acknowledged in the ledger."""
-        with self._lock:
-            self._saving = threading.get_ident()
-            try:
+        with self._signals_deferred():
+            with self._lock:
                 data = self._cov.get_data()
                 data.write()
                 self._measured = sum(1 for f in data.measured_files() if data.lines(f))
-            finally:
-                self._saving = None
-        self._saves += 1
-        self._last_save = time.time()
-        record = {
-            "event": "save",
-            "pid": self.pid,
-            "reason": reason,
-            "time": self._last_save,
-            "measured": self._measured,
-            "context": self.context,
-            "package_dirs": self._package_dirs(),
-        }
-        with contextlib.suppress(OSError):
-            protocol.append_record(self.ledger, record)
-        pending, self._pending_signal = self._pending_signal, None
-        if pending is not None:
-            self._on_signal(pending, None)
+            self._saves += 1
+            self._last_save = time.time()
+            record = {
+                "event": "save",
+                "pid": self.pid,
+                "reason": reason,
+                "time": self._last_save,
+                "measured": self._measured,
+                "context": self.context,
+                "package_dirs": self._package_dirs(),
+            }
+            with contextlib.suppress(OSError):
+                protocol.append_record(self.ledger, record)
         return {"ok": True, "pid": self.pid, "measured": self._measured, "time": self._last_save}
 
     def _package_dirs(self) -> list[str]:
