@@ -10,15 +10,23 @@ Across processes the store stays the arbiter: a queued batch is bumped only with
 own check (`active`), and when that check fails (a consumer ended the RR meanwhile) each
 queued signal is decided again, alone, by the store's full rules.
 
-The store underneath needs one more operation than `RemediationStore`: `bump_active(name,
-count, now)` — add `count` to an RR's occurrences if it is active, else None.
+Group commit across fingerprints: the first signal of each fingerprint is decided in a batch
+with the first signals of other fingerprints that arrive while earlier batches are in flight
+(at most `BATCHES_IN_FLIGHT` statements at once, `BATCH_LIMIT` signals each): one statement
+and one commit for many new RRs. No timer: a signal waits only while the store is busy, so
+an idle Gateway answers as fast as before and a loaded one commits more per round trip.
+
+The store underneath needs two more operations than `RemediationStore`:
+`bump_active(name, count, now)` — add `count` to an RR's occurrences if it is active, else
+None — and `record_firings(signals)` — decide many signals of distinct fingerprints at once,
+None for each that needs `record_firing`'s full rules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -38,6 +46,17 @@ class BumpingStore(RemediationStore, Protocol):
         """Add `count` occurrences at `now` to RR `name` if it is active; else None."""
         ...
 
+    async def record_firings(
+        self, signals: Sequence[tuple[RemediationRequest, datetime]]
+    ) -> list[FiringResult | None]:
+        """Decide signals of distinct fingerprints in one transaction; None for a signal
+        that must be decided alone by `record_firing`."""
+        ...
+
+
+BATCH_LIMIT = 64  # first signals decided by one statement
+BATCHES_IN_FLIGHT = 2  # such statements at once; later arrivals wait and go together
+
 
 @dataclass
 class _Waiting:
@@ -48,6 +67,22 @@ class _Waiting:
     )
     # the store call deciding this signal alone, while it runs
     decision: asyncio.Future[FiringResult] | None = None
+
+
+@dataclass(eq=False)
+class _Batch:
+    members: list[_Member]
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)
+class _Member:
+    waiting: _Waiting
+    slot: asyncio.Future[FiringResult | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    batch: _Batch | None = None
+    gave_up: bool = False
 
 
 # how long a caller that gave up waits for its own store call to be cancelled, so that the
@@ -62,6 +97,8 @@ class CoalescingStore:
         self.inner = inner
         self._queues: dict[str, list[_Waiting]] = {}
         self._drainers: dict[str, asyncio.Task[None]] = {}
+        self._unsent: list[_Member] = []  # first signals waiting for a batch to go
+        self._in_flight = 0
 
     def __repr__(self) -> str:
         return repr(self.inner)
@@ -113,7 +150,7 @@ class CoalescingStore:
         if not batch:
             return
         first, rest = batch[0], batch[1:]
-        if not await _settle(first, self.inner.record_firing(first.candidate, first.now)):
+        if not await _settle(first, self._batched(first)):
             # the store failed for the first (or it gave up): the others, each on its own
             for waiting in rest:
                 if not waiting.done.done():
@@ -139,6 +176,67 @@ class CoalescingStore:
         # not active (a suppressing RR, or ended meanwhile): each one by the full rules
         for waiting in rest:
             await _settle(waiting, self.inner.record_firing(waiting.candidate, waiting.now))
+
+    async def _batched(self, waiting: _Waiting) -> FiringResult:
+        """Decide `waiting` in the next group-committed batch (alone, by the full rules,
+        when the batch statement leaves it undecided)."""
+        member = _Member(waiting)
+        self._unsent.append(member)
+        self._send()
+        try:
+            result = await asyncio.shield(member.slot)
+        except asyncio.CancelledError:
+            await self._give_up(member)
+            raise
+        if result is None:
+            return await self.inner.record_firing(waiting.candidate, waiting.now)
+        return result
+
+    async def _give_up(self, member: _Member) -> None:
+        """The caller gave up: withdrawn if not sent yet; once sent, its batch statement is
+        cancelled (undone in the store) only when every caller in it gave up."""
+        member.gave_up = True
+        batch = member.batch
+        if batch is None:
+            self._unsent.remove(member)
+            return
+        task = batch.task
+        if task is not None and not task.done() and all(m.gave_up for m in batch.members):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT)
+
+    def _send(self) -> None:
+        while self._unsent and self._in_flight < BATCHES_IN_FLIGHT:
+            members = self._unsent[:BATCH_LIMIT]
+            del self._unsent[:BATCH_LIMIT]
+            batch = _Batch(members)
+            for member in members:
+                member.batch = batch
+            self._in_flight += 1
+            batch.task = asyncio.create_task(self._run(batch), name="rr-group-commit")
+
+    async def _run(self, batch: _Batch) -> None:
+        signals = [(m.waiting.candidate, m.waiting.now) for m in batch.members]
+        try:
+            results = await self.inner.record_firings(signals)
+        except BaseException as exc:
+            for member in batch.members:
+                if member.slot.done():
+                    continue
+                if member.gave_up or isinstance(exc, asyncio.CancelledError):
+                    member.slot.cancel()
+                else:
+                    member.slot.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for member, result in zip(batch.members, results, strict=True):
+                if not member.slot.done():
+                    member.slot.set_result(result)
+        finally:
+            self._in_flight -= 1
+            self._send()
 
     async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
         return await self.inner.record_resolved(fingerprint, now)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -83,6 +83,43 @@ _RESOLVE = (
     f"RETURNING {_COLS}"
 )
 _GET = f"SELECT {_COLS} FROM {_T} WHERE name = $1"
+
+# Group commit: the first look and the insert for many signals of different fingerprints in
+# one statement (one round trip, one commit). Each candidate is bumped onto its active RR,
+# or inserted when no RR of its fingerprint is active or may suppress it (a conflicting
+# concurrent insert is skipped, not waited for). What is neither comes back absent and is
+# decided alone by `record_firing`'s full rules.
+_PG_TYPES = {
+    "created_at": "timestamptz",
+    "active": "boolean",
+    "next_allowed_execution": "timestamptz",
+    "signal_resolved": "boolean",
+    "signal_resolved_at": "timestamptz",
+    "first_seen_at": "timestamptz",
+    "last_seen_at": "timestamptz",
+    "occurrence_count": "bigint",
+}
+_UNNEST = ", ".join(
+    f"${i}::{_PG_TYPES.get(column, 'text')}[]" for i, column in enumerate(rows.COLUMNS, start=1)
+)
+_QUALIFIED = ", ".join(f"r.{column}" for column in rows.COLUMNS)
+_CANDIDATE_COLS = ", ".join(f"c.{column}" for column in rows.COLUMNS)
+_FINGERPRINTS = f"${rows.COLUMNS.index('fingerprint') + 1}::text[]"
+_NOW, _OUTCOME, _EARLIEST = f"${_N + 1}", f"${_N + 2}", f"${_N + 3}"
+_DECIDE_MANY = (
+    f"WITH c AS (SELECT * FROM unnest({_UNNEST}, {_NOW}::timestamptz[]) "
+    f"AS c({_COLS}, now)), "
+    f"bumped AS (UPDATE {_T} AS r SET {rows.seen_again_sets('c.now', 'r')} FROM c "
+    f"WHERE r.fingerprint = c.fingerprint AND r.active RETURNING {_QUALIFIED}), "
+    f"blocked AS (SELECT fingerprint FROM {_T} WHERE fingerprint = ANY({_FINGERPRINTS}) AND "
+    f"{rows.SUPPRESSING.format(outcome=_OUTCOME, now=_EARLIEST)}), "
+    f"inserted AS (INSERT INTO {_T} ({_COLS}) SELECT {_CANDIDATE_COLS} FROM c "
+    f"WHERE c.fingerprint NOT IN (SELECT fingerprint FROM bumped) "
+    f"AND c.fingerprint NOT IN (SELECT fingerprint FROM blocked) "
+    f"ON CONFLICT (fingerprint) WHERE active DO NOTHING RETURNING {_COLS}) "
+    f"SELECT {_COLS}, true AS bumped FROM bumped UNION ALL "
+    f"SELECT {_COLS}, false FROM inserted"
+)
 
 
 async def _keep_session(conn: Any) -> None:
@@ -206,6 +243,28 @@ class PostgresRemediationStore:
             row = await conn.fetchrow(_UPSERT, *rows.rr_to_row(candidate, _same), now)
         decision = Decision.CREATED if row["inserted"] else Decision.DUPLICATE
         return FiringResult(decision, _rr(row))
+
+    async def record_firings(
+        self, signals: Sequence[tuple[RemediationRequest, datetime]]
+    ) -> list[FiringResult | None]:
+        """One statement for many signals of distinct fingerprints; None where a signal
+        needs `record_firing`'s full rules (a suppressing RR, a concurrent insert)."""
+        distinct = {rr.fingerprint: (rr, now) for rr, now in reversed(signals)}
+        sent = list(distinct.values())  # a repeated fingerprint: its first signal only
+        columns = list(zip(*(rows.rr_to_row(rr, _same) for rr, _ in sent), strict=True))
+        nows = [now for _, now in sent]
+        async with self._connection() as conn:
+            found = await conn.fetch(_DECIDE_MANY, *columns, nows, MANUAL_REVIEW_OUTCOME, min(nows))
+        decided = {
+            row["fingerprint"]: FiringResult(
+                Decision.DUPLICATE if row["bumped"] else Decision.CREATED, _rr(row)
+            )
+            for row in found
+        }
+        return [
+            decided.get(rr.fingerprint) if distinct[rr.fingerprint][0] is rr else None
+            for rr, _ in signals
+        ]
 
     async def bump_active(self, name: str, count: int, now: datetime) -> RemediationRequest | None:
         async with self._connection() as conn:

@@ -17,7 +17,7 @@ unwritable file) → `StoreUnavailable`; a partial-unique-index violation on a s
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +71,30 @@ def _decode_time(value: Any) -> datetime:
 
 def _rr(row: sqlite3.Row) -> RemediationRequest:
     return rows.row_to_rr(row, _decode_time)
+
+
+def _decider(
+    candidate: RemediationRequest, now: datetime
+) -> Callable[[sqlite3.Connection], FiringResult]:
+    """The deduplication decision for one firing signal, run inside a write transaction."""
+    stamp = format_time(now)
+    fingerprint = candidate.fingerprint
+
+    def decide(conn: sqlite3.Connection) -> FiringResult:
+        found = conn.execute(_BUMP_ACTIVE, {"now": stamp, "key": fingerprint}).fetchall()
+        if found:
+            return FiringResult(Decision.DUPLICATE, _rr(found[0]))
+        params = rows.suppressor_params(fingerprint, now, format_time)
+        suppressing = rows.choose_suppressor(
+            (_rr(r) for r in conn.execute(_SUPPRESSORS, params).fetchall()), now
+        )
+        if suppressing is not None:
+            bumped = conn.execute(_BUMP_NAMED, {"now": stamp, "key": suppressing.name}).fetchall()
+            return FiringResult(Decision.DUPLICATE, _rr(bumped[0]))
+        created = conn.execute(_INSERT, rows.rr_to_row(candidate, format_time)).fetchall()
+        return FiringResult(Decision.CREATED, _rr(created[0]))
+
+    return decide
 
 
 class SqliteRemediationStore:
@@ -140,26 +164,19 @@ class SqliteRemediationStore:
     # --- the store API --------------------------------------------------------------------
 
     async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
-        stamp = format_time(now)
-        fingerprint = candidate.fingerprint
+        return await self._run(lambda conn: self._write(conn, _decider(candidate, now)))
 
-        def decide(conn: sqlite3.Connection) -> FiringResult:
-            found = conn.execute(_BUMP_ACTIVE, {"now": stamp, "key": fingerprint}).fetchall()
-            if found:
-                return FiringResult(Decision.DUPLICATE, _rr(found[0]))
-            params = rows.suppressor_params(fingerprint, now, format_time)
-            suppressing = rows.choose_suppressor(
-                (_rr(r) for r in conn.execute(_SUPPRESSORS, params).fetchall()), now
-            )
-            if suppressing is not None:
-                bumped = conn.execute(
-                    _BUMP_NAMED, {"now": stamp, "key": suppressing.name}
-                ).fetchall()
-                return FiringResult(Decision.DUPLICATE, _rr(bumped[0]))
-            created = conn.execute(_INSERT, rows.rr_to_row(candidate, format_time)).fetchall()
-            return FiringResult(Decision.CREATED, _rr(created[0]))
+    async def record_firings(
+        self, signals: Sequence[tuple[RemediationRequest, datetime]]
+    ) -> list[FiringResult | None]:
+        """Every signal decided by the full rules, in order, in one transaction (one
+        commit for the whole batch)."""
+        deciders = [_decider(candidate, now) for candidate, now in signals]
 
-        return await self._run(lambda conn: self._write(conn, decide))
+        def decide_all(conn: sqlite3.Connection) -> list[FiringResult | None]:
+            return [decide(conn) for decide in deciders]
+
+        return await self._run(lambda conn: self._write(conn, decide_all))
 
     async def bump_active(self, name: str, count: int, now: datetime) -> RemediationRequest | None:
         params = {"now": format_time(now), "key": name, "count": count}

@@ -4,13 +4,18 @@ fingerprint share store round trips, and every one is still counted exactly once
 from __future__ import annotations
 
 import asyncio
+import collections
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import pytest
 from rrcases import later, make_rr
 
 from signalgate.remediation.coalesce import CoalescingStore
 from signalgate.remediation.model import RemediationRequest, StatusPatch
+from signalgate.remediation.postgres import PostgresRemediationStore
 from signalgate.remediation.sqlite import SqliteRemediationStore
 from signalgate.remediation.store import Decision, FiringResult, ListQuery
 
@@ -60,5 +65,71 @@ async def test_a_batch_waiting_on_an_rr_that_ended_is_decided_again(tmp_path: Pa
         assert len(created) == 1 and created[0].rr.name != first.name
         assert {r.rr.name for r in results} == {created[0].rr.name}
         assert max(r.rr.deduplication.occurrence_count for r in results) == 20
+    finally:
+        await store.close()
+
+
+class Counting:
+    """A SQL store, counting the calls the coalescer makes to it."""
+
+    def __init__(self, inner: SqliteRemediationStore | PostgresRemediationStore) -> None:
+        self.inner = inner
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.batch_sizes: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name in ("record_firing", "record_firings", "bump_active"):
+            self.calls[name] += 1
+        if name == "record_firings":
+
+            async def counted(signals: Sequence[tuple[RemediationRequest, datetime]]) -> Any:
+                self.batch_sizes.append(len(signals))
+                return await attribute(signals)
+
+            return counted
+        return attribute
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Counting:
+    if request.param == "sqlite":
+        return Counting(SqliteRemediationStore(tmp_path / "rr.db"))
+    return Counting(PostgresRemediationStore(request.getfixturevalue("postgres_dsn")))
+
+
+async def test_new_signals_of_many_fingerprints_are_group_committed(sql_store: Counting) -> None:
+    store = CoalescingStore(sql_store)  # type: ignore[arg-type]
+    await store.open()
+    try:
+        active = (await store.record_firing(make_rr("active-1"), later(0))).rr
+        cooling = (await store.record_firing(make_rr("cooling-1"), later(0))).rr
+        await store.update_status(
+            cooling.name,
+            StatusPatch(overall_phase="Completed", next_allowed_execution=later(3600)),
+        )
+        sql_store.calls.clear()
+        new = [make_rr(f"new-{i}", at=later(1)) for i in range(120)]
+        results = await asyncio.gather(
+            *(store.record_firing(rr, later(1)) for rr in new),
+            store.record_firing(make_rr("active-1", at=later(1)), later(1)),
+            store.record_firing(make_rr("cooling-1", at=later(1)), later(1)),
+        )
+        created, on_active, on_cooling = results[:120], results[120], results[121]
+        assert all(r.decision is Decision.CREATED for r in created)
+        assert [r.rr.name for r in created] == [rr.name for rr in new]
+        assert (on_active.decision, on_active.rr.name) == (Decision.DUPLICATE, active.name)
+        assert on_active.rr.deduplication.occurrence_count == 2
+        # the cool-down suppresses a new RR: the signal counts on the terminal one
+        assert (on_cooling.decision, on_cooling.rr.name) == (Decision.DUPLICATE, cooling.name)
+        assert on_cooling.rr.deduplication.occurrence_count == 2
+        stored = await store.list(ListQuery(limit=500))
+        assert len(stored.items) == 122
+        # many signals per statement: 122 signals in far fewer transactions
+        assert sql_store.calls["record_firings"] + sql_store.calls["record_firing"] <= 12, (
+            sql_store.calls,
+            sql_store.batch_sizes,
+        )
+        assert max(sql_store.batch_sizes) > 1
     finally:
         await store.close()
