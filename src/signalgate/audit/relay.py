@@ -108,13 +108,20 @@ class Relay:
         return True
 
     async def _next(self) -> Slice | None:
-        """The next batch: at once when a full batch waits, else after `flushInterval`."""
-        if self._journal.backlog_events < self._settings.batch_size:
-            await self._journal.wait_appended(self._settings.flush_interval)
-            if self._journal.backlog_events < self._settings.batch_size:
-                # let concurrent requests fill the batch for up to one flush interval
-                await self._journal.wait_appended(self._settings.flush_interval)
-        if not self._journal.backlog_events:
+        """The next batch: at once when a full batch waits, else once `flushInterval` has
+        passed since events were first waiting (a busy Gateway sends full batches, not one
+        per journal write; an idle one still delivers within one interval)."""
+        journal, batch_size = self._journal, self._settings.batch_size
+        if not journal.backlog_events:
+            await journal.wait_appended(self._settings.flush_interval)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.flush_interval
+        while 0 < journal.backlog_events < batch_size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await journal.wait_appended(remaining)
+        if not journal.backlog_events:
             return None
         limit = min(self._settings.batch_size, self._settings.buffer_size)
         return await self._journal.read(limit)
