@@ -55,7 +55,7 @@ class BumpingStore(RemediationStore, Protocol):
 
 
 BATCH_LIMIT = 64  # first signals decided by one statement
-BATCHES_IN_FLIGHT = 1  # such statements at once; later arrivals wait and go together
+BATCHES_IN_FLIGHT = 2  # such statements at once; later arrivals wait and go together
 
 
 @dataclass

@@ -110,7 +110,8 @@ _DECIDE_MANY = (
     f"WITH c AS (SELECT * FROM unnest({_UNNEST}, {_NOW}::timestamptz[]) "
     f"AS c({_COLS}, now)), "
     f"bumped AS (UPDATE {_T} AS r SET {rows.seen_again_sets('c.now', 'r')} FROM c "
-    f"WHERE r.fingerprint = c.fingerprint AND r.active RETURNING {_QUALIFIED}), "
+    f"WHERE r.fingerprint = ANY({_FINGERPRINTS}) AND r.active "
+    f"AND r.fingerprint = c.fingerprint RETURNING {_QUALIFIED}), "
     f"blocked AS (SELECT fingerprint FROM {_T} WHERE fingerprint = ANY({_FINGERPRINTS}) AND "
     f"{rows.SUPPRESSING.format(outcome=_OUTCOME, now=_EARLIEST)}), "
     f"inserted AS (INSERT INTO {_T} ({_COLS}) SELECT {_CANDIDATE_COLS} FROM c "
@@ -120,6 +121,12 @@ _DECIDE_MANY = (
     f"SELECT {_COLS}, true AS bumped FROM bumped UNION ALL "
     f"SELECT {_COLS}, false FROM inserted"
 )
+
+
+# Plans made for each statement's values: the group-commit statement's cached generic plan
+# (array lengths unknown) costs PostgreSQL 3-7 ms per batch on a table of 20,000 RRs where a
+# plan for the actual arrays costs 0.7 ms; the one-row statements pay ~0.1 ms of planning.
+SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
 
 async def _keep_session(conn: Any) -> None:
@@ -180,6 +187,7 @@ class PostgresRemediationStore:
                     command_timeout=self.command_timeout,
                     timeout=self.connect_timeout,
                     reset=_keep_session,
+                    server_settings=SESSION_SETTINGS,
                 )
         except PG_UNAVAILABLE as exc:
             raise StoreUnavailable(
