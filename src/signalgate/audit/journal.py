@@ -17,8 +17,9 @@ truncation the journal needs (no rewriting). A crash may replay confirmed lines 
 stores an event id once) but never skips one; a torn last line (a write cut by the crash,
 never acknowledged) is cut off on open.
 
-Threads: the writer thread does every append and fsync; the reader thread does reads, cursor
-writes and deletions. Counters live on the event loop and are only touched there.
+Threads: the writer thread does every append and fsync, group after group, taking staged
+lines under a lock; the reader thread does reads, cursor writes and deletions. Counters and
+segment sizes live on the event loop and are only touched there.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,9 +83,12 @@ class Journal:
         self._pending_bytes = 0
         self._pending_done: asyncio.Future[None] | None = None
         self._writing_done: asyncio.Future[None] | None = None
-        self._wake_writer = asyncio.Event()
+        # the staged lines and the two futures are shared with the writer thread
+        self._lock = threading.Lock()
+        self._wake_writer = threading.Condition(self._lock)
         self._appended = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Future[None] | None = None  # the writer thread's loop
         self._closing = False
         self.backlog_bytes = 0  # durable and not yet confirmed
         self.backlog_events = 0
@@ -99,15 +104,17 @@ class Journal:
         self.backlog_bytes = sum(sizes.values()) - cursor.offset
         self.backlog_events = events
         self._closing = False
-        self._task = asyncio.create_task(self._write_loop(), name="audit-journal")
+        self._loop = loop
+        self._task = loop.run_in_executor(self._writer, self._write_loop)
         if events:
             log.info("audit journal has events to deliver", extra={"events": events})
             self._appended.set()
 
     async def close(self) -> None:
         """Write what is staged, then release the files."""
-        self._closing = True
-        self._wake_writer.set()
+        with self._lock:
+            self._closing = True
+            self._wake_writer.notify()
         if self._task is not None:
             await self._task
             self._task = None
@@ -135,11 +142,12 @@ class Journal:
         if self._task is None or self._closing:
             raise JournalUnavailable("the audit journal is not open")
         line = orjson.dumps(event) + b"\n"
-        if self._pending_done is None:
-            self._pending_done = asyncio.get_running_loop().create_future()
-        self._pending.append(line)
-        self._pending_bytes += len(line)
-        self._wake_writer.set()
+        with self._lock:
+            if self._pending_done is None:
+                self._pending_done = asyncio.get_running_loop().create_future()
+            self._pending.append(line)
+            self._pending_bytes += len(line)
+            self._wake_writer.notify()
 
     async def commit(self, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not a cancel
         """Return once every event staged so far is on disk (fsync'd).
@@ -147,7 +155,8 @@ class Journal:
         Groups are written one after another, so waiting for the newest group (the one still
         gathering, else the one being written) covers everything staged before this call.
         """
-        done = self._pending_done or self._writing_done
+        with self._lock:
+            done = self._pending_done or self._writing_done
         if done is None:
             return
         try:
@@ -159,38 +168,55 @@ class Journal:
                 "(audit.commitTimeout); the disk under it is too slow or stuck"
             ) from exc
 
-    async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _write_loop(self) -> None:
+        """The writer thread: write and fsync group after group, without waiting for the
+        event loop in between (a busy loop would otherwise delay every next group)."""
+        loop = self._loop
+        assert loop is not None
         while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                self._wake_writer.clear()
-                await self._wake_writer.wait()
-                continue
-            lines, done = self._pending, self._pending_done
-            self._pending, self._pending_done, self._pending_bytes = [], None, 0
-            self._writing_done = done
+            with self._lock:
+                while not self._pending and not self._closing:
+                    self._wake_writer.wait()
+                if not self._pending:
+                    return  # closing, and everything staged is written
+                lines, done = self._pending, self._pending_done
+                self._pending, self._pending_done, self._pending_bytes = [], None, 0
+                self._writing_done = done
+            assert done is not None
             data = b"".join(lines)
-            assert self._writer is not None and done is not None
             try:
-                segment, size = await loop.run_in_executor(self._writer, self._write, data)
+                segment, size = self._write(data)
             except OSError as exc:
-                log.error(
-                    "audit journal write failed; the requests waiting for it get 503",
-                    extra={"error": str(exc), "events": len(lines)},
-                )
-                done.set_exception(JournalUnavailable(f"audit journal write failed: {exc}"))
-                done.exception()  # retrieved: nobody may be waiting for this group
+                loop.call_soon_threadsafe(self._group_failed, done, exc, len(lines))
             else:
-                self._sizes[segment] = size
-                self.backlog_bytes += len(data)
-                self.backlog_events += len(lines)
-                done.set_result(None)
-                self._appended.set()
-            finally:
-                if self._writing_done is done:
-                    self._writing_done = None
+                loop.call_soon_threadsafe(
+                    self._group_written, done, segment, size, len(data), len(lines)
+                )
+
+    def _group_written(
+        self, done: asyncio.Future[None], segment: int, size: int, data: int, lines: int
+    ) -> None:
+        """On the event loop, in write order: the group is durable."""
+        self._sizes[segment] = size
+        self.backlog_bytes += data
+        self.backlog_events += lines
+        self._settled(done)
+        done.set_result(None)
+        self._appended.set()
+
+    def _group_failed(self, done: asyncio.Future[None], exc: OSError, lines: int) -> None:
+        log.error(
+            "audit journal write failed; the requests waiting for it get 503",
+            extra={"error": str(exc), "events": lines},
+        )
+        self._settled(done)
+        done.set_exception(JournalUnavailable(f"audit journal write failed: {exc}"))
+        done.exception()  # retrieved: nobody may be waiting for this group
+
+    def _settled(self, done: asyncio.Future[None]) -> None:
+        with self._lock:
+            if self._writing_done is done:
+                self._writing_done = None
 
     # -- relay side (event loop) -------------------------------------------------------------
 
