@@ -52,7 +52,8 @@ def store_for(
     if dsn.startswith("sqlite:///"):
         from signalgate.remediation.sqlite import SqliteRemediationStore
 
-        return CoalescingStore(SqliteRemediationStore(Path(dsn.removeprefix("sqlite:///"))))
+        sqlite = SqliteRemediationStore(Path(dsn.removeprefix("sqlite:///")))
+        return CoalescingStore(sqlite, batches_in_flight=1)
     if dsn.startswith(("postgresql://", "postgres://")):
         from signalgate.remediation.postgres import PostgresRemediationStore
 

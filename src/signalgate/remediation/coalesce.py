@@ -12,7 +12,7 @@ queued signal is decided again, alone, by the store's full rules.
 
 Group commit across fingerprints: the first signal of each fingerprint is decided in a batch
 with the first signals of other fingerprints that arrive while earlier batches are in flight
-(at most `BATCHES_IN_FLIGHT` statements at once, `BATCH_LIMIT` signals each): one statement
+(at most `batches_in_flight` statements at once, `BATCH_LIMIT` signals each): one statement
 and one commit for many new RRs. No timer: a signal waits only while the store is busy, so
 an idle Gateway answers as fast as before and a loaded one commits more per round trip.
 
@@ -55,7 +55,6 @@ class BumpingStore(RemediationStore, Protocol):
 
 
 BATCH_LIMIT = 64  # first signals decided by one statement
-BATCHES_IN_FLIGHT = 2  # such statements at once; later arrivals wait and go together
 
 
 @dataclass
@@ -93,8 +92,12 @@ CANCEL_WAIT = 5.0
 class CoalescingStore:
     """A `RemediationStore` that coalesces concurrent duplicates in front of another."""
 
-    def __init__(self, inner: BumpingStore) -> None:
+    def __init__(self, inner: BumpingStore, batches_in_flight: int = 2) -> None:
+        """`batches_in_flight`: group-commit statements at once; later arrivals wait and
+        go together. Two keep creates moving while one statement waits on a row lock; a
+        store that runs one transaction at a time anyway (SQLite) is best served by one."""
         self.inner = inner
+        self.batches_in_flight = batches_in_flight
         self._queues: dict[str, list[_Waiting]] = {}
         self._drainers: dict[str, asyncio.Task[None]] = {}
         self._unsent: list[_Member] = []  # first signals waiting for a batch to go
@@ -207,7 +210,7 @@ class CoalescingStore:
                 await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT)
 
     def _send(self) -> None:
-        while self._unsent and self._in_flight < BATCHES_IN_FLIGHT:
+        while self._unsent and self._in_flight < self.batches_in_flight:
             members = self._unsent[:BATCH_LIMIT]
             del self._unsent[:BATCH_LIMIT]
             batch = _Batch(members)

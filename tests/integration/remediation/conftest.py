@@ -26,7 +26,10 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     clients: list[KubeClient] = []
     if request.param == "sqlite":
         path = tmp_path / "rr.db"
-        made = Backend("sqlite", lambda **kw: CoalescingStore(SqliteRemediationStore(path, **kw)))
+        made = Backend(
+            "sqlite",
+            lambda **kw: CoalescingStore(SqliteRemediationStore(path, **kw), batches_in_flight=1),
+        )
     elif request.param == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
         made = Backend(
