@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -206,3 +207,22 @@ def k8s_event(
         "firstTimestamp": last_timestamp or rfc3339(),
         "lastTimestamp": last_timestamp or rfc3339(),
     }
+
+
+def read_answer(connection: socket.socket) -> str:
+    """One whole HTTP/1.1 answer (head and Content-Length body) from a raw socket."""
+    connection.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += connection.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":")[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+    )
+    while len(body) < length:
+        body += connection.recv(65536)
+    return (head + b"\r\n\r\n" + body).decode()

@@ -60,6 +60,7 @@ class DataStorageAPI:
     def __init__(self, service: DataStorageService) -> None:
         self.service = service
         self.max_body = service.settings.server.max_body_size
+        self.body_timeout = service.settings.server.body_read_timeout
         self.max_batch = service.settings.batch.max_size
 
     async def events(self, request: Request) -> Response:
@@ -164,7 +165,7 @@ class DataStorageAPI:
 
     async def _payload(self, request: Request) -> Any:
         require_media_type(request.scope)
-        body = await read_body(request.scope, request.receive, self.max_body)
+        body = await read_body(request.scope, request.receive, self.max_body, self.body_timeout)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -206,7 +207,7 @@ class DataStorageAPI:
     async def _verify_chain_post(self, request: Request) -> Response:
         """Kubernaut's form: `{"correlation_id": ...}` in, its `VerifyChainResponse` out."""
         require_media_type(request.scope)
-        body = await read_body(request.scope, request.receive, self.max_body)
+        body = await read_body(request.scope, request.receive, self.max_body, self.body_timeout)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -25,6 +25,7 @@ _WRITE_ERRORS = {
     "202": json_answer("database unavailable: events queued for replay", "Accepted"),
     "400": problem_answer("invalid event(s); `field_errors` names every bad item and field"),
     "409": problem_answer("an event_id already stored with different content"),
+    "408": problem_answer("the body did not arrive within server.bodyReadTimeout"),
     "413": problem_answer("body over 5 MiB"),
     "415": problem_answer("not application/json"),
 }

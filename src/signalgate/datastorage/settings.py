@@ -26,6 +26,8 @@ class ServerSettings(Section):
     listen: ListenAddress = "127.0.0.1:8090"
     ops_listen: ListenAddress = "127.0.0.1:8091"
     max_body_size: ByteSize = MAX_BODY_BYTES
+    # a client must send its whole body within this (→ 408), as on the Gateway
+    body_read_timeout: Duration = Field(10.0, gt=0)
     shutdown_grace: Duration = 30.0
     # HTTPS on the API listener (PEM files, e.g. a mounted Secret); both or neither
     tls_cert_file: Path | None = None

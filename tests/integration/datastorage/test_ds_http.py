@@ -245,3 +245,31 @@ def test_sigterm_drains_and_exits_zero(tmp_path: object) -> None:
         code = process.stop()
     assert code == 0
     assert '"msg":"stopped"' in process.output()
+
+
+def test_a_slow_body_gets_408(tmp_path: object) -> None:
+    import socket
+    from pathlib import Path
+
+    from dstools import datastorage_process
+
+    from tests.support.services import read_answer
+
+    process = datastorage_process(
+        Path(str(tmp_path)) / "ds", env={"SIGNALGATE_SERVER__BODYREADTIMEOUT": "1s"}
+    ).start()
+    try:
+        host, port = process.api_url.removeprefix("http://").split(":")
+        stalled = socket.create_connection((host, int(port)))
+        stalled.sendall(
+            f"POST {EVENTS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITER_TOKEN}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n[".encode()
+        )
+        answer = read_answer(stalled)
+        stalled.close()
+        assert answer.startswith("HTTP/1.1 408"), answer[:200]
+        assert "request-timeout" in answer and "did not arrive within 1s" in answer
+        with process.client(WRITER_TOKEN) as client:  # the service goes on answering
+            assert client.post(EVENTS, json=event_body("rr-slow")).status_code == 201
+    finally:
+        process.stop()

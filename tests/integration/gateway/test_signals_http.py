@@ -320,27 +320,8 @@ def test_429_when_too_many_requests_are_in_flight(tmp_path) -> None:  # type: ig
         service.stop()
 
 
-def read_answer(connection: socket.socket) -> str:
-    """One whole HTTP/1.1 answer (head and Content-Length body) from a raw socket."""
-    connection.settimeout(10)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += connection.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(
-        next(
-            line.split(b":")[1]
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length")
-        )
-    )
-    while len(body) < length:
-        body += connection.recv(65536)
-    return (head + b"\r\n\r\n" + body).decode()
-
-
 def test_a_slow_body_holds_no_slot_and_gets_408(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from tests.support.services import ADMIN_TOKEN, gateway_process
+    from tests.support.services import ADMIN_TOKEN, gateway_process, read_answer
 
     service = gateway_process(
         tmp_path,
