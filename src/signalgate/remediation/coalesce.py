@@ -38,6 +38,7 @@ from signalgate.remediation.store import (
     ListQuery,
     Page,
     RemediationStore,
+    StoreUnavailable,
 )
 
 
@@ -223,16 +224,20 @@ class CoalescingStore:
         signals = [(m.waiting.candidate, m.waiting.now) for m in batch.members]
         try:
             results = await self.inner.record_firings(signals)
-        except BaseException as exc:
+        except StoreUnavailable as exc:  # the store is away: every caller answers 503
             for member in batch.members:
-                if member.slot.done():
-                    continue
-                if member.gave_up or isinstance(exc, asyncio.CancelledError):
-                    member.slot.cancel()
-                else:
+                if not member.slot.done():
                     member.slot.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+        except Exception:
+            # something in one signal failed the whole statement: each one decided alone, so
+            # the signal at fault fails by itself and the others go through
+            for member in batch.members:
+                if not member.slot.done():
+                    member.slot.set_result(None)
+        except BaseException:
+            for member in batch.members:
+                member.slot.cancel()
+            raise
         else:
             for member, result in zip(batch.members, results, strict=True):
                 if not member.slot.done():

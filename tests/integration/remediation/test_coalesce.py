@@ -133,3 +133,39 @@ async def test_new_signals_of_many_fingerprints_are_group_committed(sql_store: C
         assert max(sql_store.batch_sizes) > 1
     finally:
         await store.close()
+
+
+class PoisonedSqliteStore(SqliteRemediationStore):
+    """The real SQLite store, failing any statement that carries the signal named poison."""
+
+    @staticmethod
+    def _check(candidate: RemediationRequest) -> None:
+        if candidate.spec["targetResource"]["name"] == "poison":
+            raise ValueError("a value this store cannot write")
+
+    async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
+        self._check(candidate)
+        return await super().record_firing(candidate, now)
+
+    async def record_firings(
+        self, signals: Sequence[tuple[RemediationRequest, datetime]]
+    ) -> list[FiringResult | None]:
+        for candidate, _ in signals:
+            self._check(candidate)
+        return await super().record_firings(signals)
+
+
+async def test_a_signal_that_fails_its_batch_fails_alone(tmp_path: Path) -> None:
+    store = CoalescingStore(PoisonedSqliteStore(tmp_path / "rr.db"), batches_in_flight=1)
+    await store.open()
+    try:
+        signals = [make_rr(f"good-{i}") for i in range(20)] + [make_rr("poison")]
+        results = await asyncio.gather(
+            *(store.record_firing(rr, later(1)) for rr in signals), return_exceptions=True
+        )
+        assert isinstance(results[-1], ValueError)
+        good = [r for r in results[:-1] if isinstance(r, FiringResult)]
+        assert len(good) == 20 and all(r.decision is Decision.CREATED for r in good)
+        assert len((await store.list(ListQuery())).items) == 20
+    finally:
+        await store.close()
