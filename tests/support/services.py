@@ -78,6 +78,13 @@ class ServiceProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def __enter__(self) -> ServiceProcess:
+        """`with gateway_process(...).start() as service:` stops it on the way out."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.proc is None:
             return 0

@@ -16,11 +16,8 @@ from tests.support.services import ServiceProcess, gateway_process
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A Gateway on SQLite shared by the tests of one module."""
-    service = gateway_process(tmp_path_factory.mktemp("gateway")).start()
-    try:
+    with gateway_process(tmp_path_factory.mktemp("gateway")).start() as service:
         yield service
-    finally:
-        service.stop()
 
 
 def start_gateway(
@@ -40,17 +37,14 @@ def any_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Serv
     if request.param == "kubernetes":
         server = request.getfixturevalue("kube_apiserver")
         namespace = request.getfixturevalue("kube_namespace")
-        service = kube_gateway(
+        with kube_gateway(
             server,
             namespace,
             tmp_path / "gw",
             auth="static",
             env={"SIGNALGATE_SCOPE__SOURCE": "settings"},
-        ).start()
-        try:
+        ).start() as service:
             yield service
-        finally:
-            service.stop()
         return
     postgres = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
     service = start_gateway(tmp_path, request.param, postgres)

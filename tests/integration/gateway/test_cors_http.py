@@ -27,11 +27,10 @@ PROM = "/api/v1/signals/prometheus"
 @pytest.fixture(scope="module")
 def cors_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     data: Path = tmp_path_factory.mktemp("gw-cors")
-    service = gateway_process(data, env={"SIGNALGATE_SERVER__CORSALLOWEDORIGINS": ORIGIN}).start()
-    try:
+    with gateway_process(
+        data, env={"SIGNALGATE_SERVER__CORSALLOWEDORIGINS": ORIGIN}
+    ).start() as service:
         yield service
-    finally:
-        service.stop()
 
 
 def test_cors_is_off_by_default(gateway: ServiceProcess) -> None:

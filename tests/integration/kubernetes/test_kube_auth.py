@@ -26,16 +26,13 @@ RRS = "/api/v1/remediation-requests"
 def gateway(
     kube_apiserver: KubeAPIServer, kube_namespace: str, tmp_path: Path
 ) -> Iterator[ServiceProcess]:
-    service = kube_gateway(
+    with kube_gateway(
         kube_apiserver,
         kube_namespace,
         tmp_path / "gw",
         env={"SIGNALGATE_SCOPE__SOURCE": "settings"},
-    ).start()
-    try:
+    ).start() as service:
         yield service
-    finally:
-        service.stop()
 
 
 def signal_source(server: KubeAPIServer, namespace: str, name: str = "alertmanager") -> str:

@@ -90,11 +90,10 @@ def gateway(
     kube_apiserver: KubeAPIServer, kube_namespace: str, tmp_path: Path
 ) -> Iterator[ServiceProcess]:
     # static tokens here: these tests are about scope and owners, not who may call
-    service = kube_gateway(kube_apiserver, kube_namespace, tmp_path / "gw", auth="static").start()
-    try:
+    with kube_gateway(
+        kube_apiserver, kube_namespace, tmp_path / "gw", auth="static"
+    ).start() as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture

@@ -58,18 +58,15 @@ def datastorage(
     apply_rbac(kube_apiserver, kube_namespace)
     own = service_account(kube_apiserver, kube_namespace, "signalgate-datastorage")
     kubeconfig = kube_apiserver.write_kubeconfig(own, tmp_path / "kubeconfig")
-    service = datastorage_process(
+    with datastorage_process(
         tmp_path / "ds",
         env={
             "SIGNALGATE_AUTH__MODE": "kubernetes",
             "SIGNALGATE_KUBERNETES__CONFIG": f"kubernetes://{kubeconfig}",
             "SIGNALGATE_KUBERNETES__NAMESPACE": kube_namespace,
         },
-    ).start()
-    try:
+    ).start() as service:
         yield service
-    finally:
-        service.stop()
 
 
 def test_service_accounts_write_and_read_by_rbac(

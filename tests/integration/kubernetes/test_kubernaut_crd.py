@@ -34,17 +34,14 @@ def kubernaut_apiserver() -> Iterator[KubeAPIServer]:
 def gateway(
     kubernaut_apiserver: KubeAPIServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
-    service = kube_gateway(
+    with kube_gateway(
         kubernaut_apiserver,
         NAMESPACE,
         tmp_path_factory.mktemp("gw"),
         auth="static",
         env={"SIGNALGATE_SCOPE__SOURCE": "settings"},
-    ).start()
-    try:
+    ).start() as service:
         yield service
-    finally:
-        service.stop()
 
 
 def rr_path(name: str = "") -> str:
