@@ -157,7 +157,7 @@ def to_object(rr: RemediationRequest) -> dict[str, Any]:
     return document
 
 
-@dataclass(eq=False)  # compared by identity: each is one caller's change
+@dataclass
 class _Change:
     """One caller's status change, queued for the next coalesced write of one RR."""
 
@@ -288,10 +288,7 @@ class KubernetesStore:
 
     async def _refresh(self, fingerprint: str) -> list[RemediationRequest]:
         """A consistent read of one fingerprint's RRs (the cache may lag another replica)."""
-        listed = await self._call(
-            "GET", self._collection, params={"fieldSelector": f"{FINGERPRINT_FIELD}={fingerprint}"}
-        )
-        found = [self._remember(from_object(item)) for item in listed.get("items") or ()]
+        found = await self._list_from_server(fingerprint)
         alive = {rr.name for rr in found}
         for rr in self._of_fingerprint(fingerprint):
             if rr.name not in alive:
@@ -299,6 +296,14 @@ class KubernetesStore:
         return found
 
     # --- talking to the API server --------------------------------------------------------
+
+    async def _list_from_server(self, fingerprint: str | None) -> list[RemediationRequest]:
+        """Every RR (of one fingerprint: a field selector), remembered as read."""
+        params = (
+            {} if fingerprint is None else {"fieldSelector": f"{FINGERPRINT_FIELD}={fingerprint}"}
+        )
+        listed = await self._call("GET", self._collection, params=params)
+        return [self._remember(from_object(item)) for item in listed.get("items") or ()]
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -314,28 +319,27 @@ class KubernetesStore:
         return self._remember(from_object(obj))
 
     async def _put_status(
-        self, rr: RemediationRequest, was: RemediationRequest | None = None
+        self, rr: RemediationRequest, was: RemediationRequest
     ) -> RemediationRequest:
-        """Write `rr`'s status, refused (409) if the object changed since it was read. Given
-        the status it was read with (`was`), only the difference is sent (a merge patch with
-        the resourceVersion as precondition), not the whole object with its spec."""
-        path = f"{self._collection}/{rr.name}/status"
-        if was is None:
-            written = await self._call("PUT", path, body=to_object(rr))
-        else:
-            status = rr.status_json()
-            changes = merge_diff(was.status_json(), status)
-            # the two fields a status nobody wrote yet reads as (Pending, and a count from
-            # the creation time) are always sent, so they are written the first time
-            changes["overallPhase"] = status["overallPhase"]
-            changes["deduplication"] = status["deduplication"]
-            patch = {
-                "metadata": {"resourceVersion": rr.extra_metadata.get("resourceVersion")},
-                "status": changes,
-            }
-            written = await self._call(
-                "PATCH", path, body=patch, content_type="application/merge-patch+json"
-            )
+        """Write `rr`'s status, refused (409) if the object changed since it was read as
+        `was`: only the difference is sent (a merge patch with the resourceVersion as
+        precondition), not the whole object with its spec."""
+        status = rr.status_json()
+        changes = merge_diff(was.status_json(), status)
+        # the two fields a status nobody wrote yet reads as (Pending, and a count from the
+        # creation time) are always sent, so they are written the first time
+        changes["overallPhase"] = status["overallPhase"]
+        changes["deduplication"] = status["deduplication"]
+        patch = {
+            "metadata": {"resourceVersion": rr.extra_metadata.get("resourceVersion")},
+            "status": changes,
+        }
+        written = await self._call(
+            "PATCH",
+            f"{self._collection}/{rr.name}/status",
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
         return self._remember(from_object(written))
 
     # --- coalesced status changes ---------------------------------------------------------
@@ -385,10 +389,12 @@ class KubernetesStore:
             if rr is None:
                 _settle(batch, None)
                 return
-            current = rr
-            stale = [c for c in batch if not c.holds(current)]
+            keep: list[_Change] = []
+            stale: list[_Change] = []
+            for change in batch:
+                (keep if change.holds(rr) else stale).append(change)
             _settle(stale, None)  # their callers decide again from scratch
-            batch = [c for c in batch if c not in stale]
+            batch = keep
             if not batch:
                 return
             changed = rr
@@ -489,16 +495,10 @@ class KubernetesStore:
         CRD can select only on spec fields."""
         after = decode_cursor(query.cursor) if query.cursor is not None else None
         limit = clamp_limit(query.limit)
-        params: dict[str, str] = {}
-        if query.fingerprint is not None:
-            params["fieldSelector"] = f"{FINGERPRINT_FIELD}={query.fingerprint}"
-        listed = await self._call("GET", self._collection, params=params)
-        found = [self._remember(from_object(item)) for item in listed.get("items") or ()]
         matching = [
             rr
-            for rr in found
-            if (query.fingerprint is None or rr.fingerprint == query.fingerprint)
-            and (query.phase is None or rr.overall_phase == query.phase)
+            for rr in await self._list_from_server(query.fingerprint)
+            if (query.phase is None or rr.overall_phase == query.phase)
             and (query.namespace is None or rr.target_namespace == query.namespace)
             and (query.active is None or rr.active == query.active)
             and (after is None or (rr.created_at, rr.name) < after)
@@ -556,10 +556,6 @@ def _settle(changes: Iterable[_Change], result: RemediationRequest | None) -> No
 
 def _is_active(rr: RemediationRequest) -> bool:
     return rr.active
-
-
-def _always(rr: RemediationRequest) -> bool:
-    return True
 
 
 def _newest(rrs: Iterable[RemediationRequest]) -> RemediationRequest | None:
