@@ -40,6 +40,9 @@ MAX_OWNER_DEPTH = 5
 DISCOVERY_REFRESH = 300.0
 METADATA_CACHE_SIZE = 10_000
 PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+PARTIAL_METADATA_LIST = PARTIAL_METADATA.replace(
+    "PartialObjectMetadata", "PartialObjectMetadataList"
+)
 
 
 @dataclass(frozen=True)
@@ -242,13 +245,15 @@ class ClusterView:
     async def _service_pod(self, service: TargetResource) -> TargetResource | None:
         """The first pod (by name) the Service selects; None without a selector or pods."""
         key = f"service-pod:{service.namespace}/{service.name}"
-        hit, cached = self._metadata.get(key)
-        if hit:
-            return (
-                None
-                if cached is None
-                else TargetResource("Pod", cached["name"], service.namespace, "v1")
-            )
+        hit, found = self._metadata.get(key)
+        if not hit:
+            found = await self._first_selected_pod(service)
+            self._metadata.put(key, found, self._metadata_ttl)
+        return (
+            None if found is None else TargetResource("Pod", found["name"], service.namespace, "v1")
+        )
+
+    async def _first_selected_pod(self, service: TargetResource) -> dict[str, Any] | None:
         found: dict[str, Any] | None = None
         try:
             svc = await self.client.request(
@@ -262,9 +267,7 @@ class ClusterView:
                     params={
                         "labelSelector": ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
                     },
-                    accept=PARTIAL_METADATA.replace(
-                        "PartialObjectMetadata", "PartialObjectMetadataList"
-                    ),
+                    accept=PARTIAL_METADATA_LIST,
                 )
                 names = sorted(str(item["metadata"]["name"]) for item in pods.get("items") or ())
                 if names:
@@ -273,10 +276,7 @@ class ClusterView:
             raise
         except KubeError as exc:
             log.warning("cannot resolve a Service to its pods", extra={"error": str(exc)})
-        self._metadata.put(key, found, self._metadata_ttl)
-        return (
-            None if found is None else TargetResource("Pod", found["name"], service.namespace, "v1")
-        )
+        return found
 
     async def check_scope(self, target: TargetResource) -> Rejection | None:
         """None when managed; else the rejection Kubernaut gives, with its kubectl action."""
