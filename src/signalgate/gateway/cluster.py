@@ -14,7 +14,7 @@ Kubernaut's management scope (the `kubernaut.ai/managed` label).
   namespace, else unmanaged — Kubernaut's rule.
 
 Reads are metadata-only (`PartialObjectMetadata`: no pod specs or secrets cross the wire) and
-cached for `kubernetes.metadataTTL` (≤ 30 s), bounded.
+cached for `kubernetes.metadataTtl` (≤ 30 s), bounded.
 """
 
 from __future__ import annotations

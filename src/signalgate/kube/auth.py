@@ -9,8 +9,8 @@ ClusterRole), reading audit is `get` and writing it `create` on
 patching their status `update` on `remediationrequests/status`.
 
 Answers are cached by the token's SHA-256 (never the token): an allowed answer for up to
-`cacheTTL` (≤ 60 s, so a revoked binding stops working within a minute), a refusal for
-`denyCacheTTL`; the cache holds at most `cacheSize` entries. Concurrent checks of one token
+`cacheTtl` (≤ 60 s, so a revoked binding stops working within a minute), a refusal for
+`denyCacheTtl`; the cache holds at most `cacheSize` entries. Concurrent checks of one token
 share one review. When the API server cannot answer, the caller gets 503 with Retry-After:
 never an open door.
 """
@@ -140,7 +140,7 @@ class KubernetesAuth:
         self, cache: TTLCache[T], key: Hashable, compute: Callable[[], Awaitable[T]]
     ) -> T:
         """The cached answer, else one review per key at a time: concurrent requests with
-        one token share it. A yes is kept `cacheTTL`, a no `denyCacheTTL`."""
+        one token share it. A yes is kept `cacheTtl`, a no `denyCacheTtl`."""
         hit, cached = cache.get(key)
         if hit:
             return cast(T, cached)
