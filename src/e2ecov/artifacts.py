@@ -76,12 +76,11 @@ def stage(artifacts: Path) -> None:
     """Set the previous run's files aside and create this run's directories."""
     artifacts.mkdir(parents=True, exist_ok=True)
     aside = artifacts / PREVIOUS
-    if aside.is_dir():  # the last run crashed before publishing: its predecessor comes back
+    if aside.is_dir():  # the last run crashed before publishing: its predecessor stays aside
         for entry in ENTRIES:
             _remove(artifacts / entry)
-        _move_entries(aside, artifacts)
-        shutil.rmtree(aside)
-    _move_entries(artifacts, aside)
+    else:
+        _move_entries(artifacts, aside)
     for sub in ("data", "processes", "logs"):
         (artifacts / sub).mkdir()
 
@@ -95,7 +94,6 @@ def publish(artifacts: Path, complete: bool) -> Path:
     failed = aside / FAILED_RUN  # the previous run's own failed-run, if any, is dropped
     _remove(failed)
     _move_entries(artifacts, failed)
-    _remove(artifacts / FAILED_RUN)
     failed.rename(artifacts / FAILED_RUN)
     _move_entries(aside, artifacts)
     shutil.rmtree(aside)
