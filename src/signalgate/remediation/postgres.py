@@ -90,13 +90,9 @@ _GET = f"SELECT {_COLS} FROM {_T} WHERE name = $1"
 # concurrent insert is skipped, not waited for). What is neither comes back absent and is
 # decided alone by `record_firing`'s full rules.
 _PG_TYPES = {
-    "created_at": "timestamptz",
+    **dict.fromkeys(rows.TIME_COLUMNS, "timestamptz"),
     "active": "boolean",
-    "next_allowed_execution": "timestamptz",
     "signal_resolved": "boolean",
-    "signal_resolved_at": "timestamptz",
-    "first_seen_at": "timestamptz",
-    "last_seen_at": "timestamptz",
     "occurrence_count": "bigint",
 }
 _UNNEST = ", ".join(
@@ -257,10 +253,8 @@ class PostgresRemediationStore:
     ) -> list[FiringResult | None]:
         """One statement for many signals of distinct fingerprints; None where a signal
         needs `record_firing`'s full rules (a suppressing RR, a concurrent insert)."""
-        distinct = {rr.fingerprint: (rr, now) for rr, now in reversed(signals)}
-        sent = list(distinct.values())  # a repeated fingerprint: its first signal only
-        columns = list(zip(*(rows.rr_to_row(rr, _same) for rr, _ in sent), strict=True))
-        nows = [now for _, now in sent]
+        columns = list(zip(*(rows.rr_to_row(rr, _same) for rr, _ in signals), strict=True))
+        nows = [now for _, now in signals]
         async with self._connection() as conn:
             found = await conn.fetch(_DECIDE_MANY, *columns, nows, MANUAL_REVIEW_OUTCOME, min(nows))
         decided = {
@@ -269,10 +263,7 @@ class PostgresRemediationStore:
             )
             for row in found
         }
-        return [
-            decided.get(rr.fingerprint) if distinct[rr.fingerprint][0] is rr else None
-            for rr, _ in signals
-        ]
+        return [decided.get(rr.fingerprint) for rr, _ in signals]
 
     async def bump_active(self, name: str, count: int, now: datetime) -> RemediationRequest | None:
         async with self._connection() as conn:
