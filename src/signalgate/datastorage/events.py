@@ -56,7 +56,6 @@ OUTCOMES: tuple[str, ...] = ("success", "failure", "pending")
 MAX_EVENT_DATA_BYTES = 256 * 1024
 MAX_EVENT_DATA_DEPTH = 10
 MAX_FUTURE = timedelta(minutes=60)
-MAX_AGE = MAX_EVENT_AGE
 DEFAULT_RETENTION_DAYS = 2555
 MAX_BIGINT = 2**63 - 1
 
@@ -206,7 +205,7 @@ class AuditEventIn(BaseModel):
         if isinstance(now, datetime):
             if value > now + MAX_FUTURE:
                 raise ValueError("must not be more than 60 minutes in the future")
-            if value < now - MAX_AGE:
+            if value < now - MAX_EVENT_AGE:
                 raise ValueError("must not be more than 7 days old")
         return value
 

@@ -9,7 +9,7 @@ PostgreSQL with `store.autoMigrate`) or refused with the command that fixes it
 
 from __future__ import annotations
 
-from signalgate.common.sql.migrations import Backend, Migration, Schema
+from signalgate.common.sql.migrations import Schema
 from signalgate.datastorage.errors import SchemaAhead
 
 SCHEMA = Schema(
@@ -18,16 +18,6 @@ SCHEMA = Schema(
     what="audit schema",
     newer=SchemaAhead,
 )
-VERSION_TABLE = SCHEMA.table
-
-
-def load(backend: Backend) -> list[Migration]:
-    """The backend's migrations in version order."""
-    return SCHEMA.migrations(backend)
-
-
-def latest(backend: Backend) -> int:
-    return SCHEMA.latest(backend)
 
 
 def behind_message(current: int, wanted: int) -> str:
