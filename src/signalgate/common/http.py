@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import orjson
 from starlette.applications import Starlette
@@ -15,9 +16,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from signalgate.common.cors import with_cors
 from signalgate.common.ids import new_uuid
 from signalgate.common.logging import request_id_var
 from signalgate.common.problems import Problem, validation_error
@@ -45,29 +47,62 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class RequestContextMiddleware:
-    """Give every request an id (kept from `X-Request-ID` when well-formed) and stamp every
-    response with it and the security headers; refuse a control character in the path or
-    query (the one check for every route of both services, see `common.text`)."""
+class RequestObserver(Protocol):
+    """Told about every request the envelope passes on (the Gateway's request metrics)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def started(self) -> None: ...
+
+    def finished(self, scope: Scope, status: int, seconds: float) -> None: ...
+
+
+class Envelope:
+    """The one layer every API request passes through first, in pure ASGI.
+
+    - drops `Impersonate-*` request headers before anything reads them: Kubernetes honours
+      them on its own API, and a service that checks tokens with the cluster must never let
+      a caller ask to be treated as someone else;
+    - gives the request an id (kept from `X-Request-ID` when well-formed) and stamps every
+      response with it and the security headers;
+    - refuses a control character in the path or query (the one check for every route of
+      both services, see `common.text`);
+    - tells `observer`, if any, when the request starts and how it ended.
+
+    One layer instead of one middleware per concern: each layer wraps `send` once more, and
+    on the signal path that wrapping was a tenth of the Gateway's CPU.
+    """
+
+    PREFIX = b"impersonate-"
+
+    def __init__(self, app: ASGIApp, observer: RequestObserver | None = None) -> None:
         self.app = app
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        inbound = header(scope, b"x-request-id")
+        inbound = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and inbound is None:
+                inbound = value.decode("latin-1")
+            elif name.startswith(self.PREFIX):
+                scope = {**scope, "headers": _without_impersonation(scope["headers"])}
         request_id = inbound if inbound and _REQUEST_ID_RE.match(inbound) else new_uuid()
-        scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         stamped = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
+        status = 500
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", []), *stamped]
             await send(message)
 
+        observer = self.observer
+        started = time.perf_counter()
+        if observer is not None:
+            observer.started()
         try:
             try:
                 check_request_target(scope["path"], scope.get("query_string", b""))
@@ -78,6 +113,54 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_headers)
         finally:
             request_id_var.reset(token)
+            if observer is not None:
+                observer.finished(scope, status, time.perf_counter() - started)
+
+
+def _without_impersonation(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(name, value) for name, value in headers if not name.startswith(Envelope.PREFIX)]
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class DirectRoutes:
+    """Serve a few fixed paths (the signal routes) without Starlette's router and middleware
+    stack; every other request goes on to `app`.
+
+    A signal passed through five more layers there (two exception wrappers, the router, the
+    route, the request/response adapter), about 35 µs of CPU per request, a sixth of the
+    Gateway's budget. Errors are answered by `error_response`, the same function the
+    Starlette app's handlers use, so a status code is still decided in one place. A direct
+    path with another method falls through to `app`, which answers 405 as before.
+    """
+
+    def __init__(self, routes: Sequence[Route], app: ASGIApp, translate: Translate) -> None:
+        self.app = app
+        self.translate = translate
+        self.endpoints: dict[tuple[str, str], tuple[Route, Endpoint]] = {}
+        for route in routes:
+            if route.param_convertors:
+                raise ValueError(f"{route.path}: a direct route has no path parameters")
+            for method in route.methods or ():
+                self.endpoints[(method, route.path)] = (route, route.endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = (
+            self.endpoints.get((scope["method"], scope["path"]))
+            if scope["type"] == "http"
+            else None
+        )
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        route, endpoint = found
+        scope["route"] = route  # what Starlette's router sets: the metrics' route label
+        try:
+            response = await endpoint(Request(scope, receive))
+        except Exception as exc:
+            response = error_response(exc, self.translate, scope["path"])
+        await response(scope, receive, send)
 
 
 async def read_body(
@@ -178,10 +261,7 @@ def problem_app(
     """
 
     async def handler(request: Request, exc: Exception) -> Response:
-        problem = exc if isinstance(exc, Problem) else translate(exc) or _generic_problem(exc)
-        if problem.status >= 503:
-            log.warning("request failed", extra={"status": problem.status, "error": repr(exc)})
-        return problem.to_response(request.url.path)
+        return error_response(exc, translate, request.url.path)
 
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         exc: handler for exc in (HTTPException, Problem, *domain_errors)
@@ -215,11 +295,25 @@ class _AnswerUnexpected:
         try:
             await self.app(scope, receive, tracking)
         except Exception as exc:
-            log.exception("unexpected error", extra={"error": repr(exc)})
             if started:
+                log.exception("unexpected error", extra={"error": repr(exc)})
                 raise  # half an answer is out: only closing the connection can end it
-            response = _generic_problem(exc).to_response(scope["path"])
+            response = error_response(exc, lambda exc: None, scope["path"])
             await response(scope, receive, send)
+
+
+def error_response(exc: Exception, translate: Translate, path: str) -> Response:
+    """The problem document answering `exc`, raised while serving `path`: a `Problem` as
+    raised, a lower-layer error as `translate` maps it, 404/405 for routing errors, and 500
+    (no internals in the answer, the traceback in the log) for anything else."""
+    problem = exc if isinstance(exc, Problem) else translate(exc)
+    if problem is None:
+        if not isinstance(exc, HTTPException):
+            log.exception("unexpected error", extra={"error": repr(exc)})
+        problem = _generic_problem(exc)
+    elif problem.status >= 503:
+        log.warning("request failed", extra={"status": problem.status, "error": repr(exc)})
+    return problem.to_response(path)
 
 
 def _generic_problem(exc: Exception) -> Problem:
@@ -235,24 +329,19 @@ def _generic_problem(exc: Exception) -> Problem:
     return Problem(500, "internal-error", "Internal server error")
 
 
-class StripImpersonation:
-    """Pure ASGI middleware: drops `Impersonate-*` request headers before anything reads
-    them. Kubernetes honours them on its own API; a service that checks tokens with the
-    cluster must never let a caller ask to be treated as someone else."""
-
-    PREFIX = b"impersonate-"
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and any(
-            name.startswith(self.PREFIX) for name, _ in scope["headers"]
-        ):
-            scope = dict(scope)
-            scope["headers"] = [
-                (name, value)
-                for name, value in scope["headers"]
-                if not name.startswith(self.PREFIX)
-            ]
-        await self.app(scope, receive, send)
+def api_app(
+    routes: list[BaseRoute],
+    translate: Translate,
+    domain_errors: tuple[type[Exception], ...],
+    *,
+    cors_origins: Sequence[str] = (),
+    direct: Sequence[Route] = (),
+    observer: RequestObserver | None = None,
+) -> ASGIApp:
+    """A service's API listener: the envelope, then CORS (when origins are set), then the
+    `direct` routes, then the Starlette app of all `routes` (the direct ones included, so
+    their other methods get 405 and the OpenAPI document sees one list)."""
+    app: ASGIApp = problem_app(routes, translate, domain_errors)
+    if direct:
+        app = DirectRoutes(direct, app, translate)
+    return Envelope(with_cors(app, cors_origins), observer)

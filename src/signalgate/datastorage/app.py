@@ -18,12 +18,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from signalgate.common.cors import with_cors
 from signalgate.common.http import (
-    RequestContextMiddleware,
-    StripImpersonation,
+    api_app,
     json_response,
-    problem_app,
     read_body,
     require_media_type,
 )
@@ -293,10 +290,11 @@ def _translate(exc: Exception) -> Problem | None:
 
 def build_api_app(service: DataStorageService) -> ASGIApp:
     api = DataStorageAPI(service)
-    app = problem_app(
+    batch = Route("/api/v1/audit/events/batch", api.write_batch, methods=["POST"])
+    return api_app(
         [
             Route("/api/v1/audit/events", api.events, methods=["GET", "POST"]),
-            Route("/api/v1/audit/events/batch", api.write_batch, methods=["POST"]),
+            batch,
             Route("/api/v1/audit/verify-chain", api.verify_chain, methods=["GET", "POST"]),
             Route(CAPABILITIES_PATH, api.capabilities, methods=["GET"]),
             # Kubernaut's services probe DataStorage here; ready only while the database answers
@@ -305,7 +303,6 @@ def build_api_app(service: DataStorageService) -> ASGIApp:
         ],
         _translate,
         (StoreUnavailable, Conflict, ForeignParent, MissingParent, EventsLost),
-    )
-    return StripImpersonation(
-        RequestContextMiddleware(with_cors(app, service.settings.server.cors_allowed_origins))
+        cors_origins=service.settings.server.cors_allowed_origins,
+        direct=[batch],  # the Gateways' delivery path
     )

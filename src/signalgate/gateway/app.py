@@ -20,16 +20,13 @@ from prometheus_client import Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 from signalgate.audit.journal import JournalUnavailable
-from signalgate.common.cors import with_cors
 from signalgate.common.http import (
     JSON,
-    RequestContextMiddleware,
-    StripImpersonation,
+    api_app,
     json_response,
-    problem_app,
     read_body,
     require_media_type,
 )
@@ -299,50 +296,39 @@ def _translate(exc: Exception) -> Problem | None:
     return None
 
 
-class RequestMetricsMiddleware:
-    """Latency by route template (never the raw path) and the in-flight gauge."""
+class RequestMetrics:
+    """The envelope's observer: latency by route template (never the raw path) and the
+    in-flight gauge."""
 
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
-        self.app = app
+    def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
         # the histogram child per (route, method, status): a closed set (route templates,
         # bounded methods, status codes), so `labels()` runs once per combination
         self._durations: dict[tuple[str, str, int], Histogram] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        started = time.perf_counter()
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+    def started(self) -> None:
         self.metrics.inflight.inc()
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            self.metrics.inflight.dec()
-            route = scope.get("route")
-            key = (getattr(route, "path", "unmatched"), method_label(scope["method"]), status)
-            child = self._durations.get(key)
-            if child is None:
-                endpoint, method, _ = key
-                child = self.metrics.request_duration.labels(endpoint, method, str(status))
-                self._durations[key] = child
-            child.observe(time.perf_counter() - started)
+
+    def finished(self, scope: Scope, status: int, seconds: float) -> None:
+        self.metrics.inflight.dec()
+        route = getattr(scope.get("route"), "path", "unmatched")
+        key = (route, method_label(scope["method"]), status)
+        child = self._durations.get(key)
+        if child is None:
+            child = self.metrics.request_duration.labels(route, key[1], str(status))
+            self._durations[key] = child
+        child.observe(seconds)
 
 
 def build_api_app(service: GatewayService) -> ASGIApp:
     api = GatewayAPI(service)
-    app = problem_app(
+    signals = [
+        Route("/api/v1/signals/prometheus", api.prometheus, methods=["POST"]),
+        Route("/api/v1/signals/kubernetes-event", api.kubernetes_event, methods=["POST"]),
+    ]
+    return api_app(
         [
-            Route("/api/v1/signals/prometheus", api.prometheus, methods=["POST"]),
-            Route("/api/v1/signals/kubernetes-event", api.kubernetes_event, methods=["POST"]),
+            *signals,
             Route("/api/v1/remediation-requests", api.list_rrs, methods=["GET"]),
             Route("/api/v1/remediation-requests/{name}", api.get_rr, methods=["GET"]),
             Route(
@@ -352,8 +338,7 @@ def build_api_app(service: GatewayService) -> ASGIApp:
         ],
         _translate,
         (StoreUnavailable, ProcessingTimeout, NotFound, Conflict, JournalUnavailable),
-    )
-    cors = service.settings.server.cors_allowed_origins
-    return StripImpersonation(
-        RequestContextMiddleware(with_cors(RequestMetricsMiddleware(app, service.metrics), cors))
+        cors_origins=service.settings.server.cors_allowed_origins,
+        direct=signals,
+        observer=RequestMetrics(service.metrics),
     )

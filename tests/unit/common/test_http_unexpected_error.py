@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from signalgate.common.http import RequestContextMiddleware, problem_app
+from signalgate.common.http import api_app
 
 
 async def explode(request: Request) -> Response:
@@ -20,7 +20,7 @@ async def explode(request: Request) -> Response:
 
 
 async def test_a_500_leaves_the_connection_usable() -> None:
-    app = RequestContextMiddleware(problem_app([Route("/x", explode)], lambda exc: None, ()))
+    app = api_app([Route("/x", explode)], lambda exc: None, ())
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         answer = await client.get("/x")
@@ -30,7 +30,7 @@ async def test_a_500_leaves_the_connection_usable() -> None:
 
 
 async def test_control_characters_in_the_target_are_refused_before_routing() -> None:
-    app = RequestContextMiddleware(problem_app([Route("/x", explode)], lambda exc: None, ()))
+    app = api_app([Route("/x", explode)], lambda exc: None, ())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         path = await client.get("/x%00")
