@@ -10,6 +10,12 @@ Across processes the store stays the arbiter: a queued batch is bumped only with
 own check (`active`), and when that check fails (a consumer ended the RR meanwhile) each
 queued signal is decided again, alone, by the store's full rules.
 
+The coalescer also remembers the active RR of recently seen fingerprints (a bounded map,
+`KNOWN_LIMIT`): the next burst for a fingerprint is then one bump of that RR, one round trip
+instead of a full decision followed by a bump. The bump's own `active` check keeps this
+safe: an RR that ended meanwhile (here or in another replica) is not bumped, the entry is
+forgotten and the burst is decided by the full rules.
+
 Group commit across fingerprints: the first signal of each fingerprint is decided in a batch
 with the first signals of other fingerprints that arrive while earlier batches are in flight
 (at most `batches_in_flight` statements at once, `BATCH_LIMIT` signals each): one statement
@@ -56,6 +62,7 @@ class BumpingStore(RemediationStore, Protocol):
 
 
 BATCH_LIMIT = 64  # first signals decided by one statement
+KNOWN_LIMIT = 4096  # fingerprints whose active RR is remembered
 
 
 @dataclass
@@ -65,8 +72,10 @@ class _Waiting:
     done: asyncio.Future[FiringResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-    # the store call deciding this signal alone, while it runs
-    decision: asyncio.Future[FiringResult] | None = None
+    # the store call deciding this signal, while it runs, and the callers it decides for:
+    # it is cancelled (undone in the store) once every one of them gave up
+    decision: asyncio.Future[Any] | None = None
+    sharing: list[_Waiting] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -103,6 +112,8 @@ class CoalescingStore:
         self._drainers: dict[str, asyncio.Task[None]] = {}
         self._unsent: list[_Member] = []  # first signals waiting for a batch to go
         self._in_flight = 0
+        # fingerprint → name of its active RR, as last decided here (a hint: bumps check it)
+        self._known: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return repr(self.inner)
@@ -132,7 +143,11 @@ class CoalescingStore:
             return await waiting.done
         except asyncio.CancelledError:
             decision = waiting.decision
-            if decision is not None and not decision.done():
+            if (
+                decision is not None
+                and not decision.done()
+                and all(w.done.cancelled() for w in waiting.sharing)
+            ):
                 decision.cancel()
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(asyncio.shield(decision), CANCEL_WAIT)
@@ -141,45 +156,73 @@ class CoalescingStore:
     async def _drain(self, key: str) -> None:
         try:
             while batch := self._queues.pop(key, None):
-                await self._decide(batch)
+                batch = [w for w in batch if not w.done.done()]
+                if batch and not await self._bump_known(key, batch):
+                    await self._decide(key, batch)
         finally:
             self._drainers.pop(key, None)
 
-    async def _decide(self, batch: list[_Waiting]) -> None:
+    async def _bump_known(self, key: str, batch: list[_Waiting]) -> bool:
+        """One bump of the RR last seen active for `key`, for the whole batch; False (and
+        the hint forgotten) when there is none or it is no longer active."""
+        name = self._known.get(key)
+        if name is None:
+            return False
+        task = asyncio.ensure_future(
+            self.inner.bump_active(name, len(batch), max(w.now for w in batch))
+        )
+        for waiting in batch:
+            waiting.decision, waiting.sharing = task, batch
+        try:
+            bumped = await task
+        except asyncio.CancelledError:
+            if all(w.done.cancelled() for w in batch):
+                return True  # every caller gave up: nothing was counted
+            raise
+        except Exception as exc:
+            for waiting in batch:
+                _fail(waiting, exc)
+            return True
+        if bumped is None:
+            del self._known[key]
+            return False
+        for waiting in batch:
+            if not waiting.done.done():
+                waiting.done.set_result(FiringResult(Decision.DUPLICATE, bumped))
+        return True
+
+    def _remember(self, key: str, rr: RemediationRequest) -> None:
+        if not rr.active:
+            self._known.pop(key, None)
+            return
+        if key not in self._known and len(self._known) >= KNOWN_LIMIT:
+            del self._known[next(iter(self._known))]  # the oldest entry
+        self._known[key] = rr.name
+
+    async def _decide(self, key: str, batch: list[_Waiting]) -> None:
         """The first signal decided by the store's full rules; the rest of the batch as one
         bump of the RR it landed on, while that RR is active. A caller that gave up (its
         deadline passed) is not counted: its pending statement is cancelled, as it would
         have been without the queue."""
-        batch = [w for w in batch if not w.done.done()]
-        if not batch:
-            return
         first, rest = batch[0], batch[1:]
         if not await _settle(first, self._batched(first)):
             # the store failed for the first (or it gave up): the others, each on its own
-            for waiting in rest:
-                if not waiting.done.done():
-                    await _settle(waiting, self.inner.record_firing(waiting.candidate, waiting.now))
+            await self._each_alone(key, rest)
             return
-        decided = first.done.result().rr
+        self._remember(key, first.done.result().rr)
         rest = [w for w in rest if not w.done.done()]
-        if not rest:
-            return
-        if decided.active:
-            now = max(w.now for w in rest)
-            try:
-                bumped = await self.inner.bump_active(decided.name, len(rest), now)
-            except Exception as exc:
-                for waiting in rest:
-                    _fail(waiting, exc)
-                return
-            if bumped is not None:
-                for waiting in rest:
-                    if not waiting.done.done():
-                        waiting.done.set_result(FiringResult(Decision.DUPLICATE, bumped))
-                return
-        # not active (a suppressing RR, or ended meanwhile): each one by the full rules
-        for waiting in rest:
-            await _settle(waiting, self.inner.record_firing(waiting.candidate, waiting.now))
+        if rest and not await self._bump_known(key, rest):
+            # not active (a suppressing RR, or ended meanwhile): each one by the full rules
+            await self._each_alone(key, rest)
+
+    async def _each_alone(self, key: str, batch: list[_Waiting]) -> None:
+        """Each signal decided by the store's full rules, one after another; a caller that
+        gave up meanwhile is skipped (not counted)."""
+        for waiting in batch:
+            if not waiting.done.done() and await _settle(
+                waiting, self.inner.record_firing(waiting.candidate, waiting.now)
+            ):
+                self._remember(key, waiting.done.result().rr)
 
     async def _batched(self, waiting: _Waiting) -> FiringResult:
         """Decide `waiting` in the next group-committed batch (alone, by the full rules,
@@ -264,7 +307,7 @@ async def _settle(waiting: _Waiting, decision: Coroutine[Any, Any, FiringResult]
     success. The task is kept on `waiting`, so a caller that gives up cancels it
     (`CoalescingStore.record_firing`)."""
     task = asyncio.ensure_future(decision)
-    waiting.decision = task
+    waiting.decision, waiting.sharing = task, [waiting]
     try:
         result = await task
     except asyncio.CancelledError:

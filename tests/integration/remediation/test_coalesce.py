@@ -135,6 +135,44 @@ async def test_new_signals_of_many_fingerprints_are_group_committed(sql_store: C
         await store.close()
 
 
+async def test_a_burst_on_a_known_active_rr_is_one_bump(sql_store: Counting) -> None:
+    store = CoalescingStore(sql_store)  # type: ignore[arg-type]
+    await store.open()
+    try:
+        first = (await store.record_firing(make_rr(), later(0))).rr
+        sql_store.calls.clear()
+        results = await asyncio.gather(
+            *(store.record_firing(make_rr(at=later(1)), later(1)) for _ in range(50))
+        )
+        assert {(r.decision, r.rr.name) for r in results} == {(Decision.DUPLICATE, first.name)}
+        assert max(r.rr.deduplication.occurrence_count for r in results) == 51
+        # the RR decided before is bumped for the whole burst: no full decision at all
+        assert sql_store.calls == {"bump_active": 1}, sql_store.calls
+    finally:
+        await store.close()
+
+
+async def test_a_remembered_rr_ended_by_another_replica_is_not_bumped(tmp_path: Path) -> None:
+    here = CoalescingStore(SqliteRemediationStore(tmp_path / "rr.db"))
+    there = CoalescingStore(SqliteRemediationStore(tmp_path / "rr.db"))
+    await here.open()
+    await there.open()
+    try:
+        ended = (await here.record_firing(make_rr(), later(0))).rr
+        await there.update_status(ended.name, StatusPatch(overall_phase="Failed"))
+        successor = (await there.record_firing(make_rr(at=later(1)), later(1))).rr
+        assert successor.name != ended.name
+        # `here` still remembers the ended RR as active: the store refuses the bump, and
+        # the signal counts on the successor by the full rules
+        result = await here.record_firing(make_rr(at=later(2)), later(2))
+        assert (result.decision, result.rr.name) == (Decision.DUPLICATE, successor.name)
+        assert result.rr.deduplication.occurrence_count == 2
+        assert (await here.get(ended.name)).deduplication.occurrence_count == 1  # type: ignore[union-attr]
+    finally:
+        await here.close()
+        await there.close()
+
+
 class PoisonedSqliteStore(SqliteRemediationStore):
     """The real SQLite store, failing any statement that carries the signal named poison."""
 
