@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -21,16 +22,19 @@ async def test_concurrent_commits_share_fsyncs_and_every_event_is_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     syncs = 0
-    real = os.fdatasync
+    real = Journal._write
 
-    def counting(descriptor: int) -> None:
+    def counting(self: Journal, data: bytes) -> tuple[int, int]:
         nonlocal syncs
         syncs += 1
-        real(descriptor)
+        return real(self, data)
 
-    monkeypatch.setattr(journal_module.os, "fdatasync", counting)
+    monkeypatch.setattr(Journal, "_write", counting)
     journal = Journal(tmp_path, segment_bytes=1 << 20)
     await journal.open()
+    # each group write is synchronous: it returns once the data is on disk
+    assert journal._fd is not None
+    assert fcntl.fcntl(journal._fd, fcntl.F_GETFL) & os.O_DSYNC
 
     async def request(n: int) -> None:
         journal.stage(event(n))
@@ -89,19 +93,22 @@ async def test_a_failed_write_fails_its_waiters(
     journal = Journal(tmp_path, segment_bytes=1 << 20)
     await journal.open()
 
-    def broken(descriptor: int) -> None:
+    def broken(descriptor: int, data: bytes) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(journal_module.os, "fdatasync", broken)
-    journal.stage(event(1))
-    with pytest.raises(JournalUnavailable, match="No space left"):
+    monkeypatch.setattr(journal_module.os, "write", broken)
+    try:
+        journal.stage(event(1))
+        with pytest.raises(JournalUnavailable, match="No space left"):
+            await journal.commit(5.0)
+        monkeypatch.undo()
+        journal.stage(event(2))
         await journal.commit(5.0)
-    monkeypatch.undo()
-    journal.stage(event(2))
-    await journal.commit(5.0)
-    piece = await journal.read(10)
-    assert [e["n"] for e in piece.events] == [2]
-    await journal.close()
+        piece = await journal.read(10)
+        assert [e["n"] for e in piece.events] == [2]
+    finally:
+        monkeypatch.undo()
+        await journal.close()  # else its writer thread keeps the test run from exiting
 
 
 async def test_the_old_spool_is_taken_over_and_delivered_first(tmp_path: Path) -> None:
