@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any
 
-from prometheus_client import Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -302,22 +301,16 @@ class RequestMetrics:
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
-        # the histogram child per (route, method, status): a closed set (route templates,
-        # bounded methods, status codes), so `labels()` runs once per combination
-        self._durations: dict[tuple[str, str, int], Histogram] = {}
 
     def started(self) -> None:
         self.metrics.inflight.inc()
 
     def finished(self, scope: Scope, status: int, seconds: float) -> None:
-        self.metrics.inflight.dec()
+        metrics = self.metrics
+        metrics.inflight.dec()
         route = getattr(scope.get("route"), "path", "unmatched")
-        key = (route, method_label(scope["method"]), status)
-        child = self._durations.get(key)
-        if child is None:
-            child = self.metrics.request_duration.labels(route, key[1], str(status))
-            self._durations[key] = child
-        child.observe(seconds)
+        method = method_label(scope["method"])
+        metrics.child(metrics.request_duration, route, method, str(status)).observe(seconds)
 
 
 def build_api_app(service: GatewayService) -> ASGIApp:

@@ -83,7 +83,10 @@ class Pipeline:
             self._metrics.signals_ignored.labels("kubernetes-events").inc()
             return Outcome("ignored", item.message)
         signal = item
-        self._metrics.signals_received.labels(signal.source, severity_label(signal.severity)).inc()
+        metrics = self._metrics
+        metrics.child(
+            metrics.signals_received, signal.source, severity_label(signal.severity)
+        ).inc()
         if self._cluster is not None and signal.target is not None:
             signal, rejection = await self._place_in_cluster(signal, deadline)
         else:
@@ -156,14 +159,14 @@ class Pipeline:
         result = await self._store.record_firing(self._candidate(signal, fingerprint, now), now)
         rr = result.rr
         if result.decision is Decision.CREATED:
-            self._metrics.crds_created.labels(signal.source, "created").inc()
+            self._metrics.child(self._metrics.crds_created, signal.source, "created").inc()
             for event_type in (ev.SIGNAL_RECEIVED, ev.CRD_CREATED):
                 self._audit.emit(
                     ev.build_event(event_type, signal, now, correlation_id=rr.name, rr=rr)
                 )
             return Outcome("created", "remediation request created", fingerprint, rr)
         name = self._metrics.signal_name_label(signal.signal_name)
-        self._metrics.signals_deduplicated.labels(name).inc()
+        self._metrics.child(self._metrics.signals_deduplicated, name).inc()
         self._audit.emit(
             ev.build_event(ev.SIGNAL_DEDUPLICATED, signal, now, correlation_id=rr.name, rr=rr)
         )
