@@ -77,6 +77,9 @@ def http_server(
         uds=uds,
         log_config=None,
         access_log=False,
+        # nothing reads the client address; uvicorn's X-Forwarded-For rewriting would only
+        # add one more layer to every request
+        proxy_headers=False,
         lifespan="off",
         timeout_graceful_shutdown=int(grace),
         server_header=False,
