@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from signalgate.common.audit import MAX_EVENT_AGE
+from signalgate.common.ids import new_uuid
 from signalgate.datastorage.chain import canonical, dumps_canonical, format_timestamp
 
 CATEGORIES: tuple[str, ...] = (
@@ -246,7 +247,8 @@ class AuditEvent:
         data = model.model_dump(exclude_none=True)
         category = data["event_category"]
         data["event_timestamp"] = format_timestamp(model.event_timestamp)
-        data.setdefault("event_id", str(uuid.uuid4()))
+        if "event_id" not in data:  # not setdefault: that would make an id for every event
+            data["event_id"] = new_uuid()
         data.setdefault("actor_type", "service")
         data.setdefault("actor_id", f"{category}-service")
         data.setdefault("resource_type", category)
