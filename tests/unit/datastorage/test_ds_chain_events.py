@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from signalgate.datastorage.chain import event_hash, verify
+from signalgate.datastorage.chain import event_hash, format_timestamp, verify
 from signalgate.datastorage.events import (
     AuditEvent,
     BatchSizeError,
@@ -171,3 +173,17 @@ def test_query_parsing() -> None:
     for bad in ({"limit": ["1", "2"]}, {"offset": ["1e3"]}, {"since": ["999999d"]}):
         with pytest.raises(InvalidParameter):
             parse_query(bad, NOW)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=-9, minutes=-30)), timezone(timedelta(hours=13))]
+        ),
+    )
+)
+def test_hashed_timestamps_keep_their_text(moment: datetime) -> None:
+    # chains already stored were hashed with this strftime form: it must not change
+    assert format_timestamp(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
