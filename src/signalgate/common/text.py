@@ -7,8 +7,8 @@ event), and a request the Gateway acknowledged must not leave anything behind th
 later. Free text in JSON bodies (annotations, messages) may keep tab, line feed and carriage
 return; paths and query parameters may not.
 
-Checked once, where requests are read: `check_request_target` in the request middleware,
-`check_json_text` in `read_body`.
+Checked once, where requests are read: `check_request_target` in the request envelope
+(`common.http.Envelope`), `check_json_text` in `read_body`.
 """
 
 from __future__ import annotations

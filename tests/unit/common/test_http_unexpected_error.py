@@ -39,3 +39,18 @@ async def test_control_characters_in_the_target_are_refused_before_routing() -> 
     assert query.status_code == 400 and query.json()["field_errors"] == {
         "q": "contains the control character U+007F"
     }
+
+
+async def test_a_direct_route_answers_errors_as_the_routed_ones_do() -> None:
+    route = Route("/x", explode, methods=["POST"])
+    app = api_app([route], lambda exc: None, (), direct=[route])
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        failed = await client.post("/x")
+        wrong_method = await client.get("/x")
+    assert failed.status_code == 500
+    assert failed.headers["content-type"] == "application/problem+json"
+    assert "hunter2" not in failed.text
+    assert failed.headers["x-content-type-options"] == "nosniff"  # the envelope's headers
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["type"].endswith("/method-not-allowed")
