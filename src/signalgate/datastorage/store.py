@@ -181,13 +181,29 @@ def plan_write(
     return rows, already, new_heads
 
 
+VERIFY_ATTEMPTS = 5  # reads of one chain while its writers keep appending
+
+
 async def verify_stored(
     store: AuditStore, correlation_id: str
 ) -> tuple[ChainReport, list[dict[str, Any]]]:
     """The one verification both the API and the CLI run: the chain's rows recomputed and
-    held to its recorded head. Returns the report and the rows."""
-    rows = await store.chain(correlation_id)
-    head = await store.head(correlation_id)
+    held to its recorded head. Returns the report and the rows.
+
+    The rows and the head are two reads; an event written between them would make a sound
+    chain look broken. So the head is read before and after the rows, and the pair is
+    taken only when both agree (nothing was appended meanwhile). Under writes that never
+    pause, the last try's rows are held to the head read before them, cut to its count:
+    rows written after that head are newer events, not forged ones."""
+    for _ in range(VERIFY_ATTEMPTS):
+        before = await store.head(correlation_id)
+        rows = await store.chain(correlation_id)
+        head = await store.head(correlation_id)
+        if head == before:
+            break
+    else:
+        head = before
+        rows = rows[: head.count] if head is not None else []
     if head is None and rows:  # heads are written with every event since migration 0002
         detail = "events are stored but no chain head was recorded: written outside DataStorage"
         return ChainReport(correlation_id, len(rows), False, detail=detail), rows

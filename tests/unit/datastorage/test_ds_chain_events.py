@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signalgate.datastorage.chain import event_hash, format_timestamp, verify
+from signalgate.datastorage.chain import canonical, event_hash, format_timestamp, verify
 from signalgate.datastorage.events import (
     AuditEvent,
     BatchSizeError,
@@ -20,6 +20,7 @@ from signalgate.datastorage.events import (
     validate_event,
 )
 from signalgate.datastorage.query import InvalidParameter, parse_query
+from signalgate.datastorage.store import ChainHead, verify_stored
 
 NOW = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
 
@@ -187,3 +188,66 @@ def test_query_parsing() -> None:
 def test_hashed_timestamps_keep_their_text(moment: datetime) -> None:
     # chains already stored were hashed with this strftime form: it must not change
     assert format_timestamp(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class AppendingStore:
+    """A chain whose writer appends one event between any two reads, as a busy Gateway's
+    delivery does while someone verifies; `pause_after` reads it stops appending."""
+
+    def __init__(self, events: int, pause_after: int) -> None:
+        self.rows: list[dict[str, object]] = []
+        self.reads = 0
+        self.pause_after = pause_after
+        for _ in range(events):
+            self._append()
+
+    def _append(self) -> None:
+        previous = str(self.rows[-1]["event_hash"]) if self.rows else ""
+        row: dict[str, object] = {
+            "event_id": f"e-{len(self.rows)}",
+            "correlation_id": "rr-1",
+            "event_type": "gateway.signal.received",
+            "previous_event_hash": previous,
+        }
+        row["event_hash"] = event_hash(previous, canonical(row))
+        self.rows.append(row)
+
+    def _read(self) -> None:
+        self.reads += 1
+        if self.reads <= self.pause_after:
+            self._append()
+
+    async def chain(self, correlation_id: str) -> list[dict[str, object]]:
+        self._read()
+        return list(self.rows)
+
+    async def head(self, correlation_id: str) -> ChainHead:
+        self._read()
+        return ChainHead(len(self.rows), str(self.rows[-1]["event_hash"]))
+
+
+@pytest.mark.parametrize("pause_after", [0, 4, 1000])
+async def test_a_chain_written_while_it_is_verified_is_not_reported_broken(
+    pause_after: int,
+) -> None:
+    store = AppendingStore(3, pause_after)
+    report, rows = await verify_stored(store, "rr-1")  # type: ignore[arg-type]
+    assert report.valid, report
+    assert report.events == len(rows) >= 3
+
+
+async def test_events_added_outside_datastorage_are_still_found() -> None:
+    store = AppendingStore(3, pause_after=0)
+    forged = dict(
+        store.rows[-1], event_id="forged", previous_event_hash=store.rows[-1]["event_hash"]
+    )
+    forged["event_hash"] = event_hash(str(forged["previous_event_hash"]), canonical(forged))
+    head = await store.head("rr-1")
+    store.rows.append(forged)  # a valid-looking row, but no head was recorded for it
+    store.head = lambda correlation_id: _returning(head)  # type: ignore[method-assign]
+    report, _ = await verify_stored(store, "rr-1")  # type: ignore[arg-type]
+    assert not report.valid and "outside DataStorage" in (report.detail or "")
+
+
+async def _returning(value: ChainHead) -> ChainHead:
+    return value
