@@ -272,11 +272,17 @@ class PostgresServer(_LocalServer):
 
     def create_database(self, name: str) -> str:
         """Create an empty database and return its DSN."""
+        self.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+    def execute(self, sql: str) -> str:
+        """Run one SQL command with psql as the server's user; its rows, unaligned
+        (CalledProcessError on failure)."""
         psql = self._bindir / "psql"
         command = [str(psql) if psql.exists() else "psql", "-h", self.host, "-p", str(self.port)]
-        command += ["-U", self.user, "-d", self.database, "-v", "ON_ERROR_STOP=1", "-q", "-c"]
-        subprocess.run([*command, f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
-        return self.dsn(name)
+        command += ["-U", self.user, "-d", self.database, "-v", "ON_ERROR_STOP=1", "-qAt", "-c"]
+        done = subprocess.run([*command, sql], check=True, capture_output=True, text=True)
+        return done.stdout
 
 
 @dataclass
