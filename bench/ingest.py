@@ -196,11 +196,11 @@ def run_ceiling(
 
 
 def checkpoint(postgres: PostgresServer) -> None:
-    """Every measured run starts right after a checkpoint. PostgreSQL writes a whole page
-    image to the WAL on the first change of each page after a checkpoint, so a run that
-    happened to follow one paid several times the WAL of a run that did not: in a full run
-    the cases measured late (PostgreSQL's, after SQLite's) met the checkpoints that the
-    earlier cases' WAL had triggered, and the ceiling, measured first, met none."""
+    """Every measured run starts from the same server state: no autovacuum worker busy, a
+    fresh checkpoint (so every run pays PostgreSQL's full-page images after a checkpoint
+    alike), and no dirty page cache left by earlier cases waiting for writeback. This did
+    not remove the order effect the README describes (PostgreSQL's creates measured after
+    SQLite's cases run slower than on their own); it rules these three causes out."""
     started = time.monotonic()
     while time.monotonic() - started < 60 and postgres.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
