@@ -100,6 +100,11 @@ _UNNEST = ", ".join(
 )
 _QUALIFIED = ", ".join(f"r.{column}" for column in rows.COLUMNS)
 _CANDIDATE_COLS = ", ".join(f"c.{column}" for column in rows.COLUMNS)
+# an inserted RR is its candidate, as sent: only its fingerprint comes back (the rest of the
+# row would cost PostgreSQL, the wire and the decoding for values the Gateway already has)
+_FINGERPRINT_ONLY = ", ".join(
+    "fingerprint" if column == "fingerprint" else "NULL" for column in rows.COLUMNS
+)
 _FINGERPRINTS = f"${rows.COLUMNS.index('fingerprint') + 1}::text[]"
 _NOW, _OUTCOME, _EARLIEST = f"${_N + 1}", f"${_N + 2}", f"${_N + 3}"
 _DECIDE_MANY = (
@@ -113,9 +118,9 @@ _DECIDE_MANY = (
     f"inserted AS (INSERT INTO {_T} ({_COLS}) SELECT {_CANDIDATE_COLS} FROM c "
     f"WHERE c.fingerprint NOT IN (SELECT fingerprint FROM bumped) "
     f"AND c.fingerprint NOT IN (SELECT fingerprint FROM blocked) "
-    f"ON CONFLICT (fingerprint) WHERE active DO NOTHING RETURNING {_COLS}) "
+    f"ON CONFLICT (fingerprint) WHERE active DO NOTHING RETURNING fingerprint) "
     f"SELECT {_COLS}, true AS bumped FROM bumped UNION ALL "
-    f"SELECT {_COLS}, false FROM inserted"
+    f"SELECT {_FINGERPRINT_ONLY}, false FROM inserted"
 )
 
 
@@ -257,9 +262,12 @@ class PostgresRemediationStore:
         nows = [now for _, now in signals]
         async with self._connection() as conn:
             found = await conn.fetch(_DECIDE_MANY, *columns, nows, MANUAL_REVIEW_OUTCOME, min(nows))
+        candidates = {rr.fingerprint: rr for rr, _ in signals}
         decided = {
-            row["fingerprint"]: FiringResult(
-                Decision.DUPLICATE if row["bumped"] else Decision.CREATED, _rr(row)
+            row["fingerprint"]: (
+                FiringResult(Decision.DUPLICATE, _rr(row))
+                if row["bumped"]
+                else FiringResult(Decision.CREATED, candidates[row["fingerprint"]])
             )
             for row in found
         }

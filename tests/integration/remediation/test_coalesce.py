@@ -125,6 +125,9 @@ async def test_new_signals_of_many_fingerprints_are_group_committed(sql_store: C
         assert on_cooling.rr.deduplication.occurrence_count == 2
         stored = await store.list(ListQuery(limit=500))
         assert len(stored.items) == 122
+        # what each caller was answered is what the store holds
+        by_name = {rr.name: rr for rr in stored.items}
+        assert all(by_name[r.rr.name] == r.rr for r in created)
         # many signals per statement: 122 signals in far fewer transactions
         assert sql_store.calls["record_firings"] + sql_store.calls["record_firing"] <= 12, (
             sql_store.calls,
