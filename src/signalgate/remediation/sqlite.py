@@ -43,9 +43,8 @@ T = TypeVar("T")
 
 _T = rows.TABLE
 _COLS = rows.SELECT_COLUMNS
-_INSERT = (
-    f"INSERT INTO {_T} ({_COLS}) VALUES ({', '.join('?' * len(rows.COLUMNS))}) RETURNING {_COLS}"
-)
+# an inserted RR is its candidate, as written: nothing to read back
+_INSERT = f"INSERT INTO {_T} ({_COLS}) VALUES ({', '.join('?' * len(rows.COLUMNS))})"
 _BUMP = rows.seen_again_sets(":now")
 _BUMP_ACTIVE = f"UPDATE {_T} SET {_BUMP} WHERE fingerprint = :key AND active RETURNING {_COLS}"
 _BUMP_NAMED = f"UPDATE {_T} SET {_BUMP} WHERE name = :key RETURNING {_COLS}"
@@ -91,8 +90,8 @@ def _decider(
         if suppressing is not None:
             bumped = conn.execute(_BUMP_NAMED, {"now": stamp, "key": suppressing.name}).fetchall()
             return FiringResult(Decision.DUPLICATE, _rr(bumped[0]))
-        created = conn.execute(_INSERT, rows.rr_to_row(candidate, format_time)).fetchall()
-        return FiringResult(Decision.CREATED, _rr(created[0]))
+        conn.execute(_INSERT, rows.rr_to_row(candidate, format_time))
+        return FiringResult(Decision.CREATED, candidate)
 
     return decide
 
