@@ -200,7 +200,7 @@ def checkpoint(postgres: PostgresServer) -> None:
     fresh checkpoint (so every run pays PostgreSQL's full-page images after a checkpoint
     alike), and no dirty page cache left by earlier cases waiting for writeback. This did
     not remove the order effect the README describes (PostgreSQL's creates measured after
-    SQLite's cases run slower than on their own); it rules these three causes out."""
+    the audit cases run slower than on their own); it rules these three causes out."""
     started = time.monotonic()
     while time.monotonic() - started < 60 and postgres.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"

@@ -122,7 +122,7 @@ class Journal:
             self._task = None
         loop = asyncio.get_running_loop()
         if self._writer is not None:
-            await loop.run_in_executor(self._writer, self._close_handle)
+            await loop.run_in_executor(self._writer, self._close_active)
             self._writer.shutdown(wait=True)
             self._writer = None
         if self._reader is not None:
@@ -360,8 +360,7 @@ class Journal:
         if self._fd is None:
             raise OSError("the audit journal is closed")
         if self._active_size >= self.segment_bytes:
-            os.close(self._fd)
-            self._fd = None
+            self._close_active()
             self._active += 1
             self._open_active()
         fd = self._fd
@@ -378,7 +377,7 @@ class Journal:
         self._active_size = before + len(data)
         return self._active, self._active_size
 
-    def _close_handle(self) -> None:
+    def _close_active(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -138,24 +138,22 @@ class DirectRoutes:
     def __init__(self, routes: Sequence[Route], app: ASGIApp, translate: Translate) -> None:
         self.app = app
         self.translate = translate
-        self.endpoints: dict[tuple[str, str], tuple[Route, Endpoint]] = {}
+        self.routes: dict[tuple[str, str], Route] = {}
         for route in routes:
             if route.param_convertors:
                 raise ValueError(f"{route.path}: a direct route has no path parameters")
             for method in route.methods or ():
-                self.endpoints[(method, route.path)] = (route, route.endpoint)
+                self.routes[(method, route.path)] = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = (
-            self.endpoints.get((scope["method"], scope["path"]))
-            if scope["type"] == "http"
-            else None
-        )
-        if found is None:
+        route = None
+        if scope["type"] == "http":
+            route = self.routes.get((scope["method"], scope["path"]))
+        if route is None:
             await self.app(scope, receive, send)
             return
-        route, endpoint = found
         scope["route"] = route  # what Starlette's router sets: the metrics' route label
+        endpoint: Endpoint = route.endpoint
         try:
             response = await endpoint(Request(scope, receive))
         except Exception as exc:
@@ -176,11 +174,16 @@ async def read_body(
     `Content-Length` gets 400, and its partial body is never processed.
     """
     declared = header(scope, b"content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+    expected = (
+        int(declared)
+        if declared is not None and declared.isascii() and declared.isdigit()
+        else None
+    )
+    if expected is not None and expected > limit:
         raise _too_large(limit)
     try:
         async with asyncio.timeout(timeout):
-            body = await _receive_body(receive, limit, declared)
+            body = await _receive_body(receive, limit, expected)
     except TimeoutError:
         raise Problem(
             408,
@@ -191,20 +194,16 @@ async def read_body(
     return body
 
 
-async def _receive_body(receive: Receive, limit: int, declared: str | None) -> bytes:
+async def _receive_body(receive: Receive, limit: int, expected: int | None) -> bytes:
+    """The body's chunks; `expected` is the `Content-Length`, when one was sent."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            if (
-                declared is not None
-                and declared.isascii()
-                and declared.isdigit()
-                and size < int(declared)
-            ):
+            if expected is not None and size < expected:
                 raise validation_error(
-                    f"Content-Length: {declared} bytes declared but the client sent {size} "
+                    f"Content-Length: {expected} bytes declared but the client sent {size} "
                     "before it went away"
                 )
             break

@@ -164,7 +164,8 @@ class GatewayAPI:
             async with asyncio.TaskGroup() as group:
                 for index, item in enumerate(items):
                     if isinstance(item, Invalid):
-                        self.service.metrics.signals_parse_dropped.labels("invalid").inc()
+                        metrics = self.service.metrics
+                        metrics.child(metrics.signals_parse_dropped, "invalid").inc()
                         results[index] = item.error
                     else:
                         group.create_task(decide(index, item))

@@ -12,7 +12,7 @@ M = TypeVar("M", Counter, Histogram)
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._children: dict[tuple[int, tuple[str, ...]], Counter | Histogram] = {}
+        self._children: dict[tuple[Counter | Histogram, tuple[str, ...]], Counter | Histogram] = {}
         self.signal_name_label = FirstSeen()
         self.signals_received = Counter(
             "gateway_signals_received_total",
@@ -97,7 +97,7 @@ class GatewayMetrics:
         values and takes a lock on every `labels()` call, a few µs that every signal paid
         several times. Bounded like the series themselves: every value passed here comes
         from a closed set (see below)."""
-        key = (id(metric), values)
+        key = (metric, values)
         found = self._children.get(key)
         if found is None:
             found = self._children[key] = metric.labels(*values)

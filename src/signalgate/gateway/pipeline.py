@@ -80,7 +80,7 @@ class Pipeline:
 
         Raises `StoreUnavailable` or `ProcessingTimeout` after auditing the failure."""
         if isinstance(item, Ignored):
-            self._metrics.signals_ignored.labels("kubernetes-events").inc()
+            self._metrics.child(self._metrics.signals_ignored, "kubernetes-events").inc()
             return Outcome("ignored", item.message)
         signal = item
         metrics = self._metrics
@@ -136,7 +136,7 @@ class Pipeline:
         return self._scope.check(signal)
 
     def _reject(self, signal: Signal, rejection: Rejection) -> Outcome:
-        self._metrics.signals_rejected.labels(rejection.reason).inc()
+        self._metrics.child(self._metrics.signals_rejected, rejection.reason).inc()
         correlation = signal.fingerprint or f"rejected:{_request_id()}"
         self._audit.emit(
             ev.build_event(ev.SIGNAL_REJECTED, signal, self._clock(), correlation_id=correlation)
@@ -173,7 +173,7 @@ class Pipeline:
         return Outcome("duplicate", "duplicate of an active remediation", fingerprint, rr)
 
     def _fail(self, signal: Signal, code: str, message: str, *, retry_possible: bool) -> None:
-        self._metrics.crd_creation_errors.labels(code).inc()
+        self._metrics.child(self._metrics.crd_creation_errors, code).inc()
         target = signal.target
         assert target is not None
         correlation = f"{signal.signal_name}:{target.key}"

@@ -120,9 +120,9 @@ class GatewayService:
         self.cluster = cluster
         if cluster is not None:
             self.kinds = cluster.kinds
-            cluster.on_owner_resolution = lambda kind, outcome: (
-                self.metrics.owner_resolution.labels(kind, outcome).inc()
-            )
+            cluster.on_owner_resolution = lambda kind, outcome: self.metrics.child(
+                self.metrics.owner_resolution, kind, outcome
+            ).inc()
             cluster.on_discovery_error = self.metrics.discovery_refresh_errors.inc
         self.metrics.circuit_breaker_state.labels("datastorage").set_function(
             lambda: 2.0 if self.audit.status().get("reachable") is False else 0.0

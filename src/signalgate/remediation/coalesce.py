@@ -35,7 +35,7 @@ import contextlib
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from signalgate.remediation.model import RemediationRequest, StatusPatch
 from signalgate.remediation.store import (
@@ -60,6 +60,8 @@ class BumpingStore(RemediationStore, Protocol):
         that must be decided alone by `record_firing`."""
         ...
 
+
+T = TypeVar("T")
 
 BATCH_LIMIT = 64  # first signals decided by one statement
 KNOWN_LIMIT = 4096  # fingerprints whose active RR is remembered
@@ -168,17 +170,12 @@ class CoalescingStore:
         name = self._known.get(key)
         if name is None:
             return False
-        task = asyncio.ensure_future(
-            self.inner.bump_active(name, len(batch), max(w.now for w in batch))
-        )
-        for waiting in batch:
-            waiting.decision, waiting.sharing = task, batch
         try:
-            bumped = await task
-        except asyncio.CancelledError:
-            if all(w.done.cancelled() for w in batch):
-                return True  # every caller gave up: nothing was counted
-            raise
+            bumped = await _decide_for(
+                batch, self.inner.bump_active(name, len(batch), max(w.now for w in batch))
+            )
+        except _Abandoned:
+            return True  # every caller gave up: nothing was counted
         except Exception as exc:
             for waiting in batch:
                 _fail(waiting, exc)
@@ -302,18 +299,32 @@ class CoalescingStore:
         return await self.inner.update_status(name, patch)
 
 
+class _Abandoned(Exception):
+    """Every caller a store call decided for gave up, and the call was cancelled."""
+
+
+async def _decide_for(callers: list[_Waiting], call: Coroutine[Any, Any, T]) -> T:
+    """Run the store call deciding `callers`. It is kept on each of them, so that it is
+    cancelled (undone in the store) once every one gave up (`CoalescingStore.record_firing`);
+    then `_Abandoned` is raised here instead of the cancellation."""
+    task = asyncio.ensure_future(call)
+    for waiting in callers:
+        waiting.decision, waiting.sharing = task, callers
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if all(w.done.cancelled() for w in callers):
+            raise _Abandoned from None
+        raise
+
+
 async def _settle(waiting: _Waiting, decision: Coroutine[Any, Any, FiringResult]) -> bool:
     """Run `decision` for the waiting caller and hand it the result (or error); True on
-    success. The task is kept on `waiting`, so a caller that gives up cancels it
-    (`CoalescingStore.record_firing`)."""
-    task = asyncio.ensure_future(decision)
-    waiting.decision, waiting.sharing = task, [waiting]
+    success."""
     try:
-        result = await task
-    except asyncio.CancelledError:
-        if waiting.done.cancelled():
-            return False
-        raise
+        result = await _decide_for([waiting], decision)
+    except _Abandoned:
+        return False
     except Exception as exc:
         _fail(waiting, exc)
         return False

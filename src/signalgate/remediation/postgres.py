@@ -144,6 +144,16 @@ def _rr(row: Any) -> RemediationRequest:
     return rows.row_to_rr(row, _same)
 
 
+def _decided(row: Any, candidate: RemediationRequest) -> FiringResult | None:
+    """A batch row as the answer to its signal: the RR bumped, or the candidate inserted as
+    it was sent (only its fingerprint comes back); None when the batch left it undecided."""
+    if row is None:
+        return None
+    if row["bumped"]:
+        return FiringResult(Decision.DUPLICATE, _rr(row))
+    return FiringResult(Decision.CREATED, candidate)
+
+
 def _ph(index: int) -> str:
     return f"${index}"
 
@@ -262,16 +272,8 @@ class PostgresRemediationStore:
         nows = [now for _, now in signals]
         async with self._connection() as conn:
             found = await conn.fetch(_DECIDE_MANY, *columns, nows, MANUAL_REVIEW_OUTCOME, min(nows))
-        candidates = {rr.fingerprint: rr for rr, _ in signals}
-        decided = {
-            row["fingerprint"]: (
-                FiringResult(Decision.DUPLICATE, _rr(row))
-                if row["bumped"]
-                else FiringResult(Decision.CREATED, candidates[row["fingerprint"]])
-            )
-            for row in found
-        }
-        return [decided.get(rr.fingerprint) for rr, _ in signals]
+        decided = {row["fingerprint"]: row for row in found}
+        return [_decided(decided.get(rr.fingerprint), rr) for rr, _ in signals]
 
     async def bump_active(self, name: str, count: int, now: datetime) -> RemediationRequest | None:
         async with self._connection() as conn:
