@@ -32,11 +32,24 @@ class RecipeFailed(RuntimeError):
     """The server did not come up; the message carries the end of its log."""
 
 
+_RECENT_PORTS_LIMIT = 1024
+_recent_ports: dict[int, None] = {}  # ports handed out lately, oldest first
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port that was free a moment ago (the kernel picks it), and not one this process
+    was handed lately: the kernel can give the same port to two binds in a row once the
+    first socket is closed, and two services told to listen on it would collide."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _recent_ports:
+            break
+    _recent_ports[port] = None
+    if len(_recent_ports) > _RECENT_PORTS_LIMIT:
+        del _recent_ports[next(iter(_recent_ports))]
+    return port
 
 
 def _tail(path: Path, lines: int = 20) -> str:

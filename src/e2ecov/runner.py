@@ -124,8 +124,7 @@ class PortPicker:
 
     def __call__(self) -> int:
         if self.span is None:
-            while (candidate := free_port()) in self.taken:
-                pass
+            candidate = free_port()  # never one it handed out before
             self.taken.add(candidate)
             return candidate
         low, high = self.span
