@@ -25,6 +25,9 @@ from pathlib import Path
 import httpx
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.lifecycle import stop_servers_on_sigterm
 from e2ecov.recipes import PostgresServer, free_port
 
 TOKEN = "bench-token"
@@ -169,4 +172,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    stop_servers_on_sigterm()
     sys.exit(main())

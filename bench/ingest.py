@@ -17,7 +17,8 @@ Beside the Gateway, the naive ceiling (bench/ceiling.py: a bare ASGI app doing o
 PostgreSQL upsert per request, under uvicorn, on the same PostgreSQL) runs the same
 workloads, and each Gateway row prints its ratio to it. Every row also prints the server's
 CPU time per answered request (utime + stime from /proc, the process and its children,
-before/after the run), and every workload's count is read back server-side (the Gateway's
+before/after the run), and PostgreSQL's and DataStorage's beside it ("pg us", "ds us"), and
+every workload's count is read back server-side (the Gateway's
 list API, or the API server) and compared with the answers wrk counted.
 
     python bench/ingest.py [--duration 4] [--connections 16,64]
@@ -46,6 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ceiling import count as ceiling_count
+from bench.lifecycle import stop_servers_on_sigterm
 from e2ecov.kubeapi import KubeAPIServer
 from e2ecov.recipes import PostgresServer, free_port
 from tests.conftest import CRD_FILE, kube_testenv_bin
@@ -139,13 +141,23 @@ def proc_cpu_seconds(pid: int) -> float:
 
 
 def measured_wrk(
-    pid: int, url: str, workload: str, duration: int, connections: int, workdir: Path
+    pid: int,
+    url: str,
+    workload: str,
+    duration: int,
+    connections: int,
+    workdir: Path,
+    beside: dict[str, int | None] | None = None,
 ) -> dict[str, float]:
-    """One wrk run with the server's CPU time per answered request."""
-    before = proc_cpu_seconds(pid)
+    """One wrk run with the server's CPU time per answered request (`cpu_us`), and that of
+    each process in `beside` (`<name>_cpu_us`, e.g. PostgreSQL and DataStorage): a process
+    busy with something else during a run shows there, not only as a slower row."""
+    watched = {"": pid, **{f"{name}_": p for name, p in (beside or {}).items() if p}}
+    before = {name: proc_cpu_seconds(p) for name, p in watched.items()}
     figures = run_wrk(url, workload, duration, connections, workdir)
-    spent = proc_cpu_seconds(pid) - before
-    figures["cpu_us"] = spent * 1e6 / figures["requests"] if figures["requests"] else 0.0
+    for name, p in watched.items():
+        spent = proc_cpu_seconds(p) - before[name]
+        figures[f"{name}cpu_us"] = spent * 1e6 / figures["requests"] if figures["requests"] else 0.0
     return figures
 
 
@@ -184,7 +196,9 @@ def run_ceiling(
                 wait_port(url, proc)
                 warm = run_wrk(url, workload, WARM_UP, conns, workdir)
                 checkpoint(postgres)
-                figures = measured_wrk(proc.pid, url, workload, duration, conns, workdir)
+                figures = measured_wrk(
+                    proc.pid, url, workload, duration, conns, workdir, beside={"pg": postgres.pid}
+                )
                 rows.append(Row("ceiling", "-", 1, conns, workload, figures))
             finally:
                 proc.terminate()
@@ -334,8 +348,9 @@ def run_gateway_case(
                 warm = run_wrk(service.api_url, workload, WARM_UP, conns, workdir)
                 checkpoint(postgres)
                 figures = measured_wrk(
-                    service.proc.pid, service.api_url, workload, duration, conns, workdir
-                )
+                    service.proc.pid, service.api_url, workload, duration, conns, workdir,
+                    beside={"pg": postgres.pid, "ds": datastorage.proc and datastorage.proc.pid},
+                )  # fmt: skip
                 rows.append(Row(backend, audit, workers, conns, workload, figures))
                 acknowledged += ok_answers(warm) + ok_answers(figures)
                 time.sleep(0.5)
@@ -385,7 +400,7 @@ def print_table(rows: list[Row], duration: int) -> None:
     print(
         f"{'backend':10} {'audit':8} {'workers':>7} {'conns':>5} {'workload':10}"
         f" {'signals/s':>10} {'/ceiling':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>10}"
-        f" {'non-2xx':>8}"
+        f" {'pg us':>6} {'ds us':>6} {'non-2xx':>8}"
     )
     for r in rows:
         f = r.figures
@@ -394,7 +409,8 @@ def print_table(rows: list[Row], duration: int) -> None:
         print(
             f"{r.backend:10} {r.audit:8} {r.workers:7d} {r.connections:5d} {r.workload:10}"
             f" {f['rps']:10.0f} {ratio} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f}"
-            f" {f['cpu_us']:10.0f} {int(f['non_2xx']):8d}"
+            f" {f['cpu_us']:10.0f} {f.get('pg_cpu_us', 0):6.0f} {f.get('ds_cpu_us', 0):6.0f}"
+            f" {int(f['non_2xx']):8d}"
         )
 
 
@@ -438,4 +454,5 @@ def count_on_kube(server: KubeAPIServer, workload: str) -> int:
 
 
 if __name__ == "__main__":
+    stop_servers_on_sigterm()
     sys.exit(main())

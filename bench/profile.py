@@ -8,7 +8,8 @@ by inclusive time (anywhere on the stack), and the CPU µs per request. The raw 
 stacks are kept (--out) for a flame graph (e.g. `inferno-flamegraph` or speedscope).
 
     python bench/profile.py [--backend postgres] [--workload duplicate] [--duration 10]
-                            [--connections 16] [--audit off] [--top 30] [--out gateway.folded]
+                            [--connections 16] [--audit off] [--gil] [--top 30]
+                            [--out gateway.folded]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ingest import measured_wrk, run_wrk
+from bench.lifecycle import stop_servers_on_sigterm
 from e2ecov.recipes import PostgresServer
 from tests.integration.datastorage.dstools import WRITER_TOKEN, datastorage_process
 from tests.support.services import gateway_process
@@ -71,6 +73,12 @@ def main() -> int:
     parser.add_argument(
         "--audit", choices=("off", "journal"), default="off", help="journal: with DataStorage"
     )
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only the thread holding the GIL: Python CPU,"
+        " without threads waiting on a disk or a lock",
+    )
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("gateway.folded"))
     parser.add_argument("--summarize", type=Path, help="only print the top of a saved profile")
@@ -106,6 +114,7 @@ def main() -> int:
                 [
                     *(str(PY_SPY), "record", "--pid", str(service.proc.pid), "--format", "raw"),
                     *("--rate", "250", "--nonblocking", "--output", str(args.out)),
+                    *(["--gil"] if args.gil else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -139,4 +148,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    stop_servers_on_sigterm()
     sys.exit(main())

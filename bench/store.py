@@ -16,12 +16,16 @@ import hashlib
 import itertools
 import secrets
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.lifecycle import stop_servers_on_sigterm
 from e2ecov.recipes import PostgresServer
 from signalgate.remediation.model import Deduplication, RemediationRequest
 from signalgate.remediation.postgres import PostgresRemediationStore
@@ -112,6 +116,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_servers_on_sigterm()
     try:
         import uvloop  # the Gateway runs on uvloop when it is installed
     except ImportError:

@@ -22,6 +22,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.lifecycle import stop_servers_on_sigterm
 from e2ecov.recipes import PostgresServer
 from tests.support.services import ADMIN_TOKEN, gateway_process, rfc3339
 
@@ -97,4 +98,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    stop_servers_on_sigterm()
     sys.exit(main())
