@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -158,6 +159,49 @@ def _ph(index: int) -> str:
     return f"${index}"
 
 
+log = logging.getLogger("signalgate.remediation")
+
+FIRST_ANALYZE_AFTER = 1_000  # RRs this store inserted; then after twice as many, and so on
+
+
+class _GrowthAnalyzer:
+    """Runs `ANALYZE` on the RR table as this store fills it: after 1,000 inserts, 2,000,
+    4,000 and so on (a dozen times over its first million RRs).
+
+    Why: autovacuum analyses a new table soon after its first burst of writes — often while
+    it holds a single, much-updated RR — and then not again for up to a minute. With those
+    statistics the planner takes the table for one row, and the group-commit statement's
+    lookup of active RRs by fingerprint ties with walking every active RR; when it picks the
+    walk, each batch of new signals reads every open RR (measured: 500 µs of PostgreSQL CPU
+    per new RR against 115 µs, on 10,000 RRs). Fresh statistics make the fingerprint lookup
+    the plan. Later, autovacuum's own threshold (10 % of the table) keeps them fresh."""
+
+    def __init__(self) -> None:
+        self._inserted = 0
+        self._next = FIRST_ANALYZE_AFTER
+        self._task: asyncio.Task[None] | None = None
+
+    def inserted(self, count: int, analyze: Callable[[], Awaitable[None]]) -> None:
+        self._inserted += count
+        if self._inserted < self._next or (self._task is not None and not self._task.done()):
+            return
+        self._next = 2 * self._inserted
+        self._task = asyncio.create_task(self._run(analyze), name="rr-table-analyze")
+
+    async def _run(self, analyze: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await analyze()
+        except (StoreUnavailable, asyncpg.PostgresError, OSError, TimeoutError) as exc:
+            log.warning("ANALYZE of the RR table failed", extra={"error": str(exc)})
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 class PostgresRemediationStore:
     """`RemediationStore` on PostgreSQL (many Gateway replicas share one database)."""
 
@@ -178,6 +222,7 @@ class PostgresRemediationStore:
         self.connect_timeout = connect_timeout
         self.acquire_timeout = acquire_timeout
         self._pool: Any = None  # asyncpg.Pool
+        self._growth = _GrowthAnalyzer()
 
     def __repr__(self) -> str:
         return f"PostgresRemediationStore({redact(self.dsn)!r})"
@@ -217,6 +262,7 @@ class PostgresRemediationStore:
             )
 
     async def close(self) -> None:
+        await self._growth.close()
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -261,6 +307,8 @@ class PostgresRemediationStore:
                 # It stopped suppressing since we looked (a consumer changed it): go on.
             row = await conn.fetchrow(_UPSERT, *rows.rr_to_row(candidate, _same), now)
         decision = Decision.CREATED if row["inserted"] else Decision.DUPLICATE
+        if decision is Decision.CREATED:
+            self._growth.inserted(1, self._analyze)
         return FiringResult(decision, _rr(row))
 
     async def record_firings(
@@ -273,7 +321,12 @@ class PostgresRemediationStore:
         async with self._connection() as conn:
             found = await conn.fetch(_DECIDE_MANY, *columns, nows, MANUAL_REVIEW_OUTCOME, min(nows))
         decided = {row["fingerprint"]: row for row in found}
+        self._growth.inserted(sum(1 for row in found if not row["bumped"]), self._analyze)
         return [_decided(decided.get(rr.fingerprint), rr) for rr, _ in signals]
+
+    async def _analyze(self) -> None:
+        async with self._connection() as conn:
+            await conn.execute(f"ANALYZE {_T}")
 
     async def bump_active(self, name: str, count: int, now: datetime) -> RemediationRequest | None:
         async with self._connection() as conn:

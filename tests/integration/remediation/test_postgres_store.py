@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -12,7 +13,17 @@ import pytest
 from rrcases import later, make_rr
 
 from e2ecov.recipes import PostgresServer, free_port
-from signalgate.remediation.postgres import VERSION_TABLE, PostgresRemediationStore, redact
+from signalgate.remediation.model import MANUAL_REVIEW_OUTCOME
+from signalgate.remediation.postgres import (
+    _DECIDE_MANY,
+    FIRST_ANALYZE_AFTER,
+    SESSION_SETTINGS,
+    VERSION_TABLE,
+    PostgresRemediationStore,
+    _same,
+    redact,
+)
+from signalgate.remediation.rows import TABLE, rr_to_row
 from signalgate.remediation.schema import migrations
 from signalgate.remediation.store import (
     Decision,
@@ -142,3 +153,55 @@ async def test_restart_while_idle_leaves_no_stale_connections(own_server: Postgr
         assert time.monotonic() - started < 4
     finally:
         await store.close()
+
+
+def _rows_read(plan: dict[str, Any]) -> int:
+    """Rows a plan read from the RR table: returned plus filtered out, over all loops."""
+    own = 0
+    if plan.get("Relation Name") == TABLE:
+        read = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)
+        own = read * plan.get("Actual Loops", 1)
+    return own + sum(_rows_read(child) for child in plan.get("Plans", []))
+
+
+async def _analyze_count(conn: asyncpg.Connection) -> int:
+    query = "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = $1"
+    return int(await conn.fetchval(query, TABLE) or 0)
+
+
+async def test_a_growing_table_keeps_batch_decisions_to_their_own_rrs(postgres_dsn: str) -> None:
+    """Statistics taken while the table held one RR (what autovacuum leaves after a first
+    burst of duplicates) once let each batch of new signals read every active RR: the
+    store analyses the table itself as it fills, so a batch reads only its own RRs."""
+    store = PostgresRemediationStore(postgres_dsn)
+    await store.open()
+    conn = await asyncpg.connect(postgres_dsn, server_settings=SESSION_SETTINGS)
+    try:
+        await conn.execute(f"ALTER TABLE {TABLE} SET (autovacuum_enabled = false)")
+        await store.record_firing(make_rr("hot"), later(0))
+        await conn.execute(f"ANALYZE {TABLE}")  # the one-RR statistics
+        analyzed = await _analyze_count(conn)
+        for batch in range(2 * FIRST_ANALYZE_AFTER // 50):
+            await store.record_firings([(make_rr(f"pod-{batch}-{i}"), later(0)) for i in range(50)])
+        deadline = time.monotonic() + 10
+        while await _analyze_count(conn) == analyzed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        candidates = [(make_rr(f"new-{i}"), later(1)) for i in range(3)]
+        columns = list(zip(*(rr_to_row(rr, _same) for rr, _ in candidates), strict=True))
+        nows = [now for _, now in candidates]
+        transaction = conn.transaction()
+        await transaction.start()  # EXPLAIN ANALYZE runs the statement: rolled back
+        explained = await conn.fetchval(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {_DECIDE_MANY}",
+            *columns,
+            nows,
+            MANUAL_REVIEW_OUTCOME,
+            min(nows),
+        )
+        await transaction.rollback()
+    finally:
+        await conn.close()
+        await store.close()
+    plan = json.loads(explained)[0]["Plan"]
+    # 2,001 active RRs, none of the three candidates': a few index probes, not a walk
+    assert _rows_read(plan) <= 10, json.dumps(plan, indent=1)
