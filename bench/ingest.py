@@ -152,12 +152,13 @@ def measured_wrk(
     """One wrk run with the server's CPU time per answered request (`cpu_us`), and that of
     each process in `beside` (`<name>_cpu_us`, e.g. PostgreSQL and DataStorage): a process
     busy with something else during a run shows there, not only as a slower row."""
-    watched = {"": pid, **{f"{name}_": p for name, p in (beside or {}).items() if p}}
-    before = {name: proc_cpu_seconds(p) for name, p in watched.items()}
+    watched = {"cpu_us": pid, **{f"{n}_cpu_us": p for n, p in (beside or {}).items() if p}}
+    before = {key: proc_cpu_seconds(p) for key, p in watched.items()}
     figures = run_wrk(url, workload, duration, connections, workdir)
-    for name, p in watched.items():
-        spent = proc_cpu_seconds(p) - before[name]
-        figures[f"{name}cpu_us"] = spent * 1e6 / figures["requests"] if figures["requests"] else 0.0
+    requests = figures["requests"]
+    for key, p in watched.items():
+        spent = proc_cpu_seconds(p) - before[key]
+        figures[key] = spent * 1e6 / requests if requests else 0.0
     return figures
 
 

@@ -124,9 +124,7 @@ class PortPicker:
 
     def __call__(self) -> int:
         if self.span is None:
-            candidate = free_port()  # never one it handed out before
-            self.taken.add(candidate)
-            return candidate
+            return free_port()  # never one it handed out before in this process
         low, high = self.span
         for _ in range(high - low + 1):
             candidate, self._next = self._next, low + (self._next + 1 - low) % (high - low + 1)

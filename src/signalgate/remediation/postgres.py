@@ -49,6 +49,8 @@ from signalgate.remediation.store import (
     encode_cursor,
 )
 
+log = logging.getLogger("signalgate.remediation")
+
 MIGRATION_LOCK = 0x5347_5252_0001  # pg_advisory_lock key: "SGRR" + 1
 VERSION_TABLE = SCHEMA.table
 
@@ -159,8 +161,6 @@ def _ph(index: int) -> str:
     return f"${index}"
 
 
-log = logging.getLogger("signalgate.remediation")
-
 FIRST_ANALYZE_AFTER = 1_000  # RRs this store inserted; then after twice as many, and so on
 
 
@@ -176,21 +176,22 @@ class _GrowthAnalyzer:
     per new RR against 115 µs, on 10,000 RRs). Fresh statistics make the fingerprint lookup
     the plan. Later, autovacuum's own threshold (10 % of the table) keeps them fresh."""
 
-    def __init__(self) -> None:
+    def __init__(self, analyze: Callable[[], Awaitable[None]]) -> None:
+        self._analyze = analyze
         self._inserted = 0
         self._next = FIRST_ANALYZE_AFTER
         self._task: asyncio.Task[None] | None = None
 
-    def inserted(self, count: int, analyze: Callable[[], Awaitable[None]]) -> None:
+    def inserted(self, count: int) -> None:
         self._inserted += count
         if self._inserted < self._next or (self._task is not None and not self._task.done()):
             return
         self._next = 2 * self._inserted
-        self._task = asyncio.create_task(self._run(analyze), name="rr-table-analyze")
+        self._task = asyncio.create_task(self._run(), name="rr-table-analyze")
 
-    async def _run(self, analyze: Callable[[], Awaitable[None]]) -> None:
+    async def _run(self) -> None:
         try:
-            await analyze()
+            await self._analyze()
         except (StoreUnavailable, asyncpg.PostgresError, OSError, TimeoutError) as exc:
             log.warning("ANALYZE of the RR table failed", extra={"error": str(exc)})
 
@@ -222,7 +223,7 @@ class PostgresRemediationStore:
         self.connect_timeout = connect_timeout
         self.acquire_timeout = acquire_timeout
         self._pool: Any = None  # asyncpg.Pool
-        self._growth = _GrowthAnalyzer()
+        self._growth = _GrowthAnalyzer(self._analyze)
 
     def __repr__(self) -> str:
         return f"PostgresRemediationStore({redact(self.dsn)!r})"
@@ -308,7 +309,7 @@ class PostgresRemediationStore:
             row = await conn.fetchrow(_UPSERT, *rows.rr_to_row(candidate, _same), now)
         decision = Decision.CREATED if row["inserted"] else Decision.DUPLICATE
         if decision is Decision.CREATED:
-            self._growth.inserted(1, self._analyze)
+            self._growth.inserted(1)
         return FiringResult(decision, _rr(row))
 
     async def record_firings(
@@ -321,7 +322,7 @@ class PostgresRemediationStore:
         async with self._connection() as conn:
             found = await conn.fetch(_DECIDE_MANY, *columns, nows, MANUAL_REVIEW_OUTCOME, min(nows))
         decided = {row["fingerprint"]: row for row in found}
-        self._growth.inserted(sum(1 for row in found if not row["bumped"]), self._analyze)
+        self._growth.inserted(sum(1 for row in found if not row["bumped"]))
         return [_decided(decided.get(rr.fingerprint), rr) for rr, _ in signals]
 
     async def _analyze(self) -> None:
