@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 # The request fields, in no particular order; everything else on a row is bookkeeping.
 CANONICAL_FIELDS: tuple[str, ...] = (
     "event_id",
@@ -66,12 +68,39 @@ def canonical(fields: Mapping[str, Any]) -> bytes:
         if isinstance(value, datetime):
             value = format_timestamp(value)
         kept[name] = value
-    return dumps_canonical(kept).encode("utf-8")
+    return canonical_json(kept)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, non-ASCII kept, UTF-8: also how `event_data` is stored.
+
+    The form is the standard library's (`json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)`), which every stored hash was computed with. orjson writes the same
+    bytes for everything but some floats (`1e-05` is `0.00001` there), ten times faster, so
+    it serialises every value that holds no float; one that does takes the standard path.
+    """
+    if _holds_float(value):
+        return dumps_canonical(value).encode("utf-8")
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def dumps_canonical(value: Any) -> str:
-    """Sorted keys, no whitespace, non-ASCII kept: also how `event_data` is stored."""
+    """`canonical_json` by the standard library, as text: the reference form."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _holds_float(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is dict:
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
+        elif kind is float:
+            return True
+    return False
 
 
 def event_hash(previous_event_hash: str, canonical_bytes: bytes) -> str:

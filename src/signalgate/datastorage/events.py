@@ -31,7 +31,7 @@ from pydantic_core import ErrorDetails
 
 from signalgate.common.audit import MAX_EVENT_AGE
 from signalgate.common.ids import new_uuid
-from signalgate.datastorage.chain import canonical, dumps_canonical, format_timestamp
+from signalgate.datastorage.chain import canonical, canonical_json, format_timestamp
 
 CATEGORIES: tuple[str, ...] = (
     "gateway",
@@ -258,7 +258,7 @@ class AuditEvent:
             fields=data,
             canonical=canonical(data),
             timestamp=model.event_timestamp,
-            event_data_json=dumps_canonical(data["event_data"]),
+            event_data_json=canonical_json(data["event_data"]).decode(),
         )
 
     @classmethod

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signalgate.datastorage.chain import canonical, event_hash, format_timestamp, verify
+from signalgate.datastorage.chain import (
+    canonical,
+    canonical_json,
+    event_hash,
+    format_timestamp,
+    verify,
+)
 from signalgate.datastorage.events import (
     AuditEvent,
     BatchSizeError,
@@ -188,6 +194,32 @@ def test_query_parsing() -> None:
 def test_hashed_timestamps_keep_their_text(moment: datetime) -> None:
     # chains already stored were hashed with this strftime form: it must not change
     assert format_timestamp(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(exclude_categories=["Cs"])),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(st.characters(exclude_categories=["Cs"])), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(JSON_VALUES)
+def test_canonical_json_keeps_the_standard_librarys_bytes(value: object) -> None:
+    # every stored hash was computed over json.dumps' form; the fast path must not change it
+    reference = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(value) == reference.encode()
+
+
+def test_canonical_json_takes_the_standard_form_for_floats_orjson_writes_otherwise() -> None:
+    # orjson writes 1e-05 as 0.00001: a value holding a float anywhere takes the standard path
+    assert canonical_json({"a": [{"b": 1e-05}]}) == b'{"a":[{"b":1e-05}]}'
 
 
 class AppendingStore:
