@@ -17,6 +17,11 @@ truncation the journal needs (no rewriting). A crash may replay confirmed lines 
 stores an event id once) but never skips one; a torn last line (a write cut by the crash,
 never acknowledged) is cut off on open.
 
+Memory: the newest durable lines (up to `RECENT_BYTES`) are also kept in memory, with the
+two fields the relay decides on (event type and time), so a relay that keeps up sends them
+as they were written, without reading the disk or parsing them again; a relay that fell
+behind (or a restart) reads the segments from the cursor until it reaches them.
+
 Threads: the writer thread does every append, group after group, taking staged lines under
 a lock; the segment is opened `O_DSYNC`, so one `write` puts a group on disk (a write and an
 `fdatasync` were two system calls, each a wait for the GIL on a busy Gateway). The reader
@@ -32,6 +37,7 @@ import logging
 import os
 import re
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +48,8 @@ import orjson
 log = logging.getLogger("signalgate.audit")
 
 _SEGMENT_RE = re.compile(r"^segment-(\d{16})\.jsonl$")
+# the newest durable lines the journal keeps in memory for the relay (bytes)
+RECENT_BYTES = 8 * 1024 * 1024
 
 
 class JournalUnavailable(Exception):
@@ -54,11 +62,29 @@ class Position:
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One journaled event as written (its JSON, no newline), with what the relay decides on."""
+
+    line: bytes
+    event_type: str
+    timestamp: str
+
+    @classmethod
+    def of(cls, event: dict[str, Any], line: bytes) -> Entry:
+        return cls(line, str(event.get("event_type")), str(event.get("event_timestamp")))
+
+    def event(self) -> dict[str, Any]:
+        """The event as a dict (parsed on demand: only logging and tests need it)."""
+        parsed: dict[str, Any] = orjson.loads(self.line)
+        return parsed
+
+
 @dataclass
 class Slice:
-    """Lines read from the cursor on: the events, and where the cursor goes once settled."""
+    """Lines read from the cursor on: the entries, and where the cursor goes once settled."""
 
-    events: list[dict[str, Any]]
+    entries: list[Entry]
     end: Position
     size: int  # bytes between the cursor and `end`
     lines: int  # lines between the cursor and `end` (unreadable ones included)
@@ -81,7 +107,10 @@ class Journal:
         # loop-side state
         self._sizes: dict[int, int] = {}  # durable size of each live segment
         self._cursor = Position(1, 0)
-        self._pending: list[bytes] = []
+        self._pending: list[Entry] = []
+        # the newest durable lines: (segment, offset where the line ends, entry), in order
+        self._recent: deque[tuple[int, int, Entry]] = deque()
+        self._recent_bytes = 0
         self._pending_bytes = 0
         self._pending_done: asyncio.Future[None] | None = None
         self._writing_done: asyncio.Future[None] | None = None
@@ -102,6 +131,8 @@ class Journal:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal-r")
         loop = asyncio.get_running_loop()
         cursor, sizes, events = await loop.run_in_executor(self._writer, self._recover)
+        self._recent.clear()
+        self._recent_bytes = 0
         self._cursor, self._sizes = cursor, sizes
         self.backlog_bytes = sum(sizes.values()) - cursor.offset
         self.backlog_events = events
@@ -143,12 +174,12 @@ class Journal:
         """Queue one event for the next group write; returns at once."""
         if self._task is None or self._closing:
             raise JournalUnavailable("the audit journal is not open")
-        line = orjson.dumps(event) + b"\n"
+        entry = Entry.of(event, orjson.dumps(event))
         with self._lock:
             if self._pending_done is None:
                 self._pending_done = asyncio.get_running_loop().create_future()
-            self._pending.append(line)
-            self._pending_bytes += len(line)
+            self._pending.append(entry)
+            self._pending_bytes += len(entry.line) + 1
             self._wake_writer.notify()
 
     async def commit(self, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not a cancel
@@ -181,30 +212,42 @@ class Journal:
                     self._wake_writer.wait()
                 if not self._pending:
                     return  # closing, and everything staged is written
-                lines, done = self._pending, self._pending_done
+                group, done = self._pending, self._pending_done
                 self._pending, self._pending_done, self._pending_bytes = [], None, 0
                 self._writing_done = done
             assert done is not None
-            data = b"".join(lines)
+            data = b"\n".join([entry.line for entry in group]) + b"\n"
             try:
                 segment, size = self._write(data)
             except OSError as exc:
-                loop.call_soon_threadsafe(self._group_failed, done, exc, len(lines))
+                loop.call_soon_threadsafe(self._group_failed, done, exc, len(group))
             else:
                 loop.call_soon_threadsafe(
-                    self._group_written, done, segment, size, len(data), len(lines)
+                    self._group_written, done, segment, size, len(data), group
                 )
 
     def _group_written(
-        self, done: asyncio.Future[None], segment: int, size: int, data: int, lines: int
+        self, done: asyncio.Future[None], segment: int, size: int, data: int, group: list[Entry]
     ) -> None:
         """On the event loop, in write order: the group is durable."""
         self._sizes[segment] = size
         self.backlog_bytes += data
-        self.backlog_events += lines
+        self.backlog_events += len(group)
         self._settled(done)
         done.set_result(None)
+        self._remember(segment, size - data, group)
         self._appended.set()
+
+    def _remember(self, segment: int, offset: int, group: list[Entry]) -> None:
+        """Keep a durable group in memory for the relay, dropping the oldest lines beyond
+        RECENT_BYTES (the relay reads those from the segment, as after a restart)."""
+        recent = self._recent
+        for entry in group:
+            offset += len(entry.line) + 1
+            recent.append((segment, offset, entry))
+            self._recent_bytes += len(entry.line) + 1
+        while self._recent_bytes > RECENT_BYTES:
+            self._recent_bytes -= len(recent.popleft()[2].line) + 1
 
     def _group_failed(self, done: asyncio.Future[None], exc: OSError, lines: int) -> None:
         log.error(
@@ -232,11 +275,42 @@ class Journal:
         self._appended.clear()
 
     async def read(self, limit: int) -> Slice:
-        """Up to `limit` durable events from the cursor on."""
+        """Up to `limit` durable events from the cursor on: from memory when the newest lines
+        kept there start at the cursor, else from the segments."""
+        held = self._read_recent(limit)
+        if held is not None:
+            return held
         assert self._reader is not None
         loop = asyncio.get_running_loop()
         sizes = dict(self._sizes)
         return await loop.run_in_executor(self._reader, self._read, self._cursor, sizes, limit)
+
+    def _read_recent(self, limit: int) -> Slice | None:
+        """The lines from the cursor on out of memory, or None when memory does not hold
+        the line at the cursor (the relay is behind, or the journal was just opened)."""
+        recent, cursor = self._recent, self._cursor
+        while recent and (recent[0][0], recent[0][1]) <= (cursor.segment, cursor.offset):
+            self._recent_bytes -= len(recent.popleft()[2].line) + 1  # confirmed already
+        if not recent:
+            return None
+        segment, end, entry = recent[0]
+        start = end - len(entry.line) - 1
+        at_cursor = (segment, start) == (cursor.segment, cursor.offset) or (
+            start == 0
+            and segment == cursor.segment + 1
+            and cursor.offset == self._sizes.get(cursor.segment)
+        )
+        if not at_cursor:
+            return None
+        entries: list[Entry] = []
+        size = 0
+        for segment, end, entry in recent:
+            entries.append(entry)
+            size += len(entry.line) + 1
+            last = Position(segment, end)
+            if len(entries) == limit:
+                break
+        return Slice(entries, last, size, len(entries))
 
     async def confirm(self, piece: Slice) -> None:
         """DataStorage settled `piece`: move the cursor past it, delete finished segments."""
@@ -383,10 +457,10 @@ class Journal:
             self._fd = None
 
     def _read(self, cursor: Position, sizes: dict[int, int], limit: int) -> Slice:
-        events: list[dict[str, Any]] = []
+        entries: list[Entry] = []
         segment, offset = cursor.segment, cursor.offset
         size = lines = 0
-        while len(events) < limit:
+        while len(entries) < limit:
             end = sizes.get(segment)
             if end is None:
                 break
@@ -397,7 +471,7 @@ class Journal:
                 break
             with open(self._segment_path(segment), "rb") as handle:
                 handle.seek(offset)
-                while len(events) < limit and offset < end:
+                while len(entries) < limit and offset < end:
                     line = handle.readline()
                     if not line.endswith(b"\n"):
                         break
@@ -405,10 +479,14 @@ class Journal:
                     size += len(line)
                     lines += 1
                     try:
-                        events.append(orjson.loads(line))
+                        event = orjson.loads(line)
                     except orjson.JSONDecodeError:
+                        event = None
+                    if not isinstance(event, dict):
                         log.error("audit journal: skipping an unreadable line")
-        return Slice(events, Position(segment, offset), size, lines)
+                        continue
+                    entries.append(Entry.of(event, line[:-1]))
+        return Slice(entries, Position(segment, offset), size, lines)
 
     def _advance(self, cursor: Position, finished: list[int]) -> None:
         temporary = self.directory / "cursor.tmp"

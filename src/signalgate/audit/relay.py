@@ -25,13 +25,11 @@ import ssl
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
-import orjson
 from prometheus_client import Counter
 
-from signalgate.audit.journal import Journal, Slice
+from signalgate.audit.journal import Entry, Journal, Slice
 from signalgate.audit.settings import DeliverySettings
 from signalgate.common.audit import MAX_EVENT_AGE
 
@@ -131,21 +129,21 @@ class Relay:
     async def _deliver(self, piece: Slice) -> bool:
         """True when every event of `piece` is settled: delivered, or dropped for good.
 
-        Settled events leave `piece.events` at once, so a retry resends only the rest.
+        Settled events leave `piece.entries` at once, so a retry resends only the rest.
         """
-        if piece.events and not await self._know_capabilities():
+        if piece.entries and not await self._know_capabilities():
             return False
-        piece.events = self._sendable(piece.events)
-        chunk = len(piece.events)
-        while piece.events:
-            part = piece.events[:chunk]
+        piece.entries = self._sendable(piece.entries)
+        chunk = len(piece.entries)
+        while piece.entries:
+            part = piece.entries[:chunk]
             try:
                 answer = await self._post(part)
             except httpx.HTTPError as exc:
                 return self._failed(f"{type(exc).__name__}: {exc}")
             status = answer.status_code
             if status in (201, 202):
-                del piece.events[: len(part)]
+                del piece.entries[: len(part)]
                 self.reachable = True
                 self.delivered += len(part)
             elif status == 400:
@@ -153,30 +151,31 @@ class Relay:
                 if named:
                     self._drop(len(named), "rejected", answer.text[:300])
                     keep = [e for i, e in enumerate(part) if i not in named]
-                    piece.events[: len(part)] = keep
+                    piece.entries[: len(part)] = keep
                 elif len(part) > 1:
                     chunk = 1  # find the refused one without dropping the others
                 else:
                     self._drop(1, "rejected", answer.text[:300])
-                    del piece.events[0]
+                    del piece.entries[0]
             elif status == 409 and len(part) > 1:
                 chunk = 1
             elif status == 409:
                 self._drop(1, "conflict", answer.text[:300])
-                del piece.events[0]
+                del piece.entries[0]
             elif status == 413 and len(part) > 1:
                 chunk = len(part) // 2
             else:
                 return self._failed(f"DataStorage answered {status}: {answer.text[:200]}")
         return True
 
-    def _sendable(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _sendable(self, entries: list[Entry]) -> list[Entry]:
         """Drop expired events; log (not send) extension types DataStorage does not list."""
         oldest = datetime.now(UTC) - MAX_EVENT_AGE
         kept = []
-        for event in events:
-            kind = str(event.get("event_type"))
+        for entry in entries:
+            kind = entry.event_type
             if kind in self._extensions and kind not in (self.advertised or frozenset()):
+                event = entry.event()
                 log.info(
                     "audit event not sent: DataStorage does not list its type",
                     extra={
@@ -187,10 +186,10 @@ class Relay:
                     },
                 )
                 continue
-            if _timestamp(event) < oldest:
+            if _timestamp(entry.timestamp) < oldest:
                 self._drop(1, "expired", "older than DataStorage accepts")
                 continue
-            kept.append(event)
+            kept.append(entry)
         return kept
 
     async def _know_capabilities(self) -> bool:
@@ -221,12 +220,11 @@ class Relay:
         self.advertised = frozenset()
         return True
 
-    async def _post(self, events: Sequence[dict[str, Any]]) -> httpx.Response:
-        # orjson: the batch is most of the relay's CPU, and the standard encoder is ~5x slower
+    async def _post(self, entries: Sequence[Entry]) -> httpx.Response:
+        # the events as journaled, joined into a JSON array: nothing is parsed or re-encoded
+        body = b"[" + b",".join([entry.line for entry in entries]) + b"]"
         headers = {**await self._headers(), "Content-Type": "application/json"}
-        return self._seen(
-            await self._client.post(BATCH_PATH, content=orjson.dumps(events), headers=headers)
-        )
+        return self._seen(await self._client.post(BATCH_PATH, content=body, headers=headers))
 
     def _seen(self, answer: httpx.Response) -> httpx.Response:
         if answer.status_code == 401:
@@ -278,11 +276,10 @@ def _named_items(answer: httpx.Response, size: int) -> set[int]:
     return {index for index in named if index < size}
 
 
-def _timestamp(event: dict[str, Any]) -> datetime:
+def _timestamp(value: str) -> datetime:
     """The event's time, or now when it has none DataStorage could read (it will say why)."""
-    value = event.get("event_timestamp")
     try:
-        when = datetime.fromisoformat(str(value))
+        when = datetime.fromisoformat(value)
     except ValueError:
         return datetime.now(UTC)
     return when if when.tzinfo else when.replace(tzinfo=UTC)

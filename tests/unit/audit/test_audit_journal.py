@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ async def test_reopen_resumes_at_the_cursor_and_cuts_a_torn_line(tmp_path: Path)
     await again.open()
     assert again.backlog_events == 6
     rest = await again.read(100)
-    assert [e["n"] for e in rest.events] == list(range(4, 10))
+    assert [e.event()["n"] for e in rest.entries] == list(range(4, 10))
     await again.close()
 
 
@@ -79,7 +80,7 @@ async def test_delivered_segments_are_deleted(tmp_path: Path) -> None:
     seen: list[int] = []
     while journal.backlog_events:
         piece = await journal.read(50)
-        seen += [int(str(e["n"])) for e in piece.events]
+        seen += [int(str(e.event()["n"])) for e in piece.entries]
         await journal.confirm(piece)
     assert seen == list(range(300))
     assert journal.backlog_bytes == 0
@@ -105,7 +106,7 @@ async def test_a_failed_write_fails_its_waiters(
         journal.stage(event(2))
         await journal.commit(5.0)
         piece = await journal.read(10)
-        assert [e["n"] for e in piece.events] == [2]
+        assert [e.event()["n"] for e in piece.entries] == [2]
     finally:
         monkeypatch.undo()
         await journal.close()  # else its writer thread keeps the test run from exiting
@@ -121,11 +122,62 @@ async def test_the_old_spool_is_taken_over_and_delivered_first(tmp_path: Path) -
     journal.stage(event(99))
     await journal.commit(5.0)
     piece = await journal.read(10)
-    assert [e["n"] for e in piece.events] == [2, 3, 4, 99]
+    assert [e.event()["n"] for e in piece.entries] == [2, 3, 4, 99]
     assert not spool.exists() and not (tmp_path / "audit-spool.legacy").exists()
     await journal.confirm(piece)
     await journal.close()
     again = Journal(tmp_path / "audit-journal", 1 << 20, legacy_spool=spool)
     await again.open()
     assert again.backlog_events == 0
+    await again.close()
+
+
+@pytest.mark.parametrize("recent_bytes", [0, 700, 1 << 20])
+async def test_memory_and_segments_deliver_every_event_once_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recent_bytes: int
+) -> None:
+    """The relay reads the newest lines from memory and older ones from the segments; across
+    both, with segments rolling over and memory dropping its oldest lines, every event comes
+    out once, in order, and the cursor lands where the file says."""
+    monkeypatch.setattr(journal_module, "RECENT_BYTES", recent_bytes)
+    file_reads = 0
+    real = Journal._read
+
+    def counting(self: Journal, *args: object) -> journal_module.Slice:
+        nonlocal file_reads
+        file_reads += 1
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Journal, "_read", counting)
+    rng = random.Random(recent_bytes)
+    journal = Journal(tmp_path, segment_bytes=2048)
+    await journal.open()
+    try:
+        staged = seen = 0
+        while seen < 400:
+            for _ in range(min(rng.randint(0, 12), 400 - staged)):
+                journal.stage({**event(staged), "pad": "x" * rng.randint(0, 60)})
+                staged += 1
+            await journal.commit(5.0)
+            if not journal.backlog_events:
+                continue  # the relay reads only when something waits
+            piece = await journal.read(rng.randint(1, 9))
+            assert [e.event()["n"] for e in piece.entries] == list(
+                range(seen, seen + len(piece.entries))
+            )
+            seen += len(piece.entries)
+            if rng.random() < 0.8:
+                await journal.confirm(piece)
+            else:
+                seen -= len(piece.entries)  # not settled: the same lines come again
+        assert journal.backlog_events == 0 and journal.backlog_bytes == 0
+    finally:
+        await journal.close()
+    if recent_bytes == 0:
+        assert file_reads > 0
+    if recent_bytes == 1 << 20:
+        assert file_reads == 0  # a relay that keeps up never reads the disk
+    again = Journal(tmp_path, segment_bytes=2048)
+    await again.open()
+    assert again.backlog_events == 0  # the cursor the memory reads left is the file's
     await again.close()
