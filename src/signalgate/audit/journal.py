@@ -8,7 +8,10 @@ layer awaits `commit()` before answering.
 Group commit: staged lines wait in memory for the one writer; while it writes and fsyncs a
 group, newer lines gather into the next group, so many concurrent requests share one fsync.
 A request waits at most `audit.commitTimeout`, then is answered 503 (its events are still
-written when the disk answers; the retried signal deduplicates).
+written when the disk answers; the retried signal deduplicates). The bound is kept per group,
+not per request: one timer from the group's first event, so a request that joined late may
+give up a little sooner, never later (a per-request timer and shield cost more than the
+rest of staging and committing an event together).
 
 Layout: JSON lines in segment files `segment-<seq>.jsonl` in one directory, and a `cursor`
 file naming the first line DataStorage has not confirmed. The relay reads from the cursor,
@@ -90,15 +93,45 @@ class Slice:
     lines: int  # lines between the cursor and `end` (unreadable ones included)
 
 
+class _Group:
+    """Events staged together and written by one `write`, and the requests waiting for it."""
+
+    __slots__ = ("failure", "timer", "waiters")
+
+    def __init__(self) -> None:
+        self.waiters: list[asyncio.Future[None]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.failure: JournalUnavailable | None = None  # set once it is overdue or failed
+
+    def settle(self, failure: JournalUnavailable | None) -> None:
+        """Answer every waiter (a cancelled one is skipped: only its own future is done)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.failure = failure
+        for waiter in self.waiters:
+            if not waiter.done():
+                if failure is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(failure)
+        self.waiters.clear()
+
+
 class Journal:
     """Stage on the event loop, `commit()` to wait for durability, `read`/`confirm` to relay."""
 
     def __init__(
-        self, directory: Path, segment_bytes: int, legacy_spool: Path | None = None
+        self,
+        directory: Path,
+        segment_bytes: int,
+        legacy_spool: Path | None = None,
+        commit_timeout: float = 5.0,
     ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.legacy_spool = legacy_spool
+        self.commit_timeout = commit_timeout
         self._writer: ThreadPoolExecutor | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._fd: int | None = None  # the active segment, O_DSYNC (writer thread only)
@@ -112,9 +145,9 @@ class Journal:
         self._recent: deque[tuple[int, int, Entry]] = deque()
         self._recent_bytes = 0
         self._pending_bytes = 0
-        self._pending_done: asyncio.Future[None] | None = None
-        self._writing_done: asyncio.Future[None] | None = None
-        # the staged lines and the two futures are shared with the writer thread
+        self._gathering: _Group | None = None  # the group `_pending` belongs to
+        self._writing: _Group | None = None  # the group the writer thread is writing
+        # the staged lines and the two groups are shared with the writer thread
         self._lock = threading.Lock()
         self._wake_writer = threading.Condition(self._lock)
         self._appended = asyncio.Event()
@@ -176,30 +209,44 @@ class Journal:
             raise JournalUnavailable("the audit journal is not open")
         entry = Entry.of(event, orjson.dumps(event))
         with self._lock:
-            if self._pending_done is None:
-                self._pending_done = asyncio.get_running_loop().create_future()
             self._pending.append(entry)
             self._pending_bytes += len(entry.line) + 1
-            self._wake_writer.notify()
+            if self._gathering is None:  # a new group: the writer may be waiting for one
+                group = self._gathering = _Group()
+                group.timer = asyncio.get_running_loop().call_later(
+                    self.commit_timeout, self._overdue, group
+                )
+                self._wake_writer.notify()  # (pure Python and not free: once per group)
 
-    async def commit(self, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not a cancel
-        """Return once every event staged so far is on disk (fsync'd).
+    async def commit(self) -> None:
+        """Return once every event staged so far is on disk (fsync'd); raise
+        `JournalUnavailable` when the write failed or took longer than `commit_timeout`.
 
         Groups are written one after another, so waiting for the newest group (the one still
         gathering, else the one being written) covers everything staged before this call.
         """
         with self._lock:
-            done = self._pending_done or self._writing_done
-        if done is None:
+            group = self._gathering or self._writing
+        if group is None:
             return
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(done)
-        except TimeoutError as exc:
-            raise JournalUnavailable(
-                f"the audit journal did not confirm an fsync within {timeout:g}s "
+        loop = asyncio.get_running_loop()
+        if group.failure is not None:
+            # joined a group that has already kept others waiting too long: a fresh bound
+            # (a group whose write failed is never found here: it is settled off the loop's
+            # `_writing` first)
+            group.failure = None
+            group.timer = loop.call_later(self.commit_timeout, self._overdue, group)
+        waiter = loop.create_future()
+        group.waiters.append(waiter)
+        await waiter
+
+    def _overdue(self, group: _Group) -> None:
+        group.settle(
+            JournalUnavailable(
+                f"the audit journal did not confirm an fsync within {self.commit_timeout:g}s "
                 "(audit.commitTimeout); the disk under it is too slow or stuck"
-            ) from exc
+            )
+        )
 
     def _write_loop(self) -> None:
         """The writer thread: write and fsync group after group, without waiting for the
@@ -212,56 +259,55 @@ class Journal:
                     self._wake_writer.wait()
                 if not self._pending:
                     return  # closing, and everything staged is written
-                group, done = self._pending, self._pending_done
-                self._pending, self._pending_done, self._pending_bytes = [], None, 0
-                self._writing_done = done
-            assert done is not None
-            data = b"\n".join([entry.line for entry in group]) + b"\n"
+                entries, group = self._pending, self._gathering
+                self._pending, self._gathering, self._pending_bytes = [], None, 0
+                self._writing = group
+            assert group is not None
+            data = b"\n".join([entry.line for entry in entries]) + b"\n"
             try:
                 segment, size = self._write(data)
             except OSError as exc:
-                loop.call_soon_threadsafe(self._group_failed, done, exc, len(group))
+                loop.call_soon_threadsafe(self._group_failed, group, exc, len(entries))
             else:
                 loop.call_soon_threadsafe(
-                    self._group_written, done, segment, size, len(data), group
+                    self._group_written, group, segment, size, len(data), entries
                 )
 
     def _group_written(
-        self, done: asyncio.Future[None], segment: int, size: int, data: int, group: list[Entry]
+        self, group: _Group, segment: int, size: int, data: int, entries: list[Entry]
     ) -> None:
         """On the event loop, in write order: the group is durable."""
         self._sizes[segment] = size
         self.backlog_bytes += data
-        self.backlog_events += len(group)
-        self._settled(done)
-        done.set_result(None)
-        self._remember(segment, size - data, group)
+        self.backlog_events += len(entries)
+        self._settled(group)
+        group.settle(None)
+        self._remember(segment, size - data, entries)
         self._appended.set()
 
-    def _remember(self, segment: int, offset: int, group: list[Entry]) -> None:
-        """Keep a durable group in memory for the relay, dropping the oldest lines beyond
+    def _remember(self, segment: int, offset: int, entries: list[Entry]) -> None:
+        """Keep durable lines in memory for the relay, dropping the oldest beyond
         RECENT_BYTES (the relay reads those from the segment, as after a restart)."""
         recent = self._recent
-        for entry in group:
+        for entry in entries:
             offset += len(entry.line) + 1
             recent.append((segment, offset, entry))
             self._recent_bytes += len(entry.line) + 1
         while self._recent_bytes > RECENT_BYTES:
             self._recent_bytes -= len(recent.popleft()[2].line) + 1
 
-    def _group_failed(self, done: asyncio.Future[None], exc: OSError, lines: int) -> None:
+    def _group_failed(self, group: _Group, exc: OSError, lines: int) -> None:
         log.error(
             "audit journal write failed; the requests waiting for it get 503",
             extra={"error": str(exc), "events": lines},
         )
-        self._settled(done)
-        done.set_exception(JournalUnavailable(f"audit journal write failed: {exc}"))
-        done.exception()  # retrieved: nobody may be waiting for this group
+        self._settled(group)
+        group.settle(JournalUnavailable(f"audit journal write failed: {exc}"))
 
-    def _settled(self, done: asyncio.Future[None]) -> None:
+    def _settled(self, group: _Group) -> None:
         with self._lock:
-            if self._writing_done is done:
-                self._writing_done = None
+            if self._writing is group:
+                self._writing = None
 
     # -- relay side (event loop) -------------------------------------------------------------
 

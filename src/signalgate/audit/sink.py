@@ -44,7 +44,9 @@ class JournalAuditSink:
         self._delivery = delivery
         self._audit = audit
         self._service = service
-        self.journal = Journal(journal_dir, audit.segment_bytes, legacy_spool)
+        self.journal = Journal(
+            journal_dir, audit.segment_bytes, legacy_spool, commit_timeout=audit.commit_timeout
+        )
         self._dropped = Counter(
             "audit_events_dropped",
             "Audit events given up on (backlog full, too old, refused by DataStorage)",
@@ -90,7 +92,7 @@ class JournalAuditSink:
     async def commit(self) -> None:
         """Wait until every event emitted so far is durable (bounded by audit.commitTimeout);
         raises `JournalUnavailable` when the disk does not confirm in time."""
-        await self.journal.commit(self._audit.commit_timeout)
+        await self.journal.commit()
 
     async def start(self) -> None:
         await self.journal.open()
@@ -109,7 +111,8 @@ class JournalAuditSink:
             self._task = None
         try:
             with contextlib.suppress(TimeoutError, JournalUnavailable):
-                await self.journal.commit(self._delivery.stop_flush_timeout)
+                async with asyncio.timeout(self._delivery.stop_flush_timeout):
+                    await self.journal.commit()
                 async with asyncio.timeout(self._delivery.stop_flush_timeout):
                     await self.relay.drain()
         finally:

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ async def test_concurrent_commits_share_fsyncs_and_every_event_is_on_disk(
 
     async def request(n: int) -> None:
         journal.stage(event(n))
-        await journal.commit(5.0)
+        await journal.commit()
 
     await asyncio.gather(*(request(n) for n in range(200)))
     await journal.close()
@@ -53,7 +54,7 @@ async def test_reopen_resumes_at_the_cursor_and_cuts_a_torn_line(tmp_path: Path)
     await journal.open()
     for n in range(10):
         journal.stage(event(n))
-    await journal.commit(5.0)
+    await journal.commit()
     first = await journal.read(4)
     await journal.confirm(first)
     await journal.close()
@@ -75,7 +76,7 @@ async def test_delivered_segments_are_deleted(tmp_path: Path) -> None:
     for n in range(300):
         journal.stage({**event(n), "pad": "x" * 100})
         if n % 10 == 9:
-            await journal.commit(5.0)
+            await journal.commit()
     assert len(list(tmp_path.glob("segment-*"))) > 3
     seen: list[int] = []
     while journal.backlog_events:
@@ -101,10 +102,10 @@ async def test_a_failed_write_fails_its_waiters(
     try:
         journal.stage(event(1))
         with pytest.raises(JournalUnavailable, match="No space left"):
-            await journal.commit(5.0)
+            await journal.commit()
         monkeypatch.undo()
         journal.stage(event(2))
-        await journal.commit(5.0)
+        await journal.commit()
         piece = await journal.read(10)
         assert [e.event()["n"] for e in piece.entries] == [2]
     finally:
@@ -120,7 +121,7 @@ async def test_the_old_spool_is_taken_over_and_delivered_first(tmp_path: Path) -
     journal = Journal(tmp_path / "audit-journal", 1 << 20, legacy_spool=spool)
     await journal.open()
     journal.stage(event(99))
-    await journal.commit(5.0)
+    await journal.commit()
     piece = await journal.read(10)
     assert [e.event()["n"] for e in piece.entries] == [2, 3, 4, 99]
     assert not spool.exists() and not (tmp_path / "audit-spool.legacy").exists()
@@ -158,7 +159,7 @@ async def test_memory_and_segments_deliver_every_event_once_in_order(
             for _ in range(min(rng.randint(0, 12), 400 - staged)):
                 journal.stage({**event(staged), "pad": "x" * rng.randint(0, 60)})
                 staged += 1
-            await journal.commit(5.0)
+            await journal.commit()
             if not journal.backlog_events:
                 continue  # the relay reads only when something waits
             piece = await journal.read(rng.randint(1, 9))
@@ -181,3 +182,64 @@ async def test_memory_and_segments_deliver_every_event_once_in_order(
     await again.open()
     assert again.backlog_events == 0  # the cursor the memory reads left is the file's
     await again.close()
+
+
+async def test_a_stuck_disk_fails_waiters_after_the_commit_timeout_and_writes_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path, segment_bytes=1 << 20, commit_timeout=0.2)
+    await journal.open()
+    released = threading.Event()
+    real_write = os.write
+
+    def stuck(descriptor: int, data: bytes) -> int:
+        released.wait(10)  # the disk answers only once the test lets it
+        return real_write(descriptor, data)
+
+    monkeypatch.setattr(journal_module.os, "write", stuck)
+    try:
+        journal.stage(event(1))
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(JournalUnavailable, match=r"audit\.commitTimeout"):
+            await journal.commit()
+        assert 0.15 < asyncio.get_running_loop().time() - started < 2.0
+        journal.stage(event(2))  # a later group waits behind the stuck one, and fails too
+        with pytest.raises(JournalUnavailable):
+            await journal.commit()
+        released.set()
+        journal.stage(event(3))
+        await journal.commit()  # the disk is back: a new group is written
+        piece = await journal.read(10)
+        assert [e.event()["n"] for e in piece.entries] == [1, 2, 3]  # nothing lost
+    finally:
+        released.set()
+        monkeypatch.undo()
+        await journal.close()
+
+
+async def test_a_cancelled_waiter_leaves_the_others_of_its_group_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path, segment_bytes=1 << 20)
+    await journal.open()
+    released = threading.Event()
+    real_write = os.write
+
+    def slow(descriptor: int, data: bytes) -> int:
+        released.wait(10)
+        return real_write(descriptor, data)
+
+    monkeypatch.setattr(journal_module.os, "write", slow)
+    try:
+        journal.stage(event(1))
+        waiters = [asyncio.create_task(journal.commit()) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        waiters[0].cancel()  # a request that gave up (its client went away)
+        await asyncio.sleep(0.05)
+        released.set()
+        await asyncio.gather(*waiters[1:])  # the others are answered, not cancelled
+        assert waiters[0].cancelled()
+    finally:
+        released.set()
+        monkeypatch.undo()
+        await journal.close()
