@@ -19,8 +19,10 @@ forgotten and the burst is decided by the full rules.
 Group commit across fingerprints: the first signal of each fingerprint is decided in a batch
 with the first signals of other fingerprints that arrive while earlier batches are in flight
 (at most `batches_in_flight` statements at once, `BATCH_LIMIT` signals each): one statement
-and one commit for many new RRs. No timer: a signal waits only while the store is busy, so
-an idle Gateway answers as fast as before and a loaded one commits more per round trip.
+and one commit for many new RRs. A batch is formed at the end of the event-loop iteration
+its first signal arrived in, so the signals read together go together. No timer: a signal
+waits only for that and while the store is busy, so an idle Gateway answers as fast as
+before and a loaded one commits more per round trip.
 
 The store underneath needs two more operations than `RemediationStore`:
 `bump_active(name, count, now)` — add `count` to an RR's occurrences if it is active, else
@@ -114,6 +116,7 @@ class CoalescingStore:
         self._drainers: dict[str, asyncio.Task[None]] = {}
         self._unsent: list[_Member] = []  # first signals waiting for a batch to go
         self._in_flight = 0
+        self._send_scheduled = False
         # fingerprint → name of its active RR, as last decided here (a hint: bumps check it)
         self._known: dict[str, str] = {}
 
@@ -226,7 +229,11 @@ class CoalescingStore:
         when the batch statement leaves it undecided)."""
         member = _Member(waiting)
         self._unsent.append(member)
-        self._send()
+        if not self._send_scheduled:
+            # formed at the end of this loop iteration: the other first signals read in the
+            # same iteration join this batch instead of each taking a statement alone
+            self._send_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_soon)
         try:
             result = await asyncio.shield(member.slot)
         except asyncio.CancelledError:
@@ -249,6 +256,10 @@ class CoalescingStore:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT)
+
+    def _send_soon(self) -> None:
+        self._send_scheduled = False
+        self._send()
 
     def _send(self) -> None:
         while self._unsent and self._in_flight < self.batches_in_flight:

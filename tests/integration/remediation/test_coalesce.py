@@ -210,3 +210,18 @@ async def test_a_signal_that_fails_its_batch_fails_alone(tmp_path: Path) -> None
         assert len((await store.list(ListQuery())).items) == 20
     finally:
         await store.close()
+
+
+async def test_first_signals_that_arrive_together_share_one_statement(sql_store: Counting) -> None:
+    """Signals read in one loop iteration form one batch: the first to arrive does not take a
+    statement alone while the others wait for the next free one."""
+    store = CoalescingStore(sql_store)  # type: ignore[arg-type]
+    await store.open()
+    try:
+        results = await asyncio.gather(
+            *(store.record_firing(make_rr(f"together-{i}"), later(0)) for i in range(10))
+        )
+        assert all(r.decision is Decision.CREATED for r in results)
+        assert sql_store.batch_sizes == [10]
+    finally:
+        await store.close()
