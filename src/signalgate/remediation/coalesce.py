@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -69,17 +69,28 @@ BATCH_LIMIT = 64  # first signals decided by one statement
 KNOWN_LIMIT = 4096  # fingerprints whose active RR is remembered
 
 
-@dataclass
 class _Waiting:
-    candidate: RemediationRequest
-    now: datetime
-    done: asyncio.Future[FiringResult] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    # the store call deciding this signal, while it runs, and the callers it decides for:
-    # it is cancelled (undone in the store) once every one of them gave up
-    decision: asyncio.Future[Any] | None = None
-    sharing: list[_Waiting] = field(default_factory=list)
+    """One caller's firing signal, its answer, and the store call deciding it."""
+
+    __slots__ = ("_build", "_candidate", "decision", "done", "now", "sharing")
+
+    def __init__(self, build: Callable[[], RemediationRequest], now: datetime) -> None:
+        self._build = build
+        self._candidate: RemediationRequest | None = None
+        self.now = now
+        self.done: asyncio.Future[FiringResult] = asyncio.get_running_loop().create_future()
+        # the store call deciding this signal, while it runs, and the callers it decides
+        # for: it is cancelled (undone in the store) once every one of them gave up
+        self.decision: asyncio.Future[Any] | None = None
+        self.sharing: list[_Waiting] = []
+
+    @property
+    def candidate(self) -> RemediationRequest:
+        """The RR to store if the signal is new: built on first use, which a duplicate of a
+        remembered active RR never reaches."""
+        if self._candidate is None:
+            self._candidate = self._build()
+        return self._candidate
 
 
 @dataclass(eq=False)
@@ -137,8 +148,16 @@ class CoalescingStore:
         await self.inner.ping()
 
     async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
-        key = candidate.fingerprint
-        waiting = _Waiting(candidate, now)
+        return await self.record_firing_of(candidate.fingerprint, lambda: candidate, now)
+
+    async def record_firing_of(
+        self, fingerprint: str, build: Callable[[], RemediationRequest], now: datetime
+    ) -> FiringResult:
+        """`record_firing` for a candidate that `build` makes only when it is needed: a
+        duplicate of an RR remembered active is counted without one (building the candidate
+        is a tenth of a duplicate's CPU)."""
+        key = fingerprint
+        waiting = _Waiting(build, now)
         self._queues.setdefault(key, []).append(waiting)
         if key not in self._drainers:
             self._drainers[key] = asyncio.create_task(

@@ -225,3 +225,33 @@ async def test_first_signals_that_arrive_together_share_one_statement(sql_store:
         assert sql_store.batch_sizes == [10]
     finally:
         await store.close()
+
+
+async def test_duplicates_of_a_remembered_rr_never_build_a_candidate(sql_store: Counting) -> None:
+    """Building the candidate RR is a tenth of a duplicate's CPU: a burst on an RR the
+    coalescer remembers active is counted without it; once that RR ended, the next signal's
+    candidate is built and stored."""
+    store = CoalescingStore(sql_store)  # type: ignore[arg-type]
+    await store.open()
+    built: list[str] = []
+
+    def build(at: float) -> RemediationRequest:
+        candidate = make_rr(at=later(at))
+        built.append(candidate.name)
+        return candidate
+
+    fingerprint = make_rr().fingerprint
+    try:
+        first = await store.record_firing_of(fingerprint, lambda: build(0), later(0))
+        assert first.decision is Decision.CREATED and built == [first.rr.name]
+        burst = await asyncio.gather(
+            *(store.record_firing_of(fingerprint, lambda: build(1), later(1)) for _ in range(20))
+        )
+        assert {r.rr.name for r in burst} == {first.rr.name}
+        assert max(r.rr.deduplication.occurrence_count for r in burst) == 21
+        assert len(built) == 1  # no candidate for any of the 20
+        await store.update_status(first.rr.name, StatusPatch(overall_phase="Completed"))
+        again = await store.record_firing_of(fingerprint, lambda: build(2), later(2))
+        assert again.decision is Decision.CREATED and again.rr.name == built[-1] != first.rr.name
+    finally:
+        await store.close()
