@@ -184,19 +184,25 @@ async def test_memory_and_segments_deliver_every_event_once_in_order(
     await again.close()
 
 
+def hold_writes(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Journal writes that return only once the test sets the event (a stuck disk)."""
+    released = threading.Event()
+    real_write = os.write
+
+    def held(descriptor: int, data: bytes) -> int:
+        released.wait(10)
+        return real_write(descriptor, data)
+
+    monkeypatch.setattr(journal_module.os, "write", held)
+    return released
+
+
 async def test_a_stuck_disk_fails_waiters_after_the_commit_timeout_and_writes_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = Journal(tmp_path, segment_bytes=1 << 20, commit_timeout=0.2)
     await journal.open()
-    released = threading.Event()
-    real_write = os.write
-
-    def stuck(descriptor: int, data: bytes) -> int:
-        released.wait(10)  # the disk answers only once the test lets it
-        return real_write(descriptor, data)
-
-    monkeypatch.setattr(journal_module.os, "write", stuck)
+    released = hold_writes(monkeypatch)
     try:
         journal.stage(event(1))
         started = asyncio.get_running_loop().time()
@@ -222,14 +228,7 @@ async def test_a_cancelled_waiter_leaves_the_others_of_its_group_waiting(
 ) -> None:
     journal = Journal(tmp_path, segment_bytes=1 << 20)
     await journal.open()
-    released = threading.Event()
-    real_write = os.write
-
-    def slow(descriptor: int, data: bytes) -> int:
-        released.wait(10)
-        return real_write(descriptor, data)
-
-    monkeypatch.setattr(journal_module.os, "write", slow)
+    released = hold_writes(monkeypatch)
     try:
         journal.stage(event(1))
         waiters = [asyncio.create_task(journal.commit()) for _ in range(3)]
