@@ -4,7 +4,9 @@ per batch.
 Write path, designed for throughput: one transaction per batch; the batch's correlation ids
 are locked with `pg_advisory_xact_lock` in sorted order (so two writers never deadlock and a
 chain never forks); one query finds already-stored ids and parents; one query reads each
-chain's last hash; one multi-row `INSERT ... SELECT FROM unnest(...)` writes the rows.
+chain's last hash; one binary `COPY` writes the rows, in order (an `INSERT ... SELECT FROM
+unnest(...)` of array parameters cost asyncpg a type check per array element: a tenth of
+DataStorage's CPU per event more).
 """
 
 # SQL text here is built only from column-name constants; values are always bound parameters.
@@ -44,23 +46,6 @@ log = logging.getLogger(__name__)
 _MIGRATION_LOCK = (0x5147, 1)  # two-int advisory key: a separate space from chain locks
 PARTITION_MONTHS_AHEAD = 3
 
-_TYPES: dict[str, str] = {
-    "event_id": "uuid",
-    "event_timestamp": "timestamptz",
-    "event_data": "json",
-    "parent_event_id": "uuid",
-    "duration_ms": "int8",
-    "retention_days": "int4",
-    "is_sensitive": "bool",
-    "event_date": "date",
-}
-_COLUMN_LIST = ", ".join(COLUMNS)
-_INSERT_SQL = (
-    f"INSERT INTO audit_events ({_COLUMN_LIST}) "
-    f"SELECT {_COLUMN_LIST} FROM unnest("
-    + ", ".join(f"${i + 1}::{_TYPES.get(name, 'text')}[]" for i, name in enumerate(COLUMNS))
-    + f") WITH ORDINALITY AS t({_COLUMN_LIST}, ord) ORDER BY ord"
-)
 # Sorted inside a fenced subquery so the locks are taken in one global order.
 _LOCK_SQL = (
     "SELECT pg_advisory_xact_lock(k) FROM "
@@ -172,7 +157,9 @@ class PostgresAuditStore:
             }
             rows, already, new_heads = plan_write(events, existing, stored, heads)
             if rows:
-                await conn.execute(_INSERT_SQL, *_column_arrays(rows))
+                await conn.copy_records_to_table(
+                    "audit_events", records=_records(rows), columns=COLUMNS, timeout=self._timeout
+                )
                 await conn.execute(
                     _HEAD_INSERT_SQL,
                     list(new_heads),
@@ -237,25 +224,23 @@ class PostgresAuditStore:
             await conn.close()
 
 
-def _column_arrays(rows: Sequence[PlannedRow]) -> list[list[Any]]:
-    arrays: list[list[Any]] = [[] for _ in COLUMNS]
+def _records(rows: Sequence[PlannedRow]) -> list[tuple[Any, ...]]:
+    """The planned rows as COPY records, in `COLUMNS` order (the chain's write order)."""
+    records = []
     for planned in rows:
-        fields = planned.event.fields
-        for position, name in enumerate(COLUMNS):
-            if name == "event_timestamp":
-                value: Any = planned.event.timestamp
-            elif name == "event_data":
-                value = planned.event.event_data_json
-            elif name == "event_date":
-                value = planned.event.event_date
-            elif name == "previous_event_hash":
-                value = planned.previous_event_hash
-            elif name == "event_hash":
-                value = planned.event_hash
-            else:
-                value = fields.get(name)
-            arrays[position].append(value)
-    return arrays
+        event = planned.event
+        fields = event.fields
+        special = {
+            "event_timestamp": event.timestamp,
+            "event_data": event.event_data_json,
+            "event_date": event.event_date,
+            "previous_event_hash": planned.previous_event_hash,
+            "event_hash": planned.event_hash,
+        }
+        records.append(
+            tuple(special[name] if name in special else fields.get(name) for name in COLUMNS)
+        )
+    return records
 
 
 def _where(query: AuditQuery) -> tuple[str, list[Any]]:
