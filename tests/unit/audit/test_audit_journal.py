@@ -209,6 +209,11 @@ async def test_a_stuck_disk_fails_waiters_after_the_commit_timeout_and_writes_la
         with pytest.raises(JournalUnavailable, match=r"audit\.commitTimeout"):
             await journal.commit()
         assert 0.15 < asyncio.get_running_loop().time() - started < 2.0
+        # a request joining the group already overdue waits its own full bound, not zero
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(JournalUnavailable):
+            await journal.commit()
+        assert 0.15 < asyncio.get_running_loop().time() - started < 2.0
         journal.stage(event(2))  # a later group waits behind the stuck one, and fails too
         with pytest.raises(JournalUnavailable):
             await journal.commit()
