@@ -102,6 +102,7 @@ class _Batch:
 @dataclass(eq=False)
 class _Member:
     waiting: _Waiting
+    candidate: RemediationRequest
     slot: asyncio.Future[FiringResult | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -238,15 +239,19 @@ class CoalescingStore:
         """Each signal decided by the store's full rules, one after another; a caller that
         gave up meanwhile is skipped (not counted)."""
         for waiting in batch:
-            if not waiting.done.done() and await _settle(
-                waiting, self.inner.record_firing(waiting.candidate, waiting.now)
-            ):
+            if not waiting.done.done() and await _settle(waiting, self._alone(waiting)):
                 self._remember(key, waiting.done.result().rr)
+
+    async def _alone(self, waiting: _Waiting) -> FiringResult:
+        # the candidate is built here, inside `_settle`: a build that fails fails its own
+        # signal, not the others of the queue
+        return await self.inner.record_firing(waiting.candidate, waiting.now)
 
     async def _batched(self, waiting: _Waiting) -> FiringResult:
         """Decide `waiting` in the next group-committed batch (alone, by the full rules,
         when the batch statement leaves it undecided)."""
-        member = _Member(waiting)
+        # built before the signal joins a batch: a build that fails fails this signal alone
+        member = _Member(waiting, waiting.candidate)
         self._unsent.append(member)
         if not self._send_scheduled:
             # formed at the end of this loop iteration: the other first signals read in the
@@ -259,7 +264,7 @@ class CoalescingStore:
             await self._give_up(member)
             raise
         if result is None:
-            return await self.inner.record_firing(waiting.candidate, waiting.now)
+            return await self.inner.record_firing(member.candidate, waiting.now)
         return result
 
     async def _give_up(self, member: _Member) -> None:
@@ -291,7 +296,7 @@ class CoalescingStore:
             batch.task = asyncio.create_task(self._run(batch), name="rr-group-commit")
 
     async def _run(self, batch: _Batch) -> None:
-        signals = [(m.waiting.candidate, m.waiting.now) for m in batch.members]
+        signals = [(m.candidate, m.waiting.now) for m in batch.members]
         try:
             results = await self.inner.record_firings(signals)
         except StoreUnavailable as exc:  # the store is away: every caller answers 503

@@ -255,3 +255,45 @@ async def test_duplicates_of_a_remembered_rr_never_build_a_candidate(sql_store: 
         assert again.decision is Decision.CREATED and again.rr.name == built[-1] != first.rr.name
     finally:
         await store.close()
+
+
+async def test_a_candidate_that_cannot_be_built_fails_only_its_own_signal(
+    sql_store: Counting,
+) -> None:
+    """Candidates are built inside the coalescer now: a build that raises is that signal's
+    error, in a batch of first signals and in a queue decided one by one."""
+    store = CoalescingStore(sql_store)  # type: ignore[arg-type]
+    await store.open()
+
+    def broken() -> RemediationRequest:
+        raise ValueError("cannot build this candidate")
+
+    def signal(resource: str, at: float, fails: bool = False) -> Any:
+        rr = make_rr(resource, at=later(at))
+        return store.record_firing_of(rr.fingerprint, broken if fails else (lambda: rr), later(at))
+
+    try:
+        async with asyncio.timeout(10):  # a batch whose build failed once never answered
+            results = await asyncio.gather(
+                *(signal(f"batch-{i}", 0, fails=i == 2) for i in range(5)),
+                return_exceptions=True,
+            )
+        assert isinstance(results[2], ValueError)
+        assert all(r.decision is Decision.CREATED for i, r in enumerate(results) if i != 2)
+        # signals on an RR in its cool-down are decided one by one by the full rules, each
+        # with its candidate: the broken one fails alone, the others count on the RR
+        first = await signal("cooling", 1)
+        await store.update_status(
+            first.rr.name,
+            StatusPatch(overall_phase="Completed", next_allowed_execution=later(3600)),
+        )
+        queued = await asyncio.gather(
+            *(signal("cooling", 2, fails=i == 1) for i in range(4)), return_exceptions=True
+        )
+        assert isinstance(queued[1], ValueError)
+        decided = [r for i, r in enumerate(queued) if i != 1]
+        assert all(r.decision is Decision.DUPLICATE for r in decided)
+        assert {r.rr.name for r in decided} == {first.rr.name}
+        assert max(r.rr.deduplication.occurrence_count for r in decided) == 4
+    finally:
+        await store.close()
