@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -44,7 +45,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -59,8 +60,9 @@ class JournalUnavailable(Exception):
     """The journal could not make events durable in time (disk error or slow disk)."""
 
 
-@dataclass(frozen=True)
-class Position:
+class Position(NamedTuple):
+    """A place in the journal; ordered as the journal is (segment, then offset)."""
+
     segment: int
     offset: int
 
@@ -76,6 +78,11 @@ class Entry:
     @classmethod
     def of(cls, event: dict[str, Any], line: bytes) -> Entry:
         return cls(line, str(event.get("event_type")), str(event.get("event_timestamp")))
+
+    @property
+    def size(self) -> int:
+        """Bytes in the segment: the line and its newline."""
+        return len(self.line) + 1
 
     def event(self) -> dict[str, Any]:
         """The event as a dict (parsed on demand: only logging and tests need it)."""
@@ -141,8 +148,8 @@ class Journal:
         self._sizes: dict[int, int] = {}  # durable size of each live segment
         self._cursor = Position(1, 0)
         self._pending: list[Entry] = []
-        # the newest durable lines: (segment, offset where the line ends, entry), in order
-        self._recent: deque[tuple[int, int, Entry]] = deque()
+        # the newest durable lines, in order, each with the position where it ends
+        self._recent: deque[tuple[Position, Entry]] = deque()
         self._recent_bytes = 0
         self._pending_bytes = 0
         self._gathering: _Group | None = None  # the group `_pending` belongs to
@@ -210,7 +217,7 @@ class Journal:
         entry = Entry.of(event, orjson.dumps(event))
         with self._lock:
             self._pending.append(entry)
-            self._pending_bytes += len(entry.line) + 1
+            self._pending_bytes += entry.size
             if self._gathering is None:  # a new group: the writer may be waiting for one
                 group = self._gathering = _Group()
                 group.timer = asyncio.get_running_loop().call_later(
@@ -290,11 +297,11 @@ class Journal:
         RECENT_BYTES (the relay reads those from the segment, as after a restart)."""
         recent = self._recent
         for entry in entries:
-            offset += len(entry.line) + 1
-            recent.append((segment, offset, entry))
-            self._recent_bytes += len(entry.line) + 1
+            offset += entry.size
+            recent.append((Position(segment, offset), entry))
+            self._recent_bytes += entry.size
         while self._recent_bytes > RECENT_BYTES:
-            self._recent_bytes -= len(recent.popleft()[2].line) + 1
+            self._recent_bytes -= recent.popleft()[1].size
 
     def _group_failed(self, group: _Group, exc: OSError, lines: int) -> None:
         log.error(
@@ -335,28 +342,22 @@ class Journal:
         """The lines from the cursor on out of memory, or None when memory does not hold
         the line at the cursor (the relay is behind, or the journal was just opened)."""
         recent, cursor = self._recent, self._cursor
-        while recent and (recent[0][0], recent[0][1]) <= (cursor.segment, cursor.offset):
-            self._recent_bytes -= len(recent.popleft()[2].line) + 1  # confirmed already
+        while recent and recent[0][0] <= cursor:
+            self._recent_bytes -= recent.popleft()[1].size  # confirmed already
         if not recent:
             return None
-        segment, end, entry = recent[0]
-        start = end - len(entry.line) - 1
-        at_cursor = (segment, start) == (cursor.segment, cursor.offset) or (
-            start == 0
-            and segment == cursor.segment + 1
-            and cursor.offset == self._sizes.get(cursor.segment)
+        end, entry = recent[0]
+        start = Position(end.segment, end.offset - entry.size)
+        # the first line held starts at the cursor, or the cursor ends its (full) segment
+        # and the line opens the next one
+        at_cursor = start == cursor or (
+            start == (cursor.segment + 1, 0) and cursor.offset == self._sizes.get(cursor.segment)
         )
         if not at_cursor:
             return None
-        entries: list[Entry] = []
-        size = 0
-        for segment, end, entry in recent:
-            entries.append(entry)
-            size += len(entry.line) + 1
-            last = Position(segment, end)
-            if len(entries) == limit:
-                break
-        return Slice(entries, last, size, len(entries))
+        taken = list(itertools.islice(recent, limit))
+        entries = [entry for _, entry in taken]
+        return Slice(entries, taken[-1][0], sum(entry.size for entry in entries), len(entries))
 
     async def confirm(self, piece: Slice) -> None:
         """DataStorage settled `piece`: move the cursor past it, delete finished segments."""

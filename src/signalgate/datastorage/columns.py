@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from signalgate.datastorage.chain import CANONICAL_FIELDS, format_timestamp
+
+if TYPE_CHECKING:
+    from signalgate.datastorage.store import PlannedRow
 
 # Every column we write, in insert order: the request fields, then the chain bookkeeping.
 COLUMNS: tuple[str, ...] = (*CANONICAL_FIELDS, "event_date", "previous_event_hash", "event_hash")
 SELECT_LIST = ", ".join(COLUMNS)
+
+
+def column_values(planned: PlannedRow, native: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A planned row's values in `COLUMNS` order: the request fields, `event_data` as its
+    stored text, the chain links; `native` overrides columns a store keeps in its own type
+    (PostgreSQL's timestamp and date, SQLite's date as text)."""
+    event = planned.event
+    values = {
+        **event.fields,
+        "event_data": event.event_data_json,
+        "previous_event_hash": planned.previous_event_hash,
+        "event_hash": planned.event_hash,
+        **native,
+    }
+    return tuple(values.get(name) for name in COLUMNS)
 
 
 class Row(Protocol):

@@ -254,11 +254,15 @@ class AuditEvent:
         data.setdefault("resource_type", category)
         data.setdefault("resource_id", data["correlation_id"])
         data.setdefault("retention_days", DEFAULT_RETENTION_DAYS)
+        event_data_json = canonical_json(data["event_data"])
         return cls(
             fields=data,
-            canonical=canonical(data),
+            # event_data serialised once: its canonical bytes go into the record's as they
+            # are (the other fields are strings, integers and booleans, never floats, so
+            # the record takes orjson's path, which embeds a Fragment)
+            canonical=canonical({**data, "event_data": orjson.Fragment(event_data_json)}),
             timestamp=model.event_timestamp,
-            event_data_json=canonical_json(data["event_data"]).decode(),
+            event_data_json=event_data_json.decode(),
         )
 
     @classmethod

@@ -28,7 +28,7 @@ from signalgate.common.sql.dsn import redact
 from signalgate.common.sql.migrations import postgres_migrate, postgres_version
 from signalgate.datastorage import migrations
 from signalgate.datastorage.chain import canonical
-from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, row_to_event
+from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, column_values, row_to_event
 from signalgate.datastorage.errors import SchemaBehind, StoreUnavailable
 from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.migrations import SCHEMA
@@ -225,22 +225,11 @@ class PostgresAuditStore:
 
 
 def _records(rows: Sequence[PlannedRow]) -> list[tuple[Any, ...]]:
-    """The planned rows as COPY records, in `COLUMNS` order (the chain's write order)."""
-    records = []
-    for planned in rows:
-        event = planned.event
-        fields = event.fields
-        special = {
-            "event_timestamp": event.timestamp,
-            "event_data": event.event_data_json,
-            "event_date": event.event_date,
-            "previous_event_hash": planned.previous_event_hash,
-            "event_hash": planned.event_hash,
-        }
-        records.append(
-            tuple(special[name] if name in special else fields.get(name) for name in COLUMNS)
-        )
-    return records
+    """The planned rows as COPY records, in the chain's write order."""
+    return [
+        column_values(p, {"event_timestamp": p.event.timestamp, "event_date": p.event.event_date})
+        for p in rows
+    ]
 
 
 def _where(query: AuditQuery) -> tuple[str, list[Any]]:

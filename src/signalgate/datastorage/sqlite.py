@@ -20,7 +20,7 @@ from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.common.sql.sqlite_thread import SqliteThread
 from signalgate.datastorage.chain import canonical, format_timestamp
-from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, row_to_event
+from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, column_values, row_to_event
 from signalgate.datastorage.errors import StoreUnavailable
 from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.migrations import SCHEMA
@@ -175,21 +175,8 @@ def _fetch_in(
     return found
 
 
-def _values(planned: PlannedRow) -> list[Any]:
-    fields = planned.event.fields
-    values: list[Any] = []
-    for name in COLUMNS:
-        if name == "event_data":
-            values.append(planned.event.event_data_json)
-        elif name == "event_date":
-            values.append(planned.event.event_date.isoformat())
-        elif name == "previous_event_hash":
-            values.append(planned.previous_event_hash)
-        elif name == "event_hash":
-            values.append(planned.event_hash)
-        else:
-            values.append(fields.get(name))
-    return values
+def _values(planned: PlannedRow) -> tuple[Any, ...]:
+    return column_values(planned, {"event_date": planned.event.event_date.isoformat()})
 
 
 def _query(conn: sqlite3.Connection, query: AuditQuery) -> QueryPage:

@@ -102,7 +102,6 @@ class _Batch:
 @dataclass(eq=False)
 class _Member:
     waiting: _Waiting
-    candidate: RemediationRequest
     slot: asyncio.Future[FiringResult | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -251,7 +250,8 @@ class CoalescingStore:
         """Decide `waiting` in the next group-committed batch (alone, by the full rules,
         when the batch statement leaves it undecided)."""
         # built before the signal joins a batch: a build that fails fails this signal alone
-        member = _Member(waiting, waiting.candidate)
+        candidate = waiting.candidate
+        member = _Member(waiting)
         self._unsent.append(member)
         if not self._send_scheduled:
             # formed at the end of this loop iteration: the other first signals read in the
@@ -264,7 +264,7 @@ class CoalescingStore:
             await self._give_up(member)
             raise
         if result is None:
-            return await self.inner.record_firing(member.candidate, waiting.now)
+            return await self.inner.record_firing(candidate, waiting.now)
         return result
 
     async def _give_up(self, member: _Member) -> None:
@@ -296,7 +296,7 @@ class CoalescingStore:
             batch.task = asyncio.create_task(self._run(batch), name="rr-group-commit")
 
     async def _run(self, batch: _Batch) -> None:
-        signals = [(m.candidate, m.waiting.now) for m in batch.members]
+        signals = [(m.waiting.candidate, m.waiting.now) for m in batch.members]
         try:
             results = await self.inner.record_firings(signals)
         except StoreUnavailable as exc:  # the store is away: every caller answers 503
