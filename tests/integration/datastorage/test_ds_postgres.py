@@ -4,8 +4,10 @@ schema refusal and the CLI jobs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from dstools import event_body
 
 from signalgate.datastorage.chain import verify
 from signalgate.datastorage.events import validate_event
-from signalgate.datastorage.postgres import PostgresAuditStore
+from signalgate.datastorage.postgres import _FIND_SQL, _HEADS_SQL, PostgresAuditStore
 from signalgate.datastorage.sqlite import SqliteAuditStore
 
 
@@ -62,6 +64,50 @@ async def test_partitions_cover_last_month_to_three_ahead(postgres_dsn: str) -> 
         month += 1
     assert set(months) <= names
     assert "audit_events_default" in names
+
+
+def _scanned(plan: dict[str, object], found: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """(node type, relation) of every node of an EXPLAIN (FORMAT JSON) plan that reads one."""
+    if "Relation Name" in plan:
+        found.add((str(plan["Node Type"]), str(plan["Relation Name"])))
+    for child in plan.get("Plans", []):  # type: ignore[attr-defined]
+        _scanned(child, found)
+    return found
+
+
+async def test_write_lookups_probe_indexes_before_the_tables_are_analysed(
+    postgres_dsn: str,
+) -> None:
+    """A batch's look-ups (events already stored, chain heads) must not read whole tables:
+    on a table no ANALYZE has seen yet, `= ANY(array)` was planned as a scan of every row,
+    so each write cost more as the month's partition grew."""
+    store = PostgresAuditStore(postgres_dsn, auto_migrate=True)
+    await store.open()
+    now = datetime.now(UTC)
+    partition = f"audit_events_{now:%Y_%m}"
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        for table in (partition, "audit_chain_heads"):  # so no ANALYZE runs meanwhile
+            await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+        for batch in range(30):
+            bodies = [event_body(f"rr-{batch}-{n % 50}") for n in range(100)]
+            await store.write([validate_event(body, now) for body in bodies])
+        plans = {
+            "events": await conn.fetchval(
+                f"EXPLAIN (FORMAT JSON) {_FIND_SQL}", [uuid.uuid4() for _ in range(100)]
+            ),
+            "heads": await conn.fetchval(
+                f"EXPLAIN (FORMAT JSON) {_HEADS_SQL}", [f"rr-new-{n}" for n in range(50)]
+            ),
+        }
+    finally:
+        await conn.close()
+        await store.close()
+    for what, text in plans.items():
+        scanned = _scanned(json.loads(text)[0]["Plan"], set())
+        whole = {relation for node, relation in scanned if node == "Seq Scan"}
+        assert partition not in whole and "audit_chain_heads" not in whole, (what, scanned)
+        assert scanned, what
 
 
 async def test_trigger_refuses_updates_and_tampering_is_found(postgres_dsn: str) -> None:
@@ -139,7 +185,7 @@ def test_serve_refuses_a_schema_that_is_behind_then_migrate_fixes_it(
     assert "signalgate-datastorage migrate" in lines[0]
     migrated = cli("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert "applied migrations: [1, 2]" in migrated.stdout
+    assert "applied migrations: [1, 2, 3]" in migrated.stdout
     assert cli("migrate", env=env).stdout.strip() == "schema is up to date"
     maintained = cli("maintain", env=env)
     assert maintained.returncode == 0
