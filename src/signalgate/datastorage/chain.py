@@ -71,15 +71,16 @@ def canonical(fields: Mapping[str, Any]) -> bytes:
     return canonical_json(kept)
 
 
-def canonical_json(value: Any) -> bytes:
+def canonical_json(value: Any, *, holds_float: bool | None = None) -> bytes:
     """Sorted keys, no whitespace, non-ASCII kept, UTF-8: also how `event_data` is stored.
 
     The form is the standard library's (`json.dumps(sort_keys=True, separators=(",", ":"),
     ensure_ascii=False)`), which every stored hash was computed with. orjson writes the same
     bytes for everything but some floats (`1e-05` is `0.00001` there), ten times faster, so
     it serialises every value that holds no float; one that does takes the standard path.
+    `holds_float`: whether it does, when the caller already walked the value to know.
     """
-    if _holds_float(value):
+    if _holds_float(value) if holds_float is None else holds_float:
         return dumps_canonical(value).encode("utf-8")
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 

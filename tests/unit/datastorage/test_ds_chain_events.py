@@ -222,6 +222,63 @@ def test_canonical_json_takes_the_standard_form_for_floats_orjson_writes_otherwi
     assert canonical_json({"a": [{"b": 1e-05}]}) == b'{"a":[{"b":1e-05}]}'
 
 
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, [*value.values(), None]))
+    if isinstance(value, list):
+        return 1 + max(map(_depth, [*value, None]))
+    return 0
+
+
+@given(st.dictionaries(st.text(st.characters(exclude_categories=["Cs"])), JSON_VALUES))
+def test_event_data_is_checked_stored_and_hashed_in_the_standard_form(data: object) -> None:
+    # event_data is walked and serialised once during validation; what is stored and what is
+    # hashed must still be json.dumps' bytes, and the walk must refuse what it did before
+    reference = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if "\\u0000" in json.dumps(data) or _depth(data) > 10:
+        with pytest.raises(InvalidEvents) as caught:
+            validate_event(body(event_data=data), NOW)
+        assert set(caught.value.field_errors) == {"event_data"}
+        return
+    event = validate_event(body(event_data=data), NOW)
+    assert event.event_data_json == reference
+    whole = json.dumps(
+        dict(event.fields), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    assert event.canonical == whole.encode()
+
+
+def test_event_data_refuses_integers_beyond_64_bits_even_beside_a_float() -> None:
+    for data in ({"n": 2**64}, {"n": -(2**63) - 1}, {"f": 0.5, "n": [2**64]}):
+        with pytest.raises(InvalidEvents) as caught:
+            validate_event(body(event_data=data), NOW)
+        assert "64 bits" in caught.value.field_errors["event_data"]
+    assert validate_event(body(event_data={"n": 2**64 - 1, "m": -(2**63)}), NOW)
+
+
+def test_ids_are_kept_in_the_canonical_uuid_form() -> None:
+    upper = "6F1C2F0E-1A2B-4C3D-8E9F-001122334455"
+    event = validate_event(body(event_id=upper, parent_event_id="{" + upper + "}"), NOW)
+    assert event.event_id == upper.lower()
+    assert event.parent_event_id == upper.lower()
+    with pytest.raises(InvalidEvents) as caught:
+        validate_event(body(event_id="6f1c2f0e-1a2b-4c3d-8e9f-00112233445"), NOW)
+    assert set(caught.value.field_errors) == {"event_id"}
+
+
+def test_a_nul_is_named_with_every_other_bad_field_and_refused_on_replay() -> None:
+    with pytest.raises(InvalidEvents) as caught:
+        validate_event(body(namespace="a\x00", severity="b\x00", event_outcome="maybe"), NOW)
+    assert caught.value.field_errors == {
+        "namespace": "must not contain NUL characters",
+        "severity": "must not contain NUL characters",
+        "event_outcome": "must be one of success, failure, pending",
+    }
+    fields = dict(validate_event(body(), NOW).fields)
+    with pytest.raises(ValueError, match="NUL"):
+        AuditEvent.from_fields({**fields, "actor_id": "x\x00"})
+
+
 class AppendingStore:
     """A chain whose writer appends one event between any two reads, as a busy Gateway's
     delivery does while someone verifies; `pause_after` reads it stops appending."""
