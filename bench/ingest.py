@@ -15,10 +15,12 @@ journal's group-committed fsync), so the cost of "durable before acknowledged" s
 
 Beside the Gateway, the naive ceiling (bench/ceiling.py: a bare ASGI app doing one
 PostgreSQL upsert per request, under uvicorn, on the same PostgreSQL) runs the same
-workloads, and each Gateway row prints its ratio to it. Every row also prints the server's
-CPU time per answered request (utime + stime from /proc, the process and its children,
-before/after the run), and PostgreSQL's and DataStorage's beside it ("pg us", "ds us"), and
-every workload's count is read back server-side (the Gateway's
+workloads, and each Gateway row prints its ratio to it; a journal row also prints its share
+of the same case with audit off ("/off"), and a SQLite or Kubernetes row its ratio to the
+same case on PostgreSQL ("/pg"): the goals are ratios within one run. Every row also
+prints the server's CPU time per answered request (utime + stime from /proc, the process
+and its children, before/after the run), and PostgreSQL's and DataStorage's beside it
+("pg us", "ds us"), and every workload's count is read back server-side (the Gateway's
 list API, or the API server) and compared with the answers wrk counted.
 
     python bench/ingest.py [--duration 4] [--connections 16,64]
@@ -393,26 +395,57 @@ def count_on_gateway(service: ServiceProcess, workload: str) -> int:
     return hot if workload == "duplicate" else others
 
 
+def counterpart(
+    row: Row, rows: list[Row], *, backend: str | None = None, audit: str | None = None
+) -> Row | None:
+    """The row measured like `row` (same connections and workload, and same workers unless
+    it is the ceiling, which runs one) but on `backend` or with `audit`: what a ratio
+    compares `row` with."""
+    backend = backend or row.backend
+    audit = audit or row.audit
+    for other in rows:
+        if (other.backend, other.audit, other.connections, other.workload) == (
+            backend,
+            audit,
+            row.connections,
+            row.workload,
+        ) and (other.workers == row.workers or backend == "ceiling"):
+            return other
+    return None
+
+
 def print_table(rows: list[Row], duration: int) -> None:
-    ceiling = {
-        (r.connections, r.workload): r.figures["rps"] for r in rows if r.backend == "ceiling"
-    }
+    """One line per case, with its ratios to the rows of the same run it is judged against:
+    the ceiling (`/ceiling`), the same case with audit off (`/off`, journal rows) and the
+    same case on PostgreSQL (`/pg`, the other backends)."""
     print(f"\nGateway ingest, wrk -t2, {duration}s per case, PostgreSQL with fsync on\n")
     print(
         f"{'backend':10} {'audit':8} {'workers':>7} {'conns':>5} {'workload':10}"
-        f" {'signals/s':>10} {'/ceiling':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/req':>10}"
-        f" {'pg us':>6} {'ds us':>6} {'non-2xx':>8}"
+        f" {'signals/s':>10} {'/ceiling':>8} {'/off':>5} {'/pg':>5} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'cpu us/req':>10} {'pg us':>6} {'ds us':>6} {'non-2xx':>8}"
     )
     for r in rows:
         f = r.figures
-        base = ceiling.get((r.connections, r.workload))
-        ratio = f"{f['rps'] / base:8.2f}" if base else f"{'-':>8}"
+        ceiling = counterpart(r, rows, backend="ceiling", audit="-")
+        off = counterpart(r, rows, audit="off") if r.audit not in ("off", "-") else None
+        pg = (
+            counterpart(r, rows, backend="postgres")
+            if r.backend not in ("postgres", "ceiling")
+            else None
+        )
         print(
             f"{r.backend:10} {r.audit:8} {r.workers:7d} {r.connections:5d} {r.workload:10}"
-            f" {f['rps']:10.0f} {ratio} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f}"
+            f" {f['rps']:10.0f} {_ratio(r, ceiling, 8)} {_ratio(r, off, 5)} {_ratio(r, pg, 5)}"
+            f" {f['p50_ms']:8.2f} {f['p99_ms']:8.2f}"
             f" {f['cpu_us']:10.0f} {f.get('pg_cpu_us', 0):6.0f} {f.get('ds_cpu_us', 0):6.0f}"
             f" {int(f['non_2xx']):8d}"
         )
+
+
+def _ratio(row: Row, base: Row | None, width: int) -> str:
+    if base is None or not base.figures["rps"]:
+        return f"{'-':>{width}}"
+    return f"{row.figures['rps'] / base.figures['rps']:{width}.2f}"
 
 
 def start_kube() -> KubeAPIServer:
