@@ -53,11 +53,10 @@ _LOCK_SQL = (
     "ORDER BY k OFFSET 0) AS keys"
 )
 # The two look-ups probe an index once per key (a LATERAL subquery per array element, kept
-# from being flattened into a join by its LIMIT or OFFSET 0), so
-# their plan does not hang on statistics: on a table autovacuum has not analysed yet (a new
-# database, the first days of a monthly partition) `= ANY(array)` was planned as a scan of
-# every row, and each batch's cost grew with the table (measured: 1.5 ms per batch of 100
-# at 10,000 rows).
+# from being flattened into a join by its LIMIT or OFFSET 0), so their plan does not hang on
+# statistics: on a table autovacuum has not analysed yet (a new database, the first days of
+# a monthly partition) `= ANY(array)` was planned as a scan of every row, and each batch's
+# cost grew with the table (measured: 1.5 ms per batch of 100 at 10,000 rows).
 _FIND_SQL = (
     "SELECT e.* FROM unnest($1::uuid[]) AS wanted(id) CROSS JOIN LATERAL "
     f"(SELECT {SELECT_LIST} FROM audit_events WHERE event_id = wanted.id OFFSET 0) AS e"
