@@ -290,11 +290,13 @@ def main() -> int:
         try:
             if not args.no_ceiling:
                 run_ceiling(postgres, connections, args.duration, workdir, rows, checks)
+            # audit off and journal back to back for each backend and worker count: the
+            # journal's /off ratio compares two cases measured a minute apart, not five
             cases = [
                 (b, a, int(w))
                 for b in args.backends.split(",")
-                for a in args.audit.split(",")
                 for w in args.workers.split(",")
+                for a in args.audit.split(",")
             ]
             for number, (backend, audit, workers) in enumerate(cases):
                 run_gateway_case(
@@ -305,6 +307,9 @@ def main() -> int:
             datastorage.stop()
             postgres.cleanup()
 
+    # printed grouped as before (backend, then audit), whatever order they ran in
+    backends, audits = ["ceiling", *args.backends.split(",")], ["-", *args.audit.split(",")]
+    rows.sort(key=lambda r: (backends.index(r.backend), audits.index(r.audit)))
     print_table(rows, args.duration)
     for line in checks:
         print(line)
