@@ -37,27 +37,37 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+def healthy_response() -> Response:
+    """`/healthz`'s answer for a live process."""
+    body = {"status": "healthy", "timestamp": now_rfc3339()}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def readiness_response(state: Readiness, path: str) -> Response:
+    """`/readyz`'s answer: 200 with each dependency's state, or a 503 problem saying why
+    (with `Retry-After`), the same from a service and from a workers' supervisor."""
+    if state.ready:
+        body = {"status": "ready", "timestamp": now_rfc3339(), "checks": state.checks}
+        return Response(orjson.dumps(body), media_type="application/json")
+    return problem_response(
+        503,
+        "service-unavailable",
+        state.reason,
+        path,
+        headers={"Retry-After": "5"},
+        extra={"status_text": "not ready", "checks": state.checks},
+    )
+
+
 def probe_routes(readiness: ReadinessProbe) -> list[Route]:
     """`/healthz` and `/readyz`: on the ops listener, and on DataStorage's API listener too,
     where Kubernaut's services probe it (no token, like the ops listener)."""
 
     async def healthz(request: Request) -> Response:
-        body = {"status": "healthy", "timestamp": now_rfc3339()}
-        return Response(orjson.dumps(body), media_type="application/json")
+        return healthy_response()
 
     async def readyz(request: Request) -> Response:
-        state = await readiness()
-        if state.ready:
-            body = {"status": "ready", "timestamp": now_rfc3339(), "checks": state.checks}
-            return Response(orjson.dumps(body), media_type="application/json")
-        return problem_response(
-            503,
-            "service-unavailable",
-            state.reason,
-            request.url.path,
-            headers={"Retry-After": "5"},
-            extra={"status_text": "not ready", "checks": state.checks},
-        )
+        return readiness_response(await readiness(), request.url.path)
 
     return [
         Route("/healthz", healthz, methods=["GET"]),

@@ -36,9 +36,9 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -49,7 +49,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from signalgate.common.config import split_listen
-from signalgate.common.ops import now_rfc3339
+from signalgate.common.ops import Readiness, healthy_response, readiness_response
 from signalgate.common.problems import problem_response
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,8 @@ class Supervisor:
             await asyncio.sleep(0.05)
         return False
 
-    async def readiness(self) -> tuple[bool, str, dict[str, object]]:
-        checks: dict[str, object] = {}
+    async def readiness(self) -> Readiness:
+        checks: dict[str, Any] = {}
         reason = ""
         for worker in self.workers:
             key = f"worker-{worker.index}"
@@ -186,31 +186,19 @@ class Supervisor:
             except (httpx.HTTPError, ValueError) as exc:
                 checks[key] = {"status": "unreachable"}
                 reason = reason or f"{key}: its ops socket does not answer ({exc})"
-        return not reason, reason, checks
+        return Readiness(not reason, reason, checks)
 
     def ops_app(self) -> Starlette:
         async def healthz(request: Request) -> Response:
             if all(w.running for w in self.workers):
-                body = {"status": "healthy", "timestamp": now_rfc3339()}
-                return Response(orjson.dumps(body), media_type="application/json")
+                return healthy_response()
             gone = [w.index for w in self.workers if not w.running]
             return problem_response(
                 503, "service-unavailable", f"workers {gone} are not running", request.url.path
             )
 
         async def readyz(request: Request) -> Response:
-            ready, reason, checks = await self.readiness()
-            if ready:
-                body = {"status": "ready", "timestamp": now_rfc3339(), "checks": checks}
-                return Response(orjson.dumps(body), media_type="application/json")
-            return problem_response(
-                503,
-                "service-unavailable",
-                reason,
-                request.url.path,
-                headers={"Retry-After": "5"},
-                extra={"status_text": "not ready", "checks": checks},
-            )
+            return readiness_response(await self.readiness(), request.url.path)
 
         async def metrics(request: Request) -> Response:
             texts = []

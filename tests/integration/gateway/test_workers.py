@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -108,3 +109,35 @@ def test_a_worker_that_dies_stops_the_service_with_an_error(tmp_path: Path) -> N
     finally:
         service.stop()
     assert "a worker exited on its own" in service.output()
+
+
+def test_readiness_is_every_workers_and_names_the_one_not_ready(
+    tmp_path: Path, private_postgres: PostgresServer
+) -> None:
+    env = {"SIGNALGATE_STORE__DSN": private_postgres.url, "SIGNALGATE_SERVER__WORKERS": "2"}
+    service = gateway_process(tmp_path, env=env).start()
+    readyz = f"{service.ops_url}/readyz"
+    try:
+        assert httpx.get(readyz, timeout=10).status_code == 200
+        private_postgres.stop()
+        deadline = time.monotonic() + 30
+        while (answer := httpx.get(readyz, timeout=10)).status_code == 200:
+            assert time.monotonic() < deadline, "still ready with the store down"
+            time.sleep(0.2)
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"] == "5"
+        problem = answer.json()
+        assert problem["type"] == "https://kubernaut.ai/problems/service-unavailable"
+        assert problem["detail"].startswith("worker-0: ")
+        assert set(problem["checks"]) == {"worker-0", "worker-1"}
+        assert problem["checks"]["worker-0"]["store"] == "unavailable"
+        # alive, only not ready: both workers still run
+        assert httpx.get(f"{service.ops_url}/healthz", timeout=10).status_code == 200
+
+        private_postgres.start()
+        deadline = time.monotonic() + 30
+        while httpx.get(readyz, timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "not ready again after the store came back"
+            time.sleep(0.2)
+    finally:
+        service.stop()
