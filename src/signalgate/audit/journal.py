@@ -56,6 +56,29 @@ _SEGMENT_RE = re.compile(r"^segment-(\d{16})\.jsonl$")
 RECENT_BYTES = 8 * 1024 * 1024
 
 
+def worker_journal(base: Path, index: int) -> Path:
+    """The journal directory of worker `index` of a service run as several processes
+    (`server.workers`): worker 0 keeps `base`, so going back to one process keeps its
+    backlog where it was; the others use `<base>-worker-<index>`."""
+    return base if index == 0 else base.with_name(f"{base.name}-worker-{index}")
+
+
+def stranded_journals(base: Path, workers: int) -> list[Path]:
+    """The journals of workers a run with more processes left behind: `<base>-worker-<i>`
+    for i ≥ `workers`. No process writes them any more, so the one owning `base` delivers
+    them (`JournalAuditSink`), then removes them."""
+    pattern = re.compile(re.escape(base.name) + r"-worker-(\d+)")
+    if not base.parent.is_dir():
+        return []
+    return sorted(
+        path
+        for path in base.parent.iterdir()
+        if (match := pattern.fullmatch(path.name))
+        and int(match.group(1)) >= workers
+        and path.is_dir()
+    )
+
+
 class JournalUnavailable(Exception):
     """The journal could not make events durable in time (disk error or slow disk)."""
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +42,17 @@ class JournalAuditSink:
         service: str = "gateway",
         transport: httpx.AsyncBaseTransport | None = None,
         legacy_spool: Path | None = None,
+        stranded: Sequence[Path] = (),
     ) -> None:
+        """`stranded`: journals no process writes any more (other workers', left by a run
+        with more of them), delivered beside this one's and then removed."""
         self._delivery = delivery
         self._audit = audit
         self._service = service
+        self._extension_types = extension_types
+        self._transport = transport
+        self._stranded = list(stranded)
+        self._stranded_tasks: list[asyncio.Task[None]] = []
         self.journal = Journal(
             journal_dir, audit.segment_bytes, legacy_spool, commit_timeout=audit.commit_timeout
         )
@@ -97,6 +106,39 @@ class JournalAuditSink:
     async def start(self) -> None:
         await self.journal.open()
         self._task = asyncio.create_task(self.relay.run(), name="audit-relay")
+        self._stranded_tasks = [
+            asyncio.create_task(self._deliver_stranded(path), name=f"audit-relay-{path.name}")
+            for path in self._stranded
+        ]
+
+    async def _deliver_stranded(self, directory: Path) -> None:
+        """Deliver a journal nothing writes any more, with its own relay (retrying with
+        backoff while DataStorage is away), then remove it. Stopped early, it stays for the
+        next start; a crash before the removal delivers its rest again (stored once)."""
+        journal = Journal(directory, self._audit.segment_bytes)
+        await journal.open()
+        relay = Relay(
+            journal,
+            self._delivery,
+            self._extension_types,
+            self._dropped,
+            self._service,
+            self._transport,
+        )
+        log.info(
+            "delivering the audit journal of a worker no longer running",
+            extra={"path": str(directory), "events": journal.backlog_events},
+        )
+        try:
+            backoff = self._delivery.backoff_initial
+            while not await relay.drain():
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._delivery.backoff_max)
+        finally:
+            await relay.close()
+            await journal.close()
+        await asyncio.to_thread(shutil.rmtree, directory)
+        log.info("delivered and removed a stranded audit journal", extra={"path": str(directory)})
 
     async def stop(self) -> None:
         """Write what is staged, try delivering the backlog for a while, then close.
@@ -104,11 +146,12 @@ class JournalAuditSink:
         Nothing is lost by stopping early: the journal is on disk and the next start
         delivers it.
         """
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in [*self._stranded_tasks, self._task]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task, self._stranded_tasks = None, []
         try:
             with contextlib.suppress(TimeoutError, JournalUnavailable):
                 async with asyncio.timeout(self._delivery.stop_flush_timeout):

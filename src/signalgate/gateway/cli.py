@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvloop
 
+from signalgate.audit.journal import worker_journal
 from signalgate.common.cli import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -62,11 +63,11 @@ def serve(settings: GatewaySettings, argv: list[str]) -> int:
 
 def supervise_workers(settings: GatewaySettings, argv: list[str]) -> int:
     """`server.workers` > 1: this process supervises that many Gateway processes. Each has
-    its own audit journal directory (the first keeps the configured one, so going back to
-    one worker delivers its backlog; the others use `<journal>-worker-<i>`)."""
+    its own audit journal directory (`worker_journal`); the first worker delivers those a
+    run with more workers left behind."""
     journal = settings.datastorage.spool_path or settings.data_dir / "audit-journal"
     per_worker = [
-        {"SIGNALGATE_DATASTORAGE__SPOOLPATH": str(journal if i == 0 else f"{journal}-worker-{i}")}
+        {"SIGNALGATE_DATASTORAGE__SPOOLPATH": str(worker_journal(journal, i))}
         for i in range(settings.server.workers)
     ]
     main = supervise(

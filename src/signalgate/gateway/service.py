@@ -83,18 +83,23 @@ def audit_sink_for(settings: GatewaySettings, registry: CollectorRegistry) -> Au
     if settings.datastorage.url is None:
         log.warning("datastorage.url is not set: audit events are only logged")
         return LoggingAuditSink()
+    from signalgate.audit.journal import stranded_journals
     from signalgate.audit.sink import JournalAuditSink
 
+    journal = settings.datastorage.spool_path or settings.data_dir / "audit-journal"
     return JournalAuditSink(
         settings.datastorage,
         settings.audit,
-        settings.datastorage.spool_path or settings.data_dir / "audit-journal",
+        journal,
         registry,
         # Kubernaut's DataStorage does not know these two: sent only where advertised
         extension_types=frozenset({ev.SIGNAL_RESOLVED, ev.SIGNAL_REJECTED}),
         service="gateway",
         # the spool file of versions before the journal, at its default place: taken over
         legacy_spool=settings.data_dir / "audit-spool",
+        # other workers' journals left by a run with more `server.workers` (found only by
+        # the process owning the configured journal: worker 0, or the only process)
+        stranded=stranded_journals(journal, settings.server.workers),
     )
 
 

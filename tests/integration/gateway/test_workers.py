@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from e2ecov.recipes import PostgresServer
+from e2ecov.recipes import PostgresServer, free_port
+from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_ADMIN_TOKEN
+from tests.integration.datastorage.dstools import WRITER_TOKEN, datastorage_process
 from tests.support.services import ADMIN_TOKEN, ServiceProcess, alert, gateway_process, webhook
 
 PROM = "/api/v1/signals/prometheus"
@@ -141,3 +143,59 @@ def test_readiness_is_every_workers_and_names_the_one_not_ready(
             time.sleep(0.2)
     finally:
         service.stop()
+
+
+def journaled_events(directory: Path) -> int:
+    """Lines in a journal's segments (all undelivered: DataStorage never answered)."""
+    return sum(path.read_bytes().count(b"\n") for path in directory.glob("segment-*.jsonl"))
+
+
+def stored_events(datastorage: ServiceProcess) -> int:
+    answer = httpx.get(
+        f"{datastorage.api_url}/api/v1/audit/events",
+        params={"event_category": "gateway", "limit": "1"},
+        headers={"Authorization": f"Bearer {DS_ADMIN_TOKEN}"},
+        timeout=10,
+    )
+    return int(answer.json()["pagination"]["total"])
+
+
+def test_a_journal_left_by_a_worker_is_delivered_when_fewer_workers_run(tmp_path: Path) -> None:
+    """Two workers journal signals while DataStorage is away; the Gateway comes back as one
+    process: the second worker's journal is delivered too, every event once, then removed."""
+    data_dir = tmp_path / "gw"
+    token_file = tmp_path / "ds.token"
+    token_file.write_text(WRITER_TOKEN)
+    delivery = {
+        "SIGNALGATE_DATASTORAGE__TOKENFILE": str(token_file),
+        "SIGNALGATE_DATASTORAGE__FLUSHINTERVAL": "200ms",
+    }
+    away = f"http://127.0.0.1:{free_port()}"
+    env = {**delivery, "SIGNALGATE_DATASTORAGE__URL": away, "SIGNALGATE_SERVER__WORKERS": "2"}
+    service = gateway_process(data_dir, env=env).start()
+    try:
+        for round_ in range(5):  # until both workers have taken signals
+            asyncio.run(send_identical(service, 100, f"stranded-{round_}"))
+            if len(received_by_worker(service)) == 2:
+                break
+    finally:
+        assert service.stop() == 0
+    second = data_dir / "audit-journal-worker-1"
+    expected = journaled_events(data_dir / "audit-journal") + journaled_events(second)
+    assert journaled_events(second) > 0
+
+    datastorage = datastorage_process(tmp_path / "ds").start()
+    one = gateway_process(
+        data_dir, env={**delivery, "SIGNALGATE_DATASTORAGE__URL": datastorage.api_url}
+    )
+    one.start()
+    try:
+        deadline = time.monotonic() + 60
+        while stored_events(datastorage) < expected or second.exists():
+            assert time.monotonic() < deadline, (stored_events(datastorage), expected)
+            time.sleep(0.3)
+        time.sleep(1)  # a second delivery of anything would show as a higher total
+        assert stored_events(datastorage) == expected
+    finally:
+        one.stop()
+        datastorage.stop()
