@@ -116,7 +116,16 @@ class JournalAuditSink:
         backoff while DataStorage is away), then remove it. Stopped early, it stays for the
         next start; a crash before the removal delivers its rest again (stored once)."""
         journal = Journal(directory, self._audit.segment_bytes)
-        await journal.open()
+        try:
+            await journal.open()
+        except OSError as exc:
+            log.error(
+                "cannot open a stranded audit journal; it stays for the next start",
+                extra={"path": str(directory), "error": str(exc)},
+            )
+            with contextlib.suppress(OSError):
+                await journal.close()  # its threads
+            return
         relay = Relay(
             journal,
             self._delivery,
@@ -137,7 +146,14 @@ class JournalAuditSink:
         finally:
             await relay.close()
             await journal.close()
-        await asyncio.to_thread(shutil.rmtree, directory)
+        try:
+            await asyncio.to_thread(shutil.rmtree, directory)
+        except OSError as exc:  # delivered all the same; a later start finds it empty
+            log.warning(
+                "a delivered audit journal could not be removed",
+                extra={"path": str(directory), "error": str(exc)},
+            )
+            return
         log.info("delivered and removed a stranded audit journal", extra={"path": str(directory)})
 
     async def stop(self) -> None:
