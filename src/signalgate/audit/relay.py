@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,7 +79,7 @@ class Relay:
 
     async def run(self) -> None:
         """Deliver forever (cancelled by the sink's `stop()`)."""
-        backoff = self._settings.backoff_initial
+        delays = self._backoff()
         piece: Slice | None = None
         while True:
             if piece is None:
@@ -89,10 +89,24 @@ class Relay:
             if await self._deliver(piece):
                 await self._journal.confirm(piece)
                 piece = None
-                backoff = self._settings.backoff_initial
+                delays = self._backoff()
                 continue
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self._settings.backoff_max)
+            await asyncio.sleep(next(delays))
+
+    async def deliver_all(self) -> None:
+        """Deliver until the journal is empty, retrying with backoff: for a journal nothing
+        appends to any more (a worker's, after `server.workers` went down)."""
+        for delay in self._backoff():
+            if await self.drain():
+                return
+            await asyncio.sleep(delay)
+
+    def _backoff(self) -> Iterator[float]:
+        """Waits between failed deliveries: `backoffInitial`, doubling up to `backoffMax`."""
+        delay = self._settings.backoff_initial
+        while True:
+            yield delay
+            delay = min(delay * 2, self._settings.backoff_max)
 
     async def drain(self) -> bool:
         """Deliver until the journal is empty or a delivery fails; True when empty."""

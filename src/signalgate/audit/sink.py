@@ -139,10 +139,7 @@ class JournalAuditSink:
             extra={"path": str(directory), "events": journal.backlog_events},
         )
         try:
-            backoff = self._delivery.backoff_initial
-            while not await relay.drain():
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._delivery.backoff_max)
+            await relay.deliver_all()
         finally:
             await relay.close()
             await journal.close()

@@ -65,7 +65,7 @@ def supervise_workers(settings: GatewaySettings, argv: list[str]) -> int:
     """`server.workers` > 1: this process supervises that many Gateway processes. Each has
     its own audit journal directory (`worker_journal`); the first worker delivers those a
     run with more workers left behind."""
-    journal = settings.datastorage.spool_path or settings.data_dir / "audit-journal"
+    journal = settings.audit_journal
     per_worker = [
         {"SIGNALGATE_DATASTORAGE__SPOOLPATH": str(worker_journal(journal, i))}
         for i in range(settings.server.workers)

@@ -86,7 +86,7 @@ def audit_sink_for(settings: GatewaySettings, registry: CollectorRegistry) -> Au
     from signalgate.audit.journal import stranded_journals
     from signalgate.audit.sink import JournalAuditSink
 
-    journal = settings.datastorage.spool_path or settings.data_dir / "audit-journal"
+    journal = settings.audit_journal
     return JournalAuditSink(
         settings.datastorage,
         settings.audit,

@@ -104,6 +104,11 @@ class GatewaySettings(Section):
         return self.store.dsn or f"sqlite:///{self.data_dir / 'gateway.db'}"
 
     @property
+    def audit_journal(self) -> Path:
+        """The audit journal's directory (`datastorage.spoolPath`, else under `dataDir`)."""
+        return self.datastorage.spool_path or self.data_dir / "audit-journal"
+
+    @property
     def scope_source(self) -> Literal["settings", "cluster"]:
         if self.scope.source is not None:
             return self.scope.source

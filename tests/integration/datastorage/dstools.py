@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.support.services import ServiceProcess, service_process
 
 WRITER_TOKEN = "ds-writer-token"
@@ -54,3 +56,14 @@ def datastorage_process(
 ) -> ServiceProcess:
     """`signalgate-datastorage serve` on free loopback ports with the test tokens."""
     return service_process("signalgate.datastorage.cli", data_dir, tokens or DS_TOKENS, env)
+
+
+def gateway_events_stored(datastorage: ServiceProcess, **params: str) -> int:
+    """How many Gateway audit events a running DataStorage holds (matching `params`)."""
+    answer = httpx.get(
+        f"{datastorage.api_url}/api/v1/audit/events",
+        params={"event_category": "gateway", "limit": "1", **params},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=10,
+    )
+    return int(answer.json()["pagination"]["total"])

@@ -18,8 +18,11 @@ import httpx
 import pytest
 
 from e2ecov.recipes import PostgresServer, free_port
-from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_ADMIN_TOKEN
-from tests.integration.datastorage.dstools import WRITER_TOKEN, datastorage_process
+from tests.integration.datastorage.dstools import (
+    WRITER_TOKEN,
+    datastorage_process,
+    gateway_events_stored,
+)
 from tests.support.services import ADMIN_TOKEN, ServiceProcess, alert, gateway_process, webhook
 
 PROM = "/api/v1/signals/prometheus"
@@ -150,16 +153,6 @@ def journaled_events(directory: Path) -> int:
     return sum(path.read_bytes().count(b"\n") for path in directory.glob("segment-*.jsonl"))
 
 
-def stored_events(datastorage: ServiceProcess) -> int:
-    answer = httpx.get(
-        f"{datastorage.api_url}/api/v1/audit/events",
-        params={"event_category": "gateway", "limit": "1"},
-        headers={"Authorization": f"Bearer {DS_ADMIN_TOKEN}"},
-        timeout=10,
-    )
-    return int(answer.json()["pagination"]["total"])
-
-
 def test_a_journal_left_by_a_worker_is_delivered_when_fewer_workers_run(tmp_path: Path) -> None:
     """Two workers journal signals while DataStorage is away; the Gateway comes back as one
     process: the second worker's journal is delivered too, every event once, then removed."""
@@ -191,11 +184,11 @@ def test_a_journal_left_by_a_worker_is_delivered_when_fewer_workers_run(tmp_path
     one.start()
     try:
         deadline = time.monotonic() + 60
-        while stored_events(datastorage) < expected or second.exists():
-            assert time.monotonic() < deadline, (stored_events(datastorage), expected)
+        while gateway_events_stored(datastorage) < expected or second.exists():
+            assert time.monotonic() < deadline, (gateway_events_stored(datastorage), expected)
             time.sleep(0.3)
         time.sleep(1)  # a second delivery of anything would show as a higher total
-        assert stored_events(datastorage) == expected
+        assert gateway_events_stored(datastorage) == expected
     finally:
         one.stop()
         datastorage.stop()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_TOKEN
-from tests.integration.datastorage.dstools import datastorage_process
+from tests.integration.datastorage.dstools import datastorage_process, gateway_events_stored
 from tests.support.services import ADMIN_TOKEN, ServiceProcess, alert, gateway_process, webhook
 
 pytestmark = pytest.mark.slow
@@ -44,21 +44,11 @@ def stack(tmp_path: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     datastorage.stop()
 
 
-def audit_total(datastorage: ServiceProcess, **params: str) -> int:
-    answer = httpx.get(
-        f"{datastorage.api_url}/api/v1/audit/events",
-        params={"event_category": "gateway", "limit": "1", **params},
-        headers={"Authorization": f"Bearer {DS_TOKEN}"},
-        timeout=10,
-    )
-    return int(answer.json()["pagination"]["total"])
-
-
 def wait_for_total(datastorage: ServiceProcess, expected: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     total = -1
     while time.monotonic() < deadline:
-        total = audit_total(datastorage)
+        total = gateway_events_stored(datastorage)
         if total >= expected:
             return total
         time.sleep(0.5)
@@ -106,8 +96,8 @@ def test_every_audit_event_arrives_exactly_once_after_an_outage(
     expected = 2 + PODS * 2 + PODS * (PER_POD - 1)
     assert wait_for_total(datastorage, expected, 90) == expected
     time.sleep(1.5)  # a late duplicate delivery would show up as a higher total
-    assert audit_total(datastorage) == expected
-    assert audit_total(datastorage, event_type="gateway.signal.deduplicated") == PODS * (
+    assert gateway_events_stored(datastorage) == expected
+    assert gateway_events_stored(datastorage, event_type="gateway.signal.deduplicated") == PODS * (
         PER_POD - 1
     )
 
@@ -212,6 +202,6 @@ def test_extension_events_reach_a_datastorage_that_lists_them(
         resolved = webhook(alert(pod="ext-1", status="resolved"), status="resolved")
         assert c.post("/api/v1/signals/prometheus", json=resolved).status_code == 202
     deadline = time.monotonic() + 15
-    while audit_total(datastorage, event_type="gateway.signal.resolved") < 1:
+    while gateway_events_stored(datastorage, event_type="gateway.signal.resolved") < 1:
         assert time.monotonic() < deadline, "the resolved event did not arrive"
         time.sleep(0.3)
