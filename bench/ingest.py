@@ -21,7 +21,9 @@ same case on PostgreSQL ("/pg"): the goals are ratios within one run. Every row 
 prints the server's CPU time per answered request (utime + stime from /proc, the process
 and its children, before/after the run), and PostgreSQL's and DataStorage's beside it
 ("pg us", "ds us"), and every workload's count is read back server-side (the Gateway's
-list API, or the API server) and compared with the answers wrk counted.
+list API, or the API server) and compared with the answers wrk counted. With the journal on,
+the audit trail is checked too (bench/audit_check.py): once the journal is delivered,
+DataStorage must hold exactly the events of the RRs counted, in whole hash chains.
 
     python bench/ingest.py [--duration 4] [--connections 16,64]
                            [--backends sqlite,postgres,kubernetes] [--audit off,journal]
@@ -48,6 +50,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.audit_check import (
+    CHAINS_SAMPLED,
+    Counted,
+    audit_verdict,
+    stored_events,
+    wait_delivered,
+)
 from bench.ceiling import count as ceiling_count
 from bench.lifecycle import stop_servers_on_sigterm
 from e2ecov.kubeapi import KubeAPIServer
@@ -352,6 +361,7 @@ def run_gateway_case(
     try:
         for workload in ("duplicate", "new"):
             acknowledged = 0
+            events_before = stored_events(datastorage) if audit == "journal" else {}
             for conns in connections:
                 warm = run_wrk(service.api_url, workload, WARM_UP, conns, workdir)
                 checkpoint(postgres)
@@ -369,17 +379,24 @@ def run_gateway_case(
                 else count_on_gateway(service, workload)
             )
             what = f"{backend}/audit-{audit}/workers-{workers}"
-            checks.append(verdict(what, workload, sum(connections), acknowledged, counted))
+            checks.append(verdict(what, workload, sum(connections), acknowledged, counted.total))
+            if audit == "journal":
+                undelivered = wait_delivered(service)
+                checks.append(
+                    audit_verdict(what, workload, datastorage, events_before, counted, undelivered)
+                )
     finally:
         service.stop()
         if kube is not None:
             kube.cleanup()
 
 
-def count_on_gateway(service: ServiceProcess, workload: str) -> int:
+def count_on_gateway(service: ServiceProcess, workload: str) -> Counted:
     """The hot RR's occurrence count, or the number of other RRs, read back from the
-    Gateway's own list API."""
+    Gateway's own list API (with the RRs whose audit chains are checked)."""
     hot, others = 0, 0
+    hot_chains: dict[str, int] = {}
+    new_chains: dict[str, int] = {}
     cursor = ""
     with service.client() as client:
         while True:
@@ -391,13 +408,19 @@ def count_on_gateway(service: ServiceProcess, workload: str) -> int:
             page = answer.json()
             for rr in page["items"]:
                 if rr["spec"]["targetResource"]["name"] == "hot-pod":
-                    hot += int(rr["status"]["deduplication"]["occurrenceCount"])
+                    occurrences = int(rr["status"]["deduplication"]["occurrenceCount"])
+                    hot += occurrences
+                    hot_chains[rr["metadata"]["name"]] = occurrences + 1  # + crd.created
                 else:
                     others += 1
+                    if len(new_chains) < CHAINS_SAMPLED:
+                        new_chains[rr["metadata"]["name"]] = 2  # received, crd.created
             cursor = page.get("nextCursor") or ""
             if not cursor:
                 break
-    return hot if workload == "duplicate" else others
+    if workload == "duplicate":
+        return Counted(hot, hot_chains)
+    return Counted(others, new_chains)
 
 
 def counterpart(
@@ -478,7 +501,7 @@ def start_kube() -> KubeAPIServer:
     return server
 
 
-def count_on_kube(server: KubeAPIServer, workload: str) -> int:
+def count_on_kube(server: KubeAPIServer, workload: str) -> Counted:
     """The same counts on the API server itself: the hot RR's occurrenceCount, or the number
     of other RRs."""
     status, listed = server.request(
@@ -488,8 +511,12 @@ def count_on_kube(server: KubeAPIServer, workload: str) -> int:
     items = listed["items"]
     if workload == "duplicate":
         (hot,) = [rr for rr in items if rr["spec"]["targetResource"]["name"] == "hot-pod"]
-        return int(hot["status"]["deduplication"]["occurrenceCount"])
-    return sum(1 for rr in items if rr["spec"]["targetResource"]["name"] != "hot-pod")
+        occurrences = int(hot["status"]["deduplication"]["occurrenceCount"])
+        return Counted(occurrences, {hot["metadata"]["name"]: occurrences + 1})
+    names = [
+        rr["metadata"]["name"] for rr in items if rr["spec"]["targetResource"]["name"] != "hot-pod"
+    ]
+    return Counted(len(names), dict.fromkeys(names[:CHAINS_SAMPLED], 2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,149 @@
+"""The ingest benchmark's check of the audit trail: what DataStorage holds after a case.
+
+A row with the journal on is only a result if the events it promised are really stored: a
+2xx from the Gateway means the signal's audit events are durable, and the relay must get
+every one of them to DataStorage, once. So after each workload of a journal case the
+benchmark waits until the Gateway's journal is empty (its `/readyz` shows nothing spooled or
+buffered), counts the Gateway's events DataStorage holds by type, and holds the increase to
+the RRs counted server-side:
+
+- one hot alert: `signal.received` + `signal.deduplicated` = the hot RR's occurrence count
+  (the first signal opened it, every other one was a duplicate), `crd.created` = 1;
+- a new resource per signal: `signal.received` = `crd.created` = the new RRs, no duplicates.
+
+Then it asks DataStorage to verify the hash chains of the hot RR and of a sample of the new
+RRs (`GET /api/v1/audit/verify-chain`): each must be valid and hold as many events as the RR
+has signals (plus its `crd.created`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_ADMIN_TOKEN
+from tests.support.services import ServiceProcess
+
+RECEIVED = "gateway.signal.received"
+CREATED = "gateway.crd.created"
+DEDUPLICATED = "gateway.signal.deduplicated"
+EVENT_TYPES = (RECEIVED, CREATED, DEDUPLICATED)
+CHAINS_SAMPLED = 20  # new RRs whose chain is verified per workload
+DELIVERY_TIMEOUT = 180.0  # seconds for a journal's backlog to reach DataStorage
+
+
+@dataclass
+class Counted:
+    """What the RR store holds after a workload: the figure checked against wrk's answers
+    (the hot RR's occurrences, or the number of new RRs), and the RRs whose audit chain is
+    checked, each with the number of events it must hold."""
+
+    total: int
+    chains: dict[str, int] = field(default_factory=dict)
+
+
+def stored_events(datastorage: ServiceProcess) -> dict[str, int]:
+    """The Gateway's events DataStorage holds, by type."""
+    with _client(datastorage) as client:
+        counts = {}
+        for event_type in EVENT_TYPES:
+            answer = client.get(
+                "/api/v1/audit/events",
+                params={"event_category": "gateway", "event_type": event_type, "limit": "1"},
+            )
+            answer.raise_for_status()
+            counts[event_type] = int(answer.json()["pagination"]["total"])
+        return counts
+
+
+def wait_delivered(gateway: ServiceProcess, timeout: float = DELIVERY_TIMEOUT) -> int:
+    """Wait until the Gateway's journal holds nothing undelivered (every worker's, as its
+    `/readyz` lists them); returns what is still there when `timeout` is up (0: delivered)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx.get(f"{gateway.ops_url}/readyz", timeout=10)
+        left = _undelivered(answer.json())
+        if left == 0 or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _undelivered(document: Any) -> int:
+    """The sum of every `spooled` and `buffered` figure anywhere in a `/readyz` document."""
+    if isinstance(document, dict):
+        own = sum(int(document.get(key) or 0) for key in ("spooled", "buffered"))
+        return own + sum(_undelivered(value) for value in document.values())
+    if isinstance(document, list):
+        return sum(_undelivered(value) for value in document)
+    return 0
+
+
+def audit_verdict(
+    what: str,
+    workload: str,
+    datastorage: ServiceProcess,
+    before: dict[str, int],
+    counted: Counted,
+    undelivered: int,
+) -> str:
+    """The check's line for the benchmark's output, ending in `ok` or `MISMATCH`."""
+    after = stored_events(datastorage)
+    added = {event_type: after[event_type] - before[event_type] for event_type in EVENT_TYPES}
+    if workload == "duplicate":
+        signals = added[RECEIVED] + added[DEDUPLICATED]
+        expected = {"signals": counted.total, "created": len(counted.chains)}
+        found = {"signals": signals, "created": added[CREATED]}
+        shown = (
+            f"{added[RECEIVED]} received + {added[DEDUPLICATED]} deduplicated for"
+            f" {counted.total} occurrences, {added[CREATED]} crd.created"
+        )
+    else:
+        expected = {"received": counted.total, "created": counted.total, "duplicates": 0}
+        found = {
+            "received": added[RECEIVED],
+            "created": added[CREATED],
+            "duplicates": added[DEDUPLICATED],
+        }
+        shown = (
+            f"{added[RECEIVED]} received, {added[CREATED]} crd.created,"
+            f" {added[DEDUPLICATED]} deduplicated for {counted.total} new RRs"
+        )
+    broken = verify_chains(datastorage, counted.chains)
+    ok = found == expected and not broken and undelivered == 0
+    notes = "".join(f"; {problem}" for problem in broken)
+    if undelivered:
+        notes += f"; {undelivered} events still in the journal after {DELIVERY_TIMEOUT:g}s"
+    return (
+        f"{what} {workload}: audit events in DataStorage: {shown};"
+        f" chains verified: {len(counted.chains)}{notes}: {'ok' if ok else 'MISMATCH'}"
+    )
+
+
+def verify_chains(datastorage: ServiceProcess, chains: dict[str, int]) -> list[str]:
+    """DataStorage's verification of each chain, held to its expected length; the
+    problems found (none: every chain is whole)."""
+    problems = []
+    with _client(datastorage) as client:
+        for name, events in chains.items():
+            answer = client.get(
+                "/api/v1/audit/verify-chain", params={"correlation_id": name}, timeout=300
+            )
+            answer.raise_for_status()
+            report = answer.json()
+            if not report["valid"] or report["events"] != events:
+                problems.append(
+                    f"chain {name}: {report['events']} events (expected {events}),"
+                    f" valid={report['valid']} {report.get('detail') or ''}".rstrip()
+                )
+    return problems
+
+
+def _client(datastorage: ServiceProcess) -> httpx.Client:
+    return httpx.Client(
+        base_url=datastorage.api_url,
+        headers={"Authorization": f"Bearer {DS_ADMIN_TOKEN}"},
+        timeout=30,
+    )
