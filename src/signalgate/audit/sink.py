@@ -53,6 +53,8 @@ class JournalAuditSink:
         self._transport = transport
         self._stranded = list(stranded)
         self._stranded_tasks: list[asyncio.Task[None]] = []
+        # the stranded journals not delivered yet, opened (a Journal) or not yet (None)
+        self._stranded_left: dict[Path, Journal | None] = {}
         self.journal = Journal(
             journal_dir, audit.segment_bytes, legacy_spool, commit_timeout=audit.commit_timeout
         )
@@ -106,6 +108,7 @@ class JournalAuditSink:
     async def start(self) -> None:
         await self.journal.open()
         self._task = asyncio.create_task(self.relay.run(), name="audit-relay")
+        self._stranded_left = dict.fromkeys(self._stranded)
         self._stranded_tasks = [
             asyncio.create_task(self._deliver_stranded(path), name=f"audit-relay-{path.name}")
             for path in self._stranded
@@ -126,6 +129,7 @@ class JournalAuditSink:
             with contextlib.suppress(OSError):
                 await journal.close()  # its threads
             return
+        self._stranded_left[directory] = journal
         relay = Relay(
             journal,
             self._delivery,
@@ -140,6 +144,7 @@ class JournalAuditSink:
         )
         try:
             await relay.deliver_all()
+            self._stranded_left.pop(directory, None)
         finally:
             await relay.close()
             await journal.close()
@@ -193,4 +198,20 @@ class JournalAuditSink:
             "onBacklogFull": self._audit.on_backlog_full,
             "delivered": self.relay.delivered,
             "last_error": self.relay.last_error,
+            **self._stranded_status(),
+        }
+
+    def _stranded_status(self) -> dict[str, Any]:
+        """Journals left by workers no longer running, while they are being delivered: how
+        many, and their events not yet confirmed (those of a journal not opened yet are
+        not known)."""
+        if not self._stranded_left:
+            return {}
+        opened = [journal for journal in self._stranded_left.values() if journal is not None]
+        return {
+            "stranded": {
+                "journals": len(self._stranded_left),
+                "spooled": sum(journal.backlog_events for journal in opened),
+                "journalBytes": sum(journal.backlog_bytes for journal in opened),
+            }
         }

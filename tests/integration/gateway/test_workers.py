@@ -153,9 +153,17 @@ def journaled_events(directory: Path) -> int:
     return sum(path.read_bytes().count(b"\n") for path in directory.glob("segment-*.jsonl"))
 
 
+def stranded_shown(service: ServiceProcess) -> object:
+    """What the Gateway's /readyz says of stranded journals (None: nothing)."""
+    return (
+        httpx.get(f"{service.ops_url}/readyz", timeout=10).json()["checks"]["audit"].get("stranded")
+    )
+
+
 def test_a_journal_left_by_a_worker_is_delivered_when_fewer_workers_run(tmp_path: Path) -> None:
     """Two workers journal signals while DataStorage is away; the Gateway comes back as one
-    process: the second worker's journal is delivered too, every event once, then removed."""
+    process: the second worker's journal is delivered too, every event once, then removed;
+    until then /readyz shows its backlog."""
     data_dir = tmp_path / "gw"
     token_file = tmp_path / "ds.token"
     token_file.write_text(WRITER_TOKEN)
@@ -177,18 +185,31 @@ def test_a_journal_left_by_a_worker_is_delivered_when_fewer_workers_run(tmp_path
     expected = journaled_events(data_dir / "audit-journal") + journaled_events(second)
     assert journaled_events(second) > 0
 
-    datastorage = datastorage_process(tmp_path / "ds").start()
+    datastorage = datastorage_process(tmp_path / "ds")  # its ports are taken; not started
     one = gateway_process(
         data_dir, env={**delivery, "SIGNALGATE_DATASTORAGE__URL": datastorage.api_url}
     )
     one.start()
     try:
+        # while DataStorage is away, /readyz shows the stranded journal and (once it is
+        # opened, in the background) its backlog
+        backlog = {
+            "journals": 1,
+            "spooled": journaled_events(second),
+            "journalBytes": sum(p.stat().st_size for p in second.glob("segment-*.jsonl")),
+        }
+        deadline = time.monotonic() + 10
+        while (shown := stranded_shown(one)) != backlog:
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.1)
+        datastorage.start()
         deadline = time.monotonic() + 60
         while gateway_events_stored(datastorage) < expected or second.exists():
             assert time.monotonic() < deadline, (gateway_events_stored(datastorage), expected)
             time.sleep(0.3)
         time.sleep(1)  # a second delivery of anything would show as a higher total
         assert gateway_events_stored(datastorage) == expected
+        assert stranded_shown(one) is None
     finally:
         one.stop()
         datastorage.stop()
