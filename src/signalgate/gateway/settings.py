@@ -48,7 +48,7 @@ class StoreSettings(Section):
     # None → sqlite:///<dataDir>/gateway.db
     dsn: str | None = None
     # PostgreSQL connections per Gateway process; more than the cores can serve only adds
-    # scheduling delay (see README, Performance)
+    # scheduling delay (see docs/performance.md)
     pool_size: int = Field(6, ge=1, le=200)
 
     @field_validator("dsn")
