@@ -298,6 +298,10 @@ class Journal:
                 segment, size = self._write(data)
             except OSError as exc:
                 loop.call_soon_threadsafe(self._group_failed, group, exc, len(entries))
+            except Exception as exc:  # a bug must fail this group, not end the writer thread
+                log.exception("audit journal: unexpected error writing a group")
+                failure = OSError(f"unexpected {type(exc).__name__}: {exc}")
+                loop.call_soon_threadsafe(self._group_failed, group, failure, len(entries))
             else:
                 loop.call_soon_threadsafe(
                     self._group_written, group, segment, size, len(data), entries

@@ -247,3 +247,34 @@ async def test_a_cancelled_waiter_leaves_the_others_of_its_group_waiting(
         released.set()
         monkeypatch.undo()
         await journal.close()
+
+
+async def test_an_unexpected_error_fails_its_group_and_the_writer_carries_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only disk errors are expected from a write; anything else (a bug, MemoryError) must
+    fail the requests of that group, not end the writer thread and with it every later
+    commit (each would wait out audit.commitTimeout, for ever)."""
+    journal = Journal(tmp_path, segment_bytes=1 << 20, commit_timeout=2.0)
+    await journal.open()
+    real = Journal._write
+    calls = 0
+
+    def failing_once(self: Journal, data: bytes) -> tuple[int, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("a bug")
+        return real(self, data)
+
+    monkeypatch.setattr(Journal, "_write", failing_once)
+    try:
+        journal.stage(event(1))
+        with pytest.raises(JournalUnavailable, match="ValueError: a bug"):
+            await journal.commit()
+        journal.stage(event(2))
+        await journal.commit()  # written: the writer thread is still there
+        piece = await journal.read(10)
+        assert [e.event()["n"] for e in piece.entries] == [2]
+    finally:
+        await journal.close()
