@@ -78,27 +78,37 @@ class Relay:
         await self._client.aclose()
 
     async def run(self) -> None:
-        """Deliver forever (cancelled by the sink's `stop()`)."""
+        """Deliver forever (cancelled by the sink's `stop()`). A failure of the journal's
+        own files (a read, or the cursor's write after a delivery) is retried with the same
+        backoff as a failed delivery: the events stay in the journal, and the relay must
+        outlive a disk that fails for a while."""
         delays = self._backoff()
         piece: Slice | None = None
         while True:
-            if piece is None:
-                piece = await self._next()
+            try:
                 if piece is None:
+                    piece = await self._next()
+                    if piece is None:
+                        continue
+                if await self._deliver(piece):
+                    await self._journal.confirm(piece)
+                    piece = None
+                    delays = self._backoff()
                     continue
-            if await self._deliver(piece):
-                await self._journal.confirm(piece)
-                piece = None
-                delays = self._backoff()
-                continue
+            except OSError as exc:
+                piece = None  # the cursor did not move: read (and sent) again, stored once
+                self._journal_failed(exc)
             await asyncio.sleep(next(delays))
 
     async def deliver_all(self) -> None:
         """Deliver until the journal is empty, retrying with backoff: for a journal nothing
         appends to any more (a worker's, after `server.workers` went down)."""
         for delay in self._backoff():
-            if await self.drain():
-                return
+            try:
+                if await self.drain():
+                    return
+            except OSError as exc:
+                self._journal_failed(exc)
             await asyncio.sleep(delay)
 
     def _backoff(self) -> Iterator[float]:
@@ -253,6 +263,13 @@ class Relay:
             token = await asyncio.to_thread(_read_token, self._settings.token_file)
             self._token = (now, token)
         return {"Authorization": f"Bearer {self._token[1]}"}
+
+    def _journal_failed(self, exc: OSError) -> None:
+        """The journal's own files failed (a read, or the cursor's write): retried later."""
+        log.error(
+            "audit journal unreadable or cursor not saved; will retry", extra={"error": str(exc)}
+        )
+        self.last_error = f"journal: {exc}"
 
     def _failed(self, error: str) -> bool:
         if self.reachable is not False or error != self.last_error:

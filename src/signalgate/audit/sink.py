@@ -171,7 +171,8 @@ class JournalAuditSink:
                     await task
         self._task, self._stranded_tasks = None, []
         try:
-            with contextlib.suppress(TimeoutError, JournalUnavailable):
+            # an OSError is the journal's own files failing: what is left stays for next time
+            with contextlib.suppress(TimeoutError, JournalUnavailable, OSError):
                 async with asyncio.timeout(self._delivery.stop_flush_timeout):
                     await self.journal.commit()
                 async with asyncio.timeout(self._delivery.stop_flush_timeout):

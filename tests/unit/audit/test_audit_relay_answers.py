@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry
 
+from signalgate.audit.journal import Journal, Slice
 from signalgate.audit.settings import AuditSettings, DeliverySettings
 from signalgate.audit.sink import JournalAuditSink
 
@@ -210,3 +212,39 @@ async def test_stop_keeps_the_undelivered_for_the_next_start(tmp_path: Path) -> 
     await again.stop()
     assert len(fake.stored) == 1
     uuid.UUID(fake.stored[0])  # emit gave it an id
+
+
+async def test_a_journal_file_error_is_retried_and_delivery_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cursor's write fails once after a delivery (a disk error): the relay keeps
+    running, sends that batch again (DataStorage stores an event id once) and delivers
+    everything after it; it used to stop for good, the journal filling behind it."""
+    fake = FakeDataStorage()
+    registry = CollectorRegistry()
+    sink = sink_for(fake, tmp_path, registry)
+    real = Journal.confirm
+    failures = 0
+
+    async def failing_once(self: Journal, piece: Slice) -> None:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise OSError(5, "Input/output error")
+        await real(self, piece)
+
+    monkeypatch.setattr(Journal, "confirm", failing_once)
+    await sink.start()
+    try:
+        first = [event() for _ in range(10)]
+        await emit_all(sink, first)
+        await settle(sink)
+        assert failures == 1
+        assert "Input/output error" in str(sink.status()["last_error"])
+        later = [event() for _ in range(25)]
+        await emit_all(sink, later)
+        await settle(sink)
+        assert set(fake.stored) == {e["event_id"] for e in first + later}
+        assert len(fake.stored) == 45  # the first batch twice: its cursor was not saved
+    finally:
+        await sink.stop()
