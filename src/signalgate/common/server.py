@@ -30,6 +30,13 @@ from signalgate.common.workers import WorkerRole
 
 log = logging.getLogger(__name__)
 
+# The collector's thresholds while serving (gen0 allocations, then gen1 and gen2 passes).
+# A young-generation pass stops the event loop, and every request in flight waits for it:
+# with gen0 at 20,000 each pass took 6-10 ms (several per second under load), which was
+# most of the duplicates' p99 at c=16 (7-8 ms). At 2,000 a pass takes 0.2-0.5 ms and the
+# same p99 is 2.6-3.5 ms, throughput unchanged (bench/ingest.py, A/B; docs/performance.md).
+GC_THRESHOLDS = (2_000, 10, 10)
+
 
 class State(enum.Enum):
     STARTING = "starting"
@@ -109,7 +116,7 @@ async def run_service(
     # objects made at start-up live for the whole run: keep them out of every GC pass
     gc.collect()
     gc.freeze()
-    gc.set_threshold(20_000, 50, 1000)
+    gc.set_threshold(*GC_THRESHOLDS)
     api = http_server(api_app, listen, grace, tls)
     ops = http_server(ops_app, ops_listen, grace, uds=None if role is None else role.ops_socket)
     sockets = None if role is None else [role.listen_socket()]
