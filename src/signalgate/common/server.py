@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
 from signalgate.common.config import ConfigError, split_listen
+from signalgate.common.loop_lag import LoopLagMonitor
 from signalgate.common.ops import ReadinessProbe, build_ops_app
 from signalgate.common.workers import WorkerRole
 
@@ -106,6 +107,7 @@ async def run_service(
     grace: float = 30.0,
     tls: Tls | None = None,
     role: WorkerRole | None = None,
+    lag: LoopLagMonitor | None = None,
 ) -> None:
     """Start `service`, serve both listeners until SIGTERM/SIGINT, then shut down in order.
     With `tls`, the API listener speaks HTTPS (the ops listener stays plain HTTP: kubelet
@@ -127,6 +129,8 @@ async def run_service(
 
     api_task = asyncio.create_task(api.serve(sockets), name="api-listener")
     ops_task = asyncio.create_task(ops.serve(), name="ops-listener")
+    if lag is not None:
+        lag.start()
     service.lifecycle.state = State.SERVING
     log.info("serving", extra={"api": listen, "ops": ops_listen})
     stop_wait = asyncio.create_task(stop_requested.wait())
@@ -145,6 +149,8 @@ async def run_service(
         with contextlib.suppress(Exception):
             await ops_task
         stop_wait.cancel()
+        if lag is not None:
+            await lag.stop()
         service.lifecycle.state = State.STOPPED
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -222,5 +228,6 @@ def serve(
         grace=server.shutdown_grace,
         tls=tls,
         role=WorkerRole.from_environ(),
+        lag=LoopLagMonitor(registry),
     )
     run_forever(main)

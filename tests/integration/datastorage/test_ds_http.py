@@ -241,6 +241,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path: object) -> None:
         metrics = httpx.get(f"{process.ops_url}/metrics").text
         assert "audit_dlq_depth 0.0" in metrics
         assert 'datastorage_audit_writes_total{outcome="stored"} 1.0' in metrics
+        assert "event_loop_lag_seconds_count " in metrics  # the loop is watched
     finally:
         code = process.stop()
     assert code == 0

@@ -1,7 +1,9 @@
-"""Label values come from closed sets: made-up severities and alert names cannot make an
-unbounded number of series."""
+"""The Gateway's metrics: label values come from closed sets (made-up severities and alert
+names cannot make an unbounded number of series), and the event loop's lag is measured."""
 
 from __future__ import annotations
+
+import time
 
 import httpx
 
@@ -38,3 +40,17 @@ def test_made_up_label_values_fold_into_other(gateway: ServiceProcess) -> None:
     assert {"critical", "other"} <= severities
     deduplicated = series(gateway, "gateway_signals_deduplicated_total")
     assert len(deduplicated) <= 201 and any('signal_name="other"' in s for s in deduplicated)
+
+
+def test_the_event_loop_lag_is_measured(gateway: ServiceProcess) -> None:
+    """A timer every 100 ms: within a few seconds the Gateway has observed its loop."""
+    deadline = time.monotonic() + 5
+    while True:
+        text = httpx.get(f"{gateway.ops_url}/metrics", timeout=10).text
+        (count,) = [
+            line for line in text.splitlines() if line.startswith("event_loop_lag_seconds_count")
+        ]
+        if float(count.split()[-1]) >= 3:
+            break
+        assert time.monotonic() < deadline, count
+        time.sleep(0.1)
