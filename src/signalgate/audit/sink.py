@@ -24,6 +24,7 @@ from signalgate.audit.journal import Journal, JournalUnavailable
 from signalgate.audit.relay import Relay
 from signalgate.audit.settings import AuditSettings, DeliverySettings
 from signalgate.common.ids import new_uuid
+from signalgate.common.tasks import cancel_and_wait
 
 log = logging.getLogger("signalgate.audit")
 
@@ -164,11 +165,7 @@ class JournalAuditSink:
         Nothing is lost by stopping early: the journal is on disk and the next start
         delivers it.
         """
-        for task in [*self._stranded_tasks, self._task]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(*self._stranded_tasks, self._task)
         self._task, self._stranded_tasks = None, []
         try:
             # an OSError is the journal's own files failing: what is left stays for next time

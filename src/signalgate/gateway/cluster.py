@@ -20,12 +20,12 @@ cached for `kubernetes.metadataTtl` (≤ 30 s), bounded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from signalgate.common.tasks import cancel_and_wait
 from signalgate.common.ttlcache import TTLCache
 from signalgate.gateway.kinds import BUILTIN_KINDS, KindInfo, StaticKindCatalog
 from signalgate.gateway.scope import Rejection
@@ -122,10 +122,7 @@ class ClusterView:
 
     async def close(self) -> None:
         task, self._refresher = self._refresher, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _refresh(self) -> None:
         while True:

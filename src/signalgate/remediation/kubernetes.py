@@ -27,7 +27,6 @@ else it refuses (RBAC, validation) is a bug or misconfiguration and propagates a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from signalgate.common.tasks import cancel_and_wait
 from signalgate.kube.client import (
     KubeAlreadyExists,
     KubeClient,
@@ -211,12 +211,7 @@ class KubernetesStore:
 
     async def close(self) -> None:
         watcher, self._watcher = self._watcher, None
-        tasks = [t for t in (watcher, *self._writers.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(watcher, *self._writers.values())
 
     async def ping(self) -> None:
         await self._call("GET", self._collection, params={"limit": "1"})

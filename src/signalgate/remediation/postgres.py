@@ -35,6 +35,7 @@ from signalgate.common.pgpool import FairGate
 from signalgate.common.sql.drivers import PG_UNAVAILABLE
 from signalgate.common.sql.dsn import redact
 from signalgate.common.sql.migrations import postgres_migrate
+from signalgate.common.tasks import cancel_and_wait
 from signalgate.remediation import rows
 from signalgate.remediation.model import MANUAL_REVIEW_OUTCOME, RemediationRequest, StatusPatch
 from signalgate.remediation.schema import SCHEMA
@@ -198,9 +199,7 @@ class _GrowthAnalyzer:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
 
 class PostgresRemediationStore:
