@@ -12,8 +12,8 @@ the RRs counted server-side:
 - a new resource per signal: `signal.received` = `crd.created` = the new RRs, no duplicates.
 
 Then it asks DataStorage to verify the hash chains of the hot RR and of a sample of the new
-RRs (`GET /api/v1/audit/verify-chain`): each must be valid and hold as many events as the RR
-has signals (plus its `crd.created`).
+RRs (`GET /api/v1/audit/verify-chain`): each must be valid and hold one event per occurrence
+of its RR plus its `crd.created`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_ADMIN_TOKEN
+from tests.integration.datastorage.dstools import gateway_events_stored
 from tests.support.services import ServiceProcess
 
 RECEIVED = "gateway.signal.received"
@@ -39,7 +40,7 @@ DELIVERY_TIMEOUT = 180.0  # seconds for a journal's backlog to reach DataStorage
 class Counted:
     """What the RR store holds after a workload: the figure checked against wrk's answers
     (the hot RR's occurrences, or the number of new RRs), and the RRs whose audit chain is
-    checked, each with the number of events it must hold."""
+    checked, each with its occurrence count."""
 
     total: int
     chains: dict[str, int] = field(default_factory=dict)
@@ -47,16 +48,7 @@ class Counted:
 
 def stored_events(datastorage: ServiceProcess) -> dict[str, int]:
     """The Gateway's events DataStorage holds, by type."""
-    with _client(datastorage) as client:
-        counts = {}
-        for event_type in EVENT_TYPES:
-            answer = client.get(
-                "/api/v1/audit/events",
-                params={"event_category": "gateway", "event_type": event_type, "limit": "1"},
-            )
-            answer.raise_for_status()
-            counts[event_type] = int(answer.json()["pagination"]["total"])
-        return counts
+    return {t: gateway_events_stored(datastorage, event_type=t) for t in EVENT_TYPES}
 
 
 def wait_delivered(gateway: ServiceProcess, timeout: float = DELIVERY_TIMEOUT) -> int:
@@ -123,11 +115,13 @@ def audit_verdict(
 
 
 def verify_chains(datastorage: ServiceProcess, chains: dict[str, int]) -> list[str]:
-    """DataStorage's verification of each chain, held to its expected length; the
-    problems found (none: every chain is whole)."""
+    """DataStorage's verification of each RR's chain, held to its expected length (a
+    received or deduplicated event per occurrence, and the crd.created); the problems found
+    (none: every chain is whole)."""
     problems = []
-    with _client(datastorage) as client:
-        for name, events in chains.items():
+    with datastorage.client(DS_ADMIN_TOKEN) as client:
+        for name, occurrences in chains.items():
+            events = occurrences + 1
             answer = client.get(
                 "/api/v1/audit/verify-chain", params={"correlation_id": name}, timeout=300
             )
@@ -139,11 +133,3 @@ def verify_chains(datastorage: ServiceProcess, chains: dict[str, int]) -> list[s
                     f" valid={report['valid']} {report.get('detail') or ''}".rstrip()
                 )
     return problems
-
-
-def _client(datastorage: ServiceProcess) -> httpx.Client:
-    return httpx.Client(
-        base_url=datastorage.api_url,
-        headers={"Authorization": f"Bearer {DS_ADMIN_TOKEN}"},
-        timeout=30,
-    )
