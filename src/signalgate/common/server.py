@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
 from signalgate.common.config import ConfigError, split_listen
+from signalgate.common.http_protocol import CoalescingHttpProtocol
 from signalgate.common.loop_lag import LoopLagMonitor
 from signalgate.common.ops import ReadinessProbe, build_ops_app
 from signalgate.common.workers import WorkerRole
@@ -88,6 +89,8 @@ def http_server(
         # nothing reads the client address; uvicorn's X-Forwarded-For rewriting would only
         # add one more layer to every request
         proxy_headers=False,
+        # each response in one socket write instead of two (headers, then body)
+        http=CoalescingHttpProtocol,
         lifespan="off",
         timeout_graceful_shutdown=int(grace),
         server_header=False,

@@ -1,0 +1,171 @@
+"""Each response leaves in one socket write; streaming, keep-alive and closing still work.
+
+The protocol tests drive uvicorn's real protocol class with a recording transport (what
+uvicorn hands its bytes to); the last test serves over a real socket with the services'
+own `http_server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.responses import PlainTextResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from signalgate.common.http_protocol import CoalescingHttpProtocol, CoalescingTransport
+from signalgate.common.server import http_server
+
+
+class RecordingTransport(asyncio.Transport):
+    """The socket transport's side: what was written, in which calls, and when it closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.writes_when_closed: int | None = None
+        self.aborted = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        if self.writes_when_closed is None:
+            self.writes_when_closed = len(self.writes)
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.close()
+
+    def is_closing(self) -> bool:
+        return self.writes_when_closed is not None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default
+        )
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def hello(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["path"] == "/stream":
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for part in (b"one,", b"two,", b"three"):
+                await asyncio.sleep(0.01)  # each chunk in a later step of the loop
+                yield part
+
+        await StreamingResponse(chunks(), media_type="text/plain")(scope, receive, send)
+        return
+    await PlainTextResponse("hello " + scope["path"])(scope, receive, send)
+
+
+def protocol_on(transport: RecordingTransport) -> CoalescingHttpProtocol:
+    config = Config(hello, log_config=None, access_log=False, lifespan="off")
+    protocol = CoalescingHttpProtocol(config, ServerState(), {}, _loop=asyncio.get_running_loop())
+    protocol.connection_made(transport)
+    return protocol
+
+
+async def settle() -> None:
+    for _ in range(20):  # the app's task, its sends, then the flush at the end of the step
+        await asyncio.sleep(0)
+
+
+async def test_status_line_headers_and_body_leave_in_one_write() -> None:
+    transport = RecordingTransport()
+    protocol = protocol_on(transport)
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert len(transport.writes) == 1  # uvicorn's own protocol writes twice
+    (response,) = transport.writes
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert response.endswith(b"\r\n\r\nhello /a")
+
+    protocol.data_received(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: the next one
+    await settle()
+    assert len(transport.writes) == 2
+    assert transport.writes[1].endswith(b"\r\n\r\nhello /b")
+    assert transport.writes_when_closed is None
+
+
+async def test_a_closing_connection_writes_its_answer_before_closing() -> None:
+    transport = RecordingTransport()
+    protocol = protocol_on(transport)
+    protocol.data_received(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    await settle()
+    # uvicorn closes right after writing the body, within the same step: held bytes go first
+    assert transport.writes_when_closed == 1
+    assert transport.writes[0].endswith(b"hello /c")
+
+
+async def test_a_streamed_response_arrives_whole_and_in_order() -> None:
+    transport = RecordingTransport()
+    protocol = protocol_on(transport)
+    protocol.data_received(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if b"".join(transport.writes).endswith(b"0\r\n\r\n"):
+            break
+    raw = b"".join(transport.writes)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head
+    assert body == b"4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n0\r\n\r\n"
+    assert len(transport.writes) > 1  # chunks made in later steps are not held back
+
+
+async def test_held_bytes_count_in_the_buffer_and_abort_drops_them() -> None:
+    transport = RecordingTransport()
+    coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+    coalescing.write(b"abc")
+    coalescing.write(memoryview(b"de"))
+    coalescing.write(b"")
+    assert transport.writes == []
+    assert coalescing.get_write_buffer_size() == 5
+    await asyncio.sleep(0)
+    assert transport.writes == [b"abcde"]
+    coalescing.write(b"never sent")
+    coalescing.abort()
+    await asyncio.sleep(0)
+    assert transport.aborted
+    assert transport.writes == [b"abcde"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_the_services_server_answers_over_a_real_socket() -> None:
+    port = free_port()
+    server = http_server(hello, f"127.0.0.1:{port}", grace=1)
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            first = await client.get("/one")
+            second = await client.get("/two")  # the same kept-alive connection
+            streamed = await client.get("/stream")
+        assert (first.status_code, first.text) == (200, "hello /one")
+        assert (second.status_code, second.text) == (200, "hello /two")
+        assert streamed.text == "one,two,three"
+    finally:
+        server.should_exit = True
+        await serving
