@@ -8,8 +8,11 @@ of a request's CPU on the Gateway's hot path (py-spy, docs/performance.md).
 `CoalescingTransport` sits between uvicorn and the socket transport: what is written during
 one step of the event loop is held and handed on in one write when the step ends
 (`loop.call_soon`), before the loop next waits for the network, so nothing is delayed by
-more than the rest of that step. Everything else (flow control, reading, closing) goes to
-the socket transport unchanged; closing or half-closing first writes what is held.
+more than the rest of that step. Past `FLUSH_AT` held bytes are written at once, so a body
+sent in many pieces without a pause neither piles up here nor escapes the socket transport's
+flow control (which pauses uvicorn's sends when its own buffer is full). Everything else
+(reading, closing) goes to the socket transport unchanged; closing or half-closing first
+writes what is held.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["CoalescingHttpProtocol", "CoalescingTransport"]
+__all__ = ["FLUSH_AT", "CoalescingHttpProtocol", "CoalescingTransport"]
+
+# a response's head and a small body are held for the end of the step; more goes at once
+FLUSH_AT = 64 * 1024
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -30,27 +36,35 @@ class CoalescingTransport(asyncio.Transport):
         self._transport = transport
         self._loop = loop
         self._held: list[bytes] = []
+        self._held_bytes = 0
 
     # -- writing ------------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
+        chunk = bytes(data)  # the same object when it is bytes already
         if not self._held:
             self._loop.call_soon(self.flush)
-        self._held.append(bytes(data))
+        self._held.append(chunk)
+        self._held_bytes += len(chunk)
+        if self._held_bytes >= FLUSH_AT:
+            self.flush()
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
             self.write(data)
 
     def flush(self) -> None:
-        """Hand what is held to the socket transport now (a no-op when nothing is)."""
+        """Hand what is held to the socket transport now (a no-op when nothing is). A
+        socket transport already closing (the peer went away since) takes nothing more."""
         if not self._held:
             return
         data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
         self._held.clear()
-        self._transport.write(data)
+        self._held_bytes = 0
+        if not self._transport.is_closing():
+            self._transport.write(data)
 
     def write_eof(self) -> None:
         self.flush()
@@ -60,7 +74,7 @@ class CoalescingTransport(asyncio.Transport):
         return self._transport.can_write_eof()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(map(len, self._held))
+        return self._transport.get_write_buffer_size() + self._held_bytes
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._transport.get_write_buffer_limits()
@@ -73,13 +87,12 @@ class CoalescingTransport(asyncio.Transport):
     def close(self) -> None:
         """Close after what is held is written (as the socket transport does with its own
         buffer)."""
-        if not self._transport.is_closing():
-            self.flush()
-        self._held.clear()
+        self.flush()
         self._transport.close()
 
     def abort(self) -> None:
         self._held.clear()
+        self._held_bytes = 0
         self._transport.abort()
 
     def is_closing(self) -> bool:

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from signalgate.common.http_protocol import CoalescingHttpProtocol, CoalescingTransport
+from signalgate.common.http_protocol import FLUSH_AT, CoalescingHttpProtocol, CoalescingTransport
 from signalgate.common.server import http_server
 
 
@@ -142,6 +142,29 @@ async def test_held_bytes_count_in_the_buffer_and_abort_drops_them() -> None:
     await asyncio.sleep(0)
     assert transport.aborted
     assert transport.writes == [b"abcde"]
+
+
+async def test_a_large_body_is_not_held_for_the_end_of_the_step() -> None:
+    transport = RecordingTransport()
+    coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+    coalescing.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    coalescing.write(b"x" * FLUSH_AT)  # the socket transport's flow control sees it now
+    assert len(transport.writes) == 1
+    assert len(transport.writes[0]) == FLUSH_AT + 19
+    assert coalescing.get_write_buffer_size() == 0
+    coalescing.write(b"tail")
+    await asyncio.sleep(0)
+    assert transport.writes[1:] == [b"tail"]
+
+
+async def test_nothing_is_written_to_a_connection_lost_meanwhile() -> None:
+    transport = RecordingTransport()
+    coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+    coalescing.write(b"HTTP/1.1 200 OK\r\n\r\nbody")
+    transport.close()  # the peer reset the connection before the end of the step
+    await asyncio.sleep(0)
+    assert transport.writes == []
+    assert coalescing.get_write_buffer_size() == 0
 
 
 def free_port() -> int:
