@@ -166,15 +166,9 @@ class CoalescingStore:
         try:
             return await waiting.done
         except asyncio.CancelledError:
-            decision = waiting.decision
-            if (
-                decision is not None
-                and not decision.done()
-                and all(w.done.cancelled() for w in waiting.sharing)
-            ):
-                decision.cancel()
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(asyncio.shield(decision), CANCEL_WAIT)
+            if waiting.decision is not None:
+                abandoned = all(w.done.cancelled() for w in waiting.sharing)
+                await _undo_if_abandoned(waiting.decision, abandoned)
             raise
 
     async def _drain(self, key: str) -> None:
@@ -275,11 +269,8 @@ class CoalescingStore:
         if batch is None:
             self._unsent.remove(member)
             return
-        task = batch.task
-        if task is not None and not task.done() and all(m.gave_up for m in batch.members):
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT)
+        if batch.task is not None:
+            await _undo_if_abandoned(batch.task, all(m.gave_up for m in batch.members))
 
     def _send_soon(self) -> None:
         self._send_scheduled = False
@@ -332,6 +323,16 @@ class CoalescingStore:
 
     async def update_status(self, name: str, patch: StatusPatch) -> RemediationRequest:
         return await self.inner.update_status(name, patch)
+
+
+async def _undo_if_abandoned(call: asyncio.Future[Any], abandoned: bool) -> None:
+    """When every caller of a store call still running gave up (`abandoned`), cancel it and
+    wait (up to `CANCEL_WAIT`) until it is undone, so the caller's 504 is not followed by
+    a count it was not given."""
+    if abandoned and not call.done():
+        call.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(call), CANCEL_WAIT)
 
 
 class _Abandoned(Exception):
