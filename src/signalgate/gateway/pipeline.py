@@ -29,7 +29,6 @@ from signalgate.gateway.signal import (
     truncate_utf8,
 )
 from signalgate.kube.client import KubeUnavailable
-from signalgate.remediation.coalesce import CoalescingStore
 from signalgate.remediation.model import (
     Deduplication,
     RemediationRequest,
@@ -38,7 +37,6 @@ from signalgate.remediation.model import (
 )
 from signalgate.remediation.store import (
     Decision,
-    FiringResult,
     RemediationStore,
     StoreUnavailable,
 )
@@ -80,15 +78,6 @@ class Pipeline:
         self._metrics = metrics
         self._namespace = controller_namespace
         self._clock = clock
-        # the coalescing (SQL) stores build a signal's candidate RR only when it can be new
-        self._record_firing = (
-            store.record_firing_of if isinstance(store, CoalescingStore) else self._record_eagerly
-        )
-
-    async def _record_eagerly(
-        self, fingerprint: str, build: Callable[[], RemediationRequest], now: datetime
-    ) -> FiringResult:
-        return await self._store.record_firing(build(), now)
 
     async def process(self, item: Signal | Ignored, deadline: float) -> Outcome:
         """Decide one item; `deadline` is the event loop time by which the store must answer.
@@ -171,7 +160,7 @@ class Pipeline:
 
     async def _fire(self, signal: Signal, fingerprint: str) -> Outcome:
         now = self._clock()
-        result = await self._record_firing(
+        result = await self._store.record_firing_of(
             fingerprint, lambda: self._candidate(signal, fingerprint, now), now
         )
         rr = result.rr

@@ -413,7 +413,12 @@ class KubernetesStore:
     # --- the store API --------------------------------------------------------------------
 
     async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
-        fingerprint = candidate.fingerprint
+        return await self.record_firing_of(candidate.fingerprint, lambda: candidate, now)
+
+    async def record_firing_of(
+        self, fingerprint: str, build: Callable[[], RemediationRequest], now: datetime
+    ) -> FiringResult:
+        candidate: RemediationRequest | None = None  # built once, and only to create an RR
         known = self._of_fingerprint(fingerprint)
         for _ in range(MAX_DECISION_ATTEMPTS):
             active = _newest(rr for rr in known if rr.active)
@@ -438,6 +443,7 @@ class KubernetesStore:
                 continue
             generation = self._generations.get(fingerprint, 0) + 1
             try:
+                candidate = candidate or build()
                 created = await self._create(candidate, generation, now)
             except KubeAlreadyExists:
                 known = await self._refresh(fingerprint)

@@ -29,6 +29,7 @@ from signalgate.remediation import rows
 from signalgate.remediation.model import RemediationRequest, StatusPatch, format_time, parse_time
 from signalgate.remediation.schema import SCHEMA
 from signalgate.remediation.store import (
+    CandidateFirst,
     Conflict,
     Decision,
     FiringResult,
@@ -96,7 +97,7 @@ def _decider(
     return decide
 
 
-class SqliteRemediationStore:
+class SqliteRemediationStore(CandidateFirst):
     """`RemediationStore` on one SQLite file (the embedded default)."""
 
     def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:

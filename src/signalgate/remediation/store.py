@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -97,6 +97,14 @@ class RemediationStore(Protocol):
         """
         ...
 
+    async def record_firing_of(
+        self, fingerprint: str, build: Callable[[], RemediationRequest], now: datetime
+    ) -> FiringResult:
+        """`record_firing` for the signal whose candidate `build` makes (its fingerprint is
+        `fingerprint`): built only when the store needs it, so a duplicate of an RR the
+        store knows active costs no candidate. What the Gateway's pipeline calls."""
+        ...
+
     async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
         """Set `signalResolvedAt = now` on the active RR for `fingerprint`, if there is one."""
         ...
@@ -133,3 +141,20 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if created_at.tzinfo is None or not name:
         raise InvalidCursor("cursor is not one this API returned")
     return created_at, name
+
+
+class _DecidesWithCandidate(Protocol):
+    async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult: ...
+
+
+class CandidateFirst:
+    """`record_firing_of` for a store that decides every signal with its candidate in hand
+    (the SQL stores; the coalescer in front of them is what skips building it)."""
+
+    async def record_firing_of(
+        self: _DecidesWithCandidate,
+        fingerprint: str,
+        build: Callable[[], RemediationRequest],
+        now: datetime,
+    ) -> FiringResult:
+        return await self.record_firing(build(), now)

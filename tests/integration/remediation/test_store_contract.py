@@ -75,6 +75,29 @@ async def test_first_signal_creates_the_candidate_as_is(store: RemediationStore)
     assert await store.get(result.rr.name) == stored
 
 
+async def test_a_lazily_built_candidate_is_built_for_a_new_rr_only(
+    store: RemediationStore,
+) -> None:
+    """`record_firing_of` (what the pipeline calls): the candidate is made when the signal
+    is new; a duplicate of the RR this store just created is counted without one."""
+    candidate = make_rr()
+    builds: list[RemediationRequest] = []
+
+    def build() -> RemediationRequest:
+        builds.append(candidate)
+        return candidate
+
+    first = await store.record_firing_of(candidate.fingerprint, build, T0)
+    assert first.decision is Decision.CREATED
+    assert len(builds) == 1
+    assert first.rr.to_json()["spec"] == candidate.to_json()["spec"]
+    second = await store.record_firing_of(candidate.fingerprint, build, later(1))
+    assert second.decision is Decision.DUPLICATE
+    assert second.rr.name == first.rr.name
+    assert second.rr.deduplication.occurrence_count == 2
+    assert len(builds) == 1
+
+
 async def test_duplicate_counts_moves_last_seen_and_clears_resolved(
     store: RemediationStore,
 ) -> None:
