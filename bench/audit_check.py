@@ -13,17 +13,21 @@ the RRs counted server-side:
 
 Then it asks DataStorage to verify the hash chains of the hot RR and of a sample of the new
 RRs (`GET /api/v1/audit/verify-chain`): each must be valid and hold one event per occurrence
-of its RR plus its `crd.created`.
+of its RR plus its `crd.created`. With the DataStorage stand-in (`--audit standin`,
+bench/ds_standin.py) the same counts are checked against what the stand-in took; it keeps
+no chains.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from bench.ds_standin import COUNTS_PATH
 from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_ADMIN_TOKEN
 from tests.integration.datastorage.dstools import gateway_events_stored
 from tests.support.services import ServiceProcess
@@ -44,6 +48,32 @@ class Counted:
 
     total: int
     chains: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditSink:
+    """Where a journal case's events went: what it holds by type, and the problems with
+    the given RRs' chains (None: it keeps no chains)."""
+
+    name: str
+    events: Callable[[], dict[str, int]]
+    broken_chains: Callable[[dict[str, int]], list[str]] | None
+
+
+def datastorage_sink(datastorage: ServiceProcess) -> AuditSink:
+    return AuditSink(
+        "DataStorage",
+        lambda: stored_events(datastorage),
+        lambda chains: verify_chains(datastorage, chains),
+    )
+
+
+def standin_sink(url: str) -> AuditSink:
+    def taken() -> dict[str, int]:
+        counts = httpx.get(url + COUNTS_PATH, timeout=10).json()
+        return {t: int(counts.get(t, 0)) for t in EVENT_TYPES}
+
+    return AuditSink("the stand-in", taken, None)
 
 
 def stored_events(datastorage: ServiceProcess) -> dict[str, int]:
@@ -76,13 +106,13 @@ def _undelivered(document: Any) -> int:
 def audit_verdict(
     what: str,
     workload: str,
-    datastorage: ServiceProcess,
+    sink: AuditSink,
     before: dict[str, int],
     counted: Counted,
     undelivered: int,
 ) -> str:
     """The check's line for the benchmark's output, ending in `ok` or `MISMATCH`."""
-    after = stored_events(datastorage)
+    after = sink.events()
     added = {event_type: after[event_type] - before[event_type] for event_type in EVENT_TYPES}
     if workload == "duplicate":
         signals = added[RECEIVED] + added[DEDUPLICATED]
@@ -103,14 +133,19 @@ def audit_verdict(
             f"{added[RECEIVED]} received, {added[CREATED]} crd.created,"
             f" {added[DEDUPLICATED]} deduplicated for {counted.total} new RRs"
         )
-    broken = verify_chains(datastorage, counted.chains)
+    broken = [] if sink.broken_chains is None else sink.broken_chains(counted.chains)
+    chains = (
+        "no chains kept"
+        if sink.broken_chains is None
+        else f"chains verified: {len(counted.chains)}"
+    )
     ok = found == expected and not broken and undelivered == 0
     notes = "".join(f"; {problem}" for problem in broken)
     if undelivered:
         notes += f"; {undelivered} events still in the journal after {DELIVERY_TIMEOUT:g}s"
     return (
-        f"{what} {workload}: audit events in DataStorage: {shown};"
-        f" chains verified: {len(counted.chains)}{notes}: {'ok' if ok else 'MISMATCH'}"
+        f"{what} {workload}: audit events in {sink.name}: {shown};"
+        f" {chains}{notes}: {'ok' if ok else 'MISMATCH'}"
     )
 
 

@@ -28,6 +28,10 @@ DataStorage must hold exactly the events of the RRs counted, in whole hash chain
     python bench/ingest.py [--duration 4] [--connections 16,64]
                            [--backends sqlite,postgres,kubernetes] [--audit off,journal]
                            [--workers 1,2] [--no-ceiling]
+
+`--audit standin` (beside `off` and `journal`) delivers the journal to a stand-in that takes
+every batch at once and only counts it (bench/ds_standin.py): what the audit trail costs the
+Gateway itself, without DataStorage's and its PostgreSQL's work on the same cores.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import tempfile
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +57,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.audit_check import (
     CHAINS_SAMPLED,
+    AuditSink,
     Counted,
     audit_verdict,
-    stored_events,
+    datastorage_sink,
+    standin_sink,
     wait_delivered,
 )
 from bench.ceiling import count as ceiling_count
@@ -173,16 +180,40 @@ def measured_wrk(
     return figures
 
 
-def wait_port(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def wait_port(
+    url: str, proc: subprocess.Popen[bytes], name: str = "the ceiling app", timeout: float = 20.0
+) -> None:
     host, port = url.removeprefix("http://").split(":")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the ceiling app exited with {proc.returncode}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 0.5):
             return
         time.sleep(0.05)
-    raise RuntimeError(f"the ceiling app does not listen on {url} after {timeout}s")
+    raise RuntimeError(f"{name} does not listen on {url} after {timeout}s")
+
+
+def uvicorn_app(app: str, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A bench app (`module:app`) under uvicorn: uvloop, httptools, one process, quiet."""
+    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port)]
+    command += ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+    command += ["--log-level", "warning"]
+    return subprocess.Popen(command, env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+@contextlib.contextmanager
+def standin() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The DataStorage stand-in (bench/ds_standin.py) for one case: its URL and process."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = uvicorn_app("bench.ds_standin:app", port)
+    try:
+        wait_port(url, proc, "the DataStorage stand-in")
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def run_ceiling(
@@ -199,11 +230,7 @@ def run_ceiling(
             dsn = postgres.create_database(f"ceiling_{workload}_{conns}")
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            command = [sys.executable, "-m", "uvicorn", "bench.ceiling:app", "--port", str(port)]
-            command += ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
-            command += ["--log-level", "warning"]
-            env = {**os.environ, "CEILING_DSN": dsn}
-            proc = subprocess.Popen(command, env=env, cwd=ROOT)
+            proc = uvicorn_app("bench.ceiling:app", port, {"CEILING_DSN": dsn})
             try:
                 wait_port(url, proc)
                 warm = run_wrk(url, workload, WARM_UP, conns, workdir)
@@ -271,7 +298,11 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=4, help="seconds per measured case")
     parser.add_argument("--connections", default="16,64", help="comma-separated wrk -c values")
     parser.add_argument("--backends", default="sqlite,postgres,kubernetes")
-    parser.add_argument("--audit", default="off,journal", help="off, journal or both")
+    parser.add_argument(
+        "--audit",
+        default="off,journal",
+        help="comma-separated: off, journal (DataStorage), standin (DataStorage stand-in)",
+    )
     parser.add_argument("--workers", default="1,2", help="comma-separated server.workers")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the naive ceiling app")
     args = parser.parse_args()
@@ -339,35 +370,50 @@ def run_gateway_case(
     rows: list[Row],
     checks: list[str],
 ) -> None:
-    kube = start_kube() if backend == "kubernetes" else None
-    env = {
-        "SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1000",
-        "SIGNALGATE_LOGGING__LEVEL": "warning",
-        "SIGNALGATE_SERVER__WORKERS": str(workers),
-    }
-    if backend == "postgres":
-        env["SIGNALGATE_STORE__DSN"] = postgres.create_database(f"gateway_{number}")
-    if audit == "journal":
-        env["SIGNALGATE_DATASTORAGE__URL"] = datastorage.api_url
-        env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(token_file)
-    data_dir = workdir / f"{backend}-{audit}-{workers}"
-    if kube is not None:
-        env["SIGNALGATE_SCOPE__SOURCE"] = "settings"
-        service = kube_gateway(kube, "bench", data_dir, auth="static", env=env)
-    else:
-        service = gateway_process(data_dir, env=env)
-    service.start()
-    assert service.proc is not None
-    try:
+    """One backend, audit setting and worker count: both workloads at every concurrency,
+    each checked server-side. `journal` delivers to the DataStorage process, `standin` to
+    the DataStorage stand-in (bench/ds_standin.py), `off` nowhere."""
+    with contextlib.ExitStack() as stack:
+        sink: AuditSink | None = None
+        sink_pid: int | None = None
+        env = {
+            "SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1000",
+            "SIGNALGATE_LOGGING__LEVEL": "warning",
+            "SIGNALGATE_SERVER__WORKERS": str(workers),
+        }
+        if audit == "journal":
+            sink = datastorage_sink(datastorage)
+            sink_pid = datastorage.proc.pid if datastorage.proc else None
+            env["SIGNALGATE_DATASTORAGE__URL"] = datastorage.api_url
+        elif audit == "standin":
+            url, proc = stack.enter_context(standin())
+            sink, sink_pid = standin_sink(url), proc.pid
+            env["SIGNALGATE_DATASTORAGE__URL"] = url
+        if sink is not None:
+            env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(token_file)
+        if backend == "postgres":
+            env["SIGNALGATE_STORE__DSN"] = postgres.create_database(f"gateway_{number}")
+        kube = start_kube() if backend == "kubernetes" else None
+        if kube is not None:
+            stack.callback(kube.cleanup)
+        data_dir = workdir / f"{backend}-{audit}-{workers}"
+        if kube is not None:
+            env["SIGNALGATE_SCOPE__SOURCE"] = "settings"
+            service = kube_gateway(kube, "bench", data_dir, auth="static", env=env)
+        else:
+            service = gateway_process(data_dir, env=env)
+        service.start()
+        stack.callback(service.stop)
+        assert service.proc is not None
         for workload in ("duplicate", "new"):
             acknowledged = 0
-            events_before = stored_events(datastorage) if audit == "journal" else {}
+            events_before = sink.events() if sink is not None else {}
             for conns in connections:
                 warm = run_wrk(service.api_url, workload, WARM_UP, conns, workdir)
                 checkpoint(postgres)
                 figures = measured_wrk(
                     service.proc.pid, service.api_url, workload, duration, conns, workdir,
-                    beside={"pg": postgres.pid, "ds": datastorage.proc and datastorage.proc.pid},
+                    beside={"pg": postgres.pid, "ds": sink_pid},
                 )  # fmt: skip
                 rows.append(Row(backend, audit, workers, conns, workload, figures))
                 acknowledged += ok_answers(warm) + ok_answers(figures)
@@ -380,15 +426,11 @@ def run_gateway_case(
             )
             what = f"{backend}/audit-{audit}/workers-{workers}"
             checks.append(verdict(what, workload, sum(connections), acknowledged, counted.total))
-            if audit == "journal":
+            if sink is not None:
                 undelivered = wait_delivered(service)
                 checks.append(
-                    audit_verdict(what, workload, datastorage, events_before, counted, undelivered)
+                    audit_verdict(what, workload, sink, events_before, counted, undelivered)
                 )
-    finally:
-        service.stop()
-        if kube is not None:
-            kube.cleanup()
 
 
 def count_on_gateway(service: ServiceProcess, workload: str) -> Counted:
