@@ -443,7 +443,8 @@ class KubernetesStore:
                 continue
             generation = self._generations.get(fingerprint, 0) + 1
             try:
-                candidate = candidate or build()
+                if candidate is None:
+                    candidate = build()
                 created = await self._create(candidate, generation, now)
             except KubeAlreadyExists:
                 known = await self._refresh(fingerprint)
