@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.common.sql.sqlite_thread import SqliteThread
+from signalgate.common.sql.sqlite_wal import use_wal
 from signalgate.datastorage.chain import canonical, format_timestamp
 from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, column_values, row_to_event
 from signalgate.datastorage.errors import StoreUnavailable
@@ -75,8 +76,7 @@ class SqliteAuditStore:
         return conn
 
     def _setup(self, conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        use_wal(conn, self._timeout)
         sqlite_migrate(conn, SCHEMA, self._thread.name)
 
     async def close(self) -> None:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.common.sql.sqlite_thread import SqliteThread
+from signalgate.common.sql.sqlite_wal import use_wal
 from signalgate.remediation import rows
 from signalgate.remediation.model import RemediationRequest, StatusPatch, format_time, parse_time
 from signalgate.remediation.schema import SCHEMA
@@ -135,8 +136,7 @@ class SqliteRemediationStore(CandidateFirst):
 
     def _setup(self, conn: sqlite3.Connection) -> None:
         try:
-            conn.execute("PRAGMA journal_mode = WAL").fetchall()
-            conn.execute("PRAGMA synchronous = NORMAL")
+            use_wal(conn, self.busy_timeout)
             sqlite_migrate(conn, SCHEMA, f"SQLite store {str(self.path)!r}")
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailable(f"SQLite store {str(self.path)!r}: cannot open: {exc}") from exc

@@ -1,7 +1,8 @@
 """What both SQL store families (the RR store, `signalgate.remediation`, and the audit store,
 `signalgate.datastorage`) share about running on SQLite and PostgreSQL: the versioned
-migration runner and schema-version check (`migrations`), and which driver errors mean "the
-database cannot serve now" as opposed to a bug in a query (`drivers`).
+migration runner and schema-version check (`migrations`), which driver errors mean "the
+database cannot serve now" as opposed to a bug in a query (`drivers`), and, for SQLite, the
+thread that owns a connection (`sqlite_thread`) and the journal mode (`sqlite_wal`).
 
 Each family keeps its own schema — one `.sql` file per version and backend — and its own
 error classes; this package decides only the mechanics, once.

@@ -1,0 +1,38 @@
+"""Both SQLite stores' journal mode: WAL, with `synchronous = NORMAL`.
+
+WAL lets readers run beside the one writer, and with `NORMAL` a commit is not fsync'd
+(WAL is synced at checkpoints): a process killed at any moment loses nothing committed, only
+a power loss can lose the last commits.
+
+Switching a file to WAL takes an exclusive lock. When several processes open a new file at
+the same moment (Gateway workers sharing one SQLite file, or replicas on one host), SQLite
+answers some of them "database is locked" at once instead of waiting out the busy timeout:
+two connections each holding a read lock and wanting the write lock would deadlock, so it
+refuses one without calling its busy handler. `use_wal` retries the switch, with a short
+growing pause, until the busy timeout has passed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+FIRST_PAUSE = 0.002  # seconds; doubled after each refusal
+LONGEST_PAUSE = 0.1
+
+
+def use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Put `conn`'s file in WAL mode (retrying a lock refusal for up to `busy_timeout`
+    seconds) and its commits at `synchronous = NORMAL`. Runs in the store's own thread."""
+    deadline = time.monotonic() + busy_timeout
+    pause = FIRST_PAUSE
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)  # the store's thread, never the event loop
+        pause = min(pause * 2, LONGEST_PAUSE)
+    conn.execute("PRAGMA synchronous = NORMAL")
