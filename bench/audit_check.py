@@ -28,14 +28,12 @@ from typing import Any
 import httpx
 
 from bench.ds_standin import COUNTS_PATH
+from signalgate.gateway.audit_events import CRD_CREATED, SIGNAL_DEDUPLICATED, SIGNAL_RECEIVED
 from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_ADMIN_TOKEN
 from tests.integration.datastorage.dstools import gateway_events_stored
 from tests.support.services import ServiceProcess
 
-RECEIVED = "gateway.signal.received"
-CREATED = "gateway.crd.created"
-DEDUPLICATED = "gateway.signal.deduplicated"
-EVENT_TYPES = (RECEIVED, CREATED, DEDUPLICATED)
+EVENT_TYPES = (SIGNAL_RECEIVED, CRD_CREATED, SIGNAL_DEDUPLICATED)
 CHAINS_SAMPLED = 20  # new RRs whose chain is verified per workload
 DELIVERY_TIMEOUT = 180.0  # seconds for a journal's backlog to reach DataStorage
 
@@ -115,23 +113,23 @@ def audit_verdict(
     after = sink.events()
     added = {event_type: after[event_type] - before[event_type] for event_type in EVENT_TYPES}
     if workload == "duplicate":
-        signals = added[RECEIVED] + added[DEDUPLICATED]
+        signals = added[SIGNAL_RECEIVED] + added[SIGNAL_DEDUPLICATED]
         expected = {"signals": counted.total, "created": len(counted.chains)}
-        found = {"signals": signals, "created": added[CREATED]}
+        found = {"signals": signals, "created": added[CRD_CREATED]}
         shown = (
-            f"{added[RECEIVED]} received + {added[DEDUPLICATED]} deduplicated for"
-            f" {counted.total} occurrences, {added[CREATED]} crd.created"
+            f"{added[SIGNAL_RECEIVED]} received + {added[SIGNAL_DEDUPLICATED]} deduplicated for"
+            f" {counted.total} occurrences, {added[CRD_CREATED]} crd.created"
         )
     else:
         expected = {"received": counted.total, "created": counted.total, "duplicates": 0}
         found = {
-            "received": added[RECEIVED],
-            "created": added[CREATED],
-            "duplicates": added[DEDUPLICATED],
+            "received": added[SIGNAL_RECEIVED],
+            "created": added[CRD_CREATED],
+            "duplicates": added[SIGNAL_DEDUPLICATED],
         }
         shown = (
-            f"{added[RECEIVED]} received, {added[CREATED]} crd.created,"
-            f" {added[DEDUPLICATED]} deduplicated for {counted.total} new RRs"
+            f"{added[SIGNAL_RECEIVED]} received, {added[CRD_CREATED]} crd.created,"
+            f" {added[SIGNAL_DEDUPLICATED]} deduplicated for {counted.total} new RRs"
         )
     broken = [] if sink.broken_chains is None else sink.broken_chains(counted.chains)
     chains = (

@@ -18,19 +18,20 @@ from typing import Any
 
 import orjson
 
+from signalgate.audit.relay import BATCH_PATH, CAPABILITIES_PATH
+from signalgate.gateway import audit_events as ev
+
 Scope = dict[str, Any]
 
-CAPABILITIES_PATH = "/api/v1/audit/capabilities"
-BATCH_PATH = "/api/v1/audit/events/batch"
 COUNTS_PATH = "/counts"  # the events taken so far, by type (for the benchmark's check)
 # what the relay asks for before it sends: every type the Gateway emits
 EVENT_TYPES = [
-    "gateway.crd.created",
-    "gateway.crd.failed",
-    "gateway.signal.deduplicated",
-    "gateway.signal.received",
-    "gateway.signal.rejected",
-    "gateway.signal.resolved",
+    ev.SIGNAL_RECEIVED,
+    ev.CRD_CREATED,
+    ev.SIGNAL_DEDUPLICATED,
+    ev.SIGNAL_RESOLVED,
+    ev.SIGNAL_REJECTED,
+    ev.CRD_FAILED,
 ]
 
 taken: Counter[str] = Counter()

@@ -394,10 +394,9 @@ def run_gateway_case(
         if backend == "postgres":
             env["SIGNALGATE_STORE__DSN"] = postgres.create_database(f"gateway_{number}")
         kube = start_kube() if backend == "kubernetes" else None
-        if kube is not None:
-            stack.callback(kube.cleanup)
         data_dir = workdir / f"{backend}-{audit}-{workers}"
         if kube is not None:
+            stack.callback(kube.cleanup)
             env["SIGNALGATE_SCOPE__SOURCE"] = "settings"
             service = kube_gateway(kube, "bench", data_dir, auth="static", env=env)
         else:

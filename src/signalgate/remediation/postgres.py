@@ -40,13 +40,13 @@ from signalgate.remediation import rows
 from signalgate.remediation.model import MANUAL_REVIEW_OUTCOME, RemediationRequest, StatusPatch
 from signalgate.remediation.schema import SCHEMA
 from signalgate.remediation.store import (
-    CandidateFirst,
     Conflict,
     Decision,
     FiringResult,
     ListQuery,
     NotFound,
     Page,
+    RemediationStore,
     StoreUnavailable,
     encode_cursor,
 )
@@ -203,7 +203,7 @@ class _GrowthAnalyzer:
             await cancel_and_wait(task)
 
 
-class PostgresRemediationStore(CandidateFirst):
+class PostgresRemediationStore(RemediationStore):
     """`RemediationStore` on PostgreSQL (many Gateway replicas share one database)."""
 
     def __init__(

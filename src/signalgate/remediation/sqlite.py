@@ -30,13 +30,13 @@ from signalgate.remediation import rows
 from signalgate.remediation.model import RemediationRequest, StatusPatch, format_time, parse_time
 from signalgate.remediation.schema import SCHEMA
 from signalgate.remediation.store import (
-    CandidateFirst,
     Conflict,
     Decision,
     FiringResult,
     ListQuery,
     NotFound,
     Page,
+    RemediationStore,
     StoreUnavailable,
     encode_cursor,
 )
@@ -98,7 +98,7 @@ def _decider(
     return decide
 
 
-class SqliteRemediationStore(CandidateFirst):
+class SqliteRemediationStore(RemediationStore):
     """`RemediationStore` on one SQLite file (the embedded default)."""
 
     def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:

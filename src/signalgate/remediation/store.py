@@ -102,8 +102,12 @@ class RemediationStore(Protocol):
     ) -> FiringResult:
         """`record_firing` for the signal whose candidate `build` makes (its fingerprint is
         `fingerprint`): built only when the store needs it, so a duplicate of an RR the
-        store knows active costs no candidate. What the Gateway's pipeline calls."""
-        ...
+        store knows active costs no candidate. What the Gateway's pipeline calls.
+
+        This default builds first: a store that decides every signal with its candidate in
+        hand (the SQL stores, behind the coalescer that skips the build) inherits it by
+        naming `RemediationStore` as its base."""
+        return await self.record_firing(build(), now)
 
     async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
         """Set `signalResolvedAt = now` on the active RR for `fingerprint`, if there is one."""
@@ -141,20 +145,3 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if created_at.tzinfo is None or not name:
         raise InvalidCursor("cursor is not one this API returned")
     return created_at, name
-
-
-class _DecidesWithCandidate(Protocol):
-    async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult: ...
-
-
-class CandidateFirst:
-    """`record_firing_of` for a store that decides every signal with its candidate in hand
-    (the SQL stores; the coalescer in front of them is what skips building it)."""
-
-    async def record_firing_of(
-        self: _DecidesWithCandidate,
-        fingerprint: str,
-        build: Callable[[], RemediationRequest],
-        now: datetime,
-    ) -> FiringResult:
-        return await self.record_firing(build(), now)

@@ -8,7 +8,6 @@ own `http_server`.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from e2ecov.recipes import free_port
 from signalgate.common.http_protocol import FLUSH_AT, CoalescingHttpProtocol, CoalescingTransport
 from signalgate.common.server import http_server
 
@@ -165,12 +165,6 @@ async def test_nothing_is_written_to_a_connection_lost_meanwhile() -> None:
     await asyncio.sleep(0)
     assert transport.writes == []
     assert coalescing.get_write_buffer_size() == 0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_the_services_server_answers_over_a_real_socket() -> None:

@@ -31,7 +31,8 @@ def use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
             conn.execute("PRAGMA journal_mode = WAL").fetchall()
             break
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # "database is locked"
+            if not busy or time.monotonic() + pause > deadline:
                 raise
         time.sleep(pause)  # the store's thread, never the event loop
         pause = min(pause * 2, LONGEST_PAUSE)
