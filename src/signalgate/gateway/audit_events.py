@@ -29,6 +29,9 @@ _ACTIONS = {
     CRD_FAILED: ("failed", "failure"),
 }
 
+# every event type the Gateway emits
+EVENT_TYPES = tuple(_ACTIONS)
+
 # new/duplicate is the pipeline's `Decision`, which chose the event type (created → received
 # + crd.created; duplicate → deduplicated), as Kubernaut sets it per event; a resolution has
 # no decision of its own and reports the RR as it stands (new while seen once).
