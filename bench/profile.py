@@ -1,7 +1,9 @@
 """Where the Gateway's CPU goes under load: py-spy samples a real Gateway driven by wrk.
 
-Starts one Gateway (SQLite or PostgreSQL with fsync on; audit off, or journal with a
-DataStorage process on SQLite), drives one workload with
+Starts one Gateway (SQLite or PostgreSQL with fsync on; audit off, journal with a
+DataStorage process on SQLite, or standin: the journal delivered to bench/ds_standin.py, so
+the Gateway's own audit work is sampled without DataStorage on the same cores), drives one
+workload with
 wrk (the same script as bench/ingest.py) while `py-spy record` samples the process, then
 prints the functions with the most samples, by self time (the frame on top of the stack) and
 by inclusive time (anywhere on the stack), and the CPU µs per request. The raw collapsed
@@ -22,11 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ingest import measured_wrk, run_wrk
+from bench.ingest import measured_wrk, run_wrk, standin
 from bench.lifecycle import stop_servers_on_sigterm
 from e2ecov.recipes import PostgresServer
 from tests.integration.datastorage.dstools import WRITER_TOKEN, datastorage_process
@@ -71,7 +74,10 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
-        "--audit", choices=("off", "journal"), default="off", help="journal: with DataStorage"
+        "--audit",
+        choices=("off", "journal", "standin"),
+        default="off",
+        help="journal: with DataStorage; standin: with the DataStorage stand-in",
     )
     parser.add_argument(
         "--gil",
@@ -91,7 +97,7 @@ def main() -> int:
             print(f"bench/profile.py needs {tool}: {hint}", file=sys.stderr)
             return 2
 
-    with tempfile.TemporaryDirectory(prefix="signalgate-profile-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="signalgate-profile-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         postgres = PostgresServer(durable=True).start() if args.backend == "postgres" else None
         env = {
@@ -105,6 +111,11 @@ def main() -> int:
             datastorage = datastorage_process(workdir / "datastorage").start()
             (workdir / "ds.token").write_text(WRITER_TOKEN)
             env["SIGNALGATE_DATASTORAGE__URL"] = datastorage.api_url
+            env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(workdir / "ds.token")
+        elif args.audit == "standin":
+            url, _ = stack.enter_context(standin())
+            (workdir / "ds.token").write_text(WRITER_TOKEN)
+            env["SIGNALGATE_DATASTORAGE__URL"] = url
             env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(workdir / "ds.token")
         service = gateway_process(workdir / "gateway", env=env).start()
         assert service.proc is not None
