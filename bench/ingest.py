@@ -27,7 +27,14 @@ DataStorage must hold exactly the events of the RRs counted, in whole hash chain
 
     python bench/ingest.py [--duration 4] [--connections 16,64]
                            [--backends sqlite,postgres,kubernetes] [--audit off,journal]
-                           [--workers 1,2] [--no-ceiling]
+                           [--workers 1,2] [--no-ceiling] [--rounds 1]
+
+`--rounds N` runs the whole set N times over, one round after another, and prints each
+figure's median over the rounds, each ratio as the median of its per-round ratios (a ratio
+always compares two cases of the same round, measured minutes apart, never rounds apart),
+and the range of signals/s ("min-max"). A shared 2-core machine's speed drifts by tens of
+per cent within an hour; a single round's ratio can move by as much, the median of three
+moves far less.
 
 `--audit standin` (beside `off` and `journal`) delivers the journal to a stand-in that takes
 every batch at once and only counts it (bench/ds_standin.py): what the audit trail costs the
@@ -43,6 +50,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -217,6 +225,7 @@ def standin() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 
 
 def run_ceiling(
+    round_: int,
     postgres: PostgresServer,
     connections: list[int],
     duration: int,
@@ -227,7 +236,7 @@ def run_ceiling(
     """The naive one-upsert-per-request app (bench/ceiling.py) under uvicorn, same workloads."""
     for workload in ("duplicate", "new"):
         for conns in connections:
-            dsn = postgres.create_database(f"ceiling_{workload}_{conns}")
+            dsn = postgres.create_database(f"ceiling_{round_}_{workload}_{conns}")
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             proc = uvicorn_app("bench.ceiling:app", port, {"CEILING_DSN": dsn})
@@ -289,6 +298,12 @@ class Row:
     connections: int
     workload: str
     figures: dict[str, float]
+    round: int = 0
+
+    @property
+    def case(self) -> tuple[str, str, int, int, str]:
+        """What the row measured, whichever round it was."""
+        return (self.backend, self.audit, self.workers, self.connections, self.workload)
 
 
 def main() -> int:
@@ -305,6 +320,9 @@ def main() -> int:
     )
     parser.add_argument("--workers", default="1,2", help="comma-separated server.workers")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the naive ceiling app")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run everything this many times; print medians"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench/ingest.py needs wrk: apt-get install wrk", file=sys.stderr)
@@ -328,8 +346,6 @@ def main() -> int:
         token_file = workdir / "ds.token"
         token_file.write_text(WRITER_TOKEN)
         try:
-            if not args.no_ceiling:
-                run_ceiling(postgres, connections, args.duration, workdir, rows, checks)
             # audit off and journal back to back for each backend and worker count: the
             # journal's /off ratio compares two cases measured a minute apart, not five
             cases = [
@@ -338,11 +354,22 @@ def main() -> int:
                 for w in args.workers.split(",")
                 for a in args.audit.split(",")
             ]
-            for number, (backend, audit, workers) in enumerate(cases):
-                run_gateway_case(
-                    backend, audit, workers, number, postgres, datastorage, token_file, connections,
-                    args.duration, workdir, rows, checks,
-                )  # fmt: skip
+            for round_ in range(args.rounds):
+                first, first_check = len(rows), len(checks)
+                if not args.no_ceiling:
+                    run_ceiling(round_, postgres, connections, args.duration, workdir, rows, checks)
+                for index, (backend, audit, workers) in enumerate(cases):
+                    run_gateway_case(
+                        backend, audit, workers, round_ * len(cases) + index, postgres,
+                        datastorage, token_file, connections, args.duration, workdir, rows,
+                        checks,
+                    )  # fmt: skip
+                for row in rows[first:]:
+                    row.round = round_
+                if args.rounds > 1:
+                    checks[first_check:] = [
+                        f"round {round_ + 1}: {c}" for c in checks[first_check:]
+                    ]
         finally:
             datastorage.stop()
             postgres.cleanup()
@@ -350,7 +377,7 @@ def main() -> int:
     # printed grouped as before (backend, then audit), whatever order they ran in
     backends, audits = ["ceiling", *args.backends.split(",")], ["-", *args.audit.split(",")]
     rows.sort(key=lambda r: (backends.index(r.backend), audits.index(r.audit)))
-    print_table(rows, args.duration)
+    print_table(rows, args.duration, args.rounds)
     for line in checks:
         print(line)
     return 0
@@ -394,7 +421,7 @@ def run_gateway_case(
         if backend == "postgres":
             env["SIGNALGATE_STORE__DSN"] = postgres.create_database(f"gateway_{number}")
         kube = start_kube() if backend == "kubernetes" else None
-        data_dir = workdir / f"{backend}-{audit}-{workers}"
+        data_dir = workdir / f"{number}-{backend}-{audit}-{workers}"
         if kube is not None:
             stack.callback(kube.cleanup)
             env["SIGNALGATE_SCOPE__SOURCE"] = "settings"
@@ -482,38 +509,96 @@ def counterpart(
     return None
 
 
-def print_table(rows: list[Row], duration: int) -> None:
+@dataclass
+class Summary:
+    """One case over every round: median figures, median ratios, the throughput's range."""
+
+    row: Row  # the case, with each figure's median over the rounds
+    ratios: dict[str, float | None]  # "/ceiling", "/off", "/pg": median of per-round ratios
+    low: float  # the lowest and highest signals/s of the rounds
+    high: float
+
+
+def summarize(rows: list[Row]) -> list[Summary]:
+    """The rows of every round folded into one line per case, in the order cases first ran.
+    A ratio is taken within each round (its two cases measured minutes apart), then the
+    median of those; with one round everything is that round's own figure."""
+    by_round: dict[int, list[Row]] = {}
+    by_case: dict[tuple[str, str, int, int, str], list[Row]] = {}
+    for row in rows:
+        by_round.setdefault(row.round, []).append(row)
+        by_case.setdefault(row.case, []).append(row)
+    summaries = []
+    for runs in by_case.values():
+        figures = {
+            key: statistics.median(r.figures.get(key, 0.0) for r in runs) for key in runs[0].figures
+        }
+        # a failed answer in any round shows: counted, not averaged away
+        figures["non_2xx"] = sum(r.figures["non_2xx"] for r in runs)
+        ratios: dict[str, float | None] = {}
+        for name, base in (
+            ("/ceiling", {"backend": "ceiling", "audit": "-"}),
+            ("/off", {"audit": "off"}),
+            ("/pg", {"backend": "postgres"}),
+        ):
+            values = [
+                ratio
+                for r in runs
+                if (ratio := _ratio_to(r, by_round[r.round], name, base)) is not None
+            ]
+            ratios[name] = statistics.median(values) if values else None
+        rps = [r.figures["rps"] for r in runs]
+        first = runs[0]
+        median_row = Row(
+            first.backend, first.audit, first.workers, first.connections, first.workload, figures
+        )
+        summaries.append(Summary(median_row, ratios, min(rps), max(rps)))
+    return summaries
+
+
+def _ratio_to(row: Row, same_round: list[Row], name: str, base: dict[str, str]) -> float | None:
+    """`row`'s signals/s over its counterpart's in the same round, for the ratios that apply
+    to it: `/ceiling` to every Gateway row, `/off` to audit rows, `/pg` to other backends."""
+    if name == "/ceiling" and row.backend == "ceiling":
+        return None
+    if name == "/off" and row.audit in ("off", "-"):
+        return None
+    if name == "/pg" and row.backend in ("postgres", "ceiling"):
+        return None
+    other = counterpart(row, same_round, **base)
+    if other is None or not other.figures["rps"]:
+        return None
+    return row.figures["rps"] / other.figures["rps"]
+
+
+def print_table(rows: list[Row], duration: int, rounds: int = 1) -> None:
     """One line per case, with its ratios to the rows of the same run it is judged against:
     the ceiling (`/ceiling`), the same case with audit off (`/off`, journal rows) and the
-    same case on PostgreSQL (`/pg`, the other backends)."""
-    print(f"\nGateway ingest, wrk -t2, {duration}s per case, PostgreSQL with fsync on\n")
+    same case on PostgreSQL (`/pg`, the other backends). Over several rounds: medians, and
+    the range of signals/s."""
+    medians = f", median of {rounds} rounds" if rounds > 1 else ""
+    print(f"\nGateway ingest, wrk -t2, {duration}s per case{medians}, PostgreSQL with fsync on\n")
+    spread = f" {'min-max':>11}" if rounds > 1 else ""
     print(
         f"{'backend':10} {'audit':8} {'workers':>7} {'conns':>5} {'workload':10}"
-        f" {'signals/s':>10} {'/ceiling':>8} {'/off':>5} {'/pg':>5} {'p50 ms':>8} {'p99 ms':>8}"
-        f" {'cpu us/req':>10} {'pg us':>6} {'ds us':>6} {'non-2xx':>8}"
+        f" {'signals/s':>10}{spread} {'/ceiling':>8} {'/off':>5} {'/pg':>5} {'p50 ms':>8}"
+        f" {'p99 ms':>8} {'cpu us/req':>10} {'pg us':>6} {'ds us':>6} {'non-2xx':>8}"
     )
-    for r in rows:
-        f = r.figures
-        ceiling = counterpart(r, rows, backend="ceiling", audit="-")
-        off = counterpart(r, rows, audit="off") if r.audit not in ("off", "-") else None
-        pg = (
-            counterpart(r, rows, backend="postgres")
-            if r.backend not in ("postgres", "ceiling")
-            else None
-        )
+    for summary in summarize(rows):
+        r, f = summary.row, summary.row.figures
+        spread = f" {summary.low:5.0f}-{summary.high:<5.0f}" if rounds > 1 else ""
         print(
             f"{r.backend:10} {r.audit:8} {r.workers:7d} {r.connections:5d} {r.workload:10}"
-            f" {f['rps']:10.0f} {_ratio(r, ceiling, 8)} {_ratio(r, off, 5)} {_ratio(r, pg, 5)}"
+            f" {f['rps']:10.0f}{spread} {_shown(summary.ratios['/ceiling'], 8)}"
+            f" {_shown(summary.ratios['/off'], 5)} {_shown(summary.ratios['/pg'], 5)}"
             f" {f['p50_ms']:8.2f} {f['p99_ms']:8.2f}"
             f" {f['cpu_us']:10.0f} {f.get('pg_cpu_us', 0):6.0f} {f.get('ds_cpu_us', 0):6.0f}"
             f" {int(f['non_2xx']):8d}"
         )
 
 
-def _ratio(row: Row, base: Row | None, width: int) -> str:
-    if base is None or not base.figures["rps"]:
-        return f"{'-':>{width}}"
-    return f"{row.figures['rps'] / base.figures['rps']:{width}.2f}"
+def _shown(ratio: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if ratio is None else f"{ratio:{width}.2f}"
 
 
 def start_kube() -> KubeAPIServer:
