@@ -1,4 +1,5 @@
-"""uvicorn's HTTP protocol, answering each response with one socket write.
+"""uvicorn's HTTP protocol, answering each response with one socket write, and closing a
+connection whose request head does not arrive in time.
 
 uvicorn writes a response's status line and headers, then its body, each with its own
 `transport.write` — two `send` system calls (and, with Nagle off, two TCP segments) for
@@ -13,16 +14,23 @@ sent in many pieces without a pause neither piles up here nor escapes the socket
 flow control (which pauses uvicorn's sends when its own buffer is full). Everything else
 (reading, closing) goes to the socket transport unchanged; closing or half-closing first
 writes what is held.
+
+uvicorn bounds only the idle time between requests on a kept-alive connection: a client that
+connects and sends nothing, or sends part of a request line and headers and then trickles
+the rest (slowloris), holds its connection and a file descriptor for as long as it likes.
+`ServiceHttpProtocol` closes such a connection once its request's head (request line and
+headers) has not arrived within `head_timeout` of connecting, or of that request's first
+byte. The body is the application's to bound (`server.bodyReadTimeout`, 408).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["FLUSH_AT", "CoalescingHttpProtocol", "CoalescingTransport"]
+__all__ = ["FLUSH_AT", "CoalescingTransport", "ServiceHttpProtocol", "service_http_protocol"]
 
 # a response's head and a small body are held for the end of the step; more goes at once
 FLUSH_AT = 64 * 1024
@@ -119,8 +127,47 @@ class CoalescingTransport(asyncio.Transport):
         return self._transport.get_protocol()
 
 
-class CoalescingHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a `CoalescingTransport` (uvicorn.Config's `http`)."""
+class ServiceHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol over a `CoalescingTransport`, with a deadline for each
+    request's head (uvicorn.Config's `http`; `service_http_protocol` sets the deadline)."""
+
+    head_timeout: ClassVar[float] = 10.0
+    _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
+        self._await_head()  # a client that connects and sends nothing is bounded too
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._await_head()  # a kept-alive connection's next request: from its first byte
+
+    def on_headers_complete(self) -> None:
+        self._head_arrived()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_arrived()
+        super().connection_lost(exc)
+
+    def _await_head(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_overdue)
+
+    def _head_arrived(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_overdue(self) -> None:
+        """No whole request head in time: the connection goes (there is no request to
+        answer yet, so no answer)."""
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def service_http_protocol(head_timeout: float) -> type[ServiceHttpProtocol]:
+    """`ServiceHttpProtocol` with its request-head deadline set (uvicorn makes one protocol
+    object per connection from the class it is given, so the setting travels on a class)."""
+    return type("ServiceHttpProtocol", (ServiceHttpProtocol,), {"head_timeout": head_timeout})

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
 from signalgate.common.config import ConfigError, split_listen
-from signalgate.common.http_protocol import CoalescingHttpProtocol
+from signalgate.common.http_protocol import service_http_protocol
 from signalgate.common.loop_lag import LoopLagMonitor
 from signalgate.common.ops import ReadinessProbe, build_ops_app
 from signalgate.common.workers import WorkerRole
@@ -75,9 +75,16 @@ class _Server(uvicorn.Server):
 
 
 def http_server(
-    app: ASGIApp, listen: str, grace: float, tls: Tls | None = None, uds: str | None = None
+    app: ASGIApp,
+    listen: str,
+    grace: float,
+    tls: Tls | None = None,
+    uds: str | None = None,
+    head_timeout: float = 10.0,
 ) -> _Server:
-    """A uvicorn server on `listen` (host:port), or on the Unix socket `uds` when given."""
+    """A uvicorn server on `listen` (host:port), or on the Unix socket `uds` when given. A
+    connection whose request head (request line and headers) has not arrived within
+    `head_timeout` of connecting, or of the request's first byte, is closed."""
     host, port = split_listen(listen)
     config = uvicorn.Config(
         app,
@@ -89,8 +96,9 @@ def http_server(
         # nothing reads the client address; uvicorn's X-Forwarded-For rewriting would only
         # add one more layer to every request
         proxy_headers=False,
-        # each response in one socket write instead of two (headers, then body)
-        http=CoalescingHttpProtocol,
+        # each response in one socket write instead of two (headers, then body), and a
+        # deadline for request heads (uvicorn has none)
+        http=service_http_protocol(head_timeout),
         lifespan="off",
         timeout_graceful_shutdown=int(grace),
         server_header=False,
@@ -111,6 +119,7 @@ async def run_service(
     tls: Tls | None = None,
     role: WorkerRole | None = None,
     lag: LoopLagMonitor | None = None,
+    head_timeout: float = 10.0,
 ) -> None:
     """Start `service`, serve both listeners until SIGTERM/SIGINT, then shut down in order.
     With `tls`, the API listener speaks HTTPS (the ops listener stays plain HTTP: kubelet
@@ -122,8 +131,9 @@ async def run_service(
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    api = http_server(api_app, listen, grace, tls)
-    ops = http_server(ops_app, ops_listen, grace, uds=None if role is None else role.ops_socket)
+    api = http_server(api_app, listen, grace, tls, head_timeout=head_timeout)
+    ops_socket = None if role is None else role.ops_socket
+    ops = http_server(ops_app, ops_listen, grace, uds=ops_socket, head_timeout=head_timeout)
     sockets = None if role is None else [role.listen_socket()]
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -211,6 +221,9 @@ class ListenerSettings(Protocol):
     @property
     def shutdown_grace(self) -> float: ...
 
+    @property
+    def header_read_timeout(self) -> float: ...
+
 
 def serve(
     service: Service,
@@ -232,5 +245,6 @@ def serve(
         tls=tls,
         role=WorkerRole.from_environ(),
         lag=LoopLagMonitor(registry),
+        head_timeout=server.header_read_timeout,
     )
     run_forever(main)

@@ -242,6 +242,7 @@ async def supervise(
     grace: float,
     per_worker_env: Sequence[Mapping[str, str]],
     startup_timeout: float = 120.0,
+    head_timeout: float = 10.0,
 ) -> int:
     """Run `workers` copies of `command` on one API socket until SIGTERM/SIGINT; the exit
     code is non-zero when a worker failed to start or exited on its own."""
@@ -249,7 +250,7 @@ async def supervise(
 
     listener = bind_listener(listen)
     supervisor = Supervisor(command, workers, listener.fileno(), os.environ)
-    ops = http_server(supervisor.ops_app(), ops_listen, grace)
+    ops = http_server(supervisor.ops_app(), ops_listen, grace, head_timeout=head_timeout)
     ops_task = asyncio.create_task(ops.serve(), name="ops-listener")
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()

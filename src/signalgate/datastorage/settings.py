@@ -28,6 +28,10 @@ class ServerSettings(Section):
     max_body_size: ByteSize = MAX_BODY_BYTES
     # a client must send its whole body within this (→ 408), as on the Gateway
     body_read_timeout: Duration = Field(10.0, gt=0)
+    # a connection whose request head (request line and headers) has not arrived within this
+    # of connecting, or of the request's first byte, is closed: a slow client cannot hold
+    # connections open without sending a request
+    header_read_timeout: Duration = Field(10.0, gt=0)
     shutdown_grace: Duration = 30.0
     # HTTPS on the API listener (PEM files, e.g. a mounted Secret); both or neither
     tls_cert_file: Path | None = None

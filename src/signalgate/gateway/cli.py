@@ -77,6 +77,7 @@ def supervise_workers(settings: GatewaySettings, argv: list[str]) -> int:
         settings.server.ops_listen,
         settings.server.shutdown_grace,
         per_worker,
+        head_timeout=settings.server.header_read_timeout,
     )
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)

@@ -31,6 +31,10 @@ class ServerSettings(Section):
     # a client must send its whole body within this (→ 408); it holds no concurrency slot
     # meanwhile
     body_read_timeout: Duration = Field(10.0, gt=0)
+    # a connection whose request head (request line and headers) has not arrived within this
+    # of connecting, or of the request's first byte, is closed: a slow client cannot hold
+    # connections open without sending a request
+    header_read_timeout: Duration = Field(10.0, gt=0)
     # the same key as DataStorage's (it was `maxBodyBytes`: still read, with a warning)
     max_body_size: ByteSize = Field(262_144, ge=1024)
     shutdown_grace: Duration = 30.0

@@ -248,7 +248,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path: object) -> None:
     assert '"msg":"stopped"' in process.output()
 
 
-def test_a_slow_body_gets_408(tmp_path: object) -> None:
+def test_a_slow_body_gets_408_and_an_unfinished_head_is_closed(tmp_path: object) -> None:
     import socket
     from pathlib import Path
 
@@ -257,10 +257,17 @@ def test_a_slow_body_gets_408(tmp_path: object) -> None:
     from tests.support.services import read_answer
 
     process = datastorage_process(
-        Path(str(tmp_path)) / "ds", env={"SIGNALGATE_SERVER__BODYREADTIMEOUT": "1s"}
+        Path(str(tmp_path)) / "ds",
+        env={
+            "SIGNALGATE_SERVER__BODYREADTIMEOUT": "1s",
+            "SIGNALGATE_SERVER__HEADERREADTIMEOUT": "1s",
+        },
     ).start()
     try:
         host, port = process.api_url.removeprefix("http://").split(":")
+        # a client that never finishes its request head is closed, unanswered (slowloris)
+        no_head = socket.create_connection((host, int(port)))
+        no_head.sendall(f"POST {EVENTS} HTTP/1.1\r\nHost: x\r\n".encode())
         stalled = socket.create_connection((host, int(port)))
         stalled.sendall(
             f"POST {EVENTS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITER_TOKEN}\r\n"
@@ -272,5 +279,8 @@ def test_a_slow_body_gets_408(tmp_path: object) -> None:
         assert "request-timeout" in answer and "did not arrive within 1s" in answer
         with process.client(WRITER_TOKEN) as client:  # the service goes on answering
             assert client.post(EVENTS, json=event_body("rr-slow")).status_code == 201
+        no_head.settimeout(10)
+        assert no_head.recv(1024) == b""
+        no_head.close()
     finally:
         process.stop()

@@ -363,6 +363,33 @@ def test_a_slow_body_holds_no_slot_and_gets_408(tmp_path) -> None:  # type: igno
         service.stop()
 
 
+def test_connections_without_a_request_head_are_closed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Slowloris: connections that send nothing, or a request head they never finish, are
+    closed after `server.headerReadTimeout`, on both listeners; a request meanwhile is
+    answered."""
+    from tests.support.services import gateway_process
+
+    service = gateway_process(tmp_path, env={"SIGNALGATE_SERVER__HEADERREADTIMEOUT": "1s"}).start()
+    try:
+        stalled = []
+        for url in (service.api_url, service.ops_url):
+            host, port = url.removeprefix("http://").split(":")
+            for sent in (b"", f"POST {PROM} HTTP/1.1\r\nHost: x\r\nContent-Ty".encode()):
+                connection = socket.create_connection((host, int(port)))
+                connection.sendall(sent)
+                stalled.append(connection)
+        started = time.monotonic()
+        with service.client() as c:
+            assert c.post(PROM, json=webhook(alert(pod="head-1"))).status_code == 201
+        for connection in stalled:
+            connection.settimeout(10)
+            assert connection.recv(1024) == b""  # closed by the server, nothing answered
+            connection.close()
+        assert 0.9 <= time.monotonic() - started < 5
+    finally:
+        service.stop()
+
+
 def test_ops_listener(gateway: ServiceProcess) -> None:
     health = httpx.get(f"{gateway.ops_url}/healthz")
     assert health.status_code == 200 and health.json()["status"] == "healthy"

@@ -1,24 +1,28 @@
-"""Each response leaves in one socket write; streaming, keep-alive and closing still work.
+"""Each response leaves in one socket write; streaming, keep-alive and closing still work;
+a connection whose request head does not arrive in time is closed.
 
 The protocol tests drive uvicorn's real protocol class with a recording transport (what
-uvicorn hands its bytes to); the last test serves over a real socket with the services'
+uvicorn hands its bytes to); the last tests serve over a real socket with the services'
 own `http_server`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from e2ecov.recipes import free_port
-from signalgate.common.http_protocol import FLUSH_AT, CoalescingHttpProtocol, CoalescingTransport
+from signalgate.common.http_protocol import FLUSH_AT, CoalescingTransport, ServiceHttpProtocol
 from signalgate.common.server import http_server
 
 
@@ -73,9 +77,9 @@ async def hello(scope: Scope, receive: Receive, send: Send) -> None:
     await PlainTextResponse("hello " + scope["path"])(scope, receive, send)
 
 
-def protocol_on(transport: RecordingTransport) -> CoalescingHttpProtocol:
+def protocol_on(transport: RecordingTransport) -> ServiceHttpProtocol:
     config = Config(hello, log_config=None, access_log=False, lifespan="off")
-    protocol = CoalescingHttpProtocol(config, ServerState(), {}, _loop=asyncio.get_running_loop())
+    protocol = ServiceHttpProtocol(config, ServerState(), {}, _loop=asyncio.get_running_loop())
     protocol.connection_made(transport)
     return protocol
 
@@ -167,22 +171,90 @@ async def test_nothing_is_written_to_a_connection_lost_meanwhile() -> None:
     assert coalescing.get_write_buffer_size() == 0
 
 
-async def test_the_services_server_answers_over_a_real_socket() -> None:
+@contextlib.asynccontextmanager
+async def serving(head_timeout: float = 10.0) -> AsyncIterator[int]:
+    """The services' own `http_server` with `hello` on a free port, until the block ends."""
     port = free_port()
-    server = http_server(hello, f"127.0.0.1:{port}", grace=1)
-    serving = asyncio.create_task(server.serve())
+    server = http_server(hello, f"127.0.0.1:{port}", grace=1, head_timeout=head_timeout)
+    task = asyncio.create_task(server.serve())
     try:
         for _ in range(200):
             if server.started:
                 break
             await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            first = await client.get("/one")
-            second = await client.get("/two")  # the same kept-alive connection
-            streamed = await client.get("/stream")
-        assert (first.status_code, first.text) == (200, "hello /one")
-        assert (second.status_code, second.text) == (200, "hello /two")
-        assert streamed.text == "one,two,three"
+        yield port
     finally:
         server.should_exit = True
-        await serving
+        await task
+
+
+async def test_the_services_server_answers_over_a_real_socket() -> None:
+    async with serving() as port, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        first = await client.get("/one")
+        second = await client.get("/two")  # the same kept-alive connection
+        streamed = await client.get("/stream")
+    assert (first.status_code, first.text) == (200, "hello /one")
+    assert (second.status_code, second.text) == (200, "hello /two")
+    assert streamed.text == "one,two,three"
+
+
+async def closed_after(reader: asyncio.StreamReader) -> float:
+    """Seconds until the server closes the connection (end of stream), reading what comes."""
+    started = time.monotonic()
+    async with asyncio.timeout(5):
+        while await reader.read(4096):
+            pass
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"POST /one HTTP/1.1\r\nHost: x\r\n", b"GET /one HTTP/1.1\r\nHost: x\r\nX-Slow: "],
+    ids=["nothing", "half a head", "a header cut short"],
+)
+async def test_a_connection_without_a_whole_request_head_is_closed(sent: bytes) -> None:
+    async with serving(head_timeout=0.3) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(sent)
+        await writer.drain()
+        waited = await closed_after(reader)
+        writer.close()
+    assert 0.25 <= waited < 2.0
+
+
+async def test_a_head_trickled_in_past_the_deadline_is_closed_not_answered() -> None:
+    """Slowloris: each piece arrives well within the deadline, the whole head does not."""
+    async with serving(head_timeout=0.5) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /one HTTP/1.1\r\n")
+        answer = b""
+        with contextlib.suppress(ConnectionError):
+            for piece in (b"Host: x\r\n", b"X-A: 1\r\n", b"X-B: 2\r\n", b"X-C: 3\r\n"):
+                await asyncio.sleep(0.2)
+                writer.write(piece)
+                await writer.drain()
+            writer.write(b"\r\n")
+            await writer.drain()
+            async with asyncio.timeout(5):
+                answer = await reader.read()
+        writer.close()
+    assert answer == b""
+
+
+async def test_a_request_in_time_is_answered_and_its_connection_kept() -> None:
+    """The deadline covers only the head: a head in time is answered, and the connection
+    serves a next request after a pause longer than the deadline (idle time between requests
+    is uvicorn's keep-alive bound, 5 s)."""
+    async with serving(head_timeout=0.3) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answers = []
+        for path in (b"/one", b"/two"):
+            writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            async with asyncio.timeout(5):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                answers.append(await reader.readexactly(length))
+            await asyncio.sleep(0.5)  # longer than the head deadline, shorter than keep-alive
+        writer.close()
+    assert answers == [b"hello /one", b"hello /two"]
