@@ -20,7 +20,10 @@ connects and sends nothing, or sends part of a request line and headers and then
 the rest (slowloris), holds its connection and a file descriptor for as long as it likes.
 `ServiceHttpProtocol` closes such a connection once its request's head (request line and
 headers) has not arrived within `head_timeout` of connecting, or of that request's first
-byte. The body is the application's to bound (`server.bodyReadTimeout`, 408).
+byte. Nor does httptools bound a head's size: a header line that never ends is held in
+memory as it grows, at whatever rate the client sends. A head still unfinished after
+`MAX_HEAD_BYTES` is answered 431 and the connection closed (after `LINGER`). The body is the
+application's to bound (`server.maxBodySize`, 413; `server.bodyReadTimeout`, 408).
 """
 
 from __future__ import annotations
@@ -28,12 +31,29 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["FLUSH_AT", "CoalescingTransport", "ServiceHttpProtocol", "service_http_protocol"]
+from signalgate.common.problems import PROBLEM_MEDIA_TYPE, problem_document
+
+__all__ = [
+    "FLUSH_AT",
+    "MAX_HEAD_BYTES",
+    "CoalescingTransport",
+    "ServiceHttpProtocol",
+    "service_http_protocol",
+]
 
 # a response's head and a small body are held for the end of the step; more goes at once
 FLUSH_AT = 64 * 1024
+# a request head (request line and headers) still unfinished past this many bytes is refused
+# (431): a webhook's or a controller's head is a few hundred bytes, a ServiceAccount token
+# 1 - 2 KiB. Checked per read, so a head may run one read (up to 256 KiB) past it.
+MAX_HEAD_BYTES = 64 * 1024
+# after refusing a head, what the client still sends is read and dropped this long before the
+# connection is closed: closing with unread bytes makes the kernel reset the connection, and
+# a client still sending could lose the answer (a "lingering close", as nginx and Go do)
+LINGER = 2.0
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -133,10 +153,27 @@ class ServiceHttpProtocol(HttpToolsProtocol):
 
     head_timeout: ClassVar[float] = 10.0
     _head_timer: asyncio.TimerHandle | None = None
+    _head_bytes = 0  # bytes read while the current head is unfinished
+    _head_done = False  # a head was completed during the read being parsed
+    _refused = False  # answered 431: what still arrives is dropped until the close
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
         self._await_head()  # a client that connects and sends nothing is bounded too
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._head_done = False
+        super().data_received(data)
+        if self._head_timer is None or self._head_done:
+            # no head pending, or one finished in this read (a next one may have begun in
+            # it: counted from the next read on)
+            self._head_bytes = 0
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            self._refuse_head()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -144,6 +181,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_arrived()
+        self._head_done = True
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -164,6 +202,26 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         answer yet, so no answer)."""
         self._head_timer = None
         if not self.transport.is_closing():
+            self.transport.close()
+
+    def _refuse_head(self) -> None:
+        """431 with a problem document, then a lingering close: the rest of the head is
+        dropped, not parsed."""
+        self._head_arrived()
+        self._refused = True
+        detail = f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"
+        path = self.url.split(b"?", 1)[0].decode("latin-1") if self.url else ""
+        body = orjson.dumps(problem_document(431, "request-header-fields-too-large", detail, path))
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            + f"content-type: {PROBLEM_MEDIA_TYPE}\r\n".encode()
+            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
+        )
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the answer, then our end closed for writing
+            self.loop.call_later(LINGER, self.transport.close)
+        else:  # TLS: no half-close
             self.transport.close()
 
 

@@ -35,6 +35,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "payload-too-large": (413, "Payload Too Large"),
     "unsupported-media-type": (415, "Unsupported Media Type"),
     "too-many-requests": (429, "Too Many Requests"),
+    "request-header-fields-too-large": (431, "Request Header Fields Too Large"),
     "internal-error": (500, "Internal Server Error"),
     "service-unavailable": (503, "Service Unavailable"),
     "gateway-timeout": (504, "Gateway Timeout"),
@@ -79,15 +80,14 @@ class Problem(Exception):
         )
 
 
-def problem_response(
+def problem_document(
     status: int,
     slug: str,
     detail: str,
     instance: str,
-    *,
-    headers: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
-) -> Response:
+) -> dict[str, Any]:
+    """The problem document itself (what `problem_response` sends as its body)."""
     check_status(status, slug)
     body: dict[str, Any] = {
         "type": f"{PROBLEM_TYPE_BASE}{slug}",
@@ -98,8 +98,20 @@ def problem_response(
         "request_id": request_id_var.get() or "",
     }
     body.update(extra or {})
+    return body
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    detail: str,
+    instance: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Response:
     return Response(
-        orjson.dumps(body),
+        orjson.dumps(problem_document(status, slug, detail, instance, extra)),
         status_code=status,
         headers=dict(headers or {}),
         media_type=PROBLEM_MEDIA_TYPE,

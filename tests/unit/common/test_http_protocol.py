@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +23,12 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from e2ecov.recipes import free_port
-from signalgate.common.http_protocol import FLUSH_AT, CoalescingTransport, ServiceHttpProtocol
+from signalgate.common.http_protocol import (
+    FLUSH_AT,
+    MAX_HEAD_BYTES,
+    CoalescingTransport,
+    ServiceHttpProtocol,
+)
 from signalgate.common.server import http_server
 
 
@@ -65,6 +71,10 @@ class RecordingTransport(asyncio.Transport):
 
 
 async def hello(scope: Scope, receive: Receive, send: Send) -> None:
+    while scope["method"] == "POST":  # the body read whole, as the services read theirs
+        message = await receive()
+        if not message.get("more_body"):
+            break
     if scope["path"] == "/stream":
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -258,3 +268,59 @@ async def test_a_request_in_time_is_answered_and_its_connection_kept() -> None:
             await asyncio.sleep(0.5)  # longer than the head deadline, shorter than keep-alive
         writer.close()
     assert answers == [b"hello /one", b"hello /two"]
+
+
+async def read_all(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    async with asyncio.timeout(5):
+        return await reader.read()
+
+
+async def test_a_head_past_the_size_bound_is_refused_with_431() -> None:
+    """httptools holds a header line that never ends as it grows: past MAX_HEAD_BYTES the
+    request is answered 431 (a problem document) and the connection closed."""
+    async with serving() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /one?x=1 HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(40):  # 40 times 4 KiB, in separate reads
+                writer.write(b"a" * 4096)
+                await writer.drain()
+                await asyncio.sleep(0.005)
+        answer = await read_all(reader)
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert b"content-type: application/problem+json" in head
+    document = json.loads(body)
+    assert document["status"] == 431
+    assert document["type"].endswith("/request-header-fields-too-large")
+    assert document["instance"] == "/one"
+    assert str(MAX_HEAD_BYTES) in document["detail"]
+
+
+async def test_heads_within_the_bound_and_large_bodies_are_served() -> None:
+    """The bound is on the head only: a head near it, sent in pieces, and a small head
+    followed at once by a body larger than the bound are both answered."""
+    near = b"X-Near: " + b"n" * (MAX_HEAD_BYTES - 1024) + b"\r\n"
+    async with serving() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = b"GET /near HTTP/1.1\r\nHost: x\r\n" + near + b"Connection: close\r\n\r\n"
+        for start in range(0, len(request), 8192):
+            writer.write(request[start : start + 8192])
+            await writer.drain()
+            await asyncio.sleep(0.002)
+        near_answer = await read_all(reader)
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b"b" * (4 * MAX_HEAD_BYTES)
+        writer.write(
+            b"POST /body HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        body_answer = await read_all(reader)
+        writer.close()
+    assert near_answer.startswith(b"HTTP/1.1 200 ") and near_answer.endswith(b"hello /near")
+    assert body_answer.startswith(b"HTTP/1.1 200 ") and body_answer.endswith(b"hello /body")
