@@ -152,6 +152,11 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     request's head (uvicorn.Config's `http`; `service_http_protocol` sets the deadline)."""
 
     head_timeout: ClassVar[float] = 10.0
+    # the loop time the pending head began (connection made, or a request's first byte);
+    # None while no head is pending
+    _head_started: float | None = None
+    # armed only when a read ends with a head still pending: a head that arrives whole in
+    # one read (nearly every request) costs no timer
     _head_timer: asyncio.TimerHandle | None = None
     _head_bytes = 0  # bytes read while the current head is unfinished
     _head_done = False  # a head was completed during the read being parsed
@@ -159,25 +164,30 @@ class ServiceHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
-        self._await_head()  # a client that connects and sends nothing is bounded too
+        self._head_started = self.loop.time()  # a client that sends nothing is bounded too
+        self._arm_head_timer()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
         self._head_done = False
         super().data_received(data)
-        if self._head_timer is None or self._head_done:
+        if self._head_started is None or self._head_done:
             # no head pending, or one finished in this read (a next one may have begun in
             # it: counted from the next read on)
             self._head_bytes = 0
-            return
-        self._head_bytes += len(data)
-        if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-            self._refuse_head()
+        else:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self._refuse_head()
+                return
+        if self._head_started is not None:
+            self._arm_head_timer()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._await_head()  # a kept-alive connection's next request: from its first byte
+        if self._head_started is None:  # a kept-alive connection's next request
+            self._head_started = self.loop.time()
 
     def on_headers_complete(self) -> None:
         self._head_arrived()
@@ -188,11 +198,14 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         self._head_arrived()
         super().connection_lost(exc)
 
-    def _await_head(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_overdue)
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None and self._head_started is not None:
+            self._head_timer = self.loop.call_at(
+                self._head_started + self.head_timeout, self._head_overdue
+            )
 
     def _head_arrived(self) -> None:
+        self._head_started = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
