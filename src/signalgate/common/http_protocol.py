@@ -24,6 +24,11 @@ byte. Nor does httptools bound a head's size: a header line that never ends is h
 memory as it grows, at whatever rate the client sends. A head still unfinished after
 `MAX_HEAD_BYTES` is answered 431 and the connection closed (after `LINGER`). The body is the
 application's to bound (`server.maxBodySize`, 413; `server.bodyReadTimeout`, 408).
+
+Nor does uvicorn bound how long an answer may wait for a client that does not read it: the
+bytes stay in the transport's buffer (and a streamed answer's task waits) for as long as
+the connection lives. A connection whose buffer stays over its high-water mark for
+`WRITE_STALL_TIMEOUT` is aborted (what Go's and Kubernaut's `writeTimeout` bounds).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from signalgate.common.problems import PROBLEM_MEDIA_TYPE, problem_document
 __all__ = [
     "FLUSH_AT",
     "MAX_HEAD_BYTES",
+    "WRITE_STALL_TIMEOUT",
     "CoalescingTransport",
     "ServiceHttpProtocol",
     "service_http_protocol",
@@ -54,6 +60,9 @@ MAX_HEAD_BYTES = 64 * 1024
 # connection is closed: closing with unread bytes makes the kernel reset the connection, and
 # a client still sending could lose the answer (a "lingering close", as nginx and Go do)
 LINGER = 2.0
+# an answer the client takes none of for this long (the send buffer full all along) is dropped
+# and its connection aborted
+WRITE_STALL_TIMEOUT = 30.0
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -161,6 +170,8 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _head_bytes = 0  # bytes read while the current head is unfinished
     _head_done = False  # a head was completed during the read being parsed
     _refused = False  # answered 431: what still arrives is dropped until the close
+    write_stall_timeout: ClassVar[float] = WRITE_STALL_TIMEOUT
+    _stall_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
@@ -196,7 +207,29 @@ class ServiceHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_arrived()
+        self._writing_resumed()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is over its high-water mark: the client is not reading."""
+        super().pause_writing()
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self.write_stall_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        self._writing_resumed()
+        super().resume_writing()
+
+    def _writing_resumed(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _stalled(self) -> None:
+        """Nothing taken for `write_stall_timeout`: drop what is buffered, abort (uvicorn then
+        treats the client as gone, and a waiting send returns)."""
+        self._stall_timer = None
+        self.transport.abort()
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None and self._head_started is not None:

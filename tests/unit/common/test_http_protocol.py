@@ -324,3 +324,50 @@ async def test_heads_within_the_bound_and_large_bodies_are_served() -> None:
         writer.close()
     assert near_answer.startswith(b"HTTP/1.1 200 ") and near_answer.endswith(b"hello /near")
     assert body_answer.startswith(b"HTTP/1.1 200 ") and body_answer.endswith(b"hello /body")
+
+
+BIG = 32 * 1024 * 1024  # more than the kernel's socket buffers on both ends can take
+
+
+async def big(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["path"] == "/streamed":
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(BIG // (1 << 20)):
+                yield b"s" * (1 << 20)
+
+        await StreamingResponse(chunks())(scope, receive, send)
+        return
+    await PlainTextResponse("b" * BIG)(scope, receive, send)
+
+
+@pytest.mark.parametrize("path", ["/whole", "/streamed"])
+async def test_an_answer_the_client_does_not_read_is_dropped(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that asks for a large answer and reads none of it: once the transport's buffer
+    has stayed full for the stall timeout, the connection is aborted and its memory freed."""
+    monkeypatch.setattr(ServiceHttpProtocol, "write_stall_timeout", 0.5)
+    port = free_port()
+    server = http_server(big, f"127.0.0.1:{port}", grace=1)
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        _, writer = await asyncio.open_connection("127.0.0.1", port, limit=1)
+        writer.transport.pause_reading()  # the client never reads
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        assert len(server.server_state.connections) == 1  # answering, buffer full
+        for _ in range(50):
+            if not server.server_state.connections:
+                break
+            await asyncio.sleep(0.1)
+        assert not server.server_state.connections
+        writer.close()
+    finally:
+        server.should_exit = True
+        await task
