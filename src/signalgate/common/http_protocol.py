@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from signalgate.common.problems import PROBLEM_MEDIA_TYPE, problem_document
+from signalgate.common.problems import PROBLEM_MEDIA_TYPE, TITLES, problem_document
 
 __all__ = [
     "FLUSH_AT",
@@ -250,17 +250,32 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    def send_400_response(self, msg: str) -> None:
+        """Not HTTP/1.1 the parser accepts (a bad request line, header or chunk framing, a
+        request both chunked and with a length): a problem document like every other error,
+        not uvicorn's plain text, then close (the stream cannot be trusted past it)."""
+        detail = "the request is not valid HTTP/1.1 (its request line, headers or framing)"
+        self._answer_and_close(400, "validation-error", detail)
+
     def _refuse_head(self) -> None:
         """431 with a problem document, then a lingering close: the rest of the head is
         dropped, not parsed."""
         self._head_arrived()
         self._refused = True
         detail = f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"
-        path = self.url.split(b"?", 1)[0].decode("latin-1") if self.url else ""
-        body = orjson.dumps(problem_document(431, "request-header-fields-too-large", detail, path))
+        self._answer_and_close(431, "request-header-fields-too-large", detail)
+
+    def _answer_and_close(self, status: int, slug: str, detail: str) -> None:
+        """Answer a request the application never saw with a problem document, then close:
+        after what is still arriving has been read and dropped for `LINGER` (closing with
+        unread bytes resets the connection, and a client still sending could lose the
+        answer)."""
+        self._refused = True
+        url: bytes = getattr(self, "url", b"") or b""  # set once a request has begun
+        path = url.split(b"?", 1)[0].decode("latin-1")
+        body = orjson.dumps(problem_document(status, slug, detail, path))
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            + f"content-type: {PROBLEM_MEDIA_TYPE}\r\n".encode()
+            f"HTTP/1.1 {status} {TITLES[slug]}\r\ncontent-type: {PROBLEM_MEDIA_TYPE}\r\n".encode()
             + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
             + body
         )

@@ -371,3 +371,29 @@ async def test_an_answer_the_client_does_not_read_is_dropped(
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",  # a first line that is not HTTP/1.1
+        b"GET /one HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n",
+        b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",  # both framings: smuggling
+    ],
+    ids=["not http/1.1", "bad header name", "length and chunked"],
+)
+async def test_malformed_http_gets_a_problem_document(request_bytes: bytes) -> None:
+    async with serving() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request_bytes)
+        await writer.drain()
+        answer = await read_all(reader)
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"content-type: application/problem+json" in head
+    document = json.loads(body)
+    assert (document["status"], document["title"]) == (400, "Bad Request")
+    assert document["type"].endswith("/validation-error")
+    assert "not valid HTTP/1.1" in document["detail"]
