@@ -183,6 +183,8 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             return
         self._head_done = False
         super().data_received(data)
+        if self._refused:  # answered already (malformed: uvicorn called send_400_response)
+            return
         if self._head_started is None or self._head_done:
             # no head pending, or one finished in this read (a next one may have begun in
             # it: counted from the next read on)
@@ -260,8 +262,6 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         """431 with a problem document, then a lingering close: the rest of the head is
         dropped, not parsed."""
-        self._head_arrived()
-        self._refused = True
         detail = f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"
         self._answer_and_close(431, "request-header-fields-too-large", detail)
 
@@ -270,6 +270,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         after what is still arriving has been read and dropped for `LINGER` (closing with
         unread bytes resets the connection, and a client still sending could lose the
         answer)."""
+        self._head_arrived()
         self._refused = True
         url: bytes = getattr(self, "url", b"") or b""  # set once a request has begun
         path = url.split(b"?", 1)[0].decode("latin-1")
@@ -279,10 +280,11 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
             + body
         )
-        if self.transport.can_write_eof():
+        answering = self.cycle is not None and not self.cycle.response_complete
+        if self.transport.can_write_eof() and not answering:
             self.transport.write_eof()  # the answer, then our end closed for writing
             self.loop.call_later(LINGER, self.transport.close)
-        else:  # TLS: no half-close
+        else:  # TLS (no half-close), or an earlier request still being answered: plain close
             self.transport.close()
 
 

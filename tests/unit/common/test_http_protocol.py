@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -397,3 +398,21 @@ async def test_malformed_http_gets_a_problem_document(request_bytes: bytes) -> N
     assert (document["status"], document["title"]) == (400, "Bad Request")
     assert document["type"].endswith("/validation-error")
     assert "not valid HTTP/1.1" in document["detail"]
+
+
+async def test_garbage_behind_a_request_being_answered_closes_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Malformed bytes pipelined behind a request still being answered (a streamed answer):
+    the connection closes with a 400, no error is logged, and the server goes on serving."""
+    async with serving() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        answer = await read_all(reader)
+        writer.close()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            after = await client.get("/after")
+    assert b"HTTP/1.1 400 Bad Request" in answer
+    assert (after.status_code, after.text) == (200, "hello /after")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
