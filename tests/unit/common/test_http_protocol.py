@@ -21,7 +21,7 @@ import pytest
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
-from uvicorn.server import ServerState
+from uvicorn.server import Server, ServerState
 
 from e2ecov.recipes import free_port
 from signalgate.common.http_protocol import (
@@ -183,20 +183,26 @@ async def test_nothing_is_written_to_a_connection_lost_meanwhile() -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(head_timeout: float = 10.0) -> AsyncIterator[int]:
-    """The services' own `http_server` with `hello` on a free port, until the block ends."""
-    port = free_port()
-    server = http_server(hello, f"127.0.0.1:{port}", grace=1, head_timeout=head_timeout)
+async def running(server: Server) -> AsyncIterator[None]:
+    """`server` serving (started) until the block ends."""
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(200):
             if server.started:
                 break
             await asyncio.sleep(0.01)
-        yield port
+        yield
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def serving(head_timeout: float = 10.0) -> AsyncIterator[int]:
+    """The services' own `http_server` with `hello` on a free port, until the block ends."""
+    port = free_port()
+    async with running(http_server(hello, f"127.0.0.1:{port}", grace=1, head_timeout=head_timeout)):
+        yield port
 
 
 async def test_the_services_server_answers_over_a_real_socket() -> None:
@@ -271,6 +277,16 @@ async def test_a_request_in_time_is_answered_and_its_connection_kept() -> None:
     assert answers == [b"hello /one", b"hello /two"]
 
 
+def problem_answer(answer: bytes, status: int, title: str) -> dict[str, Any]:
+    """The problem document of a raw HTTP answer, checked to be one with `status`."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} {title}\r\n".encode()), head
+    assert b"content-type: application/problem+json" in head
+    document: dict[str, Any] = json.loads(body)
+    assert (document["status"], document["title"]) == (status, title)
+    return document
+
+
 async def read_all(reader: asyncio.StreamReader) -> bytes:
     """Everything the server sends until it closes the connection."""
     async with asyncio.timeout(5):
@@ -290,11 +306,7 @@ async def test_a_head_past_the_size_bound_is_refused_with_431() -> None:
                 await asyncio.sleep(0.005)
         answer = await read_all(reader)
         writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
-    assert b"content-type: application/problem+json" in head
-    document = json.loads(body)
-    assert document["status"] == 431
+    document = problem_answer(answer, 431, "Request Header Fields Too Large")
     assert document["type"].endswith("/request-header-fields-too-large")
     assert document["instance"] == "/one"
     assert str(MAX_HEAD_BYTES) in document["detail"]
@@ -351,12 +363,7 @@ async def test_an_answer_the_client_does_not_read_is_dropped(
     monkeypatch.setattr(ServiceHttpProtocol, "write_stall_timeout", 0.5)
     port = free_port()
     server = http_server(big, f"127.0.0.1:{port}", grace=1)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
+    async with running(server):
         _, writer = await asyncio.open_connection("127.0.0.1", port, limit=1)
         writer.transport.pause_reading()  # the client never reads
         writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -369,9 +376,6 @@ async def test_an_answer_the_client_does_not_read_is_dropped(
             await asyncio.sleep(0.1)
         assert not server.server_state.connections
         writer.close()
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.mark.parametrize(
@@ -391,11 +395,7 @@ async def test_malformed_http_gets_a_problem_document(request_bytes: bytes) -> N
         await writer.drain()
         answer = await read_all(reader)
         writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-    assert b"content-type: application/problem+json" in head
-    document = json.loads(body)
-    assert (document["status"], document["title"]) == (400, "Bad Request")
+    document = problem_answer(answer, 400, "Bad Request")
     assert document["type"].endswith("/validation-error")
     assert "not valid HTTP/1.1" in document["detail"]
 
