@@ -1,5 +1,6 @@
-"""uvicorn's HTTP protocol, answering each response with one socket write, and closing a
-connection whose request head does not arrive in time.
+"""The services' HTTP connections: uvicorn's protocol, answering each response with one
+socket write, and bounding what uvicorn leaves unbounded (a request head's time and size,
+an answer nobody reads).
 
 uvicorn writes a response's status line and headers, then its body, each with its own
 `transport.write` — two `send` system calls (and, with Nagle off, two TCP segments) for
@@ -157,8 +158,10 @@ class CoalescingTransport(asyncio.Transport):
 
 
 class ServiceHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a `CoalescingTransport`, with a deadline for each
-    request's head (uvicorn.Config's `http`; `service_http_protocol` sets the deadline)."""
+    """uvicorn's httptools protocol over a `CoalescingTransport`, with a deadline and a size
+    bound for each request's head and a bound on stalled answers (uvicorn.Config's `http`;
+    `service_http_protocol` sets the head's deadline). Malformed HTTP and an oversized head
+    are answered here with problem documents, as the application answers everything else."""
 
     head_timeout: ClassVar[float] = 10.0
     # the loop time the pending head began (connection made, or a request's first byte);
@@ -169,7 +172,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None
     _head_bytes = 0  # bytes read while the current head is unfinished
     _head_done = False  # a head was completed during the read being parsed
-    _refused = False  # answered 431: what still arrives is dropped until the close
+    _refused = False  # answered here (400, 431): what still arrives is dropped until the close
     write_stall_timeout: ClassVar[float] = WRITE_STALL_TIMEOUT
     _stall_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
 
