@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,6 +90,49 @@ class _LifecycleOnce(logging.Filter):
         return True
 
 
+# uvicorn warns once for every malformed request it refuses: any client that reaches the port
+# could add log lines at will. These are passed once per kind and interval, saying how many
+# were held back since the last one.
+_CLIENT_MISTAKES = (
+    "Invalid HTTP request received.",
+    "Unsupported upgrade request.",
+    "No supported WebSocket library detected.",
+)
+CLIENT_MISTAKE_INTERVAL = 60.0
+
+
+class _ClientMistakesSampled(logging.Filter):
+    """Pass uvicorn's warning about a client's malformed request once per kind and
+    `interval` seconds; the next one passed says how many were held back."""
+
+    def __init__(
+        self,
+        interval: float = CLIENT_MISTAKE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}  # keyed by the kind: bounded by _CLIENT_MISTAKES
+        self._held: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        kind = next((k for k in _CLIENT_MISTAKES if message.startswith(k)), None)
+        if kind is None:
+            return True
+        now = self._clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return False
+        self._last[kind] = now
+        held = self._held.pop(kind, 0)
+        if held:
+            record.msg, record.args = f"{message} ({held} more since the last one)", ()
+        return True
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Route our loggers and uvicorn's through one handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
@@ -100,8 +145,11 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger.handlers[:] = []
         logger.propagate = True
     lifecycle = logging.getLogger("uvicorn.error")
-    lifecycle.filters[:] = [f for f in lifecycle.filters if not isinstance(f, _LifecycleOnce)]
+    lifecycle.filters[:] = [
+        f for f in lifecycle.filters if not isinstance(f, _LifecycleOnce | _ClientMistakesSampled)
+    ]
     lifecycle.addFilter(_LifecycleOnce())
+    lifecycle.addFilter(_ClientMistakesSampled())
     # httpx logs every request it sends at INFO (the Gateway's audit batches, for one):
     # that detail is for debugging, so it shows only at level debug
     quiet = logging.DEBUG if level.lower() == "debug" else logging.WARNING

@@ -390,6 +390,28 @@ def test_connections_without_a_request_head_are_closed(tmp_path) -> None:  # typ
         service.stop()
 
 
+def test_malformed_requests_get_a_problem_and_one_log_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Garbage sent to the API listener is answered 400 with a problem document each time,
+    and logged once (uvicorn's warning per request would let any client fill the logs)."""
+    from tests.support.services import gateway_process, read_answer
+
+    service = gateway_process(tmp_path).start()
+    try:
+        host, port = service.api_url.removeprefix("http://").split(":")
+        for _ in range(20):
+            connection = socket.create_connection((host, int(port)))
+            connection.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            answer = read_answer(connection)
+            connection.close()
+            assert answer.startswith("HTTP/1.1 400 Bad Request"), answer[:200]
+            assert "application/problem+json" in answer and "not valid HTTP/1.1" in answer
+        with service.client() as c:  # still serving
+            assert c.post(PROM, json=webhook(alert(pod="after-garbage"))).status_code == 201
+    finally:
+        service.stop()
+    assert service.output().count("Invalid HTTP request received.") == 1
+
+
 def test_ops_listener(gateway: ServiceProcess) -> None:
     health = httpx.get(f"{gateway.ops_url}/healthz")
     assert health.status_code == 200 and health.json()["status"] == "healthy"
