@@ -99,23 +99,24 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="signalgate-profile-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        postgres = PostgresServer(durable=True).start() if args.backend == "postgres" else None
         env = {
             "SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1000",
             "SIGNALGATE_LOGGING__LEVEL": "warning",
         }
-        if postgres is not None:
+        if args.backend == "postgres":
+            postgres = PostgresServer(durable=True).start()
+            stack.callback(postgres.cleanup)
             env["SIGNALGATE_STORE__DSN"] = postgres.url
-        datastorage = None
+        audit_url = None  # where the Gateway delivers its journal (audit off: nowhere)
         if args.audit == "journal":
             datastorage = datastorage_process(workdir / "datastorage").start()
-            (workdir / "ds.token").write_text(WRITER_TOKEN)
-            env["SIGNALGATE_DATASTORAGE__URL"] = datastorage.api_url
-            env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(workdir / "ds.token")
+            stack.callback(datastorage.stop)
+            audit_url = datastorage.api_url
         elif args.audit == "standin":
-            url, _ = stack.enter_context(standin())
+            audit_url, _ = stack.enter_context(standin())
+        if audit_url is not None:
             (workdir / "ds.token").write_text(WRITER_TOKEN)
-            env["SIGNALGATE_DATASTORAGE__URL"] = url
+            env["SIGNALGATE_DATASTORAGE__URL"] = audit_url
             env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(workdir / "ds.token")
         service = gateway_process(workdir / "gateway", env=env).start()
         assert service.proc is not None
@@ -143,10 +144,6 @@ def main() -> int:
             spy.wait(60)
         finally:
             service.stop()
-            if datastorage is not None:
-                datastorage.stop()
-            if postgres is not None:
-                postgres.cleanup()
 
     print(summarize(args.out, args.top))
     print(

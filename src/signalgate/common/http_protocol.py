@@ -44,6 +44,7 @@ from signalgate.common.problems import PROBLEM_MEDIA_TYPE, TITLES, problem_docum
 
 __all__ = [
     "FLUSH_AT",
+    "HEAD_TIMEOUT",
     "MAX_HEAD_BYTES",
     "WRITE_STALL_TIMEOUT",
     "CoalescingTransport",
@@ -53,6 +54,9 @@ __all__ = [
 
 # a response's head and a small body are held for the end of the step; more goes at once
 FLUSH_AT = 64 * 1024
+# the default for `server.headerReadTimeout`: a request head must arrive within this many
+# seconds of connecting, or of the request's first byte
+HEAD_TIMEOUT = 10.0
 # a request head (request line and headers) still unfinished past this many bytes is refused
 # (431): a webhook's or a controller's head is a few hundred bytes, a ServiceAccount token
 # 1 - 2 KiB. Checked per read, so a head may run one read (up to 256 KiB) past it.
@@ -163,12 +167,11 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     `service_http_protocol` sets the head's deadline). Malformed HTTP and an oversized head
     are answered here with problem documents, as the application answers everything else."""
 
-    head_timeout: ClassVar[float] = 10.0
-    # the loop time the pending head began (connection made, or a request's first byte);
-    # None while no head is pending
-    _head_started: float | None = None
-    # armed only when a read ends with a head still pending: a head that arrives whole in
-    # one read (nearly every request) costs no timer
+    head_timeout: ClassVar[float] = HEAD_TIMEOUT
+    # a head is pending from connecting, or from a request's first byte, until its headers
+    # are complete; its timer is armed only when a read ends with it still pending, so a
+    # head that arrives whole in one read (nearly every request) costs no timer
+    _head_pending = False
     _head_timer: asyncio.TimerHandle | None = None
     _head_bytes = 0  # bytes read while the current head is unfinished
     _head_done = False  # a head was completed during the read being parsed
@@ -178,7 +181,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
-        self._head_started = self.loop.time()  # a client that sends nothing is bounded too
+        self._head_pending = True  # a client that sends nothing is bounded too
         self._arm_head_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -188,7 +191,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._refused:  # answered already (malformed: uvicorn called send_400_response)
             return
-        if self._head_started is None or self._head_done:
+        if not self._head_pending or self._head_done:
             # no head pending, or one finished in this read (a next one may have begun in
             # it: counted from the next read on)
             self._head_bytes = 0
@@ -197,13 +200,11 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
                 self._refuse_head()
                 return
-        if self._head_started is not None:
-            self._arm_head_timer()
+        self._arm_head_timer()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._head_started is None:  # a kept-alive connection's next request
-            self._head_started = self.loop.time()
+        self._head_pending = True  # a kept-alive connection's next request
 
     def on_headers_complete(self) -> None:
         self._head_arrived()
@@ -237,13 +238,11 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         self.transport.abort()
 
     def _arm_head_timer(self) -> None:
-        if self._head_timer is None and self._head_started is not None:
-            self._head_timer = self.loop.call_at(
-                self._head_started + self.head_timeout, self._head_overdue
-            )
+        if self._head_pending and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_overdue)
 
     def _head_arrived(self) -> None:
-        self._head_started = None
+        self._head_pending = False
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None

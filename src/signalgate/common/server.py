@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
 from signalgate.common.config import ConfigError, split_listen
-from signalgate.common.http_protocol import service_http_protocol
+from signalgate.common.http_protocol import HEAD_TIMEOUT, service_http_protocol
 from signalgate.common.loop_lag import LoopLagMonitor
 from signalgate.common.ops import ReadinessProbe, build_ops_app
 from signalgate.common.workers import WorkerRole
@@ -80,7 +80,7 @@ def http_server(
     grace: float,
     tls: Tls | None = None,
     uds: str | None = None,
-    head_timeout: float = 10.0,
+    head_timeout: float = HEAD_TIMEOUT,
 ) -> _Server:
     """A uvicorn server on `listen` (host:port), or on the Unix socket `uds` when given. A
     connection whose request head (request line and headers) has not arrived within
@@ -119,7 +119,7 @@ async def run_service(
     tls: Tls | None = None,
     role: WorkerRole | None = None,
     lag: LoopLagMonitor | None = None,
-    head_timeout: float = 10.0,
+    head_timeout: float = HEAD_TIMEOUT,
 ) -> None:
     """Start `service`, serve both listeners until SIGTERM/SIGINT, then shut down in order.
     With `tls`, the API listener speaks HTTPS (the ops listener stays plain HTTP: kubelet

@@ -49,6 +49,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from signalgate.common.config import split_listen
+from signalgate.common.http_protocol import HEAD_TIMEOUT
 from signalgate.common.ops import Readiness, healthy_response, readiness_response
 from signalgate.common.problems import problem_response
 
@@ -242,7 +243,7 @@ async def supervise(
     grace: float,
     per_worker_env: Sequence[Mapping[str, str]],
     startup_timeout: float = 120.0,
-    head_timeout: float = 10.0,
+    head_timeout: float = HEAD_TIMEOUT,
 ) -> int:
     """Run `workers` copies of `command` on one API socket until SIGTERM/SIGINT; the exit
     code is non-zero when a worker failed to start or exited on its own."""

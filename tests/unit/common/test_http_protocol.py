@@ -26,6 +26,7 @@ from uvicorn.server import Server, ServerState
 from e2ecov.recipes import free_port
 from signalgate.common.http_protocol import (
     FLUSH_AT,
+    HEAD_TIMEOUT,
     MAX_HEAD_BYTES,
     CoalescingTransport,
     ServiceHttpProtocol,
@@ -198,7 +199,7 @@ async def running(server: Server) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def serving(head_timeout: float = 10.0) -> AsyncIterator[int]:
+async def serving(head_timeout: float = HEAD_TIMEOUT) -> AsyncIterator[int]:
     """The services' own `http_server` with `hello` on a free port, until the block ends."""
     port = free_port()
     async with running(http_server(hello, f"127.0.0.1:{port}", grace=1, head_timeout=head_timeout)):
