@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from signalgate.common.auth import Authenticator, authenticator_for
+from signalgate.common.directories import writable_directory
 from signalgate.common.ops import Readiness
 from signalgate.common.server import Lifecycle, State
 from signalgate.datastorage.dlq import (
@@ -57,6 +58,23 @@ def build_dlq(settings: DataStorageSettings) -> DeadLetterQueue:
     return FileDeadLetterQueue(settings.dlq_path)
 
 
+def check_directories(settings: DataStorageSettings) -> None:
+    """The directories this configuration writes, proven writable before anything starts:
+    the data directory only when something defaults to it (SQLite, the file queue, generated
+    tokens), so a PostgreSQL, Redis and ServiceAccount set-up needs no disk at all."""
+    uses: list[str] = []
+    if not settings.store.dsn:
+        uses.append("the SQLite audit store")
+    if not settings.dlq.redis_url and settings.dlq.path is None:
+        uses.append("the dead-letter queue file")
+    if settings.auth.mode == "static" and settings.auth.tokens_file is None:
+        uses.append("the generated tokens")
+    if uses:
+        writable_directory(settings.data_dir, "dataDir", ", ".join(uses))
+    if not settings.dlq.redis_url and settings.dlq.path is not None:
+        writable_directory(settings.dlq.path.parent, "dlq.path", "the dead-letter queue file")
+
+
 @dataclass
 class DataStorageService:
     settings: DataStorageSettings
@@ -75,6 +93,7 @@ class DataStorageService:
         cls, settings: DataStorageSettings, registry: CollectorRegistry | None = None
     ) -> DataStorageService:
         metrics = DataStorageMetrics(registry or CollectorRegistry())
+        check_directories(settings)
         store = build_store(settings)
         dlq = build_dlq(settings)
         worker = ReplayWorker(

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from signalgate.common.audit import AuditSink, LoggingAuditSink
 from signalgate.common.auth import Authenticator, authenticator_for
+from signalgate.common.directories import writable_directory
 from signalgate.common.ops import Readiness
 from signalgate.common.server import Lifecycle
 from signalgate.gateway import audit_events as ev
@@ -146,7 +147,10 @@ class GatewayService:
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> GatewayService:
         registry = CollectorRegistry()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        writable_directory(settings.data_dir, "dataDir", "the Gateway's audit journal and tokens")
+        if settings.datastorage.url is not None:
+            journal_key = "datastorage.spoolPath" if settings.datastorage.spool_path else "dataDir"
+            writable_directory(settings.audit_journal, journal_key, "the audit journal")
         kube = KubeClients(settings.kubernetes.timeout)
 
         def kubernetes_auth() -> Authenticator:

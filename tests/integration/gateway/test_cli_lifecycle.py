@@ -123,3 +123,27 @@ def test_auth_none_only_when_explicit_and_warns(tmp_path: Path) -> None:
     finally:
         service.stop()
     assert "auth.mode is none" in service.output()
+
+
+def test_a_data_directory_that_cannot_be_written_stops_start_up_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """A read-only root filesystem or a volume owned by someone else: one line naming the
+    setting and the path, exit 2, instead of a traceback from the first write."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a directory under a file cannot be made, even by root
+    data_dir = run_cli("serve", env={"SIGNALGATE_DATADIR": str(blocker / "data")})
+    assert data_dir.returncode == 2, data_dir.stderr
+    (line,) = data_dir.stderr.strip().splitlines()
+    assert line.startswith(f"error: config key 'dataDir': '{blocker / 'data'}'"), line
+    assert "cannot be written" in line and "audit journal" in line
+    journal = run_cli(
+        "serve",
+        env={
+            "SIGNALGATE_DATADIR": str(tmp_path / "data"),
+            "SIGNALGATE_DATASTORAGE__URL": "http://127.0.0.1:9",
+            "SIGNALGATE_DATASTORAGE__SPOOLPATH": str(blocker / "journal"),
+        },
+    )
+    assert journal.returncode == 2, journal.stderr
+    assert journal.stderr.startswith("error: config key 'datastorage.spoolPath'"), journal.stderr

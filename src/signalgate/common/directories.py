@@ -1,0 +1,36 @@
+"""The directories a service writes to, checked once at start-up.
+
+A data directory that cannot be written fails late and far from its cause: the first journal
+append, the first generated token, a traceback from `mkdir`. Containers make it common (a
+read-only root filesystem, a volume owned by another user), so each directory a service will
+write is created and probed before anything is served, and a failure is one line naming the
+setting, the path and what lives there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from signalgate.common.config import ConfigError
+
+
+def writable_directory(path: Path, key: str, holds: str) -> Path:
+    """Create `path` if needed and prove it writable (a file made and removed), or raise a
+    `ConfigError` naming `key` and saying what the directory `holds`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        os.close(descriptor)
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"config key '{key}': '{path}' ({path.absolute()}) cannot be written ({reason}); "
+            f"it holds {holds}: give a writable directory (in Kubernetes, a volume such as an "
+            "emptyDir mounted there)"
+        ) from exc
+    return path

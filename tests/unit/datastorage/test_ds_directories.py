@@ -1,0 +1,62 @@
+"""DataStorage proves the directories it will write before it starts, and only those."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from signalgate.common.config import ConfigError
+from signalgate.datastorage.service import check_directories
+from signalgate.datastorage.settings import DataStorageSettings
+
+
+def settings(**values: object) -> DataStorageSettings:
+    return DataStorageSettings.model_validate(values)
+
+
+@pytest.fixture
+def unwritable(tmp_path: Path) -> Path:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # nothing can be made under a file, even by root
+    return blocker / "data"
+
+
+def test_the_embedded_defaults_need_the_data_directory(unwritable: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_directories(settings(dataDir=unwritable))
+    message = str(caught.value)
+    assert message.startswith(f"config key 'dataDir': '{unwritable}'")
+    assert "SQLite audit store, the dead-letter queue file, the generated tokens" in message
+
+
+def test_postgresql_redis_and_service_account_tokens_need_no_disk(unwritable: Path) -> None:
+    check_directories(
+        settings(
+            dataDir=unwritable,
+            store={"dsn": "postgresql://ds@db/audit"},
+            dlq={"redisUrl": "redis://redis:6379/0"},
+            auth={"mode": "kubernetes"},
+        )
+    )
+    assert not unwritable.parent.is_dir()
+
+
+def test_an_explicit_queue_file_is_checked_where_it_is(tmp_path: Path, unwritable: Path) -> None:
+    check_directories(
+        settings(
+            dataDir=unwritable,
+            store={"dsn": "postgresql://ds@db/audit"},
+            dlq={"path": str(tmp_path / "q" / "dlq.jsonl")},
+            auth={"mode": "kubernetes"},
+        )
+    )
+    assert (tmp_path / "q").is_dir()
+    with pytest.raises(ConfigError, match="^config key 'dlq.path'"):
+        check_directories(
+            settings(
+                store={"dsn": "postgresql://ds@db/audit"},
+                dlq={"path": str(unwritable / "dlq.jsonl")},
+                auth={"mode": "kubernetes"},
+            )
+        )
