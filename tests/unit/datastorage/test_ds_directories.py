@@ -52,7 +52,7 @@ def test_an_explicit_queue_file_is_checked_where_it_is(tmp_path: Path, unwritabl
         )
     )
     assert (tmp_path / "q").is_dir()
-    with pytest.raises(ConfigError, match="^config key 'dlq.path'"):
+    with pytest.raises(ConfigError, match=r"^config key 'dlq\.path'"):
         check_directories(
             settings(
                 store={"dsn": "postgresql://ds@db/audit"},
