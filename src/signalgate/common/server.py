@@ -120,12 +120,15 @@ async def run_service(
     role: WorkerRole | None = None,
     lag: LoopLagMonitor | None = None,
     head_timeout: float = HEAD_TIMEOUT,
+    metrics_listen: str | None = None,
 ) -> None:
     """Start `service`, serve both listeners until SIGTERM/SIGINT, then shut down in order.
     With `tls`, the API listener speaks HTTPS (the ops listener stays plain HTTP: kubelet
-    probes and Prometheus scrape it inside the cluster). As one of several workers (`role`,
-    common/workers.py), the API listener is the supervisor's inherited socket and the ops
-    listener a private Unix socket the supervisor reads."""
+    probes and Prometheus scrape it inside the cluster). `metrics_listen` serves the ops
+    routes on a second address (Kubernaut's charts probe one port and scrape another). As one
+    of several workers (`role`, common/workers.py), the API listener is the supervisor's
+    inherited socket and the ops listener a private Unix socket the supervisor reads; the
+    supervisor serves `metrics_listen` then."""
     await service.start()
     # objects made at start-up live for the whole run: keep them out of every GC pass
     gc.collect()
@@ -133,7 +136,9 @@ async def run_service(
     gc.set_threshold(*GC_THRESHOLDS)
     api = http_server(api_app, listen, grace, tls, head_timeout=head_timeout)
     ops_socket = None if role is None else role.ops_socket
-    ops = http_server(ops_app, ops_listen, grace, uds=ops_socket, head_timeout=head_timeout)
+    ops = [http_server(ops_app, ops_listen, grace, uds=ops_socket, head_timeout=head_timeout)]
+    if metrics_listen is not None and role is None:
+        ops.append(http_server(ops_app, metrics_listen, grace, head_timeout=head_timeout))
     sockets = None if role is None else [role.listen_socket()]
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -141,14 +146,17 @@ async def run_service(
         loop.add_signal_handler(sig, stop_requested.set)
 
     api_task = asyncio.create_task(api.serve(sockets), name="api-listener")
-    ops_task = asyncio.create_task(ops.serve(), name="ops-listener")
+    ops_tasks = [asyncio.create_task(server.serve(), name="ops-listener") for server in ops]
     if lag is not None:
         lag.start()
     service.lifecycle.state = State.SERVING
-    log.info("serving", extra={"api": listen, "ops": ops_listen})
+    addresses = {"api": listen, "ops": ops_listen}
+    if len(ops) > 1 and metrics_listen is not None:
+        addresses["metrics"] = metrics_listen
+    log.info("serving", extra=addresses)
     stop_wait = asyncio.create_task(stop_requested.wait())
     done, _ = await asyncio.wait(
-        {api_task, ops_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+        {api_task, *ops_tasks, stop_wait}, return_when=asyncio.FIRST_COMPLETED
     )
     service.lifecycle.state = State.DRAINING
     log.info("shutting down: draining requests")
@@ -158,9 +166,11 @@ async def run_service(
     try:
         await service.stop()
     finally:
-        ops.should_exit = True
-        with contextlib.suppress(Exception):
-            await ops_task
+        for server in ops:
+            server.should_exit = True
+        for ops_task in ops_tasks:
+            with contextlib.suppress(Exception):
+                await ops_task
         stop_wait.cancel()
         if lag is not None:
             await lag.stop()
@@ -224,6 +234,9 @@ class ListenerSettings(Protocol):
     @property
     def header_read_timeout(self) -> float: ...
 
+    @property
+    def metrics_listen(self) -> str | None: ...
+
 
 def serve(
     service: Service,
@@ -246,5 +259,6 @@ def serve(
         role=WorkerRole.from_environ(),
         lag=LoopLagMonitor(registry),
         head_timeout=server.header_read_timeout,
+        metrics_listen=server.metrics_listen,
     )
     run_forever(main)

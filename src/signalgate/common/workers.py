@@ -244,15 +244,19 @@ async def supervise(
     per_worker_env: Sequence[Mapping[str, str]],
     startup_timeout: float = 120.0,
     head_timeout: float = HEAD_TIMEOUT,
+    metrics_listen: str | None = None,
 ) -> int:
     """Run `workers` copies of `command` on one API socket until SIGTERM/SIGINT; the exit
-    code is non-zero when a worker failed to start or exited on its own."""
+    code is non-zero when a worker failed to start or exited on its own. The supervisor
+    answers the ops routes for all of them, on `ops_listen` and `metrics_listen`."""
     from signalgate.common.server import http_server
 
     listener = bind_listener(listen)
     supervisor = Supervisor(command, workers, listener.fileno(), os.environ)
-    ops = http_server(supervisor.ops_app(), ops_listen, grace, head_timeout=head_timeout)
-    ops_task = asyncio.create_task(ops.serve(), name="ops-listener")
+    ops_app = supervisor.ops_app()
+    addresses = [ops_listen] if metrics_listen is None else [ops_listen, metrics_listen]
+    ops = [http_server(ops_app, a, grace, head_timeout=head_timeout) for a in addresses]
+    ops_tasks = [asyncio.create_task(server.serve(), name="ops-listener") for server in ops]
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -286,9 +290,11 @@ async def supervise(
         log.info("shutting down: draining every worker")
         await supervisor.stop_workers(grace)
         listener.close()
-        ops.should_exit = True
-        with contextlib.suppress(Exception):
-            await ops_task
+        for server in ops:
+            server.should_exit = True
+        for task in ops_tasks:
+            with contextlib.suppress(Exception):
+                await task
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         with contextlib.suppress(OSError):

@@ -25,6 +25,9 @@ MAX_BODY_BYTES = 5 * 1024 * 1024
 class ServerSettings(Section):
     listen: ListenAddress = "127.0.0.1:8090"
     ops_listen: ListenAddress = "127.0.0.1:8091"
+    # a second address for the ops listener's routes (/metrics, /healthz, /readyz); None:
+    # only `opsListen`. Kubernaut's charts scrape metrics on a port of their own (9090)
+    metrics_listen: ListenAddress | None = None
     max_body_size: ByteSize = MAX_BODY_BYTES
     # a client must send its whole body within this (→ 408), as on the Gateway
     body_read_timeout: Duration = Field(10.0, gt=0)

@@ -78,6 +78,7 @@ def supervise_workers(settings: GatewaySettings, argv: list[str]) -> int:
         settings.server.shutdown_grace,
         per_worker,
         head_timeout=settings.server.header_read_timeout,
+        metrics_listen=settings.server.metrics_listen,
     )
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)

@@ -26,6 +26,9 @@ SCOPES = ("signals:write", "remediations:read", "remediations:write")
 class ServerSettings(Section):
     listen: ListenAddress = "127.0.0.1:8080"
     ops_listen: ListenAddress = "127.0.0.1:8081"
+    # a second address for the ops listener's routes (/metrics, /healthz, /readyz); None:
+    # only `opsListen`. Kubernaut's charts scrape metrics on a port of their own (9090)
+    metrics_listen: ListenAddress | None = None
     max_concurrent_requests: int = Field(100, ge=1, le=100_000)
     processing_timeout: Duration = 15.0
     # a client must send its whole body within this (→ 408); it holds no concurrency slot

@@ -234,7 +234,12 @@ def test_sigterm_drains_and_exits_zero(tmp_path: object) -> None:
 
     from dstools import ADMIN_TOKEN, datastorage_process
 
-    process = datastorage_process(Path(str(tmp_path)) / "ds").start()
+    from e2ecov.recipes import free_port
+
+    metrics_address = f"127.0.0.1:{free_port()}"
+    process = datastorage_process(
+        Path(str(tmp_path)) / "ds", env={"SIGNALGATE_SERVER__METRICSLISTEN": metrics_address}
+    ).start()
     try:
         with process.client(ADMIN_TOKEN) as client:
             assert client.post(EVENTS, json=event_body("rr-term")).status_code == 201
@@ -242,6 +247,10 @@ def test_sigterm_drains_and_exits_zero(tmp_path: object) -> None:
         assert "audit_dlq_depth 0.0" in metrics
         assert 'datastorage_audit_writes_total{outcome="stored"} 1.0' in metrics
         assert "event_loop_lag_seconds_count " in metrics  # the loop is watched
+        # the same routes on the second ops address (Kubernaut's charts scrape port 9090)
+        scraped = httpx.get(f"http://{metrics_address}/metrics").text
+        assert 'datastorage_audit_writes_total{outcome="stored"} 1.0' in scraped
+        assert httpx.get(f"http://{metrics_address}/healthz").status_code == 200
     finally:
         code = process.stop()
     assert code == 0

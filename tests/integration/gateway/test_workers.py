@@ -69,7 +69,13 @@ def store_env(request: pytest.FixtureRequest, postgres_server: PostgresServer) -
 def test_two_workers_share_the_listener_and_count_every_signal_once(
     tmp_path: Path, store_env: dict[str, str]
 ) -> None:
-    env = {**store_env, "SIGNALGATE_SERVER__WORKERS": "2"}
+    metrics_url = f"http://127.0.0.1:{free_port()}"
+    env = {
+        **store_env,
+        "SIGNALGATE_SERVER__WORKERS": "2",
+        # the supervisor answers the ops routes on this second address too
+        "SIGNALGATE_SERVER__METRICSLISTEN": metrics_url.removeprefix("http://"),
+    }
     service = gateway_process(tmp_path, env=env).start()
     try:
         pids = worker_pids(service)
@@ -92,6 +98,11 @@ def test_two_workers_share_the_listener_and_count_every_signal_once(
         assert set(by_worker) == {"0", "1"}, by_worker
         assert all(value > 0 for value in by_worker.values())
         assert sum(by_worker.values()) == len(sent)
+        scraped = httpx.get(f"{metrics_url}/metrics", timeout=10).text
+        assert sorted(RECEIVED.findall(scraped)) == sorted(
+            RECEIVED.findall(httpx.get(f"{service.ops_url}/metrics", timeout=10).text)
+        )
+        assert httpx.get(f"{metrics_url}/readyz", timeout=10).status_code == 200
 
         with service.client() as client:
             items = client.get("/api/v1/remediation-requests").json()["items"]
