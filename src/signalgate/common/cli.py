@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from signalgate.common.config import ConfigError, load_settings
+from signalgate.common.config import ConfigError, FileTranslator, load_settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a dependency was unavailable at start, or the service failed
@@ -26,8 +26,20 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data directory (dataDir)")
 
 
+def with_default_command(argv: Sequence[str]) -> list[str]:
+    """`argv` with `serve` in front when it starts with an option instead of a command:
+    `signalgate-gateway --config=/etc/gateway/config.yaml`, as Kubernaut's charts start their
+    services, serves. `--help` alone still prints the commands."""
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        return ["serve", *argv]
+    return list(argv)
+
+
 def settings_from_args(
-    model: type[M], args: argparse.Namespace, shorthands: Mapping[str, str]
+    model: type[M],
+    args: argparse.Namespace,
+    shorthands: Mapping[str, str],
+    translator: FileTranslator | None = None,
 ) -> M:
     overrides: dict[str, Any] = {}
     for flag, key in (
@@ -39,7 +51,11 @@ def settings_from_args(
         if value is not None:
             overrides[key] = value
     return load_settings(
-        model, getattr(args, "config", None), shorthands=shorthands, overrides=overrides
+        model,
+        getattr(args, "config", None),
+        shorthands=shorthands,
+        overrides=overrides,
+        translator=translator,
     )
 
 

@@ -18,7 +18,8 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
@@ -57,6 +58,29 @@ _LISTEN_RE = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]*):(?P<port>
 
 class ConfigError(Exception):
     """Invalid settings: the message is one line meant for the person running the service."""
+
+
+@dataclass
+class TranslatedFile:
+    """A settings file written in another system's layout, in the service's own: the
+    settings, where each came from (for error lines), and warnings to log at start-up."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def set(self, key: str, value: Any, origin: str) -> None:
+        """Set the dotted `key` (the service's camelCase names) to `value`."""
+        *parents, leaf = key.split(".")
+        section = self.data
+        for part in parents:
+            section = section.setdefault(part, {})
+        section[leaf] = value
+        self.origins[key] = origin
+
+
+# Reads a loaded file in a foreign layout: None when the file is not in that layout.
+FileTranslator = Callable[[dict[str, Any], Path, Mapping[str, str]], TranslatedFile | None]
 
 
 def parse_duration(value: object) -> float:
@@ -127,11 +151,13 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     shorthands: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    translator: FileTranslator | None = None,
 ) -> M:
     """Resolve `model` from defaults, the YAML file at `path`, then the environment.
 
     `shorthands` maps extra environment names to dotted keys (`LOG_LEVEL` → `logging.level`);
-    `overrides` are dotted keys set by command-line flags, applied last.
+    `overrides` are dotted keys set by command-line flags, applied last; `translator` reads a
+    file in another system's layout (e.g. Kubernaut's), which then stands for the file.
     """
     environ = os.environ if environ is None else environ
     renamed: Mapping[str, str] = getattr(model, "RENAMED_KEYS", {})
@@ -139,8 +165,13 @@ def load_settings(
     origins: dict[str, str] = {}
     if path is not None:
         data = _read_yaml(path)
-        _rename_in_file(data, renamed, path)
-        origins = {key: str(path) for key in _dotted_keys(data)}
+        translated = None if translator is None else translator(data, path, environ)
+        if translated is not None:
+            data, origins = translated.data, translated.origins
+            _notes.extend(translated.notes)
+        else:
+            _rename_in_file(data, renamed, path)
+            origins = {key: str(path) for key in _dotted_keys(data)}
     for name, dotted in (shorthands or {}).items():
         if name in environ:
             _apply(

@@ -29,6 +29,7 @@ from signalgate.common.cli import (
     add_serve_flags,
     run_guarded,
     settings_from_args,
+    with_default_command,
 )
 from signalgate.common.logging import configure_logging
 from signalgate.datastorage.dlq import ReplayWorker
@@ -164,6 +165,7 @@ async def _verify_all(settings: DataStorageSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = with_default_command(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
 
     def command() -> int:

@@ -18,10 +18,13 @@ from signalgate.common.cli import (
     add_serve_flags,
     run_guarded,
     settings_from_args,
+    with_default_command,
 )
+from signalgate.common.config import take_notes
 from signalgate.common.logging import configure_logging
 from signalgate.common.server import serve as run
 from signalgate.common.workers import WorkerRole, supervise
+from signalgate.gateway.kubernaut_config import read_kubernaut_layout
 from signalgate.gateway.settings import SHORTHANDS, GatewaySettings
 from signalgate.remediation.store import StoreError
 
@@ -85,14 +88,17 @@ def supervise_workers(settings: GatewaySettings, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = with_default_command(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
 
     def command() -> int:
-        settings = settings_from_args(GatewaySettings, args, SHORTHANDS)
+        settings = settings_from_args(GatewaySettings, args, SHORTHANDS, read_kubernaut_layout)
         if args.command == "check-config":
+            for note in take_notes():  # what `serve` would log as a warning
+                print(f"warning: {note}", file=sys.stderr)
             print(json.dumps(settings.model_dump(mode="json", by_alias=True), indent=2))
             return EXIT_OK
-        return serve(settings, sys.argv[1:] if argv is None else argv)
+        return serve(settings, argv)
 
     return run_guarded(command)
 

@@ -75,7 +75,7 @@ def in_cluster_config(sa_dir: Path = SERVICE_ACCOUNT_DIR) -> KubeConfig:
         raise ConfigError(
             "in-cluster Kubernetes config: KUBERNETES_SERVICE_HOST is not set or "
             f"{token_file} is missing (not running in a pod? give a kubeconfig instead: "
-            "kubernetes:///path/to/kubeconfig)"
+            "kubernetes:///path/to/kubeconfig, or KUBECONFIG with Kubernaut's config file)"
         )
     namespace_file = sa_dir / "namespace"
     namespace = namespace_file.read_text().strip() if namespace_file.is_file() else None

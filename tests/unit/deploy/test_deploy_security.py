@@ -3,7 +3,9 @@ non-root numeric user, exec-form instructions, the four ports, a coverage varian
 
 from __future__ import annotations
 
+import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -100,7 +102,8 @@ def test_signalgate_pods_run_as_the_image_user(base: list[Manifest]) -> None:
 
 def test_dockerfile_is_multi_stage_on_python_311_slim_with_exec_form() -> None:
     found = stages()
-    assert list(found) == ["build", "base", "coverage", "runtime"]  # runtime is the default
+    # runtime is the default
+    assert list(found) == ["build", "base", "coverage", "gateway", "datastorage", "runtime"]
     assert ("ARG", "PYTHON_IMAGE=python:3.11-slim") in instructions()
     assert found["build"][0][1] == "${PYTHON_IMAGE} AS build"
     assert found["base"][0][1] == "${PYTHON_IMAGE} AS base"  # no build tools in the image
@@ -121,8 +124,29 @@ def test_the_image_exposes_the_default_ports_and_serves_the_gateway() -> None:
         split_listen(s.server.listen)[1] for s in (GatewaySettings(), DataStorageSettings())
     } | {split_listen(s.server.ops_listen)[1] for s in (GatewaySettings(), DataStorageSettings())}
     assert ports == defaults == {8080, 8081, 8090, 8091}
-    (cmd,) = [rest for op, rest in instructions() if op == "CMD"]
+    (cmd,) = [rest for op, rest in stages()["base"] if op == "CMD"]
     assert cmd == '["signalgate-gateway", "serve"]'
+    assert not [rest for op, rest in stages()["runtime"] if op in ("CMD", "ENTRYPOINT")]
+
+
+@pytest.mark.parametrize("service", ["gateway", "datastorage"])
+def test_the_per_service_images_serve_with_only_kubernauts_args(service: str) -> None:
+    """Kubernaut's chart runs an image of its own per service with `args:
+    ["--config=/etc/<service>/config.yaml"]`, which replace CMD: the service's command is the
+    ENTRYPOINT, and given only `--config=…` it serves. (No container engine here: the
+    composition is checked as the runtime would make it, then parsed by the real CLI.)"""
+    import importlib
+
+    steps = dict((op, rest) for op, rest in stages()[service] if op in ("ENTRYPOINT", "CMD"))
+    assert steps == {"ENTRYPOINT": f'["signalgate-{service}"]', "CMD": '["serve"]'}
+    (entrypoint,) = json.loads(steps["ENTRYPOINT"])
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module_name, _, function = scripts[entrypoint].partition(":")
+    cli = importlib.import_module(module_name)
+    assert function == "main"
+    argv = cli.with_default_command([f"--config=/etc/{service}/config.yaml"])
+    args = cli._parser().parse_args(argv)
+    assert (args.command, str(args.config)) == ("serve", f"/etc/{service}/config.yaml")
 
 
 def test_the_coverage_stage_puts_e2ecov_startup_hook_first() -> None:

@@ -1,0 +1,152 @@
+"""Kubernaut's Gateway `config.yaml` read as signalgate settings (gateway/kubernaut_config.py).
+
+The file is the chart's own rendering (tests/fixtures/kubernaut/gateway-config.yaml); the
+settings come out of the same `load_settings` the Gateway's command line uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from signalgate.common.config import ConfigError, load_settings, take_notes
+from signalgate.gateway.kubernaut_config import is_kubernaut_layout, read_kubernaut_layout
+from signalgate.gateway.settings import GatewaySettings
+
+REPO = Path(__file__).resolve().parents[3]
+KUBERNAUT_CONFIG = REPO / "tests" / "fixtures" / "kubernaut" / "gateway-config.yaml"
+
+
+def load(path: Path, **environ: str) -> GatewaySettings:
+    take_notes()
+    return load_settings(GatewaySettings, path, environ=environ, translator=read_kubernaut_layout)
+
+
+def written(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_charts_file_becomes_the_gateway_it_describes() -> None:
+    settings = load(KUBERNAUT_CONFIG, POD_NAMESPACE="kubernaut-system")
+    server = settings.server
+    assert (server.listen, server.ops_listen, server.metrics_listen) == (
+        ":8080",
+        ":8081",
+        ":9090",
+    )
+    assert server.max_concurrent_requests == 100
+    assert server.header_read_timeout == server.body_read_timeout == 30.0
+    assert server.processing_timeout == 15.0  # k8sRequestTimeout: the deadline that ends in 504
+    assert server.cors_allowed_origins == ["https://no-browser-clients.invalid"]
+    assert settings.logging.level == "info"
+    delivery = settings.datastorage
+    assert delivery.url == "https://data-storage-service.kubernaut-system.svc.cluster.local:8080"
+    assert (delivery.timeout, delivery.buffer_size, delivery.batch_size) == (10.0, 10_000, 100)
+    assert delivery.flush_interval == 1.0
+    assert delivery.token_file == Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    # Kubernetes mode, as Kubernaut's Gateway always is
+    assert settings.store_dsn == "kubernetes://" == settings.kubernetes.config
+    assert settings.auth.mode == "kubernetes"
+    assert settings.scope_source == "cluster"
+    assert settings.controller_namespace == "kubernaut-system"
+    (note,) = take_notes()
+    assert "is in Kubernaut's Gateway layout" in note
+    assert "processing.retry.*" in note and "server.writeTimeout" in note
+    assert "not known" not in note
+
+
+def test_the_pod_namespace_and_kubeconfig_are_where_controller_runtime_finds_them(
+    tmp_path: Path,
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    settings = load(
+        KUBERNAUT_CONFIG,
+        POD_NAMESPACE="remediation",
+        KUBECONFIG=f"{kubeconfig}:{tmp_path / 'second'}",
+    )
+    assert settings.controller_namespace == "remediation"
+    assert settings.store_dsn == f"kubernetes://{kubeconfig}" == settings.kubernetes.config
+
+
+def test_the_environment_still_overrides_the_translated_file(tmp_path: Path) -> None:
+    settings = load(
+        KUBERNAUT_CONFIG,
+        SIGNALGATE_STORE__DSN="sqlite:///tmp/rr.db",
+        SIGNALGATE_AUTH__MODE="static",
+        SIGNALGATE_SERVER__LISTEN="127.0.0.1:18080",
+    )
+    assert settings.store_dsn == "sqlite:///tmp/rr.db"
+    assert settings.auth.mode == "static"
+    assert settings.server.listen == "127.0.0.1:18080"
+
+
+def test_no_limit_is_the_largest_bound(tmp_path: Path) -> None:
+    path = written(tmp_path, "server:\n  listenAddr: ':8080'\n  maxConcurrentRequests: 0\n")
+    assert load(path).server.max_concurrent_requests == 100_000
+
+
+def test_a_bad_value_names_signalgates_key_and_kubernauts(tmp_path: Path) -> None:
+    path = written(tmp_path, "server:\n  listenAddr: ':8080'\n  readTimeout: soon\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value) == (
+        f"config key 'server.bodyReadTimeout' (from config file '{path}', Kubernaut's "
+        "server.readTimeout): 'soon' is not a duration (e.g. 250ms, 1s, 5m, 1h)"
+    )
+
+
+def test_layouts_are_not_mixed_and_fleets_are_refused(tmp_path: Path) -> None:
+    mixed = written(tmp_path, "server:\n  listenAddr: ':8080'\nstore:\n  dsn: sqlite:///x.db\n")
+    with pytest.raises(ConfigError, match="also has signalgate's 'store'"):
+        load(mixed)
+    fleet = written(tmp_path, "fleet:\n  enabled: true\n  backend: acm\n")
+    with pytest.raises(ConfigError, match=r"^config key 'fleet\.enabled'"):
+        load(fleet)
+    assert load(written(tmp_path, "fleet:\n  enabled: false\n")).auth.mode == "kubernetes"
+
+
+def test_keys_neither_knows_are_named_and_ignored(tmp_path: Path) -> None:
+    path = written(tmp_path, "server:\n  listenAddr: ':8080'\n  shinyNewKnob: 3\nplugins: {a: 1}\n")
+    assert load(path).server.listen == ":8080"
+    (note,) = take_notes()
+    assert note.endswith("not known, ignored: server.shinyNewKnob, plugins.a")
+
+
+def test_tls_is_on_only_when_the_certificate_and_key_are_there(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    text = f"server:\n  listenAddr: ':8080'\n  tls:\n    certDir: {certs}\n"
+    path = written(tmp_path, text)
+    assert load(path).server.tls_cert_file is None  # no files: plain HTTP, as Kubernaut
+    (certs / "tls.crt").write_text("cert")
+    (certs / "tls.key").write_text("key")
+    settings = load(path)
+    assert settings.server.tls_cert_file == certs / "tls.crt"
+    assert settings.server.tls_key_file == certs / "tls.key"
+
+
+def test_datastorages_ca_is_the_charts_tls_ca_file_when_it_is_there(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    https = load(KUBERNAUT_CONFIG, TLS_CA_FILE=str(ca))
+    assert https.datastorage.ca_file is None  # the chart sets the variable; no file, no CA
+    ca.write_text("pem")
+    assert load(KUBERNAUT_CONFIG, TLS_CA_FILE=str(ca)).datastorage.ca_file == ca
+    plain = written(tmp_path, "datastorage:\n  url: http://ds:8080\n  buffer: {batchSize: 50}\n")
+    assert load(plain, TLS_CA_FILE=str(ca)).datastorage.ca_file is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        REPO / "deploy" / "kubernaut" / "config" / "gateway.yaml",
+        *sorted((REPO / "deploy" / "kubernetes" / "config").glob("gateway*.yaml")),
+    ],
+    ids=lambda p: str(p.relative_to(REPO)),
+)
+def test_signalgates_own_files_are_read_as_they_are(path: Path) -> None:
+    assert not is_kubernaut_layout(yaml.safe_load(path.read_text()))
+    assert load(path) == load_settings(GatewaySettings, path, environ={})
