@@ -80,3 +80,46 @@ def test_the_kubernaut_overlay_runs_the_gateway_in_kubernetes_mode(
     for name in ("gateway-service", "data-storage-service"):
         (port,) = objects[("Service", name)]["spec"]["ports"]
         assert (port["port"], port["targetPort"]) == (8080, "api")
+
+
+def test_the_chart_post_renderer_swaps_the_gateway_and_gives_it_a_journal_volume(
+    kube_apiserver: KubeAPIServer, tmp_path: Path
+) -> None:
+    """deploy/kubernaut-chart/post-render over Kubernaut's chart rendering (recorded:
+    tests/fixtures/kubernaut/gateway-chart-rendered.yaml), as helm would pipe it; the result
+    passes a server-side dry run."""
+    import os
+
+    rendered = REPO / "tests" / "fixtures" / "kubernaut" / "gateway-chart-rendered.yaml"
+    done = subprocess.run(
+        [str(REPO / "deploy" / "kubernaut-chart" / "post-render")],
+        input=rendered.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": f"{kube_testenv_bin()}:{os.environ['PATH']}"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(done.stdout) if o}
+    assert set(objects) == {("Deployment", "gateway"), ("Service", "gateway-service")}
+    pod = objects[("Deployment", "gateway")]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "localhost/signalgate-gateway:0.1.0"
+    assert container["args"] == ["--config=/etc/gateway/config.yaml"]  # the chart's, kept
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "signalgate-data", "mountPath": "/var/lib/signalgate"} in container[
+        "volumeMounts"
+    ]
+    assert {"name": "signalgate-data", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]
+
+    kube_apiserver.apply(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubernaut-system"}}
+    )
+    manifest = tmp_path / "post-rendered.yaml"
+    manifest.write_text(done.stdout)
+    applied = kubectl(
+        kube_apiserver, "apply", "-f", str(manifest), "--dry-run=server", "-o", "name"
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert set(applied.stdout.split()) == {"deployment.apps/gateway", "service/gateway-service"}
