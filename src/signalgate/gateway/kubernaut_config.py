@@ -11,7 +11,10 @@ What the translation decides, in one place (docs/kubernetes.md has the table):
 
 - each Kubernaut key signalgate has a meaning for becomes that setting (`readTimeout` bounds
   both the request head and the body, as Go's `ReadTimeout` does; `k8sRequestTimeout`, the
-  deadline of a request's work that ends in 504, is `server.processingTimeout`);
+  deadline of a request's work that ends in 504, is `server.processingTimeout`), its value
+  read as Kubernaut reads it (Go durations such as `1m30s`, zap's level `warn`);
+- TLS is Kubernaut's conditional TLS: HTTPS when `tls.crt` and `tls.key` are in the
+  certificate directory, plain HTTP otherwise;
 - the file implies Kubernetes mode, as Kubernaut's Gateway has no other: RRs are custom
   resources in the pod's namespace (`POD_NAMESPACE`), callers present ServiceAccount tokens,
   scope comes from the cluster, DataStorage gets the pod's own token. The API server is
@@ -25,6 +28,7 @@ What the translation decides, in one place (docs/kubernetes.md has the table):
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -79,21 +83,47 @@ def _request_limit(value: Any) -> Any:
     return UNLIMITED_REQUESTS if value == 0 else value
 
 
+_GO_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _go_duration(value: Any) -> Any:
+    """Go's duration syntax (`1m30s`, `1h0m0s`, `500us`) as seconds; anything else as it is,
+    for signalgate's own parser to accept (`30s`) or refuse with its message."""
+    text = str(value).strip()
+    if not _GO_DURATION.match(text):
+        return value
+    return sum(float(n) * _GO_UNITS[unit] for n, unit in _GO_DURATION_PART.findall(text))
+
+
+def _log_level(value: Any) -> Any:
+    """Kubernaut's (zap's) level names: `warn` is signalgate's `warning`, and the levels past
+    `error` log at `error`."""
+    level = str(value).lower()
+    if level == "warn":
+        return "warning"
+    return "error" if level in ("dpanic", "panic", "fatal") else value
+
+
 # Kubernaut key → the signalgate keys it sets, and how its value becomes theirs.
 TRANSLATED: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "server.listenAddr": (("server.listen",), _same),
     "server.healthAddr": (("server.opsListen",), _same),
     "server.metricsAddr": (("server.metricsListen",), _same),
     "server.maxConcurrentRequests": (("server.maxConcurrentRequests",), _request_limit),
-    "server.readTimeout": (("server.headerReadTimeout", "server.bodyReadTimeout"), _same),
-    "server.k8sRequestTimeout": (("server.processingTimeout",), _same),
+    "server.readTimeout": (
+        ("server.headerReadTimeout", "server.bodyReadTimeout"),
+        _go_duration,
+    ),
+    "server.k8sRequestTimeout": (("server.processingTimeout",), _go_duration),
     "cors.allowedOrigins": (("server.corsAllowedOrigins",), _same),
     "datastorage.url": (("datastorage.url",), _same),
-    "datastorage.timeout": (("datastorage.timeout",), _same),
+    "datastorage.timeout": (("datastorage.timeout",), _go_duration),
     "datastorage.buffer.bufferSize": (("datastorage.bufferSize",), _same),
     "datastorage.buffer.batchSize": (("datastorage.batchSize",), _same),
-    "datastorage.buffer.flushInterval": (("datastorage.flushInterval",), _same),
-    "logging.level": (("logging.level",), _same),
+    "datastorage.buffer.flushInterval": (("datastorage.flushInterval",), _go_duration),
+    "logging.level": (("logging.level",), _log_level),
 }
 
 # Kubernaut keys accepted without effect, each for a reason docs/kubernetes.md gives. A

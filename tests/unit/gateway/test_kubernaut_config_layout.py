@@ -150,3 +150,21 @@ def test_datastorages_ca_is_the_charts_tls_ca_file_when_it_is_there(tmp_path: Pa
 def test_signalgates_own_files_are_read_as_they_are(path: Path) -> None:
     assert not is_kubernaut_layout(yaml.safe_load(path.read_text()))
     assert load(path) == load_settings(GatewaySettings, path, environ={})
+
+
+def test_values_are_read_as_kubernaut_reads_them(tmp_path: Path) -> None:
+    """Go's durations (`1m30s`) and zap's level names (`warn`), which signalgate's own
+    parsers do not take."""
+    path = written(
+        tmp_path,
+        "server:\n  listenAddr: ':8080'\n  readTimeout: 1m30s\n  k8sRequestTimeout: 1h0m0.5s\n"
+        "datastorage:\n  url: http://ds:8080\n  timeout: 2.5s\n"
+        "  buffer: {flushInterval: 500ms}\nlogging:\n  level: warn\n",
+    )
+    settings = load(path)
+    assert settings.server.header_read_timeout == settings.server.body_read_timeout == 90.0
+    assert settings.server.processing_timeout == 3600.5
+    assert (settings.datastorage.timeout, settings.datastorage.flush_interval) == (2.5, 0.5)
+    assert settings.logging.level == "warning"
+    fatal = written(tmp_path, "server:\n  listenAddr: ':8080'\nlogging:\n  level: FATAL\n")
+    assert load(fatal).logging.level == "error"
