@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -147,3 +148,15 @@ def test_a_data_directory_that_cannot_be_written_stops_start_up_in_one_line(
     )
     assert journal.returncode == 2, journal.stderr
     assert journal.stderr.startswith("error: config key 'datastorage.spoolPath'"), journal.stderr
+
+
+def test_check_config_shows_what_kubernauts_file_becomes_and_warns_as_serve_would() -> None:
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "kubernaut" / "gateway-config.yaml"
+    result = run_cli("check-config", str(fixture), env={"POD_NAMESPACE": "remediation"})
+    assert result.returncode == 0, result.stderr
+    (warning,) = result.stderr.strip().splitlines()
+    assert warning.startswith(f"warning: config file '{fixture}' is in Kubernaut's Gateway layout")
+    resolved = json.loads(result.stdout)
+    assert resolved["store"]["dsn"] == "kubernetes://"
+    assert resolved["controllerNamespace"] == "remediation"
+    assert resolved["server"]["metricsListen"] == ":9090"
