@@ -26,10 +26,11 @@ def writable_directory(path: Path, key: str, holds: str) -> Path:
         os.close(descriptor)
         with contextlib.suppress(OSError):
             os.unlink(probe)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
         raise ConfigError(
-            f"config key '{key}': '{path}' ({path.absolute()}) cannot be written ({reason}); "
+            f"config key '{key}': {str(path)!r} ({str(path.absolute())!r}) cannot be written "
+            f"({reason}); "
             f"it holds {holds}: give a writable directory (in Kubernetes, a volume such as an "
             "emptyDir mounted there)"
         ) from exc

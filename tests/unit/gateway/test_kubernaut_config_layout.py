@@ -6,10 +6,13 @@ settings come out of the same `load_settings` the Gateway's command line uses.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from signalgate.common.config import ConfigError, load_settings, take_notes
 from signalgate.gateway.kubernaut_config import is_kubernaut_layout, read_kubernaut_layout
@@ -168,3 +171,68 @@ def test_values_are_read_as_kubernaut_reads_them(tmp_path: Path) -> None:
     assert settings.logging.level == "warning"
     fatal = written(tmp_path, "server:\n  listenAddr: ':8080'\nlogging:\n  level: FATAL\n")
     assert load(fatal).logging.level == "error"
+
+
+# Kubernaut's keys and a few others, at their places and out of them, with values of any
+# YAML type: whatever the file holds, the result is settings or one ConfigError line.
+_KEYS = st.sampled_from(
+    [
+        "server",
+        "listenAddr",
+        "healthAddr",
+        "metricsAddr",
+        "readTimeout",
+        "k8sRequestTimeout",
+        "maxConcurrentRequests",
+        "tls",
+        "certDir",
+        "caFile",
+        "datastorage",
+        "url",
+        "buffer",
+        "batchSize",
+        "flushInterval",
+        "cors",
+        "allowedOrigins",
+        "processing",
+        "fleet",
+        "enabled",
+        "logging",
+        "level",
+        "store",
+        "telemetry",
+        "x",
+    ]
+)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.sampled_from([":8080", "1m30s", "30s", "warn", "0", "https://ds:8080", "127.0.0.1:1"]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=st.dictionaries(_KEYS, _VALUES, max_size=5))
+def test_any_file_in_kubernauts_layout_gives_settings_or_one_error_line(
+    document: dict[str, object],
+) -> None:
+    document.setdefault("processing", {})  # always Kubernaut's layout
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "config.yaml"
+        path.write_text(yaml.safe_dump(document))
+        try:
+            settings_ = load_settings(
+                GatewaySettings, path, environ={}, translator=read_kubernaut_layout
+            )
+        except ConfigError as exc:
+            assert "\n" not in str(exc)
+        else:
+            assert settings_.auth.mode == "kubernetes"
