@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from signalgate.common.config import ByteSize, Duration, Section
+from signalgate.common.config import ByteSize, Duration, Section, check_url
 
 
 class DeliverySettings(Section):
@@ -36,6 +36,13 @@ class DeliverySettings(Section):
     backoff_initial: Duration = 1.0
     backoff_max: Duration = 30.0
     stop_flush_timeout: Duration = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_url(value, ("http", "https"), "http://data-storage-service:8080")
 
 
 class AuditSettings(Section):

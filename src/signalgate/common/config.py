@@ -22,9 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 ENV_PREFIX = "SIGNALGATE_"
@@ -123,6 +124,36 @@ def parse_listen(value: object) -> str:
     return str(value)
 
 
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@", re.IGNORECASE)
+
+
+def without_password(value: Any) -> Any:
+    """`value` with the password of any `scheme://user:password@` in it replaced by `***`, so
+    an error line about a DSN or URL setting never shows a secret."""
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\g<head>***@", value)
+    return value
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+POSTGRES_EXAMPLE = "postgresql://user@host:5432/db"
+
+
+def check_url(value: str, schemes: tuple[str, ...], example: str, need_host: bool = True) -> str:
+    """`value` as a URL a client can connect with: one of `schemes`, a valid port if any, and
+    a host unless `need_host` is false (PostgreSQL's `postgresql:///db?host=/run/…` has none).
+    A `ValueError` says what is wrong, with `example`."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - reading it validates it
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc}; e.g. {example})") from None
+    if parts.scheme not in schemes or (need_host and not parts.hostname):
+        wanted = " or ".join(f"{scheme}://" for scheme in schemes)
+        raise ValueError(f"is not a {wanted} URL with a host (e.g. {example})")
+    return value
+
+
 def split_listen(address: str) -> tuple[str, int]:
     """`127.0.0.1:8080` → ("127.0.0.1", 8080); an empty host means every interface."""
     host, _, port = address.rpartition(":")
@@ -134,12 +165,28 @@ ByteSize = Annotated[int, BeforeValidator(parse_size)]
 ListenAddress = Annotated[str, BeforeValidator(parse_listen)]
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class Section(BaseModel):
-    """Base for settings models: camelCase keys, unknown keys refused, frozen once loaded."""
+    """Base for settings models: camelCase keys, unknown keys refused, frozen once loaded.
+
+    No setting is free text: a control character in a value (a NUL in a path, a newline in a
+    URL) is refused here, with the key, instead of failing later in whichever library first
+    meets it."""
 
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        items = value if isinstance(value, list | tuple) else [value]
+        for item in items:
+            if isinstance(item, str) and _CONTROL.search(item):
+                raise ValueError("must not contain control characters (a NUL, a newline, …)")
+        return value
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -340,5 +387,5 @@ def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
     origin = origins.get(key)
     where = f" (from {origin})" if origin else ""
     value = error.get("input")
-    shown = "missing" if error["type"] == "missing" else repr(value)
+    shown = "missing" if error["type"] == "missing" else repr(without_password(value))
     return f"config key '{key}'{where}: {shown} {message}"

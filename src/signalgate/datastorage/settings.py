@@ -14,7 +14,16 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from signalgate.common.config import ByteSize, Duration, ListenAddress, Section, load_settings
+from signalgate.common.config import (
+    POSTGRES_EXAMPLE,
+    POSTGRES_SCHEMES,
+    ByteSize,
+    Duration,
+    ListenAddress,
+    Section,
+    check_url,
+    load_settings,
+)
 from signalgate.common.sections import AuthSettings, LoggingSettings
 from signalgate.kube.settings import KubernetesSettings
 
@@ -56,6 +65,8 @@ class StoreSettings(Section):
             raise ValueError(
                 "is not a store DSN (sqlite:///path/audit.db or postgresql://user@host/db)"
             )
+        if value.startswith(("postgresql://", "postgres://")):
+            check_url(value, POSTGRES_SCHEMES, POSTGRES_EXAMPLE, need_host=False)
         return value
 
 
@@ -65,6 +76,15 @@ class DlqSettings(Section):
     backoff: list[Duration] = Field(default_factory=lambda: list(DEFAULT_BACKOFF))
     poll_interval: Duration = 1.0
     replay_batch: int = Field(default=500, ge=1, le=500)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value:
+            return value
+        return check_url(
+            value, ("redis", "rediss", "unix"), "redis://:password@redis:6379/0", need_host=False
+        )
 
     @field_validator("backoff")
     @classmethod

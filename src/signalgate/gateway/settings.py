@@ -13,7 +13,15 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from signalgate.audit.settings import AuditSettings, DeliverySettings
-from signalgate.common.config import ByteSize, Duration, ListenAddress, Section
+from signalgate.common.config import (
+    POSTGRES_EXAMPLE,
+    POSTGRES_SCHEMES,
+    ByteSize,
+    Duration,
+    ListenAddress,
+    Section,
+    check_url,
+)
 from signalgate.common.sections import AuthSettings, LoggingSettings
 from signalgate.gateway.kinds import KindSettings
 from signalgate.kube.settings import KubernetesSettings
@@ -69,6 +77,8 @@ class StoreSettings(Section):
                 "(e.g. sqlite:///var/gateway.db, postgresql://user@host:5432/db, kubernetes:// "
                 "for RemediationRequest custom resources in the pod's own cluster)"
             )
+        if value is not None and value.startswith(("postgresql://", "postgres://")):
+            check_url(value, POSTGRES_SCHEMES, POSTGRES_EXAMPLE, need_host=False)
         return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,51 @@ def test_unknown_yaml_key_and_bad_yaml(tmp_path: Path) -> None:
         load(path=config)
     with pytest.raises(ConfigError, match="cannot be read"):
         load(path=tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("auth.tokensFile", "tokens\x00.txt"),
+        ("datastorage.url", "http://ds:8090/\nX-Injected: 1"),
+        ("store.dsn", "sqlite:///var/\x07gateway.db"),
+        ("scope.managedNamespaces", ["prod", "\x00"]),
+    ],
+)
+def test_control_characters_are_refused_naming_the_key(key: str, value: object) -> None:
+    """A NUL in a path or a newline in a URL would fail later, far from its cause, in
+    whichever library met it first (a traceback, not a line)."""
+    with pytest.raises(ConfigError) as caught:
+        load(**{key: value})
+    assert str(caught.value).startswith(f"config key '{key}' (from command line): ")
+    assert "must not contain control characters" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://ds:8090", "is not a http:// or https:// URL with a host"),
+        ("data-storage-service:8090", "is not a http:// or https:// URL with a host"),
+        ("http://", "is not a http:// or https:// URL with a host"),
+        ("http://[::1:8090", "is not a valid URL (Invalid IPv6 URL"),
+        ("http://ds:80900", "is not a valid URL (Port out of range"),
+    ],
+)
+def test_the_datastorage_url_must_be_one_a_client_can_connect_to(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("config key 'datastorage.url'")) as caught:
+        load({"SIGNALGATE_DATASTORAGE__URL": url})
+    assert problem in str(caught.value)
+    assert load({"SIGNALGATE_DATASTORAGE__URL": "https://ds.example:8443/"}).datastorage.url
+
+
+def test_a_bad_postgresql_dsn_is_refused_without_showing_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load({"SIGNALGATE_STORE__DSN": "postgresql://gw:s3cret@db:99999/signalgate"})
+    message = str(caught.value)
+    assert "s3cret" not in message
+    assert "'postgresql://gw:***@db:99999/signalgate' is not a valid URL (Port out of range" in (
+        message
+    )
+    # a Unix-socket DSN has no host in its authority, and is fine
+    socket_dsn = "postgresql:///signalgate?host=/run/postgresql"
+    assert load({"SIGNALGATE_STORE__DSN": socket_dsn}).store_dsn == socket_dsn

@@ -1,4 +1,5 @@
-"""DataStorage proves the directories it will write before it starts, and only those."""
+"""DataStorage's start-up checks: the directories it will write (and only those), and the
+connection URLs it is given."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from signalgate.common.config import ConfigError
 from signalgate.datastorage.service import check_directories
-from signalgate.datastorage.settings import DataStorageSettings
+from signalgate.datastorage.settings import DataStorageSettings, load
 
 
 def settings(**values: object) -> DataStorageSettings:
@@ -60,3 +61,14 @@ def test_an_explicit_queue_file_is_checked_where_it_is(tmp_path: Path, unwritabl
                 auth={"mode": "kubernetes"},
             )
         )
+
+
+def test_connection_urls_are_checked_when_loaded_and_never_show_a_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(None, {"SIGNALGATE_DLQ__REDISURL": "redis://:s3cret@[redis:6379/0"})
+    message = str(caught.value)
+    assert message.startswith("config key 'dlq.redisUrl'") and "s3cret" not in message
+    assert "is not a valid URL (Invalid IPv6 URL" in message
+    with pytest.raises(ConfigError, match=r"^config key 'store\.dsn'.*Port out of range"):
+        load(None, {"SIGNALGATE_STORE__DSN": "postgresql://ds@db:70000/audit"})
+    assert load(None, {"SIGNALGATE_DLQ__REDISURL": "unix:///run/redis.sock"}).dlq.redis_url
