@@ -11,7 +11,10 @@ auth-provider plugins are not supported: they run programs the Gateway should no
 
 from __future__ import annotations
 
+import atexit
 import base64
+import binascii
+import contextlib
 import os
 import ssl
 import tempfile
@@ -22,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
-from signalgate.common.config import ConfigError
+from signalgate.common.config import ConfigError, check_url
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -81,11 +84,14 @@ def in_cluster_config(sa_dir: Path = SERVICE_ACCOUNT_DIR) -> KubeConfig:
     namespace = namespace_file.read_text().strip() if namespace_file.is_file() else None
     if ":" in host:  # IPv6
         host = f"[{host}]"
-    return KubeConfig(
-        server=f"https://{host}:{port}",
-        ca_file=str(sa_dir / "ca.crt"),
-        token_file=token_file,
-        namespace=namespace,
+    return loadable(
+        KubeConfig(
+            server=f"https://{host}:{port}",
+            ca_file=str(sa_dir / "ca.crt"),
+            token_file=token_file,
+            namespace=namespace,
+        ),
+        "in-cluster Kubernetes config",
     )
 
 
@@ -101,9 +107,9 @@ def kubeconfig_file(path: Path) -> KubeConfig:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{where}: not a kubeconfig")
     context_name = loaded.get("current-context")
-    context = _named(loaded, "contexts", context_name, where).get("context") or {}
-    cluster = _named(loaded, "clusters", context.get("cluster"), where).get("cluster") or {}
-    user = _named(loaded, "users", context.get("user"), where).get("user") or {}
+    context = _section(_named(loaded, "contexts", context_name, where), "context")
+    cluster = _section(_named(loaded, "clusters", context.get("cluster"), where), "cluster")
+    user = _section(_named(loaded, "users", context.get("user"), where), "user")
     if "exec" in user or "auth-provider" in user:
         raise ConfigError(
             f"{where}: user {context.get('user')!r} authenticates through a plugin, which "
@@ -113,34 +119,75 @@ def kubeconfig_file(path: Path) -> KubeConfig:
     server = cluster.get("server")
     if not server:
         raise ConfigError(f"{where}: cluster {context.get('cluster')!r} has no server")
+    try:
+        check_url(str(server), ("https", "http"), "https://api.example:6443")
+    except ValueError as exc:
+        raise ConfigError(f"{where}: server {str(server)!r} {exc}") from None
     token_file = user.get("tokenFile")
-    return KubeConfig(
+    config = KubeConfig(
         server=str(server).rstrip("/"),
-        ca_file=_file_or_data(cluster, "certificate-authority", base),
+        ca_file=_file_or_data(cluster, "certificate-authority", base, where),
         insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
-        token=user.get("token"),
-        token_file=(base / token_file) if token_file else None,
-        client_cert=_file_or_data(user, "client-certificate", base),
-        client_key=_file_or_data(user, "client-key", base),
+        token=None if user.get("token") is None else str(user["token"]),
+        token_file=_existing(base / str(token_file), "tokenFile", where) if token_file else None,
+        client_cert=_file_or_data(user, "client-certificate", base, where),
+        client_key=_file_or_data(user, "client-key", base, where),
         namespace=context.get("namespace"),
     )
+    return loadable(config, where)
+
+
+def loadable(config: KubeConfig, where: str) -> KubeConfig:
+    """`config` once its certificate authority and client certificate have been loaded: a bad
+    PEM file is a start-up error naming the kubeconfig, not a TLS failure at the first call."""
+    try:
+        config.ssl_context()
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{where}: its certificate authority or client certificate and key cannot be "
+            f"loaded ({exc})"
+        ) from None
+    return config
+
+
+def _section(entry: dict[str, Any], key: str) -> dict[str, Any]:
+    value = entry.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _named(config: dict[str, Any], section: str, name: Any, where: str) -> dict[str, Any]:
-    for entry in config.get(section) or []:
+    entries = config.get(section)
+    for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and entry.get("name") == name:
             return entry
     raise ConfigError(f"{where}: no {section[:-1]} named {name!r} (current-context)")
 
 
-def _file_or_data(section: dict[str, Any], key: str, base: Path) -> str | None:
-    """A path for `key`, or `key-data` written to a private temporary file."""
+def _existing(path: Path, key: str, where: str) -> Path:
+    if not path.is_file():
+        raise ConfigError(f"{where}: {key} {str(path)!r} is not a readable file")
+    return path
+
+
+def _file_or_data(section: dict[str, Any], key: str, base: Path, where: str) -> str | None:
+    """A path for `key`, or `key-data` written to a private temporary file (removed when
+    the process exits)."""
     if section.get(key):
-        return str(base / str(section[key]))
+        return str(_existing(base / str(section[key]), key, where))
     data = section.get(f"{key}-data")
     if not data:
         return None
+    try:
+        decoded = base64.b64decode(str(data), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{where}: {key}-data is not base64") from None
     fd, name = tempfile.mkstemp(prefix="signalgate-kube-", suffix=".pem")
     with os.fdopen(fd, "wb") as handle:
-        handle.write(base64.b64decode(data))
+        handle.write(decoded)
+    atexit.register(_remove, name)
     return name
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
