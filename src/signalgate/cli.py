@@ -9,6 +9,7 @@ every line they print is prefixed with the service's name (`gateway     | …`).
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import socket
@@ -22,7 +23,9 @@ from pathlib import Path
 import httpx
 
 from signalgate.common.auth import ADMIN_TOKEN_FILE, hash_token, write_new_token
-from signalgate.common.config import split_listen
+from signalgate.common.cli import EXIT_CONFIG
+from signalgate.common.config import ConfigError, split_listen
+from signalgate.common.directories import writable_directory
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -44,7 +47,12 @@ def _admin_token(data_dir: Path) -> tuple[str, Path]:
     """One admin token for every service, made on first start (mode 0600)."""
     path = data_dir / ADMIN_TOKEN_FILE
     if path.exists():
-        return path.read_text().strip(), path
+        try:
+            return path.read_text().strip(), path
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"the admin token '{path}' cannot be read ({exc}); remove it to make a new one"
+            ) from None
     return write_new_token(path), path
 
 
@@ -72,26 +80,49 @@ def components(host: str, base_port: int, token_path: Path) -> list[Component]:
     return [datastorage, gateway]
 
 
-def port_taken(host: str, port: int) -> bool:
-    """Whether a server could not listen on `host:port` now (as the services bind it)."""
+def bind_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on `host:port` now (as the services bind it), or None."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
-            return True
-    return False
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "already in use"
+            return exc.strerror or str(exc)
+    return None
 
 
-def busy_addresses(parts: list[Component]) -> list[str]:
-    """The listen addresses someone else already holds, checked before anything starts.
+def port_taken(host: str, port: int) -> bool:
+    """Whether a server could not listen on `host:port` now."""
+    return bind_problem(host, port) is not None
 
-    A taken port would otherwise surface as one service exiting half-way through start-up,
+
+def unusable_addresses(parts: list[Component]) -> list[str]:
+    """The listen addresses that cannot be listened on (someone else holds them, the host is
+    not this machine's), each with why, checked before anything starts.
+
+    Such an address would otherwise surface as one service exiting half-way through start-up,
     after the others are already running.
     """
-    addresses = [address for part in parts for address in (part.api, part.ops)]
-    return [address for address in addresses if port_taken(*split_listen(address))]
+    found = []
+    for address in (address for part in parts for address in (part.api, part.ops)):
+        problem = bind_problem(*split_listen(address))
+        if problem is not None:
+            found.append(f"{address} ({problem})")
+    return found
+
+
+def base_port(text: str) -> int:
+    """`--base-port`: the Gateway's API port; the last of the four (+11) must be a port too."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535 - 11:
+        raise argparse.ArgumentTypeError(f"{port} is not between 1 and {65535 - 11}")
+    return port
 
 
 def _start(component: Component, data_dir: Path, token: str) -> None:
@@ -167,13 +198,18 @@ def _stop_all(parts: list[Component]) -> None:
 
 
 def up(data_dir: Path, host: str, base_port: int = 8080) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    token, token_path = _admin_token(data_dir)
+    try:
+        writable_directory(data_dir, "--data-dir", "every service's data and the admin token")
+        token, token_path = _admin_token(data_dir)
+    except ConfigError as exc:
+        print(f"signalgate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     parts = components(host, base_port, token_path.resolve())
-    busy = busy_addresses(parts)
-    if busy:
+    unusable = unusable_addresses(parts)
+    if unusable:
         print(
-            f"signalgate: {', '.join(busy)} already in use; choose other ports with --base-port",
+            f"signalgate: cannot listen on {', '.join(unusable)}; choose other ports with "
+            "--base-port or another --host",
             file=sys.stderr,
         )
         return EXIT_FAILURE
@@ -224,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     start.add_argument(
         "--base-port",
-        type=int,
+        type=base_port,
         default=8080,
         help="Gateway API port; its ops port is +1, DataStorage's +10 and +11 (default 8080)",
     )

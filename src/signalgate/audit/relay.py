@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -285,14 +286,23 @@ class Relay:
         )
 
 
+# RFC 6750's token68 characters, which is what a bearer token may hold
+_BEARER = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
 def _read_token(path: Path) -> str:
     """Read again every TOKEN_REFRESH_SECONDS: rotated (service-account) tokens apply without
     a restart."""
     try:
-        return path.read_text().strip()
-    except OSError as exc:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
         log.error("cannot read the DataStorage token file", extra={"error": str(exc)})
         return ""
+    if not _BEARER.fullmatch(token):
+        # never sent: a newline would end the header, other bytes are refused by the client
+        log.error("the DataStorage token file holds characters a bearer token cannot")
+        return ""
+    return token
 
 
 def _named_items(answer: httpx.Response, size: int) -> set[int]:

@@ -91,6 +91,8 @@ class StaticTokenAuth:
             raise ConfigError(
                 f"config key 'auth.tokensFile': '{path}' cannot be read ({exc.strerror})"
             ) from exc
+        except UnicodeDecodeError:
+            raise ConfigError(f"config key 'auth.tokensFile': '{path}' is not UTF-8 text") from None
         known = frozenset(known_scopes)
         entries = []
         for number, raw in enumerate(text.splitlines(), start=1):

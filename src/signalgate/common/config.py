@@ -278,6 +278,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"config file '{path}': cannot be read ({exc.strerror})") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}': not UTF-8 text") from None
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -19,7 +19,8 @@ from signalgate.common.config import ConfigError
 
 def writable_directory(path: Path, key: str, holds: str) -> Path:
     """Create `path` if needed and prove it writable (a file made and removed), or raise a
-    `ConfigError` naming `key` and saying what the directory `holds`."""
+    `ConfigError` naming `key` (a setting, or a `--flag`) and saying what the directory
+    `holds`."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         descriptor, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
@@ -28,10 +29,10 @@ def writable_directory(path: Path, key: str, holds: str) -> Path:
             os.unlink(probe)
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        setting = key if key.startswith("--") else f"config key {key!r}"
         raise ConfigError(
-            f"config key '{key}': {str(path)!r} ({str(path.absolute())!r}) cannot be written "
-            f"({reason}); "
-            f"it holds {holds}: give a writable directory (in Kubernetes, a volume such as an "
-            "emptyDir mounted there)"
+            f"{setting}: {str(path)!r} ({str(path.absolute())!r}) cannot be written "
+            f"({reason}); it holds {holds}: give a writable directory (in Kubernetes, a volume "
+            "such as an emptyDir mounted there)"
         ) from exc
     return path

@@ -102,6 +102,8 @@ def kubeconfig_file(path: Path) -> KubeConfig:
         loaded = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{where}: cannot be read ({exc.strerror})") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not YAML ({exc})") from exc
     if not isinstance(loaded, dict):

@@ -71,6 +71,14 @@ def test_missing_or_bad_tokens_file_stops_start_up(tmp_path: Path) -> None:
         "serve", env={"SIGNALGATE_AUTH__TOKENSFILE": str(bad), "SIGNALGATE_DATADIR": str(tmp_path)}
     )
     assert result.returncode == 2 and "line 3" in result.stderr
+    bad.write_bytes(b"\xff\xfe not text\n")
+    binary = run_cli(
+        "serve", env={"SIGNALGATE_AUTH__TOKENSFILE": str(bad), "SIGNALGATE_DATADIR": str(tmp_path)}
+    )
+    assert binary.returncode == 2, binary.stderr
+    assert (
+        binary.stderr.strip() == f"error: config key 'auth.tokensFile': '{bad}' is not UTF-8 text"
+    )
 
 
 def test_first_start_generates_an_admin_token_and_never_logs_it(tmp_path: Path) -> None:

@@ -81,5 +81,41 @@ def test_up_names_a_taken_port_and_starts_nothing(tmp_path: Path) -> None:
             timeout=30,
         )
     assert result.returncode == 1
-    assert f"127.0.0.1:{base + 10} already in use" in result.stderr
+    assert f"cannot listen on 127.0.0.1:{base + 10} (already in use)" in result.stderr
     assert port_is_free(base) and port_is_free(base + 1)
+
+
+def up_once(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "signalgate.cli", "up", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_up_refuses_what_it_cannot_use_in_one_line_before_starting(tmp_path: Path) -> None:
+    """A port past the range, a host that is not this machine's, a data directory under a
+    file: one line each, nothing started (these were a traceback, "already in use", and a
+    traceback)."""
+    too_high = up_once("--data-dir", str(tmp_path / "var"), "--base-port", "65530")
+    assert too_high.returncode == 2
+    assert "argument --base-port: 65530 is not between 1 and 65524" in too_high.stderr
+    base = free_base_port()
+    elsewhere = up_once(
+        "--data-dir", str(tmp_path / "var"), "--base-port", str(base), "--host", "192.0.2.1"
+    )
+    assert elsewhere.returncode == 1
+    assert f"cannot listen on 192.0.2.1:{base + 10} (Cannot assign requested address)" in (
+        elsewhere.stderr
+    )
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    no_dir = up_once("--data-dir", str(blocker / "var"), "--base-port", str(base))
+    assert no_dir.returncode == 2
+    (line,) = no_dir.stderr.strip().splitlines()
+    assert (
+        line.startswith(f"signalgate: --data-dir: '{blocker / 'var'}'")
+        and "cannot be written" in line
+    )
+    assert port_is_free(base) and port_is_free(base + 10)

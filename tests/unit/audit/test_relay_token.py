@@ -80,3 +80,16 @@ async def test_a_rotated_token_is_read_again_after_a_401(tmp_path: Path) -> None
         assert fake.stored == [first["event_id"]]
     finally:
         await sink.stop()
+
+
+def test_a_token_file_a_header_cannot_carry_is_never_sent(tmp_path: Path, caplog: object) -> None:
+    """A second line would end the Authorization header and start another; bytes that are not
+    text would fail the client on every batch. Such a file is logged and sends no token."""
+    from signalgate.audit.relay import _read_token
+
+    token_file = tmp_path / "token"
+    token_file.write_text("eyJhbGciOi.J9-_x~+/==\n")  # a JWT's characters, and padding
+    assert _read_token(token_file) == "eyJhbGciOi.J9-_x~+/=="
+    for content in (b"good\nX-Injected: 1\n", b"with space", b"\xff\xfe", b"tab\there"):
+        token_file.write_bytes(content)
+        assert _read_token(token_file) == "", content

@@ -167,3 +167,11 @@ def test_a_bad_postgresql_dsn_is_refused_without_showing_its_password() -> None:
     # a Unix-socket DSN has no host in its authority, and is fine
     socket_dsn = "postgresql:///signalgate?host=/run/postgresql"
     assert load({"SIGNALGATE_STORE__DSN": socket_dsn}).store_dsn == socket_dsn
+
+
+def test_a_config_file_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_bytes(b"server:\n  listen: \xff\xfe\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path=path)
+    assert str(caught.value) == f"config file '{path}': not UTF-8 text"

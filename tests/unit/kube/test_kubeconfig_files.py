@@ -30,6 +30,7 @@ SERVER = {"server": "https://127.0.0.1:6443"}
     ("text", "problem"),
     [
         ("[1, 2]", "not a kubeconfig"),
+        ("clusters: [\udcff]", "not UTF-8 text"),
         ("current-context: a\ncontexts: x\nclusters: 5\nusers: null\n", "no context named 'a'"),
         (kubeconfig({"server": 12}, {"token": "t"}), "server '12' is not a https:// or http://"),
         (kubeconfig({"server": "https://[::1"}, {"token": "t"}), "Invalid IPv6 URL"),
@@ -56,7 +57,7 @@ SERVER = {"server": "https://127.0.0.1:6443"}
 )
 def test_a_broken_kubeconfig_is_one_line_naming_it(tmp_path: Path, text: str, problem: str) -> None:
     path = tmp_path / "kubeconfig"
-    path.write_text(text)
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
     with pytest.raises(ConfigError) as caught:
         config_from_dsn(f"kubernetes://{path}")
     message = str(caught.value)
