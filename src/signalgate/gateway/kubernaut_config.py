@@ -138,7 +138,7 @@ NOT_APPLIED = (
     "datastorage.healthUrl",  # DataStorage's reachability is seen from the deliveries
     "datastorage.buffer.maxRetries",  # the journal retries until DataStorage has the events
     "processing.deduplication.cooldownPeriod",  # the RR's nextAllowedExecution decides
-    "processing.retry.",  # the API server's answers are retried by the store's own rule
+    "processing.retry.",  # conflicts retried in process; an API server away → 503 + Retry-After
     "telemetry.",  # no tracing
     "fleet.",  # one cluster (fleet.enabled: true is refused)
 )
