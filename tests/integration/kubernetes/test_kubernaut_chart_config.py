@@ -4,7 +4,9 @@ from the pod, against a real API server and a real DataStorage.
 
 Only the file's addresses are changed for the test (free loopback ports instead of :8080,
 :8081, :9090; the test's DataStorage instead of the cluster's Service name); everything else
-is the chart's rendering, read as it is.
+is the chart's rendering, read as it is. The Gateway runs as the chart's ServiceAccount with
+the chart's own RBAC (tests/fixtures/kubernaut/gateway-chart-rendered.yaml), so the test also
+shows that Kubernaut's permissions are all signalgate's Gateway needs.
 """
 
 from __future__ import annotations
@@ -24,10 +26,18 @@ from tests.integration.datastorage.dstools import (
     gateway_events_stored,
 )
 from tests.support.contract import problem
-from tests.support.kube import REPO, apply_rbac, bind_cluster_role, namespace, service_account
+from tests.support.kube import (
+    REPO,
+    apply_rbac,
+    bind_cluster_role,
+    in_namespace,
+    namespace,
+    service_account,
+)
 from tests.support.services import ServiceProcess, alert, webhook
 
 KUBERNAUT_CONFIG = REPO / "tests" / "fixtures" / "kubernaut" / "gateway-config.yaml"
+CHART_RENDERED = REPO / "tests" / "fixtures" / "kubernaut" / "gateway-chart-rendered.yaml"
 PROM = "/api/v1/signals/prometheus"
 
 
@@ -44,9 +54,11 @@ def test_kubernauts_config_file_runs_the_gateway_in_kubernetes_mode(
         config_file = tmp_path / "config.yaml"
         config_file.write_text(yaml.safe_dump(config))
 
-        # the pod: its own ServiceAccount with the RBAC of deploy/, found through KUBECONFIG
-        apply_rbac(kube_apiserver, kube_namespace)
-        own_token = service_account(kube_apiserver, kube_namespace, "signalgate-gateway")
+        # the pod: the chart's ServiceAccount and RBAC, found through KUBECONFIG
+        for obj in yaml.safe_load_all(CHART_RENDERED.read_text()):
+            if obj and obj["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
+                kube_apiserver.apply(in_namespace(obj, kube_namespace, kube_namespace))
+        own_token = kube_apiserver.service_account_token(kube_namespace, "gateway")
         kubeconfig = kube_apiserver.write_kubeconfig(own_token, tmp_path / "kubeconfig")
         token_file = tmp_path / "ds.token"  # stands for the pod's mounted token
         token_file.write_text(WRITER_TOKEN)
@@ -89,6 +101,7 @@ def exercise(
     assert metrics.status_code == 200 and "gateway_signals_received_total" in metrics.text
 
     # callers present ServiceAccount tokens, decided by Kubernaut's RBAC
+    apply_rbac(server, pod_namespace)  # for Kubernaut's gateway-signal-source ClusterRole
     sender = service_account(server, pod_namespace, "alertmanager")
     bind_cluster_role(server, "gateway-signal-source", pod_namespace, "alertmanager")
     target = f"{pod_namespace}-apps"
