@@ -135,10 +135,6 @@ def without_password(value: Any) -> Any:
     return value
 
 
-POSTGRES_SCHEMES = ("postgresql", "postgres")
-POSTGRES_EXAMPLE = "postgresql://user@host:5432/db"
-
-
 def check_url(value: str, schemes: tuple[str, ...], example: str, need_host: bool = True) -> str:
     """`value` as a URL a client can connect with: one of `schemes`, a valid port if any, and
     a host unless `need_host` is false (PostgreSQL's `postgresql:///db?host=/run/…` has none).
@@ -152,6 +148,14 @@ def check_url(value: str, schemes: tuple[str, ...], example: str, need_host: boo
         wanted = " or ".join(f"{scheme}://" for scheme in schemes)
         raise ValueError(f"is not a {wanted} URL with a host (e.g. {example})")
     return value
+
+
+def check_postgres_dsn(value: str) -> str:
+    """A `postgresql://` or `postgres://` DSN that parses (the host may be in the query, for
+    a Unix socket): what both services' `store.dsn` must be when it names PostgreSQL."""
+    return check_url(
+        value, ("postgresql", "postgres"), "postgresql://user@host:5432/db", need_host=False
+    )
 
 
 def split_listen(address: str) -> tuple[str, int]:

@@ -15,12 +15,11 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from signalgate.common.config import (
-    POSTGRES_EXAMPLE,
-    POSTGRES_SCHEMES,
     ByteSize,
     Duration,
     ListenAddress,
     Section,
+    check_postgres_dsn,
     check_url,
     load_settings,
 )
@@ -66,7 +65,7 @@ class StoreSettings(Section):
                 "is not a store DSN (sqlite:///path/audit.db or postgresql://user@host/db)"
             )
         if value.startswith(("postgresql://", "postgres://")):
-            check_url(value, POSTGRES_SCHEMES, POSTGRES_EXAMPLE, need_host=False)
+            check_postgres_dsn(value)
         return value
 
 

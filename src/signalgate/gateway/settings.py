@@ -14,13 +14,11 @@ from pydantic import Field, field_validator
 
 from signalgate.audit.settings import AuditSettings, DeliverySettings
 from signalgate.common.config import (
-    POSTGRES_EXAMPLE,
-    POSTGRES_SCHEMES,
     ByteSize,
     Duration,
     ListenAddress,
     Section,
-    check_url,
+    check_postgres_dsn,
 )
 from signalgate.common.sections import AuthSettings, LoggingSettings
 from signalgate.gateway.kinds import KindSettings
@@ -78,7 +76,7 @@ class StoreSettings(Section):
                 "for RemediationRequest custom resources in the pod's own cluster)"
             )
         if value is not None and value.startswith(("postgresql://", "postgres://")):
-            check_url(value, POSTGRES_SCHEMES, POSTGRES_EXAMPLE, need_host=False)
+            check_postgres_dsn(value)
         return value
 
 
