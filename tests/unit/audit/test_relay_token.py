@@ -88,8 +88,14 @@ def test_a_token_file_a_header_cannot_carry_is_never_sent(tmp_path: Path, caplog
     from signalgate.audit.relay import _read_token
 
     token_file = tmp_path / "token"
-    token_file.write_text("eyJhbGciOi.J9-_x~+/==\n")  # a JWT's characters, and padding
-    assert _read_token(token_file) == "eyJhbGciOi.J9-_x~+/=="
-    for content in (b"good\nX-Injected: 1\n", b"with space", b"\xff\xfe", b"tab\there"):
+    token_file.write_text("eyJhbGciOi.J9-_x~+/==!#$\n")  # a JWT's characters, punctuation
+    assert _read_token(token_file) == "eyJhbGciOi.J9-_x~+/==!#$"
+    for content in (
+        b"good\nX-Injected: 1\n",
+        b"with space",
+        b"\xff\xfe",
+        b"tab\there",
+        "é".encode(),
+    ):
         token_file.write_bytes(content)
         assert _read_token(token_file) == "", content
