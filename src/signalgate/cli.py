@@ -94,11 +94,6 @@ def bind_problem(host: str, port: int) -> str | None:
     return None
 
 
-def port_taken(host: str, port: int) -> bool:
-    """Whether a server could not listen on `host:port` now."""
-    return bind_problem(host, port) is not None
-
-
 def unusable_addresses(parts: list[Component]) -> list[str]:
     """The listen addresses that cannot be listened on (someone else holds them, the host is
     not this machine's), each with why, checked before anything starts.

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 
-from signalgate.cli import port_taken
+from signalgate.cli import bind_problem
 
 
 def port_is_free(port: int) -> bool:
-    return not port_taken("127.0.0.1", port)
+    return bind_problem("127.0.0.1", port) is None
 
 
 def free_base_port() -> int:

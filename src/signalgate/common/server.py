@@ -109,6 +109,35 @@ def http_server(
     return _Server(config)
 
 
+def ops_servers(
+    app: ASGIApp,
+    ops_listen: str,
+    metrics_listen: str | None,
+    grace: float,
+    head_timeout: float,
+    uds: str | None = None,
+) -> list[_Server]:
+    """The ops routes on `ops_listen` (or the Unix socket `uds`), and on `metrics_listen` too
+    when given: what a service and a workers' supervisor both serve."""
+    servers = [http_server(app, ops_listen, grace, uds=uds, head_timeout=head_timeout)]
+    if metrics_listen is not None:
+        servers.append(http_server(app, metrics_listen, grace, head_timeout=head_timeout))
+    return servers
+
+
+def start_servers(servers: list[_Server], name: str) -> list[asyncio.Task[None]]:
+    return [asyncio.create_task(server.serve(), name=name) for server in servers]
+
+
+async def stop_servers(servers: list[_Server], tasks: list[asyncio.Task[None]]) -> None:
+    """Ask each server to finish, then wait for each (a failure to stop is not raised)."""
+    for server in servers:
+        server.should_exit = True
+    for task in tasks:
+        with contextlib.suppress(Exception):
+            await task
+
+
 async def run_service(
     service: Service,
     api_app: ASGIApp,
@@ -135,10 +164,10 @@ async def run_service(
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     api = http_server(api_app, listen, grace, tls, head_timeout=head_timeout)
+    if role is not None:
+        metrics_listen = None  # the supervisor serves it for every worker
     ops_socket = None if role is None else role.ops_socket
-    ops = [http_server(ops_app, ops_listen, grace, uds=ops_socket, head_timeout=head_timeout)]
-    if metrics_listen is not None and role is None:
-        ops.append(http_server(ops_app, metrics_listen, grace, head_timeout=head_timeout))
+    ops = ops_servers(ops_app, ops_listen, metrics_listen, grace, head_timeout, uds=ops_socket)
     sockets = None if role is None else [role.listen_socket()]
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -146,12 +175,12 @@ async def run_service(
         loop.add_signal_handler(sig, stop_requested.set)
 
     api_task = asyncio.create_task(api.serve(sockets), name="api-listener")
-    ops_tasks = [asyncio.create_task(server.serve(), name="ops-listener") for server in ops]
+    ops_tasks = start_servers(ops, "ops-listener")
     if lag is not None:
         lag.start()
     service.lifecycle.state = State.SERVING
     addresses = {"api": listen, "ops": ops_listen}
-    if len(ops) > 1 and metrics_listen is not None:
+    if metrics_listen is not None:
         addresses["metrics"] = metrics_listen
     log.info("serving", extra=addresses)
     stop_wait = asyncio.create_task(stop_requested.wait())
@@ -166,11 +195,7 @@ async def run_service(
     try:
         await service.stop()
     finally:
-        for server in ops:
-            server.should_exit = True
-        for ops_task in ops_tasks:
-            with contextlib.suppress(Exception):
-                await ops_task
+        await stop_servers(ops, ops_tasks)
         stop_wait.cancel()
         if lag is not None:
             await lag.stop()

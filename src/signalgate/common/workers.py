@@ -249,14 +249,12 @@ async def supervise(
     """Run `workers` copies of `command` on one API socket until SIGTERM/SIGINT; the exit
     code is non-zero when a worker failed to start or exited on its own. The supervisor
     answers the ops routes for all of them, on `ops_listen` and `metrics_listen`."""
-    from signalgate.common.server import http_server
+    from signalgate.common.server import ops_servers, start_servers, stop_servers
 
     listener = bind_listener(listen)
     supervisor = Supervisor(command, workers, listener.fileno(), os.environ)
-    ops_app = supervisor.ops_app()
-    addresses = [ops_listen] if metrics_listen is None else [ops_listen, metrics_listen]
-    ops = [http_server(ops_app, a, grace, head_timeout=head_timeout) for a in addresses]
-    ops_tasks = [asyncio.create_task(server.serve(), name="ops-listener") for server in ops]
+    ops = ops_servers(supervisor.ops_app(), ops_listen, metrics_listen, grace, head_timeout)
+    ops_tasks = start_servers(ops, "ops-listener")
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -290,11 +288,7 @@ async def supervise(
         log.info("shutting down: draining every worker")
         await supervisor.stop_workers(grace)
         listener.close()
-        for server in ops:
-            server.should_exit = True
-        for task in ops_tasks:
-            with contextlib.suppress(Exception):
-                await task
+        await stop_servers(ops, ops_tasks)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         with contextlib.suppress(OSError):

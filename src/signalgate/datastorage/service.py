@@ -65,14 +65,15 @@ def check_directories(settings: DataStorageSettings) -> None:
     uses: list[str] = []
     if not settings.store.dsn:
         uses.append("the SQLite audit store")
-    if not settings.dlq.redis_url and settings.dlq.path is None:
-        uses.append("the dead-letter queue file")
+    if not settings.dlq.redis_url:
+        if settings.dlq.path is None:
+            uses.append("the dead-letter queue file")
+        else:
+            writable_directory(settings.dlq.path.parent, "dlq.path", "the dead-letter queue file")
     if settings.auth.mode == "static" and settings.auth.tokens_file is None:
         uses.append("the generated tokens")
     if uses:
         writable_directory(settings.data_dir, "dataDir", ", ".join(uses))
-    if not settings.dlq.redis_url and settings.dlq.path is not None:
-        writable_directory(settings.dlq.path.parent, "dlq.path", "the dead-letter queue file")
 
 
 @dataclass

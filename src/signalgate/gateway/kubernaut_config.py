@@ -126,6 +126,9 @@ TRANSLATED: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "logging.level": (("logging.level",), _log_level),
 }
 
+# Kubernaut keys whose effect depends on whether the files they name exist
+READ_WITH_THEIR_FILES = frozenset({"server.tls.certDir", "server.tls.caFile"})
+
 # Kubernaut keys accepted without effect, each for a reason docs/kubernetes.md gives. A
 # trailing dot covers a whole section.
 NOT_APPLIED = (
@@ -187,8 +190,8 @@ def translate(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -
             targets, convert = TRANSLATED[key]
             for target in targets:
                 result.set(target, convert(value), f"{where}, Kubernaut's {key}")
-        elif key in ("server.tls.certDir", "server.tls.caFile"):
-            pass  # read below, with the files they name
+        elif key in READ_WITH_THEIR_FILES:
+            pass  # `_conditional_tls` reads them, with the files they name
         elif (item := _not_applied(key)) is not None:
             if item not in ignored:
                 ignored.append(item)
