@@ -9,8 +9,8 @@
                    deleted chains show)
     check-config   print the resolved settings
 
-Exit codes: 0 ok, 1 a dependency failed (database, queue) or the chain is broken,
-2 invalid settings.
+Exit codes: 0 ok, 1 a dependency failed (database, queue), the chain is broken or no
+event of it is stored, 2 invalid settings.
 """
 
 from __future__ import annotations
@@ -142,6 +142,11 @@ async def _verify(settings: DataStorageSettings, correlation_id: str) -> int:
     async def job(store: AuditStore) -> int:
         report, _ = await verify_stored(store, correlation_id)
         print(json.dumps(report.to_json()))
+        if report.events == 0:
+            # an empty chain is sound, but a script checking a mistyped or never-written id
+            # must not read "valid" as "the audit trail of this RR is intact"
+            print(f"error: no audit events stored for {correlation_id!r}", file=sys.stderr)
+            return EXIT_FAILURE
         return EXIT_OK if report.valid else EXIT_FAILURE
 
     return await _with_store(settings, job)

@@ -143,6 +143,13 @@ async def test_trigger_refuses_updates_and_tampering_is_found(postgres_dsn: str)
     )
     assert result.returncode == 1
     assert f'"first_broken_event_id": "{events[2].event_id}"' in result.stdout
+    # an id nothing was written for is not "valid": a mistyped id must not pass a script
+    result = await asyncio.to_thread(
+        cli, "verify-chain", "rr-never-written", env={"SIGNALGATE_STORE__DSN": postgres_dsn}
+    )
+    assert result.returncode == 1
+    assert '"events": 0' in result.stdout
+    assert "no audit events stored for 'rr-never-written'" in result.stderr
 
 
 async def test_sqlite_tampering_is_found(tmp_path: Path) -> None:
