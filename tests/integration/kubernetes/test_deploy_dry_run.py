@@ -82,18 +82,25 @@ def test_the_kubernaut_overlay_runs_the_gateway_in_kubernetes_mode(
         assert (port["port"], port["targetPort"]) == (8080, "api")
 
 
+@pytest.mark.parametrize(
+    "chart_image",
+    ["quay.io/kubernaut-ai/gateway:v1.6.0", "mirror.example.com:5000/kubernaut/gateway:v1.7.0-rc1"],
+)
 def test_the_chart_post_renderer_swaps_the_gateway_and_gives_it_a_journal_volume(
-    kube_apiserver: KubeAPIServer, tmp_path: Path
+    kube_apiserver: KubeAPIServer, tmp_path: Path, chart_image: str
 ) -> None:
     """deploy/kubernaut-chart/post-render over Kubernaut's chart rendering (recorded:
-    tests/fixtures/kubernaut/gateway-chart-rendered.yaml), as helm would pipe it; the result
-    passes a server-side dry run."""
+    tests/fixtures/kubernaut/gateway-chart-rendered.yaml), as helm would pipe it, with the
+    chart's default image and with one from another registry (the chart's
+    `global.image.registry`); the result passes a server-side dry run."""
     import os
 
     rendered = REPO / "tests" / "fixtures" / "kubernaut" / "gateway-chart-rendered.yaml"
+    chart = rendered.read_text()
+    assert "image: quay.io/kubernaut-ai/gateway:v1.6.0" in chart
     done = subprocess.run(
         [str(REPO / "deploy" / "kubernaut-chart" / "post-render")],
-        input=rendered.read_text(),
+        input=chart.replace("quay.io/kubernaut-ai/gateway:v1.6.0", chart_image),
         capture_output=True,
         text=True,
         timeout=120,
