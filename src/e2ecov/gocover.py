@@ -18,9 +18,11 @@ when the module lives in the repository.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -46,18 +48,35 @@ def go() -> str:
     return found
 
 
+BUILD_TIMEOUT = 600  # seconds
+
+
 def build(name: str, package: str, cwd: Path, output: Path) -> str | None:
     """`go build -cover -covermode=atomic`; returns the build's error output on failure."""
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        done = subprocess.run(
-            [go(), "build", "-cover", "-covermode=atomic", "-o", str(output), package],
-            cwd=cwd, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+        command = [go(), "build", "-cover", "-covermode=atomic", "-o", str(output), package]
     except GoUnavailable as exc:
         return str(exc)
-    if done.returncode != 0:
-        lines = "\n    ".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+    # its own process group: `go build` runs the compiler and linker as children, and an
+    # interrupted run (e2ecov signalled, the build timed out) must stop all of them
+    build = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        said, _ = build.communicate(timeout=BUILD_TIMEOUT)
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(build.pid, signal.SIGKILL)
+        build.wait()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            return (
+                f"service '{name}': go build -cover {package} (in {cwd}) took over {BUILD_TIMEOUT}s"
+            )
+        raise
+    if build.returncode != 0:
+        lines = "\n    ".join(said.strip().splitlines()[-15:])
         return f"service '{name}': go build -cover {package} (in {cwd}) failed:\n    {lines}"
     return None
 

@@ -2,10 +2,14 @@
 
 The spinner only ever draws on a terminal, on one line that is cleared before anything
 else is printed (test output passes through `emit`), so logs in CI stay clean.
+
+A reader that goes away (`e2ecov run | head`) ends the progress, not the run: the stack is
+still stopped, measured and reported, and run.json tells how it ended.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -25,6 +29,7 @@ class Progress:
         self._started = 0.0
         self._frame = 0
         self._spinning = False
+        self._closed = False  # the reader went away: nothing more is written
 
     def phase(self, name: str, detail: str = "") -> None:
         """End the current phase (printing its duration) and start `name`."""
@@ -56,14 +61,28 @@ class Progress:
             frame = _FRAMES[self._frame % len(_FRAMES)]
             self._frame += 1
             elapsed = time.monotonic() - self._started
-            self.stream.write(f"\r\x1b[2K{frame} {self._phase} {elapsed:4.0f}s {status}"[:200])
-            self.stream.flush()
+            self._write(f"\r\x1b[2K{frame} {self._phase} {elapsed:4.0f}s {status}"[:200])
             self._spinning = True
 
     def _print(self, text: str) -> None:
         with self._lock:
             if self._spinning:
-                self.stream.write("\r\x1b[2K")
+                self._write("\r\x1b[2K")
                 self._spinning = False
-            self.stream.write(text + "\n")
+            self._write(text + "\n")
+
+    def _write(self, text: str) -> None:
+        """Write and flush, under the lock; a closed pipe stops the progress for good."""
+        if self._closed:
+            return
+        try:
+            self.stream.write(text)
             self.stream.flush()
+        except BrokenPipeError:
+            self._closed = True
+            if self.stream is sys.stdout:
+                # the interpreter flushes stdout again at exit: point it at /dev/null, so
+                # that flush neither fails nor changes the exit code
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)

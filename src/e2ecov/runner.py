@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import e2ecov
@@ -67,6 +68,8 @@ from e2ecov.services import (
     taken_port_problems,
 )
 from e2ecov.stackfile import ServiceSpec, Stack
+
+T = TypeVar("T")
 
 STARTUP_DIR = Path(__file__).parent / "startup"
 PACKAGE_HOME = Path(e2ecov.__file__).resolve().parent.parent
@@ -270,8 +273,23 @@ def agent_env(
         protocol.ENV_CONTEXT: protocol.STARTUP_CONTEXT,
         protocol.ENV_AUTOSAVE: str(stack.autosave),
         protocol.ENV_BRANCH: "1" if stack.branch else "0",
-        protocol.ENV_HOME: str(PACKAGE_HOME),
+        protocol.ENV_HOME: str(agent_home(control_dir)),
     }
+
+
+def agent_home(control_dir: Path) -> Path:
+    """What a measured service whose interpreter lacks e2ecov appends to its path: a
+    directory holding only a link to the e2ecov package. Not e2ecov's whole environment: a
+    service must not import coverage.py or its own dependencies from there, and so pass
+    under e2ecov while it would fail in production (its interpreter needs coverage.py; the
+    agent says so in the service's log when it is missing)."""
+    return control_dir / "agent-home"
+
+
+def link_agent(control_dir: Path) -> None:
+    home = agent_home(control_dir)
+    home.mkdir()
+    (home / "e2ecov").symlink_to(PACKAGE_HOME / "e2ecov", target_is_directory=True)
 
 
 def test_environment(
@@ -375,6 +393,7 @@ class Run:
         self.staged = False
         self.record = RunRecord(self.run_id, str(stack.path), self.out)
         self.control_dir = Path(tempfile.mkdtemp(prefix="e2ecov-", dir="/tmp"))
+        link_agent(self.control_dir)
         self.services: dict[str, ServiceRun] = {}
         self.plan: Plan | None = None
         self.failures: list[tuple[ExitCode, str]] = []
@@ -394,10 +413,12 @@ class Run:
         """Every phase; the stack is always stopped (unless kept) and run.json written."""
         artifacts.refuse_kept_stack(self.artifacts)
         procs.become_subreaper()  # orphans of the stack are re-parented here, not to init
-        planned = self._plan()  # raises UsageError (exit 2) before anything is written
         kept = False
+        # the handlers are in place before the prepare phase: a signal during a long
+        # `go build` stops the build and ends the run like any other interrupted run
         with self._signals():
             try:
+                planned = self._plan()  # raises UsageError (exit 2) before anything is written
                 if planned is not None:
                     if self._start():
                         self._interruptible(self._test)
@@ -436,12 +457,12 @@ class Run:
             for signum, old in previous.items():
                 signal.signal(signum, old)
 
-    def _interruptible(self, phase: Callable[[], None]) -> None:
+    def _interruptible(self, phase: Callable[[], T]) -> T:
         if self.signalled is not None:
             raise Interrupted(self.signalled)
         self._raise_on_signal = True
         try:
-            phase()
+            return phase()
         finally:
             self._raise_on_signal = False
 
@@ -506,8 +527,11 @@ class Run:
             "autosave": self.stack.autosave,
             "go": {g.name: g.to_json() for g in self.go_inputs()},
         }
+        # run.json is there from the start (before a build that may take minutes)
+        self._record_services()
+        self.record.write()
         taken = [p for svc in self.services.values() for p in taken_port_problems(svc)]
-        taken += self._build_go()
+        taken += self._interruptible(self._build_go)
         for problem in taken:
             self._fail(ExitCode.STACK_DOWN, problem)
             self.progress.info(f"FAILED: {problem}")

@@ -19,6 +19,7 @@ from e2ecov_harness import (
     app_service,
     drive,
     e2ecov,
+    go_service,
     pytest_command,
     toml_list,
     write_stack,
@@ -350,3 +351,110 @@ def test_ports_come_from_the_configured_range(tmp_path: Path) -> None:
     assert outcome.code == 0, outcome.output
     port = int(outcome.run_json()["services"]["app"]["url"].rsplit(":", 1)[1])
     assert low <= port <= low + 40
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_the_go_build_stops_it_and_keeps_the_last_reports(
+    tmp_path: Path, signum: int
+) -> None:
+    """A build can take minutes (a cold Go cache); a signal then stops the build and every
+    process it started, and the run ends like any interrupted one: run.json written, the
+    last good run's reports back in place. The `go` here is a stand-in on PATH that starts
+    a child and waits, as `go build` waits for its compiler."""
+    good = write_stack(tmp_path, drive("/alpha"), app_service("app"))
+    assert e2ecov("run", "-c", str(good), cwd=tmp_path).code == 0
+    fake = tmp_path / "fakego"
+    fake.mkdir()
+    pids = tmp_path / "build.pids"
+    (fake / "go").write_text(f'#!/bin/sh\nsleep 300 &\necho "$$ $!" > {pids}\nwait\n')
+    (fake / "go").chmod(0o755)
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app") + go_service("goapp"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e2ecov.cli", "run", "-c", str(stack)],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids.is_file() and len(pids.read_text().split()) == 2):
+            assert time.monotonic() < deadline and proc.poll() is None, "the build never started"
+            time.sleep(0.05)
+        build = [int(pid) for pid in pids.read_text().split()]
+        proc.send_signal(signum)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signum, output
+    time.sleep(0.2)
+    assert [pid for pid in build if _alive(pid)] == [], "the build (or its child) outlived e2ecov"
+    out = tmp_path / "out"
+    assert (out / "coverage.json").is_file(), "the last good run's reports are back"
+    assert not (out / ".previous").exists()
+    failed = json.loads((out / "failed-run" / "run.json").read_text())
+    assert failed["exit_code"] == 128 + signum
+    assert f"stopped by {signal.Signals(signum).name}" in failed["first_failure"]
+
+
+@pytest.mark.slow
+def test_a_reader_that_goes_away_does_not_end_the_run(tmp_path: Path) -> None:
+    """`e2ecov run | head -3`: the progress stops, the run does not; it ends as it would
+    have, reports written and its exit code its own."""
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e2ecov.cli", "run", "-c", str(stack)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = [proc.stdout.readline() for _ in range(3)]
+    proc.stdout.close()  # as `head -3` exits
+    errors = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, (first, errors)
+    assert "Traceback" not in errors and "BrokenPipe" not in errors, errors
+    out = tmp_path / "out"
+    assert json.loads((out / "run.json").read_text())["exit_code"] == 0
+    assert (out / "coverage.json").is_file() and not (out / ".previous").exists()
+
+
+@pytest.mark.slow
+def test_a_service_never_imports_from_e2ecovs_own_environment(tmp_path: Path) -> None:
+    """A service run by an interpreter without coverage.py (a bare virtualenv) is not
+    measured, and says why; it must not borrow coverage.py, or any of its own dependencies,
+    from e2ecov's environment and so pass under e2ecov while it would fail in production."""
+    import venv
+
+    bare = tmp_path / "bare"
+    venv.EnvBuilder(with_pip=False).create(bare)
+    python = str(bare / "bin" / "python")
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import importlib.util, sys\n"
+        "for name in ('coverage', 'pytest', 'httpx', 'signalgate'):\n"
+        "    print(name, 'importable' if importlib.util.find_spec(name) else 'missing')\n"
+        "sys.stdout.flush()\n"
+        "from sampleapp import server\n"
+        "sys.argv = ['server', *sys.argv[1:]]\n"
+        "server.main()\n"
+    )
+    service = app_service("app").replace(
+        toml_list([sys.executable, "-m", "sampleapp.server"])[:-1],
+        toml_list([python, str(probe)])[:-1],
+    )
+    assert str(probe) in service
+    stack = write_stack(tmp_path, drive("/alpha"), service, run_extra="")
+    env = {**os.environ, "PYTHONPATH": str(APP)}
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path, env=env)
+    stdout = (tmp_path / "out" / "logs" / "app.stdout.log").read_text()
+    stderr = (tmp_path / "out" / "logs" / "app.stderr.log").read_text()
+    assert "coverage missing" in stdout and "pytest missing" in stdout, stdout
+    assert "httpx missing" in stdout and "signalgate missing" in stdout, stdout
+    assert "coverage agent not started" in stderr and "coverage" in stderr, stderr
+    assert outcome.code == 4, outcome.output
+    assert "LOST: app: no process announced itself" in outcome.stdout
