@@ -17,6 +17,11 @@ log = logging.getLogger("signalgate.audit")
 # DataStorage refuses events older than this; a sender drops them rather than retry forever.
 # One home for both sides of the wire (the Gateway never imports the DataStorage server).
 MAX_EVENT_AGE = timedelta(days=7)
+# What DataStorage stores of an event's `event_data` (serialised, and nested containers,
+# `event_data` itself the first level): a sender fits its events under these, since an event
+# refused for them is lost after its signal was acknowledged.
+MAX_EVENT_DATA_BYTES = 256 * 1024
+MAX_EVENT_DATA_DEPTH = 10
 
 
 class AuditSink(Protocol):

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from signalgate.common.cors import with_cors
 from signalgate.common.ids import new_uuid
+from signalgate.common.json_numbers import check_json_integers
 from signalgate.common.logging import request_id_var
 from signalgate.common.problems import Problem, validation_error
 from signalgate.common.text import check_json_text, check_request_target
@@ -65,6 +66,10 @@ class Envelope:
       response with it and the security headers;
     - refuses a control character in the path or query (the one check for every route of
       both services, see `common.text`);
+    - refuses headers whose meaning would be a guess: `Authorization` or `Content-Type`
+      given twice (400: which one counts?), a transfer coding other than `chunked` (501,
+      RFC 9112: the body cannot be decoded) and a content coding other than `identity`
+      (415: a compressed body would be parsed as if it were not);
     - tells `observer`, if any, when the request starts and how it ended.
 
     One layer instead of one middleware per concern: each layer wraps `send` once more, and
@@ -82,11 +87,15 @@ class Envelope:
             await self.app(scope, receive, send)
             return
         inbound = None
+        once: list[bytes] = []
+        refusal: Problem | None = None
         for name, value in scope["headers"]:
             if name == b"x-request-id" and inbound is None:
                 inbound = value.decode("latin-1")
             elif name.startswith(self.PREFIX):
                 scope = {**scope, "headers": _without_impersonation(scope["headers"])}
+            elif name in _SCREENED and refusal is None:
+                refusal = _screened(name, value, once)
         request_id = inbound if inbound and _REQUEST_ID_RE.match(inbound) else new_uuid()
         token = request_id_var.set(request_id)
         stamped = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
@@ -105,6 +114,8 @@ class Envelope:
             observer.started()
         try:
             try:
+                if refusal is not None:
+                    raise refusal
                 check_request_target(scope["path"], scope.get("query_string", b""))
             except Problem as refused:
                 response = refused.to_response(scope["path"].encode("unicode_escape").decode())
@@ -119,6 +130,43 @@ class Envelope:
 
 def _without_impersonation(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     return [(name, value) for name, value in headers if not name.startswith(Envelope.PREFIX)]
+
+
+# the request headers `Envelope` looks at beyond its own
+_SCREENED = frozenset(
+    {b"authorization", b"content-type", b"transfer-encoding", b"content-encoding"}
+)
+
+
+def _screened(name: bytes, value: bytes, once: list[bytes]) -> Problem | None:
+    """The refusal one of `_SCREENED` calls for, if any; `once` collects the headers that
+    may be given only once."""
+    if name == b"transfer-encoding":
+        if value.strip().lower() != b"chunked":
+            return Problem(
+                501,
+                "not-implemented",
+                f"Transfer-Encoding {value.decode('latin-1')[:60]!r} is not supported; send the "
+                "body as it is, with Content-Length or Transfer-Encoding: chunked",
+            )
+        return None
+    if name == b"content-encoding":
+        if value.strip().lower() not in (b"", b"identity"):
+            return Problem(
+                415,
+                "unsupported-media-type",
+                f"Content-Encoding {value.decode('latin-1')[:60]!r} is not supported; send the "
+                "body uncompressed",
+            )
+        return None
+    if name in once:
+        shown = name.decode().title()
+        return validation_error(
+            f"{shown}: given more than once; send it once",
+            field_errors={shown: "given more than once"},
+        )
+    once.append(name)
+    return None
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -191,6 +239,7 @@ async def read_body(
             f"the request body did not arrive within {timeout:g}s; send it at once and retry",
         ) from None
     check_json_text(body)
+    check_json_integers(body)
     return body
 
 

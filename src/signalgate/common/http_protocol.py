@@ -23,7 +23,9 @@ the rest (slowloris), holds its connection and a file descriptor for as long as 
 headers) has not arrived within `head_timeout` of connecting, or of that request's first
 byte. Nor does httptools bound a head's size: a header line that never ends is held in
 memory as it grows, at whatever rate the client sends. A head still unfinished after
-`MAX_HEAD_BYTES` is answered 431 and the connection closed (after `LINGER`). The body is the
+`MAX_HEAD_BYTES` is answered 431 and the connection closed (after `LINGER`); so is a
+finished head over that size, however the network split it into reads (a whole head
+arriving in one read is measured when its headers are complete). The body is the
 application's to bound (`server.maxBodySize`, 413; `server.bodyReadTimeout`, 408).
 
 Nor does uvicorn bound how long an answer may wait for a client that does not read it: the
@@ -59,7 +61,8 @@ FLUSH_AT = 64 * 1024
 HEAD_TIMEOUT = 10.0
 # a request head (request line and headers) still unfinished past this many bytes is refused
 # (431): a webhook's or a controller's head is a few hundred bytes, a ServiceAccount token
-# 1 - 2 KiB. Checked per read, so a head may run one read (up to 256 KiB) past it.
+# 1 - 2 KiB. An unfinished head is checked per read (so it is held to one read, up to
+# 256 KiB, past it); a finished one exactly.
 MAX_HEAD_BYTES = 64 * 1024
 # after refusing a head, what the client still sends is read and dropped this long before the
 # connection is closed: closing with unread bytes makes the kernel reset the connection, and
@@ -68,6 +71,10 @@ LINGER = 2.0
 # an answer the client takes none of for this long (the send buffer full all along) is dropped
 # and its connection aborted
 WRITE_STALL_TIMEOUT = 30.0
+
+
+class _HeadTooLarge(Exception):
+    """Raised from the parser's callback to stop it at a head over MAX_HEAD_BYTES."""
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -174,8 +181,11 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _head_pending = False
     _head_timer: asyncio.TimerHandle | None = None
     _head_bytes = 0  # bytes read while the current head is unfinished
+    _head_bound = 0  # at least the current head's bytes in earlier reads (an upper bound)
     _head_done = False  # a head was completed during the read being parsed
     _refused = False  # answered here (400, 431): what still arrives is dropped until the close
+    _read_bytes = 0  # the size of the read being parsed
+    _head_too_large = False  # a finished head over MAX_HEAD_BYTES: the parser was stopped
     write_stall_timeout: ClassVar[float] = WRITE_STALL_TIMEOUT
     _stall_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
 
@@ -188,15 +198,20 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._head_done = False
+        self._read_bytes = len(data)
         super().data_received(data)
         if self._refused:  # answered already (malformed: uvicorn called send_400_response)
             return
-        if not self._head_pending or self._head_done:
-            # no head pending, or one finished in this read (a next one may have begun in
-            # it: counted from the next read on)
-            self._head_bytes = 0
+        if not self._head_pending:
+            self._head_bytes = self._head_bound = 0
+        elif self._head_done:
+            # a head finished in this read, and the next one began in it: that one's
+            # unfinished part is counted from the next read on, but its bound counts the
+            # whole read (some of it may be the next head's)
+            self._head_bytes, self._head_bound = 0, len(data)
         else:
             self._head_bytes += len(data)
+            self._head_bound += len(data)
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
                 self._refuse_head()
                 return
@@ -207,9 +222,19 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         self._head_pending = True  # a kept-alive connection's next request
 
     def on_headers_complete(self) -> None:
+        # measured only when this read and the head's earlier ones could hold that much
+        if self._head_bound + self._read_bytes > MAX_HEAD_BYTES and (
+            self._head_size() > MAX_HEAD_BYTES
+        ):
+            self._head_too_large = True
+            raise _HeadTooLarge  # stops the parser; uvicorn answers via send_400_response
         self._head_arrived()
         self._head_done = True
         super().on_headers_complete()
+
+    def _head_size(self) -> int:
+        """The finished head's bytes: request line, and each header with ': ' and CRLF."""
+        return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_arrived()
@@ -258,6 +283,9 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         """Not HTTP/1.1 the parser accepts (a bad request line, header or chunk framing, a
         request both chunked and with a length): a problem document like every other error,
         not uvicorn's plain text, then close (the stream cannot be trusted past it)."""
+        if self._head_too_large:
+            self._refuse_head()
+            return
         detail = "the request is not valid HTTP/1.1 (its request line, headers or framing)"
         self._answer_and_close(400, "validation-error", detail)
 

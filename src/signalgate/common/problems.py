@@ -37,6 +37,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "too-many-requests": (429, "Too Many Requests"),
     "request-header-fields-too-large": (431, "Request Header Fields Too Large"),
     "internal-error": (500, "Internal Server Error"),
+    "not-implemented": (501, "Not Implemented"),
     "service-unavailable": (503, "Service Unavailable"),
     "gateway-timeout": (504, "Gateway Timeout"),
 }

@@ -29,8 +29,9 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from signalgate.common.audit import MAX_EVENT_AGE
+from signalgate.common.audit import MAX_EVENT_AGE, MAX_EVENT_DATA_BYTES, MAX_EVENT_DATA_DEPTH
 from signalgate.common.ids import new_uuid
+from signalgate.common.json_numbers import INT64_MIN, UINT64_MAX
 from signalgate.datastorage.chain import canonical, canonical_json, format_timestamp
 
 CATEGORIES: tuple[str, ...] = (
@@ -54,8 +55,6 @@ CATEGORIES: tuple[str, ...] = (
 RESERVED_CATEGORIES = frozenset({"gateway"})
 OUTCOMES: tuple[str, ...] = ("success", "failure", "pending")
 
-MAX_EVENT_DATA_BYTES = 256 * 1024
-MAX_EVENT_DATA_DEPTH = 10
 MAX_FUTURE = timedelta(minutes=60)
 DEFAULT_RETENTION_DAYS = 2555
 MAX_BIGINT = 2**63 - 1
@@ -157,7 +156,7 @@ def _check_nested(value: object, depth: int) -> bool:
         if "\x00" in value:
             raise ValueError("strings must not contain NUL characters")
         return False
-    if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
+    if type(value) is int and not INT64_MIN <= value <= UINT64_MAX:
         raise ValueError("must hold only JSON numbers within 64 bits")
     return type(value) is float
 
@@ -165,9 +164,6 @@ def _check_nested(value: object, depth: int) -> bool:
 def _check_depth(depth: int) -> None:
     if depth > MAX_EVENT_DATA_DEPTH:
         raise ValueError(f"must be at most {MAX_EVENT_DATA_DEPTH} levels deep")
-
-
-_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1  # what orjson (and the stored JSON) takes
 
 
 def _nul_errors(payload: Mapping[str, object], prefix: str) -> dict[str, str]:

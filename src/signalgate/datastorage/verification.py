@@ -31,10 +31,15 @@ def kubernaut_verification(
             verified = len(rows)
     if report.valid:
         message = f"hash chain intact: {report.events} event(s) verified"
-    else:
+    elif report.first_broken_event_id is not None:
         message = (
             f"hash chain broken at event {report.first_broken_event_id}: "
             f"{verified} of {report.events} event(s) verified"
+        )
+    else:  # every stored row holds, but events are missing (a deleted tail or chain)
+        message = (
+            f"hash chain broken: {report.detail or 'events are missing'} "
+            f"({verified} of {report.events} stored event(s) verified)"
         )
     body: dict[str, Any] = {
         "correlation_id": report.correlation_id,

@@ -32,6 +32,7 @@ from signalgate.common.http import (
 from signalgate.common.problems import Problem, validation_error
 from signalgate.gateway import responses
 from signalgate.gateway.adapters.alertmanager import parse_webhook
+from signalgate.gateway.adapters.identity import is_dns1123_label
 from signalgate.gateway.adapters.kubernetes_event import parse_event
 from signalgate.gateway.adapters.parsing import Freshness, PayloadError, parse_object
 from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
@@ -41,7 +42,7 @@ from signalgate.gateway.pipeline import Outcome, ProcessingTimeout
 from signalgate.gateway.service import GatewayService
 from signalgate.gateway.signal import AdapterItem, Ignored, Invalid, Signal
 from signalgate.gateway.status_patch import parse_status_patch
-from signalgate.remediation.model import utcnow
+from signalgate.remediation.model import PHASES, utcnow
 from signalgate.remediation.rows import MAX_PAGE
 from signalgate.remediation.store import (
     Conflict,
@@ -239,6 +240,8 @@ def _list_query(params: Any) -> ListQuery:
     for key in params:
         if key not in known:
             raise validation_error(f"{key}: unknown query parameter (allowed: {sorted(known)})")
+        if len(params.getlist(key)) > 1:
+            raise validation_error(f"{key}: given more than once; give it once")
     limit_text = params.get("limit", "100")
     if not _ASCII_INTEGER_RE.match(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:
         raise validation_error(
@@ -250,10 +253,19 @@ def _list_query(params: Any) -> ListQuery:
     fingerprint = params.get("fingerprint")
     if fingerprint is not None and not _FINGERPRINT_RE.match(fingerprint):
         raise validation_error("fingerprint: must be 64 lowercase hex characters")
+    # a filter no RR can match is a mistake, not an empty page
+    phase = params.get("phase") or None
+    if phase is not None and phase not in PHASES:
+        raise validation_error(f"phase: {phase[:40]!r} is not a phase (one of {', '.join(PHASES)})")
+    namespace = params.get("namespace")
+    if namespace and not is_dns1123_label(namespace):
+        raise validation_error(
+            f"namespace: {namespace[:70]!r} is not a namespace name (a DNS-1123 label)"
+        )
     return ListQuery(
         fingerprint=fingerprint,
-        phase=params.get("phase") or None,
-        namespace=params.get("namespace"),
+        phase=phase,
+        namespace=namespace,
         active=None if active_text is None else active_text == "true",
         limit=int(limit_text),
         cursor=_cursor(params.get("cursor") or None),

@@ -1,4 +1,12 @@
-"""The audit events of each Gateway decision as DataStorage envelopes (docs/gateway.md)."""
+"""The audit events of each Gateway decision as DataStorage envelopes (docs/gateway.md).
+
+Every event must fit what DataStorage stores (`event_data` at most 256 KiB serialised and 10
+levels deep, integers within 64 bits): one it refuses is dropped by the relay, after its
+signal was answered. So the request body is inlined only when it fits, else replaced by its
+size and digest, and a signal's labels and annotations are shortened when together they
+would not fit. (Control characters and integers beyond 64 bits are refused with the request,
+in `read_body`.)
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,9 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
+import orjson
+
+from signalgate.common.audit import MAX_EVENT_DATA_BYTES, MAX_EVENT_DATA_DEPTH
 from signalgate.common.auth import authenticated_user_var
 from signalgate.common.ids import new_uuid
 from signalgate.gateway.signal import Signal
@@ -72,13 +83,91 @@ def _actor_and_resource(
     }
 
 
+# the body sits at the second level of `event_data` (`event_data.original_payload`)
+MAX_PAYLOAD_DEPTH = MAX_EVENT_DATA_DEPTH - 1
+# `event_data` is measured only for bodies over this: below it, the inlined body (numbers
+# re-serialised at most ~4.5 times as long: `9e15` → `9000000000000000.0`) and the labels and
+# annotations taken from it stay far under the limit, and the hot path pays nothing
+UNMEASURED_BODY = 32 * 1024
+# what `event_data` is fitted to: DataStorage's limit less room for its canonical form
+FIT_BYTES = MAX_EVENT_DATA_BYTES - 16 * 1024
+# a label or annotation value kept whole when `event_data` must be shortened
+KEPT_VALUE_BYTES = 1024
+
+
+class _PayloadForms:
+    """The audit form of the last body seen: a signal's events (received and crd.created)
+    share its body, so its checks (depth, digest) run once per signal, not once per event."""
+
+    __slots__ = ("body", "form")
+
+    def __init__(self) -> None:
+        self.body: bytes | None = None
+        self.form: dict[str, Any] = {}
+
+    def of(self, signal: Signal) -> dict[str, Any]:
+        body = signal.original_payload
+        if body is not self.body:
+            self.body, self.form = body, _payload_form(body, signal.payload)
+        return self.form
+
+
+def _payload_form(body: bytes, parsed: dict[str, Any]) -> dict[str, Any]:
+    if len(body) > MAX_INLINE_PAYLOAD or _deeper_than(parsed, MAX_PAYLOAD_DEPTH):
+        return digest(body)
+    return parsed
+
+
+def digest(body: bytes) -> dict[str, Any]:
+    """A body not inlined: its size and SHA-256 (the RR keeps the body itself)."""
+    return {"truncated": True, "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether `value` nests containers more than `levels` deep (itself the first)."""
+    stack = [(value, levels)]
+    while stack:
+        item, room = stack.pop()
+        if room == 0:
+            return True
+        children = item.values() if type(item) is dict else item
+        stack.extend((c, room - 1) for c in children if type(c) is dict or type(c) is list)
+    return False
+
+
+_payload_forms = _PayloadForms()
+
+
 def original_payload(signal: Signal) -> dict[str, Any]:
-    """The request body as the JSON object the adapter parsed, or a digest of it when it is
-    too large to inline (an event must stay under DataStorage's 256 KiB limit)."""
-    body = signal.original_payload
-    if len(body) > MAX_INLINE_PAYLOAD:
-        return {"truncated": True, "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-    return signal.payload
+    """The request body as the JSON object the adapter parsed, or its digest when inlined it
+    would not fit DataStorage (over 64 KiB, or nested too deep). What else DataStorage
+    refuses (control characters, integers beyond 64 bits) never gets this far: `read_body`
+    refuses the request."""
+    return _payload_forms.of(signal)
+
+
+def _fitted(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` itself when it fits DataStorage's limit; else with its long label and
+    annotation values cut (`…` and their size and digest), and at last with the two maps
+    replaced by one line saying what they held."""
+    if len(orjson.dumps(data)) <= FIT_BYTES:
+        return data
+    for key in ("signal_annotations", "signal_labels"):
+        data[key] = {name: _shortened(value) for name, value in data[key].items()}
+    if len(orjson.dumps(data)) <= FIT_BYTES:
+        return data
+    for key in ("signal_annotations", "signal_labels"):
+        held = orjson.dumps(data[key])
+        data[key] = {"truncated": f"{len(held)} bytes, sha256 {hashlib.sha256(held).hexdigest()}"}
+    return data
+
+
+def _shortened(value: str) -> str:
+    encoded = value.encode()
+    if len(encoded) <= KEPT_VALUE_BYTES:
+        return value
+    kept = encoded[:KEPT_VALUE_BYTES].decode(errors="ignore")
+    return f"{kept}… [{len(encoded)} bytes, sha256 {hashlib.sha256(encoded).hexdigest()}]"
 
 
 def build_event(
@@ -114,6 +203,8 @@ def build_event(
         data["occurrence_count"] = count
     if error is not None:
         data["error_details"] = {**error, "component": "gateway"}
+    if len(signal.original_payload) > UNMEASURED_BODY:
+        data = _fitted(data)
     event: dict[str, Any] = {
         "version": "1.0",
         "event_id": new_uuid(),

@@ -363,8 +363,13 @@ def openapi_document() -> dict[str, Any]:
                             "in": "query",
                             "schema": {"type": "string", "pattern": FINGERPRINT_PATTERN},
                         },
-                        {"name": "phase", "in": "query", "schema": {"type": "string"}},
-                        {"name": "namespace", "in": "query", "schema": {"type": "string"}},
+                        {"name": "phase", "in": "query", "schema": {"enum": list(PHASES)}},
+                        {
+                            "name": "namespace",
+                            "in": "query",
+                            "description": "a DNS-1123 label, e.g. payments",
+                            "schema": {"type": "string", "maxLength": 63},
+                        },
                         {"name": "active", "in": "query", "schema": {"enum": ["true", "false"]}},
                         {
                             "name": "limit",

@@ -72,6 +72,16 @@ class StandaloneScope:
 
 
 def no_target_rejection(signal: Signal) -> Rejection:
+    if signal.unusable_targets:
+        named = ", ".join(signal.unusable_targets)
+        return Rejection(
+            "no_target_resource",
+            f"signal {signal.signal_name!r} names no target resource: {named} is not a "
+            "resource name (lowercase letters, digits and '-', starting and ending with a "
+            "letter or digit)",
+            "",
+            f"fix the label value ({named}) in the alerting rule",
+        )
     return Rejection(
         "no_target_resource",
         f"signal {signal.signal_name!r} names no target resource: set one of the labels "

@@ -46,6 +46,8 @@ class Signal:
     annotations: dict[str, str] = field(default_factory=dict)
     # label keys that could have named a target, for the no_target_resource message
     target_hint: str = ""
+    # labels that named a kind with a value that is not a resource name (same message)
+    unusable_targets: tuple[str, ...] = ()
     # the other targets the labels named, best first: Kubernetes mode may prefer the first
     # that exists, as Kubernaut does (standalone keeps `target`)
     candidates: tuple[TargetResource, ...] = ()

@@ -134,6 +134,12 @@ def test_no_target_is_rejected_with_a_fix(client: httpx.Client) -> None:
     rejection = response.json()["rejection"]
     assert rejection["reason"] == "no_target_resource"
     assert "deployment" in rejection["message"] and "pod" in rejection["action"]
+    # a label that names a kind with a value that is not a name: the message says which
+    response = client.post(PROM, json=webhook(alert(pod="\uff50od-1", alertname="HighLatency")))
+    rejection = response.json()["rejection"]
+    assert rejection["reason"] == "no_target_resource"
+    assert "pod='\uff50od-1' is not a resource name" in rejection["message"], rejection
+    assert "set one of the labels" not in rejection["message"]
 
 
 def test_opt_out_label_rejects_as_unmanaged(client: httpx.Client) -> None:

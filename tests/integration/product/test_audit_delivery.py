@@ -205,3 +205,33 @@ def test_extension_events_reach_a_datastorage_that_lists_them(
     while gateway_events_stored(datastorage, event_type="gateway.signal.resolved") < 1:
         assert time.monotonic() < deadline, "the resolved event did not arrive"
         time.sleep(0.3)
+
+
+def test_signals_at_the_gateways_limits_keep_their_audit_trail(
+    stack: tuple[ServiceProcess, ServiceProcess],
+) -> None:
+    """Bodies at the Gateway's size limit (an annotation filling it) and nested deeper than
+    DataStorage keeps: each is answered 201 and every one of its events is stored, none
+    dropped (an outside check found both answered 201 and their events refused)."""
+    gateway, datastorage = stack
+    filled = alert(pod="limit-1")
+    filled["annotations"] = {"a": ""}
+    room = 256 * 1024 - len(httpx.Request("POST", "/", json=webhook(filled)).content)
+    filled["annotations"] = {"a": "y" * room}
+    deep: dict[str, object] = {}
+    inner = deep
+    for _ in range(12):
+        inner["x"] = {}
+        inner = inner["x"]  # type: ignore[assignment]
+    bodies = [webhook(filled), {**webhook(alert(pod="limit-2")), "extra": deep}]
+    with gateway.client() as c:
+        for body in bodies:
+            answer = c.post("/api/v1/signals/prometheus", json=body)
+            assert answer.status_code == 201, answer.text
+    assert wait_for_total(datastorage, 4, timeout=30) == 4  # received + crd.created, twice
+    metrics = httpx.get(f"{gateway.ops_url}/metrics").text
+    assert "audit_events_dropped_total{" not in metrics or all(
+        line.endswith(" 0.0")
+        for line in metrics.splitlines()
+        if line.startswith("audit_events_dropped_total{")
+    ), metrics

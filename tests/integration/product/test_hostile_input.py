@@ -7,6 +7,7 @@ used to reach the database and come back as a 500).
 from __future__ import annotations
 
 import base64
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,9 @@ def refused(answer: httpx.Response, field: str) -> dict[str, Any]:
     return body
 
 
-def test_gateway_refuses_control_characters_everywhere(gateway: ServiceProcess) -> None:
+def test_gateway_refuses_control_characters_and_wide_integers_everywhere(
+    gateway: ServiceProcess,
+) -> None:
     with gateway.client() as c:
         nul_label = webhook(alert(pod="api-1", team="pay\x00ments"))
         nul_label["commonLabels"] = {}
@@ -64,6 +67,10 @@ def test_gateway_refuses_control_characters_everywhere(gateway: ServiceProcess) 
         event = k8s_event()
         event["message"] = "back-off\x1b[31m"
         refused(c.post("/api/v1/signals/kubernetes-event", json=event), "message")
+        # read as a float, 2**100 would be stored and audited as another number
+        wide = {**webhook(alert(pod="api-1")), "extra": {"n": [1, 2**100]}}
+        body = refused(c.post(PROM, json=wide), "extra.n[1]")
+        assert "beyond 64 bits" in body["detail"]
         assert c.get(RRS).json()["items"] == []  # nothing was stored
 
         # free text keeps tab, line feed and carriage return
@@ -92,9 +99,14 @@ def test_gateway_parses_every_query_parameter_strictly(gateway: ServiceProcess) 
             cursor = base64.urlsafe_b64encode(f"{stamp}|rr-x".encode()).decode().rstrip("=")
             refused(c.get(RRS, params={"cursor": cursor}), "cursor")
         refused(c.get(RRS, params={"cursor": "%%%"}), "cursor")
+        # a filter nothing could match is a mistake, not an empty page
+        refused(c.get(RRS, params={"phase": "Bogus"}), "phase")
+        refused(c.get(RRS, params={"namespace": "Bad!"}), "namespace")
+        refused(c.get(RRS, params=[("limit", "1"), ("limit", "2")]), "limit")
+        assert c.get(RRS, params={"phase": "Pending", "namespace": "prod"}).status_code == 200
 
 
-def test_datastorage_refuses_control_characters_and_loose_numbers(
+def test_datastorage_refuses_control_characters_wide_integers_and_loose_numbers(
     datastorage: ServiceProcess,
 ) -> None:
     with datastorage.client(DS_TOKEN) as c:
@@ -103,6 +115,12 @@ def test_datastorage_refuses_control_characters_and_loose_numbers(
         batch = [event_body("rr-h"), bad]
         body = refused(c.post("/api/v1/audit/events/batch", json=batch), "1.event_data.note")
         assert list(body["field_errors"]) == ["1.event_data.note"]
+        wide = event_body("rr-hostile")
+        wide["event_data"] = {"n": 2**64}
+        body = refused(
+            c.post("/api/v1/audit/events/batch", json=[event_body("rr-h"), wide]), "1.event_data.n"
+        )
+        assert list(body["field_errors"]) == ["1.event_data.n"]
         refused(
             c.get("/api/v1/audit/events", params={"correlation_id": "rr\x00"}), "correlation_id"
         )
@@ -114,3 +132,49 @@ def test_datastorage_refuses_control_characters_and_loose_numbers(
             ]
             == 0
         )
+
+
+def test_headers_whose_meaning_would_be_a_guess_are_refused(
+    gateway: ServiceProcess, datastorage: ServiceProcess
+) -> None:
+    """Both services: `Authorization` or `Content-Type` twice (which one counts? the first
+    won: a valid token then a bogus one passed), a transfer coding other than chunked (501),
+    a compressed body (415, not "not valid JSON"). Nothing is stored."""
+    from tests.support.services import ADMIN_TOKEN
+
+    signal = httpx.Request("POST", "/", json=webhook(alert(pod="api-1"))).content
+    batch = httpx.Request("POST", "/", json=[event_body("rr-headers")]).content
+    for service, token, path, body in (
+        (gateway, ADMIN_TOKEN, PROM, signal),
+        (datastorage, DS_TOKEN, "/api/v1/audit/events/batch", batch),
+    ):
+        bearer = ("Authorization", f"Bearer {token}")
+        json_type = ("Content-Type", "application/json")
+        with httpx.Client(base_url=service.api_url, timeout=30) as c:
+            cases = [
+                ([bearer, ("Authorization", "Bearer nope"), json_type], 400, "Authorization"),
+                ([bearer, json_type, ("Content-Type", "text/plain")], 400, "Content-Type"),
+                ([bearer, json_type, ("Content-Encoding", "gzip")], 415, "Content-Encoding"),
+            ]
+            for headers, status, named in cases:
+                answer = c.post(path, content=body, headers=headers)
+                assert answer.status_code == status, (service.api_url, headers, answer.text)
+                assert named in answer.json()["detail"]
+            # written by hand: HTTP clients refuse to send a transfer coding they cannot apply
+            host, port = service.api_url.removeprefix("http://").rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=30) as raw:
+                raw.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                    "Content-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                    + f"{len(body):x}\r\n".encode()
+                    + body
+                    + b"\r\n0\r\n\r\n"
+                )
+                answer = b""
+                while chunk := raw.recv(65536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 501 Not Implemented\r\n"), answer[:200]
+            # the same, each header once and the body plain: accepted
+            fine = c.post(path, content=body, headers=[bearer, json_type])
+            assert fine.status_code == 201, fine.text

@@ -332,3 +332,16 @@ async def test_events_added_outside_datastorage_are_still_found() -> None:
     store._append()  # a valid-looking row, but no head was recorded for it
     report, _ = await verify_stored(store, "rr-1")  # type: ignore[arg-type]
     assert not report.valid and "outside DataStorage" in (report.detail or "")
+
+
+def test_kubernauts_verification_of_a_chain_missing_its_tail_names_no_event() -> None:
+    """Every stored row holds but the head says more were written (a deleted tail): the
+    message says what is missing, not "broken at event None"."""
+    from signalgate.datastorage.chain import ChainReport
+    from signalgate.datastorage.verification import kubernaut_verification
+
+    report = ChainReport("rr-x", 9, False, detail="the chain's recorded head is event 10")
+    body = kubernaut_verification(report, [])
+    assert body["is_valid"] is False
+    assert "None" not in body["message"]
+    assert "recorded head is event 10" in body["message"]

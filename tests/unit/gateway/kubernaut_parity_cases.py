@@ -5,7 +5,8 @@ formula gives for that answer and checks ours equals it.
 
 `kubernaut` is `(cluster, namespace, Kind, name)`: the resource Kubernaut fingerprints, with
 no owner resolution (standalone). A case with `ours` set is a deliberate difference: `ours`
-says what we answer instead (`"400 <field>"` or `"rejected"`), and the README lists it.
+says what we answer instead (`"400 <field>"`, `"rejected"`, or `"namespace <ns>"`: the
+target placed in that namespace), and the README lists it.
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ EVENTS_CASES: tuple[EventCase, ...] = (
         EVENTS,
         {"kind": "Deployment", "name": "web"},
         ("", "", "Deployment", "web"),
+        # where an alert's target goes, so both share a fingerprint and the scope applies
+        ours="namespace default",
     ),
     EventCase(
         "node-event",

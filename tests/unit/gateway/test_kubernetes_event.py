@@ -50,10 +50,20 @@ def test_events_k8s_io_v1_regarding_and_series() -> None:
     assert signal.firing_time == NOW - timedelta(hours=1)
 
 
-def test_namespace_is_kept_as_given() -> None:
+def test_a_namespaced_object_without_a_namespace_is_where_its_event_lives() -> None:
+    """As an alert's target is: an alert and an event about the same Pod share one RR, and
+    `scope.unmanagedNamespaces` applies (with no namespace it was escaped)."""
     pod = parse(k8s_event(namespace=None, last_timestamp=rfc3339(NOW)))
-    assert isinstance(pod, Signal) and pod.target is not None and pod.target.namespace == ""
-    assert pod.fingerprint == hashlib.sha256(b":Pod:api-1").hexdigest()
+    assert isinstance(pod, Signal) and pod.target is not None and pod.target.namespace == "default"
+    assert pod.fingerprint == hashlib.sha256(b"default:Pod:api-1").hexdigest()
+    event = k8s_event(namespace=None, last_timestamp=rfc3339(NOW))
+    event["metadata"] = {"name": "api-1.17a", "namespace": "payments"}
+    placed = parse(event)
+    assert isinstance(placed, Signal) and placed.target is not None
+    assert placed.target.namespace == "payments"
+    event["metadata"] = {"namespace": "Pay ments"}
+    with pytest.raises(PayloadError, match=r"metadata\.namespace"):
+        parse(event)
     node = parse(k8s_event(kind="Node", name="n1", namespace=None, last_timestamp=rfc3339(NOW)))
     assert isinstance(node, Signal) and node.target is not None and node.target.namespace == ""
 
@@ -105,4 +115,14 @@ def test_newest_timestamp_counts() -> None:
 )
 def test_errors_name_the_field(event: dict[str, object], message: str) -> None:
     with pytest.raises(PayloadError, match=message):
+        parse(event)
+
+
+@pytest.mark.parametrize("kind", ["pod", "POD", "deployment"])
+def test_a_known_kind_spelled_in_another_case_is_refused(kind: str) -> None:
+    """`pod` would open a second RR beside the one for `Pod`; a real API server never sends
+    it, so it is a hand-made mistake worth naming."""
+    event = k8s_event(last_timestamp=rfc3339(NOW))
+    event["involvedObject"]["kind"] = kind  # type: ignore[index]
+    with pytest.raises(PayloadError, match=r"involvedObject.kind: .* Kubernetes spells it"):
         parse(event)

@@ -20,7 +20,7 @@ from signalgate.gateway.adapters.parsing import (
     parse_object,
     parse_timestamp,
 )
-from signalgate.gateway.adapters.targets import candidates
+from signalgate.gateway.adapters.targets import candidates, unusable
 from signalgate.gateway.kinds import DEFAULT_CATALOG, KindCatalog, is_namespaced
 from signalgate.gateway.signal import (
     MAX_SEVERITY,
@@ -146,6 +146,7 @@ def _parse_alert(
         labels=labels,
         annotations=annotations,
         target_hint=TARGET_HINT,
+        unusable_targets=() if target is not None else unusable(own_labels, catalog),
     )
 
 

@@ -3,10 +3,13 @@
 Normal events are ignored before any other check: an event exporter sends a great many
 of them, and answering 400 would bury real errors in its logs.
 
-The target is `involvedObject` as given, as in Kubernaut: its namespace is kept verbatim
-(none stays none, whatever the kind), so an event and an alert about the same object share
-a fingerprint; every part is checked by `identity`. The firing time is when the event was
-first seen (`firstTimestamp`), while freshness is judged on the newest timestamp.
+The target is `involvedObject` as given, every part checked by `identity`. A namespaced kind
+without a namespace (a hand-made Event; the API server always fills it in) is placed where
+the Event itself lives (`metadata.namespace`), else in `default`, as an alert's target is:
+so an event and an alert about the same object share a fingerprint, and the scope's
+namespace lists apply to it (with no namespace it escaped `unmanagedNamespaces`). A
+cluster-scoped kind (Node, PersistentVolume, …) has none. The firing time is when the event
+was first seen (`firstTimestamp`), while freshness is judged on the newest timestamp.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from signalgate.gateway.adapters.parsing import (
     parse_object,
     parse_timestamp,
 )
-from signalgate.gateway.kinds import DEFAULT_CATALOG, KindCatalog
+from signalgate.gateway.kinds import DEFAULT_CATALOG, KindCatalog, is_namespaced
 from signalgate.gateway.signal import MAX_SIGNAL_NAME, Ignored, Signal
 from signalgate.remediation.model import TargetResource
 
@@ -83,9 +86,18 @@ def _involved_object(event: dict[str, object], catalog: KindCatalog) -> TargetRe
         if not values[name]:
             raise PayloadError(f"{key}.{name}: required")
     kind = check_kind(values["kind"], f"{key}.kind")
+    if catalog.lookup(kind) is None:
+        known = catalog.kind_for_label(kind.lower())
+        if known is not None and known.lower() == kind.lower():
+            # `pod` or `POD` would open an RR beside the one for `Pod`
+            raise PayloadError(
+                f"{key}.kind: {kind!r} is not a kind; Kubernetes spells it {known!r}"
+            )
     namespace = values["namespace"]
     if namespace:
         check_namespace(namespace, f"{key}.namespace")
+    elif is_namespaced(catalog, kind):
+        namespace = _event_namespace(event)
     api_version = values["apiVersion"]
     if not api_version:
         info = catalog.lookup(kind)
@@ -120,3 +132,12 @@ def _timestamps(event: dict[str, object]) -> list[tuple[str, datetime]]:
         if when is not None:
             stamps.append((field, when))
     return stamps
+
+
+def _event_namespace(event: dict[str, object]) -> str:
+    """Where the Event lives (`metadata.namespace`, checked), else `default`."""
+    metadata = event.get("metadata")
+    found = metadata.get("namespace") if isinstance(metadata, dict) else None
+    if isinstance(found, str) and found:
+        return check_namespace(found, "metadata.namespace")
+    return "default"

@@ -58,3 +58,17 @@ def candidates(labels: Mapping[str, str], catalog: KindCatalog) -> list[Candidat
             found.append(Candidate(tier_of(kind), kind, key, value))
     found.sort()
     return found
+
+
+def unusable(labels: Mapping[str, str], catalog: KindCatalog) -> tuple[str, ...]:
+    """The labels naming a kind whose value cannot be a resource name (`pod: "Api_1"`), as
+    `key='value'`: skipped as candidates, and named when that leaves the alert without a
+    target, so its sender learns what to fix."""
+    return tuple(
+        f"{key}={value[:63]!r}"
+        for key, value in labels.items()
+        if value
+        and key not in RESERVED_LABELS
+        and CANDIDATE_VALUE.fullmatch(value) is None
+        and catalog.kind_for_label(key) is not None
+    )
