@@ -13,20 +13,23 @@ exactly.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from signalgate.common.problems import validation_error
 
 INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1  # what orjson reads (and writes) as integers
-# every integer outside [-2**63, 2**64 - 1] has 20 digits, or 19 after a minus sign
-_WIDE_ENOUGH = re.compile(rb"[0-9]{20}|-[0-9]{19}")
+# every integer outside [-2**63, 2**64 - 1] has 20 digits, or 19 after a minus sign; found
+# by mapping every digit to 0 and searching for runs of zeros (a fifth of a regular
+# expression's time: this runs on every body)
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_TWENTY, _MINUS_NINETEEN = b"0" * 20, b"-" + b"0" * 19
 
 
 def check_json_integers(body: bytes) -> None:
     """Refuse an integer beyond 64 bits anywhere in a JSON body (400 naming the field). A
     body that is not JSON is left to its parser to refuse."""
-    if not _WIDE_ENOUGH.search(body):
+    digits = body.translate(_DIGITS_TO_ZERO)
+    if _TWENTY not in digits and _MINUS_NINETEEN not in digits:
         return
     try:
         document = json.loads(body)
