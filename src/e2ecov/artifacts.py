@@ -85,10 +85,18 @@ def stage(artifacts: Path) -> None:
         (artifacts / sub).mkdir()
 
 
+def destination(artifacts: Path, complete: bool) -> Path:
+    """Where `publish` will leave this run's files: in place, or in failed-run/ when the run
+    is incomplete and a previous run's reports are there to come back."""
+    if complete or not (artifacts / PREVIOUS / REPORT_MARK).exists():
+        return artifacts
+    return artifacts / FAILED_RUN
+
+
 def publish(artifacts: Path, complete: bool) -> Path:
     """Keep this run's files or put the previous run's back; returns where this run's are."""
     aside = artifacts / PREVIOUS
-    if complete or not (aside / REPORT_MARK).exists():
+    if destination(artifacts, complete) == artifacts:
         shutil.rmtree(aside, ignore_errors=True)
         return artifacts
     failed = aside / FAILED_RUN  # the previous run's own failed-run, if any, is dropped

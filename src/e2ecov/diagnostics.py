@@ -68,15 +68,16 @@ def write(
         env_lines = [f"{k}={redact(k, v)}" for k, v in sorted(svc.env.items())]
         (target / "env.txt").write_text("\n".join(env_lines) + "\n")
         last = f", last health: {svc.health_answers[-1]}" if svc.health_answers else ""
-        summary.append(f"  {name:<16} pid {svc.pid}  {state}{last}")
+        who = f"pid {svc.pid}" if svc.pid is not None else "never started"
+        summary.append(f"  {name:<16} {who}  {state}{last}")
     if test_log is not None and test_log.is_file():
         shutil.copyfile(test_log, root / "tests.log")
         summary += ["", "last lines of the test output:"]
         summary += ["  " + line for line in test_log.read_text(errors="replace").splitlines()[-15:]]
     summary += [
         "",
-        "details: diagnostics/<service>/ in the artifacts (stdout.log, stderr.log, status.json, "
-        "env.txt)",
+        # beside this file wherever the run's files end up (failed-run/ after a failed run)
+        "details: <service>/ beside this summary (stdout.log, stderr.log, status.json, env.txt)",
     ]
     path = root / "summary.txt"
     path.write_text("\n".join(summary) + "\n")

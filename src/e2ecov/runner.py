@@ -777,6 +777,10 @@ class Run:
             return "approximate (tests ran in parallel)"
         if (self.control_dir / protocol.ATTRIBUTION_MARKER).exists():
             return "on (tests ran one at a time)"
+        if self.tests_proc is None:
+            return "off: the tests did not run"
+        if not any(s.spec.coverage and not s.spec.go for s in self.services.values()):
+            return "off: per-test attribution is for Python services, and none is measured"
         return (
             "off: no test switched the services' context (the test command is not pytest, or "
             "its interpreter lacks e2ecov's pytest plugin: see `e2ecov doctor`)"
@@ -805,9 +809,9 @@ class Run:
         for name, totals in sorted(result.services.items()):
             counts = f"{totals.statements} statements, {totals.missed} missed"
             self.progress.info(f"{name:<14} {totals.percent:5.1f}%  ({counts})")
-        self.progress.info(
-            f"{'total':<14} {result.combined.percent:5.1f}%   reports in {self.artifacts}"
-        )
+        # a run that did not finish its tests may be moved aside when it ends (`_finish`)
+        home = artifacts.destination(self.artifacts, complete=self.tests_ran or self._keeping())
+        self.progress.info(f"{'total':<14} {result.combined.percent:5.1f}%   reports in {home}")
         self.progress.info("per-test attribution: " + self.record.attribution)
         for warning in result.warnings:
             self.progress.info("warning: " + warning)

@@ -124,6 +124,10 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
     assert again.code == 0, again.output
     [process] = again.run_json()["processes"]
     assert process["status"] == "saved" and process["message"].endswith("saved at exit")
+    # per-test contexts are a Python services' feature: said so, not blamed on the tests
+    assert again.run_json()["attribution"] == (
+        "off: per-test attribution is for Python services, and none is measured"
+    )
     report = json.loads((again.artifacts / "coverage.json").read_text())
     assert _go_file(report, "main.go")["summary"]["covered_lines"] > 0
 

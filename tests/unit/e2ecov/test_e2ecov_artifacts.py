@@ -22,6 +22,9 @@ def test_complete_run_replaces_incomplete_one_goes_aside(tmp_path: Path) -> None
     assert not (tmp_path / "coverage.json").exists(), "this run starts empty"
     assert (tmp_path / ".previous" / "coverage.json").read_text() == "good"
     _run(tmp_path, "bad", reports=False)
+    # what the run tells before it ends is where publish puts it
+    assert artifacts.destination(tmp_path, complete=True) == tmp_path
+    assert artifacts.destination(tmp_path, complete=False) == tmp_path / "failed-run"
     where = artifacts.publish(tmp_path, complete=False)
     assert where == tmp_path / "failed-run"
     assert (tmp_path / "coverage.json").read_text() == "good"
@@ -39,6 +42,7 @@ def test_complete_run_replaces_incomplete_one_goes_aside(tmp_path: Path) -> None
 def test_first_run_is_published_even_when_incomplete(tmp_path: Path) -> None:
     artifacts.stage(tmp_path)
     _run(tmp_path, "bad", reports=False)
+    assert artifacts.destination(tmp_path, complete=False) == tmp_path
     assert artifacts.publish(tmp_path, complete=False) == tmp_path
     assert (tmp_path / "run.json").read_text() == "bad"
 
