@@ -266,6 +266,13 @@ def _html(
     main = _main_module(tool, binary) if binary else None
     if main is None:
         return "its sources are not in a module of the repository"
+    if main[1] == "(devel)":  # built from a checkout, not from the module proxy
+        kept = Path(binary).parent / "src" if binary else Path("src")
+        return (
+            f"it was built from a local checkout of {main[0]}, whose sources e2ecov cannot "
+            f"fetch: keep that module's sources in {kept} (its go.mod there), or build it "
+            "from a module of this repository"
+        )
     with tempfile.TemporaryDirectory(prefix="e2ecov-go-") as tmp:
         (Path(tmp) / "go.mod").write_text(
             f"module e2ecov.invalid/html\n\nrequire {main[0]} {main[1]}\n"

@@ -727,6 +727,9 @@ class Run:
         flush_started = time.time()
         answers = protocol.broadcast(self.control_dir, "save")
         self.progress.info(f"live save acknowledged by {len(answers)} process(es)")
+        for pid, answer in sorted(answers.items()):
+            if answer.get("ok") is False:  # said why (a Go binary not built -covermode=atomic)
+                self.progress.info(f"warning: pid {pid} could not save: {answer.get('error')}")
         self.go_executables.update(self._go_executables())
         if self.failures:
             self._diagnose()
@@ -936,7 +939,9 @@ class Run:
             for line in summary.read_text().splitlines()[:40]:
                 self.progress.emit(line)
         if first:
-            self.progress.info(f"exit {int(code)}: {first[1].splitlines()[0]}")
+            # the headline alone: the output lines it announces are in the summary above
+            headline = first[1].splitlines()[0].removesuffix("; last output:")
+            self.progress.info(f"exit {int(code)}: {headline}")
         return RunResult(code, where, first[1] if first else None, self.losses)
 
     def _late_findings(self) -> list[str]:

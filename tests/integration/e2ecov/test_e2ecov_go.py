@@ -156,3 +156,44 @@ def test_report_without_go_keeps_the_python_reports(mixed, tmp_path: Path) -> No
     report = json.loads((copy / "coverage.json").read_text())
     assert not any(k.endswith("goapp/main.go") for k in report["files"])
     assert any(k.endswith("handlers.py") for k in report["files"])
+
+
+def test_a_binary_from_a_checkout_outside_the_repository_says_how_to_get_its_html(
+    tmp_path: Path,
+) -> None:
+    """Built from a local checkout (`(devel)` in the binary), its sources are nowhere e2ecov
+    can find or fetch: the warning says where to keep them, not Go's own error about a
+    `require` line e2ecov wrote."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(GOAPP, checkout)
+    agent = Path(__file__).parents[3] / "src" / "e2ecov" / "go"
+    mod = (checkout / "go.mod").read_text()
+    (checkout / "go.mod").write_text(mod.replace("../../../../../src/e2ecov/go", str(agent)))
+    binary = tmp_path / "bin" / "goapp"
+    subprocess.run(
+        ["go", "build", "-cover", "-covermode=atomic", "-o", str(binary), "."],
+        cwd=checkout, check=True,
+    )  # fmt: skip
+    (tmp_path / "run").mkdir()
+    service = f"""
+[services.goapp]
+command = ["{binary}", "--port", "{{port}}"]
+coverage = "go"
+cwd = "{tmp_path / "run"}"
+health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
+"""
+    tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"))
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    assert (
+        "no Go HTML page for service goapp: it was built from a local checkout of "
+        f"example.com/goapp, whose sources e2ecov cannot fetch: keep that module's sources in "
+        f"{binary.parent / 'src'}"
+    ) in outcome.stdout, outcome.stdout
+    # built without -covermode=atomic, the agent cannot save live: the run says why
+    subprocess.run(
+        ["go", "build", "-cover", "-o", str(binary), "."], cwd=checkout, check=True
+    )  # fmt: skip
+    unsaved = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert unsaved.code == 4, unsaved.output
+    assert "could not save" in unsaved.stdout and "covermode=atomic" in unsaved.stdout
