@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from signalgate.common.tasks import cancel_and_wait
 from signalgate.kube.client import (
@@ -305,10 +306,20 @@ class KubernetesStore:
             return await self.client.request(method, path, **kwargs)
         except KubeUnavailable as exc:
             raise StoreUnavailable(f"{self!r}: {exc}") from exc
+        except KubeError as exc:
+            if exc.status not in (401, 403):
+                raise
+            # this Gateway's own credentials refused (a removed RoleBinding, a revoked
+            # token): nothing was stored, and granting it back needs no restart, so the
+            # signal is answered 503 (retry) and readiness fails, as when unreachable
+            raise StoreUnavailable(
+                f"{self!r}: the API server refused this Gateway's credentials ({exc}); "
+                "grant its ServiceAccount the RBAC in deploy/kubernaut/rbac.yaml"
+            ) from exc
 
     async def _get(self, name: str) -> RemediationRequest | None:
         try:
-            obj = await self._call("GET", f"{self._collection}/{name}")
+            obj = await self._call("GET", f"{self._collection}/{quote(name, safe='')}")
         except KubeNotFound:
             return None
         return self._remember(from_object(obj))
@@ -331,7 +342,7 @@ class KubernetesStore:
         }
         written = await self._call(
             "PATCH",
-            f"{self._collection}/{rr.name}/status",
+            f"{self._collection}/{quote(rr.name, safe='')}/status",
             body=patch,
             content_type="application/merge-patch+json",
         )

@@ -7,9 +7,11 @@ admin), so these tests also show that the shipped RBAC is enough, and no more is
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from e2ecov.kubeapi import KubeAPIServer
@@ -149,3 +151,56 @@ def test_api_server_down_is_503_and_recovers_without_restart(tmp_path: Path) -> 
             gateway.stop()
     finally:
         server.cleanup()
+
+
+def test_its_own_account_refused_is_503_and_unready_until_granted_again(
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    """The Gateway's RoleBinding removed (an outside check found 500s and a /readyz that
+    crashed): nothing is stored, so signals are 503 with Retry-After (the log names the
+    RBAC), and readiness fails; granted again, it serves without a restart."""
+    sender = signal_source(kube_apiserver, kube_namespace)
+    binding = (
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{kube_namespace}"
+        "/rolebindings/signalgate-gateway-remediations"
+    )
+    status, saved = kube_apiserver.request("GET", binding)
+    assert status == 200
+    assert kube_apiserver.request("DELETE", binding)[0] == 200
+    with gateway.client(sender) as c:
+        refused = c.post(PROM, json=webhook(alert(pod="own-1")))
+        problem(refused, 503, "service-unavailable", "retry later")
+        assert refused.headers["Retry-After"]
+        # the operator reads what to fix in the log
+        logged = gateway.output()
+        assert "the API server refused this Gateway" in logged
+        assert "deploy/kubernaut/rbac.yaml" in logged
+        ready = httpx.get(f"{gateway.ops_url}/readyz", timeout=10)
+        assert ready.status_code == 503, ready.text
+        kube_apiserver.apply(saved)
+        created = c.post(PROM, json=webhook(alert(pod="own-1")))
+        for _ in range(50):  # RBAC changes reach the authorizer within moments
+            if created.status_code == 201:
+                break
+            time.sleep(0.2)
+            created = c.post(PROM, json=webhook(alert(pod="own-1")))
+        assert created.status_code == 201, created.text
+        assert httpx.get(f"{gateway.ops_url}/readyz", timeout=10).status_code == 200
+
+
+def test_a_name_is_never_read_as_part_of_the_url(
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    """`rr-x#y` or `rr-x?y` must not reach RR `rr-x` (an outside check read and patched it)."""
+    sender = signal_source(kube_apiserver, kube_namespace)
+    with gateway.client(sender) as c:
+        name = c.post(PROM, json=webhook(alert(pod="url-1"))).json()["remediationRequestName"]
+    admin = service_account(kube_apiserver, kube_namespace, "rr-admin")
+    bind_cluster_role(kube_apiserver, "cluster-admin", kube_namespace, "rr-admin")
+    with gateway.client(admin) as c:
+        assert c.get(f"{RRS}/{name}").status_code == 200
+        for suffix in ("%23other", "%3Fx=1", "%2F..%2F" + name):
+            assert c.get(f"{RRS}/{name}{suffix}").status_code == 404, suffix
+        patch = c.patch(f"{RRS}/{name}%23other/status", json={"overallPhase": "Analyzing"})
+        assert patch.status_code == 404, patch.text
+        assert c.get(f"{RRS}/{name}").json()["status"]["overallPhase"] == "Pending"

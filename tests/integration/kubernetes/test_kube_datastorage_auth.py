@@ -89,3 +89,15 @@ def test_service_accounts_write_and_read_by_rbac(
         problem(c.post(BATCH, json=[event_body("rr-k8s-3")]), 403, "forbidden")
     with datastorage.client("made-up") as c:
         problem(c.get(QUERY, params={"correlation_id": "rr-k8s-1"}), 401, "unauthorized")
+
+
+def test_the_gateways_own_account_may_write_its_audit_events_with_deploys_rbac(
+    datastorage: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    """deploy/kubernaut/rbac.yaml alone lets the Gateway's ServiceAccount deliver its audit
+    events (its datastorage.tokenFile is that account's token); an outside check found the
+    shipped RBAC missing it: every delivery 403, the journal growing."""
+    gateway = service_account(kube_apiserver, kube_namespace, "signalgate-gateway")
+    with datastorage.client(gateway) as c:
+        written = c.post(BATCH, json=[event_body("rr-gw-1", event_category="gateway")])
+        assert written.status_code == 201, written.text

@@ -126,3 +126,23 @@ def test_a_known_kind_spelled_in_another_case_is_refused(kind: str) -> None:
     event["involvedObject"]["kind"] = kind  # type: ignore[index]
     with pytest.raises(PayloadError, match=r"involvedObject.kind: .* Kubernetes spells it"):
         parse(event)
+
+
+@pytest.mark.parametrize("api_version", ["v1/../../x", "apps/v1/x", "Apps/v1", "v1 ", "apps/"])
+def test_an_api_version_that_is_not_one_is_refused(api_version: str) -> None:
+    """It is stored in the RR's spec.targetResource: `v1/../../x` was kept as sent."""
+    event = k8s_event(last_timestamp=rfc3339(NOW))
+    event["involvedObject"]["apiVersion"] = api_version  # type: ignore[index]
+    with pytest.raises(PayloadError, match=r"involvedObject\.apiVersion: .* is not an API version"):
+        parse(event)
+
+
+@pytest.mark.parametrize(
+    "api_version", ["v1", "apps/v1", "example.com/v1beta1", "a.b-c.io/v2alpha3"]
+)
+def test_api_versions_kubernetes_uses_are_kept(api_version: str) -> None:
+    event = k8s_event(last_timestamp=rfc3339(NOW))
+    event["involvedObject"]["apiVersion"] = api_version  # type: ignore[index]
+    signal = parse(event)
+    assert isinstance(signal, Signal) and signal.target is not None
+    assert signal.target.api_version == api_version

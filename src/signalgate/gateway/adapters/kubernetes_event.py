@@ -14,6 +14,7 @@ was first seen (`firstTimestamp`), while freshness is judged on the newest times
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from signalgate.gateway.adapters.identity import check_kind, check_name, check_namespace
@@ -30,6 +31,11 @@ from signalgate.gateway.signal import MAX_SIGNAL_NAME, Ignored, Signal
 from signalgate.remediation.model import TargetResource
 
 SIGNAL_TYPES = ("Warning", "Error")
+# `<version>` or `<group>/<version>`: a DNS subdomain, and Kubernetes' version form
+_API_VERSION = re.compile(
+    r"(?:[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)*/)?"
+    r"v[0-9]+(?:(?:alpha|beta)[0-9]+)?"
+)
 
 
 def parse_event(
@@ -99,6 +105,11 @@ def _involved_object(event: dict[str, object], catalog: KindCatalog) -> TargetRe
     elif is_namespaced(catalog, kind):
         namespace = _event_namespace(event)
     api_version = values["apiVersion"]
+    if api_version and not _API_VERSION.fullmatch(api_version):
+        raise PayloadError(
+            f"{key}.apiVersion: {api_version[:80]!r} is not an API version "
+            "(`v1`, or a group and a version: `apps/v1`, `example.com/v1beta1`)"
+        )
     if not api_version:
         info = catalog.lookup(kind)
         api_version = info.api_version if info is not None else ""
