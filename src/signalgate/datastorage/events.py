@@ -179,6 +179,18 @@ def _nul_errors(payload: Mapping[str, object], prefix: str) -> dict[str, str]:
 
 
 Uuid = Annotated[str, BeforeValidator(_parse_uuid), Field(json_schema_extra={"format": "uuid"})]
+
+
+def _parse_day(value: object) -> str:
+    """A calendar day, `YYYY-MM-DD`."""
+    if not isinstance(value, str) or len(value) != 10:
+        raise ValueError("must be a date, YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ValueError("must be a date, YYYY-MM-DD") from None
+
+
 Timestamp = Annotated[datetime, BeforeValidator(parse_rfc3339)]
 
 
@@ -215,6 +227,9 @@ class AuditEventIn(BaseModel):
     resource_type: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     resource_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     parent_event_id: Uuid | None = None
+    # Kubernaut's services send the parent's day with its id (the partition to look in);
+    # accepted and checked, not stored: the parent is found by its id alone
+    parent_event_date: Annotated[str, BeforeValidator(_parse_day)] | None = None
     namespace: Annotated[str, Field(max_length=253)] | None = None
     cluster_id: Annotated[str, Field(max_length=255)] | None = None
     severity: Annotated[str, Field(max_length=50)] | None = None
@@ -273,6 +288,7 @@ class AuditEvent:
         """`event_data_json`: `event_data`'s canonical bytes when validation made them."""
         # the validated values as they are (model_dump would copy event_data, deeply)
         data = {key: value for key, value in model.__dict__.items() if value is not None}
+        data.pop("parent_event_date", None)  # not an event field: see AuditEventIn
         category = data["event_category"]
         data["event_timestamp"] = format_timestamp(model.event_timestamp)
         if "event_id" not in data:  # not setdefault: that would make an id for every event

@@ -44,6 +44,7 @@ from signalgate.datastorage.store import (
 log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK = (0x5147, 1)  # two-int advisory key: a separate space from chain locks
+_PARTITION_LOCK = (0x5147, 2)  # creating monthly partitions, one process at a time
 PARTITION_MONTHS_AHEAD = 3
 
 # Sorted inside a fenced subquery so the locks are taken in one global order.
@@ -71,6 +72,10 @@ _HEAD_INSERT_SQL = (
     "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])"
 )
 _ENSURE_SQL = "SELECT audit_ensure_partitions($1::date, $2::int)"
+# every stored id, whatever its day: the key that keeps one id from being stored twice
+_IDS_INSERT_SQL = "INSERT INTO audit_event_ids SELECT unnest($1::uuid[])"
+# a write that lost a race for an id is planned again this many times in all
+WRITE_ATTEMPTS = 3
 
 
 @contextlib.contextmanager
@@ -146,6 +151,18 @@ class PostgresAuditStore:
             await conn.fetchval("SELECT 1", timeout=min(self._timeout, 2.0))
 
     async def write(self, events: Sequence[AuditEvent]) -> WriteResult:
+        """Store `events` in one transaction. A concurrent writer of one of the same ids makes
+        the unique keys refuse this one: it is then planned again, and finds that id stored
+        (the same content: a no-op; other content: a conflict)."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return await self._write_once(events)
+            except asyncpg.UniqueViolationError:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _write_once(self, events: Sequence[AuditEvent]) -> WriteResult:
         ids = [event.event_id for event in events]
         parents = [p for event in events if (p := event.parent_event_id) is not None]
         wanted = list(dict.fromkeys(ids + parents))
@@ -166,6 +183,7 @@ class PostgresAuditStore:
             }
             rows, already, new_heads = plan_write(events, existing, stored, heads)
             if rows:
+                await conn.execute(_IDS_INSERT_SQL, [p.event.event_id for p in rows])
                 await conn.copy_records_to_table(
                     "audit_events", records=_records(rows), columns=COLUMNS, timeout=self._timeout
                 )
@@ -218,10 +236,15 @@ class PostgresAuditStore:
             await conn.close()
 
     async def maintain(self) -> int:
-        """Ensure monthly partitions from last month (late events) to 3 months ahead."""
+        """Ensure monthly partitions from last month (late events) to 3 months ahead.
+
+        Under a transaction-scoped advisory lock: replicas starting together (and a cron
+        `maintain`) would each see a month missing and create it, and all but one fail with
+        "relation already exists"."""
         today = datetime.now(UTC).date()
         first = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
-        async with self._connection("maintain") as conn:
+        async with self._connection("maintain") as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_PARTITION_LOCK)
             created = await conn.fetchval(_ENSURE_SQL, first, PARTITION_MONTHS_AHEAD + 2)
         return int(created)
 

@@ -156,3 +156,26 @@ def test_cors_preflight_on_datastorage(tmp_path: Path, sqlite_server: ServicePro
         assert on.headers["access-control-allow-origin"] == "https://console.example"
     finally:
         process.stop()
+
+
+def test_kubernauts_parent_event_date_is_accepted_and_checked(ds: httpx.Client) -> None:
+    """Kubernaut's services send `parent_event_date` (nullable) with `parent_event_id`; it was
+    refused as an unknown field, so their child events could not be written."""
+    cid = f"rr-{uuid.uuid4().hex[:8]}"
+    parent = ds.post(BATCH, json=[event_body(cid)]).json()["event_ids"][0]
+    parent_day = ds.get("/api/v1/audit/events", params={"correlation_id": cid}).json()["data"][0][
+        "event_date"
+    ]
+    child = event_body(cid, parent_event_id=parent, parent_event_date=parent_day)
+    assert ds.post(BATCH, json=[child]).status_code == 201
+    nulled = event_body(cid, parent_event_id=parent, parent_event_date=None)
+    nulled["parent_event_date"] = None  # event_body drops None overrides: sent as null
+    assert ds.post(BATCH, json=[nulled]).status_code == 201
+    bad = event_body(cid, parent_event_id=parent, parent_event_date="2026-13-45")
+    answer = ds.post(BATCH, json=[bad])
+    assert answer.status_code == 400
+    assert list(answer.json()["field_errors"]) == ["0.parent_event_date"]
+    stored = ds.get("/api/v1/audit/events", params={"correlation_id": cid}).json()["data"]
+    assert len(stored) == 3
+    assert all("parent_event_date" not in event for event in stored)
+    assert ds.get(VERIFY, params={"correlation_id": cid}).json()["valid"] is True

@@ -192,7 +192,7 @@ def test_serve_refuses_a_schema_that_is_behind_then_migrate_fixes_it(
     assert "signalgate-datastorage migrate" in lines[0]
     migrated = cli("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert "applied migrations: [1, 2, 3]" in migrated.stdout
+    assert "applied migrations: [1, 2, 3, 4]" in migrated.stdout
     assert cli("migrate", env=env).stdout.strip() == "schema is up to date"
     maintained = cli("maintain", env=env)
     assert maintained.returncode == 0
@@ -204,3 +204,95 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "dlq.backoff" in result.stderr
+
+
+async def test_replicas_starting_together_create_each_partition_once(postgres_dsn: str) -> None:
+    """Several DataStorage processes starting at once on a migrated database (an outside
+    check found one of two failing with "relation already exists"): every one opens."""
+    first = PostgresAuditStore(postgres_dsn, auto_migrate=True)
+    await first.open()  # migrated, partitions made
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        partitions = await conn.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'audit_events'::regclass AND c.relname <> 'audit_events_default'"
+        )
+        for row in partitions:  # as on the first day of a month nobody has written yet
+            await conn.execute(f'DROP TABLE "{row["relname"]}"')
+    finally:
+        await conn.close()
+    await first.close()
+    stores = [PostgresAuditStore(postgres_dsn) for _ in range(6)]
+    try:
+        await asyncio.gather(*(store.open() for store in stores))
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+
+
+async def test_an_event_date_changed_behind_its_back_breaks_the_chain(postgres_dsn: str) -> None:
+    """`event_date` is derived, not hashed, but queries filter on it: moved to another day it
+    hid the event from date-bounded queries while verify-chain said valid."""
+    from signalgate.datastorage.store import verify_stored
+
+    store = PostgresAuditStore(postgres_dsn, auto_migrate=True)
+    await store.open()
+    events = [validate_event(event_body("rr-dated"), datetime.now(UTC)) for _ in range(3)]
+    try:
+        await store.write(events)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL session_replication_role = replica")
+                await conn.execute(  # into the default partition, as a moved row would be
+                    "UPDATE audit_events SET event_date = DATE '2001-01-01' WHERE event_id = $1",
+                    events[1].event_id,
+                )
+        finally:
+            await conn.close()
+        report, _ = await verify_stored(store, "rr-dated")
+    finally:
+        await store.close()
+    assert report.valid is False
+    assert report.first_broken_event_id == events[1].event_id
+
+
+async def test_one_id_written_twice_at_once_is_stored_once(postgres_dsn: str) -> None:
+    """Two writers of one event id with different content, at the same moment, from different
+    chains (no chain lock between them): one is stored, the other is a conflict. Found from
+    outside: on different days both were stored (two rows, one id), on the same day a 500."""
+    from datetime import timedelta
+
+    from signalgate.datastorage.errors import Conflict
+
+    stores = [PostgresAuditStore(postgres_dsn, auto_migrate=True) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    now = datetime.now(UTC)
+    try:
+        for trial in range(15):
+            event_id = str(uuid.uuid4())
+            shift = timedelta(days=trial % 2)  # the same day, or two days: two partitions
+            one = validate_event(event_body(f"rr-a-{trial}", event_id=event_id), now)
+            other = validate_event(
+                event_body(f"rr-b-{trial}", event_id=event_id, when=now - shift), now
+            )
+            outcomes = await asyncio.gather(
+                stores[0].write([one]), stores[1].write([other]), return_exceptions=True
+            )
+            assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "WriteResult"], (
+                trial,
+                outcomes,
+            )
+            assert any(isinstance(o, Conflict) for o in outcomes)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            twice = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT event_id FROM audit_events "
+                "GROUP BY event_id HAVING count(*) > 1) AS d"
+            )
+        finally:
+            await conn.close()
+        assert twice == 0
+    finally:
+        for store in stores:
+            await store.close()
