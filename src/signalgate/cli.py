@@ -9,10 +9,8 @@ every line they print is prefixed with the service's name (`gateway     | …`).
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +24,7 @@ from signalgate.common.auth import ADMIN_TOKEN_FILE, hash_token, write_new_token
 from signalgate.common.cli import EXIT_CONFIG
 from signalgate.common.config import ConfigError, split_listen
 from signalgate.common.directories import writable_directory
+from signalgate.common.server import bind_problem
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -78,20 +77,6 @@ def components(host: str, base_port: int, token_path: Path) -> list[Component]:
         },
     )
     return [datastorage, gateway]
-
-
-def bind_problem(host: str, port: int) -> str | None:
-    """Why a server could not listen on `host:port` now (as the services bind it), or None."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return "already in use"
-            return exc.strerror or str(exc)
-    return None
 
 
 def unusable_addresses(parts: list[Component]) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from signalgate.common.config import ConfigError, FileTranslator, load_settings
+from signalgate.common.server import ListenerUnavailable
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a dependency was unavailable at start, or the service failed
@@ -66,5 +67,8 @@ def run_guarded(main: Callable[[], int]) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except ListenerUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +140,39 @@ async def stop_servers(servers: list[_Server], tasks: list[asyncio.Task[None]]) 
             await task
 
 
+class ListenerUnavailable(Exception):
+    """A listen address cannot be listened on (held by another process, not this host's)."""
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on `host:port` now (as the services bind it), or None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "already in use"
+            return exc.strerror or str(exc)
+    return None
+
+
+def check_listeners(addresses: dict[str, str | None]) -> None:
+    """Each listen address (keyed by its setting) can be listened on, before anything starts;
+    else `ListenerUnavailable` naming the first that cannot. (Found only when the listener
+    started, it was uvicorn's traceback, after the store had been opened and logged ready.)"""
+    for key, address in addresses.items():
+        if address is None:
+            continue
+        problem = bind_problem(*split_listen(address))
+        if problem is not None:
+            raise ListenerUnavailable(
+                f"cannot listen on {address} ({key}): {problem}; stop what holds it, or set "
+                f"{key} to another address"
+            )
+
+
 async def run_service(
     service: Service,
     api_app: ASGIApp,
@@ -158,6 +193,14 @@ async def run_service(
     of several workers (`role`, common/workers.py), the API listener is the supervisor's
     inherited socket and the ops listener a private Unix socket the supervisor reads; the
     supervisor serves `metrics_listen` then."""
+    if role is None:
+        check_listeners(
+            {
+                "server.listen": listen,
+                "server.opsListen": ops_listen,
+                "server.metricsListen": metrics_listen,
+            }
+        )
     await service.start()
     # objects made at start-up live for the whole run: keep them out of every GC pass
     gc.collect()

@@ -30,9 +30,11 @@ from signalgate.gateway.signal import (
 )
 from signalgate.kube.client import KubeUnavailable
 from signalgate.remediation.model import (
+    MANUAL_REVIEW_OUTCOME,
     Deduplication,
     RemediationRequest,
     format_time,
+    is_active,
     utcnow,
 )
 from signalgate.remediation.store import (
@@ -176,7 +178,7 @@ class Pipeline:
         self._audit.emit(
             ev.build_event(ev.SIGNAL_DEDUPLICATED, signal, now, correlation_id=rr.name, rr=rr)
         )
-        return Outcome("duplicate", "duplicate of an active remediation", fingerprint, rr)
+        return Outcome("duplicate", _duplicate_of(rr), fingerprint, rr)
 
     def _fail(self, signal: Signal, code: str, message: str, *, retry_possible: bool) -> None:
         self._metrics.child(self._metrics.crd_creation_errors, code).inc()
@@ -230,3 +232,15 @@ class Pipeline:
 
 def _request_id() -> str:
     return request_id_var.get() or random_hex(16)
+
+
+def _duplicate_of(rr: RemediationRequest) -> str:
+    """What a duplicate was folded into: an active RR, or a finished one that still suppresses
+    new ones (awaiting manual review, or in its cool-down)."""
+    if is_active(rr.overall_phase):
+        return "duplicate of an active remediation"
+    if rr.outcome == MANUAL_REVIEW_OUTCOME:
+        return "duplicate of a finished remediation awaiting manual review"
+    until = rr.next_allowed_execution
+    shown = f" until {format_time(until)}" if until is not None else ""
+    return f"duplicate of a finished remediation in its cool-down{shown}"

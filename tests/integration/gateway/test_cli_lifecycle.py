@@ -168,3 +168,41 @@ def test_check_config_shows_what_kubernauts_file_becomes_and_warns_as_serve_woul
     assert resolved["store"]["dsn"] == "kubernetes://"
     assert resolved["controllerNamespace"] == "remediation"
     assert resolved["server"]["metricsListen"] == ":9090"
+
+
+def test_a_listen_address_in_use_is_one_line_exit_1_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    """Another process on the port (a `make run` still up): one line naming the address and
+    its setting, exit 1, nothing opened or created. It was uvicorn's error after the store had
+    been opened and the service logged as serving, exit 3."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        for module, key, env_key in (
+            ("signalgate.gateway.cli", "server.listen", "SIGNALGATE_SERVER__LISTEN"),
+            ("signalgate.datastorage.cli", "server.opsListen", "SIGNALGATE_SERVER__OPSLISTEN"),
+        ):
+            base = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
+            data = tmp_path / module
+            done = subprocess.run(
+                [sys.executable, "-m", module, "serve"],
+                env={
+                    **base,
+                    "SIGNALGATE_DATADIR": str(data),
+                    "SIGNALGATE_SERVER__LISTEN": "127.0.0.1:0",
+                    "SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:0",
+                    env_key: f"127.0.0.1:{port}",
+                },
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 1, done.stderr
+            errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+            assert errors == [
+                f"error: cannot listen on 127.0.0.1:{port} ({key}): already in use; stop what "
+                f"holds it, or set {key} to another address"
+            ], done.stderr
+            assert "Traceback" not in done.stderr and "serving" not in done.stderr

@@ -86,12 +86,19 @@ def test_manual_review_and_cooldown_suppress(any_gateway: ServiceProcess) -> Non
         suppressed = fire(c, "review-1")
         assert suppressed.status_code == 202
         assert suppressed.json()["remediationRequestName"] == name
+        # not "an active remediation": it has ended, and says why it still holds the signal
+        assert suppressed.json()["message"] == (
+            "duplicate of a finished remediation awaiting manual review"
+        )
 
         cool = fire(c, "cool-1").json()["remediationRequestName"]
         later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         patch(c, cool, overallPhase="Completed", routingStatus={"nextAllowedExecution": later})
         held = fire(c, "cool-1")
         assert held.status_code == 202 and held.json()["remediationRequestName"] == cool
+        assert held.json()["message"].startswith(
+            "duplicate of a finished remediation in its cool-down until "
+        )
         # the cool-down ends: clear it and the next signal opens a new remediation
         patch(c, cool, routingStatus={"nextAllowedExecution": None})
         assert fire(c, "cool-1").status_code == 201
