@@ -44,6 +44,15 @@ def signal_source(server: KubeAPIServer, namespace: str, name: str = "alertmanag
     return token
 
 
+def opened_rr(gateway: ServiceProcess, server: KubeAPIServer, namespace: str, pod: str) -> str:
+    """The name of the RR a signal source's alert about `pod` opens."""
+    with gateway.client(signal_source(server, namespace)) as c:
+        answer = c.post(PROM, json=webhook(alert(pod=pod)))
+    assert answer.status_code == 201, answer.text
+    name: str = answer.json()["remediationRequestName"]
+    return name
+
+
 def test_service_account_tokens_decide_by_rbac(
     gateway: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str
 ) -> None:
@@ -75,10 +84,7 @@ def test_service_account_tokens_decide_by_rbac(
 def test_rr_routes_ask_for_get_list_and_status_update(
     gateway: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str
 ) -> None:
-    sender = signal_source(kube_apiserver, kube_namespace)
-    with gateway.client(sender) as c:
-        name = c.post(PROM, json=webhook(alert(pod="rr-1"))).json()["remediationRequestName"]
-
+    name = opened_rr(gateway, kube_apiserver, kube_namespace, "rr-1")
     worker = service_account(kube_apiserver, kube_namespace, "remediation-worker")
     kube_apiserver.apply(
         {
@@ -192,9 +198,7 @@ def test_a_name_is_never_read_as_part_of_the_url(
     gateway: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str
 ) -> None:
     """`rr-x#y` or `rr-x?y` must not reach RR `rr-x` (an outside check read and patched it)."""
-    sender = signal_source(kube_apiserver, kube_namespace)
-    with gateway.client(sender) as c:
-        name = c.post(PROM, json=webhook(alert(pod="url-1"))).json()["remediationRequestName"]
+    name = opened_rr(gateway, kube_apiserver, kube_namespace, "url-1")
     admin = service_account(kube_apiserver, kube_namespace, "rr-admin")
     bind_cluster_role(kube_apiserver, "cluster-admin", kube_namespace, "rr-admin")
     with gateway.client(admin) as c:
