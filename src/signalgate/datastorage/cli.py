@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "serve":
                 return serve(settings)
             if args.command == "check-config":
-                print(json.dumps(settings.model_dump(mode="json", by_alias=True), indent=2))
+                print(json.dumps(settings.resolved(), indent=2))
                 return EXIT_OK
             if args.command == "migrate":
                 return asyncio.run(_migrate(settings))

@@ -116,6 +116,15 @@ class DataStorageSettings(Section):
     def dlq_path(self) -> Path:
         return self.dlq.path or self.data_dir / "audit-dlq.jsonl"
 
+    def resolved(self) -> dict[str, Any]:
+        """The settings as JSON with the defaults that follow from others filled in (what
+        `check-config` prints): the store, and the dead-letter file when Redis is not used."""
+        out: dict[str, Any] = self.model_dump(mode="json", by_alias=True)
+        out["store"]["dsn"] = self.store_dsn
+        if not self.dlq.redis_url:
+            out["dlq"]["path"] = str(self.dlq_path)
+        return out
+
 
 SHORTHANDS: dict[str, str] = {"LOG_LEVEL": "logging.level"}
 

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             for note in take_notes():  # what `serve` would log as a warning
                 print(f"warning: {note}", file=sys.stderr)
-            print(json.dumps(settings.model_dump(mode="json", by_alias=True), indent=2))
+            print(json.dumps(settings.resolved(), indent=2))
             return EXIT_OK
         return serve(settings, argv)
 

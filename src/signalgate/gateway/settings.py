@@ -8,7 +8,7 @@ SQLite under the data directory, listeners on loopback, static token auth.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -122,6 +122,15 @@ class GatewaySettings(Section):
     def audit_journal(self) -> Path:
         """The audit journal's directory (`datastorage.spoolPath`, else under `dataDir`)."""
         return self.datastorage.spool_path or self.data_dir / "audit-journal"
+
+    def resolved(self) -> dict[str, Any]:
+        """The settings as JSON with the defaults that follow from others filled in (what
+        `check-config` prints): the store, the journal's directory, the scope's source."""
+        out: dict[str, Any] = self.model_dump(mode="json", by_alias=True)
+        out["store"]["dsn"] = self.store_dsn
+        out["datastorage"]["spoolPath"] = str(self.audit_journal)
+        out["scope"]["source"] = self.scope_source
+        return out
 
     @property
     def scope_source(self) -> Literal["settings", "cluster"]:

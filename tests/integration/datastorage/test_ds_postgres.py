@@ -296,3 +296,16 @@ async def test_one_id_written_twice_at_once_is_stored_once(postgres_dsn: str) ->
     finally:
         for store in stores:
             await store.close()
+
+
+def test_check_config_prints_what_follows_from_other_settings(tmp_path: Path) -> None:
+    done = cli("check-config", env={"SIGNALGATE_DATADIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    resolved = json.loads(done.stdout)
+    assert resolved["store"]["dsn"] == f"sqlite:///{tmp_path / 'audit.db'}"
+    assert resolved["dlq"]["path"] == str(tmp_path / "audit-dlq.jsonl")
+    with_redis = cli(
+        "check-config",
+        env={"SIGNALGATE_DATADIR": str(tmp_path), "SIGNALGATE_DLQ__REDISURL": "redis://r:6379/0"},
+    )
+    assert json.loads(with_redis.stdout)["dlq"]["path"] is None  # the queue is Redis's

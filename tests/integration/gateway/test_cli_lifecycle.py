@@ -51,6 +51,12 @@ def test_config_file_errors_and_check_config(tmp_path: Path) -> None:
         '"listen": "127.0.0.1:9999"' in ok.stdout and '"opsListen": "127.0.0.1:9998"' in ok.stdout
     )
     assert '"prod"' in ok.stdout
+    # what follows from other settings is printed resolved, not null
+    resolved = json.loads(ok.stdout)
+    data = Path(resolved["dataDir"])
+    assert resolved["store"]["dsn"] == f"sqlite:///{data / 'gateway.db'}"
+    assert resolved["datastorage"]["spoolPath"] == str(data / "audit-journal")
+    assert resolved["scope"]["source"] == "settings"
     config.write_text("server:\n  lisen: 127.0.0.1:9999\n")
     bad = run_cli("check-config", str(config))
     assert bad.returncode == 2 and "server.lisen" in bad.stderr and "unknown setting" in bad.stderr
