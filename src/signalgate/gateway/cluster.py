@@ -75,6 +75,11 @@ class DiscoveredKinds:
     def lookup(self, kind: str) -> KindInfo | None:
         return self._catalog.lookup(kind)
 
+    @property
+    def custom_label_keys(self) -> tuple[str, ...]:
+        """None configured: discovery knows every kind the cluster serves."""
+        return ()
+
     def resource(self, kind: str, api_version: str = "") -> Resource | None:
         found = self._resources.get(kind)
         if found is not None and api_version and found.api_version != api_version:

@@ -47,6 +47,11 @@ class KindCatalog(Protocol):
         """The kind's description, or None for a kind the catalog does not know."""
         ...
 
+    @property
+    def custom_label_keys(self) -> tuple[str, ...]:
+        """The label keys of the configured custom kinds (`kinds.extra`), for messages."""
+        ...
+
 
 def _kinds(api_version: str, namespaced: bool, *names: str) -> tuple[KindInfo, ...]:
     return tuple(KindInfo(name, api_version, namespaced) for name in names)
@@ -125,7 +130,8 @@ BUILTIN_KINDS: tuple[KindInfo, ...] = (
 class StaticKindCatalog:
     """A fixed list of kinds; the first kind listed for a label key or kind name wins."""
 
-    def __init__(self, kinds: Iterable[KindInfo]) -> None:
+    def __init__(self, kinds: Iterable[KindInfo], custom: Iterable[KindInfo] = ()) -> None:
+        self.custom_label_keys = tuple(key for info in custom for key in info.label_keys)
         self._by_kind: dict[str, KindInfo] = {}
         self._by_label: dict[str, str] = {}
         for info in kinds:
@@ -136,7 +142,8 @@ class StaticKindCatalog:
     @classmethod
     def with_extra(cls, extra: Iterable[KindInfo] = ()) -> StaticKindCatalog:
         """The built-in kinds, then the configured custom resource kinds (`kinds.extra`)."""
-        return cls((*BUILTIN_KINDS, *extra))
+        extra = tuple(extra)
+        return cls((*BUILTIN_KINDS, *extra), custom=extra)
 
     def kind_for_label(self, label_key: str) -> str | None:
         return self._by_label.get(label_key)

@@ -162,6 +162,11 @@ def test_configured_custom_kinds_are_candidates_with_their_api_version() -> None
     )
     assert [c.kind for c in custom.candidates] == ["Pod"]
     assert custom.fingerprint == kubernaut_fingerprint("", "ci", "BuildConfig", "frontend")
+    # an alert naming nothing is told the configured kind's label too
+    bare = AlertCase("x", "", "", {"namespace": "ci"}, None)
+    [untargeted] = parse_webhook(alert_body(bare), NOW, FRESH, catalog)
+    assert isinstance(untargeted, Signal) and untargeted.target is None
+    assert untargeted.target_hint.endswith(", pod, node, buildconfig")
 
 
 def test_alert_targets_carry_the_api_version_of_their_kind() -> None:

@@ -145,7 +145,7 @@ def _parse_alert(
         resolved=status == "resolved",
         labels=labels,
         annotations=annotations,
-        target_hint=TARGET_HINT,
+        target_hint=", ".join((TARGET_HINT, *catalog.custom_label_keys)),
         unusable_targets=() if target is not None else unusable(own_labels, catalog),
     )
 
