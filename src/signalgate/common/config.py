@@ -237,7 +237,12 @@ def load_settings(
         if name.upper().startswith(ENV_PREFIX):
             source = f"environment variable {name}"
             segments = _renamed(name[len(ENV_PREFIX) :].split("__"), renamed, source)
-            _apply(model, data, segments, raw, origins, source, strict=False)
+            if not _apply(model, data, segments, raw, origins, source, strict=False):
+                # not refused: the prefix is shared, so it may be the other service's
+                _notes.append(
+                    f"{source} names no setting of this service and is ignored (a typo? "
+                    "a setting of the other signalgate service is ignored here too)"
+                )
     for dotted, value in (overrides or {}).items():
         _apply(model, data, dotted.split("."), value, origins, "command line")
     try:
@@ -314,31 +319,33 @@ def _apply(
     origins: dict[str, str],
     source: str,
     strict: bool = True,
-) -> None:
-    """Set one environment/flag value into `data`, resolving each segment case-insensitively."""
+) -> bool:
+    """Set one environment/flag value into `data`, resolving each segment case-insensitively;
+    False when it names no setting (and `strict` is off)."""
     current_model: type[BaseModel] | None = model
     target = data
     path: list[str] = []
     for index, segment in enumerate(segments):
         if current_model is None:
-            return
+            return False
         found = _find_field(current_model, segment)
         if found is None:
             if strict:
                 raise ConfigError(f"{source}: no setting '{'.'.join(segments)}'")
-            return  # another service's setting, or not ours: the environment is shared
+            return False  # another service's setting, or not ours: the environment is shared
         alias, annotation = found
         path.append(alias)
         if index == len(segments) - 1:
             target[alias] = _coerce_env(annotation, raw) if isinstance(raw, str) else raw
             origins[".".join(path)] = source
-            return
+            return True
         child = target.get(alias)
         if not isinstance(child, dict):
             child = {}
             target[alias] = child
         target = child
         current_model = _model_of(annotation)
+    return False  # no segments
 
 
 def _find_field(model: type[BaseModel], segment: str) -> tuple[str, Any] | None:
