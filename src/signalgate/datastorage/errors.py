@@ -34,7 +34,8 @@ class StoreUnavailable(StoreError):
 
 
 class ParentsUnconfirmed(StoreUnavailable):
-    """Parents missing from the database, and the queue that may hold them cannot be asked."""
+    """A write that depends on the dead-letter queue (its parents, or earlier writes of its
+    ids, wait there) while the queue cannot be asked or cannot take it: 503, retry."""
 
 
 class SchemaMismatch(StoreError):

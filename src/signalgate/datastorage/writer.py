@@ -10,6 +10,9 @@ This is the one place that decides what a write answers:
   we promised to store, and the replay stores the parent first;
 - the queue cannot say whether it holds a missing parent → `ParentsUnconfirmed` → 503: a 400
   would tell the client to drop an event that may be fine;
+- an id of the batch already waits in the dead-letter queue (accepted with 202 during an
+  outage) → the batch is queued behind it → 202: written now, a different second write would
+  win over the first, acknowledged one;
 - `Conflict` / `MissingParent` (a parent neither stored, nor earlier in the batch, nor
   queued) pass through (409 / 400): retrying cannot change them, so they are never queued.
 """
@@ -93,6 +96,9 @@ class AuditWriter:
             raise
 
     async def _decide(self, events: Sequence[AuditEvent]) -> WriteOutcome:
+        queued = await self._already_queued(events)
+        if queued:
+            return await self._behind_queued(events, queued)
         try:
             result = await self._store.write(events)
         except StoreUnavailable as store_error:
@@ -169,6 +175,38 @@ class AuditWriter:
         log.info(
             "events queued behind their parents in the dead-letter queue",
             extra={"count": len(events), "parents": len(set(missing.indexes.values()))},
+        )
+        return WriteOutcome(Written.QUEUED, len(events))
+
+    async def _already_queued(self, events: Sequence[AuditEvent]) -> dict[str, float]:
+        """Which of the batch's ids wait in the dead-letter queue (accepted with 202 during an
+        outage, not replayed yet). A queue that cannot be asked holds nothing we can see: the
+        batch is written as usual, as while the queue is down."""
+        try:
+            return await self._dlq.waiting({event.event_id for event in events})
+        except DeadLetterUnavailable:
+            return {}
+
+    async def _behind_queued(
+        self, events: Sequence[AuditEvent], queued: dict[str, float]
+    ) -> WriteOutcome:
+        """The batch goes into the queue behind the letters of its ids, not into the database
+        before them: the first write of an id stands even while it waits for replay (written
+        now, a different second write would win and the acknowledged first would be refused
+        as a conflict). The replay then stores the first, and the second is the same (stored
+        once) or a conflict (dead-lettered)."""
+        due = max(time.time() + self._first_delay, *queued.values())
+        try:
+            await self._dlq.put(events, due=due)
+        except DeadLetterUnavailable as exc:
+            raise ParentsUnconfirmed(
+                f"{len(queued)} event id(s) of this batch wait in the dead-letter queue, which "
+                f"cannot take the batch behind them now ({exc}); retry later"
+            ) from exc
+        self._metrics.writes.labels("dead_lettered").inc(len(events))
+        log.info(
+            "events queued behind earlier writes of their ids in the dead-letter queue",
+            extra={"count": len(events), "queued_ids": len(queued)},
         )
         return WriteOutcome(Written.QUEUED, len(events))
 

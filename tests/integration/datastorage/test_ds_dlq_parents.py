@@ -272,3 +272,28 @@ async def test_writer_cannot_ask_an_unreachable_queue_and_says_retry(
             await writer(store, dlq).write([ev(parent=str(uuid.uuid4()))])
     finally:
         await dlq.close()
+
+
+async def test_a_queued_event_stands_against_a_later_write_of_its_id(
+    dlq: DeadLetterQueue, store: SqliteAuditStore
+) -> None:
+    """An event accepted with 202 during an outage waits in the queue; a write of the same id
+    with other content arriving once the database is back must not win over it (found from
+    outside: the later write was stored and the acknowledged one dead-lettered). It queues
+    behind: the replay stores the first, a same-content retry is stored once, a different
+    one is the conflict."""
+    first = ev("rr-q")
+    await dlq.put([first], due=time.time() - 1)  # as the write path queues it in an outage
+    other_fields = {**first.fields, "event_action": "changed-meanwhile"}
+    other = AuditEvent.from_fields(other_fields)
+    writer = AuditWriter(store, dlq, DataStorageMetrics(CollectorRegistry()), 0.0)
+    assert (await writer.write([other])).written is Written.QUEUED
+    retry = AuditEvent.from_fields(dict(first.fields))
+    assert (await writer.write([retry])).written is Written.QUEUED
+    report = await worker(dlq, store).drain()
+    assert report.replayed == 2 and report.dead == 1  # the first and its retry; the other
+    rows = await store.chain("rr-q")
+    assert [row["event_id"] for row in rows] == [first.event_id]
+    assert rows[0]["event_action"] == first.fields["event_action"]
+    # nothing of it waits any more: the next write goes to the database directly
+    assert await dlq.waiting([first.event_id]) == {}
