@@ -377,7 +377,11 @@ def _is_list(annotation: Any) -> bool:
 
 
 def _coerce_env(annotation: Any, raw: str) -> Any:
-    """Lists come as a JSON array or comma-separated; everything else stays text for pydantic."""
+    """Lists come as a JSON array or comma-separated; an empty value of an optional setting
+    is unset (`SIGNALGATE_AUTH__TOKENSFILE=` in a manifest means none, not the directory
+    `.`); everything else stays text for pydantic."""
+    if raw == "" and _is_optional(annotation):
+        return None
     if _is_list(annotation):
         text = raw.strip()
         if text.startswith("["):
@@ -387,6 +391,10 @@ def _coerce_env(annotation: Any, raw: str) -> Any:
                 return raw  # pydantic reports it as not a list
         return [item.strip() for item in text.split(",") if item.strip()]
     return raw
+
+
+def _is_optional(annotation: Any) -> bool:
+    return type(None) in get_args(annotation)
 
 
 def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:

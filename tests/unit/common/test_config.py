@@ -192,3 +192,14 @@ def test_an_environment_variable_naming_no_setting_is_a_warning() -> None:
         "environment variable SIGNALGATE_SERVER__LISTN names no setting of this service and is "
         "ignored (a typo? a setting of the other signalgate service is ignored here too)"
     ]
+
+
+def test_an_empty_environment_value_unsets_an_optional_setting() -> None:
+    """`SIGNALGATE_AUTH__TOKENSFILE=` (a manifest's way to say none) was read as the path
+    `.`, and start-up said the directory could not be read as a tokens file."""
+    settings = load(env={"SIGNALGATE_AUTH__TOKENSFILE": "", "SIGNALGATE_DATASTORAGE__URL": ""})
+    assert settings.auth.tokens_file is None
+    assert settings.datastorage.url is None
+    # a required setting is not made optional by it
+    with pytest.raises(ConfigError, match=r"server\.listen"):
+        load(env={"SIGNALGATE_SERVER__LISTEN": ""})
