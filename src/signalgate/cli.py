@@ -24,7 +24,7 @@ from signalgate.common.auth import ADMIN_TOKEN_FILE, hash_token, write_new_token
 from signalgate.common.cli import EXIT_CONFIG
 from signalgate.common.config import ConfigError, split_listen
 from signalgate.common.directories import writable_directory
-from signalgate.common.server import bind_problem
+from signalgate.common.listeners import bind_problem
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from signalgate.common.server import bind_problem
+from signalgate.common.listeners import bind_problem
 
 
 def port_is_free(port: int) -> bool:

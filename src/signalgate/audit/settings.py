@@ -7,6 +7,7 @@ must not import DataStorage's request models to deliver to it.)
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +37,19 @@ class DeliverySettings(Section):
     backoff_initial: Duration = 1.0
     backoff_max: Duration = 30.0
     stop_flush_timeout: Duration = 10.0
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable_bundle(cls, value: Path | None) -> Path | None:
+        """Loaded now, as the relay will: a missing or unreadable bundle is a setting's error,
+        not a traceback when delivery starts."""
+        if value is None:
+            return None
+        try:
+            ssl.create_default_context(cafile=str(value))
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"is not a readable PEM CA bundle ({exc})") from None
+        return value
 
     @field_validator("url")
     @classmethod

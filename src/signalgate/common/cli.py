@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from signalgate.common.config import ConfigError, FileTranslator, load_settings
-from signalgate.common.server import ListenerUnavailable
+from signalgate.common.listeners import ListenerUnavailable
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a dependency was unavailable at start, or the service failed

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import errno
 import gc
 import logging
 import signal
-import socket
+import ssl
 from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from starlette.types import ASGIApp
 
 from signalgate.common.config import ConfigError, split_listen
 from signalgate.common.http_protocol import HEAD_TIMEOUT, service_http_protocol
+from signalgate.common.listeners import check_listeners
 from signalgate.common.loop_lag import LoopLagMonitor
 from signalgate.common.ops import ReadinessProbe, build_ops_app
 from signalgate.common.workers import WorkerRole
@@ -140,39 +140,6 @@ async def stop_servers(servers: list[_Server], tasks: list[asyncio.Task[None]]) 
             await task
 
 
-class ListenerUnavailable(Exception):
-    """A listen address cannot be listened on (held by another process, not this host's)."""
-
-
-def bind_problem(host: str, port: int) -> str | None:
-    """Why a server could not listen on `host:port` now (as the services bind it), or None."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return "already in use"
-            return exc.strerror or str(exc)
-    return None
-
-
-def check_listeners(addresses: dict[str, str | None]) -> None:
-    """Each listen address (keyed by its setting) can be listened on, before anything starts;
-    else `ListenerUnavailable` naming the first that cannot. (Found only when the listener
-    started, it was uvicorn's traceback, after the store had been opened and logged ready.)"""
-    for key, address in addresses.items():
-        if address is None:
-            continue
-        problem = bind_problem(*split_listen(address))
-        if problem is not None:
-            raise ListenerUnavailable(
-                f"cannot listen on {address} ({key}): {problem}; stop what holds it, or set "
-                f"{key} to another address"
-            )
-
-
 async def run_service(
     service: Service,
     api_app: ASGIApp,
@@ -193,6 +160,8 @@ async def run_service(
     of several workers (`role`, common/workers.py), the API listener is the supervisor's
     inherited socket and the ops listener a private Unix socket the supervisor reads; the
     supervisor serves `metrics_listen` then."""
+    if role is not None:
+        role.follow_supervisor()
     if role is None:
         check_listeners(
             {
@@ -278,6 +247,13 @@ class Tls:
         for key, path in (("server.tlsCertFile", cert_file), ("server.tlsKeyFile", key_file)):
             if not path.is_file():
                 raise ConfigError(f"config key '{key}': '{path}' is not a readable file")
+        try:  # loaded now, as the listener will: a key of another certificate, or not PEM
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_file, key_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"config keys 'server.tlsCertFile' / 'server.tlsKeyFile': '{cert_file}' and "
+                f"'{key_file}' are not a certificate chain and its private key ({exc})"
+            ) from None
         return cls(cert_file, key_file)
 
 

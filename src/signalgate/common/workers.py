@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import logging
 import os
 import signal
@@ -50,6 +52,7 @@ from starlette.routing import Route
 
 from signalgate.common.config import split_listen
 from signalgate.common.http_protocol import HEAD_TIMEOUT
+from signalgate.common.listeners import ListenerUnavailable
 from signalgate.common.ops import Readiness, healthy_response, readiness_response
 from signalgate.common.problems import problem_response
 
@@ -59,6 +62,8 @@ log = logging.getLogger(__name__)
 ENV_INDEX = "SG_WORKER_INDEX"
 ENV_LISTEN_FD = "SG_WORKER_LISTEN_FD"
 ENV_OPS_SOCKET = "SG_WORKER_OPS_SOCKET"
+ENV_SUPERVISOR = "SG_WORKER_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -68,13 +73,33 @@ class WorkerRole:
     index: int
     listen_fd: int
     ops_socket: str
+    supervisor_pid: int = 0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> WorkerRole | None:
         environ = os.environ if environ is None else environ
         if ENV_INDEX not in environ:
             return None
-        return cls(int(environ[ENV_INDEX]), int(environ[ENV_LISTEN_FD]), environ[ENV_OPS_SOCKET])
+        return cls(
+            int(environ[ENV_INDEX]),
+            int(environ[ENV_LISTEN_FD]),
+            environ[ENV_OPS_SOCKET],
+            int(environ.get(ENV_SUPERVISOR, "0")),
+        )
+
+    def follow_supervisor(self) -> None:
+        """Get SIGTERM when the supervisor dies, and so drain and stop as on a shutdown.
+
+        Without it a supervisor killed with SIGKILL left its workers serving the API port as
+        orphans, with no ops listener, never stopping, and the service could not start again
+        (the port was theirs). Linux only (`prctl(PR_SET_PDEATHSIG)`)."""
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            return
+        if self.supervisor_pid and os.getppid() != self.supervisor_pid:
+            os.kill(os.getpid(), signal.SIGTERM)  # it died before the request was made
 
     def listen_socket(self) -> socket.socket:
         return socket.socket(fileno=self.listen_fd)
@@ -86,7 +111,15 @@ def bind_listener(listen: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        problem = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise ListenerUnavailable(
+            f"cannot listen on {listen} (server.listen): {problem}; stop what holds it, or "
+            "set server.listen to another address"
+        ) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -155,6 +188,7 @@ class Supervisor:
             ENV_INDEX: str(worker.index),
             ENV_LISTEN_FD: str(self.listen_fd),
             ENV_OPS_SOCKET: worker.ops_socket,
+            ENV_SUPERVISOR: str(os.getpid()),
         }
         worker.proc = await asyncio.create_subprocess_exec(
             *self.command, env=env, pass_fds=(self.listen_fd,)

@@ -212,3 +212,26 @@ def test_a_listen_address_in_use_is_one_line_exit_1_before_anything_starts(
                 f"holds it, or set {key} to another address"
             ], done.stderr
             assert "Traceback" not in done.stderr and "serving" not in done.stderr
+
+
+def test_a_busy_port_with_several_workers_is_the_same_one_line(tmp_path: Path) -> None:
+    """With `server.workers: 2` the supervisor binds the port: it was a traceback."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = run_cli(
+            "serve",
+            env={
+                "SIGNALGATE_DATADIR": str(tmp_path),
+                "SIGNALGATE_SERVER__WORKERS": "2",
+                "SIGNALGATE_SERVER__LISTEN": f"127.0.0.1:{port}",
+                "SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:0",
+            },
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{port} (server.listen): already in use; stop what "
+        "holds it, or set server.listen to another address"
+    ), done.stderr
+    assert "Traceback" not in done.stderr

@@ -112,3 +112,45 @@ def test_the_gateway_delivers_audit_over_https_to_a_datastorage_with_tls(tmp_pat
             gateway.stop()
     finally:
         datastorage.stop()
+
+
+def _serve_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "signalgate.gateway.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_key_of_another_certificate_or_a_missing_ca_is_one_line(tmp_path: Path) -> None:
+    """Found from outside as tracebacks (exit 1): a key that is not the certificate's, and a
+    `datastorage.caFile` that does not exist. Each is exit 2 and one line naming the keys."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cert, _ = self_signed(tmp_path / "a")
+    _, other_key = self_signed(tmp_path / "b")
+    gateway = gateway_process(tmp_path / "gw", env=tls_env(cert, other_key))
+    mismatched = _serve_once(gateway.env)
+    assert mismatched.returncode == 2, mismatched.stderr
+    assert (
+        mismatched.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: config keys 'server.tlsCertFile' / 'server.tlsKeyFile':")
+    ), mismatched.stderr
+    assert "Traceback" not in mismatched.stderr
+
+    missing = gateway_process(
+        tmp_path / "gw2",
+        env={
+            "SIGNALGATE_DATASTORAGE__URL": "https://127.0.0.1:1",
+            "SIGNALGATE_DATASTORAGE__CAFILE": str(tmp_path / "no-such-ca.pem"),
+        },
+    )
+    done = _serve_once(missing.env)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: config key 'datastorage.caFile'"), done.stderr
+    assert "not a readable PEM CA bundle" in last and "Traceback" not in done.stderr

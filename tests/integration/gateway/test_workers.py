@@ -127,6 +127,37 @@ def test_a_worker_that_dies_stops_the_service_with_an_error(tmp_path: Path) -> N
     assert "a worker exited on its own" in service.output()
 
 
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL to the supervisor: its workers get SIGTERM from the kernel, drain and stop, so
+    the port is free for the next start (found from outside: they kept serving as orphans,
+    with no ops listener, and a restart failed on the port)."""
+    service = gateway_process(tmp_path / "gw", env={"SIGNALGATE_SERVER__WORKERS": "2"}).start()
+    assert service.proc is not None
+    with httpx.Client(
+        base_url=service.api_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ) as c:
+        assert c.post(PROM, json=webhook(alert(pod="orphan-1"))).status_code == 201
+    pids = worker_pids(service)
+    os.kill(service.proc.pid, 9)
+    service.proc.wait(10)
+    deadline = time.monotonic() + 30
+    while [pid for pid in pids if Path(f"/proc/{pid}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    for pid in left:  # not to leave them to the next test
+        os.kill(pid, 9)
+    assert left == [], "workers outlived their supervisor"
+    service.start()  # the same ports and data directory: the port is free again
+    try:
+        with httpx.Client(
+            base_url=service.api_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ) as c:
+            answer = c.post(PROM, json=webhook(alert(pod="orphan-1")))
+            assert answer.status_code == 202, answer.text  # the same RR, counted twice
+    finally:
+        service.stop()
+
+
 def test_readiness_is_every_workers_and_names_the_one_not_ready(
     tmp_path: Path, private_postgres: PostgresServer
 ) -> None:

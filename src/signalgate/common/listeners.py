@@ -1,0 +1,46 @@
+"""Whether a service can listen where its settings say, asked before anything starts.
+
+A listen address another process holds (a `make run` still up) or that is not this host's
+would otherwise surface as uvicorn's error once the store was opened and the service had
+logged itself serving; here it is one line naming the address and its setting (exit 1).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from signalgate.common.config import split_listen
+
+
+class ListenerUnavailable(Exception):
+    """A listen address cannot be listened on (held by another process, not this host's)."""
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on `host:port` now (as the services bind it), or None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "already in use"
+            return exc.strerror or str(exc)
+    return None
+
+
+def check_listeners(addresses: dict[str, str | None]) -> None:
+    """Each listen address (keyed by its setting) can be listened on, before anything starts;
+    else `ListenerUnavailable` naming the first that cannot. (Found only when the listener
+    started, it was uvicorn's traceback, after the store had been opened and logged ready.)"""
+    for key, address in addresses.items():
+        if address is None:
+            continue
+        problem = bind_problem(*split_listen(address))
+        if problem is not None:
+            raise ListenerUnavailable(
+                f"cannot listen on {address} ({key}): {problem}; stop what holds it, or set "
+                f"{key} to another address"
+            )
