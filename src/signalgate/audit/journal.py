@@ -54,6 +54,10 @@ log = logging.getLogger("signalgate.audit")
 _SEGMENT_RE = re.compile(r"^segment-(\d{16})\.jsonl$")
 # the newest durable lines the journal keeps in memory for the relay (bytes)
 RECENT_BYTES = 8 * 1024 * 1024
+# after a write failed (disk full, I/O error, a commit overdue), signals are refused this long
+# before a write is tried again: each refused signal touches nothing, where each one let
+# through is decided in the store first and then answered 503 by the failing journal
+FAILURE_HOLD = 1.0
 
 
 def worker_journal(base: Path, index: int) -> Path:
@@ -186,6 +190,9 @@ class Journal:
         self._closing = False
         self.backlog_bytes = 0  # durable and not yet confirmed
         self.backlog_events = 0
+        # loop time of the last failed write, and why; cleared by the next write that succeeds
+        self._failed_at: float | None = None
+        self.last_failure = ""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -271,12 +278,23 @@ class Journal:
         await waiter
 
     def _overdue(self, group: _Group) -> None:
-        group.settle(
-            JournalUnavailable(
-                f"the audit journal did not confirm an fsync within {self.commit_timeout:g}s "
-                "(audit.commitTimeout); the disk under it is too slow or stuck"
-            )
+        failure = (
+            f"the audit journal did not confirm an fsync within {self.commit_timeout:g}s "
+            "(audit.commitTimeout); the disk under it is too slow or stuck"
         )
+        self._failed(failure)
+        group.settle(JournalUnavailable(failure))
+
+    def failing(self) -> bool:
+        """True for FAILURE_HOLD after a write failed; then writes are tried again."""
+        if self._failed_at is None or self._loop is None:
+            return False
+        return self._loop.time() - self._failed_at < FAILURE_HOLD
+
+    def _failed(self, why: str) -> None:
+        if self._loop is not None:
+            self._failed_at = self._loop.time()
+        self.last_failure = why
 
     def _write_loop(self) -> None:
         """The writer thread: write and fsync group after group, without waiting for the
@@ -311,6 +329,7 @@ class Journal:
         self, group: _Group, segment: int, size: int, data: int, entries: list[Entry]
     ) -> None:
         """On the event loop, in write order: the group is durable."""
+        self._failed_at = None
         self._sizes[segment] = size
         self.backlog_bytes += data
         self.backlog_events += len(entries)
@@ -336,6 +355,7 @@ class Journal:
             extra={"error": str(exc), "events": lines},
         )
         self._settled(group)
+        self._failed(f"audit journal write failed: {exc}")
         group.settle(JournalUnavailable(f"audit journal write failed: {exc}"))
 
     def _settled(self, group: _Group) -> None:

@@ -85,9 +85,20 @@ class JournalAuditSink:
     # -- AuditSink ---------------------------------------------------------------------------
 
     def accepting(self) -> bool:
-        """False while the journal holds more undelivered bytes than its bound."""
+        return not self.refusal()
+
+    def refusal(self) -> str:
+        """Why no events are taken now: the journal over its bound, or its disk failing (for
+        a moment after a failed write; see `journal.FAILURE_HOLD`)."""
         backlog = self.journal.backlog_bytes + self.journal.pending_bytes
-        return backlog < self._delivery.spool_max_bytes
+        if backlog >= self._delivery.spool_max_bytes:
+            return (
+                "the audit journal is over its bound (datastorage.spoolMaxBytes): DataStorage "
+                "is not taking events fast enough"
+            )
+        if self.journal.failing():
+            return f"the audit journal cannot write: {self.journal.last_failure}"
+        return ""
 
     def emit(self, event: dict[str, Any]) -> None:
         if not event.get("event_id"):  # the envelope builders set it; same recipe here

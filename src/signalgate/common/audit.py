@@ -34,7 +34,12 @@ class AuditSink(Protocol):
         ...
 
     def accepting(self) -> bool:
-        """False while the sink cannot take more events (its backlog is over its bound)."""
+        """False while the sink cannot take more events (see `refusal`)."""
+        ...
+
+    def refusal(self) -> str:
+        """Why the sink takes no events now (its backlog over its bound, its disk failing), or
+        "" while it does."""
         ...
 
     async def start(self) -> None: ...
@@ -66,6 +71,9 @@ class LoggingAuditSink:
 
     def accepting(self) -> bool:
         return True
+
+    def refusal(self) -> str:
+        return ""
 
     async def start(self) -> None:
         return None

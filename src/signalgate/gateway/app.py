@@ -102,12 +102,11 @@ class GatewayAPI:
     ) -> Response:
         await self.service.auth.authorize(request.headers.get("authorization"), "signals:write")
         audit = self.service.audit
-        if not audit.accepting() and self.service.settings.audit.on_backlog_full == "reject":
+        if self.service.settings.audit.on_backlog_full == "reject" and (why := audit.refusal()):
             raise Problem(
                 503,
                 "service-unavailable",
-                "the audit trail is behind (its journal is over datastorage.spoolMaxBytes); "
-                "signals are refused until DataStorage catches up; retry later",
+                f"{why}; signals are refused, nothing was stored; retry later",
                 headers={"Retry-After": "30"},
             )
         require_media_type(request.scope)

@@ -36,11 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READINESS_TIMEOUT = 2.0
-AUDIT_BACKLOG_FULL = (
-    "the audit journal is over its bound (datastorage.spoolMaxBytes): DataStorage is not "
-    "taking events fast enough, so signals are refused until it catches up "
-    "(audit.onBacklogFull: reject)"
-)
 
 
 def store_for(
@@ -211,8 +206,10 @@ class GatewayService:
         checks: dict[str, object] = {"audit": self.audit.status()}
         if not self.lifecycle.accepting:
             return Readiness(False, f"gateway is {self.lifecycle.state.value}", checks)
-        if not self.audit.accepting() and self.settings.audit.on_backlog_full == "reject":
-            return Readiness(False, AUDIT_BACKLOG_FULL, checks)
+        if self.settings.audit.on_backlog_full == "reject" and (why := self.audit.refusal()):
+            return Readiness(
+                False, f"{why}: signals are refused (audit.onBacklogFull: reject)", checks
+            )
         try:
             async with asyncio.timeout(READINESS_TIMEOUT):
                 await self.store.ping()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from signalgate.audit.journal import Journal, Slice
+from signalgate.audit.journal import Journal, JournalUnavailable, Slice
 from signalgate.audit.settings import AuditSettings, DeliverySettings
 from signalgate.audit.sink import JournalAuditSink
 
@@ -246,5 +246,47 @@ async def test_a_journal_file_error_is_retried_and_delivery_goes_on(
         await settle(sink)
         assert set(fake.stored) == {e["event_id"] for e in first + later}
         assert len(fake.stored) == 45  # the first batch twice: its cursor was not saved
+    finally:
+        await sink.stop()
+
+
+async def test_a_failing_journal_refuses_for_a_moment_then_tries_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal write that fails (the disk full: an outside check filled a 200 KiB tmpfs)
+    makes the sink refuse for `FAILURE_HOLD`: the Gateway then answers 503 before deciding,
+    where every signal let through was counted in the store and then answered 503 (thousands
+    of counts without an audit event). After the hold a write is tried again; one that
+    succeeds ends the refusal."""
+    import errno
+
+    from signalgate.audit import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "FAILURE_HOLD", 0.2)
+    fake = FakeDataStorage()
+    sink = sink_for(fake, tmp_path, CollectorRegistry())
+    real = Journal._write
+    full = True
+
+    def disk(self: Journal, data: bytes) -> tuple[int, int]:
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Journal, "_write", disk)
+    await sink.start()
+    try:
+        assert sink.refusal() == ""
+        sink.emit(event())
+        with pytest.raises(JournalUnavailable):
+            await sink.commit()
+        assert "No space left on device" in sink.refusal()
+        assert not sink.accepting()
+        await asyncio.sleep(0.25)  # the hold is over: the next write is tried
+        assert sink.accepting()
+        full = False
+        sink.emit(event())
+        await sink.commit()
+        assert sink.refusal() == ""
     finally:
         await sink.stop()
