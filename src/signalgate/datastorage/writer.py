@@ -161,22 +161,10 @@ class AuditWriter:
             absent = {i: p for i, p in missing.indexes.items() if p not in queued}
             if absent:
                 raise MissingParent(absent)
-        parents_due = [queued[parent] for parent in missing.indexes.values()]
-        # due no earlier than the parents, so the replay meets the parents first
-        due = max(time.time() + self._first_delay, *parents_due)
-        try:
-            await self._dlq.put(events, due=due)
-        except DeadLetterUnavailable as exc:
-            raise ParentsUnconfirmed(
-                f"{len(events)} event(s) wait for parents in the dead-letter queue, which "
-                f"cannot take them now ({exc}); retry later"
-            ) from exc
-        self._metrics.writes.labels("dead_lettered").inc(len(events))
-        log.info(
-            "events queued behind their parents in the dead-letter queue",
-            extra={"count": len(events), "parents": len(set(missing.indexes.values()))},
+        parents = set(missing.indexes.values())
+        return await self._queue_behind(
+            events, [queued[parent] for parent in parents], f"their {len(parents)} parent(s)"
         )
-        return WriteOutcome(Written.QUEUED, len(events))
 
     async def _already_queued(self, events: Sequence[AuditEvent]) -> dict[str, float]:
         """Which of the batch's ids wait in the dead-letter queue (accepted with 202 during an
@@ -195,18 +183,27 @@ class AuditWriter:
         now, a different second write would win and the acknowledged first would be refused
         as a conflict). The replay then stores the first, and the second is the same (stored
         once) or a conflict (dead-lettered)."""
-        due = max(time.time() + self._first_delay, *queued.values())
+        return await self._queue_behind(
+            events, list(queued.values()), f"earlier writes of {len(queued)} of their ids"
+        )
+
+    async def _queue_behind(
+        self, events: Sequence[AuditEvent], ahead: Sequence[float], what: str
+    ) -> WriteOutcome:
+        """Queue the batch due no earlier than the letters `ahead` of it (their due times),
+        so the replay meets those first → 202; a queue that cannot take it → 503."""
+        due = max(time.time() + self._first_delay, *ahead)
         try:
             await self._dlq.put(events, due=due)
         except DeadLetterUnavailable as exc:
             raise ParentsUnconfirmed(
-                f"{len(queued)} event id(s) of this batch wait in the dead-letter queue, which "
-                f"cannot take the batch behind them now ({exc}); retry later"
+                f"{len(events)} event(s) wait behind {what} in the dead-letter queue, which "
+                f"cannot take them now ({exc}); retry later"
             ) from exc
         self._metrics.writes.labels("dead_lettered").inc(len(events))
         log.info(
-            "events queued behind earlier writes of their ids in the dead-letter queue",
-            extra={"count": len(events), "queued_ids": len(queued)},
+            "events queued behind earlier letters in the dead-letter queue",
+            extra={"count": len(events), "behind": what},
         )
         return WriteOutcome(Written.QUEUED, len(events))
 
