@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import certifi
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -136,7 +137,7 @@ def test_datastorages_ca_is_the_charts_tls_ca_file_when_it_is_there(tmp_path: Pa
     ca = tmp_path / "ca.crt"
     https = load(KUBERNAUT_CONFIG, TLS_CA_FILE=str(ca))
     assert https.datastorage.ca_file is None  # the chart sets the variable; no file, no CA
-    ca.write_text("pem")
+    ca.write_bytes(Path(certifi.where()).read_bytes())  # a real PEM bundle: it is loaded
     assert load(KUBERNAUT_CONFIG, TLS_CA_FILE=str(ca)).datastorage.ca_file == ca
     plain = written(tmp_path, "datastorage:\n  url: http://ds:8080\n  buffer: {batchSize: 50}\n")
     assert load(plain, TLS_CA_FILE=str(ca)).datastorage.ca_file is None
