@@ -28,6 +28,10 @@ from signalgate.common.tasks import cancel_and_wait
 
 log = logging.getLogger("signalgate.audit")
 
+# every reason an event is given up on: the journal over its bound (drop mode), and the
+# relay's (refused by DataStorage, a conflicting id, older than DataStorage accepts)
+DROP_REASONS = ("backlog_full", "rejected", "conflict", "expired")
+
 __all__ = ["JournalAuditSink", "JournalUnavailable"]
 
 
@@ -65,6 +69,8 @@ class JournalAuditSink:
             ["service", "reason"],
             registry=registry,
         )
+        for reason in DROP_REASONS:  # each series exists at 0, so an alert on it can fire
+            self._dropped.labels(service, reason)
         self._buffered = Gauge(
             "audit_events_buffered",
             "Audit events staged, waiting for the journal's next fsync",

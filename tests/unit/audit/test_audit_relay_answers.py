@@ -290,3 +290,14 @@ async def test_a_failing_journal_refuses_for_a_moment_then_tries_again(
         assert sink.refusal() == ""
     finally:
         await sink.stop()
+
+
+def test_every_drop_reason_is_a_series_from_the_start(tmp_path: Path) -> None:
+    """An alert on `audit_events_dropped_total` needs the series before the first drop."""
+    from signalgate.audit.sink import DROP_REASONS
+
+    registry = CollectorRegistry()
+    sink_for(FakeDataStorage(), tmp_path, registry)
+    for reason in DROP_REASONS:
+        labels = {"service": "gateway", "reason": reason}
+        assert registry.get_sample_value("audit_events_dropped_total", labels) == 0.0, reason
