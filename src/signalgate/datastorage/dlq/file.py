@@ -30,7 +30,7 @@ class FileDeadLetterQueue:
     Which events wait here (`waiting`) is answered from memory: an index of event id → due,
     built on `open()`, extended by our appends and rebuilt from every full read (each poll of
     the replay worker), so changes made by a `replay-dlq` run in another process show up
-    within a poll.
+    within a poll; an id the index lists is checked against the file before it is answered.
     """
 
     def __init__(self, path: Path) -> None:
@@ -91,6 +91,11 @@ class FileDeadLetterQueue:
         return letters[:limit]
 
     async def waiting(self, event_ids: Collection[str]) -> dict[str, float]:
+        if not any(event_id in self._queued for event_id in event_ids):
+            return {}  # the usual answer, from memory
+        # the index may be behind a `replay-dlq` run in another process (it catches up at the
+        # next poll): a "yes" is checked against the file, as the writer acts on it
+        await self._call("read", self._load)
         queued = self._queued
         return {event_id: queued[event_id] for event_id in event_ids if event_id in queued}
 
