@@ -66,19 +66,22 @@ def build(name: str, package: str, cwd: Path, output: Path) -> str | None:
     )  # fmt: skip
     try:
         said, _ = build.communicate(timeout=BUILD_TIMEOUT)
-    except BaseException as exc:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(build.pid, signal.SIGKILL)
-        build.wait()
-        if isinstance(exc, subprocess.TimeoutExpired):
-            return (
-                f"service '{name}': go build -cover {package} (in {cwd}) took over {BUILD_TIMEOUT}s"
-            )
+    except subprocess.TimeoutExpired:
+        _kill_group(build)
+        return f"service '{name}': go build -cover {package} (in {cwd}) took over {BUILD_TIMEOUT}s"
+    except BaseException:  # e2ecov interrupted (a signal) while it waited
+        _kill_group(build)
         raise
     if build.returncode != 0:
         lines = "\n    ".join(said.strip().splitlines()[-15:])
         return f"service '{name}': go build -cover {package} (in {cwd}) failed:\n    {lines}"
     return None
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def module_of(directory: Path) -> tuple[str, Path] | None:

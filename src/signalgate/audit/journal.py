@@ -355,8 +355,9 @@ class Journal:
             extra={"error": str(exc), "events": lines},
         )
         self._settled(group)
-        self._failed(f"audit journal write failed: {exc}")
-        group.settle(JournalUnavailable(f"audit journal write failed: {exc}"))
+        failure = f"audit journal write failed: {exc}"
+        self._failed(failure)
+        group.settle(JournalUnavailable(failure))
 
     def _settled(self, group: _Group) -> None:
         with self._lock:

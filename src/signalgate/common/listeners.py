@@ -31,11 +31,15 @@ def bind_problem(host: str, port: int) -> str | None:
     return None
 
 
-def check_listeners(addresses: dict[str, str | None]) -> None:
-    """Each listen address (keyed by its setting) can be listened on, before anything starts;
-    else `ListenerUnavailable` naming the first that cannot. (Found only when the listener
-    started, it was uvicorn's traceback, after the store had been opened and logged ready.)"""
-    for key, address in addresses.items():
+def check_listeners(listen: str, ops_listen: str, metrics_listen: str | None = None) -> None:
+    """A service's listen addresses can be listened on, before anything starts; else
+    `ListenerUnavailable` naming the first that cannot and its setting. (Found only when the
+    listener started, it was uvicorn's traceback, after the store had been opened.)"""
+    for key, address in (
+        ("server.listen", listen),
+        ("server.opsListen", ops_listen),
+        ("server.metricsListen", metrics_listen),
+    ):
         if address is None:
             continue
         problem = bind_problem(*split_listen(address))

@@ -160,24 +160,17 @@ async def run_service(
     of several workers (`role`, common/workers.py), the API listener is the supervisor's
     inherited socket and the ops listener a private Unix socket the supervisor reads; the
     supervisor serves `metrics_listen` then."""
-    if role is not None:
-        role.follow_supervisor()
     if role is None:
-        check_listeners(
-            {
-                "server.listen": listen,
-                "server.opsListen": ops_listen,
-                "server.metricsListen": metrics_listen,
-            }
-        )
+        check_listeners(listen, ops_listen, metrics_listen)
+    else:
+        role.follow_supervisor()
+        metrics_listen = None  # the supervisor serves it for every worker
     await service.start()
     # objects made at start-up live for the whole run: keep them out of every GC pass
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     api = http_server(api_app, listen, grace, tls, head_timeout=head_timeout)
-    if role is not None:
-        metrics_listen = None  # the supervisor serves it for every worker
     ops_socket = None if role is None else role.ops_socket
     ops = ops_servers(ops_app, ops_listen, metrics_listen, grace, head_timeout, uds=ops_socket)
     sockets = None if role is None else [role.listen_socket()]

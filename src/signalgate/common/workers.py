@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import errno
 import logging
 import os
 import signal
@@ -52,7 +51,7 @@ from starlette.routing import Route
 
 from signalgate.common.config import split_listen
 from signalgate.common.http_protocol import HEAD_TIMEOUT
-from signalgate.common.listeners import ListenerUnavailable
+from signalgate.common.listeners import check_listeners
 from signalgate.common.ops import Readiness, healthy_response, readiness_response
 from signalgate.common.problems import problem_response
 
@@ -111,15 +110,7 @@ def bind_listener(listen: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        problem = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-        raise ListenerUnavailable(
-            f"cannot listen on {listen} (server.listen): {problem}; stop what holds it, or "
-            "set server.listen to another address"
-        ) from None
+    sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -285,6 +276,8 @@ async def supervise(
     answers the ops routes for all of them, on `ops_listen` and `metrics_listen`."""
     from signalgate.common.server import ops_servers, start_servers, stop_servers
 
+    # as one process checks them (common/server.run_service): one line, not a traceback
+    check_listeners(listen, ops_listen, metrics_listen)
     listener = bind_listener(listen)
     supervisor = Supervisor(command, workers, listener.fileno(), os.environ)
     ops = ops_servers(supervisor.ops_app(), ops_listen, metrics_listen, grace, head_timeout)

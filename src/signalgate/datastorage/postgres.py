@@ -154,13 +154,10 @@ class PostgresAuditStore:
         """Store `events` in one transaction. A concurrent writer of one of the same ids makes
         the unique keys refuse this one: it is then planned again, and finds that id stored
         (the same content: a no-op; other content: a conflict)."""
-        for attempt in range(WRITE_ATTEMPTS):
-            try:
+        for _ in range(WRITE_ATTEMPTS - 1):
+            with contextlib.suppress(asyncpg.UniqueViolationError):
                 return await self._write_once(events)
-            except asyncpg.UniqueViolationError:
-                if attempt == WRITE_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return await self._write_once(events)  # the last attempt's refusal is raised
 
     async def _write_once(self, events: Sequence[AuditEvent]) -> WriteResult:
         ids = [event.event_id for event in events]

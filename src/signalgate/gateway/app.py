@@ -101,8 +101,7 @@ class GatewayAPI:
         check_timestamp: bool,
     ) -> Response:
         await self.service.auth.authorize(request.headers.get("authorization"), "signals:write")
-        audit = self.service.audit
-        if self.service.settings.audit.on_backlog_full == "reject" and (why := audit.refusal()):
+        if why := self.service.signal_refusal():
             raise Problem(
                 503,
                 "service-unavailable",
@@ -132,7 +131,7 @@ class GatewayAPI:
                 raise validation_error(items[0].error)
             results = await self._process_all(items, deadline)
             # durable before acknowledged: the answer waits for the audit events' fsync
-            await audit.commit()
+            await self.service.audit.commit()
             if len(items) == 1:
                 outcome = results[0]
                 assert isinstance(outcome, Outcome)

@@ -202,11 +202,19 @@ class GatewayService:
                 if self.kube_clients is not None:
                     await self.kube_clients.close()
 
+    def signal_refusal(self) -> str:
+        """Why signals are refused before anything is decided, or "": the audit sink takes
+        no events (its journal over its bound, or failing) and `audit.onBacklogFull` is
+        `reject`. Decided here for the signal routes (503) and readiness alike."""
+        if self.settings.audit.on_backlog_full != "reject":
+            return ""
+        return self.audit.refusal()
+
     async def readiness(self) -> Readiness:
         checks: dict[str, object] = {"audit": self.audit.status()}
         if not self.lifecycle.accepting:
             return Readiness(False, f"gateway is {self.lifecycle.state.value}", checks)
-        if self.settings.audit.on_backlog_full == "reject" and (why := self.audit.refusal()):
+        if why := self.signal_refusal():
             return Readiness(
                 False, f"{why}: signals are refused (audit.onBacklogFull: reject)", checks
             )

@@ -145,8 +145,9 @@ def _parse_alert(
         resolved=status == "resolved",
         labels=labels,
         annotations=annotations,
-        target_hint=", ".join((TARGET_HINT, *catalog.custom_label_keys)),
-        unusable_targets=() if target is not None else unusable(own_labels, catalog),
+        # for the no_target_resource message only: made when there is no target
+        target_hint="" if target else ", ".join((TARGET_HINT, *catalog.custom_label_keys)),
+        unusable_targets=() if target else unusable(own_labels, catalog),
     )
 
 

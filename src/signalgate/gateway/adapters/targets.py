@@ -19,7 +19,7 @@ does.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from signalgate.gateway.kinds import KindCatalog
@@ -49,13 +49,11 @@ def tier_of(kind: str) -> int:
 
 def candidates(labels: Mapping[str, str], catalog: KindCatalog) -> list[Candidate]:
     """Every label naming a possible target, best first."""
-    found: list[Candidate] = []
-    for key, value in labels.items():
-        if not value or key in RESERVED_LABELS or CANDIDATE_VALUE.fullmatch(value) is None:
-            continue
-        kind = catalog.kind_for_label(key)
-        if kind is not None:
-            found.append(Candidate(tier_of(kind), kind, key, value))
+    found = [
+        Candidate(tier_of(kind), kind, key, value)
+        for key, value, kind in _naming_kinds(labels, catalog)
+        if CANDIDATE_VALUE.fullmatch(value) is not None
+    ]
     found.sort()
     return found
 
@@ -66,9 +64,18 @@ def unusable(labels: Mapping[str, str], catalog: KindCatalog) -> tuple[str, ...]
     target, so its sender learns what to fix."""
     return tuple(
         f"{key}={value[:63]!r}"
-        for key, value in labels.items()
-        if value
-        and key not in RESERVED_LABELS
-        and CANDIDATE_VALUE.fullmatch(value) is None
-        and catalog.kind_for_label(key) is not None
+        for key, value, _ in _naming_kinds(labels, catalog)
+        if CANDIDATE_VALUE.fullmatch(value) is None
     )
+
+
+def _naming_kinds(
+    labels: Mapping[str, str], catalog: KindCatalog
+) -> Iterator[tuple[str, str, str]]:
+    """(key, value, kind) for each non-empty label whose key names a kind."""
+    for key, value in labels.items():
+        if not value or key in RESERVED_LABELS:
+            continue
+        kind = catalog.kind_for_label(key)
+        if kind is not None:
+            yield key, value, kind
