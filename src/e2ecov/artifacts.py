@@ -43,18 +43,41 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def refuse_kept_stack(artifacts: Path) -> None:
-    """A stack kept by `--keep` in this directory must be stopped before the next run."""
+def refuse_running_stack(artifacts: Path) -> None:
+    """The previous run's stack must be stopped before this run starts in the same directory:
+    a stack kept by `--keep`, a run still going on, or the stack of a run whose e2ecov was
+    killed (nothing stopped it; its files would be set aside under it)."""
     previous = _read_json(artifacts / "run.json")
-    if not previous or not previous.get("kept"):
+    if not previous:
         return
     run_id = str(previous.get("run_id", ""))
+    unfinished = previous.get("exit_code") is None
+    if not previous.get("kept") and not unfinished:
+        return
+    owner = previous.get("e2ecov") or {}
+    owner_pid = owner.get("pid")
+    still_running = isinstance(owner_pid, int) and procs.start_time(owner_pid) == owner.get(
+        "started", -1
+    )
+    if unfinished and still_running:
+        raise UsageError(
+            f"{artifacts} is in use by another e2ecov run (run {run_id}, pid {owner_pid}); "
+            "wait for it to end, or give this run other --artifacts"
+        )
     pgids = [s["pgid"] for s in previous.get("services", {}).values() if s.get("pgid")]
-    if any(procs.alive(p) for p in pgids) or (run_id and procs.marked(run_id)):
+    running = {p for p in pgids if procs.alive(p)} | (procs.marked(run_id) if run_id else set())
+    if not running:
+        return
+    if previous.get("kept"):
         raise UsageError(
             f"{artifacts} holds a kept stack that is still running (run {run_id}); "
             f"stop it first with: e2ecov down --artifacts {artifacts}"
         )
+    raise UsageError(
+        f"run {run_id} in {artifacts} ended without stopping its stack (its e2ecov process "
+        f"was killed or crashed) and {len(running)} of its processes still run; "
+        f"stop them first with: e2ecov down --artifacts {artifacts}"
+    )
 
 
 def _remove(path: Path) -> None:

@@ -68,6 +68,17 @@ def alive(pid: int) -> bool:
     return proc is not None and proc.alive
 
 
+def start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot): with its pid, it names one process
+    even after the pid is reused."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
 def descendants(roots: Iterable[int], table: dict[int, Process] | None = None) -> set[int]:
     """The roots and every process below them (by parent pid), as far as the table shows."""
     table = snapshot() if table is None else table

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from e2ecov import procs
+
 SCHEMA = 1
 
 
@@ -49,6 +51,11 @@ class RunRecord:
     kept: bool = False
     control_dir: str = ""
     attribution: str = ""
+    # this e2ecov process (pid and start time): the next run in the same directory tells a
+    # run still going on from one whose e2ecov was killed
+    owner: dict[str, int | None] = field(
+        default_factory=lambda: {"pid": os.getpid(), "started": procs.start_time(os.getpid())}
+    )
 
     def begin(self, name: str) -> Phase:
         self.end()
@@ -86,6 +93,7 @@ class RunRecord:
             "kept": self.kept,
             "attribution": self.attribution,
             "control_dir": self.control_dir,
+            "e2ecov": self.owner,
         }
 
     def write(self) -> Path:

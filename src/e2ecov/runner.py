@@ -411,7 +411,7 @@ class Run:
 
     def execute(self) -> RunResult:
         """Every phase; the stack is always stopped (unless kept) and run.json written."""
-        artifacts.refuse_kept_stack(self.artifacts)
+        artifacts.refuse_running_stack(self.artifacts)
         procs.become_subreaper()  # orphans of the stack are re-parented here, not to init
         kept = False
         # the handlers are in place before the prepare phase: a signal during a long

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2ecov_harness import app_service, drive, e2ecov, write_stack
@@ -148,3 +152,49 @@ def test_invalid_stack_file_exits_2_with_line(tmp_path: Path) -> None:
     )
     assert f"{stack}:{line}: [services.app] unknown key 'helth'; expected one of:" in outcome.stderr
     assert not (tmp_path / "out").exists(), "nothing started or written"
+
+
+def test_a_killed_e2ecov_leaves_a_stack_the_next_run_names(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, drive("/alpha", "sleep:60"), app_service("app"))
+    first = subprocess.Popen(
+        [sys.executable, "-m", "e2ecov.cli", "run", "-c", str(stack)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    out = tmp_path / "out"
+    try:
+        deadline = time.monotonic() + 60
+        record: dict[str, Any] = {}
+        while not record.get("services", {}).get("app", {}).get("pid"):
+            if time.monotonic() > deadline:
+                pytest.fail("the first run never started its service")
+            time.sleep(0.1)
+            with contextlib.suppress(OSError, ValueError):
+                record = json.loads((out / "run.json").read_text())
+        app_pid = record["services"]["app"]["pid"]
+        # a second run in the same directory while the first is still going on
+        busy = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+        assert busy.code == 2, busy.output
+        assert f"in use by another e2ecov run (run {record['run_id']}, pid {first.pid})" in (
+            busy.stderr
+        )
+        first.kill()
+        first.wait(10)
+        assert _alive(app_pid), "nothing stopped the stack of the killed run"
+        left = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+        assert left.code == 2, left.output
+        assert f"run {record['run_id']} in {out} ended without stopping its stack" in left.stderr
+        assert f"e2ecov down --artifacts {out}" in left.stderr
+        assert _alive(app_pid), "the refused run started nothing and stopped nothing"
+    finally:
+        first.kill()
+        stopped = e2ecov("down", "--artifacts", str(out), cwd=tmp_path)
+    assert stopped.code == 0, stopped.output
+    deadline = time.monotonic() + 10
+    while _alive(app_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(app_pid)
+    short = write_stack(tmp_path, drive("/alpha"), app_service("app"))
+    again = e2ecov("run", "-c", str(short), cwd=tmp_path)
+    assert again.code == 0, again.output
