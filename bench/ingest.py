@@ -638,11 +638,15 @@ def count_on_kube(server: KubeAPIServer, workload: str) -> Counted:
         (hot,) = [rr for rr in items if rr["spec"]["targetResource"]["name"] == "hot-pod"]
         occurrences = int(hot["status"]["deduplication"]["occurrenceCount"])
         return Counted(occurrences, {hot["metadata"]["name"]: occurrences})
-    names = [
-        rr["metadata"]["name"] for rr in items if rr["spec"]["targetResource"]["name"] != "hot-pod"
-    ]
-    # an RR created without a status (as Kubernaut's Gateway creates them) was seen once
-    return Counted(len(names), dict.fromkeys(names[:CHAINS_SAMPLED], 1))
+    created = [rr for rr in items if rr["spec"]["targetResource"]["name"] != "hot-pod"]
+    # each new RR seen once (an RR whose status write after the create failed reads so too)
+    counts = {
+        rr["metadata"]["name"]: int(
+            ((rr.get("status") or {}).get("deduplication") or {}).get("occurrenceCount", 1)
+        )
+        for rr in created
+    }
+    return Counted(sum(counts.values()), dict(list(counts.items())[:CHAINS_SAMPLED]))
 
 
 if __name__ == "__main__":

@@ -332,9 +332,10 @@ class KubernetesStore:
         precondition), not the whole object with its spec."""
         status = rr.status_json()
         changes = merge_diff(was.status_json(), status)
-        # the two fields a status nobody wrote yet reads as (Pending, and a count from the
-        # creation time) are always sent, so they are written the first time
-        changes["overallPhase"] = status["overallPhase"]
+        # the counters a status nobody wrote yet reads as (seen once, at the creation time)
+        # are always sent whole, so they are written the first time. `overallPhase` is sent
+        # only when it changes: an RR without one is new to Kubernaut's orchestrator, which
+        # owns the phase and starts its work (start time, timeouts, audit) when it sets it
         changes["deduplication"] = status["deduplication"]
         patch = {
             "metadata": {"resourceVersion": rr.extra_metadata.get("resourceVersion")},
@@ -471,10 +472,10 @@ class KubernetesStore:
     async def _create(
         self, candidate: RemediationRequest, generation: int, now: datetime
     ) -> RemediationRequest | None:
-        """Create generation `generation` of the candidate's RR, without a status, as
-        Kubernaut's Gateway creates it: an RR with no status reads as `Pending`, seen once,
-        and the first duplicate or resolved notice writes its status. One write per new RR
-        instead of two: the API server's CPU is what limits how fast RRs are opened."""
+        """Create generation `generation` of the candidate's RR, then write its
+        `status.deduplication` (seen once), as Kubernaut's Gateway does: the API server takes
+        no status on a create. The second write failing does not undo the first: the RR
+        exists, and one without that status reads as seen once."""
         rr = replace(
             candidate,
             name=rr_name(candidate.fingerprint, generation),
@@ -483,8 +484,18 @@ class KubernetesStore:
         )
         document = to_object(rr)
         document.pop("status")
-        made = await self._call("POST", self._collection, body=document)
-        return self._remember(from_object(made))
+        made = self._remember(
+            from_object(await self._call("POST", self._collection, body=document))
+        )
+        try:
+            counted = await self._change(made.name, _unchanged, _exists)
+        except (StoreUnavailable, KubeError) as exc:
+            log.warning(
+                "RR created, its status.deduplication not written (the next duplicate writes it)",
+                extra={"rr": made.name, "error": str(exc)},
+            )
+            return made
+        return counted or made
 
     async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
         known = self._of_fingerprint(fingerprint)
@@ -565,6 +576,14 @@ def _settle(changes: Iterable[_Change], result: RemediationRequest | None) -> No
     for change in changes:
         if not change.done.done():
             change.done.set_result(result)
+
+
+def _unchanged(rr: RemediationRequest) -> RemediationRequest:
+    return rr
+
+
+def _exists(rr: RemediationRequest) -> bool:
+    return True
 
 
 def _is_active(rr: RemediationRequest) -> bool:

@@ -69,7 +69,7 @@ def test_200_identical_signals_through_two_gateways_make_one_rr(
     assert statuses == Counter({201: 1, 202: 199})
     (rr,) = rrs_on_the_api_server(kube_apiserver, kube_namespace)
     assert count(rr) == 200
-    assert rr["status"]["overallPhase"] == "Pending"  # type: ignore[index]
+    assert "overallPhase" not in rr["status"]  # type: ignore[operator]
 
 
 def test_20_resources_times_10_make_20_rrs_of_10(

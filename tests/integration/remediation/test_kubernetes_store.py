@@ -100,3 +100,39 @@ async def test_rrs_written_by_others_are_seen_through_the_watch(
     fresh = await kube_store.record_firing(make_rr("other-1", at=later(2)), later(2))
     assert fresh.decision is Decision.CREATED
     assert fresh.rr.name == rr_name(candidate.fingerprint, 8)
+
+
+async def test_the_gateway_counts_but_leaves_the_phase_to_kubernauts_orchestrator(
+    kube_store: KubernetesStore, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    """Kubernaut's orchestrator starts an RR (start time, timeouts, its audit event) when it
+    finds no `overallPhase`: the Gateway writes `status.deduplication` right after the
+    create, as Kubernaut's does, and never the phase, however many duplicates come first."""
+    created = (await kube_store.record_firing(make_rr("orch-1"), later(0))).rr
+    _, stored = kube_apiserver.request("GET", path(kube_namespace, created.name))
+    assert stored["status"]["deduplication"]["occurrenceCount"] == 1
+    assert stored["status"]["deduplication"]["firstSeenAt"]
+    assert "overallPhase" not in stored["status"]
+    for n in (1, 2):
+        dup = await kube_store.record_firing(make_rr("orch-1", at=later(n)), later(n))
+        assert dup.decision is Decision.DUPLICATE and dup.rr.overall_phase == "Pending"
+    _, stored = kube_apiserver.request("GET", path(kube_namespace, created.name))
+    assert stored["status"]["deduplication"]["occurrenceCount"] == 3
+    assert "overallPhase" not in stored["status"]
+    # the orchestrator sets the phase: later duplicates keep it
+    stored["status"]["overallPhase"] = "Processing"
+    status, _ = kube_apiserver.request(
+        "PUT", path(kube_namespace, created.name) + "/status", stored
+    )
+    assert status == 200
+
+    async def processing() -> bool:
+        rr = await kube_store.get(created.name)
+        return rr is not None and rr.overall_phase == "Processing"
+
+    await eventually(processing)
+    dup = await kube_store.record_firing(make_rr("orch-1", at=later(3)), later(3))
+    assert dup.decision is Decision.DUPLICATE
+    _, stored = kube_apiserver.request("GET", path(kube_namespace, created.name))
+    assert stored["status"]["overallPhase"] == "Processing"
+    assert stored["status"]["deduplication"]["occurrenceCount"] == 4
