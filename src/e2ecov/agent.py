@@ -145,6 +145,11 @@ class Agent:
         if self.settings.contexts:
             cov.switch_context(self.context)
         self.core = self._core_name(cov)
+        self._announce(suffix)
+
+    def _announce(self, suffix: str) -> None:
+        """This process's ledger record, control socket and autosave (after a start, and in a
+        forked child)."""
         self.data_file = f"{self.settings.data_dir / protocol.DATA_PREFIX}.{suffix}"
         self.ledger = self.settings.ledger_dir / f"{suffix}.jsonl"
         self.settings.ledger_dir.mkdir(parents=True, exist_ok=True)
@@ -263,11 +268,31 @@ class Agent:
         self._last_save = None
         self._finished = False
         try:
-            with contextlib.suppress(Exception):
-                old.stop()
-            self.start()
+            if not self._continue_in_child():
+                with contextlib.suppress(Exception):
+                    old.stop()
+                self.start()
         except Exception as exc:  # never break the service's worker
             sys.stderr.write(f"e2ecov: coverage not restarted in forked child: {exc}\n")
+
+    def _continue_in_child(self) -> bool:
+        """Measure on with the parent's Coverage, into a data file of this process's own.
+
+        A new Coverage would trace only frames that start after it: the lines still to run in
+        the function that called fork (a daemon's double fork, a child that does its work and
+        `os._exit`s) would be missed. coverage.py opens a new data file in a forked child
+        itself, named with the data object's suffix, before the child first uses it; only
+        the suffix is changed here (the parent's would make the child erase the parent's
+        file). False when this coverage.py keeps its data elsewhere (then a new Coverage)."""
+        data = getattr(self._cov, "_data", None)
+        if data is None or not isinstance(getattr(data, "_suffix", None), str):
+            return False
+        self.pid = os.getpid()
+        self.token = secrets.token_hex(4)
+        suffix = f"{self.settings.service}.{self.pid}.{self.token}"
+        data._suffix = suffix
+        self._announce(suffix)
+        return True
 
     # ---- commands --------------------------------------------------------------------------
 

@@ -96,7 +96,7 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
         print(f"wrote {path}")
     for below in result.below:
         print(f"FAILED: {below}", file=sys.stderr)
-    return ExitCode.COVERAGE if result.below else ExitCode.OK
+    return ExitCode.COVERAGE if result.below or result.unreadable else ExitCode.OK
 
 
 def cmd_down(args: argparse.Namespace) -> ExitCode:

@@ -217,6 +217,20 @@ def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProces
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+def _checked(name: str, done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """A `go tool covdata` step that failed reads as no coverage at all: say why instead."""
+    if done.returncode == 0:
+        return done
+    said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+    hint = ""
+    if "counter mode clash" in said:
+        hint = (
+            "; every binary of a Go service must be built with `go build -cover "
+            "-covermode=atomic` (as e2ecov builds go_build services)"
+        )
+    raise RuntimeError(f"go tool covdata {done.args[3]} for {name}: {said}{hint}")
+
+
 def report(
     name: str,
     covdir: Path,
@@ -238,11 +252,10 @@ def report(
     if done.returncode != 0:
         raise RuntimeError(f"go tool covdata merge for {name}: {done.stderr.strip()}")
     profile = work / f"go-{name}.cov"
-    _run([tool, "tool", "covdata", "textfmt", f"-i={merged}", f"-o={profile}"])
+    _checked(name, _run([tool, "tool", "covdata", "textfmt", f"-i={merged}", f"-o={profile}"]))
     files = parse_profile(profile.read_text(), modules, display_root)
-    functions = _functions(
-        _run([tool, "tool", "covdata", "func", f"-i={merged}"]).stdout, modules, display_root
-    )
+    listed = _checked(name, _run([tool, "tool", "covdata", "func", f"-i={merged}"]))
+    functions = _functions(listed.stdout, modules, display_root)
     html = html_dir / f"{name}.html"
     html_dir.mkdir(parents=True, exist_ok=True)
     why = _html(tool, profile, html, modules, binary)

@@ -114,6 +114,7 @@ class ReportResult:
     files: list[Path]
     warnings: list[str]
     below: list[str]  # fail_under violations
+    unreadable: list[str]  # Go services whose coverage data could not be read: losses
 
 
 def data_files(data_dir: Path) -> dict[str, list[Path]]:
@@ -207,17 +208,18 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
     work = artifacts / ".combined"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    go_services, go_warnings = _go_reports(artifacts, config, go, work)
+    go_services, unreadable = _go_reports(artifacts, config, go, work)
     groups = data_files(artifacts / "data")
     if not groups and not go_services:
-        raise NoCoverageData(f"no coverage data in {artifacts / 'data'}\n{USUAL_CAUSES}")
+        why = "\n".join(unreadable) or USUAL_CAUSES
+        raise NoCoverageData(f"no coverage data in {artifacts / 'data'}\n{why}")
     config = dataclasses.replace(
         config, package_dirs=sorted({*config.package_dirs, *package_dirs(artifacts)})
     )
     python = _python_reports(artifacts, config, groups, work) if groups else _no_python(artifacts)
     text = [*_header(config), "", *python.text]
     services = dict(python.services)
-    warnings = [*python.warnings, *go_warnings]
+    warnings = list(python.warnings)
     func_lines = function_rows(python.report)
     for svc in go_services:
         totals = Totals(
@@ -245,7 +247,7 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
                 [(n, t.statements, t.missed) for n, t in sorted(services.items())], label="Service"
             ),
         ]
-    text += [*(f"warning: {w}" for w in warnings)]
+    text += [*(f"LOST: {w}" for w in unreadable), *(f"warning: {w}" for w in warnings)]
     (artifacts / "e2e-coverage.txt").write_text("\n".join(text) + "\n")
     func_lines.append(("total:", "(statements)", f"{combined.percent:.1f}%"))
     (artifacts / "e2e-coverage-func.txt").write_text("\n".join(_columns(func_lines)) + "\n")
@@ -260,15 +262,16 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
         "e2e-coverage.txt", "e2e-coverage-func.txt", "html/index.html", "coverage.json",
         "coverage.lcov", "coverage.xml", "summary.md")]  # fmt: skip
     files += [s.html for s in go_services if s.html is not None]
-    return ReportResult(services, combined, files, warnings, below)
+    return ReportResult(services, combined, files, warnings, below, unreadable)
 
 
 def _go_reports(
     artifacts: Path, config: ReportConfig, go: Sequence[GoInput], work: Path
 ) -> tuple[list[gocover.GoService], list[str]]:
-    """Each Go service's reports; one that cannot be read (no `go`, a damaged GOCOVERDIR) is
-    named in a warning instead of sinking the Python reports."""
-    found, warnings = [], []
+    """Each Go service's reports, and why each one that cannot be read (no `go`, a damaged
+    GOCOVERDIR, binaries built in different counter modes) could not: a loss the run reports,
+    not a reason to sink the Python reports."""
+    found, unreadable = [], []
     for item in go:
         try:
             svc = gocover.report(
@@ -276,11 +279,11 @@ def _go_reports(
                 artifacts / "html" / "go", item.modules, config.display_root, item.binary,
             )  # fmt: skip
         except (gocover.GoUnavailable, RuntimeError, OSError) as exc:
-            warnings.append(f"no Go report for service {item.name}: {exc}")
+            unreadable.append(f"Go service {item.name}: its coverage data could not be read: {exc}")
             continue
         if svc is not None:
             found.append(svc)
-    return found, warnings
+    return found, unreadable
 
 
 def _no_python(artifacts: Path) -> _Python:

@@ -818,6 +818,9 @@ class Run:
         self.progress.info("per-test attribution: " + self.record.attribution)
         for warning in result.warnings:
             self.progress.info("warning: " + warning)
+        for lost in result.unreadable:
+            self._fail(ExitCode.COVERAGE, "coverage lost: " + lost)
+            self.progress.info("LOST: " + lost)
         for below in result.below:
             self._fail(ExitCode.COVERAGE, below)
             self.progress.info("FAILED: " + below)

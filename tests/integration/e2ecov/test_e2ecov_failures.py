@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2ecov_harness import app_service, drive, e2ecov, write_stack
+from e2ecov_harness import SOURCE, app_service, drive, e2ecov, write_stack
 
 
 def _alive(pid: int) -> bool:
@@ -141,6 +141,22 @@ def test_live_save_and_every_worker_counted(tmp_path: Path) -> None:
     worker = next(v for k, v in report["files"].items() if k.endswith("worker.py"))
     assert handlers["functions"]["_square"]["summary"]["percent_covered"] == 100.0  # forked pool
     assert worker["functions"]["triple"]["summary"]["percent_covered"] == 100.0  # python subprocess
+
+
+def test_a_forked_child_is_measured_in_the_function_that_forked_it(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, drive("/forked"), app_service("app"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    name, handlers = next((k, v) for k, v in report["files"].items() if k.endswith("handlers.py"))
+    source = (SOURCE / "handlers.py").read_text().splitlines()
+    child_only = [n for n, line in enumerate(source, 1) if line.endswith("# child-only")]
+    assert len(child_only) == 2
+    assert set(child_only) <= set(handlers["executed_lines"]), (name, handlers["missing_lines"])
+    # the child saved into a file of its own: the parent's is whole
+    run = outcome.run_json()
+    assert len(run["services"]["app"]["data_files"]) >= 2, run["services"]["app"]
+    assert handlers["functions"]["alpha"]["summary"]["percent_covered"] == 0.0
 
 
 def test_invalid_stack_file_exits_2_with_line(tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from e2ecov_harness import GOAPP, app_service, e2ecov, get_script, go_service, write_stack
 
+from e2ecov import gocover
+
 pytestmark = pytest.mark.slow
 
 
@@ -151,8 +153,11 @@ def test_report_without_go_keeps_the_python_reports(mixed, tmp_path: Path) -> No
     shutil.copytree(mixed.artifacts, copy)
     env = {**os.environ, "PATH": str(tmp_path / "nothing")}
     again = e2ecov("report", "--artifacts", str(copy), cwd=tmp_path, env=env)
-    assert again.code == 0, again.output
-    assert "warning: no Go report for service goapp: Go services need the go tool" in again.stdout
+    # the Go service's coverage is not in these reports: a loss (exit 4), named
+    assert again.code == 4, again.output
+    assert (
+        "LOST: Go service goapp: its coverage data could not be read: Go services need the go tool"
+    ) in again.stdout
     report = json.loads((copy / "coverage.json").read_text())
     assert not any(k.endswith("goapp/main.go") for k in report["files"])
     assert any(k.endswith("handlers.py") for k in report["files"])
@@ -197,3 +202,36 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
     unsaved = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
     assert unsaved.code == 4, unsaved.output
     assert "could not save" in unsaved.stdout and "covermode=atomic" in unsaved.stdout
+
+
+def test_binaries_built_in_two_counter_modes_are_a_named_loss_not_an_empty_report(
+    tmp_path: Path,
+) -> None:
+    """A service that runs a helper built with plain `go build -cover` (counter mode `set`)
+    beside its own atomic binary: `go tool covdata` cannot read the two together. That was
+    an empty profile, reported as 100 % of 0 statements; it is a loss, saying what to do."""
+    module = tmp_path / "helper"
+    module.mkdir()
+    (module / "go.mod").write_text("module example.com/helper\n\ngo 1.21\n")
+    (module / "main.go").write_text(
+        'package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("helper ran")\n}\n'
+    )
+    covdir = tmp_path / "go" / "svc"
+    covdir.mkdir(parents=True)
+    for mode in ("atomic", "set"):
+        binary = tmp_path / f"helper-{mode}"
+        subprocess.run(
+            ["go", "build", "-cover", f"-covermode={mode}", "-o", str(binary), "."],
+            cwd=module, check=True,
+        )  # fmt: skip
+        subprocess.run(
+            [str(binary)], env={**os.environ, "GOCOVERDIR": str(covdir)}, check=True
+        )  # fmt: skip
+    (tmp_path / "work").mkdir()
+    with pytest.raises(RuntimeError) as raised:
+        gocover.report(
+            "svc", covdir, tmp_path / "work", tmp_path / "html", {}, tmp_path, None
+        )  # fmt: skip
+    message = str(raised.value)
+    assert "go tool covdata" in message and "counter mode clash" in message, message
+    assert "-covermode=atomic" in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import subprocess
 import sys
 
@@ -40,3 +41,15 @@ def work() -> str:
         check=True,
     )
     return f"squares {squares} worker {done.stdout.strip()}"
+
+
+def forked() -> str:
+    """A forked child that works in the function that forked it, then `os._exit`s (as a
+    daemon's double fork does): its lines are measured in the child."""
+    pid = os.fork()
+    if pid == 0:
+        marker = "ran in the child"  # child-only
+        marker += ", then left"  # child-only
+        os._exit(0 if marker else 1)
+    os.waitpid(pid, 0)
+    return "forked"

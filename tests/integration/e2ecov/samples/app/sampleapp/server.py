@@ -12,7 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sampleapp import handlers
 
-ROUTES = {"/alpha": handlers.alpha, "/beta": handlers.beta, "/work": handlers.work}
+ROUTES = {
+    "/alpha": handlers.alpha,
+    "/beta": handlers.beta,
+    "/work": handlers.work,
+    "/forked": handlers.forked,
+}
 
 
 class Handler(BaseHTTPRequestHandler):
