@@ -66,6 +66,13 @@ def judge(
     if final:
         if not final[-1].get("measured"):
             return outcome("empty", f"{who} measured nothing under source (not a loss)")
+        if final[-1].get("reason") not in FINAL_REASONS and "SIGKILL" in how:
+            # the flush's live save is its last: what it ran on SIGTERM is not counted
+            return outcome(
+                "saved",
+                f"{who} saved at {final[-1]['reason']} ({_clock(final[-1]['time'])}), then "
+                f"{how}: what it ran after that (its shutdown) is not counted",
+            )
         return outcome("saved", f"{who} saved at {final[-1]['reason']}")
     cause = how or "ended without a final save (killed by a signal, or crashed)"
     if last is not None:
@@ -92,6 +99,11 @@ def silent_services(measured: list[str], found: list[ProcessOutcome]) -> list[st
         for name in measured
         if name not in seen
     ]
+
+
+def cut_short(found: list[ProcessOutcome]) -> list[str]:
+    """Processes killed after the flush's live save: their shutdown went unmeasured."""
+    return [o.message for o in found if o.status == "saved" and "not counted" in o.message]
 
 
 def empty_services(found: list[ProcessOutcome]) -> list[str]:

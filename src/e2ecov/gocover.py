@@ -51,8 +51,11 @@ def go() -> str:
 BUILD_TIMEOUT = 600  # seconds
 
 
-def build(name: str, package: str, cwd: Path, output: Path) -> str | None:
-    """`go build -cover -covermode=atomic`; returns the build's error output on failure."""
+def build(
+    name: str, package: str, cwd: Path, output: Path, env: dict[str, str] | None = None
+) -> str | None:
+    """`go build -cover -covermode=atomic`, in the service's environment (its `CGO_ENABLED`,
+    `GOFLAGS`...); returns the build's error output on failure."""
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         command = [go(), "build", "-cover", "-covermode=atomic", "-o", str(output), package]
@@ -61,7 +64,7 @@ def build(name: str, package: str, cwd: Path, output: Path) -> str | None:
     # its own process group: `go build` runs the compiler and linker as children, and an
     # interrupted run (e2ecov signalled, the build timed out) must stop all of them
     build = subprocess.Popen(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
     try:

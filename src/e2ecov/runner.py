@@ -554,7 +554,10 @@ class Run:
             if svc.spec.go_build:
                 self.progress.info(f"{name}: go build -cover {svc.spec.go_build}")
                 output = Path(go_binary(self.out, name))
-                error = gocover.build(name, svc.spec.go_build, svc.spec.cwd, output)
+                error = gocover.build(
+                    name, svc.spec.go_build, svc.spec.cwd, output,
+                    env={**clean_environ(), **svc.env_added},
+                )  # fmt: skip
                 if error:
                     problems.append(error)
         return problems
@@ -768,7 +771,7 @@ class Run:
         losses = [o.message for o in found if o.is_loss] + collect.silent_services(measured, found)
         for message in losses:
             self.progress.info("LOST: " + message)
-        for hint in collect.empty_services(found):
+        for hint in [*collect.cut_short(found), *collect.empty_services(found)]:
             self.progress.info("warning: " + hint)
         return losses
 

@@ -235,3 +235,17 @@ def test_binaries_built_in_two_counter_modes_are_a_named_loss_not_an_empty_repor
     message = str(raised.value)
     assert "go tool covdata" in message and "counter mode clash" in message, message
     assert "-covermode=atomic" in message
+
+
+def test_go_build_runs_in_the_services_environment(tmp_path: Path) -> None:
+    """`env = { GOFLAGS = ..., CGO_ENABLED = ... }` on a go_build service is how its build
+    is configured in production too: e2ecov's build sees it."""
+    service = go_service(extra='env = { GOFLAGS = "-tags=noagent" }')
+    tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"))
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    built = subprocess.run(
+        ["go", "version", "-m", str(outcome.artifacts / "bin" / "goapp")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "-tags=noagent" in built.stdout, built.stdout

@@ -41,6 +41,12 @@ def test_sigterm_ignored_is_saved_live_then_killed_after_grace(tmp_path: Path) -
     assert run["services"]["app"]["exit_code"] == -9
     [process] = run["processes"]
     assert process["status"] == "saved"
+    # but what it ran after that save is not measured, and the run says so
+    assert (f"warning: app pid {process['pid']} saved at save (") in outcome.stdout, outcome.stdout
+    assert (
+        "then was killed by SIGKILL after the 0.5s grace period: what it ran after that "
+        "(its shutdown) is not counted"
+    ) in outcome.stdout
     report = json.loads((outcome.artifacts / "coverage.json").read_text())
     handlers = next(v for k, v in report["files"].items() if k.endswith("handlers.py"))
     assert handlers["functions"]["beta"]["summary"]["percent_covered"] == 100.0
