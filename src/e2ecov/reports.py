@@ -320,7 +320,7 @@ def _python_reports(
         merged.write()
         cov = _coverage(work / "combined.coverage", config)
         cov.load()
-        warnings = _unmapped(cov, config) + _vanished(cov, config)
+        warnings = _unmapped(cov, config) + _vanished(cov, config) + _unimported(config)
         title = f"e2e coverage — {config.run_id}" + (
             " (attribution approximate)" if config.approximate else ""
         )
@@ -404,6 +404,18 @@ def package_dirs(artifacts: Path) -> list[Path]:
     return sorted(found)
 
 
+def _unimported(config: ReportConfig) -> list[str]:
+    """`source` packages no measured process imported: a misspelt name reports nothing of
+    what it meant, silently (coverage.py's own warning is off in the services)."""
+    homes = {d.stem for d in config.package_dirs}
+    return [
+        f"source package '{name}' was not imported by any measured process, so none of it is "
+        "reported (a misspelt name, or a directory that does not exist?)"
+        for name in config.source_pkgs
+        if name.rpartition(".")[2] not in homes
+    ]
+
+
 def _vanished(cov: coverage.Coverage, config: ReportConfig) -> list[str]:
     """Measured source files that no longer exist: changed since the run, so not reported."""
     roots = tuple(str(s) + os.sep for s in config.measured_roots)
@@ -418,7 +430,10 @@ def _vanished(cov: coverage.Coverage, config: ReportConfig) -> list[str]:
 def _unmapped(cov: coverage.Coverage, config: ReportConfig) -> list[str]:
     """Files measured outside every source directory: usually a missing [run] paths entry."""
     roots = tuple(str(s) + os.sep for s in config.measured_roots)
-    outside = [f for f in cov.get_data().measured_files() if not f.startswith(roots)]
+    modules = {str(s) for s in config.measured_roots}  # a `source` module's own file
+    outside = [
+        f for f in cov.get_data().measured_files() if not f.startswith(roots) and f not in modules
+    ]
     if not outside:
         return []
     return [

@@ -337,6 +337,19 @@ def test_source_names_a_package_wherever_it_is_imported_from(tmp_path: Path) -> 
     assert handlers["functions"]["alpha"]["summary"]["percent_covered"] == 100.0
     assert "measured nothing under source" not in outcome.output
     assert outcome.run_json()["config"]["source_pkgs"] == ["sampleapp"]
+    assert "was not imported by any measured process" not in outcome.output
+
+
+def test_a_misspelt_source_package_is_named(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app"))
+    sample = json.dumps(str(SAMPLES / "app" / "sampleapp"))
+    stack.write_text(stack.read_text().replace(sample, f'{sample}, "sampleap"'))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    assert (
+        "warning: source package 'sampleap' was not imported by any measured process, so none "
+        "of it is reported"
+    ) in outcome.output
 
 
 def test_ports_come_from_the_configured_range(tmp_path: Path) -> None:

@@ -31,3 +31,32 @@ def test_report_survives_a_measured_file_that_no_longer_exists(tmp_path: Path) -
     text = (tmp_path / "artifacts" / "e2e-coverage.txt").read_text()
     assert "kept.py" in text and "100%" in text
     assert "gone.py no longer exists" in text
+
+
+def test_a_source_module_imported_from_a_zip_is_reported_without_a_warning(
+    tmp_path: Path,
+) -> None:
+    """A `source` entry naming a module (not a package) found in a zip archive: its file is
+    the measured root itself, and it is reported, so no "outside the source" warning."""
+    import zipfile
+
+    archive = tmp_path / "lib.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("zipped_mod.py", "def used():\n    return 1\n\nused()\n")
+    data = tmp_path / "artifacts" / "data"
+    data.mkdir(parents=True)
+    measure = (
+        f"import coverage, sys; sys.path.insert(0, {str(archive)!r});"
+        f"cov = coverage.Coverage(data_file={str(data / 'coverage.app.1.x')!r},"
+        " source_pkgs=['zipped_mod']);"
+        "cov.start(); import zipped_mod; cov.stop(); cov.save()"
+    )
+    subprocess.run([sys.executable, "-c", measure], cwd=tmp_path, check=True)
+    config = ReportConfig(
+        root=tmp_path, source=[], paths={}, contexts=False, source_pkgs=["zipped_mod"],
+        package_dirs=[archive / "zipped_mod.py"],
+    )  # fmt: skip
+    result = build(tmp_path / "artifacts", config)
+    assert "zipped_mod.py" in (tmp_path / "artifacts" / "e2e-coverage.txt").read_text()
+    assert not [w for w in result.warnings if "outside the source" in w], result.warnings
+    assert not [w for w in result.warnings if "was not imported" in w], result.warnings
