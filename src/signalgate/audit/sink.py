@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,9 +21,10 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from signalgate.audit.journal import Journal, JournalUnavailable
+from signalgate.audit.journal import FAILURE_HOLD, Journal, JournalUnavailable
 from signalgate.audit.relay import Relay
 from signalgate.audit.settings import AuditSettings, DeliverySettings
+from signalgate.common.audit import Refusal
 from signalgate.common.ids import new_uuid
 from signalgate.common.tasks import cancel_and_wait
 
@@ -30,7 +32,9 @@ log = logging.getLogger("signalgate.audit")
 
 # every reason an event is given up on: the journal over its bound (drop mode), and the
 # relay's (refused by DataStorage, a conflicting id, older than DataStorage accepts)
-DROP_REASONS = ("backlog_full", "rejected", "conflict", "expired")
+DROP_REASONS = ("backlog_full", "journal_failing", "rejected", "conflict", "expired")
+# a journal over its bound drains as fast as DataStorage takes events: seconds, not one
+BACKLOG_RETRY_AFTER = 30
 
 __all__ = ["JournalAuditSink", "JournalUnavailable"]
 
@@ -91,28 +95,34 @@ class JournalAuditSink:
     # -- AuditSink ---------------------------------------------------------------------------
 
     def accepting(self) -> bool:
-        return not self.refusal()
+        return self.refusal() is None
 
-    def refusal(self) -> str:
-        """Why no events are taken now: the journal over its bound, or its disk failing (for
-        a moment after a failed write; see `journal.FAILURE_HOLD`)."""
+    def refusal(self) -> Refusal | None:
+        """Why no events are taken now: the journal over its bound (until DataStorage catches
+        up), or its disk failing (for `journal.FAILURE_HOLD` after a failed write)."""
         backlog = self.journal.backlog_bytes + self.journal.pending_bytes
         if backlog >= self._delivery.spool_max_bytes:
-            return (
+            return Refusal(
+                "backlog_full",
                 "the audit journal is over its bound (datastorage.spoolMaxBytes): DataStorage "
-                "is not taking events fast enough"
+                "is not taking events fast enough",
+                BACKLOG_RETRY_AFTER,
             )
         if self.journal.failing():
-            return f"the audit journal cannot write: {self.journal.last_failure}"
-        return ""
+            return Refusal(
+                "journal_failing",
+                f"the audit journal cannot write: {self.journal.last_failure}",
+                math.ceil(FAILURE_HOLD),
+            )
+        return None
 
     def emit(self, event: dict[str, Any]) -> None:
         if not event.get("event_id"):  # the envelope builders set it; same recipe here
             event = {**event, "event_id": new_uuid()}
-        if self._audit.on_backlog_full == "drop" and not self.accepting():
-            self._dropped.labels(self._service, "backlog_full").inc()
+        if self._audit.on_backlog_full == "drop" and (refused := self.refusal()):
+            self._dropped.labels(self._service, refused.reason).inc()
             log.error(
-                "audit event dropped: the journal is full (audit.onBacklogFull=drop)",
+                f"audit event dropped: {refused.message} (audit.onBacklogFull=drop)",
                 extra={"event_id": event["event_id"], "event_type": event.get("event_type")},
             )
             return

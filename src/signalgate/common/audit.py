@@ -9,6 +9,7 @@ retries are stored once. The DataStorage-bound sink lives in `signalgate.audit`.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -24,6 +25,16 @@ MAX_EVENT_DATA_BYTES = 256 * 1024
 MAX_EVENT_DATA_DEPTH = 10
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a sink takes no events now: what callers answer (503 with `retry_after`) and count
+    (`reason`, an `audit_events_dropped_total` label when `audit.onBacklogFull` is `drop`)."""
+
+    reason: str  # "backlog_full" | "journal_failing"
+    message: str
+    retry_after: int  # seconds: when trying again may succeed
+
+
 class AuditSink(Protocol):
     def emit(self, event: dict[str, Any]) -> None:
         """Stage one event for delivery; returns at once (durable only after `commit`)."""
@@ -37,9 +48,9 @@ class AuditSink(Protocol):
         """False while the sink cannot take more events (see `refusal`)."""
         ...
 
-    def refusal(self) -> str:
+    def refusal(self) -> Refusal | None:
         """Why the sink takes no events now (its backlog over its bound, its disk failing), or
-        "" while it does."""
+        None while it does."""
         ...
 
     async def start(self) -> None: ...
@@ -72,8 +83,8 @@ class LoggingAuditSink:
     def accepting(self) -> bool:
         return True
 
-    def refusal(self) -> str:
-        return ""
+    def refusal(self) -> Refusal | None:
+        return None
 
     async def start(self) -> None:
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Scope
 
-from signalgate.audit.journal import JournalUnavailable
+from signalgate.audit.journal import FAILURE_HOLD, JournalUnavailable
 from signalgate.common.http import (
     JSON,
     api_app,
@@ -101,12 +102,12 @@ class GatewayAPI:
         check_timestamp: bool,
     ) -> Response:
         await self.service.auth.authorize(request.headers.get("authorization"), "signals:write")
-        if why := self.service.signal_refusal():
+        if refused := self.service.signal_refusal():
             raise Problem(
                 503,
                 "service-unavailable",
-                f"{why}; signals are refused, nothing was stored; retry later",
-                headers={"Retry-After": "30"},
+                f"{refused.message}; signals are refused, nothing was stored; retry later",
+                headers={"Retry-After": str(refused.retry_after)},
             )
         require_media_type(request.scope)
         # the slot is taken once the body is in: a slow sender holds no slot, only its timeout
@@ -293,9 +294,12 @@ def _translate(exc: Exception) -> Problem | None:
             "the remediation store is unavailable; retry later",
             headers={"Retry-After": "5"},
         )
-    if isinstance(exc, JournalUnavailable):
+    if isinstance(exc, JournalUnavailable):  # the journal then refuses for FAILURE_HOLD
         return Problem(
-            503, "service-unavailable", f"{exc}; retry later", headers={"Retry-After": "5"}
+            503,
+            "service-unavailable",
+            f"{exc}; retry later",
+            headers={"Retry-After": str(math.ceil(FAILURE_HOLD))},
         )
     if isinstance(exc, ProcessingTimeout):
         return Problem(504, "gateway-timeout", "processing deadline exceeded")

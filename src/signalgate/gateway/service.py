@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from signalgate.common.audit import AuditSink, LoggingAuditSink
+from signalgate.common.audit import AuditSink, LoggingAuditSink, Refusal
 from signalgate.common.auth import Authenticator, authenticator_for
 from signalgate.common.directories import writable_directory
 from signalgate.common.ops import Readiness
@@ -202,21 +202,23 @@ class GatewayService:
                 if self.kube_clients is not None:
                     await self.kube_clients.close()
 
-    def signal_refusal(self) -> str:
-        """Why signals are refused before anything is decided, or "": the audit sink takes
+    def signal_refusal(self) -> Refusal | None:
+        """Why signals are refused before anything is decided, or None: the audit sink takes
         no events (its journal over its bound, or failing) and `audit.onBacklogFull` is
         `reject`. Decided here for the signal routes (503) and readiness alike."""
         if self.settings.audit.on_backlog_full != "reject":
-            return ""
+            return None
         return self.audit.refusal()
 
     async def readiness(self) -> Readiness:
         checks: dict[str, object] = {"audit": self.audit.status()}
         if not self.lifecycle.accepting:
             return Readiness(False, f"gateway is {self.lifecycle.state.value}", checks)
-        if why := self.signal_refusal():
+        if refused := self.signal_refusal():
             return Readiness(
-                False, f"{why}: signals are refused (audit.onBacklogFull: reject)", checks
+                False,
+                f"{refused.message}: signals are refused (audit.onBacklogFull: reject)",
+                checks,
             )
         try:
             async with asyncio.timeout(READINESS_TIMEOUT):

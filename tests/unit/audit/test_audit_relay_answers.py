@@ -75,7 +75,10 @@ class FakeDataStorage:
 
 
 def sink_for(
-    fake: FakeDataStorage, tmp_path: Path, registry: CollectorRegistry
+    fake: FakeDataStorage,
+    tmp_path: Path,
+    registry: CollectorRegistry,
+    audit: AuditSettings | None = None,
 ) -> JournalAuditSink:
     delivery = DeliverySettings(
         url="http://ds.test",
@@ -87,7 +90,7 @@ def sink_for(
     )
     return JournalAuditSink(
         delivery,
-        AuditSettings(),
+        audit or AuditSettings(),
         tmp_path / "journal",
         registry,
         extension_types=EXTENSIONS,
@@ -276,18 +279,46 @@ async def test_a_failing_journal_refuses_for_a_moment_then_tries_again(
     monkeypatch.setattr(Journal, "_write", disk)
     await sink.start()
     try:
-        assert sink.refusal() == ""
+        assert sink.refusal() is None
         sink.emit(event())
         with pytest.raises(JournalUnavailable):
             await sink.commit()
-        assert "No space left on device" in sink.refusal()
+        refused = sink.refusal()
+        assert refused is not None and "No space left on device" in refused.message
+        assert (refused.reason, refused.retry_after) == ("journal_failing", 1)
         assert not sink.accepting()
         await asyncio.sleep(0.25)  # the hold is over: the next write is tried
         assert sink.accepting()
         full = False
         sink.emit(event())
         await sink.commit()
-        assert sink.refusal() == ""
+        assert sink.refusal() is None
+    finally:
+        await sink.stop()
+
+
+async def test_with_drop_a_failing_journal_drops_under_its_own_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`audit.onBacklogFull: drop` answers on while the disk fails: the events of the hold
+    are counted as `journal_failing`, not as a full backlog."""
+    import errno
+
+    def disk(self: Journal, data: bytes) -> tuple[int, int]:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Journal, "_write", disk)
+    registry = CollectorRegistry()
+    sink = sink_for(FakeDataStorage(), tmp_path, registry, AuditSettings(on_backlog_full="drop"))
+    await sink.start()
+    try:
+        sink.emit(event())
+        with pytest.raises(JournalUnavailable):
+            await sink.commit()
+        sink.emit(event())
+        sink.emit(event())
+        assert dropped(registry, "journal_failing") == 2
+        assert dropped(registry, "backlog_full") == 0
     finally:
         await sink.stop()
 
