@@ -24,7 +24,7 @@ from signalgate.common.ids import new_uuid
 from signalgate.common.json_numbers import check_json_integers
 from signalgate.common.logging import request_id_var
 from signalgate.common.problems import Problem, validation_error
-from signalgate.common.text import check_json_text, check_request_target
+from signalgate.common.text import SERVICE_TEXT, TextRule, check_json_text, check_request_target
 
 log = logging.getLogger("signalgate.http")
 
@@ -214,8 +214,10 @@ async def read_body(
     receive: Receive,
     limit: int,
     timeout: float | None = None,  # noqa: ASYNC109
+    text: TextRule = SERVICE_TEXT,
 ) -> bytes:
-    """The request body, refusing with 413 as soon as it is known to exceed `limit` bytes.
+    """The request body, refusing with 413 as soon as it is known to exceed `limit` bytes,
+    and with 400 a string holding a character `text` refuses (`common.text`).
 
     A client that takes longer than `timeout` seconds to send it gets 408 (a slow client must
     not hold the service's resources); one that goes away before sending all it declared in
@@ -238,7 +240,7 @@ async def read_body(
             "request-timeout",
             f"the request body did not arrive within {timeout:g}s; send it at once and retry",
         ) from None
-    check_json_text(body)
+    check_json_text(body, text)
     check_json_integers(body)
     return body
 
@@ -361,6 +363,11 @@ def error_response(exc: Exception, translate: Translate, path: str) -> Response:
         problem = _generic_problem(exc)
     elif problem.status >= 503:
         log.warning("request failed", extra={"status": problem.status, "error": repr(exc)})
+    elif problem.status not in (401, 403, 404, 405):  # a sender's mistake: say which
+        log.info(
+            "request refused",
+            extra={"status": problem.status, "path": path, "detail": problem.detail[:300]},
+        )
     return problem.to_response(path)
 
 

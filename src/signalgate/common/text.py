@@ -1,11 +1,14 @@
 """One rule for text a service accepts: no control characters.
 
 NUL and the other control characters (C0, DEL, C1) are refused wherever a request carries
-text — the path, query parameters and every string (and key) of a JSON body — because a
-later step cannot store them (PostgreSQL refuses NUL in text; DataStorage refuses the audit
-event), and a request the Gateway acknowledged must not leave anything behind that fails
-later. Free text in JSON bodies (annotations, messages) may keep tab, line feed and carriage
-return; paths and query parameters may not.
+text — the path, query parameters and every string (and key) of a JSON body: what the
+Gateway acknowledges becomes RR fields, Kubernetes labels and log lines, and must not leave
+anything behind that fails later. Free text in JSON bodies (annotations, messages) may keep
+tab, line feed and carriage return; paths and query parameters may not.
+
+DataStorage's bodies are the exception (`AUDIT_TEXT`): an audit event keeps the text it was
+given, as Kubernaut's DataStorage does (an error message with a terminal's colour codes, a
+model's output), and only NUL is refused there, which PostgreSQL cannot store.
 
 Checked once, where requests are read: `check_request_target` in the request envelope
 (`common.http.Envelope`), `check_json_text` in `read_body`.
@@ -14,6 +17,7 @@ Checked once, where requests are read: `check_request_target` in the request env
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -22,18 +26,37 @@ import orjson
 from signalgate.common.problems import Problem, validation_error
 
 _BODY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_NUL = re.compile(r"\x00")
 _TARGET_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # what a JSON body holding a control character must contain somewhere: an escape of one,
 # or DEL / a C1 character written raw (raw C0 characters are invalid JSON already)
 _BODY_HINT = re.compile(rb"\\u00[0189]|\\u007f|\\[bf]|\x7f|\xc2[\x80-\x9f]", re.IGNORECASE)
+_NUL_HINT = re.compile(rb"\\u0000")
 
 
-def _refuse(field: str, value: str) -> Problem:
+@dataclass(frozen=True)
+class TextRule:
+    """Which characters a JSON body's strings may not hold, and how to find one quickly."""
+
+    refused: re.Pattern[str]
+    hint: re.Pattern[bytes]
+    what: str
+
+
+SERVICE_TEXT = TextRule(
+    _BODY_CONTROL,
+    _BODY_HINT,
+    "control characters are refused in every field; free text may keep tab, line feed and "
+    "carriage return",
+)
+AUDIT_TEXT = TextRule(_NUL, _NUL_HINT, "NUL cannot be stored; other characters can")
+
+
+def _refuse(field: str, value: str, rule: TextRule = SERVICE_TEXT) -> Problem:
     character = _TARGET_CONTROL.search(value)
     code = f"U+{ord(character.group()):04X}" if character else "a control character"
     return validation_error(
-        f"{field}: contains the control character {code}; remove it (control characters "
-        "are refused in every field; free text may keep tab, line feed and carriage return)",
+        f"{field}: contains the control character {code}; remove it ({rule.what})",
         field_errors={field: f"contains the control character {code}"},
     )
 
@@ -54,29 +77,29 @@ def check_request_target(path: str, query_string: bytes) -> None:
             raise _refuse(key, value)
 
 
-def check_json_text(body: bytes) -> None:
-    """Refuse a control character in any string or key of a JSON body (other than tab, line
-    feed, carriage return). A body that is not JSON is left to its parser to refuse."""
-    if not _BODY_HINT.search(body):
+def check_json_text(body: bytes, rule: TextRule = SERVICE_TEXT) -> None:
+    """Refuse a character `rule` refuses in any string or key of a JSON body. A body that is
+    not JSON is left to its parser to refuse."""
+    if not rule.hint.search(body):
         return
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return
-    _walk(document, "")
+    _walk(document, "", rule)
 
 
-def _walk(value: Any, where: str) -> None:
+def _walk(value: Any, where: str, rule: TextRule) -> None:
     if isinstance(value, str):
-        if _BODY_CONTROL.search(value):
-            raise _refuse(where or "body", value)
+        if rule.refused.search(value):
+            raise _refuse(where or "body", value, rule)
     elif isinstance(value, dict):
         for key, item in value.items():
             field = f"{where}.{key}" if where else str(key)
-            if _BODY_CONTROL.search(key):
-                raise _refuse(f"{where or 'body'} key {key!r}", key)
-            _walk(item, field)
+            if rule.refused.search(key):
+                raise _refuse(f"{where or 'body'} key {key!r}", key, rule)
+            _walk(item, field, rule)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             # a top-level batch names its items `<index>.<field>`, as DataStorage's errors do
-            _walk(item, f"{where}[{index}]" if where else str(index))
+            _walk(item, f"{where}[{index}]" if where else str(index), rule)

@@ -26,6 +26,7 @@ from signalgate.common.http import (
 )
 from signalgate.common.ops import probe_routes
 from signalgate.common.problems import Problem, validation_error
+from signalgate.common.text import AUDIT_TEXT
 from signalgate.datastorage.capabilities import CAPABILITIES_PATH, capabilities_document
 from signalgate.datastorage.errors import (
     Conflict,
@@ -162,7 +163,9 @@ class DataStorageAPI:
 
     async def _payload(self, request: Request) -> Any:
         require_media_type(request.scope)
-        body = await read_body(request.scope, request.receive, self.max_body, self.body_timeout)
+        body = await read_body(
+            request.scope, request.receive, self.max_body, self.body_timeout, AUDIT_TEXT
+        )
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -204,7 +207,9 @@ class DataStorageAPI:
     async def _verify_chain_post(self, request: Request) -> Response:
         """Kubernaut's form: `{"correlation_id": ...}` in, its `VerifyChainResponse` out."""
         require_media_type(request.scope)
-        body = await read_body(request.scope, request.receive, self.max_body, self.body_timeout)
+        body = await read_body(
+            request.scope, request.receive, self.max_body, self.body_timeout, AUDIT_TEXT
+        )
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -58,6 +58,7 @@ OUTCOMES: tuple[str, ...] = ("success", "failure", "pending")
 MAX_FUTURE = timedelta(minutes=60)
 DEFAULT_RETENTION_DAYS = 2555
 MAX_BIGINT = 2**63 - 1
+MAX_INT32 = 2**31 - 1  # an integer column
 
 _RFC3339_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
@@ -110,12 +111,14 @@ def _parse_uuid(value: object) -> str:
 
 
 def _parse_ip(value: object) -> str:
+    """An address in its normal form (`::FFFF:0A00:0001` → `::ffff:a00:1`); any other text
+    as written, as Kubernaut's DataStorage takes it (a proxy's `unknown`, a host name)."""
     if not isinstance(value, str):
         raise ValueError("must be a string")
     try:
         return str(ipaddress.ip_address(value))
-    except ValueError as exc:
-        raise ValueError("must be an IPv4 or IPv6 address") from exc
+    except ValueError:
+        return value
 
 
 # The validation context's key for `event_data`'s canonical bytes: serialised once, while
@@ -182,13 +185,18 @@ Uuid = Annotated[str, BeforeValidator(_parse_uuid), Field(json_schema_extra={"fo
 
 
 def _parse_day(value: object) -> str:
-    """A calendar day, `YYYY-MM-DD`."""
-    if not isinstance(value, str) or len(value) != 10:
-        raise ValueError("must be a date, YYYY-MM-DD")
+    """A calendar day: `YYYY-MM-DD`, or the day (UTC) of an RFC 3339 timestamp — Kubernaut's
+    schema declares `parent_event_date` a date-time, and its clients send the parent's
+    timestamp."""
+    problem = "must be a date (YYYY-MM-DD) or an RFC 3339 date-time"
+    if not isinstance(value, str):
+        raise ValueError(problem)
     try:
-        return date.fromisoformat(value).isoformat()
+        if len(value) == 10:
+            return date.fromisoformat(value).isoformat()
+        return parse_rfc3339(value).astimezone(UTC).date().isoformat()
     except ValueError:
-        raise ValueError("must be a date, YYYY-MM-DD") from None
+        raise ValueError(problem) from None
 
 
 Timestamp = Annotated[datetime, BeforeValidator(parse_rfc3339)]
@@ -197,7 +205,9 @@ Timestamp = Annotated[datetime, BeforeValidator(parse_rfc3339)]
 class AuditEventIn(BaseModel):
     """One audit event as written by a service (datastorage.md section 2)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, title="AuditEventRequest")
+    # a field this version does not know is ignored (not stored), as Kubernaut's DataStorage
+    # ignores one: a writer built on a newer schema must not lose its events
+    model_config = ConfigDict(extra="ignore", strict=True, title="AuditEventRequest")
 
     version: Annotated[str, Field(min_length=1, max_length=20, examples=["1.0"])]
     event_type: Annotated[
@@ -221,11 +231,11 @@ class AuditEventIn(BaseModel):
         Field(description="JSON object, at most 256 KiB serialised and 10 levels deep"),
     ]
     event_id: Uuid | None = None
-    actor_type: Annotated[str, Field(min_length=1, max_length=50)] | None = None
-    actor_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    actor_type: Annotated[str, Field(max_length=50)] | None = None
+    actor_id: Annotated[str, Field(max_length=255)] | None = None
     actor_ip: Annotated[str, BeforeValidator(_parse_ip), Field(max_length=45)] | None = None
-    resource_type: Annotated[str, Field(min_length=1, max_length=100)] | None = None
-    resource_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    resource_type: Annotated[str, Field(max_length=100)] | None = None
+    resource_id: Annotated[str, Field(max_length=255)] | None = None
     parent_event_id: Uuid | None = None
     # Kubernaut's services send the parent's day with its id (the partition to look in);
     # accepted and checked, not stored: the parent is found by its id alone
@@ -236,7 +246,7 @@ class AuditEventIn(BaseModel):
     duration_ms: Annotated[int, Field(ge=0, le=MAX_BIGINT)] | None = None
     error_code: Annotated[str, Field(max_length=100)] | None = None
     error_message: Annotated[str, Field(max_length=65536)] | None = None
-    retention_days: Annotated[int, Field(ge=1, le=2555)] | None = None
+    retention_days: Annotated[int, Field(ge=1, le=MAX_INT32)] | None = None
     is_sensitive: bool | None = None
 
     @field_validator("event_timestamp")

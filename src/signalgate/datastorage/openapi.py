@@ -18,7 +18,7 @@ from signalgate.common.openapi import (
     ref,
 )
 from signalgate.datastorage.events import CATEGORIES, OUTCOMES, AuditEventIn
-from signalgate.datastorage.query import MAX_OFFSET
+from signalgate.datastorage.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET
 
 _WRITE_ERRORS = {
     **AUTH_ERRORS,
@@ -208,7 +208,9 @@ def openapi_document() -> dict[str, Any]:
         ),
         _query_parameter("detail_value", {"type": "string", "maxLength": 1000}, "needs detail_key"),
         _query_parameter(
-            "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "page"
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+            "page",
         ),
         _query_parameter(
             "offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}, ""

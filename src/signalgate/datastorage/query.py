@@ -11,6 +11,9 @@ from signalgate.datastorage.store import AuditQuery
 
 _RELATIVE_RE = re.compile(r"^(\d{1,6})([smhd])$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# a page of events: Kubernaut's DataStorage's default and bound
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
 _DETAIL_KEY_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_OFFSET = 2**31 - 1
@@ -75,7 +78,7 @@ def parse_query(params: Mapping[str, Sequence[str]], now: datetime) -> AuditQuer
         until=_moment("until", values.get("until"), now, end_of_day=True),
         detail_key=detail_key,
         detail_value=detail_value,
-        limit=_integer("limit", values.get("limit"), 100, 1, 1000),
+        limit=_integer("limit", values.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT),
         offset=_integer("offset", values.get("offset"), 0, 0, MAX_OFFSET),
     )
 

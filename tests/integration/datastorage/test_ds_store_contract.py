@@ -138,3 +138,18 @@ async def test_concurrent_writers_never_fork_a_chain(store: AuditStore) -> None:
         rows = await store.chain(correlation_id)
         assert len(rows) == 80
         assert verify(correlation_id, rows).valid
+
+
+async def test_control_characters_are_stored_as_written_and_the_chain_holds(
+    store: AuditStore,
+) -> None:
+    """An error message with a terminal's colour codes, a model's output with a C1 character:
+    stored and read back as written, and hashed the same by the write and the check."""
+    text = "\x1b[31mfailed\x1b[0m\x07 \x85 tab\tline\n"
+    event = ev("rr-ctl", error_message=text, event_data={"output": text, "k\x1b": 1})
+    await store.write([event, ev("rr-ctl")])
+    rows = (await store.query(AuditQuery(correlation_id="rr-ctl"))).data
+    [row] = [r for r in rows if r["event_id"] == event.event_id]
+    assert row["error_message"] == text
+    assert row["event_data"] == {"output": text, "k\x1b": 1}
+    assert verify("rr-ctl", await store.chain("rr-ctl")).valid

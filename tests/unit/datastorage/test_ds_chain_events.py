@@ -135,7 +135,7 @@ def test_freshness_window_edges() -> None:
 def test_strict_types_and_nul_characters() -> None:
     with pytest.raises(InvalidEvents) as caught:
         validate_event(
-            body(duration_ms=True, is_sensitive="yes", correlation_id="a\x00b", actor_ip="x"),
+            body(duration_ms=True, is_sensitive="yes", correlation_id="a\x00b", actor_ip="x" * 46),
             NOW,
         )
     assert set(caught.value.field_errors) == {
@@ -146,6 +146,34 @@ def test_strict_types_and_nul_characters() -> None:
     }
     with pytest.raises(InvalidEvents):
         validate_event(body(event_data={"k": "v\x00"}), NOW)
+
+
+def test_what_kubernauts_writers_send_is_taken() -> None:
+    """Kubernaut's schema, not a stricter one: its Go writers send these, and an event
+    refused here is lost to them."""
+    parent = "6f1c2f0e-1a2b-4c3d-8e9f-001122334455"
+    event = validate_event(
+        body(
+            parent_event_id=parent,
+            parent_event_date="2024-05-09T23:30:00-02:00",  # date-time, as declared
+            actor_ip="unknown",  # any text up to 45 characters
+            actor_id="",
+            retention_days=3650,
+            error_message="\x1b[31mfailed\x1b[0m \x85",  # a terminal's colours, a C1
+            field_from_a_newer_schema={"x": 1},
+        ),
+        NOW,
+    )
+    assert event.fields["actor_ip"] == "unknown" and event.fields["actor_id"] == ""
+    assert event.fields["error_message"] == "\x1b[31mfailed\x1b[0m \x85"
+    assert "field_from_a_newer_schema" not in event.fields  # ignored, not stored
+    assert "parent_event_date" not in event.fields
+    assert validate_event(body(actor_ip="::FFFF:0A00:0001"), NOW).fields["actor_ip"] == (
+        "::ffff:a00:1"
+    )
+    with pytest.raises(InvalidEvents) as caught:
+        validate_event(body(parent_event_id=parent, parent_event_date="yesterday"), NOW)
+    assert "RFC 3339" in caught.value.field_errors["parent_event_date"]
 
 
 def test_replay_rebuild_keeps_id_and_skips_freshness() -> None:
