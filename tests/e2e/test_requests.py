@@ -16,7 +16,8 @@ from tests.support.services import alert, k8s_event, rfc3339, webhook
 
 PROMETHEUS = "/api/v1/signals/prometheus"
 EVENTS = "/api/v1/signals/kubernetes-event"
-LIMIT = 262_144
+LIMIT = 4 * 1024 * 1024  # server.maxBodySize: a whole webhook
+SIGNAL_LIMIT = 256 * 1024  # one alert, as a webhook of its own
 
 
 def a_webhook() -> dict[str, object]:
@@ -80,14 +81,23 @@ def test_wrong_media_type_is_415_with_accept(gateway: httpx.Client) -> None:
 
 
 def test_body_limit_is_exact(gateway: httpx.Client) -> None:
-    at_limit = gateway.post(
-        PROMETHEUS, content=padded(LIMIT), headers={"Content-Type": "application/json"}
-    )
-    assert at_limit.status_code == 201, at_limit.text
+    many = json.dumps(webhook(*(alert(pod=unique("many")) for _ in range(3)))).encode()
+    exact = many + b" " * (LIMIT - len(many))
+    at_limit = gateway.post(PROMETHEUS, content=exact, headers={"Content-Type": "application/json"})
+    assert at_limit.status_code == 207, at_limit.text
+    assert at_limit.json()["summary"]["created"] == 3
     over = gateway.post(
-        PROMETHEUS, content=padded(LIMIT + 1), headers={"Content-Type": "application/json"}
+        PROMETHEUS, content=exact + b" ", headers={"Content-Type": "application/json"}
     )
     problem(over, 413, "payload-too-large")
+
+
+def test_one_alert_may_hold_256_kib(gateway: httpx.Client) -> None:
+    headers = {"Content-Type": "application/json"}
+    at_limit = gateway.post(PROMETHEUS, content=padded(SIGNAL_LIMIT), headers=headers)
+    assert at_limit.status_code == 201, at_limit.text
+    over = gateway.post(PROMETHEUS, content=padded(SIGNAL_LIMIT + 1), headers=headers)
+    problem(over, 400, "validation-error", "alerts[0]: 262,145 bytes as a signal of its own")
 
 
 @pytest.mark.parametrize(

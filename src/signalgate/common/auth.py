@@ -28,6 +28,22 @@ log = logging.getLogger(__name__)
 _LINE_RE = re.compile(r"^(?P<digest>[0-9a-fA-F]{64})\s+(?P<scopes>[A-Za-z0-9:_.,\-]+)$")
 BEARER_RE = re.compile(r"^Bearer ([A-Za-z0-9\-._~+/]+=*)$")
 
+
+def unauthorized(detail: str) -> Problem:
+    """401, with the challenge RFC 6750 asks of it (`WWW-Authenticate: Bearer`)."""
+    return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header; 401 when there is none."""
+    if not authorization:
+        raise unauthorized("missing Authorization header (Bearer token)")
+    match = BEARER_RE.match(authorization)
+    if not match:
+        raise unauthorized("Authorization header is not 'Bearer <token>'")
+    return match.group(1)
+
+
 # The caller's identity as the cluster confirmed it (Kubernetes mode), for the audit trail's
 # actor; unset for static tokens, which name no one.
 authenticated_user_var: ContextVar[str | None] = ContextVar("authenticated_user", default=None)
@@ -116,18 +132,13 @@ class StaticTokenAuth:
         return cls(entries)
 
     def authenticate(self, authorization: str | None) -> Principal:
-        if not authorization:
-            raise Problem(401, "unauthorized", "missing Authorization header (Bearer token)")
-        match = BEARER_RE.match(authorization)
-        if not match:
-            raise Problem(401, "unauthorized", "Authorization header is not 'Bearer <token>'")
-        digest = hashlib.sha256(match.group(1).encode()).digest()
+        digest = hashlib.sha256(bearer_token(authorization).encode()).digest()
         found: _Entry | None = None
         for entry in self._entries:
             if hmac.compare_digest(entry.digest, digest):
                 found = entry
         if found is None:
-            raise Problem(401, "unauthorized", "unknown token")
+            raise unauthorized("unknown token")
         return Principal(f"token@line{found.line}", found.scopes)
 
     async def authorize(self, authorization: str | None, scope: str) -> Principal:

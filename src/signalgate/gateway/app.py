@@ -1,9 +1,10 @@
 """The Gateway's API listener: signal routes, the RR API and the OpenAPI document.
 
-Signal routes check, in the contract's order: route (404/405, before auth), auth, the
-concurrency limit, Content-Type, body size, `X-Timestamp`, then parse and decide under the
-processing deadline. Errors are raised as `Problem`s and rendered by one handler; lower-layer
-errors (store, deadline) are translated to problems in `_translate`, nowhere else.
+Signal routes check, in this order (docs/gateway.md, "Requests"): route (404/405, before
+auth), auth, the audit trail refusing, Content-Type, body size, the concurrency limit,
+`X-Timestamp`, then parse and decide under the processing deadline. Errors are raised as
+`Problem`s and rendered by one handler; lower-layer errors (store, journal, deadline) are
+translated to problems in `_translate`.
 """
 
 from __future__ import annotations
@@ -113,10 +114,13 @@ class GatewayAPI:
         # the slot is taken once the body is in: a slow sender holds no slot, only its timeout
         body = await read_body(request.scope, request.receive, self.max_body, self.body_timeout)
         if self.inflight >= self.max_inflight:
+            # 503, not 429: Alertmanager retries a 5xx with backoff, but gives a 429 up
+            # until the group's next flush (`group_interval`, five minutes by default)
             raise Problem(
-                429,
-                "too-many-requests",
-                f"more than {self.max_inflight} requests in flight; retry shortly",
+                503,
+                "service-unavailable",
+                f"more than {self.max_inflight} signal requests in flight "
+                "(server.maxConcurrentRequests); nothing was stored; retry shortly",
                 headers={"Retry-After": "1"},
             )
         self.inflight += 1
@@ -166,6 +170,7 @@ class GatewayAPI:
                     if isinstance(item, Invalid):
                         metrics = self.service.metrics
                         metrics.child(metrics.signals_parse_dropped, "invalid").inc()
+                        log.info("alert refused", extra={"detail": item.error[:300]})
                         results[index] = item.error
                     else:
                         group.create_task(decide(index, item))

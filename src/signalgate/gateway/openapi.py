@@ -24,9 +24,10 @@ _SIGNAL_ERRORS = {
     "408": problem_answer("the body did not arrive within server.bodyReadTimeout"),
     "413": problem_answer("body over the limit"),
     "415": problem_answer("not application/json"),
-    "429": problem_answer("too many requests in flight"),
     "500": problem_answer("unexpected error"),
-    "503": problem_answer("remediation store unavailable, or the audit trail behind"),
+    "503": problem_answer(
+        "too many requests in flight, the remediation store unavailable, or the audit trail behind"
+    ),
     "504": problem_answer("processing deadline exceeded"),
 }
 

@@ -44,8 +44,10 @@ class ServerSettings(Section):
     # of connecting, or of the request's first byte, is closed: a slow client cannot hold
     # connections open without sending a request
     header_read_timeout: Duration = Field(10.0, gt=0)
-    # the same key as DataStorage's (it was `maxBodyBytes`: still read, with a warning)
-    max_body_size: ByteSize = Field(262_144, ge=1024)
+    # the same key as DataStorage's (it was `maxBodyBytes`: still read, with a warning). A
+    # webhook of an Alertmanager group holds ~750 bytes per alert: 4 MiB is ~5,500 alerts
+    # (one alert at most `adapters.parsing.MAX_SIGNAL_BYTES`)
+    max_body_size: ByteSize = Field(4 * 1024 * 1024, ge=1024)
     shutdown_grace: Duration = 30.0
     # HTTPS on the API listener (PEM files, e.g. a mounted Secret); both or neither
     tls_cert_file: Path | None = None

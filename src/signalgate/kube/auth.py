@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from signalgate.common.auth import BEARER_RE, Principal, authenticated_user_var
+from signalgate.common.auth import Principal, authenticated_user_var, bearer_token, unauthorized
 from signalgate.common.problems import Problem
 from signalgate.common.ttlcache import TTLCache
 from signalgate.kube.client import KubeClient, KubeError, KubeUnavailable
@@ -104,16 +104,11 @@ class KubernetesAuth:
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
 
     async def authorize(self, authorization: str | None, scope: str) -> Principal:
-        if not authorization:
-            raise Problem(401, "unauthorized", "missing Authorization header (Bearer token)")
-        match = BEARER_RE.match(authorization)
-        if not match:
-            raise Problem(401, "unauthorized", "Authorization header is not 'Bearer <token>'")
-        token = match.group(1)
+        token = bearer_token(authorization)
         key = hashlib.sha256(token.encode()).digest()
         user = await self._shared(self._users, key, lambda: self._review(token))
         if user is None:
-            raise Problem(401, "unauthorized", "the token was not accepted by the cluster")
+            raise unauthorized("the token was not accepted by the cluster")
         needed = self._access_for(scope)
         allowed = await self._shared(
             self._decisions, (key, scope), lambda: self._decide(user, scope)

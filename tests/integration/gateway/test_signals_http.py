@@ -14,6 +14,8 @@ import httpx
 import orjson
 import pytest
 
+from signalgate.gateway.adapters.parsing import MAX_SIGNAL_BYTES
+from signalgate.gateway.settings import GatewaySettings
 from tests.support.contract import SECURITY_HEADERS, problem
 from tests.support.services import (
     READER_TOKEN,
@@ -216,18 +218,38 @@ def test_404_unknown_rr(client: httpx.Client) -> None:
 
 
 def test_413_limit_is_exact(client: httpx.Client) -> None:
-    base = orjson.dumps(webhook(alert(pod="size-1")))
+    limit = GatewaySettings().server.max_body_size
+    base = orjson.dumps(webhook(alert(pod="size-1"), alert(pod="size-2")))
     # pad the JSON with whitespace to exactly the limit, then one byte more
-    exact = base + b" " * (262_144 - len(base))
+    exact = base + b" " * (limit - len(base))
     ok = client.post(PROM, content=exact, headers={"content-type": "application/json"})
-    assert ok.status_code in (201, 202)
+    assert ok.status_code == 207, ok.text
+    assert ok.json()["summary"]["total"] == 2
     over = client.post(PROM, content=exact + b" ", headers={"content-type": "application/json"})
     problem(over, 413, "payload-too-large")
 
 
+def test_one_alert_over_what_a_signal_may_hold_is_named(client: httpx.Client) -> None:
+    """A webhook may be megabytes; one alert is stored whole in its RR (an etcd object in
+    Kubernetes mode), so it may hold MAX_SIGNAL_BYTES: over that, that alert is refused and
+    the others are decided."""
+    big = alert(pod="huge-1")
+    big["annotations"] = {"dump": "x" * MAX_SIGNAL_BYTES}
+    answer = client.post(PROM, json=webhook(alert(pod="fine-1"), big))
+    assert answer.status_code == 207, answer.text
+    first, second = answer.json()["results"]
+    assert first["status"] == "created"
+    assert second["error"].startswith("alerts[1]: ")
+    assert f"over the {MAX_SIGNAL_BYTES:,} one signal may hold" in second["error"]
+    alone = client.post(PROM, json=webhook(big))
+    problem(alone, 400, "validation-error", "alerts[0]: ")
+
+
 def test_413_without_content_length(client: httpx.Client) -> None:
+    limit = GatewaySettings().server.max_body_size
+
     def chunks():  # type: ignore[no-untyped-def]
-        for _ in range(300):
+        for _ in range(limit // 1024 + 1):
             yield b" " * 1024
 
     response = client.post(PROM, content=chunks(), headers={"content-type": "application/json"})
@@ -294,7 +316,7 @@ def test_request_id_and_security_headers(client: httpx.Client) -> None:
             assert response.headers[name] == value
 
 
-def test_429_when_too_many_requests_are_in_flight(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_503_when_too_many_requests_are_in_flight(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.support.services import ADMIN_TOKEN, gateway_process
 
     service = gateway_process(
@@ -315,8 +337,10 @@ def test_429_when_too_many_requests_are_in_flight(tmp_path) -> None:  # type: ig
             time.sleep(0.5)
             with service.client() as c:
                 response = c.post(PROM, json=webhook(alert(pod="busy-1")))
-            problem(response, 429, "too-many-requests")
+            # 503, which Alertmanager retries (a 429 it would give up until group_interval)
+            problem(response, 503, "service-unavailable")
             assert response.headers["retry-after"] == "1"
+            assert "server.maxConcurrentRequests" in response.json()["detail"]
             database.execute("ROLLBACK")
             assert held.result().status_code == 201
         database.close()

@@ -136,6 +136,8 @@ def test_route_refuses_callers_without_its_scope(
         answer = httpx.request(method, url, json=body, headers=headers, timeout=10)
         assert answer.status_code == status, (token, answer.status_code, answer.text)
         assert answer.headers["content-type"] == "application/problem+json"
+        # RFC 6750: a 401 names the scheme it wants
+        assert answer.headers.get("www-authenticate") == ("Bearer" if status == 401 else None)
 
 
 @pytest.mark.parametrize("service", ["gateway", "datastorage"])

@@ -5,8 +5,9 @@ formula gives for that answer and checks ours equals it.
 
 `kubernaut` is `(cluster, namespace, Kind, name)`: the resource Kubernaut fingerprints, with
 no owner resolution (standalone). A case with `ours` set is a deliberate difference: `ours`
-says what we answer instead (`"400 <field>"`, `"rejected"`, or `"namespace <ns>"`: the
-target placed in that namespace), and the README lists it.
+says what we answer instead (`"400 <field>"`, `"rejected"`, `"namespace <ns>"`: the
+target placed in that namespace, or `"cluster <id>"`: in that cluster), and the README
+lists it.
 """
 
 from __future__ import annotations
@@ -158,10 +159,20 @@ ALERTS: tuple[AlertCase, ...] = (
     ),
     AlertCase(
         "cluster-only-on-the-alert",
-        "a cluster label on the alert but not in commonLabels names no cluster",
+        "a cluster label on the alert but not in commonLabels names no cluster (Kubernaut); "
+        "ours names it: a group of two clusters' alerts has no common cluster",
         PROM,
         {"namespace": "prod", "pod": "api-1", "cluster": "eu-1"},
         ("", "prod", "Pod", "api-1"),
+        ours="cluster eu-1",
+    ),
+    AlertCase(
+        "cluster-on-the-alert-not-a-label-value",
+        "the alert's own cluster label is checked as commonLabels.cluster is",
+        PROM,
+        {"namespace": "prod", "pod": "api-1", "cluster": "c1:prod"},
+        ("", "prod", "Pod", "api-1"),
+        ours="400 alerts[0].labels.cluster",
     ),
     AlertCase(
         "target-from-alert-labels-only",

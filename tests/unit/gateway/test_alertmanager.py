@@ -106,6 +106,22 @@ def test_cluster_label_is_part_of_the_fingerprint() -> None:
     assert signal.fingerprint == hashlib.sha256(b"eu-1:prod:Pod:api-1").hexdigest()
 
 
+def test_one_group_of_two_clusters_keeps_each_alerts_cluster() -> None:
+    """Alertmanager grouping by alertname puts both clusters' alerts in one webhook with no
+    common `cluster`: each alert's own label still names its cluster, so the same Pod in two
+    clusters is two resources, and each the same one it was when alone in its group."""
+    one = alert(starts_at=rfc3339(NOW), namespace="prod", pod="web-0", cluster="c1")
+    two = alert(starts_at=rfc3339(NOW), namespace="prod", pod="web-0", cluster="c2")
+    both = webhook(one, two)
+    assert "cluster" not in both["commonLabels"]  # type: ignore[operator]
+    first, second = parse_webhook(orjson.dumps(both), NOW, FRESH)
+    assert isinstance(first, Signal) and isinstance(second, Signal)
+    assert (first.cluster_id, second.cluster_id) == ("c1", "c2")
+    [alone] = parse_webhook(orjson.dumps(webhook(one)), NOW, FRESH)
+    assert isinstance(alone, Signal) and alone.fingerprint == first.fingerprint
+    assert first.fingerprint == hashlib.sha256(b"c1:prod:Pod:web-0").hexdigest()
+
+
 def test_severity_and_name_are_passed_through_truncated_never_refused() -> None:
     signal = parse_one(severity="x" * 80, alertname="A" * 300)
     assert signal.severity == "x" * 50

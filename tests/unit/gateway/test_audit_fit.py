@@ -19,12 +19,12 @@ from signalgate.common.audit import MAX_EVENT_DATA_BYTES
 from signalgate.datastorage.events import validate_event
 from signalgate.gateway import audit_events as ev
 from signalgate.gateway.adapters.alertmanager import parse_webhook
-from signalgate.gateway.adapters.parsing import Freshness
+from signalgate.gateway.adapters.parsing import MAX_SIGNAL_BYTES, Freshness
 from signalgate.gateway.signal import Signal
 from signalgate.remediation.model import utcnow
 from tests.support.services import alert, rfc3339, webhook
 
-BODY_LIMIT = 256 * 1024  # the Gateway's default server.maxBodySize
+BODY_LIMIT = MAX_SIGNAL_BYTES  # the most one signal (one alert's own webhook) may hold
 
 
 def signals_of(body: bytes) -> list[Signal]:

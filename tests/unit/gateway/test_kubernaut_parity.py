@@ -83,6 +83,10 @@ def test_alert_case(case: AlertCase) -> None:
     if case.ours == "rejected":
         assert item.target is None and item.fingerprint is None
         return
+    if case.ours.startswith("cluster ") and case.kubernaut is not None:
+        _, namespace, kind, name = case.kubernaut
+        cluster = case.ours.removeprefix("cluster ")
+        case = dataclasses.replace(case, kubernaut=(cluster, namespace, kind, name), ours="")
     assert case.ours == "" and case.kubernaut is not None
     cluster, namespace, kind, name = case.kubernaut
     assert item.target is not None

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from signalgate.gateway.adapters.kubernetes_event import parse_event
-from signalgate.gateway.adapters.parsing import Freshness, PayloadError
+from signalgate.gateway.adapters.parsing import MAX_SIGNAL_BYTES, Freshness, PayloadError
 from signalgate.gateway.signal import Ignored, Signal
 from tests.support.services import k8s_event, rfc3339
 
@@ -146,3 +146,15 @@ def test_api_versions_kubernetes_uses_are_kept(api_version: str) -> None:
     signal = parse(event)
     assert isinstance(signal, Signal) and signal.target is not None
     assert signal.target.api_version == api_version
+
+
+def test_an_event_over_what_one_signal_may_hold_is_refused() -> None:
+    """Its RR keeps the Event whole (an etcd object in Kubernetes mode)."""
+    event = k8s_event(last_timestamp=rfc3339(NOW))
+    event["message"] = ""
+    base = len(orjson.dumps(event))
+    event["message"] = "x" * (MAX_SIGNAL_BYTES - base)
+    assert isinstance(parse(event), Signal)
+    event["message"] += "x"
+    with pytest.raises(PayloadError, match=r"^body: 262,145 bytes as a signal of its own"):
+        parse(event)

@@ -22,6 +22,7 @@ from signalgate.gateway.adapters.parsing import (
     Freshness,
     PayloadError,
     check_fresh,
+    check_signal_size,
     json_type,
     parse_object,
     parse_timestamp,
@@ -41,6 +42,7 @@ _API_VERSION = re.compile(
 def parse_event(
     body: bytes, now: datetime, freshness: Freshness, catalog: KindCatalog = DEFAULT_CATALOG
 ) -> Signal | Ignored:
+    check_signal_size(body, "body")
     event = parse_object(body)
     event_type = event.get("type")
     if event_type == "Normal":

@@ -13,6 +13,20 @@ class PayloadError(ValueError):
     """The whole request is invalid (400); the message names the field."""
 
 
+# What one signal may hold: its own payload (one alert as a webhook of its own, or one
+# Event) is kept whole in its RR, and in Kubernetes mode an RR is an etcd object (at most
+# 1.5 MiB with the rest of it). A webhook may carry many alerts (`server.maxBodySize`).
+MAX_SIGNAL_BYTES = 256 * 1024
+
+
+def check_signal_size(payload: bytes, where: str) -> None:
+    if len(payload) > MAX_SIGNAL_BYTES:
+        raise PayloadError(
+            f"{where}: {len(payload):,} bytes as a signal of its own, over the "
+            f"{MAX_SIGNAL_BYTES:,} one signal may hold"
+        )
+
+
 @dataclass(frozen=True)
 class Freshness:
     """Accepted window for signal timestamps around the receive time."""
