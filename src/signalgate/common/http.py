@@ -117,6 +117,11 @@ class Envelope:
                 if refusal is not None:
                     raise refusal
                 check_request_target(scope["path"], scope.get("query_string", b""))
+                if b"%2f" in scope.get("raw_path", b"").lower():
+                    # decoded before routing, `a%2Fstatus` would be the route `a/status`
+                    raise validation_error(
+                        "path: an encoded '/' (%2F) is not part of any name in this API"
+                    )
             except Problem as refused:
                 response = refused.to_response(scope["path"].encode("unicode_escape").decode())
                 await response(scope, receive, send_with_headers)
@@ -318,9 +323,19 @@ def problem_app(
     }
     # unexpected errors are answered by `_AnswerUnexpected`, not an `Exception` handler:
     # Starlette re-raises after such a handler, and the server then drops the connection
-    return Starlette(
-        routes=routes, exception_handlers=handlers, middleware=[Middleware(_AnswerUnexpected)]
+    return unredirected(
+        Starlette(
+            routes=routes, exception_handlers=handlers, middleware=[Middleware(_AnswerUnexpected)]
+        )
     )
+
+
+def unredirected(app: Starlette) -> Starlette:
+    """No redirect for a path with or without its trailing slash: Starlette's answers a 307
+    to a URL built from the request's `Host` header (anyone's host), for paths this API does
+    not have. They are 404, as the docs say."""
+    app.router.redirect_slashes = False
+    return app
 
 
 class _AnswerUnexpected:

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from signalgate.common.http import unredirected
 from signalgate.common.problems import problem_response
 
 
@@ -79,4 +80,6 @@ def build_ops_app(readiness: ReadinessProbe, registry: CollectorRegistry) -> Sta
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(routes=[*probe_routes(readiness), Route("/metrics", metrics, methods=["GET"])])
+    return unredirected(
+        Starlette(routes=[*probe_routes(readiness), Route("/metrics", metrics, methods=["GET"])])
+    )

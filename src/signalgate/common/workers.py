@@ -50,6 +50,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from signalgate.common.config import split_listen
+from signalgate.common.http import unredirected
 from signalgate.common.http_protocol import HEAD_TIMEOUT
 from signalgate.common.listeners import check_listeners
 from signalgate.common.ops import Readiness, healthy_response, readiness_response
@@ -234,12 +235,14 @@ class Supervisor:
                         texts.append((worker.index, (await worker.client.get("/metrics")).text))
             return Response(merge_worker_metrics(texts), media_type=CONTENT_TYPE_LATEST)
 
-        return Starlette(
-            routes=[
-                Route("/healthz", healthz, methods=["GET"]),
-                Route("/readyz", readyz, methods=["GET"]),
-                Route("/metrics", metrics, methods=["GET"]),
-            ]
+        return unredirected(
+            Starlette(
+                routes=[
+                    Route("/healthz", healthz, methods=["GET"]),
+                    Route("/readyz", readyz, methods=["GET"]),
+                    Route("/metrics", metrics, methods=["GET"]),
+                ]
+            )
         )
 
     async def stop_workers(self, grace: float) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from signalgate.gateway.adapters.parsing import PayloadError, parse_timestamp
 from signalgate.remediation.model import OUTCOMES, PHASES, UNSET, StatusPatch, Unset
 
@@ -78,7 +80,10 @@ def _allowed() -> str:
 
 
 def _show(value: Any) -> str:
-    return f"'{value[:64]}'" if isinstance(value, str) else repr(value)[:64]
+    """A value as the JSON it was sent as (null, true, 3), strings quoted and cut."""
+    if isinstance(value, str):
+        return f"'{value[:64]}'"
+    return orjson.dumps(value).decode()[:64]
 
 
 def _optional_text(body: dict[str, Any], key: str, limit: int) -> str | Unset | None:

@@ -475,3 +475,21 @@ def test_metrics_move_as_signals_arrive(gateway: ServiceProcess, client: httpx.C
     text = httpx.get(f"{gateway.ops_url}/metrics").text
     assert 'endpoint="/api/v1/signals/prometheus"' in text
     assert "gateway_inflight_requests" in text
+
+
+def test_paths_are_matched_as_sent(client: httpx.Client) -> None:
+    """A trailing slash is not redirected (Starlette built the 307's URL from the `Host`
+    header: anyone's host), and an encoded '/' is not decoded into a route."""
+    slash = client.get("/api/v1/remediation-requests/", headers={"Host": "evil.example"})
+    problem(slash, 404, "not-found")
+    assert "location" not in slash.headers
+    name = client.post(PROM, json=webhook(alert(pod="slash-1"))).json()["remediationRequestName"]
+    encoded = client.patch(
+        f"/api/v1/remediation-requests/{name}%2Fstatus", json={"overallPhase": "Processing"}
+    )
+    problem(encoded, 400, "validation-error", "%2F")
+    assert client.get(f"/api/v1/remediation-requests/{name}").json()["status"]["overallPhase"] == (
+        "Pending"
+    )
+    null = client.patch(f"/api/v1/remediation-requests/{name}/status", json={"overallPhase": None})
+    problem(null, 400, "validation-error", "overallPhase: null is not a phase")
