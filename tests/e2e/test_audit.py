@@ -90,6 +90,10 @@ def test_rejected_signal_is_audited_by_fingerprint(gateway: httpx.Client, audit:
     assert event["event_outcome"] == "failure"
     assert event["event_action"] == "rejected"
     assert event["event_data"]["fingerprint"] == fp
+    # the record says why, not only that
+    assert event["error_code"] == "unmanaged_resource"
+    assert event["event_data"]["error_details"]["code"] == "unmanaged_resource"
+    assert "management scope" in event["error_message"]
 
 
 def test_hash_chain_verifies_and_links(gateway: httpx.Client, audit: Audit) -> None:

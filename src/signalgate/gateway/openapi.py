@@ -143,7 +143,6 @@ SCHEMAS: dict[str, Any] = {
                                 "resolved",
                                 "rejected",
                                 "ignored",
-                                "failed",
                             ]
                         },
                         "fingerprint": {"type": "string"},

@@ -145,7 +145,18 @@ class Pipeline:
         self._metrics.child(self._metrics.signals_rejected, rejection.reason).inc()
         correlation = signal.fingerprint or f"rejected:{_request_id()}"
         self._audit.emit(
-            ev.build_event(ev.SIGNAL_REJECTED, signal, self._clock(), correlation_id=correlation)
+            ev.build_event(
+                ev.SIGNAL_REJECTED,
+                signal,
+                self._clock(),
+                correlation_id=correlation,
+                # why, in the record itself (`no_target_resource`, `unmanaged_resource`)
+                error={
+                    "code": rejection.reason,
+                    "message": rejection.message,
+                    "retry_possible": False,  # the same signal is rejected again
+                },
+            )
         )
         return Outcome("rejected", rejection.message, signal.fingerprint, rejection=rejection)
 

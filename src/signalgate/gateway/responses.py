@@ -43,14 +43,17 @@ def single(outcome: Outcome) -> tuple[int, dict[str, Any]]:
 
 
 def multi(results: Sequence[Outcome | str]) -> tuple[int, dict[str, Any]]:
-    """207 for a webhook of several alerts; a `str` entry is a failed alert's error."""
+    """207 for a webhook of several alerts; a `str` entry is the error of an alert refused
+    as invalid: `rejected` with its `error`, as Kubernaut's Gateway reports it. (`failed`,
+    Kubernaut's count of alerts it could not store, stays 0: a store failure here fails the
+    whole request with a 5xx, so Alertmanager sends the group again.)"""
     summary = dict.fromkeys(_SUMMARY_KEYS.values(), 0)
     summary["total"] = len(results)
     items: list[dict[str, Any]] = []
     for result in results:
         if isinstance(result, str):
-            items.append({"status": "failed", "error": result})
-            summary["failed"] += 1
+            items.append({"status": "rejected", "error": result})
+            summary["rejected"] += 1
             continue
         item: dict[str, Any] = {"status": result.kind, "message": result.message}
         if result.fingerprint:

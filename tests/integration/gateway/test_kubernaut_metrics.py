@@ -33,7 +33,7 @@ def test_an_invalid_alert_of_a_webhook_counts_as_parse_dropped(gateway: ServiceP
     with gateway.client() as client:
         answer = client.post(PROM, json=body)
     assert answer.status_code == 207, answer.text
-    assert answer.json()["summary"]["failed"] == 1
+    assert answer.json()["summary"]["rejected"] == 1
     assert metric(gateway, sample) == before + 1
     text = httpx.get(f"{gateway.ops_url}/metrics").text
     assert "# TYPE gateway_owner_resolution_total counter" in text
