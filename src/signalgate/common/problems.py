@@ -32,9 +32,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "method-not-allowed": (405, "Method Not Allowed"),
     "request-timeout": (408, "Request Timeout"),
     "conflict": (409, "Conflict"),
-    "payload-too-large": (413, "Payload Too Large"),
+    "payload-too-large": (413, "Request Entity Too Large"),  # Kubernaut's title
     "unsupported-media-type": (415, "Unsupported Media Type"),
-    "too-many-requests": (429, "Too Many Requests"),
     "request-header-fields-too-large": (431, "Request Header Fields Too Large"),
     "internal-error": (500, "Internal Server Error"),
     "not-implemented": (501, "Not Implemented"),
