@@ -103,6 +103,8 @@ def cmd_down(args: argparse.Namespace) -> ExitCode:
     result = down.down(args.artifacts.resolve())
     for item in result.stopped:
         print(f"stopped {item}")
+    if result.already_gone:
+        print(f"not running any more: {', '.join(result.already_gone)}")
     if not result.stopped:
         print("nothing was running")
     return ExitCode.OK

@@ -33,6 +33,7 @@ class RecipeFailed(RuntimeError):
 
 
 _RECENT_PORTS_LIMIT = 1024
+_FRESH_PORT_TRIES = 64
 _recent_ports: dict[int, None] = {}  # ports handed out lately, oldest first
 
 
@@ -40,12 +41,13 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (the kernel picks it), and not one this process
     was handed lately: the kernel can give the same port to two binds in a row once the
     first socket is closed, and two services told to listen on it would collide."""
-    while True:
+    for _ in range(_FRESH_PORT_TRIES):  # a narrow port range may hold only recent ones
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
         if port not in _recent_ports:
             break
+    _recent_ports.pop(port, None)
     _recent_ports[port] = None
     if len(_recent_ports) > _RECENT_PORTS_LIMIT:
         del _recent_ports[next(iter(_recent_ports))]

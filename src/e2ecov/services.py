@@ -348,11 +348,6 @@ class StopTarget:
         procs.kill(outside, signum)
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is left in the process group (zombies cannot save)."""
-    return any(p.alive and p.pgid == pgid for p in procs.snapshot().values())
-
-
 def signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)

@@ -86,7 +86,7 @@ class Pipeline:
 
         Raises `StoreUnavailable` or `ProcessingTimeout` after auditing the failure."""
         if isinstance(item, Ignored):
-            self._metrics.child(self._metrics.signals_ignored, "kubernetes-events").inc()
+            self._metrics.child(self._metrics.signals_ignored, item.source).inc()
             return Outcome("ignored", item.message)
         signal = item
         metrics = self._metrics

@@ -71,6 +71,7 @@ class Ignored:
     """A notice that needs no action (a Normal event)."""
 
     message: str
+    source: SignalSource
 
 
 AdapterItem = Signal | Invalid | Ignored

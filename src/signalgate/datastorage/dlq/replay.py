@@ -71,10 +71,6 @@ class ReplayWorker:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
-    @property
-    def first_delay(self) -> float:
-        return self._backoff[0]
-
     async def start(self) -> None:
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="dlq-replay")

@@ -46,7 +46,7 @@ def parse_event(
     event = parse_object(body)
     event_type = event.get("type")
     if event_type == "Normal":
-        return Ignored("Normal events need no remediation")
+        return Ignored("Normal events need no remediation", "kubernetes-events")
     if event_type not in SIGNAL_TYPES:
         shown = "missing" if event_type is None else repr(event_type)[:40]
         raise PayloadError(f"type: must be Warning, Error or Normal ({shown})")
