@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from pydantic import (
@@ -34,7 +34,7 @@ from signalgate.common.ids import new_uuid
 from signalgate.common.json_numbers import INT64_MIN, UINT64_MAX
 from signalgate.datastorage.chain import canonical, canonical_json, format_timestamp
 
-CATEGORIES: tuple[str, ...] = (
+Category = Literal[
     "gateway",
     "notification",
     "analysis",
@@ -49,11 +49,13 @@ CATEGORIES: tuple[str, ...] = (
     "apifrontend",
     "security",
     "agentsession",
-)
+]
+CATEGORIES: tuple[str, ...] = get_args(Category)
 # Categories a plain `audit:write` token may not write: the Gateway's decisions are appended
 # only with `audit:write:gateway`, so no other writer can forge them into its chains.
 RESERVED_CATEGORIES = frozenset({"gateway"})
-OUTCOMES: tuple[str, ...] = ("success", "failure", "pending")
+Outcome = Literal["success", "failure", "pending"]
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 MAX_FUTURE = timedelta(minutes=60)
 DEFAULT_RETENTION_DAYS = 2555
@@ -221,9 +223,9 @@ class AuditEventIn(BaseModel):
         ),
     ]
     event_timestamp: Timestamp
-    event_category: Literal[CATEGORIES]  # type: ignore[valid-type]
+    event_category: Category
     event_action: Annotated[str, Field(min_length=1, max_length=50)]
-    event_outcome: Literal[OUTCOMES]  # type: ignore[valid-type]
+    event_outcome: Outcome
     correlation_id: Annotated[str, Field(min_length=1, max_length=255)]
     event_data: Annotated[
         dict[str, Any],

@@ -13,9 +13,8 @@ import asyncio
 import logging
 import math
 import re
-import time
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -36,7 +35,7 @@ from signalgate.gateway import responses
 from signalgate.gateway.adapters.alertmanager import parse_webhook
 from signalgate.gateway.adapters.identity import is_dns1123_label
 from signalgate.gateway.adapters.kubernetes_event import parse_event
-from signalgate.gateway.adapters.parsing import Freshness, PayloadError, parse_object
+from signalgate.gateway.adapters.parsing import Freshness, PayloadError, check_fresh, parse_object
 from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
 from signalgate.gateway.metrics import GatewayMetrics, method_label
 from signalgate.gateway.openapi import openapi_document
@@ -45,8 +44,8 @@ from signalgate.gateway.service import GatewayService
 from signalgate.gateway.signal import AdapterItem, Ignored, Invalid, Signal
 from signalgate.gateway.status_patch import parse_status_patch
 from signalgate.remediation.model import PHASES, utcnow
-from signalgate.remediation.rows import MAX_PAGE
 from signalgate.remediation.store import (
+    MAX_PAGE,
     Conflict,
     InvalidCursor,
     ListQuery,
@@ -59,6 +58,8 @@ from signalgate.remediation.store import (
 WEBHOOK_CONCURRENCY = 16
 
 log = logging.getLogger("signalgate.gateway")
+# the latest unix time a datetime holds (9999-12-31): a later X-Timestamp is as far ahead
+LAST_TIMESTAMP = 253_402_300_799
 
 _FINGERPRINT_RE = re.compile(FINGERPRINT_PATTERN)
 # ASCII digits only: str.isdigit() accepts "²", which int() refuses
@@ -180,26 +181,19 @@ class GatewayAPI:
         return results
 
     def _check_timestamp(self, value: str | None) -> None:
-        """Replay protection: `X-Timestamp` (unix seconds) within the freshness window."""
+        """Replay protection: `X-Timestamp` (unix seconds) within the freshness window, the
+        same window as an Event's timestamps (`check_fresh`)."""
         if value is None:
             return
         if not value.isascii() or not value.isdigit() or len(value) > 12:
             raise validation_error(
                 f"X-Timestamp: {value[:40]!r} is not a base-10 integer of unix seconds"
             )
-        age = time.time() - int(value)
-        if age > self.freshness.tolerance.total_seconds():
-            raise validation_error(
-                f"X-Timestamp: {value} is older than "
-                f"{self.freshness.tolerance.total_seconds():g}s (possible replay; "
-                "the window is the setting freshness.tolerance)"
-            )
-        if -age > self.freshness.future_skew.total_seconds():
-            raise validation_error(
-                f"X-Timestamp: {value} is more than "
-                f"{self.freshness.future_skew.total_seconds():g}s in the future "
-                "(the setting freshness.futureSkew)"
-            )
+        try:
+            sent = datetime.fromtimestamp(min(int(value), LAST_TIMESTAMP), UTC)
+            check_fresh(sent, utcnow(), self.freshness, "X-Timestamp")
+        except PayloadError as exc:
+            raise validation_error(f"{exc} (a possible replay)") from exc
 
     # -- RemediationRequest API -------------------------------------------------------
 

@@ -15,7 +15,7 @@ from signalgate.gateway.pipeline import OutcomeKind
 from signalgate.gateway.signal import MAX_SEVERITY, MAX_SIGNAL_NAME
 from signalgate.gateway.status_patch import MAX_TEXT
 from signalgate.remediation.model import OUTCOMES, PHASES
-from signalgate.remediation.rows import MAX_PAGE
+from signalgate.remediation.store import MAX_PAGE
 
 _AUTH_ERRORS = {key: AUTH_ERRORS[key] for key in ("401", "403")}
 _SIGNAL_ERRORS = {

@@ -21,6 +21,7 @@ from signalgate.common.config import (
     check_postgres_dsn,
 )
 from signalgate.common.sections import AuthSettings, LoggingSettings
+from signalgate.gateway.adapters.parsing import Freshness
 from signalgate.gateway.kinds import KindSettings
 from signalgate.kube.settings import KubernetesSettings
 
@@ -92,8 +93,9 @@ class ScopeSettings(Section):
 
 
 class FreshnessSettings(Section):
-    tolerance: Duration = 300.0
-    future_skew: Duration = 120.0
+    # the adapters' window (`adapters.parsing.Freshness`): one home for the defaults
+    tolerance: Duration = Freshness.tolerance.total_seconds()
+    future_skew: Duration = Freshness.future_skew.total_seconds()
 
 
 class GatewaySettings(Section):

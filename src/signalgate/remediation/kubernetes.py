@@ -53,9 +53,9 @@ from signalgate.remediation.model import (
     RemediationRequest,
     SignalResolved,
     StatusPatch,
+    choose_suppressor,
     parse_time,
 )
-from signalgate.remediation.rows import choose_suppressor, clamp_limit
 from signalgate.remediation.store import (
     Conflict,
     Decision,
@@ -64,6 +64,7 @@ from signalgate.remediation.store import (
     NotFound,
     Page,
     StoreUnavailable,
+    clamp_limit,
     decode_cursor,
     encode_cursor,
 )

@@ -10,7 +10,7 @@ are terminal) lives here and only here; stores persist the `active` flag it comp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -303,3 +303,27 @@ class StatusPatch:
             if not isinstance(value, Unset):
                 changes[name] = value
         return rr.with_status(**changes)
+
+
+def choose_suppressor(
+    candidates: Iterable[RemediationRequest], now: datetime
+) -> RemediationRequest | None:
+    """Rule 2 before rule 3: the newest terminal RR awaiting manual review; else the one
+    whose cool-down (`nextAllowedExecution`) ends last, if it ends after `now`."""
+    manual: RemediationRequest | None = None
+    cooling: RemediationRequest | None = None
+    for rr in candidates:
+        if not rr.suppresses(now):
+            continue
+        if rr.outcome == MANUAL_REVIEW_OUTCOME:
+            if manual is None or (rr.created_at, rr.name) > (manual.created_at, manual.name):
+                manual = rr
+        else:
+            key = (rr.next_allowed_execution, rr.created_at, rr.name)
+            if cooling is None or key > (
+                cooling.next_allowed_execution,
+                cooling.created_at,
+                cooling.name,
+            ):
+                cooling = rr
+    return manual or cooling

@@ -7,7 +7,7 @@ is decided by single atomic statements:
 1. `UPDATE … WHERE fingerprint = $1 AND active RETURNING …` — the hot duplicate case in one
    round trip; when no row is active, the same statement also returns the terminal RRs
    that might suppress a new one;
-2. one of those suppresses (rules 2 and 3, chosen by `rows.choose_suppressor`): bump it by
+2. one of those suppresses (rules 2 and 3, chosen by `model.choose_suppressor`): bump it by
    name, re-checking that it still suppresses;
 3. otherwise `INSERT … ON CONFLICT (fingerprint) WHERE active DO UPDATE …`, so concurrent
    creators of one fingerprint collapse into one RR; `xmax = 0` tells which one inserted.
@@ -37,7 +37,12 @@ from signalgate.common.sql.dsn import redact
 from signalgate.common.sql.migrations import postgres_migrate
 from signalgate.common.tasks import cancel_and_wait
 from signalgate.remediation import rows
-from signalgate.remediation.model import MANUAL_REVIEW_OUTCOME, RemediationRequest, StatusPatch
+from signalgate.remediation.model import (
+    MANUAL_REVIEW_OUTCOME,
+    RemediationRequest,
+    StatusPatch,
+    choose_suppressor,
+)
 from signalgate.remediation.schema import SCHEMA
 from signalgate.remediation.store import (
     Conflict,
@@ -298,7 +303,7 @@ class PostgresRemediationStore(RemediationStore):
             found = await conn.fetch(_FIRST_LOOK, now, fingerprint, MANUAL_REVIEW_OUTCOME)
             if found and found[0]["bumped"]:
                 return FiringResult(Decision.DUPLICATE, _rr(found[0]))
-            suppressing = rows.choose_suppressor([_rr(r) for r in found], now)
+            suppressing = choose_suppressor([_rr(r) for r in found], now)
             if suppressing is not None:
                 row = await conn.fetchrow(
                     _BUMP_SUPPRESSOR, now, suppressing.name, MANUAL_REVIEW_OUTCOME

@@ -1,4 +1,4 @@
-"""What the SQL stores share: the columns, the row <-> RR mapping, the suppression rule,
+"""What the SQL stores share: the columns, the row <-> RR mapping, the suppression query,
 the status-patch assignments and the list query.
 
 Both SQL backends keep one row per RR with the same columns; they differ only in how a time
@@ -11,7 +11,7 @@ written once here and both stores give identical answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -27,7 +27,7 @@ from signalgate.remediation.model import (
     Unset,
     is_active,
 )
-from signalgate.remediation.store import ListQuery, decode_cursor
+from signalgate.remediation.store import ListQuery, clamp_limit, decode_cursor
 
 TABLE = "remediation_requests"
 
@@ -55,8 +55,6 @@ SELECT_COLUMNS = ", ".join(COLUMNS)
 TIME_COLUMNS = frozenset(
     {"created_at", "next_allowed_execution", "signal_resolved_at", "first_seen_at", "last_seen_at"}
 )
-
-MAX_PAGE = 500
 
 # A time as the backend stores it, and back.
 EncodeTime = Callable[[datetime], Any]
@@ -177,30 +175,6 @@ def suppressor_params(fingerprint: str, now: datetime, encode_time: EncodeTime) 
     return (fingerprint, MANUAL_REVIEW_OUTCOME, encode_time(now))
 
 
-def choose_suppressor(
-    candidates: Iterable[RemediationRequest], now: datetime
-) -> RemediationRequest | None:
-    """Rule 2 before rule 3: the newest terminal RR awaiting manual review; else the one
-    whose cool-down (`nextAllowedExecution`) ends last, if it ends after `now`."""
-    manual: RemediationRequest | None = None
-    cooling: RemediationRequest | None = None
-    for rr in candidates:
-        if not rr.suppresses(now):
-            continue
-        if rr.outcome == MANUAL_REVIEW_OUTCOME:
-            if manual is None or (rr.created_at, rr.name) > (manual.created_at, manual.name):
-                manual = rr
-        else:
-            key = (rr.next_allowed_execution, rr.created_at, rr.name)
-            if cooling is None or key > (
-                cooling.next_allowed_execution,
-                cooling.created_at,
-                cooling.name,
-            ):
-                cooling = rr
-    return manual or cooling
-
-
 # --- status patch ---------------------------------------------------------------------------
 
 
@@ -221,11 +195,6 @@ def patch_assignments(patch: StatusPatch, encode_time: EncodeTime) -> dict[str, 
 
 
 # --- list -----------------------------------------------------------------------------------
-
-
-def clamp_limit(limit: int) -> int:
-    """The caller validates 1..500; a store still answers sanely for any other value."""
-    return max(1, min(int(limit), MAX_PAGE))
 
 
 @dataclass(frozen=True)

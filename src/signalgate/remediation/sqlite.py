@@ -27,7 +27,13 @@ from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.common.sql.sqlite_thread import SqliteThread
 from signalgate.common.sql.sqlite_wal import use_wal
 from signalgate.remediation import rows
-from signalgate.remediation.model import RemediationRequest, StatusPatch, format_time, parse_time
+from signalgate.remediation.model import (
+    RemediationRequest,
+    StatusPatch,
+    choose_suppressor,
+    format_time,
+    parse_time,
+)
 from signalgate.remediation.schema import SCHEMA
 from signalgate.remediation.store import (
     Conflict,
@@ -86,7 +92,7 @@ def _decider(
         if found:
             return FiringResult(Decision.DUPLICATE, _rr(found[0]))
         params = rows.suppressor_params(fingerprint, now, format_time)
-        suppressing = rows.choose_suppressor(
+        suppressing = choose_suppressor(
             (_rr(r) for r in conn.execute(_SUPPRESSORS, params).fetchall()), now
         )
         if suppressing is not None:

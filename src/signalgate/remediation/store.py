@@ -125,6 +125,15 @@ class RemediationStore(Protocol):
         ...
 
 
+# the most RRs one page of a list holds
+MAX_PAGE = 500
+
+
+def clamp_limit(limit: int) -> int:
+    """The caller validates 1..500; a store still answers sanely for any other value."""
+    return max(1, min(int(limit), MAX_PAGE))
+
+
 class InvalidCursor(ValueError):
     """A list cursor that this service did not make."""
 

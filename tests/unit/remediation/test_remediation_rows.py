@@ -14,10 +14,11 @@ from signalgate.remediation.model import (
     Deduplication,
     RemediationRequest,
     StatusPatch,
+    choose_suppressor,
     format_time,
     parse_time,
 )
-from signalgate.remediation.store import InvalidCursor, ListQuery, encode_cursor
+from signalgate.remediation.store import InvalidCursor, ListQuery, clamp_limit, encode_cursor
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -42,7 +43,7 @@ def test_manual_review_beats_cool_down_and_the_newest_wins() -> None:
     later_cool = rr("cool", next_allowed_execution=NOW + timedelta(hours=5), minutes=9)
     old_review = rr("rev-old", outcome=MANUAL_REVIEW_OUTCOME, minutes=1)
     new_review = rr("rev-new", outcome=MANUAL_REVIEW_OUTCOME, minutes=2)
-    chosen = rows.choose_suppressor([old_review, later_cool, new_review], NOW)
+    chosen = choose_suppressor([old_review, later_cool, new_review], NOW)
     assert chosen is new_review
 
 
@@ -51,14 +52,14 @@ def test_the_latest_cool_down_wins_and_past_ones_do_not_count() -> None:
     b = rr("b", next_allowed_execution=NOW + timedelta(hours=1), minutes=5)
     past = rr("past", next_allowed_execution=NOW - timedelta(seconds=1), minutes=9)
     exact = rr("exact", next_allowed_execution=NOW, minutes=9)
-    assert rows.choose_suppressor([b, past, a, exact], NOW) is a
-    assert rows.choose_suppressor([past, exact], NOW) is None
-    assert rows.choose_suppressor([], NOW) is None
+    assert choose_suppressor([b, past, a, exact], NOW) is a
+    assert choose_suppressor([past, exact], NOW) is None
+    assert choose_suppressor([], NOW) is None
 
 
 def test_active_rrs_never_suppress() -> None:
     active = rr("x", phase="Executing", outcome=MANUAL_REVIEW_OUTCOME)
-    assert rows.choose_suppressor([active], NOW) is None
+    assert choose_suppressor([active], NOW) is None
 
 
 def test_row_round_trip_through_text_times() -> None:
@@ -82,7 +83,7 @@ def test_patch_assignments_set_active_from_the_phase_and_clear_with_none() -> No
 
 @pytest.mark.parametrize(("limit", "clamped"), [(-1, 1), (0, 1), (1, 1), (500, 500), (501, 500)])
 def test_clamp_limit(limit: int, clamped: int) -> None:
-    assert rows.clamp_limit(limit) == clamped
+    assert clamp_limit(limit) == clamped
 
 
 def test_list_sql_binds_every_value() -> None:
