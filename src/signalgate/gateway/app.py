@@ -45,6 +45,7 @@ from signalgate.gateway.signal import AdapterItem, Ignored, Invalid, Signal
 from signalgate.gateway.status_patch import parse_status_patch
 from signalgate.remediation.model import PHASES, utcnow
 from signalgate.remediation.store import (
+    DEFAULT_PAGE,
     MAX_PAGE,
     Conflict,
     InvalidCursor,
@@ -233,14 +234,19 @@ class GatewayAPI:
         return json_response(200, openapi_document())
 
 
+# the RR list's query parameters (the OpenAPI document lists the same, a test holds it)
+LIST_PARAMETERS = ("fingerprint", "phase", "namespace", "active", "limit", "cursor")
+
+
 def _list_query(params: Any) -> ListQuery:
-    known = {"fingerprint", "phase", "namespace", "active", "limit", "cursor"}
     for key in params:
-        if key not in known:
-            raise validation_error(f"{key}: unknown query parameter (allowed: {sorted(known)})")
+        if key not in LIST_PARAMETERS:
+            raise validation_error(
+                f"{key}: unknown query parameter (allowed: {', '.join(LIST_PARAMETERS)})"
+            )
         if len(params.getlist(key)) > 1:
             raise validation_error(f"{key}: given more than once; give it once")
-    limit_text = params.get("limit", "100")
+    limit_text = params.get("limit", str(DEFAULT_PAGE))
     if not _ASCII_INTEGER_RE.match(limit_text) or not 1 <= int(limit_text) <= MAX_PAGE:
         raise validation_error(
             f"limit: {limit_text[:20]!r} must be an integer from 1 to {MAX_PAGE}"

@@ -15,7 +15,7 @@ from signalgate.gateway.pipeline import OutcomeKind
 from signalgate.gateway.signal import MAX_SEVERITY, MAX_SIGNAL_NAME
 from signalgate.gateway.status_patch import MAX_TEXT
 from signalgate.remediation.model import OUTCOMES, PHASES
-from signalgate.remediation.store import MAX_PAGE
+from signalgate.remediation.store import DEFAULT_PAGE, MAX_PAGE
 
 _AUTH_ERRORS = {key: AUTH_ERRORS[key] for key in ("401", "403")}
 _SIGNAL_ERRORS = {
@@ -374,7 +374,12 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "limit",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_PAGE,
+                                "default": DEFAULT_PAGE,
+                            },
                         },
                         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                     ],

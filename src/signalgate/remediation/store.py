@@ -125,8 +125,9 @@ class RemediationStore(Protocol):
         ...
 
 
-# the most RRs one page of a list holds
+# the most RRs one page of a list holds, and how many when the caller does not say
 MAX_PAGE = 500
+DEFAULT_PAGE = 100
 
 
 def clamp_limit(limit: int) -> int:
