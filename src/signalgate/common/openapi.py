@@ -40,3 +40,30 @@ AUTH_ERRORS = {
     "403": problem_answer("token lacks the scope"),
     "500": problem_answer("unexpected error"),
 }
+
+
+# What the connection layer may answer on any route before the route's own code runs (the
+# request envelope in `common.http`, the head bound in `common.http_protocol`): every
+# operation lists these, so a client generated from the document knows them.
+CONNECTION_ANSWERS = {
+    "400": problem_answer(
+        "Authorization or Content-Type given twice; a control character or an encoded '/' "
+        "in the path or query"
+    ),
+    "405": problem_answer("a method this path does not serve (the answer's Allow lists them)"),
+    "415": problem_answer("a compressed body (Content-Encoding other than identity)"),
+    "431": problem_answer("a request line and headers over 64 KiB"),
+    "500": problem_answer("unexpected error"),
+    "501": problem_answer("a Transfer-Encoding other than chunked"),
+}
+
+
+def with_connection_answers(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with `CONNECTION_ANSWERS` added to each operation that does not describe
+    that status itself."""
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status, answer in CONNECTION_ANSWERS.items():
+                responses.setdefault(status, answer)
+    return document

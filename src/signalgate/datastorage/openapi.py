@@ -16,6 +16,7 @@ from signalgate.common.openapi import (
     json_answer,
     problem_answer,
     ref,
+    with_connection_answers,
 )
 from signalgate.datastorage.events import CATEGORIES, OUTCOMES, AuditEventIn
 from signalgate.datastorage.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET
@@ -88,6 +89,10 @@ def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 @cache
 def openapi_document() -> dict[str, Any]:
+    return with_connection_answers(_document())
+
+
+def _document() -> dict[str, Any]:
     request = AuditEventIn.model_json_schema(ref_template="#/components/schemas/{model}")
     request.pop("title", None)
     schemas: dict[str, Any] = {

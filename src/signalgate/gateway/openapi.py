@@ -9,7 +9,13 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, get_args
 
-from signalgate.common.openapi import AUTH_ERRORS, PROBLEM_SCHEMA, json_answer, problem_answer
+from signalgate.common.openapi import (
+    AUTH_ERRORS,
+    PROBLEM_SCHEMA,
+    json_answer,
+    problem_answer,
+    with_connection_answers,
+)
 from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
 from signalgate.gateway.pipeline import OutcomeKind
 from signalgate.gateway.signal import MAX_SEVERITY, MAX_SIGNAL_NAME
@@ -325,6 +331,10 @@ def _with_batch(operation: dict[str, Any]) -> dict[str, Any]:
 
 @cache
 def openapi_document() -> dict[str, Any]:
+    return with_connection_answers(_document())
+
+
+def _document() -> dict[str, Any]:
     name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
         "openapi": "3.1.0",

@@ -34,3 +34,11 @@ def test_the_rr_list_documents_every_parameter_it_reads() -> None:
 def test_the_audit_query_documents_every_parameter_it_reads() -> None:
     document = ds_openapi.openapi_document()
     assert sorted(query_parameters(document, "/api/v1/audit/events")) == sorted(PARAMETERS)
+
+
+def test_every_operation_lists_what_the_connection_layer_may_answer() -> None:
+    for document in (gw_openapi.openapi_document(), ds_openapi.openapi_document()):
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                missing = {"400", "405", "415", "431", "500", "501"} - set(operation["responses"])
+                assert not missing, (path, method, missing)
