@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -63,7 +64,9 @@ def settings_from_args(
 def run_guarded(main: Callable[[], int]) -> int:
     """Print controlled errors as one line without a traceback, with the right exit code."""
     try:
-        return main()
+        code = main()
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit
+        return code
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -72,3 +75,8 @@ def run_guarded(main: Callable[[], int]) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        # the reader went away (`check-config | head`): nothing left to say to it, and
+        # Python would otherwise report the failed flush at exit with a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE

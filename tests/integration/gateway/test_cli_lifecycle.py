@@ -62,6 +62,25 @@ def test_config_file_errors_and_check_config(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "server.lisen" in bad.stderr and "unknown setting" in bad.stderr
 
 
+def test_check_config_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    """`check-config FILE | head -1`: the reader leaves, the command ends without a
+    traceback."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("logging:\n  level: info\n")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "signalgate.gateway.cli", "check-config", str(config)],
+        env=base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before anything is written
+    said = process.stderr.read().decode()
+    assert process.wait(30) == 1
+    assert "Traceback" not in said and "BrokenPipeError" not in said, said
+
+
 def test_missing_or_bad_tokens_file_stops_start_up(tmp_path: Path) -> None:
     missing = run_cli(
         "serve",
