@@ -34,7 +34,8 @@ GO_DIR = "go"  # <run directory>/go/<service>/: the service's GOCOVERDIR
 INSTALL_HINT = "install Go (https://go.dev/doc/install) or put `go` on PATH"
 _BLOCK = re.compile(r"^(.+):(\d+)\.(\d+),(\d+)\.(\d+) (\d+) (\d+)$")
 _MODULE = re.compile(r"^module\s+(\S+)", re.MULTILINE)
-_COUNTERS = re.compile(r"^covcounters\.[0-9a-f]+\.(\d+)\.\d+$")
+_COUNTERS = re.compile(r"^covcounters\.([0-9a-f]+)\.(\d+)\.\d+$")
+_META = re.compile(r"^covmeta\.([0-9a-f]+)$")
 
 
 class GoUnavailable(RuntimeError):
@@ -104,20 +105,37 @@ def counter_pids(covdir: Path) -> set[int]:
         for path in covdir.iterdir():
             match = _COUNTERS.match(path.name)
             if match:
-                found.add(int(match.group(1)))
+                found.add(int(match.group(2)))
     return found
+
+
+def silent_binaries(covdir: Path) -> list[str]:
+    """Meta-data hashes of Go binaries that ran (each writes its meta-data file at start)
+    but left no counters at all: every process of that binary ended without writing them."""
+    metas, counted = set(), set()
+    if covdir.is_dir():
+        for path in covdir.iterdir():
+            if meta := _META.match(path.name):
+                metas.add(meta.group(1))
+            elif counters := _COUNTERS.match(path.name):
+                counted.add(counters.group(1))
+    return sorted(metas - counted)
 
 
 def outcomes(
     service: str, covdir: Path, main_pid: int | None, death: dict[int, str], announced: set[int]
 ) -> list[ProcessOutcome]:
-    """The main process of a Go service that did not announce itself: saved or lost."""
-    if main_pid is None or main_pid in announced:
-        return []
+    """The main process of a Go service that did not announce itself (saved or lost), and
+    any other Go binary of the service that ran and wrote no counters (lost: a helper the
+    service started, killed before it exited)."""
+    if main_pid is None or main_pid in announced:  # the agent's ledger judges the main one
+        return _silent(service, covdir, main_lost=main_pid not in counter_pids(covdir))
     who = f"{service} pid {main_pid}"
     if main_pid in counter_pids(covdir):
-        return [ProcessOutcome(service, main_pid, "saved", f"{who} saved at exit", str(covdir),
-                               None, "go")]  # fmt: skip
+        saved = ProcessOutcome(
+            service, main_pid, "saved", f"{who} saved at exit", str(covdir), None, "go"
+        )
+        return [saved, *_silent(service, covdir, main_lost=False)]
     how = death.get(main_pid, "did not exit")
     if not any(covdir.glob("covmeta.*")):
         cause = f"{how}, and its GOCOVERDIR stayed empty: is the binary built with go build -cover?"
@@ -127,8 +145,33 @@ def outcomes(
             "os.Exit is called; one killed by a signal writes nothing unless it imports "
             "e2ecov's Go agent)"
         )
-    return [ProcessOutcome(service, main_pid, "lost", f"{who} wrote no coverage: {cause}",
-                           str(covdir), None, "go")]  # fmt: skip
+    lost = ProcessOutcome(
+        service, main_pid, "lost", f"{who} wrote no coverage: {cause}", str(covdir), None, "go"
+    )
+    return [lost, *_silent(service, covdir, main_lost=True)]
+
+
+def _silent(service: str, covdir: Path, main_lost: bool) -> list[ProcessOutcome]:
+    silent = silent_binaries(covdir)
+    if main_lost and len(silent) <= 1:
+        return []  # that binary is the main process's: its loss is named already
+    message = (
+        "{service}: a Go binary of this service ran (meta-data {digest}…) but none of its "
+        "processes wrote counters — a helper it started, killed before it exited? What it ran "
+        "is lost (let it exit, or import e2ecov's Go agent in it)"
+    )
+    return [
+        ProcessOutcome(
+            service,
+            0,
+            "lost",
+            message.format(service=service, digest=digest[:12]),
+            str(covdir),
+            None,
+            "go",
+        )
+        for digest in silent
+    ]
 
 
 @dataclass

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -249,3 +250,39 @@ def test_go_build_runs_in_the_services_environment(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "-tags=noagent" in built.stdout, built.stdout
+
+
+def test_a_go_helper_killed_before_it_wrote_counters_is_a_named_loss(tmp_path: Path) -> None:
+    """A service's own binary exits cleanly; a helper binary it started is killed: its
+    meta-data is in the GOCOVERDIR, its counters never are. That is a loss, named."""
+    covdir = tmp_path / "go" / "svc"
+    covdir.mkdir(parents=True)
+    env = {**os.environ, "GOCOVERDIR": str(covdir)}
+    programs = {
+        "main": 'package main\n\nfunc main() {\n\tprintln("main ran")\n}\n',
+        "helper": 'package main\n\nimport "time"\n\nfunc main() {\n\ttime.Sleep(time.Hour)\n}\n',
+    }
+    binaries = {}
+    for name, source in programs.items():
+        module = tmp_path / name
+        module.mkdir()
+        (module / "go.mod").write_text(f"module example.com/{name}\n\ngo 1.21\n")
+        (module / "main.go").write_text(source)
+        binaries[name] = tmp_path / f"{name}-bin"
+        subprocess.run(
+            ["go", "build", "-cover", "-covermode=atomic", "-o", str(binaries[name]), "."],
+            cwd=module, check=True,
+        )  # fmt: skip
+    main = subprocess.run([str(binaries["main"])], env=env, check=True, capture_output=True)
+    assert main.returncode == 0
+    helper = subprocess.Popen([str(binaries["helper"])], env=env)
+    deadline = time.monotonic() + 10
+    while len(list(covdir.glob("covmeta.*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    helper.kill()
+    helper.wait()
+    (main_pid,) = gocover.counter_pids(covdir)
+    found = gocover.outcomes("svc", covdir, main_pid, {}, set())
+    assert [o.status for o in found] == ["saved", "lost"], found
+    assert "a Go binary of this service ran" in found[1].message
+    assert "killed before it exited" in found[1].message
