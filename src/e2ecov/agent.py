@@ -3,8 +3,8 @@
 Started by the start-up hook (`startup/sitecustomize.py`) before the service's own code runs.
 It starts coverage.py with e2ecov's settings, announces the process in the ledger, answers
 `save`, `context <name>`, `reset` and `status` on a Unix socket, saves every `autosave`
-seconds, at normal exit, in `os._exit` (how forked workers end) and on SIGTERM, and restarts
-measurement with its own data file in forked children.
+seconds, at normal exit, in `os._exit` (how forked workers end), before an `exec` replaces
+the process and on SIGTERM, and goes on measuring with its own data file in forked children.
 
 Saves are serialised by one lock. A signal that lands while the main thread is inside a save
 or the final save (`finish`) only records itself and is acted on when that section ends: a
@@ -190,12 +190,25 @@ class Agent:
             original_exit(status)
 
         os._exit = _exit_with_save
+        # exec replaces the process image without running atexit: save first (os.execl*,
+        # execvp* and the spawn helpers all end in one of these two)
+        for name in ("execv", "execve"):
+            setattr(os, name, self._saving_before(getattr(os, name)))
         if (
             threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
         ):
             signal.signal(signal.SIGTERM, self._on_signal)
         os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def _saving_before(self, exec_function: Any) -> Any:
+        def exec_with_save(*args: Any) -> Any:
+            # a save, not the final one: an exec that fails leaves this process running on
+            with contextlib.suppress(Exception):
+                self.save("exec")
+            return exec_function(*args)
+
+        return exec_with_save
 
     def _at_exit(self) -> None:
         with contextlib.suppress(Exception):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from e2ecov.protocol import ProcessRecord, read_ledger
 
-FINAL_REASONS = ("exit", "sigterm")
+FINAL_REASONS = ("exit", "sigterm", "exec")
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,20 @@ def test_a_forked_child_is_measured_in_the_function_that_forked_it(tmp_path: Pat
     assert handlers["functions"]["alpha"]["summary"]["percent_covered"] == 0.0
 
 
+def test_what_ran_before_the_service_re_executed_itself_is_measured(tmp_path: Path) -> None:
+    """A launcher that re-executes itself (`os.execv`): the replaced image saves first; it
+    was a loss blamed on the later SIGTERM."""
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app", "--reexec"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    assert "LOST" not in outcome.output
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    handlers = next(v for k, v in report["files"].items() if k.endswith("handlers.py"))
+    assert handlers["functions"]["before_exec"]["summary"]["percent_covered"] == 100.0
+    statuses = [p["status"] for p in outcome.run_json()["processes"]]
+    assert statuses == ["saved", "saved"], outcome.run_json()["processes"]
+
+
 def test_invalid_stack_file_exits_2_with_line(tmp_path: Path) -> None:
     stack = write_stack(tmp_path, drive("/alpha"), app_service("app", extra='helth = "x"'))
     outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)

@@ -53,3 +53,9 @@ def forked() -> str:
         os._exit(0 if marker else 1)
     os.waitpid(pid, 0)
     return "forked"
+
+
+def before_exec() -> None:
+    """Runs only in the image a re-executing service replaces."""
+    marker = "before exec"  # pre-exec only
+    print(marker, flush=True)

@@ -55,7 +55,12 @@ def main() -> None:
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--spawn-helper", action="store_true")
     parser.add_argument("--spawn-orphan", action="store_true")
+    parser.add_argument("--reexec", action="store_true")
     args = parser.parse_args()
+    if args.reexec and not os.environ.get("SAMPLE_REEXECED"):  # as a launcher script does
+        handlers.before_exec()
+        os.environ["SAMPLE_REEXECED"] = "1"
+        os.execv(sys.executable, [sys.executable, "-m", "sampleapp.server", *sys.argv[1:]])
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.fail_start:
