@@ -473,10 +473,11 @@ class KubernetesStore:
     async def _create(
         self, candidate: RemediationRequest, generation: int, now: datetime
     ) -> RemediationRequest | None:
-        """Create generation `generation` of the candidate's RR, then write its
-        `status.deduplication` (seen once), as Kubernaut's Gateway does: the API server takes
-        no status on a create. The second write failing does not undo the first: the RR
-        exists, and one without that status reads as seen once."""
+        """Create generation `generation` of the candidate's RR, without a status: an RR with
+        no `status.deduplication` reads as seen once, and the first duplicate or resolved
+        notice writes it. Kubernaut's Gateway writes that status right after the create; one
+        write per new RR instead of two takes about twice as many new RRs per second from
+        one API server, whose CPU is what limits them (docs/performance.md)."""
         rr = replace(
             candidate,
             name=rr_name(candidate.fingerprint, generation),
@@ -485,18 +486,8 @@ class KubernetesStore:
         )
         document = to_object(rr)
         document.pop("status")
-        made = self._remember(
-            from_object(await self._call("POST", self._collection, body=document))
-        )
-        try:
-            counted = await self._change(made.name, _unchanged, _exists)
-        except (StoreUnavailable, KubeError) as exc:
-            log.warning(
-                "RR created, its status.deduplication not written (the next duplicate writes it)",
-                extra={"rr": made.name, "error": str(exc)},
-            )
-            return made
-        return counted or made
+        made = await self._call("POST", self._collection, body=document)
+        return self._remember(from_object(made))
 
     async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
         known = self._of_fingerprint(fingerprint)
@@ -577,14 +568,6 @@ def _settle(changes: Iterable[_Change], result: RemediationRequest | None) -> No
     for change in changes:
         if not change.done.done():
             change.done.set_result(result)
-
-
-def _unchanged(rr: RemediationRequest) -> RemediationRequest:
-    return rr
-
-
-def _exists(rr: RemediationRequest) -> bool:
-    return True
 
 
 def _is_active(rr: RemediationRequest) -> bool:
