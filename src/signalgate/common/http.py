@@ -22,11 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from signalgate.common.cors import with_cors
 from signalgate.common.ids import new_uuid
 from signalgate.common.json_numbers import check_json_integers
-from signalgate.common.logging import request_id_var
+from signalgate.common.logging import SampledLog, request_id_var
 from signalgate.common.problems import Problem, validation_error
 from signalgate.common.text import SERVICE_TEXT, TextRule, check_json_text, check_request_target
 
 log = logging.getLogger("signalgate.http")
+# what a request can make the service log: once per status and problem type in a while
+sampled = SampledLog(log)
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -377,11 +379,18 @@ def error_response(exc: Exception, translate: Translate, path: str) -> Response:
             log.exception("unexpected error", extra={"error": repr(exc)})
         problem = _generic_problem(exc)
     elif problem.status >= 503:
-        log.warning("request failed", extra={"status": problem.status, "error": repr(exc)})
+        sampled.log(
+            logging.WARNING,
+            (problem.status, problem.slug),
+            "request failed",
+            {"status": problem.status, "error": repr(exc)[:500]},
+        )
     elif problem.status not in (401, 403, 404, 405):  # a sender's mistake: say which
-        log.info(
+        sampled.log(
+            logging.INFO,
+            (problem.status, problem.slug),
             "request refused",
-            extra={"status": problem.status, "path": path, "detail": problem.detail[:300]},
+            {"status": problem.status, "path": path[:200], "detail": problem.detail[:300]},
         )
     return problem.to_response(path)
 

@@ -11,7 +11,7 @@ import contextvars
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -131,6 +131,42 @@ class _ClientMistakesSampled(logging.Filter):
         if held:
             record.msg, record.args = f"{message} ({held} more since the last one)", ()
         return True
+
+
+# how often a line a request can cause is written, per kind (see `SampledLog`)
+SAMPLE_INTERVAL = 10.0
+
+
+class SampledLog:
+    """Log lines that every request could cause — a refused request, a 503 while a
+    dependency is down — written once per kind and `interval` seconds; the next one written
+    says how many were held back (`held_back`). A busy sender during an outage wrote one
+    line per answer: 130 MB of log a minute. Kinds must come from a closed set (a status
+    and problem type, never a client's text): they are kept."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = SAMPLE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[Hashable, float] = {}
+        self._held: dict[Hashable, int] = {}
+
+    def log(self, level: int, kind: Hashable, message: str, extra: dict[str, Any]) -> None:
+        if not self._logger.isEnabledFor(level):
+            return
+        now = self._clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        held = self._held.pop(kind, 0)
+        self._logger.log(level, message, extra={**extra, "held_back": held} if held else extra)
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:

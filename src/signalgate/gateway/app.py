@@ -30,6 +30,7 @@ from signalgate.common.http import (
     read_body,
     require_media_type,
 )
+from signalgate.common.logging import SampledLog
 from signalgate.common.problems import Problem, validation_error
 from signalgate.gateway import responses
 from signalgate.gateway.adapters.alertmanager import parse_webhook
@@ -59,6 +60,7 @@ from signalgate.remediation.store import (
 WEBHOOK_CONCURRENCY = 16
 
 log = logging.getLogger("signalgate.gateway")
+refused = SampledLog(log)  # an invalid alert of a webhook: once in a while, with a count
 # the latest unix time a datetime holds (9999-12-31): a later X-Timestamp is as far ahead
 LAST_TIMESTAMP = 253_402_300_799
 
@@ -172,7 +174,9 @@ class GatewayAPI:
                     if isinstance(item, Invalid):
                         metrics = self.service.metrics
                         metrics.child(metrics.signals_parse_dropped, "invalid").inc()
-                        log.info("alert refused", extra={"detail": item.error[:300]})
+                        refused.log(
+                            logging.INFO, "alert", "alert refused", {"detail": item.error[:300]}
+                        )
                         results[index] = item.error
                     else:
                         group.create_task(decide(index, item))

@@ -9,6 +9,7 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import orjson
@@ -494,3 +495,16 @@ def test_paths_are_matched_as_sent(client: httpx.Client) -> None:
     )
     null = client.patch(f"/api/v1/remediation-requests/{name}/status", json={"overallPhase": None})
     problem(null, 400, "validation-error", "overallPhase: null is not a phase")
+
+
+def test_refused_requests_log_one_line_in_a_while_not_one_each(tmp_path: Path) -> None:
+    """A sender's mistakes (or a busy sender while DataStorage is away) must not fill the
+    log: one line per kind and interval, the next one counting what it held back."""
+    from tests.support.services import gateway_process
+
+    with gateway_process(tmp_path).start() as gateway, gateway.client() as c:
+        for i in range(300):
+            answer = c.post(PROM, json=webhook(alert(pod=f"x-{i}", namespace="Not_A_NS")))
+            assert answer.status_code == 400
+        written = gateway.output().count('"msg":"request refused"')
+    assert written == 1, written

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 
-from signalgate.common.logging import _ClientMistakesSampled
+import pytest
+
+from signalgate.common.logging import SampledLog, _ClientMistakesSampled
 
 
 def record(message: str) -> logging.LogRecord:
@@ -33,3 +35,21 @@ def test_other_lines_pass_untouched() -> None:
         line = record("Application startup complete.")
         assert sampled.filter(line)
         assert line.getMessage() == "Application startup complete."
+
+
+def test_a_line_every_request_can_cause_is_written_once_per_kind_and_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 503 for every signal while DataStorage was down wrote one line each: 130 MB of log
+    a minute. Now one per kind and interval, the next saying how many were held back."""
+    now = [0.0]
+    logger = logging.getLogger("test.sampled")
+    sampled = SampledLog(logger, interval=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="test.sampled"):
+        for _ in range(1000):
+            sampled.log(logging.WARNING, (503, "service-unavailable"), "request failed", {})
+        sampled.log(logging.INFO, (400, "validation-error"), "request refused", {})
+        now[0] = 10.5
+        sampled.log(logging.WARNING, (503, "service-unavailable"), "request failed", {})
+    lines = [(r.getMessage(), getattr(r, "held_back", 0)) for r in caplog.records]
+    assert lines == [("request failed", 0), ("request refused", 0), ("request failed", 999)]
