@@ -26,7 +26,10 @@ memory as it grows, at whatever rate the client sends. A head still unfinished a
 `MAX_HEAD_BYTES` is answered 431 and the connection closed (after `LINGER`); so is a
 finished head over that size, however the network split it into reads (a whole head
 arriving in one read is measured when its headers are complete). The body is the
-application's to bound (`server.maxBodySize`, 413; `server.bodyReadTimeout`, 408).
+application's to bound (`server.maxBodySize`, 413; `server.bodyReadTimeout`, 408). A request
+answered before its body arrived whole (those two, a 401) closes its connection the same
+lingering way: it cannot serve another request, and left open it never closed, since each
+body byte that still arrived cancelled uvicorn's keep-alive timer.
 
 Nor does uvicorn bound how long an answer may wait for a client that does not read it: the
 bytes stay in the transport's buffer (and a streamed answer's task waits) for as long as
@@ -311,11 +314,25 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             + body
         )
         answering = self.cycle is not None and not self.cycle.response_complete
+        self._close_lingering(answering)
+
+    def _close_lingering(self, answering: bool = False) -> None:
+        """Close once what is still arriving has been read and dropped for `LINGER`."""
+        self._refused = True
         if self.transport.can_write_eof() and not answering:
             self.transport.write_eof()  # the answer, then our end closed for writing
             self.loop.call_later(LINGER, self.transport.close)
         else:  # TLS (no half-close), or an earlier request still being answered: plain close
             self.transport.close()
+
+    def on_response_complete(self) -> None:
+        """An answer sent before its request's body arrived whole (a 401, a 408, a 413): the
+        connection cannot serve another request, and left open it never closed — every byte
+        of the body that still arrived cancelled uvicorn's keep-alive timer."""
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not self.transport.is_closing():
+            self._close_lingering()
+        super().on_response_complete()
 
 
 def service_http_protocol(head_timeout: float) -> type[ServiceHttpProtocol]:

@@ -444,3 +444,22 @@ async def test_garbage_behind_a_request_being_answered_closes_cleanly(
     assert b"HTTP/1.1 400 Bad Request" in answer
     assert (after.status_code, after.text) == (200, "hello /after")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_an_answer_before_the_body_arrived_whole_closes_the_connection() -> None:
+    """A request answered before its body arrived (a 401, a 408, a 413): the connection
+    cannot serve another request. Left open it never closed — each body byte that still
+    arrived cancelled uvicorn's keep-alive timer — so a client trickling bytes held it."""
+    async with serving() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        # `hello` answers a PUT without reading its body
+        writer.write(b"PUT /early HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        writer.write(b"x")  # a byte of the body still on its way
+        await writer.drain()
+        waited = await closed_after(reader)
+        writer.close()
+    assert waited < 1.0
