@@ -37,7 +37,7 @@ from signalgate.datastorage.errors import DeadLetterUnavailable, SchemaMismatch,
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.service import build_dlq, build_store
 from signalgate.datastorage.settings import SHORTHANDS, DataStorageSettings
-from signalgate.datastorage.store import AuditStore, verify_stored
+from signalgate.datastorage.store import AuditStore, verify_many, verify_stored
 
 log = logging.getLogger("signalgate.datastorage")
 
@@ -158,8 +158,7 @@ async def _verify_all(settings: DataStorageSettings) -> int:
     async def job(store: AuditStore) -> int:
         broken = 0
         names = await store.correlation_ids()
-        for correlation_id in names:
-            report, _ = await verify_stored(store, correlation_id)
+        async for report in verify_many(store, names):
             if not report.valid:
                 broken += 1
                 print(json.dumps(report.to_json()))

@@ -67,6 +67,12 @@ _HEADS_SQL = (
     "(SELECT correlation_id, event_count, event_hash FROM audit_chain_heads "
     "WHERE correlation_id = wanted.id ORDER BY event_count DESC LIMIT 1) AS h"
 )
+# each chain's rows in write order, one index probe per wanted id (see _HEADS_SQL)
+_CHAINS_SQL = (
+    f"SELECT e.* FROM unnest($1::text[]) WITH ORDINALITY AS wanted(id, n) CROSS JOIN LATERAL "
+    f"(SELECT {SELECT_LIST}, seq FROM audit_events WHERE correlation_id = wanted.id) AS e "
+    "ORDER BY wanted.n, e.seq"
+)
 _HEAD_INSERT_SQL = (
     "INSERT INTO audit_chain_heads (correlation_id, event_count, event_hash) "
     "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])"
@@ -214,6 +220,22 @@ class PostgresAuditStore:
         async with self._connection("chain head read") as conn:
             row = await conn.fetchrow(_HEADS_SQL, [correlation_id])
         return None if row is None else ChainHead(int(row["event_count"]), row["event_hash"])
+
+    async def chains(self, correlation_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        async with self._connection("chain read") as conn:
+            for row in await conn.fetch(_CHAINS_SQL, list(correlation_ids)):
+                event = row_to_event(row)
+                found.setdefault(event["correlation_id"], []).append(event)
+        return found
+
+    async def heads(self, correlation_ids: Sequence[str]) -> dict[str, ChainHead]:
+        async with self._connection("chain head read") as conn:
+            rows = await conn.fetch(_HEADS_SQL, list(correlation_ids))
+        return {
+            str(row["correlation_id"]): ChainHead(int(row["event_count"]), row["event_hash"])
+            for row in rows
+        }
 
     async def correlation_ids(self) -> list[str]:
         sql = (

@@ -104,6 +104,19 @@ class SqliteAuditStore:
 
         return await self._run("chain head read", read)
 
+    async def chains(self, correlation_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        wanted = list(correlation_ids)
+        rows = await self._run("chain read", lambda conn: _chains(conn, wanted))
+        found: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            event = row_to_event(row)
+            found.setdefault(event["correlation_id"], []).append(event)
+        return found
+
+    async def heads(self, correlation_ids: Sequence[str]) -> dict[str, ChainHead]:
+        wanted = list(correlation_ids)
+        return await self._run("chain head read", lambda conn: _heads(conn, wanted))
+
     async def correlation_ids(self) -> list[str]:
         sql = (
             "SELECT correlation_id FROM audit_chain_heads UNION "
@@ -161,6 +174,20 @@ def _heads(conn: sqlite3.Connection, correlation_ids: Sequence[str]) -> dict[str
         if last is not None:
             heads[correlation_id] = ChainHead(int(last[0]), str(last[1]))
     return heads
+
+
+def _chains(conn: sqlite3.Connection, correlation_ids: Sequence[str]) -> list[sqlite3.Row]:
+    """The rows of several chains, each in write order (chunks under the parameter limit)."""
+    found: list[sqlite3.Row] = []
+    for start in range(0, len(correlation_ids), 500):
+        chunk = list(correlation_ids[start : start + 500])
+        marks = ", ".join("?" for _ in chunk)
+        found += conn.execute(
+            f"SELECT {SELECT_LIST} FROM audit_events WHERE correlation_id IN ({marks}) "
+            "ORDER BY correlation_id, seq",
+            chunk,
+        ).fetchall()
+    return found
 
 
 def _fetch_in(

@@ -6,7 +6,7 @@ ones of `errors.py`; driver exceptions never cross this boundary.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -92,6 +92,14 @@ class AuditStore(Protocol):
 
     async def head(self, correlation_id: str) -> ChainHead | None:
         """The chain's recorded head (None when nothing was ever written to it)."""
+        ...
+
+    async def chains(self, correlation_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """`chain` of several correlation ids in one read (those with rows)."""
+        ...
+
+    async def heads(self, correlation_ids: Sequence[str]) -> dict[str, ChainHead]:
+        """`head` of several correlation ids in one read (those with a head)."""
         ...
 
     async def correlation_ids(self) -> list[str]:
@@ -209,3 +217,29 @@ async def verify_stored(
         return ChainReport(correlation_id, len(rows), False, detail=detail), rows
     recorded = None if head is None else (head.count, head.event_hash)
     return verify(correlation_id, rows, recorded), rows
+
+
+VERIFY_BATCH = 500  # chains read at once by `verify_many`
+
+
+async def verify_many(
+    store: AuditStore, correlation_ids: Sequence[str]
+) -> AsyncIterator[ChainReport]:
+    """`verify_stored` of every chain, in order, with three reads per batch of chains instead
+    of three per chain (`verify-all` over 400,000 chains was 1.2 million queries). A chain
+    whose head moved while its batch was read, or that does not verify, is checked again on
+    its own by `verify_stored`, whose report stands."""
+    for start in range(0, len(correlation_ids), VERIFY_BATCH):
+        batch = correlation_ids[start : start + VERIFY_BATCH]
+        before = await store.heads(batch)
+        rows = await store.chains(batch)
+        after = await store.heads(batch)
+        for correlation_id in batch:
+            head = after.get(correlation_id)
+            chain = rows.get(correlation_id, [])
+            report = None
+            if head is not None and head == before.get(correlation_id):
+                report = verify(correlation_id, chain, (head.count, head.event_hash))
+            if report is None or not report.valid:
+                report, _ = await verify_stored(store, correlation_id)
+            yield report

@@ -153,3 +153,18 @@ async def test_control_characters_are_stored_as_written_and_the_chain_holds(
     assert row["error_message"] == text
     assert row["event_data"] == {"output": text, "k\x1b": 1}
     assert verify("rr-ctl", await store.chain("rr-ctl")).valid
+
+
+async def test_many_chains_verify_as_each_does_alone(store: AuditStore) -> None:
+    """`verify_many` (verify-all) reads chains in batches; its reports are `verify_stored`'s."""
+    from signalgate.datastorage.store import VERIFY_BATCH, verify_many, verify_stored
+
+    names = [f"rr-many-{i:04d}" for i in range(VERIFY_BATCH + 7)]  # two batches
+    await store.write([ev(name) for name in names for _ in range(2)])
+    await store.write([ev(names[3])])  # a chain written in two writes
+    reports = [r async for r in verify_many(store, [*names, "rr-none"])]
+    assert [r.correlation_id for r in reports] == [*names, "rr-none"]
+    assert all(r.valid for r in reports[:-1])
+    assert reports[3].events == 3 and reports[0].events == 2
+    alone, _ = await verify_stored(store, "rr-none")
+    assert reports[-1] == alone
