@@ -67,7 +67,8 @@ class Envelope:
     - gives the request an id (kept from `X-Request-ID` when well-formed) and stamps every
       response with it and the security headers;
     - refuses a control character in the path or query (the one check for every route of
-      both services, see `common.text`);
+      both services, see `common.text`), and an encoded '/' in the path (routes match the
+      decoded path: `rr%2Fstatus` would be the route `rr/status`);
     - refuses headers whose meaning would be a guess: `Authorization` or `Content-Type`
       given twice (400: which one counts?), a transfer coding other than `chunked` (501,
       RFC 9112: the body cannot be decoded) and a content coding other than `identity`

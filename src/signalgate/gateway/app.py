@@ -60,7 +60,7 @@ from signalgate.remediation.store import (
 WEBHOOK_CONCURRENCY = 16
 
 log = logging.getLogger("signalgate.gateway")
-refused = SampledLog(log)  # an invalid alert of a webhook: once in a while, with a count
+refused_alerts = SampledLog(log)  # an invalid alert of a webhook: once in a while, with a count
 # the latest unix time a datetime holds (9999-12-31): a later X-Timestamp is as far ahead
 LAST_TIMESTAMP = 253_402_300_799
 
@@ -174,7 +174,7 @@ class GatewayAPI:
                     if isinstance(item, Invalid):
                         metrics = self.service.metrics
                         metrics.child(metrics.signals_parse_dropped, "invalid").inc()
-                        refused.log(
+                        refused_alerts.log(
                             logging.INFO, "alert", "alert refused", {"detail": item.error[:300]}
                         )
                         results[index] = item.error
