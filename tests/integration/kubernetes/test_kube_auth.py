@@ -203,8 +203,10 @@ def test_a_name_is_never_read_as_part_of_the_url(
     bind_cluster_role(kube_apiserver, "cluster-admin", kube_namespace, "rr-admin")
     with gateway.client(admin) as c:
         assert c.get(f"{RRS}/{name}").status_code == 200
-        for suffix in ("%23other", "%3Fx=1", "%2F..%2F" + name):
+        for suffix in ("%23other", "%3Fx=1"):
             assert c.get(f"{RRS}/{name}{suffix}").status_code == 404, suffix
+        # an encoded '/' is refused before routing: no name holds one
+        assert c.get(f"{RRS}/{name}%2F..%2F{name}").status_code == 400
         patch = c.patch(f"{RRS}/{name}%23other/status", json={"overallPhase": "Analyzing"})
         assert patch.status_code == 404, patch.text
         assert c.get(f"{RRS}/{name}").json()["status"]["overallPhase"] == "Pending"
