@@ -93,7 +93,7 @@ def test_rejected_signal_is_audited_by_fingerprint(gateway: httpx.Client, audit:
     # the record says why, not only that
     assert event["error_code"] == "unmanaged_resource"
     assert event["event_data"]["error_details"]["code"] == "unmanaged_resource"
-    assert "management scope" in event["error_message"]
+    assert "kubernaut_managed" in event["error_message"]  # what opted it out
 
 
 def test_hash_chain_verifies_and_links(gateway: httpx.Client, audit: Audit) -> None:
