@@ -58,6 +58,8 @@ from signalgate.remediation.store import (
 
 # alerts of one webhook decided at once (beyond the store's pool size this only queues)
 WEBHOOK_CONCURRENCY = 16
+# full-size webhooks decided at once (their bytes together: any mix of sizes)
+FULL_WEBHOOKS_AT_ONCE = 8
 
 log = logging.getLogger("signalgate.gateway")
 refused_alerts = SampledLog(log)  # an invalid alert of a webhook: once in a while, with a count
@@ -84,6 +86,10 @@ class GatewayAPI:
             future_skew=timedelta(seconds=settings.freshness.future_skew),
         )
         self.inflight = 0
+        # a webhook's alerts take ~15 times its size in memory while decided: bodies being
+        # decided are bounded together too, so that large webhooks at once cannot exhaust it
+        self.max_inflight_bytes = FULL_WEBHOOKS_AT_ONCE * self.max_body
+        self.inflight_bytes = 0
 
     # -- signal routes ---------------------------------------------------------------
 
@@ -117,9 +123,9 @@ class GatewayAPI:
         require_media_type(request.scope)
         # the slot is taken once the body is in: a slow sender holds no slot, only its timeout
         body = await read_body(request.scope, request.receive, self.max_body, self.body_timeout)
+        # 503, not 429: Alertmanager retries a 5xx with backoff, but gives a 429 up until
+        # the group's next flush (`group_interval`, five minutes by default)
         if self.inflight >= self.max_inflight:
-            # 503, not 429: Alertmanager retries a 5xx with backoff, but gives a 429 up
-            # until the group's next flush (`group_interval`, five minutes by default)
             raise Problem(
                 503,
                 "service-unavailable",
@@ -127,7 +133,17 @@ class GatewayAPI:
                 "(server.maxConcurrentRequests); nothing was stored; retry shortly",
                 headers={"Retry-After": "1"},
             )
+        if self.inflight and self.inflight_bytes + len(body) > self.max_inflight_bytes:
+            raise Problem(
+                503,
+                "service-unavailable",
+                f"more than {self.max_inflight_bytes:,} bytes of webhooks being decided "
+                f"({FULL_WEBHOOKS_AT_ONCE} times server.maxBodySize); nothing was stored; "
+                "retry shortly",
+                headers={"Retry-After": "1"},
+            )
         self.inflight += 1
+        self.inflight_bytes += len(body)
         try:
             if check_timestamp:
                 self._check_timestamp(request.headers.get("x-timestamp"))
@@ -150,6 +166,7 @@ class GatewayAPI:
             return json_response(status, answer)
         finally:
             self.inflight -= 1
+            self.inflight_bytes -= len(body)
 
     async def _process_all(self, items: list[AdapterItem], deadline: float) -> list[Outcome | str]:
         """Every item's outcome, in input order (an invalid item's is its error). A large

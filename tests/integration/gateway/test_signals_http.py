@@ -479,6 +479,47 @@ def test_metrics_move_as_signals_arrive(gateway: ServiceProcess, client: httpx.C
     assert "gateway_inflight_requests" in text
 
 
+def test_the_bytes_of_webhooks_being_decided_are_bounded_together(tmp_path: Path) -> None:
+    """Each webhook may be server.maxBodySize; eight full ones at once are the most decided
+    together (their alerts take ~15 times their size in memory): the next is 503."""
+    from tests.support.services import ADMIN_TOKEN, gateway_process
+
+    limit = 16 * 1024
+
+    def full(pod: str) -> bytes:
+        base = orjson.dumps(webhook(alert(pod=pod), alert(pod=pod + "-b")))
+        return base + b" " * (limit - len(base))
+
+    service = gateway_process(tmp_path, env={"SIGNALGATE_SERVER__MAXBODYSIZE": str(limit)}).start()
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    try:
+        database = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
+        database.execute("BEGIN IMMEDIATE")  # every decision waits: the webhooks stay in flight
+        with ThreadPoolExecutor(8) as pool:
+            held = [
+                pool.submit(
+                    httpx.post,
+                    service.api_url + PROM,
+                    content=full(f"held-{i}"),
+                    headers=headers,
+                    timeout=30,
+                )
+                for i in range(8)
+            ]
+            time.sleep(1.0)
+            with service.client() as c:
+                refused = c.post(PROM, content=full("ninth"), headers=headers)
+            problem(refused, 503, "service-unavailable", "bytes of webhooks being decided")
+            assert refused.headers["retry-after"] == "1"
+            database.execute("ROLLBACK")
+            assert [f.result().status_code for f in held] == [207] * 8
+        database.close()
+        with service.client() as c:
+            assert c.post(PROM, content=full("ninth"), headers=headers).status_code == 207
+    finally:
+        service.stop()
+
+
 def test_paths_are_matched_as_sent(client: httpx.Client) -> None:
     """A trailing slash is not redirected (Starlette built the 307's URL from the `Host`
     header: anyone's host), and an encoded '/' is not decoded into a route."""
