@@ -326,7 +326,7 @@ class KubernetesStore:
         return self._remember(from_object(obj))
 
     async def _put_status(
-        self, rr: RemediationRequest, was: RemediationRequest
+        self, rr: RemediationRequest, was: RemediationRequest, *, phase: bool = False
     ) -> RemediationRequest:
         """Write `rr`'s status, refused (409) if the object changed since it was read as
         `was`: only the difference is sent (a merge patch with the resourceVersion as
@@ -336,8 +336,12 @@ class KubernetesStore:
         # the counters a status nobody wrote yet reads as (seen once, at the creation time)
         # are always sent whole, so they are written the first time. `overallPhase` is sent
         # only when it changes: an RR without one is new to Kubernaut's orchestrator, which
-        # owns the phase and starts its work (start time, timeouts, audit) when it sets it
+        # owns the phase and starts its work (start time, timeouts, audit) when it sets it;
+        # `phase`: a consumer set it through the status API, so it is written even when it
+        # reads as it was (an unset phase reads as Pending)
         changes["deduplication"] = status["deduplication"]
+        if phase:
+            changes["overallPhase"] = status["overallPhase"]
         patch = {
             "metadata": {"resourceVersion": rr.extra_metadata.get("resourceVersion")},
             "status": changes,
@@ -531,7 +535,8 @@ class KubernetesStore:
             if rr is None:
                 raise NotFound(f"RemediationRequest {name!r} not found")
             changed = patch.apply(rr)
-            if changed == rr:
+            explicit_phase = patch.overall_phase is not None
+            if changed == rr and not explicit_phase:
                 return rr
             if changed.active and not rr.active:
                 others = await self._refresh(rr.fingerprint)
@@ -541,7 +546,7 @@ class KubernetesStore:
                         "it active while another RR for its fingerprint is active"
                     )
             try:
-                return await self._put_status(changed, rr)
+                return await self._put_status(changed, rr, phase=explicit_phase)
             except KubeConflict:
                 continue
             except KubeNotFound as exc:

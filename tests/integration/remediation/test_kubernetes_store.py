@@ -112,6 +112,11 @@ async def test_the_gateway_counts_but_leaves_the_phase_to_kubernauts_orchestrato
     _, stored = kube_apiserver.request("GET", path(kube_namespace, created.name))
     assert "status" not in stored  # created without one: it reads as Pending, seen once
     assert (created.overall_phase, created.deduplication.occurrence_count) == ("Pending", 1)
+    # a consumer that sets Pending itself, through the status API, gets it written
+    asked = (await kube_store.record_firing(make_rr("orch-2"), later(0))).rr
+    await kube_store.update_status(asked.name, StatusPatch(overall_phase="Pending"))
+    _, written = kube_apiserver.request("GET", path(kube_namespace, asked.name))
+    assert written["status"]["overallPhase"] == "Pending"
     for n in (1, 2):
         dup = await kube_store.record_firing(make_rr("orch-1", at=later(n)), later(n))
         assert dup.decision is Decision.DUPLICATE and dup.rr.overall_phase == "Pending"
