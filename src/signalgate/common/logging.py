@@ -7,6 +7,7 @@ and `Authorization` values cannot reach the logs through this module.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import sys
@@ -141,8 +142,10 @@ class SampledLog:
     """Log lines that every request could cause — a refused request, a 503 while a
     dependency is down — written once per kind and `interval` seconds; the next one written
     says how many were held back (`held_back`). A busy sender during an outage wrote one
-    line per answer: 130 MB of log a minute. Kinds must come from a closed set (a status
-    and problem type, never a client's text): they are kept."""
+    line per answer: 130 MB of log a minute. A burst that ends still gets its count: the
+    first line held back in an interval schedules one more line at its end (when an event
+    loop runs). Kinds must come from a closed set (a status and problem type, never a
+    client's text): they are kept."""
 
     def __init__(
         self,
@@ -162,11 +165,33 @@ class SampledLog:
         now = self._clock()
         last = self._last.get(kind)
         if last is not None and now - last < self._interval:
-            self._held[kind] = self._held.get(kind, 0) + 1
+            held = self._held.get(kind, 0) + 1
+            self._held[kind] = held
+            if held == 1:  # the first held back this interval: its count is written at its end
+                self._flush_later(last + self._interval - now, level, kind, message, extra)
             return
+        self._write(now, level, kind, message, extra)
+
+    def _write(
+        self, now: float, level: int, kind: Hashable, message: str, extra: dict[str, Any]
+    ) -> None:
         self._last[kind] = now
         held = self._held.pop(kind, 0)
         self._logger.log(level, message, extra={**extra, "held_back": held} if held else extra)
+
+    def _flush_later(
+        self, delay: float, level: int, kind: Hashable, message: str, extra: dict[str, Any]
+    ) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop here: the next line of this kind carries the count
+            return
+
+        def flush() -> None:
+            if self._held.get(kind):
+                self._write(self._clock(), level, kind, message, extra)
+
+        loop.call_later(max(delay, 0.0), flush)
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:

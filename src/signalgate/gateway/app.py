@@ -58,8 +58,10 @@ from signalgate.remediation.store import (
 
 # alerts of one webhook decided at once (beyond the store's pool size this only queues)
 WEBHOOK_CONCURRENCY = 16
-# full-size webhooks decided at once (their bytes together: any mix of sizes)
-FULL_WEBHOOKS_AT_ONCE = 8
+# full-size webhooks decided at once (their bytes together: any mix of sizes). A full one
+# takes 3-5 s of one core here: more at once pass the processing deadline together (504,
+# with part of each stored), and their alerts take ~55 MiB of memory each
+FULL_WEBHOOKS_AT_ONCE = 2
 
 log = logging.getLogger("signalgate.gateway")
 refused_alerts = SampledLog(log)  # an invalid alert of a webhook: once in a while, with a count

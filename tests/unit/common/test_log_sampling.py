@@ -3,6 +3,7 @@ client cannot fill the logs by sending garbage."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -53,3 +54,16 @@ def test_a_line_every_request_can_cause_is_written_once_per_kind_and_interval(
         sampled.log(logging.WARNING, (503, "service-unavailable"), "request failed", {})
     lines = [(r.getMessage(), getattr(r, "held_back", 0)) for r in caplog.records]
     assert lines == [("request failed", 0), ("request refused", 0), ("request failed", 999)]
+
+
+async def test_a_burst_that_ends_still_gets_its_count(caplog: pytest.LogCaptureFixture) -> None:
+    """The count held back was written only with the next line of its kind: a burst that
+    simply ended (100 answers of 504, then quiet) never showed. Its interval's end writes it."""
+    logger = logging.getLogger("test.sampled.burst")
+    sampled = SampledLog(logger, interval=0.05)
+    with caplog.at_level(logging.INFO, logger="test.sampled.burst"):
+        for _ in range(100):
+            sampled.log(logging.WARNING, (504, "gateway-timeout"), "request failed", {})
+        await asyncio.sleep(0.2)
+    lines = [(r.getMessage(), getattr(r, "held_back", 0)) for r in caplog.records]
+    assert lines == [("request failed", 0), ("request failed", 99)]

@@ -168,8 +168,8 @@ def test_what_kubernauts_writers_send_is_taken() -> None:
     assert event.fields["error_message"] == "\x1b[31mfailed\x1b[0m \x85"
     assert "field_from_a_newer_schema" not in event.fields  # ignored, not stored
     assert "parent_event_date" not in event.fields
-    assert validate_event(body(actor_ip="::FFFF:0A00:0001"), NOW).fields["actor_ip"] == (
-        "::ffff:a00:1"
+    assert validate_event(body(actor_ip="::FFFF:10.0.0.1"), NOW).fields["actor_ip"] == (
+        "::FFFF:10.0.0.1"  # as written: a normal form differs between Python versions
     )
     with pytest.raises(InvalidEvents) as caught:
         validate_event(body(parent_event_id=parent, parent_event_date="yesterday"), NOW)
