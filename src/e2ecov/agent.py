@@ -199,14 +199,23 @@ class Agent:
             and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
         ):
             signal.signal(signal.SIGTERM, self._on_signal)
-        os.register_at_fork(after_in_child=self._after_fork_in_child)
+        os.register_at_fork(
+            before=self._before_fork,
+            after_in_parent=self._after_fork_in_parent,
+            after_in_child=self._after_fork_in_child,
+        )
 
     def _saving_before(self, exec_function: Any) -> Any:
         def exec_with_save(*args: Any) -> Any:
-            # a save, not the final one: an exec that fails leaves this process running on
             with contextlib.suppress(Exception):
                 self.save("exec")
-            return exec_function(*args)
+            try:
+                return exec_function(*args)
+            except BaseException:
+                # the process runs on: that save was not its last (its exit or a loss is)
+                with contextlib.suppress(Exception):
+                    self.save("exec failed")
+                raise
 
         return exec_with_save
 
@@ -257,12 +266,25 @@ class Agent:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
+    def _before_fork(self) -> None:
+        """No fork in the middle of a save (the autosave thread's): the locks the save holds
+        — this agent's, coverage.py's data lock, SQLite's — would stay held in the child,
+        and its own saves (at `os._exit`) would wait on them for good."""
+        self._lock.acquire()
+
+    def _after_fork_in_parent(self) -> None:
+        self._lock.release()
+
     def _after_fork_in_child(self) -> None:
         """A forked child measures on with its own data file, socket and ledger.
 
         SIGTERM/SIGINT are held back until that is done: a pool terminated right after the fork
         would otherwise save under the parent's name.
         """
+        if _in_subprocess_child():
+            # it execs the program subprocess was asked to run, or exits: no Python runs
+            self._lock = threading.Lock()  # (the parent's was taken for the fork)
+            return
         held = {signal.SIGTERM, signal.SIGINT}
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
@@ -465,6 +487,19 @@ class Agent:
                 self.save("autosave")
             except Exception as exc:
                 sys.stderr.write(f"e2ecov: autosave failed in pid {os.getpid()}: {exc}\n")
+
+
+def _in_subprocess_child() -> bool:
+    """Whether this fork is `subprocess`'s (a `preexec_fn` makes Python run the fork hooks in
+    its child): that child runs no Python of the service — it execs the program or exits —
+    so announcing it would report a process that never saves as a loss."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "_execute_child" and code.co_filename.endswith("subprocess.py"):
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 _AGENT: Agent | None = None

@@ -55,17 +55,14 @@ def refuse_running_stack(artifacts: Path) -> None:
     if not previous.get("kept") and not unfinished:
         return
     owner = previous.get("e2ecov") or {}
-    owner_pid = owner.get("pid")
-    still_running = isinstance(owner_pid, int) and procs.start_time(owner_pid) == owner.get(
-        "started", -1
-    )
-    if unfinished and still_running:
+    if unfinished and procs.still_running(owner):
         raise UsageError(
-            f"{artifacts} is in use by another e2ecov run (run {run_id}, pid {owner_pid}); "
+            f"{artifacts} is in use by another e2ecov run (run {run_id}, pid {owner.get('pid')}); "
             "wait for it to end, or give this run other --artifacts"
         )
-    pgids = [s["pgid"] for s in previous.get("services", {}).values() if s.get("pgid")]
-    running = {p for p in pgids if procs.alive(p)} | (procs.marked(run_id) if run_id else set())
+    # only processes carrying the run's mark count: the pids in an old run.json (restored
+    # from a cache, or from before a reboot) may be anyone's now
+    running = procs.marked(run_id) if run_id else set()
     if not running:
         return
     if previous.get("kept"):

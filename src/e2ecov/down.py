@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2ecov import protocol, runjson
+from e2ecov import procs, protocol, runjson
 from e2ecov.errors import UsageError
 from e2ecov.services import StopTarget, stop
 
@@ -31,15 +31,26 @@ def down(artifacts: Path) -> DownResult:
             f"no run.json in {artifacts}: nothing to stop "
             "(was the run started with this --artifacts?)"
         )
+    run_id = str(record.get("run_id", ""))
+    owner = record.get("e2ecov") or {}
+    if record.get("exit_code") is None and procs.still_running(owner):
+        raise UsageError(
+            f"run {run_id} in {artifacts} is still going on (e2ecov pid {owner.get('pid')}): "
+            "interrupt it (Ctrl-C, SIGTERM) and it stops its stack itself"
+        )
     control_dir = Path(record.get("control_dir") or "/nonexistent")
     if control_dir.is_dir():
         protocol.broadcast(control_dir, "save")
-    run_id = str(record.get("run_id", ""))
     targets: list[StopTarget] = []
     stopped: list[str] = []
     gone: list[str] = []
     for name, svc in record.get("services", {}).items():
-        target = StopTarget(name, svc.get("pgid"), float(svc.get("grace") or 10.0), run_id)
+        # a recorded group is signalled only while it holds this run's processes: its id
+        # may be another program's by now
+        pgid = svc.get("pgid")
+        if pgid and run_id and not procs.group_marked(int(pgid), run_id):
+            pgid = None
+        target = StopTarget(name, pgid, float(svc.get("grace") or 10.0), run_id)
         if target.members():
             targets.append(target)
             stopped.append(f"{name} (pid {svc.get('pgid')})")

@@ -68,6 +68,13 @@ def alive(pid: int) -> bool:
     return proc is not None and proc.alive
 
 
+def still_running(owner: dict[str, object]) -> bool:
+    """Whether the process a run.json names as its e2ecov (`{"pid", "started"}`) is the same
+    process and still there (a reused pid has another start time)."""
+    pid, started = owner.get("pid"), owner.get("started")
+    return isinstance(pid, int) and started is not None and start_time(pid) == started
+
+
 def start_time(pid: int) -> int | None:
     """When the process started (clock ticks since boot): with its pid, it names one process
     even after the pid is reused."""
@@ -118,6 +125,15 @@ def marked(run_id: str, service: str | None = None) -> set[int]:
         if service is None or env[ENV_STACK_SERVICE] == service:
             found.add(proc.pid)
     return found
+
+
+def group_marked(pgid: int, run_id: str) -> bool:
+    """Whether the process group holds a live process carrying this run's owner mark: a
+    group id recorded in an old run.json may belong to anyone now (pids are reused)."""
+    return any(
+        proc.alive and proc.pgid == pgid and environ(proc.pid).get(ENV_RUN_ID) == run_id
+        for proc in snapshot().values()
+    )
 
 
 def command_line(pid: int) -> str:

@@ -211,8 +211,9 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
     go_services, unreadable = _go_reports(artifacts, config, go, work)
     groups = data_files(artifacts / "data")
     if not groups and not go_services:
-        why = "\n".join(unreadable) or USUAL_CAUSES
-        raise NoCoverageData(f"no coverage data in {artifacts / 'data'}\n{why}")
+        if unreadable:  # there was data: it could not be read
+            raise NoCoverageData("coverage lost: " + "\n".join(unreadable))
+        raise NoCoverageData(f"no coverage data in {artifacts / 'data'}\n{USUAL_CAUSES}")
     config = dataclasses.replace(
         config, package_dirs=sorted({*config.package_dirs, *package_dirs(artifacts)})
     )

@@ -111,8 +111,6 @@ def _parse_uuid(value: object) -> str:
         raise ValueError("must be a UUID (e.g. 6f1c2f0e-1a2b-4c3d-8e9f-001122334455)") from exc
 
 
-
-
 # The validation context's key for `event_data`'s canonical bytes: serialised once, while
 # checking its size, and reused as the stored text and inside the record's canonical form.
 EVENT_DATA_JSON = "event_data_json"

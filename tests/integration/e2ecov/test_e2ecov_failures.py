@@ -159,6 +159,28 @@ def test_a_forked_child_is_measured_in_the_function_that_forked_it(tmp_path: Pat
     assert handlers["functions"]["alpha"]["summary"]["percent_covered"] == 0.0
 
 
+def test_a_subprocess_with_a_preexec_fn_is_not_a_loss(tmp_path: Path) -> None:
+    """Python runs fork hooks in a `preexec_fn` child, which then execs `/bin/true`: it was
+    announced as a process and reported lost (exit 4)."""
+    stack = write_stack(tmp_path, drive("/preexec"), app_service("app"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    assert "LOST" not in outcome.output
+
+
+def test_forks_during_autosaves_all_save(tmp_path: Path) -> None:
+    """A fork while the autosave thread was saving left its locks held in the child, whose
+    own save at `os._exit` then waited for good (the request waiting on it too)."""
+    stack = write_stack(
+        tmp_path, drive("/many-forks"), app_service("app"), run_extra='autosave = "0.01s"'
+    )
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path, timeout=90)
+    assert outcome.code == 0, outcome.output
+    processes = outcome.run_json()["processes"]
+    assert len(processes) == 61
+    assert all(p["status"] in ("saved", "empty") for p in processes), processes
+
+
 def test_what_ran_before_the_service_re_executed_itself_is_measured(tmp_path: Path) -> None:
     """A launcher that re-executes itself (`os.execv`): the replaced image saves first; it
     was a loss blamed on the later SIGTERM."""

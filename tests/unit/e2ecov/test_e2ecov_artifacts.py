@@ -56,3 +56,37 @@ def test_a_crashed_run_gives_the_previous_files_back(tmp_path: Path) -> None:
     artifacts.stage(tmp_path)
     assert (tmp_path / ".previous" / "coverage.json").read_text() == "good"
     assert (tmp_path / ".previous" / "run.json").read_text() == "good"
+
+
+def test_pids_of_an_old_run_json_that_are_someone_elses_now_are_left_alone(
+    tmp_path: Path,
+) -> None:
+    """A run.json restored from a cache (or from before a reboot) names pids that unrelated
+    programs may hold now: the next run is not refused for them, and `down` does not stop
+    them."""
+    import json
+    import subprocess
+
+    from e2ecov import down as down_module
+    from e2ecov.artifacts import refuse_running_stack
+
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        (tmp_path / "run.json").write_text(
+            json.dumps(
+                {
+                    "run_id": "old-run",
+                    "exit_code": None,
+                    "kept": False,
+                    "e2ecov": {"pid": 999_999_999, "started": 1},
+                    "services": {"svc": {"pid": stranger.pid, "pgid": stranger.pid}},
+                }
+            )
+        )
+        refuse_running_stack(tmp_path)  # nothing of that run is running: no refusal
+        result = down_module.down(tmp_path)
+        assert result.stopped == [] and result.already_gone == ["svc"]
+        assert stranger.poll() is None, "down stopped a process that was not the run's"
+    finally:
+        stranger.kill()
+        stranger.wait()

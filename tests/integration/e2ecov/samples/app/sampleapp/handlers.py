@@ -59,3 +59,20 @@ def before_exec() -> None:
     """Runs only in the image a re-executing service replaces."""
     marker = "before exec"  # pre-exec only
     print(marker, flush=True)
+
+
+def preexec() -> str:
+    """`subprocess` with a `preexec_fn`: Python runs the fork hooks in a child that then
+    execs another program."""
+    subprocess.run(["/bin/true"], preexec_fn=os.setpgrp, check=True)
+    return "preexec"
+
+
+def many_forks() -> str:
+    """Forks that land in the middle of autosaves: each child works, then `os._exit`s."""
+    for _ in range(60):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    return "forked 60"

@@ -17,6 +17,8 @@ ROUTES = {
     "/beta": handlers.beta,
     "/work": handlers.work,
     "/forked": handlers.forked,
+    "/preexec": handlers.preexec,
+    "/many-forks": handlers.many_forks,
 }
 
 
