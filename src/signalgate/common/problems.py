@@ -8,6 +8,7 @@ our errors; both are decided here and nowhere else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -118,5 +119,15 @@ def problem_response(
     )
 
 
+# `<field>: <why>`, the form a 400's detail takes when one field is wrong (a field path has
+# no spaces: `alerts[0].labels.namespace`, `X-Timestamp`, `limit`)
+_FIELD_DETAIL = re.compile(r"^([^\s:]+): (.+)$", re.DOTALL)
+
+
 def validation_error(detail: str, **extra: Any) -> Problem:
+    """400 naming what was wrong. A detail of the form `<field>: <why>` also gives
+    `field_errors` (`{field: why}`), as DataStorage's validation does, so a client can read
+    the field without parsing text — unless the caller passes its own."""
+    if "field_errors" not in extra and (named := _FIELD_DETAIL.match(detail)):
+        extra["field_errors"] = {named.group(1): named.group(2)}
     return Problem(400, "validation-error", detail, extra=extra)

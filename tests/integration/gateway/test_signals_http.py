@@ -551,3 +551,12 @@ def test_refused_requests_log_one_line_in_a_while_not_one_each(tmp_path: Path) -
             assert answer.status_code == 400
         written = gateway.output().count('"msg":"request refused"')
     assert written == 1, written
+
+
+def test_a_400_names_its_field_in_field_errors_too(client: httpx.Client) -> None:
+    """As DataStorage's 400s do: a client reads the field without parsing the detail."""
+    answer = client.post(PROM, json=webhook(alert(pod="fe-1", namespace="Not_A_NS")))
+    body = problem(answer, 400, "validation-error", "alerts[0].labels.namespace")
+    assert list(body["field_errors"]) == ["alerts[0].labels.namespace"]
+    limit = problem(client.get("/api/v1/remediation-requests?limit=0"), 400, "validation-error")
+    assert list(limit["field_errors"]) == ["limit"]
