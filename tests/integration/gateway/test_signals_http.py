@@ -508,7 +508,14 @@ def test_the_bytes_of_webhooks_being_decided_are_bounded_together(tmp_path: Path
                 )
                 for i in range(2)
             ]
-            time.sleep(1.0)
+            deadline = time.monotonic() + 15  # both held webhooks are being decided
+            while (
+                "gateway_inflight_requests 2.0"
+                not in httpx.get(f"{service.ops_url}/metrics", timeout=5).text
+            ):
+                assert time.monotonic() < deadline, "the two webhooks never got in flight"
+                time.sleep(0.05)
+            time.sleep(0.2)
             with service.client() as c:
                 refused = c.post(PROM, content=full("third"), headers=headers)
             problem(refused, 503, "service-unavailable", "bytes of webhooks being decided")
@@ -546,11 +553,13 @@ def test_refused_requests_log_one_line_in_a_while_not_one_each(tmp_path: Path) -
     from tests.support.services import gateway_process
 
     with gateway_process(tmp_path).start() as gateway, gateway.client() as c:
+        started = time.monotonic()
         for i in range(300):
             answer = c.post(PROM, json=webhook(alert(pod=f"x-{i}", namespace="Not_A_NS")))
             assert answer.status_code == 400
+        intervals = 1 + int((time.monotonic() - started) // 10)  # one line per 10 s at most
         written = gateway.output().count('"msg":"request refused"')
-    assert written == 1, written
+    assert 1 <= written <= intervals, (written, intervals)
 
 
 def test_a_400_names_its_field_in_field_errors_too(client: httpx.Client) -> None:
