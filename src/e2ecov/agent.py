@@ -120,10 +120,8 @@ class Agent:
         """Start measuring and serving; called once per process (and again after fork)."""
         import coverage
 
-        self.pid = os.getpid()
-        self.token = secrets.token_hex(4)
+        suffix = self._new_identity()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        suffix = f"{self.settings.service}.{self.pid}.{self.token}"
         existing = [s for s in self.settings.source if os.path.isdir(s)]
         cov = coverage.Coverage(
             data_file=str(self.settings.data_dir / protocol.DATA_PREFIX),
@@ -146,6 +144,12 @@ class Agent:
             cov.switch_context(self.context)
         self.core = self._core_name(cov)
         self._announce(suffix)
+
+    def _new_identity(self) -> str:
+        """This process's pid and a fresh token; the suffix of its data file and ledger."""
+        self.pid = os.getpid()
+        self.token = secrets.token_hex(4)
+        return f"{self.settings.service}.{self.pid}.{self.token}"
 
     def _announce(self, suffix: str) -> None:
         """This process's ledger record, control socket and autosave (after a start, and in a
@@ -322,9 +326,7 @@ class Agent:
         data = getattr(self._cov, "_data", None)
         if data is None or not isinstance(getattr(data, "_suffix", None), str):
             return False
-        self.pid = os.getpid()
-        self.token = secrets.token_hex(4)
-        suffix = f"{self.settings.service}.{self.pid}.{self.token}"
+        suffix = self._new_identity()
         data._suffix = suffix
         self._announce(suffix)
         return True

@@ -17,12 +17,10 @@ next run restores it first.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
-from typing import Any
 
-from e2ecov import procs
+from e2ecov import procs, runjson
 from e2ecov.errors import UsageError
 
 FAILED_RUN = "failed-run"
@@ -35,29 +33,20 @@ ENTRIES = (
 REPORT_MARK = "coverage.json"  # present exactly when a run's reports were written
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def refuse_running_stack(artifacts: Path) -> None:
     """The previous run's stack must be stopped before this run starts in the same directory:
     a stack kept by `--keep`, a run still going on, or the stack of a run whose e2ecov was
     killed (nothing stopped it; its files would be set aside under it)."""
-    previous = _read_json(artifacts / "run.json")
+    previous = runjson.read(artifacts)
     if not previous:
         return
     run_id = str(previous.get("run_id", ""))
     unfinished = previous.get("exit_code") is None
     if not previous.get("kept") and not unfinished:
         return
-    owner = previous.get("e2ecov") or {}
-    if unfinished and procs.still_running(owner):
+    if (owner := runjson.going_on(previous)) is not None:
         raise UsageError(
-            f"{artifacts} is in use by another e2ecov run (run {run_id}, pid {owner.get('pid')}); "
+            f"{artifacts} is in use by another e2ecov run (run {run_id}, pid {owner}); "
             "wait for it to end, or give this run other --artifacts"
         )
     # only processes carrying the run's mark count: the pids in an old run.json (restored

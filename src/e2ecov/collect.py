@@ -30,6 +30,8 @@ class ProcessOutcome:
     data_file: str
     last_save: float | None
     core: str
+    # saved, then killed after its grace period: what it ran after that save is not counted
+    cut_short: bool = False
 
     @property
     def is_loss(self) -> bool:
@@ -57,10 +59,17 @@ def judge(
     who = f"{record.service} pid {record.pid}"
     last = saves[-1] if saves else None
 
-    def outcome(status: str, message: str) -> ProcessOutcome:
+    def outcome(status: str, message: str, cut_short: bool = False) -> ProcessOutcome:
         last_time = float(last["time"]) if last else None
         return ProcessOutcome(
-            record.service, record.pid, status, message, record.data_file, last_time, record.core
+            record.service,
+            record.pid,
+            status,
+            message,
+            record.data_file,
+            last_time,
+            record.core,
+            cut_short,
         )
 
     if final:
@@ -72,6 +81,7 @@ def judge(
                 "saved",
                 f"{who} saved at {final[-1]['reason']} ({_clock(final[-1]['time'])}), then "
                 f"{how}: what it ran after that (its shutdown) is not counted",
+                cut_short=True,
             )
         return outcome("saved", f"{who} saved at {final[-1]['reason']}")
     cause = how or "ended without a final save (killed by a signal, or crashed)"
@@ -103,7 +113,7 @@ def silent_services(measured: list[str], found: list[ProcessOutcome]) -> list[st
 
 def cut_short(found: list[ProcessOutcome]) -> list[str]:
     """Processes killed after the flush's live save: their shutdown went unmeasured."""
-    return [o.message for o in found if o.status == "saved" and "not counted" in o.message]
+    return [o.message for o in found if o.cut_short]
 
 
 def empty_services(found: list[ProcessOutcome]) -> list[str]:

@@ -32,10 +32,9 @@ def down(artifacts: Path) -> DownResult:
             "(was the run started with this --artifacts?)"
         )
     run_id = str(record.get("run_id", ""))
-    owner = record.get("e2ecov") or {}
-    if record.get("exit_code") is None and procs.still_running(owner):
+    if (owner := runjson.going_on(record)) is not None:
         raise UsageError(
-            f"run {run_id} in {artifacts} is still going on (e2ecov pid {owner.get('pid')}): "
+            f"run {run_id} in {artifacts} is still going on (e2ecov pid {owner}): "
             "interrupt it (Ctrl-C, SIGTERM) and it stops its stack itself"
         )
     control_dir = Path(record.get("control_dir") or "/nonexistent")

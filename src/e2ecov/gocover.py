@@ -294,9 +294,7 @@ def report(
     shutil.rmtree(merged, ignore_errors=True)
     merged.mkdir(parents=True)
     warnings: list[str] = []
-    done = _run([tool, "tool", "covdata", "merge", f"-i={covdir}", f"-o={merged}"])
-    if done.returncode != 0:
-        raise RuntimeError(f"go tool covdata merge for {name}: {done.stderr.strip()}")
+    _checked(name, _run([tool, "tool", "covdata", "merge", f"-i={covdir}", f"-o={merged}"]))
     profile = work / f"go-{name}.cov"
     _checked(name, _run([tool, "tool", "covdata", "textfmt", f"-i={merged}", f"-o={profile}"]))
     files = parse_profile(profile.read_text(), modules, display_root)

@@ -33,6 +33,7 @@ class Process:
     ppid: int
     pgid: int
     state: str
+    started: int  # clock ticks since boot: with the pid, it names one process for good
 
     @property
     def alive(self) -> bool:
@@ -46,9 +47,9 @@ def _stat(pid: int) -> Process | None:
     except OSError:
         return None
     fields = text[text.rfind(")") + 2 :].split()
-    if len(fields) < 3:
+    if len(fields) < 20:
         return None
-    return Process(pid, int(fields[1]), int(fields[2]), fields[0])
+    return Process(pid, int(fields[1]), int(fields[2]), fields[0], int(fields[19]))
 
 
 def snapshot() -> dict[int, Process]:
@@ -78,12 +79,8 @@ def still_running(owner: dict[str, object]) -> bool:
 def start_time(pid: int) -> int | None:
     """When the process started (clock ticks since boot): with its pid, it names one process
     even after the pid is reused."""
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rfind(")") + 2 :].split()
-    return int(fields[19]) if len(fields) > 19 else None
+    proc = _stat(pid)
+    return None if proc is None else proc.started
 
 
 def descendants(roots: Iterable[int], table: dict[int, Process] | None = None) -> set[int]:

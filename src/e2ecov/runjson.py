@@ -104,10 +104,19 @@ class RunRecord:
         return path
 
 
+def going_on(record: dict[str, Any]) -> int | None:
+    """The pid of the e2ecov process of a run that has not ended yet and is still there (its
+    start time matches: a reused pid is someone else); None otherwise."""
+    owner = record.get("e2ecov") or {}
+    if record.get("exit_code") is None and procs.still_running(owner):
+        return int(owner["pid"])
+    return None
+
+
 def read(artifacts: Path) -> dict[str, Any] | None:
-    path = artifacts / "run.json"
+    """The run record in `artifacts`, or None when there is none (or it is not one)."""
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
+        data = json.loads((artifacts / "run.json").read_text())
     except (OSError, ValueError):
         return None
-    return data
+    return data if isinstance(data, dict) else None

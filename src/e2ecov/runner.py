@@ -554,13 +554,9 @@ class Run:
             if svc.spec.go_build:
                 self.progress.info(f"{name}: go build -cover {svc.spec.go_build}")
                 output = Path(go_binary(self.out, name))
-                # the run's mark on the build: one left running by a killed e2ecov is
-                # found (the next run refuses, `e2ecov down` stops it)
-                marks = {protocol.ENV_RUN_ID: self.run_id, protocol.ENV_STACK_SERVICE: name}
-                error = gocover.build(
-                    name, svc.spec.go_build, svc.spec.cwd, output,
-                    env={**clean_environ(), **svc.env_added, **marks},
-                )  # fmt: skip
+                # in the service's environment, with the run's mark: a build left running by
+                # a killed e2ecov is found (the next run refuses, `e2ecov down` stops it)
+                error = gocover.build(name, svc.spec.go_build, svc.spec.cwd, output, svc.env)
                 if error:
                     problems.append(error)
         return problems

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import re
 import threading
@@ -58,6 +59,8 @@ RECENT_BYTES = 8 * 1024 * 1024
 # before a write is tried again: each refused signal touches nothing, where each one let
 # through is decided in the store first and then answered 503 by the failing journal
 FAILURE_HOLD = 1.0
+# the Retry-After of an answer refused for a failing journal: when its hold is over
+FAILURE_RETRY_AFTER = math.ceil(FAILURE_HOLD)
 
 
 def worker_journal(base: Path, index: int) -> Path:

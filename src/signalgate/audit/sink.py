@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from signalgate.audit.journal import FAILURE_HOLD, Journal, JournalUnavailable
+from signalgate.audit.journal import FAILURE_RETRY_AFTER, Journal, JournalUnavailable
 from signalgate.audit.relay import Relay
 from signalgate.audit.settings import AuditSettings, DeliverySettings
 from signalgate.common.audit import Refusal
@@ -112,7 +111,7 @@ class JournalAuditSink:
             return Refusal(
                 "journal_failing",
                 f"the audit journal cannot write: {self.journal.last_failure}",
-                math.ceil(FAILURE_HOLD),
+                FAILURE_RETRY_AFTER,
             )
         return None
 

@@ -91,6 +91,38 @@ class _LifecycleOnce(logging.Filter):
         return True
 
 
+class _PerKindInterval:
+    """One of each kind per `interval` seconds, the rest counted: what both samplers below
+    decide. Kinds must come from a closed set (they are kept)."""
+
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[Hashable, float] = {}
+        self._held: dict[Hashable, int] = {}
+
+    def admit(self, kind: Hashable) -> int | None:
+        """None when this one is held back (counted); else how many were held back since
+        the last one admitted."""
+        last = self._last.get(kind)
+        if last is not None and self._clock() - last < self.interval:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return None
+        return self.release(kind)
+
+    def release(self, kind: Hashable) -> int:
+        """Admit one now: the count held back until now (the interval starts again)."""
+        self._last[kind] = self._clock()
+        return self._held.pop(kind, 0)
+
+    def held(self, kind: Hashable) -> int:
+        return self._held.get(kind, 0)
+
+    def left(self, kind: Hashable) -> float:
+        """Seconds until the kind's interval ends."""
+        return max(self._last[kind] + self.interval - self._clock(), 0.0)
+
+
 # uvicorn warns once for every malformed request it refuses: any client that reaches the port
 # could add log lines at will. These are passed once per kind and interval, saying how many
 # were held back since the last one.
@@ -112,23 +144,16 @@ class _ClientMistakesSampled(logging.Filter):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        self._interval = interval
-        self._clock = clock
-        self._last: dict[str, float] = {}  # keyed by the kind: bounded by _CLIENT_MISTAKES
-        self._held: dict[str, int] = {}
+        self._sampled = _PerKindInterval(interval, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         kind = next((k for k in _CLIENT_MISTAKES if message.startswith(k)), None)
         if kind is None:
             return True
-        now = self._clock()
-        last = self._last.get(kind)
-        if last is not None and now - last < self._interval:
-            self._held[kind] = self._held.get(kind, 0) + 1
+        held = self._sampled.admit(kind)
+        if held is None:
             return False
-        self._last[kind] = now
-        held = self._held.pop(kind, 0)
         if held:
             record.msg, record.args = f"{message} ({held} more since the last one)", ()
         return True
@@ -154,44 +179,31 @@ class SampledLog:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._logger = logger
-        self._interval = interval
-        self._clock = clock
-        self._last: dict[Hashable, float] = {}
-        self._held: dict[Hashable, int] = {}
+        self._sampled = _PerKindInterval(interval, clock)
 
     def log(self, level: int, kind: Hashable, message: str, extra: dict[str, Any]) -> None:
         if not self._logger.isEnabledFor(level):
             return
-        now = self._clock()
-        last = self._last.get(kind)
-        if last is not None and now - last < self._interval:
-            held = self._held.get(kind, 0) + 1
-            self._held[kind] = held
-            if held == 1:  # the first held back this interval: its count is written at its end
-                self._flush_later(last + self._interval - now, level, kind, message, extra)
-            return
-        self._write(now, level, kind, message, extra)
+        held = self._sampled.admit(kind)
+        if held is not None:
+            self._write(level, message, extra, held)
+        elif self._sampled.held(kind) == 1:  # the first held back: its count at the end
+            self._flush_later(level, kind, message, extra)
 
-    def _write(
-        self, now: float, level: int, kind: Hashable, message: str, extra: dict[str, Any]
-    ) -> None:
-        self._last[kind] = now
-        held = self._held.pop(kind, 0)
+    def _write(self, level: int, message: str, extra: dict[str, Any], held: int) -> None:
         self._logger.log(level, message, extra={**extra, "held_back": held} if held else extra)
 
-    def _flush_later(
-        self, delay: float, level: int, kind: Hashable, message: str, extra: dict[str, Any]
-    ) -> None:
+    def _flush_later(self, level: int, kind: Hashable, message: str, extra: dict[str, Any]) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop here: the next line of this kind carries the count
             return
 
         def flush() -> None:
-            if self._held.get(kind):
-                self._write(self._clock(), level, kind, message, extra)
+            if self._sampled.held(kind):
+                self._write(level, message, extra, self._sampled.release(kind))
 
-        loop.call_later(max(delay, 0.0), flush)
+        loop.call_later(self._sampled.left(kind), flush)
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:

@@ -124,6 +124,11 @@ def problem_response(
 _FIELD_DETAIL = re.compile(r"^([^\s:]+): (.+)$", re.DOTALL)
 
 
+def service_unavailable(detail: str, retry_after: int = 5) -> Problem:
+    """503 with `Retry-After`: nothing was done, and trying again later may succeed."""
+    return Problem(503, "service-unavailable", detail, headers={"Retry-After": str(retry_after)})
+
+
 def validation_error(detail: str, **extra: Any) -> Problem:
     """400 naming what was wrong. A detail of the form `<field>: <why>` also gives
     `field_errors` (`{field: why}`), as DataStorage's validation does, so a client can read

@@ -53,7 +53,8 @@ AUDIT_TEXT = TextRule(_NUL, _NUL_HINT, "NUL cannot be stored; other characters c
 
 
 def _refuse(field: str, value: str, rule: TextRule = SERVICE_TEXT) -> Problem:
-    character = _TARGET_CONTROL.search(value)
+    # the character the rule refuses (a path's tab is not a body's, which may keep it)
+    character = rule.refused.search(value) or _TARGET_CONTROL.search(value)
     code = f"U+{ord(character.group()):04X}" if character else "a control character"
     return validation_error(
         f"{field}: contains the control character {code}; remove it ({rule.what})",

@@ -25,7 +25,7 @@ from signalgate.common.http import (
     require_media_type,
 )
 from signalgate.common.ops import probe_routes
-from signalgate.common.problems import Problem, validation_error
+from signalgate.common.problems import Problem, service_unavailable, validation_error
 from signalgate.common.text import AUDIT_TEXT
 from signalgate.datastorage.capabilities import CAPABILITIES_PATH, capabilities_document
 from signalgate.datastorage.errors import (
@@ -284,12 +284,7 @@ def _translate(exc: Exception) -> Problem | None:
             if isinstance(exc, ParentsUnconfirmed)
             else "the audit database is unavailable; retry later"
         )
-        return Problem(
-            503,
-            "service-unavailable",
-            detail,
-            headers={"Retry-After": "5"},
-        )
+        return service_unavailable(detail)
     return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,3 +60,12 @@ def row_to_event(row: Row) -> dict[str, Any]:
             value = str(value)  # uuid.UUID
         event[name] = value
     return event
+
+
+def rows_by_chain(rows: Iterable[Row]) -> dict[str, list[dict[str, Any]]]:
+    """Rows (in write order within each chain) → each correlation id's events, as read."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        event = row_to_event(row)
+        found.setdefault(event["correlation_id"], []).append(event)
+    return found

@@ -28,7 +28,13 @@ from signalgate.common.sql.dsn import redact
 from signalgate.common.sql.migrations import postgres_migrate, postgres_version
 from signalgate.datastorage import migrations
 from signalgate.datastorage.chain import canonical
-from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, column_values, row_to_event
+from signalgate.datastorage.columns import (
+    COLUMNS,
+    SELECT_LIST,
+    column_values,
+    row_to_event,
+    rows_by_chain,
+)
 from signalgate.datastorage.errors import SchemaBehind, StoreUnavailable
 from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.migrations import SCHEMA
@@ -222,12 +228,8 @@ class PostgresAuditStore:
         return None if row is None else ChainHead(int(row["event_count"]), row["event_hash"])
 
     async def chains(self, correlation_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        found: dict[str, list[dict[str, Any]]] = {}
         async with self._connection("chain read") as conn:
-            for row in await conn.fetch(_CHAINS_SQL, list(correlation_ids)):
-                event = row_to_event(row)
-                found.setdefault(event["correlation_id"], []).append(event)
-        return found
+            return rows_by_chain(await conn.fetch(_CHAINS_SQL, list(correlation_ids)))
 
     async def heads(self, correlation_ids: Sequence[str]) -> dict[str, ChainHead]:
         async with self._connection("chain head read") as conn:

@@ -21,7 +21,13 @@ from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.common.sql.sqlite_thread import SqliteThread
 from signalgate.common.sql.sqlite_wal import use_wal
 from signalgate.datastorage.chain import canonical, format_timestamp
-from signalgate.datastorage.columns import COLUMNS, SELECT_LIST, column_values, row_to_event
+from signalgate.datastorage.columns import (
+    COLUMNS,
+    SELECT_LIST,
+    column_values,
+    row_to_event,
+    rows_by_chain,
+)
 from signalgate.datastorage.errors import StoreUnavailable
 from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.migrations import SCHEMA
@@ -106,12 +112,12 @@ class SqliteAuditStore:
 
     async def chains(self, correlation_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         wanted = list(correlation_ids)
-        rows = await self._run("chain read", lambda conn: _chains(conn, wanted))
-        found: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            event = row_to_event(row)
-            found.setdefault(event["correlation_id"], []).append(event)
-        return found
+        select = f"SELECT {SELECT_LIST} FROM audit_events"
+        rows = await self._run(
+            "chain read",
+            lambda conn: _fetch_in(conn, select, "correlation_id", wanted, "correlation_id, seq"),
+        )
+        return rows_by_chain(rows)
 
     async def heads(self, correlation_ids: Sequence[str]) -> dict[str, ChainHead]:
         wanted = list(correlation_ids)
@@ -176,29 +182,18 @@ def _heads(conn: sqlite3.Connection, correlation_ids: Sequence[str]) -> dict[str
     return heads
 
 
-def _chains(conn: sqlite3.Connection, correlation_ids: Sequence[str]) -> list[sqlite3.Row]:
-    """The rows of several chains, each in write order (chunks under the parameter limit)."""
-    found: list[sqlite3.Row] = []
-    for start in range(0, len(correlation_ids), 500):
-        chunk = list(correlation_ids[start : start + 500])
-        marks = ", ".join("?" for _ in chunk)
-        found += conn.execute(
-            f"SELECT {SELECT_LIST} FROM audit_events WHERE correlation_id IN ({marks}) "
-            "ORDER BY correlation_id, seq",
-            chunk,
-        ).fetchall()
-    return found
-
-
 def _fetch_in(
-    conn: sqlite3.Connection, select: str, column: str, values: Sequence[str]
+    conn: sqlite3.Connection, select: str, column: str, values: Sequence[str], order: str = ""
 ) -> list[sqlite3.Row]:
-    """`WHERE column IN (...)` in chunks under SQLite's parameter limit."""
+    """`WHERE column IN (...)` in chunks under SQLite's parameter limit (each chunk sorted
+    by `order`, when given: rows of one value stay together in one chunk)."""
     found: list[sqlite3.Row] = []
+    ordered = f" ORDER BY {order}" if order else ""
     for start in range(0, len(values), 500):
         chunk = list(values[start : start + 500])
         marks = ", ".join("?" for _ in chunk)
-        found.extend(conn.execute(f"{select} WHERE {column} IN ({marks})", chunk).fetchall())
+        sql = f"{select} WHERE {column} IN ({marks}){ordered}"
+        found.extend(conn.execute(sql, chunk).fetchall())
     return found
 
 

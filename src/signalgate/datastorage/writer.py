@@ -96,9 +96,14 @@ class AuditWriter:
             raise
 
     async def _decide(self, events: Sequence[AuditEvent]) -> WriteOutcome:
-        queued = await self._already_queued(events)
-        if queued:
-            return await self._behind_queued(events, queued)
+        if queued := await self._already_queued(events):
+            # behind the letters of its ids, not into the database before them: the first
+            # write of an id stands even while it waits for replay (written now, a different
+            # second write would win, and the acknowledged first be refused as a conflict);
+            # the replay stores the first, then the second is the same or a conflict
+            return await self._queue_behind(
+                events, list(queued.values()), f"earlier writes of {len(queued)} of their ids"
+            )
         try:
             result = await self._store.write(events)
         except StoreUnavailable as store_error:
@@ -174,18 +179,6 @@ class AuditWriter:
             return await self._dlq.waiting({event.event_id for event in events})
         except DeadLetterUnavailable:
             return {}
-
-    async def _behind_queued(
-        self, events: Sequence[AuditEvent], queued: dict[str, float]
-    ) -> WriteOutcome:
-        """The batch goes into the queue behind the letters of its ids, not into the database
-        before them: the first write of an id stands even while it waits for replay (written
-        now, a different second write would win and the acknowledged first would be refused
-        as a conflict). The replay then stores the first, and the second is the same (stored
-        once) or a conflict (dead-lettered)."""
-        return await self._queue_behind(
-            events, list(queued.values()), f"earlier writes of {len(queued)} of their ids"
-        )
 
     async def _queue_behind(
         self, events: Sequence[AuditEvent], ahead: Sequence[float], what: str

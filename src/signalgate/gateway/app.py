@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Scope
 
-from signalgate.audit.journal import FAILURE_HOLD, JournalUnavailable
+from signalgate.audit.journal import FAILURE_RETRY_AFTER, JournalUnavailable
 from signalgate.common.http import (
     JSON,
     api_app,
@@ -31,7 +30,7 @@ from signalgate.common.http import (
     require_media_type,
 )
 from signalgate.common.logging import SampledLog
-from signalgate.common.problems import Problem, validation_error
+from signalgate.common.problems import Problem, service_unavailable, validation_error
 from signalgate.gateway import responses
 from signalgate.gateway.adapters.alertmanager import parse_webhook
 from signalgate.gateway.adapters.identity import is_dns1123_label
@@ -116,34 +115,17 @@ class GatewayAPI:
     ) -> Response:
         await self.service.auth.authorize(request.headers.get("authorization"), "signals:write")
         if refused := self.service.signal_refusal():
-            raise Problem(
-                503,
-                "service-unavailable",
+            raise service_unavailable(
                 f"{refused.message}; signals are refused, nothing was stored; retry later",
-                headers={"Retry-After": str(refused.retry_after)},
+                refused.retry_after,
             )
         require_media_type(request.scope)
         # the slot is taken once the body is in: a slow sender holds no slot, only its timeout
         body = await read_body(request.scope, request.receive, self.max_body, self.body_timeout)
-        # 503, not 429: Alertmanager retries a 5xx with backoff, but gives a 429 up until
-        # the group's next flush (`group_interval`, five minutes by default)
-        if self.inflight >= self.max_inflight:
-            raise Problem(
-                503,
-                "service-unavailable",
-                f"more than {self.max_inflight} signal requests in flight "
-                "(server.maxConcurrentRequests); nothing was stored; retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        if self.inflight and self.inflight_bytes + len(body) > self.max_inflight_bytes:
-            raise Problem(
-                503,
-                "service-unavailable",
-                f"more than {self.max_inflight_bytes:,} bytes of webhooks being decided "
-                f"({FULL_WEBHOOKS_AT_ONCE} times server.maxBodySize); nothing was stored; "
-                "retry shortly",
-                headers={"Retry-After": "1"},
-            )
+        if busy := self._busy(len(body)):
+            # 503, not 429: Alertmanager retries a 5xx with backoff, but gives a 429 up
+            # until the group's next flush (`group_interval`, five minutes by default)
+            raise service_unavailable(f"{busy}; nothing was stored; retry shortly", 1)
         self.inflight += 1
         self.inflight_bytes += len(body)
         try:
@@ -169,6 +151,20 @@ class GatewayAPI:
         finally:
             self.inflight -= 1
             self.inflight_bytes -= len(body)
+
+    def _busy(self, size: int) -> str:
+        """Why a request of `size` body bytes cannot be decided now, or ""."""
+        if self.inflight >= self.max_inflight:
+            return (
+                f"more than {self.max_inflight} signal requests in flight "
+                "(server.maxConcurrentRequests)"
+            )
+        if self.inflight and self.inflight_bytes + size > self.max_inflight_bytes:
+            return (
+                f"more than {self.max_inflight_bytes:,} bytes of webhooks being decided "
+                f"({FULL_WEBHOOKS_AT_ONCE} times server.maxBodySize)"
+            )
+        return ""
 
     async def _process_all(self, items: list[AdapterItem], deadline: float) -> list[Outcome | str]:
         """Every item's outcome, in input order (an invalid item's is its error). A large
@@ -316,19 +312,9 @@ def _cursor(cursor: str | None) -> str | None:
 def _translate(exc: Exception) -> Problem | None:
     """The Gateway's lower-layer errors → problems: the one place these codes are decided."""
     if isinstance(exc, StoreUnavailable):
-        return Problem(
-            503,
-            "service-unavailable",
-            "the remediation store is unavailable; retry later",
-            headers={"Retry-After": "5"},
-        )
-    if isinstance(exc, JournalUnavailable):  # the journal then refuses for FAILURE_HOLD
-        return Problem(
-            503,
-            "service-unavailable",
-            f"{exc}; retry later",
-            headers={"Retry-After": str(math.ceil(FAILURE_HOLD))},
-        )
+        return service_unavailable("the remediation store is unavailable; retry later")
+    if isinstance(exc, JournalUnavailable):  # the journal then refuses for its hold
+        return service_unavailable(f"{exc}; retry later", FAILURE_RETRY_AFTER)
     if isinstance(exc, ProcessingTimeout):
         return Problem(504, "gateway-timeout", "processing deadline exceeded")
     if isinstance(exc, NotFound):

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from signalgate.common.auth import Principal, authenticated_user_var, bearer_token, unauthorized
-from signalgate.common.problems import Problem
+from signalgate.common.problems import Problem, service_unavailable
 from signalgate.common.ttlcache import TTLCache
 from signalgate.kube.client import KubeClient, KubeError, KubeUnavailable
 from signalgate.kube.settings import KubernetesSettings
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER = "5"
+RETRY_AFTER = 5
 T = TypeVar("T")
 
 
@@ -205,21 +205,17 @@ class KubernetesAuth:
             return await self.client.request("POST", path, body=body)
         except KubeUnavailable as exc:
             log.warning("Kubernetes API unavailable for auth", extra={"error": str(exc)})
-            raise Problem(
-                503,
-                "service-unavailable",
+            raise service_unavailable(
                 "cannot check the token: the Kubernetes API server is unreachable; retry later",
-                headers={"Retry-After": RETRY_AFTER},
+                RETRY_AFTER,
             ) from exc
         except KubeError as exc:
             # e.g. the Gateway's own ServiceAccount may not create reviews: a deployment bug
             log.error("Kubernetes refused an auth review", extra={"error": str(exc)})
-            raise Problem(
-                503,
-                "service-unavailable",
+            raise service_unavailable(
                 "cannot check the token: the Kubernetes API server refused the review "
                 "(does this service's ServiceAccount have the system:auth-delegator role?)",
-                headers={"Retry-After": RETRY_AFTER},
+                RETRY_AFTER,
             ) from exc
 
 
