@@ -35,7 +35,7 @@ lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check src tests bench deploy e2e
 	$(BIN)/ruff format --check src tests bench deploy e2e
 
-typecheck: $(STAMP)  ## mypy --strict over src/ and the deploy tooling
+typecheck: $(STAMP)  ## mypy --strict over src/, the tests, bench/, e2e/ and the deploy tooling
 	$(BIN)/mypy
 	$(BIN)/mypy --strict deploy/kind/up.py
 

@@ -250,7 +250,9 @@ def test_multi_alert_webhook_answers_207_per_alert(gateway: httpx.Client) -> Non
     pod_a, pod_b = unique("api"), unique("api")
     assert fire(gateway, namespace, pod_b).status_code == 201  # so the second is a duplicate
     missing_name = alert(namespace=namespace, pod=unique("api"))
-    del missing_name["labels"]["alertname"]
+    labels = missing_name["labels"]
+    assert isinstance(labels, dict)
+    del labels["alertname"]
     no_target = alert(namespace=namespace, pod="")
     payload = webhook(
         alert(namespace=namespace, pod=pod_a),

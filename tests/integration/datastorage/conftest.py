@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dstools import ADMIN_TOKEN, datastorage_process
 
 from signalgate.datastorage.postgres import PostgresAuditStore
 from signalgate.datastorage.sqlite import SqliteAuditStore
 from signalgate.datastorage.store import AuditStore
+from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process
 from tests.support.services import ServiceProcess
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dstools import ADMIN_TOKEN, datastorage_process, event_body
 
 from e2ecov.recipes import PostgresServer, RedisServer
+from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process, event_body
 from tests.support.services import ServiceProcess
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from dstools import event_body
 from prometheus_client import CollectorRegistry
 
 from e2ecov.recipes import RedisServer
@@ -32,6 +31,7 @@ from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.sqlite import SqliteAuditStore
 from signalgate.datastorage.store import WriteResult
 from signalgate.datastorage.writer import AuditWriter, Written
+from tests.integration.datastorage.dstools import event_body
 
 HOUR = 3600.0
 

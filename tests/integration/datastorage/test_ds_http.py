@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from dstools import READER_TOKEN, WRITER_TOKEN, event_body
 
+from tests.integration.datastorage.dstools import READER_TOKEN, WRITER_TOKEN, event_body
 from tests.support.services import ServiceProcess
 
 BATCH = "/api/v1/audit/events/batch"
@@ -233,9 +233,8 @@ def test_routing_errors_are_problems(ds: httpx.Client) -> None:
 def test_sigterm_drains_and_exits_zero(tmp_path: object) -> None:
     from pathlib import Path
 
-    from dstools import ADMIN_TOKEN, datastorage_process
-
     from e2ecov.recipes import free_port
+    from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process
 
     metrics_address = f"127.0.0.1:{free_port()}"
     process = datastorage_process(
@@ -262,8 +261,7 @@ def test_a_slow_body_gets_408_and_an_unfinished_head_is_closed(tmp_path: object)
     import socket
     from pathlib import Path
 
-    from dstools import datastorage_process
-
+    from tests.integration.datastorage.dstools import datastorage_process
     from tests.support.services import read_answer
 
     process = datastorage_process(

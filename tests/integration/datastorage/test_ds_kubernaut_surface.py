@@ -16,11 +16,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dstools import ADMIN_TOKEN, READER_TOKEN, WRITER_TOKEN, datastorage_process, event_body
 
 from e2ecov.recipes import PostgresServer
 from signalgate.datastorage.capabilities import EXTENSION_EVENT_TYPES, KUBERNAUT_EVENT_TYPES
 from signalgate.datastorage.events import CATEGORIES
+from tests.integration.datastorage.dstools import (
+    ADMIN_TOKEN,
+    READER_TOKEN,
+    WRITER_TOKEN,
+    datastorage_process,
+    event_body,
+)
 from tests.support.services import ServiceProcess
 
 VERIFY = "/api/v1/audit/verify-chain"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import schemathesis
-from dstools import ADMIN_TOKEN
 
+from tests.integration.datastorage.dstools import ADMIN_TOKEN
 from tests.support.openapi import CONFORMANCE_CHECKS, fuzz_settings
 from tests.support.services import ServiceProcess
 
@@ -25,7 +25,7 @@ schema = schemathesis.pytest.from_fixture("datastorage_schema")
 
 
 @schema.parametrize()
-@fuzz_settings(120)
+@fuzz_settings(120)  # type: ignore[untyped-decorator]
 def test_api_conforms_to_its_openapi(case: Any) -> None:
     case.call_and_validate(
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, checks=CONFORMANCE_CHECKS

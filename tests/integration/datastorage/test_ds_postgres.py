@@ -13,12 +13,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from dstools import event_body
 
 from signalgate.datastorage.chain import verify
 from signalgate.datastorage.events import validate_event
 from signalgate.datastorage.postgres import _FIND_SQL, _HEADS_SQL, PostgresAuditStore
 from signalgate.datastorage.sqlite import SqliteAuditStore
+from tests.integration.datastorage.dstools import event_body
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

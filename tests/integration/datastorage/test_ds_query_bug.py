@@ -8,7 +8,8 @@ import asyncio
 from pathlib import Path
 
 import asyncpg
-from dstools import ADMIN_TOKEN, datastorage_process, event_body
+
+from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process, event_body
 
 BATCH = "/api/v1/audit/events/batch"
 

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
-from dstools import event_body
 from prometheus_client import CollectorRegistry
 
 from e2ecov.recipes import RedisServer
@@ -21,6 +21,7 @@ from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.postgres import PostgresAuditStore
 from signalgate.datastorage.sqlite import SqliteAuditStore
+from tests.integration.datastorage.dstools import event_body
 
 KEYS = (STREAM, DEAD_STREAM, DUE_INDEX, EVENT_INDEX)
 
@@ -43,8 +44,8 @@ def events(count: int, correlation_id: str = "rr-q") -> list[AuditEvent]:
 
 async def assert_in_step(queue: RedisDeadLetterQueue) -> None:
     """The indexes name exactly the live letters: one due entry each, event ids → live ids."""
-    live = {_text(key) for key, _ in await queue.redis.xrange(STREAM)}
-    members = await queue.redis.zrange(DUE_INDEX, 0, -1)
+    live = {_text(key) for key, _ in await _entries(queue, STREAM)}
+    members = cast(list[bytes], await queue.redis.zrange(DUE_INDEX, 0, -1))
     assert sorted(_unpad(m) for m in members) == sorted(live)
     for stream_id in (await queue.redis.hgetall(EVENT_INDEX)).values():
         assert _text(stream_id) in live
@@ -53,6 +54,13 @@ async def assert_in_step(queue: RedisDeadLetterQueue) -> None:
 def _unpad(member: bytes) -> str:
     ms, seq = member.decode().split("-")
     return f"{int(ms)}-{int(seq)}"
+
+
+async def _entries(
+    queue: RedisDeadLetterQueue, stream: str
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """A stream's entries as the queue's client (bytes, not decoded) returns them."""
+    return cast(list[tuple[bytes, dict[bytes, bytes]]], await queue.redis.xrange(stream))
 
 
 def _text(value: object) -> str:
@@ -202,7 +210,7 @@ async def test_letters_of_the_previous_version_are_indexed_and_replayed(
             await store.close()
         # the torn entry is buried as it was, for a person to look at; it no longer waits
         assert await upgraded.depth() == 0
-        [(_, dead)] = await upgraded.redis.xrange(DEAD_STREAM)
+        [(_, dead)] = await _entries(upgraded, DEAD_STREAM)
         assert (dead[b"event"], dead[b"reason"]) == (b"{torn", b"invalid")
         await assert_in_step(upgraded)
     finally:
@@ -305,7 +313,7 @@ async def test_an_unreadable_letter_is_buried_not_returned_at_every_poll(
     finally:
         await store.close()
     assert await queue.depth() == 0
-    dead = [fields for _, fields in await queue.redis.xrange(DEAD_STREAM)]
+    dead = [fields for _, fields in await _entries(queue, DEAD_STREAM)]
     assert [(d[b"event"], d[b"reason"]) for d in dead] == [
         (b"[1, 2]", b"invalid"),
         (b"", b"invalid"),

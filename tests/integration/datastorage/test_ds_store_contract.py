@@ -5,17 +5,18 @@ from __future__ import annotations
 import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from dstools import event_body
 
 from signalgate.datastorage.chain import verify
 from signalgate.datastorage.errors import Conflict, MissingParent
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.store import AuditQuery, AuditStore
+from tests.integration.datastorage.dstools import event_body
 
 
-def ev(correlation_id: str = "rr-1", **overrides: object) -> AuditEvent:
+def ev(correlation_id: str = "rr-1", **overrides: Any) -> AuditEvent:
     return validate_event(event_body(correlation_id, **overrides), datetime.now(UTC))
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2ecov_harness import SOURCE, app_service, drive, e2ecov, write_stack
+
+from tests.integration.e2ecov.e2ecov_harness import SOURCE, app_service, drive, e2ecov, write_stack
 
 
 def _alive(pid: int) -> bool:

@@ -12,9 +12,16 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from e2ecov_harness import GOAPP, app_service, e2ecov, get_script, go_service, write_stack
 
 from e2ecov import gocover
+from tests.integration.e2ecov.e2ecov_harness import (
+    GOAPP,
+    app_service,
+    e2ecov,
+    get_script,
+    go_service,
+    write_stack,
+)
 
 pytestmark = pytest.mark.slow
 

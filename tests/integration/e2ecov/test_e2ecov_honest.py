@@ -13,7 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from e2ecov_harness import (
+
+from e2ecov import procs
+from e2ecov.recipes import free_port
+from tests.integration.e2ecov.e2ecov_harness import (
     APP,
     SAMPLES,
     app_service,
@@ -24,9 +27,6 @@ from e2ecov_harness import (
     toml_list,
     write_stack,
 )
-
-from e2ecov import procs
-from e2ecov.recipes import free_port
 
 
 def _alive(pid: int) -> bool:
@@ -302,7 +302,7 @@ def test_health_answered_by_another_process_is_not_healthy(tmp_path: Path) -> No
             svc = _service_run(ours)
             message = foreign_answer(svc, f"http://127.0.0.1:{port}/health")
             assert message is not None and f"held by pid {stale.pid}" in message
-            svc.proc = stale  # type: ignore[assignment]
+            svc.proc = stale
             assert foreign_answer(svc, f"http://127.0.0.1:{port}/health") is None
         finally:
             ours.kill()

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2ecov_harness import app_service, drive, e2ecov, write_stack
+
+from tests.integration.e2ecov.e2ecov_harness import app_service, drive, e2ecov, write_stack
 
 
 def test_failed_tests_exit_1_with_reports_and_diagnostics(tmp_path: Path) -> None:

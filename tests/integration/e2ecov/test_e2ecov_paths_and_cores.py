@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2ecov_harness import APP, drive, e2ecov, toml_list
 
+from tests.integration.e2ecov.e2ecov_harness import APP, drive, e2ecov, toml_list
 from tests.support.pythons import missing_coverage, python312
 
 PY312 = python312()

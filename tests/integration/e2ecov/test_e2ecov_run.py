@@ -10,7 +10,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from e2ecov_harness import SAMPLES, app_service, e2ecov, pytest_command, write_stack
+
+from tests.integration.e2ecov.e2ecov_harness import (
+    SAMPLES,
+    app_service,
+    e2ecov,
+    pytest_command,
+    write_stack,
+)
 
 REPORT_FILES = [
     "e2e-coverage.txt",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -71,9 +72,9 @@ dns_names = st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\Z")
 
 
 @pytest.fixture(scope="module")
-def client(gateway: ServiceProcess) -> httpx.Client:
+def client(gateway: ServiceProcess) -> Iterator[httpx.Client]:
     with gateway.client() as c:
-        yield c  # type: ignore[misc]
+        yield c
 
 
 @SETTINGS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,11 +18,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def two_gateways(tmp_path: Path, postgres_server: PostgresServer) -> list[ServiceProcess]:
+def two_gateways(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[list[ServiceProcess]]:
     dsn = postgres_server.create_database(f"race_{uuid.uuid4().hex[:10]}")
     env = {"SIGNALGATE_STORE__DSN": dsn, "SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1000"}
     services = [gateway_process(tmp_path / f"gw{i}", env=env).start() for i in range(2)]
-    yield services  # type: ignore[misc]
+    yield services
     for service in services:
         service.stop()
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.services import ServiceProcess, alert, free_port, gateway_process, webhook
+from e2ecov.recipes import free_port
+from tests.support.services import ServiceProcess, alert, gateway_process, webhook
 
 PROM = "/api/v1/signals/prometheus"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -16,9 +17,9 @@ EVENTS = "/api/v1/signals/kubernetes-event"
 
 
 @pytest.fixture
-def client(gateway: ServiceProcess) -> httpx.Client:
+def client(gateway: ServiceProcess) -> Iterator[httpx.Client]:
     with gateway.client() as c:
-        yield c  # type: ignore[misc]
+        yield c
 
 
 def test_a_stale_event_names_freshness_tolerance(client: httpx.Client) -> None:

@@ -24,7 +24,7 @@ schema = schemathesis.pytest.from_fixture("gateway_schema")
 
 
 @schema.parametrize()
-@fuzz_settings(100)
+@fuzz_settings(100)  # type: ignore[untyped-decorator]
 def test_api_conforms_to_its_openapi(case: Any) -> None:
     case.call_and_validate(
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, checks=CONFORMANCE_CHECKS

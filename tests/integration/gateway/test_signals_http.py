@@ -7,6 +7,7 @@ import json
 import socket
 import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,9 +34,9 @@ EVENTS = "/api/v1/signals/kubernetes-event"
 
 
 @pytest.fixture
-def client(gateway: ServiceProcess) -> httpx.Client:
+def client(gateway: ServiceProcess) -> Iterator[httpx.Client]:
     with gateway.client() as c:
-        yield c  # type: ignore[misc]
+        yield c
 
 
 def test_created_then_duplicate_response_shapes(client: httpx.Client) -> None:
@@ -249,7 +250,7 @@ def test_one_alert_over_what_a_signal_may_hold_is_named(client: httpx.Client) ->
 def test_413_without_content_length(client: httpx.Client) -> None:
     limit = GatewaySettings().server.max_body_size
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         for _ in range(limit // 1024 + 1):
             yield b" " * 1024
 

@@ -8,6 +8,7 @@ added without a row in `NEEDED` fails here until someone decides what it needs.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from signalgate.common import auth as auth_module
 from signalgate.common.auth import StaticTokenAuth
 from signalgate.common.ops import Readiness, build_ops_app
 from signalgate.datastorage.app import build_api_app as datastorage_app
@@ -156,13 +156,13 @@ def test_tokens_are_compared_in_constant_time(
     tokens.write_text("\n".join(lines) + "\n")
     authenticator = StaticTokenAuth.from_file(tokens, GW_SCOPES)
     compared: list[tuple[bytes, bytes]] = []
-    real = auth_module.hmac.compare_digest
+    real = hmac.compare_digest
 
     def spy(left: bytes, right: bytes) -> bool:
         compared.append((left, right))
         return real(left, right)
 
-    monkeypatch.setattr(auth_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr("signalgate.common.auth.hmac.compare_digest", spy)
     assert authenticator.authenticate("Bearer a").scopes == frozenset({"signals:write"})
     assert len(compared) == 3  # every entry, not stopping at the match
     with pytest.raises(Exception, match="unknown token"):

@@ -171,10 +171,10 @@ def test_headers_whose_meaning_would_be_a_guess_are_refused(
                     + body
                     + b"\r\n0\r\n\r\n"
                 )
-                answer = b""
+                raw_answer = b""
                 while chunk := raw.recv(65536):
-                    answer += chunk
-            assert answer.startswith(b"HTTP/1.1 501 Not Implemented\r\n"), answer[:200]
+                    raw_answer += chunk
+            assert raw_answer.startswith(b"HTTP/1.1 501 Not Implemented\r\n"), raw_answer[:200]
             # the same, each header once and the body plain: accepted
             fine = c.post(path, content=body, headers=[bearer, json_type])
             assert fine.status_code == 201, fine.text

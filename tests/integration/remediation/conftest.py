@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from rrcases import Backend
 
 from e2ecov.kubeapi import KubeAPIServer
 from signalgate.kube.client import KubeClient
@@ -19,6 +18,7 @@ from signalgate.remediation.kubernetes import KubernetesStore
 from signalgate.remediation.postgres import PostgresRemediationStore
 from signalgate.remediation.sqlite import SqliteRemediationStore
 from signalgate.remediation.store import RemediationStore
+from tests.integration.remediation.rrcases import Backend
 
 
 @pytest.fixture(params=["sqlite", "postgres", "kubernetes"])

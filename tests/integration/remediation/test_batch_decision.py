@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from rrcases import later, make_rr
 
 from signalgate.remediation.coalesce import BumpingStore
 from signalgate.remediation.model import MANUAL_REVIEW_OUTCOME, StatusPatch
 from signalgate.remediation.postgres import PostgresRemediationStore
 from signalgate.remediation.sqlite import SqliteRemediationStore
 from signalgate.remediation.store import Decision
+from tests.integration.remediation.rrcases import later, make_rr
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from rrcases import fingerprint, later, make_rr
 
 from e2ecov.kubeapi import KubeAPIServer
 from signalgate.kube.client import KubeClient
@@ -15,6 +14,7 @@ from signalgate.kube.config import config_from_dsn
 from signalgate.remediation.kubernetes import GENERATION_LABEL, KubernetesStore, rr_name
 from signalgate.remediation.model import StatusPatch
 from signalgate.remediation.store import Decision, ListQuery
+from tests.integration.remediation.rrcases import fingerprint, later, make_rr
 
 
 @pytest.fixture

@@ -9,17 +9,19 @@ must show each RR in the new layout, and keep it working.
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
-from rrcases import T0, later, make_rr
 
 from signalgate.remediation.model import SignalResolved
 from signalgate.remediation.postgres import PostgresRemediationStore
 from signalgate.remediation.schema import migrations
 from signalgate.remediation.sqlite import SqliteRemediationStore
 from signalgate.remediation.store import Decision, RemediationStore
+from tests.integration.remediation.rrcases import T0, later, make_rr
 
 OLD_LABELS = (
     '{"app.kubernetes.io/managed-by":"signalgate-gateway",'
@@ -27,7 +29,7 @@ OLD_LABELS = (
 )
 
 
-def old_rows() -> list[tuple[object, ...]]:
+def old_rows() -> list[tuple[str, str, str, datetime | None, dict[str, Any]]]:
     """(name, fingerprint, kind, target namespace, signal_resolved_at, spec) as version 1 had."""
     out = []
     for resource, kind, namespace, resolved in (

@@ -10,9 +10,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from rrcases import later, make_rr
 
 from e2ecov.recipes import PostgresServer, free_port
+from signalgate.common.sql.dsn import redact
 from signalgate.remediation.model import MANUAL_REVIEW_OUTCOME
 from signalgate.remediation.postgres import (
     _DECIDE_MANY,
@@ -21,7 +21,6 @@ from signalgate.remediation.postgres import (
     VERSION_TABLE,
     PostgresRemediationStore,
     _same,
-    redact,
 )
 from signalgate.remediation.rows import TABLE, rr_to_row
 from signalgate.remediation.schema import migrations
@@ -31,8 +30,9 @@ from signalgate.remediation.store import (
     ListQuery,
     StoreUnavailable,
 )
+from tests.integration.remediation.rrcases import later, make_rr
 
-FAST = {"connect_timeout": 2.0, "acquire_timeout": 2.0, "command_timeout": 5.0}
+FAST: dict[str, Any] = {"connect_timeout": 2.0, "acquire_timeout": 2.0, "command_timeout": 5.0}
 
 
 async def test_open_fails_promptly_when_the_server_is_down() -> None:

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from rrcases import later, make_rr
 
 from signalgate.remediation.schema import migrations
 from signalgate.remediation.sqlite import SqliteRemediationStore
@@ -22,6 +21,7 @@ from signalgate.remediation.store import (
     ListQuery,
     StoreUnavailable,
 )
+from tests.integration.remediation.rrcases import later, make_rr
 
 
 async def test_open_sets_wal_and_the_schema_version(tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ _WORKER = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[3])
-    from rrcases import later, make_rr
+    from tests.integration.remediation.rrcases import later, make_rr
     from signalgate.remediation.sqlite import SqliteRemediationStore
 
     async def main() -> None:
@@ -147,7 +147,7 @@ _WORKER = textwrap.dedent(
 @pytest.mark.slow
 async def test_several_processes_share_one_file_race_free(tmp_path: Path) -> None:
     path = tmp_path / "rr.db"
-    here = str(Path(__file__).parent)
+    here = str(Path(__file__).parents[3])  # the checkout: tests.integration... imports
     procs = [
         subprocess.Popen([sys.executable, "-c", _WORKER, str(path), "100", here]) for _ in range(4)
     ]

@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from rrcases import T0, Backend, fingerprint, later, make_rr
 
 from signalgate.remediation.model import (
     MANUAL_REVIEW_OUTCOME,
@@ -35,6 +34,7 @@ from signalgate.remediation.store import (
     RemediationStore,
     encode_cursor,
 )
+from tests.integration.remediation.rrcases import T0, Backend, fingerprint, later, make_rr
 
 NON_TERMINAL = [
     "Pending",

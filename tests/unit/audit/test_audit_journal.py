@@ -98,7 +98,7 @@ async def test_a_failed_write_fails_its_waiters(
     def broken(descriptor: int, data: bytes) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(journal_module.os, "write", broken)
+    monkeypatch.setattr("signalgate.audit.journal.os.write", broken)
     try:
         journal.stage(event(1))
         with pytest.raises(JournalUnavailable, match="No space left"):
@@ -193,7 +193,7 @@ def hold_writes(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
         released.wait(10)
         return real_write(descriptor, data)
 
-    monkeypatch.setattr(journal_module.os, "write", held)
+    monkeypatch.setattr("signalgate.audit.journal.os.write", held)
     return released
 
 

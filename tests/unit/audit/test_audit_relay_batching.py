@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry
-from test_audit_relay_answers import FakeDataStorage, event, settle
 
 from signalgate.audit.settings import AuditSettings, DeliverySettings
 from signalgate.audit.sink import JournalAuditSink
+from tests.unit.audit.test_audit_relay_answers import FakeDataStorage, event, settle
 
 
 def sink_for(fake: FakeDataStorage, tmp_path: Path, flush_interval: float) -> JournalAuditSink:

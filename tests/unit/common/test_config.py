@@ -134,7 +134,7 @@ def test_control_characters_are_refused_naming_the_key(key: str, value: object) 
     """A NUL in a path or a newline in a URL would fail later, far from its cause, in
     whichever library met it first (a traceback, not a line)."""
     with pytest.raises(ConfigError) as caught:
-        load(**{key: value})
+        load_settings(GatewaySettings, None, {}, SHORTHANDS, {key: value})
     assert str(caught.value).startswith(f"config key '{key}' (from command line): ")
     assert "must not contain control characters" in str(caught.value)
 

@@ -65,6 +65,8 @@ def test_the_new_key_wins_over_the_old_and_both_services_share_it(tmp_path: Path
 
 def test_both_services_read_auth_and_logging_alike() -> None:
     env = {"SIGNALGATE_LOGGING__LEVEL": "WARNING", "SIGNALGATE_AUTH__MODE": "none"}
-    for model in (GatewaySettings, DataStorageSettings):
-        settings = load_settings(model, environ=env)
+    for settings in (
+        load_settings(GatewaySettings, environ=env),
+        load_settings(DataStorageSettings, environ=env),
+    ):
         assert (settings.logging.level, settings.auth.mode) == ("warning", "none")

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -393,7 +393,7 @@ async def test_an_answer_the_client_does_not_read_is_dropped(
     server = http_server(big, f"127.0.0.1:{port}", grace=1)
     async with running(server):
         _, writer = await asyncio.open_connection("127.0.0.1", port, limit=1)
-        writer.transport.pause_reading()  # the client never reads
+        cast(asyncio.Transport, writer.transport).pause_reading()  # the client never reads
         writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         await writer.drain()
         await asyncio.sleep(0.2)

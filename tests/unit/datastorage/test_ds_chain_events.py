@@ -183,7 +183,8 @@ def test_replay_rebuild_keeps_id_and_skips_freshness() -> None:
 
 
 def test_batch_shape_errors() -> None:
-    for payload in ({}, [], "x"):
+    payloads: tuple[object, ...] = ({}, [], "x")
+    for payload in payloads:
         with pytest.raises(BatchSizeError):
             validate_batch(payload, NOW, 500)
     with pytest.raises(BatchSizeError, match="at most 3"):

@@ -7,7 +7,8 @@ import sys
 from types import ModuleType
 
 import pytest
-from deploy_objects import BASE, KIND, KIND_OVERLAY, Manifest, rendered
+
+from tests.unit.deploy.deploy_objects import BASE, KIND, KIND_OVERLAY, Manifest, rendered
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,6 @@ import jsonschema_rs
 import orjson
 import pytest
 import yaml
-from deploy_objects import Manifest, find
 from prometheus_client import CollectorRegistry
 
 from signalgate.common.audit import LoggingAuditSink
@@ -38,6 +37,7 @@ from signalgate.gateway.signal import Signal
 from signalgate.remediation.model import API_VERSION, KIND, StatusPatch, utcnow
 from signalgate.remediation.sqlite import SqliteRemediationStore
 from tests.support.services import alert, rfc3339, webhook
+from tests.unit.deploy.deploy_objects import Manifest, find
 
 CRD_NAME = "remediationrequests.kubernaut.ai"
 KUBERNAUT_CRD = (

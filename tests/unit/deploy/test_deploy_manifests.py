@@ -10,7 +10,8 @@ from types import ModuleType
 
 import pytest
 import yaml
-from deploy_objects import (
+
+from tests.unit.deploy.deploy_objects import (
     BASE,
     DEPLOY,
     KIND,

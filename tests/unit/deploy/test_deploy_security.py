@@ -9,11 +9,18 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from deploy_objects import DEPLOY, ROOT, Manifest, every_container, pod_spec, workloads
 
 from signalgate.common.config import split_listen
 from signalgate.datastorage.settings import DataStorageSettings
 from signalgate.gateway.settings import GatewaySettings
+from tests.unit.deploy.deploy_objects import (
+    DEPLOY,
+    ROOT,
+    Manifest,
+    every_container,
+    pod_spec,
+    workloads,
+)
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 INSTRUCTION = re.compile(r"^(?P<op>[A-Z]+)\s+(?P<rest>.*)$")

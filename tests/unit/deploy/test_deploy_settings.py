@@ -11,7 +11,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from deploy_objects import BASE, Manifest, container, find, generated_config, pod_spec, port_number
 from pydantic import BaseModel
 
 from signalgate.common.auth import StaticTokenAuth
@@ -21,6 +20,15 @@ from signalgate.datastorage.service import SCOPES as DATASTORAGE_SCOPES
 from signalgate.datastorage.settings import DataStorageSettings
 from signalgate.gateway.settings import SCOPES as GATEWAY_SCOPES
 from signalgate.gateway.settings import SHORTHANDS, GatewaySettings
+from tests.unit.deploy.deploy_objects import (
+    BASE,
+    Manifest,
+    container,
+    find,
+    generated_config,
+    pod_spec,
+    port_number,
+)
 
 
 @dataclass(frozen=True)

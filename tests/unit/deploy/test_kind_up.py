@@ -17,7 +17,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from deploy_objects import KIND
+
+from tests.unit.deploy.deploy_objects import KIND
 
 UP = KIND / "up.py"
 KUBECTL = "kubectl --context kind-signalgate"

@@ -44,7 +44,7 @@ def test_core_choice(contexts: bool, branch: bool, version: tuple[int, int], cor
 
 
 def _record(*saves: dict[str, object]) -> ProcessRecord:
-    return ProcessRecord("gateway", 4242, 1, 100.0, "/d/f", "ctrace", "3.11", list(saves))  # type: ignore[arg-type]
+    return ProcessRecord("gateway", 4242, 1, 100.0, "/d/f", "ctrace", "3.11", list(saves))
 
 
 def test_judge_each_outcome() -> None:

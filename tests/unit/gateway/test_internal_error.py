@@ -35,7 +35,7 @@ async def test_unexpected_error_is_a_plain_500_problem() -> None:
         ExplodingStore(),
         NoAuth(),
         LoggingAuditSink(),
-        CollectorRegistry(),  # type: ignore[arg-type]
+        CollectorRegistry(),
     )
     transport = httpx.ASGITransport(app=build_api_app(service), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:

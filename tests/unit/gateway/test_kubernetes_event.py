@@ -36,7 +36,7 @@ def test_error_type_is_a_signal_and_normal_is_ignored_before_any_check() -> None
 
 
 def test_events_k8s_io_v1_regarding_and_series() -> None:
-    event = {
+    event: dict[str, object] = {
         "type": "Warning",
         "reason": "FailedMount",
         "regarding": {"kind": "Pod", "name": "db-0", "namespace": "data"},
@@ -155,6 +155,6 @@ def test_an_event_over_what_one_signal_may_hold_is_refused() -> None:
     base = len(orjson.dumps(event))
     event["message"] = "x" * (MAX_SIGNAL_BYTES - base)
     assert isinstance(parse(event), Signal)
-    event["message"] += "x"
+    event["message"] = "x" * (MAX_SIGNAL_BYTES - base + 1)
     with pytest.raises(PayloadError, match=r"^body: 262,145 bytes as a signal of its own"):
         parse(event)

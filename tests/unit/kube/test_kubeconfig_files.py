@@ -3,6 +3,7 @@ wrong in it, at start-up (never a traceback, never a TLS failure at the first AP
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from signalgate.common.config import ConfigError
 from signalgate.kube.config import config_from_dsn
 
 
-def kubeconfig(cluster: dict[str, object], user: dict[str, object]) -> str:
+def kubeconfig(cluster: Mapping[str, object], user: Mapping[str, object]) -> str:
     return yaml.safe_dump(
         {
             "current-context": "a",

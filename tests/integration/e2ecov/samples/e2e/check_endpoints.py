@@ -8,7 +8,8 @@ import urllib.request
 
 def _get(path: str) -> str:
     with urllib.request.urlopen(os.environ["E2E_APP_URL"] + path, timeout=10) as response:
-        return response.read().decode()
+        body: bytes = response.read()
+        return body.decode()
 
 
 def test_alpha() -> None:

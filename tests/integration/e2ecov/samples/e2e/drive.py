@@ -21,7 +21,8 @@ from e2ecov import protocol
 
 def get(path: str) -> str:
     with urllib.request.urlopen(os.environ["E2E_APP_URL"] + path, timeout=30) as response:
-        return response.read().decode()
+        body: bytes = response.read()
+        return body.decode()
 
 
 for step in sys.argv[1:]:
