@@ -6,6 +6,7 @@ result) and never sinks the others. Only problems with the envelope fail the req
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,20 @@ TARGET_HINT = (
 _ZERO_TIME_YEAR = 1  # Go's zero time.Time, sent by Alertmanager for "not set"
 
 
+@dataclass(frozen=True, slots=True)
+class _Webhook:
+    """What every alert of one webhook is read with: the envelope's shared parts and the
+    request's clock, freshness window and kind catalog."""
+
+    common_labels: dict[str, str]
+    common_annotations: dict[str, str]
+    status: object
+    cluster_id: str
+    now: datetime
+    freshness: Freshness
+    catalog: KindCatalog
+
+
 def parse_webhook(
     body: bytes, now: datetime, freshness: Freshness, catalog: KindCatalog = DEFAULT_CATALOG
 ) -> list[AdapterItem]:
@@ -62,11 +77,18 @@ def parse_webhook(
     if not alerts:
         raise PayloadError("alerts: must contain at least one alert")
     common_labels = _string_map(payload.get("commonLabels"), "commonLabels")
-    common_annotations = _string_map(payload.get("commonAnnotations"), "commonAnnotations")
-    webhook_status = payload.get("status")
     cluster_id = common_labels.get(CLUSTER_LABEL, "")
     if cluster_id:
         check_cluster_id(cluster_id, "commonLabels.cluster")
+    webhook = _Webhook(
+        common_labels,
+        _string_map(payload.get("commonAnnotations"), "commonAnnotations"),
+        payload.get("status"),
+        cluster_id,
+        now,
+        freshness,
+        catalog,
+    )
     items: list[AdapterItem] = []
     envelope = {key: value for key, value in payload.items() if key != "alerts"}
     for index, alert in enumerate(alerts):
@@ -77,53 +99,30 @@ def parse_webhook(
             alert_body = orjson.dumps(alert_payload)
         try:
             check_signal_size(alert_body, f"alerts[{index}]")
-            items.append(
-                _parse_alert(
-                    alert,
-                    index,
-                    alert_body,
-                    alert_payload,
-                    now,
-                    freshness,
-                    common_labels,
-                    common_annotations,
-                    webhook_status,
-                    cluster_id,
-                    catalog,
-                )
-            )
+            items.append(_parse_alert(alert, index, alert_body, alert_payload, webhook))
         except PayloadError as exc:
             items.append(Invalid(str(exc)))
     return items
 
 
 def _parse_alert(
-    alert: object,
-    index: int,
-    body: bytes,
-    payload: dict[str, Any],
-    now: datetime,
-    freshness: Freshness,
-    common_labels: dict[str, str],
-    common_annotations: dict[str, str],
-    webhook_status: object,
-    cluster_id: str,
-    catalog: KindCatalog,
+    alert: object, index: int, body: bytes, payload: dict[str, Any], webhook: _Webhook
 ) -> Signal:
     where = f"alerts[{index}]"
+    now, catalog = webhook.now, webhook.catalog
     if not isinstance(alert, dict):
         raise PayloadError(f"{where}: must be an object, not {json_type(alert)}")
     own_labels = _string_map(alert.get("labels"), f"{where}.labels")
-    labels = {**own_labels, **common_labels}
+    labels = {**own_labels, **webhook.common_labels}
     annotations = {
         **_string_map(alert.get("annotations"), f"{where}.annotations"),
-        **common_annotations,
+        **webhook.common_annotations,
     }
     name = labels.get("alertname", "")
     if not name:
         raise PayloadError(f"{where}.labels.alertname: required")
 
-    status = alert.get("status") or webhook_status or "firing"
+    status = alert.get("status") or webhook.status or "firing"
     if status not in ("firing", "resolved"):
         raise PayloadError(f"{where}.status: must be 'firing' or 'resolved', not {status!r:.40}")
 
@@ -131,8 +130,9 @@ def _parse_alert(
     if starts_at is not None and starts_at.year == _ZERO_TIME_YEAR:
         starts_at = None
     if starts_at is not None and status == "firing":
-        check_not_future(starts_at, now, freshness, f"{where}.startsAt")
+        check_not_future(starts_at, now, webhook.freshness, f"{where}.startsAt")
 
+    cluster_id = webhook.cluster_id
     own_cluster = own_labels.get(CLUSTER_LABEL, "")
     if own_cluster and own_cluster != cluster_id:
         check_cluster_id(own_cluster, f"{where}.labels.cluster")
