@@ -81,11 +81,12 @@ class JournalAuditSink:
         )
         self._spooled = Gauge(
             "audit_events_spooled",
-            "Audit events in the journal not yet confirmed by DataStorage",
+            "Audit events in the journal not yet confirmed by DataStorage (with those of "
+            "journals left by workers no longer running, once opened)",
             registry=registry,
         )
         self._buffered.set_function(lambda: self.journal.pending_events)
-        self._spooled.set_function(lambda: self.journal.backlog_events)
+        self._spooled.set_function(self._spooled_events)
         self.relay = Relay(
             self.journal, delivery, extension_types, self._dropped, service, transport
         )
@@ -224,6 +225,13 @@ class JournalAuditSink:
             "last_error": self.relay.last_error,
             **self._stranded_status(),
         }
+
+    def _spooled_events(self) -> int:
+        """Events journaled and not yet confirmed: this process's and the stranded journals'
+        (what an alert on DataStorage falling behind must count)."""
+        return self.journal.backlog_events + sum(
+            journal.backlog_events for journal in self._stranded_left.values() if journal
+        )
 
     def _stranded_status(self) -> dict[str, Any]:
         """Journals left by workers no longer running, while they are being delivered: how
