@@ -50,6 +50,7 @@ from e2ecov import (
     procs,
     protocol,
     reports,
+    unmeasured,
 )
 from e2ecov.errors import ExitCode, Interrupted, NoCoverageData, StackStartError, UsageError
 from e2ecov.placeholders import Values
@@ -406,6 +407,7 @@ class Run:
         self._raise_on_signal = False
         self.tests_ran = False  # the test command ran to its end (whatever its verdict)
         self.go_executables: dict[str, str] = {}
+        self.unmeasured = unmeasured.Watch(self.out / "processes")
 
     # ---- the whole run ---------------------------------------------------------------------
 
@@ -642,6 +644,7 @@ class Run:
         reader.start()
         while proc.poll() is None:
             self.progress.spin("running tests")
+            self.unmeasured.look_now_and_then(self._python_roots())
             time.sleep(0.1)
         reader.join(PUMP_GRACE)
         if reader.is_alive():  # a process the tests started still holds their output
@@ -724,8 +727,17 @@ class Run:
         if any(s.spec.coverage for s in self.services.values()):
             self._report()
 
+    def _python_roots(self) -> dict[str, int]:
+        """The main process of each measured Python service still running."""
+        return {
+            name: svc.pid
+            for name, svc in self.services.items()
+            if svc.spec.coverage and not svc.spec.go and svc.pid and svc.poll() is None
+        }
+
     def _flush(self, stop: bool) -> list[collect.ProcessOutcome]:
         """Live save, diagnostics if failing, stop; returns how each process ended."""
+        self.unmeasured.look(self._python_roots(), time.monotonic())
         flush_started = time.time()
         answers = protocol.broadcast(self.control_dir, "save")
         self.progress.info(f"live save acknowledged by {len(answers)} process(es)")
@@ -770,7 +782,8 @@ class Run:
         losses = [o.message for o in found if o.is_loss] + collect.silent_services(measured, found)
         for message in losses:
             self.progress.info("LOST: " + message)
-        for hint in [*collect.cut_short(found), *collect.empty_services(found)]:
+        hints = [*collect.cut_short(found), *collect.empty_services(found)]
+        for hint in hints + [u.message() for u in self.unmeasured.found.values()]:
             self.progress.info("warning: " + hint)
         return losses
 
@@ -983,6 +996,7 @@ class Run:
                     self._relative(o.data_file) for o in mine if Path(o.data_file).exists()
                 ),
                 "lost": [o.message for o in mine if o.is_loss],
+                "unmeasured": self.unmeasured.by_service().get(name, []),
                 "failure": svc.failure,
             }
 

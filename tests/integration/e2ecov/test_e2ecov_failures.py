@@ -169,6 +169,22 @@ def test_a_subprocess_with_a_preexec_fn_is_not_a_loss(tmp_path: Path) -> None:
     assert "LOST" not in outcome.output
 
 
+def test_python_children_the_hook_cannot_reach_are_named(tmp_path: Path) -> None:
+    """A child started with `python -I`, or with an environment of its own, runs without
+    e2ecov's hook: measured by nothing and absent from the ledger. The run names each (a
+    warning: what it ran may not be the service's code); the measured ones are not named."""
+    stack = write_stack(tmp_path, drive("/unhooked", "/work"), app_service("app"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    named = outcome.run_json()["services"]["app"]["unmeasured"]
+    assert len(named) == 2, (named, outcome.output)
+    assert any(" -I -c import time" in message for message in named), named
+    assert all("ran Python and was not measured" in message for message in named)
+    assert outcome.output.count("ran Python and was not measured") == 2
+    # /work's pool worker and `python -m sampleapp.worker` announced themselves
+    assert "sampleapp.worker" not in " ".join(named)
+
+
 def test_forks_during_autosaves_all_save(tmp_path: Path) -> None:
     """A fork while the autosave thread was saving left its locks held in the child, whose
     own save at `os._exit` then waited for good (the request waiting on it too)."""

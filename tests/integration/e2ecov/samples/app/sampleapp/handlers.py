@@ -68,6 +68,17 @@ def preexec() -> str:
     return "preexec"
 
 
+def unhooked() -> str:
+    """Python children e2ecov's start-up hook cannot reach: one isolated (`-I` ignores
+    PYTHONPATH), one with an environment of its own. Each runs a few seconds."""
+    code = "import time; time.sleep(3.5)"
+    children = [
+        subprocess.Popen([sys.executable, "-I", "-c", code]),
+        subprocess.Popen([sys.executable, "-c", code], env={}),
+    ]
+    return "unhooked " + " ".join(str(child.wait()) for child in children)
+
+
 def many_forks() -> str:
     """Forks that land in the middle of autosaves: each child works, then `os._exit`s."""
     for _ in range(60):

@@ -19,6 +19,7 @@ ROUTES = {
     "/forked": handlers.forked,
     "/preexec": handlers.preexec,
     "/many-forks": handlers.many_forks,
+    "/unhooked": handlers.unhooked,
 }
 
 

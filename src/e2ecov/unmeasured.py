@@ -1,0 +1,104 @@
+"""Python processes of a measured service that never announced themselves.
+
+The start-up hook rides on the environment: `PYTHONPATH` names it and the run's variables
+tell it what to do. A child started with `python -I` (or `-E`, `-S`), or with an environment
+of its own (`subprocess.run(..., env={})`), runs without it — measured by nothing, and with
+no ledger record that could be judged a loss. e2ecov cannot measure such a process after the
+fact, but it can say it ran: while the tests run it looks about once a second at the
+processes below each measured Python service, and names every Python interpreter among them
+that has run for `SETTLE` seconds without announcing itself. A warning, not a loss: what it
+ran may not be the service's code at all. A process that lives less than a look and
+`SETTLE` together is not seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from e2ecov import procs
+
+# an interpreter's executable, as /proc/PID/exe resolves it (venv links included)
+PYTHON_EXECUTABLE = re.compile(r"^(python|pypy)\d*(\.\d+)*$")
+# how long an interpreter may take to start the agent and write its ledger record
+SETTLE = 2.0
+# how often the tests' wait looks (reading /proc/*/stat of the whole machine each time)
+EVERY = 1.0
+
+
+@dataclass(frozen=True)
+class Unmeasured:
+    """A Python process of a measured service that the hook never reached."""
+
+    service: str
+    pid: int
+    command: str
+
+    def message(self) -> str:
+        return (
+            f"{self.service}: pid {self.pid} ({self.command[:160]}) ran Python and was not "
+            "measured: e2ecov's start-up hook never ran in it (started with python -I, -E or "
+            "-S, or with an environment of its own, without PYTHONPATH or the run's "
+            "E2ECOV_* variables); what it ran is not in the report"
+        )
+
+
+class Watch:
+    """Looks for unannounced interpreters below the measured services' main processes."""
+
+    def __init__(self, ledger_dir: Path) -> None:
+        self.ledger_dir = ledger_dir
+        self.found: dict[tuple[int, int], Unmeasured] = {}  # (pid, start time) → it
+        self._first_seen: dict[tuple[int, int], float] = {}
+        self._last_look = 0.0
+
+    def look_now_and_then(self, roots: dict[str, int]) -> None:
+        """`look`, at most once every `EVERY` seconds (called from a polling loop)."""
+        now = time.monotonic()
+        if now - self._last_look >= EVERY:
+            self._last_look = now
+            self.look(roots, now)
+
+    def look(self, roots: dict[str, int], now: float) -> None:
+        """One look at the processes below `roots` (service name → its main process)."""
+        table = procs.snapshot()
+        announced = self._announced()
+        for service, root in roots.items():
+            for pid in procs.descendants([root], table):
+                proc = table[pid]
+                key = (pid, proc.started)
+                if not proc.alive or pid in announced or key in self.found:
+                    continue
+                if not _is_python(pid):
+                    continue
+                first = self._first_seen.setdefault(key, now)
+                if now - first >= SETTLE:
+                    self.found[key] = Unmeasured(service, pid, procs.command_line(pid))
+
+    def by_service(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for item in self.found.values():
+            found.setdefault(item.service, []).append(item.message())
+        return found
+
+    def _announced(self) -> set[int]:
+        """The pids with a ledger record (`<service>.<pid>.<token>.jsonl`)."""
+        pids: set[int] = set()
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.ledger_dir):
+                parts = name.removesuffix(".jsonl").rsplit(".", 2)
+                if len(parts) == 3 and parts[1].isdigit():
+                    pids.add(int(parts[1]))
+        return pids
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        executable = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return False
+    return bool(PYTHON_EXECUTABLE.match(os.path.basename(executable)))
