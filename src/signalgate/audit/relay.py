@@ -174,23 +174,23 @@ class Relay:
             elif status == 400:
                 named = _named_items(answer, len(part))
                 if named:
-                    self._drop(len(named), "rejected", answer.text[:300])
+                    self._drop(len(named), "rejected", _why(answer))
                     keep = [e for i, e in enumerate(part) if i not in named]
                     piece.entries[: len(part)] = keep
                 elif len(part) > 1:
                     chunk = 1  # find the refused one without dropping the others
                 else:
-                    self._drop(1, "rejected", answer.text[:300])
+                    self._drop(1, "rejected", _why(answer))
                     del piece.entries[0]
             elif status == 409 and len(part) > 1:
                 chunk = 1
             elif status == 409:
-                self._drop(1, "conflict", answer.text[:300])
+                self._drop(1, "conflict", _why(answer))
                 del piece.entries[0]
             elif status == 413 and len(part) > 1:
                 chunk = len(part) // 2
             else:
-                return self._failed(f"DataStorage answered {status}: {answer.text[:200]}")
+                return self._failed(f"DataStorage answered {status}: {_why(answer)}")
         return True
 
     def _sendable(self, entries: list[Entry]) -> list[Entry]:
@@ -304,6 +304,21 @@ def _read_token(path: Path) -> str:
         log.error("the DataStorage token file holds characters a bearer token cannot")
         return ""
     return token
+
+
+# bounds what an answer's body puts in a log line and in /readyz's last_error
+WHY_CHARS = 1000
+
+
+def _why(answer: httpx.Response) -> str:
+    """What DataStorage said, for the log: its problem document's `detail` (which names the
+    field, or the scope a token lacks) whole, else the start of the body."""
+    try:
+        detail = answer.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    text = detail if isinstance(detail, str) and detail else answer.text
+    return text[:WHY_CHARS]
 
 
 def _named_items(answer: httpx.Response, size: int) -> set[int]:

@@ -156,9 +156,9 @@ class DataStorageAPI:
                 raise Problem(
                     403,
                     "forbidden",
-                    f"{index}.event_category: this token may write only "
-                    f"{', '.join(sorted(allowed))} events, not {category!r}; "
-                    f"use a token with the scope 'audit:write:{category}'",
+                    f"{index}.event_category: {category!r} events need a token with the scope "
+                    f"'audit:write:{category}'; this one may write only "
+                    f"{', '.join(sorted(allowed))} events",
                 )
 
     async def _payload(self, request: Request) -> Any:

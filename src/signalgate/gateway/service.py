@@ -145,7 +145,13 @@ class GatewayService:
         writable_directory(settings.data_dir, "dataDir", "the Gateway's audit journal and tokens")
         if settings.datastorage.url is not None:
             journal_key = "datastorage.spoolPath" if settings.datastorage.spool_path else "dataDir"
-            writable_directory(settings.audit_journal, journal_key, "the audit journal")
+            journal = settings.audit_journal
+            if journal.is_file():
+                # the spool file of a release before the journal: the journal parks it and
+                # takes over its events in a directory of that name; its parent is written
+                writable_directory(journal.parent, journal_key, "the old audit spool's journal")
+            else:
+                writable_directory(journal, journal_key, "the audit journal")
         kube = KubeClients(settings.kubernetes.timeout)
 
         def kubernetes_auth() -> Authenticator:

@@ -101,9 +101,14 @@ def rr_to_row(rr: RemediationRequest, encode_time: EncodeTime) -> tuple[Any, ...
 
 
 def row_to_rr(row: Row, decode_time: DecodeTime) -> RemediationRequest:
+    """The RR a row holds. A `SignalResolved` state without its time (a row an older release
+    wrote beside this one, in a rolling upgrade or after a downgrade) takes the RR's last
+    sighting: one such row must not fail every list that reads it."""
+
     def opt(value: Any) -> datetime | None:
         return None if value is None else decode_time(value)
 
+    last_seen_at = decode_time(row["last_seen_at"])
     return RemediationRequest(
         name=row["name"],
         namespace=row["namespace"],
@@ -112,7 +117,7 @@ def row_to_rr(row: Row, decode_time: DecodeTime) -> RemediationRequest:
         spec=orjson.loads(row["spec"]),
         deduplication=Deduplication(
             first_seen_at=decode_time(row["first_seen_at"]),
-            last_seen_at=decode_time(row["last_seen_at"]),
+            last_seen_at=last_seen_at,
             occurrence_count=int(row["occurrence_count"]),
         ),
         overall_phase=row["phase"],
@@ -123,7 +128,7 @@ def row_to_rr(row: Row, decode_time: DecodeTime) -> RemediationRequest:
             None
             if row["signal_resolved"] is None
             else SignalResolved(
-                bool(row["signal_resolved"]), decode_time(row["signal_resolved_at"])
+                bool(row["signal_resolved"]), opt(row["signal_resolved_at"]) or last_seen_at
             )
         ),
         labels=orjson.loads(row["labels"]),

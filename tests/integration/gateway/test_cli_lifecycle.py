@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from e2ecov.recipes import free_port
 from tests.support.services import ADMIN_TOKEN, alert, gateway_process, webhook
 
 PROM = "/api/v1/signals/prometheus"
@@ -254,3 +255,29 @@ def test_a_busy_port_with_several_workers_is_the_same_one_line(tmp_path: Path) -
         "holds it, or set server.listen to another address"
     ), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_spool_path_naming_an_old_spool_file_takes_its_events_over(tmp_path: Path) -> None:
+    """Releases before the journal kept a spool *file* at `datastorage.spoolPath`; the
+    journal takes its undelivered events over, but start-up refused the path first ("cannot
+    be written", it is not a directory), and another path left the events behind for good."""
+    spool = tmp_path / "spool"
+    events = [
+        {"event_id": f"00000000-0000-4000-8000-00000000000{n}", "event_type": "gateway.x", "n": n}
+        for n in range(3)
+    ]
+    spool.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in events))
+    service = gateway_process(
+        tmp_path / "data",
+        env={
+            "SIGNALGATE_DATASTORAGE__URL": f"http://127.0.0.1:{free_port()}",  # away
+            "SIGNALGATE_DATASTORAGE__SPOOLPATH": str(spool),
+        },
+    ).start()
+    try:
+        audit = httpx.get(f"{service.ops_url}/readyz", timeout=10).json()["checks"]["audit"]
+        assert audit["spooled"] == 3, audit
+    finally:
+        service.stop()
+    assert spool.is_dir() and not (tmp_path / "spool.legacy").exists()
+    assert sum(p.read_bytes().count(b"\n") for p in spool.glob("segment-*.jsonl")) == 3

@@ -236,3 +236,43 @@ def test_signals_at_the_gateways_limits_keep_their_audit_trail(
         for line in metrics.splitlines()
         if line.startswith("audit_events_dropped_total{")
     ), metrics
+
+
+def test_a_token_without_the_gateway_scope_is_named_where_the_operator_looks(
+    tmp_path: Path,
+) -> None:
+    """A token holding only `audit:write` (what older versions' docs gave the Gateway) may
+    not write the reserved `gateway` category: DataStorage's 403 names the scope to add, and
+    the Gateway's /readyz and log carry that whole (they were cut before the scope)."""
+    old_token = "ds-plain-writer"
+    datastorage = datastorage_process(
+        tmp_path / "ds", tokens={old_token: "audit:write", DS_TOKEN: "audit:read"}
+    ).start()
+    token_file = tmp_path / "ds.token"
+    token_file.write_text(old_token)
+    gateway = gateway_process(
+        tmp_path / "gw",
+        env={
+            "SIGNALGATE_DATASTORAGE__URL": datastorage.api_url,
+            "SIGNALGATE_DATASTORAGE__TOKENFILE": str(token_file),
+            "SIGNALGATE_DATASTORAGE__FLUSHINTERVAL": "100ms",
+        },
+    ).start()
+    try:
+        with gateway.client() as c:
+            answer = c.post("/api/v1/signals/prometheus", json=webhook(alert(pod="scoped")))
+            assert answer.status_code == 201, answer.text
+        deadline = time.monotonic() + 20
+        while True:
+            audit = httpx.get(f"{gateway.ops_url}/readyz", timeout=10).json()["checks"]["audit"]
+            if audit.get("last_error"):
+                break
+            assert time.monotonic() < deadline, audit
+            time.sleep(0.1)
+        assert "403" in audit["last_error"], audit
+        assert "'audit:write:gateway'" in audit["last_error"], audit
+        assert "'audit:write:gateway'" in gateway.output()
+        assert gateway_events_stored(datastorage) == 0  # refused, kept in the journal
+    finally:
+        gateway.stop()
+        datastorage.stop()

@@ -70,6 +70,37 @@ async def test_an_rr_file_at_user_version_1_is_adopted_and_migrated(tmp_path: Pa
     )
 
 
+def user_version(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_an_rr_file_keeps_its_version_in_the_pragma_too(tmp_path: Path) -> None:
+    """Releases before the version table read only `PRAGMA user_version`, and refuse a file
+    newer than they know: a file this version made, or migrated, says its version there too
+    (left at 0 or 1, a downgrade opened a schema-2 file and wrote rows in its old layout)."""
+    latest = RR_SCHEMA.latest("sqlite")
+    fresh = tmp_path / "fresh.db"
+    store = RRSqlite(fresh)
+    await store.open()
+    await store.close()
+    assert user_version(fresh) == latest
+    # a file an earlier version of this runner migrated: the table at the latest version,
+    # the pragma behind; the next open puts the pragma right and changes nothing else
+    conn = sqlite3.connect(fresh, isolation_level=None)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    before = recorded(fresh, RR_SCHEMA.table)
+    store = RRSqlite(fresh)
+    await store.open()
+    await store.close()
+    assert user_version(fresh) == latest
+    assert recorded(fresh, RR_SCHEMA.table) == before
+
+
 async def test_an_rr_file_with_a_newer_version_row_is_refused_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "rr.db"
     store = RRSqlite(path)

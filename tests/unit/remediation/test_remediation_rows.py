@@ -69,6 +69,19 @@ def test_row_round_trip_through_text_times() -> None:
     assert rows.row_to_rr(values, parse_time) == original
 
 
+def test_a_resolved_state_without_its_time_reads_as_of_the_last_sighting() -> None:
+    """Rows an older release wrote during a rolling upgrade (or after a downgrade): the state
+    without its time. Each failed the whole list with a 500."""
+    original = rr("a", minutes=5)
+    values = dict(zip(rows.COLUMNS, rows.rr_to_row(original, format_time), strict=True))
+    for state in (0, 1):
+        read = rows.row_to_rr({**values, "signal_resolved": state}, parse_time)
+        assert read.signal_resolved is not None
+        assert read.signal_resolved.resolved is bool(state)
+        assert read.signal_resolved.since == original.deduplication.last_seen_at
+        assert read.to_json()  # the API's rendering of it
+
+
 def test_patch_assignments_set_active_from_the_phase_and_clear_with_none() -> None:
     patch = StatusPatch(overall_phase="Failed", outcome=None, next_allowed_execution=NOW)
     assert rows.patch_assignments(patch, format_time) == {

@@ -9,7 +9,9 @@ Applied versions are recorded one way on both backends: a row per version (versi
 name, applied_at) in the family's own table (`Schema.table`). The RR store on SQLite used to
 keep its version in `PRAGMA user_version`; such a file is adopted on its first open (its
 versions 1..user_version are written to the table in the same transaction as any remaining
-step; the pragma is not read again once the table exists).
+step; the pragma is not read again once the table exists). The pragma is still kept at the
+schema's version: those releases read only the pragma, and refuse a file newer than they
+know — with the pragma left behind, a downgrade wrote rows in its old layout.
 
 On open a database newer than the code is refused, naming both versions, and left unchanged
 (`Schema.newer` makes the family's own error). A database that is behind is migrated here;
@@ -105,7 +107,11 @@ def sqlite_migrate(conn: sqlite3.Connection, schema: Schema, where: str) -> list
     steps = schema.migrations("sqlite")
     current = sqlite_version(conn, schema)
     schema.refuse_newer(where, current, "sqlite")
-    if current == len(steps) and _sqlite_has_table(conn, schema.table):
+    if (
+        current == len(steps)
+        and _sqlite_has_table(conn, schema.table)
+        and not _pragma_behind(conn, schema, current)
+    ):
         return []
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -123,6 +129,8 @@ def sqlite_migrate(conn: sqlite3.Connection, schema: Schema, where: str) -> list
             for statement in sqlite_statements(step.sql):
                 conn.execute(statement)
             _sqlite_record(conn, schema, step)
+        if schema.adopt_user_version:
+            conn.execute(f"PRAGMA user_version = {len(steps):d}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -132,6 +140,13 @@ def sqlite_migrate(conn: sqlite3.Connection, schema: Schema, where: str) -> list
     for version in applied:
         log.info("applied migration", extra={"schema": schema.table, "version": version})
     return applied
+
+
+def _pragma_behind(conn: sqlite3.Connection, schema: Schema, version: int) -> bool:
+    """Whether a family that once kept its version in the pragma has it below `version`."""
+    if not schema.adopt_user_version:
+        return False
+    return int(conn.execute("PRAGMA user_version").fetchone()[0]) < version
 
 
 def _sqlite_has_table(conn: sqlite3.Connection, table: str) -> bool:
