@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from signalgate.datastorage.dlq import FileDeadLetterQueue, ReplayWorker
-from signalgate.datastorage.errors import Conflict, StoreUnavailable
+from signalgate.datastorage.errors import Conflict, DeadLetterUnavailable, StoreUnavailable
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.store import AuditQuery, QueryPage, WriteResult
@@ -125,3 +128,49 @@ async def test_torn_last_line_is_skipped(tmp_path: Path) -> None:
     with open(path, "ab") as handle:
         handle.write(b'{"key": "half')
     assert await queue.depth() == 1
+
+
+async def test_a_letter_the_disk_takes_in_part_is_refused_and_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk takes part of an append (a short write): the put is refused (the
+    sender gets a 5xx and retries) and no half letter stays behind to be skipped, and lost,
+    by the replay. Was: answered as queued, half a line on disk."""
+    path = tmp_path / "audit-dlq.jsonl"
+    queue = FileDeadLetterQueue(path)
+    await queue.open()
+    first = events(2)
+    await queue.put(first, time.time())
+    before = path.read_bytes()
+    real_write = os.write
+
+    def disk_filling(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data[: len(data) // 2]))  # the disk took half ...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ... then nothing more
+
+    monkeypatch.setattr("signalgate.datastorage.dlq.file.os.write", disk_filling)
+    with pytest.raises(DeadLetterUnavailable, match="No space left"):
+        await queue.put(events(3), time.time())
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    second = events(1)
+    await queue.put(second, time.time())
+    ids = [letter.event_id for letter in await queue.due(None, 100)]
+    assert ids == [e.event_id for e in first + second]
+
+
+async def test_a_torn_tail_left_by_a_crash_is_cut_before_the_next_letter(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit-dlq.jsonl"
+    queue = FileDeadLetterQueue(path)
+    await queue.open()
+    first = events(1)
+    await queue.put(first, time.time())
+    with open(path, "ab") as handle:
+        handle.write(b'{"key": "torn", "ev')  # a crash mid-append: never answered
+    second = events(1)
+    await queue.put(second, time.time())
+    ids = [letter.event_id for letter in await queue.due(None, 100)]
+    assert ids == [e.event_id for e in first + second]
+    assert path.read_bytes().count(b"\n") == 2

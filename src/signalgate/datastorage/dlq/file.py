@@ -78,10 +78,22 @@ class FileDeadLetterQueue:
 
     @staticmethod
     def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
+        """Append whole lines durably, or raise with the file as it was: a write the disk
+        took only in part (full) is cut off again, so the caller's refusal (a 5xx, and the
+        sender retries) never leaves half a letter behind, nor a letter it did not answer
+        for. A torn tail from a crash mid-append (never answered) is cut first."""
         data = b"".join(orjson.dumps(record) + b"\n" for record in records)
         with _locked(path) as fd:
-            os.write(fd, data)
-            os.fsync(fd)
+            end = _whole_lines_end(fd)
+            try:
+                view = memoryview(data)
+                while view:  # a short write (the disk filling up) is continued, or raises
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, end)
+                raise
 
     async def due(self, now: float | None, limit: int) -> list[Letter]:
         letters: list[Letter] = await self._call("read", self._load)
@@ -184,6 +196,23 @@ class FileDeadLetterQueue:
         return result
 
 
+def _whole_lines_end(fd: int) -> int:
+    """Where the file's last whole line ends; a torn tail after it is cut off."""
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    if end != size:
+        log.warning("cutting a torn dead-letter line", extra={"bytes": size - end})
+        os.ftruncate(fd, end)
+    return end
+
+
 def _event_index(letters: Sequence[Letter]) -> dict[str, float]:
     """event id → due of the last letter holding it (a client retry may queue one twice)."""
     return {ltr.event_id: ltr.due for ltr in letters if ltr.event_id}
@@ -191,11 +220,11 @@ def _event_index(letters: Sequence[Letter]) -> dict[str, float]:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[int]:
-    """An append descriptor on `path` holding an exclusive `flock` on its `.lock` file."""
+    """An append (and read) descriptor on `path` holding an exclusive `flock` on its `.lock` file."""
     lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             yield fd
         finally:
