@@ -258,10 +258,7 @@ def _parent_problem(exc: ForeignParent | MissingParent, *, single: bool = False)
     if isinstance(exc, ForeignParent):
         return validation_error(
             f"{field(first)}: {exc}; a parent must be an event of the same correlation id",
-            field_errors={
-                field(i): f"belongs to correlation id {where!r}"
-                for i, (_, where) in exc.indexes.items()
-            },
+            field_errors={field(i): "belongs to another correlation id" for i in exc.indexes},
         )
     return validation_error(
         f"{field(first)}: {exc.indexes[first]} does not exist",

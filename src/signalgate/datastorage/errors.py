@@ -76,8 +76,9 @@ class ForeignParent(StoreError):
 
     def __init__(self, indexes: Mapping[int, tuple[str, str]]) -> None:
         self.indexes = dict(indexes)  # batch index -> (parent id, the parent's correlation id)
-        parent, where = next(iter(self.indexes.values()))
-        super().__init__(f"parent_event_id {parent} belongs to correlation id {where!r}")
+        parent, _ = next(iter(self.indexes.values()))
+        # the other correlation id is not named: a writer may hold no `audit:read`
+        super().__init__(f"parent_event_id {parent} belongs to another correlation id")
 
 
 class DeadLetterUnavailable(Exception):

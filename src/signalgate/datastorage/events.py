@@ -50,8 +50,9 @@ Category = Literal[
     "agentsession",
 ]
 CATEGORIES: tuple[str, ...] = get_args(Category)
-# Categories a plain `audit:write` token may not write: the Gateway's decisions are appended
-# only with `audit:write:gateway`, so no other writer can forge them into its chains.
+# Categories a plain `audit:write` token may not write: the Gateway's decisions are written
+# only with `audit:write:gateway`, so no other writer can forge them. Their event types (the
+# `gateway.` namespace) belong to the category: another category's event may not take one.
 RESERVED_CATEGORIES = frozenset({"gateway"})
 Outcome = Literal["success", "failure", "pending"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
@@ -347,6 +348,15 @@ def _validated(payload: dict[str, Any], context: dict[str, Any], prefix: str) ->
     except ValidationError as exc:
         for key, message in _field_errors(exc, prefix).items():
             errors.setdefault(key, message)
+    if not errors:
+        namespace = model.event_type.partition(".")[0]
+        if namespace in RESERVED_CATEGORIES and model.event_category != namespace:
+            errors[f"{prefix}event_type"] = (
+                f"{namespace}.* event types are the {namespace} category's: an "
+                f"{model.event_category!r} event may not take one (a {namespace} event is "
+                f"written with event_category {namespace!r} and the scope "
+                f"'audit:write:{namespace}')"
+            )
     if errors:
         raise InvalidEvents(errors)
     return AuditEvent.from_model(model, context.get(EVENT_DATA_JSON))

@@ -150,14 +150,14 @@ def test_parents_stay_in_their_chain_and_writers_in_their_category(tmp_path: Pat
             answer = c.post(batch, json=[event_body("rr-two"), stray])
             assert answer.status_code == 400
             assert answer.json()["field_errors"] == {
-                "1.parent_event_id": "belongs to correlation id 'rr-one'"
+                "1.parent_event_id": "belongs to another correlation id"
             }
             same = event_body("rr-one", parent_event_id=parent["event_id"])
             assert c.post(batch, json=[same]).status_code == 201
             alone = c.post("/api/v1/audit/events", json=stray)  # the single-event endpoint
             assert alone.status_code == 400
             assert alone.json()["field_errors"] == {
-                "parent_event_id": "belongs to correlation id 'rr-one'"
+                "parent_event_id": "belongs to another correlation id"
             }
 
         with service.client(GATEWAY_WRITER) as c:
@@ -181,6 +181,18 @@ def test_parents_stay_in_their_chain_and_writers_in_their_category(tmp_path: Pat
             forged = c.post(batch, json=[event_body(f"rr-{uuid.uuid4().hex[:6]}")])
             assert forged.status_code == 403
             assert "audit:write:gateway" in forged.json()["detail"]
+            # nor as another category's event taking a Gateway event type (it passed)
+            disguised = event_body(
+                "rr-gw",
+                event_category="orchestration",
+                event_type="gateway.crd.created",
+                actor_type="gateway",
+                actor_id="crd-creator",
+            )
+            refused = c.post(batch, json=[disguised])
+            assert refused.status_code == 400, refused.text
+            assert list(refused.json()["field_errors"]) == ["0.event_type"]
+            assert "audit:write:gateway" in refused.json()["field_errors"]["0.event_type"]
         with httpx.Client(base_url=service.api_url, timeout=10) as anonymous:
             assert anonymous.post(batch, json=[event_body("rr-x")]).status_code == 401
     finally:

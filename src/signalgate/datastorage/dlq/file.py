@@ -220,7 +220,8 @@ def _event_index(letters: Sequence[Letter]) -> dict[str, float]:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[int]:
-    """An append (and read) descriptor on `path` holding an exclusive `flock` on its `.lock` file."""
+    """An append (and read) descriptor on `path`, holding an exclusive `flock` on its
+    `.lock` file."""
     lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
