@@ -25,6 +25,7 @@ from signalgate.audit.relay import Relay
 from signalgate.audit.settings import AuditSettings, DeliverySettings
 from signalgate.common.audit import Refusal
 from signalgate.common.ids import new_uuid
+from signalgate.common.secrets import hide_secrets
 from signalgate.common.tasks import cancel_and_wait
 
 log = logging.getLogger("signalgate.audit")
@@ -213,7 +214,7 @@ class JournalAuditSink:
     def status(self) -> dict[str, Any]:
         return {
             "sink": "datastorage",
-            "url": self._delivery.url,
+            "url": self._delivery.url and hide_secrets(self._delivery.url),
             "reachable": self.relay.reachable,
             "buffered": self.journal.pending_events,
             "spooled": self.journal.backlog_events,

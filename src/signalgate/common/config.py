@@ -28,6 +28,8 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from signalgate.common.secrets import hide_secrets_in
+
 ENV_PREFIX = "SIGNALGATE_"
 
 # Warnings found while reading settings, waiting for logging to be configured.
@@ -122,17 +124,6 @@ def parse_listen(value: object) -> str:
     if not match or int(match.group("port")) > 65535:
         raise ValueError("is not host:port (e.g. 127.0.0.1:8080)")
     return str(value)
-
-
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@", re.IGNORECASE)
-
-
-def without_password(value: Any) -> Any:
-    """`value` with the password of any `scheme://user:password@` in it replaced by `***`, so
-    an error line about a DSN or URL setting never shows a secret."""
-    if isinstance(value, str):
-        return _URL_PASSWORD.sub(r"\g<head>***@", value)
-    return value
 
 
 def check_url(value: str, schemes: tuple[str, ...], example: str, need_host: bool = True) -> str:
@@ -408,5 +399,5 @@ def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
     origin = origins.get(key)
     where = f" (from {origin})" if origin else ""
     value = error.get("input")
-    shown = "missing" if error["type"] == "missing" else repr(without_password(value))
+    shown = "missing" if error["type"] == "missing" else repr(hide_secrets_in(value))
     return f"config key '{key}'{where}: {shown} {message}"

@@ -32,6 +32,7 @@ from signalgate.common.cli import (
     with_default_command,
 )
 from signalgate.common.logging import configure_logging
+from signalgate.common.secrets import hide_secrets_in
 from signalgate.datastorage.dlq import ReplayWorker
 from signalgate.datastorage.errors import DeadLetterUnavailable, SchemaMismatch, StoreUnavailable
 from signalgate.datastorage.metrics import DataStorageMetrics
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "serve":
                 return serve(settings)
             if args.command == "check-config":
-                print(json.dumps(settings.resolved(), indent=2))
+                # passwords in DSNs and URLs shown masked, as the Gateway's
+                print(json.dumps(hide_secrets_in(settings.resolved()), indent=2))
                 return EXIT_OK
             if args.command == "migrate":
                 return asyncio.run(_migrate(settings))

@@ -23,8 +23,8 @@ from typing import Any
 import asyncpg
 
 from signalgate.common.pgpool import FairGate
+from signalgate.common.secrets import hide_secrets
 from signalgate.common.sql.drivers import PG_UNAVAILABLE
-from signalgate.common.sql.dsn import redact
 from signalgate.common.sql.migrations import postgres_migrate, postgres_version
 from signalgate.datastorage import migrations
 from signalgate.datastorage.chain import canonical
@@ -120,7 +120,7 @@ class PostgresAuditStore:
 
     @property
     def _where(self) -> str:
-        return f"audit database {redact(self._dsn)}"
+        return f"audit database {hide_secrets(self._dsn)}"
 
     @property
     def pool(self) -> asyncpg.Pool:

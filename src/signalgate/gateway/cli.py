@@ -22,6 +22,7 @@ from signalgate.common.cli import (
 )
 from signalgate.common.config import take_notes
 from signalgate.common.logging import configure_logging
+from signalgate.common.secrets import hide_secrets_in
 from signalgate.common.server import serve as run
 from signalgate.common.workers import WorkerRole, supervise
 from signalgate.gateway.kubernaut_config import read_kubernaut_layout
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             for note in take_notes():  # what `serve` would log as a warning
                 print(f"warning: {note}", file=sys.stderr)
-            print(json.dumps(settings.resolved(), indent=2))
+            # passwords in DSNs and URLs shown masked: the output goes to terminals and tickets
+            print(json.dumps(hide_secrets_in(settings.resolved()), indent=2))
             return EXIT_OK
         return serve(settings, argv)
 

@@ -32,8 +32,8 @@ from typing import Any
 import asyncpg
 
 from signalgate.common.pgpool import FairGate
+from signalgate.common.secrets import hide_secrets
 from signalgate.common.sql.drivers import PG_UNAVAILABLE
-from signalgate.common.sql.dsn import redact
 from signalgate.common.sql.migrations import postgres_migrate
 from signalgate.common.tasks import cancel_and_wait
 from signalgate.remediation import rows
@@ -231,7 +231,7 @@ class PostgresRemediationStore(RemediationStore):
         self._growth = _GrowthAnalyzer(self._analyze)
 
     def __repr__(self) -> str:
-        return f"PostgresRemediationStore({redact(self.dsn)!r})"
+        return f"PostgresRemediationStore({hide_secrets(self.dsn)!r})"
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -253,7 +253,8 @@ class PostgresRemediationStore(RemediationStore):
                 )
         except PG_UNAVAILABLE as exc:
             raise StoreUnavailable(
-                f"PostgreSQL store {redact(self.dsn)}: cannot connect: {exc or type(exc).__name__}"
+                f"PostgreSQL store {hide_secrets(self.dsn)}: cannot connect: "
+                f"{exc or type(exc).__name__}"
             ) from exc
         try:
             await self._migrate()
@@ -264,7 +265,7 @@ class PostgresRemediationStore(RemediationStore):
     async def _migrate(self) -> None:
         async with self._connection() as conn:
             await postgres_migrate(
-                conn, SCHEMA, f"PostgreSQL store {redact(self.dsn)}", (MIGRATION_LOCK,)
+                conn, SCHEMA, f"PostgreSQL store {hide_secrets(self.dsn)}", (MIGRATION_LOCK,)
             )
 
     async def close(self) -> None:
@@ -292,7 +293,7 @@ class PostgresRemediationStore(RemediationStore):
                 yield conn
         except PG_UNAVAILABLE as exc:
             raise StoreUnavailable(
-                f"PostgreSQL store {redact(self.dsn)}: {exc or type(exc).__name__}"
+                f"PostgreSQL store {hide_secrets(self.dsn)}: {exc or type(exc).__name__}"
             ) from exc
 
     # --- the store API --------------------------------------------------------------------

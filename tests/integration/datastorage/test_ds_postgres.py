@@ -309,3 +309,20 @@ def test_check_config_prints_what_follows_from_other_settings(tmp_path: Path) ->
         env={"SIGNALGATE_DATADIR": str(tmp_path), "SIGNALGATE_DLQ__REDISURL": "redis://r:6379/0"},
     )
     assert json.loads(with_redis.stdout)["dlq"]["path"] is None  # the queue is Redis's
+
+
+def test_check_config_masks_the_passwords_it_shows(tmp_path: Path) -> None:
+    """Its output goes to terminals and tickets: where a server is, not what opens it."""
+    done = cli(
+        "check-config",
+        env={
+            "SIGNALGATE_DATADIR": str(tmp_path),
+            "SIGNALGATE_STORE__DSN": "postgresql://ds@db/audit?password=QueryPass",
+            "SIGNALGATE_DLQ__REDISURL": "redis://:RedisPass@redis:6379/0",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    resolved = json.loads(done.stdout)
+    assert resolved["store"]["dsn"] == "postgresql://ds@db/audit?password=***"
+    assert resolved["dlq"]["redisUrl"] == "redis://:***@redis:6379/0"
+    assert "Pass" not in done.stdout

@@ -281,3 +281,28 @@ def test_a_spool_path_naming_an_old_spool_file_takes_its_events_over(tmp_path: P
         service.stop()
     assert spool.is_dir() and not (tmp_path / "spool.legacy").exists()
     assert sum(p.read_bytes().count(b"\n") for p in spool.glob("segment-*.jsonl")) == 3
+
+
+def test_passwords_in_urls_are_masked_in_check_config_and_readyz(tmp_path: Path) -> None:
+    """`check-config` prints the settings and the ops listener's /readyz (no token) shows
+    where audit events go: neither shows a password a DSN or URL carries."""
+    secrets = {
+        "SIGNALGATE_STORE__DSN": "postgresql://gw:StorePass@db:5432/signalgate",
+        "SIGNALGATE_DATASTORAGE__URL": "http://svc:UrlPass@ds.example:8090",
+    }
+    config = tmp_path / "gateway.yaml"
+    config.write_text("server:\n  listen: 127.0.0.1:0\n")
+    shown = run_cli("check-config", str(config), env=secrets)
+    assert shown.returncode == 0, shown.stderr
+    resolved = json.loads(shown.stdout)
+    assert resolved["store"]["dsn"] == "postgresql://gw:***@db:5432/signalgate"
+    assert resolved["datastorage"]["url"] == "http://svc:***@ds.example:8090"
+    away = f"http://svc:UrlPass@127.0.0.1:{free_port()}"
+    service = gateway_process(tmp_path, env={"SIGNALGATE_DATASTORAGE__URL": away}).start()
+    try:
+        ready = httpx.get(f"{service.ops_url}/readyz", timeout=10)
+        assert ready.json()["checks"]["audit"]["url"] == away.replace("UrlPass", "***")
+        assert "UrlPass" not in ready.text
+    finally:
+        service.stop()
+    assert "UrlPass" not in service.output()

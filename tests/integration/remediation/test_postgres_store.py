@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from e2ecov.recipes import PostgresServer, free_port
-from signalgate.common.sql.dsn import redact
+from signalgate.common.secrets import hide_secrets
 from signalgate.remediation.model import MANUAL_REVIEW_OUTCOME
 from signalgate.remediation.postgres import (
     _DECIDE_MANY,
@@ -81,8 +81,8 @@ async def test_a_newer_schema_is_refused_naming_both_versions(postgres_dsn: str)
 
 
 def test_redact_hides_the_password() -> None:
-    assert redact("postgresql://gw:s3cret@db:5432/rr") == "postgresql://gw:***@db:5432/rr"
-    assert redact("postgresql://gw@db/rr") == "postgresql://gw@db/rr"
+    assert hide_secrets("postgresql://gw:s3cret@db:5432/rr") == "postgresql://gw:***@db:5432/rr"
+    assert hide_secrets("postgresql://gw@db/rr") == "postgresql://gw@db/rr"
 
 
 @pytest.fixture
