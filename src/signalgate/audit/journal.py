@@ -20,6 +20,13 @@ truncation the journal needs (no rewriting). A crash may replay confirmed lines 
 stores an event id once) but never skips one; a torn last line (a write cut by the crash,
 never acknowledged) is cut off on open.
 
+A full disk: a write it refuses fails its group (503, the sender retries) and moves the
+journal on to a new segment, so that once the relay has delivered the old one it can be
+deleted even when the disk is smaller than a segment; the cursor is then rewritten in
+place (a new file needs space a full disk does not have); a segment that could not be made
+is tried again at the next write. So the journal frees its own disk as DataStorage takes its
+events, with nobody freeing space by hand.
+
 Memory: the newest durable lines (up to `RECENT_BYTES`) are also kept in memory, with the
 two fields the relay decides on (event type and time), so a relay that keeps up sends them
 as they were written, without reading the disk or parsing them again; a relay that fell
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import math
@@ -61,6 +69,11 @@ RECENT_BYTES = 8 * 1024 * 1024
 FAILURE_HOLD = 1.0
 # the Retry-After of an answer refused for a failing journal: when its hold is over
 FAILURE_RETRY_AFTER = math.ceil(FAILURE_HOLD)
+# a write failing for these leaves the segment for a new one, so the delivered part of the
+# old can be deleted: a disk smaller than a segment fills with delivered lines otherwise
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# the cursor file's size: written whole, padded, so it can be rewritten in place
+_CURSOR_BYTES = 64
 
 
 def worker_journal(base: Path, index: int) -> Path:
@@ -352,6 +365,10 @@ class Journal:
         while self._recent_bytes > RECENT_BYTES:
             self._recent_bytes -= recent.popleft()[1].size
 
+    def _segment_started(self, segment: int) -> None:
+        """On the event loop: the writer moved on to `segment` (before any line is in it)."""
+        self._sizes.setdefault(segment, 0)
+
     def _group_failed(self, group: _Group, exc: OSError, lines: int) -> None:
         log.error(
             "audit journal write failed; the requests waiting for it get 503",
@@ -414,11 +431,15 @@ class Journal:
         """DataStorage settled `piece`: move the cursor past it, delete finished segments."""
         assert self._reader is not None
         loop = asyncio.get_running_loop()
-        finished = [s for s in self._sizes if s < piece.end.segment]
-        await loop.run_in_executor(self._reader, self._advance, piece.end, finished)
+        end = piece.end
+        later = [s for s in self._sizes if s > end.segment]
+        if later and end.offset >= self._sizes.get(end.segment, 0):
+            end = Position(min(later), 0)  # read to the end of a segment the writer has left
+        finished = [s for s in self._sizes if s < end.segment]
+        await loop.run_in_executor(self._reader, self._advance, end, finished)
         for segment in finished:
             self._sizes.pop(segment, None)
-        self._cursor = piece.end
+        self._cursor = end
         self.backlog_bytes = max(0, self.backlog_bytes - piece.size)
         self.backlog_events = max(0, self.backlog_events - piece.lines)
 
@@ -528,13 +549,13 @@ class Journal:
             os.close(descriptor)
 
     def _write(self, data: bytes) -> tuple[int, int]:
-        """Append one group, durably; start a new segment when this one is full."""
-        if self._fd is None:
-            raise OSError("the audit journal is closed")
-        if self._active_size >= self.segment_bytes:
-            self._close_active()
-            self._active += 1
+        """Append one group, durably; start a new segment when this one is full, or when
+        the disk is (see the module's docstring)."""
+        if self._fd is not None and self._active_size >= self.segment_bytes:
+            self._next_segment()
+        if self._fd is None:  # a segment that could not be made (a full disk): again
             self._open_active()
+            self._announce_segment()
         fd = self._fd
         assert fd is not None
         before = self._active_size
@@ -542,12 +563,29 @@ class Journal:
             view = memoryview(data)
             while view:  # a regular file takes it all at once; a short write is continued
                 view = view[os.write(fd, view) :]
-        except OSError:
+        except OSError as exc:
             with contextlib.suppress(OSError):  # leave no half group for a later group to follow
                 os.ftruncate(fd, before)
+            if exc.errno in _DISK_FULL and before > 0:
+                self._next_segment()
+                with contextlib.suppress(OSError):  # else made at the next write
+                    self._open_active()
+                    self._announce_segment()
             raise
         self._active_size = before + len(data)
         return self._active, self._active_size
+
+    def _next_segment(self) -> None:
+        """Leave the active segment: the next write goes to a new one."""
+        self._close_active()
+        self._active += 1
+        self._active_size = 0
+
+    def _announce_segment(self) -> None:
+        """Tell the event loop the writer is on a new segment, so that the relay, once at
+        the end of the one before, moves the cursor on and that one can be deleted."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._segment_started, self._active)
 
     def _close_active(self) -> None:
         if self._fd is not None:
@@ -587,9 +625,23 @@ class Journal:
         return Slice(entries, Position(segment, offset), size, lines)
 
     def _advance(self, cursor: Position, finished: list[int]) -> None:
+        data = orjson.dumps({"segment": cursor.segment, "offset": cursor.offset})
+        data = data.ljust(_CURSOR_BYTES)
+        path = self.directory / "cursor"
         temporary = self.directory / "cursor.tmp"
-        temporary.write_bytes(orjson.dumps({"segment": cursor.segment, "offset": cursor.offset}))
-        os.replace(temporary, self.directory / "cursor")
+        try:
+            temporary.write_bytes(data)
+            os.replace(temporary, path)
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL or not path.exists():
+                raise
+            # a full disk has no room for a new file: the cursor is rewritten where it is
+            # (one write, whole or not at all for a crash of this process; a cursor that
+            # cannot be read replays from the first segment, never skips)
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            with open(path, "r+b") as handle:
+                handle.write(data)
         # the cursor is written first: a crash between the two replays, never skips
         for segment in finished:
             self._segment_path(segment).unlink(missing_ok=True)

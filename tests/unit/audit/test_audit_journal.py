@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import os
@@ -278,3 +279,111 @@ async def test_an_unexpected_error_fails_its_group_and_the_writer_carries_on(
         assert [e.event()["n"] for e in piece.entries] == [2]
     finally:
         await journal.close()
+
+
+def _segments(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("segment-*.jsonl"))
+
+
+async def _deliver_all(journal: Journal) -> list[int]:
+    seen: list[int] = []
+    while journal.backlog_events:
+        piece = await journal.read(50)
+        seen += [int(str(e.event()["n"])) for e in piece.entries]
+        await journal.confirm(piece)
+    return seen
+
+
+async def test_a_full_disk_moves_the_journal_on_so_delivered_lines_free_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a disk smaller than a segment the active segment filled it with delivered lines
+    (only a segment behind the cursor's is deleted): every signal refused for good. A write
+    the disk refuses now moves the journal to a new segment, and once the relay has
+    delivered the old one it is deleted, freeing the disk."""
+    journal = Journal(tmp_path, segment_bytes=1 << 20)
+    await journal.open()
+    for n in range(10):
+        journal.stage(event(n))
+    await journal.commit()
+    real_write = os.write
+
+    def full(descriptor: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("signalgate.audit.journal.os.write", full)
+    journal.stage(event(10))
+    with pytest.raises(JournalUnavailable, match="No space left"):
+        await journal.commit()
+    monkeypatch.setattr("signalgate.audit.journal.os.write", real_write)
+    first, second = "segment-0000000000000001.jsonl", "segment-0000000000000002.jsonl"
+    assert _segments(tmp_path) == [first, second]
+    assert await _deliver_all(journal) == list(range(10))
+    assert _segments(tmp_path) == [second]  # the disk is free again
+    journal.stage(event(11))
+    await journal.commit()
+    assert await _deliver_all(journal) == [11]
+    await journal.close()
+    again = Journal(tmp_path, segment_bytes=1 << 20)
+    await again.open()
+    assert again.backlog_events == 0
+    await again.close()
+
+
+async def test_a_segment_that_could_not_be_made_is_made_at_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollover whose new file could not be created (no inode left) left the journal
+    without a segment for good: 'the audit journal is closed' until a restart."""
+    journal = Journal(tmp_path, segment_bytes=32)
+    await journal.open()
+    journal.stage(event(0))
+    await journal.commit()  # segment 1 is over its 32 bytes: the next write rolls over
+    real_open = os.open
+    refused = []
+
+    def no_inode(path: str, flags: int, mode: int = 0o777) -> int:
+        if str(path).endswith("segment-0000000000000002.jsonl") and not refused:
+            refused.append(path)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr("signalgate.audit.journal.os.open", no_inode)
+    journal.stage(event(1))
+    with pytest.raises(JournalUnavailable, match="No space left"):
+        await journal.commit()
+    journal.stage(event(2))
+    await journal.commit()  # made now
+    assert refused and await _deliver_all(journal) == [0, 2]
+    await journal.close()
+
+
+async def test_the_cursor_is_written_in_place_when_the_disk_has_no_room_for_a_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moving the cursor wrote a new file first: on a full disk it failed, so no delivered
+    segment was ever deleted and the disk stayed full after DataStorage came back."""
+    journal = Journal(tmp_path, segment_bytes=256)
+    await journal.open()
+    for n in range(40):
+        journal.stage({**event(n), "pad": "x" * 50})
+        await journal.commit()
+    first = await journal.read(5)
+    await journal.confirm(first)  # the cursor file exists
+    real_write_bytes = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:  # type: ignore[override]
+        if self.name == "cursor.tmp":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    delivered = [int(str(e.event()["n"])) for e in first.entries] + await _deliver_all(journal)
+    monkeypatch.undo()
+    assert delivered == list(range(40))
+    assert len(_segments(tmp_path)) == 1 and not (tmp_path / "cursor.tmp").exists()
+    await journal.close()
+    again = Journal(tmp_path, segment_bytes=256)
+    await again.open()
+    assert again.backlog_events == 0
+    await again.close()

@@ -18,7 +18,7 @@ from signalgate.common.secrets import hide_secrets, hide_secrets_in
         ("postgresql://db/sg?sslmode=verify-full&sslpassword=K", "postgresql://db/sg?sslmode=verify-full&sslpassword=***"),
         ("host=db password=KW user=x", "host=db password=*** user=x"),  # libpq key=value
         ("host=db password='a b\\' c' user=x", "host=db password=*** user=x"),
-        ("error: cannot reach http://svc:UrlPass@ds:8090 now", "error: cannot reach http://svc:***@ds:8090 now"),
+        ("reaching http://svc:UrlPass@ds:8090 failed", "reaching http://svc:***@ds:8090 failed"),
     ],
 )  # fmt: skip
 def test_each_form_of_a_password_is_masked(shown: str, masked: str) -> None:
