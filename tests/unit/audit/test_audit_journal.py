@@ -340,7 +340,7 @@ async def test_a_segment_that_could_not_be_made_is_made_at_the_next_write(
     journal.stage(event(0))
     await journal.commit()  # segment 1 is over its 32 bytes: the next write rolls over
     real_open = os.open
-    refused = []
+    refused: list[str] = []
 
     def no_inode(path: str, flags: int, mode: int = 0o777) -> int:
         if str(path).endswith("segment-0000000000000002.jsonl") and not refused:
@@ -372,7 +372,7 @@ async def test_the_cursor_is_written_in_place_when_the_disk_has_no_room_for_a_ne
     await journal.confirm(first)  # the cursor file exists
     real_write_bytes = Path.write_bytes
 
-    def full(self: Path, data: bytes) -> int:  # type: ignore[override]
+    def full(self: Path, data: bytes) -> int:
         if self.name == "cursor.tmp":
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write_bytes(self, data)
