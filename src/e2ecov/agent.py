@@ -388,6 +388,10 @@ class Agent:
         with self._lock:
             data = self._cov.get_data()
             data.erase()
+            if self.core == "sysmon" and sys.version_info >= (3, 12):
+                # sys.monitoring turns a line's event off once it has fired: without turning
+                # them on again, what ran before the reset would never be measured again
+                sys.monitoring.restart_events()
             if self.settings.contexts:
                 self._cov.switch_context(self.context)
         with contextlib.suppress(OSError):

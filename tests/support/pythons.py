@@ -33,6 +33,17 @@ def has_coverage(python: Path) -> bool:
     return probe.returncode == 0
 
 
+def pythons312() -> list[Path]:
+    """Every prepared Python 3.12+ venv with coverage.py (3.12 and 3.13 differ in
+    sys.monitoring), else the one `python312` finds; empty only when there is none."""
+    prepared = sorted(prepared_dir().glob("3.1[2-9]*/bin/python"))
+    ready = [python for python in prepared if has_coverage(python)]
+    if ready:
+        return ready
+    one = python312()
+    return [one] if one is not None else []
+
+
 def python312() -> Path | None:
     """A Python 3.12+ for the tests, prepared venvs first; None only when there is none."""
     prepared = sorted(prepared_dir().glob("3.1[2-9]*/bin/python"))

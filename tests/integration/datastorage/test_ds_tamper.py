@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ class Backend:
 
     async def sql(self, statement: str, *args: Any) -> None:
         if self.kind == "sqlite":
-            with sqlite3.connect(self.path) as conn:
+            with closing(sqlite3.connect(self.path)) as conn, conn:
                 conn.execute(statement.replace("$1", "?"), args)
             return
         conn = await asyncpg.connect(self.dsn)
@@ -109,7 +110,8 @@ def test_verify_all_and_migration_of_an_existing_database(tmp_path: Path) -> Non
     finally:
         service.stop()
     database = tmp_path / "ds" / "audit.db"
-    with sqlite3.connect(database) as conn:  # as a database made before chain heads was
+    # as a database made before chain heads was
+    with closing(sqlite3.connect(database)) as conn, conn:
         conn.execute("DROP TABLE audit_chain_heads")
         conn.execute("DELETE FROM audit_schema_migrations WHERE version = 2")
 
@@ -125,7 +127,7 @@ def test_verify_all_and_migration_of_an_existing_database(tmp_path: Path) -> Non
 
     code, lines = verify_all()  # opening the store migrates it: heads from the events
     assert code == 0 and lines == [{"chains": 2, "broken": 0, "valid": True}]
-    with sqlite3.connect(database) as conn:
+    with closing(sqlite3.connect(database)) as conn, conn:
         conn.execute("DELETE FROM audit_events WHERE correlation_id = 'rr-b'")
     code, lines = verify_all()
     assert code == 1

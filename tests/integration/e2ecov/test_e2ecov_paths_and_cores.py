@@ -10,10 +10,15 @@ from pathlib import Path
 import pytest
 
 from tests.integration.e2ecov.e2ecov_harness import APP, drive, e2ecov, toml_list
-from tests.support.pythons import missing_coverage, python312
+from tests.support.pythons import missing_coverage, pythons312
 
-PY312 = python312()
-NEEDS_312 = pytest.mark.skipif(PY312 is None, reason="no Python 3.12+ interpreter on this machine")
+# each prepared 3.12+ (their sys.monitoring differs); skipped only on a machine with none
+PYTHONS_312 = pytest.mark.parametrize(
+    "py312",
+    pythons312()
+    or [pytest.param(None, marks=pytest.mark.skip(reason="no Python 3.12+ on this machine"))],
+    ids=lambda python: python.parent.parent.name if python else "none",
+)
 
 
 def _require_coverage(python: Path) -> None:
@@ -21,13 +26,15 @@ def _require_coverage(python: Path) -> None:
         pytest.fail(reason)
 
 
-def _stack(repo: Path, app_dir: Path, python: str, run_extra: str) -> Path:
+def _stack(
+    repo: Path, app_dir: Path, python: str, run_extra: str, steps: tuple[str, ...] = ()
+) -> Path:
     command = [python, "-m", "sampleapp.server", "--port", "{port}"]
     path = repo / "stack.toml"
     path.write_text(
         f"""[run]
 artifacts = "out"
-tests = {toml_list(drive("/alpha", "/beta"))}
+tests = {toml_list(drive(*(steps or ("/alpha", "/beta"))))}
 source = ["app/sampleapp"]
 {run_extra}
 
@@ -76,13 +83,12 @@ def test_unmapped_foreign_root_is_explained(tmp_path: Path) -> None:
     assert "[run] paths" in outcome.output
 
 
-@NEEDS_312
-def test_sysmon_core_on_312_without_contexts(tmp_path: Path) -> None:
-    assert PY312 is not None
-    _require_coverage(PY312)
+@PYTHONS_312
+def test_sysmon_core_on_312_without_contexts(tmp_path: Path, py312: Path) -> None:
+    _require_coverage(py312)
     repo = tmp_path / "repo"
     shutil.copytree(APP, repo / "app", ignore=shutil.ignore_patterns("__pycache__"))
-    stack = _stack(repo, repo / "app", str(PY312), "contexts = false")
+    stack = _stack(repo, repo / "app", str(py312), "contexts = false")
     outcome = e2ecov("run", "-c", str(stack), cwd=repo)
     assert outcome.code == 0, outcome.output
     assert outcome.run_json()["cores"] == ["sysmon"]
@@ -96,13 +102,29 @@ def test_sysmon_core_on_312_without_contexts(tmp_path: Path) -> None:
     )
 
 
-@NEEDS_312
-def test_contexts_select_ctrace_even_on_312(tmp_path: Path) -> None:
-    assert PY312 is not None
-    _require_coverage(PY312)
+@PYTHONS_312
+def test_sysmon_core_measures_again_after_a_reset(tmp_path: Path, py312: Path) -> None:
+    """sys.monitoring turns a line's event off once it fired: after `reset`, code that had
+    run before was never measured again (0 % for a handler the tests ran after it)."""
+    _require_coverage(py312)
     repo = tmp_path / "repo"
     shutil.copytree(APP, repo / "app", ignore=shutil.ignore_patterns("__pycache__"))
-    stack = _stack(repo, repo / "app", str(PY312), "contexts = true")
+    steps = ("/alpha", "reset", "/alpha")
+    stack = _stack(repo, repo / "app", str(py312), "contexts = false", steps)
+    outcome = e2ecov("run", "-c", str(stack), cwd=repo)
+    assert outcome.code == 0, outcome.output
+    assert outcome.run_json()["cores"] == ["sysmon"]
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    functions = report["files"]["app/sampleapp/handlers.py"]["functions"]
+    assert functions["alpha"]["summary"]["percent_covered"] == 100.0
+
+
+@PYTHONS_312
+def test_contexts_select_ctrace_even_on_312(tmp_path: Path, py312: Path) -> None:
+    _require_coverage(py312)
+    repo = tmp_path / "repo"
+    shutil.copytree(APP, repo / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    stack = _stack(repo, repo / "app", str(py312), "contexts = true")
     outcome = e2ecov("run", "-c", str(stack), cwd=repo)
     assert outcome.code == 0, outcome.output
     assert outcome.run_json()["cores"] == ["ctrace"]

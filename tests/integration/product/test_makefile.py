@@ -19,8 +19,10 @@ from tests.support.pythons import REPO, has_coverage, python312
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
     """The repository's Makefile, as a user runs it (not as a sub-make of `make test`, whose
-    MAKEFLAGS would pass its own variables and flags down)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    MAKEFLAGS would pass its own variables and flags down, nor a `make test VENV=…`, which
+    exports the variables given on its command line)."""
+    outer = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VENV", "PYTHON", "PYTHONS_DIR", "EXTRA_PYTHONS")
+    env = {k: v for k, v in os.environ.items() if k not in outer}
     return subprocess.run(
         ["make", "--no-print-directory", "-C", str(REPO), *args],
         capture_output=True,

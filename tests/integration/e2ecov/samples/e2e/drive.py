@@ -61,6 +61,9 @@ for step in sys.argv[1:]:
     elif step == "save":
         answers = protocol.broadcast(Path(os.environ["E2ECOV_CONTROL_DIR"]), "save")
         print("saved", sorted(answers))
+    elif step == "reset":
+        answers = protocol.broadcast(Path(os.environ["E2ECOV_CONTROL_DIR"]), "reset")
+        print("reset", sorted(answers))
     elif step == "fail":
         sys.exit(1)
     else:
