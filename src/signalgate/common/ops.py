@@ -80,6 +80,14 @@ def build_ops_app(readiness: ReadinessProbe, registry: CollectorRegistry) -> Sta
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    probes = probe_routes(readiness)
+    healthz, readyz = (route.endpoint for route in probes)
+    # Kubernaut's health-server paths too, for probes and charts written for it
+    kubernaut = [
+        Route("/health", healthz, methods=["GET"]),
+        Route("/health/live", healthz, methods=["GET"]),
+        Route("/health/ready", readyz, methods=["GET"]),
+    ]
     return unredirected(
-        Starlette(routes=[*probe_routes(readiness), Route("/metrics", metrics, methods=["GET"])])
+        Starlette(routes=[*probes, *kubernaut, Route("/metrics", metrics, methods=["GET"])])
     )

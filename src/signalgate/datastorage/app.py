@@ -8,7 +8,7 @@ problems in `_translate` and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -285,6 +285,36 @@ def _translate(exc: Exception) -> Problem | None:
     return None
 
 
+# Kubernaut DataStorage operations this one does not provide (path, methods, what they do):
+# answered 501, not 404 — a client generated from Kubernaut's OpenAPI document reads a 404
+# on most of them as "no such correlation id", not as "not here"
+NOT_PROVIDED = (
+    ("/api/v1/audit/notifications", ["POST"], "notification audit records"),
+    ("/api/v1/audit/legal-hold", ["GET", "POST"], "legal holds"),
+    ("/api/v1/audit/legal-hold/{correlation_id}", ["DELETE"], "legal holds"),
+    ("/api/v1/audit/export", ["GET"], "audit exports"),
+    (
+        "/api/v1/audit/remediation-requests/{correlation_id}/reconstruct",
+        ["POST"],
+        "RR reconstruction from the audit trail",
+    ),
+    ("/api/v1/effectiveness/{correlation_id}", ["GET"], "effectiveness scores"),
+    ("/api/v1/remediation-history/context", ["GET"], "remediation history"),
+)
+
+
+def _not_provided(what: str) -> Callable[[Request], Awaitable[Response]]:
+    async def answer(request: Request) -> Response:
+        raise Problem(
+            501,
+            "not-implemented",
+            f"this DataStorage (signalgate) does not provide Kubernaut's {what}: only the "
+            "audit event write, query and verify-chain operations",
+        )
+
+    return answer
+
+
 def build_api_app(service: DataStorageService) -> ASGIApp:
     api = DataStorageAPI(service)
     batch = Route("/api/v1/audit/events/batch", api.write_batch, methods=["POST"])
@@ -297,6 +327,7 @@ def build_api_app(service: DataStorageService) -> ASGIApp:
             # Kubernaut's services probe DataStorage here; ready only while the database answers
             *probe_routes(service.database_readiness),
             Route("/openapi.json", api.openapi, methods=["GET"]),
+            *(Route(path, _not_provided(what), methods=m) for path, m, what in NOT_PROVIDED),
         ],
         _translate,
         (StoreUnavailable, Conflict, ForeignParent, MissingParent, EventsLost),

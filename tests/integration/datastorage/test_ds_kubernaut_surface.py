@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from e2ecov.recipes import PostgresServer
+from signalgate.datastorage.app import NOT_PROVIDED
 from signalgate.datastorage.capabilities import EXTENSION_EVENT_TYPES, KUBERNAUT_EVENT_TYPES
 from signalgate.datastorage.events import CATEGORIES
 from tests.integration.datastorage.dstools import (
@@ -42,6 +43,33 @@ def test_probes_answer_on_the_api_listener_without_a_token(
     assert ready.json()["checks"]["database"] == "ok"
     healthy = httpx.get(f"{sqlite_server.api_url}/healthz")
     assert healthy.status_code == 200 and healthy.json()["status"] == "healthy"
+
+
+def test_kubernauts_health_server_paths_answer_on_the_ops_listener(
+    sqlite_server: ServiceProcess,
+) -> None:
+    """Kubernaut's DataStorage serves /health, /health/live and /health/ready on its health
+    port; probes and charts written for it find them on the ops listener."""
+    ops = sqlite_server.ops_url
+    for path in ("/health", "/health/live"):
+        live = httpx.get(ops + path)
+        assert live.status_code == 200 and live.json()["status"] == "healthy", path
+    ready = httpx.get(ops + "/health/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+@pytest.mark.parametrize(("path", "methods", "what"), NOT_PROVIDED)
+def test_kubernaut_operations_not_provided_are_501_not_404(
+    ds: httpx.Client, path: str, methods: list[str], what: str
+) -> None:
+    """A client generated from Kubernaut's OpenAPI document reads a 404 on most of these as
+    its own "not found" (no such correlation id): a 501 is an error it cannot mistake."""
+    concrete = path.replace("{correlation_id}", "rr-x")
+    for method in methods:
+        answer = ds.request(method, concrete)
+        assert answer.status_code == 501, (method, concrete, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert what in answer.json()["detail"]
 
 
 def test_verify_chain_post_answers_in_kubernauts_shape(ds: httpx.Client) -> None:
