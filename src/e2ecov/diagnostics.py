@@ -15,14 +15,41 @@ from pathlib import Path
 from e2ecov.services import ServiceRun, describe_exit
 
 _SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|COOKIE|PRIVATE", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(//[^/:@\s]+:)([^@/\s]+)(@)")
+# scheme://[user]:password@ — up to the last '@' before a space: a password may hold '@' or
+# '/' unencoded (hiding a little of the host beats showing a secret); Redis's has no user
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/@:\s]*:)\S*@", re.IGNORECASE)
+# password=… in a query (`?`, `&`, `;`), a libpq key=value string or a `--password=` flag
+_PASSWORD_PARAMETER = re.compile(
+    r"((?:^|[?&;\s-])(?:password|passwd|pwd|sslpassword|secret|token|api[_-]?key)=)"
+    r"('(?:[^'\\]|\\.)*'|[^&;\s]*)",
+    re.IGNORECASE,
+)
+
+
+def redact_value(value: str) -> str:
+    """A value with the passwords of URLs and connection strings in it hidden."""
+    value = _URL_PASSWORD.sub(r"\1***@", value)
+    return _PASSWORD_PARAMETER.sub(r"\1***", value)
 
 
 def redact(name: str, value: str) -> str:
-    """Hide values of secret-looking names and passwords inside URLs."""
+    """Hide values of secret-looking names, and passwords inside any other value."""
     if _SECRET_NAME.search(name):
         return "***" if value else ""
-    return _URL_PASSWORD.sub(r"\1***\3", value)
+    return redact_value(value)
+
+
+def redact_command(command: list[str]) -> list[str]:
+    """A command line as diagnostics may show it: passwords inside arguments hidden, and the
+    argument after a secret-looking flag (`--password X`, `--token X`)."""
+    shown: list[str] = []
+    for argument in command:
+        after_flag = bool(shown) and shown[-1].startswith("-") and "=" not in shown[-1]
+        if after_flag and _SECRET_NAME.search(shown[-1]):
+            shown.append("***")
+        else:
+            shown.append(redact_value(argument))
+    return shown
 
 
 def write(
@@ -62,7 +89,7 @@ def write(
             "ready": svc.ready,
             "last_health_answers": list(svc.health_answers),
             "failure": svc.failure,
-            "command": svc.command,
+            "command": redact_command(svc.command),
         }
         (target / "status.json").write_text(json.dumps(status, indent=2) + "\n")
         env_lines = [f"{k}={redact(k, v)}" for k, v in sorted(svc.env.items())]

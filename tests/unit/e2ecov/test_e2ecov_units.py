@@ -131,6 +131,25 @@ def test_redaction() -> None:
     assert diagnostics.redact("API_TOKEN", "abc") == "***"
     assert diagnostics.redact("DSN", "postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
     assert diagnostics.redact("PATH", "/usr/bin") == "/usr/bin"
+    # the forms a secret takes in values whose names say nothing (each was shown in clear)
+    forms = {
+        "redis://:RedisPass123@redis:6379/0": "redis://:***@redis:6379/0",  # no user name
+        "postgresql://sg:abc/def+ghi@db/sg": "postgresql://sg:***@db/sg",  # '/' in it
+        "amqp://u:p@ss@mq/": "amqp://u:***@mq/",  # '@' in it
+        "postgresql://db/sg?sslmode=require&password=Q": "postgresql://db/sg?sslmode=require&password=***",
+        "host=db password=KeywordPass user=x": "host=db password=*** user=x",
+        "http://ds:8090/api": "http://ds:8090/api",
+    }
+    assert {v: diagnostics.redact("SIGNALGATE_STORE__DSN", v) for v in forms} == forms
+
+
+def test_the_command_line_is_redacted_too() -> None:
+    command = ["app", "--dsn", "postgresql://sg:CmdPass@db/sg", "--password", "hunter2"]
+    command += ["--token=abc", "--port", "8080"]
+    assert diagnostics.redact_command(command) == [
+        "app", "--dsn", "postgresql://sg:***@db/sg", "--password", "***",
+        "--token=***", "--port", "8080",
+    ]  # fmt: skip
 
 
 def test_progress_lines_and_spinner() -> None:
