@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from signalgate.common.auth import ADMIN_TOKEN_FILE, hash_token, write_new_token
-from signalgate.common.cli import EXIT_CONFIG
+from signalgate.common.cli import EXIT_CONFIG, keep_files_private
 from signalgate.common.config import ConfigError, split_listen
 from signalgate.common.directories import writable_directory
 from signalgate.common.listeners import bind_problem
@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         help="Gateway API port; its ops port is +1, DataStorage's +10 and +11 (default 8080)",
     )
     args = parser.parse_args(argv)
+    keep_files_private()  # the data directory, tokens files and the services' files
     return up(args.data_dir, args.host, args.base_port)
 
 

@@ -61,8 +61,21 @@ def settings_from_args(
     )
 
 
+# what a service writes (RR and audit databases, the audit journal with whole alert
+# payloads, tokens files, the dead-letter queue) is its user's alone, whatever the umask it
+# was started with: an audit trail readable by any local user needs no `audit:read`
+PRIVATE_UMASK = 0o077
+
+
+def keep_files_private() -> None:
+    """Files and directories made from now on: owner only (0600 and 0700)."""
+    os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)
+
+
 def run_guarded(main: Callable[[], int]) -> int:
-    """Print controlled errors as one line without a traceback, with the right exit code."""
+    """Print controlled errors as one line without a traceback, with the right exit code.
+    Files the command makes are private to its user (`keep_files_private`)."""
+    keep_files_private()
     try:
         code = main()
         sys.stdout.flush()  # a closed pipe shows here, not in Python's exit

@@ -306,3 +306,22 @@ def test_passwords_in_urls_are_masked_in_check_config_and_readyz(tmp_path: Path)
     finally:
         service.stop()
     assert "UrlPass" not in service.output()
+
+
+def test_what_the_gateway_writes_is_its_users_alone(tmp_path: Path) -> None:
+    """Its RR database and its audit journal (whole alert payloads) were 0644 in 0755
+    directories under the usual umask: any local user could read them."""
+    data_dir = tmp_path / "data"
+    away = f"http://127.0.0.1:{free_port()}"  # the journal keeps the events
+    service = gateway_process(data_dir, env={"SIGNALGATE_DATASTORAGE__URL": away}).start()
+    try:
+        with service.client() as c:
+            assert c.post(PROM, json=webhook(alert(pod="private-1"))).status_code == 201
+    finally:
+        service.stop()
+    # (the data directory, tokens file and log are the test harness's)
+    made = [p for p in data_dir.rglob("*") if p.name not in ("test-tokens", "gateway.log")]
+    assert any(p.name.startswith("segment-") for p in made), made
+    assert any(p.suffix == ".db" for p in made), made
+    shared = [(str(p), oct(p.stat().st_mode & 0o777)) for p in made if p.stat().st_mode & 0o077]
+    assert shared == []
