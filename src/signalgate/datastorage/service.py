@@ -170,6 +170,10 @@ class DataStorageService:
             checks["dead_letter_queue"] = "ok"
         except DeadLetterUnavailable as exc:
             checks["dead_letter_queue"] = f"unavailable: {exc}"
+        for target, state in checks.items():
+            # a ping can answer while writes fail (a full disk): the last write decides
+            if state == "ok" and (why := self.writer.failing(target)):
+                checks[target] = f"writes failing: {why}"
         if self.lifecycle.state is not State.SERVING:
             return Readiness(False, f"DataStorage is {self.lifecycle.state.value}", checks)
         if "ok" not in checks.values():

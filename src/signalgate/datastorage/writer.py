@@ -62,6 +62,12 @@ class EventsLost(Exception):
         )
 
 
+# how long a write that failed keeps its target ("database", "dead_letter_queue") reported as
+# failing in /readyz after it, unless a write to it succeeds first: a ping can answer while
+# writes fail (a full disk), and no traffic may come to clear it
+WRITE_FAILURE_HOLD = 10.0
+
+
 class AuditWriter:
     def __init__(
         self,
@@ -74,6 +80,15 @@ class AuditWriter:
         self._dlq = dlq
         self._metrics = metrics
         self._first_delay = first_replay_delay
+        # target -> (monotonic time, why) of its last failed write, until one succeeds
+        self._failed: dict[str, tuple[float, str]] = {}
+
+    def failing(self, target: str) -> str | None:
+        """Why writes to `target` failed lately (within WRITE_FAILURE_HOLD), or None."""
+        failed = self._failed.get(target)
+        if failed is None or time.monotonic() - failed[0] > WRITE_FAILURE_HOLD:
+            return None
+        return failed[1]
 
     async def write(self, events: Sequence[AuditEvent]) -> WriteOutcome:
         started = time.perf_counter()
@@ -107,9 +122,11 @@ class AuditWriter:
         try:
             result = await self._store.write(events)
         except StoreUnavailable as store_error:
+            self._failed["database"] = (time.monotonic(), str(store_error))
             return await self._queue(events, store_error)
         except MissingParent as missing:
             return await self._behind_parents(events, missing)
+        self._failed.pop("database", None)
         return self._stored(result, len(events))
 
     def _stored(self, result: WriteResult, count: int) -> WriteOutcome:
@@ -127,6 +144,7 @@ class AuditWriter:
         try:
             await self._dlq.put(events, due=time.time() + self._first_delay)
         except DeadLetterUnavailable as queue_error:
+            self._failed["dead_letter_queue"] = (time.monotonic(), str(queue_error))
             self._metrics.writes.labels("lost").inc(count)
             log.error(
                 "audit events lost: database and dead-letter queue unavailable",
@@ -137,6 +155,7 @@ class AuditWriter:
                 },
             )
             raise EventsLost(count) from queue_error
+        self._failed.pop("dead_letter_queue", None)
         self._metrics.writes.labels("dead_lettered").inc(count)
         log.warning(
             "database unavailable: events queued for replay",

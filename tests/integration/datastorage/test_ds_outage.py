@@ -3,6 +3,7 @@ stores them once, and every chain still verifies."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -129,3 +130,40 @@ def test_database_and_queue_both_down_is_500_naming_the_loss(
     assert "7 event(s) were not stored" in answer.json()["detail"]
     ready = httpx.get(f"{pg_datastorage.ops_url}/readyz")
     assert ready.status_code == 503
+
+
+def test_readiness_reports_writes_failing_where_pings_still_answer(tmp_path: Path) -> None:
+    """A ping can answer while every write fails (a full disk; here the database locked by
+    another process and the dead-letter file's path a directory): /readyz said ready while
+    each batch was answered 500. The last write decides, for a while after it."""
+    data_dir = tmp_path / "ds"
+    blocked_queue = tmp_path / "dlq-is-a-directory"
+    blocked_queue.mkdir()
+    process = datastorage_process(
+        data_dir,
+        env={"SIGNALGATE_STORE__TIMEOUT": "0.5s", "SIGNALGATE_DLQ__PATH": str(blocked_queue)},
+    ).start()
+    locker = sqlite3.connect(data_dir / "audit.db", isolation_level=None)
+    try:
+        assert httpx.get(f"{process.ops_url}/readyz", timeout=10).status_code == 200
+        locker.execute("BEGIN IMMEDIATE")  # writers wait, readers (the ping) do not
+        with process.client(ADMIN_TOKEN) as client:
+            refused = client.post(BATCH, json=[event_body(f"rr-{uuid.uuid4().hex[:6]}")])
+        assert refused.status_code >= 500, refused.text
+        ready = httpx.get(f"{process.ops_url}/readyz", timeout=10)
+        assert ready.status_code == 503, ready.text
+        checks = ready.json()["checks"]
+        assert checks["database"].startswith("writes failing: "), checks
+        assert checks["dead_letter_queue"].startswith("writes failing: "), checks
+        api_ready = httpx.get(f"{process.api_url}/readyz", timeout=10)
+        assert api_ready.status_code == 503  # where Kubernaut's services probe
+        locker.execute("ROLLBACK")
+        with process.client(ADMIN_TOKEN) as client:
+            stored = client.post(BATCH, json=[event_body(f"rr-{uuid.uuid4().hex[:6]}")])
+        assert stored.status_code == 201, stored.text
+        assert (
+            httpx.get(f"{process.ops_url}/readyz", timeout=10).json()["checks"]["database"] == "ok"
+        )
+    finally:
+        locker.close()
+        process.stop()
