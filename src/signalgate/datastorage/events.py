@@ -352,9 +352,9 @@ def _validated(payload: dict[str, Any], context: dict[str, Any], prefix: str) ->
         namespace = model.event_type.partition(".")[0]
         if namespace in RESERVED_CATEGORIES and model.event_category != namespace:
             errors[f"{prefix}event_type"] = (
-                f"{namespace}.* event types are the {namespace} category's: an "
-                f"{model.event_category!r} event may not take one (a {namespace} event is "
-                f"written with event_category {namespace!r} and the scope "
+                f"{namespace}.* event types are the {namespace} category's: an event of "
+                f"category {model.event_category!r} may not take one (a {namespace} event "
+                f"is written with event_category {namespace!r} and the scope "
                 f"'audit:write:{namespace}')"
             )
     if errors:

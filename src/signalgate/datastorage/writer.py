@@ -65,7 +65,7 @@ class EventsLost(Exception):
 # how long a write that failed keeps its target ("database", "dead_letter_queue") reported as
 # failing in /readyz after it, unless a write to it succeeds first: a ping can answer while
 # writes fail (a full disk), and no traffic may come to clear it
-WRITE_FAILURE_HOLD = 10.0
+WRITE_FAILURE_HOLD = 5.0
 
 
 class AuditWriter:

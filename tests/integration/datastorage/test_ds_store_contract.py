@@ -94,7 +94,12 @@ async def test_every_filter_and_pagination_newest_first(store: AuditStore) -> No
             event_category="gateway",
             event_data={"signal_name": "DiskFull", "n": 2},
         ),
-        ev("q-3", when=now - timedelta(days=2), event_category="security"),
+        ev(
+            "q-3",
+            when=now - timedelta(days=2),
+            event_category="security",
+            event_type="security.access.denied",
+        ),
     ]
     await store.write(events)
     ids = [e.event_id for e in events]
