@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.e2ecov.e2ecov_harness import APP, drive, e2ecov, toml_list
+from tests.integration.e2ecov.e2ecov_harness import APP, Outcome, drive, e2ecov, toml_list
 from tests.support.pythons import missing_coverage, pythons312
 
 # each prepared 3.12+ (their sys.monitoring differs); skipped only on a machine with none
@@ -83,14 +83,20 @@ def test_unmapped_foreign_root_is_explained(tmp_path: Path) -> None:
     assert "[run] paths" in outcome.output
 
 
-@PYTHONS_312
-def test_sysmon_core_on_312_without_contexts(tmp_path: Path, py312: Path) -> None:
+def _run_on(py312: Path, tmp_path: Path, run_extra: str, *steps: str) -> Outcome:
+    """e2ecov on the sample app run by `py312`, from a copy of it as the repository."""
     _require_coverage(py312)
     repo = tmp_path / "repo"
     shutil.copytree(APP, repo / "app", ignore=shutil.ignore_patterns("__pycache__"))
-    stack = _stack(repo, repo / "app", str(py312), "contexts = false")
+    stack = _stack(repo, repo / "app", str(py312), run_extra, steps)
     outcome = e2ecov("run", "-c", str(stack), cwd=repo)
     assert outcome.code == 0, outcome.output
+    return outcome
+
+
+@PYTHONS_312
+def test_sysmon_core_on_312_without_contexts(tmp_path: Path, py312: Path) -> None:
+    outcome = _run_on(py312, tmp_path, "contexts = false")
     assert outcome.run_json()["cores"] == ["sysmon"]
     assert "core: sysmon" in (outcome.artifacts / "e2e-coverage.txt").read_text()
     report = json.loads((outcome.artifacts / "coverage.json").read_text())
@@ -106,13 +112,7 @@ def test_sysmon_core_on_312_without_contexts(tmp_path: Path, py312: Path) -> Non
 def test_sysmon_core_measures_again_after_a_reset(tmp_path: Path, py312: Path) -> None:
     """sys.monitoring turns a line's event off once it fired: after `reset`, code that had
     run before was never measured again (0 % for a handler the tests ran after it)."""
-    _require_coverage(py312)
-    repo = tmp_path / "repo"
-    shutil.copytree(APP, repo / "app", ignore=shutil.ignore_patterns("__pycache__"))
-    steps = ("/alpha", "reset", "/alpha")
-    stack = _stack(repo, repo / "app", str(py312), "contexts = false", steps)
-    outcome = e2ecov("run", "-c", str(stack), cwd=repo)
-    assert outcome.code == 0, outcome.output
+    outcome = _run_on(py312, tmp_path, "contexts = false", "/alpha", "reset", "/alpha")
     assert outcome.run_json()["cores"] == ["sysmon"]
     report = json.loads((outcome.artifacts / "coverage.json").read_text())
     functions = report["files"]["app/sampleapp/handlers.py"]["functions"]
@@ -121,10 +121,5 @@ def test_sysmon_core_measures_again_after_a_reset(tmp_path: Path, py312: Path) -
 
 @PYTHONS_312
 def test_contexts_select_ctrace_even_on_312(tmp_path: Path, py312: Path) -> None:
-    _require_coverage(py312)
-    repo = tmp_path / "repo"
-    shutil.copytree(APP, repo / "app", ignore=shutil.ignore_patterns("__pycache__"))
-    stack = _stack(repo, repo / "app", str(py312), "contexts = true")
-    outcome = e2ecov("run", "-c", str(stack), cwd=repo)
-    assert outcome.code == 0, outcome.output
+    outcome = _run_on(py312, tmp_path, "contexts = true")
     assert outcome.run_json()["cores"] == ["ctrace"]

@@ -23,23 +23,33 @@ pytestmark = pytest.mark.slow
 PODS, PER_POD = 20, 100
 
 
+def gateway_delivering_to(
+    datastorage: ServiceProcess, tmp_path: Path, token: str = DS_TOKEN, **env: str
+) -> ServiceProcess:
+    """A started Gateway delivering its audit events to `datastorage` with `token` (kept in
+    a token file, as deployed), a flush every 100 ms unless `env` says otherwise."""
+    token_file = tmp_path / "ds.token"
+    token_file.write_text(f"  {token}\n")
+    settings = {
+        "SIGNALGATE_DATASTORAGE__URL": datastorage.api_url,
+        "SIGNALGATE_DATASTORAGE__TOKENFILE": str(token_file),
+        "SIGNALGATE_DATASTORAGE__FLUSHINTERVAL": "100ms",
+    }
+    return gateway_process(tmp_path / "gw", env={**settings, **env}).start()
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     datastorage = datastorage_process(tmp_path / "ds").start()
-    token_file = tmp_path / "ds.token"
-    token_file.write_text(f"  {DS_TOKEN}\n")
-    gateway = gateway_process(
-        tmp_path / "gw",
-        env={
-            "SIGNALGATE_DATASTORAGE__URL": datastorage.api_url,
-            "SIGNALGATE_DATASTORAGE__TOKENFILE": str(token_file),
-            "SIGNALGATE_DATASTORAGE__BUFFERSIZE": "100",
-            "SIGNALGATE_DATASTORAGE__BATCHSIZE": "50",
-            "SIGNALGATE_DATASTORAGE__FLUSHINTERVAL": "200ms",
-            "SIGNALGATE_DATASTORAGE__TIMEOUT": "2s",
-            "SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS": "1000",
-        },
-    ).start()
+    gateway = gateway_delivering_to(
+        datastorage,
+        tmp_path,
+        SIGNALGATE_DATASTORAGE__BUFFERSIZE="100",
+        SIGNALGATE_DATASTORAGE__BATCHSIZE="50",
+        SIGNALGATE_DATASTORAGE__FLUSHINTERVAL="200ms",
+        SIGNALGATE_DATASTORAGE__TIMEOUT="2s",
+        SIGNALGATE_SERVER__MAXCONCURRENTREQUESTS="1000",
+    )
     yield gateway, datastorage
     gateway.stop()
     datastorage.stop()
@@ -118,19 +128,13 @@ def test_every_audit_event_arrives_exactly_once_after_an_outage(
 
 def backlog_stack(tmp_path: Path, mode: str) -> tuple[ServiceProcess, ServiceProcess]:
     datastorage = datastorage_process(tmp_path / "ds").start()
-    token_file = tmp_path / "ds.token"
-    token_file.write_text(DS_TOKEN)
-    gateway = gateway_process(
-        tmp_path / "gw",
-        env={
-            "SIGNALGATE_DATASTORAGE__URL": datastorage.api_url,
-            "SIGNALGATE_DATASTORAGE__TOKENFILE": str(token_file),
-            "SIGNALGATE_DATASTORAGE__SPOOLMAXBYTES": "16KiB",
-            "SIGNALGATE_DATASTORAGE__FLUSHINTERVAL": "100ms",
-            "SIGNALGATE_DATASTORAGE__BACKOFFMAX": "500ms",
-            "SIGNALGATE_AUDIT__ONBACKLOGFULL": mode,
-        },
-    ).start()
+    gateway = gateway_delivering_to(
+        datastorage,
+        tmp_path,
+        SIGNALGATE_DATASTORAGE__SPOOLMAXBYTES="16KiB",
+        SIGNALGATE_DATASTORAGE__BACKOFFMAX="500ms",
+        SIGNALGATE_AUDIT__ONBACKLOGFULL=mode,
+    )
     return gateway, datastorage
 
 
@@ -248,16 +252,7 @@ def test_a_token_without_the_gateway_scope_is_named_where_the_operator_looks(
     datastorage = datastorage_process(
         tmp_path / "ds", tokens={old_token: "audit:write", DS_TOKEN: "audit:read"}
     ).start()
-    token_file = tmp_path / "ds.token"
-    token_file.write_text(old_token)
-    gateway = gateway_process(
-        tmp_path / "gw",
-        env={
-            "SIGNALGATE_DATASTORAGE__URL": datastorage.api_url,
-            "SIGNALGATE_DATASTORAGE__TOKENFILE": str(token_file),
-            "SIGNALGATE_DATASTORAGE__FLUSHINTERVAL": "100ms",
-        },
-    ).start()
+    gateway = gateway_delivering_to(datastorage, tmp_path, old_token)
     try:
         with gateway.client() as c:
             answer = c.post("/api/v1/signals/prometheus", json=webhook(alert(pod="scoped")))
