@@ -196,6 +196,8 @@ class Journal:
         self._recent_bytes = 0
         self._pending_bytes = 0
         self._gathering: _Group | None = None  # the group `_pending` belongs to
+        self._settling: set[asyncio.Future[None]] = set()  # see `_segment_started`
+        self._cursor_unsaved = False  # reader thread: the last cursor write failed
         self._writing: _Group | None = None  # the group the writer thread is writing
         # the staged lines and the two groups are shared with the writer thread
         self._lock = threading.Lock()
@@ -237,6 +239,8 @@ class Journal:
         if self._task is not None:
             await self._task
             self._task = None
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
         loop = asyncio.get_running_loop()
         if self._writer is not None:
             await loop.run_in_executor(self._writer, self._close_active)
@@ -366,8 +370,23 @@ class Journal:
             self._recent_bytes -= recent.popleft()[1].size
 
     def _segment_started(self, segment: int) -> None:
-        """On the event loop: the writer moved on to `segment` (before any line is in it)."""
+        """On the event loop: the writer moved on to `segment` (before any line is in it).
+        A segment left delivered whole is deleted now: the relay, with nothing to deliver,
+        would not confirm anything that moves the cursor past it (a full disk stayed full)."""
         self._sizes.setdefault(segment, 0)
+        cursor = self._cursor
+        if segment > cursor.segment and cursor.offset >= self._sizes.get(cursor.segment, 0):
+            task = asyncio.ensure_future(self._settle_left_segment())
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
+    async def _settle_left_segment(self) -> None:
+        if self._reader is None or self._closing:
+            return
+        try:
+            await self.confirm(Slice([], self._cursor, 0, 0))
+        except OSError as exc:  # the relay's next confirmation tries again
+            log.warning("audit journal: a delivered segment not deleted", extra={"error": str(exc)})
 
     def _group_failed(self, group: _Group, exc: OSError, lines: int) -> None:
         log.error(
@@ -431,7 +450,7 @@ class Journal:
         """DataStorage settled `piece`: move the cursor past it, delete finished segments."""
         assert self._reader is not None
         loop = asyncio.get_running_loop()
-        end = piece.end
+        end = max(piece.end, self._cursor)  # never back (a settle and the relay may cross)
         later = [s for s in self._sizes if s > end.segment]
         if later and end.offset >= self._sizes.get(end.segment, 0):
             end = Position(min(later), 0)  # read to the end of a segment the writer has left
@@ -477,6 +496,13 @@ class Journal:
             sizes[segment] = end
         if cursor.offset > sizes[cursor.segment]:
             cursor = Position(cursor.segment, 0)  # a cursor past the data: replay, never skip
+        if cursor.offset == sizes[cursor.segment] and len(segments) > 1:
+            # delivered to the end of a segment the writer had left: on to the next, and the
+            # delivered one goes (on a full disk, nothing else would delete it)
+            cursor = Position(segments[1], 0)
+            self._advance(cursor, [segments[0]])
+            del sizes[segments[0]]
+            segments = segments[1:]
         self._active = segments[-1]
         self._open_active()
         return cursor, sizes, events
@@ -625,6 +651,26 @@ class Journal:
         return Slice(entries, Position(segment, offset), size, lines)
 
     def _advance(self, cursor: Position, finished: list[int]) -> None:
+        """Save the cursor, then delete the finished segments. A cursor that cannot be saved
+        (a full disk, and no cursor file yet to rewrite in place) does not stop the deletion:
+        a restart then starts from the cursor saved before or, where its segment is gone,
+        from the first segment left — it replays confirmed lines (stored once), never skips,
+        and deleting is what frees the disk."""
+        try:
+            self._write_cursor(cursor)
+        except OSError as exc:
+            if not self._cursor_unsaved:
+                log.warning(
+                    "audit journal: cursor not saved; a restart replays from the one before",
+                    extra={"error": str(exc)},
+                )
+            self._cursor_unsaved = True
+        else:
+            self._cursor_unsaved = False
+        for segment in finished:
+            self._segment_path(segment).unlink(missing_ok=True)
+
+    def _write_cursor(self, cursor: Position) -> None:
         data = orjson.dumps({"segment": cursor.segment, "offset": cursor.offset})
         data = data.ljust(_CURSOR_BYTES)
         path = self.directory / "cursor"
@@ -642,9 +688,6 @@ class Journal:
                 temporary.unlink()
             with open(path, "r+b") as handle:
                 handle.write(data)
-        # the cursor is written first: a crash between the two replays, never skips
-        for segment in finished:
-            self._segment_path(segment).unlink(missing_ok=True)
 
 
 def _parked(spool: Path) -> Path:

@@ -387,3 +387,83 @@ async def test_the_cursor_is_written_in_place_when_the_disk_has_no_room_for_a_ne
     await again.open()
     assert again.backlog_events == 0
     await again.close()
+
+
+async def test_a_full_disk_without_a_cursor_file_still_frees_delivered_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh journal has no cursor file to rewrite in place: the relay retried its
+    confirmation for good, deleting nothing, every signal refused (restarts included)."""
+    journal = Journal(tmp_path, segment_bytes=256)
+    await journal.open()
+    for n in range(30):
+        journal.stage({**event(n), "pad": "x" * 50})
+        await journal.commit()
+    real_write_bytes = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:
+        if self.name == "cursor.tmp":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    assert await _deliver_all(journal) == list(range(30))
+    monkeypatch.undo()
+    assert len(_segments(tmp_path)) == 1 and not (tmp_path / "cursor").exists()
+    await journal.close()
+    again = Journal(tmp_path, segment_bytes=256)  # no cursor saved: replays what is left,
+    await again.open()  # never more than the segment the writer was on
+    replayed = await _deliver_all(again)
+    assert replayed == sorted(replayed) and replayed[-1] == 29
+    await again.close()
+
+
+async def test_a_segment_left_by_a_full_disk_goes_even_with_nothing_to_deliver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Everything delivered, then a write the full disk refuses moves the journal on: with
+    no backlog the relay confirmed nothing more, so the delivered segment stayed and every
+    later signal was refused (a restart too)."""
+    journal = Journal(tmp_path, segment_bytes=1 << 20)
+    await journal.open()
+    for n in range(5):
+        journal.stage(event(n))
+    await journal.commit()
+    assert await _deliver_all(journal) == list(range(5))
+    real_write = os.write
+
+    def full(descriptor: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("signalgate.audit.journal.os.write", full)
+    journal.stage(event(5))
+    with pytest.raises(JournalUnavailable):
+        await journal.commit()
+    monkeypatch.setattr("signalgate.audit.journal.os.write", real_write)
+    for _ in range(100):  # the delivered segment is deleted in the background
+        if len(_segments(tmp_path)) == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert _segments(tmp_path) == ["segment-0000000000000002.jsonl"]
+    journal.stage(event(6))
+    await journal.commit()
+    assert await _deliver_all(journal) == [6]
+    await journal.close()
+
+
+async def test_a_restart_deletes_a_delivered_segment_the_writer_had_left(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, segment_bytes=1 << 20)
+    await journal.open()
+    journal.stage(event(0))
+    await journal.commit()
+    assert await _deliver_all(journal) == [0]
+    await journal.close()
+    (tmp_path / "segment-0000000000000002.jsonl").touch()  # left for a new one, then killed
+    again = Journal(tmp_path, segment_bytes=1 << 20)
+    await again.open()
+    assert _segments(tmp_path) == ["segment-0000000000000002.jsonl"]
+    assert again.backlog_events == 0
+    again.stage(event(1))
+    await again.commit()
+    assert await _deliver_all(again) == [1]
+    await again.close()
