@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
@@ -56,7 +57,15 @@ class DeliverySettings(Section):
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        return check_url(value, ("http", "https"), "http://data-storage-service:8080")
+        checked = check_url(value, ("http", "https"), "http://data-storage-service:8080")
+        if "@" in urlsplit(checked).netloc:
+            # an HTTP client sends them as Basic auth in place of the bearer token (every
+            # delivery a 401), and logs them with the URL
+            raise ValueError(
+                "must not carry credentials (user:password@): the Gateway authenticates with "
+                "the bearer token of datastorage.tokenFile"
+            )
+        return checked
 
 
 class AuditSettings(Section):

@@ -156,6 +156,8 @@ def _screened(name: bytes, value: bytes, once: list[bytes]) -> Problem | None:
                 "not-implemented",
                 f"Transfer-Encoding {value.decode('latin-1')[:60]!r} is not supported; send the "
                 "body as it is, with Content-Length or Transfer-Encoding: chunked",
+                # where its body ends is a guess: what follows must not be read as a request
+                headers={"Connection": "close"},
             )
         return None
     if name == b"content-encoding":

@@ -14,12 +14,12 @@ from typing import Any
 
 MASK = "***"
 
-# scheme://[user]:password@ — the password up to the last '@' before a space (a password
-# may hold '@' or '/' unencoded; hiding a little of the host beats showing a secret)
-_USERINFO = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/@:\s]*:)(?P<secret>\S*)@", re.I)
+# scheme://[user]:password@ — the password up to the line's last '@' (a password may hold
+# '@', '/' or a space unencoded; hiding a little more of a line beats showing a secret)
+_USERINFO = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/@:\s]*:)(?P<secret>[^\n]*)@", re.I)
 # password=…, in a query (`?`, `&`, `;`) or in a key=value string (start, space)
 _PARAMETER = re.compile(
-    r"(?P<head>(?:^|[?&;\s])(?:password|passwd|pwd|sslpassword|secret|token|api[_-]?key)=)"
+    r"(?P<head>(?:^|[?&;\s])(?:password|passwd|pwd|sslpassword|secret|token|api[_-]?key)\s*=\s*)"
     r"(?P<secret>'(?:[^'\\]|\\.)*'|[^&;\s]*)",
     re.I,
 )

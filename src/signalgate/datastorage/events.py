@@ -349,7 +349,8 @@ def _validated(payload: dict[str, Any], context: dict[str, Any], prefix: str) ->
         for key, message in _field_errors(exc, prefix).items():
             errors.setdefault(key, message)
     if not errors:
-        namespace = model.event_type.partition(".")[0]
+        # case-folded: `Gateway.crd.created` passes for the Gateway's to a reader as well
+        namespace = model.event_type.partition(".")[0].casefold()
         if namespace in RESERVED_CATEGORIES and model.event_category != namespace:
             errors[f"{prefix}event_type"] = (
                 f"{namespace}.* event types are the {namespace} category's: an event of "

@@ -191,10 +191,11 @@ def test_parents_stay_in_their_chain_and_writers_in_their_category(tmp_path: Pat
                 actor_type="gateway",
                 actor_id="crd-creator",
             )
-            refused = c.post(batch, json=[disguised])
-            assert refused.status_code == 400, refused.text
-            assert list(refused.json()["field_errors"]) == ["0.event_type"]
-            assert "audit:write:gateway" in refused.json()["field_errors"]["0.event_type"]
+            for event_type in ("gateway.crd.created", "Gateway.crd.created", "GATEWAY.x.y"):
+                refused = c.post(batch, json=[{**disguised, "event_type": event_type}])
+                assert refused.status_code == 400, refused.text
+                assert list(refused.json()["field_errors"]) == ["0.event_type"]
+                assert "audit:write:gateway" in refused.json()["field_errors"]["0.event_type"]
         with httpx.Client(base_url=service.api_url, timeout=10) as anonymous:
             assert anonymous.post(batch, json=[event_body("rr-x")]).status_code == 401
     finally:

@@ -285,19 +285,21 @@ def test_a_spool_path_naming_an_old_spool_file_takes_its_events_over(tmp_path: P
 
 def test_passwords_in_urls_are_masked_in_check_config_and_readyz(tmp_path: Path) -> None:
     """`check-config` prints the settings and the ops listener's /readyz (no token) shows
-    where audit events go: neither shows a password a DSN or URL carries."""
-    secrets = {
-        "SIGNALGATE_STORE__DSN": "postgresql://gw:StorePass@db:5432/signalgate",
-        "SIGNALGATE_DATASTORAGE__URL": "http://svc:UrlPass@ds.example:8090",
-    }
+    where audit events go: neither shows a password a DSN or URL carries. Credentials in
+    datastorage.url are refused (an HTTP client sends them as Basic auth instead of the
+    token, and logs them), naming the key without showing them."""
     config = tmp_path / "gateway.yaml"
     config.write_text("server:\n  listen: 127.0.0.1:0\n")
-    shown = run_cli("check-config", str(config), env=secrets)
+    dsn = {"SIGNALGATE_STORE__DSN": "postgresql://gw:StorePass@db:5432/signalgate"}
+    shown = run_cli("check-config", str(config), env=dsn)
     assert shown.returncode == 0, shown.stderr
-    resolved = json.loads(shown.stdout)
-    assert resolved["store"]["dsn"] == "postgresql://gw:***@db:5432/signalgate"
-    assert resolved["datastorage"]["url"] == "http://svc:***@ds.example:8090"
-    away = f"http://svc:UrlPass@127.0.0.1:{free_port()}"
+    assert json.loads(shown.stdout)["store"]["dsn"] == "postgresql://gw:***@db:5432/signalgate"
+    with_credentials = {"SIGNALGATE_DATASTORAGE__URL": "http://svc:UrlPass@ds.example:8090"}
+    refused = run_cli("check-config", str(config), env=with_credentials)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.startswith("error: config key 'datastorage.url'"), refused.stderr
+    assert "must not carry credentials" in refused.stderr and "UrlPass" not in refused.stderr
+    away = f"http://127.0.0.1:{free_port()}/?token=UrlPass"
     service = gateway_process(tmp_path, env={"SIGNALGATE_DATASTORAGE__URL": away}).start()
     try:
         ready = httpx.get(f"{service.ops_url}/readyz", timeout=10)

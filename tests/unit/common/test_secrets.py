@@ -17,6 +17,8 @@ from signalgate.common.secrets import hide_secrets, hide_secrets_in
         ("postgresql://sg@db/sg?password=Q1&sslmode=require", "postgresql://sg@db/sg?password=***&sslmode=require"),
         ("postgresql://db/sg?sslmode=verify-full&sslpassword=K", "postgresql://db/sg?sslmode=verify-full&sslpassword=***"),
         ("host=db password=KW user=x", "host=db password=*** user=x"),  # libpq key=value
+        ("host=db password = KW user=x", "host=db password = *** user=x"),
+        ("postgresql://sg:pa ss@db/sg", "postgresql://sg:***@db/sg"),  # a space in it
         ("host=db password='a b\\' c' user=x", "host=db password=*** user=x"),
         ("reaching http://svc:UrlPass@ds:8090 failed", "reaching http://svc:***@ds:8090 failed"),
     ],
