@@ -303,8 +303,18 @@ NOT_PROVIDED = (
 )
 
 
-def _not_provided(what: str) -> Callable[[Request], Awaitable[Response]]:
+def _not_provided(
+    service: DataStorageService, what: str
+) -> Callable[[Request], Awaitable[Response]]:
     async def answer(request: Request) -> Response:
+        # a caller without a token learns nothing more here than on any other route
+        authorization = request.headers.get("authorization")
+        try:
+            await service.auth.authorize(authorization, "audit:read")
+        except Problem as refused:
+            if refused.status != 403:
+                raise
+            await service.auth.authorize(authorization, "audit:write")
         raise Problem(
             501,
             "not-implemented",
@@ -327,7 +337,10 @@ def build_api_app(service: DataStorageService) -> ASGIApp:
             # Kubernaut's services probe DataStorage here; ready only while the database answers
             *probe_routes(service.database_readiness),
             Route("/openapi.json", api.openapi, methods=["GET"]),
-            *(Route(path, _not_provided(what), methods=m) for path, m, what in NOT_PROVIDED),
+            *(
+                Route(path, _not_provided(service, what), methods=m)
+                for path, m, what in NOT_PROVIDED
+            ),
         ],
         _translate,
         (StoreUnavailable, Conflict, ForeignParent, MissingParent, EventsLost),

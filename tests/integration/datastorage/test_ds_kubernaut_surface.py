@@ -67,6 +67,8 @@ def test_kubernaut_operations_not_provided_are_501_not_404(
     its own "not found" (no such correlation id): a 501 is an error it cannot mistake."""
     concrete = path.replace("{correlation_id}", "rr-x")
     for method in methods:
+        anonymous = httpx.request(method, str(ds.base_url.join(concrete)))
+        assert anonymous.status_code == 401, anonymous.text  # as on every other route
         answer = ds.request(method, concrete)
         assert answer.status_code == 501, (method, concrete, answer.text)
         assert answer.headers["content-type"] == "application/problem+json"

@@ -51,7 +51,7 @@ NEEDED: dict[tuple[str, str, str], str | None] = {
     ("datastorage", "GET", "/healthz"): None,
     ("datastorage", "GET", "/readyz"): None,
 }
-# Kubernaut operations DataStorage answers 501 (no token: it says only what is not there)
+# Kubernaut operations DataStorage answers 501, to a caller holding audit:read or audit:write
 NOT_PROVIDED_ROUTES = {
     ("datastorage", m, path) for path, methods, _ in NOT_PROVIDED for m in methods
 }
