@@ -6,6 +6,7 @@ import errno
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,37 @@ async def test_a_torn_tail_left_by_a_crash_is_cut_before_the_next_letter(
     ids = [letter.event_id for letter in await queue.due(None, 100)]
     assert ids == [e.event_id for e in first + second]
     assert path.read_bytes().count(b"\n") == 2
+
+
+async def test_a_queue_too_big_to_rewrite_on_a_full_disk_still_drains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each ack rewrote the whole rest of the file beside it: once the queue took over half
+    its disk it could never drain, and what it had acknowledged (202) waited for good. The
+    changes now go in as small records; a restart reads the same queue."""
+    path = tmp_path / "audit-dlq.jsonl"
+    queue = FileDeadLetterQueue(path)
+    await queue.open()
+    queued = events(5)
+    await queue.put(queued, time.time())
+    real_open = open
+
+    def full(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if str(file).endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("signalgate.datastorage.dlq.file.open", full, raising=False)
+    letters = await queue.due(None, 100)
+    await queue.ack(letters[:2])
+    later = replace(letters[2], attempts=1, due=time.time() + 3600)
+    await queue.reschedule([later])
+    assert not (tmp_path / "audit-dlq.jsonl.tmp").exists()
+    left = await queue.due(None, 100)
+    assert [ltr.event_id for ltr in left] == [e.event_id for e in queued[2:]]
+    assert (left[0].attempts, left[0].due) == (1, later.due)
+    assert [ltr.event_id for ltr in await FileDeadLetterQueue(path).due(None, 100)] == [
+        ltr.event_id for ltr in left
+    ]
+    await queue.ack(left)  # emptied: in place, no room needed
+    assert await queue.depth() == 0 and path.read_bytes() == b""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -19,10 +20,18 @@ from signalgate.datastorage.errors import DeadLetterUnavailable
 from signalgate.datastorage.events import AuditEvent
 
 log = logging.getLogger(__name__)
+# a rewrite failing for these falls back to appending the changes (see the class docstring)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class FileDeadLetterQueue:
     """JSON lines, appended with fsync; changes rewrite the file atomically (tmp + rename).
+
+    A rewrite needs room for the whole queue beside it: on a disk too full for that, the
+    changes are appended instead, as small records (`{"key", "gone"}`, `{"key", "attempts",
+    "due"}`) that reading folds into the letters, and the next rewrite that fits drops them.
+    A queue emptied is truncated in place. So a full disk never keeps acknowledged events
+    from being replayed and removed.
 
     An `fcntl` lock serialises this process's writer with a `replay-dlq` run on the same file;
     a torn last line (crash mid-append) is skipped with a warning.
@@ -77,13 +86,18 @@ class FileDeadLetterQueue:
         self._queued = self._queued | {str(r["event"]["event_id"]): due for r in records}
 
     @staticmethod
-    def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    def _append_unlocked(path: Path, records: Sequence[dict[str, Any]]) -> None:
+        """`_append` for a caller holding the lock already (flock is per open file)."""
+        FileDeadLetterQueue._append(path, records, lock=False)
+
+    @staticmethod
+    def _append(path: Path, records: Sequence[dict[str, Any]], lock: bool = True) -> None:
         """Append whole lines durably, or raise with the file as it was: a write the disk
         took only in part (full) is cut off again, so the caller's refusal (a 5xx, and the
         sender retries) never leaves half a letter behind, nor a letter it did not answer
         for. A torn tail from a crash mid-append (never answered) is cut first."""
         data = b"".join(orjson.dumps(record) + b"\n" for record in records)
-        with _locked(path) as fd:
+        with _locked(path, lock) as fd:
             end = _whole_lines_end(fd)
             try:
                 view = memoryview(data)
@@ -118,28 +132,37 @@ class FileDeadLetterQueue:
         return letters
 
     def _read(self) -> list[Letter]:
+        """The letters, in queue order, with the change records appended after them folded
+        in (see the class docstring)."""
         if not self.path.exists():
             return []
-        letters = []
+        letters: dict[str, Letter] = {}
         for number, line in enumerate(self.path.read_bytes().splitlines(), start=1):
             try:
                 record = orjson.loads(line)
+                key = str(record["key"])
+                if "event" not in record:  # a change record
+                    if record.get("gone"):
+                        letters.pop(key, None)
+                    elif key in letters:
+                        letters[key] = Letter(
+                            key,
+                            letters[key].fields,
+                            int(record["attempts"]),
+                            float(record["due"]),
+                        )
+                    continue
                 if not isinstance(record["event"], dict):
                     raise TypeError("the event is not an object")
-                letters.append(
-                    Letter(
-                        str(record["key"]),
-                        record["event"],
-                        int(record["attempts"]),
-                        float(record["due"]),
-                    )
+                letters[key] = Letter(
+                    key, record["event"], int(record["attempts"]), float(record["due"])
                 )
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 log.warning(
                     "skipping an unreadable dead-letter line",
                     extra={"path": str(self.path), "line": number},
                 )
-        return letters
+        return list(letters.values())
 
     async def ack(self, letters: Sequence[Letter]) -> None:
         await self._call("rewrite", self._rewrite, {ltr.key: None for ltr in letters}, [])
@@ -166,17 +189,38 @@ class FileDeadLetterQueue:
                         continue
                     letter = changed
                 kept.append(letter)
-            records = [
-                {"key": ltr.key, "event": ltr.fields, "attempts": ltr.attempts, "due": ltr.due}
-                for ltr in kept
-            ]
-            temporary = self.path.with_name(self.path.name + ".tmp")
+            try:
+                self._replace(kept)
+            except OSError as exc:
+                if exc.errno not in _DISK_FULL:
+                    raise
+                # no room for the queue twice: the changes go in as small records
+                self._append_unlocked(self.path, _change_records(changes))
+            self._queued = _event_index(kept)
+
+    def _replace(self, kept: list[Letter]) -> None:
+        """The file rewritten as `kept` (its lock held): emptied in place when nothing is
+        kept (no room needed), else written beside it and renamed over it."""
+        if not kept:
+            with open(self.path, "r+b") as handle:
+                handle.truncate(0)
+                os.fsync(handle.fileno())
+            return
+        records = [
+            {"key": ltr.key, "event": ltr.fields, "attempts": ltr.attempts, "due": ltr.due}
+            for ltr in kept
+        ]
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        try:
             with open(temporary, "wb") as handle:
                 handle.write(b"".join(orjson.dumps(record) + b"\n" for record in records))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, self.path)
-            self._queued = _event_index(kept)
+        except OSError:
+            with contextlib.suppress(OSError):  # a part written takes room a retry needs
+                temporary.unlink()
+            raise
 
     async def depth(self) -> int:
         return len(await self._call("read", self._load))
@@ -194,6 +238,15 @@ class FileDeadLetterQueue:
 
         result: list[Letter] = await self._call("read", read)
         return result
+
+
+def _change_records(changes: dict[str, Letter | None]) -> list[dict[str, Any]]:
+    return [
+        {"key": key, "gone": True}
+        if letter is None
+        else {"key": key, "attempts": letter.attempts, "due": letter.due}
+        for key, letter in changes.items()
+    ]
 
 
 def _whole_lines_end(fd: int) -> int:
@@ -219,12 +272,14 @@ def _event_index(letters: Sequence[Letter]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[int]:
+def _locked(path: Path, lock: bool = True) -> Iterator[int]:
     """An append (and read) descriptor on `path`, holding an exclusive `flock` on its
-    `.lock` file."""
+    `.lock` file (unless the caller holds it already: `lock=False`; a second flock of this
+    process on another descriptor would wait for the first)."""
     lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        if lock:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             yield fd
