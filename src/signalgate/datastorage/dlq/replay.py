@@ -84,6 +84,9 @@ class ReplayWorker:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             try:
+                # the depth first: a pass that fails (its store down, its queue's disk full)
+                # must not leave the gauge at 0 over letters that wait
+                self._metrics.dlq_depth.set(await self._dlq.depth())
                 report = await self.run_once()
                 self._metrics.dlq_depth.set(await self._dlq.depth())
             except DeadLetterUnavailable as exc:
