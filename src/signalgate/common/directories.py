@@ -10,9 +10,11 @@ setting, the path and what lives there.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 from signalgate.common.config import ConfigError
 
@@ -27,12 +29,22 @@ def writable_directory(path: Path, key: str, holds: str) -> Path:
         os.close(descriptor)
         with contextlib.suppress(OSError):
             os.unlink(probe)
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-        setting = key if key.startswith("--") else f"config key {key!r}"
-        raise ConfigError(
-            f"{setting}: {str(path)!r} ({str(path.absolute())!r}) cannot be written "
-            f"({reason}); it holds {holds}: give a writable directory (in Kubernetes, a volume "
-            "such as an emptyDir mounted there)"
-        ) from exc
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and path.is_dir():
+            # writable, only full (no inode for the probe): what lives there (a journal
+            # with undelivered events) must start, and frees its disk as it delivers
+            return path
+        _refuse(path, key, holds, exc)
+    except ValueError as exc:  # a NUL in the path
+        _refuse(path, key, holds, exc)
     return path
+
+
+def _refuse(path: Path, key: str, holds: str, exc: Exception) -> NoReturn:
+    reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+    setting = key if key.startswith("--") else f"config key {key!r}"
+    raise ConfigError(
+        f"{setting}: {str(path)!r} ({str(path.absolute())!r}) cannot be written "
+        f"({reason}); it holds {holds}: give a writable directory (in Kubernetes, a volume "
+        "such as an emptyDir mounted there)"
+    ) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,18 @@ def test_an_unusable_path_is_one_line_naming_the_key(tmp_path: Path, name: str) 
     assert message.startswith(f"config key 'dataDir': {str(path)!r}")
     assert "cannot be written" in message and "it holds the audit journal" in message
     assert "\n" not in message and "\x00" not in message
+
+
+def test_a_directory_only_full_is_let_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No inode left for the probe file: the directory is writable, only full, and what
+    lives there (a journal with undelivered events) must start to free it. Was refused at
+    every start until someone freed inodes."""
+    full = OSError(errno.ENOSPC, "No space left on device")
+
+    def no_inode(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise full
+
+    monkeypatch.setattr("signalgate.common.directories.tempfile.mkstemp", no_inode)
+    assert writable_directory(tmp_path, "dataDir", "the journal") == tmp_path
