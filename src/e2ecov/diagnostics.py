@@ -14,14 +14,17 @@ from pathlib import Path
 
 from e2ecov.services import ServiceRun, describe_exit
 
-_SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|COOKIE|PRIVATE", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|COOKIE|PRIVATE|(?:^|_)PW(?:$|_)", re.IGNORECASE
+)
 # scheme://[user]:password@ — up to the last '@' before a space: a password may hold '@' or
 # '/' unencoded (hiding a little of the host beats showing a secret); Redis's has no user
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/@:\s]*:)\S*@", re.IGNORECASE)
-# password=… in a query (`?`, `&`, `;`), a libpq key=value string or a `--password=` flag
+# NAME=… where the name says secret: in a query (`?`, `&`, `;`), a libpq key=value string
+# (spaces around '=' too), a `--password=` flag, a `PGPASSWORD=…` inside a shell command
 _PASSWORD_PARAMETER = re.compile(
-    r"((?:^|[?&;\s-])(?:password|passwd|pwd|sslpassword|secret|token|api[_-]?key)=)"
-    r"('(?:[^'\\]|\\.)*'|[^&;\s]*)",
+    r"((?:^|[?&;\s-])[\w-]*(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|"
+    r"access[_-]?key)\s*=\s*)('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^&;\s]*)",
     re.IGNORECASE,
 )
 
@@ -43,12 +46,14 @@ def redact_command(command: list[str]) -> list[str]:
     """A command line as diagnostics may show it: passwords inside arguments hidden, and the
     argument after a secret-looking flag (`--password X`, `--token X`)."""
     shown: list[str] = []
+    previous = ""
     for argument in command:
-        after_flag = bool(shown) and shown[-1].startswith("-") and "=" not in shown[-1]
-        if after_flag and _SECRET_NAME.search(shown[-1]):
+        after_flag = previous.startswith("-") and "=" not in previous
+        if after_flag and _SECRET_NAME.search(previous):
             shown.append("***")
         else:
             shown.append(redact_value(argument))
+        previous = argument  # as given: a masked one must not hide the flag it was
     return shown
 
 
@@ -62,6 +67,7 @@ def write(
     """Write diagnostics/ and return the summary file."""
     root = artifacts / "diagnostics"
     root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)  # services' output and environments: the run's user's alone
     summary = ["FIRST FAILURE:", f"  {first_failure}", ""]
     summary += [f"also: {line}" for line in more]
     summary += ["", "services:"]

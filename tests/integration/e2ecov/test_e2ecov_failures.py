@@ -81,6 +81,8 @@ def test_health_that_never_passes_reports_last_answer(tmp_path: Path) -> None:
     assert next(p for p in run["phases"] if p["name"] == "health")["duration_s"] >= 1.0
     status = json.loads((outcome.artifacts / "diagnostics" / "app" / "status.json").read_text())
     assert status["last_health_answers"][-1].startswith("HTTP 503")
+    # services' output and environments: the run's user's alone
+    assert (outcome.artifacts / "diagnostics").stat().st_mode & 0o777 == 0o700
     assert not _alive(run["services"]["app"]["pid"]), "stopped after diagnostics"
 
 

@@ -138,12 +138,20 @@ def test_redaction() -> None:
         "amqp://u:p@ss@mq/": "amqp://u:***@mq/",  # '@' in it
         "postgresql://db/sg?sslmode=require&password=Q": "postgresql://db/sg?sslmode=require&password=***",
         "host=db password=KeywordPass user=x": "host=db password=*** user=x",
+        "host=db password = Spaced user=x": "host=db password = *** user=x",
+        "PGPASSWORD=Shell psql -h db": "PGPASSWORD=*** psql -h db",
+        "--passphrase=Phrase --access-key=Key": "--passphrase=*** --access-key=***",
         "http://ds:8090/api": "http://ds:8090/api",
     }
     assert {v: diagnostics.redact("SIGNALGATE_STORE__DSN", v) for v in forms} == forms
+    assert diagnostics.redact("DB_PW", "x") == "***"
+    assert diagnostics.redact("PWD", "/srv/app") == "/srv/app"  # the working directory
 
 
 def test_the_command_line_is_redacted_too() -> None:
+    # a flag taken for a secret's value still masks the value after it
+    shown = diagnostics.redact_command(["app", "--password", "--pass", "X"])
+    assert shown == ["app", "--password", "***", "***"]
     command = ["app", "--dsn", "postgresql://sg:CmdPass@db/sg", "--password", "hunter2"]
     command += ["--token=abc", "--port", "8080"]
     assert diagnostics.redact_command(command) == [
