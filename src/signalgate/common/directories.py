@@ -25,6 +25,7 @@ def writable_directory(path: Path, key: str, holds: str) -> Path:
     `holds`."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+        _private(path)
         descriptor, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
         os.close(descriptor)
         with contextlib.suppress(OSError):
@@ -38,6 +39,16 @@ def writable_directory(path: Path, key: str, holds: str) -> Path:
     except ValueError as exc:  # a NUL in the path
         _refuse(path, key, holds, exc)
     return path
+
+
+def _private(path: Path) -> None:
+    """The directory closed to other users: one an older release made (0755) holds files
+    readable by anyone (0644), and SQLite gives a database's new `-wal` its file's mode.
+    Left as it is where this user may not change it (a volume someone else owns)."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        with contextlib.suppress(PermissionError):
+            path.chmod(mode & 0o700)
 
 
 def _refuse(path: Path, key: str, holds: str, exc: Exception) -> NoReturn:

@@ -43,3 +43,13 @@ def test_a_directory_only_full_is_let_start(
 
     monkeypatch.setattr("signalgate.common.directories.tempfile.mkstemp", no_inode)
     assert writable_directory(tmp_path, "dataDir", "the journal") == tmp_path
+
+
+def test_a_directory_an_older_release_left_open_is_closed(tmp_path: Path) -> None:
+    """Its files were 0644 in a 0755 directory (and SQLite gives a new -wal its database's
+    mode): closing the directory keeps them from other users."""
+    old = tmp_path / "data"
+    old.mkdir(mode=0o755)
+    old.chmod(0o755)
+    assert writable_directory(old, "dataDir", "the journal") == old
+    assert old.stat().st_mode & 0o777 == 0o700
