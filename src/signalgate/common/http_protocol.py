@@ -31,6 +31,13 @@ answered before its body arrived whole (those two, a 401) closes its connection 
 lingering way: it cannot serve another request, and left open it never closed, since each
 body byte that still arrived cancelled uvicorn's keep-alive timer.
 
+Nor does uvicorn bound how many connections a listener holds. Each costs memory, and
+more than a connection's worth when its client pipelines requests and never reads the
+answers (about 190 KB each, measured: 12,000 such connections took a Gateway to 2 GB,
+which CPython keeps after they close). A listener holds at most `MAX_CONNECTIONS`; one
+more is answered 503 (`Retry-After: 1`) and closed. Each listener counts its own, so a
+flood of the API listener leaves the ops listener's probes answered.
+
 Nor does uvicorn bound how long an answer may wait for a client that does not read it: the
 bytes stay in the transport's buffer (and a streamed answer's task waits) for as long as
 the connection lives. A connection whose buffer stays over its high-water mark for
@@ -50,6 +57,7 @@ from signalgate.common.problems import PROBLEM_MEDIA_TYPE, TITLES, problem_docum
 __all__ = [
     "FLUSH_AT",
     "HEAD_TIMEOUT",
+    "MAX_CONNECTIONS",
     "MAX_HEAD_BYTES",
     "WRITE_STALL_TIMEOUT",
     "CoalescingTransport",
@@ -171,6 +179,11 @@ class CoalescingTransport(asyncio.Transport):
         return self._transport.get_protocol()
 
 
+# connections one listener holds at once (see the module docstring); with the answers a
+# client pipelines and never reads, about 400 MB at most
+MAX_CONNECTIONS = 2048
+
+
 class ServiceHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a `CoalescingTransport`, with a deadline and a size
     bound for each request's head and a bound on stalled answers (uvicorn.Config's `http`;
@@ -191,9 +204,23 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _head_too_large = False  # a finished head over MAX_HEAD_BYTES: the parser was stopped
     write_stall_timeout: ClassVar[float] = WRITE_STALL_TIMEOUT
     _stall_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
+    max_connections: ClassVar[int] = MAX_CONNECTIONS
+    # the listener's open connections: one counter per class `service_http_protocol` makes
+    _open: ClassVar[list[int]] = [0]
+    _counted = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
+        if self._open[0] >= self.max_connections:
+            self._answer_and_close(
+                503,
+                "service-unavailable",
+                f"this listener holds {self.max_connections} connections already; retry shortly",
+                retry_after=1,
+            )
+            return
+        self._open[0] += 1
+        self._counted = True
         self._head_pending = True  # a client that sends nothing is bounded too
         self._arm_head_timer()
 
@@ -240,6 +267,9 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self._open[0] -= 1
         self._head_arrived()
         self._writing_resumed()
         super().connection_lost(exc)
@@ -298,7 +328,9 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         detail = f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"
         self._answer_and_close(431, "request-header-fields-too-large", detail)
 
-    def _answer_and_close(self, status: int, slug: str, detail: str) -> None:
+    def _answer_and_close(
+        self, status: int, slug: str, detail: str, retry_after: int | None = None
+    ) -> None:
         """Answer a request the application never saw with a problem document, then close:
         after what is still arriving has been read and dropped for `LINGER` (closing with
         unread bytes resets the connection, and a client still sending could lose the
@@ -308,9 +340,10 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         url: bytes = getattr(self, "url", b"") or b""  # set once a request has begun
         path = url.split(b"?", 1)[0].decode("latin-1")
         body = orjson.dumps(problem_document(status, slug, detail, path))
+        retry = f"retry-after: {retry_after}\r\n" if retry_after is not None else ""
         self.transport.write(
             f"HTTP/1.1 {status} {TITLES[slug]}\r\ncontent-type: {PROBLEM_MEDIA_TYPE}\r\n".encode()
-            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + f"content-length: {len(body)}\r\n{retry}connection: close\r\n\r\n".encode()
             + body
         )
         answering = self.cycle is not None and not self.cycle.response_complete
@@ -338,4 +371,8 @@ class ServiceHttpProtocol(HttpToolsProtocol):
 def service_http_protocol(head_timeout: float) -> type[ServiceHttpProtocol]:
     """`ServiceHttpProtocol` with its request-head deadline set (uvicorn makes one protocol
     object per connection from the class it is given, so the setting travels on a class)."""
-    return type("ServiceHttpProtocol", (ServiceHttpProtocol,), {"head_timeout": head_timeout})
+    return type(
+        "ServiceHttpProtocol",
+        (ServiceHttpProtocol,),
+        {"head_timeout": head_timeout, "_open": [0]},  # its listener's own count
+    )

@@ -463,3 +463,29 @@ async def test_an_answer_before_the_body_arrived_whole_closes_the_connection() -
         waited = await closed_after(reader)
         writer.close()
     assert waited < 1.0
+
+
+async def test_a_listener_holds_at_most_its_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One connection over the bound is answered 503 with Retry-After and closed; one that
+    closes makes room again. Unbounded, 12,000 connections pipelining unread answers took a
+    Gateway to 2 GB."""
+    monkeypatch.setattr(ServiceHttpProtocol, "max_connections", 2)
+    async with serving() as port:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = b""
+        async with asyncio.timeout(5):
+            while chunk := await reader.read(4096):
+                answer += chunk
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer
+        assert b"retry-after: 1\r\n" in answer and b"connection: close\r\n" in answer
+        held[0][1].close()
+        await held[0][1].wait_closed()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(50):  # the server sees the close a moment later
+                if (room := await client.get("/one")).status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+        assert room.status_code == 200, room.text
+        held[1][1].close()
