@@ -572,3 +572,21 @@ def test_a_400_names_its_field_in_field_errors_too(client: httpx.Client) -> None
     assert list(body["field_errors"]) == ["alerts[0].labels.namespace"]
     limit = problem(client.get("/api/v1/remediation-requests?limit=0"), 400, "validation-error")
     assert list(limit["field_errors"]) == ["limit"]
+
+
+def test_an_error_to_a_request_with_a_body_says_the_connection_closes(
+    gateway: ServiceProcess,
+) -> None:
+    """A 401 may come before the body arrived whole, and then the connection is closed
+    after it: said in the answer, the client opens a new one instead of sending its next
+    request into one being closed (httpx: "server disconnected without a response")."""
+    with httpx.Client(base_url=gateway.api_url, timeout=10) as anonymous:
+        for _ in range(20):  # each on a connection the last answer said to close
+            refused = anonymous.post(PROM, json=webhook(alert(pod="closing-1")))
+            assert refused.status_code == 401
+            assert refused.headers["connection"] == "close"
+        listed = anonymous.get("/api/v1/remediation-requests")  # no body: kept alive
+        assert listed.status_code == 401 and "connection" not in listed.headers
+    with gateway.client() as c:
+        created = c.post(PROM, json=webhook(alert(pod="closing-1")))
+        assert created.status_code == 201 and "connection" not in created.headers
