@@ -209,3 +209,37 @@ async def test_a_queue_too_big_to_rewrite_on_a_full_disk_still_drains(
     ]
     await queue.ack(left)  # emptied: in place, no room needed
     assert await queue.depth() == 0 and path.read_bytes() == b""
+
+
+async def test_a_queue_that_filled_its_own_disk_still_drains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not even the change records fit (the queue filled its disk itself): the replay
+    stored the same batch every pass and the queue never shrank. The changes wait in memory
+    until the queue is empty, which a truncation writes without room."""
+    path = tmp_path / "audit-dlq.jsonl"
+    queue = FileDeadLetterQueue(path)
+    await queue.open()
+    queued = events(6)
+    await queue.put(queued, time.time())
+    real_open = open
+
+    def full_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if str(file).endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(file, mode, *args, **kwargs)
+
+    def full_write(descriptor: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("signalgate.datastorage.dlq.file.open", full_open, raising=False)
+    monkeypatch.setattr("signalgate.datastorage.dlq.file.os.write", full_write)
+    before = path.read_bytes()
+    letters = await queue.due(None, 100)
+    await queue.ack(letters[:4])  # nothing fits: kept in memory
+    assert path.read_bytes() == before
+    assert [ltr.event_id for ltr in await queue.due(None, 100)] == [e.event_id for e in queued[4:]]
+    await queue.ack(letters[4:])  # the last ones: the file is emptied in place
+    assert path.read_bytes() == b"" and await queue.depth() == 0
+    monkeypatch.undo()
+    assert await FileDeadLetterQueue(path).depth() == 0

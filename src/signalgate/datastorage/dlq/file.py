@@ -30,8 +30,12 @@ class FileDeadLetterQueue:
     A rewrite needs room for the whole queue beside it: on a disk too full for that, the
     changes are appended instead, as small records (`{"key", "gone"}`, `{"key", "attempts",
     "due"}`) that reading folds into the letters, and the next rewrite that fits drops them.
-    A queue emptied is truncated in place. So a full disk never keeps acknowledged events
-    from being replayed and removed.
+    A queue emptied is truncated in place. When not even the records fit (the queue filled
+    its own disk), the changes are kept in memory, folded into every read and written with
+    the next rewrite or append that fits — and once every letter is replayed the file is
+    truncated, which needs no room. So a full disk never keeps acknowledged events from being
+    replayed and removed (a crash before they are written replays those letters again: each
+    event is stored once).
 
     An `fcntl` lock serialises this process's writer with a `replay-dlq` run on the same file;
     a torn last line (crash mid-append) is skipped with a warning.
@@ -47,6 +51,8 @@ class FileDeadLetterQueue:
         self.dead_path = path.with_name(path.name + ".dead")
         self._lock = asyncio.Lock()
         self._queued: dict[str, float] = {}
+        # changes no record of which fitted on the disk yet (see the class docstring)
+        self._unwritten: dict[str, Letter | None] = {}
 
     async def open(self) -> None:
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
@@ -162,6 +168,12 @@ class FileDeadLetterQueue:
                     "skipping an unreadable dead-letter line",
                     extra={"path": str(self.path), "line": number},
                 )
+        for key, changed in self._unwritten.items():
+            if key in letters:
+                if changed is None:
+                    del letters[key]
+                else:
+                    letters[key] = changed
         return list(letters.values())
 
     async def ack(self, letters: Sequence[Letter]) -> None:
@@ -182,20 +194,33 @@ class FileDeadLetterQueue:
             self._append(self.dead_path, dead)
         with _locked(self.path):
             kept = []
-            for letter in self._read():
+            for letter in self._read():  # the unwritten changes folded in already
                 if letter.key in changes:
                     changed = changes[letter.key]
                     if changed is None:
                         continue
                     letter = changed
                 kept.append(letter)
+            pending = {**self._unwritten, **changes}
             try:
                 self._replace(kept)
             except OSError as exc:
                 if exc.errno not in _DISK_FULL:
                     raise
-                # no room for the queue twice: the changes go in as small records
-                self._append_unlocked(self.path, _change_records(changes))
+                try:  # no room for the queue twice: the changes go in as small records
+                    self._append_unlocked(self.path, _change_records(pending))
+                except OSError as full:
+                    if full.errno not in _DISK_FULL:
+                        raise
+                    if not self._unwritten:
+                        log.warning(
+                            "dead-letter changes kept in memory until the disk has room",
+                            extra={"path": str(self.path), "error": str(full)},
+                        )
+                    self._unwritten = pending
+                    self._queued = _event_index(kept)
+                    return
+            self._unwritten = {}
             self._queued = _event_index(kept)
 
     def _replace(self, kept: list[Letter]) -> None:
