@@ -358,6 +358,18 @@ async def test_a_segment_that_could_not_be_made_is_made_at_the_next_write(
     await journal.close()
 
 
+def no_room_for_a_new_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk with no room for the cursor's new file (`cursor.tmp`)."""
+    real_write_bytes = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:
+        if self.name == "cursor.tmp":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+
+
 async def test_the_cursor_is_written_in_place_when_the_disk_has_no_room_for_a_new_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -370,14 +382,7 @@ async def test_the_cursor_is_written_in_place_when_the_disk_has_no_room_for_a_ne
         await journal.commit()
     first = await journal.read(5)
     await journal.confirm(first)  # the cursor file exists
-    real_write_bytes = Path.write_bytes
-
-    def full(self: Path, data: bytes) -> int:
-        if self.name == "cursor.tmp":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write_bytes(self, data)
-
-    monkeypatch.setattr(Path, "write_bytes", full)
+    no_room_for_a_new_cursor(monkeypatch)
     delivered = [int(str(e.event()["n"])) for e in first.entries] + await _deliver_all(journal)
     monkeypatch.undo()
     assert delivered == list(range(40))
@@ -399,14 +404,7 @@ async def test_a_full_disk_without_a_cursor_file_still_frees_delivered_segments(
     for n in range(30):
         journal.stage({**event(n), "pad": "x" * 50})
         await journal.commit()
-    real_write_bytes = Path.write_bytes
-
-    def full(self: Path, data: bytes) -> int:
-        if self.name == "cursor.tmp":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write_bytes(self, data)
-
-    monkeypatch.setattr(Path, "write_bytes", full)
+    no_room_for_a_new_cursor(monkeypatch)
     assert await _deliver_all(journal) == list(range(30))
     monkeypatch.undo()
     assert len(_segments(tmp_path)) == 1 and not (tmp_path / "cursor").exists()

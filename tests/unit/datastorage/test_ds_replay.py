@@ -177,6 +177,18 @@ async def test_a_torn_tail_left_by_a_crash_is_cut_before_the_next_letter(
     assert path.read_bytes().count(b"\n") == 2
 
 
+def no_room_beside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk with no room for a rewrite's file beside the queue (`.tmp`)."""
+    real_open = open
+
+    def full(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if str(file).endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("signalgate.datastorage.dlq.file.open", full, raising=False)
+
+
 async def test_a_queue_too_big_to_rewrite_on_a_full_disk_still_drains(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -188,14 +200,7 @@ async def test_a_queue_too_big_to_rewrite_on_a_full_disk_still_drains(
     await queue.open()
     queued = events(5)
     await queue.put(queued, time.time())
-    real_open = open
-
-    def full(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if str(file).endswith(".tmp"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_open(file, mode, *args, **kwargs)
-
-    monkeypatch.setattr("signalgate.datastorage.dlq.file.open", full, raising=False)
+    no_room_beside(monkeypatch)
     letters = await queue.due(None, 100)
     await queue.ack(letters[:2])
     later = replace(letters[2], attempts=1, due=time.time() + 3600)
@@ -222,17 +227,11 @@ async def test_a_queue_that_filled_its_own_disk_still_drains(
     await queue.open()
     queued = events(6)
     await queue.put(queued, time.time())
-    real_open = open
-
-    def full_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if str(file).endswith(".tmp"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_open(file, mode, *args, **kwargs)
 
     def full_write(descriptor: int, data: Any) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("signalgate.datastorage.dlq.file.open", full_open, raising=False)
+    no_room_beside(monkeypatch)
     monkeypatch.setattr("signalgate.datastorage.dlq.file.os.write", full_write)
     before = path.read_bytes()
     letters = await queue.due(None, 100)
