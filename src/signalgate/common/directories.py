@@ -59,3 +59,18 @@ def _refuse(path: Path, key: str, holds: str, exc: Exception) -> NoReturn:
         f"({reason}); it holds {holds}: give a writable directory (in Kubernetes, a volume "
         "such as an emptyDir mounted there)"
     ) from exc
+
+
+def space_hint(path: Path) -> str:
+    """Why a file may not be made in `path` when its file system is out of room, for an
+    error line ("; the disk under it is full"), else "": SQLite says only "unable to open
+    database file" when no inode is left for its `-wal`."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return ""
+    if stats.f_files and stats.f_favail == 0:
+        return "; its file system has no free inodes"
+    if stats.f_bavail == 0:
+        return "; the disk under it is full"
+    return ""

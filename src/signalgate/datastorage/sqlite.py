@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from signalgate.common.directories import space_hint
 from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.common.sql.sqlite_thread import SqliteThread
@@ -73,7 +74,9 @@ class SqliteAuditStore:
         try:
             await self._thread.open(self._connect, self._setup)
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite open of '{self._path}' failed: {exc}") from exc
+            raise StoreUnavailable(
+                f"SQLite open of '{self._path}' failed: {exc}{space_hint(self._path.parent)}"
+            ) from exc
 
     def _connect(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from signalgate.common.directories import space_hint
 from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.common.sql.sqlite_thread import SqliteThread
@@ -136,7 +137,9 @@ class SqliteRemediationStore(RemediationStore):
         try:
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite store {str(self.path)!r}: cannot open: {exc}") from exc
+            raise StoreUnavailable(
+                f"SQLite store {str(self.path)!r}: cannot open: {exc}{space_hint(self.path.parent)}"
+            ) from exc
         conn.row_factory = sqlite3.Row
         return conn
 
@@ -145,7 +148,9 @@ class SqliteRemediationStore(RemediationStore):
             use_wal(conn, self.busy_timeout)
             sqlite_migrate(conn, SCHEMA, f"SQLite store {str(self.path)!r}")
         except sqlite3.DatabaseError as exc:
-            raise StoreUnavailable(f"SQLite store {str(self.path)!r}: cannot open: {exc}") from exc
+            raise StoreUnavailable(
+                f"SQLite store {str(self.path)!r}: cannot open: {exc}{space_hint(self.path.parent)}"
+            ) from exc
 
     # --- running in the worker thread -----------------------------------------------------
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
 
 from signalgate.common.config import ConfigError
-from signalgate.common.directories import writable_directory
+from signalgate.common.directories import space_hint, writable_directory
 
 
 def test_a_missing_directory_is_made_and_left_empty(tmp_path: Path) -> None:
@@ -53,3 +54,28 @@ def test_a_directory_an_older_release_left_open_is_closed(tmp_path: Path) -> Non
     old.chmod(0o755)
     assert writable_directory(old, "dataDir", "the journal") == old
     assert old.stat().st_mode & 0o777 == 0o700
+
+
+def _statvfs(bavail: int, favail: int) -> os.statvfs_result:
+    # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_favail, f_flag,
+    # f_namemax
+    return os.statvfs_result((4096, 4096, 100, bavail, bavail, 40, favail, favail, 0, 255))
+
+
+@pytest.mark.parametrize(
+    ("bavail", "favail", "hint"),
+    [
+        (10, 0, "; its file system has no free inodes"),
+        (0, 5, "; the disk under it is full"),
+        (10, 5, ""),
+    ],
+)
+def test_an_open_that_fails_for_room_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bavail: int, favail: int, hint: str
+) -> None:
+    """SQLite says only "unable to open database file" when no inode is left for its -wal
+    (a clean stop removed it): the stores' error lines add why."""
+    monkeypatch.setattr(
+        "signalgate.common.directories.os.statvfs", lambda path: _statvfs(bavail, favail)
+    )
+    assert space_hint(tmp_path) == hint
