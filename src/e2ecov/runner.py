@@ -644,7 +644,7 @@ class Run:
         reader.start()
         while proc.poll() is None:
             self.progress.spin("running tests")
-            self.unmeasured.look_now_and_then(self._python_roots())
+            self.unmeasured.look_now_and_then(self._python_roots)
             time.sleep(0.1)
         reader.join(PUMP_GRACE)
         if reader.is_alive():  # a process the tests started still holds their output

@@ -17,6 +17,7 @@ import contextlib
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +57,13 @@ class Watch:
         self._first_seen: dict[tuple[int, int], float] = {}
         self._last_look = 0.0
 
-    def look_now_and_then(self, roots: dict[str, int]) -> None:
-        """`look`, at most once every `EVERY` seconds (called from a polling loop)."""
+    def look_now_and_then(self, roots: Callable[[], dict[str, int]]) -> None:
+        """`look`, at most once every `EVERY` seconds (called from a polling loop: the roots
+        are found only when it looks)."""
         now = time.monotonic()
         if now - self._last_look >= EVERY:
             self._last_look = now
-            self.look(roots, now)
+            self.look(roots(), now)
 
     def look(self, roots: dict[str, int], now: float) -> None:
         """One look at the processes below `roots` (service name → its main process)."""

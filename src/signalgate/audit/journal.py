@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import itertools
 import logging
 import math
@@ -58,6 +57,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from signalgate.common.directories import disk_full
+
 log = logging.getLogger("signalgate.audit")
 
 _SEGMENT_RE = re.compile(r"^segment-(\d{16})\.jsonl$")
@@ -69,9 +70,6 @@ RECENT_BYTES = 8 * 1024 * 1024
 FAILURE_HOLD = 1.0
 # the Retry-After of an answer refused for a failing journal: when its hold is over
 FAILURE_RETRY_AFTER = math.ceil(FAILURE_HOLD)
-# a write failing for these leaves the segment for a new one, so the delivered part of the
-# old can be deleted: a disk smaller than a segment fills with delivered lines otherwise
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # the cursor file's size: written whole, padded, so it can be rewritten in place
 _CURSOR_BYTES = 64
 
@@ -580,8 +578,7 @@ class Journal:
         if self._fd is not None and self._active_size >= self.segment_bytes:
             self._next_segment()
         if self._fd is None:  # a segment that could not be made (a full disk): again
-            self._open_active()
-            self._announce_segment()
+            self._start_segment()
         fd = self._fd
         assert fd is not None
         before = self._active_size
@@ -592,11 +589,12 @@ class Journal:
         except OSError as exc:
             with contextlib.suppress(OSError):  # leave no half group for a later group to follow
                 os.ftruncate(fd, before)
-            if exc.errno in _DISK_FULL and before > 0:
+            if disk_full(exc) and before > 0:
+                # a new segment, so the delivered part of this one can be deleted: a disk
+                # smaller than a segment fills with delivered lines otherwise
                 self._next_segment()
                 with contextlib.suppress(OSError):  # else made at the next write
-                    self._open_active()
-                    self._announce_segment()
+                    self._start_segment()
             raise
         self._active_size = before + len(data)
         return self._active, self._active_size
@@ -607,9 +605,11 @@ class Journal:
         self._active += 1
         self._active_size = 0
 
-    def _announce_segment(self) -> None:
-        """Tell the event loop the writer is on a new segment, so that the relay, once at
-        the end of the one before, moves the cursor on and that one can be deleted."""
+    def _start_segment(self) -> None:
+        """Open the active segment and tell the event loop the writer is on it, so that the
+        relay, once at the end of the one before, moves the cursor on and that one can be
+        deleted."""
+        self._open_active()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._segment_started, self._active)
 
@@ -679,7 +679,7 @@ class Journal:
             temporary.write_bytes(data)
             os.replace(temporary, path)
         except OSError as exc:
-            if exc.errno not in _DISK_FULL or not path.exists():
+            if not disk_full(exc) or not path.exists():
                 raise
             # a full disk has no room for a new file: the cursor is rewritten where it is
             # (one write, whole or not at all for a crash of this process; a cursor that

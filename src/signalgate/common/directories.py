@@ -14,9 +14,17 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import NoReturn
 
 from signalgate.common.config import ConfigError
+
+# a write refused for want of room (blocks or inodes) or for a quota
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: OSError) -> bool:
+    """Whether `exc` says the disk (or the user's quota) has no room: a condition that ends
+    by itself as the services deliver and delete, unlike a read-only or missing path."""
+    return exc.errno in DISK_FULL
 
 
 def writable_directory(path: Path, key: str, holds: str) -> Path:
@@ -30,14 +38,18 @@ def writable_directory(path: Path, key: str, holds: str) -> Path:
         os.close(descriptor)
         with contextlib.suppress(OSError):
             os.unlink(probe)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and path.is_dir():
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        if isinstance(exc, OSError) and disk_full(exc) and path.is_dir():
             # writable, only full (no inode for the probe): what lives there (a journal
             # with undelivered events) must start, and frees its disk as it delivers
             return path
-        _refuse(path, key, holds, exc)
-    except ValueError as exc:  # a NUL in the path
-        _refuse(path, key, holds, exc)
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        setting = key if key.startswith("--") else f"config key {key!r}"
+        raise ConfigError(
+            f"{setting}: {str(path)!r} ({str(path.absolute())!r}) cannot be written "
+            f"({reason}); it holds {holds}: give a writable directory (in Kubernetes, a volume "
+            "such as an emptyDir mounted there)"
+        ) from exc
     return path
 
 
@@ -49,16 +61,6 @@ def _private(path: Path) -> None:
     if mode & 0o077:
         with contextlib.suppress(PermissionError):
             path.chmod(mode & 0o700)
-
-
-def _refuse(path: Path, key: str, holds: str, exc: Exception) -> NoReturn:
-    reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-    setting = key if key.startswith("--") else f"config key {key!r}"
-    raise ConfigError(
-        f"{setting}: {str(path)!r} ({str(path.absolute())!r}) cannot be written "
-        f"({reason}); it holds {holds}: give a writable directory (in Kubernetes, a volume "
-        "such as an emptyDir mounted there)"
-    ) from exc
 
 
 def space_hint(path: Path) -> str:

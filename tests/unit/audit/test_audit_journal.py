@@ -285,6 +285,16 @@ def _segments(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.glob("segment-*.jsonl"))
 
 
+async def _backlog_after_restart(directory: Path, segment_bytes: int) -> int:
+    """The events a journal opened again on `directory` has to deliver."""
+    again = Journal(directory, segment_bytes=segment_bytes)
+    await again.open()
+    try:
+        return again.backlog_events
+    finally:
+        await again.close()
+
+
 async def _deliver_all(journal: Journal) -> list[int]:
     seen: list[int] = []
     while journal.backlog_events:
@@ -324,10 +334,7 @@ async def test_a_full_disk_moves_the_journal_on_so_delivered_lines_free_it(
     await journal.commit()
     assert await _deliver_all(journal) == [11]
     await journal.close()
-    again = Journal(tmp_path, segment_bytes=1 << 20)
-    await again.open()
-    assert again.backlog_events == 0
-    await again.close()
+    assert await _backlog_after_restart(tmp_path, 1 << 20) == 0
 
 
 async def test_a_segment_that_could_not_be_made_is_made_at_the_next_write(
@@ -388,10 +395,7 @@ async def test_the_cursor_is_written_in_place_when_the_disk_has_no_room_for_a_ne
     assert delivered == list(range(40))
     assert len(_segments(tmp_path)) == 1 and not (tmp_path / "cursor.tmp").exists()
     await journal.close()
-    again = Journal(tmp_path, segment_bytes=256)
-    await again.open()
-    assert again.backlog_events == 0
-    await again.close()
+    assert await _backlog_after_restart(tmp_path, 256) == 0
 
 
 async def test_a_full_disk_without_a_cursor_file_still_frees_delivered_segments(

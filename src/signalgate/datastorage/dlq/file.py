@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import logging
 import os
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from signalgate.common.directories import disk_full
 from signalgate.datastorage.dlq.base import Letter
 from signalgate.datastorage.errors import DeadLetterUnavailable
 from signalgate.datastorage.events import AuditEvent
 
 log = logging.getLogger(__name__)
-# a rewrite failing for these falls back to appending the changes (see the class docstring)
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class FileDeadLetterQueue:
@@ -92,16 +90,12 @@ class FileDeadLetterQueue:
         self._queued = self._queued | {str(r["event"]["event_id"]): due for r in records}
 
     @staticmethod
-    def _append_unlocked(path: Path, records: Sequence[dict[str, Any]]) -> None:
-        """`_append` for a caller holding the lock already (flock is per open file)."""
-        FileDeadLetterQueue._append(path, records, lock=False)
-
-    @staticmethod
     def _append(path: Path, records: Sequence[dict[str, Any]], lock: bool = True) -> None:
         """Append whole lines durably, or raise with the file as it was: a write the disk
         took only in part (full) is cut off again, so the caller's refusal (a 5xx, and the
         sender retries) never leaves half a letter behind, nor a letter it did not answer
-        for. A torn tail from a crash mid-append (never answered) is cut first."""
+        for. A torn tail from a crash mid-append (never answered) is cut first. `lock=False`:
+        the caller holds the file's lock already (a second flock would wait for it)."""
         data = b"".join(orjson.dumps(record) + b"\n" for record in records)
         with _locked(path, lock) as fd:
             end = _whole_lines_end(fd)
@@ -168,13 +162,7 @@ class FileDeadLetterQueue:
                     "skipping an unreadable dead-letter line",
                     extra={"path": str(self.path), "line": number},
                 )
-        for key, changed in self._unwritten.items():
-            if key in letters:
-                if changed is None:
-                    del letters[key]
-                else:
-                    letters[key] = changed
-        return list(letters.values())
+        return _changed(letters.values(), self._unwritten)
 
     async def ack(self, letters: Sequence[Letter]) -> None:
         await self._call("rewrite", self._rewrite, {ltr.key: None for ltr in letters}, [])
@@ -193,35 +181,36 @@ class FileDeadLetterQueue:
         if dead:
             self._append(self.dead_path, dead)
         with _locked(self.path):
-            kept = []
-            for letter in self._read():  # the unwritten changes folded in already
-                if letter.key in changes:
-                    changed = changes[letter.key]
-                    if changed is None:
-                        continue
-                    letter = changed
-                kept.append(letter)
+            kept = _changed(self._read(), changes)  # the unwritten changes folded in already
             pending = {**self._unwritten, **changes}
-            try:
-                self._replace(kept)
-            except OSError as exc:
-                if exc.errno not in _DISK_FULL:
-                    raise
-                try:  # no room for the queue twice: the changes go in as small records
-                    self._append_unlocked(self.path, _change_records(pending))
-                except OSError as full:
-                    if full.errno not in _DISK_FULL:
-                        raise
-                    if not self._unwritten:
-                        log.warning(
-                            "dead-letter changes kept in memory until the disk has room",
-                            extra={"path": str(self.path), "error": str(full)},
-                        )
-                    self._unwritten = pending
-                    self._queued = _event_index(kept)
-                    return
-            self._unwritten = {}
+            if (full := self._recorded(kept, pending)) is None:
+                self._unwritten = {}
+            else:
+                if not self._unwritten:
+                    log.warning(
+                        "dead-letter changes kept in memory until the disk has room",
+                        extra={"path": str(self.path), "error": str(full)},
+                    )
+                self._unwritten = pending
             self._queued = _event_index(kept)
+
+    def _recorded(self, kept: list[Letter], pending: dict[str, Letter | None]) -> OSError | None:
+        """The file made to hold `kept` (its lock held): rewritten, else — no room for the
+        queue twice — the `pending` changes appended as small records. The disk's refusal
+        when it has room for neither, else None."""
+        try:
+            self._replace(kept)
+            return None
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+        try:
+            self._append(self.path, _change_records(pending), lock=False)
+            return None
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            return exc
 
     def _replace(self, kept: list[Letter]) -> None:
         """The file rewritten as `kept` (its lock held): emptied in place when nothing is
@@ -263,6 +252,16 @@ class FileDeadLetterQueue:
 
         result: list[Letter] = await self._call("read", read)
         return result
+
+
+def _changed(letters: Iterable[Letter], changes: dict[str, Letter | None]) -> list[Letter]:
+    """`letters` with `changes` applied (None: the letter is gone), in queue order."""
+    found = []
+    for letter in letters:
+        changed = changes.get(letter.key, letter)
+        if changed is not None:
+            found.append(changed)
+    return found
 
 
 def _change_records(changes: dict[str, Letter | None]) -> list[dict[str, Any]]:
