@@ -10,9 +10,16 @@ patching their status `update` on `remediationrequests/status`.
 
 Answers are cached by the token's SHA-256 (never the token): an allowed answer for up to
 `cacheTtl` (≤ 60 s, so a revoked binding stops working within a minute), a refusal for
-`denyCacheTtl`; the cache holds at most `cacheSize` entries. Concurrent checks of one token
-share one review. When the API server cannot answer, the caller gets 503 with Retry-After:
-never an open door.
+`denyCacheTtl`. Approvals and refusals are kept apart, each at most `cacheSize` entries, so
+a flood of invented tokens pushes out only other refusals, never the answer a real sender's
+token got. Concurrent checks of one token share one review. When the API server cannot
+answer, the caller gets 503 with Retry-After: never an open door.
+
+Tokens the cluster never accepted (in the last `KNOWN_FOR`) are reviewed at most
+`UNKNOWN_REVIEWS` at a time; the rest wait their turn (their number is bounded by the
+listener's connection bound). A flood of invented tokens thus costs the API server a few
+reviews at once, not one per connection, and a token accepted before is reviewed again at
+once, past the queue, when its cached answer runs out.
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ from signalgate.kube.settings import KubernetesSettings
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 5
+# TokenReviews in flight at once for tokens not accepted lately (an attacker's guesses)
+UNKNOWN_REVIEWS = 8
+# how long a token the cluster accepted counts as known (reviewed past the queue)
+KNOWN_FOR = 3600.0
 T = TypeVar("T")
 
 
@@ -99,20 +110,21 @@ class KubernetesAuth:
         self.client = client
         self.access = dict(access)
         self.settings = settings
-        self._users: TTLCache[_User | None] = TTLCache(settings.cache_size)
+        self._users: TTLCache[_User] = TTLCache(settings.cache_size)
+        self._refused: TTLCache[bool] = TTLCache(settings.cache_size)
+        self._known: TTLCache[bool] = TTLCache(settings.cache_size)
+        self._unknown_reviews = asyncio.Semaphore(UNKNOWN_REVIEWS)
         self._decisions: TTLCache[bool] = TTLCache(settings.cache_size)
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
 
     async def authorize(self, authorization: str | None, scope: str) -> Principal:
         token = bearer_token(authorization)
         key = hashlib.sha256(token.encode()).digest()
-        user = await self._shared(self._users, key, lambda: self._review(token))
+        user = await self._user(token, key)
         if user is None:
             raise unauthorized("the token was not accepted by the cluster")
         needed = self._access_for(scope)
-        allowed = await self._shared(
-            self._decisions, (key, scope), lambda: self._decide(user, scope)
-        )
+        allowed = await self._decision(user, key, scope)
         if not allowed:
             asked = " and ".join(f"{a.verb} {_resource(a)}" for a in needed)
             raise Problem(
@@ -131,14 +143,40 @@ class KubernetesAuth:
             raise Problem(403, "forbidden", f"no Kubernetes access rule for scope '{scope}'")
         return found
 
-    async def _shared(
-        self, cache: TTLCache[T], key: Hashable, compute: Callable[[], Awaitable[T]]
-    ) -> T:
-        """The cached answer, else one review per key at a time: concurrent requests with
-        one token share it. A yes is kept `cacheTtl`, a no `denyCacheTtl`."""
-        hit, cached = cache.get(key)
+    async def _user(self, token: str, key: bytes) -> _User | None:
+        """Who the token is, or None when the cluster refused it (each answer cached)."""
+        hit, user = self._users.get(key)
         if hit:
-            return cast(T, cached)
+            return user
+        if self._refused.get(key)[0]:
+            return None
+        user = await self._shared(key, lambda: self._review_in_turn(token, key))
+        if user is None:
+            self._refused.put(key, True, self.settings.deny_cache_ttl)
+        else:
+            self._users.put(key, user, self.settings.cache_ttl)
+            self._known.put(key, True, KNOWN_FOR)
+        return user
+
+    async def _review_in_turn(self, token: str, key: bytes) -> _User | None:
+        """A token accepted lately is reviewed at once; any other waits for one of the
+        `UNKNOWN_REVIEWS` turns."""
+        if self._known.get(key)[0]:
+            return await self._review(token)
+        async with self._unknown_reviews:
+            return await self._review(token)
+
+    async def _decision(self, user: _User, key: bytes, scope: str) -> bool:
+        hit, allowed = self._decisions.get((key, scope))
+        if hit:
+            return bool(allowed)
+        allowed = await self._shared((key, scope), lambda: self._decide(user, scope))
+        ttl = self.settings.cache_ttl if allowed else self.settings.deny_cache_ttl
+        self._decisions.put((key, scope), allowed, ttl)
+        return allowed
+
+    async def _shared(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        """One review per key at a time: concurrent requests with one token share it."""
         pending = self._inflight.get(key)
         if pending is not None:
             return cast(T, await asyncio.shield(pending))
@@ -154,8 +192,6 @@ class KubernetesAuth:
             future.set_result(value)
         finally:
             self._inflight.pop(key, None)
-        ttl = self.settings.cache_ttl if value else self.settings.deny_cache_ttl
-        cache.put(key, value, ttl)
         return value
 
     async def _review(self, token: str) -> _User | None:

@@ -7,7 +7,10 @@ admin), so these tests also show that the shipped RBAC is enough, and no more is
 
 from __future__ import annotations
 
+import re
+import ssl
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,6 +160,43 @@ def test_api_server_down_is_503_and_recovers_without_restart(tmp_path: Path) -> 
             gateway.stop()
     finally:
         server.cleanup()
+
+
+def token_reviews(server: KubeAPIServer) -> int:
+    """TokenReviews the API server has answered, from its own /metrics."""
+    request = urllib.request.Request(f"{server.api_url}/metrics")
+    request.add_header("Authorization", f"Bearer {server.admin_token}")
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    with urllib.request.urlopen(request, timeout=10, context=context) as answer:  # noqa: S310
+        text = answer.read().decode()
+    found = re.findall(
+        r'^apiserver_request_total\{[^}]*resource="tokenreviews"[^}]*\} (\S+)$', text, re.M
+    )
+    return int(sum(float(value) for value in found))
+
+
+def test_a_flood_of_invented_tokens_leaves_a_senders_approval_cached(
+    kube_apiserver: KubeAPIServer, kube_namespace: str, tmp_path: Path
+) -> None:
+    """Refusals are cached apart from approvals: 20 invented tokens through a cache of 4
+    entries do not make the real sender's token cost another review (they pushed it out)."""
+    with kube_gateway(
+        kube_apiserver,
+        kube_namespace,
+        tmp_path / "gw",
+        env={"SIGNALGATE_SCOPE__SOURCE": "settings", "SIGNALGATE_KUBERNETES__CACHESIZE": "4"},
+    ).start() as gateway:
+        sender = signal_source(kube_apiserver, kube_namespace)
+        body = webhook(alert(pod="flood-1"))
+        with gateway.client(sender) as c:
+            assert c.post(PROM, json=body).status_code == 201
+        for n in range(20):
+            with gateway.client(f"invented-{n}") as c:
+                problem(c.post(PROM, json=body), 401, "unauthorized", "not accepted")
+        before = token_reviews(kube_apiserver)
+        with gateway.client(sender) as c:
+            assert c.post(PROM, json=body).status_code == 202
+        assert token_reviews(kube_apiserver) == before
 
 
 def test_its_own_account_refused_is_503_and_unready_until_granted_again(
