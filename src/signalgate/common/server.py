@@ -14,7 +14,9 @@ import enum
 import gc
 import logging
 import signal
+import socket
 import ssl
+import sys
 from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 # most of the duplicates' p99 at c=16 (7-8 ms). At 2,000 a pass takes 0.2-0.5 ms and the
 # same p99 is 2.6-3.5 ms, throughput unchanged (bench/ingest.py, A/B; docs/performance.md).
 GC_THRESHOLDS = (2_000, 10, 10)
+
+# exit status of a listener that cannot be opened (uvicorn's own)
+STARTUP_FAILURE = 3
 
 
 class State(enum.Enum):
@@ -69,11 +74,67 @@ class Service(Protocol):
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the runner owns shutdown order."""
+    """uvicorn without its own signal handling (the runner owns shutdown order), and with a
+    deadline for TLS handshakes.
+
+    uvicorn opens its listeners with asyncio's default handshake timeout, 60 s, and has no
+    setting for it: a client that connects to a TLS listener and says nothing held its
+    socket for a minute before any of the service's own deadlines (which start once the
+    handshake is done) could apply — an outside check exhausted 20,000 descriptors that
+    way. Here the handshake has `head_timeout`, the same deadline as a request head.
+    """
+
+    def __init__(self, config: uvicorn.Config, head_timeout: float) -> None:
+        super().__init__(config)
+        self.head_timeout = head_timeout
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's own start-up for the three ways the services listen (an inherited
+        socket, a Unix socket, host and port), lifespan off, plus the handshake deadline."""
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=_loop,
+            )
+
+        loop = asyncio.get_running_loop()
+        tls: dict[str, Any] = {}
+        if config.ssl is not None:
+            tls = {"ssl": config.ssl, "ssl_handshake_timeout": self.head_timeout}
+        if sockets is not None:
+            self.servers = [
+                await loop.create_server(create_protocol, sock=sock, backlog=config.backlog, **tls)
+                for sock in sockets
+            ]
+        elif config.uds is not None:
+            self.servers = [
+                await loop.create_unix_server(
+                    create_protocol, path=config.uds, backlog=config.backlog, **tls
+                )
+            ]
+        else:
+            try:
+                self.servers = [
+                    await loop.create_server(
+                        create_protocol,
+                        host=config.host,
+                        port=config.port,
+                        backlog=config.backlog,
+                        **tls,
+                    )
+                ]
+            except OSError as exc:
+                log.error("cannot listen", extra={"error": str(exc)})
+                sys.exit(STARTUP_FAILURE)
+        self.started = True
 
 
 def http_server(
@@ -108,7 +169,7 @@ def http_server(
         ssl_certfile=None if tls is None else str(tls.cert_file),
         ssl_keyfile=None if tls is None else str(tls.key_file),
     )
-    return _Server(config)
+    return _Server(config, head_timeout)
 
 
 def ops_servers(

@@ -3,6 +3,7 @@ mounted Secret provides them; a half-configured pair stops start-up naming the k
 
 from __future__ import annotations
 
+import socket
 import ssl
 import subprocess
 import sys
@@ -56,6 +57,36 @@ def test_the_api_listener_speaks_https_with_the_given_certificate(tmp_path: Path
         except httpx.HTTPError:
             refused = 0
         assert refused != 200
+    finally:
+        gateway.stop()
+
+
+def test_a_tls_connection_that_never_finishes_its_handshake_is_closed(tmp_path: Path) -> None:
+    """A client that connects and says nothing, or starts a handshake and stops, is closed
+    after `server.headerReadTimeout` (the handshake's deadline was asyncio's 60 s: silent
+    connections held the service's descriptors a minute each)."""
+    cert, key = self_signed(tmp_path)
+    env = {**tls_env(cert, key), "SIGNALGATE_SERVER__HEADERREADTIMEOUT": "1s"}
+    gateway = on_https(gateway_process(tmp_path / "gw", env=env)).start()
+    try:
+        host, port = gateway.api_url.removeprefix("https://").split(":")
+        half_hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+        stalled = []
+        for sent in (b"", half_hello):
+            connection = socket.create_connection((host, int(port)))
+            connection.sendall(sent)
+            stalled.append(connection)
+        started = time.monotonic()
+        for connection in stalled:
+            connection.settimeout(30)
+            assert connection.recv(1024) == b""  # closed by the server, nothing answered
+            connection.close()
+        assert time.monotonic() - started < 10
+        trust = ssl.create_default_context(cafile=str(cert))
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        with httpx.Client(base_url=gateway.api_url, verify=trust, headers=headers) as c:
+            answer = c.post("/api/v1/signals/prometheus", json=webhook(alert(pod="tls-2")))
+            assert answer.status_code == 201, answer.text
     finally:
         gateway.stop()
 
