@@ -199,6 +199,24 @@ ALERTS: tuple[AlertCase, ...] = (
         ours="400 alerts[0].labels.namespace",
     ),
     AlertCase(
+        "invalid-exported-namespace-beside-a-valid-namespace",
+        "Kubernaut skips an invalid exported_namespace and takes namespace; we refuse it: "
+        "namespace is then the scraper's (monitoring), not the target's",
+        PROM,
+        {"namespace": "prod", "exported_namespace": "Prod", "pod": "api-1"},
+        ("", "prod", "Pod", "api-1"),
+        ours="400 alerts[0].labels.exported_namespace",
+    ),
+    AlertCase(
+        "namespace-longer-than-a-label",
+        "Kubernaut's name check allows 253 characters (a DNS subdomain); a namespace is a "
+        "DNS-1123 label, at most 63",
+        PROM,
+        {"namespace": "n" * 64, "pod": "api-1"},
+        ("", "n" * 64, "Pod", "api-1"),
+        ours="400 alerts[0].labels.namespace",
+    ),
+    AlertCase(
         "namespace-with-zero-width-space",
         "`kube-system\\u200b` is not a namespace: it must not pass for kube-system or default",
         PROM,

@@ -130,6 +130,20 @@ def test_severity_and_name_are_passed_through_truncated_never_refused() -> None:
     assert parse_one(severity="P1-page-now").severity == "P1-page-now"
 
 
+def test_the_name_is_the_alerts_own_alertname() -> None:
+    """As Kubernaut reads it: `commonLabels.alertname` neither names an alert without one nor
+    renames one (Alertmanager's commonLabels are the labels all its alerts share)."""
+    nameless = webhook(alert(starts_at=rfc3339(NOW), pod="p"))
+    del nameless["alerts"][0]["labels"]["alertname"]
+    nameless["commonLabels"] = {"alertname": "FromCommon"}
+    [item] = parse_webhook(orjson.dumps(nameless), NOW, FRESH)
+    assert isinstance(item, Invalid) and "alerts[0].labels.alertname: required" in item.error
+    named = webhook(alert(starts_at=rfc3339(NOW), pod="p", alertname="Own"))
+    named["commonLabels"] = {"alertname": "FromCommon"}
+    [signal] = parse_webhook(orjson.dumps(named), NOW, FRESH)
+    assert isinstance(signal, Signal) and signal.signal_name == "Own"
+
+
 def test_common_labels_merge_over_alert_labels_but_the_target_is_the_alerts_own() -> None:
     body = webhook(alert(starts_at=rfc3339(NOW), pod="from-alert"))
     body["commonLabels"] = {"pod": "from-common"}

@@ -118,7 +118,8 @@ def _parse_alert(
         **_string_map(alert.get("annotations"), f"{where}.annotations"),
         **webhook.common_annotations,
     }
-    name = labels.get("alertname", "")
+    # the alert's own name, as Kubernaut reads it (commonLabels cannot rename an alert)
+    name = own_labels.get("alertname", "")
     if not name:
         raise PayloadError(f"{where}.labels.alertname: required")
 
