@@ -27,6 +27,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,9 +190,18 @@ class Agent:
         original_exit = os._exit
 
         def _exit_with_save(status: int) -> NoReturn:
-            with contextlib.suppress(Exception):
+            # an os._exit ends the process whatever happens in the save, even an exception a
+            # service's signal handler raises at its end (it would unwind a forked worker's
+            # copy of its parent's stack: the parent's request answered from the child)
+            try:
                 self.finish("exit")
-            original_exit(status)
+            except BaseException:
+                # raised before the save began (a handler the section had not held back yet):
+                # save now; after it, finish has nothing left to do
+                with contextlib.suppress(BaseException):
+                    self.finish("exit")
+            finally:
+                original_exit(status)
 
         os._exit = _exit_with_save
         # exec replaces the process image without running atexit: save first (os.execl*,
@@ -245,19 +255,42 @@ class Agent:
         """Hold back a signal landing in this thread until the outermost section ends.
 
         Entered before any state changes, so a signal that lands before the counter is up
-        finds nothing begun and does the whole final save itself.
+        finds nothing begun and does the whole final save itself. In the main thread (where
+        Python runs signal handlers) the service's own SIGTERM/SIGINT handlers are held back
+        too: one that raises `SystemExit` inside coverage.py's save left the data file half
+        written and the worker running on (an outside check); it runs when the save is done.
         """
         held = self._deferring
         depth = getattr(held, "depth", 0)
+        services: dict[int, Any] = {}
         held.depth = depth + 1
         try:
+            if depth == 0:
+                self._hold_service_handlers(services)
             yield
         finally:
             held.depth = depth
+            for signum, handler in services.items():
+                signal.signal(signum, handler)
             pending = getattr(held, "pending", None)
             if depth == 0 and pending is not None:
                 held.pending = None
-                self._on_signal(pending, None)
+                services.get(pending, self._on_signal)(pending, None)
+
+    def _hold_service_handlers(self, services: dict[int, Any]) -> None:
+        """Replace the service's Python handlers of SIGTERM/SIGINT by one that only records
+        the signal, noting each in `services` as it goes (main thread only: no other may set
+        handlers, nor runs them)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            handler = signal.getsignal(signum)
+            if callable(handler) and handler != self._on_signal:
+                services[signum] = handler
+                signal.signal(signum, self._record_signal)
+
+    def _record_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._deferring.pending = signum
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if getattr(self._deferring, "depth", 0):
@@ -294,7 +327,39 @@ class Agent:
         try:
             self._restart_in_child()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            try:
+                # a signal held meanwhile is handled here, by whoever handles it
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            except BaseException as exc:
+                self._end_as_raised(exc)
+
+    def _end_as_raised(self, exc: BaseException) -> NoReturn:
+        """End the child as the exception a signal handler raised would have ended it.
+
+        Python ignores an exception raised in an at-fork hook ("Exception ignored in"), so
+        the `sys.exit` of a service's SIGTERM handler, run when the signal held during the
+        restart is let in, would be lost: the worker ran on, and the `Pool.terminate` that
+        sent it waited for it for good (an outside check: 3 runs in 4). Like an uncaught
+        exception in the child, it is reported, the coverage saved, the output flushed.
+        """
+        if isinstance(exc, SystemExit):
+            code = exc.code
+            if code is None:
+                status = 0
+            elif isinstance(code, int):
+                status = code
+            else:
+                sys.stderr.write(f"{code}\n")
+                status = 1
+        else:
+            traceback.print_exception(exc)
+            status = 1
+        with contextlib.suppress(Exception):
+            self.finish("sigterm")
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
 
     def _restart_in_child(self) -> None:
         old = self._cov

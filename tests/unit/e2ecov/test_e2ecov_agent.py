@@ -1,7 +1,9 @@
 """The agent's final save against a SIGTERM that lands at the worst moment.
 
 A pool worker ends through `os._exit`, and `Pool.terminate` may SIGTERM it while that final
-save is under way. Whatever instant the signal lands at, the process must save before it dies.
+save is under way, or while the agent restarts coverage in it right after the fork. Whatever
+instant the signal lands at, and whether the agent or the service handles SIGTERM (a handler
+that calls `sys.exit`), the process must save and end as it was asked to.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     from e2ecov.agent import Agent, Settings
 
-    where, root = sys.argv[1], Path(sys.argv[2])
+    where, root, handler = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     agent = Agent(Settings(
         service="svc", run_id="r", control_dir=root / "control", data_dir=root / "data",
         ledger_dir=root / "ledger", source=[str(root / "src")], source_pkgs=[],
@@ -35,12 +37,18 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, str(root / "src"))
     agent.start()
     agent.install()
+    if handler == "service":  # the service's own, installed after the agent's start-up hook
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(3))
     import measured
     measured.f()
     real = getattr(agent, where)
 
+    sent = []
+
     def interrupted(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
+        if not sent:  # once: the agent's own handler calls the step again
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
     setattr(agent, where, interrupted)
@@ -49,20 +57,91 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("where", ["save", "_package_dirs", "_close_listener"])
-def test_sigterm_during_the_final_save_still_saves(tmp_path: Path, where: str) -> None:
+@pytest.mark.parametrize("handler", ["agent", "service"])
+@pytest.mark.parametrize(
+    "where", ["finish", "_signals_deferred", "save", "_package_dirs", "_close_listener"]
+)
+def test_sigterm_during_the_final_save_still_saves(
+    tmp_path: Path, where: str, handler: str
+) -> None:
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
     done = subprocess.run(
-        [sys.executable, str(script), where, str(tmp_path)],
+        [sys.executable, str(script), where, str(tmp_path), handler],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert done.returncode in (0, -signal.SIGTERM), done.stderr
+    if handler == "agent":
+        assert done.returncode in (0, -signal.SIGTERM), done.stderr
+    else:  # the handler runs once the save is done; os._exit(0) still ends the process
+        assert done.returncode == 0, done.stderr
     ledgers = list((tmp_path / "ledger").glob("*.jsonl"))
     assert len(ledgers) == 1
     records = [json.loads(line) for line in ledgers[0].read_text().splitlines()]
     saves = [r for r in records if r["event"] == "save"]
     assert saves and saves[-1]["measured"] == 1, (records, done.stderr)
     assert list((tmp_path / "data").iterdir()), "the data file was written"
+
+
+# A forked child restarting its coverage gets SIGTERM; its handler (the service's) exits 5.
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from pathlib import Path
+    from e2ecov.agent import Agent, Settings
+
+    root = Path(sys.argv[1])
+    agent = Agent(Settings(
+        service="svc", run_id="r", control_dir=root / "control", data_dir=root / "data",
+        ledger_dir=root / "ledger", source=[str(root / "src")], source_pkgs=[],
+        contexts=False, autosave=0.0, branch=False,
+    ))
+    (root / "control").mkdir()
+    (root / "src").mkdir()
+    (root / "src" / "measured.py").write_text("def f():\\n    return 1\\n")
+    sys.path.insert(0, str(root / "src"))
+    agent.start()
+    agent.install()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(5))
+    real = agent._restart_in_child
+
+    def interrupted():
+        os.kill(os.getpid(), signal.SIGTERM)  # held back until the restart is done
+        real()
+
+    agent._restart_in_child = interrupted
+    import measured
+    pid = os.fork()
+    if pid == 0:
+        measured.f()
+        time.sleep(0.5)
+        os._exit(0)  # the child ran on: its handler's exit was lost
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status))
+    os._exit(0)
+    """
+)
+
+
+def test_sigterm_while_a_forked_child_restarts_ends_it_as_its_handler_asks(
+    tmp_path: Path,
+) -> None:
+    """Python ignores an exception raised in an at-fork hook: the service handler's
+    `sys.exit`, run when the agent lets the held signal in, was lost, and the worker ran on
+    (a `Pool.terminate` then waited for it for good)."""
+    script = tmp_path / "script.py"
+    script.write_text(FORK_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5", done.stderr
+    children = [
+        [json.loads(line) for line in ledger.read_text().splitlines()]
+        for ledger in (tmp_path / "ledger").glob("*.jsonl")
+        if json.loads(ledger.read_text().splitlines()[0])["pid"]
+        != json.loads(ledger.read_text().splitlines()[0])["ppid"]
+    ]
+    saves = [r["reason"] for records in children for r in records if r["event"] == "save"]
+    assert "sigterm" in saves, (children, done.stderr)
