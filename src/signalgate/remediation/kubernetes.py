@@ -222,11 +222,27 @@ class KubernetesStore:
 
     async def _relist(self) -> str:
         listed = await self.client.request("GET", self._collection)
-        self._objects = {}
-        self._by_fingerprint = {}
-        for item in listed.get("items") or ():
-            self._index(from_object(item))
+        self._reconcile(listed, self._objects.values())
         return str((listed.get("metadata") or {}).get("resourceVersion", ""))
+
+    def _reconcile(
+        self, listed: dict[str, Any], covered: Iterable[RemediationRequest]
+    ) -> list[RemediationRequest]:
+        """Fold a LIST answer into the cache: what it holds is remembered (unless the cache
+        has a newer version), and a cached RR of those the list `covered` that it lacks is
+        forgotten — but only when the list is newer than that RR. An RR this process created
+        or changed while the list was on its way is newer than the list, and stays: dropping
+        it lost an active RR from the cache while its generation stayed counted, and the
+        next signal created the next generation beside it (two active RRs for one
+        fingerprint after every watch break, an outside check found)."""
+        found = [self._remember(from_object(item)) for item in listed.get("items") or ()]
+        version = str((listed.get("metadata") or {}).get("resourceVersion", ""))
+        as_of = int(version) if version.isdigit() else None
+        alive = {rr.name for rr in found}
+        for rr in list(covered):
+            if rr.name not in alive and (as_of is None or _resource_version(rr) <= as_of):
+                self._forget(rr.name)
+        return found
 
     async def _watch(self, version: str) -> None:
         """Keep the cache fed; on any break, relist and watch again (with a short backoff)."""
@@ -285,22 +301,22 @@ class KubernetesStore:
 
     async def _refresh(self, fingerprint: str) -> list[RemediationRequest]:
         """A consistent read of one fingerprint's RRs (the cache may lag another replica)."""
-        found = await self._list_from_server(fingerprint)
-        alive = {rr.name for rr in found}
-        for rr in self._of_fingerprint(fingerprint):
-            if rr.name not in alive:
-                self._forget(rr.name)
-        return found
+        listed = await self._call("GET", self._collection, params=self._selecting(fingerprint))
+        self._reconcile(listed, self._of_fingerprint(fingerprint))
+        return self._of_fingerprint(fingerprint)
 
     # --- talking to the API server --------------------------------------------------------
 
     async def _list_from_server(self, fingerprint: str | None) -> list[RemediationRequest]:
         """Every RR (of one fingerprint: a field selector), remembered as read."""
-        params = (
-            {} if fingerprint is None else {"fieldSelector": f"{FINGERPRINT_FIELD}={fingerprint}"}
-        )
-        listed = await self._call("GET", self._collection, params=params)
+        listed = await self._call("GET", self._collection, params=self._selecting(fingerprint))
         return [self._remember(from_object(item)) for item in listed.get("items") or ()]
+
+    @staticmethod
+    def _selecting(fingerprint: str | None) -> dict[str, str]:
+        if fingerprint is None:
+            return {}
+        return {"fieldSelector": f"{FINGERPRINT_FIELD}={fingerprint}"}
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -437,6 +453,7 @@ class KubernetesStore:
     ) -> FiringResult:
         candidate: RemediationRequest | None = None  # built once, and only to create an RR
         known = self._of_fingerprint(fingerprint)
+        refreshed = False  # whether `known` was read from the API server
         for _ in range(MAX_DECISION_ATTEMPTS):
             active = _newest(rr for rr in known if rr.active)
             if active is not None:
@@ -445,7 +462,7 @@ class KubernetesStore:
                 )
                 if bumped is not None:
                     return FiringResult(Decision.DUPLICATE, bumped)
-                known = await self._refresh(fingerprint)
+                known, refreshed = await self._refresh(fingerprint), True
                 continue
             suppressing = choose_suppressor(known, now)
             if suppressing is not None:
@@ -456,19 +473,25 @@ class KubernetesStore:
                 )
                 if bumped is not None:
                     return FiringResult(Decision.DUPLICATE, bumped)
-                known = await self._refresh(fingerprint)
+                known, refreshed = await self._refresh(fingerprint), True
                 continue
             generation = self._generations.get(fingerprint, 0) + 1
+            if generation > 1 and not refreshed:
+                # the name of generation 1 is what makes two replicas' first creates collide;
+                # a later generation is only as safe as the knowledge that none is active, so
+                # it is decided on a consistent read, never on the cache alone
+                known, refreshed = await self._refresh(fingerprint), True
+                continue
             try:
                 if candidate is None:
                     candidate = build()
                 created = await self._create(candidate, generation, now)
             except KubeAlreadyExists:
-                known = await self._refresh(fingerprint)
+                known, refreshed = await self._refresh(fingerprint), True
                 continue
             if created is not None:
                 return FiringResult(Decision.CREATED, created)
-            known = await self._refresh(fingerprint)
+            known, refreshed = await self._refresh(fingerprint), True
         raise StoreUnavailable(
             f"{self!r}: no decision for fingerprint {fingerprint[:12]}… after "
             f"{MAX_DECISION_ATTEMPTS} attempts (other replicas kept changing its RRs)"

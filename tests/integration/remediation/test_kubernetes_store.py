@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -140,3 +141,48 @@ async def test_the_gateway_counts_but_leaves_the_phase_to_kubernauts_orchestrato
     _, stored = kube_apiserver.request("GET", path(kube_namespace, created.name))
     assert stored["status"]["overallPhase"] == "Processing"
     assert stored["status"]["deduplication"]["occurrenceCount"] == 4
+
+
+async def test_an_rr_created_while_the_cache_is_relisted_stays_the_one_active_rr(
+    kube_store: KubernetesStore, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    """After a watch break the cache is relisted. An RR this store created while the LIST
+    answer was on its way was dropped from the cache (its generation still counted), and
+    the next signal created the next generation beside it: two active RRs for one target (an
+    outside check, under API server restarts). Only the order of one create against one LIST
+    is arranged here; both go to the real API server."""
+    client = kube_store.client
+    real_request = client.request
+    created: list[str] = []
+
+    async def list_answered_then_create(method: str, path: str, **kwargs: Any) -> Any:
+        answer = await real_request(method, path, **kwargs)
+        if method == "GET" and not kwargs.get("params") and not created:
+            created.append((await kube_store.record_firing(make_rr("relist-1"), later(0))).rr.name)
+        return answer
+
+    client.request = list_answered_then_create  # type: ignore[method-assign]
+    try:
+        await kube_store._relist()  # what the watch does after any break (410, restart, stall)
+    finally:
+        client.request = real_request  # type: ignore[method-assign]
+    fp = fingerprint("relist-1")
+    assert created == [rr_name(fp, 1)]
+    again = await kube_store.record_firing(make_rr("relist-1", at=later(1)), later(1))
+    assert again.decision is Decision.DUPLICATE and again.rr.name == created[0]
+    status, listed = kube_apiserver.request("GET", path(kube_namespace))
+    assert status == 200
+    mine = [i["metadata"]["name"] for i in listed["items"] if i["spec"]["signalFingerprint"] == fp]
+    assert mine == created
+
+
+async def test_a_later_generation_is_decided_on_the_api_servers_answer(
+    kube_store: KubernetesStore, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    """Only generation 1's name makes two creates collide: a store whose cache misses the
+    active RR of a fingerprint it has seen before (the cache lags, or lost it) asks the API
+    server before it creates the next generation."""
+    first = (await kube_store.record_firing(make_rr("gen-1"), later(0))).rr
+    kube_store._forget(first.name)  # the cache lost it; the API server still holds it
+    again = await kube_store.record_firing(make_rr("gen-1", at=later(1)), later(1))
+    assert again.decision is Decision.DUPLICATE and again.rr.name == first.name
