@@ -27,7 +27,51 @@ def test_warning_event_becomes_a_signal_on_the_involved_object() -> None:
     assert signal.severity == "Warning" and signal.signal_name == "BackOff"
     assert signal.target is not None and signal.target.api_version == "v1"
     assert signal.fingerprint == hashlib.sha256(b"prod:Pod:api-1").hexdigest()
-    assert signal.labels == {} and signal.annotations == {}
+    # the labels and annotations Kubernaut's Gateway builds from an Event
+    assert signal.labels == {
+        "kubernaut.ai/event-source": "kubelet",
+        "kubernaut.ai/event-type": "warning",
+        "kubernaut.ai/resource-kind": "pod",
+    }
+    stamp = NOW.isoformat(timespec="seconds").replace("+00:00", "Z")
+    assert signal.annotations == {
+        "kubernaut.ai/event-message": "Back-off restarting failed container",
+        "kubernaut.ai/event-count": "3",
+        "kubernaut.ai/first-timestamp": stamp,
+        "kubernaut.ai/last-timestamp": stamp,
+    }
+
+
+def test_an_events_k8s_io_event_gives_the_same_labels_from_its_own_fields() -> None:
+    event: dict[str, object] = {
+        "type": "Warning",
+        "reason": "FailedMount",
+        "regarding": {"kind": "Pod", "name": "db-0", "namespace": "data"},
+        "note": "MountVolume.SetUp failed",
+        "reportingController": "kubelet",
+        "deprecatedSource": {"host": "node-1"},
+        "series": {"count": 4, "lastObservedTime": rfc3339(NOW)},
+        "eventTime": rfc3339(NOW),
+    }
+    signal = parse(event)
+    assert isinstance(signal, Signal)
+    assert signal.labels["kubernaut.ai/event-source"] == "kubelet"
+    assert signal.annotations == {
+        "kubernaut.ai/event-message": "MountVolume.SetUp failed",
+        "kubernaut.ai/event-count": "4",
+        "kubernaut.ai/source-host": "node-1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("message", 7), ("count", "3"), ("count", True), ("source", {"component": ["kubelet"]})],
+)
+def test_event_fields_of_the_wrong_type_are_named(field: str, value: object) -> None:
+    event = k8s_event(last_timestamp=rfc3339(NOW))
+    event[field] = value
+    with pytest.raises(PayloadError, match=field):
+        parse(event)
 
 
 def test_error_type_is_a_signal_and_normal_is_ignored_before_any_check() -> None:

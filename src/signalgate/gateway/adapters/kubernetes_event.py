@@ -10,6 +10,14 @@ so an event and an alert about the same object share a fingerprint, and the scop
 namespace lists apply to it (with no namespace it escaped `unmanagedNamespaces`). A
 cluster-scoped kind (Node, PersistentVolume, …) has none. The firing time is when the event
 was first seen (`firstTimestamp`), while freshness is judged on the newest timestamp.
+
+The signal's labels and annotations are the ones Kubernaut's Gateway builds from an Event
+(an Event has no labels of its own worth carrying): `kubernaut.ai/event-source` (the
+reporting component), `kubernaut.ai/event-type` and `kubernaut.ai/resource-kind` (lower
+case), and the annotations `kubernaut.ai/event-message`, `-count`, `source-host`,
+`first-timestamp`, `last-timestamp` (RFC 3339, seconds). An events.k8s.io/v1 Event gives the
+same from its own fields (`note`, `reportingController`, `deprecatedSource`,
+`deprecatedCount` or `series.count`, the deprecated timestamps).
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from signalgate.gateway.signal import MAX_SIGNAL_NAME, Ignored, Signal
 from signalgate.remediation.model import TargetResource
 
 SIGNAL_TYPES = ("Warning", "Error")
+# the prefix of the labels and annotations Kubernaut's Gateway gives an Event's signal
+KUBERNAUT = "kubernaut.ai"
 # `<version>` or `<group>/<version>`: a DNS subdomain, and Kubernetes' version form
 _API_VERSION = re.compile(
     r"(?:[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)*/)?"
@@ -66,6 +76,7 @@ def parse_event(
     first_seen = dict(stamps)
     firing = first_seen.get("firstTimestamp") or first_seen.get("deprecatedFirstTimestamp")
 
+    last_seen = first_seen.get("lastTimestamp") or first_seen.get("deprecatedLastTimestamp")
     return Signal(
         source="kubernetes-events",
         signal_name=reason[:MAX_SIGNAL_NAME],
@@ -75,7 +86,75 @@ def parse_event(
         received_time=now,
         original_payload=body,
         payload=event,
+        labels=_labels(event, event_type, target.kind),
+        annotations=_annotations(event, firing, last_seen),
     )
+
+
+def _labels(event: dict[str, object], event_type: str, kind: str) -> dict[str, str]:
+    labels = {
+        f"{KUBERNAUT}/event-type": event_type.lower(),
+        f"{KUBERNAUT}/resource-kind": kind.lower(),
+    }
+    component = _text(event, ("source", "component"), ("deprecatedSource", "component"))
+    component = component or _text(event, ("reportingController",))
+    if component:
+        labels[f"{KUBERNAUT}/event-source"] = component
+    return labels
+
+
+def _annotations(
+    event: dict[str, object], first: datetime | None, last: datetime | None
+) -> dict[str, str]:
+    annotations: dict[str, str] = {}
+    message = _text(event, ("message",)) or _text(event, ("note",))
+    if message:
+        annotations[f"{KUBERNAUT}/event-message"] = message
+    count = _count(event)
+    if count > 0:
+        annotations[f"{KUBERNAUT}/event-count"] = str(count)
+    host = _text(event, ("source", "host"), ("deprecatedSource", "host"))
+    if host:
+        annotations[f"{KUBERNAUT}/source-host"] = host
+    for name, when in (("first-timestamp", first), ("last-timestamp", last)):
+        if when is not None:
+            annotations[f"{KUBERNAUT}/{name}"] = _rfc3339_seconds(when)
+    return annotations
+
+
+def _text(event: dict[str, object], *paths: tuple[str, ...]) -> str:
+    """The first string found at one of `paths` (a value of another type is refused)."""
+    for path in paths:
+        value: object = event
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise PayloadError(f"{'.'.join(path)}: must be a string, not {json_type(value)}")
+        if value:
+            return value
+    return ""
+
+
+def _count(event: dict[str, object]) -> int:
+    series = event.get("series")
+    for where, value in (
+        ("count", event.get("count")),
+        ("deprecatedCount", event.get("deprecatedCount")),
+        ("series.count", series.get("count") if isinstance(series, dict) else None),
+    ):
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise PayloadError(f"{where}: must be an integer, not {json_type(value)}")
+        if value > 0:
+            return value
+    return 0
+
+
+def _rfc3339_seconds(when: datetime) -> str:
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _involved_object(event: dict[str, object], catalog: KindCatalog) -> TargetResource:
