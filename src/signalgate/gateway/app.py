@@ -51,6 +51,7 @@ from signalgate.remediation.store import (
     InvalidCursor,
     ListQuery,
     NotFound,
+    StoreRefused,
     StoreUnavailable,
     decode_cursor,
 )
@@ -315,6 +316,8 @@ def _translate(exc: Exception) -> Problem | None:
         return service_unavailable("the remediation store is unavailable; retry later")
     if isinstance(exc, JournalUnavailable):  # the journal then refuses for its hold
         return service_unavailable(f"{exc}; retry later", FAILURE_RETRY_AFTER)
+    if isinstance(exc, StoreRefused):  # 5xx: a sender retries, and succeeds once fixed
+        return Problem(500, "internal-error", f"the remediation store refused the RR: {exc}")
     if isinstance(exc, ProcessingTimeout):
         return Problem(504, "gateway-timeout", "processing deadline exceeded")
     if isinstance(exc, NotFound):
@@ -359,7 +362,14 @@ def build_api_app(service: GatewayService) -> ASGIApp:
             Route("/openapi.json", api.openapi, methods=["GET"]),
         ],
         _translate,
-        (StoreUnavailable, ProcessingTimeout, NotFound, Conflict, JournalUnavailable),
+        (
+            StoreUnavailable,
+            StoreRefused,
+            ProcessingTimeout,
+            NotFound,
+            Conflict,
+            JournalUnavailable,
+        ),
         cors_origins=service.settings.server.cors_allowed_origins,
         direct=signals,
         observer=RequestMetrics(service.metrics),

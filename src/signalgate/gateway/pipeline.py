@@ -40,6 +40,7 @@ from signalgate.remediation.model import (
 from signalgate.remediation.store import (
     Decision,
     RemediationStore,
+    StoreRefused,
     StoreUnavailable,
 )
 
@@ -108,6 +109,9 @@ class Pipeline:
                 return await self._fire(signal, fingerprint)
         except StoreUnavailable as exc:
             self._fail(signal, "store_unavailable", str(exc), retry_possible=True)
+            raise
+        except StoreRefused as exc:
+            self._fail(signal, "store_refused", str(exc), retry_possible=False)
             raise
         except TimeoutError as exc:
             self._fail(signal, "timeout", "store did not answer in time", retry_possible=True)

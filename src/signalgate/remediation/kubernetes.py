@@ -63,6 +63,7 @@ from signalgate.remediation.store import (
     ListQuery,
     NotFound,
     Page,
+    StoreRefused,
     StoreUnavailable,
     clamp_limit,
     decode_cursor,
@@ -323,9 +324,13 @@ class KubernetesStore:
             return await self.client.request(method, path, **kwargs)
         except KubeUnavailable as exc:
             raise StoreUnavailable(f"{self!r}: {exc}") from exc
+        except (KubeNotFound, KubeAlreadyExists, KubeConflict):
+            raise  # the callers' to decide
         except KubeError as exc:
             if exc.status not in (401, 403):
-                raise
+                # e.g. 422: the CRD installed validates the RR more strictly than this
+                # Gateway writes it (another version of the CRD)
+                raise StoreRefused(f"{self!r}: the API server refused {method}: {exc}") from exc
             # this Gateway's own credentials refused (a removed RoleBinding, a revoked
             # token): nothing was stored, and granting it back needs no restart, so the
             # signal is answered 503 (retry) and readiness fails, as when unreachable

@@ -34,6 +34,11 @@ class StoreUnavailable(StoreError):
     """The backing database cannot be reached or cannot take writes right now."""
 
 
+class StoreRefused(StoreError):
+    """The backing store refused the write as made (the API server's validation of the RR):
+    retrying the same signal meets the same refusal until its operator changes something."""
+
+
 class IncompatibleSchema(StoreError):
     """The database's schema is newer than this code knows; upgrading signalgate fixes it."""
 

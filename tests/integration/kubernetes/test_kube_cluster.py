@@ -273,3 +273,82 @@ def _eventually(call: Any, status: int, attempts: int = 80) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"never {status}: {getattr(last, 'text', last)}")
+
+
+def test_an_rr_the_api_server_refuses_is_a_500_and_an_audited_failure(
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str, app_ns: str
+) -> None:
+    """The cluster refuses the RR as written (here an admission policy; in life a CRD of
+    another version validating more strictly): the sender gets a 5xx naming the refusal (it
+    retries, and succeeds once the operator fixes the cluster), and the failure is audited as
+    `gateway.crd.failed` (it was an unhandled error: a bare 500 and no audit event)."""
+    policy = f"refuse-rrs-{kube_namespace}"
+    policies = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+    bindings = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+    status, made = kube_apiserver.request(
+        "POST",
+        policies,
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["kubernaut.ai"],
+                            "apiVersions": ["*"],
+                            "operations": ["CREATE"],
+                            "resources": ["remediationrequests"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": "!object.spec.signalName.startsWith('Refused')",
+                        "message": "this cluster takes no Refused alerts",
+                    }
+                ],
+            },
+        },
+    )
+    assert status == 201, made
+    status, made = kube_apiserver.request(
+        "POST",
+        bindings,
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": kube_namespace}
+                    }
+                },
+            },
+        },
+    )
+    assert status == 201, made
+    body = webhook(alert(namespace=app_ns, pod="refused-1", alertname="RefusedAlert"))
+    with gateway.client() as c:
+        for _ in range(100):  # the policy reaches the admission chain within moments
+            answer = c.post(PROM, json=body)
+            if answer.status_code != 201:
+                break
+            time.sleep(0.1)
+            pod = f"refused-{uuid.uuid4().hex[:6]}"
+            body = webhook(alert(namespace=app_ns, pod=pod, alertname="RefusedAlert"))
+        assert answer.status_code == 500, answer.text
+        assert "no Refused alerts" in answer.json()["detail"]
+        # other alerts are stored as before
+        fine = c.post(PROM, json=webhook(alert(namespace=app_ns, pod="fine-1")))
+        assert fine.status_code == 201, fine.text
+    assert '"event_type":"gateway.crd.failed"' in gateway.output()
+    metrics = httpx.get(f"{gateway.ops_url}/metrics", timeout=10).text
+    assert 'gateway_crd_creation_errors_total{error_type="store_refused"} 1.0' in metrics
+    kube_apiserver.request("DELETE", f"{bindings}/{policy}")
+    kube_apiserver.request("DELETE", f"{policies}/{policy}")
