@@ -220,10 +220,11 @@ def build_event(
         "event_outcome": outcome,
         "correlation_id": correlation_id[:255],
         **_actor_and_resource(event_type, signal, correlation_id[:255], rr),
-        "severity": signal.severity,
+        # no envelope `severity`, as Kubernaut's Gateway sets none: the signal's is in
+        # event_data, and DataStorage's severity filter stays the other services' own
         "event_data": data,
     }
-    if target is not None and target.namespace:
+    if target is not None:  # "" for a cluster-scoped target, as Kubernaut sets it
         event["namespace"] = target.namespace
     if signal.cluster_id:
         event["cluster_id"] = signal.cluster_id

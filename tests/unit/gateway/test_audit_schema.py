@@ -182,3 +182,22 @@ async def test_actor_and_resource_are_kubernauts(store: SqliteRemediationStore) 
     )
     event_sourced = [e for e in events if e["actor_id"] == "kubernetes-events"]
     assert event_sourced and all(e["actor_type"] == "external" for e in event_sourced)
+
+
+async def test_the_envelope_is_set_as_kubernauts_gateway_sets_it(
+    store: SqliteRemediationStore,
+) -> None:
+    """No envelope `severity` (Kubernaut's Gateway sets none: the signal's is in event_data,
+    and DataStorage's severity filter is the other services'), and the target's namespace,
+    "" for a cluster-scoped one (Kubernaut sets it from the signal, empty for a Node)."""
+    events = await emitted(store)
+    assert all("severity" not in event for event in events)
+    assert all(event["event_data"]["severity"] for event in events)
+    [node] = parse_webhook(
+        orjson.dumps(webhook(alert(pod="", node="worker-1", namespace=""))),
+        utcnow(),
+        Freshness(),
+    )
+    assert isinstance(node, Signal) and node.target is not None
+    event = ev.build_event(ev.SIGNAL_RECEIVED, node, utcnow(), correlation_id="rr-x")
+    assert event["namespace"] == "" and event["event_data"]["namespace"] == ""
