@@ -169,7 +169,7 @@ class Relay:
             status = answer.status_code
             if status in (201, 202):
                 del piece.entries[: len(part)]
-                self.reachable = True
+                self._delivering()
                 self.delivered += len(part)
             elif status == 400:
                 named = _named_items(answer, len(part))
@@ -271,6 +271,13 @@ class Relay:
             "audit journal unreadable or cursor not saved; will retry", extra={"error": str(exc)}
         )
         self.last_error = f"journal: {exc}"
+
+    def _delivering(self) -> None:
+        """A batch was taken: the last error is history (/readyz showed it for good)."""
+        if self.reachable is False:
+            log.info("audit delivery recovered", extra={"error": self.last_error})
+        self.reachable = True
+        self.last_error = ""
 
     def _failed(self, error: str) -> bool:
         if self.reachable is not False or error != self.last_error:

@@ -8,12 +8,14 @@ matched. Missing, malformed or unknown token → 401; a known token without the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -93,43 +95,36 @@ class _Entry:
 
 
 class StaticTokenAuth:
-    """`auth.mode: static` — tokens from a file of hashes."""
+    """`auth.mode: static` — tokens from a file of hashes.
 
-    def __init__(self, entries: Iterable[_Entry]) -> None:
+    The file is looked at again at most once every `RELOAD_CHECK` seconds (and at once after
+    a SIGHUP), and read again when it changed: a token is added or revoked by editing the
+    file (or by Kubernetes updating a mounted Secret), without a restart that would refuse
+    signals meanwhile. A file that no longer reads as tokens is not taken: the tokens already
+    loaded stay, and the error is logged once per change.
+    """
+
+    def __init__(
+        self,
+        entries: Iterable[_Entry],
+        path: Path | None = None,
+        known: frozenset[str] = frozenset(),
+    ) -> None:
         self._entries = tuple(entries)
+        self._path = path
+        self._known = known
+        self._signature = _signature(path) if path is not None else None
+        self._checked = time.monotonic()
 
     @classmethod
     def from_file(cls, path: Path, known_scopes: Iterable[str] = ()) -> StaticTokenAuth:
         """Parse the tokens file; any unreadable file or bad line is a `ConfigError`."""
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(
-                f"config key 'auth.tokensFile': '{path}' cannot be read ({exc.strerror})"
-            ) from exc
-        except UnicodeDecodeError:
-            raise ConfigError(f"config key 'auth.tokensFile': '{path}' is not UTF-8 text") from None
         known = frozenset(known_scopes)
-        entries = []
-        for number, raw in enumerate(text.splitlines(), start=1):
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            match = _LINE_RE.match(line)
-            if not match:
-                raise ConfigError(
-                    f"tokens file '{path}' line {number}: expected "
-                    "'<sha256-hex-of-token> <scope>[,<scope>]'"
-                )
-            scopes = frozenset(s for s in match.group("scopes").split(",") if s)
-            unknown = scopes - known if known else frozenset()
-            if unknown:
-                raise ConfigError(
-                    f"tokens file '{path}' line {number}: unknown scope "
-                    f"'{sorted(unknown)[0]}' (allowed: {', '.join(sorted(known))})"
-                )
-            entries.append(_Entry(bytes.fromhex(match.group("digest")), scopes, number))
-        return cls(entries)
+        return cls(_read_entries(path, known), path, known)
+
+    def check_soon(self) -> None:
+        """Look at the file at the next request (a SIGHUP)."""
+        self._checked = float("-inf")
 
     def authenticate(self, authorization: str | None) -> Principal:
         digest = hashlib.sha256(bearer_token(authorization).encode()).digest()
@@ -142,9 +137,73 @@ class StaticTokenAuth:
         return Principal(f"token@line{found.line}", found.scopes)
 
     async def authorize(self, authorization: str | None, scope: str) -> Principal:
+        if self._path is not None and time.monotonic() - self._checked >= RELOAD_CHECK:
+            self._checked = time.monotonic()
+            await asyncio.to_thread(self._reload_if_changed, self._path)
         principal = self.authenticate(authorization)
         principal.require(scope)
         return principal
+
+    def _reload_if_changed(self, path: Path) -> None:
+        signature = _signature(path)
+        if signature == self._signature:
+            return
+        self._signature = signature
+        try:
+            entries = _read_entries(path, self._known)
+        except ConfigError as exc:
+            log.error(
+                "tokens file not reloaded: the tokens loaded before stay",
+                extra={"error": str(exc)},
+            )
+            return
+        self._entries = tuple(entries)
+        log.info("tokens file reloaded", extra={"path": str(path), "tokens": len(entries)})
+
+
+# how often, at most, the tokens file is looked at for a change (seconds)
+RELOAD_CHECK = 1.0
+
+
+def _signature(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells a changed file: its inode, size and change times (None: unreadable).
+    A mounted Secret's update swaps a symlink, which `stat` follows."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+
+
+def _read_entries(path: Path, known: frozenset[str]) -> list[_Entry]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(
+            f"config key 'auth.tokensFile': '{path}' cannot be read ({exc.strerror})"
+        ) from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"config key 'auth.tokensFile': '{path}' is not UTF-8 text") from None
+    entries = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = _LINE_RE.match(line)
+        if not match:
+            raise ConfigError(
+                f"tokens file '{path}' line {number}: expected "
+                "'<sha256-hex-of-token> <scope>[,<scope>]'"
+            )
+        scopes = frozenset(s for s in match.group("scopes").split(",") if s)
+        unknown = scopes - known if known else frozenset()
+        if unknown:
+            raise ConfigError(
+                f"tokens file '{path}' line {number}: unknown scope "
+                f"'{sorted(unknown)[0]}' (allowed: {', '.join(sorted(known))})"
+            )
+        entries.append(_Entry(bytes.fromhex(match.group("digest")), scopes, number))
+    return entries
 
 
 def hash_token(token: str) -> str:

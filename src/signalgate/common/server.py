@@ -17,7 +17,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,6 +69,8 @@ class Service(Protocol):
     lifecycle: Lifecycle
 
     async def start(self) -> None: ...
+
+    def reload(self) -> None: ...
 
     async def stop(self) -> None: ...
 
@@ -239,6 +241,7 @@ async def run_service(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
+    loop.add_signal_handler(signal.SIGHUP, _reloading(service.reload))
 
     api_task = asyncio.create_task(api.serve(sockets), name="api-listener")
     ops_tasks = start_servers(ops, "ops-listener")
@@ -266,12 +269,24 @@ async def run_service(
         if lag is not None:
             await lag.stop()
         service.lifecycle.state = State.STOPPED
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     for task in done:
         if task is not stop_wait and task.exception() is not None:
             raise RuntimeError("a listener failed to start") from task.exception()
     log.info("stopped")
+
+
+def _reloading(reload: Callable[[], None]) -> Callable[[], None]:
+    """SIGHUP, an operator's usual "read your files again": the tokens file is read again
+    (its only file read while running); it used to end the service with no drain and no
+    log line, Python's default for the signal."""
+
+    def on_hangup() -> None:
+        log.info("SIGHUP: the tokens file is read again; other settings take a restart")
+        reload()
+
+    return on_hangup
 
 
 def run_forever(main: Coroutine[Any, Any, None]) -> None:

@@ -245,6 +245,14 @@ class Supervisor:
             )
         )
 
+    def pass_hangup(self) -> None:
+        """SIGHUP to the supervisor: each worker reads its tokens file again."""
+        log.info("SIGHUP: passed to every worker")
+        for worker in self.workers:
+            if worker.running:
+                assert worker.proc is not None
+                worker.proc.send_signal(signal.SIGHUP)
+
     async def stop_workers(self, grace: float) -> None:
         self.draining = True
         for worker in self.workers:
@@ -289,6 +297,7 @@ async def supervise(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
+    loop.add_signal_handler(signal.SIGHUP, supervisor.pass_hangup)
     exit_code = 0
     try:
         for worker, extra in zip(supervisor.workers, per_worker_env, strict=True):
@@ -319,7 +328,7 @@ async def supervise(
         await supervisor.stop_workers(grace)
         listener.close()
         await stop_servers(ops, ops_tasks)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         with contextlib.suppress(OSError):
             for path in supervisor.runtime.iterdir():

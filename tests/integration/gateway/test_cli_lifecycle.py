@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from e2ecov.recipes import free_port
+from signalgate.common.auth import hash_token
 from tests.support.services import ADMIN_TOKEN, alert, gateway_process, webhook
 
 PROM = "/api/v1/signals/prometheus"
@@ -148,6 +150,42 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path: Path) -> Non
     assert answer.startswith("HTTP/1.1 201"), answer
     assert service.proc.wait(30) == 0
     assert "stopped" in service.output()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_token_is_rotated_by_editing_the_tokens_file_and_sighup_stops_nothing(
+    tmp_path: Path, workers: int
+) -> None:
+    """SIGHUP ended the service (no drain, no log line) and a new token took a restart, which
+    refused signals meanwhile. Now the file is read again when it changes (within a second,
+    at once after SIGHUP), in every worker."""
+    service = gateway_process(tmp_path, env={"SIGNALGATE_SERVER__WORKERS": str(workers)}).start()
+    try:
+        tokens = tmp_path / "test-tokens"
+        rotated = tokens.read_text().replace(
+            hash_token(ADMIN_TOKEN), hash_token("rotated-admin-token")
+        )
+        assert service.proc is not None
+        tokens.write_text(rotated)
+        service.proc.send_signal(signal.SIGHUP)
+        body = webhook(alert(pod="rotate-1"))
+        rotated_token = {"Authorization": "Bearer rotated-admin-token"}
+        for _ in range(50):  # the signal reaches every worker within moments
+            with httpx.Client(base_url=service.api_url, timeout=10) as c:
+                answers = [c.post(PROM, json=body, headers=rotated_token) for _ in range(8)]
+            if all(a.status_code in (201, 202) for a in answers):
+                break
+            time.sleep(0.1)
+        for _ in range(4 * workers):  # every worker (connections spread over them)
+            with httpx.Client(base_url=service.api_url, timeout=10) as c:
+                new = c.post(PROM, json=body, headers=rotated_token)
+                old = c.post(PROM, json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            assert new.status_code in (201, 202), new.text
+            assert old.status_code == 401, old.text
+        assert service.proc.poll() is None
+        assert "SIGHUP" in service.output()
+    finally:
+        service.stop()
 
 
 def test_auth_none_only_when_explicit_and_warns(tmp_path: Path) -> None:

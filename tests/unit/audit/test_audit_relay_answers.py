@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -218,7 +219,7 @@ async def test_stop_keeps_the_undelivered_for_the_next_start(tmp_path: Path) -> 
 
 
 async def test_a_journal_file_error_is_retried_and_delivery_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The cursor's write fails once after a delivery (a disk error): the relay keeps
     running, sends that batch again (DataStorage stores an event id once) and delivers
@@ -243,7 +244,9 @@ async def test_a_journal_file_error_is_retried_and_delivery_goes_on(
         await emit_all(sink, first)
         await settle(sink)
         assert failures == 1
-        assert "Input/output error" in str(sink.status()["last_error"])
+        [logged] = [r for r in caplog.records if "cursor not saved" in r.getMessage()]
+        assert "Input/output error" in str(getattr(logged, "error", ""))
+        assert sink.status()["last_error"] == ""  # the batch sent again, its cursor saved
         later = [event() for _ in range(25)]
         await emit_all(sink, later)
         await settle(sink)
@@ -332,3 +335,24 @@ def test_every_drop_reason_is_a_series_from_the_start(tmp_path: Path) -> None:
     for reason in DROP_REASONS:
         labels = {"service": "gateway", "reason": reason}
         assert registry.get_sample_value("audit_events_dropped_total", labels) == 0.0, reason
+
+
+async def test_a_delivery_after_an_outage_clears_the_error_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/readyz showed the outage's error for good after DataStorage was back."""
+    caplog.set_level(logging.INFO, "signalgate.audit")
+    fake, registry = FakeDataStorage(), CollectorRegistry()
+    fake.down = True
+    sink = sink_for(fake, tmp_path, registry)
+    await sink.start()
+    await emit_all(sink, [event()])
+    await asyncio.sleep(0.1)
+    assert "ConnectError" in sink.status()["last_error"]
+    fake.down = False
+    await settle(sink)
+    await emit_all(sink, [event()])
+    await settle(sink)
+    await sink.stop()
+    assert sink.status()["last_error"] == "" and sink.status()["reachable"] is True
+    assert [r.getMessage() for r in caplog.records].count("audit delivery recovered") == 1

@@ -61,3 +61,39 @@ def test_admin_token_made_once_with_private_mode(tmp_path: Path) -> None:
     auth.authenticate(f"Bearer {token}").require("remediations:read")
     again, second = ensure_admin_token(tmp_path / "data", SCOPES)
     assert again == tokens and second is None
+
+
+async def test_the_tokens_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
+    """A token is added or revoked by editing the file (or a Secret update), no restart."""
+    path = tokens_file(tmp_path, f"{hash_token('old')} signals:write\n")
+    auth = StaticTokenAuth.from_file(path, SCOPES)
+    assert (await auth.authorize("Bearer old", "signals:write")).name == "token@line1"
+    path.write_text(f"# rotated\n{hash_token('new')} signals:write\n")
+    auth.check_soon()  # what a SIGHUP does; otherwise within a second
+    assert (await auth.authorize("Bearer new", "signals:write")).name == "token@line2"
+    with pytest.raises(Problem) as revoked:
+        await auth.authorize("Bearer old", "signals:write")
+    assert revoked.value.status == 401
+
+
+async def test_a_tokens_file_that_no_longer_reads_keeps_the_tokens_loaded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tokens_file(tmp_path, f"{hash_token('kept')} signals:write\n")
+    auth = StaticTokenAuth.from_file(path, SCOPES)
+    path.write_text(f"{hash_token('other')} signals:writ\n")  # a typo: unknown scope
+    auth.check_soon()
+    assert (await auth.authorize("Bearer kept", "signals:write")).name == "token@line1"
+    [logged] = [r for r in caplog.records if r.getMessage().startswith("tokens file not")]
+    assert "line 1: unknown scope 'signals:writ'" in getattr(logged, "error", "")
+    path.unlink()  # a file gone (a Secret being replaced) is not "no tokens"
+    auth.check_soon()
+    assert (await auth.authorize("Bearer kept", "signals:write")).name == "token@line1"
+
+
+async def test_the_file_is_looked_at_no_more_than_once_a_second(tmp_path: Path) -> None:
+    path = tokens_file(tmp_path, f"{hash_token('old')} signals:write\n")
+    auth = StaticTokenAuth.from_file(path, SCOPES)
+    path.write_text(f"{hash_token('new')} signals:write\n")
+    with pytest.raises(Problem):  # not yet: the last look was under a second ago
+        await auth.authorize("Bearer new", "signals:write")
