@@ -208,6 +208,10 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     # the listener's open connections: one counter per class `service_http_protocol` makes
     _open: ClassVar[list[int]] = [0]
     _counted = False
+    # set while the service drains: each answer then says `Connection: close`, so a client
+    # holding a kept-alive connection opens a new one (to another replica) for its next
+    # request instead of meeting the listener's close
+    draining: ClassVar[list[bool]] = [False]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
@@ -261,6 +265,8 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         self._head_arrived()
         self._head_done = True
         super().on_headers_complete()
+        if self.draining[0] and self.cycle is not None:
+            self.cycle.keep_alive = False
 
     def _head_size(self) -> int:
         """The finished head's bytes: request line, and each header with ': ' and CRLF."""
@@ -374,5 +380,6 @@ def service_http_protocol(head_timeout: float) -> type[ServiceHttpProtocol]:
     return type(
         "ServiceHttpProtocol",
         (ServiceHttpProtocol,),
-        {"head_timeout": head_timeout, "_open": [0]},  # its listener's own count
+        # its listener's own count and drain flag
+        {"head_timeout": head_timeout, "_open": [0], "draining": [False]},
     )

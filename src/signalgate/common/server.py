@@ -28,7 +28,11 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
 from signalgate.common.config import ConfigError, split_listen
-from signalgate.common.http_protocol import HEAD_TIMEOUT, service_http_protocol
+from signalgate.common.http_protocol import (
+    HEAD_TIMEOUT,
+    ServiceHttpProtocol,
+    service_http_protocol,
+)
 from signalgate.common.listeners import check_listeners
 from signalgate.common.loop_lag import LoopLagMonitor
 from signalgate.common.ops import ReadinessProbe, build_ops_app
@@ -93,6 +97,12 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    def close_each_connection_after_its_answer(self) -> None:
+        """The drain has begun: answers say `Connection: close` (see `ServiceHttpProtocol`)."""
+        protocol = self.config.http
+        if isinstance(protocol, type) and issubclass(protocol, ServiceHttpProtocol):
+            protocol.draining[0] = True
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """uvicorn's own start-up for the three ways the services listen (an inherited
@@ -215,8 +225,12 @@ async def run_service(
     lag: LoopLagMonitor | None = None,
     head_timeout: float = HEAD_TIMEOUT,
     metrics_listen: str | None = None,
+    delay: float = 0.0,
 ) -> None:
-    """Start `service`, serve both listeners until SIGTERM/SIGINT, then shut down in order.
+    """Start `service`, serve both listeners until SIGTERM/SIGINT, then shut down in order:
+    readiness turns 503 at once, the API listener goes on serving for `delay` seconds (each
+    answer closing its connection), so whatever routes traffic here stops first, then stops
+    accepting and lets requests in flight finish (up to `grace`).
     With `tls`, the API listener speaks HTTPS (the ops listener stays plain HTTP: kubelet
     probes and Prometheus scrape it inside the cluster). `metrics_listen` serves the ops
     routes on a second address (Kubernaut's charts probe one port and scrape another). As one
@@ -257,6 +271,10 @@ async def run_service(
         {api_task, *ops_tasks, stop_wait}, return_when=asyncio.FIRST_COMPLETED
     )
     service.lifecycle.state = State.DRAINING
+    api.close_each_connection_after_its_answer()
+    if delay > 0 and stop_wait in done:
+        log.info("shutting down: unready, still serving", extra={"seconds": delay})
+        await asyncio.sleep(delay)
     log.info("shutting down: draining requests")
     api.should_exit = True
     with contextlib.suppress(Exception):
@@ -345,6 +363,9 @@ class ListenerSettings(Protocol):
     def shutdown_grace(self) -> float: ...
 
     @property
+    def shutdown_delay(self) -> float: ...
+
+    @property
     def header_read_timeout(self) -> float: ...
 
     @property
@@ -368,6 +389,7 @@ def serve(
         server.listen,
         server.ops_listen,
         grace=server.shutdown_grace,
+        delay=server.shutdown_delay,
         tls=tls,
         role=WorkerRole.from_environ(),
         lag=LoopLagMonitor(registry),

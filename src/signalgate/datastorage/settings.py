@@ -44,6 +44,9 @@ class ServerSettings(Section):
     # connections open without sending a request
     header_read_timeout: Duration = Field(10.0, gt=0)
     shutdown_grace: Duration = 30.0
+    # after SIGTERM, how long readiness is 503 while the API listener still serves (each
+    # answer closing its connection), so a load balancer or Service stops sending first
+    shutdown_delay: Duration = Field(0.0, ge=0, le=300)
     # HTTPS on the API listener (PEM files, e.g. a mounted Secret); both or neither
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

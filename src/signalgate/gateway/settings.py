@@ -50,6 +50,9 @@ class ServerSettings(Section):
     # (one alert at most `adapters.parsing.MAX_SIGNAL_BYTES`)
     max_body_size: ByteSize = Field(4 * 1024 * 1024, ge=1024)
     shutdown_grace: Duration = 30.0
+    # after SIGTERM, how long readiness is 503 while the API listener still serves (each
+    # answer closing its connection), so a load balancer or Service stops sending first
+    shutdown_delay: Duration = Field(0.0, ge=0, le=300)
     # HTTPS on the API listener (PEM files, e.g. a mounted Secret); both or neither
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

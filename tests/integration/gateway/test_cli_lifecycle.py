@@ -188,6 +188,29 @@ def test_a_token_is_rotated_by_editing_the_tokens_file_and_sighup_stops_nothing(
         service.stop()
 
 
+def test_a_shutdown_delay_keeps_serving_unready_and_closes_each_connection(
+    tmp_path: Path,
+) -> None:
+    """A rolling restart: readiness turned 503 as the listener closed, so a sender meeting
+    the endpoint before it was taken out got refused connections, and kept-alive ones were
+    closed under its requests. With `server.shutdownDelay` the listener serves on, unready,
+    and every answer closes its connection so the sender's next request goes elsewhere."""
+    service = gateway_process(tmp_path, env={"SIGNALGATE_SERVER__SHUTDOWNDELAY": "2s"}).start()
+    assert service.proc is not None
+    with service.client() as kept_alive:
+        assert kept_alive.post(PROM, json=webhook(alert(pod="delay-0"))).status_code == 201
+        service.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert httpx.get(f"{service.ops_url}/readyz", timeout=5).status_code == 503
+        during = kept_alive.post(PROM, json=webhook(alert(pod="delay-1")))
+        assert during.status_code == 201, during.text
+        assert during.headers["connection"] == "close"
+    with service.client() as fresh:
+        assert fresh.post(PROM, json=webhook(alert(pod="delay-2"))).status_code == 201
+    assert service.proc.wait(30) == 0
+    assert "unready, still serving" in service.output()
+
+
 def test_auth_none_only_when_explicit_and_warns(tmp_path: Path) -> None:
     service = gateway_process(tmp_path, env={"SIGNALGATE_AUTH__MODE": "none"}).start()
     try:

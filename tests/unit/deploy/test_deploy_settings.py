@@ -207,8 +207,9 @@ def test_the_pod_is_given_time_to_drain(
 ) -> None:
     settings = settings_of(base, service, tmp_path)
     grace = pod_spec(deployment(base, service))["terminationGracePeriodSeconds"]
-    # in-flight requests, then (the Gateway) up to 10 s of audit flush
-    assert grace >= settings.server.shutdown_grace + 10
+    # unready but serving, in-flight requests, then (the Gateway) up to 10 s of audit flush
+    assert settings.server.shutdown_delay > 0  # the endpoints drop the pod before it closes
+    assert grace >= settings.server.shutdown_delay + settings.server.shutdown_grace + 10
 
 
 def test_the_kind_secrets_hold_settings_the_services_accept(up: ModuleType, tmp_path: Path) -> None:
