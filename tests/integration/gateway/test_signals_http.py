@@ -565,6 +565,21 @@ def test_refused_requests_log_one_line_in_a_while_not_one_each(tmp_path: Path) -
     assert 1 <= written <= intervals, (written, intervals)
 
 
+def test_refused_tokens_are_logged_sampled_and_never_shown(tmp_path: Path) -> None:
+    """An operator finds the sender still using a rotated-out token in the log (401 and
+    403 were never logged): one line per kind and interval, never the token."""
+    from tests.support.services import gateway_process
+
+    with gateway_process(tmp_path).start() as gateway:
+        for n in range(50):
+            with gateway.client(f"a-guessed-token-{n}") as c:
+                assert c.post(PROM, json=webhook(alert(pod="tok-1"))).status_code == 401
+        logged = gateway.output()
+    refused = [line for line in logged.splitlines() if '"msg":"request refused"' in line]
+    assert len(refused) == 1 and '"status":401' in refused[0], refused
+    assert "unknown token" in refused[0] and "a-guessed-token" not in logged
+
+
 def test_a_400_names_its_field_in_field_errors_too(client: httpx.Client) -> None:
     """As DataStorage's 400s do: a client reads the field without parsing the detail."""
     answer = client.post(PROM, json=webhook(alert(pod="fe-1", namespace="Not_A_NS")))
