@@ -36,6 +36,8 @@ _BLOCK = re.compile(r"^(.+):(\d+)\.(\d+),(\d+)\.(\d+) (\d+) (\d+)$")
 _MODULE = re.compile(r"^module\s+(\S+)", re.MULTILINE)
 _COUNTERS = re.compile(r"^covcounters\.([0-9a-f]+)\.(\d+)\.\d+$")
 _META = re.compile(r"^covmeta\.([0-9a-f]+)$")
+# beside a counter file the Go agent wrote in a live save (go/agent.go's LiveSuffix)
+LIVE_SUFFIX = ".e2ecov-live"
 
 
 class GoUnavailable(RuntimeError):
@@ -294,7 +296,8 @@ def report(
     shutil.rmtree(merged, ignore_errors=True)
     merged.mkdir(parents=True)
     warnings: list[str] = []
-    _checked(name, _run([tool, "tool", "covdata", "merge", f"-i={covdir}", f"-o={merged}"]))
+    counted = _counted_files(covdir, work / f"go-{name}-in")
+    _checked(name, _run([tool, "tool", "covdata", "merge", f"-i={counted}", f"-o={merged}"]))
     profile = work / f"go-{name}.cov"
     _checked(name, _run([tool, "tool", "covdata", "textfmt", f"-i={merged}", f"-o={profile}"]))
     files = parse_profile(profile.read_text(), modules, display_root)
@@ -307,6 +310,30 @@ def report(
         warnings.append(f"no Go HTML page for service {name}: {why}")
         html = None  # type: ignore[assignment]
     return GoService(name, files, functions, html, warnings)
+
+
+def _counted_files(covdir: Path, staging: Path) -> Path:
+    """The GOCOVERDIR's files to merge, linked into `staging`: all but a live save's counters
+    when the same process's exit counters are there too. Both hold running totals from the
+    process's start, so merging both counted each block twice (hit counts doubled in LCOV,
+    XML and the Go HTML page; the percentages were right)."""
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    newest: dict[tuple[str, str], int] = {}
+    for path in covdir.iterdir():
+        if match := _COUNTERS.match(path.name):
+            key = (match.group(1), match.group(2))
+            newest[key] = max(newest.get(key, 0), int(path.name.rsplit(".", 1)[1]))
+    for path in covdir.iterdir():
+        if match := _COUNTERS.match(path.name):
+            key = (match.group(1), match.group(2))
+            live = path.with_name(path.name + LIVE_SUFFIX).exists()
+            if live and newest[key] > int(path.name.rsplit(".", 1)[1]):
+                continue  # superseded by the process's exit counters
+        elif not _META.match(path.name):
+            continue
+        (staging / path.name).symlink_to(path.resolve())
+    return staging
 
 
 def _html(

@@ -29,6 +29,9 @@ import (
 	"time"
 )
 
+// LiveSuffix names the marker beside a counter file written by a live save.
+const LiveSuffix = ".e2ecov-live"
+
 type agent struct {
 	service   string
 	dir       string // GOCOVERDIR
@@ -128,8 +131,14 @@ func (a *agent) save() map[string]any {
 		if !before[name] {
 			for _, old := range a.written {
 				os.Remove(old)
+				os.Remove(old + LiveSuffix)
 			}
 			a.written = []string{name}
+			// marks a live save: the counters the runtime writes at exit hold these
+			// too, so e2ecov leaves this file out when that one exists
+			if f, err := os.Create(name + LiveSuffix); err == nil {
+				f.Close()
+			}
 		}
 	}
 	a.saves++
@@ -143,7 +152,9 @@ func (a *agent) counterFiles() map[string]bool {
 	found := map[string]bool{}
 	names, _ := filepath.Glob(filepath.Join(a.dir, fmt.Sprintf("covcounters.*.%d.*", a.pid)))
 	for _, name := range names {
-		found[name] = true
+		if !strings.HasSuffix(name, LiveSuffix) {
+			found[name] = true
+		}
 	}
 	return found
 }

@@ -101,6 +101,21 @@ def test_every_report_has_the_go_files(mixed) -> None:  # type: ignore[no-untype
     assert 'href="go/goapp.html"' in (out / "html" / "index.html").read_text()
 
 
+def test_go_hit_counts_are_each_blocks_runs(mixed) -> None:  # type: ignore[no-untyped-def]
+    """The agent's live save and the runtime's exit counters both hold running totals: both
+    were merged, and every hit count was doubled (`beta` called once read 2)."""
+    lcov = (mixed.artifacts / "coverage.lcov").read_text()
+    record = lcov.split("goapp/main.go\n", 1)[1].split("end_of_record", 1)[0]
+    hits = dict(
+        line.removeprefix("DA:").split(",")
+        for line in record.splitlines()
+        if line.startswith("DA:")
+    )
+    assert hits["28"] == "1"  # beta's body: one request
+    assert hits["20"] == "1" and hits["22"] == "3"  # alpha once, its loop three times
+    assert hits["32"] == "0"  # neverCalled
+
+
 def test_report_rebuilds_go_from_the_artifacts(mixed) -> None:  # type: ignore[no-untyped-def]
     before = json.loads((mixed.artifacts / "coverage.json").read_text())["totals"]
     again = e2ecov("report", "--artifacts", str(mixed.artifacts), cwd=mixed.artifacts.parent)
