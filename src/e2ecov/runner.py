@@ -825,11 +825,12 @@ class Run:
             "services": {k: v.to_json() for k, v in result.services.items()},
         }
         for name, totals in sorted(result.services.items()):
-            counts = f"{totals.statements} statements, {totals.missed} missed"
-            self.progress.info(f"{name:<14} {totals.percent:5.1f}%  ({counts})")
+            self.progress.info(f"{name:<14} {totals.percent:5.1f}%  ({totals.counts()})")
         # a run that did not finish its tests may be moved aside when it ends (`_finish`)
         home = artifacts.destination(self.artifacts, complete=self.tests_ran or self._keeping())
-        self.progress.info(f"{'total':<14} {result.combined.percent:5.1f}%   reports in {home}")
+        combined = result.combined
+        self.progress.info(f"{'total':<14} {combined.percent:5.1f}%  ({combined.counts()})")
+        self.progress.info(f"reports in {home}")
         self.progress.info("per-test attribution: " + self.record.attribution)
         for warning in result.warnings:
             self.progress.info("warning: " + warning)

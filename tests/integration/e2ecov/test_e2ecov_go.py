@@ -308,3 +308,32 @@ def test_a_go_helper_killed_before_it_wrote_counters_is_a_named_loss(tmp_path: P
     assert [o.status for o in found] == ["saved", "lost"], found
     assert "a Go binary of this service ran" in found[1].message
     assert "killed before it exited" in found[1].message
+
+
+def test_the_combined_total_counts_each_file_once_and_its_branches(tmp_path: Path) -> None:
+    """Two Python services running the same code, a Go service, `branch = true`: the text
+    report's combined TOTAL added the services' rows (the shared code twice), and merging Go
+    recomputed the total from statements alone (the branches dropped out of it and of
+    fail_under, so the same Python data passed or failed with a Go service beside it), while
+    `percent_statements_covered` stayed Python's."""
+    tests = get_script(tmp_path, ("E2E_APP_URL", "/alpha"), ("E2E_GOAPP_URL", "/alpha"))
+    services = app_service("app") + app_service("app2") + go_service()
+    stack = write_stack(tmp_path, tests, services, run_extra="branch = true")
+    done = e2ecov("run", "-c", str(stack), cwd=tmp_path, timeout=300)
+    assert done.code == 0, done.output
+    combined = done.run_json()["totals"]["combined"]
+    per_service = done.run_json()["totals"]["services"]
+    assert combined["statements"] < sum(t["statements"] for t in per_service.values())
+    text = (done.artifacts / "e2e-coverage.txt").read_text()
+    total_row = text.split("== combined (Python and Go) ==", 1)[1].split("TOTAL", 1)[1].split()
+    assert [int(total_row[0]), int(total_row[1])] == [combined["statements"], combined["missed"]]
+    totals = json.loads((done.artifacts / "coverage.json").read_text())["totals"]
+    assert combined["branches"] == totals["num_branches"] > 0
+    covered = totals["covered_lines"] + totals["num_branches"] - totals["missing_branches"]
+    expected = 100 * covered / (totals["num_statements"] + totals["num_branches"])
+    assert combined["percent"] == pytest.approx(expected, abs=0.01)
+    assert totals["percent_covered"] == pytest.approx(expected)
+    statements_only = 100 * totals["covered_lines"] / totals["num_statements"]
+    assert totals["percent_statements_covered"] == pytest.approx(statements_only)
+    assert f"{combined['branches']} branches" in done.stdout
+    assert "counts branches too" in (done.artifacts / "summary.md").read_text()
