@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -348,6 +349,7 @@ def _python_reports(
         cov = _coverage(work / "combined.coverage", config)
         cov.load()
         warnings = _unmapped(cov, config) + _vanished(cov, config) + _unimported(config)
+        warnings += _changed_since_the_run(cov, artifacts / SOURCES_FILE)
         title = f"e2e coverage — {config.run_id}" + (
             " (attribution approximate)" if config.approximate else ""
         )
@@ -456,6 +458,31 @@ def _vanished(cov: coverage.Coverage, config: ReportConfig) -> list[str]:
     )
     return [
         f"measured file {f} no longer exists (changed since the run?); not reported" for f in gone
+    ]
+
+
+# the measured source files' SHA-256 when the run's reports were first made
+SOURCES_FILE = "sources.json"
+
+
+def _changed_since_the_run(cov: coverage.Coverage, record: Path) -> list[str]:
+    """Measured files whose text changed since the run: coverage data holds line numbers,
+    so a report made against the new text puts the run's lines on other lines, silently.
+    The first report of a run records each file's digest; a later `e2ecov report` compares."""
+    digests = {}
+    for name in cov.get_data().measured_files():
+        with contextlib.suppress(OSError):
+            digests[name] = hashlib.sha256(Path(name).read_bytes()).hexdigest()
+    try:
+        recorded = json.loads(record.read_text())
+    except (OSError, ValueError):
+        record.write_text(json.dumps(digests, indent=1, sort_keys=True))
+        return []
+    return [
+        f"measured file {name} changed since the run: its figures put the run's line numbers "
+        "on the new text"
+        for name, digest in sorted(digests.items())
+        if recorded.get(name, digest) != digest
     ]
 
 

@@ -204,3 +204,25 @@ def test_free_port_never_hands_out_the_same_port_twice() -> None:
     repeat within 500 calls); every port handed out must be one this process was not."""
     ports = [recipes.free_port() for _ in range(500)]
     assert len(set(ports)) == len(ports)
+
+
+def test_a_source_changed_since_the_run_is_named_by_a_later_report(tmp_path: Path) -> None:
+    """Coverage data holds line numbers: a report against edited text moved the run's lines
+    onto other lines and said nothing (only a deleted file was named)."""
+    import coverage
+
+    from e2ecov.reports import _changed_since_the_run
+
+    source = tmp_path / "logic.py"
+    source.write_text("def f():\n    return 1\n")
+    data = coverage.CoverageData(basename=str(tmp_path / ".coverage"))
+    data.add_lines({str(source): [1, 2]})
+    data.write()
+    cov = coverage.Coverage(data_file=str(tmp_path / ".coverage"))
+    cov.load()
+    record = tmp_path / "sources.json"
+    assert _changed_since_the_run(cov, record) == []  # the run's report records the digests
+    assert _changed_since_the_run(cov, record) == []  # a report of the same text: quiet
+    source.write_text("# a new first line\ndef f():\n    return 1\n")
+    [warning] = _changed_since_the_run(cov, record)
+    assert str(source) in warning and "changed since the run" in warning
