@@ -88,6 +88,24 @@ class JournalAuditSink:
         )
         self._buffered.set_function(lambda: self.journal.pending_events)
         self._spooled.set_function(self._spooled_events)
+        # what an operator alerts on before signals are refused: the journal's bytes against
+        # its bound (`audit.spoolMaxBytes`), and whether signals are taken at all
+        Gauge(
+            "audit_journal_bytes",
+            "Bytes of audit events in the journal not yet confirmed by DataStorage",
+            registry=registry,
+        ).set_function(lambda: self.journal.backlog_bytes + self.journal.pending_bytes)
+        Gauge(
+            "audit_journal_max_bytes",
+            "The journal's bound (datastorage.spoolMaxBytes): signals are refused beyond it",
+            registry=registry,
+        ).set(delivery.spool_max_bytes)
+        Gauge(
+            "audit_accepting",
+            "1 while the audit trail takes signals' events; 0 while it refuses them (backlog "
+            "full, journal failing): signals are then answered 503",
+            registry=registry,
+        ).set_function(lambda: 1.0 if self.accepting() else 0.0)
         self.relay = Relay(
             self.journal, delivery, extension_types, self._dropped, service, transport
         )

@@ -356,3 +356,35 @@ async def test_a_delivery_after_an_outage_clears_the_error_and_says_so(
     await sink.stop()
     assert sink.status()["last_error"] == "" and sink.status()["reachable"] is True
     assert [r.getMessage() for r in caplog.records].count("audit delivery recovered") == 1
+
+
+async def test_the_journal_bytes_its_bound_and_whether_it_accepts_are_metrics(
+    tmp_path: Path,
+) -> None:
+    """What an operator alerts on before signals are refused (the journal's fill counted in
+    events only, and its bound in bytes, was not comparable)."""
+    fake, registry = FakeDataStorage(), CollectorRegistry()
+    fake.down = True
+    delivery = DeliverySettings(
+        url="http://ds.test", backoff_initial=0.01, backoff_max=0.02, spool_max_bytes=4096
+    )
+    sink = JournalAuditSink(
+        delivery,
+        AuditSettings(),
+        tmp_path / "journal",
+        registry,
+        extension_types=EXTENSIONS,
+        transport=httpx.MockTransport(fake),
+    )
+    await sink.start()
+    try:
+        assert registry.get_sample_value("audit_journal_max_bytes") == 4096
+        assert registry.get_sample_value("audit_accepting") == 1
+        await emit_all(sink, [event() for _ in range(3)])
+        held = registry.get_sample_value("audit_journal_bytes") or 0
+        assert 0 < held < 4096
+        await emit_all(sink, [event(big="x" * 4096)])
+        assert (registry.get_sample_value("audit_journal_bytes") or 0) >= 4096
+        assert registry.get_sample_value("audit_accepting") == 0  # signals now refused
+    finally:
+        await sink.stop()
