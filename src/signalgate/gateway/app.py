@@ -19,7 +19,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Scope
+from starlette.types import ASGIApp
 
 from signalgate.audit.journal import FAILURE_RETRY_AFTER, JournalUnavailable
 from signalgate.common.http import (
@@ -31,13 +31,13 @@ from signalgate.common.http import (
 )
 from signalgate.common.logging import SampledLog
 from signalgate.common.problems import Problem, service_unavailable, validation_error
+from signalgate.common.request_metrics import RequestMetrics
 from signalgate.gateway import responses
 from signalgate.gateway.adapters.alertmanager import parse_webhook
 from signalgate.gateway.adapters.identity import is_dns1123_label
 from signalgate.gateway.adapters.kubernetes_event import parse_event
 from signalgate.gateway.adapters.parsing import Freshness, PayloadError, check_fresh, parse_object
 from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
-from signalgate.gateway.metrics import GatewayMetrics, method_label
 from signalgate.gateway.openapi import openapi_document
 from signalgate.gateway.pipeline import Outcome, ProcessingTimeout
 from signalgate.gateway.service import GatewayService
@@ -327,24 +327,6 @@ def _translate(exc: Exception) -> Problem | None:
     return None
 
 
-class RequestMetrics:
-    """The envelope's observer: latency by route template (never the raw path) and the
-    in-flight gauge."""
-
-    def __init__(self, metrics: GatewayMetrics) -> None:
-        self.metrics = metrics
-
-    def started(self) -> None:
-        self.metrics.inflight.inc()
-
-    def finished(self, scope: Scope, status: int, seconds: float) -> None:
-        metrics = self.metrics
-        metrics.inflight.dec()
-        route = getattr(scope.get("route"), "path", "unmatched")
-        method = method_label(scope["method"])
-        metrics.child(metrics.request_duration, route, method, str(status)).observe(seconds)
-
-
 def build_api_app(service: GatewayService) -> ASGIApp:
     api = GatewayAPI(service)
     signals = [
@@ -372,5 +354,5 @@ def build_api_app(service: GatewayService) -> ASGIApp:
         ),
         cors_origins=service.settings.server.cors_allowed_origins,
         direct=signals,
-        observer=RequestMetrics(service.metrics),
+        observer=RequestMetrics(service.metrics.request_duration, service.metrics.inflight),
     )

@@ -109,7 +109,6 @@ class GatewayMetrics:
 # made-up severities would make 50,000 series. So every such label is mapped onto a closed set.
 
 SEVERITIES = frozenset({"critical", "high", "warning", "medium", "low", "info", "error", "unknown"})
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER = "other"
 
 
@@ -118,10 +117,6 @@ def severity_label(severity: str) -> str:
     else `other`."""
     folded = severity.strip().lower()
     return folded if folded in SEVERITIES else OTHER
-
-
-def method_label(method: str) -> str:
-    return method if method in METHODS else OTHER
 
 
 class FirstSeen:

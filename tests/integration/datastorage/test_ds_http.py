@@ -247,6 +247,18 @@ def test_sigterm_drains_and_exits_zero(tmp_path: object) -> None:
         assert "audit_dlq_depth 0.0" in metrics
         assert 'datastorage_audit_writes_total{outcome="stored"} 1.0' in metrics
         assert "event_loop_lag_seconds_count " in metrics  # the loop is watched
+        # every request by route template, method and status: a refused writer shows
+        with process.client("a-rotated-out-token") as stale:
+            assert stale.post(BATCH, json=[event_body("rr-term")]).status_code == 401
+        metrics = httpx.get(f"{process.ops_url}/metrics").text
+        assert (
+            'datastorage_http_request_duration_seconds_count{endpoint="/api/v1/audit/events/batch",'
+            'method="POST",status="401"} 1.0'
+        ) in metrics
+        assert (
+            'datastorage_http_request_duration_seconds_count{endpoint="/api/v1/audit/events",'
+            'method="POST",status="201"} 1.0'
+        ) in metrics
         # the same routes on the second ops address (Kubernaut's charts scrape port 9090)
         scraped = httpx.get(f"http://{metrics_address}/metrics").text
         assert 'datastorage_audit_writes_total{outcome="stored"} 1.0' in scraped

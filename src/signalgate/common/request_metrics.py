@@ -1,0 +1,42 @@
+"""Each API request's latency by route template, method and status, and the requests in
+flight: the `RequestObserver` both services give their envelope (`common.http`).
+
+Every label comes from a closed set — the route's template (never the raw path, `unmatched`
+for none), the method (`other` beyond the usual seven), the status code — so no request can
+add series without bound. Each label set's child is made once: prometheus_client validates
+the values and takes a lock on every `labels()` call.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Gauge, Histogram
+from starlette.types import Scope
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else OTHER
+
+
+class RequestMetrics:
+    def __init__(self, duration: Histogram, inflight: Gauge) -> None:
+        self.duration = duration
+        self.inflight = inflight
+        self._children: dict[tuple[str, str, int], Histogram] = {}
+
+    def started(self) -> None:
+        self.inflight.inc()
+
+    def finished(self, scope: Scope, status: int, seconds: float) -> None:
+        self.inflight.dec()
+        key = (
+            getattr(scope.get("route"), "path", "unmatched"),
+            method_label(scope["method"]),
+            status,
+        )
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.duration.labels(key[0], key[1], str(status))
+        child.observe(seconds)
