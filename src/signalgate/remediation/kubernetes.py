@@ -269,12 +269,14 @@ class KubernetesStore:
                 raise
             except (KubeError, ValueError, KeyError) as exc:
                 log.warning("RR watch broke; relisting", extra={"error": str(exc)})
+                self._synced.clear()  # lists go to the API server until the cache is whole
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 try:
                     version = await self._relist()
                 except KubeError:
                     continue
+                self._synced.set()
 
     def _remember(self, rr: RemediationRequest) -> RemediationRequest:
         """Cache `rr` unless the cache already holds a newer version of it."""
@@ -537,15 +539,23 @@ class KubernetesStore:
         return await self._get(name)
 
     async def list(self, query: ListQuery) -> Page:
-        """Newest first (creation time, then name), read from the API server, not the cache:
-        a consumer that lists after a write (from any replica) must see it, and the watch may
-        lag. A fingerprint filter is a field selector; the others are applied here, as the
-        CRD can select only on spec fields."""
+        """Newest first (creation time, then name). A fingerprint's RRs are read from the API
+        server (a field selector: a consistent read, and small). Without one the list is the
+        watch-fed cache's while the watch runs: reading the whole namespace from the API
+        server for every page took 6.7 s and 450 MB at 10,000 RRs (an outside check), and
+        paging through them was quadratic. The cache holds this replica's writes at once and
+        another replica's within the watch's delay; while the watch is broken (relisting),
+        lists read the API server. The other filters are applied here, as the CRD can select
+        only on spec fields."""
         after = decode_cursor(query.cursor) if query.cursor is not None else None
         limit = clamp_limit(query.limit)
+        if query.fingerprint is None and self._synced.is_set():
+            candidates = list(self._objects.values())
+        else:
+            candidates = await self._list_from_server(query.fingerprint)
         matching = [
             rr
-            for rr in await self._list_from_server(query.fingerprint)
+            for rr in candidates
             if (query.phase is None or rr.overall_phase == query.phase)
             and (query.namespace is None or rr.target_namespace == query.namespace)
             and (query.active is None or rr.active == query.active)

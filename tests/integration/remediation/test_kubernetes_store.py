@@ -186,3 +186,34 @@ async def test_a_later_generation_is_decided_on_the_api_servers_answer(
     kube_store._forget(first.name)  # the cache lost it; the API server still holds it
     again = await kube_store.record_firing(make_rr("gen-1", at=later(1)), later(1))
     assert again.decision is Decision.DUPLICATE and again.rr.name == first.name
+
+
+async def test_a_list_is_the_watched_cache_not_a_read_of_the_whole_namespace(
+    kube_store: KubernetesStore,
+) -> None:
+    """Every page read the whole namespace from the API server: 6.7 s and 450 MB per page at
+    10,000 RRs (an outside check). While the watch runs, a list is answered from its cache,
+    which holds this store's own writes at once; a fingerprint's list stays a (small)
+    consistent read."""
+    names = [
+        (await kube_store.record_firing(make_rr(f"page-{n}", at=later(n)), later(n))).rr.name
+        for n in range(5)
+    ]
+    client = kube_store.client
+    real_request = client.request
+    asked: list[str] = []
+
+    async def counted(method: str, path: str, **kwargs: Any) -> Any:
+        asked.append(f"{method} {path} {kwargs.get('params')}")
+        return await real_request(method, path, **kwargs)
+
+    client.request = counted  # type: ignore[method-assign]
+    try:
+        first = await kube_store.list(ListQuery(limit=3))
+        rest = await kube_store.list(ListQuery(limit=3, cursor=first.next_cursor))
+        assert asked == []
+        assert [rr.name for rr in first.items + rest.items][:5] == names[::-1]
+        one = await kube_store.list(ListQuery(fingerprint=fingerprint("page-2")))
+        assert [rr.name for rr in one.items] == [names[2]] and len(asked) == 1
+    finally:
+        client.request = real_request  # type: ignore[method-assign]
