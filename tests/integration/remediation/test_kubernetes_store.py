@@ -212,7 +212,7 @@ async def test_a_list_is_the_watched_cache_not_a_read_of_the_whole_namespace(
         first = await kube_store.list(ListQuery(limit=3))
         rest = await kube_store.list(ListQuery(limit=3, cursor=first.next_cursor))
         assert asked == []
-        assert [rr.name for rr in first.items + rest.items][:5] == names[::-1]
+        assert [rr.name for rr in [*first.items, *rest.items]][:5] == names[::-1]
         one = await kube_store.list(ListQuery(fingerprint=fingerprint("page-2")))
         assert [rr.name for rr in one.items] == [names[2]] and len(asked) == 1
     finally:
