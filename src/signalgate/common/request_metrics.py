@@ -9,7 +9,7 @@ the values and takes a lock on every `labels()` call.
 
 from __future__ import annotations
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from starlette.types import Scope
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -21,9 +21,20 @@ def method_label(method: str) -> str:
 
 
 class RequestMetrics:
-    def __init__(self, duration: Histogram, inflight: Gauge) -> None:
-        self.duration = duration
-        self.inflight = inflight
+    """`<service>_http_request_duration_seconds{endpoint, method, status}` and
+    `<service>_inflight_requests` on `registry`."""
+
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+        self.duration = Histogram(
+            f"{service}_http_request_duration_seconds",
+            "API request latency by route template",
+            ["endpoint", "method", "status"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15),
+        )
+        self.inflight = Gauge(
+            f"{service}_inflight_requests", "API requests being processed", registry=registry
+        )
         self._children: dict[tuple[str, str, int], Histogram] = {}
 
     def started(self) -> None:

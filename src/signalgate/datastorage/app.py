@@ -26,7 +26,6 @@ from signalgate.common.http import (
 )
 from signalgate.common.ops import probe_routes
 from signalgate.common.problems import Problem, service_unavailable, validation_error
-from signalgate.common.request_metrics import RequestMetrics
 from signalgate.common.text import AUDIT_TEXT
 from signalgate.datastorage.capabilities import CAPABILITIES_PATH, capabilities_document
 from signalgate.datastorage.errors import (
@@ -347,5 +346,5 @@ def build_api_app(service: DataStorageService) -> ASGIApp:
         (StoreUnavailable, Conflict, ForeignParent, MissingParent, EventsLost),
         cors_origins=service.settings.server.cors_allowed_origins,
         direct=[batch],  # the Gateways' delivery path
-        observer=RequestMetrics(service.metrics.request_duration, service.metrics.inflight),
+        observer=service.metrics.requests,
     )

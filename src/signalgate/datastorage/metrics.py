@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from signalgate.common.request_metrics import RequestMetrics
+
 
 class DataStorageMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -24,16 +26,7 @@ class DataStorageMetrics:
         )
         # every request, by route template, method and status (common.request_metrics): a
         # refused writer (401/403 after a token rotation) or failing writes show here
-        self.request_duration = Histogram(
-            "datastorage_http_request_duration_seconds",
-            "API request latency by route template",
-            ["endpoint", "method", "status"],
-            registry=registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15),
-        )
-        self.inflight = Gauge(
-            "datastorage_inflight_requests", "API requests being processed", registry=registry
-        )
+        self.requests = RequestMetrics("datastorage", registry)
         self.dlq_depth = Gauge(
             "audit_dlq_depth", "Events waiting in the dead-letter queue", registry=registry
         )

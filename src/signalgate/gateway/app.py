@@ -31,7 +31,6 @@ from signalgate.common.http import (
 )
 from signalgate.common.logging import SampledLog
 from signalgate.common.problems import Problem, service_unavailable, validation_error
-from signalgate.common.request_metrics import RequestMetrics
 from signalgate.gateway import responses
 from signalgate.gateway.adapters.alertmanager import parse_webhook
 from signalgate.gateway.adapters.identity import is_dns1123_label
@@ -354,5 +353,5 @@ def build_api_app(service: GatewayService) -> ASGIApp:
         ),
         cors_origins=service.settings.server.cors_allowed_origins,
         direct=signals,
-        observer=RequestMetrics(service.metrics.request_duration, service.metrics.inflight),
+        observer=service.metrics.requests,
     )

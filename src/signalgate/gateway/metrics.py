@@ -6,6 +6,8 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from signalgate.common.request_metrics import RequestMetrics
+
 M = TypeVar("M", Counter, Histogram)
 
 
@@ -55,16 +57,7 @@ class GatewayMetrics:
             ["source_type"],
             registry=registry,
         )
-        self.request_duration = Histogram(
-            "gateway_http_request_duration_seconds",
-            "API request latency by route template",
-            ["endpoint", "method", "status"],
-            registry=registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15),
-        )
-        self.inflight = Gauge(
-            "gateway_inflight_requests", "API requests being processed", registry=registry
-        )
+        self.requests = RequestMetrics("gateway", registry)
         # Kubernaut's four, under its names. Standalone, owner resolution and API discovery
         # do not run, so those two stay at zero until Kubernetes mode counts them.
         self.owner_resolution = Counter(

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-# The script starts an agent, then makes the signal land inside the final save: `where` names
-# the step (a method of the agent) at whose start SIGTERM is sent to the process itself.
-SCRIPT = textwrap.dedent(
+# A process measured by an agent (its files under the directory given first), as the
+# start-up hook leaves a service's: what each script below goes on from.
+AGENT_STARTED = textwrap.dedent(
     """
-    import os, signal, sys
+    import os, signal, sys, time
     from pathlib import Path
     from e2ecov.agent import Agent, Settings
 
-    where, root, handler = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    root = Path(sys.argv[1])
     agent = Agent(Settings(
         service="svc", run_id="r", control_dir=root / "control", data_dir=root / "data",
         ledger_dir=root / "ledger", source=[str(root / "src")], source_pkgs=[],
@@ -37,6 +37,14 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, str(root / "src"))
     agent.start()
     agent.install()
+    """
+)
+
+# Then makes the signal land inside the final save: `where` names the step (a method of the
+# agent) at whose start SIGTERM is sent to the process itself.
+SCRIPT = AGENT_STARTED + textwrap.dedent(
+    """
+    where, handler = sys.argv[2], sys.argv[3]
     if handler == "service":  # the service's own, installed after the agent's start-up hook
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(3))
     import measured
@@ -67,7 +75,7 @@ def test_sigterm_during_the_final_save_still_saves(
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
     done = subprocess.run(
-        [sys.executable, str(script), where, str(tmp_path), handler],
+        [sys.executable, str(script), str(tmp_path), where, handler],
         capture_output=True,
         text=True,
         timeout=60,
@@ -85,24 +93,8 @@ def test_sigterm_during_the_final_save_still_saves(
 
 
 # A forked child restarting its coverage gets SIGTERM; its handler (the service's) exits 5.
-FORK_SCRIPT = textwrap.dedent(
+FORK_SCRIPT = AGENT_STARTED + textwrap.dedent(
     """
-    import os, signal, sys, time
-    from pathlib import Path
-    from e2ecov.agent import Agent, Settings
-
-    root = Path(sys.argv[1])
-    agent = Agent(Settings(
-        service="svc", run_id="r", control_dir=root / "control", data_dir=root / "data",
-        ledger_dir=root / "ledger", source=[str(root / "src")], source_pkgs=[],
-        contexts=False, autosave=0.0, branch=False,
-    ))
-    (root / "control").mkdir()
-    (root / "src").mkdir()
-    (root / "src" / "measured.py").write_text("def f():\\n    return 1\\n")
-    sys.path.insert(0, str(root / "src"))
-    agent.start()
-    agent.install()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(5))
     real = agent._restart_in_child
 
