@@ -133,8 +133,7 @@ def test_severity_and_name_are_passed_through_truncated_never_refused() -> None:
 def test_the_name_is_the_alerts_own_alertname() -> None:
     """As Kubernaut reads it: `commonLabels.alertname` neither names an alert without one nor
     renames one (Alertmanager's commonLabels are the labels all its alerts share)."""
-    nameless = webhook(alert(starts_at=rfc3339(NOW), pod="p"))
-    del nameless["alerts"][0]["labels"]["alertname"]
+    nameless = webhook(alert(starts_at=rfc3339(NOW), pod="p", alertname=""))  # "": left out
     nameless["commonLabels"] = {"alertname": "FromCommon"}
     [item] = parse_webhook(orjson.dumps(nameless), NOW, FRESH)
     assert isinstance(item, Invalid) and "alerts[0].labels.alertname: required" in item.error
