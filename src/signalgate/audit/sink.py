@@ -102,8 +102,9 @@ class JournalAuditSink:
         ).set(delivery.spool_max_bytes)
         Gauge(
             "audit_accepting",
-            "1 while the audit trail takes signals' events; 0 while it refuses them (backlog "
-            "full, journal failing): signals are then answered 503",
+            "1 while the audit journal takes events; 0 while it takes none (backlog full, "
+            "journal failing): signals are then answered 503 (audit.onBacklogFull: reject) "
+            "or their events dropped (drop)",
             registry=registry,
         ).set_function(lambda: 1.0 if self.accepting() else 0.0)
         self.relay = Relay(

@@ -97,11 +97,13 @@ class _Entry:
 class StaticTokenAuth:
     """`auth.mode: static` — tokens from a file of hashes.
 
-    The file is looked at again at most once every `RELOAD_CHECK` seconds (and at once after
-    a SIGHUP), and read again when it changed: a token is added or revoked by editing the
-    file (or by Kubernetes updating a mounted Secret), without a restart that would refuse
-    signals meanwhile. A file that no longer reads as tokens is not taken: the tokens already
-    loaded stay, and the error is logged once per change.
+    The file is looked at again at most once every `RELOAD_CHECK` seconds, and read again
+    once a change has held for a look (at once after a SIGHUP): a token is added or revoked
+    by editing the file (or by Kubernetes updating a mounted Secret), without a restart that
+    would refuse signals meanwhile. Waiting a look lets a write finish: an editor or `cat >`
+    truncates the file first, and the empty file read then refused every token (an outside
+    check: 4,706 refusals of a valid token). A file that does not read as tokens, or holds
+    none, is not taken: the tokens already loaded stay, and the error is logged once.
     """
 
     def __init__(
@@ -114,7 +116,9 @@ class StaticTokenAuth:
         self._path = path
         self._known = known
         self._signature = _signature(path) if path is not None else None
+        self._settling: object = None  # a changed signature seen once, not yet taken
         self._checked = time.monotonic()
+        self._forced = False
 
     @classmethod
     def from_file(cls, path: Path, known_scopes: Iterable[str] = ()) -> StaticTokenAuth:
@@ -123,8 +127,10 @@ class StaticTokenAuth:
         return cls(_read_entries(path, known), path, known)
 
     def check_soon(self) -> None:
-        """Look at the file at the next request (a SIGHUP)."""
+        """Read the file at the next request, changed or settling (a SIGHUP: the operator
+        says it is written)."""
         self._checked = float("-inf")
+        self._forced = True
 
     def authenticate(self, authorization: str | None) -> Principal:
         digest = hashlib.sha256(bearer_token(authorization).encode()).digest()
@@ -139,18 +145,27 @@ class StaticTokenAuth:
     async def authorize(self, authorization: str | None, scope: str) -> Principal:
         if self._path is not None and time.monotonic() - self._checked >= RELOAD_CHECK:
             self._checked = time.monotonic()
-            await asyncio.to_thread(self._reload_if_changed, self._path)
+            forced, self._forced = self._forced, False
+            await asyncio.to_thread(self._reload_if_changed, self._path, forced)
         principal = self.authenticate(authorization)
         principal.require(scope)
         return principal
 
-    def _reload_if_changed(self, path: Path) -> None:
+    def _reload_if_changed(self, path: Path, forced: bool = False) -> None:
         signature = _signature(path)
         if signature == self._signature:
+            self._settling = None
             return
-        self._signature = signature
+        if signature != self._settling and not forced:
+            self._settling = signature  # taken if it still looks so at the next look
+            return
+        self._signature, self._settling = signature, None
         try:
             entries = _read_entries(path, self._known)
+            if not entries:
+                raise ConfigError(
+                    f"tokens file '{path}' holds no token: it would refuse every caller"
+                )
         except ConfigError as exc:
             log.error(
                 "tokens file not reloaded: the tokens loaded before stay",

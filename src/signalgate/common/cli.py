@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -76,6 +77,10 @@ def run_guarded(main: Callable[[], int]) -> int:
     """Print controlled errors as one line without a traceback, with the right exit code.
     Files the command makes are private to its user (`keep_files_private`)."""
     keep_files_private()
+    # a running service reads SIGHUP as "read the tokens file again" (common/server.py);
+    # until it runs, and for the other commands, SIGHUP is ignored rather than ending the
+    # process (Python's default: a worker starting as the signal came took the Gateway down)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         code = main()
         sys.stdout.flush()  # a closed pipe shows here, not in Python's exit

@@ -34,11 +34,13 @@ from signalgate.common.http_protocol import (
     service_http_protocol,
 )
 from signalgate.common.listeners import check_listeners
+from signalgate.common.logging import SampledLog
 from signalgate.common.loop_lag import LoopLagMonitor
 from signalgate.common.ops import ReadinessProbe, build_ops_app
 from signalgate.common.workers import WorkerRole
 
 log = logging.getLogger(__name__)
+sampled = SampledLog(log)
 
 # The collector's thresholds while serving (gen0 allocations, then gen1 and gen2 passes).
 # A young-generation pass stops the event loop, and every request in flight waits for it:
@@ -274,7 +276,10 @@ async def run_service(
     api.close_each_connection_after_its_answer()
     if delay > 0 and stop_wait in done:
         log.info("shutting down: unready, still serving", extra={"seconds": delay})
-        await asyncio.sleep(delay)
+        stop_requested.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop_requested.wait(), delay)
+            log.info("shutting down: a second signal ends the delay")
     log.info("shutting down: draining requests")
     api.should_exit = True
     with contextlib.suppress(Exception):
@@ -289,6 +294,7 @@ async def run_service(
         service.lifecycle.state = State.STOPPED
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not Python's default (exit 129) now
     for task in done:
         if task is not stop_wait and task.exception() is not None:
             raise RuntimeError("a listener failed to start") from task.exception()
@@ -301,7 +307,12 @@ def _reloading(reload: Callable[[], None]) -> Callable[[], None]:
     log line, Python's default for the signal."""
 
     def on_hangup() -> None:
-        log.info("SIGHUP: the tokens file is read again; other settings take a restart")
+        sampled.log(  # a storm of signals writes one line per interval
+            logging.INFO,
+            "sighup",
+            "SIGHUP: the tokens file is read again; other settings take a restart",
+            {},
+        )
         reload()
 
     return on_hangup

@@ -53,10 +53,12 @@ from signalgate.common.config import split_listen
 from signalgate.common.http import unredirected
 from signalgate.common.http_protocol import HEAD_TIMEOUT
 from signalgate.common.listeners import check_listeners
+from signalgate.common.logging import SampledLog
 from signalgate.common.ops import Readiness, healthy_response, readiness_response
 from signalgate.common.problems import problem_response
 
 log = logging.getLogger(__name__)
+sampled = SampledLog(log)
 
 # what a worker process is told by its supervisor (not settings: no SIGNALGATE_ prefix)
 ENV_INDEX = "SG_WORKER_INDEX"
@@ -121,6 +123,7 @@ class _Worker:
     def __init__(self, index: int, ops_socket: str) -> None:
         self.index = index
         self.ops_socket = ops_socket
+        self.served = False  # answered ready once: it handles SIGHUP from then on
         self.proc: asyncio.subprocess.Process | None = None
         self.client = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=ops_socket),
@@ -191,6 +194,7 @@ class Supervisor:
         while worker.running:
             with contextlib.suppress(httpx.HTTPError):
                 if (await worker.client.get("/readyz")).status_code == 200:
+                    worker.served = True
                     return True
             await asyncio.sleep(0.05)
         return False
@@ -247,9 +251,11 @@ class Supervisor:
 
     def pass_hangup(self) -> None:
         """SIGHUP to the supervisor: each worker reads its tokens file again."""
-        log.info("SIGHUP: passed to every worker")
+        sampled.log(logging.INFO, "sighup", "SIGHUP: passed to every worker serving", {})
         for worker in self.workers:
-            if worker.running:
+            # a worker still starting reads the tokens file as it starts; a SIGHUP before
+            # its handler is set would end it (Python's default), and the Gateway with it
+            if worker.running and worker.served:
                 assert worker.proc is not None
                 worker.proc.send_signal(signal.SIGHUP)
 
@@ -313,6 +319,10 @@ async def supervise(
                 exit_code = 1
                 break
         else:
+            # every worker holds the listening socket now: the supervisor's own copy would
+            # keep it open after they all stopped accepting, and connections arriving then
+            # waited in its queue, unserved, to be reset at the end (one process refuses them)
+            listener.close()
             log.info("serving", extra={"api": listen, "ops": ops_listen, "workers": workers})
             exits = [
                 asyncio.create_task(w.proc.wait()) for w in supervisor.workers if w.proc is not None
@@ -330,6 +340,7 @@ async def supervise(
         await stop_servers(ops, ops_tasks)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not Python's default (exit 129) now
         with contextlib.suppress(OSError):
             for path in supervisor.runtime.iterdir():
                 path.unlink()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import pytest
 
 from e2ecov.recipes import free_port
 from signalgate.common.auth import hash_token
-from tests.support.services import ADMIN_TOKEN, alert, gateway_process, webhook
+from tests.support.services import ADMIN_TOKEN, ServiceProcess, alert, gateway_process, webhook
 
 PROM = "/api/v1/signals/prometheus"
 
@@ -185,6 +186,68 @@ def test_a_token_is_rotated_by_editing_the_tokens_file_and_sighup_stops_nothing(
         assert service.proc.poll() is None
         assert "SIGHUP" in service.output()
     finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_while_starting_or_stopping_changes_nothing(tmp_path: Path, workers: int) -> None:
+    """Python's default for SIGHUP ends the process: sent while a service (or one of its
+    workers) started, it never served; sent as it stopped, a clean stop exited 129."""
+    service = gateway_process(tmp_path, env={"SIGNALGATE_SERVER__WORKERS": str(workers)})
+    service.start(wait=False)
+    assert service.proc is not None
+    while not service.output():  # its command runs (Python itself starts before that)
+        time.sleep(0.01)
+    while not _ready(service):  # through the start: the store, the workers one by one
+        assert service.proc.poll() is None, service.output()[-2000:]
+        service.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.02)
+    service.wait_ready()
+    with service.client() as c:
+        assert c.post(PROM, json=webhook(alert(pod="hup-1"))).status_code == 201
+    service.proc.send_signal(signal.SIGTERM)
+    while service.proc.poll() is None:  # and through the whole stop
+        with contextlib.suppress(ProcessLookupError):
+            service.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.002)
+    assert service.proc.returncode == 0, service.output()[-2000:]
+
+
+def _ready(service: ServiceProcess) -> bool:
+    try:
+        return httpx.get(f"{service.ops_url}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_with_workers_a_connection_after_the_listener_stopped_is_refused_not_held(
+    tmp_path: Path,
+) -> None:
+    """The supervisor kept its copy of the listening socket until every worker had exited:
+    a connection arriving after they stopped accepting waited in its queue, unserved, and
+    was reset at the end (after the request was sent: was it taken?). One process refuses it
+    at once, and so do several now."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # DataStorage that never answers: the stop waits on the audit flush
+    env = {
+        "SIGNALGATE_SERVER__WORKERS": "2",
+        "SIGNALGATE_DATASTORAGE__URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+    }
+    service = gateway_process(tmp_path, env=env).start()
+    try:
+        with service.client() as c:
+            assert c.post(PROM, json=webhook(alert(pod="late-1"))).status_code == 201
+        assert service.proc is not None
+        service.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.5)  # the workers stopped accepting; their audit flush goes on
+        assert service.proc.poll() is None
+        host, port = service.api_url.removeprefix("http://").split(":")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=5).close()
+        assert service.proc.wait(60) == 0
+    finally:
+        silent.close()
         service.stop()
 
 

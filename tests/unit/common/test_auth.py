@@ -97,3 +97,25 @@ async def test_the_file_is_looked_at_no_more_than_once_a_second(tmp_path: Path) 
     path.write_text(f"{hash_token('new')} signals:write\n")
     with pytest.raises(Problem):  # not yet: the last look was under a second ago
         await auth.authorize("Bearer new", "signals:write")
+
+
+async def test_a_change_is_taken_once_it_holds_for_a_look_and_an_empty_file_never(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editor or `cat >` truncates the file before writing it: the empty file was read
+    in between and refused every token until the next look (an outside check)."""
+    import signalgate.common.auth as auth_module
+
+    monkeypatch.setattr(auth_module, "RELOAD_CHECK", 0.0)  # every request looks
+    path = tokens_file(tmp_path, f"{hash_token('old')} signals:write\n")
+    auth = StaticTokenAuth.from_file(path, SCOPES)
+    path.write_text("")  # mid-write
+    for _ in range(3):
+        assert (await auth.authorize("Bearer old", "signals:write")).name == "token@line1"
+    path.write_text(f"{hash_token('old')} signals:write\n{hash_token('new')} signals:write\n")
+    with pytest.raises(Problem):  # first look at the change: it may still be being written
+        await auth.authorize("Bearer new", "signals:write")
+    assert (await auth.authorize("Bearer new", "signals:write")).name == "token@line2"
+    path.write_text("# every line removed\n")
+    auth.check_soon()  # not even at the operator's word: no token at all locks everyone out
+    assert (await auth.authorize("Bearer old", "signals:write")).name == "token@line1"
