@@ -37,6 +37,25 @@ from typing import Any, NoReturn
 from e2ecov import protocol
 
 FINAL_SAVE_WAIT_S = 10.0  # how long a SIGTERM waits for a final save another thread began
+HELD_AT_FORK = {signal.SIGTERM, signal.SIGINT}
+# Signals a service may wait for: never delivered to the agent's threads. The kernel gives a
+# process's signal to any thread not blocking it; taken by an agent thread, it only sets
+# Python's flag, and a main thread blocked in a lock (a pool worker waiting for a task)
+# was never woken to run the service's handler: `Pool.terminate` waited for good.
+SERVICE_SIGNALS = {
+    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+    signal.SIGUSR2, signal.SIGALRM, signal.SIGCHLD, signal.SIGWINCH, signal.SIGPIPE,
+}  # fmt: skip
+
+
+def _start_quiet(target: Any, name: str, *args: Any) -> None:
+    """A daemon thread of the agent that `SERVICE_SIGNALS` never reach (a thread keeps the
+    signal mask of the thread that started it)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SERVICE_SIGNALS)
+    try:
+        threading.Thread(target=target, args=args, name=name, daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,7 @@ class Agent:
         self._last_save: float | None = None
         self._measured = 0
         self._finished = False
+        self._fork_mask: set[int | signal.Signals] = set()  # the forking thread's, before a fork
         self.core = "?"
         self.context = os.environ.get(protocol.ENV_CONTEXT) or protocol.STARTUP_CONTEXT
         self.pid = 0
@@ -175,7 +195,7 @@ class Agent:
         )
         self._serve()
         if self.settings.autosave > 0:
-            threading.Thread(target=self._autosave, name="e2ecov-autosave", daemon=True).start()
+            _start_quiet(self._autosave, "e2ecov-autosave")
 
     @staticmethod
     def _core_name(cov: Any) -> str:
@@ -306,24 +326,32 @@ class Agent:
     def _before_fork(self) -> None:
         """No fork in the middle of a save (the autosave thread's): the locks the save holds
         — this agent's, coverage.py's data lock, SQLite's — would stay held in the child,
-        and its own saves (at `os._exit`) would wait on them for good."""
+        and its own saves (at `os._exit`) would wait on them for good.
+
+        SIGTERM/SIGINT are blocked in the forking thread from here, so the child starts
+        with them held until its coverage is restarted (`_after_fork_in_child`): one that
+        came between the fork and that hook ran its handler in an earlier at-fork hook,
+        where Python ignores the handler's `sys.exit`."""
         self._lock.acquire()
+        self._fork_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_AT_FORK)
 
     def _after_fork_in_parent(self) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._fork_mask)
         self._lock.release()
 
     def _after_fork_in_child(self) -> None:
         """A forked child measures on with its own data file, socket and ledger.
 
-        SIGTERM/SIGINT are held back until that is done: a pool terminated right after the fork
-        would otherwise save under the parent's name.
+        SIGTERM/SIGINT are held back (since the fork, `_before_fork`) until that is done: a
+        pool terminated right after the fork would otherwise save under the parent's name.
         """
+        previous = self._fork_mask  # what the forking thread had: held since the fork
         if _in_subprocess_child():
             # it execs the program subprocess was asked to run, or exits: no Python runs
+            # (the mask is kept across exec: the program must not start with SIGTERM held)
             self._lock = threading.Lock()  # (the parent's was taken for the fork)
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
             return
-        held = {signal.SIGTERM, signal.SIGINT}
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
             self._restart_in_child()
         finally:
@@ -517,9 +545,7 @@ class Agent:
         listener.listen(16)
         self._listener = listener
         self._socket_path = path
-        threading.Thread(
-            target=self._accept, args=(listener,), name="e2ecov-agent", daemon=True
-        ).start()
+        _start_quiet(self._accept, "e2ecov-agent", listener)
 
     def _accept(self, listener: socket.socket) -> None:
         while not self._stopped.is_set():

@@ -137,3 +137,55 @@ def test_sigterm_while_a_forked_child_restarts_ends_it_as_its_handler_asks(
     ]
     saves = [r["reason"] for records in children for r in records if r["event"] == "save"]
     assert "sigterm" in saves, (children, done.stderr)
+
+
+# A signal that lands in the child before the agent's at-fork hook runs (here: sent by an
+# at-fork hook registered before the agent's), and what the agent's own threads block.
+EARLY_SCRIPT = (
+    textwrap.dedent(
+        """
+    import os, signal, sys, threading
+    from pathlib import Path
+    os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    """
+    )
+    + AGENT_STARTED.replace("import os, signal, sys, time", "import time")
+    + textwrap.dedent(
+        """
+    def blocked(thread):
+        status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+        mask = int(status.split("SigBlk:")[1].split()[0], 16)
+        return bool(mask & (1 << (signal.SIGTERM - 1)))
+
+    print(sorted((t.name, blocked(t)) for t in threading.enumerate()))
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(5))
+    import measured
+    pid = os.fork()
+    if pid == 0:
+        measured.f()
+        time.sleep(0.5)
+        os._exit(0)  # the child ran on: its handler's exit was lost in the earlier hook
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status))
+    os._exit(0)
+    """
+    )
+)
+
+
+def test_the_agents_threads_never_take_the_services_signals_and_a_fork_holds_them(
+    tmp_path: Path,
+) -> None:
+    """The kernel gives a process's SIGTERM to any thread not blocking it: taken by an agent
+    thread, a pool worker's main thread blocked in a lock never ran its handler (a
+    `Pool.terminate` waited for good). And a SIGTERM landing in a child before the agent's
+    at-fork hook ran its handler in an earlier hook, where Python ignores `sys.exit`."""
+    script = tmp_path / "script.py"
+    script.write_text(EARLY_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    threads, code = done.stdout.strip().splitlines()
+    assert threads == str([("MainThread", False), ("e2ecov-agent", True)])
+    assert code == "5", done.stderr
