@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from e2ecov.gocounters import exit_counters
 from e2ecov.protocol import ProcessRecord, read_ledger
 
 FINAL_REASONS = ("exit", "sigterm", "exec")
@@ -84,6 +85,8 @@ def judge(
                 cut_short=True,
             )
         return outcome("saved", f"{who} saved at {final[-1]['reason']}")
+    if record.core == "go" and exit_counters(Path(record.data_file), record.pid):
+        return outcome("saved", f"{who} saved at exit")  # the Go runtime's own counters
     cause = how or "ended without a final save (killed by a signal, or crashed)"
     if last is not None:
         return outcome(

@@ -29,15 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2ecov.collect import ProcessOutcome
+from e2ecov.gocounters import COUNTERS, LIVE_SUFFIX, META, counter_pids, silent_binaries
 
 GO_DIR = "go"  # <run directory>/go/<service>/: the service's GOCOVERDIR
 INSTALL_HINT = "install Go (https://go.dev/doc/install) or put `go` on PATH"
 _BLOCK = re.compile(r"^(.+):(\d+)\.(\d+),(\d+)\.(\d+) (\d+) (\d+)$")
 _MODULE = re.compile(r"^module\s+(\S+)", re.MULTILINE)
-_COUNTERS = re.compile(r"^covcounters\.([0-9a-f]+)\.(\d+)\.\d+$")
-_META = re.compile(r"^covmeta\.([0-9a-f]+)$")
-# beside a counter file the Go agent wrote in a live save (go/agent.go's LiveSuffix)
-LIVE_SUFFIX = ".e2ecov-live"
 
 
 class GoUnavailable(RuntimeError):
@@ -98,30 +95,6 @@ def module_of(directory: Path) -> tuple[str, Path] | None:
             match = _MODULE.search(mod.read_text(errors="replace"))
             return (match.group(1), candidate) if match else None
     return None
-
-
-def counter_pids(covdir: Path) -> set[int]:
-    """Pids that wrote counters into a GOCOVERDIR."""
-    found = set()
-    if covdir.is_dir():
-        for path in covdir.iterdir():
-            match = _COUNTERS.match(path.name)
-            if match:
-                found.add(int(match.group(2)))
-    return found
-
-
-def silent_binaries(covdir: Path) -> list[str]:
-    """Meta-data hashes of Go binaries that ran (each writes its meta-data file at start)
-    but left no counters at all: every process of that binary ended without writing them."""
-    metas, counted = set(), set()
-    if covdir.is_dir():
-        for path in covdir.iterdir():
-            if meta := _META.match(path.name):
-                metas.add(meta.group(1))
-            elif counters := _COUNTERS.match(path.name):
-                counted.add(counters.group(1))
-    return sorted(metas - counted)
 
 
 def outcomes(
@@ -321,16 +294,16 @@ def _counted_files(covdir: Path, staging: Path) -> Path:
     staging.mkdir(parents=True)
     newest: dict[tuple[str, str], int] = {}
     for path in covdir.iterdir():
-        if match := _COUNTERS.match(path.name):
+        if match := COUNTERS.match(path.name):
             key = (match.group(1), match.group(2))
             newest[key] = max(newest.get(key, 0), int(path.name.rsplit(".", 1)[1]))
     for path in covdir.iterdir():
-        if match := _COUNTERS.match(path.name):
+        if match := COUNTERS.match(path.name):
             key = (match.group(1), match.group(2))
             live = path.with_name(path.name + LIVE_SUFFIX).exists()
             if live and newest[key] > int(path.name.rsplit(".", 1)[1]):
                 continue  # superseded by the process's exit counters
-        elif not _META.match(path.name):
+        elif not META.match(path.name):
             continue
         (staging / path.name).symlink_to(path.resolve())
     return staging

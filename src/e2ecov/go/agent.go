@@ -56,7 +56,9 @@ func init() {
 		"time": now(), "data_file": dir, "core": "go", "python": runtime.Version(),
 		"contexts": false, "argv": os.Args,
 	})
-	listener, err := net.Listen("unix", filepath.Join(control, fmt.Sprintf("%d.sock", a.pid)))
+	socketPath := filepath.Join(control, fmt.Sprintf("%d.sock", a.pid))
+	os.Remove(socketPath) // a process of the same pid before this one left it (pid reuse)
+	listener, err := net.Listen("unix", socketPath)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2ecov agent: cannot listen in %s: %v\n", control, err)
 		return

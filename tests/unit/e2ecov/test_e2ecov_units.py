@@ -226,3 +226,21 @@ def test_a_source_changed_since_the_run_is_named_by_a_later_report(tmp_path: Pat
     source.write_text("# a new first line\ndef f():\n    return 1\n")
     [warning] = _changed_since_the_run(cov, record)
     assert str(source) in warning and "changed since the run" in warning
+
+
+def test_a_go_process_that_wrote_its_exit_counters_saved(tmp_path: Path) -> None:
+    """The Go agent writes no exit record: a Go child that exited normally (the runtime's
+    counters on disk, its hits in the report) was reported lost, failing the run."""
+    covdir = tmp_path / "go"
+    covdir.mkdir()
+    live = covdir / "covcounters.ab12.4242.100"
+    live.write_bytes(b"")
+    (covdir / "covcounters.ab12.4242.100.e2ecov-live").write_bytes(b"")
+    record = ProcessRecord("goapp", 4242, 1, 100.0, str(covdir), "go", "go1.26", [])
+    record.saves.append({"event": "save", "reason": "save", "time": 101.0, "measured": 1})
+    partial = collect.judge(record, None, {})
+    assert partial.status == "partial"  # only a live save: what ran after it is lost
+    (covdir / "covcounters.ab12.4242.200").write_bytes(b"")  # then the exit's own counters
+    assert collect.judge(record, None, {}).status == "saved"
+    silent = ProcessRecord("goapp", 4343, 1, 100.0, str(covdir), "go", "go1.26", [])
+    assert collect.judge(silent, None, {}).status == "lost"
