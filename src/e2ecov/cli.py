@@ -82,7 +82,10 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
         config = reports.ReportConfig(
             root=Path.cwd(), source=[Path.cwd()], paths={}, contexts=False
         )
-    cores = sorted({r.core for r in protocol.read_ledger(artifacts / "processes")})
+    # the run's own list (Go processes without the agent are in no ledger)
+    cores = record.get("cores") or sorted(
+        {r.core for r in protocol.read_ledger(artifacts / "processes")}
+    )
     config = dataclasses.replace(
         config, cores=cores, attribution=str(record.get("attribution") or "")
     )

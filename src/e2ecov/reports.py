@@ -320,7 +320,8 @@ def _no_python(artifacts: Path) -> _Python:
         "meta": {"format": 3, "version": coverage.__version__, "show_contexts": False},
         "files": {},
         "totals": {"num_statements": 0, "covered_lines": 0, "missing_lines": 0,
-                   "excluded_lines": 0, "percent_covered": 100.0},
+                   "excluded_lines": 0, "percent_covered": 100.0,
+                   "percent_statements_covered": 100.0},
     }  # fmt: skip
     (artifacts / "coverage.lcov").write_text("")
     (artifacts / "coverage.xml").write_text(
@@ -536,16 +537,24 @@ def function_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 def _below(config: ReportConfig, services: dict[str, Totals], combined: Totals) -> list[str]:
     below = []
     if combined.percent < config.fail_under:
-        below.append(
-            f"total coverage {combined.percent:.1f}% is below fail_under {config.fail_under:g}%"
-        )
+        shown = _below_shown(combined.percent, config.fail_under)
+        below.append(f"total coverage {shown}% is below fail_under {config.fail_under:g}%")
     for service, limit in config.service_fail_under.items():
         got = services.get(service, Totals(0, 0, 0.0)).percent
         if got < limit:
-            below.append(
-                f"service {service} coverage {got:.1f}% is below its fail_under {limit:g}%"
-            )
+            shown = _below_shown(got, limit)
+            below.append(f"service {service} coverage {shown}% is below its fail_under {limit:g}%")
     return below
+
+
+def _below_shown(percent: float, limit: float) -> str:
+    """`percent` with as many decimals as it takes to read below `limit` (76.087 against
+    76.1 read "76.1% is below fail_under 76.1%")."""
+    for decimals in range(1, 6):
+        shown = f"{percent:.{decimals}f}"
+        if float(shown) < limit:
+            return shown
+    return f"{percent:.6f}"
 
 
 def markdown_summary(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from pathlib import Path
@@ -244,3 +245,14 @@ def test_a_go_process_that_wrote_its_exit_counters_saved(tmp_path: Path) -> None
     assert collect.judge(record, None, {}).status == "saved"
     silent = ProcessRecord("goapp", 4343, 1, 100.0, str(covdir), "go", "go1.26", [])
     assert collect.judge(silent, None, {}).status == "lost"
+
+
+def test_a_total_just_below_fail_under_reads_below_it() -> None:
+    """76.087 against 76.1 read "76.1% is below fail_under 76.1%"."""
+    config = reports.ReportConfig(root=Path("/"), source=[], paths={}, contexts=False)
+    config = dataclasses.replace(config, fail_under=76.1, service_fail_under={"go": 50.0})
+    [total, service] = reports._below(
+        config, {"go": reports.Totals(100, 51, 49.0)}, reports.Totals(46, 11, 76.087)
+    )
+    assert total == "total coverage 76.09% is below fail_under 76.1%"
+    assert service == "service go coverage 49.0% is below its fail_under 50%"
