@@ -274,6 +274,18 @@ def test_a_shutdown_delay_keeps_serving_unready_and_closes_each_connection(
     assert "unready, still serving" in service.output()
 
 
+def test_a_second_sigterm_ends_the_shutdown_delay(tmp_path: Path) -> None:
+    """Ctrl-C twice, or an impatient supervisor: the rest of the delay is skipped."""
+    service = gateway_process(tmp_path, env={"SIGNALGATE_SERVER__SHUTDOWNDELAY": "5m"}).start()
+    assert service.proc is not None
+    service.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert service.proc.poll() is None  # unready, serving out its delay
+    service.proc.send_signal(signal.SIGINT)
+    assert service.proc.wait(60) == 0
+    assert "a second signal ends the delay" in service.output()
+
+
 def test_auth_none_only_when_explicit_and_warns(tmp_path: Path) -> None:
     service = gateway_process(tmp_path, env={"SIGNALGATE_AUTH__MODE": "none"}).start()
     try:
