@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from e2ecov import gocover
+from e2ecov import gocounters, gocover
 from tests.integration.e2ecov.e2ecov_harness import (
     GOAPP,
     app_service,
@@ -306,7 +306,7 @@ def test_a_go_helper_killed_before_it_wrote_counters_is_a_named_loss(tmp_path: P
         time.sleep(0.05)
     helper.kill()
     helper.wait()
-    (main_pid,) = gocover.counter_pids(covdir)
+    (main_pid,) = gocounters.counter_pids(covdir)
     found = gocover.outcomes("svc", covdir, main_pid, {}, set())
     assert [o.status for o in found] == ["saved", "lost"], found
     assert "a Go binary of this service ran" in found[1].message
