@@ -169,35 +169,46 @@ class GatewayAPI:
     async def _process_all(self, items: list[AdapterItem], deadline: float) -> list[Outcome | str]:
         """Every item's outcome, in input order (an invalid item's is its error). A large
         webhook's alerts are decided `WEBHOOK_CONCURRENCY` at a time, so they share the
-        store's connections and its coalescing instead of waiting for each other; the first
-        store failure fails the whole request (Alertmanager retries the group)."""
+        store's connections and its coalescing instead of waiting for each other.
+
+        A failure fails the whole request (the first, in input order, decides the answer;
+        Alertmanager retries the group), but never cuts a decision short: cancelling the
+        alerts in flight left RRs created without their audit events. After a failure that
+        a retry can cure (the store or the journal away, a deadline) the alerts not begun
+        are left for that retry; after one it cannot (the store refused an RR as written)
+        the others are decided, so one refused alert does not hold its group back."""
         if len(items) == 1:
             (item,) = items
             if isinstance(item, Invalid):
                 return [item.error]
             return [await self.service.pipeline.process(item, deadline)]
         results: list[Outcome | str] = [""] * len(items)
+        failures: dict[int, Exception] = {}
         slots = asyncio.Semaphore(WEBHOOK_CONCURRENCY)
 
         async def decide(index: int, item: Signal | Ignored) -> None:
             async with slots:
-                results[index] = await self.service.pipeline.process(item, deadline)
+                if any(not isinstance(f, StoreRefused) for f in failures.values()):
+                    return  # the group is retried: not begun, not counted twice
+                try:
+                    results[index] = await self.service.pipeline.process(item, deadline)
+                except Exception as exc:  # raised below: the first, in input order
+                    failures[index] = exc
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for index, item in enumerate(items):
-                    if isinstance(item, Invalid):
-                        metrics = self.service.metrics
-                        metrics.child(metrics.signals_parse_dropped, "invalid").inc()
-                        refused_alerts.log(
-                            logging.INFO, "alert", "alert refused", {"detail": item.error[:300]}
-                        )
-                        results[index] = item.error
-                    else:
-                        group.create_task(decide(index, item))
-        except BaseExceptionGroup as failed:
-            # the first failure decides the answer (503, 504, ...), as when one at a time
-            raise failed.exceptions[0] from None
+        tasks = []
+        for index, item in enumerate(items):
+            if isinstance(item, Invalid):
+                metrics = self.service.metrics
+                metrics.child(metrics.signals_parse_dropped, "invalid").inc()
+                refused_alerts.log(
+                    logging.INFO, "alert", "alert refused", {"detail": item.error[:300]}
+                )
+                results[index] = item.error
+            else:
+                tasks.append(asyncio.create_task(decide(index, item)))
+        await asyncio.gather(*tasks)
+        if failures:
+            raise failures[min(failures)]
         return results
 
     def _check_timestamp(self, value: str | None) -> None:

@@ -350,5 +350,26 @@ def test_an_rr_the_api_server_refuses_is_a_500_and_an_audited_failure(
     assert '"event_type":"gateway.crd.failed"' in gateway.output()
     metrics = httpx.get(f"{gateway.ops_url}/metrics", timeout=10).text
     assert 'gateway_crd_creation_errors_total{error_type="store_refused"} 1.0' in metrics
+    # in a webhook of 40 alerts, one refused: the other 39 are each stored and audited once
+    # (the first failure cancelled the rest: RRs never created on any retry, and RRs whose
+    # creation was cut short stored without their audit event)
+    pods = [f"group-{n}" for n in range(40)]
+    alerts = [alert(namespace=app_ns, pod=pod) for pod in pods]
+    alerts.insert(3, alert(namespace=app_ns, pod="odd-1", alertname="RefusedAlert"))
+    group = webhook(*alerts)
+    with gateway.client() as c:
+        answer = c.post(PROM, json=group)
+    assert answer.status_code == 500 and "no Refused alerts" in answer.json()["detail"]
+    status, listed = kube_apiserver.request(
+        "GET", f"/apis/kubernaut.ai/v1alpha1/namespaces/{kube_namespace}/remediationrequests"
+    )
+    assert status == 200
+    stored = {
+        item["spec"]["targetResource"]["name"]: item["metadata"]["name"] for item in listed["items"]
+    }
+    assert set(pods) <= set(stored)
+    logged = gateway.output()
+    for pod in pods:
+        assert logged.count(f'"correlation_id":"{stored[pod]}"') >= 2  # received, created
     kube_apiserver.request("DELETE", f"{bindings}/{policy}")
     kube_apiserver.request("DELETE", f"{policies}/{policy}")
