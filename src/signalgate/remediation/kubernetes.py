@@ -83,6 +83,10 @@ MAX_CONFLICT_RETRIES = 16
 _OWNED_STATUS = frozenset({"overallPhase", "deduplication", "message"})
 
 
+# how long after a call found the API server unreachable lists read it instead of the cache
+CACHE_DOUBTED_FOR = 30.0
+
+
 def rr_name(fingerprint: str, generation: int) -> str:
     digest = hashlib.sha256(f"{fingerprint}:{generation}".encode()).hexdigest()
     return f"rr-{fingerprint[:12]}-{digest[:8]}"
@@ -189,6 +193,9 @@ class KubernetesStore:
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._synced = asyncio.Event()
+        # when a call last found the API server unreachable: the watch may be stalled then
+        # (not broken yet), so lists read the API server for a while (`CACHE_DOUBTED_FOR`)
+        self._unreachable_at = float("-inf")
 
     def __repr__(self) -> str:
         return f"KubernetesStore({self.client.config.server!r}, namespace={self.namespace!r})"
@@ -325,6 +332,7 @@ class KubernetesStore:
         try:
             return await self.client.request(method, path, **kwargs)
         except KubeUnavailable as exc:
+            self._unreachable_at = asyncio.get_running_loop().time()
             raise StoreUnavailable(f"{self!r}: {exc}") from exc
         except (KubeNotFound, KubeAlreadyExists, KubeConflict):
             raise  # the callers' to decide
@@ -549,7 +557,7 @@ class KubernetesStore:
         only on spec fields."""
         after = decode_cursor(query.cursor) if query.cursor is not None else None
         limit = clamp_limit(query.limit)
-        if query.fingerprint is None and self._synced.is_set():
+        if query.fingerprint is None and self._cache_trusted():
             candidates = list(self._objects.values())
         else:
             candidates = await self._list_from_server(query.fingerprint)
@@ -566,6 +574,14 @@ class KubernetesStore:
         more = len(matching) > limit
         last = items[-1] if more else None
         return Page(items, encode_cursor(last.created_at, last.name) if last else None)
+
+    def _cache_trusted(self) -> bool:
+        """The watch runs, and no call found the API server unreachable lately: a stalled
+        connection is not a broken watch until its read times out (minutes), and the cache
+        answered lists 200 meanwhile, stale (an outside check: 222 s). Readiness probes
+        call the API server every few seconds, so a stall shows here within one."""
+        recently = asyncio.get_running_loop().time() - self._unreachable_at < CACHE_DOUBTED_FOR
+        return self._synced.is_set() and not recently
 
     async def update_status(self, name: str, patch: StatusPatch) -> RemediationRequest:
         for _ in range(MAX_CONFLICT_RETRIES):

@@ -217,3 +217,36 @@ async def test_a_list_is_the_watched_cache_not_a_read_of_the_whole_namespace(
         assert [rr.name for rr in one.items] == [names[2]] and len(asked) == 1
     finally:
         client.request = real_request  # type: ignore[method-assign]
+
+
+async def test_after_the_api_server_was_unreachable_lists_read_it_not_the_cache(
+    kube_store: KubernetesStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalled connection is no broken watch until its read times out (minutes): the cache
+    answered lists 200, stale, meanwhile. A call that found the API server unreachable (a
+    readiness probe's ping, every few seconds) makes lists read it for a while."""
+    import signalgate.remediation.kubernetes as kubernetes_module
+    from signalgate.kube.client import KubeUnavailable
+    from signalgate.remediation.store import StoreUnavailable
+
+    client = kube_store.client
+    real_request = client.request
+    asked: list[str] = []
+
+    async def stalled_once(method: str, path: str, **kwargs: Any) -> Any:
+        asked.append(method)
+        if len(asked) == 1:
+            raise KubeUnavailable(0, "Timeout", "GET: timed out")
+        return await real_request(method, path, **kwargs)
+
+    client.request = stalled_once  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StoreUnavailable):
+            await kube_store.ping()
+        await kube_store.list(ListQuery())
+        assert len(asked) == 2  # the list went to the API server
+        monkeypatch.setattr(kubernetes_module, "CACHE_DOUBTED_FOR", 0.0)
+        await kube_store.list(ListQuery())
+        assert len(asked) == 2  # trusted again: the cache's
+    finally:
+        client.request = real_request  # type: ignore[method-assign]
