@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -85,6 +86,8 @@ _OWNED_STATUS = frozenset({"overallPhase", "deduplication", "message"})
 
 # how long after a call found the API server unreachable lists read it instead of the cache
 CACHE_DOUBTED_FOR = 30.0
+# how many deletions the cache remembers, so a late read cannot bring a deleted RR back
+REMEMBERED_DELETIONS = 4096
 
 
 def rr_name(fingerprint: str, generation: int) -> str:
@@ -196,6 +199,8 @@ class KubernetesStore:
         # when a call last found the API server unreachable: the watch may be stalled then
         # (not broken yet), so lists read the API server for a while (`CACHE_DOUBTED_FOR`)
         self._unreachable_at = float("-inf")
+        # the resourceVersion each recently deleted RR was deleted at (bounded)
+        self._gone: OrderedDict[str, int] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"KubernetesStore({self.client.config.server!r}, namespace={self.namespace!r})"
@@ -270,7 +275,7 @@ class KubernetesStore:
                     if kind in ("ADDED", "MODIFIED"):
                         self._remember(from_object(obj))
                     elif kind == "DELETED":
-                        self._forget(obj["metadata"]["name"])
+                        self._deleted(obj["metadata"]["name"], version)
                     delay = 0.2
             except asyncio.CancelledError:
                 raise
@@ -286,12 +291,24 @@ class KubernetesStore:
                 self._synced.set()
 
     def _remember(self, rr: RemediationRequest) -> RemediationRequest:
-        """Cache `rr` unless the cache already holds a newer version of it."""
+        """Cache `rr` unless the cache already holds a newer version of it, or saw it
+        deleted after this version: a read answered before the watch's DELETED but handled
+        after it put the deleted RR back, listed for good (an outside check)."""
         held = self._objects.get(rr.name)
         if held is not None and _resource_version(held) > _resource_version(rr):
             return held
+        gone = self._gone.get(rr.name)
+        if gone is not None and gone >= _resource_version(rr):
+            return rr
         self._index(rr)
         return rr
+
+    def _deleted(self, name: str, version: str) -> None:
+        self._forget(name)
+        self._gone[name] = int(version) if version.isdigit() else 0
+        self._gone.move_to_end(name)
+        while len(self._gone) > REMEMBERED_DELETIONS:
+            self._gone.popitem(last=False)
 
     def _index(self, rr: RemediationRequest) -> None:
         self._objects[rr.name] = rr

@@ -250,3 +250,24 @@ async def test_after_the_api_server_was_unreachable_lists_read_it_not_the_cache(
         assert len(asked) == 2  # trusted again: the cache's
     finally:
         client.request = real_request  # type: ignore[method-assign]
+
+
+async def test_a_read_handled_after_the_watch_saw_a_deletion_does_not_bring_it_back(
+    kube_store: KubernetesStore, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    """A GET or list answered before the RR was deleted but handled after the watch's
+    DELETED put it back in the cache, listed for good (an outside check, by holding one
+    answer back)."""
+    rr = (await kube_store.record_firing(make_rr("ghost-1"), later(0))).rr
+    status, _ = kube_apiserver.request("DELETE", path(kube_namespace, rr.name))
+    assert status == 200
+
+    async def listed() -> set[str]:
+        return {item.name for item in (await kube_store.list(ListQuery())).items}
+
+    async def gone() -> bool:
+        return rr.name not in await listed()
+
+    await eventually(gone)
+    kube_store._remember(rr)  # the late answer: the RR as it was before its deletion
+    assert rr.name not in await listed()
