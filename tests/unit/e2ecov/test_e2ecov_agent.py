@@ -92,9 +92,27 @@ def test_sigterm_during_the_final_save_still_saves(
     assert list((tmp_path / "data").iterdir()), "the data file was written"
 
 
-# A forked child restarting its coverage gets SIGTERM; its handler (the service's) exits 5.
-FORK_SCRIPT = AGENT_STARTED + textwrap.dedent(
+# Then fork, and print the child's exit status: 5 if its SIGTERM handler ended it, 0 if it
+# ran on (the handler's exit was lost).
+FORK_AND_REPORT = textwrap.dedent(
     """
+    import measured
+    pid = os.fork()
+    if pid == 0:
+        measured.f()
+        time.sleep(0.5)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status))
+    os._exit(0)
+    """
+)
+
+# A forked child restarting its coverage gets SIGTERM; its handler (the service's) exits 5.
+FORK_SCRIPT = (
+    AGENT_STARTED
+    + textwrap.dedent(
+        """
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(5))
     real = agent._restart_in_child
 
@@ -103,16 +121,9 @@ FORK_SCRIPT = AGENT_STARTED + textwrap.dedent(
         real()
 
     agent._restart_in_child = interrupted
-    import measured
-    pid = os.fork()
-    if pid == 0:
-        measured.f()
-        time.sleep(0.5)
-        os._exit(0)  # the child ran on: its handler's exit was lost
-    _, status = os.waitpid(pid, 0)
-    print(os.waitstatus_to_exitcode(status))
-    os._exit(0)
     """
+    )
+    + FORK_AND_REPORT
 )
 
 
@@ -159,17 +170,9 @@ EARLY_SCRIPT = (
 
     print(sorted((t.name, blocked(t)) for t in threading.enumerate()))
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(5))
-    import measured
-    pid = os.fork()
-    if pid == 0:
-        measured.f()
-        time.sleep(0.5)
-        os._exit(0)  # the child ran on: its handler's exit was lost in the earlier hook
-    _, status = os.waitpid(pid, 0)
-    print(os.waitstatus_to_exitcode(status))
-    os._exit(0)
     """
     )
+    + FORK_AND_REPORT
 )
 
 
