@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2ecov.collect import ProcessOutcome
-from e2ecov.gocounters import COUNTERS, LIVE_SUFFIX, META, counter_pids, silent_binaries
+from e2ecov.gocounters import counter_pids, merged_inputs, silent_binaries
 
 GO_DIR = "go"  # <run directory>/go/<service>/: the service's GOCOVERDIR
 INSTALL_HINT = "install Go (https://go.dev/doc/install) or put `go` on PATH"
@@ -286,25 +286,10 @@ def report(
 
 
 def _counted_files(covdir: Path, staging: Path) -> Path:
-    """The GOCOVERDIR's files to merge, linked into `staging`: all but a live save's counters
-    when the same process's exit counters are there too. Both hold running totals from the
-    process's start, so merging both counted each block twice (hit counts doubled in LCOV,
-    XML and the Go HTML page; the percentages were right)."""
+    """`gocounters.merged_inputs`, linked into `staging` (covdata reads a directory)."""
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    newest: dict[tuple[str, str], int] = {}
-    for path in covdir.iterdir():
-        if match := COUNTERS.match(path.name):
-            key = (match.group(1), match.group(2))
-            newest[key] = max(newest.get(key, 0), int(path.name.rsplit(".", 1)[1]))
-    for path in covdir.iterdir():
-        if match := COUNTERS.match(path.name):
-            key = (match.group(1), match.group(2))
-            live = path.with_name(path.name + LIVE_SUFFIX).exists()
-            if live and newest[key] > int(path.name.rsplit(".", 1)[1]):
-                continue  # superseded by the process's exit counters
-        elif not META.match(path.name):
-            continue
+    for path in merged_inputs(covdir):
         (staging / path.name).symlink_to(path.resolve())
     return staging
 

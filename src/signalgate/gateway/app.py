@@ -184,16 +184,19 @@ class GatewayAPI:
             return [await self.service.pipeline.process(item, deadline)]
         results: list[Outcome | str] = [""] * len(items)
         failures: dict[int, Exception] = {}
+        retried = False  # a failure a retry can cure came: what is not begun waits for it
         slots = asyncio.Semaphore(WEBHOOK_CONCURRENCY)
 
         async def decide(index: int, item: Signal | Ignored) -> None:
+            nonlocal retried
             async with slots:
-                if any(not isinstance(f, StoreRefused) for f in failures.values()):
-                    return  # the group is retried: not begun, not counted twice
+                if retried:
+                    return  # not begun, so not counted twice when the group comes again
                 try:
                     results[index] = await self.service.pipeline.process(item, deadline)
                 except Exception as exc:  # raised below: the first, in input order
                     failures[index] = exc
+                    retried = retried or not isinstance(exc, StoreRefused)
 
         tasks = []
         for index, item in enumerate(items):

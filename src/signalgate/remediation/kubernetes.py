@@ -238,24 +238,21 @@ class KubernetesStore:
         self._reconcile(listed, self._objects.values())
         return str((listed.get("metadata") or {}).get("resourceVersion", ""))
 
-    def _reconcile(
-        self, listed: dict[str, Any], covered: Iterable[RemediationRequest]
-    ) -> list[RemediationRequest]:
+    def _reconcile(self, listed: dict[str, Any], covered: Iterable[RemediationRequest]) -> None:
         """Fold a LIST answer into the cache: what it holds is remembered (unless the cache
         has a newer version), and a cached RR of those the list `covered` that it lacks is
         forgotten — but only when the list is newer than that RR. An RR this process created
         or changed while the list was on its way is newer than the list, and stays: dropping
         it lost an active RR from the cache while its generation stayed counted, and the
         next signal created the next generation beside it (two active RRs for one
-        fingerprint after every watch break, an outside check found)."""
-        found = [self._remember(from_object(item)) for item in listed.get("items") or ()]
+        fingerprint after every watch break, an outside check found). What is forgotten is
+        remembered as deleted as of the list (`_deleted`), as the watch's deletions are."""
+        alive = {self._remember(from_object(item)).name for item in listed.get("items") or ()}
         version = str((listed.get("metadata") or {}).get("resourceVersion", ""))
         as_of = int(version) if version.isdigit() else None
-        alive = {rr.name for rr in found}
         for rr in list(covered):
             if rr.name not in alive and (as_of is None or _resource_version(rr) <= as_of):
-                self._forget(rr.name)
-        return found
+                self._deleted(rr.name, version)
 
     async def _watch(self, version: str) -> None:
         """Keep the cache fed; on any break, relist and watch again (with a short backoff)."""
