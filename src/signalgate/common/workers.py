@@ -124,6 +124,7 @@ class _Worker:
         self.index = index
         self.ops_socket = ops_socket
         self.served = False  # answered ready once: it handles SIGHUP from then on
+        self.hangup_pending = False  # a SIGHUP came while it started: passed once it serves
         self.proc: asyncio.subprocess.Process | None = None
         self.client = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=ops_socket),
@@ -195,6 +196,10 @@ class Supervisor:
             with contextlib.suppress(httpx.HTTPError):
                 if (await worker.client.get("/readyz")).status_code == 200:
                     worker.served = True
+                    if worker.hangup_pending:  # it read its tokens file maybe before the edit
+                        worker.hangup_pending = False
+                        assert worker.proc is not None
+                        worker.proc.send_signal(signal.SIGHUP)
                     return True
             await asyncio.sleep(0.05)
         return False
@@ -207,6 +212,12 @@ class Supervisor:
             if self.draining or not worker.running:
                 checks[key] = {"status": "draining" if self.draining else "not running"}
                 reason = reason or f"{key} is not serving"
+                continue
+            if not worker.served:
+                # it may answer ready already, but until the supervisor has seen it so a
+                # SIGHUP is held for it: ready now, a token rotated next could be missed
+                checks[key] = {"status": "starting"}
+                reason = reason or f"{key} is starting"
                 continue
             try:
                 answer = await worker.client.get("/readyz")
@@ -253,11 +264,13 @@ class Supervisor:
         """SIGHUP to the supervisor: each worker reads its tokens file again."""
         sampled.log(logging.INFO, "sighup", "SIGHUP: passed to every worker serving", {})
         for worker in self.workers:
-            # a worker still starting reads the tokens file as it starts; a SIGHUP before
-            # its handler is set would end it (Python's default), and the Gateway with it
+            # a SIGHUP before a starting worker's handler is set would end it (Python's
+            # default), and the Gateway with it: it is held until the worker answers ready
             if worker.running and worker.served:
                 assert worker.proc is not None
                 worker.proc.send_signal(signal.SIGHUP)
+            elif worker.running:
+                worker.hangup_pending = True
 
     async def stop_workers(self, grace: float) -> None:
         self.draining = True
