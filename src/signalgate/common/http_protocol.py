@@ -47,6 +47,7 @@ the connection lives. A connection whose buffer stays over its high-water mark f
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import orjson
@@ -91,12 +92,19 @@ class _HeadTooLarge(Exception):
 class CoalescingTransport(asyncio.Transport):
     """A transport that passes each loop step's writes to `transport` as one write."""
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        unread: Callable[[], bool] = lambda: False,
+    ) -> None:
         super().__init__()
         self._transport = transport
         self._loop = loop
         self._held: list[bytes] = []
         self._held_bytes = 0
+        self._unread = unread  # is the client still sending what it began (a request body)?
+        self._lingering = False
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -146,9 +154,38 @@ class CoalescingTransport(asyncio.Transport):
 
     def close(self) -> None:
         """Close after what is held is written (as the socket transport does with its own
-        buffer)."""
+        buffer); lingering while the client is still sending.
+
+        uvicorn closes at once after an answer that says `Connection: close`, and the
+        services' errors to a request with a body say so (a 413 or 401 answered before the
+        body arrived): closed with the body's bytes unread, the kernel reset the connection,
+        and a client still writing its body (Go's net/http: 16 of 20 oversized batches) got
+        "connection reset by peer" instead of the answer."""
+        if self._unread():
+            self.close_lingering()
+            return
         self.flush()
         self._transport.close()
+
+    def close_lingering(self) -> None:
+        """Write what is held, end this side for writing, and close after `LINGER`,
+        reading and dropping what still arrives meanwhile (the protocol drops it): closing
+        with unread bytes makes the kernel reset the connection, and the client could lose
+        the answer. TLS has no half-close: closed at once there."""
+        if self._lingering or self._transport.is_closing():
+            return
+        self.flush()
+        if not self._transport.can_write_eof():
+            self._transport.close()
+            return
+        self._lingering = True
+        self._transport.write_eof()
+        self._transport.resume_reading()  # uvicorn pauses reading a body nobody takes
+        self._loop.call_later(LINGER, self._transport.close)
+
+    @property
+    def lingering(self) -> bool:
+        return self._lingering
 
     def abort(self) -> None:
         self._held.clear()
@@ -156,7 +193,7 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.abort()
 
     def is_closing(self) -> bool:
-        return self._transport.is_closing()
+        return self._lingering or self._transport.is_closing()
 
     # -- everything else is the socket transport's ---------------------------------------------
 
@@ -214,7 +251,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     draining: ClassVar[list[bool]] = [False]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop))
+        super().connection_made(CoalescingTransport(transport, self.loop, self._body_unread))
         if self._open[0] >= self.max_connections:
             self._answer_and_close(
                 503,
@@ -228,8 +265,12 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         self._head_pending = True  # a client that sends nothing is bounded too
         self._arm_head_timer()
 
+    def _body_unread(self) -> bool:
+        """A request's body is still arriving (answered before it came whole)."""
+        return self.cycle is not None and self.cycle.more_body
+
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._refused or self._lingering():
             return
         self._head_done = False
         self._read_bytes = len(data)
@@ -355,21 +396,26 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         answering = self.cycle is not None and not self.cycle.response_complete
         self._close_lingering(answering)
 
+    def _lingering(self) -> bool:
+        transport = self.transport
+        return isinstance(transport, CoalescingTransport) and transport.lingering
+
     def _close_lingering(self, answering: bool = False) -> None:
         """Close once what is still arriving has been read and dropped for `LINGER`."""
         self._refused = True
-        if self.transport.can_write_eof() and not answering:
-            self.transport.write_eof()  # the answer, then our end closed for writing
-            self.loop.call_later(LINGER, self.transport.close)
-        else:  # TLS (no half-close), or an earlier request still being answered: plain close
-            self.transport.close()
+        transport = self.transport
+        if isinstance(transport, CoalescingTransport) and not answering:
+            transport.close_lingering()  # the answer, then our end closed for writing
+        else:  # an earlier request still being answered: plain close
+            transport.close()
 
     def on_response_complete(self) -> None:
         """An answer sent before its request's body arrived whole (a 401, a 408, a 413): the
         connection cannot serve another request, and left open it never closed — every byte
-        of the body that still arrived cancelled uvicorn's keep-alive timer."""
-        cycle = self.cycle
-        if cycle is not None and cycle.more_body and not self.transport.is_closing():
+        of the body that still arrived cancelled uvicorn's keep-alive timer. (An answer
+        that said `Connection: close` was closed by uvicorn already, lingering likewise:
+        `CoalescingTransport.close`.)"""
+        if self._body_unread() and not self.transport.is_closing():
             self._close_lingering()
         super().on_response_complete()
 
