@@ -25,10 +25,12 @@ from e2ecov.errors import UsageError
 
 FAILED_RUN = "failed-run"
 PREVIOUS = ".previous"
+# the measured source files' SHA-256 when the run's reports were first made (reports.py)
+SOURCES_FILE = "sources.json"
 ENTRIES = (
     *("data", "processes", "html", "diagnostics", "logs", ".combined", "run.json", "go", "bin"),
     *("e2e-coverage.txt", "e2e-coverage-func.txt", "summary.md"),
-    *("coverage.json", "coverage.lcov", "coverage.xml", FAILED_RUN),
+    *("coverage.json", "coverage.lcov", "coverage.xml", SOURCES_FILE, FAILED_RUN),
 )
 REPORT_MARK = "coverage.json"  # present exactly when a run's reports were written
 

@@ -25,6 +25,7 @@ import coverage
 from coverage.exceptions import CoverageException
 
 from e2ecov import gocover
+from e2ecov.artifacts import SOURCES_FILE
 from e2ecov.errors import NoCoverageData
 from e2ecov.protocol import DATA_PREFIX, read_ledger
 
@@ -234,7 +235,11 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
     if not groups and not go_services:
         if unreadable:  # there was data: it could not be read
             raise NoCoverageData("coverage lost: " + "\n".join(unreadable))
-        raise NoCoverageData(f"no coverage data in {artifacts / 'data'}\n{USUAL_CAUSES}")
+        where = f"in {artifacts / 'data'}"
+        if go:  # a stack of Go services alone has nothing in data/ by design
+            names = ", ".join(g.name for g in go)
+            where = f"from the Go services ({names}, in {artifacts / 'go'}) nor {where}"
+        raise NoCoverageData(f"no coverage data {where}\n{USUAL_CAUSES}")
     config = dataclasses.replace(
         config, package_dirs=sorted({*config.package_dirs, *package_dirs(artifacts)})
     )
@@ -460,10 +465,6 @@ def _vanished(cov: coverage.Coverage, config: ReportConfig) -> list[str]:
     return [
         f"measured file {f} no longer exists (changed since the run?); not reported" for f in gone
     ]
-
-
-# the measured source files' SHA-256 when the run's reports were first made
-SOURCES_FILE = "sources.json"
 
 
 def _changed_since_the_run(cov: coverage.Coverage, record: Path) -> list[str]:

@@ -791,14 +791,15 @@ class Run:
         """Per-test attribution as it happened, not as configured."""
         if not self.stack.contexts:
             return "off (contexts = false)"
+        # first: a Go agent acknowledges a test's switch too (Go has no per-test contexts)
+        if not any(s.spec.coverage and not s.spec.go for s in self.services.values()):
+            return "off: per-test attribution is for Python services, and none is measured"
         if (self.control_dir / protocol.PARALLEL_MARKER).exists():
             return "approximate (tests ran in parallel)"
         if (self.control_dir / protocol.ATTRIBUTION_MARKER).exists():
             return "on (tests ran one at a time)"
         if self.tests_proc is None:
             return "off: the tests did not run"
-        if not any(s.spec.coverage and not s.spec.go for s in self.services.values()):
-            return "off: per-test attribution is for Python services, and none is measured"
         return (
             "off: no test switched the services' context (the test command is not pytest, or "
             "its interpreter lacks e2ecov's pytest plugin: see `e2ecov doctor`)"

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -92,6 +93,16 @@ def test_every_report_has_the_go_files(mixed) -> None:  # type: ignore[no-untype
     )
     lcov = (out / "coverage.lcov").read_text()
     assert "goapp/main.go" in lcov and "handlers.py" in lcov
+    # a Go block's blank, comment and closing-brace lines are no lines of code
+    record = lcov.split("goapp/main.go", 1)[1].split("end_of_record", 1)[0]
+    source = (GOAPP / "main.go").read_text().splitlines()
+    counted = [
+        int(line[3:].split(",")[0]) for line in record.splitlines() if line.startswith("DA:")
+    ]
+    assert counted and len(counted) <= main["summary"]["num_statements"] + 10
+    for number in counted:
+        text = source[number - 1].strip()
+        assert text and text != "}" and not text.startswith("//"), (number, text)
     xml = ET.parse(out / "coverage.xml").getroot()
     assert any(p.get("name") == "example.com/goapp" for p in xml.iter("package"))
     summary = (out / "summary.md").read_text()
@@ -155,6 +166,40 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
     )
     report = json.loads((again.artifacts / "coverage.json").read_text())
     assert _go_file(report, "main.go")["summary"]["covered_lines"] > 0
+
+
+def test_a_go_only_stack_under_pytest_reports_attribution_off(tmp_path: Path) -> None:
+    """The Go agent acknowledges each test's context switch (and ignores it): a stack of Go
+    services alone, tested under pytest, said attribution was on."""
+    tests = tmp_path / "test_goapp.py"
+    tests.write_text(
+        "import os, urllib.request\n\n\ndef test_alpha():\n"
+        "    urllib.request.urlopen(os.environ['E2E_GOAPP_URL'] + '/alpha').read()\n"
+    )
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)]
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, command, go_service())), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    assert "1 passed" in outcome.output
+    assert outcome.run_json()["attribution"] == (
+        "off: per-test attribution is for Python services, and none is measured"
+    )
+
+
+def test_counters_of_a_second_go_program_are_named_when_no_html_can_be_made(
+    tmp_path: Path,
+) -> None:
+    """A launcher in the repository whose child is a Go program from elsewhere: the page
+    could not be made, and the reason given was the launcher's checkout (which was there)."""
+    profile = tmp_path / "profile.txt"
+    profile.write_text(
+        "mode: set\nexample.com/goapp/main.go:10.2,11.3 1 1\n"
+        "github.com/prometheus/pushgateway/api/v1/api.go:10.2,12.3 1 1\n"
+    )
+    reason = gocover._html(
+        gocover.go(), profile, tmp_path / "page.html", {"example.com/goapp": GOAPP}, None
+    )
+    assert reason is not None
+    assert "github.com/prometheus/pushgateway/api/v1" in reason and "second Go program" in reason
 
 
 def test_doctor_checks_go_services(tmp_path: Path) -> None:

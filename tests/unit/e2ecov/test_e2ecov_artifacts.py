@@ -12,6 +12,7 @@ def _run(root: Path, label: str, reports: bool) -> None:
     (root / "logs" / "tests.log").write_text(label)
     if reports:
         (root / "coverage.json").write_text(label)
+        (root / "sources.json").write_text(label)  # what a later `e2ecov report` compares
 
 
 def test_complete_run_replaces_incomplete_one_goes_aside(tmp_path: Path) -> None:
@@ -20,6 +21,8 @@ def test_complete_run_replaces_incomplete_one_goes_aside(tmp_path: Path) -> None
     assert artifacts.publish(tmp_path, complete=True) == tmp_path
     artifacts.stage(tmp_path)
     assert not (tmp_path / "coverage.json").exists(), "this run starts empty"
+    # the last run's source digests: kept, a later run warned its edits were 'changed since'
+    assert not (tmp_path / "sources.json").exists()
     assert (tmp_path / ".previous" / "coverage.json").read_text() == "good"
     _run(tmp_path, "bad", reports=False)
     # what the run tells before it ends is where publish puts it
@@ -28,6 +31,7 @@ def test_complete_run_replaces_incomplete_one_goes_aside(tmp_path: Path) -> None
     where = artifacts.publish(tmp_path, complete=False)
     assert where == tmp_path / "failed-run"
     assert (tmp_path / "coverage.json").read_text() == "good"
+    assert (tmp_path / "sources.json").read_text() == "good"
     assert (tmp_path / "run.json").read_text() == "good"
     assert (where / "run.json").read_text() == "bad"
     assert (where / "logs" / "tests.log").read_text() == "bad"
