@@ -509,9 +509,16 @@ class Journal:
         """Take over the undelivered events of the spool file earlier versions kept.
 
         A spool is first renamed aside (so this runs to the end even after a crash), its
-        undelivered lines become segment 0 (sorted before any other, so delivered first),
-        and only then is it deleted. A crash in between repeats the copy: same events, same
-        ids, stored once.
+        undelivered lines are added to segment 0 (sorted before any other, so delivered
+        first), and only then is it deleted. A crash in between repeats the copy: same
+        events, same ids, stored once.
+
+        Segment 0 may hold events already: an earlier take-over, then (an old version run
+        again on the same directory) a second spool. They stay, and the spool's lines go
+        after them; replacing the segment lost them (an outside check: 30 acknowledged
+        events). Once some of the journal's own segments are delivered, the spool's lines go
+        into a segment after the last instead: nothing delivered is sent again (deleting the
+        cursor did), the old events last.
         """
         data = b""
         taken = []
@@ -530,13 +537,24 @@ class Journal:
             data += raw[min(offset, len(raw)) : raw.rfind(b"\n") + 1]
             taken += [parked, offset_file]
         if data:
+            segments = [
+                int(m.group(1))
+                for p in self.directory.iterdir()
+                if (m := _SEGMENT_RE.match(p.name))
+            ]
+            cursor = self._read_cursor(sorted(segments))
+            untouched = not segments or cursor == Position(min(segments), 0)
+            target = 0 if cursor.segment == 0 or untouched else max(segments) + 1
+            target_path = self._segment_path(target)
+            kept = target_path.read_bytes() if target_path.exists() else b""
             temporary = self.directory / "segment-legacy.tmp"
             with open(temporary, "wb") as handle:
-                handle.write(data)
+                handle.write(kept[: kept.rfind(b"\n") + 1] + data)  # a torn line: cut
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temporary, self._segment_path(0))
-            (self.directory / "cursor").unlink(missing_ok=True)  # start at segment 0
+            os.replace(temporary, target_path)
+            if target == 0 and cursor.segment != 0:  # nothing delivered yet: start at 0
+                (self.directory / "cursor").unlink(missing_ok=True)
             self._sync_directory()
             log.warning(
                 "audit journal: took over the old spool's undelivered events",

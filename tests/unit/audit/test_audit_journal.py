@@ -134,6 +134,56 @@ async def test_the_old_spool_is_taken_over_and_delivered_first(tmp_path: Path) -
     await again.close()
 
 
+def old_spool(path: Path, numbers: range) -> None:
+    """A spool as versions before the journal left it, nothing of it delivered."""
+    path.write_bytes(b"".join(json.dumps(event(n)).encode() + b"\n" for n in numbers))
+
+
+async def test_a_second_old_spool_is_added_to_what_the_first_left_undelivered(
+    tmp_path: Path,
+) -> None:
+    """An old version run again on the same directory after an upgrade (a rollback, then the
+    upgrade again) leaves a second spool: its take-over replaced segment 0, and the first
+    spool's events and those journaled since were lost (an outside check: 30 of 45)."""
+    spool, directory = tmp_path / "audit-spool", tmp_path / "audit-journal"
+    old_spool(spool, range(0, 3))
+    journal = Journal(directory, 1 << 20, legacy_spool=spool)
+    await journal.open()
+    journal.stage(event(10))
+    await journal.commit()
+    await journal.close()  # DataStorage away all along: nothing delivered
+    old_spool(spool, range(20, 23))
+    again = Journal(directory, 1 << 20, legacy_spool=spool)
+    await again.open()
+    try:
+        piece = await again.read(100)
+        assert [e.event()["n"] for e in piece.entries] == [0, 1, 2, 10, 20, 21, 22]
+    finally:
+        await again.close()
+
+
+async def test_an_old_spool_after_the_journal_delivered_some_sends_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    spool, directory = tmp_path / "audit-spool", tmp_path / "audit-journal"
+    journal = Journal(directory, 1 << 20)
+    await journal.open()
+    for n in range(4):
+        journal.stage(event(n))
+    await journal.commit()
+    piece = await journal.read(2)
+    await journal.confirm(piece)  # two delivered
+    await journal.close()
+    old_spool(spool, range(20, 22))
+    again = Journal(directory, 1 << 20, legacy_spool=spool)
+    await again.open()
+    try:
+        piece = await again.read(100)
+        assert [e.event()["n"] for e in piece.entries] == [2, 3, 20, 21]
+    finally:
+        await again.close()
+
+
 @pytest.mark.parametrize("recent_bytes", [0, 700, 1 << 20])
 async def test_memory_and_segments_deliver_every_event_once_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recent_bytes: int
