@@ -275,7 +275,7 @@ class Relay:
     def _delivering(self) -> None:
         """A batch was taken: the last error is history (/readyz showed it for good)."""
         if self.reachable is False:
-            log.info("audit delivery recovered", extra={"error": self.last_error})
+            log.info("audit delivery recovered", extra={"recovered_from": self.last_error})
         self.reachable = True
         self.last_error = ""
 
