@@ -259,7 +259,13 @@ def _rename_in_file(data: dict[str, Any], renamed: Mapping[str, str], path: Path
         if not isinstance(section, dict) or leaf not in section:
             continue
         value = section.pop(leaf)
-        section.setdefault(new.split(".")[-1], value)
+        if new.split(".")[-1] in section:  # the new name wins: say the old one is not read
+            _notes.append(
+                f"config key '{old}' (config file '{path}') is ignored: '{new}', its new "
+                "name, is set too; remove the old one"
+            )
+            continue
+        section[new.split(".")[-1]] = value
         _notes.append(_deprecated(old, new, f"config file '{path}'"))
 
 

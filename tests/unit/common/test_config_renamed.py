@@ -58,6 +58,8 @@ def test_the_new_key_wins_over_the_old_and_both_services_share_it(tmp_path: Path
     config = tmp_path / "gateway.yaml"
     config.write_text("server:\n  maxBodyBytes: 4KiB\n  maxBodySize: 8KiB\n")
     assert load_settings(GatewaySettings, config, environ={}).server.max_body_size == 8192
+    [note] = take_notes()  # not "deprecated" alone, as if the old value were read
+    assert "'server.maxBodyBytes'" in note and "is ignored" in note
     env = {"SIGNALGATE_SERVER__MAXBODYSIZE": "3KiB"}
     assert load_settings(GatewaySettings, environ=env).server.max_body_size == 3072
     assert load_settings(DataStorageSettings, environ=env).server.max_body_size == 3072
