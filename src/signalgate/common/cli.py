@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from signalgate.common.config import ConfigError, FileTranslator, load_settings
+from signalgate.common.hangup import ignore_hangup
 from signalgate.common.listeners import ListenerUnavailable
 
 EXIT_OK = 0
@@ -77,10 +77,7 @@ def run_guarded(main: Callable[[], int]) -> int:
     """Print controlled errors as one line without a traceback, with the right exit code.
     Files the command makes are private to its user (`keep_files_private`)."""
     keep_files_private()
-    # a running service reads SIGHUP as "read the tokens file again" (common/server.py);
-    # until it runs, and for the other commands, SIGHUP is ignored rather than ending the
-    # process (Python's default: a worker starting as the signal came took the Gateway down)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    ignore_hangup()  # until a service runs, and for the other commands (common/hangup.py)
     try:
         code = main()
         sys.stdout.flush()  # a closed pipe shows here, not in Python's exit

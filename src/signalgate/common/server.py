@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
 from signalgate.common.config import ConfigError, split_listen
+from signalgate.common.hangup import handle_hangup, ignore_hangup
 from signalgate.common.http_protocol import (
     HEAD_TIMEOUT,
     ServiceHttpProtocol,
@@ -257,7 +258,7 @@ async def run_service(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    loop.add_signal_handler(signal.SIGHUP, _reloading(service.reload))
+    handle_hangup(loop, _reloading(service.reload))
 
     api_task = asyncio.create_task(api.serve(sockets), name="api-listener")
     ops_tasks = start_servers(ops, "ops-listener")
@@ -292,9 +293,9 @@ async def run_service(
         if lag is not None:
             await lag.stop()
         service.lifecycle.state = State.STOPPED
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        ignore_hangup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not Python's default (exit 129) now
     for task in done:
         if task is not stop_wait and task.exception() is not None:
             raise RuntimeError("a listener failed to start") from task.exception()

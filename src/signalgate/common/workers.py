@@ -50,6 +50,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from signalgate.common.config import split_listen
+from signalgate.common.hangup import handle_hangup, ignore_hangup
 from signalgate.common.http import unredirected
 from signalgate.common.http_protocol import HEAD_TIMEOUT
 from signalgate.common.listeners import check_listeners
@@ -316,7 +317,7 @@ async def supervise(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    loop.add_signal_handler(signal.SIGHUP, supervisor.pass_hangup)
+    handle_hangup(loop, supervisor.pass_hangup)
     exit_code = 0
     try:
         for worker, extra in zip(supervisor.workers, per_worker_env, strict=True):
@@ -351,9 +352,9 @@ async def supervise(
         await supervisor.stop_workers(grace)
         listener.close()
         await stop_servers(ops, ops_tasks)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        ignore_hangup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not Python's default (exit 129) now
         with contextlib.suppress(OSError):
             for path in supervisor.runtime.iterdir():
                 path.unlink()
