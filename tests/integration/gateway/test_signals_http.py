@@ -39,6 +39,17 @@ def client(gateway: ServiceProcess) -> Iterator[httpx.Client]:
         yield c
 
 
+def in_flight(ops_url: str, requests: int) -> None:
+    """Wait until the Gateway's metrics show `requests` requests in flight."""
+    deadline = time.monotonic() + 15
+    while (
+        f"gateway_inflight_requests {requests}.0"
+        not in httpx.get(f"{ops_url}/metrics", timeout=5).text
+    ):
+        assert time.monotonic() < deadline, f"{requests} request(s) never got in flight"
+        time.sleep(0.05)
+
+
 def test_created_then_duplicate_response_shapes(client: httpx.Client) -> None:
     body = webhook(alert(pod="shape-1"))
     first = client.post(PROM, json=body)
@@ -339,7 +350,7 @@ def test_503_when_too_many_requests_are_in_flight(tmp_path) -> None:  # type: ig
                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
                 timeout=30,
             )
-            time.sleep(0.5)
+            in_flight(service.ops_url, 1)
             with service.client() as c:
                 response = c.post(PROM, json=webhook(alert(pod="busy-1")))
             # 503, which Alertmanager retries (a 429 it would give up until group_interval)
@@ -511,13 +522,7 @@ def test_the_bytes_of_webhooks_being_decided_are_bounded_together(tmp_path: Path
                 )
                 for i in range(2)
             ]
-            deadline = time.monotonic() + 15  # both held webhooks are being decided
-            while (
-                "gateway_inflight_requests 2.0"
-                not in httpx.get(f"{service.ops_url}/metrics", timeout=5).text
-            ):
-                assert time.monotonic() < deadline, "the two webhooks never got in flight"
-                time.sleep(0.05)
+            in_flight(service.ops_url, 2)  # both held webhooks are being decided
             time.sleep(0.2)
             with service.client() as c:
                 refused = c.post(PROM, content=full("third"), headers=headers)
