@@ -537,31 +537,50 @@ class Journal:
             data += raw[min(offset, len(raw)) : raw.rfind(b"\n") + 1]
             taken += [parked, offset_file]
         if data:
-            segments = [
-                int(m.group(1))
-                for p in self.directory.iterdir()
-                if (m := _SEGMENT_RE.match(p.name))
-            ]
-            cursor = self._read_cursor(sorted(segments))
-            untouched = not segments or cursor == Position(min(segments), 0)
-            target = 0 if cursor.segment == 0 or untouched else max(segments) + 1
-            target_path = self._segment_path(target)
-            kept = target_path.read_bytes() if target_path.exists() else b""
-            temporary = self.directory / "segment-legacy.tmp"
-            with open(temporary, "wb") as handle:
-                handle.write(kept[: kept.rfind(b"\n") + 1] + data)  # a torn line: cut
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, target_path)
-            if target == 0 and cursor.segment != 0:  # nothing delivered yet: start at 0
-                (self.directory / "cursor").unlink(missing_ok=True)
-            self._sync_directory()
-            log.warning(
-                "audit journal: took over the old spool's undelivered events",
-                extra={"events": data.count(b"\n")},
-            )
+            self._add_legacy_lines(data)
         for path in taken:
             path.unlink(missing_ok=True)
+
+    def _add_legacy_lines(self, data: bytes) -> None:
+        """Add a spool's undelivered lines to segment 0, or after the last segment once the
+        journal delivered some of its own (`_adopt_legacy_spools`).
+
+        A crash after the copy and before the spool was deleted copies it again: lines
+        already in the target or the last segment (where an earlier copy went) are not added
+        twice, since DataStorage refuses a whole batch holding one event twice.
+        """
+        segments = sorted(
+            int(m.group(1)) for p in self.directory.iterdir() if (m := _SEGMENT_RE.match(p.name))
+        )
+        cursor = self._read_cursor(segments)
+        untouched = not segments or cursor == Position(segments[0], 0)
+        target = 0 if cursor.segment == 0 or untouched else segments[-1] + 1
+        kept = self._whole_lines(target)
+        there = set(kept.splitlines(keepends=True))
+        if segments:
+            there.update(self._whole_lines(segments[-1]).splitlines(keepends=True))
+        added = b"".join(line for line in data.splitlines(keepends=True) if line not in there)
+        if not added:
+            return
+        temporary = self.directory / "segment-legacy.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(kept + added)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self._segment_path(target))
+        if target == 0 and cursor.segment != 0:  # nothing delivered yet: start at 0
+            (self.directory / "cursor").unlink(missing_ok=True)
+        self._sync_directory()
+        log.warning(
+            "audit journal: took over the old spool's undelivered events",
+            extra={"events": added.count(b"\n")},
+        )
+
+    def _whole_lines(self, segment: int) -> bytes:
+        """A segment's bytes up to its last newline (a torn last line cut); none if absent."""
+        path = self._segment_path(segment)
+        data = path.read_bytes() if path.exists() else b""
+        return data[: data.rfind(b"\n") + 1]
 
     def _read_cursor(self, segments: list[int]) -> Position:
         first = Position(segments[0] if segments else 1, 0)

@@ -171,12 +171,15 @@ class CoalescingTransport(asyncio.Transport):
         """Write what is held, end this side for writing, and close after `LINGER`,
         reading and dropping what still arrives meanwhile (the protocol drops it): closing
         with unread bytes makes the kernel reset the connection, and the client could lose
-        the answer. TLS has no half-close: closed at once there."""
+        the answer. TLS has no half-close: its close (`close_notify`, then asyncio reads
+        until the peer's, up to 30 s, decrypting all a sender still sends: 830 MB from one
+        client in an outside check) is cut short after `LINGER` too."""
         if self._lingering or self._transport.is_closing():
             return
         self.flush()
         if not self._transport.can_write_eof():
             self._transport.close()
+            self._loop.call_later(LINGER, self._transport.abort)
             return
         self._lingering = True
         self._transport.write_eof()

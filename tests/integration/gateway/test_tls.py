@@ -91,6 +91,36 @@ def test_a_tls_connection_that_never_finishes_its_handshake_is_closed(tmp_path: 
         gateway.stop()
 
 
+def test_a_tls_sender_refused_before_its_body_ends_is_closed_after_the_linger(
+    tmp_path: Path,
+) -> None:
+    """A request refused before its body arrived (a 401 here) lingers for the body, then
+    closes. Over TLS the close waited up to 30 s for the client's close_notify, reading and
+    decrypting all it still sent (830 MB from one client in an outside check)."""
+    cert, key = self_signed(tmp_path)
+    gateway = on_https(gateway_process(tmp_path / "gw", env=tls_env(cert, key))).start()
+    try:
+        host, port = gateway.api_url.removeprefix("https://").split(":")
+        trust = ssl.create_default_context(cafile=str(cert))
+        with (
+            socket.create_connection((host, int(port))) as raw,
+            trust.wrap_socket(raw, server_hostname=host) as connection,
+        ):
+            connection.sendall(
+                b"POST /api/v1/signals/prometheus HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer not-a-token\r\nContent-Length: 100000000000\r\n\r\n"
+            )
+            started = time.monotonic()
+            try:
+                while time.monotonic() - started < 40:
+                    connection.sendall(b"x" * 65536)
+            except OSError:  # closed under the sender: a reset, a broken pipe, an SSL error
+                pass
+            assert time.monotonic() - started < 10
+    finally:
+        gateway.stop()
+
+
 def test_a_certificate_without_its_key_stops_start_up(tmp_path: Path) -> None:
     cert, _ = self_signed(tmp_path)
     env = {"SIGNALGATE_SERVER__TLSCERTFILE": str(cert)}

@@ -184,6 +184,39 @@ async def test_an_old_spool_after_the_journal_delivered_some_sends_nothing_twice
         await again.close()
 
 
+@pytest.mark.parametrize("delivered_before", [False, True])
+async def test_a_take_over_repeated_after_a_crash_adds_each_event_once(
+    tmp_path: Path, delivered_before: bool
+) -> None:
+    """A crash after the spool's lines were copied and before the spool was deleted copies
+    them again: each event twice in a segment, and DataStorage refused the batch holding
+    both (counted as dropped, though stored)."""
+    spool, directory = tmp_path / "audit-spool", tmp_path / "audit-journal"
+    journal = Journal(directory, 1 << 20)
+    await journal.open()
+    for n in range(2):
+        journal.stage(event(n))
+    await journal.commit()
+    if delivered_before:  # the spool's lines then go after the last segment
+        await journal.confirm(await journal.read(1))
+    await journal.close()
+    old_spool(spool, range(20, 23))
+    copy = spool.read_bytes()
+    crashed = Journal(directory, 1 << 20, legacy_spool=spool)
+    await crashed.open()
+    await crashed.close()
+    spool.with_name("audit-spool.legacy").write_bytes(copy)  # as if the crash came before
+    again = Journal(directory, 1 << 20, legacy_spool=spool)  # its deletion
+    await again.open()
+    try:
+        piece = await again.read(100)
+        # nothing delivered: the old events first; else after the journal's own
+        expected = [1, 20, 21, 22] if delivered_before else [20, 21, 22, 0, 1]
+        assert [e.event()["n"] for e in piece.entries] == expected
+    finally:
+        await again.close()
+
+
 @pytest.mark.parametrize("recent_bytes", [0, 700, 1 << 20])
 async def test_memory_and_segments_deliver_every_event_once_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recent_bytes: int
