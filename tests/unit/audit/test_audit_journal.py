@@ -139,6 +139,28 @@ def old_spool(path: Path, numbers: range) -> None:
     path.write_bytes(b"".join(json.dumps(event(n)).encode() + b"\n" for n in numbers))
 
 
+async def journaled(directory: Path, events: int, delivered: int) -> None:
+    """A journal left holding events 0..`events`-1, the first `delivered` of them delivered."""
+    journal = Journal(directory, 1 << 20)
+    await journal.open()
+    for n in range(events):
+        journal.stage(event(n))
+    await journal.commit()
+    if delivered:
+        await journal.confirm(await journal.read(delivered))
+    await journal.close()
+
+
+async def to_deliver(directory: Path, spool: Path) -> list[int]:
+    """The events a journal opened beside `spool` delivers, in order."""
+    journal = Journal(directory, 1 << 20, legacy_spool=spool)
+    await journal.open()
+    try:
+        return [e.event()["n"] for e in (await journal.read(100)).entries]
+    finally:
+        await journal.close()
+
+
 async def test_a_second_old_spool_is_added_to_what_the_first_left_undelivered(
     tmp_path: Path,
 ) -> None:
@@ -166,22 +188,9 @@ async def test_an_old_spool_after_the_journal_delivered_some_sends_nothing_twice
     tmp_path: Path,
 ) -> None:
     spool, directory = tmp_path / "audit-spool", tmp_path / "audit-journal"
-    journal = Journal(directory, 1 << 20)
-    await journal.open()
-    for n in range(4):
-        journal.stage(event(n))
-    await journal.commit()
-    piece = await journal.read(2)
-    await journal.confirm(piece)  # two delivered
-    await journal.close()
+    await journaled(directory, 4, delivered=2)
     old_spool(spool, range(20, 22))
-    again = Journal(directory, 1 << 20, legacy_spool=spool)
-    await again.open()
-    try:
-        piece = await again.read(100)
-        assert [e.event()["n"] for e in piece.entries] == [2, 3, 20, 21]
-    finally:
-        await again.close()
+    assert await to_deliver(directory, spool) == [2, 3, 20, 21]
 
 
 @pytest.mark.parametrize("delivered_before", [False, True])
@@ -192,29 +201,15 @@ async def test_a_take_over_repeated_after_a_crash_adds_each_event_once(
     them again: each event twice in a segment, and DataStorage refused the batch holding
     both (counted as dropped, though stored)."""
     spool, directory = tmp_path / "audit-spool", tmp_path / "audit-journal"
-    journal = Journal(directory, 1 << 20)
-    await journal.open()
-    for n in range(2):
-        journal.stage(event(n))
-    await journal.commit()
-    if delivered_before:  # the spool's lines then go after the last segment
-        await journal.confirm(await journal.read(1))
-    await journal.close()
+    # with one delivered, the spool's lines go after the last segment
+    await journaled(directory, 2, delivered=1 if delivered_before else 0)
     old_spool(spool, range(20, 23))
     copy = spool.read_bytes()
-    crashed = Journal(directory, 1 << 20, legacy_spool=spool)
-    await crashed.open()
-    await crashed.close()
-    spool.with_name("audit-spool.legacy").write_bytes(copy)  # as if the crash came before
-    again = Journal(directory, 1 << 20, legacy_spool=spool)  # its deletion
-    await again.open()
-    try:
-        piece = await again.read(100)
-        # nothing delivered: the old events first; else after the journal's own
-        expected = [1, 20, 21, 22] if delivered_before else [20, 21, 22, 0, 1]
-        assert [e.event()["n"] for e in piece.entries] == expected
-    finally:
-        await again.close()
+    # nothing delivered: the old events first; else after the journal's own
+    expected = [1, 20, 21, 22] if delivered_before else [20, 21, 22, 0, 1]
+    assert await to_deliver(directory, spool) == expected
+    spool.with_name("audit-spool.legacy").write_bytes(copy)  # the crash came before its
+    assert await to_deliver(directory, spool) == expected  # deletion: the copy again
 
 
 @pytest.mark.parametrize("recent_bytes", [0, 700, 1 << 20])
