@@ -224,10 +224,13 @@ def load_settings(
                 origins,
                 f"environment variable {name}",
             )
+    named = {_env_key(name) for name in environ if name.upper().startswith(ENV_PREFIX)}
     for name, raw in environ.items():
         if name.upper().startswith(ENV_PREFIX):
             source = f"environment variable {name}"
-            segments = _renamed(name[len(ENV_PREFIX) :].split("__"), renamed, source)
+            segments = _renamed(name[len(ENV_PREFIX) :].split("__"), renamed, source, named)
+            if segments is None:
+                continue
             if not _apply(model, data, segments, raw, origins, source, strict=False):
                 # not refused: the prefix is shared, so it may be the other service's
                 _notes.append(
@@ -269,11 +272,25 @@ def _rename_in_file(data: dict[str, Any], renamed: Mapping[str, str], path: Path
         _notes.append(_deprecated(old, new, f"config file '{path}'"))
 
 
-def _renamed(segments: list[str], renamed: Mapping[str, str], source: str) -> list[str]:
-    """An environment variable's key segments, with a renamed key's new name."""
-    wanted = [segment.lower().replace("_", "") for segment in segments]
+def _env_key(name: str) -> tuple[str, ...]:
+    """The dotted key an environment variable names, as compared (any case, `_` ignored)."""
+    return tuple(part.lower().replace("_", "") for part in name[len(ENV_PREFIX) :].split("__"))
+
+
+def _renamed(
+    segments: list[str], renamed: Mapping[str, str], source: str, named: set[tuple[str, ...]]
+) -> list[str] | None:
+    """An environment variable's key segments, with a renamed key's new name; None when a
+    variable of the new name is set too (it wins, whatever the environment's order)."""
+    wanted = tuple(segment.lower().replace("_", "") for segment in segments)
     for old, new in renamed.items():
-        if [part.lower() for part in old.split(".")] == wanted:
+        if tuple(part.lower() for part in old.split(".")) == wanted:
+            if tuple(part.lower() for part in new.split(".")) in named:
+                _notes.append(
+                    f"config key '{old}' ({source}) is ignored: '{new}', its new name, is "
+                    "set too; remove the old one"
+                )
+                return None
             _notes.append(_deprecated(old, new, source))
             return new.split(".")
     return segments

@@ -60,6 +60,13 @@ def test_the_new_key_wins_over_the_old_and_both_services_share_it(tmp_path: Path
     assert load_settings(GatewaySettings, config, environ={}).server.max_body_size == 8192
     [note] = take_notes()  # not "deprecated" alone, as if the old value were read
     assert "'server.maxBodyBytes'" in note and "is ignored" in note
+    for both in (  # the new name wins in either order of the environment
+        {"SIGNALGATE_SERVER__MAXBODYBYTES": "2KiB", "SIGNALGATE_SERVER__MAXBODYSIZE": "5KiB"},
+        {"SIGNALGATE_SERVER__MAXBODYSIZE": "5KiB", "SIGNALGATE_SERVER__MAXBODYBYTES": "2KiB"},
+    ):
+        assert load_settings(GatewaySettings, environ=both).server.max_body_size == 5120
+        [note] = take_notes()
+        assert "SIGNALGATE_SERVER__MAXBODYBYTES" in note and "is ignored" in note
     env = {"SIGNALGATE_SERVER__MAXBODYSIZE": "3KiB"}
     assert load_settings(GatewaySettings, environ=env).server.max_body_size == 3072
     assert load_settings(DataStorageSettings, environ=env).server.max_body_size == 3072
