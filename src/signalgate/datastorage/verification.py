@@ -29,7 +29,9 @@ def kubernaut_verification(
             previous = str(row["event_hash"])
         else:  # the chain's end is missing: every stored row holds, the chain does not
             verified = len(rows)
-    if report.valid:
+    if report.valid and not report.events:  # valid as an empty chain is: a mistyped id?
+        message = "no event is stored under this correlation id: nothing to verify"
+    elif report.valid:
         message = f"hash chain intact: {report.events} event(s) verified"
     elif report.first_broken_event_id is not None:
         message = (

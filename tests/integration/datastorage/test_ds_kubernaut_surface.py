@@ -90,6 +90,7 @@ def test_verify_chain_post_answers_in_kubernauts_shape(ds: httpx.Client) -> None
     assert ds.get(VERIFY, params={"correlation_id": cid}).json()["valid"] is True
     unknown = ds.post(VERIFY, json={"correlation_id": "rr-never-written"}).json()
     assert (unknown["is_valid"], unknown["total_events"]) == (True, 0)
+    assert "no event is stored" in unknown["message"]  # not "intact": a mistyped id?
 
 
 @pytest.mark.parametrize("body", [{}, {"correlation_id": ""}, {"correlation_id": 7}, []])
