@@ -41,15 +41,13 @@ def merged_inputs(covdir: Path) -> list[Path]:
     counters but a live save's once that process also wrote its exit counters. Both hold
     running totals from the process's start, so merging both counted each block twice
     (hit counts doubled in LCOV, XML and the Go HTML page; the percentages were right)."""
-    inputs = []
-    for path in covdir.iterdir():
-        if counters := COUNTERS.match(path.name):
-            if _live(path) and exit_counters(covdir, int(counters.group(2))):
-                continue
-        elif not META.match(path.name):
-            continue
-        inputs.append(path)
-    return inputs
+    counters = [
+        (path, int(m.group(2))) for path in covdir.iterdir() if (m := COUNTERS.match(path.name))
+    ]
+    live = {path for path, _ in counters if _live(path)}
+    exited = {pid for path, pid in counters if path not in live}
+    metas = [path for path in covdir.iterdir() if META.match(path.name)]
+    return metas + [path for path, pid in counters if path not in live or pid not in exited]
 
 
 def _live(path: Path) -> bool:

@@ -557,7 +557,7 @@ class Journal:
         target = 0 if cursor.segment == 0 or untouched else segments[-1] + 1
         kept = self._whole_lines(target)
         there = set(kept.splitlines(keepends=True))
-        if segments:
+        if segments and segments[-1] != target:
             there.update(self._whole_lines(segments[-1]).splitlines(keepends=True))
         added = b"".join(line for line in data.splitlines(keepends=True) if line not in there)
         if not added:

@@ -18,7 +18,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
@@ -224,19 +224,23 @@ def load_settings(
                 origins,
                 f"environment variable {name}",
             )
-    named = {_env_key(name) for name in environ if name.upper().startswith(ENV_PREFIX)}
-    for name, raw in environ.items():
-        if name.upper().startswith(ENV_PREFIX):
-            source = f"environment variable {name}"
-            segments = _renamed(name[len(ENV_PREFIX) :].split("__"), renamed, source, named)
-            if segments is None:
-                continue
-            if not _apply(model, data, segments, raw, origins, source, strict=False):
-                # not refused: the prefix is shared, so it may be the other service's
-                _notes.append(
-                    f"{source} names no setting of this service and is ignored (a typo? "
-                    "a setting of the other signalgate service is ignored here too)"
-                )
+    settings = {
+        name: name[len(ENV_PREFIX) :].split("__")
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX)
+    }
+    named = {_key(segments) for segments in settings.values()}
+    for name, named_segments in settings.items():
+        source = f"environment variable {name}"
+        segments = _renamed(named_segments, renamed, source, named)
+        if segments is None:
+            continue
+        if not _apply(model, data, segments, environ[name], origins, source, strict=False):
+            # not refused: the prefix is shared, so it may be the other service's
+            _notes.append(
+                f"{source} names no setting of this service and is ignored (a typo? "
+                "a setting of the other signalgate service is ignored here too)"
+            )
     for dotted, value in (overrides or {}).items():
         _apply(model, data, dotted.split("."), value, origins, "command line")
     try:
@@ -262,19 +266,24 @@ def _rename_in_file(data: dict[str, Any], renamed: Mapping[str, str], path: Path
         if not isinstance(section, dict) or leaf not in section:
             continue
         value = section.pop(leaf)
-        if new.split(".")[-1] in section:  # the new name wins: say the old one is not read
-            _notes.append(
-                f"config key '{old}' (config file '{path}') is ignored: '{new}', its new "
-                "name, is set too; remove the old one"
-            )
+        new_leaf = new.split(".")[-1]
+        if new_leaf in section:  # the new name wins: say the old one is not read
+            _notes.append(_ignored(old, new, f"config file '{path}'"))
             continue
-        section[new.split(".")[-1]] = value
+        section[new_leaf] = value
         _notes.append(_deprecated(old, new, f"config file '{path}'"))
 
 
-def _env_key(name: str) -> tuple[str, ...]:
-    """The dotted key an environment variable names, as compared (any case, `_` ignored)."""
-    return tuple(part.lower().replace("_", "") for part in name[len(ENV_PREFIX) :].split("__"))
+def _ignored(old: str, new: str, source: str) -> str:
+    return (
+        f"config key '{old}' ({source}) is ignored: '{new}', its new name, is set too; "
+        "remove the old one"
+    )
+
+
+def _key(segments: Iterable[str]) -> tuple[str, ...]:
+    """A key's segments as an environment variable's are compared (any case, `_` ignored)."""
+    return tuple(segment.lower().replace("_", "") for segment in segments)
 
 
 def _renamed(
@@ -282,14 +291,10 @@ def _renamed(
 ) -> list[str] | None:
     """An environment variable's key segments, with a renamed key's new name; None when a
     variable of the new name is set too (it wins, whatever the environment's order)."""
-    wanted = tuple(segment.lower().replace("_", "") for segment in segments)
     for old, new in renamed.items():
-        if tuple(part.lower() for part in old.split(".")) == wanted:
-            if tuple(part.lower() for part in new.split(".")) in named:
-                _notes.append(
-                    f"config key '{old}' ({source}) is ignored: '{new}', its new name, is "
-                    "set too; remove the old one"
-                )
+        if _key(old.split(".")) == _key(segments):
+            if _key(new.split(".")) in named:
+                _notes.append(_ignored(old, new, source))
                 return None
             _notes.append(_deprecated(old, new, source))
             return new.split(".")

@@ -96,14 +96,14 @@ class CoalescingTransport(asyncio.Transport):
         self,
         transport: asyncio.Transport,
         loop: asyncio.AbstractEventLoop,
-        unread: Callable[[], bool] = lambda: False,
+        closing: Callable[[], bool] = lambda: False,
     ) -> None:
         super().__init__()
         self._transport = transport
         self._loop = loop
         self._held: list[bytes] = []
         self._held_bytes = 0
-        self._unread = unread  # is the client still sending what it began (a request body)?
+        self._closing = closing  # the protocol's say on a close: True when it closes its way
         self._lingering = False
 
     # -- writing ------------------------------------------------------------------------------
@@ -154,15 +154,9 @@ class CoalescingTransport(asyncio.Transport):
 
     def close(self) -> None:
         """Close after what is held is written (as the socket transport does with its own
-        buffer); lingering while the client is still sending.
-
-        uvicorn closes at once after an answer that says `Connection: close`, and the
-        services' errors to a request with a body say so (a 413 or 401 answered before the
-        body arrived): closed with the body's bytes unread, the kernel reset the connection,
-        and a client still writing its body (Go's net/http: 16 of 20 oversized batches) got
-        "connection reset by peer" instead of the answer."""
-        if self._unread():
-            self.close_lingering()
+        buffer), unless the protocol closes the connection its own way (`closing`: a
+        lingering close while a request's body still arrives)."""
+        if self._closing():
             return
         self.flush()
         self._transport.close()
@@ -185,10 +179,6 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.write_eof()
         self._transport.resume_reading()  # uvicorn pauses reading a body nobody takes
         self._loop.call_later(LINGER, self._transport.close)
-
-    @property
-    def lingering(self) -> bool:
-        return self._lingering
 
     def abort(self) -> None:
         self._held.clear()
@@ -254,7 +244,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     draining: ClassVar[list[bool]] = [False]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop, self._body_unread))
+        super().connection_made(CoalescingTransport(transport, self.loop, self._closing_unread))
         if self._open[0] >= self.max_connections:
             self._answer_and_close(
                 503,
@@ -272,8 +262,21 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         """A request's body is still arriving (answered before it came whole)."""
         return self.cycle is not None and self.cycle.more_body
 
+    def _closing_unread(self) -> bool:
+        """The transport is asked to close: linger instead while a body still arrives.
+
+        uvicorn closes at once after an answer that says `Connection: close`, and the
+        services' errors to a request with a body say so (a 413 or 401 answered before the
+        body arrived): closed with the body's bytes unread, the kernel reset the connection,
+        and a client still writing its body (Go's net/http: 16 of 20 oversized batches) got
+        "connection reset by peer" instead of the answer."""
+        if not self._body_unread():
+            return False
+        self._close_lingering()
+        return True
+
     def data_received(self, data: bytes) -> None:
-        if self._refused or self._lingering():
+        if self._refused:
             return
         self._head_done = False
         self._read_bytes = len(data)
@@ -399,10 +402,6 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         answering = self.cycle is not None and not self.cycle.response_complete
         self._close_lingering(answering)
 
-    def _lingering(self) -> bool:
-        transport = self.transport
-        return isinstance(transport, CoalescingTransport) and transport.lingering
-
     def _close_lingering(self, answering: bool = False) -> None:
         """Close once what is still arriving has been read and dropped for `LINGER`."""
         self._refused = True
@@ -417,7 +416,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         connection cannot serve another request, and left open it never closed — every byte
         of the body that still arrived cancelled uvicorn's keep-alive timer. (An answer
         that said `Connection: close` was closed by uvicorn already, lingering likewise:
-        `CoalescingTransport.close`.)"""
+        `_closing_unread`.)"""
         if self._body_unread() and not self.transport.is_closing():
             self._close_lingering()
         super().on_response_complete()

@@ -3,8 +3,7 @@ flight: the `RequestObserver` both services give their envelope (`common.http`).
 
 Every label comes from a closed set — the route's template (never the raw path, `unmatched`
 for none), the method (`other` beyond the usual seven), the status code — so no request can
-add series without bound. Each label set's child is made once: prometheus_client validates
-the values and takes a lock on every `labels()` call.
+add series without bound (common.metric_labels).
 """
 
 from __future__ import annotations
@@ -12,8 +11,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from starlette.types import Scope
 
+from signalgate.common.metric_labels import OTHER, LabelledChildren
+
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-OTHER = "other"
 
 
 def method_label(method: str) -> str:
@@ -35,19 +35,13 @@ class RequestMetrics:
         self.inflight = Gauge(
             f"{service}_inflight_requests", "API requests being processed", registry=registry
         )
-        self._children: dict[tuple[str, str, int], Histogram] = {}
+        self._child = LabelledChildren()
 
     def started(self) -> None:
         self.inflight.inc()
 
     def finished(self, scope: Scope, status: int, seconds: float) -> None:
         self.inflight.dec()
-        key = (
-            getattr(scope.get("route"), "path", "unmatched"),
-            method_label(scope["method"]),
-            status,
-        )
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.duration.labels(key[0], key[1], str(status))
-        child.observe(seconds)
+        route = getattr(scope.get("route"), "path", "unmatched")
+        method = method_label(scope["method"])
+        self._child(self.duration, route, method, str(status)).observe(seconds)

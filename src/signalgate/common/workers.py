@@ -137,6 +137,26 @@ class _Worker:
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
+    def hangup(self) -> None:
+        """SIGHUP to a serving worker: it reads its tokens file again. One still starting
+        gets it once it serves (`serves`): before its handler is set, Python's default
+        would end it, and the Gateway with it."""
+        if not self.running:
+            return
+        if self.served:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGHUP)
+        else:
+            self.hangup_pending = True
+
+    def serves(self) -> None:
+        """It answered ready: SIGHUPs reach it from now on, and one held for it goes now
+        (it may have read its tokens file before the edit)."""
+        self.served = True
+        if self.hangup_pending:
+            self.hangup_pending = False
+            self.hangup()
+
 
 class _Collected(Collector):
     """The families gathered from the workers for one scrape."""
@@ -196,11 +216,7 @@ class Supervisor:
         while worker.running:
             with contextlib.suppress(httpx.HTTPError):
                 if (await worker.client.get("/readyz")).status_code == 200:
-                    worker.served = True
-                    if worker.hangup_pending:  # it read its tokens file maybe before the edit
-                        worker.hangup_pending = False
-                        assert worker.proc is not None
-                        worker.proc.send_signal(signal.SIGHUP)
+                    worker.serves()
                     return True
             await asyncio.sleep(0.05)
         return False
@@ -265,13 +281,7 @@ class Supervisor:
         """SIGHUP to the supervisor: each worker reads its tokens file again."""
         sampled.log(logging.INFO, "sighup", "SIGHUP: passed to every worker serving", {})
         for worker in self.workers:
-            # a SIGHUP before a starting worker's handler is set would end it (Python's
-            # default), and the Gateway with it: it is held until the worker answers ready
-            if worker.running and worker.served:
-                assert worker.proc is not None
-                worker.proc.send_signal(signal.SIGHUP)
-            elif worker.running:
-                worker.hangup_pending = True
+            worker.hangup()
 
     async def stop_workers(self, grace: float) -> None:
         self.draining = True

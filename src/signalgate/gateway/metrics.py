@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
+from signalgate.common.metric_labels import OTHER, LabelledChildren
 from signalgate.common.request_metrics import RequestMetrics
-
-M = TypeVar("M", Counter, Histogram)
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._children: dict[tuple[Counter | Histogram, tuple[str, ...]], Counter | Histogram] = {}
+        self.child = LabelledChildren()  # `child(metric, *values)`: its labelled child
         self.signal_name_label = FirstSeen()
         self.signals_received = Counter(
             "gateway_signals_received_total",
@@ -85,24 +82,10 @@ class GatewayMetrics:
             registry=registry,
         )
 
-    def child(self, metric: M, *values: str) -> M:
-        """`metric.labels(*values)`, made once per label set: prometheus_client validates the
-        values and takes a lock on every `labels()` call, a few µs that every signal paid
-        several times. Bounded like the series themselves: every value passed here comes
-        from a closed set (see below)."""
-        key = (metric, values)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*values)
-        return found  # type: ignore[return-value]
 
-
-# -- label values from closed sets --------------------------------------------------------
-# A label value taken from a request makes one series per distinct value: 50,000 alerts with
-# made-up severities would make 50,000 series. So every such label is mapped onto a closed set.
+# -- label values from closed sets (common.metric_labels) ----------------------------------
 
 SEVERITIES = frozenset({"critical", "high", "warning", "medium", "low", "info", "error", "unknown"})
-OTHER = "other"
 
 
 def severity_label(severity: str) -> str:
