@@ -14,6 +14,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
+from stat import S_ISLNK
 
 from signalgate.common.config import ConfigError
 
@@ -56,11 +57,28 @@ def writable_directory(path: Path, key: str, holds: str) -> Path:
 def _private(path: Path) -> None:
     """The directory closed to other users: one an older release made (0755) holds files
     readable by anyone (0644), and SQLite gives a database's new `-wal` its file's mode.
-    Left as it is where this user may not change it (a volume someone else owns)."""
+    Left as it is where this user may not change it (a volume someone else owns).
+
+    Closing it is the moment an older release's tree is met, so what it holds is made the
+    user's alone too (once: a closed directory is not walked again), and a backup copied
+    out of it later keeps no mode that lets others read an alert's payload or a token."""
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         with contextlib.suppress(PermissionError):
             path.chmod(mode & 0o700)
+            _private_tree(path)
+
+
+def _private_tree(top: Path) -> None:
+    """Drop the group's and others' bits from everything below `top` this user owns (a
+    symbolic link is not followed)."""
+    user = os.geteuid()
+    for root, directories, files in os.walk(top):
+        for name in directories + files:
+            with contextlib.suppress(OSError):
+                status = os.lstat(os.path.join(root, name))
+                if status.st_uid == user and status.st_mode & 0o077 and not S_ISLNK(status.st_mode):
+                    os.chmod(os.path.join(root, name), status.st_mode & 0o700)
 
 
 def space_hint(path: Path) -> str:

@@ -48,12 +48,26 @@ def test_a_directory_only_full_is_let_start(
 
 def test_a_directory_an_older_release_left_open_is_closed(tmp_path: Path) -> None:
     """Its files were 0644 in a 0755 directory (and SQLite gives a new -wal its database's
-    mode): closing the directory keeps them from other users."""
+    mode): the directory is closed and what it holds made the user's alone."""
     old = tmp_path / "data"
     old.mkdir(mode=0o755)
     old.chmod(0o755)
+    (old / "gateway.db").write_text("rows")
+    (old / "gateway.db").chmod(0o644)
+    (old / "audit-journal").mkdir(mode=0o755)
+    (old / "audit-journal").chmod(0o755)
+    (old / "audit-journal" / "segment-0").write_text("{}\n")
+    (old / "audit-journal" / "segment-0").chmod(0o664)
+    elsewhere = tmp_path / "shared.txt"
+    elsewhere.write_text("not the service's")
+    elsewhere.chmod(0o644)
+    (old / "link").symlink_to(elsewhere)
     assert writable_directory(old, "dataDir", "the journal") == old
     assert old.stat().st_mode & 0o777 == 0o700
+    assert (old / "gateway.db").stat().st_mode & 0o777 == 0o600
+    assert (old / "audit-journal").stat().st_mode & 0o777 == 0o700
+    assert (old / "audit-journal" / "segment-0").stat().st_mode & 0o777 == 0o600
+    assert elsewhere.stat().st_mode & 0o777 == 0o644  # a link's target is not the service's
 
 
 def _statvfs(bavail: int, favail: int) -> os.statvfs_result:
