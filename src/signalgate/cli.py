@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from signalgate.common.auth import ADMIN_TOKEN_FILE, hash_token, write_new_token
-from signalgate.common.cli import EXIT_CONFIG, keep_files_private
+from signalgate.common.cli import EXIT_CONFIG, command_line, keep_files_private
 from signalgate.common.config import ConfigError, split_listen
 from signalgate.common.directories import writable_directory
 from signalgate.common.listeners import bind_problem
@@ -33,7 +33,7 @@ EXIT_FAILURE = 1
 @dataclass
 class Component:
     name: str
-    module: str
+    command: str  # its name in signalgate.entry.COMMANDS
     api: str
     ops: str
     scopes: tuple[str, ...]
@@ -59,7 +59,7 @@ def components(host: str, base_port: int, token_path: Path) -> list[Component]:
     """DataStorage first: the Gateway delivers its audit trail there from its first signal."""
     datastorage = Component(
         name="datastorage",
-        module="signalgate.datastorage.cli",
+        command="datastorage",
         api=f"{host}:{base_port + 10}",
         ops=f"{host}:{base_port + 11}",
         # the Gateway writes its events with this token too: gateway.* needs its own scope
@@ -67,7 +67,7 @@ def components(host: str, base_port: int, token_path: Path) -> list[Component]:
     )
     gateway = Component(
         name="gateway",
-        module="signalgate.gateway.cli",
+        command="gateway",
         api=f"{host}:{base_port}",
         ops=f"{host}:{base_port + 1}",
         scopes=("signals:write", "remediations:read", "remediations:write"),
@@ -123,7 +123,7 @@ def _start(component: Component, data_dir: Path, token: str) -> None:
         **component.env,
     }
     component.proc = subprocess.Popen(
-        [sys.executable, "-m", component.module, "serve"],
+        [*command_line(component.command), "serve"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

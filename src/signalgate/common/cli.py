@@ -73,6 +73,13 @@ def keep_files_private() -> None:
     os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)
 
 
+def command_line(command: str) -> list[str]:
+    """How a service starts one of the commands (`signalgate`, `gateway`, `datastorage`) in
+    a process of its own, arguments to follow: through `signalgate/__main__.py`, which
+    ignores SIGHUP before it imports the command."""
+    return [sys.executable, "-m", "signalgate", command]
+
+
 def run_guarded(main: Callable[[], int]) -> int:
     """Print controlled errors as one line without a traceback, with the right exit code.
     Files the command makes are private to its user (`keep_files_private`)."""

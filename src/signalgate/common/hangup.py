@@ -2,7 +2,8 @@
 
 Python's default for SIGHUP ends the process (exit 129): sent while a worker started, it took
 the Gateway down; sent as a service stopped, a clean stop exited 129. So a command ignores it
-from its first line (`ignore_hangup`, common/cli.py), a running service handles it
+before it imports anything of the service's (signalgate/__main__.py; `ignore_hangup` again in
+common/cli.py for a command run another way), a running service handles it
 (`handle_hangup`), and a stopping one ignores it again.
 
 The handler is Python's (`signal.signal`), not the event loop's `add_signal_handler`: taking

@@ -16,6 +16,7 @@ from signalgate.common.cli import (
     EXIT_FAILURE,
     EXIT_OK,
     add_serve_flags,
+    command_line,
     run_guarded,
     settings_from_args,
     with_default_command,
@@ -75,7 +76,7 @@ def supervise_workers(settings: GatewaySettings, argv: list[str]) -> int:
         for i in range(settings.server.workers)
     ]
     main = supervise(
-        [sys.executable, "-m", "signalgate.gateway.cli", *argv],
+        [*command_line("gateway"), *argv],
         settings.server.workers,
         settings.server.listen,
         settings.server.ops_listen,
