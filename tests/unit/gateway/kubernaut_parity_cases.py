@@ -184,7 +184,8 @@ ALERTS: tuple[AlertCase, ...] = (
     ),
     AlertCase(
         "no-target",
-        "no candidate: Kubernaut fingerprints Unknown/unknown in `default`",
+        "no candidate: Kubernaut's adapter names Unknown/unknown, which its RR creation"
+        " refuses (older releases opened that RR); we reject the alert alone",
         PROM,
         {"namespace": "prod", "job": "ksm"},
         ("", "prod", "Unknown", "unknown"),
