@@ -29,6 +29,15 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data directory (dataDir)")
 
 
+def add_check_config(commands: Any, text: str) -> None:
+    """The `check-config` command, the same for both services: the settings file as
+    `--config FILE` (as `serve` takes it) or as its one argument, the other serve flags
+    applied as they would be."""
+    check = commands.add_parser("check-config", help=text)
+    add_serve_flags(check)
+    check.add_argument("file", nargs="?", type=Path, help="YAML settings file (or --config)")
+
+
 def with_default_command(argv: Sequence[str]) -> list[str]:
     """`argv` with `serve` in front when it starts with an option instead of a command:
     `signalgate-gateway --config=/etc/gateway/config.yaml`, as Kubernaut's charts start their
@@ -53,9 +62,12 @@ def settings_from_args(
         value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = value
+    config, file = getattr(args, "config", None), getattr(args, "file", None)
+    if config is not None and file is not None and config != file:
+        raise ConfigError(f"two settings files given ({str(file)!r} and --config {str(config)!r})")
     return load_settings(
         model,
-        getattr(args, "config", None),
+        config or file,
         shorthands=shorthands,
         overrides=overrides,
         translator=translator,

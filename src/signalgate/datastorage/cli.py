@@ -26,6 +26,7 @@ from typing import TypeVar
 from signalgate.common.cli import (
     EXIT_FAILURE,
     EXIT_OK,
+    add_check_config,
     add_serve_flags,
     run_guarded,
     settings_from_args,
@@ -57,10 +58,10 @@ def _parser() -> argparse.ArgumentParser:
         ("migrate", "apply pending schema migrations"),
         ("maintain", "create monthly partitions ahead"),
         ("replay-dlq", "replay the dead-letter queue now"),
-        ("check-config", "print the resolved settings"),
         ("verify-all", "verify every chain and its recorded head"),
     ):
         add_serve_flags(commands.add_parser(name, help=text))
+    add_check_config(commands, "validate settings and print them resolved")
     check = commands.add_parser("verify-chain", help="verify one correlation id's chain")
     add_serve_flags(check)
     check.add_argument("correlation_id")

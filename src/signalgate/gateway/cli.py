@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import sys
-from pathlib import Path
 
 import uvloop
 
@@ -15,6 +14,7 @@ from signalgate.audit.journal import worker_journal
 from signalgate.common.cli import (
     EXIT_FAILURE,
     EXIT_OK,
+    add_check_config,
     add_serve_flags,
     command_line,
     run_guarded,
@@ -38,8 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the Gateway")
     add_serve_flags(serve)
-    check = commands.add_parser("check-config", help="validate settings and print them resolved")
-    check.add_argument("config", type=Path)
+    add_check_config(commands, "validate settings and print them resolved")
     return parser
 
 

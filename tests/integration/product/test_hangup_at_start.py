@@ -33,7 +33,7 @@ def _hangup_ignored(pid: int) -> bool:
     "command",
     [
         ["signalgate-gateway", "check-config"],
-        ["signalgate-datastorage", "check-config", "--config"],
+        ["signalgate-datastorage", "check-config"],
     ],
 )
 def test_sighup_is_ignored_before_the_service_is_imported(
