@@ -642,9 +642,11 @@ class Run:
         self.tests_proc = proc
         reader = threading.Thread(target=self._pump, args=(proc,), name="e2ecov-tests", daemon=True)
         reader.start()
+        told: set[int] = set()
         while proc.poll() is None:
             self.progress.spin("running tests")
             self.unmeasured.look_now_and_then(self._python_roots)
+            self._tell_exits(told)
             time.sleep(0.1)
         reader.join(PUMP_GRACE)
         if reader.is_alive():  # a process the tests started still holds their output
@@ -661,6 +663,27 @@ class Run:
             self._end_phase(f"FAILED ({describe_exit(code)})")
         else:
             self._end_phase()
+
+    def _tell_exits(self, told: set[int]) -> None:
+        """Say at once that a service ended while the tests run: the failures that follow in
+        the tests' output (connections refused) are read with their cause beside them, not
+        only in the summary. Whether it fails the run is decided when the tests end
+        (`_check_still_running`): the tests may have stopped or restarted it on purpose."""
+        for svc in self.services.values():
+            code = svc.poll() if svc.ready is not None and svc.pid not in told else None
+            if code is None or svc.pid is None:
+                continue
+            told.add(svc.pid)
+            what = f"{svc.name}: pid {svc.pid} {describe_exit(code)} while the tests run"
+            reason = protocol.expected_exit(self.control_dir, svc.pid)
+            if reason is not None:
+                self.progress.info(f"{what}, stopped by them on purpose ({reason})")
+                continue
+            last = svc.last_output()
+            self.progress.info(
+                f"{what} (judged when they end: a failure unless they restarted it); "
+                f"its last line: {last[-1] if last else '(no output)'}"
+            )
 
     def _pump(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None

@@ -90,7 +90,7 @@ def test_health_that_never_passes_reports_last_answer(tmp_path: Path) -> None:
 def test_service_dying_mid_test_fails_the_run_and_autosave_recovers(tmp_path: Path) -> None:
     stack = write_stack(
         tmp_path,
-        drive("/alpha", "sleep:1.2", "kill", "sleep:0.2"),
+        drive("/alpha", "sleep:1.2", "kill", "sleep:1.0", "say:tests-go-on"),
         app_service("app"),
         run_extra='autosave = "0.3s"\ncontexts = false',
     )
@@ -106,6 +106,10 @@ def test_service_dying_mid_test_fails_the_run_and_autosave_recovers(tmp_path: Pa
     assert "during the tests" in summary[1] and 'request "GET /pid' in "\n".join(summary[2:6])
     assert f"app pid {pid} wrote partial coverage" in outcome.output
     assert "was killed by SIGKILL" in outcome.output
+    # said when it happened, beside the tests' output, not only in the summary
+    told = f"app: pid {pid} was killed by SIGKILL while the tests run (judged when they end"
+    assert told in outcome.output
+    assert outcome.output.index(told) < outcome.output.index("\ntests-go-on\n"), outcome.output
     assert run["services"]["app"]["lost"] and str(pid) in run["services"]["app"]["lost"][0]
     assert run["services"]["app"]["exit_code"] == -signal.SIGKILL
     report = json.loads((outcome.artifacts / "coverage.json").read_text())

@@ -2,8 +2,8 @@
 
 `kill` as a path SIGKILLs the service (its pid comes from /pid), `restart` stops it and
 starts the same command again with its environment (as a test of an outage would), `stop`
-stops it after telling e2ecov it is on purpose,
-`sleep:N` waits N seconds, `save` asks every agent for a live save, `fail` exits 1.
+stops it after telling e2ecov it is on purpose, `sleep:N` waits N seconds, `say:TEXT` prints
+TEXT, `save` asks every agent for a live save, `fail` exits 1.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ for step in sys.argv[1:]:
         os.kill(int(get("/pid")), signal.SIGKILL)
     elif step.startswith("sleep:"):
         time.sleep(float(step.split(":")[1]))
+    elif step.startswith("say:"):
+        print(step.split(":", 1)[1], flush=True)
     elif step == "restart":  # stop the service and start it again with its environment
         pid = int(get("/pid"))
         env = dict(
