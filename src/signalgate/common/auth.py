@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from signalgate.common.config import ConfigError
+from signalgate.common.file_watch import FileWatch
 from signalgate.common.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -98,12 +99,10 @@ class StaticTokenAuth:
     """`auth.mode: static` — tokens from a file of hashes.
 
     The file is looked at again at most once every `RELOAD_CHECK` seconds, and read again
-    once a change has held for a look (at once after a SIGHUP): a token is added or revoked
-    by editing the file (or by Kubernetes updating a mounted Secret), without a restart that
-    would refuse signals meanwhile. Waiting a look lets a write finish: an editor or `cat >`
-    truncates the file first, and the empty file read then refused every token (an outside
-    check: 4,706 refusals of a valid token). A file that does not read as tokens, or holds
-    none, is not taken: the tokens already loaded stay, and the error is logged once.
+    once a change has held for a look (at once after a SIGHUP; common/file_watch.py): a
+    token is added or revoked by editing the file (or by Kubernetes updating a mounted
+    Secret), without a restart. A file that does not read as tokens, or holds none, is not
+    taken: the tokens already loaded stay, and the error is logged once.
     """
 
     def __init__(
@@ -115,8 +114,7 @@ class StaticTokenAuth:
         self._entries = tuple(entries)
         self._path = path
         self._known = known
-        self._signature = _signature(path) if path is not None else None
-        self._settling: object = None  # a changed signature seen once, not yet taken
+        self._watch = FileWatch(path) if path is not None else None
         self._checked = time.monotonic()
         self._forced = False
 
@@ -143,23 +141,18 @@ class StaticTokenAuth:
         return Principal(f"token@line{found.line}", found.scopes)
 
     async def authorize(self, authorization: str | None, scope: str) -> Principal:
-        if self._path is not None and time.monotonic() - self._checked >= RELOAD_CHECK:
+        if self._watch is not None and time.monotonic() - self._checked >= RELOAD_CHECK:
             self._checked = time.monotonic()
             forced, self._forced = self._forced, False
-            await asyncio.to_thread(self._reload_if_changed, self._path, forced)
+            await asyncio.to_thread(self._reload_if_changed, self._watch, forced)
         principal = self.authenticate(authorization)
         principal.require(scope)
         return principal
 
-    def _reload_if_changed(self, path: Path, forced: bool = False) -> None:
-        signature = _signature(path)
-        if signature == self._signature:
-            self._settling = None
+    def _reload_if_changed(self, watch: FileWatch, forced: bool = False) -> None:
+        if not watch.changed(forced):
             return
-        if signature != self._settling and not forced:
-            self._settling = signature  # taken if it still looks so at the next look
-            return
-        self._signature, self._settling = signature, None
+        path = watch.paths[0]
         try:
             entries = _read_entries(path, self._known)
             if not entries:
@@ -178,16 +171,6 @@ class StaticTokenAuth:
 
 # how often, at most, the tokens file is looked at for a change (seconds)
 RELOAD_CHECK = 1.0
-
-
-def _signature(path: Path) -> tuple[int, int, int, int] | None:
-    """What tells a changed file: its inode, size and change times (None: unreadable).
-    A mounted Secret's update swaps a symlink, which `stat` follows."""
-    try:
-        found = path.stat()
-    except OSError:
-        return None
-    return (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
 def _read_entries(path: Path, known: frozenset[str]) -> list[_Entry]:

@@ -15,10 +15,8 @@ import gc
 import logging
 import signal
 import socket
-import ssl
 import sys
 from collections.abc import Callable, Coroutine, Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +25,7 @@ import uvloop
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
-from signalgate.common.config import ConfigError, split_listen
+from signalgate.common.config import split_listen
 from signalgate.common.hangup import handle_hangup, ignore_hangup
 from signalgate.common.http_protocol import (
     HEAD_TIMEOUT,
@@ -38,6 +36,7 @@ from signalgate.common.listeners import check_listeners
 from signalgate.common.logging import SampledLog
 from signalgate.common.loop_lag import LoopLagMonitor
 from signalgate.common.ops import ReadinessProbe, build_ops_app
+from signalgate.common.tls import ServingCertificate, Tls
 from signalgate.common.workers import WorkerRole
 
 log = logging.getLogger(__name__)
@@ -258,7 +257,13 @@ async def run_service(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    handle_hangup(loop, _reloading(service.reload))
+    certificate = None if tls is None else ServingCertificate(tls)
+    keeper: asyncio.Task[None] | None = None
+    if certificate is not None:
+        api.config.load()  # what `serve` does first: makes the listener's TLS context
+        assert api.config.ssl is not None
+        keeper = asyncio.create_task(certificate.keep(api.config.ssl), name="tls-certificate")
+    handle_hangup(loop, _reloading(service.reload, certificate))
 
     api_task = asyncio.create_task(api.serve(sockets), name="api-listener")
     ops_tasks = start_servers(ops, "ops-listener")
@@ -290,6 +295,8 @@ async def run_service(
     finally:
         await stop_servers(ops, ops_tasks)
         stop_wait.cancel()
+        if keeper is not None:
+            keeper.cancel()
         if lag is not None:
             await lag.stop()
         service.lifecycle.state = State.STOPPED
@@ -302,19 +309,24 @@ async def run_service(
     log.info("stopped")
 
 
-def _reloading(reload: Callable[[], None]) -> Callable[[], None]:
-    """SIGHUP, an operator's usual "read your files again": the tokens file is read again
-    (its only file read while running); it used to end the service with no drain and no
-    log line, Python's default for the signal."""
+def _reloading(
+    reload: Callable[[], None], certificate: ServingCertificate | None
+) -> Callable[[], None]:
+    """SIGHUP, an operator's usual "read your files again": the tokens file and the TLS pair
+    are read again (the files read while running); it used to end the service with no drain
+    and no log line, Python's default for the signal."""
 
     def on_hangup() -> None:
         sampled.log(  # a storm of signals writes one line per interval
             logging.INFO,
             "sighup",
-            "SIGHUP: the tokens file is read again; other settings take a restart",
+            "SIGHUP: the tokens file and the TLS certificate are read again; other settings "
+            "take a restart",
             {},
         )
         reload()
+        if certificate is not None:
+            certificate.check_soon()
 
     return on_hangup
 
@@ -323,37 +335,6 @@ def run_forever(main: Coroutine[Any, Any, None]) -> None:
     """Run a service's main coroutine on uvloop (what uvicorn itself picks when installed)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main)
-
-
-@dataclass(frozen=True)
-class Tls:
-    """The API listener's certificate chain and key (PEM files, e.g. a mounted Secret)."""
-
-    cert_file: Path
-    key_file: Path
-
-    @classmethod
-    def from_settings(cls, cert_file: Path | None, key_file: Path | None) -> Tls | None:
-        """None for plain HTTP; a `ConfigError` naming the key for a half or missing pair."""
-        if cert_file is None and key_file is None:
-            return None
-        if cert_file is None or key_file is None:
-            missing = "server.tlsCertFile" if cert_file is None else "server.tlsKeyFile"
-            raise ConfigError(
-                f"config key '{missing}': missing; TLS needs both server.tlsCertFile and "
-                "server.tlsKeyFile (or neither, for plain HTTP)"
-            )
-        for key, path in (("server.tlsCertFile", cert_file), ("server.tlsKeyFile", key_file)):
-            if not path.is_file():
-                raise ConfigError(f"config key '{key}': '{path}' is not a readable file")
-        try:  # loaded now, as the listener will: a key of another certificate, or not PEM
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_file, key_file)
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(
-                f"config keys 'server.tlsCertFile' / 'server.tlsKeyFile': '{cert_file}' and "
-                f"'{key_file}' are not a certificate chain and its private key ({exc})"
-            ) from None
-        return cls(cert_file, key_file)
 
 
 class ListenerSettings(Protocol):

@@ -3,18 +3,23 @@ mounted Secret provides them; a half-configured pair stops start-up naming the k
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_ADMIN
 from tests.integration.datastorage.dstools import datastorage_process
 from tests.support.services import ADMIN_TOKEN, ServiceProcess, alert, gateway_process, webhook
+
+PROM = "/api/v1/signals/prometheus"
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -215,3 +220,71 @@ def test_a_key_of_another_certificate_or_a_missing_ca_is_one_line(tmp_path: Path
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: config key 'datastorage.caFile'"), done.stderr
     assert "not a readable PEM CA bundle" in last and "Traceback" not in done.stderr
+
+
+def _served_pem(api_url: str) -> str:
+    """The certificate a new connection gets (no verification: the test compares it)."""
+    host, port = api_url.removeprefix("https://").split(":")
+    return ssl.get_server_certificate((host, int(port)), timeout=10)
+
+
+def _same_certificate(pem_a: str, pem_b: str) -> bool:
+    return ssl.PEM_cert_to_DER_cert(pem_a) == ssl.PEM_cert_to_DER_cert(pem_b)
+
+
+def _wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path, workers: int) -> None:
+    """cert-manager renews the Secret's pair in place: new connections get the new
+    certificate, connections already open keep working, and a pair that does not load (a
+    key of another certificate) is not taken. With 2 workers every worker takes it."""
+    live = tmp_path / "secret"
+    live.mkdir()
+    first_cert, first_key = self_signed(live)
+    env = {**tls_env(first_cert, first_key), "SIGNALGATE_SERVER__WORKERS": str(workers)}
+    gateway = on_https(gateway_process(tmp_path / "gw", env=env)).start()
+    try:
+        first_pem = first_cert.read_text()
+        trust_first = ssl.create_default_context(cafile=str(first_cert))
+        with gateway.client(verify=trust_first) as kept_open:
+            assert kept_open.post(PROM, json=webhook(alert(pod="renew-1"))).status_code == 201
+            renewed = tmp_path / "renewed"
+            renewed.mkdir()
+            new_cert, new_key = self_signed(renewed)
+            new_pem = new_cert.read_text()
+            os.replace(new_key, first_key)  # as a Secret's update: files swapped whole
+            os.replace(new_cert, first_cert)
+
+            def every_new_connection_is_renewed() -> bool:
+                # several connections: with 2 workers each may take any of them
+                return all(
+                    _same_certificate(_served_pem(gateway.api_url), new_pem) for _ in range(8)
+                )
+
+            _wait_until(every_new_connection_is_renewed, "the renewed pair was never served")
+            assert "TLS certificate reloaded" in gateway.output()
+            # the connection made before the renewal goes on with its handshake's certificate
+            assert kept_open.post(PROM, json=webhook(alert(pod="renew-1"))).status_code == 202
+
+        # a certificate written without its key: not taken, the last good pair served
+        other = tmp_path / "other"
+        other.mkdir()
+        stray_cert, _ = self_signed(other)
+        os.replace(stray_cert, first_cert)
+        _wait_until(
+            lambda: "TLS certificate not reloaded" in gateway.output(),
+            "a mismatched pair was not reported",
+        )
+        assert all(_same_certificate(_served_pem(gateway.api_url), new_pem) for _ in range(8))
+        assert not _same_certificate(first_pem, new_pem)
+        trust_new = ssl.create_default_context(cadata=new_pem)
+        with gateway.client(verify=trust_new) as fresh:  # verified against the renewed one
+            assert fresh.post(PROM, json=webhook(alert(pod="renew-2"))).status_code == 201
+    finally:
+        assert gateway.stop() == 0
