@@ -28,6 +28,12 @@ import orjson
 from signalgate.kube.config import KubeConfig
 
 TOKEN_REREAD_SECONDS = 60.0  # projected ServiceAccount tokens rotate; kubelet refreshes hourly
+# a call's whole deadline beyond its `timeout`: httpx's per-read deadline fires first and
+# marks a stalled connection broken; this one bounds the waits httpx does not (see KubeClient)
+CALL_DEADLINE_MARGIN = 1.0
+# a watch that hears nothing for this long is given up and started again (bookmarks come
+# about once a minute from the API server's watch cache)
+WATCH_SILENCE = 90.0
 
 
 class KubeError(Exception):
@@ -42,6 +48,11 @@ class KubeError(Exception):
 
 class KubeUnavailable(KubeError):
     """The API server cannot answer now (unreachable, timed out, overloaded)."""
+
+
+class WatchSilent(KubeUnavailable):
+    """A watch heard nothing, not even a bookmark, for `WATCH_SILENCE` seconds: its
+    connection is likely stalled; watching again from the last version seen loses nothing."""
 
 
 class KubeNotFound(KubeError):
@@ -77,7 +88,18 @@ def _error(status: int, body: bytes) -> KubeError:
 
 
 class KubeClient:
-    """One connection pool to one API server."""
+    """One connection pool to one API server, for calls; each watch has a connection of its
+    own.
+
+    A call is bounded as a whole (`timeout`, plus a second for httpx's own deadlines to fire
+    first), not only per read: on an HTTP/2 connection one stream reads the socket at a time
+    and the others wait for it with no deadline. When the watch shared the calls' connection
+    and the API server stopped answering without closing it (a hung process, a node gone
+    without a reset), every call waited behind the watch's read deadline, 330 s: signals
+    got no answer and nothing failed over to a working API server (an outside check). A
+    call that times out marks its connection broken (httpcore), so the next one opens a new
+    connection, through the Service to an API server that answers.
+    """
 
     def __init__(
         self, config: KubeConfig, timeout: float = 10.0, max_connections: int = 64
@@ -137,10 +159,11 @@ class KubeClient:
         content = None if body is None else orjson.dumps(body)
         headers = await self._headers(accept, content_type if content is not None else None)
         try:
-            answer = await self._http.request(
-                method, path, params=params, content=content, headers=headers
-            )
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(self.timeout + CALL_DEADLINE_MARGIN):
+                answer = await self._http.request(
+                    method, path, params=params, content=content, headers=headers
+                )
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise KubeUnavailable(0, "Timeout", f"{method} {path}: timed out") from exc
         except httpx.TransportError as exc:
             raise KubeUnavailable(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
@@ -152,18 +175,25 @@ class KubeClient:
     async def watch(
         self, path: str, *, params: Mapping[str, str], timeout_seconds: int = 300
     ) -> AsyncIterator[dict[str, Any]]:
-        """The events of a watch (`{"type", "object"}`), until the server ends it."""
+        """The events of a watch (`{"type", "object"}`), until the server ends it. Bookmarks
+        are asked for, so a watch hears from a working API server at least every minute (its
+        watch cache sends one a minute): silence for `WATCH_SILENCE` seconds is
+        `WatchSilent`. The watch has a connection of its own, closed with it, so a stalled
+        one is not kept, and no call waits behind its long read."""
         query = dict(params) | {
             "watch": "true",
             "timeoutSeconds": str(timeout_seconds),
             "allowWatchBookmarks": "true",
         }
         headers = await self._headers("application/json", None)
-        timeout = httpx.Timeout(self.timeout, read=timeout_seconds + 30)
+        timeout = httpx.Timeout(self.timeout, read=WATCH_SILENCE)
         try:
-            async with self._http.stream(
-                "GET", path, params=query, headers=headers, timeout=timeout
-            ) as answer:
+            async with (
+                httpx.AsyncClient(
+                    base_url=self.config.server, verify=self.config.ssl_context()
+                ) as http,
+                http.stream("GET", path, params=query, headers=headers, timeout=timeout) as answer,
+            ):
                 if answer.status_code >= 300:
                     raise _error(answer.status_code, await answer.aread())
                 async for line in answer.aiter_lines():
@@ -171,6 +201,10 @@ class KubeClient:
                         event = orjson.loads(line)
                         if isinstance(event, dict):
                             yield event
+        except httpx.ReadTimeout as exc:
+            raise WatchSilent(
+                0, "Timeout", f"watch {path}: nothing for {WATCH_SILENCE:g}s"
+            ) from exc
         except httpx.TimeoutException as exc:
             raise KubeUnavailable(0, "Timeout", f"watch {path}: timed out") from exc
         except httpx.TransportError as exc:

@@ -44,6 +44,7 @@ from signalgate.kube.client import (
     KubeError,
     KubeNotFound,
     KubeUnavailable,
+    WatchSilent,
 )
 from signalgate.remediation.model import (
     API_VERSION,
@@ -86,6 +87,10 @@ _OWNED_STATUS = frozenset({"overallPhase", "deduplication", "message"})
 
 # how long after a call found the API server unreachable lists read it instead of the cache
 CACHE_DOUBTED_FOR = 30.0
+# a watch request younger than this is not started again for a call's failure: it is
+# already on a new connection, and failing calls would otherwise restart it as fast as
+# they fail during an outage
+WATCH_SETTLE = 5.0
 # how many deletions the cache remembers, so a late read cannot bring a deleted RR back
 REMEMBERED_DELETIONS = 4096
 
@@ -195,6 +200,9 @@ class KubernetesStore:
         self._queues: dict[str, list[_Change]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._stream: asyncio.Task[str] | None = None  # the watch's current request
+        self._stream_since = 0.0  # when it started (loop time)
+        self._followed = ""  # the last resourceVersion the watch delivered
         self._synced = asyncio.Event()
         # when a call last found the API server unreachable: the watch may be stalled then
         # (not broken yet), so lists read the API server for a while (`CACHE_DOUBTED_FOR`)
@@ -229,7 +237,15 @@ class KubernetesStore:
         await cancel_and_wait(watcher, *self._writers.values())
 
     async def ping(self) -> None:
-        await self._call("GET", self._collection, params={"limit": "1"})
+        try:
+            await self._call("GET", self._collection, params={"limit": "1"})
+        except asyncio.CancelledError:
+            # the readiness probe's deadline (2 s) is shorter than the client's: a ping it
+            # gave up on found the API server too slow, and lists must not trust the watch
+            # (the probe is what notices a stall when no signal comes; an outside check
+            # listed deleted RRs as active 28 s into one)
+            self._doubt()
+            raise
 
     # --- the cache ------------------------------------------------------------------------
 
@@ -255,30 +271,30 @@ class KubernetesStore:
                 self._deleted(rr.name, version)
 
     async def _watch(self, version: str) -> None:
-        """Keep the cache fed; on any break, relist and watch again (with a short backoff)."""
+        """Keep the cache fed; on any break, relist and watch again (with a short backoff).
+        A watch that went silent, or that a call's failure put in doubt (`_doubt`), is
+        started again from the last version it delivered, on a new connection: a stalled
+        connection is not a broken watch until its read times out, and a restarted watch
+        replays what it missed (or says 410, and the namespace is listed again)."""
         delay = 0.2
         while True:
+            self._stream = asyncio.create_task(self._follow(version), name="rr-watch-stream")
+            self._stream_since, started_at = asyncio.get_running_loop().time(), version
             try:
-                async for event in self.client.watch(
-                    self._collection,
-                    params={"resourceVersion": version},
-                    timeout_seconds=self.watch_timeout,
-                ):
-                    kind = event.get("type")
-                    obj = event.get("object") or {}
-                    if kind == "ERROR":
-                        raise KubeError(int(obj.get("code", 500)), "WatchError", str(obj))
-                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                    if kind in ("ADDED", "MODIFIED"):
-                        self._remember(from_object(obj))
-                    elif kind == "DELETED":
-                        self._deleted(obj["metadata"]["name"], version)
-                    delay = 0.2
+                version = await self._stream
             except asyncio.CancelledError:
-                raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the store closes
+                version = self._followed  # doubted: watch again where it was
+            except WatchSilent as exc:
+                log.info("RR watch silent; watching again", extra={"error": str(exc)})
+                version = self._followed
             except (KubeError, ValueError, KeyError) as exc:
                 log.warning("RR watch broke; relisting", extra={"error": str(exc)})
                 self._synced.clear()  # lists go to the API server until the cache is whole
+                if self._followed != started_at:  # it had been delivering: not a loop of breaks
+                    delay = 0.2
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 try:
@@ -286,6 +302,40 @@ class KubernetesStore:
                 except KubeError:
                     continue
                 self._synced.set()
+            else:
+                delay = 0.2
+
+    async def _follow(self, version: str) -> str:
+        """One watch request from `version` until the server ends it; the last version it
+        delivered (also in `_followed`, for a watch cancelled midway)."""
+        self._followed = version
+        async for event in self.client.watch(
+            self._collection,
+            params={"resourceVersion": version},
+            timeout_seconds=self.watch_timeout,
+        ):
+            kind = event.get("type")
+            obj = event.get("object") or {}
+            if kind == "ERROR":
+                raise KubeError(int(obj.get("code", 500)), "WatchError", str(obj))
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+            if kind in ("ADDED", "MODIFIED"):
+                self._remember(from_object(obj))
+            elif kind == "DELETED":
+                self._deleted(obj["metadata"]["name"], version)
+            self._followed = version
+        return version
+
+    def _doubt(self) -> None:
+        """A call found the API server unreachable or too slow: lists read it instead of the
+        cache for a while (`CACHE_DOUBTED_FOR`), and the watch starts again on a new
+        connection (its own may be the stalled one, heard from again only when its read
+        times out)."""
+        now = asyncio.get_running_loop().time()
+        self._unreachable_at = now
+        stream = self._stream
+        if stream is not None and not stream.done() and now - self._stream_since > WATCH_SETTLE:
+            stream.cancel()
 
     def _remember(self, rr: RemediationRequest) -> RemediationRequest:
         """Cache `rr` unless the cache already holds a newer version of it, or saw it
@@ -346,7 +396,7 @@ class KubernetesStore:
         try:
             return await self.client.request(method, path, **kwargs)
         except KubeUnavailable as exc:
-            self._unreachable_at = asyncio.get_running_loop().time()
+            self._doubt()
             raise StoreUnavailable(f"{self!r}: {exc}") from exc
         except (KubeNotFound, KubeAlreadyExists, KubeConflict):
             raise  # the callers' to decide
