@@ -155,6 +155,49 @@ async def test_restart_while_idle_leaves_no_stale_connections(own_server: Postgr
         await store.close()
 
 
+@pytest.mark.slow
+async def test_a_fast_restart_under_load_is_only_ever_unavailable(
+    own_server: PostgresServer,
+) -> None:
+    """PostgreSQL's shutdown notice reaching connections idle in the pool left them in a
+    state their next query failed with asyncpg's InternalClientError ("cannot switch to
+    state 12"): a 500 and a traceback instead of a 503 (an outside check, every restart)."""
+    dsn = await asyncio.to_thread(own_server.create_database, "rr")
+    store = PostgresRemediationStore(dsn, **FAST)
+    await store.open()
+    outcomes: dict[str, int] = {}
+    running = True
+
+    async def sender(i: int) -> None:
+        n = 0
+        while running:
+            n += 1
+            try:
+                await store.record_firing(make_rr(f"r{i}-{n % 20}", at=later(n)), later(n))
+                outcome = "stored"
+            except StoreUnavailable:
+                outcome = "unavailable"
+                await asyncio.sleep(0.05)
+            except Exception as exc:  # what the test is about
+                outcome = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(0.05)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    senders = [asyncio.create_task(sender(i)) for i in range(8)]
+    try:
+        for _ in range(3):
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(own_server.stop)  # SIGINT: PostgreSQL's fast shutdown
+            await asyncio.to_thread(own_server.start)
+        await asyncio.sleep(1.0)
+    finally:
+        running = False
+        await asyncio.gather(*senders)
+        await store.close()
+    assert set(outcomes) <= {"stored", "unavailable"}, outcomes
+    assert outcomes.get("stored", 0) > 0
+
+
 def _rows_read(plan: dict[str, Any]) -> int:
     """Rows a plan read from the RR table: returned plus filtered out, over all loops."""
     own = 0

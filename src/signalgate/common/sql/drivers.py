@@ -19,6 +19,10 @@ PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,  # pool acquire, connect or command timeout
     asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError included
     asyncpg.InterfaceError,  # connection closed under us, pool closing
+    # a pooled connection that got the server's shutdown notice while idle is left in a
+    # protocol state its next query cannot leave ("cannot switch to state 12"): a fast
+    # restart of PostgreSQL under load answered a few requests 500 with a traceback
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby after failover
