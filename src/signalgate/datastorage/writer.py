@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from signalgate.common.logging import SampledLog
 from signalgate.datastorage.dlq import DeadLetterQueue
 from signalgate.datastorage.errors import (
     Conflict,
@@ -38,6 +39,7 @@ from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.store import AuditStore, WriteResult
 
 log = logging.getLogger(__name__)
+queued_log = SampledLog(log)
 
 
 class Written(enum.Enum):
@@ -157,9 +159,11 @@ class AuditWriter:
             raise EventsLost(count) from queue_error
         self._failed.pop("dead_letter_queue", None)
         self._metrics.writes.labels("dead_lettered").inc(count)
-        log.warning(
+        queued_log.log(  # one line per batch during an outage was megabytes an hour
+            logging.WARNING,
+            "queued",
             "database unavailable: events queued for replay",
-            extra={"count": count, "error": str(store_error)},
+            {"count": count, "error": str(store_error)},
         )
         return WriteOutcome(Written.QUEUED, count)
 

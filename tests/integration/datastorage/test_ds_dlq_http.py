@@ -138,3 +138,19 @@ def test_unknown_parent_while_the_redis_queue_is_down_is_503_not_400(
             assert "dead-letter queue" in answer.json()["detail"]
     finally:
         process.stop()
+
+
+def test_an_outage_logs_its_queued_batches_once_in_a_while_not_each(
+    datastorage: ServiceProcess, private_postgres: PostgresServer
+) -> None:
+    """One warning per queued batch was megabytes of log an hour during an outage (an
+    outside soak check): one line per interval, the next saying how many were held back."""
+    with datastorage.client(ADMIN_TOKEN) as client:
+        private_postgres.stop()
+        for _ in range(6):
+            event = event_body(f"rr-{uuid.uuid4().hex[:8]}")
+            assert client.post(EVENTS, json=event).status_code == 202
+    lines = [
+        line for line in datastorage.output().splitlines() if "events queued for replay" in line
+    ]
+    assert len(lines) == 1, lines
