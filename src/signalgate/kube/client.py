@@ -31,8 +31,8 @@ TOKEN_REREAD_SECONDS = 60.0  # projected ServiceAccount tokens rotate; kubelet r
 # a call's whole deadline beyond its `timeout`: httpx's per-read deadline fires first and
 # marks a stalled connection broken; this one bounds the waits httpx does not (see KubeClient)
 CALL_DEADLINE_MARGIN = 1.0
-# a watch that hears nothing for this long is given up and started again (bookmarks come
-# about once a minute from the API server's watch cache)
+# a watch that hears nothing for this long is given up and started again from the last
+# version it saw: what a stalled connection costs a watch no call put in doubt
 WATCH_SILENCE = 90.0
 
 
@@ -175,11 +175,11 @@ class KubeClient:
     async def watch(
         self, path: str, *, params: Mapping[str, str], timeout_seconds: int = 300
     ) -> AsyncIterator[dict[str, Any]]:
-        """The events of a watch (`{"type", "object"}`), until the server ends it. Bookmarks
-        are asked for, so a watch hears from a working API server at least every minute (its
-        watch cache sends one a minute): silence for `WATCH_SILENCE` seconds is
-        `WatchSilent`. The watch has a connection of its own, closed with it, so a stalled
-        one is not kept, and no call waits behind its long read."""
+        """The events of a watch (`{"type", "object"}`), until the server ends it. Silence for
+        `WATCH_SILENCE` seconds is `WatchSilent`: a stalled connection says nothing, and a
+        quiet namespace's watch is cheap to open again (bookmarks, asked for, come only when
+        the API server's version moved). The watch has a connection of its own, closed with
+        it, so a stalled one is not kept, and no call waits behind its long read."""
         query = dict(params) | {
             "watch": "true",
             "timeoutSeconds": str(timeout_seconds),
