@@ -1,6 +1,6 @@
 """Cost of one dead-letter poll when a long outage left many letters waiting for later.
 
-    python bench/dlq.py [--sizes 10000,100000] [--due 5] [--limit 500]
+    python bench/dlq.py [--sizes 10000,100000] [--due 5] [--limit 500] [--queue redis,file]
 
 For each size N, fills `audit:dlq` on a private redis-server (system binary, e2ecov recipe)
 with N letters due in an hour plus a few due now, then times one poll `due(now, limit)` two
@@ -8,6 +8,11 @@ ways, side by side: the full scan of the previous version (XRANGE from the start
 due — reproduced below as the baseline) and `RedisDeadLetterQueue.due` (the due-time index).
 Also prints what the index costs elsewhere: queueing a batch of 500, and indexing on `open()`
 a stream of N letters an earlier version wrote without one.
+
+The file queue (the default without Redis), with the same N: one poll with nothing due (the
+replay worker's poll between retries, and its depth gauge), as the previous version made it
+(the whole file read and parsed: reproduced as the baseline) and from the queue's mirror, and
+the first poll after another process changed the file (which reads it again).
 """
 
 from __future__ import annotations
@@ -15,19 +20,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
 from e2ecov.recipes import RedisServer
-from signalgate.datastorage.dlq import STREAM, RedisDeadLetterQueue
+from signalgate.datastorage.dlq import STREAM, FileDeadLetterQueue, RedisDeadLetterQueue
 from signalgate.datastorage.dlq.redis_streams import DUE_INDEX, EVENT_INDEX
 from signalgate.datastorage.events import AuditEvent, validate_event
 
@@ -166,14 +173,62 @@ async def run(sizes: list[int], due_now: int, limit: int) -> None:
         server.cleanup()
 
 
+async def run_file(sizes: list[int], limit: int) -> None:
+    event = template()
+    print(
+        f"one poll of the file queue due(now, limit={limit}) and its depth, N letters not due "
+        "for an hour (median):"
+    )
+    print(
+        f"  {'N':>9}   {'file size':>9}   {'whole file read (before)':>24}   "
+        f"{'mirror (now)':>12}   {'after another process wrote':>27}"
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        for size in sizes:
+            path = Path(directory) / f"dlq-{size}.jsonl"
+            queue = FileDeadLetterQueue(path)
+            await queue.open()
+            later = time.time() + 3600
+            for offset in range(0, size, PUT_BATCH):
+                await queue.put(copies(event, min(PUT_BATCH, size - offset)), due=later)
+
+            async def whole_read(queue: FileDeadLetterQueue = queue) -> int:
+                queue._mirror = None  # what every poll did before
+                found = len(await queue.due(time.time(), limit))
+                queue._mirror = None
+                return found + await queue.depth()
+
+            async def mirrored(queue: FileDeadLetterQueue = queue) -> int:
+                return len(await queue.due(time.time(), limit)) + await queue.depth()
+
+            before, _ = await median_ms(whole_read, 5)
+            now, _ = await median_ms(mirrored, 50)
+            other, took = FileDeadLetterQueue(path), []
+            for _ in range(5):  # another process queues one letter; the next poll, timed
+                await other.put(copies(event, 1), due=later)
+                started = time.perf_counter()
+                await queue.due(time.time(), limit)
+                took.append(time.perf_counter() - started)
+            changed = statistics.median(took) * 1000
+            print(
+                f"  {size:>9,}   {path.stat().st_size / 2**20:>6.1f} MB   {before:>21.2f} ms   "
+                f"{now:>9.3f} ms   {changed:>24.2f} ms"
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated N")
     parser.add_argument("--due", type=int, default=5, help="letters due now")
     parser.add_argument("--limit", type=int, default=500, help="letters per poll")
+    parser.add_argument("--queue", default="redis,file", help="which queues: redis, file")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
-    asyncio.run(run(sizes, args.due, args.limit))
+    queues = args.queue.split(",")
+    if "redis" in queues:
+        asyncio.run(run(sizes, args.due, args.limit))
+    if "file" in queues:
+        asyncio.run(run_file(sizes, args.limit))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Files a running service reads again when they change: the tokens file, the TLS pair.
+"""Files a running service reads again when they change: the tokens file, the TLS pair (and
+DataStorage's dead-letter file, read again only when another process changed it).
 
 Both come from files an operator edits or Kubernetes updates (a mounted Secret), and both
 must be taken without a restart that would refuse signals meanwhile. A change is taken only
@@ -10,6 +11,7 @@ them at once.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 Signature = tuple[int, int, int, int] | None
@@ -19,9 +21,13 @@ def signature(path: Path) -> Signature:
     """What tells a changed file: its inode, size and change times (None: unreadable).
     A mounted Secret's update swaps a symlink, which `stat` follows."""
     try:
-        found = path.stat()
+        return signature_of(path.stat())
     except OSError:
         return None
+
+
+def signature_of(found: os.stat_result) -> Signature:
+    """`signature` of a file already `stat`ed (`os.fstat` of an open descriptor)."""
     return (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
