@@ -47,9 +47,12 @@ the connection lives. A connection whose buffer stays over its high-water mark f
 from __future__ import annotations
 
 import asyncio
+import re
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -76,6 +79,9 @@ HEAD_TIMEOUT = 10.0
 # 1 - 2 KiB. An unfinished head is checked per read (so it is held to one read, up to
 # 256 KiB, past it); a finished one exactly.
 MAX_HEAD_BYTES = 64 * 1024
+# an RFC 9110 token: what a method may be
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+MAX_METHOD_SHOWN = 32
 # after refusing a head, what the client still sends is read and dropped this long before the
 # connection is closed: closing with unread bytes makes the kernel reset the connection, and
 # a client still sending could lose the answer (a "lingering close", as nginx and Go do)
@@ -214,6 +220,10 @@ class CoalescingTransport(asyncio.Transport):
 MAX_CONNECTIONS = 2048
 
 
+class _Nothing:
+    """A parser's callbacks, none: only whether a request line parses is asked."""
+
+
 class ServiceHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a `CoalescingTransport`, with a deadline and a size
     bound for each request's head and a bound on stalled answers (uvicorn.Config's `http`;
@@ -231,6 +241,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _head_done = False  # a head was completed during the read being parsed
     _refused = False  # answered here (400, 431): what still arrives is dropped until the close
     _read_bytes = 0  # the size of the read being parsed
+    _read = b""  # the read being parsed (a refused method is named from it)
     _head_too_large = False  # a finished head over MAX_HEAD_BYTES: the parser was stopped
     write_stall_timeout: ClassVar[float] = WRITE_STALL_TIMEOUT
     _stall_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
@@ -280,6 +291,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             return
         self._head_done = False
         self._read_bytes = len(data)
+        self._read = data
         super().data_received(data)
         if self._refused:  # answered already (malformed: uvicorn called send_400_response)
             return
@@ -372,8 +384,30 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         if self._head_too_large:
             self._refuse_head()
             return
+        if method := self._unknown_method():
+            # RFC 9110: a method the server does not recognise is 501, not a malformed request
+            detail = f"the method {method!r} is not one this service implements"
+            self._answer_and_close(501, "not-implemented", detail)
+            return
         detail = "the request is not valid HTTP/1.1 (its request line, headers or framing)"
         self._answer_and_close(400, "validation-error", detail)
+
+    def _unknown_method(self) -> str | None:
+        """The method of a request the parser stopped at its method (send_400_response runs
+        inside uvicorn's `except` for the parser's error): a well-formed token it does not
+        know (`MFOO`), not garbage (`G@T`). Read at the start of the read that failed, where
+        a request line begins unless several requests came in one read: then it is the
+        first one's, a method the parser knows, and the answer stays 400."""
+        if not isinstance(sys.exc_info()[1], httptools.HttpParserInvalidMethodError):
+            return None
+        token = self._read.lstrip(b"\r\n").split(b" ", 1)[0]
+        if not _TOKEN.fullmatch(token) or len(token) > MAX_METHOD_SHOWN:
+            return None
+        try:  # the parser knows this method: another request of the read failed
+            httptools.HttpRequestParser(_Nothing()).feed_data(token + b" / HTTP/1.1\r\n\r\n")
+        except httptools.HttpParserInvalidMethodError:
+            return token.decode("ascii")
+        return None
 
     def _refuse_head(self) -> None:
         """431 with a problem document, then a lingering close: the rest of the head is
