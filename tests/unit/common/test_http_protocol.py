@@ -411,6 +411,17 @@ async def test_an_answer_the_client_does_not_read_is_dropped(
         writer.close()
 
 
+async def exchange(request_bytes: bytes) -> bytes:
+    """What a served app answers to `request_bytes` sent as they are, until it closes."""
+    async with serving() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request_bytes)
+        await writer.drain()
+        answer = await read_all(reader)
+        writer.close()
+    return answer
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -422,12 +433,7 @@ async def test_an_answer_the_client_does_not_read_is_dropped(
     ids=["not http/1.1", "bad header name", "length and chunked"],
 )
 async def test_malformed_http_gets_a_problem_document(request_bytes: bytes) -> None:
-    async with serving() as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(request_bytes)
-        await writer.drain()
-        answer = await read_all(reader)
-        writer.close()
+    answer = await exchange(request_bytes)
     document = problem_answer(answer, 400, "Bad Request")
     assert document["type"].endswith("/validation-error")
     assert "not valid HTTP/1.1" in document["detail"]
@@ -448,12 +454,7 @@ async def test_an_unknown_method_is_501_and_garbage_400(request_bytes: bytes, st
     method it does not know, and this was answered 400 "not valid HTTP/1.1" (an outside
     check: `MFOO` 400 where `PROPFIND` got 405). Which request of a read failed is not known
     when several came in it: the first is named, and as the parser knew it, 400 stays."""
-    async with serving() as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(request_bytes)
-        await writer.drain()
-        answer = await read_all(reader)
-        writer.close()
+    answer = await exchange(request_bytes)
     if status == 501:
         document = problem_answer(answer, 501, "Not Implemented")
         assert document["type"].endswith("/not-implemented")
