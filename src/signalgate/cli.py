@@ -23,6 +23,7 @@ import httpx
 from signalgate.common.auth import ADMIN_TOKEN_FILE, hash_token, write_new_token
 from signalgate.common.cli import EXIT_CONFIG, command_line, keep_files_private
 from signalgate.common.config import ConfigError, split_listen
+from signalgate.common.credential_files import read_own, write_private
 from signalgate.common.directories import writable_directory
 from signalgate.common.listeners import bind_problem
 
@@ -45,13 +46,8 @@ class Component:
 def _admin_token(data_dir: Path) -> tuple[str, Path]:
     """One admin token for every service, made on first start (mode 0600)."""
     path = data_dir / ADMIN_TOKEN_FILE
-    if path.exists():
-        try:
-            return path.read_text().strip(), path
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"the admin token '{path}' cannot be read ({exc}); remove it to make a new one"
-            ) from None
+    if path.is_symlink() or path.exists():
+        return read_own(path, "the admin token").strip(), path
     return write_new_token(path), path
 
 
@@ -109,9 +105,10 @@ def _start(component: Component, data_dir: Path, token: str) -> None:
     service_dir = data_dir / component.name
     service_dir.mkdir(parents=True, exist_ok=True)
     tokens = service_dir / "tokens"
-    tokens.write_text(
+    write_private(
+        tokens,
         "# written by `signalgate up`: the admin token's hash and scopes\n"
-        f"{hash_token(token)} {','.join(component.scopes)}\n"
+        f"{hash_token(token)} {','.join(component.scopes)}\n",
     )
     env = {
         **os.environ,

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from signalgate.common.config import ConfigError
+from signalgate.common.credential_files import read_own, write_private
 from signalgate.common.file_watch import FileWatch
 from signalgate.common.problems import Problem
 
@@ -216,11 +216,12 @@ def ensure_admin_token(data_dir: Path, scopes: Iterable[str]) -> tuple[Path, Pat
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     tokens_path = data_dir / TOKENS_FILE
-    if tokens_path.exists():
+    if tokens_path.is_symlink() or tokens_path.exists():
+        read_own(tokens_path, "the generated tokens file")  # made by this service, or refused
         return tokens_path, None
     token_path = data_dir / ADMIN_TOKEN_FILE
     token = write_new_token(token_path)
-    _write_private(
+    write_private(
         tokens_path,
         "# generated on first start: sha256 of the admin token, then its scopes\n"
         f"{hash_token(token)} {','.join(scopes)}\n",
@@ -232,14 +233,8 @@ def ensure_admin_token(data_dir: Path, scopes: Iterable[str]) -> tuple[Path, Pat
 def write_new_token(path: Path) -> str:
     """Make a random token, write it to `path` readable by the owner only, and return it."""
     token = secrets.token_urlsafe(32)
-    _write_private(path, token + "\n")
+    write_private(path, token + "\n")
     return token
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 def authenticator_for(

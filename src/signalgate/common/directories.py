@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import tempfile
 from pathlib import Path
 from stat import S_ISLNK
 
 from signalgate.common.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 # a write refused for want of room (blocks or inodes) or for a quota
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -62,7 +65,13 @@ def _private(path: Path) -> None:
     Closing it is the moment an older release's tree is met, so what it holds is made the
     user's alone too (once: a closed directory is not walked again), and a backup copied
     out of it later keeps no mode that lets others read an alert's payload or a token."""
-    mode = path.stat().st_mode & 0o777
+    found = path.stat()
+    if found.st_uid not in (os.geteuid(), 0):
+        log.warning(
+            "the data directory belongs to another user, who can change what is stored there",
+            extra={"path": str(path), "owner_uid": found.st_uid, "uid": os.geteuid()},
+        )
+    mode = found.st_mode & 0o777
     if mode & 0o077:
         with contextlib.suppress(PermissionError):
             path.chmod(mode & 0o700)
