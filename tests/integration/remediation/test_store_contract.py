@@ -452,7 +452,15 @@ async def test_cursor_from_an_rr_that_is_not_stored_still_works(store: Remediati
 
 @pytest.mark.parametrize(
     "cursor",
-    ["", "not-a-cursor", "!!!", encode_cursor(T0, "x")[:-3] + "%%%", "MjAyNnxuYW1l"],
+    [
+        "",
+        "not-a-cursor",
+        "!!!",
+        encode_cursor(T0, "x")[:-3] + "%%%",
+        "MjAyNnxuYW1l",
+        encode_cursor(T0, "a\x00b"),  # a NUL: PostgreSQL refused the statement (a 500)
+        encode_cursor(T0, "' OR 1=1--"),
+    ],
 )
 async def test_invalid_cursor_is_refused(store: RemediationStore, cursor: str) -> None:
     with pytest.raises(InvalidCursor):
