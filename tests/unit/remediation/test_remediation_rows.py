@@ -100,17 +100,21 @@ def test_clamp_limit(limit: int, clamped: int) -> None:
 
 
 def test_list_sql_binds_every_value() -> None:
-    cursor = encode_cursor(NOW, "rr-x'; DROP TABLE x; --")
+    cursor = encode_cursor(NOW, "rr-x")
+    hostile = "P'; DROP TABLE x; --"
     plan = rows.list_sql(
-        ListQuery(fingerprint="f", phase="P", namespace="n", active=True, limit=7, cursor=cursor),
+        ListQuery(
+            fingerprint="f", phase=hostile, namespace="n", active=True, limit=7, cursor=cursor
+        ),
         lambda i: f"${i}",
         format_time,
     )
     assert "DROP" not in plan.sql
-    assert plan.params == ("f", "P", "n", True, format_time(NOW), "rr-x'; DROP TABLE x; --", 8)
+    assert plan.params == ("f", hostile, "n", True, format_time(NOW), "rr-x", 8)
     assert plan.limit == 7
-    with pytest.raises(InvalidCursor):
-        rows.list_sql(ListQuery(cursor="garbage"), lambda i: "?", format_time)
+    for refused in ("garbage", encode_cursor(NOW, "rr-x'; DROP TABLE x; --")):
+        with pytest.raises(InvalidCursor):  # a cursor's name is an object name, or refused
+            rows.list_sql(ListQuery(cursor=refused), lambda i: "?", format_time)
 
 
 def test_statements_split_on_complete_sql_only() -> None:
