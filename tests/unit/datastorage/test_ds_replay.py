@@ -22,15 +22,17 @@ from signalgate.datastorage.store import AuditQuery, QueryPage, WriteResult
 
 
 class FlakyStore:
-    """Stores by id; fails while `down`; refuses ids listed in `conflicting`."""
+    """Stores by id; fails while `down` (pings too); refuses ids listed in `conflicting`;
+    with `writes_fail`, writes fail while pings answer (a statement that times out)."""
 
     def __init__(self) -> None:
         self.down = True
+        self.writes_fail = False
         self.rows: dict[str, bytes] = {}
         self.conflicting: set[str] = set()
 
     async def write(self, events: Sequence[AuditEvent]) -> WriteResult:
-        if self.down:
+        if self.down or self.writes_fail:
             raise StoreUnavailable("down")
         bad = {i: e.event_id for i, e in enumerate(events) if e.event_id in self.conflicting}
         if bad:
@@ -42,7 +44,10 @@ class FlakyStore:
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def ping(self) -> None: ...
+    async def ping(self) -> None:
+        if self.down:
+            raise StoreUnavailable("down")
+
     async def query(self, query: AuditQuery) -> QueryPage:
         return QueryPage([], 0)
 
@@ -80,7 +85,7 @@ async def test_file_queue_replays_with_backoff_and_keeps_ids(tmp_path: Path) -> 
     await queue.put(written, due=time.time())
     assert await queue.depth() == 3
     report = await worker.run_once()
-    assert (report.replayed, report.rescheduled) == (0, 3)
+    assert (report.replayed, report.rescheduled, report.deferred) == (0, 0, True)
     store.down = False
     report = await worker.run_once()
     assert report.replayed == 3
@@ -96,18 +101,47 @@ async def test_letters_die_after_the_last_attempt_and_conflicts_at_once(tmp_path
     metrics = DataStorageMetrics(CollectorRegistry())
     worker = ReplayWorker(queue, store, [0.0, 0.0], metrics)  # type: ignore[arg-type]
     await queue.put(events(2), due=time.time())
+    store.down, store.writes_fail = False, True  # the database answers; the batch fails
     await worker.run_once()
     report = await worker.run_once()
     assert report.dead == 2
     assert await queue.depth() == 0
     assert len(await queue.dead()) == 2
-    store.down = False
+    store.writes_fail = False
     doomed, fine = events(2)
     store.conflicting = {doomed.event_id}
     await queue.put([doomed, fine], due=time.time())
     report = await worker.run_once()
     assert (report.replayed, report.dead) == (1, 1)
     assert metrics.dlq_dead._value.get() == 3
+
+
+async def test_an_outage_of_any_length_uses_no_attempt_and_replays_once_it_ends(
+    tmp_path: Path,
+) -> None:
+    """With a test's short schedule a 26 s outage buried acknowledged events, and with the
+    default one they waited hours after the database was back (an outside check)."""
+    queue = FileDeadLetterQueue(tmp_path / "dlq.jsonl")
+    await queue.open()
+    store = FlakyStore()
+    worker = ReplayWorker(queue, store, [0.0, 0.0], DataStorageMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    written = events(3)
+    await queue.put(written, due=time.time())
+    before = (
+        queue.path.stat().st_mtime_ns,
+        [(ltr.attempts, ltr.due) for ltr in await queue.due(None, 10)],
+    )
+    for _ in range(10):  # ten polls of an outage longer than the whole schedule
+        report = await worker.run_once()
+        assert report.deferred and not (report.rescheduled or report.dead)
+    after = (
+        queue.path.stat().st_mtime_ns,
+        [(ltr.attempts, ltr.due) for ltr in await queue.due(None, 10)],
+    )
+    assert after == before  # the queue as it was: nothing rewritten, no attempt used
+    store.down = False
+    assert (await worker.run_once()).replayed == 3  # at once, not after a backoff
+    assert set(store.rows) == {e.event_id for e in written}
 
 
 async def test_not_due_letters_wait_unless_draining(tmp_path: Path) -> None:

@@ -26,12 +26,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class ReplayReport:
     """What one pass did. `waiting` letters were put back, attempts unchanged, to follow
-    parents that are not due yet; `rescheduled` ones used up an attempt."""
+    parents that are not due yet; `rescheduled` ones used up an attempt; `deferred`: the
+    database is down, and the pass left the queue as it was."""
 
     replayed: int = 0
     rescheduled: int = 0
     dead: int = 0
     waiting: int = 0
+    deferred: bool = False
 
     @property
     def busy(self) -> bool:
@@ -50,6 +52,14 @@ class ReplayWorker:
     before the parent is due, it waits for the parent's due time without using an attempt.
     Otherwise (the parent is not queued, or due and still not stored, as in a cycle of
     parents) it uses an attempt like any failure, so it is buried in the end.
+
+    A database that is down is no letter's failure: the pass ends and leaves the queue as it
+    was (no attempt used, nothing rewritten), and the next polls only ping the database
+    until it answers, then replay what is due at once. Counting the outage as attempts
+    buried acknowledged events after an outage longer than the schedule (a 26 s one with a
+    test's 1 s, 2 s, 5 s), kept them waiting hours after the database was back, and
+    rewrote the whole queue file on every poll (an outside check). A batch that fails while
+    the database answers pings (a statement timing out on it) still uses attempts.
     """
 
     def __init__(
@@ -70,6 +80,7 @@ class ReplayWorker:
         self._batch = batch_size
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._deferred = False  # the last pass found the database down
 
     async def start(self) -> None:
         self._stopping.clear()
@@ -114,8 +125,14 @@ class ReplayWorker:
 
     async def run_once(self, *, ignore_schedule: bool = False) -> ReplayReport:
         now = time.time()
-        letters = await self._dlq.due(None if ignore_schedule else now, self._batch)
         report = ReplayReport()
+        if self._deferred:
+            if await self._database_down():
+                report.deferred = True
+                return report
+            self._deferred = False
+            log.info("replay resumed: the database answers")
+        letters = await self._dlq.due(None if ignore_schedule else now, self._batch)
         if not letters:
             return report
         events: list[tuple[Letter, AuditEvent]] = []
@@ -130,8 +147,7 @@ class ReplayWorker:
         try:
             await self._store.write([event for _, event in events])
         except StoreUnavailable as exc:
-            log.info("replay deferred: store unavailable", extra={"error": str(exc)})
-            await self._retry_later([letter for letter, _ in events], now, report)
+            await self._unavailable([letter for letter, _ in events], now, report, exc)
             return report
         except (Conflict, MissingParent):
             await self._one_by_one(events, now, report)
@@ -154,6 +170,8 @@ class ReplayWorker:
             replayed = report.replayed
             orphans = []
             for letter, event in pending:
+                if report.deferred:
+                    return
                 parents = await self._replay_one(letter, event, now, report)
                 if parents:
                     orphans.append((letter, event, parents))
@@ -173,8 +191,8 @@ class ReplayWorker:
             await self._bury([letter], "conflict", report)
         except MissingParent as exc:
             return set(exc.indexes.values())
-        except StoreUnavailable:
-            await self._retry_later([letter], now, report)
+        except StoreUnavailable as exc:
+            await self._unavailable([letter], now, report, exc)
         else:
             await self._dlq.ack([letter])
             self._replayed(1, report)
@@ -192,6 +210,24 @@ class ReplayWorker:
             report.waiting += 1
         else:
             await self._retry_later([letter], now, report)
+
+    async def _unavailable(
+        self, letters: Sequence[Letter], now: float, report: ReplayReport, exc: Exception
+    ) -> None:
+        """The database could not take `letters`: down, the pass is deferred (the letters
+        as they were); answering pings, the letters use an attempt."""
+        if await self._database_down():
+            self._deferred = report.deferred = True
+            log.info("replay deferred: the database is down", extra={"error": str(exc)})
+            return
+        await self._retry_later(letters, now, report)
+
+    async def _database_down(self) -> bool:
+        try:
+            await self._store.ping()
+        except StoreUnavailable:
+            return True
+        return False
 
     def _replayed(self, count: int, report: ReplayReport) -> None:
         report.replayed += count
