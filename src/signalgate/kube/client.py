@@ -31,6 +31,8 @@ TOKEN_REREAD_SECONDS = 60.0  # projected ServiceAccount tokens rotate; kubelet r
 # a call's whole deadline beyond its `timeout`: httpx's per-read deadline fires first and
 # marks a stalled connection broken; this one bounds the waits httpx does not (see KubeClient)
 CALL_DEADLINE_MARGIN = 1.0
+# how long an idle connection to the API server is kept for the next call (seconds)
+KEEPALIVE = 60.0
 # a watch that hears nothing for this long is given up and started again from the last
 # version it saw: what a stalled connection costs a watch no call put in doubt
 WATCH_SILENCE = 90.0
@@ -114,7 +116,11 @@ class KubeClient:
             timeout=timeout,
             http2=True,
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                # httpx's 5 s let the connection go between two readiness probes, and
+                # each probe made a new TLS connection to the API server (an outside check)
+                keepalive_expiry=KEEPALIVE,
             ),
         )
         self._token = config.token

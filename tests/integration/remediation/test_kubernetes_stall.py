@@ -38,6 +38,7 @@ class StallingRelay:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.epoch = 0
+        self.accepted = 0
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -52,6 +53,7 @@ class StallingRelay:
             self.server.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         epoch = self.epoch
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
@@ -160,3 +162,18 @@ async def test_a_ping_the_readiness_probe_gave_up_on_stops_lists_trusting_the_ca
             await store.ping()
     listed = await _answered(lambda: store.list(ListQuery(active=True)))
     assert removed.name not in {rr.name for rr in listed.items}  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+async def test_calls_a_few_seconds_apart_share_one_connection(
+    relayed: tuple[KubernetesStore, StallingRelay],
+) -> None:
+    """Readiness probes ping every few seconds: with httpx's 5 s keep-alive each one opened
+    a new TLS connection to the API server (an outside check)."""
+    store, relay = relayed
+    await store.ping()
+    opened = relay.accepted
+    for _ in range(2):
+        await asyncio.sleep(6.0)  # longer than httpx's default keep-alive
+        await store.ping()
+    assert relay.accepted == opened
