@@ -91,6 +91,20 @@ class _LifecycleOnce(logging.Filter):
         return True
 
 
+class _ExceptionAsField(logging.Filter):
+    """A library's warning with a traceback (asyncpg's pool, while the database restarts: a
+    few dozen lines each time it tries to reconnect) written as one line, the exception in
+    its `error` field: the database being down is said by the services' own lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.levelno < logging.ERROR:
+            exc = record.exc_info[1]
+            record.error = f"{type(exc).__name__}: {exc}"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 class _PerKindInterval:
     """One of each kind per `interval` seconds, the rest counted: what both samplers below
     decide. Kinds must come from a closed set (they are kept)."""
@@ -228,6 +242,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     quiet = logging.DEBUG if level.lower() == "debug" else logging.WARNING
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(quiet)
+    pool = logging.getLogger("asyncpg.pool")
+    pool.filters[:] = [f for f in pool.filters if not isinstance(f, _ExceptionAsField)]
+    pool.addFilter(_ExceptionAsField())
     # uvicorn's access log would repeat every request; our metrics already count them
     logging.getLogger("uvicorn.access").disabled = True
     # read before logging existed: a renamed settings key still in use
