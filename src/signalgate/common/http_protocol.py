@@ -79,8 +79,8 @@ HEAD_TIMEOUT = 10.0
 # 1 - 2 KiB. An unfinished head is checked per read (so it is held to one read, up to
 # 256 KiB, past it); a finished one exactly.
 MAX_HEAD_BYTES = 64 * 1024
-# an RFC 9110 token: what a method may be
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# a request line whose method is an RFC 9110 token: what a method may be
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) [!-~]+ HTTP/1\.[01]\r?")
 MAX_METHOD_SHOWN = 32
 # after refusing a head, what the client still sends is read and dropped this long before the
 # connection is closed: closing with unread bytes makes the kernel reset the connection, and
@@ -394,15 +394,17 @@ class ServiceHttpProtocol(HttpToolsProtocol):
 
     def _unknown_method(self) -> str | None:
         """The method of a request the parser stopped at its method (send_400_response runs
-        inside uvicorn's `except` for the parser's error): a well-formed token it does not
-        know (`MFOO`), not garbage (`G@T`). Read at the start of the read that failed, where
-        a request line begins unless several requests came in one read: then it is the
-        first one's, a method the parser knows, and the answer stays 400."""
+        inside uvicorn's `except` for the parser's error): a well-formed request line whose
+        method, a token, it does not know (`MFOO / HTTP/1.1`), not garbage (`G@T`, `NOT
+        HTTP AT ALL`). Read at the start of the read that failed, where a request line
+        begins unless several requests came in one read: then it is the first one's, a
+        method the parser knows, and the answer stays 400."""
         if not isinstance(sys.exc_info()[1], httptools.HttpParserInvalidMethodError):
             return None
-        token = self._read.lstrip(b"\r\n").split(b" ", 1)[0]
-        if not _TOKEN.fullmatch(token) or len(token) > MAX_METHOD_SHOWN:
-            return None
+        line = self._read.lstrip(b"\r\n").split(b"\n", 1)[0]
+        request_line = _REQUEST_LINE.fullmatch(line)
+        if request_line is None or len(token := request_line[1]) > MAX_METHOD_SHOWN:
+            return None  # not a request line at all ("NOT HTTP AT ALL"): malformed, 400
         try:  # the parser knows this method: another request of the read failed
             httptools.HttpRequestParser(_Nothing()).feed_data(token + b" / HTTP/1.1\r\n\r\n")
         except httptools.HttpParserInvalidMethodError:

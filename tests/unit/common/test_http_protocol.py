@@ -445,9 +445,10 @@ async def test_malformed_http_gets_a_problem_document(request_bytes: bytes) -> N
         (b"MFOO /one HTTP/1.1\r\nHost: x\r\n\r\n", 501),  # a method, unknown
         (b"BREW /one HTTP/1.1\r\nHost: x\r\n\r\n", 501),
         (b"G@T /one HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # not a method at all
+        (b"NOT HTTP AT ALL\r\n\r\n", 400),  # a token, but no request line
         (b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nMFOO /one HTTP/1.1\r\n\r\n", 400),
     ],
-    ids=["unknown token", "another", "not a token", "pipelined behind a known one"],
+    ids=["unknown token", "another", "not a token", "no request line", "pipelined behind known"],
 )
 async def test_an_unknown_method_is_501_and_garbage_400(request_bytes: bytes, status: int) -> None:
     """RFC 9110: a method the server does not recognise is 501; the parser refuses every
