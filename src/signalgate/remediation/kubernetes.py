@@ -278,8 +278,9 @@ class KubernetesStore:
         replays what it missed (or says 410, and the namespace is listed again)."""
         delay = 0.2
         while True:
+            self._followed = started_at = version  # (a stream cancelled before it ran)
             self._stream = asyncio.create_task(self._follow(version), name="rr-watch-stream")
-            self._stream_since, started_at = asyncio.get_running_loop().time(), version
+            self._stream_since = asyncio.get_running_loop().time()
             try:
                 version = await self._stream
             except asyncio.CancelledError:
@@ -308,7 +309,6 @@ class KubernetesStore:
     async def _follow(self, version: str) -> str:
         """One watch request from `version` until the server ends it; the last version it
         delivered (also in `_followed`, for a watch cancelled midway)."""
-        self._followed = version
         async for event in self.client.watch(
             self._collection,
             params={"resourceVersion": version},
