@@ -220,10 +220,6 @@ class CoalescingTransport(asyncio.Transport):
 MAX_CONNECTIONS = 2048
 
 
-class _Nothing:
-    """A parser's callbacks, none: only whether a request line parses is asked."""
-
-
 class ServiceHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a `CoalescingTransport`, with a deadline and a size
     bound for each request's head and a bound on stalled answers (uvicorn.Config's `http`;
@@ -242,6 +238,8 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _refused = False  # answered here (400, 431): what still arrives is dropped until the close
     _read_bytes = 0  # the size of the read being parsed
     _read = b""  # the read being parsed (a refused method is named from it)
+    _completed_in_read = False  # a request ended in the read being parsed
+    _line_at_read_start = False  # the request being parsed began where that read begins
     _head_too_large = False  # a finished head over MAX_HEAD_BYTES: the parser was stopped
     write_stall_timeout: ClassVar[float] = WRITE_STALL_TIMEOUT
     _stall_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
@@ -292,6 +290,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         self._head_done = False
         self._read_bytes = len(data)
         self._read = data
+        self._completed_in_read = self._line_at_read_start = False
         super().data_received(data)
         if self._refused:  # answered already (malformed: uvicorn called send_400_response)
             return
@@ -313,6 +312,12 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_pending = True  # a kept-alive connection's next request
+        # its request line is where this read begins (for naming a method it refuses)
+        self._line_at_read_start = not self._completed_in_read
+
+    def on_message_complete(self) -> None:
+        self._completed_in_read = True
+        super().on_message_complete()
 
     def on_headers_complete(self) -> None:
         # measured only when this read and the head's earlier ones could hold that much
@@ -396,20 +401,19 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         """The method of a request the parser stopped at its method (send_400_response runs
         inside uvicorn's `except` for the parser's error): a well-formed request line whose
         method, a token, it does not know (`MFOO / HTTP/1.1`), not garbage (`G@T`, `NOT
-        HTTP AT ALL`). Read at the start of the read that failed, where a request line
-        begins unless several requests came in one read: then it is the first one's, a
-        method the parser knows, and the answer stays 400."""
+        HTTP AT ALL`). Named only when that request began where the read that failed
+        begins: a request line split over two reads, or one behind another request's end in
+        the same read, stays 400 rather than have a wrong method named (an outside check:
+        `M` then `FOO /` was answered "'FOO' is not one…")."""
         if not isinstance(sys.exc_info()[1], httptools.HttpParserInvalidMethodError):
+            return None
+        if not self._line_at_read_start:  # begun in an earlier read, or after another one
             return None
         line = self._read.lstrip(b"\r\n").split(b"\n", 1)[0]
         request_line = _REQUEST_LINE.fullmatch(line)
         if request_line is None or len(token := request_line[1]) > MAX_METHOD_SHOWN:
             return None  # not a request line at all ("NOT HTTP AT ALL"): malformed, 400
-        try:  # the parser knows this method: another request of the read failed
-            httptools.HttpRequestParser(_Nothing()).feed_data(token + b" / HTTP/1.1\r\n\r\n")
-        except httptools.HttpParserInvalidMethodError:
-            return token.decode("ascii")
-        return None
+        return token.decode("ascii")
 
     def _refuse_head(self) -> None:
         """431 with a problem document, then a lingering close: the rest of the head is

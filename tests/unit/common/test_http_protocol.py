@@ -447,8 +447,20 @@ async def test_malformed_http_gets_a_problem_document(request_bytes: bytes) -> N
         (b"G@T /one HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # not a method at all
         (b"NOT HTTP AT ALL\r\n\r\n", 400),  # a token, but no request line
         (b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nMFOO /one HTTP/1.1\r\n\r\n", 400),
+        (
+            b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n67890"
+            b"MFOO / HTTP/1.1\r\n\r\n",
+            400,
+        ),
     ],
-    ids=["unknown token", "another", "not a token", "no request line", "pipelined behind known"],
+    ids=[
+        "unknown token",
+        "another",
+        "not a token",
+        "no request line",
+        "pipelined behind known",
+        "behind a body",
+    ],
 )
 async def test_an_unknown_method_is_501_and_garbage_400(request_bytes: bytes, status: int) -> None:
     """RFC 9110: a method the server does not recognise is 501; the parser refuses every
@@ -463,6 +475,35 @@ async def test_an_unknown_method_is_501_and_garbage_400(request_bytes: bytes, st
     else:
         document = problem_answer(answer, 400, "Bad Request")
         assert "not valid HTTP/1.1" in document["detail"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (b"M", b"FOO /one HTTP/1.1\r\nHost: x\r\n\r\n"),  # a request line split in two
+        (  # a body's end and the next request line in one read
+            b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
+            b"67890MFOO /one HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
+    ],
+    ids=["split line", "behind a body"],
+)
+async def test_a_method_is_not_named_from_a_read_that_does_not_begin_it(
+    first: bytes, second: bytes
+) -> None:
+    """The parser fails in the second read, which does not begin the refused request line:
+    naming `FOO` or `67890MFOO` would be wrong, so it is a 400 (an outside check)."""
+    async with serving() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(first)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # two reads on the server's side
+        writer.write(second)
+        await writer.drain()
+        answer = await read_all(reader)
+        writer.close()
+    assert b"not one this service implements" not in answer
+    assert b"HTTP/1.1 400 Bad Request" in answer
 
 
 async def test_garbage_behind_a_request_being_answered_closes_cleanly(
