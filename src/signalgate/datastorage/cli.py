@@ -132,8 +132,9 @@ async def _replay(settings: DataStorageSettings) -> int:
             print(
                 f"replayed {report.replayed}, rescheduled {report.rescheduled}, "
                 f"dead {report.dead}, still queued {left}"
+                + ("; the database is down" if report.deferred else "")
             )
-            return EXIT_OK if not report.rescheduled else EXIT_FAILURE
+            return EXIT_OK if not (report.rescheduled or report.deferred) else EXIT_FAILURE
 
         return await _with_store(settings, job)
     finally:

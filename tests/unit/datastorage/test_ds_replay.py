@@ -151,6 +151,7 @@ async def test_an_outage_of_any_length_uses_no_attempt_and_replays_once_it_ends(
         [(ltr.attempts, ltr.due) for ltr in await queue.due(None, 10)],
     )
     assert after == before  # the queue as it was: nothing rewritten, no attempt used
+    assert (await worker.drain()).deferred  # `replay-dlq` says the database is down (exit 1)
     store.down = False
     assert (await worker.run_once()).replayed == 3  # at once, not after a backoff
     assert set(store.rows) == {e.event_id for e in written}

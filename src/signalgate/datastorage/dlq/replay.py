@@ -142,7 +142,8 @@ class ReplayWorker:
             total.rescheduled += report.rescheduled
             total.dead += report.dead
             total.waiting += report.waiting
-            if not report.replayed or report.rescheduled:
+            total.deferred = report.deferred
+            if not report.replayed or report.rescheduled or report.deferred:
                 return total
 
     async def run_once(self, *, ignore_schedule: bool = False) -> ReplayReport:
