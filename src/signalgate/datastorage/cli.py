@@ -4,6 +4,7 @@
     migrate        apply pending schema migrations (a production job before `serve`)
     maintain       create the monthly partitions ahead (cron)
     replay-dlq     replay the dead-letter queue into the database now
+    requeue-dead   put the buried (dead) letters back in the queue, to be replayed
     verify-chain   recompute the hash chain of one correlation id
     verify-all     verify every chain, each held to its recorded head (deleted tails and
                    deleted chains show)
@@ -20,6 +21,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -36,6 +38,7 @@ from signalgate.common.logging import configure_logging
 from signalgate.common.secrets import hide_secrets_in
 from signalgate.datastorage.dlq import ReplayWorker
 from signalgate.datastorage.errors import DeadLetterUnavailable, SchemaMismatch, StoreUnavailable
+from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.service import build_dlq, build_store
 from signalgate.datastorage.settings import SHORTHANDS, DataStorageSettings
@@ -58,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         ("migrate", "apply pending schema migrations"),
         ("maintain", "create monthly partitions ahead"),
         ("replay-dlq", "replay the dead-letter queue now"),
+        ("requeue-dead", "put the dead letters back in the queue"),
         ("verify-all", "verify every chain and its recorded head"),
     ):
         add_serve_flags(commands.add_parser(name, help=text))
@@ -141,6 +145,32 @@ async def _replay(settings: DataStorageSettings) -> int:
         await dlq.close()
 
 
+async def _requeue_dead(settings: DataStorageSettings) -> int:
+    """The dead letters queued again, due now (the server's worker, or `replay-dlq`, replays
+    them): for after the cause of their burial is mended. Queued first, then removed from
+    the dead store, so a crash between the two leaves a letter twice, and its event is
+    still stored once. A letter whose event no longer reads as one stays dead."""
+    dlq = build_dlq(settings)
+    await dlq.open()
+    try:
+        letters = await dlq.dead()
+        events, unreadable = [], 0
+        for letter in letters:
+            try:
+                events.append((letter, AuditEvent.from_fields(letter.fields)))
+            except ValueError:  # pydantic's ValidationError is a ValueError
+                unreadable += 1
+        await dlq.put([event for _, event in events], due=time.time())
+        await dlq.forget_dead([letter for letter, _ in events])
+        print(
+            f"requeued {len(events)} dead letter(s)"
+            + (f"; {unreadable} unreadable left in the dead store" if unreadable else "")
+        )
+        return EXIT_OK
+    finally:
+        await dlq.close()
+
+
 async def _verify(settings: DataStorageSettings, correlation_id: str) -> int:
     async def job(store: AuditStore) -> int:
         report, _ = await verify_stored(store, correlation_id)
@@ -191,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                 return asyncio.run(_maintain(settings))
             if args.command == "replay-dlq":
                 return asyncio.run(_replay(settings))
+            if args.command == "requeue-dead":
+                return asyncio.run(_requeue_dead(settings))
             if args.command == "verify-all":
                 return asyncio.run(_verify_all(settings))
             return asyncio.run(_verify(settings, args.correlation_id))

@@ -297,3 +297,63 @@ async def test_a_queued_event_stands_against_a_later_write_of_its_id(
     assert rows[0]["event_action"] == first.fields["event_action"]
     # nothing of it waits any more: the next write goes to the database directly
     assert await dlq.waiting([first.event_id]) == {}
+
+
+async def test_dead_letters_are_forgotten_once_queued_again(dlq: DeadLetterQueue) -> None:
+    """`requeue-dead`'s two steps, on each backend: the buried letters queued again, then
+    removed from the dead store; the others stay dead."""
+    events = [ev(f"rr-{uuid.uuid4().hex[:6]}") for _ in range(3)]
+    await dlq.put(events, due=0.0)
+    await dlq.bury(await dlq.due(None, 10), "attempts exhausted")
+    dead = await dlq.dead()
+    assert sorted(letter.event_id for letter in dead) == sorted(e.event_id for e in events)
+    revived, staying = dead[:2], dead[2:]
+    await dlq.put([AuditEvent.from_fields(letter.fields) for letter in revived], due=0.0)
+    await dlq.forget_dead(revived)
+    assert [letter.event_id for letter in await dlq.dead()] == [staying[0].event_id]
+    queued = await dlq.due(time.time(), 10)
+    assert sorted(letter.event_id for letter in queued) == sorted(
+        letter.event_id for letter in revived
+    )
+
+
+def test_requeue_dead_puts_buried_events_back_to_be_stored(tmp_path: Path) -> None:
+    """After the cause of a burial is mended, `signalgate-datastorage requeue-dead` queues
+    the dead letters again and `replay-dlq` stores them; a letter that is no event stays."""
+    import asyncio
+    import json
+    import os
+    import subprocess
+    import sys
+
+    async def bury() -> list[str]:
+        queue = FileDeadLetterQueue(tmp_path / "audit-dlq.jsonl")  # the default path
+        await queue.open()
+        events = [ev(f"rr-{uuid.uuid4().hex[:6]}") for _ in range(2)]
+        await queue.put(events, due=0.0)
+        await queue.bury(await queue.due(None, 10), "attempts exhausted")
+        with open(queue.dead_path, "ab") as dead:  # a line whose event no longer reads
+            dead.write(json.dumps({"key": "x", "event": {}, "attempts": 6}).encode() + b"\n")
+        return [e.correlation_id for e in events]
+
+    correlation_ids = asyncio.run(bury())
+    env = {**os.environ, "SIGNALGATE_DATADIR": str(tmp_path)}
+
+    def command(*argv: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "signalgate", "datastorage", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    assert "requeued 2 dead letter(s); 1 unreadable left in the dead store" in command(
+        "requeue-dead"
+    )
+    assert "replayed 2, rescheduled 0, dead 0, still queued 0" in command("replay-dlq")
+    for correlation_id in correlation_ids:  # exit 1 when no event of it is stored
+        assert json.loads(command("verify-chain", correlation_id))["events"] == 1
+    assert "requeued 0 dead letter(s); 1 unreadable" in command("requeue-dead")

@@ -310,6 +310,30 @@ class FileDeadLetterQueue:
         result: list[Letter] = await self._call("read", read)
         return result
 
+    async def forget_dead(self, letters: Sequence[Letter]) -> None:
+        await self._call("rewrite", self._forget_dead, {letter.key for letter in letters})
+
+    def _forget_dead(self, keys: set[str]) -> None:
+        """The dead file without the letters of `keys` (under its lock), written beside it
+        and renamed over it."""
+        if not keys:
+            return
+        with _locked(self.dead_path):
+            kept = []
+            for line in self.dead_path.read_bytes().splitlines():
+                try:
+                    gone = str(orjson.loads(line)["key"]) in keys
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    gone = False  # an unreadable line stays for a person to look at
+                if not gone:
+                    kept.append(line + b"\n")
+            temporary = self.dead_path.with_name(self.dead_path.name + ".tmp")
+            with open(temporary, "wb") as handle:
+                handle.write(b"".join(kept))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.dead_path)
+
 
 def _changed(letters: Iterable[Letter], changes: dict[str, Letter | None]) -> list[Letter]:
     """`letters` with `changes` applied (None: the letter is gone), in queue order."""

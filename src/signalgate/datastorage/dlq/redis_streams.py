@@ -192,6 +192,11 @@ class RedisDeadLetterQueue:
             page = await self.redis.xrange(DEAD_STREAM)
         return [_letter(key, data) for key, data in page or []]
 
+    async def forget_dead(self, letters: Sequence[Letter]) -> None:
+        if letters:
+            async with self._translated("delete"):
+                await self.redis.xdel(DEAD_STREAM, *(letter.key for letter in letters))
+
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
