@@ -34,7 +34,7 @@ EXIT_FAILURE = 1
 @dataclass
 class Component:
     name: str
-    command: str  # its name in signalgate.entry.COMMANDS
+    command: str  # its name in signalgate/__main__.py's COMMANDS
     api: str
     ops: str
     scopes: tuple[str, ...]
@@ -46,8 +46,8 @@ class Component:
 def _admin_token(data_dir: Path) -> tuple[str, Path]:
     """One admin token for every service, made on first start (mode 0600)."""
     path = data_dir / ADMIN_TOKEN_FILE
-    if path.is_symlink() or path.exists():
-        return read_own(path, "the admin token").strip(), path
+    if (token := read_own(path, "the admin token")) is not None:
+        return token.strip(), path
     return write_new_token(path), path
 
 

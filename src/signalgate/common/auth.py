@@ -23,7 +23,7 @@ from typing import Protocol
 
 from signalgate.common.config import ConfigError
 from signalgate.common.credential_files import read_own, write_private
-from signalgate.common.file_watch import FileWatch
+from signalgate.common.file_watch import RELOAD_CHECK, FileWatch
 from signalgate.common.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -169,10 +169,6 @@ class StaticTokenAuth:
         log.info("tokens file reloaded", extra={"path": str(path), "tokens": len(entries)})
 
 
-# how often, at most, the tokens file is looked at for a change (seconds)
-RELOAD_CHECK = 1.0
-
-
 def _read_entries(path: Path, known: frozenset[str]) -> list[_Entry]:
     try:
         text = path.read_text()
@@ -216,8 +212,7 @@ def ensure_admin_token(data_dir: Path, scopes: Iterable[str]) -> tuple[Path, Pat
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     tokens_path = data_dir / TOKENS_FILE
-    if tokens_path.is_symlink() or tokens_path.exists():
-        read_own(tokens_path, "the generated tokens file")  # made by this service, or refused
+    if read_own(tokens_path, "the generated tokens file") is not None:  # made here, or refused
         return tokens_path, None
     token_path = data_dir / ADMIN_TOKEN_FILE
     token = write_new_token(token_path)

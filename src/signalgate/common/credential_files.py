@@ -36,18 +36,26 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
-def read_own(path: Path, what: str) -> str:
-    """The text of `path`, a credential this service made: refused (`ConfigError`, naming
-    `what` and the path) when it is a symbolic link, owned by another user than this one or
-    root, or writable by other users. Readable by others (an older release's 0644) it is
-    made 0600 first."""
+def trusted_owner(uid: int) -> bool:
+    """Whether a file or directory of `uid` may be taken as this service's: its user's or
+    root's (who could change anything anyway)."""
+    return uid in (os.geteuid(), 0)
+
+
+def read_own(path: Path, what: str) -> str | None:
+    """The text of `path`, a credential this service made (None when nothing is there yet):
+    refused (`ConfigError`, naming `what` and the path) when it is a symbolic link, owned by
+    another user than this one or root, or writable by other users. Readable by others (an
+    older release's 0644) it is made 0600 first."""
     try:
         found = path.lstat()
+    except FileNotFoundError:
+        return None  # nothing there yet: the caller makes it
     except OSError as exc:
         raise ConfigError(f"{what} '{path}' cannot be read ({exc.strerror})") from None
     if stat.S_ISLNK(found.st_mode):
         raise _untrusted(what, path, "is a symbolic link")
-    if found.st_uid not in (os.geteuid(), 0):
+    if not trusted_owner(found.st_uid):
         raise _untrusted(what, path, f"is owned by uid {found.st_uid}, not this user")
     if found.st_mode & 0o022:
         raise _untrusted(

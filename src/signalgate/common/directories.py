@@ -18,6 +18,7 @@ from pathlib import Path
 from stat import S_ISLNK
 
 from signalgate.common.config import ConfigError
+from signalgate.common.credential_files import trusted_owner
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def _private(path: Path) -> None:
     user's alone too (once: a closed directory is not walked again), and a backup copied
     out of it later keeps no mode that lets others read an alert's payload or a token."""
     found = path.stat()
-    if found.st_uid not in (os.geteuid(), 0):
+    if not trusted_owner(found.st_uid):
         log.warning(
             "the data directory belongs to another user, who can change what is stored there",
             extra={"path": str(path), "owner_uid": found.st_uid, "uid": os.geteuid()},
@@ -84,10 +85,11 @@ def _private_tree(top: Path) -> None:
     user = os.geteuid()
     for root, directories, files in os.walk(top):
         for name in directories + files:
+            path = os.path.join(root, name)
             with contextlib.suppress(OSError):
-                status = os.lstat(os.path.join(root, name))
+                status = os.lstat(path)
                 if status.st_uid == user and status.st_mode & 0o077 and not S_ISLNK(status.st_mode):
-                    os.chmod(os.path.join(root, name), status.st_mode & 0o700)
+                    os.chmod(path, status.st_mode & 0o700)
 
 
 def space_hint(path: Path) -> str:

@@ -11,23 +11,21 @@ them at once.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 Signature = tuple[int, int, int, int] | None
+
+# how often, at most, a watched file is looked at for a change (seconds)
+RELOAD_CHECK = 1.0
 
 
 def signature(path: Path) -> Signature:
     """What tells a changed file: its inode, size and change times (None: unreadable).
     A mounted Secret's update swaps a symlink, which `stat` follows."""
     try:
-        return signature_of(path.stat())
+        found = path.stat()
     except OSError:
         return None
-
-
-def signature_of(found: os.stat_result) -> Signature:
-    """`signature` of a file already `stat`ed (`os.fstat` of an open descriptor)."""
     return (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 

@@ -21,12 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from signalgate.common.config import ConfigError
-from signalgate.common.file_watch import FileWatch
+from signalgate.common.file_watch import RELOAD_CHECK, FileWatch
 
 log = logging.getLogger(__name__)
-
-# how often, at most, the pair is looked at for a change (seconds)
-RELOAD_CHECK = 1.0
 
 
 @dataclass(frozen=True)

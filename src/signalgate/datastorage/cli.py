@@ -37,8 +37,8 @@ from signalgate.common.cli import (
 from signalgate.common.logging import configure_logging
 from signalgate.common.secrets import hide_secrets_in
 from signalgate.datastorage.dlq import ReplayWorker
+from signalgate.datastorage.dlq.base import readable
 from signalgate.datastorage.errors import DeadLetterUnavailable, SchemaMismatch, StoreUnavailable
-from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.service import build_dlq, build_store
 from signalgate.datastorage.settings import SHORTHANDS, DataStorageSettings
@@ -153,18 +153,13 @@ async def _requeue_dead(settings: DataStorageSettings) -> int:
     dlq = build_dlq(settings)
     await dlq.open()
     try:
-        letters = await dlq.dead()
-        events, unreadable = [], 0
-        for letter in letters:
-            try:
-                events.append((letter, AuditEvent.from_fields(letter.fields)))
-            except ValueError:  # pydantic's ValidationError is a ValueError
-                unreadable += 1
-        await dlq.put([event for _, event in events], due=time.time())
-        await dlq.forget_dead([letter for letter, _ in events])
+        events, unreadable = readable(await dlq.dead())
+        if events:
+            await dlq.put([event for _, event in events], due=time.time())
+            await dlq.forget_dead([letter for letter, _ in events])
         print(
             f"requeued {len(events)} dead letter(s)"
-            + (f"; {unreadable} unreadable left in the dead store" if unreadable else "")
+            + (f"; {len(unreadable)} unreadable left in the dead store" if unreadable else "")
         )
         return EXIT_OK
     finally:

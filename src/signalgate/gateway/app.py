@@ -33,7 +33,6 @@ from signalgate.common.logging import SampledLog
 from signalgate.common.problems import Problem, service_unavailable, validation_error
 from signalgate.gateway import responses
 from signalgate.gateway.adapters.alertmanager import parse_webhook
-from signalgate.gateway.adapters.identity import is_dns1123_label
 from signalgate.gateway.adapters.kubernetes_event import parse_event
 from signalgate.gateway.adapters.parsing import Freshness, PayloadError, check_fresh, parse_object
 from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
@@ -42,6 +41,7 @@ from signalgate.gateway.pipeline import Outcome, ProcessingTimeout
 from signalgate.gateway.service import GatewayService
 from signalgate.gateway.signal import AdapterItem, Ignored, Invalid, Signal
 from signalgate.gateway.status_patch import parse_status_patch
+from signalgate.kube.names import is_dns1123_label
 from signalgate.remediation.model import PHASES, utcnow
 from signalgate.remediation.store import (
     DEFAULT_PAGE,

@@ -18,12 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from signalgate.kube.names import is_dns1123_subdomain
 from signalgate.remediation.model import RemediationRequest, StatusPatch
 
 
@@ -141,11 +141,6 @@ def clamp_limit(limit: int) -> int:
     return max(1, min(int(limit), MAX_PAGE))
 
 
-# what an RR's name may be (a Kubernetes object name: a DNS-1123 subdomain)
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
-MAX_NAME = 253
-
-
 class InvalidCursor(ValueError):
     """A list cursor that this service did not make."""
 
@@ -163,7 +158,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         created_at = datetime.fromisoformat(stamp)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidCursor("cursor is not one this API returned") from exc
-    if created_at.tzinfo is None or len(name) > MAX_NAME or not _NAME.fullmatch(name):
+    if created_at.tzinfo is None or not is_dns1123_subdomain(name):
         # an RR's name is an object name: a NUL in a forged one reached PostgreSQL, which
         # refused the statement (a 500 and a traceback per request, an outside check)
         raise InvalidCursor("cursor is not one this API returned")

@@ -27,6 +27,21 @@ class Letter:
         return str(self.fields.get("event_id", ""))
 
 
+def readable(
+    letters: Sequence[Letter],
+) -> tuple[list[tuple[Letter, AuditEvent]], list[Letter]]:
+    """`letters` with their events, and those whose fields no longer read as an event (they
+    are buried, or stay dead): what both the replay and `requeue-dead` need."""
+    events: list[tuple[Letter, AuditEvent]] = []
+    invalid: list[Letter] = []
+    for letter in letters:
+        try:
+            events.append((letter, AuditEvent.from_fields(letter.fields)))
+        except ValueError:  # pydantic's ValidationError is a ValueError
+            invalid.append(letter)
+    return events, invalid
+
+
 class DeadLetterQueue(Protocol):
     async def open(self) -> None: ...
 

@@ -24,6 +24,9 @@ from signalgate.datastorage.events import AuditEvent
 
 log = logging.getLogger(__name__)
 
+# what tells a change of the queue file (`_state`): its generation and its signature
+State = tuple[int, Signature]
+
 
 class FileDeadLetterQueue:
     """JSON lines, appended with fsync; changes rewrite the file atomically (tmp + rename).
@@ -61,7 +64,7 @@ class FileDeadLetterQueue:
         # changes no record of which fitted on the disk yet (see the class docstring)
         self._unwritten: dict[str, Letter | None] = {}
         # the file's letters as last read or written, and the signature it had then
-        self._mirror: tuple[object, dict[str, Letter]] | None = None
+        self._mirror: tuple[State, dict[str, Letter]] | None = None
         # the mirror with `_unwritten` folded in, in queue order (None: to be made again)
         self._view: list[Letter] | None = None
         self._earliest = math.inf  # the earliest due of `_view`
@@ -115,7 +118,7 @@ class FileDeadLetterQueue:
     @staticmethod
     def _append(
         path: Path, records: Sequence[dict[str, Any]], lock: bool = True
-    ) -> tuple[object, tuple[int, Signature]]:
+    ) -> tuple[State, State]:
         """Append whole lines durably, or raise with the file as it was: a write the disk
         took only in part (full) is cut off again, so the caller's refusal (a 5xx, and the
         sender retries) never leaves half a letter behind, nor a letter it did not answer
@@ -162,11 +165,17 @@ class FileDeadLetterQueue:
         """Every letter, in queue order, the changes not written yet folded in; the event
         index is made again whenever this is. The caller must not change the list."""
         letters = self._file_letters()
-        if self._view is None:
-            self._view = _changed(letters.values(), self._unwritten)
-            self._queued = _event_index(self._view)
-            self._earliest = min((letter.due for letter in self._view), default=math.inf)
-        return self._view
+        if self._view is not None:
+            return self._view
+        return self._viewing(_changed(letters.values(), self._unwritten))
+
+    def _viewing(self, letters: list[Letter]) -> list[Letter]:
+        """`letters` as the queue's view, with what derives from it (the event index, the
+        earliest due)."""
+        self._view = letters
+        self._queued = _event_index(letters)
+        self._earliest = min((letter.due for letter in letters), default=math.inf)
+        return letters
 
     def _file_letters(self) -> dict[str, Letter]:
         """The file's letters: the mirror while the file has the signature it had when this
@@ -247,9 +256,7 @@ class FileDeadLetterQueue:
                         extra={"path": str(self.path), "error": str(full)},
                     )
                 self._unwritten = pending  # the file, and so the mirror, as it was
-            self._view = kept
-            self._queued = _event_index(kept)
-            self._earliest = min((letter.due for letter in kept), default=math.inf)
+            self._viewing(kept)
 
     def _recorded(self, kept: list[Letter], pending: dict[str, Letter | None]) -> OSError | None:
         """The file made to hold `kept` (its lock held): rewritten, else — no room for the
@@ -281,17 +288,7 @@ class FileDeadLetterQueue:
             {"key": ltr.key, "event": ltr.fields, "attempts": ltr.attempts, "due": ltr.due}
             for ltr in kept
         ]
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        try:
-            with open(temporary, "wb") as handle:
-                handle.write(b"".join(orjson.dumps(record) + b"\n" for record in records))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):  # a part written takes room a retry needs
-                temporary.unlink()
-            raise
+        _write_whole(self.path, b"".join(orjson.dumps(record) + b"\n" for record in records))
 
     async def depth(self) -> int:
         return len(await self._call("read", self._read))
@@ -327,12 +324,7 @@ class FileDeadLetterQueue:
                     gone = False  # an unreadable line stays for a person to look at
                 if not gone:
                     kept.append(line + b"\n")
-            temporary = self.dead_path.with_name(self.dead_path.name + ".tmp")
-            with open(temporary, "wb") as handle:
-                handle.write(b"".join(kept))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.dead_path)
+            _write_whole(self.dead_path, b"".join(kept))
 
 
 def _changed(letters: Iterable[Letter], changes: dict[str, Letter | None]) -> list[Letter]:
@@ -382,7 +374,7 @@ class _Held:
     counted its generation up."""
 
     fd: int
-    before: object
+    before: State
 
 
 @contextlib.contextmanager
@@ -408,6 +400,22 @@ def _locked(path: Path, lock: bool = True) -> Iterator[_Held]:
         os.close(lock_fd)
 
 
+def _write_whole(path: Path, data: bytes) -> None:
+    """`path` holding `data` (its lock held): written durably beside it and renamed over
+    it, so a crash leaves the old file or the new one."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):  # a part written takes room a retry needs
+            temporary.unlink()
+        raise
+
+
 def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
@@ -416,7 +424,7 @@ def _generation_at(lock_fd: int) -> int:
     return int.from_bytes(os.pread(lock_fd, 8, 0).rjust(8, b"\0"), "big")
 
 
-def _state(path: Path) -> tuple[int, Signature]:
+def _state(path: Path) -> State:
     """What tells that the file changed since it was last looked at: its generation, which
     every writer of this module counts up under the lock before it changes the file (a
     rewrite's new file can get a freed inode back, with the same size, within the file

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from signalgate.datastorage.dlq.base import DeadLetterQueue, Letter
+from signalgate.datastorage.dlq.base import DeadLetterQueue, Letter, readable
 from signalgate.datastorage.errors import (
     Conflict,
     DeadLetterUnavailable,
@@ -158,13 +158,7 @@ class ReplayWorker:
         letters = await self._dlq.due(None if ignore_schedule else now, self._batch)
         if not letters:
             return report
-        events: list[tuple[Letter, AuditEvent]] = []
-        invalid: list[Letter] = []
-        for letter in letters:
-            try:
-                events.append((letter, AuditEvent.from_fields(letter.fields)))
-            except ValueError:  # pydantic's ValidationError is a ValueError
-                invalid.append(letter)
+        events, invalid = readable(letters)
         if invalid:
             await self._bury(invalid, "invalid", report)
         try:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import re
 
 from signalgate.gateway.adapters.parsing import PayloadError
+from signalgate.kube.names import (
+    DNS1123_LABEL_MAX,
+    DNS1123_SUBDOMAIN_MAX,
+    is_dns1123_label,
+    is_dns1123_subdomain,
+)
 
-DNS1123_LABEL_MAX = 63
-DNS1123_SUBDOMAIN_MAX = 253
-
-_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _KIND = re.compile(r"[A-Za-z][A-Za-z0-9]{0,62}")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
@@ -32,10 +33,6 @@ _PATH_SEGMENT_KINDS = frozenset({"Role", "ClusterRole", "RoleBinding", "ClusterR
 
 def _shown(value: str) -> str:
     return repr(value[:64] + ("…" if len(value) > 64 else ""))
-
-
-def is_dns1123_label(value: str) -> bool:
-    return len(value) <= DNS1123_LABEL_MAX and _LABEL.fullmatch(value) is not None
 
 
 def check_namespace(value: str, field: str) -> str:
@@ -74,7 +71,7 @@ def check_name(value: str, field: str, kind: str) -> str:
         ok = is_dns1123_label(value)
         rule = "a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters)"
     else:
-        ok = len(value) <= DNS1123_SUBDOMAIN_MAX and _SUBDOMAIN.fullmatch(value) is not None
+        ok = is_dns1123_subdomain(value)
         rule = (
             "a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters)"
         )
