@@ -13,12 +13,14 @@ import asyncio
 import time
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from signalgate.datastorage.dlq import FileDeadLetterQueue
+from signalgate.datastorage.dlq import file as dlq_file
 from signalgate.datastorage.dlq.base import Letter
 from tests.unit.datastorage.test_ds_replay import events
 
@@ -48,7 +50,7 @@ async def test_an_unchanged_file_is_not_read_again(
     reads = 0
     parse = FileDeadLetterQueue._parse
 
-    def counted(self: FileDeadLetterQueue) -> dict[str, Letter]:
+    def counted(self: FileDeadLetterQueue) -> tuple[dict[str, Letter], int]:
         nonlocal reads
         reads += 1
         return parse(self)
@@ -96,14 +98,19 @@ OPERATIONS = st.lists(
     min_size=1,
     max_size=12,
 )
+# how many stale lines the file may hold: 0 and 2 have changes rewrite the file often, 1000
+# never in these examples (appended records only)
+COMPACTIONS = st.sampled_from([0, 2, 1000])
 
 
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(operations=OPERATIONS)
+@given(operations=OPERATIONS, compact_after=COMPACTIONS)
 def test_both_queues_always_read_as_the_file_does(
-    tmp_path_factory: pytest.TempPathFactory, operations: list[tuple[str, str, int]]
+    tmp_path_factory: pytest.TempPathFactory,
+    operations: list[tuple[str, str, int]],
+    compact_after: int,
 ) -> None:
     path = tmp_path_factory.mktemp("dlq") / "dlq.jsonl"
 
@@ -126,4 +133,55 @@ def test_both_queues_always_read_as_the_file_does(
             for queue in queues.values():
                 assert await everything(queue) == expected
 
-    asyncio.run(run())
+    with patch.object(dlq_file, "COMPACT_AFTER", compact_after):
+        asyncio.run(run())
+
+
+def written_bytes() -> int:
+    """What this process has written so far (its threads included), from /proc."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar in /proc/self/io")
+
+
+async def test_draining_a_queue_writes_in_proportion_to_it(tmp_path: Path) -> None:
+    """A change appends a record; the file is rewritten only once its stale lines outnumber
+    its letters. Before, each change rewrote the whole file: acking 400 letters one by one
+    (a batch with a conflict goes one by one) from a 14 MB queue wrote 5.6 GB."""
+    queue = FileDeadLetterQueue(tmp_path / "dlq.jsonl")
+    await queue.open()
+    for _ in range(6):
+        await queue.put(events(500), due=time.time() - 1)
+    size = queue.path.stat().st_size
+    before = written_bytes()
+    letters = await queue.due(time.time(), 500)
+    for letter in letters[:300]:  # one by one
+        await queue.ack([letter])
+    await queue.reschedule([replace(ltr, attempts=1) for ltr in letters[300:]])
+    while letters := await queue.due(None, 100):
+        await queue.ack(letters)
+    assert await queue.depth() == 0 and await fresh(queue.path) == []
+    assert queue.path.stat().st_size == 0
+    assert written_bytes() - before < 3 * size
+
+
+async def test_the_file_holds_at_most_as_many_stale_lines_as_letters(tmp_path: Path) -> None:
+    queue = FileDeadLetterQueue(tmp_path / "dlq.jsonl")
+    await queue.open()
+    await queue.put(events(400), due=time.time() - 1)
+    inode = queue.path.stat().st_ino
+    with patch.object(dlq_file, "COMPACT_AFTER", 10):
+        await queue.ack((await queue.due(None, 5))[:5])
+        assert queue.path.stat().st_ino == inode  # appended to, not rewritten
+        rewritten = 0
+        while letters := await queue.due(None, 7):
+            await queue.ack(letters)
+            live = await queue.depth()
+            lines = len(queue.path.read_bytes().splitlines())
+            assert lines - live <= max(live, 10)
+            assert await fresh(queue.path) == await everything(queue)
+            rewritten += queue.path.stat().st_ino != inode
+            inode = queue.path.stat().st_ino
+    assert 3 <= rewritten <= 12  # roughly each time the queue halved, not at every change
+    assert queue.path.stat().st_size == 0
