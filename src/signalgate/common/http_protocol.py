@@ -241,6 +241,9 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _completed_in_read = False  # a request ended in the read being parsed
     _line_at_read_start = False  # the request being parsed began where that read begins
     _head_too_large = False  # a finished head over MAX_HEAD_BYTES: the parser was stopped
+    # a refusal (400, 431, 501) of a request pipelined behind others still being answered:
+    # written once they are, so each answer reaches the client in its request's place
+    _deferred: bytes | None = None
     write_stall_timeout: ClassVar[float] = WRITE_STALL_TIMEOUT
     _stall_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
     max_connections: ClassVar[int] = MAX_CONNECTIONS
@@ -427,28 +430,39 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         """Answer a request the application never saw with a problem document, then close:
         after what is still arriving has been read and dropped for `LINGER` (closing with
         unread bytes resets the connection, and a client still sending could lose the
-        answer)."""
+        answer). Behind requests still being answered (pipelined in one write), the answer
+        waits for theirs (`on_response_complete`): written at once, it came first, so the
+        client took it for its first request's, and the close then dropped the answer that
+        request had earned (its signal was stored, its sender told 400)."""
         self._head_arrived()
         self._refused = True
         url: bytes = getattr(self, "url", b"") or b""  # set once a request has begun
         path = url.split(b"?", 1)[0].decode("latin-1")
         body = orjson.dumps(problem_document(status, slug, detail, path))
         retry = f"retry-after: {retry_after}\r\n" if retry_after is not None else ""
-        self.transport.write(
+        answer = (
             f"HTTP/1.1 {status} {TITLES[slug]}\r\ncontent-type: {PROBLEM_MEDIA_TYPE}\r\n".encode()
             + f"content-length: {len(body)}\r\n{retry}connection: close\r\n\r\n".encode()
             + body
         )
-        answering = self.cycle is not None and not self.cycle.response_complete
-        self._close_lingering(answering)
+        if self._answering():
+            self._deferred = answer
+            return
+        self.transport.write(answer)
+        self._close_lingering()
 
-    def _close_lingering(self, answering: bool = False) -> None:
+    def _answering(self) -> bool:
+        """A request read earlier is still being answered (or waits its turn: uvicorn
+        answers pipelined requests one after another; `cycle` is the last one read)."""
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _close_lingering(self) -> None:
         """Close once what is still arriving has been read and dropped for `LINGER`."""
         self._refused = True
         transport = self.transport
-        if isinstance(transport, CoalescingTransport) and not answering:
+        if isinstance(transport, CoalescingTransport):
             transport.close_lingering()  # the answer, then our end closed for writing
-        else:  # an earlier request still being answered: plain close
+        else:
             transport.close()
 
     def on_response_complete(self) -> None:
@@ -460,6 +474,11 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         if self._body_unread() and not self.transport.is_closing():
             self._close_lingering()
         super().on_response_complete()
+        if self._deferred is not None and not self._answering():
+            answer, self._deferred = self._deferred, None
+            if not self.transport.is_closing():  # else the last answer closed it
+                self.transport.write(answer)
+                self._close_lingering()
 
 
 def service_http_protocol(head_timeout: float) -> type[ServiceHttpProtocol]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -293,6 +294,17 @@ def problem_answer(answer: bytes, status: int, title: str) -> dict[str, Any]:
     return document
 
 
+def split_answers(raw: bytes) -> list[bytes]:
+    """A connection's raw answers one by one (each framed by its content-length)."""
+    found = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE)[1])  # type: ignore[index]
+        found.append(head + b"\r\n\r\n" + rest[:length])
+        raw = rest[length:]
+    return found
+
+
 async def read_all(reader: asyncio.StreamReader) -> bytes:
     """Everything the server sends until it closes the connection."""
     async with asyncio.timeout(5):
@@ -467,7 +479,11 @@ async def test_an_unknown_method_is_501_and_garbage_400(request_bytes: bytes, st
     method it does not know, and this was answered 400 "not valid HTTP/1.1" (an outside
     check: `MFOO` 400 where `PROPFIND` got 405). Which request of a read failed is not known
     when several came in it: the first is named, and as the parser knew it, 400 stays."""
-    answer = await exchange(request_bytes)
+    *earlier, answer = split_answers(await exchange(request_bytes))
+    # a request pipelined before the refused one gets its own answer first
+    assert [a.startswith(b"HTTP/1.1 200 OK") and a.endswith(b"hello /one") for a in earlier] == [
+        True
+    ] * (request_bytes.count(b"HTTP/1.1") - 1)
     if status == 501:
         document = problem_answer(answer, 501, "Not Implemented")
         assert document["type"].endswith("/not-implemented")
@@ -519,9 +535,27 @@ async def test_garbage_behind_a_request_being_answered_closes_cleanly(
         writer.close()
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             after = await client.get("/after")
-    assert b"HTTP/1.1 400 Bad Request" in answer
+    streamed, _, refusal = answer.partition(b"0\r\n\r\n")  # the chunked answer's end
+    assert streamed.startswith(b"HTTP/1.1 200 OK") and b"three" in streamed
+    problem_answer(refusal, 400, "Bad Request")
     assert (after.status_code, after.text) == (200, "hello /after")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_requests_pipelined_before_a_malformed_one_are_answered_first() -> None:
+    """Each request gets its own answer, in order, and the refusal comes last: written at
+    once, the 400 came first, the client took it for its first request's answer, and the
+    close dropped the answers those requests had earned (a signal stored, its sender told
+    400)."""
+    first = b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    second = b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n"
+    answers = split_answers(await exchange(first + second + b"G@T /three HTTP/1.1\r\n\r\n"))
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 400 Bad Request",
+    ]
+    assert answers[0].endswith(b"hello /one") and answers[1].endswith(b"hello /two")
 
 
 async def test_an_answer_before_the_body_arrived_whole_closes_the_connection() -> None:
