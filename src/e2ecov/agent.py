@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 from e2ecov import protocol
 
 FINAL_SAVE_WAIT_S = 10.0  # how long a SIGTERM waits for a final save another thread began
+NUDGE_S = 0.2  # how long a forked child's main thread has to take a SIGTERM before it is re-sent
 HELD_AT_FORK = {signal.SIGTERM, signal.SIGINT}
 # Signals a service may wait for: never delivered to the agent's threads. The kernel gives a
 # process's signal to any thread not blocking it; taken by an agent thread, it only sets
@@ -123,12 +124,15 @@ class Agent:
         self._deferring = threading.local()
         self._final_saved = threading.Event()
         self._stopped = threading.Event()
+        self._sigterm_taken = threading.Event()  # the main thread ran `_on_signal`
+        self._wakeup: tuple[int, int] | None = None  # a forked child's signal wakeup pipe
         self._listener: socket.socket | None = None
         self._cov: Any = None
         self._saves = 0
         self._last_save: float | None = None
         self._measured = 0
         self._finished = False
+        self._final_written = False  # the final save is on disk: nothing is written after it
         self._fork_mask: set[int | signal.Signals] = set()  # the forking thread's, before a fork
         self.core = "?"
         self.context = os.environ.get(protocol.ENV_CONTEXT) or protocol.STARTUP_CONTEXT
@@ -264,7 +268,7 @@ class Agent:
                 return
             self._finished = True
             try:
-                self.save(reason)
+                self.save(reason, final=True)
             finally:
                 self._stopped.set()
                 self._close_listener(unlink=True)
@@ -313,6 +317,7 @@ class Agent:
         self._deferring.pending = signum
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._sigterm_taken.set()
         if getattr(self._deferring, "depth", 0):
             self._deferring.pending = signum
             return
@@ -354,6 +359,10 @@ class Agent:
             return
         try:
             self._restart_in_child()
+            try:
+                self._watch_sigterm()
+            except Exception as exc:  # never break the service's worker
+                sys.stderr.write(f"e2ecov: SIGTERM not watched in forked child: {exc}\n")
         finally:
             try:
                 # a signal held meanwhile is handled here, by whoever handles it
@@ -395,10 +404,12 @@ class Agent:
         self._deferring = threading.local()
         self._final_saved = threading.Event()
         self._stopped = threading.Event()
+        self._sigterm_taken = threading.Event()
         self._close_listener(unlink=False)
         self._saves = 0
         self._last_save = None
         self._finished = False
+        self._final_written = False  # the final save is on disk: nothing is written after it
         try:
             if not self._continue_in_child():
                 with contextlib.suppress(Exception):
@@ -406,6 +417,52 @@ class Agent:
                 self.start()
         except Exception as exc:  # never break the service's worker
             sys.stderr.write(f"e2ecov: coverage not restarted in forked child: {exc}\n")
+
+    def _watch_sigterm(self) -> None:
+        """Make sure a forked child's main thread runs the agent's SIGTERM handler.
+
+        Python runs a handler only when the main thread next runs bytecode. A SIGTERM landing
+        just before the main thread blocks in C without a timeout (a pool worker reaching the
+        `SemLock` of its task queue, which `Pool.terminate` has taken for good) only trips
+        Python's flag: the handler never ran, the worker lived on, and `Pool.terminate` waited
+        for it for good (its parent's request hung; an outside check: 1 run in 150 under
+        load). Without e2ecov SIGTERM's default action would have ended it. So the child gets
+        a wakeup fd of its own (not when it inherited another's, an event loop's), read by a
+        thread that sends SIGTERM again to the main thread until its handler has begun:
+        a main thread blocked in a system call is interrupted and runs it."""
+        if signal.getsignal(signal.SIGTERM) != self._on_signal:
+            return  # the service handles (or ignores) SIGTERM itself
+        inherited, self._wakeup = self._wakeup, None
+        reader, writer = os.pipe()
+        os.set_blocking(writer, False)
+        previous = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+        if previous != -1 and (inherited is None or previous != inherited[1]):
+            signal.set_wakeup_fd(previous)  # the service's own: left to it
+            os.close(reader)
+            os.close(writer)
+            return
+        for fd in inherited or ():  # the parent's pipe (a child of a forked child)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wakeup = (reader, writer)
+        _start_quiet(self._resend_sigterm, "e2ecov-sigterm", reader, threading.get_ident())
+
+    def _resend_sigterm(self, reader: int, main_thread: int) -> None:
+        taken = self._sigterm_taken
+        while True:
+            try:
+                landed = os.read(reader, 512)  # one byte per signal Python caught
+            except OSError:
+                return
+            if not landed:
+                return
+            while (
+                signal.SIGTERM in landed
+                and not taken.wait(NUDGE_S)
+                and signal.getsignal(signal.SIGTERM) == self._on_signal
+            ):
+                with contextlib.suppress(OSError):
+                    signal.pthread_kill(main_thread, signal.SIGTERM)
 
     def _continue_in_child(self) -> bool:
         """Measure on with the parent's Coverage, into a data file of this process's own.
@@ -426,10 +483,18 @@ class Agent:
 
     # ---- commands --------------------------------------------------------------------------
 
-    def save(self, reason: str) -> dict[str, Any]:
-        """Write coverage now and keep running; acknowledged in the ledger."""
+    def save(self, reason: str, final: bool = False) -> dict[str, Any]:
+        """Write coverage now and keep running; acknowledged in the ledger. After the final
+        save (`final`: the process is ending) a save only answers: a live save that waited
+        for the lock during the final one wrote the data while coverage.py's own exit hook
+        closed it, and the worker died of SIGSEGV in SQLite (an outside check, 8 exits in
+        about 600 under live saves)."""
         with self._signals_deferred():
             with self._lock:
+                if self._final_written:
+                    return self._answer()
+                if final:
+                    self._final_written = True
                 data = self._cov.get_data()
                 data.write()
                 self._measured = sum(1 for f in data.measured_files() if data.lines(f))
@@ -446,6 +511,9 @@ class Agent:
             }
             with contextlib.suppress(OSError):
                 protocol.append_record(self.ledger, record)
+        return self._answer()
+
+    def _answer(self) -> dict[str, Any]:
         return {"ok": True, "pid": self.pid, "measured": self._measured, "time": self._last_save}
 
     def _package_dirs(self) -> list[str]:
