@@ -49,6 +49,43 @@ SERVICE_SIGNALS = {
 }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _WakeupPipe:
+    """A pool worker's signal wakeup pipe: its two ends and the file they are (a service may
+    close every descriptor it inherited and reuse their numbers)."""
+
+    reader: int
+    writer: int
+    identity: tuple[int, int]
+
+    def holds(self, fd: int) -> bool:
+        """Whether `fd` is still this pipe."""
+        return _identity(fd) == self.identity
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    try:
+        found = os.fstat(fd)
+    except OSError:
+        return (-1, -1)
+    return (found.st_dev, found.st_ino)
+
+
+def _forked_pool_worker(frame: FrameType | None) -> bool:
+    """Whether the fork that called the at-fork hook above `frame` starts a worker of a
+    `multiprocessing.Pool`: multiprocessing's fork launcher (`Popen._launch`) calls
+    `os.fork` with the process object, whose target is the pool's `worker`, at hand."""
+    pool = sys.modules.get("multiprocessing.pool")
+    for _ in range(4):  # the launcher is the hook's caller (os.fork has no frame)
+        if frame is None or pool is None:
+            return False
+        if frame.f_code.co_name == "_launch" and "process_obj" in frame.f_locals:
+            target = getattr(frame.f_locals["process_obj"], "_target", None)
+            return target is getattr(pool, "worker", None)
+        frame = frame.f_back
+    return False
+
+
 def _start_quiet(target: Any, name: str, *args: Any) -> None:
     """A daemon thread of the agent that `SERVICE_SIGNALS` never reach (a thread keeps the
     signal mask of the thread that started it)."""
@@ -125,8 +162,9 @@ class Agent:
         self._final_saved = threading.Event()
         self._stopped = threading.Event()
         self._sigterm_taken = threading.Event()  # the main thread ran `_on_signal`
-        self._wakeup: tuple[int, int] | None = None  # a forked child's signal wakeup pipe
+        self._wakeup: _WakeupPipe | None = None  # a pool worker's signal wakeup pipe
         self._listener: socket.socket | None = None
+        self._listener_identity = (-1, -1)  # the file its descriptor is (`_identity`)
         self._cov: Any = None
         self._saves = 0
         self._last_save: float | None = None
@@ -360,7 +398,9 @@ class Agent:
         try:
             self._restart_in_child()
             try:
-                self._watch_sigterm()
+                self._drop_inherited_wakeup()
+                if _forked_pool_worker(sys._getframe(1)):
+                    self._watch_sigterm()
             except Exception as exc:  # never break the service's worker
                 sys.stderr.write(f"e2ecov: SIGTERM not watched in forked child: {exc}\n")
         finally:
@@ -419,33 +459,47 @@ class Agent:
             sys.stderr.write(f"e2ecov: coverage not restarted in forked child: {exc}\n")
 
     def _watch_sigterm(self) -> None:
-        """Make sure a forked child's main thread runs the agent's SIGTERM handler.
+        """Make sure a pool worker's main thread runs the agent's SIGTERM handler.
 
         Python runs a handler only when the main thread next runs bytecode. A SIGTERM landing
-        just before the main thread blocks in C without a timeout (a pool worker reaching the
-        `SemLock` of its task queue, which `Pool.terminate` has taken for good) only trips
-        Python's flag: the handler never ran, the worker lived on, and `Pool.terminate` waited
-        for it for good (its parent's request hung; an outside check: 1 run in 150 under
-        load). Without e2ecov SIGTERM's default action would have ended it. So the child gets
-        a wakeup fd of its own (not when it inherited another's, an event loop's), read by a
-        thread that sends SIGTERM again to the main thread until its handler has begun:
-        a main thread blocked in a system call is interrupted and runs it."""
+        just before a `multiprocessing.Pool` worker blocks on the lock of its task queue
+        (which `Pool.terminate` has taken for good) only trips Python's flag: the handler
+        never ran, the worker lived on, and `Pool.terminate` waited for it for good (its
+        parent's request hung; an outside check: 1 run in 150 under load). Without e2ecov,
+        SIGTERM's default action would have ended it. So the worker gets a signal wakeup fd,
+        read by a thread that sends SIGTERM again to the main thread until its handler has
+        begun: a main thread blocked in a system call is interrupted and runs it.
+
+        Only in pool workers (`_forked_pool_worker`), and only when nothing else holds the
+        wakeup fd: in every forked child it made Trio warn that its signal handling
+        "collided with another library", and a child that closed its inherited files (a
+        daemon) had signal bytes written into a file of its own that took the number."""
         if signal.getsignal(signal.SIGTERM) != self._on_signal:
             return  # the service handles (or ignores) SIGTERM itself
-        inherited, self._wakeup = self._wakeup, None
         reader, writer = os.pipe()
         os.set_blocking(writer, False)
         previous = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
-        if previous != -1 and (inherited is None or previous != inherited[1]):
-            signal.set_wakeup_fd(previous)  # the service's own: left to it
+        if previous != -1:  # the service's own (an event loop's): left to it
+            signal.set_wakeup_fd(previous)
             os.close(reader)
             os.close(writer)
             return
-        for fd in inherited or ():  # the parent's pipe (a child of a forked child)
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._wakeup = (reader, writer)
+        self._wakeup = _WakeupPipe(reader, writer, _identity(reader))
         _start_quiet(self._resend_sigterm, "e2ecov-sigterm", reader, threading.get_ident())
+
+    def _drop_inherited_wakeup(self) -> None:
+        """In a child of a pool worker: its parent's wakeup pipe, no thread reading it here,
+        is let go — Python's wakeup fd unset while it is still that pipe, and the pipe's
+        descriptors closed while they still are it (a number the service reused is left)."""
+        pipe, self._wakeup = self._wakeup, None
+        if pipe is None:
+            return
+        current = signal.set_wakeup_fd(-1)
+        if current != -1 and not (current == pipe.writer and pipe.holds(current)):
+            signal.set_wakeup_fd(current)  # the service's own since: left to it
+        for fd in (pipe.reader, pipe.writer):
+            if pipe.holds(fd):
+                os.close(fd)
 
     def _resend_sigterm(self, reader: int, main_thread: int) -> None:
         taken = self._sigterm_taken
@@ -612,6 +666,7 @@ class Agent:
         listener.bind(str(path))
         listener.listen(16)
         self._listener = listener
+        self._listener_identity = _identity(listener.fileno())
         self._socket_path = path
         _start_quiet(self._accept, "e2ecov-agent", listener)
 
@@ -638,6 +693,11 @@ class Agent:
     def _close_listener(self, unlink: bool) -> None:
         listener, self._listener = self._listener, None
         if listener is None:
+            return
+        if _identity(listener.fileno()) != self._listener_identity:
+            # the service closed it (a daemon closes what it inherited) and the number is a
+            # file of its own now: closing it broke the service's file in a forked child
+            listener.detach()
             return
         with contextlib.suppress(OSError):
             listener.close()

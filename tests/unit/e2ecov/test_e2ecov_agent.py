@@ -194,51 +194,60 @@ def test_the_agents_threads_never_take_the_services_signals_and_a_fork_holds_the
     assert code == "5", done.stderr
 
 
-# A forked child whose SIGTERM is caught (Python's flag tripped) while its main thread is
-# blocked without a timeout: here another thread of the service takes the signal, as the main
-# thread does when it lands just before it blocks. Prints the child's exit status, or "hung".
+# A pool worker whose SIGTERM is caught (Python's flag tripped) while its main thread is
+# blocked in C without a timeout: here another thread of the worker takes the signal, as the
+# main thread does when it lands just before it blocks (on the task queue's lock, which
+# `Pool.terminate` holds). Then a plain forked child, which must not get the agent's wakeup
+# fd (Trio, a daemon closing its files). Prints the worker's exit code (or "hung") and what
+# the plain child's `set_wakeup_fd` found.
 MISSED_SCRIPT = AGENT_STARTED + textwrap.dedent(
     """
-    import threading
-    pid = os.fork()
-    if pid == 0:
+    import multiprocessing, threading
+
+    def blocked_until_killed():
         def take_it():
             time.sleep(0.3)
             signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
-            time.sleep(30)
 
         threading.Thread(target=take_it, daemon=True).start()
         lock = threading.Lock()
         lock.acquire()
-        lock.acquire()  # as a pool worker waits for the task queue's lock
-        os._exit(0)
+        lock.acquire()
+
+    pool = multiprocessing.get_context("fork").Pool(1)
+    worker = pool._pool[0]
+    pool.apply_async(blocked_until_killed)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            print(os.waitstatus_to_exitcode(status))
-            break
+    while worker.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        print("hung")
+    print("hung" if worker.is_alive() else worker.exitcode)
+    pool.terminate()
+    pid = os.fork()
+    if pid == 0:
+        found = signal.set_wakeup_fd(-1)
+        os.write(1, f"{found}\\n".encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    sys.stdout.flush()
     os._exit(0)
     """
 )
 
 
-def test_a_sigterm_the_main_thread_missed_still_ends_a_forked_child(tmp_path: Path) -> None:
+def test_a_sigterm_the_main_thread_missed_still_ends_a_pool_worker(tmp_path: Path) -> None:
     """A SIGTERM that lands just before a pool worker's main thread blocks in the task
     queue's lock (which `Pool.terminate` holds for good) only trips Python's flag: the
     agent's handler never ran and `Pool.terminate` waited for the worker for good. The
-    agent sends it to the main thread again until its handler runs."""
+    agent sends it to the main thread again until its handler runs — in pool workers only:
+    a plain forked child keeps no wakeup fd of the agent's (in every child it made Trio
+    warn, and wrote signal bytes into a daemon's reused descriptors)."""
     script = tmp_path / "script.py"
     script.write_text(MISSED_SCRIPT)
     done = subprocess.run(
         [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(-signal.SIGTERM), done.stderr
+    assert done.stdout.split() == [str(-signal.SIGTERM), "-1"], done.stderr
     reasons = [
         record.get("reason")
         for ledger in (tmp_path / "ledger").glob("*.jsonl")
@@ -285,3 +294,40 @@ def test_a_save_after_the_final_one_writes_nothing(tmp_path: Path) -> None:
         if record.get("event") == "save"
     ]
     assert reasons == ["exit"], reasons
+
+
+# A service that closed what it inherited (a daemon) and opened files of its own, which took
+# the numbers of the agent's descriptors, then forks. Prints what the child could write.
+REUSED_SCRIPT = AGENT_STARTED + textwrap.dedent(
+    """
+    number = agent._listener.fileno()
+    os.close(number)  # as python-daemon closes every inherited descriptor
+    handle = open(root / "records", "w", buffering=1)
+    assert handle.fileno() == number
+    pid = os.fork()
+    if pid == 0:
+        try:
+            handle.write("from the child\\n")
+            print("written")
+        except OSError as exc:
+            print(exc)
+        sys.stdout.flush()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    os._exit(0)
+    """
+)
+
+
+def test_a_forked_child_leaves_the_descriptors_its_service_reused(tmp_path: Path) -> None:
+    """The agent's listener, closed by the service and its number reused for a file of the
+    service's: a forked child's agent closed that number again as its stale listener, and
+    the child's writes to the file failed (an outside check, with python-daemon)."""
+    script = tmp_path / "script.py"
+    script.write_text(REUSED_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "written", (done.stdout, done.stderr)
+    assert (tmp_path / "records").read_text() == "from the child\n"
