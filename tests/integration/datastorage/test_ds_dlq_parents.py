@@ -191,6 +191,25 @@ async def test_child_of_a_parent_nowhere_uses_its_attempts_and_dies(
     assert await dlq.depth() == 0
 
 
+async def test_a_child_of_another_chains_event_is_buried_and_the_rest_replayed(
+    dlq: DeadLetterQueue, store: SqliteAuditStore
+) -> None:
+    """Queued while the database was down (its parent could not be looked at then), a child
+    whose parent is an event of another correlation id is refused for itself at the replay.
+    Unhandled, that refusal failed every pass, and no letter behind it was ever replayed (an
+    outside check: 971 of 2,000 events stuck)."""
+    elsewhere = ev("rr-other")
+    await store.write([elsewhere])
+    before, after = ev(), ev()
+    stray = ev(parent=elsewhere)
+    await dlq.put([before, stray, after], due=time.time() - 1)
+    report = await worker(dlq, store).drain()
+    assert (report.replayed, report.dead) == (2, 1)
+    assert await stored_ids(store) == [before.event_id, after.event_id]
+    assert [letter.event_id for letter in await dlq.dead()] == [stray.event_id]
+    assert await dlq.depth() == 0
+
+
 async def test_a_cycle_of_parents_ends_in_the_dead_queue(
     dlq: DeadLetterQueue, store: SqliteAuditStore
 ) -> None:

@@ -13,6 +13,7 @@ from signalgate.datastorage.dlq.base import DeadLetterQueue, Letter, readable
 from signalgate.datastorage.errors import (
     Conflict,
     DeadLetterUnavailable,
+    ForeignParent,
     MissingParent,
     StoreUnavailable,
 )
@@ -166,7 +167,7 @@ class ReplayWorker:
         except StoreUnavailable as exc:
             await self._unavailable([letter for letter, _ in events], now, report, exc)
             return report
-        except (Conflict, MissingParent):
+        except (Conflict, ForeignParent, MissingParent):
             await self._one_by_one(events, now, report)
             return report
         await self._dlq.ack([letter for letter, _ in events])
@@ -206,6 +207,11 @@ class ReplayWorker:
             await self._store.write([event])
         except Conflict:
             await self._bury([letter], "conflict", report)
+        except ForeignParent:
+            # queued while the database was down, when its parent could not be looked at:
+            # refused for itself, as the write would have been (and unhandled, it failed
+            # every pass, so no letter behind it was replayed)
+            await self._bury([letter], "foreign parent", report)
         except MissingParent as exc:
             return set(exc.indexes.values())
         except StoreUnavailable as exc:
