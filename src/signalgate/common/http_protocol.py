@@ -137,7 +137,7 @@ class CoalescingTransport(asyncio.Transport):
         data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
         self._held.clear()
         self._held_bytes = 0
-        if not self._transport.is_closing():
+        if not self.is_closing():  # (lingering: our end is shut for writing already)
             self._transport.write(data)
 
     def write_eof(self) -> None:
@@ -244,6 +244,9 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     # a refusal (400, 431, 501) of a request pipelined behind others still being answered:
     # written once they are, so each answer reaches the client in its request's place
     _deferred: bytes | None = None
+    # the refused request's own cycle when the parser failed in its body (it is queued then,
+    # and must never start: its body will not come)
+    _refused_cycle: Any = None
     write_stall_timeout: ClassVar[float] = WRITE_STALL_TIMEOUT
     _stall_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
     max_connections: ClassVar[int] = MAX_CONNECTIONS
@@ -445,22 +448,32 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             + f"content-length: {len(body)}\r\n{retry}connection: close\r\n\r\n".encode()
             + body
         )
-        if self._answering():
-            self._deferred = answer
+        cycle = self.cycle  # the last request read
+        refused = cycle if cycle is not None and cycle.more_body else None
+        if self._earlier_unanswered(refused):
+            self._deferred, self._refused_cycle = answer, refused
             return
         self.transport.write(answer)
-        self._close_lingering()
+        # the refused request's own body was malformed while it was being served: plain close
+        self._close_lingering(answering=refused is not None and not refused.response_complete)
 
-    def _answering(self) -> bool:
-        """A request read earlier is still being answered (or waits its turn: uvicorn
-        answers pipelined requests one after another; `cycle` is the last one read)."""
-        return self.cycle is not None and not self.cycle.response_complete
+    def _earlier_unanswered(self, refused: Any) -> bool:
+        """A request read before the refused one still waits for its answer. When the parser
+        failed in a head, every request read is earlier; when it failed in the body of the
+        last one read (`refused`: bad chunk framing), only if that one is still queued behind
+        another (uvicorn answers pipelined requests one after another). Waiting for the
+        refused request's own answer waited for a body that never came: a 408 after the
+        body's timeout instead of the 400 (an outside check)."""
+        if refused is None:
+            return self.cycle is not None and not self.cycle.response_complete
+        return any(queued is refused for queued, _ in self.pipeline)
 
-    def _close_lingering(self) -> None:
-        """Close once what is still arriving has been read and dropped for `LINGER`."""
+    def _close_lingering(self, answering: bool = False) -> None:
+        """Close once what is still arriving has been read and dropped for `LINGER` (at
+        once while a request is `answering`: its answer would be cut by the half-close)."""
         self._refused = True
         transport = self.transport
-        if isinstance(transport, CoalescingTransport):
+        if isinstance(transport, CoalescingTransport) and not answering:
             transport.close_lingering()  # the answer, then our end closed for writing
         else:
             transport.close()
@@ -471,10 +484,24 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         of the body that still arrived cancelled uvicorn's keep-alive timer. (An answer
         that said `Connection: close` was closed by uvicorn already, lingering likewise:
         `_closing_unread`.)"""
-        if self._body_unread() and not self.transport.is_closing():
+        cycle = self.cycle  # the last request read: the one answered, unless others follow
+        if (
+            cycle is not None
+            and cycle.response_complete
+            and cycle.more_body
+            and not self.transport.is_closing()
+        ):
             self._close_lingering()
-        super().on_response_complete()
-        if self._deferred is not None and not self._answering():
+        if self._deferred is None:
+            super().on_response_complete()
+            return
+        # a refusal waits for the answers before it: the refused request itself, queued,
+        # never starts, and once nothing else is queued the refusal is written
+        for entry in [e for e in self.pipeline if e[0] is self._refused_cycle]:
+            self.pipeline.remove(entry)
+        queued = len(self.pipeline)
+        super().on_response_complete()  # starts the next queued request, if any
+        if not queued:
             answer, self._deferred = self._deferred, None
             if not self.transport.is_closing():  # else the last answer closed it
                 self.transport.write(answer)

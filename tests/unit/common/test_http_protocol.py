@@ -625,3 +625,36 @@ async def test_a_listener_holds_at_most_its_connections(monkeypatch: pytest.Monk
                 await asyncio.sleep(0.05)
         assert room.status_code == 200, room.text
         held[1][1].close()
+
+
+async def test_bad_chunk_framing_in_a_body_is_answered_400_at_once() -> None:
+    """The parser fails inside the body of the request being read: that request is the one
+    refused, not one behind another's answer (held back for its own answer, it waited for a
+    body that never came and got a 408 after the body's timeout: an outside check)."""
+    broken = (
+        b"POST /one HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\nzz\r\n"  # not a chunk size
+    )
+    for pipelined in (b"", b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"):
+        *earlier, refusal = split_answers(await exchange(pipelined + broken))
+        assert [a.endswith(b"hello /first") for a in earlier] == [True] * bool(pipelined)
+        problem_answer(refusal, 400, "Bad Request")
+
+
+async def test_a_pipelined_request_whose_body_arrives_later_is_served() -> None:
+    """A request pipelined behind one being answered, its body still arriving: the first
+    answer's end took the connection for one answered before its body came, and closed it
+    with the second request unserved (an outside check)."""
+    async with serving() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\n12345"
+        )
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.write(b"67890")
+        await writer.drain()
+        answers = split_answers(await read_all(reader))
+        writer.close()
+    assert [a.rsplit(b"\r\n\r\n", 1)[1] for a in answers] == [b"hello /one", b"hello /two"]
