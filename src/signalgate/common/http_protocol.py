@@ -36,7 +36,11 @@ more than a connection's worth when its client pipelines requests and never read
 answers (about 190 KB each, measured: 12,000 such connections took a Gateway to 2 GB,
 which CPython keeps after they close). A listener holds at most `MAX_CONNECTIONS`; one
 more is answered 503 (`Retry-After: 1`) and closed. Each listener counts its own, so a
-flood of the API listener leaves the ops listener's probes answered.
+flood of the API listener leaves the ops listener's probes answered. uvicorn parses a
+whole read ahead and queues every pipelined request in it: small requests, about 2,000
+to a read, held about 5 MB a connection (an outside check). A connection holds at most
+`MAX_PIPELINED` requests waiting behind the one being answered; the next is answered 503
+(`Retry-After: 1`) after them, and the connection closed.
 
 Nor does uvicorn bound how long an answer may wait for a client that does not read it: the
 bytes stay in the transport's buffer (and a streamed answer's task waits) for as long as
@@ -63,6 +67,7 @@ __all__ = [
     "HEAD_TIMEOUT",
     "MAX_CONNECTIONS",
     "MAX_HEAD_BYTES",
+    "MAX_PIPELINED",
     "WRITE_STALL_TIMEOUT",
     "CoalescingTransport",
     "ServiceHttpProtocol",
@@ -79,6 +84,9 @@ HEAD_TIMEOUT = 10.0
 # 1 - 2 KiB. An unfinished head is checked per read (so it is held to one read, up to
 # 256 KiB, past it); a finished one exactly.
 MAX_HEAD_BYTES = 64 * 1024
+# requests a connection may have waiting behind the one being answered (pipelined): real
+# clients (Go's, Alertmanager's, Kubernaut's) send one at a time
+MAX_PIPELINED = 32
 # a request line whose method is an RFC 9110 token: what a method may be
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) [!-~]+ HTTP/1\.[01]\r?")
 MAX_METHOD_SHOWN = 32
@@ -93,6 +101,10 @@ WRITE_STALL_TIMEOUT = 30.0
 
 class _HeadTooLarge(Exception):
     """Raised from the parser's callback to stop it at a head over MAX_HEAD_BYTES."""
+
+
+class _PipelineFull(Exception):
+    """Raised from the parser's callback to stop it at a request over MAX_PIPELINED."""
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -241,6 +253,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _completed_in_read = False  # a request ended in the read being parsed
     _line_at_read_start = False  # the request being parsed began where that read begins
     _head_too_large = False  # a finished head over MAX_HEAD_BYTES: the parser was stopped
+    _pipeline_full = False  # a request over MAX_PIPELINED: the parser was stopped
     # a refusal (400, 431, 501) of a request pipelined behind others still being answered:
     # written once they are, so each answer reaches the client in its request's place
     _deferred: bytes | None = None
@@ -332,6 +345,9 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         ):
             self._head_too_large = True
             raise _HeadTooLarge  # stops the parser; uvicorn answers via send_400_response
+        if len(self.pipeline) >= MAX_PIPELINED:
+            self._pipeline_full = True
+            raise _PipelineFull  # likewise
         self._head_arrived()
         self._head_done = True
         super().on_headers_complete()
@@ -394,6 +410,13 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         not uvicorn's plain text, then close (the stream cannot be trusted past it)."""
         if self._head_too_large:
             self._refuse_head()
+            return
+        if self._pipeline_full:
+            detail = (
+                f"this connection has {MAX_PIPELINED} requests waiting for their answers "
+                "already; send the rest on another connection"
+            )
+            self._answer_and_close(503, "service-unavailable", detail, retry_after=1)
             return
         if method := self._unknown_method():
             # RFC 9110: a method the server does not recognise is 501, not a malformed request

@@ -30,6 +30,7 @@ from signalgate.common.http_protocol import (
     FLUSH_AT,
     HEAD_TIMEOUT,
     MAX_HEAD_BYTES,
+    MAX_PIPELINED,
     CoalescingTransport,
     ServiceHttpProtocol,
 )
@@ -658,3 +659,36 @@ async def test_a_pipelined_request_whose_body_arrives_later_is_served() -> None:
         answers = split_answers(await read_all(reader))
         writer.close()
     assert [a.rsplit(b"\r\n\r\n", 1)[1] for a in answers] == [b"hello /one", b"hello /two"]
+
+
+async def test_a_connection_holds_a_bounded_number_of_pipelined_requests() -> None:
+    """uvicorn parses whole reads ahead and queued every pipelined request in them: a client
+    sending small requests and never reading held about 5 MB a connection (an outside
+    check). Behind the one being answered, `MAX_PIPELINED` wait; the next is answered 503
+    after them, and the connection closed (what followed it never runs)."""
+    requests = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(100))
+    answers = split_answers(await exchange(requests))
+    served = MAX_PIPELINED + 1
+    assert [a.rsplit(b"\r\n\r\n", 1)[1] for a in answers[:served]] == [
+        b"hello /%d" % i for i in range(served)
+    ]
+    assert len(answers) == served + 1
+    document = problem_answer(answers[-1], 503, "Service Unavailable")
+    assert f"{MAX_PIPELINED} requests waiting" in document["detail"]
+    assert b"retry-after: 1" in answers[-1]
+
+
+async def test_pipelined_requests_within_the_bound_are_all_served() -> None:
+    async with serving() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        count = MAX_PIPELINED + 1  # one answered, the rest waiting
+        writer.write(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(count)))
+        await writer.drain()
+        bodies = []
+        async with asyncio.timeout(5):
+            for _ in range(count):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"content-length: (\d+)", head)[1])  # type: ignore[index]
+                bodies.append(await reader.readexactly(length))
+        writer.close()
+    assert bodies == [b"hello /%d" % i for i in range(count)]
