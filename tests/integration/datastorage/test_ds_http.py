@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
+import orjson
 import pytest
 
 from tests.integration.datastorage.dstools import READER_TOKEN, WRITER_TOKEN, event_body
@@ -304,3 +308,41 @@ def test_a_slow_body_gets_408_and_an_unfinished_head_is_closed(tmp_path: object)
         no_head.close()
     finally:
         process.stop()
+
+
+def _raw_exchange(server: ServiceProcess, request: bytes, close_after: bool = False) -> bytes:
+    """`request` sent as it is on one connection; what the server answers until it closes (or,
+    `close_after`, what it answered before the client shut its sending side)."""
+    address = urlsplit(server.api_url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(request)
+        if close_after:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize("ending", [b"zz\r\n", b""], ids=["bad chunk framing", "cut short"])
+def test_a_chunked_body_that_does_not_end_stores_nothing(
+    sqlite_server: ServiceProcess, ds: httpx.Client, ending: bytes
+) -> None:
+    """A whole event in the first chunk, then bad framing (answered 400) or the client's end:
+    the body never ended, so nothing is stored. The body read took a chunked body cut short
+    as whole, and the event was stored while its sender was told 400 (an outside check)."""
+    cid = f"rr-{uuid.uuid4().hex[:8]}"
+    body = orjson.dumps(event_body(cid))
+    request = (
+        f"POST {EVENTS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITER_TOKEN}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n"
+        + ending
+    )
+    answer = _raw_exchange(sqlite_server, request, close_after=not ending)
+    if ending:
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request"), answer[:200]
+    time.sleep(0.5)  # a request still processed would have stored its event by now
+    assert ds.get(EVENTS, params={"correlation_id": cid}).json()["pagination"]["total"] == 0
