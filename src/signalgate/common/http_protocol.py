@@ -254,7 +254,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _line_at_read_start = False  # the request being parsed began where that read begins
     _head_too_large = False  # a finished head over MAX_HEAD_BYTES: the parser was stopped
     _pipeline_full = False  # a request over MAX_PIPELINED: the parser was stopped
-    # a refusal (400, 431, 501, 503) of a request pipelined behind others still answered:
+    # a refusal (400, 431, 501, 503) of a request pipelined behind others unanswered:
     # written once they are, so each answer reaches the client in its request's place
     _deferred: bytes | None = None
     # the refused request's own cycle when the parser failed in its body (it is queued then,
