@@ -254,6 +254,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _line_at_read_start = False  # the request being parsed began where that read begins
     _head_too_large = False  # a finished head over MAX_HEAD_BYTES: the parser was stopped
     _pipeline_full = False  # a request over MAX_PIPELINED: the parser was stopped
+    _quiet_close = False  # a close with no answer in it: nothing to linger for
     # a refusal (400, 431, 501, 503) of a request pipelined behind others unanswered:
     # written once they are, so each answer reaches the client in its request's place
     _deferred: bytes | None = None
@@ -291,17 +292,29 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         return self.cycle is not None and self.cycle.more_body
 
     def _closing_unread(self) -> bool:
-        """The transport is asked to close: linger instead while a body still arrives.
+        """The transport is asked to close: linger instead while a body still arrives, and
+        after an answer (one that said `Connection: close`, or to HTTP/1.0).
 
         uvicorn closes at once after an answer that says `Connection: close`, and the
         services' errors to a request with a body say so (a 413 or 401 answered before the
         body arrived): closed with the body's bytes unread, the kernel reset the connection,
         and a client still writing its body (Go's net/http: 16 of 20 oversized batches) got
-        "connection reset by peer" instead of the answer."""
-        if not self._body_unread():
+        "connection reset by peer" instead of the answer. So did a client pipelining more
+        requests behind such an answer: the end of a large answer was lost (an outside
+        check: 9 of 10). A close with no answer in it (the head's deadline, the keep-alive
+        timeout, the server's shutdown) has nothing to linger for."""
+        if self._quiet_close and not self._body_unread():
             return False
         self._close_lingering()
         return True
+
+    def timeout_keep_alive_handler(self) -> None:
+        self._quiet_close = True
+        super().timeout_keep_alive_handler()
+
+    def shutdown(self) -> None:
+        self._quiet_close = True
+        super().shutdown()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -401,6 +414,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         """No whole request head in time: the connection goes (there is no request to
         answer yet, so no answer)."""
         self._head_timer = None
+        self._quiet_close = True
         if not self.transport.is_closing():
             self.transport.close()
 
