@@ -43,6 +43,7 @@ import redis.asyncio as aioredis
 from e2ecov.recipes import RedisServer
 from signalgate.datastorage.dlq import STREAM, FileDeadLetterQueue, RedisDeadLetterQueue
 from signalgate.datastorage.dlq.base import Letter
+from signalgate.datastorage.dlq.file import _changed
 from signalgate.datastorage.dlq.redis_streams import DUE_INDEX, EVENT_INDEX
 from signalgate.datastorage.events import AuditEvent, validate_event
 
@@ -230,8 +231,8 @@ class RewriteEachChange(FileDeadLetterQueue):
     def _recorded(
         self, letters: dict[str, Letter], pending: dict[str, Letter | None]
     ) -> OSError | None:
-        kept = [letter for key, letter in letters.items() if pending.get(key, letter)]
-        self._replace([pending.get(letter.key) or letter for letter in kept])
+        kept = _changed(letters.values(), pending)
+        self._replace(kept)
         self._lines = len(kept)
         return None
 

@@ -11,7 +11,7 @@ stacks are kept (--out) for a flame graph (e.g. `inferno-flamegraph` or speedsco
 
     python bench/profile.py [--backend postgres] [--workload duplicate] [--duration 10]
                             [--connections 16] [--audit off] [--gil] [--top 30]
-                            [--out gateway.folded]
+                            [--out build/profile/gateway.folded]
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def main() -> int:
         " without threads waiting on a disk or a lock",
     )
     parser.add_argument("--top", type=int, default=30)
-    parser.add_argument("--out", type=Path, default=Path("gateway.folded"))
+    # under build/ (ignored): a default in the working directory was committed by mistake
+    parser.add_argument("--out", type=Path, default=Path("build/profile/gateway.folded"))
     parser.add_argument("--summarize", type=Path, help="only print the top of a saved profile")
     args = parser.parse_args()
     if args.summarize:
@@ -122,6 +123,7 @@ def main() -> int:
         assert service.proc is not None
         try:
             run_wrk(service.api_url, args.workload, 2, args.connections, workdir)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
             spy = subprocess.Popen(
                 [
                     *(str(PY_SPY), "record", "--pid", str(service.proc.pid), "--format", "raw"),

@@ -37,7 +37,7 @@ from typing import Any, NoReturn
 from e2ecov import protocol
 
 FINAL_SAVE_WAIT_S = 10.0  # how long a SIGTERM waits for a final save another thread began
-NUDGE_S = 0.2  # how long a forked child's main thread has to take a SIGTERM before it is re-sent
+NUDGE_S = 0.2  # how long a pool worker's main thread has to take a SIGTERM before it is re-sent
 HELD_AT_FORK = {signal.SIGTERM, signal.SIGINT}
 # Signals a service may wait for: never delivered to the agent's threads. The kernel gives a
 # process's signal to any thread not blocking it; taken by an agent thread, it only sets
@@ -154,23 +154,16 @@ _CORE_NAMES = {"CTracer": "ctrace", "SysMonitor": "sysmon", "PyTracer": "pytrace
 class Agent:
     """One per process; re-initialised in forked children."""
 
+    _finished: bool  # set by `_new_process_state`
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._lock = threading.Lock()
-        # per thread: `depth` of the save sections it is inside, `pending` signal held back
-        self._deferring = threading.local()
-        self._final_saved = threading.Event()
-        self._stopped = threading.Event()
-        self._sigterm_taken = threading.Event()  # the main thread ran `_on_signal`
+        self._new_process_state()
         self._wakeup: _WakeupPipe | None = None  # a pool worker's signal wakeup pipe
         self._listener: socket.socket | None = None
         self._listener_identity = (-1, -1)  # the file its descriptor is (`_identity`)
         self._cov: Any = None
-        self._saves = 0
-        self._last_save: float | None = None
         self._measured = 0
-        self._finished = False
-        self._final_written = False  # the final save is on disk: nothing is written after it
         self._fork_mask: set[int | signal.Signals] = set()  # the forking thread's, before a fork
         self.core = "?"
         self.context = os.environ.get(protocol.ENV_CONTEXT) or protocol.STARTUP_CONTEXT
@@ -438,18 +431,24 @@ class Agent:
                 stream.flush()
         os._exit(status)
 
-    def _restart_in_child(self) -> None:
-        old = self._cov
+    def _new_process_state(self) -> None:
+        """What belongs to one process, made anew in a forked child (the parent's locks may
+        have been held at the fork, its saves and its end are not the child's)."""
         self._lock = threading.Lock()
+        # per thread: `depth` of the save sections it is inside, `pending` signal held back
         self._deferring = threading.local()
         self._final_saved = threading.Event()
         self._stopped = threading.Event()
-        self._sigterm_taken = threading.Event()
-        self._close_listener(unlink=False)
+        self._sigterm_taken = threading.Event()  # the main thread ran `_on_signal`
         self._saves = 0
-        self._last_save = None
+        self._last_save: float | None = None
         self._finished = False
         self._final_written = False  # the final save is on disk: nothing is written after it
+
+    def _restart_in_child(self) -> None:
+        old = self._cov
+        self._new_process_state()
+        self._close_listener(unlink=False)
         try:
             if not self._continue_in_child():
                 with contextlib.suppress(Exception):

@@ -273,7 +273,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     draining: ClassVar[list[bool]] = [False]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop, self._closing_unread))
+        super().connection_made(CoalescingTransport(transport, self.loop, self._close_requested))
         if self._open[0] >= self.max_connections:
             self._answer_and_close(
                 503,
@@ -291,9 +291,10 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         """A request's body is still arriving (answered before it came whole)."""
         return self.cycle is not None and self.cycle.more_body
 
-    def _closing_unread(self) -> bool:
+    def _close_requested(self) -> bool:
         """The transport is asked to close: linger instead while a body still arrives, and
-        after an answer (one that said `Connection: close`, or to HTTP/1.0).
+        after an answer (one that said `Connection: close`, or to HTTP/1.0). True when it
+        closes this way.
 
         uvicorn closes at once after an answer that says `Connection: close`, and the
         services' errors to a request with a body say so (a 413 or 401 answered before the
@@ -490,9 +491,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         if self._earlier_unanswered(refused):
             self._deferred, self._refused_cycle = answer, refused
             return
-        self.transport.write(answer)
-        # the refused request's own body was malformed while it was being served: plain close
-        self._close_lingering(answering=refused is not None and not refused.response_complete)
+        self._write_and_close(answer)
 
     def _earlier_unanswered(self, refused: Any) -> bool:
         """A request read before the refused one still waits for its answer. When the parser
@@ -505,12 +504,17 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             return self.cycle is not None and not self.cycle.response_complete
         return any(queued is refused for queued, _ in self.pipeline)
 
-    def _close_lingering(self, answering: bool = False) -> None:
-        """Close once what is still arriving has been read and dropped for `LINGER` (at
-        once while a request is `answering`: its answer would be cut by the half-close)."""
+    def _write_and_close(self, answer: bytes) -> None:
+        """`answer`, then a lingering close: nothing the application writes after it (a
+        request whose own body was refused may still be answered) goes out."""
+        self.transport.write(answer)
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """Close once what is still arriving has been read and dropped for `LINGER`."""
         self._refused = True
         transport = self.transport
-        if isinstance(transport, CoalescingTransport) and not answering:
+        if isinstance(transport, CoalescingTransport):
             transport.close_lingering()  # the answer, then our end closed for writing
         else:
             transport.close()
@@ -520,14 +524,10 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         connection cannot serve another request, and left open it never closed — every byte
         of the body that still arrived cancelled uvicorn's keep-alive timer. (An answer
         that said `Connection: close` was closed by uvicorn already, lingering likewise:
-        `_closing_unread`.)"""
-        cycle = self.cycle  # the last request read: the one answered, unless others follow
-        if (
-            cycle is not None
-            and cycle.response_complete
-            and cycle.more_body
-            and not self.transport.is_closing()
-        ):
+        `_close_requested`.)"""
+        # the last request read: the one answered, unless others follow it
+        answered = self.cycle is not None and self.cycle.response_complete
+        if answered and self._body_unread() and not self.transport.is_closing():
             self._close_lingering()
         if self._deferred is None:
             super().on_response_complete()
@@ -541,8 +541,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         if not queued:
             answer, self._deferred = self._deferred, None
             if not self.transport.is_closing():  # else the last answer closed it
-                self.transport.write(answer)
-                self._close_lingering()
+                self._write_and_close(answer)
 
 
 def service_http_protocol(head_timeout: float) -> type[ServiceHttpProtocol]:

@@ -109,19 +109,15 @@ class FileDeadLetterQueue:
                 ) from exc
 
     async def put(self, events: Sequence[AuditEvent], due: float) -> None:
-        lines = [
-            {"key": str(uuid.uuid4()), "event": event.fields, "attempts": 0, "due": due}
-            for event in events
-        ]
-        await self._call("append", self._enqueue, lines, due)
+        added = [Letter(str(uuid.uuid4()), dict(event.fields), 0, due) for event in events]
+        await self._call("append", self._enqueue, added, due)
 
-    def _enqueue(self, records: Sequence[dict[str, Any]], due: float) -> None:
-        before, after = self._append(self.path, records)
-        self._queued = self._queued | {str(r["event"]["event_id"]): due for r in records}
+    def _enqueue(self, added: list[Letter], due: float) -> None:
+        before, after = self._append(self.path, [_record(letter) for letter in added])
+        self._queued = self._queued | {letter.event_id: due for letter in added}
         if self._mirror is None or self._mirror[0] != before:
             self._mirror = self._view = None  # changed by another process too: read it again
             return
-        added = [Letter(str(r["key"]), r["event"], 0, due) for r in records]
         self._mirror[1].update((letter.key, letter) for letter in added)
         self._mirror = (after, self._mirror[1])
         self._lines += len(added)
@@ -267,12 +263,7 @@ class FileDeadLetterQueue:
                 self._unwritten = {}
                 # the file reads as the mirror with the changes applied (rewritten, or its
                 # change records appended)
-                for key, letter in pending.items():
-                    if key in letters:
-                        if letter is None:
-                            del letters[key]
-                        else:
-                            letters[key] = letter
+                _apply(letters, pending)
                 self._mirror = (_state(self.path), letters)
             else:
                 if not self._unwritten:
@@ -324,11 +315,7 @@ class FileDeadLetterQueue:
                 handle.truncate(0)
                 os.fsync(handle.fileno())
             return
-        records = [
-            {"key": ltr.key, "event": ltr.fields, "attempts": ltr.attempts, "due": ltr.due}
-            for ltr in kept
-        ]
-        _write_whole(self.path, b"".join(orjson.dumps(record) + b"\n" for record in records))
+        _write_whole(self.path, b"".join(orjson.dumps(_record(ltr)) + b"\n" for ltr in kept))
 
     async def depth(self) -> int:
         return len(await self._call("read", self._read))
@@ -365,6 +352,28 @@ class FileDeadLetterQueue:
                 if not gone:
                     kept.append(line + b"\n")
             _write_whole(self.dead_path, b"".join(kept))
+
+
+def _record(letter: Letter) -> dict[str, Any]:
+    """A letter as a line of the file."""
+    return {
+        "key": letter.key,
+        "event": letter.fields,
+        "attempts": letter.attempts,
+        "due": letter.due,
+    }
+
+
+def _apply(letters: dict[str, Letter], changes: dict[str, Letter | None]) -> None:
+    """`changes` made to `letters` in place (None: the letter is gone); a change to a letter
+    no longer there is none."""
+    for key, letter in changes.items():
+        if key not in letters:
+            continue
+        if letter is None:
+            del letters[key]
+        else:
+            letters[key] = letter
 
 
 def _changed(letters: Iterable[Letter], changes: dict[str, Letter | None]) -> list[Letter]:
