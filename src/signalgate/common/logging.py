@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Hashable
@@ -51,17 +52,39 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+# Characters that would let a value change what a terminal shows: line breaks (a client's
+# alert name could forge a whole log line), other C0/C1 controls (escape sequences move the
+# cursor or recolour), and the bidirectional overrides that reorder what is read.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _SHORT_ESCAPES.get(char) or f"\\u{ord(char):04x}"
+
+
+def _printable(text: str) -> str:
+    """`text` with every character that could forge or hide part of a console line written
+    as an escape (`\\n`, `\\u001b`): one record is always one line. The JSON format needs
+    none of this: its encoder escapes them."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
 class ConsoleFormatter(logging.Formatter):
-    """`HH:MM:SS level logger: msg key=value` for a person watching a terminal."""
+    """`HH:MM:SS level logger: msg key=value` for a person watching a terminal. The message
+    and values are written with `_printable`: they carry text from outside (a peer's error,
+    a file's path, an exception's message), which must not start a line of its own."""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         extras = " ".join(
-            f"{key}={value}"
+            f"{key}={_printable(str(value))}"
             for key, value in record.__dict__.items()
             if key not in _STANDARD_ATTRS and not key.startswith("_")
         )
-        line = f"{stamp} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        message = _printable(record.getMessage())
+        line = f"{stamp} {record.levelname.lower():7} {record.name}: {message}"
         if extras:
             line += f"  {extras}"
         if record.exc_info:

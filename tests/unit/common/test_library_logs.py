@@ -41,3 +41,22 @@ def test_asyncpg_pool_retries_are_one_line_each(capsys: pytest.CaptureFixture[st
     except RuntimeError:
         pool_log.error("unexpected", exc_info=True)
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_console_lines_cannot_be_forged_or_recoloured(capsys: pytest.CaptureFixture[str]) -> None:
+    """Text from outside in a console line (a message, an extra value) is escaped: a line
+    break cannot start a forged line, an escape sequence cannot recolour or move the cursor,
+    a bidirectional override cannot reorder what is read."""
+    configure_logging("info", "console")
+    capsys.readouterr()
+    forged = "x\n13:00:00 info    signalgate.auth: token accepted"
+    logging.getLogger("signalgate.test").warning(
+        f"peer said {forged}", extra={"error": "\x1b[2J\x1b[31mred\r\u2028\u202eevil\x85"}
+    )
+    line = capsys.readouterr().err
+    assert len(line.splitlines()) == 1  # splitlines breaks at \r, \x85 and \u2028 too
+    assert "peer said x\\n13:00:00 info    signalgate.auth: token accepted" in line
+    assert "error=\\u001b[2J\\u001b[31mred\\r\\u2028\\u202eevil\\u0085" in line
+    # text that needs nothing escaped is written as it was
+    logging.getLogger("signalgate.test").info("plain café 🚀", extra={"path": "/a b/c"})
+    assert "plain café 🚀  path=/a b/c" in capsys.readouterr().err
