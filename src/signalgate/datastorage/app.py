@@ -49,7 +49,7 @@ from signalgate.datastorage.query import InvalidParameter, parse_query
 from signalgate.datastorage.service import DataStorageService
 from signalgate.datastorage.store import verify_stored
 from signalgate.datastorage.verification import kubernaut_verification
-from signalgate.datastorage.writer import EventsLost, Written
+from signalgate.datastorage.writer import EventsLost, WriteOutcome, Written
 
 
 class DataStorageAPI:
@@ -80,7 +80,7 @@ class DataStorageAPI:
         except (MissingParent, ForeignParent) as exc:
             raise _parent_problem(exc, single=True) from None
         if outcome.written is Written.QUEUED:
-            return _accepted(1)
+            return _accepted(outcome)
         body = {
             "event_id": event.event_id,
             "event_timestamp": event.fields["event_timestamp"],
@@ -100,7 +100,7 @@ class DataStorageAPI:
         self._check_categories(events, allowed)
         outcome = await self.service.writer.write(events)
         if outcome.written is Written.QUEUED:
-            return _accepted(len(events))
+            return _accepted(outcome)
         body = {
             "event_ids": [event.event_id for event in events],
             "message": f"{len(events)} audit event(s) stored",
@@ -232,11 +232,11 @@ class DataStorageAPI:
         return json_response(200, openapi_document())
 
 
-def _accepted(count: int) -> Response:
+def _accepted(outcome: WriteOutcome) -> Response:
     body = {
         "status": "accepted",
-        "message": "the audit database is unavailable; events are queued and will be stored",
-        "count": count,
+        "message": f"{outcome.why}; events are queued and will be stored",
+        "count": outcome.count,
     }
     return json_response(202, body)
 

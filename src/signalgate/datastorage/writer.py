@@ -26,10 +26,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from signalgate.common.logging import SampledLog
-from signalgate.datastorage.dlq import DeadLetterQueue
+from signalgate.datastorage.dlq import DeadLetterQueue, Waiting
 from signalgate.datastorage.errors import (
     Conflict,
     DeadLetterUnavailable,
+    ForeignParent,
     MissingParent,
     ParentsUnconfirmed,
     StoreUnavailable,
@@ -51,6 +52,7 @@ class Written(enum.Enum):
 class WriteOutcome:
     written: Written
     count: int
+    why: str = ""  # why a batch was queued, for its sender (the 202's message)
 
 
 class EventsLost(Exception):
@@ -108,7 +110,7 @@ class AuditWriter:
         except Conflict:
             self._metrics.writes.labels("conflict").inc(len(events))
             raise
-        except MissingParent:
+        except (MissingParent, ForeignParent):
             self._metrics.writes.labels("rejected").inc(len(events))
             raise
 
@@ -119,7 +121,9 @@ class AuditWriter:
             # second write would win, and the acknowledged first be refused as a conflict);
             # the replay stores the first, then the second is the same or a conflict
             return await self._queue_behind(
-                events, list(queued.values()), f"earlier writes of {len(queued)} of their ids"
+                events,
+                [waiting.due for waiting in queued.values()],
+                f"earlier writes of {len(queued)} of their ids",
             )
         try:
             result = await self._store.write(events)
@@ -165,7 +169,7 @@ class AuditWriter:
             "database unavailable: events queued for replay",
             {"count": count, "error": str(store_error)},
         )
-        return WriteOutcome(Written.QUEUED, count)
+        return WriteOutcome(Written.QUEUED, count, "the audit database is unavailable")
 
     async def _behind_parents(
         self, events: Sequence[AuditEvent], missing: MissingParent
@@ -174,7 +178,9 @@ class AuditWriter:
 
         A parent the queue no longer holds may have been replayed since the store looked:
         the replay stores a letter before it acks it, so a second look at the store settles
-        it — stored now, or missing for good.
+        it — stored now, or missing for good. A parent waiting there with another
+        correlation id is refused now (400), as it is once stored: queued, its child could
+        only be buried at replay, after its sender was told 202.
         """
         queued = await self._waiting(set(missing.indexes.values()))
         if not set(missing.indexes.values()) <= queued.keys():
@@ -189,12 +195,19 @@ class AuditWriter:
             absent = {i: p for i, p in missing.indexes.items() if p not in queued}
             if absent:
                 raise MissingParent(absent)
+        foreign = {
+            index: (parent, queued[parent].correlation_id)
+            for index, parent in missing.indexes.items()
+            if queued[parent].correlation_id not in ("", events[index].correlation_id)
+        }
+        if foreign:
+            raise ForeignParent(foreign)
         parents = set(missing.indexes.values())
         return await self._queue_behind(
-            events, [queued[parent] for parent in parents], f"their {len(parents)} parent(s)"
+            events, [queued[parent].due for parent in parents], f"their {len(parents)} parent(s)"
         )
 
-    async def _already_queued(self, events: Sequence[AuditEvent]) -> dict[str, float]:
+    async def _already_queued(self, events: Sequence[AuditEvent]) -> dict[str, Waiting]:
         """Which of the batch's ids wait in the dead-letter queue (accepted with 202 during an
         outage, not replayed yet). A queue that cannot be asked holds nothing we can see: the
         batch is written as usual, as while the queue is down."""
@@ -221,9 +234,11 @@ class AuditWriter:
             "events queued behind earlier letters in the dead-letter queue",
             extra={"count": len(events), "behind": what},
         )
-        return WriteOutcome(Written.QUEUED, len(events))
+        return WriteOutcome(
+            Written.QUEUED, len(events), f"they wait behind {what} in the dead-letter queue"
+        )
 
-    async def _waiting(self, parents: set[str]) -> dict[str, float]:
+    async def _waiting(self, parents: set[str]) -> dict[str, Waiting]:
         try:
             return await self._dlq.waiting(parents)
         except DeadLetterUnavailable as exc:

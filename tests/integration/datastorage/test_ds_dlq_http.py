@@ -86,6 +86,17 @@ def test_child_of_a_queued_event_is_accepted_and_stored_after_it(
         answer = client.post(EVENTS, json=child)
         assert answer.status_code == 202, answer.text  # was 400: the parent is only queued
         assert answer.json()["count"] == 1
+        # the database is up: the answer says why the event waits, not that it is down
+        assert answer.json()["message"] == (
+            "they wait behind their 1 parent(s) in the dead-letter queue; "
+            "events are queued and will be stored"
+        )
+        # a child in another correlation id is refused now, as once its parent is stored
+        # (it was queued with 202, then buried at the replay: never stored)
+        stray = event_body(f"rr-{uuid.uuid4().hex[:8]}", parent_event_id=parent["event_id"])
+        refused = client.post(EVENTS, json=stray)
+        assert refused.status_code == 400, refused.text
+        assert "another correlation id" in refused.json()["field_errors"]["parent_event_id"]
         answer = client.post(BATCH, json=[grandchild])  # its parent is a queued child
         assert answer.status_code == 202, answer.text
 

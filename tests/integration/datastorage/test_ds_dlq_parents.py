@@ -24,8 +24,9 @@ from signalgate.datastorage.dlq import (
     FileDeadLetterQueue,
     RedisDeadLetterQueue,
     ReplayWorker,
+    Waiting,
 )
-from signalgate.datastorage.errors import MissingParent, ParentsUnconfirmed
+from signalgate.datastorage.errors import ForeignParent, MissingParent, ParentsUnconfirmed
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.sqlite import SqliteAuditStore
@@ -82,22 +83,22 @@ async def stored_ids(store: SqliteAuditStore, correlation_id: str = "rr-p") -> l
 
 
 async def test_waiting_names_queued_events_with_their_due(dlq: DeadLetterQueue) -> None:
-    kept, acked, buried = ev(), ev(), ev()
+    kept, acked, buried = ev(), ev("rr-a"), ev("rr-b")
     await dlq.put([kept, acked, buried], due=100.0)
     await dlq.put([kept], due=200.0)  # a client retry queued it again: the latest answers
     ids = [kept.event_id, acked.event_id, buried.event_id, str(uuid.uuid4())]
     assert await dlq.waiting(ids) == {
-        kept.event_id: 200.0,
-        acked.event_id: 100.0,
-        buried.event_id: 100.0,
+        kept.event_id: Waiting(200.0, "rr-p"),
+        acked.event_id: Waiting(100.0, "rr-a"),
+        buried.event_id: Waiting(100.0, "rr-b"),
     }
     letters = {ltr.event_id: ltr for ltr in await dlq.due(None, 10) if ltr.due == 100.0}
     await dlq.ack([letters[acked.event_id]])
     await dlq.bury([letters[buried.event_id]], "attempts exhausted")
-    assert await dlq.waiting(ids) == {kept.event_id: 200.0}
+    assert await dlq.waiting(ids) == {kept.event_id: Waiting(200.0, "rr-p")}
     newest = next(ltr for ltr in await dlq.due(None, 10) if ltr.due == 200.0)
     await dlq.reschedule([replace(newest, due=300.0)])
-    assert await dlq.waiting(ids) == {kept.event_id: 300.0}
+    assert await dlq.waiting(ids) == {kept.event_id: Waiting(300.0, "rr-p")}
     assert await dlq.waiting([]) == {}
 
 
@@ -113,7 +114,7 @@ async def test_waiting_survives_a_restart(dlq: DeadLetterQueue, tmp_path: Path) 
         again = RedisDeadLetterQueue(dlq._url)
     await again.open()
     try:
-        assert await again.waiting([parent.event_id]) == {parent.event_id: 100.0}
+        assert await again.waiting([parent.event_id]) == {parent.event_id: Waiting(100.0, "rr-p")}
     finally:
         await again.close()
 
@@ -243,7 +244,7 @@ async def test_writer_queues_a_child_behind_its_queued_parent(
     child = ev(parent=parent)
     outcome = await writer(store, dlq).write([ev(), child])
     assert outcome.written is Written.QUEUED
-    assert (await dlq.waiting([child.event_id]))[child.event_id] >= parent_due
+    assert (await dlq.waiting([child.event_id]))[child.event_id].due >= parent_due
     assert await stored_ids(store) == []
 
     bogus = ev(parent=str(uuid.uuid4()))
@@ -254,6 +255,22 @@ async def test_writer_queues_a_child_behind_its_queued_parent(
     assert (await worker(dlq, store).drain()).replayed == 3
     assert (await stored_ids(store))[0] == parent.event_id
     assert (await stored_ids(store))[-1] == child.event_id
+
+
+async def test_writer_refuses_a_child_of_a_queued_parent_of_another_correlation_id(
+    dlq: DeadLetterQueue, store: SqliteAuditStore
+) -> None:
+    """Refused (400) as it is once its parent is stored, not queued with 202 and buried at
+    the replay (an outside check: the sender was told 202, the event never stored)."""
+    parent = ev("rr-a")
+    await dlq.put([parent], due=time.time() + HOUR)  # queued during an outage; back now
+    stray = ev("rr-b", parent=parent)
+    with pytest.raises(ForeignParent) as refused:
+        await writer(store, dlq).write([ev("rr-b"), stray])
+    assert refused.value.indexes == {1: (parent.event_id, "rr-a")}
+    assert await dlq.waiting([stray.event_id]) == {}
+    # a child in the parent's own correlation id is still queued behind it
+    assert (await writer(store, dlq).write([ev("rr-a", parent=parent)])).written is Written.QUEUED
 
 
 async def test_writer_looks_again_at_a_parent_replayed_meanwhile(

@@ -11,7 +11,7 @@ backends also say which event ids they hold (`waiting`), so a child whose parent
 is queued behind it rather than refused.
 """
 
-from signalgate.datastorage.dlq.base import DEAD_STREAM, STREAM, DeadLetterQueue, Letter
+from signalgate.datastorage.dlq.base import DEAD_STREAM, STREAM, DeadLetterQueue, Letter, Waiting
 from signalgate.datastorage.dlq.file import FileDeadLetterQueue
 from signalgate.datastorage.dlq.redis_streams import RedisDeadLetterQueue
 from signalgate.datastorage.dlq.replay import ReplayReport, ReplayWorker
@@ -25,4 +25,5 @@ __all__ = [
     "RedisDeadLetterQueue",
     "ReplayReport",
     "ReplayWorker",
+    "Waiting",
 ]

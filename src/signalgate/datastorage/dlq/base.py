@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from signalgate.datastorage.events import AuditEvent
 
@@ -25,6 +25,19 @@ class Letter:
     def event_id(self) -> str:
         """The queued event's id ('' for a letter too damaged to carry one)."""
         return str(self.fields.get("event_id", ""))
+
+    @property
+    def waiting(self) -> Waiting:
+        return Waiting(self.due, str(self.fields.get("correlation_id", "")))
+
+
+class Waiting(NamedTuple):
+    """What the write path needs of a queued event: when its letter is due (a child is queued
+    no earlier), and its correlation id (a child of another correlation id is refused, as it
+    is once its parent is stored)."""
+
+    due: float
+    correlation_id: str
 
 
 def readable(
@@ -64,8 +77,9 @@ class DeadLetterQueue(Protocol):
         """
         ...
 
-    async def waiting(self, event_ids: Collection[str]) -> dict[str, float]:
-        """Which of `event_ids` wait in this queue (not dead), each with its letter's due.
+    async def waiting(self, event_ids: Collection[str]) -> dict[str, Waiting]:
+        """Which of `event_ids` wait in this queue (not dead), each with its letter's due and
+        correlation id.
 
         The write path asks this to queue a child behind its queued parent instead of
         refusing it, and the replay to let a child wait for its parent without using up

@@ -19,7 +19,7 @@ import orjson
 
 from signalgate.common.directories import disk_full
 from signalgate.common.file_watch import Signature, signature
-from signalgate.datastorage.dlq.base import Letter
+from signalgate.datastorage.dlq.base import Letter, Waiting
 from signalgate.datastorage.errors import DeadLetterUnavailable
 from signalgate.datastorage.events import AuditEvent
 
@@ -71,7 +71,7 @@ class FileDeadLetterQueue:
         self.path = path
         self.dead_path = path.with_name(path.name + ".dead")
         self._lock = asyncio.Lock()
-        self._queued: dict[str, float] = {}
+        self._queued: dict[str, Waiting] = {}
         # changes no record of which fitted on the disk yet (see the class docstring)
         self._unwritten: dict[str, Letter | None] = {}
         # the file's letters as last read or written, and the signature it had then
@@ -114,7 +114,7 @@ class FileDeadLetterQueue:
 
     def _enqueue(self, added: list[Letter], due: float) -> None:
         before, after = self._append(self.path, [_record(letter) for letter in added])
-        self._queued = self._queued | {letter.event_id: due for letter in added}
+        self._queued = self._queued | {letter.event_id: letter.waiting for letter in added}
         if self._mirror is None or self._mirror[0] != before:
             self._mirror = self._view = None  # changed by another process too: read it again
             return
@@ -163,7 +163,7 @@ class FileDeadLetterQueue:
         # sorting the whole queue at each pass of a long drain
         return heapq.nsmallest(limit, (ltr for ltr in letters if ltr.due <= now), key=_due_of)
 
-    async def waiting(self, event_ids: Collection[str]) -> dict[str, float]:
+    async def waiting(self, event_ids: Collection[str]) -> dict[str, Waiting]:
         if not any(event_id in self._queued for event_id in event_ids):
             return {}  # the usual answer, from memory
         # the index may be behind a `replay-dlq` run in another process (it catches up at the
@@ -416,9 +416,10 @@ def _whole_lines_end(fd: int) -> int:
     return end
 
 
-def _event_index(letters: Sequence[Letter]) -> dict[str, float]:
-    """event id → due of the last letter holding it (a client retry may queue one twice)."""
-    return {ltr.event_id: ltr.due for ltr in letters if ltr.event_id}
+def _event_index(letters: Sequence[Letter]) -> dict[str, Waiting]:
+    """event id → due and correlation id of the last letter holding it (a client retry may
+    queue one twice)."""
+    return {ltr.event_id: ltr.waiting for ltr in letters if ltr.event_id}
 
 
 @dataclass

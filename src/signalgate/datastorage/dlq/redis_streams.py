@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from signalgate.datastorage.dlq.base import DEAD_STREAM, STREAM, Letter
+from signalgate.datastorage.dlq.base import DEAD_STREAM, STREAM, Letter, Waiting
 from signalgate.datastorage.errors import DeadLetterUnavailable
 from signalgate.datastorage.events import AuditEvent
 
@@ -151,13 +151,16 @@ class RedisDeadLetterQueue:
                 start = "(" + _text(page[-1][0])
         return found[:limit]
 
-    async def waiting(self, event_ids: Collection[str]) -> dict[str, float]:
+    async def waiting(self, event_ids: Collection[str]) -> dict[str, Waiting]:
         if not event_ids:
             return {}
         await self._ensure_indexed()
         async with self._translated("read"):
-            found = await self._run("waiting", (DUE_INDEX, EVENT_INDEX), list(event_ids))
-        return {_text(key): float(_text(due)) for key, due in _pairs(found).items()}
+            found = await self._run("waiting", (DUE_INDEX, EVENT_INDEX, STREAM), list(event_ids))
+        return {
+            _text(found[i]): Waiting(float(_text(found[i + 1])), _text(found[i + 2]))
+            for i in range(0, len(found), 3)
+        }
 
     async def ack(self, letters: Sequence[Letter]) -> None:
         if not letters:

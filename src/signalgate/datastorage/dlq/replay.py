@@ -227,7 +227,7 @@ class ReplayWorker:
         """Wait, attempts unchanged, for parents queued and not due yet; else retry later."""
         # an event naming itself as parent waits in the queue, but never for itself
         queued = await self._dlq.waiting(parents - {letter.event_id})
-        latest = max(queued.values(), default=now)
+        latest = max((waiting.due for waiting in queued.values()), default=now)
         if parents <= queued.keys() and latest > now:
             await self._dlq.reschedule([replace(letter, due=latest)])
             report.waiting += 1
