@@ -9,6 +9,7 @@ matched. Missing, malformed or unknown token → 401; a known token without the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -29,7 +30,9 @@ from signalgate.common.problems import Problem
 log = logging.getLogger(__name__)
 
 _LINE_RE = re.compile(r"^(?P<digest>[0-9a-fA-F]{64})\s+(?P<scopes>[A-Za-z0-9:_.,\-]+)$")
-BEARER_RE = re.compile(r"^Bearer ([A-Za-z0-9\-._~+/]+=*)$")
+# the scheme's name in any case (RFC 9110 §11.1; the kube-apiserver takes `bearer` too, and
+# some clients send it so), the token itself as RFC 6750's b64token
+BEARER_RE = re.compile(r"^(?i:bearer) ([A-Za-z0-9\-._~+/]+=*)$")
 
 
 def unauthorized(detail: str) -> Problem:
@@ -98,11 +101,15 @@ class _Entry:
 class StaticTokenAuth:
     """`auth.mode: static` — tokens from a file of hashes.
 
-    The file is looked at again at most once every `RELOAD_CHECK` seconds, and read again
-    once a change has held for a look (at once after a SIGHUP; common/file_watch.py): a
-    token is added or revoked by editing the file (or by Kubernetes updating a mounted
-    Secret), without a restart. A file that does not read as tokens, or holds none, is not
-    taken: the tokens already loaded stay, and the error is logged once.
+    The file is looked at every `RELOAD_CHECK` seconds while the service runs (`keep`), and
+    read again once a change has held for a look (at once after a SIGHUP;
+    common/file_watch.py): a token is added or revoked by editing the file (or by Kubernetes
+    updating a mounted Secret), without a restart. The looks run on a timer, not on requests:
+    looked at only when a request came, a change made while the service was idle was seen at
+    the first request after it and taken a look later, so a revoked token was still let in
+    for about a second after any quiet spell, however long ago it was revoked (an outside
+    check), and a token just added was refused. A file that does not read as tokens, or
+    holds none, is not taken: the tokens already loaded stay, and the error is logged once.
     """
 
     def __init__(
@@ -117,6 +124,8 @@ class StaticTokenAuth:
         self._watch = FileWatch(path) if path is not None else None
         self._checked = time.monotonic()
         self._forced = False
+        self._wake = asyncio.Event()
+        self._looking = asyncio.Lock()  # the timer's look and a request's, one at a time
 
     @classmethod
     def from_file(cls, path: Path, known_scopes: Iterable[str] = ()) -> StaticTokenAuth:
@@ -125,10 +134,19 @@ class StaticTokenAuth:
         return cls(_read_entries(path, known), path, known)
 
     def check_soon(self) -> None:
-        """Read the file at the next request, changed or settling (a SIGHUP: the operator
-        says it is written)."""
+        """Read the file now, changed or settling (a SIGHUP: the operator says it is
+        written); at the next request when nothing `keep`s it."""
         self._checked = float("-inf")
         self._forced = True
+        self._wake.set()
+
+    async def keep(self) -> None:
+        """Look at the file every `RELOAD_CHECK` seconds (or when asked) until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RELOAD_CHECK)
+            self._wake.clear()
+            await self._look()
 
     def authenticate(self, authorization: str | None) -> Principal:
         digest = hashlib.sha256(bearer_token(authorization).encode()).digest()
@@ -141,13 +159,19 @@ class StaticTokenAuth:
         return Principal(f"token@line{found.line}", found.scopes)
 
     async def authorize(self, authorization: str | None, scope: str) -> Principal:
-        if self._watch is not None and time.monotonic() - self._checked >= RELOAD_CHECK:
-            self._checked = time.monotonic()
-            forced, self._forced = self._forced, False
-            await asyncio.to_thread(self._reload_if_changed, self._watch, forced)
+        if time.monotonic() - self._checked >= RELOAD_CHECK:
+            await self._look()  # nothing `keep`s the file (a command, a test), or it is late
         principal = self.authenticate(authorization)
         principal.require(scope)
         return principal
+
+    async def _look(self) -> None:
+        if self._watch is None:
+            return
+        async with self._looking:
+            self._checked = time.monotonic()
+            forced, self._forced = self._forced, False
+            await asyncio.to_thread(self._reload_if_changed, self._watch, forced)
 
     def _reload_if_changed(self, watch: FileWatch, forced: bool = False) -> None:
         if not watch.changed(forced):

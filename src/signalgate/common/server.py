@@ -25,6 +25,7 @@ import uvloop
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
+from signalgate.common.auth import Authenticator, StaticTokenAuth
 from signalgate.common.config import split_listen
 from signalgate.common.hangup import handle_hangup, ignore_hangup
 from signalgate.common.http_protocol import (
@@ -73,10 +74,9 @@ class Lifecycle:
 
 class Service(Protocol):
     lifecycle: Lifecycle
+    auth: Authenticator  # a tokens file is kept up to date while the service runs
 
     async def start(self) -> None: ...
-
-    def reload(self) -> None: ...
 
     async def stop(self) -> None: ...
 
@@ -258,12 +258,17 @@ async def run_service(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
     certificate = None if tls is None else ServingCertificate(tls)
-    keeper: asyncio.Task[None] | None = None
+    keepers: list[asyncio.Task[None]] = []
     if certificate is not None:
         api.config.load()  # what `serve` does first: makes the listener's TLS context
         assert api.config.ssl is not None
-        keeper = asyncio.create_task(certificate.keep(api.config.ssl), name="tls-certificate")
-    handle_hangup(loop, _reloading(service.reload, certificate))
+        keepers.append(
+            asyncio.create_task(certificate.keep(api.config.ssl), name="tls-certificate")
+        )
+    tokens = service.auth if isinstance(service.auth, StaticTokenAuth) else None
+    if tokens is not None:
+        keepers.append(asyncio.create_task(tokens.keep(), name="tokens-file"))
+    handle_hangup(loop, _reloading(tokens, certificate))
 
     api_task = asyncio.create_task(api.serve(sockets), name="api-listener")
     ops_tasks = start_servers(ops, "ops-listener")
@@ -295,7 +300,7 @@ async def run_service(
     finally:
         await stop_servers(ops, ops_tasks)
         stop_wait.cancel()
-        if keeper is not None:
+        for keeper in keepers:
             keeper.cancel()
         if lag is not None:
             await lag.stop()
@@ -310,7 +315,7 @@ async def run_service(
 
 
 def _reloading(
-    reload: Callable[[], None], certificate: ServingCertificate | None
+    tokens: StaticTokenAuth | None, certificate: ServingCertificate | None
 ) -> Callable[[], None]:
     """SIGHUP, an operator's usual "read your files again": the tokens file and the TLS pair
     are read again (the files read while running); it used to end the service with no drain
@@ -324,7 +329,8 @@ def _reloading(
             "take a restart",
             {},
         )
-        reload()
+        if tokens is not None:
+            tokens.check_soon()
         if certificate is not None:
             certificate.check_soon()
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from signalgate.common.auth import Authenticator, StaticTokenAuth, authenticator_for
+from signalgate.common.auth import Authenticator, authenticator_for
 from signalgate.common.directories import writable_directory
 from signalgate.common.ops import Readiness
 from signalgate.common.server import Lifecycle, State
@@ -142,11 +142,6 @@ class DataStorageService:
             await self.dlq.close()
             raise
         await self.worker.start()
-
-    def reload(self) -> None:
-        """A SIGHUP: the tokens file is looked at at once (it is also every second)."""
-        if isinstance(self.auth, StaticTokenAuth):
-            self.auth.check_soon()
 
     async def stop(self) -> None:
         """Stop replaying, then close the store and the queue (requests are drained first)."""

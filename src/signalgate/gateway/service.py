@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from signalgate.common.audit import AuditSink, LoggingAuditSink, Refusal
-from signalgate.common.auth import Authenticator, StaticTokenAuth, authenticator_for
+from signalgate.common.auth import Authenticator, authenticator_for
 from signalgate.common.directories import writable_directory
 from signalgate.common.ops import Readiness
 from signalgate.common.server import Lifecycle
@@ -195,11 +195,6 @@ class GatewayService:
                 ) from exc
         await self.store.open()
         await self.audit.start()
-
-    def reload(self) -> None:
-        """A SIGHUP: the tokens file is looked at at once (it is also every second)."""
-        if isinstance(self.auth, StaticTokenAuth):
-            self.auth.check_soon()
 
     async def stop(self) -> None:
         try:

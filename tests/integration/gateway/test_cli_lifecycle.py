@@ -199,6 +199,35 @@ def test_a_token_is_rotated_by_editing_the_tokens_file_and_sighup_stops_nothing(
         service.stop()
 
 
+def test_a_token_revoked_or_added_while_idle_is_in_force_at_the_first_request(
+    tmp_path: Path,
+) -> None:
+    """The file was looked at only when a request came: after a quiet spell the first
+    requests were checked against the tokens of before the edit, however long ago it was
+    made, so a revoked token was let in for about a second and a new one refused (an
+    outside check: five 200s 30 s after a revocation). Now it is looked at on a timer."""
+    service = gateway_process(tmp_path).start()
+    try:
+        tokens = tmp_path / "test-tokens"
+        text = tokens.read_text()
+        body = webhook(alert(pod="idle-1"))
+        sender = {"Authorization": "Bearer added-while-idle"}
+        with httpx.Client(base_url=service.api_url, timeout=10) as c:
+            assert c.post(PROM, json=body, headers=sender).status_code == 401
+        tokens.write_text(f"{text}{hash_token('added-while-idle')} signals:write\n")
+        time.sleep(3.5)  # idle: a change takes two looks, a second apart
+        with httpx.Client(base_url=service.api_url, timeout=10) as c:
+            added = c.post(PROM, json=body, headers=sender)
+        assert added.status_code in (201, 202), added.text
+        tokens.write_text(text)  # revoked
+        time.sleep(3.5)
+        with httpx.Client(base_url=service.api_url, timeout=10) as c:
+            revoked = c.post(PROM, json=body, headers=sender)
+        assert revoked.status_code == 401, revoked.text
+    finally:
+        service.stop()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sighup_while_starting_or_stopping_changes_nothing(tmp_path: Path, workers: int) -> None:
     """Python's default for SIGHUP ends the process: sent while a service (or one of its

@@ -32,7 +32,7 @@ def test_known_token_gets_its_scopes_and_only_those(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "header", [None, "", "Bearer", "Bearer ", "Basic abc", "Bearer wrong", "bearer s3cret"]
+    "header", [None, "", "Bearer", "Bearer ", "Basic abc", "Bearer wrong", "Bearers s3cret"]
 )
 def test_missing_malformed_or_unknown_is_401(tmp_path: Path, header: str | None) -> None:
     auth = StaticTokenAuth.from_file(
@@ -41,6 +41,16 @@ def test_missing_malformed_or_unknown_is_401(tmp_path: Path, header: str | None)
     with pytest.raises(Problem) as error:
         auth.authenticate(header)
     assert error.value.status == 401
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+def test_the_scheme_is_named_in_any_case(tmp_path: Path, scheme: str) -> None:
+    """RFC 9110 makes the scheme's name case-insensitive: a client sending `bearer` (an
+    outside check found it refused) is let in."""
+    auth = StaticTokenAuth.from_file(
+        tokens_file(tmp_path, f"{hash_token('s3cret')} signals:write\n")
+    )
+    assert auth.authenticate(f"{scheme} s3cret").name == "token@line1"
 
 
 def test_bad_lines_are_reported_with_their_number(tmp_path: Path) -> None:
