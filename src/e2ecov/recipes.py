@@ -302,7 +302,10 @@ class PostgresServer(_LocalServer):
 
 @dataclass
 class RedisServer(_LocalServer):
-    """A private redis-server with no persistence."""
+    """A private redis-server that keeps what it acknowledges, as a production one should:
+    an append-only file fsynced before each answer (`appendfsync always`), in its throwaway
+    directory, so a stack's test can kill and restart it and find its data. A service that
+    checks its Redis persists (signalgate's DataStorage does) accepts it."""
 
     startup_timeout: float = 15.0
 
@@ -331,7 +334,9 @@ class RedisServer(_LocalServer):
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self._root),
             ],

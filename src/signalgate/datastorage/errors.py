@@ -83,3 +83,9 @@ class ForeignParent(StoreError):
 
 class DeadLetterUnavailable(Exception):
     """The dead-letter queue cannot take or hand out events right now."""
+
+
+class QueueNotDurable(DeadLetterUnavailable):
+    """The queue answers but would not keep what it takes through its own restart (a Redis
+    without an append-only file): an event answered 202 there could be lost. Found at
+    start, it stops start-up; found later, the queue takes nothing until it changes."""

@@ -54,7 +54,9 @@ def build_dlq(settings: DataStorageSettings) -> DeadLetterQueue:
     """Redis when configured (shared by replicas, survives a lost pod disk); else a local
     file, which survives restarts of a single instance and needs nothing else running."""
     if settings.dlq.redis_url:
-        return RedisDeadLetterQueue(settings.dlq.redis_url)
+        return RedisDeadLetterQueue(
+            settings.dlq.redis_url, trust_persistence=settings.dlq.trust_redis_persistence
+        )
     return FileDeadLetterQueue(settings.dlq_path)
 
 

@@ -74,6 +74,9 @@ class StoreSettings(Section):
 
 class DlqSettings(Section):
     redis_url: str = ""  # empty: the local file at `path`
+    # take letters without asking Redis whether it persists them (a managed Redis that
+    # refuses CONFIG and is known to keep an append-only file)
+    trust_redis_persistence: bool = False
     path: Path | None = None  # empty: <dataDir>/audit-dlq.jsonl
     backoff: list[Duration] = Field(default_factory=lambda: list(DEFAULT_BACKOFF))
     poll_interval: Duration = 1.0

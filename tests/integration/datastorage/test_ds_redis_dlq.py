@@ -319,3 +319,57 @@ async def test_an_unreadable_letter_is_buried_not_returned_at_every_poll(
         (b"", b"invalid"),
     ]
     await assert_in_step(queue)
+
+
+async def test_a_redis_that_would_not_keep_letters_takes_none(
+    private_redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis without an append-only file loses every letter when it restarts, and each was
+    answered 202 (an outside check: 560 acknowledged events lost, nothing counting them).
+    Such a Redis stops start-up; one that becomes so later takes nothing, so a write the
+    database refuses is answered 500 (lost, and said so), not 202."""
+    from signalgate.datastorage.dlq import redis_streams
+    from signalgate.datastorage.errors import DeadLetterUnavailable, QueueNotDurable
+    from signalgate.datastorage.writer import AuditWriter, EventsLost
+
+    admin = RedisDeadLetterQueue(private_redis.url)
+    await admin.open()  # the recipe's Redis keeps an append-only file: taken
+    try:
+        await admin.redis.config_set("appendonly", "no")
+        refused = RedisDeadLetterQueue(private_redis.url)
+        with pytest.raises(QueueNotDurable, match="appendonly no"):
+            await refused.open()
+        await refused.close()
+
+        trusting = RedisDeadLetterQueue(private_redis.url, trust_persistence=True)
+        await trusting.open()  # told to trust it (a managed Redis refusing CONFIG)
+        await trusting.put(events(1), due=0.0)
+        assert await trusting.depth() == 1
+        await trusting.close()
+
+        # durable at start, then not: found within PERSISTENCE_RECHECK (0 here)
+        await admin.redis.config_set("appendonly", "yes")
+        monkeypatch.setattr(redis_streams, "PERSISTENCE_RECHECK", 0.0)
+        queue = RedisDeadLetterQueue(private_redis.url)
+        await queue.open()
+        await queue.put(events(1), due=0.0)
+        await admin.redis.config_set("appendonly", "no")
+        with pytest.raises(DeadLetterUnavailable, match="memory only"):
+            await queue.ping()  # readiness says so
+
+        class DatabaseDown:
+            async def write(self, batch: object) -> None:
+                from signalgate.datastorage.errors import StoreUnavailable
+
+                raise StoreUnavailable("connection refused")
+
+        metrics = DataStorageMetrics(CollectorRegistry())
+        writer = AuditWriter(DatabaseDown(), queue, metrics, 60.0)  # type: ignore[arg-type]
+        with pytest.raises(EventsLost):
+            await writer.write(events(3))
+        assert await queue.depth() == 2  # the three were not taken
+        await queue.close()
+    finally:
+        # (left without its append-only file: turned on again, Redis writes a first one in
+        # the background and will not stop on SIGTERM until that is done)
+        await admin.close()

@@ -9,6 +9,14 @@ it make the questions the service asks cost what they return, not the stream's l
 - `audit:dlq:events`, a hash: event id → stream id of the letter holding it (the latest, if
   a client retry queued it twice). The write path asks it whether a missing parent waits here.
 
+A letter is only as durable as Redis makes it: a Redis that keeps its data in memory alone
+(no append-only file: Debian's and the image's default) loses every letter when it restarts,
+and each was answered 202 (an outside check: 560 events lost, nothing counting them). So the
+queue asks Redis (`CONFIG GET appendonly`) before it takes letters and refuses to take any
+from one that would not keep them, unless told to trust it (`dlq.trustRedisPersistence`, for
+a managed Redis that refuses CONFIG). A restart may bring another configuration: the answer
+holds for `PERSISTENCE_RECHECK` seconds, and until the next failed command.
+
 Every change is one Lua script (package files in `lua/`) that changes the stream and both
 indexes together, so replicas never see them out of step. A stream written by an earlier
 version (no indexes) is indexed on `open()`, and again whenever a poll finds more letters
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from importlib import resources
 from typing import Any
@@ -27,10 +36,10 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from signalgate.datastorage.dlq.base import DEAD_STREAM, STREAM, Letter, Waiting
-from signalgate.datastorage.errors import DeadLetterUnavailable
+from signalgate.datastorage.errors import DeadLetterUnavailable, QueueNotDurable
 from signalgate.datastorage.events import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -39,6 +48,9 @@ DUE_INDEX = "audit:dlq:due"
 EVENT_INDEX = "audit:dlq:events"
 
 _INDEX_PAGE = 1000
+
+# how long Redis's answer that it persists what it takes holds before it is asked again
+PERSISTENCE_RECHECK = 30.0
 
 # The Lua scripts are package files (`lua/*.lua`); `ids.lua` holds helpers every one uses.
 _SCRIPTS = ("put", "due", "ack", "move", "waiting", "index")
@@ -50,12 +62,14 @@ def _script(name: str) -> str:
 
 
 class RedisDeadLetterQueue:
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 5.0, trust_persistence: bool = False) -> None:
         self._url = url
         self._timeout = timeout
+        self._trust_persistence = trust_persistence
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._indexed = False
+        self._durable_until = -1.0  # monotonic time until which Redis's answer holds
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -64,10 +78,12 @@ class RedisDeadLetterQueue:
         return self._redis
 
     async def open(self) -> None:
-        """Connect and index letters an earlier version queued.
+        """Connect, check that Redis persists what it takes, and index letters an earlier
+        version queued.
 
-        Redis being down is not fatal here (the database may take every write): the index is
-        then built on first use instead.
+        Redis being down is not fatal here (the database may take every write): both are
+        then done on first use instead. A Redis that answers and would not keep the letters
+        is (`QueueNotDurable`): the operator finds out now, not in an outage.
         """
         self._redis = aioredis.Redis.from_url(
             self._url,
@@ -77,8 +93,12 @@ class RedisDeadLetterQueue:
         )
         self._scripts = {name: self._redis.register_script(_script(name)) for name in _SCRIPTS}
         self._indexed = False
+        self._durable_until = -1.0
         try:
+            await self._ensure_durable()
             await self._ensure_indexed()
+        except QueueNotDurable:
+            raise
         except DeadLetterUnavailable as exc:
             log.warning("dead-letter queue not indexed yet", extra={"error": str(exc)})
 
@@ -92,7 +112,32 @@ class RedisDeadLetterQueue:
         try:
             yield
         except (RedisError, OSError, TimeoutError) as exc:
+            self._durable_until = -1.0  # a restart may come back configured otherwise
             raise DeadLetterUnavailable(f"Redis dead-letter queue {action} failed: {exc}") from exc
+
+    async def _ensure_durable(self) -> None:
+        """Return if Redis keeps what it takes through its own restart (an append-only
+        file), else raise `QueueNotDurable`: no letter is taken that a restart would lose."""
+        if self._trust_persistence or time.monotonic() < self._durable_until:
+            return
+        async with self._translated("persistence check"):
+            try:
+                found = await self.redis.config_get("appendonly")
+            except ResponseError as exc:  # CONFIG renamed or not permitted (managed Redis)
+                raise QueueNotDurable(
+                    f"dlq.redisUrl: Redis refuses CONFIG GET ({exc}), so whether it keeps "
+                    "queued events through a restart cannot be checked; set "
+                    "dlq.trustRedisPersistence: true if it does (appendonly yes)"
+                ) from None
+        appendonly = {_text(key): _text(value) for key, value in found.items()}.get("appendonly")
+        if appendonly != "yes":
+            raise QueueNotDurable(
+                f"dlq.redisUrl: Redis keeps queued events in memory only (appendonly "
+                f"{appendonly}): a restart would lose events answered 202; run it with "
+                "appendonly yes (appendfsync always also keeps them through a crash of the "
+                "machine)"
+            )
+        self._durable_until = time.monotonic() + PERSISTENCE_RECHECK
 
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._scripts[script](keys=list(keys), args=list(args))
@@ -118,8 +163,10 @@ class RedisDeadLetterQueue:
     async def ping(self) -> None:
         async with self._translated("ping"):
             await self.redis.ping()
+        await self._ensure_durable()
 
     async def put(self, events: Sequence[AuditEvent], due: float) -> None:
+        await self._ensure_durable()
         args: list[Any] = [repr(due)]
         for event in events:
             args += [event.event_id, orjson.dumps(event.fields)]
