@@ -3,12 +3,14 @@ stores them once, and every chain still verifies."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import redis
@@ -130,6 +132,54 @@ def test_database_and_queue_both_down_is_500_naming_the_loss(
     assert "7 event(s) were not stored" in answer.json()["detail"]
     ready = httpx.get(f"{pg_datastorage.ops_url}/readyz")
     assert ready.status_code == 503
+
+
+def test_a_database_that_refuses_the_write_for_lack_of_privilege_queues_it(
+    tmp_path: Path, private_postgres: PostgresServer, private_redis: RedisServer
+) -> None:
+    """The database answers, but its role lost INSERT (an operator's grant gone wrong): the
+    batch was a 500 with a traceback per request, and a writer that gives up on a 500 lost
+    it (an outside check). It is an outage like a read-only standby: queued (202), stored
+    once the grant is back, with no restart."""
+    private_postgres.execute("CREATE ROLE ds_owner LOGIN")
+    private_postgres.execute('CREATE DATABASE "audit_priv" OWNER ds_owner')
+    dsn = private_postgres.dsn("audit_priv").replace(f"{private_postgres.user}@", "ds_owner@")
+    process = datastorage_process(
+        tmp_path / "ds",
+        env={
+            "SIGNALGATE_STORE__DSN": dsn,
+            "SIGNALGATE_STORE__AUTOMIGRATE": "true",
+            "SIGNALGATE_DLQ__REDISURL": private_redis.url,
+            "SIGNALGATE_DLQ__BACKOFF": "0.5s",
+            "SIGNALGATE_DLQ__POLLINTERVAL": "200ms",
+        },
+    ).start()
+
+    def as_owner(sql: str) -> None:
+        async def run() -> None:
+            connection = await asyncpg.connect(dsn)
+            try:
+                await connection.execute(sql)
+            finally:
+                await connection.close()
+
+        asyncio.run(run())
+
+    correlation_id = f"rr-{uuid.uuid4().hex[:8]}"
+    try:
+        with process.client(ADMIN_TOKEN) as client:
+            assert client.post(BATCH, json=[event_body(correlation_id)]).status_code == 201
+            as_owner("REVOKE INSERT ON ALL TABLES IN SCHEMA public FROM ds_owner")
+            refused = client.post(BATCH, json=[event_body(correlation_id) for _ in range(5)])
+            assert refused.status_code == 202, refused.text
+            as_owner("GRANT INSERT ON ALL TABLES IN SCHEMA public TO ds_owner")
+            wait_for(lambda: len(all_events(client)) == 6, 30, "the queued events to be replayed")
+            report = client.get(
+                "/api/v1/audit/verify-chain", params={"correlation_id": correlation_id}
+            ).json()
+            assert report == {"correlation_id": correlation_id, "events": 6, "valid": True}
+    finally:
+        process.stop()
 
 
 def test_readiness_reports_writes_failing_where_pings_still_answer(tmp_path: Path) -> None:

@@ -28,6 +28,11 @@ PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby after failover
     asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # wrong password, no such role
     asyncpg.exceptions.InvalidCatalogNameError,  # the database does not exist (yet)
+    # the role lost a grant (an operator's REVOKE, a migration run as another owner): the
+    # statement is right, the database will not run it now; the same statement succeeds once
+    # the grant is back (an outside check: DataStorage answered 500, not a queued 202)
+    asyncpg.exceptions.InsufficientPrivilegeError,
+    asyncpg.exceptions.PostgresSystemError,  # class 58: an I/O error on the server's disk
 )
 
 # SQLite: locked past the busy timeout, disk full, I/O error, unreadable or read-only file.
