@@ -85,9 +85,12 @@ class Envelope:
 
     PREFIX = b"impersonate-"
 
-    def __init__(self, app: ASGIApp, observer: RequestObserver | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, observer: RequestObserver | None = None, text: TextRule = SERVICE_TEXT
+    ) -> None:
         self.app = app
         self.observer = observer
+        self.text = text  # what a query parameter's value may hold (`common.text`)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,7 +134,7 @@ class Envelope:
             try:
                 if refusal is not None:
                     raise refusal
-                check_request_target(scope["path"], scope.get("query_string", b""))
+                check_request_target(scope["path"], scope.get("query_string", b""), self.text)
                 if b"%2f" in scope.get("raw_path", b"").lower():
                     # decoded before routing, `a%2Fstatus` would be the route `a/status`
                     raise validation_error(
@@ -439,11 +442,13 @@ def api_app(
     cors_origins: Sequence[str] = (),
     direct: Sequence[Route] = (),
     observer: RequestObserver | None = None,
+    text: TextRule = SERVICE_TEXT,
 ) -> ASGIApp:
     """A service's API listener: the envelope, then CORS (when origins are set), then the
     `direct` routes, then the Starlette app of all `routes` (the direct ones included, so
-    their other methods get 405 and the OpenAPI document sees one list)."""
+    their other methods get 405 and the OpenAPI document sees one list). `text` is the
+    service's rule for the text it takes (`common.text`)."""
     app: ASGIApp = problem_app(routes, translate, domain_errors)
     if direct:
         app = DirectRoutes(direct, app, translate)
-    return Envelope(with_cors(app, cors_origins), observer)
+    return Envelope(with_cors(app, cors_origins), observer, text)

@@ -10,7 +10,9 @@ DataStorage's bodies are the exception (`AUDIT_TEXT`): an audit event keeps the 
 given, as Kubernaut's DataStorage does (an error message with a terminal's colour codes, a
 model's output), and only NUL is refused there, which PostgreSQL cannot store.
 
-Checked once, where requests are read: `check_request_target` in the request envelope
+A query parameter's value follows its service's rule (DataStorage's filters look for what
+it stored); a path and a parameter's name never hold one. Checked once, where requests are
+read: `check_request_target` in the request envelope
 (`common.http.Envelope`), `check_json_text` in `read_body`.
 """
 
@@ -62,8 +64,11 @@ def _refuse(field: str, value: str, rule: TextRule = SERVICE_TEXT) -> Problem:
     )
 
 
-def check_request_target(path: str, query_string: bytes) -> None:
-    """Refuse a control character in the (decoded) path or in any query parameter."""
+def check_request_target(path: str, query_string: bytes, rule: TextRule = SERVICE_TEXT) -> None:
+    """Refuse a control character in the (decoded) path, in a query parameter's name, or in
+    its value as `rule` says: a value is what a filter looks for, so a service that stores
+    text as written (`AUDIT_TEXT`) must let a query look for it (an outside check: a
+    correlation id stored with an escape sequence could not be listed or verified)."""
     if _TARGET_CONTROL.search(path):
         raise _refuse("path", path)
     if not query_string:
@@ -71,11 +76,12 @@ def check_request_target(path: str, query_string: bytes) -> None:
     query = query_string.decode("latin-1")
     if "%" not in query and not _TARGET_CONTROL.search(query):
         return
+    values = _TARGET_CONTROL if rule is SERVICE_TEXT else rule.refused
     for key, value in parse_qsl(query, keep_blank_values=True, encoding="utf-8"):
         if _TARGET_CONTROL.search(key):
             raise _refuse(f"query parameter {unquote(key)[:40]!r}", key)
-        if _TARGET_CONTROL.search(value):
-            raise _refuse(key, value)
+        if values.search(value):
+            raise _refuse(key, value, rule)
 
 
 def check_json_text(body: bytes, rule: TextRule = SERVICE_TEXT) -> None:

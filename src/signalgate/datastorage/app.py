@@ -347,4 +347,5 @@ def build_api_app(service: DataStorageService) -> ASGIApp:
         cors_origins=service.settings.server.cors_allowed_origins,
         direct=[batch],  # the Gateways' delivery path
         observer=service.metrics.requests,
+        text=AUDIT_TEXT,  # a filter finds what was stored as written
     )

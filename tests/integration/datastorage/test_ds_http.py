@@ -39,6 +39,27 @@ def test_single_write_query_and_verify(ds: httpx.Client) -> None:
     assert chain == {"correlation_id": cid, "events": 1, "valid": True}
 
 
+def test_a_correlation_id_stored_with_control_characters_is_found_by_it(
+    ds: httpx.Client,
+) -> None:
+    """Text is stored as written, control characters and all: a filter must find it. The
+    query refused them (400), so such a chain could not be listed or verified by its id
+    (an outside check). NUL, which is never stored, is still refused."""
+    cid = f"rr-{uuid.uuid4().hex[:8]}\x1b[31m\n\t\r\x85"
+    body = {**event_body(cid), "namespace": "ns\x07"}
+    assert ds.post(EVENTS, json=body).status_code == 201
+    listing = ds.get(EVENTS, params={"correlation_id": cid, "namespace": "ns\x07"}).json()
+    assert [event["event_id"] for event in listing["data"]] == [body["event_id"]]
+    assert listing["data"][0]["correlation_id"] == cid
+    chain = ds.get("/api/v1/audit/verify-chain", params={"correlation_id": cid}).json()
+    assert chain == {"correlation_id": cid, "events": 1, "valid": True}
+    refused = ds.get(EVENTS, params={"correlation_id": "rr\x00"})
+    assert refused.status_code == 400
+    assert refused.json()["field_errors"] == {
+        "correlation_id": "contains the control character U+0000"
+    }
+
+
 def test_batch_ids_in_input_order_and_idempotent_retry(ds: httpx.Client) -> None:
     cid = f"rr-{uuid.uuid4().hex[:8]}"
     batch = [event_body(cid) for _ in range(5)]
