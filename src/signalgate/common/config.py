@@ -54,9 +54,11 @@ _SIZE_UNITS = {
     "mib": 1024**2,
     "gib": 1024**3,
 }
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgG]i?[bB]|[bB])?\s*$")
-_LISTEN_RE = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]*):(?P<port>\d{1,5})$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.ASCII)
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgG]i?[bB]|[bB])?\s*$", re.ASCII)
+_LISTEN_RE = re.compile(
+    r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]*):(?P<port>\d{1,5})$", re.ASCII
+)
 
 
 class ConfigError(Exception):

@@ -62,8 +62,10 @@ DEFAULT_RETENTION_DAYS = 2555
 MAX_BIGINT = 2**63 - 1
 MAX_INT32 = 2**31 - 1  # an integer column
 
+# ASCII digits only (re.ASCII): `\d` alone takes "٢٠٢٦", which RFC 3339 does not
 _RFC3339_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$",
+    re.ASCII,
 )
 _EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 

@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from signalgate.datastorage.events import CATEGORIES, OUTCOMES, parse_rfc3339
 from signalgate.datastorage.store import AuditQuery
 
-_RELATIVE_RE = re.compile(r"^(\d{1,6})([smhd])$")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_RELATIVE_RE = re.compile(r"^(\d{1,6})([smhd])$", re.ASCII)
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 # a page of events: Kubernaut's DataStorage's default and bound
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
