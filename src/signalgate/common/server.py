@@ -3,7 +3,9 @@
 States: starting → serving → draining → stopped. SIGTERM/SIGINT move to draining: readiness
 turns 503, the API listener stops accepting and lets in-flight requests finish (up to the
 grace period), then the service's own `stop()` runs (flush buffers, close pools), and the
-ops listener goes last so probes see the whole shutdown.
+ops listener goes last so probes see the whole shutdown. A service that finds, once serving,
+what would have stopped its start (`Lifecycle.fail`) is shut down the same way, and its
+error raised to the command, which exits as it would have at start.
 """
 
 from __future__ import annotations
@@ -66,10 +68,24 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.state = State.STARTING
+        self.failure: BaseException | None = None
+        self._failed = asyncio.Event()
 
     @property
     def accepting(self) -> bool:
         return self.state is State.SERVING
+
+    def fail(self, error: BaseException) -> None:
+        """A part of the running service met what would have stopped its start (DataStorage
+        connecting, after start, to a database that refuses it): the runner shuts the service
+        down as on SIGTERM and raises `error`. The first failure is the one raised."""
+        if self.failure is None:
+            self.failure = error
+        self._failed.set()
+
+    async def failed(self) -> None:
+        """Return once `fail` has been called."""
+        await self._failed.wait()
 
 
 class Service(Protocol):
@@ -280,10 +296,15 @@ async def run_service(
         addresses["metrics"] = metrics_listen
     log.info("serving", extra=addresses)
     stop_wait = asyncio.create_task(stop_requested.wait())
+    failed_wait = asyncio.create_task(service.lifecycle.failed())
     done, _ = await asyncio.wait(
-        {api_task, *ops_tasks, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+        {api_task, *ops_tasks, stop_wait, failed_wait}, return_when=asyncio.FIRST_COMPLETED
     )
     service.lifecycle.state = State.DRAINING
+    if failed_wait in done:
+        log.error(
+            "shutting down: the service failed", extra={"error": str(service.lifecycle.failure)}
+        )
     api.close_each_connection_after_its_answer()
     if delay > 0 and stop_wait in done:
         log.info("shutting down: unready, still serving", extra={"seconds": delay})
@@ -300,6 +321,7 @@ async def run_service(
     finally:
         await stop_servers(ops, ops_tasks)
         stop_wait.cancel()
+        failed_wait.cancel()
         for keeper in keepers:
             keeper.cancel()
         if lag is not None:
@@ -309,8 +331,10 @@ async def run_service(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     for task in done:
-        if task is not stop_wait and task.exception() is not None:
+        if task not in (stop_wait, failed_wait) and task.exception() is not None:
             raise RuntimeError("a listener failed to start") from task.exception()
+    if service.lifecycle.failure is not None:
+        raise service.lifecycle.failure
     log.info("stopped")
 
 
