@@ -10,6 +10,12 @@
 - `ParentsUnconfirmed` — a `StoreUnavailable`: a parent is not in the database and the
   dead-letter queue, where it may wait, cannot be asked; 503, so the client retries rather
   than drop an event a 400 would call invalid.
+- `StoreOutage` — a `StoreUnavailable` raised by `open()` only: the database server cannot
+  be reached or is starting up or shutting down; `serve` starts anyway and keeps connecting
+  (`opening.py`), commands stop.
+- `StoreRefused` — a `StoreUnavailable`: the server answered and refused us for a setting
+  (authentication, the database named). Running, a write is queued as in any outage; from
+  `open()`, start-up stops with its message.
 - `SchemaMismatch` — raised by `open()` only, start-up refuses with its message:
   `SchemaBehind`, the schema is older than this code and not migrated automatically (run
   `signalgate-datastorage migrate`); `SchemaAhead`, the database was made by a newer
@@ -31,6 +37,16 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached or cannot take writes right now."""
+
+
+class StoreOutage(StoreUnavailable):
+    """`open()` found the database down, not misconfigured (refused or timed-out connections,
+    a server starting up or shutting down): an outage to wait out, not a reason to stop."""
+
+
+class StoreRefused(StoreUnavailable):
+    """The database server answered and refused us: authentication failed or the database
+    does not exist. A configuration that can never work when `open()` meets it."""
 
 
 class ParentsUnconfirmed(StoreUnavailable):

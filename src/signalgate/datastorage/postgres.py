@@ -24,7 +24,7 @@ import asyncpg
 
 from signalgate.common.pgpool import FairGate
 from signalgate.common.secrets import hide_secrets
-from signalgate.common.sql.drivers import PG_UNAVAILABLE
+from signalgate.common.sql.drivers import PG_REFUSED, PG_UNAVAILABLE
 from signalgate.common.sql.migrations import postgres_migrate, postgres_version
 from signalgate.datastorage import migrations
 from signalgate.datastorage.chain import canonical
@@ -35,7 +35,12 @@ from signalgate.datastorage.columns import (
     row_to_event,
     rows_by_chain,
 )
-from signalgate.datastorage.errors import SchemaBehind, StoreUnavailable
+from signalgate.datastorage.errors import (
+    SchemaBehind,
+    StoreOutage,
+    StoreRefused,
+    StoreUnavailable,
+)
 from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.migrations import SCHEMA
 from signalgate.datastorage.store import (
@@ -92,12 +97,17 @@ WRITE_ATTEMPTS = 3
 
 @contextlib.contextmanager
 def _translated(action: str) -> Any:
-    """Driver errors that mean "cannot serve now" → `StoreUnavailable` (writes go to the DLQ);
-    any other database error is a bug and propagates (a 500, never a dead-letter trip)."""
+    """Driver errors that mean "cannot serve now" → `StoreUnavailable` (writes go to the DLQ),
+    those of a refusal for a setting (`PG_REFUSED`) as its `StoreRefused`, which `open()`
+    does not wait out; any other database error is a bug and propagates (a 500, never a
+    dead-letter trip)."""
     try:
         yield
     except PG_UNAVAILABLE as exc:
-        raise StoreUnavailable(f"PostgreSQL {action} failed: {type(exc).__name__}: {exc}") from exc
+        message = f"PostgreSQL {action} failed: {type(exc).__name__}: {exc}"
+        if isinstance(exc, PG_REFUSED):
+            raise StoreRefused(message) from exc
+        raise StoreUnavailable(message) from exc
 
 
 class PostgresAuditStore:
@@ -117,18 +127,34 @@ class PostgresAuditStore:
         self._auto_migrate = auto_migrate
         self._pool: asyncpg.Pool | None = None
         self._fair = FairGate(pool_size)
+        # why there is no pool: what every operation says until `open()` succeeds
+        self._unopened = "not opened yet"
 
     @property
     def _where(self) -> str:
         return f"audit database {hide_secrets(self._dsn)}"
 
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError("PostgresAuditStore used before open()")
-        return self._pool
-
     async def open(self) -> None:
+        """Connect, check the schema (or migrate it, with `auto_migrate`), make the pool and
+        the coming months' partitions; only then do operations use the database.
+
+        What is raised says whether waiting can help: `StoreRefused` (authentication, no
+        such database) and `SchemaMismatch` are configurations that can never work; any other
+        unavailability on the way (refused or timed-out connections, a server starting up or
+        shutting down, the connection lost midway) is raised as `StoreOutage`. A failed
+        attempt keeps nothing, so `open()` may be called again; until one succeeds every
+        operation raises `StoreUnavailable` naming the last attempt's error (writes are
+        queued, queries 503)."""
+        try:
+            await self._open()
+        except StoreRefused as exc:
+            self._unopened = str(exc)
+            raise
+        except StoreUnavailable as exc:
+            self._unopened = str(exc)
+            raise StoreOutage(str(exc)) from exc
+
+    async def _open(self) -> None:
         with _translated("connect"):
             current = await self._schema_version()
         wanted = SCHEMA.latest("postgres")
@@ -138,24 +164,36 @@ class PostgresAuditStore:
                 raise SchemaBehind(migrations.behind_message(current, wanted))
             await self.migrate()
         with _translated("connect"):
-            self._pool = await asyncpg.create_pool(
+            pool = await asyncpg.create_pool(
                 self._dsn,
                 min_size=1,
                 max_size=self._pool_size,
                 timeout=self._timeout,
                 command_timeout=self._timeout,
             )
-        await self.maintain()
+        try:
+            with _translated("maintain"):
+                async with self._fair.acquire(pool, self._timeout) as conn:
+                    await _ensure_partitions(conn)
+        except BaseException:
+            pool.terminate()  # the server may be gone again: no goodbye to wait for
+            raise
+        self._pool = pool
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+            self._unopened = "closed"
 
     @contextlib.asynccontextmanager
     async def _connection(self, action: str) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            raise StoreUnavailable(
+                f"PostgreSQL {action} failed: not connected (last attempt: {self._unopened})"
+            )
         with _translated(action):
-            async with self._fair.acquire(self.pool, self._timeout) as conn:
+            async with self._fair.acquire(self._pool, self._timeout) as conn:
                 yield conn
 
     async def ping(self) -> None:
@@ -249,12 +287,12 @@ class PostgresAuditStore:
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations, one transaction each, under a migration lock."""
-        with _translated("migrate"):
+        with _translated("migrate"):  # the connection may be lost midway too
             conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
-        try:
-            return await postgres_migrate(conn, SCHEMA, self._where, _MIGRATION_LOCK)
-        finally:
-            await conn.close()
+            try:
+                return await postgres_migrate(conn, SCHEMA, self._where, _MIGRATION_LOCK)
+            finally:
+                await conn.close()
 
     async def maintain(self) -> int:
         """Ensure monthly partitions from last month (late events) to 3 months ahead.
@@ -262,12 +300,8 @@ class PostgresAuditStore:
         Under a transaction-scoped advisory lock: replicas starting together (and a cron
         `maintain`) would each see a month missing and create it, and all but one fail with
         "relation already exists"."""
-        today = datetime.now(UTC).date()
-        first = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
-        async with self._connection("maintain") as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_PARTITION_LOCK)
-            created = await conn.fetchval(_ENSURE_SQL, first, PARTITION_MONTHS_AHEAD + 2)
-        return int(created)
+        async with self._connection("maintain") as conn:
+            return await _ensure_partitions(conn)
 
     async def _schema_version(self) -> int:
         conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
@@ -275,6 +309,16 @@ class PostgresAuditStore:
             return await postgres_version(conn, SCHEMA)
         finally:
             await conn.close()
+
+
+async def _ensure_partitions(conn: asyncpg.Connection) -> int:
+    """`maintain` on one connection (`open` runs it before the pool is in use)."""
+    today = datetime.now(UTC).date()
+    first = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_PARTITION_LOCK)
+        created = await conn.fetchval(_ENSURE_SQL, first, PARTITION_MONTHS_AHEAD + 2)
+    return int(created)
 
 
 def _records(rows: Sequence[PlannedRow]) -> list[tuple[Any, ...]]:

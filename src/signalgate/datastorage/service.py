@@ -21,6 +21,7 @@ from signalgate.datastorage.dlq import (
 from signalgate.datastorage.errors import DeadLetterUnavailable, StoreUnavailable
 from signalgate.datastorage.events import CATEGORIES
 from signalgate.datastorage.metrics import DataStorageMetrics
+from signalgate.datastorage.opening import StoreOpener
 from signalgate.datastorage.postgres import PostgresAuditStore
 from signalgate.datastorage.settings import DataStorageSettings
 from signalgate.datastorage.sqlite import SqliteAuditStore, path_from_dsn
@@ -88,6 +89,8 @@ class DataStorageService:
     writer: AuditWriter
     worker: ReplayWorker
     lifecycle: Lifecycle
+    # opens the store at start, or in the background while its database is down
+    opener: StoreOpener
     # the API clients of auth.mode: kubernetes, closed with the service
     kube: KubeClients | None = None
 
@@ -108,6 +111,7 @@ class DataStorageService:
             batch_size=settings.dlq.replay_batch,
         )
         kube = KubeClients(settings.kubernetes.timeout)
+        lifecycle = Lifecycle()
 
         def kubernetes_auth() -> Authenticator:
             """Kubernaut's services call DataStorage with their ServiceAccount tokens."""
@@ -131,15 +135,17 @@ class DataStorageService:
             metrics=metrics,
             writer=AuditWriter(store, dlq, metrics, settings.dlq.backoff[0]),
             worker=worker,
-            lifecycle=Lifecycle(),
+            lifecycle=lifecycle,
+            opener=StoreOpener(store, dlq, lifecycle),
             kube=kube,
         )
 
     async def start(self) -> None:
-        """Open the store (refusing a schema that is behind), the queue, then the worker."""
+        """Open the queue, the store (refusing what can never work; a database that is down
+        is waited for in the background: `opening.py`), then the worker."""
         await self.dlq.open()
         try:
-            await self.store.open()
+            await self.opener.open()
         except BaseException:
             await self.dlq.close()
             raise
@@ -150,6 +156,7 @@ class DataStorageService:
         try:
             await self.worker.stop()
         finally:
+            await self.opener.close()
             await self.store.close()
             await self.dlq.close()
             if self.kube is not None:

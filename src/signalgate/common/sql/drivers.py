@@ -10,6 +10,7 @@ these classes into their `StoreUnavailable` and let everything else propagate.
 from __future__ import annotations
 
 import sqlite3
+import ssl
 
 import asyncpg
 
@@ -33,6 +34,18 @@ PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
     # the grant is back (an outside check: DataStorage answered 500, not a queued 202)
     asyncpg.exceptions.InsufficientPrivilegeError,
     asyncpg.exceptions.PostgresSystemError,  # class 58: an I/O error on the server's disk
+)
+
+# PostgreSQL: of those, the ones that, on a service's first connection, mean a configuration
+# that can never work rather than an outage: the server answers and turns us away for who we
+# are (the password, the role, pg_hba.conf), for the database we name, or for a certificate
+# that does not verify. A running service still treats them as unavailable (a password being
+# rotated, a database being restored: write elsewhere and retry); a starting one stops, since
+# waiting would only hide the mistake behind a service that looks up.
+PG_REFUSED: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # 28000/28P01: role, password
+    asyncpg.exceptions.InvalidCatalogNameError,  # 3D000: no such database
+    ssl.SSLCertVerificationError,  # the server's certificate does not verify
 )
 
 # SQLite: locked past the busy timeout, disk full, I/O error, unreadable or read-only file.

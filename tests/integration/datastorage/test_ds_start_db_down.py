@@ -1,0 +1,190 @@
+"""DataStorage started while its PostgreSQL is down: it serves (writes queued with 202, queries
+503), connects once the database is back, and the replay stores every event, with no restart.
+A configuration that can never work still stops start-up at once, or, found only once the
+database answers, stops the service as it would have at start."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from e2ecov.recipes import PostgresServer, RedisServer
+from signalgate.datastorage.postgres import PostgresAuditStore
+from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process, event_body
+from tests.support.services import ServiceProcess
+
+pytestmark = pytest.mark.slow
+
+BATCH = "/api/v1/audit/events/batch"
+EVENTS = "/api/v1/audit/events"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def exit_code(process: ServiceProcess, timeout: float = 30.0) -> int:
+    assert process.proc is not None
+    try:
+        return process.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.stop()
+        raise AssertionError(
+            f"still running after {timeout}s:\n{process.output()[-3000:]}"
+        ) from None
+
+
+def stored_total(client: httpx.Client, correlation_id: str) -> int:
+    page = client.get(EVENTS, params={"correlation_id": correlation_id, "limit": 1})
+    return int(page.json()["pagination"]["total"]) if page.status_code == 200 else -1
+
+
+@pytest.mark.parametrize("auto_migrate", [True, False], ids=["autoMigrate", "migrated-first"])
+def test_starts_with_its_database_down_and_stores_the_queue_once_it_is_back(
+    tmp_path: Path,
+    private_postgres: PostgresServer,
+    private_redis: RedisServer,
+    auto_migrate: bool,
+) -> None:
+    dsn = private_postgres.create_database("audit")
+    env = {
+        "SIGNALGATE_STORE__DSN": dsn,
+        "SIGNALGATE_STORE__AUTOMIGRATE": str(auto_migrate).lower(),
+        "SIGNALGATE_STORE__TIMEOUT": "3s",
+        "SIGNALGATE_DLQ__BACKOFF": "0.5s,1s,2s",
+        "SIGNALGATE_DLQ__POLLINTERVAL": "200ms",
+    }
+    if auto_migrate:  # the file queue, and the schema made once the database is back
+        env["SIGNALGATE_DLQ__PATH"] = str(tmp_path / "dlq.jsonl")
+    else:  # Redis, and a schema migrated ahead (the manifests' init container)
+        env["SIGNALGATE_DLQ__REDISURL"] = private_redis.url
+        asyncio.run(PostgresAuditStore(dsn).migrate())
+    private_postgres.stop()
+
+    process = datastorage_process(tmp_path / "ds", env=env).start(timeout=30)
+    try:
+        pid = process.proc.pid if process.proc else None
+        correlation_id = f"rr-{uuid.uuid4().hex[:8]}"
+        first = event_body(correlation_id)
+        batch = [event_body(correlation_id) for _ in range(30)]
+        with process.client(ADMIN_TOKEN) as client:
+            single = client.post(EVENTS, json=first)
+            assert single.status_code == 202, single.text
+            queued = client.post(BATCH, json=batch)
+            assert queued.status_code == 202, queued.text
+            assert queued.json()["count"] == 30
+            child = client.post(  # its parent waits in the queue: the child waits behind it
+                EVENTS, json=event_body(correlation_id, parent_event_id=first["event_id"])
+            )
+            assert child.status_code == 202, child.text
+
+            query = client.get(EVENTS, params={"correlation_id": correlation_id})
+            assert query.status_code == 503, query.text
+            assert query.headers["retry-after"]
+            ops_ready = httpx.get(f"{process.ops_url}/readyz", timeout=10)
+            assert ops_ready.status_code == 200, ops_ready.text  # the queue absorbs it
+            assert ops_ready.json()["checks"]["database"].startswith("unavailable")
+            assert ops_ready.json()["checks"]["dead_letter_queue"] == "ok"
+            api_ready = httpx.get(f"{process.api_url}/readyz", timeout=10)
+            assert api_ready.status_code == 503  # where Kubernaut's services probe the database
+
+            time.sleep(2)  # several connection attempts while the database stays down
+            private_postgres.start()
+            wait_for(lambda: stored_total(client, correlation_id) == 32, 30, "the replay")
+            report = client.get(
+                "/api/v1/audit/verify-chain", params={"correlation_id": correlation_id}
+            ).json()
+            assert report == {"correlation_id": correlation_id, "events": 32, "valid": True}
+            stored = client.post(BATCH, json=[event_body(correlation_id)])
+            assert stored.status_code == 201, stored.text
+        assert httpx.get(f"{process.ops_url}/readyz", timeout=10).json()["checks"] == {
+            "database": "ok",
+            "dead_letter_queue": "ok",
+        }
+        assert process.proc is not None and process.proc.poll() is None
+        assert process.proc.pid == pid  # the same process: no restart
+        log = process.output()
+        assert log.count("the audit database is unreachable") == 1, log[-3000:]
+        assert log.count("connected to the audit database") == 1, log[-3000:]
+    finally:
+        process.stop()
+
+
+def test_a_database_that_does_not_exist_or_refuses_the_role_stops_start_up(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """No outage to wait out: the server answers and refuses. Exit 1 at once, one line."""
+    for name, dsn in (
+        ("no-database", postgres_server.dsn(f"missing_{uuid.uuid4().hex[:8]}")),
+        ("no-role", postgres_server.url.replace("postgresql://postgres@", "postgresql://nobody@")),
+    ):
+        process = datastorage_process(
+            tmp_path / name, env={"SIGNALGATE_STORE__DSN": dsn, "SIGNALGATE_STORE__TIMEOUT": "3s"}
+        ).start(wait=False)
+        assert exit_code(process, 20) == 1, process.output()[-3000:]
+        errors = [line for line in process.output().splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, process.output()[-3000:]
+        assert "does not exist" in errors[0]
+
+
+def test_a_schema_behind_found_once_the_database_is_back_stops_the_service(
+    tmp_path: Path, private_postgres: PostgresServer
+) -> None:
+    """Without `store.autoMigrate` a database that comes back unmigrated is refused as it is
+    at start (exit 1 naming `migrate`); the events it had queued stay in the queue."""
+    dsn = private_postgres.create_database("audit")
+    private_postgres.stop()
+    queue = tmp_path / "dlq.jsonl"
+    process = datastorage_process(
+        tmp_path / "ds",
+        env={
+            "SIGNALGATE_STORE__DSN": dsn,
+            "SIGNALGATE_STORE__TIMEOUT": "3s",
+            "SIGNALGATE_DLQ__PATH": str(queue),
+        },
+    ).start(timeout=30)
+    try:
+        with process.client(ADMIN_TOKEN) as client:
+            assert client.post(BATCH, json=[event_body("rr-behind")]).status_code == 202
+        private_postgres.start()
+        assert exit_code(process) == 1, process.output()[-3000:]
+        errors = [line for line in process.output().splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, process.output()[-3000:]
+        assert "signalgate-datastorage migrate" in errors[0]
+        assert "rr-behind" in queue.read_text()
+    finally:
+        process.stop()
+
+
+def test_database_and_queue_both_down_at_start_stops_start_up(
+    tmp_path: Path, private_postgres: PostgresServer, private_redis: RedisServer
+) -> None:
+    """With the database down only the queue could take a write: unusable too, nothing
+    could, and start-up stops naming both."""
+    dsn = private_postgres.create_database("audit")
+    private_postgres.stop()
+    private_redis.stop()
+    process = datastorage_process(
+        tmp_path / "ds",
+        env={
+            "SIGNALGATE_STORE__DSN": dsn,
+            "SIGNALGATE_STORE__TIMEOUT": "2s",
+            "SIGNALGATE_DLQ__REDISURL": private_redis.url,
+        },
+    ).start(wait=False)
+    assert exit_code(process) == 1, process.output()[-3000:]
+    errors = [line for line in process.output().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, process.output()[-3000:]
+    assert "dead-letter queue" in errors[0]
