@@ -199,9 +199,12 @@ class CoalescingStore:
         if bumped is None:
             del self._known[key]
             return False
-        for waiting in batch:
+        # counted in arrival order: the first of the batch made the first of its counts
+        first = bumped.deduplication.occurrence_count - len(batch) + 1
+        for position, waiting in enumerate(batch):
             if not waiting.done.done():
-                waiting.done.set_result(FiringResult(Decision.DUPLICATE, bumped))
+                rr = bumped.counted_as(first + position)
+                waiting.done.set_result(FiringResult(Decision.DUPLICATE, rr))
         return True
 
     def _remember(self, key: str, rr: RemediationRequest) -> None:

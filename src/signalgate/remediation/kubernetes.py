@@ -505,8 +505,10 @@ class KubernetesStore:
             if not batch:
                 return
             changed = rr
+            counts: list[int] = []  # each change's own count, as applied in turn
             for change in batch:
                 changed = change.apply(changed)
+                counts.append(changed.deduplication.occurrence_count)
             try:
                 written = await self._put_status(changed, rr)
             except KubeConflict:
@@ -516,7 +518,9 @@ class KubernetesStore:
                 self._forget(name)
                 _settle(batch, None)
                 return
-            _settle(batch, written)
+            for change, count in zip(batch, counts, strict=True):
+                if not change.done.done():
+                    change.done.set_result(written.counted_as(count))
             return
         raise StoreUnavailable(
             f"{self!r}: RR {name!r} kept changing under {MAX_CONFLICT_RETRIES} status writes"

@@ -178,6 +178,17 @@ class RemediationRequest:
     def with_status(self, **changes: Any) -> RemediationRequest:
         return replace(self, **changes)
 
+    def counted_as(self, occurrence_count: int) -> RemediationRequest:
+        """This RR as one of several signals counted in one write saw it: with the count
+        its own signal made. Each caller of a coalesced write reports its own count (the
+        answer's `count`, the audit event's `occurrence_count`), not the batch's last, so
+        the audit trail tells the sightings apart (an outside check found two events with
+        occurrence 4 and none with 3)."""
+        dedup = self.deduplication
+        if dedup.occurrence_count == occurrence_count:
+            return self
+        return replace(self, deduplication=replace(dedup, occurrence_count=occurrence_count))
+
     def seen_again(self, times: int, now: datetime) -> RemediationRequest:
         """`times` more firing duplicates, the last at `now`: the count moves on and a
         `SignalResolved=True` condition turns False (the problem is back)."""
