@@ -60,6 +60,8 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from signalgate.common.http import SECURITY_HEADERS
+from signalgate.common.ids import new_uuid
 from signalgate.common.problems import PROBLEM_MEDIA_TYPE, TITLES, problem_document
 
 __all__ = [
@@ -230,6 +232,10 @@ class CoalescingTransport(asyncio.Transport):
 # connections one listener holds at once (see the module docstring); with the answers a
 # client pipelines and never reads, about 400 MB at most
 MAX_CONNECTIONS = 2048
+
+_SECURITY_HEADER_LINES = b"".join(
+    name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS
+)
 
 
 class ServiceHttpProtocol(HttpToolsProtocol):
@@ -479,11 +485,18 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         self._refused = True
         url: bytes = getattr(self, "url", b"") or b""  # set once a request has begun
         path = url.split(b"?", 1)[0].decode("latin-1")
-        body = orjson.dumps(problem_document(status, slug, detail, path))
+        # stamped as every answer of the services is (the envelope never sees this one): a
+        # request id to quote, and the security headers
+        request_id = new_uuid()
+        document = problem_document(status, slug, detail, path, {"request_id": request_id})
+        body = orjson.dumps(document)
         retry = f"retry-after: {retry_after}\r\n" if retry_after is not None else ""
         answer = (
             f"HTTP/1.1 {status} {TITLES[slug]}\r\ncontent-type: {PROBLEM_MEDIA_TYPE}\r\n".encode()
-            + f"content-length: {len(body)}\r\n{retry}connection: close\r\n\r\n".encode()
+            + f"content-length: {len(body)}\r\n{retry}connection: close\r\n".encode()
+            + f"x-request-id: {request_id}\r\n".encode()
+            + _SECURITY_HEADER_LINES
+            + b"\r\n"
             + body
         )
         cycle = self.cycle  # the last request read

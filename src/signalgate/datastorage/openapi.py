@@ -29,6 +29,14 @@ _WRITE_ERRORS = {
     "408": problem_answer("the body did not arrive within server.bodyReadTimeout"),
     "413": problem_answer("body over 5 MiB"),
     "415": problem_answer("not application/json"),
+    "500": problem_answer(
+        "the database and the dead-letter queue both unavailable: the events were not "
+        "stored (`detail` says how many); retry"
+    ),
+    "503": problem_answer(
+        "a parent, or an earlier write of an id, waits in the dead-letter queue, which "
+        "cannot be asked or take the batch now; retry (`Retry-After`)"
+    ),
 }
 _READ_ERRORS = {
     **AUTH_ERRORS,

@@ -626,6 +626,12 @@ async def test_a_listener_holds_at_most_its_connections(monkeypatch: pytest.Monk
         writer.close()
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer
         assert b"retry-after: 1\r\n" in answer and b"connection: close\r\n" in answer
+        # stamped as every other answer is: a request id (in the body too) and the security
+        # headers (an outside check found neither)
+        head, body = answer.split(b"\r\n\r\n", 1)
+        [request_id] = re.findall(rb"\r\nx-request-id: ([0-9a-f-]{36})\r\n", head + b"\r\n")
+        assert json.loads(body)["request_id"] == request_id.decode()
+        assert b"\r\nx-content-type-options: nosniff" in head
         held[0][1].close()
         await held[0][1].wait_closed()
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
