@@ -52,6 +52,7 @@ from signalgate.remediation.store import (
     NotFound,
     StoreRefused,
     StoreUnavailable,
+    TooLarge,
     decode_cursor,
 )
 
@@ -143,7 +144,8 @@ class GatewayAPI:
             await self.service.audit.commit()
             if len(items) == 1:
                 outcome = results[0]
-                assert isinstance(outcome, Outcome)
+                if isinstance(outcome, str):  # its RR too large to store: as when oversized
+                    raise validation_error(outcome)
                 status, answer = responses.single(outcome)
             else:
                 status, answer = responses.multi(results)
@@ -176,12 +178,14 @@ class GatewayAPI:
         alerts in flight left RRs created without their audit events. After a failure that
         a retry can cure (the store or the journal away, a deadline) the alerts not begun
         are left for that retry; after one it cannot (the store refused an RR as written)
-        the others are decided, so one refused alert does not hold its group back."""
+        the others are decided, so one refused alert does not hold its group back. An alert
+        whose RR the store refuses for its size is that alert's own result, as an oversized
+        alert is (`_decide_one`)."""
         if len(items) == 1:
             (item,) = items
             if isinstance(item, Invalid):
                 return [item.error]
-            return [await self.service.pipeline.process(item, deadline)]
+            return [await self._decide_one(item, deadline, "")]
         results: list[Outcome | str] = [""] * len(items)
         failures: dict[int, Exception] = {}
         retried = False  # a failure a retry can cure came: what is not begun waits for it
@@ -193,7 +197,7 @@ class GatewayAPI:
                 if retried:
                     return  # not begun, so not counted twice when the group comes again
                 try:
-                    results[index] = await self.service.pipeline.process(item, deadline)
+                    results[index] = await self._decide_one(item, deadline, f"alerts[{index}]: ")
                 except Exception as exc:  # raised below: the first, in input order
                     failures[index] = exc
                     retried = retried or not isinstance(exc, StoreRefused)
@@ -213,6 +217,21 @@ class GatewayAPI:
         if failures:
             raise failures[min(failures)]
         return results
+
+    async def _decide_one(
+        self, item: Signal | Ignored, deadline: float, where: str
+    ) -> Outcome | str:
+        """One item's outcome; for a signal whose RR the store refuses for its size, the
+        error naming it (`where` is its place in the webhook), as for an alert refused as
+        oversized while parsing: the same on every retry, so never a 5xx. Answered 503, an
+        alert of 200,000 '<' (1.2 MB as the API server writes it, twice in its RR) was sent
+        again for ever, and its webhook's other alerts counted again each time."""
+        try:
+            return await self.service.pipeline.process(item, deadline)
+        except TooLarge as exc:
+            error = f"{where}{exc}"
+            refused_alerts.log(logging.INFO, "alert", "alert refused", {"detail": error[:300]})
+            return error
 
     def _check_timestamp(self, value: str | None) -> None:
         """Replay protection: `X-Timestamp` (unix seconds) within the freshness window, the

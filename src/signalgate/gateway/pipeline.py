@@ -42,6 +42,7 @@ from signalgate.remediation.store import (
     RemediationStore,
     StoreRefused,
     StoreUnavailable,
+    TooLarge,
 )
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ class Pipeline:
     async def process(self, item: Signal | Ignored, deadline: float) -> Outcome:
         """Decide one item; `deadline` is the event loop time by which the store must answer.
 
-        Raises `StoreUnavailable` or `ProcessingTimeout` after auditing the failure."""
+        Raises `StoreUnavailable`, `StoreRefused` (`TooLarge`: the signal's RR is too large to
+        store) or `ProcessingTimeout` after auditing the failure."""
         if isinstance(item, Ignored):
             self._metrics.child(self._metrics.signals_ignored, item.source).inc()
             return Outcome("ignored", item.message)
@@ -109,6 +111,10 @@ class Pipeline:
                 return await self._fire(signal, fingerprint)
         except StoreUnavailable as exc:
             self._fail(signal, "store_unavailable", str(exc), retry_possible=True)
+            raise
+        except TooLarge as exc:
+            # the signal's own problem (its caller answers it as an oversized signal)
+            self._fail(signal, "too_large", str(exc), retry_possible=False)
             raise
         except StoreRefused as exc:
             self._fail(signal, "store_refused", str(exc), retry_possible=False)

@@ -11,6 +11,8 @@ Errors, by what the caller does with them (translated here, nowhere else):
 - `KubeUnavailable` — cannot be reached, timed out, 429 or 5xx: transient, retry later;
 - `KubeNotFound`, `KubeAlreadyExists`, `KubeConflict` (stale `resourceVersion`) — the
   answers the stores build their logic on;
+- `KubeTooLarge` — the object is larger than the API server or etcd stores: the same on
+  every retry (a 500 among them, which is otherwise transient);
 - `KubeError` — anything else the server refused (403, 422 …): a bug or a misconfiguration.
 """
 
@@ -69,6 +71,20 @@ class KubeConflict(KubeError):
     """The object changed since it was read (its `resourceVersion` is stale)."""
 
 
+class KubeTooLarge(KubeError):
+    """The object written is larger than the API server or etcd stores (413, or a 500 from
+    etcd or the API server's gRPC client to it): writing it again is refused again."""
+
+
+# how the API server says an object is too large to store: its own bound on a request body
+# (413), etcd's on a request (`--max-request-bytes`), and its gRPC client's on a message
+_TOO_LARGE_MARKS = (
+    "request is too large",  # etcdserver: request is too large
+    "trying to send message larger than max",  # rpc error: code = ResourceExhausted
+    "Request entity too large",
+)
+
+
 def _error(status: int, body: bytes) -> KubeError:
     try:
         parsed = orjson.loads(body)
@@ -84,6 +100,10 @@ def _error(status: int, body: bytes) -> KubeError:
         if reason == "AlreadyExists":
             return KubeAlreadyExists(status, reason, message)
         return KubeConflict(status, reason or "Conflict", message)
+    if status == 413 or (status >= 500 and any(mark in message for mark in _TOO_LARGE_MARKS)):
+        # before the 5xx below: etcd's refusal of an object's size is a 500, and answering
+        # it 503 had Alertmanager send the alert again for ever
+        return KubeTooLarge(status, reason or "RequestEntityTooLarge", message)
     if status == 429 or status >= 500:
         return KubeUnavailable(status, reason or "ServerError", message)
     return KubeError(status, reason or "Failure", message)

@@ -36,6 +36,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from signalgate.common.tasks import cancel_and_wait
 from signalgate.kube.client import (
     KubeAlreadyExists,
@@ -43,9 +45,11 @@ from signalgate.kube.client import (
     KubeConflict,
     KubeError,
     KubeNotFound,
+    KubeTooLarge,
     KubeUnavailable,
     WatchSilent,
 )
+from signalgate.kube.sizes import ETCD_MAX_REQUEST_BYTES, stored_json_size
 from signalgate.remediation.model import (
     API_VERSION,
     CREATED_AT_ANNOTATION,
@@ -67,6 +71,7 @@ from signalgate.remediation.store import (
     Page,
     StoreRefused,
     StoreUnavailable,
+    TooLarge,
     clamp_limit,
     decode_cursor,
     encode_cursor,
@@ -400,6 +405,14 @@ class KubernetesStore:
             raise StoreUnavailable(f"{self!r}: {exc}") from exc
         except (KubeNotFound, KubeAlreadyExists, KubeConflict):
             raise  # the callers' to decide
+        except KubeTooLarge as exc:
+            body = kwargs.get("body")
+            size = stored_json_size(orjson.dumps(body)) if body is not None else 0
+            raise TooLarge(
+                f"its RemediationRequest is {size:,} bytes as the Kubernetes API server "
+                f"writes it ('<', '>' and '&' take 6 bytes each there), more than it stores "
+                f"(etcd's default bound is {ETCD_MAX_REQUEST_BYTES:,}): {exc.message}"
+            ) from exc
         except KubeError as exc:
             if exc.status not in (401, 403):
                 # e.g. 422: the CRD installed validates the RR more strictly than this

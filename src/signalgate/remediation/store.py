@@ -8,6 +8,8 @@ Errors, by what the caller does with them:
 - `StoreUnavailable` — transient (server down, database locked, disk full): answer 503 and
   let the sender retry.
 - `NotFound`, `Conflict` — permanent for this request: 404 / 409.
+- `StoreRefused` — the store refused the RR as written; `TooLarge`, for its size: the
+  signal's own problem (refused like an oversized signal).
 - `IncompatibleSchema` — raised by `open()` only: the database was made by a newer
   signalgate; start-up stops with its message.
 - anything else is a bug and becomes a 500.
@@ -38,6 +40,13 @@ class StoreUnavailable(StoreError):
 class StoreRefused(StoreError):
     """The backing store refused the write as made (the API server's validation of the RR):
     retrying the same signal meets the same refusal until its operator changes something."""
+
+
+class TooLarge(StoreRefused):
+    """The store cannot hold the RR the signal makes, for its size (in Kubernetes mode, the
+    API server or etcd refused the object as too large): the signal's own problem, refused
+    the same on every retry, not a failure of its webhook. The message says why, without
+    the store's name, for the sender's answer."""
 
 
 class IncompatibleSchema(StoreError):

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from signalgate.kube.client import KubeClient
 from signalgate.kube.config import config_from_dsn
 from signalgate.remediation.kubernetes import GENERATION_LABEL, KubernetesStore, rr_name
 from signalgate.remediation.model import StatusPatch
-from signalgate.remediation.store import Decision, ListQuery
+from signalgate.remediation.store import Decision, ListQuery, TooLarge
 from tests.integration.remediation.rrcases import fingerprint, later, make_rr
 
 
@@ -271,3 +273,39 @@ async def test_a_read_handled_after_the_watch_saw_a_deletion_does_not_bring_it_b
     await eventually(gone)
     kube_store._remember(rr)  # the late answer: the RR as it was before its deletion
     assert rr.name not in await listed()
+
+
+@pytest.mark.parametrize(
+    ("char", "count", "refusal"),
+    [
+        # 1.2 MB as the API server writes it (each '<' as \u003c), twice: over its gRPC
+        # client's 2 MiB bound on a message to etcd (a 500)
+        ("<", 200_000, "larger than max"),
+        # 1.6 MB: over etcd's 1.5 MiB bound on a request (a 500 too)
+        ("a", 800_000, "request is too large"),
+        # 3.2 MB: over the API server's own 3 MiB bound on a request body (413)
+        ("a", 1_600_000, "Request entity too large"),
+    ],
+    ids=["grpc-message", "etcd-request", "apiserver-body"],
+)
+async def test_an_rr_too_large_for_the_api_server_is_refused_as_too_large_not_unavailable(
+    kube_store: KubernetesStore, char: str, count: int, refusal: str
+) -> None:
+    """The API server refusing an RR for its size is the same on every retry: `TooLarge`
+    (the signal's own problem, a `StoreRefused`), naming the RR's size as written there, not
+    `StoreUnavailable` (a 503, retried for ever: an outside check's alert of 200,000 '<')."""
+    text = char * count
+    candidate = make_rr("huge-1", payload=text)
+    candidate = replace(candidate, spec={**candidate.spec, "signalAnnotations": {"d": text}})
+    with pytest.raises(TooLarge) as refused:
+        await kube_store.record_firing(candidate, later(0))
+    message = str(refused.value)
+    assert refusal in message
+    # the text twice, as written there, and the rest of the RR
+    shown = re.search(r"is ([0-9,]+) bytes as the Kubernetes API server writes it", message)
+    assert shown is not None, message
+    size = 2 * count * (6 if char == "<" else 1)
+    assert size < int(shown[1].replace(",", "")) < size + 4096
+    # nothing was stored: a signal of the same resource with a normal payload is new
+    fine = await kube_store.record_firing(make_rr("huge-1"), later(1))
+    assert fine.decision is Decision.CREATED
