@@ -231,6 +231,6 @@ class GatewayService:
                 await self.store.ping()
         except (StoreUnavailable, TimeoutError) as exc:
             checks["store"] = "unavailable"
-            return Readiness(False, f"remediation store unreachable: {exc}".rstrip(": "), checks)
+            return Readiness(False, f"remediation store unavailable: {exc}".rstrip(": "), checks)
         checks["store"] = "ok"
         return Readiness(True, "", checks)

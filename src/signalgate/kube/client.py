@@ -10,7 +10,8 @@ httpx does the HTTP; this module adds the API's conventions: bearer tokens that 
 Errors, by what the caller does with them (translated here, nowhere else):
 - `KubeUnavailable` — cannot be reached, timed out, 429 or 5xx: transient, retry later;
 - `KubeNotFound`, `KubeAlreadyExists`, `KubeConflict` (stale `resourceVersion`) — the
-  answers the stores build their logic on;
+  answers the stores build their logic on; `KubeNotServed`, a `KubeNotFound` of the path
+  itself (a CRD not installed), not of one object;
 - `KubeTooLarge` — the object is larger than the API server or etcd stores: the same on
   every retry (a 500 among them, which is otherwise transient);
 - `KubeError` — anything else the server refused (403, 422 …): a bug or a misconfiguration.
@@ -63,6 +64,12 @@ class KubeNotFound(KubeError):
     pass
 
 
+class KubeNotServed(KubeNotFound):
+    """The API server serves nothing at that path (its answer is a plain-text `404 page not
+    found`, not a `Status`): the resource's kind is unknown to it, as a custom resource's is
+    while its CRD is not installed. Not that one object is missing."""
+
+
 class KubeAlreadyExists(KubeError):
     pass
 
@@ -95,6 +102,8 @@ def _error(status: int, body: bytes) -> KubeError:
     reason = str(parsed.get("reason") or "")
     message = str(parsed.get("message") or body[:300].decode(errors="replace"))
     if status == 404:
+        if parsed.get("kind") != "Status":
+            return KubeNotServed(status, "NotServed", message.strip())
         return KubeNotFound(status, reason or "NotFound", message)
     if status == 409:
         if reason == "AlreadyExists":

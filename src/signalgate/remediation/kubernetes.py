@@ -20,8 +20,12 @@ per-fingerprint Lease Kubernaut's Gateway takes:
   Each queued change carries the condition it needs (the RR still active, or still
   suppressing); a change whose condition no longer holds is re-decided from scratch.
 
-Errors: the API server unreachable, timing out or overloaded → `StoreUnavailable`; anything
-else it refuses (RBAC, validation) is a bug or misconfiguration and propagates as is.
+Errors (`_call`): what nothing can be stored through until the cluster is put right, and
+which needs no restart when it is — the API server unreachable, timing out or overloaded,
+refusing this Gateway's credentials, serving no RRs (the CRD removed), the namespace missing
+or being deleted — is `StoreUnavailable` (503, unready), its message saying which; an RR too
+large to store is `TooLarge` (the signal's own problem); any other refusal of the RR as
+written (validation, an admission policy) is `StoreRefused`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from signalgate.kube.client import (
     KubeConflict,
     KubeError,
     KubeNotFound,
+    KubeNotServed,
     KubeTooLarge,
     KubeUnavailable,
     WatchSilent,
@@ -81,6 +86,7 @@ log = logging.getLogger(__name__)
 
 GROUP_VERSION = API_VERSION  # kubernaut.ai/v1alpha1
 PLURAL = "remediationrequests"
+CRD_NAME = f"{PLURAL}.{GROUP_VERSION.split('/')[0]}"  # remediationrequests.kubernaut.ai
 GENERATION_LABEL = "signalgate.io/generation"
 FINGERPRINT_FIELD = "spec.signalFingerprint"
 # bounded retries: a decision that keeps losing races is a 503, not a spin
@@ -403,7 +409,25 @@ class KubernetesStore:
         except KubeUnavailable as exc:
             self._doubt()
             raise StoreUnavailable(f"{self!r}: {exc}") from exc
-        except (KubeNotFound, KubeAlreadyExists, KubeConflict):
+        except KubeNotServed as exc:
+            # the CRD removed while the Gateway runs (Kubernaut's chart uninstalled and
+            # installed again): nothing can be stored until it is back, which needs no
+            # restart (the watch relists), so 503 and unready, as when unreachable; it was
+            # a 500 and a traceback per signal, and a /readyz that crashed
+            raise StoreUnavailable(
+                f"{self!r}: the API server serves no RemediationRequests ({exc.message}): "
+                f"install the CRD {CRD_NAME} (deploy/kubernetes/remediationrequest-crd.yaml)"
+            ) from exc
+        except KubeNotFound as exc:
+            if path == self._collection:
+                # only its namespace missing makes the collection itself not found (a list
+                # of a namespace that does not exist is empty; a create is refused)
+                raise StoreUnavailable(
+                    f"{self!r}: the namespace {self.namespace!r} does not exist "
+                    f"(controllerNamespace): {exc.message}"
+                ) from exc
+            raise  # one RR missing: the callers' to decide
+        except (KubeAlreadyExists, KubeConflict):
             raise  # the callers' to decide
         except KubeTooLarge as exc:
             body = kwargs.get("body")

@@ -1,0 +1,87 @@
+"""What the Gateway says when the cluster cannot take its RRs for a reason of the cluster's:
+the RemediationRequest CRD removed while it runs, its namespace being deleted, its own
+ServiceAccount token revoked. Each is a 503 with Retry-After and a /readyz or a log line that
+names what is wrong, and the Gateway serves again once it is put right.
+
+These tests change the cluster itself (a CRD, a namespace, the Gateway's ServiceAccount), so
+they run on an API server of their own, not the session's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from e2ecov.kubeapi import KubeAPIServer, load_manifests
+from tests.conftest import CRD_FILE, kube_testenv_bin
+from tests.support.contract import problem
+from tests.support.kube import kube_gateway
+from tests.support.services import ServiceProcess, alert, webhook
+
+PROM = "/api/v1/signals/prometheus"
+CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/remediationrequests.kubernaut.ai"
+SETTINGS_SCOPE = {"SIGNALGATE_SCOPE__SOURCE": "settings"}
+
+
+@pytest.fixture(scope="module")
+def own_apiserver() -> Iterator[KubeAPIServer]:
+    server = KubeAPIServer(bin_dir=kube_testenv_bin(), crds=[CRD_FILE]).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def gateway_in(server: KubeAPIServer, namespace: str, data_dir: Path) -> ServiceProcess:
+    server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    return kube_gateway(server, namespace, data_dir, auth="static", env=SETTINGS_SCOPE)
+
+
+def until(check: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"never {what}"
+        time.sleep(0.2)
+
+
+def test_the_crd_removed_while_running_is_503_unready_naming_it_and_recovers(
+    own_apiserver: KubeAPIServer, tmp_path: Path
+) -> None:
+    """Kubernaut's chart uninstalled and installed again removes the CRD for a while: every
+    signal was a 500 "Internal server error" with a traceback logged per request, and
+    /readyz crashed (a plain-text 500). Now: 503 with Retry-After, logged once per interval
+    naming the CRD, /readyz 503 naming it; back by itself once the CRD is."""
+    server = own_apiserver
+    with (
+        gateway_in(server, "crd-gone", tmp_path / "gw").start() as gateway,
+        gateway.client() as c,
+    ):
+        assert c.post(PROM, json=webhook(alert(pod="before-1"))).status_code == 201
+        assert server.request("DELETE", CRD)[0] == 200
+        until(lambda: server.request("GET", CRD)[0] == 404, "deleted")
+        for n in range(5):
+            answer = c.post(PROM, json=webhook(alert(pod=f"gone-{n}")))
+            problem(answer, 503, "service-unavailable", "retry later")
+            assert answer.headers["Retry-After"]
+        ready = httpx.get(f"{gateway.ops_url}/readyz", timeout=10)
+        assert ready.status_code == 503, ready.text
+        assert ready.headers["content-type"].startswith("application/problem+json")
+        assert "remediationrequests.kubernaut.ai" in ready.json()["detail"]
+        logged = gateway.output()
+        assert "unexpected error" not in logged and "Traceback" not in logged
+        failed = [line for line in logged.splitlines() if '"request failed"' in line]
+        assert len(failed) == 1, failed  # five answers, one line: the rest held back
+        assert "serves no RemediationRequests" in failed[0]
+        assert "remediationrequests.kubernaut.ai" in failed[0]
+
+        for obj in load_manifests(CRD_FILE):
+            server.apply(obj)
+        until(
+            lambda: c.post(PROM, json=webhook(alert(pod="after-1"))).status_code == 201,
+            "stored again",
+        )
+        assert httpx.get(f"{gateway.ops_url}/readyz", timeout=10).status_code == 200
