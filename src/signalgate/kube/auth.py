@@ -34,7 +34,7 @@ from typing import Any, TypeVar, cast
 from signalgate.common.auth import Principal, authenticated_user_var, bearer_token, unauthorized
 from signalgate.common.problems import Problem, service_unavailable
 from signalgate.common.ttlcache import TTLCache
-from signalgate.kube.client import KubeClient, KubeError, KubeUnavailable
+from signalgate.kube.client import KubeClient, KubeError, KubeUnauthorized, KubeUnavailable
 from signalgate.kube.settings import KubernetesSettings
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,18 @@ class KubernetesAuth:
     async def _ask(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
             return await self.client.request("POST", path, body=body)
+        except KubeUnauthorized as exc:
+            # this service's own token, not the caller's: the caller cannot fix it
+            log.error(
+                "the Kubernetes API server does not accept this service's own token "
+                "(its ServiceAccount deleted, or the token revoked or expired)",
+                extra={"error": str(exc)},
+            )
+            raise service_unavailable(
+                "cannot check the token: the Kubernetes API server does not accept this "
+                "service's own token; retry later",
+                RETRY_AFTER,
+            ) from exc
         except KubeUnavailable as exc:
             log.warning("Kubernetes API unavailable for auth", extra={"error": str(exc)})
             raise service_unavailable(

@@ -9,6 +9,7 @@ httpx does the HTTP; this module adds the API's conventions: bearer tokens that 
 
 Errors, by what the caller does with them (translated here, nowhere else):
 - `KubeUnavailable` — cannot be reached, timed out, 429 or 5xx: transient, retry later;
+  `KubeUnauthorized` (401), this client's own token not accepted, is one too;
 - `KubeNotFound`, `KubeAlreadyExists`, `KubeConflict` (stale `resourceVersion`) — the
   answers the stores build their logic on; `KubeNotServed`, a `KubeNotFound` of the path
   itself (a CRD not installed), not of one object;
@@ -44,15 +45,26 @@ WATCH_SILENCE = 90.0
 class KubeError(Exception):
     """The API server refused a request. `reason` is the `Status` reason (e.g. `Forbidden`)."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, causes: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        # the `Status` details' causes, by reason (`NamespaceTerminating` …)
+        self.causes = causes
 
 
 class KubeUnavailable(KubeError):
     """The API server cannot answer now (unreachable, timed out, overloaded)."""
+
+
+class KubeUnauthorized(KubeUnavailable):
+    """The API server does not accept this client's own credentials (401: its ServiceAccount
+    deleted, its token revoked or expired). Nothing works until they are replaced, which
+    needs no restart (a projected token file is read again), so it is an outage, not a
+    refusal of one request."""
 
 
 class WatchSilent(KubeUnavailable):
@@ -101,6 +113,13 @@ def _error(status: int, body: bytes) -> KubeError:
         parsed = {}
     reason = str(parsed.get("reason") or "")
     message = str(parsed.get("message") or body[:300].decode(errors="replace"))
+    details = parsed.get("details")
+    found = details.get("causes") if isinstance(details, dict) else None
+    causes = tuple(
+        str(cause.get("reason") or "") for cause in found or () if isinstance(cause, dict)
+    )
+    if status == 401:
+        return KubeUnauthorized(status, reason or "Unauthorized", message)
     if status == 404:
         if parsed.get("kind") != "Status":
             return KubeNotServed(status, "NotServed", message.strip())
@@ -115,7 +134,7 @@ def _error(status: int, body: bytes) -> KubeError:
         return KubeTooLarge(status, reason or "RequestEntityTooLarge", message)
     if status == 429 or status >= 500:
         return KubeUnavailable(status, reason or "ServerError", message)
-    return KubeError(status, reason or "Failure", message)
+    return KubeError(status, reason or "Failure", message, causes)
 
 
 class KubeClient:
@@ -200,12 +219,44 @@ class KubeClient:
                 )
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise KubeUnavailable(0, "Timeout", f"{method} {path}: timed out") from exc
+        except httpx.RemoteProtocolError as exc:
+            refused = await self._credentials_refused(exc)
+            if refused is not None:
+                raise refused from exc
+            raise KubeUnavailable(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
         except httpx.TransportError as exc:
             raise KubeUnavailable(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
         if answer.status_code >= 300:
             raise _error(answer.status_code, answer.content)
         loaded = orjson.loads(answer.content) if answer.content else {}
         return loaded if isinstance(loaded, dict) else {"items": loaded}
+
+    async def _credentials_refused(self, exc: httpx.RemoteProtocolError) -> KubeError | None:
+        """The refusal behind an HTTP/2 connection the API server closed (GOAWAY) under a
+        call, if it was this client's token: the API server answers a token it does not
+        accept 401 and closes the connection at once, and httpcore reports the closing, not
+        the answer (an outside check: "unreachable … ConnectionTerminated" for a revoked
+        token, and the operator was not told to replace it). Asked again over HTTP/1.1,
+        where the answer arrives, with a request that changes nothing; None when it is not
+        refused (a closing for another reason, as when the API server shuts down)."""
+        if "ConnectionTerminated" not in str(exc):
+            return None
+        headers = await self._headers("application/json", None)
+        try:
+            async with (
+                httpx.AsyncClient(
+                    base_url=self.config.server,
+                    verify=self.config.ssl_context(),
+                    timeout=self.timeout,
+                ) as http,
+                asyncio.timeout(self.timeout + CALL_DEADLINE_MARGIN),
+            ):
+                answer = await http.get("/version", headers=headers)
+        except (httpx.HTTPError, TimeoutError):
+            return None
+        if answer.status_code != 401:
+            return None
+        return _error(answer.status_code, answer.content)
 
     async def watch(
         self, path: str, *, params: Mapping[str, str], timeout_seconds: int = 300

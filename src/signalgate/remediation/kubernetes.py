@@ -51,6 +51,7 @@ from signalgate.kube.client import (
     KubeNotFound,
     KubeNotServed,
     KubeTooLarge,
+    KubeUnauthorized,
     KubeUnavailable,
     WatchSilent,
 )
@@ -89,6 +90,8 @@ PLURAL = "remediationrequests"
 CRD_NAME = f"{PLURAL}.{GROUP_VERSION.split('/')[0]}"  # remediationrequests.kubernaut.ai
 GENERATION_LABEL = "signalgate.io/generation"
 FINGERPRINT_FIELD = "spec.signalFingerprint"
+# the cause the API server gives for refusing a new object in a namespace being deleted
+NAMESPACE_TERMINATING = "NamespaceTerminating"
 # bounded retries: a decision that keeps losing races is a 503, not a spin
 MAX_DECISION_ATTEMPTS = 8
 MAX_CONFLICT_RETRIES = 16
@@ -406,6 +409,14 @@ class KubernetesStore:
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             return await self.client.request(method, path, **kwargs)
+        except KubeUnauthorized as exc:
+            # its ServiceAccount deleted, or the token revoked or expired: no RBAC can fix
+            # that (the log said to grant RBAC); a valid token is read again without a restart
+            raise StoreUnavailable(
+                f"{self!r}: the API server does not accept this Gateway's token ({exc}): its "
+                "ServiceAccount was deleted, or the token revoked or expired; give the "
+                "Gateway a valid token of its ServiceAccount (deploy/kubernaut/rbac.yaml)"
+            ) from exc
         except KubeUnavailable as exc:
             self._doubt()
             raise StoreUnavailable(f"{self!r}: {exc}") from exc
@@ -438,13 +449,20 @@ class KubernetesStore:
                 f"(etcd's default bound is {ETCD_MAX_REQUEST_BYTES:,}): {exc.message}"
             ) from exc
         except KubeError as exc:
-            if exc.status not in (401, 403):
+            if exc.status != 403:
                 # e.g. 422: the CRD installed validates the RR more strictly than this
                 # Gateway writes it (another version of the CRD)
                 raise StoreRefused(f"{self!r}: the API server refused {method}: {exc}") from exc
-            # this Gateway's own credentials refused (a removed RoleBinding, a revoked
-            # token): nothing was stored, and granting it back needs no restart, so the
-            # signal is answered 503 (retry) and readiness fails, as when unreachable
+            if NAMESPACE_TERMINATING in exc.causes:
+                # a 403 too, but no RBAC can fix it (the log said to grant RBAC): the
+                # namespace goes, and RRs are stored again once it is created anew
+                raise StoreUnavailable(
+                    f"{self!r}: the namespace {self.namespace!r} (controllerNamespace) is "
+                    f"being deleted, and the API server takes no new RRs in it ({exc.message})"
+                ) from exc
+            # this Gateway's own permissions refused (a removed RoleBinding): nothing was
+            # stored, and granting them back needs no restart, so the signal is answered
+            # 503 (retry) and readiness fails, as when unreachable
             raise StoreUnavailable(
                 f"{self!r}: the API server refused this Gateway's credentials ({exc}); "
                 "grant its ServiceAccount the RBAC in deploy/kubernaut/rbac.yaml"

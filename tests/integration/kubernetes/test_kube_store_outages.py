@@ -85,3 +85,58 @@ def test_the_crd_removed_while_running_is_503_unready_naming_it_and_recovers(
             "stored again",
         )
         assert httpx.get(f"{gateway.ops_url}/readyz", timeout=10).status_code == 200
+
+
+def failures_logged(gateway: ServiceProcess) -> list[str]:
+    return [line for line in gateway.output().splitlines() if '"request failed"' in line]
+
+
+def test_its_namespace_being_deleted_is_503_and_logged_as_such_not_as_rbac(
+    own_apiserver: KubeAPIServer, tmp_path: Path
+) -> None:
+    """The controller namespace deleted (Terminating): the API server refuses new objects in
+    it with a 403, which the log blamed on RBAC ("grant its ServiceAccount the RBAC …"); no
+    grant could fix it. The log now says the namespace is being deleted."""
+    server = own_apiserver
+    with (
+        gateway_in(server, "ns-going", tmp_path / "gw").start() as gateway,
+        gateway.client() as c,
+    ):
+        assert c.post(PROM, json=webhook(alert(pod="before-1"))).status_code == 201
+        # no namespace controller runs here: the namespace stays Terminating
+        assert server.request("DELETE", "/api/v1/namespaces/ns-going")[0] == 200
+        answer = c.post(PROM, json=webhook(alert(pod="during-1")))
+        problem(answer, 503, "service-unavailable", "retry later")
+        assert answer.headers["Retry-After"]
+        (failed,) = failures_logged(gateway)
+        assert "ns-going" in failed and "(controllerNamespace) is being deleted" in failed
+        assert "grant" not in failed and "RBAC" not in failed
+
+
+def test_its_own_token_revoked_is_503_and_logged_as_a_token_not_accepted(
+    own_apiserver: KubeAPIServer, tmp_path: Path
+) -> None:
+    """The Gateway's own ServiceAccount deleted (its token revoked): the API server answers
+    401 and closes the HTTP/2 connection, and the log said "unreachable …
+    RemoteProtocolError(ConnectionTerminated)". It now says the token is not accepted and
+    what to do; /readyz says so too."""
+    server = own_apiserver
+    with (
+        gateway_in(server, "own-token", tmp_path / "gw").start() as gateway,
+        gateway.client() as c,
+    ):
+        assert c.post(PROM, json=webhook(alert(pod="before-1"))).status_code == 201
+        account = "/api/v1/namespaces/own-token/serviceaccounts/signalgate-gateway"
+        assert server.request("DELETE", account)[0] == 200
+        # the API server's token cache holds the approval for about 10 s
+        until(
+            lambda: c.post(PROM, json=webhook(alert(pod="after-1"))).status_code == 503,
+            "refused",
+        )
+        ready = httpx.get(f"{gateway.ops_url}/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert "does not accept this Gateway's token" in ready.json()["detail"]
+        failed = failures_logged(gateway)[0]
+        assert "does not accept this Gateway's token" in failed
+        assert "401" in failed and "ServiceAccount was deleted" in failed
+        assert "ConnectionTerminated" not in failed
