@@ -8,7 +8,8 @@ problems in `_translate` and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +52,13 @@ from signalgate.datastorage.store import verify_stored
 from signalgate.datastorage.verification import kubernaut_verification
 from signalgate.datastorage.writer import EventsLost, WriteOutcome, Written
 
+# full-size write bodies decided at once (their bytes together: any mix of sizes). A 5 MiB
+# batch of wide events takes about a second of one core to parse, validate and hash, during
+# which the event loop serves nothing else: sixteen at once starved the other requests' body
+# reads into 408s and the probes past their timeouts (an outside check). Over the bound the
+# answer is 503 with Retry-After at once, before any of that work.
+BODIES_AT_ONCE = 4
+
 
 class DataStorageAPI:
     """Route handlers bound to one running `DataStorageService`."""
@@ -60,6 +68,8 @@ class DataStorageAPI:
         self.max_body = service.settings.server.max_body_size
         self.body_timeout = service.settings.server.body_read_timeout
         self.max_batch = service.settings.batch.max_size
+        self.max_inflight_bytes = BODIES_AT_ONCE * self.max_body
+        self.inflight_bytes = 0  # of the write bodies being decided
 
     async def events(self, request: Request) -> Response:
         """One path, two methods: so a 405 elsewhere lists both in `Allow`."""
@@ -69,7 +79,10 @@ class DataStorageAPI:
 
     async def write_one(self, request: Request) -> Response:
         allowed = await self._writer(request)
-        payload = await self._payload(request)
+        async with self._payload(request) as payload:
+            return await self._write_one(payload, allowed)
+
+    async def _write_one(self, payload: Any, allowed: frozenset[str] | None) -> Response:
         try:
             event = validate_event(payload, datetime.now(UTC))
         except InvalidEvents as exc:
@@ -90,7 +103,10 @@ class DataStorageAPI:
 
     async def write_batch(self, request: Request) -> Response:
         allowed = await self._writer(request)
-        payload = await self._payload(request)
+        async with self._payload(request) as payload:
+            return await self._write_batch(payload, allowed)
+
+    async def _write_batch(self, payload: Any, allowed: frozenset[str] | None) -> Response:
         try:
             events = validate_batch(payload, datetime.now(UTC), self.max_batch)
         except BatchSizeError as exc:
@@ -161,15 +177,29 @@ class DataStorageAPI:
                     f"{', '.join(sorted(allowed))} events",
                 )
 
-    async def _payload(self, request: Request) -> Any:
+    @contextlib.asynccontextmanager
+    async def _payload(self, request: Request) -> AsyncIterator[Any]:
+        """A write's JSON body, counted against `BODIES_AT_ONCE` while it is decided."""
         require_media_type(request.scope)
         body = await read_body(
             request.scope, request.receive, self.max_body, self.body_timeout, AUDIT_TEXT
         )
+        if self.inflight_bytes and self.inflight_bytes + len(body) > self.max_inflight_bytes:
+            raise service_unavailable(
+                f"more than {self.max_inflight_bytes:,} bytes of audit events being written "
+                f"({BODIES_AT_ONCE} times server.maxBodySize); nothing was stored; retry "
+                "shortly",
+                1,
+            )
+        self.inflight_bytes += len(body)
         try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise validation_error(f"request body is not valid JSON: {exc}") from None
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise validation_error(f"request body is not valid JSON: {exc}") from None
+            yield payload
+        finally:
+            self.inflight_bytes -= len(body)
 
     async def query(self, request: Request) -> Response:
         await self.service.auth.authorize(request.headers.get("authorization"), "audit:read")

@@ -217,3 +217,46 @@ def test_readiness_reports_writes_failing_where_pings_still_answer(tmp_path: Pat
     finally:
         locker.close()
         process.stop()
+
+
+def test_write_bodies_being_decided_are_bounded_together(tmp_path: Path) -> None:
+    """At most `BODIES_AT_ONCE` full bodies are decided at once; the next is a 503 with
+    Retry-After before any parsing, and the others are stored. Unbounded, sixteen 5 MiB
+    batches at once held the event loop for seconds: other writers got 408 for bodies they
+    had sent in time (an outside check). The writes are held in flight here by a lock on the
+    SQLite database, released once the refusal came."""
+    from signalgate.datastorage.app import BODIES_AT_ONCE
+
+    data_dir = tmp_path / "ds"
+    limit = 64 * 1024
+    process = datastorage_process(
+        data_dir,
+        env={"SIGNALGATE_SERVER__MAXBODYSIZE": str(limit), "SIGNALGATE_STORE__TIMEOUT": "20s"},
+    ).start()
+    locker = sqlite3.connect(data_dir / "audit.db", isolation_level=None)
+
+    def full_batch() -> list[dict[str, object]]:
+        body = event_body(f"rr-{uuid.uuid4().hex[:6]}")
+        body["event_data"] = {"blob": "x" * (limit - 2048)}
+        return [body]
+
+    async def send_all() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with httpx.AsyncClient(base_url=process.api_url, headers=headers, timeout=30) as c:
+            held = [asyncio.create_task(c.post(BATCH, json=full_batch())) for _ in range(4)]
+            await asyncio.sleep(1.0)  # the four are read and wait for the database
+            refused = await c.post(BATCH, json=full_batch())
+            locker.execute("ROLLBACK")
+            return [refused, *await asyncio.gather(*held)]
+
+    try:
+        assert BODIES_AT_ONCE == 4
+        locker.execute("BEGIN IMMEDIATE")
+        refused, *stored = asyncio.run(send_all())
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "1"
+        assert "bytes of audit events being written" in refused.json()["detail"]
+        assert [answer.status_code for answer in stored] == [201] * 4
+    finally:
+        locker.close()
+        process.stop()
