@@ -13,6 +13,7 @@ exactly.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from signalgate.common.problems import validation_error
@@ -25,38 +26,71 @@ _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _TWENTY, _MINUS_NINETEEN = b"0" * 20, b"-" + b"0" * 19
 
 
+# a float literal beyond a 64-bit float's range (1e400) has an exponent of three digits
+_HUGE_EXPONENTS = (b"0e000", b"0e+000", b"0E000", b"0E+000")
+
+
+class _Beyond:
+    """A number read by `check_json_integers` that orjson cannot read as sent; `what` says
+    which kind for the answer."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
+def _integer(text: str) -> int | _Beyond:
+    # never int() on a long run of digits: beyond 4,300 digits Python refuses to convert
+    # (ValueError), and the body's field went unnamed (an outside check)
+    if len(text.lstrip("-")) > 20:
+        return _Beyond("an integer beyond 64 bits")
+    value = int(text)
+    return value if INT64_MIN <= value <= UINT64_MAX else _Beyond("an integer beyond 64 bits")
+
+
+def _float(text: str) -> float | _Beyond:
+    value = float(text)
+    return value if math.isfinite(value) else _Beyond("a number beyond a 64-bit float's range")
+
+
 def check_json_integers(body: bytes) -> None:
-    """Refuse an integer beyond 64 bits anywhere in a JSON body (400 naming the field). A
-    body that is not JSON is left to its parser to refuse."""
+    """Refuse an integer beyond 64 bits, or a number beyond a float's range, anywhere in a
+    JSON body (400 naming the field). A body that is not JSON is left to its parser."""
     digits = body.translate(_DIGITS_TO_ZERO)
-    if _TWENTY not in digits and _MINUS_NINETEEN not in digits:
+    if (
+        _TWENTY not in digits
+        and _MINUS_NINETEEN not in digits
+        and not any(exponent in digits for exponent in _HUGE_EXPONENTS)
+    ):
         return
     try:
-        document = json.loads(body)
+        document = json.loads(body, parse_int=_integer, parse_float=_float)
     except ValueError:
         return
-    where = _wide_integer(document, "")
-    if where is not None:
+    found = _beyond(document, "")
+    if found is not None:
+        where, what = found
         field = where or "body"
         raise validation_error(
-            f"{field}: an integer beyond 64 bits; send it as a string (it would be read as an "
-            "approximate floating-point number)",
-            field_errors={field: "an integer beyond 64 bits"},
+            f"{field}: {what}; send it as a string (it would be read as an approximate "
+            "floating-point number, or not at all)",
+            field_errors={field: what},
         )
 
 
-def _wide_integer(value: Any, where: str) -> str | None:
-    """The field holding the first integer beyond 64 bits, or None."""
-    if type(value) is int:
-        return None if INT64_MIN <= value <= UINT64_MAX else where
+def _beyond(value: Any, where: str) -> tuple[str, str] | None:
+    """The field holding the first number orjson cannot read as sent, and what it is."""
+    if isinstance(value, _Beyond):
+        return where, value.what
     if isinstance(value, dict):
         for key, item in value.items():
-            found = _wide_integer(item, f"{where}.{key}" if where else str(key))
+            found = _beyond(item, f"{where}.{key}" if where else str(key))
             if found is not None:
                 return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found = _wide_integer(item, f"{where}[{index}]" if where else str(index))
+            found = _beyond(item, f"{where}[{index}]" if where else str(index))
             if found is not None:
                 return found
     return None

@@ -45,3 +45,28 @@ def test_a_wider_integer_is_refused_naming_its_field(document: object, field: st
 
 def test_a_body_that_is_not_json_is_left_to_its_parser() -> None:
     check_json_integers(b'{"n": 123456789012345678901234567890')
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "what"),
+    [
+        # beyond Python's 4,300-digit conversion limit the field went unnamed
+        (b'{"a": {"n": ' + b"9" * 5000 + b"}}", "a.n", "an integer beyond 64 bits"),
+        (b'{"a": [1, -' + b"9" * 4301 + b"]}", "a[1]", "an integer beyond 64 bits"),
+        # orjson refuses these outright ("number is infinity"), without the field
+        (b'{"x": [1, 1e400]}', "x[1]", "a number beyond a 64-bit float's range"),
+        (b'{"x": {"y": -2.5E+999}}', "x.y", "a number beyond a 64-bit float's range"),
+    ],
+)
+def test_numbers_orjson_cannot_read_are_refused_naming_their_field(
+    body: bytes, field: str, what: str
+) -> None:
+    with pytest.raises(Problem) as refused:
+        check_json_integers(body)
+    assert refused.value.status == 400
+    assert refused.value.extra["field_errors"] == {field: what}
+
+
+def test_large_floats_within_range_and_tiny_ones_pass() -> None:
+    for body in (b'{"x": 1e308}', b'{"x": -1.7976931348623157E+308}', b'{"x": 1e-400}'):
+        check_json_integers(body)
