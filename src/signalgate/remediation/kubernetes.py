@@ -119,10 +119,17 @@ def _resource_version(rr: RemediationRequest) -> int:
     return int(value) if str(value).isdigit() else 0
 
 
+# a generation label of more digits is a hand edit, not ours: read as none, since the next
+# generation's label would pass the 63 characters a label value may hold, and every later
+# signal of the fingerprint was refused by the API server (an outside check: 63 nines)
+MAX_GENERATION_DIGITS = 18
+
+
 def _generation(rr: RemediationRequest) -> int:
     labels = rr.extra_metadata.get("labels") or {}
     value = str(labels.get(GENERATION_LABEL, "0"))
-    return int(value) if value.isdigit() else 0
+    readable = value.isascii() and value.isdigit() and len(value) <= MAX_GENERATION_DIGITS
+    return int(value) if readable else 0
 
 
 def from_object(obj: dict[str, Any]) -> RemediationRequest:

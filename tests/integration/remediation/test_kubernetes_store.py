@@ -105,6 +105,39 @@ async def test_rrs_written_by_others_are_seen_through_the_watch(
     assert fresh.rr.name == rr_name(candidate.fingerprint, 8)
 
 
+async def test_a_generation_label_too_long_to_follow_is_read_as_none(
+    kube_store: KubernetesStore, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    """A hand-edited generation of 63 nines (a valid label value): the next generation's
+    label would be 64 characters, which the API server refuses, so every later signal of the
+    fingerprint was a 500 (an outside check). It is read as no generation."""
+    candidate = make_rr("long-gen")
+    document = candidate.to_json()
+    document["metadata"] = {
+        "name": "rr-long-generation",
+        "namespace": kube_namespace,
+        "labels": {GENERATION_LABEL: "9" * 63},
+    }
+    document["status"] = {"overallPhase": "Completed"}
+    status, body = kube_apiserver.request("POST", path(kube_namespace), document)
+    assert status == 201, body
+    status, obj = kube_apiserver.request("GET", path(kube_namespace, "rr-long-generation"))
+    obj["status"] = {"overallPhase": "Completed"}
+    status, _ = kube_apiserver.request(
+        "PUT", path(kube_namespace, "rr-long-generation") + "/status", obj
+    )
+    assert status == 200
+
+    async def listed() -> bool:
+        page = await kube_store.list(ListQuery(fingerprint=candidate.fingerprint))
+        return [rr.overall_phase for rr in page.items] == ["Completed"]
+
+    await eventually(listed)
+    fresh = await kube_store.record_firing(make_rr("long-gen", at=later(1)), later(1))
+    assert fresh.decision is Decision.CREATED
+    assert fresh.rr.name == rr_name(candidate.fingerprint, 1)
+
+
 async def test_the_gateway_counts_but_leaves_the_phase_to_kubernauts_orchestrator(
     kube_store: KubernetesStore, kube_apiserver: KubeAPIServer, kube_namespace: str
 ) -> None:
