@@ -394,6 +394,19 @@ class KubernetesStore:
         names = self._by_fingerprint.get(fingerprint, ())
         return [self._objects[n] for n in names if n in self._objects]
 
+    def _name_taken(self, fingerprint: str, generation: int) -> None:
+        """The name of `generation` is held by an object that is none of the fingerprint's
+        RRs (a consistent read just said so): created by hand, or for another fingerprint.
+        That generation is passed over, by every replica alike (each sees the same object),
+        so the next create takes the next name; retried on it, every signal of the
+        fingerprint was a 503 for good, logged as other replicas changing its RRs (an
+        outside check)."""
+        self._generations[fingerprint] = generation
+        log.warning(
+            "an RR name is held by an object of another fingerprint: its generation is passed over",
+            extra={"rr": rr_name(fingerprint, generation), "fingerprint": fingerprint[:12]},
+        )
+
     async def _refresh(self, fingerprint: str) -> list[RemediationRequest]:
         """A consistent read of one fingerprint's RRs (the cache may lag another replica)."""
         listed = await self._call("GET", self._collection, params=self._selecting(fingerprint))
@@ -633,6 +646,8 @@ class KubernetesStore:
                 created = await self._create(candidate, generation, now)
             except KubeAlreadyExists:
                 known, refreshed = await self._refresh(fingerprint), True
+                if self._generations.get(fingerprint, 0) < generation:
+                    self._name_taken(fingerprint, generation)
                 continue
             if created is not None:
                 return FiringResult(Decision.CREATED, created)

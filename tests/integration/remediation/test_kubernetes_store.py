@@ -138,6 +138,26 @@ async def test_a_generation_label_too_long_to_follow_is_read_as_none(
     assert fresh.rr.name == rr_name(candidate.fingerprint, 1)
 
 
+async def test_a_name_held_by_another_fingerprints_object_is_passed_over(
+    kube_store: KubernetesStore, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    """Names are worked out from the fingerprint: an object created under the name of a
+    fingerprint's generation 1, holding another fingerprint, made every signal of it a 503
+    for good (an outside check). That generation is passed over."""
+    squatter = make_rr("someone-else")
+    wanted = make_rr("wanted")
+    document = squatter.to_json()
+    document["metadata"] = {"name": rr_name(wanted.fingerprint, 1), "namespace": kube_namespace}
+    document.pop("status")
+    status, body = kube_apiserver.request("POST", path(kube_namespace), document)
+    assert status == 201, body
+    first = await kube_store.record_firing(wanted, later(1))
+    assert first.decision is Decision.CREATED
+    assert first.rr.name == rr_name(wanted.fingerprint, 2)
+    again = await kube_store.record_firing(make_rr("wanted", at=later(2)), later(2))
+    assert again.decision is Decision.DUPLICATE and again.rr.name == first.rr.name
+
+
 async def test_the_gateway_counts_but_leaves_the_phase_to_kubernauts_orchestrator(
     kube_store: KubernetesStore, kube_apiserver: KubeAPIServer, kube_namespace: str
 ) -> None:
