@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import coverage
-from coverage.exceptions import CoverageException
+from coverage.exceptions import CoverageException, NoDataError
+
+try:  # coverage.py's per-file analysis, an internal: see ServiceAnalyser
+    from coverage.python import PythonFileReporter
+    from coverage.results import Numbers, analysis_from_file_reporter
+
+    PER_FILE_ANALYSIS = True
+except ImportError:  # pragma: no cover - another coverage.py: the JSON reports instead
+    PER_FILE_ANALYSIS = False
 
 from e2ecov import gocover
 from e2ecov.artifacts import SOURCES_FILE
@@ -176,7 +184,8 @@ def _coverage(data_file: Path, config: ReportConfig) -> coverage.Coverage:
 
 
 def _json_totals(report: dict[str, Any]) -> Totals:
-    totals = report["totals"]
+    """A coverage.py JSON report's totals, or one file's (its `summary`)."""
+    totals = report["totals"] if "totals" in report else report["summary"]
     return Totals(
         totals["num_statements"],
         totals["missing_lines"],
@@ -257,7 +266,9 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
         services[svc.name] = totals
         text += [
             f"== service {svc.name} (Go, statements as go tool covdata counts them) ==",
-            *_table([(f.name, f.statements, f.missed) for f in svc.files.values()]),
+            *_table(
+                [(f.name, Totals(f.statements, f.missed, f.percent)) for f in svc.files.values()]
+            ),
             "",
         ]
         func_lines += svc.functions
@@ -272,11 +283,7 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
         # the same code would count its statements twice
         text += [
             "== combined (Python and Go) ==",
-            *_table(
-                [(n, t.statements, t.missed) for n, t in sorted(services.items())],
-                label="Service",
-                total=(combined.statements, combined.missed),
-            ),
+            *_table(sorted(services.items()), label="Service", total=combined),
         ]
         if combined.branches:
             text.append(f"total with branches: {combined.percent:.1f}% ({combined.counts()})")
@@ -344,8 +351,9 @@ def _python_reports(
         # one combine per run: each process's file is read once, into its service's data;
         # the combined data is the union of those (an in-memory merge, no second read)
         by_service: dict[str, coverage.CoverageData] = {}
+        service_covs: dict[str, coverage.Coverage] = {}
         for service, paths in groups.items():
-            cov = _coverage(work / f"{service}.coverage", config)
+            cov = service_covs[service] = _coverage(work / f"{service}.coverage", config)
             cov.combine([str(p) for p in paths], keep=True)
             by_service[service] = cov.get_data()
         merged = coverage.CoverageData(basename=str(work / "combined.coverage"))
@@ -377,58 +385,122 @@ def _python_reports(
                 f"coverage data found in {artifacts / 'data'} but nothing under source "
                 f"({', '.join(str(s) for s in config.source)}): {exc}\n{USUAL_CAUSES}"
             ) from exc
-    report = json.loads((artifacts / "coverage.json").read_text())
-    services: dict[str, Totals] = {}
-    text: list[str] = []
-    for service, data in sorted(by_service.items()):
-        table, services[service] = service_table(report, data, config.display_root)
-        count = len(groups[service])
-        text += [f"== service {service} ({count} data file(s)) ==", *table, ""]
+        report = json.loads((artifacts / "coverage.json").read_text())
+        analyser = ServiceAnalyser(cov, report, config.display_root)
+        services: dict[str, Totals] = {}
+        text: list[str] = []
+        for service in sorted(by_service):
+            rows = analyser.rows(service_covs[service], work / f"{service}.json")
+            table, services[service] = service_table(rows)
+            count = len(groups[service])
+            text += [f"== service {service} ({count} data file(s)) ==", *table, ""]
     text += ["== combined ==", buffer.getvalue().rstrip()]
     return _Python(text, services, report, warnings)
 
 
-def service_table(
-    report: dict[str, Any], data: coverage.CoverageData, display_root: Path
-) -> tuple[list[str], Totals]:
-    """One service's per-file table and totals, from the combined report's statements and the
-    service's executed lines: no second analysis of every file per service. Counts lines
-    (with branch = true, branches are in the combined reports only)."""
-    prefix = os.path.join(str(display_root), "")  # "/" stays "/"
-    rows: list[tuple[str, int, int]] = []
-    for measured in data.measured_files():
-        name = measured.removeprefix(prefix)
-        entry = report["files"].get(name)
-        if entry is None:
-            continue  # outside source, or not reportable
-        statements = set(entry["executed_lines"]) | set(entry["missing_lines"])
-        ran = statements & set(data.lines(measured) or ())
-        rows.append((name, len(statements), len(statements) - len(ran)))
-    rows.sort()
-    total_statements = sum(r[1] for r in rows)
-    total_missed = sum(r[2] for r in rows)
-    totals = Totals(total_statements, total_missed, _percent(total_statements, total_missed))
+class ServiceAnalyser:
+    """Each service's figures per file, as coverage.py's own analysis makes them from the
+    service's data alone: a line recorded anywhere inside a multi-line statement counts for the
+    statement, arcs count as the file's branches. (Matching a service's raw recorded lines
+    against the combined report's statements counted an executed multi-line `if (` as missed,
+    and left branches out.) So a service that ran everything the run measured reads as the
+    combined report, statements, branches and percent.
+
+    coverage.py's public API analyses a Coverage object's whole data: a JSON report per service
+    parses every file once more per service (the report phase of the E2E stack took 1.5 times
+    plain coverage.py's). The function each of its reports runs per file,
+    `analysis_from_file_reporter`, takes any data and a file reporter, which keeps its parse:
+    each file is parsed once here for all the services. It is coverage.py's internal, so where
+    this coverage.py has none (another version), each service's figures come from a JSON report
+    of its data instead: the same figures, slower."""
+
+    def __init__(self, combined: coverage.Coverage, report: dict[str, Any], display_root: Path):
+        self._combined = combined
+        self._reported = set(report["files"])
+        self._prefix = os.path.join(str(display_root), "")  # "/" stays "/"
+        self._reporters: dict[str, PythonFileReporter] = {}  # measured file → its parse
+
+    def rows(self, service: coverage.Coverage, outfile: Path) -> list[tuple[str, Totals]]:
+        """`(report name, figures)` per file of the service's data the combined report has;
+        `outfile` is where a JSON report of the service goes when one is needed."""
+        if not PER_FILE_ANALYSIS:
+            return json_rows(service, outfile)
+        data = service.get_data()
+        found: list[tuple[str, Totals]] = []
+        for measured in data.measured_files():
+            name = measured.removeprefix(self._prefix)
+            if name not in self._reported:
+                continue  # outside source, or not reportable
+            reporter = self._reporters.get(measured)
+            if reporter is None:
+                # the services run without coverage.py plugins: every file is Python's
+                reporter = self._reporters[measured] = PythonFileReporter(measured, self._combined)
+            numbers = analysis_from_file_reporter(data, 0, reporter, measured).numbers
+            found.append((name, _numbers_totals(numbers)))
+        return found
+
+
+def json_rows(service: coverage.Coverage, outfile: Path) -> list[tuple[str, Totals]]:
+    """The service's figures per file from coverage.py's JSON report of its data alone (public
+    API, one more analysis of every file). Runs where the current directory is the display
+    root, as the combined reports' names are."""
+    try:
+        service.json_report(outfile=str(outfile))
+    except NoDataError:  # nothing of the service's data is under source
+        return []
+    report = json.loads(outfile.read_text())
+    return [(name, _json_totals(entry)) for name, entry in report["files"].items()]
+
+
+def _numbers_totals(numbers: Numbers) -> Totals:
+    """coverage.py's `Numbers` of an analysis as Totals."""
+    return Totals(
+        numbers.n_statements,
+        numbers.n_missing,
+        numbers.pc_covered,
+        numbers.n_branches,
+        numbers.n_missing_branches,
+    )
+
+
+def service_table(rows: list[tuple[str, Totals]]) -> tuple[list[str], Totals]:
+    """One service's per-file table and totals (coverage.py's percent of statements and
+    branches over all the service's files)."""
+    total = _sum(rows)
     if not rows:
-        return ["(nothing under source)"], totals
-    return _table(rows), totals
+        return ["(nothing under source)"], total
+    return _table(rows), total
+
+
+def _sum(rows: list[tuple[str, Totals]]) -> Totals:
+    statements = sum(t.statements for _, t in rows)
+    missed = sum(t.missed for _, t in rows)
+    branches = sum(t.branches for _, t in rows)
+    branches_missed = sum(t.branches_missed for _, t in rows)
+    percent = _percent(statements + branches, missed + branches_missed)
+    return Totals(statements, missed, percent, branches, branches_missed)
 
 
 def _table(
-    rows: list[tuple[str, int, int]], label: str = "Name", total: tuple[int, int] | None = None
+    rows: list[tuple[str, Totals]], label: str = "Name", total: Totals | None = None
 ) -> list[str]:
-    """`Name  Stmts  Miss  Cover` rows and a TOTAL (the rows' sum unless `total` is given),
-    as coverage.py's text report shows them."""
-    rows = sorted(rows)
-    if total is None:
-        total = (sum(r[1] for r in rows), sum(r[2] for r in rows))
-    total_row = ("TOTAL", *total)
+    """`Name  Stmts  Miss  Cover` rows (with `Branch  BrMiss` when branches were measured) and
+    a TOTAL (the rows' sum unless `total` is given), as coverage.py's text report shows them."""
+    rows = sorted(rows, key=lambda row: row[0])
+    total = total or _sum(rows)
+    with_branches = any(t.branches for _, t in [*rows, ("TOTAL", total)])
     width = max(len(label), *(len(r[0]) for r in rows)) if rows else len(label)
-    lines = [f"{label:<{width}}   Stmts   Miss  Cover", "-" * (width + 22)]
-    for name, count, missed in [*rows, total_row]:
+    heading = f"{label:<{width}}   Stmts   Miss"
+    if with_branches:
+        heading += " Branch BrMiss"
+    lines = [heading + "  Cover", "-" * len(heading + "  Cover")]
+    for name, totals in [*rows, ("TOTAL", total)]:
         if name == "TOTAL":
-            lines.append("-" * (width + 22))
-        cover = f"{_percent(count, missed):.0f}%"
-        lines.append(f"{name:<{width}}  {count:6d} {missed:6d} {cover:>6}")
+            lines.append(lines[1])
+        line = f"{name:<{width}}  {totals.statements:6d} {totals.missed:6d}"
+        if with_branches:
+            line += f" {totals.branches:6d} {totals.branches_missed:6d}"
+        lines.append(line + f" {f'{totals.percent:.0f}%':>6}")
     return lines
 
 
@@ -581,8 +653,8 @@ def markdown_summary(
     if combined.branches:
         lines += [
             "",
-            f"The total counts branches too: {combined.counts()} (coverage.py's measure "
-            "with `branch = true`); the services' rows count statements.",
+            f"Each cover counts branches too (coverage.py's measure with `branch = true`); "
+            f"the total: {combined.counts()}.",
         ]
     lines += ["", f"core: {', '.join(sorted(set(config.cores))) or 'unknown'}"]
     lines += [f"- Go service {s.name}: statements as `go tool covdata` counts them; HTML "
