@@ -94,6 +94,8 @@ def judge(
             f"{who} wrote partial coverage: last saved at {_clock(last['time'])} "
             f"({last.get('reason')}), then {cause}; what ran after that is lost",
         )
+    if not how:
+        cause = "it ended (killed by a signal, or crashed)"
     return outcome("lost", f"{who} wrote no coverage: {cause} before it saved")
 
 

@@ -869,7 +869,7 @@ class Run:
     def _stop_services(self) -> dict[int, str]:
         """Dependents first; SIGTERM, then SIGKILL after each service's grace. Returns how
         each main process ended, by pid."""
-        killed: set[str] = set()
+        killed: dict[str, set[int]] = {}
         for level in self.stack.stop_levels():
             running = [self.services[n] for n in level]
             targets = [s.stop_target() for s in running if s.proc is not None]
@@ -878,7 +878,7 @@ class Run:
                 for svc in services:
                     svc.poll()
 
-            killed |= stop(targets, reap)
+            killed.update(stop(targets, reap))
             for svc in running:
                 if svc.recipe is not None:
                     svc.recipe.stop()
@@ -886,12 +886,10 @@ class Run:
         for svc in self.services.values():
             if svc.proc is None:
                 continue
-            if svc.name in killed:
-                for record in protocol.read_ledger(self.out / "processes"):
-                    if record.service == svc.name:
-                        death[record.pid] = (
-                            f"was killed by SIGKILL after the {svc.spec.grace:g}s grace period"
-                        )
+            # only the processes still running when the grace ran out: one that died during
+            # the tests (a worker killed, or crashing) was not killed by e2ecov
+            for pid in killed.get(svc.name, set()):
+                death[pid] = f"was killed by SIGKILL after the {svc.spec.grace:g}s grace period"
             code = svc.poll()
             if code is not None and svc.proc.pid not in death:
                 death[svc.proc.pid] = describe_exit(code)

@@ -338,14 +338,17 @@ class StopTarget:
         roots |= procs.marked(self.run_id, None if self.every_service else self.name)
         return {pid for pid in procs.descendants(roots, table) if table[pid].alive}
 
-    def signal(self, signum: int) -> None:
+    def signal(self, signum: int) -> set[int]:
         """The process group at once, then each member outside it (one signal per process:
-        a second SIGTERM would land in the middle of the first one's save)."""
+        a second SIGTERM would land in the middle of the first one's save). Returns the
+        members signalled: the processes running then."""
+        members = self.members()
         if self.pgid is not None:
             signal_group(self.pgid, signum)
         table = procs.snapshot()
-        outside = {p for p in self.members() if p in table and table[p].pgid != self.pgid}
+        outside = {p for p in members if p in table and table[p].pgid != self.pgid}
         procs.kill(outside, signum)
+        return members
 
 
 def signal_group(pgid: int, signum: int) -> None:
@@ -353,13 +356,15 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def stop(targets: list[StopTarget], reap: Callable[[], None] = lambda: None) -> set[str]:
-    """SIGTERM every target, SIGKILL those still running after their grace; returns the names
-    of the targets that had to be killed. Waits until every process of every target is gone."""
+def stop(targets: list[StopTarget], reap: Callable[[], None] = lambda: None) -> dict[str, set[int]]:
+    """SIGTERM every target, SIGKILL those still running after their grace; returns, per target
+    that had to be killed, the processes the SIGKILL was for (those running after the grace:
+    a process of the target that had ended before, on its own, was not killed by e2ecov).
+    Waits until every process of every target is gone."""
     for target in targets:
         target.signal(signal.SIGTERM)
     start = time.monotonic()
-    killed: set[str] = set()
+    killed: dict[str, set[int]] = {}
     pending = {t.name: t for t in targets}
     while pending:
         reap()
@@ -368,8 +373,7 @@ def stop(targets: list[StopTarget], reap: Callable[[], None] = lambda: None) -> 
             if not target.members():
                 del pending[name]
             elif name not in killed and elapsed >= target.grace:
-                target.signal(signal.SIGKILL)
-                killed.add(name)
+                killed[name] = target.signal(signal.SIGKILL)
             elif elapsed >= target.grace + 5.0:
                 del pending[name]  # SIGKILL did not end it either (uninterruptible): give up
         if pending:

@@ -106,3 +106,59 @@ def test_doctor_checks_the_machine_and_the_stack(tmp_path: Path) -> None:
 def test_keep_and_keep_on_failure_are_exclusive(tmp_path: Path) -> None:
     outcome = e2ecov("run", "--keep", "--keep-on-failure", cwd=tmp_path)
     assert outcome.code == 2 and "not allowed with argument" in outcome.stderr
+
+
+SERVICE_WITH_A_CHILD = """\
+import os, signal, subprocess, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so stopping it takes the SIGKILL
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = str(child.pid if self.path == "/child" else "ok").encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_a_process_that_died_during_the_tests_is_not_blamed_on_the_grace_period(
+    tmp_path: Path,
+) -> None:
+    """A service's child SIGKILLed during the tests, the service stopped with SIGKILL after its
+    grace: the child was said to be "killed by SIGKILL after the 0.5s grace period", a kill
+    e2ecov never sent it (every process of a service that needed the SIGKILL was)."""
+    (tmp_path / "service.py").write_text(SERVICE_WITH_A_CHILD)
+    tests = tmp_path / "tests.py"
+    tests.write_text(
+        "import os, signal, time, urllib.request\n"
+        "url = os.environ['E2E_APP_URL'] + '/child'\n"
+        "pid = int(urllib.request.urlopen(url, timeout=10).read())\n"
+        "os.kill(pid, signal.SIGKILL)\n"
+        "print('killed', pid, flush=True)\n"
+        "time.sleep(0.5)\n"
+    )
+    services = f"""
+[services.app]
+command = {json.dumps([sys.executable, str(tmp_path / "service.py"), "{port}"])}
+health = {{ url = "http://127.0.0.1:{{port}}/", interval = "0.05s" }}
+grace = "0.5s"
+"""
+    stack = write_stack(tmp_path, [sys.executable, str(tests)], services, "contexts = false")
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    run = outcome.run_json()
+    assert run["services"]["app"]["exit_code"] == -9  # e2ecov did kill the service
+    child = int(outcome.stdout.split("killed ", 1)[1].split()[0])
+    [process] = [p for p in run["processes"] if p["pid"] == child]
+    assert process["status"] == "lost"
+    assert "grace period" not in process["message"], process["message"]
+    assert process["message"].endswith(
+        "wrote no coverage: it ended (killed by a signal, or crashed) before it saved"
+    )
+    # (test_sigterm_ignored_is_saved_live_then_killed_after_grace: one e2ecov killed is named)
