@@ -4,17 +4,22 @@ A process that announced itself is, at the end of the run, one of:
 - `saved`: it saved at the end (at exit, on SIGTERM, or in the live save of the flush);
 - `empty`: it saved, but measured nothing under `source` — said so, not a loss;
 - `partial`: it saved earlier (e.g. an autosave) but not at the end — what ran after its
-  last save is lost;
-- `lost`: it never saved.
+  last save is lost; or it never saved, but its data file holds lines (coverage.py writes
+  what it collected at each switch of per-test context), which the report counts;
+- `lost`: it never saved, and its data file holds nothing.
 A measured service where no process announced itself is a loss too: its interpreter could not
 start the agent.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import coverage
+from coverage.exceptions import CoverageException
 
 from e2ecov.gocounters import exit_counters
 from e2ecov.protocol import ProcessRecord, read_ledger
@@ -60,8 +65,10 @@ def judge(
     who = f"{record.service} pid {record.pid}"
     last = saves[-1] if saves else None
 
-    def outcome(status: str, message: str, cut_short: bool = False) -> ProcessOutcome:
-        last_time = float(last["time"]) if last else None
+    def outcome(
+        status: str, message: str, cut_short: bool = False, written: float | None = None
+    ) -> ProcessOutcome:
+        last_time = float(last["time"]) if last else written
         return ProcessOutcome(
             record.service,
             record.pid,
@@ -94,9 +101,35 @@ def judge(
             f"{who} wrote partial coverage: last saved at {_clock(last['time'])} "
             f"({last.get('reason')}), then {cause}; what ran after that is lost",
         )
+    written = None if record.core == "go" else _written(Path(record.data_file))
+    if written is not None:
+        return outcome(
+            "partial",
+            f"{who} wrote partial coverage: it never saved, but its data file holds what it "
+            f"measured up to {_clock(written)} (written at a switch of per-test context), "
+            f"then {cause}; what ran after that is lost",
+            written=written,
+        )
     if not how:
         cause = "it ended (killed by a signal, or crashed)"
     return outcome("lost", f"{who} wrote no coverage: {cause} before it saved")
+
+
+def _written(data_file: Path) -> float | None:
+    """When a process's data file last changed, if it holds measured lines. Besides e2ecov's
+    saves, coverage.py writes what it collected to the data file at each switch of per-test
+    context: a process that died before its first save may have left lines the report counts
+    (called 'wrote no coverage', it was counted all the same)."""
+    try:
+        found = data_file.stat()
+        if not found.st_size:  # (reading an empty file would make it a data file)
+            return None
+        data = coverage.CoverageData(basename=str(data_file))
+        data.read()
+        holds = any(data.lines(name) for name in data.measured_files())
+    except (OSError, sqlite3.Error, CoverageException):  # gone, or not a data file
+        return None
+    return found.st_mtime if holds else None
 
 
 def outcomes(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.e2ecov.e2ecov_harness import app_service, drive, e2ecov, write_stack
+from tests.integration.e2ecov.e2ecov_harness import APP, app_service, drive, e2ecov, write_stack
 
 
 def test_failed_tests_exit_1_with_reports_and_diagnostics(tmp_path: Path) -> None:
@@ -168,3 +168,59 @@ grace = "0.5s"
         "wrote no coverage: it ended (killed by a signal, or crashed) before it saved"
     )
     # (test_sigterm_ignored_is_saved_live_then_killed_after_grace: one e2ecov killed is named)
+
+
+ABORTING_SERVICE = """\
+import os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+sys.path.insert(0, sys.argv[2])
+from sampleapp import handlers
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/abort":
+            os.abort()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(handlers.alpha().encode())
+
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_a_process_that_died_before_saving_but_left_data_is_partial(tmp_path: Path) -> None:
+    """coverage.py writes what it collected at each switch of per-test context: a service
+    that aborted before its first save left lines the report counts, and was said to have
+    "wrote no coverage" (`lost`) all the same."""
+    (tmp_path / "service.py").write_text(ABORTING_SERVICE)
+    (tmp_path / "test_abort.py").write_text(
+        "import os, urllib.request\n"
+        "def get(path):\n"
+        "    try:\n"
+        "        urllib.request.urlopen(os.environ['E2E_APP_URL'] + path, timeout=10).read()\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "def test_one():\n"
+        "    get('/one')\n"
+        "def test_two():\n"  # its context switch writes test_one's lines; then the abort
+        "    get('/abort')\n"
+    )
+    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_abort.py"]
+    services = f"""
+[services.app]
+command = {json.dumps([sys.executable, str(tmp_path / "service.py"), "{port}", str(APP)])}
+health = {{ url = "http://127.0.0.1:{{port}}/", interval = "0.05s" }}
+"""
+    stack = write_stack(tmp_path, tests, services)
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    run = outcome.run_json()
+    [process] = run["processes"]
+    counted = run["totals"]["services"]["app"]
+    assert counted["missed"] < counted["statements"]  # its lines are in the report
+    assert process["status"] == "partial", process["message"]
+    assert "wrote partial coverage: it never saved, but its data file holds" in process["message"]
+    assert "was killed by SIGABRT" in process["message"]
+    assert "wrote no coverage" not in outcome.output
