@@ -55,6 +55,11 @@ def down(artifacts: Path) -> DownResult:
             stopped.append(f"{name} (pid {svc.get('pgid')})")
         else:
             gone.append(name)
+    # the rest of the run: its test command (left running by a killed e2ecov) and what it
+    # started, which carry the run's mark but no service's
+    services = {pid for target in targets for pid in target.members()}
+    rest = sorted(procs.marked(run_id) - services) if run_id else []
+    stopped += [f"{procs.describe(pid)}, of the run but of no service" for pid in rest]
     stop([*targets, StopTarget("stray", None, 2.0, run_id, every_service=True)])
     for svc in record.get("services", {}).values():
         if svc.get("recipe_root"):

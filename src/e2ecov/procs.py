@@ -5,8 +5,9 @@ e2ecov needs three answers no subprocess handle gives: which processes belong to
 process holds a TCP port (a stale server from an earlier run must not pass for the new one),
 and whether such a process is still running. Without cgroups (no containers, often no
 systemd), the most reliable owner mark on Linux is the environment: every process a service
-starts inherits `E2ECOV_RUN_ID` and `E2ECOV_STACK_SERVICE` unless it scrubs its environment,
-and root can read every process's environment. The parent chain adds processes that did scrub
+starts inherits `E2ECOV_RUN_ID` and `E2ECOV_STACK_SERVICE` unless it scrubs its environment
+(the test command and what it starts, `E2ECOV_RUN_ID` alone), and root can read every
+process's environment. The parent chain adds processes that did scrub
 it, as long as their parent is still there to be seen.
 
 Stdlib only; every function degrades to "unknown" (empty answers) where /proc is not readable.
@@ -110,16 +111,21 @@ def environ(pid: int) -> dict[str, str]:
 
 
 def marked(run_id: str, service: str | None = None) -> set[int]:
-    """Live processes carrying this run's owner mark (of one service, or of any)."""
+    """Live processes carrying this run's owner mark: of one service (`E2ECOV_STACK_SERVICE`
+    names it), or, with no service, every process of the run, the test command and what it
+    started among them (they carry `E2ECOV_RUN_ID` alone). Counting only the services', a
+    test command left running by a killed e2ecov was neither stopped by `e2ecov down` nor a
+    reason for the next run to refuse, and its tests went on against the next run's services
+    on the same ports."""
     found: set[int] = set()
     me = os.getpid()
     for proc in snapshot().values():
         if proc.pid == me or not proc.alive:
             continue
         env = environ(proc.pid)
-        if env.get(ENV_RUN_ID) != run_id or ENV_STACK_SERVICE not in env:
+        if env.get(ENV_RUN_ID) != run_id:
             continue
-        if service is None or env[ENV_STACK_SERVICE] == service:
+        if service is None or env.get(ENV_STACK_SERVICE) == service:
             found.add(proc.pid)
     return found
 

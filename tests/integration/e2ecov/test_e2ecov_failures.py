@@ -273,3 +273,59 @@ def test_a_killed_e2ecov_leaves_a_stack_the_next_run_names(tmp_path: Path) -> No
     short = write_stack(tmp_path, drive("/alpha"), app_service("app"))
     again = e2ecov("run", "-c", str(short), cwd=tmp_path)
     assert again.code == 0, again.output
+
+
+def test_the_test_command_of_a_killed_e2ecov_is_refused_and_stopped_by_down(
+    tmp_path: Path,
+) -> None:
+    """A killed e2ecov leaves its test command running (in its own session, under init, with
+    the run's id in its environment). Only the services' processes counted: `down` left the
+    tests running and the next run was not refused, so the old tests could hit the new run's
+    services on reused ports."""
+    pid_file = tmp_path / "tests.pid"
+    script = tmp_path / "tests.py"
+    script.write_text(
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    )
+    stack = write_stack(tmp_path, [sys.executable, str(script)], app_service("app"))
+    first = subprocess.Popen(
+        [sys.executable, "-m", "e2ecov.cli", "run", "-c", str(stack)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    out = tmp_path / "out"
+    tests_pid = 0
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text()):
+            if time.monotonic() > deadline:
+                pytest.fail("the first run never started its tests")
+            time.sleep(0.1)
+        tests_pid = int(pid_file.read_text())
+        app_pid = json.loads((out / "run.json").read_text())["services"]["app"]["pid"]
+        first.kill()
+        first.wait(10)
+        os.kill(app_pid, signal.SIGKILL)  # the service gone: only the tests are left
+        deadline = time.monotonic() + 10
+        while _alive(app_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _alive(tests_pid), "nothing stopped the tests of the killed run"
+        short = write_stack(tmp_path / "second", drive("/alpha"), app_service("app"))
+        refused = e2ecov("run", "-c", str(short), "--artifacts", str(out), cwd=tmp_path)
+        assert refused.code == 2, refused.output
+        assert "ended without stopping its stack" in refused.stderr
+        assert "1 of its processes still run" in refused.stderr
+        stopped = e2ecov("down", "--artifacts", str(out), cwd=tmp_path)
+        assert stopped.code == 0, stopped.output
+        assert f"stopped pid {tests_pid} (" in stopped.stdout
+        deadline = time.monotonic() + 10
+        while _alive(tests_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(tests_pid), "e2ecov down left the tests running"
+        again = e2ecov("run", "-c", str(short), "--artifacts", str(out), cwd=tmp_path)
+        assert again.code == 0, again.output
+    finally:
+        first.kill()
+        if tests_pid and _alive(tests_pid):
+            os.kill(tests_pid, signal.SIGKILL)
