@@ -77,6 +77,7 @@ PACKAGE_HOME = Path(e2ecov.__file__).resolve().parent.parent
 STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
 TESTS_GRACE = 5.0  # seconds the interrupted test command gets between SIGTERM and SIGKILL
 PUMP_GRACE = 5.0  # seconds to wait for the test output to close after the test command ended
+LOSS_FAILURE = "coverage lost: "  # a loss as the failure it makes
 
 
 @dataclass
@@ -746,7 +747,7 @@ class Run:
         self._record_outcomes()
         self._end_phase("ok" if not self.losses else f"{len(self.losses)} loss(es)")
         if self.losses:
-            self._fail(ExitCode.COVERAGE, "coverage lost: " + self.losses[0])
+            self._fail(ExitCode.COVERAGE, LOSS_FAILURE + self.losses[0])
         if any(s.spec.coverage for s in self.services.values()):
             self._report()
 
@@ -901,7 +902,7 @@ class Run:
         self.diagnosed = True
         first = self._first_failure()
         message = first[1] if first else "unknown failure"
-        more = [m for _, m in self.failures if m != message] + self.losses
+        more = [m for m in self._findings() if m != message]
         path = diagnostics.write(
             self.out, self.services, message, more, self.out / "logs" / "tests.log"
         )
@@ -985,11 +986,18 @@ class Run:
             self.progress.info(f"exit {int(code)}: {headline}")
         return RunResult(code, where, first[1] if first else None, self.losses)
 
+    def _findings(self) -> list[str]:
+        """The failures, then the losses no failure already says, each once: the first loss
+        fails the run as `coverage lost: <loss>`, and the summary said it twice."""
+        failures = [m for _, m in self.failures]
+        losses = [m for m in self.losses if LOSS_FAILURE + m not in failures]
+        return list(dict.fromkeys(failures + losses))
+
     def _late_findings(self) -> list[str]:
         """Failures and losses found after the diagnostics were written."""
         summary = self.out / "diagnostics" / "summary.txt"
         written = summary.read_text() if summary.is_file() else ""
-        found = [m.splitlines()[0] for _, m in self.failures] + self.losses
+        found = [m.splitlines()[0] for m in self._findings()]
         return [m for m in dict.fromkeys(found) if m not in written]
 
     def _relative(self, path: str) -> str:
