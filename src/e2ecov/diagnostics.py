@@ -14,12 +14,25 @@ from pathlib import Path
 
 from e2ecov.services import ServiceRun, describe_exit
 
+# a personal access token (GITHUB_PAT, GH_PAT) is a PAT word, not PATH's first letters; a
+# webhook URL (SLACK_WEBHOOK) is a credential whatever its host
 _SECRET_NAME = re.compile(
-    r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|COOKIE|PRIVATE|(?:^|_)PW(?:$|_)", re.IGNORECASE
+    r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|COOKIE|PRIVATE|(?:^|_)PW(?:$|_)|(?:^|_)PAT(?:$|_)|WEBHOOK",
+    re.IGNORECASE,
 )
 # scheme://[user]:password@ — up to the last '@' before a space: a password may hold '@' or
 # '/' unencoded (hiding a little of the host beats showing a secret); Redis's has no user
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/@:\s]*:)\S*@", re.IGNORECASE)
+# scheme://user@ with no password: the user is the secret in a Sentry DSN (its key) and in
+# a token put in a URL (https://<token>@github.com/…)
+_URL_USER = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@:\s]+@", re.IGNORECASE)
+# a webhook URL is its own credential, held in its path (hooks.slack.com/services/T/B/<secret>,
+# discord.com/api/webhooks/<id>/<token>, *.webhook.office.com/…): the host or a path segment
+# says hook, and everything after it is hidden
+_WEBHOOK_PATH = re.compile(
+    r"(\bhttps?://(?:[^/\s]*hook[^/\s]*/|[^/\s]+/(?:[^/\s]+/)*?[^/\s]*hook[^/\s]*/))[^\s]+",
+    re.IGNORECASE,
+)
 # NAME=… where the name says secret: in a query (`?`, `&`, `;`), a libpq key=value string
 # (spaces around '=' too), a `--password=` flag, a `PGPASSWORD=…` inside a shell command
 _PASSWORD_PARAMETER = re.compile(
@@ -30,8 +43,11 @@ _PASSWORD_PARAMETER = re.compile(
 
 
 def redact_value(value: str) -> str:
-    """A value with the passwords of URLs and connection strings in it hidden."""
+    """A value with the passwords of URLs and connection strings in it hidden, and the user
+    of a URL with no password, and the path of a webhook URL."""
     value = _URL_PASSWORD.sub(r"\1***@", value)
+    value = _URL_USER.sub(r"\1***@", value)
+    value = _WEBHOOK_PATH.sub(r"\1***", value)
     return _PASSWORD_PARAMETER.sub(r"\1***", value)
 
 

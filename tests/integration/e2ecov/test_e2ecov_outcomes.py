@@ -11,9 +11,17 @@ import pytest
 
 from tests.integration.e2ecov.e2ecov_harness import APP, app_service, drive, e2ecov, write_stack
 
+SECRETS = {  # each was in clear in diagnostics/<service>/env.txt
+    "GITHUB_PAT": "ghp_PatSecret",
+    "SLACK_WEBHOOK": "https://hooks.slack.com/services/T0/B0/XXsecretXX",
+    "SENTRY_DSN": "https://DsnKeySecret@o1.ingest.sentry.io/42",
+    "NOTIFY_URL": "https://discord.com/api/webhooks/1/HookTokenSecret",
+}
+
 
 def test_failed_tests_exit_1_with_reports_and_diagnostics(tmp_path: Path) -> None:
-    stack = write_stack(tmp_path, drive("/alpha", "fail"), app_service("app"))
+    env = "env = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in SECRETS.items()) + " }"
+    stack = write_stack(tmp_path, drive("/alpha", "fail"), app_service("app", extra=env))
     outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
     assert outcome.code == 1, outcome.output
     assert (outcome.artifacts / "coverage.json").is_file(), "reports are still written"
@@ -22,6 +30,11 @@ def test_failed_tests_exit_1_with_reports_and_diagnostics(tmp_path: Path) -> Non
     assert "alpha 3" in (outcome.artifacts / "diagnostics" / "tests.log").read_text()
     assert (outcome.artifacts / "diagnostics" / "app" / "stderr.log").is_file()
     assert outcome.run_json()["exit_code"] == 1
+    env_txt = (outcome.artifacts / "diagnostics" / "app" / "env.txt").read_text()
+    assert "GITHUB_PAT=***" in env_txt and "SLACK_WEBHOOK=***" in env_txt
+    assert "SENTRY_DSN=https://***@o1.ingest.sentry.io/42" in env_txt
+    assert "NOTIFY_URL=https://discord.com/api/webhooks/***" in env_txt
+    assert not [s for s in ("PatSecret", "XXsecretXX", "DsnKey", "HookToken") if s in env_txt]
 
 
 def test_below_fail_under_exits_4(tmp_path: Path) -> None:

@@ -143,9 +143,17 @@ def test_redaction() -> None:
         "PGPASSWORD=Shell psql -h db": "PGPASSWORD=*** psql -h db",
         "--passphrase=Phrase --access-key=Key": "--passphrase=*** --access-key=***",
         "http://ds:8090/api": "http://ds:8090/api",
+        # a URL's user with no password (a Sentry DSN's key), a webhook's path
+        "https://Key@o1.ingest.sentry.io/42": "https://***@o1.ingest.sentry.io/42",
+        "https://hooks.slack.com/services/T0/B0/X": "https://hooks.slack.com/***",
+        "https://discord.com/api/webhooks/1/tok": "https://discord.com/api/webhooks/***",
+        "https://acme.webhook.office.com/webhookb2/a/b": "https://acme.webhook.office.com/***",
     }
     assert {v: diagnostics.redact("SIGNALGATE_STORE__DSN", v) for v in forms} == forms
     assert diagnostics.redact("DB_PW", "x") == "***"
+    assert diagnostics.redact("GITHUB_PAT", "ghp_x") == diagnostics.redact("PAT", "x") == "***"
+    assert diagnostics.redact("SLACK_WEBHOOK", "https://example.com/n/x") == "***"
+    assert diagnostics.redact("XPATH_ROOT", "/a") == "/a"  # PAT inside a word is no token
     assert diagnostics.redact("PWD", "/srv/app") == "/srv/app"  # the working directory
 
 
