@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,12 +139,21 @@ def outcomes(
     return [judge(record, flush_started, death) for record in read_ledger(ledger_dir)]
 
 
-def silent_services(measured: list[str], found: list[ProcessOutcome]) -> list[str]:
-    """Messages for measured services where no process announced itself."""
+def silent_services(
+    measured: list[str], found: list[ProcessOutcome], go_cover: Collection[str] = ()
+) -> list[str]:
+    """Messages for measured services where no process announced itself; `go_cover` names
+    those whose program is a Go binary built with -cover (listed without `coverage = "go"`,
+    they were asked whether they are Python programs)."""
     seen = {o.service for o in found}
     return [
-        f"{name}: no process announced itself, so nothing was measured (is it a Python program, "
-        "is coverage installed for its interpreter, does it keep PYTHONPATH?)"
+        f"{name}: no process announced itself, so nothing was measured "
+        + (
+            '(its program is a Go binary built with -cover: set coverage = "go" for it)'
+            if name in go_cover
+            else "(is it a Python program, is coverage installed for its interpreter, does it "
+            "keep PYTHONPATH?)"
+        )
         for name in measured
         if name not in seen
     ]

@@ -89,6 +89,30 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
     process.wait()
 
 
+_BUILD_INFO = b"\xff Go buildinf:"  # the magic `go version -m` looks for
+_COVER_SETTING = b"\nbuild\t-cover=true\n"  # a line of the build info (it prints it indented)
+
+
+def built_with_cover(program: Path) -> bool:
+    """Whether `program` is a Go binary built with `-cover`, read from the build info the Go
+    linker embeds (what `go version -m` prints; no go tool needed): listed as a Python
+    service, such a binary announces nothing, and the hint is `coverage = "go"`."""
+    seen_info = seen_cover = False
+    tail = b""
+    try:
+        with program.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                window = tail + chunk
+                seen_info = seen_info or _BUILD_INFO in window
+                seen_cover = seen_cover or _COVER_SETTING in window
+                if seen_info and seen_cover:
+                    return True
+                tail = window[-len(_COVER_SETTING) :]
+    except OSError:
+        return False
+    return False
+
+
 def module_of(directory: Path) -> tuple[str, Path] | None:
     """The Go module a directory belongs to: (module path, module root)."""
     for candidate in [directory, *directory.parents]:

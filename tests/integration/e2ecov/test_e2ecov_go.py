@@ -168,6 +168,31 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
     assert _go_file(report, "main.go")["summary"]["covered_lines"] > 0
 
 
+def test_a_cover_binary_listed_without_coverage_go_is_told_to_set_it(tmp_path: Path) -> None:
+    """A Go binary built with -cover, listed as a service without `coverage = "go"`, is
+    measured as a Python one and announces nothing: the loss asked whether it is a Python
+    program, is coverage installed, and never said to set `coverage = "go"`."""
+    binary = tmp_path / "goapp-noagent"
+    subprocess.run(
+        ["go", "build", "-cover", "-tags", "noagent", "-o", str(binary), "."],
+        cwd=GOAPP, check=True,
+    )  # fmt: skip
+    service = f"""
+[services.goapp]
+command = ["{binary}", "--port", "{{port}}"]
+cwd = "{GOAPP}"
+health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
+"""
+    tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"))
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert outcome.code == 4, outcome.output
+    assert (
+        "LOST: goapp: no process announced itself, so nothing was measured (its program is a Go "
+        'binary built with -cover: set coverage = "go" for it)'
+    ) in outcome.stdout
+    assert "is it a Python program" not in outcome.stdout
+
+
 def test_a_go_only_stack_under_pytest_reports_attribution_off(tmp_path: Path) -> None:
     """The Go agent acknowledges each test's context switch (and ignores it): a stack of Go
     services alone, tested under pytest, said attribution was on."""
