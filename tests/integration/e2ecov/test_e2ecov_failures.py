@@ -231,14 +231,19 @@ def test_invalid_stack_file_exits_2_with_line(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists(), "nothing started or written"
 
 
-def test_a_killed_e2ecov_leaves_a_stack_the_next_run_names(tmp_path: Path) -> None:
-    stack = write_stack(tmp_path, drive("/alpha", "sleep:60"), app_service("app"))
-    first = subprocess.Popen(
+def run_in_background(stack: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """`e2ecov run` of `stack`, left running (for a test to kill it)."""
+    return subprocess.Popen(
         [sys.executable, "-m", "e2ecov.cli", "run", "-c", str(stack)],
-        cwd=tmp_path,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def test_a_killed_e2ecov_leaves_a_stack_the_next_run_names(tmp_path: Path) -> None:
+    stack = write_stack(tmp_path, drive("/alpha", "sleep:60"), app_service("app"))
+    first = run_in_background(stack, tmp_path)
     out = tmp_path / "out"
     try:
         deadline = time.monotonic() + 60
@@ -290,12 +295,7 @@ def test_the_test_command_of_a_killed_e2ecov_is_refused_and_stopped_by_down(
         f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
     )
     stack = write_stack(tmp_path, [sys.executable, str(script)], app_service("app"))
-    first = subprocess.Popen(
-        [sys.executable, "-m", "e2ecov.cli", "run", "-c", str(stack)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = run_in_background(stack, tmp_path)
     out = tmp_path / "out"
     tests_pid = 0
     try:

@@ -136,12 +136,18 @@ def test_report_rebuilds_go_from_the_artifacts(mixed) -> None:  # type: ignore[n
     assert after["covered_lines"] == before["covered_lines"]
 
 
-def test_go_process_without_agent_killed_mid_test_is_a_loss(tmp_path: Path) -> None:
+def noagent_binary(tmp_path: Path) -> Path:
+    """The test app built with -cover but without the e2ecov agent."""
     binary = tmp_path / "goapp-noagent"
     subprocess.run(
         ["go", "build", "-cover", "-tags", "noagent", "-o", str(binary), "."],
         cwd=GOAPP, check=True,
     )  # fmt: skip
+    return binary
+
+
+def test_go_process_without_agent_killed_mid_test_is_a_loss(tmp_path: Path) -> None:
+    binary = noagent_binary(tmp_path)
     service = f"""
 [services.goapp]
 command = ["{binary}", "--port", "{{port}}"]
@@ -172,11 +178,7 @@ def test_a_cover_binary_listed_without_coverage_go_is_told_to_set_it(tmp_path: P
     """A Go binary built with -cover, listed as a service without `coverage = "go"`, is
     measured as a Python one and announces nothing: the loss asked whether it is a Python
     program, is coverage installed, and never said to set `coverage = "go"`."""
-    binary = tmp_path / "goapp-noagent"
-    subprocess.run(
-        ["go", "build", "-cover", "-tags", "noagent", "-o", str(binary), "."],
-        cwd=GOAPP, check=True,
-    )  # fmt: skip
+    binary = noagent_binary(tmp_path)
     service = f"""
 [services.goapp]
 command = ["{binary}", "--port", "{{port}}"]
