@@ -19,10 +19,11 @@ This is the one place that decides what a write answers:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from signalgate.common.logging import SampledLog
@@ -129,6 +130,7 @@ class AuditWriter:
             result = await self._store.write(events)
         except StoreUnavailable as store_error:
             self._failed["database"] = (time.monotonic(), str(store_error))
+            await self._refuse_foreign_parents_known_here(events)
             return await self._queue(events, store_error)
         except MissingParent as missing:
             return await self._behind_parents(events, missing)
@@ -195,17 +197,27 @@ class AuditWriter:
             absent = {i: p for i, p in missing.indexes.items() if p not in queued}
             if absent:
                 raise MissingParent(absent)
-        foreign = {
-            index: (parent, queued[parent].correlation_id)
-            for index, parent in missing.indexes.items()
-            if queued[parent].correlation_id not in ("", events[index].correlation_id)
-        }
-        if foreign:
-            raise ForeignParent(foreign)
+        _refuse_foreign(events, missing.indexes, queued)
         parents = set(missing.indexes.values())
         return await self._queue_behind(
             events, [queued[parent].due for parent in parents], f"their {len(parents)} parent(s)"
         )
+
+    async def _refuse_foreign_parents_known_here(self, events: Sequence[AuditEvent]) -> None:
+        """The database is down, so whether a parent is stored cannot be known; but a parent
+        earlier in the batch, or waiting in the dead-letter queue, can be: a child naming one
+        of another correlation id is refused now (400), as when the database answers.
+        Queued, it could only be buried at the replay after its sender was told 202 (an
+        outside check). A queue that cannot be asked leaves the batch to `_queue`."""
+        parents = {i: e.parent_event_id for i, e in enumerate(events) if e.parent_event_id}
+        if not parents:
+            return
+        known = {e.event_id: Waiting(0.0, e.correlation_id) for e in events}
+        elsewhere = {p for p in parents.values() if p not in known}
+        if elsewhere:
+            with contextlib.suppress(DeadLetterUnavailable):
+                known |= await self._dlq.waiting(elsewhere)
+        _refuse_foreign(events, parents, known)
 
     async def _already_queued(self, events: Sequence[AuditEvent]) -> dict[str, Waiting]:
         """Which of the batch's ids wait in the dead-letter queue (accepted with 202 during an
@@ -230,9 +242,11 @@ class AuditWriter:
                 f"cannot take them now ({exc}); retry later"
             ) from exc
         self._metrics.writes.labels("dead_lettered").inc(len(events))
-        log.info(
+        queued_log.log(  # writers of parent chains come here on every request of an outage
+            logging.INFO,
+            "queued-behind",
             "events queued behind earlier letters in the dead-letter queue",
-            extra={"count": len(events), "behind": what},
+            {"count": len(events), "behind": what},
         )
         return WriteOutcome(
             Written.QUEUED, len(events), f"they wait behind {what} in the dead-letter queue"
@@ -247,3 +261,18 @@ class AuditWriter:
                 f"parent_event_id {first} is not stored and the dead-letter queue, where it "
                 f"may wait for replay, cannot be asked ({exc}); retry later"
             ) from exc
+
+
+def _refuse_foreign(
+    events: Sequence[AuditEvent], parents: Mapping[int, str], known: Mapping[str, Waiting]
+) -> None:
+    """Raise `ForeignParent` for the events (batch index → parent id) whose parent is known
+    (`known`: id → its correlation id) with a correlation id other than theirs."""
+    foreign = {
+        index: (parent, known[parent].correlation_id)
+        for index, parent in parents.items()
+        if parent in known
+        and known[parent].correlation_id not in ("", events[index].correlation_id)
+    }
+    if foreign:
+        raise ForeignParent(foreign)

@@ -26,7 +26,12 @@ from signalgate.datastorage.dlq import (
     ReplayWorker,
     Waiting,
 )
-from signalgate.datastorage.errors import ForeignParent, MissingParent, ParentsUnconfirmed
+from signalgate.datastorage.errors import (
+    ForeignParent,
+    MissingParent,
+    ParentsUnconfirmed,
+    StoreUnavailable,
+)
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.sqlite import SqliteAuditStore
@@ -271,6 +276,32 @@ async def test_writer_refuses_a_child_of_a_queued_parent_of_another_correlation_
     assert await dlq.waiting([stray.event_id]) == {}
     # a child in the parent's own correlation id is still queued behind it
     assert (await writer(store, dlq).write([ev("rr-a", parent=parent)])).written is Written.QUEUED
+
+
+async def test_while_the_database_is_down_a_child_of_a_known_foreign_parent_is_refused(
+    dlq: DeadLetterQueue,
+) -> None:
+    """Whether a parent is stored cannot be known while the database is down, but one
+    waiting in the queue, or earlier in the batch, can: its child of another correlation id
+    was queued with 202 and buried at the replay (an outside check), and is refused now."""
+
+    class DatabaseDown:
+        async def write(self, events: Sequence[AuditEvent]) -> WriteResult:
+            raise StoreUnavailable("connection refused")
+
+    parent = ev("rr-a")
+    await dlq.put([parent], due=time.time() + HOUR)  # queued earlier in the outage
+    down = writer(DatabaseDown(), dlq)
+    with pytest.raises(ForeignParent) as refused:
+        await down.write([ev("rr-b"), ev("rr-b", parent=parent)])
+    assert refused.value.indexes == {1: (parent.event_id, "rr-a")}
+    in_batch = ev("rr-c")
+    with pytest.raises(ForeignParent):
+        await down.write([in_batch, ev("rr-d", parent=in_batch)])
+    # its own correlation's child, and a parent nobody here knows, are queued as before
+    outcome = await down.write([ev("rr-a", parent=parent), ev("rr-e", parent=str(uuid.uuid4()))])
+    assert outcome.written is Written.QUEUED
+    assert outcome.why == "the audit database is unavailable"
 
 
 async def test_writer_looks_again_at_a_parent_replayed_meanwhile(

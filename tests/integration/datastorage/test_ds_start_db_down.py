@@ -139,6 +139,32 @@ def test_a_database_that_does_not_exist_or_refuses_the_role_stops_start_up(
         assert "does not exist" in errors[0]
 
 
+def test_a_role_without_privileges_on_the_schema_stops_start_up(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """The server answers and refuses the role its tables (no grants): waited out as an
+    outage, the service answered 202 and reported ready for good while nothing could ever be
+    stored (an outside check). Exit 1 at once, one line naming the privilege."""
+    database = f"owned_{uuid.uuid4().hex[:8]}"
+    owner_dsn = postgres_server.create_database(database)
+    migrated = datastorage_process(
+        tmp_path / "owner",
+        env={"SIGNALGATE_STORE__DSN": owner_dsn, "SIGNALGATE_STORE__AUTOMIGRATE": "true"},
+    ).start()
+    migrated.stop()
+    role = f"ds_{uuid.uuid4().hex[:8]}"
+    postgres_server.execute(f"CREATE ROLE {role} LOGIN")
+    dsn = owner_dsn.replace(f"{postgres_server.user}@", f"{role}@")
+    process = datastorage_process(
+        tmp_path / "unprivileged",
+        env={"SIGNALGATE_STORE__DSN": dsn, "SIGNALGATE_STORE__TIMEOUT": "3s"},
+    ).start(wait=False)
+    assert exit_code(process, 20) == 1, process.output()[-3000:]
+    errors = [line for line in process.output().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, process.output()[-3000:]
+    assert "InsufficientPrivilegeError" in errors[0], errors[0]
+
+
 def test_a_schema_behind_found_once_the_database_is_back_stops_the_service(
     tmp_path: Path, private_postgres: PostgresServer
 ) -> None:

@@ -45,6 +45,9 @@ PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
 PG_REFUSED: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # 28000/28P01: role, password
     asyncpg.exceptions.InvalidCatalogNameError,  # 3D000: no such database
+    # 42501 at start: the role may not use the schema (no grants, not the tables' owner, no
+    # CONNECT); waited out, a new deployment with the wrong role looked healthy for good
+    asyncpg.exceptions.InsufficientPrivilegeError,
     ssl.SSLCertVerificationError,  # the server's certificate does not verify
 )
 
