@@ -102,10 +102,8 @@ class StoreOpener:
                 continue
             except Exception as exc:
                 # what would have stopped start-up: stop as it would have, the queue kept
-                log.error(
-                    "the audit database answers but cannot be used: stopping",
-                    extra={"error": f"{type(exc).__name__}: {exc}"},
-                )
+                # (the runner logs the stop and the command the error: said here too, it
+                # was said three times)
                 self._lifecycle.fail(exc)
                 return
             log.info(

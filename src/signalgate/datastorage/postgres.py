@@ -104,7 +104,9 @@ def _translated(action: str) -> Any:
     try:
         yield
     except PG_UNAVAILABLE as exc:
-        message = f"PostgreSQL {action} failed: {type(exc).__name__}: {exc}"
+        # a timeout says nothing of itself (`TimeoutError: `)
+        detail = str(exc) or "no answer within store.timeout"
+        message = f"PostgreSQL {action} failed: {type(exc).__name__}: {detail}"
         if isinstance(exc, PG_REFUSED):
             raise StoreRefused(message) from exc
         raise StoreUnavailable(message) from exc

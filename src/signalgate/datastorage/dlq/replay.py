@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from signalgate.common.logging import SampledLog
 from signalgate.datastorage.dlq.base import DeadLetterQueue, Letter, readable
 from signalgate.datastorage.errors import (
     Conflict,
@@ -22,6 +23,7 @@ from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.store import AuditStore
 
 log = logging.getLogger(__name__)
+unavailable_log = SampledLog(log)
 
 # the longest wait between passes that keep failing unexpectedly (seconds)
 MAX_FAILED_WAIT = 60.0
@@ -107,7 +109,13 @@ class ReplayWorker:
                 report = await self.run_once()
                 self._metrics.dlq_depth.set(await self._dlq.depth())
             except DeadLetterUnavailable as exc:
-                log.warning("dead-letter queue unavailable", extra={"error": str(exc)})
+                # once per interval: a poll a second wrote a line a second while Redis was away
+                unavailable_log.log(
+                    logging.WARNING,
+                    "unavailable",
+                    "dead-letter queue unavailable",
+                    {"error": str(exc)},
+                )
                 report = ReplayReport()
             except Exception as exc:
                 failures += 1
