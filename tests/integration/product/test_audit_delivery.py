@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from signalgate.gateway.adapters.parsing import MAX_SIGNAL_BYTES
+from signalgate.gateway.adapters.parsing import MAX_SIGNAL_BYTES, counted_size
 from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_TOKEN
 from tests.integration.datastorage.dstools import datastorage_process, gateway_events_stored
 from tests.support.services import ADMIN_TOKEN, ServiceProcess, alert, gateway_process, webhook
@@ -221,7 +221,7 @@ def test_signals_at_the_gateways_limits_keep_their_audit_trail(
     gateway, datastorage = stack
     filled = alert(pod="limit-1")
     filled["annotations"] = {"a": ""}
-    room = MAX_SIGNAL_BYTES - len(httpx.Request("POST", "/", json=webhook(filled)).content)
+    room = MAX_SIGNAL_BYTES - counted_size(httpx.Request("POST", "/", json=webhook(filled)).content)
     filled["annotations"] = {"a": "y" * room}
     deep: dict[str, object] = {}
     inner = deep

@@ -19,7 +19,7 @@ from signalgate.common.audit import MAX_EVENT_DATA_BYTES
 from signalgate.datastorage.events import validate_event
 from signalgate.gateway import audit_events as ev
 from signalgate.gateway.adapters.alertmanager import parse_webhook
-from signalgate.gateway.adapters.parsing import MAX_SIGNAL_BYTES, Freshness
+from signalgate.gateway.adapters.parsing import MAX_SIGNAL_BYTES, Freshness, counted_size
 from signalgate.gateway.signal import Signal
 from signalgate.remediation.model import utcnow
 from tests.support.services import alert, rfc3339, webhook
@@ -47,7 +47,7 @@ def stored_form(signal: Signal, event_type: str = ev.SIGNAL_RECEIVED) -> dict[st
 
 def body_of(payload: dict[str, Any]) -> bytes:
     body = orjson.dumps(payload)
-    assert len(body) <= BODY_LIMIT
+    assert counted_size(body) <= BODY_LIMIT
     return body
 
 
@@ -68,12 +68,12 @@ def test_labels_and_annotations_filling_the_body_fit() -> None:
     one = firing()
     one["labels"]["l"] = ""
     one["annotations"]["a"] = ""
-    room = BODY_LIMIT - len(orjson.dumps(webhook(one)))
+    room = BODY_LIMIT - counted_size(orjson.dumps(webhook(one)))
     label, annotation = room // 4, room - 2 * (room // 4)
     one["labels"]["l"] = "x" * label
     one["annotations"]["a"] = "y" * annotation
     body = body_of(webhook(one))
-    assert len(body) == BODY_LIMIT
+    assert counted_size(body) == BODY_LIMIT
     data = stored_form(signals_of(body)[0])
     assert data["original_payload"] == {
         "truncated": True,
@@ -85,7 +85,7 @@ def test_labels_and_annotations_filling_the_body_fit() -> None:
 def test_an_annotation_filling_the_body_is_shortened_not_refused() -> None:
     one = firing()
     one["annotations"]["a"] = ""
-    room = BODY_LIMIT - len(orjson.dumps(webhook(one)))
+    room = BODY_LIMIT - counted_size(orjson.dumps(webhook(one)))
     one["annotations"]["a"] = "y" * room
     data = stored_form(signals_of(body_of(webhook(one)))[0])
     kept = data["signal_annotations"]["a"]
@@ -141,7 +141,7 @@ def test_any_body_the_gateway_takes_gives_events_datastorage_stores(
     one["labels"].update({f"label_{i}": "v" * 60 for i in range(labels)})
     payload = {**webhook(one), "extra": extra}
     body = orjson.dumps(payload)
-    if len(body) > BODY_LIMIT:
+    if counted_size(body) > BODY_LIMIT:
         return  # refused with 413 before any event exists
     for signal in signals_of(body):
         for event_type in (ev.SIGNAL_RECEIVED, ev.CRD_CREATED, ev.SIGNAL_DEDUPLICATED):

@@ -30,8 +30,13 @@ class PayloadError(ValueError):
 MAX_SIGNAL_BYTES = 256 * 1024
 
 
+def counted_size(payload: bytes) -> int:
+    """What a signal's own payload counts against `MAX_SIGNAL_BYTES`."""
+    return stored_json_size(payload) + payload.count(b"\\")
+
+
 def check_signal_size(payload: bytes, where: str) -> None:
-    stored = stored_json_size(payload) + payload.count(b"\\")
+    stored = counted_size(payload)
     if stored <= MAX_SIGNAL_BYTES:
         return
     if stored == len(payload):
