@@ -24,7 +24,7 @@ from typing import Protocol
 
 from signalgate.common.config import ConfigError
 from signalgate.common.credential_files import read_own, write_private
-from signalgate.common.file_watch import RELOAD_CHECK, FileWatch
+from signalgate.common.file_watch import RELOAD_CHECK, FileWatch, look_aside, not_a_regular_file
 from signalgate.common.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -159,8 +159,10 @@ class StaticTokenAuth:
         return Principal(f"token@line{found.line}", found.scopes)
 
     async def authorize(self, authorization: str | None, scope: str) -> Principal:
-        if time.monotonic() - self._checked >= RELOAD_CHECK:
-            await self._look()  # nothing `keep`s the file (a command, a test), or it is late
+        if time.monotonic() - self._checked >= RELOAD_CHECK and not self._looking.locked():
+            # nothing `keep`s the file (a command, a test), or it is late; a look already
+            # under way (blocked, on a hung mount) is not waited for: the tokens loaded stay
+            await self._look()
         principal = self.authenticate(authorization)
         principal.require(scope)
         return principal
@@ -171,7 +173,7 @@ class StaticTokenAuth:
         async with self._looking:
             self._checked = time.monotonic()
             forced, self._forced = self._forced, False
-            await asyncio.to_thread(self._reload_if_changed, self._watch, forced)
+            await look_aside(self._reload_if_changed, self._watch, forced)
 
     def _reload_if_changed(self, watch: FileWatch, forced: bool = False) -> None:
         if not watch.changed(forced):
@@ -194,6 +196,8 @@ class StaticTokenAuth:
 
 
 def _read_entries(path: Path, known: frozenset[str]) -> list[_Entry]:
+    if not_a_regular_file(path):
+        raise ConfigError(f"config key 'auth.tokensFile': '{path}' is not a regular file")
     try:
         text = path.read_text()
     except OSError as exc:

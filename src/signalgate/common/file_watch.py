@@ -11,7 +11,16 @@ them at once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 Signature = tuple[int, int, int, int] | None
 
@@ -27,6 +36,42 @@ def signature(path: Path) -> Signature:
     except OSError:
         return None
     return (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
+
+
+def not_a_regular_file(*paths: Path) -> Path | None:
+    """The first of `paths` that exists and is not a regular file (a FIFO, a device, a
+    directory), else None. Opening a FIFO waits for a writer: a tokens file replaced by one
+    hung every request (an outside check), so such a file is never opened."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return path
+    return None
+
+
+async def look_aside(func: Callable[..., T], *args: object) -> T:
+    """`func(*args)` in a daemon thread of its own. A look at a file can block for good (a
+    hung network mount, a FIFO swapped in between the check and the open): in the loop's
+    default executor such a thread kept the process from exiting at shutdown, which waits
+    for that executor's threads; a daemon thread is left behind instead."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(lambda: None if done.done() else outcome())
+
+    def run() -> None:
+        try:
+            result = func(*args)
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc  # `exc` is unbound when the except clause ends
+            settle(lambda: done.set_exception(error))
+        else:
+            settle(lambda: done.set_result(result))
+
+    threading.Thread(target=run, name="file-look", daemon=True).start()
+    return await done
 
 
 class FileWatch:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from signalgate.common.config import ConfigError
-from signalgate.common.file_watch import RELOAD_CHECK, FileWatch
+from signalgate.common.file_watch import RELOAD_CHECK, FileWatch, look_aside, not_a_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class ServingCertificate:
                 await asyncio.wait_for(self._wake.wait(), RELOAD_CHECK)
             self._wake.clear()
             forced, self._forced = self._forced, False
-            if await asyncio.to_thread(self._loads_anew, forced):
+            if await look_aside(self._loads_anew, forced):
                 # on the loop, between handshakes: the files are read once more (a few KB)
                 try:
                     context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
@@ -101,6 +101,9 @@ class ServingCertificate:
     def _loads_anew(self, forced: bool) -> bool:
         """Whether the files changed and the new pair loads (off the loop)."""
         if not self._watch.changed(forced):
+            return False
+        if odd := not_a_regular_file(self.tls.cert_file, self.tls.key_file):
+            _not_taken(self.tls, OSError(f"'{odd}' is not a regular file"))
             return False
         try:
             load_pair(self.tls.cert_file, self.tls.key_file)

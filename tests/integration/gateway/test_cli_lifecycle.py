@@ -228,6 +228,33 @@ def test_a_token_revoked_or_added_while_idle_is_in_force_at_the_first_request(
         service.stop()
 
 
+def test_a_tokens_file_that_blocks_when_read_changes_nothing(tmp_path: Path) -> None:
+    """A FIFO in the tokens file's place (or a hung network mount): the look that opened it
+    waited for a writer for good, every request then waited behind that look, and SIGTERM
+    left the process running (an outside check). It is not opened; the tokens loaded stay,
+    and the service stops as usual."""
+    service = gateway_process(tmp_path).start()
+    tokens = tmp_path / "test-tokens"
+    saved = tokens.read_text()
+    try:
+        tokens.unlink()
+        os.mkfifo(tokens)
+        time.sleep(3.5)  # two looks at least
+        body = webhook(alert(pod="fifo-1"))
+        with httpx.Client(base_url=service.api_url, timeout=5) as c:
+            for _ in range(3):
+                answer = c.post(PROM, json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+                assert answer.status_code in (201, 202), answer.text
+        assert "is not a regular file" in service.output()
+        tokens.unlink()
+        tokens.write_text(saved)
+        assert service.proc is not None
+        service.proc.send_signal(signal.SIGTERM)
+        assert service.proc.wait(20) == 0
+    finally:
+        service.stop()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sighup_while_starting_or_stopping_changes_nothing(tmp_path: Path, workers: int) -> None:
     """Python's default for SIGHUP ends the process: sent while a service (or one of its
