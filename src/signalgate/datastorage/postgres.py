@@ -24,7 +24,7 @@ import asyncpg
 
 from signalgate.common.pgpool import FairGate
 from signalgate.common.secrets import hide_secrets
-from signalgate.common.sql.drivers import PG_REFUSED, PG_UNAVAILABLE
+from signalgate.common.sql.drivers import PG_REFUSED, PG_UNAVAILABLE, described
 from signalgate.common.sql.migrations import postgres_migrate, postgres_version
 from signalgate.datastorage import migrations
 from signalgate.datastorage.chain import canonical
@@ -104,9 +104,7 @@ def _translated(action: str) -> Any:
     try:
         yield
     except PG_UNAVAILABLE as exc:
-        # a timeout says nothing of itself (`TimeoutError: `)
-        detail = str(exc) or "no answer within store.timeout"
-        message = f"PostgreSQL {action} failed: {type(exc).__name__}: {detail}"
+        message = f"PostgreSQL {action} failed: {described(exc)}"
         if isinstance(exc, PG_REFUSED):
             raise StoreRefused(message) from exc
         raise StoreUnavailable(message) from exc

@@ -33,7 +33,7 @@ import asyncpg
 
 from signalgate.common.pgpool import FairGate
 from signalgate.common.secrets import hide_secrets
-from signalgate.common.sql.drivers import PG_UNAVAILABLE
+from signalgate.common.sql.drivers import PG_UNAVAILABLE, described
 from signalgate.common.sql.migrations import postgres_migrate
 from signalgate.common.tasks import cancel_and_wait
 from signalgate.remediation import rows
@@ -253,8 +253,7 @@ class PostgresRemediationStore(RemediationStore):
                 )
         except PG_UNAVAILABLE as exc:
             raise StoreUnavailable(
-                f"PostgreSQL store {hide_secrets(self.dsn)}: cannot connect: "
-                f"{exc or type(exc).__name__}"
+                f"PostgreSQL store {hide_secrets(self.dsn)}: cannot connect: {described(exc)}"
             ) from exc
         try:
             await self._migrate()
@@ -293,7 +292,7 @@ class PostgresRemediationStore(RemediationStore):
                 yield conn
         except PG_UNAVAILABLE as exc:
             raise StoreUnavailable(
-                f"PostgreSQL store {hide_secrets(self.dsn)}: {exc or type(exc).__name__}"
+                f"PostgreSQL store {hide_secrets(self.dsn)}: {described(exc)}"
             ) from exc
 
     # --- the store API --------------------------------------------------------------------

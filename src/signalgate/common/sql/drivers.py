@@ -54,3 +54,12 @@ PG_REFUSED: tuple[type[BaseException], ...] = (
 # SQLite: locked past the busy timeout, disk full, I/O error, unreadable or read-only file.
 # IntegrityError, ProgrammingError, DataError and the rest are bugs (or tampering).
 SQLITE_UNAVAILABLE: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
+
+
+def described(exc: BaseException) -> str:
+    """`Type: message` of a driver error, saying "no answer in time" where the error says
+    nothing of itself (a timeout's text is empty: a lock waited on past the command timeout
+    was logged and audited as `PostgreSQL store …: `, an outside check)."""
+    return (
+        f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__}: no answer in time"
+    )
