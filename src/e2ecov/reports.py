@@ -113,6 +113,8 @@ class Totals:
     percent: float
     branches: int = 0
     branches_missed: int = 0
+    # lines with some branch not taken: what coverage.py's text report shows (`BrPart`)
+    branches_partial: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -192,6 +194,7 @@ def _json_totals(report: dict[str, Any]) -> Totals:
         float(totals["percent_covered"]),
         totals.get("num_branches", 0),
         totals.get("missing_branches", 0),
+        totals.get("num_partial_branches", 0),
     )
 
 
@@ -460,6 +463,7 @@ def _numbers_totals(numbers: Numbers) -> Totals:
         numbers.pc_covered,
         numbers.n_branches,
         numbers.n_missing_branches,
+        numbers.n_partial_branches,
     )
 
 
@@ -477,31 +481,43 @@ def _sum(rows: list[tuple[str, Totals]]) -> Totals:
     missed = sum(t.missed for _, t in rows)
     branches = sum(t.branches for _, t in rows)
     branches_missed = sum(t.branches_missed for _, t in rows)
+    partial = sum(t.branches_partial for _, t in rows)
     percent = _percent(statements + branches, missed + branches_missed)
-    return Totals(statements, missed, percent, branches, branches_missed)
+    return Totals(statements, missed, percent, branches, branches_missed, partial)
 
 
 def _table(
     rows: list[tuple[str, Totals]], label: str = "Name", total: Totals | None = None
 ) -> list[str]:
-    """`Name  Stmts  Miss  Cover` rows (with `Branch  BrMiss` when branches were measured) and
-    a TOTAL (the rows' sum unless `total` is given), as coverage.py's text report shows them."""
+    """`Name  Stmts  Miss  Cover` rows (with `Branch  BrPart` when branches were measured) and
+    a TOTAL (the rows' sum unless `total` is given), as coverage.py's text report shows them:
+    the lines with a branch not taken, and the percent never 100 or 0 unless exact (a stack
+    of one service read 100% in its own table and 99% in coverage.py's, an outside check)."""
     rows = sorted(rows, key=lambda row: row[0])
     total = total or _sum(rows)
     with_branches = any(t.branches for _, t in [*rows, ("TOTAL", total)])
     width = max(len(label), *(len(r[0]) for r in rows)) if rows else len(label)
     heading = f"{label:<{width}}   Stmts   Miss"
     if with_branches:
-        heading += " Branch BrMiss"
+        heading += " Branch BrPart"
     lines = [heading + "  Cover", "-" * len(heading + "  Cover")]
     for name, totals in [*rows, ("TOTAL", total)]:
         if name == "TOTAL":
             lines.append(lines[1])
         line = f"{name:<{width}}  {totals.statements:6d} {totals.missed:6d}"
         if with_branches:
-            line += f" {totals.branches:6d} {totals.branches_missed:6d}"
-        lines.append(line + f" {f'{totals.percent:.0f}%':>6}")
+            line += f" {totals.branches:6d} {totals.branches_partial:6d}"
+        lines.append(line + f" {_shown(totals.percent) + '%':>6}")
     return lines
+
+
+def _shown(percent: float) -> str:
+    """`percent` as coverage.py's text report rounds it: 100 and 0 only when exact."""
+    if 0 < percent < 1:
+        percent = 1.0
+    elif 99 < percent < 100:
+        percent = 99.0
+    return f"{percent:.0f}"
 
 
 def _percent(statements: int, missed: int) -> float:
@@ -609,11 +625,19 @@ def function_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def _below(config: ReportConfig, services: dict[str, Totals], combined: Totals) -> list[str]:
     below = []
-    if combined.percent < config.fail_under:
+    if config.fail_under > 0 and not combined.statements:
+        below.append("nothing under source was measured to hold to fail_under")
+    elif combined.percent < config.fail_under:
         shown = _below_shown(combined.percent, config.fail_under)
         below.append(f"total coverage {shown}% is below fail_under {config.fail_under:g}%")
     for service, limit in config.service_fail_under.items():
-        got = services.get(service, Totals(0, 0, 0.0)).percent
+        measured = services.get(service, Totals(0, 0, 0.0))
+        if limit > 0 and not measured.statements:
+            # nothing of its source measured reads 100%: it met any bound (an outside check),
+            # where coverage.py's --fail-under says "No data to report"
+            below.append(f"service {service} has nothing under source to measure its fail_under")
+            continue
+        got = measured.percent
         if got < limit:
             shown = _below_shown(got, limit)
             below.append(f"service {service} coverage {shown}% is below its fail_under {limit:g}%")

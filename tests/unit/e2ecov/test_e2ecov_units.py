@@ -266,6 +266,21 @@ def test_a_total_just_below_fail_under_reads_below_it() -> None:
     assert service == "service go coverage 49.0% is below its fail_under 50%"
 
 
+def test_a_fail_under_with_nothing_measured_is_not_met() -> None:
+    """A service whose `source` it never imported has no statements: it read 100% and
+    passed its fail_under of 90 (an outside check); coverage.py's --fail-under says "No data
+    to report" and fails."""
+    config = reports.ReportConfig(root=Path("/"), source=[], paths={}, contexts=False)
+    config = dataclasses.replace(config, fail_under=80.0, service_fail_under={"b": 90.0})
+    empty = reports.Totals(0, 0, 100.0)
+    assert reports._below(config, {"b": empty}, empty) == [
+        "nothing under source was measured to hold to fail_under",
+        "service b has nothing under source to measure its fail_under",
+    ]
+    unbound = dataclasses.replace(config, fail_under=0.0, service_fail_under={})
+    assert reports._below(unbound, {"b": empty}, empty) == []
+
+
 def test_go_lines_for_lcov_are_the_blocks_lines_that_hold_code(tmp_path: Path) -> None:
     """A profile's block spans whole line ranges: counted as lines, its comments, blank
     lines and closing braces made a real Go service's LCOV 2.4 times its statements."""
