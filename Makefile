@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 PYTHONS_DIR   ?= build/pythons
 EXTRA_PYTHONS ?= $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python) \
                  $(shell for n in python3.13 python3.12; do command -v $$n; done 2>/dev/null)
-COVERAGE_REQ  := coverage>=7.6
+COVERAGE_REQ  := coverage>=7.14
 
 .PHONY: help run test test-pythons kube-testenv lint typecheck unit e2e-coverage bench clean
 
