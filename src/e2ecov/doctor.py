@@ -18,7 +18,7 @@ from pathlib import Path
 
 import coverage
 
-from e2ecov import recipes
+from e2ecov import gocover, recipes
 from e2ecov.stackfile import Stack
 
 MIN_COVERAGE = (7, 14)  # its function regions (start_line) and the run:core option
@@ -203,6 +203,13 @@ def _service_interpreter(name: str, command: list[str], cwd: Path) -> Check:
     python = interpreter(program)
     label = f"service {name}"
     if python is None:
+        if gocover.built_with_cover(Path(program)):
+            # what `run` says of it too: doctor said to turn coverage off, and dropped it
+            return Check(
+                label,
+                False,
+                f'{command[0]} is a Go binary built with -cover: set coverage = "go" for it',
+            )
         return Check(
             label,
             False,

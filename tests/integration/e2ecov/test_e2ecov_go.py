@@ -193,6 +193,11 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
         'binary built with -cover: set coverage = "go" for it)'
     ) in outcome.stdout
     assert "is it a Python program" not in outcome.stdout
+    # doctor says the same: it said to set coverage = false, which drops the service's
+    # coverage (a second outside check)
+    doctor = e2ecov("doctor", "-c", str(tmp_path / "stack.toml"), cwd=tmp_path)
+    assert 'is a Go binary built with -cover: set coverage = "go" for it' in doctor.stdout
+    assert "set coverage = false" not in doctor.stdout
 
 
 def test_a_go_only_stack_under_pytest_reports_attribution_off(tmp_path: Path) -> None:
