@@ -113,7 +113,8 @@ def checks(stack: Stack | None) -> list[Check]:
                 found.append(Check(f"service {name}", False, str(exc)))
         elif spec.command and not spec.go_build:  # a go_build binary does not exist yet
             program = spec.command[0]
-            where = shutil.which(program, path=os.environ.get("PATH")) or (
+            # the service's own PATH, as `run` starts it with (its env over this one's)
+            where = shutil.which(program, path=_service_path(spec.env)) or (
                 str(spec.cwd / program) if (spec.cwd / program).exists() else None
             )
             detail = (
@@ -127,7 +128,7 @@ def checks(stack: Stack | None) -> list[Check]:
         if spec.go:
             found.append(_go_service(name, spec.command or [], spec.cwd, spec.go_build))
         elif spec.command and spec.coverage and found[-1].ok:  # the program was found
-            found.append(_service_interpreter(name, spec.command, spec.cwd))
+            found.append(_service_interpreter(name, spec.command, spec.cwd, spec.env))
     tests = shutil.which(stack.tests[0]) if stack.tests else None
     found.append(
         Check(
@@ -198,8 +199,12 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("E2ECOV_", "PYTHON"))}
 
 
-def _service_interpreter(name: str, command: list[str], cwd: Path) -> Check:
-    program = shutil.which(command[0]) or str(cwd / command[0])
+def _service_path(env: dict[str, str]) -> str | None:
+    return env.get("PATH") or os.environ.get("PATH")
+
+
+def _service_interpreter(name: str, command: list[str], cwd: Path, env: dict[str, str]) -> Check:
+    program = shutil.which(command[0], path=_service_path(env)) or str(cwd / command[0])
     python = interpreter(program)
     label = f"service {name}"
     if python is None:

@@ -280,6 +280,19 @@ def test_doctor_checks_every_interpreter(tmp_path: Path) -> None:
     healthy = e2ecov("doctor", "-c", str(fine), cwd=tmp_path)
     assert healthy.code == 0, healthy.output
     assert "has coverage" in healthy.stdout and "and e2ecov" in healthy.stdout
+    # a program found on the service's own PATH, as `run` finds it (doctor looked on its
+    # own PATH only: "not found on PATH", a second outside check)
+    bin_dir = tmp_path / "service-bin"
+    bin_dir.mkdir()
+    (bin_dir / "pyapp").symlink_to(sys.executable)
+    on_path = app_service("app", extra=f'env = {{ PATH = "{bin_dir}" }}').replace(
+        json.dumps(sys.executable), json.dumps("pyapp"), 1
+    )
+    found = e2ecov(
+        "doctor", "-c", str(write_stack(tmp_path, pytest_command(), on_path)), cwd=tmp_path
+    )
+    assert "not found on PATH" not in found.stdout, found.output
+    assert f"pyapp → {bin_dir / 'pyapp'}" in found.stdout, found.output
 
 
 def test_health_answered_by_another_process_is_not_healthy(tmp_path: Path) -> None:
