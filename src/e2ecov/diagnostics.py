@@ -1,8 +1,30 @@
 """Diagnostics written *before* anything is stopped: what each service said and how it ended.
 
 `diagnostics/<service>/` gets stdout/stderr, `status.json` (pid, exit code, last health
-answers, URL) and `env.txt` with secrets redacted; `diagnostics/summary.txt` is one screen
-that starts with the first thing that went wrong.
+answers, URL, command line) and `env.txt` with secrets redacted; `diagnostics/summary.txt` is
+one screen that starts with the first thing that went wrong.
+
+Redaction rules (docs/e2ecov.md repeats them):
+
+- A **name** is cut into words at `_`, `-` and `.`. Its value is hidden when a word is a
+  secret word (`PASS`, `PW`, `PAT`, `AUTH`, `KEY`, `CREDS`, `PRIVATE`, `BEARER`, `JWT`) or
+  ends with one (`PASSWORD`, `PASSWD`, `PASSPHRASE`, `PWD`, `SECRET`, `TOKEN`, `KEY`,
+  `CREDENTIAL`, `COOKIE`, `WEBHOOK`, their plurals): `MYSQL_PWD`, `APIKEY`, `DB_PASS`.
+  A word that merely starts like one is no secret (`KEYCLOAK`, `KEYSPACE`, `AUTHOR`,
+  `TOKENIZERS`, `PASSENGER`, `BYPASS`, `OAUTH`). A name whose last word says *where* a
+  secret is rather than what (`FILE`, `PATH`, `DIR`, `SOCK`, `URL`, `URI`, `HOST`, `PORT`,
+  `NAME`, `EMAIL`: `PASSWORD_FILE`, `SSH_AUTH_SOCK`, `PUBLIC_KEY_URL`) is not hidden whole,
+  unless it names a webhook (a webhook URL is its own credential). `PWD` and `OLDPWD` are
+  the working directory. A `--flag=value` argument is judged by the same rule as the
+  `--flag value` form.
+- In **every other value**: a URL's password (its userinfo ends before the host: a `:port/`
+  is no password) and its user when it has no password (a Sentry DSN's key); a webhook URL's
+  path on a webhook host (one whose name says hook, Discord's `/api/webhooks/`, Office's
+  `/webhook/`) and, on any other host, a long token-like path segment after a `hook`
+  segment; a Telegram bot token (`/bot<id>:<token>`); parameters whose name says secret
+  (`password=`, `pwd=`, `token=`, `AccountKey=`, `sig=`, `key=`, JSON `"private_key": "…"`);
+  an `Authorization:` header's credentials and a `Bearer` token; a PEM private key block;
+  a JWT; tokens with a well-known prefix (`ghp_`, `glpat-`, `xoxb-`, `sk-`, `AKIA`, `AIza`).
 """
 
 from __future__ import annotations
@@ -14,59 +36,150 @@ from pathlib import Path
 
 from e2ecov.services import ServiceRun, describe_exit
 
-# a personal access token (GITHUB_PAT, GH_PAT) is a PAT word, not PATH's first letters; a
-# webhook URL (SLACK_WEBHOOK) is a credential whatever its host
-_SECRET_NAME = re.compile(
-    r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|COOKIE|PRIVATE|(?:^|_)PW(?:$|_)|(?:^|_)PAT(?:$|_)|WEBHOOK",
+# a word that is one of these, whole
+_SECRET_WORDS = frozenset({"PASS", "PW", "PAT", "AUTH", "KEY", "CREDS", "PRIVATE", "BEARER", "JWT"})
+# a word that ends with one of these (plural 'S' allowed): DBPASSWORD, MYSQL_PWD, APIKEY
+_SECRET_ENDINGS = (
+    "PASSWORD", "PASSWD", "PASSPHRASE", "PWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL",
+    "COOKIE", "WEBHOOK",
+)  # fmt: skip
+# the last word says where a secret is, not what it is: a file, a socket, an address
+_LOCATION_WORDS = frozenset(
+    {"FILE", "PATH", "DIR", "SOCK", "SOCKET", "URL", "URI", "HOST", "PORT", "NAME", "EMAIL"}
+)
+# the shell's working directories: PWD is a word, not a password
+_NOT_SECRET_NAMES = frozenset({"PWD", "OLDPWD"})
+
+
+def _secret_word(word: str) -> bool:
+    stem = word[:-1] if word.endswith("S") and len(word) > 1 else word
+    if word in _SECRET_WORDS:
+        return True
+    return any(w.endswith(ending) for w in (word, stem) for ending in _SECRET_ENDINGS)
+
+
+def secret_name(name: str) -> bool:
+    """Whether a variable (or flag) name says its value is a secret (the module's rule)."""
+    upper = name.upper().lstrip("-")
+    if upper in _NOT_SECRET_NAMES:
+        return False
+    words = [w for w in re.split(r"[_.\-]+", upper) if w]
+    if not any(_secret_word(w) for w in words):
+        return False
+    # WEBHOOK_URL is the credential itself; KEY_FILE, AUTH_SERVER_URL only point at one
+    return any("WEBHOOK" in w for w in words) or words[-1] not in _LOCATION_WORDS
+
+
+# scheme://[user]:password@host — the password may hold '@' or '/' unencoded, so it ends at
+# the '@' followed by a host (no '@' before the next '/', '?', '#' or the end); a ':port/'
+# after the host is no password (http://h:8080/users/@me keeps its path)
+_URL_PASSWORD = re.compile(
+    r"(\b[a-z][a-z0-9+.-]*://[^/@:\s]*:)(?!\d+(?:[/?#\s]|$))\S*?@(?=[^@\s/?#]*(?:[/?#\s]|$))",
     re.IGNORECASE,
 )
-# scheme://[user]:password@ — up to the last '@' before a space: a password may hold '@' or
-# '/' unencoded (hiding a little of the host beats showing a secret); Redis's has no user
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/@:\s]*:)\S*@", re.IGNORECASE)
 # scheme://user@ with no password: the user is the secret in a Sentry DSN (its key) and in
-# a token put in a URL (https://<token>@github.com/…)
-_URL_USER = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@:\s]+@", re.IGNORECASE)
-# a webhook URL is its own credential, held in its path (hooks.slack.com/services/T/B/<secret>,
-# discord.com/api/webhooks/<id>/<token>, *.webhook.office.com/…): the host or a path segment
-# says hook, and everything after it is hidden
-_WEBHOOK_PATH = re.compile(
-    r"(\bhttps?://(?:[^/\s]*hook[^/\s]*/|[^/\s]+/(?:[^/\s]+/)*?[^/\s]*hook[^/\s]*/))[^\s]+",
-    re.IGNORECASE,
+# a token put in a URL (https://<token>@github.com/…); ssh's conventional 'git' user is not
+_URL_USER = re.compile(r"(\b[a-z][a-z0-9+.-]*://)(?!git@)[^/@:\s]+@", re.IGNORECASE)
+_URL = re.compile(r"\bhttps?://[^\s'\"]+", re.IGNORECASE)
+# a host that says hook is a webhook service (hooks.slack.com, *.webhook.office.com): all of
+# its path is the credential; Discord and Office keep theirs after a webhook segment
+_HOOK_HOST = re.compile(r"hook", re.IGNORECASE)
+_HOOK_AFTER_SEGMENT_HOSTS = re.compile(
+    r"(?:^|\.)(?:discord\.com|discordapp\.com|office\.com|office365\.com)$", re.IGNORECASE
 )
+_HOOK_SEGMENT = re.compile(r"hook", re.IGNORECASE)
+# a path segment that looks like a generated secret: long, letters and digits mixed
+_TOKEN_SEGMENT = re.compile(r"^(?=.*[A-Za-z])(?=.*\d)[A-Za-z0-9_-]{16,}$")
+_TELEGRAM_BOT = re.compile(r"(/bot\d+:)[\w-]+")
 # NAME=… where the name says secret: in a query (`?`, `&`, `;`), a libpq key=value string
-# (spaces around '=' too), a `--password=` flag, a `PGPASSWORD=…` inside a shell command
+# (spaces around '=' too), a `--password=` flag, a `PGPASSWORD=…` inside a shell command,
+# an Azure connection string's `AccountKey=`/`SharedAccessKey=`, a SAS URL's `sig=`, a
+# Google API `key=`
 _PASSWORD_PARAMETER = re.compile(
-    r"((?:^|[?&;\s-])[\w-]*(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|"
-    r"access[_-]?key)\s*=\s*)('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^&;\s]*)",
+    r"((?:^|[?&;\s-])[\w-]*(?:password|passwd|passphrase|pwd|secret|token|key)\s*=\s*|"
+    r"(?:^|[?&;\s])(?:sig|signature)\s*=\s*)('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^&;\s]*)",
     re.IGNORECASE,
 )
+# "password": "…" in a JSON value (a service account's "private_key")
+_JSON_SECRET = re.compile(
+    r"(\"[\w-]*(?:password|passwd|secret|token|private_key|api_key|apikey)\"\s*:\s*\")"
+    r"(?:[^\"\\]|\\.)*\"",
+    re.IGNORECASE,
+)
+# a header's credentials (Authorization: Bearer X, Authorization=Basic X) and a bare Bearer X
+_AUTHORIZATION = re.compile(
+    r"(\b(?:proxy-)?authorization\s*[:=]\s*(?:(?:bearer|basic|token|digest)\s+)?|\bbearer\s+)"
+    r"[^\s'\"]+",
+    re.IGNORECASE,
+)
+_PEM_PRIVATE_KEY = re.compile(
+    r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----).*?(?:(-----END [A-Z0-9 ]*PRIVATE KEY-----)|$)",
+    re.DOTALL,
+)
+_JWT = re.compile(r"\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*")
+_PREFIXED_TOKEN = re.compile(
+    r"\b(?:gh[pousr]_|github_pat_|glpat-|xox[abprs]-|sk-|sk_live_|rk_live_|AKIA|ASIA|AIza)"
+    r"[\w-]{10,}"
+)
+
+
+def _redact_url_path(match: re.Match[str]) -> str:
+    url = match.group(0)
+    scheme, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not slash:
+        return url
+    host = authority.rsplit("@", 1)[-1].split(":", 1)[0]
+    if _HOOK_HOST.search(host):
+        return f"{scheme}://{authority}/***"
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        if not _HOOK_SEGMENT.search(segment):
+            continue
+        if _HOOK_AFTER_SEGMENT_HOSTS.search(host):
+            return f"{scheme}://{authority}/" + "/".join([*segments[: index + 1], "***"])
+        # an ordinary host (a local Gateway's /webhooks/alertmanager/prod) keeps its path but
+        # a segment after the hook one that looks generated
+        segments[index + 1 :] = [
+            "***" if _TOKEN_SEGMENT.match(s.split("?", 1)[0]) else s for s in segments[index + 1 :]
+        ]
+        return f"{scheme}://{authority}/" + "/".join(segments)
+    return url
 
 
 def redact_value(value: str) -> str:
-    """A value with the passwords of URLs and connection strings in it hidden, and the user
-    of a URL with no password, and the path of a webhook URL."""
+    """A value with the secrets inside it hidden (the module's rules for any value)."""
+    value = _PEM_PRIVATE_KEY.sub(lambda m: f"{m.group(1)}***{m.group(2) or ''}", value)
     value = _URL_PASSWORD.sub(r"\1***@", value)
     value = _URL_USER.sub(r"\1***@", value)
-    value = _WEBHOOK_PATH.sub(r"\1***", value)
+    value = _URL.sub(_redact_url_path, value)
+    value = _TELEGRAM_BOT.sub(r"\1***", value)
+    value = _JSON_SECRET.sub(r'\1***"', value)
+    value = _AUTHORIZATION.sub(r"\1***", value)
+    value = _JWT.sub("***", value)
+    value = _PREFIXED_TOKEN.sub("***", value)
     return _PASSWORD_PARAMETER.sub(r"\1***", value)
 
 
 def redact(name: str, value: str) -> str:
-    """Hide values of secret-looking names, and passwords inside any other value."""
-    if _SECRET_NAME.search(name):
+    """Hide values of secret-looking names, and the secrets inside any other value."""
+    if secret_name(name):
         return "***" if value else ""
     return redact_value(value)
 
 
 def redact_command(command: list[str]) -> list[str]:
-    """A command line as diagnostics may show it: passwords inside arguments hidden, and the
-    argument after a secret-looking flag (`--password X`, `--token X`)."""
+    """A command line as diagnostics may show it: secrets inside arguments hidden, the value
+    of a secret-looking flag in both forms (`--password X`, `--db-pass=X`)."""
     shown: list[str] = []
     previous = ""
     for argument in command:
         after_flag = previous.startswith("-") and "=" not in previous
-        if after_flag and _SECRET_NAME.search(previous):
+        flag, equals, _ = argument.partition("=")
+        if after_flag and secret_name(previous):
             shown.append("***")
+        elif argument.startswith("-") and equals and secret_name(flag):
+            shown.append(f"{flag}=***")
         else:
             shown.append(redact_value(argument))
         previous = argument  # as given: a masked one must not hide the flag it was

@@ -16,11 +16,18 @@ SECRETS = {  # each was in clear in diagnostics/<service>/env.txt
     "SLACK_WEBHOOK": "https://hooks.slack.com/services/T0/B0/XXsecretXX",
     "SENTRY_DSN": "https://DsnKeySecret@o1.ingest.sentry.io/42",
     "NOTIFY_URL": "https://discord.com/api/webhooks/1/HookTokenSecret",
+    "MYSQL_PWD": "MysqlPwdSecret",
+    "AZURE_STORAGE_CONNECTION_STRING": "AccountName=a;AccountKey=AzureKeySecret==;X=y",
+}
+NOT_SECRETS = {  # each was hidden whole or in part
+    "UPSTREAM": "http://127.0.0.1:8080/users/@me/profile",
+    "PASSWORD_FILE": "/run/secrets/db_password",
 }
 
 
 def test_failed_tests_exit_1_with_reports_and_diagnostics(tmp_path: Path) -> None:
-    env = "env = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in SECRETS.items()) + " }"
+    shown = SECRETS | NOT_SECRETS
+    env = "env = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in shown.items()) + " }"
     stack = write_stack(tmp_path, drive("/alpha", "fail"), app_service("app", extra=env))
     outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
     assert outcome.code == 1, outcome.output
@@ -34,7 +41,10 @@ def test_failed_tests_exit_1_with_reports_and_diagnostics(tmp_path: Path) -> Non
     assert "GITHUB_PAT=***" in env_txt and "SLACK_WEBHOOK=***" in env_txt
     assert "SENTRY_DSN=https://***@o1.ingest.sentry.io/42" in env_txt
     assert "NOTIFY_URL=https://discord.com/api/webhooks/***" in env_txt
-    assert not [s for s in ("PatSecret", "XXsecretXX", "DsnKey", "HookToken") if s in env_txt]
+    hidden = ("PatSecret", "XXsecretXX", "DsnKey", "HookToken", "MysqlPwd", "AzureKey")
+    assert not [s for s in hidden if s in env_txt]
+    assert "MYSQL_PWD=***" in env_txt
+    assert [f"{k}={v}" for k, v in NOT_SECRETS.items() if f"{k}={v}\n" not in env_txt] == []
 
 
 def test_below_fail_under_exits_4(tmp_path: Path) -> None:

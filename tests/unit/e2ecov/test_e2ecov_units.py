@@ -169,6 +169,88 @@ def test_the_command_line_is_redacted_too() -> None:
     ]  # fmt: skip
 
 
+_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6y"
+
+
+def test_secrets_in_more_forms_are_hidden() -> None:
+    # (name, value, the secret that must not show): each was shown in clear
+    cases = [
+        ("MYSQL_PWD", "hunter9", "hunter9"),
+        ("DB_CREDS", "app:hunter8", "hunter8"),
+        (
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0==;EndpointSuffix=x",
+            "c2VjcmV0",
+        ),
+        ("BLOB_URL", "https://a.blob.core.windows.net/c?sv=2022&ss=b&sig=SasSig%3D", "SasSig"),
+        (
+            "ALERT_URL",
+            "https://prod-1.westus.logic.azure.com:443/workflows/a/triggers/manual/paths/"
+            "invoke?api-version=2016-06-01&sv=1.0&sig=TeamsWorkflowSig",
+            "TeamsWorkflowSig",
+        ),
+        ("MAPS", "https://maps.googleapis.com/json?key=AIzaSyDdI0hCZtE6vySjMm", "AIzaSyDd"),
+        ("SA_JSON", '{"private_key":"-----BEGIN PRIVATE KEY-----\\nMIIEvQ\\n"}', "MIIEvQ"),
+        (
+            "TLS_PEM",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIB\n-----END RSA PRIVATE KEY-----",
+            "MIIEowIB",
+        ),
+        ("CURL_OPTS", f"-H 'Authorization: Bearer {_JWT}'", _JWT[:20]),
+        ("HTTP_HEADERS", "Authorization=Bearer abc123secret", "abc123secret"),
+        ("ID", _JWT, _JWT[:20]),
+        ("TELEGRAM", "https://api.telegram.org/bot123456:ABC-tgSecret/sendMessage", "tgSecret"),
+        ("CHAT", "https://x.example/hooks/ab12cd34ef56gh78ij90", "ab12cd34ef56gh78ij90"),
+    ]
+    shown = {name: diagnostics.redact(name, value) for name, value, _ in cases}
+    assert [name for name, _, secret in cases if secret in shown[name]] == []
+    assert shown["TLS_PEM"] == ("-----BEGIN RSA PRIVATE KEY-----***-----END RSA PRIVATE KEY-----")
+    assert shown["ALERT_URL"].endswith("&sv=1.0&sig=***")
+    assert shown["TELEGRAM"] == "https://api.telegram.org/bot123456:***/sendMessage"
+
+
+def test_what_is_no_secret_is_shown() -> None:
+    # each of these was hidden whole or in part
+    keep = {
+        "PWD": "/srv/app",  # the working directory, not a password
+        "OLDPWD": "/srv",
+        "UPSTREAM": "http://127.0.0.1:8080/users/@me/profile",  # ':8080/' is a port
+        "NPM_REGISTRY": "https://registry.npmjs.org:443/@types%2fnode",
+        "GATEWAY_URL": "http://127.0.0.1:8080/api/v1/webhooks/alertmanager/prod",
+        "PRECOMMIT": "https://github.com/pre-commit/pre-commit-hooks/archive/v4.tar.gz",
+        "KEYCLOAK_URL": "http://keycloak:8080/realms/x",
+        "AUTH_SERVER_URL": "http://auth:8080",
+        "OAUTH_REDIRECT": "http://127.0.0.1:3000/callback",
+        "PUBLIC_KEY_URL": "https://example.com/.well-known/jwks.json",
+        "KEY_FILE": "/etc/tls/server.key",
+        "PASSWORD_FILE": "/run/secrets/db_password",
+        "SSH_AUTH_SOCK": "/tmp/ssh-abc/agent.123",
+        "GIT_AUTHOR_NAME": "Jane Doe",
+        "GIT_AUTHOR_EMAIL": "jane@example.com",
+        "TOKENIZERS_PARALLELISM": "false",
+        "KEYSPACE": "app_ks",
+        "PASSENGER_APP_ENV": "production",
+        "BYPASS_CACHE": "1",
+    }
+    assert {name: diagnostics.redact(name, value) for name, value in keep.items()} == keep
+    # the password of a URL whose path holds '@' is still hidden, and only it
+    assert (
+        diagnostics.redact("U", "http://u:p@host:8080/users/@me")
+        == "http://u:***@host:8080/users/@me"
+    )
+    # a webhook name is hidden whatever its last word
+    assert diagnostics.redact("SLACK_WEBHOOK_URL", "https://example.com/n/x") == "***"
+
+
+def test_a_flag_with_equals_is_judged_like_the_flag_with_a_value() -> None:
+    command = ["app", "--db-pass=hunter2", "--auth=admin:hunter3", "--pw=hunter4"]
+    command += ["--db-pass", "hunter5", "--secret-file=/run/s", "--keep-alive=5"]
+    assert diagnostics.redact_command(command) == [
+        "app", "--db-pass=***", "--auth=***", "--pw=***", "--db-pass", "***",
+        "--secret-file=/run/s", "--keep-alive=5",
+    ]  # fmt: skip
+
+
 def test_progress_lines_and_spinner() -> None:
     plain = io.StringIO()
     progress = Progress(plain, tty=False)
