@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import coverage
 from coverage.exceptions import CoverageException
@@ -137,6 +137,54 @@ def outcomes(
     ledger_dir: Path, flush_started: float | None, death: dict[int, str]
 ) -> list[ProcessOutcome]:
     return [judge(record, flush_started, death) for record in read_ledger(ledger_dir)]
+
+
+def unsaved_package_dirs(ledger_dir: Path, source_pkgs: Collection[str]) -> list[Path]:
+    """Where the `source` packages were imported from by the Python processes that never
+    saved. A process's package directories reach the ledger with its saves; one that died
+    before its first save (a `partial` whose data file holds lines) told nothing, and the
+    files of a package only it imported were reported as "not imported" and counted 0. Its
+    data file's measured paths say where it found them."""
+    found: set[Path] = set()
+    for record in read_ledger(ledger_dir):
+        if record.saves or record.core == "go":
+            continue
+        for measured in _measured_files(Path(record.data_file)):
+            found.update(_package_homes(PurePath(measured), source_pkgs))
+    return sorted(found)
+
+
+def _measured_files(data_file: Path) -> list[str]:
+    try:
+        if not data_file.stat().st_size:  # (reading an empty file would make it a data file)
+            return []
+        data = coverage.CoverageData(basename=str(data_file))
+        data.read()
+        return [name for name in data.measured_files() if data.lines(name)]
+    except (OSError, sqlite3.Error, CoverageException):  # gone, or not a data file
+        return []
+
+
+def _package_homes(measured: PurePath, source_pkgs: Collection[str]) -> list[Path]:
+    """The directory (or module file) of each `source` package that `measured` lies in, the
+    way the agent records it: `a.b` is `.../a/b` (a package) or `.../a/b.py` (a module). Of
+    several directories so named the innermost wins: a checkout is often named like the
+    package it holds (`/srv/pkg/pkg/x.py`), a package seldom holds one named like itself."""
+    homes: list[Path] = []
+    parts = measured.parts
+    for name in source_pkgs:
+        words = tuple(name.split("."))
+        size = len(words)
+        packages = [
+            end
+            for end in range(size, len(parts))  # a package: the file lies below it
+            if parts[end - size : end] == words
+        ]
+        if packages:
+            homes.append(Path(*parts[: packages[-1]]))
+        elif parts[-size:] == (*words[:-1], words[-1] + ".py"):  # a module: the file itself
+            homes.append(Path(*parts))
+    return homes
 
 
 def silent_services(

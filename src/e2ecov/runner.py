@@ -845,8 +845,15 @@ class Run:
         assert self.plan is not None
         self._phase("report")
         self.record.attribution = self._attribution()
+        config = self.plan.report_config
+        # a process that died before its first save never told the ledger where it found the
+        # `source` packages: its data file says
+        unsaved = collect.unsaved_package_dirs(self.out / "processes", config.source_pkgs)
         config = dataclasses.replace(
-            self.plan.report_config, cores=self.record.cores, attribution=self.record.attribution
+            config,
+            cores=self.record.cores,
+            attribution=self.record.attribution,
+            package_dirs=sorted({*config.package_dirs, *unsaved}),
         )
         go = self.go_inputs()  # now that each Go service's executable is known
         self.record.config["go"] = {g.name: g.to_json() for g in go}

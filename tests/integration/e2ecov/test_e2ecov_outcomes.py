@@ -212,6 +212,18 @@ class Handler(BaseHTTPRequestHandler):
 
 HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 """
+ABORTING_TESTS = (
+    "import os, urllib.request\n"
+    "def get(path):\n"
+    "    try:\n"
+    "        urllib.request.urlopen(os.environ['E2E_APP_URL'] + path, timeout=10).read()\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "def test_one():\n"
+    "    get('/one')\n"
+    "def test_two():\n"  # its context switch writes test_one's lines; then the abort
+    "    get('/abort')\n"
+)
 
 
 def test_a_process_that_died_before_saving_but_left_data_is_partial(tmp_path: Path) -> None:
@@ -219,18 +231,7 @@ def test_a_process_that_died_before_saving_but_left_data_is_partial(tmp_path: Pa
     that aborted before its first save left lines the report counts, and was said to have
     "wrote no coverage" (`lost`) all the same."""
     (tmp_path / "service.py").write_text(ABORTING_SERVICE)
-    (tmp_path / "test_abort.py").write_text(
-        "import os, urllib.request\n"
-        "def get(path):\n"
-        "    try:\n"
-        "        urllib.request.urlopen(os.environ['E2E_APP_URL'] + path, timeout=10).read()\n"
-        "    except OSError:\n"
-        "        pass\n"
-        "def test_one():\n"
-        "    get('/one')\n"
-        "def test_two():\n"  # its context switch writes test_one's lines; then the abort
-        "    get('/abort')\n"
-    )
+    (tmp_path / "test_abort.py").write_text(ABORTING_TESTS)
     tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_abort.py"]
     services = f"""
 [services.app]
@@ -247,3 +248,29 @@ health = {{ url = "http://127.0.0.1:{{port}}/", interval = "0.05s" }}
     assert "wrote partial coverage: it never saved, but its data file holds" in process["message"]
     assert "was killed by SIGABRT" in process["message"]
     assert "wrote no coverage" not in outcome.output
+
+
+def test_a_package_only_a_process_that_never_saved_imported_is_reported(tmp_path: Path) -> None:
+    """`source` names a package: where a process found it reached the ledger with its saves,
+    so the package of a process that died before its first save was reported as "not
+    imported by any measured process" and counted 0, its lines in the data file all the
+    same. Its data file's measured paths now say where the package is."""
+    (tmp_path / "service.py").write_text(ABORTING_SERVICE)
+    (tmp_path / "test_abort.py").write_text(ABORTING_TESTS)
+    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_abort.py"]
+    services = f"""
+[services.app]
+command = {json.dumps([sys.executable, str(tmp_path / "service.py"), "{port}", str(APP)])}
+health = {{ url = "http://127.0.0.1:{{port}}/", interval = "0.05s" }}
+"""
+    stack = write_stack(tmp_path, tests, services)
+    stack.write_text(stack.read_text().replace(json.dumps(str(APP / "sampleapp")), '"sampleapp"'))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    run = outcome.run_json()
+    assert run["config"]["source_pkgs"] == ["sampleapp"]
+    [process] = run["processes"]
+    assert process["status"] == "partial", process["message"]
+    assert "was not imported by any measured process" not in outcome.output
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    handlers = next(v for k, v in report["files"].items() if k.endswith("sampleapp/handlers.py"))
+    assert handlers["functions"]["alpha"]["summary"]["percent_covered"] == 100.0
