@@ -18,13 +18,14 @@ Redaction rules (docs/e2ecov.md repeats them):
   the working directory. A `--flag=value` argument is judged by the same rule as the
   `--flag value` form.
 - In **every other value**: a URL's password (its userinfo ends before the host: a `:port/`
-  is no password) and its user when it has no password (a Sentry DSN's key); a webhook URL's
-  path on a webhook host (one whose name says hook, Discord's `/api/webhooks/`, Office's
-  `/webhook/`) and, on any other host, a long token-like path segment after a `hook`
-  segment; a Telegram bot token (`/bot<id>:<token>`); parameters whose name says secret
-  (`password=`, `pwd=`, `token=`, `AccountKey=`, `sig=`, `key=`, JSON `"private_key": "…"`);
-  an `Authorization:` header's credentials and a `Bearer` token; a PEM private key block;
-  a JWT; tokens with a well-known prefix (`ghp_`, `glpat-`, `xoxb-`, `sk-`, `AKIA`, `AIza`).
+  is no password) and its user when it has no password (a Sentry DSN's key; ssh's `git@` is
+  shown); a webhook URL's path on a webhook host (one whose name says hook, Discord's
+  `/api/webhooks/`, Office's `/webhook/`) and, on any other host, a long token-like path
+  segment after a `hook` segment; a Telegram bot token (`/bot<id>:<token>`); parameters
+  whose name says secret (`password=`, `pwd=`, `token=`, `AccountKey=`, `sig=`, `key=`, JSON
+  `"private_key": "…"`); an `Authorization:` header's credentials and a `Bearer` token; a
+  PEM private key block; a JWT; tokens with a well-known prefix (`ghp_`, `glpat-`, `xoxb-`,
+  `sk-`, `AKIA`, `AIza`).
 """
 
 from __future__ import annotations

@@ -231,6 +231,7 @@ def test_what_is_no_secret_is_shown() -> None:
         "KEYSPACE": "app_ks",
         "PASSENGER_APP_ENV": "production",
         "BYPASS_CACHE": "1",
+        "GIT_REPO": "git+ssh://git@github.com/org/repo.git",  # ssh's conventional user
     }
     assert {name: diagnostics.redact(name, value) for name, value in keep.items()} == keep
     # the password of a URL whose path holds '@' is still hidden, and only it
