@@ -226,10 +226,8 @@ ABORTING_TESTS = (
 )
 
 
-def test_a_process_that_died_before_saving_but_left_data_is_partial(tmp_path: Path) -> None:
-    """coverage.py writes what it collected at each switch of per-test context: a service
-    that aborted before its first save left lines the report counts, and was said to have
-    "wrote no coverage" (`lost`) all the same."""
+def aborting_stack(tmp_path: Path) -> Path:
+    """A stack whose one service aborts (SIGABRT) in its second test, before any save."""
     (tmp_path / "service.py").write_text(ABORTING_SERVICE)
     (tmp_path / "test_abort.py").write_text(ABORTING_TESTS)
     tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_abort.py"]
@@ -238,7 +236,14 @@ def test_a_process_that_died_before_saving_but_left_data_is_partial(tmp_path: Pa
 command = {json.dumps([sys.executable, str(tmp_path / "service.py"), "{port}", str(APP)])}
 health = {{ url = "http://127.0.0.1:{{port}}/", interval = "0.05s" }}
 """
-    stack = write_stack(tmp_path, tests, services)
+    return write_stack(tmp_path, tests, services)
+
+
+def test_a_process_that_died_before_saving_but_left_data_is_partial(tmp_path: Path) -> None:
+    """coverage.py writes what it collected at each switch of per-test context: a service
+    that aborted before its first save left lines the report counts, and was said to have
+    "wrote no coverage" (`lost`) all the same."""
+    stack = aborting_stack(tmp_path)
     outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
     run = outcome.run_json()
     [process] = run["processes"]
@@ -255,15 +260,7 @@ def test_a_package_only_a_process_that_never_saved_imported_is_reported(tmp_path
     so the package of a process that died before its first save was reported as "not
     imported by any measured process" and counted 0, its lines in the data file all the
     same. Its data file's measured paths now say where the package is."""
-    (tmp_path / "service.py").write_text(ABORTING_SERVICE)
-    (tmp_path / "test_abort.py").write_text(ABORTING_TESTS)
-    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_abort.py"]
-    services = f"""
-[services.app]
-command = {json.dumps([sys.executable, str(tmp_path / "service.py"), "{port}", str(APP)])}
-health = {{ url = "http://127.0.0.1:{{port}}/", interval = "0.05s" }}
-"""
-    stack = write_stack(tmp_path, tests, services)
+    stack = aborting_stack(tmp_path)
     stack.write_text(stack.read_text().replace(json.dumps(str(APP / "sampleapp")), '"sampleapp"'))
     outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
     run = outcome.run_json()
