@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -121,16 +121,12 @@ def _written(data_file: Path) -> float | None:
     saves, coverage.py writes what it collected to the data file at each switch of per-test
     context: a process that died before its first save may have left lines the report counts
     (called 'wrote no coverage', it was counted all the same)."""
-    try:
-        found = data_file.stat()
-        if not found.st_size:  # (reading an empty file would make it a data file)
-            return None
-        data = coverage.CoverageData(basename=str(data_file))
-        data.read()
-        holds = any(data.lines(name) for name in data.measured_files())
-    except (OSError, sqlite3.Error, CoverageException):  # gone, or not a data file
+    if not _measured_files(data_file):
         return None
-    return found.st_mtime if holds else None
+    try:
+        return data_file.stat().st_mtime
+    except OSError:  # gone since
+        return None
 
 
 def outcomes(
@@ -155,6 +151,8 @@ def unsaved_package_dirs(ledger_dir: Path, source_pkgs: Collection[str]) -> list
 
 
 def _measured_files(data_file: Path) -> list[str]:
+    """The files a process's data file holds lines of (none when it is gone, empty or not a
+    data file)."""
     try:
         if not data_file.stat().st_size:  # (reading an empty file would make it a data file)
             return []
@@ -188,17 +186,19 @@ def _package_homes(measured: PurePath, source_pkgs: Collection[str]) -> list[Pat
 
 
 def silent_services(
-    measured: list[str], found: list[ProcessOutcome], go_cover: Collection[str] = ()
+    measured: list[str],
+    found: list[ProcessOutcome],
+    go_cover: Callable[[str], bool] = lambda name: False,
 ) -> list[str]:
-    """Messages for measured services where no process announced itself; `go_cover` names
-    those whose program is a Go binary built with -cover (listed without `coverage = "go"`,
-    they were asked whether they are Python programs)."""
+    """Messages for measured services where no process announced itself; `go_cover` says of
+    one whether its program is a Go binary built with -cover (listed without `coverage =
+    "go"`, such a service was asked whether it is a Python program)."""
     seen = {o.service for o in found}
     return [
         f"{name}: no process announced itself, so nothing was measured "
         + (
             '(its program is a Go binary built with -cover: set coverage = "go" for it)'
-            if name in go_cover
+            if go_cover(name)
             else "(is it a Python program, is coverage installed for its interpreter, does it "
             "keep PYTHONPATH?)"
         )

@@ -83,12 +83,11 @@ _URL_PASSWORD = re.compile(
 _URL_USER = re.compile(r"(\b[a-z][a-z0-9+.-]*://)(?!git@)[^/@:\s]+@", re.IGNORECASE)
 _URL = re.compile(r"\bhttps?://[^\s'\"]+", re.IGNORECASE)
 # a host that says hook is a webhook service (hooks.slack.com, *.webhook.office.com): all of
-# its path is the credential; Discord and Office keep theirs after a webhook segment
-_HOOK_HOST = re.compile(r"hook", re.IGNORECASE)
+# its path is the credential; Discord and Office keep theirs after a segment that says hook
+_HOOK = re.compile(r"hook", re.IGNORECASE)
 _HOOK_AFTER_SEGMENT_HOSTS = re.compile(
     r"(?:^|\.)(?:discord\.com|discordapp\.com|office\.com|office365\.com)$", re.IGNORECASE
 )
-_HOOK_SEGMENT = re.compile(r"hook", re.IGNORECASE)
 # a path segment that looks like a generated secret: long, letters and digits mixed
 _TOKEN_SEGMENT = re.compile(r"^(?=.*[A-Za-z])(?=.*\d)[A-Za-z0-9_-]{16,}$")
 _TELEGRAM_BOT = re.compile(r"(/bot\d+:)[\w-]+")
@@ -131,11 +130,11 @@ def _redact_url_path(match: re.Match[str]) -> str:
     if not slash:
         return url
     host = authority.rsplit("@", 1)[-1].split(":", 1)[0]
-    if _HOOK_HOST.search(host):
+    if _HOOK.search(host):
         return f"{scheme}://{authority}/***"
     segments = path.split("/")
     for index, segment in enumerate(segments):
-        if not _HOOK_SEGMENT.search(segment):
+        if not _HOOK.search(segment):
             continue
         if _HOOK_AFTER_SEGMENT_HOSTS.search(host):
             return f"{scheme}://{authority}/" + "/".join([*segments[: index + 1], "***"])

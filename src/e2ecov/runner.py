@@ -804,8 +804,7 @@ class Run:
             n for n, s in self.services.items() if s.spec.coverage and not s.spec.go and s.started
         ]
         losses = [o.message for o in found if o.is_loss]
-        silent = [name for name in measured if name not in {o.service for o in found}]
-        losses += collect.silent_services(measured, found, self._go_cover_programs(silent))
+        losses += collect.silent_services(measured, found, self._go_cover_program)
         for message in losses:
             self.progress.info("LOST: " + message)
         hints = [*collect.cut_short(found), *collect.empty_services(found)]
@@ -813,15 +812,11 @@ class Run:
             self.progress.info("warning: " + hint)
         return losses
 
-    def _go_cover_programs(self, names: list[str]) -> set[str]:
-        """The services among `names` whose program is a Go binary built with -cover."""
-        found = set()
-        for name in names:
-            svc = self.services[name]
-            program = _program(svc.command, svc.spec.cwd, svc.env) if svc.command else None
-            if program is not None and gocover.built_with_cover(Path(program)):
-                found.add(name)
-        return found
+    def _go_cover_program(self, name: str) -> bool:
+        """Whether the service's program is a Go binary built with -cover."""
+        svc = self.services[name]
+        program = _program(svc.command, svc.spec.cwd, svc.env) if svc.command else None
+        return program is not None and gocover.built_with_cover(Path(program))
 
     def _attribution(self) -> str:
         """Per-test attribution as it happened, not as configured."""

@@ -126,6 +126,7 @@ class StaticTokenAuth:
         self._forced = False
         self._wake = asyncio.Event()
         self._looking = asyncio.Lock()  # the timer's look and a request's, one at a time
+        self._kept = False  # a `keep` task looks: requests never do
 
     @classmethod
     def from_file(cls, path: Path, known_scopes: Iterable[str] = ()) -> StaticTokenAuth:
@@ -142,6 +143,7 @@ class StaticTokenAuth:
 
     async def keep(self) -> None:
         """Look at the file every `RELOAD_CHECK` seconds (or when asked) until cancelled."""
+        self._kept = True
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), RELOAD_CHECK)
@@ -159,9 +161,11 @@ class StaticTokenAuth:
         return Principal(f"token@line{found.line}", found.scopes)
 
     async def authorize(self, authorization: str | None, scope: str) -> Principal:
-        if time.monotonic() - self._checked >= RELOAD_CHECK and not self._looking.locked():
-            # nothing `keep`s the file (a command, a test), or it is late; a look already
-            # under way (blocked, on a hung mount) is not waited for: the tokens loaded stay
+        stale = time.monotonic() - self._checked >= RELOAD_CHECK
+        if stale and not self._kept and not self._looking.locked():
+            # nothing `keep`s the file (a command, a test); kept, the timer's looks lagged a
+            # little behind each second and requests looked too, a thread each time. A look
+            # already under way (blocked, on a hung mount) is not waited for
             await self._look()
         principal = self.authenticate(authorization)
         principal.require(scope)

@@ -27,11 +27,11 @@ One line when the wait begins and one when it ends; none per attempt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from signalgate.common.server import Lifecycle
+from signalgate.common.tasks import cancel_and_wait
 from signalgate.datastorage.dlq import DeadLetterQueue
 from signalgate.datastorage.errors import DeadLetterUnavailable, StoreOutage
 from signalgate.datastorage.store import AuditStore
@@ -53,11 +53,6 @@ class StoreOpener:
         self._dlq = dlq
         self._lifecycle = lifecycle
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def waiting(self) -> bool:
-        """Whether the store is still being opened in the background."""
-        return self._task is not None and not self._task.done()
 
     async def open(self) -> None:
         """Open the store; on an outage, check the queue can take writes meanwhile and return
@@ -82,11 +77,8 @@ class StoreOpener:
 
     async def close(self) -> None:
         """Stop opening (a shutdown during the wait); the store itself is closed after."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _keep_opening(self) -> None:
         started = time.monotonic()
