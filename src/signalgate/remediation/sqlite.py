@@ -1,7 +1,9 @@
 """The embedded RR store: one SQLite file.
 
-One connection, owned by one worker thread (`common.sql.sqlite_thread`): every store call
-is one function run in that thread, so the event loop never blocks on disk or on a lock.
+One connection, owned by a child process (`common.sql.sqlite_process`): every store call is
+one module-level function run there, so the event loop never blocks on disk or on a lock,
+and SQLite's work runs beside the event loop instead of taking turns with it for the
+interpreter lock.
 WAL mode lets readers run beside a writer; every write is one `BEGIN IMMEDIATE`
 transaction, which takes the file's write lock up front, so several processes sharing one
 file decide deduplication race-free (SQLite serialises them, and each decision reads and
@@ -25,7 +27,7 @@ from typing import Any, TypeVar
 from signalgate.common.directories import space_hint
 from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
-from signalgate.common.sql.sqlite_thread import SqliteThread
+from signalgate.common.sql.sqlite_process import SqliteProcess
 from signalgate.common.sql.sqlite_wal import use_wal
 from signalgate.remediation import rows
 from signalgate.remediation.model import (
@@ -81,28 +83,119 @@ def _rr(row: sqlite3.Row) -> RemediationRequest:
     return rows.row_to_rr(row, _decode_time)
 
 
-def _decider(
-    candidate: RemediationRequest, now: datetime
-) -> Callable[[sqlite3.Connection], FiringResult]:
-    """The deduplication decision for one firing signal, run inside a write transaction."""
+def _write(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn(conn, *args)` in one `BEGIN IMMEDIATE` transaction (the write lock taken up
+    front)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+# --- the calls, run in the store's process (`SqliteProcess`): module-level, plain arguments
+
+
+def _decide(conn: sqlite3.Connection, candidate: RemediationRequest, now: datetime) -> FiringResult:
+    """The deduplication decision for one firing signal, inside a write transaction."""
     stamp = format_time(now)
     fingerprint = candidate.fingerprint
+    found = conn.execute(_BUMP_ACTIVE, {"now": stamp, "key": fingerprint}).fetchall()
+    if found:
+        return FiringResult(Decision.DUPLICATE, _rr(found[0]))
+    params = rows.suppressor_params(fingerprint, now, format_time)
+    suppressing = choose_suppressor(
+        (_rr(r) for r in conn.execute(_SUPPRESSORS, params).fetchall()), now
+    )
+    if suppressing is not None:
+        bumped = conn.execute(_BUMP_NAMED, {"now": stamp, "key": suppressing.name}).fetchall()
+        return FiringResult(Decision.DUPLICATE, _rr(bumped[0]))
+    conn.execute(_INSERT, rows.rr_to_row(candidate, format_time))
+    return FiringResult(Decision.CREATED, candidate)
 
-    def decide(conn: sqlite3.Connection) -> FiringResult:
-        found = conn.execute(_BUMP_ACTIVE, {"now": stamp, "key": fingerprint}).fetchall()
-        if found:
-            return FiringResult(Decision.DUPLICATE, _rr(found[0]))
-        params = rows.suppressor_params(fingerprint, now, format_time)
-        suppressing = choose_suppressor(
-            (_rr(r) for r in conn.execute(_SUPPRESSORS, params).fetchall()), now
+
+def _record_firing(
+    conn: sqlite3.Connection, candidate: RemediationRequest, now: datetime
+) -> FiringResult:
+    return _write(conn, _decide, candidate, now)
+
+
+def _decide_all(
+    conn: sqlite3.Connection, signals: Sequence[tuple[RemediationRequest, datetime]]
+) -> list[FiringResult | None]:
+    return [_decide(conn, candidate, now) for candidate, now in signals]
+
+
+def _record_firings(
+    conn: sqlite3.Connection, signals: Sequence[tuple[RemediationRequest, datetime]]
+) -> list[FiringResult | None]:
+    return _write(conn, _decide_all, signals)
+
+
+def _one(conn: sqlite3.Connection, sql: str, params: Any) -> RemediationRequest | None:
+    found = conn.execute(sql, params).fetchall()
+    return _rr(found[0]) if found else None
+
+
+def _write_one(conn: sqlite3.Connection, sql: str, params: Any) -> RemediationRequest | None:
+    return _write(conn, _one, sql, params)
+
+
+def _select(conn: sqlite3.Connection, sql: str, params: Any) -> list[RemediationRequest]:
+    return [_rr(r) for r in conn.execute(sql, params).fetchall()]
+
+
+def _ping(conn: sqlite3.Connection) -> None:
+    # reads the file (not just the library): a lost or unreadable file shows here
+    conn.execute(f"SELECT 1 FROM {_T} LIMIT 1").fetchall()
+
+
+def _update(
+    conn: sqlite3.Connection, name: str, changes: dict[str, Any], phase: str | None
+) -> RemediationRequest:
+    if changes:
+        sets = ", ".join(f"{column} = ?" for column in changes)
+        sql = f"UPDATE {_T} SET {sets} WHERE name = ? RETURNING {_COLS}"
+        try:
+            found = conn.execute(sql, (*changes.values(), name)).fetchall()
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(
+                f"RemediationRequest {name!r}: phase {phase!r} would make "
+                "it active while another RR for its fingerprint is active"
+            ) from exc
+    else:
+        found = conn.execute(_GET, (name,)).fetchall()
+    if not found:
+        raise NotFound(f"RemediationRequest {name!r} not found")
+    return _rr(found[0])
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """The store's connection, in WAL mode and migrated."""
+    where = f"SQLite store {str(path)!r}"
+    if not path.parent.is_dir():
+        raise StoreUnavailable(
+            f"{where}: directory {str(path.parent)!r} does "
+            "not exist (create it, or set store.dsn to a file in an existing directory)"
         )
-        if suppressing is not None:
-            bumped = conn.execute(_BUMP_NAMED, {"now": stamp, "key": suppressing.name}).fetchall()
-            return FiringResult(Decision.DUPLICATE, _rr(bumped[0]))
-        conn.execute(_INSERT, rows.rr_to_row(candidate, format_time))
-        return FiringResult(Decision.CREATED, candidate)
-
-    return decide
+    try:
+        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"{where}: cannot open: {exc}{space_hint(path.parent)}") from exc
+    conn.row_factory = sqlite3.Row
+    try:
+        use_wal(conn, busy_timeout)
+        sqlite_migrate(conn, SCHEMA, where)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise StoreUnavailable(f"{where}: cannot open: {exc}{space_hint(path.parent)}") from exc
+        raise
+    return conn
 
 
 class SqliteRemediationStore(RemediationStore):
@@ -111,7 +204,7 @@ class SqliteRemediationStore(RemediationStore):
     def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        self._thread = SqliteThread(repr(self), "sqlite-store")
+        self._process = SqliteProcess(repr(self), "sqlite-store")
 
     def __repr__(self) -> str:
         return f"SqliteRemediationStore({str(self.path)!r})"
@@ -119,127 +212,55 @@ class SqliteRemediationStore(RemediationStore):
     # --- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
-        await self._thread.open(self._connect, self._setup)
+        await self._run_open()
 
     async def close(self) -> None:
-        await self._thread.close()
+        await self._process.close()
 
     async def ping(self) -> None:
-        # Reads the file (not just the library): a lost or unreadable file shows here.
-        await self._run(lambda conn: conn.execute(f"SELECT 1 FROM {_T} LIMIT 1").fetchall())
+        await self._run(_ping)
 
-    def _connect(self) -> sqlite3.Connection:
-        if not self.path.parent.is_dir():
-            raise StoreUnavailable(
-                f"SQLite store {str(self.path)!r}: directory {str(self.path.parent)!r} does "
-                "not exist (create it, or set store.dsn to a file in an existing directory)"
-            )
+    async def _run_open(self) -> None:
         try:
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(
-                f"SQLite store {str(self.path)!r}: cannot open: {exc}{space_hint(self.path.parent)}"
-            ) from exc
-        conn.row_factory = sqlite3.Row
-        return conn
-
-    def _setup(self, conn: sqlite3.Connection) -> None:
-        try:
-            use_wal(conn, self.busy_timeout)
-            sqlite_migrate(conn, SCHEMA, f"SQLite store {str(self.path)!r}")
-        except sqlite3.DatabaseError as exc:
-            raise StoreUnavailable(
-                f"SQLite store {str(self.path)!r}: cannot open: {exc}{space_hint(self.path.parent)}"
-            ) from exc
-
-    # --- running in the worker thread -----------------------------------------------------
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            return await self._thread.run(fn)
+            await self._process.open(_connect, self.path, self.busy_timeout)
         except SQLITE_UNAVAILABLE as exc:
             raise StoreUnavailable(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
-    def _write(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one `BEGIN IMMEDIATE` transaction (the write lock taken up front)."""
-        conn.execute("BEGIN IMMEDIATE")
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
-            result = fn(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
+            return await self._process.run(fn, *args)
+        except SQLITE_UNAVAILABLE as exc:
+            raise StoreUnavailable(f"SQLite store {str(self.path)!r}: {exc}") from exc
 
     # --- the store API --------------------------------------------------------------------
 
     async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
-        return await self._run(lambda conn: self._write(conn, _decider(candidate, now)))
+        return await self._run(_record_firing, candidate, now)
 
     async def record_firings(
         self, signals: Sequence[tuple[RemediationRequest, datetime]]
     ) -> list[FiringResult | None]:
         """Every signal decided by the full rules, in order, in one transaction (one
         commit for the whole batch)."""
-        deciders = [_decider(candidate, now) for candidate, now in signals]
-
-        def decide_all(conn: sqlite3.Connection) -> list[FiringResult | None]:
-            return [decide(conn) for decide in deciders]
-
-        return await self._run(lambda conn: self._write(conn, decide_all))
+        return await self._run(_record_firings, list(signals))
 
     async def bump_active(self, name: str, count: int, now: datetime) -> RemediationRequest | None:
         params = {"now": format_time(now), "key": name, "count": count}
-
-        def bump(conn: sqlite3.Connection) -> RemediationRequest | None:
-            found = conn.execute(_BUMP_ACTIVE_NAMED, params).fetchall()
-            return _rr(found[0]) if found else None
-
-        return await self._run(lambda conn: self._write(conn, bump))
+        return await self._run(_write_one, _BUMP_ACTIVE_NAMED, params)
 
     async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
-        def resolve(conn: sqlite3.Connection) -> RemediationRequest | None:
-            found = conn.execute(_RESOLVE, {"now": format_time(now), "key": fingerprint}).fetchall()
-            return _rr(found[0]) if found else None
-
-        return await self._run(lambda conn: self._write(conn, resolve))
+        return await self._run(_write_one, _RESOLVE, {"now": format_time(now), "key": fingerprint})
 
     async def get(self, name: str) -> RemediationRequest | None:
-        def get(conn: sqlite3.Connection) -> RemediationRequest | None:
-            found = conn.execute(_GET, (name,)).fetchall()
-            return _rr(found[0]) if found else None
-
-        return await self._run(get)
+        return await self._run(_one, _GET, (name,))
 
     async def list(self, query: ListQuery) -> Page:
         plan = rows.list_sql(query, _ph, format_time)  # InvalidCursor before any I/O
-
-        def select(conn: sqlite3.Connection) -> list[RemediationRequest]:
-            return [_rr(r) for r in conn.execute(plan.sql, plan.params).fetchall()]
-
-        items, more = rows.page_of(await self._run(select), plan.limit)
+        found = await self._run(_select, plan.sql, plan.params)
+        items, more = rows.page_of(found, plan.limit)
         last = items[-1] if more else None
         return Page(items, encode_cursor(last.created_at, last.name) if last else None)
 
     async def update_status(self, name: str, patch: StatusPatch) -> RemediationRequest:
         changes = rows.patch_assignments(patch, format_time)
-
-        def update(conn: sqlite3.Connection) -> RemediationRequest:
-            if changes:
-                sets = ", ".join(f"{column} = ?" for column in changes)
-                sql = f"UPDATE {_T} SET {sets} WHERE name = ? RETURNING {_COLS}"
-                try:
-                    found = conn.execute(sql, (*changes.values(), name)).fetchall()
-                except sqlite3.IntegrityError as exc:
-                    raise Conflict(
-                        f"RemediationRequest {name!r}: phase {patch.overall_phase!r} would make "
-                        "it active while another RR for its fingerprint is active"
-                    ) from exc
-            else:
-                found = conn.execute(_GET, (name,)).fetchall()
-            if not found:
-                raise NotFound(f"RemediationRequest {name!r} not found")
-            return _rr(found[0])
-
-        return await self._run(lambda conn: self._write(conn, update))
+        return await self._run(_write, _update, name, changes, patch.overall_phase)

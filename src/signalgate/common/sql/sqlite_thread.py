@@ -1,4 +1,4 @@
-"""One SQLite connection owned by one worker thread, for both SQLite stores.
+"""One SQLite connection owned by one worker thread, for DataStorage's SQLite store.
 
 sqlite3 blocks, so every store call is one function run in that thread
 (`loop.run_in_executor` on a single-thread pool): the event loop never waits on disk or on a
@@ -6,6 +6,10 @@ lock, the connection is never shared between threads, and SQLite's one-writer ru
 construction. A call that fails inside a transaction it left open is rolled back before the
 error goes up, so the next call starts clean. Which errors mean "unavailable" is the store's
 translation (`drivers.SQLITE_UNAVAILABLE`), not this module's.
+
+The thread takes turns with the event loop for the interpreter lock (see `sqlite_process`,
+which the Gateway's RR store uses for that reason); DataStorage's calls are few and large
+(a batch of up to `batchSize` events per call), so it has stayed on a thread.
 """
 
 from __future__ import annotations

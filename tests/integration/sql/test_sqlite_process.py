@@ -1,0 +1,203 @@
+"""The RR store's SQLite child process (`common.sql.sqlite_process`), as a real process:
+calls run there in order, errors come back as themselves, a child killed with SIGKILL fails
+only the calls it held and is replaced, and a child whose parent dies exits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from signalgate.common.sql import sqlite_process
+from signalgate.common.sql.sqlite_process import ProcessLost, SqliteProcess
+
+# --- the calls (module-level: the child imports them by name) ---------------------------------
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+    return conn
+
+
+def refuse(path: Path) -> sqlite3.Connection:
+    raise sqlite3.OperationalError(f"unable to open database file {path}")
+
+
+def connect_unless(path: Path, lost_disk: Path) -> sqlite3.Connection:
+    if lost_disk.exists():
+        raise sqlite3.OperationalError(f"unable to open database file {path}")
+    return connect(path)
+
+
+def pid(conn: sqlite3.Connection) -> int:
+    return os.getpid()
+
+
+def insert(conn: sqlite3.Connection, value: int) -> int:
+    conn.execute("INSERT INTO t VALUES (?)", (value,))
+    return value
+
+
+def values(conn: sqlite3.Connection) -> list[int]:
+    return [x for (x,) in conn.execute("SELECT x FROM t ORDER BY rowid")]
+
+
+def half_done(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO t VALUES (-1)")
+    raise ValueError("a bug in the call")
+
+
+def in_transaction(conn: sqlite3.Connection) -> bool:
+    return conn.in_transaction
+
+
+def sleep(conn: sqlite3.Connection, seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def unpicklable(conn: sqlite3.Connection) -> object:
+    return lambda: None
+
+
+async def test_calls_run_in_one_other_process_in_the_order_sent(tmp_path: Path) -> None:
+    store = SqliteProcess("test db", "test-sqlite")
+    await store.open(connect, tmp_path / "t.db")
+    try:
+        child = await store.run(pid)
+        assert child != os.getpid()
+        # sent at once, answered in order: each caller gets its own answer
+        assert await asyncio.gather(*(store.run(insert, n) for n in range(50))) == list(range(50))
+        assert await store.run(values) == list(range(50))
+        assert await store.run(pid) == child
+    finally:
+        await store.close()
+    with pytest.raises(RuntimeError, match="test db is not open"):
+        await store.run(pid)
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # closing stopped (and reaped) the child
+
+
+async def test_an_error_comes_back_as_itself_and_leaves_no_transaction(tmp_path: Path) -> None:
+    store = SqliteProcess("test db", "test-sqlite")
+    await store.open(connect, tmp_path / "t.db")
+    try:
+        with pytest.raises(ValueError, match="a bug in the call") as raised:
+            await store.run(half_done)
+        assert any("in the SQLite process" in note for note in raised.value.__notes__)
+        assert await store.run(in_transaction) is False
+        assert await store.run(values) == []
+        # neither an answer nor an argument that does not pickle leaves a caller waiting, or
+        # hands the next caller someone else's answer
+        with pytest.raises(AttributeError, match="Can't pickle local object"):
+            await store.run(unpicklable)
+        with pytest.raises(AttributeError, match="Can't pickle local object"):
+            await store.run(insert, lambda: 1)
+        assert await store.run(insert, 7) == 7
+    finally:
+        await store.close()
+
+
+async def test_a_failed_open_leaves_nothing_running(tmp_path: Path) -> None:
+    store = SqliteProcess("test db", "test-sqlite")
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        await store.open(refuse, tmp_path / "t.db")
+    await store.open(connect, tmp_path / "t.db")  # not "already open": it can start again
+    await store.close()
+
+
+async def test_a_killed_child_fails_its_calls_and_the_next_call_starts_another(
+    tmp_path: Path,
+) -> None:
+    store = SqliteProcess("test db", "test-sqlite")
+    await store.open(connect, tmp_path / "t.db")
+    try:
+        await store.run(insert, 1)
+        first = await store.run(pid)
+        stuck = asyncio.ensure_future(store.run(sleep, 30))
+        await asyncio.sleep(0.2)
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(ProcessLost, match="test db: its process exited"):
+            await asyncio.wait_for(stuck, 10)
+        assert await store.run(values) == [1]  # committed before the kill: kept
+        assert await store.run(pid) != first
+    finally:
+        await store.close()
+
+
+async def test_a_child_that_cannot_start_again_fails_calls_for_a_pause(tmp_path: Path) -> None:
+    path, lost_disk = tmp_path / "t.db", tmp_path / "lost-disk"
+    store = SqliteProcess("test db", "test-sqlite")
+    await store.open(connect_unless, path, lost_disk)
+    try:
+        lost_disk.touch()
+        os.kill(await store.run(pid), signal.SIGKILL)
+        await asyncio.sleep(0.3)
+        with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+            await store.run(pid)
+        started = time.monotonic()
+        with pytest.raises(ProcessLost, match="could not start: unable to open"):
+            await store.run(pid)  # within the pause: no new process, the same error at once
+        assert time.monotonic() - started < 0.5
+        lost_disk.unlink()
+        await asyncio.sleep(sqlite_process.START_PAUSE)
+        assert await store.run(pid) != os.getpid()  # after the pause a new child starts
+    finally:
+        await store.close()
+
+
+def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    # a parent process holding a store, killed with SIGKILL: its child sees end of input
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import asyncio, sys
+                from pathlib import Path
+                from tests.integration.sql.test_sqlite_process import connect, pid
+                from signalgate.common.sql.sqlite_process import SqliteProcess
+
+                async def main():
+                    store = SqliteProcess("test db", "test-sqlite")
+                    await store.open(connect, Path({str(tmp_path / "t.db")!r}))
+                    print(await store.run(pid), flush=True)
+                    await asyncio.sleep(60)
+
+                asyncio.run(main())
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[3],
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    os.kill(child, signal.SIGTERM)  # a group's SIGTERM does not end it before its parent
+    time.sleep(0.3)
+    os.kill(child, 0)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        # reaped by init once it exits; until then it shows as a zombie or still running
+        if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the child {child} outlived its killed parent by 10s")
