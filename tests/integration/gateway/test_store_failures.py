@@ -109,3 +109,45 @@ def test_store_that_hangs_past_the_deadline_gives_504(
                 assert again.status_code == 201, again.text
     finally:
         service.stop()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_the_sqlite_process_killed_gives_503_then_a_new_one_serves(tmp_path: Path) -> None:
+    """The SQLite store's child process dies (SIGKILL): the Gateway answers 503, never 500,
+    starts a new child with the next request, and keeps every RR already acknowledged; once
+    the Gateway has stopped, no child is left."""
+    import os
+    import signal
+
+    service = gateway_process(tmp_path).start()
+    assert service.proc is not None
+    try:
+        (child,) = _children(service.proc.pid)
+        assert "sqlite-store" in Path(f"/proc/{child}/cmdline").read_text()
+        with service.client() as c:
+            assert c.post(PROM, json=webhook(alert(pod="kept-1"))).status_code == 201
+            assert c.post(PROM, json=webhook(alert(pod="kept-1"))).status_code == 202
+            os.kill(child, signal.SIGKILL)
+            answers = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                answer = c.post(PROM, json=webhook(alert(pod="kept-1")))
+                answers.append(answer.status_code)
+                if answer.status_code == 202:
+                    break
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["retry-after"].isdigit()
+                time.sleep(0.1)
+            assert answers[-1] == 202, answers
+            # the two acknowledged before the kill, and this one: nothing lost, nothing twice
+            assert answer.json()["metadata"]["count"] == 3
+            assert httpx.get(f"{service.ops_url}/readyz", timeout=10).status_code == 200
+        (replacement,) = _children(service.proc.pid)
+        assert replacement != child
+    finally:
+        service.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(replacement, 0)

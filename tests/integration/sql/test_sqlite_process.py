@@ -5,6 +5,7 @@ only the calls it held and is replaced, and a child whose parent dies exits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -36,6 +37,10 @@ def connect_unless(path: Path, lost_disk: Path) -> sqlite3.Connection:
     if lost_disk.exists():
         raise sqlite3.OperationalError(f"unable to open database file {path}")
     return connect(path)
+
+
+def echo(conn: sqlite3.Connection, token: str) -> str:
+    return token
 
 
 def pid(conn: sqlite3.Connection) -> int:
@@ -104,6 +109,52 @@ async def test_an_error_comes_back_as_itself_and_leaves_no_transaction(tmp_path:
             await store.run(insert, lambda: 1)
         assert await store.run(insert, 7) == 7
     finally:
+        await store.close()
+
+
+async def test_closing_answers_every_call_already_sent(tmp_path: Path) -> None:
+    store = SqliteProcess("test db", "test-sqlite")
+    await store.open(connect, tmp_path / "t.db")
+    calls = [asyncio.ensure_future(store.run(echo, f"call-{n}")) for n in range(200)]
+    await asyncio.sleep(0)  # every call sent
+    await store.close()
+    assert await asyncio.gather(*calls) == [f"call-{n}" for n in range(200)]
+
+
+async def test_a_restart_that_fails_under_load_leaves_every_caller_its_own_answer(
+    tmp_path: Path,
+) -> None:
+    """Callers with deadlines in flight while the child dies and its replacement cannot
+    open the file: once the file is back, each caller gets its own answer, none another's,
+    and none is left waiting."""
+    path, lost_disk = tmp_path / "t.db", tmp_path / "lost-disk"
+    store = SqliteProcess("test db", "test-sqlite")
+    await store.open(connect_unless, path, lost_disk)
+    stop = False
+
+    async def caller(n: int) -> None:
+        while not stop:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(store.run(sleep, 0.01), (0.005, 0.05, 2)[n % 3])
+            await asyncio.sleep(0.005)
+
+    try:
+        callers = [asyncio.ensure_future(caller(n)) for n in range(16)]
+        await asyncio.sleep(0.3)
+        lost_disk.touch()
+        os.kill(await store.run(pid), signal.SIGKILL)
+        await asyncio.sleep(2.5)  # restarts fail, and the pause after each
+        lost_disk.unlink()
+        await asyncio.sleep(sqlite_process.START_PAUSE + 0.5)
+        stop = True
+        await asyncio.gather(*callers)
+        tokens = [f"call-{n}" for n in range(60)]
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(store.run(echo, token) for token in tokens)), 10
+        )
+        assert answers == tokens
+    finally:
+        stop = True
         await store.close()
 
 
@@ -201,3 +252,42 @@ def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
         time.sleep(0.05)
     else:
         pytest.fail(f"the child {child} outlived its killed parent by 10s")
+
+
+@pytest.mark.parametrize("flags", [["-P"], ["-I"]], ids=["safe-path", "isolated"])
+def test_the_child_imports_what_its_parent_imports_whatever_the_working_directory(
+    tmp_path: Path, flags: list[str]
+) -> None:
+    """A parent started from a directory holding a `struct.py` (as a console script is:
+    the working directory not on its path), or isolated (`-I`): its child imports the
+    parent's modules, not the directory's."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    for shadow in ("struct", "pickle", "socket", "json"):
+        (workdir / f"{shadow}.py").write_text("raise SystemExit('imported from the cwd')\n")
+    repo = Path(__file__).resolve().parents[3]
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(repo)!r})
+        from pathlib import Path
+        from tests.integration.sql.test_sqlite_process import connect, echo
+        from signalgate.common.sql.sqlite_process import SqliteProcess
+
+        async def main():
+            store = SqliteProcess("test db", "test-sqlite")
+            await store.open(connect, Path({str(tmp_path / "t.db")!r}))
+            print(await store.run(echo, "answered"), flush=True)
+            await store.close()
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, *flags, "-c", script],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout == "answered\n", done.stderr

@@ -19,8 +19,14 @@ from typing import Any
 
 FRAME = struct.Struct(">I")
 
-# the child's whole command line: this module is imported by the child's own sys.path
-BOOTSTRAP = "from signalgate.common.sql.sqlite_child import main; main()"
+# the parent's sys.path, as JSON: the child imports what the parent imports
+PATH_VARIABLE = "SIGNALGATE_SQLITE_CHILD_PATH"
+# the child's program (`python -c`): the parent's path first, then this module
+BOOTSTRAP = (
+    "import json, os, sys; "
+    f"sys.path[:] = json.loads(os.environ.pop({PATH_VARIABLE!r})); "
+    "from signalgate.common.sql.sqlite_child import main; main()"
+)
 
 _connection: sqlite3.Connection | None = None
 
@@ -36,7 +42,8 @@ def call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     before the error goes back, so the next call starts clean."""
     conn = _connection
     if conn is None:
-        raise RuntimeError("the SQLite child has no connection")
+        # an OperationalError: "unavailable" to the stores, never a 500
+        raise sqlite3.OperationalError("the SQLite process has no connection")
     try:
         return fn(conn, *args)
     except BaseException:

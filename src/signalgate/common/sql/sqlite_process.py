@@ -16,12 +16,18 @@ runs as `fn(connection, *args)` in the child, its result or exception comes back
 So a call's function must be importable (no lambdas or closures), and its arguments and
 result plain data.
 
-The child lives exactly as long as its socket: it exits when the parent closes it or dies
-(even by `kill -9`), and ignores SIGINT and SIGTERM so that a signal sent to the whole
-process group cannot end it before the parent has finished with it. A child that dies
-fails the calls in flight with `ProcessLost` (the store's "unavailable"), and the next call
-starts a new one. A call that was sent is never withdrawn: a caller that stops waiting
-leaves it to finish (and commit) unseen, as a thread would.
+The child lives exactly as long as its socket: it exits when the parent shuts its side
+(after answering every call it was sent) or dies (even by `kill -9`), and ignores SIGINT and
+SIGTERM so that a signal sent to the whole process group cannot end it before the parent
+has finished with it. A child is used only once its connection is open, and each child
+has its own queue of calls waiting for answers: a child that dies fails its own calls with
+`ProcessLost` (the store's "unavailable"), and the next call starts a new one. A call that
+was sent is never withdrawn: a caller that stops waiting leaves it to finish (and commit)
+unseen, as a thread would.
+
+The child runs the parent's interpreter with the parent's isolation flags, its `sys.path`
+(so it imports the same code, whatever the working directory holds) and its environment
+(so a start-up hook the environment names, such as a coverage agent's, runs there too).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import os
 import pickle
@@ -63,6 +70,19 @@ def frame(message: object) -> bytes:
     return FRAME.pack(len(data)) + data
 
 
+def interpreter_flags() -> list[str]:
+    """The parent's isolation as command-line flags, and never the working directory on
+    the child's path (`-P`): a `struct.py` there must not replace the standard one."""
+    if sys.flags.isolated:
+        return ["-I"]
+    flags = ["-P"]
+    if sys.flags.ignore_environment:
+        flags.append("-E")
+    if sys.flags.no_user_site:
+        flags.append("-s")
+    return flags
+
+
 class SqliteProcess:
     """The child process and its connection; `name` names the store in messages,
     `process_name` the child on its command line (seen in `ps`)."""
@@ -71,12 +91,9 @@ class SqliteProcess:
         self.name = name
         self._process_name = process_name
         self._open_call: tuple[Callable[..., sqlite3.Connection], tuple[Any, ...]] | None = None
-        self._proc: asyncio.subprocess.Process | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
-        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._child: _Child | None = None  # set only once its connection is open
         self._starting = asyncio.Lock()
-        self._failed_start: tuple[float, BaseException] | None = None
+        self._failed_start: tuple[float, Exception] | None = None
 
     async def open(self, connect: Callable[..., sqlite3.Connection], *args: Any) -> None:
         """Start the child and run `connect(*args)` there; the connection it returns (set
@@ -87,66 +104,64 @@ class SqliteProcess:
             raise RuntimeError(f"{self.name} is already open")
         self._open_call = (connect, args)
         try:
-            await self._start()
+            async with self._starting:
+                self._child = await self._start(connect, args)
         except BaseException:
             self._open_call = None
             raise
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(connection, *args)` in the child; a child that died is replaced first."""
-        if self._open_call is None:
-            raise RuntimeError(f"{self.name} is not open")
-        if self._writer is None:
-            async with self._starting:
-                if self._writer is None:
-                    await self._restart()
-        return await self._send(sqlite_child.call, fn, args)  # type: ignore[no-any-return]
+        child = self._child
+        if child is None or child.lost is not None:
+            child = await self._replace()
+        return await child.send(sqlite_child.call, fn, args)  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         """Let the child finish the calls it was sent and answer them, then stop it."""
         self._open_call = None
-        writer, proc, reader = self._writer, self._proc, self._reader_task
-        if writer is not None:
-            writer.close()  # the child's end of input: it finishes, answers, closes, exits
-        if reader is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(reader), STOP_WAIT)
-            except TimeoutError:
-                log.warning("%s: its process did not stop in %.0fs; killed", self.name, STOP_WAIT)
-                if proc is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                await reader
-        self._lost("the store was closed")
+        async with self._starting:
+            child, self._child = self._child, None
+        if child is not None:
+            await child.stop()
 
     # --- the child --------------------------------------------------------------------------
 
-    async def _restart(self) -> None:
-        """A new child for the one that died; a start that failed less than `START_PAUSE`
-        ago fails again at once, with its error."""
-        loop = asyncio.get_running_loop()
-        if self._failed_start is not None:
-            failed_at, error = self._failed_start
-            if loop.time() - failed_at < START_PAUSE:
-                raise ProcessLost(f"{self.name}: its process could not start: {error}")
-        try:
-            await self._start()
-        except Exception as exc:
-            self._failed_start = (loop.time(), exc)
-            raise
-        self._failed_start = None
+    async def _replace(self) -> _Child:
+        """A new child for the one that died (one start for all the calls waiting); a start
+        that failed less than `START_PAUSE` ago fails again at once, with its error."""
+        async with self._starting:
+            if self._open_call is None:
+                raise RuntimeError(f"{self.name} is not open")
+            child = self._child
+            if child is not None and child.lost is None:
+                return child  # another call started it meanwhile
+            loop = asyncio.get_running_loop()
+            if self._failed_start is not None:
+                failed_at, error = self._failed_start
+                if loop.time() - failed_at < START_PAUSE:
+                    raise ProcessLost(f"{self.name}: its process could not start: {error}")
+            self._child = None
+            connect, args = self._open_call
+            try:
+                self._child = await self._start(connect, args)
+            except Exception as exc:
+                self._failed_start = (loop.time(), exc)
+                raise
+            self._failed_start = None
+            return self._child
 
-    async def _start(self) -> None:
-        assert self._open_call is not None
-        connect, args = self._open_call
+    async def _start(
+        self, connect: Callable[..., sqlite3.Connection], args: tuple[Any, ...]
+    ) -> _Child:
         ours, theirs = socket.socketpair()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-c", sqlite_child.BOOTSTRAP, self._process_name),
-                str(theirs.fileno()),
+                *(sys.executable, *interpreter_flags(), "-c", sqlite_child.BOOTSTRAP),
+                *(self._process_name, str(theirs.fileno())),
                 stdin=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+                env={**os.environ, sqlite_child.PATH_VARIABLE: json.dumps(sys.path)},
             )
         except BaseException:
             ours.close()
@@ -154,37 +169,64 @@ class SqliteProcess:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        self._proc, self._writer = proc, writer
-        self._reader_task = asyncio.create_task(
-            self._read_answers(reader, proc), name=f"{self._process_name}-answers"
-        )
+        child = _Child(self.name, proc, reader, writer)
         try:
-            await self._send(sqlite_child.connect, connect, args)
+            await child.send(sqlite_child.connect, connect, args)
         except BaseException:
-            self._writer = self._proc = None
-            writer.close()
-            await self._reader_task
+            await child.stop()
             raise
+        return child
 
-    async def _send(self, *message: Any) -> Any:
-        writer = self._writer
-        if writer is None:
-            raise ProcessLost(f"{self.name}: its process is not running")
+
+class _Child:
+    """One child process: its socket, and the calls sent to it waiting for their answers,
+    which it gives in the order they were sent."""
+
+    def __init__(
+        self,
+        name: str,
+        proc: asyncio.subprocess.Process,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.name = name
+        self.proc = proc
+        self.lost: str | None = None  # why it can take no more calls, once it cannot
+        self._writer = writer
+        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._reader = asyncio.create_task(self._read_answers(reader), name=f"{name} answers")
+
+    async def send(self, *message: Any) -> Any:
+        if self.lost is not None:
+            raise ProcessLost(f"{self.name}: {self.lost}")
         data = frame(message)  # an argument that does not pickle fails here, before sending
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(answer)
-        writer.write(data)
+        self._writer.write(data)
         try:
-            await writer.drain()
+            await self._writer.drain()
         except ConnectionError as exc:  # the child is gone: its reader fails `answer`
             log.debug("%s: %r", self.name, exc)
         return await answer
 
-    async def _read_answers(
-        self, reader: asyncio.StreamReader, proc: asyncio.subprocess.Process
-    ) -> None:
+    async def stop(self) -> None:
+        """No more calls; the child answers those it was sent, sees the end of its input
+        and exits. Killed if it has not within `STOP_WAIT`."""
+        if self.lost is None:
+            self.lost = "its process was stopped"
+        with contextlib.suppress(OSError):
+            self._writer.write_eof()  # our side shut for writing, theirs still read
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reader), STOP_WAIT)
+        except TimeoutError:
+            log.warning("%s: its process did not stop in %.0fs; killed", self.name, STOP_WAIT)
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self._reader
+
+    async def _read_answers(self, reader: asyncio.StreamReader) -> None:
         """Hand each answer to its call, in order; at end of input (the child exited) fail
-        the calls still waiting and forget the child, so the next call starts another."""
+        the calls still waiting."""
         why = "its process exited"
         try:
             while True:
@@ -202,21 +244,16 @@ class SqliteProcess:
         except Exception as exc:  # an answer that does not unpickle: the child is not ours
             why = f"unreadable answer from its process ({exc!r})"
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        # forgotten before anything is awaited: the next call starts a new child, and the
-        # calls failed here are this child's only
-        unexpected = self._proc is proc and self._open_call is not None
-        if self._proc is proc:
-            self._writer = self._proc = None
-            self._lost(why)
-        code = await proc.wait()
-        if unexpected:
-            log.error(
-                "%s: %s (exit code %s); a new one starts with the next call", self.name, why, code
-            )
-
-    def _lost(self, why: str) -> None:
+                self.proc.kill()
+        unexpected = self.lost is None
+        self.lost = self.lost or why
         pending, self._pending = self._pending, collections.deque()
         for answer in pending:
             if not answer.done():
                 answer.set_exception(ProcessLost(f"{self.name}: {why}"))
+        self._writer.close()
+        code = await self.proc.wait()
+        if unexpected:
+            log.error(
+                "%s: %s (exit code %s); a new one starts with the next call", self.name, why, code
+            )
