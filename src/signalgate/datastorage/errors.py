@@ -29,6 +29,7 @@ Adapters (`sqlite.py`, `postgres.py`, `dlq/`) translate driver errors into these
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 
 class StoreError(Exception):
@@ -68,7 +69,17 @@ class SchemaAhead(SchemaMismatch):
     this code knows): refused on every backend, the database left unchanged."""
 
 
-class Conflict(StoreError):
+class _ByIndex(StoreError):
+    """A refusal of some events of a batch, by their index. Rebuilt from `indexes` when
+    unpickled: it is raised in the SQLite store's process and crosses to the service."""
+
+    indexes: dict[int, Any]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.indexes,))
+
+
+class Conflict(_ByIndex):
     """Events whose id is already stored with different content."""
 
     def __init__(self, indexes: Mapping[int, str]) -> None:
@@ -77,7 +88,7 @@ class Conflict(StoreError):
         super().__init__(f"event_id {first} is already stored with different content")
 
 
-class MissingParent(StoreError):
+class MissingParent(_ByIndex):
     """Events whose `parent_event_id` names no stored event (nor an earlier one in the batch)."""
 
     def __init__(self, indexes: Mapping[int, str]) -> None:
@@ -86,7 +97,7 @@ class MissingParent(StoreError):
         super().__init__(f"parent_event_id {first} does not exist")
 
 
-class ForeignParent(StoreError):
+class ForeignParent(_ByIndex):
     """Events whose `parent_event_id` is an event of another correlation id: a parent link
     may not cross chains (it would tie one trail's story to another's)."""
 

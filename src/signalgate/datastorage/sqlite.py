@@ -1,8 +1,9 @@
 """The embedded SQLite audit store: same columns, same chain, no partitions.
 
-sqlite3 is blocking, so every call runs on one dedicated worker thread that owns the
-connection (`common.sql.sqlite_thread`): the event loop never waits on disk, and SQLite's
-one-writer rule is met by construction. Writes use `BEGIN IMMEDIATE`, so another process
+sqlite3 is blocking, so every call runs in a child process that owns the connection
+(`common.sql.sqlite_process`, as the Gateway's RR store does): the event loop never waits on
+disk, SQLite's work runs beside it rather than in turns with it for the interpreter lock, and
+SQLite's one-writer rule is met by construction. Writes use `BEGIN IMMEDIATE`, so another process
 on the same file (a `replay-dlq` run) queues instead of forking a chain.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 from signalgate.common.directories import space_hint
 from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
-from signalgate.common.sql.sqlite_thread import SqliteThread
+from signalgate.common.sql.sqlite_process import SqliteProcess
 from signalgate.common.sql.sqlite_wal import use_wal
 from signalgate.datastorage.chain import canonical, format_timestamp
 from signalgate.datastorage.columns import (
@@ -62,84 +63,101 @@ class SqliteAuditStore:
     def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
         self._path = path
         self._timeout = timeout
-        self._thread = SqliteThread(f"audit database '{path}'", "audit-sqlite")
+        self._process = SqliteProcess(_name(path), "audit-sqlite")
 
-    async def _run(self, action: str, func: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, action: str, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return await self._thread.run(func)
+            return await self._process.run(fn, *args)
         except SQLITE_UNAVAILABLE as exc:
             raise StoreUnavailable(f"SQLite {action} failed: {exc}") from exc
 
     async def open(self) -> None:
         try:
-            await self._thread.open(self._connect, self._setup)
+            await self._process.open(_connect, self._path, self._timeout)
         except sqlite3.Error as exc:
             raise StoreUnavailable(
                 f"SQLite open of '{self._path}' failed: {exc}{space_hint(self._path.parent)}"
             ) from exc
 
-    def _connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        return conn
-
-    def _setup(self, conn: sqlite3.Connection) -> None:
-        use_wal(conn, self._timeout)
-        sqlite_migrate(conn, SCHEMA, self._thread.name)
-
     async def close(self) -> None:
-        await self._thread.close()
+        await self._process.close()
 
     async def ping(self) -> None:
-        await self._run("ping", lambda conn: conn.execute("SELECT 1").fetchone())
+        await self._run("ping", _ping)
 
     async def write(self, events: Sequence[AuditEvent]) -> WriteResult:
-        return await self._run("write", lambda conn: _write(conn, events))
+        return await self._run("write", _write, list(events))
 
     async def query(self, query: AuditQuery) -> QueryPage:
-        return await self._run("query", lambda conn: _query(conn, query))
+        return await self._run("query", _query, query)
 
     async def chain(self, correlation_id: str) -> list[dict[str, Any]]:
-        sql = f"SELECT {SELECT_LIST} FROM audit_events WHERE correlation_id = ? ORDER BY seq"
-        rows = await self._run(
-            "chain read", lambda conn: conn.execute(sql, [correlation_id]).fetchall()
-        )
-        return [row_to_event(row) for row in rows]
+        return await self._run("chain read", _chain, correlation_id)
 
     async def head(self, correlation_id: str) -> ChainHead | None:
-        def read(conn: sqlite3.Connection) -> ChainHead | None:
-            return _heads(conn, [correlation_id]).get(correlation_id)
-
-        return await self._run("chain head read", read)
+        heads = await self._run("chain head read", _heads, [correlation_id])
+        return heads.get(correlation_id)
 
     async def chains(self, correlation_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        wanted = list(correlation_ids)
-        select = f"SELECT {SELECT_LIST} FROM audit_events"
-        rows = await self._run(
-            "chain read",
-            lambda conn: _fetch_in(conn, select, "correlation_id", wanted, "correlation_id, seq"),
-        )
-        return rows_by_chain(rows)
+        return await self._run("chain read", _chains, list(correlation_ids))
 
     async def heads(self, correlation_ids: Sequence[str]) -> dict[str, ChainHead]:
-        wanted = list(correlation_ids)
-        return await self._run("chain head read", lambda conn: _heads(conn, wanted))
+        return await self._run("chain head read", _heads, list(correlation_ids))
 
     async def correlation_ids(self) -> list[str]:
-        sql = (
-            "SELECT correlation_id FROM audit_chain_heads UNION "
-            "SELECT correlation_id FROM audit_events ORDER BY 1"
-        )
-        rows = await self._run("correlation ids read", lambda conn: conn.execute(sql).fetchall())
-        return [str(row[0]) for row in rows]
+        return await self._run("correlation ids read", _correlation_ids)
 
     async def migrate(self) -> list[int]:
-        where = self._thread.name
-        return await self._run("migrate", lambda conn: sqlite_migrate(conn, SCHEMA, where))
+        return await self._run("migrate", _migrate, _name(self._path))
 
     async def maintain(self) -> int:
         return 0  # no partitions to prepare
+
+
+# --- the calls, run in the store's process (`SqliteProcess`): module-level, plain arguments
+
+
+def _name(path: Path) -> str:
+    return f"audit database '{path}'"
+
+
+def _connect(path: Path, timeout: float) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    try:
+        use_wal(conn, timeout)
+        sqlite_migrate(conn, SCHEMA, _name(path))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _ping(conn: sqlite3.Connection) -> None:
+    conn.execute("SELECT 1").fetchone()
+
+
+def _migrate(conn: sqlite3.Connection, where: str) -> list[int]:
+    return sqlite_migrate(conn, SCHEMA, where)
+
+
+def _chain(conn: sqlite3.Connection, correlation_id: str) -> list[dict[str, Any]]:
+    sql = f"SELECT {SELECT_LIST} FROM audit_events WHERE correlation_id = ? ORDER BY seq"
+    return [row_to_event(row) for row in conn.execute(sql, [correlation_id]).fetchall()]
+
+
+def _chains(conn: sqlite3.Connection, wanted: list[str]) -> dict[str, list[dict[str, Any]]]:
+    select = f"SELECT {SELECT_LIST} FROM audit_events"
+    return rows_by_chain(_fetch_in(conn, select, "correlation_id", wanted, "correlation_id, seq"))
+
+
+def _correlation_ids(conn: sqlite3.Connection) -> list[str]:
+    sql = (
+        "SELECT correlation_id FROM audit_chain_heads UNION "
+        "SELECT correlation_id FROM audit_events ORDER BY 1"
+    )
+    return [str(row[0]) for row in conn.execute(sql).fetchall()]
 
 
 def _write(conn: sqlite3.Connection, events: Sequence[AuditEvent]) -> WriteResult:

@@ -2,8 +2,8 @@
 `signalgate.datastorage`) share about running on SQLite and PostgreSQL: the versioned
 migration runner and schema-version check (`migrations`), which driver errors mean "the
 database cannot serve now" as opposed to a bug in a query (`drivers`), and, for SQLite, the
-journal mode (`sqlite_wal`) and who owns a connection: a child process for the RR store
-(`sqlite_process`, `sqlite_child`), a thread for the audit store (`sqlite_thread`).
+journal mode (`sqlite_wal`) and the child process that owns a connection (`sqlite_process`,
+`sqlite_child`).
 
 Each family keeps its own schema — one `.sql` file per version and backend — and its own
 error classes; this package decides only the mechanics, once.

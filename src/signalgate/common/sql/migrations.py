@@ -88,7 +88,7 @@ def _load(package: str, backend: Backend) -> tuple[Migration, ...]:
     return tuple(found)
 
 
-# --- SQLite (blocking: call from the store's worker thread; autocommit connection) ---------
+# --- SQLite (blocking: call from the store's own process; autocommit connection) ----------
 
 
 def sqlite_version(conn: sqlite3.Connection, schema: Schema) -> int:

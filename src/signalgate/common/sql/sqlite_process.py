@@ -1,13 +1,13 @@
-"""One SQLite connection owned by a child process, for the RR store.
+"""One SQLite connection owned by a child process, for both SQLite stores.
 
 Why a process and not a thread: sqlite3 lets go of the interpreter lock while SQLite works,
 but takes it back after every statement, and a thread that wants the lock back waits for
 the event loop to give it up (up to the interpreter's switch interval, 5 ms). A store
 thread beside a busy event loop therefore runs in turns with it, not beside it: the
 Gateway's loop and its SQLite thread together never used more than one core, and SQLite's
-creates reached about 60 % of PostgreSQL's, whose work runs in processes of its own. In a
-child process the connection has an interpreter of its own, so SQLite's work runs on the
-other core while the event loop goes on.
+creates reached about 60 % of PostgreSQL's, whose work runs in processes of its own (see
+docs/performance.md). In a child process the connection has an interpreter of its own, so
+SQLite's work runs on the other core while the event loop goes on.
 
 The child (`sqlite_child`) holds the connection and runs one call at a time, in the order
 sent: SQLite's one-writer rule is met by construction, as with a thread. A call is a

@@ -23,7 +23,7 @@ LONGEST_PAUSE = 0.1
 
 def use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
     """Put `conn`'s file in WAL mode (retrying a lock refusal for up to `busy_timeout`
-    seconds) and its commits at `synchronous = NORMAL`. Runs in the store's own thread."""
+    seconds) and its commits at `synchronous = NORMAL`. Runs in the store's own process."""
     deadline = time.monotonic() + busy_timeout
     pause = FIRST_PAUSE
     while True:
@@ -34,6 +34,6 @@ def use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
             busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # "database is locked"
             if not busy or time.monotonic() + pause > deadline:
                 raise
-        time.sleep(pause)  # the store's thread, never the event loop
+        time.sleep(pause)  # the store's process, never the event loop
         pause = min(pause * 2, LONGEST_PAUSE)
     conn.execute("PRAGMA synchronous = NORMAL")
