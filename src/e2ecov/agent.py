@@ -30,7 +30,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -713,14 +713,26 @@ class Agent:
                 sys.stderr.write(f"e2ecov: autosave failed in pid {os.getpid()}: {exc}\n")
 
 
+# Python functions on the stack of a fork whose child only execs another program or exits:
+# `subprocess` with a `preexec_fn` (Python runs the fork hooks then), and asyncio's
+# subprocesses on uvloop (uvloop runs them in every child it spawns).
+_EXEC_ONLY_FORKS = frozenset(
+    {
+        ("subprocess.py", "_execute_child"),
+        ("subprocess.py", "create_subprocess_exec"),
+        ("subprocess.py", "create_subprocess_shell"),
+    }
+)
+
+
 def _in_subprocess_child() -> bool:
-    """Whether this fork is `subprocess`'s (a `preexec_fn` makes Python run the fork hooks in
-    its child): that child runs no Python of the service — it execs the program or exits —
-    so announcing it would report a process that never saves as a loss."""
+    """Whether this fork is one whose child runs no Python of the service — it execs the
+    program or exits (`_EXEC_ONLY_FORKS`) — so announcing it would report a process that
+    never saves as a loss."""
     frame = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
-        if code.co_name == "_execute_child" and code.co_filename.endswith("subprocess.py"):
+        if (PurePath(code.co_filename).name, code.co_name) in _EXEC_ONLY_FORKS:
             return True
         frame = frame.f_back  # type: ignore[assignment]
     return False

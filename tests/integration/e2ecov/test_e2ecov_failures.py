@@ -177,6 +177,16 @@ def test_a_subprocess_with_a_preexec_fn_is_not_a_loss(tmp_path: Path) -> None:
     assert "LOST" not in outcome.output
 
 
+def test_a_subprocess_spawned_by_uvloop_is_not_a_loss(tmp_path: Path) -> None:
+    """uvloop runs the fork hooks in the child of `asyncio.create_subprocess_exec` before it
+    execs: announced as a process and reported lost (exit 4) for every child an async
+    service (the Gateway's SQLite store) starts that way."""
+    stack = write_stack(tmp_path, drive("/loop-spawn"), app_service("app"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    assert "LOST" not in outcome.output
+
+
 def test_python_children_the_hook_cannot_reach_are_named(tmp_path: Path) -> None:
     """A child started with `python -I`, or with an environment of its own, runs without
     e2ecov's hook: measured by nothing and absent from the ledger. The run names each (a

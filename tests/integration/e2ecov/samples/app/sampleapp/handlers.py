@@ -68,6 +68,20 @@ def preexec() -> str:
     return "preexec"
 
 
+def loop_spawn() -> str:
+    """asyncio's subprocess on uvloop: uvloop runs the fork hooks in its child too, which
+    then execs another program (no Python runs there)."""
+    import asyncio
+
+    import uvloop
+
+    async def spawn() -> int:
+        child = await asyncio.create_subprocess_exec("/bin/true")
+        return await child.wait()
+
+    return f"loop-spawn {uvloop.run(spawn())}"
+
+
 def unhooked() -> str:
     """Python children e2ecov's start-up hook cannot reach: one isolated (`-I` ignores
     PYTHONPATH), one with an environment of its own. Each runs a few seconds."""

@@ -18,6 +18,7 @@ ROUTES = {
     "/work": handlers.work,
     "/forked": handlers.forked,
     "/preexec": handlers.preexec,
+    "/loop-spawn": handlers.loop_spawn,
     "/many-forks": handlers.many_forks,
     "/unhooked": handlers.unhooked,
 }
