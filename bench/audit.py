@@ -1,10 +1,13 @@
 """Audit write throughput: batches of 100 events at concurrency 8 against a real DataStorage
-process on PostgreSQL. Prints events/s and batch latency percentiles.
+process on PostgreSQL (or its embedded SQLite store). Prints events/s and batch latency
+percentiles.
 
     python bench/audit.py [--seconds 15] [--concurrency 8] [--batch 100]
+                          [--backend postgres|sqlite]
 
-Starts its own PostgreSQL (e2ecov recipe) and `signalgate-datastorage serve`; the load comes
-from a separate process (`--load`) so client and server do not share an event loop.
+Starts its own PostgreSQL (e2ecov recipe; not for `--backend sqlite`) and
+`signalgate-datastorage serve`; the load comes from a separate process (`--load`) so client
+and server do not share an event loop.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: run only the client
     args = parser.parse_args()
     if args.load:
@@ -115,11 +119,15 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
-    postgres = PostgresServer().start()
+    postgres = PostgresServer().start() if args.backend == "postgres" else None
     work = Path(tempfile.mkdtemp(prefix="bench-audit-"))
     server: subprocess.Popen[bytes] | None = None
     try:
-        dsn = postgres.create_database("audit")
+        dsn = (
+            postgres.create_database("audit")
+            if postgres is not None
+            else f"sqlite:///{work / 'audit.db'}"
+        )
         tokens = work / "tokens"
         digest = hashlib.sha256(TOKEN.encode()).hexdigest()
         tokens.write_text(f"{digest} audit:write,audit:write:gateway,audit:read\n")
@@ -157,8 +165,9 @@ def main() -> int:
         output = subprocess.run(client, check=True, capture_output=True, text=True).stdout
         result = json.loads(output)
         print(
-            f"audit batch writes on PostgreSQL: batch {args.batch}, concurrency "
-            f"{args.concurrency}, {args.seconds:.0f}s on {os.cpu_count()} CPUs\n"
+            f"audit batch writes on {'PostgreSQL' if postgres else 'SQLite'}: batch "
+            f"{args.batch}, concurrency {args.concurrency}, {args.seconds:.0f}s on "
+            f"{os.cpu_count()} CPUs\n"
             f"  {result['events_per_second']:,.0f} events/s   "
             f"p50 {result['p50_ms']:.1f} ms   p99 {result['p99_ms']:.1f} ms per batch   "
             f"({result['batches']} batches, statuses {result['statuses']})"
@@ -168,7 +177,8 @@ def main() -> int:
         if server is not None:
             server.terminate()
             server.wait(30)
-        postgres.cleanup()
+        if postgres is not None:
+            postgres.cleanup()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from signalgate.common.config import ConfigError, FileTranslator, load_settings
 from signalgate.common.hangup import ignore_hangup
+from signalgate.common.interpreter import interpreter_flags
 from signalgate.common.listeners import ListenerUnavailable
 
 EXIT_OK = 0
@@ -89,7 +90,7 @@ def command_line(command: str) -> list[str]:
     """How a service starts one of the commands (`signalgate`, `gateway`, `datastorage`) in
     a process of its own, arguments to follow: through `signalgate/__main__.py`, which
     ignores SIGHUP before it imports the command."""
-    return [sys.executable, "-m", "signalgate", command]
+    return [sys.executable, *interpreter_flags(), "-m", "signalgate", command]
 
 
 def run_guarded(main: Callable[[], int]) -> int:

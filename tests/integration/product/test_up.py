@@ -17,14 +17,19 @@ from tests.support.up import free_base_port, port_is_free, wait_ready
 
 
 def test_up_runs_gateway_and_datastorage_with_one_admin_token(tmp_path: Path) -> None:
+    """The console script, started from a directory whose files shadow standard modules:
+    the services and their SQLite processes import the real ones (a `struct.py` there
+    stopped every service from starting)."""
     base = free_base_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    for shadow in ("struct", "pickle", "socket", "json", "traceback"):
+        (workdir / f"{shadow}.py").write_text("raise SystemExit('imported from the cwd')\n")
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "signalgate.cli",
+            str(Path(sys.executable).parent / "signalgate"),
             "up",
             "--data-dir",
             str(tmp_path / "var"),
@@ -32,6 +37,7 @@ def test_up_runs_gateway_and_datastorage_with_one_admin_token(tmp_path: Path) ->
             str(base),
         ],
         env=env,
+        cwd=workdir,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

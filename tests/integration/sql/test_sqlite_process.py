@@ -5,6 +5,7 @@ only the calls it held and is replaced, and a child whose parent dies exits."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import signal
@@ -291,3 +292,78 @@ def test_the_child_imports_what_its_parent_imports_whatever_the_working_director
         timeout=60,
     )
     assert done.stdout == "answered\n", done.stderr
+
+
+def connect_counted(path: Path, starts: Path) -> sqlite3.Connection:
+    with starts.open("a") as log:
+        log.write(f"{os.getpid()}\n")
+    time.sleep(0.3)  # a start that takes a while, as imports and migrations do
+    return connect(path)
+
+
+async def test_a_caller_that_gives_up_does_not_cancel_the_restart(tmp_path: Path) -> None:
+    """A request past its deadline while the replacement child starts: the start goes on
+    for the callers after it, instead of each of them starting one and giving up in turn."""
+    starts = tmp_path / "starts"
+    store = SqliteProcess("test db", "test-sqlite")
+    await store.open(connect_counted, tmp_path / "t.db", starts)
+    try:
+        first = await store.run(pid)
+        os.kill(first, signal.SIGKILL)
+        await asyncio.sleep(0.3)
+        for _ in range(5):  # each gives up long before a start could end
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(store.run(pid), 0.05)
+        assert await asyncio.wait_for(store.run(pid), 5) != first
+        assert len(starts.read_text().split()) == 2  # the first child, and one replacement
+    finally:
+        await store.close()
+
+
+def test_under_uvloop_a_dying_child_fails_calls_only_with_process_lost(tmp_path: Path) -> None:
+    """uvloop raises RuntimeError for a write to a closed socket (asyncio only logs it):
+    calls sent while the child died were answered with it (a 500), and closing the store
+    after its child died raised it (the service's stop failed)."""
+    import uvloop
+
+    outcomes: collections.Counter[str] = collections.Counter()
+
+    async def scenario() -> None:
+        store = SqliteProcess("test db", "test-sqlite")
+        await store.open(connect, tmp_path / "t.db")
+        stop = asyncio.Event()
+
+        async def one(token: str) -> None:
+            try:
+                answered = await store.run(echo, token)
+                outcomes["answered" if answered == token else "another's"] += 1
+            except ProcessLost:
+                outcomes["ProcessLost"] += 1
+            except Exception as exc:
+                outcomes[f"{type(exc).__name__}: {exc}"] += 1
+
+        async def arrivals() -> None:  # new calls arrive on their own, as requests do
+            held: set[asyncio.Task[None]] = set()
+            n = 0
+            while not stop.is_set():
+                n += 1
+                task = asyncio.ensure_future(one(f"call-{n}"))
+                held.add(task)
+                task.add_done_callback(held.discard)
+                await asyncio.sleep(0.0005)
+            await asyncio.gather(*held)
+
+        load = asyncio.ensure_future(arrivals())
+        for _ in range(4):
+            await asyncio.sleep(0.5)
+            os.kill(await store.run(pid), signal.SIGKILL)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await load
+        os.kill(await store.run(pid), signal.SIGKILL)
+        await asyncio.sleep(0.3)
+        await store.close()  # after its child died: no error
+
+    uvloop.run(scenario())
+    assert set(outcomes) <= {"answered", "ProcessLost"}, outcomes
+    assert outcomes["answered"] > 100, outcomes

@@ -47,6 +47,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from signalgate.common.interpreter import interpreter_flags
 from signalgate.common.sql import sqlite_child
 
 log = logging.getLogger(__name__)
@@ -70,19 +71,6 @@ def frame(message: object) -> bytes:
     return FRAME.pack(len(data)) + data
 
 
-def interpreter_flags() -> list[str]:
-    """The parent's isolation as command-line flags, and never the working directory on
-    the child's path (`-P`): a `struct.py` there must not replace the standard one."""
-    if sys.flags.isolated:
-        return ["-I"]
-    flags = ["-P"]
-    if sys.flags.ignore_environment:
-        flags.append("-E")
-    if sys.flags.no_user_site:
-        flags.append("-s")
-    return flags
-
-
 class SqliteProcess:
     """The child process and its connection; `name` names the store in messages,
     `process_name` the child on its command line (seen in `ps`)."""
@@ -92,7 +80,9 @@ class SqliteProcess:
         self._process_name = process_name
         self._open_call: tuple[Callable[..., sqlite3.Connection], tuple[Any, ...]] | None = None
         self._child: _Child | None = None  # set only once its connection is open
-        self._starting = asyncio.Lock()
+        # a replacement being started: its own task, so a caller that gives up (a request
+        # past its deadline) does not cancel it for the callers after it
+        self._restarting: asyncio.Task[_Child] | None = None
         self._failed_start: tuple[float, Exception] | None = None
 
     async def open(self, connect: Callable[..., sqlite3.Connection], *args: Any) -> None:
@@ -104,8 +94,7 @@ class SqliteProcess:
             raise RuntimeError(f"{self.name} is already open")
         self._open_call = (connect, args)
         try:
-            async with self._starting:
-                self._child = await self._start(connect, args)
+            self._child = await self._start(connect, args)
         except BaseException:
             self._open_call = None
             raise
@@ -120,36 +109,49 @@ class SqliteProcess:
     async def close(self) -> None:
         """Let the child finish the calls it was sent and answer them, then stop it."""
         self._open_call = None
-        async with self._starting:
-            child, self._child = self._child, None
+        if self._restarting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._restarting)
+        child, self._child = self._child, None
         if child is not None:
             await child.stop()
 
     # --- the child --------------------------------------------------------------------------
 
     async def _replace(self) -> _Child:
-        """A new child for the one that died (one start for all the calls waiting); a start
+        """A new child for the one that died, one start for every call waiting; a start
         that failed less than `START_PAUSE` ago fails again at once, with its error."""
-        async with self._starting:
-            if self._open_call is None:
-                raise RuntimeError(f"{self.name} is not open")
-            child = self._child
-            if child is not None and child.lost is None:
-                return child  # another call started it meanwhile
-            loop = asyncio.get_running_loop()
+        if self._open_call is None:
+            raise RuntimeError(f"{self.name} is not open")
+        if self._restarting is None:
             if self._failed_start is not None:
                 failed_at, error = self._failed_start
-                if loop.time() - failed_at < START_PAUSE:
+                if asyncio.get_running_loop().time() - failed_at < START_PAUSE:
                     raise ProcessLost(f"{self.name}: its process could not start: {error}")
-            self._child = None
-            connect, args = self._open_call
-            try:
-                self._child = await self._start(connect, args)
-            except Exception as exc:
-                self._failed_start = (loop.time(), exc)
-                raise
-            self._failed_start = None
-            return self._child
+            self._restarting = asyncio.create_task(
+                self._restart(*self._open_call), name=f"{self._process_name}-start"
+            )
+            # retrieved here: every caller may have given up before it ends
+            self._restarting.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(self._restarting)
+
+    async def _restart(
+        self, connect: Callable[..., sqlite3.Connection], args: tuple[Any, ...]
+    ) -> _Child:
+        loop = asyncio.get_running_loop()
+        try:
+            child = await self._start(connect, args)
+        except Exception as exc:
+            self._failed_start = (loop.time(), exc)
+            raise
+        finally:
+            self._restarting = None
+        self._failed_start = None
+        if self._open_call is None:  # closed meanwhile
+            await child.stop()
+            raise RuntimeError(f"{self.name} is not open")
+        self._child = child
+        return child
 
     async def _start(
         self, connect: Callable[..., sqlite3.Connection], args: tuple[Any, ...]
@@ -157,7 +159,7 @@ class SqliteProcess:
         ours, theirs = socket.socketpair()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *(sys.executable, *interpreter_flags(), "-c", sqlite_child.BOOTSTRAP),
+                *(sys.executable, *interpreter_flags(safe_path=True), "-c", sqlite_child.BOOTSTRAP),
                 *(self._process_name, str(theirs.fileno())),
                 stdin=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
@@ -197,15 +199,21 @@ class _Child:
         self._reader = asyncio.create_task(self._read_answers(reader), name=f"{name} answers")
 
     async def send(self, *message: Any) -> Any:
+        if self.lost is None and self._writer.transport.is_closing():
+            self.lost = "its process exited"  # seen by the transport before our reader
         if self.lost is not None:
             raise ProcessLost(f"{self.name}: {self.lost}")
         data = frame(message)  # an argument that does not pickle fails here, before sending
+        try:
+            self._writer.write(data)
+        except (RuntimeError, OSError) as exc:  # uvloop: a closed transport raises
+            raise ProcessLost(f"{self.name}: {exc}") from exc
+        # queued only once written: answers come in the order of the writes
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(answer)
-        self._writer.write(data)
         try:
             await self._writer.drain()
-        except ConnectionError as exc:  # the child is gone: its reader fails `answer`
+        except (ConnectionError, RuntimeError) as exc:  # gone: its reader fails `answer`
             log.debug("%s: %r", self.name, exc)
         return await answer
 
@@ -214,8 +222,9 @@ class _Child:
         and exits. Killed if it has not within `STOP_WAIT`."""
         if self.lost is None:
             self.lost = "its process was stopped"
-        with contextlib.suppress(OSError):
-            self._writer.write_eof()  # our side shut for writing, theirs still read
+        if not self._writer.transport.is_closing():
+            with contextlib.suppress(OSError, RuntimeError):
+                self._writer.write_eof()  # our side shut for writing, theirs still read
         try:
             await asyncio.wait_for(asyncio.shield(self._reader), STOP_WAIT)
         except TimeoutError:
