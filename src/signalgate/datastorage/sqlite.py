@@ -12,6 +12,7 @@ on the same file (a `replay-dlq` run) queues instead of forking a chain.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,10 +65,25 @@ class SqliteAuditStore:
         self._path = path
         self._timeout = timeout
         self._process = SqliteProcess(_name(path), "audit-sqlite")
+        # past the busy timeout (a lock another process holds), with room for a large batch
+        self.call_deadline = 2 * timeout + 1
 
-    async def _run(self, action: str, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(
+        self, action: str, fn: Callable[..., T], *args: Any, unbounded: bool = False
+    ) -> T:
+        """`fn` in the store's process, as unavailable when it does not answer within
+        `call_deadline`: a hung disk (or a stopped process) must not hold a write, or
+        `/readyz`, for ever; the write is queued instead. The call itself cannot be taken
+        back: if it answers later, its write is in the database, and the queued copy is
+        taken as already stored when it is replayed. A migration (`unbounded`) takes what it
+        takes."""
+        deadline = None if unbounded else self.call_deadline
         try:
-            return await self._process.run(fn, *args)
+            return await asyncio.wait_for(self._process.run(fn, *args), deadline)
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                f"SQLite {action} failed: no answer in {self.call_deadline:g}s"
+            ) from exc
         except SQLITE_UNAVAILABLE as exc:
             raise StoreUnavailable(f"SQLite {action} failed: {exc}") from exc
 
@@ -108,7 +124,7 @@ class SqliteAuditStore:
         return await self._run("correlation ids read", _correlation_ids)
 
     async def migrate(self) -> list[int]:
-        return await self._run("migrate", _migrate, _name(self._path))
+        return await self._run("migrate", _migrate, _name(self._path), unbounded=True)
 
     async def maintain(self) -> int:
         return 0  # no partitions to prepare

@@ -260,3 +260,39 @@ def test_write_bodies_being_decided_are_bounded_together(tmp_path: Path) -> None
     finally:
         locker.close()
         process.stop()
+
+
+def test_a_stopped_sqlite_process_queues_writes_instead_of_holding_them(tmp_path: Path) -> None:
+    """The SQLite store's process stops answering (SIGSTOP, as on a hung disk): a write is
+    queued (202) once the store's call deadline passes, instead of waiting for ever, and
+    `/readyz` answers; once the process runs again, the queued batch is stored once."""
+    import os
+    import signal
+
+    service = datastorage_process(
+        tmp_path / "ds",
+        env={"SIGNALGATE_STORE__TIMEOUT": "0.5s", "SIGNALGATE_DLQ__POLLINTERVAL": "200ms"},
+    ).start()
+    assert service.proc is not None
+    children = Path(f"/proc/{service.proc.pid}/task/{service.proc.pid}/children")
+    (child,) = [int(pid) for pid in children.read_text().split()]
+    assert "audit-sqlite" in Path(f"/proc/{child}/cmdline").read_text()
+    rr = f"rr-{uuid.uuid4().hex[:8]}"
+    try:
+        with service.client(ADMIN_TOKEN) as client:
+            assert client.post(BATCH, json=[event_body(rr)]).status_code == 201
+            os.kill(child, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                queued = client.post(BATCH, json=[event_body(rr), event_body(rr)])
+                assert queued.status_code == 202, queued.text
+                assert time.monotonic() - started < 10
+                ready = httpx.get(f"{service.ops_url}/readyz", timeout=10)
+                assert "no answer in 2s" in ready.json()["checks"]["database"], ready.text
+            finally:
+                os.kill(child, signal.SIGCONT)
+            wait_for(lambda: len(all_events(client)) == 3, 30, "the queued batch stored")
+            report = client.get("/api/v1/audit/verify-chain", params={"correlation_id": rr})
+            assert report.json() == {"correlation_id": rr, "events": 3, "valid": True}
+    finally:
+        service.stop()
