@@ -22,7 +22,7 @@ from signalgate.common.directories import space_hint
 from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.common.sql.sqlite_process import SqliteProcess
-from signalgate.common.sql.sqlite_wal import use_wal
+from signalgate.common.sql.sqlite_wal import connect_migrated
 from signalgate.datastorage.chain import canonical, format_timestamp
 from signalgate.datastorage.columns import (
     COLUMNS,
@@ -139,15 +139,7 @@ def _name(path: Path) -> str:
 
 def _connect(path: Path, timeout: float) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    try:
-        use_wal(conn, timeout)
-        sqlite_migrate(conn, SCHEMA, _name(path))
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return connect_migrated(path, timeout, SCHEMA, _name(path))
 
 
 def _ping(conn: sqlite3.Connection) -> None:

@@ -26,9 +26,8 @@ from typing import Any, TypeVar
 
 from signalgate.common.directories import space_hint
 from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
-from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.common.sql.sqlite_process import SqliteProcess
-from signalgate.common.sql.sqlite_wal import use_wal
+from signalgate.common.sql.sqlite_wal import connect_migrated
 from signalgate.remediation import rows
 from signalgate.remediation.model import (
     RemediationRequest,
@@ -100,49 +99,44 @@ def _write(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
 # --- the calls, run in the store's process (`SqliteProcess`): module-level, plain arguments
 
 
-def _decide(conn: sqlite3.Connection, candidate: RemediationRequest, now: datetime) -> FiringResult:
-    """The deduplication decision for one firing signal, inside a write transaction."""
+def _decide(
+    conn: sqlite3.Connection, candidate: RemediationRequest, now: datetime
+) -> RemediationRequest | None:
+    """The deduplication decision for one firing signal, inside a write transaction: the RR
+    the signal was counted on, or None when `candidate` was inserted (the caller has it: it
+    is not sent back)."""
     stamp = format_time(now)
     fingerprint = candidate.fingerprint
     found = conn.execute(_BUMP_ACTIVE, {"now": stamp, "key": fingerprint}).fetchall()
     if found:
-        return FiringResult(Decision.DUPLICATE, _rr(found[0]))
+        return _rr(found[0])
     params = rows.suppressor_params(fingerprint, now, format_time)
     suppressing = choose_suppressor(
         (_rr(r) for r in conn.execute(_SUPPRESSORS, params).fetchall()), now
     )
     if suppressing is not None:
         bumped = conn.execute(_BUMP_NAMED, {"now": stamp, "key": suppressing.name}).fetchall()
-        return FiringResult(Decision.DUPLICATE, _rr(bumped[0]))
+        return _rr(bumped[0])
     conn.execute(_INSERT, rows.rr_to_row(candidate, format_time))
-    return FiringResult(Decision.CREATED, candidate)
-
-
-def _record_firing(
-    conn: sqlite3.Connection, candidate: RemediationRequest, now: datetime
-) -> FiringResult:
-    return _write(conn, _decide, candidate, now)
+    return None
 
 
 def _decide_all(
     conn: sqlite3.Connection, signals: Sequence[tuple[RemediationRequest, datetime]]
-) -> list[FiringResult | None]:
+) -> list[RemediationRequest | None]:
     return [_decide(conn, candidate, now) for candidate, now in signals]
 
 
-def _record_firings(
-    conn: sqlite3.Connection, signals: Sequence[tuple[RemediationRequest, datetime]]
-) -> list[FiringResult | None]:
-    return _write(conn, _decide_all, signals)
+def _decided(candidate: RemediationRequest, counted_on: RemediationRequest | None) -> FiringResult:
+    """`_decide`'s answer as the caller's result."""
+    if counted_on is None:
+        return FiringResult(Decision.CREATED, candidate)
+    return FiringResult(Decision.DUPLICATE, counted_on)
 
 
 def _one(conn: sqlite3.Connection, sql: str, params: Any) -> RemediationRequest | None:
     found = conn.execute(sql, params).fetchall()
     return _rr(found[0]) if found else None
-
-
-def _write_one(conn: sqlite3.Connection, sql: str, params: Any) -> RemediationRequest | None:
-    return _write(conn, _one, sql, params)
 
 
 def _select(conn: sqlite3.Connection, sql: str, params: Any) -> list[RemediationRequest]:
@@ -183,19 +177,9 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
             "not exist (create it, or set store.dsn to a file in an existing directory)"
         )
     try:
-        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-    except sqlite3.Error as exc:
+        return connect_migrated(path, busy_timeout, SCHEMA, where)
+    except sqlite3.DatabaseError as exc:
         raise StoreUnavailable(f"{where}: cannot open: {exc}{space_hint(path.parent)}") from exc
-    conn.row_factory = sqlite3.Row
-    try:
-        use_wal(conn, busy_timeout)
-        sqlite_migrate(conn, SCHEMA, where)
-    except BaseException as exc:
-        conn.close()
-        if isinstance(exc, sqlite3.DatabaseError):
-            raise StoreUnavailable(f"{where}: cannot open: {exc}{space_hint(path.parent)}") from exc
-        raise
-    return conn
 
 
 class SqliteRemediationStore(RemediationStore):
@@ -235,21 +219,24 @@ class SqliteRemediationStore(RemediationStore):
     # --- the store API --------------------------------------------------------------------
 
     async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
-        return await self._run(_record_firing, candidate, now)
+        return _decided(candidate, await self._run(_write, _decide, candidate, now))
 
     async def record_firings(
         self, signals: Sequence[tuple[RemediationRequest, datetime]]
     ) -> list[FiringResult | None]:
         """Every signal decided by the full rules, in order, in one transaction (one
         commit for the whole batch)."""
-        return await self._run(_record_firings, list(signals))
+        signals = list(signals)
+        counted_on = await self._run(_write, _decide_all, signals)
+        return [_decided(c, rr) for (c, _), rr in zip(signals, counted_on, strict=True)]
 
     async def bump_active(self, name: str, count: int, now: datetime) -> RemediationRequest | None:
         params = {"now": format_time(now), "key": name, "count": count}
-        return await self._run(_write_one, _BUMP_ACTIVE_NAMED, params)
+        return await self._run(_write, _one, _BUMP_ACTIVE_NAMED, params)
 
     async def record_resolved(self, fingerprint: str, now: datetime) -> RemediationRequest | None:
-        return await self._run(_write_one, _RESOLVE, {"now": format_time(now), "key": fingerprint})
+        params = {"now": format_time(now), "key": fingerprint}
+        return await self._run(_write, _one, _RESOLVE, params)
 
     async def get(self, name: str) -> RemediationRequest | None:
         return await self._run(_one, _GET, (name,))

@@ -46,6 +46,16 @@ async def eventually(check: object, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def set_phase_by_hand(api: KubeAPIServer, namespace: str, name: str, phase: str) -> None:
+    """What a controller (or a person) does behind the store's back: the RR's phase set
+    through the status subresource."""
+    status, obj = api.request("GET", path(namespace, name))
+    assert status == 200, obj
+    obj.setdefault("status", {})["overallPhase"] = phase
+    status, body = api.request("PUT", path(namespace, name) + "/status", obj)
+    assert status == 200, body
+
+
 async def test_a_deleted_generation_is_never_created_again(
     kube_store: KubernetesStore, kube_apiserver: KubeAPIServer, kube_namespace: str
 ) -> None:
@@ -94,12 +104,7 @@ async def test_rrs_written_by_others_are_seen_through_the_watch(
     assert dup.rr.overall_phase == "Pending"
 
     # a controller finishes it behind the store's back: the next signal opens generation 8
-    status, obj = kube_apiserver.request("GET", path(kube_namespace, "rr-made-by-hand"))
-    obj["status"]["overallPhase"] = "Completed"
-    status, _ = kube_apiserver.request(
-        "PUT", path(kube_namespace, "rr-made-by-hand") + "/status", obj
-    )
-    assert status == 200
+    set_phase_by_hand(kube_apiserver, kube_namespace, "rr-made-by-hand", "Completed")
     fresh = await kube_store.record_firing(make_rr("other-1", at=later(2)), later(2))
     assert fresh.decision is Decision.CREATED
     assert fresh.rr.name == rr_name(candidate.fingerprint, 8)
@@ -121,12 +126,7 @@ async def test_a_generation_label_too_long_to_follow_is_read_as_none(
     document["status"] = {"overallPhase": "Completed"}
     status, body = kube_apiserver.request("POST", path(kube_namespace), document)
     assert status == 201, body
-    status, obj = kube_apiserver.request("GET", path(kube_namespace, "rr-long-generation"))
-    obj["status"] = {"overallPhase": "Completed"}
-    status, _ = kube_apiserver.request(
-        "PUT", path(kube_namespace, "rr-long-generation") + "/status", obj
-    )
-    assert status == 200
+    set_phase_by_hand(kube_apiserver, kube_namespace, "rr-long-generation", "Completed")
 
     async def listed() -> bool:
         page = await kube_store.list(ListQuery(fingerprint=candidate.fingerprint))
@@ -180,11 +180,7 @@ async def test_the_gateway_counts_but_leaves_the_phase_to_kubernauts_orchestrato
     assert stored["status"]["deduplication"]["occurrenceCount"] == 3
     assert "overallPhase" not in stored["status"]
     # the orchestrator sets the phase: later duplicates keep it
-    stored["status"]["overallPhase"] = "Processing"
-    status, _ = kube_apiserver.request(
-        "PUT", path(kube_namespace, created.name) + "/status", stored
-    )
-    assert status == 200
+    set_phase_by_hand(kube_apiserver, kube_namespace, created.name, "Processing")
 
     async def processing() -> bool:
         rr = await kube_store.get(created.name)

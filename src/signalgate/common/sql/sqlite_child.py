@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-FRAME = struct.Struct(">I")
+FRAME = struct.Struct(">I")  # each message, both ways: its length, then its pickle
 
 # the parent's sys.path, as JSON: the child imports what the parent imports
 PATH_VARIABLE = "SIGNALGATE_SQLITE_CHILD_PATH"
@@ -52,24 +52,19 @@ def call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         raise
 
 
-def _answer(ok: bool, value: Any) -> bytes:
-    try:
-        data = pickle.dumps((ok, value), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # an error carrying something that does not pickle
-        if ok:
-            raise
-        data = pickle.dumps((False, RuntimeError(f"{type(value).__name__}: {value} ({exc})")))
+def frame(message: object) -> bytes:
+    """`message` as sent over the socket, by either side."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return FRAME.pack(len(data)) + data
 
 
-def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            return None
-        chunks += chunk
-    return bytes(chunks)
+def _answer(ok: bool, value: Any) -> bytes:
+    try:
+        return frame((ok, value))
+    except Exception as exc:  # an error carrying something that does not pickle
+        if ok:
+            raise
+        return frame((False, RuntimeError(f"{type(value).__name__}: {value} ({exc})")))
 
 
 def main() -> None:
@@ -79,10 +74,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[2]))
+    incoming = sock.makefile("rb")  # a read of n bytes is short only at end of input
     try:
-        while (header := _read_exactly(sock, FRAME.size)) is not None:
-            body = _read_exactly(sock, FRAME.unpack(header)[0])
-            if body is None:
+        while len(header := incoming.read(FRAME.size)) == FRAME.size:
+            size = FRAME.unpack(header)[0]
+            if len(body := incoming.read(size)) < size:
                 break
             fn, *args = pickle.loads(body)  # noqa: S301 - from our own parent only
             try:
@@ -97,4 +93,5 @@ def main() -> None:
     finally:
         if _connection is not None:
             _connection.close()
+        incoming.close()
         sock.close()

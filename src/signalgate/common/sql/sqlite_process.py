@@ -41,7 +41,6 @@ import os
 import pickle
 import socket
 import sqlite3
-import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -49,12 +48,12 @@ from typing import Any, TypeVar
 
 from signalgate.common.interpreter import interpreter_flags
 from signalgate.common.sql import sqlite_child
+from signalgate.common.sql.sqlite_child import FRAME, frame
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-FRAME = struct.Struct(">I")  # each message: its length, then its pickle
 STOP_WAIT = 10.0  # seconds a closing child has to finish its calls before it is killed
 # after a child failed to start (its file unreadable, the disk gone), calls fail with that
 # error for this long instead of each starting another child
@@ -64,11 +63,6 @@ START_PAUSE = 1.0
 class ProcessLost(sqlite3.OperationalError):
     """The child process holding the connection exited (or its socket broke) before it
     answered. An `OperationalError`, so the stores read it as any other "unavailable"."""
-
-
-def frame(message: object) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return FRAME.pack(len(data)) + data
 
 
 class SqliteProcess:

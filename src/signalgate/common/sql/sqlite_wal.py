@@ -1,4 +1,5 @@
-"""Both SQLite stores' journal mode: WAL, with `synchronous = NORMAL`.
+"""Both SQLite stores' connection (`connect_migrated`) and its journal mode: WAL, with
+`synchronous = NORMAL`.
 
 WAL lets readers run beside the one writer, and with `NORMAL` a commit is not fsync'd
 (WAL is synced at checkpoints): a process killed at any moment loses nothing committed, only
@@ -16,6 +17,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
+
+from signalgate.common.sql.migrations import Schema, sqlite_migrate
 
 FIRST_PAUSE = 0.002  # seconds; doubled after each refusal
 LONGEST_PAUSE = 0.1
@@ -37,3 +41,20 @@ def use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
         time.sleep(pause)  # the store's process, never the event loop
         pause = min(pause * 2, LONGEST_PAUSE)
     conn.execute("PRAGMA synchronous = NORMAL")
+
+
+def connect_migrated(
+    path: Path, busy_timeout: float, schema: Schema, where: str
+) -> sqlite3.Connection:
+    """A store's connection: autocommit (the stores begin their own transactions), rows by
+    column name, WAL, `schema` migrated (`where` names the store in its messages); closed
+    again when any of that fails. Runs in the store's own process."""
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    try:
+        conn.row_factory = sqlite3.Row
+        use_wal(conn, busy_timeout)
+        sqlite_migrate(conn, schema, where)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
