@@ -236,6 +236,49 @@ async def test_a_cycle_of_parents_ends_in_the_dead_queue(
     assert await stored_ids(store) == []
 
 
+class CountingStore:
+    """The real store, its writes counted (how many round trips a pass took)."""
+
+    def __init__(self, store: SqliteAuditStore) -> None:
+        self._store = store
+        self.writes = 0
+
+    async def write(self, events: Sequence[AuditEvent]) -> WriteResult:
+        self.writes += 1
+        return await self._store.write(events)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+async def test_a_pass_with_refused_letters_writes_the_rest_together(
+    dlq: DeadLetterQueue, store: SqliteAuditStore
+) -> None:
+    """As an outage leaves a queue: children due before their rescheduled parents, and a
+    letter the store refuses for itself. The refused ones are taken out and the rest stored
+    in a few writes, not one write (and one queue change) per letter: one at a time such a
+    queue replayed at 50 to 90 events/s (an outside check)."""
+    elsewhere = ev("rr-other")
+    await store.write([elsewhere])
+    chains = [f"rr-{n}" for n in range(60)]
+    parents = [ev(chain) for chain in chains]
+    children = [ev(chain, parent=parent) for chain, parent in zip(chains, parents, strict=True)]
+    stray = ev("rr-0", parent=elsewhere)
+    now = time.time()
+    await dlq.put(children[:30], due=now - 30)
+    await dlq.put([stray], due=now - 25)
+    await dlq.put(children[30:], due=now - 20)
+    await dlq.put(parents, due=now - 10)
+    counting = CountingStore(store)
+    report = await worker(dlq, counting, batch_size=500).run_once()  # type: ignore[arg-type]
+    assert (report.replayed, report.dead, report.rescheduled, report.waiting) == (120, 1, 0, 0)
+    assert counting.writes <= 4
+    for chain, parent, child in zip(chains, parents, children, strict=True):
+        assert await stored_ids(store, chain) == [parent.event_id, child.event_id]
+    assert [letter.event_id for letter in await dlq.dead()] == [stray.event_id]
+    assert await dlq.depth() == 0
+
+
 def writer(store: object, dlq: DeadLetterQueue, first_delay: float = 60.0) -> AuditWriter:
     return AuditWriter(store, dlq, DataStorageMetrics(CollectorRegistry()), first_delay)  # type: ignore[arg-type]
 
