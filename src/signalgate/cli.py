@@ -26,6 +26,7 @@ from signalgate.common.config import ConfigError, split_listen
 from signalgate.common.credential_files import read_own, write_private
 from signalgate.common.directories import writable_directory
 from signalgate.common.listeners import bind_problem
+from signalgate.common.parent import parent_env
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -118,6 +119,7 @@ def _start(component: Component, data_dir: Path, token: str) -> None:
         "SIGNALGATE_AUTH__TOKENSFILE": str(tokens),
         "SIGNALGATE_LOGGING__FORMAT": os.environ.get("SIGNALGATE_LOGGING__FORMAT", "console"),
         **component.env,
+        **parent_env(),  # `up` killed with SIGKILL takes its services along
     }
     component.proc = subprocess.Popen(
         [*command_line(component.command), "serve"],

@@ -39,6 +39,7 @@ from signalgate.common.listeners import check_listeners
 from signalgate.common.logging import SampledLog
 from signalgate.common.loop_lag import LoopLagMonitor
 from signalgate.common.ops import ReadinessProbe, build_ops_app
+from signalgate.common.parent import follow_parent
 from signalgate.common.tls import ServingCertificate, Tls
 from signalgate.common.workers import WorkerRole
 
@@ -255,10 +256,10 @@ async def run_service(
     of several workers (`role`, common/workers.py), the API listener is the supervisor's
     inherited socket and the ops listener a private Unix socket the supervisor reads; the
     supervisor serves `metrics_listen` then."""
+    follow_parent()  # a worker of a supervisor, or a service of `signalgate up`: stop with it
     if role is None:
         check_listeners(listen, ops_listen, metrics_listen)
     else:
-        role.follow_supervisor()
         metrics_listen = None  # the supervisor serves it for every worker
     await service.start()
     # objects made at start-up live for the whole run: keep them out of every GC pass

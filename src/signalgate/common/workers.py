@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -56,6 +55,7 @@ from signalgate.common.http_protocol import HEAD_TIMEOUT
 from signalgate.common.listeners import check_listeners
 from signalgate.common.logging import SampledLog
 from signalgate.common.ops import Readiness, healthy_response, readiness_response
+from signalgate.common.parent import follow_parent, parent_env
 from signalgate.common.problems import problem_response
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,6 @@ sampled = SampledLog(log)
 ENV_INDEX = "SG_WORKER_INDEX"
 ENV_LISTEN_FD = "SG_WORKER_LISTEN_FD"
 ENV_OPS_SOCKET = "SG_WORKER_OPS_SOCKET"
-ENV_SUPERVISOR = "SG_WORKER_SUPERVISOR_PID"
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,6 @@ class WorkerRole:
     index: int
     listen_fd: int
     ops_socket: str
-    supervisor_pid: int = 0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> WorkerRole | None:
@@ -87,22 +84,7 @@ class WorkerRole:
             int(environ[ENV_INDEX]),
             int(environ[ENV_LISTEN_FD]),
             environ[ENV_OPS_SOCKET],
-            int(environ.get(ENV_SUPERVISOR, "0")),
         )
-
-    def follow_supervisor(self) -> None:
-        """Get SIGTERM when the supervisor dies, and so drain and stop as on a shutdown.
-
-        Without it a supervisor killed with SIGKILL left its workers serving the API port as
-        orphans, with no ops listener, never stopping, and the service could not start again
-        (the port was theirs). Linux only (`prctl(PR_SET_PDEATHSIG)`)."""
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):
-            return
-        if self.supervisor_pid and os.getppid() != self.supervisor_pid:
-            os.kill(os.getpid(), signal.SIGTERM)  # it died before the request was made
 
     def listen_socket(self) -> socket.socket:
         return socket.socket(fileno=self.listen_fd)
@@ -205,7 +187,7 @@ class Supervisor:
             ENV_INDEX: str(worker.index),
             ENV_LISTEN_FD: str(self.listen_fd),
             ENV_OPS_SOCKET: worker.ops_socket,
-            ENV_SUPERVISOR: str(os.getpid()),
+            **parent_env(),  # a supervisor killed with SIGKILL takes its workers along
         }
         worker.proc = await asyncio.create_subprocess_exec(
             *self.command, env=env, pass_fds=(self.listen_fd,)
@@ -317,6 +299,7 @@ async def supervise(
     answers the ops routes for all of them, on `ops_listen` and `metrics_listen`."""
     from signalgate.common.server import ops_servers, start_servers, stop_servers
 
+    follow_parent()  # started by `signalgate up`: stop with it
     # as one process checks them (common/server.run_service): one line, not a traceback
     check_listeners(listen, ops_listen, metrics_listen)
     listener = bind_listener(listen)

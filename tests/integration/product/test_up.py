@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.services import alert, webhook
-from tests.support.up import free_base_port, port_is_free, wait_ready
+from tests.support.up import free_base_port, port_is_free, signalgate_up, wait_ready
 
 
 def test_up_runs_gateway_and_datastorage_with_one_admin_token(tmp_path: Path) -> None:
@@ -125,3 +125,31 @@ def test_up_refuses_what_it_cannot_use_in_one_line_before_starting(tmp_path: Pat
         and "cannot be written" in line
     )
     assert port_is_free(base) and port_is_free(base + 10)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whoever reaps it here)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_up_killed_with_sigkill_takes_its_services_along(tmp_path: Path) -> None:
+    """Killed with SIGKILL (no chance to stop anything), `up` left both services serving as
+    orphans, their ports taken, so the next `up` could not start: each now stops with it."""
+    with signalgate_up(tmp_path) as up:
+        services = _children(up.proc.pid)
+        assert len(services) == 2
+        up.proc.kill()
+        up.proc.wait(10)
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and any(_running(pid) for pid in services):
+            time.sleep(0.2)
+        assert not any(_running(pid) for pid in services), "a service outlived `up`"
+        assert all(port_is_free(up.base + offset) for offset in (0, 1, 10, 11))
