@@ -44,6 +44,16 @@ def gateway(stack: Stack) -> Iterator[httpx.Client]:
         yield client
 
 
+@pytest.fixture(scope="module", params=["postgres", "sqlite"])
+def gateway_each_store(request: pytest.FixtureRequest, stack: Stack) -> Iterator[httpx.Client]:
+    """The admin client of the Gateway on PostgreSQL, then of the one on SQLite (its
+    embedded default, `gateway-sqlite`): a module whose tests take this as their `gateway`
+    checks every decision on both SQL stores."""
+    url = stack.gateway if request.param == "postgres" else stack.gateway_sqlite
+    with _client(url, token("gateway-admin")) as client:
+        yield client
+
+
 @pytest.fixture(scope="session")
 def anonymous(stack: Stack) -> Iterator[httpx.Client]:
     """The Gateway's API without a token."""

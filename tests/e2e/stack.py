@@ -21,7 +21,12 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENS = REPO / "e2e" / "tokens"
-REQUIRED = ("E2E_GATEWAY_URL", "E2E_GATEWAY_OPS_URL", "E2E_DATASTORAGE_URL")
+REQUIRED = (
+    "E2E_GATEWAY_URL",
+    "E2E_GATEWAY_OPS_URL",
+    "E2E_GATEWAY_SQLITE_URL",
+    "E2E_DATASTORAGE_URL",
+)
 NOT_UNDER_E2ECOV = (
     "tests/e2e drive the running stack that e2ecov starts from e2e/stack.toml; run them with "
     "`make e2e-coverage` (or `e2ecov run -c e2e/stack.toml`), not with plain pytest — "
@@ -40,6 +45,7 @@ def token(name: str) -> str:
 class Stack:
     gateway: str
     gateway_ops: str
+    gateway_sqlite: str  # the same Gateway on its embedded default store
     datastorage: str
     datastorage_ops: str
     alertmanager: str
@@ -54,6 +60,7 @@ class Stack:
         return cls(
             gateway=env["E2E_GATEWAY_URL"],
             gateway_ops=env["E2E_GATEWAY_OPS_URL"],
+            gateway_sqlite=env["E2E_GATEWAY_SQLITE_URL"],
             datastorage=env["E2E_DATASTORAGE_URL"],
             datastorage_ops=env.get("E2E_DATASTORAGE_OPS_URL", ""),
             alertmanager=env.get("E2E_ALERTMANAGER_URL", ""),

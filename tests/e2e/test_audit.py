@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.stack import Audit, fingerprint, unique
 from tests.support.services import alert, webhook
@@ -22,6 +23,12 @@ CREATED = "gateway.crd.created"
 DEDUPLICATED = "gateway.signal.deduplicated"
 RESOLVED = "gateway.signal.resolved"
 REJECTED = "gateway.signal.rejected"
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_each_store: httpx.Client) -> httpx.Client:
+    """Each test here runs on the Gateway of each SQL store (conftest.py)."""
+    return gateway_each_store
 
 
 def fire(gateway: httpx.Client, namespace: str, pod: str, **labels: str) -> dict[str, Any]:

@@ -5,18 +5,27 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
-from tests.e2e.stack import Stack, fingerprint, token, unique
+from tests.e2e.stack import fingerprint, token, unique
 from tests.support.services import alert, webhook
 
 PROMETHEUS = "/api/v1/signals/prometheus"
 RRS = "/api/v1/remediation-requests"
 
 
-async def _post_all(stack: Stack, payloads: list[dict[str, object]]) -> list[httpx.Response]:
+@pytest.fixture(scope="module")
+def gateway(gateway_each_store: httpx.Client) -> httpx.Client:
+    """Each test here runs on the Gateway of each SQL store (conftest.py)."""
+    return gateway_each_store
+
+
+async def _post_all(
+    gateway: httpx.Client, payloads: list[dict[str, object]]
+) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=len(payloads))
     async with httpx.AsyncClient(
-        base_url=stack.gateway,
+        base_url=gateway.base_url,
         headers={"Authorization": f"Bearer {token('gateway-admin')}"},
         timeout=30.0,
         limits=limits,
@@ -25,11 +34,11 @@ async def _post_all(stack: Stack, payloads: list[dict[str, object]]) -> list[htt
         return await asyncio.gather(*(client.post(PROMETHEUS, json=p) for p in payloads))
 
 
-def test_fifty_concurrent_distinct_alerts_all_create(stack: Stack, gateway: httpx.Client) -> None:
+def test_fifty_concurrent_distinct_alerts_all_create(gateway: httpx.Client) -> None:
     namespace = unique("ns")
     pods = [unique("api") for _ in range(50)]
     answers = asyncio.run(
-        _post_all(stack, [webhook(alert(namespace=namespace, pod=p)) for p in pods])
+        _post_all(gateway, [webhook(alert(namespace=namespace, pod=p)) for p in pods])
     )
 
     assert [a.status_code for a in answers] == [201] * 50, [
@@ -42,10 +51,11 @@ def test_fifty_concurrent_distinct_alerts_all_create(stack: Stack, gateway: http
     assert len(listed) == 50
 
 
-def test_concurrent_identical_alerts_make_one_rr(stack: Stack, gateway: httpx.Client) -> None:
+def test_concurrent_identical_alerts_make_one_rr(gateway: httpx.Client) -> None:
     namespace, pod = unique("ns"), unique("api")
     count = 30
-    answers = asyncio.run(_post_all(stack, [webhook(alert(namespace=namespace, pod=pod))] * count))
+    payload = webhook(alert(namespace=namespace, pod=pod))
+    answers = asyncio.run(_post_all(gateway, [payload] * count))
 
     codes = sorted(a.status_code for a in answers)
     assert codes == [201] + [202] * (count - 1), codes

@@ -23,6 +23,12 @@ TERMINAL_REOPENS = ["Completed", "Failed", "Cancelled"]
 ACTIVE_DEDUPLICATES = ["Pending", "Processing", "Blocked"]
 
 
+@pytest.fixture(scope="module")
+def gateway(gateway_each_store: httpx.Client) -> httpx.Client:
+    """Each test here runs on the Gateway of each SQL store (conftest.py)."""
+    return gateway_each_store
+
+
 def fire(gateway: httpx.Client, namespace: str, pod: str, **labels: str) -> httpx.Response:
     return gateway.post(PROMETHEUS, json=webhook(alert(namespace=namespace, pod=pod, **labels)))
 
