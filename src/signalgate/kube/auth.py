@@ -32,12 +32,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from signalgate.common.auth import Principal, authenticated_user_var, bearer_token, unauthorized
+from signalgate.common.logging import SampledLog
 from signalgate.common.problems import Problem, service_unavailable
 from signalgate.common.ttlcache import TTLCache
 from signalgate.kube.client import KubeClient, KubeError, KubeUnauthorized, KubeUnavailable
 from signalgate.kube.settings import KubernetesSettings
 
 log = logging.getLogger(__name__)
+# each request whose token cannot be checked meets these: one line per kind and interval
+sampled = SampledLog(log)
 
 RETRY_AFTER = 5
 # TokenReviews in flight at once for tokens not accepted lately (an attacker's guesses)
@@ -241,10 +244,12 @@ class KubernetesAuth:
             return await self.client.request("POST", path, body=body)
         except KubeUnauthorized as exc:
             # this service's own token, not the caller's: the caller cannot fix it
-            log.error(
+            sampled.log(
+                logging.ERROR,
+                "own token refused",
                 "the Kubernetes API server does not accept this service's own token "
                 "(its ServiceAccount deleted, or the token revoked or expired)",
-                extra={"error": str(exc)},
+                {"error": str(exc)},
             )
             raise service_unavailable(
                 "cannot check the token: the Kubernetes API server does not accept this "
@@ -252,14 +257,24 @@ class KubernetesAuth:
                 RETRY_AFTER,
             ) from exc
         except KubeUnavailable as exc:
-            log.warning("Kubernetes API unavailable for auth", extra={"error": str(exc)})
+            sampled.log(
+                logging.WARNING,
+                "unavailable",
+                "Kubernetes API unavailable for auth",
+                {"error": str(exc)},
+            )
             raise service_unavailable(
                 "cannot check the token: the Kubernetes API server is unreachable; retry later",
                 RETRY_AFTER,
             ) from exc
         except KubeError as exc:
             # e.g. the Gateway's own ServiceAccount may not create reviews: a deployment bug
-            log.error("Kubernetes refused an auth review", extra={"error": str(exc)})
+            sampled.log(
+                logging.ERROR,
+                "review refused",
+                "Kubernetes refused an auth review",
+                {"error": str(exc)},
+            )
             raise service_unavailable(
                 "cannot check the token: the Kubernetes API server refused the review "
                 "(does this service's ServiceAccount have the system:auth-delegator role?)",

@@ -42,6 +42,7 @@ from urllib.parse import quote
 
 import orjson
 
+from signalgate.common.logging import SampledLog
 from signalgate.common.tasks import cancel_and_wait
 from signalgate.kube.client import (
     KubeAlreadyExists,
@@ -84,6 +85,8 @@ from signalgate.remediation.store import (
 )
 
 log = logging.getLogger(__name__)
+# a watch that keeps breaking (the CRD missing) breaks every few seconds: one line per interval
+watch_log = SampledLog(log, interval=60.0)
 
 GROUP_VERSION = API_VERSION  # kubernaut.ai/v1alpha1
 PLURAL = "remediationrequests"
@@ -313,7 +316,9 @@ class KubernetesStore:
                 log.info("RR watch silent; watching again", extra={"error": str(exc)})
                 version = self._followed
             except (KubeError, ValueError, KeyError) as exc:
-                log.warning("RR watch broke; relisting", extra={"error": str(exc)})
+                watch_log.log(
+                    logging.WARNING, "broke", "RR watch broke; relisting", {"error": str(exc)}
+                )
                 self._synced.clear()  # lists go to the API server until the cache is whole
                 if self._followed != started_at:  # it had been delivering: not a loop of breaks
                     delay = 0.2

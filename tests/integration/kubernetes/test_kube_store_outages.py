@@ -54,7 +54,8 @@ def test_the_crd_removed_while_running_is_503_unready_naming_it_and_recovers(
     """Kubernaut's chart uninstalled and installed again removes the CRD for a while: every
     signal was a 500 "Internal server error" with a traceback logged per request, and
     /readyz crashed (a plain-text 500). Now: 503 with Retry-After, logged once per interval
-    naming the CRD, /readyz 503 naming it; back by itself once the CRD is."""
+    naming the CRD, /readyz 503 naming it, the broken RR watch logged once a minute; back
+    by itself once the CRD is."""
     server = own_apiserver
     with (
         gateway_in(server, "crd-gone", tmp_path / "gw").start() as gateway,
@@ -62,6 +63,7 @@ def test_the_crd_removed_while_running_is_503_unready_naming_it_and_recovers(
     ):
         assert c.post(PROM, json=webhook(alert(pod="before-1"))).status_code == 201
         assert server.request("DELETE", CRD)[0] == 200
+        deleted = time.monotonic()
         until(lambda: server.request("GET", CRD)[0] == 404, "deleted")
         for n in range(5):
             answer = c.post(PROM, json=webhook(alert(pod=f"gone-{n}")))
@@ -77,6 +79,11 @@ def test_the_crd_removed_while_running_is_503_unready_naming_it_and_recovers(
         assert len(failed) == 1, failed  # five answers, one line: the rest held back
         assert "serves no RemediationRequests" in failed[0]
         assert "remediationrequests.kubernaut.ai" in failed[0]
+        # the RR watch breaks again every few seconds while the CRD is gone: it wrote a
+        # warning each time; now one a minute, the next counting those held back
+        time.sleep(max(0.0, 12 - (time.monotonic() - deleted)))
+        broke = [line for line in gateway.output().splitlines() if "RR watch broke" in line]
+        assert len(broke) == 1, broke
 
         for obj in load_manifests(CRD_FILE):
             server.apply(obj)
@@ -140,3 +147,32 @@ def test_its_own_token_revoked_is_503_and_logged_as_a_token_not_accepted(
         assert "does not accept this Gateway's token" in failed
         assert "401" in failed and "ServiceAccount was deleted" in failed
         assert "ConnectionTerminated" not in failed
+
+
+def test_its_own_token_revoked_under_kubernetes_auth_is_logged_once_per_interval(
+    own_apiserver: KubeAPIServer, tmp_path: Path
+) -> None:
+    """With `auth.mode: kubernetes` every caller's token is reviewed with the Gateway's own.
+    Once that is revoked, each request wrote the same error line: a sender retrying in a
+    loop filled the log. Now one line names the cause, the rest are held back and counted."""
+    server = own_apiserver
+    server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "own-review"}})
+    with (
+        kube_gateway(server, "own-review", tmp_path / "gw", env=SETTINGS_SCOPE).start() as gw,
+    ):
+        account = "/api/v1/namespaces/own-review/serviceaccounts/signalgate-gateway"
+        assert server.request("DELETE", account)[0] == 200
+        tokens = iter(f"invented-{n}" for n in range(1000))  # each one reviewed: none cached
+
+        def refused() -> bool:
+            with gw.client(next(tokens)) as c:
+                answer = c.post(PROM, json=webhook(alert(pod="p-1")))
+            return answer.status_code == 503
+
+        # the API server's token cache holds the approval for about 10 s
+        until(refused, "refused")
+        for _ in range(20):
+            assert refused()
+        lines = [line for line in gw.output().splitlines() if "own token" in line]
+        assert 1 <= len(lines) <= 2, lines  # the first, and perhaps its count of the rest
+        assert "does not accept this service's own token" in lines[0]
