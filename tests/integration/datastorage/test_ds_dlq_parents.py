@@ -26,6 +26,7 @@ from signalgate.datastorage.dlq import (
     ReplayWorker,
     Waiting,
 )
+from signalgate.datastorage.dlq.replay import AFTER_PARENT
 from signalgate.datastorage.errors import (
     ForeignParent,
     MissingParent,
@@ -181,7 +182,7 @@ async def test_child_due_before_its_parent_waits_without_using_an_attempt(
     report = await replay.run_once()
     assert (report.replayed, report.rescheduled, report.waiting) == (0, 0, 1)
     [letter] = [ltr for ltr in await dlq.due(None, 10) if ltr.event_id == child.event_id]
-    assert (letter.attempts, letter.due) == (0, parent_due)
+    assert (letter.attempts, letter.due) == (0, parent_due + AFTER_PARENT)  # just after it
     assert (await replay.drain()).replayed == 2
     assert await stored_ids(store) == [parent.event_id, child.event_id]
 
@@ -234,6 +235,52 @@ async def test_a_cycle_of_parents_ends_in_the_dead_queue(
         await replay.run_once()
     assert await dlq.depth() == 0
     assert await stored_ids(store) == []
+
+
+async def test_a_child_whose_parent_is_due_but_beyond_the_pass_waits_for_it(
+    dlq: DeadLetterQueue, store: SqliteAuditStore
+) -> None:
+    """A backlog bigger than a pass, children due before their parents (rescheduled while
+    the database refused writes): a parent due now but left for a later pass is not
+    missing. Counted so, each child used an attempt, and deep chains were buried before
+    the drain reached their ancestors (an outside check: 20 to 246 acknowledged events)."""
+    chain = [ev()]
+    for _ in range(5):
+        chain.append(ev(parent=chain[-1]))
+    now = time.time()
+    for depth, event in enumerate(reversed(chain)):  # the deepest child first
+        await dlq.put([event], due=now - 60 + depth)
+    replay = worker(dlq, store, backoff=(60.0,), batch_size=2)  # one attempt only
+    for _ in range(20):
+        if not await dlq.depth():
+            break
+        await replay.run_once()
+    assert await dlq.dead() == []
+    assert await stored_ids(store) == [event.event_id for event in chain]
+
+
+async def test_a_retry_with_other_content_is_stored_when_its_first_copy_is_refused(
+    dlq: DeadLetterQueue, store: SqliteAuditStore
+) -> None:
+    """Queued during an outage: an event whose parent belongs to another chain, then a
+    client's retry of the same id with other content and no parent. The first copy is
+    refused for itself; the retry is what the client last sent, and is stored (written
+    together, the retry was buried as a conflict with a copy that was never stored)."""
+    elsewhere = ev("rr-other")
+    await store.write([elsewhere])
+    first = ev(parent=elsewhere)
+    retry = validate_event(
+        event_body("rr-p", event_id=first.event_id, event_data={"v": "B"}), datetime.now(UTC)
+    )
+    await dlq.put([first], due=time.time() - 2)
+    await dlq.put([retry], due=time.time() - 1)
+    report = await worker(dlq, store).run_once()
+    assert (report.replayed, report.dead) == (1, 1)
+    [row] = await store.chain("rr-p")
+    assert row["event_data"] == {"v": "B"}
+    [dead] = await dlq.dead()
+    assert dead.fields["event_data"] == first.fields["event_data"]
+    assert await dlq.depth() == 0
 
 
 class CountingStore:
