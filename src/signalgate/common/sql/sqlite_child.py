@@ -86,10 +86,9 @@ def main() -> None:
             except Exception as exc:
                 exc.add_note("in the SQLite process:\n" + "".join(traceback.format_exc()))
                 answer = _answer(False, exc)
-            try:
-                sock.sendall(answer)
-            except OSError:
-                break  # the parent is gone
+            sock.sendall(answer)
+    except OSError:
+        pass  # the parent is gone: killed with answers unread, its end was reset
     finally:
         if _connection is not None:
             _connection.close()
