@@ -17,6 +17,8 @@ next run restores it first.
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from pathlib import Path
 
@@ -84,8 +86,16 @@ def _move_entries(source: Path, target: Path) -> None:
 
 
 def stage(artifacts: Path) -> None:
-    """Set the previous run's files aside and create this run's directories."""
-    artifacts.mkdir(parents=True, exist_ok=True)
+    """Set the previous run's files aside and create this run's directories. A directory
+    that cannot be made or written is the caller's mistake (exit 2), said in one line."""
+    try:
+        artifacts.mkdir(parents=True, exist_ok=True)
+        if not os.access(artifacts, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "Permission denied")
+    except OSError as exc:
+        raise UsageError(
+            f"cannot use {artifacts} as the artifacts directory: {exc.strerror or exc}"
+        ) from exc
     aside = artifacts / PREVIOUS
     if aside.is_dir():  # the last run crashed before publishing: its predecessor stays aside
         for entry in ENTRIES:

@@ -54,12 +54,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> ExitCode:
+    doctor.require_coverage()
     stack = stackfile.load(Path(args.config), args.artifacts)
     options = runner.RunOptions(keep=args.keep, keep_on_failure=args.keep_on_failure)
     return runner.run(stack, options, Progress()).exit_code
 
 
 def cmd_report(args: argparse.Namespace) -> ExitCode:
+    doctor.require_coverage()
     artifacts: Path = args.artifacts.resolve()
     record = runjson.read(artifacts) or {}
     if args.config:

@@ -19,6 +19,7 @@ from pathlib import Path
 import coverage
 
 from e2ecov import gocover, recipes
+from e2ecov.errors import UsageError
 from e2ecov.stackfile import Stack
 
 MIN_COVERAGE = (7, 14)  # its function regions (start_line) and the run:core option
@@ -33,6 +34,18 @@ class Check:
 
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
+
+def require_coverage() -> None:
+    """Refuse (exit 2, before anything starts) a coverage.py too old for e2ecov: with 7.10
+    the whole stack ran, then the report crashed with a KeyError and no report was written
+    (an outside check)."""
+    if _version(coverage.__version__) < MIN_COVERAGE:
+        need = ".".join(map(str, MIN_COVERAGE))
+        raise UsageError(
+            f"coverage.py {coverage.__version__} is too old for e2ecov (need >= {need}; "
+            f"pip install 'coverage>={need}')"
+        )
 
 
 def checks(stack: Stack | None) -> list[Check]:

@@ -74,7 +74,11 @@ def still_running(owner: dict[str, object]) -> bool:
     """Whether the process a run.json names as its e2ecov (`{"pid", "started"}`) is the same
     process and still there (a reused pid has another start time)."""
     pid, started = owner.get("pid"), owner.get("started")
-    return isinstance(pid, int) and started is not None and start_time(pid) == started
+    if not isinstance(pid, int) or started is None:
+        return False
+    # a killed e2ecov its parent has not reaped yet is a zombie: ended, not running
+    proc = _stat(pid)
+    return proc is not None and proc.alive and start_time(pid) == started
 
 
 def start_time(pid: int) -> int | None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from e2ecov import artifacts
+import pytest
+
+from e2ecov import artifacts, procs
+from e2ecov.errors import ExitCode, UsageError
 
 
 def _run(root: Path, label: str, reports: bool) -> None:
@@ -94,3 +100,30 @@ def test_pids_of_an_old_run_json_that_are_someone_elses_now_are_left_alone(
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_an_artifacts_directory_that_cannot_be_made_is_a_usage_error(tmp_path: Path) -> None:
+    """Under a regular file: one line and exit 2 before anything starts (it was a
+    traceback and exit 1, which says the tests failed)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(UsageError, match=r"cannot use .* as the artifacts directory: Not a"):
+        artifacts.stage(blocker / "build")
+    assert UsageError.exit_code == ExitCode.INVALID
+
+
+def test_an_e2ecov_killed_and_not_yet_reaped_is_not_running(tmp_path: Path) -> None:
+    """A zombie (killed, its parent not waiting yet) blocked `down` and the next run."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner: dict[str, object] = {"pid": child.pid, "started": procs.start_time(child.pid)}
+        assert procs.still_running(owner)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while procs.alive(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert Path(f"/proc/{child.pid}").exists(), "a zombie until reaped"
+        assert not procs.still_running(owner)
+    finally:
+        child.kill()
+        child.wait()

@@ -9,8 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from e2ecov import collect, diagnostics, placeholders, protocol, pytest_plugin, recipes, reports
+from e2ecov import (
+    collect,
+    diagnostics,
+    doctor,
+    placeholders,
+    protocol,
+    pytest_plugin,
+    recipes,
+    reports,
+)
 from e2ecov.agent import Settings, choose_core
+from e2ecov.errors import UsageError
 from e2ecov.progress import Progress
 from e2ecov.protocol import ProcessRecord
 
@@ -395,3 +405,18 @@ def test_go_lines_for_lcov_are_the_blocks_lines_that_hold_code(tmp_path: Path) -
         profile.replace("example.com/m", "example.org/x"), {}, tmp_path
     ).items()
     assert sorted(remote.lines) == [3, 4, 5, 6, 7, 11, 12, 13]
+
+
+def test_a_coverage_py_too_old_is_refused_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pip kept a coverage.py 7.10 the package once accepted; the stack ran, then the
+    report crashed (KeyError 'start_line', exit 1, no reports). Now: exit 2 at once."""
+    import coverage
+
+    from e2ecov import cli
+
+    monkeypatch.setattr(coverage, "__version__", "7.10.0")
+    with pytest.raises(UsageError, match=r"coverage\.py 7\.10\.0 is too old"):
+        doctor.require_coverage()
+    assert cli.main(["run", "-c", "/nonexistent/e2ecov.toml"]) == 2
