@@ -88,8 +88,9 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
     cores = record.get("cores") or sorted(
         {r.core for r in protocol.read_ledger(artifacts / "processes")}
     )
+    lost = [loss for service in (record.get("services") or {}).values() for loss in service["lost"]]
     config = dataclasses.replace(
-        config, cores=cores, attribution=str(record.get("attribution") or "")
+        config, cores=cores, attribution=str(record.get("attribution") or ""), lost=lost
     )
     go = [
         reports.GoInput.from_json(name, raw)

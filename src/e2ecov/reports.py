@@ -44,6 +44,10 @@ USUAL_CAUSES = """usual causes:
   - the source paths do not match where the code runs (add [run] paths for code run elsewhere)"""
 
 
+# what every report says under its totals when the run lost some process's coverage
+PARTIAL = "partial: the coverage of the processes above was lost; the totals leave it out"
+
+
 @dataclass(frozen=True)
 class ReportConfig:
     """What the reports need to know about the run (saved in run.json for `e2ecov report`)."""
@@ -60,6 +64,9 @@ class ReportConfig:
     branch: bool = False
     source_pkgs: list[str] = field(default_factory=list)
     package_dirs: list[Path] = field(default_factory=list)  # where the services found them
+    # processes whose coverage the run lost (each as the run said it): the reports' totals
+    # leave them out, and every report says so
+    lost: list[str] = field(default_factory=list)
 
     @property
     def approximate(self) -> bool:
@@ -290,12 +297,15 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
         ]
         if combined.branches:
             text.append(f"total with branches: {combined.percent:.1f}% ({combined.counts()})")
-    text += [*(f"LOST: {w}" for w in unreadable), *(f"warning: {w}" for w in warnings)]
+    text += [*(f"LOST: {w}" for w in [*config.lost, *unreadable])]
+    if config.lost or unreadable:
+        text.append(PARTIAL)
+    text += [f"warning: {w}" for w in warnings]
     (artifacts / "e2e-coverage.txt").write_text("\n".join(text) + "\n")
     func_lines.append(("total:", "(statements)", f"{combined.percent:.1f}%"))
     (artifacts / "e2e-coverage-func.txt").write_text("\n".join(_columns(func_lines)) + "\n")
     below = _below(config, services, combined)
-    summary = markdown_summary(config, services, combined, below, go_services)
+    summary = markdown_summary(config, services, combined, below, go_services, unreadable)
     (artifacts / "summary.md").write_text(summary)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
@@ -660,9 +670,11 @@ def markdown_summary(
     combined: Totals,
     below: list[str],
     go_services: Sequence[gocover.GoService] = (),
+    unreadable: Sequence[str] = (),
 ) -> str:
+    lost = [*config.lost, *unreadable]
     lines = [
-        f"### End-to-end coverage ({config.run_id})",
+        f"### End-to-end coverage ({config.run_id})" + (" — partial" if lost else ""),
         "",
         *(f"_{h}_  " for h in _header(config)[1:]),
         "",
@@ -684,6 +696,8 @@ def markdown_summary(
     lines += [f"- Go service {s.name}: statements as `go tool covdata` counts them; HTML "
               f"`html/go/{s.name}.html`" for s in go_services if s.html is not None]  # fmt: skip
     lines += [f"- :x: {b}" for b in below]
+    if lost:
+        lines += ["", f"**{PARTIAL}**", *(f"- :x: LOST: {loss}" for loss in lost)]
     return "\n".join(lines) + "\n"
 
 

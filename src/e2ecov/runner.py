@@ -208,7 +208,7 @@ def service_run(
         protocol.ENV_STACK_SERVICE: spec.name,
     }
     if spec.go:
-        env.update(go_env(spec, control_dir, out))
+        env.update(go_env(spec, control_dir, out, stack.autosave))
     elif spec.coverage:
         env.update(agent_env(spec, stack, run_id, control_dir, out))
         env["PYTHONPATH"] = os.pathsep.join(
@@ -250,10 +250,11 @@ def go_binary(out: Path, service: str) -> str:
     return str(out / "bin" / service)
 
 
-def go_env(spec: ServiceSpec, control_dir: Path, out: Path) -> dict[str, str]:
+def go_env(spec: ServiceSpec, control_dir: Path, out: Path, autosave: float) -> dict[str, str]:
     """A Go service's GOCOVERDIR, and what e2ecov's Go agent reads if the service imports it."""
     return {
         "GOCOVERDIR": str(out / gocover.GO_DIR / spec.name),
+        protocol.ENV_AUTOSAVE: str(autosave),
         protocol.ENV_SERVICE: spec.name,
         protocol.ENV_CONTROL_DIR: str(control_dir),
         protocol.ENV_LEDGER_DIR: str(out / "processes"),
@@ -585,13 +586,15 @@ class Run:
         )
         self.supervisor = Supervisor(self.services, order)
         ok = False
+        failure = None
         try:
             self._interruptible(lambda: self._bring_up())
-            ok = self.supervisor.first_failure is None
+            failure = self.supervisor.first_failure or self._ended_before_tests()
+            ok = failure is None
         finally:
             self._split_start_phase(ok)
         if not ok:
-            failure = self.supervisor.first_failure or "the stack did not come up"
+            failure = failure or "the stack did not come up"
             self._fail(ExitCode.STACK_DOWN, failure)
             self.progress.info("FAILED: " + failure)
             self._diagnose()
@@ -607,6 +610,22 @@ class Run:
                 self.progress.info(
                     f"{svc.name:<14} ready in {took:5.2f}s  pid {svc.pid}  {svc.url}"
                 )
+
+    def _ended_before_tests(self) -> str | None:
+        """A service that came up (or has no health check) and has already ended: the stack
+        is not up, and the tests are not run against it. Found only once they ended, such a
+        service was counted up, the whole suite ran, and its exit was timed as during the
+        tests (an outside check)."""
+        for svc in self.services.values():
+            code = svc.poll() if svc.ready is not None else None
+            if code is None:
+                continue
+            lines = "\n    ".join(svc.last_output()) or "(no output)"
+            return (
+                f"service '{svc.name}' (pid {svc.pid}) {describe_exit(code)} "
+                f"before the tests started; last output:\n    {lines}"
+            )
+        return None
 
     def _split_start_phase(self, ok: bool) -> None:
         """run.json shows start and health apart: start ends when the last service started."""
@@ -849,6 +868,7 @@ class Run:
             cores=self.record.cores,
             attribution=self.record.attribution,
             package_dirs=sorted({*config.package_dirs, *unsaved}),
+            lost=list(self.losses),
         )
         go = self.go_inputs()  # now that each Go service's executable is known
         self.record.config["go"] = {g.name: g.to_json() for g in go}
@@ -862,6 +882,8 @@ class Run:
         self.record.totals = {
             "combined": result.combined.to_json(),
             "services": {k: v.to_json() for k, v in result.services.items()},
+            # the totals leave out what was lost (services.<name>.lost says what)
+            "partial": bool(self.losses or result.unreadable),
         }
         for name, totals in sorted(result.services.items()):
             self.progress.info(f"{name:<14} {totals.percent:5.1f}%  ({totals.counts()})")

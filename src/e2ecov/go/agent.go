@@ -9,8 +9,10 @@
 // the environment) it does nothing. Under e2ecov it announces the process in e2ecov's ledger,
 // then answers `save` on a Unix socket in e2ecov's control directory by writing the coverage
 // meta-data and counters into GOCOVERDIR while the service keeps running, so a process that is
-// later killed still leaves its coverage. `context NAME` is acknowledged (Go coverage has no
-// per-test contexts); `status` reports the process.
+// later killed still leaves its coverage; and it saves so by itself every E2ECOV_AUTOSAVE
+// seconds (the stack's `autosave`), so a SIGKILL loses at most that much, as in a Python
+// service. `context NAME` is acknowledged (Go coverage has no per-test contexts); `status`
+// reports the process.
 //
 // Standard library only; every failure is written to stderr and never stops the service.
 package agent
@@ -24,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/coverage"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -64,6 +67,21 @@ func init() {
 		return
 	}
 	go a.serve(listener)
+	if every, err := strconv.ParseFloat(os.Getenv("E2ECOV_AUTOSAVE"), 64); err == nil && every > 0 {
+		go a.autosave(time.Duration(every * float64(time.Second)))
+	}
+}
+
+// autosave saves every `every` until the process ends (a failed save is told, and the next
+// one tried all the same).
+func (a *agent) autosave(every time.Duration) {
+	ticker := time.NewTicker(every)
+	defer ticker.Stop()
+	for range ticker.C {
+		if reply := a.save("autosave"); reply["ok"] != true {
+			fmt.Fprintf(os.Stderr, "e2ecov agent: autosave failed: %v\n", reply["error"])
+		}
+	}
 }
 
 func now() float64 { return float64(time.Now().UnixNano()) / 1e9 }
@@ -100,7 +118,7 @@ func (a *agent) answer(conn net.Conn) {
 	var reply map[string]any
 	switch {
 	case command == "save":
-		reply = a.save()
+		reply = a.save("save")
 	case command == "context" && argument != "":
 		reply = map[string]any{"ok": true, "pid": a.pid, "contexts": false}
 	case command == "status":
@@ -114,9 +132,10 @@ func (a *agent) answer(conn net.Conn) {
 	conn.Write(append(out, '\n'))
 }
 
-// save writes the meta-data (once) and the counters now; the previous counter file this agent
+// save writes the meta-data (once) and the counters now (`reason`: "save" when e2ecov asked,
+// "autosave" on the agent's own schedule); the previous counter file this agent
 // wrote is removed, since the new one holds everything it did.
-func (a *agent) save() map[string]any {
+func (a *agent) save(reason string) map[string]any {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.wroteMeta {
@@ -145,7 +164,7 @@ func (a *agent) save() map[string]any {
 	}
 	a.saves++
 	at := now()
-	a.record(map[string]any{"event": "save", "pid": a.pid, "reason": "save", "time": at,
+	a.record(map[string]any{"event": "save", "pid": a.pid, "reason": reason, "time": at,
 		"measured": 1, "context": "", "package_dirs": []string{}})
 	return map[string]any{"ok": true, "pid": a.pid, "measured": 1, "time": at}
 }

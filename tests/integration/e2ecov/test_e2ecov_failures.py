@@ -69,6 +69,25 @@ def test_service_exiting_during_start_fails_fast_and_keeps_the_rest(tmp_path: Pa
     assert not _alive(steady["pid"])
 
 
+def test_a_service_without_health_that_ends_before_the_tests_is_a_stack_down(
+    tmp_path: Path,
+) -> None:
+    """No health check, so "ready" at once, and ended before the tests began: it was counted
+    up, the whole suite ran against a stack without it, and its exit was timed as during
+    the tests (an outside check). The stack is not up: exit 3, and no test runs."""
+    quits = f"""
+[services.quits]
+command = {json.dumps([sys.executable, "-c", "print('bye'); raise SystemExit(2)"])}
+"""
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("steady") + quits)
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 3, outcome.output
+    assert "service 'quits'" in outcome.output
+    assert "exited with code 2 before the tests started" in outcome.output
+    assert "bye" in outcome.output
+    assert "test" not in [phase["name"] for phase in outcome.run_json()["phases"]]
+
+
 def test_health_that_never_passes_reports_last_answer(tmp_path: Path) -> None:
     stack = write_stack(
         tmp_path, drive("/alpha"), app_service("app", "--never-healthy", timeout="1s")

@@ -174,6 +174,31 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
     assert _go_file(report, "main.go")["summary"]["covered_lines"] > 0
 
 
+def test_a_go_service_with_the_agent_saves_by_itself_every_autosave(tmp_path: Path) -> None:
+    """`autosave` promises that a SIGKILL loses at most that much in every measured
+    process; the Go agent saved only when e2ecov asked, at the flush, so a Go service
+    killed mid-test lost everything it ran (an outside check)."""
+    script = tmp_path / "tests.py"
+    script.write_text(
+        "import os, time, urllib.request\n"
+        "url = os.environ['E2E_GOAPP_URL']\n"
+        "print(urllib.request.urlopen(url + '/alpha').read())\n"
+        "time.sleep(2.5)  # two autosaves\n"
+        "os.kill(int(urllib.request.urlopen(url + '/pid').read()), 9)\n"
+        "time.sleep(0.3)\n"
+    )
+    stack = write_stack(tmp_path, [sys.executable, str(script)], go_service(), 'autosave = "1s"')
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path, timeout=300)
+    assert outcome.code == 3, outcome.output  # it died during the tests: a stack failure
+    assert "wrote no coverage" not in outcome.output
+    [process] = outcome.run_json()["processes"]
+    # what it ran after its last autosave is lost, and said so (as for a Python service)
+    assert process["status"] == "partial", process
+    assert "(autosave), then was killed by SIGKILL" in process["message"]
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    assert _go_file(report, "main.go")["summary"]["covered_lines"] > 0
+
+
 def test_a_cover_binary_listed_without_coverage_go_is_told_to_set_it(tmp_path: Path) -> None:
     """A Go binary built with -cover, listed as a service without `coverage = "go"`, is
     measured as a Python one and announces nothing: the loss asked whether it is a Python

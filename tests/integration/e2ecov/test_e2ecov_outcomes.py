@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from e2ecov.reports import PARTIAL
 from tests.integration.e2ecov.e2ecov_harness import APP, app_service, drive, e2ecov, write_stack
 
 SECRETS = {  # each was in clear in diagnostics/<service>/env.txt
@@ -190,6 +191,16 @@ grace = "0.5s"
     assert process["message"].endswith(
         "wrote no coverage: it ended (killed by a signal, or crashed) before it saved"
     )
+    # the reports' totals leave it out, and every report says so (they said nothing: a CI
+    # summary showed a normal-looking total for a partial stack)
+    assert run["totals"]["partial"] is True
+    loss = f"LOST: {process['message']}"
+    text = (outcome.artifacts / "e2e-coverage.txt").read_text()
+    assert loss in text and PARTIAL in text
+    summary = (outcome.artifacts / "summary.md").read_text()
+    assert summary.splitlines()[0].endswith("— partial") and loss in summary
+    rebuilt = e2ecov("report", "--artifacts", str(outcome.artifacts), cwd=tmp_path)
+    assert loss in rebuilt.stdout and PARTIAL in rebuilt.stdout
     # (test_sigterm_ignored_is_saved_live_then_killed_after_grace: one e2ecov killed is named)
 
 
