@@ -45,7 +45,7 @@ USUAL_CAUSES = """usual causes:
 
 
 # what every report says under its totals when the run lost some process's coverage
-PARTIAL = "partial: the coverage of the processes above was lost; the totals leave it out"
+PARTIAL = "partial: the coverage of the processes named LOST was lost; the totals leave it out"
 
 
 @dataclass(frozen=True)

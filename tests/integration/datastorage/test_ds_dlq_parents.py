@@ -283,6 +283,31 @@ async def test_a_retry_with_other_content_is_stored_when_its_first_copy_is_refus
     assert await dlq.depth() == 0
 
 
+async def test_a_retry_queued_behind_a_first_copy_waiting_for_its_parent_waits_too(
+    dlq: DeadLetterQueue, store: SqliteAuditStore
+) -> None:
+    """The first copy waits for its parent (queued for later); the client's retry of its id
+    with other content must not be stored meanwhile: it was, and the first copy, accepted
+    first, was then buried as a conflict with it (an outside check)."""
+    parent = ev()
+    first = ev(parent=parent)
+    retry = validate_event(
+        event_body("rr-p", event_id=first.event_id, event_data={"v": "B"}), datetime.now(UTC)
+    )
+    await dlq.put([first], due=time.time() - 2)
+    await dlq.put([retry], due=time.time() - 1)
+    await dlq.put([parent], due=time.time() + HOUR)
+    replay = worker(dlq, store, backoff=(60.0,))
+    report = await replay.run_once()
+    assert (report.replayed, report.dead, report.waiting) == (0, 0, 2)
+    await replay.drain()
+    assert await stored_ids(store) == [parent.event_id, first.event_id]
+    [row] = [r for r in await store.chain("rr-p") if r["event_id"] == first.event_id]
+    assert row["event_data"] == first.fields["event_data"]
+    [dead] = await dlq.dead()
+    assert (dead.fields["event_data"], await dlq.depth()) == ({"v": "B"}, 0)
+
+
 class CountingStore:
     """The real store, its writes counted (how many round trips a pass took)."""
 

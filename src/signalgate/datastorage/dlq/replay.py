@@ -191,7 +191,8 @@ class ReplayWorker:
         are buried, and so are conflicts with what is stored; a later copy of an id met
         earlier in the pass (a client's retry, queued behind the first) waits for the next
         round, when it is stored if the first copy was refused, or buried as a conflict with
-        it. Children whose parent is missing are set aside; they get another round while a
+        it; while the first copy waits for its parent, the later one waits behind it.
+        Children whose parent is missing are set aside; they get another round while a
         round stores something (their parent may be later in the pass, or one of them),
         then wait for their parents (`_follow_parents`). A write per round, not per letter:
         one at a time, a queue left by an outage (children due before their rescheduled
@@ -200,6 +201,7 @@ class ReplayWorker:
         """
         pending = [(index, letter, event) for index, (letter, event) in enumerate(events)]
         unplaced: list[_Orphan] = []  # children whose parent no round stored yet
+        held: list[_Pending] = []  # later copies of those children's ids
         while pending:
             replayed = report.replayed
             orphans: list[_Orphan] = []
@@ -240,15 +242,29 @@ class ReplayWorker:
                 unplaced = []
             else:
                 unplaced += orphans
-                pending = repeats
+                # a later copy of an id whose first copy waits for its parent waits behind
+                # it: written alone now, it was stored, and the first copy (acknowledged
+                # first) then buried as a conflict with it (an outside check)
+                waiting_ids = {event.event_id for _, _, event, _ in unplaced}
+                held += [item for item in repeats if item[2].event_id in waiting_ids]
+                pending = [item for item in repeats if item[2].event_id not in waiting_ids]
             pending.sort(key=lambda item: item[0])  # queue order, parents first
-        await self._follow_parents(
+        dues = await self._follow_parents(
             [(letter, parent) for _, letter, _, parent in unplaced], now, report
         )
+        if held:
+            # behind the first copy's new due; its first copy buried, in the next pass
+            await self._dlq.reschedule(
+                [
+                    replace(letter, due=dues.get(event.event_id, now) + AFTER_PARENT)
+                    for _, letter, event in held
+                ]
+            )
+            report.waiting += len(held)
 
     async def _follow_parents(
         self, orphans: Sequence[tuple[Letter, str]], now: float, report: ReplayReport
-    ) -> None:
+    ) -> dict[str, float]:
         """Children whose parent is not stored (`orphans`: each letter with its parent's
         id). One whose parent waits in the queue, or whose parent is one of them waiting
         so, waits too, attempts unchanged: its letter is due just after its parent's (so
@@ -256,9 +272,10 @@ class ReplayWorker:
         later pass by the pass's size). The others (a parent nowhere in the queue, a cycle
         of parents) retry later, using an attempt. Counting a parent due now but not in
         this pass as missing buried acknowledged children after a long drain (an outside
-        check: 20 to 246 after 30 s of a read-only database)."""
+        check: 20 to 246 after 30 s of a read-only database). Returns the new due of each
+        child put back (waiting, or retrying), by event id."""
         if not orphans:
-            return
+            return {}
         parents = {letter.event_id: parent for letter, parent in orphans}
         queued = await self._dlq.waiting(set(parents.values()) - parents.keys())
         dues: dict[str, float | None] = {}  # event id -> when to come out again (None: retry)
@@ -289,8 +306,8 @@ class ReplayWorker:
         if waiting:
             await self._dlq.reschedule(waiting)
             report.waiting += len(waiting)
-        if again:
-            await self._retry_later(again, now, report)
+        retried = await self._retry_later(again, now, report) if again else []
+        return {letter.event_id: letter.due for letter in [*waiting, *retried]}
 
     async def _unavailable(
         self, letters: Sequence[Letter], now: float, report: ReplayReport, exc: Exception
@@ -320,9 +337,10 @@ class ReplayWorker:
 
     async def _retry_later(
         self, letters: Sequence[Letter], now: float, report: ReplayReport, bury: bool = True
-    ) -> None:
+    ) -> list[Letter]:
         """Each letter uses an attempt and waits its step of the schedule; after the last,
-        it is buried — or, with `bury` False, waits the last step again."""
+        it is buried — or, with `bury` False, waits the last step again. Returns the
+        letters put back, as they now are."""
         again: list[Letter] = []
         exhausted: list[Letter] = []
         last = len(self._backoff) - 1
@@ -337,6 +355,7 @@ class ReplayWorker:
         report.rescheduled += len(again)
         if exhausted:
             await self._bury(exhausted, "attempts exhausted", report)
+        return again
 
     async def _bury(self, letters: Sequence[Letter], reason: str, report: ReplayReport) -> None:
         await self._dlq.bury(letters, reason)
