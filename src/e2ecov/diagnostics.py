@@ -186,6 +186,33 @@ def redact_command(command: list[str]) -> list[str]:
     return shown
 
 
+def redact_ledgers(ledger_dir: Path) -> None:
+    """The processes' ledger files (`processes/*.jsonl`) with each start record's command
+    line redacted as diagnostics show it: the agents write the raw `argv`, and a
+    `--db-pass=…` sat in the artifacts a CI job uploads (an outside check). Only once no
+    process of the stack runs: an agent appending meanwhile would lose its line."""
+    if not ledger_dir.is_dir():
+        return
+    for path in sorted(ledger_dir.glob("*.jsonl")):
+        lines = path.read_text(errors="replace").splitlines()
+        shown = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                shown.append(line)  # a torn line stays as it is (reading skips it)
+                continue
+            argv = event.get("argv") if isinstance(event, dict) else None
+            if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
+                event["argv"] = redact_command(argv)
+                line = json.dumps(event)
+            shown.append(line)
+        if shown != lines:
+            temporary = path.with_name(path.name + ".tmp")
+            temporary.write_text("".join(f"{line}\n" for line in shown))
+            temporary.replace(path)
+
+
 def write(
     artifacts: Path,
     services: dict[str, ServiceRun],

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2ecov import procs, protocol, runjson
+from e2ecov import diagnostics, procs, protocol, runjson
 from e2ecov.errors import UsageError
 from e2ecov.services import StopTarget, stop
 
@@ -65,6 +65,7 @@ def down(artifacts: Path) -> DownResult:
         if svc.get("recipe_root"):
             shutil.rmtree(svc["recipe_root"], ignore_errors=True)
     shutil.rmtree(control_dir, ignore_errors=True)
+    diagnostics.redact_ledgers(artifacts / "processes")  # the stack stopped: no more lines
     record["kept"] = False
     (artifacts / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     return DownResult(stopped, gone)

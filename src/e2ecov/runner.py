@@ -1005,6 +1005,8 @@ class Run:
         self._record_services()
         if not self.staged:  # the run never got as far as writing anything
             return RunResult(code, self.artifacts, self.record.first_failure, self.losses)
+        if not kept:  # a kept stack's ledgers are redacted by `down`, once it is stopped
+            diagnostics.redact_ledgers(self.out / "processes")
         self.record.write()
         where = artifacts.publish(self.artifacts, complete=self.tests_ran or kept)
         if where != self.artifacts:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import re
 from pathlib import Path
 
@@ -420,3 +421,16 @@ def test_a_coverage_py_too_old_is_refused_before_anything_starts(
     with pytest.raises(UsageError, match=r"coverage\.py 7\.10\.0 is too old"):
         doctor.require_coverage()
     assert cli.main(["run", "-c", "/nonexistent/e2ecov.toml"]) == 2
+
+
+def test_the_ledgers_command_lines_are_redacted_once_the_stack_stopped(tmp_path: Path) -> None:
+    """The agents write each process's raw argv: a `--db-pass=…` sat in processes/*.jsonl,
+    the artifacts a CI job uploads, while status.json showed it redacted."""
+    ledger = tmp_path / "app.1.jsonl"
+    start = {"event": "start", "pid": 1, "argv": ["svc", "--db-pass=hunter2", "--port", "80"]}
+    ledger.write_text(json.dumps(start) + "\n" + '{"event": "save", "pid": 1}\n{"torn')
+    diagnostics.redact_ledgers(tmp_path)
+    lines = ledger.read_text().splitlines()
+    assert json.loads(lines[0])["argv"] == ["svc", "--db-pass=***", "--port", "80"]
+    assert lines[1:] == ['{"event": "save", "pid": 1}', '{"torn']
+    assert "hunter2" not in ledger.read_text()
