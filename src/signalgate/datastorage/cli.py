@@ -4,7 +4,10 @@
     migrate        apply pending schema migrations (a production job before `serve`)
     maintain       create the monthly partitions ahead (cron)
     replay-dlq     replay the dead-letter queue into the database now
+    dead-letters   list the buried (dead) letters: one JSON line each (event, reason, when),
+                   then a count per reason
     requeue-dead   put the buried (dead) letters back in the queue, to be replayed
+                   [--reason R] [--event-id ID ...]: only those
     verify-chain   recompute the hash chain of one correlation id
     verify-all     verify every chain, each held to its recorded head (deleted tails and
                    deleted chains show)
@@ -22,7 +25,9 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from signalgate.common.cli import (
@@ -37,7 +42,7 @@ from signalgate.common.cli import (
 from signalgate.common.logging import configure_logging
 from signalgate.common.secrets import hide_secrets_in
 from signalgate.datastorage.dlq import ReplayWorker
-from signalgate.datastorage.dlq.base import readable
+from signalgate.datastorage.dlq.base import Letter, readable
 from signalgate.datastorage.errors import DeadLetterUnavailable, SchemaMismatch, StoreUnavailable
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.service import build_dlq, build_store
@@ -61,10 +66,23 @@ def _parser() -> argparse.ArgumentParser:
         ("migrate", "apply pending schema migrations"),
         ("maintain", "create monthly partitions ahead"),
         ("replay-dlq", "replay the dead-letter queue now"),
-        ("requeue-dead", "put the dead letters back in the queue"),
+        ("dead-letters", "list the dead letters and why each was buried"),
         ("verify-all", "verify every chain and its recorded head"),
     ):
         add_serve_flags(commands.add_parser(name, help=text))
+    requeue = commands.add_parser("requeue-dead", help="put the dead letters back in the queue")
+    add_serve_flags(requeue)
+    requeue.add_argument(
+        "--reason", help="only the letters buried for this reason (as dead-letters prints it)"
+    )
+    requeue.add_argument(
+        "--event-id",
+        action="append",
+        default=[],
+        dest="event_ids",
+        metavar="ID",
+        help="only this event's letter (repeatable)",
+    )
     add_check_config(commands, "validate settings and print them resolved")
     check = commands.add_parser("verify-chain", help="verify one correlation id's chain")
     add_serve_flags(check)
@@ -145,21 +163,65 @@ async def _replay(settings: DataStorageSettings) -> int:
         await dlq.close()
 
 
-async def _requeue_dead(settings: DataStorageSettings) -> int:
-    """The dead letters queued again, due now (the server's worker, or `replay-dlq`, replays
-    them): for after the cause of their burial is mended. Queued first, then removed from
-    the dead store, so a crash between the two leaves a letter twice, and its event is
-    still stored once. A letter whose event no longer reads as one stays dead."""
+async def _dead_letters(settings: DataStorageSettings) -> int:
+    """The dead store as an operator reads it before mending a cause and requeueing: one
+    JSON line per letter in burial order, then one with the count per reason."""
     dlq = build_dlq(settings)
     await dlq.open()
     try:
-        events, unreadable = readable(await dlq.dead())
+        dead = await dlq.dead()
+    finally:
+        await dlq.close()
+    for letter in dead:
+        print(json.dumps(_dead_line(letter)))
+    reasons = Counter(letter.reason for letter in dead)
+    print(json.dumps({"dead": len(dead), "reasons": dict(sorted(reasons.items()))}))
+    return EXIT_OK
+
+
+def _dead_line(letter: Letter) -> dict[str, object]:
+    buried = (
+        None
+        if letter.buried is None
+        else datetime.fromtimestamp(letter.buried, UTC).isoformat(timespec="milliseconds")
+    )
+    return {
+        "event_id": letter.event_id or None,
+        "correlation_id": letter.fields.get("correlation_id"),
+        "event_type": letter.fields.get("event_type"),
+        "reason": letter.reason,
+        "attempts": letter.attempts,
+        "buried": buried,
+    }
+
+
+async def _requeue_dead(
+    settings: DataStorageSettings, reason: str | None, event_ids: Collection[str]
+) -> int:
+    """The dead letters queued again, due now (the server's worker, or `replay-dlq`, replays
+    them): for after the cause of their burial is mended — all of them, or those buried for
+    `reason` and/or carrying one of `event_ids`. Queued first, then removed from the dead
+    store, so a crash between the two leaves a letter twice, and its event is still stored
+    once. A letter whose event no longer reads as one stays dead."""
+    dlq = build_dlq(settings)
+    await dlq.open()
+    try:
+        dead = await dlq.dead()
+        chosen = [
+            letter
+            for letter in dead
+            if (reason is None or letter.reason == reason)
+            and (not event_ids or letter.event_id in event_ids)
+        ]
+        events, unreadable = readable(chosen)
         if events:
             await dlq.put([event for _, event in events], due=time.time())
             await dlq.forget_dead([letter for letter, _ in events])
+        left = len(dead) - len(chosen)
         print(
             f"requeued {len(events)} dead letter(s)"
             + (f"; {len(unreadable)} unreadable left in the dead store" if unreadable else "")
+            + (f"; {left} not chosen left in the dead store" if left else "")
         )
         return EXIT_OK
     finally:
@@ -216,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
                 return asyncio.run(_maintain(settings))
             if args.command == "replay-dlq":
                 return asyncio.run(_replay(settings))
+            if args.command == "dead-letters":
+                return asyncio.run(_dead_letters(settings))
             if args.command == "requeue-dead":
-                return asyncio.run(_requeue_dead(settings))
+                return asyncio.run(_requeue_dead(settings, args.reason, set(args.event_ids)))
             if args.command == "verify-all":
                 return asyncio.run(_verify_all(settings))
             return asyncio.run(_verify(settings, args.correlation_id))

@@ -486,9 +486,16 @@ async def test_dead_letters_are_forgotten_once_queued_again(dlq: DeadLetterQueue
     removed from the dead store; the others stay dead."""
     events = [ev(f"rr-{uuid.uuid4().hex[:6]}") for _ in range(3)]
     await dlq.put(events, due=0.0)
+    before = time.time()
     await dlq.bury(await dlq.due(None, 10), "attempts exhausted")
     dead = await dlq.dead()
     assert sorted(letter.event_id for letter in dead) == sorted(e.event_id for e in events)
+    # what `dead-letters` shows an operator: why, and when
+    assert {letter.reason for letter in dead} == {"attempts exhausted"}
+    assert all(
+        letter.buried is not None and before - 1 <= letter.buried <= time.time() + 1
+        for letter in dead
+    )
     revived, staying = dead[:2], dead[2:]
     await dlq.put([AuditEvent.from_fields(letter.fields) for letter in revived], due=0.0)
     await dlq.forget_dead(revived)
@@ -532,8 +539,24 @@ def test_requeue_dead_puts_buried_events_back_to_be_stored(tmp_path: Path) -> No
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
-    assert "requeued 2 dead letter(s); 1 unreadable left in the dead store" in command(
-        "requeue-dead"
+    listed = [json.loads(line) for line in command("dead-letters").splitlines()]
+    assert listed[-1] == {"dead": 3, "reasons": {"": 1, "attempts exhausted": 2}}
+    assert sorted(line["correlation_id"] or "" for line in listed[:-1]) == sorted(
+        ["", *correlation_ids]
+    )
+    assert all(line["buried"] for line in listed[:2])  # ISO times; the hand-made line has none
+    assert listed[2]["buried"] is None and listed[2]["event_id"] is None
+
+    # one event chosen by id: only it is queued again
+    first = listed[0]["event_id"]
+    assert "requeued 1 dead letter(s); 2 not chosen left in the dead store" in command(
+        "requeue-dead", "--event-id", first
+    )
+    assert "requeued 0 dead letter(s); 2 not chosen" in command(
+        "requeue-dead", "--reason", "no such reason"
+    )
+    assert "requeued 1 dead letter(s); 1 not chosen" in command(
+        "requeue-dead", "--reason", "attempts exhausted"
     )
     assert "replayed 2, rescheduled 0, dead 0, still queued 0" in command("replay-dlq")
     for correlation_id in correlation_ids:  # exit 1 when no event of it is stored

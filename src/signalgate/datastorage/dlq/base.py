@@ -14,12 +14,18 @@ DEAD_STREAM = "audit:dlq:dead"
 
 @dataclass(frozen=True)
 class Letter:
-    """One queued event: `key` names it in its backend; `attempts` counts failed replays."""
+    """One queued event: `key` names it in its backend; `attempts` counts failed replays.
+
+    A dead letter also says why it was buried (`reason`) and when (`buried`, seconds since
+    the epoch; None for one buried before burials were timed).
+    """
 
     key: str
     fields: dict[str, Any]
     attempts: int
     due: float
+    reason: str = ""
+    buried: float | None = None
 
     @property
     def event_id(self) -> str:

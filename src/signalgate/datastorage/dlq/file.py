@@ -9,6 +9,7 @@ import heapq
 import logging
 import math
 import os
+import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -242,8 +243,15 @@ class FileDeadLetterQueue:
         await self._call("rewrite", self._rewrite, {ltr.key: ltr for ltr in letters}, [])
 
     async def bury(self, letters: Sequence[Letter], reason: str) -> None:
+        now = time.time()
         dead = [
-            {"key": ltr.key, "event": ltr.fields, "attempts": ltr.attempts, "reason": reason}
+            {
+                "key": ltr.key,
+                "event": ltr.fields,
+                "attempts": ltr.attempts,
+                "reason": reason,
+                "buried": now,
+            }
             for ltr in letters
         ]
         await self._call("bury", self._rewrite, {ltr.key: None for ltr in letters}, dead)
@@ -328,7 +336,16 @@ class FileDeadLetterQueue:
             for line in self.dead_path.read_bytes().splitlines():
                 with contextlib.suppress(orjson.JSONDecodeError, KeyError):
                     record = orjson.loads(line)
-                    found.append(Letter(record["key"], record["event"], record["attempts"], 0))
+                    found.append(
+                        Letter(
+                            record["key"],
+                            record["event"],
+                            record["attempts"],
+                            0,
+                            reason=str(record.get("reason", "")),
+                            buried=_seconds(record.get("buried")),
+                        )
+                    )
             return found
 
         result: list[Letter] = await self._call("read", read)
@@ -494,3 +511,8 @@ def _state(path: Path) -> State:
         finally:
             os.close(lock_fd)
     return (generation, signature(path))
+
+
+def _seconds(value: object) -> float | None:
+    """A dead record's burial time, None when it has none (buried before they were timed)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -240,7 +241,12 @@ class RedisDeadLetterQueue:
     async def dead(self) -> list[Letter]:
         async with self._translated("read"):
             page = await self.redis.xrange(DEAD_STREAM)
-        return [_letter(key, data) for key, data in page or []]
+        # a stream id starts with the milliseconds its entry was added at: for a dead entry,
+        # when it was buried
+        return [
+            replace(_letter(key, data), buried=int(_text(key).split("-")[0]) / 1000)
+            for key, data in page or []
+        ]
 
     async def forget_dead(self, letters: Sequence[Letter]) -> None:
         if letters:
@@ -272,8 +278,16 @@ def _letter(key: object, data: Any) -> Letter:
                 fields=fields,
                 attempts=int(data.get(b"attempts", b"0")),
                 due=float(data.get(b"due", b"0")),
+                reason=_reason(data),
             )
     except (KeyError, ValueError, orjson.JSONDecodeError):
         pass
     log.warning("an unreadable dead-letter entry", extra={"key": _text(key)})
-    return Letter(key=_text(key), fields={}, attempts=0, due=0.0)
+    return Letter(key=_text(key), fields={}, attempts=0, due=0.0, reason=_reason(data))
+
+
+def _reason(data: Any) -> str:
+    try:
+        return _text(data.get(b"reason", b""))
+    except AttributeError:
+        return ""
