@@ -139,6 +139,14 @@ class PortPicker:
         raise StackStartError(f'no free port left in [run] ports = "{low}-{high}"')
 
 
+def _seconds(value: float | None) -> str:
+    """A duration as the stack file would write it: '45s', '1.5s', '30m'."""
+    seconds = value or 0.0
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
 def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -663,7 +671,20 @@ class Run:
         reader = threading.Thread(target=self._pump, args=(proc,), name="e2ecov-tests", daemon=True)
         reader.start()
         told: set[int] = set()
+        limit = self.stack.test_timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        timed_out = False
         while proc.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                # a hung test must not hold the stack (and CI) until the job is cancelled:
+                # stopped as an interrupt would stop it, and the run goes on to collect
+                # and report what the tests did reach
+                self.progress.info(
+                    f"the tests ran past [run] timeout ({_seconds(limit)}); stopping them"
+                )
+                self._stop_tests()
+                timed_out = True
+                break
             self.progress.spin("running tests")
             self.unmeasured.look_now_and_then(self._python_roots)
             self._tell_exits(told)
@@ -676,7 +697,14 @@ class Run:
             )
         self.tests_ran = True
         code = proc.returncode
-        if code != 0:
+        if timed_out:
+            self._fail(
+                ExitCode.TESTS_FAILED,
+                f"the tests timed out: {' '.join(tests)} ran past [run] timeout "
+                f"({_seconds(limit)}) and was stopped ({describe_exit(code)})",
+            )
+            self._end_phase(f"FAILED (timed out after {_seconds(limit)})")
+        elif code != 0:
             self._fail(
                 ExitCode.TESTS_FAILED, f"the tests failed: {' '.join(tests)} {describe_exit(code)}"
             )

@@ -28,6 +28,7 @@ RUN_KEYS = {
     "contexts": "true/false: per-test attribution",
     "autosave": "seconds between automatic saves (number or '10s')",
     "grace": "time between SIGTERM and SIGKILL (number or '10s')",
+    "timeout": "how long the test command may run before it is stopped (e.g. '30m')",
     "branch": "true/false: measure branches",
     "paths": "a table mapping a recorded root (e.g. inside a container) to a repository path",
     "env": "a table of extra environment variables for the test command",
@@ -48,7 +49,7 @@ SERVICE_KEYS = {
 }
 HEALTH_KEYS = {"url": "an http:// URL", "timeout": "e.g. '30s'", "interval": "e.g. '0.1s'"}
 _SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)", re.ASCII)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)", re.ASCII)
 _PORT_RANGE = re.compile(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", re.ASCII)
 _PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -110,6 +111,7 @@ class Stack:
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     source_pkgs: list[str] = field(default_factory=list)
     ports: tuple[int, int] | None = None  # the range {port} is chosen from; None: the kernel's
+    test_timeout: float | None = None  # seconds the test command may run; None: no limit
 
     def start_order(self) -> list[str]:
         """Services in an order where each comes after its dependencies (file order otherwise).
@@ -202,7 +204,7 @@ class _Locator:
 
 
 def parse_duration(value: Any) -> float | None:
-    """Seconds from a number or a string like '30s', '500ms', '2m'; None when invalid."""
+    """Seconds from a number or a string like '30s', '500ms', '2m', '1h'; None when invalid."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -211,7 +213,8 @@ def parse_duration(value: Any) -> float | None:
         match = _DURATION.fullmatch(value.strip())
         if match:
             number = float(match.group(1))
-            return {"ms": number / 1000, "s": number, "m": number * 60}[match.group(2)]
+            scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+            return number * scale
     return None
 
 
@@ -300,6 +303,17 @@ class _Checker:
         return value
 
 
+def _test_timeout(check: _Checker, value: Any) -> float | None:
+    """`[run] timeout`: None (no limit) when absent; a limit must be more than nothing."""
+    if value is None:
+        return None
+    known = len(check.problems)
+    seconds = check.duration(value, ("run", "timeout"), 0.0)
+    if seconds <= 0 and len(check.problems) == known:
+        check.problem(("run", "timeout"), f"'run.timeout' must be more than 0, got {value!r}")
+    return seconds or None
+
+
 def load(path: Path, artifacts_override: Path | None = None) -> Stack:
     """Read and check `path`; raises StackFileError listing every problem."""
     path = path.resolve()
@@ -372,6 +386,7 @@ def _build(path: Path, text: str, raw: dict[str, Any], artifacts_override: Path 
         services={k: v for k, v in services.items() if v is not None},
         source_pkgs=source_pkgs,
         ports=ports,
+        test_timeout=_test_timeout(check, run.get("timeout")),
     )
     if not check.problems:
         _check_graph(check, stack)

@@ -282,3 +282,44 @@ def test_a_package_only_a_process_that_never_saved_imported_is_reported(tmp_path
     report = json.loads((outcome.artifacts / "coverage.json").read_text())
     handlers = next(v for k, v in report["files"].items() if k.endswith("sampleapp/handlers.py"))
     assert handlers["functions"]["alpha"]["summary"]["percent_covered"] == 100.0
+
+
+def test_tests_past_the_timeout_are_stopped_and_the_run_still_reports(tmp_path: Path) -> None:
+    """A hung test no longer holds the stack until CI cancels the job: past `[run] timeout`
+    the test command is stopped, the run fails (exit 1) saying so, and what the tests
+    reached before is still collected and reported."""
+    pid_file = tmp_path / "tests.pid"
+    hang = (
+        "import os, time, urllib.request\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "urllib.request.urlopen(os.environ['E2E_APP_URL'] + '/alpha').read()\n"
+        "print('alpha reached', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    stack = write_stack(
+        tmp_path, [sys.executable, "-c", hang], app_service("app"), run_extra='timeout = "3s"'
+    )
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 1, outcome.output
+    assert "the tests ran past [run] timeout (3s); stopping them" in outcome.output
+    run = outcome.run_json()
+    assert run["first_failure"].startswith("the tests timed out"), run["first_failure"]
+    [test_phase] = [phase for phase in run["phases"] if phase["name"] == "test"]
+    assert test_phase["outcome"] == "FAILED (timed out after 3s)"
+    assert test_phase["duration_s"] < 30
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    handlers = next(v for k, v in report["files"].items() if k.endswith("handlers.py"))
+    assert handlers["functions"]["alpha"]["summary"]["percent_covered"] > 0
+    assert "alpha reached" in (outcome.artifacts / "diagnostics" / "tests.log").read_text()
+
+
+@pytest.mark.parametrize("value", ["0s", "soon", -1])
+def test_a_timeout_that_is_no_limit_is_refused(tmp_path: Path, value: object) -> None:
+    stack = write_stack(
+        tmp_path, drive("/alpha"), app_service("app"), run_extra=f"timeout = {json.dumps(value)}"
+    )
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 2, outcome.output
+    assert "run.timeout" in outcome.output
