@@ -35,6 +35,21 @@ ENTRIES = (
     *("coverage.json", "coverage.lcov", "coverage.xml", SOURCES_FILE, FAILED_RUN),
 )
 REPORT_MARK = "coverage.json"  # present exactly when a run's reports were written
+REPORTS = (  # what a report writes: all of it made anew, or none of it left
+    *("e2e-coverage.txt", "e2e-coverage-func.txt", "summary.md", "html"),
+    *("coverage.json", "coverage.lcov", "coverage.xml"),
+)
+
+
+def clear_reports(artifacts: Path) -> None:
+    """The reports of an earlier report removed before new ones are made: a report that then
+    fails (the data lost or damaged since) leaves no earlier figures that read as its own."""
+    for name in REPORTS:
+        path = artifacts / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def refuse_running_stack(artifacts: Path) -> None:

@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - another coverage.py: the JSON reports 
     PER_FILE_ANALYSIS = False
 
 from e2ecov import gocover
-from e2ecov.artifacts import SOURCES_FILE
+from e2ecov.artifacts import SOURCES_FILE, clear_reports
 from e2ecov.errors import NoCoverageData
 from e2ecov.protocol import DATA_PREFIX, read_ledger
 
@@ -164,6 +164,23 @@ def data_files(data_dir: Path) -> dict[str, list[Path]]:
     return groups
 
 
+def _readable(groups: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], list[str]]:
+    """`groups` without the data files coverage.py cannot open, and a loss for each: combining
+    skips such a file with a warning, and a run whose every file was damaged read as "found
+    but nothing under source" instead of as coverage lost."""
+    kept: dict[str, list[Path]] = {}
+    lost: list[str] = []
+    for service, paths in groups.items():
+        for path in paths:
+            try:
+                coverage.CoverageData(basename=str(path)).read()
+            except CoverageException as exc:
+                lost.append(f"{service}: data file {path.name} could not be read: {exc}")
+                continue
+            kept.setdefault(service, []).append(path)
+    return kept, lost
+
+
 @contextlib.contextmanager
 def _in_directory(path: Path) -> Iterator[None]:
     """coverage.py names files relative to the current directory when it is created."""
@@ -246,11 +263,13 @@ class _Python:
 def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> ReportResult:
     """Combine `artifacts/data` (and the Go services' data) and write every report; raises
     NoCoverageData when there is nothing at all."""
+    clear_reports(artifacts)
     work = artifacts / ".combined"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     go_services, unreadable = _go_reports(artifacts, config, go, work)
-    groups = data_files(artifacts / "data")
+    groups, damaged = _readable(data_files(artifacts / "data"))
+    unreadable = [*damaged, *unreadable]
     if not groups and not go_services:
         if unreadable:  # there was data: it could not be read
             raise NoCoverageData("coverage lost: " + "\n".join(unreadable))

@@ -174,3 +174,22 @@ def test_report_without_data_exits_4_with_causes(tmp_path: Path) -> None:
 
 def test_samples_are_not_collected_by_the_project() -> None:
     assert not list(SAMPLES.rglob("test_*.py")) and os.path.isdir(SAMPLES)
+
+
+def test_a_report_over_damaged_data_leaves_no_earlier_figures(  # type: ignore[no-untyped-def]
+    happy, tmp_path: Path
+) -> None:
+    """The data damaged or lost after a run: `e2ecov report` fails, and the earlier run's
+    reports are gone with it — they no longer read as the figures of this report."""
+    _root, outcome = happy
+    copy = tmp_path / "copy"
+    shutil.copytree(outcome.artifacts, copy)
+    damaged = list((copy / "data").iterdir())
+    assert damaged
+    for path in damaged:
+        path.write_bytes(b"not a coverage data file")
+    again = e2ecov("report", "--artifacts", str(copy), cwd=tmp_path)
+    assert again.code == 4, again.output
+    assert "coverage lost" in again.stderr or "no coverage data" in again.stderr, again.stderr
+    left = [name for name in REPORT_FILES if (copy / name).exists()]
+    assert left == [] and not (copy / "html").exists(), left
