@@ -263,6 +263,7 @@ class KubernetesStore:
     async def ping(self) -> None:
         try:
             await self._call("GET", self._collection, params={"limit": "1"})
+            await self._check_namespace()
         except asyncio.CancelledError:
             # the readiness probe's deadline (2 s) is shorter than the client's: a ping it
             # gave up on found the API server too slow, and lists must not trust the watch
@@ -270,6 +271,31 @@ class KubernetesStore:
             # listed deleted RRs as active 28 s into one)
             self._doubt()
             raise
+
+    async def _check_namespace(self) -> None:
+        """Raise `StoreUnavailable` when the controller namespace does not exist or is being
+        deleted: the API server lists the RRs of a namespace that does not exist as an empty
+        list, so with RBAC from a ClusterRole (Kubernaut's chart) a mistyped or deleted
+        `controllerNamespace` passed readiness while every signal was a 503. A Gateway that
+        may not read namespaces (403) is judged by the list alone."""
+        try:
+            found = await self.client.request(
+                "GET", f"/api/v1/namespaces/{quote(self.namespace, safe='')}"
+            )
+        except KubeNotFound as exc:
+            raise StoreUnavailable(
+                f"{self!r}: the namespace {self.namespace!r} does not exist "
+                f"(controllerNamespace): {exc.message}"
+            ) from exc
+        except KubeUnavailable as exc:
+            raise StoreUnavailable(f"{self!r}: {exc}") from exc
+        except KubeError:
+            return
+        if (found.get("status") or {}).get("phase") == "Terminating":
+            raise StoreUnavailable(
+                f"{self!r}: the namespace {self.namespace!r} (controllerNamespace) is being "
+                "deleted, and the API server takes no new RRs in it"
+            )
 
     # --- the cache ------------------------------------------------------------------------
 

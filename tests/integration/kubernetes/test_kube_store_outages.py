@@ -19,7 +19,7 @@ import pytest
 from e2ecov.kubeapi import KubeAPIServer, load_manifests
 from tests.conftest import CRD_FILE, kube_testenv_bin
 from tests.support.contract import problem
-from tests.support.kube import kube_gateway
+from tests.support.kube import bind_cluster_role, kube_gateway
 from tests.support.services import ServiceProcess, alert, webhook
 
 PROM = "/api/v1/signals/prometheus"
@@ -118,6 +118,38 @@ def test_its_namespace_being_deleted_is_503_and_logged_as_such_not_as_rbac(
         (failed,) = failures_logged(gateway)
         assert "ns-going" in failed and "(controllerNamespace) is being deleted" in failed
         assert "grant" not in failed and "RBAC" not in failed
+        ready = httpx.get(f"{gateway.ops_url}/readyz", timeout=10)
+        assert ready.status_code == 503, ready.text
+        assert "'ns-going' (controllerNamespace) is being deleted" in ready.json()["detail"]
+
+
+def test_a_controller_namespace_that_does_not_exist_is_unready_naming_it(
+    own_apiserver: KubeAPIServer, tmp_path: Path
+) -> None:
+    """`controllerNamespace` mistyped, with the RRs' RBAC from a ClusterRole as in
+    Kubernaut's chart: the API server lists the RRs of a namespace that does not exist as
+    an empty list, so /readyz was 200 while every signal was a 503 (an outside check). Now
+    /readyz names the namespace, and the Gateway is ready once the namespace exists."""
+    server = own_apiserver
+    server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns-home"}})
+    gateway = kube_gateway(server, "ns-home", tmp_path / "gw", auth="static", env=SETTINGS_SCOPE)
+    bind_cluster_role(server, "cluster-admin", "ns-home", "signalgate-gateway")
+    gateway.env["SIGNALGATE_CONTROLLERNAMESPACE"] = "ns-typo"
+    with gateway.start(wait=False) as gateway, gateway.client() as c:
+
+        def unready() -> bool:
+            try:
+                ready = httpx.get(f"{gateway.ops_url}/readyz", timeout=10)
+            except httpx.HTTPError:
+                return False
+            return ready.status_code == 503 and "'ns-typo' does not exist" in ready.text
+
+        until(unready, "unready naming the namespace")
+        answer = c.post(PROM, json=webhook(alert(pod="typo-1")))
+        problem(answer, 503, "service-unavailable", "retry later")
+        server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns-typo"}})
+        gateway.wait_ready(30)
+        assert c.post(PROM, json=webhook(alert(pod="typo-1"))).status_code == 201
 
 
 def test_its_own_token_revoked_is_503_and_logged_as_a_token_not_accepted(
