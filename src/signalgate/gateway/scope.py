@@ -78,7 +78,7 @@ def no_target_rejection(signal: Signal) -> Rejection:
             "no_target_resource",
             f"signal {signal.signal_name!r} names no target resource: {named} is not a "
             "resource name (lowercase letters, digits and '-', starting and ending with a "
-            "letter or digit)",
+            "letter or digit; a node's name may hold '.' too)",
             "",
             f"fix the label value ({named}) in the alerting rule",
         )

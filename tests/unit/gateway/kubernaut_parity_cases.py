@@ -116,10 +116,21 @@ ALERTS: tuple[AlertCase, ...] = (
     ),
     AlertCase(
         "dotted-value-not-a-candidate",
-        "a label value with dots (or capitals, '_') is not a candidate name",
+        "a label value with dots (or capitals, '_') is not a candidate name: the Deployment"
+        " would win over the Pod",
         PROM,
-        {"namespace": "prod", "pod": "api-1", "node": "ip-10-0-0-1.ec2.internal"},
+        {"namespace": "prod", "pod": "api-1", "deployment": "web.v2"},
         ("", "prod", "Pod", "api-1"),
+    ),
+    AlertCase(
+        "dotted-node-name",
+        "a node named by its host name (EKS: ip-10-0-0-1.ec2.internal): Kubernaut finds no"
+        " candidate (dots excluded) and names Unknown/unknown, which its RR creation refuses;"
+        " we take a Node's name as Kubernetes does, a DNS-1123 subdomain",
+        PROM,
+        {"node": "ip-10-0-0-1.ec2.internal"},
+        ("", "", "Unknown", "unknown"),
+        ours="target Node ip-10-0-0-1.ec2.internal",
     ),
     AlertCase(
         "node-without-namespace",

@@ -87,6 +87,10 @@ def test_alert_case(case: AlertCase) -> None:
         _, namespace, kind, name = case.kubernaut
         cluster = case.ours.removeprefix("cluster ")
         case = dataclasses.replace(case, kubernaut=(cluster, namespace, kind, name), ours="")
+    if case.ours.startswith("target ") and case.kubernaut is not None:
+        cluster, namespace, _, _ = case.kubernaut
+        kind, name = case.ours.removeprefix("target ").split(" ")
+        case = dataclasses.replace(case, kubernaut=(cluster, namespace, kind, name), ours="")
     assert case.ours == "" and case.kubernaut is not None
     cluster, namespace, kind, name = case.kubernaut
     assert item.target is not None

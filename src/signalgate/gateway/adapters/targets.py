@@ -23,12 +23,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from signalgate.gateway.kinds import KindCatalog
+from signalgate.kube.names import is_dns1123_subdomain
 
 TIER1_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "CronJob", "DeploymentConfig"})
 TIER3_KINDS = frozenset({"Pod", "Node"})
 RESERVED_LABELS = frozenset({"job", "service", "instance", "endpoint", "container", "namespace"})
-# A label value that could be a resource name (Kubernaut's own test, dots excluded).
+# A label value that could be a resource name (Kubernaut's own test, dots excluded) ...
 CANDIDATE_VALUE = re.compile(r"[a-z0-9]([a-z0-9-]{0,251}[a-z0-9])?")
+# ... but for a Node, a DNS-1123 subdomain, dots included: node names are host names
+# (`ip-10-0-1-2.ec2.internal` on EKS, FQDNs on premises), and without the dots every node
+# alert of such a cluster was rejected while an Event about the same Node opened an RR.
+DOTTED_NAME_KINDS = frozenset({"Node"})
 
 
 @dataclass(frozen=True, order=True)
@@ -52,7 +57,7 @@ def candidates(labels: Mapping[str, str], catalog: KindCatalog) -> list[Candidat
     found = [
         Candidate(tier_of(kind), kind, key, value)
         for key, value, kind in _naming_kinds(labels, catalog)
-        if CANDIDATE_VALUE.fullmatch(value) is not None
+        if could_name(kind, value)
     ]
     found.sort()
     return found
@@ -64,9 +69,16 @@ def unusable(labels: Mapping[str, str], catalog: KindCatalog) -> tuple[str, ...]
     target, so its sender learns what to fix."""
     return tuple(
         f"{key}={value[:63]!r}"
-        for key, value, _ in _naming_kinds(labels, catalog)
-        if CANDIDATE_VALUE.fullmatch(value) is None
+        for key, value, kind in _naming_kinds(labels, catalog)
+        if not could_name(kind, value)
     )
+
+
+def could_name(kind: str, value: str) -> bool:
+    """Whether a label's `value` could be the name of a `kind` object."""
+    if kind in DOTTED_NAME_KINDS:
+        return is_dns1123_subdomain(value)
+    return CANDIDATE_VALUE.fullmatch(value) is not None
 
 
 def _naming_kinds(
