@@ -133,7 +133,7 @@ class DataStorageService:
                 kubernetes=kubernetes_auth,
             ),
             metrics=metrics,
-            writer=AuditWriter(store, dlq, metrics, settings.dlq.backoff[0]),
+            writer=AuditWriter(store, dlq, metrics),
             worker=worker,
             lifecycle=lifecycle,
             opener=StoreOpener(store, dlq, lifecycle),

@@ -79,12 +79,10 @@ class AuditWriter:
         store: AuditStore,
         dlq: DeadLetterQueue,
         metrics: DataStorageMetrics,
-        first_replay_delay: float,
     ) -> None:
         self._store = store
         self._dlq = dlq
         self._metrics = metrics
-        self._first_delay = first_replay_delay
         # target -> (monotonic time, why) of its last failed write, until one succeeds
         self._failed: dict[str, tuple[float, str]] = {}
 
@@ -147,10 +145,15 @@ class AuditWriter:
     async def _queue(
         self, events: Sequence[AuditEvent], store_error: StoreUnavailable
     ) -> WriteOutcome:
-        """The database is down: the dead-letter queue takes the batch, or it is lost."""
+        """The database is down: the dead-letter queue takes the batch, or it is lost.
+
+        Due at once: the replay only pings a database it found down, and stores what is due
+        as soon as it answers. Due after the first step of `dlq.backoff` instead, a blip of
+        a second left 202'd events out of queries and chains for that minute (an outside
+        check); the schedule is for batches the database refuses while it answers."""
         count = len(events)
         try:
-            await self._dlq.put(events, due=time.time() + self._first_delay)
+            await self._dlq.put(events, due=time.time())
         except DeadLetterUnavailable as queue_error:
             self._failed["dead_letter_queue"] = (time.monotonic(), str(queue_error))
             self._metrics.writes.labels("lost").inc(count)
@@ -233,7 +236,7 @@ class AuditWriter:
     ) -> WriteOutcome:
         """Queue the batch due no earlier than the letters `ahead` of it (their due times),
         so the replay meets those first → 202; a queue that cannot take it → 503."""
-        due = max(time.time() + self._first_delay, *ahead)
+        due = max(time.time(), *ahead)
         try:
             await self._dlq.put(events, due=due)
         except DeadLetterUnavailable as exc:

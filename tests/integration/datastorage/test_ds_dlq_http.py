@@ -27,14 +27,14 @@ BATCH = "/api/v1/audit/events/batch"
 def datastorage(
     request: pytest.FixtureRequest, tmp_path: Path, private_postgres: PostgresServer
 ) -> Iterator[ServiceProcess]:
-    """DataStorage on its own PostgreSQL; a first replay an hour away, so queued events stay
-    queued until the test drains them."""
+    """DataStorage on its own PostgreSQL; its replay worker polls once an hour (after its
+    first pass at start), so queued events stay queued until the test drains them."""
     env = {
         "SIGNALGATE_STORE__DSN": private_postgres.create_database("audit"),
         "SIGNALGATE_STORE__AUTOMIGRATE": "true",
         "SIGNALGATE_STORE__TIMEOUT": "3s",
         "SIGNALGATE_DLQ__BACKOFF": "1h,1h",
-        "SIGNALGATE_DLQ__POLLINTERVAL": "200ms",
+        "SIGNALGATE_DLQ__POLLINTERVAL": "1h",
     }
     if request.param == "redis":
         env["SIGNALGATE_DLQ__REDISURL"] = request.getfixturevalue("private_redis").url

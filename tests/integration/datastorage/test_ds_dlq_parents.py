@@ -351,8 +351,8 @@ async def test_a_pass_with_refused_letters_writes_the_rest_together(
     assert await dlq.depth() == 0
 
 
-def writer(store: object, dlq: DeadLetterQueue, first_delay: float = 60.0) -> AuditWriter:
-    return AuditWriter(store, dlq, DataStorageMetrics(CollectorRegistry()), first_delay)  # type: ignore[arg-type]
+def writer(store: object, dlq: DeadLetterQueue) -> AuditWriter:
+    return AuditWriter(store, dlq, DataStorageMetrics(CollectorRegistry()))  # type: ignore[arg-type]
 
 
 async def test_writer_queues_a_child_behind_its_queued_parent(
@@ -468,7 +468,7 @@ async def test_a_queued_event_stands_against_a_later_write_of_its_id(
     await dlq.put([first], due=time.time() - 1)  # as the write path queues it in an outage
     other_fields = {**first.fields, "event_action": "changed-meanwhile"}
     other = AuditEvent.from_fields(other_fields)
-    writer = AuditWriter(store, dlq, DataStorageMetrics(CollectorRegistry()), 0.0)
+    writer = AuditWriter(store, dlq, DataStorageMetrics(CollectorRegistry()))
     assert (await writer.write([other])).written is Written.QUEUED
     retry = AuditEvent.from_fields(dict(first.fields))
     assert (await writer.write([retry])).written is Written.QUEUED
@@ -562,3 +562,28 @@ def test_requeue_dead_puts_buried_events_back_to_be_stored(tmp_path: Path) -> No
     for correlation_id in correlation_ids:  # exit 1 when no event of it is stored
         assert json.loads(command("verify-chain", correlation_id))["events"] == 1
     assert "requeued 0 dead letter(s); 1 unreadable" in command("requeue-dead")
+
+
+async def test_a_drain_goes_past_an_orphan_and_uses_one_of_its_attempts(
+    dlq: DeadLetterQueue, store: SqliteAuditStore
+) -> None:
+    """`replay-dlq` with one child whose parent is nowhere in front of the queue: the drain
+    ended after its first pass (499 of 2,000 stored with the database up) and each run used
+    one of the orphan's attempts (an outside check). Now it stores everything else in one
+    run, and the orphan waits, one attempt used, for its schedule."""
+    orphan = ev("rr-orphan", parent=str(uuid.uuid4()))
+    await dlq.put([orphan], due=0.0)
+    others = [ev(f"rr-{n % 7}") for n in range(250)]
+    await dlq.put(others, due=0.0)
+    backoff = (60.0, 60.0, 60.0, 60.0)
+    report = await worker(dlq, store, backoff, batch_size=40).drain()
+    assert (report.replayed, report.rescheduled, report.dead) == (250, 1, 0)
+    [left] = await dlq.due(None, 10)
+    assert (left.event_id, left.attempts) == (orphan.event_id, 1)
+    for n in range(7):
+        assert len(await stored_ids(store, f"rr-{n}")) == len(others[n::7])
+    # a second run: nothing else queued, one more attempt of the orphan's, no more
+    again = await worker(dlq, store, backoff, batch_size=40).drain()
+    assert (again.replayed, again.rescheduled, again.dead) == (0, 1, 0)
+    [left] = await dlq.due(None, 10)
+    assert left.attempts == 2

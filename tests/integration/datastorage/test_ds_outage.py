@@ -296,3 +296,41 @@ def test_a_stopped_sqlite_process_queues_writes_instead_of_holding_them(tmp_path
             assert report.json() == {"correlation_id": rr, "events": 3, "valid": True}
     finally:
         service.stop()
+
+
+def test_events_queued_during_a_blip_are_stored_as_soon_as_the_database_answers(
+    tmp_path: Path, private_postgres: PostgresServer, private_redis: RedisServer
+) -> None:
+    """With the default schedule (its first step a minute): events answered 202 while the
+    database was down were queued due after that first step, so after a blip of seconds
+    they stayed out of queries and chains for a minute (an outside check). They are due at
+    once now, and stored as soon as the database answers again."""
+    dsn = private_postgres.create_database("blip")
+    process = datastorage_process(
+        tmp_path / "ds",
+        env={
+            "SIGNALGATE_STORE__DSN": dsn,
+            "SIGNALGATE_STORE__AUTOMIGRATE": "true",
+            "SIGNALGATE_STORE__TIMEOUT": "3s",
+            "SIGNALGATE_DLQ__REDISURL": private_redis.url,
+            "SIGNALGATE_DLQ__POLLINTERVAL": "200ms",
+        },
+    ).start()
+    queue = redis.Redis.from_url(private_redis.url)
+    correlation_id = f"rr-{uuid.uuid4().hex[:8]}"
+    try:
+        with process.client(ADMIN_TOKEN) as client:
+            private_postgres.stop()
+            answer = client.post(BATCH, json=[event_body(correlation_id) for _ in range(20)])
+            assert answer.status_code == 202, answer.text
+            private_postgres.start()
+            back = time.monotonic()
+            wait_for(lambda: queue.xlen("audit:dlq") == 0, 45, "the queue to drain")
+            assert time.monotonic() - back < 45  # the schedule's first step is 60 s
+            report = client.get(
+                "/api/v1/audit/verify-chain", params={"correlation_id": correlation_id}
+            ).json()
+            assert report == {"correlation_id": correlation_id, "events": 20, "valid": True}
+    finally:
+        queue.close()
+        process.stop()

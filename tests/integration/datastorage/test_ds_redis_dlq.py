@@ -364,7 +364,7 @@ async def test_a_redis_that_would_not_keep_letters_takes_none(
                 raise StoreUnavailable("connection refused")
 
         metrics = DataStorageMetrics(CollectorRegistry())
-        writer = AuditWriter(DatabaseDown(), queue, metrics, 60.0)  # type: ignore[arg-type]
+        writer = AuditWriter(DatabaseDown(), queue, metrics)  # type: ignore[arg-type]
         with pytest.raises(EventsLost):
             await writer.write(events(3))
         assert await queue.depth() == 2  # the three were not taken
