@@ -25,7 +25,14 @@ def test_healthz_and_readyz(ops: httpx.Client) -> None:
 
 
 def test_ops_listener_needs_no_token_and_api_routes_are_not_there(ops: httpx.Client) -> None:
-    assert ops.get(PROMETHEUS).status_code == 404
+    missing = ops.get(PROMETHEUS)
+    assert missing.status_code == 404
+    # a problem document, as on the API listener (it was Starlette's plain text)
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    assert missing.json()["status"] == 404
+    wrong = ops.post("/metrics")
+    assert wrong.status_code == 405 and wrong.json()["status"] == 405
+    assert "GET" in wrong.headers["allow"]
 
 
 def test_metrics_move_as_signals_arrive(gateway: httpx.Client, ops: httpx.Client) -> None:

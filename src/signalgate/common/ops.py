@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from signalgate.common.http import unredirected
+from signalgate.common.http import problem_app
 from signalgate.common.problems import problem_response
 
 
@@ -88,6 +88,7 @@ def build_ops_app(readiness: ReadinessProbe, registry: CollectorRegistry) -> Sta
         Route("/health/live", healthz, methods=["GET"]),
         Route("/health/ready", readyz, methods=["GET"]),
     ]
-    return unredirected(
-        Starlette(routes=[*probes, *kubernaut, Route("/metrics", metrics, methods=["GET"])])
+    # 404 and 405 as problem documents, as on the API listeners (Starlette's are text)
+    return problem_app(
+        [*probes, *kubernaut, Route("/metrics", metrics, methods=["GET"])], lambda exc: None, ()
     )

@@ -266,7 +266,7 @@ class GatewayAPI:
         name = request.path_params["name"]
         rr = await self.service.store.get(name)
         if rr is None:
-            raise NotFound(name)
+            raise NotFound(f"RemediationRequest {name!r} not found")
         return json_response(200, rr.to_json())
 
     async def patch_status(self, request: Request) -> Response:

@@ -151,6 +151,9 @@ def test_status_patch_rules(any_gateway: ServiceProcess) -> None:
             bad = c.patch(f"{RRS}/{new}/status", json=body)
             assert bad.status_code == 400 and field in bad.json()["detail"], bad.text
         assert patch(c, "rr-missing", overallPhase="Completed").status_code == 404
+        missing = c.get(f"{RRS}/rr-missing")  # the detail was the bare name
+        assert missing.status_code == 404
+        assert missing.json()["detail"] == "RemediationRequest 'rr-missing' not found"
         wrong_type = c.patch(
             f"{RRS}/{new}/status", content=b"{}", headers={"content-type": "text/plain"}
         )
