@@ -134,7 +134,12 @@ class Envelope:
             try:
                 if refusal is not None:
                     raise refusal
-                check_request_target(scope["path"], scope.get("query_string", b""), self.text)
+                check_request_target(
+                    scope["path"],
+                    scope.get("query_string", b""),
+                    self.text,
+                    scope.get("raw_path") or b"",
+                )
                 if b"%2f" in scope.get("raw_path", b"").lower():
                     # decoded before routing, `a%2Fstatus` would be the route `a/status`
                     raise validation_error(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, unquote_plus, unquote_to_bytes
 
 import orjson
 
@@ -64,24 +64,51 @@ def _refuse(field: str, value: str, rule: TextRule = SERVICE_TEXT) -> Problem:
     )
 
 
-def check_request_target(path: str, query_string: bytes, rule: TextRule = SERVICE_TEXT) -> None:
+def check_request_target(
+    path: str, query_string: bytes, rule: TextRule = SERVICE_TEXT, raw_path: bytes = b""
+) -> None:
     """Refuse a control character in the (decoded) path, in a query parameter's name, or in
     its value as `rule` says: a value is what a filter looks for, so a service that stores
     text as written (`AUDIT_TEXT`) must let a query look for it (an outside check: a
     correlation id stored with an escape sequence could not be listed or verified)."""
     if _TARGET_CONTROL.search(path):
         raise _refuse("path", path)
+    if "\ufffd" in path and raw_path:  # the server decoded invalid escapes as U+FFFD
+        try:
+            unquote_to_bytes(raw_path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _not_utf8("path") from None
     if not query_string:
         return
     query = query_string.decode("latin-1")
     if "%" not in query and not _TARGET_CONTROL.search(query):
         return
+    _check_utf8(query)
     values = _TARGET_CONTROL if rule is SERVICE_TEXT else rule.refused
     for key, value in parse_qsl(query, keep_blank_values=True, encoding="utf-8"):
         if _TARGET_CONTROL.search(key):
             raise _refuse(f"query parameter {unquote(key)[:40]!r}", key)
         if values.search(value):
             raise _refuse(key, value, rule)
+
+
+def _check_utf8(query: str) -> None:
+    """Refuse a query parameter whose %-escapes are not UTF-8: decoded with replacement
+    characters, `correlation_id=%ff%fe` looked for (and verified) a chain named '\ufffd\ufffd'."""
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        for text in (key, value):
+            try:
+                unquote_plus(text, errors="strict")
+            except UnicodeDecodeError:
+                raise _not_utf8(unquote_plus(key)[:40] or "query") from None
+
+
+def _not_utf8(field: str) -> Problem:
+    return validation_error(
+        f"{field}: its %-escapes are not UTF-8 text",
+        field_errors={field: "its %-escapes are not UTF-8 text"},
+    )
 
 
 def check_json_text(body: bytes, rule: TextRule = SERVICE_TEXT) -> None:

@@ -61,6 +61,22 @@ def test_a_correlation_id_stored_with_control_characters_is_found_by_it(
     }
 
 
+def test_escapes_that_are_not_utf8_are_refused_naming_the_parameter(ds: httpx.Client) -> None:
+    """`%ff%fe` was decoded with replacement characters: the chain of '\ufffd\ufffd' was
+    verified (valid, 0 events) instead of the request refused (an outside check)."""
+    refused = ds.get("/api/v1/audit/verify-chain?correlation_id=%ff%fe")
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["field_errors"] == {"correlation_id": "its %-escapes are not UTF-8 text"}
+    refused = ds.get(f"{EVENTS}?limit=5&namespace=ns%C3")
+    assert refused.status_code == 400
+    assert "namespace" in refused.json()["field_errors"]
+    # a replacement character sent as UTF-8 is text like any other
+    found = ds.get(f"{EVENTS}?correlation_id=%EF%BF%BD")
+    assert found.status_code == 200 and found.json()["data"] == []
+    refused = ds.get(f"{EVENTS}/%ff")
+    assert refused.status_code == 400 and "path" in refused.json()["field_errors"]
+
+
 def test_batch_ids_in_input_order_and_idempotent_retry(ds: httpx.Client) -> None:
     cid = f"rr-{uuid.uuid4().hex[:8]}"
     batch = [event_body(cid) for _ in range(5)]
