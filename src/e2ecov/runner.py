@@ -195,9 +195,11 @@ def addresses(stack: Stack) -> Addresses:
             found.ports[(name, "")] = recipe.port
             found.own[name] = {}
         else:
-            own = {"": pick(), **{p: pick() for p in sorted(spec.port_names)}}
+            own = {p: pick() for p in ([""] if spec.main_port else []) + sorted(spec.port_names)}
             found.own[name] = own
-            found.urls[name] = f"http://127.0.0.1:{own['']}"
+            template = spec.url_template
+            if template is not None:
+                found.urls[name] = placeholders.render(template, Values(own, {}, {}, "", "", ""))
             found.ports.update({(name, p): n for p, n in own.items()})
     return found
 
@@ -229,7 +231,7 @@ def service_run(
         env_added=env_added,
         env=env,
         log_dir=out / "logs",
-        url=where.urls[spec.name],
+        url=where.urls.get(spec.name, ""),
         health_url=placeholders.render(spec.health.url, values) if spec.health else None,
         recipe=where.recipes.get(spec.name),
         run_id=run_id,
@@ -314,7 +316,8 @@ def test_environment(
     env = {**base, **{k: placeholders.render(v, values) for k, v in stack.test_env.items()}}
     for svc in services.values():
         prefix = svc.spec.env_prefix
-        env[f"{prefix}_URL"] = svc.url
+        if svc.url:  # none for a service with no {port} and no port in its health URL
+            env[f"{prefix}_URL"] = svc.url
         for port_name, number in svc.ports.items():
             if port_name:
                 env[f"{prefix}_{port_name.upper().replace('-', '_')}_URL"] = (

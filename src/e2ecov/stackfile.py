@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from e2ecov import placeholders
 from e2ecov.errors import Problem, StackFileError
@@ -84,6 +85,25 @@ class ServiceSpec:
     go_build: str | None = None  # the Go package e2ecov builds before anything starts
     # recipe kube-apiserver: manifests applied (CRDs established) before it counts as started
     manifests: tuple[Path, ...] = ()
+    main_port: bool = True  # its command, env or health URL uses {port}
+
+    @property
+    def url_template(self) -> str | None:
+        """Where the service answers, as a template of its own ports: `{port}` when it uses
+        one, else its health URL's origin (`http://127.0.0.1:{port.api}`, or a fixed
+        `http://127.0.0.1:8080`), else None: a port picked for `{port}` and used by nothing
+        was advertised as its URL (`E2E_<SERVICE>_URL`), where nothing listens."""
+        if self.main_port:
+            return "http://127.0.0.1:{port}"
+        if self.health is None:
+            return None
+        parts = urlsplit(self.health.url)
+        named = re.fullmatch(r"([^{}]*):\{port\.([A-Za-z0-9_-]+)\}", parts.netloc)
+        if named:
+            return f"{parts.scheme}://{named.group(1)}:{{port.{named.group(2)}}}"
+        if "{" in parts.netloc or "}" in parts.netloc or not parts.netloc:
+            return None
+        return f"{parts.scheme}://{parts.netloc}"
 
     @property
     def env_prefix(self) -> str:
@@ -391,13 +411,15 @@ def _build(path: Path, text: str, raw: dict[str, Any], artifacts_override: Path 
     if not check.problems:
         _check_graph(check, stack)
     if not check.problems:
-        ports_used = _check_placeholders(check, stack)
+        ports_used, main = _check_placeholders(check, stack)
     if check.problems:
         raise StackFileError(check.problems)
     return dataclasses.replace(
         stack,
         services={
-            name: dataclasses.replace(spec, port_names=frozenset(ports_used[name]))
+            name: dataclasses.replace(
+                spec, port_names=frozenset(ports_used[name]), main_port=name in main
+            )
             for name, spec in stack.services.items()
         },
     )
@@ -598,16 +620,21 @@ def _templates(stack: Stack) -> list[tuple[tuple[str, ...], str, str | None]]:
     return found
 
 
-def _check_placeholders(check: _Checker, stack: Stack) -> dict[str, set[str]]:
-    """Every placeholder must name something; returns each service's named ports."""
+def _check_placeholders(check: _Checker, stack: Stack) -> tuple[dict[str, set[str]], set[str]]:
+    """Every placeholder must name something; returns each service's named ports, and the
+    services that use `{port}` themselves."""
     ports: dict[str, set[str]] = {name: set() for name in stack.services}
+    main: set[str] = set()  # the services whose own templates use {port}
     parsed: list[tuple[tuple[str, ...], placeholders.Placeholder, str | None]] = []
     for where, template, owner in _templates(stack):
         try:
             for ph in placeholders.find(template):
                 parsed.append((where, ph, owner))
-                if ph.kind == "port" and owner is not None and ph.port_name:
-                    ports[owner].add(ph.port_name)
+                if ph.kind == "port" and owner is not None:
+                    if ph.port_name:
+                        ports[owner].add(ph.port_name)
+                    else:
+                        main.add(owner)
         except placeholders.PlaceholderError as exc:
             check.problem(where, f"'{'.'.join(where)}': {exc}")
     for where, ph, owner in parsed:
@@ -641,4 +668,27 @@ def _check_placeholders(check: _Checker, stack: Stack) -> dict[str, set[str]]:
                     f"{label}: '{{{ph.text}}}' names port '{ph.port_name}' that service "
                     f"'{ph.service}' does not use; its named ports: {have}",
                 )
-    return ports
+            elif not _has_address(stack.services[ph.service], ph, main):
+                have = ", ".join(
+                    f"{{services.{ph.service}.port.{p}}}" for p in sorted(ports[ph.service])
+                )
+                check.problem(
+                    where,
+                    f"{label}: service '{ph.service}' uses no {{port}} of its own"
+                    + (
+                        ", and its health URL names no port to take as its URL"
+                        if ph.kind == "service_url"
+                        else ""
+                    )
+                    + (f"; use {have}" if have else ""),
+                )
+    return ports, main
+
+
+def _has_address(spec: ServiceSpec, ph: placeholders.Placeholder, main: set[str]) -> bool:
+    """Whether `{services.X.port}` or `{services.X.url}` names something of service X: a
+    recipe's own, its `{port}`, or (a URL) its health URL's origin."""
+    if spec.recipe or ph.port_name or ph.kind not in ("service_url", "service_port"):
+        return True
+    own = dataclasses.replace(spec, main_port=spec.name in main)
+    return own.main_port or (ph.kind == "service_url" and own.url_template is not None)

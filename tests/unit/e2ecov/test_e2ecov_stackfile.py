@@ -227,3 +227,57 @@ def test_the_kube_apiserver_recipe_takes_manifests(tmp_path: Path) -> None:
     assert any("manifest 'nowhere.yaml' is not a file" in p for p in missing), missing
     wrong = KUBE.replace('recipe = "kube-apiserver"', 'recipe = "postgres"')
     assert any("'manifests' is for recipe" in p for p in problems(tmp_path, wrong))
+
+
+NAMED_ONLY = """\
+[run]
+tests = ["pytest", "--api", "{services.api.url}", "--fixed", "{services.fixed.url}"]
+
+[services.api]
+command = ["api", "--listen", "127.0.0.1:{port.http}", "--ops", "{port.ops}"]
+health = { url = "http://127.0.0.1:{port.http}/healthz" }
+
+[services.fixed]
+command = ["fixed", "--listen", "127.0.0.1:18080"]
+health = { url = "http://localhost:18080/ready" }
+
+[services.worker]
+command = ["worker", "--metrics", "{port.metrics}"]
+"""
+
+
+def test_a_service_without_its_own_port_is_at_its_health_urls_origin(tmp_path: Path) -> None:
+    """A port was picked for `{port}` whether the service used it or not, and its URL
+    (`E2E_<SERVICE>_URL`, `{services.X.url}`) pointed there, where nothing listens (an
+    outside check). A service with only named ports, or a fixed one, is at its health URL's
+    origin; one with neither has no URL."""
+    from e2ecov.runner import plan
+
+    stack = load(tmp_path, NAMED_ONLY)
+    planned = plan(stack, "r1", tmp_path / "control", tmp_path / "out")
+    api, fixed, worker = (planned.services[n] for n in ("api", "fixed", "worker"))
+    assert set(api.ports) == {"http", "ops"} and set(worker.ports) == {"metrics"}
+    assert api.url == f"http://127.0.0.1:{api.ports['http']}"
+    assert fixed.url == "http://localhost:18080" and fixed.ports == {}
+    assert worker.url == ""
+    assert planned.test_env["E2E_API_URL"] == api.url
+    assert planned.test_env["E2E_API_OPS_URL"] == f"http://127.0.0.1:{api.ports['ops']}"
+    assert planned.test_env["E2E_FIXED_URL"] == "http://localhost:18080"
+    assert "E2E_WORKER_URL" not in planned.test_env
+    assert planned.tests == ["pytest", "--api", api.url, "--fixed", fixed.url]
+
+
+def test_a_port_or_url_a_service_does_not_have_is_refused(tmp_path: Path) -> None:
+    text = NAMED_ONLY.replace(
+        'tests = ["pytest"', 'tests = ["pytest", "{services.worker.url}", "{services.api.port}"'
+    )
+    found = problems(tmp_path, text)
+    assert any(
+        "service 'worker' uses no {port} of its own, and its health URL names no port" in p
+        and "{services.worker.port.metrics}" in p
+        for p in found
+    ), found
+    assert any(
+        "service 'api' uses no {port} of its own; use {services.api.port.http}" in p
+        for p in found
+    ), found
