@@ -278,6 +278,5 @@ def test_a_port_or_url_a_service_does_not_have_is_refused(tmp_path: Path) -> Non
         for p in found
     ), found
     assert any(
-        "service 'api' uses no {port} of its own; use {services.api.port.http}" in p
-        for p in found
+        "service 'api' uses no {port} of its own; use {services.api.port.http}" in p for p in found
     ), found
