@@ -46,18 +46,26 @@ def down(artifacts: Path) -> DownResult:
     for name, svc in record.get("services", {}).items():
         # a recorded group is signalled only while it holds this run's processes: its id
         # may be another program's by now
+        servers = procs.same_processes(svc.get("servers"))
         pgid = svc.get("pgid")
-        if pgid and run_id and not procs.group_marked(int(pgid), run_id):
+        if pgid and run_id and not procs.group_marked(int(pgid), run_id) and pgid not in servers:
             pgid = None
-        target = StopTarget(name, pgid, float(svc.get("grace") or 10.0), run_id)
+        target = StopTarget(
+            name, pgid, float(svc.get("grace") or 10.0), run_id, pids=frozenset(servers)
+        )
         if target.members():
             targets.append(target)
             stopped.append(f"{name} (pid {svc.get('pgid')})")
         else:
             gone.append(name)
+    adopted = procs.same_processes(record.get("adopted"))
+    if adopted:
+        targets.append(StopTarget("adopted", None, 2.0, run_id, pids=frozenset(adopted)))
+        stopped += [f"{procs.describe(pid)}, a helper the run adopted" for pid in sorted(adopted)]
     # the rest of the run: its test command (left running by a killed e2ecov) and what it
     # started, which carry the run's mark but no service's
     services = {pid for target in targets for pid in target.members()}
+    services |= adopted
     rest = sorted(procs.marked(run_id) - services) if run_id else []
     stopped += [f"{procs.describe(pid)}, of the run but of no service" for pid in rest]
     stop([*targets, StopTarget("stray", None, 2.0, run_id, every_service=True)])

@@ -101,6 +101,7 @@ class KubeAPIServer:
         )
     )
     _made: bool = False
+    mark: dict[str, str] = field(default_factory=dict)  # added to both servers' environment
     _etcd: subprocess.Popen[bytes] | None = None
     _apiserver: subprocess.Popen[bytes] | None = None
 
@@ -124,6 +125,11 @@ class KubeAPIServer:
     @property
     def process(self) -> subprocess.Popen[bytes] | None:
         return self._apiserver
+
+    @property
+    def pids(self) -> list[int]:
+        """The API server's and etcd's processes (run.json records them for `down`)."""
+        return [proc.pid for proc in (self._apiserver, self._etcd) if proc is not None]
 
     @property
     def ca_file(self) -> Path:
@@ -256,6 +262,7 @@ class KubeAPIServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.mark},
                 start_new_session=True,
             )
 

@@ -88,6 +88,18 @@ def start_time(pid: int) -> int | None:
     return None if proc is None else proc.started
 
 
+def same_processes(recorded: object) -> set[int]:
+    """The recorded `[pid, start time]` pairs whose process still runs: the same start time,
+    so a pid reused by another program since is not one of them."""
+    found: set[int] = set()
+    for entry in recorded if isinstance(recorded, list) else []:
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int):
+            pid, started = entry
+            if started is not None and alive(pid) and start_time(pid) == started:
+                found.add(pid)
+    return found
+
+
 def descendants(roots: Iterable[int], table: dict[int, Process] | None = None) -> set[int]:
     """The roots and every process below them (by parent pid), as far as the table shows."""
     table = snapshot() if table is None else table

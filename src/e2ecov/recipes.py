@@ -128,6 +128,9 @@ class _LocalServer:
 
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
+    # variables added to the server's environment: an e2ecov run's owner mark, by which
+    # `e2ecov down` finds (and the next run refuses) a server a kept run left running
+    mark: dict[str, str] = field(default_factory=dict)
     _root: Path | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
@@ -151,6 +154,11 @@ class _LocalServer:
     @property
     def process(self) -> subprocess.Popen[bytes] | None:
         return self._proc
+
+    @property
+    def pids(self) -> list[int]:
+        """The server's processes this object started (run.json records them for `down`)."""
+        return [self._proc.pid] if self._proc is not None else []
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server with its `STOP_SIGNAL`, killing it after `timeout` seconds."""
@@ -251,6 +259,7 @@ class PostgresServer(_LocalServer):
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self._root,
+            env={**os.environ, **self.mark},
             start_new_session=True,
             user=self._identity.run_uid,
             group=self._identity.run_gid,
@@ -343,6 +352,7 @@ class RedisServer(_LocalServer):
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self._root,
+            env={**os.environ, **self.mark},
             start_new_session=True,
         )
         log.close()

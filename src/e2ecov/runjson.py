@@ -49,6 +49,9 @@ class RunRecord:
     config: dict[str, Any] = field(default_factory=dict)
     cores: list[str] = field(default_factory=list)
     kept: bool = False
+    # [pid, start time] of the helpers a kept run's subreaper had adopted: nothing else
+    # names them for `down` once e2ecov has exited (they may carry no mark)
+    adopted: list[list[int | None]] = field(default_factory=list)
     control_dir: str = ""
     attribution: str = ""
     # this e2ecov process (pid and start time): the next run in the same directory tells a
@@ -91,6 +94,7 @@ class RunRecord:
             "cores": sorted(set(self.cores)),
             "config": self.config,
             "kept": self.kept,
+            "adopted": self.adopted,
             "attribution": self.attribution,
             "control_dir": self.control_dir,
             "e2ecov": self.owner,

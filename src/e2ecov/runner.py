@@ -180,14 +180,18 @@ class Addresses:
         return Values(own, self.urls, self.ports, str(stack.artifacts), run_id, binary)
 
 
-def addresses(stack: Stack) -> Addresses:
-    """Choose the ports; raises StackStartError when a recipe's binaries are missing."""
+def addresses(stack: Stack, run_id: str) -> Addresses:
+    """Choose the ports (a recipe's too, from the run's range); raises StackStartError when
+    a recipe's binaries are missing."""
     pick = PortPicker(stack.ports)
     found = Addresses({}, {}, {}, {})
     for name, spec in stack.services.items():
         if spec.recipe:
+            # the owner mark every process of a command service carries: `e2ecov down` left
+            # a kept run's recipe servers running without it (and removed their data)
+            mark = {protocol.ENV_RUN_ID: run_id, protocol.ENV_STACK_SERVICE: name}
             try:
-                recipe = make_recipe(spec)
+                recipe = make_recipe(spec, pick, mark)
             except RecipeUnavailable as exc:
                 raise StackStartError(f"service '{name}': {exc}") from exc
             found.recipes[name] = recipe
@@ -241,7 +245,7 @@ def service_run(
 def plan(stack: Stack, run_id: str, control_dir: Path, out: Path) -> Plan:
     """Choose ports and render every placeholder; raises StackStartError when a recipe's
     binaries are missing. `out` is where this run writes (data, ledger, logs)."""
-    where = addresses(stack)
+    where = addresses(stack, run_id)
     services = {
         name: service_run(spec, stack, where, run_id, control_dir, out)
         for name, spec in stack.services.items()
@@ -980,6 +984,11 @@ class Run:
             self.progress.info(
                 f"stack kept running (stop it with: e2ecov down --artifacts {self.artifacts})"
             )
+            # once e2ecov exits, init adopts them: only their pids can name them for `down`
+            known = [p.pid for p in self._children() if p is not None]
+            self.record.adopted = [
+                [pid, procs.start_time(pid)] for pid in sorted(procs.orphans(known))
+            ]
             for svc in self.services.values():
                 self.progress.info(f"  {svc.name:<14} {svc.url}  pid {svc.pid}")
             return
@@ -1092,6 +1101,11 @@ class Run:
                 "recipe_root": str(svc.recipe.root)
                 if svc.recipe is not None and svc.recipe.root
                 else None,
+                # a recipe's servers by pid and start time: Redis rewrites its environment
+                # (its process title), so the owner mark cannot find it for `down`
+                "servers": [[pid, procs.start_time(pid)] for pid in svc.recipe.pids]
+                if svc.recipe is not None
+                else [],
                 "data_files": sorted(
                     self._relative(o.data_file) for o in mine if Path(o.data_file).exists()
                 ),

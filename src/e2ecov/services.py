@@ -112,15 +112,23 @@ class ServiceRun:
         return [*(f"stdout| {line}" for line in out), *(f"stderr| {line}" for line in err)]
 
 
-def make_recipe(spec: ServiceSpec) -> Recipe:
-    """The recipe object; raises RecipeUnavailable at once when its binaries are missing."""
+def make_recipe(spec: ServiceSpec, pick: Callable[[], int], mark: dict[str, str]) -> Recipe:
+    """The recipe object, its ports taken from `pick` (the run's port range), `mark` in its
+    servers' environment; raises RecipeUnavailable at once when its binaries are missing."""
     if spec.recipe == "postgres":
-        return PostgresServer()
+        return PostgresServer(port=pick(), mark=mark)
     if spec.recipe == "redis":
-        return RedisServer()
+        return RedisServer(port=pick(), mark=mark)
     if spec.recipe == "kube-apiserver":
         # binaries from $E2ECOV_KUBE_BIN or PATH, checked now, before anything starts
-        return KubeAPIServer(bin_dir=find_kube_binaries(None), crds=spec.manifests)
+        return KubeAPIServer(
+            bin_dir=find_kube_binaries(None),
+            crds=spec.manifests,
+            port=pick(),
+            etcd_port=pick(),
+            etcd_peer_port=pick(),
+            mark=mark,
+        )
     raise RecipeUnavailable(f"unknown recipe {spec.recipe!r}")
 
 
@@ -330,11 +338,15 @@ class StopTarget:
     grace: float
     run_id: str
     every_service: bool = False  # every process marked with the run id, whichever service
+    # processes named by pid (checked against their recorded start time by the caller): a
+    # recipe's servers, and helpers a kept run adopted, which may carry no mark
+    pids: frozenset[int] = frozenset()
 
     def members(self) -> set[int]:
         table = procs.snapshot()
         roots = {p.pid for p in table.values() if p.alive and p.pgid == self.pgid}
         roots |= {self.pgid} if self.pgid in table and table[self.pgid].alive else set()
+        roots |= {pid for pid in self.pids if pid in table and table[pid].alive}
         roots |= procs.marked(self.run_id, None if self.every_service else self.name)
         return {pid for pid in procs.descendants(roots, table) if table[pid].alive}
 

@@ -141,6 +141,24 @@ def test_orphan_that_scrubbed_its_environment_is_stopped(tmp_path: Path) -> None
     assert not _alive(orphan), "the orphan outlived the run"
 
 
+@pytest.mark.slow
+def test_orphan_of_a_kept_stack_is_stopped_by_down(tmp_path: Path) -> None:
+    """The same orphan under `--keep`: once e2ecov had exited, init adopted it, and `down`
+    (which finds a stack's processes by their mark) said the stack was stopped and left it
+    running (an outside check). The kept run records it by pid and start time."""
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app", "--spawn-orphan"))
+    outcome = e2ecov("run", "--keep", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    stdout = (outcome.artifacts / "logs" / "app.stdout.log").read_text()
+    orphan = int(stdout.split("orphan pid ")[1].split()[0])
+    assert _alive(orphan)
+    assert [orphan, procs.start_time(orphan)] in outcome.run_json()["adopted"]
+    down = e2ecov("down", "--artifacts", str(outcome.artifacts), cwd=tmp_path)
+    assert down.code == 0, down.output
+    assert f"pid {orphan}" in down.stdout and "a helper the run adopted" in down.stdout
+    assert not _alive(orphan), "the orphan outlived down"
+
+
 def test_port_held_by_a_stale_server_is_exit_3_naming_it(tmp_path: Path) -> None:
     port = free_port()
     stale = subprocess.Popen(

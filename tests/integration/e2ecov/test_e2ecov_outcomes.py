@@ -323,3 +323,42 @@ def test_a_timeout_that_is_no_limit_is_refused(tmp_path: Path, value: object) ->
     outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
     assert outcome.code == 2, outcome.output
     assert "run.timeout" in outcome.output
+
+
+def test_down_stops_a_kept_runs_recipes_and_their_ports_are_in_the_range(
+    tmp_path: Path,
+) -> None:
+    """After `--keep`, `e2ecov down` said the recipe servers were "not running any more",
+    left PostgreSQL and Redis running and removed PostgreSQL's data directory under it (an
+    outside check): they lacked the run's owner mark. Their ports came from the kernel
+    whatever `[run] ports` said."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    services = '[services.postgres]\nrecipe = "postgres"\n\n[services.cache]\nrecipe = "redis"\n'
+    services += app_service("app", extra='depends_on = ["postgres", "cache"]')
+    stack = write_stack(tmp_path, drive("/alpha"), services, run_extra='ports = "39100-39199"')
+    outcome = e2ecov("run", "--keep", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    run = outcome.run_json()
+    recipes = {name: run["services"][name] for name in ("postgres", "cache")}
+    ports = {name: urlsplit(svc["url"]).port for name, svc in recipes.items()}
+    assert all(port is not None and 39100 <= port <= 39199 for port in ports.values()), ports
+
+    def answers(port: int) -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    assert all(answers(port) for port in ports.values() if port)
+    down = e2ecov("down", "--artifacts", str(outcome.artifacts), cwd=tmp_path)
+    assert down.code == 0, down.output
+    assert "not running any more" not in down.stdout, down.stdout
+    for name in ("postgres", "cache", "app"):
+        assert f"stopped {name}" in down.stdout, down.stdout
+    deadline = time.monotonic() + 10
+    while any(answers(port) for port in ports.values() if port):
+        assert time.monotonic() < deadline, "a recipe server still answers after down"
+        time.sleep(0.2)
+    assert not Path(recipes["postgres"]["recipe_root"]).exists()
