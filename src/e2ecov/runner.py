@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -137,6 +137,9 @@ class PortPicker:
                 self.taken.add(candidate)
                 return candidate
         raise StackStartError(f'no free port left in [run] ports = "{low}-{high}"')
+
+
+FAMILY_INTERVAL = 1.0  # seconds between looks at each service's process tree in the tests
 
 
 def _seconds(value: float | None) -> str:
@@ -360,7 +363,23 @@ def replacement(svc: ServiceRun) -> int | None:
     port = urlsplit(svc.health_url).port
     holders = procs.port_holders(port) if port else None
     mine = (holders or set()) & svc.stop_target().members()
+    # a worker of the dead main process, orphaned, still answers: it is no restart (an
+    # outside check: uvicorn's master SIGKILLed passed for restarted by its own worker)
+    mine = {
+        pid for pid in mine if pid not in svc.family or svc.family[pid] != procs.start_time(pid)
+    }
     return min(mine) if mine else None
+
+
+def note_families(services: Iterable[ServiceRun]) -> None:
+    """Remember the processes below each running service's main process (`ServiceRun.family`)."""
+    table = procs.snapshot()
+    for svc in services:
+        if svc.proc is None or svc.poll() is not None:
+            continue
+        for pid in procs.descendants([svc.proc.pid], table):
+            if pid != svc.proc.pid and pid in table:
+                svc.family[pid] = table[pid].started
 
 
 def _program(command: list[str], cwd: Path, env: dict[str, str]) -> str | None:
@@ -678,6 +697,7 @@ class Run:
         reader = threading.Thread(target=self._pump, args=(proc,), name="e2ecov-tests", daemon=True)
         reader.start()
         told: set[int] = set()
+        families_seen = 0.0
         limit = self.stack.test_timeout
         deadline = None if limit is None else time.monotonic() + limit
         timed_out = False
@@ -694,6 +714,9 @@ class Run:
                 break
             self.progress.spin("running tests")
             self.unmeasured.look_now_and_then(self._python_roots)
+            if time.monotonic() - families_seen >= FAMILY_INTERVAL:
+                note_families(self.services.values())
+                families_seen = time.monotonic()
             self._tell_exits(told)
             time.sleep(0.1)
         reader.join(PUMP_GRACE)

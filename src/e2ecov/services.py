@@ -70,6 +70,9 @@ class ServiceRun:
     ready: float | None = None
     exit_code: int | None = None
     failure: str | None = None
+    # pid → start time of the processes seen below the main one while it ran (looked at
+    # now and then during the tests): its orphaned workers are not a restart once it dies
+    family: dict[int, int] = field(default_factory=dict)
     health_answers: deque[str] = field(default_factory=lambda: deque(maxlen=5))
     ready_event: threading.Event = field(default_factory=threading.Event)
 

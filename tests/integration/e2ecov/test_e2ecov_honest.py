@@ -141,6 +141,21 @@ def test_orphan_that_scrubbed_its_environment_is_stopped(tmp_path: Path) -> None
     assert not _alive(orphan), "the orphan outlived the run"
 
 
+def test_a_master_killed_while_its_orphaned_worker_serves_is_a_stack_down(
+    tmp_path: Path,
+) -> None:
+    """A prefork server's master SIGKILLed by the tests: its worker, orphaned, still answers
+    the health URL, and was taken for the service restarted by the tests (an outside check
+    on uvicorn --workers 2). A process that ran below the dead main one is no restart."""
+    stack = write_stack(
+        tmp_path, drive("/alpha", "kill-master", "sleep:0.5"), app_service("app", "--prefork")
+    )
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 3, outcome.output
+    assert "answers its health URL" not in outcome.stdout
+    assert "was killed by SIGKILL during the tests" in outcome.output
+
+
 @pytest.mark.slow
 def test_orphan_of_a_kept_stack_is_stopped_by_down(tmp_path: Path) -> None:
     """The same orphan under `--keep`: once e2ecov had exited, init adopted it, and `down`

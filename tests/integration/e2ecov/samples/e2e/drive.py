@@ -28,6 +28,8 @@ def get(path: str) -> str:
 for step in sys.argv[1:]:
     if step == "kill":
         os.kill(int(get("/pid")), signal.SIGKILL)
+    elif step == "kill-master":  # the parent of the process that answers (a prefork master)
+        os.kill(int(get("/ppid")), signal.SIGKILL)
     elif step.startswith("sleep:"):
         time.sleep(float(step.split(":")[1]))
     elif step.startswith("say:"):

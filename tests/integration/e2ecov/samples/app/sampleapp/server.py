@@ -35,6 +35,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._answer(200, "ok")
         elif self.path == "/pid":
             self._answer(200, str(os.getpid()))
+        elif self.path == "/ppid":
+            self._answer(200, str(os.getppid()))
         elif self.path in ROUTES:
             self._answer(200, ROUTES[self.path]())
         else:
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--spawn-helper", action="store_true")
     parser.add_argument("--spawn-orphan", action="store_true")
     parser.add_argument("--reexec", action="store_true")
+    parser.add_argument("--prefork", action="store_true")
     args = parser.parse_args()
     if args.reexec and not os.environ.get("SAMPLE_REEXECED"):  # as a launcher script does
         handlers.before_exec()
@@ -86,6 +89,9 @@ def main() -> None:
     Handler.never_healthy = args.never_healthy
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(f"listening on {args.port}", flush=True)
+    if args.prefork and os.fork():  # as gunicorn's master: a worker serves the socket
+        signal.pause()
+        return
     server.serve_forever()
 
 
