@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from e2ecov import doctor, down, protocol, reports, runjson, runner, stackfile
+from e2ecov import doctor, down, gocover, protocol, reports, runjson, runner, stackfile
 from e2ecov.errors import E2ecovError, ExitCode, NoCoverageData, StackFileError, UsageError
 from e2ecov.progress import Progress
 
@@ -88,21 +88,39 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
     cores = record.get("cores") or sorted(
         {r.core for r in protocol.read_ledger(artifacts / "processes")}
     )
-    lost = [loss for service in (record.get("services") or {}).values() for loss in service["lost"]]
-    config = dataclasses.replace(
-        config, cores=cores, attribution=str(record.get("attribution") or ""), lost=lost
-    )
+    services = record.get("services") or {}
+    lost = [loss for service in services.values() for loss in service.get("lost") or []]
+    # data the run had, gone since (deleted, or a partial copy of the artifacts): the report
+    # went on without it, exit 0, saying nothing (an outside check)
+    lost += [
+        f"{name}: data file {relative} (saved by the run) is gone"
+        for name, service in services.items()
+        for relative in service.get("data_files") or []
+        if not (artifacts / relative).exists()
+    ]
     go = [
         reports.GoInput.from_json(name, raw)
         for name, raw in (record.get("config") or {}).get("go", {}).items()
     ]
+    lost += [
+        f"Go service {item.name}: no coverage data in {gocover.GO_DIR}/{item.name}"
+        for item in go
+        if not any((artifacts / gocover.GO_DIR / item.name).glob("cov*"))
+    ]
+    config = dataclasses.replace(
+        config, cores=cores, attribution=str(record.get("attribution") or ""), lost=lost
+    )
     result = reports.build(artifacts, config, go)
+    if record:  # its totals are this report's now (they were the run's, whatever followed)
+        record["totals"] = result.totals(partial=bool(lost))
+        runjson.rewrite(artifacts, record)
     print((artifacts / "e2e-coverage.txt").read_text(), end="")
     for path in result.files:
         print(f"wrote {path}")
     for below in result.below:
         print(f"FAILED: {below}", file=sys.stderr)
-    return ExitCode.COVERAGE if result.below or result.unreadable else ExitCode.OK
+    # coverage lost is exit 4 here as in `run`, whether the run or this report found it
+    return ExitCode.COVERAGE if result.below or result.unreadable or lost else ExitCode.OK
 
 
 def cmd_down(args: argparse.Namespace) -> ExitCode:

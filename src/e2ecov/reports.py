@@ -149,7 +149,16 @@ class ReportResult:
     files: list[Path]
     warnings: list[str]
     below: list[str]  # fail_under violations
-    unreadable: list[str]  # Go services whose coverage data could not be read: losses
+    unreadable: list[str]  # data files (Python or Go) that could not be read: losses
+
+    def totals(self, *, partial: bool) -> dict[str, Any]:
+        """run.json's `totals`: they leave out what was lost (`partial`, or data this report
+        could not read; services.<name>.lost says what)."""
+        return {
+            "combined": self.combined.to_json(),
+            "services": {name: totals.to_json() for name, totals in self.services.items()},
+            "partial": partial or bool(self.unreadable),
+        }
 
 
 def data_files(data_dir: Path) -> dict[str, list[Path]]:
@@ -271,8 +280,8 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
     groups, damaged = _readable(data_files(artifacts / "data"))
     unreadable = [*damaged, *unreadable]
     if not groups and not go_services:
-        if unreadable:  # there was data: it could not be read
-            raise NoCoverageData("coverage lost: " + "\n".join(unreadable))
+        if unreadable or config.lost:  # there was data: it could not be read, or is gone
+            raise NoCoverageData("coverage lost: " + "\n".join([*config.lost, *unreadable]))
         where = f"in {artifacts / 'data'}"
         if go:  # a stack of Go services alone has nothing in data/ by design
             names = ", ".join(g.name for g in go)

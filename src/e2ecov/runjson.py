@@ -101,11 +101,7 @@ class RunRecord:
         }
 
     def write(self) -> Path:
-        path = self.artifacts / "run.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-        return path
+        return rewrite(self.artifacts, self.to_json())
 
 
 def going_on(record: dict[str, Any]) -> int | None:
@@ -115,6 +111,15 @@ def going_on(record: dict[str, Any]) -> int | None:
     if record.get("exit_code") is None and procs.still_running(owner):
         return int(owner["pid"])
     return None
+
+
+def rewrite(artifacts: Path, record: dict[str, Any]) -> Path:
+    """`record` as `artifacts/run.json`, replaced whole (never half written)."""
+    path = artifacts / "run.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def read(artifacts: Path) -> dict[str, Any] | None:

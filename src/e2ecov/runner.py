@@ -937,12 +937,7 @@ class Run:
             self.progress.info(str(exc))
             self._end_phase("no data")
             return
-        self.record.totals = {
-            "combined": result.combined.to_json(),
-            "services": {k: v.to_json() for k, v in result.services.items()},
-            # the totals leave out what was lost (services.<name>.lost says what)
-            "partial": bool(self.losses or result.unreadable),
-        }
+        self.record.totals = result.totals(partial=bool(self.losses))
         for name, totals in sorted(result.services.items()):
             self.progress.info(f"{name:<14} {totals.percent:5.1f}%  ({totals.counts()})")
         # a run that did not finish its tests may be moved aside when it ends (`_finish`)

@@ -193,3 +193,30 @@ def test_a_report_over_damaged_data_leaves_no_earlier_figures(  # type: ignore[n
     assert "coverage lost" in again.stderr or "no coverage data" in again.stderr, again.stderr
     left = [name for name in REPORT_FILES if (copy / name).exists()]
     assert left == [] and not (copy / "html").exists(), left
+
+
+def test_a_report_after_a_data_file_was_deleted_says_so(  # type: ignore[no-untyped-def]
+    happy, tmp_path: Path
+) -> None:
+    """A data file deleted after the run: `e2ecov report` left it out of the totals, exit 0,
+    saying nothing, and run.json kept the run's figures (an outside check)."""
+    _root, outcome = happy
+    copy = tmp_path / "copy"
+    shutil.copytree(outcome.artifacts, copy)
+    recorded = [f for svc in outcome.run_json()["services"].values() for f in svc["data_files"]]
+    assert recorded
+    (copy / recorded[0]).unlink()
+    again = e2ecov("report", "--artifacts", str(copy), cwd=tmp_path)
+    assert again.code == 4, again.output
+    if len(recorded) == 1:  # nothing left to report: the loss is the answer
+        assert f"data file {recorded[0]} (saved by the run) is gone" in again.stderr
+        assert not (copy / "coverage.json").exists()
+        return
+    text = (copy / "e2e-coverage.txt").read_text()
+    assert f"data file {recorded[0]} (saved by the run) is gone" in text
+    run = json.loads((copy / "run.json").read_text())
+    assert run["totals"]["partial"] is True
+    report = json.loads((copy / "coverage.json").read_text())
+    assert run["totals"]["combined"]["percent"] == pytest.approx(
+        report["totals"]["percent_covered"], abs=0.1
+    )
