@@ -320,4 +320,5 @@ def unmanaged_rejection(target: TargetResource) -> Rejection:
         f"Resource {resource} is not in Kubernaut's management scope",
         resource,
         action,
+        summary=f"Signal rejected: resource {resource} is not managed by Kubernaut",
     )

@@ -79,6 +79,13 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _list(value: Any) -> Any:
+    """A list key the chart renders with nothing under it (`allowedOrigins:` then an empty
+    `range`), which YAML reads as null: an empty list, as Kubernaut's loader takes it (it
+    was exit 2, a crash loop, for an operator who emptied the list)."""
+    return [] if value is None else value
+
+
 def _request_limit(value: Any) -> Any:
     return UNLIMITED_REQUESTS if value == 0 else value
 
@@ -117,7 +124,7 @@ TRANSLATED: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
         _go_duration,
     ),
     "server.k8sRequestTimeout": (("server.processingTimeout",), _go_duration),
-    "cors.allowedOrigins": (("server.corsAllowedOrigins",), _same),
+    "cors.allowedOrigins": (("server.corsAllowedOrigins",), _list),
     "datastorage.url": (("datastorage.url",), _same),
     "datastorage.timeout": (("datastorage.timeout",), _go_duration),
     "datastorage.buffer.bufferSize": (("datastorage.bufferSize",), _same),

@@ -168,7 +168,8 @@ class Pipeline:
                 },
             )
         )
-        return Outcome("rejected", rejection.message, signal.fingerprint, rejection=rejection)
+        message = rejection.summary or rejection.message
+        return Outcome("rejected", message, signal.fingerprint, rejection=rejection)
 
     async def _resolve(self, signal: Signal, fingerprint: str) -> Outcome:
         now = self._clock()

@@ -21,6 +21,8 @@ class Rejection:
     message: str
     resource: str
     action: str
+    # the answer's top-level `message`, where Kubernaut words it apart from the rejection's
+    summary: str = ""
 
     def to_json(self) -> dict[str, str]:
         return {

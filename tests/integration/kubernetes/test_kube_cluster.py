@@ -195,6 +195,13 @@ def test_scope_labels_on_namespace_and_resource(
         rejection = rejected.json()["rejection"]
         assert rejection["reason"] == "unmanaged_resource"
         assert rejection["resource"] == f"{off}:Deployment:api"
+        # Kubernaut's two wordings (scope.go): the answer's and the rejection's
+        assert rejected.json()["message"] == (
+            f"Signal rejected: resource {off}:Deployment:api is not managed by Kubernaut"
+        )
+        assert rejection["message"] == (
+            f"Resource {off}:Deployment:api is not in Kubernaut's management scope"
+        )
         assert rejection["action"] == (
             f"To manage this resource, add the label: kubectl label -n {off} deployment api "
             f"{MANAGED}=true"

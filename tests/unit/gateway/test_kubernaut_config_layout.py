@@ -93,6 +93,13 @@ def test_no_limit_is_the_largest_bound(tmp_path: Path) -> None:
     assert load(path).server.max_concurrent_requests == 100_000
 
 
+def test_an_origin_list_the_chart_renders_empty_is_no_origin(tmp_path: Path) -> None:
+    """`gateway.config.cors.allowedOrigins: []` renders `allowedOrigins:` with nothing under
+    it, which YAML reads as null: exit 2 and a crash loop (an outside check)."""
+    path = written(tmp_path, "server:\n  listenAddr: ':8080'\ncors:\n  allowedOrigins:\n")
+    assert load(path).server.cors_allowed_origins == []
+
+
 def test_a_bad_value_names_signalgates_key_and_kubernauts(tmp_path: Path) -> None:
     path = written(tmp_path, "server:\n  listenAddr: ':8080'\n  readTimeout: soon\n")
     with pytest.raises(ConfigError) as caught:
