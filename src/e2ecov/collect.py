@@ -13,6 +13,7 @@ start the agent.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Callable, Collection
@@ -132,7 +133,21 @@ def _written(data_file: Path) -> float | None:
 def outcomes(
     ledger_dir: Path, flush_started: float | None, death: dict[int, str]
 ) -> list[ProcessOutcome]:
-    return [judge(record, flush_started, death) for record in read_ledger(ledger_dir)]
+    return [with_images(judge(r, flush_started, death), r) for r in read_ledger(ledger_dir)]
+
+
+def with_images(found: ProcessOutcome, record: ProcessRecord) -> ProcessOutcome:
+    """`found`, saying so when an earlier image of the process exec'd it without saving:
+    what that image ran is lost (a Go service that re-executes itself was reported whole)."""
+    if not record.unsaved_images:
+        return found
+    lost = (
+        f"{record.service} pid {record.pid} re-executed itself "
+        f"{'once' if record.unsaved_images == 1 else f'{record.unsaved_images} times'} "
+        "without saving first: what ran before is lost"
+    )
+    status = found.status if found.status == "lost" else "partial"
+    return dataclasses.replace(found, status=status, message=f"{lost}; {found.message}")
 
 
 def unsaved_package_dirs(ledger_dir: Path, source_pkgs: Collection[str]) -> list[Path]:

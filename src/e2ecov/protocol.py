@@ -95,6 +95,9 @@ class ProcessRecord:
     saves: list[dict[str, Any]] = field(default_factory=list)
     ledger: str = ""
     package_dirs: list[str] = field(default_factory=list)
+    # earlier images of this pid that exec'd this one without saving first (a Go service
+    # re-executing itself: its runtime writes counters at exit, not at exec)
+    unsaved_images: int = 0
 
     @property
     def last_save(self) -> dict[str, Any] | None:
@@ -114,6 +117,12 @@ def read_ledger(ledger_dir: Path) -> list[ProcessRecord]:
             except ValueError:
                 continue
             if event.get("event") == "start":
+                unsaved = 0
+                if record is not None and record.pid == event["pid"]:  # the same pid, exec'd
+                    last = record.last_save
+                    unsaved = record.unsaved_images + (
+                        0 if last is not None and last.get("reason") == "exec" else 1
+                    )
                 record = ProcessRecord(
                     service=event["service"],
                     pid=event["pid"],
@@ -123,6 +132,7 @@ def read_ledger(ledger_dir: Path) -> list[ProcessRecord]:
                     core=event.get("core", "?"),
                     python=event.get("python", "?"),
                     ledger=str(path),
+                    unsaved_images=unsaved,
                 )
             elif (
                 event.get("event") in ("save", "reset")

@@ -109,6 +109,31 @@ def test_ledger_skips_torn_lines_and_foreign_pids(tmp_path: Path) -> None:
     assert record.pid == 4242 and [s["time"] for s in record.saves] == [2.0]
 
 
+def test_an_image_that_exec_d_the_next_without_saving_is_a_loss(tmp_path: Path) -> None:
+    """A Go service re-executing itself: its runtime writes counters at exit, not at exec,
+    and the ledger's second `start` of the pid replaced the first, so what the first image
+    ran was lost with nothing said (an outside check). A Python image saves at exec."""
+    start = {"event": "start", "service": "svc", "pid": 7, "ppid": 1, "time": 1.0,
+             "data_file": str(tmp_path / "none"), "core": "go"}  # fmt: skip
+    exit_save = {"event": "save", "pid": 7, "time": 3.0, "reason": "exit", "measured": 1}
+    go = tmp_path / "go"
+    go.mkdir()
+    for event in (start, start, exit_save):
+        protocol.append_record(go / "svc.7.go.jsonl", event)
+    [record] = protocol.read_ledger(go)
+    assert record.unsaved_images == 1
+    [found] = collect.outcomes(go, None, {})
+    assert found.status == "partial" and found.is_loss
+    assert found.message.startswith("svc pid 7 re-executed itself once without saving first")
+    python = tmp_path / "py"
+    python.mkdir()
+    exec_save = {"event": "save", "pid": 7, "time": 2.0, "reason": "exec", "measured": 1}
+    for event in ({**start, "core": "ctrace"}, exec_save, {**start, "core": "ctrace"}, exit_save):
+        protocol.append_record(python / "svc.7.ab.jsonl", event)
+    [found] = collect.outcomes(python, None, {})
+    assert found.status == "saved", found
+
+
 def test_function_report_shape() -> None:
     report = {
         "files": {
