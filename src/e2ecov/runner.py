@@ -66,6 +66,7 @@ from e2ecov.services import (
     make_recipe,
     probe,
     stop,
+    tail,
     taken_port_problems,
 )
 from e2ecov.stackfile import ServiceSpec, Stack
@@ -881,13 +882,29 @@ class Run:
             n for n, s in self.services.items() if s.spec.coverage and not s.spec.go and s.started
         ]
         losses = [o.message for o in found if o.is_loss]
-        losses += collect.silent_services(measured, found, self._go_cover_program)
+        losses += [
+            self._with_agent_error(message)
+            for message in collect.silent_services(measured, found, self._go_cover_program)
+        ]
         for message in losses:
             self.progress.info("LOST: " + message)
         hints = [*collect.cut_short(found), *collect.empty_services(found)]
         for hint in hints + [u.message() for u in self.unmeasured.found.values()]:
             self.progress.info("warning: " + hint)
         return losses
+
+    def _with_agent_error(self, message: str) -> str:
+        """A silent service's loss with the agent's own reason when the service's log has it
+        (`coverage agent not started in pid N: ModuleNotFoundError(...)`): the run asked
+        whether coverage.py was installed while the answer sat in logs/<service>.stderr.log."""
+        name = message.split(":", 1)[0]
+        svc = self.services.get(name)
+        if svc is None or svc.recipe is not None:
+            return message
+        for line in tail(svc.stderr_path, 200):
+            if "coverage agent not started" in line:
+                return f"{message}; its log says: {line.strip()[:300]}"
+        return message
 
     def _go_cover_program(self, name: str) -> bool:
         """Whether the service's program is a Go binary built with -cover."""

@@ -517,3 +517,7 @@ def test_a_service_never_imports_from_e2ecovs_own_environment(tmp_path: Path) ->
     assert "coverage agent not started" in stderr and "coverage" in stderr, stderr
     assert outcome.code == 4, outcome.output
     assert "LOST: app: no process announced itself" in outcome.stdout
+    # the agent's own reason, from the service's log, beside the loss
+    lost = next(line for line in outcome.stdout.splitlines() if "LOST: app:" in line)
+    assert "its log says: e2ecov: coverage agent not started in pid" in lost, lost
+    assert "ModuleNotFoundError" in lost, lost
