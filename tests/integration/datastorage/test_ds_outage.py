@@ -24,22 +24,33 @@ pytestmark = pytest.mark.slow
 BATCH = "/api/v1/audit/events/batch"
 
 
+def started_on(
+    tmp_path: Path, postgres: PostgresServer, redis_server: RedisServer, **env: str
+) -> ServiceProcess:
+    """DataStorage on a new database of `postgres`, queueing in `redis_server`."""
+    return datastorage_process(
+        tmp_path / "ds",
+        env={
+            "SIGNALGATE_STORE__DSN": postgres.create_database(f"a{uuid.uuid4().hex[:8]}"),
+            "SIGNALGATE_STORE__AUTOMIGRATE": "true",
+            "SIGNALGATE_STORE__TIMEOUT": "3s",
+            "SIGNALGATE_DLQ__REDISURL": redis_server.url,
+            "SIGNALGATE_DLQ__POLLINTERVAL": "200ms",
+            **env,
+        },
+    ).start()
+
+
 @pytest.fixture
 def pg_datastorage(
     tmp_path: Path, private_postgres: PostgresServer, private_redis: RedisServer
 ) -> Iterator[ServiceProcess]:
-    dsn = private_postgres.create_database("audit")
-    process = datastorage_process(
-        tmp_path / "ds",
-        env={
-            "SIGNALGATE_STORE__DSN": dsn,
-            "SIGNALGATE_STORE__AUTOMIGRATE": "true",
-            "SIGNALGATE_STORE__TIMEOUT": "3s",
-            "SIGNALGATE_DLQ__REDISURL": private_redis.url,
-            "SIGNALGATE_DLQ__BACKOFF": "0.5s,1s,1s,2s,2s,4s,8s,15s",
-            "SIGNALGATE_DLQ__POLLINTERVAL": "200ms",
-        },
-    ).start()
+    process = started_on(
+        tmp_path,
+        private_postgres,
+        private_redis,
+        SIGNALGATE_DLQ__BACKOFF="0.5s,1s,1s,2s,2s,4s,8s,15s",
+    )
     try:
         yield process
     finally:
@@ -305,17 +316,7 @@ def test_events_queued_during_a_blip_are_stored_as_soon_as_the_database_answers(
     database was down were queued due after that first step, so after a blip of seconds
     they stayed out of queries and chains for a minute (an outside check). They are due at
     once now, and stored as soon as the database answers again."""
-    dsn = private_postgres.create_database("blip")
-    process = datastorage_process(
-        tmp_path / "ds",
-        env={
-            "SIGNALGATE_STORE__DSN": dsn,
-            "SIGNALGATE_STORE__AUTOMIGRATE": "true",
-            "SIGNALGATE_STORE__TIMEOUT": "3s",
-            "SIGNALGATE_DLQ__REDISURL": private_redis.url,
-            "SIGNALGATE_DLQ__POLLINTERVAL": "200ms",
-        },
-    ).start()
+    process = started_on(tmp_path, private_postgres, private_redis)  # the default schedule
     queue = redis.Redis.from_url(private_redis.url)
     correlation_id = f"rr-{uuid.uuid4().hex[:8]}"
     try:
