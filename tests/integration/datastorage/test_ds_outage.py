@@ -66,6 +66,13 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def chain_report(client: httpx.Client, correlation_id: str) -> dict[str, object]:
+    answer = client.get("/api/v1/audit/verify-chain", params={"correlation_id": correlation_id})
+    answer.raise_for_status()
+    report: dict[str, object] = answer.json()
+    return report
+
+
 def all_events(client: httpx.Client) -> list[dict[str, object]]:
     found: list[dict[str, object]] = []
     offset = 0
@@ -119,9 +126,7 @@ def test_postgres_outage_loses_nothing_and_stores_nothing_twice(
         assert len(stored_ids) == 1000
         assert set(stored_ids) == sent
         for correlation_id in correlation_ids:
-            report = client.get(
-                "/api/v1/audit/verify-chain", params={"correlation_id": correlation_id}
-            ).json()
+            report = chain_report(client, correlation_id)
             assert report == {"correlation_id": correlation_id, "events": 100, "valid": True}
         metrics = httpx.get(f"{pg_datastorage.ops_url}/metrics").text
         assert 'datastorage_audit_writes_total{outcome="dead_lettered"} 400.0' in metrics
@@ -185,9 +190,7 @@ def test_a_database_that_refuses_the_write_for_lack_of_privilege_queues_it(
             assert refused.status_code == 202, refused.text
             as_owner("GRANT INSERT ON ALL TABLES IN SCHEMA public TO ds_owner")
             wait_for(lambda: len(all_events(client)) == 6, 30, "the queued events to be replayed")
-            report = client.get(
-                "/api/v1/audit/verify-chain", params={"correlation_id": correlation_id}
-            ).json()
+            report = chain_report(client, correlation_id)
             assert report == {"correlation_id": correlation_id, "events": 6, "valid": True}
     finally:
         process.stop()
@@ -328,9 +331,7 @@ def test_events_queued_during_a_blip_are_stored_as_soon_as_the_database_answers(
             back = time.monotonic()
             wait_for(lambda: queue.xlen("audit:dlq") == 0, 45, "the queue to drain")
             assert time.monotonic() - back < 45  # the schedule's first step is 60 s
-            report = client.get(
-                "/api/v1/audit/verify-chain", params={"correlation_id": correlation_id}
-            ).json()
+            report = chain_report(client, correlation_id)
             assert report == {"correlation_id": correlation_id, "events": 20, "valid": True}
     finally:
         queue.close()
