@@ -76,19 +76,31 @@ def probe_routes(readiness: ReadinessProbe) -> list[Route]:
     ]
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
 def build_ops_app(readiness: ReadinessProbe, registry: CollectorRegistry) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    probes = probe_routes(readiness)
-    healthz, readyz = (route.endpoint for route in probes)
-    # Kubernaut's health-server paths too, for probes and charts written for it
-    kubernaut = [
-        Route("/health", healthz, methods=["GET"]),
-        Route("/health/live", healthz, methods=["GET"]),
-        Route("/health/ready", readyz, methods=["GET"]),
-    ]
-    # 404 and 405 as problem documents, as on the API listeners (Starlette's are text)
+    healthz, readyz = (route.endpoint for route in probe_routes(readiness))
+    return ops_app(healthz, readyz, metrics)
+
+
+def ops_app(healthz: Endpoint, readyz: Endpoint, metrics: Endpoint) -> Starlette:
+    """The ops listener's routes, a service's or a workers' supervisor's: the probes, also
+    under Kubernaut's health-server paths (for probes and charts written for it), and
+    metrics; 404 and 405 as problem documents, as on the API listeners (Starlette's are
+    text, and the supervisor's were until an outside check)."""
     return problem_app(
-        [*probes, *kubernaut, Route("/metrics", metrics, methods=["GET"])], lambda exc: None, ()
+        [
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/health", healthz, methods=["GET"]),
+            Route("/health/live", healthz, methods=["GET"]),
+            Route("/health/ready", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lambda exc: None,
+        (),
     )

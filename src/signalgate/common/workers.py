@@ -46,15 +46,13 @@ from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from signalgate.common.config import split_listen
 from signalgate.common.hangup import handle_hangup, ignore_hangup
-from signalgate.common.http import unredirected
 from signalgate.common.http_protocol import HEAD_TIMEOUT
 from signalgate.common.listeners import check_listeners
 from signalgate.common.logging import SampledLog
-from signalgate.common.ops import Readiness, healthy_response, readiness_response
+from signalgate.common.ops import Readiness, healthy_response, ops_app, readiness_response
 from signalgate.common.parent import follow_parent, parent_env
 from signalgate.common.problems import problem_response
 
@@ -249,15 +247,7 @@ class Supervisor:
                         texts.append((worker.index, (await worker.client.get("/metrics")).text))
             return Response(merge_worker_metrics(texts), media_type=CONTENT_TYPE_LATEST)
 
-        return unredirected(
-            Starlette(
-                routes=[
-                    Route("/healthz", healthz, methods=["GET"]),
-                    Route("/readyz", readyz, methods=["GET"]),
-                    Route("/metrics", metrics, methods=["GET"]),
-                ]
-            )
-        )
+        return ops_app(healthz, readyz, metrics)
 
     def pass_hangup(self) -> None:
         """SIGHUP to the supervisor: each worker reads its tokens file again."""

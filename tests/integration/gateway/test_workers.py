@@ -103,6 +103,14 @@ def test_two_workers_share_the_listener_and_count_every_signal_once(
             RECEIVED.findall(httpx.get(f"{service.ops_url}/metrics", timeout=10).text)
         )
         assert httpx.get(f"{metrics_url}/readyz", timeout=10).status_code == 200
+        # the supervisor's ops routes are a worker's: Kubernaut's probe paths, and 404/405
+        # as problem documents (they were Starlette's plain text)
+        assert httpx.get(f"{service.ops_url}/health/ready", timeout=10).status_code == 200
+        for base in (service.ops_url, metrics_url):
+            missing = httpx.get(f"{base}/nope", timeout=10)
+            assert missing.status_code == 404
+            assert missing.headers["content-type"].startswith("application/problem+json")
+            assert httpx.post(f"{base}/healthz", timeout=10).json()["status"] == 405
 
         with service.client() as client:
             items = client.get("/api/v1/remediation-requests").json()["items"]
