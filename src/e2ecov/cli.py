@@ -93,10 +93,10 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
     # data the run had, gone since (deleted, or a partial copy of the artifacts): the report
     # went on without it, exit 0, saying nothing (an outside check)
     lost += [
-        f"{name}: data file {relative} (saved by the run) is gone"
+        f"{name}: data file {relative} (saved by the run) is {what}"
         for name, service in services.items()
         for relative in service.get("data_files") or []
-        if not (artifacts / relative).exists()
+        if (what := _missing(artifacts / relative))
     ]
     go = [
         reports.GoInput.from_json(name, raw)
@@ -110,7 +110,13 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
     config = dataclasses.replace(
         config, cores=cores, attribution=str(record.get("attribution") or ""), lost=lost
     )
-    result = reports.build(artifacts, config, go)
+    try:
+        result = reports.build(artifacts, config, go)
+    except NoCoverageData:
+        if record:  # no report: the run's totals are no longer this directory's figures
+            record["totals"] = {}
+            runjson.rewrite(artifacts, record)
+        raise
     if record:  # its totals are this report's now (they were the run's, whatever followed)
         record["totals"] = result.totals(partial=bool(lost))
         runjson.rewrite(artifacts, record)
@@ -121,6 +127,15 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
         print(f"FAILED: {below}", file=sys.stderr)
     # coverage lost is exit 4 here as in `run`, whether the run or this report found it
     return ExitCode.COVERAGE if result.below or result.unreadable or lost else ExitCode.OK
+
+
+def _missing(path: Path) -> str:
+    """Why a data file the run saved is not there to report ("" when it is): a data file
+    emptied since (a full disk, a bad copy) was read as one that measured nothing."""
+    try:
+        return "" if path.stat().st_size else "empty"
+    except FileNotFoundError:
+        return "gone"
 
 
 def cmd_down(args: argparse.Namespace) -> ExitCode:

@@ -156,7 +156,9 @@ async def _replay(settings: DataStorageSettings) -> int:
                 f"dead {report.dead}, still queued {left}"
                 + ("; the database is down" if report.deferred else "")
             )
-            return EXIT_OK if not (report.rescheduled or report.deferred) else EXIT_FAILURE
+            # a run that buried letters was refused events too: a script must see it
+            refused = report.rescheduled or report.dead or report.deferred
+            return EXIT_FAILURE if refused else EXIT_OK
 
         return await _with_store(settings, job)
     finally:

@@ -587,3 +587,29 @@ async def test_a_drain_goes_past_an_orphan_and_uses_one_of_its_attempts(
     assert (again.replayed, again.rescheduled, again.dead) == (0, 1, 0)
     [left] = await dlq.due(None, 10)
     assert left.attempts == 2
+
+
+def test_replay_dlq_that_buries_letters_exits_1(tmp_path: Path) -> None:
+    """A run that buried letters exited 0, so a script could not tell (an outside check):
+    it was refused events, as one that reschedules them."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    async def queue_an_orphan() -> None:
+        queue = FileDeadLetterQueue(tmp_path / "audit-dlq.jsonl")
+        await queue.open()
+        await queue.put([ev("rr-orphan", parent=str(uuid.uuid4()))], due=0.0)
+        await queue.close()
+
+    asyncio.run(queue_an_orphan())
+    done = subprocess.run(
+        [sys.executable, "-m", "signalgate", "datastorage", "replay-dlq"],
+        env={**os.environ, "SIGNALGATE_DATADIR": str(tmp_path), "SIGNALGATE_DLQ__BACKOFF": "1s"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "replayed 0, rescheduled 0, dead 1, still queued 0" in done.stdout

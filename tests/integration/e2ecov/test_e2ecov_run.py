@@ -220,3 +220,23 @@ def test_a_report_after_a_data_file_was_deleted_says_so(  # type: ignore[no-unty
     assert run["totals"]["combined"]["percent"] == pytest.approx(
         report["totals"]["percent_covered"], abs=0.1
     )
+
+
+def test_a_report_over_emptied_or_no_data_says_so_and_keeps_no_old_totals(  # type: ignore[no-untyped-def]
+    happy, tmp_path: Path
+) -> None:
+    """A data file emptied since the run (a full disk, a bad copy) was read as one that
+    measured nothing: exit 0, no loss named. With no data left at all, run.json kept the
+    earlier report's totals (an outside check)."""
+    _root, outcome = happy
+    copy = tmp_path / "copy"
+    shutil.copytree(outcome.artifacts, copy)
+    recorded = [f for svc in outcome.run_json()["services"].values() for f in svc["data_files"]]
+    (copy / recorded[0]).write_bytes(b"")
+    again = e2ecov("report", "--artifacts", str(copy), cwd=tmp_path)
+    assert again.code == 4, again.output
+    assert f"data file {recorded[0]} (saved by the run) is empty" in again.output
+    shutil.rmtree(copy / "data")
+    nothing = e2ecov("report", "--artifacts", str(copy), cwd=tmp_path)
+    assert nothing.code == 4, nothing.output
+    assert json.loads((copy / "run.json").read_text())["totals"] == {}
