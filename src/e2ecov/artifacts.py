@@ -73,6 +73,7 @@ def refuse_running_stack(artifacts: Path) -> None:
     running = procs.marked(run_id) if run_id else set()
     for service in (previous.get("services") or {}).values():
         running |= procs.same_processes(service.get("servers"))  # Redis hides its mark
+    running |= procs.same_processes(previous.get("adopted"))  # helpers with no mark
     if not running:
         return
     if previous.get("kept"):

@@ -53,6 +53,31 @@ def _stat(pid: int) -> Process | None:
     return Process(pid, int(fields[1]), int(fields[2]), fields[0], int(fields[19]))
 
 
+def below(pid: int) -> dict[int, int]:
+    """Every process below `pid` (children, theirs, ...) with its start time, read from each
+    thread's `children` list: a few small reads, cheap enough for every poll (a whole
+    `snapshot` is not)."""
+    found: dict[int, int] = {}
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            tasks = list((PROC / str(parent) / "task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                proc = _stat(child)
+                if proc is not None and child not in found:
+                    found[child] = proc.started
+                    pending.append(child)
+    return found
+
+
 def snapshot() -> dict[int, Process]:
     """Every process visible now, by pid."""
     found: dict[int, Process] = {}

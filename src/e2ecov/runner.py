@@ -140,7 +140,7 @@ class PortPicker:
         raise StackStartError(f'no free port left in [run] ports = "{low}-{high}"')
 
 
-FAMILY_INTERVAL = 1.0  # seconds between looks at each service's process tree in the tests
+ADOPTED_INTERVAL = 2.0  # seconds between looks for adopted helpers during the tests
 
 
 def _seconds(value: float | None) -> str:
@@ -357,8 +357,10 @@ def report_config(stack: Stack, run_id: str) -> reports.ReportConfig:
     )
 
 
-def replacement(svc: ServiceRun) -> int | None:
-    """A process of the service (owner mark) that answers its health URL now, if any."""
+def replacement(svc: ServiceRun, ledger_dir: Path | None = None) -> int | None:
+    """A process of the service (owner mark) that answers its health URL now, if any, and
+    not one the dead main process had started (seen below it, or, for a measured Python
+    process, announced with it as parent in the ledger)."""
     if not svc.health_url or not probe(svc.health_url, 2.0).startswith("HTTP 2"):
         return None
     port = urlsplit(svc.health_url).port
@@ -366,21 +368,19 @@ def replacement(svc: ServiceRun) -> int | None:
     mine = (holders or set()) & svc.stop_target().members()
     # a worker of the dead main process, orphaned, still answers: it is no restart (an
     # outside check: uvicorn's master SIGKILLed passed for restarted by its own worker)
-    mine = {
-        pid for pid in mine if pid not in svc.family or svc.family[pid] != procs.start_time(pid)
-    }
+    mine = {pid for pid in mine if svc.family.get(pid, -1) != procs.start_time(pid)}
+    if mine and ledger_dir is not None and svc.pid is not None:
+        mine -= {r.pid for r in protocol.read_ledger(ledger_dir) if r.ppid == svc.pid}
     return min(mine) if mine else None
 
 
 def note_families(services: Iterable[ServiceRun]) -> None:
-    """Remember the processes below each running service's main process (`ServiceRun.family`)."""
-    table = procs.snapshot()
+    """Remember the processes below each running service's main process (`ServiceRun.family`),
+    at every poll of the tests: looked at once a second, a worker forked just before its
+    master was killed passed for the service restarted (an outside check)."""
     for svc in services:
-        if svc.proc is None or svc.poll() is not None:
-            continue
-        for pid in procs.descendants([svc.proc.pid], table):
-            if pid != svc.proc.pid and pid in table:
-                svc.family[pid] = table[pid].started
+        if svc.proc is not None and svc.poll() is None:
+            svc.family.update(procs.below(svc.proc.pid))
 
 
 def _program(command: list[str], cwd: Path, env: dict[str, str]) -> str | None:
@@ -698,7 +698,7 @@ class Run:
         reader = threading.Thread(target=self._pump, args=(proc,), name="e2ecov-tests", daemon=True)
         reader.start()
         told: set[int] = set()
-        families_seen = 0.0
+        adoptions_seen = 0.0
         limit = self.stack.test_timeout
         deadline = None if limit is None else time.monotonic() + limit
         timed_out = False
@@ -715,9 +715,10 @@ class Run:
                 break
             self.progress.spin("running tests")
             self.unmeasured.look_now_and_then(self._python_roots)
-            if time.monotonic() - families_seen >= FAMILY_INTERVAL:
-                note_families(self.services.values())
-                families_seen = time.monotonic()
+            note_families(self.services.values())
+            if time.monotonic() - adoptions_seen >= ADOPTED_INTERVAL:
+                self._note_adopted()
+                adoptions_seen = time.monotonic()
             self._tell_exits(told)
             time.sleep(0.1)
         reader.join(PUMP_GRACE)
@@ -799,7 +800,7 @@ class Run:
                     f"stopped by them on purpose ({reason})"
                 )
                 continue
-            successor = replacement(svc)
+            successor = replacement(svc, self.out / "processes")
             if successor is not None:
                 self.progress.info(
                     f"{svc.name}: pid {svc.pid} {describe_exit(svc.exit_code)} during the tests; "
@@ -1019,11 +1020,7 @@ class Run:
             self.progress.info(
                 f"stack kept running (stop it with: e2ecov down --artifacts {self.artifacts})"
             )
-            # once e2ecov exits, init adopts them: only their pids can name them for `down`
-            known = [p.pid for p in self._children() if p is not None]
-            self.record.adopted = [
-                [pid, procs.start_time(pid)] for pid in sorted(procs.orphans(known))
-            ]
+            self._note_adopted()
             for svc in self.services.values():
                 self.progress.info(f"  {svc.name:<14} {svc.url}  pid {svc.pid}")
             return
@@ -1040,6 +1037,17 @@ class Run:
             if svc.proc is not None:
                 svc.poll()
         shutil.rmtree(self.control_dir, ignore_errors=True)
+
+    def _note_adopted(self) -> None:
+        """Record in run.json the helpers this e2ecov (the subreaper) has adopted: once it
+        exits (kept, or killed), init adopts them, and only their pids and start times can
+        name them for `down` and for the next run's refusal (a daemon with a scrubbed
+        environment outlived a killed run's `down`: an outside check)."""
+        known = [p.pid for p in self._children() if p is not None]
+        adopted = [[pid, procs.start_time(pid)] for pid in sorted(procs.orphans(known))]
+        if adopted != self.record.adopted:
+            self.record.adopted = adopted
+            self.record.write()
 
     def _stop_orphans(self) -> None:
         """Processes re-parented to e2ecov (the subreaper): helpers whose parent exited after

@@ -147,13 +147,15 @@ def test_a_master_killed_while_its_orphaned_worker_serves_is_a_stack_down(
     """A prefork server's master SIGKILLed by the tests: its worker, orphaned, still answers
     the health URL, and was taken for the service restarted by the tests (an outside check
     on uvicorn --workers 2). A process that ran below the dead main one is no restart."""
-    stack = write_stack(
-        tmp_path, drive("/alpha", "kill-master", "sleep:0.5"), app_service("app", "--prefork")
-    )
-    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
-    assert outcome.code == 3, outcome.output
-    assert "answers its health URL" not in outcome.stdout
-    assert "was killed by SIGKILL during the tests" in outcome.output
+    for steps in (("kill-master",), ("/recycle", "sleep:0.1", "kill-master")):
+        # the second: a worker forked 0.1 s before the kill (as --max-requests recycles)
+        stack = write_stack(
+            tmp_path, drive("/alpha", *steps, "sleep:0.5"), app_service("app", "--prefork")
+        )
+        outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+        assert outcome.code == 3, outcome.output
+        assert "answers its health URL" not in outcome.stdout
+        assert "was killed by SIGKILL during the tests" in outcome.output
 
 
 @pytest.mark.slow
@@ -172,6 +174,46 @@ def test_orphan_of_a_kept_stack_is_stopped_by_down(tmp_path: Path) -> None:
     assert down.code == 0, down.output
     assert f"pid {orphan}" in down.stdout and "a helper the run adopted" in down.stdout
     assert not _alive(orphan), "the orphan outlived down"
+
+
+@pytest.mark.slow
+def test_orphan_of_a_killed_run_blocks_the_next_and_is_stopped_by_down(tmp_path: Path) -> None:
+    """e2ecov SIGKILLed during the tests: a helper with a scrubbed environment, adopted by
+    it, was neither a reason for the next run to refuse nor stopped by `down` (an outside
+    check). The run records what it adopts as it goes."""
+    stack = write_stack(tmp_path, drive("/alpha", "sleep:60"), app_service("app", "--spawn-orphan"))
+    under_test = os.environ.get("E2ECOV_UNDER_TEST")  # see e2ecov_harness.e2ecov
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e2ecov.cli", "run", "-c", str(stack)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": under_test} if under_test else None,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    orphan = 0
+    try:
+        out = tmp_path / "out"
+        _wait_for("logs/tests.log", out, "/alpha alpha 3")
+        orphan = int(
+            (out / "logs" / "app.stdout.log").read_text().split("orphan pid ")[1].split()[0]
+        )
+        deadline = time.monotonic() + 20
+        while orphan not in [a[0] for a in json.loads((out / "run.json").read_text())["adopted"]]:
+            assert time.monotonic() < deadline, "the orphan was never recorded"
+            time.sleep(0.2)
+        proc.kill()
+        proc.wait(10)
+        refused = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+        assert refused.code == 2, refused.output
+        down = e2ecov("down", "--artifacts", str(out), cwd=tmp_path)
+        assert down.code == 0, down.output
+        assert f"pid {orphan}" in down.stdout, down.stdout
+        assert not _alive(orphan), "the orphan outlived down"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if orphan and _alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
 
 
 def test_port_held_by_a_stale_server_is_exit_3_naming_it(tmp_path: Path) -> None:

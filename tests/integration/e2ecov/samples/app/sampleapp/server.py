@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -37,6 +38,9 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(200, str(os.getpid()))
         elif self.path == "/ppid":
             self._answer(200, str(os.getppid()))
+        elif self.path == "/recycle":  # a prefork worker leaves; its master forks another
+            self._answer(200, "recycling")
+            threading.Timer(0.05, os._exit, (0,)).start()
         elif self.path in ROUTES:
             self._answer(200, ROUTES[self.path]())
         else:
@@ -89,9 +93,11 @@ def main() -> None:
     Handler.never_healthy = args.never_healthy
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(f"listening on {args.port}", flush=True)
-    if args.prefork and os.fork():  # as gunicorn's master: a worker serves the socket
-        signal.pause()
-        return
+    while args.prefork:  # as gunicorn's master: a worker serves the socket, and is replaced
+        worker = os.fork()
+        if worker == 0:
+            break
+        os.waitpid(worker, 0)
     server.serve_forever()
 
 
