@@ -225,6 +225,10 @@ async def _requeue_dead(
             + (f"; {len(unreadable)} unreadable left in the dead store" if unreadable else "")
             + (f"; {left} not chosen left in the dead store" if left else "")
         )
+        if (reason is not None or event_ids) and not chosen:
+            # a mistyped reason or id chose nothing: say so, not only "0"
+            reasons = ", ".join(sorted({repr(letter.reason) for letter in dead})) or "none"
+            print(f"no dead letter matches; the dead letters' reasons: {reasons}")
         return EXIT_OK
     finally:
         await dlq.close()

@@ -552,9 +552,9 @@ def test_requeue_dead_puts_buried_events_back_to_be_stored(tmp_path: Path) -> No
     assert "requeued 1 dead letter(s); 2 not chosen left in the dead store" in command(
         "requeue-dead", "--event-id", first
     )
-    assert "requeued 0 dead letter(s); 2 not chosen" in command(
-        "requeue-dead", "--reason", "no such reason"
-    )
+    typo = command("requeue-dead", "--reason", "no such reason")
+    assert "requeued 0 dead letter(s); 2 not chosen" in typo
+    assert "no dead letter matches; the dead letters' reasons: '', 'attempts exhausted'" in typo
     assert "requeued 1 dead letter(s); 1 not chosen" in command(
         "requeue-dead", "--reason", "attempts exhausted"
     )
