@@ -42,6 +42,19 @@ def _of_run(run_id: str) -> list[str]:
     ]
 
 
+def _run_in_background(stack: Path, cwd: Path, output: int) -> subprocess.Popen[str]:
+    """`e2ecov run -c stack` started, not waited for (the e2ecov under test)."""
+    under_test = os.environ.get("E2ECOV_UNDER_TEST")  # see e2ecov_harness.e2ecov
+    return subprocess.Popen(
+        [sys.executable, "-m", "e2ecov.cli", "run", "-c", str(stack)],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": under_test} if under_test else None,
+        stdout=output,
+        stderr=subprocess.STDOUT if output == subprocess.PIPE else subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def _wait_for(path_glob: str, root: Path, text: str, timeout: float = 60) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -63,15 +76,7 @@ def test_signal_mid_test_stops_everything_and_still_reports(
         "app", "--spawn-helper", extra='depends_on = ["cache"]'
     )
     stack = write_stack(tmp_path, drive("/alpha", "sleep:60"), services)
-    under_test = os.environ.get("E2ECOV_UNDER_TEST")  # see e2ecov_harness.e2ecov
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "e2ecov.cli", "run", "-c", str(stack)],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": under_test} if under_test else None,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _run_in_background(stack, tmp_path, subprocess.PIPE)
     try:
         _wait_for("logs/tests.log", tmp_path / "out", "/alpha alpha 3")
         # run.json is there from the start, for the tests too (E2ECOV_ARTIFACTS)
@@ -182,14 +187,7 @@ def test_orphan_of_a_killed_run_blocks_the_next_and_is_stopped_by_down(tmp_path:
     it, was neither a reason for the next run to refuse nor stopped by `down` (an outside
     check). The run records what it adopts as it goes."""
     stack = write_stack(tmp_path, drive("/alpha", "sleep:60"), app_service("app", "--spawn-orphan"))
-    under_test = os.environ.get("E2ECOV_UNDER_TEST")  # see e2ecov_harness.e2ecov
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "e2ecov.cli", "run", "-c", str(stack)],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": under_test} if under_test else None,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _run_in_background(stack, tmp_path, subprocess.DEVNULL)
     orphan = 0
     try:
         out = tmp_path / "out"
