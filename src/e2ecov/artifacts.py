@@ -74,6 +74,7 @@ def refuse_running_stack(artifacts: Path) -> None:
     for service in (previous.get("services") or {}).values():
         running |= procs.same_processes(service.get("servers"))  # Redis hides its mark
     running |= procs.same_processes(previous.get("adopted"))  # helpers with no mark
+    running |= procs.same_processes(previous.get("spawned"))  # servers of a run killed early
     if not running:
         return
     if previous.get("kept"):

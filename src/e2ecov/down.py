@@ -58,6 +58,11 @@ def down(artifacts: Path) -> DownResult:
             stopped.append(f"{name} (pid {svc.get('pgid')})")
         else:
             gone.append(name)
+    spawned = procs.same_processes(record.get("spawned"))
+    spawned -= {pid for target in targets for pid in target.members()}
+    if spawned:  # recipe servers of a run killed before its stack was up
+        targets.append(StopTarget("recipe servers", None, 10.0, run_id, pids=frozenset(spawned)))
+        stopped += [f"{procs.describe(pid)}, a recipe server" for pid in sorted(spawned)]
     adopted = procs.same_processes(record.get("adopted"))
     if adopted:
         targets.append(StopTarget("adopted", None, 2.0, run_id, pids=frozenset(adopted)))

@@ -26,7 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,7 @@ class KubeAPIServer:
     )
     _made: bool = False
     mark: dict[str, str] = field(default_factory=dict)  # added to both servers' environment
+    spawned: Callable[[int], None] | None = None  # told each server's pid once started
     _etcd: subprocess.Popen[bytes] | None = None
     _apiserver: subprocess.Popen[bytes] | None = None
 
@@ -257,7 +258,7 @@ class KubeAPIServer:
 
     def _spawn(self, binary: Path, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         with open(self.root / log_name, "ab") as log:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 [str(binary), *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -265,6 +266,9 @@ class KubeAPIServer:
                 env={**os.environ, **self.mark},
                 start_new_session=True,
             )
+        if self.spawned is not None:
+            self.spawned(proc.pid)
+        return proc
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -131,6 +132,9 @@ class _LocalServer:
     # variables added to the server's environment: an e2ecov run's owner mark, by which
     # `e2ecov down` finds (and the next run refuses) a server a kept run left running
     mark: dict[str, str] = field(default_factory=dict)
+    # told each server process's pid as soon as it is started (before it is ready): an e2ecov
+    # run records it at once, so a run killed while the server starts still names it
+    spawned: Callable[[int], None] | None = None
     _root: Path | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
@@ -265,6 +269,8 @@ class PostgresServer(_LocalServer):
             group=self._identity.run_gid,
         )
         log.close()
+        if self.spawned is not None:
+            self.spawned(self._proc.pid)
         self._wait_ready()
         return self
 
@@ -356,6 +362,8 @@ class RedisServer(_LocalServer):
             start_new_session=True,
         )
         log.close()
+        if self.spawned is not None:
+            self.spawned(self._proc.pid)
         self._wait_ready()
         return self
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +53,9 @@ class RunRecord:
     # [pid, start time] of the helpers a kept run's subreaper had adopted: nothing else
     # names them for `down` once e2ecov has exited (they may carry no mark)
     adopted: list[list[int | None]] = field(default_factory=list)
+    # [pid, start time] of each recipe server as soon as it was started (`services` records
+    # them once the stack is up: a run killed before then still names them)
+    spawned: list[list[int | None]] = field(default_factory=list)
     control_dir: str = ""
     attribution: str = ""
     # this e2ecov process (pid and start time): the next run in the same directory tells a
@@ -95,6 +99,7 @@ class RunRecord:
             "config": self.config,
             "kept": self.kept,
             "adopted": self.adopted,
+            "spawned": self.spawned,
             "attribution": self.attribution,
             "control_dir": self.control_dir,
             "e2ecov": self.owner,
@@ -117,9 +122,13 @@ def rewrite(artifacts: Path, record: dict[str, Any]) -> Path:
     """`record` as `artifacts/run.json`, replaced whole (never half written)."""
     path = artifacts / "run.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    with _WRITING:  # recipes starting side by side record their servers from their threads
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
     return path
+
+
+_WRITING = threading.Lock()
 
 
 def read(artifacts: Path) -> dict[str, Any] | None:

@@ -551,6 +551,9 @@ class Run:
             self.progress.info(f"FAILED: {exc}")
             self._end_phase("FAILED")
             return None
+        for svc in planned.services.values():
+            if svc.recipe is not None:
+                svc.recipe.spawned = self._note_server
         problems = preflight(self.stack, planned)
         if problems:
             shutil.rmtree(self.control_dir, ignore_errors=True)
@@ -1037,6 +1040,13 @@ class Run:
             if svc.proc is not None:
                 svc.poll()
         shutil.rmtree(self.control_dir, ignore_errors=True)
+
+    def _note_server(self, pid: int) -> None:
+        """A recipe's server process, recorded in run.json as soon as it is started: killed
+        before the stack was up, e2ecov left a Redis server that nothing could name (it
+        hides the run's mark) for `down` or the next run's refusal (an outside check)."""
+        self.record.spawned.append([pid, procs.start_time(pid)])
+        self.record.write()
 
     def _note_adopted(self) -> None:
         """Record in run.json the helpers this e2ecov (the subreaper) has adopted: once it

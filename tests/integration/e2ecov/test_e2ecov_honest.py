@@ -3,6 +3,7 @@ sessions, attribution as measured, checks before anything starts, the last good 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -53,6 +54,29 @@ def _run_in_background(stack: Path, cwd: Path, output: int) -> subprocess.Popen[
         stderr=subprocess.STDOUT if output == subprocess.PIPE else subprocess.DEVNULL,
         text=True,
     )
+
+
+def _kill_then_refused_and_stopped(
+    run: subprocess.Popen[str], stack: Path, cwd: Path, pid: int, said: str
+) -> None:
+    """e2ecov `run` SIGKILLed while `pid` (of its stack) runs: the next run in the same
+    directory refuses, and `down` names and stops it."""
+    run.kill()
+    run.wait(10)
+    assert _alive(pid)
+    refused = e2ecov("run", "-c", str(stack), cwd=cwd)
+    assert refused.code == 2, refused.output
+    down = e2ecov("down", "--artifacts", str(cwd / "out"), cwd=cwd)
+    assert down.code == 0, down.output
+    assert f"pid {pid}" in down.stdout and said in down.stdout, down.stdout
+    assert not _alive(pid), f"pid {pid} outlived down"
+
+
+def _leave_nothing(run: subprocess.Popen[str], pid: int) -> None:
+    if run.poll() is None:
+        run.kill()
+    if pid and _alive(pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _wait_for(path_glob: str, root: Path, text: str, timeout: float = 60) -> Path:
@@ -199,19 +223,33 @@ def test_orphan_of_a_killed_run_blocks_the_next_and_is_stopped_by_down(tmp_path:
         while orphan not in [a[0] for a in json.loads((out / "run.json").read_text())["adopted"]]:
             assert time.monotonic() < deadline, "the orphan was never recorded"
             time.sleep(0.2)
-        proc.kill()
-        proc.wait(10)
-        refused = e2ecov("run", "-c", str(stack), cwd=tmp_path)
-        assert refused.code == 2, refused.output
-        down = e2ecov("down", "--artifacts", str(out), cwd=tmp_path)
-        assert down.code == 0, down.output
-        assert f"pid {orphan}" in down.stdout, down.stdout
-        assert not _alive(orphan), "the orphan outlived down"
+        _kill_then_refused_and_stopped(proc, stack, tmp_path, orphan, "a helper the run adopted")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        if orphan and _alive(orphan):
-            os.kill(orphan, signal.SIGKILL)
+        _leave_nothing(proc, orphan)
+
+
+@pytest.mark.slow
+def test_a_recipe_server_of_a_run_killed_while_starting_is_found(tmp_path: Path) -> None:
+    """e2ecov SIGKILLed before its stack was up (a service still waiting for its health):
+    the Redis recipe's server, which hides the run's mark, was not recorded yet, so the
+    next run started beside it and `down` said nothing was running (an outside check)."""
+    services = '[services.cache]\nrecipe = "redis"\n' + app_service(
+        "app", "--never-healthy", extra='depends_on = ["cache"]'
+    )
+    stack = write_stack(tmp_path, drive("/alpha"), services)
+    proc = _run_in_background(stack, tmp_path, subprocess.DEVNULL)
+    server = 0
+    try:
+        out = tmp_path / "out"
+        deadline = time.monotonic() + 30
+        while not server:
+            assert time.monotonic() < deadline, "the Redis server was never recorded"
+            time.sleep(0.05)
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                server = json.loads((out / "run.json").read_text())["spawned"][0][0]
+        _kill_then_refused_and_stopped(proc, stack, tmp_path, server, "a recipe server")
+    finally:
+        _leave_nothing(proc, server)
 
 
 def test_port_held_by_a_stale_server_is_exit_3_naming_it(tmp_path: Path) -> None:
