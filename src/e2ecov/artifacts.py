@@ -71,10 +71,8 @@ def refuse_running_stack(artifacts: Path) -> None:
     # only processes carrying the run's mark count: the pids in an old run.json (restored
     # from a cache, or from before a reboot) may be anyone's now
     running = procs.marked(run_id) if run_id else set()
-    for service in (previous.get("services") or {}).values():
-        running |= procs.same_processes(service.get("servers"))  # Redis hides its mark
+    running |= procs.same_processes(previous.get("spawned"))  # recipe servers: Redis has no mark
     running |= procs.same_processes(previous.get("adopted"))  # helpers with no mark
-    running |= procs.same_processes(previous.get("spawned"))  # servers of a run killed early
     if not running:
         return
     if previous.get("kept"):

@@ -43,24 +43,25 @@ def down(artifacts: Path) -> DownResult:
     targets: list[StopTarget] = []
     stopped: list[str] = []
     gone: list[str] = []
+    # recipe servers by pid and start time (Redis rewrites its environment: no mark)
+    spawned = procs.same_processes(record.get("spawned"))
     for name, svc in record.get("services", {}).items():
         # a recorded group is signalled only while it holds this run's processes: its id
         # may be another program's by now
-        servers = procs.same_processes(svc.get("servers"))
         pgid = svc.get("pgid")
-        if pgid and run_id and not procs.group_marked(int(pgid), run_id) and pgid not in servers:
+        own = {pgid} & spawned  # a recipe's main server
+        if pgid and run_id and not procs.group_marked(int(pgid), run_id) and not own:
             pgid = None
         target = StopTarget(
-            name, pgid, float(svc.get("grace") or 10.0), run_id, pids=frozenset(servers)
+            name, pgid, float(svc.get("grace") or 10.0), run_id, pids=frozenset(own)
         )
         if target.members():
             targets.append(target)
             stopped.append(f"{name} (pid {svc.get('pgid')})")
         else:
             gone.append(name)
-    spawned = procs.same_processes(record.get("spawned"))
     spawned -= {pid for target in targets for pid in target.members()}
-    if spawned:  # recipe servers of a run killed before its stack was up
+    if spawned:  # etcd beside its API server, or the servers of a run killed while starting
         targets.append(StopTarget("recipe servers", None, 10.0, run_id, pids=frozenset(spawned)))
         stopped += [f"{procs.describe(pid)}, a recipe server" for pid in sorted(spawned)]
     adopted = procs.same_processes(record.get("adopted"))

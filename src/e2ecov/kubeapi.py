@@ -128,11 +128,6 @@ class KubeAPIServer:
         return self._apiserver
 
     @property
-    def pids(self) -> list[int]:
-        """The API server's and etcd's processes (run.json records them for `down`)."""
-        return [proc.pid for proc in (self._apiserver, self._etcd) if proc is not None]
-
-    @property
     def ca_file(self) -> Path:
         """The CA bundle of the self-signed serving certificate."""
         return self.root / "certs" / "apiserver.crt"

@@ -159,11 +159,6 @@ class _LocalServer:
     def process(self) -> subprocess.Popen[bytes] | None:
         return self._proc
 
-    @property
-    def pids(self) -> list[int]:
-        """The server's processes this object started (run.json records them for `down`)."""
-        return [self._proc.pid] if self._proc is not None else []
-
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server with its `STOP_SIGNAL`, killing it after `timeout` seconds."""
         if self._proc is None or self._proc.poll() is not None:

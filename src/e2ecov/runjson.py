@@ -53,8 +53,9 @@ class RunRecord:
     # [pid, start time] of the helpers a kept run's subreaper had adopted: nothing else
     # names them for `down` once e2ecov has exited (they may carry no mark)
     adopted: list[list[int | None]] = field(default_factory=list)
-    # [pid, start time] of each recipe server as soon as it was started (`services` records
-    # them once the stack is up: a run killed before then still names them)
+    # [pid, start time] of each recipe server as soon as it was started: Redis rewrites its
+    # environment, so the run's mark cannot find it, and a run killed before its stack was
+    # up still names them
     spawned: list[list[int | None]] = field(default_factory=list)
     control_dir: str = ""
     attribution: str = ""

@@ -1154,11 +1154,6 @@ class Run:
                 "recipe_root": str(svc.recipe.root)
                 if svc.recipe is not None and svc.recipe.root
                 else None,
-                # a recipe's servers by pid and start time: Redis rewrites its environment
-                # (its process title), so the owner mark cannot find it for `down`
-                "servers": [[pid, procs.start_time(pid)] for pid in svc.recipe.pids]
-                if svc.recipe is not None
-                else [],
                 "data_files": sorted(
                     self._relative(o.data_file) for o in mine if Path(o.data_file).exists()
                 ),
