@@ -20,6 +20,7 @@ from signalgate.datastorage.dlq import (
 )
 from signalgate.datastorage.errors import DeadLetterUnavailable, StoreUnavailable
 from signalgate.datastorage.events import CATEGORIES
+from signalgate.datastorage.housekeeping import Housekeeper
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.opening import StoreOpener
 from signalgate.datastorage.postgres import PostgresAuditStore
@@ -93,6 +94,8 @@ class DataStorageService:
     opener: StoreOpener
     # the API clients of auth.mode: kubernetes, closed with the service
     kube: KubeClients | None = None
+    # `maintain` every few hours while serving (PostgreSQL's partitions ahead)
+    housekeeper: Housekeeper | None = None
 
     @classmethod
     def from_settings(
@@ -138,11 +141,12 @@ class DataStorageService:
             lifecycle=lifecycle,
             opener=StoreOpener(store, dlq, lifecycle),
             kube=kube,
+            housekeeper=Housekeeper(store),
         )
 
     async def start(self) -> None:
         """Open the queue, the store (refusing what can never work; a database that is down
-        is waited for in the background: `opening.py`), then the worker."""
+        is waited for in the background: `opening.py`), then the worker and housekeeping."""
         await self.dlq.open()
         try:
             await self.opener.open()
@@ -150,10 +154,14 @@ class DataStorageService:
             await self.dlq.close()
             raise
         await self.worker.start()
+        if self.housekeeper is not None:
+            await self.housekeeper.start()
 
     async def stop(self) -> None:
         """Stop replaying, then close the store and the queue (requests are drained first)."""
         try:
+            if self.housekeeper is not None:
+                await self.housekeeper.stop()
             await self.worker.stop()
         finally:
             await self.opener.close()

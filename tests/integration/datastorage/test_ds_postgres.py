@@ -66,6 +66,82 @@ async def test_partitions_cover_last_month_to_three_ahead(postgres_dsn: str) -> 
     assert "audit_events_default" in names
 
 
+async def test_a_month_written_before_its_partition_existed_gets_it_later(
+    postgres_dsn: str,
+) -> None:
+    """DataStorage running past the months made ahead (no `maintain` from cron) stores that
+    month's events in the default partition. Creating the month's partition then failed
+    ("updated partition constraint for default partition would be violated"): every later
+    `maintain` and every start of DataStorage, for good. Now the rows move into it."""
+    from signalgate.datastorage.store import verify_stored
+
+    store = PostgresAuditStore(postgres_dsn, auto_migrate=True)
+    await store.open()
+    partition = f"audit_events_{datetime.now(UTC):%Y_%m}"
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute(f'DROP TABLE "{partition}"')  # as if the month came unprepared
+        events = [validate_event(event_body("rr-late"), datetime.now(UTC)) for _ in range(3)]
+        await store.write(events)
+        where = "SELECT tableoid::regclass::text FROM audit_events WHERE correlation_id = $1"
+        assert {r[0] for r in await conn.fetch(where, "rr-late")} == {"audit_events_default"}
+
+        assert await store.maintain() == 1
+        assert {r[0] for r in await conn.fetch(where, "rr-late")} == {partition}
+        await store.write([validate_event(event_body("rr-late"), datetime.now(UTC))])
+        report, _ = await verify_stored(store, "rr-late")
+        assert report.valid and report.events == 4
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="immutable"):
+            await conn.execute(  # the moved rows are as immutable as any
+                f'UPDATE "{partition}" SET severity = $1 WHERE event_id = $2',
+                "x",
+                events[0].event_id,
+            )
+    finally:
+        await conn.close()
+        await store.close()
+    again = PostgresAuditStore(postgres_dsn)
+    await again.open()  # and DataStorage starts
+    await again.close()
+
+
+async def test_a_running_datastorage_makes_the_months_ahead_itself(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the cron job, a DataStorage that ran past the months made at its start wrote
+    every later month into the default partition: it now runs `maintain` itself."""
+    from signalgate.datastorage.housekeeping import Housekeeper
+
+    store = PostgresAuditStore(postgres_dsn, auto_migrate=True)
+    await store.open()
+    conn = await asyncpg.connect(postgres_dsn)
+    keeper = Housekeeper(store, interval=0.05)
+    try:
+        ahead = await conn.fetchval(
+            "SELECT max(c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'audit_events'::regclass AND c.relname <> 'audit_events_default'"
+        )
+        await conn.execute(f'DROP TABLE "{ahead}"')
+        await keeper.start()
+        for _ in range(100):
+            if keeper.rounds:
+                break
+            await asyncio.sleep(0.05)
+        assert await conn.fetchval("SELECT to_regclass($1)::text", ahead) == ahead
+        await store.close()  # a round that cannot reach the database is logged, not fatal
+        rounds = keeper.rounds
+        for _ in range(100):
+            if keeper.rounds > rounds:
+                break
+            await asyncio.sleep(0.05)
+        assert keeper.rounds > rounds
+        assert "monthly partitions ahead were not checked" in caplog.text
+    finally:
+        await keeper.stop()
+        await conn.close()
+        await store.close()
+
+
 def _scanned(plan: dict[str, object], found: set[tuple[str, str]]) -> set[tuple[str, str]]:
     """(node type, relation) of every node of an EXPLAIN (FORMAT JSON) plan that reads one."""
     if "Relation Name" in plan:
@@ -192,7 +268,7 @@ def test_serve_refuses_a_schema_that_is_behind_then_migrate_fixes_it(
     assert "signalgate-datastorage migrate" in lines[0]
     migrated = cli("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert "applied migrations: [1, 2, 3, 4]" in migrated.stdout
+    assert "applied migrations: [1, 2, 3, 4, 5]" in migrated.stdout
     assert cli("migrate", env=env).stdout.strip() == "schema is up to date"
     maintained = cli("maintain", env=env)
     assert maintained.returncode == 0
