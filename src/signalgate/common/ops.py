@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from signalgate.common.http import problem_app
+from signalgate.common.http import Envelope, problem_app
 from signalgate.common.problems import problem_response
 
 
@@ -91,8 +91,10 @@ def ops_app(healthz: Endpoint, readyz: Endpoint, metrics: Endpoint) -> Starlette
     """The ops listener's routes, a service's or a workers' supervisor's: the probes, also
     under Kubernaut's health-server paths (for probes and charts written for it), and
     metrics; 404 and 405 as problem documents, as on the API listeners (Starlette's are
-    text, and the supervisor's were until an outside check)."""
-    return problem_app(
+    text, and the supervisor's were until an outside check). Behind the API listeners'
+    `Envelope`: a request id (its problem documents carried an empty one) and the security
+    headers, and the same refusals of a malformed target."""
+    app = problem_app(
         [
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
@@ -104,3 +106,5 @@ def ops_app(healthz: Endpoint, readyz: Endpoint, metrics: Endpoint) -> Starlette
         lambda exc: None,
         (),
     )
+    app.add_middleware(Envelope)
+    return app
