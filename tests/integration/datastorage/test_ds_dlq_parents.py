@@ -523,6 +523,7 @@ def test_requeue_dead_puts_buried_events_back_to_be_stored(tmp_path: Path) -> No
         await queue.bury(await queue.due(None, 10), "attempts exhausted")
         with open(queue.dead_path, "ab") as dead:  # a line whose event no longer reads
             dead.write(json.dumps({"key": "x", "event": {}, "attempts": 6}).encode() + b"\n")
+            dead.write(b'{"key": "y", "event": {"ev\n')  # torn by a crash: shown, kept
         return [e.correlation_id for e in events]
 
     correlation_ids = asyncio.run(bury())
@@ -540,28 +541,34 @@ def test_requeue_dead_puts_buried_events_back_to_be_stored(tmp_path: Path) -> No
         return done.stdout
 
     listed = [json.loads(line) for line in command("dead-letters").splitlines()]
-    assert listed[-1] == {"dead": 3, "reasons": {"": 1, "attempts exhausted": 2}}
+    assert listed[-1] == {
+        "dead": 4,
+        "reasons": {"": 1, "attempts exhausted": 2, "unreadable line": 1},
+    }
     assert sorted(line["correlation_id"] or "" for line in listed[:-1]) == sorted(
-        ["", *correlation_ids]
+        ["", "", *correlation_ids]
     )
     assert all(line["buried"] for line in listed[:2])  # ISO times; the hand-made line has none
     assert listed[2]["buried"] is None and listed[2]["event_id"] is None
 
     # one event chosen by id: only it is queued again
     first = listed[0]["event_id"]
-    assert "requeued 1 dead letter(s); 2 not chosen left in the dead store" in command(
+    assert "requeued 1 dead letter(s); 3 not chosen left in the dead store" in command(
         "requeue-dead", "--event-id", first
     )
     typo = command("requeue-dead", "--reason", "no such reason")
-    assert "requeued 0 dead letter(s); 2 not chosen" in typo
-    assert "no dead letter matches; the dead letters' reasons: '', 'attempts exhausted'" in typo
-    assert "requeued 1 dead letter(s); 1 not chosen" in command(
+    assert "requeued 0 dead letter(s); 3 not chosen" in typo
+    assert (
+        "no dead letter matches; the dead letters' reasons: '', 'attempts exhausted', "
+        "'unreadable line'" in typo
+    )
+    assert "requeued 1 dead letter(s); 2 not chosen" in command(
         "requeue-dead", "--reason", "attempts exhausted"
     )
     assert "replayed 2, rescheduled 0, dead 0, still queued 0" in command("replay-dlq")
     for correlation_id in correlation_ids:  # exit 1 when no event of it is stored
         assert json.loads(command("verify-chain", correlation_id))["events"] == 1
-    assert "requeued 0 dead letter(s); 1 unreadable" in command("requeue-dead")
+    assert "requeued 0 dead letter(s); 2 unreadable" in command("requeue-dead")
 
 
 async def test_a_drain_goes_past_an_orphan_and_uses_one_of_its_attempts(

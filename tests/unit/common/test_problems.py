@@ -35,7 +35,6 @@ def test_every_slug_has_a_title_and_unknown_slugs_are_refused() -> None:
         Problem(400, "no-such-problem", "x")
 
 
-
 async def test_the_ops_listeners_problems_carry_a_request_id() -> None:
     """The ops routes' 404 and 405 said `"request_id": ""`: they had no request id at all."""
     import httpx
