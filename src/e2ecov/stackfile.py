@@ -50,7 +50,8 @@ SERVICE_KEYS = {
 }
 HEALTH_KEYS = {"url": "an http:// URL", "timeout": "e.g. '30s'", "interval": "e.g. '0.1s'"}
 _SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)", re.ASCII)
+# a unit, or none for seconds: `"30"` is what a number of seconds looks like quoted
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", re.ASCII)
 _PORT_RANGE = re.compile(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", re.ASCII)
 _PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -224,7 +225,8 @@ class _Locator:
 
 
 def parse_duration(value: Any) -> float | None:
-    """Seconds from a number or a string like '30s', '500ms', '2m', '1h'; None when invalid."""
+    """Seconds from a number or a string like '30s', '500ms', '2m', '1h' or '30' (seconds);
+    None when invalid."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -233,7 +235,7 @@ def parse_duration(value: Any) -> float | None:
         match = _DURATION.fullmatch(value.strip())
         if match:
             number = float(match.group(1))
-            scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+            scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
             return number * scale
     return None
 

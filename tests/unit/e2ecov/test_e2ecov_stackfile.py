@@ -136,9 +136,13 @@ def test_not_toml_and_missing_tests(tmp_path: Path) -> None:
         ("30s", 30.0),
         ("500ms", 0.5),
         ("2m", 120.0),
+        ("1.5h", 5400.0),
+        ("30", 30.0),  # a number of seconds, quoted
         (3, 3.0),
         (0.25, 0.25),
         ("x", None),
+        ("-3", None),
+        ("30 s", None),
         (True, None),
     ],
 )
