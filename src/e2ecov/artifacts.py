@@ -74,6 +74,7 @@ def refuse_running_stack(artifacts: Path) -> None:
     running |= procs.same_processes(previous.get("spawned"))  # recipe servers: Redis has no mark
     running |= procs.same_processes(previous.get("adopted"))  # helpers with no mark
     if not running:
+        runjson.remove_recipe_roots(previous)  # a killed run's: nothing else would
         return
     if previous.get("kept"):
         raise UsageError(

@@ -75,9 +75,7 @@ def down(artifacts: Path) -> DownResult:
     rest = sorted(procs.marked(run_id) - services) if run_id else []
     stopped += [f"{procs.describe(pid)}, of the run but of no service" for pid in rest]
     stop([*targets, StopTarget("stray", None, 2.0, run_id, every_service=True)])
-    for svc in record.get("services", {}).values():
-        if svc.get("recipe_root"):
-            shutil.rmtree(svc["recipe_root"], ignore_errors=True)
+    runjson.remove_recipe_roots(record)
     shutil.rmtree(control_dir, ignore_errors=True)
     diagnostics.redact_ledgers(artifacts / "processes")  # the stack stopped: no more lines
     record["kept"] = False

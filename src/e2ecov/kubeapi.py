@@ -103,6 +103,7 @@ class KubeAPIServer:
     _made: bool = False
     mark: dict[str, str] = field(default_factory=dict)  # added to both servers' environment
     spawned: Callable[[int], None] | None = None  # told each server's pid once started
+    rooted: Callable[[Path], None] | None = None  # told the private directory once made
     _etcd: subprocess.Popen[bytes] | None = None
     _apiserver: subprocess.Popen[bytes] | None = None
 
@@ -153,6 +154,8 @@ class KubeAPIServer:
         if not self._made:
             self._root.mkdir(mode=0o700, parents=True)
             self._made = True
+            if self.rooted is not None:
+                self.rooted(self._root)
             self._prepare()
         if self._etcd is None or self._etcd.poll() is not None:
             self._etcd = self._spawn(bins / "etcd", self._etcd_args(), "etcd.log")

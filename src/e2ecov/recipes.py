@@ -135,6 +135,9 @@ class _LocalServer:
     # told each server process's pid as soon as it is started (before it is ready): an e2ecov
     # run records it at once, so a run killed while the server starts still names it
     spawned: Callable[[int], None] | None = None
+    # told the private directory as soon as it is made (before the server is): a run killed
+    # while the server starts left the directory in the temporary directory for good
+    rooted: Callable[[Path], None] | None = None
     _root: Path | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
@@ -170,6 +173,12 @@ class _LocalServer:
             self._proc.kill()
             self._proc.wait()
 
+    def _make_root(self, prefix: str) -> Path:
+        root = Path(tempfile.mkdtemp(prefix=prefix))
+        if self.rooted is not None:
+            self.rooted(root)
+        return root
+
     def cleanup(self) -> None:
         self.stop()
         if self._root is not None:
@@ -204,7 +213,7 @@ class PostgresServer(_LocalServer):
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
     def _initdb(self) -> None:
-        self._root = Path(tempfile.mkdtemp(prefix="e2ecov-pg-"))
+        self._root = self._make_root("e2ecov-pg-")
         (self._root / "data").mkdir()
         (self._root / "sock").mkdir()
         for path in (self._root, self._root / "data", self._root / "sock"):
@@ -332,7 +341,7 @@ class RedisServer(_LocalServer):
         if self._proc and self._proc.poll() is None:
             return self
         if self._root is None:
-            self._root = Path(tempfile.mkdtemp(prefix="e2ecov-redis-"))
+            self._root = self._make_root("e2ecov-redis-")
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self._proc = subprocess.Popen(
             [

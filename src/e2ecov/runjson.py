@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class RunRecord:
     # environment, so the run's mark cannot find it, and a run killed before its stack was
     # up still names them
     spawned: list[list[int | None]] = field(default_factory=list)
+    # each recipe's private directory (data and log) as soon as it is made: `down` removes
+    # them once their servers are stopped, also those of a run killed while they started
+    recipe_roots: list[str] = field(default_factory=list)
     control_dir: str = ""
     attribution: str = ""
     # this e2ecov process (pid and start time): the next run in the same directory tells a
@@ -101,6 +105,7 @@ class RunRecord:
             "kept": self.kept,
             "adopted": self.adopted,
             "spawned": self.spawned,
+            "recipe_roots": self.recipe_roots,
             "attribution": self.attribution,
             "control_dir": self.control_dir,
             "e2ecov": self.owner,
@@ -139,3 +144,14 @@ def read(artifacts: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def remove_recipe_roots(record: dict[str, Any]) -> None:
+    """Remove the recipes' private directories (data and log) a run recorded, once nothing
+    runs in them: each service's, and those recorded as made (a run killed while its
+    recipes started never recorded its services). Only a directory a recipe names so
+    (`e2ecov-…`) is removed, whatever a hand-edited run.json says."""
+    recorded = [svc.get("recipe_root") for svc in record.get("services", {}).values()]
+    for root in {*filter(None, recorded), *(record.get("recipe_roots") or [])}:
+        if Path(str(root)).name.startswith("e2ecov-"):
+            shutil.rmtree(str(root), ignore_errors=True)

@@ -554,6 +554,7 @@ class Run:
         for svc in planned.services.values():
             if svc.recipe is not None:
                 svc.recipe.spawned = self._note_server
+                svc.recipe.rooted = self._note_root
         problems = preflight(self.stack, planned)
         if problems:
             shutil.rmtree(self.control_dir, ignore_errors=True)
@@ -1046,6 +1047,12 @@ class Run:
         before the stack was up, e2ecov left a Redis server that nothing could name (it
         hides the run's mark) for `down` or the next run's refusal (an outside check)."""
         self.record.spawned.append([pid, procs.start_time(pid)])
+        self.record.write()
+
+    def _note_root(self, root: Path) -> None:
+        """A recipe's private directory, recorded as soon as it is made, for `down` to remove
+        (a run killed while its recipes started left them in the temporary directory)."""
+        self.record.recipe_roots.append(str(root))
         self.record.write()
 
     def _note_adopted(self) -> None:
