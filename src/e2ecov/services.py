@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from e2ecov import procs
+from e2ecov import procs, protocol
 from e2ecov.kubeapi import KubeAPIServer, find_kube_binaries
 from e2ecov.recipes import PostgresServer, RecipeFailed, RecipeUnavailable, RedisServer
 from e2ecov.stackfile import ServiceSpec
@@ -236,7 +236,7 @@ class Supervisor:
                 self._fail(
                     svc,
                     f"service '{svc.name}' (pid {svc.pid}) {describe_exit(code)} before it was "
-                    f"healthy; last output:\n    {lines}",
+                    f"healthy{_detached(svc)}; last output:\n    {lines}",
                 )
                 return
             remaining = deadline - time.monotonic()
@@ -259,6 +259,22 @@ class Supervisor:
                 return
             if self.abort.wait(min(health.interval, max(0.0, deadline - time.monotonic()))):
                 return
+
+
+def _detached(svc: ServiceRun) -> str:
+    """What a service whose main process exited left running: a daemon (gunicorn `--daemon`,
+    a server's own `-D`) forks, detaches and exits, and "exited with code 0 before it was
+    healthy" alone did not say that the server was up, only no longer e2ecov's child."""
+    run_id = svc.env.get(protocol.ENV_RUN_ID)
+    left = sorted(procs.marked(run_id, svc.name) - {svc.pid}) if run_id else []
+    if not left:
+        return ""
+    named = ", ".join(procs.describe(pid) for pid in left[:3])
+    more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+    return (
+        f", leaving {named}{more} running: a service must stay in the foreground "
+        "(drop a daemonizing option such as gunicorn's --daemon)"
+    )
 
 
 def foreign_answer(svc: ServiceRun, url: str) -> str | None:

@@ -105,6 +105,18 @@ def test_health_that_never_passes_reports_last_answer(tmp_path: Path) -> None:
     assert not _alive(run["services"]["app"]["pid"]), "stopped after diagnostics"
 
 
+def test_a_service_that_daemonizes_is_told_to_stay_in_the_foreground(tmp_path: Path) -> None:
+    """gunicorn --daemon: the main process forks a detached server and exits 0. Reported as
+    "exited with code 0 before it was healthy" alone, the server it left was not named."""
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app", "--daemon"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 3, outcome.output
+    assert "exited with code 0 before it was healthy, leaving pid " in outcome.output
+    assert "sampleapp.server" in outcome.output and "stay in the foreground" in outcome.output
+    left = int(outcome.output.split("leaving pid ")[1].split()[0])
+    assert not _alive(left), "the detached server was stopped with the stack"
+
+
 @pytest.mark.slow
 def test_service_dying_mid_test_fails_the_run_and_autosave_recovers(tmp_path: Path) -> None:
     stack = write_stack(

@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--spawn-orphan", action="store_true")
     parser.add_argument("--reexec", action="store_true")
     parser.add_argument("--prefork", action="store_true")
+    parser.add_argument("--daemon", action="store_true")
     args = parser.parse_args()
     if args.reexec and not os.environ.get("SAMPLE_REEXECED"):  # as a launcher script does
         handlers.before_exec()
@@ -90,6 +91,10 @@ def main() -> None:
             ["sh", "-c", script + ">/dev/null 2>&1 & echo $!"], capture_output=True, text=True
         )
         print(f"orphan pid {started.stdout.strip()}", flush=True)
+    if args.daemon and os.fork() > 0:  # as gunicorn --daemon: the server goes on detached
+        os._exit(0)
+    if args.daemon:
+        os.setsid()
     Handler.never_healthy = args.never_healthy
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print(f"listening on {args.port}", flush=True)
