@@ -509,6 +509,9 @@ class Run:
         """Stop the waits and the tests, then flush and report as far as the data allows."""
         self.record.end("interrupted")
         self.progress.done("INTERRUPTED")
+        # a failure before the flush: its diagnostics are written before the stack is stopped
+        # (they were written after it, showing every service as stopped by e2ecov)
+        self._fail_for_signal()
         if self.supervisor is not None:
             self.supervisor.abort.set()
             self.supervisor.join(10.0)
@@ -518,6 +521,15 @@ class Run:
 
     def _fail(self, code: ExitCode, message: str) -> None:
         self.failures.append((code, message))
+
+    def _fail_for_signal(self) -> None:
+        """The run failed for the signal that stopped it (once, whenever it came)."""
+        if self.signalled is None:
+            return
+        code = ExitCode.for_signal(self.signalled)
+        if all(failed != code for failed, _ in self.failures):
+            name = signal.Signals(self.signalled).name
+            self._fail(code, f"e2ecov was stopped by {name}")
 
     def _first_failure(self) -> tuple[ExitCode, str] | None:
         if not self.failures:
@@ -1090,9 +1102,7 @@ class Run:
         return found
 
     def _finish(self, kept: bool) -> RunResult:
-        if self.signalled is not None:
-            name = signal.Signals(self.signalled).name
-            self._fail(ExitCode.for_signal(self.signalled), f"e2ecov was stopped by {name}")
+        self._fail_for_signal()
         if self.failures and not self.diagnosed:
             self._diagnose()
         elif self.diagnosed:

@@ -120,6 +120,9 @@ def test_signal_mid_test_stops_everything_and_still_reports(
     summary = (out / "diagnostics" / "summary.txt").read_text()
     assert signal.Signals(signum).name in summary and "/alpha alpha 3" in summary
     assert (out / "diagnostics" / "app" / "stdout.log").is_file()
+    # written before the stack was stopped: the services as the signal found them
+    status = json.loads((out / "diagnostics" / "app" / "status.json").read_text())
+    assert status["state"] == "running", status
     phases = [p["name"] for p in run["phases"]]
     assert phases[-2:] == ["flush", "report"], phases
     report = json.loads((out / "coverage.json").read_text())
