@@ -164,16 +164,14 @@ def _go_service(name: str, command: list[str], cwd: Path, go_build: str | None) 
     if go_build:
         return Check(label, True, f"e2ecov builds {go_build} with go build -cover ({tool})")
     program = shutil.which(command[0]) or str(cwd / command[0]) if command else ""
-    done = subprocess.run(
-        [tool, "version", "-m", program], capture_output=True, text=True, timeout=60
-    )
-    if done.returncode != 0:
+    built = gocover.cover_build(program)
+    if built is None:
         return Check(
             label, True,
             f"{command[0]} is not a Go binary itself (a wrapper?): make sure what it runs is "
             "built with go build -cover",
         )  # fmt: skip
-    if "-cover=true" not in done.stdout:
+    if not built:
         return Check(label, False, f"{program} is not built with -cover: go build -cover ...")
     return Check(label, True, f"{program} is a Go binary built with -cover")
 

@@ -175,6 +175,23 @@ def _silent(service: str, covdir: Path, main_lost: bool) -> list[ProcessOutcome]
     ]
 
 
+
+def cover_build(program: str) -> bool | None:
+    """Whether the Go binary `program` was built with `-cover` (`go version -m` lists the
+    build's settings); None when it is no Go binary (a wrapper script) or `go` is missing."""
+    tool = shutil.which("go")
+    if tool is None:
+        return None
+    try:
+        done = subprocess.run(
+            [tool, "version", "-m", program], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return "-cover=true" in done.stdout
+
 @dataclass
 class GoFile:
     """One source file: statements as Go counts them, and hits per line (for line formats)."""

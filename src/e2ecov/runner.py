@@ -402,10 +402,17 @@ def preflight(stack: Stack, planned: Plan) -> list[str]:
             continue
         if not svc.spec.cwd.is_dir():
             problems.append(f"service '{name}': cwd {svc.spec.cwd} does not exist")
-        elif _program(svc.command, svc.spec.cwd, svc.env) is None:
+        elif (program := _program(svc.command, svc.spec.cwd, svc.env)) is None:
             problems.append(
                 f"service '{name}': program {svc.command[0]!r} not found "
                 f"(looked on PATH and in {svc.spec.cwd}); install it or fix its command"
+            )
+        elif svc.spec.go and gocover.cover_build(program) is False:
+            # found only after the whole suite had run (it wrote no counters) until then
+            problems.append(
+                f"service '{name}': {program} is a Go binary not built with -cover, so it "
+                "would write no coverage: rebuild it with go build -cover (or let e2ecov "
+                "build it: go_build)"
             )
     if planned.tests and _program(planned.tests, stack.root, planned.test_env) is None:
         problems.append(

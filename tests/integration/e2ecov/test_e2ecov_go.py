@@ -271,6 +271,11 @@ def test_doctor_checks_go_services(tmp_path: Path) -> None:
         line.startswith("ok") and "e2ecov builds . with go build -cover" in line for line in lines
     )
     assert any(line.startswith("FAIL") and "is not built with -cover" in line for line in lines)
+    # and `run` refuses it before anything starts (it ran the whole suite, then exit 4)
+    run = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert run.code == 2, run.output
+    assert "nothing was started" in run.output
+    assert f"service 'prebuilt': {plain} is a Go binary not built with -cover" in run.output
 
 
 def test_report_without_go_keeps_the_python_reports(mixed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
