@@ -175,7 +175,6 @@ def _silent(service: str, covdir: Path, main_lost: bool) -> list[ProcessOutcome]
     ]
 
 
-
 def cover_build(program: str) -> bool | None:
     """Whether the Go binary `program` was built with `-cover` (`go version -m` lists the
     build's settings); None when it is no Go binary (a wrapper script) or `go` is missing."""
@@ -191,6 +190,7 @@ def cover_build(program: str) -> bool | None:
     if done.returncode != 0:
         return None
     return "-cover=true" in done.stdout
+
 
 @dataclass
 class GoFile:
