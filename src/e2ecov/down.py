@@ -40,41 +40,53 @@ def down(artifacts: Path) -> DownResult:
     control_dir = Path(record.get("control_dir") or "/nonexistent")
     if control_dir.is_dir():
         protocol.broadcast(control_dir, "save")
-    targets: list[StopTarget] = []
     stopped: list[str] = []
     gone: list[str] = []
-    # recipe servers by pid and start time (Redis rewrites its environment: no mark)
+    # recipe servers by pid and start time (Redis rewrites its environment: no mark), each
+    # with the service it serves
     spawned = procs.same_processes(record.get("spawned"))
+    owners = procs.recorded_owners(record.get("spawned"))
+    services: dict[str, StopTarget] = {}
+    said: dict[str, str] = {}
     for name, svc in record.get("services", {}).items():
         # a recorded group is signalled only while it holds this run's processes: its id
         # may be another program's by now
         pgid = svc.get("pgid")
-        own = {pgid} & spawned  # a recipe's main server
+        own = ({pgid} & spawned) | {pid for pid, owner in owners.items() if owner == name}
         if pgid and run_id and not procs.group_marked(int(pgid), run_id) and not own:
             pgid = None
         target = StopTarget(
             name, pgid, float(svc.get("grace") or 10.0), run_id, pids=frozenset(own)
         )
-        if target.members():
-            targets.append(target)
-            stopped.append(f"{name} (pid {svc.get('pgid')})")
+        if members := target.members():
+            services[name] = target
+            said[name] = f"{name} ({', '.join(f'pid {pid}' for pid in sorted(members))})"
         else:
             gone.append(name)
-    spawned -= {pid for target in targets for pid in target.members()}
-    if spawned:  # etcd beside its API server, or the servers of a run killed while starting
-        targets.append(StopTarget("recipe servers", None, 10.0, run_id, pids=frozenset(spawned)))
+    # dependents first, level by level, as the run itself stops its stack: stopped all at
+    # once, a worker's shutdown met its Redis already gone (an outside check)
+    levels = [*(record.get("stop_levels") or []), list(services)]
+    order = list(dict.fromkeys(name for level in levels for name in level if name in services))
+    stopped += [said[name] for name in order]
+    spawned -= {pid for target in services.values() for pid in target.members()}
+    others: list[StopTarget] = []
+    if spawned:  # the servers of a run killed while starting, recorded by an older e2ecov
+        others.append(StopTarget("recipe servers", None, 10.0, run_id, pids=frozenset(spawned)))
         stopped += [f"{procs.describe(pid)}, a recipe server" for pid in sorted(spawned)]
     adopted = procs.same_processes(record.get("adopted"))
     if adopted:
-        targets.append(StopTarget("adopted", None, 2.0, run_id, pids=frozenset(adopted)))
+        others.append(StopTarget("adopted", None, 2.0, run_id, pids=frozenset(adopted)))
         stopped += [f"{procs.describe(pid)}, a helper the run adopted" for pid in sorted(adopted)]
     # the rest of the run: its test command (left running by a killed e2ecov) and what it
     # started, which carry the run's mark but no service's
-    services = {pid for target in targets for pid in target.members()}
-    services |= adopted
-    rest = sorted(procs.marked(run_id) - services) if run_id else []
+    known = {pid for target in services.values() for pid in target.members()} | adopted
+    rest = sorted(procs.marked(run_id) - known) if run_id else []
     stopped += [f"{procs.describe(pid)}, of the run but of no service" for pid in rest]
-    stop([*targets, StopTarget("stray", None, 2.0, run_id, every_service=True)])
+    done: set[str] = set()
+    for level in levels:
+        stop([services[name] for name in level if name in services and name not in done])
+        done.update(level)
+    stop([*others, StopTarget("stray", None, 2.0, run_id, every_service=True)])
     runjson.remove_recipe_roots(record)
     shutil.rmtree(control_dir, ignore_errors=True)
     diagnostics.redact_ledgers(artifacts / "processes")  # the stack stopped: no more lines

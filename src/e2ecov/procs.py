@@ -114,14 +114,26 @@ def start_time(pid: int) -> int | None:
 
 
 def same_processes(recorded: object) -> set[int]:
-    """The recorded `[pid, start time]` pairs whose process still runs: the same start time,
-    so a pid reused by another program since is not one of them."""
-    found: set[int] = set()
+    """The recorded `[pid, start time]` pairs (or `[pid, start time, owner]`) whose process
+    still runs: the same start time, so a pid reused by another program since is not one of
+    them."""
+    return {pid for pid, _ in _recorded(recorded)}
+
+
+def recorded_owners(recorded: object) -> dict[int, str]:
+    """Of the recorded `[pid, start time, owner]` entries whose process still runs (as
+    `same_processes`), each pid's owner (a recipe server's service)."""
+    return {pid: owner for pid, owner in _recorded(recorded) if owner is not None}
+
+
+def _recorded(recorded: object) -> list[tuple[int, str | None]]:
+    found = []
     for entry in recorded if isinstance(recorded, list) else []:
-        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int):
-            pid, started = entry
+        if isinstance(entry, list) and len(entry) in (2, 3) and isinstance(entry[0], int):
+            pid, started = entry[0], entry[1]
+            owner = str(entry[2]) if len(entry) == 3 and entry[2] is not None else None
             if started is not None and alive(pid) and start_time(pid) == started:
-                found.add(pid)
+                found.append((pid, owner))
     return found
 
 

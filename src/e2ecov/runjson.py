@@ -54,13 +54,15 @@ class RunRecord:
     # [pid, start time] of the helpers a kept run's subreaper had adopted: nothing else
     # names them for `down` once e2ecov has exited (they may carry no mark)
     adopted: list[list[int | None]] = field(default_factory=list)
-    # [pid, start time] of each recipe server as soon as it was started: Redis rewrites its
-    # environment, so the run's mark cannot find it, and a run killed before its stack was
-    # up still names them
-    spawned: list[list[int | None]] = field(default_factory=list)
+    # [pid, start time, service] of each recipe server as soon as it was started: Redis
+    # rewrites its environment, so the run's mark cannot find it, and a run killed before
+    # its stack was up still names them
+    spawned: list[list[int | str | None]] = field(default_factory=list)
     # each recipe's private directory (data and log) as soon as it is made: `down` removes
     # them once their servers are stopped, also those of a run killed while they started
     recipe_roots: list[str] = field(default_factory=list)
+    # the services in the order `down` stops them: dependents first, each level together
+    stop_levels: list[list[str]] = field(default_factory=list)
     control_dir: str = ""
     attribution: str = ""
     # this e2ecov process (pid and start time): the next run in the same directory tells a
@@ -106,6 +108,7 @@ class RunRecord:
             "adopted": self.adopted,
             "spawned": self.spawned,
             "recipe_roots": self.recipe_roots,
+            "stop_levels": self.stop_levels,
             "attribution": self.attribution,
             "control_dir": self.control_dir,
             "e2ecov": self.owner,

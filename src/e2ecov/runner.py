@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -572,7 +573,7 @@ class Run:
             return None
         for svc in planned.services.values():
             if svc.recipe is not None:
-                svc.recipe.spawned = self._note_server
+                svc.recipe.spawned = functools.partial(self._note_server, svc.name)
                 svc.recipe.rooted = self._note_root
         problems = preflight(self.stack, planned)
         if problems:
@@ -583,6 +584,7 @@ class Run:
         self.plan = planned
         self.services = planned.services
         self.record.control_dir = str(self.control_dir)
+        self.record.stop_levels = self.stack.stop_levels()
         self.record.config = {
             **planned.report_config.to_json(),
             "tests": planned.tests,
@@ -1061,11 +1063,12 @@ class Run:
                 svc.poll()
         shutil.rmtree(self.control_dir, ignore_errors=True)
 
-    def _note_server(self, pid: int) -> None:
-        """A recipe's server process, recorded in run.json as soon as it is started: killed
-        before the stack was up, e2ecov left a Redis server that nothing could name (it
-        hides the run's mark) for `down` or the next run's refusal (an outside check)."""
-        self.record.spawned.append([pid, procs.start_time(pid)])
+    def _note_server(self, service: str, pid: int) -> None:
+        """A recipe's server process, recorded in run.json with its service as soon as it is
+        started: killed before the stack was up, e2ecov left a Redis server that nothing
+        could name (it hides the run's mark) for `down` or the next run's refusal (an
+        outside check)."""
+        self.record.spawned.append([pid, procs.start_time(pid), service])
         self.record.write()
 
     def _note_root(self, root: Path) -> None:

@@ -252,7 +252,7 @@ def test_a_recipe_server_of_a_run_killed_while_starting_is_found(tmp_path: Path)
                 server = json.loads((out / "run.json").read_text())["spawned"][0][0]
         roots = json.loads((out / "run.json").read_text())["recipe_roots"]
         assert len(roots) == 1 and Path(roots[0]).is_dir()  # the server's data and log
-        _kill_then_refused_and_stopped(proc, stack, tmp_path, server, "a recipe server")
+        _kill_then_refused_and_stopped(proc, stack, tmp_path, server, "cache (pid")
         assert not Path(roots[0]).exists(), "down left the recipe's directory behind"
     finally:
         _leave_nothing(proc, server)

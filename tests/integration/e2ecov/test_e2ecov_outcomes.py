@@ -362,3 +362,36 @@ def test_down_stops_a_kept_runs_recipes_and_their_ports_are_in_the_range(
         assert time.monotonic() < deadline, "a recipe server still answers after down"
         time.sleep(0.2)
     assert not Path(recipes["postgres"]["recipe_root"]).exists()
+
+
+def test_down_stops_dependents_first(tmp_path: Path) -> None:
+    """`down` stopped every service at once: a worker's shutdown met its Redis already gone
+    (an outside check, with rq), where the run itself stops dependents first."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import signal, socket, sys, time\n"
+        "from urllib.parse import urlsplit\n"
+        "url, out = sys.argv[1], sys.argv[2]\n"
+        "def bye(*_):\n"
+        "    time.sleep(0.5)  # a shutdown that still talks to its dependency\n"
+        "    where = urlsplit(url)\n"
+        "    with socket.socket() as sock:\n"
+        "        sock.settimeout(1)\n"
+        "        up = sock.connect_ex((where.hostname, where.port)) == 0\n"
+        "    open(out, 'w').write('up' if up else 'gone')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "while True:\n"
+        "    time.sleep(1)\n"
+    )
+    seen = tmp_path / "seen.txt"
+    command = [sys.executable, str(worker), "{services.cache.url}", str(seen)]
+    services = '[services.cache]\nrecipe = "redis"\n\n[services.worker]\n'
+    services += f'command = {json.dumps(command)}\ndepends_on = ["cache"]\ncoverage = false\n'
+    stack = write_stack(tmp_path, ["true"], services)
+    outcome = e2ecov("run", "--keep", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    down = e2ecov("down", "--artifacts", str(outcome.artifacts), cwd=tmp_path)
+    assert down.code == 0, down.output
+    assert down.stdout.index("stopped worker") < down.stdout.index("stopped cache")
+    assert seen.read_text() == "up", "the worker's shutdown found its Redis gone"
