@@ -164,7 +164,7 @@ def _go_service(name: str, command: list[str], cwd: Path, go_build: str | None) 
     if go_build:
         return Check(label, True, f"e2ecov builds {go_build} with go build -cover ({tool})")
     program = shutil.which(command[0]) or str(cwd / command[0]) if command else ""
-    built = gocover.cover_build(program)
+    built = gocover.built_with_cover(Path(program))
     if built is None:
         return Check(
             label, True,

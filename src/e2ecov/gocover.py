@@ -93,10 +93,12 @@ _BUILD_INFO = b"\xff Go buildinf:"  # the magic `go version -m` looks for
 _COVER_SETTING = b"\nbuild\t-cover=true\n"  # a line of the build info (it prints it indented)
 
 
-def built_with_cover(program: Path) -> bool:
+def built_with_cover(program: Path) -> bool | None:
     """Whether `program` is a Go binary built with `-cover`, read from the build info the Go
     linker embeds (what `go version -m` prints; no go tool needed): listed as a Python
-    service, such a binary announces nothing, and the hint is `coverage = "go"`."""
+    service, such a binary announces nothing, and the hint is `coverage = "go"`; listed as a
+    Go service without it, it would write no coverage. None: no Go binary (a wrapper script,
+    or nothing readable)."""
     seen_info = seen_cover = False
     tail = b""
     try:
@@ -109,8 +111,8 @@ def built_with_cover(program: Path) -> bool:
                     return True
                 tail = window[-len(_COVER_SETTING) :]
     except OSError:
-        return False
-    return False
+        return None
+    return False if seen_info else None
 
 
 def module_of(directory: Path) -> tuple[str, Path] | None:
@@ -173,23 +175,6 @@ def _silent(service: str, covdir: Path, main_lost: bool) -> list[ProcessOutcome]
         )
         for digest in silent
     ]
-
-
-def cover_build(program: str) -> bool | None:
-    """Whether the Go binary `program` was built with `-cover` (`go version -m` lists the
-    build's settings); None when it is no Go binary (a wrapper script) or `go` is missing."""
-    tool = shutil.which("go")
-    if tool is None:
-        return None
-    try:
-        done = subprocess.run(
-            [tool, "version", "-m", program], capture_output=True, text=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    return "-cover=true" in done.stdout
 
 
 @dataclass

@@ -408,7 +408,7 @@ def preflight(stack: Stack, planned: Plan) -> list[str]:
                 f"service '{name}': program {svc.command[0]!r} not found "
                 f"(looked on PATH and in {svc.spec.cwd}); install it or fix its command"
             )
-        elif svc.spec.go and gocover.cover_build(program) is False:
+        elif svc.spec.go and gocover.built_with_cover(Path(program)) is False:
             # found only after the whole suite had run (it wrote no counters) until then
             problems.append(
                 f"service '{name}': {program} is a Go binary not built with -cover, so it "
@@ -936,7 +936,7 @@ class Run:
         """Whether the service's program is a Go binary built with -cover."""
         svc = self.services[name]
         program = _program(svc.command, svc.spec.cwd, svc.env) if svc.command else None
-        return program is not None and gocover.built_with_cover(Path(program))
+        return program is not None and bool(gocover.built_with_cover(Path(program)))
 
     def _attribution(self) -> str:
         """Per-test attribution as it happened, not as configured."""
