@@ -20,7 +20,7 @@ import coverage
 
 from e2ecov import gocover, recipes
 from e2ecov.errors import UsageError
-from e2ecov.stackfile import Stack
+from e2ecov.stackfile import ServiceSpec, Stack
 
 MIN_COVERAGE = (7, 14)  # its function regions (start_line) and the run:core option
 
@@ -142,6 +142,8 @@ def checks(stack: Stack | None) -> list[Check]:
             found.append(_go_service(name, spec.command or [], spec.cwd, spec.go_build))
         elif spec.command and spec.coverage and found[-1].ok:  # the program was found
             found.append(_service_interpreter(name, spec.command, spec.cwd, spec.env))
+            if found[-1].ok and spec.source_pkgs:
+                found.append(_source_packages(name, spec, spec.command))
     tests = shutil.which(stack.tests[0]) if stack.tests else None
     found.append(
         Check(
@@ -194,11 +196,19 @@ def interpreter(program: str) -> str | None:
     return words[0]
 
 
-def _ask(python: str, code: str) -> tuple[bool, str]:
-    """Run `code` in `python`; (worked, its last output line)."""
+def _ask(
+    python: str, code: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[bool, str]:
+    """Run `code` in `python` (in `cwd`, with `env` over a clean environment); (worked, its
+    last output line)."""
     try:
         done = subprocess.run(
-            [python, "-c", code], capture_output=True, text=True, timeout=60, env=_clean_env()
+            [python, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**_clean_env(), **(env or {})},
+            cwd=cwd,
         )
     except OSError as exc:
         return False, str(exc)
@@ -240,6 +250,35 @@ def _service_interpreter(name: str, command: list[str], cwd: Path, env: dict[str
     return Check(label, True, f"interpreter {python} has coverage {said}")
 
 
+def _source_packages(name: str, spec: ServiceSpec, command: list[str]) -> Check:
+    """The `source` packages the service's interpreter cannot find, as it runs (its cwd and
+    environment): a misspelt name measures nothing of what it meant, and the run only says
+    "No data to report"."""
+    cwd, env, packages = spec.cwd, spec.env, spec.source_pkgs
+    program = shutil.which(command[0], path=_service_path(env)) or str(cwd / command[0])
+    python = interpreter(program) or program
+    code = (
+        "import importlib.util\n"
+        "def found(name):\n"
+        "    try:\n"
+        "        return importlib.util.find_spec(name) is not None\n"
+        "    except (ImportError, ValueError):\n"
+        "        return False\n"
+        f"print(' '.join(n for n in {packages!r} if not found(n)) or 'all')\n"
+    )
+    ok, said = _ask(python, code, cwd, env)
+    missing = [] if said == "all" else said.split()
+    if not ok or missing:
+        what = ", ".join(repr(p) for p in missing) or " ".join(packages)
+        return Check(
+            f"service {name}",
+            False,
+            f"source package(s) {what} not importable by {python} (a misspelt name in "
+            "[run] source or the service's source?)",
+        )
+    return Check(f"service {name}", True, f"source package(s) {', '.join(packages)} found")
+
+
 _PLUGIN_CHECK = """
 import importlib.metadata as m, pytest
 names = [e.value for e in m.entry_points(group="pytest11")]
@@ -277,7 +316,7 @@ def configuration(stack: Stack) -> list[str]:
         f"stack file:  {stack.path}",
         f"artifacts:   {stack.artifacts}",
         f"tests:       {' '.join(stack.tests)}",
-        f"source:      {', '.join(str(s) for s in stack.source)}",
+        f"source:      {', '.join([*(str(s) for s in stack.source), *stack.source_pkgs])}",
         f"contexts:    {stack.contexts}",
         f"autosave:    {stack.autosave:g}s",
         f"fail_under:  {stack.fail_under:g}%",

@@ -422,9 +422,11 @@ def _python_reports(
             cov.xml_report(outfile=str(artifacts / "coverage.xml"))
             cov.lcov_report(outfile=str(artifacts / "coverage.lcov"))
         except CoverageException as exc:
+            named = [*(str(s) for s in config.source), *config.source_pkgs]
+            hints = "".join(f"\n{hint}" for hint in _unimported(config))
             raise NoCoverageData(
                 f"coverage data found in {artifacts / 'data'} but nothing under source "
-                f"({', '.join(str(s) for s in config.source)}): {exc}\n{USUAL_CAUSES}"
+                f"({', '.join(named)}): {exc}{hints}\n{USUAL_CAUSES}"
             ) from exc
         report = json.loads((artifacts / "coverage.json").read_text())
         analyser = ServiceAnalyser(cov, report, config.display_root)

@@ -480,6 +480,22 @@ def test_a_misspelt_source_package_is_named(tmp_path: Path) -> None:
         "warning: source package 'sampleap' was not imported by any measured process, so none "
         "of it is reported"
     ) in outcome.output
+    doctor = e2ecov("doctor", "-c", str(stack), cwd=tmp_path)
+    assert doctor.code == 3, doctor.output
+    assert "'sampleap' not importable by" in doctor.stdout
+    assert "sampleap" in next(ln for ln in doctor.stdout.splitlines() if "source:" in ln)
+
+
+def test_a_misspelt_only_source_package_is_named(tmp_path: Path) -> None:
+    """With no other source, the run said only "nothing under source (): No data to
+    report" (an outside check): the name is given, and why it measured nothing."""
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app"))
+    sample = json.dumps(str(SAMPLES / "app" / "sampleapp"))
+    stack.write_text(stack.read_text().replace(sample, '"sampleap"'))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 4, outcome.output
+    assert "nothing under source (sampleap)" in outcome.output
+    assert "source package 'sampleap' was not imported by any measured process" in outcome.output
 
 
 def test_ports_come_from_the_configured_range(tmp_path: Path) -> None:
