@@ -16,6 +16,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from e2ecov import doctor, down, gocover, protocol, reports, runjson, runner, stackfile
 from e2ecov.errors import E2ecovError, ExitCode, NoCoverageData, StackFileError, UsageError
@@ -110,6 +111,7 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
     config = dataclasses.replace(
         config, cores=cores, attribution=str(record.get("attribution") or ""), lost=lost
     )
+    _save_kept_stack(record)
     try:
         result = reports.build(artifacts, config, go)
     except NoCoverageData:
@@ -129,6 +131,16 @@ def cmd_report(args: argparse.Namespace) -> ExitCode:
     return ExitCode.COVERAGE if result.below or result.unreadable or lost else ExitCode.OK
 
 
+def _save_kept_stack(record: dict[str, Any]) -> None:
+    """A kept stack still running saves its coverage first, so the report is of what it ran
+    until now (it was silently the end of the tests'); a Go service without the agent
+    writes its counters only when it stops (`down`)."""
+    control_dir = Path(record.get("control_dir") or "/nonexistent")
+    if record.get("kept") and control_dir.is_dir():
+        answers = protocol.broadcast(control_dir, "save")
+        print(f"the kept stack is running: live save acknowledged by {len(answers)} process(es)")
+
+
 def _missing(path: Path) -> str:
     """Why a data file the run saved is not there to report ("" when it is): a data file
     emptied since (a full disk, a bad copy) was read as one that measured nothing."""
@@ -146,6 +158,8 @@ def cmd_down(args: argparse.Namespace) -> ExitCode:
         print(f"not running any more: {', '.join(result.already_gone)}")
     if not result.stopped:
         print("nothing was running")
+    else:  # what the stack ran after its tests is in the data, not yet in the reports
+        print(f"to report what it ran since its tests: e2ecov report --artifacts {args.artifacts}")
     return ExitCode.OK
 
 

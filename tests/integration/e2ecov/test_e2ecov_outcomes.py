@@ -395,3 +395,30 @@ def test_down_stops_dependents_first(tmp_path: Path) -> None:
     assert down.code == 0, down.output
     assert down.stdout.index("stopped worker") < down.stdout.index("stopped cache")
     assert seen.read_text() == "up", "the worker's shutdown found its Redis gone"
+
+
+def test_report_of_a_kept_stack_includes_what_it_ran_since_its_tests(tmp_path: Path) -> None:
+    """`report` on a kept stack still running reported the end of the tests, silently (an
+    outside check): it asks for a live save first."""
+    import httpx
+
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app"))
+    outcome = e2ecov("run", "--keep", "-c", str(stack), cwd=tmp_path)
+    try:
+        assert outcome.code == 0, outcome.output
+
+        def beta_covered() -> bool:
+            report = json.loads((outcome.artifacts / "coverage.json").read_text())
+            handlers = next(v for k, v in report["files"].items() if k.endswith("handlers.py"))
+            return bool(handlers["functions"]["beta"]["summary"]["covered_lines"])
+
+        assert not beta_covered()
+        url = outcome.run_json()["services"]["app"]["url"]
+        assert httpx.get(f"{url}/beta", timeout=10).status_code == 200  # after the tests
+        again = e2ecov("report", "--artifacts", str(outcome.artifacts), cwd=tmp_path)
+        assert again.code == 0, again.output
+        assert "the kept stack is running: live save acknowledged by 1 process(es)" in again.stdout
+        assert beta_covered()
+    finally:
+        down = e2ecov("down", "--artifacts", str(outcome.artifacts), cwd=tmp_path)
+    assert "to report what it ran since its tests: e2ecov report" in down.stdout
