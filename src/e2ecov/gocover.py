@@ -222,14 +222,17 @@ def _local(import_path: str, modules: dict[str, Path]) -> Path | None:
 
 
 def _display(import_path: str, modules: dict[str, Path], display_root: Path) -> str:
-    """A repository path for files of modules in the repository, else the import path."""
+    """A repository path for files of modules in the repository (under `display_root`, where
+    every report path is relative to), else the import path: a module checked out elsewhere
+    (a dependency built from /tmp, another checkout) has a name that does not change from one
+    machine or run to the next, an absolute path has not."""
     local = _local(import_path, modules)
     if local is None:
         return import_path
     try:
         return str(local.relative_to(display_root))
     except ValueError:
-        return str(local)
+        return import_path
 
 
 # a line of nothing but brackets and separators: a block's closing brace, `})`, `},`

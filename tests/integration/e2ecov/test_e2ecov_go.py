@@ -447,3 +447,113 @@ def test_the_combined_total_counts_each_file_once_and_its_branches(tmp_path: Pat
     assert totals["percent_statements_covered"] == pytest.approx(statements_only)
     assert f"{combined['branches']} branches" in done.stdout
     assert "counts branches too" in (done.artifacts / "summary.md").read_text()
+
+
+def _lcov_records(lcov: str, suffix: str) -> list[dict[int, int]]:
+    """Each LCOV record of a file whose name ends in `suffix`: line → hits."""
+    records = []
+    for record in lcov.split("end_of_record"):
+        lines = record.strip().splitlines()
+        if lines and lines[0].startswith("SF:") and lines[0].endswith(suffix):
+            hits = [line[3:].split(",") for line in lines if line.startswith("DA:")]
+            records.append({int(n): int(c) for n, c in hits})
+    return records
+
+
+SHARED_LIB = """package lib
+
+func One() string {
+	return "one"
+}
+
+func Two() string {
+	return "two"
+}
+
+func Never() string {
+	return "never"
+}
+"""
+
+SHARED_MAIN = """package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"example.com/shared/lib"
+)
+
+func call(w http.ResponseWriter, r *http.Request) {
+	fmt.Fprint(w, lib.CALL())
+}
+
+func main() {
+	port := flag.Int("port", 0, "port")
+	flag.Parse()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
+	mux.HandleFunc("/call", call)
+	server := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", *port), Handler: mux}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM)
+	go func() {
+		<-stop
+		server.Shutdown(context.Background())
+	}()
+	server.ListenAndServe()
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def sharing(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Two programs of one module outside the stack's directory, both using its `lib`
+    package (one calls lib.One, the other lib.Two), each a go_build service."""
+    root = tmp_path_factory.mktemp("sharing")
+    module = root / "shared"
+    (module / "lib").mkdir(parents=True)
+    (module / "go.mod").write_text("module example.com/shared\n\ngo 1.22\n")
+    (module / "lib" / "lib.go").write_text(SHARED_LIB)
+    services = ""
+    for name, call in (("one", "One"), ("two", "Two")):
+        (module / "cmd" / name).mkdir(parents=True)
+        (module / "cmd" / name / "main.go").write_text(SHARED_MAIN.replace("CALL", call))
+        services += f"""
+[services.{name}]
+go_build = "./cmd/{name}"
+command = ["{{go_binary}}", "--port", "{{port}}"]
+cwd = "{module}"
+health = {{ url = "http://127.0.0.1:{{port}}/health", timeout = "20s", interval = "0.05s" }}
+"""
+    stack = root / "stack"
+    stack.mkdir()
+    tests = get_script(stack, ("E2E_ONE_URL", "/call"), ("E2E_TWO_URL", "/call"))
+    (stack / "stack.toml").write_text(
+        f'[run]\nartifacts = "out"\ntests = {json.dumps(tests)}\n{services}'
+    )
+    return e2ecov("run", "-c", str(stack / "stack.toml"), cwd=stack, timeout=300)
+
+
+def test_go_files_of_a_module_outside_the_repository_are_named_by_import_path(sharing) -> None:  # type: ignore[no-untyped-def]
+    """A module outside the directory the reports are relative to (the stack file's) was
+    shown by its absolute path (`/tmp/.../api/v1/api.go`), which differs on every machine;
+    the docs promise its import path."""
+    assert sharing.code == 0, sharing.output
+    out = sharing.artifacts
+    names = set(json.loads((out / "coverage.json").read_text())["files"])
+    assert names == {
+        "example.com/shared/lib/lib.go",
+        "example.com/shared/cmd/one/main.go",
+        "example.com/shared/cmd/two/main.go",
+    }
+    for report in ("e2e-coverage.txt", "e2e-coverage-func.txt", "coverage.lcov", "coverage.xml"):
+        assert str(out.parent.parent) not in (out / report).read_text(), report
+    # its sources were found all the same: LCOV counts only lines that hold code
+    record = _lcov_records((out / "coverage.lcov").read_text(), "lib/lib.go")[0]
+    assert sorted(record) == [3, 4, 7, 8, 11, 12]  # no closing braces
