@@ -14,6 +14,10 @@ Reports: `go tool covdata textfmt` gives the statement blocks (the unit of every
 in `go tool covdata percent`), `go tool covdata func` the per-function lines, and
 `go tool cover -html` the HTML page per service. Import paths are shown as repository paths
 when the module lives in the repository.
+
+Several Go services may run the same code (replicas of one binary, a cluster of one program,
+two programs sharing a library): `union` counts each file once, with what any of them ran, as
+`go tool covdata` reading all their counter directories together does.
 """
 
 from __future__ import annotations
@@ -186,6 +190,7 @@ class GoFile:
     statements: int = 0
     covered: int = 0
     lines: dict[int, int] = field(default_factory=dict)
+    services: list[str] = field(default_factory=list)  # the Go services that ran it
 
     @property
     def missed(self) -> int:
@@ -203,6 +208,8 @@ class GoService:
     functions: list[tuple[str, str, str]]  # ("path:line:", name, "NN.N%")
     html: Path | None
     warnings: list[str]
+    profile: str = ""  # `go tool covdata textfmt` of the service's counters
+    merged: Path | None = None  # its counters merged into one directory (`go tool covdata`)
 
     @property
     def statements(self) -> int:
@@ -266,10 +273,13 @@ def _code_lines(source: Path) -> set[int] | None:
     return code
 
 
-def parse_profile(text: str, modules: dict[str, Path], display_root: Path) -> dict[str, GoFile]:
-    """`go tool covdata textfmt` output → files (blocks merged: a block is covered once any
-    process ran it)."""
-    blocks: dict[tuple[str, int, int, int, int], tuple[int, int]] = {}
+Block = tuple[str, int, int, int, int]  # import path of the file, start line.col, end line.col
+
+
+def _blocks(text: str) -> dict[Block, tuple[int, int]]:
+    """`go tool covdata textfmt` output → block → (statements, hits): a block listed more than
+    once (several processes, programs or services) has the sum of their hits."""
+    blocks: dict[Block, tuple[int, int]] = {}
     for line in text.splitlines():
         match = _BLOCK.match(line.strip())
         if not match:
@@ -278,6 +288,13 @@ def parse_profile(text: str, modules: dict[str, Path], display_root: Path) -> di
         key = (path, int(l1), int(c1), int(l2), int(c2))
         previous = blocks.get(key, (int(statements), 0))
         blocks[key] = (int(statements), previous[1] + int(count))
+    return blocks
+
+
+def parse_profile(text: str, modules: dict[str, Path], display_root: Path) -> dict[str, GoFile]:
+    """`go tool covdata textfmt` output → files (blocks merged: a block is covered once any
+    process ran it)."""
+    blocks = _blocks(text)
     files: dict[str, GoFile] = {}
     for (path, start, _c1, end, _c2), (statements, count) in blocks.items():
         name = _display(path, modules, display_root)
@@ -348,7 +365,10 @@ def report(
     _checked(name, _run([tool, "tool", "covdata", "merge", f"-i={counted}", f"-o={merged}"]))
     profile = work / f"go-{name}.cov"
     _checked(name, _run([tool, "tool", "covdata", "textfmt", f"-i={merged}", f"-o={profile}"]))
-    files = parse_profile(profile.read_text(), modules, display_root)
+    text = profile.read_text()
+    files = parse_profile(text, modules, display_root)
+    for go_file in files.values():
+        go_file.services = [name]
     listed = _checked(name, _run([tool, "tool", "covdata", "func", f"-i={merged}"]))
     functions = _functions(listed.stdout, modules, display_root)
     html = html_dir / f"{name}.html"
@@ -357,7 +377,68 @@ def report(
     if why:
         warnings.append(f"no Go HTML page for service {name}: {why}")
         html = None  # type: ignore[assignment]
-    return GoService(name, files, functions, html, warnings)
+    return GoService(name, files, functions, html, warnings, text, merged)
+
+
+@dataclass
+class GoUnion:
+    """The Go files of every Go service, each once: what the combined reports count."""
+
+    files: dict[str, GoFile]
+    functions: list[tuple[str, str, str]]
+    warnings: list[str]
+
+
+def union(services: list[GoService], modules: dict[str, Path], display_root: Path) -> GoUnion:
+    """Each Go file once, covered where any service ran it, and each function once, as
+    `go tool covdata` reading every service's counters together counts them. Two replicas of
+    one binary (or two programs sharing a package) run the same files: adding the services'
+    files counted their statements twice and listed each file once per service.
+
+    The blocks are merged here rather than by `go tool covdata textfmt`, which refuses
+    services built in different counter modes (`set` and `atomic`) that each read alone."""
+    if len(services) == 1:
+        only = services[0]
+        return GoUnion(only.files, only.functions, [])
+    files = parse_profile("\n".join(s.profile for s in services), modules, display_root)
+    for svc in services:
+        for name in svc.files:
+            files[name].services.append(svc.name)
+    warnings = _different_builds(services, modules, display_root)
+    merged = ",".join(str(s.merged) for s in services if s.merged is not None)
+    listed = _run([go(), "tool", "covdata", "func", f"-i={merged}"])
+    if listed.returncode == 0:
+        functions = _functions(listed.stdout, modules, display_root)
+    else:
+        said = (listed.stderr.strip().splitlines() or [f"exit {listed.returncode}"])[-1]
+        warnings.append(
+            f"go tool covdata func could not read the Go services together ({said}): the "
+            "function lines are each service's, a function run by several is listed once each"
+        )
+        functions = [row for svc in services for row in svc.functions]
+    return GoUnion(files, functions, warnings)
+
+
+def _different_builds(
+    services: list[GoService], modules: dict[str, Path], display_root: Path
+) -> list[str]:
+    """Files that services ran from different sources (their blocks differ): their combined
+    figures add both versions' blocks, which is no version's count."""
+    seen: dict[str, tuple[str, set[Block]]] = {}
+    differing: dict[str, list[str]] = {}
+    for svc in services:
+        by_file: dict[str, set[Block]] = {}
+        for block in _blocks(svc.profile):
+            by_file.setdefault(_display(block[0], modules, display_root), set()).add(block)
+        for name, blocks in by_file.items():
+            first = seen.setdefault(name, (svc.name, blocks))
+            if first[1] != blocks:
+                differing.setdefault(name, [first[0]]).append(svc.name)
+    return [
+        f"Go file {name} was built from different sources in services {', '.join(names)}: its "
+        "combined figures count the blocks of every version"
+        for name, names in sorted(differing.items())
+    ]
 
 
 def _counted_files(covdir: Path, staging: Path) -> Path:

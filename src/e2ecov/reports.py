@@ -309,10 +309,14 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
             ),
             "",
         ]
-        func_lines += svc.functions
         warnings += svc.warnings
-        _merge_go(artifacts, svc, python.report)
     if go_services:
+        # each Go file once, with what any service ran (replicas of one binary, programs
+        # sharing a package): the per-service tables above stay each service's own
+        union = gocover.union(go_services, _go_modules(go), config.display_root)
+        func_lines += union.functions
+        warnings += union.warnings
+        _merge_go(artifacts, union.files, python.report)
         (artifacts / "coverage.json").write_text(json.dumps(python.report, indent=4))
         _link_go_pages(artifacts / "html" / "index.html", go_services)
     combined = _json_totals(python.report)
@@ -353,11 +357,15 @@ def _go_reports(
     GOCOVERDIR, binaries built in different counter modes) could not: a loss the run reports,
     not a reason to sink the Python reports."""
     found, unreadable = [], []
+    everyone = _go_modules(go)
     for item in go:
+        # the service's own module first (its HTML page is made there), then every other
+        # service's: a file is named alike in each service that ran it, and in the union
+        modules = {**item.modules, **everyone}
         try:
             svc = gocover.report(
                 item.name, artifacts / gocover.GO_DIR / item.name, work,
-                artifacts / "html" / "go", item.modules, config.display_root, item.binary,
+                artifacts / "html" / "go", modules, config.display_root, item.binary,
             )  # fmt: skip
         except (gocover.GoUnavailable, RuntimeError, OSError) as exc:
             unreadable.append(f"Go service {item.name}: its coverage data could not be read: {exc}")
@@ -365,6 +373,11 @@ def _go_reports(
         if svc is not None:
             found.append(svc)
     return found, unreadable
+
+
+def _go_modules(go: Sequence[GoInput]) -> dict[str, Path]:
+    """Every Go service's modules (module path → its directory)."""
+    return {module: root for item in go for module, root in item.modules.items()}
 
 
 def _no_python(artifacts: Path) -> _Python:
@@ -731,18 +744,23 @@ def markdown_summary(
     return "\n".join(lines) + "\n"
 
 
-def _merge_go(artifacts: Path, svc: gocover.GoService, report: dict[str, Any]) -> None:
-    """Put a Go service's files into the machine formats beside the Python ones, and make
-    their totals the combined ones (statements, as `go tool covdata` counts them)."""
+def _merge_go(artifacts: Path, files: dict[str, gocover.GoFile], report: dict[str, Any]) -> None:
+    """Put the Go files (each once, `gocover.union`) into the machine formats beside the
+    Python ones, and make their totals the combined ones (statements, as `go tool covdata`
+    counts them). A JSON entry names the services that ran the file in `services`, and in
+    `service` too when only one did."""
     totals = report["totals"]
     lcov: list[str] = []
     packages: dict[str, list[gocover.GoFile]] = {}
-    for go_file in sorted(svc.files.values(), key=lambda f: f.name):
+    for go_file in sorted(files.values(), key=lambda f: f.name):
         hit = sorted(n for n, c in go_file.lines.items() if c)
         missed = sorted(n for n, c in go_file.lines.items() if not c)
+        ran_by: dict[str, Any] = {"services": sorted(go_file.services)}
+        if len(go_file.services) == 1:
+            ran_by["service"] = go_file.services[0]
         report["files"][go_file.name] = {
             "language": "go",
-            "service": svc.name,
+            **ran_by,
             "executed_lines": hit,
             "missing_lines": missed,
             "excluded_lines": [],

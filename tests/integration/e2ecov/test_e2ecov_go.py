@@ -449,6 +449,15 @@ def test_the_combined_total_counts_each_file_once_and_its_branches(tmp_path: Pat
     assert "counts branches too" in (done.artifacts / "summary.md").read_text()
 
 
+def _covdata_total(*covdirs: Path) -> float:
+    """The percent `go tool covdata func` gives reading every directory together."""
+    listed = subprocess.run(
+        ["go", "tool", "covdata", "func", "-i=" + ",".join(str(d) for d in covdirs)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return float(listed.strip().splitlines()[-1].split()[-1].rstrip("%"))
+
+
 def _lcov_records(lcov: str, suffix: str) -> list[dict[int, int]]:
     """Each LCOV record of a file whose name ends in `suffix`: line → hits."""
     records = []
@@ -458,6 +467,64 @@ def _lcov_records(lcov: str, suffix: str) -> list[dict[int, int]]:
             hits = [line[3:].split(",") for line in lines if line.startswith("DA:")]
             records.append({int(n): int(c) for n, c in hits})
     return records
+
+
+def test_two_go_services_of_one_binary_count_its_files_once(tmp_path: Path) -> None:
+    """Two replicas of one -cover binary: the combined total added both services' statements
+    (the same files twice), coverage.json kept one service's entry per file (keyed alike),
+    LCOV had every file twice and the function report every function twice (an outside
+    check). Each file counts once, covered where either replica ran it, as
+    `go tool covdata` reading both counter directories says."""
+    binary = tmp_path / "bin" / "goapp"
+    subprocess.run(
+        ["go", "build", "-cover", "-covermode=atomic", "-o", str(binary), "."],
+        cwd=GOAPP, check=True,
+    )  # fmt: skip
+    services = "".join(
+        f"""
+[services.{name}]
+command = ["{binary}", "--port", "{{port}}"]
+coverage = "go"
+cwd = "{GOAPP}"
+health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
+"""
+        for name in ("replica1", "replica2")
+    )
+    tests = get_script(tmp_path, ("E2E_REPLICA1_URL", "/alpha"), ("E2E_REPLICA2_URL", "/beta"))
+    done = e2ecov("run", "-c", str(write_stack(tmp_path, tests, services)), cwd=tmp_path)
+    assert done.code == 0, done.output
+    out = done.artifacts
+    totals = done.run_json()["totals"]
+    one, two = totals["services"]["replica1"], totals["services"]["replica2"]
+    combined = totals["combined"]
+    assert one["statements"] == two["statements"] == combined["statements"]
+    # either replica ran alpha or beta; together they ran both
+    assert combined["missed"] < min(one["missed"], two["missed"])
+    expected = _covdata_total(out / "go" / "replica1", out / "go" / "replica2")
+    assert combined["percent"] == pytest.approx(expected, abs=0.05)
+    assert one["percent"] == pytest.approx(_covdata_total(out / "go" / "replica1"), abs=0.05)
+    report = json.loads((out / "coverage.json").read_text())
+    [main] = [v for k, v in report["files"].items() if k.endswith("goapp/main.go")]
+    assert main["services"] == ["replica1", "replica2"] and "service" not in main
+    assert {20, 28} <= set(main["executed_lines"])  # alpha's body and beta's
+    assert 32 in main["missing_lines"]  # neverCalled
+    assert report["totals"]["num_statements"] == combined["statements"]
+    assert report["totals"]["num_statements"] == sum(
+        f["summary"]["num_statements"] for f in report["files"].values()
+    )
+    [record] = _lcov_records((out / "coverage.lcov").read_text(), "goapp/main.go")
+    assert record[20] == 1 and record[28] == 1 and record[32] == 0
+    func = (out / "e2e-coverage-func.txt").read_text().splitlines()
+    assert [line.split()[-1] for line in func if " alpha " in line] == ["100.0%"]
+    assert [line.split()[-1] for line in func if " beta " in line] == ["100.0%"]
+    assert func[-1].split()[-1] == f"{combined['percent']:.1f}%"
+    xml = ET.parse(out / "coverage.xml").getroot()
+    assert len([c for c in xml.iter("class") if c.get("filename", "").endswith("main.go")]) == 1
+    text = (out / "e2e-coverage.txt").read_text()
+    total_row = text.split("== combined (Python and Go) ==", 1)[1].split("TOTAL", 1)[1].split()
+    assert [int(total_row[0]), int(total_row[1])] == [combined["statements"], combined["missed"]]
+    summary = (out / "summary.md").read_text()
+    assert f"| **total** | **{combined['statements']}** | **{combined['missed']}** |" in summary
 
 
 SHARED_LIB = """package lib
@@ -538,6 +605,27 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", timeout = "20s", interval 
         f'[run]\nartifacts = "out"\ntests = {json.dumps(tests)}\n{services}'
     )
     return e2ecov("run", "-c", str(stack / "stack.toml"), cwd=stack, timeout=300)
+
+
+def test_two_go_programs_sharing_a_package_count_it_once(sharing) -> None:  # type: ignore[no-untyped-def]
+    """Different binaries, one library package: its file counts once, covered where either
+    program ran it (lib.One by one, lib.Two by two), each program's own main once."""
+    assert sharing.code == 0, sharing.output
+    out = sharing.artifacts
+    combined = sharing.run_json()["totals"]["combined"]
+    expected = _covdata_total(out / "go" / "one", out / "go" / "two")
+    assert combined["percent"] == pytest.approx(expected, abs=0.05)
+    report = json.loads((out / "coverage.json").read_text())
+    lib = report["files"]["example.com/shared/lib/lib.go"]
+    assert lib["services"] == ["one", "two"]
+    assert lib["summary"]["num_statements"] == 3 and lib["summary"]["covered_lines"] == 2
+    assert report["files"]["example.com/shared/cmd/one/main.go"]["service"] == "one"
+    assert report["totals"]["num_statements"] == combined["statements"]
+    assert len(_lcov_records((out / "coverage.lcov").read_text(), "lib/lib.go")) == 1
+    func = (out / "e2e-coverage-func.txt").read_text().splitlines()
+    rows = {line.split()[1]: line.split()[-1] for line in func if "lib/lib.go" in line}
+    assert rows == {"One": "100.0%", "Two": "100.0%", "Never": "0.0%"}
+    assert "built from different sources" not in sharing.stdout
 
 
 def test_go_files_of_a_module_outside_the_repository_are_named_by_import_path(sharing) -> None:  # type: ignore[no-untyped-def]
