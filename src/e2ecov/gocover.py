@@ -221,11 +221,14 @@ class GoService:
 
 
 def _local(import_path: str, modules: dict[str, Path]) -> Path | None:
-    """The file's path on disk, for files of modules built from a local checkout."""
-    for module, root in modules.items():
-        if import_path.startswith(module + "/"):
-            return root / import_path[len(module) + 1 :]
-    return None
+    """The file's path on disk, for files of modules built from a local checkout. The longest
+    module path that holds it: with several services' modules, one may be nested in another
+    (`example.com/a` and `example.com/a/tools`)."""
+    holding = [m for m in modules if import_path.startswith(m + "/")]
+    if not holding:
+        return None
+    module = max(holding, key=len)
+    return modules[module] / import_path[len(module) + 1 :]
 
 
 def _display(import_path: str, modules: dict[str, Path], display_root: Path) -> str:

@@ -459,3 +459,19 @@ def test_the_ledgers_command_lines_are_redacted_once_the_stack_stopped(tmp_path:
     assert json.loads(lines[0])["argv"] == ["svc", "--db-pass=***", "--port", "80"]
     assert lines[1:] == ['{"event": "save", "pid": 1}', '{"torn']
     assert "hunter2" not in ledger.read_text()
+
+
+def test_a_go_file_belongs_to_the_innermost_module_holding_it(tmp_path: Path) -> None:
+    """The reports name Go files with every Go service's modules together: a module nested in
+    another's import path (`example.com/a/tools`, checked out apart) was read as a package of
+    the outer one, at a path that does not exist there."""
+    from e2ecov.gocover import parse_profile
+
+    outer, inner = tmp_path / "a", tmp_path / "tools"
+    outer.mkdir()
+    inner.mkdir()
+    (inner / "x.go").write_text("package tools\n\nfunc X() int {\n\treturn 1\n}\n")
+    profile = "mode: set\nexample.com/a/tools/x.go:3.16,5.2 1 1\n"
+    modules = {"example.com/a": outer, "example.com/a/tools": inner}
+    [(name, go_file)] = parse_profile(profile, modules, tmp_path).items()
+    assert name == "tools/x.go" and go_file.lines == {3: 1, 4: 1}
