@@ -45,7 +45,11 @@ to a read, held about 5 MB a connection (an outside check). A connection holds a
 Nor does uvicorn bound how long an answer may wait for a client that does not read it: the
 bytes stay in the transport's buffer (and a streamed answer's task waits) for as long as
 the connection lives. A connection whose buffer stays over its high-water mark for
-`WRITE_STALL_TIMEOUT` is aborted (what Go's and Kubernaut's `writeTimeout` bounds).
+`WRITE_STALL_TIMEOUT` is aborted (what Go's and Kubernaut's `writeTimeout` bounds). Until
+then such answers would add up, a whole answer each (a list of RRs can be megabytes): a
+listener's stalled connections (paused, and nothing taken since the last look, every
+`STALL_CHECK`) hold at most `STALLED_BYTES` together, and past it the one holding most is
+aborted at once.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ __all__ = [
     "MAX_CONNECTIONS",
     "MAX_HEAD_BYTES",
     "MAX_PIPELINED",
+    "STALLED_BYTES",
     "WRITE_STALL_TIMEOUT",
     "CoalescingTransport",
     "ServiceHttpProtocol",
@@ -99,6 +104,14 @@ LINGER = 2.0
 # an answer the client takes none of for this long (the send buffer full all along) is dropped
 # and its connection aborted
 WRITE_STALL_TIMEOUT = 30.0
+# the bytes a listener's stalled connections (the client not reading) may hold together: past
+# it the one holding most is aborted at once, not after WRITE_STALL_TIMEOUT. A list answer can
+# be megabytes, and 150 clients asking for one and never reading held 5.5 MB each, 2.9 GB for
+# 400 of them (an outside check)
+STALLED_BYTES = 64 * 1024 * 1024
+# how often a paused connection is looked at: one whose client took nothing since the last
+# look is stalled
+STALL_CHECK = 1.0
 
 
 class _HeadTooLarge(Exception):
@@ -269,6 +282,11 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _refused_cycle: Any = None
     write_stall_timeout: ClassVar[float] = WRITE_STALL_TIMEOUT
     _stall_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
+    stalled_bytes: ClassVar[int] = STALLED_BYTES
+    _progress_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
+    _progress_left = 0  # the bytes left to write at the last look
+    # the listener's connections whose writing is paused (one set per class, as `_open`)
+    _stalled_now: ClassVar[set[ServiceHttpProtocol]] = set()
     max_connections: ClassVar[int] = MAX_CONNECTIONS
     # the listener's open connections: one counter per class `service_http_protocol` makes
     _open: ClassVar[list[int]] = [0]
@@ -391,12 +409,44 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         super().pause_writing()
         if self._stall_timer is None:
             self._stall_timer = self.loop.call_later(self.write_stall_timeout, self._stalled)
+        if self._progress_timer is None:
+            self._progress_left = self.transport.get_write_buffer_size()
+            self._progress_timer = self.loop.call_later(STALL_CHECK, self._check_progress)
+
+    def _check_progress(self) -> None:
+        """Every STALL_CHECK while paused: a connection whose client took nothing since the
+        last look counts as stalled (a large answer pauses every connection for a moment,
+        the reading ones too); then the listener's stalled ones are held to their bound."""
+        left = self.transport.get_write_buffer_size()
+        if left < self._progress_left:
+            self._stalled_now.discard(self)
+        else:
+            self._stalled_now.add(self)
+        self._progress_left = left
+        self._progress_timer = self.loop.call_later(STALL_CHECK, self._check_progress)
+        self._shed_stalled()
+
+    def _shed_stalled(self) -> None:
+        """Abort the stalled connections holding most until the rest hold `stalled_bytes` at
+        most together."""
+        held = {c: c.transport.get_write_buffer_size() for c in self._stalled_now}
+        total = sum(held.values())
+        for connection in sorted(held, key=held.__getitem__, reverse=True):
+            if total <= self.stalled_bytes:
+                break
+            total -= held[connection]
+            connection._writing_resumed()
+            connection.transport.abort()
 
     def resume_writing(self) -> None:
         self._writing_resumed()
         super().resume_writing()
 
     def _writing_resumed(self) -> None:
+        self._stalled_now.discard(self)
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
+            self._progress_timer = None
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
@@ -564,5 +614,5 @@ def service_http_protocol(head_timeout: float) -> type[ServiceHttpProtocol]:
         "ServiceHttpProtocol",
         (ServiceHttpProtocol,),
         # its listener's own count and drain flag
-        {"head_timeout": head_timeout, "_open": [0], "draining": [False]},
+        {"head_timeout": head_timeout, "_open": [0], "draining": [False], "_stalled_now": set()},
     )

@@ -433,6 +433,33 @@ async def test_an_answer_the_client_does_not_read_is_dropped(
         writer.close()
 
 
+async def test_stalled_answers_are_bounded_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients asking for a large answer and never reading each held it whole until the stall
+    timeout: 400 of them took a Gateway to 2.9 GB (an outside check). Past the listener's
+    bound the connections holding most are aborted at once; a reading client is served."""
+    monkeypatch.setattr(ServiceHttpProtocol, "stalled_bytes", int(2.5 * BIG))
+    port = free_port()
+    server = http_server(big, f"127.0.0.1:{port}", grace=1)
+    async with running(server):
+        stalled = []
+        for _ in range(5):
+            _, writer = await asyncio.open_connection("127.0.0.1", port, limit=1)
+            cast(asyncio.Transport, writer.transport).pause_reading()  # the client never reads
+            writer.write(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            stalled.append(writer)
+        for _ in range(50):
+            if len(server.server_state.connections) <= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(server.server_state.connections) == 2  # long before the stall timeout
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            answer = await client.get("/whole")
+        assert answer.status_code == 200 and len(answer.content) == BIG
+        for writer in stalled:
+            writer.close()
+
+
 async def exchange(request_bytes: bytes) -> bytes:
     """What a served app answers to `request_bytes` sent as they are, until it closes."""
     async with serving() as port:
