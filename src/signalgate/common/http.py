@@ -23,7 +23,7 @@ from signalgate.common.cors import with_cors
 from signalgate.common.ids import new_uuid
 from signalgate.common.json_numbers import check_json_integers
 from signalgate.common.logging import SampledLog, request_id_var
-from signalgate.common.problems import Problem, validation_error
+from signalgate.common.problems import Problem, service_unavailable, validation_error
 from signalgate.common.text import SERVICE_TEXT, TextRule, check_json_text, check_request_target
 
 log = logging.getLogger("signalgate.http")
@@ -275,32 +275,52 @@ async def read_body(
     return body
 
 
+# request bodies still arriving are held whole until they have; together, in one process, at
+# most this many full bodies' bytes (`limit` each): 200 senders trickling 4 MB bodies in,
+# each within the body's time bound, held 880 MB (an outside check)
+ARRIVING_BODIES = 16
+_arriving = [0]  # the bytes of the bodies being received now, in this process
+
+
 async def _receive_body(receive: Receive, limit: int, expected: int | None) -> bytes:
-    """The body's chunks; `expected` is the `Content-Length`, when one was sent."""
+    """The body's chunks; `expected` is the `Content-Length`, when one was sent. A chunk that
+    would take the bodies arriving together past `ARRIVING_BODIES` full ones is refused with
+    503 (nothing was done; a retry is served once they are in)."""
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            # before the body's end (its Content-Length, or a chunked body's last chunk): it
-            # is incomplete, and never processed. A chunked body cut short was taken whole,
-            # so a request refused for bad chunk framing (400, the connection closed) was
-            # stored all the same (an outside check: 20 of 20)
-            if expected is not None:
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                # before the body's end (its Content-Length, or a chunked body's last chunk):
+                # it is incomplete, and never processed. A chunked body cut short was taken
+                # whole, so a request refused for bad chunk framing (400, the connection
+                # closed) was stored all the same (an outside check: 20 of 20)
+                if expected is not None:
+                    raise validation_error(
+                        f"Content-Length: {expected} bytes declared but the client sent {size} "
+                        "before it went away"
+                    )
                 raise validation_error(
-                    f"Content-Length: {expected} bytes declared but the client sent {size} "
-                    "before it went away"
+                    f"the chunked body ended after {size} bytes without its last chunk"
                 )
-            raise validation_error(
-                f"the chunked body ended after {size} bytes without its last chunk"
-            )
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+            chunk = message.get("body", b"")
+            if size + len(chunk) > limit:
+                raise _too_large(limit)
+            if _arriving[0] + len(chunk) > ARRIVING_BODIES * limit:
+                raise service_unavailable(
+                    f"more than {ARRIVING_BODIES * limit:,} bytes of request bodies are "
+                    f"arriving at once ({ARRIVING_BODIES} times the largest body); nothing "
+                    "was done: retry shortly",
+                    1,
+                )
+            size += len(chunk)
+            _arriving[0] += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    finally:
+        _arriving[0] -= size
     return b"".join(chunks)
 
 

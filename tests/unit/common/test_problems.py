@@ -3,6 +3,9 @@ and the HTTP reason phrase as the title."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 import orjson
 import pytest
 
@@ -55,3 +58,36 @@ async def test_the_ops_listeners_problems_carry_a_request_id() -> None:
         assert wrong.status_code == 405
         assert wrong.json()["request_id"] == wrong.headers["x-request-id"] != ""
         assert (await client.get("/healthz")).headers["x-content-type-options"] == "nosniff"
+
+
+async def test_bodies_arriving_together_are_bounded() -> None:
+    """200 senders trickling 4 MB bodies in, each within its own bounds, held 880 MB (an
+    outside check): a chunk past ARRIVING_BODIES full bodies is refused with 503, and the
+    bytes count again once the bodies are in."""
+    from signalgate.common import http
+    from signalgate.common.problems import Problem
+
+    gate = asyncio.Event()
+
+    def sender(first: bytes, rest: bytes = b"") -> Callable[[], Awaitable[dict[str, object]]]:
+        parts = [first, rest]
+
+        async def receive() -> dict[str, object]:
+            if len(parts) == 1:
+                await gate.wait()  # the rest of the body comes later
+            return {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts)}
+
+        return receive
+
+    scope: dict[str, object] = {"type": "http", "headers": []}
+    slow = [
+        asyncio.create_task(http.read_body(scope, sender(b" " * 999, b" "), 1000))
+        for _ in range(http.ARRIVING_BODIES)
+    ]
+    await asyncio.sleep(0)  # each has its first 999 bytes
+    with pytest.raises(Problem) as refused:
+        await http.read_body(scope, sender(b" " * 100), 1000)
+    assert refused.value.status == 503 and "arriving at once" in refused.value.detail
+    gate.set()
+    assert [len(body) for body in await asyncio.gather(*slow)] == [1000] * len(slow)
+    assert await http.read_body(scope, sender(b" " * 100), 1000) == b" " * 100
