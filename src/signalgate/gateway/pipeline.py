@@ -64,6 +64,11 @@ class Outcome:
     rejection: Rejection | None = None
 
 
+# how long a decision the store failed keeps the Gateway unready (`store_failing`): then
+# signals are let through again, and the next one tells whether the store writes once more
+STORE_FAILURE_HOLD = 5.0
+
+
 class Pipeline:
     def __init__(
         self,
@@ -82,6 +87,17 @@ class Pipeline:
         self._metrics = metrics
         self._namespace = controller_namespace
         self._clock = clock
+        # (loop time, why) of the last decision the store could not make, until one it makes
+        self._store_failed: tuple[float, str] | None = None
+
+    def store_failing(self) -> str | None:
+        """Why the store failed the last decision, if it did within STORE_FAILURE_HOLD: a
+        store that answers its readiness ping can still refuse every write (a full disk, a
+        read-only standby after a failover), and `/readyz` said ready all along."""
+        failed = self._store_failed
+        if failed is None or asyncio.get_running_loop().time() - failed[0] > STORE_FAILURE_HOLD:
+            return None
+        return failed[1]
 
     async def process(self, item: Signal | Ignored, deadline: float) -> Outcome:
         """Decide one item; `deadline` is the event loop time by which the store must answer.
@@ -107,9 +123,13 @@ class Pipeline:
         try:
             async with asyncio.timeout_at(deadline):
                 if signal.resolved:
-                    return await self._resolve(signal, fingerprint)
-                return await self._fire(signal, fingerprint)
+                    outcome = await self._resolve(signal, fingerprint)
+                else:
+                    outcome = await self._fire(signal, fingerprint)
+            self._store_failed = None
+            return outcome
         except StoreUnavailable as exc:
+            self._store_failed = (asyncio.get_running_loop().time(), str(exc))
             self._fail(signal, "store_unavailable", str(exc), retry_possible=True)
             raise
         except TooLarge as exc:

@@ -232,5 +232,8 @@ class GatewayService:
         except (StoreUnavailable, TimeoutError) as exc:
             checks["store"] = "unavailable"
             return Readiness(False, f"remediation store unavailable: {exc}".rstrip(": "), checks)
+        if why := self.pipeline.store_failing():
+            checks["store"] = f"writes failing: {why}"
+            return Readiness(False, f"remediation store writes failing: {why}", checks)
         checks["store"] = "ok"
         return Readiness(True, "", checks)

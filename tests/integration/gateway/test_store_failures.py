@@ -151,3 +151,45 @@ def test_the_sqlite_process_killed_gives_503_then_a_new_one_serves(tmp_path: Pat
         service.stop()
     with pytest.raises(ProcessLookupError):
         os.kill(replacement, 0)
+
+
+def test_a_store_that_answers_but_refuses_writes_makes_the_gateway_unready(
+    tmp_path: Path, private_postgres: PostgresServer
+) -> None:
+    """A store whose ping answers while every write fails (a read-only standby after a
+    failover here; a full disk under SQLite in an outside check): signals were 503 while
+    `/readyz` said `"store": "ok"`, so no load balancer took the replica out."""
+    service: ServiceProcess = gateway_process(
+        tmp_path, env={"SIGNALGATE_STORE__DSN": private_postgres.url}
+    ).start()
+
+    def read_only(on: bool) -> None:
+        database = private_postgres.database
+        value = "on" if on else "off"
+        private_postgres.execute(  # (this session is read-only too once it is on)
+            f"BEGIN READ WRITE; ALTER DATABASE {database} "
+            f"SET default_transaction_read_only = {value}; COMMIT"
+        )
+        private_postgres.execute(  # the pool's sessions reconnect with the setting
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        )
+
+    def readyz() -> httpx.Response:
+        return httpx.get(f"{service.ops_url}/readyz", timeout=10)
+
+    try:
+        with service.client() as c:
+            assert c.post(PROM, json=webhook(alert(pod="ro-1"))).status_code == 201
+            read_only(True)
+            refused = [c.post(PROM, json=webhook(alert(pod=f"ro-{i}"))) for i in range(2, 5)]
+            assert refused[-1].status_code == 503, refused[-1].text
+            assert readyz().status_code == 503
+            store = readyz().json()["checks"]["store"]
+            assert store.startswith("writes failing:") and "read-only" in store, store
+            read_only(False)
+            wait_for(lambda: readyz().status_code == 200)  # let through again, and it writes
+            assert c.post(PROM, json=webhook(alert(pod="ro-9"))).status_code == 201
+            assert readyz().json()["checks"]["store"] == "ok"
+    finally:
+        service.stop()
