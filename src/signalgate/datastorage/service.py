@@ -191,6 +191,9 @@ class DataStorageService:
             # a ping can answer while writes fail (a full disk): the last write decides
             if state == "ok" and (why := self.writer.failing(target)):
                 checks[target] = f"writes failing: {why}"
+        if checks["database"] == "ok" and (refused := self.worker.refusing()):
+            # still ready (the queue takes writes), but the queue is not draining
+            checks["database"] = f"replays refused: {refused}"
         if self.lifecycle.state is not State.SERVING:
             return Readiness(False, f"DataStorage is {self.lifecycle.state.value}", checks)
         if "ok" not in checks.values():

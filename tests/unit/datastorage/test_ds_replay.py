@@ -99,7 +99,7 @@ async def test_file_queue_replays_with_backoff_and_keeps_ids(tmp_path: Path) -> 
 
 
 async def test_a_database_refusing_writes_keeps_letters_and_conflicts_die_at_once(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A database that answers but refuses writes (a read-only standby after a failover)
     is not the letters' fault: they wait on the schedule's last step, never buried (an
@@ -118,12 +118,16 @@ async def test_a_database_refusing_writes_keeps_letters_and_conflicts_die_at_onc
         assert report.dead == 0 and not report.deferred
     assert [ltr.attempts for ltr in await queue.due(None, 10)] == [5, 5]
     assert await queue.dead() == []
+    # said and shown (readiness), where the queue's depth alone did not move for hours
+    assert "replay refused: the database answers but did not store" in caplog.text
+    assert worker.refusing() is not None
     store.writes_fail = False
     doomed, fine = events(2)
     store.conflicting = {doomed.event_id}
     await queue.put([doomed, fine], due=time.time())
     report = await worker.run_once()
     assert (report.replayed, report.dead) == (3, 1)
+    assert worker.refusing() is None
     assert set(store.rows) == {e.event_id for e in [*kept, fine]}
     assert metrics.dlq_dead._value.get() == 1
 

@@ -98,6 +98,8 @@ class ReplayWorker:
         # while draining: the (event id, new due) of each letter put back with an attempt
         # used, so the drain's next passes go past it instead of trying it again at once
         self._attempted: set[tuple[str, float]] | None = None
+        # why the database, answering, refused the last replay, until a replay is stored
+        self._refused: str | None = None
 
     async def start(self) -> None:
         self._stopping.clear()
@@ -345,7 +347,24 @@ class ReplayWorker:
             self._deferred = report.deferred = True
             log.info("replay deferred: the database is down", extra={"error": str(exc)})
             return
-        await self._retry_later(letters, now, report, bury=False)
+        again = await self._retry_later(letters, now, report, bury=False)
+        # said, and shown by readiness: a queue that stopped draining was only a depth
+        # gauge that did not move (an outside check: a full disk for hours, /readyz "ok")
+        self._refused = str(exc)
+        log.warning(
+            "replay refused: the database answers but did not store the letters; they are "
+            "tried again on the dlq.backoff schedule",
+            extra={
+                "error": str(exc),
+                "letters": len(again),
+                "next_in_seconds": round(min((ltr.due for ltr in again), default=now) - now, 1),
+            },
+        )
+
+    def refusing(self) -> str | None:
+        """Why the database refused the last replay pass while answering, until a replay
+        is stored again; None when it did not."""
+        return self._refused
 
     async def _database_down(self) -> bool:
         try:
@@ -355,6 +374,7 @@ class ReplayWorker:
         return False
 
     def _replayed(self, count: int, report: ReplayReport) -> None:
+        self._refused = None
         report.replayed += count
         self._metrics.dlq_replayed.inc(count)
 
