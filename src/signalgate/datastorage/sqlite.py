@@ -22,7 +22,7 @@ from signalgate.common.directories import space_hint
 from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.common.sql.sqlite_process import SqliteProcess
-from signalgate.common.sql.sqlite_wal import connect_migrated
+from signalgate.common.sql.sqlite_wal import connect_migrated, use_wal
 from signalgate.datastorage.chain import canonical, format_timestamp
 from signalgate.datastorage.columns import (
     COLUMNS,
@@ -124,7 +124,21 @@ class SqliteAuditStore:
         return await self._run("correlation ids read", _correlation_ids)
 
     async def migrate(self) -> list[int]:
-        return await self._run("migrate", _migrate, _name(self._path), unbounded=True)
+        """Apply pending migrations; the versions applied. On a store not opened (the
+        `migrate` command) the file is opened for this alone, without `open`'s own
+        migration, so the versions it applies are the ones reported."""
+        if self._process.is_open:
+            return await self._run("migrate", _migrate, _name(self._path), unbounded=True)
+        try:
+            await self._process.open(_connect_unmigrated, self._path, self._timeout)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(
+                f"SQLite open of '{self._path}' failed: {exc}{space_hint(self._path.parent)}"
+            ) from exc
+        try:
+            return await self._run("migrate", _migrate, _name(self._path), unbounded=True)
+        finally:
+            await self._process.close()
 
     async def maintain(self) -> int:
         return 0  # no partitions to prepare
@@ -140,6 +154,19 @@ def _name(path: Path) -> str:
 def _connect(path: Path, timeout: float) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     return connect_migrated(path, timeout, SCHEMA, _name(path))
+
+
+def _connect_unmigrated(path: Path, timeout: float) -> sqlite3.Connection:
+    """`_connect` without the migration: for `migrate` itself, which reports what it applies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    try:
+        conn.row_factory = sqlite3.Row
+        use_wal(conn, timeout)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _ping(conn: sqlite3.Connection) -> None:

@@ -93,6 +93,11 @@ class SqliteProcess:
             self._open_call = None
             raise
 
+    @property
+    def is_open(self) -> bool:
+        """`open` succeeded and `close` has not been called since."""
+        return self._open_call is not None
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(connection, *args)` in the child; a child that died is replaced first."""
         child = self._child
