@@ -47,6 +47,7 @@ from signalgate.datastorage.errors import DeadLetterUnavailable, SchemaMismatch,
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.service import build_dlq, build_store
 from signalgate.datastorage.settings import SHORTHANDS, DataStorageSettings
+from signalgate.datastorage.sqlite import path_from_dsn
 from signalgate.datastorage.store import AuditStore, verify_many, verify_stored
 
 log = logging.getLogger("signalgate.datastorage")
@@ -234,15 +235,36 @@ async def _requeue_dead(
         await dlq.close()
 
 
+def _refuse_missing_database(settings: DataStorageSettings) -> None:
+    """A read-only command on a SQLite file that is not there: `StoreUnavailable` naming
+    the path. Opening it would create an empty database (and migrate it), and the command
+    would then report an empty, "valid" audit trail for a mistyped `--data-dir`."""
+    dsn = settings.store_dsn
+    if not dsn.startswith("sqlite://"):
+        return
+    path = path_from_dsn(dsn)
+    if not path.exists():
+        source = "store.dsn" if settings.store.dsn else "dataDir"
+        raise StoreUnavailable(
+            f"no audit database at '{path}' ({source}): nothing to verify; give the data "
+            "directory (or store.dsn) the server writes to"
+        )
+
+
 async def _verify(settings: DataStorageSettings, correlation_id: str) -> int:
+    _refuse_missing_database(settings)
+
     async def job(store: AuditStore) -> int:
         report, _ = await verify_stored(store, correlation_id)
-        print(json.dumps(report.to_json()))
         if report.events == 0:
             # an empty chain is sound, but a script checking a mistyped or never-written id
-            # must not read "valid" as "the audit trail of this RR is intact"
+            # must not read "valid" as "the audit trail of this RR is intact": stdout says
+            # what the exit status says
+            detail = "no audit events stored for this correlation id"
+            print(json.dumps({**report.to_json(), "valid": False, "detail": detail}))
             print(f"error: no audit events stored for {correlation_id!r}", file=sys.stderr)
             return EXIT_FAILURE
+        print(json.dumps(report.to_json()))
         return EXIT_OK if report.valid else EXIT_FAILURE
 
     return await _with_store(settings, job)
@@ -250,6 +272,7 @@ async def _verify(settings: DataStorageSettings, correlation_id: str) -> int:
 
 async def _verify_all(settings: DataStorageSettings) -> int:
     """Every chain, held to its head: one JSON line per broken chain, then a summary line."""
+    _refuse_missing_database(settings)
 
     async def job(store: AuditStore) -> int:
         broken = 0
