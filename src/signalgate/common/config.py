@@ -311,6 +311,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"config file '{path}': not UTF-8 text") from None
     try:
+        _refuse_repeated_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         message = f"config file '{path}': not valid YAML ({exc})".replace("\n", " ")
@@ -320,6 +321,31 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file '{path}': must be a mapping of settings at the top level")
     return loaded
+
+
+def _refuse_repeated_keys(node: yaml.Node | None, path: Path, prefix: str = "") -> None:
+    """A key given twice in one mapping of the file (two `server:` blocks) is refused, naming
+    it and both lines: YAML loaders keep the last and drop the first without a word, so
+    half of what the operator wrote would silently not apply."""
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_repeated_keys(item, path, prefix)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+        if key is None or key == "<<":  # a merge key (`<<: *defaults`) may repeat
+            continue
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(
+                f"config key '{prefix}{key}' (config file '{path}'): given twice, on line "
+                f"{seen[key]} and line {line}; keep one (YAML would silently drop the first)"
+            )
+        seen[key] = line
+        _refuse_repeated_keys(value_node, path, f"{prefix}{key}.")
 
 
 def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
