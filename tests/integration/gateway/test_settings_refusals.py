@@ -13,7 +13,9 @@ import pytest
 SERVICES = ("signalgate.gateway.cli", "signalgate.datastorage.cli")
 
 
-def run(module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    module: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
