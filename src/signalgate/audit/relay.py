@@ -78,6 +78,17 @@ class Relay:
     async def close(self) -> None:
         await self._client.aclose()
 
+    async def check_token(self) -> None:
+        """At start: a `datastorage.tokenFile` without a sendable token is logged and shown in
+        /readyz's audit check now, not first at the first delivery (which an idle Gateway may
+        not attempt for hours). Not a refusal: the file is read again at each retry."""
+        if self._settings.token_file is None:
+            return
+        try:
+            await asyncio.to_thread(_read_token, self._settings.token_file)
+        except TokenUnavailable as exc:
+            self._failed(str(exc))
+
     async def run(self) -> None:
         """Deliver forever (cancelled by the sink's `stop()`). A failure of the journal's
         own files (a read, or the cursor's write after a delivery) is retried with the same
@@ -166,6 +177,8 @@ class Relay:
                 answer = await self._post(part)
             except httpx.HTTPError as exc:
                 return self._failed(f"{type(exc).__name__}: {exc}")
+            except TokenUnavailable as exc:
+                return self._failed(str(exc))
             status = answer.status_code
             if status in (201, 202):
                 del piece.entries[: len(part)]
@@ -227,6 +240,8 @@ class Relay:
             )
         except httpx.HTTPError as exc:
             return self._failed(f"capabilities: {type(exc).__name__}: {exc}")
+        except TokenUnavailable as exc:
+            return self._failed(str(exc))
         if answer.status_code == 200:
             try:
                 types = answer.json().get("eventTypes")
@@ -298,18 +313,31 @@ class Relay:
 _BEARER = re.compile(r"[\x21-\x7e]+")
 
 
+class TokenUnavailable(Exception):
+    """`datastorage.tokenFile` holds no token that can be sent (missing, empty, unreadable,
+    or not one header value): the message names the setting, the path and which."""
+
+
 def _read_token(path: Path) -> str:
     """Read again every TOKEN_REFRESH_SECONDS: rotated (service-account) tokens apply without
-    a restart."""
+    a restart. A file without a sendable token raises `TokenUnavailable`, and nothing is
+    sent: an empty token went out as `Bearer ` and failed in the HTTP client with a message
+    naming neither the setting nor the file. It is not refused at start: the relay reads it
+    again at every retry, so a token written (or a projected one mounted) later is used."""
+    where = f"datastorage.tokenFile '{path}'"
     try:
         token = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        log.error("cannot read the DataStorage token file", extra={"error": str(exc)})
-        return ""
+    except OSError as exc:
+        raise TokenUnavailable(f"{where} cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise TokenUnavailable(f"{where} is not text") from None
+    if not token:
+        raise TokenUnavailable(f"{where} is empty: there is no token to send DataStorage")
     if not _BEARER.fullmatch(token):
         # never sent: a newline would end the header, other bytes are refused by the client
-        log.error("the DataStorage token file holds characters a bearer token cannot")
-        return ""
+        raise TokenUnavailable(
+            f"{where} holds characters a bearer token cannot (one token of visible ASCII)"
+        )
     return token
 
 

@@ -155,6 +155,7 @@ class JournalAuditSink:
 
     async def start(self) -> None:
         await self.journal.open()
+        await self.relay.check_token()
         self._task = asyncio.create_task(self.relay.run(), name="audit-relay")
         self._stranded_left = dict.fromkeys(self._stranded)
         self._stranded_tasks = [

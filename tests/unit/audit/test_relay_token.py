@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry
 
 from signalgate.audit.settings import AuditSettings, DeliverySettings
@@ -82,10 +83,10 @@ async def test_a_rotated_token_is_read_again_after_a_401(tmp_path: Path) -> None
         await sink.stop()
 
 
-def test_a_token_file_a_header_cannot_carry_is_never_sent(tmp_path: Path, caplog: object) -> None:
+def test_a_token_file_a_header_cannot_carry_is_never_sent(tmp_path: Path) -> None:
     """A second line would end the Authorization header and start another; bytes that are not
-    text would fail the client on every batch. Such a file is logged and sends no token."""
-    from signalgate.audit.relay import _read_token
+    text would fail the client on every batch. Such a file sends nothing and is named."""
+    from signalgate.audit.relay import TokenUnavailable, _read_token
 
     token_file = tmp_path / "token"
     token_file.write_text("eyJhbGciOi.J9-_x~+/==!#$\n")  # a JWT's characters, punctuation
@@ -98,4 +99,55 @@ def test_a_token_file_a_header_cannot_carry_is_never_sent(tmp_path: Path, caplog
         "é".encode(),
     ):
         token_file.write_bytes(content)
-        assert _read_token(token_file) == "", content
+        with pytest.raises(TokenUnavailable, match=r"^datastorage\.tokenFile '"):
+            _read_token(token_file)
+
+
+@pytest.mark.parametrize("content", [None, "", "\n"], ids=["missing", "empty", "newline only"])
+async def test_a_missing_or_empty_token_file_is_named_and_nothing_is_sent(
+    tmp_path: Path, content: str | None
+) -> None:
+    """It was sent as `Bearer `, which the HTTP client refuses: /readyz showed
+    "LocalProtocolError: Illegal header value", naming neither the setting nor the file. The
+    file is read again at each retry: a token written later is delivered with."""
+    token_file = tmp_path / "token"
+    if content is not None:
+        token_file.write_text(content)
+    fake = TokenCheckingDataStorage(accepted="the-token")
+    sink = JournalAuditSink(
+        DeliverySettings(
+            url="http://ds.test",
+            token_file=token_file,
+            flush_interval=0.01,
+            backoff_initial=0.01,
+            backoff_max=0.02,
+            stop_flush_timeout=1.0,
+        ),
+        AuditSettings(),
+        tmp_path / "journal",
+        CollectorRegistry(),
+        extension_types=frozenset(),
+        transport=httpx.MockTransport(fake),
+    )
+    await sink.start()
+    try:
+        why_at_start = sink.status()["last_error"]  # named before any event is delivered
+        first = event()
+        sink.emit(first)
+        await sink.commit()
+        for _ in range(300):
+            if sink.status()["last_error"]:
+                break
+            await asyncio.sleep(0.01)
+        why = "cannot be read (No such file or directory)" if content is None else "is empty"
+        assert sink.status()["last_error"].startswith(f"datastorage.tokenFile '{token_file}' {why}")
+        assert why_at_start == sink.status()["last_error"]
+        assert fake.refused == 0 and not fake.stored  # nothing went out without a token
+        token_file.write_text("the-token\n")
+        for _ in range(300):
+            if fake.stored:
+                break
+            await asyncio.sleep(0.01)
+        assert fake.stored == [first["event_id"]]
+    finally:
+        await sink.stop()
