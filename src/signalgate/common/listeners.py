@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from signalgate.common.config import split_listen
+from signalgate.common.config import ConfigError, split_listen
 
 
 class ListenerUnavailable(Exception):
@@ -31,10 +31,44 @@ def bind_problem(host: str, port: int) -> str | None:
     return None
 
 
+# any address of the host: a listener there holds the port on every address
+_WILDCARDS = frozenset({"0.0.0.0", "::"})
+
+
+def check_distinct_listeners(
+    listen: str, ops_listen: str, metrics_listen: str | None = None
+) -> None:
+    """A service's own listeners on addresses that do not overlap, else a `ConfigError`
+    naming both settings: the same host and port, or one port on a wildcard host and on
+    another host. Each is free until the first of them binds, so the probe of
+    `check_listeners` passes them; the second then failed after "serving" with a raw errno
+    (exit 3). Port 0 (any free port) never clashes."""
+    named = [
+        ("server.listen", listen),
+        ("server.opsListen", ops_listen),
+        ("server.metricsListen", metrics_listen),
+    ]
+    for index, (key, address) in enumerate(named):
+        for other_key, other in named[index + 1 :]:
+            if address is None or other is None:
+                continue
+            host, port = split_listen(address)
+            other_host, other_port = split_listen(other)
+            if port == 0 or port != other_port:
+                continue
+            if host == other_host or host in _WILDCARDS or other_host in _WILDCARDS:
+                raise ConfigError(
+                    f"config keys '{key}' ({address}) and '{other_key}' ({other}): both "
+                    f"listen on port {port} of the same address; give each its own port"
+                )
+
+
 def check_listeners(listen: str, ops_listen: str, metrics_listen: str | None = None) -> None:
     """A service's listen addresses can be listened on, before anything starts; else
+    `ConfigError` when two of them overlap (`check_distinct_listeners`), or
     `ListenerUnavailable` naming the first that cannot and its setting. (Found only when the
     listener started, it was uvicorn's traceback, after the store had been opened.)"""
+    check_distinct_listeners(listen, ops_listen, metrics_listen)
     for key, address in (
         ("server.listen", listen),
         ("server.opsListen", ops_listen),

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from e2ecov.recipes import free_port
+
 SERVICES = ("signalgate.gateway.cli", "signalgate.datastorage.cli")
 
 
@@ -49,3 +51,58 @@ def test_a_key_given_twice_in_the_file_is_refused_naming_it_and_both_lines(
     nested = run(module, "check-config", str(config))
     assert nested.returncode == 2, nested.stdout
     assert "config key 'logging.level'" in nested.stderr and "line 2 and line 4" in nested.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "env", "keys"),
+    [
+        (
+            "signalgate.gateway.cli",
+            {
+                "SIGNALGATE_SERVER__LISTEN": "127.0.0.1:{p}",
+                "SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:{p}",
+            },
+            ("server.listen", "server.opsListen"),
+        ),
+        (
+            "signalgate.gateway.cli",
+            {
+                "SIGNALGATE_SERVER__LISTEN": "127.0.0.1:0",
+                "SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:{p}",
+                "SIGNALGATE_SERVER__METRICSLISTEN": "127.0.0.1:{p}",
+            },
+            ("server.opsListen", "server.metricsListen"),
+        ),
+        (
+            "signalgate.gateway.cli",
+            {
+                "SIGNALGATE_SERVER__LISTEN": "0.0.0.0:{p}",
+                "SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:{p}",
+            },
+            ("server.listen", "server.opsListen"),
+        ),
+        (
+            "signalgate.datastorage.cli",
+            {
+                "SIGNALGATE_SERVER__LISTEN": "127.0.0.1:{p}",
+                "SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:{p}",
+            },
+            ("server.listen", "server.opsListen"),
+        ),
+    ],
+)
+def test_one_address_for_two_of_a_services_listeners_is_refused_at_start(
+    module: str, env: dict[str, str], keys: tuple[str, str], tmp_path: Path
+) -> None:
+    """It logged "serving", then exited 3 with a raw errno line naming no setting."""
+    port = str(free_port())
+    settings = {name: value.replace("{p}", port) for name, value in env.items()}
+    done = run(module, "serve", env={**settings, "SIGNALGATE_DATADIR": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert (
+        errors[0].startswith(f"error: config keys '{keys[0]}' (") and f"'{keys[1]}' (" in errors[0]
+    )
+    assert f"both listen on port {port}" in errors[0]
+    assert "serving" not in done.stderr
