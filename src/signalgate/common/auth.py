@@ -130,9 +130,17 @@ class StaticTokenAuth:
 
     @classmethod
     def from_file(cls, path: Path, known_scopes: Iterable[str] = ()) -> StaticTokenAuth:
-        """Parse the tokens file; any unreadable file or bad line is a `ConfigError`."""
+        """Parse the tokens file; any unreadable file or bad line is a `ConfigError`, and so
+        is a file holding no token (only comments, or nothing): every request would be 401
+        with nothing said at start, and a reload refuses such a file too."""
         known = frozenset(known_scopes)
-        return cls(_read_entries(path, known), path, known)
+        entries = _read_entries(path, known)
+        if not entries:
+            raise ConfigError(
+                f"config key 'auth.tokensFile': '{path}' holds no token: it would refuse "
+                "every caller; add a line '<sha256-hex-of-token> <scope>[,<scope>]'"
+            )
+        return cls(entries, path, known)
 
     def check_soon(self) -> None:
         """Read the file now, changed or settling (a SIGHUP: the operator says it is

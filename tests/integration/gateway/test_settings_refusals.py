@@ -16,15 +16,17 @@ SERVICES = ("signalgate.gateway.cli", "signalgate.datastorage.cli")
 
 
 def run(
-    module: str, *args: str, env: dict[str, str] | None = None
+    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 20
 ) -> subprocess.CompletedProcess[str]:
+    """The command's outcome; one that has not ended within `timeout` (a `serve` that was
+    not refused) is killed and fails the test."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         env={**base, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
 
 
@@ -106,3 +108,26 @@ def test_one_address_for_two_of_a_services_listeners_is_refused_at_start(
     )
     assert f"both listen on port {port}" in errors[0]
     assert "serving" not in done.stderr
+
+
+@pytest.mark.parametrize("module", SERVICES)
+def test_a_tokens_file_holding_no_token_stops_start_up(module: str, tmp_path: Path) -> None:
+    """It started silently and answered every request 401 (a reload refuses such a file)."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# tokens go here\n")
+    done = run(
+        module,
+        "serve",
+        env={
+            "SIGNALGATE_AUTH__TOKENSFILE": str(tokens),
+            "SIGNALGATE_DATADIR": str(tmp_path / "data"),
+            "SIGNALGATE_SERVER__LISTEN": "127.0.0.1:0",
+            "SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:0",
+        },
+    )
+    assert done.returncode == 2, done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: config key 'auth.tokensFile': '{tokens}' holds no token")
+    ), done.stderr
