@@ -58,6 +58,27 @@ def writable_directory(path: Path, key: str, holds: str) -> Path:
     return path
 
 
+def check_directory(path: Path, key: str, holds: str) -> None:
+    """What `writable_directory` would refuse that can be seen without writing: `path`, or
+    the nearest of its parents that exists, not a directory or not writable by this user.
+    A `ConfigError` in the same words; for `check-config`, which makes nothing."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    reason = None
+    if not existing.is_dir():
+        reason = "Not a directory" if existing == path else f"'{existing}' is not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = "Permission denied" if existing == path else f"'{existing}': Permission denied"
+    if reason is not None:
+        setting = key if key.startswith("--") else f"config key {key!r}"
+        raise ConfigError(
+            f"{setting}: {str(path)!r} ({str(path.absolute())!r}) cannot be written "
+            f"({reason}); it holds {holds}: give a writable directory (in Kubernetes, a volume "
+            "such as an emptyDir mounted there)"
+        )
+
+
 def _private(path: Path) -> None:
     """The directory closed to other users: one an older release made (0755) holds files
     readable by anyone (0644), and SQLite gives a database's new `-wal` its file's mode.

@@ -45,7 +45,7 @@ from signalgate.datastorage.dlq import ReplayWorker
 from signalgate.datastorage.dlq.base import Letter, readable
 from signalgate.datastorage.errors import DeadLetterUnavailable, SchemaMismatch, StoreUnavailable
 from signalgate.datastorage.metrics import DataStorageMetrics
-from signalgate.datastorage.service import build_dlq, build_store
+from signalgate.datastorage.service import build_dlq, build_store, check_settings
 from signalgate.datastorage.settings import SHORTHANDS, DataStorageSettings
 from signalgate.datastorage.sqlite import path_from_dsn
 from signalgate.datastorage.store import AuditStore, verify_many, verify_stored
@@ -296,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.logging.level, settings.logging.format)
         try:
             if args.command == "serve":
+                check_settings(settings)
                 return serve(settings)
             if args.command == "check-config":
+                check_settings(settings)  # what serve refuses without a network
                 # passwords in DSNs and URLs shown masked, as the Gateway's
                 print(json.dumps(hide_secrets_in(settings.resolved()), indent=2))
                 return EXIT_OK

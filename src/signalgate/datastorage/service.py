@@ -4,14 +4,18 @@ once from the settings, with an explicit lifecycle (`common.server` drives it)."
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from signalgate.common.auth import Authenticator, authenticator_for
-from signalgate.common.directories import writable_directory
+from signalgate.common.auth import Authenticator, StaticTokenAuth, authenticator_for
+from signalgate.common.directories import check_directory, writable_directory
+from signalgate.common.listeners import check_distinct_listeners
 from signalgate.common.ops import Readiness
 from signalgate.common.server import Lifecycle, State
+from signalgate.common.tls import Tls
 from signalgate.datastorage.dlq import (
     DeadLetterQueue,
     FileDeadLetterQueue,
@@ -62,10 +66,14 @@ def build_dlq(settings: DataStorageSettings) -> DeadLetterQueue:
     return FileDeadLetterQueue(settings.dlq_path)
 
 
-def check_directories(settings: DataStorageSettings) -> None:
+def check_directories(
+    settings: DataStorageSettings,
+    check: Callable[[Path, str, str], object] = writable_directory,
+) -> None:
     """The directories this configuration writes, proven writable before anything starts:
     the data directory only when something defaults to it (SQLite, the file queue, generated
-    tokens), so a PostgreSQL, Redis and ServiceAccount set-up needs no disk at all."""
+    tokens), so a PostgreSQL, Redis and ServiceAccount set-up needs no disk at all. `check`
+    is `check_directory` for `check-config`, which looks without making anything."""
     uses: list[str] = []
     if not settings.store.dsn:
         uses.append("the SQLite audit store")
@@ -73,11 +81,23 @@ def check_directories(settings: DataStorageSettings) -> None:
         if settings.dlq.path is None:
             uses.append("the dead-letter queue file")
         else:
-            writable_directory(settings.dlq.path.parent, "dlq.path", "the dead-letter queue file")
+            check(settings.dlq.path.parent, "dlq.path", "the dead-letter queue file")
     if settings.auth.mode == "static" and settings.auth.tokens_file is None:
         uses.append("the generated tokens")
     if uses:
-        writable_directory(settings.data_dir, "dataDir", ", ".join(uses))
+        check(settings.data_dir, "dataDir", ", ".join(uses))
+
+
+def check_settings(settings: DataStorageSettings) -> None:
+    """What `serve` refuses (exit 2) that needs no network and writes nothing: the
+    directories it would write, the TLS pair, the tokens file, listeners that overlap.
+    `check-config` runs it, and `serve` first, so the two cannot disagree."""
+    check_directories(settings, check_directory)
+    Tls.from_settings(settings.server.tls_cert_file, settings.server.tls_key_file)
+    if settings.auth.mode == "static" and settings.auth.tokens_file is not None:
+        StaticTokenAuth.from_file(settings.auth.tokens_file, SCOPES)
+    server = settings.server
+    check_distinct_listeners(server.listen, server.ops_listen, server.metrics_listen)
 
 
 @dataclass

@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def command() -> int:
+        from signalgate.gateway.service import check_settings
+
         settings = settings_from_args(GatewaySettings, args, SHORTHANDS, read_kubernaut_layout)
+        check_settings(settings)  # what serve refuses without a network: check-config too
         if args.command == "check-config":
             for note in take_notes():  # what `serve` would log as a warning
                 print(f"warning: {note}", file=sys.stderr)

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from signalgate.common.audit import AuditSink, LoggingAuditSink, Refusal
-from signalgate.common.auth import Authenticator, authenticator_for
-from signalgate.common.directories import writable_directory
+from signalgate.common.auth import Authenticator, StaticTokenAuth, authenticator_for
+from signalgate.common.directories import check_directory, writable_directory
+from signalgate.common.listeners import check_distinct_listeners
 from signalgate.common.ops import Readiness
 from signalgate.common.server import Lifecycle
+from signalgate.common.tls import Tls
 from signalgate.gateway import audit_events as ev
 from signalgate.gateway.kinds import KindCatalog
 from signalgate.gateway.metrics import GatewayMetrics
@@ -73,6 +75,23 @@ def cluster_for(settings: GatewaySettings, kube: Callable[[str], KubeClient]) ->
     from signalgate.gateway.cluster import ClusterView
 
     return ClusterView(kube(settings.kubernetes.config), settings.kubernetes)
+
+
+def check_settings(settings: GatewaySettings) -> None:
+    """What `serve` refuses (exit 2) that needs no network and writes nothing: the
+    directories it would write, the TLS pair, the tokens file, listeners that overlap.
+    `check-config` runs it, and `serve` first, so the two cannot disagree."""
+    check_directory(settings.data_dir, "dataDir", "the Gateway's audit journal and tokens")
+    if settings.datastorage.url is not None:
+        journal_key = "datastorage.spoolPath" if settings.datastorage.spool_path else "dataDir"
+        journal = settings.audit_journal
+        where = journal.parent if journal.is_file() else journal  # an old spool file's
+        check_directory(where, journal_key, "the audit journal")
+    Tls.from_settings(settings.server.tls_cert_file, settings.server.tls_key_file)
+    if settings.auth.mode == "static" and settings.auth.tokens_file is not None:
+        StaticTokenAuth.from_file(settings.auth.tokens_file, SCOPES)
+    server = settings.server
+    check_distinct_listeners(server.listen, server.ops_listen, server.metrics_listen)
 
 
 def audit_sink_for(settings: GatewaySettings, registry: CollectorRegistry) -> AuditSink:

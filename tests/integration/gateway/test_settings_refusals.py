@@ -131,3 +131,35 @@ def test_a_tokens_file_holding_no_token_stops_start_up(module: str, tmp_path: Pa
         .splitlines()[-1]
         .startswith(f"error: config key 'auth.tokensFile': '{tokens}' holds no token")
     ), done.stderr
+
+
+@pytest.mark.parametrize("module", SERVICES)
+def test_check_config_refuses_what_serve_refuses_without_a_network(
+    module: str, tmp_path: Path
+) -> None:
+    """`check-config` ("validate settings") passed these, and `serve` exited 2 on each."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    data = str(tmp_path / "data")
+    cases = [
+        ({"SIGNALGATE_SERVER__TLSCERTFILE": str(tmp_path / "x.crt")}, "server.tlsKeyFile"),
+        ({"SIGNALGATE_AUTH__TOKENSFILE": str(tmp_path / "nope.tokens")}, "auth.tokensFile"),
+        ({"SIGNALGATE_DATADIR": str(a_file / "x")}, "dataDir"),
+    ]
+    for env, key in cases:
+        settings = {"SIGNALGATE_DATADIR": data, **env}
+        checked = run(module, "check-config", env=settings)
+        assert checked.returncode == 2, (key, checked.stderr)
+        (line,) = checked.stderr.strip().splitlines()
+        assert line.startswith(f"error: config key '{key}'"), line
+        served = run(
+            module,
+            "serve",
+            env={
+                **settings,
+                "SIGNALGATE_SERVER__LISTEN": "127.0.0.1:0",
+                "SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:0",
+            },
+        )
+        assert served.returncode == 2 and served.stderr.strip().splitlines()[-1] == line
+    assert not (tmp_path / "data").exists()  # check-config made nothing
