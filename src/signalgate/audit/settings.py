@@ -25,9 +25,11 @@ class DeliverySettings(Section):
     # for an https:// url: the CA bundle (PEM) DataStorage's certificate is checked against;
     # None: the system's trusted CAs
     ca_file: Path | None = None
-    timeout: Duration = 10.0
+    # the durations below are more than 0: a zero timeout fails every delivery, a zero
+    # interval or backoff turns waiting into a busy loop
+    timeout: Duration = Field(10.0, gt=0)
     batch_size: int = Field(100, ge=1, le=500)
-    flush_interval: Duration = 1.0
+    flush_interval: Duration = Field(1.0, gt=0)
     # events the relay reads from the journal ahead of delivery (the journal, not memory,
     # holds the backlog now)
     buffer_size: int = Field(10_000, ge=1)
@@ -35,8 +37,8 @@ class DeliverySettings(Section):
     spool_path: Path | None = None
     # the journal's bound: undelivered bytes beyond it trigger `audit.onBacklogFull`
     spool_max_bytes: ByteSize = Field(100 * 1024 * 1024, ge=1024)
-    backoff_initial: Duration = 1.0
-    backoff_max: Duration = 30.0
+    backoff_initial: Duration = Field(1.0, gt=0)
+    backoff_max: Duration = Field(30.0, gt=0)
     stop_flush_timeout: Duration = 10.0
 
     @field_validator("ca_file")

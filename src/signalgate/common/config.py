@@ -450,8 +450,8 @@ def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"config key '{key}': unknown setting (see the configuration reference in README)"
-    if error["type"] == "literal_error":
-        message = message.replace("Input should be", "must be")
+    # pydantic's "Input should be greater than 0" reads as the docs do: "must be …"
+    message = message.replace("Input should be", "must be")
     origin = origins.get(key)
     where = f" (from {origin})" if origin else ""
     value = error.get("input")

@@ -58,7 +58,8 @@ class StoreSettings(Section):
     dsn: str = ""  # empty: sqlite:///<dataDir>/audit.db
     auto_migrate: bool = False
     pool_size: int = Field(default=10, ge=1, le=200)
-    timeout: Duration = 10.0
+    # zero would time every connection and query out
+    timeout: Duration = Field(10.0, gt=0)
 
     @field_validator("dsn")
     @classmethod
@@ -79,7 +80,8 @@ class DlqSettings(Section):
     trust_redis_persistence: bool = False
     path: Path | None = None  # empty: <dataDir>/audit-dlq.jsonl
     backoff: list[Duration] = Field(default_factory=lambda: list(DEFAULT_BACKOFF))
-    poll_interval: Duration = 1.0
+    # zero would poll the queue in a busy loop
+    poll_interval: Duration = Field(1.0, gt=0)
     replay_batch: int = Field(default=500, ge=1, le=500)
 
     @field_validator("redis_url")

@@ -37,7 +37,8 @@ class ServerSettings(Section):
     # only `opsListen`. Kubernaut's charts scrape metrics on a port of their own (9090)
     metrics_listen: ListenAddress | None = None
     max_concurrent_requests: int = Field(100, ge=1, le=100_000)
-    processing_timeout: Duration = 15.0
+    # a signal not settled within this is answered 504; zero would answer every one so
+    processing_timeout: Duration = Field(15.0, gt=0)
     # a client must send its whole body within this (→ 408); it holds no concurrency slot
     # meanwhile
     body_read_timeout: Duration = Field(10.0, gt=0)
@@ -97,7 +98,8 @@ class ScopeSettings(Section):
 
 class FreshnessSettings(Section):
     # the adapters' window (`adapters.parsing.Freshness`): one home for the defaults
-    tolerance: Duration = Freshness.tolerance.total_seconds()
+    # zero would refuse every Event and X-Timestamp (none is newer than now): more than 0
+    tolerance: Duration = Field(Freshness.tolerance.total_seconds(), gt=0)
     future_skew: Duration = Freshness.future_skew.total_seconds()
 
 

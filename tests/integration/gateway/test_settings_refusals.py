@@ -163,3 +163,40 @@ def test_check_config_refuses_what_serve_refuses_without_a_network(
         )
         assert served.returncode == 2 and served.stderr.strip().splitlines()[-1] == line
     assert not (tmp_path / "data").exists()  # check-config made nothing
+
+
+@pytest.mark.parametrize(
+    ("module", "variable", "key"),
+    [
+        (
+            "signalgate.gateway.cli",
+            "SIGNALGATE_SERVER__PROCESSINGTIMEOUT",
+            "server.processingTimeout",
+        ),
+        ("signalgate.gateway.cli", "SIGNALGATE_FRESHNESS__TOLERANCE", "freshness.tolerance"),
+        ("signalgate.gateway.cli", "SIGNALGATE_DATASTORAGE__TIMEOUT", "datastorage.timeout"),
+        (
+            "signalgate.gateway.cli",
+            "SIGNALGATE_DATASTORAGE__FLUSHINTERVAL",
+            "datastorage.flushInterval",
+        ),
+        (
+            "signalgate.gateway.cli",
+            "SIGNALGATE_DATASTORAGE__BACKOFFINITIAL",
+            "datastorage.backoffInitial",
+        ),
+        ("signalgate.gateway.cli", "SIGNALGATE_DATASTORAGE__BACKOFFMAX", "datastorage.backoffMax"),
+        ("signalgate.datastorage.cli", "SIGNALGATE_STORE__TIMEOUT", "store.timeout"),
+        ("signalgate.datastorage.cli", "SIGNALGATE_DLQ__POLLINTERVAL", "dlq.pollInterval"),
+    ],
+)
+def test_a_zero_duration_that_cannot_work_is_refused_naming_the_key(
+    module: str, variable: str, key: str, tmp_path: Path
+) -> None:
+    """`processingTimeout: 0s` answered every signal 504, `tolerance: 0s` every Event 400."""
+    done = run(module, "check-config", env={variable: "0s", "SIGNALGATE_DATADIR": str(tmp_path)})
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.strip().splitlines() == [
+        f"error: config key '{key}' (from environment variable {variable}): 0.0 must be "
+        "greater than 0"
+    ]
