@@ -141,7 +141,8 @@ class DataStorageService:
             from signalgate.kube.auth import KubernetesAuth, datastorage_access
 
             k8s = settings.kubernetes
-            return KubernetesAuth(kube(k8s.config), datastorage_access(k8s.namespace), k8s)
+            client = kube(k8s.config, "kubernetes.config")
+            return KubernetesAuth(client, datastorage_access(k8s.namespace), k8s)
 
         return cls(
             settings=settings,

@@ -41,7 +41,7 @@ READINESS_TIMEOUT = 2.0
 
 
 def store_for(
-    dsn: str, pool_size: int, namespace: str, kube: Callable[[str], KubeClient]
+    dsn: str, pool_size: int, namespace: str, kube: Callable[[str, str], KubeClient]
 ) -> RemediationStore:
     """The scheme picks the backend: SQLite for one process, PostgreSQL for replicas,
     Kubernetes custom resources where Kubernaut's controllers watch for them."""
@@ -61,20 +61,22 @@ def store_for(
     if dsn.startswith("kubernetes://"):
         from signalgate.remediation.kubernetes import KubernetesStore
 
-        return KubernetesStore(kube(dsn), namespace)
+        return KubernetesStore(kube(dsn, "store.dsn"), namespace)
     # settings validation (StoreSettings.dsn) admits only the schemes above: reaching this
     # line is a bug, not a configuration mistake
     raise ValueError(f"store.dsn {dsn!r}: no store for this scheme")
 
 
-def cluster_for(settings: GatewaySettings, kube: Callable[[str], KubeClient]) -> ClusterView | None:
+def cluster_for(
+    settings: GatewaySettings, kube: Callable[[str, str], KubeClient]
+) -> ClusterView | None:
     """Scope from the cluster (the kubernaut.ai/managed labels, owner chains, discovery), or
     from the settings' namespace globs; by default the cluster when RRs live there."""
     if settings.scope_source != "cluster":
         return None
     from signalgate.gateway.cluster import ClusterView
 
-    return ClusterView(kube(settings.kubernetes.config), settings.kubernetes)
+    return ClusterView(kube(settings.kubernetes.config, "kubernetes.config"), settings.kubernetes)
 
 
 def check_settings(settings: GatewaySettings) -> None:
@@ -177,7 +179,7 @@ class GatewayService:
             from signalgate.kube.auth import KubernetesAuth, gateway_access
 
             return KubernetesAuth(
-                kube(settings.kubernetes.config),
+                kube(settings.kubernetes.config, "kubernetes.config"),
                 gateway_access(settings.controller_namespace),
                 settings.kubernetes,
             )

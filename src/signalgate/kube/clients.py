@@ -18,13 +18,14 @@ class KubeClients:
         self.timeout = timeout
         self._made: dict[str, KubeClient] = {}
 
-    def __call__(self, dsn: str) -> KubeClient:
-        """The client for `dsn` (`kubernetes://` or `kubernetes:///path/to/kubeconfig`)."""
+    def __call__(self, dsn: str, key: str) -> KubeClient:
+        """The client for `dsn` (`kubernetes://` or `kubernetes:///path/to/kubeconfig`), the
+        value of the setting `key` (named when it cannot be used)."""
         if dsn not in self._made:
             from signalgate.kube.client import KubeClient
             from signalgate.kube.config import config_from_dsn
 
-            self._made[dsn] = KubeClient(config_from_dsn(dsn), timeout=self.timeout)
+            self._made[dsn] = KubeClient(config_from_dsn(dsn, key), timeout=self.timeout)
         return self._made[dsn]
 
     async def close(self) -> None:

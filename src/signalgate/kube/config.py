@@ -56,29 +56,35 @@ class KubeConfig:
         return context
 
 
-def config_from_dsn(dsn: str) -> KubeConfig:
-    """`kubernetes://` → in-cluster; `kubernetes:///path/to/kubeconfig` → that file."""
+def config_from_dsn(dsn: str, key: str = "store.dsn") -> KubeConfig:
+    """`kubernetes://` → in-cluster; `kubernetes:///path/to/kubeconfig` → that file. `key`
+    is the setting `dsn` came from (`store.dsn` or `kubernetes.config`), named by errors."""
     parts = urlsplit(dsn)
     if parts.scheme != "kubernetes" or parts.netloc:
         raise ConfigError(
-            f"config key 'store.dsn': {dsn!r} is not kubernetes:// (in-cluster) or "
+            f"config key '{key}': {dsn!r} is not kubernetes:// (in-cluster) or "
             "kubernetes:///absolute/path/to/kubeconfig"
         )
     path = unquote(parts.path)
     if path in ("", "/"):
-        return in_cluster_config()
+        return in_cluster_config(key=key)
     return kubeconfig_file(Path(path))
 
 
-def in_cluster_config(sa_dir: Path = SERVICE_ACCOUNT_DIR) -> KubeConfig:
+def in_cluster_config(sa_dir: Path = SERVICE_ACCOUNT_DIR, key: str = "store.dsn") -> KubeConfig:
+    """The pod's own ServiceAccount. Outside a pod, the error names `key`: the two settings
+    are separate (`store.dsn` for the RemediationRequests, `kubernetes.config` for auth and
+    scope), so a kubeconfig in one is not used for the other, which stays in-cluster."""
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     token_file = sa_dir / "token"
     if not host or not token_file.is_file():
+        other = "kubernetes.config" if key == "store.dsn" else "store.dsn"
         raise ConfigError(
-            "in-cluster Kubernetes config: KUBERNETES_SERVICE_HOST is not set or "
-            f"{token_file} is missing (not running in a pod? give a kubeconfig instead: "
-            "kubernetes:///path/to/kubeconfig, or KUBECONFIG with Kubernaut's config file)"
+            f"config key '{key}': kubernetes:// is the in-cluster Kubernetes config, and "
+            f"KUBERNETES_SERVICE_HOST is not set or {token_file} is missing (not running in a "
+            f"pod?); set {key} to kubernetes:///path/to/kubeconfig ({other}'s kubeconfig is "
+            "not used for it), or KUBECONFIG with Kubernaut's config file"
         )
     namespace_file = sa_dir / "namespace"
     namespace = namespace_file.read_text().strip() if namespace_file.is_file() else None

@@ -200,3 +200,35 @@ def test_a_zero_duration_that_cannot_work_is_refused_naming_the_key(
         f"error: config key '{key}' (from environment variable {variable}): 0.0 must be "
         "greater than 0"
     ]
+
+
+def test_a_kubeconfig_in_store_dsn_alone_names_kubernetes_config_as_in_cluster(
+    tmp_path: Path,
+) -> None:
+    """store.dsn took the kubeconfig; kubernetes.config (scope, auth) stayed in-cluster, and
+    the error said only "in-cluster config failed … give a kubeconfig instead"."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "current-context: a\n"
+        "contexts: [{name: a, context: {cluster: c, user: u}}]\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+    )
+    done = run(
+        "signalgate.gateway.cli",
+        "serve",
+        env={
+            "SIGNALGATE_STORE__DSN": f"kubernetes://{kubeconfig}",
+            "SIGNALGATE_DATADIR": str(tmp_path / "data"),
+            "SIGNALGATE_SERVER__LISTEN": "127.0.0.1:0",
+            "SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:0",
+            "KUBERNETES_SERVICE_HOST": "",
+        },
+    )
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        "error: config key 'kubernetes.config': kubernetes:// is the in-cluster Kubernetes config"
+    ), line
+    assert "set kubernetes.config to kubernetes:///path/to/kubeconfig" in line
+    assert "store.dsn's kubeconfig is not used for it" in line
