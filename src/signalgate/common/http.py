@@ -70,9 +70,11 @@ class Envelope:
       both services, see `common.text`), and an encoded '/' in the path (routes match the
       decoded path: `rr%2Fstatus` would be the route `rr/status`);
     - refuses headers whose meaning would be a guess: `Authorization` or `Content-Type`
-      given twice (400: which one counts?), a transfer coding other than `chunked` (501,
-      RFC 9112: the body cannot be decoded) and a content coding other than `identity`
-      (415: a compressed body would be parsed as if it were not);
+      given twice (400: which one counts?), a transfer coding besides `chunked` (501,
+      RFC 9112: the body cannot be decoded; a Transfer-Encoding not ending in `chunked`
+      never gets here: the parser answers it 400, as its body's end is unknown) and a
+      content coding other than `identity` (415: a compressed body would be parsed as if
+      it were not);
     - answers an error to a request that carries a body with `Connection: close`: it may
       be answered before its body arrived whole (a 401, a 413), and such a connection is
       closed after the answer (`http_protocol`); said in the answer, a client does not send

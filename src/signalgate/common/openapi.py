@@ -54,7 +54,9 @@ CONNECTION_ANSWERS = {
     "415": problem_answer("a compressed body (Content-Encoding other than identity)"),
     "431": problem_answer("a request line and headers over 64 KiB"),
     "500": problem_answer("unexpected error"),
-    "501": problem_answer("a Transfer-Encoding other than chunked"),
+    "501": problem_answer(
+        "a Transfer-Encoding with a coding besides chunked before it (gzip, chunked)"
+    ),
 }
 
 

@@ -138,7 +138,7 @@ def test_headers_whose_meaning_would_be_a_guess_are_refused(
     gateway: ServiceProcess, datastorage: ServiceProcess
 ) -> None:
     """Both services: `Authorization` or `Content-Type` twice (which one counts? the first
-    won: a valid token then a bogus one passed), a transfer coding other than chunked (501),
+    won: a valid token then a bogus one passed), a transfer coding besides chunked (501),
     a compressed body (415, not "not valid JSON"). Nothing is stored."""
     from tests.support.services import ADMIN_TOKEN
 
