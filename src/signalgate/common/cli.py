@@ -42,8 +42,12 @@ def add_check_config(commands: Any, text: str) -> None:
 def with_default_command(argv: Sequence[str]) -> list[str]:
     """`argv` with `serve` in front when it starts with an option instead of a command:
     `signalgate-gateway --config=/etc/gateway/config.yaml`, as Kubernaut's charts start their
-    services, serves. `--help` alone still prints the commands."""
-    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+    services, serves; so does the bare command (no arguments: settings from the environment
+    and defaults), as the README says `serve` is the default. `--help` alone still prints
+    the commands."""
+    if not argv:
+        return ["serve"]
+    if argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         return ["serve", *argv]
     return list(argv)
 

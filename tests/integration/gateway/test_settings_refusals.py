@@ -232,3 +232,17 @@ def test_a_kubeconfig_in_store_dsn_alone_names_kubernetes_config_as_in_cluster(
     ), line
     assert "set kubernetes.config to kubernetes:///path/to/kubeconfig" in line
     assert "store.dsn's kubeconfig is not used for it" in line
+
+
+@pytest.mark.parametrize("module", SERVICES)
+def test_the_bare_command_serves(module: str, tmp_path: Path) -> None:
+    """`serve` is the default command: with no arguments at all too (it said "the following
+    arguments are required: command"). A bad setting shows it got as far as serving."""
+    done = run(
+        module, env={"SIGNALGATE_SERVER__LISTEN": "8080", "SIGNALGATE_DATADIR": str(tmp_path)}
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: config key 'server.listen' (from environment variable "
+        "SIGNALGATE_SERVER__LISTEN): '8080' is not host:port (e.g. 127.0.0.1:8080)"
+    ]
