@@ -25,7 +25,14 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from signalgate.common.secrets import hide_secrets_in
@@ -157,6 +164,29 @@ def split_listen(address: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
+def matching(pattern: str, words: str) -> AfterValidator:
+    """A text setting that must match `pattern` whole, refused as "is not `words`": what
+    the docs call it, where pydantic's own error showed the regular expression."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"is not {words}")
+        return value
+
+    return AfterValidator(check)
+
+
+# a Kubernetes namespace (and any RFC 1123 label): what `controllerNamespace` and
+# `kubernetes.namespace` hold
+DnsLabel = Annotated[
+    str,
+    matching(
+        r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?",
+        "a namespace name (lowercase letters, digits and '-', starting and ending with a "
+        "letter or digit, at most 63 characters; e.g. kubernaut-system)",
+    ),
+]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
 ListenAddress = Annotated[str, BeforeValidator(parse_listen)]
@@ -248,7 +278,7 @@ def load_settings(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, origins)) from exc
+        raise ConfigError(_describe(exc, origins, model)) from exc
 
 
 def _deprecated(old: str, new: str, source: str) -> str:
@@ -440,16 +470,34 @@ def _coerce_env(annotation: Any, raw: str) -> Any:
     return raw
 
 
+def _mapping_expected(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """What a section (or a list's item) must be, in the file's terms: a mapping, and its
+    keys (`server: 5`, `kinds.extra: [BuildConfig]`)."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue  # a list's index: the item's model is the list's
+        found = _find_field(current, part)
+        current = None if found is None else _model_of(found[1])
+    if current is None:
+        return "must be a mapping of settings"
+    keys = ", ".join(info.alias or name for name, info in current.model_fields.items())
+    return f"must be a mapping with the keys {keys}"
+
+
 def _is_optional(annotation: Any) -> bool:
     return type(None) in get_args(annotation)
 
 
-def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
+def _describe(exc: ValidationError, origins: Mapping[str, str], model: type[BaseModel]) -> str:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"config key '{key}': unknown setting (see the configuration reference in README)"
+    if error["type"] == "model_type":
+        # pydantic: "Input should be a valid dictionary or instance of ServerSettings"
+        message = _mapping_expected(model, error["loc"])
     # pydantic's "Input should be greater than 0" reads as the docs do: "must be …"
     message = message.replace("Input should be", "must be")
     origin = origins.get(key)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Annotated, Protocol
 
 from pydantic import Field
 
-from signalgate.common.config import Section
+from signalgate.common.config import Section, matching
 
 
 @dataclass(frozen=True)
@@ -158,11 +158,29 @@ DEFAULT_CATALOG = StaticKindCatalog.with_extra()
 class ExtraKind(Section):
     """A custom resource kind alerts may name (`kinds.extra` items)."""
 
-    kind: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9]{0,62}$")
-    api_version: str = Field(pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9a-z]+$")
+    kind: Annotated[
+        str,
+        matching(
+            r"[A-Za-z][A-Za-z0-9]{0,62}",
+            "a kind (a letter, then letters or digits, at most 63; e.g. BuildConfig)",
+        ),
+    ]
+    api_version: Annotated[
+        str,
+        matching(
+            r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9a-z]+",
+            "an apiVersion (group/version or version; e.g. build.openshift.io/v1)",
+        ),
+    ]
     namespaced: bool = True
     # the label key that names it; empty → the lowercase kind
-    singular: str = Field("", pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$")
+    singular: Annotated[
+        str,
+        matching(
+            r"([a-z0-9]([-a-z0-9]*[a-z0-9])?)?",
+            "a label key (lowercase letters, digits and '-'; e.g. buildconfig) or empty",
+        ),
+    ] = ""
 
 
 class KindSettings(Section):

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from signalgate.audit.settings import AuditSettings, DeliverySettings
 from signalgate.common.config import (
     ByteSize,
+    DnsLabel,
     Duration,
     ListenAddress,
     Section,
@@ -110,9 +111,7 @@ class GatewaySettings(Section):
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     data_dir: Path = Path("var")
-    controller_namespace: str = Field(
-        "kubernaut-system", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-    )
+    controller_namespace: DnsLabel = "kubernaut-system"
     auth: AuthSettings = AuthSettings()
     scope: ScopeSettings = ScopeSettings()
     freshness: FreshnessSettings = FreshnessSettings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from signalgate.common.config import Duration, Section
+from signalgate.common.config import DnsLabel, Duration, Section
 
 
 class KubernetesSettings(Section):
@@ -13,7 +13,7 @@ class KubernetesSettings(Section):
     config: str = "kubernetes://"
     # namespace of the Services that RBAC rules name (gateway-service, data-storage-service);
     # the Gateway uses its controllerNamespace instead
-    namespace: str = Field("kubernaut-system", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: DnsLabel = "kubernaut-system"
     # TokenReview audiences; empty: the API server's own
     audiences: list[str] = Field(default_factory=list)
     # how long an allowed token is trusted without asking again (≤ 60 s), a refused one

@@ -122,6 +122,37 @@ def test_unknown_yaml_key_and_bad_yaml(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "kinds:\n  extra: [BuildConfig]\n",
+            "config key 'kinds.extra.0': 'BuildConfig' must be a mapping with the keys kind, "
+            "apiVersion, namespaced, singular",
+        ),
+        ("server: 5\n", "5 must be a mapping with the keys listen, opsListen, metricsListen,"),
+        (
+            "controllerNamespace: Bad_NS\n",
+            "'Bad_NS' is not a namespace name (lowercase letters, digits and '-',",
+        ),
+        (
+            "kinds:\n  extra: [{kind: 9x, apiVersion: v1}]\n",
+            "config key 'kinds.extra.0.kind': '9x' is not a kind (a letter, then letters or",
+        ),
+    ],
+)
+def test_errors_say_what_is_expected_in_the_docs_terms(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """Not pydantic's "a valid dictionary or instance of ExtraKind", nor a raw regex."""
+    config = tmp_path / "g.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load(path=config)
+    assert message in str(error.value)
+    assert "instance of" not in str(error.value) and "pattern" not in str(error.value)
+
+
+@pytest.mark.parametrize(
     ("key", "value"),
     [
         ("auth.tokensFile", "tokens\x00.txt"),
