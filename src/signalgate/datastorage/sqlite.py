@@ -88,8 +88,11 @@ class SqliteAuditStore:
             raise StoreUnavailable(f"SQLite {action} failed: {exc}") from exc
 
     async def open(self) -> None:
+        await self._open_with(_connect)
+
+    async def _open_with(self, connect: Callable[..., sqlite3.Connection]) -> None:
         try:
-            await self._process.open(_connect, self._path, self._timeout)
+            await self._process.open(connect, self._path, self._timeout)
         except sqlite3.Error as exc:
             raise StoreUnavailable(
                 f"SQLite open of '{self._path}' failed: {exc}{space_hint(self._path.parent)}"
@@ -129,12 +132,7 @@ class SqliteAuditStore:
         migration, so the versions it applies are the ones reported."""
         if self._process.is_open:
             return await self._run("migrate", _migrate, _name(self._path), unbounded=True)
-        try:
-            await self._process.open(_connect_unmigrated, self._path, self._timeout)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(
-                f"SQLite open of '{self._path}' failed: {exc}{space_hint(self._path.parent)}"
-            ) from exc
+        await self._open_with(_connect_unmigrated)
         try:
             return await self._run("migrate", _migrate, _name(self._path), unbounded=True)
         finally:

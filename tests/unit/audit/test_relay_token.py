@@ -43,10 +43,10 @@ def event() -> dict[str, object]:
     }
 
 
-async def test_a_rotated_token_is_read_again_after_a_401(tmp_path: Path) -> None:
-    token_file = tmp_path / "token"
-    token_file.write_text("old-token\n")
-    fake = TokenCheckingDataStorage(accepted="new-token")
+def quick_sink(
+    tmp_path: Path, token_file: Path, fake: TokenCheckingDataStorage
+) -> JournalAuditSink:
+    """A sink delivering to `fake` at once, retrying within hundredths of a second."""
     delivery = DeliverySettings(
         url="http://ds.test",
         token_file=token_file,
@@ -55,7 +55,7 @@ async def test_a_rotated_token_is_read_again_after_a_401(tmp_path: Path) -> None
         backoff_max=0.02,
         stop_flush_timeout=1.0,
     )
-    sink = JournalAuditSink(
+    return JournalAuditSink(
         delivery,
         AuditSettings(),
         tmp_path / "journal",
@@ -63,6 +63,13 @@ async def test_a_rotated_token_is_read_again_after_a_401(tmp_path: Path) -> None
         extension_types=frozenset(),
         transport=httpx.MockTransport(fake),
     )
+
+
+async def test_a_rotated_token_is_read_again_after_a_401(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("old-token\n")
+    fake = TokenCheckingDataStorage(accepted="new-token")
+    sink = quick_sink(tmp_path, token_file, fake)
     await sink.start()
     try:
         first = event()
@@ -114,21 +121,7 @@ async def test_a_missing_or_empty_token_file_is_named_and_nothing_is_sent(
     if content is not None:
         token_file.write_text(content)
     fake = TokenCheckingDataStorage(accepted="the-token")
-    sink = JournalAuditSink(
-        DeliverySettings(
-            url="http://ds.test",
-            token_file=token_file,
-            flush_interval=0.01,
-            backoff_initial=0.01,
-            backoff_max=0.02,
-            stop_flush_timeout=1.0,
-        ),
-        AuditSettings(),
-        tmp_path / "journal",
-        CollectorRegistry(),
-        extension_types=frozenset(),
-        transport=httpx.MockTransport(fake),
-    )
+    sink = quick_sink(tmp_path, token_file, fake)
     await sink.start()
     try:
         why_at_start = sink.status()["last_error"]  # named before any event is delivered
