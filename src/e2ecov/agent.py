@@ -224,6 +224,9 @@ class Agent:
                 "data_file": self.data_file,
                 "core": self.core,
                 "python": sys.version.split()[0],
+                # the service's own coverage.py: an older one than e2ecov needs measures, but
+                # its function figures and options may be wrong (`run` warns)
+                "coverage": str(getattr(sys.modules.get("coverage"), "__version__", "")),
                 "contexts": self.settings.contexts,
                 "argv": sys.argv[:8],
             },

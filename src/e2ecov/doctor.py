@@ -32,7 +32,8 @@ class Check:
     detail: str
 
 
-def _version(text: str) -> tuple[int, ...]:
+def version_of(text: str) -> tuple[int, ...]:
+    """(major, minor) of a version string such as `7.14.0`."""
     return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
 
 
@@ -40,7 +41,7 @@ def require_coverage() -> None:
     """Refuse (exit 2, before anything starts) a coverage.py too old for e2ecov: with 7.10
     the whole stack ran, then the report crashed with a KeyError and no report was written
     (an outside check)."""
-    if _version(coverage.__version__) < MIN_COVERAGE:
+    if version_of(coverage.__version__) < MIN_COVERAGE:
         need = ".".join(map(str, MIN_COVERAGE))
         raise UsageError(
             f"coverage.py {coverage.__version__} is too old for e2ecov (need >= {need}; "
@@ -55,7 +56,7 @@ def checks(stack: Stack | None) -> list[Check]:
     found.append(
         Check(
             "coverage.py",
-            _version(version) >= MIN_COVERAGE,
+            version_of(version) >= MIN_COVERAGE,
             f"{version} (need >= {need}; pip install 'coverage>={need}')",
         )
     )
@@ -244,7 +245,7 @@ def _service_interpreter(name: str, command: list[str], cwd: Path, env: dict[str
         )
     need = ".".join(map(str, MIN_COVERAGE))
     ok, said = _ask(python, "import coverage; print(coverage.__version__)")
-    if not ok or _version(said) < MIN_COVERAGE:
+    if not ok or version_of(said) < MIN_COVERAGE:
         why = f"has coverage {said}" if ok else "cannot import coverage"
         return Check(label, False, f"{python} {why}: {python} -m pip install 'coverage>={need}'")
     return Check(label, True, f"interpreter {python} has coverage {said}")

@@ -93,6 +93,7 @@ class ProcessRecord:
     core: str
     python: str
     saves: list[dict[str, Any]] = field(default_factory=list)
+    coverage: str = ""  # the process's coverage.py version ("" from an older agent)
     ledger: str = ""
     package_dirs: list[str] = field(default_factory=list)
     # earlier images of this pid that exec'd this one without saving first (a Go service
@@ -131,6 +132,7 @@ def read_ledger(ledger_dir: Path) -> list[ProcessRecord]:
                     data_file=event["data_file"],
                     core=event.get("core", "?"),
                     python=event.get("python", "?"),
+                    coverage=str(event.get("coverage", "")),
                     ledger=str(path),
                     unsaved_images=unsaved,
                 )

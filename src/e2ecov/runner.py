@@ -46,6 +46,7 @@ from e2ecov import (
     artifacts,
     collect,
     diagnostics,
+    doctor,
     gocover,
     placeholders,
     procs,
@@ -877,12 +878,29 @@ class Run:
             self._diagnose()
         death = self._stop_services() if stop else {}
         found = collect.outcomes(self.out / "processes", flush_started, death)
+        self._warn_old_coverage()
         announced = {o.pid for o in found}
         for name, svc in self.services.items():
             if svc.spec.go and svc.started is not None:
                 covdir = self.out / gocover.GO_DIR / name
                 found += gocover.outcomes(name, covdir, svc.pid, death, announced)
         return found
+
+    def _warn_old_coverage(self) -> None:
+        """A service's interpreter with a coverage.py older than e2ecov needs: `doctor`
+        said FAIL, and the run measured it without a word (an outside check)."""
+        need = ".".join(map(str, doctor.MIN_COVERAGE))
+        seen = {
+            (record.service, record.coverage)
+            for record in protocol.read_ledger(self.out / "processes")
+            if record.coverage and doctor.version_of(record.coverage) < doctor.MIN_COVERAGE
+        }
+        for service, version in sorted(seen):
+            self.progress.info(
+                f"warning: service {service} measured with coverage {version}; e2ecov needs "
+                f"{need} or newer (its function figures may be wrong): "
+                f"pip install 'coverage>={need}' in its interpreter"
+            )
 
     def _go_executables(self) -> dict[str, str]:
         """What each running Go service executes (past any exec of a wrapper script)."""

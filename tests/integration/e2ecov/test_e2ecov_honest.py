@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import coverage
 import pytest
 
 from e2ecov import procs
@@ -468,6 +469,12 @@ def test_source_names_a_package_wherever_it_is_imported_from(tmp_path: Path) -> 
     assert "measured nothing under source" not in outcome.output
     assert outcome.run_json()["config"]["source_pkgs"] == ["sampleapp"]
     assert "was not imported by any measured process" not in outcome.output
+    # each process tells its coverage.py (an old one is warned about): this one, current
+    from e2ecov.protocol import read_ledger
+
+    [record] = read_ledger(outcome.artifacts / "processes")
+    assert record.coverage == coverage.__version__
+    assert "warning: service app measured with coverage" not in outcome.output
 
 
 def test_a_misspelt_source_package_is_named(tmp_path: Path) -> None:

@@ -475,3 +475,31 @@ def test_a_go_file_belongs_to_the_innermost_module_holding_it(tmp_path: Path) ->
     modules = {"example.com/a": outer, "example.com/a/tools": inner}
     [(name, go_file)] = parse_profile(profile, modules, tmp_path).items()
     assert name == "tools/x.go" and go_file.lines == {3: 1, 4: 1}
+
+
+def test_a_service_measured_with_an_old_coverage_is_warned_about(tmp_path: Path) -> None:
+    """`doctor` said FAIL for a service's coverage.py older than e2ecov needs, and `run`
+    measured it without a word (an outside check): each service and version is named once,
+    from what its processes told the ledger."""
+    import io
+    import types
+
+    from e2ecov import protocol
+    from e2ecov.progress import Progress
+    from e2ecov.runner import Run
+
+    ledger = tmp_path / "processes"
+    ledger.mkdir()
+    for pid, version in ((11, "7.13.0"), (12, "7.13.0"), (13, "7.14.1"), (14, "")):
+        protocol.append_record(
+            ledger / f"{pid}.jsonl",
+            {
+                "event": "start", "service": f"svc{pid // 13}", "pid": pid, "ppid": 1,
+                "time": 0.0, "data_file": "", "coverage": version,
+            },
+        )  # fmt: skip
+    out = io.StringIO()
+    run = types.SimpleNamespace(out=tmp_path, progress=Progress(out, tty=False))
+    Run._warn_old_coverage(run)  # type: ignore[arg-type]
+    assert out.getvalue().count("warning:") == 1
+    assert "service svc0 measured with coverage 7.13.0; e2ecov needs 7.14" in out.getvalue()
