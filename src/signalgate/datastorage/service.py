@@ -212,14 +212,23 @@ class DataStorageService:
             # a ping can answer while writes fail (a full disk): the last write decides
             if state == "ok" and (why := self.writer.failing(target)):
                 checks[target] = f"writes failing: {why}"
-        if checks["database"] == "ok" and (refused := self.worker.refusing()):
-            # still ready (the queue takes writes), but the queue is not draining
-            checks["database"] = f"replays refused: {refused}"
+        if (refused := self.worker.refusing()) and await self._letters_waiting():
+            # still ready (the queue takes writes), but it is not draining: a check of its
+            # own, so the API's `/readyz` (the database alone) is not taken down with it
+            checks["replay"] = f"refused: {refused}"
         if self.lifecycle.state is not State.SERVING:
             return Readiness(False, f"DataStorage is {self.lifecycle.state.value}", checks)
         if "ok" not in checks.values():
             return Readiness(False, "database and dead-letter queue are both unavailable", checks)
         return Readiness(True, "", checks)
+
+    async def _letters_waiting(self) -> bool:
+        """Whether the queue holds letters (a refusal is old news once it is empty: drained
+        by `replay-dlq`, another replica, or burials)."""
+        try:
+            return await self.dlq.depth() > 0
+        except DeadLetterUnavailable:
+            return True
 
     async def database_readiness(self) -> Readiness:
         """`/readyz` on the API listener, as Kubernaut's services read it there: ready only
