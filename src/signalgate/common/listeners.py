@@ -19,8 +19,7 @@ class ListenerUnavailable(Exception):
 
 def bind_problem(host: str, port: int) -> str | None:
     """Why a server could not listen on `host:port` now (as the services bind it), or None."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
@@ -31,18 +30,16 @@ def bind_problem(host: str, port: int) -> str | None:
     return None
 
 
-# any address of the host: a listener there holds the port on every address
-_WILDCARDS = frozenset({"0.0.0.0", "::"})
-
-
 def check_distinct_listeners(
     listen: str, ops_listen: str, metrics_listen: str | None = None
 ) -> None:
     """A service's own listeners on addresses that do not overlap, else a `ConfigError`
-    naming both settings: the same host and port, or one port on a wildcard host and on
-    another host. Each is free until the first of them binds, so the probe of
+    naming both settings. Each is free until the first of them binds, so the probe of
     `check_listeners` passes them; the second then failed after "serving" with a raw errno
-    (exit 3). Port 0 (any free port) never clashes."""
+    (exit 3). Asked of the kernel, not read from the text: with the first one listening, the
+    second is bound as the service would bind it (`localhost` and `127.0.0.1` are one
+    address; `0.0.0.0` and `[::1]` are not; `[::]` holds IPv4's too). Port 0 (any free port)
+    never clashes."""
     named = [
         ("server.listen", listen),
         ("server.opsListen", ops_listen),
@@ -52,15 +49,33 @@ def check_distinct_listeners(
         for other_key, other in named[index + 1 :]:
             if address is None or other is None:
                 continue
-            host, port = split_listen(address)
-            other_host, other_port = split_listen(other)
-            if port == 0 or port != other_port:
+            first, second = split_listen(address), split_listen(other)
+            if first[1] == 0 or first[1] != second[1]:
                 continue
-            if host == other_host or host in _WILDCARDS or other_host in _WILDCARDS:
+            if bind_problem(*first) or bind_problem(*second):
+                continue  # taken by another process, or not this host's: said by the caller
+            if _clash(first, second):
                 raise ConfigError(
                     f"config keys '{key}' ({address}) and '{other_key}' ({other}): both "
-                    f"listen on port {port} of the same address; give each its own port"
+                    f"listen on port {first[1]} of the same address; give each its own port"
                 )
+
+
+def _clash(first: tuple[str, int], second: tuple[str, int]) -> bool:
+    """Whether `second` cannot be bound while `first` is listening."""
+    host, port = first
+    with socket.socket(_family(host), socket.SOCK_STREAM) as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            held.bind((host, port))
+            held.listen(1)
+        except OSError:
+            return False
+        return bind_problem(*second) == "already in use"
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def check_listeners(listen: str, ops_listen: str, metrics_listen: str | None = None) -> None:

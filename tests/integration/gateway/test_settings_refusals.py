@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from e2ecov.recipes import free_port
+from signalgate.common.config import ConfigError
 
 SERVICES = ("signalgate.gateway.cli", "signalgate.datastorage.cli")
 
@@ -91,6 +93,14 @@ def test_a_key_given_twice_in_the_file_is_refused_naming_it_and_both_lines(
             },
             ("server.listen", "server.opsListen"),
         ),
+        (  # one address by two names: compared as text, it passed, then exit 3
+            "signalgate.gateway.cli",
+            {
+                "SIGNALGATE_SERVER__LISTEN": "localhost:{p}",
+                "SIGNALGATE_SERVER__OPSLISTEN": "127.0.0.1:{p}",
+            },
+            ("server.listen", "server.opsListen"),
+        ),
     ],
 )
 def test_one_address_for_two_of_a_services_listeners_is_refused_at_start(
@@ -108,6 +118,19 @@ def test_one_address_for_two_of_a_services_listeners_is_refused_at_start(
     )
     assert f"both listen on port {port}" in errors[0]
     assert "serving" not in done.stderr
+
+
+def test_one_port_on_ipv4_any_and_ipv6_loopback_is_not_refused(tmp_path: Path) -> None:
+    """`0.0.0.0:P` and `[::1]:P` do not clash on Linux (IPv4's any address is not IPv6's
+    loopback); read as text, they were refused as one address."""
+    from signalgate.common.listeners import check_distinct_listeners
+
+    if not socket.has_ipv6:
+        pytest.fail("this machine has no IPv6 loopback to test with")
+    port = free_port()
+    check_distinct_listeners(f"0.0.0.0:{port}", f"[::1]:{port}")
+    with pytest.raises(ConfigError, match="both listen on port"):
+        check_distinct_listeners(f"[::]:{port}", f"0.0.0.0:{port}")  # IPv6's any holds IPv4's
 
 
 @pytest.mark.parametrize("module", SERVICES)
