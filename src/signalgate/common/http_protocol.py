@@ -44,8 +44,9 @@ to a read, held about 5 MB a connection (an outside check). A connection holds a
 
 Nor does uvicorn bound how long an answer may wait for a client that does not read it: the
 bytes stay in the transport's buffer (and a streamed answer's task waits) for as long as
-the connection lives. A connection whose buffer stays over its high-water mark for
-`WRITE_STALL_TIMEOUT` is aborted (what Go's and Kubernaut's `writeTimeout` bounds). Until
+the connection lives. A connection whose buffer stays over its high-water mark, its client
+taking nothing, for `WRITE_STALL_TIMEOUT` is aborted (what Go's and Kubernaut's
+`writeTimeout` bounds; a slow client still taking the answer is not). Until
 then such answers would add up, a whole answer each (a list of RRs can be megabytes): a
 listener's stalled connections (paused, and nothing taken since the last look, every
 `STALL_CHECK`) hold at most `STALLED_BYTES` together, and past it the one holding most is
@@ -55,8 +56,10 @@ aborted at once.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import re
 import sys
+import termios
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -101,8 +104,8 @@ MAX_METHOD_SHOWN = 32
 # connection is closed: closing with unread bytes makes the kernel reset the connection, and
 # a client still sending could lose the answer (a "lingering close", as nginx and Go do)
 LINGER = 2.0
-# an answer the client takes none of for this long (the send buffer full all along) is dropped
-# and its connection aborted
+# an answer the client takes nothing of for this long (the send buffer full, no progress seen
+# at any look) is dropped and its connection aborted
 WRITE_STALL_TIMEOUT = 30.0
 # the bytes a listener's stalled connections (the client not reading) may hold together: past
 # it the one holding most is aborted at once, not after WRITE_STALL_TIMEOUT. A list answer can
@@ -283,6 +286,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     write_stall_timeout: ClassVar[float] = WRITE_STALL_TIMEOUT
     _stall_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
     stalled_bytes: ClassVar[int] = STALLED_BYTES
+    stall_check: ClassVar[float] = STALL_CHECK
     _progress_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
     _progress_left = 0  # the bytes left to write at the last look
     # the listener's connections whose writing is paused (one set per class, as `_open`)
@@ -410,21 +414,40 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         if self._stall_timer is None:
             self._stall_timer = self.loop.call_later(self.write_stall_timeout, self._stalled)
         if self._progress_timer is None:
-            self._progress_left = self.transport.get_write_buffer_size()
-            self._progress_timer = self.loop.call_later(STALL_CHECK, self._check_progress)
+            self._progress_left = self._unsent()
+            self._progress_timer = self.loop.call_later(self.stall_check, self._check_progress)
 
     def _check_progress(self) -> None:
         """Every STALL_CHECK while paused: a connection whose client took nothing since the
         last look counts as stalled (a large answer pauses every connection for a moment,
         the reading ones too); then the listener's stalled ones are held to their bound."""
-        left = self.transport.get_write_buffer_size()
+        left = self._unsent()
         if left < self._progress_left:
+            # a slow client still taking the answer: its stall bound starts again (a
+            # steady reader on a slow link was cut off mid-answer after 30 s)
             self._stalled_now.discard(self)
+            if self._stall_timer is not None:
+                self._stall_timer.cancel()
+            self._stall_timer = self.loop.call_later(self.write_stall_timeout, self._stalled)
         else:
             self._stalled_now.add(self)
         self._progress_left = left
-        self._progress_timer = self.loop.call_later(STALL_CHECK, self._check_progress)
+        self._progress_timer = self.loop.call_later(self.stall_check, self._check_progress)
         self._shed_stalled()
+
+    def _unsent(self) -> int:
+        """The answer's bytes not yet taken by the client: ours, and the kernel's send queue
+        (`SIOCOUTQ`: not sent, or not acknowledged). Ours alone moved only once the kernel's
+        few megabytes had drained, so a slow reader looked like one taking nothing."""
+        held = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return held
+        try:
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return held
+        return held + int.from_bytes(queued, sys.byteorder, signed=True)
 
     def _shed_stalled(self) -> None:
         """Abort the stalled connections holding most until the rest hold `stalled_bytes` at

@@ -460,6 +460,34 @@ async def test_stalled_answers_are_bounded_together(monkeypatch: pytest.MonkeyPa
             writer.close()
 
 
+async def test_a_slow_client_still_reading_is_not_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stall bound ran from the first pause, whatever the client took since: a steady
+    reader on a slow link got a clean EOF mid-answer after 30 s (an outside check)."""
+    monkeypatch.setattr(ServiceHttpProtocol, "write_stall_timeout", 0.6)
+    monkeypatch.setattr(ServiceHttpProtocol, "stall_check", 0.1)
+    port = free_port()
+    server = http_server(big, f"127.0.0.1:{port}", grace=1)
+    async with running(server):
+        slow_link = socket.socket()  # a small receive window, as over a slow link
+        slow_link.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        slow_link.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(slow_link, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=slow_link, limit=16 * 1024)
+        writer.write(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        taken = 0
+        for _ in range(40):  # 2 s, over three stall bounds: a little at a time
+            taken += len(await reader.read(16 * 1024))
+            await asyncio.sleep(0.05)
+        assert len(server.server_state.connections) == 1, "a reading client was cut off"
+        while chunk := await reader.read(1 << 20):
+            taken += len(chunk)
+            if taken >= BIG:
+                break
+        assert taken >= BIG  # the head, then the whole body
+        writer.close()
+
+
 async def exchange(request_bytes: bytes) -> bytes:
     """What a served app answers to `request_bytes` sent as they are, until it closes."""
     async with serving() as port:
