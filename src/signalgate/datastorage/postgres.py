@@ -127,6 +127,7 @@ class PostgresAuditStore:
         self._auto_migrate = auto_migrate
         self._pool: asyncpg.Pool | None = None
         self._fair = FairGate(pool_size)
+        self._created_at_open = 0  # partitions `open` made, told by the next `maintain`
         # why there is no pool: what every operation says until `open()` succeeds
         self._unopened = "not opened yet"
 
@@ -174,7 +175,7 @@ class PostgresAuditStore:
         try:
             with _translated("maintain"):
                 async with self._fair.acquire(pool, self._timeout) as conn:
-                    await _ensure_partitions(conn)
+                    self._created_at_open = await _ensure_partitions(conn)
         except BaseException:
             pool.terminate()  # the server may be gone again: no goodbye to wait for
             raise
@@ -295,13 +296,18 @@ class PostgresAuditStore:
                 await conn.close()
 
     async def maintain(self) -> int:
-        """Ensure monthly partitions from last month (late events) to 3 months ahead.
+        """Ensure monthly partitions from last month (late events) to 3 months ahead; how
+        many were made, by this call and by `open` before it.
 
         Under a transaction-scoped advisory lock: replicas starting together (and a cron
         `maintain`) would each see a month missing and create it, and all but one fail with
         "relation already exists"."""
         async with self._connection("maintain") as conn:
-            return await _ensure_partitions(conn)
+            created = await _ensure_partitions(conn)
+        # with those opening made (the `maintain` command opens the store first, and said
+        # "created 0" after opening had made them all)
+        created, self._created_at_open = created + self._created_at_open, 0
+        return created
 
     async def _schema_version(self) -> int:
         conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
