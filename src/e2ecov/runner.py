@@ -635,8 +635,14 @@ class Run:
             binary = binary or self.go_executables.get(name)
             if binary is None and svc.command:
                 binary = _program(svc.command, svc.spec.cwd, svc.env)
-            module = gocover.module_of(svc.spec.cwd)
-            modules = {module[0]: module[1]} if module else {}
+            # the modules its files may come from: its working directory's, and those of the
+            # `source` directories (a prebuilt binary started from elsewhere was shown by
+            # import path, with no HTML page, though its module was listed there)
+            modules = dict(
+                module
+                for where in (svc.spec.cwd, *self.stack.source)
+                if (module := gocover.module_of(where)) is not None
+            )
             found.append(reports.GoInput(name, binary, modules))
         return found
 

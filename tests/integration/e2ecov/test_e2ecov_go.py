@@ -17,6 +17,7 @@ import pytest
 from e2ecov import gocounters, gocover
 from tests.integration.e2ecov.e2ecov_harness import (
     GOAPP,
+    SOURCE,
     app_service,
     e2ecov,
     get_script,
@@ -645,3 +646,40 @@ def test_go_files_of_a_module_outside_the_repository_are_named_by_import_path(sh
     # its sources were found all the same: LCOV counts only lines that hold code
     record = _lcov_records((out / "coverage.lcov").read_text(), "lib/lib.go")[0]
     assert sorted(record) == [3, 4, 7, 8, 11, 12]  # no closing braces
+
+
+def test_a_prebuilt_binary_of_a_module_listed_in_source_is_shown_by_repository_path(
+    tmp_path: Path,
+) -> None:
+    """A prebuilt `-cover` binary started from another directory, its module beside the
+    stack file and listed in `source`: its files were shown by import path, with no HTML
+    page, as if built from a checkout elsewhere (an outside check): only the service's
+    working directory was searched for its module."""
+    module = tmp_path / "svc"
+    shutil.copytree(GOAPP, module)
+    agent = (GOAPP / "../../../../../src/e2ecov/go").resolve()
+    mod = (module / "go.mod").read_text()
+    (module / "go.mod").write_text(mod.replace("../../../../../src/e2ecov/go", str(agent)))
+    binary = tmp_path / "bin" / "goapp"
+    subprocess.run(
+        ["go", "build", "-cover", "-tags", "noagent", "-o", str(binary), "."],
+        cwd=module, check=True,
+    )  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    service = f"""
+[services.goapp]
+command = ["{binary}", "--port", "{{port}}"]
+cwd = "{elsewhere}"
+coverage = "go"
+health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
+"""
+    tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"))
+    stack = write_stack(tmp_path, tests, service)
+    listed = f"source = [{json.dumps(str(SOURCE))}]"
+    stack.write_text(stack.read_text().replace(listed, 'source = ["svc"]'))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    assert "svc/main.go" in report["files"], sorted(report["files"])
+    assert "no Go HTML page" not in outcome.output
