@@ -113,6 +113,13 @@ def _log_level(value: Any) -> Any:
     return "error" if level in ("dpanic", "panic", "fatal") else value
 
 
+# Kubernaut's durations for which Go reads 0 as "no limit" (`http.Server.ReadTimeout`, a
+# client's `Timeout`): signalgate keeps its own bound there (it refuses a zero, which would
+# fail every request), and says so
+NO_LIMIT_WHEN_ZERO = frozenset(
+    {"server.readTimeout", "server.k8sRequestTimeout", "datastorage.timeout"}
+)
+
 # Kubernaut key → the signalgate keys it sets, and how its value becomes theirs.
 TRANSLATED: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "server.listenAddr": (("server.listen",), _same),
@@ -192,8 +199,11 @@ def translate(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -
     result = TranslatedFile()
     ignored: list[str] = []
     unknown: list[str] = []
+    unbounded: list[str] = []
     for key, value in _leaves(data):
-        if key in TRANSLATED:
+        if key in NO_LIMIT_WHEN_ZERO and _go_duration(value) == 0:
+            unbounded.append(key)
+        elif key in TRANSLATED:
             targets, convert = TRANSLATED[key]
             for target in targets:
                 result.set(target, convert(value), f"{where}, Kubernaut's {key}")
@@ -211,6 +221,11 @@ def translate(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -
         message += f"; accepted, without effect here: {', '.join(ignored)}"
     if unknown:
         message += f"; not known, ignored: {', '.join(unknown)}"
+    if unbounded:
+        message += (
+            f"; 0 (no limit, in Kubernaut) not taken, signalgate's bound kept: "
+            f"{', '.join(unbounded)}"
+        )
     result.notes.append(message)
     return result
 

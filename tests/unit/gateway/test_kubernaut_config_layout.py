@@ -93,6 +93,28 @@ def test_no_limit_is_the_largest_bound(tmp_path: Path) -> None:
     assert load(path).server.max_concurrent_requests == 100_000
 
 
+def test_a_zero_timeout_is_no_limit_in_kubernaut_and_keeps_signalgates_bound(
+    tmp_path: Path,
+) -> None:
+    """Go reads a zero `readTimeout` (and a client's zero timeout) as no limit; translated as
+    zero, signalgate refused the file (exit 2), where Kubernaut's Gateway starts."""
+    path = written(
+        tmp_path,
+        "server:\n  listenAddr: ':8080'\n  readTimeout: 0s\n  k8sRequestTimeout: 0\n"
+        "datastorage:\n  url: http://ds:8080\n  timeout: 0s\n",
+    )
+    settings = load(path)
+    defaults = GatewaySettings()
+    assert settings.server.body_read_timeout == defaults.server.body_read_timeout
+    assert settings.server.processing_timeout == defaults.server.processing_timeout
+    assert settings.datastorage.timeout == defaults.datastorage.timeout
+    (note,) = take_notes()
+    assert note.endswith(
+        "0 (no limit, in Kubernaut) not taken, signalgate's bound kept: server.readTimeout, "
+        "server.k8sRequestTimeout, datastorage.timeout"
+    )
+
+
 def test_an_origin_list_the_chart_renders_empty_is_no_origin(tmp_path: Path) -> None:
     """`gateway.config.cors.allowedOrigins: []` renders `allowedOrigins:` with nothing under
     it, which YAML reads as null: exit 2 and a crash loop (an outside check)."""
