@@ -147,15 +147,20 @@ def noagent_binary(tmp_path: Path) -> Path:
     return binary
 
 
-def test_go_process_without_agent_killed_mid_test_is_a_loss(tmp_path: Path) -> None:
-    binary = noagent_binary(tmp_path)
-    service = f"""
+def prebuilt_go_service(binary: Path, cwd: Path) -> str:
+    """A `[services.goapp]` table running a prebuilt `-cover` binary of the sample."""
+    return f"""
 [services.goapp]
 command = ["{binary}", "--port", "{{port}}"]
 coverage = "go"
-cwd = "{GOAPP}"
+cwd = "{cwd}"
 health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
 """
+
+
+def test_go_process_without_agent_killed_mid_test_is_a_loss(tmp_path: Path) -> None:
+    binary = noagent_binary(tmp_path)
+    service = prebuilt_go_service(binary, GOAPP)
     tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"), ("E2E_GOAPP_URL", "kill"))
     outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
     assert outcome.code == 3, outcome.output  # died during the tests; the loss is named too
@@ -667,13 +672,7 @@ def test_a_prebuilt_binary_of_a_module_listed_in_source_is_shown_by_repository_p
     )  # fmt: skip
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    service = f"""
-[services.goapp]
-command = ["{binary}", "--port", "{{port}}"]
-cwd = "{elsewhere}"
-coverage = "go"
-health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
-"""
+    service = prebuilt_go_service(binary, elsewhere)
     tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"))
     stack = write_stack(tmp_path, tests, service)
     listed = f"source = [{json.dumps(str(SOURCE))}]"

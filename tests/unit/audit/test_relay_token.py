@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,6 +44,14 @@ def event() -> dict[str, object]:
     }
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait up to 3 s for `condition` (the relay retries within hundredths of a second)."""
+    for _ in range(300):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
 def quick_sink(
     tmp_path: Path, token_file: Path, fake: TokenCheckingDataStorage
 ) -> JournalAuditSink:
@@ -75,16 +84,10 @@ async def test_a_rotated_token_is_read_again_after_a_401(tmp_path: Path) -> None
         first = event()
         sink.emit(first)
         await sink.commit()
-        for _ in range(300):
-            if fake.refused:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(fake.refused))
         assert fake.refused and not fake.stored
         token_file.write_text("new-token\n")  # the kubelet rotates the projected token
-        for _ in range(300):
-            if fake.stored:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(fake.stored))
         assert fake.stored == [first["event_id"]]
     finally:
         await sink.stop()
@@ -137,10 +140,7 @@ async def test_a_missing_or_empty_token_file_is_named_and_nothing_is_sent(
         assert why_at_start == sink.status()["last_error"]
         assert fake.refused == 0 and not fake.stored  # nothing went out without a token
         token_file.write_text("the-token\n")
-        for _ in range(300):
-            if fake.stored:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(fake.stored))
         assert fake.stored == [first["event_id"]]
     finally:
         await sink.stop()
