@@ -144,7 +144,7 @@ def checks(stack: Stack | None) -> list[Check]:
         elif spec.command and spec.coverage and found[-1].ok:  # the program was found
             found.append(_service_interpreter(name, spec.command, spec.cwd, spec.env))
             if found[-1].ok and spec.source_pkgs:
-                found.append(_source_packages(name, spec, spec.command))
+                found.append(_source_packages(name, spec))
     tests = shutil.which(stack.tests[0]) if stack.tests else None
     found.append(
         Check(
@@ -225,8 +225,13 @@ def _service_path(env: dict[str, str]) -> str | None:
     return env.get("PATH") or os.environ.get("PATH")
 
 
+def _service_program(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Where the service's program is, as it is started (its own PATH, then its cwd)."""
+    return shutil.which(command[0], path=_service_path(env)) or str(cwd / command[0])
+
+
 def _service_interpreter(name: str, command: list[str], cwd: Path, env: dict[str, str]) -> Check:
-    program = shutil.which(command[0], path=_service_path(env)) or str(cwd / command[0])
+    program = _service_program(command, cwd, env)
     python = interpreter(program)
     label = f"service {name}"
     if python is None:
@@ -251,12 +256,12 @@ def _service_interpreter(name: str, command: list[str], cwd: Path, env: dict[str
     return Check(label, True, f"interpreter {python} has coverage {said}")
 
 
-def _source_packages(name: str, spec: ServiceSpec, command: list[str]) -> Check:
+def _source_packages(name: str, spec: ServiceSpec) -> Check:
     """The `source` packages the service's interpreter cannot find, as it runs (its cwd and
     environment): a misspelt name measures nothing of what it meant, and the run only says
     "No data to report"."""
     cwd, env, packages = spec.cwd, spec.env, spec.source_pkgs
-    program = shutil.which(command[0], path=_service_path(env)) or str(cwd / command[0])
+    program = _service_program(spec.command or [], cwd, env)
     python = interpreter(program) or program
     code = (
         "import importlib.util\n"

@@ -46,8 +46,8 @@ def down(artifacts: Path) -> DownResult:
     # with the service it serves
     spawned = procs.same_processes(record.get("spawned"))
     owners = procs.recorded_owners(record.get("spawned"))
-    services: dict[str, StopTarget] = {}
-    said: dict[str, str] = {}
+    targets: dict[str, StopTarget] = {}
+    members: dict[str, set[int]] = {}  # each target's processes, looked up once
     for name, svc in record.get("services", {}).items():
         # a recorded group is signalled only while it holds this run's processes: its id
         # may be another program's by now
@@ -58,17 +58,20 @@ def down(artifacts: Path) -> DownResult:
         target = StopTarget(
             name, pgid, float(svc.get("grace") or 10.0), run_id, pids=frozenset(own)
         )
-        if members := target.members():
-            services[name] = target
-            said[name] = f"{name} ({', '.join(f'pid {pid}' for pid in sorted(members))})"
+        if found := target.members():
+            targets[name], members[name] = target, found
         else:
             gone.append(name)
     # dependents first, level by level, as the run itself stops its stack: stopped all at
-    # once, a worker's shutdown met its Redis already gone (an outside check)
-    levels = [*(record.get("stop_levels") or []), list(services)]
-    order = list(dict.fromkeys(name for level in levels for name in level if name in services))
-    stopped += [said[name] for name in order]
-    spawned -= {pid for target in services.values() for pid in target.members()}
+    # once, a worker's shutdown met its Redis already gone (an outside check); a run.json
+    # written before the levels were recorded has them all in one
+    levels = [*(record.get("stop_levels") or []), list(targets)]
+    order = list(dict.fromkeys(name for level in levels for name in level if name in targets))
+    stopped += [
+        f"{name} ({', '.join(f'pid {p}' for p in sorted(members[name]))})" for name in order
+    ]
+    held = set().union(*members.values())
+    spawned -= held
     others: list[StopTarget] = []
     if spawned:  # the servers of a run killed while starting, recorded by an older e2ecov
         others.append(StopTarget("recipe servers", None, 10.0, run_id, pids=frozenset(spawned)))
@@ -79,13 +82,10 @@ def down(artifacts: Path) -> DownResult:
         stopped += [f"{procs.describe(pid)}, a helper the run adopted" for pid in sorted(adopted)]
     # the rest of the run: its test command (left running by a killed e2ecov) and what it
     # started, which carry the run's mark but no service's
-    known = {pid for target in services.values() for pid in target.members()} | adopted
-    rest = sorted(procs.marked(run_id) - known) if run_id else []
+    rest = sorted(procs.marked(run_id) - held - adopted) if run_id else []
     stopped += [f"{procs.describe(pid)}, of the run but of no service" for pid in rest]
-    done: set[str] = set()
     for level in levels:
-        stop([services[name] for name in level if name in services and name not in done])
-        done.update(level)
+        stop([targets.pop(name) for name in level if name in targets])
     stop([*others, StopTarget("stray", None, 2.0, run_id, every_service=True)])
     runjson.remove_recipe_roots(record)
     shutil.rmtree(control_dir, ignore_errors=True)

@@ -49,12 +49,7 @@ def writable_directory(path: Path, key: str, holds: str) -> Path:
             # with undelivered events) must start, and frees its disk as it delivers
             return path
         reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-        setting = key if key.startswith("--") else f"config key {key!r}"
-        raise ConfigError(
-            f"{setting}: {str(path)!r} ({str(path.absolute())!r}) cannot be written "
-            f"({reason}); it holds {holds}: give a writable directory (in Kubernetes, a volume "
-            "such as an emptyDir mounted there)"
-        ) from exc
+        raise _unwritable(path, key, holds, reason) from exc
     return path
 
 
@@ -71,12 +66,18 @@ def check_directory(path: Path, key: str, holds: str) -> None:
     elif not os.access(existing, os.W_OK | os.X_OK):
         reason = "Permission denied" if existing == path else f"'{existing}': Permission denied"
     if reason is not None:
-        setting = key if key.startswith("--") else f"config key {key!r}"
-        raise ConfigError(
-            f"{setting}: {str(path)!r} ({str(path.absolute())!r}) cannot be written "
-            f"({reason}); it holds {holds}: give a writable directory (in Kubernetes, a volume "
-            "such as an emptyDir mounted there)"
-        )
+        raise _unwritable(path, key, holds, reason)
+
+
+def _unwritable(path: Path, key: str, holds: str, reason: str) -> ConfigError:
+    """The refusal of a directory `key` (a setting, or a `--flag`) names, which `holds`
+    what the service writes there."""
+    setting = key if key.startswith("--") else f"config key {key!r}"
+    return ConfigError(
+        f"{setting}: {str(path)!r} ({str(path.absolute())!r}) cannot be written "
+        f"({reason}); it holds {holds}: give a writable directory (in Kubernetes, a volume "
+        "such as an emptyDir mounted there)"
+    )
 
 
 def _private(path: Path) -> None:

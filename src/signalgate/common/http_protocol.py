@@ -284,11 +284,11 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     # and must never start: its body will not come)
     _refused_cycle: Any = None
     write_stall_timeout: ClassVar[float] = WRITE_STALL_TIMEOUT
-    _stall_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
     stalled_bytes: ClassVar[int] = STALLED_BYTES
     stall_check: ClassVar[float] = STALL_CHECK
     _progress_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
     _progress_left = 0  # the bytes left to write at the last look
+    _last_progress = 0.0  # loop time the client last took something (or writing paused)
     # the listener's connections whose writing is paused (one set per class, as `_open`)
     _stalled_now: ClassVar[set[ServiceHttpProtocol]] = set()
     max_connections: ClassVar[int] = MAX_CONNECTIONS
@@ -409,31 +409,36 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:
-        """The transport's buffer is over its high-water mark: the client is not reading."""
+        """The transport's buffer is over its high-water mark: the client may not be reading.
+        From here on it is looked at every `stall_check` until writing resumes."""
         super().pause_writing()
-        if self._stall_timer is None:
-            self._stall_timer = self.loop.call_later(self.write_stall_timeout, self._stalled)
         if self._progress_timer is None:
             self._progress_left = self._unsent()
+            self._last_progress = self.loop.time()
             self._progress_timer = self.loop.call_later(self.stall_check, self._check_progress)
 
     def _check_progress(self) -> None:
-        """Every STALL_CHECK while paused: a connection whose client took nothing since the
-        last look counts as stalled (a large answer pauses every connection for a moment,
-        the reading ones too); then the listener's stalled ones are held to their bound."""
-        left = self._unsent()
+        """Every `stall_check` while paused. A client that took something since the last look
+        is not stalled, and its stall bound starts again (a steady reader on a slow link was
+        cut off mid-answer after 30 s). One that took nothing counts as stalled (a large
+        answer pauses every connection for a moment, the reading ones too), is aborted once
+        that has lasted `write_stall_timeout`, and on becoming stalled holds the listener's
+        stalled ones to their bound."""
+        left, now = self._unsent(), self.loop.time()
+        newly_stalled = False
         if left < self._progress_left:
-            # a slow client still taking the answer: its stall bound starts again (a
-            # steady reader on a slow link was cut off mid-answer after 30 s)
+            self._last_progress = now
             self._stalled_now.discard(self)
-            if self._stall_timer is not None:
-                self._stall_timer.cancel()
-            self._stall_timer = self.loop.call_later(self.write_stall_timeout, self._stalled)
-        else:
+        elif now - self._last_progress >= self.write_stall_timeout:
+            self._stalled()
+            return
+        elif self not in self._stalled_now:
             self._stalled_now.add(self)
+            newly_stalled = True
         self._progress_left = left
         self._progress_timer = self.loop.call_later(self.stall_check, self._check_progress)
-        self._shed_stalled()
+        if newly_stalled:
+            self._shed_stalled()
 
     def _unsent(self) -> int:
         """The answer's bytes not yet taken by the client: ours, and the kernel's send queue
@@ -454,12 +459,13 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         most together."""
         held = {c: c.transport.get_write_buffer_size() for c in self._stalled_now}
         total = sum(held.values())
+        if total <= self.stalled_bytes:  # nearly always: no sort
+            return
         for connection in sorted(held, key=held.__getitem__, reverse=True):
             if total <= self.stalled_bytes:
                 break
             total -= held[connection]
-            connection._writing_resumed()
-            connection.transport.abort()
+            connection._stalled()
 
     def resume_writing(self) -> None:
         self._writing_resumed()
@@ -470,14 +476,12 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         if self._progress_timer is not None:
             self._progress_timer.cancel()
             self._progress_timer = None
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
 
     def _stalled(self) -> None:
-        """Nothing taken for `write_stall_timeout`: drop what is buffered, abort (uvicorn then
-        treats the client as gone, and a waiting send returns)."""
-        self._stall_timer = None
+        """Nothing taken for `write_stall_timeout`, or too much held by stalled connections:
+        drop what is buffered, abort (uvicorn then treats the client as gone, and a waiting
+        send returns)."""
+        self._writing_resumed()
         self.transport.abort()
 
     def _arm_head_timer(self) -> None:

@@ -52,9 +52,9 @@ def check_distinct_listeners(
             first, second = split_listen(address), split_listen(other)
             if first[1] == 0 or first[1] != second[1]:
                 continue
-            if bind_problem(*first) or bind_problem(*second):
-                continue  # taken by another process, or not this host's: said by the caller
-            if _clash(first, second):
+            # the second taken by another process, or not this host's: said by the caller
+            # (the first so is no clash either: `_clash` cannot hold it)
+            if bind_problem(*second) is None and _clash(first, second):
                 raise ConfigError(
                     f"config keys '{key}' ({address}) and '{other_key}' ({other}): both "
                     f"listen on port {first[1]} of the same address; give each its own port"

@@ -35,11 +35,12 @@ from signalgate.common.http_protocol import (
     ServiceHttpProtocol,
     service_http_protocol,
 )
-from signalgate.common.listeners import check_listeners
+from signalgate.common.listeners import check_distinct_listeners, check_listeners
 from signalgate.common.logging import SampledLog
 from signalgate.common.loop_lag import LoopLagMonitor
 from signalgate.common.ops import ReadinessProbe, build_ops_app
 from signalgate.common.parent import follow_parent
+from signalgate.common.sections import AuthSettings
 from signalgate.common.tls import ServingCertificate, Tls
 from signalgate.common.workers import WorkerRole
 
@@ -394,6 +395,19 @@ class ListenerSettings(Protocol):
 
     @property
     def metrics_listen(self) -> str | None: ...
+
+
+def check_listener_settings(
+    server: ListenerSettings, auth: AuthSettings, scopes: tuple[str, ...]
+) -> None:
+    """What every service's `serve` refuses (exit 2) of its `server` and `auth` sections that
+    needs no network and writes nothing: the TLS pair, the tokens file, listeners that
+    overlap. Each service's `check_settings` (run by `serve` and `check-config` alike) adds
+    the directories it writes."""
+    Tls.from_settings(server.tls_cert_file, server.tls_key_file)
+    if auth.mode == "static" and auth.tokens_file is not None:
+        StaticTokenAuth.from_file(auth.tokens_file, scopes)
+    check_distinct_listeners(server.listen, server.ops_listen, server.metrics_listen)
 
 
 def serve(

@@ -10,12 +10,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from signalgate.common.auth import Authenticator, StaticTokenAuth, authenticator_for
+from signalgate.common.auth import Authenticator, authenticator_for
 from signalgate.common.directories import check_directory, writable_directory
-from signalgate.common.listeners import check_distinct_listeners
 from signalgate.common.ops import Readiness
-from signalgate.common.server import Lifecycle, State
-from signalgate.common.tls import Tls
+from signalgate.common.server import Lifecycle, State, check_listener_settings
 from signalgate.datastorage.dlq import (
     DeadLetterQueue,
     FileDeadLetterQueue,
@@ -93,11 +91,7 @@ def check_settings(settings: DataStorageSettings) -> None:
     directories it would write, the TLS pair, the tokens file, listeners that overlap.
     `check-config` runs it, and `serve` first, so the two cannot disagree."""
     check_directories(settings, check_directory)
-    Tls.from_settings(settings.server.tls_cert_file, settings.server.tls_key_file)
-    if settings.auth.mode == "static" and settings.auth.tokens_file is not None:
-        StaticTokenAuth.from_file(settings.auth.tokens_file, SCOPES)
-    server = settings.server
-    check_distinct_listeners(server.listen, server.ops_listen, server.metrics_listen)
+    check_listener_settings(settings.server, settings.auth, SCOPES)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from signalgate.common.directories import space_hint
 from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.common.sql.sqlite_process import SqliteProcess
-from signalgate.common.sql.sqlite_wal import connect_migrated, use_wal
+from signalgate.common.sql.sqlite_wal import connect_migrated, connect_wal
 from signalgate.datastorage.chain import canonical, format_timestamp
 from signalgate.datastorage.columns import (
     COLUMNS,
@@ -157,14 +157,7 @@ def _connect(path: Path, timeout: float) -> sqlite3.Connection:
 def _connect_unmigrated(path: Path, timeout: float) -> sqlite3.Connection:
     """`_connect` without the migration: for `migrate` itself, which reports what it applies."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-    try:
-        conn.row_factory = sqlite3.Row
-        use_wal(conn, timeout)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return connect_wal(path, timeout)
 
 
 def _ping(conn: sqlite3.Connection) -> None:

@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from signalgate.common.audit import AuditSink, LoggingAuditSink, Refusal
-from signalgate.common.auth import Authenticator, StaticTokenAuth, authenticator_for
+from signalgate.common.auth import Authenticator, authenticator_for
 from signalgate.common.directories import check_directory, writable_directory
-from signalgate.common.listeners import check_distinct_listeners
 from signalgate.common.ops import Readiness
-from signalgate.common.server import Lifecycle
-from signalgate.common.tls import Tls
+from signalgate.common.server import Lifecycle, check_listener_settings
 from signalgate.gateway import audit_events as ev
 from signalgate.gateway.kinds import KindCatalog
 from signalgate.gateway.metrics import GatewayMetrics
@@ -89,11 +87,7 @@ def check_settings(settings: GatewaySettings) -> None:
         journal = settings.audit_journal
         where = journal.parent if journal.is_file() else journal  # an old spool file's
         check_directory(where, journal_key, "the audit journal")
-    Tls.from_settings(settings.server.tls_cert_file, settings.server.tls_key_file)
-    if settings.auth.mode == "static" and settings.auth.tokens_file is not None:
-        StaticTokenAuth.from_file(settings.auth.tokens_file, SCOPES)
-    server = settings.server
-    check_distinct_listeners(server.listen, server.ops_listen, server.metrics_listen)
+    check_listener_settings(settings.server, settings.auth, SCOPES)
 
 
 def audit_sink_for(settings: GatewaySettings, registry: CollectorRegistry) -> AuditSink:

@@ -49,11 +49,22 @@ def connect_migrated(
     """A store's connection: autocommit (the stores begin their own transactions), rows by
     column name, WAL, `schema` migrated (`where` names the store in its messages); closed
     again when any of that fails. Runs in the store's own process."""
+    conn = connect_wal(path, busy_timeout)
+    try:
+        sqlite_migrate(conn, schema, where)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_wal(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """`connect_migrated` without the migration (a `migrate` command reports what it
+    applies itself); closed again when any of it fails."""
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
         conn.row_factory = sqlite3.Row
         use_wal(conn, busy_timeout)
-        sqlite_migrate(conn, schema, where)
     except BaseException:
         conn.close()
         raise
