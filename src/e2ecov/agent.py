@@ -753,7 +753,14 @@ def activate() -> Agent | None:
     if settings is None:
         return None
     agent = Agent(settings)
-    agent.start()
-    agent.install()
+    # Once announced, a process that ends unsaved is a loss: a SIGTERM landing before the
+    # handler is in place (e2ecov stopping a stack while a helper still starts) would end it
+    # by the default action. Held until then, it reaches the handler, which saves.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        agent.start()
+        agent.install()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     _AGENT = agent
     return agent

@@ -331,3 +331,47 @@ def test_a_forked_child_leaves_the_descriptors_its_service_reused(tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == "written", (done.stdout, done.stderr)
     assert (tmp_path / "records").read_text() == "from the child\n"
+
+
+# A process started by the start-up hook gets SIGTERM right as it is announced in the ledger
+# (e2ecov stopping a stack while a helper the service spawned is still starting; a CI run).
+ANNOUNCED_THEN_TERMINATED = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from e2ecov import agent as agent_module
+    from e2ecov import protocol
+
+    root = Path(sys.argv[1])
+    (root / "control").mkdir()
+    os.environ.update({
+        protocol.ENV_SERVICE: "svc", protocol.ENV_CONTROL_DIR: str(root / "control"),
+        protocol.ENV_DATA_DIR: str(root / "data"), protocol.ENV_LEDGER_DIR: str(root / "ledger"),
+        protocol.ENV_SOURCE: '["' + str(root) + '"]', protocol.ENV_AUTOSAVE: "0",
+    })
+    real = agent_module.Agent._announce
+
+    def announced_then_terminated(self, suffix):
+        real(self, suffix)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    agent_module.Agent._announce = announced_then_terminated
+    agent_module.activate()
+    print("ran on after SIGTERM", flush=True)
+    """
+)
+
+
+def test_sigterm_right_after_the_announcement_is_a_save_not_a_loss(tmp_path: Path) -> None:
+    """Announced but killed before its SIGTERM handler was in place, a process ended unsaved
+    and the run reported its coverage lost (exit 4); the signal now waits for the handler."""
+    script = tmp_path / "script.py"
+    script.write_text(ANNOUNCED_THEN_TERMINATED)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == -signal.SIGTERM, (done.stdout, done.stderr)
+    assert "ran on" not in done.stdout
+    (ledger,) = (tmp_path / "ledger").glob("*.jsonl")
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [r["reason"] for r in records if r["event"] == "save"] == ["sigterm"], records
