@@ -11,7 +11,10 @@ stacks are kept (--out) for a flame graph (e.g. `inferno-flamegraph` or speedsco
 
     python bench/profile.py [--backend postgres] [--workload duplicate] [--duration 10]
                             [--connections 16] [--audit off] [--gil] [--top 30]
-                            [--out build/profile/gateway.folded]
+                            [--sample gateway] [--out build/profile/gateway.folded]
+
+`--audit journal --sample datastorage` samples DataStorage instead (on PostgreSQL when the
+backend is, as in bench/ingest.py); the CPU µs printed are then DataStorage's per signal.
 """
 
 from __future__ import annotations
@@ -86,6 +89,12 @@ def main() -> int:
         " without threads waiting on a disk or a lock",
     )
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--sample",
+        choices=("gateway", "datastorage"),
+        default="gateway",
+        help="the process py-spy samples (datastorage: with --audit journal)",
+    )
     # under build/ (ignored): a default in the working directory was committed by mistake
     parser.add_argument("--out", type=Path, default=Path("build/profile/gateway.folded"))
     parser.add_argument("--summarize", type=Path, help="only print the top of a saved profile")
@@ -93,6 +102,9 @@ def main() -> int:
     if args.summarize:
         print(summarize(args.summarize, args.top))
         return 0
+    if args.sample == "datastorage" and args.audit != "journal":
+        print("bench/profile.py: --sample datastorage needs --audit journal", file=sys.stderr)
+        return 2
     for tool, hint in (("wrk", "apt-get install wrk"), (str(PY_SPY), "pip install py-spy")):
         if shutil.which(tool) is None:
             print(f"bench/profile.py needs {tool}: {hint}", file=sys.stderr)
@@ -110,7 +122,11 @@ def main() -> int:
             env["SIGNALGATE_STORE__DSN"] = postgres.url
         audit_url = None  # where the Gateway delivers its journal (audit off: nowhere)
         if args.audit == "journal":
-            datastorage = datastorage_process(workdir / "datastorage").start()
+            ds_env = {}
+            if args.backend == "postgres":  # as bench/ingest.py: a database of its own
+                ds_env["SIGNALGATE_STORE__DSN"] = postgres.create_database("ds")
+                ds_env["SIGNALGATE_STORE__AUTOMIGRATE"] = "true"
+            datastorage = datastorage_process(workdir / "datastorage", env=ds_env).start()
             stack.callback(datastorage.stop)
             audit_url = datastorage.api_url
         elif args.audit == "standin":
@@ -121,12 +137,16 @@ def main() -> int:
             env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(workdir / "ds.token")
         service = gateway_process(workdir / "gateway", env=env).start()
         assert service.proc is not None
+        sampled = service.proc.pid
+        if args.sample == "datastorage":
+            assert datastorage.proc is not None
+            sampled = datastorage.proc.pid
         try:
             run_wrk(service.api_url, args.workload, 2, args.connections, workdir)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             spy = subprocess.Popen(
                 [
-                    *(str(PY_SPY), "record", "--pid", str(service.proc.pid), "--format", "raw"),
+                    *(str(PY_SPY), "record", "--pid", str(sampled), "--format", "raw"),
                     *("--rate", "250", "--nonblocking", "--output", str(args.out)),
                     *(["--gil"] if args.gil else []),
                 ],
@@ -135,7 +155,7 @@ def main() -> int:
             )
             time.sleep(1.0)
             figures = measured_wrk(
-                service.proc.pid,
+                sampled,
                 service.api_url,
                 args.workload,
                 args.duration,
@@ -151,7 +171,8 @@ def main() -> int:
     print(
         f"\n{args.backend} audit {args.audit} {args.workload} c={args.connections}:"
         f" {figures['rps']:.0f} signals/s,"
-        f" p99 {figures['p99_ms']:.2f} ms, {figures['cpu_us']:.0f} µs of Gateway CPU per request"
+        f" p99 {figures['p99_ms']:.2f} ms, {figures['cpu_us']:.0f} µs of {args.sample}'s CPU"
+        " per request"
         f" (py-spy's sampling included); collapsed stacks in {args.out}"
     )
     return 0
