@@ -4,6 +4,7 @@ exactly (and strings of digits, and floats) passes."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import orjson
 import pytest
@@ -119,7 +120,7 @@ def test_hex_text_is_not_parsed_a_second_time(monkeypatch: pytest.MonkeyPatch) -
     parsed: list[bytes] = []
     real = json.loads
 
-    def counted(body: bytes, **kwargs: object) -> object:
+    def counted(body: bytes, **kwargs: Any) -> object:
         parsed.append(body)
         return real(body, **kwargs)
 
