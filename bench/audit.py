@@ -1,6 +1,6 @@
 """Audit write throughput: batches of 100 events at concurrency 8 against a real DataStorage
-process on PostgreSQL (or its embedded SQLite store). Prints events/s and batch latency
-percentiles.
+process on PostgreSQL (or its embedded SQLite store). Prints events/s, batch latency
+percentiles, and DataStorage's CPU µs per event (utime + stime from /proc).
 
     python bench/audit.py [--seconds 15] [--concurrency 8] [--batch 100]
                           [--backend postgres|sqlite]
@@ -30,6 +30,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.ingest import proc_cpu_seconds
 from bench.lifecycle import stop_servers_on_sigterm
 from e2ecov.recipes import PostgresServer, free_port
 
@@ -162,15 +163,19 @@ def main() -> int:
         client += ["--batch", str(args.batch)]
         # warm-up (connection pool, statement caches), then the measured run
         subprocess.run([*client[:4], "--seconds", "2"], check=True, capture_output=True)
+        spent = proc_cpu_seconds(server.pid)
         output = subprocess.run(client, check=True, capture_output=True, text=True).stdout
+        spent = proc_cpu_seconds(server.pid) - spent
         result = json.loads(output)
+        events = result["batches"] * args.batch
         print(
             f"audit batch writes on {'PostgreSQL' if postgres else 'SQLite'}: batch "
             f"{args.batch}, concurrency {args.concurrency}, {args.seconds:.0f}s on "
             f"{os.cpu_count()} CPUs\n"
             f"  {result['events_per_second']:,.0f} events/s   "
             f"p50 {result['p50_ms']:.1f} ms   p99 {result['p99_ms']:.1f} ms per batch   "
-            f"({result['batches']} batches, statuses {result['statuses']})"
+            f"({result['batches']} batches, statuses {result['statuses']})\n"
+            f"  DataStorage CPU {spent * 1e6 / max(events, 1):.1f} µs per event"
         )
         return 0
     finally:
