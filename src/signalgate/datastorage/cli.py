@@ -127,6 +127,8 @@ async def _migrate(settings: DataStorageSettings) -> int:
 
 
 async def _maintain(settings: DataStorageSettings) -> int:
+    _refuse_missing_database(settings)
+
     async def job(store: AuditStore) -> int:
         created: int = await store.maintain()
         print(f"created {created} partition(s)")
@@ -138,6 +140,9 @@ async def _maintain(settings: DataStorageSettings) -> int:
 async def _replay(settings: DataStorageSettings) -> int:
     from prometheus_client import CollectorRegistry
 
+    # a queue whose database is gone is replayed into a new one (a lost SQLite file
+    # recovered from its letters); only a directory that is not there is refused
+    _refuse_missing_queue(settings)
     dlq = build_dlq(settings)
     await dlq.open()
     try:
@@ -169,6 +174,7 @@ async def _replay(settings: DataStorageSettings) -> int:
 async def _dead_letters(settings: DataStorageSettings) -> int:
     """The dead store as an operator reads it before mending a cause and requeueing: one
     JSON line per letter in burial order, then one with the count per reason."""
+    _refuse_missing_queue(settings)
     dlq = build_dlq(settings)
     await dlq.open()
     try:
@@ -206,6 +212,7 @@ async def _requeue_dead(
     `reason` and/or carrying one of `event_ids`. Queued first, then removed from the dead
     store, so a crash between the two leaves a letter twice, and its event is still stored
     once. A letter whose event no longer reads as one stays dead."""
+    _refuse_missing_queue(settings)
     dlq = build_dlq(settings)
     await dlq.open()
     try:
@@ -236,9 +243,10 @@ async def _requeue_dead(
 
 
 def _refuse_missing_database(settings: DataStorageSettings) -> None:
-    """A read-only command on a SQLite file that is not there: `StoreUnavailable` naming
+    """An operator's command on a SQLite file that is not there: `StoreUnavailable` naming
     the path. Opening it would create an empty database (and migrate it), and the command
-    would then report an empty, "valid" audit trail for a mistyped `--data-dir`."""
+    would then report an empty, "valid" audit trail, or "created 0", for a mistyped
+    `--data-dir` (`serve` and `migrate` make one, and `replay-dlq` into one)."""
     dsn = settings.store_dsn
     if not dsn.startswith("sqlite://"):
         return
@@ -246,8 +254,23 @@ def _refuse_missing_database(settings: DataStorageSettings) -> None:
     if not path.exists():
         source = "store.dsn" if settings.store.dsn else "dataDir"
         raise StoreUnavailable(
-            f"no audit database at '{path}' ({source}): nothing to verify; give the data "
-            "directory (or store.dsn) the server writes to"
+            f"no audit database at '{path}' ({source}): give the data directory (or "
+            "store.dsn) the server writes to (`migrate` or `serve` makes a new one)"
+        )
+
+
+def _refuse_missing_queue(settings: DataStorageSettings) -> None:
+    """The dead-letter file's directory not there: `DeadLetterUnavailable` naming it. The
+    file itself is made at the first letter, so its absence is an empty queue; its
+    directory's is a mistyped `--data-dir`, which `dead-letters` reported as `"dead": 0`."""
+    if settings.dlq.redis_url:
+        return
+    directory = settings.dlq_path.parent
+    if not directory.is_dir():
+        source = "dlq.path" if settings.dlq.path else "dataDir"
+        raise DeadLetterUnavailable(
+            f"no dead-letter queue directory '{directory}' ({source}): give the data "
+            "directory (or dlq.path) the server writes to"
         )
 
 

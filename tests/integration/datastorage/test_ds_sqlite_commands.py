@@ -38,9 +38,11 @@ def test_migrate_applies_then_reports_the_sqlite_schema_up_to_date(tmp_path: Pat
     assert again.stdout.strip() == "schema is up to date"
 
 
-def test_verify_commands_on_a_data_dir_without_a_database_make_none(tmp_path: Path) -> None:
+def test_commands_on_a_data_dir_without_a_database_make_none(tmp_path: Path) -> None:
+    """A mistyped `--data-dir`: `maintain` printed "created 0" (exit 0) and left an empty
+    database there; now it names the path, as the verify commands do."""
     typo = tmp_path / "typo" / "datastorage"
-    for args in (("verify-all",), ("verify-chain", "rr-x")):
+    for args in (("verify-all",), ("verify-chain", "rr-x"), ("maintain",)):
         done = datastorage(*args, "--data-dir", str(typo), cwd=tmp_path)
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert done.stdout == ""
@@ -55,3 +57,20 @@ def test_verify_chain_of_an_id_without_events_does_not_print_valid(tmp_path: Pat
     report = json.loads(done.stdout)
     assert report["events"] == 0 and report["valid"] is False
     assert "no audit events stored for 'rr-never-written'" in done.stderr
+
+
+def test_dead_letter_commands_on_a_data_dir_that_is_not_there_name_it(tmp_path: Path) -> None:
+    """`dead-letters` said `{"dead": 0}` of a mistyped directory, and `replay-dlq`
+    "replayed 0": an operator read that as "nothing was buried", "nothing was waiting"."""
+    typo = tmp_path / "typo" / "datastorage"
+    for args in (("dead-letters",), ("requeue-dead",), ("replay-dlq",)):
+        done = datastorage(*args, "--data-dir", str(typo), cwd=tmp_path)
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        assert done.stdout == ""
+        assert f"no dead-letter queue directory '{typo}' (dataDir)" in done.stderr
+        assert not typo.exists()
+    # a data directory that is there, with no letter ever queued, is an empty queue
+    assert datastorage("migrate", "--data-dir", "ds", cwd=tmp_path).returncode == 0
+    listed = datastorage("dead-letters", "--data-dir", "ds", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout.splitlines()[-1])["dead"] == 0
