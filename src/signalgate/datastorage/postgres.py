@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 _MIGRATION_LOCK = (0x5147, 1)  # two-int advisory key: a separate space from chain locks
 _PARTITION_LOCK = (0x5147, 2)  # creating monthly partitions, one process at a time
 PARTITION_MONTHS_AHEAD = 3
+# the months `maintain` makes: from last month (events arrive late) to PARTITION_MONTHS_AHEAD
+_MONTHS_KEPT = PARTITION_MONTHS_AHEAD + 2
 
 # Sorted inside a fenced subquery so the locks are taken in one global order.
 _LOCK_SQL = (
@@ -175,7 +177,7 @@ class PostgresAuditStore:
         try:
             with _translated("maintain"):
                 async with self._fair.acquire(pool, self._timeout) as conn:
-                    self._created_at_open = await _ensure_partitions(conn)
+                    self._created_at_open = await _partitions_if_allowed(conn)
         except BaseException:
             pool.terminate()  # the server may be gone again: no goodbye to wait for
             raise
@@ -319,12 +321,46 @@ class PostgresAuditStore:
 
 async def _ensure_partitions(conn: asyncpg.Connection) -> int:
     """`maintain` on one connection (`open` runs it before the pool is in use)."""
-    today = datetime.now(UTC).date()
-    first = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_PARTITION_LOCK)
-        created = await conn.fetchval(_ENSURE_SQL, first, PARTITION_MONTHS_AHEAD + 2)
+        created = await conn.fetchval(_ENSURE_SQL, _first_month(), _MONTHS_KEPT)
     return int(created)
+
+
+def _first_month() -> date:
+    today = datetime.now(UTC).date()
+    return (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+
+
+async def _partitions_if_allowed(conn: asyncpg.Connection) -> int:
+    """`_ensure_partitions` at start, for a role that may not create tables (it reads and
+    writes them; their owner runs `maintain`). A month missing is then no reason to stay
+    down: its events land in the default partition until the owner's `maintain` makes the
+    month and moves them there. Said once at start, naming the months; the housekeeping
+    runs say it again while they stay missing."""
+    try:
+        return await _ensure_partitions(conn)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        missing = await _missing_months(conn)
+        log.warning(
+            "cannot create the coming months' partitions (not the tables' owner): events of "
+            "a missing month are kept in the default partition until `signalgate-datastorage "
+            "maintain` runs as the owner",
+            extra={"missing": missing, "error": str(exc)},
+        )
+        return 0
+
+
+async def _missing_months(conn: asyncpg.Connection) -> list[str]:
+    """The months `_ensure_partitions` would make, as `YYYY_MM`."""
+    month = _first_month()
+    missing: list[str] = []
+    for _ in range(_MONTHS_KEPT):
+        name = f"audit_events_{month:%Y_%m}"
+        if await conn.fetchval("SELECT to_regclass($1) IS NULL", name):
+            missing.append(name.removeprefix("audit_events_"))
+        month = (month + timedelta(days=32)).replace(day=1)
+    return missing
 
 
 def _records(rows: Sequence[PlannedRow]) -> list[tuple[Any, ...]]:

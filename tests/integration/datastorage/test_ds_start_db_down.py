@@ -165,6 +165,60 @@ def test_a_role_without_privileges_on_the_schema_stops_start_up(
     assert "InsufficientPrivilegeError" in errors[0], errors[0]
 
 
+def test_a_role_that_cannot_create_a_missing_month_starts_and_keeps_writing(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """A least-privilege role (reads and writes the tables, owns none) whose coming month's
+    partition is missing — the owner's `maintain` CronJob lapsed — was refused at start, a
+    DataStorage outage for want of a table nothing needed yet. It now starts, says which
+    command to run as the owner, and stores events (a month not made yet lands in the
+    default partition, which the owner's `maintain` moves into the month's own)."""
+    database = f"lapsed_{uuid.uuid4().hex[:8]}"
+    owner_dsn = postgres_server.create_database(database)
+    migrated = datastorage_process(
+        tmp_path / "owner",
+        env={"SIGNALGATE_STORE__DSN": owner_dsn, "SIGNALGATE_STORE__AUTOMIGRATE": "true"},
+    ).start()
+    migrated.stop()
+    role = f"ds_{uuid.uuid4().hex[:8]}"
+    postgres_server.execute(f"CREATE ROLE {role} LOGIN")
+    last = asyncio.run(_grant_and_drop_the_last_month(owner_dsn, role))
+    dsn = owner_dsn.replace(f"{postgres_server.user}@", f"{role}@")
+    process = datastorage_process(
+        tmp_path / "app",
+        env={"SIGNALGATE_STORE__DSN": dsn, "SIGNALGATE_STORE__TIMEOUT": "3s"},
+    ).start(timeout=30)
+    try:
+        with process.client(ADMIN_TOKEN) as client:
+            assert client.post(BATCH, json=[event_body("rr-lapsed")]).status_code == 201
+            stored = client.get("/api/v1/audit/events", params={"correlation_id": "rr-lapsed"})
+            assert stored.json()["pagination"]["total"] == 1
+        warned = [line for line in process.output().splitlines() if "maintain" in line]
+        assert any(last.removeprefix("audit_events_") in line for line in warned), warned
+    finally:
+        process.stop()
+
+
+async def _grant_and_drop_the_last_month(owner_dsn: str, role: str) -> str:
+    """As the owner: `role` may read and write every table; the furthest month ahead is
+    dropped, as if `maintain` had not run. Its table name."""
+    import asyncpg
+
+    conn = await asyncpg.connect(owner_dsn)
+    try:
+        names = await conn.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'audit_events'::regclass AND c.relname ~ '_[0-9]{4}_[0-9]{2}$'"
+        )
+        last = str(max(row["relname"] for row in names))
+        await conn.execute(f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {role}")
+        await conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        await conn.execute(f"DROP TABLE {last}")
+    finally:
+        await conn.close()
+    return last
+
+
 def test_a_schema_behind_found_once_the_database_is_back_stops_the_service(
     tmp_path: Path, private_postgres: PostgresServer
 ) -> None:
