@@ -210,6 +210,7 @@ class GoService:
     warnings: list[str]
     profile: str = ""  # `go tool covdata textfmt` of the service's counters
     merged: Path | None = None  # its counters merged into one directory (`go tool covdata`)
+    binary: str | None = None  # the program, when prebuilt (its sources for the HTML page)
 
     @property
     def statements(self) -> int:
@@ -380,7 +381,7 @@ def report(
     if why:
         warnings.append(f"no Go HTML page for service {name}: {why}")
         html = None  # type: ignore[assignment]
-    return GoService(name, files, functions, html, warnings, text, merged)
+    return GoService(name, files, functions, html, warnings, text, merged, binary)
 
 
 @dataclass
@@ -420,6 +421,42 @@ def union(services: list[GoService], modules: dict[str, Path], display_root: Pat
         )
         functions = [row for svc in services for row in svc.functions]
     return GoUnion(files, functions, warnings)
+
+
+def combined_html(
+    services: list[GoService], modules: dict[str, Path], html: Path, work: Path
+) -> str | None:
+    """One `go tool cover -html` page of every Go service's counters together: a file's
+    lines as covered where any service ran them, as the combined reports count it (each
+    service's own page shows only what it ran). None once written, else why not.
+
+    The services' blocks are merged here (hits added, `set` kept when every service used
+    it), as `union` does; the page is made from one module's sources, so programs of
+    different modules get none (their own pages stay)."""
+    modes = {s.profile.partition("\n")[0].removeprefix("mode:").strip() for s in services}
+    mode = "set" if modes == {"set"} else "count"
+    blocks = _blocks("\n".join(s.profile for s in services))
+    held = {
+        max((m for m in modules if path.startswith(m + "/")), key=len, default="")
+        for path, *_ in blocks
+    }
+    if len(held) > 1:
+        named = sorted(m or "a module outside the repository" for m in held)
+        return (
+            f"the Go services' files come from {len(named)} modules ({', '.join(named)}) and "
+            "`go tool cover -html` reads one module's sources at a time; each service's own "
+            "page is in html/go/"
+        )
+    lines = [f"mode: {mode}"]
+    for (path, l1, c1, l2, c2), (statements, hits) in blocks.items():
+        lines.append(
+            f"{path}:{l1}.{c1},{l2}.{c2} {statements} {min(hits, 1) if mode == 'set' else hits}"
+        )
+    profile = work / "go-all-services.cov"
+    profile.write_text("\n".join(lines) + "\n")
+    binary = next((s.binary for s in services if s.binary), None)
+    html.parent.mkdir(parents=True, exist_ok=True)
+    return _html(go(), profile, html, modules, binary)
 
 
 def _different_builds(

@@ -44,6 +44,9 @@ USUAL_CAUSES = """usual causes:
   - the source paths do not match where the code runs (add [run] paths for code run elsewhere)"""
 
 
+# every Go service's counters together, in one `go tool cover -html` page beside index.html
+# (outside `html/go/`, where a service could be named anything)
+GO_COMBINED_PAGE = "go-all-services.html"
 # what every report says under its totals when the run lost some process's coverage
 PARTIAL = "partial: the coverage of the processes named LOST was lost; the totals leave it out"
 
@@ -310,6 +313,7 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
             "",
         ]
         warnings += svc.warnings
+    combined_page: Path | None = None  # every Go service's counters together
     if go_services:
         # each Go file once, with what any service ran (replicas of one binary, programs
         # sharing a package): the per-service tables above stay each service's own
@@ -318,7 +322,13 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
         warnings += union.warnings
         _merge_go(artifacts, union.files, python.report)
         (artifacts / "coverage.json").write_text(json.dumps(python.report, indent=4))
-        _link_go_pages(artifacts / "html" / "index.html", go_services)
+        if len(go_services) > 1:
+            combined_page = artifacts / "html" / GO_COMBINED_PAGE
+            why = gocover.combined_html(go_services, _go_modules(go), combined_page, work)
+            if why:
+                warnings.append(f"no combined Go HTML page: {why}")
+                combined_page = None
+        _link_go_pages(artifacts / "html" / "index.html", go_services, combined_page)
     combined = _json_totals(python.report)
     if go_services:
         # the TOTAL is the files' (each once), not the services' sum: two services running
@@ -347,6 +357,8 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
         "e2e-coverage.txt", "e2e-coverage-func.txt", "html/index.html", "coverage.json",
         "coverage.lcov", "coverage.xml", "summary.md")]  # fmt: skip
     files += [s.html for s in go_services if s.html is not None]
+    if combined_page is not None:
+        files.append(combined_page)
     return ReportResult(services, combined, files, warnings, below, unreadable)
 
 
@@ -830,12 +842,18 @@ def _merge_cobertura(path: Path, packages: dict[str, list[gocover.GoFile]]) -> N
     tree.write(path, xml_declaration=True, encoding="unicode")
 
 
-def _link_go_pages(index: Path, go_services: Sequence[gocover.GoService]) -> None:
-    """The HTML index links each Go service's page (written by `go tool cover -html`)."""
+def _link_go_pages(
+    index: Path, go_services: Sequence[gocover.GoService], combined: Path | None = None
+) -> None:
+    """The HTML index links each Go service's page (written by `go tool cover -html`), and
+    the page of all of them together when there are several."""
     pages = [s for s in go_services if s.html is not None]
-    if not pages:
+    if not pages and combined is None:
         return
-    links = " · ".join(f'<a href="go/{s.name}.html">{s.name}</a>' for s in pages)
+    links = " · ".join(
+        ([f'<a href="{combined.name}">all Go services together</a>'] if combined else [])
+        + [f'<a href="go/{s.name}.html">{s.name}</a>' for s in pages]
+    )
     note = f'<p class="e2ecov-go">Go services (go tool cover -html): {links}</p>'
     if index.is_file():
         html = index.read_text()

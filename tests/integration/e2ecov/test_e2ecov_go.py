@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -531,6 +532,20 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
     assert [int(total_row[0]), int(total_row[1])] == [combined["statements"], combined["missed"]]
     summary = (out / "summary.md").read_text()
     assert f"| **total** | **{combined['statements']}** | **{combined['missed']}** |" in summary
+    # one HTML page of both replicas' counters: each service's own page showed only its half
+    beta = 'return "beta"'
+    assert not _covered_in((out / "html" / "go" / "replica1.html").read_text(), beta)
+    both = (out / "html" / "go-all-services.html").read_text()
+    assert _covered_in(both, beta) and _covered_in(both, "total += n")
+    assert not _covered_in(both, 'value := "unused"')
+    assert 'href="go-all-services.html"' in (out / "html" / "index.html").read_text()
+
+
+def _covered_in(page: str, code: str) -> bool:
+    """Whether `go tool cover -html` marks the block holding `code` as run."""
+    found = re.search(r'<span class="cov(\d+)" title="\d+">[^<]*?' + re.escape(code), page)
+    assert found, f"{code!r} not in a block of the page"
+    return found.group(1) != "0"
 
 
 SHARED_LIB = """package lib
@@ -632,6 +647,8 @@ def test_two_go_programs_sharing_a_package_count_it_once(sharing) -> None:  # ty
     rows = {line.split()[1]: line.split()[-1] for line in func if "lib/lib.go" in line}
     assert rows == {"One": "100.0%", "Two": "100.0%", "Never": "0.0%"}
     assert "built from different sources" not in sharing.stdout
+    both = (out / "html" / "go-all-services.html").read_text()  # one module: one page
+    assert _covered_in(both, 'return "one"') and _covered_in(both, 'return "two"')
 
 
 def test_go_files_of_a_module_outside_the_repository_are_named_by_import_path(sharing) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ from e2ecov import (
     collect,
     diagnostics,
     doctor,
+    gocover,
     placeholders,
     protocol,
     pytest_plugin,
@@ -503,3 +504,16 @@ def test_a_service_measured_with_an_old_coverage_is_warned_about(tmp_path: Path)
     Run._warn_old_coverage(run)  # type: ignore[arg-type]
     assert out.getvalue().count("warning:") == 1
     assert "service svc0 measured with coverage 7.13.0; e2ecov needs 7.14" in out.getvalue()
+
+
+def test_no_combined_go_page_across_modules_says_why(tmp_path: Path) -> None:
+    """`go tool cover -html` reads one module's sources: services of two modules get their
+    own pages only, and the report says so instead of a message about a second program."""
+    modules = {"example.com/a": tmp_path / "a", "example.com/b": tmp_path / "b"}
+    services = [
+        gocover.GoService(name, {}, [], None, [], f"mode: set\n{path}:3.1,4.2 1 1\n")
+        for name, path in (("a", "example.com/a/main.go"), ("b", "example.com/b/main.go"))
+    ]
+    why = gocover.combined_html(services, modules, tmp_path / "all.html", tmp_path)
+    assert why is not None and "2 modules (example.com/a, example.com/b)" in why
+    assert not (tmp_path / "all.html").exists()
