@@ -424,7 +424,11 @@ def union(services: list[GoService], modules: dict[str, Path], display_root: Pat
 
 
 def combined_html(
-    services: list[GoService], modules: dict[str, Path], html: Path, work: Path
+    services: list[GoService],
+    modules: dict[str, Path],
+    display_root: Path,
+    html: Path,
+    work: Path,
 ) -> str | None:
     """One `go tool cover -html` page of every Go service's counters together: a file's
     lines as covered where any service ran them, as the combined reports count it (each
@@ -433,6 +437,8 @@ def combined_html(
     The services' blocks are merged here (hits added, `set` kept when every service used
     it), as `union` does; the page is made from one module's sources, so programs of
     different modules get none (their own pages stay)."""
+    if _different_builds(services, modules, display_root):  # its warning names the files
+        return "a Go file was built from different sources in the services"
     modes = {s.profile.partition("\n")[0].removeprefix("mode:").strip() for s in services}
     mode = "set" if modes == {"set"} else "count"
     blocks = _blocks("\n".join(s.profile for s in services))

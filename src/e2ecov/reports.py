@@ -324,7 +324,9 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
         (artifacts / "coverage.json").write_text(json.dumps(python.report, indent=4))
         if len(go_services) > 1:
             combined_page = artifacts / "html" / GO_COMBINED_PAGE
-            why = gocover.combined_html(go_services, _go_modules(go), combined_page, work)
+            why = gocover.combined_html(
+                go_services, _go_modules(go), config.display_root, combined_page, work
+            )
             if why:
                 warnings.append(f"no combined Go HTML page: {why}")
                 combined_page = None
