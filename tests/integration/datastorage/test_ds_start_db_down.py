@@ -145,16 +145,7 @@ def test_a_role_without_privileges_on_the_schema_stops_start_up(
     """The server answers and refuses the role its tables (no grants): waited out as an
     outage, the service answered 202 and reported ready for good while nothing could ever be
     stored (an outside check). Exit 1 at once, one line naming the privilege."""
-    database = f"owned_{uuid.uuid4().hex[:8]}"
-    owner_dsn = postgres_server.create_database(database)
-    migrated = datastorage_process(
-        tmp_path / "owner",
-        env={"SIGNALGATE_STORE__DSN": owner_dsn, "SIGNALGATE_STORE__AUTOMIGRATE": "true"},
-    ).start()
-    migrated.stop()
-    role = f"ds_{uuid.uuid4().hex[:8]}"
-    postgres_server.execute(f"CREATE ROLE {role} LOGIN")
-    dsn = owner_dsn.replace(f"{postgres_server.user}@", f"{role}@")
+    _, _, dsn = _migrated_and_a_second_role(tmp_path, postgres_server)
     process = datastorage_process(
         tmp_path / "unprivileged",
         env={"SIGNALGATE_STORE__DSN": dsn, "SIGNALGATE_STORE__TIMEOUT": "3s"},
@@ -173,17 +164,8 @@ def test_a_role_that_cannot_create_a_missing_month_starts_and_keeps_writing(
     DataStorage outage for want of a table nothing needed yet. It now starts, says which
     command to run as the owner, and stores events (a month not made yet lands in the
     default partition, which the owner's `maintain` moves into the month's own)."""
-    database = f"lapsed_{uuid.uuid4().hex[:8]}"
-    owner_dsn = postgres_server.create_database(database)
-    migrated = datastorage_process(
-        tmp_path / "owner",
-        env={"SIGNALGATE_STORE__DSN": owner_dsn, "SIGNALGATE_STORE__AUTOMIGRATE": "true"},
-    ).start()
-    migrated.stop()
-    role = f"ds_{uuid.uuid4().hex[:8]}"
-    postgres_server.execute(f"CREATE ROLE {role} LOGIN")
+    owner_dsn, role, dsn = _migrated_and_a_second_role(tmp_path, postgres_server)
     last = asyncio.run(_grant_and_drop_the_last_month(owner_dsn, role))
-    dsn = owner_dsn.replace(f"{postgres_server.user}@", f"{role}@")
     process = datastorage_process(
         tmp_path / "app",
         env={"SIGNALGATE_STORE__DSN": dsn, "SIGNALGATE_STORE__TIMEOUT": "3s"},
@@ -197,6 +179,22 @@ def test_a_role_that_cannot_create_a_missing_month_starts_and_keeps_writing(
         assert any(last.removeprefix("audit_events_") in line for line in warned), warned
     finally:
         process.stop()
+
+
+def _migrated_and_a_second_role(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> tuple[str, str, str]:
+    """A database migrated by its owner, and a login role with no grants on it: the owner's
+    DSN, the role, and the role's DSN."""
+    owner_dsn = postgres_server.create_database(f"owned_{uuid.uuid4().hex[:8]}")
+    migrated = datastorage_process(
+        tmp_path / "owner",
+        env={"SIGNALGATE_STORE__DSN": owner_dsn, "SIGNALGATE_STORE__AUTOMIGRATE": "true"},
+    ).start()
+    migrated.stop()
+    role = f"ds_{uuid.uuid4().hex[:8]}"
+    postgres_server.execute(f"CREATE ROLE {role} LOGIN")
+    return owner_dsn, role, owner_dsn.replace(f"{postgres_server.user}@", f"{role}@")
 
 
 async def _grant_and_drop_the_last_month(owner_dsn: str, role: str) -> str:
