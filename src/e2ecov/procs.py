@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from e2ecov.protocol import ENV_RUN_ID, ENV_STACK_SERVICE
 
 PROC = Path("/proc")
 _LISTEN = "0A"
+_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of a process's start time
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,12 @@ def start_time(pid: int) -> int | None:
     even after the pid is reused."""
     proc = _stat(pid)
     return None if proc is None else proc.started
+
+
+def running_for(started: int) -> float:
+    """Seconds since a process started, from its start time (`Process.started`): the kernel's
+    own clock since boot, which no late look or slow poll of e2ecov's can shift."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - started / _TICKS
 
 
 def same_processes(recorded: object) -> set[int]:

@@ -872,7 +872,7 @@ class Run:
 
     def _flush(self, stop: bool) -> list[collect.ProcessOutcome]:
         """Live save, diagnostics if failing, stop; returns how each process ended."""
-        self.unmeasured.look(self._python_roots(), time.monotonic())
+        self.unmeasured.look(self._python_roots())
         flush_started = time.time()
         answers = protocol.broadcast(self.control_dir, "save")
         self.progress.info(f"live save acknowledged by {len(answers)} process(es)")

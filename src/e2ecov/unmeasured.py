@@ -7,8 +7,11 @@ no ledger record that could be judged a loss. e2ecov cannot measure such a proce
 fact, but it can say it ran: while the tests run it looks about once a second at the
 processes below each measured Python service, and names every Python interpreter among them
 that has run for `SETTLE` seconds without announcing itself. A warning, not a loss: what it
-ran may not be the service's code at all. A process that lives less than a look and
-`SETTLE` together is not seen.
+ran may not be the service's code at all. How long a process has run is told by its start
+time, not by when a look first saw it: counted from the first sighting, a child had to live
+a look and `SETTLE` and the drift of a busy machine's looks, and one of 3.5 s went unnamed
+under CPU load. A process that lives less than `SETTLE` is never seen; one that outlives it
+by a look always is.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from e2ecov import procs
 
 # an interpreter's executable, as /proc/PID/exe resolves it (venv links included)
 PYTHON_EXECUTABLE = re.compile(r"^(python|pypy)\d*(\.\d+)*$")
-# how long an interpreter may take to start the agent and write its ledger record
+# how long an interpreter may take to start the agent and write its ledger record, counted
+# from its start time
 SETTLE = 2.0
 # how often the tests' wait looks (reading /proc/*/stat of the whole machine each time)
 EVERY = 1.0
@@ -54,7 +58,6 @@ class Watch:
     def __init__(self, ledger_dir: Path) -> None:
         self.ledger_dir = ledger_dir
         self.found: dict[tuple[int, int], Unmeasured] = {}  # (pid, start time) → it
-        self._first_seen: dict[tuple[int, int], float] = {}
         self._last_look = 0.0
 
     def look_now_and_then(self, roots: Callable[[], dict[str, int]]) -> None:
@@ -63,9 +66,9 @@ class Watch:
         now = time.monotonic()
         if now - self._last_look >= EVERY:
             self._last_look = now
-            self.look(roots(), now)
+            self.look(roots())
 
-    def look(self, roots: dict[str, int], now: float) -> None:
+    def look(self, roots: dict[str, int]) -> None:
         """One look at the processes below `roots` (service name → its main process)."""
         table = procs.snapshot()
         announced = self._announced()
@@ -75,10 +78,11 @@ class Watch:
                 key = (pid, proc.started)
                 if not proc.alive or pid in announced or key in self.found:
                     continue
-                if not _is_python(pid):
+                if procs.running_for(proc.started) < SETTLE or not _is_python(pid):
                     continue
-                first = self._first_seen.setdefault(key, now)
-                if now - first >= SETTLE:
+                # the ledger read again: one that announced itself while this look ran is not
+                # named (a look reads the whole machine's /proc, slow on a busy machine)
+                if pid not in self._announced():
                     self.found[key] = Unmeasured(service, pid, procs.command_line(pid))
 
     def by_service(self) -> dict[str, list[str]]:
