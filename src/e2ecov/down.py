@@ -8,6 +8,7 @@ processes still leave their data behind.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import dataclass
@@ -84,8 +85,9 @@ def down(artifacts: Path) -> DownResult:
     # started, which carry the run's mark but no service's
     rest = sorted(procs.marked(run_id) - held - adopted) if run_id else []
     stopped += [f"{procs.describe(pid)}, of the run but of no service" for pid in rest]
+    announced = functools.partial(protocol.announced_pids, artifacts / "processes")
     for level in levels:
-        stop([targets.pop(name) for name in level if name in targets])
+        stop([targets.pop(name) for name in level if name in targets], announced=announced)
     stop([*others, StopTarget("stray", None, 2.0, run_id, every_service=True)])
     runjson.remove_recipe_roots(record)
     shutil.rmtree(control_dir, ignore_errors=True)

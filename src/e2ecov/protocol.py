@@ -105,6 +105,18 @@ class ProcessRecord:
         return self.saves[-1] if self.saves else None
 
 
+def announced_pids(ledger_dir: Path) -> set[int]:
+    """The pids with a ledger record (`<service>.<pid>.<token>.jsonl`), from the names alone:
+    cheap enough to ask many times a second."""
+    pids: set[int] = set()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(ledger_dir):
+            parts = name.removesuffix(".jsonl").rsplit(".", 2)
+            if len(parts) == 3 and parts[1].isdigit():
+                pids.add(int(parts[1]))
+    return pids
+
+
 def read_ledger(ledger_dir: Path) -> list[ProcessRecord]:
     """Every process that announced itself, in start order; torn last lines are skipped."""
     records: list[ProcessRecord] = []

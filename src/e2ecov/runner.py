@@ -1027,6 +1027,7 @@ class Run:
         """Dependents first; SIGTERM, then SIGKILL after each service's grace. Returns how
         each main process ended, by pid."""
         killed: dict[str, set[int]] = {}
+        announced = functools.partial(protocol.announced_pids, self.out / "processes")
         for level in self.stack.stop_levels():
             running = [self.services[n] for n in level]
             targets = [s.stop_target() for s in running if s.proc is not None]
@@ -1035,7 +1036,7 @@ class Run:
                 for svc in services:
                     svc.poll()
 
-            killed.update(stop(targets, reap))
+            killed.update(stop(targets, reap, announced))
             for svc in running:
                 if svc.recipe is not None:
                     svc.recipe.stop()

@@ -376,10 +376,15 @@ class StopTarget:
         members = self.members()
         if self.pgid is not None:
             signal_group(self.pgid, signum)
-        table = procs.snapshot()
-        outside = {p for p in members if p in table and table[p].pgid != self.pgid}
-        procs.kill(outside, signum)
+        procs.kill(self.outside_group(members), signum)
         return members
+
+    def outside_group(self, pids: set[int]) -> set[int]:
+        """Those of `pids` running outside the service's process group."""
+        if not pids:
+            return set()
+        table = procs.snapshot()
+        return {p for p in pids if p in table and table[p].pgid != self.pgid}
 
 
 def signal_group(pgid: int, signum: int) -> None:
@@ -387,13 +392,23 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def stop(targets: list[StopTarget], reap: Callable[[], None] = lambda: None) -> dict[str, set[int]]:
+def stop(
+    targets: list[StopTarget],
+    reap: Callable[[], None] = lambda: None,
+    announced: Callable[[], set[int]] = set,
+) -> dict[str, set[int]]:
     """SIGTERM every target, SIGKILL those still running after their grace; returns, per target
     that had to be killed, the processes the SIGKILL was for (those running after the grace:
     a process of the target that had ended before, on its own, was not killed by e2ecov).
-    Waits until every process of every target is gone."""
-    for target in targets:
-        target.signal(signal.SIGTERM)
+    Waits until every process of every target is gone.
+
+    `announced`: the measured processes (pids in the ledger). One that starts after the
+    SIGTERM went out, in a session of its own (a helper the service spawns as it stops),
+    gets its own SIGTERM once it is measured, so it saves: its first signal was the SIGKILL
+    at the grace's end, and its coverage was lost. Only once measured: a SIGTERM while it
+    starts would end it before it measured anything, or did its job. A new process in the
+    service's group is left to the service (a command its shutdown runs and waits for)."""
+    termed = {target.name: target.signal(signal.SIGTERM) for target in targets}
     start = time.monotonic()
     killed: dict[str, set[int]] = {}
     pending = {t.name: t for t in targets}
@@ -401,9 +416,15 @@ def stop(targets: list[StopTarget], reap: Callable[[], None] = lambda: None) -> 
         reap()
         for name, target in list(pending.items()):
             elapsed = time.monotonic() - start
-            if not target.members():
+            members = target.members()
+            if not members:
                 del pending[name]
-            elif name not in killed and elapsed >= target.grace:
+            elif name not in killed and elapsed < target.grace:
+                late = members - termed[name]  # started since the SIGTERM went out
+                if late and (late := target.outside_group(late & announced())):
+                    procs.kill(late, signal.SIGTERM)  # once each, and the same grace's end
+                    termed[name] |= late
+            elif name not in killed:
                 killed[name] = target.signal(signal.SIGKILL)
             elif elapsed >= target.grace + 5.0:
                 del pending[name]  # SIGKILL did not end it either (uninterruptible): give up

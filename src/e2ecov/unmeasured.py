@@ -16,7 +16,6 @@ by a look always is.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2ecov import procs
+from e2ecov import procs, protocol
 
 # an interpreter's executable, as /proc/PID/exe resolves it (venv links included)
 PYTHON_EXECUTABLE = re.compile(r"^(python|pypy)\d*(\.\d+)*$")
@@ -92,14 +91,7 @@ class Watch:
         return found
 
     def _announced(self) -> set[int]:
-        """The pids with a ledger record (`<service>.<pid>.<token>.jsonl`)."""
-        pids: set[int] = set()
-        with contextlib.suppress(OSError):
-            for name in os.listdir(self.ledger_dir):
-                parts = name.removesuffix(".jsonl").rsplit(".", 2)
-                if len(parts) == 3 and parts[1].isdigit():
-                    pids.add(int(parts[1]))
-        return pids
+        return protocol.announced_pids(self.ledger_dir)
 
 
 def _is_python(pid: int) -> bool:

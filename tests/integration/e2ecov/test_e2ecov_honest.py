@@ -144,6 +144,23 @@ def test_helper_in_another_session_is_stopped_with_its_service(tmp_path: Path) -
 
 
 @pytest.mark.slow
+def test_a_helper_started_after_the_sigterm_sweep_gets_its_own_sigterm(tmp_path: Path) -> None:
+    """A service that starts a helper as it is stopped: the helper, not running when the
+    service's processes were listed and sent SIGTERM, was SIGKILLed after the grace and its
+    coverage reported lost (exit 4). Each process of the service found while the grace runs
+    gets its SIGTERM, and saves."""
+    stack = write_stack(tmp_path, drive("/alpha"), app_service("app", "--spawn-helper-on-sigterm"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    stdout = (outcome.artifacts / "logs" / "app.stdout.log").read_text()
+    helper = int(stdout.split("helper on SIGTERM pid ")[1].split()[0])
+    assert not _alive(helper)
+    # it saved (measuring nothing under source: `python -c`), not lost
+    [record] = [p for p in outcome.run_json()["processes"] if p["pid"] == helper]
+    assert record["status"] == "empty", record
+
+
+@pytest.mark.slow
 def test_service_restarted_or_stopped_by_the_tests_on_purpose_is_no_failure(
     tmp_path: Path,
 ) -> None:

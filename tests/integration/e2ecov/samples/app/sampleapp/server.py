@@ -57,6 +57,17 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write("request " + format % args + "\n")
 
 
+def _spawn_helper_and_exit(signum: int, frame: object) -> None:
+    """SIGTERM: start a helper in its own session (after e2ecov's sweep of the service's
+    processes), then end."""
+    helper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True
+    )
+    print(f"helper on SIGTERM pid {helper.pid}", flush=True)
+    time.sleep(0.5)  # the helper announces itself before this process is gone
+    sys.exit(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -64,6 +75,7 @@ def main() -> None:
     parser.add_argument("--never-healthy", action="store_true")
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--spawn-helper", action="store_true")
+    parser.add_argument("--spawn-helper-on-sigterm", action="store_true")
     parser.add_argument("--spawn-orphan", action="store_true")
     parser.add_argument("--reexec", action="store_true")
     parser.add_argument("--prefork", action="store_true")
@@ -85,6 +97,8 @@ def main() -> None:
             [sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True
         )
         print(f"helper pid {helper.pid}", flush=True)
+    if args.spawn_helper_on_sigterm:  # as a server handing its queue to a drain process
+        signal.signal(signal.SIGTERM, _spawn_helper_and_exit)
     if args.spawn_orphan:  # new session, empty environment, and its parent (sh) exits at once
         script = f"env -i setsid {sys.executable} -c 'import time; time.sleep(300)' "
         started = subprocess.run(
