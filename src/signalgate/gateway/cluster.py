@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from signalgate.common.tasks import cancel_and_wait
 from signalgate.common.ttlcache import TTLCache
+from signalgate.gateway.adapters.identity import check_kind, check_name
+from signalgate.gateway.adapters.parsing import PayloadError
 from signalgate.gateway.kinds import BUILTIN_KINDS, KindInfo, StaticKindCatalog
 from signalgate.gateway.scope import Rejection
 from signalgate.kube.client import KubeClient, KubeError, KubeNotFound, KubeUnavailable
@@ -37,6 +41,10 @@ log = logging.getLogger(__name__)
 
 MANAGED_LABEL = "kubernaut.ai/managed"
 MAX_OWNER_DEPTH = 5
+# `v1`, `apps/v1`, `example.com/v1beta1`: an owner's apiVersion as an RR may carry it
+_API_VERSION = re.compile(
+    r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?v[0-9]+[a-z0-9]*"
+)
 DISCOVERY_REFRESH = 300.0
 METADATA_CACHE_SIZE = 10_000
 PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
@@ -55,9 +63,13 @@ class Resource:
     namespaced: bool
 
     def path(self, namespace: str, name: str) -> str:
+        """The object's URL path, namespace and name each one escaped segment (checked as
+        Kubernetes names where they arrive; escaped here too, so that no value can reach
+        another path)."""
         prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        name = quote(name, safe="")
         if self.namespaced:
-            return f"{prefix}/namespaces/{namespace}/{self.plural}/{name}"
+            return f"{prefix}/namespaces/{quote(namespace, safe='')}/{self.plural}/{name}"
         return f"{prefix}/{self.plural}/{name}"
 
 
@@ -230,19 +242,44 @@ class ClusterView:
             )
             if owner is None:
                 break
-            info = self.kinds.lookup(str(owner["kind"]))
-            current = TargetResource(
-                kind=str(owner["kind"]),
-                name=str(owner["name"]),
-                # owners live in their dependent's namespace (or none, cluster-scoped)
-                namespace=current.namespace if info is None or info.namespaced else "",
-                api_version=str(owner.get("apiVersion") or (info.api_version if info else "")),
-            )
+            found = self._owner(owner, current)
+            if found is None:
+                break
+            current = found
         if current == target and not target.api_version:
             info = self.kinds.lookup(target.kind)
             if info is not None:
                 return TargetResource(target.kind, target.name, target.namespace, info.api_version)
         return current
+
+    def _owner(self, owner: dict[str, Any], dependent: TargetResource) -> TargetResource | None:
+        """The controller `owner` of `dependent` as a target; None when its kind, name or
+        apiVersion is no Kubernetes identifier. The API server does not check those fields
+        and anyone who may create a Pod can write them: a name such as
+        `../../../api/v1/namespaces/<managed>` read another object's labels for the scope
+        check, and became an RR's target. The walk ends at the dependent instead."""
+        kind, name = str(owner.get("kind", "")), str(owner.get("name", ""))
+        api_version = str(owner.get("apiVersion") or "")
+        try:
+            check_kind(kind, "ownerReferences.kind")
+            check_name(name, "ownerReferences.name", kind)
+        except PayloadError as exc:
+            log.warning(
+                "an owner reference that is no Kubernetes object: its dependent is the target",
+                extra={"dependent": f"{dependent.namespace}/{dependent.kind}/{dependent.name}",
+                       "error": str(exc)},
+            )  # fmt: skip
+            return None
+        info = self.kinds.lookup(kind)
+        if not _API_VERSION.fullmatch(api_version):
+            api_version = info.api_version if info else ""
+        return TargetResource(
+            kind=kind,
+            name=name,
+            # owners live in their dependent's namespace (or none, cluster-scoped)
+            namespace=dependent.namespace if info is None or info.namespaced else "",
+            api_version=api_version,
+        )
 
     async def _service_pod(self, service: TargetResource) -> TargetResource | None:
         """The first pod (by name) the Service selects; None without a selector or pods."""

@@ -181,6 +181,46 @@ def test_a_job_of_a_cronjob_is_about_the_cronjob(
         assert answer.json()["fingerprint"] == fingerprint(app_ns, "CronJob", "nightly")
 
 
+def test_an_owner_reference_that_is_no_kubernetes_name_ends_the_walk(
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, app_ns: str
+) -> None:
+    """The API server does not check an ownerReference's kind or name: anyone who may create
+    a Pod can write one. Its name went into the metadata read's path unescaped, so
+    `../../../../../../api/v1/namespaces/<managed>` read a managed Namespace's labels for a Pod
+    of an unmanaged namespace (an outside check): an RR for an unmanaged resource, its target a
+    path. An owner that is no Kubernetes kind or name now ends the walk at its dependent."""
+    unmanaged = f"plain-{uuid.uuid4().hex[:8]}"
+    namespace(kube_apiserver, unmanaged)
+    owners = {
+        "p-traversal": ("ReplicaSet", "../../../../../../api/v1/namespaces/" + app_ns),
+        "p-bad-name": ("ReplicaSet", "Bad_Name"),
+        "p-bad-kind": ("Replica Set!", "rs-1"),
+    }
+    for ns in (unmanaged, app_ns):
+        for pod, (kind, name) in owners.items():
+            ref = {"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": str(uuid.uuid4())}
+            kube_apiserver.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": pod,
+                        "namespace": ns,
+                        "ownerReferences": [{**ref, "controller": True}],
+                    },
+                    "spec": POD_SPEC,
+                }
+            )
+    with gateway.client() as c:
+        for pod in owners:
+            refused = c.post(PROM, json=webhook(alert(namespace=unmanaged, pod=pod)))
+            assert refused.status_code == 200, refused.text
+            assert refused.json()["rejection"]["resource"] == f"{unmanaged}:Pod:{pod}"
+            kept = c.post(PROM, json=webhook(alert(namespace=app_ns, pod=pod)))
+            assert kept.status_code == 201, kept.text
+            assert kept.json()["fingerprint"] == fingerprint(app_ns, "Pod", pod)
+
+
 def test_scope_labels_on_namespace_and_resource(
     gateway: ServiceProcess, kube_apiserver: KubeAPIServer
 ) -> None:
