@@ -172,11 +172,21 @@ class CoalescingStore:
             raise
 
     async def _drain(self, key: str) -> None:
+        outage: StoreUnavailable | None = None
         try:
             while batch := self._queues.pop(key, None):
                 batch = [w for w in batch if not w.done.done()]
+                if outage is not None:
+                    # queued while the call before failed for an outage (a hung store's
+                    # timeout): the same answer now, not a call and a timeout of its own
+                    # after having waited out that one (twice the timeout in all)
+                    for waiting in batch:
+                        _fail(waiting, outage)
+                    outage = None
+                    continue
                 if batch and not await self._bump_known(key, batch):
                     await self._decide(key, batch)
+                outage = _outage_of(batch)
         finally:
             self._drainers.pop(key, None)
 
@@ -222,7 +232,12 @@ class CoalescingStore:
         have been without the queue."""
         first, rest = batch[0], batch[1:]
         if not await _settle(first, self._batched(first)):
-            # the store failed for the first (or it gave up): the others, each on its own
+            outage = _outage_of([first])
+            if outage is not None:  # the store is away: each would wait out its own timeout
+                for waiting in rest:
+                    _fail(waiting, outage)
+                return
+            # the store failed for the first alone (or it gave up): the others, each on its own
             await self._each_alone(key, rest)
             return
         self._remember(key, first.done.result().rr)
@@ -376,3 +391,14 @@ async def _settle(waiting: _Waiting, decision: Coroutine[Any, Any, FiringResult]
 def _fail(waiting: _Waiting, exc: Exception) -> None:
     if not waiting.done.done():
         waiting.done.set_exception(exc)
+
+
+def _outage_of(batch: list[_Waiting]) -> StoreUnavailable | None:
+    """The store's unavailability one of `batch` was answered with, if any."""
+    for waiting in batch:
+        done = waiting.done
+        if done.done() and not done.cancelled():
+            exc = done.exception()
+            if isinstance(exc, StoreUnavailable):
+                return exc
+    return None

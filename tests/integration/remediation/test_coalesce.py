@@ -16,7 +16,7 @@ from signalgate.remediation.coalesce import CoalescingStore
 from signalgate.remediation.model import RemediationRequest, StatusPatch
 from signalgate.remediation.postgres import PostgresRemediationStore
 from signalgate.remediation.sqlite import SqliteRemediationStore
-from signalgate.remediation.store import Decision, FiringResult, ListQuery
+from signalgate.remediation.store import Decision, FiringResult, ListQuery, StoreUnavailable
 from tests.integration.remediation.rrcases import later, make_rr
 
 
@@ -301,5 +301,67 @@ async def test_a_candidate_that_cannot_be_built_fails_only_its_own_signal(
         assert all(r.decision is Decision.DUPLICATE for r in decided)
         assert {r.rr.name for r in decided} == {first.rr.name}
         assert max(r.rr.deduplication.occurrence_count for r in decided) == 4
+    finally:
+        await store.close()
+
+
+class HungSqliteStore(SqliteRemediationStore):
+    """The real SQLite store, behind a connection that hangs while `hung` is set: each call
+    then waits `HOLD` and fails as a store's timeout does (503), counting the calls."""
+
+    HOLD = 0.3
+    hung = False
+    calls = 0
+
+    async def _hang(self) -> None:
+        if self.hung:
+            self.calls += 1
+            await asyncio.sleep(self.HOLD)
+            raise StoreUnavailable("the store did not answer within its timeout")
+
+    async def record_firing(self, candidate: RemediationRequest, now: datetime) -> FiringResult:
+        await self._hang()
+        return await super().record_firing(candidate, now)
+
+    async def record_firings(
+        self, signals: Sequence[tuple[RemediationRequest, datetime]]
+    ) -> list[FiringResult | None]:
+        await self._hang()
+        return await super().record_firings(signals)
+
+    async def bump_active(self, name: str, count: int, now: datetime) -> RemediationRequest | None:
+        await self._hang()
+        return await super().bump_active(name, count, now)
+
+
+async def test_signals_queued_behind_a_call_the_store_did_not_answer_fail_with_it(
+    tmp_path: Path,
+) -> None:
+    """A hung store (an API server that stopped answering): the signals queued behind the
+    call that timed out made calls of their own and waited out a second timeout (an outside
+    check: 503s after twice `kubernetes.timeout`), or, for a new fingerprint, one timeout
+    each in turn. They now get that call's 503."""
+    inner = HungSqliteStore(tmp_path / "rr.db")
+    store = CoalescingStore(inner)
+    await store.open()
+    try:
+        known = make_rr("known")
+        assert (await store.record_firing(known, later(1))).decision is Decision.CREATED
+        inner.hung = True
+
+        async def storm(rr: RemediationRequest) -> list[BaseException | FiringResult]:
+            first = asyncio.ensure_future(store.record_firing(rr, later(2)))
+            await asyncio.sleep(0.05)  # the first's call is under way: these queue behind it
+            rest = [store.record_firing(rr, later(3)) for _ in range(7)]
+            return await asyncio.gather(first, *rest, return_exceptions=True)
+
+        for rr in (known, make_rr("new")):  # a bump of a known RR, a new RR's decision
+            inner.calls = 0
+            answers = await storm(rr)
+            assert all(isinstance(a, StoreUnavailable) for a in answers), answers
+            assert inner.calls == 1, f"{inner.calls} calls to a store that does not answer"
+        inner.hung = False
+        counted = await store.record_firing(known, later(4))
+        assert counted.rr.deduplication.occurrence_count == 2  # none of the 503s was counted
     finally:
         await store.close()
