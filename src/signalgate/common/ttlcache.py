@@ -38,5 +38,11 @@ class TTLCache(Generic[V]):
         while len(self._items) > self.size:
             self._items.popitem(last=False)
 
+    def pop(self, key: Hashable) -> V | None:
+        """The value while `key` is cached and fresh, removed from the cache; else None."""
+        hit, value = self.get(key)
+        self._items.pop(key, None)
+        return value if hit else None
+
     def __len__(self) -> int:
         return len(self._items)

@@ -38,6 +38,8 @@ from signalgate.gateway.adapters.parsing import Freshness, PayloadError, check_f
 from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
 from signalgate.gateway.openapi import openapi_document
 from signalgate.gateway.pipeline import Outcome, ProcessingTimeout
+from signalgate.gateway.responses import Rendered, rendered
+from signalgate.gateway.retries import DecidedBefore
 from signalgate.gateway.service import GatewayService
 from signalgate.gateway.signal import AdapterItem, Ignored, Invalid, Signal
 from signalgate.gateway.status_patch import parse_status_patch
@@ -92,6 +94,7 @@ class GatewayAPI:
         # decided are bounded together too, so that large webhooks at once cannot exhaust it
         self.max_inflight_bytes = FULL_WEBHOOKS_AT_ONCE * self.max_body
         self.inflight_bytes = 0
+        self.decided_before = DecidedBefore()  # a failed webhook's decisions, for its retry
 
     # -- signal routes ---------------------------------------------------------------
 
@@ -139,13 +142,14 @@ class GatewayAPI:
             deadline = asyncio.get_running_loop().time() + self.timeout
             if len(items) == 1 and isinstance(items[0], Invalid):
                 raise validation_error(items[0].error)
-            results = await self._process_all(items, deadline)
+            results = await self._process_all(items, deadline, body)
             # durable before acknowledged: the answer waits for the audit events' fsync
             await self.service.audit.commit()
             if len(items) == 1:
                 outcome = results[0]
                 if isinstance(outcome, str):  # its RR too large to store: as when oversized
                     raise validation_error(outcome)
+                assert isinstance(outcome, Outcome)  # one alert: nothing kept for a retry
                 status, answer = responses.single(outcome)
             else:
                 status, answer = responses.multi(results)
@@ -168,7 +172,9 @@ class GatewayAPI:
             )
         return ""
 
-    async def _process_all(self, items: list[AdapterItem], deadline: float) -> list[Outcome | str]:
+    async def _process_all(
+        self, items: list[AdapterItem], deadline: float, body: bytes
+    ) -> list[Outcome | str | Rendered]:
         """Every item's outcome, in input order (an invalid item's is its error). A large
         webhook's alerts are decided `WEBHOOK_CONCURRENCY` at a time, so they share the
         store's connections and its coalescing instead of waiting for each other.
@@ -180,13 +186,20 @@ class GatewayAPI:
         are left for that retry; after one it cannot (the store refused an RR as written)
         the others are decided, so one refused alert does not hold its group back. An alert
         whose RR the store refuses for its size is that alert's own result, as an oversized
-        alert is (`_decide_one`)."""
+        alert is (`_decide_one`).
+
+        The alerts decided before a failure are answered as they were by the retry of the
+        same body, which decides only the rest (`gateway.retries`): decided again, each was
+        counted once more per retry."""
         if len(items) == 1:
             (item,) = items
             if isinstance(item, Invalid):
                 return [item.error]
             return [await self._decide_one(item, deadline, "")]
-        results: list[Outcome | str] = [""] * len(items)
+        digest = self.decided_before.digest(body)
+        before = self.decided_before.take(digest)
+        results: list[Outcome | str | Rendered] = [""] * len(items)
+        decided: set[int] = set(before)
         failures: dict[int, Exception] = {}
         retried = False  # a failure a retry can cure came: what is not begun waits for it
         slots = asyncio.Semaphore(WEBHOOK_CONCURRENCY)
@@ -198,13 +211,16 @@ class GatewayAPI:
                     return  # not begun, so not counted twice when the group comes again
                 try:
                     results[index] = await self._decide_one(item, deadline, f"alerts[{index}]: ")
+                    decided.add(index)
                 except Exception as exc:  # raised below: the first, in input order
                     failures[index] = exc
                     retried = retried or not isinstance(exc, StoreRefused)
 
         tasks = []
         for index, item in enumerate(items):
-            if isinstance(item, Invalid):
+            if index in before:
+                results[index] = before[index]
+            elif isinstance(item, Invalid):
                 metrics = self.service.metrics
                 metrics.child(metrics.signals_parse_dropped, "invalid").inc()
                 refused_alerts.log(
@@ -215,6 +231,7 @@ class GatewayAPI:
                 tasks.append(asyncio.create_task(decide(index, item)))
         await asyncio.gather(*tasks)
         if failures:
+            self.decided_before.remember(digest, {i: rendered(results[i]) for i in decided})
             raise failures[min(failures)]
         return results
 

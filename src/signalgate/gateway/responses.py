@@ -4,7 +4,7 @@ status codes and bodies."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from signalgate.gateway.pipeline import Outcome
 from signalgate.remediation.model import format_time
@@ -42,26 +42,40 @@ def single(outcome: Outcome) -> tuple[int, dict[str, Any]]:
     return STATUS_CODES[outcome.kind], body
 
 
-def multi(results: Sequence[Outcome | str]) -> tuple[int, dict[str, Any]]:
-    """207 for a webhook of several alerts; a `str` entry is the error of an alert refused
-    as invalid: `rejected` with its `error`, as Kubernaut's Gateway reports it. (`failed`,
+class Rendered(NamedTuple):
+    """One alert's entry of a webhook's answer, and the summary count it adds to: what is
+    kept of a decision for the retry of a failed webhook (`gateway.retries`)."""
+
+    item: dict[str, Any]
+    counted_as: str
+
+
+def rendered(result: Outcome | str | Rendered) -> Rendered:
+    """An alert's entry in `multi`; a `str` is the error of an alert refused as invalid:
+    `rejected` with its `error`, as Kubernaut's Gateway reports it."""
+    if isinstance(result, Rendered):
+        return result
+    if isinstance(result, str):
+        return Rendered({"status": "rejected", "error": result}, "rejected")
+    item: dict[str, Any] = {"status": result.kind, "message": result.message}
+    if result.fingerprint:
+        item["fingerprint"] = result.fingerprint
+    if result.rr is not None:
+        item["remediationRequestName"] = result.rr.name
+    if result.rejection is not None:
+        item["rejection"] = result.rejection.to_json()
+    return Rendered(item, _SUMMARY_KEYS[result.kind])
+
+
+def multi(results: Sequence[Outcome | str | Rendered]) -> tuple[int, dict[str, Any]]:
+    """207 for a webhook of several alerts, an entry per alert (`rendered`). (`failed`,
     Kubernaut's count of alerts it could not store, stays 0: a store failure here fails the
     whole request with a 5xx, so Alertmanager sends the group again.)"""
     summary = dict.fromkeys(_SUMMARY_KEYS.values(), 0)
     summary["total"] = len(results)
     items: list[dict[str, Any]] = []
     for result in results:
-        if isinstance(result, str):
-            items.append({"status": "rejected", "error": result})
-            summary["rejected"] += 1
-            continue
-        item: dict[str, Any] = {"status": result.kind, "message": result.message}
-        if result.fingerprint:
-            item["fingerprint"] = result.fingerprint
-        if result.rr is not None:
-            item["remediationRequestName"] = result.rr.name
-        if result.rejection is not None:
-            item["rejection"] = result.rejection.to_json()
+        item, counted_as = rendered(result)
         items.append(item)
-        summary[_SUMMARY_KEYS[result.kind]] += 1
+        summary[counted_as] += 1
     return 207, {"results": items, "summary": summary}

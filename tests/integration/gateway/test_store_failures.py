@@ -200,3 +200,62 @@ def test_a_store_that_answers_but_refuses_writes_makes_the_gateway_unready(
             assert readyz().json()["checks"]["store"] == "ok"
     finally:
         service.stop()
+
+
+def test_the_retry_of_a_webhook_cut_by_its_deadline_counts_each_alert_once(
+    tmp_path: Path, private_postgres: PostgresServer
+) -> None:
+    """A webhook whose last alert waits on a locked row past the deadline: 504, with the
+    alerts before it already decided. Alertmanager sends the same body again. Those alerts
+    were counted again on each retry (occurrenceCount 2, 3, …), and a webhook too large to
+    decide within the deadline spent every retry on its first alerts and never reached the
+    last ones (an outside check, Kubernetes mode). The retry now answers the alerts decided
+    before as they were, and decides only the rest."""
+    import asyncio
+
+    import asyncpg
+
+    service = gateway_process(
+        tmp_path,
+        env={
+            "SIGNALGATE_STORE__DSN": private_postgres.url,
+            "SIGNALGATE_SERVER__PROCESSINGTIMEOUT": "1s",
+        },
+    ).start()
+    try:
+        with service.client() as c:
+            held = c.post(PROM, json=webhook(alert(pod="held-1")))
+            assert held.status_code == 201, held.text
+            body = webhook(*(alert(pod=f"new-{i}") for i in range(20)), alert(pod="held-1"))
+
+            async def first_attempt() -> httpx.Response:
+                blocker = await asyncpg.connect(private_postgres.url)
+                try:
+                    async with blocker.transaction():
+                        await blocker.execute(
+                            "SELECT 1 FROM remediation_requests WHERE name = $1 FOR UPDATE",
+                            held.json()["remediationRequestName"],
+                        )
+                        return await asyncio.to_thread(c.post, PROM, json=body)
+                finally:
+                    await blocker.close()
+
+            cut = asyncio.run(first_attempt())
+            assert cut.status_code == 504, cut.text
+            retried = c.post(PROM, json=body)
+            assert retried.status_code == 207, retried.text
+            summary = retried.json()["summary"]
+            assert (summary["created"], summary["deduplicated"]) == (20, 1), summary
+            listed = c.get("/api/v1/remediation-requests", params={"limit": "100"}).json()
+            counts = {
+                rr["spec"]["targetResource"]["name"]: rr["status"]["deduplication"][
+                    "occurrenceCount"
+                ]
+                for rr in listed["items"]
+            }
+            assert counts == {**{f"new-{i}": 1 for i in range(20)}, "held-1": 2}, counts
+            # a later notification with the same body is a new occurrence of each
+            again = c.post(PROM, json=body)
+            assert again.json()["summary"]["deduplicated"] == 21, again.text
+    finally:
+        service.stop()

@@ -1,0 +1,50 @@
+"""A webhook's alerts decided before its request failed, kept for the retry of that body.
+
+A webhook's alerts are decided one by one (`WEBHOOK_CONCURRENCY` at a time). When a failure
+a retry can cure (the deadline, the store away) ends the request, the alerts decided by
+then are stored and counted, and the request is answered 5xx so that Alertmanager sends the
+group again — the same bytes. Deciding them again counted each once more per retry, and a
+webhook too large to decide within `server.processingTimeout` (thousands of new RRs in
+Kubernetes mode, where each is an API write) spent every retry on its first alerts and
+never reached the last ones.
+
+So the alerts decided before the failure are remembered by the body's digest, and the next
+request with those bytes answers them as they were and decides only the rest. Remembered
+only after a failure, taken by the next request with that body, and for at most
+`KEPT_SECONDS`: a later notification with the same bytes (a `repeat_interval`) is a new
+occurrence of each alert, as before. Per process: a retry that reaches another replica
+decides every alert again, as before this existed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from signalgate.common.ttlcache import TTLCache
+from signalgate.gateway.responses import Rendered
+
+# how long a failed webhook's decisions wait for its retry (Alertmanager retries a group
+# within its group_interval, five minutes by default)
+KEPT_SECONDS = 300.0
+# failed webhooks remembered at once (a full one's answers are ~1.5 MB; the oldest goes first)
+KEPT_WEBHOOKS = 16
+
+
+class DecidedBefore:
+    """Body digest → the answers of the alerts decided before its request failed (by index)."""
+
+    def __init__(self) -> None:
+        self._kept: TTLCache[dict[int, Rendered]] = TTLCache(KEPT_WEBHOOKS)
+
+    @staticmethod
+    def digest(body: bytes) -> bytes:
+        return hashlib.sha256(body).digest()
+
+    def take(self, digest: bytes) -> dict[int, Rendered]:
+        """The decisions a failed request with this body made; forgotten here, so that only
+        one retry answers from them (a second failure remembers them again)."""
+        return self._kept.pop(digest) or {}
+
+    def remember(self, digest: bytes, decided: dict[int, Rendered]) -> None:
+        if decided:
+            self._kept.put(digest, decided, KEPT_SECONDS)

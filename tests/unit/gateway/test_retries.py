@@ -1,0 +1,21 @@
+"""A failed webhook's decisions are kept for one retry of the same bytes, for a while."""
+
+from __future__ import annotations
+
+import pytest
+
+from signalgate.gateway import retries
+from signalgate.gateway.responses import Rendered
+
+
+def test_kept_for_one_retry_of_the_same_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    kept = retries.DecidedBefore()
+    body, other = b'{"alerts": [1, 2]}', b'{"alerts": [1, 3]}'
+    answer = {0: Rendered({"status": "created"}, "created")}
+    kept.remember(kept.digest(body), answer)
+    assert kept.take(kept.digest(other)) == {}
+    assert kept.take(kept.digest(body)) == answer
+    assert kept.take(kept.digest(body)) == {}  # taken: a later notification counts again
+    monkeypatch.setattr(retries, "KEPT_SECONDS", 0.0)
+    kept.remember(kept.digest(body), answer)
+    assert kept.take(kept.digest(body)) == {}  # its retry came too late
