@@ -572,11 +572,21 @@ class KubernetesStore:
         return await change.done
 
     async def _drain(self, name: str) -> None:
+        outage: StoreUnavailable | None = None
         try:
             while True:
                 batch = self._queues.pop(name, None)
                 if not batch:
                     return
+                if outage is not None:
+                    # queued while the write before failed for an outage (an API server
+                    # that stopped answering): the same answer now, not a write and a
+                    # `kubernetes.timeout` of their own after waiting out that one
+                    for change in batch:
+                        if not change.done.done():
+                            change.done.set_exception(outage)
+                    outage = None
+                    continue
                 try:
                     await self._write_batch(name, batch)
                 except BaseException as exc:
@@ -588,6 +598,8 @@ class KubernetesStore:
                             change.done.set_exception(failure)
                     if not isinstance(exc, Exception):
                         raise
+                    if isinstance(failure, StoreUnavailable):
+                        outage = failure
         finally:
             self._writers.pop(name, None)
             for change in self._queues.pop(name, ()):

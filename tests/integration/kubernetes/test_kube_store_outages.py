@@ -208,3 +208,40 @@ def test_its_own_token_revoked_under_kubernetes_auth_is_logged_once_per_interval
         lines = [line for line in gw.output().splitlines() if "own token" in line]
         assert 1 <= len(lines) <= 2, lines  # the first, and perhaps its count of the rest
         assert "does not accept this service's own token" in lines[0]
+
+
+def test_duplicates_queued_behind_a_status_write_to_a_hung_api_server_fail_with_it(
+    own_apiserver: KubeAPIServer, tmp_path: Path
+) -> None:
+    """An API server that stops answering (SIGSTOP) while concurrent duplicates of one RR
+    arrive: those queued behind the status write that timed out made a write of their own
+    and were answered 503 after twice `kubernetes.timeout` (an outside check); the docs
+    promise at most the timeout plus a second."""
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = own_apiserver
+    server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hung"}})
+    env = {**SETTINGS_SCOPE, "SIGNALGATE_KUBERNETES__TIMEOUT": "3s"}
+    with kube_gateway(server, "hung", tmp_path / "gw", auth="static", env=env).start() as gw:
+        body = webhook(alert(pod="hung-1"))
+        with gw.client() as c:
+            assert c.post(PROM, json=body).status_code == 201
+            assert c.post(PROM, json=body).status_code == 202  # the RR is known and active
+
+        def duplicate(_: int) -> tuple[int, float]:
+            started = time.monotonic()
+            with gw.client() as client:
+                status = client.post(PROM, json=body).status_code
+            return status, time.monotonic() - started
+
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(duplicate, range(8)))
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert [status for status, _ in answers] == [503] * 8, answers
+        assert max(seconds for _, seconds in answers) < 3 + 1.5, answers
