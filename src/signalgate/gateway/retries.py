@@ -26,8 +26,9 @@ from signalgate.gateway.responses import Rendered
 # how long a failed webhook's decisions wait for its retry (Alertmanager retries a group
 # within its group_interval, five minutes by default)
 KEPT_SECONDS = 300.0
-# failed webhooks remembered at once (a full one's answers are ~1.5 MB; the oldest goes first)
-KEPT_WEBHOOKS = 16
+# failed webhooks remembered at once, the oldest going first: a full one's answers (5,500
+# alerts) take ~2.8 MB, so at most ~23 MB in all
+KEPT_WEBHOOKS = 8
 
 
 class DecidedBefore:
