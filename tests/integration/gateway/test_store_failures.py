@@ -66,13 +66,7 @@ def test_store_that_hangs_past_the_deadline_gives_504(
 
     import asyncpg
 
-    service = gateway_process(
-        tmp_path,
-        env={
-            "SIGNALGATE_STORE__DSN": private_postgres.url,
-            "SIGNALGATE_SERVER__PROCESSINGTIMEOUT": "1s",
-        },
-    ).start()
+    service = _one_second_deadline(tmp_path, private_postgres)
     pod = "hang-dup" if known else "hang-new"
 
     async def scenario() -> tuple[httpx.Response, float]:
@@ -109,6 +103,17 @@ def test_store_that_hangs_past_the_deadline_gives_504(
                 assert again.status_code == 201, again.text
     finally:
         service.stop()
+
+
+def _one_second_deadline(tmp_path: Path, postgres: PostgresServer) -> ServiceProcess:
+    """A Gateway on `postgres` whose signals are decided within 1 s (else 504)."""
+    return gateway_process(
+        tmp_path,
+        env={
+            "SIGNALGATE_STORE__DSN": postgres.url,
+            "SIGNALGATE_SERVER__PROCESSINGTIMEOUT": "1s",
+        },
+    ).start()
 
 
 def _children(pid: int) -> list[int]:
@@ -215,13 +220,7 @@ def test_the_retry_of_a_webhook_cut_by_its_deadline_counts_each_alert_once(
 
     import asyncpg
 
-    service = gateway_process(
-        tmp_path,
-        env={
-            "SIGNALGATE_STORE__DSN": private_postgres.url,
-            "SIGNALGATE_SERVER__PROCESSINGTIMEOUT": "1s",
-        },
-    ).start()
+    service = _one_second_deadline(tmp_path, private_postgres)
     try:
         with service.client() as c:
             held = c.post(PROM, json=webhook(alert(pod="held-1")))
