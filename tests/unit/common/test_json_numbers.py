@@ -134,3 +134,38 @@ def test_hex_text_is_not_parsed_a_second_time(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(Problem):  # where a value starts, the same text is a number
         check_json_integers(b'[{"n": 1}, {"n": 3e901}]')
     assert len(parsed) == 1
+
+
+def test_a_long_run_of_digits_inside_a_string_is_looked_at_once() -> None:
+    """A string of a million digits: each hit of the run was walked back over the whole run
+    and searched again 20 bytes on, quadratic — 100,000 digits took 15 s, during which the
+    service answered nothing, its health checks included (an outside check). Run in a child
+    with a bound a thousand times what it takes, so a regression fails instead of hanging."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        from signalgate.common.json_numbers import check_json_integers
+        for body in (b'{"id": "x' + b"7" * 1_000_000 + b'"}',
+                     b'{"id": "x' + b"3e901" * 200_000 + b'"}',
+                     b'["' + b"-1234567890123456789" * 50_000 + b'"]'):
+            check_json_integers(body)
+        print("checked")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=20
+    )
+    assert done.stdout.strip() == "checked", done.stderr
+
+
+def test_a_wide_number_nested_deeper_than_the_standard_library_reads_is_a_400() -> None:
+    """1,000 arrays around 2**64: the standard library's re-parse raised RecursionError, a 500
+    on both services (an outside check)."""
+    body = b"[" * 1000 + b"18446744073709551616" + b"]" * 1000
+    with pytest.raises(Problem) as refused:
+        check_json_integers(body)
+    assert refused.value.status == 400
+    assert refused.value.extra["field_errors"] == {"body": "nested too deeply"}
