@@ -271,12 +271,22 @@ class ClusterView:
             )  # fmt: skip
             return None
         info = self.kinds.lookup(kind)
+        if dependent.namespace and info is not None and not info.namespaced:
+            # a cluster-scoped controller of a namespaced object (a Pod "owned" by a
+            # Namespace): the way out of the dependent's namespace, to an RR about a managed
+            # object it has no say over. Controllers run in their dependents' namespace.
+            log.warning(
+                "a cluster-scoped owner of a namespaced object: its dependent is the target",
+                extra={"dependent": f"{dependent.namespace}/{dependent.kind}/{dependent.name}",
+                       "owner": f"{kind}/{name}"},
+            )  # fmt: skip
+            return None
         if not _API_VERSION.fullmatch(api_version):
             api_version = info.api_version if info else ""
         return TargetResource(
             kind=kind,
             name=name,
-            # owners live in their dependent's namespace (or none, cluster-scoped)
+            # owners live in their dependent's namespace (or none, a cluster-scoped one's)
             namespace=dependent.namespace if info is None or info.namespaced else "",
             api_version=api_version,
         )

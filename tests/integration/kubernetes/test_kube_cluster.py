@@ -188,17 +188,20 @@ def test_an_owner_reference_that_is_no_kubernetes_name_ends_the_walk(
     a Pod can write one. Its name went into the metadata read's path unescaped, so
     `../../../../../../api/v1/namespaces/<managed>` read a managed Namespace's labels for a Pod
     of an unmanaged namespace (an outside check): an RR for an unmanaged resource, its target a
-    path. An owner that is no Kubernetes kind or name now ends the walk at its dependent."""
+    path. An owner that is no Kubernetes kind or name, or a cluster-scoped one of a namespaced
+    object (a Pod "owned" by the managed Namespace), now ends the walk at its dependent."""
     unmanaged = f"plain-{uuid.uuid4().hex[:8]}"
     namespace(kube_apiserver, unmanaged)
     owners = {
-        "p-traversal": ("ReplicaSet", "../../../../../../api/v1/namespaces/" + app_ns),
-        "p-bad-name": ("ReplicaSet", "Bad_Name"),
-        "p-bad-kind": ("Replica Set!", "rs-1"),
+        "p-traversal": ("apps/v1", "ReplicaSet", "../../../../../../api/v1/namespaces/" + app_ns),
+        "p-bad-name": ("apps/v1", "ReplicaSet", "Bad_Name"),
+        "p-bad-kind": ("apps/v1", "Replica Set!", "rs-1"),
+        # valid names, but a cluster-scoped "controller": the managed Namespace itself
+        "p-cluster-owner": ("v1", "Namespace", app_ns),
     }
     for ns in (unmanaged, app_ns):
-        for pod, (kind, name) in owners.items():
-            ref = {"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": str(uuid.uuid4())}
+        for pod, (api_version, kind, name) in owners.items():
+            ref = {"apiVersion": api_version, "kind": kind, "name": name, "uid": str(uuid.uuid4())}
             kube_apiserver.apply(
                 {
                     "apiVersion": "v1",
