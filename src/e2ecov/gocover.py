@@ -221,14 +221,18 @@ class GoService:
         return sum(f.covered for f in self.files.values())
 
 
+def _module(import_path: str, modules: dict[str, Path]) -> str | None:
+    """The module of `modules` that holds the file: the longest module path that does, since
+    with several services' modules one may be nested in another (`example.com/a` and
+    `example.com/a/tools`); None for a module outside them."""
+    return max((m for m in modules if import_path.startswith(m + "/")), key=len, default=None)
+
+
 def _local(import_path: str, modules: dict[str, Path]) -> Path | None:
-    """The file's path on disk, for files of modules built from a local checkout. The longest
-    module path that holds it: with several services' modules, one may be nested in another
-    (`example.com/a` and `example.com/a/tools`)."""
-    holding = [m for m in modules if import_path.startswith(m + "/")]
-    if not holding:
+    """The file's path on disk, for files of modules built from a local checkout."""
+    module = _module(import_path, modules)
+    if module is None:
         return None
-    module = max(holding, key=len)
     return modules[module] / import_path[len(module) + 1 :]
 
 
@@ -391,6 +395,7 @@ class GoUnion:
     files: dict[str, GoFile]
     functions: list[tuple[str, str, str]]
     warnings: list[str]
+    different_builds: bool = False  # a file ran from different sources in the services
 
 
 def union(services: list[GoService], modules: dict[str, Path], display_root: Path) -> GoUnion:
@@ -408,7 +413,8 @@ def union(services: list[GoService], modules: dict[str, Path], display_root: Pat
     for svc in services:
         for name in svc.files:
             files[name].services.append(svc.name)
-    warnings = _different_builds(services, modules, display_root)
+    different = _different_builds(services, modules, display_root)
+    warnings = list(different)
     merged = ",".join(str(s.merged) for s in services if s.merged is not None)
     listed = _run([go(), "tool", "covdata", "func", f"-i={merged}"])
     if listed.returncode == 0:
@@ -420,15 +426,11 @@ def union(services: list[GoService], modules: dict[str, Path], display_root: Pat
             "function lines are each service's, a function run by several is listed once each"
         )
         functions = [row for svc in services for row in svc.functions]
-    return GoUnion(files, functions, warnings)
+    return GoUnion(files, functions, warnings, bool(different))
 
 
 def combined_html(
-    services: list[GoService],
-    modules: dict[str, Path],
-    display_root: Path,
-    html: Path,
-    work: Path,
+    services: list[GoService], union: GoUnion, modules: dict[str, Path], html: Path, work: Path
 ) -> str | None:
     """One `go tool cover -html` page of every Go service's counters together: a file's
     lines as covered where any service ran them, as the combined reports count it (each
@@ -437,15 +439,12 @@ def combined_html(
     The services' blocks are merged here (hits added, `set` kept when every service used
     it), as `union` does; the page is made from one module's sources, so programs of
     different modules get none (their own pages stay)."""
-    if _different_builds(services, modules, display_root):  # its warning names the files
+    if union.different_builds:  # the union's warning names the files
         return "a Go file was built from different sources in the services"
     modes = {s.profile.partition("\n")[0].removeprefix("mode:").strip() for s in services}
     mode = "set" if modes == {"set"} else "count"
     blocks = _blocks("\n".join(s.profile for s in services))
-    held = {
-        max((m for m in modules if path.startswith(m + "/")), key=len, default="")
-        for path, *_ in blocks
-    }
+    held = {_module(path, modules) for path, *_ in blocks}
     if len(held) > 1:
         named = sorted(m or "a module outside the repository" for m in held)
         return (

@@ -317,16 +317,15 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
     if go_services:
         # each Go file once, with what any service ran (replicas of one binary, programs
         # sharing a package): the per-service tables above stay each service's own
-        union = gocover.union(go_services, _go_modules(go), config.display_root)
+        modules = _go_modules(go)
+        union = gocover.union(go_services, modules, config.display_root)
         func_lines += union.functions
         warnings += union.warnings
         _merge_go(artifacts, union.files, python.report)
         (artifacts / "coverage.json").write_text(json.dumps(python.report, indent=4))
         if len(go_services) > 1:
             combined_page = artifacts / "html" / GO_COMBINED_PAGE
-            why = gocover.combined_html(
-                go_services, _go_modules(go), config.display_root, combined_page, work
-            )
+            why = gocover.combined_html(go_services, union, modules, combined_page, work)
             if why:
                 warnings.append(f"no combined Go HTML page: {why}")
                 combined_page = None

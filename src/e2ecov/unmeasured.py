@@ -70,7 +70,7 @@ class Watch:
     def look(self, roots: dict[str, int]) -> None:
         """One look at the processes below `roots` (service name → its main process)."""
         table = procs.snapshot()
-        announced = self._announced()
+        announced = protocol.announced_pids(self.ledger_dir)
         for service, root in roots.items():
             for pid in procs.descendants([root], table):
                 proc = table[pid]
@@ -81,7 +81,7 @@ class Watch:
                     continue
                 # the ledger read again: one that announced itself while this look ran is not
                 # named (a look reads the whole machine's /proc, slow on a busy machine)
-                if pid not in self._announced():
+                if pid not in protocol.announced_pids(self.ledger_dir):
                     self.found[key] = Unmeasured(service, pid, procs.command_line(pid))
 
     def by_service(self) -> dict[str, list[str]]:
@@ -89,9 +89,6 @@ class Watch:
         for item in self.found.values():
             found.setdefault(item.service, []).append(item.message())
         return found
-
-    def _announced(self) -> set[int]:
-        return protocol.announced_pids(self.ledger_dir)
 
 
 def _is_python(pid: int) -> bool:

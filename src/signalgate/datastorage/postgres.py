@@ -91,6 +91,12 @@ _HEAD_INSERT_SQL = (
     "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])"
 )
 _ENSURE_SQL = "SELECT audit_ensure_partitions($1::date, $2::int)"
+# the months of those `_ENSURE_SQL` makes whose partition is not there
+_MISSING_SQL = (
+    "SELECT to_char(m, 'YYYY_MM') FROM generate_series($1::date,"
+    " $1::date + ($2::int - 1) * interval '1 month', interval '1 month') AS m"
+    " WHERE to_regclass('audit_events_' || to_char(m, 'YYYY_MM')) IS NULL ORDER BY m"
+)
 # every stored id, whatever its day: the key that keeps one id from being stored twice
 _IDS_INSERT_SQL = "INSERT INTO audit_event_ids SELECT unnest($1::uuid[])"
 # a write that lost a race for an id is planned again this many times in all
@@ -352,15 +358,10 @@ async def _partitions_if_allowed(conn: asyncpg.Connection) -> int:
 
 
 async def _missing_months(conn: asyncpg.Connection) -> list[str]:
-    """The months `_ensure_partitions` would make, as `YYYY_MM`."""
-    month = _first_month()
-    missing: list[str] = []
-    for _ in range(_MONTHS_KEPT):
-        name = f"audit_events_{month:%Y_%m}"
-        if await conn.fetchval("SELECT to_regclass($1) IS NULL", name):
-            missing.append(name.removeprefix("audit_events_"))
-        month = (month + timedelta(days=32)).replace(day=1)
-    return missing
+    """The months `_ensure_partitions` would make, as `YYYY_MM` (named as its function names
+    their partitions), in one query."""
+    rows = await conn.fetch(_MISSING_SQL, _first_month(), _MONTHS_KEPT)
+    return [str(row[0]) for row in rows]
 
 
 def _records(rows: Sequence[PlannedRow]) -> list[tuple[Any, ...]]:

@@ -196,8 +196,7 @@ class GatewayAPI:
             if isinstance(item, Invalid):
                 return [item.error]
             return [await self._decide_one(item, deadline, "")]
-        digest = self.decided_before.digest(body)
-        before = self.decided_before.take(digest)
+        before = self.decided_before.take(body)
         results: list[Outcome | str | Rendered] = [""] * len(items)
         decided: set[int] = set(before)
         failures: dict[int, Exception] = {}
@@ -231,7 +230,7 @@ class GatewayAPI:
                 tasks.append(asyncio.create_task(decide(index, item)))
         await asyncio.gather(*tasks)
         if failures:
-            self.decided_before.remember(digest, {i: rendered(results[i]) for i in decided})
+            self.decided_before.remember(body, {i: rendered(results[i]) for i in decided})
             raise failures[min(failures)]
         return results
 

@@ -32,20 +32,19 @@ KEPT_WEBHOOKS = 8
 
 
 class DecidedBefore:
-    """Body digest → the answers of the alerts decided before its request failed (by index)."""
+    """Body digest → the answers of the alerts decided before its request failed (by index).
+    A body is hashed only when something is kept, or to be kept: not on every webhook."""
 
     def __init__(self) -> None:
         self._kept: TTLCache[dict[int, Rendered]] = TTLCache(KEPT_WEBHOOKS)
 
-    @staticmethod
-    def digest(body: bytes) -> bytes:
-        return hashlib.sha256(body).digest()
-
-    def take(self, digest: bytes) -> dict[int, Rendered]:
+    def take(self, body: bytes) -> dict[int, Rendered]:
         """The decisions a failed request with this body made; forgotten here, so that only
         one retry answers from them (a second failure remembers them again)."""
-        return self._kept.pop(digest) or {}
+        if not len(self._kept):
+            return {}
+        return self._kept.pop(hashlib.sha256(body).digest()) or {}
 
-    def remember(self, digest: bytes, decided: dict[int, Rendered]) -> None:
+    def remember(self, body: bytes, decided: dict[int, Rendered]) -> None:
         if decided:
-            self._kept.put(digest, decided, KEPT_SECONDS)
+            self._kept.put(hashlib.sha256(body).digest(), decided, KEPT_SECONDS)

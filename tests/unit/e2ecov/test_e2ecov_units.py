@@ -514,7 +514,8 @@ def test_no_combined_go_page_across_modules_says_why(tmp_path: Path) -> None:
         gocover.GoService(name, {}, [], None, [], f"mode: set\n{path}:3.1,4.2 1 1\n")
         for name, path in (("a", "example.com/a/main.go"), ("b", "example.com/b/main.go"))
     ]
-    why = gocover.combined_html(services, modules, tmp_path, tmp_path / "all.html", tmp_path)
+    union = gocover.GoUnion({}, [], [])
+    why = gocover.combined_html(services, union, modules, tmp_path / "all.html", tmp_path)
     assert why is not None and "2 modules (example.com/a, example.com/b)" in why
     assert not (tmp_path / "all.html").exists()
 
@@ -532,10 +533,10 @@ def test_a_go_file_built_from_different_sources_is_named_and_gets_no_combined_pa
                           f"mode: set\n{block}\n")
         for name, block in (("api-old", old), ("api-new", new), ("worker", old))
     ]  # fmt: skip
-    warned = gocover.union(services, modules, tmp_path).warnings
-    assert [w for w in warned if "different sources" in w] == [
+    union = gocover.union(services, modules, tmp_path)
+    assert [w for w in union.warnings if "different sources" in w] == [
         "Go file a/main.go was built from different sources in services api-old, api-new: "
         "its combined figures count the blocks of every version"
     ]
-    why = gocover.combined_html(services, modules, tmp_path, tmp_path / "all.html", tmp_path)
+    why = gocover.combined_html(services, union, modules, tmp_path / "all.html", tmp_path)
     assert why == "a Go file was built from different sources in the services"
