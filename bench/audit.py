@@ -1,6 +1,7 @@
 """Audit write throughput: batches of 100 events at concurrency 8 against a real DataStorage
 process on PostgreSQL (or its embedded SQLite store). Prints events/s, batch latency
-percentiles, and DataStorage's CPU µs per event (utime + stime from /proc).
+percentiles, and DataStorage's CPU µs per event (utime + stime from /proc) and, on
+PostgreSQL, the server's beside it (every backend's: what each stored event costs it).
 
     python bench/audit.py [--seconds 15] [--concurrency 8] [--batch 100]
                           [--backend postgres|sqlite]
@@ -164,8 +165,11 @@ def main() -> int:
         # warm-up (connection pool, statement caches), then the measured run
         subprocess.run([*client[:4], "--seconds", "2"], check=True, capture_output=True)
         spent = proc_cpu_seconds(server.pid)
+        pg_spent = proc_cpu_seconds(postgres.pid) if postgres is not None else 0.0
         output = subprocess.run(client, check=True, capture_output=True, text=True).stdout
         spent = proc_cpu_seconds(server.pid) - spent
+        if postgres is not None:
+            pg_spent = proc_cpu_seconds(postgres.pid) - pg_spent
         result = json.loads(output)
         events = result["batches"] * args.batch
         print(
@@ -176,6 +180,11 @@ def main() -> int:
             f"p50 {result['p50_ms']:.1f} ms   p99 {result['p99_ms']:.1f} ms per batch   "
             f"({result['batches']} batches, statuses {result['statuses']})\n"
             f"  DataStorage CPU {spent * 1e6 / max(events, 1):.1f} µs per event"
+            + (
+                f", PostgreSQL CPU {pg_spent * 1e6 / max(events, 1):.1f} µs per event"
+                if postgres is not None
+                else ""
+            )
         )
         return 0
     finally:
