@@ -165,11 +165,12 @@ def main() -> int:
         # warm-up (connection pool, statement caches), then the measured run
         subprocess.run([*client[:4], "--seconds", "2"], check=True, capture_output=True)
         spent = proc_cpu_seconds(server.pid)
-        pg_spent = proc_cpu_seconds(postgres.pid) if postgres is not None else 0.0
+        pg_pid = postgres.pid if postgres is not None else None
+        pg_spent = proc_cpu_seconds(pg_pid) if pg_pid is not None else 0.0
         output = subprocess.run(client, check=True, capture_output=True, text=True).stdout
         spent = proc_cpu_seconds(server.pid) - spent
-        if postgres is not None:
-            pg_spent = proc_cpu_seconds(postgres.pid) - pg_spent
+        if pg_pid is not None:
+            pg_spent = proc_cpu_seconds(pg_pid) - pg_spent
         result = json.loads(output)
         events = result["batches"] * args.batch
         print(
@@ -182,7 +183,7 @@ def main() -> int:
             f"  DataStorage CPU {spent * 1e6 / max(events, 1):.1f} µs per event"
             + (
                 f", PostgreSQL CPU {pg_spent * 1e6 / max(events, 1):.1f} µs per event"
-                if postgres is not None
+                if pg_pid is not None
                 else ""
             )
         )
