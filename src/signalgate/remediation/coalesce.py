@@ -283,6 +283,13 @@ class CoalescingStore:
         """The caller gave up: withdrawn if not sent yet; once sent, its batch statement is
         cancelled (undone in the store) only when every caller in it gave up."""
         member.gave_up = True
+        # nobody reads the slot any more: the batch's answer is not set on it, and one set
+        # already (the caller gave up as it came) is taken here. A statement cancelled for
+        # callers that gave up can still end in StoreUnavailable (asyncpg's pool, releasing
+        # the connection of a cancelled query to a stopped server, times out): set on these
+        # slots, each was logged "Future exception was never retrieved"
+        if not member.slot.cancel() and not member.slot.cancelled():
+            member.slot.exception()
         batch = member.batch
         if batch is None:
             self._unsent.remove(member)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+import contextlib
+import gc
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -363,5 +365,98 @@ async def test_signals_queued_behind_a_call_the_store_did_not_answer_fail_with_i
         inner.hung = False
         counted = await store.record_firing(known, later(4))
         assert counted.rr.deduplication.occurrence_count == 2  # none of the 503s was counted
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def unretrieved_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """The event loop's error reports made inside the block ("Future exception was never
+    retrieved" among them), garbage collected at its end so that an abandoned future is."""
+    loop = asyncio.get_running_loop()
+    reports: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reports.append(context))
+    try:
+        yield reports
+        await asyncio.sleep(0.05)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+
+
+class CancelledIntoOutageStore(SqliteRemediationStore):
+    """A batch statement to a server that stopped: it never answers and, cancelled, ends in
+    StoreUnavailable instead of the cancellation, as asyncpg does there (the pool's release
+    of the cancelled query's connection times out). After `fail_after` seconds (if set) it
+    fails by itself, as the store's own timeout does."""
+
+    fail_after: float | None = None
+
+    async def record_firings(
+        self, signals: Sequence[tuple[RemediationRequest, datetime]]
+    ) -> list[FiringResult | None]:
+        try:
+            await asyncio.sleep(1000 if self.fail_after is None else self.fail_after)
+        except asyncio.CancelledError:
+            raise StoreUnavailable("no answer in time (releasing the cancelled query)") from None
+        raise StoreUnavailable("no answer in time")
+
+
+async def test_a_batch_every_caller_gave_up_on_leaves_no_unretrieved_error(
+    tmp_path: Path,
+) -> None:
+    """Every caller of a batch passes its deadline; the batch statement, cancelled, ends in
+    StoreUnavailable (a paused PostgreSQL): set on each caller's slot, nobody retrieved it,
+    and the Gateway logged "Future exception was never retrieved" once per signal (an
+    outside check: 16, `WEBHOOK_CONCURRENCY`)."""
+    store = CoalescingStore(CancelledIntoOutageStore(tmp_path / "rr.db"))
+    await store.open()
+    try:
+        async with unretrieved_errors() as reports:
+
+            async def fire(resource: str) -> FiringResult:
+                async with asyncio.timeout(0.1):
+                    return await store.record_firing(make_rr(resource), later(1))
+
+            answers = await asyncio.gather(
+                *(fire(f"gone-{i}") for i in range(16)), return_exceptions=True
+            )
+            kinds = {type(answer) for answer in answers}
+            del answers
+            assert kinds == {TimeoutError}
+        assert [r["message"] for r in reports] == []
+    finally:
+        await store.close()
+
+
+async def test_a_caller_that_gave_up_leaves_no_error_while_the_others_get_503(
+    tmp_path: Path,
+) -> None:
+    """One caller of a batch gives up, the others wait: when the statement then fails for
+    an outage, each waiting caller gets StoreUnavailable (503), and the one that left has
+    no unretrieved error logged for it."""
+    inner = CancelledIntoOutageStore(tmp_path / "rr.db")
+    inner.fail_after = 0.3
+    store = CoalescingStore(inner)
+    await store.open()
+    try:
+        async with unretrieved_errors() as reports:
+
+            async def impatient() -> FiringResult:
+                async with asyncio.timeout(0.05):
+                    return await store.record_firing(make_rr("impatient"), later(1))
+
+            answers = await asyncio.gather(
+                impatient(),
+                *(store.record_firing(make_rr(f"patient-{i}"), later(1)) for i in range(3)),
+                return_exceptions=True,
+            )
+            # (only the kinds are kept: the errors' tracebacks would keep the batch alive)
+            kinds = [type(answer) for answer in answers]
+            del answers
+            assert kinds == [TimeoutError, StoreUnavailable, StoreUnavailable, StoreUnavailable]
+        assert [r["message"] for r in reports] == []
     finally:
         await store.close()
