@@ -4,7 +4,10 @@ percentiles, and DataStorage's CPU µs per event (utime + stime from /proc) and,
 PostgreSQL, the server's beside it (every backend's: what each stored event costs it).
 
     python bench/audit.py [--seconds 15] [--concurrency 8] [--batch 100]
-                          [--backend postgres|sqlite]
+                          [--backend postgres|sqlite] [--query-pages 20]
+
+After the writes, `--query-pages` full pages of the query API (`limit=1000`, newest first)
+are read one after another: the time and DataStorage's CPU per page.
 
 Starts its own PostgreSQL (e2ecov recipe; not for `--backend sqlite`) and
 `signalgate-datastorage serve`; the load comes from a separate process (`--load`) so client
@@ -108,12 +111,31 @@ async def load(url: str, seconds: float, concurrency: int, size: int) -> dict[st
     }
 
 
+def query_pages(url: str, pid: int, pages: int) -> str:
+    """Read `pages` full pages of the query API in turn: the time and CPU of one."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        client.get("/api/v1/audit/events", params={"limit": 1000}).raise_for_status()
+        spent, started = proc_cpu_seconds(pid), time.perf_counter()
+        size = 0
+        for _ in range(pages):
+            answer = client.get("/api/v1/audit/events", params={"limit": 1000})
+            answer.raise_for_status()
+            size += len(answer.content)
+        elapsed, spent = time.perf_counter() - started, proc_cpu_seconds(pid) - spent
+    return (
+        f"  query pages of 1,000 events ({size / pages / 1e6:.1f} MB each): "
+        f"{elapsed * 1e3 / pages:.1f} ms and {spent * 1e3 / pages:.1f} ms of DataStorage CPU each"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--query-pages", type=int, default=20)
     parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: run only the client
     args = parser.parse_args()
     if args.load:
@@ -187,6 +209,8 @@ def main() -> int:
                 else ""
             )
         )
+        if args.query_pages:
+            print(query_pages(f"http://127.0.0.1:{api}", server.pid, args.query_pages))
         return 0
     finally:
         if server is not None:

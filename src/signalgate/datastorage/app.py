@@ -29,6 +29,7 @@ from signalgate.common.ops import probe_routes
 from signalgate.common.problems import Problem, service_unavailable, validation_error
 from signalgate.common.text import AUDIT_TEXT
 from signalgate.datastorage.capabilities import CAPABILITIES_PATH, capabilities_document
+from signalgate.datastorage.columns import query_answer
 from signalgate.datastorage.errors import (
     Conflict,
     ForeignParent,
@@ -210,7 +211,7 @@ class DataStorageAPI:
             raise validation_error(str(exc), field_errors={exc.name: str(exc)}) from None
         page = await self.service.store.query(query)
         body = {
-            "data": list(page.data),
+            "data": [query_answer(event) for event in page.data],
             "pagination": {
                 "limit": query.limit,
                 "offset": query.offset,

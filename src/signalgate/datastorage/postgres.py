@@ -261,7 +261,7 @@ class PostgresAuditStore:
         async with self._connection("query") as conn:
             rows = await conn.fetch(listing, *params, query.limit, query.offset)
             total = await conn.fetchval(f"SELECT count(*) FROM audit_events{where}", *params)
-        return QueryPage([row_to_event(row) for row in rows], int(total))
+        return QueryPage([row_to_event(row, event_data_text=True) for row in rows], int(total))
 
     async def chain(self, correlation_id: str) -> list[dict[str, Any]]:
         sql = f"SELECT {SELECT_LIST} FROM audit_events WHERE correlation_id = $1 ORDER BY seq"

@@ -271,4 +271,4 @@ def _query(conn: sqlite3.Connection, query: AuditQuery) -> QueryPage:
         [*params, query.limit, query.offset],
     ).fetchall()
     total = conn.execute(f"SELECT count(*) FROM audit_events{where}", params).fetchone()[0]
-    return QueryPage([row_to_event(row) for row in rows], int(total))
+    return QueryPage([row_to_event(row, event_data_text=True) for row in rows], int(total))

@@ -57,7 +57,8 @@ class AuditQuery:
 
 @dataclass(frozen=True)
 class QueryPage:
-    """Rows newest first: request fields plus `event_date`, `event_hash`, `previous_event_hash`."""
+    """Rows newest first: request fields plus `event_date`, `event_hash`, `previous_event_hash`;
+    `event_data` as its stored JSON text (see `columns.query_answer`)."""
 
     data: Sequence[dict[str, Any]]
     total: int

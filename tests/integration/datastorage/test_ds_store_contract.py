@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from signalgate.datastorage.chain import verify
@@ -31,7 +32,13 @@ async def test_write_then_query_returns_the_event_with_chain_fields(store: Audit
     assert row["previous_event_hash"] == ""
     assert len(row["event_hash"]) == 64
     assert row["event_date"] == event.event_date.isoformat()
-    assert row["event_data"] == {"signal_name": "HighCPU", "namespace": "prod", "n": 1}
+    # the stored text, as the query API embeds it (unparsed)
+    assert row["event_data"] == event.event_data_json
+    assert orjson.loads(row["event_data"]) == {
+        "signal_name": "HighCPU",
+        "namespace": "prod",
+        "n": 1,
+    }
     assert row["actor_id"] == "gateway-service"
     assert row["resource_id"] == "rr-a"
 
@@ -157,7 +164,7 @@ async def test_control_characters_are_stored_as_written_and_the_chain_holds(
     rows = (await store.query(AuditQuery(correlation_id="rr-ctl"))).data
     [row] = [r for r in rows if r["event_id"] == event.event_id]
     assert row["error_message"] == text
-    assert row["event_data"] == {"output": text, "k\x1b": 1}
+    assert orjson.loads(row["event_data"]) == {"output": text, "k\x1b": 1}
     assert verify("rr-ctl", await store.chain("rr-ctl")).valid
 
 
