@@ -124,11 +124,7 @@ EVENT_DATA_JSON = "event_data_json"
 def _check_event_data(value: object, info: ValidationInfo) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
-    holds_float = _check_nested(value, 1)
-    try:
-        text = canonical_json(value, holds_float=holds_float)  # exactly the stored text
-    except TypeError as exc:  # integers beyond 64 bits
-        raise ValueError("must hold only JSON numbers within 64 bits") from exc
+    text = event_data_text(value)
     if len(text) > MAX_EVENT_DATA_BYTES:
         raise ValueError(f"must be at most {MAX_EVENT_DATA_BYTES} bytes serialised")
     if isinstance(info.context, dict):
@@ -136,32 +132,49 @@ def _check_event_data(value: object, info: ValidationInfo) -> dict[str, Any]:
     return value
 
 
-def _check_nested(value: object, depth: int) -> bool:
-    """Refuse what the store cannot keep (too deep, non-string keys, NUL characters, integers
-    beyond 64 bits); True when a float is inside (the canonical form needs to know)."""
-    if type(value) is dict:
-        _check_depth(depth)
-        holds_float = False
-        for key, item in value.items():
-            if type(key) is not str or "\x00" in key:
-                raise ValueError("keys must be strings without NUL characters")
-            holds_float |= _check_nested(item, depth + 1)
-        return holds_float
-    if type(value) is list:
-        _check_depth(depth)
-        return any([_check_nested(item, depth + 1) for item in value])  # checks every item
-    if type(value) is str:
-        if "\x00" in value:
-            raise ValueError("strings must not contain NUL characters")
-        return False
-    if type(value) is int and not INT64_MIN <= value <= UINT64_MAX:
-        raise ValueError("must hold only JSON numbers within 64 bits")
-    return type(value) is float
+def event_data_text(value: dict[str, Any]) -> bytes:
+    """`event_data`'s canonical bytes (exactly the stored text), or `ValueError` for what
+    the store cannot keep: too deep, non-string keys, NUL characters, integers beyond 64 bits."""
+    holds_float = _checked(value)
+    try:
+        return canonical_json(value, holds_float=holds_float)
+    except TypeError:  # no JSON value (not from a parsed body): what orjson cannot write
+        raise ValueError("must hold only JSON numbers within 64 bits") from None
 
 
-def _check_depth(depth: int) -> None:
-    if depth > MAX_EVENT_DATA_DEPTH:
-        raise ValueError(f"must be at most {MAX_EVENT_DATA_DEPTH} levels deep")
+def _checked(value: dict[str, Any]) -> bool:
+    """Refuse what the store cannot keep (see `event_data_text`); True when a float is
+    inside (the canonical form needs to know).
+
+    One loop over the containers, each checking its leaves in place: a recursive call per
+    leaf made the check a third of an event's validation for a Gateway event, which carries
+    its alert's body."""
+    holds_float = False
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        container, depth = pending.pop()
+        if depth > MAX_EVENT_DATA_DEPTH:
+            raise ValueError(f"must be at most {MAX_EVENT_DATA_DEPTH} levels deep")
+        if type(container) is dict:
+            for key in container:
+                if type(key) is not str or "\x00" in key:
+                    raise ValueError("keys must be strings without NUL characters")
+            children = container.values()
+        else:
+            children = container
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                if "\x00" in child:
+                    raise ValueError("strings must not contain NUL characters")
+            elif kind is dict or kind is list:
+                pending.append((child, depth + 1))
+            elif kind is int:
+                if not INT64_MIN <= child <= UINT64_MAX:
+                    raise ValueError("must hold only JSON numbers within 64 bits")
+            elif kind is float:
+                holds_float = True
+    return holds_float
 
 
 def _nul_errors(payload: Mapping[str, object], prefix: str) -> dict[str, str]:
@@ -312,7 +325,9 @@ class AuditEvent:
             # event_data serialised once: its canonical bytes go into the record's as they
             # are (the other fields are strings, integers and booleans, never floats, so
             # the record takes orjson's path, which embeds a Fragment)
-            canonical=canonical({**data, "event_data": orjson.Fragment(event_data_json)}),
+            canonical=canonical(
+                {**data, "event_data": orjson.Fragment(event_data_json)}, holds_float=False
+            ),
             timestamp=model.event_timestamp,
             event_data_json=event_data_json.decode(),
         )

@@ -21,6 +21,7 @@ from signalgate.datastorage.events import (
     AuditEvent,
     BatchSizeError,
     InvalidEvents,
+    event_data_text,
     parse_rfc3339,
     validate_batch,
     validate_event,
@@ -278,6 +279,84 @@ def test_event_data_is_checked_stored_and_hashed_in_the_standard_form(data: obje
         dict(event.fields), sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
     assert event.canonical == whole.encode()
+
+
+# text made of NULs, backslashes and the text "\\u0000", quotes and brackets
+_TRICKY_TEXT = st.lists(
+    st.sampled_from(["\\", "\x00", "u0000", '"', "[", "{", "}", "]", "e", "1.", "a"]), max_size=6
+).map("".join)
+_DEEP_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64), max_value=2**65)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TRICKY_TEXT,
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(_TRICKY_TEXT, inner, max_size=2),
+    max_leaves=30,
+)
+
+
+def _walked(value: object, depth: int = 1) -> bool:
+    """The check as it was first written, a recursive walk: the reference the one-loop check
+    is held to. True when a float is inside."""
+    if isinstance(value, dict):
+        if depth > 10:
+            raise ValueError("too deep")
+        for key in value:
+            if not isinstance(key, str) or "\x00" in key:
+                raise ValueError("key")
+        return any([_walked(item, depth + 1) for item in value.values()])
+    if isinstance(value, list):
+        if depth > 10:
+            raise ValueError("too deep")
+        return any([_walked(item, depth + 1) for item in value])
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("NUL")
+    wide = isinstance(value, int) and not -(2**63) <= value <= 2**64 - 1
+    if wide and not isinstance(value, bool):
+        raise ValueError("wide")
+    return isinstance(value, float)
+
+
+_REFUSALS = {
+    "must be at most 10 levels deep",
+    "keys must be strings without NUL characters",
+    "strings must not contain NUL characters",
+    "must hold only JSON numbers within 64 bits",
+}
+
+
+@given(st.dictionaries(_TRICKY_TEXT, _DEEP_VALUES, max_size=3))
+def test_event_data_check_answers_as_the_walk_does(data: dict[str, object]) -> None:
+    # one loop instead of a recursive walk: the same values refused (each with one of the
+    # check's messages), the same text stored, whatever the nesting, NULs or numbers
+    try:
+        holds_float = _walked(data)
+    except ValueError:
+        with pytest.raises(ValueError) as caught:
+            event_data_text(data)
+        assert str(caught.value) in _REFUSALS
+        return
+    assert event_data_text(data) == canonical_json(data, holds_float=holds_float)
+
+
+def test_event_data_check_names_each_fault() -> None:
+    deep: dict[str, object] = {"x": 1}
+    for _ in range(9):
+        deep = {"d": deep}
+    assert event_data_text(deep) == canonical_json(deep)  # ten levels: kept
+    assert "10 levels" in str(_raised({"d": deep}))
+    assert "10 levels" in str(_raised({"s": "[[[[[[[[[[[[", "d": [[[[[[[[[[[]]]]]]]]]]]}))
+    assert event_data_text({"s": "[[[[[[[[[[[[[[[[[[[["}) == b'{"s":"[[[[[[[[[[[[[[[[[[[["}'
+    assert "NUL" in str(_raised({"s": "a\\\x00"}))
+    assert "keys must be strings" in str(_raised({"k\x00": 1}))
+    assert event_data_text({"s": "\\u0000"}) == b'{"s":"\\\\u0000"}'  # backslash, text
+
+
+def _raised(data: dict[str, object]) -> ValueError:
+    with pytest.raises(ValueError) as caught:
+        event_data_text(data)
+    return caught.value
 
 
 def test_event_data_refuses_integers_beyond_64_bits_even_beside_a_float() -> None:
