@@ -252,8 +252,8 @@ class DataStorageAPI:
                 '(e.g. {"correlation_id": "rr-0123456789ab-89abcdef"})',
                 field_errors={"correlation_id": "required, a string of 1..255 characters"},
             )
-        report, rows = await verify_stored(self.service.store, given)
-        return json_response(200, kubernaut_verification(report, rows))
+        report, broken = await verify_stored(self.service.store, given)
+        return json_response(200, kubernaut_verification(report, broken))
 
     async def capabilities(self, request: Request) -> Response:
         """The event types this DataStorage accepts (see `capabilities`); no token needed."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -131,39 +131,82 @@ class ChainReport:
         return body
 
 
-def verify(
-    correlation_id: str, rows: Sequence[Mapping[str, Any]], head: tuple[int, str] | None = None
-) -> ChainReport:
-    """Recompute the chain over stored rows given in write order, then hold it to its head.
+@dataclass(frozen=True)
+class ChainBreak:
+    """The first broken row of a chain, as Kubernaut's answer names it: the row itself, the
+    hash it should have linked to (the previous row's, which held), and how many rows held
+    before it."""
 
-    A row is broken when its `previous_event_hash` is not the previous row's `event_hash`, or
-    its `event_hash` is not the hash of its own content: either a changed row or a removed or
-    reordered one shows up at the first row after the change. The head (`count`, last hash,
-    recorded with every write) catches what no later row can: deleted newest events, or a
-    whole deleted chain. Without a head (None) only the rows are recomputed.
-    """
-    previous = ""
-    for row in rows:
-        expected = event_hash(previous, canonical(row))
-        if (
-            row["previous_event_hash"] != previous
-            or row["event_hash"] != expected
-            or not _dated_as_stamped(row)
-        ):
-            return ChainReport(correlation_id, len(rows), False, str(row["event_id"]))
-        previous = row["event_hash"]
-    if head is not None:
-        count, last = head
-        if len(rows) != count or previous != last:
-            return ChainReport(
-                correlation_id,
-                len(rows),
-                False,
-                detail=f"the chain's recorded head is event {count} with hash {last[:16]}…, "
-                f"but {len(rows)} event(s) are stored: events were deleted or added outside "
-                "DataStorage",
-            )
-    return ChainReport(correlation_id, len(rows), True)
+    row: Mapping[str, Any]
+    previous_hash: str
+    verified: int
+
+
+class ChainVerifier:
+    """The chain check fed rows in write order, page after page, so a chain of any length is
+    verified in the memory of one page: it keeps only the previous hash, the count, and the
+    first broken row. After a break the remaining rows are only counted (a report's `events`
+    is every stored row).
+
+    A row is broken when its `previous_event_hash` is not the previous row's `event_hash`, its
+    `event_hash` is not the hash of its own content, or its `event_date` is not its stamp's
+    day: a changed row, or a removed or reordered one, shows up at the first row after the
+    change. The head (`count`, last hash, recorded with every write) catches what no later
+    row can: deleted newest events, or a whole deleted chain."""
+
+    def __init__(self, correlation_id: str) -> None:
+        self.correlation_id = correlation_id
+        self.count = 0
+        self.broken: ChainBreak | None = None
+        self._previous = ""
+
+    def feed(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """The next rows of the chain, in write order."""
+        for row in rows:
+            if self.broken is None:
+                if _holds(row, self._previous):
+                    self._previous = row["event_hash"]
+                else:
+                    self.broken = ChainBreak(row, self._previous, self.count)
+            self.count += 1
+
+    def report(self, head: tuple[int, str] | None = None) -> ChainReport:
+        """The verdict on the rows fed so far, held to `head` (count, last hash) when given;
+        without a head only the rows are recomputed."""
+        cid, count = self.correlation_id, self.count
+        if self.broken is not None:
+            return ChainReport(cid, count, False, str(self.broken.row["event_id"]))
+        if head is not None:
+            recorded, last = head
+            if count != recorded or self._previous != last:
+                return ChainReport(
+                    cid,
+                    count,
+                    False,
+                    detail=f"the chain's recorded head is event {recorded} with hash "
+                    f"{last[:16]}…, but {count} event(s) are stored: events were deleted or "
+                    "added outside DataStorage",
+                )
+        return ChainReport(cid, count, True)
+
+
+def verify(
+    correlation_id: str, rows: Iterable[Mapping[str, Any]], head: tuple[int, str] | None = None
+) -> ChainReport:
+    """Recompute the chain over stored rows given in write order, then hold it to its head
+    (`ChainVerifier` over one list)."""
+    verifier = ChainVerifier(correlation_id)
+    verifier.feed(rows)
+    return verifier.report(head)
+
+
+def _holds(row: Mapping[str, Any], previous: str) -> bool:
+    """Whether a row links to `previous`, hashes to its stored hash, and is dated as stamped."""
+    return (
+        row["previous_event_hash"] == previous
+        and row["event_hash"] == event_hash(previous, canonical(row))
+        and _dated_as_stamped(row)
+    )
 
 
 def _dated_as_stamped(row: Mapping[str, Any]) -> bool:

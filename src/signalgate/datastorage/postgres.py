@@ -46,6 +46,7 @@ from signalgate.datastorage.migrations import SCHEMA
 from signalgate.datastorage.store import (
     AuditQuery,
     ChainHead,
+    ChainPage,
     PlannedRow,
     QueryPage,
     WriteResult,
@@ -85,6 +86,12 @@ _CHAINS_SQL = (
     f"SELECT e.* FROM unnest($1::text[]) WITH ORDINALITY AS wanted(id, n) CROSS JOIN LATERAL "
     f"(SELECT {SELECT_LIST}, seq FROM audit_events WHERE correlation_id = wanted.id) AS e "
     "ORDER BY wanted.n, e.seq"
+)
+# one page of a chain by keyset: an index range scan of (correlation_id, seq), whatever the
+# chain's length or the page's place in it
+_CHAIN_PAGE_SQL = (
+    f"SELECT {SELECT_LIST}, seq FROM audit_events WHERE correlation_id = $1 AND seq > $2 "
+    "ORDER BY seq LIMIT $3"
 )
 _HEAD_INSERT_SQL = (
     "INSERT INTO audit_chain_heads (correlation_id, event_count, event_hash) "
@@ -268,6 +275,12 @@ class PostgresAuditStore:
         async with self._connection("chain read") as conn:
             rows = await conn.fetch(sql, correlation_id)
         return [row_to_event(row) for row in rows]
+
+    async def chain_page(self, correlation_id: str, after_seq: int, limit: int) -> ChainPage:
+        async with self._connection("chain read") as conn:
+            rows = await conn.fetch(_CHAIN_PAGE_SQL, correlation_id, after_seq, limit)
+        last = int(rows[-1]["seq"]) if rows else after_seq
+        return ChainPage([row_to_event(row) for row in rows], last)
 
     async def head(self, correlation_id: str) -> ChainHead | None:
         async with self._connection("chain head read") as conn:

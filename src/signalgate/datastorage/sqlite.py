@@ -37,6 +37,7 @@ from signalgate.datastorage.migrations import SCHEMA
 from signalgate.datastorage.store import (
     AuditQuery,
     ChainHead,
+    ChainPage,
     PlannedRow,
     QueryPage,
     WriteResult,
@@ -113,6 +114,9 @@ class SqliteAuditStore:
     async def chain(self, correlation_id: str) -> list[dict[str, Any]]:
         return await self._run("chain read", _chain, correlation_id)
 
+    async def chain_page(self, correlation_id: str, after_seq: int, limit: int) -> ChainPage:
+        return await self._run("chain read", _chain_page, correlation_id, after_seq, limit)
+
     async def head(self, correlation_id: str) -> ChainHead | None:
         heads = await self._run("chain head read", _heads, [correlation_id])
         return heads.get(correlation_id)
@@ -171,6 +175,19 @@ def _migrate(conn: sqlite3.Connection, where: str) -> list[int]:
 def _chain(conn: sqlite3.Connection, correlation_id: str) -> list[dict[str, Any]]:
     sql = f"SELECT {SELECT_LIST} FROM audit_events WHERE correlation_id = ? ORDER BY seq"
     return [row_to_event(row) for row in conn.execute(sql, [correlation_id]).fetchall()]
+
+
+def _chain_page(
+    conn: sqlite3.Connection, correlation_id: str, after_seq: int, limit: int
+) -> ChainPage:
+    """One page of a chain by keyset (index `audit_events_correlation_idx`)."""
+    sql = (
+        f"SELECT {SELECT_LIST}, seq FROM audit_events WHERE correlation_id = ? AND seq > ? "
+        "ORDER BY seq LIMIT ?"
+    )
+    rows = conn.execute(sql, [correlation_id, after_seq, limit]).fetchall()
+    last = int(rows[-1]["seq"]) if rows else after_seq
+    return ChainPage([row_to_event(row) for row in rows], last)
 
 
 def _chains(conn: sqlite3.Connection, wanted: list[str]) -> dict[str, list[dict[str, Any]]]:

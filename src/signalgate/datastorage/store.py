@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from signalgate.datastorage.chain import ChainReport, event_hash, verify
+from signalgate.datastorage.chain import (
+    ChainBreak,
+    ChainReport,
+    ChainVerifier,
+    event_hash,
+    verify,
+)
 from signalgate.datastorage.errors import Conflict, ForeignParent, MissingParent
 from signalgate.datastorage.events import AuditEvent
 
@@ -91,6 +97,11 @@ class AuditStore(Protocol):
         """Every row of one correlation id in write order (for verification)."""
         ...
 
+    async def chain_page(self, correlation_id: str, after_seq: int, limit: int) -> ChainPage:
+        """At most `limit` rows of one correlation id written after the row numbered
+        `after_seq` (0: from the first), in write order: a chain read in bounded memory."""
+        ...
+
     async def head(self, correlation_id: str) -> ChainHead | None:
         """The chain's recorded head (None when nothing was ever written to it)."""
         ...
@@ -114,6 +125,15 @@ class AuditStore(Protocol):
     async def maintain(self) -> int:
         """Housekeeping for cron (partitions ahead); returns how many objects were created."""
         ...
+
+
+@dataclass(frozen=True)
+class ChainPage:
+    """Rows of one chain in write order, and the write-order number (`seq`) of the last one
+    (the `after_seq` of the next page; the one asked for when the page is empty)."""
+
+    rows: list[dict[str, Any]]
+    last_seq: int
 
 
 @dataclass(frozen=True)
@@ -190,57 +210,111 @@ def plan_write(
     return rows, already, new_heads
 
 
-VERIFY_ATTEMPTS = 5  # reads of one chain while its writers keep appending
+# rows of one chain held at once by `verify_stored` and `verify_many`: a flapping alert's
+# chain of 100,000 deduplicated events, each with the alert's body, took gigabytes read whole
+VERIFY_PAGE = 1000
 
 
 async def verify_stored(
     store: AuditStore, correlation_id: str
-) -> tuple[ChainReport, list[dict[str, Any]]]:
+) -> tuple[ChainReport, ChainBreak | None]:
     """The one verification both the API and the CLI run: the chain's rows recomputed and
-    held to its recorded head. Returns the report and the rows.
+    held to its recorded head, read `VERIFY_PAGE` rows at a time. Returns the report and
+    the first broken row (for Kubernaut's answer).
 
-    The rows and the head are two reads; an event written between them would make a sound
-    chain look broken. So the head is read before and after the rows, and the pair is
-    taken only when both agree (nothing was appended meanwhile). Under writes that never
-    pause, the last try's rows are held to the head read before them, cut to its count:
-    rows written after that head are newer events, not forged ones."""
-    for _ in range(VERIFY_ATTEMPTS):
-        before = await store.head(correlation_id)
-        rows = await store.chain(correlation_id)
-        head = await store.head(correlation_id)
-        if head == before:
-            break
-    else:
-        head = before
-        rows = rows[: head.count] if head is not None else []
-    if head is None and rows:  # heads are written with every event since migration 0002
-        detail = "events are stored but no chain head was recorded: written outside DataStorage"
-        return ChainReport(correlation_id, len(rows), False, detail=detail), rows
-    recorded = None if head is None else (head.count, head.event_hash)
-    return verify(correlation_id, rows, recorded), rows
+    The head is read first, then the rows it covers: the first `count` rows by `seq`.
+    Writes of one chain are serialised (PostgreSQL's advisory lock, SQLite's one writer),
+    each commits its rows with its head, and `seq` only grows, so rows written after that
+    head come after them in `seq`: they are newer events, not part of the chain verified.
+    A row past the head's count is told from such a newer event by reading the head again:
+    unchanged, nothing was written meanwhile, so the row was added outside DataStorage, and
+    every row is verified and counted as stored. A chain with rows but no head is broken."""
+    head = await store.head(correlation_id)
+    verifier = ChainVerifier(correlation_id)
+    if head is None:  # heads are written with every event since migration 0002
+        await _feed_pages(store, verifier, 0, None)
+        if verifier.count:
+            detail = "events are stored but no chain head was recorded: written outside DataStorage"
+            return ChainReport(correlation_id, verifier.count, False, detail=detail), None
+        return verifier.report(), None
+    after, past = await _feed_pages(store, verifier, 0, head.count)
+    if past is not None and await store.head(correlation_id) == head:
+        verifier.feed([past])
+        await _feed_pages(store, verifier, after, None)
+    return verifier.report((head.count, head.event_hash)), verifier.broken
 
 
-VERIFY_BATCH = 500  # chains read at once by `verify_many`
+async def _feed_pages(
+    store: AuditStore, verifier: ChainVerifier, after_seq: int, count: int | None
+) -> tuple[int, dict[str, Any] | None]:
+    """Feed `verifier` the chain's rows after `after_seq`, a page at a time: every row, or
+    (`count`) the first `count` rows, with one row more asked for on the last page to see
+    whether any is stored past them. Returns the last row's `seq` and that row past them
+    (None when there is none, or without `count`)."""
+    while True:
+        remaining = None if count is None else count - verifier.count
+        limit = VERIFY_PAGE if remaining is None else min(VERIFY_PAGE, remaining + 1)
+        page = await store.chain_page(verifier.correlation_id, after_seq, limit)
+        after_seq = page.last_seq
+        if remaining is not None and len(page.rows) > remaining:
+            verifier.feed(page.rows[:remaining])
+            return after_seq, page.rows[remaining]
+        verifier.feed(page.rows)
+        if len(page.rows) < limit:
+            return after_seq, None
+
+
+VERIFY_BATCH = 500  # chains whose heads are read at once by `verify_many`
 
 
 async def verify_many(
     store: AuditStore, correlation_ids: Sequence[str]
 ) -> AsyncIterator[ChainReport]:
-    """`verify_stored` of every chain, in order, with three reads per batch of chains instead
-    of three per chain (`verify-all` over 400,000 chains was 1.2 million queries). A chain
-    whose head moved while its batch was read, or that does not verify, is checked again on
-    its own by `verify_stored`, whose report stands."""
+    """`verify_stored` of every chain, in order, with a few reads per batch of chains instead
+    of three per chain (`verify-all` over 400,000 chains was 1.2 million queries).
+
+    The heads of `VERIFY_BATCH` chains are read at once; consecutive chains are then read
+    together as long as their heads count at most `VERIFY_PAGE` rows in all, so no read holds
+    more rows than one page of `verify_stored`. A chain longer than that, or without a head,
+    is verified alone by `verify_stored`, page by page; so is one whose head moved while its
+    batch was read, or that does not verify, and that report stands."""
     for start in range(0, len(correlation_ids), VERIFY_BATCH):
         batch = correlation_ids[start : start + VERIFY_BATCH]
         before = await store.heads(batch)
-        rows = await store.chains(batch)
-        after = await store.heads(batch)
+        group: list[str] = []
+        rows = 0
         for correlation_id in batch:
-            head = after.get(correlation_id)
-            chain = rows.get(correlation_id, [])
-            report = None
-            if head is not None and head == before.get(correlation_id):
-                report = verify(correlation_id, chain, (head.count, head.event_hash))
-            if report is None or not report.valid:
-                report, _ = await verify_stored(store, correlation_id)
+            head = before.get(correlation_id)
+            if head is not None and head.count <= VERIFY_PAGE and rows + head.count <= VERIFY_PAGE:
+                group.append(correlation_id)
+                rows += head.count
+                continue
+            async for report in _verify_group(store, group, before):
+                yield report
+            group, rows = [], 0
+            if head is not None and head.count <= VERIFY_PAGE:
+                group, rows = [correlation_id], head.count
+            else:
+                yield (await verify_stored(store, correlation_id))[0]
+        async for report in _verify_group(store, group, before):
             yield report
+
+
+async def _verify_group(
+    store: AuditStore, group: Sequence[str], before: Mapping[str, ChainHead]
+) -> AsyncIterator[ChainReport]:
+    """The chains of `group` (each with a head in `before`) read at once and verified, in
+    order; one whose head moved meanwhile, or that does not verify, alone again."""
+    if not group:
+        return
+    chains = await store.chains(group)
+    after = await store.heads(group)
+    for correlation_id in group:
+        head = after.get(correlation_id)
+        report = None
+        if head is not None and head == before.get(correlation_id):
+            chain = chains.get(correlation_id, [])
+            report = verify(correlation_id, chain, (head.count, head.event_hash))
+        if report is None or not report.valid:
+            report, _ = await verify_stored(store, correlation_id)
+        yield report

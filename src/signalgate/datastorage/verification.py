@@ -1,34 +1,35 @@
 """`POST /api/v1/audit/verify-chain` answers in Kubernaut's form (its `VerifyChainResponse`).
 
-The chain is checked once, by `chain.verify`; this module only words the result the way
+The chain is checked once, by `chain.ChainVerifier`; this module only words the result the way
 Kubernaut's clients read it: `is_valid`, how many events were checked and how many hold,
 and for a broken chain the first tampered event with the hash it should have had.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from signalgate.datastorage.chain import ChainReport, canonical, event_hash, format_timestamp
+from signalgate.datastorage.chain import (
+    ChainBreak,
+    ChainReport,
+    canonical,
+    event_hash,
+    format_timestamp,
+)
 
 
 def kubernaut_verification(
-    report: ChainReport, rows: Sequence[Mapping[str, Any]], now: datetime | None = None
+    report: ChainReport, broken: ChainBreak | None, now: datetime | None = None
 ) -> dict[str, Any]:
-    verified = report.events
+    """`report` in Kubernaut's words; `broken` is the first broken row the verifier kept
+    (`ChainVerifier.broken`), so the chain's rows need not be held to name it."""
+    verified = report.events  # every stored row holds (or the chain's end is missing)
     tampered: list[dict[str, Any]] = []
-    if not report.valid:
-        previous = ""
-        for index, row in enumerate(rows):
-            if str(row["event_id"]) == report.first_broken_event_id:
-                verified = index
-                tampered.append(_tampered(row, previous))
-                break
-            previous = str(row["event_hash"])
-        else:  # the chain's end is missing: every stored row holds, the chain does not
-            verified = len(rows)
+    if not report.valid and broken is not None:
+        verified = broken.verified
+        tampered.append(_tampered(broken.row, broken.previous_hash))
     if report.valid and not report.events:  # valid as an empty chain is: a mistyped id?
         message = "no event is stored under this correlation id: nothing to verify"
     elif report.valid:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from signalgate.datastorage.chain import verify
 from signalgate.datastorage.errors import Conflict, MissingParent
 from signalgate.datastorage.events import AuditEvent, validate_event
-from signalgate.datastorage.store import AuditQuery, AuditStore
+from signalgate.datastorage.store import AuditQuery, AuditStore, ChainPage
 from tests.integration.datastorage.dstools import event_body
 
 
@@ -181,3 +181,81 @@ async def test_many_chains_verify_as_each_does_alone(store: AuditStore) -> None:
     assert reports[3].events == 3 and reports[0].events == 2
     alone, _ = await verify_stored(store, "rr-none")
     assert reports[-1] == alone
+
+
+async def _paged(store: AuditStore, correlation_id: str, size: int) -> list[ChainPage]:
+    """Every page of a chain, up to and with the first empty one."""
+    return await _paged_from(store, correlation_id, 0, size)
+
+
+async def test_chain_pages_follow_the_write_order_across_page_boundaries(
+    store: AuditStore,
+) -> None:
+    await store.write([ev("rr-p"), ev("rr-other"), ev("rr-p"), ev("rr-p"), ev("rr-p")])
+    await store.write([ev("rr-other"), ev("rr-p"), ev("rr-p"), ev("rr-p")])
+    whole = await store.chain("rr-p")
+    pages = await _paged(store, "rr-p", 3)
+    assert [len(page.rows) for page in pages] == [3, 3, 1, 0]
+    assert [row for page in pages for row in page.rows] == whole
+    assert pages[-1].last_seq == pages[-2].last_seq  # an empty page stays where it was asked
+    assert [len(page.rows) for page in await _paged(store, "rr-p", 7)] == [7, 0]
+
+
+async def test_the_page_of_an_empty_chain_is_empty(store: AuditStore) -> None:
+    assert await store.chain_page("nobody", 0, 10) == ChainPage([], 0)
+    await store.write([ev("rr-e")])
+    last = (await store.chain_page("rr-e", 0, 10)).last_seq
+    assert await store.chain_page("rr-e", last, 10) == ChainPage([], last)
+
+
+async def test_rows_appended_while_a_chain_is_paged_come_after_the_rows_read(
+    store: AuditStore,
+) -> None:
+    await store.write([ev("rr-w") for _ in range(5)])
+    first = await store.chain_page("rr-w", 0, 3)
+    await store.write([ev("rr-w"), ev("rr-w")])
+    rest = await _paged_from(store, "rr-w", first.last_seq, 3)
+    assert [row for page in (first, *rest) for row in page.rows] == await store.chain("rr-w")
+    assert sum(len(page.rows) for page in rest) == 4
+
+
+async def _paged_from(
+    store: AuditStore, correlation_id: str, after_seq: int, size: int
+) -> list[ChainPage]:
+    pages = [await store.chain_page(correlation_id, after_seq, size)]
+    while pages[-1].rows:
+        pages.append(await store.chain_page(correlation_id, pages[-1].last_seq, size))
+    return pages
+
+
+class AppendingDuringRead:
+    """The store, with one event appended to the chain after its first page is read: a
+    busy Gateway writing while someone verifies."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+        self.appended = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def chain_page(self, correlation_id: str, after_seq: int, limit: int) -> ChainPage:
+        page = await self.store.chain_page(correlation_id, after_seq, limit)
+        if not self.appended:
+            self.appended = True
+            await self.store.write([ev(correlation_id)])
+        return page
+
+
+async def test_a_chain_appended_to_while_it_is_verified_in_pages_verifies_to_its_head(
+    store: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from signalgate.datastorage import store as store_module
+
+    monkeypatch.setattr(store_module, "VERIFY_PAGE", 2)
+    await store.write([ev("rr-v") for _ in range(5)])
+    appending = AppendingDuringRead(store)
+    report, broken = await store_module.verify_stored(cast(AuditStore, appending), "rr-v")
+    assert appending.appended
+    assert (report.valid, report.events, broken) == (True, 5, None)
+    assert (await store_module.verify_stored(store, "rr-v"))[0].events == 6

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from signalgate.datastorage.chain import (
+    ChainVerifier,
     canonical,
     canonical_json,
     event_hash,
@@ -27,7 +29,7 @@ from signalgate.datastorage.events import (
     validate_event,
 )
 from signalgate.datastorage.query import InvalidParameter, parse_query
-from signalgate.datastorage.store import ChainHead, verify_stored
+from signalgate.datastorage.store import ChainHead, ChainPage, verify_stored
 
 NOW = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
 
@@ -94,6 +96,56 @@ def test_verify_finds_the_first_changed_or_reordered_row() -> None:
     dropped = rows[:1] + rows[2:]
     assert verify("rr-1", dropped).first_broken_event_id == events[2].event_id
     assert verify("rr-1", rows[::-1]).first_broken_event_id == events[3].event_id
+
+
+def _chained(count: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    previous = ""
+    for _ in range(count):
+        event = validate_event(body(event_id=None), NOW)
+        digest = event_hash(previous, event.canonical)
+        rows.append({**event.fields, "previous_event_hash": previous, "event_hash": digest})
+        previous = digest
+    return rows
+
+
+def _variants(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    changed = [dict(row) for row in rows]
+    changed[4]["event_outcome"] = "failure"
+    return {
+        "intact": rows,
+        "changed": changed,
+        "dropped": rows[:3] + rows[4:],
+        "reversed": rows[::-1],
+        "tail gone": rows[:-2],
+        "empty": [],
+    }
+
+
+@pytest.mark.parametrize("page", [1, 2, 3, 7, 8, 100])
+def test_the_verifier_fed_page_by_page_answers_as_verify_over_the_list(page: int) -> None:
+    rows = _chained(7)
+    head = (7, str(rows[-1]["event_hash"]))
+    for name, variant in _variants(rows).items():
+        verifier = ChainVerifier("rr-1")
+        for start in range(0, len(variant), page):
+            verifier.feed(variant[start : start + page])
+        assert verifier.report(head) == verify("rr-1", variant, head), name
+        assert verifier.report() == verify("rr-1", variant), name
+        assert verifier.count == len(variant), name
+
+
+def test_the_verifier_keeps_the_first_broken_row_and_the_hash_before_it() -> None:
+    rows = _chained(6)
+    dropped = rows[:2] + rows[3:]
+    verifier = ChainVerifier("rr-1")
+    verifier.feed(dropped[:3])
+    verifier.feed(dropped[3:])
+    broken = verifier.broken
+    assert broken is not None
+    assert broken.row is dropped[2] and broken.verified == 2
+    assert broken.previous_hash == rows[1]["event_hash"]
+    assert verifier.report().events == 5  # the rows after the break are still counted
 
 
 @pytest.mark.parametrize(
@@ -395,7 +447,7 @@ class AppendingStore:
     delivery does while someone verifies; `pause_after` reads it stops appending."""
 
     def __init__(self, events: int, pause_after: int) -> None:
-        self.rows: list[dict[str, object]] = []
+        self.rows: list[dict[str, Any]] = []
         self.reads = 0
         self.pause_after = pause_after
         self.recorded: ChainHead | None = None  # a head kept as is, whatever is appended
@@ -404,7 +456,7 @@ class AppendingStore:
 
     def _append(self) -> None:
         previous = str(self.rows[-1]["event_hash"]) if self.rows else ""
-        row: dict[str, object] = {
+        row: dict[str, Any] = {
             "event_id": f"e-{len(self.rows)}",
             "correlation_id": "rr-1",
             "event_type": "gateway.signal.received",
@@ -418,9 +470,14 @@ class AppendingStore:
         if self.reads <= self.pause_after:
             self._append()
 
-    async def chain(self, correlation_id: str) -> list[dict[str, object]]:
+    async def chain(self, correlation_id: str) -> list[dict[str, Any]]:
         self._read()
         return list(self.rows)
+
+    async def chain_page(self, correlation_id: str, after_seq: int, limit: int) -> ChainPage:
+        self._read()
+        rows = self.rows[after_seq : after_seq + limit]  # row i has seq i + 1
+        return ChainPage(rows, after_seq + len(rows))
 
     async def head(self, correlation_id: str) -> ChainHead:
         self._read()
@@ -432,9 +489,9 @@ async def test_a_chain_written_while_it_is_verified_is_not_reported_broken(
     pause_after: int,
 ) -> None:
     store = AppendingStore(3, pause_after)
-    report, rows = await verify_stored(store, "rr-1")  # type: ignore[arg-type]
+    report, broken = await verify_stored(store, "rr-1")  # type: ignore[arg-type]
     assert report.valid, report
-    assert report.events == len(rows) >= 3
+    assert broken is None and len(store.rows) >= report.events >= 3
 
 
 async def test_events_added_outside_datastorage_are_still_found() -> None:
@@ -452,7 +509,25 @@ def test_kubernauts_verification_of_a_chain_missing_its_tail_names_no_event() ->
     from signalgate.datastorage.verification import kubernaut_verification
 
     report = ChainReport("rr-x", 9, False, detail="the chain's recorded head is event 10")
-    body = kubernaut_verification(report, [])
+    body = kubernaut_verification(report, None)
     assert body["is_valid"] is False
     assert "None" not in body["message"]
     assert "recorded head is event 10" in body["message"]
+
+
+def test_kubernauts_verification_names_the_first_broken_row_from_the_verifier() -> None:
+    from signalgate.datastorage.verification import kubernaut_verification
+
+    rows = _chained(5)
+    changed = [dict(row) for row in rows]
+    changed[3]["event_outcome"] = "failure"
+    verifier = ChainVerifier("rr-1")
+    verifier.feed(changed)
+    body = kubernaut_verification(verifier.report((5, rows[-1]["event_hash"])), verifier.broken)
+    assert (body["is_valid"], body["total_events"], body["verified_events"]) == (False, 5, 3)
+    [tampered] = body["tampered_events"]
+    assert tampered["event_id"] == changed[3]["event_id"]
+    assert tampered["previous_hash"] == rows[2]["event_hash"]
+    assert tampered["expected_hash"] == event_hash(rows[2]["event_hash"], canonical(changed[3]))
+    assert tampered["actual_hash"] == rows[3]["event_hash"] != tampered["expected_hash"]
+    assert "3 of 5 event(s) verified" in body["message"]
