@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -96,6 +96,77 @@ async def test_a_later_write_does_not_hide_a_deleted_tail(backend: Backend) -> N
     await write_chain(backend.store, "rr-again", 1)  # chains onto the recorded head
     report, _ = await verify_stored(backend.store, "rr-again")
     assert not report.valid
+
+
+class LargestRead:
+    """The store, noting the most rows any one call answered (chains, pages): what a
+    verification holds at once."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+        self.largest = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+
+        async def counted(*args: Any) -> Any:
+            answer = await method(*args)
+            self.largest = max(self.largest, _rows_in(answer))
+            return answer
+
+        return counted
+
+
+def _rows_in(answer: Any) -> int:
+    if isinstance(answer, list):
+        return len(answer)
+    if isinstance(answer, dict):
+        return sum(len(value) for value in answer.values() if isinstance(value, list))
+    rows = getattr(answer, "rows", None)
+    return len(rows) if isinstance(rows, list) else 0
+
+
+async def test_a_long_chain_is_verified_one_page_at_a_time(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flapping alert's chain (many events, each with a large body) is never read whole:
+    no store call answers more than a page, for one chain, for verify-all, or for
+    Kubernaut's answer naming the first broken row."""
+    from signalgate.datastorage import store as store_module
+    from signalgate.datastorage.verification import kubernaut_verification
+
+    monkeypatch.setattr(store_module, "VERIFY_PAGE", 5, raising=False)
+    big = {"body": "x" * 20_000}
+    now = datetime.now(UTC)
+    events = [validate_event(event_body("rr-flap", event_data=big), now) for _ in range(23)]
+    await backend.store.write(events)
+    for name in ("rr-s1", "rr-s2", "rr-s3"):
+        await write_chain(backend.store, name, 2)
+    counted = LargestRead(backend.store)
+    store = cast(AuditStore, counted)
+
+    report, _ = await store_module.verify_stored(store, "rr-flap")
+    assert (report.valid, report.events) == (True, 23)
+    assert counted.largest <= 5
+    names = ["rr-s1", "rr-flap", "rr-s2", "rr-s3", "rr-none"]
+    reports = [r async for r in store_module.verify_many(store, names)]
+    assert [(r.correlation_id, r.valid, r.events) for r in reports] == [
+        ("rr-s1", True, 2),
+        ("rr-flap", True, 23),
+        ("rr-s2", True, 2),
+        ("rr-s3", True, 2),
+        ("rr-none", True, 0),
+    ]
+    assert counted.largest <= 5
+
+    await backend.sql("DELETE FROM audit_events WHERE event_id = $1", events[12].event_id)
+    report, broken = await store_module.verify_stored(store, "rr-flap")
+    assert (report.valid, report.events) == (False, 22)
+    assert report.first_broken_event_id == events[13].event_id
+    body = kubernaut_verification(report, broken)
+    assert (body["total_events"], body["verified_events"]) == (22, 12)
+    assert body["tampered_events"][0]["event_id"] == events[13].event_id
+    assert counted.largest <= 5
 
 
 def test_verify_all_and_migration_of_an_existing_database(tmp_path: Path) -> None:
