@@ -6,7 +6,7 @@ ones of `errors.py`; driver exceptions never cross this boundary.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -281,23 +281,35 @@ async def verify_many(
     for start in range(0, len(correlation_ids), VERIFY_BATCH):
         batch = correlation_ids[start : start + VERIFY_BATCH]
         before = await store.heads(batch)
-        group: list[str] = []
-        rows = 0
-        for correlation_id in batch:
-            head = before.get(correlation_id)
-            if head is not None and head.count <= VERIFY_PAGE and rows + head.count <= VERIFY_PAGE:
-                group.append(correlation_id)
-                rows += head.count
+        for read in _reads(batch, before):
+            if isinstance(read, str):
+                yield (await verify_stored(store, read))[0]
                 continue
-            async for report in _verify_group(store, group, before):
+            async for report in _verify_group(store, read, before):
                 yield report
+
+
+def _reads(batch: Sequence[str], before: Mapping[str, ChainHead]) -> Iterator[str | list[str]]:
+    """`batch` in order as reads: runs of consecutive chains whose heads count at most
+    `VERIFY_PAGE` rows in all (a list), and each chain without a head or longer than that
+    on its own (its id), to be paged."""
+    group: list[str] = []
+    rows = 0
+    for correlation_id in batch:
+        head = before.get(correlation_id)
+        if head is not None and head.count <= VERIFY_PAGE:
+            if group and rows + head.count > VERIFY_PAGE:
+                yield group
+                group, rows = [], 0
+            group.append(correlation_id)
+            rows += head.count
+            continue
+        if group:
+            yield group
             group, rows = [], 0
-            if head is not None and head.count <= VERIFY_PAGE:
-                group, rows = [correlation_id], head.count
-            else:
-                yield (await verify_stored(store, correlation_id))[0]
-        async for report in _verify_group(store, group, before):
-            yield report
+        yield correlation_id
+    if group:
+        yield group
 
 
 async def _verify_group(
@@ -305,8 +317,6 @@ async def _verify_group(
 ) -> AsyncIterator[ChainReport]:
     """The chains of `group` (each with a head in `before`) read at once and verified, in
     order; one whose head moved meanwhile, or that does not verify, alone again."""
-    if not group:
-        return
     chains = await store.chains(group)
     after = await store.heads(group)
     for correlation_id in group:

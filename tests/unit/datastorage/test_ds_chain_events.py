@@ -531,3 +531,22 @@ def test_kubernauts_verification_names_the_first_broken_row_from_the_verifier() 
     assert tampered["expected_hash"] == event_hash(rows[2]["event_hash"], canonical(changed[3]))
     assert tampered["actual_hash"] == rows[3]["event_hash"] != tampered["expected_hash"]
     assert "3 of 5 event(s) verified" in body["message"]
+
+
+def test_verify_all_reads_short_chains_together_up_to_a_page_and_long_ones_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from signalgate.datastorage import store as store_module
+
+    monkeypatch.setattr(store_module, "VERIFY_PAGE", 10)
+    counts = {"a": 4, "b": 6, "c": 1, "long": 11, "d": 10, "e": 3}
+    heads = {name: ChainHead(count, "h") for name, count in counts.items()}
+    batch = ["a", "b", "c", "long", "none", "d", "e"]
+    assert list(store_module._reads(batch, heads)) == [
+        ["a", "b"],
+        ["c"],
+        "long",
+        "none",
+        ["d"],
+        ["e"],
+    ]
