@@ -5,6 +5,7 @@ PostgreSQL, the server's beside it (every backend's: what each stored event cost
 
     python bench/audit.py [--seconds 15] [--concurrency 8] [--batch 100]
                           [--backend postgres|sqlite] [--query-pages 20]
+                          [--shape small|gateway]
 
 After the writes, `--query-pages` full pages of the query API (`limit=1000`, newest first)
 are read one after another: the time and DataStorage's CPU per page.
@@ -28,6 +29,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -42,12 +44,58 @@ TOKEN = "bench-token"
 CORRELATION_POOL = 2000
 
 
-def batch_body(size: int, rng_offset: int) -> bytes:
-    """A Gateway-like batch: events spread over ~10 remediation requests."""
+def _alert_body(rr: int) -> dict[str, Any]:
+    """An Alertmanager webhook of one alert, as the Gateway inlines it in its events
+    (`original_payload`): ~2 KB of labels, annotations and timestamps."""
+    labels = {"alertname": "HighCPU", "namespace": "prod", "pod": f"api-{rr}"}
+    labels.update({f"label_{i}": f"value-{i}" for i in range(9)})
+    return {
+        "receiver": "signalgate",
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": labels,
+                "annotations": {"summary": "CPU above 90% " * 10, "runbook": "https://x/" * 20},
+                "startsAt": "2026-12-03T12:00:00.123456789Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus:9090/graph?g0.expr=rate%28cpu%5B5m%5D%29",
+                "fingerprint": f"{rr:016x}",
+            }
+        ],
+        "groupLabels": {"alertname": "HighCPU"},
+        "commonLabels": labels,
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "version": "4",
+        "groupKey": '{}:{alertname="HighCPU"}',
+        "truncatedAlerts": 0,
+    }
+
+
+def batch_body(size: int, rng_offset: int, shape: str = "small") -> bytes:
+    """A Gateway-like batch: events spread over ~10 remediation requests. `shape` "gateway"
+    gives each the size the Gateway's have (the alert's body inlined, labels and
+    annotations); "small", a few fields."""
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     events = []
     for i in range(size):
         rr = (rng_offset + i // 10) % CORRELATION_POOL
+        data: dict[str, Any] = {
+            "signal_name": "HighCPU",
+            "fingerprint": hashlib.sha256(str(rr).encode()).hexdigest(),
+            "namespace": "prod",
+            "resource_kind": "Pod",
+            "resource_name": f"api-{rr}",
+            "occurrence_count": 1,
+            "signal_labels": {"alertname": "HighCPU", "severity": "critical"},
+            "signal_annotations": {},
+        }
+        if shape == "gateway":
+            body = _alert_body(rr)
+            data["original_payload"] = body
+            data["signal_labels"] = body["commonLabels"]
+            data["signal_annotations"] = body["alerts"][0]["annotations"]
         events.append(
             {
                 "version": "1.0",
@@ -59,22 +107,15 @@ def batch_body(size: int, rng_offset: int) -> bytes:
                 "correlation_id": f"rr-bench-{rr}",
                 "event_id": str(uuid.uuid4()),
                 "namespace": "prod",
-                "event_data": {
-                    "signal_name": "HighCPU",
-                    "fingerprint": hashlib.sha256(str(rr).encode()).hexdigest(),
-                    "namespace": "prod",
-                    "resource_kind": "Pod",
-                    "resource_name": f"api-{rr}",
-                    "occurrence_count": 1,
-                    "signal_labels": {"alertname": "HighCPU", "severity": "critical"},
-                    "signal_annotations": {},
-                },
+                "event_data": data,
             }
         )
     return orjson.dumps(events)
 
 
-async def load(url: str, seconds: float, concurrency: int, size: int) -> dict[str, float]:
+async def load(
+    url: str, seconds: float, concurrency: int, size: int, shape: str
+) -> dict[str, float]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     deadline = time.perf_counter() + seconds
@@ -86,7 +127,7 @@ async def load(url: str, seconds: float, concurrency: int, size: int) -> dict[st
         async def worker(number: int) -> None:
             offset = number * 997
             while time.perf_counter() < deadline:
-                body = batch_body(size, offset)
+                body = batch_body(size, offset, shape)
                 offset += 131
                 started = time.perf_counter()
                 answer = await c.post("/api/v1/audit/events/batch", content=body)
@@ -136,10 +177,18 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--query-pages", type=int, default=20)
+    parser.add_argument(
+        "--shape",
+        choices=("small", "gateway"),
+        default="small",
+        help="events of a few fields, or the size of the Gateway's (the alert's body inlined)",
+    )
     parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: run only the client
     args = parser.parse_args()
     if args.load:
-        result = asyncio.run(load(args.load, args.seconds, args.concurrency, args.batch))
+        result = asyncio.run(
+            load(args.load, args.seconds, args.concurrency, args.batch, args.shape)
+        )
         print(json.dumps(result))
         return 0
 
@@ -183,7 +232,7 @@ def main() -> int:
             time.sleep(0.1)
         client = [sys.executable, __file__, "--load", f"http://127.0.0.1:{api}"]
         client += ["--seconds", str(args.seconds), "--concurrency", str(args.concurrency)]
-        client += ["--batch", str(args.batch)]
+        client += ["--batch", str(args.batch), "--shape", args.shape]
         # warm-up (connection pool, statement caches), then the measured run
         subprocess.run([*client[:4], "--seconds", "2"], check=True, capture_output=True)
         spent = proc_cpu_seconds(server.pid)
@@ -196,9 +245,9 @@ def main() -> int:
         result = json.loads(output)
         events = result["batches"] * args.batch
         print(
-            f"audit batch writes on {'PostgreSQL' if postgres else 'SQLite'}: batch "
-            f"{args.batch}, concurrency {args.concurrency}, {args.seconds:.0f}s on "
-            f"{os.cpu_count()} CPUs\n"
+            f"audit batch writes on {'PostgreSQL' if postgres else 'SQLite'} "
+            f"({args.shape} events): batch {args.batch}, concurrency {args.concurrency}, "
+            f"{args.seconds:.0f}s on {os.cpu_count()} CPUs\n"
             f"  {result['events_per_second']:,.0f} events/s   "
             f"p50 {result['p50_ms']:.1f} ms   p99 {result['p99_ms']:.1f} ms per batch   "
             f"({result['batches']} batches, statuses {result['statuses']})\n"
