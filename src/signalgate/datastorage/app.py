@@ -29,7 +29,7 @@ from signalgate.common.ops import probe_routes
 from signalgate.common.problems import Problem, service_unavailable, validation_error
 from signalgate.common.text import AUDIT_TEXT
 from signalgate.datastorage.capabilities import CAPABILITIES_PATH, capabilities_document
-from signalgate.datastorage.columns import query_answer
+from signalgate.datastorage.columns import stored_event_data
 from signalgate.datastorage.errors import (
     Conflict,
     ForeignParent,
@@ -211,7 +211,7 @@ class DataStorageAPI:
             raise validation_error(str(exc), field_errors={exc.name: str(exc)}) from None
         page = await self.service.store.query(query)
         body = {
-            "data": [query_answer(event) for event in page.data],
+            "data": [stored_event_data(event) for event in page.data],
             "pagination": {
                 "limit": query.limit,
                 "offset": query.offset,

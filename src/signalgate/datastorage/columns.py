@@ -45,8 +45,8 @@ def row_to_event(row: Row, *, event_data_text: bool = False) -> dict[str, Any]:
 
     Null columns are left out, so the dict hashes exactly as the request fields did.
     `event_data_text`: keep `event_data` as its stored JSON text, for an answer that embeds
-    it as it is (`query_answer`); parsing a page of events to serialise them again was nearly
-    all of a query's CPU, and the parsed values several times the text's memory.
+    it as it is (`stored_event_data`); parsing a page of events to serialise them again was
+    nearly all of a query's CPU, and the parsed values several times the text's memory.
     """
     event: dict[str, Any] = {}
     for name in COLUMNS:
@@ -68,21 +68,29 @@ def row_to_event(row: Row, *, event_data_text: bool = False) -> dict[str, Any]:
     return event
 
 
-def query_answer(event: Mapping[str, Any]) -> dict[str, Any]:
-    """An event read with `event_data_text` as the query API answers it: its `event_data`
-    text embedded in the answer unparsed (an `orjson.Fragment`). The text is what the write
-    stored: the canonical JSON of a validated object, which PostgreSQL's `json` column also
-    checked on the way in."""
+def stored_event_data(event: Mapping[str, Any]) -> dict[str, Any]:
+    """An event read with `event_data_text`, its `event_data` text as an `orjson.Fragment`,
+    which orjson writes as it is: into a query answer, and into the canonical form a chain
+    check hashes. The text is what the write stored and hashed (the canonical JSON of a
+    validated object; PostgreSQL's `json` column keeps it byte for byte), so nothing is
+    parsed to be serialised again, and a changed byte of it is a changed hash."""
     data = event.get("event_data")
     if not isinstance(data, str):
         return dict(event)
     return {**event, "event_data": orjson.Fragment(data)}
 
 
-def rows_by_chain(rows: Iterable[Row]) -> dict[str, list[dict[str, Any]]]:
+def stored_chains(chains: Mapping[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """`stored_event_data` of every event of chains read with `event_data_text`."""
+    return {name: [stored_event_data(event) for event in events] for name, events in chains.items()}
+
+
+def rows_by_chain(
+    rows: Iterable[Row], *, event_data_text: bool = False
+) -> dict[str, list[dict[str, Any]]]:
     """Rows (in write order within each chain) → each correlation id's events, as read."""
     found: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        event = row_to_event(row)
+        event = row_to_event(row, event_data_text=event_data_text)
         found.setdefault(event["correlation_id"], []).append(event)
     return found

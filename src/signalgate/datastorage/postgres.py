@@ -34,6 +34,8 @@ from signalgate.datastorage.columns import (
     column_values,
     row_to_event,
     rows_by_chain,
+    stored_chains,
+    stored_event_data,
 )
 from signalgate.datastorage.errors import (
     SchemaBehind,
@@ -280,7 +282,9 @@ class PostgresAuditStore:
         async with self._connection("chain read") as conn:
             rows = await conn.fetch(_CHAIN_PAGE_SQL, correlation_id, after_seq, limit)
         last = int(rows[-1]["seq"]) if rows else after_seq
-        return ChainPage([row_to_event(row) for row in rows], last)
+        return ChainPage(
+            [stored_event_data(row_to_event(row, event_data_text=True)) for row in rows], last
+        )
 
     async def head(self, correlation_id: str) -> ChainHead | None:
         async with self._connection("chain head read") as conn:
@@ -289,7 +293,8 @@ class PostgresAuditStore:
 
     async def chains(self, correlation_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         async with self._connection("chain read") as conn:
-            return rows_by_chain(await conn.fetch(_CHAINS_SQL, list(correlation_ids)))
+            rows = await conn.fetch(_CHAINS_SQL, list(correlation_ids))
+        return stored_chains(rows_by_chain(rows, event_data_text=True))
 
     async def heads(self, correlation_ids: Sequence[str]) -> dict[str, ChainHead]:
         async with self._connection("chain head read") as conn:

@@ -30,6 +30,8 @@ from signalgate.datastorage.columns import (
     column_values,
     row_to_event,
     rows_by_chain,
+    stored_chains,
+    stored_event_data,
 )
 from signalgate.datastorage.errors import StoreUnavailable
 from signalgate.datastorage.events import AuditEvent
@@ -115,14 +117,15 @@ class SqliteAuditStore:
         return await self._run("chain read", _chain, correlation_id)
 
     async def chain_page(self, correlation_id: str, after_seq: int, limit: int) -> ChainPage:
-        return await self._run("chain read", _chain_page, correlation_id, after_seq, limit)
+        page = await self._run("chain read", _chain_page, correlation_id, after_seq, limit)
+        return ChainPage([stored_event_data(row) for row in page.rows], page.last_seq)
 
     async def head(self, correlation_id: str) -> ChainHead | None:
         heads = await self._run("chain head read", _heads, [correlation_id])
         return heads.get(correlation_id)
 
     async def chains(self, correlation_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        return await self._run("chain read", _chains, list(correlation_ids))
+        return stored_chains(await self._run("chain read", _chains, list(correlation_ids)))
 
     async def heads(self, correlation_ids: Sequence[str]) -> dict[str, ChainHead]:
         return await self._run("chain head read", _heads, list(correlation_ids))
@@ -187,12 +190,13 @@ def _chain_page(
     )
     rows = conn.execute(sql, [correlation_id, after_seq, limit]).fetchall()
     last = int(rows[-1]["seq"]) if rows else after_seq
-    return ChainPage([row_to_event(row) for row in rows], last)
+    return ChainPage([row_to_event(row, event_data_text=True) for row in rows], last)
 
 
 def _chains(conn: sqlite3.Connection, wanted: list[str]) -> dict[str, list[dict[str, Any]]]:
     select = f"SELECT {SELECT_LIST} FROM audit_events"
-    return rows_by_chain(_fetch_in(conn, select, "correlation_id", wanted, "correlation_id, seq"))
+    rows = _fetch_in(conn, select, "correlation_id", wanted, "correlation_id, seq")
+    return rows_by_chain(rows, event_data_text=True)  # (wrapped by the parent: see chains)
 
 
 def _correlation_ids(conn: sqlite3.Connection) -> list[str]:

@@ -64,7 +64,7 @@ class AuditQuery:
 @dataclass(frozen=True)
 class QueryPage:
     """Rows newest first: request fields plus `event_date`, `event_hash`, `previous_event_hash`;
-    `event_data` as its stored JSON text (see `columns.query_answer`)."""
+    `event_data` as its stored JSON text (see `columns.stored_event_data`)."""
 
     data: Sequence[dict[str, Any]]
     total: int
@@ -130,7 +130,9 @@ class AuditStore(Protocol):
 @dataclass(frozen=True)
 class ChainPage:
     """Rows of one chain in write order, and the write-order number (`seq`) of the last one
-    (the `after_seq` of the next page; the one asked for when the page is empty)."""
+    (the `after_seq` of the next page; the one asked for when the page is empty). Each row's
+    `event_data` is its stored text as an `orjson.Fragment` (`columns.stored_event_data`):
+    hashed as stored, not parsed."""
 
     rows: list[dict[str, Any]]
     last_seq: int
