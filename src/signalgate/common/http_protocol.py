@@ -50,7 +50,12 @@ taking nothing, for `WRITE_STALL_TIMEOUT` is aborted (what Go's and Kubernaut's
 then such answers would add up, a whole answer each (a list of RRs can be megabytes): a
 listener's stalled connections (paused, and nothing taken since the last look, every
 `STALL_CHECK`) hold at most `STALLED_BYTES` together, and past it the one holding most is
-aborted at once.
+aborted at once. A client that keeps taking a little (a few KB a second) is not stalled, and
+held its answer whole for as long as it read: 20 such clients of a 100 MB list held 2 GB of
+a Gateway for as long as they liked (an outside check). So a listener's paused connections
+(paused for a look or more, the slow and the stalled alike) hold at most `PAUSED_BYTES`
+together; past it the one that would take longest to take the rest, at the rate it took at
+its last look, is aborted at once (a stalled one first).
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ __all__ = [
     "MAX_CONNECTIONS",
     "MAX_HEAD_BYTES",
     "MAX_PIPELINED",
+    "PAUSED_BYTES",
     "STALLED_BYTES",
     "WRITE_STALL_TIMEOUT",
     "CoalescingTransport",
@@ -112,6 +118,10 @@ WRITE_STALL_TIMEOUT = 30.0
 # be megabytes, and 150 clients asking for one and never reading held 5.5 MB each, 2.9 GB for
 # 400 of them (an outside check)
 STALLED_BYTES = 64 * 1024 * 1024
+# the bytes a listener's paused connections (the client not reading, or reading slowly: paused
+# at a look) may hold together: past it the one slowest to take the rest is aborted at once. 20
+# clients reading a 100 MB list at 128 KB/s each held 2 GB of a Gateway (an outside check)
+PAUSED_BYTES = 256 * 1024 * 1024
 # how often a paused connection is looked at: one whose client took nothing since the last
 # look is stalled
 STALL_CHECK = 1.0
@@ -291,6 +301,10 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _last_progress = 0.0  # loop time the client last took something (or writing paused)
     # the listener's connections whose writing is paused (one set per class, as `_open`)
     _stalled_now: ClassVar[set[ServiceHttpProtocol]] = set()
+    paused_bytes: ClassVar[int] = PAUSED_BYTES
+    # the listener's connections paused at a look (slow or stalled), with the rate (bytes a
+    # second) each took since its previous look
+    _paused_now: ClassVar[dict[ServiceHttpProtocol, float]] = {}
     max_connections: ClassVar[int] = MAX_CONNECTIONS
     # the listener's open connections: one counter per class `service_http_protocol` makes
     _open: ClassVar[list[int]] = [0]
@@ -426,19 +440,25 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         stalled ones to their bound."""
         left, now = self._unsent(), self.loop.time()
         newly_stalled = False
+        newly_paused = self not in self._paused_now
         if left < self._progress_left:
             self._last_progress = now
             self._stalled_now.discard(self)
+            self._paused_now[self] = (self._progress_left - left) / self.stall_check
         elif now - self._last_progress >= self.write_stall_timeout:
             self._stalled()
             return
-        elif self not in self._stalled_now:
-            self._stalled_now.add(self)
-            newly_stalled = True
+        else:
+            self._paused_now[self] = 0.0
+            if self not in self._stalled_now:
+                self._stalled_now.add(self)
+                newly_stalled = True
         self._progress_left = left
         self._progress_timer = self.loop.call_later(self.stall_check, self._check_progress)
         if newly_stalled:
             self._shed_stalled()
+        if newly_paused:
+            self._shed_paused()
 
     def _unsent(self) -> int:
         """The answer's bytes not yet taken by the client: ours, and the kernel's send queue
@@ -467,12 +487,33 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             total -= held[connection]
             connection._stalled()
 
+    def _shed_paused(self) -> None:
+        """Abort the paused connections slowest to take the rest of what they hold, at the
+        rate each took at its last look (a stalled one, taking nothing, first), until the rest
+        hold `paused_bytes` at most together. Checked when a connection joins them: what each
+        holds only shrinks until its writing resumes."""
+        held = {c: c.transport.get_write_buffer_size() for c in self._paused_now}
+        total = sum(held.values())
+        if total <= self.paused_bytes:  # nearly always: no sort
+            return
+
+        def time_left(connection: ServiceHttpProtocol) -> float:
+            rate = self._paused_now.get(connection, 0.0)
+            return held[connection] / rate if rate > 0 else float("inf")
+
+        for connection in sorted(held, key=lambda c: (time_left(c), held[c]), reverse=True):
+            if total <= self.paused_bytes:
+                break
+            total -= held[connection]
+            connection._stalled()
+
     def resume_writing(self) -> None:
         self._writing_resumed()
         super().resume_writing()
 
     def _writing_resumed(self) -> None:
         self._stalled_now.discard(self)
+        self._paused_now.pop(self, None)
         if self._progress_timer is not None:
             self._progress_timer.cancel()
             self._progress_timer = None
@@ -640,6 +681,12 @@ def service_http_protocol(head_timeout: float) -> type[ServiceHttpProtocol]:
     return type(
         "ServiceHttpProtocol",
         (ServiceHttpProtocol,),
-        # its listener's own count and drain flag
-        {"head_timeout": head_timeout, "_open": [0], "draining": [False], "_stalled_now": set()},
+        # its listener's own count, drain flag and paused connections
+        {
+            "head_timeout": head_timeout,
+            "_open": [0],
+            "draining": [False],
+            "_stalled_now": set(),
+            "_paused_now": {},
+        },
     )

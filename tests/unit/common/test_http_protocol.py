@@ -488,6 +488,46 @@ async def test_a_slow_client_still_reading_is_not_cut_off(monkeypatch: pytest.Mo
         writer.close()
 
 
+async def slow_reader(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client asking for `/whole` over a small receive window, as over a slow link."""
+    slow_link = socket.socket()
+    slow_link.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    slow_link.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(slow_link, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=slow_link, limit=16 * 1024)
+    writer.write(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    return reader, writer
+
+
+async def test_answers_read_slowly_are_bounded_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client taking a little at every look is not stalled, and held its answer whole for as
+    long as it kept reading: 20 clients reading a 100 MB list at 128 KB/s held 2 GB of a
+    Gateway (an outside check). Past the listener's bound for paused connections the slowest
+    are aborted at once; a reading client is served."""
+    monkeypatch.setattr(ServiceHttpProtocol, "stall_check", 0.1)
+    monkeypatch.setattr(ServiceHttpProtocol, "paused_bytes", int(2.5 * BIG))
+    # only this bound: a look that saw nothing taken (the window opens in steps) is not the point
+    monkeypatch.setattr(ServiceHttpProtocol, "stalled_bytes", 100 * BIG)
+    port = free_port()
+    server = http_server(big, f"127.0.0.1:{port}", grace=1)
+    async with running(server):
+        slow = [await slow_reader(port) for _ in range(5)]
+        for _ in range(40):  # 2 s: each takes a little at a time, never stalling
+            for reader, _ in slow:
+                with contextlib.suppress(ConnectionError):
+                    await reader.read(16 * 1024)
+            await asyncio.sleep(0.05)
+            if len(server.server_state.connections) <= 2:
+                break
+        assert len(server.server_state.connections) <= 2, "slow readers held every answer"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            answer = await client.get("/whole")
+        assert answer.status_code == 200 and len(answer.content) == BIG
+        for _, writer in slow:
+            writer.close()
+
+
 async def exchange(request_bytes: bytes) -> bytes:
     """What a served app answers to `request_bytes` sent as they are, until it closes."""
     async with serving() as port:
