@@ -468,13 +468,7 @@ async def test_a_slow_client_still_reading_is_not_cut_off(monkeypatch: pytest.Mo
     port = free_port()
     server = http_server(big, f"127.0.0.1:{port}", grace=1)
     async with running(server):
-        slow_link = socket.socket()  # a small receive window, as over a slow link
-        slow_link.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        slow_link.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(slow_link, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=slow_link, limit=16 * 1024)
-        writer.write(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
-        await writer.drain()
+        reader, writer = await slow_reader(port)
         taken = 0
         for _ in range(40):  # 2 s, over three stall bounds: a little at a time
             taken += len(await reader.read(16 * 1024))
