@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 
@@ -68,6 +68,14 @@ def row_to_event(row: Row, *, event_data_text: bool = False) -> dict[str, Any]:
     return event
 
 
+class NotAnObject(NamedTuple):
+    """A stored `event_data` that is no JSON object: an SQLite file edited behind the
+    service's back (PostgreSQL's `json` column holds only valid JSON). Answered as its text,
+    a JSON string, so the page around it stays readable; its chain reports the row broken."""
+
+    text: str
+
+
 def stored_event_data(event: Mapping[str, Any]) -> dict[str, Any]:
     """An event read with `event_data_text`, its `event_data` text as an `orjson.Fragment`,
     which orjson writes as it is: into a query answer, and into the canonical form a chain
@@ -75,6 +83,8 @@ def stored_event_data(event: Mapping[str, Any]) -> dict[str, Any]:
     validated object; PostgreSQL's `json` column keeps it byte for byte), so nothing is
     parsed to be serialised again, and a changed byte of it is a changed hash."""
     data = event.get("event_data")
+    if isinstance(data, NotAnObject):
+        return {**event, "event_data": data.text}
     if not isinstance(data, str):
         return dict(event)
     return {**event, "event_data": orjson.Fragment(data)}

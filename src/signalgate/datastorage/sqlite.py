@@ -27,6 +27,7 @@ from signalgate.datastorage.chain import canonical, format_timestamp
 from signalgate.datastorage.columns import (
     COLUMNS,
     SELECT_LIST,
+    NotAnObject,
     column_values,
     row_to_event,
     rows_by_chain,
@@ -269,6 +270,11 @@ def _values(planned: PlannedRow) -> tuple[Any, ...]:
     return column_values(planned, {"event_date": planned.event.event_date.isoformat()})
 
 
+# whether a row's stored event_data is a JSON object (see `columns.NotAnObject`); CASE keeps
+# json_type from reading a text that is no JSON
+_AN_OBJECT = "CASE WHEN json_valid(event_data) THEN json_type(event_data) = 'object' ELSE 0 END"
+
+
 def _query(conn: sqlite3.Connection, query: AuditQuery) -> QueryPage:
     clauses: list[str] = []
     params: list[Any] = []
@@ -287,9 +293,15 @@ def _query(conn: sqlite3.Connection, query: AuditQuery) -> QueryPage:
         params.extend([path, path, query.detail_value])
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     rows = conn.execute(
-        f"SELECT {SELECT_LIST} FROM audit_events{where} "
+        f"SELECT {SELECT_LIST}, {_AN_OBJECT} AS an_object FROM audit_events{where} "
         "ORDER BY event_timestamp DESC, seq DESC LIMIT ? OFFSET ?",
         [*params, query.limit, query.offset],
     ).fetchall()
     total = conn.execute(f"SELECT count(*) FROM audit_events{where}", params).fetchone()[0]
-    return QueryPage([row_to_event(row, event_data_text=True) for row in rows], int(total))
+    events = []
+    for row in rows:
+        event = row_to_event(row, event_data_text=True)
+        if not row["an_object"]:  # embedded as it is, it would make the page no JSON
+            event["event_data"] = NotAnObject(str(event.get("event_data", "")))
+        events.append(event)
+    return QueryPage(events, int(total))

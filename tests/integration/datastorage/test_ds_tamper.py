@@ -271,3 +271,48 @@ def test_parents_stay_in_their_chain_and_writers_in_their_category(tmp_path: Pat
             assert anonymous.post(batch, json=[event_body("rr-x")]).status_code == 401
     finally:
         service.stop()
+
+
+@pytest.mark.parametrize("stored", ['{"a": 1', "hello", "[1,2]", '{"a": 1}'])
+def test_an_event_data_edited_behind_the_service_keeps_its_page_readable(
+    tmp_path: Path, stored: str
+) -> None:
+    """A stored event_data edited behind the service's back (SQLite keeps any text): the
+    query page around it is still JSON; an edit into no JSON object comes back as the text,
+    a string (embedded as stored, the page was no JSON at all for every reader), an object
+    as it now reads; and its chain is reported broken at that event, an edit of form alone
+    (a space) too."""
+    service = datastorage_process(tmp_path / "ds").start()
+    try:
+        with service.client(ADMIN_TOKEN) as c:
+            batch = [event_body("rr-edit"), event_body("rr-edit"), event_body("rr-other")]
+            answer = c.post("/api/v1/audit/events/batch", json=batch)
+            assert answer.status_code == 201
+            edited = answer.json()["event_ids"][1]
+            with closing(sqlite3.connect(tmp_path / "ds" / "audit.db")) as conn, conn:
+                trigger = conn.execute(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                    "AND tbl_name = 'audit_events' AND sql LIKE '%UPDATE%'"
+                ).fetchall()
+                for name, _ in trigger:
+                    conn.execute(f'DROP TRIGGER "{name}"')
+                conn.execute(
+                    "UPDATE audit_events SET event_data = ? WHERE event_id = ?", (stored, edited)
+                )
+                for _, sql in trigger:
+                    conn.execute(sql)
+            page = c.get("/api/v1/audit/events", params={"limit": 10})
+            assert page.status_code == 200
+            events = {e["event_id"]: e for e in json.loads(page.content)["data"]}
+            assert len(events) == 3
+            expected = (
+                json.loads(stored) if stored.startswith("{") and stored.endswith("}") else stored
+            )
+            assert events[edited]["event_data"] == expected
+            others = [e for i, e in events.items() if i != edited]
+            assert all(e["event_data"]["signal_name"] == "HighCPU" for e in others)
+            check = c.get("/api/v1/audit/verify-chain", params={"correlation_id": "rr-edit"})
+            assert check.json()["valid"] is False
+            assert check.json()["first_broken_event_id"] == edited
+    finally:
+        service.stop()
