@@ -132,6 +132,36 @@ async def test_a_database_refusing_writes_keeps_letters_and_conflicts_die_at_onc
     assert metrics.dlq_dead._value.get() == 1
 
 
+class StartingUpStore(FlakyStore):
+    """A PostgreSQL restarting: the write is refused ("the database system is starting
+    up"), and by the time of the ping that follows it answers."""
+
+    async def write(self, events: Sequence[AuditEvent]) -> WriteResult:
+        if self.down:
+            self.down = False  # ready a moment later
+            raise StoreUnavailable("the database system is starting up")
+        return await super().write(events)
+
+
+async def test_a_database_ready_right_after_a_failed_write_is_written_at_once(
+    tmp_path: Path,
+) -> None:
+    """The write failed while the database was starting up, and the ping after it found it
+    ready: taken as a refusal, the letters were put off by the schedule's first step (a
+    minute by default) after a blip of seconds (a test run under load). The write is tried
+    again at once."""
+    queue = FileDeadLetterQueue(tmp_path / "dlq.jsonl")
+    await queue.open()
+    store = StartingUpStore()
+    worker = ReplayWorker(queue, store, [60.0, 60.0], DataStorageMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    written = events(3)
+    await queue.put(written, due=time.time())
+    report = await worker.run_once()
+    assert (report.replayed, report.rescheduled) == (3, 0)
+    assert set(store.rows) == {e.event_id for e in written}
+    assert worker.refusing() is None
+
+
 async def test_an_outage_of_any_length_uses_no_attempt_and_replays_once_it_ends(
     tmp_path: Path,
 ) -> None:

@@ -225,6 +225,11 @@ class ReplayWorker:
         (an outside check).
         """
         pending = [(index, letter, event) for index, (letter, event) in enumerate(events)]
+        # a failed write is tried once more at once when the database answers a ping
+        # after it: a restarted PostgreSQL refuses connections "starting up" for a moment,
+        # and counted as a refusal that moment put the queue off by the schedule's first
+        # step (a minute by default) after a blip of seconds
+        tried_again = False
         unplaced: list[_Orphan] = []  # children whose parent no round stored yet
         held: list[_Pending] = []  # later copies of those children's ids
         while pending:
@@ -253,6 +258,9 @@ class ReplayWorker:
                     refused = exc.indexes.keys()
                     orphans += [(*pending[i], parent) for i, parent in exc.indexes.items()]
                 except StoreUnavailable as exc:
+                    if not tried_again and not await self._database_down():
+                        tried_again = True
+                        continue
                     await self._unavailable([ltr for _, ltr, _ in pending], now, report, exc)
                     if report.deferred:
                         return
