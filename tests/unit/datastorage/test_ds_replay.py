@@ -65,6 +65,16 @@ class FlakyStore:
         return 0
 
 
+async def replaying(
+    tmp_path: Path, store: FlakyStore, backoff: list[float]
+) -> tuple[FileDeadLetterQueue, ReplayWorker]:
+    """An open file queue and a replay worker from it into `store` on schedule `backoff`."""
+    queue = FileDeadLetterQueue(tmp_path / "dlq.jsonl")
+    await queue.open()
+    metrics = DataStorageMetrics(CollectorRegistry())
+    return queue, ReplayWorker(queue, store, backoff, metrics)  # type: ignore[arg-type]
+
+
 def events(count: int) -> list[AuditEvent]:
     body = {
         "version": "1.0",
@@ -150,10 +160,8 @@ async def test_a_database_ready_right_after_a_failed_write_is_written_at_once(
     ready: taken as a refusal, the letters were put off by the schedule's first step (a
     minute by default) after a blip of seconds (a test run under load). The write is tried
     again at once."""
-    queue = FileDeadLetterQueue(tmp_path / "dlq.jsonl")
-    await queue.open()
     store = StartingUpStore()
-    worker = ReplayWorker(queue, store, [60.0, 60.0], DataStorageMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    queue, worker = await replaying(tmp_path, store, [60.0, 60.0])
     written = events(3)
     await queue.put(written, due=time.time())
     report = await worker.run_once()
@@ -167,10 +175,8 @@ async def test_an_outage_of_any_length_uses_no_attempt_and_replays_once_it_ends(
 ) -> None:
     """With a test's short schedule a 26 s outage buried acknowledged events, and with the
     default one they waited hours after the database was back (an outside check)."""
-    queue = FileDeadLetterQueue(tmp_path / "dlq.jsonl")
-    await queue.open()
     store = FlakyStore()
-    worker = ReplayWorker(queue, store, [0.0, 0.0], DataStorageMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    queue, worker = await replaying(tmp_path, store, [0.0, 0.0])
     written = events(3)
     await queue.put(written, due=time.time())
     before = (
