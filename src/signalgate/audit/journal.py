@@ -17,8 +17,11 @@ Layout: JSON lines in segment files `segment-<seq>.jsonl` in one directory, and 
 file naming the first line DataStorage has not confirmed. The relay reads from the cursor,
 delivers, then moves the cursor and deletes whole segments behind it, which is all the
 truncation the journal needs (no rewriting). A crash may replay confirmed lines (DataStorage
-stores an event id once) but never skips one; a torn last line (a write cut by the crash,
-never acknowledged) is cut off on open.
+stores an event id once) but never skips one; a torn last group (a write cut by the crash,
+never acknowledged) is cut off on open. The active segment is zeroed ahead of its data (up to
+`ZEROED_AHEAD`), so that a group's write overwrites blocks the file already has and puts its
+data alone on disk, not the file's size too: the data ends at the first NUL byte, which no
+line holds; the zeros are cut when the segment is left, closed or recovered.
 
 A full disk: a write it refuses fails its group (503, the sender retries) and moves the
 journal on to a new segment, so that once the relay has delivered the old one it can be
@@ -72,6 +75,8 @@ FAILURE_HOLD = 1.0
 FAILURE_RETRY_AFTER = math.ceil(FAILURE_HOLD)
 # the cursor file's size: written whole, padded, so it can be rewritten in place
 _CURSOR_BYTES = 64
+# how far ahead of its data the active segment is zeroed (`Journal._write`)
+ZEROED_AHEAD = 1024 * 1024
 
 
 def worker_journal(base: Path, index: int) -> Path:
@@ -185,6 +190,7 @@ class Journal:
         self._fd: int | None = None  # the active segment, O_DSYNC (writer thread only)
         self._active = 1  # segment being appended to (writer thread owns the file)
         self._active_size = 0
+        self._zeroed = 0  # the active segment's size: its data, then zeros written ahead
         # loop-side state
         self._sizes: dict[int, int] = {}  # durable size of each live segment
         self._cursor = Position(1, 0)
@@ -483,10 +489,13 @@ class Journal:
         for segment in segments:
             path = self._segment_path(segment)
             data = path.read_bytes() if path.exists() else b""
-            end = data.rfind(b"\n") + 1
+            end = _whole_end(data)
             if end != len(data):
-                log.warning("audit journal: cutting a torn last line", extra={"path": str(path)})
-                with open(path, "r+b") as torn:
+                if data.rstrip(b"\0") != data[:end]:
+                    log.warning(
+                        "audit journal: cutting a torn last group", extra={"path": str(path)}
+                    )
+                with open(path, "r+b") as torn:  # and the zeros written ahead (`_write`)
                     torn.truncate(end)
                     os.fsync(torn.fileno())
             start = cursor.offset if segment == cursor.segment else 0
@@ -580,7 +589,7 @@ class Journal:
         """A segment's bytes up to its last newline (a torn last line cut); none if absent."""
         path = self._segment_path(segment)
         data = path.read_bytes() if path.exists() else b""
-        return data[: data.rfind(b"\n") + 1]
+        return data[: _whole_end(data)]
 
     def _read_cursor(self, segments: list[int]) -> Position:
         first = Position(segments[0] if segments else 1, 0)
@@ -597,8 +606,9 @@ class Journal:
         path = self._segment_path(self._active)
         created = not path.exists()
         # O_DSYNC: each write returns once its data is on disk, one system call per group
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_DSYNC, 0o644)
-        self._active_size = os.fstat(self._fd).st_size
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_DSYNC, 0o644)
+        # (a segment is opened after `_recover` cut its zeros, or new: its size is its data)
+        self._active_size = self._zeroed = os.fstat(self._fd).st_size
         if created:
             self._sync_directory()
 
@@ -619,13 +629,20 @@ class Journal:
         fd = self._fd
         assert fd is not None
         before = self._active_size
+        end = before + len(data)
         try:
-            view = memoryview(data)
-            while view:  # a regular file takes it all at once; a short write is continued
-                view = view[os.write(fd, view) :]
+            if end > self._zeroed:
+                # zeros ahead, durable, so that a group overwrites blocks the file already
+                # has: its O_DSYNC write then puts its data alone on disk, where an append
+                # wrote the file's size too (half the system time and half the wait, here)
+                ahead = max(end, min(self._zeroed + ZEROED_AHEAD, self.segment_bytes))
+                _write_at(fd, bytes(ahead - self._zeroed), self._zeroed)
+                self._zeroed = ahead
+            _write_at(fd, data, before)
         except OSError as exc:
             with contextlib.suppress(OSError):  # leave no half group for a later group to follow
                 os.ftruncate(fd, before)
+                self._zeroed = before
             if disk_full(exc) and before > 0:
                 # a new segment, so the delivered part of this one can be deleted: a disk
                 # smaller than a segment fills with delivered lines otherwise
@@ -651,9 +668,15 @@ class Journal:
             self._loop.call_soon_threadsafe(self._segment_started, self._active)
 
     def _close_active(self) -> None:
+        """Close the active segment, without the zeros written ahead of its data (a
+        segment left behind holds its lines alone, as `_recover` leaves one after a crash)."""
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            try:
+                if self._zeroed > self._active_size:
+                    os.ftruncate(self._fd, self._active_size)
+            finally:
+                os.close(self._fd)
+                self._fd = None
 
     def _read(self, cursor: Position, sizes: dict[int, int], limit: int) -> Slice:
         entries: list[Entry] = []
@@ -725,6 +748,22 @@ class Journal:
                 temporary.unlink()
             with open(path, "r+b") as handle:
                 handle.write(data)
+
+
+def _whole_end(data: bytes) -> int:
+    """Where a segment's whole lines end: at its last newline before the first NUL byte.
+    Lines never hold a NUL (JSON escapes it), so one marks the zeros written ahead of the
+    data (`Journal._write`); a group a crash cut leaves part of its bytes there, possibly
+    after a run of zeros its write did not reach, and is cut with all after it."""
+    first_zero = data.find(b"\0")
+    return data.rfind(b"\n", 0, len(data) if first_zero < 0 else first_zero) + 1
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:  # a regular file takes it all at once; a short write is continued
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _parked(spool: Path) -> Path:

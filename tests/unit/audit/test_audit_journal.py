@@ -71,6 +71,45 @@ async def test_reopen_resumes_at_the_cursor_and_cuts_a_torn_line(tmp_path: Path)
     await again.close()
 
 
+async def test_a_crash_leaves_the_lines_whole_before_the_zeros_written_ahead(
+    tmp_path: Path,
+) -> None:
+    """The active segment is zeroed ahead of its data, so a group's write overwrites blocks
+    the file has (its size is not written with each group). A crash leaves those zeros, and
+    a group cut by it may have reached the disk in pieces, a run of zeros between them: a
+    reopened journal keeps the acknowledged lines alone and goes on right after them."""
+    live = Journal(tmp_path / "live", segment_bytes=1 << 20)
+    await live.open()
+    for n in range(5):
+        live.stage(event(n))
+    await live.commit()
+    segment = "segment-0000000000000001.jsonl"
+    on_disk = (tmp_path / "live" / segment).read_bytes()  # as a kill -9 now would leave it
+    await live.close()
+    lines = b"".join(json.dumps(event(n)).encode() + b"\n" for n in range(5))
+    data = lines.replace(b" ", b"")
+    assert on_disk.startswith(data) and len(on_disk) > len(data)
+    assert on_disk[len(data) :].strip(b"\0") == b""  # zeros ahead, nothing else
+    # what the live journal leaves on a clean close: its lines alone
+    assert (tmp_path / "live" / segment).read_bytes() == data
+
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    cut_group = b'{"event_id":"e-5","n":5}\n{"event_id":"e-6","n":6}\n'
+    (crashed / segment).write_bytes(
+        data + cut_group[:10] + bytes(4096) + cut_group[30:] + bytes(8192)
+    )
+    again = Journal(crashed, segment_bytes=1 << 20)
+    await again.open()
+    assert again.backlog_events == 5
+    again.stage(event(7))
+    await again.commit()
+    await again.close()
+    assert (crashed / segment).read_bytes() == data + json.dumps(event(7)).encode().replace(
+        b" ", b""
+    ) + b"\n"
+
+
 async def test_delivered_segments_are_deleted(tmp_path: Path) -> None:
     journal = Journal(tmp_path, segment_bytes=4096)
     await journal.open()
@@ -96,10 +135,10 @@ async def test_a_failed_write_fails_its_waiters(
     journal = Journal(tmp_path, segment_bytes=1 << 20)
     await journal.open()
 
-    def broken(descriptor: int, data: bytes) -> int:
+    def broken(descriptor: int, data: bytes, offset: int) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("signalgate.audit.journal.os.write", broken)
+    monkeypatch.setattr("signalgate.audit.journal.os.pwrite", broken)
     try:
         journal.stage(event(1))
         with pytest.raises(JournalUnavailable, match="No space left"):
@@ -266,13 +305,13 @@ async def test_memory_and_segments_deliver_every_event_once_in_order(
 def hold_writes(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """Journal writes that return only once the test sets the event (a stuck disk)."""
     released = threading.Event()
-    real_write = os.write
+    real_write = os.pwrite
 
-    def held(descriptor: int, data: bytes) -> int:
+    def held(descriptor: int, data: bytes, offset: int) -> int:
         released.wait(10)
-        return real_write(descriptor, data)
+        return real_write(descriptor, data, offset)
 
-    monkeypatch.setattr("signalgate.audit.journal.os.write", held)
+    monkeypatch.setattr("signalgate.audit.journal.os.pwrite", held)
     return released
 
 
@@ -394,16 +433,16 @@ async def test_a_full_disk_moves_the_journal_on_so_delivered_lines_free_it(
     for n in range(10):
         journal.stage(event(n))
     await journal.commit()
-    real_write = os.write
+    real_write = os.pwrite
 
-    def full(descriptor: int, data: bytes) -> int:
+    def full(descriptor: int, data: bytes, offset: int) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("signalgate.audit.journal.os.write", full)
+    monkeypatch.setattr("signalgate.audit.journal.os.pwrite", full)
     journal.stage(event(10))
     with pytest.raises(JournalUnavailable, match="No space left"):
         await journal.commit()
-    monkeypatch.setattr("signalgate.audit.journal.os.write", real_write)
+    monkeypatch.setattr("signalgate.audit.journal.os.pwrite", real_write)
     first, second = "segment-0000000000000001.jsonl", "segment-0000000000000002.jsonl"
     assert _segments(tmp_path) == [first, second]
     assert await _deliver_all(journal) == list(range(10))
@@ -510,16 +549,16 @@ async def test_a_segment_left_by_a_full_disk_goes_even_with_nothing_to_deliver(
         journal.stage(event(n))
     await journal.commit()
     assert await _deliver_all(journal) == list(range(5))
-    real_write = os.write
+    real_write = os.pwrite
 
-    def full(descriptor: int, data: bytes) -> int:
+    def full(descriptor: int, data: bytes, offset: int) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("signalgate.audit.journal.os.write", full)
+    monkeypatch.setattr("signalgate.audit.journal.os.pwrite", full)
     journal.stage(event(5))
     with pytest.raises(JournalUnavailable):
         await journal.commit()
-    monkeypatch.setattr("signalgate.audit.journal.os.write", real_write)
+    monkeypatch.setattr("signalgate.audit.journal.os.pwrite", real_write)
     for _ in range(100):  # the delivered segment is deleted in the background
         if len(_segments(tmp_path)) == 1:
             break
