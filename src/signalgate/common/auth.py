@@ -9,7 +9,6 @@ matched. Missing, malformed or unknown token → 401; a known token without the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -26,6 +25,7 @@ from signalgate.common.config import ConfigError
 from signalgate.common.credential_files import read_own, write_private
 from signalgate.common.file_watch import RELOAD_CHECK, FileWatch, look_aside, not_a_regular_file
 from signalgate.common.problems import Problem
+from signalgate.common.tasks import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,7 @@ class StaticTokenAuth:
         """Look at the file every `RELOAD_CHECK` seconds (or when asked) until cancelled."""
         self._kept = True
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), RELOAD_CHECK)
+            await wait_event(self._wake, RELOAD_CHECK)
             self._wake.clear()
             await self._look()
 

@@ -1,4 +1,5 @@
-"""Stopping the background tasks a component owns (a watcher, a refresher, a relay).
+"""Stopping the background tasks a component owns (a watcher, a refresher, a relay), and
+the wait such a task sleeps in.
 
 Why one function: stopping is cancelling and then waiting until the task has finished, so
 that nothing it does outlives the component's `close()`; the task's `CancelledError` is the
@@ -10,7 +11,21 @@ it had not been cancelled).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109
+    """Wait until `event` is set or `timeout` seconds passed; True when set.
+
+    Not `asyncio.wait_for`: on Python 3.11 a cancellation arriving in the loop turn the event
+    is set is dropped (it returns the wake-up), and a task looping on it ran on after it was
+    cancelled — a SIGHUP during a stop hung the stopped service in asyncio's final cancel.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    return event.is_set()
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:

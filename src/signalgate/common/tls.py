@@ -14,7 +14,6 @@ Secret) is not taken: the pair loaded before stays, and the error is logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from signalgate.common.config import ConfigError
 from signalgate.common.file_watch import RELOAD_CHECK, FileWatch, look_aside, not_a_regular_file
+from signalgate.common.tasks import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,7 @@ class ServingCertificate:
     async def keep(self, context: ssl.SSLContext) -> None:
         """Look every `RELOAD_CHECK` seconds (or when asked) until cancelled."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), RELOAD_CHECK)
+            await wait_event(self._wake, RELOAD_CHECK)
             self._wake.clear()
             forced, self._forced = self._forced, False
             if await look_aside(self._loads_anew, forced):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,21 @@ async def test_a_change_is_taken_once_it_holds_for_a_look_and_an_empty_file_neve
     path.write_text("# every line removed\n")
     auth.check_soon()  # not even at the operator's word: no token at all locks everyone out
     assert (await auth.authorize("Bearer old", "signals:write")).name == "token@line1"
+
+
+async def test_a_keeper_cancelled_as_a_sighup_wakes_it_stops(tmp_path: Path) -> None:
+    """A SIGHUP during a stop woke the tokens keeper in the loop turn it was cancelled:
+    `asyncio.wait_for` on 3.11 then returns the wake-up and drops the cancellation, so the
+    keeper looked on for ever and the stopped Gateway hung in asyncio's final cancel (a
+    test sending SIGHUP every 2 ms through a stop: 3 hangs in 4 on a busy machine)."""
+    auth = StaticTokenAuth.from_file(tokens_file(tmp_path, f"{hash_token('s3cret')} a\n"), ("a",))
+    for turns in range(4):  # the wake-up a few loop turns before the cancellation, or with it
+        keeper = asyncio.create_task(auth.keep())
+        await asyncio.sleep(0.01)  # waiting for a wake-up
+        auth.check_soon()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        keeper.cancel()
+        done, _ = await asyncio.wait({keeper}, timeout=3)
+        assert keeper in done, f"still looking after its cancellation ({turns} turns)"
+        assert keeper.cancelled()

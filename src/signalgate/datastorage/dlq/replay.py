@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from signalgate.common.logging import SampledLog
+from signalgate.common.tasks import wait_event
 from signalgate.datastorage.dlq.base import DeadLetterQueue, Letter, readable
 from signalgate.datastorage.errors import (
     Conflict,
@@ -139,8 +139,7 @@ class ReplayWorker:
                 continue  # draining after an outage: go on without waiting
             # a pass that keeps failing the same way (its role lost INSERT) waits longer
             wait = min(self._poll * 2 ** min(failures, 16), max(self._poll, MAX_FAILED_WAIT))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), wait)
+            await wait_event(self._stopping, wait)
 
     @staticmethod
     def _failed(exc: Exception, failures: int) -> None:
