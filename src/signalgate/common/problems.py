@@ -36,6 +36,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "payload-too-large": (413, "Request Entity Too Large"),  # Kubernaut's title
     "unsupported-media-type": (415, "Unsupported Media Type"),
     "request-header-fields-too-large": (431, "Request Header Fields Too Large"),
+    # nginx's: the client went away before its answer (nobody reads it; metrics and logs do)
+    "client-closed-request": (499, "Client Closed Request"),
     "internal-error": (500, "Internal Server Error"),
     "not-implemented": (501, "Not Implemented"),
     "service-unavailable": (503, "Service Unavailable"),

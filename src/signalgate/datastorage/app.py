@@ -27,6 +27,7 @@ from signalgate.common.http import (
 )
 from signalgate.common.ops import probe_routes
 from signalgate.common.problems import Problem, service_unavailable, validation_error
+from signalgate.common.reads import ReadLimiter
 from signalgate.common.text import AUDIT_TEXT
 from signalgate.datastorage.capabilities import CAPABILITIES_PATH, capabilities_document
 from signalgate.datastorage.columns import stored_event_data
@@ -71,6 +72,14 @@ class DataStorageAPI:
         self.max_batch = service.settings.batch.max_size
         self.max_inflight_bytes = BODIES_AT_ONCE * self.max_body
         self.inflight_bytes = 0  # of the write bodies being decided
+        server = service.settings.server
+        # query pages and chain checks (never writes or probes): common.reads
+        self.reads = ReadLimiter(
+            server.max_concurrent_reads,
+            server.max_queued_reads,
+            server.read_queue_timeout,
+            service.metrics.reads,
+        )
 
     async def events(self, request: Request) -> Response:
         """One path, two methods: so a 405 elsewhere lists both in `Allow`."""
@@ -209,17 +218,21 @@ class DataStorageAPI:
             query = parse_query(params, datetime.now(UTC))
         except InvalidParameter as exc:
             raise validation_error(str(exc), field_errors={exc.name: str(exc)}) from None
-        page = await self.service.store.query(query)
-        body = {
-            "data": [stored_event_data(event) for event in page.data],
-            "pagination": {
-                "limit": query.limit,
-                "offset": query.offset,
-                "total": page.total,
-                "has_more": query.offset + len(page.data) < page.total,
-            },
-        }
-        return json_response(200, body)
+
+        async def read() -> Response:  # the answer is built in the read's place too
+            page = await self.service.store.query(query)
+            body = {
+                "data": [stored_event_data(event) for event in page.data],
+                "pagination": {
+                    "limit": query.limit,
+                    "offset": query.offset,
+                    "total": page.total,
+                    "has_more": query.offset + len(page.data) < page.total,
+                },
+            }
+            return json_response(200, body)
+
+        return await self.reads.run(request.receive, read)
 
     async def verify_chain(self, request: Request) -> Response:
         await self.service.auth.authorize(request.headers.get("authorization"), "audit:read")
@@ -233,7 +246,12 @@ class DataStorageAPI:
             raise validation_error(
                 "query parameter 'correlation_id': required once, 1..255 characters"
             )
-        return json_response(200, (await verify_stored(self.service.store, given[0]))[0].to_json())
+
+        async def read() -> Response:
+            report, _ = await verify_stored(self.service.store, given[0])
+            return json_response(200, report.to_json())
+
+        return await self.reads.run(request.receive, read)
 
     async def _verify_chain_post(self, request: Request) -> Response:
         """Kubernaut's form: `{"correlation_id": ...}` in, its `VerifyChainResponse` out."""
@@ -252,8 +270,12 @@ class DataStorageAPI:
                 '(e.g. {"correlation_id": "rr-0123456789ab-89abcdef"})',
                 field_errors={"correlation_id": "required, a string of 1..255 characters"},
             )
-        report, broken = await verify_stored(self.service.store, given)
-        return json_response(200, kubernaut_verification(report, broken))
+
+        async def read() -> Response:
+            report, broken = await verify_stored(self.service.store, given)
+            return json_response(200, kubernaut_verification(report, broken))
+
+        return await self.reads.run(request.receive, read)
 
     async def capabilities(self, request: Request) -> Response:
         """The event types this DataStorage accepts (see `capabilities`); no token needed."""

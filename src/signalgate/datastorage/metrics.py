@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from signalgate.common.reads import ReadMetrics
 from signalgate.common.request_metrics import RequestMetrics
 
 
@@ -27,6 +28,8 @@ class DataStorageMetrics:
         # every request, by route template, method and status (common.request_metrics): a
         # refused writer (401/403 after a token rotation) or failing writes show here
         self.requests = RequestMetrics("datastorage", registry)
+        # costly reads running, waiting, and refused for their bound (common.reads)
+        self.reads = ReadMetrics("datastorage", registry)
         self.dlq_depth = Gauge(
             "audit_dlq_depth", "Events waiting in the dead-letter queue", registry=registry
         )

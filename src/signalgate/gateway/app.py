@@ -31,6 +31,7 @@ from signalgate.common.http import (
 )
 from signalgate.common.logging import SampledLog
 from signalgate.common.problems import Problem, service_unavailable, validation_error
+from signalgate.common.reads import ReadLimiter
 from signalgate.gateway import responses
 from signalgate.gateway.adapters.alertmanager import parse_webhook
 from signalgate.gateway.adapters.kubernetes_event import parse_event
@@ -95,6 +96,13 @@ class GatewayAPI:
         self.max_inflight_bytes = FULL_WEBHOOKS_AT_ONCE * self.max_body
         self.inflight_bytes = 0
         self.decided_before = DecidedBefore()  # a failed webhook's decisions, for its retry
+        # RR list pages (up to 500 RRs each; never signals, status patches or probes)
+        self.reads = ReadLimiter(
+            settings.server.max_concurrent_reads,
+            settings.server.max_queued_reads,
+            settings.server.read_queue_timeout,
+            service.metrics.reads,
+        )
 
     # -- signal routes ---------------------------------------------------------------
 
@@ -269,13 +277,17 @@ class GatewayAPI:
     async def list_rrs(self, request: Request) -> Response:
         await self.service.auth.authorize(request.headers.get("authorization"), "remediations:read")
         query = _list_query(request.query_params)
-        try:
-            page = await self.service.store.list(query)
-        except InvalidCursor as exc:
-            raise validation_error(f"cursor: {exc}") from exc
-        return json_response(
-            200, {"items": [rr.to_json() for rr in page.items], "nextCursor": page.next_cursor}
-        )
+
+        async def read() -> Response:  # the answer is built in the read's place too
+            try:
+                page = await self.service.store.list(query)
+            except InvalidCursor as exc:
+                raise validation_error(f"cursor: {exc}") from exc
+            return json_response(
+                200, {"items": [rr.to_json() for rr in page.items], "nextCursor": page.next_cursor}
+            )
+
+        return await self.reads.run(request.receive, read)
 
     async def get_rr(self, request: Request) -> Response:
         await self.service.auth.authorize(request.headers.get("authorization"), "remediations:read")

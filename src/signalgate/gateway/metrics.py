@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from signalgate.common.metric_labels import OTHER, LabelledChildren
+from signalgate.common.reads import ReadMetrics
 from signalgate.common.request_metrics import RequestMetrics
 
 
@@ -55,6 +56,8 @@ class GatewayMetrics:
             registry=registry,
         )
         self.requests = RequestMetrics("gateway", registry)
+        # RR list pages running, waiting, and refused for their bound (common.reads)
+        self.reads = ReadMetrics("gateway", registry)
         # Kubernaut's four, under its names. Standalone, owner resolution and API discovery
         # do not run, so those two stay at zero until Kubernetes mode counts them.
         self.owner_resolution = Counter(

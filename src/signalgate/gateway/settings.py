@@ -60,6 +60,11 @@ class ServerSettings(Section):
     tls_key_file: Path | None = None
     # browser origins allowed to call the API (CORS); empty: CORS off
     cors_allowed_origins: list[str] = Field(default_factory=list)
+    # costly reads (common/reads.py): RR list pages at once; a few more wait their turn,
+    # each for at most `readQueueTimeout`; beyond them → 503 with Retry-After
+    max_concurrent_reads: int = Field(4, ge=1, le=1000)
+    max_queued_reads: int = Field(16, ge=0, le=10_000)
+    read_queue_timeout: Duration = Field(5.0, gt=0)
     # processes serving the API listener (common/workers.py): more than one uses more than
     # one core; a supervisor answers the ops listener for all of them
     workers: int = Field(1, ge=1, le=64)

@@ -1,0 +1,150 @@
+"""Costly reads at once (common/reads.py) against a real DataStorage on PostgreSQL.
+
+The audit table is locked by the test (`LOCK TABLE … ACCESS EXCLUSIVE`), so every query
+page blocks in the database until the test lets it go: which reads run is read from
+`pg_stat_activity` and the service's own gauges, never from how long anything took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.integration.datastorage.dstools import (
+    ADMIN_TOKEN,
+    datastorage_process,
+    event_body,
+)
+from tests.support.services import ServiceProcess
+
+EVENTS = "/api/v1/audit/events"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g}s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def gauge(ops_url: str, name: str) -> float:
+    """A sample of the ops listener's /metrics (0 when absent)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"{ops_url}/metrics")).text
+    found = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+async def blocked(conn: asyncpg.Connection) -> int:
+    """Statements waiting in PostgreSQL for the test's lock (a query page's, or a write's:
+    the test tells them apart by when it sent them)."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+        )
+    )
+
+
+@pytest.fixture
+async def postgres_ds(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[ServiceProcess]:
+    env = {
+        "SIGNALGATE_STORE__DSN": postgres_dsn,
+        "SIGNALGATE_STORE__AUTOMIGRATE": "true",
+        "SIGNALGATE_SERVER__MAXCONCURRENTREADS": "2",
+        "SIGNALGATE_SERVER__MAXQUEUEDREADS": "2",
+        "SIGNALGATE_SERVER__READQUEUETIMEOUT": "120s",  # no read gives up in this test
+    }
+    process = datastorage_process(tmp_path / "ds", env).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+async def query(client: httpx.AsyncClient) -> httpx.Response:
+    return await client.get(EVENTS, params={"limit": "1000"})
+
+
+async def test_reads_beyond_the_bound_wait_or_get_503_and_a_gone_client_frees_its_place(
+    postgres_ds: ServiceProcess, postgres_dsn: str
+) -> None:
+    ops, running, waiting = (
+        postgres_ds.ops_url,
+        'datastorage_reads{state="running"}',
+        ('datastorage_reads{state="waiting"}'),
+    )
+    async with httpx.AsyncClient(base_url=postgres_ds.api_url, headers=AUTH, timeout=60) as c:
+        assert (await c.post(EVENTS, json=event_body("rr-bound"))).status_code == 201
+    lock = await asyncpg.connect(postgres_dsn)
+    # pg_stat_activity is read outside the lock's transaction: within one it is a snapshot
+    watch = await asyncpg.connect(postgres_dsn)
+    clients = [
+        httpx.AsyncClient(base_url=postgres_ds.api_url, headers=AUTH, timeout=60) for _ in range(6)
+    ]
+    try:
+        holding = lock.transaction()
+        await holding.start()
+        await lock.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        # four query pages at once: two run (blocked in the database), two wait their turn
+        first = [asyncio.create_task(query(clients[i])) for i in range(2)]
+        await until(lambda: _equals(blocked(watch), 2), "two query pages running")
+        queued = [asyncio.create_task(query(clients[i])) for i in range(2, 4)]
+        await until(lambda: _equals(gauge(ops, waiting), 2), "two query pages waiting")
+        assert await blocked(watch) == 2  # exactly the bound runs
+        assert await gauge(ops, running) == 2
+
+        # a fifth is answered at once: 503, Retry-After, a problem naming the bound
+        refused = await query(clients[4])
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["content-type"] == "application/problem+json"
+        problem = refused.json()
+        assert problem["type"].endswith("/service-unavailable")
+        assert "server.maxConcurrentReads" in problem["detail"]
+        assert "server.maxQueuedReads" in problem["detail"]
+        assert await gauge(ops, 'datastorage_reads_refused_total{reason="queue_full"}') == 1
+        # so is verify-chain, a costly read too
+        chain = await clients[4].get("/api/v1/audit/verify-chain?correlation_id=rr-bound")
+        assert chain.status_code == 503
+
+        # probes are answered, and a write reaches the database, while reads are saturated
+        async with httpx.AsyncClient(timeout=10) as probe:
+            assert (await probe.get(f"{ops}/readyz")).status_code == 200
+            assert (await probe.get(f"{postgres_ds.api_url}/readyz")).status_code == 200
+        write = asyncio.create_task(clients[5].post(EVENTS, json=event_body("rr-bound-write")))
+        await until(lambda: _equals(blocked(watch), 3), "the write waits in the database")
+
+        # the waiting clients go away: their places free, and their queries never start
+        for task in queued:
+            task.cancel()
+        await until(lambda: _equals(gauge(ops, waiting), 0), "the gone waiters leave the queue")
+        assert await blocked(watch) == 3
+        # the running ones go away: their queries are cancelled in the database
+        for task in first:
+            task.cancel()
+        await until(lambda: _equals(blocked(watch), 1), "the gone readers' queries end")
+        await until(lambda: _equals(gauge(ops, running), 0), "their places free")
+
+        await holding.rollback()
+        assert (await write).status_code == 201
+        answers = await asyncio.gather(*(query(clients[i]) for i in range(4)))
+        assert [a.status_code for a in answers] == [200] * 4
+    finally:
+        for client in clients:
+            await client.aclose()
+        await lock.close()
+        await watch.close()
+
+
+async def _equals(value: Awaitable[float], expected: float) -> bool:
+    return await value == expected
