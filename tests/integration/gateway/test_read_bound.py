@@ -1,0 +1,123 @@
+"""The RR list's bound on reads at once (common/reads.py) against a real Gateway on
+PostgreSQL: the RR table is locked by the test, so a list page blocks in the database
+until the test lets it go; which reads run is read from `pg_stat_activity` and the
+Gateway's gauges, never from how long anything took."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from e2ecov.recipes import PostgresServer
+from signalgate.remediation.rows import TABLE
+from tests.integration.gateway.conftest import start_gateway
+from tests.support.services import ADMIN_TOKEN, alert, webhook
+
+RRS = "/api/v1/remediation-requests"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+RUNNING = 'gateway_reads{state="running"}'
+WAITING = 'gateway_reads{state="waiting"}'
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g}s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def sample(ops_url: str, name: str) -> float:
+    """A sample of the ops listener's /metrics (0 when absent)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"{ops_url}/metrics")).text
+    found = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+async def is_(value: Awaitable[float], expected: float) -> bool:
+    return await value == expected
+
+
+async def blocked(conn: asyncpg.Connection) -> int:
+    """Statements waiting in PostgreSQL for the test's lock."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+        )
+    )
+
+
+async def test_rr_lists_beyond_the_bound_get_503_and_a_gone_client_cancels_its_query(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    gateway = start_gateway(
+        tmp_path,
+        "postgres",
+        postgres_server,
+        SIGNALGATE_SERVER__MAXCONCURRENTREADS="1",
+        SIGNALGATE_SERVER__MAXQUEUEDREADS="1",
+        SIGNALGATE_SERVER__READQUEUETIMEOUT="5s",
+    )
+    ops = gateway.ops_url
+    dsn = gateway.env["SIGNALGATE_STORE__DSN"]
+    clients = [
+        httpx.AsyncClient(base_url=gateway.api_url, headers=AUTH, timeout=60) for _ in range(3)
+    ]
+    lock = await asyncpg.connect(dsn)
+    watch = await asyncpg.connect(dsn)  # pg_stat_activity is a snapshot within a transaction
+    try:
+        created = await clients[0].post(
+            "/api/v1/signals/prometheus", json=webhook(alert(pod="bound-1"))
+        )
+        assert created.status_code == 201, created.text
+        holding = lock.transaction()
+        await holding.start()
+        await lock.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
+
+        running = asyncio.create_task(clients[0].get(RRS, params={"limit": "500"}))
+        await until(lambda: is_(blocked(watch), 1), "one list page running")
+        assert await sample(ops, RUNNING) == 1
+        waiting = asyncio.create_task(clients[1].get(RRS))
+        await until(lambda: is_(sample(ops, WAITING), 1), "one list page waiting")
+
+        # beyond the one waiting: 503 at once, naming the bound
+        full = await clients[2].get(RRS)
+        assert full.status_code == 503
+        assert full.headers["retry-after"] == "1"
+        assert full.headers["content-type"] == "application/problem+json"
+        assert "server.maxQueuedReads" in full.json()["detail"]
+        async with httpx.AsyncClient(timeout=10) as probe:
+            assert (await probe.get(f"{ops}/readyz")).status_code == 200
+
+        # the one waiting gives up after server.readQueueTimeout: 503 too
+        late = await waiting
+        assert late.status_code == 503
+        assert "server.readQueueTimeout" in late.json()["detail"]
+        assert late.headers["retry-after"] == "1"
+        assert await sample(ops, 'gateway_reads_refused_total{reason="queue_full"}') == 1
+        assert await sample(ops, 'gateway_reads_refused_total{reason="wait_timeout"}') == 1
+        assert await blocked(watch) == 1  # nothing more started meanwhile
+
+        # the running page's client goes away: its query is cancelled in the database
+        running.cancel()
+        await until(lambda: is_(blocked(watch), 0), "the gone reader's query ends")
+        await until(lambda: is_(sample(ops, RUNNING), 0), "its place frees")
+
+        await holding.rollback()
+        listed = await clients[2].get(RRS)
+        assert listed.status_code == 200
+        assert len(listed.json()["items"]) == 1
+    finally:
+        for client in clients:
+            await client.aclose()
+        await lock.close()
+        await watch.close()
+        gateway.stop()
