@@ -41,7 +41,11 @@ _WRITE_ERRORS = {
 _READ_ERRORS = {
     **AUTH_ERRORS,
     "400": problem_answer("invalid query parameter (named in `detail`)"),
-    "503": problem_answer("audit database unavailable"),
+    "503": problem_answer(
+        "audit database unavailable, or more query pages and chain checks at once than "
+        "server.maxConcurrentReads and server.maxQueuedReads allow, or one waited past "
+        "server.readQueueTimeout; retry (`Retry-After`)"
+    ),
 }
 
 

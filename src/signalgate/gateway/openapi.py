@@ -397,7 +397,11 @@ def _document() -> dict[str, Any]:
                         "200": json_answer("a page of RRs", "RemediationRequestList"),
                         "400": problem_answer("bad filter, limit or cursor"),
                         **_AUTH_ERRORS,
-                        "503": problem_answer("remediation store unavailable"),
+                        "503": problem_answer(
+                            "remediation store unavailable, or more list pages at once than "
+                            "server.maxConcurrentReads and server.maxQueuedReads allow, or "
+                            "one waited past server.readQueueTimeout; retry (`Retry-After`)"
+                        ),
                     },
                 }
             },

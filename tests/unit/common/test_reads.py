@@ -1,0 +1,153 @@
+"""The bound on costly reads at once (common/reads.py), in-process: who runs, who waits,
+who is refused, and what a client that goes away gives back. Reads are held by events, and
+a client "goes away" when its ASGI `receive` says `http.disconnect`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from signalgate.common.problems import Problem
+from signalgate.common.reads import ReadLimiter, ReadMetrics
+
+
+class Client:
+    """An ASGI `receive` of a request without a body, disconnected by `leave()`."""
+
+    def __init__(self) -> None:
+        self.left = asyncio.Event()
+        self.sent_request = False
+
+    async def receive(self) -> dict[str, object]:
+        if not self.sent_request:
+            self.sent_request = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.left.wait()
+        return {"type": "http.disconnect"}
+
+    def leave(self) -> None:
+        self.left.set()
+
+
+class Read:
+    """A read that runs until `release()`; counts its starts and cancellations."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.released = asyncio.Event()
+        self.cancelled = False
+
+    async def __call__(self) -> str:
+        self.started.set()
+        try:
+            await self.released.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return "page"
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def limiter(running: int = 1, waiting: int = 1, wait: float = 60.0) -> ReadLimiter:
+    return ReadLimiter(running, waiting, wait, ReadMetrics("test", CollectorRegistry()))
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_beyond_the_places_and_the_queue_is_503_naming_the_settings() -> None:
+    bound = limiter(running=1, waiting=1)
+    first, second = Read(), Read()
+    running = asyncio.create_task(bound.run(Client().receive, first))
+    waiting = asyncio.create_task(bound.run(Client().receive, second))
+    await first.started.wait()
+    await settle()
+    with pytest.raises(Problem) as refused:
+        await bound.run(Client().receive, Read())
+    assert refused.value.status == 503
+    assert refused.value.headers == {"Retry-After": "1"}
+    assert "server.maxConcurrentReads" in refused.value.detail
+    assert not second.started.is_set()  # it waits its turn
+    first.release()
+    assert await running == "page"
+    await second.started.wait()  # the place is handed on
+    second.release()
+    assert await waiting == "page"
+    assert bound.running == 0 and not bound.queue
+
+
+async def test_a_read_that_waits_too_long_is_503_and_never_starts() -> None:
+    bound = limiter(running=1, waiting=1, wait=0.01)
+    first, late = Read(), Read()
+    running = asyncio.create_task(bound.run(Client().receive, first))
+    await first.started.wait()
+    with pytest.raises(Problem) as refused:
+        await bound.run(Client().receive, late)
+    assert refused.value.status == 503
+    assert "server.readQueueTimeout" in refused.value.detail
+    assert not late.started.is_set() and not bound.queue
+    first.release()
+    await running
+
+
+async def test_a_client_gone_while_waiting_leaves_the_queue_and_its_read_never_starts() -> None:
+    bound = limiter(running=1, waiting=1)
+    first, gone_read, after = Read(), Read(), Read()
+    running = asyncio.create_task(bound.run(Client().receive, first))
+    await first.started.wait()
+    client = Client()
+    gone = asyncio.create_task(bound.run(client.receive, gone_read))
+    await settle()
+    assert len(bound.queue) == 1
+    client.leave()
+    with pytest.raises(Problem) as stopped:
+        await gone
+    assert stopped.value.status == 499
+    assert not bound.queue  # its place in the queue is free for another
+    waiting = asyncio.create_task(bound.run(Client().receive, after))
+    await settle()
+    first.release()
+    await running
+    await after.started.wait()
+    after.release()
+    await waiting
+    assert not gone_read.started.is_set()
+
+
+async def test_a_client_gone_while_its_read_runs_cancels_it_and_hands_its_place_on() -> None:
+    bound = limiter(running=1, waiting=1)
+    first, second = Read(), Read()
+    client = Client()
+    running = asyncio.create_task(bound.run(client.receive, first))
+    await first.started.wait()
+    waiting = asyncio.create_task(bound.run(Client().receive, second))
+    await settle()
+    client.leave()
+    with pytest.raises(Problem) as stopped:
+        await running
+    assert stopped.value.status == 499
+    assert first.cancelled
+    await second.started.wait()
+    second.release()
+    assert await waiting == "page"
+    assert bound.running == 0
+
+
+async def test_a_failing_read_gives_its_place_back() -> None:
+    bound = limiter(running=1, waiting=0)
+
+    async def failing() -> str:
+        raise RuntimeError("store away")
+
+    with pytest.raises(RuntimeError):
+        await bound.run(Client().receive, failing)
+    assert bound.running == 0
+    read = Read()
+    read.release()
+    assert await bound.run(Client().receive, read) == "page"
