@@ -111,7 +111,7 @@ class ReadLimiter:
         self.queue.append(turn)
         self.metrics.waiting.set(len(self.queue))
         try:
-            await asyncio.wait({turn, gone}, timeout=self.wait, return_when="FIRST_COMPLETED")
+            await asyncio.wait({turn, gone}, timeout=self.wait, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not turn.done():  # not handed a place: leave the queue
                 turn.cancel()
@@ -160,7 +160,7 @@ async def _unless_gone(read: Callable[[], Awaitable[T]], gone: asyncio.Future[No
     task = asyncio.ensure_future(read())
     either: set[asyncio.Future[Any]] = {task, gone}
     try:
-        await asyncio.wait(either, return_when="FIRST_COMPLETED")
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if not task.done():
             task.cancel()
