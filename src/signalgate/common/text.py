@@ -137,3 +137,27 @@ def _walk(value: Any, where: str, rule: TextRule) -> None:
         for index, item in enumerate(value):
             # a top-level batch names its items `<index>.<field>`, as DataStorage's errors do
             _walk(item, f"{where}[{index}]" if where else str(index), rule)
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def json_error(body: bytes, exc: ValueError) -> str:
+    """Why `body` is not JSON, in words its sender can act on. A body that is not UTF-8
+    text (JSON is UTF-8, RFC 8259) is named for what it is, where the parser would only say
+    "surrogates not allowed: line 1 column 1"; any other error keeps the parser's words."""
+    if body[:2] == b"\x1f\x8b":
+        return (
+            "it looks gzip-compressed; send it uncompressed (a compressed body is refused "
+            "with Content-Encoding, and not guessed without it)"
+        )
+    if body[:2] in _UTF16_BOMS:
+        return "it is UTF-16 text; JSON must be UTF-8"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return (
+            f"byte 0x{body[bad.start]:02x} at offset {bad.start} is not UTF-8; "
+            "JSON must be UTF-8 text"
+        )
+    return str(exc)

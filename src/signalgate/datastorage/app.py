@@ -28,7 +28,7 @@ from signalgate.common.http import (
 from signalgate.common.ops import probe_routes
 from signalgate.common.problems import Problem, service_unavailable, validation_error
 from signalgate.common.reads import ReadLimiter
-from signalgate.common.text import AUDIT_TEXT
+from signalgate.common.text import AUDIT_TEXT, json_error
 from signalgate.datastorage.capabilities import CAPABILITIES_PATH, capabilities_document
 from signalgate.datastorage.columns import stored_event_data
 from signalgate.datastorage.errors import (
@@ -203,11 +203,7 @@ class DataStorageAPI:
             )
         self.inflight_bytes += len(body)
         try:
-            try:
-                payload = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise validation_error(f"request body is not valid JSON: {exc}") from None
-            yield payload
+            yield _parse_json_body(body)
         finally:
             self.inflight_bytes -= len(body)
 
@@ -259,10 +255,7 @@ class DataStorageAPI:
         body = await read_body(
             request.scope, request.receive, self.max_body, self.body_timeout, AUDIT_TEXT
         )
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise validation_error(f"request body is not valid JSON: {exc}") from None
+        payload = _parse_json_body(body)
         given = payload.get("correlation_id") if isinstance(payload, dict) else None
         if not isinstance(given, str) or not 1 <= len(given) <= 255 or "\x00" in given:
             raise validation_error(
@@ -402,3 +395,11 @@ def build_api_app(service: DataStorageService) -> ASGIApp:
         observer=service.metrics.requests,
         text=AUDIT_TEXT,  # a filter finds what was stored as written
     )
+
+
+def _parse_json_body(body: bytes) -> Any:
+    """A request body's JSON, or the 400 saying why it is none."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise validation_error(f"request body is not valid JSON: {json_error(body, exc)}") from None

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from signalgate.common.text import json_error
 from signalgate.kube.sizes import stored_json_size
 
 
@@ -64,7 +65,7 @@ def parse_object(body: bytes) -> dict[str, Any]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from exc
+        raise PayloadError(f"body is not valid JSON: {json_error(body, exc)}") from exc
     if not isinstance(payload, dict):
         raise PayloadError(f"body must be a JSON object, not {json_type(payload)}")
     return payload
