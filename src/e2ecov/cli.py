@@ -64,6 +64,11 @@ def cmd_run(args: argparse.Namespace) -> ExitCode:
 def cmd_report(args: argparse.Namespace) -> ExitCode:
     doctor.require_coverage()
     artifacts: Path = args.artifacts.resolve()
+    if not artifacts.is_dir():
+        raise UsageError(
+            f"{artifacts}: no such directory (give the artifacts directory of a run, "
+            "[run] artifacts or --artifacts: build/e2e by default)"
+        )
     record = runjson.read(artifacts) or {}
     if args.config:
         stack = stackfile.load(Path(args.config), artifacts)

@@ -540,3 +540,17 @@ def test_a_go_file_built_from_different_sources_is_named_and_gets_no_combined_pa
     ]
     why = gocover.combined_html(services, union, modules, tmp_path / "all.html", tmp_path)
     assert why == "a Go file was built from different sources in the services"
+
+
+def test_report_of_an_artifacts_directory_that_does_not_exist_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped `--artifacts` was exit 4 "no coverage data in DIR/data" with causes about
+    instrumentation, and left the mistyped directory created behind it. Now: exit 2 naming
+    the directory, and nothing made."""
+    from e2ecov import cli
+
+    missing = tmp_path / "buld" / "e2e"
+    assert cli.main(["report", "--artifacts", str(missing)]) == 2
+    assert f"e2ecov: error: {missing}: no such directory" in capsys.readouterr().err
+    assert not (tmp_path / "buld").exists()
