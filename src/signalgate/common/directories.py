@@ -73,8 +73,11 @@ def _unwritable(path: Path, key: str, holds: str, reason: str) -> ConfigError:
     """The refusal of a directory `key` (a setting, or a `--flag`) names, which `holds`
     what the service writes there."""
     setting = key if key.startswith("--") else f"config key {key!r}"
+    named = repr(str(path))
+    if path != path.absolute():
+        named += f" ({str(path.absolute())!r})"
     return ConfigError(
-        f"{setting}: {str(path)!r} ({str(path.absolute())!r}) cannot be written "
+        f"{setting}: {named} cannot be written "
         f"({reason}); it holds {holds}: give a writable directory (in Kubernetes, a volume "
         "such as an emptyDir mounted there)"
     )

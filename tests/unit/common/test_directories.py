@@ -93,3 +93,17 @@ def test_an_open_that_fails_for_room_says_so(
         "signalgate.common.directories.os.statvfs", lambda path: _statvfs(bavail, favail)
     )
     assert space_hint(tmp_path) == hint
+
+
+def test_an_absolute_path_is_named_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal gave the path, then its absolute form in brackets: the same text twice
+    for an absolute path ('/proc/x' ('/proc/x')). A relative one still gets both."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError) as caught:
+        writable_directory(blocker / "data", "dataDir", "the audit journal")
+    assert str(caught.value).count(str(blocker / "data")) == 1
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as relative:
+        writable_directory(Path("a-file/data"), "dataDir", "the audit journal")
+    assert f"'a-file/data' ({str(blocker / 'data')!r})" in str(relative.value)
