@@ -333,6 +333,21 @@ def _renamed(
     return segments
 
 
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """Where and what, in one line: the parser's own text spans several (the source line and
+    a caret under it) and calls the file '<unicode string>'."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f" ({exc})".replace("\n", " ")
+    mark = exc.problem_mark
+    text = f" at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    if exc.context:
+        text += f" ({exc.context}"
+        if exc.context_mark is not None:
+            text += f" from line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}"
+        text += ")"
+    return text
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
@@ -344,8 +359,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         _refuse_repeated_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        message = f"config file '{path}': not valid YAML ({exc})".replace("\n", " ")
-        raise ConfigError(message) from exc
+        raise ConfigError(f"config file '{path}': not valid YAML{_yaml_error(exc)}") from exc
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

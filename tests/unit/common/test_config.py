@@ -121,6 +121,19 @@ def test_unknown_yaml_key_and_bad_yaml(tmp_path: Path) -> None:
         load(path=tmp_path / "missing.yaml")
 
 
+def test_a_yaml_syntax_error_names_the_line_in_the_files_words(tmp_path: Path) -> None:
+    """The parser's text was flattened onto one line: '<unicode string>' for the file, its
+    source lines and caret pointers joined by runs of spaces."""
+    config = tmp_path / "g.yaml"
+    config.write_text("server:\n  listen: 127.0.0.1:1\n  opsListen: [bad\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path=config)
+    assert str(caught.value) == (
+        f"config file '{config}': not valid YAML at line 4, column 1: expected ',' or ']', "
+        "but got '<stream end>' (while parsing a flow sequence from line 3, column 14)"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
