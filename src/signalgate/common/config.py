@@ -523,7 +523,16 @@ def _describe(exc: ValidationError, origins: Mapping[str, str], model: type[Base
     # pydantic's "Input should be greater than 0" reads as the docs do: "must be …"
     message = message.replace("Input should be", "must be")
     origin = origins.get(key)
-    where = f" (from {origin})" if origin else ""
     value = error.get("input")
+    if error["type"] == "list_type" and isinstance(value, str):
+        if (origin or "").startswith("environment"):
+            message = 'must be a JSON array (["a", "b"]) or comma-separated (a,b)'
+        else:
+            items = ", ".join(part.strip() for part in value.split(",")) or "a, b"
+            message = (
+                f"must be a YAML list, e.g. [{items}] (a comma-separated string is read "
+                "as a list only from an environment variable)"
+            )
+    where = f" (from {origin})" if origin else ""
     shown = "missing" if error["type"] == "missing" else repr(hide_secrets_in(value))
     return f"config key '{key}'{where}: {shown} {message}"

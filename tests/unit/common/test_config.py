@@ -269,3 +269,18 @@ def test_a_file_of_nested_aliases_is_checked_once_per_node(tmp_path: Path) -> No
 
     _refuse_repeated_keys(yaml.compose(text, Loader=yaml.SafeLoader), tmp_path, "", Counted())
     assert Counted.looks < 200  # the file's nodes, once each (2**40 walked anew)
+
+
+def test_a_list_written_as_one_string_in_the_file_says_how_to_write_it(tmp_path: Path) -> None:
+    """`unmanagedNamespaces: kube-system,monitoring` in a file (the form environment
+    variables take, and the one the defaults are shown in) was refused as "must be a valid
+    list", which does not say what a valid one looks like."""
+    config = tmp_path / "g.yaml"
+    config.write_text("scope:\n  unmanagedNamespaces: kube-system,monitoring\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path=config)
+    assert str(caught.value) == (
+        f"config key 'scope.unmanagedNamespaces' (from {config}): 'kube-system,monitoring' "
+        "must be a YAML list, e.g. [kube-system, monitoring] (a comma-separated string is "
+        "read as a list only from an environment variable)"
+    )
