@@ -202,3 +202,17 @@ def test_an_event_over_what_one_signal_may_hold_is_refused() -> None:
     event["message"] = "x" * (MAX_SIGNAL_BYTES - base + 1)
     with pytest.raises(PayloadError, match=r"^body: 262,145 bytes as a signal of its own"):
         parse(event)
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [
+        {"apiVersion": "v1", "kind": "EventList", "items": [k8s_event()]},
+        {"apiVersion": "events.k8s.io/v1", "kind": "EventList", "items": []},
+    ],
+)
+def test_an_event_list_is_refused_as_a_list(listing: dict[str, object]) -> None:
+    """`kubectl get events -o json` prints an EventList: it was refused as "type: must be
+    Warning, Error or Normal (missing)", which sent its sender looking at the wrong field."""
+    with pytest.raises(PayloadError, match=r"^kind: 'EventList' is a list; send each Event"):
+        parse_event(orjson.dumps(listing), NOW, FRESH)

@@ -54,6 +54,12 @@ def parse_event(
 ) -> Signal | Ignored:
     check_signal_size(body, "body")
     event = parse_object(body)
+    kind = event.get("kind")
+    if isinstance(kind, str) and kind.endswith("List") and "items" in event:
+        raise PayloadError(
+            f"kind: {kind[:40]!r} is a list; send each Event in a request of its own "
+            "(one core/v1 or events.k8s.io/v1 Event per request)"
+        )
     event_type = event.get("type")
     if event_type == "Normal":
         return Ignored("Normal events need no remediation", "kubernetes-events")
