@@ -13,12 +13,13 @@ file and the environment, and a warning naming both is logged once logging is co
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
@@ -492,9 +493,8 @@ def _coerce_env(annotation: Any, raw: str) -> Any:
     return raw
 
 
-def _mapping_expected(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
-    """What a section (or a list's item) must be, in the file's terms: a mapping, and its
-    keys (`server: 5`, `kinds.extra: [BuildConfig]`)."""
+def _keys_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str] | None:
+    """The keys of the section (or list item) at `loc`, as a file writes them."""
     current: type[BaseModel] | None = model
     for part in loc:
         if isinstance(part, int) or current is None:
@@ -502,9 +502,28 @@ def _mapping_expected(model: type[BaseModel], loc: tuple[int | str, ...]) -> str
         found = _find_field(current, part)
         current = None if found is None else _model_of(found[1])
     if current is None:
+        return None
+    return [info.alias or name for name, info in current.model_fields.items()]
+
+
+def _mapping_expected(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """What a section (or a list's item) must be, in the file's terms: a mapping, and its
+    keys (`server: 5`, `kinds.extra: [BuildConfig]`)."""
+    keys = _keys_at(model, loc)
+    if keys is None:
         return "must be a mapping of settings"
-    keys = ", ".join(info.alias or name for name, info in current.model_fields.items())
-    return f"must be a mapping with the keys {keys}"
+    return f"must be a mapping with the keys {', '.join(keys)}"
+
+
+def _unknown_key(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """`unknown setting`, and the known key it is closest to (a key's case, a typo)."""
+    given = str(loc[-1])
+    keys = _keys_at(model, loc[:-1]) or []
+    same_case = [key for key in keys if key.lower() == given.lower()]
+    close = same_case or difflib.get_close_matches(given, keys, n=1, cutoff=0.75)
+    if close:
+        return f"unknown setting; did you mean {close[0]!r}?"
+    return "unknown setting (see the configuration reference in README)"
 
 
 def _is_optional(annotation: Any) -> bool:
@@ -516,7 +535,9 @@ def _describe(exc: ValidationError, origins: Mapping[str, str], model: type[Base
     key = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"config key '{key}': unknown setting (see the configuration reference in README)"
+        origin = origins.get(key)
+        where = f" (from {origin})" if origin else ""
+        return f"config key '{key}'{where}: {_unknown_key(model, error['loc'])}"
     if error["type"] == "model_type":
         # pydantic: "Input should be a valid dictionary or instance of ServerSettings"
         message = _mapping_expected(model, error["loc"])

@@ -112,7 +112,7 @@ def test_errors_name_key_value_and_source(env: dict[str, str], message: str) -> 
 def test_unknown_yaml_key_and_bad_yaml(tmp_path: Path) -> None:
     config = tmp_path / "g.yaml"
     config.write_text("sever:\n  listen: x\n")
-    with pytest.raises(ConfigError, match="'sever': unknown setting"):
+    with pytest.raises(ConfigError, match=r"'sever' \(from .*g\.yaml\): unknown setting"):
         load(path=config)
     config.write_text("server: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
@@ -283,4 +283,27 @@ def test_a_list_written_as_one_string_in_the_file_says_how_to_write_it(tmp_path:
         f"config key 'scope.unmanagedNamespaces' (from {config}): 'kube-system,monitoring' "
         "must be a YAML list, e.g. [kube-system, monitoring] (a comma-separated string is "
         "read as a list only from an environment variable)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        ("server:\n  opslisten: x\n", "server.opslisten", "did you mean 'opsListen'?"),
+        ("sever:\n  listen: x\n", "sever", "did you mean 'server'?"),
+        ("server:\n  zzzz: 1\n", "server.zzzz", "(see the configuration reference in README)"),
+    ],
+)
+def test_an_unknown_key_suggests_the_setting_it_is_close_to(
+    tmp_path: Path, text: str, key: str, expected: str
+) -> None:
+    """Keys in a file are camelCase and exact (environment variables are case-insensitive):
+    `opslisten` was refused with no hint of the `opsListen` it meant, nor of the file."""
+    config = tmp_path / "g.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load(path=config)
+    separator = "; " if expected.startswith("did") else " "
+    assert str(caught.value) == (
+        f"config key '{key}' (from {config}): unknown setting{separator}{expected}"
     )
