@@ -40,6 +40,13 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached or cannot take writes right now."""
 
 
+class StoreUnreachable(StoreUnavailable):
+    """No connection to the database could be made or kept (refused, reset, the server
+    starting up or shutting down): the database is down, whatever a ping a moment later
+    finds. Not a refusal of what was written: the dead-letter replay waits for the next
+    poll rather than putting its letters off by the schedule."""
+
+
 class StoreOutage(StoreUnavailable):
     """`open()` found the database down, not misconfigured (refused or timed-out connections,
     a server starting up or shutting down): an outage to wait out, not a reason to stop."""

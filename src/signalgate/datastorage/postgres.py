@@ -24,7 +24,7 @@ import asyncpg
 
 from signalgate.common.pgpool import FairGate
 from signalgate.common.secrets import hide_secrets
-from signalgate.common.sql.drivers import PG_REFUSED, PG_UNAVAILABLE, described
+from signalgate.common.sql.drivers import PG_REFUSED, PG_UNAVAILABLE, PG_UNREACHABLE, described
 from signalgate.common.sql.migrations import postgres_migrate, postgres_version
 from signalgate.datastorage import migrations
 from signalgate.datastorage.chain import canonical
@@ -42,6 +42,7 @@ from signalgate.datastorage.errors import (
     StoreOutage,
     StoreRefused,
     StoreUnavailable,
+    StoreUnreachable,
 )
 from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.migrations import SCHEMA
@@ -124,6 +125,8 @@ def _translated(action: str) -> Any:
         message = f"PostgreSQL {action} failed: {described(exc)}"
         if isinstance(exc, PG_REFUSED):
             raise StoreRefused(message) from exc
+        if isinstance(exc, PG_UNREACHABLE):
+            raise StoreUnreachable(message) from exc
         raise StoreUnavailable(message) from exc
 
 

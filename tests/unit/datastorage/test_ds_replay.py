@@ -16,7 +16,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from signalgate.datastorage.dlq import FileDeadLetterQueue, ReplayWorker
-from signalgate.datastorage.errors import Conflict, DeadLetterUnavailable, StoreUnavailable
+from signalgate.datastorage.errors import (
+    Conflict,
+    DeadLetterUnavailable,
+    StoreUnavailable,
+    StoreUnreachable,
+)
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.store import AuditQuery, QueryPage, WriteResult
@@ -352,3 +357,41 @@ async def test_a_queue_that_filled_its_own_disk_still_drains(
     assert path.read_bytes() == b"" and await queue.depth() == 0
     monkeypatch.undo()
     assert await FileDeadLetterQueue(path).depth() == 0
+
+
+class SlowStartStore(FlakyStore):
+    """A PostgreSQL still starting up for a few writes after it answered a ping (a restart
+    on a busy machine): each of those writes is refused "starting up"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False  # pings answer
+        self.refusing_writes = 3
+
+    async def write(self, events: Sequence[AuditEvent]) -> WriteResult:
+        if self.refusing_writes:
+            self.refusing_writes -= 1
+            raise StoreUnreachable("CannotConnectNowError: the database system is starting up")
+        return await super().write(events)
+
+
+async def test_a_database_still_starting_up_defers_the_pass_and_uses_no_attempt(
+    tmp_path: Path,
+) -> None:
+    """A write that met "starting up" twice (once more at once, after a ping that answered)
+    was taken for a refusal: its letters were put off by the schedule's step (300 s in a
+    test run on a busy machine, whose queue then did not drain in 45 s). No connection is
+    not a refusal: the pass is deferred, the letters as they were, and the next poll
+    stores them once the database takes connections."""
+    store = SlowStartStore()
+    queue, worker = await replaying(tmp_path, store, [60.0, 300.0])
+    written = events(3)
+    await queue.put(written, due=time.time())
+    before = [(ltr.attempts, ltr.due) for ltr in await queue.due(None, 10)]
+    report = await worker.run_once()
+    assert report.deferred and not (report.rescheduled or report.dead)
+    assert [(ltr.attempts, ltr.due) for ltr in await queue.due(None, 10)] == before
+    assert worker.refusing() is None
+    # the next poll: its first write still refused, the one tried again at once stored
+    assert (await worker.run_once()).replayed == 3
+    assert set(store.rows) == {e.event_id for e in written}

@@ -36,6 +36,17 @@ PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.PostgresSystemError,  # class 58: an I/O error on the server's disk
 )
 
+# PostgreSQL: of those, the ones that mean no connection could be made or kept — the server
+# is down, starting up or shutting down — rather than a server that answers and does not
+# take a statement (read-only, full, a statement past its timeout: `TimeoutError` is an
+# `OSError` too, and is not one of these)
+PG_UNREACHABLE: tuple[type[BaseException], ...] = (
+    ConnectionError,  # refused, reset, aborted
+    asyncpg.PostgresConnectionError,  # class 08
+    asyncpg.InterfaceError,  # connection closed under us
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+)
+
 # PostgreSQL: of those, the ones that, on a service's first connection, mean a configuration
 # that can never work rather than an outage: the server answers and turns us away for who we
 # are (the password, the role, pg_hba.conf), for the database we name, or for a certificate

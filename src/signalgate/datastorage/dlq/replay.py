@@ -17,6 +17,7 @@ from signalgate.datastorage.errors import (
     ForeignParent,
     MissingParent,
     StoreUnavailable,
+    StoreUnreachable,
 )
 from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.metrics import DataStorageMetrics
@@ -350,7 +351,7 @@ class ReplayWorker:
         again on the schedule, whose last step repeats: an unavailable database is never a
         letter's fault, and burying them lost acknowledged events (an outside check: 1,193
         of them after 40 s read-only on a 1s,2s,5s schedule)."""
-        if await self._database_down():
+        if isinstance(exc, StoreUnreachable) or await self._database_down():
             self._deferred = report.deferred = True
             log.info("replay deferred: the database is down", extra={"error": str(exc)})
             return
