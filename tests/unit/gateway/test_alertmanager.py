@@ -185,7 +185,8 @@ def test_resolved_status() -> None:
         (b"[]", "must be a JSON object"),
         (b'{"alerts": []}', "at least one alert"),
         (b'{"alerts": {}}', "alerts: must be an array"),
-        (b'{"version": "4"}', "alerts: must be an array"),
+        (b'{"version": "4"}', r"alerts: must be an array of alerts \(missing\)"),
+        (b'{"alerts": null}', r"alerts: must be an array of alerts \(null\)"),
         (b'{"alerts": [{}], "commonLabels": []}', "commonLabels"),
     ],
 )
@@ -199,6 +200,8 @@ def test_envelope_errors_fail_the_request(body: bytes, message: str) -> None:
     [
         ("not an object", "alerts[0]: must be an object"),
         ({"labels": {"pod": "x"}}, "alerts[0].labels.alertname: required"),
+        ({}, "alerts[0].labels.alertname: required"),
+        ({"labels": None}, "alerts[0].labels: must be an object of strings, not null"),
         ({"labels": {"alertname": "A", "pod": 5}}, "alerts[0].labels.pod: must be a string"),
         ({"labels": {"alertname": "A"}, "status": "pending"}, "alerts[0].status"),
         ({"labels": {"alertname": "A"}, "startsAt": "yesterday"}, "alerts[0].startsAt"),

@@ -72,7 +72,7 @@ def parse_webhook(
     payload = parse_object(body)
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):
-        found = "missing" if alerts is None else json_type(alerts)
+        found = json_type(alerts) if "alerts" in payload else "missing"
         raise PayloadError(f"alerts: must be an array of alerts ({found})")
     if not alerts:
         raise PayloadError("alerts: must contain at least one alert")
@@ -112,6 +112,9 @@ def _parse_alert(
     now, catalog = webhook.now, webhook.catalog
     if not isinstance(alert, dict):
         raise PayloadError(f"{where}: must be an object, not {json_type(alert)}")
+    if alert.get("labels", {}) is None:
+        # absent labels lack an alertname; null ones are the wrong type, said as such
+        raise PayloadError(f"{where}.labels: must be an object of strings, not null")
     own_labels = _string_map(alert.get("labels"), f"{where}.labels")
     labels = {**own_labels, **webhook.common_labels}
     annotations = {
