@@ -279,7 +279,7 @@ def load_settings(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, origins, model)) from exc
+        raise ConfigError(_describe(exc, origins, model, data)) from exc
 
 
 def _deprecated(old: str, new: str, source: str) -> str:
@@ -530,7 +530,27 @@ def _is_optional(annotation: Any) -> bool:
     return type(None) in get_args(annotation)
 
 
-def _describe(exc: ValidationError, origins: Mapping[str, str], model: type[BaseModel]) -> str:
+_NOT_GIVEN = object()
+
+
+def _given(data: Mapping[str, Any], loc: Sequence[int | str]) -> Any:
+    """The value at `loc` as it was written (file, environment or flag), before any
+    validator read it; `_NOT_GIVEN` when it is not there (a default, a model-wide error)."""
+    value: Any = data
+    for part in loc:
+        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        if not (in_list or (isinstance(value, Mapping) and part in value)):
+            return _NOT_GIVEN
+        value = value[part]
+    return value
+
+
+def _describe(
+    exc: ValidationError,
+    origins: Mapping[str, str],
+    model: type[BaseModel],
+    data: Mapping[str, Any],
+) -> str:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
@@ -544,7 +564,11 @@ def _describe(exc: ValidationError, origins: Mapping[str, str], model: type[Base
     # pydantic's "Input should be greater than 0" reads as the docs do: "must be …"
     message = message.replace("Input should be", "must be")
     origin = origins.get(key)
-    value = error.get("input")
+    # what was written, not what a validator made of it: `processingTimeout: 0s` is '0s'
+    # (pydantic's input for the bound check is the parsed 0.0)
+    value = _given(data, error["loc"]) if error["loc"] else _NOT_GIVEN
+    if value is _NOT_GIVEN:
+        value = error.get("input")
     if error["type"] == "list_type" and isinstance(value, str):
         if (origin or "").startswith("environment"):
             message = 'must be a JSON array (["a", "b"]) or comma-separated (a,b)'

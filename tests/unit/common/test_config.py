@@ -109,6 +109,22 @@ def test_errors_name_key_value_and_source(env: dict[str, str], message: str) -> 
     assert "\n" not in text
 
 
+def test_an_out_of_range_duration_is_quoted_as_written(tmp_path: Path) -> None:
+    """`processingTimeout: 0s` was reported as `0.0 must be greater than 0`: the value the
+    duration parser made, not the one in the file."""
+    config = tmp_path / "g.yaml"
+    config.write_text("server:\n  processingTimeout: 0s\n")
+    with pytest.raises(ConfigError) as error:
+        load(path=config)
+    assert str(error.value) == (
+        f"config key 'server.processingTimeout' (from {config}): '0s' must be greater than 0"
+    )
+    with pytest.raises(ConfigError, match=r"\(from environment variable .*\): '0ms' must be"):
+        load({"SIGNALGATE_SERVER__PROCESSINGTIMEOUT": "0ms"})
+    with pytest.raises(ConfigError, match=r"\(from command line\): '0m' must be"):
+        load_settings(GatewaySettings, None, {}, SHORTHANDS, {"server.processingTimeout": "0m"})
+
+
 def test_unknown_yaml_key_and_bad_yaml(tmp_path: Path) -> None:
     config = tmp_path / "g.yaml"
     config.write_text("sever:\n  listen: x\n")
