@@ -23,10 +23,17 @@ EXIT_CONFIG = 2  # invalid settings, tokens file or arguments
 M = TypeVar("M", bound=BaseModel)
 
 
-def add_serve_flags(parser: argparse.ArgumentParser) -> None:
+def add_serve_flags(parser: argparse.ArgumentParser, listens: bool = True) -> None:
+    """The settings flags. A command that opens no listener (`migrate`, `verify-all`, …)
+    has `listens` off: `--listen` and `--ops-listen` are still taken, so a job that reuses
+    `serve`'s arguments keeps working, but left out of its `--help`, where they read as
+    doing something."""
     parser.add_argument("--config", type=Path, help="YAML settings file")
-    parser.add_argument("--listen", help="API listener host:port (server.listen)")
-    parser.add_argument("--ops-listen", help="ops listener host:port (server.opsListen)")
+    for flag, text in (
+        ("--listen", "API listener host:port (server.listen)"),
+        ("--ops-listen", "ops listener host:port (server.opsListen)"),
+    ):
+        parser.add_argument(flag, help=text if listens else argparse.SUPPRESS)
     parser.add_argument("--data-dir", help="data directory (dataDir)")
 
 

@@ -1,6 +1,8 @@
 """`signalgate-datastorage`: serve the audit API, and the jobs around it.
 
     serve [--config FILE] [--listen ADDR] [--ops-listen ADDR] [--data-dir DIR]
+    (every command takes --config and --data-dir; --listen and --ops-listen only matter to
+    serve, and to check-config, which checks them)
     migrate        apply pending schema migrations (a production job before `serve`)
     maintain       create the monthly partitions ahead (cron)
     replay-dlq     replay the dead-letter queue into the database now
@@ -70,9 +72,9 @@ def _parser() -> argparse.ArgumentParser:
         ("dead-letters", "list the dead letters and why each was buried"),
         ("verify-all", "verify every chain and its recorded head"),
     ):
-        add_serve_flags(commands.add_parser(name, help=text))
+        add_serve_flags(commands.add_parser(name, help=text), listens=False)
     requeue = commands.add_parser("requeue-dead", help="put the dead letters back in the queue")
-    add_serve_flags(requeue)
+    add_serve_flags(requeue, listens=False)
     requeue.add_argument(
         "--reason", help="only the letters buried for this reason (as dead-letters prints it)"
     )
@@ -86,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_check_config(commands, "validate settings and print them resolved")
     check = commands.add_parser("verify-chain", help="verify one correlation id's chain")
-    add_serve_flags(check)
+    add_serve_flags(check, listens=False)
     check.add_argument("correlation_id")
     return parser
 
