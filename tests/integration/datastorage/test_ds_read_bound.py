@@ -8,9 +8,7 @@ page blocks in the database until the test lets it go: which reads run is read f
 from __future__ import annotations
 
 import asyncio
-import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import asyncpg
@@ -22,26 +20,11 @@ from tests.integration.datastorage.dstools import (
     datastorage_process,
     event_body,
 )
+from tests.support.polling import metric_sample, until
 from tests.support.services import ServiceProcess
 
 EVENTS = "/api/v1/audit/events"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        await asyncio.sleep(0.05)
-
-
-async def gauge(ops_url: str, name: str) -> float:
-    """A sample of the ops listener's /metrics (0 when absent)."""
-    async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"{ops_url}/metrics")).text
-    found = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 async def blocked(conn: asyncpg.Connection) -> int:
@@ -99,9 +82,9 @@ async def test_reads_beyond_the_bound_wait_or_get_503_and_a_gone_client_frees_it
         first = [asyncio.create_task(query(clients[i])) for i in range(2)]
         await until(lambda: _equals(blocked(watch), 2), "two query pages running")
         queued = [asyncio.create_task(query(clients[i])) for i in range(2, 4)]
-        await until(lambda: _equals(gauge(ops, waiting), 2), "two query pages waiting")
+        await until(lambda: _equals(metric_sample(ops, waiting), 2), "two query pages waiting")
         assert await blocked(watch) == 2  # exactly the bound runs
-        assert await gauge(ops, running) == 2
+        assert await metric_sample(ops, running) == 2
 
         # a fifth is answered at once: 503, Retry-After, a problem naming the bound
         refused = await query(clients[4])
@@ -112,7 +95,7 @@ async def test_reads_beyond_the_bound_wait_or_get_503_and_a_gone_client_frees_it
         assert problem["type"].endswith("/service-unavailable")
         assert "server.maxConcurrentReads" in problem["detail"]
         assert "server.maxQueuedReads" in problem["detail"]
-        assert await gauge(ops, 'datastorage_reads_refused_total{reason="queue_full"}') == 1
+        assert await metric_sample(ops, 'datastorage_reads_refused_total{reason="queue_full"}') == 1
         # so is verify-chain, a costly read too
         chain = await clients[4].get("/api/v1/audit/verify-chain?correlation_id=rr-bound")
         assert chain.status_code == 503
@@ -127,13 +110,15 @@ async def test_reads_beyond_the_bound_wait_or_get_503_and_a_gone_client_frees_it
         # the waiting clients go away: their places free, and their queries never start
         for task in queued:
             task.cancel()
-        await until(lambda: _equals(gauge(ops, waiting), 0), "the gone waiters leave the queue")
+        await until(
+            lambda: _equals(metric_sample(ops, waiting), 0), "the gone waiters leave the queue"
+        )
         assert await blocked(watch) == 3
         # the running ones go away: their queries are cancelled in the database
         for task in first:
             task.cancel()
         await until(lambda: _equals(blocked(watch), 1), "the gone readers' queries end")
-        await until(lambda: _equals(gauge(ops, running), 0), "their places free")
+        await until(lambda: _equals(metric_sample(ops, running), 0), "their places free")
 
         await holding.rollback()
         assert (await write).status_code == 201

@@ -6,9 +6,7 @@ Gateway's gauges, never from how long anything took."""
 from __future__ import annotations
 
 import asyncio
-import re
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 
 import asyncpg
@@ -17,28 +15,13 @@ import httpx
 from e2ecov.recipes import PostgresServer
 from signalgate.remediation.rows import TABLE
 from tests.integration.gateway.conftest import start_gateway
+from tests.support.polling import metric_sample, until
 from tests.support.services import ADMIN_TOKEN, alert, webhook
 
 RRS = "/api/v1/remediation-requests"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 RUNNING = 'gateway_reads{state="running"}'
 WAITING = 'gateway_reads{state="waiting"}'
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        await asyncio.sleep(0.05)
-
-
-async def sample(ops_url: str, name: str) -> float:
-    """A sample of the ops listener's /metrics (0 when absent)."""
-    async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"{ops_url}/metrics")).text
-    found = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 async def is_(value: Awaitable[float], expected: float) -> bool:
@@ -84,9 +67,9 @@ async def test_rr_lists_beyond_the_bound_get_503_and_a_gone_client_cancels_its_q
 
         running = asyncio.create_task(clients[0].get(RRS, params={"limit": "500"}))
         await until(lambda: is_(blocked(watch), 1), "one list page running")
-        assert await sample(ops, RUNNING) == 1
+        assert await metric_sample(ops, RUNNING) == 1
         waiting = asyncio.create_task(clients[1].get(RRS))
-        await until(lambda: is_(sample(ops, WAITING), 1), "one list page waiting")
+        await until(lambda: is_(metric_sample(ops, WAITING), 1), "one list page waiting")
 
         # beyond the one waiting: 503 at once, naming the bound
         full = await clients[2].get(RRS)
@@ -102,14 +85,14 @@ async def test_rr_lists_beyond_the_bound_get_503_and_a_gone_client_cancels_its_q
         assert late.status_code == 503
         assert "server.readQueueTimeout" in late.json()["detail"]
         assert late.headers["retry-after"] == "1"
-        assert await sample(ops, 'gateway_reads_refused_total{reason="queue_full"}') == 1
-        assert await sample(ops, 'gateway_reads_refused_total{reason="wait_timeout"}') == 1
+        assert await metric_sample(ops, 'gateway_reads_refused_total{reason="queue_full"}') == 1
+        assert await metric_sample(ops, 'gateway_reads_refused_total{reason="wait_timeout"}') == 1
         assert await blocked(watch) == 1  # nothing more started meanwhile
 
         # the running page's client goes away: its query is cancelled in the database
         running.cancel()
         await until(lambda: is_(blocked(watch), 0), "the gone reader's query ends")
-        await until(lambda: is_(sample(ops, RUNNING), 0), "its place frees")
+        await until(lambda: is_(metric_sample(ops, RUNNING), 0), "its place frees")
 
         await holding.rollback()
         listed = await clients[2].get(RRS)

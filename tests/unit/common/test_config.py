@@ -17,6 +17,15 @@ def load(
     return load_settings(GatewaySettings, path, env or {}, SHORTHANDS, overrides)
 
 
+def refused(tmp_path: Path, text: str) -> tuple[Path, str]:
+    """A config file of `text`, and the refusal `load` raises for it."""
+    config = tmp_path / "g.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load(path=config)
+    return config, str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [
@@ -140,11 +149,8 @@ def test_unknown_yaml_key_and_bad_yaml(tmp_path: Path) -> None:
 def test_a_yaml_syntax_error_names_the_line_in_the_files_words(tmp_path: Path) -> None:
     """The parser's text was flattened onto one line: '<unicode string>' for the file, its
     source lines and caret pointers joined by runs of spaces."""
-    config = tmp_path / "g.yaml"
-    config.write_text("server:\n  listen: 127.0.0.1:1\n  opsListen: [bad\n")
-    with pytest.raises(ConfigError) as caught:
-        load(path=config)
-    assert str(caught.value) == (
+    config, refusal = refused(tmp_path, "server:\n  listen: 127.0.0.1:1\n  opsListen: [bad\n")
+    assert refusal == (
         f"config file '{config}': not valid YAML at line 4, column 1: expected ',' or ']', "
         "but got '<stream end>' (while parsing a flow sequence from line 3, column 14)"
     )
@@ -291,11 +297,8 @@ def test_a_list_written_as_one_string_in_the_file_says_how_to_write_it(tmp_path:
     """`unmanagedNamespaces: kube-system,monitoring` in a file (the form environment
     variables take, and the one the defaults are shown in) was refused as "must be a valid
     list", which does not say what a valid one looks like."""
-    config = tmp_path / "g.yaml"
-    config.write_text("scope:\n  unmanagedNamespaces: kube-system,monitoring\n")
-    with pytest.raises(ConfigError) as caught:
-        load(path=config)
-    assert str(caught.value) == (
+    config, refusal = refused(tmp_path, "scope:\n  unmanagedNamespaces: kube-system,monitoring\n")
+    assert refusal == (
         f"config key 'scope.unmanagedNamespaces' (from {config}): 'kube-system,monitoring' "
         "must be a YAML list, e.g. [kube-system, monitoring] (a comma-separated string is "
         "read as a list only from an environment variable)"

@@ -1,0 +1,28 @@
+"""Waiting on a running service from an async test: a condition polled until it holds, and
+one sample of its ops listener's `/metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
+    """Poll `check` every 50 ms until it returns True; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g}s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def metric_sample(ops_url: str, name: str) -> float:
+    """One sample of the ops listener's /metrics, by its name with labels (0 when absent)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"{ops_url}/metrics")).text
+    found = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
