@@ -636,9 +636,18 @@ class Journal:
                 # has: its O_DSYNC write then puts its data alone on disk, where an append
                 # wrote the file's size too (half the system time and half the wait, here)
                 ahead = max(end, min(self._zeroed + ZEROED_AHEAD, self.segment_bytes))
-                _write_at(fd, bytes(ahead - self._zeroed), self._zeroed)
-                self._zeroed = ahead
+                try:
+                    _write_at(fd, bytes(ahead - self._zeroed), self._zeroed)
+                    self._zeroed = ahead
+                except OSError as exc:
+                    if not disk_full(exc) or ahead == end:
+                        raise
+                    # no room for the zeros ahead, maybe for the group itself: it is
+                    # appended as before the zeros, so a disk is full when the data fills
+                    # it, not up to ZEROED_AHEAD sooner
+                    os.ftruncate(fd, self._zeroed)
             _write_at(fd, data, before)
+            self._zeroed = max(self._zeroed, end)
         except OSError as exc:
             with contextlib.suppress(OSError):  # leave no half group for a later group to follow
                 os.ftruncate(fd, before)
