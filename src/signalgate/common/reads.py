@@ -26,7 +26,6 @@ Probes, metrics and writes never come here: they must be answered while reads ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -165,9 +164,16 @@ async def _unless_gone(read: Callable[[], Awaitable[T]], gone: asyncio.Future[No
         if not task.done():
             task.cancel()
             # the place is given back once the read has stopped, not while it still holds
-            # the store's connection
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
+            # the store's connection; a cancellation of this request meanwhile (the
+            # server's shutdown) waits for that too, then goes on as a cancellation
+            cancelled = False
+            while not task.done():
+                try:
+                    await asyncio.wait({task})
+                except asyncio.CancelledError:
+                    cancelled = True
+            if cancelled:
+                raise asyncio.CancelledError
     if task.cancelled():
         raise _client_gone()
     return task.result()

@@ -151,3 +151,34 @@ async def test_a_failing_read_gives_its_place_back() -> None:
     read = Read()
     read.release()
     assert await bound.run(Client().receive, read) == "page"
+
+
+async def test_a_request_cancelled_while_its_read_stops_keeps_the_place_until_then() -> None:
+    """A client goes away, its read is being stopped (SQLite's child finishes its statement)
+    and the request is cancelled meanwhile (the server's shutdown): the request ended with
+    InvalidStateError ('Result is not set', a 500 and a traceback) instead of its
+    cancellation, and gave its place back while the read still held the store, so one more
+    read than `server.maxConcurrentReads` ran (an outside check)."""
+    bound = limiter(running=1, waiting=1)
+    stopped = asyncio.Event()
+
+    async def slow_to_stop() -> str:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await stopped.wait()
+            raise
+        return "page"
+
+    client = Client()
+    request = asyncio.create_task(bound.run(client.receive, slow_to_stop))
+    await settle()
+    client.leave()
+    await settle()
+    request.cancel()
+    await settle()
+    assert not request.done() and bound.running == 1  # the read has not stopped yet
+    stopped.set()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert bound.running == 0
