@@ -663,10 +663,15 @@ class Journal:
         return self._active, self._active_size
 
     def _next_segment(self) -> None:
-        """Leave the active segment: the next write goes to a new one."""
-        self._close_active()
-        self._active += 1
-        self._active_size = 0
+        """Leave the active segment: the next write goes to a new one. Also when its zeros
+        could not be cut (an I/O error): opened again, their size was taken for data and the
+        next groups went after them, where a restart cuts (`_whole_end`); left, its zeros
+        are cut by the next recovery and its data is read up to its known size."""
+        try:
+            self._close_active()
+        finally:
+            self._active += 1
+            self._active_size = 0
 
     def _start_segment(self) -> None:
         """Open the active segment and tell the event loop the writer is on it, so that the

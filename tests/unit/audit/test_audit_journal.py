@@ -618,3 +618,47 @@ async def test_a_disk_without_room_for_the_zeros_ahead_still_takes_groups_that_f
     monkeypatch.undo()
     assert await _deliver_all(journal) == list(range(acknowledged))
     await journal.close()
+
+
+async def test_a_segment_whose_zeros_could_not_be_cut_is_left_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk moves the journal to a new segment, cutting the zeros of the one it
+    leaves; when that cut failed too (an I/O error), the journal stayed on the segment and
+    opened it again taking its zeros for data: the next groups went after them, the relay
+    read the zeros and the first line after them as one unreadable line (skipped), and a
+    restart cut everything after the first zero: acknowledged events lost (an outside
+    check)."""
+    journal = Journal(tmp_path, segment_bytes=8 << 20)
+    await journal.open()
+    real_write, real_truncate = os.pwrite, os.ftruncate
+
+    def full(descriptor: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def broken(descriptor: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    try:
+        for n in range(5):
+            journal.stage(event(n))
+            await journal.commit()
+        monkeypatch.setattr("signalgate.audit.journal.os.pwrite", full)
+        monkeypatch.setattr("signalgate.audit.journal.os.ftruncate", broken)
+        journal.stage(event(99))
+        with pytest.raises(JournalUnavailable):
+            await journal.commit()
+        monkeypatch.setattr("signalgate.audit.journal.os.pwrite", real_write)
+        monkeypatch.setattr("signalgate.audit.journal.os.ftruncate", real_truncate)
+        for n in range(5, 10):
+            journal.stage(event(n))
+            await journal.commit()
+    finally:
+        monkeypatch.undo()
+        await journal.close()
+    journal = Journal(tmp_path, segment_bytes=8 << 20)  # a restart before delivery
+    await journal.open()
+    try:
+        assert await _deliver_all(journal) == list(range(10))
+    finally:
+        await journal.close()
