@@ -220,7 +220,7 @@ def test_a_zero_duration_that_cannot_work_is_refused_naming_the_key(
     done = run(module, "check-config", env={variable: "0s", "SIGNALGATE_DATADIR": str(tmp_path)})
     assert done.returncode == 2, done.stdout
     assert done.stderr.strip().splitlines() == [
-        f"error: config key '{key}' (from environment variable {variable}): 0.0 must be "
+        f"error: config key '{key}' (from environment variable {variable}): '0s' must be "
         "greater than 0"
     ]
 
