@@ -41,6 +41,7 @@ from signalgate.common.loop_lag import LoopLagMonitor
 from signalgate.common.ops import ReadinessProbe, build_ops_app
 from signalgate.common.parent import follow_parent
 from signalgate.common.sections import AuthSettings
+from signalgate.common.tasks import wait_event
 from signalgate.common.tls import ServingCertificate, Tls
 from signalgate.common.workers import WorkerRole
 
@@ -311,8 +312,7 @@ async def run_service(
     if delay > 0 and stop_wait in done:
         log.info("shutting down: unready, still serving", extra={"seconds": delay})
         stop_requested.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop_requested.wait(), delay)
+        if await wait_event(stop_requested, delay):
             log.info("shutting down: a second signal ends the delay")
     log.info("shutting down: draining requests")
     api.should_exit = True
