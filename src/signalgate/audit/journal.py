@@ -207,6 +207,9 @@ class Journal:
         self._lock = threading.Lock()
         self._wake_writer = threading.Condition(self._lock)
         self._appended = asyncio.Event()
+        # the backlog the relay waits for (`wait_appended`): a relay gathering a batch is
+        # woken once it is full, not by every group written (hundreds a second under load)
+        self._wanted = 1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Future[None] | None = None  # the writer thread's loop
         self._closing = False
@@ -360,7 +363,8 @@ class Journal:
         self._settled(group)
         group.settle(None)
         self._remember(segment, size - data, entries)
-        self._appended.set()
+        if self.backlog_events >= self._wanted:
+            self._appended.set()
 
     def _remember(self, segment: int, offset: int, entries: list[Entry]) -> None:
         """Keep durable lines in memory for the relay, dropping the oldest beyond
@@ -409,13 +413,18 @@ class Journal:
 
     # -- relay side (event loop) -------------------------------------------------------------
 
-    async def wait_appended(self, timeout: float) -> None:  # noqa: ASYNC109
-        """Wait until a group was written since the last call (or `timeout`)."""
+    async def wait_appended(self, timeout: float, backlog: int = 1) -> None:  # noqa: ASYNC109
+        """Wait until a group was written since the last call that leaves at least `backlog`
+        events to deliver (or `timeout`)."""
+        self._wanted = backlog
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
         # arrives as the event is set, and stop() relies on cancelling the relay
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._appended.wait()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._appended.wait()
+        finally:
+            self._wanted = 1
         self._appended.clear()
 
     async def read(self, limit: int) -> Slice:

@@ -154,7 +154,7 @@ class Relay:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            await journal.wait_appended(remaining)
+            await journal.wait_appended(remaining, backlog=batch_size)
         if not journal.backlog_events:
             return None
         limit = min(self._settings.batch_size, self._settings.buffer_size)
