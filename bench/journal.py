@@ -2,6 +2,7 @@
 
     python bench/journal.py [--seconds 3] [--concurrency 16] [--event-bytes 1200]
                             [--group-bytes 10000] [--writes 400] [--rounds 2]
+                            [--busy-slice-us 50]
 
 Two parts, each printed as figures measured side by side in one run (this machine's disk
 and CPU drift by tens of per cent within minutes, so only a ratio of one round means much):
@@ -13,7 +14,14 @@ and CPU drift by tens of per cent within minutes, so only a ratio of one round m
 - **the journal**: `--concurrency` tasks each staging one event of `--event-bytes` and
   awaiting `commit()`, for `--seconds`, as the Gateway's requests do: events per second, p50
   and p99 commit latency, and the process's user and system CPU µs per event (the writer
-  thread's included).
+  thread's included). Each round runs twice: on an otherwise idle event loop, and beside a
+  task that keeps the loop busy as request handling does (Python work in slices of
+  `--busy-slice-us`, each ended by a socket send and receive, which let go of the GIL, and a
+  turn of the loop). The writer thread needs the GIL to pick a group up and again once its
+  write returns; beside a busy loop it waits for it (the interpreter hands the GIL over on
+  the holder's system calls only when the waiting thread wins the race, and forces a switch
+  only after 5 ms without one), so the gap between the two rows is what sharing the
+  interpreter with the requests costs each commit.
 
 The journal lives in a temporary directory under `build/` (the disk the Gateway's data
 directory is on here), not in /tmp, which may be a memory file system.
@@ -26,6 +34,7 @@ import asyncio
 import os
 import resource
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -72,9 +81,29 @@ def disk_writes(
     return wall * 1e6 / writes, (sys_after - sys_before) * 1e6 / writes
 
 
+async def keep_busy(stop: float, slice_us: float) -> None:
+    """Stands in for request handling on the loop: Python work in slices of `slice_us`, each
+    ended by a short system call that lets go of the GIL (a request's socket send) and a
+    turn of the loop."""
+    sender, receiver = socket.socketpair()
+    try:
+        while time.perf_counter() < stop:
+            until = time.perf_counter() + slice_us / 1e6
+            while time.perf_counter() < until:
+                pass
+            sender.send(b"x")
+            receiver.recv(1)
+            await asyncio.sleep(0)
+    finally:
+        sender.close()
+        receiver.close()
+
+
 async def commits(
-    directory: Path, seconds: float, concurrency: int, event_bytes: int
+    directory: Path, seconds: float, concurrency: int, event_bytes: int, busy_slice_us: float
 ) -> dict[str, float]:
+    """Commits by `concurrency` tasks for `seconds`; beside a busy loop when
+    `busy_slice_us` is set (0: an otherwise idle loop)."""
     journal = Journal(directory, segment_bytes=8 << 20)
     await journal.open()
     event = {
@@ -94,7 +123,8 @@ async def commits(
             latencies.append(time.perf_counter() - started)
 
     started, (user, system) = time.perf_counter(), cpu()
-    await asyncio.gather(*(request() for _ in range(concurrency)))
+    busy = [keep_busy(stop, busy_slice_us)] if busy_slice_us else []
+    await asyncio.gather(*(request() for _ in range(concurrency)), *busy)
     wall, (user_after, system_after) = time.perf_counter() - started, cpu()
     await journal.close()
     done = len(latencies)
@@ -116,6 +146,7 @@ def main() -> None:
     parser.add_argument("--group-bytes", type=int, default=10_000)
     parser.add_argument("--writes", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--busy-slice-us", type=float, default=50.0)
     args = parser.parse_args()
     (ROOT / "build").mkdir(exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="bench-journal-", dir=ROOT / "build"))
@@ -134,16 +165,30 @@ def main() -> None:
             )
         print()
         print(
-            f"{'round':>5} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'user us':>8} {'sys us':>7}"
+            f"{'round':>5} {'loop':>5} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7}"
+            f" {'user us':>8} {'sys us':>7}"
         )
         for round_ in range(1, args.rounds + 1):
-            shutil.rmtree(directory / "journal", ignore_errors=True)
-            run = uvloop.run(
-                commits(directory / "journal", args.seconds, args.concurrency, args.event_bytes)
-            )
+            runs = {}
+            for loop, slice_us in (("idle", 0.0), ("busy", args.busy_slice_us)):
+                shutil.rmtree(directory / "journal", ignore_errors=True)
+                runs[loop] = run = uvloop.run(
+                    commits(
+                        directory / "journal",
+                        args.seconds,
+                        args.concurrency,
+                        args.event_bytes,
+                        slice_us,
+                    )
+                )
+                print(
+                    f"{round_:>5} {loop:>5} {run['events_s']:9.0f} {run['p50_ms']:7.2f}"
+                    f" {run['p99_ms']:7.2f} {run['user_us']:8.1f} {run['sys_us']:7.1f}"
+                )
+            idle, busy = runs["idle"], runs["busy"]
             print(
-                f"{round_:>5} {run['events_s']:9.0f} {run['p50_ms']:7.2f} {run['p99_ms']:7.2f} "
-                f"{run['user_us']:8.1f} {run['sys_us']:7.1f}"
+                f"{round_:>5} {'ratio':>5} {busy['events_s'] / idle['events_s']:9.2f}"
+                f" {busy['p50_ms'] / idle['p50_ms']:7.2f} {busy['p99_ms'] / idle['p99_ms']:7.2f}"
             )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
