@@ -18,7 +18,12 @@ left its query running to the end. So, per process:
   connection closes) while it waits leaves the queue and never starts; one whose client goes
   away while it runs is cancelled (asyncpg then cancels the query on the server; SQLite's
   child process finishes the statement it is in, but a chain check reads no further page),
-  and its place goes to the next.
+  and its place goes to the next;
+- once the service stops accepting (`closing`: SIGTERM, after `server.shutdownDelay`), the
+  reads waiting and any new one are refused at once, 503 as above (`reason="draining"`):
+  waiting on, they were cancelled by the server at the grace's end (`server.shutdownGrace`),
+  which answered 500 with a traceback in the log. A read still running then is cut by that
+  cancellation; it is answered 503 too (`reason="grace_ended"`), after its read has stopped.
 
 Probes, metrics and writes never come here: they must be answered while reads are saturated.
 """
@@ -44,19 +49,22 @@ RETRY_AFTER = 1  # seconds: places free as soon as a read ends
 
 
 class ReadMetrics:
-    """`<service>_reads_refused_total{reason}` (`queue_full`, `wait_timeout`) and
-    `<service>_reads{state}` (`running`, `waiting`) on `registry`."""
+    """`<service>_reads_refused_total{reason}` (`queue_full`, `wait_timeout`, `draining`,
+    `grace_ended`) and `<service>_reads{state}` (`running`, `waiting`) on `registry`."""
 
     def __init__(self, service: str, registry: CollectorRegistry) -> None:
         self.refused = Counter(
             f"{service}_reads_refused_total",
             "Costly reads answered 503 for the bound on reads at once, by reason "
-            "(queue_full, wait_timeout)",
+            "(queue_full, wait_timeout, draining: the service stopping; grace_ended: cut, "
+            "running, at the end of its shutdown grace)",
             ["reason"],
             registry=registry,
         )
         self.refused_full = self.refused.labels("queue_full")
         self.refused_late = self.refused.labels("wait_timeout")
+        self.refused_draining = self.refused.labels("draining")
+        self.refused_cut = self.refused.labels("grace_ended")
         self.reads = Gauge(
             f"{service}_reads",
             "Costly reads (queries, lists, chain checks) running or waiting for a place",
@@ -68,31 +76,51 @@ class ReadMetrics:
 
 
 class ReadLimiter:
-    """The bound on costly reads at once of one process (see the module's docstring)."""
+    """The bound on costly reads at once of one process (see the module's docstring).
+    `closing` is set when the service stops accepting (its `Lifecycle.closing`)."""
 
-    def __init__(self, running: int, waiting: int, wait: float, metrics: ReadMetrics) -> None:
+    def __init__(
+        self, running: int, waiting: int, wait: float, metrics: ReadMetrics, closing: asyncio.Event
+    ) -> None:
         self.max_running = running
         self.max_waiting = waiting
         self.wait = wait
         self.metrics = metrics
+        self.closing = closing
         self.running = 0
         # the waiters in arrival order; a place is handed on by setting one's result
         self.queue: deque[asyncio.Future[None]] = deque()
 
     async def run(self, receive: Receive, read: Callable[[], Awaitable[T]]) -> T:
         """`read()` in a place, stopped when the client of `receive` goes away. Raises the
-        503 `Problem` when no place is free in time, and a 499 one when the client left."""
+        503 `Problem` when no place is free in time or the service is stopping, and a 499 one
+        when the client left."""
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
             await self._take(gone)
             try:
                 return await _unless_gone(read, gone)
+            except asyncio.CancelledError:
+                if not self.closing.is_set():
+                    raise
+                # the server cancels what still runs when its shutdown grace ends; the read
+                # has stopped (`_unless_gone`), and its client is told so, not 500 and a
+                # traceback. Nothing else cancels a request: this one is answered instead.
+                _uncancel()
+                self.metrics.refused_cut.inc()
+                raise service_unavailable(
+                    "the service stopped before this costly read ended (server.shutdownGrace); "
+                    "it was cut; retry on another instance",
+                    RETRY_AFTER,
+                ) from None
             finally:
                 self._give()
         finally:
             gone.cancel()
 
     async def _take(self, gone: asyncio.Future[None]) -> None:
+        if self.closing.is_set():
+            raise self._refused_draining()
         if self.running < self.max_running and not self.queue:
             self._set_running(self.running + 1)
             return
@@ -109,9 +137,12 @@ class ReadLimiter:
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.queue.append(turn)
         self.metrics.waiting.set(len(self.queue))
+        closing = asyncio.ensure_future(self.closing.wait())
+        either: set[asyncio.Future[Any]] = {turn, gone, closing}
         try:
-            await asyncio.wait({turn, gone}, timeout=self.wait, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(either, timeout=self.wait, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            closing.cancel()
             if not turn.done():  # not handed a place: leave the queue
                 turn.cancel()
                 self.queue.remove(turn)
@@ -121,6 +152,8 @@ class ReadLimiter:
         if turn.cancelled():
             if gone.done():
                 raise _client_gone()
+            if self.closing.is_set():
+                raise self._refused_draining()
             self.metrics.refused_late.inc()
             raise service_unavailable(
                 f"a costly read waited {self.wait:g}s for one of the {self.max_running} places "
@@ -130,6 +163,14 @@ class ReadLimiter:
             )
         if gone.done():
             raise _client_gone()
+
+    def _refused_draining(self) -> Problem:
+        self.metrics.refused_draining.inc()
+        return service_unavailable(
+            "the service is stopping: costly reads waiting for a place, and new ones, are "
+            "refused; nothing was read; retry on another instance",
+            RETRY_AFTER,
+        )
 
     def _give(self) -> None:
         """A place ends: the first waiter takes it over, or it is free."""
@@ -182,6 +223,12 @@ async def _unless_gone(read: Callable[[], Awaitable[T]], gone: asyncio.Future[No
 def _cancelling() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 def _client_gone() -> Problem:

@@ -2,8 +2,9 @@
 
 States: starting → serving → draining → stopped. SIGTERM/SIGINT move to draining: readiness
 turns 503, the API listener stops accepting and lets in-flight requests finish (up to the
-grace period), then the service's own `stop()` runs (flush buffers, close pools), and the
-ops listener goes last so probes see the whole shutdown. A service that finds, once serving,
+grace period; `Lifecycle.closing` tells what waits for a place to give up then), then the
+service's own `stop()` runs (flush buffers, close pools), and the ops listener goes last so
+probes see the whole shutdown. A service that finds, once serving,
 what would have stopped its start (`Lifecycle.fail`) is shut down the same way, and its
 error raised to the command, which exits as it would have at start.
 """
@@ -73,6 +74,10 @@ class Lifecycle:
         self.state = State.STARTING
         self.failure: BaseException | None = None
         self._failed = asyncio.Event()
+        # set once the API listener stops accepting (after `server.shutdownDelay`): what
+        # would wait for a place past then (a costly read, common/reads.py) is refused at
+        # once rather than cut, answered 500, when the grace ends
+        self.closing = asyncio.Event()
 
     @property
     def accepting(self) -> bool:
@@ -315,6 +320,7 @@ async def run_service(
         if await wait_event(stop_requested, delay):
             log.info("shutting down: a second signal ends the delay")
     log.info("shutting down: draining requests")
+    service.lifecycle.closing.set()
     api.should_exit = True
     with contextlib.suppress(Exception):
         await api_task

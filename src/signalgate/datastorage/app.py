@@ -79,6 +79,7 @@ class DataStorageAPI:
             server.max_queued_reads,
             server.read_queue_timeout,
             service.metrics.reads,
+            service.lifecycle.closing,
         )
 
     async def events(self, request: Request) -> Response:

@@ -44,7 +44,7 @@ _READ_ERRORS = {
     "503": problem_answer(
         "audit database unavailable, or more query pages and chain checks at once than "
         "server.maxConcurrentReads and server.maxQueuedReads allow, or one waited past "
-        "server.readQueueTimeout; retry (`Retry-After`)"
+        "server.readQueueTimeout, or the service is stopping; retry (`Retry-After`)"
     ),
 }
 

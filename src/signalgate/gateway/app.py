@@ -102,6 +102,7 @@ class GatewayAPI:
             settings.server.max_queued_reads,
             settings.server.read_queue_timeout,
             service.metrics.reads,
+            service.lifecycle.closing,
         )
 
     # -- signal routes ---------------------------------------------------------------

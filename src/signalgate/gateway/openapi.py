@@ -400,7 +400,8 @@ def _document() -> dict[str, Any]:
                         "503": problem_answer(
                             "remediation store unavailable, or more list pages at once than "
                             "server.maxConcurrentReads and server.maxQueuedReads allow, or "
-                            "one waited past server.readQueueTimeout; retry (`Retry-After`)"
+                            "one waited past server.readQueueTimeout, or the service is "
+                            "stopping; retry (`Retry-After`)"
                         ),
                     },
                 }

@@ -8,6 +8,8 @@ page blocks in the database until the test lets it go: which reads run is read f
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
@@ -129,6 +131,74 @@ async def test_reads_beyond_the_bound_wait_or_get_503_and_a_gone_client_frees_it
             await client.aclose()
         await lock.close()
         await watch.close()
+
+
+async def test_a_stop_refuses_the_waiting_reads_at_once_and_cuts_the_running_one_with_a_503(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    """SIGTERM while one query page runs (blocked in the database) and two wait: the waiting
+    ones are answered 503 at once (they used to wait until the grace's end, when uvicorn
+    cancelled them: 500 and a traceback), the running one is cut at the grace's end with a
+    503 too, and the service is gone within its grace."""
+    grace = 2.0
+    env = {
+        "SIGNALGATE_STORE__DSN": postgres_dsn,
+        "SIGNALGATE_STORE__AUTOMIGRATE": "true",
+        "SIGNALGATE_SERVER__MAXCONCURRENTREADS": "1",
+        "SIGNALGATE_SERVER__MAXQUEUEDREADS": "2",
+        "SIGNALGATE_SERVER__READQUEUETIMEOUT": "120s",  # no read gives up by itself
+        "SIGNALGATE_SERVER__SHUTDOWNGRACE": f"{grace:g}s",
+    }
+    service = datastorage_process(tmp_path / "ds", env).start()
+    lock = await asyncpg.connect(postgres_dsn)
+    watch = await asyncpg.connect(postgres_dsn)
+    clients = [
+        httpx.AsyncClient(base_url=service.api_url, headers=AUTH, timeout=60) for _ in range(3)
+    ]
+    try:
+        holding = lock.transaction()
+        await holding.start()
+        await lock.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        running = asyncio.create_task(query(clients[0]))
+        await until(lambda: _equals(blocked(watch), 1), "one query page running")
+        waiting = [asyncio.create_task(query(c)) for c in clients[1:]]
+        waiting_now = 'datastorage_reads{state="waiting"}'
+        await until(
+            lambda: _equals(metric_sample(service.ops_url, waiting_now), 2),
+            "two query pages waiting",
+        )
+        assert service.proc is not None
+        stopped_at = time.monotonic()
+        service.proc.send_signal(signal.SIGTERM)
+
+        # the waiting ones: 503 at once, while the running one still runs
+        refused = await asyncio.gather(*waiting)
+        assert not running.done()
+        for answer in refused:
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "1"
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.json()["type"].endswith("/service-unavailable")
+            assert "stopping" in answer.json()["detail"]
+        refused_draining = 'datastorage_reads_refused_total{reason="draining"}'
+        assert await metric_sample(service.ops_url, refused_draining) == 2
+
+        # the running one: cut at the grace's end, answered 503, not 500
+        cut = await running
+        assert cut.status_code == 503, cut.text
+        assert cut.headers["content-type"] == "application/problem+json"
+        assert "server.shutdownGrace" in cut.json()["detail"]
+        code = await asyncio.to_thread(service.proc.wait, 10)
+        assert code == 0
+        assert time.monotonic() - stopped_at < grace + 3
+        output = service.output()
+        assert "Traceback" not in output and "Exception in ASGI application" not in output, output
+    finally:
+        for client in clients:
+            await client.aclose()
+        await lock.close()
+        await watch.close()
+        service.stop()
 
 
 async def _equals(value: Awaitable[float], expected: float) -> bool:

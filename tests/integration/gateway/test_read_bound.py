@@ -6,6 +6,8 @@ Gateway's gauges, never from how long anything took."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -98,6 +100,66 @@ async def test_rr_lists_beyond_the_bound_get_503_and_a_gone_client_cancels_its_q
         listed = await clients[2].get(RRS)
         assert listed.status_code == 200
         assert len(listed.json()["items"]) == 1
+    finally:
+        for client in clients:
+            await client.aclose()
+        await lock.close()
+        await watch.close()
+        gateway.stop()
+
+
+async def test_a_stop_refuses_the_waiting_lists_at_once_and_cuts_the_running_one_with_a_503(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """SIGTERM while one list page runs (blocked in the database) and one waits: the waiting
+    one is answered 503 at once (it used to wait until the grace's end, when uvicorn
+    cancelled it: 500 and a traceback), the running one is cut at the grace's end, 503 too,
+    and the Gateway is gone within its grace."""
+    grace = 2.0
+    gateway = start_gateway(
+        tmp_path,
+        "postgres",
+        postgres_server,
+        SIGNALGATE_SERVER__MAXCONCURRENTREADS="1",
+        SIGNALGATE_SERVER__MAXQUEUEDREADS="1",
+        SIGNALGATE_SERVER__READQUEUETIMEOUT="120s",
+        SIGNALGATE_SERVER__SHUTDOWNGRACE=f"{grace:g}s",
+    )
+    dsn = gateway.env["SIGNALGATE_STORE__DSN"]
+    clients = [
+        httpx.AsyncClient(base_url=gateway.api_url, headers=AUTH, timeout=60) for _ in range(2)
+    ]
+    lock = await asyncpg.connect(dsn)
+    watch = await asyncpg.connect(dsn)
+    try:
+        holding = lock.transaction()
+        await holding.start()
+        await lock.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
+        running = asyncio.create_task(clients[0].get(RRS))
+        await until(lambda: is_(blocked(watch), 1), "one list page running")
+        waiting = asyncio.create_task(clients[1].get(RRS))
+        await until(lambda: is_(metric_sample(gateway.ops_url, WAITING), 1), "one waiting")
+        assert gateway.proc is not None
+        stopped_at = time.monotonic()
+        gateway.proc.send_signal(signal.SIGTERM)
+
+        refused = await waiting
+        assert not running.done()
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "stopping" in refused.json()["detail"]
+        draining = 'gateway_reads_refused_total{reason="draining"}'
+        assert await metric_sample(gateway.ops_url, draining) == 1
+
+        cut = await running
+        assert cut.status_code == 503, cut.text
+        assert cut.headers["content-type"] == "application/problem+json"
+        assert "server.shutdownGrace" in cut.json()["detail"]
+        assert await asyncio.to_thread(gateway.proc.wait, 10) == 0
+        assert time.monotonic() - stopped_at < grace + 3
+        output = gateway.output()
+        assert "Traceback" not in output and "Exception in ASGI application" not in output, output
     finally:
         for client in clients:
             await client.aclose()

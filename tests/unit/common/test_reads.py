@@ -52,8 +52,11 @@ class Read:
         self.released.set()
 
 
-def limiter(running: int = 1, waiting: int = 1, wait: float = 60.0) -> ReadLimiter:
-    return ReadLimiter(running, waiting, wait, ReadMetrics("test", CollectorRegistry()))
+def limiter(
+    running: int = 1, waiting: int = 1, wait: float = 60.0, closing: asyncio.Event | None = None
+) -> ReadLimiter:
+    metrics = ReadMetrics("test", CollectorRegistry())
+    return ReadLimiter(running, waiting, wait, metrics, closing or asyncio.Event())
 
 
 async def settle() -> None:
@@ -182,3 +185,58 @@ async def test_a_request_cancelled_while_its_read_stops_keeps_the_place_until_th
     with pytest.raises(asyncio.CancelledError):
         await request
     assert bound.running == 0
+
+
+async def test_closing_refuses_the_waiting_reads_and_new_ones_at_once() -> None:
+    """The service stops accepting: a read waiting for a place is answered 503 then, not
+    cancelled at the grace's end (a 500 and a traceback); a new one likewise; the running one
+    goes on."""
+    closing = asyncio.Event()
+    bound = limiter(running=1, waiting=1, closing=closing)
+    first, queued = Read(), Read()
+    running = asyncio.create_task(bound.run(Client().receive, first))
+    await first.started.wait()
+    waiting = asyncio.create_task(bound.run(Client().receive, queued))
+    await settle()
+    closing.set()
+    with pytest.raises(Problem) as refused:
+        await waiting
+    assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "1"}
+    assert "stopping" in refused.value.detail
+    assert not queued.started.is_set() and not bound.queue
+    with pytest.raises(Problem) as new:
+        await bound.run(Client().receive, Read())
+    assert new.value.status == 503
+    assert bound.metrics.refused_draining._value.get() == 2
+    first.release()
+    assert await running == "page"
+    assert bound.running == 0
+
+
+async def test_a_running_read_cut_at_the_grace_end_is_a_503_once_it_has_stopped() -> None:
+    """The server cancels what still runs when its shutdown grace ends: the read is stopped
+    and the request answered 503, not ended by its cancellation (a 500 and a traceback)."""
+    closing = asyncio.Event()
+    bound = limiter(running=1, waiting=1, closing=closing)
+    read = Read()
+    request = asyncio.create_task(bound.run(Client().receive, read))
+    await read.started.wait()
+    closing.set()
+    request.cancel()
+    with pytest.raises(Problem) as cut:
+        await request
+    assert cut.value.status == 503
+    assert "server.shutdownGrace" in cut.value.detail
+    assert read.cancelled and bound.running == 0
+    assert bound.metrics.refused_cut._value.get() == 1
+
+
+async def test_a_request_cancelled_while_not_closing_stays_cancelled() -> None:
+    bound = limiter(running=1, waiting=1)
+    read = Read()
+    request = asyncio.create_task(bound.run(Client().receive, read))
+    await read.started.wait()
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert read.cancelled and bound.running == 0
