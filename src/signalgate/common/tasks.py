@@ -1,5 +1,5 @@
-"""Stopping the background tasks a component owns (a watcher, a refresher, a relay), and
-the wait such a task sleeps in.
+"""Stopping the background tasks a component owns (a watcher, a refresher, a relay), the
+wait such a task sleeps in, and a deadline on one awaited thing (`within`).
 
 Why one function: stopping is cancelling and then waiting until the task has finished, so
 that nothing it does outlives the component's `close()`; the task's `CancelledError` is the
@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109
@@ -26,6 +29,18 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:  # noqa: ASY
         async with asyncio.timeout(timeout):
             await event.wait()
     return event.is_set()
+
+
+async def within(awaitable: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109
+    """`awaitable`'s result, or `TimeoutError` once `timeout` seconds have passed (None: no
+    deadline), the awaitable cancelled then (wrap it in `asyncio.shield` to keep it going).
+
+    Not `asyncio.wait_for`: on Python 3.11 a cancellation arriving in the loop turn the
+    awaitable completes is dropped (it returns the result), and the cancelled caller goes on
+    as if it had not been — what hung a stopped service (see `wait_event`).
+    """
+    async with asyncio.timeout(timeout):
+        return await awaitable
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:

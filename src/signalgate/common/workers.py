@@ -55,6 +55,7 @@ from signalgate.common.logging import SampledLog
 from signalgate.common.ops import Readiness, healthy_response, ops_app, readiness_response
 from signalgate.common.parent import follow_parent, parent_env
 from signalgate.common.problems import problem_response
+from signalgate.common.tasks import within
 
 log = logging.getLogger(__name__)
 sampled = SampledLog(log)
@@ -265,7 +266,7 @@ class Supervisor:
             if worker.proc is None:
                 continue
             try:
-                await asyncio.wait_for(worker.proc.wait(), grace + 10)
+                await within(worker.proc.wait(), grace + 10)
             except TimeoutError:
                 log.error("worker did not stop in time: killed", extra={"worker": worker.index})
                 worker.proc.kill()

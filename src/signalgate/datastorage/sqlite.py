@@ -12,7 +12,6 @@ on the same file (a `replay-dlq` run) queues instead of forking a chain.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from signalgate.common.sql.drivers import SQLITE_UNAVAILABLE
 from signalgate.common.sql.migrations import sqlite_migrate
 from signalgate.common.sql.sqlite_process import SqliteProcess
 from signalgate.common.sql.sqlite_wal import connect_migrated, connect_wal
+from signalgate.common.tasks import within
 from signalgate.datastorage.chain import canonical, format_timestamp
 from signalgate.datastorage.columns import (
     COLUMNS,
@@ -83,7 +83,7 @@ class SqliteAuditStore:
         takes."""
         deadline = None if unbounded else self.call_deadline
         try:
-            return await asyncio.wait_for(self._process.run(fn, *args), deadline)
+            return await within(self._process.run(fn, *args), deadline)
         except TimeoutError as exc:
             raise StoreUnavailable(
                 f"SQLite {action} failed: no answer in {self.call_deadline:g}s"

@@ -353,11 +353,14 @@ class CoalescingStore:
 async def _undo_if_abandoned(call: asyncio.Future[Any], abandoned: bool) -> None:
     """When every caller of a store call still running gave up (`abandoned`), cancel it and
     wait (up to `CANCEL_WAIT`) until it is undone, so the caller's 504 is not followed by
-    a count it was not given."""
+    a count it was not given. Neither the call's end nor the wait's timeout is raised here;
+    this caller's own cancellation is (a stop cancelling it again ends the wait at once: it
+    was swallowed, and on Python 3.11 `asyncio.wait_for` could drop it as the call ended)."""
     if abandoned and not call.done():
         call.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(asyncio.shield(call), CANCEL_WAIT)
+        await asyncio.wait({call}, timeout=CANCEL_WAIT)
+        if call.done() and not call.cancelled():
+            call.exception()  # its end is nobody's: taken, so it is not logged as unretrieved
 
 
 class _Abandoned(Exception):

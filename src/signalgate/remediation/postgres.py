@@ -35,7 +35,7 @@ from signalgate.common.pgpool import FairGate
 from signalgate.common.secrets import hide_secrets
 from signalgate.common.sql.drivers import PG_UNAVAILABLE, described
 from signalgate.common.sql.migrations import postgres_migrate
-from signalgate.common.tasks import cancel_and_wait
+from signalgate.common.tasks import cancel_and_wait, within
 from signalgate.remediation import rows
 from signalgate.remediation.model import (
     MANUAL_REVIEW_OUTCOME,
@@ -273,7 +273,7 @@ class PostgresRemediationStore(RemediationStore):
         if pool is None:
             return
         try:
-            await asyncio.wait_for(pool.close(), timeout=self.command_timeout)
+            await within(pool.close(), self.command_timeout)
         except PG_UNAVAILABLE:
             pool.terminate()
 

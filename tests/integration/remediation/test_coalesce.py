@@ -460,3 +460,43 @@ async def test_a_caller_that_gave_up_leaves_no_error_while_the_others_get_503(
         assert [r["message"] for r in reports] == []
     finally:
         await store.close()
+
+
+class SlowToUndoStore(SqliteRemediationStore):
+    """A batch statement that never answers and, cancelled, takes 2 s to be undone."""
+
+    async def record_firings(
+        self, signals: Sequence[tuple[RemediationRequest, datetime]]
+    ) -> list[FiringResult | None]:
+        try:
+            await asyncio.sleep(1000)
+        except asyncio.CancelledError:
+            await asyncio.sleep(2)
+            raise
+        raise AssertionError("not reached")
+
+
+async def test_a_caller_cancelled_again_while_its_statement_is_undone_stops_at_once(
+    tmp_path: Path,
+) -> None:
+    """A caller gives up (its deadline) and waits, up to CANCEL_WAIT, for its statement to be
+    undone; cancelled again meanwhile (the server's stop), it stops at once. (A guard for
+    the wait's form: `asyncio.wait`, which raises the caller's own cancellation and neither
+    the statement's end nor the timeout.)"""
+    store = CoalescingStore(SlowToUndoStore(tmp_path / "rr.db"))
+    await store.open()
+    try:
+
+        async def fire() -> FiringResult:
+            async with asyncio.timeout(0.05):
+                return await store.record_firing(make_rr("slow-undo"), later(1))
+
+        caller = asyncio.create_task(fire())
+        await asyncio.sleep(0.3)  # past its deadline: waiting for the undo
+        assert not caller.done()
+        caller.cancel()
+        done, _ = await asyncio.wait({caller}, timeout=1)
+        assert caller in done, "the caller waited on after its second cancellation"
+        assert caller.cancelled()
+    finally:
+        await store.close()

@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 from signalgate.common.interpreter import interpreter_flags
 from signalgate.common.sql import sqlite_child
 from signalgate.common.sql.sqlite_child import FRAME, frame
+from signalgate.common.tasks import within
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ class _Child:
             with contextlib.suppress(OSError, RuntimeError):
                 self._writer.write_eof()  # our side shut for writing, theirs still read
         try:
-            await asyncio.wait_for(asyncio.shield(self._reader), STOP_WAIT)
+            await within(asyncio.shield(self._reader), STOP_WAIT)
         except TimeoutError:
             log.warning("%s: its process did not stop in %.0fs; killed", self.name, STOP_WAIT)
             with contextlib.suppress(ProcessLookupError):
