@@ -490,6 +490,8 @@ class Journal:
             int(m.group(1)) for p in self.directory.iterdir() if (m := _SEGMENT_RE.match(p.name))
         )
         cursor = self._read_cursor(segments)
+        # a cursor write a crash (or an older version on a full disk) left unfinished
+        (self.directory / "cursor.tmp").unlink(missing_ok=True)
         for segment in [s for s in segments if s < cursor.segment]:
             self._segment_path(segment).unlink(missing_ok=True)
         segments = [s for s in segments if s >= cursor.segment] or [cursor.segment]
@@ -762,13 +764,15 @@ class Journal:
             temporary.write_bytes(data)
             os.replace(temporary, path)
         except OSError as exc:
+            # a full disk makes the new file and refuses its bytes: an empty `cursor.tmp`
+            # was left in the directory when there was no cursor file yet to fall back to
+            with contextlib.suppress(OSError):
+                temporary.unlink()
             if not disk_full(exc) or not path.exists():
                 raise
             # a full disk has no room for a new file: the cursor is rewritten where it is
             # (one write, whole or not at all for a crash of this process; a cursor that
             # cannot be read replays from the first segment, never skips)
-            with contextlib.suppress(OSError):
-                temporary.unlink()
             with open(path, "r+b") as handle:
                 handle.write(data)
 

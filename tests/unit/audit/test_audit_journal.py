@@ -482,12 +482,15 @@ async def test_a_segment_that_could_not_be_made_is_made_at_the_next_write(
     await journal.close()
 
 
-def no_room_for_a_new_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A disk with no room for the cursor's new file (`cursor.tmp`)."""
+def no_room_for_a_new_cursor(monkeypatch: pytest.MonkeyPatch, created: bool = False) -> None:
+    """A disk with no room for the cursor's new file (`cursor.tmp`). `created`: the file is
+    made, empty, before its write fails, as on a real full disk (an inode, no data block)."""
     real_write_bytes = Path.write_bytes
 
     def full(self: Path, data: bytes) -> int:
         if self.name == "cursor.tmp":
+            if created:
+                real_write_bytes(self, b"")
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write_bytes(self, data)
 
@@ -534,6 +537,40 @@ async def test_a_full_disk_without_a_cursor_file_still_frees_delivered_segments(
     await again.open()  # never more than the segment the writer was on
     replayed = await _deliver_all(again)
     assert replayed == sorted(replayed) and replayed[-1] == 29
+    await again.close()
+
+
+async def test_a_cursor_file_a_full_disk_made_empty_is_not_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk made `cursor.tmp` and refused its bytes, no cursor file yet to rewrite in
+    place: the empty `cursor.tmp` stayed in the journal's directory."""
+    journal = Journal(tmp_path, segment_bytes=256)
+    await journal.open()
+    for n in range(30):
+        journal.stage({**event(n), "pad": "x" * 50})
+        await journal.commit()
+    no_room_for_a_new_cursor(monkeypatch, created=True)
+    assert await _deliver_all(journal) == list(range(30))
+    monkeypatch.undo()
+    assert not (tmp_path / "cursor.tmp").exists() and not (tmp_path / "cursor").exists()
+    await journal.close()
+
+
+async def test_a_cursor_tmp_left_behind_goes_at_the_next_open(tmp_path: Path) -> None:
+    """A `cursor.tmp` a crash (or an older version) left is removed when the journal opens;
+    the cursor itself is read from `cursor` as before."""
+    journal = Journal(tmp_path, segment_bytes=256)
+    await journal.open()
+    for n in range(3):
+        journal.stage(event(n))
+        await journal.commit()
+    await journal.close()
+    (tmp_path / "cursor.tmp").write_bytes(b"")
+    again = Journal(tmp_path, segment_bytes=256)
+    await again.open()
+    assert not (tmp_path / "cursor.tmp").exists()
+    assert await _deliver_all(again) == [0, 1, 2]
     await again.close()
 
 
