@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from signalgate.common.config import ConfigError, FileTranslator, load_settings
+from signalgate.common.config import ConfigError, FileTranslator, Resolved, resolve_settings
 from signalgate.common.hangup import ignore_hangup
 from signalgate.common.interpreter import interpreter_flags
 from signalgate.common.listeners import ListenerUnavailable
@@ -65,7 +65,19 @@ def settings_from_args(
     shorthands: Mapping[str, str],
     translator: FileTranslator | None = None,
 ) -> M:
+    return resolve_args(model, args, shorthands, translator).settings
+
+
+def resolve_args(
+    model: type[M],
+    args: argparse.Namespace,
+    shorthands: Mapping[str, str],
+    translator: FileTranslator | None = None,
+) -> Resolved[M]:
+    """The settings a command's flags, file and environment give, and where each came from
+    (a setting given as a flag is named by the flag: `--data-dir`)."""
     overrides: dict[str, Any] = {}
+    flags: dict[str, str] = {}
     for flag, key in (
         ("listen", "server.listen"),
         ("ops_listen", "server.opsListen"),
@@ -74,16 +86,18 @@ def settings_from_args(
         value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = value
+            flags[key] = "--" + flag.replace("_", "-")
     config, file = getattr(args, "config", None), getattr(args, "file", None)
     if config is not None and file is not None and config != file:
         raise ConfigError(f"two settings files given ({str(file)!r} and --config {str(config)!r})")
-    return load_settings(
+    resolved = resolve_settings(
         model,
         config or file,
         shorthands=shorthands,
         overrides=overrides,
         translator=translator,
     )
+    return Resolved(resolved.settings, {**resolved.origins, **flags})
 
 
 # what a service writes (RR and audit databases, the audit journal with whole alert

@@ -22,7 +22,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -220,6 +220,26 @@ class Section(BaseModel):
 M = TypeVar("M", bound=BaseModel)
 
 
+@dataclass(frozen=True)
+class Resolved(Generic[M]):
+    """Settings, and where each one set came from (dotted key → a file's path, `environment
+    variable NAME`, `command line` or the flag's name); a key at its default is absent."""
+
+    settings: M
+    origins: Mapping[str, str]
+
+    def named(self, key: str) -> str:
+        """`key` as the user gave it, for a message that sends them back to it: `--data-dir`,
+        `environment variable SIGNALGATE_DATADIR`, `dataDir in ds.yaml`; the key itself at
+        its default."""
+        origin = self.origins.get(key)
+        if origin is None:
+            return key
+        if origin.startswith(("--", "environment variable ")):
+            return origin
+        return f"{key} in {origin}"
+
+
 def load_settings(
     model: type[M],
     path: Path | None = None,
@@ -228,6 +248,19 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
     translator: FileTranslator | None = None,
 ) -> M:
+    """Resolve `model` from defaults, the YAML file at `path`, then the environment (see
+    `resolve_settings`, which also says where each setting came from)."""
+    return resolve_settings(model, path, environ, shorthands, overrides, translator).settings
+
+
+def resolve_settings(
+    model: type[M],
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    shorthands: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    translator: FileTranslator | None = None,
+) -> Resolved[M]:
     """Resolve `model` from defaults, the YAML file at `path`, then the environment.
 
     `shorthands` maps extra environment names to dotted keys (`LOG_LEVEL` → `logging.level`);
@@ -277,7 +310,7 @@ def load_settings(
     for dotted, value in (overrides or {}).items():
         _apply(model, data, dotted.split("."), value, origins, "command line")
     try:
-        return model.model_validate(data)
+        return Resolved(model.model_validate(data), origins)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origins, model, data)) from exc
 

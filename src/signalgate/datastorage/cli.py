@@ -37,8 +37,8 @@ from signalgate.common.cli import (
     EXIT_OK,
     add_check_config,
     add_serve_flags,
+    resolve_args,
     run_guarded,
-    settings_from_args,
     with_default_command,
 )
 from signalgate.common.logging import configure_logging
@@ -128,8 +128,8 @@ async def _migrate(settings: DataStorageSettings) -> int:
     return EXIT_OK
 
 
-async def _maintain(settings: DataStorageSettings) -> int:
-    _refuse_missing_database(settings)
+async def _maintain(settings: DataStorageSettings, data_dir: str) -> int:
+    _refuse_missing_database(settings, data_dir)
 
     async def job(store: AuditStore) -> int:
         created: int = await store.maintain()
@@ -139,12 +139,12 @@ async def _maintain(settings: DataStorageSettings) -> int:
     return await _with_store(settings, job)
 
 
-async def _replay(settings: DataStorageSettings) -> int:
+async def _replay(settings: DataStorageSettings, data_dir: str) -> int:
     from prometheus_client import CollectorRegistry
 
     # a queue whose database is gone is replayed into a new one (a lost SQLite file
     # recovered from its letters); only a directory that is not there is refused
-    _refuse_missing_queue(settings)
+    _refuse_missing_queue(settings, data_dir)
     dlq = build_dlq(settings)
     await dlq.open()
     try:
@@ -173,10 +173,10 @@ async def _replay(settings: DataStorageSettings) -> int:
         await dlq.close()
 
 
-async def _dead_letters(settings: DataStorageSettings) -> int:
+async def _dead_letters(settings: DataStorageSettings, data_dir: str) -> int:
     """The dead store as an operator reads it before mending a cause and requeueing: one
     JSON line per letter in burial order, then one with the count per reason."""
-    _refuse_missing_queue(settings)
+    _refuse_missing_queue(settings, data_dir)
     dlq = build_dlq(settings)
     await dlq.open()
     try:
@@ -207,14 +207,14 @@ def _dead_line(letter: Letter) -> dict[str, object]:
 
 
 async def _requeue_dead(
-    settings: DataStorageSettings, reason: str | None, event_ids: Collection[str]
+    settings: DataStorageSettings, data_dir: str, reason: str | None, event_ids: Collection[str]
 ) -> int:
     """The dead letters queued again, due now (the server's worker, or `replay-dlq`, replays
     them): for after the cause of their burial is mended — all of them, or those buried for
     `reason` and/or carrying one of `event_ids`. Queued first, then removed from the dead
     store, so a crash between the two leaves a letter twice, and its event is still stored
     once. A letter whose event no longer reads as one stays dead."""
-    _refuse_missing_queue(settings)
+    _refuse_missing_queue(settings, data_dir)
     dlq = build_dlq(settings)
     await dlq.open()
     try:
@@ -244,40 +244,43 @@ async def _requeue_dead(
         await dlq.close()
 
 
-def _refuse_missing_database(settings: DataStorageSettings) -> None:
+def _refuse_missing_database(settings: DataStorageSettings, data_dir: str) -> None:
     """An operator's command on a SQLite file that is not there: `StoreUnavailable` naming
-    the path. Opening it would create an empty database (and migrate it), and the command
-    would then report an empty, "valid" audit trail, or "created 0", for a mistyped
-    `--data-dir` (`serve` and `migrate` make one, and `replay-dlq` into one)."""
+    the path, and the data directory as the user gave it (`data_dir`: `--data-dir`, an
+    environment variable, `dataDir in <file>`). Opening it would create an empty database
+    (and migrate it), and the command would then report an empty, "valid" audit trail, or
+    "created 0", for a mistyped `--data-dir` (`serve` and `migrate` make one, and
+    `replay-dlq` into one)."""
     dsn = settings.store_dsn
     if not dsn.startswith("sqlite://"):
         return
     path = path_from_dsn(dsn)
     if not path.exists():
-        source = "store.dsn" if settings.store.dsn else "dataDir"
+        source = "store.dsn" if settings.store.dsn else data_dir
         raise StoreUnavailable(
             f"no audit database at '{path}' ({source}): give the data directory (or "
             "store.dsn) the server writes to (`migrate` or `serve` makes a new one)"
         )
 
 
-def _refuse_missing_queue(settings: DataStorageSettings) -> None:
-    """The dead-letter file's directory not there: `DeadLetterUnavailable` naming it. The
+def _refuse_missing_queue(settings: DataStorageSettings, data_dir: str) -> None:
+    """The dead-letter file's directory not there: `DeadLetterUnavailable` naming it (and
+    the data directory as the user gave it, as `_refuse_missing_database` does). The
     file itself is made at the first letter, so its absence is an empty queue; its
     directory's is a mistyped `--data-dir`, which `dead-letters` reported as `"dead": 0`."""
     if settings.dlq.redis_url:
         return
     directory = settings.dlq_path.parent
     if not directory.is_dir():
-        source = "dlq.path" if settings.dlq.path else "dataDir"
+        source = "dlq.path" if settings.dlq.path else data_dir
         raise DeadLetterUnavailable(
             f"no dead-letter queue directory '{directory}' ({source}): give the data "
             "directory (or dlq.path) the server writes to"
         )
 
 
-async def _verify(settings: DataStorageSettings, correlation_id: str) -> int:
-    _refuse_missing_database(settings)
+async def _verify(settings: DataStorageSettings, data_dir: str, correlation_id: str) -> int:
+    _refuse_missing_database(settings, data_dir)
 
     async def job(store: AuditStore) -> int:
         report, _ = await verify_stored(store, correlation_id)
@@ -295,9 +298,9 @@ async def _verify(settings: DataStorageSettings, correlation_id: str) -> int:
     return await _with_store(settings, job)
 
 
-async def _verify_all(settings: DataStorageSettings) -> int:
+async def _verify_all(settings: DataStorageSettings, data_dir: str) -> int:
     """Every chain, held to its head: one JSON line per broken chain, then a summary line."""
-    _refuse_missing_database(settings)
+    _refuse_missing_database(settings, data_dir)
 
     async def job(store: AuditStore) -> int:
         broken = 0
@@ -317,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def command() -> int:
-        settings = settings_from_args(DataStorageSettings, args, SHORTHANDS)
+        resolved = resolve_args(DataStorageSettings, args, SHORTHANDS)
+        settings = resolved.settings
+        data_dir = resolved.named("dataDir")  # as the user gave it, for the refusals
         configure_logging(settings.logging.level, settings.logging.format)
         try:
             if args.command == "serve":
@@ -331,16 +336,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "migrate":
                 return asyncio.run(_migrate(settings))
             if args.command == "maintain":
-                return asyncio.run(_maintain(settings))
+                return asyncio.run(_maintain(settings, data_dir))
             if args.command == "replay-dlq":
-                return asyncio.run(_replay(settings))
+                return asyncio.run(_replay(settings, data_dir))
             if args.command == "dead-letters":
-                return asyncio.run(_dead_letters(settings))
+                return asyncio.run(_dead_letters(settings, data_dir))
             if args.command == "requeue-dead":
-                return asyncio.run(_requeue_dead(settings, args.reason, set(args.event_ids)))
+                event_ids = set(args.event_ids)
+                return asyncio.run(_requeue_dead(settings, data_dir, args.reason, event_ids))
             if args.command == "verify-all":
-                return asyncio.run(_verify_all(settings))
-            return asyncio.run(_verify(settings, args.correlation_id))
+                return asyncio.run(_verify_all(settings, data_dir))
+            return asyncio.run(_verify(settings, data_dir, args.correlation_id))
         except SchemaMismatch as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILURE

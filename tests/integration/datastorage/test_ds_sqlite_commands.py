@@ -13,12 +13,14 @@ from pathlib import Path
 from signalgate.datastorage.migrations import SCHEMA
 
 
-def datastorage(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
+def datastorage(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
     return subprocess.run(
         [sys.executable, "-m", "signalgate.datastorage.cli", *args],
         cwd=cwd,
-        env=env,
+        env={**inherited, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -46,8 +48,29 @@ def test_commands_on_a_data_dir_without_a_database_make_none(tmp_path: Path) -> 
         done = datastorage(*args, "--data-dir", str(typo), cwd=tmp_path)
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert done.stdout == ""
-        assert done.stderr.strip().startswith(f"error: no audit database at '{typo / 'audit.db'}'")
+        assert done.stderr.strip().startswith(
+            f"error: no audit database at '{typo / 'audit.db'}' (--data-dir):"
+        )
         assert not typo.exists()
+
+
+def test_a_missing_database_names_where_the_data_directory_was_given(tmp_path: Path) -> None:
+    """The refusal named config key `dataDir` whatever the user had typed: `--data-dir` on
+    the command line, an environment variable, a settings file. It names that now."""
+    typo = tmp_path / "typo"
+    database = typo / "audit.db"
+    env = {"SIGNALGATE_DATADIR": str(typo)}
+    done = datastorage("verify-all", cwd=tmp_path, env=env)
+    assert done.returncode == 1, done.stderr
+    assert f"'{database}' (environment variable SIGNALGATE_DATADIR):" in done.stderr
+    config = tmp_path / "ds.yaml"
+    config.write_text(f"dataDir: {typo}\n")
+    done = datastorage("verify-all", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert f"'{database}' (dataDir in {config}):" in done.stderr
+    done = datastorage("verify-all", cwd=tmp_path)  # the default, ./data/datastorage
+    assert done.returncode == 1, done.stderr
+    assert "audit.db' (dataDir):" in done.stderr
 
 
 def test_verify_chain_of_an_id_without_events_does_not_print_valid(tmp_path: Path) -> None:
@@ -67,7 +90,7 @@ def test_dead_letter_commands_on_a_data_dir_that_is_not_there_name_it(tmp_path: 
         done = datastorage(*args, "--data-dir", str(typo), cwd=tmp_path)
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert done.stdout == ""
-        assert f"no dead-letter queue directory '{typo}' (dataDir)" in done.stderr
+        assert f"no dead-letter queue directory '{typo}' (--data-dir)" in done.stderr
         assert not typo.exists()
     # a data directory that is there, with no letter ever queued, is an empty queue
     assert datastorage("migrate", "--data-dir", "ds", cwd=tmp_path).returncode == 0
