@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -23,21 +23,11 @@ from tests.integration.datastorage.dstools import (
     event_body,
 )
 from tests.support.polling import metric_sample, until
+from tests.support.read_bound import assert_refused, blocked, equals
 from tests.support.services import ServiceProcess
 
 EVENTS = "/api/v1/audit/events"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-async def blocked(conn: asyncpg.Connection) -> int:
-    """Statements waiting in PostgreSQL for the test's lock (a query page's, or a write's:
-    the test tells them apart by when it sent them)."""
-    return int(
-        await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
-        )
-    )
 
 
 @pytest.fixture
@@ -82,21 +72,15 @@ async def test_reads_beyond_the_bound_wait_or_get_503_and_a_gone_client_frees_it
         await lock.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
         # four query pages at once: two run (blocked in the database), two wait their turn
         first = [asyncio.create_task(query(clients[i])) for i in range(2)]
-        await until(lambda: _equals(blocked(watch), 2), "two query pages running")
+        await until(lambda: equals(blocked(watch), 2), "two query pages running")
         queued = [asyncio.create_task(query(clients[i])) for i in range(2, 4)]
-        await until(lambda: _equals(metric_sample(ops, waiting), 2), "two query pages waiting")
+        await until(lambda: equals(metric_sample(ops, waiting), 2), "two query pages waiting")
         assert await blocked(watch) == 2  # exactly the bound runs
         assert await metric_sample(ops, running) == 2
 
         # a fifth is answered at once: 503, Retry-After, a problem naming the bound
         refused = await query(clients[4])
-        assert refused.status_code == 503
-        assert refused.headers["retry-after"] == "1"
-        assert refused.headers["content-type"] == "application/problem+json"
-        problem = refused.json()
-        assert problem["type"].endswith("/service-unavailable")
-        assert "server.maxConcurrentReads" in problem["detail"]
-        assert "server.maxQueuedReads" in problem["detail"]
+        assert_refused(refused, "server.maxConcurrentReads", "server.maxQueuedReads")
         assert await metric_sample(ops, 'datastorage_reads_refused_total{reason="queue_full"}') == 1
         # so is verify-chain, a costly read too
         chain = await clients[4].get("/api/v1/audit/verify-chain?correlation_id=rr-bound")
@@ -107,20 +91,20 @@ async def test_reads_beyond_the_bound_wait_or_get_503_and_a_gone_client_frees_it
             assert (await probe.get(f"{ops}/readyz")).status_code == 200
             assert (await probe.get(f"{postgres_ds.api_url}/readyz")).status_code == 200
         write = asyncio.create_task(clients[5].post(EVENTS, json=event_body("rr-bound-write")))
-        await until(lambda: _equals(blocked(watch), 3), "the write waits in the database")
+        await until(lambda: equals(blocked(watch), 3), "the write waits in the database")
 
         # the waiting clients go away: their places free, and their queries never start
         for task in queued:
             task.cancel()
         await until(
-            lambda: _equals(metric_sample(ops, waiting), 0), "the gone waiters leave the queue"
+            lambda: equals(metric_sample(ops, waiting), 0), "the gone waiters leave the queue"
         )
         assert await blocked(watch) == 3
         # the running ones go away: their queries are cancelled in the database
         for task in first:
             task.cancel()
-        await until(lambda: _equals(blocked(watch), 1), "the gone readers' queries end")
-        await until(lambda: _equals(metric_sample(ops, running), 0), "their places free")
+        await until(lambda: equals(blocked(watch), 1), "the gone readers' queries end")
+        await until(lambda: equals(metric_sample(ops, running), 0), "their places free")
 
         await holding.rollback()
         assert (await write).status_code == 201
@@ -160,11 +144,11 @@ async def test_a_stop_refuses_the_waiting_reads_at_once_and_cuts_the_running_one
         await holding.start()
         await lock.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
         running = asyncio.create_task(query(clients[0]))
-        await until(lambda: _equals(blocked(watch), 1), "one query page running")
+        await until(lambda: equals(blocked(watch), 1), "one query page running")
         waiting = [asyncio.create_task(query(c)) for c in clients[1:]]
         waiting_now = 'datastorage_reads{state="waiting"}'
         await until(
-            lambda: _equals(metric_sample(service.ops_url, waiting_now), 2),
+            lambda: equals(metric_sample(service.ops_url, waiting_now), 2),
             "two query pages waiting",
         )
         assert service.proc is not None
@@ -175,19 +159,13 @@ async def test_a_stop_refuses_the_waiting_reads_at_once_and_cuts_the_running_one
         refused = await asyncio.gather(*waiting)
         assert not running.done()
         for answer in refused:
-            assert answer.status_code == 503, answer.text
-            assert answer.headers["retry-after"] == "1"
-            assert answer.headers["content-type"] == "application/problem+json"
-            assert answer.json()["type"].endswith("/service-unavailable")
-            assert "stopping" in answer.json()["detail"]
+            assert_refused(answer, "stopping")
         refused_draining = 'datastorage_reads_refused_total{reason="draining"}'
         assert await metric_sample(service.ops_url, refused_draining) == 2
 
         # the running one: cut at the grace's end, answered 503, not 500
         cut = await running
-        assert cut.status_code == 503, cut.text
-        assert cut.headers["content-type"] == "application/problem+json"
-        assert "server.shutdownGrace" in cut.json()["detail"]
+        assert_refused(cut, "server.shutdownGrace")
         code = await asyncio.to_thread(service.proc.wait, 10)
         assert code == 0
         assert time.monotonic() - stopped_at < grace + 3
@@ -199,7 +177,3 @@ async def test_a_stop_refuses_the_waiting_reads_at_once_and_cuts_the_running_one
         await lock.close()
         await watch.close()
         service.stop()
-
-
-async def _equals(value: Awaitable[float], expected: float) -> bool:
-    return await value == expected

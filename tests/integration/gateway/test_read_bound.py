@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable
 from pathlib import Path
 
 import asyncpg
@@ -18,26 +17,13 @@ from e2ecov.recipes import PostgresServer
 from signalgate.remediation.rows import TABLE
 from tests.integration.gateway.conftest import start_gateway
 from tests.support.polling import metric_sample, until
+from tests.support.read_bound import assert_refused, blocked, equals
 from tests.support.services import ADMIN_TOKEN, alert, webhook
 
 RRS = "/api/v1/remediation-requests"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 RUNNING = 'gateway_reads{state="running"}'
 WAITING = 'gateway_reads{state="waiting"}'
-
-
-async def is_(value: Awaitable[float], expected: float) -> bool:
-    return await value == expected
-
-
-async def blocked(conn: asyncpg.Connection) -> int:
-    """Statements waiting in PostgreSQL for the test's lock."""
-    return int(
-        await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
-        )
-    )
 
 
 async def test_rr_lists_beyond_the_bound_get_503_and_a_gone_client_cancels_its_query(
@@ -68,33 +54,28 @@ async def test_rr_lists_beyond_the_bound_get_503_and_a_gone_client_cancels_its_q
         await lock.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
 
         running = asyncio.create_task(clients[0].get(RRS, params={"limit": "500"}))
-        await until(lambda: is_(blocked(watch), 1), "one list page running")
+        await until(lambda: equals(blocked(watch), 1), "one list page running")
         assert await metric_sample(ops, RUNNING) == 1
         waiting = asyncio.create_task(clients[1].get(RRS))
-        await until(lambda: is_(metric_sample(ops, WAITING), 1), "one list page waiting")
+        await until(lambda: equals(metric_sample(ops, WAITING), 1), "one list page waiting")
 
         # beyond the one waiting: 503 at once, naming the bound
         full = await clients[2].get(RRS)
-        assert full.status_code == 503
-        assert full.headers["retry-after"] == "1"
-        assert full.headers["content-type"] == "application/problem+json"
-        assert "server.maxQueuedReads" in full.json()["detail"]
+        assert_refused(full, "server.maxQueuedReads")
         async with httpx.AsyncClient(timeout=10) as probe:
             assert (await probe.get(f"{ops}/readyz")).status_code == 200
 
         # the one waiting gives up after server.readQueueTimeout: 503 too
         late = await waiting
-        assert late.status_code == 503
-        assert "server.readQueueTimeout" in late.json()["detail"]
-        assert late.headers["retry-after"] == "1"
+        assert_refused(late, "server.readQueueTimeout")
         assert await metric_sample(ops, 'gateway_reads_refused_total{reason="queue_full"}') == 1
         assert await metric_sample(ops, 'gateway_reads_refused_total{reason="wait_timeout"}') == 1
         assert await blocked(watch) == 1  # nothing more started meanwhile
 
         # the running page's client goes away: its query is cancelled in the database
         running.cancel()
-        await until(lambda: is_(blocked(watch), 0), "the gone reader's query ends")
-        await until(lambda: is_(metric_sample(ops, RUNNING), 0), "its place frees")
+        await until(lambda: equals(blocked(watch), 0), "the gone reader's query ends")
+        await until(lambda: equals(metric_sample(ops, RUNNING), 0), "its place frees")
 
         await holding.rollback()
         listed = await clients[2].get(RRS)
@@ -136,26 +117,21 @@ async def test_a_stop_refuses_the_waiting_lists_at_once_and_cuts_the_running_one
         await holding.start()
         await lock.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
         running = asyncio.create_task(clients[0].get(RRS))
-        await until(lambda: is_(blocked(watch), 1), "one list page running")
+        await until(lambda: equals(blocked(watch), 1), "one list page running")
         waiting = asyncio.create_task(clients[1].get(RRS))
-        await until(lambda: is_(metric_sample(gateway.ops_url, WAITING), 1), "one waiting")
+        await until(lambda: equals(metric_sample(gateway.ops_url, WAITING), 1), "one waiting")
         assert gateway.proc is not None
         stopped_at = time.monotonic()
         gateway.proc.send_signal(signal.SIGTERM)
 
         refused = await waiting
         assert not running.done()
-        assert refused.status_code == 503, refused.text
-        assert refused.headers["retry-after"] == "1"
-        assert refused.headers["content-type"] == "application/problem+json"
-        assert "stopping" in refused.json()["detail"]
+        assert_refused(refused, "stopping")
         draining = 'gateway_reads_refused_total{reason="draining"}'
         assert await metric_sample(gateway.ops_url, draining) == 1
 
         cut = await running
-        assert cut.status_code == 503, cut.text
-        assert cut.headers["content-type"] == "application/problem+json"
-        assert "server.shutdownGrace" in cut.json()["detail"]
+        assert_refused(cut, "server.shutdownGrace")
         assert await asyncio.to_thread(gateway.proc.wait, 10) == 0
         assert time.monotonic() - stopped_at < grace + 3
         output = gateway.output()
