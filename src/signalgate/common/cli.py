@@ -59,15 +59,6 @@ def with_default_command(argv: Sequence[str]) -> list[str]:
     return list(argv)
 
 
-def settings_from_args(
-    model: type[M],
-    args: argparse.Namespace,
-    shorthands: Mapping[str, str],
-    translator: FileTranslator | None = None,
-) -> M:
-    return resolve_args(model, args, shorthands, translator).settings
-
-
 def resolve_args(
     model: type[M],
     args: argparse.Namespace,
@@ -90,14 +81,14 @@ def resolve_args(
     config, file = getattr(args, "config", None), getattr(args, "file", None)
     if config is not None and file is not None and config != file:
         raise ConfigError(f"two settings files given ({str(file)!r} and --config {str(config)!r})")
-    resolved = resolve_settings(
+    return resolve_settings(
         model,
         config or file,
         shorthands=shorthands,
         overrides=overrides,
         translator=translator,
+        override_origins=flags,
     )
-    return Resolved(resolved.settings, {**resolved.origins, **flags})
 
 
 # what a service writes (RR and audit databases, the audit journal with whole alert

@@ -231,9 +231,9 @@ class Resolved(Generic[M]):
     def named(self, key: str) -> str:
         """`key` as the user gave it, for a message that sends them back to it: `--data-dir`,
         `environment variable SIGNALGATE_DATADIR`, `dataDir in ds.yaml`; the key itself at
-        its default."""
+        its default (or set by a caller's override without a flag)."""
         origin = self.origins.get(key)
-        if origin is None:
+        if origin is None or origin == "command line":
             return key
         if origin.startswith(("--", "environment variable ")):
             return origin
@@ -260,12 +260,15 @@ def resolve_settings(
     shorthands: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     translator: FileTranslator | None = None,
+    override_origins: Mapping[str, str] | None = None,
 ) -> Resolved[M]:
     """Resolve `model` from defaults, the YAML file at `path`, then the environment.
 
     `shorthands` maps extra environment names to dotted keys (`LOG_LEVEL` → `logging.level`);
-    `overrides` are dotted keys set by command-line flags, applied last; `translator` reads a
-    file in another system's layout (e.g. Kubernaut's), which then stands for the file.
+    `overrides` are dotted keys set by command-line flags, applied last, each named in
+    messages by its flag in `override_origins` (`--data-dir`; else "command line");
+    `translator` reads a file in another system's layout (e.g. Kubernaut's), which then
+    stands for the file.
     """
     environ = os.environ if environ is None else environ
     renamed: Mapping[str, str] = getattr(model, "RENAMED_KEYS", {})
@@ -308,7 +311,8 @@ def resolve_settings(
                 "a setting of the other signalgate service is ignored here too)"
             )
     for dotted, value in (overrides or {}).items():
-        _apply(model, data, dotted.split("."), value, origins, "command line")
+        origin = (override_origins or {}).get(dotted, "command line")
+        _apply(model, data, dotted.split("."), value, origins, origin)
     try:
         return Resolved(model.model_validate(data), origins)
     except ValidationError as exc:

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from stat import S_ISLNK
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # a write refused for want of room (blocks or inodes) or for a quota
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+# a setting's dotted name (`dataDir`, `dlq.path`), as opposed to how a user gave it
+_SETTING = re.compile(r"[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)*")
 
 
 def disk_full(exc: OSError) -> bool:
@@ -70,9 +74,14 @@ def check_directory(path: Path, key: str, holds: str) -> None:
 
 
 def _unwritable(path: Path, key: str, holds: str, reason: str) -> ConfigError:
-    """The refusal of a directory `key` (a setting, or a `--flag`) names, which `holds`
-    what the service writes there."""
-    setting = key if key.startswith("--") else f"config key {key!r}"
+    """The refusal of a directory `key` names, which `holds` what the service writes there.
+    `key` is a setting's dotted name, or how the user gave it (`Resolved.named`: a `--flag`,
+    an environment variable, a key in a file), which is quoted as it is."""
+    setting, _, where = key.partition(" in ")  # `dataDir in ds.yaml`
+    if _SETTING.fullmatch(setting):
+        setting = f"config key {setting!r}" + (f" in {where}" if where else "")
+    else:
+        setting = key
     named = repr(str(path))
     if path != path.absolute():
         named += f" ({str(path.absolute())!r})"

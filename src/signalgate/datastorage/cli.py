@@ -326,10 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.logging.level, settings.logging.format)
         try:
             if args.command == "serve":
-                check_settings(settings)
+                check_settings(settings, resolved.named)
                 return serve(settings)
             if args.command == "check-config":
-                check_settings(settings)  # what serve refuses without a network
+                check_settings(settings, resolved.named)  # what serve refuses without a network
                 # passwords in DSNs and URLs shown masked, as the Gateway's
                 print(json.dumps(hide_secrets_in(settings.resolved()), indent=2))
                 return EXIT_OK

@@ -67,11 +67,13 @@ def build_dlq(settings: DataStorageSettings) -> DeadLetterQueue:
 def check_directories(
     settings: DataStorageSettings,
     check: Callable[[Path, str, str], object] = writable_directory,
+    named: Callable[[str], str] = str,
 ) -> None:
     """The directories this configuration writes, proven writable before anything starts:
     the data directory only when something defaults to it (SQLite, the file queue, generated
     tokens), so a PostgreSQL, Redis and ServiceAccount set-up needs no disk at all. `check`
-    is `check_directory` for `check-config`, which looks without making anything."""
+    is `check_directory` for `check-config`, which looks without making anything; `named`
+    gives a setting as the user gave it (`Resolved.named`: `--data-dir`, a variable)."""
     uses: list[str] = []
     if not settings.store.dsn:
         uses.append("the SQLite audit store")
@@ -79,18 +81,19 @@ def check_directories(
         if settings.dlq.path is None:
             uses.append("the dead-letter queue file")
         else:
-            check(settings.dlq.path.parent, "dlq.path", "the dead-letter queue file")
+            check(settings.dlq.path.parent, named("dlq.path"), "the dead-letter queue file")
     if settings.auth.mode == "static" and settings.auth.tokens_file is None:
         uses.append("the generated tokens")
     if uses:
-        check(settings.data_dir, "dataDir", ", ".join(uses))
+        check(settings.data_dir, named("dataDir"), ", ".join(uses))
 
 
-def check_settings(settings: DataStorageSettings) -> None:
+def check_settings(settings: DataStorageSettings, named: Callable[[str], str] = str) -> None:
     """What `serve` refuses (exit 2) that needs no network and writes nothing: the
     directories it would write, the TLS pair, the tokens file, listeners that overlap.
-    `check-config` runs it, and `serve` first, so the two cannot disagree."""
-    check_directories(settings, check_directory)
+    `check-config` runs it, and `serve` first, so the two cannot disagree. `named`: as in
+    `check_directories`."""
+    check_directories(settings, check_directory, named)
     check_listener_settings(settings.server, settings.auth, SCOPES)
 
 

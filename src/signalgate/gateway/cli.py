@@ -17,8 +17,8 @@ from signalgate.common.cli import (
     add_check_config,
     add_serve_flags,
     command_line,
+    resolve_args,
     run_guarded,
-    settings_from_args,
     with_default_command,
 )
 from signalgate.common.config import take_notes
@@ -95,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         from signalgate.gateway.service import check_settings
 
-        settings = settings_from_args(GatewaySettings, args, SHORTHANDS, read_kubernaut_layout)
-        check_settings(settings)  # what serve refuses without a network: check-config too
+        resolved = resolve_args(GatewaySettings, args, SHORTHANDS, read_kubernaut_layout)
+        settings = resolved.settings
+        # what serve refuses without a network: check-config too
+        check_settings(settings, resolved.named)
         if args.command == "check-config":
             for note in take_notes():  # what `serve` would log as a warning
                 print(f"warning: {note}", file=sys.stderr)

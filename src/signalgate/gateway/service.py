@@ -77,13 +77,17 @@ def cluster_for(
     return ClusterView(kube(settings.kubernetes.config, "kubernetes.config"), settings.kubernetes)
 
 
-def check_settings(settings: GatewaySettings) -> None:
+def check_settings(settings: GatewaySettings, named: Callable[[str], str] = str) -> None:
     """What `serve` refuses (exit 2) that needs no network and writes nothing: the
     directories it would write, the TLS pair, the tokens file, listeners that overlap.
-    `check-config` runs it, and `serve` first, so the two cannot disagree."""
-    check_directory(settings.data_dir, "dataDir", "the Gateway's audit journal and tokens")
+    `check-config` runs it, and `serve` first, so the two cannot disagree. `named` gives a
+    setting as the user gave it, for the refusals (`Resolved.named`: `--data-dir`, a
+    variable, a key in a file)."""
+    check_directory(settings.data_dir, named("dataDir"), "the Gateway's audit journal and tokens")
     if settings.datastorage.url is not None:
-        journal_key = "datastorage.spoolPath" if settings.datastorage.spool_path else "dataDir"
+        journal_key = named(
+            "datastorage.spoolPath" if settings.datastorage.spool_path else "dataDir"
+        )
         journal = settings.audit_journal
         where = journal.parent if journal.is_file() else journal  # an old spool file's
         check_directory(where, journal_key, "the audit journal")

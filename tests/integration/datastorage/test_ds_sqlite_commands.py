@@ -73,6 +73,22 @@ def test_a_missing_database_names_where_the_data_directory_was_given(tmp_path: P
     assert "audit.db' (dataDir):" in done.stderr
 
 
+def test_a_data_directory_that_cannot_be_written_is_named_as_given(tmp_path: Path) -> None:
+    """`serve` and `check-config` refused an unwritable `--data-dir` as config key `dataDir`,
+    a setting the user had not typed anywhere."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a directory under a file cannot be made, even by root
+    for command in ("serve", "check-config"):
+        done = datastorage(command, "--data-dir", str(blocker / "ds"), cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"error: --data-dir: '{blocker / 'ds'}'"), done.stderr
+        assert "cannot be written" in done.stderr
+    env = {"SIGNALGATE_DLQ__PATH": str(blocker / "dlq" / "letters.jsonl")}
+    done = datastorage("check-config", "--data-dir", "ds", cwd=tmp_path, env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: environment variable SIGNALGATE_DLQ__PATH: "), done.stderr
+
+
 def test_verify_chain_of_an_id_without_events_does_not_print_valid(tmp_path: Path) -> None:
     assert datastorage("migrate", "--data-dir", "ds", cwd=tmp_path).returncode == 0
     done = datastorage("verify-chain", "--data-dir", "ds", "rr-never-written", cwd=tmp_path)

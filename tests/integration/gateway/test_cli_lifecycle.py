@@ -42,6 +42,13 @@ def test_invalid_setting_exits_2_with_one_line(tmp_path: Path) -> None:
         "error: config key 'server.listen' (from environment variable "
         "SIGNALGATE_SERVER__LISTEN): '8080' is not host:port (e.g. 127.0.0.1:8080)"
     ]
+    # a flag is named by the flag, not "command line"
+    flag = run_cli("serve", "--listen", "8080", env={"SIGNALGATE_DATADIR": str(tmp_path)})
+    assert flag.returncode == 2
+    assert flag.stderr.strip().splitlines() == [
+        "error: config key 'server.listen' (from --listen): '8080' is not host:port "
+        "(e.g. 127.0.0.1:8080)"
+    ]
 
 
 def test_config_file_errors_and_check_config(tmp_path: Path) -> None:
@@ -370,14 +377,25 @@ def test_a_data_directory_that_cannot_be_written_stops_start_up_in_one_line(
     tmp_path: Path,
 ) -> None:
     """A read-only root filesystem or a volume owned by someone else: one line naming the
-    setting and the path, exit 2, instead of a traceback from the first write."""
+    setting as the user gave it (a variable, a flag, a key in a file) and the path, exit 2,
+    instead of a traceback from the first write."""
     blocker = tmp_path / "a-file"
     blocker.write_text("")  # a directory under a file cannot be made, even by root
     data_dir = run_cli("serve", env={"SIGNALGATE_DATADIR": str(blocker / "data")})
     assert data_dir.returncode == 2, data_dir.stderr
     (line,) = data_dir.stderr.strip().splitlines()
-    assert line.startswith(f"error: config key 'dataDir': '{blocker / 'data'}'"), line
+    assert line.startswith(
+        f"error: environment variable SIGNALGATE_DATADIR: '{blocker / 'data'}'"
+    ), line
     assert "cannot be written" in line and "audit journal" in line
+    flag = run_cli("serve", "--data-dir", str(blocker / "data"))
+    assert flag.returncode == 2, flag.stderr
+    assert flag.stderr.startswith(f"error: --data-dir: '{blocker / 'data'}'"), flag.stderr
+    settings = tmp_path / "gateway.yaml"
+    settings.write_text(f"dataDir: {blocker / 'data'}\n")
+    in_file = run_cli("serve", "--config", str(settings))
+    assert in_file.returncode == 2, in_file.stderr
+    assert in_file.stderr.startswith(f"error: config key 'dataDir' in {settings}: "), in_file.stderr
     journal = run_cli(
         "serve",
         env={
@@ -387,7 +405,9 @@ def test_a_data_directory_that_cannot_be_written_stops_start_up_in_one_line(
         },
     )
     assert journal.returncode == 2, journal.stderr
-    assert journal.stderr.startswith("error: config key 'datastorage.spoolPath'"), journal.stderr
+    assert journal.stderr.startswith(
+        "error: environment variable SIGNALGATE_DATASTORAGE__SPOOLPATH: "
+    ), journal.stderr
 
 
 def test_check_config_shows_what_kubernauts_file_becomes_and_warns_as_serve_would() -> None:
