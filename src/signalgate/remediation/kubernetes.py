@@ -140,9 +140,7 @@ def from_object(obj: dict[str, Any]) -> RemediationRequest:
     metadata = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = dict(obj.get("status") or {})
-    annotations = metadata.get("annotations") or {}
-    stamp = annotations.get(CREATED_AT_ANNOTATION) or metadata.get("creationTimestamp")
-    created_at = parse_time(str(stamp))
+    created_at = _created_at(metadata)
     dedup = status.get("deduplication") or {}
     first = dedup.get("firstSeenAt")
     last = dedup.get("lastSeenAt")
@@ -186,6 +184,23 @@ def from_object(obj: dict[str, Any]) -> RemediationRequest:
         extra_status={k: v for k, v in status.items() if k not in _OWNED_STATUS},
         extra_metadata=extra_metadata,
     )
+
+
+def _created_at(metadata: dict[str, Any]) -> datetime:
+    """The `kubernaut.ai/created-at` annotation, else the server's `creationTimestamp`. An
+    annotation is free text anyone may set (`kubectl annotate`): one that is no RFC 3339
+    time is passed over, not an RR nobody can read. It was a `ValueError` that broke the
+    watch for good and made every RR list a 500 (an outside check)."""
+    stamp = (metadata.get("annotations") or {}).get(CREATED_AT_ANNOTATION)
+    if stamp:
+        try:
+            return parse_time(str(stamp))
+        except (ValueError, OverflowError):
+            log.warning(
+                "an RR's created-at annotation is no RFC 3339 time: its creationTimestamp is read",
+                extra={"rr": metadata.get("name"), "annotation": str(stamp)[:64]},
+            )
+    return parse_time(str(metadata.get("creationTimestamp")))
 
 
 def to_object(rr: RemediationRequest) -> dict[str, Any]:
@@ -353,6 +368,16 @@ class KubernetesStore:
                 try:
                     version = await self._relist()
                 except KubeError:
+                    continue
+                except (ValueError, KeyError) as exc:
+                    # an object it cannot read: retried like a failed list, never the end
+                    # of the watch (it ended the watch task for good, with /readyz 200)
+                    watch_log.log(
+                        logging.ERROR,
+                        "unreadable",
+                        "RR list unreadable; relisting",
+                        {"error": str(exc)},
+                    )
                     continue
                 self._synced.set()
             else:

@@ -72,11 +72,19 @@ def format_time(value: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    """Inverse of `format_time`; accepts any RFC 3339 offset and returns an aware UTC value."""
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """Inverse of `format_time`; accepts any RFC 3339 offset and returns an aware UTC value.
+    RFC 3339 allows a lowercase `t` and `z`, and the Kubernetes API server stores such a
+    date-time as written (a hand edit of a cool-down); `fromisoformat` takes neither. A time
+    whose UTC instant is past year 9999 or before year 1 (`9999-12-31T23:59:59-01:00`, which
+    the API server takes) reads as the last or first instant Python holds."""
+    parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        ahead = parsed.year == datetime.max.year
+        return (datetime.max if ahead else datetime.min).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -154,3 +154,47 @@ def test_the_status_patch_writes_kubernauts_layout(
     assert stored["status"]["overallPhase"] == "Completed"
     assert stored["status"]["completionStatus"] == {"outcome": "Remediated"}
     assert stored["status"]["message"] == "restarted"
+
+
+def test_rrs_other_writers_dated_their_own_way_are_read(
+    gateway: ServiceProcess, kubernaut_apiserver: KubeAPIServer
+) -> None:
+    """An RR someone annotated by hand (`kubectl annotate`, a free-text annotation), a
+    cool-down written in RFC 3339's lowercase form and times past Python's range in UTC,
+    which the API server accepts as date-times: all are read. One unreadable RR broke the
+    watch for good (its relist raised too, and the watch task ended while /readyz stayed
+    200), every RR list and that RR's GET were a 500, and every signal of its fingerprint
+    too (an outside check)."""
+    with gateway.client() as c:
+        name = c.post(PROM, json=webhook(alert(pod="hand-1"))).json()["remediationRequestName"]
+        code, annotated = kubernaut_apiserver.request(
+            "PATCH",
+            rr_path(name),
+            {"metadata": {"annotations": {"kubernaut.ai/created-at": "yesterday"}}},
+            content_type="application/merge-patch+json",
+        )
+        assert code == 200, annotated
+        until = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dt%H:%M:%Sz")
+        as_a_controller(
+            kubernaut_apiserver,
+            name,
+            overallPhase="Completed",
+            completionStatus={"outcome": "Remediated"},
+            routingStatus={"nextAllowedExecution": until},
+            # instants the API server takes that are past Python's range in UTC
+            deduplication={
+                "firstSeenAt": "0001-01-01T00:00:00+01:00",
+                "lastSeenAt": "9999-12-31T23:59:59-01:00",
+                "occurrenceCount": 1,
+            },
+        )
+        listed = c.get("/api/v1/remediation-requests")
+        assert listed.status_code == 200, listed.text
+        assert name in {rr["metadata"]["name"] for rr in listed.json()["items"]}
+        got = c.get(f"/api/v1/remediation-requests/{name}")
+        assert got.status_code == 200, got.text
+        # the cool-down holds: the next signal is its duplicate
+        held = c.post(PROM, json=webhook(alert(pod="hand-1")))
+        assert held.status_code == 202, held.text
+        assert held.json()["remediationRequestName"] == name
+    assert "RR watch broke" not in gateway.output()

@@ -3,7 +3,10 @@ itself is tested against a real API server in tests/integration/remediation)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from signalgate.remediation.kubernetes import from_object, merge_diff, rr_name, to_object
+from signalgate.remediation.model import parse_time
 
 
 def test_merge_diff_removes_changes_and_keeps_the_rest() -> None:
@@ -48,3 +51,24 @@ def test_an_object_nobody_wrote_status_on_reads_as_pending_and_round_trips() -> 
     assert back["metadata"]["labels"] == {"signalgate.io/generation": "3", "team": "a"}
     assert back["metadata"]["resourceVersion"] == "42"
     assert back["status"]["overallPhase"] == "Pending"
+
+
+def test_times_other_writers_store_are_read() -> None:
+    """What the API server takes as a date-time and another writer may store: RFC 3339's
+    lowercase form, and instants past Python's range in UTC; a created-at annotation that
+    is no time at all (free text) gives way to the server's creationTimestamp."""
+    assert parse_time("2026-01-01t10:00:00z") == datetime(2026, 1, 1, 10, tzinfo=UTC)
+    assert parse_time("9999-12-31T23:59:59-01:00") == datetime.max.replace(tzinfo=UTC)
+    assert parse_time("0001-01-01T00:00:00+01:00") == datetime.min.replace(tzinfo=UTC)
+    obj = {
+        "metadata": {
+            "name": "rr-abababababab-12345678",
+            "creationTimestamp": "2026-03-01T12:00:00Z",
+            "annotations": {"kubernaut.ai/created-at": "yesterday"},
+        },
+        "spec": {"signalFingerprint": "ab" * 32},
+        "status": {"routingStatus": {"nextAllowedExecution": "9999-12-31T23:59:59-01:00"}},
+    }
+    rr = from_object(obj)
+    assert rr.created_at == datetime(2026, 3, 1, 12, tzinfo=UTC)
+    assert rr.next_allowed_execution == datetime.max.replace(tzinfo=UTC)
