@@ -130,6 +130,8 @@ class ClusterView:
         self.on_owner_resolution: Callable[[str, str], None] = lambda kind, outcome: None
         self.on_discovery_error: Callable[[], None] = lambda: None
         self._refresher: asyncio.Task[None] | None = None
+        # the last discovery's answer by group version, for a group that stops answering
+        self._discovered: dict[str, list[tuple[Resource, str]]] = {}
 
     async def start(self) -> None:
         """First discovery (the Gateway does not start blind), then refresh in the
@@ -153,14 +155,40 @@ class ClusterView:
     # --- discovery ------------------------------------------------------------------------
 
     async def discover(self) -> None:
+        """Every served kind, from the core group and each group's preferred version. A
+        group version that does not answer (an aggregated API whose backend is down, as
+        metrics-server often is; a group removed meanwhile) is left out with a warning, as
+        kubectl leaves it out, and its kinds from the last discovery are kept: one such
+        group stopped the Gateway at start (`scope.source: cluster`), and made every
+        refresh fail whole (an outside check). The core group and the group list must
+        answer."""
         versions = ["v1"]
         groups = await self.client.request("GET", "/apis")
         for group in groups.get("groups") or ():
             preferred = (group.get("preferredVersion") or {}).get("groupVersion")
             if preferred:
-                versions.append(preferred)
-        answers = await asyncio.gather(*(self._resources_of(v) for v in versions))
-        self.kinds.replace([item for answer in answers for item in answer])
+                versions.append(str(preferred))
+        answers = await asyncio.gather(
+            *(self._resources_of(v) for v in versions), return_exceptions=True
+        )
+        found: dict[str, list[tuple[Resource, str]]] = {}
+        for version, answer in zip(versions, answers, strict=True):
+            if isinstance(answer, KubeError) and version != "v1":
+                kept = self._discovered.get(version)
+                log.warning(
+                    "API discovery: a group version did not answer; its kinds are left out "
+                    "until it does (those of the last discovery kept)",
+                    extra={"groupVersion": version, "error": str(answer), "kept": len(kept or ())},
+                )
+                self.on_discovery_error()
+                if kept is not None:
+                    found[version] = kept
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                found[version] = answer
+        self._discovered = found
+        self.kinds.replace([item for answer in found.values() for item in answer])
 
     async def _resources_of(self, group_version: str) -> list[tuple[Resource, str]]:
         path = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"

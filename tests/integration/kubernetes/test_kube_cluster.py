@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from e2ecov.kubeapi import KubeAPIServer
+from tests.conftest import CRD_FILE, kube_testenv_bin
 from tests.support.kube import kube_gateway, namespace
 from tests.support.services import ServiceProcess, alert, k8s_event, webhook
 
@@ -423,3 +424,48 @@ def test_an_rr_the_api_server_refuses_is_a_500_and_an_audited_failure(
         assert logged.count(f'"correlation_id":"{stored[pod]}"') >= 2  # received, created
     kube_apiserver.request("DELETE", f"{bindings}/{policy}")
     kube_apiserver.request("DELETE", f"{policies}/{policy}")
+
+
+def test_an_aggregated_api_that_does_not_answer_leaves_discovery_to_the_rest(
+    tmp_path: Path,
+) -> None:
+    """metrics-server registered but not answering (starting, crashed: the API server
+    answers its discovery 503), as clusters often have it: the Gateway starts and serves,
+    its kinds from every other group, and says which group it left out. The Gateway did
+    not start at all (discovery failed whole; an outside check)."""
+    server = KubeAPIServer(bin_dir=kube_testenv_bin(), crds=[CRD_FILE]).start()
+    try:
+        code, body = server.request(
+            "POST",
+            "/apis/apiregistration.k8s.io/v1/apiservices",
+            {
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": "v1beta1.metrics.k8s.io"},
+                "spec": {
+                    "group": "metrics.k8s.io",
+                    "version": "v1beta1",
+                    "groupPriorityMinimum": 100,
+                    "versionPriority": 100,
+                    "insecureSkipTLSVerify": True,
+                    "service": {"name": "metrics-server", "namespace": "kube-system"},
+                },
+            },
+        )
+        assert code == 201, body
+        _eventually(lambda: _status(server.request("GET", "/apis/metrics.k8s.io/v1beta1")), 503)
+        controller, apps = "kubernaut-system", "apps"
+        namespace(server, controller)
+        namespace(server, apps, {MANAGED: "true"})
+        with kube_gateway(server, controller, tmp_path / "gw", auth="static").start() as gw:
+            with gw.client() as c:
+                answer = c.post(PROM, json=webhook(alert(namespace=apps, pod="web-1")))
+                assert answer.status_code == 201, answer.text
+                name = answer.json()["remediationRequestName"]
+                target = c.get(f"/api/v1/remediation-requests/{name}").json()["spec"][
+                    "targetResource"
+                ]
+                assert target["apiVersion"] == "v1"
+            assert "metrics.k8s.io/v1beta1" in gw.output()
+    finally:
+        server.cleanup()
