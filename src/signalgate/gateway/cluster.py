@@ -157,11 +157,11 @@ class ClusterView:
     async def discover(self) -> None:
         """Every served kind, from the core group and each group's preferred version. A
         group version that does not answer (an aggregated API whose backend is down, as
-        metrics-server often is; a group removed meanwhile) is left out with a warning, as
-        kubectl leaves it out, and its kinds from the last discovery are kept: one such
-        group stopped the Gateway at start (`scope.source: cluster`), and made every
-        refresh fail whole (an outside check). The core group and the group list must
-        answer."""
+        metrics-server often is; a group removed meanwhile; one answering what is no
+        discovery document) is left out with a warning, as kubectl leaves it out, and its
+        kinds from the last discovery are kept: one such group stopped the Gateway at
+        start (`scope.source: cluster`), and made every refresh fail whole (an outside
+        check). The core group and the group list must answer."""
         versions = ["v1"]
         groups = await self.client.request("GET", "/apis")
         for group in groups.get("groups") or ():
@@ -173,7 +173,7 @@ class ClusterView:
         )
         found: dict[str, list[tuple[Resource, str]]] = {}
         for version, answer in zip(versions, answers, strict=True):
-            if isinstance(answer, KubeError) and version != "v1":
+            if isinstance(answer, Exception) and version != "v1":
                 kept = self._discovered.get(version)
                 log.warning(
                     "API discovery: a group version did not answer; its kinds are left out "
@@ -195,12 +195,10 @@ class ClusterView:
         listed = await self.client.request("GET", path)
         out = []
         for entry in listed.get("resources") or ():
-            name = str(entry.get("name", ""))
-            if not name or "/" in name:
-                continue  # subresources
-            resource = Resource(
-                str(entry["kind"]), group_version, name, bool(entry.get("namespaced"))
-            )
+            name, kind = str(entry.get("name", "")), str(entry.get("kind") or "")
+            if not name or "/" in name or not kind:
+                continue  # subresources (and what names no kind)
+            resource = Resource(kind, group_version, name, bool(entry.get("namespaced")))
             out.append((resource, str(entry.get("singularName") or "")))
         return out
 
