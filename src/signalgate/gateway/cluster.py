@@ -53,6 +53,12 @@ PARTIAL_METADATA_LIST = PARTIAL_METADATA.replace(
 )
 
 
+class ScopeUnreadable(KubeError):
+    """The `kubernaut.ai/managed` label that decides a signal's scope cannot be read: the
+    API server refuses this Gateway's reading of the resource (or its namespace). Its
+    RBAC needs granting; until then nothing can be decided about the signal."""
+
+
 @dataclass(frozen=True)
 class Resource:
     """How to reach one kind through the API: its path prefix and plural."""
@@ -126,6 +132,8 @@ class ClusterView:
         self.kinds = DiscoveredKinds()
         self._metadata_ttl = settings.metadata_ttl
         self._metadata: TTLCache[dict[str, Any] | None] = TTLCache(METADATA_CACHE_SIZE)
+        # the paths the API server refused to read (403 …), with its refusal, as long
+        self._unreadable: TTLCache[KubeError] = TTLCache(METADATA_CACHE_SIZE)
         # metrics hooks: (kind, "success" | "failed"), and a failed discovery refresh
         self.on_owner_resolution: Callable[[str, str], None] = lambda kind, outcome: None
         self.on_discovery_error: Callable[[], None] = lambda: None
@@ -213,6 +221,8 @@ class ClusterView:
         hit, cached = self._metadata.get(path)
         if hit:
             return cached
+        if self._unreadable.get(path)[0]:
+            return None
         try:
             obj = await self.client.request("GET", path, accept=PARTIAL_METADATA)
         except KubeUnavailable:
@@ -220,13 +230,33 @@ class ClusterView:
         except KubeNotFound:
             found: dict[str, Any] | None = None
         except KubeError as exc:
-            # e.g. RBAC does not let the Gateway read this kind: the walk stops here
+            # e.g. RBAC does not let the Gateway read this kind: the walk stops here, and
+            # its scope label cannot be read (`check_scope`)
             log.warning("cannot read metadata", extra={"path": path, "error": str(exc)})
-            found = None
+            self._unreadable.put(path, exc, self._metadata_ttl)
+            return None
         else:
             found = dict(obj.get("metadata") or {})
         self._metadata.put(path, found, self._metadata_ttl)
         return found
+
+    def _require_read(self, kind: str, namespace: str, name: str) -> None:
+        """Raise `ScopeUnreadable` when the last `metadata` of this object was refused."""
+        resource = self.kinds.resource(kind)
+        if resource is None:
+            return
+        hit, refused = self._unreadable.get(resource.path(namespace, name))
+        if not hit or refused is None:
+            return
+        where = f"{namespace}/{name}" if namespace else name
+        group = resource.api_version.rpartition("/")[0]
+        raise ScopeUnreadable(
+            refused.status,
+            refused.reason,
+            f"the Gateway may not read {kind} {where}, whose {MANAGED_LABEL} label decides "
+            f"whether it is managed ({refused.message}); grant its ServiceAccount get on "
+            f"{resource.plural} in the API group {group or 'core'}",
+        )
 
     async def existing(
         self, target: TargetResource, others: tuple[TargetResource, ...]
@@ -356,9 +386,14 @@ class ClusterView:
     async def check_scope(self, target: TargetResource) -> Rejection | None:
         """None when managed; else the rejection Kubernaut gives, with its kubectl action."""
         meta = await self.metadata(target.kind, target.namespace, target.name)
+        # a label that cannot be read decides nothing: taken as absent, a resource opted
+        # out (`false`) in a managed namespace had RRs opened for it (an outside check,
+        # a custom resource kind under deploy/'s RBAC)
+        self._require_read(target.kind, target.namespace, target.name)
         decided = _managed((meta or {}).get("labels"))
         if decided is None and target.namespace:
             namespace = await self.metadata("Namespace", "", target.namespace)
+            self._require_read("Namespace", "", target.namespace)
             decided = _managed((namespace or {}).get("labels"))
         if decided:
             return None

@@ -28,7 +28,7 @@ from signalgate.gateway.signal import (
     Signal,
     truncate_utf8,
 )
-from signalgate.kube.client import KubeUnavailable
+from signalgate.kube.client import KubeError, KubeUnavailable
 from signalgate.remediation.model import (
     MANUAL_REVIEW_OUTCOME,
     Deduplication,
@@ -159,6 +159,12 @@ class Pipeline:
         except KubeUnavailable as exc:
             message = f"Kubernetes API unreachable while resolving the target: {exc}"
             self._fail(signal, "kubernetes_unavailable", message, retry_possible=True)
+            raise StoreUnavailable(message) from exc
+        except KubeError as exc:
+            # its scope label unreadable (`ScopeUnreadable`): RBAC to grant, then a retry
+            # is decided; never taken as unlabelled
+            message = f"cannot decide the signal's scope: {exc.message}"
+            self._fail(signal, "kubernetes_forbidden", message, retry_possible=True)
             raise StoreUnavailable(message) from exc
         except TimeoutError as exc:
             self._fail(

@@ -15,7 +15,7 @@ import pytest
 
 from e2ecov.kubeapi import KubeAPIServer
 from tests.conftest import CRD_FILE, kube_testenv_bin
-from tests.support.kube import kube_gateway, namespace
+from tests.support.kube import bind_cluster_role, kube_gateway, namespace
 from tests.support.services import ServiceProcess, alert, k8s_event, webhook
 
 PROM = "/api/v1/signals/prometheus"
@@ -269,11 +269,72 @@ def test_scope_labels_on_namespace_and_resource(
 
 
 def test_any_kind_the_cluster_serves_can_be_a_target(
-    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, app_ns: str
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, app_ns: str, kube_namespace: str
 ) -> None:
     # a custom resource kind the Gateway learns from API discovery; discovery is read at
     # start (and refreshed every few minutes), so the Gateway is restarted to see it now
-    kube_apiserver.apply(
+    widget_crd(kube_apiserver)
+    gateway.stop()
+    gateway.start()
+    # deploy/'s RBAC does not let the Gateway read widgets: their scope label cannot be
+    # read, so nothing is decided (503, retried), and the log says what to grant
+    with gateway.client() as c:
+        unread = c.post(PROM, json=webhook(alert(namespace=app_ns, pod="", widget="w-1")))
+        assert unread.status_code == 503, unread.text
+        assert "Retry-After" in unread.headers
+    assert "grant its ServiceAccount get on widgets in the API group example.com" in (
+        gateway.output()
+    )
+    may_read_widgets(kube_apiserver, kube_namespace)
+    _eventually(
+        lambda: gateway.client().post(
+            PROM, json=webhook(alert(namespace=app_ns, pod="", widget="w-1"))
+        ),
+        201,
+    )
+    with gateway.client() as c:
+        answer = c.post(PROM, json=webhook(alert(namespace=app_ns, pod="", widget="w-1")))
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["fingerprint"] == fingerprint(app_ns, "Widget", "w-1")
+        name = answer.json()["remediationRequestName"]
+        target = c.get(f"/api/v1/remediation-requests/{name}").json()["spec"]["targetResource"]
+        assert target["apiVersion"] == "example.com/v1"
+
+
+def test_a_resource_opted_out_is_never_opened_for_while_its_label_cannot_be_read(
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, app_ns: str, kube_namespace: str
+) -> None:
+    """A widget labelled `kubernaut.ai/managed: "false"` in a managed namespace, under RBAC
+    that does not let the Gateway read widgets: its label was taken as absent, the
+    namespace's decided, and an RR was opened for a resource opted out (an outside check).
+    Now 503 until the Gateway may read it, then rejected as unmanaged."""
+    widget_crd(kube_apiserver)
+    code, body = kube_apiserver.request(
+        "POST",
+        f"/apis/example.com/v1/namespaces/{app_ns}/widgets",
+        {
+            "apiVersion": "example.com/v1",
+            "kind": "Widget",
+            "metadata": {"name": "opted-out", "labels": {MANAGED: "false"}},
+        },
+    )
+    assert code == 201, body
+    gateway.stop()
+    gateway.start()
+    body = webhook(alert(namespace=app_ns, pod="", widget="opted-out"))
+    with gateway.client() as c:
+        unread = c.post(PROM, json=body)
+        assert unread.status_code == 503, unread.text
+    may_read_widgets(kube_apiserver, kube_namespace)
+    _eventually(lambda: gateway.client().post(PROM, json=body), 200)
+    with gateway.client() as c:
+        assert c.post(PROM, json=body).json()["status"] == "rejected"
+        assert c.get("/api/v1/remediation-requests").json()["items"] == []
+
+
+def widget_crd(server: KubeAPIServer) -> None:
+    """The custom resource kind `Widget` (example.com/v1), served."""
+    server.apply(
         {
             "apiVersion": "apiextensions.k8s.io/v1",
             "kind": "CustomResourceDefinition",
@@ -293,18 +354,21 @@ def test_any_kind_the_cluster_serves_can_be_a_target(
             },
         }
     )
-    _eventually(
-        lambda: _status(kube_apiserver.request("GET", "/apis/example.com/v1")), 200, attempts=100
+    _eventually(lambda: _status(server.request("GET", "/apis/example.com/v1")), 200, attempts=100)
+
+
+def may_read_widgets(server: KubeAPIServer, controller_namespace: str) -> None:
+    """Grant the Gateway's ServiceAccount `get` on widgets."""
+    role = f"widget-reader-{controller_namespace}"
+    server.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": role},
+            "rules": [{"apiGroups": ["example.com"], "resources": ["widgets"], "verbs": ["get"]}],
+        }
     )
-    gateway.stop()
-    gateway.start()
-    with gateway.client() as c:
-        answer = c.post(PROM, json=webhook(alert(namespace=app_ns, pod="", widget="w-1")))
-        assert answer.status_code == 201, answer.text
-        assert answer.json()["fingerprint"] == fingerprint(app_ns, "Widget", "w-1")
-        name = answer.json()["remediationRequestName"]
-        target = c.get(f"/api/v1/remediation-requests/{name}").json()["spec"]["targetResource"]
-        assert target["apiVersion"] == "example.com/v1"
+    bind_cluster_role(server, role, controller_namespace, "signalgate-gateway")
 
 
 class _Answer:
