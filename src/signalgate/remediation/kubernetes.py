@@ -93,6 +93,8 @@ PLURAL = "remediationrequests"
 CRD_NAME = f"{PLURAL}.{GROUP_VERSION.split('/')[0]}"  # remediationrequests.kubernaut.ai
 GENERATION_LABEL = "signalgate.io/generation"
 FINGERPRINT_FIELD = "spec.signalFingerprint"
+# how the API server refuses a field selector the CRD does not offer (`selectableFields`)
+FIELD_NOT_SUPPORTED = "field label not supported"
 # the cause the API server gives for refusing a new object in a namespace being deleted
 NAMESPACE_TERMINATING = "NamespaceTerminating"
 # bounded retries: a decision that keeps losing races is a 503, not a spin
@@ -248,6 +250,8 @@ class KubernetesStore:
         self._unreachable_at = float("-inf")
         # the resourceVersion each recently deleted RR was deleted at (bounded)
         self._gone: OrderedDict[str, int] = OrderedDict()
+        # whether the CRD offers the fingerprint field selector (until refused once)
+        self._selectable = True
 
     def __repr__(self) -> str:
         return f"KubernetesStore({self.client.config.server!r}, namespace={self.namespace!r})"
@@ -465,7 +469,7 @@ class KubernetesStore:
 
     async def _refresh(self, fingerprint: str) -> list[RemediationRequest]:
         """A consistent read of one fingerprint's RRs (the cache may lag another replica)."""
-        listed = await self._call("GET", self._collection, params=self._selecting(fingerprint))
+        listed = await self._list(fingerprint)
         self._reconcile(listed, self._of_fingerprint(fingerprint))
         return self._of_fingerprint(fingerprint)
 
@@ -473,14 +477,43 @@ class KubernetesStore:
 
     async def _list_from_server(self, fingerprint: str | None) -> list[RemediationRequest]:
         """Every RR (of one fingerprint: a field selector), remembered as read."""
-        listed = await self._call("GET", self._collection, params=self._selecting(fingerprint))
+        listed = await self._list(fingerprint)
         return [self._remember(from_object(item)) for item in listed.get("items") or ()]
 
-    @staticmethod
-    def _selecting(fingerprint: str | None) -> dict[str, str]:
+    async def _list(self, fingerprint: str | None) -> dict[str, Any]:
+        """A LIST of the namespace's RRs, or of one fingerprint's: by the field selector,
+        or, where the CRD offers none, the namespace's filtered here, as Kubernaut's Gateway
+        falls back. An API server before 1.31 drops a CRD's `selectableFields` (and older
+        CRDs of Kubernaut's have none): every decision that needs a fresh read (a signal
+        after its RR ended, a lost race) was a 500, for good (an outside check)."""
         if fingerprint is None:
-            return {}
-        return {"fieldSelector": f"{FINGERPRINT_FIELD}={fingerprint}"}
+            return await self._call("GET", self._collection)
+        if self._selectable:
+            try:
+                return await self._call(
+                    "GET",
+                    self._collection,
+                    params={"fieldSelector": f"{FINGERPRINT_FIELD}={fingerprint}"},
+                )
+            except StoreRefused as exc:
+                cause = exc.__cause__
+                if not (isinstance(cause, KubeError) and FIELD_NOT_SUPPORTED in cause.message):
+                    raise
+                self._selectable = False
+                log.warning(
+                    f"the RemediationRequest CRD offers no {FINGERPRINT_FIELD} field "
+                    "selector: a fingerprint's RRs are read by listing the namespace until "
+                    f"the Gateway restarts; install deploy/kubernetes/remediationrequest-crd."
+                    f"yaml ({CRD_NAME} with selectableFields, Kubernetes 1.31 or later)",
+                    extra={"error": cause.message},
+                )
+        listed = await self._call("GET", self._collection)
+        items = [
+            item
+            for item in listed.get("items") or ()
+            if (item.get("spec") or {}).get("signalFingerprint") == fingerprint
+        ]
+        return {**listed, "items": items}
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:

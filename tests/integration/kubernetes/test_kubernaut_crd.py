@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from e2ecov.kubeapi import KubeAPIServer
 from tests.conftest import REPO, kube_testenv_bin
@@ -198,3 +199,44 @@ def test_rrs_other_writers_dated_their_own_way_are_read(
         assert held.status_code == 202, held.text
         assert held.json()["remediationRequestName"] == name
     assert "RR watch broke" not in gateway.output()
+
+
+def test_a_crd_without_selectable_fields_still_opens_the_next_rr(tmp_path: Path) -> None:
+    """Kubernaut's CRD as an API server before 1.31 keeps it (it drops `selectableFields`,
+    as older CRDs of Kubernaut's lack them): RRs of a fingerprint cannot be selected by
+    `spec.signalFingerprint`. The next RR after one ended, and every later duplicate, are
+    decided all the same (the namespace listed and filtered, as Kubernaut falls back); the
+    signal after a completed RR was a 500 for good (an outside check)."""
+    documents = [d for d in yaml.safe_load_all(KUBERNAUT_CRD.read_text()) if d]
+    for document in documents:
+        for version in document["spec"]["versions"]:
+            version.pop("selectableFields", None)
+    crd = tmp_path / "crd-without-selectable-fields.yaml"
+    crd.write_text(yaml.safe_dump_all(documents))
+    server = KubeAPIServer(bin_dir=kube_testenv_bin(), crds=[crd]).start()
+    try:
+        server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        with kube_gateway(
+            server,
+            NAMESPACE,
+            tmp_path / "gw",
+            auth="static",
+            env={"SIGNALGATE_SCOPE__SOURCE": "settings"},
+        ).start() as gw:
+            with gw.client() as c:
+                first = c.post(PROM, json=webhook(alert(pod="again-1")))
+                assert first.status_code == 201, first.text
+                name = first.json()["remediationRequestName"]
+                as_a_controller(server, name, overallPhase="Completed")
+                second = c.post(PROM, json=webhook(alert(pod="again-1")))
+                assert second.status_code == 201, second.text
+                assert second.json()["remediationRequestName"] != name
+                third = c.post(PROM, json=webhook(alert(pod="again-1")))
+                assert third.status_code == 202, third.text
+                fingerprint = first.json()["fingerprint"]
+                listed = c.get("/api/v1/remediation-requests", params={"fingerprint": fingerprint})
+                assert listed.status_code == 200, listed.text
+                assert len(listed.json()["items"]) == 2
+            assert "offers no spec.signalFingerprint field selector" in gw.output()
+    finally:
+        server.cleanup()
