@@ -58,13 +58,22 @@ BUILD_TIMEOUT = 600  # seconds
 
 
 def build(
-    name: str, package: str, cwd: Path, output: Path, env: dict[str, str] | None = None
+    name: str,
+    package: str,
+    cwd: Path,
+    output: Path,
+    env: dict[str, str] | None = None,
+    *,
+    cover: bool = True,
 ) -> str | None:
-    """`go build -cover -covermode=atomic`, in the service's environment (its `CGO_ENABLED`,
-    `GOFLAGS`...); returns the build's error output on failure."""
+    """`go build -cover -covermode=atomic` (a plain `go build` for a service run unmeasured),
+    in the service's environment (its `CGO_ENABLED`, `GOFLAGS`...); returns the build's
+    error output on failure."""
     output.parent.mkdir(parents=True, exist_ok=True)
+    flags = ["-cover", "-covermode=atomic"] if cover else []
+    said_build = "go build -cover" if cover else "go build"
     try:
-        command = [go(), "build", "-cover", "-covermode=atomic", "-o", str(output), package]
+        command = [go(), "build", *flags, "-o", str(output), package]
     except GoUnavailable as exc:
         return str(exc)
     # its own process group: `go build` runs the compiler and linker as children, and an
@@ -77,13 +86,13 @@ def build(
         said, _ = build.communicate(timeout=BUILD_TIMEOUT)
     except subprocess.TimeoutExpired:
         _kill_group(build)
-        return f"service '{name}': go build -cover {package} (in {cwd}) took over {BUILD_TIMEOUT}s"
+        return f"service '{name}': {said_build} {package} (in {cwd}) took over {BUILD_TIMEOUT}s"
     except BaseException:  # e2ecov interrupted (a signal) while it waited
         _kill_group(build)
         raise
     if build.returncode != 0:
         lines = "\n    ".join(said.strip().splitlines()[-15:])
-        return f"service '{name}': go build -cover {package} (in {cwd}) failed:\n    {lines}"
+        return f"service '{name}': {said_build} {package} (in {cwd}) failed:\n    {lines}"
     return None
 
 

@@ -610,18 +610,22 @@ class Run:
         self.staged = True
 
     def _build_go(self) -> list[str]:
-        """GOCOVERDIRs, and `go build -cover` for services with go_build: before any start."""
+        """GOCOVERDIRs, and `go build -cover` for services with go_build: before any start.
+        A go_build service with coverage = false is built too, without -cover (a -cover
+        binary run without GOCOVERDIR warns at its exit that it wrote nothing)."""
         problems = []
         for name, svc in self.services.items():
-            if not svc.spec.go:
-                continue
-            (self.out / gocover.GO_DIR / name).mkdir(parents=True, exist_ok=True)
+            if svc.spec.go:
+                (self.out / gocover.GO_DIR / name).mkdir(parents=True, exist_ok=True)
             if svc.spec.go_build:
-                self.progress.info(f"{name}: go build -cover {svc.spec.go_build}")
+                build = "go build -cover" if svc.spec.go else "go build (unmeasured)"
+                self.progress.info(f"{name}: {build} {svc.spec.go_build}")
                 output = Path(go_binary(self.out, name))
                 # in the service's environment, with the run's mark: a build left running by
                 # a killed e2ecov is found (the next run refuses, `e2ecov down` stops it)
-                error = gocover.build(name, svc.spec.go_build, svc.spec.cwd, output, svc.env)
+                error = gocover.build(
+                    name, svc.spec.go_build, svc.spec.cwd, output, svc.env, cover=svc.spec.go
+                )
                 if error:
                     problems.append(error)
         return problems

@@ -539,8 +539,23 @@ def _service(
                 f"[services.{name}] manifest {manifest!r} is not a file (relative to {root})",
             )
     raw_coverage = body.get("coverage")
+    if raw_coverage is not None and raw_coverage != "go" and not isinstance(raw_coverage, bool):
+        check.problem(
+            (*where, "coverage"),
+            f"'services.{name}.coverage' must be true (Python), false or \"go\", "
+            f"got {raw_coverage!r}",
+        )
+        raw_coverage = None
+    elif go_build is not None and raw_coverage is True:
+        # true starts coverage.py in a Python program: the Go binary would run unmeasured
+        check.problem(
+            (*where, "coverage"),
+            f"'services.{name}.coverage' = true measures a Python program, but go_build "
+            'builds a Go one: coverage = "go" (go_build\'s default) measures it, '
+            "false runs it unmeasured",
+        )
     go_service = raw_coverage == "go" or (go_build is not None and raw_coverage is None)
-    coverage = go_service or check.boolean(raw_coverage, (*where, "coverage"), command is not None)
+    coverage = go_service or (command is not None if raw_coverage is None else bool(raw_coverage))
     spec = ServiceSpec(
         name=name,
         command=command_list,

@@ -391,6 +391,25 @@ def test_go_build_runs_in_the_services_environment(tmp_path: Path) -> None:
     assert "-tags=noagent" in built.stdout, built.stdout
 
 
+def test_a_go_build_service_run_unmeasured_is_built_without_cover(tmp_path: Path) -> None:
+    """`coverage = false` on a go_build service (a dependency nobody measures): e2ecov
+    built only measured Go services, so `{go_binary}` did not exist and the run failed to
+    start it (exit 3). It is built, without -cover (a -cover binary without GOCOVERDIR
+    warns at exit), and measured by nothing."""
+    service = go_service(extra="coverage = false")
+    tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"))
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    assert "goapp: go build (unmeasured) ." in outcome.stdout
+    built = subprocess.run(
+        ["go", "version", "-m", str(outcome.artifacts / "bin" / "goapp")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "-cover=true" not in built.stdout, built.stdout
+    assert not (outcome.artifacts / "go" / "goapp").exists()
+    assert outcome.run_json()["services"]["goapp"]["lost"] == []
+
+
 def test_a_go_helper_killed_before_it_wrote_counters_is_a_named_loss(tmp_path: Path) -> None:
     """A service's own binary exits cleanly; a helper binary it started is killed: its
     meta-data is in the GOCOVERDIR, its counters never are. That is a loss, named."""

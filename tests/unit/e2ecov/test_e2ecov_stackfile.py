@@ -207,6 +207,25 @@ coverage = "go"
     assert any("'go_build' must be a Go package path" in p for p in problems(tmp_path, bad))
 
 
+def test_coverage_of_a_go_build_service_is_go_or_false(tmp_path: Path) -> None:
+    """`coverage = true` is coverage.py's: on a go_build service it was taken for a Python
+    program, so the binary was never built and the service failed to start (exit 3)."""
+    go = GOOD + '\n[services.goapi]\ngo_build = "."\ncommand = ["{go_binary}"]\n'
+    unmeasured = load(tmp_path, go + "coverage = false\n").services["goapi"]
+    assert not unmeasured.go and not unmeasured.coverage and unmeasured.go_build == "."
+    said = problems(tmp_path, go + "coverage = true\n")
+    line = line_of(go + "coverage = true\n", "coverage = true")
+    assert said == [
+        f"{tmp_path / 'stack.toml'}:{line}: 'services.goapi.coverage' = true measures a "
+        'Python program, but go_build builds a Go one: coverage = "go" (go_build\'s '
+        "default) measures it, false runs it unmeasured"
+    ]
+    said = problems(tmp_path, go + 'coverage = "python"\n')
+    assert said[0].endswith(
+        "'services.goapi.coverage' must be true (Python), false or \"go\", got 'python'"
+    )
+
+
 KUBE = """\
 [run]
 tests = ["python", "-m", "pytest", "e2e"]
