@@ -6,6 +6,8 @@ import dataclasses
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -554,3 +556,14 @@ def test_report_of_an_artifacts_directory_that_does_not_exist_says_so(
     assert cli.main(["report", "--artifacts", str(missing)]) == 2
     assert f"e2ecov: error: {missing}: no such directory" in capsys.readouterr().err
     assert not (tmp_path / "buld").exists()
+
+
+def test_python_m_e2ecov_is_the_command() -> None:
+    """`python -m e2ecov` ran nothing ("'e2ecov' is a package and cannot be directly
+    executed"): a venv whose scripts are not on PATH had no way in but `e2ecov.cli`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "e2ecov", "run", "-c", "/nonexistent/stack.toml"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "/nonexistent/stack.toml" in done.stderr
