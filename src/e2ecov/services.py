@@ -51,6 +51,21 @@ def tail(path: Path, lines: int = 10) -> list[str]:
     return text.splitlines()[-lines:]
 
 
+def excerpt(path: Path, lines: int = 10, head: int = 3) -> list[str]:
+    """The last lines of a log file, after its first `head` ones when it has more: a program
+    refusing its arguments says why first and then prints its usage (Go's `flag` package,
+    many CLIs), which would fill the last lines alone."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    every = text.splitlines()
+    if len(every) <= head + lines:
+        return every
+    skipped = len(every) - head - lines
+    return [*every[:head], f"[... {skipped} line(s) ...]", *every[-lines:]]
+
+
 @dataclass
 class ServiceRun:
     """One service of this run: how it was started and what happened to it."""
@@ -110,8 +125,8 @@ class ServiceRun:
         return StopTarget(self.name, pgid, self.spec.grace, self.run_id)
 
     def last_output(self, lines: int = 10) -> list[str]:
-        out = tail(self.stdout_path, lines)
-        err = tail(self.stderr_path, lines) if self.recipe is None else []
+        out = excerpt(self.stdout_path, lines)
+        err = excerpt(self.stderr_path, lines) if self.recipe is None else []
         return [*(f"stdout| {line}" for line in out), *(f"stderr| {line}" for line in err)]
 
 

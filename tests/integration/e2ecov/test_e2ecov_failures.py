@@ -69,6 +69,29 @@ def test_service_exiting_during_start_fails_fast_and_keeps_the_rest(tmp_path: Pa
     assert not _alive(steady["pid"])
 
 
+def test_why_a_service_refused_its_arguments_is_shown_before_its_usage(tmp_path: Path) -> None:
+    """A Go program given a bad flag says why on its first line, then prints 30 lines of
+    usage: only the last 10 were shown, the usage's tail, and never the reason."""
+    refuse = (
+        "import sys; print('Error: invalid log level \"BOGUS\"', file=sys.stderr); "
+        "print('Usage of svc:', file=sys.stderr); "
+        "[print('  -flag%d string' % i, file=sys.stderr) for i in range(30)]; sys.exit(2)"
+    )
+    service = f"""
+[services.svc]
+command = [{json.dumps(sys.executable)}, "-c", {json.dumps(refuse)}]
+coverage = false
+health = {{ url = "http://127.0.0.1:{{port}}/health", timeout = "20s" }}
+"""
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, drive(), service)), cwd=tmp_path)
+    assert outcome.code == 3, outcome.output
+    said = outcome.output.split("exited with code 2 before it was healthy; last output:")[1]
+    assert 'stderr| Error: invalid log level "BOGUS"' in said, said
+    assert "stderr| [... 19 line(s) ...]" in said and "stderr|   -flag29 string" in said
+    summary = (outcome.artifacts / "diagnostics" / "summary.txt").read_text()
+    assert 'Error: invalid log level "BOGUS"' in summary
+
+
 def test_a_service_without_health_that_ends_before_the_tests_is_a_stack_down(
     tmp_path: Path,
 ) -> None:
