@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from types import FrameType
@@ -110,6 +110,7 @@ class Settings:
     contexts: bool
     autosave: float
     branch: bool
+    hook_dir: str = ""  # the start-up hook's directory on PYTHONPATH
 
     @classmethod
     def from_environ(cls, env: dict[str, str] | None = None) -> Settings | None:
@@ -128,7 +129,20 @@ class Settings:
             contexts=env.get(protocol.ENV_CONTEXTS, "1") == "1",
             autosave=float(env.get(protocol.ENV_AUTOSAVE, "10")),
             branch=env.get(protocol.ENV_BRANCH, "0") == "1",
+            hook_dir=env.get(protocol.ENV_HOOK_DIR, ""),
         )
+
+
+def hook_first(pythonpath: str, hook_dir: str) -> str:
+    """`pythonpath` with e2ecov's start-up hook first again. Python imports the first
+    `sitecustomize` on its path only, and a launcher that puts one of its own before ours and
+    execs the service (`opentelemetry-instrument`, `ddtrace-run`) left every process of the
+    service unmeasured; first, ours starts the agent and then runs theirs. Unchanged when
+    the hook is not on it (a program that replaced PYTHONPATH runs unmeasured)."""
+    entries = pythonpath.split(os.pathsep)
+    if not hook_dir or hook_dir not in entries or entries[0] == hook_dir:
+        return pythonpath
+    return os.pathsep.join([hook_dir, *(e for e in entries if e != hook_dir)])
 
 
 def choose_core(contexts: bool, branch: bool, version: tuple[int, int] | None = None) -> str:
@@ -281,15 +295,31 @@ class Agent:
         def exec_with_save(*args: Any) -> Any:
             with contextlib.suppress(Exception):
                 self.save("exec")
+            before = os.environ.get("PYTHONPATH")
             try:
-                return exec_function(*args)
+                return exec_function(*self._hook_kept_first(args))
             except BaseException:
                 # the process runs on: that save was not its last (its exit or a loss is)
+                if before is not None:
+                    os.environ["PYTHONPATH"] = before
                 with contextlib.suppress(Exception):
                     self.save("exec failed")
                 raise
 
         return exec_with_save
+
+    def _hook_kept_first(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """An exec's arguments with the new image's PYTHONPATH starting with e2ecov's hook:
+        `execve`'s environment (path, argv, env), or ours for `execv` (path, argv)."""
+        hook_dir = self.settings.hook_dir
+        if len(args) == 3 and isinstance(args[2], Mapping):
+            env = dict(args[2])
+            if "PYTHONPATH" in env:
+                env["PYTHONPATH"] = hook_first(env["PYTHONPATH"], hook_dir)
+            return (args[0], args[1], env)
+        if "PYTHONPATH" in os.environ:
+            os.environ["PYTHONPATH"] = hook_first(os.environ["PYTHONPATH"], hook_dir)
+        return args
 
     def _at_exit(self) -> None:
         with contextlib.suppress(Exception):

@@ -33,10 +33,11 @@ ENV_BRANCH = "E2ECOV_BRANCH"
 ENV_HOME = "E2ECOV_HOME"  # directory holding the e2ecov package, for foreign interpreters
 ENV_STACK_SERVICE = "E2ECOV_STACK_SERVICE"  # in every service's environment: the owner mark
 ENV_SOURCE_PKGS = "E2ECOV_SOURCE_PKGS"  # JSON list of package names
+ENV_HOOK_DIR = "E2ECOV_HOOK_DIR"  # the start-up hook's directory, kept first on PYTHONPATH
 ALL_ENV = (
     ENV_RUN_ID, ENV_ARTIFACTS, ENV_SERVICE, ENV_CONTROL_DIR, ENV_DATA_DIR, ENV_LEDGER_DIR,
     ENV_SOURCE, ENV_CONTEXTS, ENV_CONTEXT, ENV_AUTOSAVE, ENV_BRANCH, ENV_HOME,
-    ENV_STACK_SERVICE, ENV_SOURCE_PKGS,
+    ENV_STACK_SERVICE, ENV_SOURCE_PKGS, ENV_HOOK_DIR,
 )  # fmt: skip
 
 IDLE_CONTEXT = "idle"

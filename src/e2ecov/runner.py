@@ -297,6 +297,7 @@ def agent_env(
         protocol.ENV_AUTOSAVE: str(stack.autosave),
         protocol.ENV_BRANCH: "1" if stack.branch else "0",
         protocol.ENV_HOME: str(agent_home(control_dir)),
+        protocol.ENV_HOOK_DIR: str(STARTUP_DIR),
     }
 
 

@@ -46,8 +46,9 @@ class Unmeasured:
         return (
             f"{self.service}: pid {self.pid} ({self.command[:160]}) ran Python and was not "
             "measured: e2ecov's start-up hook never ran in it (started with python -I, -E or "
-            "-S, or with an environment of its own, without PYTHONPATH or the run's "
-            "E2ECOV_* variables); what it ran is not in the report"
+            "-S, with an environment of its own, without PYTHONPATH or the run's E2ECOV_* "
+            "variables, or with another sitecustomize before e2ecov's on PYTHONPATH); what "
+            "it ran is not in the report"
         )
 
 

@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from tests.integration.e2ecov.e2ecov_harness import SOURCE, app_service, drive, e2ecov, write_stack
+from tests.integration.e2ecov.e2ecov_harness import (
+    SAMPLES,
+    SOURCE,
+    app_service,
+    drive,
+    e2ecov,
+    toml_list,
+    write_stack,
+)
 
 
 def _alive(pid: int) -> bool:
@@ -282,6 +290,33 @@ def test_what_ran_before_the_service_re_executed_itself_is_measured(tmp_path: Pa
     assert handlers["functions"]["before_exec"]["summary"]["percent_covered"] == 100.0
     statuses = [p["status"] for p in outcome.run_json()["processes"]]
     assert statuses == ["saved", "saved"], outcome.run_json()["processes"]
+
+
+def test_a_launcher_with_a_start_up_hook_of_its_own_is_measured(tmp_path: Path) -> None:
+    """`opentelemetry-instrument` and `ddtrace-run` put their own `sitecustomize` first on
+    PYTHONPATH and exec the service: Python ran theirs only, so the service was measured by
+    nothing (0 %, exit 0, its processes named as unreached). The exec keeps e2ecov's hook
+    first, and it runs theirs after it."""
+    launcher = SAMPLES / "launcher" / "instrument.py"
+    command = [sys.executable, str(launcher), sys.executable, "-m", "sampleapp.server"]
+    service = app_service("app").replace(
+        f"command = {toml_list([sys.executable, '-m', 'sampleapp.server'])[:-1]}",
+        f"command = {toml_list(command)[:-1]}",
+    )
+    assert str(launcher) in service
+    outcome = e2ecov(
+        "run", "-c", str(write_stack(tmp_path, drive("/alpha"), service)), cwd=tmp_path
+    )
+    assert outcome.code == 0, outcome.output
+    assert "was not measured" not in outcome.output
+    run = outcome.run_json()
+    # the launcher ran nothing under source; the service it exec'd is measured
+    assert [p["status"] for p in run["processes"]] == ["empty", "saved"], run["processes"]
+    report = json.loads((outcome.artifacts / "coverage.json").read_text())
+    handlers = next(v for k, v in report["files"].items() if k.endswith("handlers.py"))
+    assert handlers["functions"]["alpha"]["summary"]["percent_covered"] == 100.0
+    log = (outcome.artifacts / "logs" / "app.stderr.log").read_text()
+    assert f"launcher hook ran in pid {run['services']['app']['pid']}" in log, log
 
 
 def test_invalid_stack_file_exits_2_with_line(tmp_path: Path) -> None:

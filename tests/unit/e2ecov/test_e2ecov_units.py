@@ -23,7 +23,7 @@ from e2ecov import (
     recipes,
     reports,
 )
-from e2ecov.agent import Settings, choose_core
+from e2ecov.agent import Settings, choose_core, hook_first
 from e2ecov.errors import UsageError
 from e2ecov.progress import Progress
 from e2ecov.protocol import ProcessRecord
@@ -567,3 +567,12 @@ def test_python_m_e2ecov_is_the_command() -> None:
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "/nonexistent/stack.toml" in done.stderr
+
+
+def test_an_exec_keeps_the_start_up_hook_first_on_pythonpath() -> None:
+    """A launcher's own `sitecustomize` put before e2ecov's goes after it; a PYTHONPATH
+    without the hook (a program that replaced it) is left as it is."""
+    assert hook_first("/otel:/hook:/app", "/hook") == "/hook:/otel:/app"
+    assert hook_first("/hook:/app", "/hook") == "/hook:/app"
+    assert hook_first("/otel:/app", "/hook") == "/otel:/app"
+    assert hook_first("/otel:/hook", "") == "/otel:/hook"

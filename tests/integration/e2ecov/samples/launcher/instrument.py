@@ -1,0 +1,10 @@
+"""A launcher as `opentelemetry-instrument` and `ddtrace-run` are: it puts a start-up hook of
+its own (`hook/sitecustomize.py`) first on PYTHONPATH and execs the command it was given."""
+
+import os
+import sys
+
+hook = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hook")
+path = os.environ.get("PYTHONPATH")
+os.environ["PYTHONPATH"] = os.pathsep.join([hook, path] if path else [hook])
+os.execl(sys.argv[1], *sys.argv[1:])
