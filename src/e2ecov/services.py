@@ -266,10 +266,14 @@ class Supervisor:
                 svc.ready_event.set()
                 return
             if time.monotonic() >= deadline:
+                # its output says why as often as the answer does: listening elsewhere than
+                # its {port}, waiting for something, a warning about its configuration
+                lines = "\n    ".join(svc.last_output()) or "(no output)"
                 self._fail(
                     svc,
                     f"service '{svc.name}' (pid {svc.pid}) not healthy after "
-                    f"{health.timeout:g}s at {url}; last health answer: {answer}",
+                    f"{health.timeout:g}s at {url}; last health answer: {answer}; "
+                    f"last output:\n    {lines}",
                 )
                 return
             if self.abort.wait(min(health.interval, max(0.0, deadline - time.monotonic()))):

@@ -136,6 +136,29 @@ def test_health_that_never_passes_reports_last_answer(tmp_path: Path) -> None:
     assert not _alive(run["services"]["app"]["pid"]), "stopped after diagnostics"
 
 
+def test_a_service_never_healthy_is_shown_with_its_output(tmp_path: Path) -> None:
+    """A service listening elsewhere than its {port} (a flag it does not know, a port of its
+    own config) is never healthy: "connection refused" was all the run said, and why was
+    only in its log."""
+    elsewhere = (
+        "import sys, time; print('config: port not set, listening on 127.0.0.1:9', "
+        "file=sys.stderr, flush=True); time.sleep(60)"
+    )
+    service = f"""
+[services.svc]
+command = [{json.dumps(sys.executable)}, "-c", {json.dumps(elsewhere)}]
+coverage = false
+health = {{ url = "http://127.0.0.1:{{port}}/health", timeout = "1s" }}
+"""
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, drive(), service)), cwd=tmp_path)
+    assert outcome.code == 3, outcome.output
+    said = outcome.output.split("not healthy after 1s")[1]
+    assert "last health answer: connection refused; last output:" in said, said
+    assert "stderr| config: port not set, listening on 127.0.0.1:9" in said
+    assert "exit 3: service 'svc' (pid " in outcome.output
+    assert "last health answer: connection refused\n" in outcome.output  # the headline
+
+
 def test_a_service_that_daemonizes_is_told_to_stay_in_the_foreground(tmp_path: Path) -> None:
     """gunicorn --daemon: the main process forks a detached server and exits 0. Reported as
     "exited with code 0 before it was healthy" alone, the server it left was not named."""
