@@ -139,13 +139,31 @@ def module_of(directory: Path) -> tuple[str, Path] | None:
 
 
 def outcomes(
-    service: str, covdir: Path, main_pid: int | None, death: dict[int, str], announced: set[int]
+    service: str,
+    covdir: Path,
+    main_pid: int | None,
+    death: dict[int, str],
+    announced: set[int],
+    main_program: str | None = None,
 ) -> list[ProcessOutcome]:
     """The main process of a Go service that did not announce itself (saved or lost), and
     any other Go binary of the service that ran and wrote no counters (lost: a helper the
-    service started, killed before it exited)."""
+    service started, killed before it exited). `main_program`: what the main process ran
+    when the stack was stopped, when known."""
     if main_pid is None or main_pid in announced:  # the agent's ledger judges the main one
         return _silent(service, covdir, main_lost=main_pid not in counter_pids(covdir))
+    if _a_wrapper(main_program) and any(covdir.glob("covmeta.*")):
+        # a wrapper script (`entrypoint.sh` running the binary as its child): the shell
+        # writes no counters, and was a loss although the binary had saved. The Go
+        # processes are judged by their own files: counters, or meta-data alone (lost).
+        children = [
+            ProcessOutcome(
+                service, pid, "saved", f"{service} pid {pid} saved at exit", str(covdir), None,
+                "go",
+            )
+            for pid in sorted(counter_pids(covdir) - announced)
+        ]  # fmt: skip
+        return [*children, *_silent(service, covdir, main_lost=False)]
     who = f"{service} pid {main_pid}"
     if main_pid in counter_pids(covdir):
         saved = ProcessOutcome(
@@ -165,6 +183,13 @@ def outcomes(
         service, main_pid, "lost", f"{who} wrote no coverage: {cause}", str(covdir), None, "go"
     )
     return [lost, *_silent(service, covdir, main_lost=True)]
+
+
+def _a_wrapper(program: str | None) -> bool:
+    """Whether the main process ran a program that is no Go binary (a shell, `tini`)."""
+    if program is None or not Path(program).is_file():
+        return False  # not known, or gone (" (deleted)"): judged as the Go binary
+    return built_with_cover(Path(program)) is None
 
 
 def _silent(service: str, covdir: Path, main_lost: bool) -> list[ProcessOutcome]:

@@ -894,7 +894,9 @@ class Run:
         for name, svc in self.services.items():
             if svc.spec.go and svc.started is not None:
                 covdir = self.out / gocover.GO_DIR / name
-                found += gocover.outcomes(name, covdir, svc.pid, death, announced)
+                found += gocover.outcomes(
+                    name, covdir, svc.pid, death, announced, self.go_executables.get(name)
+                )
         return found
 
     def _warn_old_coverage(self) -> None:

@@ -410,6 +410,35 @@ def test_a_go_build_service_run_unmeasured_is_built_without_cover(tmp_path: Path
     assert outcome.run_json()["services"]["goapp"]["lost"] == []
 
 
+@pytest.mark.parametrize("agent", [False, True], ids=["without-agent", "with-agent"])
+def test_a_go_service_started_by_a_wrapper_script_is_not_a_loss(
+    tmp_path: Path, agent: bool
+) -> None:
+    """`entrypoint.sh` runs the binary as its child (not `exec`): the main process is a
+    shell, which writes no counters. It was named a loss ("wrote no coverage: was killed by
+    SIGTERM"), exit 4, though the binary had saved; the totals are `go tool covdata`'s."""
+    wrapper = ["/bin/sh", "-c", 'echo starting; "$@"; echo "ended with $?"', "entrypoint.sh"]
+    command = [*wrapper, "{go_binary}", "--port", "{port}"]
+    service = go_service(extra="" if agent else 'env = { GOFLAGS = "-tags=noagent" }')
+    service = service.replace(
+        'command = ["{go_binary}", "--port", "{port}"]', f"command = {json.dumps(command)}"
+    )
+    tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"))
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    assert "LOST" not in outcome.output
+    run = outcome.run_json()
+    assert [p["status"] for p in run["processes"]] == ["saved"], run["processes"]
+    assert run["processes"][0]["pid"] != run["services"]["goapp"]["pid"]  # the binary's
+    covdir = outcome.artifacts / "go" / "goapp"
+    percent = subprocess.run(
+        ["go", "tool", "covdata", "percent", f"-i={covdir}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    expected = float(percent.split("coverage:")[1].split("%")[0])
+    assert run["totals"]["services"]["goapp"]["percent"] == pytest.approx(expected, abs=0.05)
+
+
 def test_a_go_helper_killed_before_it_wrote_counters_is_a_named_loss(tmp_path: Path) -> None:
     """A service's own binary exits cleanly; a helper binary it started is killed: its
     meta-data is in the GOCOVERDIR, its counters never are. That is a loss, named."""
