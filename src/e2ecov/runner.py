@@ -331,9 +331,7 @@ def test_environment(
             env[f"{prefix}_URL"] = svc.url
         for port_name, number in svc.ports.items():
             if port_name:
-                env[f"{prefix}_{port_name.upper().replace('-', '_')}_URL"] = (
-                    f"http://127.0.0.1:{number}"
-                )
+                env[svc.spec.port_env(port_name)] = f"http://127.0.0.1:{number}"
     env.update({
         protocol.ENV_RUN_ID: values.run_id,
         protocol.ENV_ARTIFACTS: str(stack.artifacts),

@@ -111,6 +111,16 @@ class ServiceSpec:
         """`E2E_<SERVICE>`: upper-cased, `-` → `_`."""
         return "E2E_" + self.name.upper().replace("-", "_")
 
+    def port_env(self, port_name: str) -> str:
+        """`E2E_<SERVICE>_<NAME>_URL`, the test command's variable for a named port."""
+        return f"{self.env_prefix}_{port_name.upper().replace('-', '_')}_URL"
+
+    def test_env_names(self) -> list[str]:
+        """The variables this service gives the test command: its URL's, if it has one, and
+        each named port's."""
+        own = [f"{self.env_prefix}_URL"] if self.url_template is not None else []
+        return own + [self.port_env(name) for name in sorted(self.port_names)]
+
 
 @dataclass(frozen=True)
 class Stack:
@@ -416,7 +426,7 @@ def _build(path: Path, text: str, raw: dict[str, Any], artifacts_override: Path 
         ports_used, main = _check_placeholders(check, stack)
     if check.problems:
         raise StackFileError(check.problems)
-    return dataclasses.replace(
+    stack = dataclasses.replace(
         stack,
         services={
             name: dataclasses.replace(
@@ -425,6 +435,27 @@ def _build(path: Path, text: str, raw: dict[str, Any], artifacts_override: Path 
             for name, spec in stack.services.items()
         },
     )
+    _check_test_env_names(check, stack)
+    if check.problems:
+        raise StackFileError(check.problems)
+    return stack
+
+
+def _check_test_env_names(check: _Checker, stack: Stack) -> None:
+    """Two services whose variables for the test command are spelt the same (`a-b` and `a_b`
+    both give `E2E_A_B_URL`; service `a`'s port `b-c` and service `a-b`'s port `c` both
+    `E2E_A_B_C_URL`) gave the tests one address for both, the other's silently dropped."""
+    owner: dict[str, str] = {}
+    for name, spec in stack.services.items():
+        for variable in spec.test_env_names():
+            first = owner.setdefault(variable, name)
+            if first != name:
+                check.problem(
+                    ("services", name),
+                    f"[services.{name}] gives the test command {variable}, as "
+                    f"[services.{first}] does: the tests would get one address for both; "
+                    "rename one of them",
+                )
 
 
 def split_source(root: Path, entries: list[str]) -> tuple[list[Path], list[str]]:

@@ -226,6 +226,30 @@ def test_coverage_of_a_go_build_service_is_go_or_false(tmp_path: Path) -> None:
     )
 
 
+def test_two_services_giving_the_tests_one_variable_are_refused(tmp_path: Path) -> None:
+    """`a-b` and `a_b` both gave the tests `E2E_A_B_URL`: one of the two addresses was
+    dropped without a word, and the tests reached one service for both."""
+    text = GOOD + (
+        '\n[services.a-b]\ncommand = ["x", "{port}"]\n'
+        '\n[services.a_b]\ncommand = ["x", "{port}"]\n'
+        '\n[services.a]\ncommand = ["x", "{port.b-c}"]\n'
+        '\n[services.a-b-c]\ncommand = ["x"]\n'
+    )
+    text = text.replace(
+        '["x", "{port}"]\n\n[services.a_b]', '["x", "{port}", "{port.c}"]\n\n[services.a_b]'
+    )
+    said = problems(tmp_path, text)
+    assert said == [
+        f"{tmp_path / 'stack.toml'}:{line_of(text, '[services.a_b]')}: [services.a_b] gives the "
+        "test command E2E_A_B_URL, as [services.a-b] does: the tests would get one address "
+        "for both; rename one of them",
+        f"{tmp_path / 'stack.toml'}:{line_of(text, '[services.a]')}: [services.a] gives the "
+        "test command E2E_A_B_C_URL, as [services.a-b] does: the tests would get one address "
+        "for both; rename one of them",
+    ]
+    assert load(tmp_path, GOOD.replace("[services.web]", "[services.web-ui]"))  # no clash
+
+
 KUBE = """\
 [run]
 tests = ["python", "-m", "pytest", "e2e"]
