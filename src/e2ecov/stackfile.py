@@ -93,12 +93,14 @@ class ServiceSpec:
         """Where the service answers, as a template of its own ports: `{port}` when it uses
         one, else its health URL's origin (`http://127.0.0.1:{port.api}`, or a fixed
         `http://127.0.0.1:8080`), else None: a port picked for `{port}` and used by nothing
-        was advertised as its URL (`E2E_<SERVICE>_URL`), where nothing listens."""
+        was advertised as its URL (`E2E_<SERVICE>_URL`), where nothing listens. `https` when
+        its health URL is an `https://` one on that same port."""
+        parts = urlsplit(self.health.url) if self.health is not None else None
         if self.main_port:
-            return "http://127.0.0.1:{port}"
-        if self.health is None:
+            tls = parts is not None and parts.scheme == "https" and parts.netloc.endswith(":{port}")
+            return ("https" if tls else "http") + "://127.0.0.1:{port}"
+        if parts is None:
             return None
-        parts = urlsplit(self.health.url)
         named = re.fullmatch(r"([^{}]*):\{port\.([A-Za-z0-9_-]+)\}", parts.netloc)
         if named:
             return f"{parts.scheme}://{named.group(1)}:{{port.{named.group(2)}}}"

@@ -159,6 +159,47 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", timeout = "1s" }}
     assert "last health answer: connection refused\n" in outcome.output  # the headline
 
 
+def test_a_service_on_https_with_a_self_signed_certificate_gets_healthy(tmp_path: Path) -> None:
+    """A service serving HTTPS on loopback has a self-signed or test certificate: the health
+    check verified it and the service was never healthy ("certificate verify failed"), and
+    the tests were given an http:// URL for it."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=svc.internal", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    serve = (
+        "import http.server, ssl, sys\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(b'ok')\n"
+        "tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+        "tls.load_cert_chain(sys.argv[2], sys.argv[3])\n"
+        "server = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H)\n"
+        "server.socket = tls.wrap_socket(server.socket, server_side=True)\n"
+        "server.serve_forever()\n"
+    )
+    check = (
+        "import os, ssl, urllib.request\n"
+        "url = os.environ['E2E_SVC_URL']\n"
+        "assert url.startswith('https://'), url\n"
+        "urllib.request.urlopen(url, context=ssl._create_unverified_context()).read()\n"
+    )
+    command = [sys.executable, "-c", serve, "{port}", str(cert), str(key)]
+    service = f"""
+[services.svc]
+command = {json.dumps(command)}
+coverage = false
+health = {{ url = "https://127.0.0.1:{{port}}/health", timeout = "10s" }}
+"""
+    tests = [sys.executable, "-c", check]
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+
+
 def test_a_service_that_daemonizes_is_told_to_stay_in_the_foreground(tmp_path: Path) -> None:
     """gunicorn --daemon: the main process forks a detached server and exits 0. Reported as
     "exited with code 0 before it was healthy" alone, the server it left was not named."""
