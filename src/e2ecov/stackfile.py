@@ -535,6 +535,16 @@ def _service(
             )
         else:
             check.unknown_keys(health_raw, HEALTH_KEYS, (*where, "health"))
+            url = urlsplit(health_raw["url"])
+            whole = health_raw["url"].startswith("{")  # a placeholder: checked as rendered
+            if not whole and (url.scheme not in ("http", "https") or not url.netloc):
+                # "127.0.0.1:{port}/health" was polled for the whole timeout ("unknown url
+                # type"), an exit 3 after the service had started
+                check.problem(
+                    (*where, "health", "url"),
+                    f"'services.{name}.health.url' must be an http:// or https:// URL, e.g. "
+                    f'"http://127.0.0.1:{{port}}/health", got {health_raw["url"]!r}',
+                )
             health = Health(
                 url=health_raw["url"],
                 timeout=check.duration(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -248,6 +249,19 @@ def test_two_services_giving_the_tests_one_variable_are_refused(tmp_path: Path) 
         "for both; rename one of them",
     ]
     assert load(tmp_path, GOOD.replace("[services.web]", "[services.web-ui]"))  # no clash
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:{port}/health", "ftp://127.0.0.1:{port}/", "http:///x"])
+def test_a_health_url_that_is_no_http_url_is_refused(tmp_path: Path, url: str) -> None:
+    """Without its scheme, the URL was polled for the whole health timeout ("unknown url
+    type: 127.0.0.1") and the run failed with exit 3, the service started for nothing."""
+    text = GOOD.replace('"http://127.0.0.1:{port.ops}/readyz"', json.dumps(url))
+    assert url in text
+    assert problems(tmp_path, text) == [
+        f"{tmp_path / 'stack.toml'}:{line_of(text, 'health = ')}: 'services.api.health.url' "
+        'must be an http:// or https:// URL, e.g. "http://127.0.0.1:{port}/health", got '
+        f"{url!r}"
+    ]
 
 
 KUBE = """\
