@@ -136,9 +136,10 @@ class Settings:
 def hook_first(pythonpath: str, hook_dir: str) -> str:
     """`pythonpath` with e2ecov's start-up hook first again. Python imports the first
     `sitecustomize` on its path only, and a launcher that puts one of its own before ours and
-    execs the service (`opentelemetry-instrument`, `ddtrace-run`) left every process of the
-    service unmeasured; first, ours starts the agent and then runs theirs. Unchanged when
-    the hook is not on it (a program that replaced PYTHONPATH runs unmeasured)."""
+    execs the service (`opentelemetry-instrument`; `ddtrace-run`'s runs the next one, ours)
+    left every process of the service unmeasured; first, ours starts the agent and then runs
+    theirs. Unchanged when the hook is not on it (a program that replaced PYTHONPATH runs
+    unmeasured)."""
     entries = pythonpath.split(os.pathsep)
     if not hook_dir or hook_dir not in entries or entries[0] == hook_dir:
         return pythonpath

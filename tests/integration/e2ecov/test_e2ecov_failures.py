@@ -357,8 +357,8 @@ def test_what_ran_before_the_service_re_executed_itself_is_measured(tmp_path: Pa
 
 
 def test_a_launcher_with_a_start_up_hook_of_its_own_is_measured(tmp_path: Path) -> None:
-    """`opentelemetry-instrument` and `ddtrace-run` put their own `sitecustomize` first on
-    PYTHONPATH and exec the service: Python ran theirs only, so the service was measured by
+    """`opentelemetry-instrument` puts its own `sitecustomize` first on PYTHONPATH and
+    execs the service: Python ran that one only, so the service was measured by
     nothing (0 %, exit 0, its processes named as unreached). The exec keeps e2ecov's hook
     first, and it runs theirs after it."""
     launcher = SAMPLES / "launcher" / "instrument.py"

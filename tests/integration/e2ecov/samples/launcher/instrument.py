@@ -1,5 +1,6 @@
-"""A launcher as `opentelemetry-instrument` and `ddtrace-run` are: it puts a start-up hook of
-its own (`hook/sitecustomize.py`) first on PYTHONPATH and execs the command it was given."""
+"""A launcher as `opentelemetry-instrument` is: it puts a start-up hook of its own
+(`hook/sitecustomize.py`, which runs no other) first on PYTHONPATH and execs the command it
+was given."""
 
 import os
 import sys
