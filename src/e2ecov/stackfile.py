@@ -396,6 +396,7 @@ def _build(path: Path, text: str, raw: dict[str, Any], artifacts_override: Path 
         check.problem(("services",), "'services' must be tables like [services.NAME]")
         services_raw = {}
     stack_grace = check.duration(run.get("grace"), ("run", "grace"), 10.0)
+    _no_files(check, root, source_raw, ("run", "source"))
     source, source_pkgs = split_source(root, source_raw)
     services = {
         svc: _service(check, svc, body, root, stack_grace, (source, source_pkgs))
@@ -458,6 +459,18 @@ def _check_test_env_names(check: _Checker, stack: Stack) -> None:
                     f"[services.{first}] does: the tests would get one address for both; "
                     "rename one of them",
                 )
+
+
+def _no_files(check: _Checker, root: Path, entries: list[str], where: tuple[str, ...]) -> None:
+    """A `source` entry that is a file measured nothing, exit 4 after the whole run: it is
+    neither a directory nor a package name (coverage.py's `source` takes no files)."""
+    for entry in entries:
+        if (root / entry).is_file():
+            check.problem(
+                where,
+                f"'{'.'.join(where)}' entry {entry!r} is a file: source takes directories or "
+                f"package names (its directory is {str(Path(entry).parent)!r})",
+            )
 
 
 def split_source(root: Path, entries: list[str]) -> tuple[list[Path], list[str]]:
@@ -561,6 +574,7 @@ def _service(
         cwd = "."
     fail_under = body.get("fail_under")
     own_source = check.string_list(body.get("source"), (*where, "source"))
+    _no_files(check, root, own_source or [], (*where, "source"))
     go_build = body.get("go_build")
     if go_build is not None and (not isinstance(go_build, str) or not go_build):
         check.problem(

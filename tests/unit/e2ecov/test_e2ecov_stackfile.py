@@ -264,6 +264,25 @@ def test_a_health_url_that_is_no_http_url_is_refused(tmp_path: Path, url: str) -
     ]
 
 
+def test_a_source_entry_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    """`source = ["app/main.py"]` measured nothing (coverage.py's source takes directories
+    and packages) and the run failed with exit 4 after all of it."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("")
+    text = GOOD.replace('source = ["src"]', 'source = ["app/main.py"]').replace(
+        'cwd = "web"', 'cwd = "web"\nsource = ["src", "app/main.py"]'
+    )
+    stack = tmp_path / "stack.toml"
+    run_line = line_of(text, 'source = ["app')
+    web_line = line_of(text, 'source = ["src", ')
+    assert problems(tmp_path, text) == [
+        f"{stack}:{run_line}: 'run.source' entry 'app/main.py' is a file: source takes "
+        "directories or package names (its directory is 'app')",
+        f"{stack}:{web_line}: 'services.web.source' entry 'app/main.py' is a file: source "
+        "takes directories or package names (its directory is 'app')",
+    ]
+
+
 KUBE = """\
 [run]
 tests = ["python", "-m", "pytest", "e2e"]
