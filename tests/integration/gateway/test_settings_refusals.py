@@ -167,14 +167,16 @@ def test_check_config_refuses_what_serve_refuses_without_a_network(
     cases = [
         ({"SIGNALGATE_SERVER__TLSCERTFILE": str(tmp_path / "x.crt")}, "server.tlsKeyFile"),
         ({"SIGNALGATE_AUTH__TOKENSFILE": str(tmp_path / "nope.tokens")}, "auth.tokensFile"),
-        ({"SIGNALGATE_DATADIR": str(a_file / "x")}, "dataDir"),
+        # a directory is named as it was given: here, its variable
+        ({"SIGNALGATE_DATADIR": str(a_file / "x")}, "SIGNALGATE_DATADIR"),
     ]
     for env, key in cases:
         settings = {"SIGNALGATE_DATADIR": data, **env}
         checked = run(module, "check-config", env=settings)
         assert checked.returncode == 2, (key, checked.stderr)
         (line,) = checked.stderr.strip().splitlines()
-        assert line.startswith(f"error: config key '{key}'"), line
+        named = f"environment variable {key}" if key.isupper() else f"config key '{key}'"
+        assert line.startswith(f"error: {named}"), line
         served = run(
             module,
             "serve",
