@@ -128,8 +128,8 @@ async def _migrate(settings: DataStorageSettings) -> int:
     return EXIT_OK
 
 
-async def _maintain(settings: DataStorageSettings, data_dir: str) -> int:
-    _refuse_missing_database(settings, data_dir)
+async def _maintain(settings: DataStorageSettings, named: Callable[[str], str]) -> int:
+    _refuse_missing_database(settings, named)
 
     async def job(store: AuditStore) -> int:
         created: int = await store.maintain()
@@ -139,12 +139,12 @@ async def _maintain(settings: DataStorageSettings, data_dir: str) -> int:
     return await _with_store(settings, job)
 
 
-async def _replay(settings: DataStorageSettings, data_dir: str) -> int:
+async def _replay(settings: DataStorageSettings, named: Callable[[str], str]) -> int:
     from prometheus_client import CollectorRegistry
 
     # a queue whose database is gone is replayed into a new one (a lost SQLite file
     # recovered from its letters); only a directory that is not there is refused
-    _refuse_missing_queue(settings, data_dir)
+    _refuse_missing_queue(settings, named)
     dlq = build_dlq(settings)
     await dlq.open()
     try:
@@ -173,10 +173,10 @@ async def _replay(settings: DataStorageSettings, data_dir: str) -> int:
         await dlq.close()
 
 
-async def _dead_letters(settings: DataStorageSettings, data_dir: str) -> int:
+async def _dead_letters(settings: DataStorageSettings, named: Callable[[str], str]) -> int:
     """The dead store as an operator reads it before mending a cause and requeueing: one
     JSON line per letter in burial order, then one with the count per reason."""
-    _refuse_missing_queue(settings, data_dir)
+    _refuse_missing_queue(settings, named)
     dlq = build_dlq(settings)
     await dlq.open()
     try:
@@ -207,14 +207,17 @@ def _dead_line(letter: Letter) -> dict[str, object]:
 
 
 async def _requeue_dead(
-    settings: DataStorageSettings, data_dir: str, reason: str | None, event_ids: Collection[str]
+    settings: DataStorageSettings,
+    named: Callable[[str], str],
+    reason: str | None,
+    event_ids: Collection[str],
 ) -> int:
     """The dead letters queued again, due now (the server's worker, or `replay-dlq`, replays
     them): for after the cause of their burial is mended — all of them, or those buried for
     `reason` and/or carrying one of `event_ids`. Queued first, then removed from the dead
     store, so a crash between the two leaves a letter twice, and its event is still stored
     once. A letter whose event no longer reads as one stays dead."""
-    _refuse_missing_queue(settings, data_dir)
+    _refuse_missing_queue(settings, named)
     dlq = build_dlq(settings)
     await dlq.open()
     try:
@@ -244,10 +247,10 @@ async def _requeue_dead(
         await dlq.close()
 
 
-def _refuse_missing_database(settings: DataStorageSettings, data_dir: str) -> None:
+def _refuse_missing_database(settings: DataStorageSettings, named: Callable[[str], str]) -> None:
     """An operator's command on a SQLite file that is not there: `StoreUnavailable` naming
-    the path, and the data directory as the user gave it (`data_dir`: `--data-dir`, an
-    environment variable, `dataDir in <file>`). Opening it would create an empty database
+    the path, and the setting as the user gave it (`named`, `Resolved.named`: `--data-dir`,
+    an environment variable, `dataDir in <file>`). Opening it would create an empty database
     (and migrate it), and the command would then report an empty, "valid" audit trail, or
     "created 0", for a mistyped `--data-dir` (`serve` and `migrate` make one, and
     `replay-dlq` into one)."""
@@ -256,14 +259,14 @@ def _refuse_missing_database(settings: DataStorageSettings, data_dir: str) -> No
         return
     path = path_from_dsn(dsn)
     if not path.exists():
-        source = "store.dsn" if settings.store.dsn else data_dir
+        source = named("store.dsn" if settings.store.dsn else "dataDir")
         raise StoreUnavailable(
             f"no audit database at '{path}' ({source}): give the data directory (or "
             "store.dsn) the server writes to (`migrate` or `serve` makes a new one)"
         )
 
 
-def _refuse_missing_queue(settings: DataStorageSettings, data_dir: str) -> None:
+def _refuse_missing_queue(settings: DataStorageSettings, named: Callable[[str], str]) -> None:
     """The dead-letter file's directory not there: `DeadLetterUnavailable` naming it (and
     the data directory as the user gave it, as `_refuse_missing_database` does). The
     file itself is made at the first letter, so its absence is an empty queue; its
@@ -272,15 +275,17 @@ def _refuse_missing_queue(settings: DataStorageSettings, data_dir: str) -> None:
         return
     directory = settings.dlq_path.parent
     if not directory.is_dir():
-        source = "dlq.path" if settings.dlq.path else data_dir
+        source = named("dlq.path" if settings.dlq.path else "dataDir")
         raise DeadLetterUnavailable(
             f"no dead-letter queue directory '{directory}' ({source}): give the data "
             "directory (or dlq.path) the server writes to"
         )
 
 
-async def _verify(settings: DataStorageSettings, data_dir: str, correlation_id: str) -> int:
-    _refuse_missing_database(settings, data_dir)
+async def _verify(
+    settings: DataStorageSettings, named: Callable[[str], str], correlation_id: str
+) -> int:
+    _refuse_missing_database(settings, named)
 
     async def job(store: AuditStore) -> int:
         report, _ = await verify_stored(store, correlation_id)
@@ -298,9 +303,9 @@ async def _verify(settings: DataStorageSettings, data_dir: str, correlation_id: 
     return await _with_store(settings, job)
 
 
-async def _verify_all(settings: DataStorageSettings, data_dir: str) -> int:
+async def _verify_all(settings: DataStorageSettings, named: Callable[[str], str]) -> int:
     """Every chain, held to its head: one JSON line per broken chain, then a summary line."""
-    _refuse_missing_database(settings, data_dir)
+    _refuse_missing_database(settings, named)
 
     async def job(store: AuditStore) -> int:
         broken = 0
@@ -322,31 +327,31 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         resolved = resolve_args(DataStorageSettings, args, SHORTHANDS)
         settings = resolved.settings
-        data_dir = resolved.named("dataDir")  # as the user gave it, for the refusals
+        named = resolved.named  # a setting as the user gave it, for the refusals
         configure_logging(settings.logging.level, settings.logging.format)
         try:
             if args.command == "serve":
-                check_settings(settings, resolved.named)
+                check_settings(settings, named)
                 return serve(settings)
             if args.command == "check-config":
-                check_settings(settings, resolved.named)  # what serve refuses without a network
+                check_settings(settings, named)  # what serve refuses without a network
                 # passwords in DSNs and URLs shown masked, as the Gateway's
                 print(json.dumps(hide_secrets_in(settings.resolved()), indent=2))
                 return EXIT_OK
             if args.command == "migrate":
                 return asyncio.run(_migrate(settings))
             if args.command == "maintain":
-                return asyncio.run(_maintain(settings, data_dir))
+                return asyncio.run(_maintain(settings, named))
             if args.command == "replay-dlq":
-                return asyncio.run(_replay(settings, data_dir))
+                return asyncio.run(_replay(settings, named))
             if args.command == "dead-letters":
-                return asyncio.run(_dead_letters(settings, data_dir))
+                return asyncio.run(_dead_letters(settings, named))
             if args.command == "requeue-dead":
                 event_ids = set(args.event_ids)
-                return asyncio.run(_requeue_dead(settings, data_dir, args.reason, event_ids))
+                return asyncio.run(_requeue_dead(settings, named, args.reason, event_ids))
             if args.command == "verify-all":
-                return asyncio.run(_verify_all(settings, data_dir))
-            return asyncio.run(_verify(settings, data_dir, args.correlation_id))
+                return asyncio.run(_verify_all(settings, named))
+            return asyncio.run(_verify(settings, named, args.correlation_id))
         except SchemaMismatch as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILURE
