@@ -227,7 +227,8 @@ def _document() -> dict[str, Any]:
         _query_parameter(
             "limit",
             {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-            "page",
+            "most events in the page; fewer once their event_data reaches 8 MiB (has_more "
+            "then says more follow: the next offset is this one plus the events received)",
         ),
         _query_parameter(
             "offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}, ""

@@ -46,6 +46,7 @@ from signalgate.datastorage.errors import (
 )
 from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.migrations import SCHEMA
+from signalgate.datastorage.paging import PAGE_BYTES, cut_by_bytes, was_cut
 from signalgate.datastorage.store import (
     AuditQuery,
     ChainHead,
@@ -84,17 +85,26 @@ _HEADS_SQL = (
     "(SELECT correlation_id, event_count, event_hash FROM audit_chain_heads "
     "WHERE correlation_id = wanted.id ORDER BY event_count DESC LIMIT 1) AS h"
 )
-# each chain's rows in write order, one index probe per wanted id (see _HEADS_SQL)
-_CHAINS_SQL = (
-    f"SELECT e.* FROM unnest($1::text[]) WITH ORDINALITY AS wanted(id, n) CROSS JOIN LATERAL "
-    f"(SELECT {SELECT_LIST}, seq FROM audit_events WHERE correlation_id = wanted.id) AS e "
-    "ORDER BY wanted.n, e.seq"
+# the byte length of a row's event_data, for `paging.cut_by_bytes`
+_SIZE = "octet_length(page.event_data::text)"
+# each chain's rows in write order, one index probe per wanted id (see _HEADS_SQL), cut at
+# $2 bytes of event_data
+_CHAINS_SQL = cut_by_bytes(
+    "SELECT e.*, wanted.n FROM unnest($1::text[]) WITH ORDINALITY AS wanted(id, n) "
+    f"CROSS JOIN LATERAL (SELECT {SELECT_LIST}, seq FROM audit_events "
+    "WHERE correlation_id = wanted.id) AS e",
+    "n, seq",
+    _SIZE,
+    "$2::bigint",
 )
 # one page of a chain by keyset: an index range scan of (correlation_id, seq), whatever the
-# chain's length or the page's place in it
-_CHAIN_PAGE_SQL = (
+# chain's length or the page's place in it; cut at $4 bytes of event_data
+_CHAIN_PAGE_SQL = cut_by_bytes(
     f"SELECT {SELECT_LIST}, seq FROM audit_events WHERE correlation_id = $1 AND seq > $2 "
-    "ORDER BY seq LIMIT $3"
+    "ORDER BY seq LIMIT $3",
+    "seq",
+    _SIZE,
+    "$4::bigint",
 )
 _HEAD_INSERT_SQL = (
     "INSERT INTO audit_chain_heads (correlation_id, event_count, event_hash) "
@@ -145,6 +155,7 @@ class PostgresAuditStore:
         self._pool_size = pool_size
         self._timeout = timeout
         self._auto_migrate = auto_migrate
+        self.page_bytes = PAGE_BYTES
         self._pool: asyncpg.Pool | None = None
         self._fair = FairGate(pool_size)
         self._created_at_open = 0  # partitions `open` made, told by the next `maintain`
@@ -265,13 +276,16 @@ class PostgresAuditStore:
 
     async def query(self, query: AuditQuery) -> QueryPage:
         where, params = _where(query)
-        listing = (
-            f"SELECT {SELECT_LIST} FROM audit_events{where} "
-            f"ORDER BY event_timestamp DESC, seq DESC "
-            f"LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}"
+        order = "event_timestamp DESC, seq DESC"
+        listing = cut_by_bytes(
+            f"SELECT {SELECT_LIST}, seq FROM audit_events{where} ORDER BY {order} "
+            f"LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}",
+            order,
+            _SIZE,
+            f"${len(params) + 3}::bigint",
         )
         async with self._connection("query") as conn:
-            rows = await conn.fetch(listing, *params, query.limit, query.offset)
+            rows = await conn.fetch(listing, *params, query.limit, query.offset, self.page_bytes)
             total = await conn.fetchval(f"SELECT count(*) FROM audit_events{where}", *params)
         return QueryPage([row_to_event(row, event_data_text=True) for row in rows], int(total))
 
@@ -283,10 +297,14 @@ class PostgresAuditStore:
 
     async def chain_page(self, correlation_id: str, after_seq: int, limit: int) -> ChainPage:
         async with self._connection("chain read") as conn:
-            rows = await conn.fetch(_CHAIN_PAGE_SQL, correlation_id, after_seq, limit)
+            rows = await conn.fetch(
+                _CHAIN_PAGE_SQL, correlation_id, after_seq, limit, self.page_bytes
+            )
         last = int(rows[-1]["seq"]) if rows else after_seq
         return ChainPage(
-            [stored_event_data(row_to_event(row, event_data_text=True)) for row in rows], last
+            [stored_event_data(row_to_event(row, event_data_text=True)) for row in rows],
+            last,
+            cut=was_cut(rows),
         )
 
     async def head(self, correlation_id: str) -> ChainHead | None:
@@ -296,7 +314,7 @@ class PostgresAuditStore:
 
     async def chains(self, correlation_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         async with self._connection("chain read") as conn:
-            rows = await conn.fetch(_CHAINS_SQL, list(correlation_ids))
+            rows = await conn.fetch(_CHAINS_SQL, list(correlation_ids), self.page_bytes)
         return stored_chains(rows_by_chain(rows, event_data_text=True))
 
     async def heads(self, correlation_ids: Sequence[str]) -> dict[str, ChainHead]:

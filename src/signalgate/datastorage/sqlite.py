@@ -12,6 +12,7 @@ on the same file (a `replay-dlq` run) queues instead of forking a chain.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from signalgate.datastorage.columns import (
 from signalgate.datastorage.errors import StoreUnavailable
 from signalgate.datastorage.events import AuditEvent
 from signalgate.datastorage.migrations import SCHEMA
+from signalgate.datastorage.paging import PAGE_BYTES, cut_by_bytes, was_cut
 from signalgate.datastorage.store import (
     AuditQuery,
     ChainHead,
@@ -68,6 +70,7 @@ class SqliteAuditStore:
     def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
         self._path = path
         self._timeout = timeout
+        self.page_bytes = PAGE_BYTES
         self._process = SqliteProcess(_name(path), "audit-sqlite")
         # past the busy timeout (a lock another process holds), with room for a large batch
         self.call_deadline = 2 * timeout + 1
@@ -112,21 +115,24 @@ class SqliteAuditStore:
         return await self._run("write", _write, list(events))
 
     async def query(self, query: AuditQuery) -> QueryPage:
-        return await self._run("query", _query, query)
+        return await self._run("query", _query, query, self.page_bytes)
 
     async def chain(self, correlation_id: str) -> list[dict[str, Any]]:
         return await self._run("chain read", _chain, correlation_id)
 
     async def chain_page(self, correlation_id: str, after_seq: int, limit: int) -> ChainPage:
-        page = await self._run("chain read", _chain_page, correlation_id, after_seq, limit)
-        return ChainPage([stored_event_data(row) for row in page.rows], page.last_seq)
+        page = await self._run(
+            "chain read", _chain_page, correlation_id, after_seq, limit, self.page_bytes
+        )
+        return ChainPage([stored_event_data(row) for row in page.rows], page.last_seq, page.cut)
 
     async def head(self, correlation_id: str) -> ChainHead | None:
         heads = await self._run("chain head read", _heads, [correlation_id])
         return heads.get(correlation_id)
 
     async def chains(self, correlation_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        return stored_chains(await self._run("chain read", _chains, list(correlation_ids)))
+        chains = await self._run("chain read", _chains, list(correlation_ids), self.page_bytes)
+        return stored_chains(chains)
 
     async def heads(self, correlation_ids: Sequence[str]) -> dict[str, ChainHead]:
         return await self._run("chain head read", _heads, list(correlation_ids))
@@ -181,22 +187,40 @@ def _chain(conn: sqlite3.Connection, correlation_id: str) -> list[dict[str, Any]
     return [row_to_event(row) for row in conn.execute(sql, [correlation_id]).fetchall()]
 
 
+# the byte length of a row's event_data, for `paging.cut_by_bytes`
+_SIZE = "length(CAST(page.event_data AS BLOB))"
+# one page of a chain by keyset (index `audit_events_correlation_idx`)
+_CHAIN_PAGE_SQL = cut_by_bytes(
+    f"SELECT {SELECT_LIST}, seq FROM audit_events WHERE correlation_id = ? AND seq > ? "
+    "ORDER BY seq LIMIT ?",
+    "seq",
+    _SIZE,
+    "?",
+)
+# the chains of the ids in a JSON array, in its order, each in write order
+_CHAINS_SQL = cut_by_bytes(
+    "SELECT e.*, wanted.key AS n FROM json_each(?) AS wanted "
+    "CROSS JOIN audit_events AS e ON e.correlation_id = wanted.value",
+    "n, seq",
+    _SIZE,
+    "?",
+)
+
+
 def _chain_page(
-    conn: sqlite3.Connection, correlation_id: str, after_seq: int, limit: int
+    conn: sqlite3.Connection, correlation_id: str, after_seq: int, limit: int, budget: int
 ) -> ChainPage:
-    """One page of a chain by keyset (index `audit_events_correlation_idx`)."""
-    sql = (
-        f"SELECT {SELECT_LIST}, seq FROM audit_events WHERE correlation_id = ? AND seq > ? "
-        "ORDER BY seq LIMIT ?"
-    )
-    rows = conn.execute(sql, [correlation_id, after_seq, limit]).fetchall()
+    rows = conn.execute(_CHAIN_PAGE_SQL, [correlation_id, after_seq, limit, budget]).fetchall()
     last = int(rows[-1]["seq"]) if rows else after_seq
-    return ChainPage([row_to_event(row, event_data_text=True) for row in rows], last)
+    return ChainPage(
+        [row_to_event(row, event_data_text=True) for row in rows], last, cut=was_cut(rows)
+    )
 
 
-def _chains(conn: sqlite3.Connection, wanted: list[str]) -> dict[str, list[dict[str, Any]]]:
-    select = f"SELECT {SELECT_LIST} FROM audit_events"
-    rows = _fetch_in(conn, select, "correlation_id", wanted, "correlation_id, seq")
+def _chains(
+    conn: sqlite3.Connection, wanted: list[str], budget: int
+) -> dict[str, list[dict[str, Any]]]:
+    rows = conn.execute(_CHAINS_SQL, [json.dumps(wanted), budget]).fetchall()
     return rows_by_chain(rows, event_data_text=True)  # (wrapped by the parent: see chains)
 
 
@@ -252,16 +276,14 @@ def _heads(conn: sqlite3.Connection, correlation_ids: Sequence[str]) -> dict[str
 
 
 def _fetch_in(
-    conn: sqlite3.Connection, select: str, column: str, values: Sequence[str], order: str = ""
+    conn: sqlite3.Connection, select: str, column: str, values: Sequence[str]
 ) -> list[sqlite3.Row]:
-    """`WHERE column IN (...)` in chunks under SQLite's parameter limit (each chunk sorted
-    by `order`, when given: rows of one value stay together in one chunk)."""
+    """`WHERE column IN (...)` in chunks under SQLite's parameter limit."""
     found: list[sqlite3.Row] = []
-    ordered = f" ORDER BY {order}" if order else ""
     for start in range(0, len(values), 500):
         chunk = list(values[start : start + 500])
         marks = ", ".join("?" for _ in chunk)
-        sql = f"{select} WHERE {column} IN ({marks}){ordered}"
+        sql = f"{select} WHERE {column} IN ({marks})"
         found.extend(conn.execute(sql, chunk).fetchall())
     return found
 
@@ -275,7 +297,7 @@ def _values(planned: PlannedRow) -> tuple[Any, ...]:
 _AN_OBJECT = "CASE WHEN json_valid(event_data) THEN json_type(event_data) = 'object' ELSE 0 END"
 
 
-def _query(conn: sqlite3.Connection, query: AuditQuery) -> QueryPage:
+def _query(conn: sqlite3.Connection, query: AuditQuery, budget: int) -> QueryPage:
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in query.exact_filters():
@@ -292,11 +314,15 @@ def _query(conn: sqlite3.Connection, query: AuditQuery) -> QueryPage:
         clauses.append("json_type(event_data, ?) = 'text' AND json_extract(event_data, ?) = ?")
         params.extend([path, path, query.detail_value])
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    rows = conn.execute(
-        f"SELECT {SELECT_LIST}, {_AN_OBJECT} AS an_object FROM audit_events{where} "
-        "ORDER BY event_timestamp DESC, seq DESC LIMIT ? OFFSET ?",
-        [*params, query.limit, query.offset],
-    ).fetchall()
+    order = "event_timestamp DESC, seq DESC"
+    listing = cut_by_bytes(
+        f"SELECT {SELECT_LIST}, seq, {_AN_OBJECT} AS an_object FROM audit_events{where} "
+        f"ORDER BY {order} LIMIT ? OFFSET ?",
+        order,
+        _SIZE,
+        "?",
+    )
+    rows = conn.execute(listing, [*params, query.limit, query.offset, budget]).fetchall()
     total = conn.execute(f"SELECT count(*) FROM audit_events{where}", params).fetchone()[0]
     events = []
     for row in rows:

@@ -71,6 +71,10 @@ class QueryPage:
 
 
 class AuditStore(Protocol):
+    # the `event_data` bytes one read returns at most beyond its first row (`paging`);
+    # `paging.PAGE_BYTES` unless a test sets less
+    page_bytes: int
+
     async def open(self) -> None:
         """Connect; check (or apply) the schema; refuse with `SchemaBehind` when behind and not
         migrated automatically, with `SchemaAhead` when newer than this code."""
@@ -91,7 +95,10 @@ class AuditStore(Protocol):
         """
         ...
 
-    async def query(self, query: AuditQuery) -> QueryPage: ...
+    async def query(self, query: AuditQuery) -> QueryPage:
+        """At most `query.limit` matching rows, fewer when their `event_data` passes
+        `page_bytes` (`total` counts every match, so the reader asks for the rest)."""
+        ...
 
     async def chain(self, correlation_id: str) -> list[dict[str, Any]]:
         """Every row of one correlation id in write order (for verification)."""
@@ -99,7 +106,8 @@ class AuditStore(Protocol):
 
     async def chain_page(self, correlation_id: str, after_seq: int, limit: int) -> ChainPage:
         """At most `limit` rows of one correlation id written after the row numbered
-        `after_seq` (0: from the first), in write order: a chain read in bounded memory."""
+        `after_seq` (0: from the first), in write order: a chain read in bounded memory.
+        Fewer, with `cut`, when their `event_data` passes `page_bytes`."""
         ...
 
     async def head(self, correlation_id: str) -> ChainHead | None:
@@ -107,7 +115,10 @@ class AuditStore(Protocol):
         ...
 
     async def chains(self, correlation_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        """`chain` of several correlation ids in one read (those with rows)."""
+        """`chain` of several correlation ids in one read (those with rows). A read that
+        passes `page_bytes` ends there: the chain it was in is cut short and those after
+        it are missing, so a caller holds each chain to its head and reads any that does
+        not match alone (`verify_many`)."""
         ...
 
     async def heads(self, correlation_ids: Sequence[str]) -> dict[str, ChainHead]:
@@ -136,6 +147,9 @@ class ChainPage:
 
     rows: list[dict[str, Any]]
     last_seq: int
+    # the page ended at `paging.PAGE_BYTES` of `event_data` before `limit` rows: the chain
+    # may go on even though the page is short
+    cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -262,7 +276,7 @@ async def _feed_pages(
             verifier.feed(page.rows[:remaining])
             return after_seq, page.rows[remaining]
         verifier.feed(page.rows)
-        if len(page.rows) < limit:
+        if len(page.rows) < limit and not page.cut:
             return after_seq, None
 
 

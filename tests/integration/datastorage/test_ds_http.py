@@ -105,6 +105,36 @@ def test_pagination_and_relative_since(ds: httpx.Client) -> None:
     assert ds.get(EVENTS, params={"correlation_id": cid, "until": day}).json()["data"]
 
 
+def test_a_page_of_the_largest_events_is_cut_in_bytes_and_paged_on(ds: httpx.Client) -> None:
+    """Forty events near the 256 KiB limit asked for in one page of 1,000 would be 10 MB in
+    the answer (and a page of 1,000 such events 256 MB): the page ends at 8 MiB of
+    event_data, says more follow, and the next offset gets the rest."""
+    from signalgate.datastorage.paging import PAGE_BYTES
+
+    cid = f"rr-{uuid.uuid4().hex[:8]}"
+    pad = 250 * 1024
+    written: list[dict[str, object]] = []
+    for _ in range(4):
+        batch = [
+            event_body(cid, event_data={"pad": "x" * pad, "n": len(written) + i}) for i in range(10)
+        ]
+        assert ds.post(BATCH, json=batch).status_code == 201
+        written.extend(batch)
+    first = ds.get(EVENTS, params={"correlation_id": cid, "limit": 1000}).json()
+    assert first["pagination"]["total"] == 40 and first["pagination"]["has_more"] is True
+    # each event's stored event_data is {"n":…,"pad":"…"}: pad + 16 or 17 bytes; rows are
+    # taken while those before hold less than PAGE_BYTES (33 here)
+    assert len(first["data"]) == -(-PAGE_BYTES // (pad + 17))
+    rest = ds.get(
+        EVENTS, params={"correlation_id": cid, "limit": 1000, "offset": len(first["data"])}
+    ).json()
+    assert rest["pagination"]["has_more"] is False
+    seen = {event["event_id"] for event in [*first["data"], *rest["data"]]}
+    assert seen == {event["event_id"] for event in written}
+    chain = ds.get("/api/v1/audit/verify-chain", params={"correlation_id": cid}).json()
+    assert chain == {"correlation_id": cid, "events": 40, "valid": True}
+
+
 # Every 400 rule of section 2: (what to change, the field_errors key expected)
 BAD_FIELDS = [
     ({"event_timestamp": ts(timedelta(hours=3))}, "event_timestamp"),

@@ -264,3 +264,71 @@ async def test_a_chain_appended_to_while_it_is_verified_in_pages_verifies_to_its
     assert appending.appended
     assert (report.valid, report.events, broken) == (True, 5, None)
     assert (await store_module.verify_stored(store, "rr-v"))[0].events == 6
+
+
+def _padded(correlation_id: str, pad: int) -> AuditEvent:
+    return ev(correlation_id, event_data={"signal_name": "HighCPU", "pad": "x" * pad})
+
+
+def _rows_within(sizes: list[int], budget: int) -> int:
+    """How many rows a read of rows this size returns: each while those before it hold
+    less than `budget` bytes of event_data."""
+    taken = held = 0
+    for size in sizes:
+        if taken and held >= budget:
+            break
+        taken, held = taken + 1, held + size
+    return taken
+
+
+async def test_a_query_page_stops_at_its_byte_bound_and_the_rest_follows(
+    store: AuditStore,
+) -> None:
+    """A page of large events would be hundreds of megabytes in memory: it ends at
+    `page_bytes` of event_data (its first row always in), and `total` says more follow."""
+    events = [_padded("rr-big", 1000 + 50 * i) for i in range(7)]
+    await store.write(events)
+    store.page_bytes = 2500
+    sizes = [len(event.event_data_json.encode()) for event in reversed(events)]  # newest first
+    expected = _rows_within(sizes, 2500)
+    assert 1 < expected < 7
+    first = await store.query(AuditQuery(correlation_id="rr-big", limit=100))
+    assert (len(first.data), first.total) == (expected, 7)
+    rest: list[dict[str, Any]] = []
+    while len(first.data) + len(rest) < first.total:
+        page = await store.query(
+            AuditQuery(correlation_id="rr-big", limit=100, offset=len(first.data) + len(rest))
+        )
+        assert page.data, "a page past a cut must not be empty"
+        rest.extend(page.data)
+    ids = [row["event_id"] for row in [*first.data, *rest]]
+    assert ids == [event.event_id for event in reversed(events)]
+    store.page_bytes = 1  # one event larger than the bound is still answered, alone
+    assert len((await store.query(AuditQuery(correlation_id="rr-big"))).data) == 1
+
+
+async def test_chain_reads_cut_at_their_byte_bound_still_verify_every_row(
+    store: AuditStore,
+) -> None:
+    from signalgate.datastorage.store import verify_many, verify_stored
+
+    await store.write([_padded("rr-cut", 1200) for _ in range(9)])
+    await store.write([_padded(f"rr-cut-{i}", 900) for i in range(5) for _ in range(2)])
+    store.page_bytes = 3000
+    page = await store.chain_page("rr-cut", 0, 100)
+    assert page.cut and 1 < len(page.rows) < 9
+    paged = await _paged(store, "rr-cut", 100)
+    assert _hashes([row for page in paged for row in page.rows]) == _hashes(
+        await store.chain("rr-cut")
+    )
+    assert not paged[-1].cut and not paged[-2].cut  # the end of the chain is not a cut
+    report, broken = await verify_stored(store, "rr-cut")
+    assert (report.valid, report.events, broken) == (True, 9, None)
+    names = ["rr-cut", *(f"rr-cut-{i}" for i in range(5))]
+    chains = await store.chains(names)
+    assert sum(len(rows) for rows in chains.values()) < 19  # one read, cut
+    reports = [r async for r in verify_many(store, names)]
+    assert [(r.correlation_id, r.valid, r.events) for r in reports] == [
+        ("rr-cut", True, 9),
+        *((f"rr-cut-{i}", True, 2) for i in range(5)),
+    ]
