@@ -9,8 +9,8 @@ one event.
 
 The cut is made in SQL, by the database, so the rows past it never reach this process (nor
 SQLite's child process, nor its pipe to the service). A reader tells a cut page from the
-end of what it asked for by `page_rows`, the rows the read had before the cut: the query
-API by its total (`has_more`), a chain check by `ChainPage.cut`.
+end of what it asked for: the query API by its total (`has_more`), a chain check by
+`ChainPage.cut` (`was_cut`).
 """
 
 # ruff: noqa: S608 - the SQL is built from the stores' constant fragments; values are bound parameters
@@ -23,8 +23,8 @@ from signalgate.datastorage.columns import Row
 
 PAGE_BYTES = 8 * 1024 * 1024
 
-# the columns the cut adds to every row it returns
-PAGE_ROWS = "page_rows"
+# the column the cut adds to every row it returns: the event_data bytes up to and with it
+BYTES_THROUGH = "bytes_through"
 
 
 def cut_by_bytes(inner: str, order: str, size: str, budget: str) -> str:
@@ -32,14 +32,19 @@ def cut_by_bytes(inner: str, order: str, size: str, budget: str) -> str:
     before it hold less than `budget` (a bound parameter: `PAGE_BYTES` or a test's) bytes of
     `event_data`, measured by `size` (the dialect's byte length of `page.event_data`).
 
-    Each row also carries `page_rows`: how many rows `inner` had."""
+    A running sum, so the database streams the rows through it (a count of `inner`'s rows
+    beside it held every row of the page at once, event_data and all, before the first)."""
     return (
-        f"SELECT * FROM (SELECT page.*, count(*) OVER () AS {PAGE_ROWS}, "
-        f"sum({size}) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) - {size} AS bytes_before "
-        f"FROM ({inner}) AS page) AS cut WHERE bytes_before < {budget} ORDER BY {order}"
+        f"SELECT * FROM (SELECT sized.*, sum(row_bytes) OVER "
+        f"(ORDER BY {order} ROWS UNBOUNDED PRECEDING) AS {BYTES_THROUGH} "
+        f"FROM (SELECT page.*, {size} AS row_bytes FROM ({inner}) AS page) AS sized) AS cut "
+        f"WHERE {BYTES_THROUGH} - row_bytes < {budget} ORDER BY {order}"
     )
 
 
-def was_cut(rows: Sequence[Row]) -> bool:
-    """Whether a read made with `cut_by_bytes` left rows out."""
-    return bool(rows) and len(rows) < int(rows[0][PAGE_ROWS])
+def was_cut(rows: Sequence[Row], limit: int, budget: int) -> bool:
+    """Whether a read of at most `limit` rows made with `cut_by_bytes` may have left rows
+    out: it is short and reached `budget`. A short read that reached it at the very end of
+    what there was says so too, so the reader's next read is empty: one read more, never a
+    row missed."""
+    return 0 < len(rows) < limit and int(rows[-1][BYTES_THROUGH]) >= budget

@@ -304,7 +304,7 @@ class PostgresAuditStore:
         return ChainPage(
             [stored_event_data(row_to_event(row, event_data_text=True)) for row in rows],
             last,
-            cut=was_cut(rows),
+            cut=was_cut(rows, limit, self.page_bytes),
         )
 
     async def head(self, correlation_id: str) -> ChainHead | None:

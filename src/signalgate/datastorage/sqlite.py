@@ -213,7 +213,9 @@ def _chain_page(
     rows = conn.execute(_CHAIN_PAGE_SQL, [correlation_id, after_seq, limit, budget]).fetchall()
     last = int(rows[-1]["seq"]) if rows else after_seq
     return ChainPage(
-        [row_to_event(row, event_data_text=True) for row in rows], last, cut=was_cut(rows)
+        [row_to_event(row, event_data_text=True) for row in rows],
+        last,
+        cut=was_cut(rows, limit, budget),
     )
 
 
