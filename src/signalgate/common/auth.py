@@ -35,6 +35,15 @@ _LINE_RE = re.compile(r"^(?P<digest>[0-9a-fA-F]{64})\s+(?P<scopes>[A-Za-z0-9:_.,
 BEARER_RE = re.compile(r"^(?i:bearer) ([A-Za-z0-9\-._~+/]+=*)$")
 
 
+SEND_BEARER = "send 'Authorization: Bearer <token>'"
+# what a wrong token is told: where the tokens it is checked against come from (a setting's
+# name and a file's, never a path, which would tell an anonymous caller about the host)
+NOT_A_KNOWN_CALLER = (
+    "unknown token: no line of the tokens file (auth.tokensFile) holds its SHA-256; "
+    "without that setting, the token to send is the one in admin.token in the data directory"
+)
+
+
 def unauthorized(detail: str) -> Problem:
     """401, with the challenge RFC 6750 asks of it (`WWW-Authenticate: Bearer`)."""
     return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
@@ -43,10 +52,10 @@ def unauthorized(detail: str) -> Problem:
 def bearer_token(authorization: str | None) -> str:
     """The token of an `Authorization: Bearer <token>` header; 401 when there is none."""
     if not authorization:
-        raise unauthorized("missing Authorization header (Bearer token)")
+        raise unauthorized(f"missing Authorization header: {SEND_BEARER}")
     match = BEARER_RE.match(authorization)
     if not match:
-        raise unauthorized("Authorization header is not 'Bearer <token>'")
+        raise unauthorized(f"Authorization header is not 'Bearer <token>': {SEND_BEARER}")
     return match.group(1)
 
 
@@ -164,7 +173,7 @@ class StaticTokenAuth:
             if hmac.compare_digest(entry.digest, digest):
                 found = entry
         if found is None:
-            raise unauthorized("unknown token")
+            raise unauthorized(NOT_A_KNOWN_CALLER)
         return Principal(f"token@line{found.line}", found.scopes)
 
     async def authorize(self, authorization: str | None, scope: str) -> Principal:

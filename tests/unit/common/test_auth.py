@@ -44,6 +44,26 @@ def test_missing_malformed_or_unknown_is_401(tmp_path: Path, header: str | None)
     assert error.value.status == 401
 
 
+@pytest.mark.parametrize(
+    ("header", "says"),
+    [
+        (None, "send 'Authorization: Bearer <token>'"),
+        ("Basic abc", "send 'Authorization: Bearer <token>'"),
+        ("Bearer wrong", "auth.tokensFile"),
+        ("Bearer wrong", "admin.token"),
+    ],
+)
+def test_a_401_says_what_to_send(tmp_path: Path, header: str | None, says: str) -> None:
+    """A newcomer's first mistakes (no header, the token without `Bearer`, the wrong token)
+    are answered with what to do: the header's form, and where tokens come from."""
+    auth = StaticTokenAuth.from_file(
+        tokens_file(tmp_path, f"{hash_token('s3cret')} signals:write\n")
+    )
+    with pytest.raises(Problem) as error:
+        auth.authenticate(header)
+    assert says in error.value.detail
+
+
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
 def test_the_scheme_is_named_in_any_case(tmp_path: Path, scheme: str) -> None:
     """RFC 9110 makes the scheme's name case-insensitive: a client sending `bearer` (an
