@@ -97,6 +97,18 @@ def resolve_args(
 PRIVATE_UMASK = 0o077
 
 
+def database_advice(dsn: str, named: Callable[[str], str]) -> str:
+    """What to check, appended to the one line a PostgreSQL `store.dsn` that cannot be used
+    at start ends with (a refused connection, a wrong password, a database that does not
+    exist): the setting as the user gave it (`Resolved.named`). Empty for other stores."""
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        return ""
+    return (
+        f"; check {named('store.dsn')}: PostgreSQL must answer at its host and port, and "
+        "its user, password and database must exist"
+    )
+
+
 def keep_files_private() -> None:
     """Files and directories made from now on: owner only (0600 and 0700)."""
     os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)

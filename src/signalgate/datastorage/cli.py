@@ -37,6 +37,7 @@ from signalgate.common.cli import (
     EXIT_OK,
     add_check_config,
     add_serve_flags,
+    database_advice,
     resolve_args,
     run_guarded,
     with_default_command,
@@ -355,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         except SchemaMismatch as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILURE
-        except (StoreUnavailable, DeadLetterUnavailable) as exc:
+        except StoreUnavailable as exc:
+            advice = database_advice(settings.store.dsn, named)
+            print(f"error: {exc}{advice}", file=sys.stderr)
+            return EXIT_FAILURE
+        except DeadLetterUnavailable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILURE
 

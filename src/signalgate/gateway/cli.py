@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable
 
 import uvloop
 
@@ -17,6 +18,7 @@ from signalgate.common.cli import (
     add_check_config,
     add_serve_flags,
     command_line,
+    database_advice,
     resolve_args,
     run_guarded,
     with_default_command,
@@ -42,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve(settings: GatewaySettings, argv: list[str]) -> int:
+def serve(settings: GatewaySettings, argv: list[str], named: Callable[[str], str]) -> int:
     from signalgate.gateway.app import build_api_app
     from signalgate.gateway.service import GatewayService
 
@@ -60,7 +62,8 @@ def serve(settings: GatewaySettings, argv: list[str]) -> int:
         )
     except StoreError as exc:
         log.error("cannot open the remediation store", extra={"error": str(exc)})
-        print(f"error: cannot open the remediation store: {exc}", file=sys.stderr)
+        advice = database_advice(settings.store_dsn, named)
+        print(f"error: cannot open the remediation store: {exc}{advice}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             # passwords in DSNs and URLs shown masked: the output goes to terminals and tickets
             print(json.dumps(hide_secrets_in(settings.resolved()), indent=2))
             return EXIT_OK
-        return serve(settings, argv)
+        return serve(settings, argv, resolved.named)
 
     return run_guarded(command)
 

@@ -271,3 +271,26 @@ def test_the_bare_command_serves(module: str, tmp_path: Path) -> None:
         "error: config key 'server.listen' (from environment variable "
         "SIGNALGATE_SERVER__LISTEN): '8080' is not host:port (e.g. 127.0.0.1:8080)"
     ]
+
+
+@pytest.mark.parametrize("module", SERVICES)
+def test_a_postgresql_store_that_refuses_says_which_setting_to_check(
+    module: str, tmp_path: Path, postgres_dsn: str
+) -> None:
+    """A wrong DSN at start (here a database that does not exist) stops both services with
+    one line that names `store.dsn` as the user gave it and what to check, not only the
+    driver's complaint."""
+    dsn = postgres_dsn.rsplit("/", 1)[0] + "/no_such_database"
+    ports = {
+        "SIGNALGATE_SERVER__LISTEN": f"127.0.0.1:{free_port()}",
+        "SIGNALGATE_SERVER__OPSLISTEN": f"127.0.0.1:{free_port()}",
+    }
+    done = run(
+        module, "serve", "--data-dir", str(tmp_path), env={"SIGNALGATE_STORE__DSN": dsn, **ports}
+    )
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), done.stderr
+    assert '"no_such_database" does not exist' in last, last
+    assert "check environment variable SIGNALGATE_STORE__DSN" in last, last
+    assert "user, password and database" in last, last
