@@ -389,6 +389,13 @@ def _yaml_error(exc: yaml.YAMLError) -> str:
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
+    except FileNotFoundError as exc:
+        # a newcomer's mistake (a path from another working directory): where it was looked
+        # for, and that no file is needed at all
+        raise ConfigError(
+            f"config file '{path}': cannot be read ({exc.strerror}; looked for "
+            f"'{path.absolute()}'): give a file that exists, or none to run on the defaults"
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"config file '{path}': cannot be read ({exc.strerror})") from exc
     except UnicodeDecodeError:

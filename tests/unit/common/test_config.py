@@ -146,6 +146,19 @@ def test_unknown_yaml_key_and_bad_yaml(tmp_path: Path) -> None:
         load(path=tmp_path / "missing.yaml")
 
 
+def test_a_missing_config_file_says_where_it_looked_and_that_none_is_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        load(path=Path("gateway.yaml"))
+    assert str(refused.value) == (
+        "config file 'gateway.yaml': cannot be read (No such file or directory; looked for "
+        f"'{tmp_path / 'gateway.yaml'}'): give a file that exists, or none to run on the "
+        "defaults"
+    )
+
+
 def test_a_yaml_syntax_error_names_the_line_in_the_files_words(tmp_path: Path) -> None:
     """The parser's text was flattened onto one line: '<unicode string>' for the file, its
     source lines and caret pointers joined by runs of spaces."""
