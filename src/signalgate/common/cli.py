@@ -23,26 +23,29 @@ EXIT_CONFIG = 2  # invalid settings, tokens file or arguments
 M = TypeVar("M", bound=BaseModel)
 
 
-def add_serve_flags(parser: argparse.ArgumentParser, listens: bool = True) -> None:
-    """The settings flags. A command that opens no listener (`migrate`, `verify-all`, …)
-    has `listens` off: `--listen` and `--ops-listen` are still taken, so a job that reuses
-    `serve`'s arguments keeps working, but left out of its `--help`, where they read as
-    doing something."""
+def add_serve_flags(
+    parser: argparse.ArgumentParser, listens: bool = True, data_dir: str | None = None
+) -> None:
+    """The settings flags (`data_dir`: the service's default data directory, for the help).
+    A command that opens no listener (`migrate`, `verify-all`, …) has `listens` off:
+    `--listen` and `--ops-listen` are still taken, so a job that reuses `serve`'s arguments
+    keeps working, but left out of its `--help`, where they read as doing something."""
     parser.add_argument("--config", type=Path, help="YAML settings file")
     for flag, text in (
         ("--listen", "API listener host:port (server.listen)"),
         ("--ops-listen", "ops listener host:port (server.opsListen)"),
     ):
         parser.add_argument(flag, help=text if listens else argparse.SUPPRESS)
-    parser.add_argument("--data-dir", help="data directory (dataDir)")
+    default = f"; default {data_dir}" if data_dir else ""
+    parser.add_argument("--data-dir", help=f"data directory (dataDir{default})")
 
 
-def add_check_config(commands: Any, text: str) -> None:
+def add_check_config(commands: Any, text: str, data_dir: str | None = None) -> None:
     """The `check-config` command, the same for both services: the settings file as
     `--config FILE` (as `serve` takes it) or as its one argument, the other serve flags
     applied as they would be."""
     check = commands.add_parser("check-config", help=text)
-    add_serve_flags(check)
+    add_serve_flags(check, data_dir=data_dir)
     check.add_argument("file", nargs="?", type=Path, help="YAML settings file (or --config)")
 
 

@@ -58,6 +58,10 @@ log = logging.getLogger("signalgate.datastorage")
 T = TypeVar("T")
 
 
+# the default `dataDir`, as the help says it (`signalgate up` and `make run` use var/datastorage)
+DATA_DIR = "./data/datastorage"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="signalgate-datastorage",
@@ -65,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    add_serve_flags(commands.add_parser("serve", help="run the DataStorage API"))
+    add_serve_flags(commands.add_parser("serve", help="run the DataStorage API"), data_dir=DATA_DIR)
     for name, text in (
         ("migrate", "apply pending schema migrations"),
         ("maintain", "create monthly partitions ahead"),
@@ -73,9 +77,9 @@ def _parser() -> argparse.ArgumentParser:
         ("dead-letters", "list the dead letters and why each was buried"),
         ("verify-all", "verify every chain and its recorded head"),
     ):
-        add_serve_flags(commands.add_parser(name, help=text), listens=False)
+        add_serve_flags(commands.add_parser(name, help=text), listens=False, data_dir=DATA_DIR)
     requeue = commands.add_parser("requeue-dead", help="put the dead letters back in the queue")
-    add_serve_flags(requeue, listens=False)
+    add_serve_flags(requeue, listens=False, data_dir=DATA_DIR)
     requeue.add_argument(
         "--reason", help="only the letters buried for this reason (as dead-letters prints it)"
     )
@@ -87,9 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="only this event's letter (repeatable)",
     )
-    add_check_config(commands, "validate settings and print them resolved")
+    add_check_config(commands, "validate settings and print them resolved", DATA_DIR)
     check = commands.add_parser("verify-chain", help="verify one correlation id's chain")
-    add_serve_flags(check, listens=False)
+    add_serve_flags(check, listens=False, data_dir=DATA_DIR)
     check.add_argument("correlation_id")
     return parser
 

@@ -1,4 +1,17 @@
-"""`signalgate-gateway serve [--config FILE]` and `signalgate-gateway check-config FILE`."""
+"""`signalgate-gateway`: take Alertmanager webhooks and Kubernetes Events, open RemediationRequests.
+
+    serve [--config FILE] [--listen ADDR] [--ops-listen ADDR] [--data-dir DIR]
+                   run the Gateway; the default command (`signalgate-gateway --config FILE`)
+    check-config [FILE]
+                   check the settings as `serve` would without a network, print them resolved
+
+Settings: built-in defaults (API 127.0.0.1:8080, ops 127.0.0.1:8081, SQLite and the audit
+journal under the data directory, ./var), then the YAML file, then SIGNALGATE_<SECTION>__<KEY>
+environment variables, then the flags. Without auth.tokensFile the first start writes an admin
+token to <data directory>/admin.token (send it as `Authorization: Bearer <token>`).
+
+Exit codes: 0 ok, 1 a dependency failed at start (the store, a listener), 2 invalid settings.
+"""
 
 from __future__ import annotations
 
@@ -34,13 +47,19 @@ from signalgate.remediation.store import StoreError
 
 log = logging.getLogger("signalgate.gateway")
 
+DATA_DIR = "./var"  # the default `dataDir`, as the help says it
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="signalgate-gateway", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="signalgate-gateway",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the Gateway")
-    add_serve_flags(serve)
-    add_check_config(commands, "validate settings and print them resolved")
+    add_serve_flags(serve, data_dir=DATA_DIR)
+    add_check_config(commands, "validate settings and print them resolved", DATA_DIR)
     return parser
 
 
