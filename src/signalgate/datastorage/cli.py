@@ -55,11 +55,10 @@ from signalgate.datastorage.store import AuditStore, verify_many, verify_stored
 
 log = logging.getLogger("signalgate.datastorage")
 
+# the default `dataDir` as the help says it (from the settings model: one default)
+DATA_DIR = f"./{DataStorageSettings.model_fields['data_dir'].default}"
+
 T = TypeVar("T")
-
-
-# the default `dataDir`, as the help says it (`signalgate up` and `make run` use var/datastorage)
-DATA_DIR = "./data/datastorage"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -47,7 +47,8 @@ from signalgate.remediation.store import StoreError
 
 log = logging.getLogger("signalgate.gateway")
 
-DATA_DIR = "./var"  # the default `dataDir`, as the help says it
+# the default `dataDir` as the help says it (from the settings model: one default)
+DATA_DIR = f"./{GatewaySettings.model_fields['data_dir'].default}"
 
 
 def _parser() -> argparse.ArgumentParser:
