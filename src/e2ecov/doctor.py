@@ -324,7 +324,8 @@ def configuration(stack: Stack) -> list[str]:
         f"tests:       {' '.join(stack.tests)}",
         f"source:      {', '.join([*(str(s) for s in stack.source), *stack.source_pkgs])}",
         f"contexts:    {stack.contexts}",
-        f"autosave:    {stack.autosave:g}s",
+        # 0 turns automatic saves off: said in words, "0s" read as saving all the time
+        f"autosave:    {f'{stack.autosave:g}s' if stack.autosave else 'off (autosave = 0)'}",
         f"fail_under:  {stack.fail_under:g}%",
         f"start order: {', '.join(stack.start_order())}",
     ]

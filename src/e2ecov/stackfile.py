@@ -27,7 +27,7 @@ RUN_KEYS = {
     "ports": "a range '22000-22999' that {port} placeholders are chosen from",
     "fail_under": "a total percent (number)",
     "contexts": "true/false: per-test attribution",
-    "autosave": "seconds between automatic saves (number or '10s')",
+    "autosave": "seconds between automatic saves (number or '10s'; 0 turns them off)",
     "grace": "time between SIGTERM and SIGKILL (number or '10s')",
     "timeout": "how long the test command may run before it is stopped (e.g. '30m')",
     "branch": "true/false: measure branches",
@@ -49,11 +49,39 @@ SERVICE_KEYS = {
     "manifests": "recipe kube-apiserver: YAML files applied at start (CRDs and other objects)",
 }
 HEALTH_KEYS = {"url": "an http:// URL", "timeout": "e.g. '30s'", "interval": "e.g. '0.1s'"}
+# The shortest health interval and autosave: below 10ms a health check polls, and an agent
+# saves, in what is a busy loop (`interval = "0s"` made a health wait spin a core)
+MIN_PERIOD = 0.01
+# The longest health interval: a service ready just after a poll waited that long unseen
+MAX_INTERVAL = 60.0
 _SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # a unit, or none for seconds: `"30"` is what a number of seconds looks like quoted
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", re.ASCII)
 _PORT_RANGE = re.compile(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", re.ASCII)
 _PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """The durations a key accepts, and how its refusal says so ("from 10ms to 1m")."""
+
+    says: str
+    low: float = 0.0
+    high: float = float("inf")
+    above_low: bool = False  # `low` itself is refused (a timeout of 0 waits for nothing)
+    also: tuple[float, ...] = ()  # accepted outside the range (autosave's 0: off)
+
+    def admit(self, seconds: float) -> bool:
+        if seconds in self.also:
+            return True
+        return (seconds > self.low if self.above_low else seconds >= self.low) and (
+            seconds <= self.high
+        )
+
+
+_HEALTH_INTERVAL = _Bounds("from 10ms to 1m", low=MIN_PERIOD, high=MAX_INTERVAL)
+_MORE_THAN_0 = _Bounds("more than 0", above_low=True)  # a timeout of 0 waits for nothing
+_AUTOSAVE = _Bounds("0 (no automatic saves) or at least 10ms", low=MIN_PERIOD, also=(0.0,))
 
 
 @dataclass(frozen=True)
@@ -315,15 +343,24 @@ class _Checker:
             return default
         return float(value)
 
-    def duration(self, value: Any, where: tuple[str, ...], default: float) -> float:
+    def duration(
+        self,
+        value: Any,
+        where: tuple[str, ...],
+        default: float,
+        bounds: _Bounds | None = None,
+    ) -> float:
+        """Seconds from `value`; a value that is no duration, or one outside `bounds`, is a
+        problem naming the key and, when bounded, the range it accepts."""
         if value is None:
             return default
         seconds = parse_duration(value)
-        if seconds is None:
+        if seconds is None or (bounds is not None and not bounds.admit(seconds)):
+            allowed = f"{bounds.says}: " if bounds is not None else ""
             self.problem(
                 where,
-                f"'{'.'.join(where)}' must be a duration like '30s', '500ms' or a number "
-                f"of seconds, got {value!r}",
+                f"'{'.'.join(where)}' must be {allowed}a duration like '30s', '500ms' or a "
+                f"number of seconds, got {value!r}",
             )
             return default
         return seconds
@@ -341,11 +378,7 @@ def _test_timeout(check: _Checker, value: Any) -> float | None:
     """`[run] timeout`: None (no limit) when absent; a limit must be more than nothing."""
     if value is None:
         return None
-    known = len(check.problems)
-    seconds = check.duration(value, ("run", "timeout"), 0.0)
-    if seconds <= 0 and len(check.problems) == known:
-        check.problem(("run", "timeout"), f"'run.timeout' must be more than 0, got {value!r}")
-    return seconds or None
+    return check.duration(value, ("run", "timeout"), 0.0, _MORE_THAN_0) or None
 
 
 def load(path: Path, artifacts_override: Path | None = None) -> Stack:
@@ -414,7 +447,7 @@ def _build(path: Path, text: str, raw: dict[str, Any], artifacts_override: Path 
         source=source,
         fail_under=check.number(run.get("fail_under"), ("run", "fail_under"), 0.0),
         contexts=check.boolean(run.get("contexts"), ("run", "contexts"), True),
-        autosave=check.duration(run.get("autosave"), ("run", "autosave"), 10.0),
+        autosave=check.duration(run.get("autosave"), ("run", "autosave"), 10.0, _AUTOSAVE),
         grace=stack_grace,
         branch=check.boolean(run.get("branch"), ("run", "branch"), False),
         paths=paths,
@@ -561,10 +594,13 @@ def _service(
             health = Health(
                 url=health_raw["url"],
                 timeout=check.duration(
-                    health_raw.get("timeout"), (*where, "health", "timeout"), 30.0
+                    health_raw.get("timeout"), (*where, "health", "timeout"), 30.0, _MORE_THAN_0
                 ),
                 interval=check.duration(
-                    health_raw.get("interval"), (*where, "health", "interval"), 0.1
+                    health_raw.get("interval"),
+                    (*where, "health", "interval"),
+                    0.1,
+                    _HEALTH_INTERVAL,
                 ),
             )
     depends_on = check.string_list(body.get("depends_on", []), (*where, "depends_on")) or []

@@ -123,7 +123,7 @@ def test_every_problem_reported_at_once(tmp_path: Path) -> None:
     found = problems(tmp_path, text)
     assert len(found) == 2
     assert any("unknown recipe 'mysql'; expected one of: postgres, redis" in p for p in found)
-    assert any("'run.autosave' must be a duration" in p for p in found)
+    assert any("'run.autosave' must be 0 (no automatic saves) or at least 10ms" in p for p in found)
 
 
 def test_not_toml_and_missing_tests(tmp_path: Path) -> None:
@@ -360,3 +360,85 @@ def test_a_port_or_url_a_service_does_not_have_is_refused(tmp_path: Path) -> Non
     assert any(
         "service 'api' uses no {port} of its own; use {services.api.port.http}" in p for p in found
     ), found
+
+
+def run_exit_and_stderr(
+    tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """What a user sees of `e2ecov run` on this stack file: its exit code and stderr."""
+    from e2ecov import cli
+
+    path = tmp_path / "stack.toml"
+    path.write_text(text)
+    code = cli.main(["run", "-c", str(path)])
+    return code, capsys.readouterr().err
+
+
+HEALTH_LINE = 'health = { url = "http://127.0.0.1:{port.ops}/readyz", timeout = "30s" }'
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("interval", '"0s"', "from 10ms to 1m"),
+        ("interval", "0", "from 10ms to 1m"),
+        ("interval", '"1ms"', "from 10ms to 1m"),
+        ("interval", "-1", "from 10ms to 1m"),
+        ("interval", '"5m"', "from 10ms to 1m"),
+        ("timeout", '"0s"', "more than 0"),
+        ("timeout", "-5", "more than 0"),
+    ],
+)
+def test_a_health_interval_or_timeout_out_of_range_is_exit_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: str, allowed: str
+) -> None:
+    """`interval = "0s"` polled the health URL in a busy loop for the whole timeout, and
+    `timeout = "0s"` gave up after one answer: both are refused before anything starts."""
+    health = f'health = {{ url = "http://127.0.0.1:{{port.ops}}/readyz", {key} = {value} }}'
+    text = GOOD.replace(HEALTH_LINE, health)
+    code, err = run_exit_and_stderr(tmp_path, text, capsys)
+    assert code == 2, err
+    assert (
+        f"stack.toml:{line_of(text, 'health = ')}: 'services.api.health.{key}' must be "
+        f"{allowed}: a duration like '30s', '500ms' or a number of seconds, got "
+    ) in err
+
+
+@pytest.mark.parametrize(
+    ("interval", "timeout", "seconds"),
+    [('"10ms"', '"1ms"', (0.01, 0.001)), ('"1m"', '"2h"', (60.0, 7200.0))],
+)
+def test_health_interval_and_timeout_at_the_ends_of_their_range_are_taken(
+    tmp_path: Path, interval: str, timeout: str, seconds: tuple[float, float]
+) -> None:
+    health = (
+        'health = { url = "http://127.0.0.1:{port.ops}/readyz", '
+        f"interval = {interval}, timeout = {timeout} }}"
+    )
+    health_of_api = load(tmp_path, GOOD.replace(HEALTH_LINE, health)).services["api"].health
+    assert health_of_api is not None
+    assert (health_of_api.interval, health_of_api.timeout) == seconds
+
+
+def test_autosave_0_turns_automatic_saves_off_and_doctor_says_so(tmp_path: Path) -> None:
+    """0 is documented as "off" (the agents start no autosave at 0); `doctor` said
+    "autosave: 0s", which reads as saving all the time."""
+    from e2ecov import doctor
+
+    stack = load(tmp_path, GOOD.replace('autosave = "5s"', "autosave = 0"))
+    assert stack.autosave == 0.0
+    assert "autosave:    off (autosave = 0)" in doctor.configuration(stack)
+    assert "autosave:    5s" in doctor.configuration(load(tmp_path, GOOD))
+
+
+@pytest.mark.parametrize("value", ["-1", '"-1s"', "-0.5", '"1ms"'])
+def test_a_negative_or_busy_autosave_is_exit_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    text = GOOD.replace('autosave = "5s"', f"autosave = {value}")
+    code, err = run_exit_and_stderr(tmp_path, text, capsys)
+    assert code == 2, err
+    assert (
+        f"stack.toml:{line_of(text, 'autosave')}: 'run.autosave' must be 0 (no automatic "
+        "saves) or at least 10ms: a duration like '30s', '500ms' or a number of seconds, got "
+    ) in err
