@@ -75,6 +75,16 @@ class Values:
     go_binary: str = ""  # the binary e2ecov built from the service's go_build
 
 
+def blank(template: str, filler: str = "0") -> str:
+    """`template` with every placeholder as `filler` and `{{`/`}}` as the braces they stand
+    for: its own text, to check (a health URL's characters) before any value is known."""
+
+    def substitute(match: re.Match[str]) -> str:
+        return match.group(0)[0] if match.group(1) is None else filler
+
+    return _TOKEN.sub(substitute, template)
+
+
 def render(template: str, values: Values) -> str:
     """Substitute every placeholder; validation has already guaranteed each one resolves."""
 

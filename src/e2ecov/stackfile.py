@@ -59,6 +59,9 @@ _SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", re.ASCII)
 _PORT_RANGE = re.compile(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", re.ASCII)
 _PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+# what a URL may hold (RFC 3986): anything else (a space, a quote, a non-ASCII letter) must
+# be percent-encoded; `%` only starts such an escape
+_NOT_URL_CHAR = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -581,16 +584,7 @@ def _service(
             )
         else:
             check.unknown_keys(health_raw, HEALTH_KEYS, (*where, "health"))
-            url = urlsplit(health_raw["url"])
-            whole = health_raw["url"].startswith("{")  # a placeholder: checked as rendered
-            if not whole and (url.scheme not in ("http", "https") or not url.netloc):
-                # "127.0.0.1:{port}/health" was polled for the whole timeout ("unknown url
-                # type"), an exit 3 after the service had started
-                check.problem(
-                    (*where, "health", "url"),
-                    f"'services.{name}.health.url' must be an http:// or https:// URL, e.g. "
-                    f'"http://127.0.0.1:{{port}}/health", got {health_raw["url"]!r}',
-                )
+            _check_health_url(check, name, health_raw["url"])
             health = Health(
                 url=health_raw["url"],
                 timeout=check.duration(
@@ -675,6 +669,38 @@ def _service(
             f"[services.{name}] a recipe cannot be measured; expected coverage = false",
         )
     return spec
+
+
+def _check_health_url(check: _Checker, name: str, template: str) -> None:
+    """A health URL that could never be requested is refused before anything starts: one
+    without an http(s) scheme ("127.0.0.1:{port}/health") or with characters a URL cannot
+    hold (a space, a quote) was polled for the whole health timeout, an exit 3 after the
+    service had started; an unbalanced `[` made the check itself crash. Placeholders are
+    checked as what they stand for (a port, an address), so they are taken out first."""
+    where = ("services", name, "health", "url")
+    key = f"'services.{name}.health.url'"
+    bare = placeholders.blank(template)
+    bad = sorted(set(_NOT_URL_CHAR.findall(bare)))
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        check.problem(
+            where,
+            f"{key} holds characters a URL cannot: {shown}; percent-encode them (a space is "
+            f"%20, a % is %25), got {template!r}",
+        )
+        return
+    try:
+        url = urlsplit(bare)
+    except ValueError as exc:  # "Invalid IPv6 URL": a `[` without its `]`
+        check.problem(where, f"{key} is not a URL ({exc}), got {template!r}")
+        return
+    whole = template.startswith("{")  # a placeholder: checked as rendered
+    if not whole and (url.scheme not in ("http", "https") or not url.netloc):
+        check.problem(
+            where,
+            f"{key} must be an http:// or https:// URL, e.g. "
+            f'"http://127.0.0.1:{{port}}/health", got {template!r}',
+        )
 
 
 def _check_graph(check: _Checker, stack: Stack) -> None:

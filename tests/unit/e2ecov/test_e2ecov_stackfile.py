@@ -442,3 +442,53 @@ def test_a_negative_or_busy_autosave_is_exit_2_naming_the_key(
         f"stack.toml:{line_of(text, 'autosave')}: 'run.autosave' must be 0 (no automatic "
         "saves) or at least 10ms: a duration like '30s', '500ms' or a number of seconds, got "
     ) in err
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://127.0.0.1:{port.ops}/ready now", "' '"),
+        ("http://127.0.0.1:{port.ops}/ready\tnow", "'\\t'"),
+        ('http://127.0.0.1:{port.ops}/"readyz"', "'\"'"),
+        ("http://127.0.0.1:{port.ops}/prêt", "'ê'"),
+        ("http://127.0.0.1:{port.ops}/100%", "'%'"),
+        ("http://127.0.0.1:{port.ops}/a|b<c>", "'<', '>', '|'"),
+    ],
+)
+def test_a_health_url_with_characters_a_url_cannot_hold_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, shown: str
+) -> None:
+    """A space in the URL was accepted, then every health request failed ("URL can't contain
+    control characters") for the whole timeout: exit 3 after the stack had started."""
+    text = GOOD.replace('"http://127.0.0.1:{port.ops}/readyz"', json.dumps(url))
+    code, err = run_exit_and_stderr(tmp_path, text, capsys)
+    assert code == 2, err
+    assert (
+        f"stack.toml:{line_of(text, 'health = ')}: 'services.api.health.url' holds characters "
+        f"a URL cannot: {shown}; percent-encode them (a space is %20, a % is %25), got {url!r}"
+    ) in err
+
+
+def test_a_health_url_with_an_unclosed_bracket_is_exit_2_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """urlsplit's "Invalid IPv6 URL" ended the stack file's check with a traceback."""
+    url = "http://[::1:{port.ops}/readyz"
+    text = GOOD.replace('"http://127.0.0.1:{port.ops}/readyz"', json.dumps(url))
+    code, err = run_exit_and_stderr(tmp_path, text, capsys)
+    assert code == 2, err
+    assert f"'services.api.health.url' is not a URL (Invalid IPv6 URL), got {url!r}" in err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port.ops}/ready%20now?probe=1&x=[a]#top",
+        "http://[::1]:{port.ops}/readyz",
+        "https://127.0.0.1:{port.ops}/~status;v=1",
+    ],
+)
+def test_a_health_url_with_only_url_characters_is_taken(tmp_path: Path, url: str) -> None:
+    stack = load(tmp_path, GOOD.replace('"http://127.0.0.1:{port.ops}/readyz"', json.dumps(url)))
+    health = stack.services["api"].health
+    assert health is not None and health.url == url
