@@ -279,8 +279,9 @@ class Agent:
         os._exit = _exit_with_save
         # exec replaces the process image without running atexit: save first (os.execl*,
         # execvp* and the spawn helpers all end in one of these two)
-        for name in ("execv", "execve"):
-            setattr(os, name, self._saving_before(getattr(os, name)))
+        execve = os.execve
+        os.execv = self._saving_before(os.execv, execve)
+        os.execve = self._saving_before(execve, execve)
         if (
             threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
@@ -292,35 +293,47 @@ class Agent:
             after_in_child=self._after_fork_in_child,
         )
 
-    def _saving_before(self, exec_function: Any) -> Any:
+    def _saving_before(self, exec_function: Any, execve: Any) -> Any:
+        """`exec_function` (os.execv or os.execve), saving first and keeping e2ecov's hook
+        first on the new image's PYTHONPATH; `execve` is the original, which an exec without
+        an environment of its own becomes when its PYTHONPATH must change."""
+
         def exec_with_save(*args: Any) -> Any:
             with contextlib.suppress(Exception):
                 self.save("exec")
-            before = os.environ.get("PYTHONPATH")
+            function, arguments = self._hook_kept_first(exec_function, execve, args)
             try:
-                return exec_function(*self._hook_kept_first(args))
+                return function(*arguments)
             except BaseException:
                 # the process runs on: that save was not its last (its exit or a loss is)
-                if before is not None:
-                    os.environ["PYTHONPATH"] = before
                 with contextlib.suppress(Exception):
                     self.save("exec failed")
                 raise
 
         return exec_with_save
 
-    def _hook_kept_first(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        """An exec's arguments with the new image's PYTHONPATH starting with e2ecov's hook:
-        `execve`'s environment (path, argv, env), or ours for `execv` (path, argv)."""
+    def _hook_kept_first(
+        self, exec_function: Any, execve: Any, args: tuple[Any, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        """The exec to call and its arguments, the new image's PYTHONPATH starting with
+        e2ecov's hook: `execve`'s own environment (path, argv, env), or for `execv` (path,
+        argv) a copy of ours passed to `execve`. Ours is never changed: rewriting
+        os.environ for the exec (and back if it failed) showed the rewritten PYTHONPATH to
+        every other thread of the process meanwhile, and setenv racing their getenv is
+        undefined behaviour in C."""
         hook_dir = self.settings.hook_dir
         if len(args) == 3 and isinstance(args[2], Mapping):
             env = dict(args[2])
             if "PYTHONPATH" in env:
                 env["PYTHONPATH"] = hook_first(env["PYTHONPATH"], hook_dir)
-            return (args[0], args[1], env)
-        if "PYTHONPATH" in os.environ:
-            os.environ["PYTHONPATH"] = hook_first(os.environ["PYTHONPATH"], hook_dir)
-        return args
+            return exec_function, (args[0], args[1], env)
+        pythonpath = os.environ.get("PYTHONPATH")
+        if exec_function is execve or len(args) != 2 or pythonpath is None:
+            return exec_function, args  # nothing to keep first, or a call the exec refuses
+        first = hook_first(pythonpath, hook_dir)
+        if first == pythonpath:
+            return exec_function, args
+        return execve, (args[0], args[1], {**os.environ, "PYTHONPATH": first})
 
     def _at_exit(self) -> None:
         with contextlib.suppress(Exception):

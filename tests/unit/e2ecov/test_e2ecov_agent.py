@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -375,3 +376,109 @@ def test_sigterm_right_after_the_announcement_is_a_save_not_a_loss(tmp_path: Pat
     (ledger,) = (tmp_path / "ledger").glob("*.jsonl")
     records = [json.loads(line) for line in ledger.read_text().splitlines()]
     assert [r["reason"] for r in records if r["event"] == "save"] == ["sigterm"], records
+
+
+# A service that a launcher (`opentelemetry-instrument`) started with its own hook before
+# e2ecov's, and that execs its program in the way named by the second argument. The
+# process's real execv/execve are stand-ins that print what they were called with and what
+# the process's own environment said at that moment (as any other thread of it would see
+# it), then end the process as an exec would; a path under /missing fails as a missing file.
+EXEC_WITHOUT_ENV = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+
+    seen = []
+    gone = os._exit  # the process image replaced: no exit of its own (the agent saves at one)
+
+    def stand_in(name):
+        def exec_(path, argv, env=None):
+            seen.append({
+                "exec": name, "path": os.fsdecode(path), "argv": list(argv),
+                "ours": os.environ.get("PYTHONPATH"),
+                "theirs": None if env is None else env.get("PYTHONPATH"),
+                "other": None if env is None else env.get("OTHER"),
+            })
+            if os.fsdecode(path).startswith("/missing"):
+                raise FileNotFoundError(2, "No such file or directory", path)
+            print(json.dumps(seen), flush=True)
+            gone(0)
+        return exec_
+
+    os.execv, os.execve = stand_in("execv"), stand_in("execve")
+    from e2ecov.agent import Agent, Settings
+
+    root = Path(sys.argv[1])
+    (root / "control").mkdir()
+    agent = Agent(Settings(
+        service="svc", run_id="r", control_dir=root / "control", data_dir=root / "data",
+        ledger_dir=root / "ledger", source=[str(root)], source_pkgs=[],
+        contexts=False, autosave=0.0, branch=False, hook_dir="/hook",
+    ))
+    agent.start()
+    agent.install()
+    os.environ["PYTHONPATH"] = "/otel:/hook:/app"
+    os.environ["OTHER"] = "kept"
+    how = sys.argv[2]
+    if how == "execv":
+        os.execv("/bin/prog", ["prog", "x"])
+    elif how == "execl":
+        os.execl("/bin/prog", "prog", "x")
+    elif how == "execvp":  # a PATH search, whose first directory has no such program
+        os.environ["PATH"] = "/missing:/bin"
+        os.execvp("prog", ["prog", "x"])
+    elif how == "execve":  # an environment of its own
+        os.execve("/bin/prog", ["prog", "x"], {"PYTHONPATH": "/otel:/hook", "OTHER": "theirs"})
+    else:  # the hook is first already
+        os.environ["PYTHONPATH"] = "/hook:/app"
+        os.execv("/bin/prog", ["prog", "x"])
+    """
+)
+
+
+def exec_calls(tmp_path: Path, how: str) -> list[dict[str, Any]]:
+    """What the execs of EXEC_WITHOUT_ENV were called with, `how` it exec'd."""
+    script = tmp_path / "script.py"
+    script.write_text(EXEC_WITHOUT_ENV)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), how],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    calls: list[dict[str, Any]] = json.loads(done.stdout)
+    return calls
+
+
+@pytest.mark.parametrize("how", ["execv", "execl", "execvp"])
+def test_an_exec_without_an_environment_leaves_the_process_environment_alone(
+    tmp_path: Path, how: str
+) -> None:
+    """An exec without an environment of its own got e2ecov's hook first on the new image's
+    PYTHONPATH by rewriting os.environ["PYTHONPATH"] for the exec (and back only if it
+    failed): every other thread of the service saw the rewritten value meanwhile. Now the
+    exec becomes an execve with a copy of the environment, the process's own untouched."""
+    calls = exec_calls(tmp_path, how)
+    tried = ["/missing/prog", "/bin/prog"] if how == "execvp" else ["/bin/prog"]
+    assert [call["path"] for call in calls] == tried
+    for call in calls:
+        assert call["ours"] == "/otel:/hook:/app", call  # as the service left it
+        assert call["exec"] == "execve" and call["argv"] == ["prog", "x"], call
+        assert call["theirs"] == "/hook:/otel:/app", call  # the new image's: the hook first
+        assert call["other"] == "kept", call  # the rest of the environment goes with it
+    (ledger,) = (tmp_path / "ledger").glob("*.jsonl")
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    reasons = [r["reason"] for r in records if r["event"] == "save"]
+    assert reasons == (["exec", "exec failed", "exec"] if how == "execvp" else ["exec"]), records
+
+
+def test_an_exec_with_its_own_environment_gets_the_hook_first_in_it(tmp_path: Path) -> None:
+    [call] = exec_calls(tmp_path, "execve")
+    assert call["exec"] == "execve" and call["ours"] == "/otel:/hook:/app", call
+    assert call["theirs"] == "/hook:/otel" and call["other"] == "theirs", call
+
+
+def test_an_exec_whose_pythonpath_starts_with_the_hook_is_passed_on_as_is(
+    tmp_path: Path,
+) -> None:
+    [call] = exec_calls(tmp_path, "hook first already")
+    assert call["exec"] == "execv" and call["ours"] == "/hook:/app", call
