@@ -47,8 +47,15 @@ USUAL_CAUSES = """usual causes:
 # every Go service's counters together, in one `go tool cover -html` page beside index.html
 # (outside `html/go/`, where a service could be named anything)
 GO_COMBINED_PAGE = "go-all-services.html"
-# what every report says under its totals when the run lost some process's coverage
-PARTIAL = "partial: the coverage of the processes named LOST was lost; the totals leave it out"
+# what every report (and the run's output) says with its totals when the run lost some
+# process's coverage: what is partial (the totals) and why, for a reader who never met the
+# ledger ("the processes named LOST was lost" left both to guess, and a process that saved
+# earlier is not wholly lost)
+PARTIAL = (
+    "partial coverage: these totals count only what was saved, and each LOST line names "
+    "something missing from them — a process that was killed (or crashed) is counted only up "
+    "to its last save, and not at all if it never saved"
+)
 
 
 @dataclass(frozen=True)

@@ -1023,6 +1023,8 @@ class Run:
         for lost in result.unreadable:
             self._fail(ExitCode.COVERAGE, "coverage lost: " + lost)
             self.progress.info("LOST: " + lost)
+        if self.losses or result.unreadable:  # the totals above are not the whole run's
+            self.progress.info(reports.PARTIAL)
         for below in result.below:
             self._fail(ExitCode.COVERAGE, below)
             self.progress.info("FAILED: " + below)

@@ -197,6 +197,11 @@ grace = "0.5s"
     loss = f"LOST: {process['message']}"
     text = (outcome.artifacts / "e2e-coverage.txt").read_text()
     assert loss in text and PARTIAL in text
+    # the run's own output says it too, after the totals it printed
+    said = outcome.stdout.splitlines()
+    total = next(i for i, line in enumerate(said) if line.startswith("e2ecov   total "))
+    assert said.index(f"e2ecov   {PARTIAL}") > total, outcome.stdout
+    assert PARTIAL.startswith("partial coverage: these totals count only what was saved")
     summary = (outcome.artifacts / "summary.md").read_text()
     assert summary.splitlines()[0].endswith("— partial") and loss in summary
     rebuilt = e2ecov("report", "--artifacts", str(outcome.artifacts), cwd=tmp_path)
