@@ -331,7 +331,7 @@ def test_a_service_without_its_own_port_is_at_its_health_urls_origin(tmp_path: P
     (`E2E_<SERVICE>_URL`, `{services.X.url}`) pointed there, where nothing listens (an
     outside check). A service with only named ports, or a fixed one, is at its health URL's
     origin; one with neither has no URL."""
-    from e2ecov.runner import plan
+    from e2ecov.planning import plan
 
     stack = load(tmp_path, NAMED_ONLY)
     planned = plan(stack, "r1", tmp_path / "control", tmp_path / "out")
