@@ -5,7 +5,8 @@ Kubernaut's management scope (the `kubernaut.ai/managed` label).
 - **Discovery** lists every served kind with its `apiVersion`, plural and scope, once at
   start and then every `DISCOVERY_REFRESH` seconds, so alert labels can name any kind the
   cluster serves (custom resources included) and `targetResource.apiVersion` is the
-  cluster's. A failed refresh keeps the last good answer and is counted.
+  cluster's. A failed refresh keeps the last good answer and is counted; a group answering
+  no discovery document (`discovery.py` reads them) is left out, its last kinds kept.
 - **Owner chain**: from the signal's resource, follow the controller owner reference up to
   five hops (Pod → ReplicaSet → Deployment, Job → CronJob, Pod → StatefulSet/DaemonSet);
   the fingerprint is that of the top owner, so every pod of a workload opens one RR. A
@@ -21,16 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from signalgate.common.tasks import cancel_and_wait
 from signalgate.common.ttlcache import TTLCache
 from signalgate.gateway.adapters.identity import check_kind, check_name
 from signalgate.gateway.adapters.parsing import PayloadError
+from signalgate.gateway.discovery import (
+    API_VERSION,
+    DiscoveryMalformed,
+    Resource,
+    discovery_path,
+    preferred_versions,
+    resources_of,
+)
 from signalgate.gateway.kinds import BUILTIN_KINDS, KindInfo, StaticKindCatalog
 from signalgate.gateway.scope import Rejection
 from signalgate.kube.client import KubeClient, KubeError, KubeNotFound, KubeUnavailable
@@ -41,10 +47,6 @@ log = logging.getLogger(__name__)
 
 MANAGED_LABEL = "kubernaut.ai/managed"
 MAX_OWNER_DEPTH = 5
-# `v1`, `apps/v1`, `example.com/v1beta1`: an owner's apiVersion as an RR may carry it
-_API_VERSION = re.compile(
-    r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?v[0-9]+[a-z0-9]*"
-)
 DISCOVERY_REFRESH = 300.0
 METADATA_CACHE_SIZE = 10_000
 PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
@@ -57,26 +59,6 @@ class ScopeUnreadable(KubeError):
     """The `kubernaut.ai/managed` label that decides a signal's scope cannot be read: the
     API server refuses this Gateway's reading of the resource (or its namespace). Its
     RBAC needs granting; until then nothing can be decided about the signal."""
-
-
-@dataclass(frozen=True)
-class Resource:
-    """How to reach one kind through the API: its path prefix and plural."""
-
-    kind: str
-    api_version: str
-    plural: str
-    namespaced: bool
-
-    def path(self, namespace: str, name: str) -> str:
-        """The object's URL path, namespace and name each one escaped segment (checked as
-        Kubernetes names where they arrive; escaped here too, so that no value can reach
-        another path)."""
-        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        name = quote(name, safe="")
-        if self.namespaced:
-            return f"{prefix}/namespaces/{quote(namespace, safe='')}/{self.plural}/{name}"
-        return f"{prefix}/{self.plural}/{name}"
 
 
 class DiscoveredKinds:
@@ -127,6 +109,8 @@ class ClusterView:
         self,
         client: KubeClient,
         settings: KubernetesSettings,
+        *,
+        refresh_every: float = DISCOVERY_REFRESH,
     ) -> None:
         self.client = client
         self.kinds = DiscoveredKinds()
@@ -137,6 +121,8 @@ class ClusterView:
         # metrics hooks: (kind, "success" | "failed"), and a failed discovery refresh
         self.on_owner_resolution: Callable[[str, str], None] = lambda kind, outcome: None
         self.on_discovery_error: Callable[[], None] = lambda: None
+        # seconds between discovery refreshes (tests make it short; not a setting)
+        self._refresh_every = refresh_every
         self._refresher: asyncio.Task[None] | None = None
         # the last discovery's answer by group version, for a group that stops answering
         self._discovered: dict[str, list[tuple[Resource, str]]] = {}
@@ -152,30 +138,33 @@ class ClusterView:
         await cancel_and_wait(task)
 
     async def _refresh(self) -> None:
+        """Discover again every `refresh_every` seconds, for as long as the Gateway runs. A
+        refresh that fails for any reason is logged, counted and tried again at the next
+        tick, with the last kinds kept: one exception that escaped here ended the task for
+        good, silently, and the Gateway knew no new kind until restarted (an outside check).
+        An error that is no `KubeError` is a bug, logged with its traceback."""
         while True:
-            await asyncio.sleep(DISCOVERY_REFRESH)
+            await asyncio.sleep(self._refresh_every)
             try:
                 await self.discover()
             except KubeError as exc:
                 self.on_discovery_error()
                 log.warning("API discovery refresh failed", extra={"error": str(exc)})
+            except Exception:
+                self.on_discovery_error()
+                log.exception("API discovery refresh failed unexpectedly; the last kinds kept")
 
     # --- discovery ------------------------------------------------------------------------
 
     async def discover(self) -> None:
         """Every served kind, from the core group and each group's preferred version. A
         group version that does not answer (an aggregated API whose backend is down, as
-        metrics-server often is; a group removed meanwhile; one answering what is no
-        discovery document) is left out with a warning, as kubectl leaves it out, and its
-        kinds from the last discovery are kept: one such group stopped the Gateway at
-        start (`scope.source: cluster`), and made every refresh fail whole (an outside
-        check). The core group and the group list must answer."""
-        versions = ["v1"]
-        groups = await self.client.request("GET", "/apis")
-        for group in groups.get("groups") or ():
-            preferred = (group.get("preferredVersion") or {}).get("groupVersion")
-            if preferred:
-                versions.append(str(preferred))
+        metrics-server often is; a group removed meanwhile) or answers what is no discovery
+        document (`DiscoveryMalformed`) is left out with a warning and counted, as kubectl
+        leaves it out, and its kinds from the last discovery are kept: one such group
+        stopped the Gateway at start (`scope.source: cluster`), and made every refresh fail
+        whole (an outside check). The core group and the group list must answer."""
+        versions = ["v1", *preferred_versions(await self._document("/apis"))]
         answers = await asyncio.gather(
             *(self._resources_of(v) for v in versions), return_exceptions=True
         )
@@ -183,9 +172,11 @@ class ClusterView:
         for version, answer in zip(versions, answers, strict=True):
             if isinstance(answer, Exception) and version != "v1":
                 kept = self._discovered.get(version)
-                log.warning(
-                    "API discovery: a group version did not answer; its kinds are left out "
-                    "until it does (those of the last discovery kept)",
+                log.log(
+                    logging.WARNING if isinstance(answer, KubeError) else logging.ERROR,
+                    "API discovery: a group version did not answer, or answered no discovery "
+                    "document; its kinds are left out until it does (those of the last "
+                    "discovery kept)",
                     extra={"groupVersion": version, "error": str(answer), "kept": len(kept or ())},
                 )
                 self.on_discovery_error()
@@ -198,17 +189,17 @@ class ClusterView:
         self._discovered = found
         self.kinds.replace([item for answer in found.values() for item in answer])
 
+    async def _document(self, path: str) -> Any:
+        """One discovery document as the API server passed it on; a body that is no JSON
+        (an aggregated API's HTML error page with a 200) is `DiscoveryMalformed`."""
+        try:
+            return await self.client.request("GET", path)
+        except ValueError as exc:  # orjson.JSONDecodeError
+            raise DiscoveryMalformed(path, f"no JSON ({exc})") from exc
+
     async def _resources_of(self, group_version: str) -> list[tuple[Resource, str]]:
-        path = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
-        listed = await self.client.request("GET", path)
-        out = []
-        for entry in listed.get("resources") or ():
-            name, kind = str(entry.get("name", "")), str(entry.get("kind") or "")
-            if not name or "/" in name or not kind:
-                continue  # subresources (and what names no kind)
-            resource = Resource(kind, group_version, name, bool(entry.get("namespaced")))
-            out.append((resource, str(entry.get("singularName") or "")))
-        return out
+        document = await self._document(discovery_path(group_version))
+        return resources_of(group_version, document)
 
     # --- metadata -------------------------------------------------------------------------
 
@@ -337,7 +328,7 @@ class ClusterView:
                        "owner": f"{kind}/{name}"},
             )  # fmt: skip
             return None
-        if not _API_VERSION.fullmatch(api_version):
+        if not API_VERSION.fullmatch(api_version):
             api_version = info.api_version if info else ""
         return TargetResource(
             kind=kind,

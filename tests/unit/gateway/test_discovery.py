@@ -1,0 +1,149 @@
+"""Discovery documents as an aggregated API may pass them on: whatever JSON arrives, the
+parsers return what it names or raise `DiscoveryMalformed`, nothing else. A group whose
+document was malformed ended the discovery refresh task or dropped the group's kinds
+without a word (an outside check); the real-API-server side is
+tests/integration/kubernetes/test_kube_discovery.py."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from signalgate.gateway.discovery import (
+    DiscoveryMalformed,
+    Resource,
+    preferred_versions,
+    resources_of,
+)
+from signalgate.kube.client import KubeError
+
+GADGET = {"name": "gadgets", "singularName": "gadget", "namespaced": True, "kind": "Gadget"}
+
+
+def test_a_resource_list_names_its_kinds_without_subresources() -> None:
+    document = {
+        "kind": "APIResourceList",
+        "groupVersion": "example.com/v1",
+        "resources": [
+            GADGET,
+            {"name": "gadgets/status", "namespaced": True, "kind": "Gadget"},
+            {"name": "dials", "singularName": "", "namespaced": False, "kind": "Dial"},
+        ],
+    }
+    assert resources_of("example.com/v1", document) == [
+        (Resource("Gadget", "example.com/v1", "gadgets", True), "gadget"),
+        (Resource("Dial", "example.com/v1", "dials", False), ""),
+    ]
+    # Go's encoding of an empty list: a group serving nothing, not a malformed one
+    assert resources_of("example.com/v1", {"resources": None}) == []
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        None,
+        [],
+        "resources",
+        {},
+        {"kind": "Status", "status": "Failure"},
+        {"resources": "gadgets"},
+        {"resources": {"gadgets": GADGET}},
+        {"resources": 3},
+        {"resources": [None]},
+        {"resources": ["gadgets"]},
+        {"resources": [[GADGET]]},
+        {"resources": [GADGET, 7]},
+        {"resources": [{**GADGET, "name": None}]},
+        {"resources": [{k: v for k, v in GADGET.items() if k != "name"}]},
+        {"resources": [{k: v for k, v in GADGET.items() if k != "kind"}]},
+        {"resources": [{**GADGET, "kind": ""}]},
+        {"resources": [{**GADGET, "kind": {"name": "Gadget"}}]},
+        {"resources": [{**GADGET, "kind": "Gad get"}]},
+        {"resources": [{**GADGET, "namespaced": "false"}]},
+        {"resources": [{k: v for k, v in GADGET.items() if k != "namespaced"}]},
+        {"resources": [{**GADGET, "singularName": ["gadget"]}]},
+    ],
+)
+def test_what_is_no_resource_list_is_malformed(document: Any) -> None:
+    with pytest.raises(DiscoveryMalformed) as raised:
+        resources_of("example.com/v1", document)
+    assert "/apis/example.com/v1" in str(raised.value)
+    assert isinstance(raised.value, KubeError)  # what the discovery refresh counts and logs
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        None,
+        {"groups": "apps"},
+        {"groups": [None]},
+        {"groups": [{"name": "apps"}]},
+        {"groups": [{"name": "apps", "preferredVersion": "apps/v1"}]},
+        {"groups": [{"preferredVersion": {"groupVersion": "../../api/v1"}}]},
+    ],
+)
+def test_what_is_no_group_list_is_malformed(document: Any) -> None:
+    with pytest.raises(DiscoveryMalformed):
+        preferred_versions(document)
+
+
+def test_a_group_list_names_each_groups_preferred_version() -> None:
+    document = {
+        "groups": [
+            {"name": "apps", "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}},
+            {"name": "example.com", "preferredVersion": {"groupVersion": "example.com/v1beta1"}},
+        ]
+    }
+    assert preferred_versions(document) == ["apps/v1", "example.com/v1beta1"]
+    assert preferred_versions({"groups": None}) == []
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "resources",
+                    "groups",
+                    "name",
+                    "kind",
+                    "namespaced",
+                    "singularName",
+                    "preferredVersion",
+                    "groupVersion",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(JSON)
+def test_any_json_is_parsed_or_malformed_never_an_other_error(document: Any) -> None:
+    for parse in (lambda d: resources_of("example.com/v1", d), preferred_versions):
+        with contextlib.suppress(DiscoveryMalformed):
+            parse(document)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries({}, optional=dict.fromkeys(GADGET, JSON)), max_size=4))
+def test_entries_near_a_real_one_are_parsed_or_malformed(entries: list[dict[str, Any]]) -> None:
+    try:
+        parsed = resources_of("example.com/v1", {"resources": entries})
+    except DiscoveryMalformed:
+        return
+    for resource, singular in parsed:
+        assert isinstance(resource.kind, str) and resource.kind
+        assert isinstance(resource.namespaced, bool)
+        assert isinstance(singular, str)
