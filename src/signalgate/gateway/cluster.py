@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from signalgate.common.tasks import cancel_and_wait
@@ -102,6 +103,29 @@ class DiscoveredKinds:
         return len(self._resources)
 
 
+@dataclass(frozen=True)
+class Refused:
+    """The API server refused this Gateway's reading of an object (403 …): remembered in
+    the metadata cache like an answer, for as long, so a refused read is not asked again
+    on every signal, and handed to whoever asked, who decides what it means (the owner
+    walk stops; the scope check fails closed, `ScopeUnreadable`)."""
+
+    resource: Resource
+    error: KubeError
+
+    def unreadable(self, kind: str, namespace: str, name: str) -> ScopeUnreadable:
+        """The refusal as the scope check reports it, naming the RBAC to grant."""
+        where = f"{namespace}/{name}" if namespace else name
+        group = self.resource.api_version.rpartition("/")[0]
+        return ScopeUnreadable(
+            self.error.status,
+            self.error.reason,
+            f"the Gateway may not read {kind} {where}, whose {MANAGED_LABEL} label decides "
+            f"whether it is managed ({self.error.message}); grant its ServiceAccount get on "
+            f"{self.resource.plural} in the API group {group or 'core'}",
+        )
+
+
 class ClusterView:
     """Discovery, owner chains and scope labels from one API server."""
 
@@ -115,9 +139,10 @@ class ClusterView:
         self.client = client
         self.kinds = DiscoveredKinds()
         self._metadata_ttl = settings.metadata_ttl
-        self._metadata: TTLCache[dict[str, Any] | None] = TTLCache(METADATA_CACHE_SIZE)
-        # the paths the API server refused to read (403 …), with its refusal, as long
-        self._unreadable: TTLCache[KubeError] = TTLCache(METADATA_CACHE_SIZE)
+        # per object path: its metadata, None (not found), or the API server's refusal
+        self._metadata: TTLCache[dict[str, Any] | Refused | None] = TTLCache(METADATA_CACHE_SIZE)
+        # per Service: the first pod it selects, as `{"name": …}`, or None
+        self._service_pods: TTLCache[dict[str, Any] | None] = TTLCache(METADATA_CACHE_SIZE)
         # metrics hooks: (kind, "success" | "failed"), and a failed discovery refresh
         self.on_owner_resolution: Callable[[str, str], None] = lambda kind, outcome: None
         self.on_discovery_error: Callable[[], None] = lambda: None
@@ -204,7 +229,26 @@ class ClusterView:
     # --- metadata -------------------------------------------------------------------------
 
     async def metadata(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """The object's metadata, None if it does not exist or its kind is not served."""
+        """The object's metadata; None if it does not exist, its kind is not served, or the
+        API server refuses this Gateway's reading of it (the owner walk stops there)."""
+        found = await self._read(kind, namespace, name)
+        return None if isinstance(found, Refused) else found
+
+    async def _labels_deciding_scope(
+        self, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """The object's labels, for the scope check; `ScopeUnreadable` when the API server
+        refuses reading it, since a label that cannot be read decides nothing: taken as
+        absent, a resource opted out (`false`) in a managed namespace had RRs opened for
+        it (an outside check, a custom resource kind under deploy/'s RBAC)."""
+        found = await self._read(kind, namespace, name)
+        if isinstance(found, Refused):
+            raise found.unreadable(kind, namespace, name)
+        return (found or {}).get("labels")
+
+    async def _read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | Refused | None:
+        """The one read of an object's metadata, cached for `metadataTtl`: its metadata,
+        None (not found, or a kind not served), or the API server's refusal (`Refused`)."""
         resource = self.kinds.resource(kind)
         if resource is None:
             return None
@@ -212,42 +256,21 @@ class ClusterView:
         hit, cached = self._metadata.get(path)
         if hit:
             return cached
-        if self._unreadable.get(path)[0]:
-            return None
+        found: dict[str, Any] | Refused | None
         try:
             obj = await self.client.request("GET", path, accept=PARTIAL_METADATA)
         except KubeUnavailable:
             raise
         except KubeNotFound:
-            found: dict[str, Any] | None = None
+            found = None
         except KubeError as exc:
-            # e.g. RBAC does not let the Gateway read this kind: the walk stops here, and
-            # its scope label cannot be read (`check_scope`)
+            # e.g. RBAC does not let the Gateway read this kind
             log.warning("cannot read metadata", extra={"path": path, "error": str(exc)})
-            self._unreadable.put(path, exc, self._metadata_ttl)
-            return None
+            found = Refused(resource, exc)
         else:
             found = dict(obj.get("metadata") or {})
         self._metadata.put(path, found, self._metadata_ttl)
         return found
-
-    def _require_read(self, kind: str, namespace: str, name: str) -> None:
-        """Raise `ScopeUnreadable` when the last `metadata` of this object was refused."""
-        resource = self.kinds.resource(kind)
-        if resource is None:
-            return
-        hit, refused = self._unreadable.get(resource.path(namespace, name))
-        if not hit or refused is None:
-            return
-        where = f"{namespace}/{name}" if namespace else name
-        group = resource.api_version.rpartition("/")[0]
-        raise ScopeUnreadable(
-            refused.status,
-            refused.reason,
-            f"the Gateway may not read {kind} {where}, whose {MANAGED_LABEL} label decides "
-            f"whether it is managed ({refused.message}); grant its ServiceAccount get on "
-            f"{resource.plural} in the API group {group or 'core'}",
-        )
 
     async def existing(
         self, target: TargetResource, others: tuple[TargetResource, ...]
@@ -340,11 +363,11 @@ class ClusterView:
 
     async def _service_pod(self, service: TargetResource) -> TargetResource | None:
         """The first pod (by name) the Service selects; None without a selector or pods."""
-        key = f"service-pod:{service.namespace}/{service.name}"
-        hit, found = self._metadata.get(key)
+        key = f"{service.namespace}/{service.name}"
+        hit, found = self._service_pods.get(key)
         if not hit:
             found = await self._first_selected_pod(service)
-            self._metadata.put(key, found, self._metadata_ttl)
+            self._service_pods.put(key, found, self._metadata_ttl)
         return (
             None if found is None else TargetResource("Pod", found["name"], service.namespace, "v1")
         )
@@ -375,17 +398,12 @@ class ClusterView:
         return found
 
     async def check_scope(self, target: TargetResource) -> Rejection | None:
-        """None when managed; else the rejection Kubernaut gives, with its kubectl action."""
-        meta = await self.metadata(target.kind, target.namespace, target.name)
-        # a label that cannot be read decides nothing: taken as absent, a resource opted
-        # out (`false`) in a managed namespace had RRs opened for it (an outside check,
-        # a custom resource kind under deploy/'s RBAC)
-        self._require_read(target.kind, target.namespace, target.name)
-        decided = _managed((meta or {}).get("labels"))
+        """None when managed; else the rejection Kubernaut gives, with its kubectl action.
+        `ScopeUnreadable` when a label that would decide cannot be read."""
+        labels = await self._labels_deciding_scope(target.kind, target.namespace, target.name)
+        decided = _managed(labels)
         if decided is None and target.namespace:
-            namespace = await self.metadata("Namespace", "", target.namespace)
-            self._require_read("Namespace", "", target.namespace)
-            decided = _managed((namespace or {}).get("labels"))
+            decided = _managed(await self._labels_deciding_scope("Namespace", "", target.namespace))
         if decided:
             return None
         return unmanaged_rejection(target)

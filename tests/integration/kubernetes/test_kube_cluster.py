@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,19 @@ import httpx
 import pytest
 
 from e2ecov.kubeapi import KubeAPIServer
+from signalgate.gateway.cluster import ClusterView, ScopeUnreadable
+from signalgate.kube.client import KubeClient
+from signalgate.kube.config import config_from_dsn
+from signalgate.kube.settings import KubernetesSettings
+from signalgate.remediation.model import TargetResource
 from tests.conftest import CRD_FILE, kube_testenv_bin
-from tests.support.kube import bind_cluster_role, kube_gateway, namespace
+from tests.support.kube import (
+    apply_rbac,
+    bind_cluster_role,
+    kube_gateway,
+    namespace,
+    service_account,
+)
 from tests.support.services import ServiceProcess, alert, k8s_event, webhook
 
 PROM = "/api/v1/signals/prometheus"
@@ -533,3 +545,47 @@ def test_an_aggregated_api_that_does_not_answer_leaves_discovery_to_the_rest(
             assert "metrics.k8s.io/v1beta1" in gw.output()
     finally:
         server.cleanup()
+
+
+class CountingClient(KubeClient):
+    """A real client to the real API server that counts the GETs of each path it sends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gets: Counter[str] = Counter()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if method == "GET":
+            self.gets[path] += 1
+        return await super().request(method, path, **kwargs)
+
+
+async def test_a_refused_scope_label_is_decided_closed_and_not_asked_again_within_the_ttl(
+    kube_apiserver: KubeAPIServer, app_ns: str, kube_namespace: str, tmp_path: Path
+) -> None:
+    """The scope check of a widget the Gateway may not read fails closed with the refusal
+    naming what to grant, every time, while the API server is asked once per
+    `kubernetes.metadataTtl`: the refusal is remembered like an answer, not hammered."""
+    widget_crd(kube_apiserver)
+    apply_rbac(kube_apiserver, kube_namespace)
+    token = service_account(kube_apiserver, kube_namespace, "signalgate-gateway")
+    kubeconfig = kube_apiserver.write_kubeconfig(token, tmp_path / "kubeconfig")
+    client = CountingClient(config_from_dsn(f"kubernetes://{kubeconfig}"))
+    view = ClusterView(client, KubernetesSettings(metadata_ttl=30))
+    target = TargetResource("Widget", "w-refused", app_ns, "example.com/v1")
+    try:
+        await view.discover()
+        for _ in range(10):
+            with pytest.raises(ScopeUnreadable) as refused:
+                await view.check_scope(target)
+            assert refused.value.status == 403
+            assert "grant its ServiceAccount get on widgets in the API group example.com" in (
+                refused.value.message
+            )
+        path = f"/apis/example.com/v1/namespaces/{app_ns}/widgets/w-refused"
+        assert client.gets[path] == 1
+        # the owner walk is not refused: it stops at the widget, which is the target
+        assert await view.top_owner(target) == target
+        assert client.gets[path] == 1
+    finally:
+        await client.close()
