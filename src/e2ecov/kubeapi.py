@@ -88,6 +88,8 @@ class KubeAPIServer:
 
     bin_dir: Path | None = None
     crds: Sequence[Path] = ()
+    # more kube-apiserver flags (e.g. an audit log a test reads), after the recipe's own
+    extra_args: Sequence[str] = ()
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     etcd_port: int = field(default_factory=free_port)
@@ -252,6 +254,7 @@ class KubeAPIServer:
             "--disable-admission-plugins=ServiceAccount",
             "--enable-priority-and-fairness=false",
             "--v=0",
+            *self.extra_args,
         ]
 
     def _spawn(self, binary: Path, args: list[str], log_name: str) -> subprocess.Popen[bytes]:

@@ -95,6 +95,12 @@ GENERATION_LABEL = "signalgate.io/generation"
 FINGERPRINT_FIELD = "spec.signalFingerprint"
 # how the API server refuses a field selector the CRD does not offer (`selectableFields`)
 FIELD_NOT_SUPPORTED = "field label not supported"
+# how long after the API server refused the fingerprint field selector a fingerprint's RRs
+# are read by listing the namespace before the selector is tried again (seconds): the CRD
+# may have been installed with `selectableFields` meanwhile, or the API server upgraded.
+# One refused list per interval is what trying costs; a relist after a broken watch (which
+# updating the CRD causes) tries again at the next read too.
+RESELECT_AFTER = 300.0
 # the cause the API server gives for refusing a new object in a namespace being deleted
 NAMESPACE_TERMINATING = "NamespaceTerminating"
 # bounded retries: a decision that keeps losing races is a 503, not a spin
@@ -228,10 +234,18 @@ class _Change:
 class KubernetesStore:
     """`RemediationStore` on a Kubernetes API server, in one namespace."""
 
-    def __init__(self, client: KubeClient, namespace: str, watch_timeout: int = 300) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        namespace: str,
+        watch_timeout: int = 300,
+        *,
+        reselect_after: float = RESELECT_AFTER,
+    ) -> None:
         self.client = client
         self.namespace = namespace
         self.watch_timeout = watch_timeout
+        self._reselect_after = reselect_after
         self._collection = f"/apis/{GROUP_VERSION}/namespaces/{namespace}/{PLURAL}"
         self._objects: dict[str, RemediationRequest] = {}
         self._by_fingerprint: dict[str, set[str]] = {}
@@ -250,8 +264,9 @@ class KubernetesStore:
         self._unreachable_at = float("-inf")
         # the resourceVersion each recently deleted RR was deleted at (bounded)
         self._gone: OrderedDict[str, int] = OrderedDict()
-        # whether the CRD offers the fingerprint field selector (until refused once)
-        self._selectable = True
+        # when (loop time) the API server last refused the fingerprint field selector; None
+        # while it takes it. Tried again `reselect_after` later, or after a relist.
+        self._unselectable_at: float | None = None
 
     def __repr__(self) -> str:
         return f"KubernetesStore({self.client.config.server!r}, namespace={self.namespace!r})"
@@ -384,6 +399,10 @@ class KubernetesStore:
                     )
                     continue
                 self._synced.set()
+                if self._unselectable_at is not None:
+                    # the watch broke, as updating the CRD breaks it: the CRD may offer the
+                    # field selector now, so the next fingerprint read tries it
+                    self._unselectable_at = float("-inf")
             else:
                 delay = 0.2
 
@@ -485,12 +504,15 @@ class KubernetesStore:
         or, where the CRD offers none, the namespace's filtered here, as Kubernaut's Gateway
         falls back. An API server before 1.31 drops a CRD's `selectableFields` (and older
         CRDs of Kubernaut's have none): every decision that needs a fresh read (a signal
-        after its RR ended, a lost race) was a 500, for good (an outside check)."""
+        after its RR ended, a lost race) was a 500, for good (an outside check). The
+        selector is tried again `reselect_after` seconds after it was refused, and after
+        the watch relists: once refused, the namespace was listed for every such read
+        until the Gateway restarted, long after the CRD was fixed (an outside check)."""
         if fingerprint is None:
             return await self._call("GET", self._collection)
-        if self._selectable:
+        if self._selector_worth_trying():
             try:
-                return await self._call(
+                listed = await self._call(
                     "GET",
                     self._collection,
                     params={"fieldSelector": f"{FINGERPRINT_FIELD}={fingerprint}"},
@@ -499,14 +521,15 @@ class KubernetesStore:
                 cause = exc.__cause__
                 if not (isinstance(cause, KubeError) and FIELD_NOT_SUPPORTED in cause.message):
                     raise
-                self._selectable = False
-                log.warning(
-                    f"the RemediationRequest CRD offers no {FINGERPRINT_FIELD} field "
-                    "selector: a fingerprint's RRs are read by listing the namespace until "
-                    f"the Gateway restarts; install deploy/kubernetes/remediationrequest-crd."
-                    f"yaml ({CRD_NAME} with selectableFields, Kubernetes 1.31 or later)",
-                    extra={"error": cause.message},
-                )
+                self._selector_refused(cause)
+            else:
+                if self._unselectable_at is not None:
+                    self._unselectable_at = None
+                    log.info(
+                        f"the RemediationRequest CRD offers the {FINGERPRINT_FIELD} field "
+                        "selector again: a fingerprint's RRs are read by it"
+                    )
+                return listed
         listed = await self._call("GET", self._collection)
         items = [
             item
@@ -514,6 +537,26 @@ class KubernetesStore:
             if (item.get("spec") or {}).get("signalFingerprint") == fingerprint
         ]
         return {**listed, "items": items}
+
+    def _selector_worth_trying(self) -> bool:
+        """Whether to ask with the fingerprint field selector: it was never refused, or
+        `reselect_after` has passed since, or a relist asked for it."""
+        if self._unselectable_at is None:
+            return True
+        return asyncio.get_running_loop().time() - self._unselectable_at >= self._reselect_after
+
+    def _selector_refused(self, cause: KubeError) -> None:
+        """Note the refusal; warn when it is news (not at every attempt to go back)."""
+        if self._unselectable_at is None:
+            log.warning(
+                f"the RemediationRequest CRD offers no {FINGERPRINT_FIELD} field selector: a "
+                "fingerprint's RRs are read by listing the namespace, and the selector is "
+                f"tried again every {self._reselect_after:g} s; install "
+                f"deploy/kubernetes/remediationrequest-crd.yaml ({CRD_NAME} with "
+                "selectableFields, Kubernetes 1.31 or later)",
+                extra={"error": cause.message},
+            )
+        self._unselectable_at = asyncio.get_running_loop().time()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:

@@ -3,15 +3,25 @@ accepted, and status written the way Kubernaut's controllers write it is read co
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import copy
+import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import yaml
 
 from e2ecov.kubeapi import KubeAPIServer
+from signalgate.kube.client import KubeClient
+from signalgate.kube.config import config_from_dsn
+from signalgate.remediation.kubernetes import KubernetesStore
+from signalgate.remediation.store import ListQuery, StoreUnavailable
 from tests.conftest import REPO, kube_testenv_bin
 from tests.support.kube import kube_gateway
 from tests.support.services import ServiceProcess, alert, webhook
@@ -239,4 +249,87 @@ def test_a_crd_without_selectable_fields_still_opens_the_next_rr(tmp_path: Path)
                 assert len(listed.json()["items"]) == 2
             assert "offers no spec.signalFingerprint field selector" in gw.output()
     finally:
+        server.cleanup()
+
+
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    resources: [{group: kubernaut.ai, resources: [remediationrequests]}]
+  - level: None
+"""
+
+
+def selector_lists(audit_log: Path) -> list[int]:
+    """The answers (status codes), in order, to every list of RRs by fingerprint field
+    selector the API server audited."""
+    codes = []
+    for line in audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("verb") == "list" and "fieldSelector=spec.signalFingerprint" in unquote(
+            event.get("requestURI", "")
+        ):
+            codes.append(int(event["responseStatus"]["code"]))
+    return codes
+
+
+async def test_the_field_selector_is_used_again_once_the_crd_offers_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kubernaut's CRD without `selectableFields` (as an API server before 1.31 keeps it):
+    a fingerprint's RRs are read by listing the namespace. Once the CRD offers the selector
+    (Kubernaut's CRD applied again, the API server upgraded), the store finds it and reads
+    by it again, saying so once. Before, the fallback held until the Gateway restarted: the
+    whole namespace listed for every fresh read, for good (an outside check). The API
+    server's audit log shows which lists it was asked."""
+    documents = [d for d in yaml.safe_load_all(KUBERNAUT_CRD.read_text()) if d]
+    bare = copy.deepcopy(documents)
+    for document in bare:
+        for version in document["spec"]["versions"]:
+            version.pop("selectableFields", None)
+    crd = tmp_path / "crd-without-selectable-fields.yaml"
+    crd.write_text(yaml.safe_dump_all(bare))
+    policy, audit_log = tmp_path / "audit-policy.yaml", tmp_path / "audit.log"
+    policy.write_text(AUDIT_POLICY)
+    server = KubeAPIServer(
+        bin_dir=kube_testenv_bin(),
+        crds=[crd],
+        extra_args=[f"--audit-policy-file={policy}", f"--audit-log-path={audit_log}"],
+    ).start()
+    client = KubeClient(config_from_dsn(server.url))
+    store = KubernetesStore(client, NAMESPACE, reselect_after=0.5)
+    caplog.set_level(logging.INFO, logger="signalgate.remediation.kubernetes")
+    fingerprint = "f" * 64
+    try:
+        server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        await store.open()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 1.6
+        while loop.time() < until:  # reads over three intervals: each tries the selector once
+            assert (await store.list(ListQuery(fingerprint=fingerprint))).items == []
+            await asyncio.sleep(0.1)
+        refused = selector_lists(audit_log)
+        assert refused and set(refused) == {400}, refused
+        assert 2 <= len(refused) <= 5, refused  # tried again per interval, not per read
+        for document in documents:  # Kubernaut's CRD as it is, with selectableFields
+            server.apply(document)
+        deadline = loop.time() + 30
+        while 200 not in selector_lists(audit_log):
+            assert loop.time() < deadline, "the field selector was never used again"
+            with contextlib.suppress(StoreUnavailable):  # 429 while its storage reinitialises
+                await store.list(ListQuery(fingerprint=fingerprint))
+            await asyncio.sleep(0.1)
+        answered = selector_lists(audit_log)
+        for _ in range(5):  # and kept: every read by the selector, each answered
+            await store.list(ListQuery(fingerprint=fingerprint))
+        assert selector_lists(audit_log)[len(answered) :] == [200] * 5
+        said = [r.getMessage() for r in caplog.records]
+        assert sum("offers no spec.signalFingerprint field selector" in m for m in said) == 1
+        assert sum("field selector again" in m for m in said) == 1
+    finally:
+        await store.close()
+        await client.close()
         server.cleanup()
