@@ -72,6 +72,14 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        self.auth_reviews_refused = Counter(
+            "gateway_auth_reviews_refused_total",
+            "Auth reviews (TokenReview, SubjectAccessReview) the Kubernetes API server refused "
+            "the Gateway's own ServiceAccount: its RBAC lacks create on them, and every "
+            "authenticated request is a 503 until granted",
+            ["review"],
+            registry=registry,
+        )
         self.discovery_refresh_errors = Counter(
             "gateway_discovery_refresh_errors_total",
             "Failed refreshes of the Kubernetes API discovery (the kinds alerts may name)",

@@ -144,6 +144,13 @@ class GatewayService:
                 self.metrics.owner_resolution, kind, outcome
             ).inc()
             cluster.on_discovery_error = self.metrics.discovery_refresh_errors.inc
+        if settings.auth.mode == "kubernetes":
+            from signalgate.kube.auth import KubernetesAuth
+
+            if isinstance(auth, KubernetesAuth):
+                auth.on_review_refused = lambda review: self.metrics.child(
+                    self.metrics.auth_reviews_refused, review
+                ).inc()
         self.metrics.circuit_breaker_state.labels("datastorage").set_function(
             lambda: 2.0 if self.audit.status().get("reachable") is False else 0.0
         )

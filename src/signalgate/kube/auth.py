@@ -119,6 +119,9 @@ class KubernetesAuth:
         self._unknown_reviews = asyncio.Semaphore(UNKNOWN_REVIEWS)
         self._decisions: TTLCache[bool] = TTLCache(settings.cache_size)
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
+        # metrics hook: the API server refused this service a review ("TokenReview" or
+        # "SubjectAccessReview"), i.e. its own RBAC lacks `create` on that review kind
+        self.on_review_refused: Callable[[str], None] = lambda review: None
 
     async def authorize(self, authorization: str | None, scope: str) -> Principal:
         token = bearer_token(authorization)
@@ -268,18 +271,32 @@ class KubernetesAuth:
                 RETRY_AFTER,
             ) from exc
         except KubeError as exc:
-            # e.g. the Gateway's own ServiceAccount may not create reviews: a deployment bug
+            # this service's own ServiceAccount may not create the review (a deployment
+            # bug): every authenticated request is a 503 until it is granted, so it is
+            # counted and logged at ERROR (once per interval and review) naming the grant
+            group, _, resource = path.removeprefix("/apis/").partition("/v1/")
+            review = _REVIEW_KINDS.get(resource, resource)
+            grant = (
+                f"grant this service's ServiceAccount create on {resource} in the API group "
+                f"{group} (the ClusterRole system:auth-delegator has it; deploy/kubernaut/"
+                "rbac.yaml grants it)"
+            )
+            self.on_review_refused(review)
             sampled.log(
                 logging.ERROR,
-                "review refused",
-                "Kubernetes refused an auth review",
-                {"error": str(exc)},
+                ("review refused", review),
+                f"the Kubernetes API server refused this service a {review}: no caller can "
+                f"be authenticated until it may; {grant}",
+                {"error": str(exc), "review": review},
             )
             raise service_unavailable(
-                "cannot check the token: the Kubernetes API server refused the review "
-                "(does this service's ServiceAccount have the system:auth-delegator role?)",
+                f"cannot check the token: the Kubernetes API server refused this service "
+                f"a {review} ({exc.status} {exc.reason}); {grant}",
                 RETRY_AFTER,
             ) from exc
+
+
+_REVIEW_KINDS = {"tokenreviews": "TokenReview", "subjectaccessreviews": "SubjectAccessReview"}
 
 
 def _resource(access: Access) -> str:

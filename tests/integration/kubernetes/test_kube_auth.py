@@ -234,6 +234,60 @@ def test_its_own_account_refused_is_503_and_unready_until_granted_again(
         assert httpx.get(f"{gateway.ops_url}/readyz", timeout=10).status_code == 200
 
 
+def test_reviews_refused_to_its_own_account_are_counted_and_name_the_grant(
+    gateway: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    """The Gateway's ClusterRoleBinding removed: the API server refuses it TokenReviews, and
+    no caller can be authenticated. Each request is a 503 with Retry-After whose detail
+    names the review and what to grant; the log says it at ERROR (once per interval), and
+    `gateway_auth_reviews_refused_total` counts it, so an alert can find it. /readyz stays
+    200 (docs/kubernetes.md says why). Granted again, it serves without a restart."""
+    sender = signal_source(kube_apiserver, kube_namespace)
+    binding = (
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/"
+        f"signalgate-gateway-cluster-reader-{kube_namespace}"
+    )
+    status, saved = kube_apiserver.request("GET", binding)
+    assert status == 200, saved
+    assert kube_apiserver.request("DELETE", binding)[0] == 200
+    body = webhook(alert(pod="reviews-1"))
+    with gateway.client(sender) as c:
+        refused = c.post(PROM, json=body)
+        for _ in range(50):  # RBAC changes reach the authorizer within moments
+            if refused.status_code == 503:
+                break
+            time.sleep(0.2)
+            refused = c.post(PROM, json=body)
+        problem(
+            refused,
+            503,
+            "service-unavailable",
+            "refused this service a TokenReview (403 Forbidden); grant this service's "
+            "ServiceAccount create on tokenreviews in the API group authentication.k8s.io",
+        )
+        assert refused.headers["Retry-After"]
+        metrics = httpx.get(f"{gateway.ops_url}/metrics", timeout=10).text
+        counted = re.search(
+            r'gateway_auth_reviews_refused_total\{review="TokenReview"\} ([0-9.]+)', metrics
+        )
+        assert counted is not None and float(counted.group(1)) >= 1, metrics
+        logged = [
+            line
+            for line in gateway.output().splitlines()
+            if '"level":"error"' in line and "refused this service a TokenReview" in line
+        ]
+        assert logged and "system:auth-delegator" in logged[0], gateway.output()[-3000:]
+        assert httpx.get(f"{gateway.ops_url}/readyz", timeout=10).status_code == 200
+        kube_apiserver.apply(saved)
+        created = c.post(PROM, json=body)
+        for _ in range(50):
+            if created.status_code == 201:
+                break
+            time.sleep(0.2)
+            created = c.post(PROM, json=body)
+        assert created.status_code == 201, created.text
+
+
 def test_a_name_is_never_read_as_part_of_the_url(
     gateway: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str
 ) -> None:
