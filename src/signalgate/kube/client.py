@@ -137,6 +137,21 @@ def _error(status: int, body: bytes) -> KubeError:
     return KubeError(status, reason or "Failure", message, causes)
 
 
+def _json(content: bytes | str, what: str) -> Any:
+    """A 2xx answer's JSON; `KubeUnavailable` when it is none. The API server always answers
+    JSON, so such an answer comes from something in front of it (a proxy's or a load
+    balancer's page with a 200): the server is not reached, as when it does not answer.
+    Raised as the JSON error it was, it ended the RR watch's task and was a 500 with a
+    traceback wherever it was read."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        text = content if isinstance(content, str) else content[:200].decode(errors="replace")
+        raise KubeUnavailable(
+            0, "NotJSON", f"{what}: the answer is not JSON (a proxy in between?): {text[:120]!r}"
+        ) from None
+
+
 class KubeClient:
     """One connection pool to one API server, for calls; each watch has a connection of its
     own.
@@ -228,7 +243,7 @@ class KubeClient:
             raise KubeUnavailable(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
         if answer.status_code >= 300:
             raise _error(answer.status_code, answer.content)
-        loaded = orjson.loads(answer.content) if answer.content else {}
+        loaded = _json(answer.content, f"{method} {path}") if answer.content else {}
         return loaded if isinstance(loaded, dict) else {"items": loaded}
 
     async def _credentials_refused(self, exc: httpx.RemoteProtocolError) -> KubeError | None:
@@ -284,7 +299,7 @@ class KubeClient:
                     raise _error(answer.status_code, await answer.aread())
                 async for line in answer.aiter_lines():
                     if line:
-                        event = orjson.loads(line)
+                        event = _json(line, f"watch {path}")
                         if isinstance(event, dict):
                             yield event
         except httpx.ReadTimeout as exc:
