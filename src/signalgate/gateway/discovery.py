@@ -105,13 +105,13 @@ def resources_of(group_version: str, document: Any) -> list[tuple[Resource, str]
         namespaced, singular = entry.get("namespaced"), entry.get("singularName")
         if not isinstance(name, str) or not name:
             raise DiscoveryMalformed(where, f"resources[{index}] has no name")
+        if "/" in name:
+            continue  # a subresource (`pods/log`): never used here, so never held against the group
         if not isinstance(kind, str) or not _KIND.fullmatch(kind):
             raise DiscoveryMalformed(where, f"resources[{index}] ({name}) names no kind")
         if not isinstance(namespaced, bool):
             raise DiscoveryMalformed(where, f"resources[{index}] ({name}) has no 'namespaced'")
         if singular is not None and not isinstance(singular, str):
             raise DiscoveryMalformed(where, f"resources[{index}] ({name}) singularName")
-        if "/" in name:
-            continue  # a subresource
         out.append((Resource(kind, group_version, name, namespaced), singular or ""))
     return out

@@ -31,6 +31,8 @@ def test_a_resource_list_names_its_kinds_without_subresources() -> None:
         "resources": [
             GADGET,
             {"name": "gadgets/status", "namespaced": True, "kind": "Gadget"},
+            # a subresource described sloppily (an aggregated API's) costs the group nothing
+            {"name": "gadgets/proxy", "kind": ""},
             {"name": "dials", "singularName": "", "namespaced": False, "kind": "Dial"},
         ],
     }
