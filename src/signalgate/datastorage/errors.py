@@ -3,6 +3,9 @@
 - `StoreUnavailable` — transient (server down, connection lost, database locked): the write
   path sends the events to the dead-letter queue and answers 202; queries answer 503.
 - `DeadLetterUnavailable` — the dead-letter queue cannot take events either: 500, events lost.
+- `DeadLetterQueueFull` — a `DeadLetterUnavailable`: the queue is at its bound
+  (`dlq.maxBytes`) and refuses the batch whole; 503 with Retry-After, nothing acknowledged,
+  so the sender retries and nothing is lost.
 - `Conflict` — an `event_id` already stored with different content: 409, the first write stands.
 - `MissingParent` — a `parent_event_id` that does not exist: 400 naming the items. A parent
   still waiting in the dead-letter queue is not missing: the writer queues its children
@@ -117,6 +120,16 @@ class ForeignParent(_ByIndex):
 
 class DeadLetterUnavailable(Exception):
     """The dead-letter queue cannot take or hand out events right now."""
+
+
+class DeadLetterQueueFull(DeadLetterUnavailable):
+    """The queue holds as much as it may (`dlq.maxBytes`): it takes no more letters until
+    the replay drains it. What it refuses is not lost: its sender is answered 503 with
+    Retry-After, and retries. `max_bytes`: the bound, for the answer to name."""
+
+    def __init__(self, message: str, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        super().__init__(message)
 
 
 class QueueNotDurable(DeadLetterUnavailable):

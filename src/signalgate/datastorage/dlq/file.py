@@ -9,6 +9,7 @@ import heapq
 import logging
 import math
 import os
+import sys
 import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -21,7 +22,8 @@ import orjson
 from signalgate.common.directories import disk_full
 from signalgate.common.file_watch import Signature, signature
 from signalgate.datastorage.dlq.base import Letter, Waiting
-from signalgate.datastorage.errors import DeadLetterUnavailable
+from signalgate.datastorage.dlq.index import Change, Entry, line_of, read_event, scan
+from signalgate.datastorage.errors import DeadLetterQueueFull, DeadLetterUnavailable
 from signalgate.datastorage.events import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,9 @@ COMPACT_AFTER = 1000
 # the reason `dead()` gives a line of the dead file that does not read as a letter (a write
 # torn by a crash, an edit by hand)
 UNREADABLE_LINE = "unreadable line"
+# how many times `due` reads the letters it chose before it gives up on a file that
+# another process changes under each read
+READ_TRIES = 3
 
 
 class FileDeadLetterQueue:
@@ -44,9 +49,10 @@ class FileDeadLetterQueue:
     are appended too, as small records (`{"key", "gone"}`, `{"key", "attempts", "due"}`)
     that reading folds into the letters. Once the file's stale lines (letters gone or
     changed, and the records) outnumber its live letters (and `COMPACT_AFTER`), a change
-    rewrites it atomically (tmp + rename) as the live letters alone; a queue emptied is
-    truncated in place. So each change costs a small append, and the rewrites, each of the
-    queue as it stands, add up to a few times the queue.
+    rewrites it atomically (tmp + rename) as the live letters alone, copied line by line
+    from the file; a queue emptied is truncated in place. So each change costs a small
+    append, and the rewrites, each of the queue as it stands, add up to a few times the
+    queue.
 
     A rewrite needs room for the whole queue beside it: on a disk too full for that, the
     changes are appended as records instead, and a later rewrite that fits drops them. When
@@ -56,35 +62,50 @@ class FileDeadLetterQueue:
     disk never keeps acknowledged events from being replayed and removed (a crash before
     they are written replays those letters again: each event is stored once).
 
+    `max_bytes` bounds the file (`dlq.maxBytes`): a batch whose letters would take it past
+    the bound is refused whole (`DeadLetterQueueFull`: its sender is answered 503 and
+    retries), so an outage cannot fill the disk, nor the memory of a process that reads
+    the queue at start. Change records are never refused for it: they drain the queue.
+
     An `fcntl` lock serialises this process's writer with a `replay-dlq` run on the same file;
     a torn last line (crash mid-append) is skipped with a warning.
 
-    The file is read (and parsed) only when it changed since this process last read or wrote
-    it (`_state`: a generation its writers count up in the lock file, and the file's inode,
-    size and change times): the replay worker's polls, the
-    depth gauge and the writer's questions are answered from a mirror of it. Reading the
-    whole file on each poll cost CPU and memory in proportion to the queue, every second,
-    even with nothing due (an outside check: 24,000 queued events, 60 to 70 % of a core, no
-    traffic). A `replay-dlq` run in another process changes the file, and the next look
-    reads it. Which events wait here (`waiting`) is answered from an index of event id →
-    due kept with the mirror; an id it lists is checked against the file before it is
-    answered.
+    The file is read only when it changed since this process last read or wrote it
+    (`_state`: a generation its writers count up in the lock file, and the file's inode,
+    size and change times): the replay worker's polls, the depth gauge and the writer's
+    questions are answered from an index of it (`index.Entry`: each letter's key, where
+    its line is, its attempts, due, event id and correlation id). Reading the whole file
+    on each poll cost CPU and memory in proportion to the queue, every second, even with
+    nothing due (an outside check: 24,000 queued events, 60 to 70 % of a core, no traffic).
+    The index holds no event: holding them parsed took 4.7 times the file in memory, and
+    an outage's queue got the pod OOM-killed at every start. An event is read from its
+    line (by offset) only when `due` hands its letter out, or a rewrite copies it. A
+    `replay-dlq` run in another process changes the file, and the next look reads it (a
+    line found not to be its letter's any more is the same news). Which events wait here
+    (`waiting`) is answered from an index of event id → letter kept with it; an id it
+    lists is checked against the file before it is answered.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
         self.dead_path = path.with_name(path.name + ".dead")
+        self.max_bytes = max_bytes
         self._lock = asyncio.Lock()
-        self._queued: dict[str, Waiting] = {}
+        # event id -> the entry of the last letter holding it (a client retry may queue one
+        # twice)
+        self._queued: dict[str, Entry] = {}
         # changes no record of which fitted on the disk yet (see the class docstring)
-        self._unwritten: dict[str, Letter | None] = {}
+        self._unwritten: dict[str, Change | None] = {}
         # the file's letters as last read or written, and the signature it had then
-        self._mirror: tuple[State, dict[str, Letter]] | None = None
+        self._mirror: tuple[State, dict[str, Entry]] | None = None
         # the lines of the file the mirror was taken from (live letters and stale lines)
         self._lines = 0
         # the mirror with `_unwritten` folded in, in queue order (None: to be made again)
-        self._view: list[Letter] | None = None
+        self._view: list[Entry] | None = None
         self._earliest = math.inf  # the earliest due of `_view`
+        # the file's size when a batch was last refused for `max_bytes`, until the file is
+        # smaller or a batch is taken: `ping` says the queue is full meanwhile
+        self._full_at: int | None = None
 
     async def open(self) -> None:
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
@@ -102,6 +123,24 @@ class FileDeadLetterQueue:
     def _check(self) -> None:
         if not os.access(self.path.parent, os.W_OK):
             raise OSError(f"directory '{self.path.parent}' is not writable")
+        if self._full_at is not None:
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if size < self._full_at:
+                self._full_at = None  # drained since: a batch may fit again
+            else:
+                raise self._full(size, 0)
+
+    def _full(self, size: int, adding: int) -> DeadLetterQueueFull:
+        assert self.max_bytes is not None
+        return DeadLetterQueueFull(
+            f"dead-letter file '{self.path}' is full: {size:,} bytes"
+            + (f" and {adding:,} more" if adding else "")
+            + f" would pass dlq.maxBytes ({self.max_bytes:,} bytes)",
+            self.max_bytes,
+        )
 
     async def _call(self, action: str, func: Any, *args: Any) -> Any:
         async with self._lock:
@@ -113,35 +152,59 @@ class FileDeadLetterQueue:
                 ) from exc
 
     async def put(self, events: Sequence[AuditEvent], due: float) -> None:
-        added = [Letter(str(uuid.uuid4()), dict(event.fields), 0, due) for event in events]
-        await self._call("append", self._enqueue, added, due)
+        # encoded here, in the caller's batch, and dropped once written: the queue keeps
+        # the index entries alone
+        keys = [str(uuid.uuid4()) for _ in events]
+        lines = [
+            _line({"key": key, "event": event.fields, "attempts": 0, "due": due})
+            for key, event in zip(keys, events, strict=True)
+        ]
+        added = [
+            Entry(key, 0, len(line), 0, due, event.event_id, sys.intern(event.correlation_id))
+            for key, line, event in zip(keys, lines, events, strict=True)
+        ]
+        await self._call("append", self._enqueue, lines, added, due)
 
-    def _enqueue(self, added: list[Letter], due: float) -> None:
-        before, after = self._append(self.path, [_record(letter) for letter in added])
-        self._queued = self._queued | {letter.event_id: letter.waiting for letter in added}
+    def _enqueue(self, lines: list[bytes], entries: list[Entry], due: float) -> None:
+        """`lines` appended; `entries`, theirs (offsets to be set), added to the mirror."""
+        start, before, after = self._append(self.path, lines, limit=self.max_bytes)
+        self._full_at = None
+        added: list[Entry] = []
+        for entry in entries:
+            added.append(entry._replace(offset=start))
+            start += entry.length
+        self._queued = self._queued | {entry.event_id: entry for entry in added}
         if self._mirror is None or self._mirror[0] != before:
             self._mirror = self._view = None  # changed by another process too: read it again
             return
-        self._mirror[1].update((letter.key, letter) for letter in added)
+        self._mirror[1].update((entry.key, entry) for entry in added)
         self._mirror = (after, self._mirror[1])
         self._lines += len(added)
         if self._view is not None:  # new keys: nothing unwritten applies to them
             self._view.extend(added)
             self._earliest = min(self._earliest, due)
 
-    @staticmethod
     def _append(
-        path: Path, records: Sequence[dict[str, Any]], lock: bool = True
-    ) -> tuple[State, State]:
+        self,
+        path: Path,
+        lines: Sequence[bytes],
+        lock: bool = True,
+        limit: int | None = None,
+    ) -> tuple[int, State, State]:
         """Append whole lines durably, or raise with the file as it was: a write the disk
         took only in part (full) is cut off again, so the caller's refusal (a 5xx, and the
         sender retries) never leaves half a letter behind, nor a letter it did not answer
         for. A torn tail from a crash mid-append (never answered) is cut first. `lock=False`:
-        the caller holds the file's lock already (a second flock would wait for it). The
-        file's `_state` before and after the append, both taken under the lock."""
-        data = b"".join(orjson.dumps(record) + b"\n" for record in records)
+        the caller holds the file's lock already (a second flock would wait for it).
+        `limit`: the size the file may not pass (`DeadLetterQueueFull`, nothing written).
+        Returns where the lines begin in the file, and the file's `_state` before and after
+        the append, both taken under the lock."""
+        data = b"".join(lines)
         with _locked(path, lock) as held:
             end = _whole_lines_end(held.fd)
+            if limit is not None and end + len(data) > limit:
+                self._full_at = end
+                raise self._full(end, len(data))
             try:
                 view = memoryview(data)
                 while view:  # a short write (the disk filling up) is continued, or raises
@@ -151,21 +214,53 @@ class FileDeadLetterQueue:
                 with contextlib.suppress(OSError):
                     os.ftruncate(held.fd, end)
                 raise
-            return held.before, _state(path)
+            return end, held.before, _state(path)
 
     async def due(self, now: float | None, limit: int) -> list[Letter]:
         letters: list[Letter] = await self._call("read", self._due, now, limit)
         return letters
 
     def _due(self, now: float | None, limit: int) -> list[Letter]:
-        letters = self._read()
-        if now is None:
-            return letters[:limit]
-        if now < self._earliest:
-            return []  # the usual poll between retries: no letter looked at
-        # as sorted()[:limit], which is stable (equal dues stay in queue order), without
-        # sorting the whole queue at each pass of a long drain
-        return heapq.nsmallest(limit, (ltr for ltr in letters if ltr.due <= now), key=_due_of)
+        """The letters chosen from the index, each event read from its line. A line that is
+        not its letter's any more (another process rewrote the file since the index was
+        taken) has the index read again, and the choice made again."""
+        for _ in range(READ_TRIES):
+            entries = self._read()
+            if now is None:
+                chosen = entries[:limit]
+            elif now < self._earliest:
+                return []  # the usual poll between retries: no letter looked at
+            else:
+                # as sorted()[:limit], which is stable (equal dues stay in queue order),
+                # without sorting the whole queue at each pass of a long drain
+                chosen = heapq.nsmallest(
+                    limit, (entry for entry in entries if entry.due <= now), key=_due_of
+                )
+            letters = self._letters(chosen)
+            if letters is not None:
+                return letters
+            self._mirror = self._view = None
+        raise OSError(f"the file changed under each of {READ_TRIES} reads of its letters")
+
+    def _letters(self, entries: Sequence[Entry]) -> list[Letter] | None:
+        """`entries` as letters with their events, read from the file; None when a line is
+        not its letter's any more."""
+        if not entries:
+            return []
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            letters = []
+            for entry in entries:
+                event = read_event(fd, entry)
+                if event is None:
+                    return None
+                letters.append(Letter(entry.key, event, entry.attempts, entry.due))
+            return letters
+        finally:
+            os.close(fd)
 
     async def waiting(self, event_ids: Collection[str]) -> dict[str, Waiting]:
         if not any(event_id in self._queued for event_id in event_ids):
@@ -174,25 +269,29 @@ class FileDeadLetterQueue:
         # next poll): a "yes" is checked against the file, as the writer acts on it
         await self._call("read", self._read)
         queued = self._queued
-        return {event_id: queued[event_id] for event_id in event_ids if event_id in queued}
+        return {
+            event_id: Waiting(queued[event_id].due, queued[event_id].correlation_id)
+            for event_id in event_ids
+            if event_id in queued
+        }
 
-    def _read(self) -> list[Letter]:
-        """Every letter, in queue order, the changes not written yet folded in; the event
-        index is made again whenever this is. The caller must not change the list."""
+    def _read(self) -> list[Entry]:
+        """Every letter's entry, in queue order, the changes not written yet folded in; the
+        event index is made again whenever this is. The caller must not change the list."""
         letters = self._file_letters()
         if self._view is not None:
             return self._view
         return self._viewing(_changed(letters.values(), self._unwritten))
 
-    def _viewing(self, letters: list[Letter]) -> list[Letter]:
-        """`letters` as the queue's view, with what derives from it (the event index, the
+    def _viewing(self, entries: list[Entry]) -> list[Entry]:
+        """`entries` as the queue's view, with what derives from it (the event index, the
         earliest due)."""
-        self._view = letters
-        self._queued = _event_index(letters)
-        self._earliest = min((letter.due for letter in letters), default=math.inf)
-        return letters
+        self._view = entries
+        self._queued = {entry.event_id: entry for entry in entries if entry.event_id}
+        self._earliest = min((entry.due for entry in entries), default=math.inf)
+        return entries
 
-    def _file_letters(self) -> dict[str, Letter]:
+    def _file_letters(self) -> dict[str, Entry]:
         """The file's letters: the mirror while the file has the signature it had when this
         process last read or wrote it, else read anew (a signature taken before the read: a
         change made during it shows at the next look)."""
@@ -203,63 +302,35 @@ class FileDeadLetterQueue:
         self._mirror, self._view = (now, letters), None
         return letters
 
-    def _parse(self) -> tuple[dict[str, Letter], int]:
+    def _parse(self) -> tuple[dict[str, Entry], int]:
         """The file's letters, in queue order, with the change records appended after them
         folded in (see the class docstring), and the number of lines read."""
-        letters: dict[str, Letter] = {}
-        try:
-            content = self.path.read_bytes()
-        except FileNotFoundError:
-            return letters, 0
-        lines = content.splitlines()
-        for number, line in enumerate(lines, start=1):
-            try:
-                record = orjson.loads(line)
-                key = str(record["key"])
-                if "event" not in record:  # a change record
-                    if record.get("gone"):
-                        letters.pop(key, None)
-                    elif key in letters:
-                        letters[key] = Letter(
-                            key,
-                            letters[key].fields,
-                            int(record["attempts"]),
-                            float(record["due"]),
-                        )
-                    continue
-                if not isinstance(record["event"], dict):
-                    raise TypeError("the event is not an object")
-                letters[key] = Letter(
-                    key, record["event"], int(record["attempts"]), float(record["due"])
-                )
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                log.warning(
-                    "skipping an unreadable dead-letter line",
-                    extra={"path": str(self.path), "line": number},
-                )
-        return letters, len(lines)
+        return scan(self.path)
 
     async def ack(self, letters: Sequence[Letter]) -> None:
         await self._call("rewrite", self._rewrite, {ltr.key: None for ltr in letters}, [])
 
     async def reschedule(self, letters: Sequence[Letter]) -> None:
-        await self._call("rewrite", self._rewrite, {ltr.key: ltr for ltr in letters}, [])
+        changes = {ltr.key: (ltr.attempts, ltr.due) for ltr in letters}
+        await self._call("rewrite", self._rewrite, changes, [])
 
     async def bury(self, letters: Sequence[Letter], reason: str) -> None:
         now = time.time()
         dead = [
-            {
-                "key": ltr.key,
-                "event": ltr.fields,
-                "attempts": ltr.attempts,
-                "reason": reason,
-                "buried": now,
-            }
+            _line(
+                {
+                    "key": ltr.key,
+                    "event": ltr.fields,
+                    "attempts": ltr.attempts,
+                    "reason": reason,
+                    "buried": now,
+                }
+            )
             for ltr in letters
         ]
         await self._call("bury", self._rewrite, {ltr.key: None for ltr in letters}, dead)
 
-    def _rewrite(self, changes: dict[str, Letter | None], dead: list[dict[str, Any]]) -> None:
+    def _rewrite(self, changes: dict[str, Change | None], dead: list[bytes]) -> None:
         """`changes` made to the file (None: the letter is gone), in time in proportion to
         them, not to the queue (but for the rare rewrite: see the class docstring)."""
         if dead:
@@ -272,9 +343,8 @@ class FileDeadLetterQueue:
             pending = {**self._unwritten, **changes}
             if (full := self._recorded(letters, pending)) is None:
                 self._unwritten = {}
-                # the file reads as the mirror with the changes applied (rewritten, or its
-                # change records appended)
-                _apply(letters, pending)
+                # `letters` reads as the file now does (rewritten, or its change records
+                # appended)
                 self._mirror = (_state(self.path), letters)
             else:
                 if not self._unwritten:
@@ -286,75 +356,86 @@ class FileDeadLetterQueue:
             self._view = None  # made again, with what derives from it, at the next read
 
     def _recorded(
-        self, letters: dict[str, Letter], pending: dict[str, Letter | None]
+        self, letters: dict[str, Entry], pending: dict[str, Change | None]
     ) -> OSError | None:
-        """The file (`letters`, its lock held) made to hold them with the `pending` changes:
-        the changes appended as small records while the stale lines stay within bounds
-        (`COMPACT_AFTER`), else the file rewritten — or, no room for the queue twice,
-        appended anyway. The disk's refusal when it has room for neither, else None."""
-        gone = sum(1 for key, letter in pending.items() if letter is None and key in letters)
+        """The file (`letters`, its lock held) made to hold them with the `pending` changes,
+        and `letters` made to read as it then does: the changes appended as small records
+        while the stale lines stay within bounds (`COMPACT_AFTER`), else the file rewritten
+        — or, no room for the queue twice, appended anyway. The disk's refusal when it has
+        room for neither (`letters` as they were), else None."""
+        gone = sum(1 for key, change in pending.items() if change is None and key in letters)
         live = len(letters) - gone
         lines = self._lines + len(pending)
         if live and lines - live <= max(live, COMPACT_AFTER):
-            return self._appended(pending, lines)
+            return self._appended(letters, pending, lines)
         try:
-            self._replace(_changed(letters.values(), pending))
-            self._lines = live
-            return None
+            kept = self._replace(_changed(letters.values(), pending))
         except OSError as exc:
             if not disk_full(exc):
                 raise
-        return self._appended(pending, lines)
+            return self._appended(letters, pending, lines)
+        letters.clear()
+        letters.update((entry.key, entry) for entry in kept)
+        self._lines = live
+        return None
 
-    def _appended(self, pending: dict[str, Letter | None], lines: int) -> OSError | None:
-        """The `pending` changes appended as records (the lock held); the disk's refusal
-        when it has no room for them, else None."""
+    def _appended(
+        self, letters: dict[str, Entry], pending: dict[str, Change | None], lines: int
+    ) -> OSError | None:
+        """The `pending` changes appended as records (the lock held) and made to `letters`;
+        the disk's refusal when it has no room for them, else None."""
         try:
             self._append(self.path, _change_records(pending), lock=False)
         except OSError as exc:
             if not disk_full(exc):
                 raise
             return exc
+        _apply(letters, pending)
         self._lines = lines
         return None
 
-    def _replace(self, kept: list[Letter]) -> None:
+    def _replace(self, kept: list[Entry]) -> list[Entry]:
         """The file rewritten as `kept` (its lock held): emptied in place when nothing is
-        kept (no room needed), else written beside it and renamed over it."""
+        kept (no room needed), else written beside it, each letter's line copied from the
+        file (one at a time: never the queue in memory), and renamed over it. Returns the
+        letters' entries in the new file."""
         if not kept:
             with open(self.path, "r+b") as handle:
                 handle.truncate(0)
                 os.fsync(handle.fileno())
-            return
-        _write_whole(self.path, b"".join(orjson.dumps(_record(ltr)) + b"\n" for ltr in kept))
+            return []
+        moved: list[Entry] = []
+        source = os.open(self.path, os.O_RDONLY)
+        try:
+
+            def copied() -> Iterator[bytes]:
+                offset = 0
+                for entry in kept:
+                    line = os.pread(source, entry.length, entry.offset)
+                    if len(line) != entry.length or not line.endswith(b"\n"):
+                        raise OSError(f"the line of letter {entry.key} is not where it was")
+                    line = line_of(entry, line)
+                    moved.append(entry._replace(offset=offset, length=len(line), exact=True))
+                    offset += len(line)
+                    yield line
+
+            _write_whole(self.path, copied())
+        finally:
+            os.close(source)
+        return moved
 
     async def depth(self) -> int:
         return len(await self._call("read", self._read))
 
     async def dead(self) -> list[Letter]:
         def read() -> list[Letter]:
-            if not self.dead_path.exists():
+            """The dead file line by line: the letters it holds, never its bytes as well."""
+            try:
+                handle = open(self.dead_path, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
                 return []
-            found = []
-            for line in self.dead_path.read_bytes().splitlines():
-                try:
-                    record = orjson.loads(line)
-                    if not isinstance(record["event"], dict):
-                        raise TypeError("the event is not an object")
-                    letter = Letter(
-                        str(record["key"]),
-                        record["event"],
-                        int(record["attempts"]),
-                        0,
-                        reason=str(record.get("reason", "")),
-                        buried=_seconds(record.get("buried")),
-                    )
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    # shown, not skipped (`dead-letters` left a torn line out silently); no
-                    # event, so `requeue-dead` counts it unreadable, and it stays in the file
-                    letter = Letter("", {}, 0, 0, reason=UNREADABLE_LINE)
-                found.append(letter)
-            return found
+            with handle:
+                return [_dead_letter(line.rstrip(b"\n")) for line in handle]
 
         result: list[Letter] = await self._call("read", read)
         return result
@@ -364,63 +445,88 @@ class FileDeadLetterQueue:
 
     def _forget_dead(self, keys: set[str]) -> None:
         """The dead file without the letters of `keys` (under its lock), written beside it
-        and renamed over it."""
+        line by line and renamed over it."""
         if not keys:
             return
-        with _locked(self.dead_path):
-            kept = []
-            for line in self.dead_path.read_bytes().splitlines():
-                try:
-                    gone = str(orjson.loads(line)["key"]) in keys
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    gone = False  # an unreadable line stays for a person to look at
-                if not gone:
-                    kept.append(line + b"\n")
-            _write_whole(self.dead_path, b"".join(kept))
+        with _locked(self.dead_path), open(self.dead_path, "rb") as handle:
+
+            def kept() -> Iterator[bytes]:
+                for line in handle:
+                    try:
+                        gone = str(orjson.loads(line)["key"]) in keys
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        gone = False  # an unreadable line stays for a person to look at
+                    if not gone:
+                        yield line if line.endswith(b"\n") else line + b"\n"
+
+            _write_whole(self.dead_path, kept())
 
 
-def _record(letter: Letter) -> dict[str, Any]:
-    """A letter as a line of the file."""
-    return {
-        "key": letter.key,
-        "event": letter.fields,
-        "attempts": letter.attempts,
-        "due": letter.due,
-    }
+def _dead_letter(line: bytes) -> Letter:
+    """A line of the dead file as a letter; one that reads as none is shown, not skipped
+    (`dead-letters` left a torn line out silently): no event, so `requeue-dead` counts it
+    unreadable, and it stays in the file."""
+    try:
+        record = orjson.loads(line)
+        if not isinstance(record["event"], dict):
+            raise TypeError("the event is not an object")
+        return Letter(
+            str(record["key"]),
+            record["event"],
+            int(record["attempts"]),
+            0,
+            reason=str(record.get("reason", "")),
+            buried=_seconds(record.get("buried")),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return Letter("", {}, 0, 0, reason=UNREADABLE_LINE)
 
 
-def _apply(letters: dict[str, Letter], changes: dict[str, Letter | None]) -> None:
-    """`changes` made to `letters` in place (None: the letter is gone); a change to a letter
-    no longer there is none."""
-    for key, letter in changes.items():
+def _line(record: dict[str, Any]) -> bytes:
+    """A record as a line of a file."""
+    return orjson.dumps(record) + b"\n"
+
+
+def _apply(letters: dict[str, Entry], changes: dict[str, Change | None]) -> None:
+    """`changes` made to `letters` in place (None: the letter is gone), each letter in its
+    place; a change to a letter no longer there is none."""
+    for key, change in changes.items():
         if key not in letters:
             continue
-        if letter is None:
+        if change is None:
             del letters[key]
         else:
-            letters[key] = letter
+            letters[key] = _changed_entry(letters[key], change)
 
 
-def _changed(letters: Iterable[Letter], changes: dict[str, Letter | None]) -> list[Letter]:
-    """`letters` with `changes` applied (None: the letter is gone), in queue order."""
+def _changed(entries: Iterable[Entry], changes: dict[str, Change | None]) -> list[Entry]:
+    """`entries` with `changes` applied (None: the letter is gone), in queue order."""
     found = []
-    for letter in letters:
-        changed = changes.get(letter.key, letter)
-        if changed is not None:
-            found.append(changed)
+    for entry in entries:
+        if entry.key not in changes:
+            found.append(entry)
+        elif (change := changes[entry.key]) is not None:
+            found.append(_changed_entry(entry, change))
     return found
 
 
-def _due_of(letter: Letter) -> float:
-    return letter.due
+def _changed_entry(entry: Entry, change: Change) -> Entry:
+    attempts, due = change
+    if (attempts, due) == (entry.attempts, entry.due):
+        return entry
+    return entry._replace(attempts=attempts, due=due, exact=False)
 
 
-def _change_records(changes: dict[str, Letter | None]) -> list[dict[str, Any]]:
+def _due_of(entry: Entry) -> float:
+    return entry.due
+
+
+def _change_records(changes: dict[str, Change | None]) -> list[bytes]:
     return [
-        {"key": key, "gone": True}
-        if letter is None
-        else {"key": key, "attempts": letter.attempts, "due": letter.due}
-        for key, letter in changes.items()
+        _line({"key": key, "gone": True})
+        if change is None
+        else _line({"key": key, "attempts": change[0], "due": change[1]})
+        for key, change in changes.items()
     ]
 
 
@@ -439,12 +545,6 @@ def _whole_lines_end(fd: int) -> int:
         log.warning("cutting a torn dead-letter line", extra={"bytes": size - end})
         os.ftruncate(fd, end)
     return end
-
-
-def _event_index(letters: Sequence[Letter]) -> dict[str, Waiting]:
-    """event id → due and correlation id of the last letter holding it (a client retry may
-    queue one twice)."""
-    return {ltr.event_id: ltr.waiting for ltr in letters if ltr.event_id}
 
 
 @dataclass
@@ -479,13 +579,14 @@ def _locked(path: Path, lock: bool = True) -> Iterator[_Held]:
         os.close(lock_fd)
 
 
-def _write_whole(path: Path, data: bytes) -> None:
-    """`path` holding `data` (its lock held): written durably beside it and renamed over
-    it, so a crash leaves the old file or the new one."""
+def _write_whole(path: Path, chunks: Iterable[bytes]) -> None:
+    """`path` holding `chunks` (its lock held): written durably beside it, as they come,
+    and renamed over it, so a crash leaves the old file or the new one."""
     temporary = path.with_name(path.name + ".tmp")
     try:
         with open(temporary, "wb") as handle:
-            handle.write(data)
+            for chunk in chunks:
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
