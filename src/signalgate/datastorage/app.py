@@ -52,7 +52,13 @@ from signalgate.datastorage.query import InvalidParameter, parse_query
 from signalgate.datastorage.service import DataStorageService
 from signalgate.datastorage.store import verify_stored
 from signalgate.datastorage.verification import kubernaut_verification
-from signalgate.datastorage.writer import EventsLost, WriteOutcome, Written
+from signalgate.datastorage.writer import (
+    QUEUE_FULL_RETRY_AFTER,
+    EventsLost,
+    QueueFull,
+    WriteOutcome,
+    Written,
+)
 
 # full-size write bodies decided at once (their bytes together: any mix of sizes). A 5 MiB
 # batch of wide events takes about a second of one core to parse, validate and hash, during
@@ -321,6 +327,8 @@ def _translate(exc: Exception) -> Problem | None:
         return _parent_problem(exc)
     if isinstance(exc, EventsLost):
         return Problem(500, "internal-error", str(exc))
+    if isinstance(exc, QueueFull):  # nothing taken: a retry once the queue drains succeeds
+        return service_unavailable(str(exc), QUEUE_FULL_RETRY_AFTER)
     if isinstance(exc, StoreUnavailable):
         detail = (
             "a parent_event_id is not stored and the dead-letter queue that may hold it "
@@ -390,7 +398,7 @@ def build_api_app(service: DataStorageService) -> ASGIApp:
             ),
         ],
         _translate,
-        (StoreUnavailable, Conflict, ForeignParent, MissingParent, EventsLost),
+        (StoreUnavailable, Conflict, ForeignParent, MissingParent, EventsLost, QueueFull),
         cors_origins=service.settings.server.cors_allowed_origins,
         direct=[batch],  # the Gateways' delivery path
         observer=service.metrics.requests,

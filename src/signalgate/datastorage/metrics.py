@@ -15,7 +15,7 @@ class DataStorageMetrics:
         self.writes = Counter(
             "datastorage_audit_writes",
             "Audit events by write outcome (stored, existing, dead_lettered, rejected, "
-            "conflict, unconfirmed, lost)",
+            "conflict, unconfirmed, queue_full, lost)",
             ["outcome"],
             registry=registry,
         )

@@ -20,7 +20,11 @@ from signalgate.datastorage.dlq import (
     RedisDeadLetterQueue,
     ReplayWorker,
 )
-from signalgate.datastorage.errors import DeadLetterUnavailable, StoreUnavailable
+from signalgate.datastorage.errors import (
+    DeadLetterQueueFull,
+    DeadLetterUnavailable,
+    StoreUnavailable,
+)
 from signalgate.datastorage.events import CATEGORIES
 from signalgate.datastorage.housekeeping import Housekeeper
 from signalgate.datastorage.metrics import DataStorageMetrics
@@ -61,7 +65,7 @@ def build_dlq(settings: DataStorageSettings) -> DeadLetterQueue:
         return RedisDeadLetterQueue(
             settings.dlq.redis_url, trust_persistence=settings.dlq.trust_redis_persistence
         )
-    return FileDeadLetterQueue(settings.dlq_path)
+    return FileDeadLetterQueue(settings.dlq_path, max_bytes=settings.dlq.max_bytes)
 
 
 def check_directories(
@@ -203,6 +207,8 @@ class DataStorageService:
         try:
             await self.dlq.ping()
             checks["dead_letter_queue"] = "ok"
+        except DeadLetterQueueFull as exc:  # it has no room until the replay drains it
+            checks["dead_letter_queue"] = f"full: {exc}"
         except DeadLetterUnavailable as exc:
             checks["dead_letter_queue"] = f"unavailable: {exc}"
         for target, state in checks.items():
@@ -216,6 +222,13 @@ class DataStorageService:
         if self.lifecycle.state is not State.SERVING:
             return Readiness(False, f"DataStorage is {self.lifecycle.state.value}", checks)
         if "ok" not in checks.values():
+            if checks["dead_letter_queue"].startswith("full: "):
+                return Readiness(
+                    False,
+                    "the database is unavailable and the dead-letter queue is full "
+                    "(dlq.maxBytes): writes are refused until it drains",
+                    checks,
+                )
             return Readiness(False, "database and dead-letter queue are both unavailable", checks)
         return Readiness(True, "", checks)
 

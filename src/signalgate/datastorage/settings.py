@@ -27,6 +27,11 @@ from signalgate.common.sections import AuthSettings, LoggingSettings
 from signalgate.kube.settings import KubernetesSettings
 
 DEFAULT_BACKOFF = (60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
+# the dead-letter file's bound (`dlq.maxBytes`): at 1,000 Gateway events a second (2.5 KB
+# each), about seven minutes of a database outage; its index then takes about 200 MB of the
+# process (some 480 bytes per letter), within the manifests' 512 MiB limit. Unbounded, an
+# outage filled the disk, and the parsed queue the pod's memory at every start
+DEFAULT_DLQ_MAX_BYTES = 1024**3
 MAX_BODY_BYTES = 5 * 1024 * 1024
 
 
@@ -85,6 +90,10 @@ class DlqSettings(Section):
     # refuses CONFIG and is known to keep an append-only file)
     trust_redis_persistence: bool = False
     path: Path | None = None  # empty: <dataDir>/audit-dlq.jsonl
+    # the most the dead-letter file may hold: a batch that would take it past this is
+    # refused (503 + Retry-After, nothing acknowledged) until the replay drains it. Redis
+    # is bounded by its own `maxmemory` instead
+    max_bytes: ByteSize = Field(DEFAULT_DLQ_MAX_BYTES, gt=0)
     backoff: list[Duration] = Field(default_factory=lambda: list(DEFAULT_BACKOFF))
     # zero would poll the queue in a busy loop
     poll_interval: Duration = Field(1.0, gt=0)

@@ -5,6 +5,9 @@ This is the one place that decides what a write answers:
 - the database failed (`StoreUnavailable`) → the dead-letter queue takes the events → 202,
   because a caller cannot do better than our queue and must not block on our database;
 - the queue failed too → `EventsLost` → 500 naming the count, so the caller knows to keep them;
+- the queue is at its bound (`dlq.maxBytes`) → `QueueFull` → 503 with Retry-After: nothing was
+  taken, and a sender that retries (the Gateway's journal relay) gets the batch in once the
+  replay has drained the queue. Not a 202 (it would be lost), and not the 500 of a loss;
 - a parent is missing but waits in the dead-letter queue (the client got 202 for it during an
   outage) → the batch is queued behind it → 202: refusing it would lose an event whose parent
   we promised to store, and the replay stores the parent first;
@@ -30,6 +33,7 @@ from signalgate.common.logging import SampledLog
 from signalgate.datastorage.dlq import DeadLetterQueue, Waiting
 from signalgate.datastorage.errors import (
     Conflict,
+    DeadLetterQueueFull,
     DeadLetterUnavailable,
     ForeignParent,
     MissingParent,
@@ -66,6 +70,23 @@ class EventsLost(Exception):
             f"{count} event(s) were not stored; retry later"
         )
 
+
+class QueueFull(Exception):
+    """The batch had to go to the dead-letter queue (the database down, or earlier letters
+    it must wait behind), and the queue is at its bound: nothing was taken; retry later."""
+
+    def __init__(self, count: int, why: str, max_bytes: int) -> None:
+        self.count = count
+        super().__init__(
+            f"{why} and the dead-letter queue is full (dlq.maxBytes: {max_bytes:,} bytes): "
+            f"{count} event(s) were not stored nor queued; retry later, once the queue drains"
+        )
+
+
+# how long after the refusal of a full queue its sender is asked to try again (seconds):
+# the queue drains only once the database is back, and a retry a second from every sender
+# would be refused as many times
+QUEUE_FULL_RETRY_AFTER = 30
 
 # how long a write that failed keeps its target ("database", "dead_letter_queue") reported as
 # failing in /readyz after it, unless a write to it succeeds first: a ping can answer while
@@ -154,6 +175,8 @@ class AuditWriter:
         count = len(events)
         try:
             await self._dlq.put(events, due=time.time())
+        except DeadLetterQueueFull as full:
+            raise self._full(events, "the audit database is unavailable", full) from full
         except DeadLetterUnavailable as queue_error:
             self._failed["dead_letter_queue"] = (time.monotonic(), str(queue_error))
             self._metrics.writes.labels("lost").inc(count)
@@ -239,6 +262,9 @@ class AuditWriter:
         due = max(time.time(), *ahead)
         try:
             await self._dlq.put(events, due=due)
+        except DeadLetterQueueFull as full:
+            why = f"{len(events)} event(s) must wait behind {what} in the dead-letter queue"
+            raise self._full(events, why, full) from full
         except DeadLetterUnavailable as exc:
             raise ParentsUnconfirmed(
                 f"{len(events)} event(s) wait behind {what} in the dead-letter queue, which "
@@ -254,6 +280,21 @@ class AuditWriter:
         return WriteOutcome(
             Written.QUEUED, len(events), f"they wait behind {what} in the dead-letter queue"
         )
+
+    def _full(self, events: Sequence[AuditEvent], why: str, full: DeadLetterQueueFull) -> QueueFull:
+        """The refusal of a batch the full queue did not take: counted, and said once in a
+        while (every request of an outage comes here once the queue is full). Readiness
+        learns it from the queue's ping, which says full until the queue has room again:
+        held as a failed write, it said so for seconds after the replay had emptied it."""
+        count = len(events)
+        self._metrics.writes.labels("queue_full").inc(count)
+        queued_log.log(
+            logging.ERROR,
+            "queue-full",
+            "dead-letter queue full (dlq.maxBytes): events refused with 503 until it drains",
+            {"count": count, "why": why, "error": str(full)},
+        )
+        return QueueFull(count, why, full.max_bytes)
 
     async def _waiting(self, parents: set[str]) -> dict[str, Waiting]:
         try:
