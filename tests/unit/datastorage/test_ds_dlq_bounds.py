@@ -1,10 +1,12 @@
-"""The file dead-letter queue's memory does not grow with its events' size.
+"""The file dead-letter queue is bounded: in memory, whatever its events' size, and on disk,
+by `dlq.maxBytes`.
 
 It kept every letter's event parsed in memory: a queue file of 20,000 Gateway-sized events
 (54 MB) took 255 MB of the process on open, so a PostgreSQL outage of minutes under a
 Gateway's load made a queue its pod was OOM-killed for — at every restart, as the queue was
 read again. It keeps an index entry per letter now, and reads an event from its line only
-when the letter is handed out or the file rewritten.
+when the letter is handed out or the file rewritten. And the file itself stops at its
+bound: a batch that would take it past is refused whole, so an outage cannot fill the disk.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from signalgate.datastorage.dlq import FileDeadLetterQueue, ReplayWorker
+from signalgate.datastorage.errors import DeadLetterQueueFull
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
-from tests.unit.datastorage.test_ds_replay import FlakyStore
+from tests.unit.datastorage.test_ds_replay import FlakyStore, events
 
 LETTERS = 2_000
 BATCH = 100
@@ -71,9 +74,9 @@ def big_queue(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]
     async def fill() -> None:
         queue = FileDeadLetterQueue(path)
         await queue.open()
-        for events in batches():
-            await queue.put(events, due=time.time())
-            ids.extend(event.event_id for event in events)
+        for batch in batches():
+            await queue.put(batch, due=time.time())
+            ids.extend(event.event_id for event in batch)
 
     asyncio.run(fill())
     return path, ids
@@ -127,3 +130,41 @@ async def test_a_restart_with_a_big_queue_replays_every_letter_once(
     assert (report.replayed, report.rescheduled, report.dead) == (LETTERS, 0, 0)
     assert list(store.rows) == big_queue[1]
     assert await queue.depth() == 0 and path.stat().st_size == 0
+
+
+async def test_a_batch_that_would_take_the_file_past_its_bound_is_refused_whole(
+    tmp_path: Path,
+) -> None:
+    """Refused with nothing written (its sender is answered 503 and retries), the queue's
+    ping says it is full until it has drained below where it refused; changes (replays)
+    are never refused for the bound: they drain it."""
+    path = tmp_path / "audit-dlq.jsonl"
+    probe = FileDeadLetterQueue(tmp_path / "probe.jsonl")
+    await probe.put(events(1), due=time.time())
+    line = probe.path.stat().st_size  # one letter's line
+    queue = FileDeadLetterQueue(path, max_bytes=int(line * 10.5))
+    await queue.open()
+    await queue.put(events(4), due=time.time())
+    await queue.put(events(6), due=time.time())  # ten letters: at the bound
+    before = path.read_bytes()
+    with pytest.raises(DeadLetterQueueFull, match=r"dlq\.maxBytes") as refused:
+        await queue.put(events(1), due=time.time())
+    assert refused.value.max_bytes == queue.max_bytes
+    assert path.read_bytes() == before and await queue.depth() == 10
+    with pytest.raises(DeadLetterQueueFull):
+        await queue.ping()
+    # a restart of the process does not refuse to start on a full queue (it would crash
+    # loop): its ping answers until a batch is refused again
+    again = FileDeadLetterQueue(path, max_bytes=queue.max_bytes)
+    await again.open()
+    await again.ping()
+    letters = await queue.due(None, 4)
+    await queue.reschedule([replace(ltr, attempts=1) for ltr in letters])  # records: taken
+    await queue.ack(letters)
+    assert await queue.depth() == 6
+    while letters := await queue.due(None, 3):
+        await queue.ack(letters)
+    assert path.stat().st_size == 0
+    await queue.ping()  # drained: room again
+    await queue.put(events(10), due=time.time())
+    assert await queue.depth() == 10
