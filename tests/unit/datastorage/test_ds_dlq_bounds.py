@@ -132,6 +132,11 @@ async def test_a_restart_with_a_big_queue_replays_every_letter_once(
     assert await queue.depth() == 0 and path.stat().st_size == 0
 
 
+async def fresh(path: Path) -> list[tuple[str, int]]:
+    """The letters a new process reads from the file: key and attempts, in queue order."""
+    return [(ltr.key, ltr.attempts) for ltr in await FileDeadLetterQueue(path).due(None, 100)]
+
+
 async def test_a_batch_that_would_take_the_file_past_its_bound_is_refused_whole(
     tmp_path: Path,
 ) -> None:
@@ -161,7 +166,12 @@ async def test_a_batch_that_would_take_the_file_past_its_bound_is_refused_whole(
     letters = await queue.due(None, 4)
     await queue.reschedule([replace(ltr, attempts=1) for ltr in letters])  # records: taken
     await queue.ack(letters)
-    assert await queue.depth() == 6
+    assert await queue.depth() == 6 and path.stat().st_size > queue.max_bytes
+    # the replayed letters' lines are still in the file: rewritten without them, the
+    # file has room for three more
+    await queue.put(events(3), due=time.time())
+    assert await queue.depth() == 9 and path.stat().st_size <= queue.max_bytes
+    assert await fresh(path) == [(ltr.key, ltr.attempts) for ltr in await queue.due(None, 100)]
     while letters := await queue.due(None, 3):
         await queue.ack(letters)
     assert path.stat().st_size == 0

@@ -167,7 +167,12 @@ class FileDeadLetterQueue:
 
     def _enqueue(self, lines: list[bytes], entries: list[Entry], due: float) -> None:
         """`lines` appended; `entries`, theirs (offsets to be set), added to the mirror."""
-        start, before, after = self._append(self.path, lines, limit=self.max_bytes)
+        try:
+            start, before, after = self._append(self.path, lines, limit=self.max_bytes)
+        except DeadLetterQueueFull:
+            if not self._made_room(sum(entry.length for entry in entries)):
+                raise
+            start, before, after = self._append(self.path, lines, limit=self.max_bytes)
         self._full_at = None
         added: list[Entry] = []
         for entry in entries:
@@ -215,6 +220,36 @@ class FileDeadLetterQueue:
                     os.ftruncate(held.fd, end)
                 raise
             return end, held.before, _state(path)
+
+    def _made_room(self, adding: int) -> bool:
+        """Whether the file, at its bound, was rewritten without its stale lines (letters
+        replayed since it was last rewritten, change records) to take `adding` bytes more:
+        when they fit beside its live letters and the stale lines take an eighth of the
+        bound or more. A half-drained queue (its stale lines up to as many as its letters)
+        otherwise refused writes with room for them; at an eighth, a rewrite of the queue
+        frees an eighth of it at least, so a queue held at its bound writes at most eight
+        times what it takes."""
+        assert self.max_bytes is not None
+        with _locked(self.path) as held:
+            if self._mirror is not None and self._mirror[0] == held.before:
+                self._mirror = (_state(self.path), self._mirror[1])
+            letters = self._file_letters()
+            live = _changed(letters.values(), self._unwritten)
+            live_bytes = sum(entry.length for entry in live)
+            stale = os.fstat(held.fd).st_size - live_bytes
+            if stale < self.max_bytes // 8 or live_bytes + adding > self.max_bytes:
+                return False
+            try:
+                kept = self._replace(live)
+            except OSError as exc:
+                if not disk_full(exc):
+                    raise
+                return False
+            letters.clear()
+            letters.update((entry.key, entry) for entry in kept)
+            self._lines, self._unwritten = len(kept), {}
+            self._mirror, self._view = (_state(self.path), letters), None
+            return True
 
     async def due(self, now: float | None, limit: int) -> list[Letter]:
         letters: list[Letter] = await self._call("read", self._due, now, limit)
