@@ -152,21 +152,21 @@ class FileDeadLetterQueue:
                 ) from exc
 
     async def put(self, events: Sequence[AuditEvent], due: float) -> None:
-        # encoded here, in the caller's batch, and dropped once written: the queue keeps
-        # the index entries alone
+        await self._call("append", self._enqueue, events, due)
+
+    def _enqueue(self, events: Sequence[AuditEvent], due: float) -> None:
+        """`events` appended as letters due at `due`, and their entries added to the mirror.
+        Their lines are encoded here, in the queue's thread (a batch of 5 MiB is not
+        encoded in the event loop), and dropped once written: the queue keeps the entries."""
         keys = [str(uuid.uuid4()) for _ in events]
         lines = [
             _line({"key": key, "event": event.fields, "attempts": 0, "due": due})
             for key, event in zip(keys, events, strict=True)
         ]
-        added = [
+        entries = [
             Entry(key, 0, len(line), 0, due, event.event_id, sys.intern(event.correlation_id))
             for key, line, event in zip(keys, lines, events, strict=True)
         ]
-        await self._call("append", self._enqueue, lines, added, due)
-
-    def _enqueue(self, lines: list[bytes], entries: list[Entry], due: float) -> None:
-        """`lines` appended; `entries`, theirs (offsets to be set), added to the mirror."""
         try:
             start, before, after = self._append(self.path, lines, limit=self.max_bytes)
         except DeadLetterQueueFull:
@@ -178,7 +178,9 @@ class FileDeadLetterQueue:
         for entry in entries:
             added.append(entry._replace(offset=start))
             start += entry.length
-        self._queued = self._queued | {entry.event_id: entry for entry in added}
+        # in place (the loop's lookups in `waiting` are atomic): a copy per batch was the
+        # whole index again, for every batch an outage queued
+        self._queued.update((entry.event_id, entry) for entry in added)
         if self._mirror is None or self._mirror[0] != before:
             self._mirror = self._view = None  # changed by another process too: read it again
             return
