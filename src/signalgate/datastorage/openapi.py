@@ -34,8 +34,10 @@ _WRITE_ERRORS = {
         "stored (`detail` says how many); retry"
     ),
     "503": problem_answer(
-        "a parent, or an earlier write of an id, waits in the dead-letter queue, which "
-        "cannot be asked or take the batch now; retry (`Retry-After`)"
+        "the batch had to be queued (the database unavailable, or a parent or an earlier "
+        "write of an id waiting in the dead-letter queue) and the queue is full "
+        "(dlq.maxBytes) or cannot be asked or take it now: nothing was stored nor "
+        "queued; retry (`Retry-After`)"
     ),
 }
 _READ_ERRORS = {
