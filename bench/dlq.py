@@ -59,6 +59,7 @@ from signalgate.datastorage.dlq import (
 )
 from signalgate.datastorage.dlq.base import Letter
 from signalgate.datastorage.dlq.file import _changed
+from signalgate.datastorage.dlq.index import Change, Entry
 from signalgate.datastorage.dlq.redis_streams import DUE_INDEX, EVENT_INDEX
 from signalgate.datastorage.dlq.replay import ReplayReport
 from signalgate.datastorage.errors import (
@@ -253,10 +254,11 @@ class RewriteEachChange(FileDeadLetterQueue):
     """The previous version's changes: the whole file rewritten at each (the baseline)."""
 
     def _recorded(
-        self, letters: dict[str, Letter], pending: dict[str, Letter | None]
+        self, letters: dict[str, Entry], pending: dict[str, Change | None]
     ) -> OSError | None:
-        kept = _changed(letters.values(), pending)
-        self._replace(kept)
+        kept = self._replace(_changed(letters.values(), pending))
+        letters.clear()
+        letters.update((entry.key, entry) for entry in kept)
         self._lines = len(kept)
         return None
 
