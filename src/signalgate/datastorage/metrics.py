@@ -30,6 +30,14 @@ class DataStorageMetrics:
         self.requests = RequestMetrics("datastorage", registry)
         # costly reads running, waiting, and refused for their bound (common.reads)
         self.reads = ReadMetrics("datastorage", registry)
+        self.auth_reviews_refused = Counter(
+            "datastorage_auth_reviews_refused_total",
+            "Auth reviews (TokenReview, SubjectAccessReview) the Kubernetes API server refused "
+            "DataStorage's own ServiceAccount: its RBAC lacks create on them, and every "
+            "authenticated request is a 503 until granted",
+            ["review"],
+            registry=registry,
+        )
         self.dlq_depth = Gauge(
             "audit_dlq_depth", "Events waiting in the dead-letter queue", registry=registry
         )

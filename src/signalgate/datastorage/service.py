@@ -143,7 +143,11 @@ class DataStorageService:
 
             k8s = settings.kubernetes
             client = kube(k8s.config, "kubernetes.config")
-            return KubernetesAuth(client, datastorage_access(k8s.namespace), k8s)
+            auth = KubernetesAuth(client, datastorage_access(k8s.namespace), k8s)
+            auth.on_review_refused = lambda review: metrics.auth_reviews_refused.labels(
+                review
+            ).inc()
+            return auth
 
         return cls(
             settings=settings,

@@ -4,9 +4,12 @@ trail with their ServiceAccount tokens, authorised as Kubernaut's DataStorage as
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from e2ecov.kubeapi import KubeAPIServer
@@ -100,4 +103,42 @@ def test_the_gateways_own_account_may_write_its_audit_events_with_deploys_rbac(
     gateway = service_account(kube_apiserver, kube_namespace, "signalgate-gateway")
     with datastorage.client(gateway) as c:
         written = c.post(BATCH, json=[event_body("rr-gw-1", event_category="gateway")])
+        assert written.status_code == 201, written.text
+
+
+def test_reviews_refused_to_its_own_account_are_503_counted_and_name_the_grant(
+    datastorage: ServiceProcess, kube_apiserver: KubeAPIServer, kube_namespace: str
+) -> None:
+    """DataStorage's ClusterRoleBinding for reviews removed: no caller can be authenticated.
+    Each request is a 503 naming the review and the grant, counted in
+    `datastorage_auth_reviews_refused_total` (the Gateway's twin counts its own), and it
+    serves again once granted, without a restart."""
+    writer = role(kube_apiserver, kube_namespace, "writer", ["create"])
+    binding = (
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/"
+        f"signalgate-datastorage-auth-{kube_namespace}"
+    )
+    status, saved = kube_apiserver.request("GET", binding)
+    assert status == 200, saved
+    assert kube_apiserver.request("DELETE", binding)[0] == 200
+    with datastorage.client(writer) as c:
+        refused = c.post(BATCH, json=[event_body("rr-review-1")])
+        for _ in range(50):  # RBAC changes reach the authorizer within moments
+            if refused.status_code == 503:
+                break
+            time.sleep(0.2)
+            refused = c.post(BATCH, json=[event_body("rr-review-1")])
+        problem(refused, 503, "service-unavailable", "refused this service a TokenReview")
+        metrics = httpx.get(f"{datastorage.ops_url}/metrics", timeout=10).text
+        counted = re.search(
+            r'datastorage_auth_reviews_refused_total\{review="TokenReview"\} ([0-9.]+)', metrics
+        )
+        assert counted is not None and float(counted.group(1)) >= 1, metrics
+        kube_apiserver.apply(saved)
+        written = c.post(BATCH, json=[event_body("rr-review-2")])
+        for _ in range(50):
+            if written.status_code == 201:
+                break
+            time.sleep(0.2)
+            written = c.post(BATCH, json=[event_body("rr-review-2")])
         assert written.status_code == 201, written.text
