@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import orjson
 
@@ -41,6 +42,16 @@ class Entry(NamedTuple):
 
 # a change made to a letter: its new attempts and due (None where it is gone)
 Change = tuple[int, float]
+
+# the longest line `scan` reads: a letter's event is bounded (event_data 256 KiB serialised,
+# error_message 64 Ki characters, each at most six bytes escaped), so its line is a few MiB
+# at most. A longer line is no letter (a file edited by hand, another program's output): it
+# is read past in pieces and skipped. Read whole, a line of 300 MB took the process to
+# 786 MB at open (an outside check), and a larger one would have had it OOM-killed at
+# every start.
+MAX_LINE = 16 * 1024 * 1024
+# the piece an over-long line is read past in
+_SKIP_CHUNK = 1024 * 1024
 
 
 def entry_of(record: dict[str, Any], offset: int, length: int) -> Entry:
@@ -73,10 +84,12 @@ def scan(path: Path) -> tuple[dict[str, Entry], int]:
         return letters, 0
     number = offset = 0
     with handle:
-        for line in handle:
+        for line, length in _lines(handle):
             number += 1
-            start, offset = offset, offset + len(line)
+            start, offset = offset, offset + length
             try:
+                if line is None:
+                    raise ValueError(f"a line of {length:,} bytes, over {MAX_LINE:,}")
                 if not line.endswith(b"\n"):
                     raise ValueError("a torn line")
                 record = orjson.loads(line)
@@ -91,13 +104,51 @@ def scan(path: Path) -> tuple[dict[str, Entry], int]:
                             exact=False,
                         )
                     continue
-                letters[key] = entry_of(record, start, len(line))
+                entry = entry_of(record, start, length)
+                if key in letters:
+                    entry = _twin(path, entry, number)
+                letters[entry.key] = entry
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                 log.warning(
                     "skipping an unreadable dead-letter line",
                     extra={"path": str(path), "line": number},
                 )
     return letters, number
+
+
+def _lines(handle: IO[bytes]) -> Iterator[tuple[bytes | None, int]]:
+    """Each line of `handle` with its length in bytes; a line over `MAX_LINE` as None (read
+    past in pieces of `_SKIP_CHUNK`, never held whole)."""
+    while line := handle.readline(MAX_LINE + 1):
+        if len(line) <= MAX_LINE:
+            yield line, len(line)
+            continue
+        length = len(line)
+        while not line.endswith(b"\n") and (line := handle.readline(_SKIP_CHUNK)):
+            length += len(line)
+        yield None, length
+
+
+def _twin(path: Path, entry: Entry, number: int) -> Entry:
+    """A letter whose key an earlier letter of the file holds already (a line duplicated or
+    edited by hand), indexed under a key of its own: `<key>~<offset>`, its line's offset
+    (the same at every scan until a rewrite, which writes the key into its line). Indexed
+    under the same key, the later letter replaced the earlier one in the index, and the
+    next rewrite dropped the earlier one's event from the file for good (an outside check);
+    a copy of the same event is stored once, as a replay of any letter is."""
+    twin = entry._replace(key=f"{entry.key}~{entry.offset}", exact=False)
+    log.warning(
+        "a dead-letter key appears twice in the file: the later letter is kept under a key "
+        "of its own",
+        extra={"path": str(path), "line": number, "key": entry.key, "new_key": twin.key},
+    )
+    return twin
+
+
+def _holds(entry: Entry, key: object) -> bool:
+    """Whether a line whose record has `key` is `entry`'s: its key, or the key it was found
+    twice under (`_twin`), at the offset that names it."""
+    return key == entry.key or f"{key}~{entry.offset}" == entry.key
 
 
 def read_event(fd: int, entry: Entry) -> dict[str, Any] | None:
@@ -111,7 +162,7 @@ def read_event(fd: int, entry: Entry) -> dict[str, Any] | None:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(record, dict) or record.get("key") != entry.key:
+    if not isinstance(record, dict) or not _holds(entry, record.get("key")):
         return None
     event = record.get("event")
     return event if isinstance(event, dict) else None
@@ -119,10 +170,10 @@ def read_event(fd: int, entry: Entry) -> dict[str, Any] | None:
 
 def line_of(entry: Entry, line: bytes) -> bytes:
     """`entry`'s letter as a line of a rewritten file, from its `line` as it is in the file:
-    the same bytes while they hold its attempts and due, else the record written anew with
-    them (one event parsed at a time)."""
+    the same bytes while they hold its key, attempts and due, else the record written anew
+    with them (one event parsed at a time)."""
     if entry.exact:
         return line
     record = orjson.loads(line)
-    record["attempts"], record["due"] = entry.attempts, entry.due
+    record["key"], record["attempts"], record["due"] = entry.key, entry.attempts, entry.due
     return orjson.dumps(record) + b"\n"
