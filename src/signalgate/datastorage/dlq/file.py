@@ -98,6 +98,11 @@ class FileDeadLetterQueue:
         self._unwritten: dict[str, Change | None] = {}
         # the file's letters as last read or written, and the signature it had then
         self._mirror: tuple[State, dict[str, Entry]] | None = None
+        # whether the mirror is the file as no writer was changing it: taken by this
+        # process's own change (under the lock), or read while the file's last change was
+        # over (`_settled`); only then do letters missing from the next read tell a change
+        # made behind the writers' back
+        self._settled = False
         # the lines of the file the mirror was taken from (live letters and stale lines)
         self._lines = 0
         # the mirror with `_unwritten` folded in, in queue order (None: to be made again)
@@ -185,7 +190,7 @@ class FileDeadLetterQueue:
             self._mirror = self._view = None  # changed by another process too: read it again
             return
         self._mirror[1].update((entry.key, entry) for entry in added)
-        self._mirror = (after, self._mirror[1])
+        self._mirror, self._settled = (after, self._mirror[1]), True
         self._lines += len(added)
         if self._view is not None:  # new keys: nothing unwritten applies to them
             self._view.extend(added)
@@ -234,7 +239,7 @@ class FileDeadLetterQueue:
         assert self.max_bytes is not None
         with _locked(self.path) as held:
             if self._mirror is not None and self._mirror[0] == held.before:
-                self._mirror = (_state(self.path), self._mirror[1])
+                self._mirror, self._settled = (_state(self.path), self._mirror[1]), True
             letters = self._file_letters()
             live = _changed(letters.values(), self._unwritten)
             live_bytes = sum(entry.length for entry in live)
@@ -251,6 +256,7 @@ class FileDeadLetterQueue:
             letters.update((entry.key, entry) for entry in kept)
             self._lines, self._unwritten = len(kept), {}
             self._mirror, self._view = (_state(self.path), letters), None
+            self._settled = True
             return True
 
     async def due(self, now: float | None, limit: int) -> list[Letter]:
@@ -335,9 +341,36 @@ class FileDeadLetterQueue:
         now = _state(self.path)
         if self._mirror is not None and self._mirror[0] == now:
             return self._mirror[1]
+        settled = _settled(self.path, now[0])  # after the generation: see `_settled`
         letters, self._lines = self._parse()
+        if self._mirror is not None and self._settled:
+            self._gone_behind_our_back(self._mirror, now, letters)
         self._mirror, self._view = (now, letters), None
+        self._settled = settled
         return letters
+
+    def _gone_behind_our_back(
+        self, mirror: tuple[State, dict[str, Entry]], now: State, letters: dict[str, Entry]
+    ) -> None:
+        """An error line when letters the index held left the file while no writer of this
+        module changed it (its generation as it was): the file deleted, truncated or edited
+        by hand while the service ran. Those letters' events are gone with their lines, and
+        the queue read them as an empty or shorter queue without a word (an outside check),
+        so an operator learnt of the loss only from the events missing later."""
+        (generation, _), held = mirror
+        if now[0] != generation:
+            return  # a writer of this module (this process, a `replay-dlq` run) changed it
+        missing = sum(1 for key in held if key not in letters)
+        if missing:
+            log.error(
+                "dead-letter file changed outside DataStorage: letters it held are gone from "
+                "it (deleted, truncated or edited by hand?); their events are not replayed",
+                extra={
+                    "path": str(self.path),
+                    "letters_gone": missing,
+                    "exists": now[1] is not None,
+                },
+            )
 
     def _parse(self) -> tuple[dict[str, Entry], int]:
         """The file's letters, in queue order, with the change records appended after them
@@ -375,14 +408,14 @@ class FileDeadLetterQueue:
         with _locked(self.path) as held:
             if self._mirror is not None and self._mirror[0] == held.before:
                 # unchanged since this process last looked: only the generation moved
-                self._mirror = (_state(self.path), self._mirror[1])
+                self._mirror, self._settled = (_state(self.path), self._mirror[1]), True
             letters = self._file_letters()
             pending = {**self._unwritten, **changes}
             if (full := self._recorded(letters, pending)) is None:
                 self._unwritten = {}
                 # `letters` reads as the file now does (rewritten, or its change records
                 # appended)
-                self._mirror = (_state(self.path), letters)
+                self._mirror, self._settled = (_state(self.path), letters), True
             else:
                 if not self._unwritten:
                     log.warning(
@@ -607,11 +640,16 @@ def _locked(path: Path, lock: bool = True) -> Iterator[_Held]:
         generation = _generation_at(lock_fd)
         before = (generation, signature(path))
         os.pwrite(lock_fd, (generation + 1).to_bytes(8, "big"), 0)
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            yield _Held(fd, before)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                yield _Held(fd, before)
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            if lock:  # the holder counts its change done (an inner append's too) once it is
+                with contextlib.suppress(OSError):
+                    os.pwrite(lock_fd, os.pread(lock_fd, 8, 0), 8)
     finally:
         os.close(lock_fd)
 
@@ -639,6 +677,26 @@ def _lock_path(path: Path) -> Path:
 
 def _generation_at(lock_fd: int) -> int:
     return int.from_bytes(os.pread(lock_fd, 8, 0).rjust(8, b"\0"), "big")
+
+
+def _settled(path: Path, generation: int) -> bool:
+    """Whether the change of `generation` was over when this was asked: the `.lock` file's
+    second count (the generation whose change its holder finished, written as it lets go)
+    has caught up with it. Asked after the generation was read, so a read of the file
+    after this sees that change whole. A writer counts its generation up before it changes
+    anything: a reader that read the new generation with the old contents (a rewrite
+    under way) would otherwise take the next read's missing letters for a change made
+    behind the writers' back. An older writer that does not count its changes done
+    leaves it behind: never settled, never a false alarm."""
+    try:
+        lock_fd = os.open(_lock_path(path), os.O_RDONLY)
+    except FileNotFoundError:
+        return generation == 0
+    try:
+        done = os.pread(lock_fd, 8, 8)
+    finally:
+        os.close(lock_fd)
+    return len(done) == 8 and int.from_bytes(done, "big") == generation
 
 
 def _state(path: Path) -> State:

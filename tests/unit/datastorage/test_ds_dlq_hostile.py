@@ -1,0 +1,129 @@
+"""The file dead-letter queue on files it did not write as they are: a letter's key found
+twice, a line far longer than any letter, the file deleted or truncated under a running
+service. No letter still in the file is lost, no such line takes the process's memory, and
+what went missing is said (an outside check found each silent or lossy).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from signalgate.datastorage.dlq import FileDeadLetterQueue
+from signalgate.datastorage.dlq import file as dlq_file
+from signalgate.datastorage.dlq import index as dlq_index
+from tests.unit.datastorage.test_ds_replay import events
+
+
+async def test_a_key_found_twice_keeps_both_letters_through_replay_and_rewrite(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A letter line pasted with another letter's key: the index kept the later one under
+    the key, and the rewrite that followed dropped the earlier one's event for good."""
+    monkeypatch.setattr(dlq_file, "COMPACT_AFTER", 0)  # the next change rewrites the file
+    path = tmp_path / "dlq.jsonl"
+    queue = FileDeadLetterQueue(path)
+    await queue.put(events(3), due=time.time())
+    first, second, third = path.read_bytes().splitlines(keepends=True)
+    record = orjson.loads(second)
+    record["key"] = orjson.loads(first)["key"]
+    path.write_bytes(first + orjson.dumps(record) + b"\n" + third)
+    expected = {orjson.loads(line)["event"]["event_id"] for line in (first, second, third)}
+
+    edited = FileDeadLetterQueue(path)
+    with caplog.at_level(logging.WARNING):
+        letters = await edited.due(None, 10)
+    assert {letter.event_id for letter in letters} == expected
+    assert "a dead-letter key appears twice" in caplog.text
+
+    # a reschedule of the twin, then a rewrite (every letter but the twin acknowledged):
+    # the twin's event survives, under its own key, and reads again from a new process
+    twin = next(letter for letter in letters if "~" in letter.key)
+    await edited.reschedule([letter for letter in letters if letter is twin])
+    await edited.ack([letter for letter in letters if letter is not twin])
+    again = await FileDeadLetterQueue(path).due(None, 10)
+    assert [(letter.key, letter.event_id) for letter in again] == [(twin.key, twin.event_id)]
+    assert len(path.read_bytes().splitlines()) == 1  # rewritten: the twin's key in its line
+    assert orjson.loads(path.read_bytes())["key"] == twin.key
+
+    await edited.ack(again)
+    assert await FileDeadLetterQueue(path).depth() == 0
+
+
+async def test_a_line_longer_than_any_letter_is_skipped_without_reading_it_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 300 MB line amid the letters took the process to 786 MB at open; a larger one got
+    it OOM-killed at every start. The bound is lowered here so the test stays small."""
+    monkeypatch.setattr(dlq_index, "MAX_LINE", 64 * 1024)
+    path = tmp_path / "dlq.jsonl"
+    queue = FileDeadLetterQueue(path)
+    await queue.put(events(2), due=time.time())
+    with open(path, "ab") as handle:
+        for _ in range(64):  # 64 MiB, one line
+            handle.write(b"A" * (1 << 20))
+        handle.write(b"\n")
+    await queue.put(events(2), due=time.time())
+
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    reopened = FileDeadLetterQueue(path)
+    with caplog.at_level(logging.WARNING):
+        await reopened.open()
+        letters = await reopened.due(None, 10)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+    assert len(letters) == 4
+    assert grown_kib < 32 * 1024, f"the process grew by {grown_kib} KiB reading the file"
+    assert "skipping an unreadable dead-letter line" in caplog.text
+
+    # the letters after the long line are where the index says: replayed, then gone
+    await reopened.ack(letters)
+    assert await FileDeadLetterQueue(path).depth() == 0
+
+
+@pytest.mark.parametrize("how", ["deleted", "truncated"])
+async def test_letters_gone_from_the_file_behind_the_queue_are_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """Deleted or truncated while the service ran, the file read as an empty queue without
+    a word: the loss showed only as events missing later."""
+    path = tmp_path / "dlq.jsonl"
+    queue = FileDeadLetterQueue(path)
+    await queue.open()
+    await queue.put(events(5), due=time.time())
+    assert await queue.depth() == 5
+    if how == "deleted":
+        path.unlink()
+    else:
+        with open(path, "r+b") as handle:
+            handle.truncate(len(path.read_bytes().splitlines(keepends=True)[0]))
+    with caplog.at_level(logging.WARNING):
+        assert await queue.depth() == (0 if how == "deleted" else 1)
+    gone = [r for r in caplog.records if "changed outside DataStorage" in r.getMessage()]
+    assert len(gone) == 1 and gone[0].levelno == logging.ERROR
+    assert gone[0].letters_gone == (5 if how == "deleted" else 4)
+
+    # the queue goes on: a new letter is taken and handed out
+    await queue.put(events(1), due=time.time())
+    assert await queue.depth() == (1 if how == "deleted" else 2)
+
+
+async def test_another_writers_changes_are_no_alarm(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Letters a `replay-dlq` run (another queue on the file) replayed, rewrote away or
+    emptied are its doing: no error line."""
+    path = tmp_path / "dlq.jsonl"
+    service, other = FileDeadLetterQueue(path), FileDeadLetterQueue(path)
+    await service.put(events(40), due=time.time())
+    assert await service.depth() == 40
+    with caplog.at_level(logging.WARNING):
+        for _ in range(4):
+            await other.ack(await other.due(None, 10))
+            await service.depth()
+    assert await service.depth() == 0
+    assert "changed outside DataStorage" not in caplog.text
