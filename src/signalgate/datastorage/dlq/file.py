@@ -79,7 +79,10 @@ class FileDeadLetterQueue:
     nothing due (an outside check: 24,000 queued events, 60 to 70 % of a core, no traffic).
     The index holds no event: holding them parsed took 4.7 times the file in memory, and
     an outage's queue got the pod OOM-killed at every start. An event is read from its
-    line (by offset) only when `due` hands its letter out, or a rewrite copies it. A
+    line (by offset) only when `due` hands its letter out, or a rewrite copies it. The
+    lock file holds a second count, the generation whose change is done: letters missing
+    from a read of the file while no writer counted a change are said in an error line
+    (the file deleted or truncated by hand). A
     `replay-dlq` run in another process changes the file, and the next look reads it (a
     line found not to be its letter's any more is the same news). Which events wait here
     (`waiting`) is answered from an index of event id → letter kept with it; an id it
