@@ -105,7 +105,7 @@ async def test_letters_gone_from_the_file_behind_the_queue_are_said(
         assert await queue.depth() == (0 if how == "deleted" else 1)
     gone = [r for r in caplog.records if "changed outside DataStorage" in r.getMessage()]
     assert len(gone) == 1 and gone[0].levelno == logging.ERROR
-    assert gone[0].letters_gone == (5 if how == "deleted" else 4)
+    assert getattr(gone[0], "letters_gone", None) == (5 if how == "deleted" else 4)
 
     # the queue goes on: a new letter is taken and handed out
     await queue.put(events(1), due=time.time())
