@@ -60,7 +60,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from signalgate.common.directories import disk_full
+from signalgate.common.directories import disk_full, sync_directory
 
 log = logging.getLogger("signalgate.audit")
 
@@ -624,11 +624,7 @@ class Journal:
             self._sync_directory()
 
     def _sync_directory(self) -> None:
-        descriptor = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        sync_directory(self.directory)
 
     def _write(self, data: bytes) -> tuple[int, int]:
         """Append one group, durably; start a new segment when this one is full, or when

@@ -30,6 +30,16 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _SETTING = re.compile(r"[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)*")
 
 
+def sync_directory(path: Path) -> None:
+    """fsync a directory: a file created or renamed into it survives a power loss only once
+    its entry does (the file's own fsync does not write the directory's)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def disk_full(exc: OSError) -> bool:
     """Whether `exc` says the disk (or the user's quota) has no room: a condition that ends
     by itself as the services deliver and delete, unlike a read-only or missing path."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from signalgate.common.directories import disk_full
+from signalgate.common.directories import disk_full, sync_directory
 from signalgate.common.file_watch import Signature, signature
 from signalgate.datastorage.dlq.base import Letter, Waiting
 from signalgate.datastorage.dlq.index import Change, Entry, line_of, read_event, scan
@@ -225,6 +225,8 @@ class FileDeadLetterQueue:
                 while view:  # a short write (the disk filling up) is continued, or raises
                     view = view[os.write(held.fd, view) :]
                 os.fsync(held.fd)
+                if end == 0:  # maybe a file made by this append: its entry must last too
+                    sync_directory(path.parent)
             except OSError:
                 with contextlib.suppress(OSError):
                     os.ftruncate(held.fd, end)
@@ -668,6 +670,9 @@ def _write_whole(path: Path, chunks: Iterable[bytes]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+        # the rename is durable only once the directory is: a power loss after it brought
+        # the old file back, without the letters appended to the new one since (202'd)
+        sync_directory(path.parent)
     except OSError:
         with contextlib.suppress(OSError):  # a part written takes room a retry needs
             temporary.unlink()
