@@ -1,5 +1,5 @@
-"""Waiting on a running service from an async test: a condition polled until it holds, and
-one sample of its ops listener's `/metrics`."""
+"""Waiting on a running service: a condition polled until it holds (from a test, `wait_for`,
+or an async test, `until`), and one sample of its ops listener's `/metrics`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ import time
 from collections.abc import Awaitable, Callable
 
 import httpx
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` every 200 ms until it returns True; fail naming `what` after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:

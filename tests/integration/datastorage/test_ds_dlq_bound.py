@@ -8,9 +8,7 @@ start, the pod's memory: it was OOM-killed at every restart."""
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,21 +16,13 @@ import pytest
 
 from e2ecov.recipes import PostgresServer
 from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process, event_body
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.slow
 
 BATCH = "/api/v1/audit/events/batch"
 EVENTS = "/api/v1/audit/events"
 MAX_BYTES = 16 * 1024
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def stored(client: httpx.Client, correlation_id: str) -> int:

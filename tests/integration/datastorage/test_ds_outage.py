@@ -17,6 +17,7 @@ import redis
 
 from e2ecov.recipes import PostgresServer, RedisServer
 from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process, event_body
+from tests.support.polling import wait_for
 from tests.support.services import ServiceProcess
 
 pytestmark = pytest.mark.slow
@@ -55,15 +56,6 @@ def pg_datastorage(
         yield process
     finally:
         process.stop()
-
-
-def wait_for(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def chain_report(client: httpx.Client, correlation_id: str) -> dict[str, object]:

@@ -9,7 +9,6 @@ import asyncio
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,21 +17,13 @@ import pytest
 from e2ecov.recipes import PostgresServer, RedisServer
 from signalgate.datastorage.postgres import PostgresAuditStore
 from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process, event_body
+from tests.support.polling import wait_for
 from tests.support.services import ServiceProcess
 
 pytestmark = pytest.mark.slow
 
 BATCH = "/api/v1/audit/events/batch"
 EVENTS = "/api/v1/audit/events"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def exit_code(process: ServiceProcess, timeout: float = 30.0) -> int:
