@@ -23,6 +23,7 @@ from signalgate.datastorage.events import (
     AuditEvent,
     BatchSizeError,
     InvalidEvents,
+    checked_event_data_text,
     event_data_text,
     parse_rfc3339,
     validate_batch,
@@ -390,6 +391,82 @@ def test_event_data_check_answers_as_the_walk_does(data: dict[str, object]) -> N
         assert str(caught.value) in _REFUSALS
         return
     assert event_data_text(data) == canonical_json(data, holds_float=holds_float)
+
+
+class _Text(str):
+    """A str subclass: the checks look at exact types, orjson writes it as a string."""
+
+
+class _Object(dict):  # type: ignore[type-arg]
+    """A dict subclass: walked as its keys by the checks, written whole by orjson."""
+
+
+# what no parsed body holds but a Python caller may pass: subclasses, non-string keys,
+# floats orjson writes as null, integers beyond 64 bits, nesting past ten levels
+_ODD_LEAVES = (
+    _DEEP_VALUES
+    | st.floats()
+    | _TRICKY_TEXT.map(_Text)
+    | st.integers(min_value=2**63 - 2, max_value=2**64 + 1)
+)
+_ODD_VALUES = st.recursive(
+    _ODD_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(_TRICKY_TEXT, inner, max_size=3)
+        | st.dictionaries(_TRICKY_TEXT, inner, max_size=2).map(_Object)
+        | st.dictionaries(st.integers(0, 3) | _TRICKY_TEXT.map(_Text), inner, max_size=2)
+        | st.tuples(st.integers(8, 12), inner).map(lambda pair: _nested(*pair))
+    ),
+    max_leaves=40,
+)
+
+
+def _nested(levels: int, value: object) -> object:
+    for level in range(levels):
+        value = [value] if level % 2 else {"n": value}
+    return value
+
+
+@given(
+    st.dictionaries(_TRICKY_TEXT, _ODD_VALUES, max_size=4).flatmap(
+        lambda d: st.just(d) | st.just(_Object(d))
+    )
+)
+def test_event_data_quick_look_answers_as_the_leaf_by_leaf_check(data: dict[str, object]) -> None:
+    # the quick look (orjson's text, the containers' types) takes the usual value and hands
+    # every doubtful one to the leaf-by-leaf check: the same bytes, or the same refusal
+    try:
+        expected = checked_event_data_text(data)
+    except ValueError as exc:
+        with pytest.raises(ValueError) as caught:
+            event_data_text(data)
+        assert str(caught.value) == str(exc)
+        return
+    assert event_data_text(data) == expected
+
+
+def test_event_data_quick_look_hands_over_what_it_cannot_tell() -> None:
+    deep: object = {"x": 1}
+    for _ in range(10):
+        deep = {"d": deep}
+    cases: list[tuple[dict[str, Any], str | bytes]] = [
+        (deep, "must be at most 10 levels deep"),  # type: ignore[list-item]
+        ({"k\x00": 1}, "keys must be strings without NUL characters"),
+        ({1: 1}, "keys must be strings without NUL characters"),  # type: ignore[dict-item]
+        ({_Text("k"): 1}, "keys must be strings without NUL characters"),
+        ({"s": ["a\x00"]}, "strings must not contain NUL characters"),
+        ({"n": [2**64]}, "must hold only JSON numbers within 64 bits"),
+        ({"t": datetime(2024, 1, 1)}, b'{"t":"2024-01-01T00:00:00"}'),  # as orjson writes it
+        ({"f": [1e-05]}, b'{"f":[1e-05]}'),  # the standard library's form
+        ({"s": "\\u0000"}, b'{"s":"\\\\u0000"}'),  # a backslash and text, not a NUL
+        ({"s": _Text("a\x00")}, b'{"s":"a\\u0000"}'),  # not an exact str: kept, as before
+    ]
+    for data, answer in cases:
+        if isinstance(answer, bytes):
+            assert event_data_text(data) == checked_event_data_text(data) == answer
+        else:
+            assert str(_raised(data)) == answer
 
 
 def test_event_data_check_names_each_fault() -> None:
