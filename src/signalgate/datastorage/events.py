@@ -8,6 +8,7 @@ an audit trail should hold what the client meant, not what a parser guessed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import uuid
@@ -31,7 +32,7 @@ from pydantic_core import ErrorDetails
 from signalgate.common.audit import MAX_EVENT_AGE, MAX_EVENT_DATA_BYTES, MAX_EVENT_DATA_DEPTH
 from signalgate.common.ids import new_uuid
 from signalgate.common.json_numbers import INT64_MIN, UINT64_MAX
-from signalgate.datastorage.chain import canonical, canonical_json, format_timestamp
+from signalgate.datastorage.chain import canonical_json, format_timestamp
 
 Category = Literal[
     "gateway",
@@ -70,10 +71,23 @@ _RFC3339_RE = re.compile(
 _EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 
 
+# the form every stored timestamp takes (`format_timestamp`), which the Gateway sends: UTC,
+# six fractional digits, upper-case T and Z
+_CANONICAL_STAMP_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z", re.ASCII
+)
+
+
 def parse_rfc3339(value: object) -> datetime:
     """An RFC 3339 date-time with an offset → aware UTC datetime (fractions cut to µs, as
     many digits as sent: RFC 3339 sets no limit, and a writer in another language may send
     more than Go's nine)."""
+    if type(value) is str and _CANONICAL_STAMP_RE.fullmatch(value):
+        # the usual text, in the one form `datetime.fromisoformat` reads exactly as below
+        # (a UTC datetime, the six digits as µs) in a tenth of the time; a bad day or hour
+        # is left to the path below, which names it
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("must carry a UTC offset (e.g. 2024-05-01T12:00:00Z)")
@@ -119,6 +133,23 @@ def _parse_uuid(value: object) -> str:
 # The validation context's key for `event_data`'s canonical bytes: serialised once, while
 # checking its size, and reused as the stored text and inside the record's canonical form.
 EVENT_DATA_JSON = "event_data_json"
+# ... and for `event_timestamp`'s text when it was sent in the canonical form already
+# (`format_timestamp` of the parsed value would give the same text back)
+EVENT_TIMESTAMP_TEXT = "event_timestamp_text"
+
+
+def _event_timestamp(value: object, info: ValidationInfo) -> datetime:
+    """`parse_rfc3339`, keeping text sent in the canonical form for the record: formatting
+    the parsed value again cost as much as parsing it."""
+    moment = parse_rfc3339(value)
+    if (
+        isinstance(info.context, dict)
+        and type(value) is str
+        and value[0] != "0"  # before year 1000 `format_timestamp` writes fewer digits
+        and _CANONICAL_STAMP_RE.fullmatch(value)
+    ):
+        info.context[EVENT_TIMESTAMP_TEXT] = value
+    return moment
 
 
 def _check_event_data(value: object, info: ValidationInfo) -> dict[str, Any]:
@@ -254,7 +285,7 @@ def _parse_day(value: object) -> str:
         raise ValueError(problem) from None
 
 
-Timestamp = Annotated[datetime, BeforeValidator(parse_rfc3339)]
+Timestamp = Annotated[datetime, BeforeValidator(_event_timestamp)]
 
 
 class AuditEventIn(BaseModel):
@@ -351,13 +382,19 @@ class AuditEvent:
         return self.timestamp.date()
 
     @classmethod
-    def from_model(cls, model: AuditEventIn, event_data_json: bytes | None = None) -> AuditEvent:
-        """`event_data_json`: `event_data`'s canonical bytes when validation made them."""
+    def from_model(
+        cls,
+        model: AuditEventIn,
+        event_data_json: bytes | None = None,
+        event_timestamp: str | None = None,
+    ) -> AuditEvent:
+        """`event_data_json`: `event_data`'s canonical bytes when validation made them;
+        `event_timestamp`: the timestamp's canonical text when it was sent in that form."""
         # the validated values as they are (model_dump would copy event_data, deeply)
         data = {key: value for key, value in model.__dict__.items() if value is not None}
         data.pop("parent_event_date", None)  # not an event field: see AuditEventIn
         category = data["event_category"]
-        data["event_timestamp"] = format_timestamp(model.event_timestamp)
+        data["event_timestamp"] = event_timestamp or format_timestamp(model.event_timestamp)
         if "event_id" not in data:  # not setdefault: that would make an id for every event
             data["event_id"] = new_uuid()
         data.setdefault("actor_type", "service")
@@ -365,16 +402,23 @@ class AuditEvent:
         data.setdefault("resource_type", category)
         data.setdefault("resource_id", data["correlation_id"])
         data.setdefault("retention_days", DEFAULT_RETENTION_DAYS)
+        event_data = data["event_data"]
         if event_data_json is None:
-            event_data_json = canonical_json(data["event_data"])
+            event_data_json = canonical_json(event_data)
+        # The record's canonical form is `chain.canonical(data)`: every key of `data` is a
+        # canonical field (the model's fields but parent_event_date; a test holds them to
+        # each other), none is null, and none but event_data holds more than a string, an
+        # integer or a boolean (never a float or a datetime: the timestamp is text). So it
+        # is orjson's sorted form of `data` itself, with event_data's canonical bytes
+        # embedded as they are (a Fragment), put in place for the call rather than in a copy.
+        data["event_data"] = orjson.Fragment(event_data_json)
+        try:
+            record = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        finally:
+            data["event_data"] = event_data
         return cls(
             fields=data,
-            # event_data serialised once: its canonical bytes go into the record's as they
-            # are (the other fields are strings, integers and booleans, never floats, so
-            # the record takes orjson's path, which embeds a Fragment)
-            canonical=canonical(
-                {**data, "event_data": orjson.Fragment(event_data_json)}, holds_float=False
-            ),
+            canonical=record,
             timestamp=model.event_timestamp,
             event_data_json=event_data_json.decode(),
         )
@@ -426,7 +470,9 @@ def _validated(payload: dict[str, Any], context: dict[str, Any], prefix: str) ->
             )
     if errors:
         raise InvalidEvents(errors)
-    return AuditEvent.from_model(model, context.get(EVENT_DATA_JSON))
+    return AuditEvent.from_model(
+        model, context.get(EVENT_DATA_JSON), context.get(EVENT_TIMESTAMP_TEXT)
+    )
 
 
 def validate_batch(payload: object, now: datetime, max_size: int) -> list[AuditEvent]:

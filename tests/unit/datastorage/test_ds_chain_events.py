@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from signalgate.datastorage.chain import (
+    CANONICAL_FIELDS,
     ChainVerifier,
     canonical,
     canonical_json,
@@ -21,6 +22,7 @@ from signalgate.datastorage.chain import (
 )
 from signalgate.datastorage.events import (
     AuditEvent,
+    AuditEventIn,
     BatchSizeError,
     InvalidEvents,
     checked_event_data_text,
@@ -179,6 +181,36 @@ def test_rfc3339_refuses(text: str) -> None:
         parse_rfc3339(text)
 
 
+# timestamps in the canonical form's shape, any digits: valid or not
+_STAMP_SHAPED = st.tuples(
+    *(st.text("0123456789", min_size=n, max_size=n) for n in (4, 2, 2, 2, 2, 2, 6))
+).map(lambda p: f"{p[0]}-{p[1]}-{p[2]}T{p[3]}:{p[4]}:{p[5]}.{p[6]}Z")
+
+
+@given(_STAMP_SHAPED | st.datetimes(timezones=st.just(UTC)).map(format_timestamp))
+def test_canonical_timestamps_parse_as_any_other_rfc3339_text(text: str) -> None:
+    # text in the stored form takes a shorter path: the same moment, or the same refusal,
+    # as the same instant written with a +00:00 offset (the general path)
+    general = text[:-1] + "+00:00"
+    try:
+        expected = parse_rfc3339(general)
+    except ValueError as exc:
+        with pytest.raises(ValueError) as caught:
+            parse_rfc3339(text)
+        assert str(caught.value) == str(exc)
+        return
+    moment = parse_rfc3339(text)
+    assert moment == expected
+    assert moment.tzinfo is UTC
+    if text[0] != "0":  # the text is then kept as the record's, unformatted
+        assert format_timestamp(moment) == text
+
+
+def test_the_records_fields_are_the_canonical_fields() -> None:
+    # `AuditEvent.from_model` hashes its fields whole, without `chain.canonical`'s filter
+    assert set(AuditEventIn.model_fields) - {"parent_event_date"} == set(CANONICAL_FIELDS)
+
+
 def test_freshness_window_edges() -> None:
     ok_future = (NOW + timedelta(minutes=59)).isoformat()
     ok_past = (NOW - timedelta(days=6, hours=23)).isoformat()
@@ -294,6 +326,50 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=20,
 )
+
+
+_OPTIONAL_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "event_id": st.uuids().map(str) | st.none(),
+        "actor_type": st.text(max_size=5) | st.none(),
+        "actor_id": st.text(max_size=5),
+        "resource_id": st.text(max_size=5),
+        "parent_event_id": st.uuids().map(str).map(str.upper),
+        "parent_event_date": st.just("2024-05-10"),
+        "severity": st.text(max_size=5) | st.none(),
+        "duration_ms": st.integers(0, 2**63 - 1),
+        "retention_days": st.integers(1, 2**31 - 1),
+        "is_sensitive": st.booleans() | st.none(),
+        "event_timestamp": st.sampled_from(
+            [
+                "2024-05-10T12:00:00.123456Z",
+                "2024-05-10T12:00:00Z",
+                "2024-05-10t12:00:00.123456z",
+                "2024-05-10T13:00:00.123456+01:00",
+                "2024-05-10T12:00:00.1234567Z",
+            ]
+        ),
+        "event_data": st.dictionaries(st.text(max_size=3), JSON_VALUES, max_size=3),
+    },
+)
+
+
+@given(_OPTIONAL_FIELDS)
+def test_the_record_hashes_as_the_spec_says_whatever_fields_are_sent(
+    fields: dict[str, Any],
+) -> None:
+    # the record's canonical bytes are `chain.canonical` of its fields (the form chains
+    # are verified by), in the standard library's form, and its timestamp the stored text
+    assume("\\u0000" not in json.dumps(fields))  # refused, as tested above
+    event = validate_event(body(**fields), NOW)
+    assert event.canonical == canonical(event.fields)
+    reference = json.dumps(
+        dict(event.fields), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    assert event.canonical == reference.encode()
+    assert event.fields["event_timestamp"] == format_timestamp(event.timestamp)
+    assert event.event_data_json == canonical_json(event.fields["event_data"]).decode()
 
 
 @given(JSON_VALUES)
