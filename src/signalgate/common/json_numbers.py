@@ -37,23 +37,41 @@ _NUMBER_RUN = re.compile(rb"[-.0e]*")
 _VALUE_START = b":,["
 
 
+# how far back from a run `_may_hold_a_wide_number` looks in a copy of that stretch alone
+_LOOK_BACK = 64
+
+
 def _may_hold_a_wide_number(body: bytes) -> bool:
     """Whether a run found belongs to a number where a JSON value starts, not to text inside
     a string (hex ids and hashes hold "3e901" or long runs of digits). Linear: each run is
-    looked at once, backwards (in the reversed text) and forwards."""
+    looked at once, backwards (in the reversed text) and forwards.
+
+    Backwards in the `_LOOK_BACK` bytes before the run first, reversed alone: the whole body
+    reversed at the first run, which nearly every audit batch has ("3e901" in a hash), was
+    a third of this check. Only when those bytes are all the number's or blanks is the
+    whole body reversed (once), as before."""
     digits = body.translate(_DIGITS_TO_ZERO, b"+")
     reverse: bytes | None = None
     for needle in _NEEDLES:
         index = digits.find(needle)
         while index >= 0:
-            if reverse is None:
-                reverse = digits[::-1]
-            # digits[index - 1] is reverse[len - index]: back over the number's digits,
-            # then the blanks before it, to what precedes the value
-            back = _run_end(_MANTISSA_RUN, reverse, len(digits) - index)
-            back = _run_end(_BLANK_RUN, reverse, back)
-            if back == len(digits) or reverse[back] in _VALUE_START:
+            start = max(0, index - _LOOK_BACK)
+            window = digits[start:index][::-1]
+            # window[0] is digits[index - 1]: back over the number's digits, then the blanks
+            # before it, to what precedes the value
+            back = _run_end(_BLANK_RUN, window, _run_end(_MANTISSA_RUN, window, 0))
+            if back < len(window):
+                if window[back] in _VALUE_START:
+                    return True
+            elif start == 0:  # the body's first bytes: the whole body is a number
                 return True
+            else:  # the run goes on before the window: the whole text, reversed once
+                if reverse is None:
+                    reverse = digits[::-1]
+                back = _run_end(_MANTISSA_RUN, reverse, len(digits) - index)
+                back = _run_end(_BLANK_RUN, reverse, back)
+                if back == len(digits) or reverse[back] in _VALUE_START:
+                    return True
             index = digits.find(needle, max(index + 1, _run_end(_NUMBER_RUN, digits, index)))
     return False
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from signalgate.common import json_numbers
 from signalgate.common.json_numbers import check_json_integers
 from signalgate.common.problems import Problem
 
@@ -112,6 +113,40 @@ def test_refused_exactly_when_an_integer_is_beyond_64_bits(
             check_json_integers(body)
     else:
         check_json_integers(body)
+
+
+def _whole_reverse_look(body: bytes) -> bool:
+    """`_may_hold_a_wide_number` as first written, reversing the whole body at the first
+    run: the reference the windowed look back is held to."""
+    digits = body.translate(json_numbers._DIGITS_TO_ZERO, b"+")
+    reverse: bytes | None = None
+    for needle in json_numbers._NEEDLES:
+        index = digits.find(needle)
+        while index >= 0:
+            if reverse is None:
+                reverse = digits[::-1]
+            back = json_numbers._run_end(json_numbers._MANTISSA_RUN, reverse, len(digits) - index)
+            back = json_numbers._run_end(json_numbers._BLANK_RUN, reverse, back)
+            if back == len(digits) or reverse[back] in json_numbers._VALUE_START:
+                return True
+            end = json_numbers._run_end(json_numbers._NUMBER_RUN, digits, index)
+            index = digits.find(needle, max(index + 1, end))
+    return False
+
+
+# runs of digits, signs, points and blanks long enough to pass the window's 64 bytes
+_RUNS = st.lists(
+    st.sampled_from(["1", "0", "9" * 20, "-", ".", " " * 30, "\n", "e", "E", "+", "e000"])
+    | st.sampled_from([":", ",", "[", '"', "a", "3e901", "0" * 70, "-" + "1" * 19]),
+    max_size=30,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_RUNS)
+def test_the_look_back_answers_as_the_whole_reversed_text_did(text: str) -> None:
+    body = text.encode()
+    assert json_numbers._may_hold_a_wide_number(body) == _whole_reverse_look(body)
 
 
 def test_hex_text_is_not_parsed_a_second_time(monkeypatch: pytest.MonkeyPatch) -> None:
