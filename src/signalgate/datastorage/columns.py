@@ -31,7 +31,7 @@ def column_values(planned: PlannedRow, native: Mapping[str, Any]) -> tuple[Any, 
         "event_hash": planned.event_hash,
         **native,
     }
-    return tuple(values.get(name) for name in COLUMNS)
+    return tuple(map(values.get, COLUMNS))  # in C: a generator was a third of the call
 
 
 class Row(Protocol):

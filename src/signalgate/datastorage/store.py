@@ -172,6 +172,10 @@ class ChainHead:
     event_hash: str
 
 
+# a chain not written yet (not a default made for every event)
+_NO_HEAD = ChainHead(0, "")
+
+
 def plan_write(
     events: Sequence[AuditEvent],
     existing: Mapping[str, bytes],
@@ -195,10 +199,12 @@ def plan_write(
     new_heads: dict[str, ChainHead] = {}
     already = 0
     for index, event in enumerate(events):
-        earlier = written.get(event.event_id)
+        # each property once (each makes its text again)
+        event_id, chain = event.event_id, event.correlation_id
+        earlier = written.get(event_id)
         if earlier is not None:
             if earlier != event.canonical:
-                conflicts[index] = event.event_id
+                conflicts[index] = event_id
             else:
                 already += 1
             continue
@@ -207,15 +213,13 @@ def plan_write(
             where = chains.get(parent)
             if where is None:
                 missing[index] = parent
-            elif where != event.correlation_id:
+            elif where != chain:
                 foreign[index] = (parent, where)
-        head = chain_heads.get(event.correlation_id, ChainHead(0, ""))
+        head = chain_heads.get(chain, _NO_HEAD)
         digest = event_hash(head.event_hash, event.canonical)
-        chain_heads[event.correlation_id] = new_heads[event.correlation_id] = ChainHead(
-            head.count + 1, digest
-        )
-        written[event.event_id] = event.canonical
-        chains[event.event_id] = event.correlation_id
+        chain_heads[chain] = new_heads[chain] = ChainHead(head.count + 1, digest)
+        written[event_id] = event.canonical
+        chains[event_id] = chain
         rows.append(PlannedRow(event, head.event_hash, digest))
     if conflicts:
         raise Conflict(conflicts)
