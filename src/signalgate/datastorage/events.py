@@ -81,12 +81,22 @@ def parse_rfc3339(value: object) -> datetime:
     """An RFC 3339 date-time with an offset → aware UTC datetime (fractions cut to µs, as
     many digits as sent: RFC 3339 sets no limit, and a writer in another language may send
     more than Go's nine)."""
+    quick = _canonical_stamp(value)
+    return quick if quick is not None else _parse_rfc3339(value)
+
+
+def _canonical_stamp(value: object) -> datetime | None:
+    """The usual text, in the canonical form, which `datetime.fromisoformat` reads exactly
+    as `_parse_rfc3339` does (a UTC datetime, the six digits as µs) in a tenth of the time;
+    None for anything else, a bad day or hour included (the general path names it)."""
     if type(value) is str and _CANONICAL_STAMP_RE.fullmatch(value):
-        # the usual text, in the one form `datetime.fromisoformat` reads exactly as below
-        # (a UTC datetime, the six digits as µs) in a tenth of the time; a bad day or hour
-        # is left to the path below, which names it
         with contextlib.suppress(ValueError):
             return datetime.fromisoformat(value)
+    return None
+
+
+def _parse_rfc3339(value: object) -> datetime:
+    """`parse_rfc3339` for a value not in the canonical form."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("must carry a UTC offset (e.g. 2024-05-01T12:00:00Z)")
@@ -143,7 +153,8 @@ def _event_timestamp(value: object, info: ValidationInfo) -> datetime:
     the canonical form is kept for the record: formatting the parsed value again cost as
     much as parsing it. One validator for both: a second (after the model's own check of
     the datetime) was a Python call more per event, for the same field's errors."""
-    moment = parse_rfc3339(value)
+    quick = _canonical_stamp(value)
+    moment = quick if quick is not None else _parse_rfc3339(value)
     context = info.context
     if not isinstance(context, dict):
         return moment
@@ -153,11 +164,8 @@ def _event_timestamp(value: object, info: ValidationInfo) -> datetime:
             raise ValueError("must not be more than 60 minutes in the future")
         if moment < now - MAX_EVENT_AGE:
             raise ValueError("must not be more than 7 days old")
-    if (
-        type(value) is str
-        and value[0] != "0"  # before year 1000 `format_timestamp` writes fewer digits
-        and _CANONICAL_STAMP_RE.fullmatch(value)
-    ):
+    # kept unless before year 1000, for which `format_timestamp` writes fewer digits
+    if quick is not None and type(value) is str and value[0] != "0":
         context[EVENT_TIMESTAMP_TEXT] = value
     return moment
 
