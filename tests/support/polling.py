@@ -22,6 +22,19 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def answered(send: Callable[[], httpx.Response], status: int, tries: int = 50) -> httpx.Response:
+    """`send` again every 200 ms until it is answered `status` (a change that takes a
+    moment to be seen, such as RBAC reaching the API server's authorizer); the last answer,
+    whatever its status, after `tries`."""
+    answer = send()
+    for _ in range(tries):
+        if answer.status_code == status:
+            break
+        time.sleep(0.2)
+        answer = send()
+    return answer
+
+
 async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
     """Poll `check` every 50 ms until it returns True; fail naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -21,6 +21,7 @@ from e2ecov.kubeapi import KubeAPIServer
 from tests.conftest import CRD_FILE, kube_testenv_bin
 from tests.support.contract import problem
 from tests.support.kube import bind_cluster_role, kube_gateway, service_account
+from tests.support.polling import answered
 from tests.support.services import ServiceProcess, alert, webhook
 
 PROM = "/api/v1/signals/prometheus"
@@ -252,12 +253,8 @@ def test_reviews_refused_to_its_own_account_are_counted_and_name_the_grant(
     assert kube_apiserver.request("DELETE", binding)[0] == 200
     body = webhook(alert(pod="reviews-1"))
     with gateway.client(sender) as c:
-        refused = c.post(PROM, json=body)
-        for _ in range(50):  # RBAC changes reach the authorizer within moments
-            if refused.status_code == 503:
-                break
-            time.sleep(0.2)
-            refused = c.post(PROM, json=body)
+        # RBAC changes reach the authorizer within moments
+        refused = answered(lambda: c.post(PROM, json=body), 503)
         problem(
             refused,
             503,
@@ -279,12 +276,7 @@ def test_reviews_refused_to_its_own_account_are_counted_and_name_the_grant(
         assert logged and "system:auth-delegator" in logged[0], gateway.output()[-3000:]
         assert httpx.get(f"{gateway.ops_url}/readyz", timeout=10).status_code == 200
         kube_apiserver.apply(saved)
-        created = c.post(PROM, json=body)
-        for _ in range(50):
-            if created.status_code == 201:
-                break
-            time.sleep(0.2)
-            created = c.post(PROM, json=body)
+        created = answered(lambda: c.post(PROM, json=body), 201)
         assert created.status_code == 201, created.text
 
 

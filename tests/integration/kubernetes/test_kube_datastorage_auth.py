@@ -5,7 +5,6 @@ trail with their ServiceAccount tokens, authorised as Kubernaut's DataStorage as
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from e2ecov.kubeapi import KubeAPIServer
 from tests.integration.datastorage.dstools import datastorage_process, event_body
 from tests.support.contract import problem
 from tests.support.kube import apply_rbac, service_account
+from tests.support.polling import answered
 from tests.support.services import ServiceProcess
 
 BATCH = "/api/v1/audit/events/batch"
@@ -122,12 +122,8 @@ def test_reviews_refused_to_its_own_account_are_503_counted_and_name_the_grant(
     assert status == 200, saved
     assert kube_apiserver.request("DELETE", binding)[0] == 200
     with datastorage.client(writer) as c:
-        refused = c.post(BATCH, json=[event_body("rr-review-1")])
-        for _ in range(50):  # RBAC changes reach the authorizer within moments
-            if refused.status_code == 503:
-                break
-            time.sleep(0.2)
-            refused = c.post(BATCH, json=[event_body("rr-review-1")])
+        # RBAC changes reach the authorizer within moments
+        refused = answered(lambda: c.post(BATCH, json=[event_body("rr-review-1")]), 503)
         problem(refused, 503, "service-unavailable", "refused this service a TokenReview")
         metrics = httpx.get(f"{datastorage.ops_url}/metrics", timeout=10).text
         counted = re.search(
@@ -135,10 +131,5 @@ def test_reviews_refused_to_its_own_account_are_503_counted_and_name_the_grant(
         )
         assert counted is not None and float(counted.group(1)) >= 1, metrics
         kube_apiserver.apply(saved)
-        written = c.post(BATCH, json=[event_body("rr-review-2")])
-        for _ in range(50):
-            if written.status_code == 201:
-                break
-            time.sleep(0.2)
-            written = c.post(BATCH, json=[event_body("rr-review-2")])
+        written = answered(lambda: c.post(BATCH, json=[event_body("rr-review-2")]), 201)
         assert written.status_code == 201, written.text

@@ -27,6 +27,7 @@ from signalgate.datastorage.dlq import FileDeadLetterQueue, ReplayWorker
 from signalgate.datastorage.errors import DeadLetterQueueFull
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
+from tests.integration.datastorage.dstools import event_body
 from tests.unit.datastorage.test_ds_replay import FlakyStore, events
 
 LETTERS = 2_000
@@ -45,16 +46,7 @@ def wide_event(number: int) -> AuditEvent:
         }
         for i in range(60)
     ]
-    body = {
-        "version": "1.0",
-        "event_type": "gateway.signal.received",
-        "event_timestamp": datetime.now(UTC).isoformat(),
-        "event_category": "gateway",
-        "event_action": "received",
-        "event_outcome": "success",
-        "correlation_id": f"rr-{number // 10}",
-        "event_data": {"original_payload": {"alerts": alerts}},
-    }
+    body = event_body(f"rr-{number // 10}", event_data={"original_payload": {"alerts": alerts}})
     return validate_event(body, datetime.now(UTC))
 
 
