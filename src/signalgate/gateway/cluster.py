@@ -32,7 +32,6 @@ from signalgate.gateway.adapters.identity import check_kind, check_name
 from signalgate.gateway.adapters.parsing import PayloadError
 from signalgate.gateway.discovery import (
     API_VERSION,
-    DiscoveryMalformed,
     Resource,
     discovery_path,
     preferred_versions,
@@ -189,7 +188,7 @@ class ClusterView:
         leaves it out, and its kinds from the last discovery are kept: one such group
         stopped the Gateway at start (`scope.source: cluster`), and made every refresh fail
         whole (an outside check). The core group and the group list must answer."""
-        versions = ["v1", *preferred_versions(await self._document("/apis"))]
+        versions = ["v1", *preferred_versions(await self.client.request("GET", "/apis"))]
         answers = await asyncio.gather(
             *(self._resources_of(v) for v in versions), return_exceptions=True
         )
@@ -214,16 +213,10 @@ class ClusterView:
         self._discovered = found
         self.kinds.replace([item for answer in found.values() for item in answer])
 
-    async def _document(self, path: str) -> Any:
-        """One discovery document as the API server passed it on; a body that is no JSON
-        (an aggregated API's HTML error page with a 200) is `DiscoveryMalformed`."""
-        try:
-            return await self.client.request("GET", path)
-        except ValueError as exc:  # orjson.JSONDecodeError
-            raise DiscoveryMalformed(path, f"no JSON ({exc})") from exc
-
     async def _resources_of(self, group_version: str) -> list[tuple[Resource, str]]:
-        document = await self._document(discovery_path(group_version))
+        # a body that is no JSON (an aggregated API's HTML page with a 200) is the client's
+        # `KubeUnavailable` (`NotJSON`): that group left out like one that does not answer
+        document = await self.client.request("GET", discovery_path(group_version))
         return resources_of(group_version, document)
 
     # --- metadata -------------------------------------------------------------------------
