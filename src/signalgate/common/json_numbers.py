@@ -56,24 +56,25 @@ def _may_hold_a_wide_number(body: bytes) -> bool:
         index = digits.find(needle)
         while index >= 0:
             start = max(0, index - _LOOK_BACK)
-            window = digits[start:index][::-1]
-            # window[0] is digits[index - 1]: back over the number's digits, then the blanks
-            # before it, to what precedes the value
-            back = _run_end(_BLANK_RUN, window, _run_end(_MANTISSA_RUN, window, 0))
-            if back < len(window):
-                if window[back] in _VALUE_START:
-                    return True
-            elif start == 0:  # the body's first bytes: the whole body is a number
-                return True
-            else:  # the run goes on before the window: the whole text, reversed once
+            # the window's first byte is digits[index - 1]
+            before = _byte_before_value(digits[start:index][::-1], 0)
+            if before is None and start > 0:
+                # the run goes on before the window: the whole text, reversed once
                 if reverse is None:
                     reverse = digits[::-1]
-                back = _run_end(_MANTISSA_RUN, reverse, len(digits) - index)
-                back = _run_end(_BLANK_RUN, reverse, back)
-                if back == len(digits) or reverse[back] in _VALUE_START:
-                    return True
+                before = _byte_before_value(reverse, len(digits) - index)
+            if before is None or before in _VALUE_START:  # the body's start, or a value's
+                return True
             index = digits.find(needle, max(index + 1, _run_end(_NUMBER_RUN, digits, index)))
     return False
+
+
+def _byte_before_value(reverse: bytes, start: int) -> int | None:
+    """In reversed text, from `start` (the byte before a run, as read backwards): back over
+    the number's digits, then the blanks before it, to the byte that precedes the value;
+    None when the text ends first."""
+    back = _run_end(_BLANK_RUN, reverse, _run_end(_MANTISSA_RUN, reverse, start))
+    return reverse[back] if back < len(reverse) else None
 
 
 def _run_end(run: re.Pattern[bytes], text: bytes, start: int) -> int:
