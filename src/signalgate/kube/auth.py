@@ -94,6 +94,24 @@ def datastorage_access(namespace: str) -> dict[str, tuple[Access, ...]]:
 
 
 @dataclass(frozen=True)
+class _Review:
+    """A review this service asks the API server for: its kind, and where it is created
+    (the resource, in the API group, that this service's RBAC must grant `create` on)."""
+
+    kind: str
+    group: str
+    resource: str
+
+    @property
+    def path(self) -> str:
+        return f"/apis/{self.group}/v1/{self.resource}"
+
+
+_TOKEN_REVIEW = _Review("TokenReview", "authentication.k8s.io", "tokenreviews")
+_ACCESS_REVIEW = _Review("SubjectAccessReview", "authorization.k8s.io", "subjectaccessreviews")
+
+
+@dataclass(frozen=True)
 class _User:
     name: str
     uid: str
@@ -204,10 +222,7 @@ class KubernetesAuth:
         spec: dict[str, Any] = {"token": token}
         if self.settings.audiences:
             spec["audiences"] = list(self.settings.audiences)
-        answer = await self._ask(
-            "/apis/authentication.k8s.io/v1/tokenreviews",
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec},
-        )
+        answer = await self._ask(_TOKEN_REVIEW, spec)
         status = answer.get("status") or {}
         if not status.get("authenticated"):
             return None
@@ -230,21 +245,19 @@ class KubernetesAuth:
                 spec["uid"] = user.uid
             if user.extra:
                 spec["extra"] = {k: list(v) for k, v in user.extra.items()}
-            answer = await self._ask(
-                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-                {
-                    "apiVersion": "authorization.k8s.io/v1",
-                    "kind": "SubjectAccessReview",
-                    "spec": spec,
-                },
-            )
+            answer = await self._ask(_ACCESS_REVIEW, spec)
             if not (answer.get("status") or {}).get("allowed"):
                 return False
         return True
 
-    async def _ask(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _ask(self, review: _Review, spec: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "apiVersion": f"{review.group}/v1",
+            "kind": review.kind,
+            "spec": spec,
+        }
         try:
-            return await self.client.request("POST", path, body=body)
+            return await self.client.request("POST", review.path, body=body)
         except KubeUnauthorized as exc:
             # this service's own token, not the caller's: the caller cannot fix it
             sampled.log(
@@ -274,29 +287,24 @@ class KubernetesAuth:
             # this service's own ServiceAccount may not create the review (a deployment
             # bug): every authenticated request is a 503 until it is granted, so it is
             # counted and logged at ERROR (once per interval and review) naming the grant
-            group, _, resource = path.removeprefix("/apis/").partition("/v1/")
-            review = _REVIEW_KINDS.get(resource, resource)
             grant = (
-                f"grant this service's ServiceAccount create on {resource} in the API group "
-                f"{group} (the ClusterRole system:auth-delegator has it; deploy/kubernaut/"
-                "rbac.yaml grants it)"
+                f"grant this service's ServiceAccount create on {review.resource} in the API "
+                f"group {review.group} (the ClusterRole system:auth-delegator has it; "
+                "deploy/kubernaut/rbac.yaml grants it)"
             )
-            self.on_review_refused(review)
+            self.on_review_refused(review.kind)
             sampled.log(
                 logging.ERROR,
-                ("review refused", review),
-                f"the Kubernetes API server refused this service a {review}: no caller can "
-                f"be authenticated until it may; {grant}",
-                {"error": str(exc), "review": review},
+                ("review refused", review.kind),
+                f"the Kubernetes API server refused this service a {review.kind}: no caller "
+                f"can be authenticated until it may; {grant}",
+                {"error": str(exc), "review": review.kind},
             )
             raise service_unavailable(
                 f"cannot check the token: the Kubernetes API server refused this service "
-                f"a {review} ({exc.status} {exc.reason}); {grant}",
+                f"a {review.kind} ({exc.status} {exc.reason}); {grant}",
                 RETRY_AFTER,
             ) from exc
-
-
-_REVIEW_KINDS = {"tokenreviews": "TokenReview", "subjectaccessreviews": "SubjectAccessReview"}
 
 
 def _resource(access: Access) -> str:
