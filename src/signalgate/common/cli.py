@@ -40,13 +40,26 @@ def add_serve_flags(
     parser.add_argument("--data-dir", help=f"data directory (dataDir{default})")
 
 
-def add_check_config(commands: Any, text: str, data_dir: str | None = None) -> None:
-    """The `check-config` command, the same for both services: the settings file as
-    `--config FILE` (as `serve` takes it) or as its one argument, the other serve flags
-    applied as they would be."""
-    check = commands.add_parser("check-config", help=text)
-    add_serve_flags(check, data_dir=data_dir)
-    check.add_argument("file", nargs="?", type=Path, help="YAML settings file (or --config)")
+class Commands:
+    """A service's commands, each with the settings flags (`add_serve_flags`) and the
+    service's default data directory, given once."""
+
+    def __init__(self, parser: argparse.ArgumentParser, data_dir: str) -> None:
+        self._commands = parser.add_subparsers(dest="command", required=True)
+        self._data_dir = data_dir
+
+    def add(self, name: str, text: str, listens: bool = True) -> argparse.ArgumentParser:
+        """The command `name` (`text` its help), with the settings flags."""
+        command = self._commands.add_parser(name, help=text)
+        add_serve_flags(command, listens=listens, data_dir=self._data_dir)
+        return command
+
+    def add_check_config(self, text: str) -> None:
+        """The `check-config` command, the same for both services: the settings file as
+        `--config FILE` (as `serve` takes it) or as its one argument, the other serve flags
+        applied as they would be."""
+        check = self.add("check-config", text)
+        check.add_argument("file", nargs="?", type=Path, help="YAML settings file (or --config)")
 
 
 def with_default_command(argv: Sequence[str]) -> list[str]:

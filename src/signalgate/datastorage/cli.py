@@ -35,8 +35,7 @@ from typing import TypeVar
 from signalgate.common.cli import (
     EXIT_FAILURE,
     EXIT_OK,
-    add_check_config,
-    add_serve_flags,
+    Commands,
     database_advice,
     resolve_args,
     run_guarded,
@@ -67,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    add_serve_flags(commands.add_parser("serve", help="run the DataStorage API"), data_dir=DATA_DIR)
+    commands = Commands(parser, DATA_DIR)
+    commands.add("serve", "run the DataStorage API")
     for name, text in (
         ("migrate", "apply pending schema migrations"),
         ("maintain", "create monthly partitions ahead"),
@@ -76,9 +75,8 @@ def _parser() -> argparse.ArgumentParser:
         ("dead-letters", "list the dead letters and why each was buried"),
         ("verify-all", "verify every chain and its recorded head"),
     ):
-        add_serve_flags(commands.add_parser(name, help=text), listens=False, data_dir=DATA_DIR)
-    requeue = commands.add_parser("requeue-dead", help="put the dead letters back in the queue")
-    add_serve_flags(requeue, listens=False, data_dir=DATA_DIR)
+        commands.add(name, text, listens=False)
+    requeue = commands.add("requeue-dead", "put the dead letters back in the queue", listens=False)
     requeue.add_argument(
         "--reason", help="only the letters buried for this reason (as dead-letters prints it)"
     )
@@ -90,9 +88,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="only this event's letter (repeatable)",
     )
-    add_check_config(commands, "validate settings and print them resolved", DATA_DIR)
-    check = commands.add_parser("verify-chain", help="verify one correlation id's chain")
-    add_serve_flags(check, listens=False, data_dir=DATA_DIR)
+    commands.add_check_config("validate settings and print them resolved")
+    check = commands.add("verify-chain", "verify one correlation id's chain", listens=False)
     check.add_argument("correlation_id")
     return parser
 

@@ -28,8 +28,7 @@ from signalgate.audit.journal import worker_journal
 from signalgate.common.cli import (
     EXIT_FAILURE,
     EXIT_OK,
-    add_check_config,
-    add_serve_flags,
+    Commands,
     command_line,
     database_advice,
     resolve_args,
@@ -57,10 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the Gateway")
-    add_serve_flags(serve, data_dir=DATA_DIR)
-    add_check_config(commands, "validate settings and print them resolved", DATA_DIR)
+    commands = Commands(parser, DATA_DIR)
+    commands.add("serve", "run the Gateway")
+    commands.add_check_config("validate settings and print them resolved")
     return parser
 
 
