@@ -71,22 +71,17 @@ from signalgate.datastorage.errors import (
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.sqlite import SqliteAuditStore
+from tests.support.event_bodies import event_body
 
 PUT_BATCH = 500
 
 
 def template() -> AuditEvent:
     """A Gateway-like event; copies differ only by `event_id` (all the queue looks at)."""
-    body = {
-        "version": "1.0",
-        "event_type": "gateway.signal.received",
-        "event_timestamp": datetime.now(UTC).isoformat(),
-        "event_category": "gateway",
-        "event_action": "received",
-        "event_outcome": "success",
-        "correlation_id": "rr-bench",
-        "namespace": "prod",
-        "event_data": {
+    body = event_body(
+        "rr-bench",
+        namespace="prod",
+        event_data={
             "signal_name": "KubePodCrashLooping",
             "namespace": "prod",
             "resource_kind": "Pod",
@@ -94,7 +89,7 @@ def template() -> AuditEvent:
             "occurrence_count": 1,
             "signal_labels": {"alertname": "KubePodCrashLooping", "severity": "critical"},
         },
-    }
+    )
     return validate_event(body, datetime.now(UTC))
 
 

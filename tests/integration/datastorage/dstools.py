@@ -1,12 +1,11 @@
-"""Helpers of the DataStorage tests: tokens, event bodies, a server subprocess."""
+"""Helpers of the DataStorage tests: tokens, a server subprocess (event bodies:
+`tests.support.event_bodies`)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -20,29 +19,6 @@ DS_TOKENS = {
     WRITER_TOKEN: "audit:write,audit:write:gateway",
     READER_TOKEN: "audit:read",
 }
-
-
-def event_body(
-    correlation_id: str = "rr-1", *, when: datetime | None = None, **overrides: Any
-) -> dict[str, Any]:
-    """A valid request event; `overrides` replace or add fields (None removes one)."""
-    body: dict[str, Any] = {
-        "version": "1.0",
-        "event_type": "gateway.signal.received",
-        "event_timestamp": (when or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
-        "event_category": "gateway",
-        "event_action": "received",
-        "event_outcome": "success",
-        "correlation_id": correlation_id,
-        "event_data": {"signal_name": "HighCPU", "namespace": "prod", "n": 1},
-        "event_id": str(uuid.uuid4()),
-    }
-    for key, value in overrides.items():
-        if value is None:
-            body.pop(key, None)
-        else:
-            body[key] = value
-    return body
 
 
 def minutes_ago(minutes: float) -> datetime:

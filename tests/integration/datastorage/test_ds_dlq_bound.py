@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from e2ecov.recipes import PostgresServer
-from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process, event_body
+from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process
+from tests.support.event_bodies import event_body
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.slow

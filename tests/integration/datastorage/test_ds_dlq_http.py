@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from e2ecov.recipes import PostgresServer, RedisServer
-from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process, event_body
+from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process
+from tests.support.event_bodies import event_body
 from tests.support.services import ServiceProcess
 
 pytestmark = pytest.mark.slow

@@ -38,7 +38,7 @@ from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.sqlite import SqliteAuditStore
 from signalgate.datastorage.store import WriteResult
 from signalgate.datastorage.writer import AuditWriter, Written
-from tests.integration.datastorage.dstools import event_body
+from tests.support.event_bodies import event_body
 
 HOUR = 3600.0
 

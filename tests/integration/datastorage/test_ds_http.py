@@ -12,7 +12,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.datastorage.dstools import READER_TOKEN, WRITER_TOKEN, event_body
+from tests.integration.datastorage.dstools import READER_TOKEN, WRITER_TOKEN
+from tests.support.event_bodies import event_body
 from tests.support.services import ServiceProcess
 
 BATCH = "/api/v1/audit/events/batch"

@@ -27,8 +27,8 @@ from tests.integration.datastorage.dstools import (
     READER_TOKEN,
     WRITER_TOKEN,
     datastorage_process,
-    event_body,
 )
+from tests.support.event_bodies import event_body
 from tests.support.services import ServiceProcess
 
 VERIFY = "/api/v1/audit/verify-chain"

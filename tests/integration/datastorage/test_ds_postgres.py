@@ -18,7 +18,7 @@ from signalgate.datastorage.chain import verify
 from signalgate.datastorage.events import validate_event
 from signalgate.datastorage.postgres import _FIND_SQL, _HEADS_SQL, PostgresAuditStore
 from signalgate.datastorage.sqlite import SqliteAuditStore
-from tests.integration.datastorage.dstools import event_body
+from tests.support.event_bodies import event_body
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process, event_body
+from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process
+from tests.support.event_bodies import event_body
 
 BATCH = "/api/v1/audit/events/batch"
 

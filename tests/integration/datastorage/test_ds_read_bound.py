@@ -20,8 +20,8 @@ import pytest
 from tests.integration.datastorage.dstools import (
     ADMIN_TOKEN,
     datastorage_process,
-    event_body,
 )
+from tests.support.event_bodies import event_body
 from tests.support.polling import metric_sample, until
 from tests.support.read_bound import assert_refused, blocked, equals
 from tests.support.services import ServiceProcess

@@ -21,7 +21,7 @@ from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.postgres import PostgresAuditStore
 from signalgate.datastorage.sqlite import SqliteAuditStore
-from tests.integration.datastorage.dstools import event_body
+from tests.support.event_bodies import event_body
 
 KEYS = (STREAM, DEAD_STREAM, DUE_INDEX, EVENT_INDEX)
 

@@ -16,7 +16,8 @@ import pytest
 
 from e2ecov.recipes import PostgresServer, RedisServer
 from signalgate.datastorage.postgres import PostgresAuditStore
-from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process, event_body
+from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process
+from tests.support.event_bodies import event_body
 from tests.support.polling import wait_for
 from tests.support.services import ServiceProcess
 

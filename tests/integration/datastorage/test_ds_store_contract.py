@@ -14,7 +14,7 @@ from signalgate.datastorage.chain import verify
 from signalgate.datastorage.errors import Conflict, MissingParent
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.store import AuditQuery, AuditStore, ChainPage
-from tests.integration.datastorage.dstools import event_body
+from tests.support.event_bodies import event_body
 
 
 def ev(correlation_id: str = "rr-1", **overrides: Any) -> AuditEvent:

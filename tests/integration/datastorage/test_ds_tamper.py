@@ -23,7 +23,8 @@ from signalgate.datastorage.events import validate_event
 from signalgate.datastorage.postgres import PostgresAuditStore
 from signalgate.datastorage.sqlite import SqliteAuditStore
 from signalgate.datastorage.store import AuditStore, verify_stored
-from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process, event_body
+from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process
+from tests.support.event_bodies import event_body
 
 GATEWAY_WRITER = "ds-gateway-writer"
 NOTIFY_WRITER = "ds-notification-writer"

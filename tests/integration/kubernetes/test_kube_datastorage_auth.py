@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from e2ecov.kubeapi import KubeAPIServer
-from tests.integration.datastorage.dstools import datastorage_process, event_body
+from tests.integration.datastorage.dstools import datastorage_process
 from tests.support.contract import problem
+from tests.support.event_bodies import event_body
 from tests.support.kube import apply_rbac, service_account
 from tests.support.polling import answered
 from tests.support.services import ServiceProcess

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_TOKEN
-from tests.integration.datastorage.dstools import datastorage_process, event_body
+from tests.integration.datastorage.dstools import datastorage_process
+from tests.support.event_bodies import event_body
 from tests.support.services import ServiceProcess, alert, gateway_process, k8s_event, webhook
 
 PROM = "/api/v1/signals/prometheus"

@@ -20,8 +20,8 @@ from signalgate.datastorage.sqlite import SqliteAuditStore as AuditSqlite
 from signalgate.remediation.schema import SCHEMA as RR_SCHEMA
 from signalgate.remediation.sqlite import SqliteRemediationStore as RRSqlite
 from signalgate.remediation.store import IncompatibleSchema, ListQuery
-from tests.integration.datastorage.dstools import event_body
 from tests.integration.remediation.rrcases import later, make_rr
+from tests.support.event_bodies import event_body
 
 
 def recorded(path: Path, table: str) -> list[tuple[int, str]]:

@@ -27,7 +27,7 @@ from signalgate.datastorage.dlq import FileDeadLetterQueue, ReplayWorker
 from signalgate.datastorage.errors import DeadLetterQueueFull
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
-from tests.integration.datastorage.dstools import event_body
+from tests.support.event_bodies import event_body
 from tests.unit.datastorage.test_ds_replay import FlakyStore, events
 
 LETTERS = 2_000

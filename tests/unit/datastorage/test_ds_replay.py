@@ -25,6 +25,7 @@ from signalgate.datastorage.errors import (
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.store import AuditQuery, QueryPage, WriteResult
+from tests.support.event_bodies import event_body
 
 
 class FlakyStore:
@@ -81,17 +82,7 @@ async def replaying(
 
 
 def events(count: int) -> list[AuditEvent]:
-    body = {
-        "version": "1.0",
-        "event_type": "gateway.signal.received",
-        "event_timestamp": datetime.now(UTC).isoformat(),
-        "event_category": "gateway",
-        "event_action": "received",
-        "event_outcome": "success",
-        "correlation_id": "rr-1",
-        "event_data": {},
-    }
-    return [validate_event(body, datetime.now(UTC)) for _ in range(count)]
+    return [validate_event(event_body("rr-1"), datetime.now(UTC)) for _ in range(count)]
 
 
 async def test_file_queue_replays_with_backoff_and_keeps_ids(tmp_path: Path) -> None:
