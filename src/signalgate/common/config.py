@@ -7,8 +7,9 @@ the model's defaults, the YAML file, and `SIGNALGATE_<SECTION>__<KEY>` environme
 where it came from and what is allowed, so `serve` can print it and exit 2.
 
 A renamed key (the model's `RENAMED_KEYS`, old dotted key → new one) is still read, in the
-file and the environment, and a warning naming both is logged once logging is configured
-(`take_notes`, called by `configure_logging`): settings are read before logging exists.
+file and the environment, and a warning naming both is logged once logging is configured:
+settings are read before logging exists, so the warnings found while reading them are
+returned with them (`Resolved.notes`) and handed to `configure_logging`.
 """
 
 from __future__ import annotations
@@ -39,17 +40,6 @@ from pydantic.alias_generators import to_camel
 from signalgate.common.secrets import hide_secrets_in
 
 ENV_PREFIX = "SIGNALGATE_"
-
-# Warnings found while reading settings, waiting for logging to be configured.
-_notes: list[str] = []
-
-
-def take_notes() -> list[str]:
-    """The warnings of the settings read so far (each handed out once)."""
-    taken = list(_notes)
-    _notes.clear()
-    return taken
-
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE_UNITS = {
@@ -223,10 +213,13 @@ M = TypeVar("M", bound=BaseModel)
 @dataclass(frozen=True)
 class Resolved(Generic[M]):
     """Settings, and where each one set came from (dotted key → a file's path, `environment
-    variable NAME`, `command line` or the flag's name); a key at its default is absent."""
+    variable NAME`, `command line` or the flag's name); a key at its default is absent.
+    `notes`: the warnings found while reading them (a renamed key still used, a variable
+    naming no setting), for `configure_logging` to log once logging exists."""
 
     settings: M
     origins: Mapping[str, str]
+    notes: tuple[str, ...] = ()
 
     def named(self, key: str) -> str:
         """`key` as the user gave it, for a message that sends them back to it: `--data-dir`,
@@ -274,14 +267,15 @@ def resolve_settings(
     renamed: Mapping[str, str] = getattr(model, "RENAMED_KEYS", {})
     data: dict[str, Any] = {}
     origins: dict[str, str] = {}
+    notes: list[str] = []
     if path is not None:
         data = _read_yaml(path)
         translated = None if translator is None else translator(data, path, environ)
         if translated is not None:
             data, origins = translated.data, translated.origins
-            _notes.extend(translated.notes)
+            notes.extend(translated.notes)
         else:
-            _rename_in_file(data, renamed, path)
+            _rename_in_file(data, renamed, path, notes)
             origins = {key: str(path) for key in _dotted_keys(data)}
     for name, dotted in (shorthands or {}).items():
         if name in environ:
@@ -301,12 +295,12 @@ def resolve_settings(
     named = {_key(segments) for segments in settings.values()}
     for name, named_segments in settings.items():
         source = f"environment variable {name}"
-        segments = _renamed(named_segments, renamed, source, named)
+        segments = _renamed(named_segments, renamed, source, named, notes)
         if segments is None:
             continue
         if not _apply(model, data, segments, environ[name], origins, source, strict=False):
             # not refused: the prefix is shared, so it may be the other service's
-            _notes.append(
+            notes.append(
                 f"{source} names no setting of this service and is ignored (a typo? "
                 "a setting of the other signalgate service is ignored here too)"
             )
@@ -314,7 +308,7 @@ def resolve_settings(
         origin = (override_origins or {}).get(dotted, "command line")
         _apply(model, data, dotted.split("."), value, origins, origin)
     try:
-        return Resolved(model.model_validate(data), origins)
+        return Resolved(model.model_validate(data), origins, tuple(notes))
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origins, model, data)) from exc
 
@@ -326,8 +320,11 @@ def _deprecated(old: str, new: str, source: str) -> str:
     )
 
 
-def _rename_in_file(data: dict[str, Any], renamed: Mapping[str, str], path: Path) -> None:
-    """Move every renamed key of the file to its new name (the new name wins if both)."""
+def _rename_in_file(
+    data: dict[str, Any], renamed: Mapping[str, str], path: Path, notes: list[str]
+) -> None:
+    """Move every renamed key of the file to its new name (the new name wins if both),
+    each with a warning in `notes`."""
     for old, new in renamed.items():
         *parents, leaf = old.split(".")
         section: Any = data
@@ -338,10 +335,10 @@ def _rename_in_file(data: dict[str, Any], renamed: Mapping[str, str], path: Path
         value = section.pop(leaf)
         new_leaf = new.split(".")[-1]
         if new_leaf in section:  # the new name wins: say the old one is not read
-            _notes.append(_ignored(old, new, f"config file '{path}'"))
+            notes.append(_ignored(old, new, f"config file '{path}'"))
             continue
         section[new_leaf] = value
-        _notes.append(_deprecated(old, new, f"config file '{path}'"))
+        notes.append(_deprecated(old, new, f"config file '{path}'"))
 
 
 def _ignored(old: str, new: str, source: str) -> str:
@@ -357,16 +354,21 @@ def _key(segments: Iterable[str]) -> tuple[str, ...]:
 
 
 def _renamed(
-    segments: list[str], renamed: Mapping[str, str], source: str, named: set[tuple[str, ...]]
+    segments: list[str],
+    renamed: Mapping[str, str],
+    source: str,
+    named: set[tuple[str, ...]],
+    notes: list[str],
 ) -> list[str] | None:
     """An environment variable's key segments, with a renamed key's new name; None when a
-    variable of the new name is set too (it wins, whatever the environment's order)."""
+    variable of the new name is set too (it wins, whatever the environment's order). Either
+    is said in `notes`."""
     for old, new in renamed.items():
         if _key(old.split(".")) == _key(segments):
             if _key(new.split(".")) in named:
-                _notes.append(_ignored(old, new, source))
+                notes.append(_ignored(old, new, source))
                 return None
-            _notes.append(_deprecated(old, new, source))
+            notes.append(_deprecated(old, new, source))
             return new.split(".")
     return segments
 

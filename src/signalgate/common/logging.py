@@ -13,13 +13,11 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-
-from signalgate.common.config import take_notes
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -243,8 +241,9 @@ class SampledLog:
         loop.call_later(self._sampled.left(kind), flush)
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Route our loggers and uvicorn's through one handler on stderr."""
+def configure_logging(level: str = "info", fmt: str = "json", notes: Sequence[str] = ()) -> None:
+    """Route our loggers and uvicorn's through one handler on stderr; then log `notes`, the
+    warnings found while reading the settings (`Resolved.notes`)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
     root = logging.getLogger()
@@ -271,5 +270,5 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     # uvicorn's access log would repeat every request; our metrics already count them
     logging.getLogger("uvicorn.access").disabled = True
     # read before logging existed: a renamed settings key still in use
-    for note in take_notes():
+    for note in notes:
         logging.getLogger("signalgate.config").warning(note)

@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         resolved = resolve_args(DataStorageSettings, args, SHORTHANDS)
         settings = resolved.settings
         named = resolved.named  # a setting as the user gave it, for the refusals
-        configure_logging(settings.logging.level, settings.logging.format)
+        configure_logging(settings.logging.level, settings.logging.format, resolved.notes)
         try:
             if args.command == "serve":
                 check_settings(settings, named)

@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import uvloop
 
@@ -35,7 +35,6 @@ from signalgate.common.cli import (
     run_guarded,
     with_default_command,
 )
-from signalgate.common.config import take_notes
 from signalgate.common.logging import configure_logging
 from signalgate.common.secrets import hide_secrets_in
 from signalgate.common.server import serve as run
@@ -62,11 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve(settings: GatewaySettings, argv: list[str], named: Callable[[str], str]) -> int:
+def serve(
+    settings: GatewaySettings,
+    argv: list[str],
+    named: Callable[[str], str],
+    notes: Sequence[str],
+) -> int:
     from signalgate.gateway.app import build_api_app
     from signalgate.gateway.service import GatewayService
 
-    configure_logging(settings.logging.level, settings.logging.format)
+    configure_logging(settings.logging.level, settings.logging.format, notes)
     if settings.server.workers > 1 and WorkerRole.from_environ() is None:
         return supervise_workers(settings, argv)
     service = GatewayService.from_settings(settings)
@@ -121,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         # what serve refuses without a network: check-config too
         check_settings(settings, resolved.named)
         if args.command == "check-config":
-            for note in take_notes():  # what `serve` would log as a warning
+            for note in resolved.notes:  # what `serve` would log as a warning
                 print(f"warning: {note}", file=sys.stderr)
             # passwords in DSNs and URLs shown masked: the output goes to terminals and tickets
             print(json.dumps(hide_secrets_in(settings.resolved()), indent=2))
             return EXIT_OK
-        return serve(settings, argv, resolved.named)
+        return serve(settings, argv, resolved.named, resolved.notes)
 
     return run_guarded(command)
 

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from signalgate.common.config import ConfigError, load_settings, parse_duration, parse_size
+from signalgate.common.config import (
+    ConfigError,
+    load_settings,
+    parse_duration,
+    parse_size,
+    resolve_settings,
+)
 from signalgate.gateway.settings import SHORTHANDS, GatewaySettings
 
 
@@ -259,18 +265,13 @@ def test_a_config_file_that_is_not_text_is_one_line(tmp_path: Path) -> None:
 def test_an_environment_variable_naming_no_setting_is_a_warning() -> None:
     """A misspelt variable was ignored without a word (the same typo in YAML is exit 2); the
     prefix is shared by both services, so it is a warning, not a refusal."""
-    from signalgate.common.config import take_notes
-
-    take_notes()
-    settings = load(
-        env={"SIGNALGATE_SERVER__LISTN": "127.0.0.1:1", "SIGNALGATE_LOGGING__LEVEL": "warning"}
-    )
-    assert settings.server.listen == "127.0.0.1:8080"
-    notes = take_notes()
-    assert notes == [
+    env = {"SIGNALGATE_SERVER__LISTN": "127.0.0.1:1", "SIGNALGATE_LOGGING__LEVEL": "warning"}
+    resolved = resolve_settings(GatewaySettings, None, env, SHORTHANDS)
+    assert resolved.settings.server.listen == "127.0.0.1:8080"
+    assert resolved.notes == (
         "environment variable SIGNALGATE_SERVER__LISTN names no setting of this service and is "
-        "ignored (a typo? a setting of the other signalgate service is ignored here too)"
-    ]
+        "ignored (a typo? a setting of the other signalgate service is ignored here too)",
+    )
 
 
 def test_an_empty_environment_value_unsets_an_optional_setting() -> None:

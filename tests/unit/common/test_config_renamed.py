@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from signalgate.common.config import load_settings, take_notes
+from signalgate.common.config import load_settings, resolve_settings
 from signalgate.common.logging import configure_logging
 from signalgate.datastorage.settings import DataStorageSettings
 from signalgate.gateway.settings import GatewaySettings
@@ -20,13 +20,11 @@ from signalgate.gateway.settings import GatewaySettings
 
 @pytest.fixture(autouse=True)
 def clean_logging() -> Iterator[None]:
-    take_notes()
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    take_notes()
 
 
 def test_the_old_key_in_the_file_is_read_and_a_warning_logged(
@@ -34,9 +32,9 @@ def test_the_old_key_in_the_file_is_read_and_a_warning_logged(
 ) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text("server:\n  maxBodyBytes: 4KiB\n")
-    settings = load_settings(GatewaySettings, config, environ={})
-    assert settings.server.max_body_size == 4096
-    configure_logging("info", "json")
+    resolved = resolve_settings(GatewaySettings, config, environ={})
+    assert resolved.settings.server.max_body_size == 4096
+    configure_logging("info", "json", resolved.notes)
     lines = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
     [warning] = [line for line in lines if line.get("logger") == "signalgate.config"]
     assert warning["level"] == "warning"
@@ -48,24 +46,27 @@ def test_the_old_key_in_the_file_is_read_and_a_warning_logged(
 
 
 def test_the_old_key_in_the_environment_is_read_with_a_warning() -> None:
-    settings = load_settings(GatewaySettings, environ={"SIGNALGATE_SERVER__MAXBODYBYTES": "2048"})
-    assert settings.server.max_body_size == 2048
-    [note] = take_notes()
+    env = {"SIGNALGATE_SERVER__MAXBODYBYTES": "2048"}
+    resolved = resolve_settings(GatewaySettings, environ=env)
+    assert resolved.settings.server.max_body_size == 2048
+    [note] = resolved.notes
     assert "SIGNALGATE_SERVER__MAXBODYBYTES" in note and "'server.maxBodySize'" in note
 
 
 def test_the_new_key_wins_over_the_old_and_both_services_share_it(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text("server:\n  maxBodyBytes: 4KiB\n  maxBodySize: 8KiB\n")
-    assert load_settings(GatewaySettings, config, environ={}).server.max_body_size == 8192
-    [note] = take_notes()  # not "deprecated" alone, as if the old value were read
+    resolved = resolve_settings(GatewaySettings, config, environ={})
+    assert resolved.settings.server.max_body_size == 8192
+    [note] = resolved.notes  # not "deprecated" alone, as if the old value were read
     assert "'server.maxBodyBytes'" in note and "is ignored" in note
     for both in (  # the new name wins in either order of the environment
         {"SIGNALGATE_SERVER__MAXBODYBYTES": "2KiB", "SIGNALGATE_SERVER__MAXBODYSIZE": "5KiB"},
         {"SIGNALGATE_SERVER__MAXBODYSIZE": "5KiB", "SIGNALGATE_SERVER__MAXBODYBYTES": "2KiB"},
     ):
-        assert load_settings(GatewaySettings, environ=both).server.max_body_size == 5120
-        [note] = take_notes()
+        resolved = resolve_settings(GatewaySettings, environ=both)
+        assert resolved.settings.server.max_body_size == 5120
+        [note] = resolved.notes
         assert "SIGNALGATE_SERVER__MAXBODYBYTES" in note and "is ignored" in note
     env = {"SIGNALGATE_SERVER__MAXBODYSIZE": "3KiB"}
     assert load_settings(GatewaySettings, environ=env).server.max_body_size == 3072

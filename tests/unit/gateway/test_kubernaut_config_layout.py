@@ -15,7 +15,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signalgate.common.config import ConfigError, load_settings, take_notes
+from signalgate.common.config import ConfigError, Resolved, load_settings, resolve_settings
 from signalgate.gateway.kubernaut_config import is_kubernaut_layout, read_kubernaut_layout
 from signalgate.gateway.settings import GatewaySettings
 
@@ -23,9 +23,14 @@ REPO = Path(__file__).resolve().parents[3]
 KUBERNAUT_CONFIG = REPO / "tests" / "fixtures" / "kubernaut" / "gateway-config.yaml"
 
 
+def resolve(path: Path, **environ: str) -> Resolved[GatewaySettings]:
+    return resolve_settings(
+        GatewaySettings, path, environ=environ, translator=read_kubernaut_layout
+    )
+
+
 def load(path: Path, **environ: str) -> GatewaySettings:
-    take_notes()
-    return load_settings(GatewaySettings, path, environ=environ, translator=read_kubernaut_layout)
+    return resolve(path, **environ).settings
 
 
 def written(tmp_path: Path, text: str) -> Path:
@@ -35,7 +40,8 @@ def written(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_charts_file_becomes_the_gateway_it_describes() -> None:
-    settings = load(KUBERNAUT_CONFIG, POD_NAMESPACE="kubernaut-system")
+    resolved = resolve(KUBERNAUT_CONFIG, POD_NAMESPACE="kubernaut-system")
+    settings = resolved.settings
     server = settings.server
     assert (server.listen, server.ops_listen, server.metrics_listen) == (
         ":8080",
@@ -57,7 +63,7 @@ def test_the_charts_file_becomes_the_gateway_it_describes() -> None:
     assert settings.auth.mode == "kubernetes"
     assert settings.scope_source == "cluster"
     assert settings.controller_namespace == "kubernaut-system"
-    (note,) = take_notes()
+    (note,) = resolved.notes
     assert "is in Kubernaut's Gateway layout" in note
     assert "processing.retry.*" in note and "server.writeTimeout" in note
     assert "not known" not in note
@@ -103,12 +109,13 @@ def test_a_zero_timeout_is_no_limit_in_kubernaut_and_keeps_signalgates_bound(
         "server:\n  listenAddr: ':8080'\n  readTimeout: 0s\n  k8sRequestTimeout: 0\n"
         "datastorage:\n  url: http://ds:8080\n  timeout: 0s\n",
     )
-    settings = load(path)
+    resolved = resolve(path)
+    settings = resolved.settings
     defaults = GatewaySettings()
     assert settings.server.body_read_timeout == defaults.server.body_read_timeout
     assert settings.server.processing_timeout == defaults.server.processing_timeout
     assert settings.datastorage.timeout == defaults.datastorage.timeout
-    (note,) = take_notes()
+    (note,) = resolved.notes
     assert note.endswith(
         "0 (no limit, in Kubernaut) not taken, signalgate's bound kept: server.readTimeout, "
         "server.k8sRequestTimeout, datastorage.timeout"
@@ -144,8 +151,9 @@ def test_layouts_are_not_mixed_and_fleets_are_refused(tmp_path: Path) -> None:
 
 def test_keys_neither_knows_are_named_and_ignored(tmp_path: Path) -> None:
     path = written(tmp_path, "server:\n  listenAddr: ':8080'\n  shinyNewKnob: 3\nplugins: {a: 1}\n")
-    assert load(path).server.listen == ":8080"
-    (note,) = take_notes()
+    resolved = resolve(path)
+    assert resolved.settings.server.listen == ":8080"
+    (note,) = resolved.notes
     assert note.endswith("not known, ignored: server.shinyNewKnob, plugins.a")
 
 
