@@ -41,12 +41,18 @@ def add_serve_flags(
 
 
 class Commands:
-    """A service's commands, each with the settings flags (`add_serve_flags`) and the
-    service's default data directory, given once."""
+    """A service's command line (`parser`): its commands, each with the settings flags
+    (`add_serve_flags`) and the service's default data directory, read once from its
+    settings model (`dataDir`'s default, as the help says it: `./var`)."""
 
-    def __init__(self, parser: argparse.ArgumentParser, data_dir: str) -> None:
-        self._commands = parser.add_subparsers(dest="command", required=True)
-        self._data_dir = data_dir
+    def __init__(self, prog: str, description: str | None, model: type[BaseModel]) -> None:
+        self.parser = argparse.ArgumentParser(
+            prog=prog,
+            description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        self._commands = self.parser.add_subparsers(dest="command", required=True)
+        self._data_dir = f"./{model.model_fields['data_dir'].default}"
 
     def add(self, name: str, text: str, listens: bool = True) -> argparse.ArgumentParser:
         """The command `name` (`text` its help), with the settings flags."""

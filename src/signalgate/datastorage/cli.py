@@ -54,19 +54,11 @@ from signalgate.datastorage.store import AuditStore, verify_many, verify_stored
 
 log = logging.getLogger("signalgate.datastorage")
 
-# the default `dataDir` as the help says it (from the settings model: one default)
-DATA_DIR = f"./{DataStorageSettings.model_fields['data_dir'].default}"
-
 T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="signalgate-datastorage",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = Commands(parser, DATA_DIR)
+    commands = Commands("signalgate-datastorage", __doc__, DataStorageSettings)
     commands.add("serve", "run the DataStorage API")
     for name, text in (
         ("migrate", "apply pending schema migrations"),
@@ -91,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_check_config("validate settings and print them resolved")
     check = commands.add("verify-chain", "verify one correlation id's chain", listens=False)
     check.add_argument("correlation_id")
-    return parser
+    return commands.parser
 
 
 def serve(settings: DataStorageSettings) -> int:

@@ -45,20 +45,12 @@ from signalgate.remediation.store import StoreError
 
 log = logging.getLogger("signalgate.gateway")
 
-# the default `dataDir` as the help says it (from the settings model: one default)
-DATA_DIR = f"./{GatewaySettings.model_fields['data_dir'].default}"
-
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="signalgate-gateway",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = Commands(parser, DATA_DIR)
+    commands = Commands("signalgate-gateway", __doc__, GatewaySettings)
     commands.add("serve", "run the Gateway")
     commands.add_check_config("validate settings and print them resolved")
-    return parser
+    return commands.parser
 
 
 def serve(
