@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -19,10 +18,6 @@ DS_TOKENS = {
     WRITER_TOKEN: "audit:write,audit:write:gateway",
     READER_TOKEN: "audit:read",
 }
-
-
-def minutes_ago(minutes: float) -> datetime:
-    return datetime.now(UTC) - timedelta(minutes=minutes)
 
 
 def datastorage_process(
