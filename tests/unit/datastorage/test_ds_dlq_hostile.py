@@ -148,3 +148,44 @@ async def test_the_queue_files_entry_is_made_durable_when_made_and_when_rewritte
     await queue.ack(letters)  # stale lines outnumber live ones: rewritten, renamed over it
     assert synced == [tmp_path, tmp_path]
     assert len(path.read_bytes().splitlines()) == 1
+
+
+@pytest.mark.parametrize("acked", ["all", "some"])
+async def test_unreadable_lines_are_moved_to_the_dead_file_by_a_rewrite(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, acked: str
+) -> None:
+    """A line edited by hand into no letter (and one far longer than any letter) was warned
+    about at each read and then left out of the next rewrite: gone for good. The rewrite
+    keeps them in the dead file first, byte for byte, where `dead-letters` lists them."""
+    monkeypatch.setattr(dlq_file, "COMPACT_AFTER", 0)  # the next change rewrites the file
+    monkeypatch.setattr(dlq_index, "MAX_LINE", 64 * 1024)
+    path = tmp_path / "dlq.jsonl"
+    await FileDeadLetterQueue(path).put(events(3), due=time.time())
+    first, second, third = path.read_bytes().splitlines(keepends=True)
+    edited = second.replace(b'"attempts":0', b'"attempts":0,,')  # a slip of the hand
+    long = b'{"key":"x","event":"' + b"A" * (3 << 20) + b'"}\n'  # copied in 1 MiB pieces
+    path.write_bytes(first + edited + long + third)
+
+    queue = FileDeadLetterQueue(path)
+    with caplog.at_level(logging.WARNING):
+        letters = await queue.due(None, 10)
+        assert len(letters) == 2
+        await queue.ack(letters if acked == "all" else letters[:1])
+    moved = [record for record in caplog.records if hasattr(record, "dead_path")]
+    assert [(record.dead_path, record.lines) for record in moved] == [  # type: ignore[attr-defined]
+        (str(queue.dead_path), 2)
+    ]
+
+    assert queue.dead_path.read_bytes() == edited + long
+    assert [letter.reason for letter in await queue.dead()] == [dlq_file.UNREADABLE_LINE] * 2
+    assert edited not in path.read_bytes()
+    left = await FileDeadLetterQueue(path).due(None, 10)
+    assert [letter.key for letter in left] == [
+        letter.key for letter in letters[2 if acked == "all" else 1 :]
+    ]
+
+    # moved once: later rewrites (a new process's too) copy nothing again
+    await queue.put(events(1), due=time.time())
+    await FileDeadLetterQueue(path).ack(await FileDeadLetterQueue(path).due(None, 10))
+    assert queue.dead_path.read_bytes() == edited + long
+    assert await FileDeadLetterQueue(path).depth() == 0

@@ -22,7 +22,16 @@ import orjson
 from signalgate.common.directories import disk_full, sync_directory
 from signalgate.common.file_watch import Signature, signature
 from signalgate.datastorage.dlq.base import Letter, Waiting
-from signalgate.datastorage.dlq.index import Change, Entry, line_of, read_event, scan
+from signalgate.datastorage.dlq.index import (
+    SKIP_CHUNK,
+    Change,
+    Entry,
+    Scanned,
+    dead_file,
+    line_of,
+    read_event,
+    scan,
+)
 from signalgate.datastorage.errors import DeadLetterQueueFull, DeadLetterUnavailable
 from signalgate.datastorage.events import AuditEvent
 
@@ -91,7 +100,7 @@ class FileDeadLetterQueue:
 
     def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
-        self.dead_path = path.with_name(path.name + ".dead")
+        self.dead_path = dead_file(path)
         self.max_bytes = max_bytes
         self._lock = asyncio.Lock()
         # event id -> the entry of the last letter holding it (a client retry may queue one
@@ -108,6 +117,9 @@ class FileDeadLetterQueue:
         self._settled = False
         # the lines of the file the mirror was taken from (live letters and stale lines)
         self._lines = 0
+        # where that file's unreadable lines are (offset, length): moved to the dead file
+        # before a rewrite leaves them out
+        self._unreadable: list[tuple[int, int]] = []
         # the mirror with `_unwritten` folded in, in queue order (None: to be made again)
         self._view: list[Entry] | None = None
         self._earliest = math.inf  # the earliest due of `_view`
@@ -220,18 +232,14 @@ class FileDeadLetterQueue:
             if limit is not None and end + len(data) > limit:
                 self._full_at = end
                 raise self._full(end, len(data))
-            try:
-                view = memoryview(data)
-                while view:  # a short write (the disk filling up) is continued, or raises
-                    view = view[os.write(held.fd, view) :]
-                os.fsync(held.fd)
-                if end == 0:  # maybe a file made by this append: its entry must last too
-                    sync_directory(path.parent)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(held.fd, end)
-                raise
+            _write_at_end(path, held.fd, end, [data])
             return end, held.before, _state(path)
+
+    def _append_chunks(self, path: Path, chunks: Iterable[bytes]) -> None:
+        """`chunks`, whole lines together, appended durably to `path` as they come (under
+        its lock), or none of them."""
+        with _locked(path) as held:
+            _write_at_end(path, held.fd, _whole_lines_end(held.fd), chunks)
 
     def _made_room(self, adding: int) -> bool:
         """Whether the file, at its bound, was rewritten without its stale lines (letters
@@ -347,7 +355,7 @@ class FileDeadLetterQueue:
         if self._mirror is not None and self._mirror[0] == now:
             return self._mirror[1]
         settled = _settled(self.path, now[0])  # after the generation: see `_settled`
-        letters, self._lines = self._parse()
+        letters, self._lines, self._unreadable = self._parse()
         if self._mirror is not None and self._settled:
             self._gone_behind_our_back(self._mirror, now, letters)
         self._mirror, self._view = (now, letters), None
@@ -377,9 +385,10 @@ class FileDeadLetterQueue:
                 },
             )
 
-    def _parse(self) -> tuple[dict[str, Entry], int]:
+    def _parse(self) -> Scanned:
         """The file's letters, in queue order, with the change records appended after them
-        folded in (see the class docstring), and the number of lines read."""
+        folded in (see the class docstring), the number of lines read, and where its
+        unreadable lines are."""
         return scan(self.path)
 
     async def ack(self, letters: Sequence[Letter]) -> None:
@@ -472,16 +481,18 @@ class FileDeadLetterQueue:
     def _replace(self, kept: list[Entry]) -> list[Entry]:
         """The file rewritten as `kept` (its lock held): emptied in place when nothing is
         kept (no room needed), else written beside it, each letter's line copied from the
-        file (one at a time: never the queue in memory), and renamed over it. Returns the
-        letters' entries in the new file."""
-        if not kept:
-            with open(self.path, "r+b") as handle:
-                handle.truncate(0)
-                os.fsync(handle.fileno())
-            return []
-        moved: list[Entry] = []
+        file (one at a time: never the queue in memory), and renamed over it. Its unreadable
+        lines are moved to the dead file first (`_keep_unreadable`). Returns the letters'
+        entries in the new file."""
         source = os.open(self.path, os.O_RDONLY)
         try:
+            self._keep_unreadable(source)
+            if not kept:
+                with open(self.path, "r+b") as handle:
+                    handle.truncate(0)
+                    os.fsync(handle.fileno())
+                return []
+            moved: list[Entry] = []
 
             def copied() -> Iterator[bytes]:
                 offset = 0
@@ -498,6 +509,37 @@ class FileDeadLetterQueue:
         finally:
             os.close(source)
         return moved
+
+    def _keep_unreadable(self, source: int) -> None:
+        """The file's unreadable lines (a line edited by hand, a part overwritten: no letter
+        and no change record, but maybe an event a person can mend) appended to the dead
+        file as they are, before a rewrite leaves them out: `dead-letters` lists them as
+        `unreadable line`. Copied in pieces (a line may be far longer than any letter), and
+        durably before the queue file loses them: a rewrite that fails after leaves them in
+        both, and the next one copies them again."""
+        if not self._unreadable:
+            return
+
+        def pieces() -> Iterator[bytes]:
+            for offset, length in self._unreadable:
+                end = offset + length
+                while offset < end:
+                    piece = os.pread(source, min(SKIP_CHUNK, end - offset), offset)
+                    if not piece:
+                        raise OSError("an unreadable line is not where it was")
+                    offset += len(piece)
+                    yield piece
+
+        self._append_chunks(self.dead_path, pieces())
+        log.warning(
+            "moved unreadable dead-letter lines to the dead file, where dead-letters lists them",
+            extra={
+                "path": str(self.path),
+                "dead_path": str(self.dead_path),
+                "lines": len(self._unreadable),
+            },
+        )
+        self._unreadable = []
 
     async def depth(self) -> int:
         return len(await self._call("read", self._read))
@@ -603,6 +645,24 @@ def _change_records(changes: dict[str, Change | None]) -> list[bytes]:
         else _line({"key": key, "attempts": change[0], "due": change[1]})
         for key, change in changes.items()
     ]
+
+
+def _write_at_end(path: Path, fd: int, end: int, chunks: Iterable[bytes]) -> None:
+    """`chunks` written at `end`, the end of the file open at `fd` for appending, and made
+    durable; on a failure (a full disk: a short write is continued, or raises) the file is
+    cut back to `end`, so nothing of them stays."""
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        if end == 0:  # maybe a file made by this append: its entry must last too
+            sync_directory(path.parent)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, end)
+        raise
 
 
 def _whole_lines_end(fd: int) -> int:

@@ -50,8 +50,8 @@ Change = tuple[int, float]
 # 786 MB at open (an outside check), and a larger one would have had it OOM-killed at
 # every start.
 MAX_LINE = 16 * 1024 * 1024
-# the piece an over-long line is read past in
-_SKIP_CHUNK = 1024 * 1024
+# the piece an over-long line is read past (and copied) in
+SKIP_CHUNK = 1024 * 1024
 
 
 def entry_of(record: dict[str, Any], offset: int, length: int) -> Entry:
@@ -72,26 +72,46 @@ def entry_of(record: dict[str, Any], offset: int, length: int) -> Entry:
     )
 
 
-def scan(path: Path) -> tuple[dict[str, Entry], int]:
-    """The file's letters, in queue order, with the change records after them folded in,
-    and the number of lines read. Read line by line: one line in memory at a time, never
-    the file. A last line without its newline is a write torn by a crash (never answered
-    for): skipped with a warning, like any line that does not read as a letter."""
+class Scanned(NamedTuple):
+    """What `scan` found: the file's `letters`, in queue order, with the change records after
+    them folded in; the number of `lines` read; and where each `unreadable` line is
+    (offset, length: a line that reads as no letter and no change record, a torn last line
+    aside), so a rewrite that leaves them out can keep them in the dead file first."""
+
+    letters: dict[str, Entry]
+    lines: int
+    unreadable: list[tuple[int, int]]
+
+
+def dead_file(path: Path) -> Path:
+    """The dead file of the queue file at `path`: the buried letters, and the lines of the
+    queue file that read as no letter, moved there by a rewrite."""
+    return path.with_name(path.name + ".dead")
+
+
+def scan(path: Path) -> Scanned:
+    """The file's letters, in queue order, with the change records after them folded in, the
+    number of lines read, and where its unreadable lines are. Read line by line: one line in
+    memory at a time, never the file. A last line without its newline is a write torn by a
+    crash (never answered for): skipped with a warning, like any line that does not read as
+    a letter, and cut by the next append. Any other unreadable line is moved to the dead
+    file by the next rewrite (`FileDeadLetterQueue`), where `dead-letters` lists it."""
     letters: dict[str, Entry] = {}
+    unreadable: list[tuple[int, int]] = []
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below; absent: an empty queue
     except FileNotFoundError:
-        return letters, 0
+        return Scanned(letters, 0, unreadable)
     number = offset = 0
     with handle:
-        for line, length in _lines(handle):
+        for line, length, whole in _lines(handle):
             number += 1
             start, offset = offset, offset + length
             try:
+                if not whole:
+                    raise ValueError("a torn line")
                 if line is None:
                     raise ValueError(f"a line of {length:,} bytes, over {MAX_LINE:,}")
-                if not line.endswith(b"\n"):
-                    raise ValueError("a torn line")
                 record = orjson.loads(line)
                 key = str(record["key"])
                 if "event" not in record:  # a change record
@@ -109,24 +129,32 @@ def scan(path: Path) -> tuple[dict[str, Entry], int]:
                     entry = _twin(path, entry, number)
                 letters[entry.key] = entry
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                if whole:
+                    unreadable.append((start, length))
                 log.warning(
-                    "skipping an unreadable dead-letter line",
-                    extra={"path": str(path), "line": number},
+                    "skipping an unreadable dead-letter line"
+                    + ("" if whole else " (torn: cut at the next append)"),
+                    extra={
+                        "path": str(path),
+                        "line": number,
+                        **({"kept_in": str(dead_file(path))} if whole else {}),
+                    },
                 )
-    return letters, number
+    return Scanned(letters, number, unreadable)
 
 
-def _lines(handle: IO[bytes]) -> Iterator[tuple[bytes | None, int]]:
-    """Each line of `handle` with its length in bytes; a line over `MAX_LINE` as None (read
-    past in pieces of `_SKIP_CHUNK`, never held whole)."""
+def _lines(handle: IO[bytes]) -> Iterator[tuple[bytes | None, int, bool]]:
+    """Each line of `handle` with its length in bytes and whether it is whole (ends with its
+    newline: only a last line can end without); a line over `MAX_LINE` as None (read past
+    in pieces of `SKIP_CHUNK`, never held whole)."""
     while line := handle.readline(MAX_LINE + 1):
         if len(line) <= MAX_LINE:
-            yield line, len(line)
+            yield line, len(line), line.endswith(b"\n")
             continue
         length = len(line)
-        while not line.endswith(b"\n") and (line := handle.readline(_SKIP_CHUNK)):
+        while not line.endswith(b"\n") and (line := handle.readline(SKIP_CHUNK)):
             length += len(line)
-        yield None, length
+        yield None, length, line.endswith(b"\n")
 
 
 def _twin(path: Path, entry: Entry, number: int) -> Entry:
