@@ -373,3 +373,61 @@ async def test_a_redis_that_would_not_keep_letters_takes_none(
         # (left without its append-only file: turned on again, Redis writes a first one in
         # the background and will not stop on SIGTERM until that is done)
         await admin.close()
+
+
+async def test_a_redis_out_of_memory_takes_a_batch_whole_or_not_at_all(
+    private_redis: RedisServer,
+) -> None:
+    """`maxmemory` with `noeviction`: Redis refuses a script at its first write while over
+    the limit, and never stops one mid-way once it wrote (it cannot undo the writes). So a
+    batch begun under the limit is queued whole, however far past the limit it takes Redis,
+    and one begun over it is refused whole: never part of a batch in the queue, answered as
+    though none of it was (500, the sender keeping it), nor a 202 for letters not queued."""
+    from signalgate.datastorage.errors import DeadLetterUnavailable, StoreUnavailable
+    from signalgate.datastorage.writer import AuditWriter, EventsLost
+
+    queue = RedisDeadLetterQueue(private_redis.url)
+    await queue.open()
+    try:
+        used = int((await queue.redis.info("memory"))["used_memory"])
+        limit = used + 1024 * 1024
+        await queue.redis.config_set("maxmemory-policy", "noeviction")
+        await queue.redis.config_set("maxmemory", limit)
+        queued: set[str] = set()
+        refused = crossed = 0
+        for _ in range(100):  # batches of about 100 KB until Redis refuses some
+            if refused == 3:
+                break
+            batch = events(100)
+            try:
+                await queue.put(batch, due=0.0)
+            except DeadLetterUnavailable as exc:
+                assert "maxmemory" in str(exc)
+                refused += 1
+            else:
+                queued |= {event.event_id for event in batch}
+                crossed += int((await queue.redis.info("memory"))["used_memory"]) > limit
+            letters = await queue.due(None, 10_000)
+            assert {letter.event_id for letter in letters} == queued  # never part of a batch
+            await assert_in_step(queue)
+        assert refused == 3, "Redis never refused a batch"
+        assert crossed, "no batch began under the limit and ended past it"
+
+        class DatabaseDown:
+            async def write(self, batch: object) -> None:
+                raise StoreUnavailable("connection refused")
+
+        metrics = DataStorageMetrics(CollectorRegistry())
+        writer = AuditWriter(DatabaseDown(), queue, metrics)  # type: ignore[arg-type]
+        with pytest.raises(EventsLost):
+            await writer.write(events(3))
+        assert await queue.depth() == len(queued)
+
+        # replays only delete, and a reschedule's delete comes before its add: both go on
+        letters = await queue.due(None, 10)
+        await queue.reschedule([replace(letter, due=1.0) for letter in letters[:5]])
+        await queue.ack(letters[5:])
+        assert await queue.depth() == len(queued) - 5
+        await assert_in_step(queue)
+    finally:
+        await queue.close()
