@@ -18,7 +18,9 @@ from signalgate.common.listeners import ListenerUnavailable
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a dependency was unavailable at start, or the service failed
-EXIT_CONFIG = 2  # invalid settings, tokens file or arguments
+# invalid settings, tokens file or arguments; a directory a setting names that cannot be
+# written (read-only, another user's) too: a restart would not mend it
+EXIT_CONFIG = 2
 
 M = TypeVar("M", bound=BaseModel)
 

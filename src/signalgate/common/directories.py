@@ -78,9 +78,19 @@ def check_directory(path: Path, key: str, holds: str) -> None:
     if not existing.is_dir():
         reason = "Not a directory" if existing == path else f"'{existing}' is not a directory"
     elif not os.access(existing, os.W_OK | os.X_OK):
-        reason = "Permission denied" if existing == path else f"'{existing}': Permission denied"
+        why = "Read-only file system" if _read_only(existing) else "Permission denied"
+        reason = why if existing == path else f"'{existing}': {why}"
     if reason is not None:
         raise _unwritable(path, key, holds, reason)
+
+
+def _read_only(path: Path) -> bool:
+    """Whether `path` is on a file system mounted read-only (a container's root file system):
+    said as such, not as a permission a `chmod` would mend."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _unwritable(path: Path, key: str, holds: str, reason: str) -> ConfigError:

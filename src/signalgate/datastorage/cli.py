@@ -16,7 +16,8 @@
     check-config   print the resolved settings
 
 Exit codes: 0 ok, 1 a dependency failed (database, queue), the chain is broken or no
-event of it is stored, 2 invalid settings.
+event of it is stored, 2 invalid settings (a directory they name that cannot be written,
+read-only file system included).
 """
 
 from __future__ import annotations

@@ -6,19 +6,29 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from signalgate.datastorage.migrations import SCHEMA
 
 
 def datastorage(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    wrapper: Sequence[str] = (),
+    wrapper_args: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
+    """The command run as a user runs it; `wrapper` (with `wrapper_args` after it) runs it
+    through another command (`unshare`)."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALGATE_")}
     return subprocess.run(
-        [sys.executable, "-m", "signalgate.datastorage.cli", *args],
+        [*wrapper, *wrapper_args, sys.executable, "-m", "signalgate.datastorage.cli", *args],
         cwd=cwd,
         env={**inherited, **(env or {})},
         capture_output=True,
@@ -113,3 +123,37 @@ def test_dead_letter_commands_on_a_data_dir_that_is_not_there_name_it(tmp_path: 
     listed = datastorage("dead-letters", "--data-dir", "ds", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout.splitlines()[-1])["dead"] == 0
+
+
+def test_a_queue_directory_on_a_read_only_file_system_is_a_setting_refused(
+    tmp_path: Path,
+) -> None:
+    """A dead-letter file's directory on a read-only file system (a container's root) stops
+    `serve` before the database is tried, as `check-config` refuses it: exit 2, a settings
+    error naming the setting, and saying the file system is read-only (it said "Permission
+    denied", a `chmod` that would mend nothing). Run in a user and mount namespace of its
+    own, where a read-only tmpfs can be mounted without privileges."""
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False).returncode
+    ):
+        pytest.skip("no user namespaces here to mount a read-only file system in")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    env = {
+        "SIGNALGATE_STORE__DSN": "postgresql://audit:secret@127.0.0.1:1/audit",  # down
+        "SIGNALGATE_DLQ__PATH": str(read_only / "dlq" / "letters.jsonl"),
+    }
+    for command in ("serve", "check-config"):
+        done = datastorage(
+            command,
+            cwd=tmp_path,
+            env=env,
+            wrapper=["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o ro tmpfs "$0" && exec "$@"'],
+            wrapper_args=[str(read_only)],
+        )
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.startswith(
+            f"error: environment variable SIGNALGATE_DLQ__PATH: '{read_only / 'dlq'}' "
+            f"cannot be written ('{read_only}': Read-only file system)"
+        ), (command, done.stderr)
