@@ -30,6 +30,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -45,7 +46,7 @@ from signalgate.common.cli import (
 from signalgate.common.logging import configure_logging
 from signalgate.common.secrets import hide_secrets_in
 from signalgate.datastorage.dlq import ReplayWorker
-from signalgate.datastorage.dlq.base import Letter, readable
+from signalgate.datastorage.dlq.base import DEAD_PAGE, Letter, readable
 from signalgate.datastorage.errors import DeadLetterUnavailable, SchemaMismatch, StoreUnavailable
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.service import build_dlq, build_store, check_settings
@@ -169,18 +170,20 @@ async def _replay(settings: DataStorageSettings, named: Callable[[str], str]) ->
 
 async def _dead_letters(settings: DataStorageSettings, named: Callable[[str], str]) -> int:
     """The dead store as an operator reads it before mending a cause and requeueing: one
-    JSON line per letter in burial order, then one with the count per reason."""
+    JSON line per letter in burial order, then one with the count per reason. Read a page
+    at a time (`DEAD_PAGE` letters): the dead store may hold an outage's worth of events."""
     _refuse_missing_queue(settings, named)
     dlq = build_dlq(settings)
     await dlq.open()
+    reasons: Counter[str] = Counter()
     try:
-        dead = await dlq.dead()
+        async for page in dlq.dead_pages(DEAD_PAGE):
+            for letter in page:
+                print(json.dumps(_dead_line(letter)))
+            reasons.update(letter.reason for letter in page)
     finally:
         await dlq.close()
-    for letter in dead:
-        print(json.dumps(_dead_line(letter)))
-    reasons = Counter(letter.reason for letter in dead)
-    print(json.dumps({"dead": len(dead), "reasons": dict(sorted(reasons.items()))}))
+    print(json.dumps({"dead": reasons.total(), "reasons": dict(sorted(reasons.items()))}))
     return EXIT_OK
 
 
@@ -208,34 +211,49 @@ async def _requeue_dead(
 ) -> int:
     """The dead letters queued again, due now (the server's worker, or `replay-dlq`, replays
     them): for after the cause of their burial is mended — all of them, or those buried for
-    `reason` and/or carrying one of `event_ids`. Queued first, then removed from the dead
-    store, so a crash between the two leaves a letter twice, and its event is still stored
+    `reason` and/or carrying one of `event_ids`. Read and queued a page at a time
+    (`DEAD_PAGE`), then removed from the dead store (those queued, also when a later page
+    fails), so a crash between the two leaves a letter twice, and its event is still stored
     once. A letter whose event no longer reads as one stays dead."""
     _refuse_missing_queue(settings, named)
     dlq = build_dlq(settings)
     await dlq.open()
     try:
-        dead = await dlq.dead()
-        chosen = [
-            letter
-            for letter in dead
-            if (reason is None or letter.reason == reason)
-            and (not event_ids or letter.event_id in event_ids)
-        ]
-        events, unreadable = readable(chosen)
-        if events:
-            await dlq.put([event for _, event in events], due=time.time())
-            await dlq.forget_dead([letter for letter, _ in events])
-        left = len(dead) - len(chosen)
+        reasons: Counter[str] = Counter()
+        requeued: list[Letter] = []  # their keys: the events are dropped once queued
+        chosen = unreadable = 0
+        try:
+            async for page in dlq.dead_pages(DEAD_PAGE):
+                reasons.update(letter.reason for letter in page)
+                picked = [
+                    letter
+                    for letter in page
+                    if (reason is None or letter.reason == reason)
+                    and (not event_ids or letter.event_id in event_ids)
+                ]
+                chosen += len(picked)
+                events, damaged = readable(picked)
+                unreadable += len(damaged)
+                if events:
+                    await dlq.put([event for _, event in events], due=time.time())
+                    requeued += [replace(letter, fields={}) for letter, _ in events]
+        except Exception:
+            if requeued:  # the pages queued before the failure leave the dead store
+                await dlq.forget_dead(requeued)
+                print(f"requeued {len(requeued)} dead letter(s) before it failed")
+            raise
+        if requeued:
+            await dlq.forget_dead(requeued)
+        left = reasons.total() - chosen
         print(
-            f"requeued {len(events)} dead letter(s)"
-            + (f"; {len(unreadable)} unreadable left in the dead store" if unreadable else "")
+            f"requeued {len(requeued)} dead letter(s)"
+            + (f"; {unreadable} unreadable left in the dead store" if unreadable else "")
             + (f"; {left} not chosen left in the dead store" if left else "")
         )
         if (reason is not None or event_ids) and not chosen:
             # a mistyped reason or id chose nothing: say so, not only "0"
-            reasons = ", ".join(sorted({repr(letter.reason) for letter in dead})) or "none"
-            print(f"no dead letter matches; the dead letters' reasons: {reasons}")
+            named_reasons = ", ".join(sorted(repr(found) for found in reasons)) or "none"
+            print(f"no dead letter matches; the dead letters' reasons: {named_reasons}")
         return EXIT_OK
     finally:
         await dlq.close()

@@ -7,6 +7,7 @@ queue and on Redis (a redis-server of its own), replaying into a real SQLite sto
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -620,3 +621,55 @@ def test_replay_dlq_that_buries_letters_exits_1(tmp_path: Path) -> None:
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "replayed 0, rescheduled 0, dead 1, still queued 0" in done.stdout
+
+
+async def test_dead_letters_are_read_a_page_at_a_time(dlq: DeadLetterQueue) -> None:
+    """`dead-letters` and `requeue-dead` held every dead letter with its event at once; an
+    outage's worth of them took the command that much memory. They read pages, in burial
+    order, on each backend."""
+    events = [ev(f"rr-{uuid.uuid4().hex[:6]}") for _ in range(5)]
+    await dlq.put(events, due=0.0)
+    for letter in await dlq.due(None, 10):  # one at a time: the burial order is the queue's
+        await dlq.bury([letter], "conflict")
+    pages = [page async for page in dlq.dead_pages(2)]
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [letter.event_id for page in pages for letter in page] == [e.event_id for e in events]
+
+
+def test_requeue_dead_queues_every_page_and_forgets_them(tmp_path: Path) -> None:
+    """`requeue-dead` over more dead letters than a page (`DEAD_PAGE`): each page is queued
+    as it is read, and every letter queued leaves the dead store, none twice."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from signalgate.datastorage.dlq.base import DEAD_PAGE
+
+    count = 2 * DEAD_PAGE + 1
+    queue = FileDeadLetterQueue(tmp_path / "audit-dlq.jsonl")  # the default path
+
+    async def bury() -> set[str]:
+        await queue.open()
+        events = [ev(f"rr-{n % 50}") for n in range(count)]
+        await queue.put(events, due=0.0)
+        await queue.bury(await queue.due(None, count), "attempts exhausted")
+        return {event.event_id for event in events}
+
+    buried = asyncio.run(bury())
+    done = subprocess.run(
+        [sys.executable, "-m", "signalgate", "datastorage", "requeue-dead"],
+        env={**os.environ, "SIGNALGATE_DATADIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == f"requeued {count} dead letter(s)"
+
+    async def look() -> tuple[list[str], int]:
+        again = FileDeadLetterQueue(tmp_path / "audit-dlq.jsonl")
+        queued = [letter.event_id for letter in await again.due(None, 2 * count)]
+        return queued, len(await again.dead())
+
+    queued, dead = asyncio.run(look())
+    assert sorted(queued) == sorted(buried) and dead == 0

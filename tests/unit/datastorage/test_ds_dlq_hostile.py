@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
+import tracemalloc
 from pathlib import Path
 
 import orjson
@@ -189,3 +190,42 @@ async def test_unreadable_lines_are_moved_to_the_dead_file_by_a_rewrite(
     await FileDeadLetterQueue(path).ack(await FileDeadLetterQueue(path).due(None, 10))
     assert queue.dead_path.read_bytes() == edited + long
     assert await FileDeadLetterQueue(path).depth() == 0
+
+
+async def test_a_dead_line_longer_than_any_letter_is_listed_and_kept_without_reading_it_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dead-letters` and `requeue-dead` read the dead file line by line, but a line was read
+    whole however long: a rewrite moves the queue file's over-long lines there, so one of
+    300 MB would have taken the command that much memory. It is read past (and kept, by
+    `forget_dead`) in pieces, and listed as an unreadable line. The bound is lowered here
+    so the test stays small; the memory is Python's, traced."""
+    monkeypatch.setattr(dlq_index, "MAX_LINE", 64 * 1024)
+    queue = FileDeadLetterQueue(tmp_path / "dlq.jsonl")
+    await queue.put(events(3), due=time.time())
+    first, *rest = await queue.due(None, 10)
+    await queue.bury([first], "conflict")
+    long = b'{"key":"x","event":"' + b"A" * (32 << 20) + b'"}\n'
+    with open(queue.dead_path, "ab") as handle:
+        handle.write(long)
+    await queue.bury(rest, "invalid")
+
+    tracemalloc.start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            dead = await queue.dead()
+        await queue.forget_dead([letter for letter in dead if letter.reason == "invalid"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak:,} bytes at the peak"
+    assert [letter.reason for letter in dead] == [
+        "conflict",
+        dlq_file.UNREADABLE_LINE,
+        "invalid",
+        "invalid",
+    ]
+    assert "a line longer than any letter" in caplog.text
+    kept = queue.dead_path.read_bytes().splitlines(keepends=True)
+    assert len(kept) == 2 and kept[1] == long
+    assert orjson.loads(kept[0])["event"]["event_id"] == first.event_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -10,6 +10,9 @@ from signalgate.datastorage.events import AuditEvent
 
 STREAM = "audit:dlq"
 DEAD_STREAM = "audit:dlq:dead"
+# the dead letters the commands hold at once (`dead_pages`): the dead store can be an
+# outage's worth of events
+DEAD_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,13 @@ class DeadLetterQueue(Protocol):
     async def depth(self) -> int: ...
 
     async def dead(self) -> list[Letter]:
-        """The letters buried so far, in the order they were."""
+        """The letters buried so far, in the order they were, all at once (the commands read
+        `dead_pages`)."""
+        ...
+
+    def dead_pages(self, size: int) -> AsyncIterator[list[Letter]]:
+        """The letters buried so far, in the order they were, `size` at a time: the memory of
+        a page, whatever the dead store holds."""
         ...
 
     async def forget_dead(self, letters: Sequence[Letter]) -> None:

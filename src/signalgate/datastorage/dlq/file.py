@@ -12,16 +12,16 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
 from signalgate.common.directories import disk_full, sync_directory
 from signalgate.common.file_watch import Signature, signature
-from signalgate.datastorage.dlq.base import Letter, Waiting
+from signalgate.datastorage.dlq.base import DEAD_PAGE, Letter, Waiting
 from signalgate.datastorage.dlq.index import (
     SKIP_CHUNK,
     Change,
@@ -29,6 +29,7 @@ from signalgate.datastorage.dlq.index import (
     Scanned,
     dead_file,
     line_of,
+    lines,
     read_event,
     scan,
 )
@@ -520,17 +521,12 @@ class FileDeadLetterQueue:
         if not self._unreadable:
             return
 
-        def pieces() -> Iterator[bytes]:
-            for offset, length in self._unreadable:
-                end = offset + length
-                while offset < end:
-                    piece = os.pread(source, min(SKIP_CHUNK, end - offset), offset)
-                    if not piece:
-                        raise OSError("an unreadable line is not where it was")
-                    offset += len(piece)
-                    yield piece
-
-        self._append_chunks(self.dead_path, pieces())
+        pieces = (
+            piece
+            for offset, length in self._unreadable
+            for piece in _pieces(source, offset, length)
+        )
+        self._append_chunks(self.dead_path, pieces)
         log.warning(
             "moved unreadable dead-letter lines to the dead file, where dead-letters lists them",
             extra={
@@ -545,17 +541,29 @@ class FileDeadLetterQueue:
         return len(await self._call("read", self._read))
 
     async def dead(self) -> list[Letter]:
-        def read() -> list[Letter]:
-            """The dead file line by line: the letters it holds, never its bytes as well."""
-            try:
-                handle = open(self.dead_path, "rb")  # noqa: SIM115 - closed below
-            except FileNotFoundError:
-                return []
-            with handle:
-                return [_dead_letter(line.rstrip(b"\n")) for line in handle]
+        return [letter async for page in self.dead_pages(DEAD_PAGE) for letter in page]
 
-        result: list[Letter] = await self._call("read", read)
-        return result
+    async def dead_pages(self, size: int) -> AsyncIterator[list[Letter]]:
+        """The dead file read line by line, `size` letters at a time, from one descriptor:
+        the file as it was when this began (a rewrite of it meanwhile, `forget_dead`, is not
+        seen; letters buried meanwhile are). A line longer than any letter is read past in
+        pieces, never held whole (see `index.MAX_LINE`), and given as an unreadable line."""
+
+        def opened() -> IO[bytes] | None:
+            try:
+                return open(self.dead_path, "rb")  # closed by the caller
+            except FileNotFoundError:
+                return None
+
+        handle: IO[bytes] | None = await self._call("read", opened)
+        if handle is None:
+            return
+        try:
+            found = lines(handle)
+            while page := await self._call("read", _dead_page, self.dead_path, found, size):
+                yield page
+        finally:
+            handle.close()
 
     async def forget_dead(self, letters: Sequence[Letter]) -> None:
         await self._call("rewrite", self._forget_dead, {letter.key for letter in letters})
@@ -568,15 +576,41 @@ class FileDeadLetterQueue:
         with _locked(self.dead_path), open(self.dead_path, "rb") as handle:
 
             def kept() -> Iterator[bytes]:
-                for line in handle:
-                    try:
-                        gone = str(orjson.loads(line)["key"]) in keys
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
-                        gone = False  # an unreadable line stays for a person to look at
-                    if not gone:
-                        yield line if line.endswith(b"\n") else line + b"\n"
+                offset = 0
+                for line, length, whole in lines(handle):
+                    start, offset = offset, offset + length
+                    if line is None:  # longer than any letter: kept, copied in pieces
+                        yield from _pieces(handle.fileno(), start, length)
+                    else:
+                        try:
+                            if str(orjson.loads(line)["key"]) in keys:
+                                continue
+                        except (orjson.JSONDecodeError, KeyError, TypeError):
+                            pass  # an unreadable line stays for a person to look at
+                        yield line
+                    if not whole:
+                        yield b"\n"
 
             _write_whole(self.dead_path, kept())
+
+
+def _dead_page(
+    path: Path, found: Iterator[tuple[bytes | None, int, bool]], size: int
+) -> list[Letter]:
+    """Up to `size` letters of the dead file's lines `found` (`index.lines`)."""
+    page = []
+    for line, length, _ in found:
+        if line is None:
+            log.warning(
+                "an unreadable dead letter: a line longer than any letter, read past",
+                extra={"path": str(path), "bytes": length},
+            )
+            page.append(_dead_letter(b""))
+        else:
+            page.append(_dead_letter(line.rstrip(b"\n")))
+        if len(page) == size:
+            break
+    return page
 
 
 def _dead_letter(line: bytes) -> Letter:
@@ -663,6 +697,18 @@ def _write_at_end(path: Path, fd: int, end: int, chunks: Iterable[bytes]) -> Non
         with contextlib.suppress(OSError):
             os.ftruncate(fd, end)
         raise
+
+
+def _pieces(fd: int, offset: int, length: int) -> Iterator[bytes]:
+    """The `length` bytes at `offset` of the file open at `fd`, in pieces of `SKIP_CHUNK`
+    (a line far longer than any letter is never held whole)."""
+    end = offset + length
+    while offset < end:
+        piece = os.pread(fd, min(SKIP_CHUNK, end - offset), offset)
+        if not piece:
+            raise OSError(f"the file ends at {offset:,} bytes, before a line it held")
+        offset += len(piece)
+        yield piece
 
 
 def _whole_lines_end(fd: int) -> int:

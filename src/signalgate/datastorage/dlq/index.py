@@ -104,7 +104,7 @@ def scan(path: Path) -> Scanned:
         return Scanned(letters, 0, unreadable)
     number = offset = 0
     with handle:
-        for line, length, whole in _lines(handle):
+        for line, length, whole in lines(handle):
             number += 1
             start, offset = offset, offset + length
             try:
@@ -143,7 +143,7 @@ def scan(path: Path) -> Scanned:
     return Scanned(letters, number, unreadable)
 
 
-def _lines(handle: IO[bytes]) -> Iterator[tuple[bytes | None, int, bool]]:
+def lines(handle: IO[bytes]) -> Iterator[tuple[bytes | None, int, bool]]:
     """Each line of `handle` with its length in bytes and whether it is whole (ends with its
     newline: only a last line can end without); a line over `MAX_LINE` as None (read past
     in pieces of `SKIP_CHUNK`, never held whole)."""

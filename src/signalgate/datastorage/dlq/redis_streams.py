@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
-from signalgate.datastorage.dlq.base import DEAD_STREAM, STREAM, Letter, Waiting
+from signalgate.datastorage.dlq.base import DEAD_PAGE, DEAD_STREAM, STREAM, Letter, Waiting
 from signalgate.datastorage.errors import DeadLetterUnavailable, QueueNotDurable
 from signalgate.datastorage.events import AuditEvent
 
@@ -239,14 +239,22 @@ class RedisDeadLetterQueue:
             return int(await self.redis.xlen(STREAM))
 
     async def dead(self) -> list[Letter]:
-        async with self._translated("read"):
-            page = await self.redis.xrange(DEAD_STREAM)
-        # a stream id starts with the milliseconds its entry was added at: for a dead entry,
-        # when it was buried
-        return [
-            replace(_letter(key, data), buried=int(_text(key).split("-")[0]) / 1000)
-            for key, data in page or []
-        ]
+        return [letter async for page in self.dead_pages(DEAD_PAGE) for letter in page]
+
+    async def dead_pages(self, size: int) -> AsyncIterator[list[Letter]]:
+        start = "-"
+        while True:
+            async with self._translated("read"):
+                page = await self.redis.xrange(DEAD_STREAM, min=start, max="+", count=size)
+            if not page:
+                return
+            # a stream id starts with the milliseconds its entry was added at: for a dead
+            # entry, when it was buried
+            yield [
+                replace(_letter(key, data), buried=int(_text(key).split("-")[0]) / 1000)
+                for key, data in page
+            ]
+            start = "(" + _text(page[-1][0])
 
     async def forget_dead(self, letters: Sequence[Letter]) -> None:
         if letters:
