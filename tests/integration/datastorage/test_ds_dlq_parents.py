@@ -673,3 +673,20 @@ def test_requeue_dead_queues_every_page_and_forgets_them(tmp_path: Path) -> None
 
     queued, dead = asyncio.run(look())
     assert sorted(queued) == sorted(buried) and dead == 0
+
+
+async def test_a_drain_goes_past_a_pass_of_children_waiting_for_a_later_parent(
+    dlq: DeadLetterQueue, store: SqliteAuditStore
+) -> None:
+    """`replay-dlq` with more children in front of their parent than a pass takes: the
+    first pass set them all aside to wait for the parent (no attempt used), stored nothing,
+    and the drain ended there, the parent and the rest never tried ("replayed 0", exit 0).
+    Now the drain goes past them to the parent, then stores them."""
+    parent = ev("rr-p")
+    children = [ev("rr-p", parent=parent) for _ in range(5)]
+    await dlq.put(children, due=0.0)
+    await dlq.put([parent], due=0.0)
+    report = await worker(dlq, store, batch_size=2).drain()
+    assert (report.replayed, report.rescheduled, report.dead) == (6, 0, 0)
+    assert sorted(await stored_ids(store)) == sorted(e.event_id for e in [parent, *children])
+    assert await dlq.depth() == 0

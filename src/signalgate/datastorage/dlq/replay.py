@@ -99,6 +99,9 @@ class ReplayWorker:
         # while draining: the (event id, new due) of each letter put back with an attempt
         # used, so the drain's next passes go past it instead of trying it again at once
         self._attempted: set[tuple[str, float]] | None = None
+        # while draining: the (event id, new due) of each letter set aside to wait for its
+        # parent, gone past like those until a pass stores something (maybe its parent)
+        self._set_aside: set[tuple[str, float]] | None = None
         # why the database, answering, refused the last replay, until a replay is stored
         self._refused: str | None = None
 
@@ -155,13 +158,17 @@ class ReplayWorker:
             )
 
     async def drain(self) -> ReplayReport:
-        """Replay everything queued now, due or not, until a pass moves nothing (the queue
-        empty, or only letters this drain tried already or that wait for them) or the
-        database is down. A letter the store refuses uses one attempt per drain: it was
-        the end of the drain, so one orphan child in front of 2,000 events left 1,501 of
-        them queued with the database up (an outside check)."""
+        """Replay everything queued now, due or not, pass after pass, each going past the
+        letters this drain put back, until no letter is left to try or the database is
+        down. A letter the store refuses uses one attempt per drain: it was the end of the
+        drain, so one orphan child in front of 2,000 events left 1,501 of them queued with
+        the database up (an outside check). Children set aside to wait for a parent are
+        gone past too, and tried again once the passes reach the end of the queue having
+        stored something since they were set aside: a pass of them alone in front of their
+        parent stored nothing and ended the drain, the parent never tried."""
         total = ReplayReport()
-        self._attempted = set()
+        self._attempted, self._set_aside = set(), set()
+        stored = False  # since the letters set aside were last tried
         try:
             while True:
                 report = await self.run_once(ignore_schedule=True)
@@ -170,10 +177,16 @@ class ReplayWorker:
                 total.dead += report.dead
                 total.waiting += report.waiting
                 total.deferred = report.deferred
-                if report.deferred or not (report.replayed or report.dead):
+                if report.deferred:
                     return total
+                stored = stored or bool(report.replayed or report.dead)
+                if not report.busy:  # every letter left was put back by this drain
+                    if not (self._set_aside and stored):
+                        return total
+                    self._set_aside.clear()
+                    stored = False
         finally:
-            self._attempted = None
+            self._attempted = self._set_aside = None
 
     async def run_once(self, *, ignore_schedule: bool = False) -> ReplayReport:
         now = time.time()
@@ -198,8 +211,10 @@ class ReplayWorker:
 
     async def _first_untried(self) -> list[Letter]:
         """The first letters in queue order, due or not, but for those this drain put back
-        after an attempt (wherever the backend keeps them: in place, or at the end)."""
-        tried = self._attempted or set()
+        (wherever the backend keeps them: in place, or at the end): each is one letter of
+        the queue (its event id and the due this drain gave it), so `batch` more than
+        them holds a pass's worth of the others."""
+        tried = (self._attempted or set()) | (self._set_aside or set())
         letters = await self._dlq.due(None, self._batch + len(tried))
         if tried:
             letters = [ltr for ltr in letters if (ltr.event_id, ltr.due) not in tried]
@@ -287,13 +302,19 @@ class ReplayWorker:
         )
         if held:
             # behind the first copy's new due; its first copy buried, in the next pass
-            await self._dlq.reschedule(
-                [
-                    replace(letter, due=dues.get(event.event_id, now) + AFTER_PARENT)
-                    for _, letter, event in held
-                ]
-            )
+            behind = [
+                replace(letter, due=dues.get(event.event_id, now) + AFTER_PARENT)
+                for _, letter, event in held
+            ]
+            await self._dlq.reschedule(behind)
+            self._setting_aside(behind)
             report.waiting += len(held)
+
+    def _setting_aside(self, letters: Sequence[Letter]) -> None:
+        """`letters`, put back to wait (attempts unchanged), gone past by a drain's next
+        passes until one stores something."""
+        if self._set_aside is not None:
+            self._set_aside.update((letter.event_id, letter.due) for letter in letters)
 
     async def _follow_parents(
         self, orphans: Sequence[tuple[Letter, str]], now: float, report: ReplayReport
@@ -338,6 +359,7 @@ class ReplayWorker:
                 waiting.append(replace(letter, due=due))
         if waiting:
             await self._dlq.reschedule(waiting)
+            self._setting_aside(waiting)
             report.waiting += len(waiting)
         retried = await self._retry_later(again, now, report) if again else []
         return {letter.event_id: letter.due for letter in [*waiting, *retried]}
