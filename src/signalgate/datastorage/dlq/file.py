@@ -9,7 +9,6 @@ import heapq
 import logging
 import math
 import os
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
@@ -28,6 +27,7 @@ from signalgate.datastorage.dlq.index import (
     Entry,
     Scanned,
     dead_file,
+    entry_of,
     line_of,
     lines,
     read_event,
@@ -179,14 +179,14 @@ class FileDeadLetterQueue:
         """`events` appended as letters due at `due`, and their entries added to the mirror.
         Their lines are encoded here, in the queue's thread (a batch of 5 MiB is not
         encoded in the event loop), and dropped once written: the queue keeps the entries."""
-        keys = [str(uuid.uuid4()) for _ in events]
-        lines = [
-            _line({"key": key, "event": event.fields, "attempts": 0, "due": due})
-            for key, event in zip(keys, events, strict=True)
+        records = [
+            {"key": str(uuid.uuid4()), "event": event.fields, "attempts": 0, "due": due}
+            for event in events
         ]
+        lines = [_line(record) for record in records]
+        # each at offset 0 until the append says where the batch begins
         entries = [
-            Entry(key, 0, len(line), 0, due, event.event_id, sys.intern(event.correlation_id))
-            for key, line, event in zip(keys, lines, events, strict=True)
+            entry_of(record, 0, len(line)) for record, line in zip(records, lines, strict=True)
         ]
         try:
             start, before, after = self._append(self.path, lines, limit=self.max_bytes)

@@ -55,7 +55,8 @@ SKIP_CHUNK = 1024 * 1024
 
 
 def entry_of(record: dict[str, Any], offset: int, length: int) -> Entry:
-    """The index entry of a letter `record` written at `offset` as a line of `length` bytes.
+    """The index entry of a letter `record` written at `offset` as a line of `length` bytes
+    (the one constructor: a letter read from the file, or one being queued).
     Raises KeyError, TypeError or ValueError for a record that is no letter."""
     event = record["event"]
     if not isinstance(event, dict):
