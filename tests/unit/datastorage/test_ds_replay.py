@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from signalgate.datastorage.dlq import FileDeadLetterQueue, ReplayWorker
+from signalgate.datastorage.dlq import file as dlq_file
 from signalgate.datastorage.errors import (
     Conflict,
     DeadLetterUnavailable,
@@ -266,21 +267,57 @@ async def test_a_letter_the_disk_takes_in_part_is_refused_and_cut_off(
     assert ids == [e.event_id for e in first + second]
 
 
-async def test_a_torn_tail_left_by_a_crash_is_cut_before_the_next_letter(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    "tail",
+    [b'{"key": "torn", "ev', b'{"key": "by hand", "event": {"event_id": "x"}, "attempts": 0}'],
+    ids=["crash", "hand"],
+)
+async def test_a_last_line_without_its_newline_is_ended_and_kept_not_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tail: bytes
 ) -> None:
+    """A last line without its newline — a crash mid-append (never answered), or a line an
+    operator added by hand without one — was cut off by the next append, the operator's
+    line gone for good. It is ended with a newline instead, and the next letter starts its
+    own line; the next rewrite moves it to the dead file with the other unreadable lines."""
+    monkeypatch.setattr(dlq_file, "COMPACT_AFTER", 0)  # the next change rewrites the file
     path = tmp_path / "audit-dlq.jsonl"
     queue = FileDeadLetterQueue(path)
     await queue.open()
     first = events(1)
     await queue.put(first, time.time())
     with open(path, "ab") as handle:
-        handle.write(b'{"key": "torn", "ev')  # a crash mid-append: never answered
+        handle.write(tail)
     second = events(1)
     await queue.put(second, time.time())
-    ids = [letter.event_id for letter in await queue.due(None, 100)]
-    assert ids == [e.event_id for e in first + second]
-    assert path.read_bytes().count(b"\n") == 2
+    letters = await queue.due(None, 100)
+    assert [letter.event_id for letter in letters] == [e.event_id for e in first + second]
+    assert path.read_bytes().count(b"\n") == 3
+
+    await queue.ack(letters)
+    assert await FileDeadLetterQueue(path).depth() == 0
+    assert queue.dead_path.read_bytes() == tail + b"\n"
+
+
+async def test_a_last_line_without_its_newline_is_kept_by_a_rewrite_and_a_burial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No append in between: the rewrite moves the line to the dead file, ended there; and
+    a burial appended after a dead file's own last line without its newline keeps it."""
+    monkeypatch.setattr(dlq_file, "COMPACT_AFTER", 0)
+    path = tmp_path / "audit-dlq.jsonl"
+    queue = FileDeadLetterQueue(path)
+    await queue.put(events(2), time.time())
+    with open(path, "ab") as handle:
+        handle.write(b'{"key": "torn"')
+    first, second = await queue.due(None, 10)
+    await queue.ack([first])
+    assert queue.dead_path.read_bytes() == b'{"key": "torn"\n'
+    with open(queue.dead_path, "ab") as handle:
+        handle.write(b"by hand")
+    await queue.bury([second], "invalid")
+    dead = await queue.dead()
+    assert [letter.reason for letter in dead] == ["unreadable line"] * 2 + ["invalid"]
+    assert queue.dead_path.read_bytes().startswith(b'{"key": "torn"\nby hand\n')
 
 
 def no_room_beside(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,8 +77,10 @@ class FileDeadLetterQueue:
     retries), so an outage cannot fill the disk, nor the memory of a process that reads
     the queue at start. Change records are never refused for it: they drain the queue.
 
-    An `fcntl` lock serialises this process's writer with a `replay-dlq` run on the same file;
-    a torn last line (crash mid-append) is skipped with a warning.
+    An `fcntl` lock serialises this process's writer with a `replay-dlq` run on the same file.
+    A line that reads as no letter (a torn last line from a crash mid-append, a line edited
+    by hand) is skipped with a warning, and moved to the dead file by the next rewrite; a
+    last line without its newline is ended with one by the next append.
 
     The file is read only when it changed since this process last read or wrote it
     (`_state`: a generation its writers count up in the lock file, and the file's inode,
@@ -222,7 +224,7 @@ class FileDeadLetterQueue:
         """Append whole lines durably, or raise with the file as it was: a write the disk
         took only in part (full) is cut off again, so the caller's refusal (a 5xx, and the
         sender retries) never leaves half a letter behind, nor a letter it did not answer
-        for. A torn tail from a crash mid-append (never answered) is cut first. `lock=False`:
+        for. A torn tail from a crash mid-append (never answered) is ended first. `lock=False`:
         the caller holds the file's lock already (a second flock would wait for it).
         `limit`: the size the file may not pass (`DeadLetterQueueFull`, nothing written).
         Returns where the lines begin in the file, and the file's `_state` before and after
@@ -521,12 +523,13 @@ class FileDeadLetterQueue:
         if not self._unreadable:
             return
 
-        pieces = (
-            piece
-            for offset, length in self._unreadable
-            for piece in _pieces(source, offset, length)
-        )
-        self._append_chunks(self.dead_path, pieces)
+        def pieces() -> Iterator[bytes]:
+            for offset, length in self._unreadable:
+                yield from _pieces(source, offset, length)
+                if os.pread(source, 1, offset + length - 1) != b"\n":
+                    yield b"\n"  # a last line without its newline: ended in the dead file
+
+        self._append_chunks(self.dead_path, pieces())
         log.warning(
             "moved unreadable dead-letter lines to the dead file, where dead-letters lists them",
             extra={
@@ -712,20 +715,18 @@ def _pieces(fd: int, offset: int, length: int) -> Iterator[bytes]:
 
 
 def _whole_lines_end(fd: int) -> int:
-    """Where the file's last whole line ends; a torn tail after it is cut off."""
+    """Where the file's lines end (its append descriptor `fd`, its lock held). A last line
+    without its newline — a write torn by a crash, never answered for, or a line added by
+    hand — is ended with one, so the next line starts a line of its own and it is kept: a
+    letter added by hand is replayed, anything else moved to the dead file by the next
+    rewrite (`FileDeadLetterQueue._keep_unreadable`). It was cut off, and an operator's
+    line with it."""
     size = os.fstat(fd).st_size
-    end = size
-    while end > 0:
-        start = max(0, end - 65536)
-        newline = os.pread(fd, end - start, start).rfind(b"\n")
-        if newline >= 0:
-            end = start + newline + 1
-            break
-        end = start
-    if end != size:
-        log.warning("cutting a torn dead-letter line", extra={"bytes": size - end})
-        os.ftruncate(fd, end)
-    return end
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    os.write(fd, b"\n")  # made durable with what the caller appends
+    log.warning("ended a dead-letter file's last line, which had no newline")
+    return size + 1
 
 
 @dataclass

@@ -76,8 +76,9 @@ def entry_of(record: dict[str, Any], offset: int, length: int) -> Entry:
 class Scanned(NamedTuple):
     """What `scan` found: the file's `letters`, in queue order, with the change records after
     them folded in; the number of `lines` read; and where each `unreadable` line is
-    (offset, length: a line that reads as no letter and no change record, a torn last line
-    aside), so a rewrite that leaves them out can keep them in the dead file first."""
+    (offset, length: a line that reads as no letter and no change record, its newline
+    included where it has one), so a rewrite that leaves them out can keep them in the dead
+    file first."""
 
     letters: dict[str, Entry]
     lines: int
@@ -95,8 +96,9 @@ def scan(path: Path) -> Scanned:
     number of lines read, and where its unreadable lines are. Read line by line: one line in
     memory at a time, never the file. A last line without its newline is a write torn by a
     crash (never answered for): skipped with a warning, like any line that does not read as
-    a letter, and cut by the next append. Any other unreadable line is moved to the dead
-    file by the next rewrite (`FileDeadLetterQueue`), where `dead-letters` lists it."""
+    a letter; the next append ends it with a newline. Any other unreadable line is moved to
+    the dead file by the next rewrite (`FileDeadLetterQueue`), where `dead-letters` lists
+    it."""
     letters: dict[str, Entry] = {}
     unreadable: list[tuple[int, int]] = []
     try:
@@ -130,16 +132,11 @@ def scan(path: Path) -> Scanned:
                     entry = _twin(path, entry, number)
                 letters[entry.key] = entry
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-                if whole:
-                    unreadable.append((start, length))
+                unreadable.append((start, length))
                 log.warning(
                     "skipping an unreadable dead-letter line"
-                    + ("" if whole else " (torn: cut at the next append)"),
-                    extra={
-                        "path": str(path),
-                        "line": number,
-                        **({"kept_in": str(dead_file(path))} if whole else {}),
-                    },
+                    + ("" if whole else " (no newline: ended at the next append)"),
+                    extra={"path": str(path), "line": number, "kept_in": str(dead_file(path))},
                 )
     return Scanned(letters, number, unreadable)
 
