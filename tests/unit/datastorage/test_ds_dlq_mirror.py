@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from signalgate.datastorage.dlq import FileDeadLetterQueue
 from signalgate.datastorage.dlq import file as dlq_file
 from signalgate.datastorage.dlq.base import Letter
-from signalgate.datastorage.dlq.index import Entry
+from signalgate.datastorage.dlq.index import Scanned
 from tests.unit.datastorage.test_ds_replay import events
 
 HOUR = 3600.0
@@ -51,7 +51,7 @@ async def test_an_unchanged_file_is_not_read_again(
     reads = 0
     parse = FileDeadLetterQueue._parse
 
-    def counted(self: FileDeadLetterQueue) -> tuple[dict[str, Entry], int]:
+    def counted(self: FileDeadLetterQueue) -> Scanned:
         nonlocal reads
         reads += 1
         return parse(self)
