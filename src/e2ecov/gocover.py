@@ -91,8 +91,15 @@ def build(
         _kill_group(build)
         raise
     if build.returncode != 0:
-        lines = "\n    ".join(said.strip().splitlines()[-15:])
-        return f"service '{name}': {said_build} {package} (in {cwd}) failed:\n    {lines}"
+        # the first line that says what is wrong goes on the message's first line, the one
+        # the run's last line repeats (a "# package" line only names the package the errors are in)
+        said_lines = said.strip().splitlines()
+        cause = next((line for line in said_lines if not line.startswith("#")), "")
+        headline = f"service '{name}': {said_build} {package} (in {cwd}) failed"
+        if not cause:
+            return f"{headline} (exit {build.returncode}, no output)"
+        rest = said_lines[: said_lines.index(cause)] + said_lines[said_lines.index(cause) + 1 :]
+        return "\n    ".join([f"{headline}: {cause}", *rest[-15:]])
     return None
 
 

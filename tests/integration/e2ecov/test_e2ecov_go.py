@@ -747,3 +747,15 @@ def test_a_prebuilt_binary_of_a_module_listed_in_source_is_shown_by_repository_p
     report = json.loads((outcome.artifacts / "coverage.json").read_text())
     assert "svc/main.go" in report["files"], sorted(report["files"])
     assert "no Go HTML page" not in outcome.output
+
+
+def test_a_failed_go_build_says_why_on_the_runs_last_line(tmp_path: Path) -> None:
+    """The run's last line (what a CI log shows first) repeats the failure's first line: a
+    `go_build` that failed ended it in "failed:", Go's reason only on the lines above."""
+    service = go_service().replace('go_build = "."', 'go_build = "./cmd/nothere"')
+    tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"))
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert outcome.code == 3, outcome.output
+    last = outcome.stdout.strip().splitlines()[-1]
+    assert "go build -cover ./cmd/nothere" in last, last
+    assert "failed: " in last and "nothere: directory not found" in last, last
