@@ -146,6 +146,28 @@ def hook_first(pythonpath: str, hook_dir: str) -> str:
     return os.pathsep.join([hook_dir, *(e for e in entries if e != hook_dir)])
 
 
+def process_environment() -> dict[str, str]:
+    """The environment an exec without one of its own passes on: the C `environ`, which
+    `os.putenv` and `os.unsetenv` change and `os.environ` (a copy made at start-up) does not
+    see. A name given twice counts as the C library's `getenv` reads it: the first time;
+    an entry without `=` (no name) cannot be passed to `execve` and is left out.
+    `os.environ` stands in where the C library's `environ` cannot be read."""
+    try:
+        import ctypes
+
+        environ = ctypes.POINTER(ctypes.c_char_p).in_dll(ctypes.CDLL(None), "environ")
+    except (ImportError, OSError, ValueError, AttributeError):
+        return dict(os.environ)
+    env: dict[str, str] = {}
+    index = 0
+    while (entry := environ[index]) is not None:
+        name, equals, value = entry.partition(b"=")
+        if equals and name:
+            env.setdefault(os.fsdecode(name), os.fsdecode(value))  # as os.environ decodes
+        index += 1
+    return env
+
+
 def choose_core(contexts: bool, branch: bool, version: tuple[int, int] | None = None) -> str:
     """The coverage.py core, decided in one place.
 
@@ -317,23 +339,28 @@ class Agent:
     ) -> tuple[Any, tuple[Any, ...]]:
         """The exec to call and its arguments, the new image's PYTHONPATH starting with
         e2ecov's hook: `execve`'s own environment (path, argv, env), or for `execv` (path,
-        argv) a copy of ours passed to `execve`. Ours is never changed: rewriting
-        os.environ for the exec (and back if it failed) showed the rewritten PYTHONPATH to
-        every other thread of the process meanwhile, and setenv racing their getenv is
-        undefined behaviour in C."""
+        argv) a copy of the process's (`process_environment`) passed to `execve`. Ours is
+        never changed: rewriting os.environ for the exec (and back if it failed) showed the
+        rewritten PYTHONPATH to every other thread of the process meanwhile, and setenv
+        racing their getenv is undefined behaviour in C."""
         hook_dir = self.settings.hook_dir
         if len(args) == 3 and isinstance(args[2], Mapping):
             env = dict(args[2])
             if "PYTHONPATH" in env:
                 env["PYTHONPATH"] = hook_first(env["PYTHONPATH"], hook_dir)
             return exec_function, (args[0], args[1], env)
-        pythonpath = os.environ.get("PYTHONPATH")
-        if exec_function is execve or len(args) != 2 or pythonpath is None:
-            return exec_function, args  # nothing to keep first, or a call the exec refuses
+        if exec_function is execve or len(args) != 2:
+            return exec_function, args  # a call the exec refuses
+        # the environment `execv` would pass on, not os.environ: a variable set with
+        # os.putenv (or removed with os.unsetenv) is in the C library's only
+        environment = process_environment()
+        pythonpath = environment.get("PYTHONPATH")
+        if pythonpath is None:
+            return exec_function, args  # nothing to keep first
         first = hook_first(pythonpath, hook_dir)
         if first == pythonpath:
             return exec_function, args
-        return execve, (args[0], args[1], {**os.environ, "PYTHONPATH": first})
+        return execve, (args[0], args[1], {**environment, "PYTHONPATH": first})
 
     def _at_exit(self) -> None:
         with contextlib.suppress(Exception):

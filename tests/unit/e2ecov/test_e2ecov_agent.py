@@ -9,6 +9,7 @@ that calls `sys.exit`), the process must save and end as it was asked to.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -469,6 +470,53 @@ def test_an_exec_without_an_environment_leaves_the_process_environment_alone(
     records = [json.loads(line) for line in ledger.read_text().splitlines()]
     reasons = [r["reason"] for r in records if r["event"] == "save"]
     assert reasons == (["exec", "exec failed", "exec"] if how == "execvp" else ["exec"]), records
+
+
+# A service that changes its environment below os.environ (os.putenv, os.unsetenv) and then
+# execs a real program without an environment of its own, e2ecov's hook not first on its
+# PYTHONPATH: the new image prints the environment it was given.
+PUTENV_THEN_EXEC = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from e2ecov.agent import Agent, Settings
+
+    root = Path(sys.argv[1])
+    (root / "control").mkdir()
+    agent = Agent(Settings(
+        service="svc", run_id="r", control_dir=root / "control", data_dir=root / "data",
+        ledger_dir=root / "ledger", source=[str(root)], source_pkgs=[],
+        contexts=False, autosave=0.0, branch=False, hook_dir="/hook",
+    ))
+    agent.start()
+    agent.install()
+    os.environ["PYTHONPATH"] = "/otel:/hook:" + os.environ["PYTHONPATH"]
+    os.putenv("ONLY_PUT", "by putenv")
+    os.unsetenv("ONLY_UNSET")
+    shown = "import json, os; print(json.dumps({k: os.environ.get(k) for k in "
+    shown += "('ONLY_PUT', 'ONLY_UNSET', 'PYTHONPATH')}))"
+    os.execv(sys.executable, [sys.executable, "-c", shown])
+    """
+)
+
+
+def test_an_exec_without_an_environment_passes_on_the_c_environment(tmp_path: Path) -> None:
+    """An `execv` that e2ecov made an `execve` (its hook first on PYTHONPATH) was given a
+    copy of os.environ: a variable set with os.putenv was missing in the new program, one
+    removed with os.unsetenv came back. The new program now sees what a plain `execv`
+    would have given it, the hook first on its PYTHONPATH."""
+    script = tmp_path / "script.py"
+    script.write_text(PUTENV_THEN_EXEC)
+    env = {**os.environ, "ONLY_UNSET": "still here", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["ONLY_PUT"] == "by putenv", seen
+    assert seen["ONLY_UNSET"] is None, seen
+    assert seen["PYTHONPATH"].startswith("/hook:/otel:"), seen
 
 
 def test_an_exec_with_its_own_environment_gets_the_hook_first_in_it(tmp_path: Path) -> None:
