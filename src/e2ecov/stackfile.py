@@ -12,7 +12,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from e2ecov import placeholders
@@ -89,11 +89,26 @@ _AUTOSAVE = _Bounds("0 (no automatic saves) or at least 10ms", low=MIN_PERIOD, a
 
 @dataclass(frozen=True)
 class Health:
-    """How to tell a service is ready: an HTTP URL answering 2xx within `timeout`."""
+    """How to tell a service is ready: an HTTP URL answering 2xx within `timeout`, polled
+    every `interval` (seconds). Their ranges are declared and checked here, whoever builds
+    one: a Health built in Python with a value outside them raises ValueError; the stack
+    file's loader checks each value against the same `BOUNDS` first, to report it with its
+    line."""
 
     url: str
     timeout: float = 30.0
     interval: float = 0.1
+
+    BOUNDS: ClassVar[dict[str, _Bounds]] = {
+        "timeout": _MORE_THAN_0,
+        "interval": _HEALTH_INTERVAL,
+    }
+
+    def __post_init__(self) -> None:
+        for key, bounds in self.BOUNDS.items():
+            seconds = getattr(self, key)
+            if not bounds.admit(seconds):
+                raise ValueError(f"health {key} must be {bounds.says}, got {seconds!r} seconds")
 
 
 @dataclass(frozen=True)
@@ -588,13 +603,16 @@ def _service(
             health = Health(
                 url=health_raw["url"],
                 timeout=check.duration(
-                    health_raw.get("timeout"), (*where, "health", "timeout"), 30.0, _MORE_THAN_0
+                    health_raw.get("timeout"),
+                    (*where, "health", "timeout"),
+                    30.0,
+                    Health.BOUNDS["timeout"],
                 ),
                 interval=check.duration(
                     health_raw.get("interval"),
                     (*where, "health", "interval"),
                     0.1,
-                    _HEALTH_INTERVAL,
+                    Health.BOUNDS["interval"],
                 ),
             )
     depends_on = check.string_list(body.get("depends_on", []), (*where, "depends_on")) or []

@@ -420,6 +420,31 @@ def test_health_interval_and_timeout_at_the_ends_of_their_range_are_taken(
     assert (health_of_api.interval, health_of_api.timeout) == seconds
 
 
+@pytest.mark.parametrize(
+    ("key", "seconds", "allowed"),
+    [
+        ("interval", 0.0, "from 10ms to 1m"),
+        ("interval", 0.001, "from 10ms to 1m"),
+        ("interval", 300.0, "from 10ms to 1m"),
+        ("timeout", 0.0, "more than 0"),
+        ("timeout", -5.0, "more than 0"),
+    ],
+)
+def test_a_health_built_in_python_out_of_range_is_refused_as_the_stack_file_refuses_it(
+    key: str, seconds: float, allowed: str
+) -> None:
+    """Only the stack file's loader checked the ranges: `Health(url, interval=0)` built in
+    Python was taken, and its health wait polled in a busy loop for the whole timeout."""
+    with pytest.raises(ValueError, match=f"health {key} must be {allowed}, got "):
+        stackfile.Health("http://127.0.0.1:1/health", **{key: seconds})
+
+
+def test_a_health_built_in_python_at_the_ends_of_its_ranges_is_taken() -> None:
+    for interval, timeout in ((0.01, 0.001), (60.0, 7200.0)):
+        health = stackfile.Health("http://127.0.0.1:1/health", timeout, interval)
+        assert (health.interval, health.timeout) == (interval, timeout)
+
+
 def test_autosave_0_turns_automatic_saves_off_and_doctor_says_so(tmp_path: Path) -> None:
     """0 is documented as "off" (the agents start no autosave at 0); `doctor` said
     "autosave: 0s", which reads as saving all the time."""
