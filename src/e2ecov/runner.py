@@ -893,10 +893,11 @@ class Run:
         return RunResult(code, where, first[1] if first else None, self.losses)
 
     def _findings(self) -> list[str]:
-        """The failures, then the losses no failure already says, each once: the first loss
-        fails the run as `coverage lost: <loss>`, and the summary said it twice."""
+        """The failures, then the losses no failure already says, each once and each as
+        `coverage lost: <loss>`: the first loss fails the run in those words (the summary
+        said it twice), and the others said bare read as something else."""
         failures = [m for _, m in self.failures]
-        losses = [m for m in self.losses if LOSS_FAILURE + m not in failures]
+        losses = [LOSS_FAILURE + m for m in self.losses]
         return list(dict.fromkeys(failures + losses))
 
     def _late_findings(self) -> list[str]:

@@ -22,6 +22,7 @@ from tests.integration.e2ecov.e2ecov_harness import (
     app_service,
     drive,
     e2ecov,
+    get_script,
     toml_list,
     write_stack,
 )
@@ -494,3 +495,23 @@ def test_the_test_command_of_a_killed_e2ecov_is_refused_and_stopped_by_down(
         first.kill()
         if tests_pid and _alive(tests_pid):
             os.kill(tests_pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_every_loss_in_the_diagnostics_summary_reads_as_a_loss(tmp_path: Path) -> None:
+    """The summary's `also:` lines named the first loss "coverage lost: a pid …" (the
+    failure it made) and every other one bare ("b pid … wrote no coverage"), as if the
+    second were something else. Each reads as a loss now."""
+    tests = get_script(
+        tmp_path, ("E2E_A_URL", "/alpha"), ("E2E_A_URL", "kill"), ("E2E_B_URL", "kill")
+    )
+    stack = write_stack(tmp_path, tests, app_service("a") + app_service("b"))
+    outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert outcome.code == 3, outcome.output
+    summary = (outcome.artifacts / "diagnostics" / "summary.txt").read_text().splitlines()
+    pids = {name: outcome.run_json()["services"][name]["pid"] for name in ("a", "b")}
+    also = [line for line in summary if line.startswith("also: ") and " pid " in line]
+    for name, pid in pids.items():
+        said = [line for line in also if f"{name} pid {pid} wrote no coverage" in line]
+        assert len(said) == 1, summary
+        assert said[0].startswith(f"also: coverage lost: {name} pid {pid} "), summary
