@@ -176,6 +176,8 @@ def _go_service(name: str, command: list[str], cwd: Path, go_build: str | None) 
         )  # fmt: skip
     if not built:
         return Check(label, False, f"{program} is not built with -cover: go build -cover ...")
+    if gocover.instruments_nothing(Path(program)):
+        return Check(label, False, gocover.NOTHING_INSTRUMENTED.format(program))
     return Check(label, True, f"{program} is a Go binary built with -cover")
 
 

@@ -111,6 +111,28 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
 
 _BUILD_INFO = b"\xff Go buildinf:"  # the magic `go version -m` looks for
 _COVER_SETTING = b"\nbuild\t-cover=true\n"  # a line of the build info (it prints it indented)
+# the runtime function an instrumented package registers its meta-data with (Go 1.20 and
+# later), by name in the binary's function table (kept by -ldflags=-s too); the linker
+# leaves it out when no package of the binary was instrumented
+_COVER_REGISTERED = b"runtime.addCovMeta"
+
+
+def _markers(program: Path) -> set[bytes] | None:
+    """Which of the build info, its `-cover=true` and a package's coverage registration
+    `program` holds; None when it cannot be read."""
+    wanted = (_BUILD_INFO, _COVER_SETTING, _COVER_REGISTERED)
+    found: set[bytes] = set()
+    tail = b""
+    keep = max(len(marker) for marker in wanted)
+    try:
+        with program.open("rb") as handle:
+            while len(found) < len(wanted) and (chunk := handle.read(1 << 20)):
+                window = tail + chunk
+                found.update(marker for marker in wanted if marker in window)
+                tail = window[-keep:]
+    except OSError:
+        return None
+    return found
 
 
 def built_with_cover(program: Path) -> bool | None:
@@ -119,20 +141,35 @@ def built_with_cover(program: Path) -> bool | None:
     service, such a binary announces nothing, and the hint is `coverage = "go"`; listed as a
     Go service without it, it would write no coverage. None: no Go binary (a wrapper script,
     or nothing readable)."""
-    seen_info = seen_cover = False
-    tail = b""
-    try:
-        with program.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                window = tail + chunk
-                seen_info = seen_info or _BUILD_INFO in window
-                seen_cover = seen_cover or _COVER_SETTING in window
-                if seen_info and seen_cover:
-                    return True
-                tail = window[-len(_COVER_SETTING) :]
-    except OSError:
+    found = _markers(program)
+    if found is None or _BUILD_INFO not in found:
         return None
-    return False if seen_info else None
+    return _COVER_SETTING in found
+
+
+# what `run` and `doctor` say of such a binary (`{}`: its path)
+NOTHING_INSTRUMENTED = (
+    "{} is built with -cover, but no package of it was instrumented (go install -cover "
+    "pkg@version builds such a binary, as does a -coverpkg that matches none of its "
+    "packages), so it would write no coverage: build it in a checkout "
+    "of its module (go mod download gives one) with go build -cover, or let e2ecov build it "
+    "there: go_build with cwd"
+)
+
+
+def instruments_nothing(program: Path) -> bool:
+    """Whether `program` is a Go binary built with `-cover` of which no package was
+    instrumented: `go install -cover pkg@version` builds one (with no main module, no
+    package is the main module's, and `-coverpkg` is not applied either), and a `-coverpkg`
+    that matches none of its packages. It writes no
+    counters however it ends, and its empty GOCOVERDIR read as a binary built without
+    `-cover`, which its build info denies."""
+    found = _markers(program)
+    return (
+        found is not None
+        and {_BUILD_INFO, _COVER_SETTING} <= found
+        and (_COVER_REGISTERED not in found)
+    )
 
 
 def module_of(directory: Path) -> tuple[str, Path] | None:

@@ -315,6 +315,8 @@ def preflight(stack: Stack, planned: Plan) -> list[str]:
                 "would write no coverage: rebuild it with go build -cover (or let e2ecov "
                 "build it: go_build)"
             )
+        elif svc.spec.go and gocover.instruments_nothing(Path(program)):
+            problems.append(f"service '{name}': {gocover.NOTHING_INSTRUMENTED.format(program)}")
     if planned.tests and find_program(planned.tests, stack.root, planned.test_env) is None:
         problems.append(
             f"[run] tests: program {planned.tests[0]!r} not found (looked on PATH and in "

@@ -759,3 +759,31 @@ def test_a_failed_go_build_says_why_on_the_runs_last_line(tmp_path: Path) -> Non
     last = outcome.stdout.strip().splitlines()[-1]
     assert "go build -cover ./cmd/nothere" in last, last
     assert "failed: " in last and "nothere: directory not found" in last, last
+
+
+def test_a_cover_binary_that_instruments_no_package_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    """`go install -cover pkg@version` (here its offline twin, a -coverpkg that matches no
+    package) builds a binary whose build info says -cover but which instruments nothing:
+    `doctor` said "ok ... built with -cover", and the run ended in a loss asking "is the
+    binary built with go build -cover?" — which it was."""
+    binary = tmp_path / "goapp-nothing"
+    subprocess.run(
+        ["go", "build", "-cover", "-coverpkg=nomatch.invalid/...", "-tags", "noagent",
+         "-o", str(binary), "."],
+        cwd=GOAPP, check=True, capture_output=True,
+    )  # fmt: skip
+    service = f"""
+[services.goapp]
+command = ["{binary}", "--port", "{{port}}"]
+coverage = "go"
+health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
+"""
+    stack = write_stack(tmp_path, get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha")), service)
+    said = f"{binary} is built with -cover, but no package of it was instrumented"
+    doctor = e2ecov("doctor", "-c", str(stack), cwd=tmp_path)
+    assert any(line.startswith("FAIL") and said in line for line in doctor.stdout.splitlines())
+    run = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert run.code == 2, run.output
+    assert "nothing was started" in run.output and f"service 'goapp': {said}" in run.output
