@@ -430,6 +430,27 @@ def test_doctor_checks_every_interpreter(tmp_path: Path) -> None:
     assert f"pyapp → {bin_dir / 'pyapp'}" in found.stdout, found.output
 
 
+def test_doctor_takes_a_wrapper_the_run_measures_through(tmp_path: Path) -> None:
+    """`sh -c "exec python -m ..."` (or an entrypoint script) starts a Python service that
+    the run measures through the hook on PYTHONPATH; doctor said "FAIL ... sh is not a
+    Python program, so coverage = true measures nothing: set coverage = false", advice
+    that dropped the service's coverage."""
+    server = f"exec {sys.executable} -m sampleapp.server --port {{port}}"
+    service = app_service("app").replace(
+        toml_list([sys.executable, "-m", "sampleapp.server", "--port", "{port}"]),
+        toml_list(["sh", "-c", server]),
+    )
+    assert '"sh", "-c"' in service
+    stack = write_stack(tmp_path, drive("/beta"), service)
+    doctor = e2ecov("doctor", "-c", str(stack), cwd=tmp_path)
+    said = [line for line in doctor.stdout.splitlines() if "service app" in line]
+    assert said and not any(line.startswith("FAIL") for line in said), doctor.output
+    assert any("sh is not a Python program itself (a wrapper?)" in line for line in said)
+    run = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert run.code == 0, run.output
+    assert run.run_json()["totals"]["services"]["app"]["percent"] > 0, run.output
+
+
 def test_health_answered_by_another_process_is_not_healthy(tmp_path: Path) -> None:
     port = free_port()
     stale = subprocess.Popen(
