@@ -98,8 +98,9 @@ def build(
         headline = f"service '{name}': {said_build} {package} (in {cwd}) failed"
         if not cause:
             return f"{headline} (exit {build.returncode}, no output)"
-        rest = said_lines[: said_lines.index(cause)] + said_lines[said_lines.index(cause) + 1 :]
-        return "\n    ".join([f"{headline}: {cause}", *rest[-15:]])
+        # below it, what Go said as it said it (a "# package" line before its errors)
+        shown = said_lines[-15:] if said_lines != [cause] else []
+        return "\n    ".join([f"{headline}: {cause}", *shown])
     return None
 
 
