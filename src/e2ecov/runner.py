@@ -737,7 +737,7 @@ class Run:
         for warning in result.warnings:
             self.progress.info("warning: " + warning)
         for lost in result.unreadable:
-            self._fail(ExitCode.COVERAGE, "coverage lost: " + lost)
+            self._fail(ExitCode.COVERAGE, LOSS_FAILURE + lost)
             self.progress.info("LOST: " + lost)
         if self.losses or result.unreadable:  # the totals above are not the whole run's
             self.progress.info(reports.PARTIAL)
