@@ -166,6 +166,8 @@ def _go_service(name: str, command: list[str], cwd: Path, go_build: str | None) 
     if tool is None:
         return Check(label, False, "Go services need the go tool on PATH: install Go")
     if go_build:
+        if why := gocover.local_package_problem(cwd, go_build):
+            return Check(label, False, f"go_build {go_build!r}: {why}")
         return Check(label, True, f"e2ecov builds {go_build} with go build -cover ({tool})")
     program = shutil.which(command[0]) or str(cwd / command[0]) if command else ""
     built = gocover.built_with_cover(Path(program))

@@ -104,6 +104,21 @@ def build(
     return None
 
 
+def local_package_problem(cwd: Path, package: str) -> str | None:
+    """Why `package`, a directory of `cwd` (`.`, `./cmd/server`), cannot be built: there is
+    no such directory, or no `.go` file in it; seen before anything starts (the build said
+    so only after the run had begun, exit 3). None for an import path or a pattern, which
+    `go build` resolves and judges itself."""
+    if "..." in package or not (package in (".", "..") or package.startswith(("./", "../"))):
+        return None
+    directory = cwd / package
+    if not directory.is_dir():
+        return f"no directory {directory}"
+    if not any(directory.glob("*.go")):
+        return f"no .go file in {directory}"
+    return None
+
+
 def _kill_group(process: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)

@@ -299,10 +299,14 @@ def preflight(stack: Stack, planned: Plan) -> list[str]:
     if any(s.spec.go for s in planned.services.values()) and shutil.which("go") is None:
         problems.append(f"the stack has Go services, whose reports need go: {gocover.INSTALL_HINT}")
     for name, svc in planned.services.items():
-        if not svc.command or svc.spec.go_build:
+        go_build = svc.spec.go_build
+        if not svc.command:
             continue
         if not svc.spec.cwd.is_dir():
             problems.append(f"service '{name}': cwd {svc.spec.cwd} does not exist")
+        elif go_build:
+            if why := gocover.local_package_problem(svc.spec.cwd, go_build):
+                problems.append(f"service '{name}': go_build {go_build!r}: {why}")
         elif (program := find_program(svc.command, svc.spec.cwd, svc.env)) is None:
             problems.append(
                 f"service '{name}': program {svc.command[0]!r} not found "

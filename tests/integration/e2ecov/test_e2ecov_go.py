@@ -752,13 +752,32 @@ def test_a_prebuilt_binary_of_a_module_listed_in_source_is_shown_by_repository_p
 def test_a_failed_go_build_says_why_on_the_runs_last_line(tmp_path: Path) -> None:
     """The run's last line (what a CI log shows first) repeats the failure's first line: a
     `go_build` that failed ended it in "failed:", Go's reason only on the lines above."""
-    service = go_service().replace('go_build = "."', 'go_build = "./cmd/nothere"')
+    module = tmp_path / "broken"
+    module.mkdir()
+    (module / "go.mod").write_text("module example.com/broken\n\ngo 1.22\n")
+    (module / "main.go").write_text("package main\n\nfunc main() { undefinedThing() }\n")
+    service = go_service().replace(json.dumps(str(GOAPP)), json.dumps(str(module)))
     tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"))
     outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
     assert outcome.code == 3, outcome.output
     last = outcome.stdout.strip().splitlines()[-1]
-    assert "go build -cover ./cmd/nothere" in last, last
-    assert "failed: " in last and "nothere: directory not found" in last, last
+    assert "go build -cover ." in last, last
+    assert "failed: " in last and "undefined: undefinedThing" in last, last
+
+
+def test_a_go_build_package_that_is_no_directory_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    """`go_build = "./cmd/nothere"`: doctor said "ok, e2ecov builds ./cmd/nothere", and the
+    run found out in its build (exit 3, the stack "could not be brought up")."""
+    service = go_service().replace('go_build = "."', 'go_build = "./cmd/nothere"')
+    stack = write_stack(tmp_path, get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha")), service)
+    said = f"go_build './cmd/nothere': no directory {GOAPP / 'cmd' / 'nothere'}"
+    doctor = e2ecov("doctor", "-c", str(stack), cwd=tmp_path)
+    assert any(line.startswith("FAIL") and said in line for line in doctor.stdout.splitlines())
+    run = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert run.code == 2, run.output
+    assert "nothing was started" in run.output and f"service 'goapp': {said}" in run.output
 
 
 def test_a_cover_binary_that_instruments_no_package_is_refused_before_anything_starts(
@@ -787,3 +806,17 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
     run = e2ecov("run", "-c", str(stack), cwd=tmp_path)
     assert run.code == 2, run.output
     assert "nothing was started" in run.output and f"service 'goapp': {said}" in run.output
+
+
+def test_a_go_build_service_whose_cwd_is_missing_is_refused_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """The check of a service's `cwd` skipped go_build services: the build was started in
+    a directory that does not exist and e2ecov ended in a FileNotFoundError traceback."""
+    missing = tmp_path / "nope"
+    service = go_service().replace(json.dumps(str(GOAPP)), json.dumps(str(missing)))
+    stack = write_stack(tmp_path, get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha")), service)
+    run = e2ecov("run", "-c", str(stack), cwd=tmp_path)
+    assert run.code == 2, run.output
+    assert "Traceback" not in run.output
+    assert f"service 'goapp': cwd {missing} does not exist" in run.output
