@@ -91,8 +91,8 @@ def build(
         _kill_group(build)
         raise
     if build.returncode != 0:
-        # the first line that says what is wrong goes on the message's first line, the one
-        # the run's last line repeats (a "# package" line only names the package the errors are in)
+        # Go's first error goes on the message's first line, which the run's last line
+        # repeats (a "# package" line only names the package the errors below it are in)
         said_lines = said.strip().splitlines()
         cause = next((line for line in said_lines if not line.startswith("#")), "")
         headline = f"service '{name}': {said_build} {package} (in {cwd}) failed"
@@ -167,19 +167,18 @@ def built_with_cover(program: Path) -> bool | None:
 NOTHING_INSTRUMENTED = (
     "{} is built with -cover, but no package of it was instrumented (go install -cover "
     "pkg@version builds such a binary, as does a -coverpkg that matches none of its "
-    "packages), so it would write no coverage: build it in a checkout "
-    "of its module (go mod download gives one) with go build -cover, or let e2ecov build it "
-    "there: go_build with cwd"
+    "packages), so it would write no coverage: build it in a checkout of its module (go mod "
+    "download gives one) with go build -cover, or let e2ecov build it there: go_build with cwd"
 )
 
 
 def instruments_nothing(program: Path) -> bool:
     """Whether `program` is a Go binary built with `-cover` of which no package was
     instrumented: `go install -cover pkg@version` builds one (with no main module, no
-    package is the main module's, and `-coverpkg` is not applied either), and a `-coverpkg`
-    that matches none of its packages. It writes no
-    counters however it ends, and its empty GOCOVERDIR read as a binary built without
-    `-cover`, which its build info denies."""
+    package is the main module's, and `-coverpkg` is not applied either), as does a
+    `-coverpkg` that matches none of its packages. It writes no counters however it ends,
+    and its empty GOCOVERDIR read as a binary built without `-cover`, which its build info
+    denies."""
     found = _markers(program)
     return (
         found is not None
