@@ -1,9 +1,15 @@
-"""One rule for numbers a service accepts: integers within 64 bits.
+"""One rule for numbers a service accepts: integers within 64 bits, and floats a 64-bit float
+holds as more than nothing.
 
 orjson, the services' parser, reads an integer beyond 64 bits as a float: `2**100` would be
 stored, audited and hashed as `1.2676506002282294e+30`, a different number than the one
 sent, and nothing would say so. Such an integer is refused where requests are read
-(`read_body`), with the field that holds it, as control characters are (`common.text`).
+(`read_body`), with the field that holds it, as control characters are (`common.text`). So
+is a float beyond a 64-bit float's range (`1e400`, which orjson refuses without naming the
+field), and one too small for it (`1e-400`, below 2.5e-324), which orjson reads as 0.0: a
+number the sender wrote as not zero would be stored, and hashed into DataStorage's chain, as
+zero. A float that keeps its value approximately (`0.1`, `5e-324`) is read as any float is;
+a zero written in any form (`0e-999`) is zero.
 
 Cheap on the usual body: only one with such a number where a JSON value starts (after `:`,
 `,` or `[`, or the whole body) is parsed again, by the standard library, which reads
@@ -23,11 +29,12 @@ from signalgate.common.problems import validation_error
 
 INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1  # what orjson reads (and writes) as integers
 # every integer outside [-2**63, 2**64 - 1] has 20 digits, or 19 after a minus sign, and a
-# float literal beyond a 64-bit float's range (1e400) an exponent of three digits: found by
-# mapping every digit to 0 (and E to e, dropping +) and searching for those runs, literal
-# searches being a fraction of a regular expression's time (this runs on every body)
+# float literal beyond a 64-bit float's range (1e400) or below it (1e-400) an exponent of
+# three digits, or a run of 20 zeros (0.000…1): found by mapping every digit to 0 (and E to
+# e, dropping +) and searching for those runs, literal searches being a fraction of a
+# regular expression's time (this runs on every body)
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789E", b"000000000e")
-_NEEDLES = (b"0" * 20, b"-" + b"0" * 19, b"0e000")
+_NEEDLES = (b"0" * 20, b"-" + b"0" * 19, b"0e000", b"0e-000")
 # what a number's digits before such a run may be, and what precedes a JSON value; runs
 # are matched by regular expressions, in C: a run of 100,000 digits inside a string, walked
 # back character by character at each hit, took 15 s (quadratic) and stalled the service
@@ -102,14 +109,22 @@ def _integer(text: str) -> int | _Beyond:
     return value if INT64_MIN <= value <= UINT64_MAX else _Beyond("an integer beyond 64 bits")
 
 
+_NOT_ZERO = re.compile(r"[-0.]*[1-9]")  # a mantissa with a digit other than 0
+
+
 def _float(text: str) -> float | _Beyond:
     value = float(text)
-    return value if math.isfinite(value) else _Beyond("a number beyond a 64-bit float's range")
+    if not math.isfinite(value):
+        return _Beyond("a number beyond a 64-bit float's range")
+    if value == 0.0 and _NOT_ZERO.match(text):
+        return _Beyond("a number too small for a 64-bit float (it would be read as 0)")
+    return value
 
 
 def check_json_integers(body: bytes) -> None:
-    """Refuse an integer beyond 64 bits, or a number beyond a float's range, anywhere in a
-    JSON body (400 naming the field). A body that is not JSON is left to its parser."""
+    """Refuse an integer beyond 64 bits, or a number beyond a float's range or too small for
+    it (read as 0), anywhere in a JSON body (400 naming the field). A body that is not JSON
+    is left to its parser."""
     if not _may_hold_a_wide_number(body):
         return
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.integration.datastorage.dstools import ADMIN_TOKEN as DS_TOKEN
@@ -133,6 +134,34 @@ def test_datastorage_refuses_control_characters_wide_integers_and_loose_numbers(
             ]
             == 0
         )
+
+
+def test_datastorage_refuses_a_number_too_small_for_a_float_and_keeps_a_tiny_one(
+    datastorage: ServiceProcess,
+) -> None:
+    """`1e-400` was read as 0.0 and stored, and hashed into the chain, as zero: a 400 naming
+    the field now, nothing stored. A tiny number a float holds comes back as sent."""
+    events = "/api/v1/audit/events"
+    with datastorage.client(DS_TOKEN) as c:
+        tiny = orjson.dumps(event_body("rr-tiny")).replace(b'"n":1', b'"n":1e-400')
+        answer = c.post(events, content=tiny, headers={"Content-Type": "application/json"})
+        body = refused(answer, "event_data.n")
+        assert body["field_errors"] == {
+            "event_data.n": "a number too small for a 64-bit float (it would be read as 0)"
+        }
+        batch = orjson.dumps([event_body("rr-tiny"), event_body("rr-tiny")])
+        batch = batch.replace(b'"n":1}', b'"n":-2.5E-999}')
+        answer = c.post(
+            f"{events}/batch", content=batch, headers={"Content-Type": "application/json"}
+        )
+        assert list(refused(answer, "0.event_data.n")["field_errors"]) == ["0.event_data.n"]
+        assert c.get(events, params={"correlation_id": "rr-tiny"}).json()["data"] == []
+
+        kept = orjson.dumps(event_body("rr-tiny")).replace(b'"n":1', b'"n":5e-324')
+        answer = c.post(events, content=kept, headers={"Content-Type": "application/json"})
+        assert answer.status_code in (201, 202), answer.text
+        stored = c.get(events, params={"correlation_id": "rr-tiny"}).json()["data"]
+        assert [event["event_data"]["n"] for event in stored] == [5e-324]
 
 
 def test_headers_whose_meaning_would_be_a_guess_are_refused(

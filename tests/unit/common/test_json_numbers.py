@@ -1,5 +1,6 @@
-"""Integers beyond 64 bits are refused with the field holding them; everything orjson reads
-exactly (and strings of digits, and floats) passes."""
+"""Integers beyond 64 bits, and floats beyond a 64-bit float's range or too small for it
+(read as 0), are refused with the field holding them; everything orjson reads as sent (and
+strings of digits, and floats it keeps approximately) passes."""
 
 from __future__ import annotations
 
@@ -71,9 +72,41 @@ def test_numbers_orjson_cannot_read_are_refused_naming_their_field(
     assert refused.value.extra["field_errors"] == {field: what}
 
 
-def test_large_floats_within_range_and_tiny_ones_pass() -> None:
-    for body in (b'{"x": 1e308}', b'{"x": -1.7976931348623157E+308}', b'{"x": 1e-400}'):
+def test_large_floats_within_range_tiny_ones_and_zeros_pass() -> None:
+    for body in (
+        b'{"x": 1e308}',
+        b'{"x": -1.7976931348623157E+308}',
+        b'{"x": 5e-324}',  # the smallest a 64-bit float holds
+        b'{"x": 3e-324}',  # rounded to it, as any float is rounded
+        b'{"x": 1e-300}',
+        b'{"x": [0e-400, -0.0E-999, 0.' + b"0" * 400 + b"]}",  # zero, however written
+    ):
         check_json_integers(body)
+        assert orjson.loads(body) == json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        # orjson reads each as 0.0: stored, and hashed into DataStorage's chain, as zero
+        (b'{"event_data": {"x": 1e-400}}', "event_data.x"),
+        (b'{"x": [1, -2.5E-999]}', "x[1]"),
+        (b'{"x": 2e-324}', "x"),
+        (b'{"x": 1e-0400}', "x"),
+        (b'{"x": 0.' + b"0" * 400 + b"1}", "x"),
+        (b"1e-400", "body"),
+    ],
+)
+def test_a_number_too_small_for_a_float_is_refused_naming_its_field(
+    body: bytes, field: str
+) -> None:
+    assert orjson.loads(body) in (0.0, {"x": 0.0}, {"event_data": {"x": 0.0}}, {"x": [1, -0.0]})
+    with pytest.raises(Problem) as refused:
+        check_json_integers(body)
+    assert refused.value.status == 400
+    assert refused.value.extra["field_errors"] == {
+        field: "a number too small for a 64-bit float (it would be read as 0)"
+    }
 
 
 def _wide(value: object) -> bool:
