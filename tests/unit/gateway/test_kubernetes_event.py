@@ -216,3 +216,41 @@ def test_an_event_list_is_refused_as_a_list(listing: dict[str, object]) -> None:
     Warning, Error or Normal (missing)", which sent its sender looking at the wrong field."""
     with pytest.raises(PayloadError, match=r"^kind: 'EventList' is a list; send each Event"):
         parse_event(orjson.dumps(listing), NOW, FRESH)
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        # a Pod sent to the Events endpoint by mistake
+        ({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "api-1"}, "spec": {}}, "'Pod'"),
+        ({"kind": "Deployment", "type": "Normal", "reason": "ScalingReplicaSet"}, "'Deployment'"),
+        ({"kind": 7, "type": "Warning", "reason": "BackOff"}, "a number"),
+    ],
+)
+def test_a_body_whose_kind_says_it_is_no_event_is_refused_naming_kind(
+    body: dict[str, object], shown: str
+) -> None:
+    """It was refused as "type: must be Warning, Error or Normal (missing)" (or ignored as a
+    Normal event): the sender looked at the wrong field. Kubernaut refuses such a body too
+    (it has no involvedObject)."""
+    with pytest.raises(PayloadError, match=rf"^kind: {shown} is not an Event"):
+        parse_event(orjson.dumps(body), NOW, FRESH)
+
+
+def test_kind_is_not_read_otherwise_and_a_repeated_key_takes_its_last_value() -> None:
+    """As Kubernaut's Gateway (Go's encoding/json, which reads no `kind` there and keeps a
+    repeated key's last value): an object with an involvedObject is an Event."""
+    event = k8s_event(last_timestamp=rfc3339(NOW))
+    assert isinstance(parse({**event, "kind": "Pod"}), Signal)
+    assert isinstance(parse({key: value for key, value in event.items() if key != "kind"}), Signal)
+    body = orjson.dumps({**event, "type": "Normal"})[:-1] + b',"type":"Warning"}'
+    signal = parse_event(body, NOW, FRESH)
+    assert isinstance(signal, Signal) and signal.severity == "Warning"
+    body = orjson.dumps(event)[:-1] + b',"type":"Normal"}'
+    assert isinstance(parse_event(body, NOW, FRESH), Ignored)
+    # an object sent twice is its last occurrence whole (Go would keep the first one's
+    # `namespace` and `apiVersion`, filling in `name` from the second)
+    body = orjson.dumps(event)[:-1] + b',"involvedObject":{"kind":"Node","name":"n-2"}}'
+    signal = parse_event(body, NOW, FRESH)
+    assert isinstance(signal, Signal) and signal.target is not None
+    assert (signal.target.kind, signal.target.name, signal.target.namespace) == ("Node", "n-2", "")

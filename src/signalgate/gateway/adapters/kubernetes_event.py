@@ -1,7 +1,13 @@
 """One Kubernetes Event (core/v1, or events.k8s.io/v1) → a `Signal`, or `Ignored`.
 
-Normal events are ignored before any other check: an event exporter sends a great many
-of them, and answering 400 would bury real errors in its logs.
+Normal events are ignored before any other check but the body's `kind` (an EventList, or an
+object that is no Event at all): an event exporter sends a great many of them, and
+answering 400 would bury real errors in its logs.
+
+`kind` is not otherwise read, as Kubernaut's Gateway does not read it: an object with an
+`involvedObject` (or `regarding`) is an Event whatever its `kind`. A key sent twice takes
+its last value (orjson, as Go's encoding/json in Kubernaut); an object sent twice is taken
+from its last occurrence whole, where Go fills the first one's fields in from the second.
 
 The target is `involvedObject` as given, every part checked by `identity`. A namespaced kind
 without a namespace (a hand-made Event; the API server always fills it in) is placed where
@@ -40,6 +46,12 @@ from signalgate.gateway.signal import MAX_SIGNAL_NAME, Ignored, Signal
 from signalgate.remediation.model import TargetResource
 
 SIGNAL_TYPES = ("Warning", "Error")
+# the fields naming an Event's object (core/v1, events.k8s.io/v1). A body without either
+# whose `kind` says it is no Event (a Pod, a Deployment sent by mistake) is refused naming
+# `kind`: Kubernaut's Gateway, which reads no `kind`, refuses it too (no involvedObject),
+# and "type: must be Warning, Error or Normal (missing)" sent its sender to the wrong field.
+# One that has them is taken as an Event whatever its `kind` says, as Kubernaut takes it.
+_OBJECT_FIELDS = frozenset({"involvedObject", "regarding"})
 # the prefix of the labels and annotations Kubernaut's Gateway gives an Event's signal
 KUBERNAUT = "kubernaut.ai"
 # `<version>` or `<group>/<version>`: a DNS subdomain, and Kubernetes' version form
@@ -59,6 +71,12 @@ def parse_event(
         raise PayloadError(
             f"kind: {kind[:40]!r} is a list; send each Event in a request of its own "
             "(one core/v1 or events.k8s.io/v1 Event per request)"
+        )
+    if kind is not None and kind != "Event" and not _OBJECT_FIELDS & event.keys():
+        shown = repr(kind)[:40] if isinstance(kind, str) else json_type(kind)
+        raise PayloadError(
+            f"kind: {shown} is not an Event (it has no involvedObject); send one core/v1 "
+            "or events.k8s.io/v1 Event (kind: Event) per request"
         )
     event_type = event.get("type")
     if event_type == "Normal":
