@@ -172,21 +172,25 @@ class CoalescingStore:
             raise
 
     async def _drain(self, key: str) -> None:
-        outage: StoreUnavailable | None = None
+        """Decide the fingerprint's queue, batch after batch.
+
+        The one home of the outage fast-fail: once a signal of a batch is answered with the
+        store unavailable (a hung store's timeout), the signals waiting behind it — the rest
+        of its batch, and the batch queued meanwhile — get the same answer now, not a call
+        and a timeout of their own after having waited out that one (twice the timeout in
+        all). The batch after those is tried again: the store may be back."""
+        carried: StoreUnavailable | None = None
         try:
             while batch := self._queues.pop(key, None):
                 batch = [w for w in batch if not w.done.done()]
+                outage, carried = carried, None
+                if outage is None:
+                    if batch and not await self._bump_known(key, batch):
+                        await self._decide(key, batch)
+                    outage = carried = _outage_of(batch)
                 if outage is not None:
-                    # queued while the call before failed for an outage (a hung store's
-                    # timeout): the same answer now, not a call and a timeout of its own
-                    # after having waited out that one (twice the timeout in all)
                     for waiting in batch:
                         _fail(waiting, outage)
-                    outage = None
-                    continue
-                if batch and not await self._bump_known(key, batch):
-                    await self._decide(key, batch)
-                outage = _outage_of(batch)
         finally:
             self._drainers.pop(key, None)
 
@@ -232,11 +236,8 @@ class CoalescingStore:
         have been without the queue."""
         first, rest = batch[0], batch[1:]
         if not await _settle(first, self._batched(first)):
-            outage = _outage_of([first])
-            if outage is not None:  # the store is away: each would wait out its own timeout
-                for waiting in rest:
-                    _fail(waiting, outage)
-                return
+            if _outage_of([first]) is not None:
+                return  # the store is away: `_drain` answers the rest with the same
             # the store failed for the first alone (or it gave up): the others, each on its own
             await self._each_alone(key, rest)
             return

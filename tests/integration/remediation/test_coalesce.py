@@ -357,9 +357,15 @@ async def test_signals_queued_behind_a_call_the_store_did_not_answer_fail_with_i
             rest = [store.record_firing(rr, later(3)) for _ in range(7)]
             return await asyncio.gather(first, *rest, return_exceptions=True)
 
-        for rr in (known, make_rr("new")):  # a bump of a known RR, a new RR's decision
+        async def together(rr: RemediationRequest) -> list[BaseException | FiringResult]:
+            # one batch: the first decided, the rest waiting in that batch for its RR
+            calls = [store.record_firing(rr, later(2)) for _ in range(8)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        # a bump of a known RR, a new RR's decision; behind the call, and beside it
+        for rr, send in ((known, storm), (make_rr("new"), storm), (make_rr("new-2"), together)):
             inner.calls = 0
-            answers = await storm(rr)
+            answers = await send(rr)
             assert all(isinstance(a, StoreUnavailable) for a in answers), answers
             assert inner.calls == 1, f"{inner.calls} calls to a store that does not answer"
         inner.hung = False
