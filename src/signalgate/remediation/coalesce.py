@@ -110,7 +110,9 @@ class _Member:
 
 
 # how long a caller that gave up waits for its own store call to be cancelled, so that the
-# statement is undone before the caller answers (504), as it was without the queue
+# statement is undone before the caller answers (504), as it was without the queue. So a 504
+# comes within `server.processingTimeout` + CANCEL_WAIT, as docs/gateway.md says (on
+# PostgreSQL: a call to SQLite's process is not withdrawn, and its wait ends at once)
 CANCEL_WAIT = 5.0
 
 

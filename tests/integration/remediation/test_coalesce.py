@@ -506,3 +506,33 @@ async def test_a_caller_cancelled_again_while_its_statement_is_undone_stops_at_o
         assert caller.cancelled()
     finally:
         await store.close()
+
+
+async def test_a_sqlite_statement_whose_caller_gave_up_runs_to_its_end(tmp_path: Path) -> None:
+    """What a 504 on SQLite means (docs/gateway.md): the store's process runs a statement it
+    was sent to its end, unseen. A caller that gave up at its deadline while its statement
+    waited on SQLite's write lock (the Gateway answers it 504) has its signal counted once
+    the lock is gone, and its retry counts it once more."""
+    import sqlite3
+
+    path = tmp_path / "rr.db"
+    store = CoalescingStore(SqliteRemediationStore(path, busy_timeout=60.0), batches_in_flight=1)
+    await store.open()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        candidate = make_rr("gave-up")
+        blocker.execute("BEGIN IMMEDIATE")  # the write lock, as another writer holds it
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await store.record_firing(candidate, later(1))
+        blocker.execute("COMMIT")
+        # the process answers its calls in the order sent: this one after the abandoned one
+        stored = await store.get(candidate.name)
+        assert stored is not None, "the statement of a caller that gave up was withdrawn"
+        assert stored.deduplication.occurrence_count == 1
+        retried = await store.record_firing(candidate, later(2))
+        assert retried.decision is Decision.DUPLICATE
+        assert retried.rr.deduplication.occurrence_count == 2
+    finally:
+        blocker.close()
+        await store.close()

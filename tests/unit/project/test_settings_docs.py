@@ -102,3 +102,13 @@ def test_the_datastorage_page_lists_every_setting_with_its_default() -> None:
     page = (ROOT / "docs" / "datastorage.md").read_text()
     table = documented(section(page, "## Configuration and commands"))
     check(DataStorageSettings, table, "docs/datastorage.md's settings table")
+
+
+def test_the_504_bound_documented_is_the_codes() -> None:
+    """A request past `server.processingTimeout` waits up to `CANCEL_WAIT` for its statement
+    to be cancelled before it is answered 504: the reference says how long in all."""
+    from signalgate.remediation.coalesce import CANCEL_WAIT
+
+    text = (ROOT / "docs" / "gateway.md").read_text()
+    assert f"The 504\n   comes within `processingTimeout` + {CANCEL_WAIT:g} s" in text
+    assert f"answered within it + {CANCEL_WAIT:g} s" in text
