@@ -47,6 +47,7 @@ from signalgate.remediation.store import (
     Page,
     RemediationStore,
     StoreUnavailable,
+    drain_failing_fast,
 )
 
 
@@ -174,25 +175,24 @@ class CoalescingStore:
             raise
 
     async def _drain(self, key: str) -> None:
-        """Decide the fingerprint's queue, batch after batch.
+        """Decide the fingerprint's queue, batch after batch; after an outage the signals
+        waiting behind it get its answer (`drain_failing_fast`)."""
 
-        The one home of the outage fast-fail: once a signal of a batch is answered with the
-        store unavailable (a hung store's timeout), the signals waiting behind it — the rest
-        of its batch, and the batch queued meanwhile — get the same answer now, not a call
-        and a timeout of their own after having waited out that one (twice the timeout in
-        all). The batch after those is tried again: the store may be back."""
-        carried: StoreUnavailable | None = None
+        def take() -> list[_Waiting] | None:
+            batch = self._queues.pop(key, None)
+            return None if batch is None else [w for w in batch if not w.done.done()]
+
+        async def decide(batch: list[_Waiting]) -> StoreUnavailable | None:
+            if batch and not await self._bump_known(key, batch):
+                await self._decide(key, batch)
+            return _outage_of(batch)
+
+        def fail(batch: list[_Waiting], outage: StoreUnavailable) -> None:
+            for waiting in batch:
+                _fail(waiting, outage)
+
         try:
-            while batch := self._queues.pop(key, None):
-                batch = [w for w in batch if not w.done.done()]
-                outage, carried = carried, None
-                if outage is None:
-                    if batch and not await self._bump_known(key, batch):
-                        await self._decide(key, batch)
-                    outage = carried = _outage_of(batch)
-                if outage is not None:
-                    for waiting in batch:
-                        _fail(waiting, outage)
+            await drain_failing_fast(take, decide, fail)
         finally:
             self._drainers.pop(key, None)
 

@@ -81,6 +81,7 @@ from signalgate.remediation.store import (
     TooLarge,
     clamp_limit,
     decode_cursor,
+    drain_failing_fast,
     encode_cursor,
 )
 
@@ -673,34 +674,31 @@ class KubernetesStore:
         return await change.done
 
     async def _drain(self, name: str) -> None:
-        outage: StoreUnavailable | None = None
+        """Write the RR's queued changes, batch after batch; after an outage (an API server
+        that stopped answering) the changes queued behind the write get its answer, not a
+        write and a `kubernetes.timeout` of their own (`drain_failing_fast`)."""
+
+        def take() -> list[_Change] | None:
+            return self._queues.pop(name, None) or None
+
+        async def write(batch: list[_Change]) -> StoreUnavailable | None:
+            try:
+                await self._write_batch(name, batch)
+            except BaseException as exc:
+                failure = exc if isinstance(exc, Exception) else StoreUnavailable("store closing")
+                fail(batch, failure)
+                if not isinstance(exc, Exception):
+                    raise
+                return failure if isinstance(failure, StoreUnavailable) else None
+            return None
+
+        def fail(batch: list[_Change], failure: Exception) -> None:
+            for change in batch:
+                if not change.done.done():
+                    change.done.set_exception(failure)
+
         try:
-            while True:
-                batch = self._queues.pop(name, None)
-                if not batch:
-                    return
-                if outage is not None:
-                    # queued while the write before failed for an outage (an API server
-                    # that stopped answering): the same answer now, not a write and a
-                    # `kubernetes.timeout` of their own after waiting out that one
-                    for change in batch:
-                        if not change.done.done():
-                            change.done.set_exception(outage)
-                    outage = None
-                    continue
-                try:
-                    await self._write_batch(name, batch)
-                except BaseException as exc:
-                    failure = (
-                        exc if isinstance(exc, Exception) else StoreUnavailable("store closing")
-                    )
-                    for change in batch:
-                        if not change.done.done():
-                            change.done.set_exception(failure)
-                    if not isinstance(exc, Exception):
-                        raise
-                    if isinstance(failure, StoreUnavailable):
-                        outage = failure
+            await drain_failing_fast(take, write, fail)
         finally:
             self._writers.pop(name, None)
             for change in self._queues.pop(name, ()):

@@ -20,10 +20,10 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from signalgate.kube.names import is_dns1123_subdomain
 from signalgate.remediation.model import RemediationRequest, StatusPatch
@@ -172,3 +172,29 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         # refused the statement (a 500 and a traceback per request, an outside check)
         raise InvalidCursor("cursor is not one this API returned")
     return created_at, name
+
+
+Q = TypeVar("Q")
+
+
+async def drain_failing_fast(
+    take: Callable[[], list[Q] | None],
+    decide: Callable[[list[Q]], Awaitable[StoreUnavailable | None]],
+    fail: Callable[[list[Q], StoreUnavailable], None],
+) -> None:
+    """Decide a queue's batches one after another (`take` the next, None when it is empty);
+    the one home of the outage fast-fail for the stores' queues (the coalescer's per
+    fingerprint, the Kubernetes store's status writes per RR).
+
+    When `decide` found the store unavailable (it returns why: a hung store's timeout), the
+    callers of that batch still waiting, and then of the batch queued meanwhile, are `fail`ed
+    with the same error now — not a call and a timeout of their own after having waited out
+    that one (twice the timeout in all). The batch after those is tried again: the store
+    may be back."""
+    carried: StoreUnavailable | None = None
+    while (batch := take()) is not None:
+        outage, carried = carried, None
+        if outage is None:
+            outage = carried = await decide(batch)
+        if outage is not None:
+            fail(batch, outage)
