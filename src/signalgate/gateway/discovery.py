@@ -9,6 +9,15 @@ these functions take any JSON and either return what it names or raise `Discover
 raised `AttributeError` out of the discovery refresh, and a document missing an entry's
 `kind` or `resources` was read as a group with no kinds, its kinds dropped without a word
 (an outside check). The caller leaves such a group out and keeps its last kinds.
+
+Strict only about what a kind cannot be used without: an entry's `name` (its path) and
+`kind` (what alerts name), and the types of the fields present. A field the API marks
+optional or Go reads as its zero value when absent is read as client-go reads it:
+`namespaced` missing or null is false (cluster-scoped), `singularName` missing is "", a
+group without `preferredVersion` prefers the first of its `versions` (listed most preferred
+first); `verbs`, `shortNames`, `categories` and the rest are never read. A real API server
+always writes `namespaced`; an aggregated API or a stripped-down server may not, and a core
+`/api/v1` entry without it stopped the Gateway at start (the core group must answer).
 """
 
 from __future__ import annotations
@@ -30,8 +39,8 @@ _KIND = re.compile(r"[A-Za-z][A-Za-z0-9]{0,62}")
 
 class DiscoveryMalformed(KubeError):
     """A discovery document that is none: not a JSON object, its `resources` or `groups` no
-    list, an entry no object, or an entry without a name, kind or scope. The API server
-    answered (200); what it passed on cannot be read."""
+    list, an entry no object, or an entry without a name or kind or with a field of the wrong
+    type. The API server answered (200); what it passed on cannot be read."""
 
     def __init__(self, where: str, what: str) -> None:
         super().__init__(200, "MalformedDiscovery", f"{where}: {what}")
@@ -73,8 +82,7 @@ def preferred_versions(document: Any) -> list[str]:
         raise DiscoveryMalformed("/apis", f"'groups' is {type(groups).__name__}, not a list")
     versions = []
     for index, group in enumerate(groups):
-        preferred = group.get("preferredVersion") if isinstance(group, dict) else None
-        version = preferred.get("groupVersion") if isinstance(preferred, dict) else None
+        version = _preferred(group)
         if not isinstance(version, str) or not API_VERSION.fullmatch(version):
             raise DiscoveryMalformed(
                 "/apis", f"groups[{index}] names no preferredVersion.groupVersion"
@@ -83,12 +91,25 @@ def preferred_versions(document: Any) -> list[str]:
     return versions
 
 
+def _preferred(group: Any) -> Any:
+    """A group's preferred `groupVersion`: its `preferredVersion` (optional in the API),
+    else the first of its `versions`, as the API server lists the preferred one first."""
+    if not isinstance(group, dict):
+        return None
+    preferred = group.get("preferredVersion")
+    if preferred is None:
+        listed = group.get("versions")
+        preferred = listed[0] if isinstance(listed, list) and listed else None
+    return preferred.get("groupVersion") if isinstance(preferred, dict) else None
+
+
 def resources_of(group_version: str, document: Any) -> list[tuple[Resource, str]]:
     """The kinds an `APIResourceList` serves, as (resource, singular name) in its order;
     subresources (`pods/log`) left out. `resources: null` is an empty list (Go's encoding of
-    one); a missing `resources`, or any entry that is not an object with a string `name`, a
-    kind and a boolean `namespaced`, makes the whole document malformed, since what it
-    would leave of the group is not what the group serves."""
+    one), `namespaced` missing or null false, as client-go reads them; a missing
+    `resources`, or any entry that is not an object with a string `name` and a kind, or
+    whose `namespaced` or `singularName` has another type, makes the whole document
+    malformed, since what it would leave of the group is not what the group serves."""
     where = discovery_path(group_version)
     if not isinstance(document, dict) or "resources" not in document:
         raise DiscoveryMalformed(where, "no APIResourceList (no 'resources')")
@@ -109,8 +130,12 @@ def resources_of(group_version: str, document: Any) -> list[tuple[Resource, str]
             continue  # a subresource (`pods/log`): never used here, so never held against the group
         if not isinstance(kind, str) or not _KIND.fullmatch(kind):
             raise DiscoveryMalformed(where, f"resources[{index}] ({name}) names no kind")
-        if not isinstance(namespaced, bool):
-            raise DiscoveryMalformed(where, f"resources[{index}] ({name}) has no 'namespaced'")
+        if namespaced is None:
+            namespaced = False  # Go's zero value: what client-go and kubectl read it as
+        elif not isinstance(namespaced, bool):
+            raise DiscoveryMalformed(
+                where, f"resources[{index}] ({name}) 'namespaced' is no boolean"
+            )
         if singular is not None and not isinstance(singular, str):
             raise DiscoveryMalformed(where, f"resources[{index}] ({name}) singularName")
         out.append((Resource(kind, group_version, name, namespaced), singular or ""))

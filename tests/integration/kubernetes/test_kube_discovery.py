@@ -196,3 +196,27 @@ async def test_a_group_answering_no_discovery_document_keeps_its_kinds_and_refre
     finally:
         await view.close()
         await client.close()
+
+
+async def test_a_group_omitting_optional_fields_is_learnt_as_client_go_reads_it(
+    kube_apiserver: KubeAPIServer, aggregated: tuple[str, DiscoveryBackend]
+) -> None:
+    """An aggregated API whose entries carry only `name` and `kind` (no `namespaced`,
+    `singularName` or `verbs`, each optional to Go's decoder) has its kinds learnt, as
+    cluster-scoped ones (Go's zero value, what client-go reads); before, the group was left
+    out as malformed, and such a core `/api/v1` stopped the Gateway at start."""
+    group_version, backend = aggregated
+    group = group_version.removesuffix("/v1")
+    backend.serve(resource_list(group, {"name": "dials", "kind": "Dial"}, GADGET))
+    client = KubeClient(config_from_dsn(kube_apiserver.url))
+    view = ClusterView(client, KubernetesSettings())
+    try:
+        await view.discover()
+        dial = view.kinds.resource("Dial")
+        assert dial is not None and dial.api_version == group_version
+        assert not dial.namespaced
+        assert dial.path("ns", "d1") == f"/apis/{group_version}/dials/d1"
+        gadget = view.kinds.resource("Gadget")
+        assert gadget is not None and gadget.namespaced
+    finally:
+        await client.close()

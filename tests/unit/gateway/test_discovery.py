@@ -66,7 +66,7 @@ def test_a_resource_list_names_its_kinds_without_subresources() -> None:
         {"resources": [{**GADGET, "kind": {"name": "Gadget"}}]},
         {"resources": [{**GADGET, "kind": "Gad get"}]},
         {"resources": [{**GADGET, "namespaced": "false"}]},
-        {"resources": [{k: v for k, v in GADGET.items() if k != "namespaced"}]},
+        {"resources": [{**GADGET, "namespaced": 1}]},
         {"resources": [{**GADGET, "singularName": ["gadget"]}]},
     ],
 )
@@ -77,11 +77,51 @@ def test_what_is_no_resource_list_is_malformed(document: Any) -> None:
     assert isinstance(raised.value, KubeError)  # what the discovery refresh counts and logs
 
 
+def test_fields_kubernetes_marks_optional_are_read_as_client_go_reads_them() -> None:
+    """An entry with only its name and kind (no `namespaced`, `singularName`, `verbs`) is a
+    cluster-scoped kind, as Go's zero value makes it for client-go; before, such an entry
+    in the core group's `/api/v1` stopped the Gateway at start."""
+    document = {
+        "kind": "APIResourceList",
+        "groupVersion": "v1",
+        "resources": [
+            {"name": "widgets", "kind": "Widget"},
+            {"name": "pods", "kind": "Pod", "namespaced": None, "singularName": None},
+        ],
+    }
+    assert resources_of("v1", document) == [
+        (Resource("Widget", "v1", "widgets", False), ""),
+        (Resource("Pod", "v1", "pods", False), ""),
+    ]
+
+
+def test_a_group_without_a_preferred_version_prefers_its_first() -> None:
+    document = {
+        "groups": [
+            {
+                "name": "example.com",
+                "versions": [
+                    {"groupVersion": "example.com/v2", "version": "v2"},
+                    {"groupVersion": "example.com/v1", "version": "v1"},
+                ],
+            },
+            {
+                "name": "apps",
+                "versions": [{"groupVersion": "apps/v1"}],
+                "preferredVersion": {"groupVersion": "apps/v1"},
+            },
+        ]
+    }
+    assert preferred_versions(document) == ["example.com/v2", "apps/v1"]
+
+
 @pytest.mark.parametrize(
     "document",
     [
         None,
         {"groups": "apps"},
+        {"groups": [{"name": "apps", "versions": []}]},
+        {"groups": [{"name": "apps", "versions": ["apps/v1"]}]},
         {"groups": [None]},
         {"groups": [{"name": "apps"}]},
         {"groups": [{"name": "apps", "preferredVersion": "apps/v1"}]},
