@@ -122,8 +122,10 @@ def addresses(stack: Stack, run_id: str) -> Addresses:
             # the owner mark every process of a command service carries: `e2ecov down` left
             # a kept run's recipe servers running without it (and removed their data)
             mark = {protocol.ENV_RUN_ID: run_id, protocol.ENV_STACK_SERVICE: name}
+            fixed = Values({}, {}, {}, str(stack.artifacts), run_id, "")
+            args = [placeholders.render(a, fixed) for a in spec.extra_args]
             try:
-                recipe = make_recipe(spec, pick, mark)
+                recipe = make_recipe(spec, pick, mark, args)
             except RecipeUnavailable as exc:
                 raise StackStartError(f"service '{name}': {exc}") from exc
             found.recipes[name] = recipe

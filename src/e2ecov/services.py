@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -131,9 +131,15 @@ class ServiceRun:
         return [*(f"stdout| {line}" for line in out), *(f"stderr| {line}" for line in err)]
 
 
-def make_recipe(spec: ServiceSpec, pick: Callable[[], int], mark: dict[str, str]) -> Recipe:
+def make_recipe(
+    spec: ServiceSpec,
+    pick: Callable[[], int],
+    mark: dict[str, str],
+    extra_args: Sequence[str] = (),
+) -> Recipe:
     """The recipe object, its ports taken from `pick` (the run's port range), `mark` in its
-    servers' environment; raises RecipeUnavailable at once when its binaries are missing."""
+    servers' environment, `extra_args` its `extra_args` rendered; raises RecipeUnavailable at
+    once when its binaries are missing."""
     if spec.recipe == "postgres":
         return PostgresServer(port=pick(), mark=mark)
     if spec.recipe == "redis":
@@ -143,6 +149,7 @@ def make_recipe(spec: ServiceSpec, pick: Callable[[], int], mark: dict[str, str]
         return KubeAPIServer(
             bin_dir=find_kube_binaries(None),
             crds=spec.manifests,
+            extra_args=tuple(extra_args),
             port=pick(),
             etcd_port=pick(),
             etcd_peer_port=pick(),

@@ -47,7 +47,10 @@ SERVICE_KEYS = {
     "grace": "time between SIGTERM and SIGKILL",
     "source": "directories or packages measured for this service (default: [run] source)",
     "manifests": "recipe kube-apiserver: YAML files applied at start (CRDs and other objects)",
+    "extra_args": "recipe kube-apiserver: more kube-apiserver flags, after the recipe's own",
 }
+# what a recipe's `extra_args` may name: a recipe's flags are chosen before any port is
+_EXTRA_ARG_PLACEHOLDERS = ("artifacts", "run_id")
 HEALTH_KEYS = {"url": "an http:// URL", "timeout": "e.g. '30s'", "interval": "e.g. '0.1s'"}
 # The shortest health interval and autosave: below 10ms a health check polls, and an agent
 # saves, in what is a busy loop (`interval = "0s"` made a health wait spin a core)
@@ -132,6 +135,9 @@ class ServiceSpec:
     go_build: str | None = None  # the Go package e2ecov builds before anything starts
     # recipe kube-apiserver: manifests applied (CRDs established) before it counts as started
     manifests: tuple[Path, ...] = ()
+    # recipe kube-apiserver: more flags (an audit log, an admission plugin), placeholders
+    # {artifacts} and {run_id} rendered when the run is planned
+    extra_args: tuple[str, ...] = ()
     main_port: bool = True  # its command, env or health URL uses {port}
 
     @property
@@ -643,6 +649,14 @@ def _service(
                 (*where, "manifests"),
                 f"[services.{name}] manifest {manifest!r} is not a file (relative to {root})",
             )
+    extra_args = check.string_list(body.get("extra_args"), (*where, "extra_args")) or []
+    if extra_args and recipe != "kube-apiserver":
+        check.problem(
+            (*where, "extra_args"),
+            f"[services.{name}] 'extra_args' is for recipe = \"kube-apiserver\" only",
+        )
+    for arg in extra_args:
+        _check_extra_arg(check, name, arg)
     raw_coverage = body.get("coverage")
     if raw_coverage is not None and raw_coverage != "go" and not isinstance(raw_coverage, bool):
         check.problem(
@@ -680,6 +694,7 @@ def _service(
         source_pkgs=split_source(root, own_source)[1] if own_source else source[1],
         port_names=frozenset(),
         manifests=tuple((root / m).resolve() for m in manifests),
+        extra_args=tuple(extra_args),
     )
     if spec.recipe and spec.coverage:
         check.problem(
@@ -687,6 +702,24 @@ def _service(
             f"[services.{name}] a recipe cannot be measured; expected coverage = false",
         )
     return spec
+
+
+def _check_extra_arg(check: _Checker, name: str, arg: str) -> None:
+    """A recipe's flag may name `{artifacts}` and `{run_id}` only: its ports, and so every
+    service's URL, are not chosen yet when its flags are."""
+    where = ("services", name, "extra_args")
+    try:
+        found = list(placeholders.find(arg))
+    except placeholders.PlaceholderError as exc:
+        check.problem(where, f"'services.{name}.extra_args': {exc}")
+        return
+    for ph in found:
+        if ph.kind not in _EXTRA_ARG_PLACEHOLDERS:
+            check.problem(
+                where,
+                f"'services.{name}.extra_args': '{{{ph.text}}}' is not known when a recipe's "
+                f"flags are chosen; only {{artifacts}} and {{run_id}} are, got {arg!r}",
+            )
 
 
 def _check_health_url(check: _Checker, name: str, template: str) -> None:

@@ -309,6 +309,53 @@ def test_the_kube_apiserver_recipe_takes_manifests(tmp_path: Path) -> None:
     assert any("'manifests' is for recipe" in p for p in problems(tmp_path, wrong))
 
 
+def test_the_kube_apiserver_recipe_takes_extra_args(tmp_path: Path) -> None:
+    """More kube-apiserver flags, as `KubeAPIServer(extra_args=...)` takes them in tests:
+    `{artifacts}` and `{run_id}` may be named (known before any port is chosen), nothing
+    else, and only for that recipe."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "crd.yaml").write_text("kind: CustomResourceDefinition\n")
+    flags = 'extra_args = ["--audit-log-path={artifacts}/audit-{run_id}.log", "--v=2"]\n'
+    with_flags = KUBE.replace('manifests = ["crd.yaml"]\n', f'manifests = ["crd.yaml"]\n{flags}')
+    stack = load(tmp_path, with_flags)
+    assert stack.services["kube"].extra_args == (
+        "--audit-log-path={artifacts}/audit-{run_id}.log",
+        "--v=2",
+    )
+    assert load(tmp_path, KUBE).services["kube"].extra_args == ()
+    wrong = with_flags.replace('recipe = "kube-apiserver"', 'recipe = "postgres"')
+    wrong = wrong.replace('manifests = ["crd.yaml"]\n', "")
+    assert any("'extra_args' is for recipe" in p for p in problems(tmp_path, wrong))
+    port = with_flags.replace("--v=2", "--secure-port={port}")
+    assert any("only {artifacts} and {run_id}" in p for p in problems(tmp_path, port))
+    unknown = with_flags.replace("--v=2", "--x={nothing}")
+    assert any("unknown placeholder '{nothing}'" in p for p in problems(tmp_path, unknown))
+    not_strings = with_flags.replace('"--v=2"', "2")
+    assert any("extra_args" in p for p in problems(tmp_path, not_strings))
+
+
+def test_a_kube_apiservers_extra_args_are_rendered_and_passed_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    for binary in ("etcd", "kube-apiserver"):
+        (bins / binary).write_text("")  # found, never run: planning starts nothing
+    monkeypatch.setenv("E2ECOV_KUBE_BIN", str(bins))
+    from e2ecov.kubeapi import KubeAPIServer
+    from e2ecov.planning import addresses
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "crd.yaml").write_text("kind: CustomResourceDefinition\n")
+    flags = 'extra_args = ["--audit-log-path={artifacts}/audit-{run_id}.log"]\n'
+    stack = load(tmp_path, KUBE.replace('manifests = ["crd.yaml"]\n', flags))
+    recipe = addresses(stack, "r1").recipes["kube"]
+    assert isinstance(recipe, KubeAPIServer)
+    rendered = f"--audit-log-path={stack.artifacts}/audit-r1.log"
+    assert recipe.extra_args == (rendered,)
+    assert recipe._apiserver_args()[-1] == rendered
+
+
 NAMED_ONLY = """\
 [run]
 tests = ["pytest", "--api", "{services.api.url}", "--fixed", "{services.fixed.url}"]
