@@ -40,7 +40,7 @@ from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
 from signalgate.gateway.openapi import openapi_document
 from signalgate.gateway.pipeline import Outcome, ProcessingTimeout
 from signalgate.gateway.responses import Rendered, rendered
-from signalgate.gateway.retries import DecidedBefore
+from signalgate.gateway.retries import DecidedBefore, Kept
 from signalgate.gateway.service import GatewayService
 from signalgate.gateway.signal import AdapterItem, Ignored, Invalid, Signal
 from signalgate.gateway.status_patch import parse_status_patch
@@ -199,35 +199,54 @@ class GatewayAPI:
 
         The alerts decided before a failure are answered as they were by the retry of the
         same body, which decides only the rest (`gateway.retries`): decided again, each was
-        counted once more per retry."""
+        counted once more per retry. So is an alert whose decision was under way at the
+        deadline (a write sent, its answer late), once that decision ends: a webhook of one
+        alert too."""
+        before = self.decided_before.take(body)
         if len(items) == 1:
             (item,) = items
             if isinstance(item, Invalid):
                 return [item.error]
-            return [await self._decide_one(item, deadline, "")]
-        before = self.decided_before.take(body)
+            kept = before.get(0)  # only a decision under way is kept for a lone alert
+            try:
+                late = kept if isinstance(kept, asyncio.Task) else None
+                return [await self._decide_one(item, deadline, "", late)]
+            except ProcessingTimeout as exc:
+                if exc.late is not None:
+                    self.decided_before.remember(body, {0: exc.late})
+                raise
         results: list[Outcome | str | Rendered] = [""] * len(items)
-        decided: set[int] = set(before)
+        decided: set[int] = {i for i, k in before.items() if isinstance(k, Rendered)}
+        under_way: dict[int, asyncio.Task[Outcome]] = {}  # at a deadline, for the retry
         failures: dict[int, Exception] = {}
         retried = False  # a failure a retry can cure came: what is not begun waits for it
         slots = asyncio.Semaphore(WEBHOOK_CONCURRENCY)
 
-        async def decide(index: int, item: Signal | Ignored) -> None:
+        async def decide(
+            index: int, item: Signal | Ignored, late: asyncio.Task[Outcome] | None
+        ) -> None:
             nonlocal retried
             async with slots:
                 if retried:
+                    if late is not None:
+                        under_way[index] = late  # still the next retry's to wait for
                     return  # not begun, so not counted twice when the group comes again
                 try:
-                    results[index] = await self._decide_one(item, deadline, f"alerts[{index}]: ")
+                    results[index] = await self._decide_one(
+                        item, deadline, f"alerts[{index}]: ", late
+                    )
                     decided.add(index)
                 except Exception as exc:  # raised below: the first, in input order
                     failures[index] = exc
                     retried = retried or not isinstance(exc, StoreRefused)
+                    if isinstance(exc, ProcessingTimeout) and exc.late is not None:
+                        under_way[index] = exc.late
 
         tasks = []
         for index, item in enumerate(items):
-            if index in before:
-                results[index] = before[index]
+            kept = before.get(index)
+            if isinstance(kept, Rendered):
+                results[index] = kept
             elif isinstance(item, Invalid):
                 metrics = self.service.metrics
                 metrics.child(metrics.signals_parse_dropped, "invalid").inc()
@@ -236,21 +255,37 @@ class GatewayAPI:
                 )
                 results[index] = item.error
             else:
-                tasks.append(asyncio.create_task(decide(index, item)))
+                tasks.append(asyncio.create_task(decide(index, item, kept)))
         await asyncio.gather(*tasks)
         if failures:
-            self.decided_before.remember(body, {i: rendered(results[i]) for i in decided})
+            kept_now: dict[int, Kept] = {i: rendered(results[i]) for i in decided}
+            kept_now.update(under_way)
+            self.decided_before.remember(body, kept_now)
             raise failures[min(failures)]
         return results
 
     async def _decide_one(
-        self, item: Signal | Ignored, deadline: float, where: str
+        self,
+        item: Signal | Ignored,
+        deadline: float,
+        where: str,
+        late: asyncio.Task[Outcome] | None = None,
     ) -> Outcome | str:
         """One item's outcome; for a signal whose RR the store refuses for its size, the
         error naming it (`where` is its place in the webhook), as for an alert refused as
         oversized while parsing: the same on every retry, so never a 5xx. Answered 503, an
         alert of 200,000 '<' (1.2 MB as the API server writes it, twice in its RR) was sent
-        again for ever, and its webhook's other alerts counted again each time."""
+        again for ever, and its webhook's other alerts counted again each time.
+
+        `late`: the item's decision a failed request of the same body left under way; its
+        outcome is the item's, waited for until `deadline`, and the item is decided anew
+        only if it failed (its failure audited when it did)."""
+        if late is not None:
+            await asyncio.wait({late}, timeout=deadline - asyncio.get_running_loop().time())
+            if not late.done():
+                raise ProcessingTimeout(late)
+            if not late.cancelled() and late.exception() is None:
+                return late.result()
         try:
             return await self.service.pipeline.process(item, deadline)
         except TooLarge as exc:

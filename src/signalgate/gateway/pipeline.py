@@ -52,7 +52,14 @@ OutcomeKind = Literal["created", "duplicate", "resolved", "rejected", "ignored"]
 
 
 class ProcessingTimeout(Exception):
-    """The store did not answer before the request's deadline (→ 504)."""
+    """The store did not answer before the request's deadline (→ 504). `late` is the
+    store's decision, still under way: a write it sent may land after the answer, so the
+    caller keeps it for the retry of the same request (`gateway.retries`) rather than have
+    that retry decide, and count, the signal again."""
+
+    def __init__(self, late: asyncio.Task[Outcome] | None = None) -> None:
+        super().__init__("processing deadline exceeded")
+        self.late = late
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,9 @@ class Pipeline:
         cluster: ClusterView | None = None,
     ) -> None:
         self._cluster = cluster
+        # decisions kept going past their deadline, held here (the loop holds tasks weakly);
+        # each ends by itself, as every call to the Kubernetes API is bounded
+        self._under_way: set[asyncio.Task[Outcome]] = set()
         self._store = store
         self._scope = scope
         self._audit = audit
@@ -120,12 +130,40 @@ class Pipeline:
             return self._reject(signal, rejection)
         fingerprint = signal.fingerprint
         assert fingerprint is not None
+        if not self._store.writes_outlive_cancellation:
+            # a decision cancelled is undone (its transaction rolled back, or never begun):
+            # a 504 then means the signal was not counted, in every replica
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._decide(signal, fingerprint)
+            except TimeoutError as exc:
+                self._fail(signal, "timeout", "store did not answer in time", retry_possible=True)
+                raise ProcessingTimeout from exc
+        # the Kubernetes API: a write sent lands, or not, whatever becomes of its caller, so
+        # the decision is not cancelled at the deadline but kept going, its outcome for the
+        # retry of the same request to answer (`ProcessingTimeout.late`); cancelled, its
+        # write landed all the same, and the retry counted the signal a second time
+        decision = asyncio.get_running_loop().create_task(self._decide(signal, fingerprint))
+        self._under_way.add(decision)
+        decision.add_done_callback(self._ended)
+        await asyncio.wait({decision}, timeout=deadline - asyncio.get_running_loop().time())
+        if not decision.done():
+            self._fail(signal, "timeout", "store did not answer in time", retry_possible=True)
+            raise ProcessingTimeout(decision)
+        return decision.result()
+
+    def _ended(self, decision: asyncio.Task[Outcome]) -> None:
+        self._under_way.discard(decision)
+        if not decision.cancelled():
+            decision.exception()  # retrieved: a late failure was audited and counted already
+
+    async def _decide(self, signal: Signal, fingerprint: str) -> Outcome:
+        """The store's part of a decision, audited and counted however it ends."""
         try:
-            async with asyncio.timeout_at(deadline):
-                if signal.resolved:
-                    outcome = await self._resolve(signal, fingerprint)
-                else:
-                    outcome = await self._fire(signal, fingerprint)
+            if signal.resolved:
+                outcome = await self._resolve(signal, fingerprint)
+            else:
+                outcome = await self._fire(signal, fingerprint)
             self._store_failed = None
             return outcome
         except StoreUnavailable as exc:
@@ -139,9 +177,6 @@ class Pipeline:
         except StoreRefused as exc:
             self._fail(signal, "store_refused", str(exc), retry_possible=False)
             raise
-        except TimeoutError as exc:
-            self._fail(signal, "timeout", "store did not answer in time", retry_possible=True)
-            raise ProcessingTimeout from exc
 
     async def _place_in_cluster(
         self, signal: Signal, deadline: float

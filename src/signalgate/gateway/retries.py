@@ -14,14 +14,25 @@ only after a failure, taken by the next request with that body, and for at most
 `KEPT_SECONDS`: a later notification with the same bytes (a `repeat_interval`) is a new
 occurrence of each alert, as before. Per process: a retry that reaches another replica
 decides every alert again, as before this existed.
+
+An alert whose decision was still under way at the deadline (a status write sent to the
+API server, its answer late) is kept too, as that decision: the retry waits for it (under
+its own deadline) and answers its outcome, and decides the alert again only if it failed.
+Decided again at once, a write that had landed after the 504 was counted a second time, a
+single-alert webhook's too (an outside check against a slowed API server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 from signalgate.common.ttlcache import TTLCache
+from signalgate.gateway.pipeline import Outcome
 from signalgate.gateway.responses import Rendered
+
+# an alert's answer, or its decision still under way when its request failed
+Kept = Rendered | asyncio.Task[Outcome]
 
 # how long a failed webhook's decisions wait for its retry (Alertmanager retries a group
 # within its group_interval, five minutes by default)
@@ -32,19 +43,20 @@ KEPT_WEBHOOKS = 8
 
 
 class DecidedBefore:
-    """Body digest → the answers of the alerts decided before its request failed (by index).
-    A body is hashed only when something is kept, or to be kept: not on every webhook."""
+    """Body digest → the answers of the alerts decided before its request failed, and the
+    decisions under way when it did (by index). A body is hashed only when something is
+    kept, or to be kept: not on every webhook."""
 
     def __init__(self) -> None:
-        self._kept: TTLCache[dict[int, Rendered]] = TTLCache(KEPT_WEBHOOKS)
+        self._kept: TTLCache[dict[int, Kept]] = TTLCache(KEPT_WEBHOOKS)
 
-    def take(self, body: bytes) -> dict[int, Rendered]:
+    def take(self, body: bytes) -> dict[int, Kept]:
         """The decisions a failed request with this body made; forgotten here, so that only
         one retry answers from them (a second failure remembers them again)."""
         if not len(self._kept):
             return {}
         return self._kept.pop(hashlib.sha256(body).digest()) or {}
 
-    def remember(self, body: bytes, decided: dict[int, Rendered]) -> None:
+    def remember(self, body: bytes, decided: dict[int, Kept]) -> None:
         if decided:
             self._kept.put(hashlib.sha256(body).digest(), decided, KEPT_SECONDS)

@@ -120,6 +120,9 @@ CANCEL_WAIT = 5.0
 class CoalescingStore:
     """A `RemediationStore` that coalesces concurrent duplicates in front of another."""
 
+    # a store call every caller gave up is cancelled and undone (`_undo_if_abandoned`)
+    writes_outlive_cancellation = False
+
     def __init__(self, inner: BumpingStore, batches_in_flight: int = 2) -> None:
         """`batches_in_flight`: group-commit statements at once; later arrivals wait and
         go together. Two keep creates moving while one statement waits on a row lock; a

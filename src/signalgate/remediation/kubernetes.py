@@ -235,6 +235,10 @@ class _Change:
 class KubernetesStore:
     """`RemediationStore` on a Kubernetes API server, in one namespace."""
 
+    # a status write or create sent is made or not by the API server, whatever becomes of
+    # the caller (the drain task writes a queued change even after its caller gave up)
+    writes_outlive_cancellation = True
+
     def __init__(
         self,
         client: KubeClient,

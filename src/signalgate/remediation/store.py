@@ -91,6 +91,12 @@ class Page:
 class RemediationStore(Protocol):
     """What the Gateway needs from a store. Every backend passes one shared test suite."""
 
+    # whether a write already sent may still be stored after its caller was cancelled: true
+    # of the Kubernetes API (no transaction to roll back), so the pipeline does not cancel
+    # such a store's decision at the request's deadline but keeps its outcome for the retry
+    # (gateway/pipeline.py); a SQL store's cancelled decision is rolled back
+    writes_outlive_cancellation: bool = False
+
     async def open(self) -> None:
         """Connect and make sure the schema exists (migrating an embedded database)."""
         ...
