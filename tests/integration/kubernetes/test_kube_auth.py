@@ -12,6 +12,7 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -198,6 +199,33 @@ def test_a_flood_of_invented_tokens_leaves_a_senders_approval_cached(
         with gateway.client(sender) as c:
             assert c.post(PROM, json=body).status_code == 202
         assert token_reviews(kube_apiserver) == before
+
+
+def test_a_flood_of_bad_tokens_costs_one_token_review_per_token(
+    kube_apiserver: KubeAPIServer, kube_namespace: str, tmp_path: Path
+) -> None:
+    """What a flood of bad tokens costs the API server, counted by the API server itself:
+    one invalid token sent 40 times, 20 of them at once, is reviewed once (the refusal is
+    cached, by the token's SHA-256, for `denyCacheTtl`, here its longest, 60 s; concurrent
+    requests share one review), and 10 invented tokens sent three times each are reviewed
+    once each. Kubernaut's own Gateway asks a TokenReview per request."""
+    env = {"SIGNALGATE_SCOPE__SOURCE": "settings", "SIGNALGATE_KUBERNETES__DENYCACHETTL": "60s"}
+    with kube_gateway(kube_apiserver, kube_namespace, tmp_path / "gw", env=env).start() as gw:
+        before = token_reviews(kube_apiserver)
+
+        def refused(token: str) -> None:
+            with gw.client(token) as c:
+                problem(c.post(PROM, json=webhook(alert(pod="bad-1"))), 401, "unauthorized")
+
+        with ThreadPoolExecutor(20) as pool:
+            list(pool.map(refused, ["forged"] * 20))
+        for _ in range(20):
+            refused("forged")
+        assert token_reviews(kube_apiserver) == before + 1
+        for _ in range(3):
+            for n in range(10):
+                refused(f"guess-{n}")
+        assert token_reviews(kube_apiserver) == before + 1 + 10
 
 
 def test_its_own_account_refused_is_503_and_unready_until_granted_again(
