@@ -86,3 +86,32 @@ def test_a_status_write_answered_after_the_deadline_is_not_counted_again_by_the_
             again = c.post(PROM, json=body)
             assert again.status_code in (202, 207), again.text
             assert counts(server, kube_namespace) == [3] * len(pods)
+
+
+def test_a_create_answered_after_the_deadline_is_answered_to_the_retry_as_created(
+    kube_apiserver: KubeAPIServer, kube_namespace: str, tmp_path: Path
+) -> None:
+    """The first signal's RR is created, the API server's answer misses the deadline (504):
+    the retry of the same webhook is answered 201 with that RR, which counts one signal.
+    Before, the create's caller was cancelled, the RR was made all the same, and the retry
+    was a duplicate of it (counted 2 for one signal)."""
+    server = kube_apiserver
+    env = {
+        "SIGNALGATE_SCOPE__SOURCE": "settings",
+        "SIGNALGATE_SERVER__PROCESSINGTIMEOUT": "1s",
+        "SIGNALGATE_KUBERNETES__TIMEOUT": "20s",
+    }
+    gateway = kube_gateway(server, kube_namespace, tmp_path / "gw", auth="static", env=env)
+    with SlowProxy((server.host, server.port)) as proxy:
+        through(tmp_path / "gw", proxy, server)
+        with gateway.start() as gw, gw.client() as c:
+            body = webhook(alert(pod="slow-new-1"))
+            proxy.delay = 3.0
+            late = c.post(PROM, json=body)
+            assert late.status_code == 504, late.text
+            until(lambda: counts(server, kube_namespace) == [1], "the RR created")
+            proxy.delay = 0.0
+            until(lambda: proxy.holding == 0, "the late answer passed on")
+            retry = c.post(PROM, json=body)
+            assert retry.status_code == 201, retry.text
+            assert counts(server, kube_namespace) == [1]
