@@ -11,7 +11,7 @@ from signalgate.gateway.responses import Rendered
 def test_kept_for_one_retry_of_the_same_body(monkeypatch: pytest.MonkeyPatch) -> None:
     kept = retries.DecidedBefore()
     body, other = b'{"alerts": [1, 2]}', b'{"alerts": [1, 3]}'
-    answer = {0: Rendered({"status": "created"}, "created")}
+    answer: dict[int, retries.Kept] = {0: Rendered({"status": "created"}, "created")}
     kept.remember(body, answer)
     assert kept.take(other) == {}
     assert kept.take(body) == answer
