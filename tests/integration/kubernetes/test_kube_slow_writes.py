@@ -59,7 +59,7 @@ def test_a_status_write_answered_after_the_deadline_is_not_counted_again_by_the_
     server = kube_apiserver
     env = {
         "SIGNALGATE_SCOPE__SOURCE": "settings",
-        "SIGNALGATE_SERVER__PROCESSINGTIMEOUT": "1s",
+        "SIGNALGATE_SERVER__PROCESSINGTIMEOUT": "3s",
         "SIGNALGATE_KUBERNETES__TIMEOUT": "20s",
     }
     gateway = kube_gateway(server, kube_namespace, tmp_path / "gw", auth="static", env=env)
@@ -68,7 +68,9 @@ def test_a_status_write_answered_after_the_deadline_is_not_counted_again_by_the_
         with gateway.start() as gw, gw.client() as c:
             body = webhook(*(alert(pod=pod) for pod in pods))
             assert c.post(PROM, json=body).status_code in (201, 207)
-            proxy.delay = 3.0
+            proxy.delay = (
+                6.0  # past the deadline, which leaves a first create on a busy machine room
+            )
             late = c.post(PROM, json=body)
             assert late.status_code == 504, late.text
             # the writes landed, whatever the Gateway was told
@@ -98,7 +100,7 @@ def test_a_create_answered_after_the_deadline_is_answered_to_the_retry_as_create
     server = kube_apiserver
     env = {
         "SIGNALGATE_SCOPE__SOURCE": "settings",
-        "SIGNALGATE_SERVER__PROCESSINGTIMEOUT": "1s",
+        "SIGNALGATE_SERVER__PROCESSINGTIMEOUT": "3s",
         "SIGNALGATE_KUBERNETES__TIMEOUT": "20s",
     }
     gateway = kube_gateway(server, kube_namespace, tmp_path / "gw", auth="static", env=env)
@@ -106,7 +108,9 @@ def test_a_create_answered_after_the_deadline_is_answered_to_the_retry_as_create
         through(tmp_path / "gw", proxy, server)
         with gateway.start() as gw, gw.client() as c:
             body = webhook(alert(pod="slow-new-1"))
-            proxy.delay = 3.0
+            proxy.delay = (
+                6.0  # past the deadline, which leaves a first create on a busy machine room
+            )
             late = c.post(PROM, json=body)
             assert late.status_code == 504, late.text
             until(lambda: counts(server, kube_namespace) == [1], "the RR created")
