@@ -218,6 +218,10 @@ class Journal:
         # loop time of the last failed write, and why; cleared by the next write that succeeds
         self._failed_at: float | None = None
         self.last_failure = ""
+        # groups whose write failed so far: a request that staged events over several groups
+        # (a webhook's alerts, decided one after another) holds `mark()` against it, since
+        # waiting for its newest group says nothing of an older one that failed
+        self._failed_groups = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -282,17 +286,32 @@ class Journal:
                 )
                 self._wake_writer.notify()  # (pure Python and not free: once per group)
 
-    async def commit(self) -> None:
+    def mark(self) -> int:
+        """A token for `commit(since=...)`: taken before a request stages its first event."""
+        return self._failed_groups
+
+    async def commit(self, since: int | None = None) -> None:
         """Return once every event staged so far is on disk (fsync'd); raise
         `JournalUnavailable` when the write failed or took longer than `commit_timeout`.
 
         Groups are written one after another, so waiting for the newest group (the one still
-        gathering, else the one being written) covers everything staged before this call.
+        gathering, else the one being written) covers everything staged before this call
+        that was written: a group that failed before it is not written at all. So a caller
+        that staged events over several groups passes the `mark()` it took before the first:
+        when any group failed since, its events may be among the lost, and it is refused
+        too (a failure elsewhere costs it a retry, never an event).
         """
         with self._lock:
             group = self._gathering or self._writing
-        if group is None:
-            return
+        if group is not None:
+            await self._wait_for(group)
+        if since is not None and self._failed_groups != since:
+            raise JournalUnavailable(
+                "audit journal write failed while the request's events were staged: "
+                + self.last_failure
+            )
+
+    async def _wait_for(self, group: _Group) -> None:
         loop = asyncio.get_running_loop()
         if group.failure is not None:
             # joined a group that has already kept others waiting too long: a fresh bound
@@ -402,6 +421,7 @@ class Journal:
             extra={"error": str(exc), "events": lines},
         )
         self._settled(group)
+        self._failed_groups += 1
         failure = f"audit journal write failed: {exc}"
         self._failed(failure)
         group.settle(JournalUnavailable(failure))

@@ -148,10 +148,14 @@ class JournalAuditSink:
             return
         self.journal.stage(event)
 
-    async def commit(self) -> None:
+    def mark(self) -> int:
+        return self.journal.mark()
+
+    async def commit(self, since: int | None = None) -> None:
         """Wait until every event emitted so far is durable (bounded by audit.commitTimeout);
-        raises `JournalUnavailable` when the disk does not confirm in time."""
-        await self.journal.commit()
+        raises `JournalUnavailable` when the disk does not confirm in time, or when a write
+        failed since `since` (a `mark()`)."""
+        await self.journal.commit(since)
 
     async def start(self) -> None:
         await self.journal.open()

@@ -40,8 +40,14 @@ class AuditSink(Protocol):
         """Stage one event for delivery; returns at once (durable only after `commit`)."""
         ...
 
-    async def commit(self) -> None:
-        """Return once every event emitted so far is durable; raise if it cannot be."""
+    def mark(self) -> int:
+        """A token to pass to `commit` from before a request emits its first event."""
+        ...
+
+    async def commit(self, since: int | None = None) -> None:
+        """Return once every event emitted so far is durable; raise if it cannot be, or if
+        any write failed since `since` (a `mark()`: the request's earlier events may be
+        among the lost)."""
         ...
 
     def accepting(self) -> bool:
@@ -77,7 +83,10 @@ class LoggingAuditSink:
             },
         )
 
-    async def commit(self) -> None:
+    def mark(self) -> int:
+        return 0
+
+    async def commit(self, since: int | None = None) -> None:
         return None
 
     def accepting(self) -> bool:

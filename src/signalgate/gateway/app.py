@@ -151,9 +151,12 @@ class GatewayAPI:
             deadline = asyncio.get_running_loop().time() + self.timeout
             if len(items) == 1 and isinstance(items[0], Invalid):
                 raise validation_error(items[0].error)
+            # a webhook's alerts are decided one after another, their events staged into
+            # several journal groups: the commit is held to every group written since here
+            mark = self.service.audit.mark()
             results = await self._process_all(items, deadline, body)
             # durable before acknowledged: the answer waits for the audit events' fsync
-            await self.service.audit.commit()
+            await self.service.audit.commit(mark)
             if len(items) == 1:
                 outcome = results[0]
                 if isinstance(outcome, str):  # its RR too large to store: as when oversized
