@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import logging
 import math
@@ -77,6 +78,13 @@ FAILURE_RETRY_AFTER = math.ceil(FAILURE_HOLD)
 _CURSOR_BYTES = 64
 # how far ahead of its data the active segment is zeroed (`Journal._write`)
 ZEROED_AHEAD = 1024 * 1024
+# the file in the journal's directory its process holds locked (flock) while it is open
+LOCK_NAME = "lock"
+# how long `open` waits for another process to let go of the journal: a Gateway stopping
+# (`server.shutdownGrace`, 30 s by default, then up to 10 s of delivery), when one was
+# started before its predecessor had finished, e.g. workers draining after their supervisor
+# was killed
+HELD_WAIT = 45.0
 
 
 def worker_journal(base: Path, index: int) -> Path:
@@ -104,6 +112,10 @@ def stranded_journals(base: Path, workers: int) -> list[Path]:
 
 class JournalUnavailable(Exception):
     """The journal could not make events durable in time (disk error or slow disk)."""
+
+
+class JournalHeld(OSError):
+    """Another live process has the journal's directory open (its `lock` file locked)."""
 
 
 class Position(NamedTuple):
@@ -180,8 +192,11 @@ class Journal:
         segment_bytes: int,
         legacy_spool: Path | None = None,
         commit_timeout: float = 5.0,
+        held_wait: float = HELD_WAIT,
     ) -> None:
         self.directory = directory
+        self.held_wait = held_wait
+        self._lock_fd: int | None = None  # the directory's `lock` file, flock'd while open
         self.segment_bytes = segment_bytes
         self.legacy_spool = legacy_spool
         self.commit_timeout = commit_timeout
@@ -229,7 +244,12 @@ class Journal:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal-w")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal-r")
         loop = asyncio.get_running_loop()
-        cursor, sizes, events = await loop.run_in_executor(self._writer, self._recover)
+        try:
+            await self._take_lock(loop)
+            cursor, sizes, events = await loop.run_in_executor(self._writer, self._recover)
+        except BaseException:
+            self._release()
+            raise
         self._recent.clear()
         self._recent_bytes = 0
         self._cursor, self._sizes = cursor, sizes
@@ -260,6 +280,60 @@ class Journal:
         if self._reader is not None:
             self._reader.shutdown(wait=True)
             self._reader = None
+        self._release()
+
+    async def _take_lock(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hold the directory for this process: two processes on one journal write their
+        groups over each other's at the same offsets and delete each other's segments (an
+        outside check lost acknowledged events so). Another holder is waited for up to
+        `held_wait` (one still stopping lets go), then `JournalHeld`."""
+        assert self._writer is not None
+        deadline = loop.time() + self.held_wait
+        told = False
+        while True:
+            holder = await loop.run_in_executor(self._writer, self._try_lock)
+            if holder is None:
+                return
+            if loop.time() >= deadline:
+                raise JournalHeld(
+                    f"the audit journal {self.directory} is held by another process"
+                    f" ({holder}); two processes must not share one journal"
+                    " (datastorage.spoolPath)"
+                )
+            if not told:
+                log.warning(
+                    "audit journal held by another process; waiting for it to let go",
+                    extra={"path": str(self.directory), "holder": holder},
+                )
+                told = True
+            await asyncio.sleep(0.2)
+
+    def _try_lock(self) -> str | None:
+        """Lock the directory's `lock` file; None once held, else who holds it."""
+        if self.directory.is_file():  # spoolPath still names an old spool file: park it
+            os.replace(self.directory, _parked(self.directory))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            os.close(fd)
+            return holder or "a process"
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        return None
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- staging and group commit (event loop) ----------------------------------------------
 

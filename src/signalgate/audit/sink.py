@@ -171,7 +171,8 @@ class JournalAuditSink:
         """Deliver a journal nothing writes any more, with its own relay (retrying with
         backoff while DataStorage is away), then remove it. Stopped early, it stays for the
         next start; a crash before the removal delivers its rest again (stored once)."""
-        journal = Journal(directory, self._audit.segment_bytes)
+        # one another process still holds (its worker stopping) is left for the next start
+        journal = Journal(directory, self._audit.segment_bytes, held_wait=0.0)
         try:
             await journal.open()
         except OSError as exc:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import uvloop
 
-from signalgate.audit.journal import worker_journal
+from signalgate.audit.journal import JournalHeld, worker_journal
 from signalgate.common.cli import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -78,6 +78,10 @@ def serve(
         log.error("cannot open the remediation store", extra={"error": str(exc)})
         advice = database_advice(settings.store_dsn, named)
         print(f"error: cannot open the remediation store: {exc}{advice}", file=sys.stderr)
+        return EXIT_FAILURE
+    except JournalHeld as exc:
+        log.error("cannot open the audit journal", extra={"error": str(exc)})
+        print(f"error: cannot open the audit journal: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
