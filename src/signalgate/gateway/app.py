@@ -154,7 +154,7 @@ class GatewayAPI:
             # a webhook's alerts are decided one after another, their events staged into
             # several journal groups: the commit is held to every group written since here
             mark = self.service.audit.mark()
-            results = await self._process_all(items, deadline, body)
+            results = await self._process_all(items, deadline, body, mark)
             # durable before acknowledged: the answer waits for the audit events' fsync
             await self.service.audit.commit(mark)
             if len(items) == 1:
@@ -185,7 +185,7 @@ class GatewayAPI:
         return ""
 
     async def _process_all(
-        self, items: list[AdapterItem], deadline: float, body: bytes
+        self, items: list[AdapterItem], deadline: float, body: bytes, mark: int = 0
     ) -> list[Outcome | str | Rendered]:
         """Every item's outcome, in input order (an invalid item's is its error). A large
         webhook's alerts are decided `WEBHOOK_CONCURRENCY` at a time, so they share the
@@ -204,8 +204,10 @@ class GatewayAPI:
         same body, which decides only the rest (`gateway.retries`): decided again, each was
         counted once more per retry. So is an alert whose decision was under way at the
         deadline (a write sent, its answer late), once that decision ends: a webhook of one
-        alert too."""
-        before = self.decided_before.take(body)
+        alert too. Not when a journal write failed since they were decided (`mark`, the
+        journal's mark when this request began): their events may be lost, so they are
+        decided again."""
+        before = self.decided_before.take(body, mark)
         if len(items) == 1:
             (item,) = items
             if isinstance(item, Invalid):
@@ -216,7 +218,7 @@ class GatewayAPI:
                 return [await self._decide_one(item, deadline, "", late)]
             except ProcessingTimeout as exc:
                 if exc.late is not None:
-                    self.decided_before.remember(body, {0: exc.late})
+                    self.decided_before.remember(body, {0: exc.late}, mark)
                 raise
         results: list[Outcome | str | Rendered] = [""] * len(items)
         decided: set[int] = {i for i, k in before.items() if isinstance(k, Rendered)}
@@ -263,7 +265,7 @@ class GatewayAPI:
         if failures:
             kept_now: dict[int, Kept] = {i: rendered(results[i]) for i in decided}
             kept_now.update(under_way)
-            self.decided_before.remember(body, kept_now)
+            self.decided_before.remember(body, kept_now, mark)
             raise failures[min(failures)]
         return results
 

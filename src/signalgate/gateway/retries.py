@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Mapping
 
 from signalgate.common.ttlcache import TTLCache
 from signalgate.gateway.pipeline import Outcome
@@ -44,19 +45,27 @@ KEPT_WEBHOOKS = 8
 
 class DecidedBefore:
     """Body digest → the answers of the alerts decided before its request failed, and the
-    decisions under way when it did (by index). A body is hashed only when something is
-    kept, or to be kept: not on every webhook."""
+    decisions under way when it did (by index), with the audit journal's `mark()` from
+    before they were decided. A body is hashed only when something is kept, or to be kept:
+    not on every webhook."""
 
     def __init__(self) -> None:
-        self._kept: TTLCache[dict[int, Kept]] = TTLCache(KEPT_WEBHOOKS)
+        self._kept: TTLCache[tuple[dict[int, Kept], int]] = TTLCache(KEPT_WEBHOOKS)
 
-    def take(self, body: bytes) -> dict[int, Kept]:
+    def take(self, body: bytes, mark: int = 0) -> dict[int, Kept]:
         """The decisions a failed request with this body made; forgotten here, so that only
-        one retry answers from them (a second failure remembers them again)."""
+        one retry answers from them (a second failure remembers them again). None when a
+        journal write failed since they were made (`mark`, the journal's mark now, differs
+        from theirs): their audit events may be among the lost, and answering them as
+        decided would acknowledge signals without their events — they are decided again
+        (counted once more, as any retry of a failed write is)."""
         if not len(self._kept):
             return {}
-        return self._kept.pop(hashlib.sha256(body).digest()) or {}
+        kept = self._kept.pop(hashlib.sha256(body).digest())
+        if kept is None or kept[1] != mark:
+            return {}
+        return kept[0]
 
-    def remember(self, body: bytes, decided: dict[int, Kept]) -> None:
+    def remember(self, body: bytes, decided: Mapping[int, Kept], mark: int = 0) -> None:
         if decided:
-            self._kept.put(hashlib.sha256(body).digest(), decided, KEPT_SECONDS)
+            self._kept.put(hashlib.sha256(body).digest(), (dict(decided), mark), KEPT_SECONDS)
