@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from e2ecov.recipes import RedisServer
 from signalgate.datastorage.dlq import DEAD_STREAM, STREAM, RedisDeadLetterQueue, ReplayWorker
 from signalgate.datastorage.dlq.redis_streams import DUE_INDEX, EVENT_INDEX
+from signalgate.datastorage.errors import StoreUnavailable
 from signalgate.datastorage.events import AuditEvent, validate_event
 from signalgate.datastorage.metrics import DataStorageMetrics
 from signalgate.datastorage.postgres import PostgresAuditStore
@@ -40,6 +41,13 @@ async def queue(redis_server: RedisServer) -> AsyncIterator[RedisDeadLetterQueue
 
 def events(count: int, correlation_id: str = "rr-q") -> list[AuditEvent]:
     return [validate_event(event_body(correlation_id), datetime.now(UTC)) for _ in range(count)]
+
+
+class DatabaseDown:
+    """An audit store whose database refuses every write: the writer queues or refuses."""
+
+    async def write(self, batch: object) -> None:
+        raise StoreUnavailable("connection refused")
 
 
 async def assert_in_step(queue: RedisDeadLetterQueue) -> None:
@@ -357,12 +365,6 @@ async def test_a_redis_that_would_not_keep_letters_takes_none(
         with pytest.raises(DeadLetterUnavailable, match="memory only"):
             await queue.ping()  # readiness says so
 
-        class DatabaseDown:
-            async def write(self, batch: object) -> None:
-                from signalgate.datastorage.errors import StoreUnavailable
-
-                raise StoreUnavailable("connection refused")
-
         metrics = DataStorageMetrics(CollectorRegistry())
         writer = AuditWriter(DatabaseDown(), queue, metrics)  # type: ignore[arg-type]
         with pytest.raises(EventsLost):
@@ -383,7 +385,7 @@ async def test_a_redis_out_of_memory_takes_a_batch_whole_or_not_at_all(
     batch begun under the limit is queued whole, however far past the limit it takes Redis,
     and one begun over it is refused whole: never part of a batch in the queue, answered as
     though none of it was (500, the sender keeping it), nor a 202 for letters not queued."""
-    from signalgate.datastorage.errors import DeadLetterUnavailable, StoreUnavailable
+    from signalgate.datastorage.errors import DeadLetterUnavailable
     from signalgate.datastorage.writer import AuditWriter, EventsLost
 
     queue = RedisDeadLetterQueue(private_redis.url)
@@ -412,10 +414,6 @@ async def test_a_redis_out_of_memory_takes_a_batch_whole_or_not_at_all(
             await assert_in_step(queue)
         assert refused == 3, "Redis never refused a batch"
         assert crossed, "no batch began under the limit and ended past it"
-
-        class DatabaseDown:
-            async def write(self, batch: object) -> None:
-                raise StoreUnavailable("connection refused")
 
         metrics = DataStorageMetrics(CollectorRegistry())
         writer = AuditWriter(DatabaseDown(), queue, metrics)  # type: ignore[arg-type]
