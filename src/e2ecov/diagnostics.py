@@ -257,8 +257,10 @@ def write(
         env_lines = [f"{k}={redact(k, v)}" for k, v in sorted(svc.env.items())]
         (target / "env.txt").write_text("\n".join(env_lines) + "\n")
         last = f", last health: {svc.health_answers[-1]}" if svc.health_answers else ""
-        who = f"pid {svc.pid}" if svc.pid is not None else "never started"
-        summary.append(f"  {name:<16} {who}  {state}{last}")
+        # a service never started has no pid: its state says so ("never started  not
+        # started" said it twice)
+        who = f"pid {svc.pid}  " if svc.pid is not None else ""
+        summary.append(f"  {name:<16} {who}{state}{last}")
     if test_log is not None and test_log.is_file():
         shutil.copyfile(test_log, root / "tests.log")
         summary += ["", "last lines of the test output:"]

@@ -576,3 +576,22 @@ def test_an_exec_keeps_the_start_up_hook_first_on_pythonpath() -> None:
     assert hook_first("/hook:/app", "/hook") == "/hook:/app"
     assert hook_first("/otel:/app", "/hook") == "/otel:/app"
     assert hook_first("/otel:/hook", "") == "/otel:/hook"
+
+
+def test_the_summary_says_once_that_a_service_never_started(tmp_path: Path) -> None:
+    """A service that never started read "never started  not started" in the summary."""
+    from e2ecov.services import ServiceRun
+    from e2ecov.stackfile import ServiceSpec
+
+    spec = ServiceSpec(
+        name="api", command=["true"], recipe=None, env={}, depends_on=[], health=None,
+        coverage=False, cwd=tmp_path, fail_under=None, grace=1.0, source=[],
+        port_names=frozenset(),
+    )  # fmt: skip
+    never = ServiceRun(
+        spec=spec, ports={}, command=["true"], env_added={}, env={}, log_dir=tmp_path
+    )
+    summary = diagnostics.write(tmp_path, {"api": never}, "api did not start", []).read_text()
+    lines = summary.splitlines()
+    line = lines[lines.index("services:") + 1]
+    assert line.split() == ["api", "not", "started"], line
