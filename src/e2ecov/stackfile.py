@@ -69,13 +69,15 @@ _NOT_URL_CHAR = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]|%(?![0-9A-Fa
 
 @dataclass(frozen=True)
 class _Bounds:
-    """The durations a key accepts, and how its refusal says so ("from 10ms to 1m")."""
+    """The values a key accepts (durations in seconds, or percents), and how its refusal
+    says so ("from 10ms to 1m")."""
 
     says: str
     low: float = 0.0
     high: float = float("inf")
     above_low: bool = False  # `low` itself is refused (a timeout of 0 waits for nothing)
     also: tuple[float, ...] = ()  # accepted outside the range (autosave's 0: off)
+    unit: str = "seconds"
 
     def admit(self, seconds: float) -> bool:
         if seconds in self.also:
@@ -88,6 +90,18 @@ class _Bounds:
 _HEALTH_INTERVAL = _Bounds("from 10ms to 1m", low=MIN_PERIOD, high=MAX_INTERVAL)
 _MORE_THAN_0 = _Bounds("more than 0", above_low=True)  # a timeout of 0 waits for nothing
 _AUTOSAVE = _Bounds("0 (no automatic saves) or at least 10ms", low=MIN_PERIOD, also=(0.0,))
+_AT_LEAST_0 = _Bounds("0 or more")  # a grace of 0: SIGKILL right after SIGTERM
+_PERCENT = _Bounds("a percent between 0 and 100", high=100.0, unit="percent")
+
+
+def _check_bounds(owner: str, built: Any, bounds: dict[str, _Bounds]) -> None:
+    """Raise ValueError naming the first attribute of `built` outside its bounds (None, an
+    optional value left out, is in them): what a stack-file object built in Python gets,
+    where the loader reports the same value with its line."""
+    for key, limits in bounds.items():
+        value = getattr(built, key)
+        if value is not None and not limits.admit(value):
+            raise ValueError(f"{owner} {key} must be {limits.says}, got {value!r} {limits.unit}")
 
 
 @dataclass(frozen=True)
@@ -108,15 +122,14 @@ class Health:
     }
 
     def __post_init__(self) -> None:
-        for key, bounds in self.BOUNDS.items():
-            seconds = getattr(self, key)
-            if not bounds.admit(seconds):
-                raise ValueError(f"health {key} must be {bounds.says}, got {seconds!r} seconds")
+        _check_bounds("health", self, self.BOUNDS)
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """One `[services.NAME]` table, resolved."""
+    """One `[services.NAME]` table, resolved. Its ranges (`BOUNDS`) are checked whoever
+    builds one, as Health's are: ValueError in Python, a problem with its line in the
+    stack file."""
 
     name: str
     command: list[str] | None
@@ -139,6 +152,11 @@ class ServiceSpec:
     # {artifacts} and {run_id} rendered when the run is planned
     extra_args: tuple[str, ...] = ()
     main_port: bool = True  # its command, env or health URL uses {port}
+
+    BOUNDS: ClassVar[dict[str, _Bounds]] = {"grace": _AT_LEAST_0, "fail_under": _PERCENT}
+
+    def __post_init__(self) -> None:
+        _check_bounds(f"service {self.name}", self, self.BOUNDS)
 
     @property
     def url_template(self) -> str | None:
@@ -178,7 +196,9 @@ class ServiceSpec:
 
 @dataclass(frozen=True)
 class Stack:
-    """The whole stack file, resolved; `root` is the stack file's directory."""
+    """The whole stack file, resolved; `root` is the stack file's directory. Its ranges
+    (`BOUNDS`, `PORTS`) are checked whoever builds one, as Health's are: ValueError in
+    Python, a problem with its line in the stack file."""
 
     path: Path
     root: Path
@@ -197,6 +217,22 @@ class Stack:
     source_pkgs: list[str] = field(default_factory=list)
     ports: tuple[int, int] | None = None  # the range {port} is chosen from; None: the kernel's
     test_timeout: float | None = None  # seconds the test command may run; None: no limit
+
+    BOUNDS: ClassVar[dict[str, _Bounds]] = {
+        "autosave": _AUTOSAVE,
+        "grace": _AT_LEAST_0,
+        "test_timeout": _MORE_THAN_0,  # a limit of 0 stopped the tests at once
+        "fail_under": _PERCENT,
+    }
+    PORTS: ClassVar[tuple[int, int]] = (1024, 65535)  # what `ports` may range within
+
+    def __post_init__(self) -> None:
+        _check_bounds("run", self, self.BOUNDS)
+        low, high = self.PORTS
+        if self.ports is not None and not low <= self.ports[0] <= self.ports[1] <= high:
+            raise ValueError(
+                f"run ports must be a range within {low}-{high}, low first, got {self.ports!r}"
+            )
 
     def start_order(self) -> list[str]:
         """Services in an order where each comes after its dependencies (file order otherwise).
@@ -357,13 +393,15 @@ class _Checker:
             return {}
         return dict(value)
 
-    def number(self, value: Any, where: tuple[str, ...], default: float) -> float:
+    def number(self, value: Any, where: tuple[str, ...], default: float, bounds: _Bounds) -> float:
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
-            self.problem(
-                where, f"'{'.'.join(where)}' must be a percent between 0 and 100, got {value!r}"
-            )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not bounds.admit(float(value))
+        ):
+            self.problem(where, f"'{'.'.join(where)}' must be {bounds.says}, got {value!r}")
             return default
         return float(value)
 
@@ -402,7 +440,7 @@ def _test_timeout(check: _Checker, value: Any) -> float | None:
     """`[run] timeout`: None (no limit) when absent; a limit must be more than nothing."""
     if value is None:
         return None
-    return check.duration(value, ("run", "timeout"), 0.0, _MORE_THAN_0) or None
+    return check.duration(value, ("run", "timeout"), 0.0, Stack.BOUNDS["test_timeout"]) or None
 
 
 def load(path: Path, artifacts_override: Path | None = None) -> Stack:
@@ -452,7 +490,7 @@ def _build(path: Path, text: str, raw: dict[str, Any], artifacts_override: Path 
     if not isinstance(services_raw, dict):
         check.problem(("services",), "'services' must be tables like [services.NAME]")
         services_raw = {}
-    stack_grace = check.duration(run.get("grace"), ("run", "grace"), 10.0)
+    stack_grace = check.duration(run.get("grace"), ("run", "grace"), 10.0, Stack.BOUNDS["grace"])
     _no_files(check, root, source_raw, ("run", "source"))
     source, source_pkgs = split_source(root, source_raw)
     services = {
@@ -469,9 +507,13 @@ def _build(path: Path, text: str, raw: dict[str, Any], artifacts_override: Path 
         tests=tests,
         test_env=check.string_table(run.get("env"), ("run", "env")),
         source=source,
-        fail_under=check.number(run.get("fail_under"), ("run", "fail_under"), 0.0),
+        fail_under=check.number(
+            run.get("fail_under"), ("run", "fail_under"), 0.0, Stack.BOUNDS["fail_under"]
+        ),
         contexts=check.boolean(run.get("contexts"), ("run", "contexts"), True),
-        autosave=check.duration(run.get("autosave"), ("run", "autosave"), 10.0, _AUTOSAVE),
+        autosave=check.duration(
+            run.get("autosave"), ("run", "autosave"), 10.0, Stack.BOUNDS["autosave"]
+        ),
         grace=stack_grace,
         branch=check.boolean(run.get("branch"), ("run", "branch"), False),
         paths=paths,
@@ -550,10 +592,12 @@ def _port_range(check: _Checker, value: Any) -> tuple[int, int] | None:
         return None
     match = _PORT_RANGE.fullmatch(value) if isinstance(value, str) else None
     low, high = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
-    if not match or not 1024 <= low <= high <= 65535:
+    lowest, highest = Stack.PORTS
+    if not match or not lowest <= low <= high <= highest:
         check.problem(
             ("run", "ports"),
-            f"'run.ports' must be a range like \"22000-22999\" within 1024-65535, got {value!r}",
+            f"'run.ports' must be a range like \"22000-22999\" within {lowest}-{highest}, "
+            f"got {value!r}",
         )
         return None
     return low, high
@@ -688,8 +732,12 @@ def _service(
         cwd=(root / cwd).resolve(),
         fail_under=None
         if fail_under is None
-        else check.number(fail_under, (*where, "fail_under"), 0.0),
-        grace=check.duration(body.get("grace"), (*where, "grace"), grace),
+        else check.number(
+            fail_under, (*where, "fail_under"), 0.0, ServiceSpec.BOUNDS["fail_under"]
+        ),
+        grace=check.duration(
+            body.get("grace"), (*where, "grace"), grace, ServiceSpec.BOUNDS["grace"]
+        ),
         source=split_source(root, own_source)[0] if own_source else source[0],
         source_pkgs=split_source(root, own_source)[1] if own_source else source[1],
         port_names=frozenset(),

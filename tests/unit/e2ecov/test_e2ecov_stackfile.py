@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -490,6 +492,66 @@ def test_a_health_built_in_python_at_the_ends_of_its_ranges_is_taken() -> None:
     for interval, timeout in ((0.01, 0.001), (60.0, 7200.0)):
         health = stackfile.Health("http://127.0.0.1:1/health", timeout, interval)
         assert (health.interval, health.timeout) == (interval, timeout)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("autosave", 0.001, "run autosave must be 0 (no automatic saves) or at least 10ms"),
+        ("autosave", -1.0, "run autosave must be 0 (no automatic saves) or at least 10ms"),
+        ("test_timeout", 0.0, "run test_timeout must be more than 0, got 0.0 seconds"),
+        ("grace", -1.0, "run grace must be 0 or more"),
+        ("fail_under", 101.0, "run fail_under must be a percent between 0 and 100, got 101.0"),
+        ("fail_under", -1.0, "run fail_under must be a percent between 0 and 100"),
+        ("ports", (80, 90), "run ports must be a range within 1024-65535"),
+        ("ports", (23000, 22000), "run ports must be a range within 1024-65535, low first"),
+    ],
+)
+def test_a_stack_built_in_python_out_of_range_is_refused_as_the_stack_file_refuses_it(
+    tmp_path: Path, key: str, value: Any, message: str
+) -> None:
+    """Only the loader checked the run's ranges: a Stack built in Python (or changed with
+    dataclasses.replace) took `autosave = 0.001`, an agent saving in a busy loop, or a test
+    timeout of 0, which stopped the tests at once."""
+    good = load(tmp_path, GOOD)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        dataclasses.replace(good, **{key: value})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("grace", -0.5, "service api grace must be 0 or more, got -0.5 seconds"),
+        ("fail_under", 100.5, "service api fail_under must be a percent between 0 and 100"),
+    ],
+)
+def test_a_service_built_in_python_out_of_range_is_refused_as_the_stack_file_refuses_it(
+    tmp_path: Path, key: str, value: Any, message: str
+) -> None:
+    api = load(tmp_path, GOOD).services["api"]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        dataclasses.replace(api, **{key: value})
+
+
+def test_a_stack_built_in_python_at_the_ends_of_its_ranges_is_taken(tmp_path: Path) -> None:
+    good = load(tmp_path, GOOD)
+    ends: dict[str, Any]
+    for ends in (
+        {"autosave": 0.0, "grace": 0.0, "test_timeout": 0.001, "fail_under": 0.0},
+        {"autosave": 0.01, "test_timeout": None, "fail_under": 100.0, "ports": (1024, 65535)},
+    ):
+        stack = dataclasses.replace(good, **ends)
+        assert {key: getattr(stack, key) for key in ends} == ends
+    api = dataclasses.replace(good.services["api"], grace=0.0, fail_under=100.0)
+    assert (api.grace, api.fail_under) == (0.0, 100.0)
+
+
+def test_the_loader_reports_the_ranges_the_objects_declare(tmp_path: Path) -> None:
+    """Each range lives on its object; the loader's messages read it from there."""
+    text = GOOD.replace('autosave = "5s"', 'autosave = "5s"\nfail_under = 150\nports = "80-90"')
+    found = "\n".join(problems(tmp_path, text))
+    assert "'run.fail_under' must be a percent between 0 and 100, got 150" in found
+    assert "'run.ports' must be a range like \"22000-22999\" within 1024-65535" in found
 
 
 def test_autosave_0_turns_automatic_saves_off_and_doctor_says_so(tmp_path: Path) -> None:
