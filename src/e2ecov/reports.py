@@ -24,11 +24,11 @@ from typing import Any
 import coverage
 from coverage.exceptions import CoverageException, NoDataError
 
-try:  # coverage.py's per-file analysis, an internal: see ServiceAnalyser
-    from coverage.python import PythonFileReporter
+try:  # coverage.py's per-file analysis, an internal: see ServiceAnalyser and share_parses
+    from coverage.plugin import FileReporter
     from coverage.results import Numbers, analysis_from_file_reporter
 
-    PER_FILE_ANALYSIS = True
+    PER_FILE_ANALYSIS = hasattr(coverage.Coverage, "_get_file_reporter")
 except ImportError:  # pragma: no cover - another coverage.py: the JSON reports instead
     PER_FILE_ANALYSIS = False
 
@@ -436,6 +436,7 @@ def _python_reports(
         merged.write()
         cov = _coverage(work / "combined.coverage", config)
         cov.load()
+        share_parses(cov)
         warnings = _unmapped(cov, config) + _vanished(cov, config) + _unimported(config)
         warnings += _changed_since_the_run(cov, artifacts / SOURCES_FILE)
         title = f"e2e coverage — {config.run_id}" + (
@@ -474,6 +475,34 @@ def _python_reports(
     return _Python(text, services, report, warnings)
 
 
+def share_parses(cov: coverage.Coverage) -> None:
+    """Make every report of `cov` parse each file once, not once per report.
+
+    coverage.py keeps no analysis between reports: each of them (text, JSON, HTML, XML,
+    LCOV) asks `Coverage._get_file_reporter` for a new file reporter per file, and a new
+    reporter parses its file again, so the report phase parsed every file five times, six
+    with the services' tables (25 s for 110 files). A file reporter keeps its parse, so one
+    per file, made the first time and handed out again, is parsed once for all of them.
+    The reporters live as long as `cov` (coverage.py drops each after its report to keep
+    its memory small: here they are the run's measured files, held for the report phase).
+    `_get_file_reporter` is coverage.py's internal: where this coverage.py has none, every
+    report parses on its own, as before."""
+    if not PER_FILE_ANALYSIS:
+        return
+    made: dict[str, FileReporter] = {}
+    own = cov._get_file_reporter
+
+    def reporter(morf: Any) -> FileReporter:
+        if not isinstance(morf, str):  # a module object: not what the reports pass
+            return own(morf)
+        found = made.get(morf)
+        if found is None:
+            found = made[morf] = own(morf)
+        return found
+
+    cov._get_file_reporter = reporter  # type: ignore[method-assign]
+
+
 class ServiceAnalyser:
     """Each service's figures per file, as coverage.py's own analysis makes them from the
     service's data alone: a line recorded anywhere inside a multi-line statement counts for the
@@ -486,7 +515,8 @@ class ServiceAnalyser:
     parses every file once more per service (the report phase of the E2E stack took 1.5 times
     plain coverage.py's). The function each of its reports runs per file,
     `analysis_from_file_reporter`, takes any data and a file reporter, which keeps its parse:
-    each file is parsed once here for all the services. It is coverage.py's internal, so where
+    the combined reports' reporters (`share_parses`) serve every service, so no file is
+    parsed again here. It is coverage.py's internal, so where
     this coverage.py has none (another version), each service's figures come from a JSON report
     of its data instead: the same figures, slower."""
 
@@ -494,7 +524,6 @@ class ServiceAnalyser:
         self._combined = combined
         self._reported = set(report["files"])
         self._prefix = os.path.join(str(display_root), "")  # "/" stays "/"
-        self._reporters: dict[str, PythonFileReporter] = {}  # measured file → its parse
 
     def rows(self, service: coverage.Coverage, outfile: Path) -> list[tuple[str, Totals]]:
         """`(report name, figures)` per file of the service's data the combined report has;
@@ -507,10 +536,8 @@ class ServiceAnalyser:
             name = measured.removeprefix(self._prefix)
             if name not in self._reported:
                 continue  # outside source, or not reportable
-            reporter = self._reporters.get(measured)
-            if reporter is None:
-                # the services run without coverage.py plugins: every file is Python's
-                reporter = self._reporters[measured] = PythonFileReporter(measured, self._combined)
+            # the combined reports' reporter of the file, its parse kept (share_parses)
+            reporter = self._combined._get_file_reporter(measured)
             numbers = analysis_from_file_reporter(data, 0, reporter, measured).numbers
             found.append((name, _numbers_totals(numbers)))
         return found
