@@ -75,10 +75,6 @@ class Envelope:
       never gets here: the parser answers it 400, as its body's end is unknown) and a
       content coding other than `identity` (415: a compressed body would be parsed as if
       it were not);
-    - answers an error to a request that carries a body with `Connection: close`: it may
-      be answered before its body arrived whole (a 401, a 413), and such a connection is
-      closed after the answer (`http_protocol`); said in the answer, a client does not send
-      its next request into a connection being closed ("server disconnected");
     - tells `observer`, if any, when the request starts and how it ended.
 
     One layer instead of one middleware per concern: each layer wraps `send` once more, and
@@ -101,18 +97,13 @@ class Envelope:
         inbound = None
         once: list[bytes] = []
         refusal: Problem | None = None
-        with_body = False
         for name, value in scope["headers"]:
             if name == b"x-request-id" and inbound is None:
                 inbound = value.decode("latin-1")
-            elif name == b"content-length":
-                with_body = value.strip() != b"0"
             elif name.startswith(self.PREFIX):
                 scope = {**scope, "headers": _without_impersonation(scope["headers"])}
-            elif name in _SCREENED:
-                with_body = with_body or name == b"transfer-encoding"
-                if refusal is None:
-                    refusal = _screened(name, value, once)
+            elif name in _SCREENED and refusal is None:
+                refusal = _screened(name, value, once)
         request_id = inbound if inbound and _REQUEST_ID_RE.match(inbound) else new_uuid()
         token = request_id_var.set(request_id)
         stamped = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
@@ -122,10 +113,8 @@ class Envelope:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [*message.get("headers", []), *stamped]
-                if with_body and status >= 400 and (b"connection", b"close") not in headers:
-                    headers.append((b"connection", b"close"))
-                message["headers"] = headers
+                # (`Connection: close` when the body has not arrived whole: `http_protocol`)
+                message["headers"] = [*message.get("headers", []), *stamped]
             await send(message)
 
         observer = self.observer

@@ -28,8 +28,9 @@ finished head over that size, however the network split it into reads (a whole h
 arriving in one read is measured when its headers are complete). The body is the
 application's to bound (`server.maxBodySize`, 413; `server.bodyReadTimeout`, 408). A request
 answered before its body arrived whole (those two, a 401) closes its connection the same
-lingering way: it cannot serve another request, and left open it never closed, since each
-body byte that still arrived cancelled uvicorn's keep-alive timer.
+lingering way, and its answer says `Connection: close`: it cannot serve another request, and
+left open it never closed, since each body byte that still arrived cancelled uvicorn's
+keep-alive timer. An error to a request whose body is in keeps the connection.
 
 Nor does uvicorn bound how many connections a listener holds. Each costs memory, and
 more than a connection's worth when its client pipelines requests and never reads the
@@ -70,7 +71,8 @@ from typing import Any, ClassVar
 
 import httptools
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from signalgate.common.http import SECURITY_HEADERS
 from signalgate.common.ids import new_uuid
@@ -264,6 +266,22 @@ _SECURITY_HEADER_LINES = b"".join(
 )
 
 
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request/response cycle, whose answer says `Connection: close` when it
+    starts before the request's body has arrived whole (a 401, a 413, a 415 answered
+    unread): such a connection cannot serve another request and is closed after the answer
+    (`ServiceHttpProtocol.on_response_complete`), and said in the answer, a client does not
+    send its next request into it ("server disconnected"). An answer to a request whose body
+    is in (read by the application or not: a 400 for a bad field, a 415 to a body sent
+    whole) keeps the connection: every such error said close once, and each sender
+    (Alertmanager, Kubernaut's) reconnected for its next request (an outside check)."""
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if self.more_body and message["type"] == "http.response.start":
+            self.keep_alive = False  # uvicorn then writes `connection: close`, and closes
+        await super().send(message)
+
+
 class ServiceHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a `CoalescingTransport`, with a deadline and a size
     bound for each request's head and a bound on stalled answers (uvicorn.Config's `http`;
@@ -407,6 +425,8 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         self._head_arrived()
         self._head_done = True
         super().on_headers_complete()
+        if type(self.cycle) is RequestResponseCycle:  # the one just made (not an upgrade)
+            self.cycle.__class__ = _Cycle
         if self.draining[0] and self.cycle is not None:
             self.cycle.keep_alive = False
 

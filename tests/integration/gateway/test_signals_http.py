@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -20,6 +21,7 @@ from signalgate.gateway.adapters.parsing import MAX_SIGNAL_BYTES
 from signalgate.gateway.settings import GatewaySettings
 from tests.support.contract import SECURITY_HEADERS, problem
 from tests.support.services import (
+    ADMIN_TOKEN,
     READER_TOKEN,
     SIGNALS_TOKEN,
     ServiceProcess,
@@ -594,19 +596,65 @@ def test_a_400_names_its_field_in_field_errors_too(client: httpx.Client) -> None
     assert list(limit["field_errors"]) == ["limit"]
 
 
-def test_an_error_to_a_request_with_a_body_says_the_connection_closes(
-    gateway: ServiceProcess,
-) -> None:
-    """A 401 may come before the body arrived whole, and then the connection is closed
-    after it: said in the answer, the client opens a new one instead of sending its next
-    request into one being closed (httpx: "server disconnected without a response")."""
-    with httpx.Client(base_url=gateway.api_url, timeout=10) as anonymous:
-        for _ in range(20):  # each on a connection the last answer said to close
-            refused = anonymous.post(PROM, json=webhook(alert(pod="closing-1")))
-            assert refused.status_code == 401
-            assert refused.headers["connection"] == "close"
-        listed = anonymous.get("/api/v1/remediation-requests")  # no body: kept alive
-        assert listed.status_code == 401 and "connection" not in listed.headers
-    with gateway.client() as c:
-        created = c.post(PROM, json=webhook(alert(pod="closing-1")))
-        assert created.status_code == 201 and "connection" not in created.headers
+def one_answer(connection: socket.socket) -> tuple[str, dict[str, str], bytes]:
+    """The next answer on `connection`: status line, headers (lowercased names), body."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = connection.recv(65536)
+        assert chunk, f"closed before an answer: {raw!r}"
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    while len(body) < int(headers["content-length"]):
+        chunk = connection.recv(65536)
+        assert chunk, "closed in the middle of an answer"
+        body += chunk
+    return status, headers, body
+
+
+def wait_closed(connection: socket.socket) -> None:
+    """Until the server closes `connection` (the socket's timeout fails the test if never)."""
+    with contextlib.suppress(ConnectionResetError):
+        while connection.recv(65536):
+            pass
+
+
+def test_an_error_after_the_body_arrived_keeps_the_connection(gateway: ServiceProcess) -> None:
+    """A 400 (or 415) to a request whose body is in: the next request is answered on the
+    same connection. Every such error said `Connection: close`, and each sender
+    (Alertmanager, Kubernaut's) reconnected for its next request."""
+    host, port = gateway.api_url.removeprefix("http://").split(":")
+    auth = f"Authorization: Bearer {ADMIN_TOKEN}\r\n"
+    bad = json.dumps(webhook(alert(pod="kept-1", namespace="Not_A_NS"))).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        for kind in ("application/json", "text/plain"):  # a 400 read whole, a 415 unread
+            connection.sendall(
+                f"POST {PROM} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: {kind}\r\n"
+                f"Content-Length: {len(bad)}\r\n\r\n".encode()
+                + bad
+            )
+            status, headers, _ = one_answer(connection)
+            assert status.split()[1] in ("400", "415") and "connection" not in headers, status
+        connection.sendall(
+            f"GET /api/v1/remediation-requests HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
+        )
+        status, headers, _ = one_answer(connection)  # on the same connection
+        assert status.startswith("HTTP/1.1 200 ") and "connection" not in headers
+
+
+def test_an_error_before_the_body_arrived_closes_the_connection(gateway: ServiceProcess) -> None:
+    """A 413 to a body over the bound, or a 401, answered while the body still arrives: the
+    connection cannot serve another request, and the answer says so (a client does not send
+    its next request into it: "server disconnected without a response")."""
+    host, port = gateway.api_url.removeprefix("http://").split(":")
+    over = GatewaySettings().server.max_body_size + 1
+    for token, expected in ((ADMIN_TOKEN, "413"), ("not-a-token", "401")):
+        with socket.create_connection((host, int(port)), timeout=30) as connection:
+            connection.sendall(
+                f"POST {PROM} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {over}\r\n\r\n{{".encode()
+            )
+            status, headers, _ = one_answer(connection)
+            assert status.split()[1] == expected and headers["connection"] == "close", status
+            wait_closed(connection)
