@@ -254,10 +254,16 @@ class CoalescingStore:
 
     async def _each_alone(self, key: str, batch: list[_Waiting]) -> None:
         """Each signal decided by the store's full rules, one after another; a caller that
-        gave up meanwhile is skipped (not counted)."""
+        gave up meanwhile is skipped (not counted). Once one finds the store away, the rest
+        are left undecided: `_drain` answers them with the same outage at once
+        (`drain_failing_fast`), where each waited out a timeout of its own in turn."""
         for waiting in batch:
-            if not waiting.done.done() and await _settle(waiting, self._alone(waiting)):
+            if waiting.done.done():
+                continue
+            if await _settle(waiting, self._alone(waiting)):
                 self._remember(key, waiting.done.result().rr)
+            elif _outage_of([waiting]) is not None:
+                return
 
     async def _alone(self, waiting: _Waiting) -> FiringResult:
         # the candidate is built here, inside `_settle`: a build that fails fails its own

@@ -375,6 +375,33 @@ async def test_signals_queued_behind_a_call_the_store_did_not_answer_fail_with_i
         await store.close()
 
 
+async def test_signals_decided_one_by_one_fail_together_with_the_first_outage(
+    tmp_path: Path,
+) -> None:
+    """The signals of a batch decided one by one (here: its first caller gave up, so the
+    others are not its duplicates) met a hung store each in turn, every one waiting out a
+    timeout of its own (seven in a row). The first outage now answers them all at once."""
+    inner = HungSqliteStore(tmp_path / "rr.db")
+    store = CoalescingStore(inner)
+    await store.open()
+    try:
+        inner.hung = True
+        rr = make_rr("alone")
+        calls = [asyncio.ensure_future(store.record_firing(rr, later(2))) for _ in range(8)]
+        while inner.calls == 0:  # the first's call is under way, the others wait behind it
+            await asyncio.sleep(0.01)
+        calls[0].cancel()  # its caller gave up (its deadline passed)
+        answers = await asyncio.gather(*calls[1:], return_exceptions=True)
+        assert all(isinstance(a, StoreUnavailable) for a in answers), answers
+        # the first's abandoned call, then one of the others' calls: not one per signal
+        assert inner.calls == 2, f"{inner.calls} calls to a store that does not answer"
+        inner.hung = False
+        created = await store.record_firing(rr, later(4))
+        assert created.decision is Decision.CREATED  # none of the 503s was stored
+    finally:
+        await store.close()
+
+
 @contextlib.asynccontextmanager
 async def unretrieved_errors() -> AsyncIterator[list[dict[str, Any]]]:
     """The event loop's error reports made inside the block ("Future exception was never
