@@ -295,6 +295,14 @@ EVENTS_CASES: tuple[EventCase, ...] = (
         key="regarding",
     ),
     EventCase(
+        "keys-in-another-case",
+        "Go's encoding/json matches `Kind`, `Name` to the fields `kind`, `name` (any case)",
+        EVENTS,
+        {"Kind": "Pod", "Name": "api-1", "Namespace": "prod"},
+        ("", "prod", "Pod", "api-1"),
+        ours="400 involvedObject.kind: required .*'Kind' is not 'kind'",
+    ),
+    EventCase(
         "namespace-with-colon",
         "`c1:prod` is not a namespace: it would collide with cluster c1's namespace prod",
         EVENTS,

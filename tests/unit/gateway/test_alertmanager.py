@@ -187,6 +187,8 @@ def test_resolved_status() -> None:
         (b'{"alerts": {}}', "alerts: must be an array"),
         (b'{"version": "4"}', r"alerts: must be an array of alerts \(missing\)"),
         (b'{"alerts": null}', r"alerts: must be an array of alerts \(null\)"),
+        # read as sent, unlike Kubernaut's Go decoder: the key in another case is named
+        (b'{"Alerts": [{}]}', r"\(missing; keys are case-sensitive: 'Alerts' is not 'alerts'\)"),
         (b'{"alerts": [{}], "commonLabels": []}', "commonLabels"),
     ],
 )

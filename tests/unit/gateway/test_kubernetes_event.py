@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import orjson
 import pytest
@@ -160,6 +161,34 @@ def test_newest_timestamp_counts() -> None:
 def test_errors_name_the_field(event: dict[str, object], message: str) -> None:
     with pytest.raises(PayloadError, match=message):
         parse(event)
+
+
+def test_keys_are_read_as_sent_and_a_key_in_another_case_is_named() -> None:
+    """Kubernaut's Gateway (Go's encoding/json) reads `Reason` as `reason`; signalgate reads
+    keys as sent (README, "Differences from Kubernaut"), and its 400 names the key that
+    differs in case only, so the sender sees why its field counts as missing."""
+    event = k8s_event(last_timestamp=rfc3339(NOW))
+    event["Reason"] = event.pop("reason")
+    with pytest.raises(PayloadError, match=r"reason: required .*'Reason' is not 'reason'"):
+        parse(event)
+    event["reason"] = event.pop("Reason")
+    event["Type"] = event.pop("type")
+    with pytest.raises(PayloadError, match=r"type: .*\(missing; .*'Type' is not 'type'\)"):
+        parse(event)
+    event["type"] = event.pop("Type")
+    event["InvolvedObject"] = event.pop("involvedObject")
+    with pytest.raises(PayloadError, match=r"involvedObject: .*'InvolvedObject' is not"):
+        parse(event)
+    event["involvedObject"] = involved = cast(dict[str, object], event.pop("InvolvedObject"))
+    involved["Name"] = involved.pop("name")
+    with pytest.raises(PayloadError, match=r"involvedObject\.name: .*'Name' is not 'name'"):
+        parse(event)
+    # an optional field in another case is not read (nor refused): the event's own is used
+    involved["name"] = involved.pop("Name")
+    event["Count"] = 7
+    signal = parse(event)
+    assert isinstance(signal, Signal)
+    assert signal.annotations["kubernaut.ai/event-count"] == str(event["count"])
 
 
 @pytest.mark.parametrize("kind", ["pod", "POD", "deployment"])

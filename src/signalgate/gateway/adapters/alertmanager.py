@@ -16,6 +16,7 @@ from signalgate.gateway.adapters.identity import check_cluster_id, check_namespa
 from signalgate.gateway.adapters.parsing import (
     Freshness,
     PayloadError,
+    case_hint,
     check_not_future,
     check_signal_size,
     json_type,
@@ -73,6 +74,7 @@ def parse_webhook(
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):
         found = json_type(alerts) if "alerts" in payload else "missing"
+        found += case_hint(payload, "alerts")  # "" when `alerts` was sent
         raise PayloadError(f"alerts: must be an array of alerts ({found})")
     if not alerts:
         raise PayloadError("alerts: must contain at least one alert")

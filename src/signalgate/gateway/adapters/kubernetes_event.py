@@ -35,6 +35,7 @@ from signalgate.gateway.adapters.identity import check_kind, check_name, check_n
 from signalgate.gateway.adapters.parsing import (
     Freshness,
     PayloadError,
+    case_hint,
     check_fresh,
     check_signal_size,
     json_type,
@@ -82,11 +83,14 @@ def parse_event(
     if event_type == "Normal":
         return Ignored("Normal events need no remediation", "kubernetes-events")
     if event_type not in SIGNAL_TYPES:
-        shown = "missing" if event_type is None else repr(event_type)[:40]
+        shown = repr(event_type)[:40]
+        if event_type is None:
+            shown = "missing" + case_hint(event, "type")
         raise PayloadError(f"type: must be Warning, Error or Normal ({shown})")
     reason = event.get("reason")
     if not isinstance(reason, str) or not reason:
-        raise PayloadError("reason: required (a non-empty string)")
+        hint = case_hint(event, "reason") if reason is None else ""
+        raise PayloadError(f"reason: required (a non-empty string{hint})")
 
     target = _involved_object(event, catalog)
     stamps = _timestamps(event)
@@ -185,7 +189,10 @@ def _involved_object(event: dict[str, object], catalog: KindCatalog) -> TargetRe
     key = "involvedObject" if "involvedObject" in event else "regarding"
     obj = event.get(key)
     if not isinstance(obj, dict):
-        shown = "missing" if obj is None else json_type(obj)
+        shown = json_type(obj)
+        if obj is None:
+            near = case_hint(event, "involvedObject") or case_hint(event, "regarding")
+            shown = "missing" + near
         raise PayloadError(f"involvedObject: required (an object with kind and name; {shown})")
     values: dict[str, str] = {}
     for name in ("kind", "name", "namespace", "apiVersion"):
@@ -195,7 +202,8 @@ def _involved_object(event: dict[str, object], catalog: KindCatalog) -> TargetRe
         values[name] = value or ""
     for name in ("kind", "name"):
         if not values[name]:
-            raise PayloadError(f"{key}.{name}: required")
+            hint = case_hint(obj, name) if name not in obj else ""
+            raise PayloadError(f"{key}.{name}: required (a non-empty string{hint})")
     kind = check_kind(values["kind"], f"{key}.kind")
     if catalog.lookup(kind) is None:
         known = catalog.kind_for_label(kind.lower())

@@ -71,6 +71,18 @@ def parse_object(body: bytes) -> dict[str, Any]:
     return payload
 
 
+def case_hint(obj: dict[str, Any], key: str) -> str:
+    """For the 400 of a field `key` missing from `obj`: the key sent instead that differs
+    from it in case only, if any ("; keys are case-sensitive: 'Reason' is not 'reason'").
+    Kubernaut's Gateway (Go's encoding/json) reads `Reason` as `reason`; signalgate reads
+    keys as sent (README, "Differences from Kubernaut"), and says so where it matters."""
+    folded = key.casefold()
+    near = next((k for k in obj if k != key and k.casefold() == folded), None)
+    if near is None:
+        return ""
+    return f"; keys are case-sensitive: {near[:60]!r} is not {key!r}"
+
+
 def json_type(value: object) -> str:
     if value is None:
         return "null"
