@@ -369,6 +369,11 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         self._close_lingering()
         return True
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """A request asking to upgrade (`Upgrade: websocket`, `h2c`) is served as plain
+        HTTP/1.1 (the services speak nothing else; RFC 9110 7.8 lets a server ignore it):
+        no warning per request for a client to fill the log with."""
+
     def timeout_keep_alive_handler(self) -> None:
         self._quiet_close = True
         super().timeout_keep_alive_handler()

@@ -201,6 +201,11 @@ def http_server(
         # deadline for request heads (uvicorn has none)
         http=service_http_protocol(head_timeout),
         lifespan="off",
+        # no WebSocket: the services serve none, and uvicorn's handshake handed the
+        # connection to another protocol, so the listener never counted it closed (2,048
+        # `Upgrade: websocket` requests, each answered 403, left it answering 503 to
+        # everything for good: an outside check). `Upgrade` is then ignored (RFC 9110 7.8)
+        ws="none",
         timeout_graceful_shutdown=int(grace),
         server_header=False,
         date_header=False,

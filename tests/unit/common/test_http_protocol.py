@@ -832,3 +832,41 @@ async def test_an_answer_that_closes_arrives_whole_behind_more_requests(first: b
                     received += chunk
     [answer] = split_answers(received)
     assert answer.endswith(b"x" * LARGE)
+
+
+WEBSOCKET_UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def test_websocket_upgrades_are_served_as_http_and_free_their_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The services serve no WebSocket: a request asking for one is answered as plain HTTP
+    (the app's own answer, not uvicorn's bare 403), and its connection, once closed, is no
+    longer counted. uvicorn's handshake handed the connection to its WebSocket protocol, and
+    the listener never counted it closed: 2,048 such requests left a listener answering 503
+    to everything for good (an outside check)."""
+    monkeypatch.setattr(ServiceHttpProtocol, "max_connections", 2)
+    async with serving() as port:
+        answers = []
+        for _ in range(4):  # twice the bound, one after another, each closed by its client
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(WEBSOCKET_UPGRADE)
+            await writer.drain()
+            answer = b""
+            async with asyncio.timeout(5):
+                while b"\r\n\r\n" not in answer and (chunk := await reader.read(4096)):
+                    answer += chunk
+            answers.append(answer)
+            writer.close()
+            await writer.wait_closed()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(50):  # the server sees the last close a moment later
+                if (room := await client.get("/one")).status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+        assert room.status_code == 200, room.text
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
