@@ -83,6 +83,7 @@ __all__ = [
     "HEAD_TIMEOUT",
     "MAX_CONNECTIONS",
     "MAX_HEAD_BYTES",
+    "MAX_INSTANCE_SHOWN",
     "MAX_PIPELINED",
     "PAUSED_BYTES",
     "STALLED_BYTES",
@@ -108,6 +109,11 @@ MAX_PIPELINED = 32
 # a request line whose method is an RFC 9110 token: what a method may be
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) [!-~]+ HTTP/1\.[01]\r?")
 MAX_METHOD_SHOWN = 32
+# the most of a refused request's path an answer here quotes (`instance`): the rest is cut,
+# `…` saying so. Quoted whole, a 431's path was the request line as far as it was read, up to
+# a read past the head's bound (an outside check: a 1 MB request line was answered with
+# 128 KB of it)
+MAX_INSTANCE_SHOWN = 1024
 # after refusing a head, what the client still sends is read and dropped this long before the
 # connection is closed: closing with unread bytes makes the kernel reset the connection, and
 # a client still sending could lose the answer (a "lingering close", as nginx and Go do)
@@ -628,6 +634,8 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         self._refused = True
         url: bytes = getattr(self, "url", b"") or b""  # set once a request has begun
         path = url.split(b"?", 1)[0].decode("latin-1")
+        if len(path) > MAX_INSTANCE_SHOWN:
+            path = path[:MAX_INSTANCE_SHOWN] + "…"
         # stamped as every answer of the services is (the envelope never sees this one): a
         # request id to quote, and the security headers
         request_id = new_uuid()

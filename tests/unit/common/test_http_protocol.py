@@ -30,6 +30,7 @@ from signalgate.common.http_protocol import (
     FLUSH_AT,
     HEAD_TIMEOUT,
     MAX_HEAD_BYTES,
+    MAX_INSTANCE_SHOWN,
     MAX_PIPELINED,
     CoalescingTransport,
     ServiceHttpProtocol,
@@ -338,6 +339,21 @@ async def test_a_head_past_the_size_bound_is_refused_with_431() -> None:
     assert document["type"].endswith("/request-header-fields-too-large")
     assert document["instance"] == "/one"
     assert str(MAX_HEAD_BYTES) in document["detail"]
+
+
+async def test_a_refusal_quotes_a_long_path_cut_short() -> None:
+    """A request line of 1 MB is refused 431 quoting its path's first `MAX_INSTANCE_SHOWN`
+    characters, not as much of it as was read (128 KB of it, an outside check)."""
+    async with serving() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        with contextlib.suppress(ConnectionError):
+            writer.write(b"GET /" + b"a" * 1024 * 1024 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+        answer = await read_all(reader)
+        writer.close()
+    document = problem_answer(answer, 431, "Request Header Fields Too Large")
+    assert document["instance"] == "/" + "a" * (MAX_INSTANCE_SHOWN - 1) + "…"
+    assert len(answer) < 2 * MAX_INSTANCE_SHOWN
 
 
 @pytest.mark.parametrize("piece", [1024 * 1024, 8192], ids=["one-write", "8KiB-pieces"])
