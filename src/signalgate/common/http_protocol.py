@@ -139,6 +139,10 @@ class _HeadTooLarge(Exception):
     """Raised from the parser's callback to stop it at a head over MAX_HEAD_BYTES."""
 
 
+class _BadHost(Exception):
+    pass
+
+
 class _PipelineFull(Exception):
     """Raised from the parser's callback to stop it at a request over MAX_PIPELINED."""
 
@@ -310,6 +314,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _line_at_read_start = False  # the request being parsed began where that read begins
     _head_too_large = False  # a finished head over MAX_HEAD_BYTES: the parser was stopped
     _pipeline_full = False  # a request over MAX_PIPELINED: the parser was stopped
+    _bad_host = False  # no Host (HTTP/1.1) or more than one: the parser was stopped
     _quiet_close = False  # a close with no answer in it: nothing to linger for
     # a refusal (400, 431, 501, 503) of a request pipelined behind others unanswered:
     # written once they are, so each answer reaches the client in its request's place
@@ -433,6 +438,12 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         if len(self.pipeline) >= MAX_PIPELINED:
             self._pipeline_full = True
             raise _PipelineFull  # likewise
+        # RFC 9112 3.2: an HTTP/1.1 request without Host, or any with two, is answered 400
+        # (which one a proxy in front routed by is a guess); uvicorn lowercases the names
+        hosts = sum(1 for name, _ in self.headers if name == b"host")
+        if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
+            self._bad_host = True
+            raise _BadHost  # likewise
         self._head_arrived()
         self._head_done = True
         super().on_headers_complete()
@@ -587,6 +598,10 @@ class ServiceHttpProtocol(HttpToolsProtocol):
                 "already; send the rest on another connection"
             )
             self._answer_and_close(503, "service-unavailable", detail, retry_after=1)
+            return
+        if self._bad_host:
+            detail = "an HTTP/1.1 request carries exactly one Host header (RFC 9112 3.2)"
+            self._answer_and_close(400, "validation-error", detail)
             return
         if method := self._unknown_method():
             # RFC 9110: a method the server does not recognise is 501, not a malformed request

@@ -341,6 +341,35 @@ async def test_a_head_past_the_size_bound_is_refused_with_431() -> None:
     assert str(MAX_HEAD_BYTES) in document["detail"]
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /one HTTP/1.1\r\n\r\n",
+        b"GET /one HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /one HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n",
+        # behind an answered request: that one is answered first, the refusal after it
+        b"GET /zero HTTP/1.1\r\nHost: x\r\n\r\nGET /one HTTP/1.1\r\n\r\n",
+    ],
+    ids=["1.1 without", "two", "two in 1.0", "pipelined"],
+)
+async def test_a_request_without_its_one_host_is_400(request_bytes: bytes) -> None:
+    """RFC 9112 3.2: a server answers 400 to an HTTP/1.1 request without Host and to any
+    request with more than one (a proxy in front may have routed it by the other); both
+    were served (an outside check)."""
+    answers = split_answers(await exchange(request_bytes))
+    if len(answers) == 2:
+        assert answers.pop(0).endswith(b"hello /zero")
+    [answer] = answers
+    document = problem_answer(answer, 400, "Bad Request")
+    assert "Host" in document["detail"] and document["instance"] == "/one"
+    assert b"\r\nconnection: close\r\n" in answer
+
+
+async def test_http_1_0_without_host_is_served() -> None:
+    answer = await exchange(b"GET /one HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"hello /one")
+
+
 async def test_a_refusal_quotes_a_long_path_cut_short() -> None:
     """A request line of 1 MB is refused 431 quoting its path's first `MAX_INSTANCE_SHOWN`
     characters, not as much of it as was read (128 KB of it, an outside check)."""
