@@ -143,6 +143,10 @@ class _BadHost(Exception):
     pass
 
 
+class _UpgradeWithBody(Exception):
+    pass
+
+
 class _PipelineFull(Exception):
     """Raised from the parser's callback to stop it at a request over MAX_PIPELINED."""
 
@@ -315,6 +319,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     _head_too_large = False  # a finished head over MAX_HEAD_BYTES: the parser was stopped
     _pipeline_full = False  # a request over MAX_PIPELINED: the parser was stopped
     _bad_host = False  # no Host (HTTP/1.1) or more than one: the parser was stopped
+    _upgrade_with_body = False  # asks to upgrade and has a body: the parser was stopped
     _quiet_close = False  # a close with no answer in it: nothing to linger for
     # a refusal (400, 431, 501, 503) of a request pipelined behind others unanswered:
     # written once they are, so each answer reaches the client in its request's place
@@ -444,12 +449,24 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
             self._bad_host = True
             raise _BadHost  # likewise
+        # the parser reads nothing past the head of a request asking to upgrade (`Upgrade`,
+        # `Connection: upgrade`): its body was lost, the request served as if it had none
+        # (`{}` expected, "zero-length" answered), and every request after it on the
+        # connection dropped unanswered. Served as plain HTTP/1.1 (the services speak nothing
+        # else), such a request is its connection's last, and one with a body is refused
+        upgrade = self.parser.should_upgrade()
+        if upgrade and any(
+            name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+            for name, value in self.headers
+        ):
+            self._upgrade_with_body = True
+            raise _UpgradeWithBody  # likewise
         self._head_arrived()
         self._head_done = True
         super().on_headers_complete()
         if type(self.cycle) is RequestResponseCycle:  # the one just made (not an upgrade)
             self.cycle.__class__ = _Cycle
-        if self.draining[0] and self.cycle is not None:
+        if (upgrade or self.draining[0]) and self.cycle is not None:
             self.cycle.keep_alive = False
 
     def _head_size(self) -> int:
@@ -598,6 +615,13 @@ class ServiceHttpProtocol(HttpToolsProtocol):
                 "already; send the rest on another connection"
             )
             self._answer_and_close(503, "service-unavailable", detail, retry_after=1)
+            return
+        if self._upgrade_with_body:
+            detail = (
+                "a request asking to upgrade (Upgrade, Connection: upgrade) cannot carry a body "
+                "here; send it without those headers"
+            )
+            self._answer_and_close(400, "validation-error", detail)
             return
         if self._bad_host:
             detail = "an HTTP/1.1 request carries exactly one Host header (RFC 9112 3.2)"

@@ -915,3 +915,30 @@ async def test_websocket_upgrades_are_served_as_http_and_free_their_connection(
         assert room.status_code == 200, room.text
     for answer in answers:
         assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+
+
+async def test_a_request_asking_to_upgrade_is_its_connections_last() -> None:
+    """The parser reads nothing past an upgrade request's head: what followed it on the
+    connection was dropped unanswered, and the connection kept open. Its answer now says
+    `Connection: close`, and the connection closes."""
+    answer = await exchange(
+        b"GET /up HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+        b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"hello /up")
+    assert b"\r\nconnection: close\r\n" in answer.lower()
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [b'Content-Length: 7\r\n\r\n{"x":1}', b"Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n0\r\n\r\n"],
+    ids=["length", "chunked"],
+)
+async def test_a_request_asking_to_upgrade_with_a_body_is_400(framing: bytes) -> None:
+    """Its body was never read: the request was served as if it had none (a webhook answered
+    "zero-length" as if it had sent nothing)."""
+    answer = await exchange(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + framing
+    )
+    document = problem_answer(answer, 400, "Bad Request")
+    assert "upgrade" in document["detail"] and document["instance"] == "/up"
