@@ -68,6 +68,7 @@ from e2ecov.services import (
     StopTarget,
     Supervisor,
     describe_exit,
+    detached,
     probe,
     stop,
     tail,
@@ -409,7 +410,7 @@ class Run:
             lines = "\n    ".join(svc.last_output()) or "(no output)"
             return (
                 f"service '{svc.name}' (pid {svc.pid}) {describe_exit(code)} "
-                f"before the tests started; last output:\n    {lines}"
+                f"before the tests started{detached(svc)}; last output:\n    {lines}"
             )
         return None
 

@@ -259,7 +259,7 @@ class Supervisor:
                 self._fail(
                     svc,
                     f"service '{svc.name}' (pid {svc.pid}) {describe_exit(code)} before it was "
-                    f"healthy{_detached(svc)}; last output:\n    {lines}",
+                    f"healthy{detached(svc)}; last output:\n    {lines}",
                 )
                 return
             remaining = deadline - time.monotonic()
@@ -288,10 +288,11 @@ class Supervisor:
                 return
 
 
-def _detached(svc: ServiceRun) -> str:
+def detached(svc: ServiceRun) -> str:
     """What a service whose main process exited left running: a daemon (gunicorn `--daemon`,
     a server's own `-D`) forks, detaches and exits, and "exited with code 0 before it was
-    healthy" alone did not say that the server was up, only no longer e2ecov's child."""
+    healthy" alone did not say that the server was up, only no longer e2ecov's child. Said
+    too when the detached server answered the health check before the exit was seen."""
     run_id = svc.env.get(protocol.ENV_RUN_ID)
     left = sorted(procs.marked(run_id, svc.name) - {svc.pid}) if run_id else []
     if not left:

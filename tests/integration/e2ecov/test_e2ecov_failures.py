@@ -203,11 +203,16 @@ health = {{ url = "https://127.0.0.1:{{port}}/health", timeout = "10s" }}
 
 def test_a_service_that_daemonizes_is_told_to_stay_in_the_foreground(tmp_path: Path) -> None:
     """gunicorn --daemon: the main process forks a detached server and exits 0. Reported as
-    "exited with code 0 before it was healthy" alone, the server it left was not named."""
+    "exited with code 0 before it was healthy" alone, the server it left was not named. The
+    detached server may answer the health check before the exit is seen ("before the tests
+    started", which did not name it either: a fresh clone's run on a quiet machine)."""
     stack = write_stack(tmp_path, drive("/alpha"), app_service("app", "--daemon"))
     outcome = e2ecov("run", "-c", str(stack), cwd=tmp_path)
     assert outcome.code == 3, outcome.output
-    assert "exited with code 0 before it was healthy, leaving pid " in outcome.output
+    assert (
+        "exited with code 0 before it was healthy, leaving pid " in outcome.output
+        or "exited with code 0 before the tests started, leaving pid " in outcome.output
+    ), outcome.output
     assert "sampleapp.server" in outcome.output and "stay in the foreground" in outcome.output
     left = int(outcome.output.split("leaving pid ")[1].split()[0])
     assert not _alive(left), "the detached server was stopped with the stack"
