@@ -137,8 +137,7 @@ class Pipeline:
                 async with asyncio.timeout_at(deadline):
                     return await self._decide(signal, fingerprint)
             except TimeoutError as exc:
-                self._fail(signal, "timeout", "store did not answer in time", retry_possible=True)
-                raise ProcessingTimeout from exc
+                raise self._timed_out(signal) from exc
         # the Kubernetes API: a write sent lands, or not, whatever becomes of its caller, so
         # the decision is not cancelled at the deadline but kept going, its outcome for the
         # retry of the same request to answer (`ProcessingTimeout.late`); cancelled, its
@@ -148,9 +147,16 @@ class Pipeline:
         decision.add_done_callback(self._ended)
         await asyncio.wait({decision}, timeout=deadline - asyncio.get_running_loop().time())
         if not decision.done():
-            self._fail(signal, "timeout", "store did not answer in time", retry_possible=True)
-            raise ProcessingTimeout(decision)
+            raise self._timed_out(signal, decision)
         return decision.result()
+
+    def _timed_out(
+        self, signal: Signal, late: asyncio.Task[Outcome] | None = None
+    ) -> ProcessingTimeout:
+        """The deadline came before the store's answer: counted and audited as failed (the
+        signal may still be counted, docs/gateway.md), the 504 to raise."""
+        self._fail(signal, "timeout", "store did not answer in time", retry_possible=True)
+        return ProcessingTimeout(late)
 
     def _ended(self, decision: asyncio.Task[Outcome]) -> None:
         self._under_way.discard(decision)
