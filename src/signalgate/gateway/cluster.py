@@ -187,12 +187,32 @@ class ClusterView:
         document (`DiscoveryMalformed`) is left out with a warning and counted, as kubectl
         leaves it out, and its kinds from the last discovery are kept: one such group
         stopped the Gateway at start (`scope.source: cluster`), and made every refresh fail
-        whole (an outside check). The core group and the group list must answer."""
-        versions = ["v1", *preferred_versions(await self.client.request("GET", "/apis"))]
+        whole (an outside check). A group whose entry in the group list names no version
+        (`GroupList.unreadable`) is left out the same way; one such entry failed the whole
+        discovery. The core group and the group list must answer."""
+        groups = preferred_versions(await self.client.request("GET", "/apis"))
+        versions = ["v1", *groups.versions]
         answers = await asyncio.gather(
             *(self._resources_of(v) for v in versions), return_exceptions=True
         )
         found: dict[str, list[tuple[Resource, str]]] = {}
+        for group, why in groups.unreadable:
+            # an entry of the group list that names no version: that group alone left out,
+            # the kinds it had in the last discovery kept (by its name, when it has one)
+            kept_versions = [
+                version
+                for version in self._discovered
+                if group and version.rpartition("/")[0] == group and version not in versions
+            ]
+            kept = sum(len(self._discovered[version]) for version in kept_versions)
+            log.warning(
+                "API discovery: a group in the group list names no version; it is left out "
+                "until it does (its kinds of the last discovery kept)",
+                extra={"group": group or "(unnamed)", "error": why, "kept": kept},
+            )
+            self.on_discovery_error()
+            for version in kept_versions:
+                found[version] = self._discovered[version]
         for version, answer in zip(versions, answers, strict=True):
             if isinstance(answer, Exception) and version != "v1":
                 kept = self._discovered.get(version)

@@ -35,6 +35,8 @@ API_VERSION = re.compile(
 )
 # a kind as the API machinery names one (`Pod`, `HorizontalPodAutoscaler`, `Widget`)
 _KIND = re.compile(r"[A-Za-z][A-Za-z0-9]{0,62}")
+# an API group's name (`apps`, `example.com`): the group part of API_VERSION
+_GROUP = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class DiscoveryMalformed(KubeError):
@@ -71,24 +73,43 @@ def discovery_path(group_version: str) -> str:
     return "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
 
 
-def preferred_versions(document: Any) -> list[str]:
-    """The preferred group version of each group in an `APIGroupList` (`/apis`)."""
+@dataclass(frozen=True)
+class GroupList:
+    """What an `APIGroupList` (`/apis`) names: the preferred group version of each group
+    that names one, and the groups that name none, as (the group's name, or "" when it has
+    none, and why)."""
+
+    versions: list[str]
+    unreadable: list[tuple[str, str]]
+
+
+def preferred_versions(document: Any) -> GroupList:
+    """The preferred group version of each group in an `APIGroupList` (`/apis`). A document
+    that is no group list is `DiscoveryMalformed`; one entry that names no version (no
+    object, no `preferredVersion` nor `versions`, a version that is no group version) is
+    that group's alone: left out and named in `unreadable`, the others read, as client-go
+    fetches only the versions a group lists. One such entry made the whole discovery fail
+    (at start, the Gateway did not start)."""
     if not isinstance(document, dict) or "groups" not in document:
         raise DiscoveryMalformed("/apis", "no APIGroupList (no 'groups')")
     groups = document["groups"]
     if groups is None:  # Go writes an empty list as null
-        return []
+        return GroupList([], [])
     if not isinstance(groups, list):
         raise DiscoveryMalformed("/apis", f"'groups' is {type(groups).__name__}, not a list")
-    versions = []
+    versions: list[str] = []
+    unreadable: list[tuple[str, str]] = []
     for index, group in enumerate(groups):
         version = _preferred(group)
         if not isinstance(version, str) or not API_VERSION.fullmatch(version):
-            raise DiscoveryMalformed(
-                "/apis", f"groups[{index}] names no preferredVersion.groupVersion"
+            name = group.get("name") if isinstance(group, dict) else None
+            name = name if isinstance(name, str) and _GROUP.fullmatch(name) else ""
+            unreadable.append(
+                (name, f"/apis: groups[{index}] names no preferredVersion.groupVersion")
             )
+            continue
         versions.append(version)
-    return versions
+    return GroupList(versions, unreadable)
 
 
 def _preferred(group: Any) -> Any:

@@ -220,3 +220,67 @@ async def test_a_group_omitting_optional_fields_is_learnt_as_client_go_reads_it(
         assert gadget is not None and gadget.namespaced
     finally:
         await client.close()
+
+
+class GroupListRewritten(KubeClient):
+    """A client of the real API server whose `/apis` answer is passed through `rewrite` on
+    its way in: a group list as an intermediary (an API proxy, a stripped-down or patched
+    server) may pass it on, which no APIService can make the API server itself serve."""
+
+    rewrite: Callable[[dict[str, Any]], dict[str, Any]] = staticmethod(lambda d: d)
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        answer = await super().request(method, path, **kwargs)
+        return self.rewrite(answer) if (method, path) == ("GET", "/apis") else answer
+
+
+async def test_one_group_list_entry_naming_no_version_leaves_out_that_group_alone(
+    kube_apiserver: KubeAPIServer,
+    aggregated: tuple[str, DiscoveryBackend],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An entry of `/apis` that names no version (no object; no `preferredVersion` and no
+    `versions`) made the whole discovery `DiscoveryMalformed`: at start the Gateway did not
+    start (scope.source cluster), later every refresh failed whole. Now that group alone is
+    left out, named in a warning and counted, its kinds of the last discovery kept; every
+    other group is read, as client-go fetches only the versions a group lists."""
+    group_version, _ = aggregated
+    group = group_version.removesuffix("/v1")
+
+    def broken(document: dict[str, Any]) -> dict[str, Any]:
+        groups = [g for g in document["groups"] if g.get("name") != group]
+        return {**document, "groups": [None, *groups, {"name": group, "versions": []}]}
+
+    client = GroupListRewritten(config_from_dsn(kube_apiserver.url))
+    errors = 0
+
+    def counted() -> None:
+        nonlocal errors
+        errors += 1
+
+    caplog.set_level(logging.WARNING, logger="signalgate.gateway.cluster")
+    try:
+        # a discovery that meets it first: the start goes on, the others' kinds learnt
+        client.rewrite = broken
+        first = ClusterView(client, KubernetesSettings())
+        first.on_discovery_error = counted
+        await first.discover()
+        assert first.kinds.resource("Deployment") is not None
+        assert first.kinds.resource("RemediationRequest") is not None
+        assert first.kinds.resource("Gadget") is None
+        assert errors == 2
+        named = [r for r in caplog.records if getattr(r, "group", None) == group]
+        assert len(named) == 1 and "left out" in named[0].getMessage()
+
+        # one that met it after the group answered: the group's last kinds kept
+        client.rewrite = lambda d: d
+        view = ClusterView(client, KubernetesSettings())
+        await view.discover()
+        assert view.kinds.resource("Gadget") is not None
+        client.rewrite = broken
+        await view.discover()
+        kept = view.kinds.resource("Gadget")
+        assert kept is not None and kept.api_version == group_version
+        assert view.kinds.resource("Deployment") is not None
+    finally:
+        await client.close()

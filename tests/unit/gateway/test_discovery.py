@@ -112,25 +112,34 @@ def test_a_group_without_a_preferred_version_prefers_its_first() -> None:
             },
         ]
     }
-    assert preferred_versions(document) == ["example.com/v2", "apps/v1"]
+    assert preferred_versions(document).versions == ["example.com/v2", "apps/v1"]
 
 
-@pytest.mark.parametrize(
-    "document",
-    [
-        None,
-        {"groups": "apps"},
-        {"groups": [{"name": "apps", "versions": []}]},
-        {"groups": [{"name": "apps", "versions": ["apps/v1"]}]},
-        {"groups": [None]},
-        {"groups": [{"name": "apps"}]},
-        {"groups": [{"name": "apps", "preferredVersion": "apps/v1"}]},
-        {"groups": [{"preferredVersion": {"groupVersion": "../../api/v1"}}]},
-    ],
-)
+@pytest.mark.parametrize("document", [None, {"groups": "apps"}, {"groups": {"apps": {}}}, {}])
 def test_what_is_no_group_list_is_malformed(document: Any) -> None:
     with pytest.raises(DiscoveryMalformed):
         preferred_versions(document)
+
+
+@pytest.mark.parametrize(
+    ("entry", "named"),
+    [
+        ({"name": "apps", "versions": []}, "apps"),
+        ({"name": "apps", "versions": ["apps/v1"]}, "apps"),
+        (None, ""),
+        ({"name": "apps"}, "apps"),
+        ({"name": "apps", "preferredVersion": "apps/v1"}, "apps"),
+        ({"preferredVersion": {"groupVersion": "../../api/v1"}}, ""),
+        ({"name": "../x", "versions": []}, ""),  # a name that is no group's is not repeated
+    ],
+)
+def test_an_entry_naming_no_version_is_that_groups_alone(entry: Any, named: str) -> None:
+    """One such entry made the whole group list malformed; now the others are read."""
+    ok = {"name": "batch", "preferredVersion": {"groupVersion": "batch/v1"}}
+    groups = preferred_versions({"groups": [ok, entry, ok]})
+    assert groups.versions == ["batch/v1", "batch/v1"]
+    ((name, why),) = groups.unreadable
+    assert name == named and "groups[1]" in why
 
 
 def test_a_group_list_names_each_groups_preferred_version() -> None:
@@ -140,8 +149,8 @@ def test_a_group_list_names_each_groups_preferred_version() -> None:
             {"name": "example.com", "preferredVersion": {"groupVersion": "example.com/v1beta1"}},
         ]
     }
-    assert preferred_versions(document) == ["apps/v1", "example.com/v1beta1"]
-    assert preferred_versions({"groups": None}) == []
+    assert preferred_versions(document).versions == ["apps/v1", "example.com/v1beta1"]
+    assert preferred_versions({"groups": None}).versions == []
 
 
 JSON = st.recursive(
