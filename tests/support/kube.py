@@ -4,6 +4,7 @@ ServiceAccount tokens, kubeconfig files, and Gateways that talk to the test API 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,22 @@ def kube_gateway(
     *,
     auth: str = "kubernetes",
     env: Mapping[str, str] | None = None,
+    token_file: Path | None = None,
 ) -> ServiceProcess:
     """A Gateway whose RRs are custom resources in `controller_namespace`, running as its own
-    ServiceAccount with deploy/'s RBAC (not as an admin), with `auth.mode` = `auth`."""
+    ServiceAccount with deploy/'s RBAC (not as an admin), with `auth.mode` = `auth`. With
+    `token_file`, the token is written there and the kubeconfig names the file (`tokenFile`,
+    as a pod's projected token is read), so a test can replace it while the Gateway runs."""
     apply_rbac(server, controller_namespace)
     token = service_account(server, controller_namespace, "signalgate-gateway")
     data_dir.mkdir(parents=True, exist_ok=True)
     kubeconfig = server.write_kubeconfig(token, data_dir / "kubeconfig")
+    if token_file is not None:
+        token_file.write_text(token)
+        config = json.loads(kubeconfig.read_text())
+        for user in config["users"]:
+            user["user"] = {"tokenFile": str(token_file)}
+        kubeconfig.write_text(json.dumps(config, indent=2))
     settings = {
         "SIGNALGATE_STORE__DSN": f"kubernetes://{kubeconfig}",
         "SIGNALGATE_KUBERNETES__CONFIG": f"kubernetes://{kubeconfig}",

@@ -21,6 +21,7 @@ Errors, by what the caller does with them (translated here, nowhere else):
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -188,6 +189,9 @@ class KubeClient:
         )
         self._token = config.token
         self._token_read_at = 0.0
+        # the token file as it was when last read (`_file_state`): a 401 reads it again at
+        # once when it changed since
+        self._token_file_state: tuple[int, int, int] | None = None
 
     def __repr__(self) -> str:
         return f"KubeClient({self.config.server!r})"
@@ -210,9 +214,29 @@ class KubeClient:
             return self._token
         now = time.monotonic()
         if self._token is None or now - self._token_read_at > TOKEN_REREAD_SECONDS:
-            self._token = (await asyncio.to_thread(Path(path).read_text)).strip()
-            self._token_read_at = now
+            await self._read_token(path)
         return self._token
+
+    async def _read_token(self, path: Path) -> None:
+        self._token_file_state = _file_state(path)
+        self._token = (await asyncio.to_thread(Path(path).read_text)).strip()
+        self._token_read_at = time.monotonic()
+
+    async def _token_replaced(self) -> bool:
+        """After a 401: whether the token file holds another token than the one refused,
+        read at once when the file changed since it was last read (a stat, no read, when it
+        did not). Only the once-a-minute re-read picked a new token up: the Gateway stayed
+        unready with 503s for up to a minute after its token was replaced (its
+        ServiceAccount made again, a revoked token's Secret rewritten)."""
+        path = self.config.token_file
+        if path is None or _file_state(path) == self._token_file_state:
+            return False
+        refused = self._token
+        try:
+            await self._read_token(path)
+        except OSError:
+            return False
+        return self._token != refused
 
     async def request(
         self,
@@ -224,7 +248,26 @@ class KubeClient:
         content_type: str = "application/json",
         accept: str = "application/json",
     ) -> dict[str, Any]:
-        """One API call; the answer's JSON object, or a `KubeError`."""
+        """One API call; the answer's JSON object, or a `KubeError`. Refused with a 401
+        while the token file now holds another token, it is asked once more with that one:
+        a 401 is answered before anything is done, so asking again changes nothing twice."""
+        call = (method, path, params, body, content_type, accept)
+        try:
+            return await self._request(*call)
+        except KubeUnauthorized:
+            if not await self._token_replaced():
+                raise
+        return await self._request(*call)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Any,
+        content_type: str,
+        accept: str,
+    ) -> dict[str, Any]:
         content = None if body is None else orjson.dumps(body)
         headers = await self._headers(accept, content_type if content is not None else None)
         try:
@@ -310,3 +353,13 @@ class KubeClient:
             raise KubeUnavailable(0, "Timeout", f"watch {path}: timed out") from exc
         except httpx.TransportError as exc:
             raise KubeUnavailable(0, "Unreachable", f"watch {path}: {exc!r}") from exc
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """What tells that a file was replaced or written (inode, size, modification time),
+    through symlinks (a projected token is swapped by its `..data` link); None if gone."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_ino, found.st_size, found.st_mtime_ns)

@@ -19,7 +19,7 @@ import pytest
 from e2ecov.kubeapi import KubeAPIServer, load_manifests
 from tests.conftest import CRD_FILE, kube_testenv_bin
 from tests.support.contract import problem
-from tests.support.kube import bind_cluster_role, kube_gateway
+from tests.support.kube import bind_cluster_role, kube_gateway, service_account
 from tests.support.services import ServiceProcess, alert, webhook
 
 PROM = "/api/v1/signals/prometheus"
@@ -179,6 +179,40 @@ def test_its_own_token_revoked_is_503_and_logged_as_a_token_not_accepted(
         assert "does not accept this Gateway's token" in failed
         assert "401" in failed and "ServiceAccount was deleted" in failed
         assert "ConnectionTerminated" not in failed
+
+
+def test_its_token_file_replaced_after_a_refusal_is_used_at_once(
+    own_apiserver: KubeAPIServer, tmp_path: Path
+) -> None:
+    """Its token refused (its ServiceAccount deleted) and a valid one written to its token
+    file (the account made again): the file was read again only once a minute, so the
+    Gateway stayed unready answering 503 for up to a minute with the new token in place.
+    A 401 now reads the file again when it changed, and asks once more with the new token:
+    the next signal is stored at once, and /readyz is ready."""
+    server = own_apiserver
+    server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "own-file"}})
+    token = tmp_path / "token"
+    with (
+        kube_gateway(
+            server, "own-file", tmp_path / "gw", auth="static", env=SETTINGS_SCOPE, token_file=token
+        ).start() as gateway,
+        gateway.client() as c,
+    ):
+        assert c.post(PROM, json=webhook(alert(pod="before-1"))).status_code == 201
+        account = "/api/v1/namespaces/own-file/serviceaccounts/signalgate-gateway"
+        assert server.request("DELETE", account)[0] == 200
+        # the API server's token cache holds the approval for about 10 s
+        until(
+            lambda: c.post(PROM, json=webhook(alert(pod="during-1"))).status_code == 503,
+            "refused",
+        )
+        assert httpx.get(f"{gateway.ops_url}/readyz", timeout=10).status_code == 503
+        replaced = tmp_path / "token.new"  # swapped in whole, as kubelet swaps its link
+        replaced.write_text(service_account(server, "own-file", "signalgate-gateway"))
+        replaced.rename(token)
+        assert c.post(PROM, json=webhook(alert(pod="after-1"))).status_code == 201
+        # (before a signal is stored, /readyz holds a failed write against the store a while)
+        assert httpx.get(f"{gateway.ops_url}/readyz", timeout=10).status_code == 200
 
 
 def test_its_own_token_revoked_under_kubernetes_auth_is_logged_once_per_interval(
