@@ -212,6 +212,11 @@ class PostgresAuditStore:
             raise
         self._pool = pool
 
+    def _waiting(self, why: str) -> None:
+        """Not open yet because another process holds the migration lock: what every
+        operation (and readiness) names until open, not the error of an earlier attempt."""
+        self._unopened = why
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
@@ -338,7 +343,9 @@ class PostgresAuditStore:
         with _translated("migrate"):  # the connection may be lost midway too
             conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
             try:
-                return await postgres_migrate(conn, SCHEMA, self._where, _MIGRATION_LOCK)
+                return await postgres_migrate(
+                    conn, SCHEMA, self._where, _MIGRATION_LOCK, waiting=self._waiting
+                )
             finally:
                 await conn.close()
 

@@ -11,11 +11,13 @@ import time
 import uuid
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
 from e2ecov.recipes import PostgresServer, RedisServer
-from signalgate.datastorage.postgres import PostgresAuditStore
+from signalgate.datastorage.errors import StoreOutage, StoreUnavailable
+from signalgate.datastorage.postgres import _MIGRATION_LOCK, PostgresAuditStore
 from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process
 from tests.support.event_bodies import event_body
 from tests.support.polling import wait_for
@@ -258,3 +260,43 @@ def test_database_and_queue_both_down_at_start_stops_start_up(
     errors = [line for line in process.output().splitlines() if line.startswith("error:")]
     assert len(errors) == 1, process.output()[-3000:]
     assert "dead-letter queue" in errors[0]
+
+
+async def test_a_store_waiting_for_the_migration_lock_says_so_not_an_earlier_error(
+    private_postgres: PostgresServer,
+) -> None:
+    """The store opened again once its database is back (autoMigrate) while another process
+    holds the migration lock (a replica, a migrate job migrating the schema) waits for it
+    with no end. Meanwhile every operation, and so `/readyz`'s `database` check, named the
+    error of the attempt before ("connection refused", the database long back), and nothing
+    was logged. Now they say it waits for the migration lock; once released it opens."""
+    dsn = private_postgres.create_database("audit")
+    store = PostgresAuditStore(dsn, timeout=3.0, auto_migrate=True)
+    private_postgres.stop()
+    with pytest.raises(StoreOutage):
+        await store.open()
+    private_postgres.start()
+    holder = await asyncpg.connect(dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1, $2)", *_MIGRATION_LOCK)
+        opening = asyncio.create_task(store.open())
+
+        async def said() -> str:
+            try:
+                await store.ping()
+            except StoreUnavailable as exc:
+                return str(exc)
+            return "open"
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while "migration lock" not in (why := await said()):
+            assert not opening.done(), opening
+            assert asyncio.get_running_loop().time() < deadline, why
+            await asyncio.sleep(0.05)
+        assert "another process holds" in why and "refused" not in why.lower(), why
+        await holder.execute("SELECT pg_advisory_unlock($1, $2)", *_MIGRATION_LOCK)
+        await asyncio.wait_for(opening, 30)
+        await store.ping()
+    finally:
+        await holder.close()
+        await store.close()

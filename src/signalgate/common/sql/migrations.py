@@ -191,14 +191,29 @@ async def postgres_version(conn: Any, schema: Schema) -> int:
 
 
 async def postgres_migrate(
-    conn: Any, schema: Schema, where: str, lock: tuple[int, ...]
+    conn: Any,
+    schema: Schema,
+    where: str,
+    lock: tuple[int, ...],
+    waiting: Callable[[str], None] | None = None,
 ) -> list[int]:
     """Refuse a newer schema, else apply the missing steps, one transaction each, holding
     the advisory lock `lock` (one or two integers: replicas starting together migrate once;
-    the others wait, then find nothing to do); the applied versions."""
+    the others wait, then find nothing to do); the applied versions. When another process
+    holds the lock, that is logged and told to `waiting` (why the caller is not open yet)
+    before the wait, which has no end of its own: a store waiting for it said nothing, and
+    its readiness named an error of an earlier attempt instead."""
     steps = schema.migrations("postgres")
     key = ", ".join(f"${i + 1}" for i in range(len(lock)))
-    await conn.execute(f"SELECT pg_advisory_lock({key})", *lock)
+    if not await conn.fetchval(f"SELECT pg_try_advisory_lock({key})", *lock):
+        why = (
+            f"{where}: waiting for the schema migration lock, which another process holds "
+            "(a replica or a migrate job migrating the schema)"
+        )
+        log.warning("waiting for the migration lock", extra={"schema": schema.table, "why": why})
+        if waiting is not None:
+            waiting(why)
+        await conn.execute(f"SELECT pg_advisory_lock({key})", *lock)
     applied: list[int] = []
     try:
         await conn.execute(
