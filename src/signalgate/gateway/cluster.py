@@ -204,11 +204,11 @@ class ClusterView:
                 for version in self._discovered
                 if group and version.rpartition("/")[0] == group and version not in versions
             ]
-            kept = sum(len(self._discovered[version]) for version in kept_versions)
+            kinds_kept = sum(len(self._discovered[version]) for version in kept_versions)
             log.warning(
                 "API discovery: a group in the group list names no version; it is left out "
                 "until it does (its kinds of the last discovery kept)",
-                extra={"group": group or "(unnamed)", "error": why, "kept": kept},
+                extra={"group": group or "(unnamed)", "error": why, "kept": kinds_kept},
             )
             self.on_discovery_error()
             for version in kept_versions:
