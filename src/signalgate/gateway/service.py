@@ -255,9 +255,19 @@ class GatewayService:
         try:
             async with asyncio.timeout(READINESS_TIMEOUT):
                 await self.store.ping()
-        except (StoreUnavailable, TimeoutError) as exc:
+        except StoreUnavailable as exc:
             checks["store"] = "unavailable"
             return Readiness(False, f"remediation store unavailable: {exc}".rstrip(": "), checks)
+        except TimeoutError:
+            # a TimeoutError says nothing of itself: /readyz read "remediation store
+            # unavailable" alone while the API server (its etcd gone) or the database hung
+            checks["store"] = "no answer"
+            return Readiness(
+                False,
+                f"remediation store unavailable: {self.store!r} did not answer within "
+                f"{READINESS_TIMEOUT:g} s",
+                checks,
+            )
         if why := self.pipeline.store_failing():
             checks["store"] = f"writes failing: {why}"
             return Readiness(False, f"remediation store writes failing: {why}", checks)

@@ -279,3 +279,27 @@ def test_duplicates_queued_behind_a_status_write_to_a_hung_api_server_fail_with_
             os.kill(server.pid, signal.SIGCONT)
         assert [status for status, _ in answers] == [503] * 8, answers
         assert max(seconds for _, seconds in answers) < 3 + 1.5, answers
+
+
+def test_an_api_server_that_does_not_answer_is_named_by_readyz(
+    own_apiserver: KubeAPIServer, tmp_path: Path
+) -> None:
+    """An API server that stops answering (its etcd gone, here SIGSTOP): the readiness ping
+    gave up after its two seconds and /readyz read "remediation store unavailable" alone,
+    naming neither the store nor why. It now names the store and that it did not answer."""
+    import os
+    import signal
+
+    server = own_apiserver
+    with gateway_in(server, "mute", tmp_path / "gw").start() as gateway:
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            ready = httpx.get(f"{gateway.ops_url}/readyz", timeout=30)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert ready.status_code == 503
+        detail = ready.json()["detail"]
+        assert server.api_url in detail and "did not answer within 2 s" in detail, detail
+        assert ready.json()["checks"]["store"] == "no answer"
+        gateway.wait_ready(30)
