@@ -87,6 +87,10 @@ def parse_time(text: str) -> datetime:
         return (datetime.max if ahead else datetime.min).replace(tzinfo=UTC)
 
 
+# `status.deduplication.occurrenceCount` is an int32 in Kubernaut's types
+MAX_OCCURRENCE_COUNT = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class TargetResource:
     kind: str
@@ -209,7 +213,10 @@ class RemediationRequest:
             deduplication=Deduplication(
                 dedup.first_seen_at,
                 max(dedup.last_seen_at, now),
-                dedup.occurrence_count + times,
+                # held at Kubernaut's int32 (its Go type): one more was stored as 2**31 (the
+                # API server does not check an integer's format), an RR Kubernaut's
+                # controllers cannot decode; reached by a hand edit of the count
+                min(dedup.occurrence_count + times, MAX_OCCURRENCE_COUNT),
             ),
             signal_resolved=resolved,
         )

@@ -101,6 +101,36 @@ def test_the_gateways_rr_is_accepted_by_kubernauts_crd(
     assert code == 200 and [i["metadata"]["name"] for i in listed["items"]] == [name]
 
 
+def test_a_count_edited_to_the_int32_limit_stays_one_kubernaut_can_read(
+    gateway: ServiceProcess, kubernaut_apiserver: KubeAPIServer
+) -> None:
+    """`occurrenceCount` edited by hand to Kubernaut's int32 limit: the next duplicate
+    wrote 2147483648, which the API server stores (it does not check an integer's format)
+    and Kubernaut's controllers (an int32 in Go) cannot decode. The count stays at the
+    limit; the duplicate is still answered and its time recorded."""
+    with gateway.client() as c:
+        created = c.post(PROM, json=webhook(alert(pod="count-1")))
+        assert created.status_code == 201, created.text
+        name = created.json()["remediationRequestName"]
+        limit = 2**31 - 1
+        as_a_controller(
+            kubernaut_apiserver,
+            name,
+            deduplication={
+                "firstSeenAt": "2026-01-01T00:00:00Z",
+                "lastSeenAt": "2026-01-01T00:00:00Z",
+                "occurrenceCount": limit - 1,
+            },
+        )
+        for _ in range(3):
+            answer = c.post(PROM, json=webhook(alert(pod="count-1")))
+            assert answer.status_code == 202, answer.text
+    code, stored = kubernaut_apiserver.request("GET", rr_path(name))
+    assert code == 200
+    assert stored["status"]["deduplication"]["occurrenceCount"] == limit
+    assert stored["status"]["deduplication"]["lastSeenAt"] > "2026-01-02"
+
+
 def test_status_written_in_kubernauts_layout_is_read(
     gateway: ServiceProcess, kubernaut_apiserver: KubeAPIServer
 ) -> None:
