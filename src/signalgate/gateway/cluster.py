@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from signalgate.common.logging import SampledLog
 from signalgate.common.tasks import cancel_and_wait
 from signalgate.common.ttlcache import TTLCache
 from signalgate.gateway.adapters.identity import check_kind, check_name
@@ -44,6 +45,9 @@ from signalgate.kube.settings import KubernetesSettings
 from signalgate.remediation.model import TargetResource
 
 log = logging.getLogger(__name__)
+# refused reads, one line per kind refused (and status) an interval, with a count: with the
+# Gateway's reading RBAC revoked, each pod named by a signal wrote a line of its own
+refusals_log = SampledLog(log)
 
 MANAGED_LABEL = "kubernaut.ai/managed"
 MAX_OWNER_DEPTH = 5
@@ -278,7 +282,12 @@ class ClusterView:
             found = None
         except KubeError as exc:
             # e.g. RBAC does not let the Gateway read this kind
-            log.warning("cannot read metadata", extra={"path": path, "error": str(exc)})
+            refusals_log.log(
+                logging.WARNING,
+                ("metadata", resource.api_version, resource.plural, exc.status),
+                "cannot read metadata",
+                {"path": path, "error": str(exc)},
+            )
             found = Refused(resource, exc)
         else:
             found = dict(obj.get("metadata") or {})
@@ -407,7 +416,12 @@ class ClusterView:
         except KubeUnavailable:
             raise
         except KubeError as exc:
-            log.warning("cannot resolve a Service to its pods", extra={"error": str(exc)})
+            refusals_log.log(
+                logging.WARNING,
+                ("service-pods", exc.status),
+                "cannot resolve a Service to its pods",
+                {"service": f"{service.namespace}/{service.name}", "error": str(exc)},
+            )
         return found
 
     async def check_scope(self, target: TargetResource) -> Rejection | None:

@@ -4,6 +4,7 @@ through a real API server with the owner references a controller would set."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from collections import Counter
@@ -587,5 +588,32 @@ async def test_a_refused_scope_label_is_decided_closed_and_not_asked_again_withi
         # the owner walk is not refused: it stops at the widget, which is the target
         assert await view.top_owner(target) == target
         assert client.gets[path] == 1
+    finally:
+        await client.close()
+
+
+async def test_refused_reads_of_many_objects_are_logged_once_with_a_count(
+    kube_apiserver: KubeAPIServer, app_ns: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Gateway's reading RBAC revoked (here an account never granted it) under traffic
+    naming ever new pods: each refused object wrote a warning of its own, a line per signal.
+    Now one line per kind refused an interval, naming the path and the refusal."""
+    namespace = f"norbac-{uuid.uuid4().hex[:8]}"
+    kube_apiserver.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    token = service_account(kube_apiserver, namespace, "unbound")
+    kubeconfig = kube_apiserver.write_kubeconfig(token, tmp_path / "kubeconfig")
+    client = KubeClient(config_from_dsn(f"kubernetes://{kubeconfig}"))
+    view = ClusterView(client, KubernetesSettings())
+    caplog.set_level(logging.WARNING, logger="signalgate.gateway.cluster")
+    try:
+        await view.discover()
+        for n in range(20):
+            target = TargetResource("Pod", f"pod-{n}", app_ns, "v1")
+            with pytest.raises(ScopeUnreadable):
+                await view.check_scope(target)
+        lines = [r for r in caplog.records if r.getMessage() == "cannot read metadata"]
+        assert len(lines) == 1, [r.__dict__.get("path") for r in lines]
+        assert "/pods/pod-0" in lines[0].__dict__["path"]
+        assert "403" in lines[0].__dict__["error"]
     finally:
         await client.close()
