@@ -218,8 +218,8 @@ class KubeClient:
         return self._token
 
     async def _read_token(self, path: Path) -> None:
-        self._token_file_state = _file_state(path)
-        self._token = (await asyncio.to_thread(Path(path).read_text)).strip()
+        self._token_file_state, text = await asyncio.to_thread(_read_with_state, path)
+        self._token = text.strip()
         self._token_read_at = time.monotonic()
 
     async def _token_replaced(self) -> bool:
@@ -229,7 +229,7 @@ class KubeClient:
         unready with 503s for up to a minute after its token was replaced (its
         ServiceAccount made again, a revoked token's Secret rewritten)."""
         path = self.config.token_file
-        if path is None or _file_state(path) == self._token_file_state:
+        if path is None or await asyncio.to_thread(_file_state, path) == self._token_file_state:
             return False
         refused = self._token
         try:
@@ -363,3 +363,8 @@ def _file_state(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+def _read_with_state(path: Path) -> tuple[tuple[int, int, int] | None, str]:
+    """The file's state (`_file_state`) and its text, off the event loop in one call."""
+    return _file_state(path), Path(path).read_text()
