@@ -1,7 +1,7 @@
 """The tamper-evident hash chain: one canonical form, one hash, one verifier.
 
 Both stores and `verify-chain` use these functions, so a chain written by one store verifies
-by the same rules anyone can re-implement from the spec (datastorage.md section 3):
+by the same rules anyone can re-implement from docs/datastorage.md ("The hash chain"):
 
     canonical  = UTF-8 JSON of the request fields after defaults (event_id included; event_date,
                  hash fields and bookkeeping excluded; null fields omitted), keys sorted at
