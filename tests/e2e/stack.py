@@ -79,7 +79,7 @@ def unique(prefix: str = "e2e") -> str:
 
 
 def fingerprint(namespace: str, kind: str, name: str) -> str:
-    """The contract's fingerprint (gateway.md section 6), computed independently."""
+    """The contract's fingerprint (docs/gateway.md, "The fingerprint"), computed independently."""
     return hashlib.sha256(f"{namespace}:{kind}:{name}".encode()).hexdigest()
 
 

@@ -1,8 +1,8 @@
 """The audit trail: what the Gateway decided, as DataStorage stores and serves it back.
 
 Signals go to the Gateway; the Gateway sends audit events to DataStorage in the background
-(gateway.md section 10); the tests query them from DataStorage's API by correlation id
-(datastorage.md section 4) and check the hash chain (section 3).
+(docs/gateway.md, "The audit events it sends"); the tests query them from DataStorage's API
+by correlation id (docs/datastorage.md, "Queries") and check the hash chain ("The hash chain").
 """
 
 from __future__ import annotations

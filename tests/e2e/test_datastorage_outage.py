@@ -1,5 +1,6 @@
 """DataStorage goes away mid-suite: signal handling does not notice, and the audit trail
-catches up once it is back (gateway.md section 10: delivery never slows or fails signals)."""
+catches up once it is back (docs/gateway.md, "The audit events it sends": delivery never
+slows or fails signals)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Request rules, errors and headers over real HTTP (gateway.md sections 2, 3 and 8)."""
+"""Request rules, errors and headers over real HTTP (docs/gateway.md: "Authentication",
+"What a signal request goes through", "Errors")."""
 
 from __future__ import annotations
 

@@ -307,7 +307,7 @@ Timestamp = Annotated[datetime, BeforeValidator(_event_timestamp)]
 
 
 class AuditEventIn(BaseModel):
-    """One audit event as written by a service (datastorage.md section 2)."""
+    """One audit event as written by a service (docs/datastorage.md, "An event")."""
 
     # a field this version does not know is ignored (not stored), as Kubernaut's DataStorage
     # ignores one: a writer built on a newer schema must not lose its events

@@ -1,5 +1,5 @@
-"""DataStorage metrics (datastorage.md section 6), on the app's own registry so several
-instances in one process (tests) never collide."""
+"""DataStorage metrics (docs/datastorage.md, "Configuration and commands"), on the app's own
+registry so several instances in one process (tests) never collide."""
 
 from __future__ import annotations
 
