@@ -5,6 +5,7 @@ apart from its table's header by a paragraph renders as a line of pipes, not as 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -72,3 +73,22 @@ def test_every_table_row_is_under_its_header() -> None:
             if len(block) < 2 or not DELIMITER.match(block[1]):
                 strays.append(f"{page.relative_to(ROOT)}:{number}: {line[:60]}")
     assert not strays, "table rows outside a table:\n" + "\n".join(strays)
+
+
+def test_nothing_points_at_numbered_sections_of_a_document_outside_the_repository() -> None:
+    """The docs are docs/ and the README: a comment or page citing `gateway.md section 6`
+    named a numbered section of a contract that is not in the repository (docs/ numbers
+    none), which a reader of the repository cannot open."""
+    cited = re.compile(r"\b[a-z0-9]+\.md,? sections? \d")
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    found = []
+    for name in tracked:
+        path = ROOT / name
+        if path.suffix not in {".py", ".md", ".yaml", ".toml", ".sh", ""} or not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if cited.search(line) and name != "tests/unit/project/test_docs_pages.py":
+                found.append(f"{name}:{number}: {line.strip()[:80]}")
+    assert not found, "\n".join(found)
