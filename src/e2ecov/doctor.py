@@ -18,7 +18,7 @@ from pathlib import Path
 
 import coverage
 
-from e2ecov import gocover, recipes
+from e2ecov import gocover, recipes, services
 from e2ecov.errors import UsageError
 from e2ecov.stackfile import ServiceSpec, Stack
 
@@ -119,7 +119,9 @@ def checks(stack: Stack | None) -> list[Check]:
     for name, spec in stack.services.items():
         if spec.recipe:
             try:
-                recipes.PostgresServer() if spec.recipe == "postgres" else recipes.RedisServer()
+                # built as `run` builds it (each recipe finds its binaries its own way); a
+                # recipe object starts nothing until asked
+                services.make_recipe(spec, pick=lambda: 0, mark={})
                 found.append(
                     Check(f"service {name}", True, f"recipe {spec.recipe}: binaries found")
                 )

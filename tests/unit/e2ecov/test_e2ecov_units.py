@@ -595,3 +595,26 @@ def test_the_summary_says_once_that_a_service_never_started(tmp_path: Path) -> N
     lines = summary.splitlines()
     line = lines[lines.index("services:") + 1]
     assert line.split() == ["api", "not", "started"], line
+
+
+def test_doctor_checks_the_kube_apiserver_recipes_own_binaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`doctor` said "recipe kube-apiserver: binaries found" on a machine with no etcd or
+    kube-apiserver (it looked for Redis's): it finds them as `run` does, from
+    `$E2ECOV_KUBE_BIN` or PATH, and says what is missing."""
+    from e2ecov import stackfile
+
+    (tmp_path / "e2ecov.toml").write_text(
+        '[run]\ntests = ["true"]\nsource = ["."]\n\n[services.kube]\nrecipe = "kube-apiserver"\n'
+    )
+    stack = stackfile.load(tmp_path / "e2ecov.toml")
+    empty = tmp_path / "no-binaries"
+    empty.mkdir()
+    monkeypatch.setenv("E2ECOV_KUBE_BIN", str(empty))
+    [kube] = [check for check in doctor.checks(stack) if check.name == "service kube"]
+    assert not kube.ok and "lacks etcd or kube-apiserver" in kube.detail
+    for name in ("etcd", "kube-apiserver"):
+        (empty / name).write_text("#!/bin/sh\n")
+    [kube] = [check for check in doctor.checks(stack) if check.name == "service kube"]
+    assert kube.ok and kube.detail == "recipe kube-apiserver: binaries found"
