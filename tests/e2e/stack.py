@@ -29,7 +29,8 @@ REQUIRED = (
 )
 NOT_UNDER_E2ECOV = (
     "tests/e2e drive the running stack that e2ecov starts from e2e/stack.toml; run them with "
-    "`make e2e-coverage` (or `e2ecov run -c e2e/stack.toml`), not with plain pytest — "
+    "`make e2e-coverage` (or `e2ecov run -c e2e/stack.toml` with the environment the README's "
+    '"End-to-end coverage" gives it), not with plain pytest — '
     "missing environment: {missing}"
 )
 
