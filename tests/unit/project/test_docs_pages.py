@@ -92,3 +92,15 @@ def test_nothing_points_at_numbered_sections_of_a_document_outside_the_repositor
             if cited.search(line) and name != "tests/unit/project/test_docs_pages.py":
                 found.append(f"{name}:{number}: {line.strip()[:80]}")
     assert not found, "\n".join(found)
+
+
+def test_every_make_target_the_pages_name_is_in_the_makefile() -> None:
+    targets = set(re.findall(r"^([a-z0-9-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+    named = {
+        (page.relative_to(ROOT), target)
+        for page in PAGES
+        for target in re.findall(r"`make ([a-z0-9-]+)", page.read_text())
+    }
+    assert named, "no `make …` found: wrong pages?"
+    missing = sorted(f"{page}: make {target}" for page, target in named if target not in targets)
+    assert not missing, missing
