@@ -204,11 +204,13 @@ def outcomes(
     death: dict[int, str],
     announced: set[int],
     main_program: str | None = None,
+    stderr: Path | None = None,
 ) -> list[ProcessOutcome]:
     """The main process of a Go service that did not announce itself (saved or lost), and
     any other Go binary of the service that ran and wrote no counters (lost: a helper the
     service started, killed before it exited). `main_program`: what the main process ran
-    when the stack was stopped, when known."""
+    when the stack was stopped, when known; `stderr`: the service's stderr log, where a
+    panic that ended it without counters is told."""
     if main_pid is None or main_pid in announced:  # the agent's ledger judges the main one
         return _silent(service, covdir, main_lost=main_pid not in counter_pids(covdir))
     if _a_wrapper(main_program) and any(covdir.glob("covmeta.*")):
@@ -232,6 +234,18 @@ def outcomes(
     how = death.get(main_pid, "did not exit")
     if not any(covdir.glob("covmeta.*")):
         cause = f"{how}, and its GOCOVERDIR stayed empty: is the binary built with go build -cover?"
+    elif how.startswith("exited"):
+        # it exited, yet neither through main's return nor os.Exit: a panic, a fatal error
+        # (both exit code 2) or syscall.Exit. "os.Exit writes counters" alone read as a
+        # contradiction of the exit code the user saw.
+        panic = _panic_line(stderr)
+        told = f" (its stderr: {panic!r})" if panic else ""
+        cause = (
+            f"{how} without writing counters{told}: a Go binary writes them only when main "
+            "returns or os.Exit is called, not when it panics, hits a fatal error or calls "
+            "syscall.Exit; let it return from main on SIGTERM, or import e2ecov's Go agent, "
+            "whose live saves keep what it ran before"
+        )
     else:
         cause = (
             f"{how} before it saved (a Go binary writes its counters when main returns or "
@@ -242,6 +256,19 @@ def outcomes(
         service, main_pid, "lost", f"{who} wrote no coverage: {cause}", str(covdir), None, "go"
     )
     return [lost, *_silent(service, covdir, main_lost=True)]
+
+
+def _panic_line(stderr: Path | None) -> str | None:
+    """The first line of a Go panic or fatal error in a service's stderr log (the last one
+    printed: a service restarted by its tests panics once per run of it)."""
+    if stderr is None:
+        return None
+    try:
+        text = stderr.read_text(errors="replace")
+    except OSError:
+        return None
+    found = [line for line in text.splitlines() if line.startswith(("panic: ", "fatal error: "))]
+    return found[-1] if found else None
 
 
 def _a_wrapper(program: str | None) -> bool:

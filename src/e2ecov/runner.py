@@ -610,8 +610,9 @@ class Run:
             if svc.spec.go and svc.started is not None:
                 covdir = self.out / gocover.GO_DIR / name
                 found += gocover.outcomes(
-                    name, covdir, svc.pid, death, announced, self.go_executables.get(name)
-                )
+                    name, covdir, svc.pid, death, announced, self.go_executables.get(name),
+                    svc.stderr_path,
+                )  # fmt: skip
         return found
 
     def _warn_old_coverage(self) -> None:

@@ -475,6 +475,61 @@ def test_a_go_helper_killed_before_it_wrote_counters_is_a_named_loss(tmp_path: P
     assert "killed before it exited" in found[1].message
 
 
+_PANICS_ON_SIGTERM = """package main
+
+import (
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	port := flag.Int("port", 0, "")
+	flag.Parse()
+	http.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
+	go func() {
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGTERM)
+		<-stop
+		panic("shutdown went wrong")
+	}()
+	fmt.Println(http.ListenAndServe(fmt.Sprintf("127.0.0.1:%d", *port), nil))
+}
+"""
+
+
+def test_a_go_service_that_panics_on_sigterm_is_a_loss_that_names_the_panic(
+    tmp_path: Path,
+) -> None:
+    """A Go service that panics as it stops exits with code 2 and writes no counters. The
+    loss read "exited with code 2 before it saved (a Go binary writes its counters when
+    main returns or os.Exit is called …)": an exit code, yet no counters, and not a word of
+    the panic its stderr holds (an outside check)."""
+    module = tmp_path / "panicky"
+    module.mkdir()
+    (module / "go.mod").write_text("module example.com/panicky\n\ngo 1.21\n")
+    (module / "main.go").write_text(_PANICS_ON_SIGTERM)
+    service = f"""
+[services.panicky]
+go_build = "."
+cwd = "{module}"
+command = ["{{go_binary}}", "--port", "{{port}}"]
+health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
+"""
+    tests = get_script(tmp_path, ("E2E_PANICKY_URL", "/health"))
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert outcome.code == 4, outcome.output
+    pid = outcome.run_json()["services"]["panicky"]["pid"]
+    assert (
+        f"LOST: panicky pid {pid} wrote no coverage: exited with code 2 without writing "
+        "counters (its stderr: 'panic: shutdown went wrong'): a Go binary writes them only "
+        "when main returns or os.Exit is called, not when it panics"
+    ) in outcome.stdout
+
+
 def test_the_combined_total_counts_each_file_once_and_its_branches(tmp_path: Path) -> None:
     """Two Python services running the same code, a Go service, `branch = true`: the text
     report's combined TOTAL added the services' rows (the shared code twice), and merging Go
