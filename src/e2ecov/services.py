@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from e2ecov import procs, protocol
 from e2ecov.kubeapi import KubeAPIServer, find_kube_binaries
 from e2ecov.recipes import PostgresServer, RecipeFailed, RecipeUnavailable, RedisServer
-from e2ecov.stackfile import ServiceSpec
+from e2ecov.stackfile import ServiceSpec, named_services
 
 Recipe = PostgresServer | RedisServer | KubeAPIServer
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -90,6 +90,8 @@ class ServiceRun:
     # now and then during the tests): its orphaned workers are not a restart once it dies
     family: dict[int, int] = field(default_factory=dict)
     health_answers: deque[str] = field(default_factory=lambda: deque(maxlen=5))
+    # the services it names by placeholder that were not healthy when it started
+    named_unready: dict[str, str] = field(default_factory=dict)
     ready_event: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -208,6 +210,11 @@ class Supervisor:
                     return
         if self.abort.is_set():
             return
+        svc.named_unready = {
+            other: placeholder
+            for other, placeholder in named_services(svc.spec).items()
+            if other in self.services and not self.services[other].ready_event.is_set()
+        }
         try:
             self._start(svc)
         except (RecipeFailed, RecipeUnavailable) as exc:
@@ -259,7 +266,7 @@ class Supervisor:
                 self._fail(
                     svc,
                     f"service '{svc.name}' (pid {svc.pid}) {describe_exit(code)} before it was "
-                    f"healthy{detached(svc)}; last output:\n    {lines}",
+                    f"healthy{detached(svc)}{started_early(svc)}; last output:\n    {lines}",
                 )
                 return
             remaining = deadline - time.monotonic()
@@ -280,12 +287,29 @@ class Supervisor:
                 self._fail(
                     svc,
                     f"service '{svc.name}' (pid {svc.pid}) not healthy after "
-                    f"{health.timeout:g}s at {url}; last health answer: {answer}; "
-                    f"last output:\n    {lines}",
+                    f"{health.timeout:g}s at {url}; last health answer: {answer}"
+                    f"{started_early(svc)}; last output:\n    {lines}",
                 )
                 return
             if self.abort.wait(min(health.interval, max(0.0, deadline - time.monotonic()))):
                 return
+
+
+def started_early(svc: ServiceRun) -> str:
+    """A service that failed to come up and names another by placeholder without depending
+    on it was started beside it, maybe before it was healthy: "cannot reach the database"
+    in its output did not say that `depends_on` orders the start."""
+    if not svc.named_unready:
+        return ""
+    names = sorted(svc.named_unready)
+    which = ", ".join(f"'{n}' ({svc.named_unready[n]})" for n in names)
+    wanted = ", ".join(f'"{n}"' for n in [*svc.spec.depends_on, *names])
+    was, them = ("was", "it") if len(names) == 1 else ("were", "them")
+    return (
+        f"; it started before {which} {was} healthy, as it names {them} without depending on "
+        f"{them}: if it needs {them} up first, add depends_on = [{wanted}] to "
+        f"[services.{svc.name}]"
+    )
 
 
 def detached(svc: ServiceRun) -> str:

@@ -7,6 +7,7 @@ keys in the text. Relative paths are resolved against the stack file's directory
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import tomllib
@@ -836,6 +837,22 @@ def _check_graph(check: _Checker, stack: Stack) -> None:
     for name in stack.services:
         if visit(name, []):
             return
+
+
+def named_services(spec: ServiceSpec) -> dict[str, str]:
+    """The other services a service's command, env and health URL name by placeholder
+    (`{services.db.url}`), each with the first placeholder naming it. Naming one does not
+    order the start (two services may name each other: a cluster); `depends_on` does."""
+    templates = [*(spec.command or []), *spec.env.values()]
+    if spec.health is not None:
+        templates.append(spec.health.url)
+    found: dict[str, str] = {}
+    for template in templates:
+        with contextlib.suppress(placeholders.PlaceholderError):  # load refused it already
+            for ph in placeholders.find(template):
+                if ph.service is not None and ph.service != spec.name:
+                    found.setdefault(ph.service, "{" + ph.text + "}")
+    return found
 
 
 def _templates(stack: Stack) -> list[tuple[tuple[str, ...], str, str | None]]:

@@ -120,6 +120,52 @@ command = {json.dumps([sys.executable, "-c", "print('bye'); raise SystemExit(2)"
     assert "test" not in [phase["name"] for phase in outcome.run_json()["phases"]]
 
 
+def test_a_service_naming_another_without_depending_on_it_is_told_to(tmp_path: Path) -> None:
+    """`api` reads `{services.db.url}` but has no `depends_on`: both start at once, api
+    finds no database and exits. The failure showed its output ("cannot reach the database")
+    and nothing said that `depends_on` orders the start (an outside check). `db` becomes
+    healthy only after api has given up, so api started before it, every time."""
+    gave_up = tmp_path / "api-gave-up"
+    db = (
+        "import pathlib, sys, time\n"
+        "from http.server import BaseHTTPRequestHandler, HTTPServer\n"
+        f"while not pathlib.Path({str(gave_up)!r}).exists():\n"
+        "    time.sleep(0.02)\n"
+        "class H(BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers()\n"
+        "HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+    )
+    api = (
+        "import os, pathlib, sys, urllib.request\n"
+        "try:\n"
+        "    urllib.request.urlopen(os.environ['DB_URL'] + '/health', timeout=5)\n"
+        "except OSError as exc:\n"
+        f"    pathlib.Path({str(gave_up)!r}).touch()\n"
+        "    sys.exit(f'api: cannot reach the database: {exc}')\n"
+    )
+    (tmp_path / "db.py").write_text(db)
+    (tmp_path / "api.py").write_text(api)
+    services = f"""
+[services.db]
+command = {toml_list([sys.executable, str(tmp_path / "db.py"), "{port}"])}
+health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
+
+[services.api]
+command = {toml_list([sys.executable, str(tmp_path / "api.py"), "{port}"])}
+env = {{ DB_URL = "{{services.db.url}}" }}
+health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
+"""
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, drive(), services)), cwd=tmp_path)
+    assert outcome.code == 3, outcome.output
+    assert (
+        "exited with code 1 before it was healthy; it started before 'db' "
+        "({services.db.url}) was healthy, as it names it without depending on it: if it "
+        'needs it up first, add depends_on = ["db"] to [services.api]; last output:'
+    ) in outcome.stdout, outcome.output
+    assert "api: cannot reach the database" in outcome.stdout
+
+
 def test_health_that_never_passes_reports_last_answer(tmp_path: Path) -> None:
     stack = write_stack(
         tmp_path, drive("/alpha"), app_service("app", "--never-healthy", timeout="1s")
