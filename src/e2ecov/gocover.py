@@ -501,10 +501,12 @@ def report(
     functions = _functions(listed.stdout, modules, display_root)
     html = html_dir / f"{name}.html"
     html_dir.mkdir(parents=True, exist_ok=True)
-    why = _html(tool, profile, html, modules, binary)
-    if why:
-        warnings.append(f"no Go HTML page for service {name}: {why}")
+    made, note = _html(tool, profile, html, modules, binary)
+    if not made:
+        warnings.append(f"no Go HTML page for service {name}: {note}")
         html = None  # type: ignore[assignment]
+    elif note:
+        warnings.append(f"the Go HTML page of service {name}: {note}")
     return GoService(name, files, functions, html, warnings, text, merged, binary)
 
 
@@ -551,24 +553,26 @@ def union(services: list[GoService], modules: dict[str, Path], display_root: Pat
 
 def combined_html(
     services: list[GoService], union: GoUnion, modules: dict[str, Path], html: Path, work: Path
-) -> str | None:
+) -> tuple[bool, str | None]:
     """One `go tool cover -html` page of every Go service's counters together: a file's
     lines as covered where any service ran them, as the combined reports count it (each
-    service's own page shows only what it ran). None once written, else why not.
+    service's own page shows only what it ran). (made, note), as `_html`'s.
 
     The services' blocks are merged here (hits added, `set` kept when every service used
-    it), as `union` does; the page is made from one module's sources, so programs of
-    different modules get none (their own pages stay)."""
+    it), as `union` does; the page is made from one module's sources, so programs of two
+    modules of the repository get none (their own pages stay), and the files of modules
+    outside it beside one of the repository's are left out of it, said in the note."""
     if union.different_builds:  # the union's warning names the files
-        return "a Go file was built from different sources in the services"
+        return False, "a Go file was built from different sources in the services"
     modes = {s.profile.partition("\n")[0].removeprefix("mode:").strip() for s in services}
     mode = "set" if modes == {"set"} else "count"
     blocks = _blocks("\n".join(s.profile for s in services))
-    held = {_module(path, modules) for path, *_ in blocks}
+    # "2 modules (a module outside the repository, example.com/shapes)" read as if the
+    # repository's module were the outside one: only the repository's are counted here
+    held = sorted({m for path, *_ in blocks if (m := _module(path, modules)) is not None})
     if len(held) > 1:
-        named = sorted(m or "a module outside the repository" for m in held)
-        return (
-            f"the Go services' files come from {len(named)} modules ({', '.join(named)}) and "
+        return False, (
+            f"the Go services' files come from {len(held)} modules ({', '.join(held)}) and "
             "`go tool cover -html` reads one module's sources at a time; each service's own "
             "page is in html/go/"
         )
@@ -617,10 +621,12 @@ def _counted_files(covdir: Path, staging: Path) -> Path:
 
 def _html(
     tool: str, profile: Path, html: Path, modules: dict[str, Path], binary: str | None
-) -> str | None:
+) -> tuple[bool, str | None]:
     """`go tool cover -html` needs the sources: from a module in the repository, the module
     kept in `src/` next to the binary, or (for a binary built from the module proxy) a
-    throwaway module requiring what it was built from, resolved through the module cache."""
+    throwaway module requiring what it was built from, resolved through the module cache.
+
+    (made, note): whether the page was written, and why not, or what it leaves out."""
     command = [tool, "tool", "cover", f"-html={profile}", f"-o={html}"]
     roots = list(modules.values())
     if binary and (Path(binary).parent / "src" / "go.mod").is_file():
@@ -629,22 +635,40 @@ def _html(
     for root in roots:
         done = _run(command, cwd=root)
         if done.returncode == 0:
-            return None
+            return True, None
         missing.update(_MISSING_PACKAGE.findall(done.stderr))
     foreign = sorted(p for p in missing if not any(p.startswith(m + "/") for m in modules))
     if roots and foreign:  # a second program's packages: the checkout is not what is missing
-        return (
-            f"its counters hold packages of no module in the repository ({foreign[0]}"
-            + (f" and {len(foreign) - 1} more" if len(foreign) > 1 else "")
-            + "): a second Go program measured under this service? `go tool cover -html` "
-            "reads one module's sources at a time"
+        # the service's own module still gets its page: a helper of another module (a tool
+        # it runs) took the whole page with it. Its files are in every other report.
+        mode, *blocks = profile.read_text().splitlines()
+        files = {b: b.partition(":")[0] for b in blocks}
+        ours = [b for b in blocks if _module(files[b], modules) is not None]
+        others = {f.rpartition("/")[0] for f in files.values() if _module(f, modules) is None}
+        foreign = sorted(others) or foreign
+        named = foreign[0] + (f" and {len(foreign) - 1} more" if len(foreign) > 1 else "")
+        own = profile.with_name(profile.stem + "-own" + profile.suffix)
+        own.write_text("\n".join([mode, *ours]) + "\n")
+        own_command = [tool, "tool", "cover", f"-html={own}", f"-o={html}"]
+        for root in roots if ours else []:
+            if _run(own_command, cwd=root).returncode == 0:
+                return True, (
+                    f"it leaves out the packages of no module in the repository ({named}): "
+                    "a second Go program, of another module, run by a service? `go tool "
+                    "cover -html` reads one module's sources at a time (their files are in "
+                    "the other reports)"
+                )
+        return False, (
+            f"its counters hold packages of no module in the repository ({named}): a second "
+            "Go program measured under this service? `go tool cover -html` reads one "
+            "module's sources at a time"
         )
     main = _main_module(tool, binary) if binary else None
     if main is None:
-        return "its sources are not in a module of the repository"
+        return False, "its sources are not in a module of the repository"
     if main[1] == "(devel)":  # built from a checkout, not from the module proxy
         kept = Path(binary).parent / "src" if binary else Path("src")
-        return (
+        return False, (
             f"it was built from a local checkout of {main[0]}, whose sources e2ecov cannot "
             f"fetch: keep that module's sources in {kept} (its go.mod there), or build it "
             "from a module of this repository"
@@ -658,8 +682,8 @@ def _html(
             env={**os.environ, "GOFLAGS": "-mod=mod"},
         )  # fmt: skip
     if env_run.returncode != 0:
-        return (env_run.stderr.strip().splitlines() or ["go tool cover failed"])[-1]
-    return None
+        return False, (env_run.stderr.strip().splitlines() or ["go tool cover failed"])[-1]
+    return True, None
 
 
 def _main_module(tool: str, binary: str) -> tuple[str, str] | None:

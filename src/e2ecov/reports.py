@@ -332,10 +332,12 @@ def build(artifacts: Path, config: ReportConfig, go: Sequence[GoInput] = ()) -> 
         (artifacts / "coverage.json").write_text(json.dumps(python.report, indent=4))
         if len(go_services) > 1:
             combined_page = artifacts / "html" / GO_COMBINED_PAGE
-            why = gocover.combined_html(go_services, union, modules, combined_page, work)
-            if why:
-                warnings.append(f"no combined Go HTML page: {why}")
+            made, note = gocover.combined_html(go_services, union, modules, combined_page, work)
+            if not made:
+                warnings.append(f"no combined Go HTML page: {note}")
                 combined_page = None
+            elif note:
+                warnings.append(f"the combined Go HTML page: {note}")
         _link_go_pages(artifacts / "html" / "index.html", go_services, combined_page)
     combined = _json_totals(python.report)
     if go_services:

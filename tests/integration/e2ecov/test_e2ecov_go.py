@@ -249,21 +249,42 @@ def test_a_go_only_stack_under_pytest_reports_attribution_off(tmp_path: Path) ->
     )
 
 
-def test_counters_of_a_second_go_program_are_named_when_no_html_can_be_made(
+def test_a_go_service_running_a_program_of_another_module_keeps_its_own_html_page(
     tmp_path: Path,
 ) -> None:
-    """A launcher in the repository whose child is a Go program from elsewhere: the page
-    could not be made, and the reason given was the launcher's checkout (which was there)."""
+    """A service in the repository whose helper is a Go program of another module (a tool
+    it runs, built with -cover elsewhere): `go tool cover -html` cannot read both modules'
+    sources, and the service had no page at all, its own code included (an outside check).
+    Its page now shows its own module and names what it leaves out; a profile of the other
+    program alone still gets none, and says why."""
     profile = tmp_path / "profile.txt"
     profile.write_text(
-        "mode: set\nexample.com/goapp/main.go:10.2,11.3 1 1\n"
+        "mode: set\nexample.com/goapp/main.go:19.20,21.27 1 1\n"
         "github.com/prometheus/pushgateway/api/v1/api.go:10.2,12.3 1 1\n"
     )
-    reason = gocover._html(
-        gocover.go(), profile, tmp_path / "page.html", {"example.com/goapp": GOAPP}, None
-    )
-    assert reason is not None
-    assert "github.com/prometheus/pushgateway/api/v1" in reason and "second Go program" in reason
+    page = tmp_path / "page.html"
+    modules = {"example.com/goapp": GOAPP}
+    made, note = gocover._html(gocover.go(), profile, page, modules, None)
+    assert made, note
+    assert note is not None and "leaves out" in note
+    assert "(github.com/prometheus/pushgateway/api/v1)" in note and "second Go program" in note
+    assert "func alpha() string" in page.read_text()  # the service's own file, in its page
+    alone = tmp_path / "alone.txt"
+    alone.write_text("mode: set\ngithub.com/prometheus/pushgateway/api/v1/api.go:10.2,12.3 1 1\n")
+    made, note = gocover._html(gocover.go(), alone, tmp_path / "none.html", modules, None)
+    assert not made and note is not None
+    assert "github.com/prometheus/pushgateway/api/v1" in note and "second Go program" in note
+    # the page of all Go services: its warning read "2 modules (a module outside the
+    # repository, example.com/goapp)", naming the repository's module as if outside
+    services = [
+        gocover.GoService(name, {}, [], None, [], text)
+        for name, text in (("api", profile.read_text()), ("tool", alone.read_text()))
+    ]
+    union = gocover.GoUnion({}, [], [])
+    combined = tmp_path / "all.html"
+    made, note = gocover.combined_html(services, union, modules, combined, tmp_path)
+    assert made and note is not None and "(github.com/prometheus/pushgateway/api/v1)" in note
+    assert "func alpha() string" in combined.read_text()
 
 
 def test_doctor_checks_go_services(tmp_path: Path) -> None:

@@ -517,8 +517,8 @@ def test_no_combined_go_page_across_modules_says_why(tmp_path: Path) -> None:
         for name, path in (("a", "example.com/a/main.go"), ("b", "example.com/b/main.go"))
     ]
     union = gocover.GoUnion({}, [], [])
-    why = gocover.combined_html(services, union, modules, tmp_path / "all.html", tmp_path)
-    assert why is not None and "2 modules (example.com/a, example.com/b)" in why
+    made, why = gocover.combined_html(services, union, modules, tmp_path / "all.html", tmp_path)
+    assert not made and why is not None and "2 modules (example.com/a, example.com/b)" in why
     assert not (tmp_path / "all.html").exists()
 
 
@@ -540,8 +540,8 @@ def test_a_go_file_built_from_different_sources_is_named_and_gets_no_combined_pa
         "Go file a/main.go was built from different sources in services api-old, api-new: "
         "its combined figures count the blocks of every version"
     ]
-    why = gocover.combined_html(services, union, modules, tmp_path / "all.html", tmp_path)
-    assert why == "a Go file was built from different sources in the services"
+    made, why = gocover.combined_html(services, union, modules, tmp_path / "all.html", tmp_path)
+    assert not made and why == "a Go file was built from different sources in the services"
 
 
 def test_report_of_an_artifacts_directory_that_does_not_exist_says_so(
