@@ -661,7 +661,13 @@ class Run:
         ]
         for message in losses:
             self.progress.info("LOST: " + message)
-        hints = [*collect.cut_short(found), *collect.empty_services(found)]
+        # a service that never got healthy may never have loaded its code (an app that did
+        # not import): its failure says why, and "is the code inside [run] source?" beside
+        # it sent the user after a wrong cause
+        came_up = [
+            o for o in found if o.service not in self.services or self.services[o.service].ready
+        ]
+        hints = [*collect.cut_short(found), *collect.empty_services(came_up)]
         for hint in hints + [u.message() for u in self.unmeasured.found.values()]:
             self.progress.info("warning: " + hint)
         return losses

@@ -164,6 +164,9 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
         'needs it up first, add depends_on = ["db"] to [services.api]; last output:'
     ) in outcome.stdout, outcome.output
     assert "api: cannot reach the database" in outcome.stdout
+    # its code is outside the run's source, as a service's that never loaded its code is
+    # not in it: neither is a question about `source` beside the failure that says why
+    assert "service api: every process measured nothing under source" not in outcome.stdout
 
 
 def test_health_that_never_passes_reports_last_answer(tmp_path: Path) -> None:
