@@ -169,7 +169,9 @@ class Run:
         self._raise_on_signal = False
         self.tests_ran = False  # the test command ran to its end (whatever its verdict)
         self.go_executables: dict[str, str] = {}
-        self.unmeasured = unmeasured.Watch(self.out / "processes")
+        self.unmeasured = unmeasured.Watch(
+            self.out / "processes", frozenset(n for n, s in stack.services.items() if s.go)
+        )
 
     # ---- the whole run ---------------------------------------------------------------------
 
@@ -466,7 +468,7 @@ class Run:
                 timed_out = True
                 break
             self.progress.spin("running tests")
-            self.unmeasured.look_now_and_then(self._python_roots)
+            self.unmeasured.look_now_and_then(self._measured_roots)
             note_families(self.services.values())
             if time.monotonic() - adoptions_seen >= ADOPTED_INTERVAL:
                 self._note_adopted()
@@ -582,17 +584,17 @@ class Run:
         if any(s.spec.coverage for s in self.services.values()):
             self._report()
 
-    def _python_roots(self) -> dict[str, int]:
-        """The main process of each measured Python service still running."""
+    def _measured_roots(self) -> dict[str, int]:
+        """The main process of each measured service (Python or Go) still running."""
         return {
             name: svc.pid
             for name, svc in self.services.items()
-            if svc.spec.coverage and not svc.spec.go and svc.pid and svc.poll() is None
+            if (svc.spec.coverage or svc.spec.go) and svc.pid and svc.poll() is None
         }
 
     def _flush(self, stop: bool) -> list[collect.ProcessOutcome]:
         """Live save, diagnostics if failing, stop; returns how each process ended."""
-        self.unmeasured.look(self._python_roots())
+        self.unmeasured.look(self._measured_roots())
         flush_started = time.time()
         answers = protocol.broadcast(self.control_dir, "save")
         self.progress.info(f"live save acknowledged by {len(answers)} process(es)")

@@ -12,6 +12,11 @@ time, not by when a look first saw it: counted from the first sighting, a child 
 a look and `SETTLE` and the drift of a busy machine's looks, and one of 3.5 s went unnamed
 under CPU load. A process that lives less than `SETTLE` is never seen; one that outlives it
 by a look always is.
+
+Below a Go service it looks for Go binaries built without `-cover` (a helper the service
+runs, built elsewhere): such a process writes no counters however it ends, and nothing else
+would say that it ran. A Go binary is judged by its build info, not by an announcement, so
+one is named at the first look that sees it, however young.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e2ecov import procs, protocol
+from e2ecov.gocover import built_with_cover
 
 # an interpreter's executable, as /proc/PID/exe resolves it (venv links included)
 PYTHON_EXECUTABLE = re.compile(r"^(python|pypy)\d*(\.\d+)*$")
@@ -41,8 +47,16 @@ class Unmeasured:
     service: str
     pid: int
     command: str
+    go_binary: str | None = None  # a Go binary built without -cover, below a Go service
 
     def message(self) -> str:
+        if self.go_binary is not None:
+            return (
+                f"{self.service}: pid {self.pid} ({self.command[:160]}) ran {self.go_binary}, "
+                "a Go binary built without -cover, and was not measured: what it ran is not in "
+                "the report; build it with go build -cover -covermode=atomic (it writes into "
+                "the service's GOCOVERDIR, which it inherits)"
+            )
         return (
             f"{self.service}: pid {self.pid} ({self.command[:160]}) ran Python and was not "
             "measured: e2ecov's start-up hook never ran in it (started with python -I, -E or "
@@ -55,9 +69,11 @@ class Unmeasured:
 class Watch:
     """Looks for unannounced interpreters below the measured services' main processes."""
 
-    def __init__(self, ledger_dir: Path) -> None:
+    def __init__(self, ledger_dir: Path, go_services: frozenset[str] = frozenset()) -> None:
         self.ledger_dir = ledger_dir
+        self.go_services = go_services  # the services whose descendants are judged as Go's
         self.found: dict[tuple[int, int], Unmeasured] = {}  # (pid, start time) → it
+        self._judged: set[tuple[int, int]] = set()  # below a Go service, and not one of them
         self._last_look = 0.0
 
     def look_now_and_then(self, roots: Callable[[], dict[str, int]]) -> None:
@@ -77,6 +93,15 @@ class Watch:
                 proc = table[pid]
                 key = (pid, proc.started)
                 if not proc.alive or pid in announced or key in self.found:
+                    continue
+                if service in self.go_services:
+                    if key not in self._judged:
+                        self._judged.add(key)
+                        program = _plain_go_binary(pid)
+                        if program is not None:
+                            self.found[key] = Unmeasured(
+                                service, pid, procs.command_line(pid), program
+                            )
                     continue
                 if procs.running_for(proc.started) < SETTLE or not _is_python(pid):
                     continue
@@ -98,3 +123,13 @@ def _is_python(pid: int) -> bool:
     except OSError:
         return False
     return bool(PYTHON_EXECUTABLE.match(os.path.basename(executable)))
+
+
+def _plain_go_binary(pid: int) -> str | None:
+    """The program of `pid` when it is a Go binary built without -cover."""
+    try:
+        executable = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    program = Path(executable.removesuffix(" (deleted)"))
+    return executable if built_with_cover(program) is False else None

@@ -551,6 +551,30 @@ health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
     ) in outcome.stdout
 
 
+def test_a_go_helper_built_without_cover_is_named_as_unmeasured(tmp_path: Path) -> None:
+    """A Go service that runs a second Go binary built without -cover (a sidecar, a tool
+    built elsewhere): it wrote no counters and nothing said it ran (an outside check). As a
+    Python child the hook never reached is, it is named, a warning and not a loss."""
+    module = tmp_path / "sidecar"
+    module.mkdir()
+    (module / "go.mod").write_text("module example.com/sidecar\n\ngo 1.21\n")
+    (module / "main.go").write_text(
+        'package main\n\nimport "time"\n\nfunc main() {\n\ttime.Sleep(time.Hour)\n}\n'
+    )
+    sidecar = tmp_path / "sidecar-plain"
+    subprocess.run(["go", "build", "-o", str(sidecar), "."], cwd=module, check=True)
+    service = go_service().replace(
+        'command = ["{go_binary}", "--port", "{port}"]',
+        f'command = ["sh", "-c", "{sidecar} & exec {{go_binary}} --port {{port}}"]',
+    )
+    tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"))
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert outcome.code == 0, outcome.output
+    [warning] = outcome.run_json()["services"]["goapp"]["unmeasured"]
+    assert f"ran {sidecar}, a Go binary built without -cover, and was not measured" in warning
+    assert "warning: " + warning in outcome.stdout  # one: the service's own is not named
+
+
 def test_the_combined_total_counts_each_file_once_and_its_branches(tmp_path: Path) -> None:
     """Two Python services running the same code, a Go service, `branch = true`: the text
     report's combined TOTAL added the services' rows (the shared code twice), and merging Go
