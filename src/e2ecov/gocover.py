@@ -271,6 +271,28 @@ def _panic_line(stderr: Path | None) -> str | None:
     return found[-1] if found else None
 
 
+def child_outcomes(
+    service: str, covdir: Path, children: dict[int, str], announced: set[int]
+) -> list[ProcessOutcome]:
+    """The Go processes built with -cover seen running below a Go service's main process
+    (pid → command line) that left no counters: killed by a signal, or a panic. A child of
+    the main binary's own kind (a supervisor that re-runs itself as its worker) shares its
+    meta-data, so `_silent` cannot see it; its pid can. One that announced itself is judged
+    by the agent's ledger."""
+    written = counter_pids(covdir)
+    return [
+        ProcessOutcome(
+            service, pid, "lost",
+            f"{service} pid {pid} ({command[:160]}), a Go process the service started, wrote "
+            "no coverage: it ended without writing counters (killed by a signal, or a panic); "
+            "let it return from main on SIGTERM, or import e2ecov's Go agent in it",
+            str(covdir), None, "go",
+        )
+        for pid, command in sorted(children.items())
+        if pid not in written and pid not in announced
+    ]  # fmt: skip
+
+
 def _a_wrapper(program: str | None) -> bool:
     """Whether the main process ran a program that is no Go binary (a shell, `tini`)."""
     if program is None or not Path(program).is_file():

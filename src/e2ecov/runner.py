@@ -615,6 +615,8 @@ class Run:
                     name, covdir, svc.pid, death, announced, self.go_executables.get(name),
                     svc.stderr_path,
                 )  # fmt: skip
+                children = self.unmeasured.go_children.get(name, {})
+                found += gocover.child_outcomes(name, covdir, children, announced)
         return found
 
     def _warn_old_coverage(self) -> None:

@@ -54,8 +54,9 @@ class Unmeasured:
             return (
                 f"{self.service}: pid {self.pid} ({self.command[:160]}) ran {self.go_binary}, "
                 "a Go binary built without -cover, and was not measured: what it ran is not in "
-                "the report; build it with go build -cover -covermode=atomic (it writes into "
-                "the service's GOCOVERDIR, which it inherits)"
+                "the report (a tool of someone else's, say); to measure it, build it with go "
+                "build -cover -covermode=atomic (it writes into the service's GOCOVERDIR, which "
+                "it inherits)"
             )
         return (
             f"{self.service}: pid {self.pid} ({self.command[:160]}) ran Python and was not "
@@ -73,7 +74,10 @@ class Watch:
         self.ledger_dir = ledger_dir
         self.go_services = go_services  # the services whose descendants are judged as Go's
         self.found: dict[tuple[int, int], Unmeasured] = {}  # (pid, start time) → it
-        self._judged: set[tuple[int, int]] = set()  # below a Go service, and not one of them
+        self._judged: set[tuple[int, int]] = set()  # below a Go service, looked at once
+        # service → pid → command line: the Go processes built with -cover seen below a Go
+        # service's main process (its children), each of which should leave counters
+        self.go_children: dict[str, dict[int, str]] = {}
         self._last_look = 0.0
 
     def look_now_and_then(self, roots: Callable[[], dict[str, int]]) -> None:
@@ -97,11 +101,7 @@ class Watch:
                 if service in self.go_services:
                     if key not in self._judged:
                         self._judged.add(key)
-                        program = _plain_go_binary(pid)
-                        if program is not None:
-                            self.found[key] = Unmeasured(
-                                service, pid, procs.command_line(pid), program
-                            )
+                        self._judge_go(service, pid, key, root)
                     continue
                 if procs.running_for(proc.started) < SETTLE or not _is_python(pid):
                     continue
@@ -109,6 +109,19 @@ class Watch:
                 # named (a look reads the whole machine's /proc, slow on a busy machine)
                 if pid not in protocol.announced_pids(self.ledger_dir):
                     self.found[key] = Unmeasured(service, pid, procs.command_line(pid))
+
+    def _judge_go(self, service: str, pid: int, key: tuple[int, int], root: int) -> None:
+        """A process below a Go service: a Go binary without -cover is unmeasured; one with
+        it, other than the main process, is kept to be judged by its counters at the end."""
+        try:
+            executable = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            return
+        cover = built_with_cover(Path(executable.removesuffix(" (deleted)")))
+        if cover is False:
+            self.found[key] = Unmeasured(service, pid, procs.command_line(pid), executable)
+        elif cover and pid != root:
+            self.go_children.setdefault(service, {})[pid] = procs.command_line(pid)
 
     def by_service(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
@@ -123,13 +136,3 @@ def _is_python(pid: int) -> bool:
     except OSError:
         return False
     return bool(PYTHON_EXECUTABLE.match(os.path.basename(executable)))
-
-
-def _plain_go_binary(pid: int) -> str | None:
-    """The program of `pid` when it is a Go binary built without -cover."""
-    try:
-        executable = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return None
-    program = Path(executable.removesuffix(" (deleted)"))
-    return executable if built_with_cover(program) is False else None

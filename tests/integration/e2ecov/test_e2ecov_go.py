@@ -575,6 +575,74 @@ def test_a_go_helper_built_without_cover_is_named_as_unmeasured(tmp_path: Path) 
     assert "warning: " + warning in outcome.stdout  # one: the service's own is not named
 
 
+_RUNS_ITSELF_AS_ITS_WORKER = """package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	if len(os.Args) > 2 && os.Args[1] == "worker" {
+		http.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprint(w, "ok")
+		})
+		fmt.Println(http.ListenAndServe("127.0.0.1:"+os.Args[2], nil))
+		return
+	}
+	self, _ := os.Executable()
+	worker := exec.Command(self, "worker", os.Args[1])
+	if err := worker.Start(); err != nil {
+		os.Exit(1)
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM)
+	go func() {
+		<-stop
+		worker.Process.Signal(syscall.SIGTERM)
+	}()
+	worker.Wait()
+	os.Exit(0)
+}
+"""
+
+
+def test_a_go_worker_of_the_services_own_binary_killed_is_a_loss_by_pid(
+    tmp_path: Path,
+) -> None:
+    """A supervisor that runs its own binary again as its worker (jpillora/overseer does):
+    SIGTERM ends the worker by Go's default, without counters, while the supervisor exits
+    and saves. Worker and supervisor share one meta-data file, so the run counted only the
+    supervisor's lines, and said nothing (an outside check): the worker is named now."""
+    module = tmp_path / "relaunch"
+    module.mkdir()
+    (module / "go.mod").write_text("module example.com/relaunch\n\ngo 1.21\n")
+    (module / "main.go").write_text(_RUNS_ITSELF_AS_ITS_WORKER)
+    service = f"""
+[services.relaunch]
+go_build = "."
+cwd = "{module}"
+command = ["{{go_binary}}", "{{port}}"]
+health = {{ url = "http://127.0.0.1:{{port}}/health", interval = "0.05s" }}
+"""
+    tests = get_script(tmp_path, ("E2E_RELAUNCH_URL", "/health"))
+    outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
+    assert outcome.code == 4, outcome.output
+    port = outcome.run_json()["services"]["relaunch"]["url"].rsplit(":", 1)[1]
+    lost = re.search(
+        rf"LOST: relaunch pid (\d+) \(\S+/relaunch worker {port}\), a Go process the service "
+        r"started, wrote no coverage: it ended without writing counters",
+        outcome.stdout,
+    )
+    assert lost, outcome.output
+    main_pid = outcome.run_json()["services"]["relaunch"]["pid"]
+    assert int(lost.group(1)) != main_pid
+
+
 def test_the_combined_total_counts_each_file_once_and_its_branches(tmp_path: Path) -> None:
     """Two Python services running the same code, a Go service, `branch = true`: the text
     report's combined TOTAL added the services' rows (the shared code twice), and merging Go
