@@ -257,6 +257,28 @@ class Stack:
             done.append(ready[0])
         return done
 
+    def dependencies(self, name: str) -> set[str]:
+        """Every service `name` waits for before it starts: its depends_on, theirs, …"""
+        found: set[str] = set()
+        todo = list(self.services[name].depends_on)
+        while todo:
+            dep = todo.pop()
+            if dep not in found and dep in self.services:
+                found.add(dep)
+                todo.extend(self.services[dep].depends_on)
+        return found
+
+    def unordered_names(self) -> list[tuple[str, str, str]]:
+        """(service, other, placeholder) for each service naming another by placeholder
+        without depending on it: the two start together, so it may start before the other
+        is healthy."""
+        return [
+            (name, other, placeholder)
+            for name, spec in self.services.items()
+            for other, placeholder in named_services(spec).items()
+            if other in self.services and other not in self.dependencies(name)
+        ]
+
     def stop_levels(self) -> list[list[str]]:
         """Services grouped for stopping: dependents first, each group stopped together."""
         depth: dict[str, int] = {}

@@ -626,3 +626,27 @@ def test_a_health_url_with_only_url_characters_is_taken(tmp_path: Path, url: str
     stack = load(tmp_path, GOOD.replace('"http://127.0.0.1:{port.ops}/readyz"', json.dumps(url)))
     health = stack.services["api"].health
     assert health is not None and health.url == url
+
+
+def test_doctor_says_which_services_start_together_and_which_name_one_unordered(
+    tmp_path: Path,
+) -> None:
+    """`start order: db, api` read as one after the other where they start together, and
+    a service reading another's URL without depends_on was not mentioned: it failed at run
+    time "cannot reach the database" (an outside check)."""
+    from e2ecov import doctor
+
+    ordered = doctor.configuration(load(tmp_path, GOOD))
+    assert "start order: db, api (after db), web (after api)" in ordered
+    assert not [line for line in ordered if line.startswith("note:")]
+    unordered = GOOD.replace('depends_on = ["db"]\n', "").replace('depends_on = ["api"]\n', "")
+    lines = doctor.configuration(load(tmp_path, unordered))
+    assert "start order: db, api, web (together: none has depends_on)" in lines
+    assert [line for line in lines if line.startswith("note:")] == [
+        "note:        service api names db ({services.db.url}) without depending on it: they "
+        'start together, api maybe before db is healthy; depends_on = ["db"] in '
+        "[services.api] orders them",
+        "note:        service web names api ({services.api.url}) without depending on it: "
+        'they start together, web maybe before api is healthy; depends_on = ["api"] in '
+        "[services.web] orders them",
+    ]
