@@ -243,8 +243,8 @@ def outcomes(
         cause = (
             f"{how} without writing counters{told}: a Go binary writes them only when main "
             "returns or os.Exit is called, not when it panics, hits a fatal error or calls "
-            "syscall.Exit; let it return from main on SIGTERM, or import e2ecov's Go agent, "
-            "whose live saves keep what it ran before"
+            "syscall.Exit (a panic: fix it); e2ecov's Go agent, imported, keeps what it ran "
+            "up to its last live save"
         )
     else:
         cause = (
