@@ -340,7 +340,7 @@ def configuration(stack: Stack) -> list[str]:
         # 0 turns automatic saves off: said in words, "0s" read as saving all the time
         f"autosave:    {f'{stack.autosave:g}s' if stack.autosave else 'off (autosave = 0)'}",
         f"fail_under:  {stack.fail_under:g}%",
-        f"start order: {_start_order(stack)}",
+        f"start order: {stack.start_order_text()}",
     ]
     for name, other, placeholder in stack.unordered_names():
         lines.append(
@@ -351,15 +351,3 @@ def configuration(stack: Stack) -> list[str]:
     for foreign, local in stack.paths.items():
         lines.append(f"paths:       {foreign} → {local}")
     return lines
-
-
-def _start_order(stack: Stack) -> str:
-    """`db, api (after db), web (after api)`: a bare list read as one service after the
-    other, where those without depends_on start together."""
-    order = stack.start_order()
-    if len(order) > 1 and not any(stack.services[n].depends_on for n in order):
-        return f"{', '.join(order)} (together: none has depends_on)"
-    return ", ".join(
-        f"{n} (after {', '.join(deps)})" if (deps := stack.services[n].depends_on) else n
-        for n in order
-    )

@@ -370,9 +370,7 @@ class Run:
 
     def _start(self) -> bool:
         order = self.stack.start_order()
-        self._phase(
-            "start + health", f"{len(order)} service(s) in dependency order: {', '.join(order)}"
-        )
+        self._phase("start + health", f"{len(order)} service(s): {self.stack.start_order_text()}")
         self.supervisor = Supervisor(self.services, order)
         ok = False
         failure = None

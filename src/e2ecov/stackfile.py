@@ -257,6 +257,17 @@ class Stack:
             done.append(ready[0])
         return done
 
+    def start_order_text(self) -> str:
+        """`db, api (after db), web (after api)`: a bare list read as one service after the
+        other, where those without depends_on start together."""
+        order = self.start_order()
+        if len(order) > 1 and not any(self.services[n].depends_on for n in order):
+            return f"{', '.join(order)} (together: none has depends_on)"
+        return ", ".join(
+            f"{n} (after {', '.join(deps)})" if (deps := self.services[n].depends_on) else n
+            for n in order
+        )
+
     def dependencies(self, name: str) -> set[str]:
         """Every service `name` waits for before it starts: its depends_on, theirs, …"""
         found: set[str] = set()
