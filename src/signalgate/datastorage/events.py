@@ -62,11 +62,13 @@ DEFAULT_RETENTION_DAYS = 2555
 MAX_BIGINT = 2**63 - 1
 MAX_INT32 = 2**31 - 1  # an integer column
 
-# ASCII digits only (re.ASCII): `\d` alone takes "٢٠٢٦", which RFC 3339 does not
-_RFC3339_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$",
-    re.ASCII,
+# ASCII digits only ([0-9], not `\d`, which takes "٢٠٢٦" that RFC 3339 does not, here and
+# in the JSON Schema pattern of an OpenAPI document, which is built from this text)
+RFC3339_PATTERN = (
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
+_RFC3339_RE = re.compile(f"^{RFC3339_PATTERN}$", re.ASCII)
 _EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 
 

@@ -19,7 +19,7 @@ from signalgate.common.openapi import (
     with_connection_answers,
 )
 from signalgate.datastorage.events import CATEGORIES, OUTCOMES, AuditEventIn
-from signalgate.datastorage.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET
+from signalgate.datastorage.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, MOMENT_PATTERN
 
 _WRITE_ERRORS = {
     **AUTH_ERRORS,
@@ -65,6 +65,9 @@ _TEXT = {"type": "string", "minLength": 1, "maxLength": 255}
 _MOMENT = {
     "type": "string",
     "description": "RFC 3339, YYYY-MM-DD, or relative before now (90m, 24h, 7d)",
+    # the three forms `query._moment` reads, so an empty or free-text value is one the
+    # document refuses too (a calendar check, such as no 2024-02-30, is left to the server)
+    "pattern": MOMENT_PATTERN,
 }
 
 

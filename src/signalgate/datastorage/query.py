@@ -6,11 +6,15 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
-from signalgate.datastorage.events import CATEGORIES, OUTCOMES, parse_rfc3339
+from signalgate.datastorage.events import CATEGORIES, OUTCOMES, RFC3339_PATTERN, parse_rfc3339
 from signalgate.datastorage.store import AuditQuery
 
-_RELATIVE_RE = re.compile(r"^(\d{1,6})([smhd])$", re.ASCII)
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
+_RELATIVE = r"([0-9]{1,6})([smhd])"
+_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_RELATIVE_RE = re.compile(f"^{_RELATIVE}$", re.ASCII)
+_DATE_RE = re.compile(f"^{_DATE}$", re.ASCII)
+# `since` and `until` in the OpenAPI document: the three forms `_moment` reads
+MOMENT_PATTERN = f"^(?:{_RELATIVE}|{_DATE}|{RFC3339_PATTERN})$"
 # a page of events: Kubernaut's DataStorage's default and bound
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000

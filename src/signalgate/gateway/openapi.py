@@ -16,10 +16,12 @@ from signalgate.common.openapi import (
     problem_answer,
     with_connection_answers,
 )
+from signalgate.gateway.adapters.identity import KIND_PATTERN
 from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
 from signalgate.gateway.pipeline import OutcomeKind
 from signalgate.gateway.signal import MAX_SEVERITY, MAX_SIGNAL_NAME
 from signalgate.gateway.status_patch import MAX_TEXT
+from signalgate.kube.names import DNS1123_LABEL_MAX, OPTIONAL_DNS1123_LABEL_PATTERN
 from signalgate.remediation.model import OUTCOMES, PHASES
 from signalgate.remediation.store import DEFAULT_PAGE, MAX_PAGE
 
@@ -38,6 +40,11 @@ _SIGNAL_ERRORS = {
 }
 
 _TIME = {"type": "string", "format": "date-time"}
+# a namespace as the handlers check it (`is_dns1123_label`), or left empty (none given)
+_OPTIONAL_NAMESPACE = {
+    "maxLength": DNS1123_LABEL_MAX,
+    "pattern": OPTIONAL_DNS1123_LABEL_PATTERN,
+}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 
 SCHEMAS: dict[str, Any] = {
@@ -64,6 +71,8 @@ SCHEMAS: dict[str, Any] = {
                         "labels": {
                             "type": "object",
                             "required": ["alertname"],
+                            # an empty alertname is refused as a missing one
+                            "properties": {"alertname": {"type": "string", "minLength": 1}},
                             "additionalProperties": {"type": "string"},
                         },
                         "annotations": {
@@ -90,9 +99,9 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "required": ["kind", "name"],
                 "properties": {
-                    "kind": {"type": "string", "minLength": 1},
+                    "kind": {"type": "string", "pattern": KIND_PATTERN},
                     "name": {"type": "string", "minLength": 1},
-                    "namespace": {"type": "string"},
+                    "namespace": {"type": "string", **_OPTIONAL_NAMESPACE},
                     "apiVersion": {"type": "string"},
                 },
             },
@@ -378,7 +387,7 @@ def _document() -> dict[str, Any]:
                             "name": "namespace",
                             "in": "query",
                             "description": "a DNS-1123 label, e.g. payments",
-                            "schema": {"type": "string", "maxLength": 63},
+                            "schema": {"type": "string", **_OPTIONAL_NAMESPACE},
                         },
                         {"name": "active", "in": "query", "schema": {"enum": ["true", "false"]}},
                         {

@@ -20,7 +20,9 @@ from signalgate.kube.names import (
     is_dns1123_subdomain,
 )
 
-_KIND = re.compile(r"[A-Za-z][A-Za-z0-9]{0,62}")
+_KIND_TEXT = r"[A-Za-z][A-Za-z0-9]{0,62}"
+_KIND = re.compile(_KIND_TEXT)
+KIND_PATTERN = f"^{_KIND_TEXT}$"  # the OpenAPI document's form of `check_kind`
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 # Kinds whose names follow another rule than the DNS-1123 subdomain most kinds use
