@@ -21,7 +21,12 @@ from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
 from signalgate.gateway.pipeline import OutcomeKind
 from signalgate.gateway.signal import MAX_SEVERITY, MAX_SIGNAL_NAME
 from signalgate.gateway.status_patch import MAX_TEXT
-from signalgate.kube.names import DNS1123_LABEL_MAX, OPTIONAL_DNS1123_LABEL_PATTERN
+from signalgate.kube.names import (
+    DNS1123_LABEL_MAX,
+    DNS1123_SUBDOMAIN_MAX,
+    DNS1123_SUBDOMAIN_PATTERN,
+    OPTIONAL_DNS1123_LABEL_PATTERN,
+)
 from signalgate.remediation.model import OUTCOMES, PHASES
 from signalgate.remediation.store import DEFAULT_PAGE, MAX_PAGE
 
@@ -344,7 +349,14 @@ def openapi_document() -> dict[str, Any]:
 
 
 def _document() -> dict[str, Any]:
-    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    # an RR's name is a DNS-1123 subdomain: any other is no RR's (404), or a control
+    # character in it is refused (400)
+    rr_name = {
+        "type": "string",
+        "maxLength": DNS1123_SUBDOMAIN_MAX,
+        "pattern": DNS1123_SUBDOMAIN_PATTERN,
+    }
+    name_param = {"name": "name", "in": "path", "required": True, "schema": rr_name}
     return {
         "openapi": "3.1.0",
         "info": {"title": "signalgate Gateway", "version": "0.1.0"},
@@ -386,7 +398,8 @@ def _document() -> dict[str, Any]:
                         {
                             "name": "namespace",
                             "in": "query",
-                            "description": "a DNS-1123 label, e.g. payments",
+                            "description": "the target's namespace (spec.targetResource."
+                            "namespace), a DNS-1123 label, e.g. payments",
                             "schema": {"type": "string", **_OPTIONAL_NAMESPACE},
                         },
                         {"name": "active", "in": "query", "schema": {"enum": ["true", "false"]}},

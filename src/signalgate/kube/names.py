@@ -14,7 +14,10 @@ _LABEL = re.compile(_LABEL_TEXT)
 # a DNS-1123 label or nothing, as a JSON Schema pattern (with `"maxLength": 63`): the
 # OpenAPI document's form of `is_dns1123_label` for a field that may be left empty
 OPTIONAL_DNS1123_LABEL_PATTERN = f"^({_LABEL_TEXT})?$"
-_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_SUBDOMAIN_TEXT = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_SUBDOMAIN = re.compile(_SUBDOMAIN_TEXT)
+# `is_dns1123_subdomain` as a JSON Schema pattern (with `"maxLength": 253`)
+DNS1123_SUBDOMAIN_PATTERN = f"^{_SUBDOMAIN_TEXT}$"
 
 
 def is_dns1123_label(value: str) -> bool:

@@ -103,3 +103,17 @@ def test_the_rr_list_documents_its_namespace_rule(value: str, admitted: bool) ->
     document = gw_openapi.openapi_document()
     schema = query_parameter(document, "/api/v1/remediation-requests", "namespace")
     assert admits(document, schema, value) is admitted
+
+
+@pytest.mark.parametrize(
+    ("value", "admitted"),
+    [("rr-5b6293e8576a-65b5881e", True), ("a.b", True), ("RR-1", False), ("rr\x07", False)],
+)
+def test_the_rr_routes_document_an_rr_name(value: str, admitted: bool) -> None:
+    # a control character in it is answered 400, any other name no RR has 404
+    document = gw_openapi.openapi_document()
+    for path, operations in document["paths"].items():
+        if "{name}" in path:
+            for operation in operations.values():
+                (parameter,) = operation["parameters"]
+                assert admits(document, parameter["schema"], value) is admitted, path
