@@ -61,7 +61,10 @@ def _query_parameter(name: str, schema: dict[str, Any], description: str) -> dic
     }
 
 
-_TEXT = {"type": "string", "minLength": 1, "maxLength": 255}
+# NUL is refused in every query value (it cannot be stored, so no event holds one); other
+# characters are looked for as given
+_NO_NUL = "^[^\x00]*$"
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _NO_NUL}
 _MOMENT = {
     "type": "string",
     "description": "RFC 3339, YYYY-MM-DD, or relative before now (90m, 24h, 7d)",
@@ -228,7 +231,11 @@ def _document() -> dict[str, Any]:
             {"type": "string", "pattern": "^[A-Za-z0-9_]{1,100}$"},
             "top-level event_data string field; needs detail_value",
         ),
-        _query_parameter("detail_value", {"type": "string", "maxLength": 1000}, "needs detail_key"),
+        _query_parameter(
+            "detail_value",
+            {"type": "string", "maxLength": 1000, "pattern": _NO_NUL},
+            "needs detail_key",
+        ),
         _query_parameter(
             "limit",
             {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},

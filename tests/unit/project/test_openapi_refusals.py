@@ -117,3 +117,24 @@ def test_the_rr_routes_document_an_rr_name(value: str, admitted: bool) -> None:
             for operation in operations.values():
                 (parameter,) = operation["parameters"]
                 assert admits(document, parameter["schema"], value) is admitted, path
+
+
+@pytest.mark.parametrize(
+    "name", ["correlation_id", "event_type", "severity", "namespace", "detail_value"]
+)
+@pytest.mark.parametrize(("value", "admitted"), [("a\x00b", False), ("a\x07\tb ☃", True)])
+def test_the_audit_query_document_refuses_a_nul_as_the_query_does(
+    name: str, value: str, admitted: bool
+) -> None:
+    # NUL cannot be stored, so it is refused; any other character is looked for as given
+    document = ds_openapi.openapi_document()
+    schema = query_parameter(document, "/api/v1/audit/events", name)
+    assert admits(document, schema, value) is admitted
+    params = {name: [value], **({"detail_key": ["k"]} if name == "detail_value" else {})}
+    if admitted:
+        parse_query(params, NOW)
+    else:
+        with pytest.raises(InvalidParameter):
+            parse_query(params, NOW)
+    chain = query_parameter(document, "/api/v1/audit/verify-chain", "correlation_id")
+    assert admits(document, chain, value) is admitted
