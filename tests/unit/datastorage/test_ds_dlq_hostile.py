@@ -18,7 +18,7 @@ import pytest
 from signalgate.datastorage.dlq import FileDeadLetterQueue
 from signalgate.datastorage.dlq import file as dlq_file
 from signalgate.datastorage.dlq import index as dlq_index
-from tests.unit.datastorage.test_ds_replay import events
+from tests.unit.datastorage.test_ds_replay import events, no_room_beside
 
 
 async def test_a_key_found_twice_keeps_both_letters_through_replay_and_rewrite(
@@ -189,6 +189,34 @@ async def test_unreadable_lines_are_moved_to_the_dead_file_by_a_rewrite(
     await queue.put(events(1), due=time.time())
     await FileDeadLetterQueue(path).ack(await FileDeadLetterQueue(path).due(None, 10))
     assert queue.dead_path.read_bytes() == edited + long
+    assert await FileDeadLetterQueue(path).depth() == 0
+
+
+async def test_an_unreadable_line_is_moved_once_when_a_rewrite_is_refused_for_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rewrite copied the unreadable lines to the dead file before it wrote the file
+    replacing the queue: a disk with no room for that file refused the rewrite after the
+    copy (the change went in as a record), and the next rewrite, by a process that read the
+    file again, copied them once more: `dead-letters` listed one line twice, and
+    `requeue-dead` counted it twice."""
+    monkeypatch.setattr(dlq_file, "COMPACT_AFTER", 0)  # each change rewrites the file
+    path = tmp_path / "dlq.jsonl"
+    await FileDeadLetterQueue(path).put(events(3), due=time.time())
+    with open(path, "ab") as handle:
+        handle.write(b"an operator's note\n")
+    await FileDeadLetterQueue(path).put(events(1), due=time.time())
+
+    with monkeypatch.context() as full:
+        no_room_beside(full)
+        queue = FileDeadLetterQueue(path)
+        replayed = (await queue.due(None, 10))[:-1]
+        await queue.ack(replayed)  # no room for the rewrite: appended as records
+
+    queue = FileDeadLetterQueue(path)  # a restart, or a `replay-dlq` run
+    await queue.ack(await queue.due(None, 10))
+    assert queue.dead_path.read_bytes() == b"an operator's note\n"
+    assert [letter.reason for letter in await queue.dead()] == [dlq_file.UNREADABLE_LINE]
     assert await FileDeadLetterQueue(path).depth() == 0
 
 

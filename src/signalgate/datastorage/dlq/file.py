@@ -11,7 +11,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -485,12 +485,12 @@ class FileDeadLetterQueue:
         """The file rewritten as `kept` (its lock held): emptied in place when nothing is
         kept (no room needed), else written beside it, each letter's line copied from the
         file (one at a time: never the queue in memory), and renamed over it. Its unreadable
-        lines are moved to the dead file first (`_keep_unreadable`). Returns the letters'
-        entries in the new file."""
+        lines are moved to the dead file once the new file is written, before the rename
+        (`_keep_unreadable`). Returns the letters' entries in the new file."""
         source = os.open(self.path, os.O_RDONLY)
         try:
-            self._keep_unreadable(source)
             if not kept:
+                self._keep_unreadable(source)
                 with open(self.path, "r+b") as handle:
                     handle.truncate(0)
                     os.fsync(handle.fileno())
@@ -508,7 +508,10 @@ class FileDeadLetterQueue:
                     offset += len(line)
                     yield line
 
-            _write_whole(self.path, copied())
+            # the new file is written before the unreadable lines are copied: a disk with no
+            # room for it refused the rewrite after the copy, and each later rewrite copied
+            # them to the dead file again
+            _write_whole(self.path, copied(), before_rename=lambda: self._keep_unreadable(source))
         finally:
             os.close(source)
         return moved
@@ -518,8 +521,10 @@ class FileDeadLetterQueue:
         and no change record, but maybe an event a person can mend) appended to the dead
         file as they are, before a rewrite leaves them out: `dead-letters` lists them as
         `unreadable line`. Copied in pieces (a line may be far longer than any letter), and
-        durably before the queue file loses them: a rewrite that fails after leaves them in
-        both, and the next one copies them again."""
+        durably before the queue file loses them, but only once the file replacing it is
+        written: a rewrite refused for room copies nothing, and the next one copies them
+        once (it copied them at each try). Only a crash between the copy and the rename
+        leaves them in both, and the next rewrite copies them again."""
         if not self._unreadable:
             return
 
@@ -766,9 +771,12 @@ def _locked(path: Path, lock: bool = True) -> Iterator[_Held]:
         os.close(lock_fd)
 
 
-def _write_whole(path: Path, chunks: Iterable[bytes]) -> None:
+def _write_whole(
+    path: Path, chunks: Iterable[bytes], before_rename: Callable[[], None] | None = None
+) -> None:
     """`path` holding `chunks` (its lock held): written durably beside it, as they come,
-    and renamed over it, so a crash leaves the old file or the new one."""
+    and renamed over it, so a crash leaves the old file or the new one. `before_rename`
+    runs once the new file is written whole (a failure of it leaves the old file)."""
     temporary = path.with_name(path.name + ".tmp")
     try:
         with open(temporary, "wb") as handle:
@@ -776,6 +784,8 @@ def _write_whole(path: Path, chunks: Iterable[bytes]) -> None:
                 handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
+        if before_rename is not None:
+            before_rename()
         os.replace(temporary, path)
         # the rename is durable only once the directory is: a power loss after it brought
         # the old file back, without the letters appended to the new one since (202'd)
