@@ -264,6 +264,14 @@ class Attack:
             print("  killed while draining", flush=True)
         self.cli("replay-dlq")
         self.restart(signal.SIGTERM)
+        # what is left (children waiting out their attempts) replayed or buried by the server
+        deadline = time.monotonic() + 120
+        while self.depth() and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+    def depth(self) -> float:
+        metrics = httpx.get(f"{self.ds.ops_url}/metrics", timeout=10).text.splitlines()
+        return sum(float(ln.split()[-1]) for ln in metrics if ln.startswith("audit_dlq_depth "))
 
     def check(self) -> None:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

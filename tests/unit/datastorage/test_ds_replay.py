@@ -387,6 +387,38 @@ async def test_a_queue_that_filled_its_own_disk_still_drains(
     assert await FileDeadLetterQueue(path).depth() == 0
 
 
+async def test_a_letter_buried_on_the_disk_its_queue_filled_frees_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue filled its disk; once the database was back every letter was replayed but
+    one that is buried instead (a child whose parent never came: an outside crash attack).
+    The replayed ones waited in memory for the room to say so, and the burial, appended to
+    the dead file first, had none: it failed at every pass, the file never emptied, and the
+    disk stayed full (the next outage's writes all refused). The file rewritten as the one
+    letter left frees the room the burial needs."""
+    path = tmp_path / "audit-dlq.jsonl"
+    queue = FileDeadLetterQueue(path)
+    await queue.open()
+    await queue.put(events(6), time.time())
+    disk = path.stat().st_size  # full: what the queue holds
+    real_write = os.write
+
+    def on_a_full_disk(descriptor: int, data: Any) -> int:
+        used = sum(f.stat().st_size for f in (path, queue.dead_path) if f.exists())
+        if used + len(data) > disk:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(descriptor, data)
+
+    monkeypatch.setattr("signalgate.datastorage.dlq.file.os.write", on_a_full_disk)
+    *replayed, orphan = await queue.due(None, 100)
+    await queue.ack(replayed)  # no room for the records: kept in memory
+    await queue.bury([orphan], "attempts exhausted")
+    assert await queue.depth() == 0
+    assert [letter.event_id for letter in await queue.dead()] == [orphan.event_id]
+    monkeypatch.undo()
+    assert await FileDeadLetterQueue(path).depth() == 0
+
+
 class SlowStartStore(FlakyStore):
     """A PostgreSQL still starting up for a few writes after it answered a ping (a restart
     on a busy machine): each of those writes is refused "starting up"."""

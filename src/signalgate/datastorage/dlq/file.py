@@ -253,6 +253,17 @@ class FileDeadLetterQueue:
         frees an eighth of it at least, so a queue held at its bound writes at most eight
         times what it takes."""
         assert self.max_bytes is not None
+        max_bytes = self.max_bytes
+
+        def worth(stale: int, live_bytes: int) -> bool:
+            return stale >= max_bytes // 8 and live_bytes + adding <= max_bytes
+
+        return self._compacted(worth)
+
+    def _compacted(self, worth: Callable[[int, int], bool] | None = None) -> bool:
+        """Whether the file was rewritten as its live letters alone (the changes kept in
+        memory applied), when `worth` it (given the stale and the live bytes; always when
+        None); False when not worth it, or the disk has no room even for that."""
         with _locked(self.path) as held:
             if self._mirror is not None and self._mirror[0] == held.before:
                 self._mirror, self._settled = (_state(self.path), self._mirror[1]), True
@@ -260,7 +271,7 @@ class FileDeadLetterQueue:
             live = _changed(letters.values(), self._unwritten)
             live_bytes = sum(entry.length for entry in live)
             stale = os.fstat(held.fd).st_size - live_bytes
-            if stale < self.max_bytes // 8 or live_bytes + adding > self.max_bytes:
+            if worth is not None and not worth(stale, live_bytes):
                 return False
             try:
                 kept = self._replace(live)
@@ -421,7 +432,17 @@ class FileDeadLetterQueue:
         """`changes` made to the file (None: the letter is gone), in time in proportion to
         them, not to the queue (but for the rare rewrite: see the class docstring)."""
         if dead:
-            self._append(self.dead_path, dead)
+            try:
+                self._append(self.dead_path, dead)
+            except OSError as exc:
+                # the queue filled its own disk, and its replayed letters wait in memory
+                # (`_unwritten`) for the room to say so: the file rewritten as the letters
+                # left frees it. A letter to bury (a child whose parent never came) kept the
+                # disk full for good: its burial had no room, the file never emptied, and
+                # the next outage's writes were all refused (500)
+                if not disk_full(exc) or not self._compacted():
+                    raise
+                self._append(self.dead_path, dead)
         with _locked(self.path) as held:
             if self._mirror is not None and self._mirror[0] == held.before:
                 # unchanged since this process last looked: only the generation moved
