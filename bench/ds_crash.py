@@ -338,11 +338,10 @@ class Attack:
 
 @contextmanager
 def directory() -> Iterator[Path]:
+    """A work directory, removed unless the run failed (DataStorage's log is in `ds/`)."""
     path = Path(tempfile.mkdtemp(prefix="ds-crash-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def main() -> int:
@@ -358,6 +357,14 @@ def main() -> int:
             attack.check()
         finally:
             attack.close()
+        if attack.findings:  # the directory is kept
+            raise SystemExit(report(attack, work))
+    return report(attack, work)
+
+
+def report(attack: Attack, work: Path) -> int:
+    if attack.findings:
+        print(f"kept: {work}")
     for finding in attack.findings:
         print("FINDING:", finding)
     print("no findings" if not attack.findings else f"{len(attack.findings)} finding(s)")
