@@ -22,6 +22,7 @@ from signalgate.gateway.adapters.parsing import (
     json_type,
     parse_object,
     parse_timestamp,
+    string_map,
 )
 from signalgate.gateway.adapters.targets import candidates, unusable
 from signalgate.gateway.kinds import DEFAULT_CATALOG, KindCatalog, is_namespaced
@@ -78,13 +79,13 @@ def parse_webhook(
         raise PayloadError(f"alerts: must be an array of alerts ({found})")
     if not alerts:
         raise PayloadError("alerts: must contain at least one alert")
-    common_labels = _string_map(payload.get("commonLabels"), "commonLabels")
+    common_labels = string_map(payload.get("commonLabels"), "commonLabels")
     cluster_id = common_labels.get(CLUSTER_LABEL, "")
     if cluster_id:
         check_cluster_id(cluster_id, "commonLabels.cluster")
     webhook = _Webhook(
         common_labels,
-        _string_map(payload.get("commonAnnotations"), "commonAnnotations"),
+        string_map(payload.get("commonAnnotations"), "commonAnnotations"),
         payload.get("status"),
         cluster_id,
         now,
@@ -117,10 +118,10 @@ def _parse_alert(
     if alert.get("labels", {}) is None:
         # absent labels lack an alertname; null ones are the wrong type, said as such
         raise PayloadError(f"{where}.labels: must be an object of strings, not null")
-    own_labels = _string_map(alert.get("labels"), f"{where}.labels")
+    own_labels = string_map(alert.get("labels"), f"{where}.labels")
     labels = {**own_labels, **webhook.common_labels}
     annotations = {
-        **_string_map(alert.get("annotations"), f"{where}.annotations"),
+        **string_map(alert.get("annotations"), f"{where}.annotations"),
         **webhook.common_annotations,
     }
     # the alert's own name, as Kubernaut reads it (commonLabels cannot rename an alert)
@@ -162,17 +163,6 @@ def _parse_alert(
         target_hint="" if target else ", ".join((TARGET_HINT, *catalog.custom_label_keys)),
         unusable_targets=() if target else unusable(own_labels, catalog),
     )
-
-
-def _string_map(value: object, where: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise PayloadError(f"{where}: must be an object of strings, not {json_type(value)}")
-    for key, item in value.items():
-        if not isinstance(item, str):
-            raise PayloadError(f"{where}.{key}: must be a string, not {json_type(item)}")
-    return value
 
 
 def _namespace(labels: dict[str, str], where: str) -> str | None:

@@ -1,4 +1,6 @@
-"""Small parsing rules both adapters share: JSON objects, timestamps and freshness."""
+"""Small parsing rules every adapter shares: JSON objects, maps of strings (labels,
+annotations), timestamps and freshness. A new adapter takes its rules from here, not from
+another adapter's private helpers, so a 400 reads the same whichever route refused it."""
 
 from __future__ import annotations
 
@@ -81,6 +83,18 @@ def case_hint(obj: dict[str, Any], key: str) -> str:
     if near is None:
         return ""
     return f"; keys are case-sensitive: {near[:60]!r} is not {key!r}"
+
+
+def string_map(value: object, where: str) -> dict[str, str]:
+    """An object of strings (labels, annotations) at `where`; absent or null: empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"{where}: must be an object of strings, not {json_type(value)}")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise PayloadError(f"{where}.{key}: must be a string, not {json_type(item)}")
+    return value
 
 
 def json_type(value: object) -> str:
