@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from signalgate.common.config import ConfigError, TranslatedFile
+from signalgate.gateway.settings import GatewaySettings
 from signalgate.kube.config import SERVICE_ACCOUNT_DIR
 
 # Top-level sections only Kubernaut's layout has, and server and datastorage keys only it
@@ -52,19 +53,14 @@ KUBERNAUT_SERVER_KEYS = frozenset(
     }
 )
 KUBERNAUT_DATASTORAGE_KEYS = frozenset({"buffer", "healthUrl"})
-# Top-level settings only signalgate's layout has: a file with both is refused.
-SIGNALGATE_SECTIONS = frozenset(
-    {
-        "store",
-        "dataDir",
-        "controllerNamespace",
-        "auth",
-        "scope",
-        "freshness",
-        "audit",
-        "kinds",
-        "kubernetes",
-    }
+# Top-level sections both layouts have (Kubernaut's keys in them are translated) ...
+SHARED_SECTIONS = frozenset({"server", "datastorage", "logging"})
+# ... and every other top-level setting, only signalgate's layout has: a file with both is
+# refused. Read from the settings model, so a section added there is refused here too (a
+# list kept by hand here would read it as an unknown key, warned about and ignored).
+SIGNALGATE_SECTIONS = (
+    frozenset(field.alias or name for name, field in GatewaySettings.model_fields.items())
+    - SHARED_SECTIONS
 )
 
 # Where Kubernaut's chart mounts a service's own certificate and key (`tls.crt`, `tls.key`).

@@ -149,6 +149,23 @@ def test_layouts_are_not_mixed_and_fleets_are_refused(tmp_path: Path) -> None:
     assert load(written(tmp_path, "fleet:\n  enabled: false\n")).auth.mode == "kubernetes"
 
 
+@pytest.mark.parametrize(
+    "section",
+    sorted(
+        set(GatewaySettings.model_json_schema(by_alias=True)["properties"])
+        - {"server", "datastorage", "logging"}
+    ),
+)
+def test_every_section_only_signalgate_has_is_refused_in_kubernauts_layout(
+    tmp_path: Path, section: str
+) -> None:
+    """Each top-level setting of the model, not a list kept beside it: a new section left
+    out of one was read in Kubernaut's layout as an unknown key, warned about and ignored."""
+    mixed = written(tmp_path, f"server:\n  listenAddr: ':8080'\n{section}: {{}}\n")
+    with pytest.raises(ConfigError, match=f"also has signalgate's '{section}'"):
+        load(mixed)
+
+
 def test_keys_neither_knows_are_named_and_ignored(tmp_path: Path) -> None:
     path = written(tmp_path, "server:\n  listenAddr: ':8080'\n  shinyNewKnob: 3\nplugins: {a: 1}\n")
     resolved = resolve(path)
