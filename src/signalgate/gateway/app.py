@@ -1,8 +1,10 @@
 """The Gateway's API listener: signal routes, the RR API and the OpenAPI document.
 
-Signal routes check, in this order (docs/gateway.md, "Requests"): route (404/405, before
-auth), auth, the audit trail refusing, Content-Type, body size, the concurrency limit,
-`X-Timestamp`, then parse and decide under the processing deadline. Errors are raised as
+Signal routes check, in this order (docs/gateway.md, "What a signal request goes through"):
+route (404/405, before auth), auth, the audit trail refusing, Content-Type, body size, the
+concurrency limit, `X-Timestamp`, then parse and decide under the processing deadline. Each
+signal route is one line in `build_api_app` and a handler calling `_signal` with its
+adapter's parse function (`adapters/`); every check above is `_signal`'s. Errors are raised as
 `Problem`s and rendered by one handler; lower-layer errors (store, journal, deadline) are
 translated to problems in `_translate`.
 """

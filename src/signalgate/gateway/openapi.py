@@ -19,7 +19,7 @@ from signalgate.common.openapi import (
 from signalgate.gateway.adapters.identity import KIND_PATTERN
 from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
 from signalgate.gateway.pipeline import OutcomeKind
-from signalgate.gateway.signal import MAX_SEVERITY, MAX_SIGNAL_NAME
+from signalgate.gateway.signal import MAX_SEVERITY, MAX_SIGNAL_NAME, SignalSource
 from signalgate.gateway.status_patch import MAX_TEXT
 from signalgate.kube.names import (
     DNS1123_LABEL_MAX,
@@ -225,7 +225,7 @@ SCHEMAS: dict[str, Any] = {
                     "signalName": {"type": "string", "maxLength": MAX_SIGNAL_NAME},
                     "severity": {"type": "string", "maxLength": MAX_SEVERITY},
                     "signalType": {"const": "alert"},
-                    "signalSource": {"enum": ["prometheus", "kubernetes-events"]},
+                    "signalSource": {"enum": list(get_args(SignalSource))},
                     "targetType": {"const": "kubernetes"},
                     "targetResource": {
                         "type": "object",

@@ -1,8 +1,11 @@
-"""Every Gateway setting, declared once (docs/gateway.md, Configuration).
+"""Every Gateway setting, declared once; the README's "Configuration" table documents each
+key with its default (`tests/unit/project/test_settings_docs.py` holds the two together).
 
 Keys are camelCase in the YAML file; `SIGNALGATE_<SECTION>__<KEY>` environment variables
-override them (see `common/config.py` for the rule). Defaults are the embedded set-up:
-SQLite under the data directory, listeners on loopback, static token auth.
+override them, and `check-config` prints them resolved, with nothing more to wire (see
+`common/config.py` for the rule). A new top-level section is refused in a file in
+Kubernaut's layout (`kubernaut_config.SIGNALGATE_SECTIONS`). Defaults are the embedded
+set-up: SQLite under the data directory, listeners on loopback, static token auth.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The normalised signal: what both adapters produce and the pipeline decides on."""
+"""The normalised signal: what every adapter produces and the pipeline decides on."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any, Literal
 from signalgate.gateway.fingerprint import fingerprint_of
 from signalgate.remediation.model import TargetResource
 
+# each adapter's name, as the RR's `spec.signalSource`, the audit events' `actor_id` (static
+# tokens) and the metrics' `source_type` say it; the served OpenAPI lists these
 SignalSource = Literal["prometheus", "kubernetes-events"]
 
 MAX_SIGNAL_NAME = 253
