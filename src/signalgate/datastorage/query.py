@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
 from signalgate.datastorage.events import CATEGORIES, OUTCOMES, RFC3339_PATTERN, parse_rfc3339
-from signalgate.datastorage.store import AuditQuery
+from signalgate.datastorage.store import EXACT_FILTERS, AuditQuery
 
 _RELATIVE = r"([0-9]{1,6})([smhd])"
 _DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
@@ -22,11 +22,12 @@ _DETAIL_KEY_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_OFFSET = 2**31 - 1
 
-TEXT_FILTERS = ("correlation_id", "event_type", "severity", "namespace")
+# the exact filters whose value is one of a known set; every other one is free text
+CHOICE_FILTERS = {"event_category": CATEGORIES, "event_outcome": OUTCOMES}
+TEXT_FILTERS = tuple(name for name in EXACT_FILTERS if name not in CHOICE_FILTERS)
 PARAMETERS = (
     *TEXT_FILTERS,
-    "event_category",
-    "event_outcome",
+    *CHOICE_FILTERS,
     "since",
     "until",
     "detail_key",
@@ -57,12 +58,9 @@ def parse_query(params: Mapping[str, Sequence[str]], now: datetime) -> AuditQuer
     for name in TEXT_FILTERS:
         if name in values and not 1 <= len(values[name]) <= 255:
             raise InvalidParameter(name, "must be 1..255 characters")
-    category = values.get("event_category")
-    if category is not None and category not in CATEGORIES:
-        raise InvalidParameter("event_category", f"must be one of {', '.join(CATEGORIES)}")
-    outcome = values.get("event_outcome")
-    if outcome is not None and outcome not in OUTCOMES:
-        raise InvalidParameter("event_outcome", f"must be one of {', '.join(OUTCOMES)}")
+    for name, choices in CHOICE_FILTERS.items():
+        if name in values and values[name] not in choices:
+            raise InvalidParameter(name, f"must be one of {', '.join(choices)}")
     detail_key, detail_value = values.get("detail_key"), values.get("detail_value")
     if (detail_key is None) != (detail_value is None):
         missing = "detail_value" if detail_value is None else "detail_key"
@@ -72,12 +70,7 @@ def parse_query(params: Mapping[str, Sequence[str]], now: datetime) -> AuditQuer
     if detail_value is not None and len(detail_value) > 1000:
         raise InvalidParameter("detail_value", "must be at most 1000 characters")
     return AuditQuery(
-        correlation_id=values.get("correlation_id"),
-        event_type=values.get("event_type"),
-        event_category=category,
-        event_outcome=outcome,
-        severity=values.get("severity"),
-        namespace=values.get("namespace"),
+        **{name: values.get(name) for name in EXACT_FILTERS},
         since=_moment("since", values.get("since"), now, end_of_day=False),
         until=_moment("until", values.get("until"), now, end_of_day=True),
         detail_key=detail_key,

@@ -30,6 +30,21 @@ class WriteResult:
     existing: int
 
 
+# The equality filters of a query, each a column and a field of `AuditQuery` of that name:
+# one home for the list. `query.py` reads each as a query parameter (the served OpenAPI
+# lists them: tests/unit/project/test_openapi_parameters.py), every store matches them
+# through `exact_filters`, and each leads an index in every backend's migrations
+# (test_ds_filter_indexes.py, sqlite; test_ds_postgres.py, PostgreSQL).
+EXACT_FILTERS: tuple[str, ...] = (
+    "correlation_id",
+    "event_type",
+    "event_category",
+    "event_outcome",
+    "severity",
+    "namespace",
+)
+
+
 @dataclass(frozen=True)
 class AuditQuery:
     """Filters of `GET /api/v1/audit/events`, all optional and combined with AND."""
@@ -50,15 +65,7 @@ class AuditQuery:
     def exact_filters(self) -> list[tuple[str, str]]:
         """(column, value) of every equality filter that is set; each store adds its own
         dialect for the time range and the `event_data` match."""
-        columns = (
-            "correlation_id",
-            "event_type",
-            "event_category",
-            "event_outcome",
-            "severity",
-            "namespace",
-        )
-        return [(c, v) for c in columns if (v := getattr(self, c)) is not None]
+        return [(c, v) for c in EXACT_FILTERS if (v := getattr(self, c)) is not None]
 
 
 @dataclass(frozen=True)

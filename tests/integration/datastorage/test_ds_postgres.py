@@ -19,6 +19,7 @@ from signalgate.datastorage.events import validate_event
 from signalgate.datastorage.migrations import SCHEMA
 from signalgate.datastorage.postgres import _FIND_SQL, _HEADS_SQL, PostgresAuditStore
 from signalgate.datastorage.sqlite import SqliteAuditStore
+from signalgate.datastorage.store import EXACT_FILTERS
 from tests.support.event_bodies import event_body
 
 
@@ -187,6 +188,27 @@ async def test_write_lookups_probe_indexes_before_the_tables_are_analysed(
         whole = {relation for node, relation in scanned if node == "Seq Scan"}
         assert partition not in whole and "audit_chain_heads" not in whole, (what, scanned)
         assert scanned, what
+
+
+async def test_every_exact_filter_leads_a_postgres_index(postgres_dsn: str) -> None:
+    """As test_ds_filter_indexes.py for SQLite: each query filter has its index."""
+    store = PostgresAuditStore(postgres_dsn, auto_migrate=True)
+    await store.open()
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        leading = {
+            row["attname"]
+            for row in await conn.fetch(
+                "SELECT a.attname FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indrelid"
+                " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]"
+                " WHERE c.relname = 'audit_events'"
+            )
+        }
+    finally:
+        await conn.close()
+        await store.close()
+    assert set(EXACT_FILTERS) <= leading, sorted(set(EXACT_FILTERS) - leading)
 
 
 async def test_trigger_refuses_updates_and_tampering_is_found(postgres_dsn: str) -> None:
