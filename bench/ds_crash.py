@@ -44,6 +44,8 @@ from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from e2ecov.recipes import PostgresServer, RedisServer
 from tests.integration.datastorage.dstools import ADMIN_TOKEN, datastorage_process
 from tests.support.event_bodies import event_body
