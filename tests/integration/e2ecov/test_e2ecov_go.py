@@ -34,6 +34,14 @@ def setup_module() -> None:
         pytest.fail("Go services need the go tool on PATH (https://go.dev/doc/install)")
 
 
+def go_module(module: Path, main_go: str, go: str = "1.21") -> Path:
+    """A one-file Go module `example.com/<directory name>` at `module`, for a test's service."""
+    module.mkdir()
+    (module / "go.mod").write_text(f"module example.com/{module.name}\n\ngo {go}\n")
+    (module / "main.go").write_text(main_go)
+    return module
+
+
 def _go_file(report: dict, name: str) -> dict:  # type: ignore[type-arg]
     return next(v for k, v in report["files"].items() if k.endswith(f"goapp/{name}"))
 
@@ -371,11 +379,9 @@ def test_binaries_built_in_two_counter_modes_are_a_named_loss_not_an_empty_repor
     """A service that runs a helper built with plain `go build -cover` (counter mode `set`)
     beside its own atomic binary: `go tool covdata` cannot read the two together. That was
     an empty profile, reported as 100 % of 0 statements; it is a loss, saying what to do."""
-    module = tmp_path / "helper"
-    module.mkdir()
-    (module / "go.mod").write_text("module example.com/helper\n\ngo 1.21\n")
-    (module / "main.go").write_text(
-        'package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("helper ran")\n}\n'
+    module = go_module(
+        tmp_path / "helper",
+        'package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("helper ran")\n}\n',
     )
     covdir = tmp_path / "go" / "svc"
     covdir.mkdir(parents=True)
@@ -529,10 +535,7 @@ def test_a_go_service_that_panics_on_sigterm_is_a_loss_that_names_the_panic(
     loss read "exited with code 2 before it saved (a Go binary writes its counters when
     main returns or os.Exit is called …)": an exit code, yet no counters, and not a word of
     the panic its stderr holds (an outside check)."""
-    module = tmp_path / "panicky"
-    module.mkdir()
-    (module / "go.mod").write_text("module example.com/panicky\n\ngo 1.21\n")
-    (module / "main.go").write_text(_PANICS_ON_SIGTERM)
+    module = go_module(tmp_path / "panicky", _PANICS_ON_SIGTERM)
     service = f"""
 [services.panicky]
 go_build = "."
@@ -555,11 +558,9 @@ def test_a_go_helper_built_without_cover_is_named_as_unmeasured(tmp_path: Path) 
     """A Go service that runs a second Go binary built without -cover (a sidecar, a tool
     built elsewhere): it wrote no counters and nothing said it ran (an outside check). As a
     Python child the hook never reached is, it is named, a warning and not a loss."""
-    module = tmp_path / "sidecar"
-    module.mkdir()
-    (module / "go.mod").write_text("module example.com/sidecar\n\ngo 1.21\n")
-    (module / "main.go").write_text(
-        'package main\n\nimport "time"\n\nfunc main() {\n\ttime.Sleep(time.Hour)\n}\n'
+    module = go_module(
+        tmp_path / "sidecar",
+        'package main\n\nimport "time"\n\nfunc main() {\n\ttime.Sleep(time.Hour)\n}\n',
     )
     sidecar = tmp_path / "sidecar-plain"
     subprocess.run(["go", "build", "-o", str(sidecar), "."], cwd=module, check=True)
@@ -618,10 +619,7 @@ def test_a_go_worker_of_the_services_own_binary_killed_is_a_loss_by_pid(
     SIGTERM ends the worker by Go's default, without counters, while the supervisor exits
     and saves. Worker and supervisor share one meta-data file, so the run counted only the
     supervisor's lines, and said nothing (an outside check): the worker is named now."""
-    module = tmp_path / "relaunch"
-    module.mkdir()
-    (module / "go.mod").write_text("module example.com/relaunch\n\ngo 1.21\n")
-    (module / "main.go").write_text(_RUNS_ITSELF_AS_ITS_WORKER)
+    module = go_module(tmp_path / "relaunch", _RUNS_ITSELF_AS_ITS_WORKER)
     service = f"""
 [services.relaunch]
 go_build = "."
@@ -920,10 +918,9 @@ def test_a_prebuilt_binary_of_a_module_listed_in_source_is_shown_by_repository_p
 def test_a_failed_go_build_says_why_on_the_runs_last_line(tmp_path: Path) -> None:
     """The run's last line (what a CI log shows first) repeats the failure's first line: a
     `go_build` that failed ended it in "failed:", Go's reason only on the lines above."""
-    module = tmp_path / "broken"
-    module.mkdir()
-    (module / "go.mod").write_text("module example.com/broken\n\ngo 1.22\n")
-    (module / "main.go").write_text("package main\n\nfunc main() { undefinedThing() }\n")
+    module = go_module(
+        tmp_path / "broken", "package main\n\nfunc main() { undefinedThing() }\n", go="1.22"
+    )
     service = go_service().replace(json.dumps(str(GOAPP)), json.dumps(str(module)))
     tests = get_script(tmp_path, ("E2E_GOAPP_URL", "/alpha"))
     outcome = e2ecov("run", "-c", str(write_stack(tmp_path, tests, service)), cwd=tmp_path)
