@@ -203,6 +203,7 @@ def test_envelope_errors_fail_the_request(body: bytes, message: str) -> None:
         ("not an object", "alerts[0]: must be an object"),
         ({"labels": {"pod": "x"}}, "alerts[0].labels.alertname: required"),
         ({}, "alerts[0].labels.alertname: required"),
+        ({"labels": {"alertname": ""}}, "alerts[0].labels.alertname: must not be empty"),
         ({"labels": None}, "alerts[0].labels: must be an object of strings, not null"),
         ({"labels": {"alertname": "A", "pod": 5}}, "alerts[0].labels.pod: must be a string"),
         ({"labels": {"alertname": "A"}, "status": "pending"}, "alerts[0].status"),

@@ -125,9 +125,11 @@ def _parse_alert(
         **webhook.common_annotations,
     }
     # the alert's own name, as Kubernaut reads it (commonLabels cannot rename an alert)
-    name = own_labels.get("alertname", "")
-    if not name:
+    name = own_labels.get("alertname")
+    if name is None:
         raise PayloadError(f"{where}.labels.alertname: required")
+    if not name:  # sent, but empty: "required" sent the sender looking for a missing label
+        raise PayloadError(f"{where}.labels.alertname: must not be empty")
 
     status = alert.get("status") or webhook.status or "firing"
     if status not in ("firing", "resolved"):
