@@ -28,15 +28,12 @@ from typing import Any
 from urllib.parse import quote
 
 from signalgate.kube.client import KubeError
+from signalgate.kube.names import is_dns1123_subdomain, is_kind
 
 # `v1`, `apps/v1`, `example.com/v1beta1`
 API_VERSION = re.compile(
     r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?v[0-9]+[a-z0-9]*"
 )
-# a kind as the API machinery names one (`Pod`, `HorizontalPodAutoscaler`, `Widget`)
-_KIND = re.compile(r"[A-Za-z][A-Za-z0-9]{0,62}")
-# an API group's name (`apps`, `example.com`): the group part of API_VERSION
-_GROUP = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class DiscoveryMalformed(KubeError):
@@ -103,7 +100,7 @@ def preferred_versions(document: Any) -> GroupList:
         version = _preferred(group)
         if not isinstance(version, str) or not API_VERSION.fullmatch(version):
             name = group.get("name") if isinstance(group, dict) else None
-            name = name if isinstance(name, str) and _GROUP.fullmatch(name) else ""
+            name = name if isinstance(name, str) and is_dns1123_subdomain(name) else ""
             unreadable.append(
                 (name, f"/apis: groups[{index}] names no preferredVersion.groupVersion")
             )
@@ -149,7 +146,7 @@ def resources_of(group_version: str, document: Any) -> list[tuple[Resource, str]
             raise DiscoveryMalformed(where, f"resources[{index}] has no name")
         if "/" in name:
             continue  # a subresource (`pods/log`): never used here, so never held against the group
-        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+        if not isinstance(kind, str) or not is_kind(kind):
             raise DiscoveryMalformed(where, f"resources[{index}] ({name}) names no kind")
         if namespaced is None:
             namespaced = False  # Go's zero value: what client-go and kubectl read it as

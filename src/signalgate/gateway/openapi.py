@@ -16,7 +16,6 @@ from signalgate.common.openapi import (
     problem_answer,
     with_connection_answers,
 )
-from signalgate.gateway.adapters.identity import KIND_PATTERN
 from signalgate.gateway.fingerprint import FINGERPRINT_PATTERN
 from signalgate.gateway.pipeline import OutcomeKind
 from signalgate.gateway.signal import MAX_SEVERITY, MAX_SIGNAL_NAME, SignalSource
@@ -25,6 +24,7 @@ from signalgate.kube.names import (
     DNS1123_LABEL_MAX,
     DNS1123_SUBDOMAIN_MAX,
     DNS1123_SUBDOMAIN_PATTERN,
+    KIND_PATTERN,
     OPTIONAL_DNS1123_LABEL_PATTERN,
 )
 from signalgate.remediation.model import OUTCOMES, PHASES
@@ -76,7 +76,7 @@ SCHEMAS: dict[str, Any] = {
                         "labels": {
                             "type": "object",
                             "required": ["alertname"],
-                            # an empty alertname is refused as a missing one
+                            # an empty alertname is refused ("must not be empty")
                             "properties": {"alertname": {"type": "string", "minLength": 1}},
                             "additionalProperties": {"type": "string"},
                         },

@@ -1,6 +1,6 @@
-"""Kubernetes' rules for object names, checked wherever a name arrives from outside: the
-Gateway's signals (a target's namespace and name) and the RR API's list cursors (an RR's
-name)."""
+"""Kubernetes' rules for object names and kinds, checked wherever one arrives from outside:
+the Gateway's signals (a target's kind, namespace and name), the API server's discovery
+documents (a kind, a group) and the RR API's list cursors (an RR's name)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ _SUBDOMAIN_TEXT = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])
 _SUBDOMAIN = re.compile(_SUBDOMAIN_TEXT)
 # `is_dns1123_subdomain` as a JSON Schema pattern (with `"maxLength": 253`)
 DNS1123_SUBDOMAIN_PATTERN = f"^{_SUBDOMAIN_TEXT}$"
+# a kind as the API machinery names one (`Pod`, `HorizontalPodAutoscaler`, `Widget`)
+_KIND_TEXT = r"[A-Za-z][A-Za-z0-9]{0,62}"
+_KIND = re.compile(_KIND_TEXT)
+# `is_kind` as a JSON Schema pattern
+KIND_PATTERN = f"^{_KIND_TEXT}$"
 
 
 def is_dns1123_label(value: str) -> bool:
@@ -28,3 +33,8 @@ def is_dns1123_label(value: str) -> bool:
 def is_dns1123_subdomain(value: str) -> bool:
     """Labels joined by `.`, at most 253 (most objects' names, an RR's too)."""
     return len(value) <= DNS1123_SUBDOMAIN_MAX and _SUBDOMAIN.fullmatch(value) is not None
+
+
+def is_kind(value: str) -> bool:
+    """A letter, then letters and digits, at most 63 (`Deployment`, `HorizontalPodAutoscaler`)."""
+    return _KIND.fullmatch(value) is not None

@@ -18,11 +18,9 @@ from signalgate.kube.names import (
     DNS1123_SUBDOMAIN_MAX,
     is_dns1123_label,
     is_dns1123_subdomain,
+    is_kind,
 )
 
-_KIND_TEXT = r"[A-Za-z][A-Za-z0-9]{0,62}"
-_KIND = re.compile(_KIND_TEXT)
-KIND_PATTERN = f"^{_KIND_TEXT}$"  # the OpenAPI document's form of `check_kind`
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 # Kinds whose names follow another rule than the DNS-1123 subdomain most kinds use
@@ -50,7 +48,7 @@ def check_namespace(value: str, field: str) -> str:
 
 def check_kind(value: str, field: str) -> str:
     """A Kind identifier: a letter, then letters and digits (e.g. `Deployment`)."""
-    if _KIND.fullmatch(value) is None:
+    if not is_kind(value):
         raise PayloadError(
             f"{field}: {_shown(value)} is not a Kubernetes kind: expected a letter followed "
             "by letters and digits, at most 63 characters (e.g. 'Deployment')"
