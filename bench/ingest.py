@@ -224,6 +224,37 @@ def standin() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         proc.wait(30)
 
 
+def audit_delivery(
+    audit: str,
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    postgres: PostgresServer | None,
+    name: str = "ds",
+) -> tuple[dict[str, str], int | None]:
+    """A lone Gateway's settings for one audit setting (bench/profile.py, bench/threads.py),
+    and the pid of the process taking its events (None with audit off): `journal` delivers
+    to a DataStorage process started here (on a database of its own on `postgres`, when
+    given), `standin` to the stand-in, `off` nowhere. What it starts stops with `stack`."""
+    if audit == "off":
+        return {}, None
+    if audit == "journal":
+        ds_env = {}
+        if postgres is not None:
+            ds_env["SIGNALGATE_STORE__DSN"] = postgres.create_database(name)
+            ds_env["SIGNALGATE_STORE__AUTOMIGRATE"] = "true"
+        datastorage = datastorage_process(workdir / f"datastorage-{name}", env=ds_env).start()
+        stack.callback(datastorage.stop)
+        assert datastorage.proc is not None
+        url, pid = datastorage.api_url, datastorage.proc.pid
+    else:
+        url, proc = stack.enter_context(standin())
+        pid = proc.pid
+    token_file = workdir / "ds.token"
+    token_file.write_text(WRITER_TOKEN)
+    env = {"SIGNALGATE_DATASTORAGE__URL": url, "SIGNALGATE_DATASTORAGE__TOKENFILE": str(token_file)}
+    return env, pid
+
+
 def run_ceiling(
     round_: int,
     postgres: PostgresServer,

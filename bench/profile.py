@@ -32,10 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ingest import measured_wrk, run_wrk, standin
+from bench.ingest import audit_delivery, measured_wrk, run_wrk
 from bench.lifecycle import stop_servers_on_sigterm
 from e2ecov.recipes import PostgresServer
-from tests.integration.datastorage.dstools import WRITER_TOKEN, datastorage_process
 from tests.support.services import gateway_process
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -120,27 +119,16 @@ def main() -> int:
             postgres = PostgresServer(durable=True).start()
             stack.callback(postgres.cleanup)
             env["SIGNALGATE_STORE__DSN"] = postgres.url
-        audit_url = None  # where the Gateway delivers its journal (audit off: nowhere)
-        if args.audit == "journal":
-            ds_env = {}
-            if args.backend == "postgres":  # as bench/ingest.py: a database of its own
-                ds_env["SIGNALGATE_STORE__DSN"] = postgres.create_database("ds")
-                ds_env["SIGNALGATE_STORE__AUTOMIGRATE"] = "true"
-            datastorage = datastorage_process(workdir / "datastorage", env=ds_env).start()
-            stack.callback(datastorage.stop)
-            audit_url = datastorage.api_url
-        elif args.audit == "standin":
-            audit_url, _ = stack.enter_context(standin())
-        if audit_url is not None:
-            (workdir / "ds.token").write_text(WRITER_TOKEN)
-            env["SIGNALGATE_DATASTORAGE__URL"] = audit_url
-            env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(workdir / "ds.token")
+        delivery, sink_pid = audit_delivery(
+            args.audit, stack, workdir, postgres if args.backend == "postgres" else None
+        )
+        env.update(delivery)
         service = gateway_process(workdir / "gateway", env=env).start()
         assert service.proc is not None
         sampled = service.proc.pid
         if args.sample == "datastorage":
-            assert datastorage.proc is not None
-            sampled = datastorage.proc.pid
+            assert sink_pid is not None
+            sampled = sink_pid
         try:
             run_wrk(service.api_url, args.workload, 2, args.connections, workdir)
             args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,10 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ingest import run_wrk, standin
+from bench.ingest import audit_delivery, run_wrk
 from bench.lifecycle import stop_servers_on_sigterm
 from e2ecov.recipes import PostgresServer
-from tests.integration.datastorage.dstools import WRITER_TOKEN, datastorage_process
 from tests.support.services import gateway_process
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -65,21 +64,8 @@ def measure(
         "SIGNALGATE_STORE__DSN": postgres.create_database(f"gateway_{audit}_{time.time_ns()}"),
     }
     with ExitStack() as stack:
-        url = None
-        if audit == "journal":
-            ds_env = {
-                "SIGNALGATE_STORE__DSN": postgres.create_database(f"ds_{time.time_ns()}"),
-                "SIGNALGATE_STORE__AUTOMIGRATE": "true",
-            }
-            datastorage = datastorage_process(workdir / f"datastorage-{audit}", env=ds_env).start()
-            stack.callback(datastorage.stop)
-            url = datastorage.api_url
-        elif audit == "standin":
-            url, _ = stack.enter_context(standin())
-        if url is not None:
-            (workdir / "ds.token").write_text(WRITER_TOKEN)
-            env["SIGNALGATE_DATASTORAGE__URL"] = url
-            env["SIGNALGATE_DATASTORAGE__TOKENFILE"] = str(workdir / "ds.token")
+        delivery, _ = audit_delivery(audit, stack, workdir, postgres, f"ds_{time.time_ns()}")
+        env.update(delivery)
         service = gateway_process(workdir / f"gateway-{audit}", env=env).start()
         stack.callback(service.stop)
         assert service.proc is not None
